@@ -1,0 +1,292 @@
+# shellcheck shell=bash
+# Helpers for leasegate benchmarks. Sourced by bench/*.sh (which set -euo pipefail).
+#
+# State shared with the caller:
+#   REPO_ROOT      repository root (set by the caller before sourcing, or derived here)
+#   BENCH_TMP      temp dir holding configs and logs (removed on exit)
+#   REDIS_PORT     port of the backing redis-server (after start_redis)
+#   TARGET_PORT    assoc array: target name -> loopback port clients connect to
+#   TARGET_PID     assoc array: target name -> pid of the process serving it
+#   BENCH_PIDS     every pid we started; killed by bench_cleanup
+
+: "${REPO_ROOT:=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}"
+BENCH_TMP=""
+REDIS_PORT=""
+declare -gA TARGET_PORT=()
+declare -gA TARGET_PID=()
+declare -ga BENCH_PIDS=()
+declare -ga BENCH_USED_PORTS=()
+
+# Make /usr/sbin visible (nutcracker and haproxy live there).
+case ":$PATH:" in *:/usr/sbin:*) ;; *) PATH="$PATH:/usr/sbin" ;; esac
+
+log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+warn() { printf '[bench %s] WARNING: %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { printf '[bench %s] ERROR: %s\n' "$(date +%H:%M:%S)" "$*" >&2; exit 1; }
+
+# ---------------------------------------------------------------- setup / teardown
+
+bench_init() {
+    BENCH_TMP=$(mktemp -d "${TMPDIR:-/tmp}/leasegate-bench.XXXXXX")
+    trap bench_cleanup EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+}
+
+bench_cleanup() {
+    local rc=$? pid i
+    trap - EXIT INT TERM
+    for pid in "${BENCH_PIDS[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in "${BENCH_PIDS[@]}"; do
+        for ((i = 0; i < 50; i++)); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        if kill -0 "$pid" 2>/dev/null; then
+            warn "pid $pid ignored SIGTERM; sending SIGKILL"
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+        wait "$pid" 2>/dev/null || true
+    done
+    if [[ -n "$BENCH_TMP" && -d "$BENCH_TMP" ]]; then
+        if [[ $rc -ne 0 && "${BENCH_KEEP_TMP_ON_FAIL:-0}" == 1 ]]; then
+            warn "keeping $BENCH_TMP for inspection"
+        else
+            rm -rf "$BENCH_TMP"
+        fi
+    fi
+    exit "$rc"
+}
+
+# ensure_packages: install the Debian packages providing missing binaries.
+ensure_packages() {
+    local -a missing=()
+    command -v redis-server >/dev/null || missing+=(redis-server)
+    command -v redis-benchmark >/dev/null || missing+=(redis-tools)
+    command -v redis-cli >/dev/null || missing+=(redis-tools)
+    command -v nutcracker >/dev/null || missing+=(nutcracker)
+    command -v haproxy >/dev/null || missing+=(haproxy)
+    command -v python3 >/dev/null || missing+=(python3)
+    ((${#missing[@]})) || return 0
+    # de-duplicate
+    mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+    log "installing missing packages: ${missing[*]}"
+    local sudo=""
+    [[ $(id -u) -eq 0 ]] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+    hash -r
+}
+
+# free_port VAR: store in VAR a currently free loopback TCP port not handed out before in this
+# run. (Sets a variable instead of printing so the used-port list survives: no subshell.)
+free_port() {
+    local p i
+    for ((i = 0; i < 20; i++)); do
+        p=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()')
+        if [[ " ${BENCH_USED_PORTS[*]} " != *" $p "* ]]; then
+            BENCH_USED_PORTS+=("$p")
+            printf -v "$1" '%s' "$p"
+            return 0
+        fi
+    done
+    die "could not find a free port"
+}
+
+# spawn NAME CMD...: start CMD in the background, logs to $BENCH_TMP/NAME.log; sets SPAWNED_PID.
+# (not run in a subshell by callers, so BENCH_PIDS is updated in the main shell)
+spawn() {
+    local name=$1
+    shift
+    "$@" >"$BENCH_TMP/$name.log" 2>&1 </dev/null &
+    SPAWNED_PID=$!
+    BENCH_PIDS+=("$SPAWNED_PID")
+}
+
+# wait_ping NAME PORT PID: wait (bounded) until PING on PORT returns PONG.
+wait_ping() {
+    local name=$1 port=$2 pid=$3 i out
+    for ((i = 0; i < ${BENCH_PING_RETRIES:-100}; i++)); do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            warn "$name (pid $pid) exited; its log:"
+            sed 's/^/    /' "$BENCH_TMP/$name.log" >&2 || true
+            die "$name failed to start"
+        fi
+        out=$(timeout 2 redis-cli -h 127.0.0.1 -p "$port" PING 2>/dev/null || true)
+        if [[ "$out" == PONG ]]; then
+            log "$name is up on 127.0.0.1:$port (pid $pid)"
+            return 0
+        fi
+        sleep 0.1
+    done
+    warn "$name log:"
+    sed 's/^/    /' "$BENCH_TMP/$name.log" >&2 || true
+    die "$name on port $port did not answer PING with PONG (last reply: '${out:-<none>}')"
+}
+
+# register_target NAME PORT PID
+register_target() {
+    TARGET_PORT[$1]=$2
+    TARGET_PID[$1]=$3
+}
+
+# ---------------------------------------------------------------- servers
+
+start_redis() {
+    free_port REDIS_PORT
+    spawn redis redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly no \
+        --daemonize no --dir "$BENCH_TMP" --protected-mode no
+    wait_ping redis "$REDIS_PORT" "$SPAWNED_PID"
+    REDIS_PID=$SPAWNED_PID
+}
+
+# start_direct [NAME]: clients talk to redis itself (the baseline).
+start_direct() {
+    register_target "${1:-direct}" "$REDIS_PORT" "$REDIS_PID"
+}
+
+# LEASEGATE_BIN may be set to benchmark a prebuilt binary (then nothing is built).
+LEASEGATE_BIN_DEFAULT="$REPO_ROOT/target/release/leasegate"
+LEASEGATE_BIN=${LEASEGATE_BIN:-$LEASEGATE_BIN_DEFAULT}
+
+build_leasegate() {
+    if [[ "$LEASEGATE_BIN" != "$LEASEGATE_BIN_DEFAULT" ]]; then
+        [[ -x "$LEASEGATE_BIN" ]] || die "LEASEGATE_BIN=$LEASEGATE_BIN is not executable"
+        log "using prebuilt $LEASEGATE_BIN (not building)"
+        return 0
+    fi
+    log "cargo build --release (in $REPO_ROOT)"
+    (cd "$REPO_ROOT" && cargo build --release) || die "cargo build --release failed"
+    [[ -x "$LEASEGATE_BIN" ]] || die "$LEASEGATE_BIN not found after build"
+}
+
+# start_leasegate NAME [EXTRA_YAML]
+#   Starts a leasegate instance in front of the shared redis. EXTRA_YAML is appended to the
+#   generated config verbatim (top-level keys). If it defines a top-level `backend:` or `log:`
+#   section, the corresponding default section is omitted (so a variant can replace it; use
+#   $REDIS_PORT in the string to point at the shared redis).
+start_leasegate() {
+    local name=$1 extra=${2:-} port cfg
+    free_port port
+    cfg="$BENCH_TMP/$name.yaml"
+    {
+        echo "listen: 127.0.0.1:$port"
+        if ! grep -q '^backend:' <<<"$extra"; then
+            printf 'backend:\n  addr: 127.0.0.1:%s\n' "$REDIS_PORT"
+        fi
+        if ! grep -q '^log:' <<<"$extra"; then
+            printf 'log:\n  level: warn\n'
+        fi
+        [[ -z "$extra" ]] || printf '%s\n' "$extra"
+    } >"$cfg"
+    spawn "$name" "$LEASEGATE_BIN" run -c "$cfg"
+    wait_ping "$name" "$port" "$SPAWNED_PID"
+    register_target "$name" "$port" "$SPAWNED_PID"
+}
+
+HAPROXY_NBTHREAD=${HAPROXY_NBTHREAD:-2}
+HAPROXY_MAXCONN=10000
+
+# start_haproxy [NAME]: plain TCP pass-through (L4), nbthread $HAPROXY_NBTHREAD.
+start_haproxy() {
+    local name=${1:-haproxy} port cfg hard
+    free_port port
+    # global maxconn 10000 needs ~20017 fds; cap it below a lower hard fd limit (we use 50 clients)
+    hard=$(ulimit -Hn)
+    if [[ $hard != unlimited ]] && ((hard < 2 * HAPROXY_MAXCONN + 100)); then
+        HAPROXY_MAXCONN=$(((hard - 100) / 2))
+        log "haproxy: hard fd limit $hard, using global maxconn $HAPROXY_MAXCONN"
+    fi
+    cfg="$BENCH_TMP/$name.cfg"
+    cat >"$cfg" <<EOF
+global
+    nbthread $HAPROXY_NBTHREAD
+    maxconn $HAPROXY_MAXCONN
+    log stderr format short local0 warning
+
+defaults
+    mode tcp
+    timeout connect 1s
+    timeout client 1h
+    timeout server 1h
+    maxconn $HAPROXY_MAXCONN
+
+frontend fe_redis
+    bind 127.0.0.1:$port
+    default_backend be_redis
+
+backend be_redis
+    server redis 127.0.0.1:$REDIS_PORT
+EOF
+    haproxy -c -q -f "$cfg" || die "haproxy config check failed ($cfg)"
+    spawn "$name" haproxy -f "$cfg" -db
+    wait_ping "$name" "$port" "$SPAWNED_PID"
+    register_target "$name" "$port" "$SPAWNED_PID"
+}
+
+# start_twemproxy [NAME]: nutcracker pool with a single redis server, 1 server connection.
+start_twemproxy() {
+    local name=${1:-twemproxy} port stats cfg
+    free_port port
+    free_port stats
+    cfg="$BENCH_TMP/$name.yml"
+    cat >"$cfg" <<EOF
+bench:
+  listen: 127.0.0.1:$port
+  redis: true
+  hash: fnv1a_64
+  distribution: ketama
+  timeout: 5000
+  backlog: 1024
+  preconnect: true
+  auto_eject_hosts: false
+  server_connections: 1
+  servers:
+    - 127.0.0.1:$REDIS_PORT:1
+EOF
+    nutcracker -t -c "$cfg" >/dev/null 2>&1 || die "nutcracker config check failed ($cfg)"
+    spawn "$name" nutcracker -c "$cfg" -s "$stats" -a 127.0.0.1 -o "$BENCH_TMP/$name.nutcracker.log" \
+        -p "$BENCH_TMP/$name.pid"
+    wait_ping "$name" "$port" "$SPAWNED_PID"
+    register_target "$name" "$port" "$SPAWNED_PID"
+}
+
+# ---------------------------------------------------------------- measuring
+
+# run_redis_benchmark PORT DEPTH N TESTS: prints "TEST RPS" lines (TEST upper-case, e.g. SET).
+# redis-benchmark 7.0.15 `-q --csv` prints:
+#   "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
+#   "SET","145985.41",...
+run_redis_benchmark() {
+    local port=$1 depth=$2 n=$3 tests=$4 out err rc=0
+    err="$BENCH_TMP/redis-benchmark.err"
+    out=$(timeout --foreground "${BENCH_RUN_TIMEOUT:-600}" redis-benchmark -h 127.0.0.1 -p "$port" -t "$tests" \
+        -c "${BENCH_CLIENTS:-50}" -n "$n" -P "$depth" -q --csv 2>"$err") || rc=$?
+    if ((rc != 0)); then
+        warn "redis-benchmark exited with $rc on port $port (-P $depth)"
+        sed 's/^/    /' "$err" >&2 || true
+    fi
+    awk -F, '
+        NR == 1 && $1 != "\"test\"" { print "unexpected header: " $0 > "/dev/stderr" }
+        NR > 1 { t = $1; r = $2; gsub(/"/, "", t); gsub(/"/, "", r); if (r + 0 > 0) print t, r }
+    ' <<<"$out"
+}
+
+# median of the numbers given as arguments (mean of the two middle ones for an even count)
+median() {
+    printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END {
+        if (NR == 0) exit 1
+        if (NR % 2) printf "%.2f\n", v[(NR + 1) / 2]
+        else printf "%.2f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+# cpu_affinity PID: "pid N: threads=T affinity=LIST" (all threads' allowed CPUs, deduplicated)
+cpu_affinity() {
+    local pid=$1 threads aff
+    threads=$(ls "/proc/$pid/task" 2>/dev/null | wc -l)
+    aff=$(for t in /proc/"$pid"/task/*; do grep -h '^Cpus_allowed_list' "$t/status" 2>/dev/null; done |
+        awk '{ print $2 }' | sort -u | paste -sd' ')
+    echo "threads=$threads cpus_allowed=${aff:-?}"
+}

@@ -1,0 +1,240 @@
+#!/usr/bin/env bash
+# Throughput benchmark: redis-benchmark SET/GET through leasegate vs. direct redis, haproxy (L4)
+# and twemproxy, all in front of the same redis-server, run side by side in one invocation.
+# On a shared/noisy box compare the ratios, not the absolute numbers.
+#
+# Usage: bench/throughput.sh
+# Env:
+#   BENCH_TARGETS      targets, in column order (default: "direct leasegate haproxy twemproxy")
+#   BENCH_ROUNDS       rounds; target order is rotated each round, median is reported (default 3)
+#   BENCH_REQUESTS     -n for every depth (default: 300000 for -P 1, 2000000 for -P >1)
+#   BENCH_PIPELINES    pipeline depths (default: "1 16")
+#   BENCH_CLIENTS      -c (default 50)
+#   BENCH_TESTS        -t (default "set,get")
+#   BENCH_QUICK=1      smoke test: tiny -n, 1 round
+#   HAPROXY_NBTHREAD   haproxy nbthread (default 2)
+#   LEASEGATE_BIN      use this prebuilt leasegate binary instead of `cargo build --release`
+#   BENCH_OUT          markdown output (default: bench/out/throughput.md)
+#   BENCH_KEEP_TMP_ON_FAIL=1  keep the temp dir (configs, logs) if the run fails
+set -euo pipefail
+
+REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=bench/lib.sh
+source "$REPO_ROOT/bench/lib.sh"
+
+# ---------------------------------------------------------------- parameters
+
+read -r -a TARGETS <<<"${BENCH_TARGETS:-direct leasegate haproxy twemproxy}"
+read -r -a DEPTHS <<<"${BENCH_PIPELINES:-1 16}"
+TESTS=${BENCH_TESTS:-set,get}
+CLIENTS=${BENCH_CLIENTS:-50}
+export BENCH_CLIENTS=$CLIENTS
+if [[ "${BENCH_QUICK:-0}" == 1 ]]; then
+    ROUNDS=${BENCH_ROUNDS:-1}
+    N_P1=2000
+    N_PIPE=20000
+else
+    ROUNDS=${BENCH_ROUNDS:-3}
+    # sized so that every redis-benchmark run takes a few seconds on a 2-core box
+    N_P1=300000
+    N_PIPE=2000000
+fi
+OUT_MD=${BENCH_OUT:-$REPO_ROOT/bench/out/throughput.md}
+OUT_RAW=${OUT_MD%.md}-raw.csv
+
+requests_for_depth() {
+    if [[ -n "${BENCH_REQUESTS:-}" ]]; then
+        echo "$BENCH_REQUESTS"
+    elif (($1 <= 1)); then
+        echo "$N_P1"
+    else
+        echo "$N_PIPE"
+    fi
+}
+
+((${#TARGETS[@]} > 0)) || die "BENCH_TARGETS is empty"
+[[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || die "BENCH_ROUNDS must be a positive integer"
+
+# ---------------------------------------------------------------- targets
+# To add a target: add a case here (usually one start_* call) and put its name in
+# BENCH_TARGETS / the default list above. Example leasegate variant:
+#   leasegate-foo) start_leasegate leasegate-foo $'some_section:\n  key: value' ;;
+# Targets whose name starts with "leasegate" get ratio columns against the other targets.
+
+start_target() {
+    case "$1" in
+    direct) start_direct direct ;;
+    leasegate) start_leasegate leasegate "" ;;
+    haproxy) start_haproxy haproxy ;;
+    twemproxy) start_twemproxy twemproxy ;;
+    *) die "unknown target '$1' (see start_target in $0)" ;;
+    esac
+}
+
+is_leasegate() { [[ $1 == leasegate* ]]; }
+
+# ---------------------------------------------------------------- main
+
+ensure_packages
+bench_init
+
+for t in "${TARGETS[@]}"; do
+    if is_leasegate "$t"; then
+        build_leasegate
+        break
+    fi
+done
+
+start_redis
+for t in "${TARGETS[@]}"; do
+    start_target "$t"
+done
+
+declare -A RESULTS=() # "target|TEST|depth" -> space-separated rps per round
+FAILED=0
+mkdir -p "$(dirname "$OUT_MD")"
+echo "round,target,test,pipeline,requests,rps" >"$OUT_RAW"
+
+ntargets=${#TARGETS[@]}
+for ((round = 0; round < ROUNDS; round++)); do
+    # rotate target order each round so no target always runs first/last
+    order=()
+    for ((i = 0; i < ntargets; i++)); do
+        order+=("${TARGETS[$(((i + round) % ntargets))]}")
+    done
+    log "round $((round + 1))/$ROUNDS: order ${order[*]}"
+    for depth in "${DEPTHS[@]}"; do
+        n=$(requests_for_depth "$depth")
+        for t in "${order[@]}"; do
+            port=${TARGET_PORT[$t]}
+            got=0
+            while read -r test rps; do
+                [[ -n "$test" ]] || continue
+                RESULTS["$t|$test|$depth"]+=" $rps"
+                echo "$((round + 1)),$t,$test,$depth,$n,$rps" >>"$OUT_RAW"
+                log "  $t -P $depth $test: $rps rps"
+                got=$((got + 1))
+            done < <(run_redis_benchmark "$port" "$depth" "$n" "$TESTS")
+            if ((got == 0)); then
+                warn "no results for $t -P $depth"
+                FAILED=1
+            fi
+            kill -0 "${TARGET_PID[$t]}" 2>/dev/null || die "$t (pid ${TARGET_PID[$t]}) died during the benchmark"
+        done
+    done
+done
+
+# ---------------------------------------------------------------- report
+
+IFS=, read -r -a TEST_NAMES <<<"${TESTS^^}"
+
+ratio_pairs=()
+for l in "${TARGETS[@]}"; do
+    is_leasegate "$l" || continue
+    for b in "${TARGETS[@]}"; do
+        [[ $b != "$l" ]] || continue
+        # compare variants against the plain "leasegate" target, and every leasegate against non-leasegate targets
+        if ! is_leasegate "$b" || [[ $b == leasegate && $l != leasegate ]]; then
+            ratio_pairs+=("$l/$b")
+        fi
+    done
+done
+
+med() { # target test depth -> median or empty
+    local vals=${RESULTS["$1|$2|$3"]:-}
+    [[ -n "$vals" ]] || return 0
+    # shellcheck disable=SC2086
+    median $vals
+}
+
+spread() { # target test depth -> (max-min)/median in percent, or empty
+    local vals=${RESULTS["$1|$2|$3"]:-}
+    [[ -n "$vals" ]] || return 0
+    # shellcheck disable=SC2086
+    printf '%s\n' $vals | sort -g | awk '{ v[NR] = $1 } END {
+        m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+        if (m > 0) printf "%.0f%%\n", 100 * (v[NR] - v[1]) / m }'
+}
+
+affinity_lines=()
+for t in redis "${TARGETS[@]}"; do
+    [[ $t != direct ]] || continue
+    if [[ $t == redis ]]; then pid=$REDIS_PID; else pid=${TARGET_PID[$t]}; fi
+    affinity_lines+=("- $t: pid $pid, $(cpu_affinity "$pid")")
+done
+
+{
+    echo "## leasegate throughput ($(date -u +%Y-%m-%dT%H:%M:%SZ))"
+    echo
+    echo "redis-benchmark $(redis-benchmark --version | awk '{print $2}') \`-t $TESTS -c $CLIENTS -q --csv\`," \
+        "-n $(for d in "${DEPTHS[@]}"; do printf '%s (-P %s) ' "$(requests_for_depth "$d")" "$d"; done| sed 's/ $//');" \
+        "median of $ROUNDS round(s), target order rotated per round."
+    echo "Host: $(nproc) CPUs, load avg at end: $(cut -d' ' -f1-3 /proc/loadavg)." \
+        "Targets: direct = redis-server $(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p');" \
+        "haproxy $(haproxy -v | sed -n '1s/^HAProxy version \([^ ]*\).*/\1/p') mode tcp, nbthread $HAPROXY_NBTHREAD, maxconn $HAPROXY_MAXCONN;" \
+        "twemproxy $(nutcracker -V 2>&1 | sed -n '1s/.*nutcracker-//p') (single-threaded), server_connections 1."
+    echo "Values are requests/s; ratios > 1 mean leasegate is faster."
+    echo
+    header="| test | -P |"
+    sep="|---|---:|"
+    for t in "${TARGETS[@]}"; do
+        header+=" $t |"
+        sep+="---:|"
+    done
+    for p in "${ratio_pairs[@]}"; do
+        header+=" $p |"
+        sep+="---:|"
+    done
+    echo "$header"
+    echo "$sep"
+    for test in "${TEST_NAMES[@]}"; do
+        for depth in "${DEPTHS[@]}"; do
+            row="| $test | $depth |"
+            declare -A m=()
+            for t in "${TARGETS[@]}"; do
+                m[$t]=$(med "$t" "$test" "$depth")
+                if [[ -n "${m[$t]}" ]]; then
+                    row+=" $(printf '%.0f' "${m[$t]}") |"
+                else
+                    row+=" fail |"
+                fi
+            done
+            for p in "${ratio_pairs[@]}"; do
+                a=${m[${p%/*}]} b=${m[${p#*/}]}
+                if [[ -n "$a" && -n "$b" ]]; then
+                    row+=" $(awk -v a="$a" -v b="$b" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }') |"
+                else
+                    row+=" - |"
+                fi
+            done
+            unset m
+            echo "$row"
+        done
+    done
+    if ((ROUNDS > 1)); then
+        echo
+        echo "Spread across rounds, (max-min)/median:"
+        echo
+        echo "| test | -P |$(printf ' %s |' "${TARGETS[@]}")"
+        echo "|---|---:|$(printf -- '---:|%.0s' "${TARGETS[@]}")"
+        for test in "${TEST_NAMES[@]}"; do
+            for depth in "${DEPTHS[@]}"; do
+                row="| $test | $depth |"
+                for t in "${TARGETS[@]}"; do
+                    row+=" $(spread "$t" "$test" "$depth") |"
+                done
+                echo "$row"
+            done
+        done
+    fi
+    echo
+    echo "CPU placement (no process is pinned unless cpus_allowed is narrower than the host):"
+    echo
+    printf '%s\n' "${affinity_lines[@]}"
+} >"$OUT_MD"
+
+echo
+cat "$OUT_MD"
+echo
+log "written $OUT_MD (raw per-round data: $OUT_RAW)"
+((FAILED == 0)) || die "some benchmark runs produced no results (see warnings above)"

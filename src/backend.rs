@@ -1,0 +1,114 @@
+//! The node behind the proxy: opening connections to it, and leasegate's own
+//! requests to it (start-up command learning).
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::command::{learn_from_command_reply, LearnedCommand};
+
+/// Why the backend could not be used; the text reaches clients as
+/// `-ERR backend <addr> unavailable: <reason>`.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("connect timed out after {0} ms")]
+    ConnectTimeout(u128),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("no reply within {0} ms")]
+    ReplyTimeout(u128),
+    #[error("{0}")]
+    Reply(String),
+}
+
+/// Opens a connection to the node, bounded by `timeout`.
+pub async fn connect(addr: &str, timeout: Duration) -> Result<TcpStream, BackendError> {
+    let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+        .await
+        .map_err(|_| BackendError::ConnectTimeout(timeout.as_millis()))??;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// The error line a client gets when its backend connection cannot be opened.
+pub fn unavailable_reply(addr: &str, err: &BackendError) -> Vec<u8> {
+    let reason = err.to_string().replace(['\r', '\n'], " ");
+    format!("-ERR backend {addr} unavailable: {reason}\r\n").into_bytes()
+}
+
+/// A short-lived RESP2 connection for leasegate's own requests.
+pub struct ControlConnection {
+    stream: TcpStream,
+    buf: Vec<u8>,
+    timeout: Duration,
+}
+
+impl ControlConnection {
+    /// Connects and, if `password` is set, authenticates.
+    pub async fn open(
+        addr: &str,
+        password: Option<&str>,
+        timeout: Duration,
+    ) -> Result<ControlConnection, BackendError> {
+        let stream = connect(addr, timeout).await?;
+        let mut conn = ControlConnection {
+            stream,
+            buf: Vec::new(),
+            timeout,
+        };
+        if let Some(pw) = password {
+            conn.call(&["AUTH", pw]).await?;
+        }
+        Ok(conn)
+    }
+
+    /// Sends one command and returns its decoded reply; error replies become
+    /// [`BackendError::Reply`].
+    pub async fn call(
+        &mut self,
+        args: &[&str],
+    ) -> Result<redis_protocol::resp2::types::OwnedFrame, BackendError> {
+        use redis_protocol::resp2::types::OwnedFrame;
+        let mut req = format!("*{}\r\n", args.len()).into_bytes();
+        for a in args {
+            req.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+            req.extend_from_slice(a.as_bytes());
+            req.extend_from_slice(b"\r\n");
+        }
+        self.stream.write_all(&req).await?;
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        loop {
+            match redis_protocol::resp2::decode::decode(&self.buf) {
+                Ok(Some((frame, used))) => {
+                    self.buf.drain(..used);
+                    return match frame {
+                        OwnedFrame::Error(e) => Err(BackendError::Reply(e)),
+                        f => Ok(f),
+                    };
+                }
+                Ok(None) => {}
+                Err(e) => return Err(BackendError::Reply(format!("invalid reply: {e}"))),
+            }
+            let mut chunk = [0u8; 16 * 1024];
+            let n = tokio::time::timeout_at(deadline, self.stream.read(&mut chunk))
+                .await
+                .map_err(|_| BackendError::ReplyTimeout(self.timeout.as_millis()))??;
+            if n == 0 {
+                return Err(BackendError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+/// Asks the node for `COMMAND` and returns what it says about each command.
+pub async fn learn_commands(
+    addr: &str,
+    password: Option<&str>,
+    timeout: Duration,
+) -> Result<Vec<LearnedCommand>, BackendError> {
+    let mut conn = ControlConnection::open(addr, password, timeout).await?;
+    let reply = conn.call(&["COMMAND"]).await?;
+    Ok(learn_from_command_reply(&reply))
+}

@@ -1,0 +1,303 @@
+//! Command classification: which commands are reads, which are writes.
+//!
+//! The Gate only ever asks one question of a request, "is this a write?", and
+//! this module answers it. The answer comes from a built-in table covering
+//! Redis 7 and the Kvrocks-only commands ([`table`]), optionally refined by the
+//! write flags the backend reports in its `COMMAND` reply at start-up, and
+//! finally by per-command overrides from the config. Unknown commands are
+//! treated as writes: when in doubt, fence.
+
+mod table;
+
+/// What kind of request a command is, as far as fencing is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Class {
+    /// Reads data or connection state; never fenced (only `CLIENT PAUSE ... ALL` holds it).
+    Read,
+    /// Mutates the keyspace; forwarded only while the node may accept writes.
+    Write,
+    /// Handled by leasegate itself and never forwarded (e.g. `CLUSTERX HEARTBEAT`).
+    Intercept,
+    /// Node administration (CONFIG SET, REPLICAOF, CLUSTERX SETNODES, ...): not a
+    /// data write, so never fenced, but observed for role changes.
+    Admin,
+}
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+use bytes::Bytes;
+
+use crate::config::CommandsConfig;
+
+/// Longest command or subcommand name that is classified; longer names are
+/// unknown (and so writes).
+pub const NAME_CAP: usize = 32;
+
+/// A command or subcommand name, lowercased into a fixed buffer so that
+/// classifying a request allocates nothing.
+#[derive(Clone, Copy)]
+pub struct Name {
+    len: u8,
+    buf: [u8; NAME_CAP],
+}
+
+impl Name {
+    /// No name (e.g. a request without a subcommand).
+    pub const EMPTY: Name = Name {
+        len: 0,
+        buf: [0; NAME_CAP],
+    };
+
+    /// Lowercases `raw`; a name longer than [`NAME_CAP`] keeps no bytes and
+    /// matches nothing in the table.
+    #[inline]
+    pub fn new(raw: &[u8]) -> Name {
+        let mut name = Name::EMPTY;
+        if raw.len() > NAME_CAP {
+            name.len = u8::MAX;
+            return name;
+        }
+        for (dst, src) in name.buf.iter_mut().zip(raw) {
+            *dst = src.to_ascii_lowercase();
+        }
+        name.len = raw.len() as u8;
+        name
+    }
+
+    #[inline]
+    pub fn as_bytes(&self) -> &[u8] {
+        if self.len as usize > NAME_CAP {
+            b""
+        } else {
+            &self.buf[..self.len as usize]
+        }
+    }
+
+    #[inline]
+    pub fn is(&self, lowercase: &[u8]) -> bool {
+        self.as_bytes() == lowercase
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The name for messages (lossy for non-UTF-8 input).
+    pub fn display(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(self.as_bytes())
+    }
+}
+
+impl std::fmt::Debug for Name {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.display())
+    }
+}
+
+/// FNV-1a. Hand-written rather than a crate because it runs once per request
+/// on the hot path over names of a few bytes, where SipHash costs more than
+/// the rest of classification; hash flooding is not a concern for a table
+/// whose keys come from the config and the built-in list, never from clients.
+#[derive(Default)]
+struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+type FastMap<V> = HashMap<Box<[u8]>, V, BuildHasherDefault<Fnv>>;
+
+/// What the table knows about one command.
+#[derive(Debug, Clone)]
+struct Entry {
+    class: Class,
+    /// Present when `commands.deny` lists the command: the complete reply.
+    denied: Option<Bytes>,
+    subcommands: Vec<(Box<[u8]>, Class)>,
+}
+
+/// The classification of one request.
+#[derive(Debug, Clone, Copy)]
+pub struct Classified<'t> {
+    pub class: Class,
+    /// The reply to send instead of forwarding, when the command is denied.
+    pub denied: Option<&'t Bytes>,
+}
+
+/// Command name → class, built from the built-in table, the backend's
+/// `COMMAND` flags and the config. Immutable once built; a reload builds a new one.
+#[derive(Debug, Clone, Default)]
+pub struct CommandTable {
+    entries: FastMap<Entry>,
+}
+
+/// Whether `name` (any case) is in the built-in table.
+pub fn is_builtin(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    table::COMMANDS.iter().any(|(n, _)| *n == lower)
+}
+
+impl CommandTable {
+    /// The built-in table alone.
+    pub fn builtin() -> CommandTable {
+        let mut entries = FastMap::default();
+        for (name, class) in table::COMMANDS {
+            entries.insert(
+                Box::from(name.as_bytes()),
+                Entry {
+                    class: *class,
+                    denied: None,
+                    subcommands: Vec::new(),
+                },
+            );
+        }
+        for (name, sub, class) in table::SUBCOMMANDS {
+            if let Some(entry) = entries.get_mut(name.as_bytes()) {
+                entry.subcommands.push((Box::from(sub.as_bytes()), *class));
+            }
+        }
+        CommandTable { entries }
+    }
+
+    /// The table leasegate runs with: built-in, then `learned` (commands the
+    /// backend flags `write`, and commands it knows that the table does not),
+    /// then the config's class overrides and deny list.
+    pub fn build(config: &CommandsConfig, learned: &[LearnedCommand]) -> CommandTable {
+        let mut t = CommandTable::builtin();
+        for l in learned {
+            let key = l.name.to_ascii_lowercase().into_bytes().into_boxed_slice();
+            match t.entries.get_mut(&key) {
+                Some(entry) if l.class == Class::Write && entry.class == Class::Read => {
+                    entry.class = Class::Write;
+                }
+                Some(_) => {}
+                None => {
+                    t.entries.insert(
+                        key,
+                        Entry {
+                            class: l.class,
+                            denied: None,
+                            subcommands: Vec::new(),
+                        },
+                    );
+                }
+            }
+        }
+        for (name, class) in &config.classes {
+            let key = name.to_ascii_lowercase().into_bytes().into_boxed_slice();
+            let entry = t.entries.entry(key).or_insert(Entry {
+                class: Class::Write,
+                denied: None,
+                subcommands: Vec::new(),
+            });
+            entry.class = (*class).into();
+            entry.subcommands.clear();
+        }
+        for name in &config.deny {
+            let lower = name.to_ascii_lowercase();
+            let reply = Bytes::from(format!(
+                "-ERR command '{lower}' is disabled by leasegate\r\n"
+            ));
+            let entry = t
+                .entries
+                .entry(lower.into_bytes().into_boxed_slice())
+                .or_insert(Entry {
+                    class: Class::Write,
+                    denied: None,
+                    subcommands: Vec::new(),
+                });
+            entry.denied = Some(reply);
+        }
+        t
+    }
+
+    /// Classifies a request by its command name and first argument. Unknown
+    /// commands are writes.
+    #[inline]
+    pub fn classify(&self, name: &Name, sub: &Name) -> Classified<'_> {
+        match self.entries.get(name.as_bytes()) {
+            None => Classified {
+                class: Class::Write,
+                denied: None,
+            },
+            Some(entry) => {
+                let mut class = entry.class;
+                if !entry.subcommands.is_empty() {
+                    if let Some((_, c)) = entry
+                        .subcommands
+                        .iter()
+                        .find(|(s, _)| **s == *sub.as_bytes())
+                    {
+                        class = *c;
+                    }
+                }
+                Classified {
+                    class,
+                    denied: entry.denied.as_ref(),
+                }
+            }
+        }
+    }
+}
+
+/// A command as the backend describes it in its `COMMAND` reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LearnedCommand {
+    pub name: String,
+    /// `Write` when flagged `write`, `Admin` when flagged `admin`, else `Read`.
+    pub class: Class,
+}
+
+/// Extracts names and flags from a decoded RESP2 `COMMAND` reply
+/// (`[[name, arity, [flags...], ...], ...]`).
+pub fn learn_from_command_reply(
+    reply: &redis_protocol::resp2::types::OwnedFrame,
+) -> Vec<LearnedCommand> {
+    use redis_protocol::resp2::types::OwnedFrame as F;
+    fn text(f: &F) -> Option<String> {
+        match f {
+            F::BulkString(data) | F::SimpleString(data) => {
+                Some(String::from_utf8_lossy(data).to_ascii_lowercase())
+            }
+            _ => None,
+        }
+    }
+    let F::Array(commands) = reply else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for cmd in commands {
+        let F::Array(fields) = cmd else { continue };
+        let Some(name) = fields.first().and_then(text) else {
+            continue;
+        };
+        let flags: Vec<String> = match fields.get(2) {
+            Some(F::Array(data)) => data.iter().filter_map(text).collect(),
+            _ => Vec::new(),
+        };
+        let class = if flags.iter().any(|f| f == "write") {
+            Class::Write
+        } else if flags.iter().any(|f| f == "admin") {
+            Class::Admin
+        } else {
+            Class::Read
+        };
+        out.push(LearnedCommand { name, class });
+    }
+    out
+}

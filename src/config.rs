@@ -1,0 +1,354 @@
+//! The one YAML file that configures leasegate.
+//!
+//! Every key has its default here, in one place, except `backend.addr`. Unknown
+//! or mistyped keys are errors that name the key and the line (serde's
+//! `deny_unknown_fields` plus `serde_yaml_ng`'s positions), because a silently
+//! ignored typo in a fencing proxy's config is how split brain comes back.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::command::Class;
+
+/// Why a config file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {source}")]
+    Parse {
+        path: String,
+        source: serde_yaml_ng::Error,
+    },
+    #[error("config file {path}: {key}: {reason}")]
+    Invalid {
+        path: String,
+        key: &'static str,
+        reason: String,
+    },
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address clients connect to.
+    #[serde(default = "defaults::listen")]
+    pub listen: String,
+    /// The node this proxy stands in front of.
+    pub backend: BackendConfig,
+    /// How long in-flight replies may take to finish after SIGTERM/SIGINT.
+    #[serde(default = "defaults::drain_timeout_ms")]
+    pub drain_timeout_ms: u64,
+    /// Worker threads of the runtime; 0 means one per CPU.
+    #[serde(default)]
+    pub threads: usize,
+    #[serde(default)]
+    pub commands: CommandsConfig,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    /// `host:port` of the Kvrocks/Redis node (required).
+    pub addr: String,
+    /// Password for leasegate's *own* connections to the node (command
+    /// learning, probes). Client sessions are never pre-authenticated with it:
+    /// clients send their own AUTH, which passes through.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Time allowed to open a backend connection for a new client.
+    #[serde(default = "defaults::connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandsConfig {
+    /// Commands answered with `-ERR command '<name>' is disabled by leasegate`.
+    #[serde(default)]
+    pub deny: Vec<String>,
+    /// Per-command class overrides, e.g. `{ mymodule.set: write }`.
+    #[serde(default)]
+    pub classes: BTreeMap<String, ClassName>,
+    /// Ask the backend for `COMMAND` at start-up and treat every command it
+    /// flags `write` as a write (adds module and newer commands to the table).
+    #[serde(default = "defaults::yes")]
+    pub learn_from_backend: bool,
+}
+
+impl Default for CommandsConfig {
+    fn default() -> Self {
+        Self {
+            deny: Vec::new(),
+            classes: BTreeMap::new(),
+            learn_from_backend: true,
+        }
+    }
+}
+
+/// A command class as spelled in the config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClassName {
+    Read,
+    Write,
+    Admin,
+}
+
+impl From<ClassName> for Class {
+    fn from(c: ClassName) -> Class {
+        match c {
+            ClassName::Read => Class::Read,
+            ClassName::Write => Class::Write,
+            ClassName::Admin => Class::Admin,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Concurrent client connections; beyond it a client gets
+    /// `-ERR max number of clients reached` and is closed.
+    #[serde(default = "defaults::max_clients")]
+    pub max_clients: usize,
+    /// Largest bulk string accepted in a request, in bytes.
+    #[serde(default = "defaults::max_bulk_len")]
+    pub max_bulk_len: u64,
+    /// Most arguments accepted in one request.
+    #[serde(default = "defaults::max_multibulk_len")]
+    pub max_multibulk_len: u64,
+    /// Longest inline command line (`PING\r\n` typed in telnet), in bytes.
+    #[serde(default = "defaults::max_inline_len")]
+    pub max_inline_len: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_clients: defaults::max_clients(),
+            max_bulk_len: defaults::max_bulk_len(),
+            max_multibulk_len: defaults::max_multibulk_len(),
+            max_inline_len: defaults::max_inline_len(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    #[serde(default)]
+    pub format: LogFormat,
+    /// A `tracing` filter (`info`, `leasegate=debug`, ...); `RUST_LOG` wins when set.
+    #[serde(default = "defaults::log_level")]
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: defaults::log_level(),
+        }
+    }
+}
+
+/// All defaults, in one place.
+mod defaults {
+    pub fn listen() -> String {
+        "0.0.0.0:6380".to_string()
+    }
+    pub fn drain_timeout_ms() -> u64 {
+        5_000
+    }
+    pub fn connect_timeout_ms() -> u64 {
+        1_000
+    }
+    pub fn yes() -> bool {
+        true
+    }
+    pub fn max_clients() -> usize {
+        10_000
+    }
+    pub fn max_bulk_len() -> u64 {
+        512 * 1024 * 1024
+    }
+    pub fn max_multibulk_len() -> u64 {
+        1024 * 1024
+    }
+    pub fn max_inline_len() -> usize {
+        64 * 1024
+    }
+    pub fn log_level() -> String {
+        "info".to_string()
+    }
+}
+
+/// Longest command name leasegate classifies; see [`crate::command::Name`].
+pub const MAX_COMMAND_NAME: usize = crate::command::NAME_CAP;
+
+impl Config {
+    /// Reads, parses and validates `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        Self::parse(&text, &shown)
+    }
+
+    /// Parses and validates YAML text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let config: Config =
+            serde_yaml_ng::from_str(text).map_err(|source| ConfigError::Parse {
+                path: origin.to_string(),
+                source,
+            })?;
+        config
+            .validate()
+            .map_err(|(key, reason)| ConfigError::Invalid {
+                path: origin.to_string(),
+                key,
+                reason,
+            })?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        self.listen.parse::<SocketAddr>().map_err(|e| {
+            (
+                "listen",
+                format!("'{}' is not an ip:port ({e})", self.listen),
+            )
+        })?;
+        let addr = &self.backend.addr;
+        match addr.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {}
+            _ => return Err(("backend.addr", format!("'{addr}' is not a host:port"))),
+        }
+        if self.backend.connect_timeout_ms == 0 {
+            return Err(("backend.connect_timeout_ms", "must be above 0".into()));
+        }
+        if self.limits.max_clients == 0 {
+            return Err(("limits.max_clients", "must be above 0".into()));
+        }
+        if self.limits.max_bulk_len == 0 {
+            return Err(("limits.max_bulk_len", "must be above 0".into()));
+        }
+        if self.limits.max_multibulk_len == 0 {
+            return Err(("limits.max_multibulk_len", "must be above 0".into()));
+        }
+        if self.limits.max_inline_len < 16 {
+            return Err(("limits.max_inline_len", "must be at least 16".into()));
+        }
+        for name in self.commands.classes.keys() {
+            if name.is_empty() || name.len() > MAX_COMMAND_NAME || name.contains(' ') {
+                return Err((
+                    "commands.classes",
+                    format!("'{name}' is not a command name (1..={MAX_COMMAND_NAME} characters, no spaces)"),
+                ));
+            }
+        }
+        for name in &self.commands.deny {
+            let known = crate::command::is_builtin(name)
+                || self
+                    .commands
+                    .classes
+                    .keys()
+                    .any(|c| c.eq_ignore_ascii_case(name));
+            if !known {
+                return Err((
+                    "commands.deny",
+                    format!(
+                        "unknown command '{name}' (a typo here would leave it enabled; \
+                         list commands unknown to leasegate under commands.classes first)"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_millis(self.drain_timeout_ms)
+    }
+
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.backend.connect_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_backend_addr_is_required() {
+        let c = Config::parse("backend:\n  addr: 127.0.0.1:6666\n", "t").expect("valid");
+        assert_eq!(c.listen, "0.0.0.0:6380");
+        assert_eq!(c.limits.max_bulk_len, 512 * 1024 * 1024);
+        assert_eq!(c.limits.max_multibulk_len, 1_048_576);
+        assert!(c.commands.learn_from_backend);
+        let err = Config::parse("listen: 127.0.0.1:1\n", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("backend"), "{err}");
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let text = "backend:\n  addr: 127.0.0.1:6666\nlimits:\n  max_clientz: 5\n";
+        let err = Config::parse(text, "f.yaml").unwrap_err().to_string();
+        assert!(err.contains("max_clientz"), "{err}");
+        assert!(err.contains("line 4"), "{err}");
+    }
+
+    #[test]
+    fn mistyped_value_names_line() {
+        let text = "backend:\n  addr: 127.0.0.1:6666\nlimits:\n  max_clients: lots\n";
+        let err = Config::parse(text, "f.yaml").unwrap_err().to_string();
+        assert!(err.contains("line 4"), "{err}");
+    }
+
+    #[test]
+    fn deny_typo_is_an_error() {
+        let text = "backend:\n  addr: h:1\ncommands:\n  deny: [flushal]\n";
+        let err = Config::parse(text, "f").unwrap_err().to_string();
+        assert!(err.contains("flushal"), "{err}");
+        let ok = "backend:\n  addr: h:1\ncommands:\n  deny: [FLUSHALL, mod.cmd]\n  classes: {mod.cmd: write}\n";
+        Config::parse(ok, "f").expect("valid");
+    }
+
+    #[test]
+    fn bad_addresses_are_rejected() {
+        let err = Config::parse("backend:\n  addr: nohostport\n", "f")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("backend.addr"), "{err}");
+        let err = Config::parse("listen: x\nbackend:\n  addr: h:1\n", "f")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("listen"), "{err}");
+    }
+}

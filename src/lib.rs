@@ -1,0 +1,15 @@
+//! leasegate: a RESP sidecar proxy that fences writes on a Kvrocks/Redis node.
+//!
+//! Reading order: [`session`] (one client ↔ one backend connection, the hot
+//! path) and [`gate`] (the single "may this request pass" decision); then
+//! [`frame`] (RESP boundaries), [`command`] (classification), [`server`]
+//! (listener and lifecycle) and [`config`].
+
+pub mod backend;
+pub mod command;
+pub mod config;
+pub mod frame;
+pub mod gate;
+pub mod logging;
+pub mod server;
+pub mod session;

@@ -1,0 +1,458 @@
+//! A session: one client connection paired with one backend connection.
+//!
+//! This is the hot path, together with [`crate::gate`]. Pairing connections
+//! 1:1 is what makes the proxy transparent: SELECT, AUTH, HELLO 3,
+//! MULTI/EXEC/WATCH, SUBSCRIBE, blocking commands and MONITOR keep their
+//! per-connection meaning on the node.
+//!
+//! One task drives both directions without blocking on either:
+//!
+//! * client → backend: read what is available, frame every complete request,
+//!   classify it, ask the Gate, and forward the admitted requests' original
+//!   bytes in one write;
+//! * backend → client: frame replies and write them back in batches.
+//!
+//! The `pending` queue holds, in request order, what the client is owed: a
+//! backend reply, or a local reply (a rejection) that must wait until every
+//! earlier backend reply has been written. RESP3 push frames and RESP2 pub/sub
+//! messages answer no request and take no place in it.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use crate::command::{Class, Name};
+use crate::frame::reply::{pubsub_frame, PubSubFrame, ReplyFramer, ReplyHead};
+use crate::frame::request::{Limits, RequestFramer, RequestHead};
+use crate::gate::{Admission, Gate, Verdict};
+
+/// Stop reading from a side while this much is queued for the other.
+const HIGH_WATER: usize = 4 * 1024 * 1024;
+/// Read buffers grow by at least this much.
+const READ_CHUNK: usize = 16 * 1024;
+
+const EXECABORT_PREVIOUS_ERRORS: &[u8] =
+    b"-EXECABORT Transaction discarded because of previous errors.\r\n";
+const DISCARD: &[u8] = b"*1\r\n$7\r\nDISCARD\r\n";
+
+/// What a session needs from the proxy.
+#[derive(Debug)]
+pub struct SessionContext {
+    pub gate: Arc<Gate>,
+    pub limits: Limits,
+}
+
+/// What the client is owed next, in request order.
+#[derive(Debug)]
+enum Owed {
+    /// One backend reply, handled as `Expect` says.
+    Reply(Expect),
+    /// A reply made by the proxy.
+    Local(Bytes),
+    /// A subscribe-family request went out: RESP2 pub/sub frames from here on
+    /// answer no request.
+    PubSub,
+    /// MONITOR was acknowledged: everything from here on is a stream.
+    Monitor,
+    /// Close the connection once everything before this has been written.
+    Close,
+}
+
+#[derive(Debug)]
+enum Expect {
+    Plain,
+    /// HELLO: the reply's type tells which protocol the connection now speaks.
+    Hello,
+    /// RESET: the connection is back to its initial state.
+    Reset,
+    /// The backend's reply is swallowed and this one is sent instead
+    /// (EXEC turned into DISCARD).
+    Replace(Bytes),
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Transaction {
+    has_write: bool,
+    /// A queued command was refused by the proxy: EXEC must fail.
+    aborted: bool,
+}
+
+/// Per-connection protocol state, independent of the sockets.
+struct Session {
+    from_client: BytesMut,
+    to_backend: BytesMut,
+    from_backend: BytesMut,
+    to_client: BytesMut,
+    requests: RequestFramer,
+    replies: ReplyFramer,
+    owed: VecDeque<Owed>,
+    resp3: bool,
+    /// RESP2 subscribe mode, and the subscription counts the node reported.
+    pubsub: bool,
+    subscriptions: i64,
+    shard_subscriptions: i64,
+    monitor: bool,
+    transaction: Option<Transaction>,
+    /// No more requests are read; close once `to_client` is written.
+    closing: bool,
+}
+
+/// Runs one client connection to completion.
+pub async fn serve(
+    mut client: TcpStream,
+    mut backend: TcpStream,
+    ctx: Arc<SessionContext>,
+    shutdown: CancellationToken,
+) {
+    let mut s = Session::new(ctx.limits);
+    let (mut client_rx, mut client_tx) = client.split();
+    let (mut backend_rx, mut backend_tx) = backend.split();
+    let mut client_eof = false;
+    let mut backend_eof = false;
+    let mut draining = false;
+
+    loop {
+        if s.finished(client_eof || draining, backend_eof) {
+            break;
+        }
+        let read_client = !(s.closing || client_eof || draining) && s.to_backend.len() < HIGH_WATER;
+        let read_backend = !backend_eof && s.to_client.len() < HIGH_WATER;
+        reserve(&mut s.from_client);
+        reserve(&mut s.from_backend);
+
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled(), if !draining => draining = true,
+            r = client_tx.write_buf(&mut s.to_client), if !s.to_client.is_empty() => {
+                if r.is_err() || r.is_ok_and(|n| n == 0) {
+                    break;
+                }
+            }
+            r = backend_tx.write_buf(&mut s.to_backend), if !s.to_backend.is_empty() => {
+                if r.is_err() || r.is_ok_and(|n| n == 0) {
+                    break;
+                }
+            }
+            r = backend_rx.read_buf(&mut s.from_backend), if read_backend => match r {
+                Ok(0) | Err(_) => backend_eof = true,
+                Ok(_) => {
+                    if let Err(e) = s.on_backend_data() {
+                        debug!(error = %e, "closing session");
+                        break;
+                    }
+                }
+            },
+            r = client_rx.read_buf(&mut s.from_client), if read_client => match r {
+                Ok(0) | Err(_) => client_eof = true,
+                Ok(_) => s.on_client_data(&ctx.gate),
+            },
+        }
+    }
+    let _ = client_tx.shutdown().await;
+}
+
+/// Makes room for the next read.
+#[inline]
+fn reserve(buf: &mut BytesMut) {
+    if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+        buf.reserve(READ_CHUNK);
+    }
+}
+
+impl Session {
+    fn new(limits: Limits) -> Session {
+        Session {
+            from_client: BytesMut::with_capacity(READ_CHUNK),
+            to_backend: BytesMut::with_capacity(READ_CHUNK),
+            from_backend: BytesMut::with_capacity(READ_CHUNK),
+            to_client: BytesMut::with_capacity(READ_CHUNK),
+            requests: RequestFramer::new(limits),
+            replies: ReplyFramer::new(),
+            owed: VecDeque::new(),
+            resp3: false,
+            pubsub: false,
+            subscriptions: 0,
+            shard_subscriptions: 0,
+            monitor: false,
+            transaction: None,
+            closing: false,
+        }
+    }
+
+    /// Whether the session has nothing left to do.
+    fn finished(&self, no_more_requests: bool, backend_eof: bool) -> bool {
+        let written = self.to_client.is_empty();
+        if self.closing || backend_eof {
+            return written;
+        }
+        no_more_requests && written && self.to_backend.is_empty() && self.awaits_nothing()
+    }
+
+    /// No backend reply is owed (streams such as pub/sub and MONITOR owe none).
+    fn awaits_nothing(&self) -> bool {
+        !self.owed.iter().any(|o| matches!(o, Owed::Reply(_)))
+    }
+
+    /// Frames, classifies and admits every complete request the client sent.
+    fn on_client_data(&mut self, gate: &Gate) {
+        let policy = gate.policy();
+        let mut pos = 0; // start of the next unframed request
+        let mut run = 0; // start of the admitted requests not yet copied out
+        while !self.closing {
+            let head = match self.requests.next(&self.from_client[pos..]) {
+                Ok(Some(head)) => head,
+                Ok(None) => break,
+                Err(e) => {
+                    debug!(error = %e, "client protocol error");
+                    self.owed.push_back(Owed::Local(e.reply()));
+                    self.owed.push_back(Owed::Close);
+                    self.closing = true;
+                    break;
+                }
+            };
+            let at = pos;
+            pos += head.len;
+            if head.argc == 0 {
+                // Ignored by the node as well: nothing to forward, nothing owed.
+                self.to_backend
+                    .extend_from_slice(&self.from_client[run..at]);
+                run = pos;
+                continue;
+            }
+            let command = policy.commands.classify(&head.name, &head.sub);
+            let class = self.class_in_context(&head, command.class);
+            let verdict = gate.admit(&Admission { class, command });
+            match self.in_transaction(&head, verdict) {
+                Step::Forward => self.forwarded(&head, class),
+                Step::Answer(reply) => {
+                    self.to_backend
+                        .extend_from_slice(&self.from_client[run..at]);
+                    run = pos;
+                    self.owed.push_back(Owed::Local(reply));
+                }
+                Step::Discard(reply) => {
+                    // The backend holds an open transaction: close it
+                    // without applying it, and answer EXEC with `reply`.
+                    self.to_backend
+                        .extend_from_slice(&self.from_client[run..at]);
+                    run = pos;
+                    self.to_backend.extend_from_slice(DISCARD);
+                    self.owed.push_back(Owed::Reply(Expect::Replace(reply)));
+                    self.transaction = None;
+                }
+            }
+        }
+        self.to_backend
+            .extend_from_slice(&self.from_client[run..pos]);
+        if self.closing {
+            self.from_client.clear();
+        } else {
+            self.from_client.advance(pos);
+        }
+        self.settle();
+    }
+
+    /// EXEC is a write when a queued command was.
+    #[inline]
+    fn class_in_context(&self, head: &RequestHead, class: Class) -> Class {
+        match &self.transaction {
+            Some(t) if head.name.is(b"exec") && t.has_write => Class::Write,
+            _ => class,
+        }
+    }
+
+    /// Book-keeping for a request that goes to the backend.
+    #[inline]
+    fn forwarded(&mut self, head: &RequestHead, class: Class) {
+        let name = &head.name;
+        if let Some(t) = self.transaction.as_mut() {
+            if class == Class::Write {
+                t.has_write = true;
+            }
+        }
+        let expect = if name.is(b"multi") {
+            self.transaction.get_or_insert_with(Transaction::default);
+            Expect::Plain
+        } else if name.is(b"exec") || name.is(b"discard") {
+            self.transaction = None;
+            Expect::Plain
+        } else if name.is(b"hello") {
+            Expect::Hello
+        } else if name.is(b"reset") {
+            self.transaction = None;
+            Expect::Reset
+        } else if is_subscribe_family(name, head.argc) {
+            self.owed.push_back(Owed::PubSub);
+            return;
+        } else if name.is(b"monitor") {
+            self.owed.push_back(Owed::Reply(Expect::Plain));
+            self.owed.push_back(Owed::Monitor);
+            return;
+        } else {
+            Expect::Plain
+        };
+        self.owed.push_back(Owed::Reply(expect));
+    }
+
+    /// What a verdict means for a session inside MULTI: a refused EXEC must
+    /// still close the backend's transaction, and a refused queued command
+    /// makes the whole transaction fail at EXEC, as the node would.
+    #[inline]
+    fn in_transaction(&mut self, head: &RequestHead, verdict: Verdict) -> Step {
+        let Some(t) = self.transaction.as_mut() else {
+            return match verdict {
+                Verdict::Forward => Step::Forward,
+                Verdict::Reject(reply) => Step::Answer(reply),
+            };
+        };
+        let exec = head.name.is(b"exec");
+        match verdict {
+            Verdict::Reject(reply) if exec => Step::Discard(reply),
+            Verdict::Reject(reply) => {
+                t.aborted = true;
+                Step::Answer(reply)
+            }
+            Verdict::Forward if exec && t.aborted => {
+                Step::Discard(Bytes::from_static(EXECABORT_PREVIOUS_ERRORS))
+            }
+            Verdict::Forward => Step::Forward,
+        }
+    }
+}
+
+/// How the session carries out a verdict.
+enum Step {
+    /// The request's bytes go to the backend.
+    Forward,
+    /// Nothing is forwarded; the client gets this reply in the request's place.
+    Answer(Bytes),
+    /// EXEC is replaced by DISCARD; the client gets this reply in its place.
+    Discard(Bytes),
+}
+
+/// SUBSCRIBE-family requests (with their required arguments): in RESP2 their
+/// confirmations, like the messages that follow, answer no request slot.
+#[inline]
+fn is_subscribe_family(name: &Name, argc: u64) -> bool {
+    match name.as_bytes() {
+        b"subscribe" | b"psubscribe" | b"ssubscribe" => argc >= 2,
+        b"unsubscribe" | b"punsubscribe" | b"sunsubscribe" => true,
+        _ => false,
+    }
+}
+
+/// The reply side.
+impl Session {
+    /// Frames every complete backend reply and queues it (or its replacement)
+    /// for the client, with local replies placed where they are owed.
+    fn on_backend_data(&mut self) -> Result<(), crate::frame::reply::ReplyError> {
+        let mut pos = 0;
+        while let Some(head) = self.replies.next(&self.from_backend[pos..])? {
+            let at = pos;
+            pos += head.len;
+            self.on_reply(head, at..pos);
+        }
+        self.from_backend.advance(pos);
+        Ok(())
+    }
+
+    #[inline]
+    fn on_reply(&mut self, head: ReplyHead, range: std::ops::Range<usize>) {
+        if !self.answers_request(&head, &range) {
+            self.to_client.extend_from_slice(&self.from_backend[range]);
+            return;
+        }
+        match self.owed.pop_front() {
+            Some(Owed::Reply(Expect::Replace(reply))) => self.to_client.extend_from_slice(&reply),
+            Some(Owed::Reply(expect)) => {
+                match expect {
+                    Expect::Hello if head.kind == b'%' => self.resp3 = true,
+                    Expect::Hello if head.kind == b'*' => self.resp3 = false,
+                    Expect::Reset if head.kind == b'+' => {
+                        self.resp3 = false;
+                        self.pubsub = false;
+                        self.monitor = false;
+                        self.subscriptions = 0;
+                        self.shard_subscriptions = 0;
+                    }
+                    _ => {}
+                }
+                self.to_client.extend_from_slice(&self.from_backend[range]);
+            }
+            other => {
+                // A reply nobody asked for (the queue's head is always a
+                // backend reply or empty after `settle`): pass it on.
+                if let Some(o) = other {
+                    self.owed.push_front(o);
+                }
+                self.to_client.extend_from_slice(&self.from_backend[range]);
+            }
+        }
+        self.settle();
+    }
+
+    /// Whether a backend frame answers a request, as opposed to a push, a
+    /// pub/sub message or a MONITOR line. Updates the subscribe-mode state.
+    #[inline]
+    fn answers_request(&mut self, head: &ReplyHead, range: &std::ops::Range<usize>) -> bool {
+        if head.kind == b'>' {
+            return false;
+        }
+        if self.monitor {
+            // Only RESET's own reply ends a MONITOR stream.
+            let is_reset = &self.from_backend[range.clone()] == b"+RESET\r\n";
+            return is_reset && matches!(self.owed.front(), Some(Owed::Reply(Expect::Reset)));
+        }
+        if !self.pubsub || self.resp3 || head.kind != b'*' {
+            return true;
+        }
+        match pubsub_frame(&self.from_backend[range.clone()]) {
+            None => true,
+            Some(PubSubFrame::Message) => false,
+            Some(PubSubFrame::Subscribed { count, shard }) => {
+                self.set_subscriptions(count, shard);
+                false
+            }
+            Some(PubSubFrame::Unsubscribed { count, shard }) => {
+                self.set_subscriptions(count, shard);
+                if self.subscriptions == 0 && self.shard_subscriptions == 0 {
+                    self.pubsub = false;
+                }
+                false
+            }
+        }
+    }
+
+    fn set_subscriptions(&mut self, count: i64, shard: bool) {
+        if shard {
+            self.shard_subscriptions = count;
+        } else {
+            self.subscriptions = count;
+        }
+    }
+
+    /// Writes out local replies and applies mode changes that have reached
+    /// the head of the queue, until a backend reply is owed first.
+    #[inline]
+    fn settle(&mut self) {
+        while let Some(front) = self.owed.front() {
+            match front {
+                Owed::Reply(_) => return,
+                Owed::Local(reply) => self.to_client.extend_from_slice(reply),
+                Owed::PubSub => self.pubsub = true,
+                Owed::Monitor => self.monitor = true,
+                Owed::Close => {
+                    self.closing = true;
+                    self.owed.clear();
+                    return;
+                }
+            }
+            self.owed.pop_front();
+        }
+    }
+}
