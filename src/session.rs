@@ -98,7 +98,9 @@ struct Session {
     shard_subscriptions: i64,
     monitor: bool,
     transaction: Option<Transaction>,
-    /// No more requests are read; close once `to_client` is written.
+    /// A protocol error was found: no more requests are read.
+    stop_reading: bool,
+    /// Everything owed has been queued: close once `to_client` is written.
     closing: bool,
 }
 
@@ -120,7 +122,8 @@ pub async fn serve(
         if s.finished(client_eof || draining, backend_eof) {
             break;
         }
-        let read_client = !(s.closing || client_eof || draining) && s.to_backend.len() < HIGH_WATER;
+        let read_client =
+            !(s.stop_reading || client_eof || draining) && s.to_backend.len() < HIGH_WATER;
         let read_backend = !backend_eof && s.to_client.len() < HIGH_WATER;
         reserve(&mut s.from_client);
         reserve(&mut s.from_backend);
@@ -180,6 +183,7 @@ impl Session {
             shard_subscriptions: 0,
             monitor: false,
             transaction: None,
+            stop_reading: false,
             closing: false,
         }
     }
@@ -203,7 +207,7 @@ impl Session {
         let policy = gate.policy();
         let mut pos = 0; // start of the next unframed request
         let mut run = 0; // start of the admitted requests not yet copied out
-        while !self.closing {
+        while !self.stop_reading {
             let head = match self.requests.next(&self.from_client[pos..]) {
                 Ok(Some(head)) => head,
                 Ok(None) => break,
@@ -211,7 +215,7 @@ impl Session {
                     debug!(error = %e, "client protocol error");
                     self.owed.push_back(Owed::Local(e.reply()));
                     self.owed.push_back(Owed::Close);
-                    self.closing = true;
+                    self.stop_reading = true;
                     break;
                 }
             };
@@ -249,7 +253,7 @@ impl Session {
         }
         self.to_backend
             .extend_from_slice(&self.from_client[run..pos]);
-        if self.closing {
+        if self.stop_reading {
             self.from_client.clear();
         } else {
             self.from_client.advance(pos);

@@ -1,0 +1,393 @@
+//! Test support: real `redis-server` and `leasegate` processes on free
+//! loopback ports, cleaned up on drop, and a small blocking RESP client that
+//! decodes replies with `redis-protocol` (the oracle, independent of the
+//! proxy's own framers).
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long any single wait in a test may take before it is a failure.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind an ephemeral port")
+}
+
+/// Waits until something accepts TCP connections on `port`.
+fn wait_listening(port: u16, child: &mut Child, what: &str) {
+    let start = Instant::now();
+    while start.elapsed() < PATIENCE {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited before listening on {port}: {status}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("{what} did not listen on {port} within {PATIENCE:?}");
+}
+
+/// A `redis-server` (standing in for Kvrocks) on a free port.
+pub struct RedisServer {
+    pub port: u16,
+    child: Option<Child>,
+    args: Vec<String>,
+    dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    pub fn start() -> RedisServer {
+        RedisServer::start_with(&[])
+    }
+
+    /// Starts with extra `redis-server` arguments (e.g. `["--requirepass", "pw"]`).
+    pub fn start_with(args: &[&str]) -> RedisServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut server = RedisServer {
+            port: free_port(),
+            child: None,
+            args: args.iter().map(|s| s.to_string()).collect(),
+            dir,
+        };
+        server.launch();
+        server
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn launch(&mut self) {
+        let mut child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--enable-debug-command", "local"])
+            .args(["--dir", &self.dir.path().display().to_string()])
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (apt-get install redis-server)");
+        wait_listening(self.port, &mut child, "redis-server");
+        self.child = Some(child);
+    }
+
+    /// Kills the server (the port stays reserved for `restart`).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same port.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.launch();
+    }
+
+    /// A direct client, bypassing the proxy.
+    pub fn client(&self) -> Client {
+        Client::connect(self.port)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The real `leasegate` binary, configured by a YAML file, on a free port.
+pub struct Proxy {
+    pub port: u16,
+    child: Option<Child>,
+    pub config_path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Proxy {
+    /// Starts leasegate in front of `backend` with extra YAML appended to the
+    /// generated config (top-level keys other than `listen`/`backend`).
+    pub fn start(backend: &str, extra_yaml: &str) -> Proxy {
+        Proxy::start_with_backend_yaml(&format!("backend:\n  addr: {backend}\n"), extra_yaml)
+    }
+
+    pub fn start_with_backend_yaml(backend_yaml: &str, extra_yaml: &str) -> Proxy {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let config_path = dir.path().join("leasegate.yaml");
+        let yaml =
+            format!("listen: 127.0.0.1:{port}\n{backend_yaml}log:\n  level: warn\n{extra_yaml}");
+        std::fs::write(&config_path, yaml).expect("write config");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_leasegate"))
+            .args(["run", "-c"])
+            .arg(&config_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn leasegate");
+        wait_listening(port, &mut child, "leasegate");
+        Proxy {
+            port,
+            child: Some(child),
+            config_path,
+            _dir: dir,
+        }
+    }
+
+    pub fn client(&self) -> Client {
+        Client::connect(self.port)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).expect("running")
+    }
+
+    /// Sends a signal (`TERM`, `INT`, `HUP`) to the proxy.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Waits for the proxy to exit and returns its status.
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let start = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status;
+            }
+            if start.elapsed() > PATIENCE {
+                let _ = child.kill();
+                panic!("leasegate did not exit within {PATIENCE:?}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Number of open file descriptors of the proxy process.
+    pub fn fd_count(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .expect("read /proc/PID/fd")
+            .count()
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A decoded reply, in one shape for RESP2 and RESP3.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reply {
+    Status(String),
+    Error(String),
+    Int(i64),
+    Bulk(Vec<u8>),
+    Nil,
+    Array(Vec<Reply>),
+    Push(Vec<Reply>),
+    Map(Vec<(Reply, Reply)>),
+    Other(String),
+}
+
+impl Reply {
+    pub fn bulk(s: &str) -> Reply {
+        Reply::Bulk(s.as_bytes().to_vec())
+    }
+    pub fn ok() -> Reply {
+        Reply::Status("OK".into())
+    }
+    pub fn is_error(&self) -> bool {
+        matches!(self, Reply::Error(_))
+    }
+    pub fn error_text(&self) -> &str {
+        match self {
+            Reply::Error(e) => e,
+            other => panic!("expected an error reply, got {other:?}"),
+        }
+    }
+    pub fn text(&self) -> String {
+        match self {
+            Reply::Bulk(b) => String::from_utf8_lossy(b).into_owned(),
+            Reply::Status(s) => s.clone(),
+            other => panic!("expected a string reply, got {other:?}"),
+        }
+    }
+}
+
+fn from_resp2(f: redis_protocol::resp2::types::OwnedFrame) -> Reply {
+    use redis_protocol::resp2::types::OwnedFrame as F;
+    match f {
+        F::SimpleString(s) => Reply::Status(String::from_utf8_lossy(&s).into_owned()),
+        F::Error(e) => Reply::Error(e),
+        F::Integer(i) => Reply::Int(i),
+        F::BulkString(b) => Reply::Bulk(b),
+        F::Array(items) => Reply::Array(items.into_iter().map(from_resp2).collect()),
+        F::Null => Reply::Nil,
+    }
+}
+
+fn from_resp3(f: redis_protocol::resp3::types::OwnedFrame) -> Reply {
+    use redis_protocol::resp3::types::OwnedFrame as F;
+    match f {
+        F::SimpleString { data, .. } => Reply::Status(String::from_utf8_lossy(&data).into_owned()),
+        F::SimpleError { data, .. } => Reply::Error(data),
+        F::BlobError { data, .. } => Reply::Error(String::from_utf8_lossy(&data).into_owned()),
+        F::Number { data, .. } => Reply::Int(data),
+        F::BlobString { data, .. } => Reply::Bulk(data),
+        F::Null => Reply::Nil,
+        F::Array { data, .. } => Reply::Array(data.into_iter().map(from_resp3).collect()),
+        F::Push { data, .. } => Reply::Push(data.into_iter().map(from_resp3).collect()),
+        F::Map { data, .. } => Reply::Map(
+            data.into_iter()
+                .map(|(k, v)| (from_resp3(k), from_resp3(v)))
+                .collect(),
+        ),
+        other => Reply::Other(format!("{other:?}")),
+    }
+}
+
+/// Encodes a command as a RESP array of bulk strings.
+pub fn encode(args: &[&[u8]]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+        out.extend_from_slice(a);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+/// A blocking RESP client over a real socket.
+pub struct Client {
+    stream: TcpStream,
+    buf: Vec<u8>,
+    /// Decode as RESP3 (after a successful `HELLO 3`).
+    pub resp3: bool,
+}
+
+impl Client {
+    pub fn connect(port: u16) -> Client {
+        let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
+        stream.set_nodelay(true).expect("nodelay");
+        Client {
+            stream,
+            buf: Vec::new(),
+            resp3: false,
+        }
+    }
+
+    /// Sends a command without waiting for its reply.
+    pub fn send(&mut self, args: &[&str]) {
+        let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+        self.send_raw(&encode(&args));
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("write to proxy");
+    }
+
+    /// Sends a command and reads its reply.
+    pub fn cmd(&mut self, args: &[&str]) -> Reply {
+        self.send(args);
+        self.read()
+    }
+
+    /// Reads one reply; panics after [`PATIENCE`].
+    pub fn read(&mut self) -> Reply {
+        self.try_read(PATIENCE)
+            .unwrap_or_else(|| panic!("no reply within {PATIENCE:?}"))
+    }
+
+    /// Reads one reply, or `None` if none arrives within `wait`.
+    pub fn try_read(&mut self, wait: Duration) -> Option<Reply> {
+        let deadline = Instant::now() + wait;
+        loop {
+            if let Some(reply) = self.decode() {
+                return Some(reply);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            self.stream.set_read_timeout(Some(left)).expect("timeout");
+            let mut chunk = [0u8; 64 * 1024];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => panic!("connection closed while waiting for a reply"),
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return None
+                }
+                Err(e) => panic!("read failed: {e}"),
+            }
+        }
+    }
+
+    fn decode(&mut self) -> Option<Reply> {
+        let (reply, used) = if self.resp3 {
+            let (f, used) = redis_protocol::resp3::decode::complete::decode(&self.buf)
+                .expect("valid RESP3 from the proxy")?;
+            (from_resp3(f), used)
+        } else {
+            let (f, used) = redis_protocol::resp2::decode::decode(&self.buf)
+                .expect("valid RESP2 from the proxy")?;
+            (from_resp2(f), used)
+        };
+        self.buf.drain(..used);
+        Some(reply)
+    }
+
+    /// Whether the server closed the connection (after any pending bytes).
+    pub fn is_closed(&mut self) -> bool {
+        self.stream
+            .set_read_timeout(Some(PATIENCE))
+            .expect("timeout");
+        let mut chunk = [0u8; 1024];
+        loop {
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return true,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+                Err(_) => return false,
+            }
+        }
+    }
+
+    /// Bytes received but not yet decoded.
+    pub fn pending_bytes(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+/// Starts a Redis and a leasegate in front of it.
+pub fn redis_and_proxy(extra_yaml: &str) -> (RedisServer, Proxy) {
+    let redis = RedisServer::start();
+    let proxy = Proxy::start(&redis.addr(), extra_yaml);
+    (redis, proxy)
+}
