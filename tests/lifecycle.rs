@@ -227,7 +227,7 @@ fn check_config_names_the_bad_key_and_line() {
 fn client_closing_closes_the_backend_connection() {
     let (redis, proxy) = redis_and_proxy("");
     let mut direct = redis.client();
-    let mut named = |direct: &mut Client| -> usize {
+    let named = |direct: &mut Client| -> usize {
         let Reply::Bulk(list) = direct.cmd(&["CLIENT", "LIST"]) else {
             panic!("CLIENT LIST is a bulk string")
         };
