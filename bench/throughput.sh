@@ -65,6 +65,7 @@ start_target() {
     case "$1" in
     direct) start_direct direct ;;
     leasegate) start_leasegate leasegate "" ;;
+    leasegate-t1) start_leasegate leasegate-t1 "threads: 1" ;;
     haproxy) start_haproxy haproxy ;;
     twemproxy) start_twemproxy twemproxy ;;
     *) die "unknown target '$1' (see start_target in $0)" ;;

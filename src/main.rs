@@ -57,9 +57,13 @@ fn main() -> ExitCode {
                 }
             };
             leasegate::logging::init(&config.log);
-            let mut runtime = tokio::runtime::Builder::new_multi_thread();
+            let mut runtime = if config.threads == 1 {
+                tokio::runtime::Builder::new_current_thread()
+            } else {
+                tokio::runtime::Builder::new_multi_thread()
+            };
             runtime.enable_all();
-            if config.threads > 0 {
+            if config.threads > 1 {
                 runtime.worker_threads(config.threads);
             }
             let runtime = match runtime.build() {

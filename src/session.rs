@@ -117,6 +117,9 @@ pub async fn serve(
     let mut client_eof = false;
     let mut backend_eof = false;
     let mut draining = false;
+    // Created once: a fresh `cancelled()` per iteration would register with,
+    // and leave, the token's shared waiter list on every request.
+    let mut shutdown = std::pin::pin!(shutdown.cancelled_owned());
 
     loop {
         if s.finished(client_eof || draining, backend_eof) {
@@ -130,7 +133,7 @@ pub async fn serve(
 
         tokio::select! {
             biased;
-            _ = shutdown.cancelled(), if !draining => draining = true,
+            _ = &mut shutdown, if !draining => draining = true,
             r = client_tx.write_buf(&mut s.to_client), if !s.to_client.is_empty() => {
                 if r.is_err() || r.is_ok_and(|n| n == 0) {
                     break;
