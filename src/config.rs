@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::command::Class;
+use crate::lease::{Initial, LeaseMode};
 
 /// Why a config file could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +51,18 @@ pub struct Config {
     /// Worker threads of the runtime; 0 means one per CPU.
     #[serde(default)]
     pub threads: usize,
+    /// This node's 40-character cluster node id. When unset, it is learned
+    /// from a `CLUSTERX SETNODEID` passing through the proxy.
+    #[serde(default)]
+    pub node_id: Option<String>,
+    #[serde(default)]
+    pub admin: AdminConfig,
+    #[serde(default)]
+    pub control: ControlConfig,
+    #[serde(default)]
+    pub lease: LeaseConfig,
+    #[serde(default)]
+    pub controller: ControllerConfig,
     #[serde(default)]
     pub commands: CommandsConfig,
     #[serde(default)]
@@ -94,6 +107,119 @@ impl Default for CommandsConfig {
             deny: Vec::new(),
             classes: BTreeMap::new(),
             learn_from_backend: true,
+        }
+    }
+}
+
+/// The HTTP admin API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Where the admin API listens; loopback by default. Empty disables it.
+    #[serde(default = "defaults::admin_listen")]
+    pub listen: String,
+    /// Bearer token required by every mutating call. Without one, mutating
+    /// calls are refused (401) and only the read-only endpoints work.
+    #[serde(default)]
+    pub token: Option<String>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: defaults::admin_listen(),
+            token: None,
+        }
+    }
+}
+
+/// Who may renew, revoke or pause over RESP.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlConfig {
+    /// Connections that `AUTH` (or `HELLO ... AUTH`) with this password are
+    /// the controller's; the proxy checks it and never forwards it.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Client addresses (`10.0.0.5`, `10.0.0.0/24`, `::1`) treated as the
+    /// controller without a password.
+    #[serde(default)]
+    pub allow_from: Vec<String>,
+}
+
+/// The master lease (DESIGN §2).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeaseConfig {
+    #[serde(default)]
+    pub mode: LeaseMode,
+    #[serde(default)]
+    pub initial: Initial,
+    /// Fraction by which the local clock may run slow relative to the
+    /// controller's; the TTL is shortened by it.
+    #[serde(default = "defaults::clock_drift")]
+    pub clock_drift: f64,
+    /// Subtracted from every lease.
+    #[serde(default = "defaults::safety_margin_ms")]
+    pub safety_margin_ms: u64,
+    /// First word of the fenced-write error (`READONLY` makes Sentinel-aware
+    /// clients rediscover the master).
+    #[serde(default = "defaults::reject_prefix")]
+    pub reject_prefix: String,
+    /// How often leasegate asks the node for its `ROLE`; a replica revokes the
+    /// lease. 0 disables the probe.
+    #[serde(default = "defaults::probe_interval_ms")]
+    pub probe_interval_ms: u64,
+}
+
+impl Default for LeaseConfig {
+    fn default() -> Self {
+        Self {
+            mode: LeaseMode::default(),
+            initial: Initial::default(),
+            clock_drift: defaults::clock_drift(),
+            safety_margin_ms: defaults::safety_margin_ms(),
+            reject_prefix: defaults::reject_prefix(),
+            probe_interval_ms: defaults::probe_interval_ms(),
+        }
+    }
+}
+
+/// Pulling the lease from a stock kvrocks-controller.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControllerConfig {
+    /// `http://host:port` of the controller; unset disables polling.
+    #[serde(default)]
+    pub url: Option<String>,
+    #[serde(default)]
+    pub namespace: String,
+    #[serde(default)]
+    pub cluster: String,
+    #[serde(default = "defaults::poll_interval_ms")]
+    pub poll_interval_ms: u64,
+    /// Lease granted by each positive poll, from the poll's send time.
+    #[serde(default = "defaults::controller_ttl_ms")]
+    pub ttl_ms: u64,
+    /// The controller's failure detection time (ping_interval × max_ping_count);
+    /// leasegate warns when `ttl_ms` + margin is not below it.
+    #[serde(default = "defaults::failure_detection_ms")]
+    pub failure_detection_ms: u64,
+    /// Timeout of one poll.
+    #[serde(default = "defaults::controller_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+impl Default for ControllerConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            namespace: String::new(),
+            cluster: String::new(),
+            poll_interval_ms: defaults::poll_interval_ms(),
+            ttl_ms: defaults::controller_ttl_ms(),
+            failure_detection_ms: defaults::failure_detection_ms(),
+            timeout_ms: defaults::controller_timeout_ms(),
         }
     }
 }
@@ -202,6 +328,33 @@ mod defaults {
     pub fn log_level() -> String {
         "info".to_string()
     }
+    pub fn admin_listen() -> String {
+        "127.0.0.1:9180".to_string()
+    }
+    pub fn clock_drift() -> f64 {
+        0.01
+    }
+    pub fn safety_margin_ms() -> u64 {
+        100
+    }
+    pub fn reject_prefix() -> String {
+        "READONLY".to_string()
+    }
+    pub fn probe_interval_ms() -> u64 {
+        1_000
+    }
+    pub fn poll_interval_ms() -> u64 {
+        1_000
+    }
+    pub fn controller_ttl_ms() -> u64 {
+        5_000
+    }
+    pub fn failure_detection_ms() -> u64 {
+        15_000
+    }
+    pub fn controller_timeout_ms() -> u64 {
+        1_000
+    }
 }
 
 /// Longest command name leasegate classifies; see [`crate::command::Name`].
@@ -287,7 +440,106 @@ impl Config {
                 ));
             }
         }
+        if let Some(id) = &self.node_id {
+            if id.len() != 40 {
+                return Err(("node_id", format!("'{id}' is not a 40-character node id")));
+            }
+        }
+        if !self.admin.listen.is_empty() {
+            self.admin.listen.parse::<SocketAddr>().map_err(|e| {
+                (
+                    "admin.listen",
+                    format!("'{}' is not an ip:port ({e})", self.admin.listen),
+                )
+            })?;
+        }
+        if self.admin.token.as_deref() == Some("") {
+            return Err((
+                "admin.token",
+                "must not be empty (leave it out instead)".into(),
+            ));
+        }
+        if self.control.password.as_deref() == Some("") {
+            return Err((
+                "control.password",
+                "must not be empty (leave it out instead)".into(),
+            ));
+        }
+        for entry in &self.control.allow_from {
+            crate::control::AddrMatch::parse(entry).map_err(|e| ("control.allow_from", e))?;
+        }
+        if !(0.0..0.5).contains(&self.lease.clock_drift) {
+            return Err(("lease.clock_drift", "must be in [0, 0.5)".into()));
+        }
+        if self.lease.reject_prefix.is_empty()
+            || self
+                .lease
+                .reject_prefix
+                .contains(|c: char| c.is_whitespace() || c.is_control())
+        {
+            return Err(("lease.reject_prefix", "must be one word".into()));
+        }
+        if let Some(url) = &self.controller.url {
+            if !url.starts_with("http://") {
+                return Err(("controller.url", format!("'{url}' must start with http://")));
+            }
+            if self.controller.namespace.is_empty() || self.controller.cluster.is_empty() {
+                return Err((
+                    "controller.namespace",
+                    "controller.namespace and controller.cluster are required with controller.url"
+                        .into(),
+                ));
+            }
+            if self.controller.poll_interval_ms == 0 || self.controller.ttl_ms == 0 {
+                return Err((
+                    "controller.poll_interval_ms",
+                    "poll_interval_ms and ttl_ms must be above 0".into(),
+                ));
+            }
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return Err((
+                "log.level",
+                format!("'{}' is not a log filter", self.log.level),
+            ));
+        }
         Ok(())
+    }
+
+    /// Warnings about settings that are valid but unsafe together.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.controller.url.is_some() {
+            let c = &self.controller;
+            let bound = c.ttl_ms + self.lease.safety_margin_ms;
+            if bound >= c.failure_detection_ms {
+                out.push(format!(
+                    "controller.ttl_ms ({}) + lease.safety_margin_ms ({}) is not below the controller's \
+                     failure detection time ({} ms): the controller may promote a replica while this \
+                     node still holds its lease",
+                    c.ttl_ms, self.lease.safety_margin_ms, c.failure_detection_ms
+                ));
+            }
+            if c.poll_interval_ms >= c.ttl_ms {
+                out.push(format!(
+                    "controller.poll_interval_ms ({}) is not below controller.ttl_ms ({}): the lease will lapse between polls",
+                    c.poll_interval_ms, c.ttl_ms
+                ));
+            }
+        }
+        if self.lease.mode != LeaseMode::Disabled
+            && self.control.password.is_none()
+            && self.control.allow_from.is_empty()
+            && self.admin.token.is_none()
+            && self.controller.url.is_none()
+        {
+            out.push(
+                "lease.mode is on but nothing can renew the lease (no control.password, \
+                 control.allow_from, admin.token or controller.url)"
+                    .to_string(),
+            );
+        }
+        out
     }
 
     pub fn drain_timeout(&self) -> Duration {

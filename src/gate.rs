@@ -1,22 +1,36 @@
 //! The Gate: the single place that decides whether a request may pass.
 //!
 //! Every request a session frames is classified (read, write, admin,
-//! intercept) and then put to [`Gate::admit`], which answers `Forward` or
-//! `Reject` with the exact reply to send instead. Today it enforces the
-//! `commands.deny` list; the master lease, per-write verification and write
-//! pauses plug in here, so that nothing else in the code decides whether a
+//! intercept) and then put to [`Gate::admit`], which answers:
+//!
+//! * `Forward`: send the client's bytes to the node;
+//! * `Reply(bytes)`: forward nothing, answer with `bytes` in the request's
+//!   place of the pipeline (a denied command, a fenced write, `-NOPERM`);
+//! * `Rewrite`: forward other bytes and build the answer from the node's reply
+//!   (a heartbeat is answered from `INFO replication`).
+//!
+//! Reads always pass. Writes pass while the master lease holds (or the lease
+//! is disabled / log-only). Admin commands pass too, but those that change the
+//! node's role (`REPLICAOF host port`, `CLUSTERX SETNODES` naming this node a
+//! slave) revoke the lease first. Nothing else in the code decides whether a
 //! write may reach the node.
 //!
-//! The policy (command table, deny list) sits behind an `ArcSwap` so that a
-//! config reload replaces it atomically while sessions keep running; a session
-//! loads it once per batch of requests, never per request.
+//! The policy that a reload may change (command table, deny list) sits behind
+//! an `ArcSwap`; a session loads it once per batch of requests.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arc_swap::{ArcSwap, Guard};
 use bytes::Bytes;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::registry::Registry;
+use tracing::{info, warn};
 
 use crate::command::{Class, Classified, CommandTable};
+use crate::control::{self, ControlPolicy};
+use crate::frame::request::{arguments, RequestHead};
+use crate::lease::{GrantError, GrantOutcome, Lease, LeaseMode};
 
 /// Everything the Gate consults that a reload may change.
 #[derive(Debug)]
@@ -26,10 +40,15 @@ pub struct Policy {
 
 /// One request as the Gate sees it.
 #[derive(Debug, Clone, Copy)]
-pub struct Admission<'p> {
+pub struct Admission<'a> {
     /// The class after session context (EXEC is a write if a queued command was).
     pub class: Class,
-    pub command: Classified<'p>,
+    pub command: Classified<'a>,
+    pub head: &'a RequestHead,
+    /// The request's bytes exactly as the client sent them.
+    pub bytes: &'a [u8],
+    /// Whether the connection is the controller's.
+    pub control: bool,
 }
 
 /// The Gate's answer.
@@ -37,21 +56,122 @@ pub struct Admission<'p> {
 pub enum Verdict {
     /// Send the request to the backend.
     Forward,
-    /// Do not forward; answer with this complete RESP reply in the request's
-    /// place of the pipeline.
-    Reject(Bytes),
+    /// Do not forward; answer with this complete RESP reply in the request's place.
+    Reply(Bytes),
+    /// Forward `request` instead; answer as `answer` says.
+    Rewrite { request: Bytes, answer: Answer },
+}
+
+/// How the answer to a rewritten request is made from the node's reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// The node's reply to a rewritten HELLO (its type tells the protocol).
+    Hello,
+    /// The node's reply is dropped; the client gets this instead.
+    Replace(Bytes),
+    /// A heartbeat: the node's `INFO replication` reply becomes the lease
+    /// report (role, sequence, lease fields).
+    Heartbeat { renewed: bool },
+}
+
+/// Counters of what the Gate decided, registered under `leasegate_`.
+#[derive(Debug, Default, Clone)]
+pub struct GateMetrics {
+    pub writes_fenced: Counter,
+    pub writes_unfenced_log_only: Counter,
+    pub commands_denied: Counter,
+    pub control_refused: Counter,
+    pub heartbeats: Counter,
+    pub heartbeats_refused: Counter,
+    pub role_revocations: Counter,
+}
+
+impl GateMetrics {
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "writes_fenced",
+            "Writes refused because the master lease was not valid",
+            self.writes_fenced.clone(),
+        );
+        registry.register(
+            "writes_unfenced_log_only",
+            "Writes passed in log-only mode that block-write would have refused",
+            self.writes_unfenced_log_only.clone(),
+        );
+        registry.register(
+            "commands_denied",
+            "Requests refused by commands.deny",
+            self.commands_denied.clone(),
+        );
+        registry.register(
+            "control_refused",
+            "Control commands refused with NOPERM",
+            self.control_refused.clone(),
+        );
+        registry.register(
+            "heartbeats",
+            "Heartbeats accepted over RESP",
+            self.heartbeats.clone(),
+        );
+        registry.register(
+            "heartbeats_refused",
+            "Heartbeats refused (epoch, ttl, node id)",
+            self.heartbeats_refused.clone(),
+        );
+        registry.register(
+            "role_revocations",
+            "Lease revocations caused by a role change seen passing through",
+            self.role_revocations.clone(),
+        );
+    }
 }
 
 /// Decides, for every request, whether it may pass.
-#[derive(Debug)]
 pub struct Gate {
     policy: ArcSwap<Policy>,
+    lease: Arc<Lease>,
+    control: ControlPolicy,
+    /// `-<prefix> master lease expired, writes are fenced on this node (epoch `
+    fenced_head: String,
+    /// Password of leasegate's own backend connections; a controller
+    /// connection authenticates to the node with it.
+    backend_password: Option<String>,
+    pub metrics: GateMetrics,
+    last_log_only_warning: AtomicU64,
 }
 
+impl std::fmt::Debug for Gate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gate").field("lease", &self.lease).finish()
+    }
+}
+
+/// What a controller-authenticated AUTH/HELLO turns into.
+const INFO_REPLICATION: &[u8] = b"*2\r\n$4\r\nINFO\r\n$11\r\nreplication\r\n";
+const OK: &[u8] = b"+OK\r\n";
+const EXECABORT_LEASE: &[u8] =
+    b"-EXECABORT Transaction discarded because the master lease expired\r\n";
+/// At most one log-only warning per this many nanoseconds.
+const LOG_ONLY_WARN_EVERY: u64 = 1_000_000_000;
+
 impl Gate {
-    pub fn new(policy: Policy) -> Gate {
+    pub fn new(
+        policy: Policy,
+        lease: Arc<Lease>,
+        control: ControlPolicy,
+        reject_prefix: &str,
+        backend_password: Option<String>,
+    ) -> Gate {
         Gate {
             policy: ArcSwap::from_pointee(policy),
+            lease,
+            control,
+            fenced_head: format!(
+                "-{reject_prefix} master lease expired, writes are fenced on this node (epoch "
+            ),
+            backend_password,
+            metrics: GateMetrics::default(),
+            last_log_only_warning: AtomicU64::new(0),
         }
     }
 
@@ -66,14 +186,247 @@ impl Gate {
         self.policy.store(Arc::new(policy));
     }
 
+    pub fn lease(&self) -> &Arc<Lease> {
+        &self.lease
+    }
+
+    /// Whether connections from this address are the controller's.
+    pub fn trusts_peer(&self, ip: std::net::IpAddr) -> bool {
+        self.control.trusts(ip)
+    }
+
     /// May this request pass?
     #[inline]
-    pub fn admit(&self, request: &Admission<'_>) -> Verdict {
-        if let Some(reply) = request.command.denied {
-            return Verdict::Reject(reply.clone());
+    pub fn admit(&self, r: &Admission<'_>) -> Verdict {
+        if let Some(reply) = r.command.denied {
+            self.metrics.commands_denied.inc();
+            return Verdict::Reply(reply.clone());
         }
-        Verdict::Forward
+        match r.class {
+            Class::Read => Verdict::Forward,
+            Class::Write => self.admit_write(r),
+            Class::Admin => {
+                self.observe_role_change(r);
+                Verdict::Forward
+            }
+            Class::Intercept => self.intercept(r),
+        }
     }
+
+    /// The lease check: one mode load, one deadline load, one clock read.
+    #[inline]
+    fn admit_write(&self, r: &Admission<'_>) -> Verdict {
+        let mode = self.lease.mode();
+        if mode == LeaseMode::Disabled || self.lease.write_allowed() {
+            return Verdict::Forward;
+        }
+        if mode == LeaseMode::LogOnly {
+            self.metrics.writes_unfenced_log_only.inc();
+            self.warn_log_only(r);
+            return Verdict::Forward;
+        }
+        self.metrics.writes_fenced.inc();
+        Verdict::Reply(self.fenced_reply(r.head))
+    }
+
+    #[cold]
+    fn fenced_reply(&self, head: &RequestHead) -> Bytes {
+        if head.name.is(b"exec") {
+            return Bytes::from_static(EXECABORT_LEASE);
+        }
+        Bytes::from(format!("{}{})\r\n", self.fenced_head, self.lease.epoch()))
+    }
+
+    #[cold]
+    fn warn_log_only(&self, r: &Admission<'_>) {
+        let now = self.lease.now();
+        let last = self.last_log_only_warning.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= LOG_ONLY_WARN_EVERY
+            && self
+                .last_log_only_warning
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            warn!(
+                command = %r.head.name.display(),
+                would_have_fenced = self.metrics.writes_unfenced_log_only.get(),
+                "lease.mode is log-only: passing a write that block-write would refuse (master lease expired)"
+            );
+        }
+    }
+
+    /// Role changes seen passing through revoke the lease before they reach the node.
+    #[inline]
+    fn observe_role_change(&self, r: &Admission<'_>) {
+        let name = &r.head.name;
+        let clusterx = name.is(b"clusterx");
+        if !(clusterx || name.is(b"replicaof") || name.is(b"slaveof")) {
+            return;
+        }
+        self.observe_role_change_cold(r, clusterx);
+    }
+
+    #[cold]
+    fn observe_role_change_cold(&self, r: &Admission<'_>, clusterx: bool) {
+        let args = arguments(r.bytes, r.head.inline);
+        if !clusterx {
+            // REPLICAOF host port (but not REPLICAOF NO ONE) makes this node a replica.
+            let no_one = args.len() == 3
+                && args[1].eq_ignore_ascii_case(b"no")
+                && args[2].eq_ignore_ascii_case(b"one");
+            if args.len() == 3 && !no_one {
+                self.revoke_for_role(&format!(
+                    "{} {} {} passed through",
+                    String::from_utf8_lossy(&args[0]).to_ascii_uppercase(),
+                    String::from_utf8_lossy(&args[1]),
+                    String::from_utf8_lossy(&args[2])
+                ));
+            }
+            return;
+        }
+        if r.head.sub.is(b"setnodeid") {
+            if let Some(id) = args.get(2) {
+                self.lease.learn_node_id(&String::from_utf8_lossy(id));
+            }
+        } else if r.head.sub.is(b"setnodes") {
+            let (Some(nodes), Some(me)) = (args.get(2), self.lease.node_id()) else {
+                return;
+            };
+            if crate::topology::listed_as_replica(&String::from_utf8_lossy(nodes), &me) {
+                self.revoke_for_role("CLUSTERX SETNODES lists this node as a slave");
+            }
+        }
+    }
+
+    /// Revokes the lease because the node is (becoming) a replica.
+    pub fn revoke_for_role(&self, reason: &str) {
+        let snapshot = self.lease.snapshot();
+        if snapshot.valid || snapshot.revoked_reason.as_deref() != Some(reason) {
+            self.metrics.role_revocations.inc();
+            info!(reason, "revoking the master lease");
+        }
+        self.lease.revoke(reason);
+    }
+
+    /// Commands leasegate answers itself.
+    #[cold]
+    fn intercept(&self, r: &Admission<'_>) -> Verdict {
+        if !r.control {
+            self.metrics.control_refused.inc();
+            return Verdict::Reply(Bytes::from_static(control::NOPERM));
+        }
+        // The only intercepted command today: CLUSTERX HEARTBEAT.
+        let received = self.lease.now();
+        let args = arguments(r.bytes, r.head.inline);
+        let grant = match control::parse_heartbeat(&args) {
+            Ok(g) => g,
+            Err(e) => return self.heartbeat_refused(&e),
+        };
+        match self.lease.grant(&grant, received) {
+            Ok(outcome) => {
+                self.metrics.heartbeats.inc();
+                if outcome == GrantOutcome::Revoked {
+                    info!(master = ?grant.master_node_id, epoch = grant.epoch, "heartbeat names another master: lease revoked");
+                }
+                Verdict::Rewrite {
+                    request: Bytes::from_static(INFO_REPLICATION),
+                    answer: Answer::Heartbeat {
+                        renewed: outcome == GrantOutcome::Renewed,
+                    },
+                }
+            }
+            Err(e @ GrantError::EpochMismatch { .. }) | Err(e @ GrantError::InvalidTtl) => {
+                self.heartbeat_refused(&format!("ERR {e}"))
+            }
+            Err(e @ GrantError::UnknownNodeId) => self.heartbeat_refused(&format!("ERR {e}")),
+        }
+    }
+
+    fn heartbeat_refused(&self, text: &str) -> Verdict {
+        self.metrics.heartbeats_refused.inc();
+        Verdict::Reply(Bytes::from(format!("-{text}\r\n")))
+    }
+
+    /// The heartbeat reply: an INFO-format bulk string built from the node's
+    /// `INFO replication` reply (`node_reply`, a complete RESP frame) and the lease.
+    pub fn heartbeat_reply(&self, node_reply: &[u8], renewed: bool) -> Bytes {
+        let info = crate::topology::Replication::parse_info_frame(node_reply);
+        let lease = self.lease.snapshot();
+        let nonce = self.lease.issue_nonce();
+        let remaining = if lease.remaining_ms == u64::MAX {
+            0
+        } else {
+            lease.remaining_ms
+        };
+        let body = format!(
+            "# Lease\r\nrole:{}\r\nsequence:{}\r\nlease_epoch:{}\r\nlease_remaining_ms:{}\r\nlease_nonce:{}\r\nlease_renewed:{}\r\nlease_owner:{}\r\nlease_mode:{}\r\n",
+            info.role.as_deref().unwrap_or("unknown"),
+            info.offset.unwrap_or(0),
+            lease.epoch,
+            remaining,
+            nonce,
+            u8::from(renewed),
+            lease.owner.as_deref().unwrap_or(""),
+            serde_json::to_value(lease.mode).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
+        );
+        Bytes::from(format!("${}\r\n{}\r\n", body.len(), body))
+    }
+
+    /// Whether an AUTH or HELLO request carries the control password. If so,
+    /// the connection becomes the controller's and the returned verdict says
+    /// what reaches the node instead (the control password never does).
+    #[cold]
+    pub fn authenticate(&self, head: &RequestHead, bytes: &[u8]) -> Option<Verdict> {
+        let args = arguments(bytes, head.inline);
+        if head.name.is(b"auth") {
+            let password = match args.len() {
+                2 => &args[1],
+                3 => &args[2],
+                _ => return None,
+            };
+            if !self.control.is_control_password(password) {
+                return None;
+            }
+            return Some(match &self.backend_password {
+                Some(pw) => Verdict::Rewrite {
+                    request: encode(&[b"AUTH", pw.as_bytes()]),
+                    answer: Answer::Replace(Bytes::from_static(OK)),
+                },
+                None => Verdict::Reply(Bytes::from_static(OK)),
+            });
+        }
+        // HELLO [protover [AUTH username password] [SETNAME clientname]]
+        let auth_at = args.iter().position(|a| a.eq_ignore_ascii_case(b"auth"))?;
+        let password = args.get(auth_at + 2)?;
+        if !self.control.is_control_password(password) {
+            return None;
+        }
+        let mut rewritten: Vec<&[u8]> = Vec::with_capacity(args.len());
+        for (i, a) in args.iter().enumerate() {
+            if i == auth_at {
+                if let Some(pw) = &self.backend_password {
+                    rewritten.extend_from_slice(&[b"AUTH", b"default", pw.as_bytes()]);
+                }
+            } else if i != auth_at + 1 && i != auth_at + 2 {
+                rewritten.push(a);
+            }
+        }
+        Some(Verdict::Rewrite {
+            request: encode(&rewritten),
+            answer: Answer::Hello,
+        })
+    }
+}
+
+/// Encodes a request as a RESP array of bulk strings.
+fn encode(args: &[&[u8]]) -> Bytes {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+        out.extend_from_slice(a);
+        out.extend_from_slice(b"\r\n");
+    }
+    Bytes::from(out)
 }
 
 #[cfg(test)]
@@ -81,37 +434,179 @@ mod tests {
     use super::*;
     use crate::command::Name;
     use crate::config::CommandsConfig;
+    use crate::frame::request::{Limits, RequestFramer};
+    use crate::lease::{Initial, LeaseTuning, ManualClock};
 
-    #[test]
-    fn denied_commands_are_rejected_with_their_reply() {
+    const ME: &str = "0123456789012345678901234567890123456789";
+
+    fn gate(mode: LeaseMode, deny: &[&str]) -> (Arc<ManualClock>, Gate) {
+        let clock = Arc::new(ManualClock::new(1_000_000_000));
+        let lease = Arc::new(Lease::new(
+            clock.clone(),
+            mode,
+            Initial::Expired,
+            LeaseTuning {
+                clock_drift: 0.0,
+                safety_margin_ms: 0,
+            },
+            Some(ME.into()),
+        ));
         let config = CommandsConfig {
-            deny: vec!["FLUSHALL".into()],
+            deny: deny.iter().map(|s| s.to_string()).collect(),
             ..CommandsConfig::default()
         };
-        let gate = Gate::new(Policy {
-            commands: CommandTable::build(&config, &[]),
+        let gate = Gate::new(
+            Policy {
+                commands: CommandTable::build(&config, &[]),
+            },
+            lease,
+            ControlPolicy::new(Some("ctl"), &[]),
+            "READONLY",
+            None,
+        );
+        (clock, gate)
+    }
+
+    fn ask(gate: &Gate, args: &[&str], control: bool) -> Verdict {
+        let raw: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+        let bytes = encode(&raw);
+        let mut framer = RequestFramer::new(Limits {
+            max_bulk_len: 1 << 20,
+            max_multibulk_len: 1 << 10,
+            max_inline_len: 1 << 10,
         });
+        let head = framer.next(&bytes).expect("valid").expect("complete");
         let policy = gate.policy();
-        let flush = policy
-            .commands
-            .classify(&Name::new(b"FlushAll"), &Name::EMPTY);
-        let verdict = gate.admit(&Admission {
-            class: flush.class,
-            command: flush,
-        });
+        let command = policy.commands.classify(&head.name, &head.sub);
+        gate.admit(&Admission {
+            class: command.class,
+            command,
+            head: &head,
+            bytes: &bytes,
+            control,
+        })
+    }
+
+    #[test]
+    fn denied_commands_are_answered_locally() {
+        let (_, gate) = gate(LeaseMode::Disabled, &["FLUSHALL"]);
         assert_eq!(
-            verdict,
-            Verdict::Reject(Bytes::from_static(
+            ask(&gate, &["FlushAll"], false),
+            Verdict::Reply(Bytes::from_static(
                 b"-ERR command 'flushall' is disabled by leasegate\r\n"
             ))
         );
-        let get = policy.commands.classify(&Name::new(b"GET"), &Name::EMPTY);
+        assert_eq!(ask(&gate, &["GET", "k"], false), Verdict::Forward);
+    }
+
+    #[test]
+    fn writes_need_a_valid_lease_in_block_write() {
+        let (clock, gate) = gate(LeaseMode::BlockWrite, &[]);
         assert_eq!(
-            gate.admit(&Admission {
-                class: get.class,
-                command: get
-            }),
+            ask(&gate, &["SET", "k", "v"], false),
+            Verdict::Reply(Bytes::from_static(
+                b"-READONLY master lease expired, writes are fenced on this node (epoch 0)\r\n"
+            ))
+        );
+        assert_eq!(
+            ask(&gate, &["GET", "k"], false),
+            Verdict::Forward,
+            "reads pass"
+        );
+        assert_eq!(
+            ask(&gate, &["EVAL_RO", "return 1", "0"], false),
             Verdict::Forward
         );
+        assert!(matches!(
+            ask(&gate, &["EVAL", "return 1", "0"], false),
+            Verdict::Reply(_)
+        ));
+        assert!(
+            matches!(
+                ask(&gate, &["CONFIG", "SET", "x", "y"], false),
+                Verdict::Forward
+            ),
+            "admin passes"
+        );
+        // A heartbeat from the controller opens writes.
+        let hb = ["CLUSTERX", "HEARTBEAT", ME, "1000", "3"];
+        assert!(matches!(ask(&gate, &hb, true), Verdict::Rewrite { .. }));
+        assert_eq!(ask(&gate, &["SET", "k", "v"], false), Verdict::Forward);
+        clock.advance_ms(1000);
+        assert_eq!(
+            ask(&gate, &["SET", "k", "v"], false),
+            Verdict::Reply(Bytes::from_static(
+                b"-READONLY master lease expired, writes are fenced on this node (epoch 3)\r\n"
+            ))
+        );
+    }
+
+    #[test]
+    fn log_only_passes_and_counts() {
+        let (_, gate) = gate(LeaseMode::LogOnly, &[]);
+        assert_eq!(ask(&gate, &["SET", "k", "v"], false), Verdict::Forward);
+        assert_eq!(gate.metrics.writes_unfenced_log_only.get(), 1);
+    }
+
+    #[test]
+    fn heartbeats_need_control() {
+        let (_, gate) = gate(LeaseMode::BlockWrite, &[]);
+        let hb = ["CLUSTERX", "HEARTBEAT", ME, "1000", "3"];
+        assert_eq!(
+            ask(&gate, &hb, false),
+            Verdict::Reply(Bytes::from_static(control::NOPERM))
+        );
+        assert!(!gate.lease().write_allowed());
+        assert!(
+            matches!(ask(&gate, &["CLUSTERX", "HEARTBEAT", ME, "0", "3"], true), Verdict::Reply(r) if r.starts_with(b"-ERR invalid lease_ms"))
+        );
+    }
+
+    #[test]
+    fn replicaof_revokes() {
+        let (_, gate) = gate(LeaseMode::BlockWrite, &[]);
+        ask(&gate, &["CLUSTERX", "HEARTBEAT", ME, "100000", "1"], true);
+        assert!(gate.lease().write_allowed());
+        assert_eq!(
+            ask(&gate, &["REPLICAOF", "NO", "ONE"], false),
+            Verdict::Forward
+        );
+        assert!(gate.lease().write_allowed(), "NO ONE keeps it");
+        assert_eq!(
+            ask(&gate, &["REPLICAOF", "10.0.0.1", "6379"], false),
+            Verdict::Forward
+        );
+        assert!(!gate.lease().write_allowed());
+    }
+
+    #[test]
+    fn control_auth_is_checked_not_forwarded() {
+        let (_, gate) = gate(LeaseMode::BlockWrite, &[]);
+        let auth = encode(&[b"AUTH", b"ctl"]);
+        let mut framer = RequestFramer::new(Limits {
+            max_bulk_len: 1 << 20,
+            max_multibulk_len: 1 << 10,
+            max_inline_len: 1 << 10,
+        });
+        let head = framer.next(&auth).expect("valid").expect("complete");
+        assert_eq!(
+            gate.authenticate(&head, &auth),
+            Some(Verdict::Reply(Bytes::from_static(OK)))
+        );
+        let wrong = encode(&[b"AUTH", b"nope"]);
+        let head = framer.next(&wrong).expect("valid").expect("complete");
+        assert_eq!(gate.authenticate(&head, &wrong), None);
+        let hello = encode(&[
+            b"HELLO", b"3", b"AUTH", b"default", b"ctl", b"SETNAME", b"c",
+        ]);
+        let head = framer.next(&hello).expect("valid").expect("complete");
+        assert_eq!(
+            gate.authenticate(&head, &hello),
+            Some(Verdict::Rewrite {
+                request: encode(&[b"HELLO", b"3", b"SETNAME", b"c"]),
+                answer: Answer::Hello
+            })
+        );
+        let _ = Name::EMPTY;
     }
 }

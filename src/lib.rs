@@ -8,8 +8,12 @@
 pub mod backend;
 pub mod command;
 pub mod config;
+pub mod control;
 pub mod frame;
 pub mod gate;
+pub mod lease;
 pub mod logging;
+pub mod probe;
 pub mod server;
 pub mod session;
+pub mod topology;

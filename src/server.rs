@@ -22,11 +22,16 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
+use prometheus_client::registry::Registry;
+
 use crate::backend;
 use crate::command::{CommandTable, LearnedCommand};
 use crate::config::Config;
+use crate::control::ControlPolicy;
 use crate::frame::request::Limits;
 use crate::gate::{Gate, Policy};
+use crate::lease::{BootClock, Clock, Lease, LeaseTuning};
+use crate::probe::{self, NodeStatus};
 use crate::session::{self, SessionContext};
 
 const MAX_CLIENTS_REPLY: &[u8] = b"-ERR max number of clients reached\r\n";
@@ -45,11 +50,23 @@ pub enum ServerError {
     Signals(std::io::Error),
 }
 
+/// What the proxy's parts share: the sessions, the admin API, the
+/// controller poller and the node probe.
+pub struct Shared {
+    pub config: Config,
+    pub gate: Arc<Gate>,
+    pub node: Arc<NodeStatus>,
+    /// Prometheus metrics, prefixed `leasegate_`.
+    pub registry: Mutex<Registry>,
+    pub shutdown: CancellationToken,
+}
+
 /// A running proxy.
 pub struct Server {
     config: Config,
     config_path: Option<PathBuf>,
     gate: Arc<Gate>,
+    shared: Arc<Shared>,
     /// What the node said about its commands (empty until learned).
     learned: Arc<Mutex<Arc<Vec<LearnedCommand>>>>,
     shutdown: CancellationToken,
@@ -58,16 +75,59 @@ pub struct Server {
 impl Server {
     /// Builds the proxy from a validated config; `config_path` is re-read on SIGHUP.
     pub fn new(config: Config, config_path: Option<PathBuf>) -> Server {
-        let gate = Arc::new(Gate::new(Policy {
-            commands: CommandTable::build(&config.commands, &[]),
-        }));
+        Server::with_clock(config, config_path, Arc::new(BootClock))
+    }
+
+    /// Builds the proxy with the given lease clock.
+    pub fn with_clock(
+        config: Config,
+        config_path: Option<PathBuf>,
+        clock: Arc<dyn Clock>,
+    ) -> Server {
+        let lease = Arc::new(Lease::new(
+            clock,
+            config.lease.mode,
+            config.lease.initial,
+            LeaseTuning {
+                clock_drift: config.lease.clock_drift,
+                safety_margin_ms: config.lease.safety_margin_ms,
+            },
+            config.node_id.clone(),
+        ));
+        let gate = Arc::new(Gate::new(
+            Policy {
+                commands: CommandTable::build(&config.commands, &[]),
+            },
+            lease,
+            ControlPolicy::new(
+                config.control.password.as_deref(),
+                &config.control.allow_from,
+            ),
+            &config.lease.reject_prefix,
+            config.backend.password.clone(),
+        ));
+        let mut registry = Registry::with_prefix("leasegate");
+        gate.metrics.register(&mut registry);
+        let shutdown = CancellationToken::new();
+        let shared = Arc::new(Shared {
+            config: config.clone(),
+            gate: Arc::clone(&gate),
+            node: Arc::new(NodeStatus::default()),
+            registry: Mutex::new(registry),
+            shutdown: shutdown.clone(),
+        });
         Server {
             config,
             config_path,
             gate,
+            shared,
             learned: Arc::new(Mutex::new(Arc::new(Vec::new()))),
-            shutdown: CancellationToken::new(),
+            shutdown,
         }
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
     }
 
     /// Runs until SIGTERM/SIGINT, then drains and returns.
@@ -81,7 +141,12 @@ impl Server {
         let mut sigterm = signal(SignalKind::terminate()).map_err(ServerError::Signals)?;
         let mut sigint = signal(SignalKind::interrupt()).map_err(ServerError::Signals)?;
         let mut sighup = signal(SignalKind::hangup()).map_err(ServerError::Signals)?;
+        for warning in self.config.warnings() {
+            warn!("{warning}");
+        }
         self.start_learning();
+        self.start_probe();
+        self.start_services().await?;
         info!(
             listen = %self.config.listen,
             backend = %self.config.backend.addr,
@@ -151,6 +216,27 @@ impl Server {
         });
     }
 
+    /// Starts the node probe (`lease.probe_interval_ms`).
+    fn start_probe(&self) {
+        if self.config.lease.probe_interval_ms == 0 {
+            return;
+        }
+        tokio::spawn(probe::run(
+            self.config.backend.addr.clone(),
+            self.config.backend.password.clone(),
+            Duration::from_millis(self.config.lease.probe_interval_ms),
+            self.config.connect_timeout(),
+            Arc::clone(&self.gate),
+            Arc::clone(&self.shared.node),
+            self.shutdown.clone(),
+        ));
+    }
+
+    /// Starts the admin API and the controller poller.
+    async fn start_services(&self) -> Result<(), ServerError> {
+        Ok(())
+    }
+
     /// Learns command flags from the node, retrying in the background until it answers.
     fn start_learning(&self) {
         if !self.config.commands.learn_from_backend {
@@ -215,6 +301,10 @@ impl Server {
                 self.gate.replace_policy(Policy {
                     commands: CommandTable::build(&new.commands, &learned),
                 });
+                if new.lease.mode != self.gate.lease().mode() {
+                    info!(mode = ?new.lease.mode, "lease.mode changed");
+                    self.gate.lease().set_mode(new.lease.mode);
+                }
                 info!(path = %path.display(), "config reloaded");
             }
             Err(e) => error!(error = %e, "config reload failed; keeping the running config"),

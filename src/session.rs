@@ -29,7 +29,7 @@ use tracing::debug;
 use crate::command::{Class, Name};
 use crate::frame::reply::{pubsub_frame, PubSubFrame, ReplyFramer, ReplyHead};
 use crate::frame::request::{Limits, RequestFramer, RequestHead};
-use crate::gate::{Admission, Gate, Verdict};
+use crate::gate::{Admission, Answer, Gate, Verdict};
 
 /// Stop reading from a side while this much is queued for the other.
 const HIGH_WATER: usize = 4 * 1024 * 1024;
@@ -73,6 +73,20 @@ enum Expect {
     /// The backend's reply is swallowed and this one is sent instead
     /// (EXEC turned into DISCARD).
     Replace(Bytes),
+    /// A heartbeat's `INFO replication` becomes the lease report.
+    Heartbeat {
+        renewed: bool,
+    },
+}
+
+impl From<Answer> for Expect {
+    fn from(a: Answer) -> Expect {
+        match a {
+            Answer::Hello => Expect::Hello,
+            Answer::Replace(b) => Expect::Replace(b),
+            Answer::Heartbeat { renewed } => Expect::Heartbeat { renewed },
+        }
+    }
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -98,6 +112,8 @@ struct Session {
     shard_subscriptions: i64,
     monitor: bool,
     transaction: Option<Transaction>,
+    /// The connection is the controller's (control password or allow_from).
+    control: bool,
     /// A protocol error was found: no more requests are read.
     stop_reading: bool,
     /// Everything owed has been queued: close once `to_client` is written.
@@ -112,6 +128,9 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) {
     let mut s = Session::new(ctx.limits);
+    s.control = client
+        .peer_addr()
+        .is_ok_and(|peer| ctx.gate.trusts_peer(peer.ip()));
     let (mut client_rx, mut client_tx) = client.split();
     let (mut backend_rx, mut backend_tx) = backend.split();
     let mut client_eof = false;
@@ -147,7 +166,7 @@ pub async fn serve(
             r = backend_rx.read_buf(&mut s.from_backend), if read_backend => match r {
                 Ok(0) | Err(_) => backend_eof = true,
                 Ok(_) => {
-                    if let Err(e) = s.on_backend_data() {
+                    if let Err(e) = s.on_backend_data(&ctx.gate) {
                         debug!(error = %e, "closing session");
                         break;
                     }
@@ -186,6 +205,7 @@ impl Session {
             shard_subscriptions: 0,
             monitor: false,
             transaction: None,
+            control: false,
             stop_reading: false,
             closing: false,
         }
@@ -231,11 +251,31 @@ impl Session {
                 run = pos;
                 continue;
             }
+            let bytes = &self.from_client[at..pos];
             let command = policy.commands.classify(&head.name, &head.sub);
             let class = self.class_in_context(&head, command.class);
-            let verdict = gate.admit(&Admission { class, command });
+            let verdict = match authenticate(gate, &head, bytes) {
+                Some(v) => {
+                    self.control = true;
+                    v
+                }
+                None => gate.admit(&Admission {
+                    class,
+                    command,
+                    head: &head,
+                    bytes,
+                    control: self.control,
+                }),
+            };
             match self.in_transaction(&head, verdict) {
                 Step::Forward => self.forwarded(&head, class),
+                Step::Rewrite(request, answer) => {
+                    self.to_backend
+                        .extend_from_slice(&self.from_client[run..at]);
+                    run = pos;
+                    self.to_backend.extend_from_slice(&request);
+                    self.owed.push_back(Owed::Reply(answer.into()));
+                }
                 Step::Answer(reply) => {
                     self.to_backend
                         .extend_from_slice(&self.from_client[run..at]);
@@ -314,13 +354,15 @@ impl Session {
         let Some(t) = self.transaction.as_mut() else {
             return match verdict {
                 Verdict::Forward => Step::Forward,
-                Verdict::Reject(reply) => Step::Answer(reply),
+                Verdict::Reply(reply) => Step::Answer(reply),
+                Verdict::Rewrite { request, answer } => Step::Rewrite(request, answer),
             };
         };
         let exec = head.name.is(b"exec");
         match verdict {
-            Verdict::Reject(reply) if exec => Step::Discard(reply),
-            Verdict::Reject(reply) => {
+            Verdict::Rewrite { request, answer } => Step::Rewrite(request, answer),
+            Verdict::Reply(reply) if exec => Step::Discard(reply),
+            Verdict::Reply(reply) => {
                 t.aborted = true;
                 Step::Answer(reply)
             }
@@ -340,6 +382,18 @@ enum Step {
     Answer(Bytes),
     /// EXEC is replaced by DISCARD; the client gets this reply in its place.
     Discard(Bytes),
+    /// Other bytes are forwarded; the answer is made from the node's reply.
+    Rewrite(Bytes, Answer),
+}
+
+/// AUTH/HELLO carrying the control password make the connection the
+/// controller's; the password is checked by the Gate and never forwarded.
+#[inline]
+fn authenticate(gate: &Gate, head: &RequestHead, bytes: &[u8]) -> Option<Verdict> {
+    if !(head.name.is(b"auth") || head.name.is(b"hello")) {
+        return None;
+    }
+    gate.authenticate(head, bytes)
 }
 
 /// SUBSCRIBE-family requests (with their required arguments): in RESP2 their
@@ -357,25 +411,29 @@ fn is_subscribe_family(name: &Name, argc: u64) -> bool {
 impl Session {
     /// Frames every complete backend reply and queues it (or its replacement)
     /// for the client, with local replies placed where they are owed.
-    fn on_backend_data(&mut self) -> Result<(), crate::frame::reply::ReplyError> {
+    fn on_backend_data(&mut self, gate: &Gate) -> Result<(), crate::frame::reply::ReplyError> {
         let mut pos = 0;
         while let Some(head) = self.replies.next(&self.from_backend[pos..])? {
             let at = pos;
             pos += head.len;
-            self.on_reply(head, at..pos);
+            self.on_reply(gate, head, at..pos);
         }
         self.from_backend.advance(pos);
         Ok(())
     }
 
     #[inline]
-    fn on_reply(&mut self, head: ReplyHead, range: std::ops::Range<usize>) {
+    fn on_reply(&mut self, gate: &Gate, head: ReplyHead, range: std::ops::Range<usize>) {
         if !self.answers_request(&head, &range) {
             self.to_client.extend_from_slice(&self.from_backend[range]);
             return;
         }
         match self.owed.pop_front() {
             Some(Owed::Reply(Expect::Replace(reply))) => self.to_client.extend_from_slice(&reply),
+            Some(Owed::Reply(Expect::Heartbeat { renewed })) => {
+                let report = gate.heartbeat_reply(&self.from_backend[range], renewed);
+                self.to_client.extend_from_slice(&report);
+            }
             Some(Owed::Reply(expect)) => {
                 match expect {
                     Expect::Hello if head.kind == b'%' => self.resp3 = true,

@@ -281,6 +281,28 @@ fn parse_int(digits: &[u8]) -> Option<i64> {
     Some(if neg { -n } else { n })
 }
 
+/// All arguments of one complete request (`bytes` is exactly the request).
+/// Cold path: only for the few commands the proxy acts on (heartbeats, AUTH,
+/// topology changes), never for ordinary traffic.
+pub fn arguments(bytes: &[u8], inline: bool) -> Vec<Vec<u8>> {
+    if inline {
+        let line = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        return split_args(line).unwrap_or_default();
+    }
+    use redis_protocol::resp2::types::OwnedFrame as F;
+    match redis_protocol::resp2::decode::decode(bytes) {
+        Ok(Some((F::Array(items), _))) => items
+            .into_iter()
+            .map(|f| match f {
+                F::BulkString(b) | F::SimpleString(b) => b,
+                _ => Vec::new(),
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
 fn inline_plain(line: &[u8]) -> (u64, Name, Name) {
     let mut words = line
         .split(|b| b.is_ascii_whitespace())
@@ -301,7 +323,7 @@ fn inline_quoted(line: &[u8]) -> Result<(u64, Name, Name), ProtocolError> {
     Ok((args.len() as u64, name, sub))
 }
 
-fn split_args(line: &[u8]) -> Result<Vec<Vec<u8>>, ProtocolError> {
+pub(crate) fn split_args(line: &[u8]) -> Result<Vec<Vec<u8>>, ProtocolError> {
     let mut args = Vec::new();
     let mut i = 0;
     loop {

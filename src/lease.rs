@@ -1,0 +1,603 @@
+//! The master lease: may this node accept writes right now?
+//!
+//! The controller grants the lease (heartbeats pushed over RESP or HTTP, or
+//! leasegate pulling the cluster topology); anything that says this node is no
+//! longer master revokes it. Writes are checked against it on every request,
+//! so an isolated old master stops accepting writes once the lease runs out,
+//! without any timer having to fire.
+//!
+//! Safety rests on the arithmetic of one grant:
+//!
+//! ```text
+//! deadline = anchor + ttl·(1 − clock_drift) − safety_margin
+//! ```
+//!
+//! where `anchor` is the earliest local instant that provably precedes the
+//! controller's decision: the instant leasegate issued the nonce the grant
+//! echoes, or the send time of the poll that carried it, else (weaker) the
+//! receive time. A grant delayed in the network therefore only shortens the
+//! lease. The clock is monotonic and keeps counting through suspend
+//! (`CLOCK_BOOTTIME`), behind [`Clock`] so tests can drive it.
+//!
+//! Hot path ([`Lease::write_allowed`]): one atomic load and one clock read; the
+//! mode is a second atomic load in the Gate. Grants and revocations are rare and
+//! take a mutex.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde::Deserialize;
+
+/// Nanoseconds on a monotonic clock.
+pub type Nanos = u64;
+
+const MS: u64 = 1_000_000;
+/// `deadline` meaning "valid until the controller says otherwise" (`lease.initial: valid`).
+const FOREVER: Nanos = u64::MAX;
+/// How many issued nonces are remembered.
+const NONCES_KEPT: usize = 1024;
+
+/// A monotonic clock in nanoseconds.
+pub trait Clock: Send + Sync + 'static {
+    fn now(&self) -> Nanos;
+}
+
+/// `CLOCK_BOOTTIME`: monotonic, and counts time spent suspended, so a node
+/// that was frozen for longer than its lease wakes up fenced.
+#[derive(Debug, Default)]
+pub struct BootClock;
+
+impl Clock for BootClock {
+    #[inline]
+    fn now(&self) -> Nanos {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `ts` is a valid, writable timespec; CLOCK_BOOTTIME exists on
+        // every Linux this runs on, and clock_gettime cannot fail for it.
+        unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+        (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
+    }
+}
+
+/// A clock tests move by hand.
+#[derive(Debug, Default)]
+pub struct ManualClock(AtomicU64);
+
+impl ManualClock {
+    pub fn new(start: Nanos) -> ManualClock {
+        ManualClock(AtomicU64::new(start))
+    }
+    pub fn advance_ms(&self, ms: u64) {
+        self.0.fetch_add(ms * MS, Ordering::SeqCst);
+    }
+    pub fn set(&self, t: Nanos) {
+        self.0.store(t, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Nanos {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// `lease.mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LeaseMode {
+    /// No gating at all.
+    #[default]
+    Disabled,
+    /// Writes pass; each one that would have been refused is counted and logged.
+    LogOnly,
+    /// Writes after the deadline are refused.
+    BlockWrite,
+}
+
+impl LeaseMode {
+    fn from_u8(v: u8) -> LeaseMode {
+        match v {
+            1 => LeaseMode::LogOnly,
+            2 => LeaseMode::BlockWrite,
+            _ => LeaseMode::Disabled,
+        }
+    }
+    fn as_u8(self) -> u8 {
+        match self {
+            LeaseMode::Disabled => 0,
+            LeaseMode::LogOnly => 1,
+            LeaseMode::BlockWrite => 2,
+        }
+    }
+}
+
+/// `lease.initial`: the lease before the controller has said anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Initial {
+    /// Fail closed: no writes until the first grant.
+    #[default]
+    Expired,
+    /// Writes pass until the first grant or revocation (migration aid; like
+    /// the upstream proposal's "deadline 0 allows writes").
+    Valid,
+}
+
+/// The parameters of the lease arithmetic.
+#[derive(Debug, Clone, Copy)]
+pub struct LeaseTuning {
+    pub clock_drift: f64,
+    pub safety_margin_ms: u64,
+}
+
+/// One renewal, from whichever source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    /// The node the controller names master; `None` means "this node"
+    /// (the two-argument heartbeat form).
+    pub master_node_id: Option<String>,
+    pub ttl_ms: u64,
+    pub epoch: u64,
+    /// Anchor the grant at the instant this nonce was issued.
+    pub nonce: Option<u64>,
+    /// Anchor the grant at this instant (a poll's send time).
+    pub anchor: Option<Nanos>,
+}
+
+/// What a grant did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GrantOutcome {
+    /// The lease now runs until the new deadline (or a later one it already had).
+    Renewed,
+    /// Another node is master: the lease is revoked.
+    Revoked,
+    /// The echoed nonce is unknown (issued by an earlier process, or too
+    /// old): the lease is left as it was. The next heartbeat, echoing the
+    /// fresh nonce of this reply, renews it.
+    UnknownNonce,
+}
+
+/// Why a grant was refused; the lease is untouched.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GrantError {
+    #[error("election version mismatch: got {got}, current {current}")]
+    EpochMismatch { got: u64, current: u64 },
+    #[error("invalid lease_ms")]
+    InvalidTtl,
+    #[error(
+        "this node's id is unknown to leasegate (set node_id, or send CLUSTERX SETNODEID first)"
+    )]
+    UnknownNodeId,
+}
+
+/// A consistent view of the lease, for replies and status.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LeaseSnapshot {
+    pub mode: LeaseMode,
+    pub valid: bool,
+    pub owner: Option<String>,
+    pub node_id: Option<String>,
+    pub epoch: u64,
+    /// Milliseconds until the deadline; 0 when expired, `u64::MAX` when
+    /// valid until told otherwise.
+    pub remaining_ms: u64,
+    pub revoked_reason: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct Cold {
+    owner: Option<String>,
+    node_id: Option<String>,
+    revoked_reason: Option<String>,
+    nonces: VecDeque<(u64, Nanos)>,
+    next_nonce: u64,
+}
+
+/// The lease of this node.
+pub struct Lease {
+    clock: Arc<dyn Clock>,
+    tuning: LeaseTuning,
+    mode: AtomicU8,
+    deadline: AtomicU64,
+    epoch: AtomicU64,
+    cold: Mutex<Cold>,
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease")
+            .field("mode", &self.mode())
+            .field("deadline", &self.deadline.load(Ordering::Relaxed))
+            .field("epoch", &self.epoch())
+            .finish()
+    }
+}
+
+impl Lease {
+    pub fn new(
+        clock: Arc<dyn Clock>,
+        mode: LeaseMode,
+        initial: Initial,
+        tuning: LeaseTuning,
+        node_id: Option<String>,
+    ) -> Lease {
+        let deadline = match initial {
+            Initial::Expired => 0,
+            Initial::Valid => FOREVER,
+        };
+        let nonce_seed = clock.now() | 1;
+        Lease {
+            clock,
+            tuning,
+            mode: AtomicU8::new(mode.as_u8()),
+            deadline: AtomicU64::new(deadline),
+            epoch: AtomicU64::new(0),
+            cold: Mutex::new(Cold {
+                node_id,
+                next_nonce: nonce_seed,
+                ..Cold::default()
+            }),
+        }
+    }
+
+    #[inline]
+    pub fn mode(&self) -> LeaseMode {
+        LeaseMode::from_u8(self.mode.load(Ordering::Relaxed))
+    }
+
+    pub fn set_mode(&self, mode: LeaseMode) {
+        self.mode.store(mode.as_u8(), Ordering::Relaxed);
+    }
+
+    #[inline]
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    pub fn now(&self) -> Nanos {
+        self.clock.now()
+    }
+
+    /// Whether a write may be accepted now. The comparison is made at the
+    /// moment of asking, on every write: nothing has to fire for a lease to lapse.
+    #[inline]
+    pub fn write_allowed(&self) -> bool {
+        let deadline = self.deadline.load(Ordering::Acquire);
+        deadline == FOREVER || self.clock.now() < deadline
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Cold> {
+        // A panic while holding this lock cannot leave the lease half
+        // updated (atomics are written last), so a poisoned lock is usable.
+        self.cold.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// This node's id, from `node_id` or a `CLUSTERX SETNODEID` seen passing.
+    pub fn node_id(&self) -> Option<String> {
+        self.lock().node_id.clone()
+    }
+
+    /// Learns this node's id (config `node_id` wins: only set when unknown).
+    pub fn learn_node_id(&self, id: &str) {
+        let mut cold = self.lock();
+        if cold.node_id.is_none() {
+            cold.node_id = Some(id.to_string());
+        }
+    }
+
+    /// Issues a fresh nonce and remembers when: a grant echoing it is
+    /// anchored at this instant.
+    pub fn issue_nonce(&self) -> u64 {
+        let now = self.clock.now();
+        let mut cold = self.lock();
+        cold.next_nonce = cold.next_nonce.wrapping_add(1);
+        let nonce = cold.next_nonce;
+        if cold.nonces.len() == NONCES_KEPT {
+            cold.nonces.pop_front();
+        }
+        cold.nonces.push_back((nonce, now));
+        nonce
+    }
+
+    /// Applies a grant received at `received_at`.
+    pub fn grant(&self, grant: &Grant, received_at: Nanos) -> Result<GrantOutcome, GrantError> {
+        let mut cold = self.lock();
+        let current = self.epoch();
+        if grant.epoch < current {
+            return Err(GrantError::EpochMismatch {
+                got: grant.epoch,
+                current,
+            });
+        }
+        if grant.ttl_ms == 0 {
+            return Err(GrantError::InvalidTtl);
+        }
+        if let Some(master) = &grant.master_node_id {
+            let Some(me) = cold.node_id.clone() else {
+                return Err(GrantError::UnknownNodeId);
+            };
+            if *master != me {
+                self.epoch.store(grant.epoch, Ordering::Release);
+                cold.owner = Some(master.clone());
+                cold.revoked_reason = Some(format!("controller named {master} master"));
+                self.deadline.store(0, Ordering::Release);
+                return Ok(GrantOutcome::Revoked);
+            }
+        }
+        let anchor = match (grant.nonce, grant.anchor) {
+            (Some(nonce), _) => match cold.nonces.iter().find(|(n, _)| *n == nonce) {
+                Some((_, issued)) => *issued,
+                None => return Ok(GrantOutcome::UnknownNonce),
+            },
+            (None, Some(sent)) => sent.min(received_at),
+            (None, None) => received_at,
+        };
+        let deadline = self.deadline_for(anchor, grant.ttl_ms);
+        self.epoch.store(grant.epoch, Ordering::Release);
+        cold.owner = cold.node_id.clone();
+        cold.revoked_reason = None;
+        let old = self.deadline.load(Ordering::Acquire);
+        // A later grant never shortens a lease an earlier valid grant gave
+        // (both were promises the controller made), except over a revocation
+        // or `initial: valid`, which any grant replaces.
+        if old == FOREVER || deadline > old {
+            self.deadline.store(deadline, Ordering::Release);
+        }
+        Ok(GrantOutcome::Renewed)
+    }
+
+    /// `anchor + ttl·(1 − drift) − margin`, never before the anchor.
+    pub fn deadline_for(&self, anchor: Nanos, ttl_ms: u64) -> Nanos {
+        let ttl = (ttl_ms as f64 * MS as f64 * (1.0 - self.tuning.clock_drift)) as u64;
+        let usable = ttl.saturating_sub(self.tuning.safety_margin_ms * MS);
+        anchor.saturating_add(usable).max(anchor)
+    }
+
+    /// Revokes the lease at once (role transition, controller's word).
+    pub fn revoke(&self, reason: &str) {
+        let mut cold = self.lock();
+        self.deadline.store(0, Ordering::Release);
+        cold.revoked_reason = Some(reason.to_string());
+        if cold.owner == cold.node_id {
+            cold.owner = None;
+        }
+    }
+
+    pub fn snapshot(&self) -> LeaseSnapshot {
+        let cold = self.lock();
+        let deadline = self.deadline.load(Ordering::Acquire);
+        let now = self.clock.now();
+        let remaining_ms = if deadline == FOREVER {
+            u64::MAX
+        } else {
+            deadline.saturating_sub(now) / MS
+        };
+        LeaseSnapshot {
+            mode: self.mode(),
+            valid: deadline == FOREVER || now < deadline,
+            owner: cold.owner.clone(),
+            node_id: cold.node_id.clone(),
+            epoch: self.epoch(),
+            remaining_ms,
+            revoked_reason: cold.revoked_reason.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ME: &str = "0123456789012345678901234567890123456789";
+    const OTHER: &str = "9999999999999999999999999999999999999999";
+
+    fn lease(drift: f64, margin: u64) -> (Arc<ManualClock>, Lease) {
+        let clock = Arc::new(ManualClock::new(1_000 * MS));
+        let lease = Lease::new(
+            clock.clone(),
+            LeaseMode::BlockWrite,
+            Initial::Expired,
+            LeaseTuning {
+                clock_drift: drift,
+                safety_margin_ms: margin,
+            },
+            Some(ME.into()),
+        );
+        (clock, lease)
+    }
+
+    fn grant(epoch: u64, ttl_ms: u64) -> Grant {
+        Grant {
+            master_node_id: Some(ME.into()),
+            ttl_ms,
+            epoch,
+            nonce: None,
+            anchor: None,
+        }
+    }
+
+    #[test]
+    fn starts_expired_and_a_grant_opens_writes() {
+        let (clock, lease) = lease(0.0, 0);
+        assert!(!lease.write_allowed(), "fail closed");
+        assert_eq!(
+            lease.grant(&grant(1, 100), clock.now()),
+            Ok(GrantOutcome::Renewed)
+        );
+        assert!(lease.write_allowed());
+    }
+
+    #[test]
+    fn expiry_is_exact_at_the_boundary() {
+        let (clock, lease) = lease(0.0, 0);
+        lease.grant(&grant(1, 100), clock.now()).expect("granted");
+        clock.advance_ms(99);
+        assert!(lease.write_allowed());
+        clock.set(clock.now() + MS - 1);
+        assert!(lease.write_allowed(), "1 ns before the deadline");
+        clock.set(clock.now() + 1);
+        assert!(!lease.write_allowed(), "at the deadline");
+    }
+
+    #[test]
+    fn margin_and_drift_shorten_the_lease() {
+        // 1000 ms · (1 − 0.05) − 100 ms = 850 ms
+        let (clock, lease) = lease(0.05, 100);
+        lease.grant(&grant(1, 1000), clock.now()).expect("granted");
+        clock.advance_ms(849);
+        assert!(lease.write_allowed());
+        clock.advance_ms(1);
+        assert!(!lease.write_allowed());
+        assert_eq!(
+            lease.deadline_for(0, 50),
+            0,
+            "margin above ttl: expired at once"
+        );
+    }
+
+    #[test]
+    fn lower_epoch_is_refused_and_leaves_the_lease_alone() {
+        let (clock, lease) = lease(0.0, 0);
+        lease.grant(&grant(5, 100), clock.now()).expect("granted");
+        let before = lease.snapshot();
+        assert_eq!(
+            lease.grant(&grant(4, 10_000), clock.now()),
+            Err(GrantError::EpochMismatch { got: 4, current: 5 })
+        );
+        assert_eq!(lease.snapshot(), before);
+        assert_eq!(
+            lease.grant(&grant(5, 100), clock.now()),
+            Ok(GrantOutcome::Renewed),
+            "equal is fine"
+        );
+        assert_eq!(
+            lease.grant(&grant(5, 0), clock.now()),
+            Err(GrantError::InvalidTtl)
+        );
+    }
+
+    #[test]
+    fn naming_another_master_revokes() {
+        let (clock, lease) = lease(0.0, 0);
+        lease
+            .grant(&grant(1, 10_000), clock.now())
+            .expect("granted");
+        let other = Grant {
+            master_node_id: Some(OTHER.into()),
+            ..grant(2, 10_000)
+        };
+        assert_eq!(lease.grant(&other, clock.now()), Ok(GrantOutcome::Revoked));
+        assert!(!lease.write_allowed());
+        let s = lease.snapshot();
+        assert_eq!(s.owner.as_deref(), Some(OTHER));
+        assert_eq!(s.epoch, 2);
+    }
+
+    #[test]
+    fn unknown_node_id_refuses_named_grants() {
+        let clock = Arc::new(ManualClock::new(0));
+        let lease = Lease::new(
+            clock.clone(),
+            LeaseMode::BlockWrite,
+            Initial::Expired,
+            LeaseTuning {
+                clock_drift: 0.0,
+                safety_margin_ms: 0,
+            },
+            None,
+        );
+        assert_eq!(
+            lease.grant(&grant(1, 100), 0),
+            Err(GrantError::UnknownNodeId)
+        );
+        let anonymous = Grant {
+            master_node_id: None,
+            ..grant(1, 100)
+        };
+        assert_eq!(lease.grant(&anonymous, 0), Ok(GrantOutcome::Renewed));
+        lease.learn_node_id(ME);
+        assert_eq!(lease.grant(&grant(1, 100), 0), Ok(GrantOutcome::Renewed));
+    }
+
+    #[test]
+    fn nonce_anchors_a_delayed_grant_at_issue_time() {
+        let (clock, lease) = lease(0.0, 0);
+        let nonce = lease.issue_nonce();
+        // The heartbeat carrying the nonce is held up for 800 ms.
+        clock.advance_ms(800);
+        let g = Grant {
+            nonce: Some(nonce),
+            ..grant(1, 1000)
+        };
+        lease.grant(&g, clock.now()).expect("granted");
+        assert_eq!(
+            lease.snapshot().remaining_ms,
+            200,
+            "only 200 ms left, not 1000"
+        );
+        clock.advance_ms(200);
+        assert!(!lease.write_allowed());
+        // Held up for longer than the TTL: it grants nothing usable.
+        let nonce = lease.issue_nonce();
+        clock.advance_ms(1500);
+        lease
+            .grant(
+                &Grant {
+                    nonce: Some(nonce),
+                    ..grant(1, 1000)
+                },
+                clock.now(),
+            )
+            .expect("accepted");
+        assert!(!lease.write_allowed());
+        // A nonce it never issued renews nothing.
+        let forged = Grant {
+            nonce: Some(12345),
+            ..grant(1, 1000)
+        };
+        assert_eq!(
+            lease.grant(&forged, clock.now()),
+            Ok(GrantOutcome::UnknownNonce)
+        );
+        assert!(!lease.write_allowed());
+    }
+
+    #[test]
+    fn poll_anchor_is_the_send_time() {
+        let (clock, lease) = lease(0.0, 0);
+        let sent = clock.now();
+        clock.advance_ms(300);
+        let g = Grant {
+            anchor: Some(sent),
+            ..grant(1, 1000)
+        };
+        lease.grant(&g, clock.now()).expect("granted");
+        assert_eq!(lease.snapshot().remaining_ms, 700);
+    }
+
+    #[test]
+    fn revoke_and_initial_valid() {
+        let clock = Arc::new(ManualClock::new(0));
+        let lease = Lease::new(
+            clock.clone(),
+            LeaseMode::BlockWrite,
+            Initial::Valid,
+            LeaseTuning {
+                clock_drift: 0.0,
+                safety_margin_ms: 0,
+            },
+            Some(ME.into()),
+        );
+        clock.advance_ms(1_000_000);
+        assert!(lease.write_allowed(), "valid until told otherwise");
+        lease.revoke("became a replica");
+        assert!(!lease.write_allowed());
+        assert_eq!(
+            lease.snapshot().revoked_reason.as_deref(),
+            Some("became a replica")
+        );
+    }
+}

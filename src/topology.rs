@@ -1,0 +1,153 @@
+//! What the node and the cluster say about roles: the `CLUSTERX SETNODES`
+//! nodes format, `INFO replication` and `ROLE` replies.
+
+/// This node's replication state as the node reports it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Replication {
+    /// `master` or `slave`.
+    pub role: Option<String>,
+    /// Replication offset (Redis bytes, Kvrocks sequence numbers).
+    pub offset: Option<u64>,
+    /// On a replica: `up` or `down`.
+    pub link_status: Option<String>,
+    /// On a replica: the master it follows.
+    pub master: Option<String>,
+}
+
+impl Replication {
+    /// Parses `INFO replication` text (`key:value` lines).
+    pub fn parse_info(text: &str) -> Replication {
+        let mut r = Replication::default();
+        let (mut host, mut port) = (None, None);
+        for line in text.lines() {
+            let Some((key, value)) = line.trim_end_matches('\r').split_once(':') else {
+                continue;
+            };
+            match key {
+                "role" => r.role = Some(value.to_string()),
+                "master_repl_offset" if r.offset.is_none() => r.offset = value.parse().ok(),
+                "slave_repl_offset" => r.offset = value.parse().ok(),
+                "sequence" if r.offset.is_none() => r.offset = value.parse().ok(),
+                "master_link_status" => r.link_status = Some(value.to_string()),
+                "master_host" => host = Some(value.to_string()),
+                "master_port" => port = Some(value.to_string()),
+                _ => {}
+            }
+        }
+        if let (Some(h), Some(p)) = (host, port) {
+            r.master = Some(format!("{h}:{p}"));
+        }
+        r
+    }
+
+    /// Parses a complete RESP reply to `INFO replication` (a bulk or verbatim string).
+    pub fn parse_info_frame(frame: &[u8]) -> Replication {
+        use redis_protocol::resp3::types::OwnedFrame as F;
+        let text = match redis_protocol::resp3::decode::complete::decode(frame) {
+            Ok(Some((F::BlobString { data, .. }, _))) => data,
+            Ok(Some((F::VerbatimString { data, .. }, _))) => data,
+            _ => match redis_protocol::resp2::decode::decode(frame) {
+                Ok(Some((redis_protocol::resp2::types::OwnedFrame::BulkString(data), _))) => data,
+                _ => Vec::new(),
+            },
+        };
+        Replication::parse_info(&String::from_utf8_lossy(&text))
+    }
+
+    /// Parses a decoded `ROLE` reply: `[master, offset, [...]]` or
+    /// `[slave, host, port, state, offset]`.
+    pub fn from_role(reply: &redis_protocol::resp2::types::OwnedFrame) -> Replication {
+        use redis_protocol::resp2::types::OwnedFrame as F;
+        let F::Array(items) = reply else {
+            return Replication::default();
+        };
+        let text = |i: usize| match items.get(i) {
+            Some(F::BulkString(b)) | Some(F::SimpleString(b)) => {
+                Some(String::from_utf8_lossy(b).into_owned())
+            }
+            Some(F::Integer(n)) => Some(n.to_string()),
+            _ => None,
+        };
+        let role = text(0);
+        match role.as_deref() {
+            Some("master") => Replication {
+                role,
+                offset: text(1).and_then(|o| o.parse().ok()),
+                ..Replication::default()
+            },
+            Some("slave") | Some("replica") => Replication {
+                role: Some("slave".into()),
+                master: text(1).zip(text(2)).map(|(h, p)| format!("{h}:{p}")),
+                link_status: text(3),
+                offset: text(4).and_then(|o| o.parse().ok()),
+            },
+            _ => Replication {
+                role,
+                ..Replication::default()
+            },
+        }
+    }
+
+    pub fn is_replica(&self) -> bool {
+        matches!(self.role.as_deref(), Some("slave") | Some("replica"))
+    }
+}
+
+/// Whether the `CLUSTERX SETNODES` nodes text lists `me` as a slave/replica
+/// (`slave,fail` included). Lines: `<id> <host> <port> <role> <master_id|-> [slots...]`.
+pub fn listed_as_replica(nodes: &str, me: &str) -> bool {
+    nodes.lines().any(|line| {
+        let mut fields = line.split_ascii_whitespace();
+        let (Some(id), Some(_host), Some(_port), Some(role)) =
+            (fields.next(), fields.next(), fields.next(), fields.next())
+        else {
+            return false;
+        };
+        id == me
+            && role
+                .split(',')
+                .any(|r| r.eq_ignore_ascii_case("slave") || r.eq_ignore_ascii_case("replica"))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ME: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    const OTHER: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+
+    #[test]
+    fn setnodes_roles() {
+        let as_master =
+            format!("{ME} 10.0.0.1 6666 master - 0-16383\n{OTHER} 10.0.0.2 6666 slave {ME}");
+        assert!(!listed_as_replica(&as_master, ME));
+        assert!(listed_as_replica(&as_master, OTHER));
+        let failed = format!(
+            "{OTHER} 10.0.0.2 6666 master - 0-16383\n{ME} 10.0.0.1 6666 slave,fail {OTHER}"
+        );
+        assert!(listed_as_replica(&failed, ME));
+        let replica = format!("{ME} 10.0.0.1 6666 Replica {OTHER}");
+        assert!(listed_as_replica(&replica, ME));
+        assert!(!listed_as_replica("", ME));
+    }
+
+    #[test]
+    fn info_replication() {
+        let master =
+            "# Replication\r\nrole:master\r\nconnected_slaves:1\r\nmaster_repl_offset:12345\r\n";
+        let r = Replication::parse_info(master);
+        assert_eq!((r.role.as_deref(), r.offset), (Some("master"), Some(12345)));
+        let slave = "role:slave\r\nmaster_host:10.0.0.1\r\nmaster_port:6666\r\nmaster_link_status:up\r\nslave_repl_offset:77\r\nmaster_repl_offset:99\r\n";
+        let r = Replication::parse_info(slave);
+        assert!(r.is_replica());
+        assert_eq!(r.offset, Some(77));
+        assert_eq!(r.master.as_deref(), Some("10.0.0.1:6666"));
+        assert_eq!(r.link_status.as_deref(), Some("up"));
+        let frame = format!("${}\r\n{}\r\n", master.len(), master);
+        assert_eq!(
+            Replication::parse_info_frame(frame.as_bytes()).offset,
+            Some(12345)
+        );
+    }
+}

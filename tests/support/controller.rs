@@ -1,0 +1,1 @@
+//! A test controller speaking the kvrocks-controller HTTP API shape.
