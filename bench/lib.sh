@@ -179,6 +179,11 @@ start_leasegate() {
         if ! grep -q '^log:' <<<"$extra"; then
             printf 'log:\n  level: warn\n'
         fi
+        if ! grep -q '^admin:' <<<"$extra"; then
+            local admin_port
+            free_port admin_port
+            printf 'admin:\n  listen: 127.0.0.1:%s\n' "$admin_port"
+        fi
         [[ -z "$extra" ]] || printf '%s\n' "$extra"
     } >"$cfg"
     spawn "$name" "$LEASEGATE_BIN" run -c "$cfg"

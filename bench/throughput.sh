@@ -24,7 +24,7 @@ source "$REPO_ROOT/bench/lib.sh"
 
 # ---------------------------------------------------------------- parameters
 
-read -r -a TARGETS <<<"${BENCH_TARGETS:-direct leasegate haproxy twemproxy}"
+read -r -a TARGETS <<<"${BENCH_TARGETS:-direct leasegate leasegate-lease haproxy twemproxy}"
 read -r -a DEPTHS <<<"${BENCH_PIPELINES:-1 16}"
 TESTS=${BENCH_TESTS:-set,get}
 CLIENTS=${BENCH_CLIENTS:-50}
@@ -66,10 +66,24 @@ start_target() {
     direct) start_direct direct ;;
     leasegate) start_leasegate leasegate "" ;;
     leasegate-t1) start_leasegate leasegate-t1 "threads: 1" ;;
+    leasegate-lease) start_leasegate_with_lease leasegate-lease ;;
     haproxy) start_haproxy haproxy ;;
     twemproxy) start_twemproxy twemproxy ;;
     *) die "unknown target '$1' (see start_target in $0)" ;;
     esac
+}
+
+# A leasegate in block-write mode holding a valid lease: every write pays the
+# lease check (compare with plain "leasegate", whose lease is disabled).
+BENCH_NODE_ID=0123456789abcdef0123456789abcdef01234567
+start_leasegate_with_lease() {
+    start_leasegate "$1" "node_id: $BENCH_NODE_ID
+control:
+  allow_from: [127.0.0.1]
+lease:
+  mode: block-write"
+    redis-cli -p "${TARGET_PORT[$1]}" CLUSTERX HEARTBEAT "$BENCH_NODE_ID" 86400000 1 | grep -q '^role:master' ||
+        die "$1: the lease heartbeat was not accepted"
 }
 
 is_leasegate() { [[ $1 == leasegate* ]]; }

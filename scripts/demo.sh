@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# leasegate demo: starts a real redis-server (standing in for Kvrocks) and
-# leasegate in front of it on free loopback ports, then shows traffic through
-# the proxy. Installs redis-server when missing. Cleans up on exit.
+# leasegate demo: real redis-servers (standing in for Kvrocks) with a leasegate
+# beside each, on free loopback ports. Shows transparent traffic, the deny list,
+# write fencing when the controller's heartbeats stop, and a failover to the
+# replica in which the old master acknowledges nothing. Installs redis-server
+# when missing; cleans up on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,43 +22,91 @@ WORK=$(mktemp -d)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT INT TERM
-
 wait_port() { for _ in $(seq 200); do redis-cli -p "$1" PING >/dev/null 2>&1 && return 0; sleep 0.05; done; echo "port $1 did not answer" >&2; exit 1; }
+say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+now_ms() { date +%s%3N; }
 
-NODE=$(free_port); PROXY=$(free_port)
-start_node() { redis-server --port "$NODE" --bind 127.0.0.1 --save '' --appendonly no >"$WORK/redis.log" 2>&1 & NODE_PID=$!; PIDS+=("$NODE_PID"); wait_port "$NODE"; }
-start_node
-cat >"$WORK/leasegate.yaml" <<YAML
-listen: 127.0.0.1:$PROXY
+A_NODE=$(free_port); B_NODE=$(free_port); A=$(free_port); B=$(free_port)
+A_ID=aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa
+B_ID=bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb
+TTL=1500
+
+redis-server --port "$A_NODE" --bind 127.0.0.1 --save '' --appendonly no --repl-diskless-sync-delay 0 >"$WORK/a.log" 2>&1 & PIDS+=($!)
+redis-server --port "$B_NODE" --bind 127.0.0.1 --save '' --appendonly no --replicaof 127.0.0.1 "$A_NODE" >"$WORK/b.log" 2>&1 & PIDS+=($!)
+wait_port "$A_NODE"; wait_port "$B_NODE"
+
+start_proxy() { # name port node node_id
+  cat >"$WORK/$1.yaml" <<YAML
+listen: 127.0.0.1:$2
 backend:
-  addr: 127.0.0.1:$NODE
+  addr: 127.0.0.1:$3
+node_id: $4
+admin:
+  listen: 127.0.0.1:$(free_port)
+control:
+  password: controller-secret
+lease:
+  mode: block-write
+  safety_margin_ms: 100
+  probe_interval_ms: 200
 commands:
   deny: [FLUSHALL, KEYS]
 log:
   level: warn
 YAML
-"$BIN" run -c "$WORK/leasegate.yaml" 2>"$WORK/leasegate.log" & PIDS+=($!)
-wait_port "$PROXY"
+  "$BIN" run -c "$WORK/$1.yaml" 2>"$WORK/$1.log" & PIDS+=($!)
+  wait_port "$2"
+}
+start_proxy proxy-a "$A" "$A_NODE" "$A_ID"
+start_proxy proxy-b "$B" "$B_NODE" "$B_ID"
 
-say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
-via() { echo "\$ redis-cli -p $PROXY $*"; redis-cli -p "$PROXY" "$@"; }
+app() { local port=$1; shift; echo "\$ redis-cli -p $port $*"; redis-cli -p "$port" "$@"; }
+# The controller authenticates with control.password; leasegate checks it and never forwards it.
+ctl() { local port=$1; shift; redis-cli -p "$port" --no-auth-warning -a controller-secret "$@"; }
 
-say "node on :$NODE, leasegate on :$PROXY (config: deny FLUSHALL, KEYS)"
-via SET greeting "hello through leasegate"
-via GET greeting
-say "a pipeline: replies come back in order, the denied command answered in its place"
-printf 'SET a 1\r\nFLUSHALL\r\nINCR a\r\nGET a\r\n' | redis-cli -p "$PROXY"
-say "the node never saw FLUSHALL: its data is intact"
-echo "\$ redis-cli -p $NODE GET greeting   (direct to the node)"; redis-cli -p "$NODE" GET greeting
-say "transactions and sessions work as on the node"
-printf 'MULTI\r\nINCR counter\r\nINCR counter\r\nEXEC\r\n' | redis-cli -p "$PROXY"
-say "throughput through the proxy (redis-benchmark, 50 clients, pipeline 16)"
-redis-benchmark -p "$PROXY" -t set,get -c 50 -n 200000 -P 16 -q 2>/dev/null | tr '\r' '\n' | grep 'requests per second' || true
-say "the node goes down: new clients are told why"
-kill "$NODE_PID"; wait "$NODE_PID" 2>/dev/null || true
-via PING || true
-say "the node comes back: leasegate serves again without a restart"
-start_node
-via PING
+say "node A :$A_NODE (master) with leasegate :$A, node B :$B_NODE (replica) with leasegate :$B"
+say "fail closed: before any heartbeat, writes are fenced and reads pass"
+app "$A" SET greeting hello
+app "$A" GET greeting
+
+say "the controller heartbeats A (CLUSTERX HEARTBEAT <master> <lease_ms> <epoch>); the reply is the lease report"
+ctl "$A" CLUSTERX HEARTBEAT "$A_ID" "$TTL" 1
+ctl "$B" CLUSTERX HEARTBEAT "$A_ID" "$TTL" 1 | grep -E 'role|lease_owner'
+app "$A" SET greeting "hello through leasegate"
+say "an ordinary client cannot move the lease"
+app "$A" CLUSTERX HEARTBEAT "$A_ID" 60000 1 || true
+say "deny list and pipelines: the denied command is answered in its place, nothing reaches the node"
+printf 'SET a 1\r\nFLUSHALL\r\nINCR a\r\n' | redis-cli -p "$A"
+
+say "heartbeats every 300 ms keep writes open"
+( while :; do ctl "$A" CLUSTERX HEARTBEAT "$A_ID" "$TTL" 1 >/dev/null; ctl "$B" CLUSTERX HEARTBEAT "$A_ID" "$TTL" 1 >/dev/null; sleep 0.3; done ) & BEAT=$!; PIDS+=($BEAT)
+for i in 1 2 3; do redis-cli -p "$A" SET "order:$i" paid; sleep 0.3; done
+
+say "partition: the controller no longer reaches A; A fences itself within the lease ($TTL ms)"
+kill "$BEAT"; wait "$BEAT" 2>/dev/null || true
+last_beat=$(now_ms)
+i=0
+while :; do
+  i=$((i+1))
+  out=$(redis-cli -p "$A" SET "late:$i" x)
+  if [[ $out != OK ]]; then
+    echo "$(( $(now_ms) - last_beat )) ms after the last heartbeat: $out"
+    break
+  fi
+  sleep 0.05
+done
+echo "$i writes were accepted inside the lease, then fencing began"
+app "$A" GET "order:3"
+
+say "failover: the controller waits out the lease, promotes B and heartbeats it at epoch 2"
+ctl "$B" REPLICAOF NO ONE
+ctl "$B" CLUSTERX HEARTBEAT "$B_ID" 60000 2 | grep -E 'role|lease_epoch|lease_owner'
+app "$B" SET greeting "written on the new master"
+app "$B" GET "order:3"
+say "A, still isolated, keeps refusing writes: nothing it could lose is acknowledged"
+app "$A" SET greeting "split brain?"
+say "when A is reachable again, the controller tells it who the master is; a stale epoch is refused"
+ctl "$A" CLUSTERX HEARTBEAT "$B_ID" 60000 2 | grep -E 'lease_owner|lease_remaining'
+ctl "$A" CLUSTERX HEARTBEAT "$A_ID" 60000 1 || true
 echo
 echo "demo finished"

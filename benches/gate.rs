@@ -1,0 +1,124 @@
+//! Micro-benchmark of the per-request decision: `Gate::admit` for a write
+//! with a valid lease (the hot path every write takes in block-write mode),
+//! next to the same write with the lease disabled and a read.
+
+use std::sync::Arc;
+
+use criterion::{black_box, criterion_group, criterion_main, Criterion};
+
+use leasegate::command::CommandTable;
+use leasegate::config::CommandsConfig;
+use leasegate::control::ControlPolicy;
+use leasegate::frame::request::{Limits, RequestFramer};
+use leasegate::gate::{Admission, Gate, Policy, Verdict};
+use leasegate::lease::{BootClock, Grant, Initial, Lease, LeaseMode, LeaseTuning};
+
+const ME: &str = "0123456789012345678901234567890123456789";
+
+fn gate(mode: LeaseMode) -> Gate {
+    let lease = Arc::new(Lease::new(
+        Arc::new(BootClock),
+        mode,
+        Initial::Expired,
+        LeaseTuning {
+            clock_drift: 0.01,
+            safety_margin_ms: 100,
+        },
+        Some(ME.into()),
+    ));
+    let grant = Grant {
+        master_node_id: Some(ME.into()),
+        ttl_ms: 3_600_000,
+        epoch: 1,
+        nonce: None,
+        anchor: None,
+    };
+    lease.grant(&grant, lease.now()).expect("grant");
+    Gate::new(
+        Policy {
+            commands: CommandTable::build(&CommandsConfig::default(), &[]),
+        },
+        lease,
+        ControlPolicy::default(),
+        "READONLY",
+        None,
+    )
+}
+
+fn bench(c: &mut Criterion) {
+    let set = b"*3\r\n$3\r\nSET\r\n$3\r\nkey\r\n$5\r\nvalue\r\n";
+    let get = b"*2\r\n$3\r\nGET\r\n$3\r\nkey\r\n";
+    let limits = Limits {
+        max_bulk_len: 1 << 29,
+        max_multibulk_len: 1 << 20,
+        max_inline_len: 1 << 16,
+    };
+    for (label, mode, bytes) in [
+        (
+            "admit write, block-write, valid lease",
+            LeaseMode::BlockWrite,
+            &set[..],
+        ),
+        ("admit write, lease disabled", LeaseMode::Disabled, &set[..]),
+        ("admit read, block-write", LeaseMode::BlockWrite, &get[..]),
+    ] {
+        let gate = gate(mode);
+        let head = RequestFramer::new(limits)
+            .next(bytes)
+            .expect("valid")
+            .expect("complete");
+        let policy = gate.policy();
+        c.bench_function(label, |b| {
+            b.iter(|| {
+                let command = policy.commands.classify(&head.name, &head.sub);
+                let verdict = gate.admit(&Admission {
+                    class: command.class,
+                    command,
+                    head: black_box(&head),
+                    bytes: black_box(bytes),
+                    control: false,
+                });
+                assert!(matches!(verdict, Verdict::Forward));
+                verdict
+            })
+        });
+    }
+    let gate = gate(LeaseMode::BlockWrite);
+    let head = RequestFramer::new(limits)
+        .next(set)
+        .expect("valid")
+        .expect("complete");
+    let policy = gate.policy();
+    let command = policy.commands.classify(&head.name, &head.sub);
+    c.bench_function("Gate::admit only (write, valid lease)", |b| {
+        b.iter(|| {
+            gate.admit(black_box(&Admission {
+                class: command.class,
+                command,
+                head: &head,
+                bytes: set,
+                control: false,
+            }))
+        })
+    });
+    c.bench_function("frame + classify + admit (SET)", |b| {
+        let mut framer = RequestFramer::new(limits);
+        b.iter(|| {
+            let head = framer
+                .next(black_box(set))
+                .expect("valid")
+                .expect("complete");
+            let command = policy.commands.classify(&head.name, &head.sub);
+            gate.admit(&Admission {
+                class: command.class,
+                command,
+                head: &head,
+                bytes: set,
+                control: false,
+            })
+        })
+    });
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
