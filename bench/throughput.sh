@@ -66,6 +66,7 @@ start_target() {
     direct) start_direct direct ;;
     leasegate) start_leasegate leasegate "" ;;
     leasegate-t1) start_leasegate leasegate-t1 "threads: 1" ;;
+    leasegate-t3) start_leasegate leasegate-t3 "threads: 3" ;;
     leasegate-lease) start_leasegate_with_lease leasegate-lease ;;
     haproxy) start_haproxy haproxy ;;
     twemproxy) start_twemproxy twemproxy ;;

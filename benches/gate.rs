@@ -4,7 +4,9 @@
 
 use std::sync::Arc;
 
-use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion};
 
 use leasegate::command::CommandTable;
 use leasegate::config::CommandsConfig;

@@ -31,8 +31,8 @@ A_ID=aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa
 B_ID=bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb
 TTL=1500
 
-redis-server --port "$A_NODE" --bind 127.0.0.1 --save '' --appendonly no --repl-diskless-sync-delay 0 >"$WORK/a.log" 2>&1 & PIDS+=($!)
-redis-server --port "$B_NODE" --bind 127.0.0.1 --save '' --appendonly no --replicaof 127.0.0.1 "$A_NODE" >"$WORK/b.log" 2>&1 & PIDS+=($!)
+redis-server --port "$A_NODE" --bind 127.0.0.1 --save '' --appendonly no --dir "$WORK" --repl-diskless-sync-delay 0 >"$WORK/a.log" 2>&1 & PIDS+=($!)
+redis-server --port "$B_NODE" --bind 127.0.0.1 --save '' --appendonly no --dir "$WORK" --replicaof 127.0.0.1 "$A_NODE" >"$WORK/b.log" 2>&1 & PIDS+=($!)
 wait_port "$A_NODE"; wait_port "$B_NODE"
 
 start_proxy() { # name port node node_id

@@ -5,10 +5,12 @@
 //! [`frame`] (RESP boundaries), [`command`] (classification), [`server`]
 //! (listener and lifecycle) and [`config`].
 
+pub mod admin;
 pub mod backend;
 pub mod command;
 pub mod config;
 pub mod control;
+pub mod controller;
 pub mod frame;
 pub mod gate;
 pub mod lease;
@@ -17,3 +19,4 @@ pub mod probe;
 pub mod server;
 pub mod session;
 pub mod topology;
+pub mod workers;

@@ -57,16 +57,12 @@ fn main() -> ExitCode {
                 }
             };
             leasegate::logging::init(&config.log);
-            let mut runtime = if config.threads == 1 {
-                tokio::runtime::Builder::new_current_thread()
-            } else {
-                tokio::runtime::Builder::new_multi_thread()
-            };
-            runtime.enable_all();
-            if config.threads > 1 {
-                runtime.worker_threads(config.threads);
-            }
-            let runtime = match runtime.build() {
+            // The main runtime runs the listener, signals, admin API and
+            // background tasks; sessions run on `threads` worker threads.
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(r) => r,
                 Err(e) => {
                     eprintln!("error: cannot start the runtime: {e}");

@@ -33,6 +33,8 @@ use crate::gate::{Gate, Policy};
 use crate::lease::{BootClock, Clock, Lease, LeaseTuning};
 use crate::probe::{self, NodeStatus};
 use crate::session::{self, SessionContext};
+use crate::workers::Workers;
+use crate::{admin, controller};
 
 const MAX_CLIENTS_REPLY: &[u8] = b"-ERR max number of clients reached\r\n";
 /// How often command learning is retried while the node is unreachable.
@@ -46,8 +48,15 @@ pub enum ServerError {
         addr: String,
         source: std::io::Error,
     },
+    #[error("cannot listen on admin.listen {addr}: {source}")]
+    AdminBind {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+    #[error("cannot start the session workers: {0}")]
+    Workers(std::io::Error),
 }
 
 /// What the proxy's parts share: the sessions, the admin API, the
@@ -162,13 +171,18 @@ impl Server {
             },
         });
         let tracker = TaskTracker::new();
+        let threads = match self.config.threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let workers = Workers::start(threads).map_err(ServerError::Workers)?;
         let active = Arc::new(AtomicUsize::new(0));
         loop {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok((client, peer)) => {
                         debug!(%peer, "client connected");
-                        self.admit_client(client, &ctx, &tracker, &active);
+                        self.admit_client(client, &ctx, &tracker, &workers, &active);
                     }
                     Err(e) => {
                         // Out of file descriptors and the like: back off briefly.
@@ -183,6 +197,9 @@ impl Server {
         }
         drop(listener);
         self.drain(tracker).await;
+        tokio::task::spawn_blocking(move || workers.stop())
+            .await
+            .ok();
         Ok(())
     }
 
@@ -191,6 +208,7 @@ impl Server {
         client: TcpStream,
         ctx: &Arc<SessionContext>,
         tracker: &TaskTracker,
+        workers: &Workers,
         active: &Arc<AtomicUsize>,
     ) {
         let _ = client.set_nodelay(true);
@@ -204,8 +222,19 @@ impl Server {
         let shutdown = self.shutdown.clone();
         let addr = self.config.backend.addr.clone();
         let timeout = self.config.connect_timeout();
-        tracker.spawn(async move {
+        // The socket moves to a worker's poller.
+        let client = match client.into_std() {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(error = %e, "cannot hand the connection to a worker");
+                return;
+            }
+        };
+        workers.spawn(tracker, async move {
             let _slot = slot;
+            let Ok(client) = TcpStream::from_std(client) else {
+                return;
+            };
             match backend::connect(&addr, timeout).await {
                 Ok(backend) => session::serve(client, backend, ctx, shutdown).await,
                 Err(e) => {
@@ -234,6 +263,20 @@ impl Server {
 
     /// Starts the admin API and the controller poller.
     async fn start_services(&self) -> Result<(), ServerError> {
+        let admin = &self.config.admin.listen;
+        if !admin.is_empty() {
+            let listener =
+                TcpListener::bind(admin)
+                    .await
+                    .map_err(|source| ServerError::AdminBind {
+                        addr: admin.clone(),
+                        source,
+                    })?;
+            tokio::spawn(admin::serve(listener, Arc::clone(&self.shared)));
+        }
+        if self.config.controller.url.is_some() {
+            tokio::spawn(controller::poll(Arc::clone(&self.shared)));
+        }
         Ok(())
     }
 

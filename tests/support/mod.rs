@@ -129,8 +129,16 @@ impl Proxy {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
         let config_path = dir.path().join("leasegate.yaml");
-        let yaml =
-            format!("listen: 127.0.0.1:{port}\n{backend_yaml}log:\n  level: warn\n{extra_yaml}");
+        // The admin API defaults to 127.0.0.1:9180; tests running in
+        // parallel would fight over it, so it is off unless asked for.
+        let admin = if extra_yaml.lines().any(|l| l.starts_with("admin:")) {
+            ""
+        } else {
+            "admin:\n  listen: \"\"\n"
+        };
+        let yaml = format!(
+            "listen: 127.0.0.1:{port}\n{backend_yaml}log:\n  level: warn\n{admin}{extra_yaml}"
+        );
         std::fs::write(&config_path, yaml).expect("write config");
         let mut child = Command::new(env!("CARGO_BIN_EXE_leasegate"))
             .args(["run", "-c"])
@@ -150,6 +158,19 @@ impl Proxy {
 
     pub fn client(&self) -> Client {
         Client::connect(self.port)
+    }
+
+    /// The port of the admin API, from `admin.listen` in the config.
+    pub fn admin_port(&self) -> u16 {
+        let text = std::fs::read_to_string(&self.config_path).expect("read config");
+        let yaml: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).expect("parse config");
+        let listen = yaml["admin"]["listen"]
+            .as_str()
+            .expect("admin.listen is configured");
+        listen
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse().ok())
+            .expect("admin.listen has a port")
     }
 
     pub fn pid(&self) -> u32 {
@@ -392,4 +413,69 @@ pub fn redis_and_proxy(extra_yaml: &str) -> (RedisServer, Proxy) {
     let redis = RedisServer::start();
     let proxy = Proxy::start(&redis.addr(), extra_yaml);
     (redis, proxy)
+}
+
+/// One HTTP/1.1 request over a fresh connection (`Connection: close`) to
+/// 127.0.0.1:`port`; returns the status and the body.
+pub fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> (u16, String) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to the admin API");
+    stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
+    let mut request =
+        format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
+    if let Some(t) = token {
+        request.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    let body = body.unwrap_or("");
+    if !body.is_empty() || method != "GET" {
+        request.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    stream
+        .write_all(request.as_bytes())
+        .expect("send the request");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).expect("read the response");
+    let raw = String::from_utf8_lossy(&raw).into_owned();
+    let (head, rest) = raw
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no HTTP response head in {raw:?}"));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {head:?}"));
+    let chunked = head.lines().any(|l| {
+        l.to_ascii_lowercase()
+            .starts_with("transfer-encoding: chunked")
+    });
+    let body = if chunked {
+        dechunk(rest)
+    } else {
+        rest.to_string()
+    };
+    (status, body)
+}
+
+/// Decodes a chunked HTTP body.
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).expect("chunk size");
+        if n == 0 {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
 }

@@ -1,0 +1,226 @@
+//! The HTTP admin API against the real binary: health, status, metrics and
+//! push renewal with `POST /v1/lease` (bearer token, epochs, revocation).
+
+mod support;
+
+use std::time::Instant;
+
+use support::controller::node_id;
+use support::{free_port, http, Proxy, RedisServer, Reply, PATIENCE};
+
+const TOKEN: &str = "t0k";
+
+fn admin_proxy(redis: &RedisServer, admin_extra: &str) -> Proxy {
+    Proxy::start(
+        &redis.addr(),
+        &format!(
+            "node_id: {}\nlease:\n  mode: block-write\n  probe_interval_ms: 100\nadmin:\n  listen: 127.0.0.1:{}\n{admin_extra}",
+            node_id(1),
+            free_port()
+        ),
+    )
+}
+
+fn json(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
+fn lease_body(master: &str, epoch: u64, ttl_ms: u64) -> String {
+    format!(r#"{{"master_node_id":"{master}","epoch":{epoch},"ttl_ms":{ttl_ms}}}"#)
+}
+
+fn assert_fenced(reply: Reply) {
+    let text = reply.error_text();
+    assert!(text.contains("master lease expired"), "{text}");
+}
+
+#[test]
+fn push_renewal_over_http() {
+    let redis = RedisServer::start();
+    let proxy = admin_proxy(&redis, &format!("  token: {TOKEN}\n"));
+    let port = proxy.admin_port();
+    let me = node_id(1);
+
+    assert_eq!(
+        http(port, "GET", "/healthz", None, None),
+        (200, "ok\n".into())
+    );
+
+    let (code, body) = http(port, "GET", "/v1/status", None, None);
+    assert_eq!(code, 200, "{body}");
+    let status = json(&body);
+    assert_eq!(status["lease"]["mode"], "block-write", "{body}");
+    assert_eq!(status["lease"]["valid"], false, "{body}");
+    assert_eq!(status["lease"]["node_id"], me.as_str(), "{body}");
+    assert_eq!(status["paused"], false, "{body}");
+    assert_eq!(status["failover_state"], "none", "{body}");
+    assert_eq!(status["backend"], redis.addr(), "{body}");
+
+    let mut c = proxy.client();
+    assert_fenced(c.cmd(&["SET", "k", "v"]));
+
+    // No token, a wrong token: 401 and nothing changes.
+    let grant = lease_body(&me, 5, 60_000);
+    let (code, body) = http(port, "POST", "/v1/lease", None, Some(&grant));
+    assert_eq!(code, 401, "{body}");
+    assert!(json(&body)["error"].is_string(), "{body}");
+    let (code, body) = http(port, "POST", "/v1/lease", Some("nope"), Some(&grant));
+    assert_eq!(code, 401, "{body}");
+    assert_fenced(c.cmd(&["SET", "k", "v"]));
+
+    // With the token: renewed.
+    let (code, body) = http(port, "POST", "/v1/lease", Some(TOKEN), Some(&grant));
+    assert_eq!(code, 200, "{body}");
+    let answer = json(&body);
+    assert_eq!(answer["outcome"], "renewed", "{body}");
+    assert_eq!(answer["lease"]["valid"], true, "{body}");
+    assert_eq!(answer["lease"]["epoch"], 5, "{body}");
+    assert!(answer["nonce"].is_u64(), "{body}");
+    assert_eq!(c.cmd(&["SET", "k", "v"]), Reply::ok());
+
+    // Echoing the nonce renews from the instant it was issued.
+    let nonce = answer["nonce"].as_u64().expect("nonce");
+    let echoed = format!(r#"{{"master_node_id":"{me}","epoch":5,"ttl_ms":60000,"nonce":{nonce}}}"#);
+    let (code, body) = http(port, "POST", "/v1/lease", Some(TOKEN), Some(&echoed));
+    assert_eq!(
+        (code, json(&body)["outcome"].clone()),
+        (200, "renewed".into()),
+        "{body}"
+    );
+    let forged = format!(r#"{{"master_node_id":"{me}","epoch":5,"ttl_ms":60000,"nonce":1}}"#);
+    let (code, body) = http(port, "POST", "/v1/lease", Some(TOKEN), Some(&forged));
+    assert_eq!(
+        (code, json(&body)["outcome"].clone()),
+        (200, "unknown_nonce".into()),
+        "{body}"
+    );
+
+    // A lower election version is refused and leaves the lease alone.
+    let (code, body) = http(
+        port,
+        "POST",
+        "/v1/lease",
+        Some(TOKEN),
+        Some(&lease_body(&me, 4, 60_000)),
+    );
+    assert_eq!(code, 409, "{body}");
+    assert!(body.contains("election version mismatch"), "{body}");
+    assert_eq!(c.cmd(&["SET", "k", "v2"]), Reply::ok());
+
+    // Another node named master: revoked at once.
+    let (code, body) = http(
+        port,
+        "POST",
+        "/v1/lease",
+        Some(TOKEN),
+        Some(&lease_body(&node_id(2), 6, 60_000)),
+    );
+    assert_eq!(code, 200, "{body}");
+    let answer = json(&body);
+    assert_eq!(answer["outcome"], "revoked", "{body}");
+    assert_eq!(answer["lease"]["valid"], false, "{body}");
+    assert_eq!(answer["lease"]["owner"], node_id(2).as_str(), "{body}");
+    assert_fenced(c.cmd(&["SET", "k", "v3"]));
+    assert_eq!(c.cmd(&["GET", "k"]), Reply::bulk("v2"), "reads still pass");
+
+    let (code, body) = http(port, "GET", "/metrics", None, None);
+    assert_eq!(code, 200);
+    assert!(body.contains("leasegate_writes_fenced_total"), "{body}");
+    assert!(body.contains("leasegate_admin_requests_total{"), "{body}");
+    assert!(body.contains("status=\"401\""), "{body}");
+}
+
+#[test]
+fn bad_requests() {
+    let redis = RedisServer::start();
+    let proxy = admin_proxy(&redis, &format!("  token: {TOKEN}\n"));
+    let port = proxy.admin_port();
+
+    let (code, body) = http(port, "GET", "/nope", None, None);
+    assert_eq!(code, 404, "{body}");
+    let (code, body) = http(port, "GET", "/v1/lease", None, None);
+    assert_eq!(code, 405, "{body}");
+    let (code, body) = http(port, "POST", "/healthz", Some(TOKEN), Some("{}"));
+    assert_eq!(code, 405, "{body}");
+
+    let (code, body) = http(port, "POST", "/v1/lease", Some(TOKEN), Some("{not json"));
+    assert_eq!(code, 400, "{body}");
+    let (code, body) = http(
+        port,
+        "POST",
+        "/v1/lease",
+        Some(TOKEN),
+        Some(&format!(
+            r#"{{"master_node_id":"{}","ttl_ms":1000}}"#,
+            node_id(1)
+        )),
+    );
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("epoch"), "names the missing field: {body}");
+    let (code, body) = http(
+        port,
+        "POST",
+        "/v1/lease",
+        Some(TOKEN),
+        Some(&lease_body(&node_id(1), 1, 0)),
+    );
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("ttl_ms"), "{body}");
+
+    let huge = format!(r#"{{"pad":"{}"}}"#, "x".repeat(100 * 1024));
+    let (code, body) = http(port, "POST", "/v1/lease", Some(TOKEN), Some(&huge));
+    assert_eq!(code, 413, "{body}");
+
+    // The node answers its probe: ready.
+    let start = Instant::now();
+    loop {
+        let (code, body) = http(port, "GET", "/readyz", None, None);
+        if code == 200 {
+            break;
+        }
+        assert_eq!(code, 503, "{body}");
+        assert!(start.elapsed() < PATIENCE, "never ready: {body}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let (_, body) = http(port, "GET", "/v1/status", None, None);
+    assert_eq!(
+        json(&body)["node"]["replication"]["role"],
+        "master",
+        "{body}"
+    );
+}
+
+#[test]
+fn without_a_token_mutating_calls_are_refused() {
+    let redis = RedisServer::start();
+    let proxy = admin_proxy(&redis, "");
+    let port = proxy.admin_port();
+    let (code, body) = http(
+        port,
+        "POST",
+        "/v1/lease",
+        Some(TOKEN),
+        Some(&lease_body(&node_id(1), 1, 60_000)),
+    );
+    assert_eq!(code, 401, "{body}");
+    assert!(body.contains("admin.token"), "{body}");
+    assert_fenced(proxy.client().cmd(&["SET", "k", "v"]));
+    assert_eq!(http(port, "GET", "/healthz", None, None).0, 200);
+}
+
+#[test]
+fn readyz_reports_an_unreachable_node() {
+    let mut redis = RedisServer::start();
+    let proxy = admin_proxy(&redis, "");
+    let port = proxy.admin_port();
+    redis.stop();
+    let start = Instant::now();
+    loop {
+        let (code, body) = http(port, "GET", "/readyz", None, None);
+        if code == 503 && body.contains("probe failed") {
+            break;
+        }
+        assert!(start.elapsed() < PATIENCE, "still {code}: {body}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

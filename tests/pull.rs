@@ -1,0 +1,167 @@
+//! Pull renewal: the proxy polls a (test) kvrocks-controller and holds the
+//! master lease only while the cluster topology names its node master.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::controller::{node_id, TestController};
+use support::{Client, Proxy, RedisServer, Reply, PATIENCE};
+
+const POLL_MS: u64 = 100;
+const TTL_MS: u64 = 500;
+
+fn pull_proxy(redis: &RedisServer, controller: &TestController) -> Proxy {
+    Proxy::start(
+        &redis.addr(),
+        &format!(
+            "node_id: {}\nlease:\n  mode: block-write\n{}",
+            node_id(1),
+            controller.yaml(POLL_MS, TTL_MS)
+        ),
+    )
+}
+
+fn me_master(controller: &TestController, version: u64) {
+    let (me, other) = (node_id(1), node_id(2));
+    controller.set_topology(
+        version,
+        vec![vec![
+            (&me, "127.0.0.1:6666", "master"),
+            (&other, "127.0.0.1:6667", "slave"),
+        ]],
+    );
+}
+
+fn other_master(controller: &TestController, version: u64) {
+    let (me, other) = (node_id(1), node_id(2));
+    controller.set_topology(
+        version,
+        vec![vec![
+            (&other, "127.0.0.1:6667", "master"),
+            (&me, "127.0.0.1:6666", "slave"),
+        ]],
+    );
+}
+
+fn fenced(reply: &Reply) -> bool {
+    matches!(reply, Reply::Error(e) if e.contains("master lease expired"))
+}
+
+/// Repeats a SET until `want(reply)`, at most [`PATIENCE`].
+fn set_until(c: &mut Client, what: &str, want: impl Fn(&Reply) -> bool) {
+    let start = Instant::now();
+    loop {
+        let reply = c.cmd(&["SET", "k", "v"]);
+        if want(&reply) {
+            return;
+        }
+        assert!(
+            start.elapsed() < PATIENCE,
+            "{what}: still {reply:?} after {PATIENCE:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits until the controller has answered `n` more polls.
+fn wait_polls(controller: &TestController, n: usize) {
+    let since = Instant::now();
+    let start = Instant::now();
+    while controller.requests_since(since) < n {
+        assert!(start.elapsed() < PATIENCE, "the proxy stopped polling");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn topology_grants_and_revokes() {
+    let redis = RedisServer::start();
+    let controller = TestController::start();
+    me_master(&controller, 1);
+    let proxy = pull_proxy(&redis, &controller);
+    let mut c = proxy.client();
+
+    set_until(&mut c, "master at version 1", |r| *r == Reply::ok());
+
+    // Another node promoted: fenced soon after.
+    other_master(&controller, 2);
+    set_until(&mut c, "other master at version 2", fenced);
+
+    // A stale answer (version 1 again) naming this node master renews nothing.
+    me_master(&controller, 1);
+    wait_polls(&controller, 3);
+    assert!(
+        fenced(&c.cmd(&["SET", "k", "v"])),
+        "a stale version renewed"
+    );
+
+    // A newer version naming this node master again does.
+    me_master(&controller, 3);
+    set_until(&mut c, "master at version 3", |r| *r == Reply::ok());
+
+    // Not listed at all: revoked.
+    controller.set_topology(3, vec![vec![(&node_id(2), "127.0.0.1:6667", "master")]]);
+    set_until(&mut c, "not in the topology", fenced);
+
+    let requests = controller.requests();
+    assert!(requests
+        .iter()
+        .all(|(_, p)| p == "/api/v1/namespaces/test-ns/clusters/test-cluster"));
+}
+
+#[test]
+fn controller_down_lets_the_lease_lapse() {
+    let redis = RedisServer::start();
+    let controller = TestController::start();
+    me_master(&controller, 1);
+    let proxy = pull_proxy(&redis, &controller);
+    let mut c = proxy.client();
+    set_until(&mut c, "master at version 1", |r| *r == Reply::ok());
+
+    controller.set_down(true);
+    set_until(&mut c, "controller down", fenced);
+    assert_eq!(c.cmd(&["GET", "k"]), Reply::bulk("v"), "reads still pass");
+
+    // Back up: renewed again.
+    controller.set_down(false);
+    set_until(&mut c, "controller back", |r| *r == Reply::ok());
+}
+
+#[test]
+fn slow_answers_past_the_timeout_do_not_renew() {
+    let redis = RedisServer::start();
+    let controller = TestController::start();
+    me_master(&controller, 1);
+    let proxy = pull_proxy(&redis, &controller);
+    let mut c = proxy.client();
+    set_until(&mut c, "master at version 1", |r| *r == Reply::ok());
+
+    // Answers slower than the TTL (and the 500 ms poll timeout) renew nothing.
+    controller.set_delay(Duration::from_millis(800));
+    set_until(&mut c, "controller too slow", fenced);
+    controller.set_delay(Duration::ZERO);
+    set_until(&mut c, "controller fast again", |r| *r == Reply::ok());
+}
+
+#[test]
+fn redirect_to_the_leader_is_followed() {
+    let redis = RedisServer::start();
+    let follower = TestController::start();
+    let leader = TestController::start();
+    follower.set_redirect(Some(leader.url()));
+    me_master(&leader, 1);
+    // The follower's own (outdated) view would revoke, if it were asked.
+    other_master(&follower, 7);
+    let proxy = pull_proxy(&redis, &follower);
+    let mut c = proxy.client();
+    set_until(&mut c, "master according to the leader", |r| {
+        *r == Reply::ok()
+    });
+    assert!(!follower.requests().is_empty());
+    assert!(!leader.requests().is_empty());
+
+    // The leader changes its mind: the redirect is followed for revocation too.
+    other_master(&leader, 2);
+    set_until(&mut c, "leader names another master", fenced);
+}
