@@ -44,6 +44,7 @@ fn gate(mode: LeaseMode) -> Gate {
         ControlPolicy::default(),
         "READONLY",
         None,
+        None,
     )
 }
 
@@ -79,6 +80,7 @@ fn bench(c: &mut Criterion) {
                     head: black_box(&head),
                     bytes: black_box(bytes),
                     control: false,
+                    verified: false,
                 });
                 assert!(matches!(verdict, Verdict::Forward));
                 verdict
@@ -100,6 +102,7 @@ fn bench(c: &mut Criterion) {
                 head: &head,
                 bytes: set,
                 control: false,
+                verified: false,
             }))
         })
     });
@@ -117,6 +120,7 @@ fn bench(c: &mut Criterion) {
                 head: &head,
                 bytes: set,
                 control: false,
+                verified: false,
             })
         })
     });

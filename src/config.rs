@@ -64,6 +64,8 @@ pub struct Config {
     #[serde(default)]
     pub controller: ControllerConfig,
     #[serde(default)]
+    pub verify: VerifyConfig,
+    #[serde(default)]
     pub commands: CommandsConfig,
     #[serde(default)]
     pub limits: LimitsConfig,
@@ -224,6 +226,36 @@ impl Default for ControllerConfig {
     }
 }
 
+/// `verify.mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VerifyMode {
+    #[default]
+    Off,
+    /// Every write waits for a controller confirmation sent after it arrived.
+    EveryWrite,
+}
+
+/// Verification of mastership on every write (DESIGN §3); uses `controller.*`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyConfig {
+    #[serde(default)]
+    pub mode: VerifyMode,
+    /// A confirmation slower than this rejects the writes waiting for it.
+    #[serde(default = "defaults::verify_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+impl Default for VerifyConfig {
+    fn default() -> Self {
+        Self {
+            mode: VerifyMode::Off,
+            timeout_ms: defaults::verify_timeout_ms(),
+        }
+    }
+}
+
 /// A command class as spelled in the config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -354,6 +386,9 @@ mod defaults {
     }
     pub fn controller_timeout_ms() -> u64 {
         1_000
+    }
+    pub fn verify_timeout_ms() -> u64 {
+        200
     }
 }
 
@@ -495,6 +530,18 @@ impl Config {
                     "controller.poll_interval_ms",
                     "poll_interval_ms and ttl_ms must be above 0".into(),
                 ));
+            }
+        }
+        if self.verify.mode == VerifyMode::EveryWrite {
+            if self.controller.url.is_none() {
+                return Err((
+                    "verify.mode",
+                    "every-write needs controller.url, controller.namespace and controller.cluster"
+                        .into(),
+                ));
+            }
+            if self.verify.timeout_ms == 0 {
+                return Err(("verify.timeout_ms", "must be above 0".into()));
             }
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {

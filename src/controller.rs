@@ -241,7 +241,18 @@ impl PollMetrics {
 // ---------------------------------------------------------------------------
 // The poller.
 
-type HttpClient = Client<HttpConnector, Empty<Bytes>>;
+/// The pooled keep-alive HTTP client used to talk to the controller.
+pub type HttpClient = Client<HttpConnector, Empty<Bytes>>;
+
+/// A keep-alive client whose connects give up after `timeout`.
+pub fn http_client(timeout: Duration) -> HttpClient {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(timeout));
+    connector.set_nodelay(true);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .build(connector)
+}
 
 /// Polls the controller until `shared.shutdown` is cancelled. Does nothing
 /// when `controller.url` is unset.
@@ -257,12 +268,7 @@ pub async fn poll(shared: Arc<Shared>) {
         Err(_) => warn!("metrics registry unavailable; controller metrics are not exported"),
     }
     let timeout = Duration::from_millis(config.timeout_ms.max(1));
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(timeout));
-    connector.set_nodelay(true);
-    let client: HttpClient = Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .build(connector);
+    let client = http_client(timeout);
     info!(%url, interval_ms = config.poll_interval_ms, ttl_ms = config.ttl_ms, "polling the controller for the master lease");
 
     let mut poller = Poller {
@@ -372,8 +378,8 @@ impl Poller<'_> {
     }
 }
 
-/// One poll: GET, following redirects, and parse.
-async fn fetch(client: &HttpClient, url: &str) -> Result<Cluster, String> {
+/// One request for the cluster topology: GET, following redirects, and parse.
+pub async fn fetch(client: &HttpClient, url: &str) -> Result<Cluster, String> {
     let mut uri: Uri = url
         .parse()
         .map_err(|e| format!("bad controller url '{url}': {e}"))?;

@@ -31,6 +31,7 @@ use crate::command::{Class, Classified, CommandTable};
 use crate::control::{self, ControlPolicy};
 use crate::frame::request::{arguments, RequestHead};
 use crate::lease::{GrantError, GrantOutcome, Lease, LeaseMode};
+use crate::verify::Verifier;
 
 /// Everything the Gate consults that a reload may change.
 #[derive(Debug)]
@@ -49,6 +50,8 @@ pub struct Admission<'a> {
     pub bytes: &'a [u8],
     /// Whether the connection is the controller's.
     pub control: bool,
+    /// The request already waited for, and got, a mastership confirmation.
+    pub verified: bool,
 }
 
 /// The Gate's answer.
@@ -60,6 +63,16 @@ pub enum Verdict {
     Reply(Bytes),
     /// Forward `request` instead; answer as `answer` says.
     Rewrite { request: Bytes, answer: Answer },
+    /// Not yet: the session holds this request (and everything after it on
+    /// the connection) until the wait is over, then asks again.
+    Hold(Wait),
+}
+
+/// What a held request waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// The mastership confirmation round with this ticket.
+    Verification(u64),
 }
 
 /// How the answer to a rewritten request is made from the node's reply.
@@ -136,6 +149,8 @@ pub struct Gate {
     /// Password of leasegate's own backend connections; a controller
     /// connection authenticates to the node with it.
     backend_password: Option<String>,
+    /// Present with `verify.mode: every-write`.
+    verifier: Option<Arc<Verifier>>,
     pub metrics: GateMetrics,
     last_log_only_warning: AtomicU64,
 }
@@ -161,6 +176,7 @@ impl Gate {
         control: ControlPolicy,
         reject_prefix: &str,
         backend_password: Option<String>,
+        verifier: Option<Arc<Verifier>>,
     ) -> Gate {
         Gate {
             policy: ArcSwap::from_pointee(policy),
@@ -170,6 +186,7 @@ impl Gate {
                 "-{reject_prefix} master lease expired, writes are fenced on this node (epoch "
             ),
             backend_password,
+            verifier,
             metrics: GateMetrics::default(),
             last_log_only_warning: AtomicU64::new(0),
         }
@@ -213,20 +230,37 @@ impl Gate {
         }
     }
 
-    /// The lease check: one mode load, one deadline load, one clock read.
+    /// A write passes when the lease holds (one mode load, one deadline
+    /// load, one clock read) and, with verification, once the controller has
+    /// confirmed mastership after the write arrived.
     #[inline]
     fn admit_write(&self, r: &Admission<'_>) -> Verdict {
         let mode = self.lease.mode();
-        if mode == LeaseMode::Disabled || self.lease.write_allowed() {
-            return Verdict::Forward;
-        }
-        if mode == LeaseMode::LogOnly {
+        if mode != LeaseMode::Disabled && !self.lease.write_allowed() {
+            if mode == LeaseMode::BlockWrite {
+                self.metrics.writes_fenced.inc();
+                return Verdict::Reply(self.fenced_reply(r.head));
+            }
             self.metrics.writes_unfenced_log_only.inc();
             self.warn_log_only(r);
-            return Verdict::Forward;
         }
-        self.metrics.writes_fenced.inc();
-        Verdict::Reply(self.fenced_reply(r.head))
+        match &self.verifier {
+            Some(v) if !r.verified => Verdict::Hold(Wait::Verification(v.ticket())),
+            _ => Verdict::Forward,
+        }
+    }
+
+    /// Waits until a held request may be asked about again. The answer is
+    /// the reply to send instead, when the wait ended in a refusal.
+    pub async fn wait(&self, wait: Wait) -> Result<(), Bytes> {
+        match (wait, &self.verifier) {
+            (Wait::Verification(ticket), Some(v)) => v.wait(ticket).await,
+            (Wait::Verification(_), None) => Ok(()),
+        }
+    }
+
+    pub fn verifier(&self) -> Option<&Arc<Verifier>> {
+        self.verifier.as_ref()
     }
 
     #[cold]
@@ -463,6 +497,7 @@ mod tests {
             ControlPolicy::new(Some("ctl"), &[]),
             "READONLY",
             None,
+            None,
         );
         (clock, gate)
     }
@@ -484,6 +519,7 @@ mod tests {
             head: &head,
             bytes: &bytes,
             control,
+            verified: false,
         })
     }
 

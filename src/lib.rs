@@ -19,4 +19,5 @@ pub mod probe;
 pub mod server;
 pub mod session;
 pub mod topology;
+pub mod verify;
 pub mod workers;

@@ -26,13 +26,14 @@ use prometheus_client::registry::Registry;
 
 use crate::backend;
 use crate::command::{CommandTable, LearnedCommand};
-use crate::config::Config;
+use crate::config::{Config, VerifyMode};
 use crate::control::ControlPolicy;
 use crate::frame::request::Limits;
 use crate::gate::{Gate, Policy};
 use crate::lease::{BootClock, Clock, Lease, LeaseTuning};
 use crate::probe::{self, NodeStatus};
 use crate::session::{self, SessionContext};
+use crate::verify::Verifier;
 use crate::workers::Workers;
 use crate::{admin, controller};
 
@@ -93,6 +94,7 @@ impl Server {
         config_path: Option<PathBuf>,
         clock: Arc<dyn Clock>,
     ) -> Server {
+        let mut registry = Registry::with_prefix("leasegate");
         let lease = Arc::new(Lease::new(
             clock,
             config.lease.mode,
@@ -114,8 +116,11 @@ impl Server {
             ),
             &config.lease.reject_prefix,
             config.backend.password.clone(),
+            (config.verify.mode == VerifyMode::EveryWrite).then(|| Arc::new(Verifier::new())),
         ));
-        let mut registry = Registry::with_prefix("leasegate");
+        if let Some(v) = gate.verifier() {
+            v.metrics.register(&mut registry);
+        }
         gate.metrics.register(&mut registry);
         let shutdown = CancellationToken::new();
         let shared = Arc::new(Shared {
@@ -141,21 +146,22 @@ impl Server {
 
     /// Runs until SIGTERM/SIGINT, then drains and returns.
     pub async fn run(self) -> Result<(), ServerError> {
-        let listener = TcpListener::bind(&self.config.listen)
-            .await
-            .map_err(|source| ServerError::Bind {
-                addr: self.config.listen.clone(),
-                source,
-            })?;
         let mut sigterm = signal(SignalKind::terminate()).map_err(ServerError::Signals)?;
         let mut sigint = signal(SignalKind::interrupt()).map_err(ServerError::Signals)?;
         let mut sighup = signal(SignalKind::hangup()).map_err(ServerError::Signals)?;
         for warning in self.config.warnings() {
             warn!("{warning}");
         }
+        // The admin API is up before clients can connect.
+        self.start_services().await?;
+        let listener = TcpListener::bind(&self.config.listen)
+            .await
+            .map_err(|source| ServerError::Bind {
+                addr: self.config.listen.clone(),
+                source,
+            })?;
         self.start_learning();
         self.start_probe();
-        self.start_services().await?;
         info!(
             listen = %self.config.listen,
             backend = %self.config.backend.addr,
@@ -276,6 +282,15 @@ impl Server {
         }
         if self.config.controller.url.is_some() {
             tokio::spawn(controller::poll(Arc::clone(&self.shared)));
+        }
+        if let (Some(verifier), Some(url)) = (self.gate.verifier(), &self.config.controller.url) {
+            let c = &self.config.controller;
+            tokio::spawn(Arc::clone(verifier).run(
+                Arc::clone(self.gate.lease()),
+                controller::cluster_url(url, &c.namespace, &c.cluster),
+                Duration::from_millis(self.config.verify.timeout_ms),
+                self.shutdown.clone(),
+            ));
         }
         Ok(())
     }

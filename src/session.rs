@@ -29,7 +29,7 @@ use tracing::debug;
 use crate::command::{Class, Name};
 use crate::frame::reply::{pubsub_frame, PubSubFrame, ReplyFramer, ReplyHead};
 use crate::frame::request::{Limits, RequestFramer, RequestHead};
-use crate::gate::{Admission, Answer, Gate, Verdict};
+use crate::gate::{Admission, Answer, Gate, Policy, Verdict, Wait};
 
 /// Stop reading from a side while this much is queued for the other.
 const HIGH_WATER: usize = 4 * 1024 * 1024;
@@ -114,6 +114,8 @@ struct Session {
     transaction: Option<Transaction>,
     /// The connection is the controller's (control password or allow_from).
     control: bool,
+    /// The request the Gate said to hold, if any.
+    held: Option<Held>,
     /// A protocol error was found: no more requests are read.
     stop_reading: bool,
     /// Everything owed has been queued: close once `to_client` is written.
@@ -144,8 +146,10 @@ pub async fn serve(
         if s.finished(client_eof || draining, backend_eof) {
             break;
         }
-        let read_client =
-            !(s.stop_reading || client_eof || draining) && s.to_backend.len() < HIGH_WATER;
+        let read_client = !(s.stop_reading || client_eof || draining)
+            && s.to_backend.len() < HIGH_WATER
+            && (s.held.is_none() || s.from_client.len() < HIGH_WATER);
+        let held = s.held.as_ref().map(|h| h.wait);
         let read_backend = !backend_eof && s.to_client.len() < HIGH_WATER;
         reserve(&mut s.from_client);
         reserve(&mut s.from_backend);
@@ -172,6 +176,9 @@ pub async fn serve(
                     }
                 }
             },
+            r = ctx.gate.wait(held.unwrap_or(Wait::Verification(0))), if held.is_some() => {
+                s.release(&ctx.gate, r);
+            }
             r = client_rx.read_buf(&mut s.from_client), if read_client => match r {
                 Ok(0) | Err(_) => client_eof = true,
                 Ok(_) => s.on_client_data(&ctx.gate),
@@ -206,6 +213,7 @@ impl Session {
             monitor: false,
             transaction: None,
             control: false,
+            held: None,
             stop_reading: false,
             closing: false,
         }
@@ -217,7 +225,11 @@ impl Session {
         if self.closing || backend_eof {
             return written;
         }
-        no_more_requests && written && self.to_backend.is_empty() && self.awaits_nothing()
+        no_more_requests
+            && written
+            && self.held.is_none()
+            && self.to_backend.is_empty()
+            && self.awaits_nothing()
     }
 
     /// No backend reply is owed (streams such as pub/sub and MONITOR owe none).
@@ -225,13 +237,15 @@ impl Session {
         !self.owed.iter().any(|o| matches!(o, Owed::Reply(_)))
     }
 
-    /// Frames, classifies and admits every complete request the client sent.
+    /// Frames, classifies and admits every complete request the client sent,
+    /// in order, until one is held.
     fn on_client_data(&mut self, gate: &Gate) {
+        if self.held.is_some() {
+            return; // framing resumes when the held request is released
+        }
         let policy = gate.policy();
-        let mut pos = 0; // start of the next unframed request
-        let mut run = 0; // start of the admitted requests not yet copied out
         while !self.stop_reading {
-            let head = match self.requests.next(&self.from_client[pos..]) {
+            let head = match self.requests.next(&self.from_client) {
                 Ok(Some(head)) => head,
                 Ok(None) => break,
                 Err(e) => {
@@ -239,77 +253,106 @@ impl Session {
                     self.owed.push_back(Owed::Local(e.reply()));
                     self.owed.push_back(Owed::Close);
                     self.stop_reading = true;
+                    self.from_client.clear();
                     break;
                 }
             };
-            let at = pos;
-            pos += head.len;
             if head.argc == 0 {
                 // Ignored by the node as well: nothing to forward, nothing owed.
-                self.to_backend
-                    .extend_from_slice(&self.from_client[run..at]);
-                run = pos;
+                self.from_client.advance(head.len);
                 continue;
             }
-            let bytes = &self.from_client[at..pos];
-            let command = policy.commands.classify(&head.name, &head.sub);
-            let class = self.class_in_context(&head, command.class);
-            let verdict = match authenticate(gate, &head, bytes) {
-                Some(v) => {
-                    self.control = true;
-                    v
-                }
-                None => gate.admit(&Admission {
-                    class,
-                    command,
-                    head: &head,
-                    bytes,
-                    control: self.control,
-                }),
-            };
-            match self.in_transaction(&head, verdict) {
-                Step::Forward => self.forwarded(&head, class),
-                Step::Rewrite(request, answer) => {
-                    self.to_backend
-                        .extend_from_slice(&self.from_client[run..at]);
-                    run = pos;
-                    self.to_backend.extend_from_slice(&request);
-                    self.owed.push_back(Owed::Reply(answer.into()));
-                }
-                Step::Answer(reply) => {
-                    self.to_backend
-                        .extend_from_slice(&self.from_client[run..at]);
-                    run = pos;
-                    self.owed.push_back(Owed::Local(reply));
-                }
-                Step::Discard(reply) => {
-                    // The backend holds an open transaction: close it
-                    // without applying it, and answer EXEC with `reply`.
-                    self.to_backend
-                        .extend_from_slice(&self.from_client[run..at]);
-                    run = pos;
-                    self.to_backend.extend_from_slice(DISCARD);
-                    self.owed.push_back(Owed::Reply(Expect::Replace(reply)));
-                    self.transaction = None;
-                }
+            if !self.admit(gate, &policy, head, false) {
+                break;
             }
-        }
-        self.to_backend
-            .extend_from_slice(&self.from_client[run..pos]);
-        if self.stop_reading {
-            self.from_client.clear();
-        } else {
-            self.from_client.advance(pos);
         }
         self.settle();
     }
 
-    /// EXEC is a write when a queued command was.
+    /// Puts the request at the head of `from_client` to the Gate and carries
+    /// out the verdict. Returns `false` when the request is held.
     #[inline]
-    fn class_in_context(&self, head: &RequestHead, class: Class) -> Class {
+    fn admit(&mut self, gate: &Gate, policy: &Policy, head: RequestHead, verified: bool) -> bool {
+        let bytes = &self.from_client[..head.len];
+        let command = policy.commands.classify(&head.name, &head.sub);
+        let verdict = match authenticate(gate, &head, bytes) {
+            Some(v) => {
+                self.control = true;
+                v
+            }
+            None => gate.admit(&Admission {
+                class: self.gated_class(&head, command.class),
+                command,
+                head: &head,
+                bytes,
+                control: self.control,
+                verified,
+            }),
+        };
+        self.carry_out(head, command.class, verdict)
+    }
+
+    /// Carries out a verdict for the request at the head of `from_client`.
+    fn carry_out(&mut self, head: RequestHead, class: Class, verdict: Verdict) -> bool {
+        match self.in_transaction(&head, verdict) {
+            Step::Hold(wait) => {
+                self.held = Some(Held { head, class, wait });
+                return false;
+            }
+            Step::Forward => {
+                self.to_backend
+                    .extend_from_slice(&self.from_client[..head.len]);
+                self.forwarded(&head, class);
+            }
+            Step::Rewrite(request, answer) => {
+                self.to_backend.extend_from_slice(&request);
+                self.owed.push_back(Owed::Reply(answer.into()));
+            }
+            Step::Answer(reply) => self.owed.push_back(Owed::Local(reply)),
+            Step::Discard(reply) => {
+                // The backend holds an open transaction: close it without
+                // applying it, and answer EXEC with `reply`.
+                self.to_backend.extend_from_slice(DISCARD);
+                self.owed.push_back(Owed::Reply(Expect::Replace(reply)));
+                self.transaction = None;
+            }
+        }
+        self.from_client.advance(head.len);
+        true
+    }
+
+    /// The wait of a held request is over: ask again (or refuse), then go on
+    /// with the requests behind it.
+    fn release(&mut self, gate: &Gate, outcome: Result<(), Bytes>) {
+        let Some(held) = self.held.take() else {
+            return;
+        };
+        let admitted = match outcome {
+            Ok(()) => self.admit(gate, &gate.policy(), held.head, true),
+            Err(reply) => self.carry_out(held.head, held.class, Verdict::Reply(reply)),
+        };
+        if admitted {
+            self.on_client_data(gate);
+        } else {
+            self.settle();
+        }
+    }
+
+    /// Inside MULTI, queued commands are only queued: the Gate judges the
+    /// transaction at EXEC (a write if a queued command was).
+    #[inline]
+    fn gated_class(&self, head: &RequestHead, class: Class) -> Class {
         match &self.transaction {
-            Some(t) if head.name.is(b"exec") && t.has_write => Class::Write,
-            _ => class,
+            None => class,
+            Some(t) if head.name.is(b"exec") => {
+                if t.has_write {
+                    Class::Write
+                } else {
+                    class
+                }
+            }
+            Some(_) if class == Class::Write => Class::Read,
+            Some(_) => class,
         }
     }
 
@@ -356,10 +399,12 @@ impl Session {
                 Verdict::Forward => Step::Forward,
                 Verdict::Reply(reply) => Step::Answer(reply),
                 Verdict::Rewrite { request, answer } => Step::Rewrite(request, answer),
+                Verdict::Hold(wait) => Step::Hold(wait),
             };
         };
         let exec = head.name.is(b"exec");
         match verdict {
+            Verdict::Hold(wait) => Step::Hold(wait),
             Verdict::Rewrite { request, answer } => Step::Rewrite(request, answer),
             Verdict::Reply(reply) if exec => Step::Discard(reply),
             Verdict::Reply(reply) => {
@@ -384,6 +429,17 @@ enum Step {
     Discard(Bytes),
     /// Other bytes are forwarded; the answer is made from the node's reply.
     Rewrite(Bytes, Answer),
+    /// Nothing yet: the request stays at the head of the buffer.
+    Hold(Wait),
+}
+
+/// A request the Gate said to hold; it is still at the head of `from_client`
+/// and everything the client sent after it waits behind it.
+#[derive(Debug)]
+struct Held {
+    head: RequestHead,
+    class: Class,
+    wait: Wait,
 }
 
 /// AUTH/HELLO carrying the control password make the connection the

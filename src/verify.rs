@@ -1,0 +1,299 @@
+//! Verification on every write (`verify.mode: every-write`, DESIGN §3).
+//!
+//! A write is forwarded only after the controller confirmed that this node is
+//! the master of its shard, in a request sent *after the write arrived*. Asking
+//! once per write would cap throughput at one write per controller round trip,
+//! so confirmations are batched the way Raft batches ReadIndex:
+//!
+//! * at most one confirmation request (a *round*) is in flight;
+//! * a write that arrives before the next round's request is sent joins that
+//!   round (its ticket); a write that arrives while a round is already on the
+//!   wire waits for the one after it;
+//! * when a round's answer comes back and writes are waiting, the next round
+//!   is sent at once.
+//!
+//! A positive answer releases every write holding a ticket ≤ that round (a
+//! later round was also sent after their arrival). A negative answer revokes
+//! the lease (a role transition) and, like a timeout or an unreachable
+//! controller, rejects the waiting writes with
+//! `-TRYAGAIN mastership not confirmed by controller: <cause>`.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use tokio::sync::{watch, Notify};
+use tracing::{info, warn};
+
+use crate::controller::{self, Decision};
+use crate::lease::Lease;
+
+/// The result of one confirmation round.
+#[derive(Debug, Clone)]
+pub struct RoundResult {
+    pub round: u64,
+    /// `Ok` when the controller confirmed this node as master; otherwise the
+    /// complete `-TRYAGAIN ...` reply for the writes that waited on it.
+    pub outcome: Result<(), Bytes>,
+}
+
+#[derive(Debug, Default)]
+struct Rounds {
+    /// The round that writes arriving now join.
+    next: u64,
+    /// Whether round `next` has been requested (a write is waiting for it).
+    next_wanted: bool,
+    /// The round on the wire, if any.
+    in_flight: Option<u64>,
+}
+
+/// Counters and timings of verification, registered under `leasegate_verify_`.
+#[derive(Debug, Clone)]
+pub struct VerifyMetrics {
+    pub rounds: Counter,
+    pub rounds_failed: Counter,
+    pub writes: Counter,
+    pub round_seconds: Histogram,
+}
+
+impl Default for VerifyMetrics {
+    fn default() -> Self {
+        Self {
+            rounds: Counter::default(),
+            rounds_failed: Counter::default(),
+            writes: Counter::default(),
+            round_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
+        }
+    }
+}
+
+impl VerifyMetrics {
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "verify_rounds",
+            "Mastership confirmation requests sent to the controller",
+            self.rounds.clone(),
+        );
+        registry.register(
+            "verify_rounds_failed",
+            "Confirmation rounds that did not confirm (negative, timeout, unreachable)",
+            self.rounds_failed.clone(),
+        );
+        registry.register(
+            "verify_writes",
+            "Writes that waited for a mastership confirmation",
+            self.writes.clone(),
+        );
+        registry.register(
+            "verify_round_duration_seconds",
+            "Round trip of one confirmation request",
+            self.round_seconds.clone(),
+        );
+    }
+}
+
+/// Batches mastership confirmations for every write.
+#[derive(Debug)]
+pub struct Verifier {
+    rounds: Mutex<Rounds>,
+    wake: Notify,
+    results: watch::Sender<RoundResult>,
+    pub metrics: VerifyMetrics,
+}
+
+impl Default for Verifier {
+    fn default() -> Self {
+        Verifier::new()
+    }
+}
+
+const NOT_CONFIRMED: &str = "-TRYAGAIN mastership not confirmed by controller";
+
+impl Verifier {
+    pub fn new() -> Verifier {
+        let (results, _) = watch::channel(RoundResult {
+            round: 0,
+            outcome: Err(Bytes::from_static(
+                b"-TRYAGAIN mastership not confirmed by controller\r\n",
+            )),
+        });
+        Verifier {
+            rounds: Mutex::new(Rounds {
+                next: 1,
+                ..Rounds::default()
+            }),
+            wake: Notify::new(),
+            results,
+            metrics: VerifyMetrics::default(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Rounds> {
+        self.rounds.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The round a write arriving now must wait for.
+    pub fn ticket(&self) -> u64 {
+        self.metrics.writes.inc();
+        let mut r = self.lock();
+        let ticket = r.next;
+        if !r.next_wanted {
+            r.next_wanted = true;
+            if r.in_flight.is_none() {
+                self.wake.notify_one();
+            }
+        }
+        ticket
+    }
+
+    /// Waits until a round ≥ `ticket` has finished and returns its outcome.
+    pub async fn wait(&self, ticket: u64) -> Result<(), Bytes> {
+        let mut rx = self.results.subscribe();
+        let result = match rx.wait_for(|r| r.round >= ticket).await {
+            Ok(r) => r.outcome.clone(),
+            Err(_) => Err(Bytes::from_static(
+                b"-TRYAGAIN mastership not confirmed by controller: verification stopped\r\n",
+            )),
+        };
+        result
+    }
+
+    /// Takes the next wanted round off the queue and marks it sent.
+    fn start_round(&self) -> Option<u64> {
+        let mut r = self.lock();
+        if !r.next_wanted || r.in_flight.is_some() {
+            return None;
+        }
+        let round = r.next;
+        r.in_flight = Some(round);
+        r.next += 1;
+        r.next_wanted = false;
+        Some(round)
+    }
+
+    fn finish_round(&self, result: RoundResult) {
+        {
+            let mut r = self.lock();
+            r.in_flight = None;
+        }
+        self.results.send_replace(result);
+    }
+
+    /// Sends rounds while writes want them, until `shutdown`.
+    pub async fn run(
+        self: Arc<Self>,
+        lease: Arc<Lease>,
+        url: String,
+        timeout: Duration,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) {
+        let client = controller::http_client(timeout);
+        info!(%url, timeout_ms = timeout.as_millis() as u64, "verifying mastership with the controller on every write");
+        let mut highest = None;
+        loop {
+            let Some(round) = self.start_round() else {
+                tokio::select! {
+                    _ = self.wake.notified() => continue,
+                    _ = shutdown.cancelled() => return,
+                }
+            };
+            self.metrics.rounds.inc();
+            let started = Instant::now();
+            let answer = match tokio::time::timeout(timeout, controller::fetch(&client, &url)).await
+            {
+                Ok(a) => a,
+                Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
+            };
+            self.metrics
+                .round_seconds
+                .observe(started.elapsed().as_secs_f64());
+            let outcome = self.judge(answer, &lease, &mut highest);
+            if outcome.is_err() {
+                self.metrics.rounds_failed.inc();
+            }
+            self.finish_round(RoundResult { round, outcome });
+        }
+    }
+
+    /// What one answer means for the writes waiting on it.
+    fn judge(
+        &self,
+        answer: Result<controller::Cluster, String>,
+        lease: &Lease,
+        highest: &mut Option<u64>,
+    ) -> Result<(), Bytes> {
+        let refuse = |cause: &str| Err(Bytes::from(format!("{NOT_CONFIRMED}: {cause}\r\n")));
+        let cluster = match answer {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(error = %e, "mastership verification failed");
+                return refuse(&e.replace(['\r', '\n'], " "));
+            }
+        };
+        let Some(me) = lease.node_id() else {
+            return refuse("this node's id is unknown");
+        };
+        match controller::decide(&cluster, &me, *highest) {
+            Decision::Renew { version } => {
+                *highest = Some(version);
+                Ok(())
+            }
+            Decision::Stale { version, highest } => {
+                refuse(&format!("stale cluster version {version} (seen {highest})"))
+            }
+            Decision::Revoke { version, reason } => {
+                *highest = Some(version);
+                if lease.snapshot().valid {
+                    info!(%reason, "the controller does not confirm this node as master: revoking the lease");
+                }
+                lease.revoke(&reason);
+                refuse(&reason)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_join_the_unsent_round_and_wait_for_the_next_while_one_is_in_flight() {
+        let v = Verifier::new();
+        let a = v.ticket();
+        let b = v.ticket();
+        assert_eq!(a, b, "both arrived before the round was sent");
+        assert_eq!(v.start_round(), Some(a));
+        assert_eq!(v.start_round(), None, "one round in flight at a time");
+        let c = v.ticket();
+        assert_eq!(c, a + 1, "arrived after the request was sent");
+        v.finish_round(RoundResult {
+            round: a,
+            outcome: Ok(()),
+        });
+        assert_eq!(v.start_round(), Some(c), "the next round goes out at once");
+        assert_eq!(v.start_round(), None);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_waiter_is_released_by_its_round_or_a_later_one() {
+        let v = Arc::new(Verifier::new());
+        let t = v.ticket();
+        let waiter = {
+            let v = Arc::clone(&v);
+            tokio::spawn(async move { v.wait(t).await })
+        };
+        let round = v.start_round().expect("round");
+        v.finish_round(RoundResult {
+            round: round + 1,
+            outcome: Err(Bytes::from_static(b"-TRYAGAIN x\r\n")),
+        });
+        assert_eq!(
+            waiter.await.expect("join"),
+            Err(Bytes::from_static(b"-TRYAGAIN x\r\n"))
+        );
+    }
+}
