@@ -1,0 +1,204 @@
+//! Verification of mastership with the controller on every write
+//! (`verify.mode: every-write`), against a test controller whose answers and
+//! delay change during the test.
+
+mod support;
+
+use std::sync::{Arc, Barrier, Mutex};
+use std::time::{Duration, Instant};
+
+use support::controller::{node_id, TestController};
+use support::{Client, Proxy, RedisServer, Reply, PATIENCE};
+
+const NOT_CONFIRMED: &str = "TRYAGAIN mastership not confirmed by controller";
+
+/// A proxy verifying every write with `ctl`; the lease poller is parked (one
+/// poll at start-up) so that every later controller request is a confirmation.
+fn verifying_proxy(redis: &RedisServer, ctl: &TestController, lease: &str) -> Proxy {
+    Proxy::start(
+        &redis.addr(),
+        &format!(
+            "node_id: {}\n{}verify:\n  mode: every-write\n  timeout_ms: 300\n{lease}",
+            node_id(1),
+            ctl.yaml(3_600_000, 3_600_000)
+        ),
+    )
+}
+
+fn master_is(ctl: &TestController, version: u64, master: u8) {
+    let (m, s) = (node_id(master), node_id(if master == 1 { 2 } else { 1 }));
+    ctl.set_topology(
+        version,
+        vec![vec![
+            (&m, "127.0.0.1:1", "master"),
+            (&s, "127.0.0.1:2", "slave"),
+        ]],
+    );
+}
+
+#[test]
+fn confirmed_writes_pass_and_reads_never_ask() {
+    let redis = RedisServer::start();
+    let ctl = TestController::start();
+    master_is(&ctl, 1, 1);
+    let proxy = verifying_proxy(&redis, &ctl, "");
+    let mut c = proxy.client();
+    assert_eq!(c.cmd(&["SET", "k", "v"]), Reply::ok());
+    assert_eq!(c.cmd(&["INCR", "n"]), Reply::Int(1));
+    let before = Instant::now();
+    for _ in 0..20 {
+        assert_eq!(c.cmd(&["GET", "k"]), Reply::bulk("v"));
+    }
+    assert_eq!(
+        ctl.requests_since(before),
+        0,
+        "reads do not wait for the controller"
+    );
+    // A pipeline keeps its order around held writes.
+    c.send(&["SET", "p", "1"]);
+    c.send(&["GET", "p"]);
+    c.send(&["INCR", "p"]);
+    c.send(&["GET", "p"]);
+    assert_eq!(c.read(), Reply::ok());
+    assert_eq!(c.read(), Reply::bulk("1"));
+    assert_eq!(c.read(), Reply::Int(2));
+    assert_eq!(c.read(), Reply::bulk("2"));
+}
+
+#[test]
+fn another_master_rejects_the_next_write_even_with_a_valid_lease() {
+    let redis = RedisServer::start();
+    let ctl = TestController::start();
+    master_is(&ctl, 1, 1);
+    let proxy = verifying_proxy(
+        &redis,
+        &ctl,
+        &format!(
+            "control:\n  allow_from: [127.0.0.1]\nlease:\n  mode: block-write\nadmin:\n  listen: 127.0.0.1:{}\n",
+            support::free_port()
+        ),
+    );
+    let mut c = proxy.client();
+    let me = node_id(1);
+    assert!(!c
+        .cmd(&["CLUSTERX", "HEARTBEAT", &me, "600000", "1"])
+        .is_error());
+    assert_eq!(c.cmd(&["SET", "k", "v1"]), Reply::ok());
+    master_is(&ctl, 2, 2);
+    let err = c.cmd(&["SET", "k", "v2"]);
+    assert!(err.error_text().starts_with(NOT_CONFIRMED), "{err:?}");
+    assert!(
+        err.error_text().contains("slave"),
+        "names the cause: {err:?}"
+    );
+    assert_eq!(
+        redis.client().cmd(&["GET", "k"]),
+        Reply::bulk("v1"),
+        "nothing rejected was forwarded"
+    );
+    // The negative answer revoked the lease at once.
+    let (status, body) = support::http(proxy.admin_port(), "GET", "/v1/status", None, None);
+    assert_eq!(status, 200);
+    assert!(body.contains("\"valid\":false"), "{body}");
+    let fenced = c.cmd(&["SET", "k", "v3"]);
+    assert!(
+        fenced.error_text().contains("master lease expired"),
+        "{fenced:?}"
+    );
+}
+
+#[test]
+fn a_slow_controller_times_out_and_a_dead_one_rejects_writes_but_not_reads() {
+    let redis = RedisServer::start();
+    let ctl = TestController::start();
+    master_is(&ctl, 1, 1);
+    let proxy = verifying_proxy(&redis, &ctl, "");
+    let mut c = proxy.client();
+    assert_eq!(c.cmd(&["SET", "k", "v"]), Reply::ok());
+
+    ctl.set_delay(Duration::from_millis(800));
+    let err = c.cmd(&["SET", "k", "slow"]);
+    assert!(err.error_text().starts_with(NOT_CONFIRMED), "{err:?}");
+    assert!(
+        err.error_text().contains("no answer within 300 ms"),
+        "{err:?}"
+    );
+    ctl.set_delay(Duration::ZERO);
+
+    drop(ctl);
+    let err = c.cmd(&["SET", "k", "down"]);
+    assert!(err.error_text().starts_with(NOT_CONFIRMED), "{err:?}");
+    assert_eq!(
+        c.cmd(&["GET", "k"]),
+        Reply::bulk("v"),
+        "reads are still served"
+    );
+    assert_eq!(redis.client().cmd(&["GET", "k"]), Reply::bulk("v"));
+}
+
+#[test]
+fn concurrent_writers_share_confirmations_each_sent_after_their_write() {
+    const WRITERS: usize = 1000;
+    const EACH: usize = 5;
+    let redis = RedisServer::start_with(&["--maxclients", "4000"]);
+    let ctl = TestController::start();
+    master_is(&ctl, 1, 1);
+    ctl.set_delay(Duration::from_millis(2));
+    let proxy = verifying_proxy(&redis, &ctl, "limits:\n  max_clients: 4000\n");
+    // Warm up: the start-up poll and the first confirmation.
+    assert_eq!(proxy.client().cmd(&["SET", "warm", "1"]), Reply::ok());
+
+    let start = Instant::now();
+    let writes = Arc::new(Mutex::new(Vec::with_capacity(WRITERS * EACH)));
+    let barrier = Arc::new(Barrier::new(WRITERS));
+    let threads: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let (writes, barrier, port) = (Arc::clone(&writes), Arc::clone(&barrier), proxy.port);
+            std::thread::spawn(move || {
+                let mut c = Client::connect(port);
+                barrier.wait();
+                for i in 0..EACH {
+                    let sent = Instant::now();
+                    let reply = c.cmd(&["SET", &format!("w{w}:{i}"), "v"]);
+                    writes
+                        .lock()
+                        .expect("writes")
+                        .push((sent, Instant::now(), reply));
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("writer");
+    }
+    let writes = writes.lock().expect("writes");
+    assert!(
+        writes.iter().all(|(_, _, r)| *r == Reply::ok()),
+        "every write was confirmed"
+    );
+    let confirmations: Vec<Instant> = ctl
+        .requests()
+        .into_iter()
+        .map(|(t, _)| t)
+        .filter(|t| *t >= start)
+        .collect();
+    let total = WRITERS * EACH;
+    eprintln!(
+        "{total} writes from {WRITERS} writers used {} confirmation requests",
+        confirmations.len()
+    );
+    assert!(
+        confirmations.len() * 10 <= total,
+        "{} confirmation requests for {total} writes: batching failed",
+        confirmations.len()
+    );
+    // Each acknowledged write was preceded by a confirmation request that the
+    // controller received after the client sent the write.
+    for (sent, acked, _) in writes.iter() {
+        assert!(
+            confirmations.iter().any(|t| t > sent && t < acked),
+            "a write was acknowledged without a confirmation sent after it arrived"
+        );
+    }
+    assert!(start.elapsed() < PATIENCE * 6);
+}
