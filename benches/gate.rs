@@ -14,6 +14,7 @@ use leasegate::control::ControlPolicy;
 use leasegate::frame::request::{Limits, RequestFramer};
 use leasegate::gate::{Admission, Gate, Policy, Verdict};
 use leasegate::lease::{BootClock, Grant, Initial, Lease, LeaseMode, LeaseTuning};
+use leasegate::pause::Pause;
 
 const ME: &str = "0123456789012345678901234567890123456789";
 
@@ -45,6 +46,7 @@ fn gate(mode: LeaseMode) -> Gate {
         "READONLY",
         None,
         None,
+        Arc::new(Pause::new(100_000, 1 << 26)),
     )
 }
 

@@ -151,6 +151,8 @@ async fn route(req: Request<Incoming>, shared: &Shared) -> (&'static str, Respon
         "/metrics" => ("/metrics", "GET"),
         "/v1/status" => ("/v1/status", "GET"),
         "/v1/lease" => ("/v1/lease", "POST"),
+        "/v1/pause" => ("/v1/pause", "POST"),
+        "/v1/unpause" => ("/v1/unpause", "POST"),
         _ => return ("other", error(StatusCode::NOT_FOUND, "no such path")),
     };
     if req.method().as_str() != allowed {
@@ -173,6 +175,14 @@ async fn route(req: Request<Incoming>, shared: &Shared) -> (&'static str, Respon
         "/metrics" => metrics(shared),
         "/v1/status" => json(StatusCode::OK, &status(shared)),
         _ => match read_body(req).await {
+            Ok(body) if route == "/v1/pause" => post_pause(shared, &body),
+            Ok(_) if route == "/v1/unpause" => {
+                shared.gate.pause().unpause();
+                json(
+                    StatusCode::OK,
+                    &serde_json::json!({"pause": shared.gate.pause().status()}),
+                )
+            }
             Ok(body) => post_lease(shared, &body, received_at),
             Err(r) => r.response(),
         },
@@ -299,11 +309,50 @@ fn status(shared: &Shared) -> serde_json::Value {
     serde_json::json!({
         "lease": lease_json(&shared.gate.lease().snapshot()),
         "node": shared.node.view(),
-        "paused": false,
+        "paused": shared.gate.pause().is_paused(),
+        "pause": shared.gate.pause().status(),
         "failover_state": "none",
         "listen": shared.config.listen,
         "backend": shared.config.backend.addr,
     })
+}
+
+/// `POST /v1/pause` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PauseRequest {
+    timeout_ms: u64,
+    #[serde(default = "default_pause_mode")]
+    mode: crate::pause::PauseMode,
+}
+
+fn default_pause_mode() -> crate::pause::PauseMode {
+    crate::pause::PauseMode::Write
+}
+
+fn post_pause(shared: &Shared, body: &[u8]) -> Response<Full<Bytes>> {
+    let request: PauseRequest = match serde_json::from_slice(body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("expected {{\"timeout_ms\": N, \"mode\": \"write\"|\"all\"}}: {e}"),
+            )
+        }
+    };
+    if request.timeout_ms == 0 {
+        return error(StatusCode::BAD_REQUEST, "timeout_ms must be above 0");
+    }
+    let pause = shared.gate.pause();
+    pause.pause(
+        std::time::Duration::from_millis(request.timeout_ms),
+        request.mode,
+    );
+    tracing::info!(timeout_ms = request.timeout_ms, mode = ?request.mode, "paused over the admin API");
+    json(
+        StatusCode::OK,
+        &serde_json::json!({"pause": pause.status()}),
+    )
 }
 
 /// `POST /v1/lease` body.

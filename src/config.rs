@@ -66,6 +66,8 @@ pub struct Config {
     #[serde(default)]
     pub verify: VerifyConfig,
     #[serde(default)]
+    pub pause: PauseConfig,
+    #[serde(default)]
     pub commands: CommandsConfig,
     #[serde(default)]
     pub limits: LimitsConfig,
@@ -256,6 +258,44 @@ impl Default for VerifyConfig {
     }
 }
 
+/// What held requests get when the node was demoted during the pause.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnDemote {
+    /// Move the session to the new master (through its leasegate), replaying
+    /// AUTH, SELECT, HELLO and CLIENT SETNAME, then release the requests there.
+    #[default]
+    Forward,
+    /// `-MOVED <slot> <host>:<port>` for cluster clients.
+    Moved,
+    /// `-READONLY ...`.
+    Readonly,
+}
+
+/// Write pauses (DESIGN §4).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PauseConfig {
+    /// Bytes of held requests across all connections; past it, `-TRYAGAIN`.
+    #[serde(default = "defaults::max_buffered_bytes")]
+    pub max_buffered_bytes: usize,
+    /// Held requests across all connections; past it, `-TRYAGAIN`.
+    #[serde(default = "defaults::max_buffered_requests")]
+    pub max_buffered_requests: usize,
+    #[serde(default)]
+    pub on_demote: OnDemote,
+}
+
+impl Default for PauseConfig {
+    fn default() -> Self {
+        Self {
+            max_buffered_bytes: defaults::max_buffered_bytes(),
+            max_buffered_requests: defaults::max_buffered_requests(),
+            on_demote: OnDemote::default(),
+        }
+    }
+}
+
 /// A command class as spelled in the config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -389,6 +429,12 @@ mod defaults {
     }
     pub fn verify_timeout_ms() -> u64 {
         200
+    }
+    pub fn max_buffered_bytes() -> usize {
+        64 * 1024 * 1024
+    }
+    pub fn max_buffered_requests() -> usize {
+        100_000
     }
 }
 

@@ -31,6 +31,7 @@ use crate::command::{Class, Classified, CommandTable};
 use crate::control::{self, ControlPolicy};
 use crate::frame::request::{arguments, RequestHead};
 use crate::lease::{GrantError, GrantOutcome, Lease, LeaseMode};
+use crate::pause::{Hold, Pause, PauseMode};
 use crate::verify::Verifier;
 
 /// Everything the Gate consults that a reload may change.
@@ -69,11 +70,21 @@ pub enum Verdict {
 }
 
 /// What a held request waits for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Wait {
     /// The mastership confirmation round with this ticket.
     Verification(u64),
+    /// The end of the write pause (holding a place in its buffer).
+    Pause(Hold),
 }
+
+impl PartialEq for Wait {
+    fn eq(&self, other: &Wait) -> bool {
+        matches!((self, other), (Wait::Verification(a), Wait::Verification(b)) if a == b)
+    }
+}
+
+impl Eq for Wait {}
 
 /// How the answer to a rewritten request is made from the node's reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,6 +162,7 @@ pub struct Gate {
     backend_password: Option<String>,
     /// Present with `verify.mode: every-write`.
     verifier: Option<Arc<Verifier>>,
+    pause: Arc<Pause>,
     pub metrics: GateMetrics,
     last_log_only_warning: AtomicU64,
 }
@@ -164,6 +176,7 @@ impl std::fmt::Debug for Gate {
 /// What a controller-authenticated AUTH/HELLO turns into.
 const INFO_REPLICATION: &[u8] = b"*2\r\n$4\r\nINFO\r\n$11\r\nreplication\r\n";
 const OK: &[u8] = b"+OK\r\n";
+const PAUSE_BUFFER_FULL: &[u8] = b"-TRYAGAIN write pause buffer full\r\n";
 const EXECABORT_LEASE: &[u8] =
     b"-EXECABORT Transaction discarded because the master lease expired\r\n";
 /// At most one log-only warning per this many nanoseconds.
@@ -177,6 +190,7 @@ impl Gate {
         reject_prefix: &str,
         backend_password: Option<String>,
         verifier: Option<Arc<Verifier>>,
+        pause: Arc<Pause>,
     ) -> Gate {
         Gate {
             policy: ArcSwap::from_pointee(policy),
@@ -187,6 +201,7 @@ impl Gate {
             ),
             backend_password,
             verifier,
+            pause,
             metrics: GateMetrics::default(),
             last_log_only_warning: AtomicU64::new(0),
         }
@@ -220,14 +235,78 @@ impl Gate {
             return Verdict::Reply(reply.clone());
         }
         match r.class {
+            Class::Read if self.pause.holds(false) => self.hold(r),
             Class::Read => Verdict::Forward,
+            Class::Write if self.pause.holds(true) => self.hold(r),
             Class::Write => self.admit_write(r),
-            Class::Admin => {
-                self.observe_role_change(r);
-                Verdict::Forward
-            }
+            Class::Admin => self.admin(r),
             Class::Intercept => self.intercept(r),
         }
+    }
+
+    /// A paused request takes a place in the pause buffer, if there is one.
+    #[cold]
+    fn hold(&self, r: &Admission<'_>) -> Verdict {
+        match self.pause.hold(r.bytes.len()) {
+            Some(hold) => Verdict::Hold(Wait::Pause(hold)),
+            None => Verdict::Reply(Bytes::from_static(PAUSE_BUFFER_FULL)),
+        }
+    }
+
+    /// Admin commands pass (they are never fenced or paused) after the
+    /// controller's own are intercepted and role changes observed.
+    #[inline]
+    fn admin(&self, r: &Admission<'_>) -> Verdict {
+        let name = &r.head.name;
+        if r.control && name.is(b"client") && (r.head.sub.is(b"pause") || r.head.sub.is(b"unpause"))
+        {
+            return self.client_pause(r);
+        }
+        self.observe_role_change(r);
+        Verdict::Forward
+    }
+
+    /// `CLIENT PAUSE <timeout_ms> [WRITE|ALL]` / `CLIENT UNPAUSE` from the
+    /// controller pause this proxy (not the node). Others' are forwarded.
+    #[cold]
+    fn client_pause(&self, r: &Admission<'_>) -> Verdict {
+        if r.head.sub.is(b"unpause") {
+            info!("CLIENT UNPAUSE from the controller");
+            self.pause.unpause();
+            return Verdict::Reply(Bytes::from_static(OK));
+        }
+        let args = arguments(r.bytes, r.head.inline);
+        let Some(timeout) = args
+            .get(2)
+            .and_then(|a| std::str::from_utf8(a).ok())
+            .and_then(|a| a.parse::<u64>().ok())
+        else {
+            return Verdict::Reply(Bytes::from_static(
+                b"-ERR timeout is not an integer or out of range\r\n",
+            ));
+        };
+        let mode = match args.get(3) {
+            None => PauseMode::All,
+            Some(m) => match PauseMode::parse(m) {
+                Some(mode) => mode,
+                None => return Verdict::Reply(Bytes::from_static(b"-ERR syntax error\r\n")),
+            },
+        };
+        if args.len() > 4 {
+            return Verdict::Reply(Bytes::from_static(b"-ERR syntax error\r\n"));
+        }
+        info!(
+            timeout_ms = timeout,
+            ?mode,
+            "CLIENT PAUSE from the controller"
+        );
+        self.pause
+            .pause(std::time::Duration::from_millis(timeout), mode);
+        Verdict::Reply(Bytes::from_static(OK))
+    }
+
+    pub fn pause(&self) -> &Arc<Pause> {
+        &self.pause
     }
 
     /// A write passes when the lease holds (one mode load, one deadline
@@ -252,10 +331,14 @@ impl Gate {
 
     /// Waits until a held request may be asked about again. The answer is
     /// the reply to send instead, when the wait ended in a refusal.
-    pub async fn wait(&self, wait: Wait) -> Result<(), Bytes> {
+    pub async fn wait(&self, wait: &Wait) -> Result<(), Bytes> {
         match (wait, &self.verifier) {
-            (Wait::Verification(ticket), Some(v)) => v.wait(ticket).await,
+            (Wait::Verification(ticket), Some(v)) => v.wait(*ticket).await,
             (Wait::Verification(_), None) => Ok(()),
+            (Wait::Pause(hold), _) => {
+                self.pause.wait(hold).await;
+                Ok(())
+            }
         }
     }
 
@@ -498,6 +581,7 @@ mod tests {
             "READONLY",
             None,
             None,
+            Arc::new(Pause::new(10, 1 << 20)),
         );
         (clock, gate)
     }

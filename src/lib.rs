@@ -15,6 +15,7 @@ pub mod frame;
 pub mod gate;
 pub mod lease;
 pub mod logging;
+pub mod pause;
 pub mod probe;
 pub mod server;
 pub mod session;

@@ -31,6 +31,7 @@ use crate::control::ControlPolicy;
 use crate::frame::request::Limits;
 use crate::gate::{Gate, Policy};
 use crate::lease::{BootClock, Clock, Lease, LeaseTuning};
+use crate::pause::Pause;
 use crate::probe::{self, NodeStatus};
 use crate::session::{self, SessionContext};
 use crate::verify::Verifier;
@@ -117,7 +118,12 @@ impl Server {
             &config.lease.reject_prefix,
             config.backend.password.clone(),
             (config.verify.mode == VerifyMode::EveryWrite).then(|| Arc::new(Verifier::new())),
+            Arc::new(Pause::new(
+                config.pause.max_buffered_requests,
+                config.pause.max_buffered_bytes,
+            )),
         ));
+        gate.pause().metrics.register(&mut registry);
         if let Some(v) = gate.verifier() {
             v.metrics.register(&mut registry);
         }

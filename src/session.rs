@@ -39,6 +39,8 @@ const READ_CHUNK: usize = 16 * 1024;
 const EXECABORT_PREVIOUS_ERRORS: &[u8] =
     b"-EXECABORT Transaction discarded because of previous errors.\r\n";
 const DISCARD: &[u8] = b"*1\r\n$7\r\nDISCARD\r\n";
+/// Stands in for the wait of a session that holds nothing (that select branch is disabled).
+const NO_WAIT: Wait = Wait::Verification(0);
 
 /// What a session needs from the proxy.
 #[derive(Debug)]
@@ -149,7 +151,7 @@ pub async fn serve(
         let read_client = !(s.stop_reading || client_eof || draining)
             && s.to_backend.len() < HIGH_WATER
             && (s.held.is_none() || s.from_client.len() < HIGH_WATER);
-        let held = s.held.as_ref().map(|h| h.wait);
+        let holding = s.held.is_some();
         let read_backend = !backend_eof && s.to_client.len() < HIGH_WATER;
         reserve(&mut s.from_client);
         reserve(&mut s.from_backend);
@@ -176,7 +178,7 @@ pub async fn serve(
                     }
                 }
             },
-            r = ctx.gate.wait(held.unwrap_or(Wait::Verification(0))), if held.is_some() => {
+            r = ctx.gate.wait(s.held.as_ref().map_or(&NO_WAIT, |h| &h.wait)), if holding => {
                 s.release(&ctx.gate, r);
             }
             r = client_rx.read_buf(&mut s.from_client), if read_client => match r {

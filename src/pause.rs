@@ -1,0 +1,290 @@
+//! Write pauses: hold clients instead of failing them (DESIGN §4).
+//!
+//! During a planned failover the controller (or `leasegate failover`) pauses
+//! writes on the old master's proxy. Matching requests are *held*: the session
+//! stops at that request, keeping its order, and other connections go on until
+//! they too send a matching request. When the pause ends (unpause, or its
+//! timeout) every held request is asked about again, in arrival order per
+//! connection.
+//!
+//! Holding costs no busy loop and no per-request timer: held sessions wait on
+//! one `watch` channel, and one timer task per pause ends it at its timeout.
+//! Held requests are bounded (`pause.max_buffered_requests`,
+//! `pause.max_buffered_bytes`); past the bound a request gets
+//! `-TRYAGAIN write pause buffer full`. Every hold's duration is recorded in
+//! `leasegate_pause_hold_duration_seconds`.
+
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use serde::Deserialize;
+use tokio::sync::watch;
+
+/// Which requests a pause holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PauseMode {
+    /// Writes are held; reads pass.
+    Write,
+    /// Every request from clients is held.
+    All,
+}
+
+impl PauseMode {
+    /// Parses `WRITE` / `ALL` (any case).
+    pub fn parse(text: &[u8]) -> Option<PauseMode> {
+        if text.eq_ignore_ascii_case(b"write") {
+            Some(PauseMode::Write)
+        } else if text.eq_ignore_ascii_case(b"all") {
+            Some(PauseMode::All)
+        } else {
+            None
+        }
+    }
+}
+
+const NONE: u8 = 0;
+const WRITE: u8 = 1;
+const ALL: u8 = 2;
+
+/// The pause state the admin API reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct PauseStatus {
+    pub paused: bool,
+    pub mode: Option<PauseMode>,
+    pub held_requests: usize,
+    pub held_bytes: usize,
+}
+
+/// Counters and timings of pauses.
+#[derive(Debug, Clone)]
+pub struct PauseMetrics {
+    pub hold_seconds: Histogram,
+    pub held: Counter,
+    pub overflow: Counter,
+    pub pauses: Counter,
+}
+
+impl Default for PauseMetrics {
+    fn default() -> Self {
+        Self {
+            // 10 µs .. ~20 s
+            hold_seconds: Histogram::new(exponential_buckets(0.00001, 2.0, 22)),
+            held: Counter::default(),
+            overflow: Counter::default(),
+            pauses: Counter::default(),
+        }
+    }
+}
+
+impl PauseMetrics {
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "pause_hold_duration_seconds",
+            "How long each held request was held by a pause",
+            self.hold_seconds.clone(),
+        );
+        registry.register(
+            "pause_held_requests",
+            "Requests held by a pause",
+            self.held.clone(),
+        );
+        registry.register(
+            "pause_buffer_full",
+            "Requests refused with TRYAGAIN because the pause buffer was full",
+            self.overflow.clone(),
+        );
+        registry.register("pauses", "Pauses started", self.pauses.clone());
+    }
+}
+
+/// The write pause of this proxy.
+#[derive(Debug)]
+pub struct Pause {
+    /// `NONE`, `WRITE` or `ALL`: the hot-path check is one load of this.
+    active: AtomicU8,
+    /// Bumped by every pause and unpause; a timer only ends its own pause.
+    generation: watch::Sender<u64>,
+    held_requests: AtomicUsize,
+    held_bytes: AtomicUsize,
+    max_requests: usize,
+    max_bytes: usize,
+    pub metrics: PauseMetrics,
+}
+
+impl Pause {
+    pub fn new(max_requests: usize, max_bytes: usize) -> Pause {
+        Pause {
+            active: AtomicU8::new(NONE),
+            generation: watch::channel(0).0,
+            held_requests: AtomicUsize::new(0),
+            held_bytes: AtomicUsize::new(0),
+            max_requests,
+            max_bytes,
+            metrics: PauseMetrics::default(),
+        }
+    }
+
+    /// Whether a request (a write, or any request when `write` is false) is held now.
+    #[inline]
+    pub fn holds(&self, write: bool) -> bool {
+        match self.active.load(Ordering::Acquire) {
+            NONE => false,
+            WRITE => write,
+            _ => true,
+        }
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.active.load(Ordering::Acquire) != NONE
+    }
+
+    /// Pauses `mode` requests for `timeout`; a later pause replaces this one.
+    /// Must be called inside a tokio runtime (the timeout is a task).
+    pub fn pause(self: &Arc<Self>, timeout: Duration, mode: PauseMode) {
+        let generation = self.bump();
+        self.active.store(
+            match mode {
+                PauseMode::Write => WRITE,
+                PauseMode::All => ALL,
+            },
+            Ordering::Release,
+        );
+        self.metrics.pauses.inc();
+        let pause = Arc::clone(self);
+        tokio::spawn(async move {
+            tokio::time::sleep(timeout).await;
+            if *pause.generation.borrow() == generation {
+                tracing::info!(timeout_ms = timeout.as_millis() as u64, "pause timed out");
+                pause.unpause();
+            }
+        });
+    }
+
+    /// Ends the pause; held requests are asked about again.
+    pub fn unpause(&self) {
+        self.active.store(NONE, Ordering::Release);
+        self.bump();
+    }
+
+    fn bump(&self) -> u64 {
+        let mut next = 0;
+        self.generation.send_modify(|g| {
+            *g += 1;
+            next = *g;
+        });
+        next
+    }
+
+    /// Takes a place in the pause buffer for a request of `bytes`, or `None`
+    /// when the buffer is full.
+    pub fn hold(self: &Arc<Self>, bytes: usize) -> Option<Hold> {
+        let requests = self.held_requests.fetch_add(1, Ordering::AcqRel) + 1;
+        let total = self.held_bytes.fetch_add(bytes, Ordering::AcqRel) + bytes;
+        if requests > self.max_requests || total > self.max_bytes {
+            self.held_requests.fetch_sub(1, Ordering::AcqRel);
+            self.held_bytes.fetch_sub(bytes, Ordering::AcqRel);
+            self.metrics.overflow.inc();
+            return None;
+        }
+        self.metrics.held.inc();
+        Some(Hold {
+            pause: Arc::clone(self),
+            bytes,
+            since: Instant::now(),
+            generation: *self.generation.borrow(),
+        })
+    }
+
+    /// Waits until the pause that `hold` was taken under has ended.
+    pub async fn wait(&self, hold: &Hold) {
+        let mut rx = self.generation.subscribe();
+        let _ = rx
+            .wait_for(|g| *g != hold.generation || !self.is_paused())
+            .await;
+    }
+
+    pub fn status(&self) -> PauseStatus {
+        let mode = match self.active.load(Ordering::Acquire) {
+            WRITE => Some(PauseMode::Write),
+            ALL => Some(PauseMode::All),
+            _ => None,
+        };
+        PauseStatus {
+            paused: mode.is_some(),
+            mode,
+            held_requests: self.held_requests.load(Ordering::Acquire),
+            held_bytes: self.held_bytes.load(Ordering::Acquire),
+        }
+    }
+}
+
+/// A held request's place in the pause buffer; dropping it (release, or the
+/// client going away) frees the place and records the hold time.
+#[derive(Debug)]
+pub struct Hold {
+    pause: Arc<Pause>,
+    bytes: usize,
+    since: Instant,
+    generation: u64,
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        self.pause.held_requests.fetch_sub(1, Ordering::AcqRel);
+        self.pause
+            .held_bytes
+            .fetch_sub(self.bytes, Ordering::AcqRel);
+        self.pause
+            .metrics
+            .hold_seconds
+            .observe(self.since.elapsed().as_secs_f64());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn holds_until_unpaused_and_bounds_the_buffer() {
+        let p = Arc::new(Pause::new(2, 100));
+        assert!(!p.holds(true));
+        p.pause(Duration::from_secs(60), PauseMode::Write);
+        assert!(p.holds(true) && !p.holds(false), "reads pass a WRITE pause");
+        let a = p.hold(10).expect("room");
+        let _b = p.hold(10).expect("room");
+        assert!(p.hold(10).is_none(), "request bound");
+        assert_eq!(p.status().held_requests, 2);
+        let waiter = {
+            let p = Arc::clone(&p);
+            tokio::spawn(async move {
+                p.wait(&a).await;
+                drop(a);
+            })
+        };
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        p.unpause();
+        waiter.await.expect("released");
+        assert_eq!(p.status().held_requests, 1);
+        p.pause(Duration::from_secs(60), PauseMode::All);
+        assert!(p.hold(200).is_none(), "byte bound");
+        assert!(p.holds(false), "ALL holds reads");
+    }
+
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn a_pause_ends_at_its_timeout() {
+        let p = Arc::new(Pause::new(10, 1000));
+        p.pause(Duration::from_millis(500), PauseMode::Write);
+        let h = p.hold(1).expect("room");
+        tokio::time::timeout(Duration::from_secs(5), p.wait(&h))
+            .await
+            .expect("ended by its timeout");
+        assert!(!p.is_paused());
+    }
+}
