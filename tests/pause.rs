@@ -1,0 +1,170 @@
+//! Write pauses: held, not failed; released in order; bounded; ending by themselves.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::{Client, Proxy, RedisServer, Reply};
+
+fn paused_proxy(redis: &RedisServer, extra: &str) -> Proxy {
+    Proxy::start(
+        &redis.addr(),
+        &format!("control:\n  password: ctl\n{extra}"),
+    )
+}
+
+fn controller(proxy: &Proxy) -> Client {
+    let mut c = proxy.client();
+    assert_eq!(c.cmd(&["AUTH", "ctl"]), Reply::ok());
+    c
+}
+
+#[test]
+fn pause_holds_writes_answers_reads_and_releases_in_order() {
+    let redis = RedisServer::start();
+    let proxy = paused_proxy(&redis, "");
+    let mut ctl = controller(&proxy);
+    let mut writer = proxy.client();
+    let mut reader = proxy.client();
+    assert_eq!(writer.cmd(&["SET", "k", "0"]), Reply::ok());
+
+    assert_eq!(ctl.cmd(&["CLIENT", "PAUSE", "10000", "WRITE"]), Reply::ok());
+    // A pipeline: writes and a read behind them, in one go.
+    writer.send(&["SET", "k", "1"]);
+    writer.send(&["INCR", "k"]);
+    writer.send(&["GET", "k"]);
+    assert_eq!(
+        writer.try_read(Duration::from_millis(300)),
+        None,
+        "held, not failed"
+    );
+    // Other connections' reads pass; the node has not seen the writes.
+    assert_eq!(reader.cmd(&["GET", "k"]), Reply::bulk("0"));
+    assert_eq!(redis.client().cmd(&["GET", "k"]), Reply::bulk("0"));
+
+    let released = Instant::now();
+    assert_eq!(ctl.cmd(&["CLIENT", "UNPAUSE"]), Reply::ok());
+    assert_eq!(writer.read(), Reply::ok());
+    assert_eq!(writer.read(), Reply::Int(2));
+    assert_eq!(writer.read(), Reply::bulk("2"), "order kept");
+    assert!(released.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn a_pause_ends_by_itself_at_its_timeout() {
+    let redis = RedisServer::start();
+    let proxy = paused_proxy(&redis, "");
+    let mut ctl = controller(&proxy);
+    let mut writer = proxy.client();
+    let start = Instant::now();
+    assert_eq!(ctl.cmd(&["CLIENT", "PAUSE", "400"]), Reply::ok());
+    assert_eq!(writer.cmd(&["SET", "k", "v"]), Reply::ok());
+    let held = start.elapsed();
+    assert!(
+        held >= Duration::from_millis(350),
+        "released too early: {held:?}"
+    );
+    // ALL (the default mode) holds reads too.
+    assert_eq!(ctl.cmd(&["CLIENT", "PAUSE", "300", "ALL"]), Reply::ok());
+    let start = Instant::now();
+    assert_eq!(writer.cmd(&["GET", "k"]), Reply::bulk("v"));
+    assert!(start.elapsed() >= Duration::from_millis(250));
+}
+
+#[test]
+fn a_full_pause_buffer_answers_tryagain() {
+    let redis = RedisServer::start();
+    let proxy = paused_proxy(&redis, "pause:\n  max_buffered_requests: 2\n");
+    let mut ctl = controller(&proxy);
+    assert_eq!(ctl.cmd(&["CLIENT", "PAUSE", "10000", "WRITE"]), Reply::ok());
+    let mut held: Vec<Client> = (0..2).map(|_| proxy.client()).collect();
+    for (i, c) in held.iter_mut().enumerate() {
+        c.send(&["SET", &format!("h{i}"), "v"]);
+    }
+    // Give the two held requests time to take their places.
+    std::thread::sleep(Duration::from_millis(200));
+    let mut third = proxy.client();
+    assert_eq!(
+        third.cmd(&["SET", "h3", "v"]).error_text(),
+        "TRYAGAIN write pause buffer full"
+    );
+    assert_eq!(
+        redis.client().cmd(&["EXISTS", "h3"]),
+        Reply::Int(0),
+        "nothing forwarded"
+    );
+    assert_eq!(ctl.cmd(&["CLIENT", "UNPAUSE"]), Reply::ok());
+    for c in held.iter_mut() {
+        assert_eq!(c.read(), Reply::ok());
+    }
+}
+
+#[test]
+fn an_ordinary_clients_client_pause_reaches_the_node() {
+    let redis = RedisServer::start();
+    let proxy = paused_proxy(&redis, "");
+    let mut app = proxy.client();
+    // Not the controller: Redis itself pauses (a direct write then blocks).
+    assert_eq!(app.cmd(&["CLIENT", "PAUSE", "500", "WRITE"]), Reply::ok());
+    let mut direct = redis.client();
+    let start = Instant::now();
+    assert_eq!(direct.cmd(&["SET", "d", "1"]), Reply::ok());
+    assert!(
+        start.elapsed() >= Duration::from_millis(300),
+        "the node was paused"
+    );
+    // The controller's pause holds in the proxy; the node keeps taking writes.
+    let mut ctl = controller(&proxy);
+    assert_eq!(ctl.cmd(&["CLIENT", "PAUSE", "500", "WRITE"]), Reply::ok());
+    let start = Instant::now();
+    assert_eq!(direct.cmd(&["SET", "d", "2"]), Reply::ok());
+    assert!(
+        start.elapsed() < Duration::from_millis(300),
+        "the node was not paused"
+    );
+}
+
+#[test]
+fn pause_and_unpause_over_the_admin_api() {
+    let redis = RedisServer::start();
+    let proxy = Proxy::start(
+        &redis.addr(),
+        &format!(
+            "admin:\n  listen: 127.0.0.1:{}\n  token: tk\n",
+            support::free_port()
+        ),
+    );
+    let port = proxy.admin_port();
+    let (status, _) = support::http(
+        port,
+        "POST",
+        "/v1/pause",
+        None,
+        Some(r#"{"timeout_ms":10000,"mode":"write"}"#),
+    );
+    assert_eq!(status, 401, "a token is required");
+    let (status, body) = support::http(
+        port,
+        "POST",
+        "/v1/pause",
+        Some("tk"),
+        Some(r#"{"timeout_ms":10000,"mode":"write"}"#),
+    );
+    assert_eq!(status, 200, "{body}");
+    let mut writer = proxy.client();
+    writer.send(&["SET", "k", "v"]);
+    assert_eq!(writer.try_read(Duration::from_millis(200)), None);
+    let (_, body) = support::http(port, "GET", "/v1/status", None, None);
+    assert!(
+        body.contains("\"paused\":true") && body.contains("\"held_requests\":1"),
+        "{body}"
+    );
+    let (status, _) = support::http(port, "POST", "/v1/unpause", Some("tk"), Some("{}"));
+    assert_eq!(status, 200);
+    assert_eq!(writer.read(), Reply::ok());
+    let (_, metrics) = support::http(port, "GET", "/metrics", None, None);
+    assert!(
+        metrics.contains("leasegate_pause_hold_duration_seconds_count 1"),
+        "{metrics}"
+    );
+}
