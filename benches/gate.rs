@@ -47,6 +47,7 @@ fn gate(mode: LeaseMode) -> Gate {
         None,
         None,
         Arc::new(Pause::new(100_000, 1 << 26)),
+        leasegate::config::OnDemote::Forward,
     )
 }
 
@@ -83,6 +84,7 @@ fn bench(c: &mut Criterion) {
                     bytes: black_box(bytes),
                     control: false,
                     verified: false,
+                    handed_over: false,
                 });
                 assert!(matches!(verdict, Verdict::Forward));
                 verdict
@@ -105,6 +107,7 @@ fn bench(c: &mut Criterion) {
                 bytes: set,
                 control: false,
                 verified: false,
+                handed_over: false,
             }))
         })
     });
@@ -123,6 +126,7 @@ fn bench(c: &mut Criterion) {
                 bytes: set,
                 control: false,
                 verified: false,
+                handed_over: false,
             })
         })
     });

@@ -392,7 +392,10 @@ fn post_lease(shared: &Shared, body: &[u8], received_at: u64) -> Response<Full<B
     match lease.grant(&grant, received_at) {
         Ok(outcome) => {
             let outcome = match outcome {
-                GrantOutcome::Renewed => "renewed",
+                GrantOutcome::Renewed => {
+                    shared.gate.clear_demotion();
+                    "renewed"
+                }
                 GrantOutcome::Revoked => {
                     info!(master = ?grant.master_node_id, epoch = grant.epoch, "POST /v1/lease names another master: lease revoked");
                     "revoked"

@@ -341,7 +341,10 @@ impl Poller<'_> {
                     anchor: Some(sent),
                 };
                 match lease.grant(&grant, lease.now()) {
-                    Ok(GrantOutcome::Renewed) => self.metrics.count("renewed"),
+                    Ok(GrantOutcome::Renewed) => {
+                        self.shared.gate.clear_demotion();
+                        self.metrics.count("renewed");
+                    }
                     Ok(other) => {
                         self.metrics.count("error");
                         warn!(outcome = ?other, "controller poll did not renew the lease");

@@ -18,16 +18,17 @@
 //! The policy that a reload may change (command table, deny list) sits behind
 //! an `ArcSwap`; a session loads it once per batch of requests.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use arc_swap::{ArcSwap, Guard};
+use arc_swap::{ArcSwap, ArcSwapOption, Guard};
 use bytes::Bytes;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
 use tracing::{info, warn};
 
 use crate::command::{Class, Classified, CommandTable};
+use crate::config::OnDemote;
 use crate::control::{self, ControlPolicy};
 use crate::frame::request::{arguments, RequestHead};
 use crate::lease::{GrantError, GrantOutcome, Lease, LeaseMode};
@@ -53,6 +54,9 @@ pub struct Admission<'a> {
     pub control: bool,
     /// The request already waited for, and got, a mastership confirmation.
     pub verified: bool,
+    /// The session was moved to the new master's leasegate, which judges
+    /// its requests from now on.
+    pub handed_over: bool,
 }
 
 /// The Gate's answer.
@@ -67,6 +71,16 @@ pub enum Verdict {
     /// Not yet: the session holds this request (and everything after it on
     /// the connection) until the wait is over, then asks again.
     Hold(Wait),
+    /// This node was demoted and `pause.on_demote: forward` applies: move the
+    /// session to the new master's leasegate at this address, then ask again.
+    HandOver(Arc<str>),
+}
+
+/// This node was demoted; where the new master is, when known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Demotion {
+    /// The client address of the new master's leasegate (`host:port`).
+    pub new_master: Option<Arc<str>>,
 }
 
 /// What a held request waits for.
@@ -163,6 +177,11 @@ pub struct Gate {
     /// Present with `verify.mode: every-write`.
     verifier: Option<Arc<Verifier>>,
     pause: Arc<Pause>,
+    on_demote: OnDemote,
+    demotion: ArcSwapOption<Demotion>,
+    /// Writes forwarded whose replies have not come back yet (a failover
+    /// waits for them before it compares offsets).
+    writes_in_flight: AtomicI64,
     pub metrics: GateMetrics,
     last_log_only_warning: AtomicU64,
 }
@@ -191,6 +210,7 @@ impl Gate {
         backend_password: Option<String>,
         verifier: Option<Arc<Verifier>>,
         pause: Arc<Pause>,
+        on_demote: OnDemote,
     ) -> Gate {
         Gate {
             policy: ArcSwap::from_pointee(policy),
@@ -202,6 +222,9 @@ impl Gate {
             backend_password,
             verifier,
             pause,
+            on_demote,
+            demotion: ArcSwapOption::empty(),
+            writes_in_flight: AtomicI64::new(0),
             metrics: GateMetrics::default(),
             last_log_only_warning: AtomicU64::new(0),
         }
@@ -234,10 +257,14 @@ impl Gate {
             self.metrics.commands_denied.inc();
             return Verdict::Reply(reply.clone());
         }
+        if r.handed_over && r.class != Class::Intercept {
+            return Verdict::Forward;
+        }
         match r.class {
             Class::Read if self.pause.holds(false) => self.hold(r),
             Class::Read => Verdict::Forward,
             Class::Write if self.pause.holds(true) => self.hold(r),
+            Class::Write if self.demotion.load().is_some() => self.demoted(r),
             Class::Write => self.admit_write(r),
             Class::Admin => self.admin(r),
             Class::Intercept => self.intercept(r),
@@ -307,6 +334,52 @@ impl Gate {
 
     pub fn pause(&self) -> &Arc<Pause> {
         &self.pause
+    }
+
+    /// Records that this node was demoted (and where the new master's
+    /// leasegate is); the lease must be revoked separately.
+    pub fn demote(&self, demotion: Demotion) {
+        info!(new_master = ?demotion.new_master, on_demote = ?self.on_demote, "this node was demoted");
+        self.demotion.store(Some(Arc::new(demotion)));
+    }
+
+    /// The node is master again (a grant for this node arrived).
+    pub fn clear_demotion(&self) {
+        self.demotion.store(None);
+    }
+
+    pub fn demotion(&self) -> Option<Arc<Demotion>> {
+        self.demotion.load_full()
+    }
+
+    /// A write on a demoted node: `pause.on_demote` decides.
+    #[cold]
+    fn demoted(&self, r: &Admission<'_>) -> Verdict {
+        let demotion = self.demotion.load_full();
+        let new_master = demotion.as_ref().and_then(|d| d.new_master.clone());
+        match (self.on_demote, new_master) {
+            (OnDemote::Forward, Some(addr)) => Verdict::HandOver(addr),
+            (OnDemote::Moved, Some(addr)) => {
+                let args = arguments(r.bytes, r.head.inline);
+                let slot = args.get(1).map_or(0, |k| crate::topology::key_slot(k));
+                Verdict::Reply(Bytes::from(format!("-MOVED {slot} {addr}\r\n")))
+            }
+            (_, addr) => Verdict::Reply(Bytes::from(format!(
+                "-READONLY this node was demoted; the new master is {}\r\n",
+                addr.as_deref().unwrap_or("unknown")
+            ))),
+        }
+    }
+
+    /// A write was forwarded (`true`) or its reply came back (`false`).
+    #[inline]
+    pub fn write_in_flight(&self, started: bool) {
+        self.writes_in_flight
+            .fetch_add(if started { 1 } else { -1 }, Ordering::Relaxed);
+    }
+
+    pub fn writes_in_flight(&self) -> i64 {
+        self.writes_in_flight.load(Ordering::Acquire)
     }
 
     /// A write passes when the lease holds (one mode load, one deadline
@@ -442,6 +515,9 @@ impl Gate {
         match self.lease.grant(&grant, received) {
             Ok(outcome) => {
                 self.metrics.heartbeats.inc();
+                if outcome == GrantOutcome::Renewed {
+                    self.clear_demotion();
+                }
                 if outcome == GrantOutcome::Revoked {
                     info!(master = ?grant.master_node_id, epoch = grant.epoch, "heartbeat names another master: lease revoked");
                 }
@@ -582,6 +658,7 @@ mod tests {
             None,
             None,
             Arc::new(Pause::new(10, 1 << 20)),
+            OnDemote::Forward,
         );
         (clock, gate)
     }
@@ -604,6 +681,7 @@ mod tests {
             bytes: &bytes,
             control,
             verified: false,
+            handed_over: false,
         })
     }
 

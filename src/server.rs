@@ -122,6 +122,7 @@ impl Server {
                 config.pause.max_buffered_requests,
                 config.pause.max_buffered_bytes,
             )),
+            config.pause.on_demote,
         ));
         gate.pause().metrics.register(&mut registry);
         if let Some(v) = gate.verifier() {
@@ -181,6 +182,7 @@ impl Server {
                 max_multibulk_len: self.config.limits.max_multibulk_len,
                 max_inline_len: self.config.limits.max_inline_len,
             },
+            connect_timeout: self.config.connect_timeout(),
         });
         let tracker = TaskTracker::new();
         let threads = match self.config.threads {

@@ -24,7 +24,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::command::{Class, Name};
 use crate::frame::reply::{pubsub_frame, PubSubFrame, ReplyFramer, ReplyHead};
@@ -47,6 +47,8 @@ const NO_WAIT: Wait = Wait::Verification(0);
 pub struct SessionContext {
     pub gate: Arc<Gate>,
     pub limits: Limits,
+    /// Bound on opening a connection to the new master's leasegate at a hand-over.
+    pub connect_timeout: std::time::Duration,
 }
 
 /// What the client is owed next, in request order.
@@ -68,6 +70,11 @@ enum Owed {
 #[derive(Debug)]
 enum Expect {
     Plain,
+    /// A write's reply (counted in flight until it arrives); `blocking` for
+    /// BLPOP and the like, which may not answer for a long time.
+    Write {
+        blocking: bool,
+    },
     /// HELLO: the reply's type tells which protocol the connection now speaks.
     Hello,
     /// RESET: the connection is back to its initial state.
@@ -118,6 +125,19 @@ struct Session {
     control: bool,
     /// The request the Gate said to hold, if any.
     held: Option<Held>,
+    /// The node was demoted: move to the new master's leasegate at this
+    /// address once every reply owed by the old node has arrived.
+    handover: Option<Arc<str>>,
+    /// Moved to the new master's leasegate, which judges requests from now on.
+    handed_over: bool,
+    /// Connection state replayed on the new connection at a hand-over.
+    replay: Replay,
+    /// WATCH is in force on the backend connection.
+    watching: bool,
+    /// WATCHed keys were left behind on the old node: the next EXEC fails
+    /// (null reply), which is WATCH's failure semantics.
+    watch_broken: bool,
+    gate: Arc<Gate>,
     /// A protocol error was found: no more requests are read.
     stop_reading: bool,
     /// Everything owed has been queued: close once `to_client` is written.
@@ -127,16 +147,16 @@ struct Session {
 /// Runs one client connection to completion.
 pub async fn serve(
     mut client: TcpStream,
-    mut backend: TcpStream,
+    backend: TcpStream,
     ctx: Arc<SessionContext>,
     shutdown: CancellationToken,
 ) {
-    let mut s = Session::new(ctx.limits);
+    let mut s = Session::new(ctx.limits, Arc::clone(&ctx.gate));
     s.control = client
         .peer_addr()
         .is_ok_and(|peer| ctx.gate.trusts_peer(peer.ip()));
     let (mut client_rx, mut client_tx) = client.split();
-    let (mut backend_rx, mut backend_tx) = backend.split();
+    let (mut backend_rx, mut backend_tx) = backend.into_split();
     let mut client_eof = false;
     let mut backend_eof = false;
     let mut draining = false;
@@ -148,9 +168,20 @@ pub async fn serve(
         if s.finished(client_eof || draining, backend_eof) {
             break;
         }
+        if let Some(addr) = s.handover_ready() {
+            match s.hand_over(&addr, ctx.connect_timeout).await {
+                Some(stream) => {
+                    (backend_rx, backend_tx) = stream.into_split();
+                    backend_eof = false;
+                    s.on_client_data(&ctx.gate);
+                }
+                None => s.on_client_data(&ctx.gate),
+            }
+            continue;
+        }
         let read_client = !(s.stop_reading || client_eof || draining)
             && s.to_backend.len() < HIGH_WATER
-            && (s.held.is_none() || s.from_client.len() < HIGH_WATER);
+            && ((s.held.is_none() && s.handover.is_none()) || s.from_client.len() < HIGH_WATER);
         let holding = s.held.is_some();
         let read_backend = !backend_eof && s.to_client.len() < HIGH_WATER;
         reserve(&mut s.from_client);
@@ -199,7 +230,7 @@ fn reserve(buf: &mut BytesMut) {
 }
 
 impl Session {
-    fn new(limits: Limits) -> Session {
+    fn new(limits: Limits, gate: Arc<Gate>) -> Session {
         Session {
             from_client: BytesMut::with_capacity(READ_CHUNK),
             to_backend: BytesMut::with_capacity(READ_CHUNK),
@@ -216,6 +247,12 @@ impl Session {
             transaction: None,
             control: false,
             held: None,
+            handover: None,
+            handed_over: false,
+            replay: Replay::default(),
+            watching: false,
+            watch_broken: false,
+            gate,
             stop_reading: false,
             closing: false,
         }
@@ -242,7 +279,7 @@ impl Session {
     /// Frames, classifies and admits every complete request the client sent,
     /// in order, until one is held.
     fn on_client_data(&mut self, gate: &Gate) {
-        if self.held.is_some() {
+        if self.held.is_some() || self.handover.is_some() {
             return; // framing resumes when the held request is released
         }
         let policy = gate.policy();
@@ -289,6 +326,7 @@ impl Session {
                 bytes,
                 control: self.control,
                 verified,
+                handed_over: self.handed_over,
             }),
         };
         self.carry_out(head, command.class, verdict)
@@ -300,6 +338,20 @@ impl Session {
             Step::Hold(wait) => {
                 self.held = Some(Held { head, class, wait });
                 return false;
+            }
+            Step::HandOver(addr) => {
+                // The request stays at the head until the session has moved.
+                self.handover = Some(addr);
+                return false;
+            }
+            Step::Forward if self.watch_broken && head.name.is(b"exec") => {
+                // The WATCH was on the old node: the transaction fails as a
+                // WATCH conflict would, and nothing of it is applied.
+                self.watch_broken = false;
+                self.to_backend.extend_from_slice(DISCARD);
+                self.owed
+                    .push_back(Owed::Reply(Expect::Replace(self.null_reply())));
+                self.transaction = None;
             }
             Step::Forward => {
                 self.to_backend
@@ -366,17 +418,27 @@ impl Session {
             if class == Class::Write {
                 t.has_write = true;
             }
+        } else if class == Class::Write {
+            self.gate.write_in_flight(true);
+            self.owed.push_back(Owed::Reply(Expect::Write {
+                blocking: is_blocking(name),
+            }));
+            return;
         }
+        self.remember(head);
         let expect = if name.is(b"multi") {
             self.transaction.get_or_insert_with(Transaction::default);
             Expect::Plain
         } else if name.is(b"exec") || name.is(b"discard") {
             self.transaction = None;
+            self.watching = false;
             Expect::Plain
         } else if name.is(b"hello") {
             Expect::Hello
         } else if name.is(b"reset") {
             self.transaction = None;
+            self.watching = false;
+            self.replay = Replay::default();
             Expect::Reset
         } else if is_subscribe_family(name, head.argc) {
             self.owed.push_back(Owed::PubSub);
@@ -402,10 +464,14 @@ impl Session {
                 Verdict::Reply(reply) => Step::Answer(reply),
                 Verdict::Rewrite { request, answer } => Step::Rewrite(request, answer),
                 Verdict::Hold(wait) => Step::Hold(wait),
+                Verdict::HandOver(addr) => Step::HandOver(addr),
             };
         };
         let exec = head.name.is(b"exec");
         match verdict {
+            // The transaction is queued on the old node: EXEC fails like a
+            // WATCH conflict and the session moves on its next write.
+            Verdict::HandOver(_) => Step::Discard(self.null_reply()),
             Verdict::Hold(wait) => Step::Hold(wait),
             Verdict::Rewrite { request, answer } => Step::Rewrite(request, answer),
             Verdict::Reply(reply) if exec => Step::Discard(reply),
@@ -433,6 +499,37 @@ enum Step {
     Rewrite(Bytes, Answer),
     /// Nothing yet: the request stays at the head of the buffer.
     Hold(Wait),
+    /// Move to the new master's leasegate first.
+    HandOver(Arc<str>),
+}
+
+/// What is replayed on the new connection at a hand-over, as the client last
+/// sent it.
+#[derive(Debug, Default)]
+struct Replay {
+    auth: Option<Bytes>,
+    hello: Option<Bytes>,
+    select: Option<Bytes>,
+    setname: Option<Bytes>,
+}
+
+/// Commands that may block for a long time before they answer.
+fn is_blocking(name: &Name) -> bool {
+    matches!(
+        name.as_bytes(),
+        b"blpop"
+            | b"brpop"
+            | b"brpoplpush"
+            | b"blmove"
+            | b"blmpop"
+            | b"bzpopmin"
+            | b"bzpopmax"
+            | b"bzmpop"
+            | b"xread"
+            | b"xreadgroup"
+            | b"wait"
+            | b"waitaof"
+    )
 }
 
 /// A request the Gate said to hold; it is still at the head of `from_client`
@@ -488,6 +585,10 @@ impl Session {
         }
         match self.owed.pop_front() {
             Some(Owed::Reply(Expect::Replace(reply))) => self.to_client.extend_from_slice(&reply),
+            Some(Owed::Reply(Expect::Write { .. })) => {
+                self.gate.write_in_flight(false);
+                self.to_client.extend_from_slice(&self.from_backend[range]);
+            }
             Some(Owed::Reply(Expect::Heartbeat { renewed })) => {
                 let report = gate.heartbeat_reply(&self.from_backend[range], renewed);
                 self.to_client.extend_from_slice(&report);
@@ -576,6 +677,116 @@ impl Session {
                 }
             }
             self.owed.pop_front();
+        }
+    }
+}
+
+/// Moving a session to the new master's leasegate (`pause.on_demote: forward`).
+impl Session {
+    /// The address to move to, once nothing is owed by the old node any more.
+    fn handover_ready(&mut self) -> Option<Arc<str>> {
+        self.handover.as_ref()?;
+        if self.pubsub
+            || self.monitor
+            || self
+                .owed
+                .iter()
+                .any(|o| matches!(o, Owed::Reply(Expect::Write { blocking: true })))
+        {
+            // A subscriber or a blocked client cannot be moved transparently.
+            self.owed.push_back(Owed::Local(Bytes::from_static(
+                b"-ERR leasegate: this node was demoted during a failover and this connection cannot be moved; reconnect\r\n",
+            )));
+            self.owed.push_back(Owed::Close);
+            self.handover = None;
+            self.stop_reading = true;
+            self.settle();
+            return None;
+        }
+        if !self.to_backend.is_empty() || !self.awaits_nothing() {
+            return None;
+        }
+        self.handover.take()
+    }
+
+    /// Connects to `addr` and replays the connection state. On failure the
+    /// held request is refused and the session stays where it is.
+    async fn hand_over(&mut self, addr: &str, timeout: std::time::Duration) -> Option<TcpStream> {
+        match crate::backend::connect(addr, timeout).await {
+            Ok(stream) => {
+                debug!(%addr, "session moved to the new master");
+                self.handed_over = true;
+                self.watch_broken = self.watching;
+                self.watching = false;
+                self.from_backend.clear();
+                self.replies = ReplyFramer::new();
+                let replay = std::mem::take(&mut self.replay);
+                for request in [replay.auth, replay.hello, replay.select, replay.setname]
+                    .into_iter()
+                    .flatten()
+                {
+                    self.to_backend.extend_from_slice(&request);
+                    self.owed
+                        .push_back(Owed::Reply(Expect::Replace(Bytes::new())));
+                }
+                Some(stream)
+            }
+            Err(e) => {
+                warn!(%addr, error = %e, "cannot move the session to the new master");
+                if let Some(held) = self.requests_head() {
+                    let reply = Bytes::from(format!(
+                        "-TRYAGAIN cannot reach the new master at {addr}: {e}\r\n"
+                    ));
+                    self.carry_out(held, Class::Write, Verdict::Reply(reply));
+                }
+                None
+            }
+        }
+    }
+
+    /// Frames the request at the head of `from_client` again (it was framed
+    /// once and left there for the hand-over).
+    fn requests_head(&mut self) -> Option<RequestHead> {
+        self.requests.next(&self.from_client).ok().flatten()
+    }
+
+    /// Remembers the connection state a hand-over replays (cold: only for
+    /// AUTH, HELLO, SELECT and CLIENT SETNAME).
+    #[inline]
+    fn remember(&mut self, head: &RequestHead) {
+        let name = &head.name;
+        let slot = if name.is(b"auth") {
+            &mut self.replay.auth
+        } else if name.is(b"hello") {
+            &mut self.replay.hello
+        } else if name.is(b"select") {
+            &mut self.replay.select
+        } else if name.is(b"client") && head.sub.is(b"setname") {
+            &mut self.replay.setname
+        } else {
+            if name.is(b"watch") {
+                self.watching = true;
+            } else if name.is(b"unwatch") {
+                self.watching = false;
+                self.watch_broken = false;
+            }
+            return;
+        };
+        *slot = Some(Bytes::copy_from_slice(&self.from_client[..head.len]));
+    }
+
+    /// EXEC's reply when a WATCH failed.
+    fn null_reply(&self) -> Bytes {
+        Bytes::from_static(if self.resp3 { b"_\r\n" } else { b"*-1\r\n" })
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        for owed in &self.owed {
+            if matches!(owed, Owed::Reply(Expect::Write { .. })) {
+                self.gate.write_in_flight(false);
+            }
         }
     }
 }

@@ -93,6 +93,29 @@ impl Replication {
     }
 }
 
+/// The cluster hash slot of `key` (CRC16/XMODEM mod 16384, honouring `{hash tags}`).
+pub fn key_slot(key: &[u8]) -> u16 {
+    let key = match key.iter().position(|&b| b == b'{') {
+        Some(open) => match key[open + 1..].iter().position(|&b| b == b'}') {
+            Some(len) if len > 0 => &key[open + 1..open + 1 + len],
+            _ => key,
+        },
+        None => key,
+    };
+    let mut crc: u16 = 0;
+    for &b in key {
+        crc ^= u16::from(b) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc % 16384
+}
+
 /// Whether the `CLUSTERX SETNODES` nodes text lists `me` as a slave/replica
 /// (`slave,fail` included). Lines: `<id> <host> <port> <role> <master_id|-> [slots...]`.
 pub fn listed_as_replica(nodes: &str, me: &str) -> bool {
@@ -130,6 +153,15 @@ mod tests {
         let replica = format!("{ME} 10.0.0.1 6666 Replica {OTHER}");
         assert!(listed_as_replica(&replica, ME));
         assert!(!listed_as_replica("", ME));
+    }
+
+    #[test]
+    fn hash_slots_match_redis_cluster() {
+        // Values from CLUSTER KEYSLOT on Redis.
+        assert_eq!(key_slot(b"foo"), 12182);
+        assert_eq!(key_slot(b"{user1000}.following"), key_slot(b"user1000"));
+        assert_eq!(key_slot(b"123456789"), 12739);
+        assert_eq!(key_slot(b"{}x"), key_slot(b"{}x"));
     }
 
     #[test]
