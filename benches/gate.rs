@@ -12,7 +12,7 @@ use leasegate::command::CommandTable;
 use leasegate::config::CommandsConfig;
 use leasegate::control::ControlPolicy;
 use leasegate::frame::request::{Limits, RequestFramer};
-use leasegate::gate::{Admission, Gate, Policy, Verdict};
+use leasegate::gate::{Admission, Gate, GateParts, Policy, Verdict};
 use leasegate::lease::{BootClock, Grant, Initial, Lease, LeaseMode, LeaseTuning};
 use leasegate::pause::Pause;
 
@@ -42,12 +42,14 @@ fn gate(mode: LeaseMode) -> Gate {
             commands: CommandTable::build(&CommandsConfig::default(), &[]),
         },
         lease,
-        ControlPolicy::default(),
-        "READONLY",
-        None,
-        None,
-        Arc::new(Pause::new(100_000, 1 << 26)),
-        leasegate::config::OnDemote::Forward,
+        GateParts {
+            control: ControlPolicy::default(),
+            reject_prefix: "READONLY".into(),
+            backend_password: None,
+            verifier: None,
+            pause: Arc::new(Pause::new(100_000, 1 << 26)),
+            on_demote: leasegate::config::OnDemote::Forward,
+        },
     )
 }
 

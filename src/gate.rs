@@ -164,6 +164,19 @@ impl GateMetrics {
     }
 }
 
+/// What the Gate is built from besides its policy and lease.
+pub struct GateParts {
+    pub control: ControlPolicy,
+    /// First word of the fenced-write error.
+    pub reject_prefix: String,
+    /// Password of leasegate's own backend connections.
+    pub backend_password: Option<String>,
+    /// Present with `verify.mode: every-write`.
+    pub verifier: Option<Arc<Verifier>>,
+    pub pause: Arc<Pause>,
+    pub on_demote: OnDemote,
+}
+
 /// Decides, for every request, whether it may pass.
 pub struct Gate {
     policy: ArcSwap<Policy>,
@@ -202,27 +215,19 @@ const EXECABORT_LEASE: &[u8] =
 const LOG_ONLY_WARN_EVERY: u64 = 1_000_000_000;
 
 impl Gate {
-    pub fn new(
-        policy: Policy,
-        lease: Arc<Lease>,
-        control: ControlPolicy,
-        reject_prefix: &str,
-        backend_password: Option<String>,
-        verifier: Option<Arc<Verifier>>,
-        pause: Arc<Pause>,
-        on_demote: OnDemote,
-    ) -> Gate {
+    pub fn new(policy: Policy, lease: Arc<Lease>, parts: GateParts) -> Gate {
         Gate {
             policy: ArcSwap::from_pointee(policy),
             lease,
-            control,
+            control: parts.control,
             fenced_head: format!(
-                "-{reject_prefix} master lease expired, writes are fenced on this node (epoch "
+                "-{} master lease expired, writes are fenced on this node (epoch ",
+                parts.reject_prefix
             ),
-            backend_password,
-            verifier,
-            pause,
-            on_demote,
+            backend_password: parts.backend_password,
+            verifier: parts.verifier,
+            pause: parts.pause,
+            on_demote: parts.on_demote,
             demotion: ArcSwapOption::empty(),
             writes_in_flight: AtomicI64::new(0),
             metrics: GateMetrics::default(),
@@ -653,12 +658,14 @@ mod tests {
                 commands: CommandTable::build(&config, &[]),
             },
             lease,
-            ControlPolicy::new(Some("ctl"), &[]),
-            "READONLY",
-            None,
-            None,
-            Arc::new(Pause::new(10, 1 << 20)),
-            OnDemote::Forward,
+            GateParts {
+                control: ControlPolicy::new(Some("ctl"), &[]),
+                reject_prefix: "READONLY".into(),
+                backend_password: None,
+                verifier: None,
+                pause: Arc::new(Pause::new(10, 1 << 20)),
+                on_demote: OnDemote::Forward,
+            },
         );
         (clock, gate)
     }

@@ -29,7 +29,7 @@ use crate::command::{CommandTable, LearnedCommand};
 use crate::config::{Config, VerifyMode};
 use crate::control::ControlPolicy;
 use crate::frame::request::Limits;
-use crate::gate::{Gate, Policy};
+use crate::gate::{Gate, GateParts, Policy};
 use crate::lease::{BootClock, Clock, Lease, LeaseTuning};
 use crate::pause::Pause;
 use crate::probe::{self, NodeStatus};
@@ -111,18 +111,21 @@ impl Server {
                 commands: CommandTable::build(&config.commands, &[]),
             },
             lease,
-            ControlPolicy::new(
-                config.control.password.as_deref(),
-                &config.control.allow_from,
-            ),
-            &config.lease.reject_prefix,
-            config.backend.password.clone(),
-            (config.verify.mode == VerifyMode::EveryWrite).then(|| Arc::new(Verifier::new())),
-            Arc::new(Pause::new(
-                config.pause.max_buffered_requests,
-                config.pause.max_buffered_bytes,
-            )),
-            config.pause.on_demote,
+            GateParts {
+                control: ControlPolicy::new(
+                    config.control.password.as_deref(),
+                    &config.control.allow_from,
+                ),
+                reject_prefix: config.lease.reject_prefix.clone(),
+                backend_password: config.backend.password.clone(),
+                verifier: (config.verify.mode == VerifyMode::EveryWrite)
+                    .then(|| Arc::new(Verifier::new())),
+                pause: Arc::new(Pause::new(
+                    config.pause.max_buffered_requests,
+                    config.pause.max_buffered_bytes,
+                )),
+                on_demote: config.pause.on_demote,
+            },
         ));
         gate.pause().metrics.register(&mut registry);
         if let Some(v) = gate.verifier() {
