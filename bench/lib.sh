@@ -295,3 +295,60 @@ cpu_affinity() {
         awk '{ print $2 }' | sort -u | paste -sd' ')
     echo "threads=$threads cpus_allowed=${aff:-?}"
 }
+
+# run_redis_benchmark_stats PORT DEPTH N TESTS: like run_redis_benchmark, but prints
+# "TEST RPS P50_MS P99_MS ERRORS" lines. ERRORS counts "Error from server" lines: redis-benchmark
+# 7.0 stops at the first error reply (and ignores -e), printing that line on stderr, so a run that
+# met an error usually yields no row at all; the lines are kept in $BENCH_TMP/redis-benchmark.errors.
+run_redis_benchmark_stats() {
+    local port=$1 depth=$2 n=$3 tests=$4 out err errors rc=0
+    err="$BENCH_TMP/redis-benchmark.err"
+    out=$(timeout --foreground "${BENCH_RUN_TIMEOUT:-600}" redis-benchmark -h 127.0.0.1 -p "$port" -t "$tests" \
+        -c "${BENCH_CLIENTS:-50}" -n "$n" -P "$depth" -q --csv 2>"$err") || rc=$?
+    grep -h '^Error from server' "$err" - <<<"$out" | head -5 >"$BENCH_TMP/redis-benchmark.errors" || true
+    errors=$(cat "$err" - <<<"$out" | awk '/^Error from server/ { n++ } END { print n + 0 }')
+    if ((rc != 0)); then
+        warn "redis-benchmark exited with $rc on port $port (-P $depth)"
+        sed 's/^/    /' "$err" >&2 || true
+    fi
+    awk -F, -v errors="$errors" '
+        /^"test"/ { header = 1; next }
+        /^"/ {
+            if (!header) print "unexpected csv (no header): " $0 > "/dev/stderr"
+            for (i = 1; i <= NF; i++) gsub(/"/, "", $i)
+            if ($2 + 0 > 0) print $1, $2, $5, $7, errors
+        }
+    ' <<<"$out"
+}
+
+# metrics_scrape ADMIN_PORT: the Prometheus/OpenMetrics text of a leasegate's admin API.
+metrics_scrape() {
+    curl -sSf --max-time 5 "http://127.0.0.1:$1/metrics" ||
+        die "cannot read http://127.0.0.1:$1/metrics"
+}
+
+# metric_value NAME <<<TEXT: the value of the unlabelled sample NAME in metrics TEXT (stdin);
+# prints 0 when the sample is absent.
+metric_value() {
+    awk -v name="$1" '$1 == name { v = $2; found = 1 } END { print (found ? v : 0) }'
+}
+
+# wait_http NAME URL PID: wait (bounded) until URL answers 2xx.
+wait_http() {
+    local name=$1 url=$2 pid=$3 i
+    for ((i = 0; i < ${BENCH_PING_RETRIES:-100}; i++)); do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            warn "$name (pid $pid) exited; its log:"
+            sed 's/^/    /' "$BENCH_TMP/$name.log" >&2 || true
+            die "$name failed to start"
+        fi
+        if curl -sf --max-time 2 -o /dev/null "$url"; then
+            log "$name is up at $url (pid $pid)"
+            return 0
+        fi
+        sleep 0.1
+    done
+    warn "$name log:"
+    sed 's/^/    /' "$BENCH_TMP/$name.log" >&2 || true
+    die "$name did not answer $url"
+}

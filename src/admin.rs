@@ -153,6 +153,7 @@ async fn route(req: Request<Incoming>, shared: &Shared) -> (&'static str, Respon
         "/v1/lease" => ("/v1/lease", "POST"),
         "/v1/pause" => ("/v1/pause", "POST"),
         "/v1/unpause" => ("/v1/unpause", "POST"),
+        "/v1/failover" => ("/v1/failover", "POST"),
         _ => return ("other", error(StatusCode::NOT_FOUND, "no such path")),
     };
     if req.method().as_str() != allowed {
@@ -176,6 +177,7 @@ async fn route(req: Request<Incoming>, shared: &Shared) -> (&'static str, Respon
         "/v1/status" => json(StatusCode::OK, &status(shared)),
         _ => match read_body(req).await {
             Ok(body) if route == "/v1/pause" => post_pause(shared, &body),
+            Ok(body) if route == "/v1/failover" => post_failover(shared, &body).await,
             Ok(_) if route == "/v1/unpause" => {
                 shared.gate.pause().unpause();
                 json(
@@ -311,10 +313,38 @@ fn status(shared: &Shared) -> serde_json::Value {
         "node": shared.node.view(),
         "paused": shared.gate.pause().is_paused(),
         "pause": shared.gate.pause().status(),
-        "failover_state": "none",
+        "failover_state": shared.gate.failover.state().as_str(),
+        "demoted": shared.gate.demotion().map(|d| serde_json::json!({"new_master": d.new_master.as_deref()})),
         "listen": shared.config.listen,
         "backend": shared.config.backend.addr,
     })
+}
+
+/// Runs a graceful failover to the leasegate named in the body; answers
+/// with the report when it has finished (200 on success, 409 on failure).
+async fn post_failover(shared: &Shared, body: &[u8]) -> Response<Full<Bytes>> {
+    let request: crate::failover::FailoverRequest = match serde_json::from_slice(body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("expected {{\"to\": \"<target admin host:port>\", \"sync_timeout_ms\"?, \"pause_timeout_ms\"?, \"force_on_timeout\"?}}: {e}"),
+            )
+        }
+    };
+    if request.pause_timeout_ms <= request.sync_timeout_ms {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "pause_timeout_ms must exceed sync_timeout_ms",
+        );
+    }
+    let report = crate::failover::run(shared, request).await;
+    let status = if report.result == crate::failover::FailoverState::Success {
+        StatusCode::OK
+    } else {
+        StatusCode::CONFLICT
+    };
+    json(status, &serde_json::to_value(&report).unwrap_or_default())
 }
 
 /// `POST /v1/pause` body.

@@ -196,6 +196,8 @@ pub struct Gate {
     /// waits for them before it compares offsets).
     writes_in_flight: AtomicI64,
     pub metrics: GateMetrics,
+    /// The state of this proxy's graceful failovers (reported, not decided on).
+    pub failover: crate::failover::FailoverStatus,
     last_log_only_warning: AtomicU64,
 }
 
@@ -231,6 +233,7 @@ impl Gate {
             demotion: ArcSwapOption::empty(),
             writes_in_flight: AtomicI64::new(0),
             metrics: GateMetrics::default(),
+            failover: Default::default(),
             last_log_only_warning: AtomicU64::new(0),
         }
     }
@@ -557,7 +560,7 @@ impl Gate {
             lease.remaining_ms
         };
         let body = format!(
-            "# Lease\r\nrole:{}\r\nsequence:{}\r\nlease_epoch:{}\r\nlease_remaining_ms:{}\r\nlease_nonce:{}\r\nlease_renewed:{}\r\nlease_owner:{}\r\nlease_mode:{}\r\n",
+            "# Lease\r\nrole:{}\r\nsequence:{}\r\nlease_epoch:{}\r\nlease_remaining_ms:{}\r\nlease_nonce:{}\r\nlease_renewed:{}\r\nlease_owner:{}\r\nlease_mode:{}\r\ncluster_failover_state:{}\r\n",
             info.role.as_deref().unwrap_or("unknown"),
             info.offset.unwrap_or(0),
             lease.epoch,
@@ -566,6 +569,7 @@ impl Gate {
             u8::from(renewed),
             lease.owner.as_deref().unwrap_or(""),
             serde_json::to_value(lease.mode).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
+            self.failover.state().as_str(),
         );
         Bytes::from(format!("${}\r\n{}\r\n", body.len(), body))
     }

@@ -6,11 +6,13 @@
 //! (listener and lifecycle) and [`config`].
 
 pub mod admin;
+pub mod admin_client;
 pub mod backend;
 pub mod command;
 pub mod config;
 pub mod control;
 pub mod controller;
+pub mod failover;
 pub mod frame;
 pub mod gate;
 pub mod lease;

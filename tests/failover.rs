@@ -1,0 +1,391 @@
+//! Graceful failover and hand-over: a master and its replica, a leasegate
+//! beside each, writers on the master's leasegate.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use support::{free_port, http, Client, Proxy, RedisServer, Reply, PATIENCE};
+
+const A_ID: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+const B_ID: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+const TOKEN: &str = "tk";
+
+struct Pair {
+    master: RedisServer,
+    replica: RedisServer,
+    a: Proxy,
+    b: Proxy,
+}
+
+fn leasegate(node: &str, id: &str, extra: &str) -> Proxy {
+    Proxy::start(
+        node,
+        &format!(
+            "node_id: {id}\nadmin:\n  listen: 127.0.0.1:{}\n  token: {TOKEN}\ncontrol:\n  allow_from: [127.0.0.1]\nlease:\n  mode: block-write\n  probe_interval_ms: 100\n{extra}",
+            free_port()
+        ),
+    )
+}
+
+fn wait_link_up(replica: &RedisServer) {
+    let mut c = replica.client();
+    let start = Instant::now();
+    loop {
+        let Reply::Bulk(info) = c.cmd(&["INFO", "replication"]) else {
+            panic!("INFO is a bulk string")
+        };
+        if String::from_utf8_lossy(&info).contains("master_link_status:up") {
+            return;
+        }
+        assert!(start.elapsed() < PATIENCE, "replication link never came up");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A master (behind `master_addr`, which may be a relay) and its replica,
+/// each with a leasegate; A holds the lease.
+fn pair_via(master: RedisServer, master_addr: &str, a_extra: &str) -> Pair {
+    let port = master_addr.rsplit_once(':').map(|(_, p)| p).expect("port");
+    let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", port]);
+    wait_link_up(&replica);
+    let a = leasegate(master_addr, A_ID, a_extra);
+    let b = leasegate(&replica.addr(), B_ID, "");
+    let mut ctl = a.client();
+    assert!(!ctl
+        .cmd(&["CLUSTERX", "HEARTBEAT", A_ID, "600000", "1"])
+        .is_error());
+    let mut ctl_b = b.client();
+    assert!(!ctl_b
+        .cmd(&["CLUSTERX", "HEARTBEAT", A_ID, "600000", "1"])
+        .is_error());
+    Pair {
+        master,
+        replica,
+        a,
+        b,
+    }
+}
+
+fn pair(a_extra: &str) -> Pair {
+    let master = RedisServer::start_with(&["--repl-diskless-sync-delay", "0"]);
+    let addr = master.addr();
+    pair_via(master, &addr, a_extra)
+}
+
+fn failover_http(p: &Pair, body: &str) -> (u16, String) {
+    let body = body.replace("TARGET", &format!("127.0.0.1:{}", p.b.admin_port()));
+    http(
+        p.a.admin_port(),
+        "POST",
+        "/v1/failover",
+        Some(TOKEN),
+        Some(&body),
+    )
+}
+
+#[test]
+fn failover_under_continuous_writes_loses_nothing_and_fails_no_client() {
+    let p = pair("");
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let errors = Arc::new(Mutex::new(Vec::new()));
+    let writers: Vec<_> = (0..8)
+        .map(|w| {
+            let (stop, acked, errors, port) = (
+                Arc::clone(&stop),
+                Arc::clone(&acked),
+                Arc::clone(&errors),
+                p.a.port,
+            );
+            std::thread::spawn(move || {
+                let mut c = Client::connect(port);
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let key = format!("w{w}:{i}");
+                    match c.cmd(&["SET", &key, "v"]) {
+                        Reply::Status(s) if s == "OK" => acked.lock().expect("acked").push(key),
+                        other => errors
+                            .lock()
+                            .expect("errors")
+                            .push(format!("{key}: {other:?}")),
+                    }
+                    i += 1;
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let out = Command::new(env!("CARGO_BIN_EXE_leasegate"))
+        .args([
+            "failover",
+            "--from",
+            &format!("127.0.0.1:{}", p.a.admin_port()),
+        ])
+        .args(["--to", &format!("127.0.0.1:{}", p.b.admin_port())])
+        .args(["--token", TOKEN])
+        // Generous bounds: a loaded test machine must not fail this test;
+        // the stall itself is measured by bench/failover.
+        .args(["--sync-timeout-ms", "2000", "--pause-timeout-ms", "5000"])
+        .output()
+        .expect("run leasegate failover");
+    let printed = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "failover failed: {printed} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for state in [
+        "started",
+        "check_slave",
+        "pause_write",
+        "wait_sync",
+        "switching",
+        "success",
+    ] {
+        assert!(
+            printed.contains(state),
+            "state {state} missing from:\n{printed}"
+        );
+    }
+    assert!(printed.contains("write stall:"), "{printed}");
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.join().expect("writer");
+    }
+    let errors = errors.lock().expect("errors");
+    assert!(
+        errors.is_empty(),
+        "client errors during the failover: {errors:?}"
+    );
+    let acked = acked.lock().expect("acked");
+    assert!(acked.len() > 100, "only {} writes", acked.len());
+    // Every acknowledged write is on the new master.
+    let mut new_master = p.replica.client();
+    let missing: Vec<_> = acked
+        .iter()
+        .filter(|k| new_master.cmd(&["EXISTS", k]) != Reply::Int(1))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged writes lost: {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+    // Roles swapped; the old master's leasegate reports the outcome.
+    let Reply::Array(role) = p.replica.client().cmd(&["ROLE"]) else {
+        panic!("ROLE")
+    };
+    assert_eq!(role[0], Reply::bulk("master"));
+    let (_, status) = http(p.a.admin_port(), "GET", "/v1/status", None, None);
+    assert!(
+        status.contains("\"failover_state\":\"success\""),
+        "{status}"
+    );
+    let mut ctl = p.a.client();
+    let report = ctl
+        .cmd(&["CLUSTERX", "HEARTBEAT", B_ID, "600000", "2"])
+        .text();
+    assert!(
+        report.contains("cluster_failover_state:success"),
+        "{report}"
+    );
+    drop(p.master);
+}
+
+#[test]
+fn failover_to_a_node_that_is_not_a_replica_fails_and_unpauses() {
+    let p = pair("");
+    let stranger = RedisServer::start();
+    let c_proxy = leasegate(&stranger.addr(), B_ID, "");
+    let mut app = p.a.client();
+    assert_eq!(app.cmd(&["SET", "before", "1"]), Reply::ok());
+    let body = format!(r#"{{"to":"127.0.0.1:{}"}}"#, c_proxy.admin_port());
+    let (status, report) = http(
+        p.a.admin_port(),
+        "POST",
+        "/v1/failover",
+        Some(TOKEN),
+        Some(&body),
+    );
+    assert_eq!(status, 409, "{report}");
+    assert!(report.contains("is not a replica of this node"), "{report}");
+    assert!(report.contains("\"result\":\"failed\""), "{report}");
+    // Not paused, still the master, nothing changed on the stranger.
+    assert_eq!(app.cmd(&["SET", "after", "1"]), Reply::ok());
+    assert_eq!(stranger.client().cmd(&["DBSIZE"]), Reply::Int(0));
+    let Reply::Array(role) = p.master.client().cmd(&["ROLE"]) else {
+        panic!("ROLE")
+    };
+    assert_eq!(role[0], Reply::bulk("master"));
+}
+
+/// A TCP relay to `target` whose first connection's target→client direction
+/// can be frozen (the replica's replication link, to make it lag).
+struct Relay {
+    port: u16,
+    freeze_first: Arc<AtomicBool>,
+}
+
+impl Relay {
+    fn start(target: u16) -> Relay {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind relay");
+        let port = listener.local_addr().expect("addr").port();
+        let freeze_first = Arc::new(AtomicBool::new(false));
+        let count = Arc::new(AtomicUsize::new(0));
+        let freeze = Arc::clone(&freeze_first);
+        std::thread::spawn(move || {
+            for inbound in listener.incoming() {
+                let Ok(inbound) = inbound else { return };
+                let Ok(outbound) = TcpStream::connect(("127.0.0.1", target)) else {
+                    return;
+                };
+                let first = count.fetch_add(1, Ordering::SeqCst) == 0;
+                let (mut up_in, mut up_out) = (
+                    inbound.try_clone().expect("clone"),
+                    outbound.try_clone().expect("clone"),
+                );
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut up_in, &mut up_out);
+                });
+                let (mut down_in, mut down_out) = (outbound, inbound);
+                let freeze = Arc::clone(&freeze);
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 16 * 1024];
+                    loop {
+                        while first && freeze.load(Ordering::SeqCst) {
+                            std::thread::sleep(Duration::from_millis(5));
+                        }
+                        match down_in.read(&mut buf) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => {
+                                while first && freeze.load(Ordering::SeqCst) {
+                                    std::thread::sleep(Duration::from_millis(5));
+                                }
+                                if down_out.write_all(&buf[..n]).is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        Relay { port, freeze_first }
+    }
+}
+
+#[test]
+fn a_sync_timeout_fails_and_unpauses() {
+    let master = RedisServer::start_with(&["--repl-diskless-sync-delay", "0"]);
+    let relay = Relay::start(master.port);
+    let p = pair_via(master, &format!("127.0.0.1:{}", relay.port), "");
+    let mut app = p.a.client();
+    assert_eq!(app.cmd(&["SET", "synced", "1"]), Reply::ok());
+    // The replica stops receiving the replication stream, then falls behind.
+    std::thread::sleep(Duration::from_millis(200));
+    relay.freeze_first.store(true, Ordering::SeqCst);
+    assert_eq!(app.cmd(&["SET", "unsynced", "1"]), Reply::ok());
+    let (status, report) = failover_http(
+        &p,
+        r#"{"to":"TARGET","sync_timeout_ms":100,"pause_timeout_ms":2000}"#,
+    );
+    assert_eq!(status, 409, "{report}");
+    assert!(report.contains("sync timeout"), "{report}");
+    // Unpaused at once (not after the 2 s pause timeout); roles unchanged.
+    let start = Instant::now();
+    assert_eq!(app.cmd(&["SET", "after", "1"]), Reply::ok());
+    assert!(
+        start.elapsed() < Duration::from_millis(1500),
+        "writes were still paused"
+    );
+    let Reply::Array(role) = p.replica.client().cmd(&["ROLE"]) else {
+        panic!("ROLE")
+    };
+    assert_eq!(role[0], Reply::bulk("slave"));
+    relay.freeze_first.store(false, Ordering::SeqCst);
+}
+
+/// Holds `request` on A behind a controller pause, runs the failover, and
+/// returns what the client got.
+fn held_through_failover(p: &Pair, client: &mut Client, request: &[&str]) -> Reply {
+    let mut ctl = p.a.client();
+    assert_eq!(ctl.cmd(&["CLIENT", "PAUSE", "5000", "WRITE"]), Reply::ok());
+    client.send(request);
+    assert_eq!(client.try_read(Duration::from_millis(100)), None, "held");
+    let (status, report) = failover_http(
+        p,
+        r#"{"to":"TARGET","sync_timeout_ms":2000,"pause_timeout_ms":4000}"#,
+    );
+    assert_eq!(status, 200, "{report}");
+    client.read()
+}
+
+#[test]
+fn held_writes_are_forwarded_to_the_new_master_with_session_state() {
+    let p = pair("");
+    let mut c = p.a.client();
+    assert_eq!(c.cmd(&["SELECT", "2"]), Reply::ok());
+    assert_eq!(c.cmd(&["CLIENT", "SETNAME", "app-1"]), Reply::ok());
+    assert_eq!(
+        held_through_failover(&p, &mut c, &["SET", "moved", "yes"]),
+        Reply::ok()
+    );
+    // The session now lives on the new master, in db 2, with its name.
+    let mut direct = p.replica.client();
+    assert_eq!(direct.cmd(&["SELECT", "2"]), Reply::ok());
+    assert_eq!(direct.cmd(&["GET", "moved"]), Reply::bulk("yes"));
+    assert_eq!(c.cmd(&["CLIENT", "GETNAME"]), Reply::bulk("app-1"));
+    assert_eq!(c.cmd(&["INCR", "counter"]), Reply::Int(1));
+    assert_eq!(direct.cmd(&["GET", "counter"]), Reply::bulk("1"));
+}
+
+#[test]
+fn watch_exec_across_a_hand_over_returns_null() {
+    let p = pair("");
+    let mut c = p.a.client();
+    assert_eq!(c.cmd(&["WATCH", "guarded"]), Reply::ok());
+    assert_eq!(c.cmd(&["MULTI"]), Reply::ok());
+    assert_eq!(
+        c.cmd(&["SET", "guarded", "x"]),
+        Reply::Status("QUEUED".into())
+    );
+    assert_eq!(held_through_failover(&p, &mut c, &["EXEC"]), Reply::Nil);
+    assert_eq!(
+        p.replica.client().cmd(&["EXISTS", "guarded"]),
+        Reply::Int(0),
+        "nothing applied"
+    );
+    // The connection goes on, on the new master.
+    assert_eq!(c.cmd(&["SET", "after", "1"]), Reply::ok());
+    assert_eq!(p.replica.client().cmd(&["GET", "after"]), Reply::bulk("1"));
+}
+
+#[test]
+fn on_demote_moved_and_readonly() {
+    let p = pair("pause:\n  on_demote: moved\n");
+    let mut c = p.a.client();
+    let moved = held_through_failover(&p, &mut c, &["SET", "foo", "bar"]);
+    assert_eq!(
+        moved.error_text(),
+        format!("MOVED 12182 127.0.0.1:{}", p.b.port)
+    );
+    drop(p);
+
+    let p = pair("pause:\n  on_demote: readonly\n");
+    let mut c = p.a.client();
+    let readonly = held_through_failover(&p, &mut c, &["SET", "foo", "bar"]);
+    assert!(
+        readonly
+            .error_text()
+            .starts_with("READONLY this node was demoted"),
+        "{readonly:?}"
+    );
+    assert_eq!(p.replica.client().cmd(&["EXISTS", "foo"]), Reply::Int(0));
+}
