@@ -247,6 +247,11 @@ pub struct VerifyConfig {
     /// A confirmation slower than this rejects the writes waiting for it.
     #[serde(default = "defaults::verify_timeout_ms")]
     pub timeout_ms: u64,
+    /// Confirmation requests allowed on the wire at once. 1 (the default)
+    /// gives the largest batches; more cut the wait of writes that arrive
+    /// while a round is in flight, at the cost of more controller requests.
+    #[serde(default = "defaults::one")]
+    pub max_in_flight: usize,
 }
 
 impl Default for VerifyConfig {
@@ -254,6 +259,7 @@ impl Default for VerifyConfig {
         Self {
             mode: VerifyMode::Off,
             timeout_ms: defaults::verify_timeout_ms(),
+            max_in_flight: 1,
         }
     }
 }
@@ -427,6 +433,9 @@ mod defaults {
     pub fn controller_timeout_ms() -> u64 {
         1_000
     }
+    pub fn one() -> usize {
+        1
+    }
     pub fn verify_timeout_ms() -> u64 {
         200
     }
@@ -585,6 +594,9 @@ impl Config {
                     "every-write needs controller.url, controller.namespace and controller.cluster"
                         .into(),
                 ));
+            }
+            if self.verify.max_in_flight == 0 || self.verify.max_in_flight > 64 {
+                return Err(("verify.max_in_flight", "must be in 1..=64".into()));
             }
             if self.verify.timeout_ms == 0 {
                 return Err(("verify.timeout_ms", "must be above 0".into()));

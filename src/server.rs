@@ -119,7 +119,7 @@ impl Server {
                 reject_prefix: config.lease.reject_prefix.clone(),
                 backend_password: config.backend.password.clone(),
                 verifier: (config.verify.mode == VerifyMode::EveryWrite)
-                    .then(|| Arc::new(Verifier::new())),
+                    .then(|| Arc::new(Verifier::new(config.verify.max_in_flight))),
                 pause: Arc::new(Pause::new(
                     config.pause.max_buffered_requests,
                     config.pause.max_buffered_bytes,

@@ -125,6 +125,9 @@ struct Session {
     control: bool,
     /// The request the Gate said to hold, if any.
     held: Option<Held>,
+    /// Bytes at the head of `from_client` that arrived before a mastership
+    /// confirmation was requested (pipelined writes share it).
+    confirmed: usize,
     /// The node was demoted: move to the new master's leasegate at this
     /// address once every reply owed by the old node has arrived.
     handover: Option<Arc<str>>,
@@ -247,6 +250,7 @@ impl Session {
             transaction: None,
             control: false,
             held: None,
+            confirmed: 0,
             handover: None,
             handed_over: false,
             replay: Replay::default(),
@@ -325,7 +329,7 @@ impl Session {
                 head: &head,
                 bytes,
                 control: self.control,
-                verified,
+                verified: verified || head.len <= self.confirmed,
                 handed_over: self.handed_over,
             }),
         };
@@ -336,7 +340,13 @@ impl Session {
     fn carry_out(&mut self, head: RequestHead, class: Class, verdict: Verdict) -> bool {
         match self.in_transaction(&head, verdict) {
             Step::Hold(wait) => {
-                self.held = Some(Held { head, class, wait });
+                let arrived = self.from_client.len();
+                self.held = Some(Held {
+                    head,
+                    class,
+                    wait,
+                    arrived,
+                });
                 return false;
             }
             Step::HandOver(addr) => {
@@ -372,6 +382,7 @@ impl Session {
             }
         }
         self.from_client.advance(head.len);
+        self.confirmed = self.confirmed.saturating_sub(head.len);
         true
     }
 
@@ -381,6 +392,9 @@ impl Session {
         let Some(held) = self.held.take() else {
             return;
         };
+        if outcome.is_ok() && matches!(held.wait, Wait::Verification(_)) {
+            self.confirmed = held.arrived;
+        }
         let admitted = match outcome {
             Ok(()) => self.admit(gate, &gate.policy(), held.head, true),
             Err(reply) => self.carry_out(held.head, held.class, Verdict::Reply(reply)),
@@ -539,6 +553,10 @@ struct Held {
     head: RequestHead,
     class: Class,
     wait: Wait,
+    /// Bytes the client had sent (from this request on) when it was held:
+    /// every write among them arrived before the confirmation it waits for
+    /// was requested, so that confirmation covers them all.
+    arrived: usize,
 }
 
 /// AUTH/HELLO carrying the control password make the connection the

@@ -5,7 +5,8 @@
 //! once per write would cap throughput at one write per controller round trip,
 //! so confirmations are batched the way Raft batches ReadIndex:
 //!
-//! * at most one confirmation request (a *round*) is in flight;
+//! * at most one confirmation request (a *round*) is in flight, or
+//!   `verify.max_in_flight` of them;
 //! * a write that arrives before the next round's request is sent joins that
 //!   round (its ticket); a write that arrives while a round is already on the
 //!   wire waits for the one after it;
@@ -18,6 +19,7 @@
 //! controller, rejects the waiting writes with
 //! `-TRYAGAIN mastership not confirmed by controller: <cause>`.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -46,8 +48,8 @@ struct Rounds {
     next: u64,
     /// Whether round `next` has been requested (a write is waiting for it).
     next_wanted: bool,
-    /// The round on the wire, if any.
-    in_flight: Option<u64>,
+    /// Rounds on the wire.
+    in_flight: usize,
 }
 
 /// Counters and timings of verification, registered under `leasegate_verify_`.
@@ -99,6 +101,10 @@ impl VerifyMetrics {
 #[derive(Debug)]
 pub struct Verifier {
     rounds: Mutex<Rounds>,
+    /// Rounds allowed on the wire at once (`verify.max_in_flight`).
+    max_in_flight: usize,
+    /// Highest cluster version a confirmation has seen (older answers are stale).
+    highest: AtomicU64,
     wake: Notify,
     results: watch::Sender<RoundResult>,
     pub metrics: VerifyMetrics,
@@ -106,14 +112,14 @@ pub struct Verifier {
 
 impl Default for Verifier {
     fn default() -> Self {
-        Verifier::new()
+        Verifier::new(1)
     }
 }
 
 const NOT_CONFIRMED: &str = "-TRYAGAIN mastership not confirmed by controller";
 
 impl Verifier {
-    pub fn new() -> Verifier {
+    pub fn new(max_in_flight: usize) -> Verifier {
         let (results, _) = watch::channel(RoundResult {
             round: 0,
             outcome: Err(Bytes::from_static(
@@ -125,6 +131,8 @@ impl Verifier {
                 next: 1,
                 ..Rounds::default()
             }),
+            max_in_flight: max_in_flight.max(1),
+            highest: AtomicU64::new(0),
             wake: Notify::new(),
             results,
             metrics: VerifyMetrics::default(),
@@ -142,7 +150,7 @@ impl Verifier {
         let ticket = r.next;
         if !r.next_wanted {
             r.next_wanted = true;
-            if r.in_flight.is_none() {
+            if r.in_flight < self.max_in_flight {
                 self.wake.notify_one();
             }
         }
@@ -164,11 +172,11 @@ impl Verifier {
     /// Takes the next wanted round off the queue and marks it sent.
     fn start_round(&self) -> Option<u64> {
         let mut r = self.lock();
-        if !r.next_wanted || r.in_flight.is_some() {
+        if !r.next_wanted || r.in_flight >= self.max_in_flight {
             return None;
         }
         let round = r.next;
-        r.in_flight = Some(round);
+        r.in_flight += 1;
         r.next += 1;
         r.next_wanted = false;
         Some(round)
@@ -177,9 +185,19 @@ impl Verifier {
     fn finish_round(&self, result: RoundResult) {
         {
             let mut r = self.lock();
-            r.in_flight = None;
+            r.in_flight = r.in_flight.saturating_sub(1);
         }
-        self.results.send_replace(result);
+        // With several rounds on the wire, a late answer to an older round
+        // must not replace a newer one.
+        self.results.send_if_modified(|current| {
+            if result.round > current.round {
+                *current = result;
+                true
+            } else {
+                false
+            }
+        });
+        self.wake.notify_one();
     }
 
     /// Sends rounds while writes want them, until `shutdown`.
@@ -191,30 +209,39 @@ impl Verifier {
         shutdown: tokio_util::sync::CancellationToken,
     ) {
         let client = controller::http_client(timeout);
-        info!(%url, timeout_ms = timeout.as_millis() as u64, "verifying mastership with the controller on every write");
-        let mut highest = None;
+        info!(%url, timeout_ms = timeout.as_millis() as u64, max_in_flight = self.max_in_flight, "verifying mastership with the controller on every write");
+        let url: Arc<str> = url.into();
         loop {
-            let Some(round) = self.start_round() else {
-                tokio::select! {
-                    _ = self.wake.notified() => continue,
-                    _ = shutdown.cancelled() => return,
-                }
-            };
-            self.metrics.rounds.inc();
-            let started = Instant::now();
-            let answer = match tokio::time::timeout(timeout, controller::fetch(&client, &url)).await
-            {
-                Ok(a) => a,
-                Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
-            };
-            self.metrics
-                .round_seconds
-                .observe(started.elapsed().as_secs_f64());
-            let outcome = self.judge(answer, &lease, &mut highest);
-            if outcome.is_err() {
-                self.metrics.rounds_failed.inc();
+            while let Some(round) = self.start_round() {
+                let (this, lease, client, url) = (
+                    Arc::clone(&self),
+                    Arc::clone(&lease),
+                    client.clone(),
+                    Arc::clone(&url),
+                );
+                tokio::spawn(async move {
+                    this.metrics.rounds.inc();
+                    let started = Instant::now();
+                    let answer =
+                        match tokio::time::timeout(timeout, controller::fetch(&client, &url)).await
+                        {
+                            Ok(a) => a,
+                            Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
+                        };
+                    this.metrics
+                        .round_seconds
+                        .observe(started.elapsed().as_secs_f64());
+                    let outcome = this.judge(answer, &lease);
+                    if outcome.is_err() {
+                        this.metrics.rounds_failed.inc();
+                    }
+                    this.finish_round(RoundResult { round, outcome });
+                });
             }
-            self.finish_round(RoundResult { round, outcome });
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = shutdown.cancelled() => return,
+            }
         }
     }
 
@@ -223,7 +250,6 @@ impl Verifier {
         &self,
         answer: Result<controller::Cluster, String>,
         lease: &Lease,
-        highest: &mut Option<u64>,
     ) -> Result<(), Bytes> {
         let refuse = |cause: &str| Err(Bytes::from(format!("{NOT_CONFIRMED}: {cause}\r\n")));
         let cluster = match answer {
@@ -236,16 +262,18 @@ impl Verifier {
         let Some(me) = lease.node_id() else {
             return refuse("this node's id is unknown");
         };
-        match controller::decide(&cluster, &me, *highest) {
+        let seen = self.highest.load(Ordering::Acquire);
+        let highest = (seen > 0).then_some(seen);
+        match controller::decide(&cluster, &me, highest) {
             Decision::Renew { version } => {
-                *highest = Some(version);
+                self.highest.fetch_max(version, Ordering::AcqRel);
                 Ok(())
             }
             Decision::Stale { version, highest } => {
                 refuse(&format!("stale cluster version {version} (seen {highest})"))
             }
             Decision::Revoke { version, reason } => {
-                *highest = Some(version);
+                self.highest.fetch_max(version, Ordering::AcqRel);
                 if lease.snapshot().valid {
                     info!(%reason, "the controller does not confirm this node as master: revoking the lease");
                 }
@@ -262,7 +290,7 @@ mod tests {
 
     #[test]
     fn writes_join_the_unsent_round_and_wait_for_the_next_while_one_is_in_flight() {
-        let v = Verifier::new();
+        let v = Verifier::new(1);
         let a = v.ticket();
         let b = v.ticket();
         assert_eq!(a, b, "both arrived before the round was sent");
@@ -280,7 +308,7 @@ mod tests {
 
     #[tokio::test(flavor = "current_thread")]
     async fn a_waiter_is_released_by_its_round_or_a_later_one() {
-        let v = Arc::new(Verifier::new());
+        let v = Arc::new(Verifier::new(1));
         let t = v.ticket();
         let waiter = {
             let v = Arc::clone(&v);

@@ -202,3 +202,29 @@ fn concurrent_writers_share_confirmations_each_sent_after_their_write() {
     }
     assert!(start.elapsed() < PATIENCE * 6);
 }
+
+#[test]
+fn a_pipeline_of_writes_shares_one_confirmation() {
+    let redis = RedisServer::start();
+    let ctl = TestController::start();
+    master_is(&ctl, 1, 1);
+    let proxy = verifying_proxy(&redis, &ctl, "");
+    let mut c = proxy.client();
+    assert_eq!(c.cmd(&["SET", "warm", "1"]), Reply::ok());
+    let before = Instant::now();
+    let mut pipeline = Vec::new();
+    for i in 0..16 {
+        pipeline.extend(support::encode(&[b"SET", format!("p{i}").as_bytes(), b"v"]));
+    }
+    c.send_raw(&pipeline);
+    for _ in 0..16 {
+        assert_eq!(c.read(), Reply::ok());
+    }
+    let rounds = ctl.requests_since(before);
+    // All 16 arrived in one read, before the first confirmation was asked:
+    // one round covers them (two if the pipeline was split across reads).
+    assert!(
+        (1..=2).contains(&rounds),
+        "{rounds} confirmations for one pipeline"
+    );
+}
