@@ -146,8 +146,14 @@ fn main() -> ExitCode {
         }
         Command::CheckConfig { file } => match Config::load(&file) {
             Ok(config) => {
-                println!("{}: OK", file.display());
-                println!("{config:#?}");
+                use std::io::Write;
+                // A closed pipe (`| head`) is not an error worth a panic.
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{}: OK", file.display());
+                let _ = writeln!(out, "{config:#?}");
+                for warning in config.warnings() {
+                    let _ = writeln!(out, "warning: {warning}");
+                }
                 ExitCode::SUCCESS
             }
             Err(e) => {
