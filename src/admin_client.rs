@@ -99,7 +99,9 @@ impl AdminClient {
     }
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+/// An error with its causes (`connection refused` hides under hyper-util's
+/// "client error (Connect)").
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

@@ -391,10 +391,12 @@ pub async fn fetch(client: &HttpClient, url: &str) -> Result<Cluster, String> {
             .header(hyper::header::ACCEPT, "application/json")
             .body(Empty::<Bytes>::new())
             .map_err(|e| format!("cannot build the request to {uri}: {e}"))?;
-        let response = client
-            .request(request)
-            .await
-            .map_err(|e| format!("cannot reach the controller at {uri}: {}", error_chain(&e)))?;
+        let response = client.request(request).await.map_err(|e| {
+            format!(
+                "cannot reach the controller at {uri}: {}",
+                crate::admin_client::error_chain(&e)
+            )
+        })?;
         let status = response.status();
         if status.is_redirection() {
             let location = response
@@ -418,19 +420,6 @@ pub async fn fetch(client: &HttpClient, url: &str) -> Result<Cluster, String> {
     Err(format!(
         "more than {MAX_REDIRECTS} redirects from the controller"
     ))
-}
-
-/// An error with its causes (`connection refused` hides under hyper-util's
-/// "client error (Connect)").
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 #[cfg(test)]

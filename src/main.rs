@@ -172,15 +172,8 @@ fn main() -> ExitCode {
             leasegate::logging::init(&config.log);
             // The main runtime runs the listener, signals, admin API and
             // background tasks; sessions run on `threads` worker threads.
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("error: cannot start the runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
+            let Some(runtime) = runtime() else {
+                return ExitCode::FAILURE;
             };
             let server = Server::new(config, Some(path));
             let result = runtime.block_on(server.run());
@@ -197,6 +190,20 @@ fn main() -> ExitCode {
     }
 }
 
+/// A single-threaded runtime (the proxy's main runtime, or one for a CLI call).
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => Some(r),
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            None
+        }
+    }
+}
+
 /// One call to an admin API; prints the answer with `show`. Exit 1 on a
 /// non-2xx answer or an unreachable proxy.
 fn admin_call(
@@ -207,15 +214,8 @@ fn admin_call(
     body: Option<serde_json::Value>,
     show: impl Fn(&serde_json::Value),
 ) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
     };
     let client = leasegate::admin_client::AdminClient::new(std::time::Duration::from_secs(30));
     let answer =
