@@ -164,6 +164,48 @@ impl GateMetrics {
     }
 }
 
+/// A counter sharded by thread: sessions never migrate between worker
+/// threads, so each one counts on its own thread's cache line and the hot
+/// path never contends; only the (rare) reader sums the shards.
+struct InFlight {
+    shards: Box<[Shard]>,
+}
+
+#[repr(align(128))]
+#[derive(Default)]
+struct Shard(AtomicI64);
+
+const IN_FLIGHT_SHARDS: usize = 64;
+
+impl Default for InFlight {
+    fn default() -> Self {
+        InFlight {
+            shards: (0..IN_FLIGHT_SHARDS).map(|_| Shard::default()).collect(),
+        }
+    }
+}
+
+impl InFlight {
+    #[inline]
+    fn add(&self, n: i64) {
+        thread_local! {
+            static SHARD: usize = {
+                static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+                NEXT.fetch_add(1, Ordering::Relaxed) % IN_FLIGHT_SHARDS
+            };
+        }
+        let i = SHARD.with(|s| *s);
+        self.shards[i].0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn sum(&self) -> i64 {
+        self.shards
+            .iter()
+            .map(|s| s.0.load(Ordering::Acquire))
+            .sum()
+    }
+}
+
 /// What the Gate is built from besides its policy and lease.
 pub struct GateParts {
     pub control: ControlPolicy,
@@ -194,7 +236,7 @@ pub struct Gate {
     demotion: ArcSwapOption<Demotion>,
     /// Writes forwarded whose replies have not come back yet (a failover
     /// waits for them before it compares offsets).
-    writes_in_flight: AtomicI64,
+    writes_in_flight: InFlight,
     pub metrics: GateMetrics,
     /// The state of this proxy's graceful failovers (reported, not decided on).
     pub failover: crate::failover::FailoverStatus,
@@ -231,7 +273,7 @@ impl Gate {
             pause: parts.pause,
             on_demote: parts.on_demote,
             demotion: ArcSwapOption::empty(),
-            writes_in_flight: AtomicI64::new(0),
+            writes_in_flight: InFlight::default(),
             metrics: GateMetrics::default(),
             failover: Default::default(),
             last_log_only_warning: AtomicU64::new(0),
@@ -382,12 +424,11 @@ impl Gate {
     /// A write was forwarded (`true`) or its reply came back (`false`).
     #[inline]
     pub fn write_in_flight(&self, started: bool) {
-        self.writes_in_flight
-            .fetch_add(if started { 1 } else { -1 }, Ordering::Relaxed);
+        self.writes_in_flight.add(if started { 1 } else { -1 });
     }
 
     pub fn writes_in_flight(&self) -> i64 {
-        self.writes_in_flight.load(Ordering::Acquire)
+        self.writes_in_flight.sum()
     }
 
     /// A write passes when the lease holds (one mode load, one deadline
