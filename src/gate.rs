@@ -18,7 +18,7 @@
 //! The policy that a reload may change (command table, deny list) sits behind
 //! an `ArcSwap`; a session loads it once per batch of requests.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arc_swap::{ArcSwap, ArcSwapOption, Guard};
@@ -234,6 +234,8 @@ pub struct Gate {
     pause: Arc<Pause>,
     on_demote: OnDemote,
     demotion: ArcSwapOption<Demotion>,
+    /// `demotion.is_some()`, as one plain load for the hot path.
+    demoted: AtomicBool,
     /// Writes forwarded whose replies have not come back yet (a failover
     /// waits for them before it compares offsets).
     writes_in_flight: InFlight,
@@ -273,6 +275,7 @@ impl Gate {
             pause: parts.pause,
             on_demote: parts.on_demote,
             demotion: ArcSwapOption::empty(),
+            demoted: AtomicBool::new(false),
             writes_in_flight: InFlight::default(),
             metrics: GateMetrics::default(),
             failover: Default::default(),
@@ -314,7 +317,7 @@ impl Gate {
             Class::Read if self.pause.holds(false) => self.hold(r),
             Class::Read => Verdict::Forward,
             Class::Write if self.pause.holds(true) => self.hold(r),
-            Class::Write if self.demotion.load().is_some() => self.demoted(r),
+            Class::Write if self.demoted.load(Ordering::Acquire) => self.demoted(r),
             Class::Write => self.admit_write(r),
             Class::Admin => self.admin(r),
             Class::Intercept => self.intercept(r),
@@ -391,10 +394,12 @@ impl Gate {
     pub fn demote(&self, demotion: Demotion) {
         info!(new_master = ?demotion.new_master, on_demote = ?self.on_demote, "this node was demoted");
         self.demotion.store(Some(Arc::new(demotion)));
+        self.demoted.store(true, Ordering::Release);
     }
 
     /// The node is master again (a grant for this node arrived).
     pub fn clear_demotion(&self) {
+        self.demoted.store(false, Ordering::Release);
         self.demotion.store(None);
     }
 
