@@ -26,7 +26,7 @@ wait_port() { for _ in $(seq 200); do redis-cli -p "$1" PING >/dev/null 2>&1 && 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 now_ms() { date +%s%3N; }
 
-A_NODE=$(free_port); B_NODE=$(free_port); A=$(free_port); B=$(free_port)
+A_NODE=$(free_port); B_NODE=$(free_port); A=$(free_port); B=$(free_port); A_ADMIN=$(free_port); B_ADMIN=$(free_port)
 A_ID=aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa
 B_ID=bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb
 TTL=1500
@@ -35,14 +35,15 @@ redis-server --port "$A_NODE" --bind 127.0.0.1 --save '' --appendonly no --dir "
 redis-server --port "$B_NODE" --bind 127.0.0.1 --save '' --appendonly no --dir "$WORK" --replicaof 127.0.0.1 "$A_NODE" >"$WORK/b.log" 2>&1 & PIDS+=($!)
 wait_port "$A_NODE"; wait_port "$B_NODE"
 
-start_proxy() { # name port node node_id
+start_proxy() { # name port node node_id admin_port
   cat >"$WORK/$1.yaml" <<YAML
 listen: 127.0.0.1:$2
 backend:
   addr: 127.0.0.1:$3
 node_id: $4
 admin:
-  listen: 127.0.0.1:$(free_port)
+  listen: 127.0.0.1:$5
+  token: demo-token
 control:
   password: controller-secret
 lease:
@@ -57,8 +58,8 @@ YAML
   "$BIN" run -c "$WORK/$1.yaml" 2>"$WORK/$1.log" & PIDS+=($!)
   wait_port "$2"
 }
-start_proxy proxy-a "$A" "$A_NODE" "$A_ID"
-start_proxy proxy-b "$B" "$B_NODE" "$B_ID"
+start_proxy proxy-a "$A" "$A_NODE" "$A_ID" "$A_ADMIN"
+start_proxy proxy-b "$B" "$B_NODE" "$B_ID" "$B_ADMIN"
 
 app() { local port=$1; shift; echo "\$ redis-cli -p $port $*"; redis-cli -p "$port" "$@"; }
 # The controller authenticates with control.password; leasegate checks it and never forwards it.
@@ -82,13 +83,23 @@ say "heartbeats every 300 ms keep writes open"
 ( while :; do ctl "$A" CLUSTERX HEARTBEAT "$A_ID" "$TTL" 1 >/dev/null; ctl "$B" CLUSTERX HEARTBEAT "$A_ID" "$TTL" 1 >/dev/null; sleep 0.3; done ) & BEAT=$!; PIDS+=($BEAT)
 for i in 1 2 3; do redis-cli -p "$A" SET "order:$i" paid; sleep 0.3; done
 
-say "partition: the controller no longer reaches A; A fences itself within the lease ($TTL ms)"
+say "graceful failover A -> B while a client writes through A (redis-benchmark stops at the first error)"
+redis-benchmark -p "$A" -t set -n 30000 -c 20 -r 1000000 -q >"$WORK/bench.log" 2>&1 & LOAD=$!
+sleep 0.5
+"$BIN" failover --from "127.0.0.1:$A_ADMIN" --to "127.0.0.1:$B_ADMIN" --token demo-token --lease-ttl-ms "$TTL"
+wait "$LOAD" && echo "the client's 30000 writes all succeeded: $(tr '\r' '\n' < "$WORK/bench.log" | grep 'requests per second' | tail -1)"
 kill "$BEAT"; wait "$BEAT" 2>/dev/null || true
+app "$A" SET after-failover "written through A, stored on B"
+echo "\$ redis-cli -p $B_NODE GET after-failover   (direct to node B, the new master)"; redis-cli -p "$B_NODE" GET after-failover
+redis-cli -p "$A_NODE" ROLE | head -1 | sed 's/^/node A is now: /'
+
+say "partition: the controller no longer reaches B; B fences itself within the lease ($TTL ms)"
+ctl "$B" CLUSTERX HEARTBEAT "$B_ID" "$TTL" 2 >/dev/null
 last_beat=$(now_ms)
 i=0
 while :; do
   i=$((i+1))
-  out=$(redis-cli -p "$A" SET "late:$i" x)
+  out=$(redis-cli -p "$B" SET "late:$i" x)
   if [[ $out != OK ]]; then
     echo "$(( $(now_ms) - last_beat )) ms after the last heartbeat: $out"
     break
@@ -96,17 +107,16 @@ while :; do
   sleep 0.05
 done
 echo "$i writes were accepted inside the lease, then fencing began"
-app "$A" GET "order:3"
+app "$B" GET after-failover
 
-say "failover: the controller waits out the lease, promotes B and heartbeats it at epoch 2"
-ctl "$B" REPLICAOF NO ONE
-ctl "$B" CLUSTERX HEARTBEAT "$B_ID" 60000 2 | grep -E 'role|lease_epoch|lease_owner'
-app "$B" SET greeting "written on the new master"
-app "$B" GET "order:3"
-say "A, still isolated, keeps refusing writes: nothing it could lose is acknowledged"
-app "$A" SET greeting "split brain?"
-say "when A is reachable again, the controller tells it who the master is; a stale epoch is refused"
-ctl "$A" CLUSTERX HEARTBEAT "$B_ID" 60000 2 | grep -E 'lease_owner|lease_remaining'
-ctl "$A" CLUSTERX HEARTBEAT "$A_ID" 60000 1 || true
+say "failover by the controller: it waits out B's lease, promotes A and heartbeats it at epoch 3"
+ctl "$A" REPLICAOF NO ONE
+ctl "$A" CLUSTERX HEARTBEAT "$A_ID" 60000 3 | grep -E 'role|lease_epoch|lease_owner'
+app "$A" SET greeting "written on the new master"
+say "B, still isolated, keeps refusing writes: nothing it could lose is acknowledged"
+app "$B" SET greeting "split brain?"
+say "when B is reachable again, the controller tells it who the master is; a stale epoch is refused"
+ctl "$B" CLUSTERX HEARTBEAT "$A_ID" 60000 3 | grep -E 'lease_owner|lease_remaining'
+ctl "$B" CLUSTERX HEARTBEAT "$B_ID" 60000 2 || true
 echo
 echo "demo finished"

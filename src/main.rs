@@ -47,6 +47,9 @@ enum Command {
         /// Switch even when the replica has not caught up within the sync timeout.
         #[arg(long)]
         force_on_timeout: bool,
+        /// Lease granted to the new master (the controller renews it afterwards).
+        #[arg(long, default_value_t = 10_000)]
+        lease_ttl_ms: u64,
         /// Admin token (both proxies).
         #[arg(long, env = "LEASEGATE_ADMIN_TOKEN", hide_env_values = true)]
         token: Option<String>,
@@ -96,6 +99,7 @@ fn main() -> ExitCode {
             sync_timeout_ms,
             pause_timeout_ms,
             force_on_timeout,
+            lease_ttl_ms,
             token,
         } => {
             let body = serde_json::json!({
@@ -103,6 +107,7 @@ fn main() -> ExitCode {
                 "sync_timeout_ms": sync_timeout_ms,
                 "pause_timeout_ms": pause_timeout_ms,
                 "force_on_timeout": force_on_timeout,
+                "lease_ttl_ms": lease_ttl_ms,
             });
             admin_call(
                 &from,
