@@ -352,3 +352,51 @@ wait_http() {
     sed 's/^/    /' "$BENCH_TMP/$name.log" >&2 || true
     die "$name did not answer $url"
 }
+
+# ---------------------------------------------------------------- failover benchmark helpers
+
+# ensure_redis_packages: like ensure_packages, for benchmarks that only need redis, curl, python3.
+ensure_redis_packages() {
+    local -a missing=()
+    command -v redis-server >/dev/null || missing+=(redis-server)
+    command -v redis-cli >/dev/null || missing+=(redis-tools)
+    command -v python3 >/dev/null || missing+=(python3)
+    command -v curl >/dev/null || missing+=(curl)
+    ((${#missing[@]})) || return 0
+    mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+    log "installing missing packages: ${missing[*]}"
+    local sudo=""
+    [[ $(id -u) -eq 0 ]] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+    hash -r
+}
+
+# start_redis_node NAME PORT_VAR [REDIS_ARGS...]: a redis-server on a free port (stored in
+# PORT_VAR; its pid in SPAWNED_PID), with its own dir, no persistence, extra args appended.
+start_redis_node() {
+    local name=$1 var=$2 port dir
+    shift 2
+    free_port port
+    dir="$BENCH_TMP/$name"
+    mkdir -p "$dir"
+    spawn "$name" redis-server --bind 127.0.0.1 --port "$port" --save '' --appendonly no \
+        --daemonize no --dir "$dir" --protected-mode no "$@"
+    wait_ping "$name" "$port" "$SPAWNED_PID"
+    printf -v "$var" '%s' "$port"
+}
+
+# wait_replication_up NAME PORT: wait (bounded) until the redis on PORT reports master_link_status:up.
+wait_replication_up() {
+    local name=$1 port=$2 i
+    for ((i = 0; i < ${BENCH_PING_RETRIES:-100}; i++)); do
+        if redis-cli -h 127.0.0.1 -p "$port" INFO replication 2>/dev/null | tr -d '\r' |
+            grep -q '^master_link_status:up$'; then
+            log "$name: replication link up"
+            return 0
+        fi
+        sleep 0.1
+    done
+    redis-cli -h 127.0.0.1 -p "$port" INFO replication >&2 || true
+    die "$name (port $port): the replication link did not come up"
+}

@@ -15,6 +15,7 @@
 #   BENCH_PIPELINES      pipeline depths (default: "1 16")
 #   BENCH_CLIENTS        -c (default 50)
 #   BENCH_CONTROLLER_DELAY_MS  the fake controller's delay per answer (default 1)
+#   BENCH_VERIFY_MAX_IN_FLIGHT  verify.max_in_flight of leasegate-verify (default 1)
 #   BENCH_QUICK=1        smoke test: tiny -n, 1 round
 #   LEASEGATE_BIN        use this prebuilt leasegate binary instead of `cargo build --release`
 #   BENCH_OUT            markdown output (default: bench/out/verify.md)
@@ -40,8 +41,8 @@ if [[ "${BENCH_QUICK:-0}" == 1 ]]; then
 else
     ROUNDS=${BENCH_ROUNDS:-3}
     # sized so that the whole run (3 rounds x 2 depths x 3 targets) stays under ~3 minutes on a
-    # 2-core box; the leasegate-verify runs dominate (~15k rps at either depth with a 1 ms
-    # controller, as pipelined writes of one connection are confirmed one round each)
+    # 2-core box; the leasegate-verify runs dominate (each write waits at least one controller
+    # round trip, so -P 1 is bound by 50 connections / RTT)
     N_P1=150000
     N_PIPE=500000
 fi
@@ -89,6 +90,7 @@ start_leasegate_verify() {
 verify:
   mode: every-write
   timeout_ms: 500
+  max_in_flight: ${BENCH_VERIFY_MAX_IN_FLIGHT:-1}
 controller:
   url: http://127.0.0.1:$CONTROLLER_PORT
   namespace: bench
