@@ -74,6 +74,9 @@ pub enum Verdict {
     /// This node was demoted and `pause.on_demote: forward` applies: move the
     /// session to the new master's leasegate at this address, then ask again.
     HandOver(Arc<str>),
+    /// A session moved to another leasegate earlier, and this node is master
+    /// again: move it back to this node (so hand-overs never chain).
+    ReturnHome,
 }
 
 /// This node was demoted; where the new master is, when known.
@@ -311,7 +314,10 @@ impl Gate {
             return Verdict::Reply(reply.clone());
         }
         if r.handed_over && r.class != Class::Intercept {
-            return Verdict::Forward;
+            if self.demoted.load(Ordering::Acquire) {
+                return Verdict::Forward;
+            }
+            return Verdict::ReturnHome;
         }
         match r.class {
             Class::Read if self.pause.holds(false) => self.hold(r),

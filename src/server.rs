@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::backend;
@@ -81,6 +82,8 @@ pub struct Server {
     /// What the node said about its commands (empty until learned).
     learned: Arc<Mutex<Arc<Vec<LearnedCommand>>>>,
     shutdown: CancellationToken,
+    /// Client connections being served (`leasegate_client_connections`).
+    sessions: Gauge,
 }
 
 impl Server {
@@ -132,6 +135,12 @@ impl Server {
             v.metrics.register(&mut registry);
         }
         gate.metrics.register(&mut registry);
+        let sessions = Gauge::default();
+        registry.register(
+            "client_connections",
+            "Client connections being served",
+            sessions.clone(),
+        );
         let shutdown = CancellationToken::new();
         let shared = Arc::new(Shared {
             config: config.clone(),
@@ -147,6 +156,7 @@ impl Server {
             shared,
             learned: Arc::new(Mutex::new(Arc::new(Vec::new()))),
             shutdown,
+            sessions,
         }
     }
 
@@ -186,6 +196,7 @@ impl Server {
                 max_inline_len: self.config.limits.max_inline_len,
             },
             connect_timeout: self.config.connect_timeout(),
+            backend_addr: self.config.backend.addr.clone(),
         });
         let tracker = TaskTracker::new();
         let threads = match self.config.threads {
@@ -234,7 +245,8 @@ impl Server {
             tracker.spawn(refuse(client, MAX_CLIENTS_REPLY.to_vec()));
             return;
         }
-        let slot = ClientSlot(Arc::clone(active));
+        self.sessions.inc();
+        let slot = ClientSlot(Arc::clone(active), self.sessions.clone());
         let ctx = Arc::clone(ctx);
         let shutdown = self.shutdown.clone();
         let addr = self.config.backend.addr.clone();
@@ -401,11 +413,12 @@ impl Server {
 }
 
 /// Releases a `max_clients` slot when the session ends.
-struct ClientSlot(Arc<AtomicUsize>);
+struct ClientSlot(Arc<AtomicUsize>, Gauge);
 
 impl Drop for ClientSlot {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
+        self.1.dec();
     }
 }
 

@@ -49,6 +49,8 @@ pub struct SessionContext {
     pub limits: Limits,
     /// Bound on opening a connection to the new master's leasegate at a hand-over.
     pub connect_timeout: std::time::Duration,
+    /// This proxy's node, where moved sessions return when it is master again.
+    pub backend_addr: String,
 }
 
 /// What the client is owed next, in request order.
@@ -70,10 +72,12 @@ enum Owed {
 #[derive(Debug)]
 enum Expect {
     Plain,
-    /// A write's reply (counted in flight until it arrives); `blocking` for
-    /// BLPOP and the like, which may not answer for a long time.
+    /// A write's reply; `blocking` for BLPOP and the like, which may not
+    /// answer for a long time; `counted` when it is counted in flight (writes
+    /// of moved sessions are the other leasegate's to count).
     Write {
         blocking: bool,
+        counted: bool,
     },
     /// HELLO: the reply's type tells which protocol the connection now speaks.
     Hello,
@@ -128,9 +132,9 @@ struct Session {
     /// Bytes at the head of `from_client` that arrived before a mastership
     /// confirmation was requested (pipelined writes share it).
     confirmed: usize,
-    /// The node was demoted: move to the new master's leasegate at this
-    /// address once every reply owed by the old node has arrived.
-    handover: Option<Arc<str>>,
+    /// Move the session (to the new master's leasegate, or back home) once
+    /// every reply owed by the current backend has arrived.
+    handover: Option<Move>,
     /// Moved to the new master's leasegate, which judges requests from now on.
     handed_over: bool,
     /// Connection state replayed on the new connection at a hand-over.
@@ -171,8 +175,11 @@ pub async fn serve(
         if s.finished(client_eof || draining, backend_eof) {
             break;
         }
-        if let Some(addr) = s.handover_ready() {
-            match s.hand_over(&addr, ctx.connect_timeout).await {
+        if let Some(target) = s.handover_ready() {
+            match s
+                .hand_over(target, &ctx.backend_addr, ctx.connect_timeout)
+                .await
+            {
                 Some(stream) => {
                     (backend_rx, backend_tx) = stream.into_split();
                     backend_eof = false;
@@ -349,9 +356,9 @@ impl Session {
                 });
                 return false;
             }
-            Step::HandOver(addr) => {
+            Step::HandOver(target) => {
                 // The request stays at the head until the session has moved.
-                self.handover = Some(addr);
+                self.handover = Some(target);
                 return false;
             }
             Step::Forward if self.watch_broken && head.name.is(b"exec") => {
@@ -433,9 +440,13 @@ impl Session {
                 t.has_write = true;
             }
         } else if class == Class::Write {
-            self.gate.write_in_flight(true);
+            let counted = !self.handed_over;
+            if counted {
+                self.gate.write_in_flight(true);
+            }
             self.owed.push_back(Owed::Reply(Expect::Write {
                 blocking: is_blocking(name),
+                counted,
             }));
             return;
         }
@@ -478,14 +489,15 @@ impl Session {
                 Verdict::Reply(reply) => Step::Answer(reply),
                 Verdict::Rewrite { request, answer } => Step::Rewrite(request, answer),
                 Verdict::Hold(wait) => Step::Hold(wait),
-                Verdict::HandOver(addr) => Step::HandOver(addr),
+                Verdict::HandOver(addr) => Step::HandOver(Move::Away(addr)),
+                Verdict::ReturnHome => Step::HandOver(Move::Home),
             };
         };
         let exec = head.name.is(b"exec");
         match verdict {
             // The transaction is queued on the old node: EXEC fails like a
             // WATCH conflict and the session moves on its next write.
-            Verdict::HandOver(_) => Step::Discard(self.null_reply()),
+            Verdict::HandOver(_) | Verdict::ReturnHome => Step::Discard(self.null_reply()),
             Verdict::Hold(wait) => Step::Hold(wait),
             Verdict::Rewrite { request, answer } => Step::Rewrite(request, answer),
             Verdict::Reply(reply) if exec => Step::Discard(reply),
@@ -513,8 +525,17 @@ enum Step {
     Rewrite(Bytes, Answer),
     /// Nothing yet: the request stays at the head of the buffer.
     Hold(Wait),
-    /// Move to the new master's leasegate first.
-    HandOver(Arc<str>),
+    /// Move the session first.
+    HandOver(Move),
+}
+
+/// Where a session moves at a hand-over.
+#[derive(Debug, Clone)]
+enum Move {
+    /// To the new master's leasegate at this address.
+    Away(Arc<str>),
+    /// Back to this proxy's own node (it is master again).
+    Home,
 }
 
 /// What is replayed on the new connection at a hand-over, as the client last
@@ -603,8 +624,10 @@ impl Session {
         }
         match self.owed.pop_front() {
             Some(Owed::Reply(Expect::Replace(reply))) => self.to_client.extend_from_slice(&reply),
-            Some(Owed::Reply(Expect::Write { .. })) => {
-                self.gate.write_in_flight(false);
+            Some(Owed::Reply(Expect::Write { counted, .. })) => {
+                if counted {
+                    self.gate.write_in_flight(false);
+                }
                 self.to_client.extend_from_slice(&self.from_backend[range]);
             }
             Some(Owed::Reply(Expect::Heartbeat { renewed })) => {
@@ -701,15 +724,15 @@ impl Session {
 
 /// Moving a session to the new master's leasegate (`pause.on_demote: forward`).
 impl Session {
-    /// The address to move to, once nothing is owed by the old node any more.
-    fn handover_ready(&mut self) -> Option<Arc<str>> {
+    /// Where to move, once nothing is owed by the current backend any more.
+    fn handover_ready(&mut self) -> Option<Move> {
         self.handover.as_ref()?;
         if self.pubsub
             || self.monitor
             || self
                 .owed
                 .iter()
-                .any(|o| matches!(o, Owed::Reply(Expect::Write { blocking: true })))
+                .any(|o| matches!(o, Owed::Reply(Expect::Write { blocking: true, .. })))
         {
             // A subscriber or a blocked client cannot be moved transparently.
             self.owed.push_back(Owed::Local(Bytes::from_static(
@@ -727,22 +750,35 @@ impl Session {
         self.handover.take()
     }
 
-    /// Connects to `addr` and replays the connection state. On failure the
-    /// held request is refused and the session stays where it is.
-    async fn hand_over(&mut self, addr: &str, timeout: std::time::Duration) -> Option<TcpStream> {
+    /// Connects to where the session moves and replays the connection
+    /// state. On failure the held request is refused and the session stays
+    /// where it is.
+    async fn hand_over(
+        &mut self,
+        target: Move,
+        home: &str,
+        timeout: std::time::Duration,
+    ) -> Option<TcpStream> {
+        let addr = match &target {
+            Move::Away(addr) => addr.as_ref(),
+            Move::Home => home,
+        };
         match crate::backend::connect(addr, timeout).await {
             Ok(stream) => {
-                debug!(%addr, "session moved to the new master");
-                self.handed_over = true;
+                debug!(%addr, ?target, "session moved");
+                self.handed_over = matches!(target, Move::Away(_));
                 self.watch_broken = self.watching;
                 self.watching = false;
                 self.from_backend.clear();
                 self.replies = ReplyFramer::new();
-                let replay = std::mem::take(&mut self.replay);
-                for request in [replay.auth, replay.hello, replay.select, replay.setname]
+                // Kept for the next move (a session may move again, and back).
+                let r = &self.replay;
+                let replay: Vec<Bytes> = [&r.auth, &r.hello, &r.select, &r.setname]
                     .into_iter()
                     .flatten()
-                {
+                    .cloned()
+                    .collect();
+                for request in replay {
                     self.to_backend.extend_from_slice(&request);
                     self.owed
                         .push_back(Owed::Reply(Expect::Replace(Bytes::new())));
@@ -802,7 +838,7 @@ impl Session {
 impl Drop for Session {
     fn drop(&mut self) {
         for owed in &self.owed {
-            if matches!(owed, Owed::Reply(Expect::Write { .. })) {
+            if matches!(owed, Owed::Reply(Expect::Write { counted: true, .. })) {
                 self.gate.write_in_flight(false);
             }
         }

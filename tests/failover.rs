@@ -389,3 +389,63 @@ fn on_demote_moved_and_readonly() {
     );
     assert_eq!(p.replica.client().cmd(&["EXISTS", "foo"]), Reply::Int(0));
 }
+
+/// `leasegate_client_connections` of a leasegate.
+fn client_connections(proxy: &Proxy) -> i64 {
+    let (_, metrics) = http(proxy.admin_port(), "GET", "/metrics", None, None);
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("leasegate_client_connections "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("leasegate_client_connections in /metrics")
+}
+
+#[test]
+fn failover_there_and_back_returns_sessions_home_without_chains() {
+    let p = pair("");
+    let mut c = p.a.client();
+    assert_eq!(c.cmd(&["CLIENT", "SETNAME", "app-1"]), Reply::ok());
+    assert_eq!(c.cmd(&["SET", "k", "0"]), Reply::ok());
+    for (round, (from, to)) in [(&p.a, &p.b), (&p.b, &p.a), (&p.a, &p.b), (&p.b, &p.a)]
+        .into_iter()
+        .enumerate()
+    {
+        let body = format!(
+            r#"{{"to":"127.0.0.1:{}","sync_timeout_ms":2000,"pause_timeout_ms":4000,"lease_ttl_ms":600000}}"#,
+            to.admin_port()
+        );
+        let (status, report) = http(
+            from.admin_port(),
+            "POST",
+            "/v1/failover",
+            Some(TOKEN),
+            Some(&body),
+        );
+        assert_eq!(status, 200, "failover {round}: {report}");
+        assert_eq!(
+            c.cmd(&["INCR", "k"]),
+            Reply::Int(round as i64 + 1),
+            "failover {round}"
+        );
+        assert_eq!(
+            c.cmd(&["INCR", "k"]),
+            Reply::Int(round as i64 + 2),
+            "failover {round}"
+        );
+        assert_eq!(c.cmd(&["DECR", "k"]), Reply::Int(round as i64 + 1));
+    }
+    // Back on A after an even number of failovers: the session talks to node
+    // A directly, and no session is left chained through B into A.
+    assert_eq!(c.cmd(&["CLIENT", "GETNAME"]), Reply::bulk("app-1"));
+    let start = Instant::now();
+    while client_connections(&p.a) != 1 || client_connections(&p.b) != 0 {
+        assert!(
+            start.elapsed() < PATIENCE,
+            "sessions left: A {}, B {}",
+            client_connections(&p.a),
+            client_connections(&p.b)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(p.master.client().cmd(&["GET", "k"]), Reply::bulk("4"));
+}
