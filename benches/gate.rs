@@ -86,6 +86,7 @@ fn bench(c: &mut Criterion) {
                     bytes: black_box(bytes),
                     control: false,
                     verified: false,
+                    covered: false,
                     handed_over: false,
                 });
                 assert!(matches!(verdict, Verdict::Forward));
@@ -109,6 +110,7 @@ fn bench(c: &mut Criterion) {
                 bytes: set,
                 control: false,
                 verified: false,
+                covered: false,
                 handed_over: false,
             }))
         })
@@ -128,6 +130,7 @@ fn bench(c: &mut Criterion) {
                 bytes: set,
                 control: false,
                 verified: false,
+                covered: false,
                 handed_over: false,
             })
         })

@@ -54,6 +54,9 @@ pub struct Admission<'a> {
     pub control: bool,
     /// The request already waited for, and got, a mastership confirmation.
     pub verified: bool,
+    /// The request arrived before a confirmation this session already got
+    /// was requested (the rest of a pipeline), so that confirmation covers it.
+    pub covered: bool,
     /// The session was moved to the new master's leasegate, which judges
     /// its requests from now on.
     pub handed_over: bool,
@@ -457,6 +460,10 @@ impl Gate {
             self.warn_log_only(r);
         }
         match &self.verifier {
+            Some(v) if r.covered && !r.verified => {
+                v.metrics.writes.inc();
+                Verdict::Forward
+            }
             Some(v) if !r.verified => Verdict::Hold(Wait::Verification(v.ticket())),
             _ => Verdict::Forward,
         }
@@ -744,6 +751,7 @@ mod tests {
             bytes: &bytes,
             control,
             verified: false,
+            covered: false,
             handed_over: false,
         })
     }

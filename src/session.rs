@@ -336,7 +336,8 @@ impl Session {
                 head: &head,
                 bytes,
                 control: self.control,
-                verified: verified || head.len <= self.confirmed,
+                verified,
+                covered: head.len <= self.confirmed,
                 handed_over: self.handed_over,
             }),
         };

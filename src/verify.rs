@@ -86,7 +86,7 @@ impl VerifyMetrics {
         );
         registry.register(
             "verify_writes",
-            "Writes that waited for a mastership confirmation",
+            "Writes released by a mastership confirmation (held for it, or covered by one as part of a pipeline)",
             self.writes.clone(),
         );
         registry.register(
