@@ -228,6 +228,7 @@ pub async fn run(shared: &Shared, request: FailoverRequest) -> FailoverReport {
             }
         }
     };
+    shared.gate.prepare_handover(None);
     shared.gate.failover.running.store(false, Ordering::Release);
     report
 }
@@ -273,6 +274,10 @@ async fn failover(run: &mut Run<'_>, request: &FailoverRequest) -> Result<(u64, 
         ));
     }
 
+    // Paused sessions may open their connections to the new master now.
+    shared
+        .gate
+        .prepare_handover(Some(target.proxy.clone().into()));
     run.enter(FailoverState::PauseWrite);
     let pause = shared.gate.pause();
     pause.pause(

@@ -242,6 +242,9 @@ pub struct Gate {
     demotion: ArcSwapOption<Demotion>,
     /// `demotion.is_some()`, as one plain load for the hot path.
     demoted: AtomicBool,
+    /// Where paused sessions will probably move: set by a failover between
+    /// its checks and its switch, so sessions can connect ahead.
+    handover_target: std::sync::Mutex<Option<Arc<str>>>,
     /// Writes forwarded whose replies have not come back yet (a failover
     /// waits for them before it compares offsets).
     writes_in_flight: InFlight,
@@ -282,6 +285,7 @@ impl Gate {
             on_demote: parts.on_demote,
             demotion: ArcSwapOption::empty(),
             demoted: AtomicBool::new(false),
+            handover_target: std::sync::Mutex::new(None),
             writes_in_flight: InFlight::default(),
             metrics: GateMetrics::default(),
             failover: Default::default(),
@@ -414,6 +418,21 @@ impl Gate {
 
     pub fn demotion(&self) -> Option<Arc<Demotion>> {
         self.demotion.load_full()
+    }
+
+    /// Announces (or, with `None`, withdraws) where paused sessions will
+    /// probably be handed over, so they can open their connections ahead.
+    pub fn prepare_handover(&self, target: Option<Arc<str>>) {
+        if self.on_demote == OnDemote::Forward {
+            if let Ok(mut t) = self.handover_target.lock() {
+                *t = target;
+            }
+        }
+    }
+
+    /// See [`Gate::prepare_handover`].
+    pub fn handover_target(&self) -> Option<Arc<str>> {
+        self.handover_target.lock().ok().and_then(|t| t.clone())
     }
 
     /// A write on a demoted node: `pause.on_demote` decides.

@@ -167,6 +167,7 @@ pub async fn serve(
     let mut client_eof = false;
     let mut backend_eof = false;
     let mut draining = false;
+    let mut preconnect: Option<Preconnect> = None;
     // Created once: a fresh `cancelled()` per iteration would register with,
     // and leave, the token's shared waiter list on every request.
     let mut shutdown = std::pin::pin!(shutdown.cancelled_owned());
@@ -176,8 +177,14 @@ pub async fn serve(
             break;
         }
         if let Some(target) = s.handover_ready() {
+            let ready = match (&target, preconnect.take()) {
+                (Move::Away(addr), Some(Preconnect::Open(to, stream))) if to == *addr => {
+                    Some(stream)
+                }
+                _ => None,
+            };
             match s
-                .hand_over(target, &ctx.backend_addr, ctx.connect_timeout)
+                .hand_over(target, ready, &ctx.backend_addr, ctx.connect_timeout)
                 .await
             {
                 Some(stream) => {
@@ -189,6 +196,22 @@ pub async fn serve(
             }
             continue;
         }
+        // A failover is under way and this session holds a paused write:
+        // open the connection to the likely new master now, so the
+        // hand-over after the switch costs no connect.
+        if preconnect.is_none() && s.held_by_pause() {
+            if let Some(to) = ctx.gate.handover_target() {
+                let timeout = ctx.connect_timeout;
+                let addr = Arc::clone(&to);
+                preconnect = Some(Preconnect::Opening(
+                    to,
+                    Box::pin(async move { crate::backend::connect(&addr, timeout).await }),
+                ));
+            }
+        } else if s.held.is_none() && s.handover.is_none() && preconnect.is_some() {
+            preconnect = None; // released without a move: the failover did not happen
+        }
+        let opening = matches!(preconnect, Some(Preconnect::Opening(..)));
         let read_client = !(s.stop_reading || client_eof || draining)
             && s.to_backend.len() < HIGH_WATER
             && ((s.held.is_none() && s.handover.is_none()) || s.from_client.len() < HIGH_WATER);
@@ -219,6 +242,19 @@ pub async fn serve(
                     }
                 }
             },
+            r = async {
+                match preconnect.as_mut() {
+                    Some(Preconnect::Opening(_, connecting)) => connecting.as_mut().await,
+                    _ => std::future::pending().await,
+                }
+            }, if opening => {
+                preconnect = match (preconnect.take(), r) {
+                    (Some(Preconnect::Opening(to, _)), Ok(stream)) => Some(Preconnect::Open(to, stream)),
+                    // Failed: the hand-over will try again (and report).
+                    (Some(Preconnect::Opening(..)), Err(_)) => Some(Preconnect::Failed),
+                    (other, _) => other,
+                };
+            }
             r = ctx.gate.wait(s.held.as_ref().map_or(&NO_WAIT, |h| &h.wait)), if holding => {
                 s.release(&ctx.gate, r);
             }
@@ -530,6 +566,22 @@ enum Step {
     HandOver(Move),
 }
 
+/// A connection opened ahead of a hand-over, while a failover pauses writes.
+enum Preconnect {
+    Opening(
+        Arc<str>,
+        std::pin::Pin<
+            Box<
+                dyn std::future::Future<Output = Result<TcpStream, crate::backend::BackendError>>
+                    + Send,
+            >,
+        >,
+    ),
+    Open(Arc<str>, TcpStream),
+    /// The hand-over will connect (and report) itself.
+    Failed,
+}
+
 /// Where a session moves at a hand-over.
 #[derive(Debug, Clone)]
 enum Move {
@@ -757,6 +809,7 @@ impl Session {
     async fn hand_over(
         &mut self,
         target: Move,
+        ready: Option<TcpStream>,
         home: &str,
         timeout: std::time::Duration,
     ) -> Option<TcpStream> {
@@ -764,7 +817,11 @@ impl Session {
             Move::Away(addr) => addr.as_ref(),
             Move::Home => home,
         };
-        match crate::backend::connect(addr, timeout).await {
+        let connected = match ready {
+            Some(stream) => Ok(stream),
+            None => crate::backend::connect(addr, timeout).await,
+        };
+        match connected {
             Ok(stream) => {
                 debug!(%addr, ?target, "session moved");
                 self.handed_over = matches!(target, Move::Away(_));
@@ -828,6 +885,17 @@ impl Session {
             return;
         };
         *slot = Some(Bytes::copy_from_slice(&self.from_client[..head.len]));
+    }
+
+    /// Whether the session holds a request for a pause (not for a verification).
+    fn held_by_pause(&self) -> bool {
+        matches!(
+            self.held,
+            Some(Held {
+                wait: Wait::Pause(_),
+                ..
+            })
+        )
     }
 
     /// EXEC's reply when a WATCH failed.
