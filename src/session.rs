@@ -177,12 +177,7 @@ pub async fn serve(
             break;
         }
         if let Some(target) = s.handover_ready() {
-            let ready = match (&target, preconnect.take()) {
-                (Move::Away(addr), Some(Preconnect::Open(to, stream))) if to == *addr => {
-                    Some(stream)
-                }
-                _ => None,
-            };
+            let ready = Preconnect::take_for(&mut preconnect, &target);
             match s
                 .hand_over(target, ready, &ctx.backend_addr, ctx.connect_timeout)
                 .await
@@ -196,21 +191,7 @@ pub async fn serve(
             }
             continue;
         }
-        // A failover is under way and this session holds a paused write:
-        // open the connection to the likely new master now, so the
-        // hand-over after the switch costs no connect.
-        if preconnect.is_none() && s.held_by_pause() {
-            if let Some(to) = ctx.gate.handover_target() {
-                let timeout = ctx.connect_timeout;
-                let addr = Arc::clone(&to);
-                preconnect = Some(Preconnect::Opening(
-                    to,
-                    Box::pin(async move { crate::backend::connect(&addr, timeout).await }),
-                ));
-            }
-        } else if s.held.is_none() && s.handover.is_none() && preconnect.is_some() {
-            preconnect = None; // released without a move: the failover did not happen
-        }
+        Preconnect::plan(&mut preconnect, &s, &ctx);
         let opening = matches!(preconnect, Some(Preconnect::Opening(..)));
         let read_client = !(s.stop_reading || client_eof || draining)
             && s.to_backend.len() < HIGH_WATER
@@ -247,14 +228,7 @@ pub async fn serve(
                     Some(Preconnect::Opening(_, connecting)) => connecting.as_mut().await,
                     _ => std::future::pending().await,
                 }
-            }, if opening => {
-                preconnect = match (preconnect.take(), r) {
-                    (Some(Preconnect::Opening(to, _)), Ok(stream)) => Some(Preconnect::Open(to, stream)),
-                    // Failed: the hand-over will try again (and report).
-                    (Some(Preconnect::Opening(..)), Err(_)) => Some(Preconnect::Failed),
-                    (other, _) => other,
-                };
-            }
+            }, if opening => Preconnect::opened(&mut preconnect, r),
             r = ctx.gate.wait(s.held.as_ref().map_or(&NO_WAIT, |h| &h.wait)), if holding => {
                 s.release(&ctx.gate, r);
             }
@@ -580,6 +554,44 @@ enum Preconnect {
     Open(Arc<str>, TcpStream),
     /// The hand-over will connect (and report) itself.
     Failed,
+}
+
+impl Preconnect {
+    /// A failover is under way and the session holds a paused write: open
+    /// the connection to the likely new master now, so the hand-over after
+    /// the switch costs no connect. Dropped when released without a move.
+    fn plan(this: &mut Option<Preconnect>, s: &Session, ctx: &SessionContext) {
+        if this.is_none() && s.held_by_pause() {
+            if let Some(to) = ctx.gate.handover_target() {
+                let (addr, timeout) = (Arc::clone(&to), ctx.connect_timeout);
+                let connecting = async move { crate::backend::connect(&addr, timeout).await };
+                *this = Some(Preconnect::Opening(to, Box::pin(connecting)));
+            }
+        } else if s.held.is_none() && s.handover.is_none() {
+            *this = None;
+        }
+    }
+
+    /// The connection attempt finished.
+    fn opened(
+        this: &mut Option<Preconnect>,
+        result: Result<TcpStream, crate::backend::BackendError>,
+    ) {
+        *this = match (this.take(), result) {
+            (Some(Preconnect::Opening(to, _)), Ok(stream)) => Some(Preconnect::Open(to, stream)),
+            // The hand-over will connect again (and report a failure).
+            (Some(Preconnect::Opening(..)), Err(_)) => Some(Preconnect::Failed),
+            (other, _) => other,
+        };
+    }
+
+    /// The open connection, if it goes where the session moves.
+    fn take_for(this: &mut Option<Preconnect>, target: &Move) -> Option<TcpStream> {
+        match (target, this.take()) {
+            (Move::Away(addr), Some(Preconnect::Open(to, stream))) if to == *addr => Some(stream),
+            _ => None,
+        }
+    }
 }
 
 /// Where a session moves at a hand-over.
