@@ -144,6 +144,8 @@ struct Session {
     /// WATCHed keys were left behind on the old node: the next EXEC fails
     /// (null reply), which is WATCH's failure semantics.
     watch_broken: bool,
+    /// For counting writes in flight, including those still owed when the
+    /// session is dropped.
     gate: Arc<Gate>,
     /// A protocol error was found: no more requests are read.
     stop_reading: bool,
