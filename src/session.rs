@@ -205,7 +205,6 @@ pub async fn serve(
 
         tokio::select! {
             biased;
-            _ = &mut shutdown, if !draining => draining = true,
             r = client_tx.write_buf(&mut s.to_client), if !s.to_client.is_empty() => {
                 if r.is_err() || r.is_ok_and(|n| n == 0) {
                     break;
@@ -238,6 +237,8 @@ pub async fn serve(
                 Ok(0) | Err(_) => client_eof = true,
                 Ok(_) => s.on_client_data(&ctx.gate),
             },
+            // Last: polled only when nothing else is ready.
+            _ = &mut shutdown, if !draining => draining = true,
         }
     }
     let _ = client_tx.shutdown().await;
@@ -358,6 +359,15 @@ impl Session {
 
     /// Carries out a verdict for the request at the head of `from_client`.
     fn carry_out(&mut self, head: RequestHead, class: Class, verdict: Verdict) -> bool {
+        if matches!(verdict, Verdict::Forward) && self.transaction.is_none() && !self.watch_broken {
+            // The common case, kept short: the request goes as it came.
+            self.to_backend
+                .extend_from_slice(&self.from_client[..head.len]);
+            self.forwarded(&head, class);
+            self.from_client.advance(head.len);
+            self.confirmed = self.confirmed.saturating_sub(head.len);
+            return true;
+        }
         match self.in_transaction(&head, verdict) {
             Step::Hold(wait) => {
                 let arrived = self.from_client.len();
