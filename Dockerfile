@@ -3,6 +3,9 @@ FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+# Cargo.toml names these targets; they are not built into the image.
+COPY benches ./benches
+COPY bench/failover_bench.rs ./bench/failover_bench.rs
 RUN cargo build --release --locked --bin leasegate
 
 FROM debian:bookworm-slim
