@@ -406,10 +406,18 @@ fn failover_there_and_back_returns_sessions_home_without_chains() {
     let mut c = p.a.client();
     assert_eq!(c.cmd(&["CLIENT", "SETNAME", "app-1"]), Reply::ok());
     assert_eq!(c.cmd(&["SET", "k", "0"]), Reply::ok());
-    for (round, (from, to)) in [(&p.a, &p.b), (&p.b, &p.a), (&p.a, &p.b), (&p.b, &p.a)]
-        .into_iter()
-        .enumerate()
+    for (round, (from, to, target_node)) in [
+        (&p.a, &p.b, &p.replica),
+        (&p.b, &p.a, &p.master),
+        (&p.a, &p.b, &p.replica),
+        (&p.b, &p.a, &p.master),
+    ]
+    .into_iter()
+    .enumerate()
     {
+        // The old master re-syncs as a replica after each failover; like an
+        // operator, wait for its link before failing over to it.
+        wait_link_up(target_node);
         let body = format!(
             r#"{{"to":"127.0.0.1:{}","sync_timeout_ms":2000,"pause_timeout_ms":4000,"lease_ttl_ms":600000}}"#,
             to.admin_port()
