@@ -478,9 +478,19 @@ impl Session {
             self.transaction.get_or_insert_with(Transaction::default);
             Expect::Plain
         } else if name.is(b"exec") || name.is(b"discard") {
+            // An EXEC of queued writes is a write in flight like any other.
+            let writes = name.is(b"exec") && self.transaction.is_some_and(|t| t.has_write);
             self.transaction = None;
             self.watching = false;
-            Expect::Plain
+            if writes && !self.handed_over {
+                self.gate.write_in_flight(true);
+                Expect::Write {
+                    blocking: false,
+                    counted: true,
+                }
+            } else {
+                Expect::Plain
+            }
         } else if name.is(b"hello") {
             Expect::Hello
         } else if name.is(b"reset") {
