@@ -431,7 +431,7 @@ mod tests {
 
     fn topology(version: u64, me_role: Option<&str>) -> Vec<u8> {
         let mut nodes = vec![format!(
-            r#"{{"id":"{OTHER}","addr":"10.0.0.2:6666","role":"{}","password":"","created_at":1}}"#,
+            r#"{{"id":"{OTHER}","addr":"127.0.0.2:6666","role":"{}","password":"","created_at":1}}"#,
             if me_role == Some("master") {
                 "slave"
             } else {
@@ -440,12 +440,12 @@ mod tests {
         )];
         if let Some(role) = me_role {
             nodes.push(format!(
-                r#"{{"id":"{ME}","addr":"10.0.0.1:6666","role":"{role}","password":"","created_at":1}}"#
+                r#"{{"id":"{ME}","addr":"127.0.0.1:6666","role":"{role}","password":"","created_at":1}}"#
             ));
         }
         format!(
             r#"{{"data":{{"cluster":{{"version":{version},"name":"c1","shards":[
-                {{"nodes":[{{"id":"cccccccccccccccccccccccccccccccccccccccc","addr":"10.0.0.3:6666","role":"master"}}],"slot_ranges":["8192-16383"],"target_shard_index":-1,"migrating_slot":null}},
+                {{"nodes":[{{"id":"cccccccccccccccccccccccccccccccccccccccc","addr":"127.0.0.3:6666","role":"master"}}],"slot_ranges":["8192-16383"],"target_shard_index":-1,"migrating_slot":null}},
                 {{"nodes":[{}],"slot_ranges":["0-8191"],"target_shard_index":-1,"migrating_slot":null}}]}}}}}}"#,
             nodes.join(",")
         )
@@ -508,20 +508,20 @@ mod tests {
             cluster_url("http://ctl:9379/", "ns 1", "c/1"),
             "http://ctl:9379/api/v1/namespaces/ns%201/clusters/c%2F1"
         );
-        let base: Uri = "http://10.0.0.1:9379/api/v1/namespaces/a/clusters/b"
+        let base: Uri = "http://127.0.0.1:9379/api/v1/namespaces/a/clusters/b"
             .parse()
             .expect("uri");
         assert_eq!(
-            resolve_location(&base, "http://10.0.0.2:9379/x")
+            resolve_location(&base, "http://127.0.0.2:9379/x")
                 .expect("absolute")
                 .to_string(),
-            "http://10.0.0.2:9379/x"
+            "http://127.0.0.2:9379/x"
         );
         assert_eq!(
             resolve_location(&base, "/api/v1/x")
                 .expect("relative")
                 .to_string(),
-            "http://10.0.0.1:9379/api/v1/x"
+            "http://127.0.0.1:9379/api/v1/x"
         );
         assert!(resolve_location(&base, "x y").is_err());
     }

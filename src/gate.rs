@@ -861,7 +861,7 @@ mod tests {
         );
         assert!(gate.lease().write_allowed(), "NO ONE keeps it");
         assert_eq!(
-            ask(&gate, &["REPLICAOF", "10.0.0.1", "6379"], false),
+            ask(&gate, &["REPLICAOF", "127.0.0.1", "6379"], false),
             Verdict::Forward
         );
         assert!(!gate.lease().write_allowed());

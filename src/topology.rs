@@ -143,14 +143,14 @@ mod tests {
     #[test]
     fn setnodes_roles() {
         let as_master =
-            format!("{ME} 10.0.0.1 6666 master - 0-16383\n{OTHER} 10.0.0.2 6666 slave {ME}");
+            format!("{ME} 127.0.0.1 6666 master - 0-16383\n{OTHER} 127.0.0.2 6666 slave {ME}");
         assert!(!listed_as_replica(&as_master, ME));
         assert!(listed_as_replica(&as_master, OTHER));
         let failed = format!(
-            "{OTHER} 10.0.0.2 6666 master - 0-16383\n{ME} 10.0.0.1 6666 slave,fail {OTHER}"
+            "{OTHER} 127.0.0.2 6666 master - 0-16383\n{ME} 127.0.0.1 6666 slave,fail {OTHER}"
         );
         assert!(listed_as_replica(&failed, ME));
-        let replica = format!("{ME} 10.0.0.1 6666 Replica {OTHER}");
+        let replica = format!("{ME} 127.0.0.1 6666 Replica {OTHER}");
         assert!(listed_as_replica(&replica, ME));
         assert!(!listed_as_replica("", ME));
     }
@@ -170,11 +170,11 @@ mod tests {
             "# Replication\r\nrole:master\r\nconnected_slaves:1\r\nmaster_repl_offset:12345\r\n";
         let r = Replication::parse_info(master);
         assert_eq!((r.role.as_deref(), r.offset), (Some("master"), Some(12345)));
-        let slave = "role:slave\r\nmaster_host:10.0.0.1\r\nmaster_port:6666\r\nmaster_link_status:up\r\nslave_repl_offset:77\r\nmaster_repl_offset:99\r\n";
+        let slave = "role:slave\r\nmaster_host:127.0.0.1\r\nmaster_port:6666\r\nmaster_link_status:up\r\nslave_repl_offset:77\r\nmaster_repl_offset:99\r\n";
         let r = Replication::parse_info(slave);
         assert!(r.is_replica());
         assert_eq!(r.offset, Some(77));
-        assert_eq!(r.master.as_deref(), Some("10.0.0.1:6666"));
+        assert_eq!(r.master.as_deref(), Some("127.0.0.1:6666"));
         assert_eq!(r.link_status.as_deref(), Some("up"));
         let frame = format!("${}\r\n{}\r\n", master.len(), master);
         assert_eq!(
