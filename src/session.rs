@@ -463,14 +463,16 @@ impl Session {
                 t.has_write = true;
             }
         } else if class == Class::Write {
-            let counted = !self.handed_over;
+            // A blocked BLPOP is not a write on its way to the replica (a
+            // failover must not wait for it), and moved sessions' writes are
+            // the other leasegate's to count.
+            let blocking = is_blocking(name);
+            let counted = !self.handed_over && !blocking;
             if counted {
                 self.gate.write_in_flight(true);
             }
-            self.owed.push_back(Owed::Reply(Expect::Write {
-                blocking: is_blocking(name),
-                counted,
-            }));
+            self.owed
+                .push_back(Owed::Reply(Expect::Write { blocking, counted }));
             return;
         }
         self.remember(head);

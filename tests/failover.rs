@@ -457,3 +457,26 @@ fn failover_there_and_back_returns_sessions_home_without_chains() {
     }
     assert_eq!(p.master.client().cmd(&["GET", "k"]), Reply::bulk("4"));
 }
+
+#[test]
+fn a_client_blocked_in_blpop_does_not_stop_the_failover_and_gets_an_error() {
+    let p = pair("");
+    let mut blocked = p.a.client();
+    blocked.send(&["BLPOP", "jobs", "0"]);
+    assert_eq!(
+        blocked.try_read(Duration::from_millis(100)),
+        None,
+        "blocked"
+    );
+    let (status, report) = failover_http(
+        &p,
+        r#"{"to":"TARGET","sync_timeout_ms":2000,"pause_timeout_ms":4000}"#,
+    );
+    assert_eq!(status, 200, "{report}");
+    // The node turned replica under the blocked client, which is told so
+    // (or closed) rather than left waiting forever.
+    match blocked.try_read(PATIENCE) {
+        Some(reply) => assert!(reply.is_error(), "{reply:?}"),
+        None => panic!("the blocked client was left waiting"),
+    }
+}

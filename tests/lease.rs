@@ -309,11 +309,42 @@ fn log_only_lets_writes_pass_and_counts_them() {
     let redis = RedisServer::start();
     let proxy = Proxy::start(
         &redis.addr(),
-        &format!("node_id: {ME}\nlease:\n  mode: log-only\n"),
+        &format!(
+            "node_id: {ME}\nlease:\n  mode: log-only\nadmin:\n  listen: 127.0.0.1:{}\n",
+            support::free_port()
+        ),
     );
     let mut app = proxy.client();
     assert_eq!(app.cmd(&["SET", "k", "v"]), Reply::ok());
+    assert_eq!(app.cmd(&["INCR", "n"]), Reply::Int(1));
     assert_eq!(redis.client().cmd(&["GET", "k"]), Reply::bulk("v"));
+    let (_, metrics) = support::http(proxy.admin_port(), "GET", "/metrics", None, None);
+    assert!(
+        metrics.contains("leasegate_writes_unfenced_log_only_total 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("leasegate_writes_fenced_total 0"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn writes_queue_inside_multi_while_fenced_and_exec_is_aborted() {
+    let redis = RedisServer::start();
+    let proxy = fenced_proxy(&redis, "");
+    let mut app = proxy.client();
+    assert_eq!(app.cmd(&["MULTI"]), Reply::ok());
+    assert_eq!(
+        app.cmd(&["SET", "q", "1"]),
+        Reply::Status("QUEUED".into()),
+        "queued, not fenced"
+    );
+    assert_eq!(
+        app.cmd(&["EXEC"]).error_text(),
+        "EXECABORT Transaction discarded because the master lease expired"
+    );
+    assert_eq!(redis.client().cmd(&["EXISTS", "q"]), Reply::Int(0));
 }
 
 /// A TCP relay that holds everything the client sends until released.
