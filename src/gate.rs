@@ -7,13 +7,22 @@
 //! * `Reply(bytes)`: forward nothing, answer with `bytes` in the request's
 //!   place of the pipeline (a denied command, a fenced write, `-NOPERM`);
 //! * `Rewrite`: forward other bytes and build the answer from the node's reply
-//!   (a heartbeat is answered from `INFO replication`).
+//!   (a heartbeat is answered from `INFO replication`);
+//! * `Hold(wait)`: not yet; the session keeps this request (and everything
+//!   behind it on that connection) until a pause ends or a mastership
+//!   confirmation arrives, then asks again;
+//! * `HandOver` / `ReturnHome`: this node was demoted (or is master again):
+//!   the session moves to the new master's leasegate (or back to its node).
 //!
-//! Reads always pass. Writes pass while the master lease holds (or the lease
-//! is disabled / log-only). Admin commands pass too, but those that change the
+//! In order: the deny list; a write pause (writes, or everything under
+//! `ALL`); demotion (`pause.on_demote`); the master lease (one mode load, one
+//! deadline load, one clock read); verification with the controller. Reads
+//! pass unless paused with `ALL`. Admin commands always pass (the controller
+//! must be able to reconfigure a fenced node), but those that change the
 //! node's role (`REPLICAOF host port`, `CLUSTERX SETNODES` naming this node a
-//! slave) revoke the lease first. Nothing else in the code decides whether a
-//! write may reach the node.
+//! slave) revoke the lease first, and the controller's `CLIENT PAUSE` is
+//! taken by the proxy. Nothing else in the code decides whether a write may
+//! reach the node.
 //!
 //! The policy that a reload may change (command table, deny list) sits behind
 //! an `ArcSwap`; a session loads it once per batch of requests.

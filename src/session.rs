@@ -12,10 +12,16 @@
 //!   bytes in one write;
 //! * backend → client: frame replies and write them back in batches.
 //!
-//! The `pending` queue holds, in request order, what the client is owed: a
+//! The `owed` queue holds, in request order, what the client is owed: a
 //! backend reply, or a local reply (a rejection) that must wait until every
 //! earlier backend reply has been written. RESP3 push frames and RESP2 pub/sub
 //! messages answer no request and take no place in it.
+//!
+//! A request the Gate holds stays at the head of the client buffer and stops
+//! only this connection; when its wait ends it is asked about again. A
+//! hand-over swaps the backend connection (to the new master's leasegate, or
+//! back home) once every reply owed by the old one has arrived, replaying
+//! AUTH, HELLO, SELECT and CLIENT SETNAME first.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
