@@ -327,29 +327,11 @@ async fn failover(run: &mut Run<'_>, request: &FailoverRequest) -> Result<(u64, 
     }
 
     run.enter(FailoverState::Switching);
-    replica
-        .call(&["REPLICAOF", "NO", "ONE"])
-        .await
-        .map_err(|e| format!("cannot promote the target node: {e}"))?;
+    // Fence this node first: from here on no write reaches it, whatever
+    // happens to the pause (its timeout may run out during the switch).
     let lease = shared.gate.lease();
+    let before = lease.snapshot();
     let epoch = lease.epoch() + 1;
-    let grant = serde_json::json!({
-        "master_node_id": target.node_id,
-        "epoch": epoch,
-        "ttl_ms": request.lease_ttl_ms,
-    });
-    admin
-        .json(
-            &request.to,
-            "POST",
-            "/v1/lease",
-            token,
-            Some(grant.to_string()),
-        )
-        .await
-        .map_err(|e| format!("cannot grant the new master its lease: {e}"))?;
-    // This node: lease revoked (the grant names the new master), held writes
-    // go to the new master when the pause ends.
     let revoke = Grant {
         master_node_id: Some(target.node_id.clone()),
         ttl_ms: request.lease_ttl_ms,
@@ -364,6 +346,48 @@ async fn failover(run: &mut Run<'_>, request: &FailoverRequest) -> Result<(u64, 
     shared.gate.demote(Demotion {
         new_master: Some(target.proxy.clone().into()),
     });
+    // If the pause ended early, writes may have reached this node after the
+    // sync check: wait for them and for the replica to catch up again.
+    if !pause.is_paused() {
+        let deadline = Instant::now() + Duration::from_millis(request.sync_timeout_ms);
+        let resynced = async {
+            while shared.gate.writes_in_flight() > 0 {
+                tokio::task::yield_now().await;
+            }
+            let offset = info_replication(&mut source).await?.offset.unwrap_or(0);
+            loop {
+                if info_replication(&mut replica).await?.offset.unwrap_or(0) >= offset {
+                    return Ok::<(), String>(());
+                }
+            }
+        };
+        let outcome = tokio::time::timeout_at(deadline.into(), resynced).await;
+        if !matches!(outcome, Ok(Ok(()))) {
+            rollback(shared, &before, epoch);
+            return abort(run, "the pause ended during the switch and the replica did not catch up again; pause_timeout_ms is too short");
+        }
+    }
+    if let Err(e) = replica.call(&["REPLICAOF", "NO", "ONE"]).await {
+        rollback(shared, &before, epoch);
+        return abort(run, &format!("cannot promote the target node: {e}"));
+    }
+    let grant = serde_json::json!({
+        "master_node_id": target.node_id,
+        "epoch": epoch,
+        "ttl_ms": request.lease_ttl_ms,
+    });
+    // Should this fail, both nodes stay fenced (no split brain) until the
+    // controller grants the new master its lease.
+    admin
+        .json(
+            &request.to,
+            "POST",
+            "/v1/lease",
+            token,
+            Some(grant.to_string()),
+        )
+        .await
+        .map_err(|e| format!("the target node was promoted, but its leasegate could not be granted the lease (both nodes are fenced until the controller grants it): {e}"))?;
     pause.unpause();
     run.released_at = Some(run.now_ms());
     let (host, port) = target
@@ -374,6 +398,26 @@ async fn failover(run: &mut Run<'_>, request: &FailoverRequest) -> Result<(u64, 
         format!("the new master serves, but this node could not be made its replica: {e}")
     })?;
     Ok((epoch, target))
+}
+
+/// Undoes the fencing of this node when the switch fails before the
+/// replica was promoted: it is the master still.
+fn rollback(shared: &Shared, before: &crate::lease::LeaseSnapshot, epoch: u64) {
+    shared.gate.clear_demotion();
+    let lease = shared.gate.lease();
+    if let (true, Some(me)) = (before.valid, lease.node_id()) {
+        let ttl_ms = before.remaining_ms.clamp(1, 24 * 3600 * 1000);
+        let regrant = Grant {
+            master_node_id: Some(me),
+            ttl_ms,
+            epoch,
+            nonce: None,
+            anchor: None,
+        };
+        if let Err(e) = lease.grant(&regrant, lease.now()) {
+            warn!(error = %e, "could not restore this node's lease after a failed switch");
+        }
+    }
 }
 
 /// Ends the pause and fails (before switching).

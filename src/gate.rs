@@ -210,14 +210,12 @@ impl InFlight {
             };
         }
         let i = SHARD.with(|s| *s);
-        self.shards[i].0.fetch_add(n, Ordering::Relaxed);
+        // SeqCst pairs with the pause flag: see `Session::admit`.
+        self.shards[i].0.fetch_add(n, Ordering::SeqCst);
     }
 
     fn sum(&self) -> i64 {
-        self.shards
-            .iter()
-            .map(|s| s.0.load(Ordering::Acquire))
-            .sum()
+        self.shards.iter().map(|s| s.0.load(Ordering::SeqCst)).sum()
     }
 }
 

@@ -132,7 +132,8 @@ impl Pause {
     /// Whether a request (a write, or any request when `write` is false) is held now.
     #[inline]
     pub fn holds(&self, write: bool) -> bool {
-        match self.active.load(Ordering::Acquire) {
+        // SeqCst pairs with the writes-in-flight count (see `Session::admit`).
+        match self.active.load(Ordering::SeqCst) {
             NONE => false,
             WRITE => write,
             _ => true,
@@ -146,38 +147,42 @@ impl Pause {
     /// Pauses `mode` requests for `timeout`; a later pause replaces this one.
     /// Must be called inside a tokio runtime (the timeout is a task).
     pub fn pause(self: &Arc<Self>, timeout: Duration, mode: PauseMode) {
-        let generation = self.bump();
-        self.active.store(
-            match mode {
-                PauseMode::Write => WRITE,
-                PauseMode::All => ALL,
-            },
-            Ordering::Release,
-        );
+        let active = match mode {
+            PauseMode::Write => WRITE,
+            PauseMode::All => ALL,
+        };
+        let mut generation = 0;
+        self.generation.send_modify(|g| {
+            self.active.store(active, Ordering::SeqCst);
+            *g += 1;
+            generation = *g;
+        });
         self.metrics.pauses.inc();
         let pause = Arc::clone(self);
         tokio::spawn(async move {
             tokio::time::sleep(timeout).await;
-            if *pause.generation.borrow() == generation {
+            if pause.end(Some(generation)) {
                 tracing::info!(timeout_ms = timeout.as_millis() as u64, "pause timed out");
-                pause.unpause();
             }
         });
     }
 
     /// Ends the pause; held requests are asked about again.
     pub fn unpause(&self) {
-        self.active.store(NONE, Ordering::Release);
-        self.bump();
+        self.end(None);
     }
 
-    fn bump(&self) -> u64 {
-        let mut next = 0;
-        self.generation.send_modify(|g| {
+    /// Ends the pause (only the pause of `generation`, when given: a timer
+    /// never ends a later pause). Returns whether it ended one.
+    fn end(&self, generation: Option<u64>) -> bool {
+        self.generation.send_if_modified(|g| {
+            if generation.is_some_and(|mine| mine != *g) {
+                return false;
+            }
+            self.active.store(NONE, Ordering::SeqCst);
             *g += 1;
-            next = *g;
-        });
-        next
+            true
+        })
     }
 
     /// Takes a place in the pause buffer for a request of `bytes`, or `None`

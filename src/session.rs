@@ -133,6 +133,8 @@ struct Session {
     transaction: Option<Transaction>,
     /// The connection is the controller's (control password or allow_from).
     control: bool,
+    /// The peer is in `control.allow_from` (kept across RESET).
+    trusted_peer: bool,
     /// The request the Gate said to hold, if any.
     held: Option<Held>,
     /// Bytes at the head of `from_client` that arrived before a mastership
@@ -167,9 +169,10 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) {
     let mut s = Session::new(ctx.limits, Arc::clone(&ctx.gate));
-    s.control = client
+    s.trusted_peer = client
         .peer_addr()
         .is_ok_and(|peer| ctx.gate.trusts_peer(peer.ip()));
+    s.control = s.trusted_peer;
     let (mut client_rx, mut client_tx) = client.split();
     let (mut backend_rx, mut backend_tx) = backend.into_split();
     let mut client_eof = false;
@@ -275,6 +278,7 @@ impl Session {
             monitor: false,
             transaction: None,
             control: false,
+            trusted_peer: false,
             held: None,
             confirmed: 0,
             handover: None,
@@ -297,6 +301,7 @@ impl Session {
         no_more_requests
             && written
             && self.held.is_none()
+            && self.handover.is_none()
             && self.to_backend.is_empty()
             && self.awaits_nothing()
     }
@@ -328,7 +333,7 @@ impl Session {
             };
             if head.argc == 0 {
                 // Ignored by the node as well: nothing to forward, nothing owed.
-                self.from_client.advance(head.len);
+                self.consume(head.len);
                 continue;
             }
             if !self.admit(gate, &policy, head, false) {
@@ -344,13 +349,25 @@ impl Session {
     fn admit(&mut self, gate: &Gate, policy: &Policy, head: RequestHead, verified: bool) -> bool {
         let bytes = &self.from_client[..head.len];
         let command = policy.commands.classify(&head.name, &head.sub);
+        let class = self.gated_class(&head, command.class);
+        // A write is counted in flight *before* the Gate looks at the pause,
+        // and the failover pauses before it reads the count: whichever comes
+        // second sees the other, so no write slips past a failover's count.
+        let counted = class == Class::Write
+            && self.transaction.is_none()
+            && !self.handed_over
+            && !self.monitor
+            && !is_blocking(&head.name);
+        if counted {
+            gate.write_in_flight(true);
+        }
         let verdict = match authenticate(gate, &head, bytes) {
             Some(v) => {
                 self.control = true;
                 v
             }
             None => gate.admit(&Admission {
-                class: self.gated_class(&head, command.class),
+                class,
                 command,
                 head: &head,
                 bytes,
@@ -360,18 +377,27 @@ impl Session {
                 handed_over: self.handed_over,
             }),
         };
-        self.carry_out(head, command.class, verdict)
+        let forwarded = matches!(verdict, Verdict::Forward);
+        if counted && !forwarded {
+            gate.write_in_flight(false);
+        }
+        self.carry_out(head, command.class, verdict, counted && forwarded)
     }
 
     /// Carries out a verdict for the request at the head of `from_client`.
-    fn carry_out(&mut self, head: RequestHead, class: Class, verdict: Verdict) -> bool {
+    fn carry_out(
+        &mut self,
+        head: RequestHead,
+        class: Class,
+        verdict: Verdict,
+        counted: bool,
+    ) -> bool {
         if matches!(verdict, Verdict::Forward) && self.transaction.is_none() && !self.watch_broken {
             // The common case, kept short: the request goes as it came.
             self.to_backend
                 .extend_from_slice(&self.from_client[..head.len]);
-            self.forwarded(&head, class);
-            self.from_client.advance(head.len);
-            self.confirmed = self.confirmed.saturating_sub(head.len);
+            self.forwarded(&head, class, counted);
+            self.consume(head.len);
             return true;
         }
         match self.in_transaction(&head, verdict) {
@@ -402,7 +428,7 @@ impl Session {
             Step::Forward => {
                 self.to_backend
                     .extend_from_slice(&self.from_client[..head.len]);
-                self.forwarded(&head, class);
+                self.forwarded(&head, class, counted);
             }
             Step::Rewrite(request, answer) => {
                 self.to_backend.extend_from_slice(&request);
@@ -415,10 +441,10 @@ impl Session {
                 self.to_backend.extend_from_slice(DISCARD);
                 self.owed.push_back(Owed::Reply(Expect::Replace(reply)));
                 self.transaction = None;
+                self.watching = false; // DISCARD unwatches on the node
             }
         }
-        self.from_client.advance(head.len);
-        self.confirmed = self.confirmed.saturating_sub(head.len);
+        self.consume(head.len);
         true
     }
 
@@ -428,12 +454,16 @@ impl Session {
         let Some(held) = self.held.take() else {
             return;
         };
-        if outcome.is_ok() && matches!(held.wait, Wait::Verification(_)) {
+        // Only a confirmation verifies; a pause's end does not.
+        let verified = matches!(held.wait, Wait::Verification(_));
+        if outcome.is_ok() && verified {
             self.confirmed = held.arrived;
         }
+        // The old place in the pause buffer is given up before asking again.
+        drop(held.wait);
         let admitted = match outcome {
-            Ok(()) => self.admit(gate, &gate.policy(), held.head, true),
-            Err(reply) => self.carry_out(held.head, held.class, Verdict::Reply(reply)),
+            Ok(()) => self.admit(gate, &gate.policy(), held.head, verified),
+            Err(reply) => self.carry_out(held.head, held.class, Verdict::Reply(reply), false),
         };
         if admitted {
             self.on_client_data(gate);
@@ -462,23 +492,20 @@ impl Session {
 
     /// Book-keeping for a request that goes to the backend.
     #[inline]
-    fn forwarded(&mut self, head: &RequestHead, class: Class) {
+    fn forwarded(&mut self, head: &RequestHead, class: Class, counted: bool) {
         let name = &head.name;
         if let Some(t) = self.transaction.as_mut() {
             if class == Class::Write {
                 t.has_write = true;
             }
         } else if class == Class::Write {
-            // A blocked BLPOP is not a write on its way to the replica (a
-            // failover must not wait for it), and moved sessions' writes are
-            // the other leasegate's to count.
-            let blocking = is_blocking(name);
-            let counted = !self.handed_over && !blocking;
-            if counted {
-                self.gate.write_in_flight(true);
-            }
-            self.owed
-                .push_back(Owed::Reply(Expect::Write { blocking, counted }));
+            // Counted in flight by `admit` (not: a blocked BLPOP, which is no
+            // write on its way to the replica, and moved sessions' writes,
+            // which the other leasegate counts).
+            self.owed.push_back(Owed::Reply(Expect::Write {
+                blocking: is_blocking(name),
+                counted,
+            }));
             return;
         }
         self.remember(head);
@@ -537,8 +564,10 @@ impl Session {
         let exec = head.name.is(b"exec");
         match verdict {
             // The transaction is queued on the old node: EXEC fails like a
-            // WATCH conflict and the session moves on its next write.
-            Verdict::HandOver(_) | Verdict::ReturnHome => Step::Discard(self.null_reply()),
+            // WATCH conflict and the session moves on its next write; other
+            // commands keep queueing where the transaction is.
+            Verdict::HandOver(_) | Verdict::ReturnHome if exec => Step::Discard(self.null_reply()),
+            Verdict::HandOver(_) | Verdict::ReturnHome => Step::Forward,
             Verdict::Hold(wait) => Step::Hold(wait),
             Verdict::Rewrite { request, answer } => Step::Rewrite(request, answer),
             Verdict::Reply(reply) if exec => Step::Discard(reply),
@@ -734,6 +763,8 @@ impl Session {
                     Expect::Hello if head.kind == b'%' => self.resp3 = true,
                     Expect::Hello if head.kind == b'*' => self.resp3 = false,
                     Expect::Reset if head.kind == b'+' => {
+                        // RESET drops the connection's authentication too.
+                        self.control = self.trusted_peer;
                         self.resp3 = false;
                         self.pubsub = false;
                         self.monitor = false;
@@ -891,7 +922,7 @@ impl Session {
                     let reply = Bytes::from(format!(
                         "-TRYAGAIN cannot reach the new master at {addr}: {e}\r\n"
                     ));
-                    self.carry_out(held, Class::Write, Verdict::Reply(reply));
+                    self.carry_out(held, Class::Write, Verdict::Reply(reply), false);
                 }
                 None
             }
@@ -927,6 +958,13 @@ impl Session {
             return;
         };
         *slot = Some(Bytes::copy_from_slice(&self.from_client[..head.len]));
+    }
+
+    /// Takes `len` bytes of handled request off the client buffer.
+    #[inline]
+    fn consume(&mut self, len: usize) {
+        self.from_client.advance(len);
+        self.confirmed = self.confirmed.saturating_sub(len);
     }
 
     /// Whether the session holds a request for a pause (not for a verification).

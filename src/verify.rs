@@ -240,7 +240,17 @@ impl Verifier {
             }
             tokio::select! {
                 _ = self.wake.notified() => {}
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => {
+                    // Writes still waiting (or asking later, during the
+                    // drain) are refused rather than left hanging.
+                    self.results.send_replace(RoundResult {
+                        round: u64::MAX,
+                        outcome: Err(Bytes::from_static(
+                            b"-TRYAGAIN mastership not confirmed by controller: leasegate is shutting down\r\n",
+                        )),
+                    });
+                    return;
+                }
             }
         }
     }

@@ -228,3 +228,47 @@ fn a_pipeline_of_writes_shares_one_confirmation() {
         "{rounds} confirmations for one pipeline"
     );
 }
+
+#[test]
+fn a_write_held_by_a_pause_is_still_verified_when_released() {
+    let redis = RedisServer::start();
+    let ctl = TestController::start();
+    master_is(&ctl, 1, 1);
+    let proxy = verifying_proxy(&redis, &ctl, "control:\n  allow_from: [127.0.0.1]\n");
+    let mut c = proxy.client();
+    assert_eq!(c.cmd(&["SET", "k", "before"]), Reply::ok());
+    let mut admin = proxy.client();
+    assert_eq!(
+        admin.cmd(&["CLIENT", "PAUSE", "10000", "WRITE"]),
+        Reply::ok()
+    );
+    c.send(&["SET", "k", "held"]);
+    assert_eq!(
+        c.try_read(Duration::from_millis(100)),
+        None,
+        "held by the pause"
+    );
+    // Meanwhile the controller made another node master.
+    master_is(&ctl, 2, 2);
+    assert_eq!(admin.cmd(&["CLIENT", "UNPAUSE"]), Reply::ok());
+    let reply = c.read();
+    assert!(reply.error_text().starts_with(NOT_CONFIRMED), "{reply:?}");
+    assert_eq!(redis.client().cmd(&["GET", "k"]), Reply::bulk("before"));
+}
+
+#[test]
+fn blank_lines_do_not_extend_a_confirmation() {
+    let redis = RedisServer::start();
+    let ctl = TestController::start();
+    master_is(&ctl, 1, 1);
+    let proxy = verifying_proxy(&redis, &ctl, "");
+    let mut c = proxy.client();
+    let mut input = b"SET k v\r\n".to_vec();
+    input.extend_from_slice(&b"\r\n".repeat(20));
+    c.send_raw(&input);
+    assert_eq!(c.read(), Reply::ok());
+    master_is(&ctl, 2, 2);
+    let reply = c.cmd(&["SET", "k2", "v2"]);
+    assert!(reply.error_text().starts_with(NOT_CONFIRMED), "{reply:?}");
+    assert_eq!(redis.client().cmd(&["EXISTS", "k2"]), Reply::Int(0));
+}

@@ -113,7 +113,10 @@ fn element(buf: &[u8], at: usize) -> Result<Option<Step>, ReplyError> {
             if n < 0 {
                 return scalar(line_end);
             }
-            let end = line_end + n as usize + 2;
+            let end = usize::try_from(n)
+                .ok()
+                .and_then(|n| line_end.checked_add(n)?.checked_add(2))
+                .ok_or(ReplyError("length out of range"))?;
             if buf.len() < end {
                 return Ok(None);
             }
@@ -125,7 +128,9 @@ fn element(buf: &[u8], at: usize) -> Result<Option<Step>, ReplyError> {
                 return scalar(line_end);
             }
             let children = if kind == b'%' || kind == b'|' {
-                n as u64 * 2
+                (n as u64)
+                    .checked_mul(2)
+                    .ok_or(ReplyError("length out of range"))?
             } else {
                 n as u64
             };
