@@ -10,7 +10,7 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use support::{Proxy, Reply, PATIENCE};
+use support::{info_fields, Proxy, Reply, PATIENCE};
 
 const ME: &str = "cccccccccccccccccccccccccccccccccccccccc";
 const OTHER: &str = "dddddddddddddddddddddddddddddddddddddddd";
@@ -145,15 +145,6 @@ fn proxy(node: &ScriptedKvrocks) -> Proxy {
     )
 }
 
-fn fields(reply: &Reply) -> std::collections::HashMap<String, String> {
-    reply
-        .text()
-        .lines()
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
-
 #[test]
 fn heartbeat_reports_the_kvrocks_sequence_and_setnodes_revokes() {
     let node = ScriptedKvrocks::start(987_654);
@@ -161,7 +152,7 @@ fn heartbeat_reports_the_kvrocks_sequence_and_setnodes_revokes() {
     let mut ctl = proxy.client();
     // The controller's sequence on a Kvrocks node: SETNODEID, then SETNODES.
     assert_eq!(ctl.cmd(&["CLUSTERX", "SETNODEID", ME]), Reply::ok());
-    let f = fields(&ctl.cmd(&["CLUSTERX", "HEARTBEAT", ME, "60000", "1"]));
+    let f = info_fields(&ctl.cmd(&["CLUSTERX", "HEARTBEAT", ME, "60000", "1"]));
     assert_eq!(f["role"], "master");
     assert_eq!(
         f["sequence"], "987654",
@@ -169,7 +160,7 @@ fn heartbeat_reports_the_kvrocks_sequence_and_setnodes_revokes() {
     );
     assert_eq!(ctl.cmd(&["SET", "k", "v"]), Reply::ok());
     assert_eq!(
-        fields(&ctl.cmd(&["CLUSTERX", "HEARTBEAT", ME, "60000", "1"]))["sequence"],
+        info_fields(&ctl.cmd(&["CLUSTERX", "HEARTBEAT", ME, "60000", "1"]))["sequence"],
         "987655"
     );
 
@@ -221,7 +212,7 @@ fn the_probe_understands_kvrocks_role_replies() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(
-        fields(&ctl.cmd(&["CLUSTERX", "HEARTBEAT", ME, "60000", "1"]))["role"],
+        info_fields(&ctl.cmd(&["CLUSTERX", "HEARTBEAT", ME, "60000", "1"]))["role"],
         "slave"
     );
 }

@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use support::{Client, Proxy, RedisServer, Reply, PATIENCE};
+use support::{info_fields, Client, Proxy, RedisServer, Reply, PATIENCE};
 
 const ME: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 const OTHER: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
@@ -39,16 +39,6 @@ fn heartbeat(c: &mut Client, master: &str, ttl_ms: u64, epoch: u64) -> Reply {
     ])
 }
 
-/// The `key:value` fields of a heartbeat reply.
-fn fields(reply: &Reply) -> std::collections::HashMap<String, String> {
-    reply
-        .text()
-        .lines()
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
-
 fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
     while !cond() {
@@ -71,7 +61,7 @@ fn heartbeats_open_writes_and_silence_fences_them_while_reads_pass() {
 
     let mut ctl = controller(&proxy);
     let reply = heartbeat(&mut ctl, ME, 600, 3);
-    let f = fields(&reply);
+    let f = info_fields(&reply);
     assert_eq!(f["role"], "master");
     assert!(f["sequence"].parse::<u64>().is_ok(), "{f:?}");
     assert_eq!(f["lease_epoch"], "3");
@@ -102,7 +92,7 @@ fn the_two_argument_heartbeat_form_renews() {
     let proxy = fenced_proxy(&redis, "");
     let mut ctl = controller(&proxy);
     let reply = ctl.cmd(&["CLUSTERX", "HEARTBEAT", "4", "10000"]);
-    assert_eq!(fields(&reply)["lease_epoch"], "4");
+    assert_eq!(info_fields(&reply)["lease_epoch"], "4");
     assert_eq!(proxy.client().cmd(&["INCR", "n"]), Reply::Int(1));
 }
 
@@ -194,7 +184,7 @@ fn a_heartbeat_naming_another_master_revokes() {
     heartbeat(&mut ctl, ME, 60_000, 1);
     let mut app = proxy.client();
     assert_eq!(app.cmd(&["SET", "k", "v"]), Reply::ok());
-    let f = fields(&heartbeat(&mut ctl, OTHER, 60_000, 2));
+    let f = info_fields(&heartbeat(&mut ctl, OTHER, 60_000, 2));
     assert_eq!(f["lease_owner"], OTHER);
     assert_eq!(f["lease_remaining_ms"], "0");
     assert_eq!(
@@ -395,7 +385,7 @@ fn a_delayed_heartbeat_echoing_its_nonce_cannot_stretch_the_lease() {
         &format!("node_id: {ME}\ncontrol:\n  allow_from: [127.0.0.1]\nlease:\n  mode: block-write\n  safety_margin_ms: 0\n  clock_drift: 0\n"),
     );
     let mut ctl = proxy.client();
-    let nonce = fields(&heartbeat(&mut ctl, ME, 400, 1))["lease_nonce"].clone();
+    let nonce = info_fields(&heartbeat(&mut ctl, ME, 400, 1))["lease_nonce"].clone();
     // The next heartbeat, echoing that nonce, is held in the network for
     // longer than the TTL before it reaches the proxy.
     let relay = HoldingRelay::start(proxy.port);
@@ -404,7 +394,7 @@ fn a_delayed_heartbeat_echoing_its_nonce_cannot_stretch_the_lease() {
     std::thread::sleep(Duration::from_millis(2000));
     let held_until = Instant::now();
     relay.release.send(()).expect("release");
-    let f = fields(&delayed.read());
+    let f = info_fields(&delayed.read());
     assert_eq!(f["lease_renewed"], "1");
     assert_eq!(
         f["lease_remaining_ms"], "0",

@@ -25,6 +25,16 @@ fn verifying_proxy(redis: &RedisServer, ctl: &TestController, lease: &str) -> Pr
     )
 }
 
+/// A redis-server, a test controller naming node 1 master, and a
+/// verifying proxy in front of node 1 with `extra` config.
+fn verified_setup(extra: &str) -> (RedisServer, TestController, Proxy) {
+    let redis = RedisServer::start();
+    let ctl = TestController::start();
+    master_is(&ctl, 1, 1);
+    let proxy = verifying_proxy(&redis, &ctl, extra);
+    (redis, ctl, proxy)
+}
+
 fn master_is(ctl: &TestController, version: u64, master: u8) {
     let (m, s) = (node_id(master), node_id(if master == 1 { 2 } else { 1 }));
     ctl.set_topology(
@@ -38,10 +48,7 @@ fn master_is(ctl: &TestController, version: u64, master: u8) {
 
 #[test]
 fn confirmed_writes_pass_and_reads_never_ask() {
-    let redis = RedisServer::start();
-    let ctl = TestController::start();
-    master_is(&ctl, 1, 1);
-    let proxy = verifying_proxy(&redis, &ctl, "");
+    let (_redis, ctl, proxy) = verified_setup("");
     let mut c = proxy.client();
     assert_eq!(c.cmd(&["SET", "k", "v"]), Reply::ok());
     assert_eq!(c.cmd(&["INCR", "n"]), Reply::Int(1));
@@ -67,17 +74,10 @@ fn confirmed_writes_pass_and_reads_never_ask() {
 
 #[test]
 fn another_master_rejects_the_next_write_even_with_a_valid_lease() {
-    let redis = RedisServer::start();
-    let ctl = TestController::start();
-    master_is(&ctl, 1, 1);
-    let proxy = verifying_proxy(
-        &redis,
-        &ctl,
-        &format!(
+    let (redis, ctl, proxy) = verified_setup(&format!(
             "control:\n  allow_from: [127.0.0.1]\nlease:\n  mode: block-write\nadmin:\n  listen: 127.0.0.1:{}\n",
             support::free_port()
-        ),
-    );
+        ));
     let mut c = proxy.client();
     let me = node_id(1);
     assert!(!c
@@ -109,10 +109,7 @@ fn another_master_rejects_the_next_write_even_with_a_valid_lease() {
 
 #[test]
 fn a_slow_controller_times_out_and_a_dead_one_rejects_writes_but_not_reads() {
-    let redis = RedisServer::start();
-    let ctl = TestController::start();
-    master_is(&ctl, 1, 1);
-    let proxy = verifying_proxy(&redis, &ctl, "");
+    let (redis, ctl, proxy) = verified_setup("");
     let mut c = proxy.client();
     assert_eq!(c.cmd(&["SET", "k", "v"]), Reply::ok());
 
@@ -205,10 +202,7 @@ fn concurrent_writers_share_confirmations_each_sent_after_their_write() {
 
 #[test]
 fn a_pipeline_of_writes_shares_one_confirmation() {
-    let redis = RedisServer::start();
-    let ctl = TestController::start();
-    master_is(&ctl, 1, 1);
-    let proxy = verifying_proxy(&redis, &ctl, "");
+    let (_redis, ctl, proxy) = verified_setup("");
     let mut c = proxy.client();
     assert_eq!(c.cmd(&["SET", "warm", "1"]), Reply::ok());
     let before = Instant::now();
@@ -231,10 +225,7 @@ fn a_pipeline_of_writes_shares_one_confirmation() {
 
 #[test]
 fn a_write_held_by_a_pause_is_still_verified_when_released() {
-    let redis = RedisServer::start();
-    let ctl = TestController::start();
-    master_is(&ctl, 1, 1);
-    let proxy = verifying_proxy(&redis, &ctl, "control:\n  allow_from: [127.0.0.1]\n");
+    let (redis, ctl, proxy) = verified_setup("control:\n  allow_from: [127.0.0.1]\n");
     let mut c = proxy.client();
     assert_eq!(c.cmd(&["SET", "k", "before"]), Reply::ok());
     let mut admin = proxy.client();
@@ -258,10 +249,7 @@ fn a_write_held_by_a_pause_is_still_verified_when_released() {
 
 #[test]
 fn blank_lines_do_not_extend_a_confirmation() {
-    let redis = RedisServer::start();
-    let ctl = TestController::start();
-    master_is(&ctl, 1, 1);
-    let proxy = verifying_proxy(&redis, &ctl, "");
+    let (redis, ctl, proxy) = verified_setup("");
     let mut c = proxy.client();
     let mut input = b"SET k v\r\n".to_vec();
     input.extend_from_slice(&b"\r\n".repeat(20));

@@ -290,6 +290,16 @@ fn from_resp3(f: redis_protocol::resp3::types::OwnedFrame) -> Reply {
     }
 }
 
+/// The `key:value` lines of an INFO-format reply (a heartbeat's lease report).
+pub fn info_fields(reply: &Reply) -> std::collections::HashMap<String, String> {
+    reply
+        .text()
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
 /// Encodes a command as a RESP array of bulk strings.
 pub fn encode(args: &[&[u8]]) -> Vec<u8> {
     let mut out = format!("*{}\r\n", args.len()).into_bytes();
