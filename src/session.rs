@@ -152,8 +152,7 @@ struct Session {
     /// WATCHed keys were left behind on the old node: the next EXEC fails
     /// (null reply), which is WATCH's failure semantics.
     watch_broken: bool,
-    /// For counting writes in flight, including those still owed when the
-    /// session is dropped.
+    /// The decision point every request is put to.
     gate: Arc<Gate>,
     /// A protocol error was found: no more requests are read.
     stop_reading: bool,
@@ -196,9 +195,9 @@ pub async fn serve(
                 Some(stream) => {
                     (backend_rx, backend_tx) = stream.into_split();
                     backend_eof = false;
-                    s.on_client_data(&ctx.gate);
+                    s.on_client_data();
                 }
-                None => s.on_client_data(&ctx.gate),
+                None => s.on_client_data(),
             }
             continue;
         }
@@ -227,7 +226,7 @@ pub async fn serve(
             r = backend_rx.read_buf(&mut s.from_backend), if read_backend => match r {
                 Ok(0) | Err(_) => backend_eof = true,
                 Ok(_) => {
-                    if let Err(e) = s.on_backend_data(&ctx.gate) {
+                    if let Err(e) = s.on_backend_data() {
                         debug!(error = %e, "closing session");
                         break;
                     }
@@ -240,11 +239,11 @@ pub async fn serve(
                 }
             }, if opening => Preconnect::opened(&mut preconnect, r),
             r = ctx.gate.wait(s.held.as_ref().map_or(&NO_WAIT, |h| &h.wait)), if holding => {
-                s.release(&ctx.gate, r);
+                s.release(r);
             }
             r = client_rx.read_buf(&mut s.from_client), if read_client => match r {
                 Ok(0) | Err(_) => client_eof = true,
-                Ok(_) => s.on_client_data(&ctx.gate),
+                Ok(_) => s.on_client_data(),
             },
             // Last: polled only when nothing else is ready.
             _ = &mut shutdown, if !draining => draining = true,
@@ -313,11 +312,11 @@ impl Session {
 
     /// Frames, classifies and admits every complete request the client sent,
     /// in order, until one is held.
-    fn on_client_data(&mut self, gate: &Gate) {
+    fn on_client_data(&mut self) {
         if self.held.is_some() || self.handover.is_some() {
             return; // framing resumes when the held request is released
         }
-        let policy = gate.policy();
+        let policy = self.gate.policy();
         while !self.stop_reading {
             let head = match self.requests.next(&self.from_client) {
                 Ok(Some(head)) => head,
@@ -336,7 +335,7 @@ impl Session {
                 self.consume(head.len);
                 continue;
             }
-            if !self.admit(gate, &policy, head, false) {
+            if !self.admit(&policy, head, false) {
                 break;
             }
         }
@@ -346,7 +345,7 @@ impl Session {
     /// Puts the request at the head of `from_client` to the Gate and carries
     /// out the verdict. Returns `false` when the request is held.
     #[inline]
-    fn admit(&mut self, gate: &Gate, policy: &Policy, head: RequestHead, verified: bool) -> bool {
+    fn admit(&mut self, policy: &Policy, head: RequestHead, verified: bool) -> bool {
         let bytes = &self.from_client[..head.len];
         let command = policy.commands.classify(&head.name, &head.sub);
         let class = self.gated_class(&head, command.class);
@@ -359,14 +358,14 @@ impl Session {
             && !self.monitor
             && !is_blocking(&head.name);
         if counted {
-            gate.write_in_flight(true);
+            self.gate.write_in_flight(true);
         }
-        let verdict = match authenticate(gate, &head, bytes) {
+        let verdict = match authenticate(&self.gate, &head, bytes) {
             Some(v) => {
                 self.control = true;
                 v
             }
-            None => gate.admit(&Admission {
+            None => self.gate.admit(&Admission {
                 class,
                 command,
                 head: &head,
@@ -379,7 +378,7 @@ impl Session {
         };
         let forwarded = matches!(verdict, Verdict::Forward);
         if counted && !forwarded {
-            gate.write_in_flight(false);
+            self.gate.write_in_flight(false);
         }
         self.carry_out(head, command.class, verdict, counted && forwarded)
     }
@@ -450,7 +449,7 @@ impl Session {
 
     /// The wait of a held request is over: ask again (or refuse), then go on
     /// with the requests behind it.
-    fn release(&mut self, gate: &Gate, outcome: Result<(), Bytes>) {
+    fn release(&mut self, outcome: Result<(), Bytes>) {
         let Some(held) = self.held.take() else {
             return;
         };
@@ -462,11 +461,11 @@ impl Session {
         // The old place in the pause buffer is given up before asking again.
         drop(held.wait);
         let admitted = match outcome {
-            Ok(()) => self.admit(gate, &gate.policy(), held.head, verified),
+            Ok(()) => self.admit(&self.gate.policy(), held.head, verified),
             Err(reply) => self.carry_out(held.head, held.class, Verdict::Reply(reply), false),
         };
         if admitted {
-            self.on_client_data(gate);
+            self.on_client_data();
         } else {
             self.settle();
         }
@@ -729,19 +728,19 @@ fn is_subscribe_family(name: &Name, argc: u64) -> bool {
 impl Session {
     /// Frames every complete backend reply and queues it (or its replacement)
     /// for the client, with local replies placed where they are owed.
-    fn on_backend_data(&mut self, gate: &Gate) -> Result<(), crate::frame::reply::ReplyError> {
+    fn on_backend_data(&mut self) -> Result<(), crate::frame::reply::ReplyError> {
         let mut pos = 0;
         while let Some(head) = self.replies.next(&self.from_backend[pos..])? {
             let at = pos;
             pos += head.len;
-            self.on_reply(gate, head, at..pos);
+            self.on_reply(head, at..pos);
         }
         self.from_backend.advance(pos);
         Ok(())
     }
 
     #[inline]
-    fn on_reply(&mut self, gate: &Gate, head: ReplyHead, range: std::ops::Range<usize>) {
+    fn on_reply(&mut self, head: ReplyHead, range: std::ops::Range<usize>) {
         if !self.answers_request(&head, &range) {
             self.to_client.extend_from_slice(&self.from_backend[range]);
             return;
@@ -755,7 +754,9 @@ impl Session {
                 self.to_client.extend_from_slice(&self.from_backend[range]);
             }
             Some(Owed::Reply(Expect::Heartbeat { renewed })) => {
-                let report = gate.heartbeat_reply(&self.from_backend[range], renewed);
+                let report = self
+                    .gate
+                    .heartbeat_reply(&self.from_backend[range], renewed);
                 self.to_client.extend_from_slice(&report);
             }
             Some(Owed::Reply(expect)) => {
