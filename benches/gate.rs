@@ -88,6 +88,7 @@ fn bench(c: &mut Criterion) {
                     verified: false,
                     covered: false,
                     handed_over: false,
+                    buffered: 0,
                 });
                 assert!(matches!(verdict, Verdict::Forward));
                 verdict
@@ -112,6 +113,7 @@ fn bench(c: &mut Criterion) {
                 verified: false,
                 covered: false,
                 handed_over: false,
+                buffered: 0,
             }))
         })
     });
@@ -132,6 +134,7 @@ fn bench(c: &mut Criterion) {
                 verified: false,
                 covered: false,
                 handed_over: false,
+                buffered: 0,
             })
         })
     });

@@ -338,6 +338,18 @@ async fn post_failover(shared: &Shared, body: &[u8]) -> Response<Full<Bytes>> {
             "pause_timeout_ms must exceed sync_timeout_ms",
         );
     }
+    if request.lease_ttl_ms == 0 || request.lease_ttl_ms > crate::failover::MAX_LEASE_TTL_MS {
+        // Refused here rather than by the target's leasegate mid-switch.
+        return error(
+            StatusCode::BAD_REQUEST,
+            &format!(
+                "lease_ttl_ms must be between 1 and {}",
+                crate::failover::MAX_LEASE_TTL_MS
+            ),
+        );
+    }
+    // The failover runs in a task of its own: if this caller goes away, it
+    // still completes (its outcome stays in /v1/status).
     let report = crate::failover::run(shared, request).await;
     let status = if report.result == crate::failover::FailoverState::Success {
         StatusCode::OK

@@ -337,6 +337,12 @@ pub struct LimitsConfig {
     /// Longest inline command line (`PING\r\n` typed in telnet), in bytes.
     #[serde(default = "defaults::max_inline_len")]
     pub max_inline_len: usize,
+    /// Unsent replies (from the node and leasegate's own) one client may
+    /// have before leasegate stops reading its requests, in bytes. A client
+    /// that pipelines without reading its replies stalls at this bound
+    /// instead of growing the proxy's memory; other clients are unaffected.
+    #[serde(default = "defaults::max_client_output_bytes")]
+    pub max_client_output_bytes: usize,
 }
 
 impl Default for LimitsConfig {
@@ -346,6 +352,7 @@ impl Default for LimitsConfig {
             max_bulk_len: defaults::max_bulk_len(),
             max_multibulk_len: defaults::max_multibulk_len(),
             max_inline_len: defaults::max_inline_len(),
+            max_client_output_bytes: defaults::max_client_output_bytes(),
         }
     }
 }
@@ -402,6 +409,9 @@ mod defaults {
     }
     pub fn max_inline_len() -> usize {
         64 * 1024
+    }
+    pub fn max_client_output_bytes() -> usize {
+        4 * 1024 * 1024
     }
     pub fn log_level() -> String {
         "info".to_string()
@@ -502,6 +512,12 @@ impl Config {
         if self.limits.max_multibulk_len == 0 {
             return Err(("limits.max_multibulk_len", "must be above 0".into()));
         }
+        if self.limits.max_client_output_bytes < 1024 {
+            return Err((
+                "limits.max_client_output_bytes",
+                "must be at least 1024".into(),
+            ));
+        }
         if self.limits.max_inline_len < 16 {
             return Err(("limits.max_inline_len", "must be at least 16".into()));
         }
@@ -578,6 +594,12 @@ impl Config {
                     "controller.namespace",
                     "controller.namespace and controller.cluster are required with controller.url"
                         .into(),
+                ));
+            }
+            if self.controller.ttl_ms > crate::lease::MAX_TTL_MS {
+                return Err((
+                    "controller.ttl_ms",
+                    format!("must be at most {} (one hour)", crate::lease::MAX_TTL_MS),
                 ));
             }
             if self.controller.poll_interval_ms == 0 || self.controller.ttl_ms == 0 {

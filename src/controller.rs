@@ -198,7 +198,7 @@ pub fn cluster_url(url: &str, namespace: &str, cluster: &str) -> String {
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
-    /// `renewed`, `revoked`, `stale` or `error`.
+    /// `renewed`, `revoked`, `stale`, `fenced` (revoked at this version) or `error`.
     pub outcome: &'static str,
 }
 
@@ -223,7 +223,7 @@ impl PollMetrics {
     pub fn register(&self, registry: &mut Registry) {
         registry.register(
             "controller_polls",
-            "Controller polls by outcome (renewed, revoked, stale, error)",
+            "Controller polls by outcome (renewed, revoked, stale, fenced, error)",
             self.polls.clone(),
         );
         registry.register(
@@ -276,6 +276,8 @@ pub async fn poll(shared: Arc<Shared>) {
         metrics: &metrics,
         highest: None,
         failures: 0,
+        revocations_seen: shared.gate.lease().revocations(),
+        fenced_at: None,
     };
     let mut ticker = tokio::time::interval(Duration::from_millis(config.poll_interval_ms.max(1)));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -304,6 +306,13 @@ struct Poller<'a> {
     metrics: &'a PollMetrics,
     highest: Option<u64>,
     failures: u64,
+    /// The lease's revocation count when the poller last looked.
+    revocations_seen: u64,
+    /// The lease was revoked (by anyone: a role change, a failover, another
+    /// master named) while the topology was at this version: a poll renews
+    /// again only from a later version, since the controller's view at this
+    /// version is older than the revocation.
+    fenced_at: Option<u64>,
 }
 
 impl Poller<'_> {
@@ -322,7 +331,25 @@ impl Poller<'_> {
             info!(failures = self.failures, "the controller answers again");
             self.failures = 0;
         }
+        let revocations = lease.revocations();
+        if revocations != self.revocations_seen {
+            self.revocations_seen = revocations;
+            self.fenced_at = Some(self.highest.unwrap_or(0).max(cluster.version));
+        }
         match decide(&cluster, &me, self.highest) {
+            // Unless a grant since (a push, a failover's rollback) made the
+            // lease valid again: then the poll only keeps it going.
+            Decision::Renew { version }
+                if self.fenced_at.is_some_and(|f| version <= f) && !lease.write_allowed() =>
+            {
+                self.highest = Some(version);
+                self.metrics.count("fenced");
+                tracing::debug!(
+                    version,
+                    fenced_at = ?self.fenced_at,
+                    "the lease was revoked at this topology version; a poll renews only from a later one"
+                );
+            }
             Decision::Stale { version, highest } => {
                 self.metrics.count("stale");
                 tracing::debug!(
@@ -333,6 +360,7 @@ impl Poller<'_> {
             }
             Decision::Renew { version } => {
                 self.highest = Some(version);
+                self.fenced_at = None;
                 let grant = Grant {
                     master_node_id: Some(me),
                     ttl_ms: self.shared.config.controller.ttl_ms,
@@ -365,6 +393,8 @@ impl Poller<'_> {
                     info!(version, %reason, "revoking the master lease");
                 }
                 lease.revoke(&reason);
+                self.revocations_seen = lease.revocations();
+                self.fenced_at = Some(version);
             }
         }
     }

@@ -13,25 +13,46 @@
 //!    already forwarded are waited for.
 //! 3. **wait_sync**: the replica's offset is polled (sub-millisecond) until it
 //!    reaches this node's, within `sync_timeout_ms`.
-//! 4. **switching**: the replica is promoted (`REPLICAOF NO ONE`), its
-//!    leasegate granted a lease at epoch+1; this node's lease is revoked and
-//!    the proxy marked demoted, so held writes are handed to the new master's
-//!    leasegate (`pause.on_demote`) when the pause ends; then this node
+//! 4. **switching**: this node is fenced first (its lease revoked by a grant
+//!    naming the target at epoch+1, the proxy marked demoted), so held writes
+//!    are handed to the new master's leasegate (`pause.on_demote`) when the
+//!    pause ends; the replica is promoted (`REPLICAOF NO ONE`), its leasegate
+//!    granted the lease at epoch+1, the pause ended; then this node
 //!    replicates from the new master.
 //!
-//! Any failure before switching ends the pause (unless `force_on_timeout`
-//! carries a sync timeout on into switching) and leaves the data untouched.
+//! **Atomicity.** The failover runs in a task of its own: an HTTP caller
+//! that hangs up does not cancel it (the report is still in `/v1/status`).
+//! A drop guard ends the pause, withdraws the hand-over target, marks the
+//! state `failed` and frees the next failover however the task ends (even by
+//! a panic). Every failure ends in one of two defined states, and never in
+//! two unfenced masters:
+//!
+//! * **unchanged**: any failure before the promotion was sent, and a
+//!   promotion the target certainly did not carry out (it refused
+//!   `REPLICAOF NO ONE`, or the connection broke and the node still reports
+//!   itself a replica). This node is unfenced again and stays master; the
+//!   held writes go to it.
+//! * **both fenced**: the promotion's outcome cannot be determined (no
+//!   answer, and the node does not report itself master), or the target was
+//!   promoted but its leasegate could not be granted the lease. This node
+//!   stays revoked and demoted (held writes are not applied to it: they move
+//!   to the target's leasegate, which refuses them until it holds a lease),
+//!   and the report says that the controller must grant the lease.
+//!
+//! A promotion that failed or timed out but did take effect (the target now
+//! reports itself master) is carried on: the switch completes.
 
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::admin_client::AdminClient;
-use crate::backend::ControlConnection;
-use crate::gate::Demotion;
-use crate::lease::Grant;
+use crate::backend::{BackendError, ControlConnection};
+use crate::gate::{Demotion, Gate};
+use crate::lease::{Grant, LeaseSnapshot};
 use crate::pause::PauseMode;
 use crate::server::Shared;
 use crate::topology::Replication;
@@ -76,6 +97,13 @@ impl FailoverState {
             _ => FailoverState::None,
         }
     }
+
+    fn is_final(self) -> bool {
+        matches!(
+            self,
+            FailoverState::None | FailoverState::Success | FailoverState::Failed
+        )
+    }
 }
 
 /// The state of this proxy's failovers.
@@ -88,6 +116,11 @@ pub struct FailoverStatus {
 impl FailoverStatus {
     pub fn state(&self) -> FailoverState {
         FailoverState::from_u8(self.state.load(Ordering::Acquire))
+    }
+
+    /// Whether a failover is under way.
+    pub fn is_running(&self) -> bool {
+        self.running.load(Ordering::Acquire)
     }
 
     fn set(&self, state: FailoverState) {
@@ -125,6 +158,9 @@ fn default_lease_ttl_ms() -> u64 {
     10_000
 }
 
+/// The longest lease a failover grants (a leasegate refuses longer ones).
+pub const MAX_LEASE_TTL_MS: u64 = crate::lease::MAX_TTL_MS;
+
 /// One state the failover went through.
 #[derive(Debug, Clone, Serialize)]
 pub struct Step {
@@ -144,21 +180,99 @@ pub struct FailoverReport {
     pub epoch: Option<u64>,
     /// The new master's leasegate (client address).
     pub new_master: Option<String>,
+    /// The failover ended with this node fenced and the target not granted
+    /// the lease: no node accepts writes until the controller grants it.
+    pub both_fenced: bool,
 }
 
-struct Run<'a> {
-    shared: &'a Shared,
+impl FailoverReport {
+    fn failed(error: String) -> FailoverReport {
+        FailoverReport {
+            result: FailoverState::Failed,
+            error: Some(error),
+            steps: Vec::new(),
+            stall_ms: None,
+            epoch: None,
+            new_master: None,
+            both_fenced: false,
+        }
+    }
+}
+
+/// What the failover needs of this proxy's config.
+struct Settings {
+    /// This node (`backend.addr`).
+    node: String,
+    password: Option<String>,
+    /// Bound of every request to a node.
+    timeout: Duration,
+    /// This proxy's admin token (the default for the target's).
+    admin_token: Option<String>,
+}
+
+/// Owned by a running failover: however the run ends (returns, panics, or
+/// its task is dropped), it ends the pause it started, withdraws the
+/// hand-over target, reports `failed` unless the run reported its end, and
+/// frees the next failover.
+struct RunGuard {
+    gate: Arc<Gate>,
+    /// The failover's pause is on (it has not been ended by the run).
+    paused: bool,
+}
+
+impl RunGuard {
+    /// `None` while another failover runs.
+    fn acquire(gate: &Arc<Gate>) -> Option<RunGuard> {
+        if gate.failover.running.swap(true, Ordering::AcqRel) {
+            return None;
+        }
+        gate.failover.set(FailoverState::Started);
+        Some(RunGuard {
+            gate: Arc::clone(gate),
+            paused: false,
+        })
+    }
+}
+
+impl Drop for RunGuard {
+    fn drop(&mut self) {
+        // The lease and the demotion are left as the run left them: a run
+        // that stops half-way leaves this node fenced, never unfenced.
+        if self.paused {
+            self.gate.pause().unpause();
+        }
+        self.gate.prepare_handover(None);
+        let status = &self.gate.failover;
+        if !status.state().is_final() {
+            error!(
+                state = status.state().as_str(),
+                lease_valid = self.gate.lease().write_allowed(),
+                "the failover stopped without finishing; it is reported failed"
+            );
+            status.set(FailoverState::Failed);
+        }
+        status.running.store(false, Ordering::Release);
+    }
+}
+
+struct Run {
+    gate: Arc<Gate>,
+    guard: RunGuard,
+    settings: Settings,
+    request: FailoverRequest,
     started: Instant,
     steps: Vec<Step>,
     /// When writes were paused and released, in ms since the start.
     paused_at: Option<f64>,
     released_at: Option<f64>,
+    /// The run ended with both nodes fenced.
+    both_fenced: bool,
 }
 
-impl Run<'_> {
+impl Run {
     fn enter(&mut self, state: FailoverState) {
-        self.shared.gate.failover.set(state);
-        let at_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        self.gate.failover.set(state);
+        let at_ms = self.now_ms();
         info!(state = state.as_str(), at_ms, "failover");
         self.steps.push(Step { state, at_ms });
     }
@@ -171,6 +285,30 @@ impl Run<'_> {
     fn stall(&self) -> Option<f64> {
         Some(self.released_at? - self.paused_at?)
     }
+
+    /// Ends the failover's pause (held requests are asked about again).
+    fn release(&mut self) {
+        if self.guard.paused {
+            self.gate.pause().unpause();
+            self.guard.paused = false;
+            self.released_at = Some(self.now_ms());
+        }
+    }
+
+    /// Fails with this node unfenced (nothing changed, or rolled back): the
+    /// pause ends and the held writes go to this node.
+    fn abort<T>(&mut self, error: String) -> Result<T, String> {
+        self.release();
+        Err(error)
+    }
+
+    /// Fails with both nodes fenced: this node stays revoked and demoted,
+    /// so the held writes released now are not applied to it.
+    fn both_fenced<T>(&mut self, error: String) -> Result<T, String> {
+        self.both_fenced = true;
+        self.release();
+        Err(error)
+    }
 }
 
 /// What check_slave learned about the target.
@@ -182,74 +320,100 @@ struct Target {
     proxy: String,
 }
 
-/// Runs one failover to completion. A second concurrent call fails with
-/// "Failover is already in progress".
+/// Runs one failover to completion in a task of its own and returns its
+/// report. A second concurrent call fails with "Failover is already in
+/// progress". Dropping the returned future (the HTTP caller went away) does
+/// not stop the failover.
 pub async fn run(shared: &Shared, request: FailoverRequest) -> FailoverReport {
-    if shared.gate.failover.running.swap(true, Ordering::AcqRel) {
-        return FailoverReport {
-            result: FailoverState::Failed,
-            error: Some("Failover is already in progress".into()),
-            steps: Vec::new(),
-            stall_ms: None,
-            epoch: None,
-            new_master: None,
-        };
+    let Some(guard) = RunGuard::acquire(&shared.gate) else {
+        return FailoverReport::failed("Failover is already in progress".into());
+    };
+    let settings = Settings {
+        node: shared.config.backend.addr.clone(),
+        password: shared.config.backend.password.clone(),
+        timeout: shared.config.connect_timeout(),
+        admin_token: shared.config.admin.token.clone(),
+    };
+    let gate = Arc::clone(&shared.gate);
+    let task = tokio::spawn(execute(guard, settings, request));
+    match task.await {
+        Ok(report) => report,
+        Err(e) => {
+            // The guard has ended the pause and marked the run failed.
+            let lease = gate.lease().snapshot();
+            FailoverReport::failed(format!(
+                "the failover task {}: this node's lease is {} and it is {}demoted; check /v1/status and let the controller decide",
+                if e.is_panic() { "panicked" } else { "was cancelled" },
+                if lease.valid { "valid" } else { "revoked" },
+                if gate.demotion().is_some() { "" } else { "not " },
+            ))
+        }
     }
+}
+
+async fn execute(guard: RunGuard, settings: Settings, request: FailoverRequest) -> FailoverReport {
     let mut run = Run {
-        shared,
+        gate: Arc::clone(&guard.gate),
+        guard,
+        settings,
+        request,
         started: Instant::now(),
         steps: Vec::new(),
         paused_at: None,
         released_at: None,
+        both_fenced: false,
     };
-    let outcome = failover(&mut run, &request).await;
-    let report = match outcome {
+    let outcome = failover(&mut run).await;
+    // Whatever happened, the pause ends with the run (the fencing is final by now).
+    run.release();
+    match outcome {
         Ok((epoch, target)) => {
             run.enter(FailoverState::Success);
             FailoverReport {
                 result: FailoverState::Success,
                 error: None,
                 stall_ms: run.stall(),
-                steps: run.steps,
+                steps: std::mem::take(&mut run.steps),
                 epoch: Some(epoch),
                 new_master: Some(target.proxy),
+                both_fenced: false,
             }
         }
         Err(e) => {
-            warn!(error = %e, "failover failed");
+            warn!(error = %e, both_fenced = run.both_fenced, "failover failed");
             run.enter(FailoverState::Failed);
             FailoverReport {
                 result: FailoverState::Failed,
                 error: Some(e),
                 stall_ms: run.stall(),
-                steps: run.steps,
+                steps: std::mem::take(&mut run.steps),
                 epoch: None,
                 new_master: None,
+                both_fenced: run.both_fenced,
             }
         }
-    };
-    shared.gate.prepare_handover(None);
-    shared.gate.failover.running.store(false, Ordering::Release);
-    report
+    }
 }
 
-async fn failover(run: &mut Run<'_>, request: &FailoverRequest) -> Result<(u64, Target), String> {
-    let shared = run.shared;
-    let config = &shared.config;
-    let timeout = config.connect_timeout();
+async fn failover(run: &mut Run) -> Result<(u64, Target), String> {
+    let gate = Arc::clone(&run.gate);
+    let request = run.request.clone();
+    let timeout = run.settings.timeout;
+    let this_node = run.settings.node.clone();
+    let password = run.settings.password.clone();
+    let password = password.as_deref();
     let admin = AdminClient::new(Duration::from_secs(2));
     let token = request
         .target_token
-        .as_deref()
-        .or(config.admin.token.as_deref());
+        .clone()
+        .or_else(|| run.settings.admin_token.clone());
     run.enter(FailoverState::Started);
 
     run.enter(FailoverState::CheckSlave);
     let target = check_target(&admin, &request.to).await?;
-    let password = config.backend.password.as_deref();
-    let mut source = ControlConnection::open(&config.backend.addr, password, timeout)
+    let mut source = ControlConnection::open(&this_node, password, timeout)
         .await
-        .map_err(|e| format!("cannot reach this node {}: {e}", config.backend.addr))?;
+        .map_err(|e| format!("cannot reach this node {this_node}: {e}"))?;
     let mut replica = ControlConnection::open(&target.node, password, timeout)
         .await
         .map_err(|e| format!("cannot reach the target node {}: {e}", target.node))?;
@@ -258,11 +422,11 @@ async fn failover(run: &mut Run<'_>, request: &FailoverRequest) -> Result<(u64, 
         return Err("Current node is a slave, can't failover".into());
     }
     let theirs = info_replication(&mut replica).await?;
-    if !theirs.is_replica() || !same_addr(theirs.master.as_deref(), &config.backend.addr) {
+    if !theirs.is_replica() || !same_addr(theirs.master.as_deref(), &this_node) {
         return Err(format!(
             "the target node {} is not a replica of this node {} (role {}, master {})",
             target.node,
-            config.backend.addr,
+            this_node,
             theirs.role.as_deref().unwrap_or("unknown"),
             theirs.master.as_deref().unwrap_or("none")
         ));
@@ -275,61 +439,51 @@ async fn failover(run: &mut Run<'_>, request: &FailoverRequest) -> Result<(u64, 
     }
 
     // Paused sessions may open their connections to the new master now.
-    shared
-        .gate
-        .prepare_handover(Some(target.proxy.clone().into()));
+    gate.prepare_handover(Some(target.proxy.clone().into()));
     run.enter(FailoverState::PauseWrite);
-    let pause = shared.gate.pause();
+    let pause = Arc::clone(gate.pause());
     pause.pause(
         Duration::from_millis(request.pause_timeout_ms),
         PauseMode::Write,
     );
+    run.guard.paused = true;
     run.paused_at = Some(run.now_ms());
-    let sync_deadline = Instant::now() + Duration::from_millis(request.sync_timeout_ms);
+    let sync_timeout = Duration::from_millis(request.sync_timeout_ms);
+    let sync_deadline = Instant::now() + sync_timeout;
     // Writes already forwarded must be answered before the offsets mean anything.
-    while shared.gate.writes_in_flight() > 0 {
+    while gate.writes_in_flight() > 0 {
         if Instant::now() >= sync_deadline {
-            return abort(
-                run,
-                "writes in flight were not answered within sync_timeout_ms",
-            );
+            return run
+                .abort("writes in flight were not answered within sync_timeout_ms".to_string());
         }
         tokio::task::yield_now().await;
     }
 
     run.enter(FailoverState::WaitSync);
-    let target_offset = info_replication(&mut source).await?.offset.unwrap_or(0);
-    let mut replica_offset = None;
-    let synced = loop {
-        let left = sync_deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            break false;
-        }
-        match tokio::time::timeout(left, info_replication(&mut replica)).await {
-            Ok(Ok(r)) if r.offset.unwrap_or(0) >= target_offset => break true,
-            Ok(Ok(r)) => replica_offset = r.offset,
-            Ok(Err(e)) => return abort(run, &e),
-            Err(_) => break false,
-        }
-    };
-    if !synced {
-        if !request.force_on_timeout {
-            return abort(
-                run,
-                &format!(
-                    "the replica did not reach offset {target_offset} within {} ms (sync timeout; it was at {})",
-                    request.sync_timeout_ms,
-                    replica_offset.map_or("unknown".to_string(), |o| o.to_string())
-                ),
+    // Blocking writes (BLPOP & co.) are not counted in flight: one that pops
+    // after this node's offset is read is seen by this counter moving.
+    let blocking_seen = gate.blocking_writes_completed();
+    let source_offset = offset(&mut source).await?;
+    match catch_up(&mut replica, source_offset, sync_deadline).await {
+        Ok(CatchUp::Reached) => {}
+        Ok(CatchUp::Behind(at)) => {
+            let error = format!(
+                "the replica did not reach offset {source_offset} within {} ms (sync timeout; it was at {})",
+                request.sync_timeout_ms,
+                at.map_or("unknown".to_string(), |o| o.to_string())
             );
+            if !request.force_on_timeout {
+                return run.abort(error);
+            }
+            warn!(%error, "sync timeout; switching anyway (force_on_timeout)");
         }
-        warn!("sync timeout; switching anyway (force_on_timeout)");
+        Err(e) => return run.abort(e),
     }
 
     run.enter(FailoverState::Switching);
     // Fence this node first: from here on no write reaches it, whatever
     // happens to the pause (its timeout may run out during the switch).
-    let lease = shared.gate.lease();
+    let lease = Arc::clone(gate.lease());
     let before = lease.snapshot();
     let epoch = lease.epoch() + 1;
     let revoke = Grant {
@@ -343,53 +497,98 @@ async fn failover(run: &mut Run<'_>, request: &FailoverRequest) -> Result<(u64, 
         warn!(error = %e, "revoking this node's lease");
         lease.revoke("failover to another node");
     }
-    shared.gate.demote(Demotion {
+    gate.demote(Demotion {
         new_master: Some(target.proxy.clone().into()),
     });
-    // If the pause ended early, writes may have reached this node after the
-    // sync check: wait for them and for the replica to catch up again.
-    if !pause.is_paused() {
-        let deadline = Instant::now() + Duration::from_millis(request.sync_timeout_ms);
+    // Writes may have reached this node after its offset was read: if the
+    // pause ended early (forwarded writes), or a blocking write completed
+    // (a pop). Now that this node is fenced no more can: wait for the
+    // replica to catch up with its offset again.
+    let pause_ended = !pause.is_paused();
+    let blocking_moved = gate.blocking_writes_completed() != blocking_seen;
+    if pause_ended || blocking_moved {
+        let why = if pause_ended {
+            "the pause ended before the switch (pause_timeout_ms is too short)"
+        } else {
+            "a blocking write (BLPOP & co.) completed on this node after its offset was read"
+        };
+        info!(why, "waiting for the replica to catch up again");
+        let deadline = Instant::now() + sync_timeout;
         let resynced = async {
-            while shared.gate.writes_in_flight() > 0 {
+            while gate.writes_in_flight() > 0 {
+                if Instant::now() >= deadline {
+                    return Ok(CatchUp::Behind(None));
+                }
                 tokio::task::yield_now().await;
             }
-            let offset = info_replication(&mut source).await?.offset.unwrap_or(0);
-            loop {
-                if info_replication(&mut replica).await?.offset.unwrap_or(0) >= offset {
-                    return Ok::<(), String>(());
-                }
-            }
+            let offset = offset(&mut source).await?;
+            catch_up(&mut replica, offset, deadline).await
         };
-        let outcome = tokio::time::timeout_at(deadline.into(), resynced).await;
-        if !matches!(outcome, Ok(Ok(()))) {
-            rollback(shared, &before, epoch);
-            return abort(run, "the pause ended during the switch and the replica did not catch up again; pause_timeout_ms is too short");
+        let error = match resynced.await {
+            Ok(CatchUp::Reached) => None,
+            Ok(CatchUp::Behind(_)) => Some(format!(
+                "{why}, and the replica did not catch up with this node again within {} ms (sync timeout)",
+                request.sync_timeout_ms
+            )),
+            Err(e) => Some(format!("{why}, and the replica's catch-up could not be checked: {e}")),
+        };
+        if let Some(error) = error {
+            if !request.force_on_timeout {
+                // Nothing was sent to the target yet: this node is master still.
+                rollback(&gate, &before, epoch);
+                return run.abort(error);
+            }
+            warn!(%error, "switching anyway (force_on_timeout)");
         }
     }
     if let Err(e) = replica.call(&["REPLICAOF", "NO", "ONE"]).await {
-        rollback(shared, &before, epoch);
-        return abort(run, &format!("cannot promote the target node: {e}"));
+        match promotion_outcome(&e, &mut replica, &target.node, password, timeout).await {
+            Promotion::Done => {
+                warn!(error = %e, "the promotion reported a failure, but the target node is master now: carrying on with the switch");
+            }
+            Promotion::NotDone(why) => {
+                rollback(&gate, &before, epoch);
+                return run.abort(format!(
+                    "cannot promote the target node {}: {e}; it is certainly still a replica ({why}), so this node was unfenced and stays master",
+                    target.node
+                ));
+            }
+            Promotion::Unknown(why) => {
+                return run.both_fenced(format!(
+                    "cannot promote the target node {}: {e}; whether it was promoted cannot be determined ({why}). Both nodes are fenced: this node's lease is revoked (epoch {epoch}) and it is marked demoted, and the target's leasegate was not granted the lease. The controller must grant the lease (epoch {epoch} or later) to the node that is to be master",
+                    target.node
+                ));
+            }
+        }
     }
     let grant = serde_json::json!({
         "master_node_id": target.node_id,
         "epoch": epoch,
         "ttl_ms": request.lease_ttl_ms,
     });
-    // Should this fail, both nodes stay fenced (no split brain) until the
-    // controller grants the new master its lease.
-    admin
+    let granted = admin
         .json(
             &request.to,
             "POST",
             "/v1/lease",
-            token,
+            token.as_deref(),
             Some(grant.to_string()),
         )
         .await
-        .map_err(|e| format!("the target node was promoted, but its leasegate could not be granted the lease (both nodes are fenced until the controller grants it): {e}"))?;
-    pause.unpause();
-    run.released_at = Some(run.now_ms());
+        .and_then(|answer| match answer["outcome"].as_str() {
+            Some("renewed") => Ok(()),
+            other => Err(format!(
+                "the grant was not applied (outcome {})",
+                other.unwrap_or("unknown")
+            )),
+        });
+    if let Err(e) = granted {
+        return run.both_fenced(format!(
+            "the target node {} was promoted, but its leasegate {} did not confirm the lease grant at epoch {epoch}: {e}. Both nodes are fenced: this node's lease is revoked and it is marked demoted (held writes are not applied to it), and the target's leasegate holds no lease unless the grant got through unconfirmed. The controller must grant the lease (epoch {epoch} or later, to {} if the promoted node is to stay master)",
+            target.node, request.to, target.node_id
+        ));
+    }
+    run.release();
     let (host, port) = target
         .node
         .rsplit_once(':')
@@ -400,13 +599,88 @@ async fn failover(run: &mut Run<'_>, request: &FailoverRequest) -> Result<(u64, 
     Ok((epoch, target))
 }
 
-/// Undoes the fencing of this node when the switch fails before the
-/// replica was promoted: it is the master still.
-fn rollback(shared: &Shared, before: &crate::lease::LeaseSnapshot, epoch: u64) {
-    shared.gate.clear_demotion();
-    let lease = shared.gate.lease();
+/// Whether the target node carried out a `REPLICAOF NO ONE` that failed.
+#[derive(Debug, PartialEq, Eq)]
+enum Promotion {
+    /// It is master now.
+    Done,
+    /// It is a replica, and the request cannot take effect any more.
+    NotDone(String),
+    /// It may be promoted, now or later.
+    Unknown(String),
+}
+
+/// Finds out what a failed `REPLICAOF NO ONE` (sent on `conn`) did.
+///
+/// An error reply means the node refused it. A broken connection means the
+/// node either ran it already or never will (it was closed with the request
+/// unread). After a timeout the request may still be queued on the node, so
+/// its late answer is waited for once more: a reply to a command sent after
+/// it cannot arrive before it. Then the node is asked for its `ROLE` on a
+/// fresh connection: `master` is final (a master does not turn replica by
+/// itself); `slave` is final only when the request can no longer run.
+async fn promotion_outcome(
+    error: &BackendError,
+    conn: &mut ControlConnection,
+    node: &str,
+    password: Option<&str>,
+    timeout: Duration,
+) -> Promotion {
+    #[derive(PartialEq)]
+    enum Fate {
+        Refused,
+        Lost,
+        Pending,
+    }
+    let fate = |e: &BackendError| match e {
+        BackendError::Reply(text) if !text.starts_with("invalid reply") => Fate::Refused,
+        BackendError::Io(_) | BackendError::ConnectTimeout(_) => Fate::Lost,
+        _ => Fate::Pending,
+    };
+    let mut request = fate(error);
+    if request == Fate::Pending {
+        // Returns the late answer to REPLICAOF NO ONE, not ROLE's.
+        match conn.call(&["ROLE"]).await {
+            Ok(_) => return Promotion::Done,
+            Err(e) => request = fate(&e),
+        }
+    }
+    let role = async {
+        let mut fresh = ControlConnection::open(node, password, timeout)
+            .await
+            .map_err(|e| format!("cannot reach it: {e}"))?;
+        let reply = fresh
+            .call(&["ROLE"])
+            .await
+            .map_err(|e| format!("ROLE failed: {e}"))?;
+        Ok::<_, String>(Replication::from_role(&reply))
+    };
+    match role.await {
+        Ok(r) if r.role.as_deref() == Some("master") => Promotion::Done,
+        Ok(r) if r.is_replica() => match request {
+            Fate::Refused => Promotion::NotDone("it refused the request and reports itself a replica".into()),
+            Fate::Lost => Promotion::NotDone("the connection broke and it reports itself a replica".into()),
+            Fate::Pending => Promotion::Unknown("it reports itself a replica, but the request got no answer and may still be carried out".into()),
+        },
+        Ok(r) => Promotion::Unknown(format!(
+            "it reports the role {}",
+            r.role.as_deref().unwrap_or("unknown")
+        )),
+        Err(e) => Promotion::Unknown(format!("its role cannot be read: {e}")),
+    }
+}
+
+/// The longest lease a rollback restores (a lease valid "forever" comes back
+/// as this; the controller renews it).
+const ROLLBACK_MAX_TTL_MS: u64 = MAX_LEASE_TTL_MS;
+
+/// Undoes the fencing of this node when the switch fails and the replica
+/// certainly was not promoted: it is the master still.
+fn rollback(gate: &Gate, before: &LeaseSnapshot, epoch: u64) {
+    gate.clear_demotion();
+    let lease = gate.lease();
     if let (true, Some(me)) = (before.valid, lease.node_id()) {
-        let ttl_ms = before.remaining_ms.clamp(1, 24 * 3600 * 1000);
+        let ttl_ms = before.remaining_ms.clamp(1, ROLLBACK_MAX_TTL_MS);
         let regrant = Grant {
             master_node_id: Some(me),
             ttl_ms,
@@ -420,11 +694,37 @@ fn rollback(shared: &Shared, before: &crate::lease::LeaseSnapshot, epoch: u64) {
     }
 }
 
-/// Ends the pause and fails (before switching).
-fn abort<T>(run: &mut Run<'_>, error: &str) -> Result<T, String> {
-    run.shared.gate.pause().unpause();
-    run.released_at = Some(run.now_ms());
-    Err(error.to_string())
+/// How the replica's offset compares with the one it must reach.
+enum CatchUp {
+    Reached,
+    /// The deadline passed; the replica was last seen at this offset.
+    Behind(Option<u64>),
+}
+
+/// Polls the replica's offset until it reaches `target`, until `deadline`.
+async fn catch_up(
+    replica: &mut ControlConnection,
+    target: u64,
+    deadline: Instant,
+) -> Result<CatchUp, String> {
+    let mut seen = None;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(CatchUp::Behind(seen));
+        }
+        match tokio::time::timeout(left, info_replication(replica)).await {
+            Ok(Ok(r)) if r.offset.unwrap_or(0) >= target => return Ok(CatchUp::Reached),
+            Ok(Ok(r)) => seen = r.offset,
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Ok(CatchUp::Behind(seen)),
+        }
+    }
+}
+
+/// This node's replication offset.
+async fn offset(conn: &mut ControlConnection) -> Result<u64, String> {
+    Ok(info_replication(conn).await?.offset.unwrap_or(0))
 }
 
 async fn check_target(admin: &AdminClient, to: &str) -> Result<Target, String> {
@@ -471,4 +771,66 @@ fn same_addr(a: Option<&str>, b: &str) -> bool {
     let Some(a) = a else { return false };
     let norm = |s: &str| s.replace("localhost", "127.0.0.1");
     norm(a) == norm(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::lease::ManualClock;
+    use crate::server::Server;
+
+    fn server() -> Server {
+        let config = Config::parse("backend:\n  addr: 127.0.0.1:1\n", "t").expect("valid config");
+        Server::with_clock(config, None, Arc::new(ManualClock::new(1_000_000_000)))
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn one_failover_at_a_time() {
+        let server = server();
+        let gate = &server.shared().gate;
+        let first = RunGuard::acquire(gate).expect("free");
+        assert!(gate.failover.is_running());
+        assert!(RunGuard::acquire(gate).is_none(), "already in progress");
+        drop(first);
+        assert!(!gate.failover.is_running());
+        assert_eq!(gate.failover.state(), FailoverState::Failed);
+        assert!(RunGuard::acquire(gate).is_some(), "free again");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_run_that_panics_is_cleaned_up() {
+        let server = server();
+        let gate = Arc::clone(&server.shared().gate);
+        let mut guard = RunGuard::acquire(&gate).expect("free");
+        gate.prepare_handover(Some("127.0.0.1:2".into()));
+        gate.pause()
+            .pause(Duration::from_secs(60), PauseMode::Write);
+        guard.paused = true;
+        gate.failover.set(FailoverState::WaitSync);
+        let task = tokio::spawn(async move {
+            let _guard = guard;
+            panic!("a bug in the middle of a failover");
+        });
+        assert!(task.await.expect_err("panicked").is_panic());
+        assert!(!gate.failover.is_running(), "the next failover may run");
+        assert_eq!(gate.failover.state(), FailoverState::Failed);
+        assert!(!gate.pause().is_paused(), "the pause ended");
+        assert_eq!(gate.handover_target(), None, "the hand-over withdrawn");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_unreachable_target_fails_cleanly() {
+        let server = server();
+        let shared = server.shared();
+        let request: FailoverRequest =
+            serde_json::from_str(r#"{"to":"127.0.0.1:1"}"#).expect("request");
+        let report = run(shared, request).await;
+        assert_eq!(report.result, FailoverState::Failed);
+        assert!(!report.both_fenced);
+        assert!(report.error.is_some());
+        assert!(!shared.gate.failover.is_running());
+        assert!(!shared.gate.pause().is_paused());
+        assert_eq!(shared.gate.failover.state(), FailoverState::Failed);
+    }
 }

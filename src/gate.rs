@@ -18,11 +18,22 @@
 //! `ALL`); demotion (`pause.on_demote`); the master lease (one mode load, one
 //! deadline load, one clock read); verification with the controller. Reads
 //! pass unless paused with `ALL`. Admin commands always pass (the controller
-//! must be able to reconfigure a fenced node), but those that change the
-//! node's role (`REPLICAOF host port`, `CLUSTERX SETNODES` naming this node a
-//! slave) revoke the lease first, and the controller's `CLIENT PAUSE` is
-//! taken by the proxy. Nothing else in the code decides whether a write may
-//! reach the node.
+//! must be able to reconfigure a fenced node), and the controller's
+//! `CLIENT PAUSE` is taken by the proxy. Nothing else in the code decides
+//! whether a write may reach the node.
+//!
+//! **State follows the node's acceptance.** A request that would change what
+//! the Gate knows (`REPLICAOF host port` and `CLUSTERX SETNODES` naming this
+//! node a slave revoke the lease; a controller's `CLUSTERX SETNODEID` teaches
+//! the node id) is answered `Observe(effect)`: it is forwarded, and the
+//! effect is applied ([`Gate::accepted`]) only when the node answers `+OK`.
+//! A refused command changes nothing.
+//!
+//! **Acknowledgements are checked too** ([`Gate::acknowledgement`]): a write's
+//! success reply reaches the client only if the lease held without a break
+//! from the write's admission to the reply; otherwise the client gets
+//! [`UNKNOWN_OUTCOME`]: the node may have applied the write, but not under
+//! the lease.
 //!
 //! The policy that a reload may change (command table, deny list) sits behind
 //! an `ArcSwap`; a session loads it once per batch of requests.
@@ -40,7 +51,7 @@ use crate::command::{Class, Classified, CommandTable};
 use crate::config::OnDemote;
 use crate::control::{self, ControlPolicy};
 use crate::frame::request::{arguments, RequestHead};
-use crate::lease::{GrantError, GrantOutcome, Lease, LeaseMode};
+use crate::lease::{GrantError, GrantOutcome, Lease, LeaseMode, Term};
 use crate::pause::{Hold, Pause, PauseMode};
 use crate::verify::Verifier;
 
@@ -69,6 +80,9 @@ pub struct Admission<'a> {
     /// The session was moved to the new master's leasegate, which judges
     /// its requests from now on.
     pub handed_over: bool,
+    /// Bytes the client has sent from this request on that the proxy holds
+    /// (a held request keeps them all, so they count against the pause buffer).
+    pub buffered: usize,
 }
 
 /// The Gate's answer.
@@ -89,6 +103,21 @@ pub enum Verdict {
     /// A session moved to another leasegate earlier, and this node is master
     /// again: move it back to this node (so hand-overs never chain).
     ReturnHome,
+    /// Forward the request; if the node accepts it (`+OK`), apply the effect
+    /// with [`Gate::accepted`].
+    Observe(Effect),
+}
+
+/// What a forwarded request changes once the node has accepted it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// `REPLICAOF host port`: the node is a replica now; revoke the lease.
+    Replica { reason: String },
+    /// `CLUSTERX SETNODES <nodes> ...`: revoke the lease if the topology lists
+    /// this node as a slave (decided on the reply, with the node id known then).
+    Topology { nodes: String },
+    /// `CLUSTERX SETNODEID <id>` on a control connection: the node's id.
+    NodeId(String),
 }
 
 /// This node was demoted; where the new master is, when known.
@@ -137,6 +166,8 @@ pub struct GateMetrics {
     pub heartbeats: Counter,
     pub heartbeats_refused: Counter,
     pub role_revocations: Counter,
+    pub unknown_outcomes: Counter,
+    pub late_acknowledgements_log_only: Counter,
 }
 
 impl GateMetrics {
@@ -170,6 +201,16 @@ impl GateMetrics {
             "heartbeats_refused",
             "Heartbeats refused (epoch, ttl, node id)",
             self.heartbeats_refused.clone(),
+        );
+        registry.register(
+            "unknown_outcomes",
+            "Write acknowledgements replaced by the unknown-outcome error: the node answered after the master lease ended",
+            self.unknown_outcomes.clone(),
+        );
+        registry.register(
+            "late_acknowledgements_log_only",
+            "Write acknowledgements passed in log-only mode that block-write would have replaced (lease ended before the reply)",
+            self.late_acknowledgements_log_only.clone(),
         );
         registry.register(
             "role_revocations",
@@ -255,10 +296,15 @@ pub struct Gate {
     /// Writes forwarded whose replies have not come back yet (a failover
     /// waits for them before it compares offsets).
     writes_in_flight: InFlight,
+    /// Replies received to blocking-family writes (BLPOP, BLMOVE, ...): a
+    /// failover that read offsets before one of these completed must read
+    /// them again, as the pop may have been applied after its reading.
+    blocking_writes_completed: AtomicU64,
     pub metrics: GateMetrics,
     /// The state of this proxy's graceful failovers (reported, not decided on).
     pub failover: crate::failover::FailoverStatus,
     last_log_only_warning: AtomicU64,
+    last_unknown_outcome_warning: AtomicU64,
 }
 
 impl std::fmt::Debug for Gate {
@@ -270,9 +316,15 @@ impl std::fmt::Debug for Gate {
 /// What a controller-authenticated AUTH/HELLO turns into.
 const INFO_REPLICATION: &[u8] = b"*2\r\n$4\r\nINFO\r\n$11\r\nreplication\r\n";
 const OK: &[u8] = b"+OK\r\n";
+const CLIENT_REPLY_REFUSED: &[u8] = b"-ERR leasegate does not support CLIENT REPLY OFF|SKIP: every request must be answered for replies to stay in order\r\n";
+const CONTROL_PASSWORD_MISPLACED: &[u8] =
+    b"-ERR syntax error (the control password is accepted only as AUTH's password)\r\n";
 const PAUSE_BUFFER_FULL: &[u8] = b"-TRYAGAIN write pause buffer full\r\n";
 const EXECABORT_LEASE: &[u8] =
     b"-EXECABORT Transaction discarded because the master lease expired\r\n";
+/// What a client gets instead of a write's success reply that arrived after
+/// the lease ended (or was revoked) — whatever the reply was.
+pub const UNKNOWN_OUTCOME: &[u8] = b"-UNKNOWN write outcome unknown: the node answered after this node's master lease ended; the write may or may not have been applied\r\n";
 /// At most one log-only warning per this many nanoseconds.
 const LOG_ONLY_WARN_EVERY: u64 = 1_000_000_000;
 
@@ -294,9 +346,11 @@ impl Gate {
             demoted: AtomicBool::new(false),
             handover_target: std::sync::Mutex::new(None),
             writes_in_flight: InFlight::default(),
+            blocking_writes_completed: AtomicU64::new(0),
             metrics: GateMetrics::default(),
             failover: Default::default(),
             last_log_only_warning: AtomicU64::new(0),
+            last_unknown_outcome_warning: AtomicU64::new(0),
         }
     }
 
@@ -347,7 +401,7 @@ impl Gate {
     /// A paused request takes a place in the pause buffer, if there is one.
     #[cold]
     fn hold(&self, r: &Admission<'_>) -> Verdict {
-        match self.pause.hold(r.bytes.len()) {
+        match self.pause.hold(r.buffered.max(r.bytes.len())) {
             Some(hold) => Verdict::Hold(Wait::Pause(hold)),
             None => Verdict::Reply(Bytes::from_static(PAUSE_BUFFER_FULL)),
         }
@@ -362,7 +416,12 @@ impl Gate {
         {
             return self.client_pause(r);
         }
-        self.observe_role_change(r);
+        if name.is(b"clusterx") || name.is(b"replicaof") || name.is(b"slaveof") {
+            return self.observe(r);
+        }
+        if name.is(b"client") && r.head.sub.is(b"reply") {
+            return client_reply(r);
+        }
         Verdict::Forward
     }
 
@@ -471,6 +530,19 @@ impl Gate {
         self.writes_in_flight.sum()
     }
 
+    /// A reply to a blocking-family write (which is not counted in flight:
+    /// it may block for long) came back from the node.
+    #[cold]
+    pub fn blocking_write_completed(&self) {
+        self.blocking_writes_completed
+            .fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// How many replies to blocking-family writes have come back so far.
+    pub fn blocking_writes_completed(&self) -> u64 {
+        self.blocking_writes_completed.load(Ordering::SeqCst)
+    }
+
     /// A write passes when the lease holds (one mode load, one deadline
     /// load, one clock read) and, with verification, once the controller has
     /// confirmed mastership after the write arrived.
@@ -538,47 +610,97 @@ impl Gate {
         }
     }
 
-    /// Role changes seen passing through revoke the lease before they reach the node.
-    #[inline]
-    fn observe_role_change(&self, r: &Admission<'_>) {
-        let name = &r.head.name;
-        let clusterx = name.is(b"clusterx");
-        if !(clusterx || name.is(b"replicaof") || name.is(b"slaveof")) {
-            return;
-        }
-        self.observe_role_change_cold(r, clusterx);
-    }
-
+    /// Requests that change the node's role or id: forwarded, with the
+    /// effect applied once the node accepts them.
     #[cold]
-    fn observe_role_change_cold(&self, r: &Admission<'_>, clusterx: bool) {
+    fn observe(&self, r: &Admission<'_>) -> Verdict {
         let args = arguments(r.bytes, r.head.inline);
-        if !clusterx {
+        let effect = if r.head.name.is(b"clusterx") {
+            if r.head.sub.is(b"setnodeid") && r.control {
+                // Only the controller names the node: an ordinary client's
+                // SETNODEID (even one the node accepts) never moves the lease.
+                args.get(2)
+                    .map(|id| Effect::NodeId(String::from_utf8_lossy(id).into_owned()))
+            } else if r.head.sub.is(b"setnodes") {
+                args.get(2).map(|nodes| Effect::Topology {
+                    nodes: String::from_utf8_lossy(nodes).into_owned(),
+                })
+            } else {
+                None
+            }
+        } else {
             // REPLICAOF host port (but not REPLICAOF NO ONE) makes this node a replica.
             let no_one = args.len() == 3
                 && args[1].eq_ignore_ascii_case(b"no")
                 && args[2].eq_ignore_ascii_case(b"one");
-            if args.len() == 3 && !no_one {
-                self.revoke_for_role(&format!(
-                    "{} {} {} passed through",
+            (args.len() == 3 && !no_one).then(|| Effect::Replica {
+                reason: format!(
+                    "{} {} {} accepted by the node",
                     String::from_utf8_lossy(&args[0]).to_ascii_uppercase(),
                     String::from_utf8_lossy(&args[1]),
                     String::from_utf8_lossy(&args[2])
-                ));
+                ),
+            })
+        };
+        effect.map_or(Verdict::Forward, Verdict::Observe)
+    }
+
+    /// The node accepted (`+OK`) a request the Gate observes: apply its effect.
+    #[cold]
+    pub fn accepted(&self, effect: &Effect) {
+        match effect {
+            Effect::Replica { reason } => self.revoke_for_role(reason),
+            Effect::Topology { nodes } => {
+                if let Some(me) = self.lease.node_id() {
+                    if crate::topology::listed_as_replica(nodes, &me) {
+                        self.revoke_for_role("CLUSTERX SETNODES lists this node as a slave");
+                    }
+                }
             }
-            return;
+            Effect::NodeId(id) => self.lease.learn_node_id(id),
         }
-        if r.head.sub.is(b"setnodeid") {
-            if let Some(id) = args.get(2) {
-                self.lease.learn_node_id(&String::from_utf8_lossy(id));
-            }
-        } else if r.head.sub.is(b"setnodes") {
-            let (Some(nodes), Some(me)) = (args.get(2), self.lease.node_id()) else {
-                return;
-            };
-            if crate::topology::listed_as_replica(&String::from_utf8_lossy(nodes), &me) {
-                self.revoke_for_role("CLUSTERX SETNODES lists this node as a slave");
-            }
+    }
+
+    /// The term a write is admitted in, when its acknowledgement will be
+    /// checked (`None` with `lease.mode: disabled`).
+    #[inline]
+    pub fn write_term(&self) -> Option<Term> {
+        (self.lease.mode() != LeaseMode::Disabled).then(|| self.lease.term())
+    }
+
+    /// Checks the reply to a write admitted in `term`: `None` passes it,
+    /// `Some(reply)` replaces it. Errors and `+QUEUED` pass (nothing was
+    /// acknowledged); a success after the lease ended or was revoked is
+    /// replaced by [`UNKNOWN_OUTCOME`] in block-write, counted in log-only.
+    #[inline]
+    pub fn acknowledgement(&self, term: Term, reply: &[u8]) -> Option<&'static [u8]> {
+        if self.lease.acknowledgeable(term) || !is_acknowledgement(reply) {
+            return None;
         }
+        self.late_acknowledgement()
+    }
+
+    #[cold]
+    fn late_acknowledgement(&self) -> Option<&'static [u8]> {
+        if self.lease.mode() != LeaseMode::BlockWrite {
+            self.metrics.late_acknowledgements_log_only.inc();
+            return None;
+        }
+        self.metrics.unknown_outcomes.inc();
+        let now = self.lease.now();
+        let last = self.last_unknown_outcome_warning.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= LOG_ONLY_WARN_EVERY
+            && self
+                .last_unknown_outcome_warning
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            warn!(
+                unknown_outcomes = self.metrics.unknown_outcomes.get(),
+                "the node acknowledged a write after the master lease ended; the client gets an unknown-outcome error instead"
+            );
+        }
+        Some(UNKNOWN_OUTCOME)
     }
 
     /// Revokes the lease because the node is (becoming) a replica.
@@ -663,46 +785,106 @@ impl Gate {
     /// the connection becomes the controller's and the returned verdict says
     /// what reaches the node instead (the control password never does).
     #[cold]
-    pub fn authenticate(&self, head: &RequestHead, bytes: &[u8]) -> Option<Verdict> {
+    pub fn authenticate(&self, head: &RequestHead, bytes: &[u8]) -> Option<(Verdict, bool)> {
+        if !(head.name.is(b"auth") || head.name.is(b"hello")) {
+            return None;
+        }
         let args = arguments(bytes, head.inline);
+        let password_at = if head.name.is(b"auth") {
+            // AUTH password | AUTH username password
+            matches!(args.len(), 2 | 3).then(|| args.len() - 1)
+        } else {
+            hello_password_at(&args)
+        };
+        let Some(at) = password_at.filter(|&i| self.control.is_control_password(&args[i])) else {
+            // Never forwarded, wherever it appears: a misplaced control
+            // password would otherwise reach the node (and its logs).
+            return args
+                .iter()
+                .skip(1)
+                .any(|a| self.control.is_control_password(a))
+                .then(|| {
+                    (
+                        Verdict::Reply(Bytes::from_static(CONTROL_PASSWORD_MISPLACED)),
+                        false,
+                    )
+                });
+        };
         if head.name.is(b"auth") {
-            let password = match args.len() {
-                2 => &args[1],
-                3 => &args[2],
-                _ => return None,
-            };
-            if !self.control.is_control_password(password) {
-                return None;
-            }
-            return Some(match &self.backend_password {
+            let verdict = match &self.backend_password {
                 Some(pw) => Verdict::Rewrite {
                     request: encode(&[b"AUTH", pw.as_bytes()]),
                     answer: Answer::Replace(Bytes::from_static(OK)),
                 },
                 None => Verdict::Reply(Bytes::from_static(OK)),
-            });
+            };
+            return Some((verdict, true));
         }
-        // HELLO [protover [AUTH username password] [SETNAME clientname]]
-        let auth_at = args.iter().position(|a| a.eq_ignore_ascii_case(b"auth"))?;
-        let password = args.get(auth_at + 2)?;
-        if !self.control.is_control_password(password) {
-            return None;
-        }
+        // HELLO: drop `AUTH <user> <password>`, or put the node's password there.
+        let auth_at = at - 2;
         let mut rewritten: Vec<&[u8]> = Vec::with_capacity(args.len());
         for (i, a) in args.iter().enumerate() {
             if i == auth_at {
                 if let Some(pw) = &self.backend_password {
                     rewritten.extend_from_slice(&[b"AUTH", b"default", pw.as_bytes()]);
                 }
-            } else if i != auth_at + 1 && i != auth_at + 2 {
+            } else if !(auth_at..=at).contains(&i) {
                 rewritten.push(a);
             }
         }
-        Some(Verdict::Rewrite {
-            request: encode(&rewritten),
-            answer: Answer::Hello,
-        })
+        Some((
+            Verdict::Rewrite {
+                request: encode(&rewritten),
+                answer: Answer::Hello,
+            },
+            true,
+        ))
     }
+}
+
+/// The position of the password in `HELLO [protover [AUTH username password]
+/// [SETNAME clientname]]`, parsed by that grammar as Redis does (options in
+/// any order, each taking its arguments), never by searching for the word:
+/// in `HELLO 3 SETNAME auth ...`, `auth` is a client name.
+fn hello_password_at(args: &[Vec<u8>]) -> Option<usize> {
+    let mut i = 2;
+    let mut found = None;
+    while i < args.len() {
+        let more = args.len() - i - 1;
+        if args[i].eq_ignore_ascii_case(b"auth") && more >= 2 {
+            found = Some(i + 2);
+            i += 3;
+        } else if args[i].eq_ignore_ascii_case(b"setname") && more >= 1 {
+            i += 2;
+        } else {
+            return None; // a syntax error the node will report
+        }
+    }
+    found
+}
+
+/// `CLIENT REPLY ON` passes; `OFF` and `SKIP` would make the node leave
+/// requests unanswered, and replies could no longer be matched to requests
+/// (nor local replies placed, nor writes counted back): refused.
+#[cold]
+fn client_reply(r: &Admission<'_>) -> Verdict {
+    let args = arguments(r.bytes, r.head.inline);
+    match args.get(2) {
+        Some(mode) if mode.eq_ignore_ascii_case(b"on") => Verdict::Forward,
+        Some(mode) if mode.eq_ignore_ascii_case(b"off") || mode.eq_ignore_ascii_case(b"skip") => {
+            Verdict::Reply(Bytes::from_static(CLIENT_REPLY_REFUSED))
+        }
+        _ => Verdict::Forward, // a syntax error the node reports
+    }
+}
+
+/// Whether a reply may say that a write took effect: anything but an error,
+/// `+QUEUED` (not applied yet) or RESP2's null array (an EXEC aborted by
+/// WATCH, a blocking pop that timed out: nothing applied). Other nulls count
+/// as acknowledgements: `SET k v GET` answers a null bulk after applying.
+#[inline]
+fn is_acknowledgement(reply: &[u8]) -> bool {
+    !matches!(reply, [b'-' | b'!', ..] | b"+QUEUED\r\n" | b"*-1\r\n")
 }
 
 /// Encodes a request as a RESP array of bulk strings.
@@ -716,47 +898,58 @@ fn encode(args: &[&[u8]]) -> Bytes {
     Bytes::from(out)
 }
 
+/// A Gate on a hand-driven clock for unit tests: lease expired, control
+/// password `ctl`, node id `me`, pause bounds 10 requests / 1 MiB.
+#[cfg(test)]
+pub(crate) fn for_tests(
+    mode: LeaseMode,
+    deny: &[&str],
+    me: &str,
+) -> (Arc<crate::lease::ManualClock>, Gate) {
+    use crate::lease::{Initial, LeaseTuning, ManualClock};
+    let clock = Arc::new(ManualClock::new(1_000_000_000));
+    let lease = Arc::new(Lease::new(
+        clock.clone(),
+        mode,
+        Initial::Expired,
+        LeaseTuning {
+            clock_drift: 0.0,
+            safety_margin_ms: 0,
+        },
+        Some(me.into()),
+    ));
+    let config = crate::config::CommandsConfig {
+        deny: deny.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    };
+    let gate = Gate::new(
+        Policy {
+            commands: CommandTable::build(&config, &[]),
+        },
+        lease,
+        GateParts {
+            control: ControlPolicy::new(Some("ctl"), &[]),
+            reject_prefix: "READONLY".into(),
+            backend_password: None,
+            verifier: None,
+            pause: Arc::new(Pause::new(10, 1 << 20)),
+            on_demote: OnDemote::Forward,
+        },
+    );
+    (clock, gate)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::command::Name;
-    use crate::config::CommandsConfig;
     use crate::frame::request::{Limits, RequestFramer};
-    use crate::lease::{Initial, LeaseTuning, ManualClock};
+    use crate::lease::ManualClock;
 
     const ME: &str = "0123456789012345678901234567890123456789";
 
     fn gate(mode: LeaseMode, deny: &[&str]) -> (Arc<ManualClock>, Gate) {
-        let clock = Arc::new(ManualClock::new(1_000_000_000));
-        let lease = Arc::new(Lease::new(
-            clock.clone(),
-            mode,
-            Initial::Expired,
-            LeaseTuning {
-                clock_drift: 0.0,
-                safety_margin_ms: 0,
-            },
-            Some(ME.into()),
-        ));
-        let config = CommandsConfig {
-            deny: deny.iter().map(|s| s.to_string()).collect(),
-            ..CommandsConfig::default()
-        };
-        let gate = Gate::new(
-            Policy {
-                commands: CommandTable::build(&config, &[]),
-            },
-            lease,
-            GateParts {
-                control: ControlPolicy::new(Some("ctl"), &[]),
-                reject_prefix: "READONLY".into(),
-                backend_password: None,
-                verifier: None,
-                pause: Arc::new(Pause::new(10, 1 << 20)),
-                on_demote: OnDemote::Forward,
-            },
-        );
-        (clock, gate)
+        for_tests(mode, deny, ME)
     }
 
     fn ask(gate: &Gate, args: &[&str], control: bool) -> Verdict {
@@ -779,6 +972,7 @@ mod tests {
             verified: false,
             covered: false,
             handed_over: false,
+            buffered: 0,
         })
     }
 
@@ -867,11 +1061,10 @@ mod tests {
             Verdict::Forward
         );
         assert!(gate.lease().write_allowed(), "NO ONE keeps it");
-        assert_eq!(
+        assert!(matches!(
             ask(&gate, &["REPLICAOF", "127.0.0.1", "6379"], false),
-            Verdict::Forward
-        );
-        assert!(!gate.lease().write_allowed());
+            Verdict::Observe(Effect::Replica { .. })
+        ));
     }
 
     #[test]
@@ -886,7 +1079,7 @@ mod tests {
         let head = framer.next(&auth).expect("valid").expect("complete");
         assert_eq!(
             gate.authenticate(&head, &auth),
-            Some(Verdict::Reply(Bytes::from_static(OK)))
+            Some((Verdict::Reply(Bytes::from_static(OK)), true))
         );
         let wrong = encode(&[b"AUTH", b"nope"]);
         let head = framer.next(&wrong).expect("valid").expect("complete");
@@ -897,11 +1090,149 @@ mod tests {
         let head = framer.next(&hello).expect("valid").expect("complete");
         assert_eq!(
             gate.authenticate(&head, &hello),
-            Some(Verdict::Rewrite {
-                request: encode(&[b"HELLO", b"3", b"SETNAME", b"c"]),
-                answer: Answer::Hello
-            })
+            Some((
+                Verdict::Rewrite {
+                    request: encode(&[b"HELLO", b"3", b"SETNAME", b"c"]),
+                    answer: Answer::Hello
+                },
+                true
+            ))
         );
         let _ = Name::EMPTY;
+    }
+
+    fn authenticate(gate: &Gate, args: &[&[u8]]) -> Option<(Verdict, bool)> {
+        let bytes = encode(args);
+        let mut framer = RequestFramer::new(Limits {
+            max_bulk_len: 1 << 20,
+            max_multibulk_len: 1 << 10,
+            max_inline_len: 1 << 10,
+        });
+        let head = framer.next(&bytes).expect("valid").expect("complete");
+        gate.authenticate(&head, &bytes)
+    }
+
+    #[test]
+    fn hello_is_parsed_by_its_grammar() {
+        let (_, gate) = gate(LeaseMode::BlockWrite, &[]);
+        let misplaced = Some((
+            Verdict::Reply(Bytes::from_static(CONTROL_PASSWORD_MISPLACED)),
+            false,
+        ));
+        // `auth` here is a client name, and `u ctl` are not AUTH's arguments.
+        assert_eq!(
+            authenticate(
+                &gate,
+                &[b"HELLO", b"3", b"SETNAME", b"auth", b"AUTH", b"u", b"ctl"]
+            ),
+            Some((
+                Verdict::Rewrite {
+                    request: encode(&[b"HELLO", b"3", b"SETNAME", b"auth"]),
+                    answer: Answer::Hello
+                },
+                true
+            ))
+        );
+        // Without the grammar's positions, the control password is never forwarded.
+        assert_eq!(
+            authenticate(&gate, &[b"HELLO", b"3", b"SETNAME", b"AUTH", b"u", b"ctl"]),
+            misplaced
+        );
+        assert_eq!(
+            authenticate(&gate, &[b"HELLO", b"AUTH", b"u", b"ctl"]),
+            misplaced
+        );
+        assert_eq!(
+            authenticate(&gate, &[b"AUTH", b"a", b"b", b"ctl"]),
+            misplaced
+        );
+        assert_eq!(authenticate(&gate, &[b"CLIENT", b"SETNAME", b"ctl"]), None);
+        // Ordinary credentials pass to the node untouched.
+        assert_eq!(
+            authenticate(&gate, &[b"HELLO", b"3", b"AUTH", b"default", b"secret"]),
+            None
+        );
+        assert_eq!(authenticate(&gate, &[b"AUTH", b"secret"]), None);
+    }
+
+    #[test]
+    fn role_changes_take_effect_when_the_node_accepts_them() {
+        let (_, gate) = gate(LeaseMode::BlockWrite, &[]);
+        ask(&gate, &["CLUSTERX", "HEARTBEAT", ME, "100000", "1"], true);
+        let Verdict::Observe(effect) = ask(&gate, &["REPLICAOF", "127.0.0.1", "6379"], false)
+        else {
+            panic!("REPLICAOF host port is observed");
+        };
+        assert!(
+            gate.lease().write_allowed(),
+            "nothing changes on the way in"
+        );
+        gate.accepted(&effect);
+        assert!(!gate.lease().write_allowed(), "the node's +OK revokes");
+    }
+
+    #[test]
+    fn only_the_controller_names_the_node() {
+        let (_, gate) = gate(LeaseMode::BlockWrite, &[]);
+        let setnodeid = [
+            "CLUSTERX",
+            "SETNODEID",
+            "9999999999999999999999999999999999999999",
+        ];
+        assert_eq!(ask(&gate, &setnodeid, false), Verdict::Forward);
+        assert_eq!(
+            ask(&gate, &setnodeid, true),
+            Verdict::Observe(Effect::NodeId(setnodeid[2].to_string()))
+        );
+    }
+
+    #[test]
+    fn acknowledgements_need_the_same_unbroken_term() {
+        let (clock, gate) = gate(LeaseMode::BlockWrite, &[]);
+        ask(&gate, &["CLUSTERX", "HEARTBEAT", ME, "1000", "1"], true);
+        let term = gate.write_term().expect("block-write checks");
+        assert_eq!(gate.acknowledgement(term, b"+OK\r\n"), None);
+        // Renewed before it lapsed: the same term.
+        clock.advance_ms(900);
+        ask(&gate, &["CLUSTERX", "HEARTBEAT", ME, "1000", "1"], true);
+        clock.advance_ms(900);
+        assert_eq!(gate.acknowledgement(term, b":1\r\n"), None);
+        // Lapsed, then renewed: a write admitted before the gap is not acknowledged.
+        clock.advance_ms(200);
+        ask(&gate, &["CLUSTERX", "HEARTBEAT", ME, "1000", "1"], true);
+        assert_eq!(
+            gate.acknowledgement(term, b"+OK\r\n"),
+            Some(UNKNOWN_OUTCOME)
+        );
+        assert_eq!(
+            gate.acknowledgement(term, b"-ERR x\r\n"),
+            None,
+            "errors pass"
+        );
+        assert_eq!(gate.acknowledgement(term, b"+QUEUED\r\n"), None);
+        let term = gate.write_term().expect("block-write checks");
+        gate.revoke_for_role("test");
+        assert_eq!(
+            gate.acknowledgement(term, b"*1\r\n:1\r\n"),
+            Some(UNKNOWN_OUTCOME)
+        );
+        assert_eq!(gate.metrics.unknown_outcomes.get(), 2);
+    }
+
+    #[test]
+    fn client_reply_off_and_skip_are_refused() {
+        let (_, gate) = gate(LeaseMode::Disabled, &[]);
+        assert_eq!(
+            ask(&gate, &["CLIENT", "REPLY", "OFF"], false),
+            Verdict::Reply(Bytes::from_static(CLIENT_REPLY_REFUSED))
+        );
+        assert_eq!(
+            ask(&gate, &["client", "reply", "skip"], false),
+            Verdict::Reply(Bytes::from_static(CLIENT_REPLY_REFUSED))
+        );
+        assert_eq!(
+            ask(&gate, &["CLIENT", "REPLY", "ON"], false),
+            Verdict::Forward
+        );
     }
 }

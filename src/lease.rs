@@ -22,6 +22,15 @@
 //! Hot path ([`Lease::write_allowed`]): one atomic load and one clock read; the
 //! mode is a second atomic load in the Gate. Grants and revocations are rare and
 //! take a mutex.
+//!
+//! **Terms.** A write is admitted under the lease, but the node may apply it
+//! later (a slow script, `CLIENT PAUSE` on the node, a full socket). Its
+//! acknowledgement is therefore checked too ([`Lease::acknowledgeable`]): it
+//! may reach the client only if the lease was valid *without interruption*
+//! from the admission to the reply. A *term* is one such uninterrupted
+//! stretch: every revocation, and every grant that finds the lease lapsed,
+//! starts a new one. Within a term the deadline only moves forward, so "the
+//! same term as at admission, and valid now" means "valid throughout".
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
@@ -37,6 +46,9 @@ const MS: u64 = 1_000_000;
 const FOREVER: Nanos = u64::MAX;
 /// How many issued nonces are remembered.
 const NONCES_KEPT: usize = 1024;
+/// The longest lease a grant may carry (one hour). A controller that asks for
+/// more has a bug or is not a controller; such a grant is refused.
+pub const MAX_TTL_MS: u64 = 3_600_000;
 
 /// A monotonic clock in nanoseconds.
 pub trait Clock: Send + Sync + 'static {
@@ -165,7 +177,7 @@ pub enum GrantOutcome {
 pub enum GrantError {
     #[error("election version mismatch: got {got}, current {current}")]
     EpochMismatch { got: u64, current: u64 },
-    #[error("invalid lease_ms")]
+    #[error("invalid lease_ms (must be between 1 and {MAX_TTL_MS})")]
     InvalidTtl,
     #[error(
         "this node's id is unknown to leasegate (set node_id, or send CLUSTERX SETNODEID first)"
@@ -203,8 +215,19 @@ pub struct Lease {
     mode: AtomicU8,
     deadline: AtomicU64,
     epoch: AtomicU64,
+    /// The current term (see the module doc): bumped by every revocation and
+    /// by every grant that finds the lease lapsed.
+    term: AtomicU64,
+    /// Revocations so far (role changes, another master named, failover,
+    /// a negative verification): a poll must not undo one at the same version.
+    revocations: AtomicU64,
     cold: Mutex<Cold>,
 }
+
+/// The term a write was admitted in: its acknowledgement must come in the
+/// same term, while the lease is still valid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Term(u64);
 
 impl std::fmt::Debug for Lease {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -235,6 +258,8 @@ impl Lease {
             mode: AtomicU8::new(mode.as_u8()),
             deadline: AtomicU64::new(deadline),
             epoch: AtomicU64::new(0),
+            term: AtomicU64::new(0),
+            revocations: AtomicU64::new(0),
             cold: Mutex::new(Cold {
                 node_id,
                 next_nonce: nonce_seed,
@@ -267,6 +292,32 @@ impl Lease {
     pub fn write_allowed(&self) -> bool {
         let deadline = self.deadline.load(Ordering::Acquire);
         deadline == FOREVER || self.clock.now() < deadline
+    }
+
+    /// The term now; taken when a write is admitted.
+    #[inline]
+    pub fn term(&self) -> Term {
+        Term(self.term.load(Ordering::Acquire))
+    }
+
+    /// Whether the acknowledgement of a write admitted in `term` may reach
+    /// the client now: the lease is valid and has been, without a break,
+    /// since then. One deadline load, one clock read, one term load.
+    #[inline]
+    pub fn acknowledgeable(&self, term: Term) -> bool {
+        // Deadline first: a grant bumps the term before it stores the
+        // deadline, so a new deadline seen here implies the new term below.
+        self.write_allowed() && self.term.load(Ordering::Acquire) == term.0
+    }
+
+    /// How many revocations there have been.
+    pub fn revocations(&self) -> u64 {
+        self.revocations.load(Ordering::Acquire)
+    }
+
+    /// Starts a new term (before a new deadline is stored).
+    fn next_term(&self) {
+        self.term.fetch_add(1, Ordering::AcqRel);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Cold> {
@@ -312,7 +363,7 @@ impl Lease {
                 current,
             });
         }
-        if grant.ttl_ms == 0 {
+        if grant.ttl_ms == 0 || grant.ttl_ms > MAX_TTL_MS {
             return Err(GrantError::InvalidTtl);
         }
         if let Some(master) = &grant.master_node_id {
@@ -323,7 +374,7 @@ impl Lease {
                 self.epoch.store(grant.epoch, Ordering::Release);
                 cold.owner = Some(master.clone());
                 cold.revoked_reason = Some(format!("controller named {master} master"));
-                self.deadline.store(0, Ordering::Release);
+                self.end_term();
                 return Ok(GrantOutcome::Revoked);
             }
         }
@@ -344,6 +395,10 @@ impl Lease {
         // (both were promises the controller made), except over a revocation
         // or `initial: valid`, which any grant replaces.
         if old == FOREVER || deadline > old {
+            if old != FOREVER && old <= self.clock.now() {
+                // The lease had lapsed (or was revoked): a new term begins.
+                self.next_term();
+            }
             self.deadline.store(deadline, Ordering::Release);
         }
         Ok(GrantOutcome::Renewed)
@@ -359,11 +414,19 @@ impl Lease {
     /// Revokes the lease at once (role transition, controller's word).
     pub fn revoke(&self, reason: &str) {
         let mut cold = self.lock();
-        self.deadline.store(0, Ordering::Release);
+        self.end_term();
         cold.revoked_reason = Some(reason.to_string());
         if cold.owner == cold.node_id {
             cold.owner = None;
         }
+    }
+
+    /// Ends the lease at once: no write is admitted, and no write admitted
+    /// before is acknowledged, from now on.
+    fn end_term(&self) {
+        self.deadline.store(0, Ordering::Release);
+        self.next_term();
+        self.revocations.fetch_add(1, Ordering::AcqRel);
     }
 
     pub fn snapshot(&self) -> LeaseSnapshot {

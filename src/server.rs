@@ -195,6 +195,7 @@ impl Server {
                 max_multibulk_len: self.config.limits.max_multibulk_len,
                 max_inline_len: self.config.limits.max_inline_len,
             },
+            max_client_output: self.config.limits.max_client_output_bytes,
             connect_timeout: self.config.connect_timeout(),
             backend_addr: self.config.backend.addr.clone(),
         });

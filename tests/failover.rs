@@ -24,8 +24,13 @@ struct Pair {
 }
 
 fn leasegate(node: &str, id: &str, extra: &str) -> Proxy {
-    Proxy::start(
-        node,
+    leasegate_with(&format!("backend:\n  addr: {node}\n"), id, extra)
+}
+
+/// A leasegate with its `backend:` section given in full.
+fn leasegate_with(backend_yaml: &str, id: &str, extra: &str) -> Proxy {
+    Proxy::start_with_backend_yaml(
+        backend_yaml,
         &format!(
             "node_id: {id}\nadmin:\n  listen: 127.0.0.1:{}\n  token: {TOKEN}\ncontrol:\n  allow_from: [127.0.0.1]\nlease:\n  mode: block-write\n  probe_interval_ms: 100\n{extra}",
             free_port()
@@ -56,6 +61,11 @@ fn pair_via(master: RedisServer, master_addr: &str, a_extra: &str) -> Pair {
     wait_link_up(&replica);
     let a = leasegate(master_addr, A_ID, a_extra);
     let b = leasegate(&replica.addr(), B_ID, "");
+    with_leases(master, replica, a, b)
+}
+
+/// Gives A the lease (epoch 1) and tells B that A holds it.
+fn with_leases(master: RedisServer, replica: RedisServer, a: Proxy, b: Proxy) -> Pair {
     let mut ctl = a.client();
     assert!(!ctl
         .cmd(&["CLUSTERX", "HEARTBEAT", A_ID, "600000", "1"])
@@ -479,4 +489,418 @@ fn a_client_blocked_in_blpop_does_not_stop_the_failover_and_gets_an_error() {
         Some(reply) => assert!(reply.is_error(), "{reply:?}"),
         None => panic!("the blocked client was left waiting"),
     }
+}
+
+// ---------------------------------------------------------------------------
+// Atomicity: a caller that hangs up, a promotion that fails, a lease grant
+// that is refused. Whatever happens, never two unfenced masters.
+
+/// A leasegate's `/v1/status`.
+fn status_of(proxy: &Proxy) -> serde_json::Value {
+    let (code, body) = http(proxy.admin_port(), "GET", "/v1/status", None, None);
+    assert_eq!(code, 200, "{body}");
+    serde_json::from_str(&body).expect("/v1/status is JSON")
+}
+
+/// Whether a leasegate's lease lets writes pass.
+fn lease_valid(proxy: &Proxy) -> bool {
+    status_of(proxy)["lease"]["valid"]
+        .as_bool()
+        .expect("lease.valid in /v1/status")
+}
+
+/// The role a node reports (`master` or `slave`).
+fn role_of(node: &RedisServer) -> String {
+    let Reply::Array(role) = node.client().cmd(&["ROLE"]) else {
+        panic!("ROLE is an array")
+    };
+    role[0].text()
+}
+
+/// Waits until the leasegate's failover is in a final state and returns it.
+fn wait_failover_end(proxy: &Proxy) -> String {
+    let start = Instant::now();
+    loop {
+        let state = status_of(proxy)["failover_state"]
+            .as_str()
+            .expect("failover_state")
+            .to_string();
+        if state == "success" || state == "failed" {
+            return state;
+        }
+        assert!(
+            start.elapsed() < PATIENCE,
+            "the failover never finished: still {state}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Sends `POST /v1/failover` and hangs up without reading the answer.
+fn post_failover_and_hang_up(port: u16, body: &str) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to the admin API");
+    let request = format!(
+        "POST /v1/failover HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).expect("send");
+    stream.shutdown(std::net::Shutdown::Both).expect("hang up");
+}
+
+#[test]
+fn a_caller_hanging_up_does_not_stop_the_failover() {
+    // The replica lags behind a frozen relay, so the failover waits in
+    // wait_sync while its caller hangs up.
+    let master = RedisServer::start_with(&["--repl-diskless-sync-delay", "0"]);
+    let relay = Relay::start(master.port);
+    let p = pair_via(master, &format!("127.0.0.1:{}", relay.port), "");
+    let mut app = p.a.client();
+    assert_eq!(app.cmd(&["SET", "synced", "1"]), Reply::ok());
+    std::thread::sleep(Duration::from_millis(200));
+    relay.freeze_first.store(true, Ordering::SeqCst);
+    assert_eq!(app.cmd(&["SET", "lagging", "1"]), Reply::ok());
+    let body = format!(
+        r#"{{"to":"127.0.0.1:{}","sync_timeout_ms":5000,"pause_timeout_ms":8000}}"#,
+        p.b.admin_port()
+    );
+    post_failover_and_hang_up(p.a.admin_port(), &body);
+    let start = Instant::now();
+    loop {
+        let state = status_of(&p.a)["failover_state"].clone();
+        if state == "wait_sync" {
+            break;
+        }
+        assert!(
+            start.elapsed() < PATIENCE,
+            "the failover stopped at {state} when its caller hung up"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Time for the admin server to notice the hang-up and drop the
+    // handler, if it has not yet; then the replica catches up.
+    std::thread::sleep(Duration::from_millis(300));
+    relay.freeze_first.store(false, Ordering::SeqCst);
+    assert_eq!(wait_failover_end(&p.a), "success");
+    assert_eq!(role_of(&p.replica), "master");
+    assert_eq!(
+        p.replica.client().cmd(&["GET", "lagging"]),
+        Reply::bulk("1"),
+        "the acknowledged write reached the new master"
+    );
+    assert!(!lease_valid(&p.a), "the old master is fenced");
+    assert!(lease_valid(&p.b), "the new master holds the lease");
+    assert_eq!(status_of(&p.a)["paused"], false);
+    // The run is over: another failover is judged on its merits, not
+    // refused as "already in progress".
+    let (status, report) = http(
+        p.a.admin_port(),
+        "POST",
+        "/v1/failover",
+        Some(TOKEN),
+        Some(&body),
+    );
+    assert_eq!(status, 409, "{report}");
+    assert!(!report.contains("already in progress"), "{report}");
+    assert!(report.contains("Current node is a slave"), "{report}");
+}
+
+/// What a [`PromoteRelay`] does with the connection that sends
+/// `REPLICAOF NO ONE`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OnPromote {
+    /// The request reaches the node (it is promoted); its answer is held.
+    HoldAnswer,
+    /// The request (and everything after it) is held before the node.
+    HoldRequest,
+}
+
+/// A TCP relay in front of a node that holds one `REPLICAOF NO ONE` (or
+/// its answer) until released: a promotion that times out.
+struct PromoteRelay {
+    port: u16,
+    seen: Arc<AtomicBool>,
+    released: Arc<AtomicBool>,
+}
+
+impl PromoteRelay {
+    fn start(target: u16, mode: OnPromote) -> PromoteRelay {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind relay");
+        let port = listener.local_addr().expect("addr").port();
+        let seen = Arc::new(AtomicBool::new(false));
+        let released = Arc::new(AtomicBool::new(false));
+        let (seen_all, released_all) = (Arc::clone(&seen), Arc::clone(&released));
+        std::thread::spawn(move || {
+            for inbound in listener.incoming() {
+                let Ok(inbound) = inbound else { return };
+                let Ok(outbound) = TcpStream::connect(("127.0.0.1", target)) else {
+                    return;
+                };
+                let hold = Arc::new(AtomicBool::new(false));
+                let wait = {
+                    let (hold, released) = (Arc::clone(&hold), Arc::clone(&released_all));
+                    move || {
+                        while hold.load(Ordering::SeqCst) && !released.load(Ordering::SeqCst) {
+                            std::thread::sleep(Duration::from_millis(5));
+                        }
+                    }
+                };
+                let (mut up_in, mut up_out) = (
+                    inbound.try_clone().expect("clone"),
+                    outbound.try_clone().expect("clone"),
+                );
+                let (up_hold, up_seen, up_wait) =
+                    (Arc::clone(&hold), Arc::clone(&seen_all), wait.clone());
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 16 * 1024];
+                    loop {
+                        let n = match up_in.read(&mut buf) {
+                            Ok(0) | Err(_) => {
+                                up_wait();
+                                let _ = up_out.shutdown(std::net::Shutdown::Write);
+                                return;
+                            }
+                            Ok(n) => n,
+                        };
+                        let lower = buf[..n].to_ascii_lowercase();
+                        if lower.windows(PROMOTE.len()).any(|w| w == PROMOTE) {
+                            up_hold.store(true, Ordering::SeqCst);
+                            up_seen.store(true, Ordering::SeqCst);
+                        }
+                        if mode == OnPromote::HoldRequest {
+                            up_wait();
+                        }
+                        if up_out.write_all(&buf[..n]).is_err() {
+                            return;
+                        }
+                    }
+                });
+                let (mut down_in, mut down_out) = (outbound, inbound);
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 16 * 1024];
+                    loop {
+                        match down_in.read(&mut buf) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => {
+                                wait();
+                                if down_out.write_all(&buf[..n]).is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        PromoteRelay {
+            port,
+            seen,
+            released,
+        }
+    }
+
+    fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Lets the held request or answer through.
+    fn release(&self) {
+        self.released.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for PromoteRelay {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+const PROMOTE: &[u8] = b"replicaof\r\n$2\r\nno\r\n$3\r\none";
+
+/// A master and its replica, B's leasegate reaching its node through a
+/// [`PromoteRelay`]; A's requests to nodes time out after 300 ms.
+fn pair_with_promote_relay(mode: OnPromote, a_extra: &str) -> (Pair, PromoteRelay) {
+    let master = RedisServer::start_with(&["--repl-diskless-sync-delay", "0"]);
+    let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &master.port.to_string()]);
+    wait_link_up(&replica);
+    let relay = PromoteRelay::start(replica.port, mode);
+    let a = leasegate_with(
+        &format!(
+            "backend:\n  addr: {}\n  connect_timeout_ms: 300\n",
+            master.addr()
+        ),
+        A_ID,
+        a_extra,
+    );
+    let b = leasegate(&relay.addr(), B_ID, "");
+    (with_leases(master, replica, a, b), relay)
+}
+
+#[test]
+fn a_promotion_that_times_out_but_took_effect_completes_the_switch() {
+    let (p, relay) =
+        pair_with_promote_relay(OnPromote::HoldAnswer, "pause:\n  on_demote: readonly\n");
+    let mut app = p.a.client();
+    assert_eq!(app.cmd(&["SET", "before", "1"]), Reply::ok());
+    let (status, report) = failover_http(
+        &p,
+        r#"{"to":"TARGET","sync_timeout_ms":2000,"pause_timeout_ms":8000,"lease_ttl_ms":600000}"#,
+    );
+    assert!(
+        relay.seen.load(Ordering::SeqCst),
+        "REPLICAOF NO ONE was sent"
+    );
+    // The target was promoted although its answer never came: rolling this
+    // node back to master would make two masters. The switch completes.
+    assert_eq!(role_of(&p.replica), "master");
+    assert!(
+        !lease_valid(&p.a),
+        "the target node is master, yet the old master's lease is valid: {report}"
+    );
+    assert_eq!(status, 200, "{report}");
+    assert!(lease_valid(&p.b), "the new master was granted the lease");
+    assert_eq!(role_of(&p.master), "slave");
+    let refused = app.cmd(&["SET", "after", "1"]);
+    assert!(refused.error_text().starts_with("READONLY"), "{refused:?}");
+    assert_eq!(p.master.client().cmd(&["EXISTS", "after"]), Reply::Int(0));
+    assert_eq!(p.replica.client().cmd(&["GET", "before"]), Reply::bulk("1"));
+    assert_eq!(status_of(&p.a)["paused"], false);
+}
+
+#[test]
+fn a_promotion_of_unknown_outcome_leaves_both_nodes_fenced() {
+    let (p, relay) = pair_with_promote_relay(OnPromote::HoldRequest, "");
+    // A write held by the failover's pause (behind a controller pause).
+    let mut held = p.a.client();
+    let mut ctl = p.a.client();
+    assert_eq!(ctl.cmd(&["CLIENT", "PAUSE", "8000", "WRITE"]), Reply::ok());
+    held.send(&["SET", "held", "1"]);
+    assert_eq!(held.try_read(Duration::from_millis(100)), None, "held");
+    let (status, report) = failover_http(
+        &p,
+        r#"{"to":"TARGET","sync_timeout_ms":2000,"pause_timeout_ms":8000,"lease_ttl_ms":600000}"#,
+    );
+    assert!(
+        relay.seen.load(Ordering::SeqCst),
+        "REPLICAOF NO ONE was sent"
+    );
+    assert_eq!(status, 409, "{report}");
+    // The target did not answer and still says it is a replica, but the
+    // promotion may yet run: this node must not be unfenced.
+    assert!(
+        !lease_valid(&p.a),
+        "the old master was unfenced while the promotion may still run: {report}"
+    );
+    assert!(!lease_valid(&p.b));
+    assert!(report.contains("\"both_fenced\":true"), "{report}");
+    assert!(
+        report.contains("The controller must grant the lease"),
+        "{report}"
+    );
+    assert_eq!(status_of(&p.a)["paused"], false, "the pause ended");
+    // The held write was not applied to the old node (nor anywhere).
+    let reply = held.read();
+    assert!(reply.is_error(), "{reply:?}");
+    let mut other = p.a.client();
+    assert!(other.cmd(&["SET", "later", "1"]).is_error());
+    assert_eq!(p.master.client().cmd(&["EXISTS", "held"]), Reply::Int(0));
+    assert_eq!(p.master.client().cmd(&["EXISTS", "later"]), Reply::Int(0));
+    // The queued promotion runs after all: still nobody accepts writes...
+    relay.release();
+    let start = Instant::now();
+    while role_of(&p.replica) != "master" {
+        assert!(start.elapsed() < PATIENCE, "the held promotion never ran");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!lease_valid(&p.a) && !lease_valid(&p.b));
+    // ...until the controller grants the lease to the new master.
+    let grant = format!(r#"{{"master_node_id":"{B_ID}","epoch":3,"ttl_ms":600000}}"#);
+    let (code, answer) = http(
+        p.b.admin_port(),
+        "POST",
+        "/v1/lease",
+        Some(TOKEN),
+        Some(&grant),
+    );
+    assert_eq!(code, 200, "{answer}");
+    assert_eq!(other.cmd(&["SET", "later", "2"]), Reply::ok());
+    assert_eq!(p.replica.client().cmd(&["GET", "later"]), Reply::bulk("2"));
+    assert_eq!(p.master.client().cmd(&["EXISTS", "later"]), Reply::Int(0));
+}
+
+#[test]
+fn a_refused_promotion_rolls_back_and_the_held_writes_go_to_the_old_master() {
+    let master = RedisServer::start_with(&["--repl-diskless-sync-delay", "0"]);
+    let replica = RedisServer::start_with(&[
+        "--replicaof",
+        "127.0.0.1",
+        &master.port.to_string(),
+        "--rename-command",
+        "REPLICAOF",
+        "",
+    ]);
+    wait_link_up(&replica);
+    let a = leasegate(&master.addr(), A_ID, "");
+    let b = leasegate(&replica.addr(), B_ID, "");
+    let p = with_leases(master, replica, a, b);
+    let mut held = p.a.client();
+    let mut ctl = p.a.client();
+    assert_eq!(ctl.cmd(&["CLIENT", "PAUSE", "8000", "WRITE"]), Reply::ok());
+    held.send(&["SET", "held", "1"]);
+    assert_eq!(held.try_read(Duration::from_millis(100)), None, "held");
+    let (status, report) = failover_http(
+        &p,
+        r#"{"to":"TARGET","sync_timeout_ms":2000,"pause_timeout_ms":8000}"#,
+    );
+    assert_eq!(status, 409, "{report}");
+    // Nothing changed: the old master is master, unfenced, not demoted.
+    assert_eq!(role_of(&p.replica), "slave");
+    assert!(lease_valid(&p.a));
+    assert!(!lease_valid(&p.b));
+    assert!(status_of(&p.a)["demoted"].is_null());
+    assert_eq!(held.read(), Reply::ok());
+    assert_eq!(p.master.client().cmd(&["GET", "held"]), Reply::bulk("1"));
+    assert!(report.contains("certainly still a replica"), "{report}");
+    assert!(report.contains("\"both_fenced\":false"), "{report}");
+}
+
+#[test]
+fn a_refused_lease_grant_leaves_both_fenced_and_held_writes_off_the_old_node() {
+    let p = pair("");
+    let mut held = p.a.client();
+    let mut ctl = p.a.client();
+    assert_eq!(ctl.cmd(&["CLIENT", "PAUSE", "8000", "WRITE"]), Reply::ok());
+    held.send(&["SET", "held", "1"]);
+    assert_eq!(held.try_read(Duration::from_millis(100)), None, "held");
+    let (status, report) = failover_http(
+        &p,
+        r#"{"to":"TARGET","sync_timeout_ms":2000,"pause_timeout_ms":8000,"target_token":"wrong"}"#,
+    );
+    assert_eq!(status, 409, "{report}");
+    // The target was promoted but holds no lease; the old master is fenced.
+    assert_eq!(role_of(&p.replica), "master");
+    assert!(!lease_valid(&p.a));
+    assert!(!lease_valid(&p.b));
+    // The pause ended with the run, and the held write was not applied to
+    // the old node.
+    assert_eq!(
+        status_of(&p.a)["paused"],
+        false,
+        "the pause did not end with the run: {report}"
+    );
+    assert!(report.contains("\"both_fenced\":true"), "{report}");
+    assert!(
+        report.contains("The controller must grant the lease"),
+        "{report}"
+    );
+    assert!(report.contains("401"), "{report}");
+    let reply = held.read();
+    assert!(reply.is_error(), "{reply:?}");
+    assert_eq!(p.master.client().cmd(&["EXISTS", "held"]), Reply::Int(0));
+    assert_eq!(p.replica.client().cmd(&["EXISTS", "held"]), Reply::Int(0));
+    assert!(p.a.client().cmd(&["SET", "later", "1"]).is_error());
+    assert_eq!(p.master.client().cmd(&["EXISTS", "later"]), Reply::Int(0));
+    // The run is over (not "already in progress").
+    let (status, report) = failover_http(&p, r#"{"to":"TARGET"}"#);
+    assert_eq!(status, 409, "{report}");
+    assert!(!report.contains("already in progress"), "{report}");
 }

@@ -7,6 +7,7 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
+use support::kvrocks::KvrocksServer;
 use support::{info_fields, Client, Proxy, RedisServer, Reply, PATIENCE};
 
 const ME: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
@@ -194,7 +195,7 @@ fn a_heartbeat_naming_another_master_revokes() {
 }
 
 #[test]
-fn setnodes_listing_this_node_as_slave_revokes() {
+fn setnodes_revokes_only_when_the_node_accepts_it() {
     let redis = RedisServer::start();
     let proxy = fenced_proxy(&redis, "");
     let mut ctl = controller(&proxy);
@@ -203,28 +204,83 @@ fn setnodes_listing_this_node_as_slave_revokes() {
     assert_eq!(app.cmd(&["SET", "k", "v"]), Reply::ok());
     let nodes =
         format!("{OTHER} 127.0.0.1 7000 master - 0-16383\n{ME} 127.0.0.1 7001 slave,fail {OTHER}");
-    // redis-server has no CLUSTERX; the node's error is passed back, but the
-    // proxy saw the topology on its way and revoked first.
+    // redis-server has no CLUSTERX: the node refused it, so nothing changed.
     let reply = ctl.cmd(&["CLUSTERX", "SETNODES", &nodes, "2"]);
     assert!(reply.is_error());
+    assert_eq!(app.cmd(&["SET", "k", "v"]), Reply::ok());
+}
+
+/// Kvrocks in cluster mode accepts the topology: from its `+OK` on, this
+/// node is a slave and its lease is revoked.
+#[test]
+fn setnodes_accepted_by_kvrocks_revokes() {
+    let Some(kvrocks) = KvrocksServer::start(true) else {
+        return;
+    };
+    let proxy = Proxy::start(
+        &kvrocks.addr(),
+        &format!(
+            "node_id: {ME}\ncontrol:\n  password: ctl-pw\nlease:\n  mode: block-write\n  probe_interval_ms: 0\n"
+        ),
+    );
+    let mut ctl = controller(&proxy);
+    assert_eq!(ctl.cmd(&["CLUSTERX", "SETNODEID", ME]), Reply::ok());
+    let as_master = format!("{ME} 127.0.0.1 {} master - 0-16383", kvrocks.port);
+    assert_eq!(
+        ctl.cmd(&["CLUSTERX", "SETNODES", &as_master, "1"]),
+        Reply::ok()
+    );
+    heartbeat(&mut ctl, ME, 60_000, 1);
+    let mut app = proxy.client();
+    assert_eq!(app.cmd(&["SET", "k", "v"]), Reply::ok());
+    // A topology Kvrocks refuses changes nothing.
+    assert!(ctl
+        .cmd(&["CLUSTERX", "SETNODES", "garbage", "2"])
+        .is_error());
+    assert_eq!(app.cmd(&["SET", "k", "v"]), Reply::ok());
+    let as_slave = format!(
+        "{OTHER} 127.0.0.1 1 master - 0-16383\n{ME} 127.0.0.1 {} slave {OTHER}",
+        kvrocks.port
+    );
+    assert_eq!(
+        ctl.cmd(&["CLUSTERX", "SETNODES", &as_slave, "2"]),
+        Reply::ok()
+    );
     assert!(app
         .cmd(&["SET", "k", "v"])
         .error_text()
         .contains("master lease expired"));
 }
 
+/// Only a `CLUSTERX SETNODEID` the node accepted, on a control connection,
+/// teaches leasegate its node id: an ordinary client's never does, even when
+/// Kvrocks accepts it.
 #[test]
-fn setnodeid_teaches_the_node_id() {
-    let redis = RedisServer::start();
+fn setnodeid_from_the_controller_teaches_the_node_id() {
+    let Some(kvrocks) = KvrocksServer::start(true) else {
+        return;
+    };
     let proxy = Proxy::start(
-        &redis.addr(),
-        "control:\n  password: ctl-pw\nlease:\n  mode: block-write\n",
+        &kvrocks.addr(),
+        "control:\n  password: ctl-pw\nlease:\n  mode: block-write\n  probe_interval_ms: 0\n",
     );
     let mut ctl = controller(&proxy);
     let err = heartbeat(&mut ctl, ME, 60_000, 1);
     assert!(err.error_text().contains("node's id is unknown"), "{err:?}");
-    ctl.cmd(&["CLUSTERX", "SETNODEID", ME]);
+    let mut stranger = proxy.client();
+    assert_eq!(stranger.cmd(&["CLUSTERX", "SETNODEID", OTHER]), Reply::ok());
+    let err = heartbeat(&mut ctl, OTHER, 60_000, 1);
+    assert!(err.error_text().contains("node's id is unknown"), "{err:?}");
+    // Refused by the node (not 40 characters): not learned either.
+    assert!(ctl.cmd(&["CLUSTERX", "SETNODEID", "short"]).is_error());
+    assert!(heartbeat(&mut ctl, ME, 60_000, 1).is_error());
+    assert_eq!(ctl.cmd(&["CLUSTERX", "SETNODEID", ME]), Reply::ok());
     assert!(!heartbeat(&mut ctl, ME, 60_000, 1).is_error());
+    let as_master = format!("{ME} 127.0.0.1 {} master - 0-16383", kvrocks.port);
+    assert_eq!(
+        ctl.cmd(&["CLUSTERX", "SETNODES", &as_master, "1"]),
+        Reply::ok()
+    );
     assert_eq!(proxy.client().cmd(&["SET", "k", "v"]), Reply::ok());
 }
 

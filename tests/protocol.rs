@@ -121,3 +121,151 @@ fn large_request_in_small_pieces() {
     assert_eq!(c.read(), Reply::ok());
     assert_eq!(c.cmd(&["STRLEN", "pieces"]), Reply::Int(4 * 1024 * 1024));
 }
+
+/// Inline spellings of FLUSHALL that Redis runs as FLUSHALL. Redis splits an
+/// inline line with `sdssplitargs`: every C `isspace` byte (space, `\t`,
+/// `\n`, `\v`, `\f`, `\r`) may stand before an argument, and quotes and
+/// escapes are decoded.
+const FLUSHALL_SPELLINGS: [&[u8]; 10] = [
+    b"\x0bFLUSHALL\r\n",
+    b"\x0cFLUSHALL\r\n",
+    b"\tFLUSHALL\r\n",
+    b"\r\x0b\x0c\t FLUSHALL\r\n",
+    b"FLUSHALL\r\r\n",
+    b"FLUSHALL\t\x0b\r\n",
+    b"\x0bFLUSHALL \x0bASYNC \x0c\r\n",
+    b"\x0b\"FLUSH\\x41LL\"\x0c\r\n",
+    b"\x0c'flushall'\x0b\n",
+    b"\x0b\"\\x66lushall\"\x0b\"sync\"\r\n",
+];
+
+#[test]
+fn deny_list_holds_for_every_inline_separator_and_quoting() {
+    let (redis, proxy) = redis_and_proxy("commands:\n  deny: [FLUSHALL]\n");
+    let mut c = proxy.client();
+    assert_eq!(c.cmd(&["SET", "survivor", "1"]), Reply::ok());
+    for spelling in FLUSHALL_SPELLINGS {
+        c.send_raw(spelling);
+        let reply = c.read();
+        assert!(
+            reply.is_error() && reply.error_text().contains("'flushall' is disabled"),
+            "{spelling:?} was not refused by leasegate: {reply:?}"
+        );
+    }
+    // `\v` and `\f` end no unquoted word in Redis: there `FLUSHALL\v` is the
+    // unknown command "FLUSHALL\v", so leasegate forwards it like any unknown
+    // command and the node refuses it.
+    c.send_raw(b"FLUSHALL\x0b\r\n");
+    let reply = c.read();
+    assert!(
+        reply.is_error()
+            && reply
+                .error_text()
+                .contains("unknown command 'FLUSHALL\x0b'"),
+        "{reply:?}"
+    );
+    assert_eq!(c.cmd(&["GET", "survivor"]), Reply::bulk("1"));
+    let mut direct = redis.client();
+    assert_eq!(direct.cmd(&["GET", "survivor"]), Reply::bulk("1"));
+    let Reply::Bulk(stats) = direct.cmd(&["INFO", "commandstats"]) else {
+        panic!("INFO is a bulk string")
+    };
+    let stats = String::from_utf8_lossy(&stats);
+    assert!(!stats.contains("cmdstat_flushall"), "{stats}");
+    // Each spelling is FLUSHALL to the node itself.
+    for spelling in FLUSHALL_SPELLINGS {
+        assert_eq!(direct.cmd(&["SET", "doomed", "1"]), Reply::ok());
+        direct.send_raw(spelling);
+        assert_eq!(direct.read(), Reply::ok(), "{spelling:?}");
+        assert_eq!(
+            direct.cmd(&["EXISTS", "doomed"]),
+            Reply::Int(0),
+            "{spelling:?}"
+        );
+    }
+}
+
+/// Lines whose splitting is easy to get wrong; each is checked against the
+/// node itself.
+const TRICKY_LINES: [&[u8]; 24] = [
+    b"a b",
+    b"\x0ba\x0b b",
+    b"a\x0cb \x0cc\x0c",
+    b"\ta\t\tb\t",
+    b"a\rb",
+    b"  a  \r  b  ",
+    b"a\x0b\x0c\t\r b",
+    b"\"a b\" 'c d'",
+    b"\"a\\x41\\x4a\\x4Zb\"",
+    b"\"\\x+f\" \"\\x4\"",
+    b"\"\\n\\r\\t\\b\\a\\z\\\\\\\"\"",
+    b"'it\\'s' 'a\\nb'",
+    b"\"\" ''",
+    b"x\"a b\"",
+    b"x'a b'",
+    b"\"a\"\x0b'b'\x0c\"c\"\tz",
+    b"\"a\"b",
+    b"'a'b",
+    b"\"a",
+    b"'a",
+    b"\"a\\\"",
+    b"'a\\'",
+    b"a\"b\"c",
+    b"\"\xff\xfe\" \xff",
+];
+
+#[test]
+fn inline_arguments_are_split_as_redis_splits_them() {
+    use leasegate::frame::request::{arguments, Limits, ProtocolError, RequestFramer};
+    let redis = support::RedisServer::start();
+    let limits = Limits {
+        max_bulk_len: 1024,
+        max_multibulk_len: 1024,
+        max_inline_len: 1024,
+    };
+    for (i, line) in TRICKY_LINES.iter().enumerate() {
+        // After "RPUSH key " the line is split exactly as at the start of a line.
+        let mut request = format!("RPUSH l{i} ").into_bytes();
+        request.extend_from_slice(line);
+        request.extend_from_slice(b"\r\n");
+        let framed = RequestFramer::new(limits).next(&request);
+        let mut c = redis.client();
+        c.send_raw(&request);
+        let reply = c.read();
+        if reply.is_error() {
+            assert_eq!(
+                reply.error_text(),
+                "ERR Protocol error: unbalanced quotes in request",
+                "{line:?}"
+            );
+            assert_eq!(
+                framed.map(|_| ()),
+                Err(ProtocolError::UnbalancedQuotes),
+                "{line:?}"
+            );
+            continue;
+        }
+        let head = framed
+            .unwrap_or_else(|e| panic!("{line:?}: {e}"))
+            .expect("a complete request");
+        assert_eq!(head.len, request.len(), "{line:?}");
+        assert!(head.name.is(b"rpush"), "{line:?}");
+        let Reply::Int(pushed) = reply else {
+            panic!("{line:?}: {reply:?}")
+        };
+        assert_eq!(head.argc, pushed as u64 + 2, "{line:?}");
+        let Reply::Array(items) = c.cmd(&["LRANGE", &format!("l{i}"), "0", "-1"]) else {
+            panic!("LRANGE is an array")
+        };
+        let theirs: Vec<Vec<u8>> = items
+            .into_iter()
+            .map(|item| match item {
+                Reply::Bulk(b) => b,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        let ours = arguments(&request, true);
+        assert_eq!(ours[2..], theirs[..], "{line:?}");
+        assert_eq!(head.sub.as_bytes(), format!("l{i}").as_bytes(), "{line:?}");
+    }
+}

@@ -165,3 +165,41 @@ fn redirect_to_the_leader_is_followed() {
     other_master(&leader, 2);
     set_until(&mut c, "leader names another master", fenced);
 }
+
+/// A revocation (here: a grant naming another master, as a failover's
+/// switch sends) is not undone by a poll that still shows the old topology:
+/// only a later topology version may renew.
+#[test]
+fn a_poll_does_not_undo_a_revocation_at_the_same_version() {
+    let redis = RedisServer::start();
+    let controller = TestController::start();
+    me_master(&controller, 3);
+    let admin = support::free_port();
+    let proxy = Proxy::start(
+        &redis.addr(),
+        &format!(
+            "node_id: {}\nlease:\n  mode: block-write\nadmin:\n  listen: 127.0.0.1:{admin}\n  token: t\n{}",
+            node_id(1),
+            controller.yaml(POLL_MS, TTL_MS)
+        ),
+    );
+    let mut c = proxy.client();
+    set_until(&mut c, "renewed by the poll", |r| *r == Reply::ok());
+
+    let revoke = format!(
+        r#"{{"master_node_id":"{}","epoch":0,"ttl_ms":10000}}"#,
+        node_id(2)
+    );
+    let (code, body) = support::http(admin, "POST", "/v1/lease", Some("t"), Some(&revoke));
+    assert_eq!(code, 200, "{body}");
+    assert!(fenced(&c.cmd(&["SET", "k", "v"])));
+    // Several polls at version 3 (this node master) come and go: still fenced.
+    wait_polls(&controller, 3);
+    assert!(
+        fenced(&c.cmd(&["SET", "k", "v"])),
+        "a poll at the revoked version re-granted the lease"
+    );
+    // The controller moves on to a later topology naming this node master.
+    me_master(&controller, 4);
+    set_until(&mut c, "renewed at a later version", |r| *r == Reply::ok());
+}

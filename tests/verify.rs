@@ -153,6 +153,9 @@ fn concurrent_writers_share_confirmations_each_sent_after_their_write() {
             let (writes, barrier, port) = (Arc::clone(&writes), Arc::clone(&barrier), proxy.port);
             std::thread::spawn(move || {
                 let mut c = Client::connect(port);
+                // Accepted and served before the burst (a burst of connects
+                // could overflow the listen backlog on a loaded machine).
+                assert_eq!(c.cmd(&["PING"]), Reply::Status("PONG".into()));
                 barrier.wait();
                 for i in 0..EACH {
                     let sent = Instant::now();

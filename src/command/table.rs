@@ -408,8 +408,8 @@ pub(super) static SUBCOMMANDS: &[(&str, &str, Class)] = &[
     ("client", "list", Class::Read),
     ("client", "no-evict", Class::Read),
     ("client", "no-touch", Class::Read), // redis 7.2
-    ("client", "reply", Class::Read),
-    ("client", "setinfo", Class::Read), // redis 7.2
+    ("client", "reply", Class::Admin),   // OFF|SKIP are refused by the Gate
+    ("client", "setinfo", Class::Read),  // redis 7.2
     ("client", "setname", Class::Read),
     ("client", "tracking", Class::Read),
     ("client", "trackinginfo", Class::Read),

@@ -208,12 +208,10 @@ impl RequestFramer {
         if end > self.limits.max_inline_len {
             return Err(ProtocolError::InlineTooLong);
         }
-        let line = &buf[..end - 1];
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let (argc, name, sub) = if line.iter().any(|&b| b == b'"' || b == b'\'') {
-            inline_quoted(line)?
-        } else {
-            inline_plain(line)
+        let line = inline_line(&buf[..end]);
+        let (argc, name, sub) = match inline_plain(line) {
+            Some(split) => split,
+            None => inline_quoted(line)?,
         };
         Ok(Some(RequestHead {
             len: end,
@@ -286,9 +284,7 @@ fn parse_int(digits: &[u8]) -> Option<i64> {
 /// topology changes), never for ordinary traffic.
 pub fn arguments(bytes: &[u8], inline: bool) -> Vec<Vec<u8>> {
     if inline {
-        let line = bytes.strip_suffix(b"\n").unwrap_or(bytes);
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        return split_args(line).unwrap_or_default();
+        return split_args(inline_line(bytes)).unwrap_or_default();
     }
     use redis_protocol::resp2::types::OwnedFrame as F;
     match redis_protocol::resp2::decode::decode(bytes) {
@@ -303,19 +299,82 @@ pub fn arguments(bytes: &[u8], inline: bool) -> Vec<Vec<u8>> {
     }
 }
 
-fn inline_plain(line: &[u8]) -> (u64, Name, Name) {
-    let mut words = line
-        .split(|b| b.is_ascii_whitespace())
-        .filter(|w| !w.is_empty());
-    let name = words.next().map(Name::new).unwrap_or(Name::EMPTY);
-    let sub = words.next().map(Name::new).unwrap_or(Name::EMPTY);
-    let argc = u64::from(!name.is_empty()) + u64::from(!sub.is_empty()) + words.count() as u64;
-    (argc, name, sub)
+// Inline commands are split exactly as Redis splits them (`processInlineBuffer`
+// and `sdssplitargs`), so that the name the Gate judges is the name the node
+// runs. A looser or stricter split is a hole in the deny list: with `\v`
+// taken for part of a word, `\vFLUSHALL` was "\vflushall" to the Gate and
+// FLUSHALL to the node.
+//
+// * The line is everything up to the first `\n`, less one `\r` before it.
+// * Before an argument, any of the six bytes C's `isspace` accepts is skipped
+//   (space, `\t`, `\n`, `\v`, `\f`, `\r`).
+// * An unquoted argument ends only at a space, `\t`, `\n`, `\r` or NUL: `\v`
+//   and `\f` inside or after a word belong to it (`FLUSHALL\v` is an unknown
+//   command to the node, not FLUSHALL).
+// * A quote opens a quoted part, also in the middle of a word (`a"b c"` is
+//   `ab c`); the argument ends at its closing quote, which must be followed by
+//   an `isspace` byte or the end of the line, else the quotes are unbalanced.
+//   `"..."` decodes `\xHH`, `\n`, `\r`, `\t`, `\b`, `\a` and `\<other>` (the
+//   other byte); `'...'` decodes only `\'`.
+// * Nothing after a NUL byte is read, as `sdssplitargs` reads a C string.
+//   (Redis never runs such a line: it finds the newline with `strchr`, which
+//   stops at the NUL, and waits for one.)
+
+/// The `isspace` bytes of the C locale: skipped before each argument.
+#[inline]
+fn is_blank(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')
 }
 
-/// Inline lines with quotes are split the way Redis's `sdssplitargs` does, so
-/// that `"flushall"` or `"flush\x61ll"` is classified (and denied) as FLUSHALL.
-/// Cold path: only lines containing a quote come here.
+/// The bytes that end an unquoted argument (NUL also ends the line).
+#[inline]
+fn ends_word(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0)
+}
+
+/// The arguments of an inline request (`request` up to and including its
+/// `\n`): the `\n` and one `\r` before it are not part of the line.
+#[inline]
+fn inline_line(request: &[u8]) -> &[u8] {
+    let line = request.strip_suffix(b"\n").unwrap_or(request);
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+/// Splits a line without quotes, without allocating; `None` when the line
+/// has a quote, which only [`split_args`] decodes.
+fn inline_plain(line: &[u8]) -> Option<(u64, Name, Name)> {
+    let (mut argc, mut name, mut sub) = (0u64, Name::EMPTY, Name::EMPTY);
+    let mut i = 0;
+    loop {
+        while line.get(i).is_some_and(|&b| is_blank(b)) {
+            i += 1;
+        }
+        let start = i;
+        while let Some(&b) = line.get(i) {
+            if ends_word(b) {
+                break;
+            }
+            if b == b'"' || b == b'\'' {
+                return None;
+            }
+            i += 1;
+        }
+        // After the blanks only the end of the line or a NUL ends a word
+        // before it starts.
+        if i == start {
+            return Some((argc, name, sub));
+        }
+        match argc {
+            0 => name = Name::new(&line[start..i]),
+            1 => sub = Name::new(&line[start..i]),
+            _ => {}
+        }
+        argc += 1;
+    }
+}
+
+/// Inline lines with quotes: `"flushall"` or `"flush\x61ll"` is classified
+/// (and denied) as FLUSHALL. Cold path: only lines containing a quote come here.
 fn inline_quoted(line: &[u8]) -> Result<(u64, Name, Name), ProtocolError> {
     let args = split_args(line)?;
     let name = args.first().map(|a| Name::new(a)).unwrap_or(Name::EMPTY);
@@ -323,91 +382,128 @@ fn inline_quoted(line: &[u8]) -> Result<(u64, Name, Name), ProtocolError> {
     Ok((args.len() as u64, name, sub))
 }
 
+/// Splits an inline line (without its line end) into its decoded arguments,
+/// as Redis's `sdssplitargs` does.
 pub(crate) fn split_args(line: &[u8]) -> Result<Vec<Vec<u8>>, ProtocolError> {
+    let line = match line.iter().position(|&b| b == 0) {
+        Some(nul) => &line[..nul],
+        None => line,
+    };
     let mut args = Vec::new();
     let mut i = 0;
     loop {
-        while i < line.len() && line[i].is_ascii_whitespace() {
+        while line.get(i).is_some_and(|&b| is_blank(b)) {
             i += 1;
         }
         if i >= line.len() {
             return Ok(args);
         }
-        let mut arg = Vec::new();
-        let mut quote: Option<u8> = None;
-        loop {
-            let Some(&c) = line.get(i) else {
-                if quote.is_some() {
-                    return Err(ProtocolError::UnbalancedQuotes);
-                }
-                break;
-            };
-            match quote {
-                Some(b'"') => {
-                    if c == b'\\' && line.get(i + 1) == Some(&b'x') {
-                        if let Some(v) = line.get(i + 2..i + 4).and_then(hex_byte) {
-                            arg.push(v);
-                            i += 4;
-                            continue;
-                        }
-                    }
-                    if c == b'\\' && i + 1 < line.len() {
-                        arg.push(match line[i + 1] {
-                            b'n' => b'\n',
-                            b'r' => b'\r',
-                            b't' => b'\t',
-                            b'b' => 8,
-                            b'a' => 7,
-                            other => other,
-                        });
-                        i += 2;
-                        continue;
-                    }
-                    if c == b'"' {
-                        // A closing quote must be followed by a space or the end.
-                        if line.get(i + 1).is_some_and(|n| !n.is_ascii_whitespace()) {
-                            return Err(ProtocolError::UnbalancedQuotes);
-                        }
-                        i += 1;
-                        break;
-                    }
-                    arg.push(c);
-                }
-                Some(_) => {
-                    if c == b'\\' && line.get(i + 1) == Some(&b'\'') {
-                        arg.push(b'\'');
-                        i += 2;
-                        continue;
-                    }
-                    if c == b'\'' {
-                        if line.get(i + 1).is_some_and(|n| !n.is_ascii_whitespace()) {
-                            return Err(ProtocolError::UnbalancedQuotes);
-                        }
-                        i += 1;
-                        break;
-                    }
-                    arg.push(c);
-                }
-                None => {
-                    if c.is_ascii_whitespace() {
-                        break;
-                    }
-                    if c == b'"' || c == b'\'' {
-                        quote = Some(c);
-                    } else {
-                        arg.push(c);
-                    }
-                }
-            }
-            i += 1;
-        }
+        let (arg, next) = split_arg(line, i)?;
         args.push(arg);
+        i = next;
     }
 }
 
-fn hex_byte(two: &[u8]) -> Option<u8> {
-    let s = std::str::from_utf8(two).ok()?;
-    u8::from_str_radix(s, 16).ok()
+/// The argument starting at `line[i]` (not a blank) and the offset after it.
+fn split_arg(line: &[u8], mut i: usize) -> Result<(Vec<u8>, usize), ProtocolError> {
+    let mut arg = Vec::new();
+    loop {
+        match line.get(i) {
+            None => return Ok((arg, i)),
+            Some(&b) if ends_word(b) => return Ok((arg, i)),
+            Some(&b'"') => {
+                let end = double_quoted(line, i + 1, &mut arg)?;
+                return Ok((arg, end));
+            }
+            Some(&b'\'') => {
+                let end = single_quoted(line, i + 1, &mut arg)?;
+                return Ok((arg, end));
+            }
+            Some(&b) => {
+                arg.push(b);
+                i += 1;
+            }
+        }
+    }
+}
+
+/// Decodes a `"..."` part whose body starts at `line[i]` into `arg`; returns
+/// the offset after the closing quote.
+fn double_quoted(line: &[u8], mut i: usize, arg: &mut Vec<u8>) -> Result<usize, ProtocolError> {
+    loop {
+        let rest = line.get(i..).unwrap_or_default();
+        if let Some(byte) = hex_escape(rest) {
+            arg.push(byte);
+            i += 4;
+            continue;
+        }
+        match rest {
+            [b'\\', escaped, ..] => {
+                arg.push(unescape(*escaped));
+                i += 2;
+            }
+            [b'"', ..] => return closing_quote(line, i),
+            [b, ..] => {
+                arg.push(*b);
+                i += 1;
+            }
+            [] => return Err(ProtocolError::UnbalancedQuotes),
+        }
+    }
+}
+
+/// Decodes a `'...'` part whose body starts at `line[i]` into `arg`; returns
+/// the offset after the closing quote.
+fn single_quoted(line: &[u8], mut i: usize, arg: &mut Vec<u8>) -> Result<usize, ProtocolError> {
+    loop {
+        match line.get(i..).unwrap_or_default() {
+            [b'\\', b'\'', ..] => {
+                arg.push(b'\'');
+                i += 2;
+            }
+            [b'\'', ..] => return closing_quote(line, i),
+            [b, ..] => {
+                arg.push(*b);
+                i += 1;
+            }
+            [] => return Err(ProtocolError::UnbalancedQuotes),
+        }
+    }
+}
+
+/// A closing quote at `line[i]` must be followed by a blank or the end of
+/// the line; returns the offset after it.
+fn closing_quote(line: &[u8], i: usize) -> Result<usize, ProtocolError> {
+    match line.get(i + 1) {
+        Some(&b) if !is_blank(b) => Err(ProtocolError::UnbalancedQuotes),
+        _ => Ok(i + 1),
+    }
+}
+
+/// The byte a backslash escape inside `"..."` stands for.
+fn unescape(b: u8) -> u8 {
+    match b {
+        b'n' => b'\n',
+        b'r' => b'\r',
+        b't' => b'\t',
+        b'b' => 0x08,
+        b'a' => 0x07,
+        other => other,
+    }
+}
+
+/// `\xHH` with two hex digits at the head of `rest`: the byte it stands for.
+fn hex_escape(rest: &[u8]) -> Option<u8> {
+    match rest {
+        [b'\\', b'x', hi, lo, ..] => Some(hex_digit(*hi)? * 16 + hex_digit(*lo)?),
+        _ => None,
+    }
+}
+
+/// The value of one hex digit (`0-9`, `a-f`, `A-F`; no sign, unlike
+/// `from_str_radix`).
+fn hex_digit(b: u8) -> Option<u8> {
+    char::from(b).to_digit(16).map(|d| d as u8)
 }
 
 #[cfg(test)]
@@ -502,6 +598,176 @@ mod tests {
             f.next(b"set \"a b\r\n").unwrap_err(),
             ProtocolError::UnbalancedQuotes
         );
+    }
+
+    /// The six bytes C's `isspace` accepts.
+    const BLANKS: [u8; 6] = [b' ', b'\t', b'\n', 0x0b, 0x0c, b'\r'];
+
+    fn owned(args: &[&[u8]]) -> Vec<Vec<u8>> {
+        args.iter().map(|a| a.to_vec()).collect()
+    }
+
+    /// Frames one inline request that must take all of `request`.
+    fn frame_one(request: &[u8]) -> RequestHead {
+        let head = RequestFramer::new(limits())
+            .next(request)
+            .expect("valid")
+            .expect("complete");
+        assert_eq!(head.len, request.len(), "{request:?}");
+        assert!(head.inline);
+        head
+    }
+
+    #[test]
+    fn every_isspace_byte_is_skipped_before_an_argument() {
+        for b in BLANKS {
+            // Leading, between arguments (after a word's end) and trailing.
+            let line = [
+                &[b][..],
+                b"SET \t",
+                &[b, b],
+                b"key ",
+                &[b],
+                b"v",
+                b"\t",
+                &[b],
+            ]
+            .concat();
+            let want = owned(&[b"SET", b"key", b"v"]);
+            assert_eq!(split_args(&line), Ok(want.clone()), "{b:#x}");
+            if b == b'\n' {
+                continue; // ends the line; see below
+            }
+            let request = [&line[..], b"\r\n"].concat();
+            let head = frame_one(&request);
+            assert!(head.name.is(b"set") && head.sub.is(b"key"), "{b:#x}");
+            assert_eq!(head.argc, 3, "{b:#x}");
+            assert_eq!(arguments(&request, true), want, "{b:#x}");
+            // A blank before the name: the denied-command bypass.
+            let head = frame_one(&[&[b][..], b"FLUSHALL\r\n"].concat());
+            assert!(head.name.is(b"flushall") && head.argc == 1, "{b:#x}");
+        }
+        // `\n` ends the request: a blank line, then SET.
+        let heads = frame_all(b"\nSET key v\r\n", 1).expect("valid");
+        assert_eq!(heads.len(), 2);
+        assert_eq!(heads[0].argc, 0);
+        assert!(heads[1].name.is(b"set") && heads[1].argc == 3);
+    }
+
+    #[test]
+    fn only_space_tab_and_cr_end_an_unquoted_word() {
+        for b in [b' ', b'\t', b'\r'] {
+            let request = [b"SET", &[b][..], b"k", &[b], b"v", &[b], b"\r\n"].concat();
+            let head = frame_one(&request);
+            assert!(head.name.is(b"set") && head.sub.is(b"k") && head.argc == 3);
+            assert_eq!(arguments(&request, true), owned(&[b"SET", b"k", b"v"]));
+        }
+        // `\v` and `\f` inside or after a word belong to it, as in Redis,
+        // where `FLUSHALL\v` is an unknown command.
+        for b in [0x0b, 0x0c] {
+            let request = [b"SET", &[b][..], b"k v", &[b], b"\r\n"].concat();
+            let head = frame_one(&request);
+            assert_eq!(head.name.as_bytes(), [&b"set"[..], &[b], b"k"].concat());
+            assert_eq!(head.sub.as_bytes(), [b'v', b]);
+            assert_eq!(head.argc, 2);
+            let set_k = [&b"SET"[..], &[b], b"k"].concat();
+            assert_eq!(arguments(&request, true), vec![set_k, vec![b'v', b]]);
+            let head = frame_one(&[&b"FLUSHALL"[..], &[b], b"\r\n"].concat());
+            assert_eq!(head.name.as_bytes(), [&b"flushall"[..], &[b]].concat());
+        }
+    }
+
+    #[test]
+    fn the_line_ends_at_its_first_newline_less_one_cr() {
+        let head = frame_one(b"PING\r\r\n");
+        assert!(head.name.is(b"ping") && head.argc == 1);
+        assert_eq!(arguments(b"PING\r\r\n", true), owned(&[b"PING"]));
+        let head = frame_one(b"ECHO \"a\r\"\r\n");
+        assert_eq!(head.sub.as_bytes(), b"a\r", "a quoted \\r is kept");
+        assert_eq!(frame_one(b"\r\r\n").argc, 0);
+        assert_eq!(frame_one(b"\r\n").argc, 0);
+        let mut f = RequestFramer::new(limits());
+        assert!(
+            f.next(b"GET k\r").expect("valid").is_none(),
+            "no newline yet"
+        );
+    }
+
+    #[test]
+    fn nothing_after_a_nul_is_an_argument() {
+        let head = frame_one(b"FLUSHALL\0 \"x\r\n");
+        assert!(head.name.is(b"flushall") && head.argc == 1);
+        assert_eq!(frame_one(b"\0FLUSHALL\r\n").argc, 0);
+        assert_eq!(split_args(b"GET k\0 x"), Ok(owned(&[b"GET", b"k"])));
+        assert_eq!(split_args(b"\"a\0\""), Err(ProtocolError::UnbalancedQuotes));
+    }
+
+    #[test]
+    fn quotes_and_escapes_follow_sdssplitargs() {
+        let ok: [(&[u8], &[&[u8]]); 11] = [
+            (b"\"a b\" 'c d'", &[b"a b", b"c d"]),
+            (b"x\"a b\" y'c'", &[b"xa b", b"yc"]),
+            (b"\"\\x41\\x6a\\x4Z\"", &[b"Ajx4Z"]),
+            (b"\"\\x+f\" \"\\x4\"", &[b"x+f", b"x4"]),
+            (b"\"\\n\\r\\t\\b\\a\\z\\\\\\\"\"", &[b"\n\r\t\x08\x07z\\\""]),
+            (b"'it\\'s' 'a\\nb' '\"'", &[b"it's", b"a\\nb", b"\""]),
+            (b"\"\" ''", &[b"", b""]),
+            (b"\"a\"\x0b'b'\x0c\"c\"\rd", &[b"a", b"b", b"c", b"d"]),
+            (b"\x0b\"FLUSH\\x41LL\"\x0c", &[b"FLUSHALL"]),
+            (b"\"\\xff\xfe\"", &[b"\xff\xfe"]),
+            (b"'\\x41'", &[b"\\x41"]),
+        ];
+        for (line, want) in ok {
+            assert_eq!(split_args(line), Ok(owned(want)), "{line:?}");
+        }
+        let unbalanced: [&[u8]; 7] = [
+            b"\"a\"b", b"'a'b", b"\"a", b"'a", b"\"a\\\"", b"'a\\'", b"a\"b\"c",
+        ];
+        for line in unbalanced {
+            assert_eq!(
+                split_args(line),
+                Err(ProtocolError::UnbalancedQuotes),
+                "{line:?}"
+            );
+            let request = [line, b"\r\n"].concat();
+            assert_eq!(
+                RequestFramer::new(limits()).next(&request).unwrap_err(),
+                ProtocolError::UnbalancedQuotes
+            );
+        }
+    }
+
+    /// The allocation-free path for lines without quotes agrees with
+    /// `split_args` on every short line over the bytes that matter.
+    #[test]
+    fn plain_path_agrees_with_split_args() {
+        const ALPHABET: [u8; 11] = [
+            b' ', b'\t', b'\r', 0x0b, 0x0c, 0, b'a', b'x', b'"', b'\'', b'\\',
+        ];
+        let mut line = Vec::new();
+        for len in 0..=5u32 {
+            for mut code in 0..ALPHABET.len().pow(len) {
+                line.clear();
+                for _ in 0..len {
+                    line.push(ALPHABET[code % ALPHABET.len()]);
+                    code /= ALPHABET.len();
+                }
+                let request = [&line[..], b"\r\n"].concat();
+                let framed = RequestFramer::new(limits()).next(&request);
+                match split_args(&line) {
+                    Err(e) => assert_eq!(framed.unwrap_err(), e, "{line:?}"),
+                    Ok(args) => {
+                        let head = framed.expect("valid").expect("complete");
+                        assert_eq!(head.argc, args.len() as u64, "{line:?}");
+                        let name = args.first().map_or(Name::EMPTY, |a| Name::new(a));
+                        let sub = args.get(1).map_or(Name::EMPTY, |a| Name::new(a));
+                        assert_eq!(head.name.as_bytes(), name.as_bytes(), "{line:?}");
+                        assert_eq!(head.sub.as_bytes(), sub.as_bytes(), "{line:?}");
+                        assert_eq!(arguments(&request, true), args, "{line:?}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]

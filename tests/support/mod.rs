@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod controller;
+pub mod kvrocks;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -16,7 +17,11 @@ use std::time::{Duration, Instant};
 /// How long any single wait in a test may take before it is a failure.
 pub const PATIENCE: Duration = Duration::from_secs(10);
 
-/// A loopback port that was free a moment ago.
+/// A loopback port that was free a moment ago. Nothing reserves it: until
+/// the server meant for it binds it, another process may take it (a server
+/// of a test running in parallel, which got the same port from its own
+/// `free_port`). Servers are therefore started with [`wait_listening`], which
+/// tells whose listener it finds, and moved to another port if theirs lost.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -24,19 +29,77 @@ pub fn free_port() -> u16 {
         .expect("bind an ephemeral port")
 }
 
-/// Waits until something accepts TCP connections on `port`.
-fn wait_listening(port: u16, child: &mut Child, what: &str) {
+/// How many ports a server is tried on before the test gives up.
+const PORT_ATTEMPTS: usize = 5;
+
+/// Waits until `child` itself listens on 127.0.0.1:`port`; its exit status
+/// if it exits first (its port was taken between choosing and binding it).
+///
+/// A connection that succeeds is no proof: it shows only that *some* process
+/// listens there. Taking another test's server for ours let a test talk to a
+/// stranger, and fail with "Connection reset by peer" when the stranger's
+/// test ended and killed it.
+fn wait_listening(port: u16, child: &mut Child, what: &str) -> Result<(), ExitStatus> {
     let start = Instant::now();
     while start.elapsed() < PATIENCE {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
+        if listens_on(child.id(), port) {
+            return Ok(());
         }
         if let Ok(Some(status)) = child.try_wait() {
-            panic!("{what} exited before listening on {port}: {status}");
+            return Err(status);
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("{what} did not listen on {port} within {PATIENCE:?}");
+}
+
+/// Whether process `pid` holds the listening socket on 127.0.0.1:`port`:
+/// `/proc/net/tcp` names the listening socket's inode, `/proc/<pid>/fd`
+/// lists the process's sockets.
+fn listens_on(pid: u32, port: u16) -> bool {
+    let local = format!("{:08X}:{port:04X}", u32::from_ne_bytes([127, 0, 0, 1]));
+    let Ok(table) = std::fs::read_to_string("/proc/net/tcp") else {
+        return false;
+    };
+    // Columns: sl local_address rem_address st ... inode; st 0A is LISTEN.
+    let listeners: Vec<String> = table
+        .lines()
+        .skip(1)
+        .map(|line| line.split_whitespace().collect::<Vec<_>>())
+        .filter(|f| f.get(1) == Some(&local.as_str()) && f.get(3) == Some(&"0A"))
+        .filter_map(|f| f.get(9).map(|inode| format!("socket:[{inode}]")))
+        .collect();
+    if listeners.is_empty() {
+        return false;
+    }
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.flatten().any(|fd| {
+        std::fs::read_link(fd.path())
+            .is_ok_and(|target| listeners.iter().any(|l| target.as_os_str() == l.as_str()))
+    })
+}
+
+/// Waits until the server at `port` answers a request (anything but
+/// `-LOADING`: an error such as `-NOAUTH` is an answer too).
+fn wait_answering(port: u16, what: &str) {
+    let start = Instant::now();
+    loop {
+        let mut c = Client::connect(port);
+        c.send_raw(b"PING\r\n");
+        match c.read() {
+            Reply::Error(e) if e.starts_with("LOADING") => {}
+            _ => return,
+        }
+        assert!(
+            start.elapsed() < PATIENCE,
+            "{what} on {port} still loading after {PATIENCE:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// A `redis-server` (standing in for Kvrocks) on a free port.
@@ -56,20 +119,31 @@ impl RedisServer {
     pub fn start_with(args: &[&str]) -> RedisServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut server = RedisServer {
-            port: free_port(),
+            port: 0,
             child: None,
             args: args.iter().map(|s| s.to_string()).collect(),
             dir,
         };
-        server.launch();
-        server
+        for _ in 0..PORT_ATTEMPTS {
+            server.port = free_port();
+            match server.launch() {
+                Ok(()) => return server,
+                Err(status) => eprintln!(
+                    "redis-server could not listen on {} ({status}); trying another port",
+                    server.port
+                ),
+            }
+        }
+        panic!("redis-server could not listen on any of {PORT_ATTEMPTS} free ports");
     }
 
     pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
 
-    fn launch(&mut self) {
+    /// Starts the server on `self.port`; its exit status if it could not
+    /// listen there.
+    fn launch(&mut self) -> Result<(), ExitStatus> {
         let mut child = Command::new("redis-server")
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
@@ -80,8 +154,10 @@ impl RedisServer {
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server must be installed (apt-get install redis-server)");
-        wait_listening(self.port, &mut child, "redis-server");
+        wait_listening(self.port, &mut child, "redis-server")?;
         self.child = Some(child);
+        wait_answering(self.port, "redis-server");
+        Ok(())
     }
 
     /// Kills the server (the port stays reserved for `restart`).
@@ -92,10 +168,19 @@ impl RedisServer {
         }
     }
 
-    /// Starts it again on the same port.
+    /// Starts it again on the same port. The port is not reserved while the
+    /// server is down: if another process holds it, wait for it to be free.
     pub fn restart(&mut self) {
         self.stop();
-        self.launch();
+        let start = Instant::now();
+        while let Err(status) = self.launch() {
+            assert!(
+                start.elapsed() < PATIENCE,
+                "redis-server could not listen on {} again ({status}): another process holds the port",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// A direct client, bypassing the proxy.
@@ -127,7 +212,6 @@ impl Proxy {
 
     pub fn start_with_backend_yaml(backend_yaml: &str, extra_yaml: &str) -> Proxy {
         let dir = tempfile::tempdir().expect("temp dir");
-        let port = free_port();
         let config_path = dir.path().join("leasegate.yaml");
         // The admin API defaults to 127.0.0.1:9180; tests running in
         // parallel would fight over it, so it is off unless asked for.
@@ -136,24 +220,37 @@ impl Proxy {
         } else {
             "admin:\n  listen: \"\"\n"
         };
-        let yaml = format!(
-            "listen: 127.0.0.1:{port}\n{backend_yaml}log:\n  level: warn\n{admin}{extra_yaml}"
-        );
-        std::fs::write(&config_path, yaml).expect("write config");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_leasegate"))
-            .args(["run", "-c"])
-            .arg(&config_path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn leasegate");
-        wait_listening(port, &mut child, "leasegate");
-        Proxy {
-            port,
-            child: Some(child),
-            config_path,
-            _dir: dir,
+        let mut extra_yaml = extra_yaml.to_string();
+        for _ in 0..PORT_ATTEMPTS {
+            let port = free_port();
+            let yaml = format!(
+                "listen: 127.0.0.1:{port}\n{backend_yaml}log:\n  level: warn\n{admin}{extra_yaml}"
+            );
+            std::fs::write(&config_path, yaml).expect("write config");
+            let mut child = Command::new(env!("CARGO_BIN_EXE_leasegate"))
+                .args(["run", "-c"])
+                .arg(&config_path)
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("spawn leasegate");
+            match wait_listening(port, &mut child, "leasegate") {
+                Ok(()) => {
+                    return Proxy {
+                        port,
+                        child: Some(child),
+                        config_path,
+                        _dir: dir,
+                    }
+                }
+                // Its port or its admin port was taken: new ones for both.
+                Err(status) => {
+                    eprintln!("leasegate could not start on {port} ({status}); trying other ports");
+                    extra_yaml = with_fresh_admin_port(&extra_yaml);
+                }
+            }
         }
+        panic!("leasegate could not start on any of {PORT_ATTEMPTS} free ports");
     }
 
     pub fn client(&self) -> Client {
@@ -208,6 +305,27 @@ impl Proxy {
             .expect("read /proc/PID/fd")
             .count()
     }
+}
+
+/// `yaml` with the port of a loopback `admin.listen` replaced by a fresh
+/// one (tests learn it from the config file, [`Proxy::admin_port`]).
+fn with_fresh_admin_port(yaml: &str) -> String {
+    let mut in_admin = false;
+    let mut out = String::new();
+    for line in yaml.lines() {
+        if !line.starts_with(' ') {
+            in_admin = line.starts_with("admin:");
+        }
+        let indent = &line[..line.len() - line.trim_start().len()];
+        match line.trim_start().strip_prefix("listen: 127.0.0.1:") {
+            Some(port) if in_admin && port.parse::<u16>().is_ok() => {
+                out.push_str(&format!("{indent}listen: 127.0.0.1:{}", free_port()));
+            }
+            _ => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
 }
 
 impl Drop for Proxy {
