@@ -107,8 +107,13 @@ enum Expect {
     Watch,
     /// A request the Gate observes: its effect applies on `+OK`.
     Observe(Effect),
-    /// HELLO: the reply's type tells which protocol the connection now speaks.
-    Hello,
+    /// HELLO: the reply's type tells which protocol the connection now
+    /// speaks; a successful HELLO as the client sent it is replayed at a
+    /// hand-over.
+    Hello(Option<Bytes>),
+    /// AUTH, SELECT or CLIENT SETNAME as the client sent it: replayed at a
+    /// hand-over once the node has accepted it.
+    Remember(ReplaySlot, Bytes),
     /// RESET: the connection is back to its initial state.
     Reset,
     /// The backend's reply is swallowed and this one is sent instead
@@ -137,7 +142,7 @@ struct WriteTicket {
 impl From<Answer> for Expect {
     fn from(a: Answer) -> Expect {
         match a {
-            Answer::Hello => Expect::Hello,
+            Answer::Hello => Expect::Hello(None),
             Answer::Replace(b) => Expect::Replace(b),
             Answer::Heartbeat { renewed } => Expect::Heartbeat { renewed },
         }
@@ -689,9 +694,14 @@ impl Session {
             self.owed.push_back(Owed::Reply(Expect::Write(ticket)));
             return;
         }
-        self.remember(head);
         let name = &head.name;
-        let expect = if name.is(b"multi") {
+        let expect = if let Some(slot) = ReplaySlot::of(head) {
+            let request = Bytes::copy_from_slice(&self.from_client[..head.len]);
+            match slot {
+                ReplaySlot::Hello => Expect::Hello(Some(request)),
+                slot => Expect::Remember(slot, request),
+            }
+        } else if name.is(b"multi") {
             if self.transaction.is_none() {
                 self.multis += 1;
                 self.transaction = Transaction::Queued {
@@ -716,8 +726,6 @@ impl Session {
         } else if name.is(b"unwatch") {
             self.watch = Watch::Off;
             Expect::Plain
-        } else if name.is(b"hello") {
-            Expect::Hello
         } else if name.is(b"reset") {
             self.transaction = Transaction::None;
             self.watch = Watch::Off;
@@ -883,14 +891,52 @@ enum Move {
     Home,
 }
 
-/// What is replayed on the new connection at a hand-over, as the client last
-/// sent it.
+/// What is replayed on the new connection at a hand-over: the last AUTH,
+/// HELLO, SELECT and CLIENT SETNAME the node accepted, as the client sent them.
 #[derive(Debug, Default)]
 struct Replay {
     auth: Option<Bytes>,
     hello: Option<Bytes>,
     select: Option<Bytes>,
     setname: Option<Bytes>,
+}
+
+/// Which connection state a request sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReplaySlot {
+    Auth,
+    Hello,
+    Select,
+    SetName,
+}
+
+impl ReplaySlot {
+    #[inline]
+    fn of(head: &RequestHead) -> Option<ReplaySlot> {
+        let name = &head.name;
+        if name.is(b"auth") {
+            Some(ReplaySlot::Auth)
+        } else if name.is(b"hello") {
+            Some(ReplaySlot::Hello)
+        } else if name.is(b"select") {
+            Some(ReplaySlot::Select)
+        } else if name.is(b"client") && head.sub.is(b"setname") {
+            Some(ReplaySlot::SetName)
+        } else {
+            None
+        }
+    }
+}
+
+impl Replay {
+    fn slot(&mut self, slot: ReplaySlot) -> &mut Option<Bytes> {
+        match slot {
+            ReplaySlot::Auth => &mut self.auth,
+            ReplaySlot::Hello => &mut self.hello,
+            ReplaySlot::Select => &mut self.select,
+            ReplaySlot::SetName => &mut self.setname,
+        }
+    }
 }
 
 /// Writes that may block for a long time before they answer (so they are
@@ -1016,8 +1062,15 @@ impl Session {
             Expect::Multi(n) => self.transaction = self.transaction.on_multi_reply(n, ok),
             Expect::Watch if ok && self.watch == Watch::Off => self.watch = Watch::On,
             Expect::Observe(effect) if ok => self.gate.accepted(&effect),
-            Expect::Hello if head.kind == b'%' => self.resp3 = true,
-            Expect::Hello if head.kind == b'*' => self.resp3 = false,
+            Expect::Hello(request) if !matches!(head.kind, b'-' | b'!') => {
+                self.resp3 = head.kind == b'%';
+                if request.is_some() {
+                    self.replay.hello = request;
+                }
+            }
+            Expect::Remember(slot, request) if !matches!(head.kind, b'-' | b'!') => {
+                *self.replay.slot(slot) = Some(request);
+            }
             Expect::Reset if head.kind == b'+' => {
                 // RESET drops the connection's authentication too.
                 if self.peer == Peer::Control {
@@ -1201,25 +1254,6 @@ impl Session {
         self.requests.next(&self.from_client).ok().flatten()
     }
 
-    /// Remembers the connection state a hand-over replays (cold: only for
-    /// AUTH, HELLO, SELECT and CLIENT SETNAME).
-    #[inline]
-    fn remember(&mut self, head: &RequestHead) {
-        let name = &head.name;
-        let slot = if name.is(b"auth") {
-            &mut self.replay.auth
-        } else if name.is(b"hello") {
-            &mut self.replay.hello
-        } else if name.is(b"select") {
-            &mut self.replay.select
-        } else if name.is(b"client") && head.sub.is(b"setname") {
-            &mut self.replay.setname
-        } else {
-            return;
-        };
-        *slot = Some(Bytes::copy_from_slice(&self.from_client[..head.len]));
-    }
-
     /// Takes `len` bytes of handled request off the client buffer.
     #[inline]
     fn consume(&mut self, len: usize) {
@@ -1260,21 +1294,18 @@ impl Drop for Session {
 /// The session state machine fed byte streams, without sockets: what goes
 /// to the node, what the client gets, and the state the replies drive.
 #[cfg(test)]
-mod tests {
+mod tests_support {
     use super::*;
-    use crate::gate::{for_tests, UNKNOWN_OUTCOME};
+    use crate::gate::for_tests;
     use crate::lease::{LeaseMode, ManualClock};
 
-    const ME: &str = "0123456789012345678901234567890123456789";
-    const OTHER: &str = "9999999999999999999999999999999999999999";
-    const FENCED: &[u8] =
-        b"-READONLY master lease expired, writes are fenced on this node (epoch 0)\r\n";
+    pub const ME: &str = "0123456789012345678901234567890123456789";
 
-    fn session(mode: LeaseMode) -> (Arc<ManualClock>, Arc<Gate>, Session) {
+    pub fn session(mode: LeaseMode) -> (Arc<ManualClock>, Arc<Gate>, Session) {
         session_with_output(mode, 1 << 20)
     }
 
-    fn session_with_output(
+    pub fn session_with_output(
         mode: LeaseMode,
         max_output: usize,
     ) -> (Arc<ManualClock>, Arc<Gate>, Session) {
@@ -1289,7 +1320,7 @@ mod tests {
         (clock, gate, s)
     }
 
-    fn resp(args: &[&str]) -> Vec<u8> {
+    pub fn resp(args: &[&str]) -> Vec<u8> {
         let mut out = format!("*{}\r\n", args.len()).into_bytes();
         for a in args {
             out.extend_from_slice(format!("${}\r\n{a}\r\n", a.len()).as_bytes());
@@ -1298,7 +1329,7 @@ mod tests {
     }
 
     /// The client sends these requests (one read).
-    fn client(s: &mut Session, requests: &[&[&str]]) {
+    pub fn client(s: &mut Session, requests: &[&[&str]]) {
         for r in requests {
             s.from_client.extend_from_slice(&resp(r));
         }
@@ -1306,22 +1337,22 @@ mod tests {
     }
 
     /// The node answers with these frames.
-    fn node(s: &mut Session, replies: &[u8]) {
+    pub fn node(s: &mut Session, replies: &[u8]) {
         s.from_backend.extend_from_slice(replies);
         s.on_backend_data().expect("valid replies");
     }
 
     /// What went to the node since the last look.
-    fn to_node(s: &mut Session) -> Vec<u8> {
+    pub fn to_node(s: &mut Session) -> Vec<u8> {
         s.to_backend.split().to_vec()
     }
 
     /// What the client got since the last look.
-    fn to_client(s: &mut Session) -> Vec<u8> {
+    pub fn to_client(s: &mut Session) -> Vec<u8> {
         s.to_client.split().to_vec()
     }
 
-    fn grant(gate: &Gate, ttl_ms: u64) {
+    pub fn grant(gate: &Gate, ttl_ms: u64) {
         let grant = crate::lease::Grant {
             master_node_id: Some(ME.into()),
             ttl_ms,
@@ -1333,6 +1364,18 @@ mod tests {
             .grant(&grant, gate.lease().now())
             .expect("granted");
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tests_support::*;
+    use super::*;
+    use crate::gate::UNKNOWN_OUTCOME;
+    use crate::lease::LeaseMode;
+
+    const OTHER: &str = "9999999999999999999999999999999999999999";
+    const FENCED: &[u8] =
+        b"-READONLY master lease expired, writes are fenced on this node (epoch 0)\r\n";
 
     #[test]
     fn a_refused_multi_opens_no_path_past_the_gate() {
@@ -1584,5 +1627,27 @@ mod tests {
         assert!(got.ends_with(b"+OK\r\n"));
         assert_eq!(gate.writes_in_flight(), 0);
         assert!(s.owed.is_empty());
+    }
+
+    #[test]
+    fn only_accepted_connection_state_is_replayed() {
+        let (_, _, mut s) = session(LeaseMode::Disabled);
+        client(
+            &mut s,
+            &[&["SELECT", "1"], &["SELECT", "99"], &["AUTH", "nope"]],
+        );
+        node(
+            &mut s,
+            b"+OK\r\n-ERR DB index is out of range\r\n-WRONGPASS invalid username-password pair\r\n",
+        );
+        assert_eq!(
+            s.replay.select.as_deref(),
+            Some(&resp(&["SELECT", "1"])[..])
+        );
+        assert_eq!(s.replay.auth, None);
+        client(&mut s, &[&["HELLO", "3"]]);
+        node(&mut s, b"%1\r\n+proto\r\n:3\r\n");
+        assert!(s.resp3);
+        assert_eq!(s.replay.hello.as_deref(), Some(&resp(&["HELLO", "3"])[..]));
     }
 }

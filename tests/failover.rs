@@ -356,6 +356,48 @@ fn held_writes_are_forwarded_to_the_new_master_with_session_state() {
     assert_eq!(direct.cmd(&["GET", "counter"]), Reply::bulk("1"));
 }
 
+/// Only the connection state the node accepted is replayed: a failed
+/// SELECT does not move the moved session to another database.
+#[test]
+fn a_refused_select_is_not_replayed_at_a_hand_over() {
+    let p = pair("");
+    let mut c = p.a.client();
+    assert_eq!(c.cmd(&["SELECT", "2"]), Reply::ok());
+    assert!(c.cmd(&["SELECT", "99"]).is_error());
+    assert_eq!(
+        held_through_failover(&p, &mut c, &["SET", "where", "db2"]),
+        Reply::ok()
+    );
+    let mut direct = p.replica.client();
+    assert_eq!(direct.cmd(&["SELECT", "2"]), Reply::ok());
+    assert_eq!(direct.cmd(&["GET", "where"]), Reply::bulk("db2"));
+}
+
+/// After a hand-over that broke a WATCH, MULTI … DISCARD ends it (DISCARD
+/// unwatches on the node): the next transaction runs.
+#[test]
+fn discard_after_a_broken_watch_lets_the_next_transaction_run() {
+    let p = pair("");
+    let mut c = p.a.client();
+    assert_eq!(c.cmd(&["WATCH", "guarded"]), Reply::ok());
+    assert_eq!(
+        held_through_failover(&p, &mut c, &["SET", "moved", "1"]),
+        Reply::ok()
+    );
+    assert_eq!(c.cmd(&["MULTI"]), Reply::ok());
+    assert_eq!(c.cmd(&["DISCARD"]), Reply::ok());
+    assert_eq!(c.cmd(&["MULTI"]), Reply::ok());
+    assert_eq!(
+        c.cmd(&["SET", "guarded", "x"]),
+        Reply::Status("QUEUED".into())
+    );
+    assert_eq!(c.cmd(&["EXEC"]), Reply::Array(vec![Reply::ok()]));
+    assert_eq!(
+        p.replica.client().cmd(&["GET", "guarded"]),
+        Reply::bulk("x")
+    );
+}
+
 #[test]
 fn watch_exec_across_a_hand_over_returns_null() {
     let p = pair("");
