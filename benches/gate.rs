@@ -9,12 +9,12 @@ use std::hint::black_box;
 use criterion::{criterion_group, criterion_main, Criterion};
 
 use leasegate::command::CommandTable;
-use leasegate::config::CommandsConfig;
-use leasegate::control::ControlPolicy;
+use leasegate::command::CommandsConfig;
+use leasegate::guard::control::ControlPolicy;
 use leasegate::frame::request::{Limits, RequestFramer};
-use leasegate::gate::{Admission, Gate, GateParts, Policy, Verdict};
-use leasegate::lease::{BootClock, Grant, Initial, Lease, LeaseMode, LeaseTuning};
-use leasegate::pause::Pause;
+use leasegate::guard::gate::{Admission, Gate, GateParts, Policy, Verdict};
+use leasegate::guard::lease::{BootClock, Grant, Initial, Lease, LeaseMode, LeaseTuning};
+use leasegate::guard::pause::Pause;
 
 const ME: &str = "0123456789012345678901234567890123456789";
 
@@ -48,7 +48,7 @@ fn gate(mode: LeaseMode) -> Gate {
             backend_password: None,
             verifier: None,
             pause: Arc::new(Pause::new(100_000, 1 << 26)),
-            on_demote: leasegate::config::OnDemote::Forward,
+            on_demote: leasegate::guard::pause::OnDemote::Forward,
         },
     )
 }

@@ -5,15 +5,15 @@
 //! `deny_unknown_fields` plus `serde_yaml_ng`'s positions), because a silently
 //! ignored typo in a fencing proxy's config is how split brain comes back.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::command::Class;
-use crate::lease::{Initial, LeaseMode};
+use crate::command::CommandsConfig;
+use crate::guard::lease::{Initial, LeaseMode};
+pub use crate::guard::pause::OnDemote;
 
 /// Why a config file could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -88,31 +88,6 @@ pub struct BackendConfig {
     /// Time allowed to open a backend connection for a new client.
     #[serde(default = "defaults::connect_timeout_ms")]
     pub connect_timeout_ms: u64,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CommandsConfig {
-    /// Commands answered with `-ERR command '<name>' is disabled by leasegate`.
-    #[serde(default)]
-    pub deny: Vec<String>,
-    /// Per-command class overrides, e.g. `{ mymodule.set: write }`.
-    #[serde(default)]
-    pub classes: BTreeMap<String, ClassName>,
-    /// Ask the backend for `COMMAND` at start-up and treat every command it
-    /// flags `write` as a write (adds module and newer commands to the table).
-    #[serde(default = "defaults::yes")]
-    pub learn_from_backend: bool,
-}
-
-impl Default for CommandsConfig {
-    fn default() -> Self {
-        Self {
-            deny: Vec::new(),
-            classes: BTreeMap::new(),
-            learn_from_backend: true,
-        }
-    }
 }
 
 /// The HTTP admin API.
@@ -264,20 +239,6 @@ impl Default for VerifyConfig {
     }
 }
 
-/// What held requests get when the node was demoted during the pause.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OnDemote {
-    /// Move the session to the new master (through its leasegate), replaying
-    /// AUTH, SELECT, HELLO and CLIENT SETNAME, then release the requests there.
-    #[default]
-    Forward,
-    /// `-MOVED <slot> <host>:<port>` for cluster clients.
-    Moved,
-    /// `-READONLY ...`.
-    Readonly,
-}
-
 /// Write pauses (DESIGN §4).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -298,25 +259,6 @@ impl Default for PauseConfig {
             max_buffered_bytes: defaults::max_buffered_bytes(),
             max_buffered_requests: defaults::max_buffered_requests(),
             on_demote: OnDemote::default(),
-        }
-    }
-}
-
-/// A command class as spelled in the config.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ClassName {
-    Read,
-    Write,
-    Admin,
-}
-
-impl From<ClassName> for Class {
-    fn from(c: ClassName) -> Class {
-        match c {
-            ClassName::Read => Class::Read,
-            ClassName::Write => Class::Write,
-            ClassName::Admin => Class::Admin,
         }
     }
 }
@@ -394,9 +336,6 @@ mod defaults {
     }
     pub fn connect_timeout_ms() -> u64 {
         1_000
-    }
-    pub fn yes() -> bool {
-        true
     }
     pub fn max_clients() -> usize {
         10_000
@@ -572,7 +511,7 @@ impl Config {
             ));
         }
         for entry in &self.control.allow_from {
-            crate::control::AddrMatch::parse(entry).map_err(|e| ("control.allow_from", e))?;
+            crate::guard::control::AddrMatch::parse(entry).map_err(|e| ("control.allow_from", e))?;
         }
         if !(0.0..0.5).contains(&self.lease.clock_drift) {
             return Err(("lease.clock_drift", "must be in [0, 0.5)".into()));
@@ -596,10 +535,10 @@ impl Config {
                         .into(),
                 ));
             }
-            if self.controller.ttl_ms > crate::lease::MAX_TTL_MS {
+            if self.controller.ttl_ms > crate::guard::lease::MAX_TTL_MS {
                 return Err((
                     "controller.ttl_ms",
-                    format!("must be at most {} (one hour)", crate::lease::MAX_TTL_MS),
+                    format!("must be at most {} (one hour)", crate::guard::lease::MAX_TTL_MS),
                 ));
             }
             if self.controller.poll_interval_ms == 0 || self.controller.ttl_ms == 0 {

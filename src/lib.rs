@@ -1,26 +1,34 @@
 //! leasegate: a RESP sidecar proxy that fences writes on a Kvrocks/Redis node.
 //!
-//! Reading order: [`session`] (one client ↔ one backend connection, the hot
-//! path) and [`gate`] (the single "may this request pass" decision); then
-//! [`frame`] (RESP boundaries), [`command`] (classification), [`server`]
-//! (listener and lifecycle) and [`config`].
+//! The folders are the layers, lowest first; a module imports only from its
+//! own layer or those below (`tests/layers.rs` checks it). See
+//! `ARCHITECTURE.md` for the map.
+//!
+//! * [`frame`] — RESP: request and reply framing, command names, local replies;
+//! * [`command`] — classification (read / write / admin / intercept);
+//! * [`kvrocks`] — what the node, the controller and other leasegates say;
+//! * [`guard`] — the Gate (may this request pass?), the lease, pause,
+//!   verification and the node's role;
+//! * [`proxy`] — sessions (one client ↔ one backend connection: the hot
+//!   path, with [`guard::gate`]), backend connections, worker threads;
+//! * [`config`] — the YAML file, typed, with every default in one place;
+//! * [`control`] — the control plane beside the data plane: admin HTTP API,
+//!   controller polling, graceful failover, node probe;
+//! * [`server`], [`logging`] — wiring and lifecycle.
 
-pub mod admin;
-pub mod admin_client;
-pub mod backend;
-pub mod command;
-pub mod config;
-pub mod control;
-pub mod controller;
-pub mod failover;
 pub mod frame;
-pub mod gate;
-pub mod lease;
+
+pub mod command;
+
+pub mod kvrocks;
+
+pub mod guard;
+
+pub mod proxy;
+
+pub mod config;
+
+pub mod control;
+
 pub mod logging;
-pub mod pause;
-pub mod probe;
 pub mod server;
-pub mod session;
-pub mod topology;
-pub mod verify;
-pub mod workers;

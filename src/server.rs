@@ -3,7 +3,7 @@
 //! * **start**: learn command flags from the node (retried in the background
 //!   while it is unreachable), bind the listener;
 //! * **serve**: one task per client connection, each paired with its own
-//!   backend connection ([`crate::session`]); `limits.max_clients` bounds them;
+//!   backend connection ([`crate::proxy::session`]); `limits.max_clients` bounds them;
 //! * **reload** (SIGHUP): re-read the config file and swap the Gate's policy
 //!   (deny list, class overrides) without touching live sessions;
 //! * **drain** (SIGTERM/SIGINT): stop accepting, let sessions finish the
@@ -25,19 +25,20 @@ use tracing::{debug, error, info, warn};
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::backend;
+use crate::proxy::backend;
 use crate::command::{CommandTable, LearnedCommand};
 use crate::config::{Config, VerifyMode};
-use crate::control::ControlPolicy;
+use crate::guard::control::ControlPolicy;
 use crate::frame::request::Limits;
-use crate::gate::{Gate, GateParts, Policy};
-use crate::lease::{BootClock, Clock, Lease, LeaseTuning};
-use crate::pause::Pause;
-use crate::probe::{self, NodeStatus};
-use crate::session::{self, SessionContext};
-use crate::verify::Verifier;
-use crate::workers::Workers;
-use crate::{admin, controller};
+use crate::guard::gate::{Gate, GateParts, Policy};
+use crate::guard::lease::{BootClock, Clock, Lease, LeaseTuning};
+use crate::guard::pause::Pause;
+use crate::control::probe::{self, NodeStatus};
+use crate::proxy::session::{self, SessionContext};
+use crate::guard::verify::Verifier;
+use crate::proxy::workers::Workers;
+use crate::control::admin;
+use crate::kvrocks::controller;
 
 const MAX_CLIENTS_REPLY: &[u8] = b"-ERR max number of clients reached\r\n";
 /// How often command learning is retried while the node is unreachable.

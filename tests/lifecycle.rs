@@ -162,7 +162,7 @@ fn learns_command_flags_from_the_backend_and_agrees_with_the_table() {
         .enable_all()
         .build()
         .expect("runtime")
-        .block_on(leasegate::backend::learn_commands(
+        .block_on(leasegate::proxy::backend::learn_commands(
             &redis.addr(),
             None,
             Duration::from_secs(5),

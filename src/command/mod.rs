@@ -28,72 +28,10 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use bytes::Bytes;
 
-use crate::config::CommandsConfig;
+pub use crate::frame::name::{Name, NAME_CAP};
 
-/// Longest command or subcommand name that is classified; longer names are
-/// unknown (and so writes).
-pub const NAME_CAP: usize = 32;
-
-/// A command or subcommand name, lowercased into a fixed buffer so that
-/// classifying a request allocates nothing.
-#[derive(Clone, Copy)]
-pub struct Name {
-    len: u8,
-    buf: [u8; NAME_CAP],
-}
-
-impl Name {
-    /// No name (e.g. a request without a subcommand).
-    pub const EMPTY: Name = Name {
-        len: 0,
-        buf: [0; NAME_CAP],
-    };
-
-    /// Lowercases `raw`; a name longer than [`NAME_CAP`] keeps no bytes and
-    /// matches nothing in the table.
-    #[inline]
-    pub fn new(raw: &[u8]) -> Name {
-        let mut name = Name::EMPTY;
-        if raw.len() > NAME_CAP {
-            name.len = u8::MAX;
-            return name;
-        }
-        for (dst, src) in name.buf.iter_mut().zip(raw) {
-            *dst = src.to_ascii_lowercase();
-        }
-        name.len = raw.len() as u8;
-        name
-    }
-
-    #[inline]
-    pub fn as_bytes(&self) -> &[u8] {
-        if self.len as usize > NAME_CAP {
-            b""
-        } else {
-            &self.buf[..self.len as usize]
-        }
-    }
-
-    #[inline]
-    pub fn is(&self, lowercase: &[u8]) -> bool {
-        self.as_bytes() == lowercase
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// The name for messages (lossy for non-UTF-8 input).
-    pub fn display(&self) -> std::borrow::Cow<'_, str> {
-        String::from_utf8_lossy(self.as_bytes())
-    }
-}
-
-impl std::fmt::Debug for Name {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:?}", self.display())
-    }
-}
+mod config;
+pub use config::{ClassName, CommandsConfig};
 
 /// FNV-1a. Hand-written rather than a crate because it runs once per request
 /// on the hot path over names of a few bytes, where SipHash costs more than

@@ -14,7 +14,7 @@
 //! the tests below. Limits and error texts follow Redis so that clients see
 //! what the node itself would say.
 
-use crate::command::Name;
+use crate::frame::name::Name;
 
 /// Limits applied while framing.
 #[derive(Debug, Clone, Copy)]

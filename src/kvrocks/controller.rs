@@ -37,7 +37,7 @@ use prometheus_client::registry::Registry;
 use serde::Deserialize;
 use tracing::{info, warn};
 
-use crate::lease::{Grant, GrantOutcome};
+use crate::guard::lease::{Grant, GrantOutcome};
 use crate::server::Shared;
 
 /// Redirect hops followed per poll.
@@ -424,7 +424,7 @@ pub async fn fetch(client: &HttpClient, url: &str) -> Result<Cluster, String> {
         let response = client.request(request).await.map_err(|e| {
             format!(
                 "cannot reach the controller at {uri}: {}",
-                crate::admin_client::error_chain(&e)
+                crate::kvrocks::admin_client::error_chain(&e)
             )
         })?;
         let status = response.status();

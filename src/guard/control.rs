@@ -7,7 +7,7 @@
 
 use std::net::IpAddr;
 
-use crate::lease::Grant;
+use crate::guard::lease::Grant;
 
 /// One `control.allow_from` entry: an address or a CIDR block.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,9 +9,9 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::backend::ControlConnection;
-use crate::gate::Gate;
-use crate::topology::Replication;
+use crate::proxy::backend::ControlConnection;
+use crate::guard::gate::Gate;
+use crate::kvrocks::topology::Replication;
 
 /// The latest the node said about itself.
 #[derive(Debug, Default)]

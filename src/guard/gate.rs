@@ -48,12 +48,12 @@ use prometheus_client::registry::Registry;
 use tracing::{info, warn};
 
 use crate::command::{Class, Classified, CommandTable};
-use crate::config::OnDemote;
-use crate::control::{self, ControlPolicy};
+use crate::guard::pause::OnDemote;
+use crate::guard::control::{self, ControlPolicy};
 use crate::frame::request::{arguments, RequestHead};
-use crate::lease::{GrantError, GrantOutcome, Lease, LeaseMode, Term};
-use crate::pause::{Hold, Pause, PauseMode};
-use crate::verify::Verifier;
+use crate::guard::lease::{GrantError, GrantOutcome, Lease, LeaseMode, Term};
+use crate::guard::pause::{Hold, Pause, PauseMode};
+use crate::guard::verify::Verifier;
 
 /// Everything the Gate consults that a reload may change.
 #[derive(Debug)]
@@ -302,7 +302,7 @@ pub struct Gate {
     blocking_writes_completed: AtomicU64,
     pub metrics: GateMetrics,
     /// The state of this proxy's graceful failovers (reported, not decided on).
-    pub failover: crate::failover::FailoverStatus,
+    pub failover: crate::control::failover::FailoverStatus,
     last_log_only_warning: AtomicU64,
     last_unknown_outcome_warning: AtomicU64,
 }
@@ -510,7 +510,7 @@ impl Gate {
             (OnDemote::Forward, Some(addr)) => Verdict::HandOver(addr),
             (OnDemote::Moved, Some(addr)) => {
                 let args = arguments(r.bytes, r.head.inline);
-                let slot = args.get(1).map_or(0, |k| crate::topology::key_slot(k));
+                let slot = args.get(1).map_or(0, |k| crate::kvrocks::topology::key_slot(k));
                 Verdict::Reply(Bytes::from(format!("-MOVED {slot} {addr}\r\n")))
             }
             (_, addr) => Verdict::Reply(Bytes::from(format!(
@@ -652,7 +652,7 @@ impl Gate {
             Effect::Replica { reason } => self.revoke_for_role(reason),
             Effect::Topology { nodes } => {
                 if let Some(me) = self.lease.node_id() {
-                    if crate::topology::listed_as_replica(nodes, &me) {
+                    if crate::kvrocks::topology::listed_as_replica(nodes, &me) {
                         self.revoke_for_role("CLUSTERX SETNODES lists this node as a slave");
                     }
                 }
@@ -758,7 +758,7 @@ impl Gate {
     /// The heartbeat reply: an INFO-format bulk string built from the node's
     /// `INFO replication` reply (`node_reply`, a complete RESP frame) and the lease.
     pub fn heartbeat_reply(&self, node_reply: &[u8], renewed: bool) -> Bytes {
-        let info = crate::topology::Replication::parse_info_frame(node_reply);
+        let info = crate::kvrocks::topology::Replication::parse_info_frame(node_reply);
         let lease = self.lease.snapshot();
         let nonce = self.lease.issue_nonce();
         let remaining = if lease.remaining_ms == u64::MAX {
@@ -905,8 +905,8 @@ pub(crate) fn for_tests(
     mode: LeaseMode,
     deny: &[&str],
     me: &str,
-) -> (Arc<crate::lease::ManualClock>, Gate) {
-    use crate::lease::{Initial, LeaseTuning, ManualClock};
+) -> (Arc<crate::guard::lease::ManualClock>, Gate) {
+    use crate::guard::lease::{Initial, LeaseTuning, ManualClock};
     let clock = Arc::new(ManualClock::new(1_000_000_000));
     let lease = Arc::new(Lease::new(
         clock.clone(),
@@ -918,7 +918,7 @@ pub(crate) fn for_tests(
         },
         Some(me.into()),
     ));
-    let config = crate::config::CommandsConfig {
+    let config = crate::command::CommandsConfig {
         deny: deny.iter().map(|s| s.to_string()).collect(),
         ..Default::default()
     };
@@ -944,7 +944,7 @@ mod tests {
     use super::*;
     use crate::command::Name;
     use crate::frame::request::{Limits, RequestFramer};
-    use crate::lease::ManualClock;
+    use crate::guard::lease::ManualClock;
 
     const ME: &str = "0123456789012345678901234567890123456789";
 

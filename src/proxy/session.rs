@@ -1,6 +1,6 @@
 //! A session: one client connection paired with one backend connection.
 //!
-//! This is the hot path, together with [`crate::gate`]. Pairing connections
+//! This is the hot path, together with [`crate::guard::gate`]. Pairing connections
 //! 1:1 is what makes the proxy transparent: SELECT, AUTH, HELLO 3,
 //! MULTI/EXEC/WATCH, SUBSCRIBE, blocking commands and MONITOR keep their
 //! per-connection meaning on the node.
@@ -50,8 +50,8 @@ use tracing::{debug, warn};
 use crate::command::{Class, Name};
 use crate::frame::reply::{pubsub_frame, PubSubFrame, ReplyFramer, ReplyHead};
 use crate::frame::request::{arguments, Limits, RequestFramer, RequestHead};
-use crate::gate::{Admission, Answer, Effect, Gate, Policy, Verdict, Wait};
-use crate::lease::Term;
+use crate::guard::gate::{Admission, Answer, Effect, Gate, Policy, Verdict, Wait};
+use crate::guard::lease::Term;
 
 /// Stop reading from the client while this much is queued for the backend.
 const HIGH_WATER: usize = 4 * 1024 * 1024;
@@ -834,7 +834,7 @@ enum Preconnect {
         Arc<str>,
         std::pin::Pin<
             Box<
-                dyn std::future::Future<Output = Result<TcpStream, crate::backend::BackendError>>
+                dyn std::future::Future<Output = Result<TcpStream, crate::proxy::backend::BackendError>>
                     + Send,
             >,
         >,
@@ -852,7 +852,7 @@ impl Preconnect {
         if this.is_none() && s.held_by_pause() {
             if let Some(to) = ctx.gate.handover_target() {
                 let (addr, timeout) = (Arc::clone(&to), ctx.connect_timeout);
-                let connecting = async move { crate::backend::connect(&addr, timeout).await };
+                let connecting = async move { crate::proxy::backend::connect(&addr, timeout).await };
                 *this = Some(Preconnect::Opening(to, Box::pin(connecting)));
             }
         } else if matches!(s.stall, Stall::None) {
@@ -863,7 +863,7 @@ impl Preconnect {
     /// The connection attempt finished.
     fn opened(
         this: &mut Option<Preconnect>,
-        result: Result<TcpStream, crate::backend::BackendError>,
+        result: Result<TcpStream, crate::proxy::backend::BackendError>,
     ) {
         *this = match (this.take(), result) {
             (Some(Preconnect::Opening(to, _)), Ok(stream)) => Some(Preconnect::Open(to, stream)),
@@ -1210,7 +1210,7 @@ impl Session {
         };
         let connected = match ready {
             Some(stream) => Ok(stream),
-            None => crate::backend::connect(addr, timeout).await,
+            None => crate::proxy::backend::connect(addr, timeout).await,
         };
         match connected {
             Ok(stream) => {
@@ -1296,8 +1296,8 @@ impl Drop for Session {
 #[cfg(test)]
 mod tests_support {
     use super::*;
-    use crate::gate::for_tests;
-    use crate::lease::{LeaseMode, ManualClock};
+    use crate::guard::gate::for_tests;
+    use crate::guard::lease::{LeaseMode, ManualClock};
 
     pub const ME: &str = "0123456789012345678901234567890123456789";
 
@@ -1353,7 +1353,7 @@ mod tests_support {
     }
 
     pub fn grant(gate: &Gate, ttl_ms: u64) {
-        let grant = crate::lease::Grant {
+        let grant = crate::guard::lease::Grant {
             master_node_id: Some(ME.into()),
             ttl_ms,
             epoch: 0,
@@ -1370,8 +1370,8 @@ mod tests_support {
 mod tests {
     use super::tests_support::*;
     use super::*;
-    use crate::gate::UNKNOWN_OUTCOME;
-    use crate::lease::LeaseMode;
+    use crate::guard::gate::UNKNOWN_OUTCOME;
+    use crate::guard::lease::LeaseMode;
 
     const OTHER: &str = "9999999999999999999999999999999999999999";
     const FENCED: &[u8] =

@@ -38,7 +38,7 @@ use serde::Deserialize;
 use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
 
-use crate::lease::{Grant, GrantError, GrantOutcome, LeaseSnapshot};
+use crate::guard::lease::{Grant, GrantError, GrantOutcome, LeaseSnapshot};
 use crate::server::Shared;
 
 /// Largest request body accepted (`413` beyond it).
@@ -323,7 +323,7 @@ fn status(shared: &Shared) -> serde_json::Value {
 /// Runs a graceful failover to the leasegate named in the body; answers
 /// with the report when it has finished (200 on success, 409 on failure).
 async fn post_failover(shared: &Shared, body: &[u8]) -> Response<Full<Bytes>> {
-    let request: crate::failover::FailoverRequest = match serde_json::from_slice(body) {
+    let request: crate::control::failover::FailoverRequest = match serde_json::from_slice(body) {
         Ok(r) => r,
         Err(e) => {
             return error(
@@ -338,20 +338,20 @@ async fn post_failover(shared: &Shared, body: &[u8]) -> Response<Full<Bytes>> {
             "pause_timeout_ms must exceed sync_timeout_ms",
         );
     }
-    if request.lease_ttl_ms == 0 || request.lease_ttl_ms > crate::failover::MAX_LEASE_TTL_MS {
+    if request.lease_ttl_ms == 0 || request.lease_ttl_ms > crate::control::failover::MAX_LEASE_TTL_MS {
         // Refused here rather than by the target's leasegate mid-switch.
         return error(
             StatusCode::BAD_REQUEST,
             &format!(
                 "lease_ttl_ms must be between 1 and {}",
-                crate::failover::MAX_LEASE_TTL_MS
+                crate::control::failover::MAX_LEASE_TTL_MS
             ),
         );
     }
     // The failover runs in a task of its own: if this caller goes away, it
     // still completes (its outcome stays in /v1/status).
-    let report = crate::failover::run(shared, request).await;
-    let status = if report.result == crate::failover::FailoverState::Success {
+    let report = crate::control::failover::run(shared, request).await;
+    let status = if report.result == crate::control::failover::FailoverState::Success {
         StatusCode::OK
     } else {
         StatusCode::CONFLICT
@@ -365,11 +365,11 @@ async fn post_failover(shared: &Shared, body: &[u8]) -> Response<Full<Bytes>> {
 struct PauseRequest {
     timeout_ms: u64,
     #[serde(default = "default_pause_mode")]
-    mode: crate::pause::PauseMode,
+    mode: crate::guard::pause::PauseMode,
 }
 
-fn default_pause_mode() -> crate::pause::PauseMode {
-    crate::pause::PauseMode::Write
+fn default_pause_mode() -> crate::guard::pause::PauseMode {
+    crate::guard::pause::PauseMode::Write
 }
 
 fn post_pause(shared: &Shared, body: &[u8]) -> Response<Full<Bytes>> {
@@ -531,7 +531,7 @@ mod tests {
     #[test]
     fn lease_json_nulls_forever() {
         let mut s = LeaseSnapshot {
-            mode: crate::lease::LeaseMode::BlockWrite,
+            mode: crate::guard::lease::LeaseMode::BlockWrite,
             valid: true,
             owner: None,
             node_id: None,

@@ -30,8 +30,8 @@ use prometheus_client::registry::Registry;
 use tokio::sync::{watch, Notify};
 use tracing::{info, warn};
 
-use crate::controller::{self, Decision};
-use crate::lease::Lease;
+use crate::kvrocks::controller::{self, Decision};
+use crate::guard::lease::Lease;
 
 /// The result of one confirmation round.
 #[derive(Debug, Clone)]

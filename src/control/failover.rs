@@ -49,13 +49,13 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};
 
-use crate::admin_client::AdminClient;
-use crate::backend::{BackendError, ControlConnection};
-use crate::gate::{Demotion, Gate};
-use crate::lease::{Grant, LeaseSnapshot};
-use crate::pause::PauseMode;
+use crate::kvrocks::admin_client::AdminClient;
+use crate::proxy::backend::{BackendError, ControlConnection};
+use crate::guard::gate::{Demotion, Gate};
+use crate::guard::lease::{Grant, LeaseSnapshot};
+use crate::guard::pause::PauseMode;
 use crate::server::Shared;
-use crate::topology::Replication;
+use crate::kvrocks::topology::Replication;
 
 /// The failover state machine's states, as in Kvrocks' `cluster_failover_state`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -159,7 +159,7 @@ fn default_lease_ttl_ms() -> u64 {
 }
 
 /// The longest lease a failover grants (a leasegate refuses longer ones).
-pub const MAX_LEASE_TTL_MS: u64 = crate::lease::MAX_TTL_MS;
+pub const MAX_LEASE_TTL_MS: u64 = crate::guard::lease::MAX_TTL_MS;
 
 /// One state the failover went through.
 #[derive(Debug, Clone, Serialize)]
@@ -777,7 +777,7 @@ fn same_addr(a: Option<&str>, b: &str) -> bool {
 mod tests {
     use super::*;
     use crate::config::Config;
-    use crate::lease::ManualClock;
+    use crate::guard::lease::ManualClock;
     use crate::server::Server;
 
     fn server() -> Server {

@@ -47,6 +47,20 @@ impl PauseMode {
     }
 }
 
+/// What held requests get when the node was demoted during the pause.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnDemote {
+    /// Move the session to the new master (through its leasegate), replaying
+    /// AUTH, SELECT, HELLO and CLIENT SETNAME, then release the requests there.
+    #[default]
+    Forward,
+    /// `-MOVED <slot> <host>:<port>` for cluster clients.
+    Moved,
+    /// `-READONLY ...`.
+    Readonly,
+}
+
 const NONE: u8 = 0;
 const WRITE: u8 = 1;
 const ALL: u8 = 2;

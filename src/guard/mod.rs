@@ -1,0 +1,13 @@
+//! The guard: everything that decides whether a request may reach the node.
+//!
+//! [`gate::Gate`] is the single decision point; it consults the master
+//! [`lease`], the write [`pause`], mastership [`verify`]cation and the
+//! node's [`role`] (demotion, hand-over target, writes in flight). The
+//! controller's own commands (heartbeats, `CLIENT PAUSE`, control AUTH) are
+//! answered by [`control`].
+
+pub mod control;
+pub mod gate;
+pub mod lease;
+pub mod pause;
+pub mod verify;

@@ -1,0 +1,9 @@
+//! The data plane: client sessions paired 1:1 with backend connections.
+//!
+//! [`session`] is the hot path (with [`crate::guard::gate`]); [`backend`]
+//! opens node connections (and the control connections the control plane
+//! uses); [`workers`] runs sessions on pinned single-threaded runtimes.
+
+pub mod backend;
+pub mod session;
+pub mod workers;
