@@ -10,8 +10,8 @@ use criterion::{criterion_group, criterion_main, Criterion};
 
 use leasegate::command::CommandTable;
 use leasegate::command::CommandsConfig;
-use leasegate::guard::control::ControlPolicy;
 use leasegate::frame::request::{Limits, RequestFramer};
+use leasegate::guard::control::ControlPolicy;
 use leasegate::guard::gate::{Admission, Gate, GateParts, Policy, Verdict};
 use leasegate::guard::lease::{BootClock, Grant, Initial, Lease, LeaseMode, LeaseTuning};
 use leasegate::guard::pause::Pause;
@@ -41,14 +41,16 @@ fn gate(mode: LeaseMode) -> Gate {
         Policy {
             commands: CommandTable::build(&CommandsConfig::default(), &[]),
         },
-        lease,
+        Arc::new(leasegate::guard::role::Role::new(
+            lease,
+            leasegate::guard::pause::OnDemote::Forward,
+        )),
         GateParts {
             control: ControlPolicy::default(),
             reject_prefix: "READONLY".into(),
             backend_password: None,
             verifier: None,
             pause: Arc::new(Pause::new(100_000, 1 << 26)),
-            on_demote: leasegate::guard::pause::OnDemote::Forward,
         },
     )
 }

@@ -511,7 +511,8 @@ impl Config {
             ));
         }
         for entry in &self.control.allow_from {
-            crate::guard::control::AddrMatch::parse(entry).map_err(|e| ("control.allow_from", e))?;
+            crate::guard::control::AddrMatch::parse(entry)
+                .map_err(|e| ("control.allow_from", e))?;
         }
         if !(0.0..0.5).contains(&self.lease.clock_drift) {
             return Err(("lease.clock_drift", "must be in [0, 0.5)".into()));
@@ -538,7 +539,10 @@ impl Config {
             if self.controller.ttl_ms > crate::guard::lease::MAX_TTL_MS {
                 return Err((
                     "controller.ttl_ms",
-                    format!("must be at most {} (one hour)", crate::guard::lease::MAX_TTL_MS),
+                    format!(
+                        "must be at most {} (one hour)",
+                        crate::guard::lease::MAX_TTL_MS
+                    ),
                 ));
             }
             if self.controller.poll_interval_ms == 0 || self.controller.ttl_ms == 0 {

@@ -222,7 +222,8 @@ fn admin_call(
     let Some(runtime) = runtime() else {
         return ExitCode::FAILURE;
     };
-    let client = leasegate::kvrocks::admin_client::AdminClient::new(std::time::Duration::from_secs(30));
+    let client =
+        leasegate::kvrocks::admin_client::AdminClient::new(std::time::Duration::from_secs(30));
     let answer =
         runtime.block_on(client.call(addr, method, path, token, body.map(|b| b.to_string())));
     match answer {

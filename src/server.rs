@@ -23,22 +23,19 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
 
-use crate::proxy::backend;
 use crate::command::{CommandTable, LearnedCommand};
-use crate::config::{Config, VerifyMode};
-use crate::guard::control::ControlPolicy;
-use crate::frame::request::Limits;
-use crate::guard::gate::{Gate, GateParts, Policy};
-use crate::guard::lease::{BootClock, Clock, Lease, LeaseTuning};
-use crate::guard::pause::Pause;
-use crate::control::probe::{self, NodeStatus};
-use crate::proxy::session::{self, SessionContext};
-use crate::guard::verify::Verifier;
-use crate::proxy::workers::Workers;
+use crate::config::Config;
 use crate::control::admin;
-use crate::kvrocks::controller;
+use crate::control::poll;
+use crate::control::probe;
+use crate::control::ControlContext;
+use crate::frame::request::Limits;
+use crate::guard::gate::{Gate, Policy};
+use crate::guard::lease::{BootClock, Clock};
+use crate::proxy::backend;
+use crate::proxy::session::{self, SessionContext};
+use crate::proxy::workers::Workers;
 
 const MAX_CLIENTS_REPLY: &[u8] = b"-ERR max number of clients reached\r\n";
 /// How often command learning is retried while the node is unreachable.
@@ -63,23 +60,12 @@ pub enum ServerError {
     Workers(std::io::Error),
 }
 
-/// What the proxy's parts share: the sessions, the admin API, the
-/// controller poller and the node probe.
-pub struct Shared {
-    pub config: Config,
-    pub gate: Arc<Gate>,
-    pub node: Arc<NodeStatus>,
-    /// Prometheus metrics, prefixed `leasegate_`.
-    pub registry: Mutex<Registry>,
-    pub shutdown: CancellationToken,
-}
-
 /// A running proxy.
 pub struct Server {
     config: Config,
     config_path: Option<PathBuf>,
     gate: Arc<Gate>,
-    shared: Arc<Shared>,
+    shared: Arc<ControlContext>,
     /// What the node said about its commands (empty until learned).
     learned: Arc<Mutex<Arc<Vec<LearnedCommand>>>>,
     shutdown: CancellationToken,
@@ -99,57 +85,18 @@ impl Server {
         config_path: Option<PathBuf>,
         clock: Arc<dyn Clock>,
     ) -> Server {
-        let mut registry = Registry::with_prefix("leasegate");
-        let lease = Arc::new(Lease::new(
-            clock,
-            config.lease.mode,
-            config.lease.initial,
-            LeaseTuning {
-                clock_drift: config.lease.clock_drift,
-                safety_margin_ms: config.lease.safety_margin_ms,
-            },
-            config.node_id.clone(),
-        ));
-        let gate = Arc::new(Gate::new(
-            Policy {
-                commands: CommandTable::build(&config.commands, &[]),
-            },
-            lease,
-            GateParts {
-                control: ControlPolicy::new(
-                    config.control.password.as_deref(),
-                    &config.control.allow_from,
-                ),
-                reject_prefix: config.lease.reject_prefix.clone(),
-                backend_password: config.backend.password.clone(),
-                verifier: (config.verify.mode == VerifyMode::EveryWrite)
-                    .then(|| Arc::new(Verifier::new(config.verify.max_in_flight))),
-                pause: Arc::new(Pause::new(
-                    config.pause.max_buffered_requests,
-                    config.pause.max_buffered_bytes,
-                )),
-                on_demote: config.pause.on_demote,
-            },
-        ));
-        gate.pause().metrics.register(&mut registry);
-        if let Some(v) = gate.verifier() {
-            v.metrics.register(&mut registry);
-        }
-        gate.metrics.register(&mut registry);
+        let shared = Arc::new(ControlContext::new(config.clone(), clock));
+        let gate = Arc::clone(&shared.gate);
+        let shutdown = shared.shutdown.clone();
         let sessions = Gauge::default();
-        registry.register(
-            "client_connections",
-            "Client connections being served",
-            sessions.clone(),
-        );
-        let shutdown = CancellationToken::new();
-        let shared = Arc::new(Shared {
-            config: config.clone(),
-            gate: Arc::clone(&gate),
-            node: Arc::new(NodeStatus::default()),
-            registry: Mutex::new(registry),
-            shutdown: shutdown.clone(),
-        });
+        match shared.registry.lock() {
+            Ok(mut registry) => registry.register(
+                "client_connections",
+                "Client connections being served",
+                sessions.clone(),
+            ),
+            Err(_) => warn!("metrics registry unavailable; client_connections is not exported"),
+        }
         Server {
             config,
             config_path,
@@ -161,7 +108,7 @@ impl Server {
         }
     }
 
-    pub fn shared(&self) -> &Arc<Shared> {
+    pub fn shared(&self) -> &Arc<ControlContext> {
         &self.shared
     }
 
@@ -306,13 +253,13 @@ impl Server {
             tokio::spawn(admin::serve(listener, Arc::clone(&self.shared)));
         }
         if self.config.controller.url.is_some() {
-            tokio::spawn(controller::poll(Arc::clone(&self.shared)));
+            tokio::spawn(poll::poll(Arc::clone(&self.shared)));
         }
         if let (Some(verifier), Some(url)) = (self.gate.verifier(), &self.config.controller.url) {
             let c = &self.config.controller;
             tokio::spawn(Arc::clone(verifier).run(
-                Arc::clone(self.gate.lease()),
-                controller::cluster_url(url, &c.namespace, &c.cluster),
+                Arc::clone(self.gate.role()),
+                crate::kvrocks::controller::cluster_url(url, &c.namespace, &c.cluster),
                 Duration::from_millis(self.config.verify.timeout_ms),
                 self.shutdown.clone(),
             ));

@@ -118,7 +118,9 @@ fn imports_point_downward_only() {
 
 #[test]
 fn the_scanner_sees_grouped_and_nested_paths() {
-    let paths = crate_paths("use crate::{guard::gate, frame};\nlet x = crate::control::admin::run(); // crate::server");
+    let paths = crate_paths(
+        "use crate::{guard::gate, frame};\nlet x = crate::control::admin::run(); // crate::server",
+    );
     let tops: Vec<&str> = paths.iter().map(|(_, t)| t.as_str()).collect();
     assert_eq!(tops, ["guard", "frame", "control"]);
 }

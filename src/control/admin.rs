@@ -38,8 +38,9 @@ use serde::Deserialize;
 use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
 
+use crate::control::ControlContext;
 use crate::guard::lease::{Grant, GrantError, GrantOutcome, LeaseSnapshot};
-use crate::server::Shared;
+use crate::guard::role::Source;
 
 /// Largest request body accepted (`413` beyond it).
 pub const MAX_BODY: usize = 64 * 1024;
@@ -74,7 +75,7 @@ impl AdminMetrics {
 }
 
 /// Serves the admin API on `listener` until `shared.shutdown` is cancelled.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+pub async fn serve(listener: TcpListener, shared: Arc<ControlContext>) {
     let metrics = Arc::new(AdminMetrics::default());
     match shared.registry.lock() {
         Ok(mut registry) => metrics.register(&mut registry),
@@ -127,7 +128,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
 /// Routes one request and counts it.
 async fn handle(
     req: Request<Incoming>,
-    shared: &Shared,
+    shared: &ControlContext,
     metrics: &AdminMetrics,
 ) -> Response<Full<Bytes>> {
     let (route, response) = route(req, shared).await;
@@ -141,7 +142,10 @@ async fn handle(
     response
 }
 
-async fn route(req: Request<Incoming>, shared: &Shared) -> (&'static str, Response<Full<Bytes>>) {
+async fn route(
+    req: Request<Incoming>,
+    shared: &ControlContext,
+) -> (&'static str, Response<Full<Bytes>>) {
     // Taken before anything else: the grant's receive time.
     let received_at = shared.gate.lease().now();
     let path = req.uri().path();
@@ -270,7 +274,7 @@ async fn read_body(req: Request<Incoming>) -> Result<Bytes, Refusal> {
     }
 }
 
-fn readyz(shared: &Shared) -> Response<Full<Bytes>> {
+fn readyz(shared: &ControlContext) -> Response<Full<Bytes>> {
     let view = shared.node.view();
     let reason = match (&view.error, &view.replication) {
         (None, Some(_)) => return text(StatusCode::OK, "ready\n"),
@@ -283,7 +287,7 @@ fn readyz(shared: &Shared) -> Response<Full<Bytes>> {
     text(StatusCode::SERVICE_UNAVAILABLE, &format!("{reason}\n"))
 }
 
-fn metrics(shared: &Shared) -> Response<Full<Bytes>> {
+fn metrics(shared: &ControlContext) -> Response<Full<Bytes>> {
     let mut out = String::new();
     let encoded = match shared.registry.lock() {
         Ok(registry) => prometheus_client::encoding::text::encode(&mut out, &registry)
@@ -307,14 +311,14 @@ pub fn lease_json(snapshot: &LeaseSnapshot) -> serde_json::Value {
     v
 }
 
-fn status(shared: &Shared) -> serde_json::Value {
+fn status(shared: &ControlContext) -> serde_json::Value {
     serde_json::json!({
         "lease": lease_json(&shared.gate.lease().snapshot()),
         "node": shared.node.view(),
         "paused": shared.gate.pause().is_paused(),
         "pause": shared.gate.pause().status(),
-        "failover_state": shared.gate.failover.state().as_str(),
-        "demoted": shared.gate.demotion().map(|d| serde_json::json!({"new_master": d.new_master.as_deref()})),
+        "failover_state": shared.gate.role().failover.state().as_str(),
+        "demoted": shared.gate.role().demotion().map(|d| serde_json::json!({"new_master": d.new_master.as_deref()})),
         "listen": shared.config.listen,
         "backend": shared.config.backend.addr,
     })
@@ -322,7 +326,7 @@ fn status(shared: &Shared) -> serde_json::Value {
 
 /// Runs a graceful failover to the leasegate named in the body; answers
 /// with the report when it has finished (200 on success, 409 on failure).
-async fn post_failover(shared: &Shared, body: &[u8]) -> Response<Full<Bytes>> {
+async fn post_failover(shared: &ControlContext, body: &[u8]) -> Response<Full<Bytes>> {
     let request: crate::control::failover::FailoverRequest = match serde_json::from_slice(body) {
         Ok(r) => r,
         Err(e) => {
@@ -338,7 +342,9 @@ async fn post_failover(shared: &Shared, body: &[u8]) -> Response<Full<Bytes>> {
             "pause_timeout_ms must exceed sync_timeout_ms",
         );
     }
-    if request.lease_ttl_ms == 0 || request.lease_ttl_ms > crate::control::failover::MAX_LEASE_TTL_MS {
+    if request.lease_ttl_ms == 0
+        || request.lease_ttl_ms > crate::control::failover::MAX_LEASE_TTL_MS
+    {
         // Refused here rather than by the target's leasegate mid-switch.
         return error(
             StatusCode::BAD_REQUEST,
@@ -351,7 +357,7 @@ async fn post_failover(shared: &Shared, body: &[u8]) -> Response<Full<Bytes>> {
     // The failover runs in a task of its own: if this caller goes away, it
     // still completes (its outcome stays in /v1/status).
     let report = crate::control::failover::run(shared, request).await;
-    let status = if report.result == crate::control::failover::FailoverState::Success {
+    let status = if report.result == crate::guard::role::FailoverState::Success {
         StatusCode::OK
     } else {
         StatusCode::CONFLICT
@@ -372,7 +378,7 @@ fn default_pause_mode() -> crate::guard::pause::PauseMode {
     crate::guard::pause::PauseMode::Write
 }
 
-fn post_pause(shared: &Shared, body: &[u8]) -> Response<Full<Bytes>> {
+fn post_pause(shared: &ControlContext, body: &[u8]) -> Response<Full<Bytes>> {
     let request: PauseRequest = match serde_json::from_slice(body) {
         Ok(r) => r,
         Err(e) => {
@@ -408,7 +414,7 @@ struct LeaseRequest {
     nonce: Option<u64>,
 }
 
-fn post_lease(shared: &Shared, body: &[u8], received_at: u64) -> Response<Full<Bytes>> {
+fn post_lease(shared: &ControlContext, body: &[u8], received_at: u64) -> Response<Full<Bytes>> {
     let request: LeaseRequest = match serde_json::from_slice(body) {
         Ok(r) => r,
         Err(e) => {
@@ -431,17 +437,11 @@ fn post_lease(shared: &Shared, body: &[u8], received_at: u64) -> Response<Full<B
         anchor: None,
     };
     let lease = shared.gate.lease();
-    match lease.grant(&grant, received_at) {
+    match shared.role.grant(&grant, received_at, Source::Http) {
         Ok(outcome) => {
             let outcome = match outcome {
-                GrantOutcome::Renewed => {
-                    shared.gate.clear_demotion();
-                    "renewed"
-                }
-                GrantOutcome::Revoked => {
-                    info!(master = ?grant.master_node_id, epoch = grant.epoch, "POST /v1/lease names another master: lease revoked");
-                    "revoked"
-                }
+                GrantOutcome::Renewed => "renewed",
+                GrantOutcome::Revoked => "revoked",
                 GrantOutcome::UnknownNonce => "unknown_nonce",
             };
             json(

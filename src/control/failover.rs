@@ -42,91 +42,20 @@
 //! A promotion that failed or timed out but did take effect (the target now
 //! reports itself master) is carried on: the switch completes.
 
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};
 
-use crate::kvrocks::admin_client::AdminClient;
-use crate::proxy::backend::{BackendError, ControlConnection};
-use crate::guard::gate::{Demotion, Gate};
+use crate::control::ControlContext;
+use crate::guard::gate::Gate;
 use crate::guard::lease::{Grant, LeaseSnapshot};
 use crate::guard::pause::PauseMode;
-use crate::server::Shared;
+use crate::guard::role::{Demotion, FailoverState, Source};
+use crate::kvrocks::admin_client::AdminClient;
 use crate::kvrocks::topology::Replication;
-
-/// The failover state machine's states, as in Kvrocks' `cluster_failover_state`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FailoverState {
-    None,
-    Started,
-    CheckSlave,
-    PauseWrite,
-    WaitSync,
-    Switching,
-    Success,
-    Failed,
-}
-
-impl FailoverState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FailoverState::None => "none",
-            FailoverState::Started => "started",
-            FailoverState::CheckSlave => "check_slave",
-            FailoverState::PauseWrite => "pause_write",
-            FailoverState::WaitSync => "wait_sync",
-            FailoverState::Switching => "switching",
-            FailoverState::Success => "success",
-            FailoverState::Failed => "failed",
-        }
-    }
-
-    fn from_u8(v: u8) -> FailoverState {
-        match v {
-            1 => FailoverState::Started,
-            2 => FailoverState::CheckSlave,
-            3 => FailoverState::PauseWrite,
-            4 => FailoverState::WaitSync,
-            5 => FailoverState::Switching,
-            6 => FailoverState::Success,
-            7 => FailoverState::Failed,
-            _ => FailoverState::None,
-        }
-    }
-
-    fn is_final(self) -> bool {
-        matches!(
-            self,
-            FailoverState::None | FailoverState::Success | FailoverState::Failed
-        )
-    }
-}
-
-/// The state of this proxy's failovers.
-#[derive(Debug, Default)]
-pub struct FailoverStatus {
-    state: AtomicU8,
-    running: AtomicBool,
-}
-
-impl FailoverStatus {
-    pub fn state(&self) -> FailoverState {
-        FailoverState::from_u8(self.state.load(Ordering::Acquire))
-    }
-
-    /// Whether a failover is under way.
-    pub fn is_running(&self) -> bool {
-        self.running.load(Ordering::Acquire)
-    }
-
-    fn set(&self, state: FailoverState) {
-        self.state.store(state as u8, Ordering::Release);
-    }
-}
+use crate::proxy::backend::{BackendError, ControlConnection};
 
 /// `POST /v1/failover` body (the options of kvrocks-controller PR #389).
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -223,10 +152,10 @@ struct RunGuard {
 impl RunGuard {
     /// `None` while another failover runs.
     fn acquire(gate: &Arc<Gate>) -> Option<RunGuard> {
-        if gate.failover.running.swap(true, Ordering::AcqRel) {
+        if !gate.role().failover.try_start() {
             return None;
         }
-        gate.failover.set(FailoverState::Started);
+        gate.role().failover.set(FailoverState::Started);
         Some(RunGuard {
             gate: Arc::clone(gate),
             paused: false,
@@ -241,8 +170,8 @@ impl Drop for RunGuard {
         if self.paused {
             self.gate.pause().unpause();
         }
-        self.gate.prepare_handover(None);
-        let status = &self.gate.failover;
+        self.gate.role().prepare_handover(None);
+        let status = &self.gate.role().failover;
         if !status.state().is_final() {
             error!(
                 state = status.state().as_str(),
@@ -251,7 +180,7 @@ impl Drop for RunGuard {
             );
             status.set(FailoverState::Failed);
         }
-        status.running.store(false, Ordering::Release);
+        status.finished();
     }
 }
 
@@ -271,7 +200,7 @@ struct Run {
 
 impl Run {
     fn enter(&mut self, state: FailoverState) {
-        self.gate.failover.set(state);
+        self.gate.role().failover.set(state);
         let at_ms = self.now_ms();
         info!(state = state.as_str(), at_ms, "failover");
         self.steps.push(Step { state, at_ms });
@@ -324,7 +253,7 @@ struct Target {
 /// report. A second concurrent call fails with "Failover is already in
 /// progress". Dropping the returned future (the HTTP caller went away) does
 /// not stop the failover.
-pub async fn run(shared: &Shared, request: FailoverRequest) -> FailoverReport {
+pub async fn run(shared: &ControlContext, request: FailoverRequest) -> FailoverReport {
     let Some(guard) = RunGuard::acquire(&shared.gate) else {
         return FailoverReport::failed("Failover is already in progress".into());
     };
@@ -345,7 +274,7 @@ pub async fn run(shared: &Shared, request: FailoverRequest) -> FailoverReport {
                 "the failover task {}: this node's lease is {} and it is {}demoted; check /v1/status and let the controller decide",
                 if e.is_panic() { "panicked" } else { "was cancelled" },
                 if lease.valid { "valid" } else { "revoked" },
-                if gate.demotion().is_some() { "" } else { "not " },
+                if gate.role().demotion().is_some() { "" } else { "not " },
             ))
         }
     }
@@ -439,7 +368,8 @@ async fn failover(run: &mut Run) -> Result<(u64, Target), String> {
     }
 
     // Paused sessions may open their connections to the new master now.
-    gate.prepare_handover(Some(target.proxy.clone().into()));
+    gate.role()
+        .prepare_handover(Some(target.proxy.clone().into()));
     run.enter(FailoverState::PauseWrite);
     let pause = Arc::clone(gate.pause());
     pause.pause(
@@ -451,7 +381,7 @@ async fn failover(run: &mut Run) -> Result<(u64, Target), String> {
     let sync_timeout = Duration::from_millis(request.sync_timeout_ms);
     let sync_deadline = Instant::now() + sync_timeout;
     // Writes already forwarded must be answered before the offsets mean anything.
-    while gate.writes_in_flight() > 0 {
+    while gate.role().writes_in_flight() > 0 {
         if Instant::now() >= sync_deadline {
             return run
                 .abort("writes in flight were not answered within sync_timeout_ms".to_string());
@@ -462,7 +392,7 @@ async fn failover(run: &mut Run) -> Result<(u64, Target), String> {
     run.enter(FailoverState::WaitSync);
     // Blocking writes (BLPOP & co.) are not counted in flight: one that pops
     // after this node's offset is read is seen by this counter moving.
-    let blocking_seen = gate.blocking_writes_completed();
+    let blocking_seen = gate.role().blocking_writes_completed();
     let source_offset = offset(&mut source).await?;
     match catch_up(&mut replica, source_offset, sync_deadline).await {
         Ok(CatchUp::Reached) => {}
@@ -493,11 +423,12 @@ async fn failover(run: &mut Run) -> Result<(u64, Target), String> {
         nonce: None,
         anchor: None,
     };
-    if let Err(e) = lease.grant(&revoke, lease.now()) {
+    if let Err(e) = gate.role().grant(&revoke, lease.now(), Source::Failover) {
         warn!(error = %e, "revoking this node's lease");
-        lease.revoke("failover to another node");
+        gate.role()
+            .revoke("failover to another node", Source::Failover);
     }
-    gate.demote(Demotion {
+    gate.role().demote(Demotion {
         new_master: Some(target.proxy.clone().into()),
     });
     // Writes may have reached this node after its offset was read: if the
@@ -505,7 +436,7 @@ async fn failover(run: &mut Run) -> Result<(u64, Target), String> {
     // (a pop). Now that this node is fenced no more can: wait for the
     // replica to catch up with its offset again.
     let pause_ended = !pause.is_paused();
-    let blocking_moved = gate.blocking_writes_completed() != blocking_seen;
+    let blocking_moved = gate.role().blocking_writes_completed() != blocking_seen;
     if pause_ended || blocking_moved {
         let why = if pause_ended {
             "the pause ended before the switch (pause_timeout_ms is too short)"
@@ -515,7 +446,7 @@ async fn failover(run: &mut Run) -> Result<(u64, Target), String> {
         info!(why, "waiting for the replica to catch up again");
         let deadline = Instant::now() + sync_timeout;
         let resynced = async {
-            while gate.writes_in_flight() > 0 {
+            while gate.role().writes_in_flight() > 0 {
                 if Instant::now() >= deadline {
                     return Ok(CatchUp::Behind(None));
                 }
@@ -677,7 +608,7 @@ const ROLLBACK_MAX_TTL_MS: u64 = MAX_LEASE_TTL_MS;
 /// Undoes the fencing of this node when the switch fails and the replica
 /// certainly was not promoted: it is the master still.
 fn rollback(gate: &Gate, before: &LeaseSnapshot, epoch: u64) {
-    gate.clear_demotion();
+    gate.role().clear_demotion();
     let lease = gate.lease();
     if let (true, Some(me)) = (before.valid, lease.node_id()) {
         let ttl_ms = before.remaining_ms.clamp(1, ROLLBACK_MAX_TTL_MS);
@@ -688,7 +619,7 @@ fn rollback(gate: &Gate, before: &LeaseSnapshot, epoch: u64) {
             nonce: None,
             anchor: None,
         };
-        if let Err(e) = lease.grant(&regrant, lease.now()) {
+        if let Err(e) = gate.role().grant(&regrant, lease.now(), Source::Failover) {
             warn!(error = %e, "could not restore this node's lease after a failed switch");
         }
     }
@@ -778,59 +709,67 @@ mod tests {
     use super::*;
     use crate::config::Config;
     use crate::guard::lease::ManualClock;
-    use crate::server::Server;
 
-    fn server() -> Server {
+    fn context() -> Arc<ControlContext> {
         let config = Config::parse("backend:\n  addr: 127.0.0.1:1\n", "t").expect("valid config");
-        Server::with_clock(config, None, Arc::new(ManualClock::new(1_000_000_000)))
+        Arc::new(ControlContext::new(
+            config,
+            Arc::new(ManualClock::new(1_000_000_000)),
+        ))
     }
 
     #[tokio::test(flavor = "current_thread")]
     async fn one_failover_at_a_time() {
-        let server = server();
-        let gate = &server.shared().gate;
+        let ctx = context();
+        let gate = &ctx.gate;
         let first = RunGuard::acquire(gate).expect("free");
-        assert!(gate.failover.is_running());
+        assert!(gate.role().failover.is_running());
         assert!(RunGuard::acquire(gate).is_none(), "already in progress");
         drop(first);
-        assert!(!gate.failover.is_running());
-        assert_eq!(gate.failover.state(), FailoverState::Failed);
+        assert!(!gate.role().failover.is_running());
+        assert_eq!(gate.role().failover.state(), FailoverState::Failed);
         assert!(RunGuard::acquire(gate).is_some(), "free again");
     }
 
     #[tokio::test(flavor = "current_thread")]
     async fn a_run_that_panics_is_cleaned_up() {
-        let server = server();
-        let gate = Arc::clone(&server.shared().gate);
+        let ctx = context();
+        let gate = Arc::clone(&ctx.gate);
         let mut guard = RunGuard::acquire(&gate).expect("free");
-        gate.prepare_handover(Some("127.0.0.1:2".into()));
+        gate.role().prepare_handover(Some("127.0.0.1:2".into()));
         gate.pause()
             .pause(Duration::from_secs(60), PauseMode::Write);
         guard.paused = true;
-        gate.failover.set(FailoverState::WaitSync);
+        gate.role().failover.set(FailoverState::WaitSync);
         let task = tokio::spawn(async move {
             let _guard = guard;
             panic!("a bug in the middle of a failover");
         });
         assert!(task.await.expect_err("panicked").is_panic());
-        assert!(!gate.failover.is_running(), "the next failover may run");
-        assert_eq!(gate.failover.state(), FailoverState::Failed);
+        assert!(
+            !gate.role().failover.is_running(),
+            "the next failover may run"
+        );
+        assert_eq!(gate.role().failover.state(), FailoverState::Failed);
         assert!(!gate.pause().is_paused(), "the pause ended");
-        assert_eq!(gate.handover_target(), None, "the hand-over withdrawn");
+        assert_eq!(
+            gate.role().handover_target(),
+            None,
+            "the hand-over withdrawn"
+        );
     }
 
     #[tokio::test(flavor = "current_thread")]
     async fn an_unreachable_target_fails_cleanly() {
-        let server = server();
-        let shared = server.shared();
+        let shared = context();
         let request: FailoverRequest =
             serde_json::from_str(r#"{"to":"127.0.0.1:1"}"#).expect("request");
-        let report = run(shared, request).await;
+        let report = run(&shared, request).await;
         assert_eq!(report.result, FailoverState::Failed);
         assert!(!report.both_fenced);
         assert!(report.error.is_some());
-        assert!(!shared.gate.failover.is_running());
+        assert!(!shared.gate.role().failover.is_running());
         assert!(!shared.gate.pause().is_paused());
-        assert_eq!(shared.gate.failover.state(), FailoverState::Failed);
+        assert_eq!(shared.gate.role().failover.state(), FailoverState::Failed);
     }
 }

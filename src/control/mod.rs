@@ -1,7 +1,91 @@
 //! The control plane, beside the data plane: the admin HTTP API
-//! ([`admin`]), graceful failover ([`failover`]) and the node probe
-//! ([`probe`]). It changes what the guard knows; it never touches sessions.
+//! ([`admin`]), pull renewal from the controller ([`poll`]), graceful
+//! failover ([`failover`]) and the node probe ([`probe`]). It changes what
+//! the guard knows (through [`crate::guard::role::Role`]); it never touches
+//! sessions.
+
+use std::sync::{Arc, Mutex};
+
+use prometheus_client::registry::Registry;
+use tokio_util::sync::CancellationToken;
+
+use crate::command::CommandTable;
+use crate::config::{Config, VerifyMode};
+use crate::guard::control::ControlPolicy;
+use crate::guard::gate::{Gate, GateParts, Policy};
+use crate::guard::lease::{Clock, Lease, LeaseTuning};
+use crate::guard::pause::Pause;
+use crate::guard::role::Role;
+use crate::guard::verify::Verifier;
 
 pub mod admin;
 pub mod failover;
+pub mod poll;
 pub mod probe;
+
+/// What the control plane's parts share.
+pub struct ControlContext {
+    pub config: Config,
+    /// The data plane's decision point (its policy, pause and verifier).
+    pub gate: Arc<Gate>,
+    /// The node's role: every grant and revocation goes through it.
+    pub role: Arc<Role>,
+    /// What the node probe last saw.
+    pub node: Arc<probe::NodeStatus>,
+    /// Prometheus metrics, prefixed `leasegate_`.
+    pub registry: Mutex<Registry>,
+    pub shutdown: CancellationToken,
+}
+
+impl ControlContext {
+    /// Builds the guard from the config (lease, role, pause, verifier, Gate)
+    /// and registers its metrics, once.
+    pub fn new(config: Config, clock: Arc<dyn Clock>) -> ControlContext {
+        let mut registry = Registry::with_prefix("leasegate");
+        let lease = Arc::new(Lease::new(
+            clock,
+            config.lease.mode,
+            config.lease.initial,
+            LeaseTuning {
+                clock_drift: config.lease.clock_drift,
+                safety_margin_ms: config.lease.safety_margin_ms,
+            },
+            config.node_id.clone(),
+        ));
+        let role = Arc::new(Role::new(lease, config.pause.on_demote));
+        let gate = Arc::new(Gate::new(
+            Policy {
+                commands: CommandTable::build(&config.commands, &[]),
+            },
+            Arc::clone(&role),
+            GateParts {
+                control: ControlPolicy::new(
+                    config.control.password.as_deref(),
+                    &config.control.allow_from,
+                ),
+                reject_prefix: config.lease.reject_prefix.clone(),
+                backend_password: config.backend.password.clone(),
+                verifier: (config.verify.mode == VerifyMode::EveryWrite)
+                    .then(|| Arc::new(Verifier::new(config.verify.max_in_flight))),
+                pause: Arc::new(Pause::new(
+                    config.pause.max_buffered_requests,
+                    config.pause.max_buffered_bytes,
+                )),
+            },
+        ));
+        gate.pause().metrics.register(&mut registry);
+        if let Some(v) = gate.verifier() {
+            v.metrics.register(&mut registry);
+        }
+        gate.metrics.register(&mut registry);
+        role.metrics.register(&mut registry);
+        ControlContext {
+            config,
+            gate,
+            role,
+            node: Arc::new(probe::NodeStatus::default()),
+            registry: Mutex::new(registry),
+            shutdown: CancellationToken::new(),
+        }
+    }
+}

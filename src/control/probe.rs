@@ -9,9 +9,10 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::proxy::backend::ControlConnection;
 use crate::guard::gate::Gate;
+use crate::guard::role::Source;
 use crate::kvrocks::topology::Replication;
+use crate::proxy::backend::ControlConnection;
 
 /// The latest the node said about itself.
 #[derive(Debug, Default)]
@@ -77,7 +78,8 @@ pub async fn run(
                     warn!(master = ?replication.master, "the node reports itself a replica: revoking the master lease");
                 }
                 if replication.is_replica() {
-                    gate.revoke_for_role("the node's ROLE is slave");
+                    gate.role()
+                        .revoke("the node's ROLE is slave", Source::Probe);
                 }
                 status.set(NodeView {
                     replication: Some(replication),

@@ -38,21 +38,21 @@
 //! The policy that a reload may change (command table, deny list) sits behind
 //! an `ArcSwap`; a session loads it once per batch of requests.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use arc_swap::{ArcSwap, ArcSwapOption, Guard};
+use arc_swap::{ArcSwap, Guard};
 use bytes::Bytes;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
 use tracing::{info, warn};
 
 use crate::command::{Class, Classified, CommandTable};
-use crate::guard::pause::OnDemote;
-use crate::guard::control::{self, ControlPolicy};
 use crate::frame::request::{arguments, RequestHead};
+use crate::guard::control::{self, ControlPolicy};
 use crate::guard::lease::{GrantError, GrantOutcome, Lease, LeaseMode, Term};
-use crate::guard::pause::{Hold, Pause, PauseMode};
+use crate::guard::pause::{Hold, OnDemote, Pause, PauseMode};
+use crate::guard::role::{Role, Source};
 use crate::guard::verify::Verifier;
 
 /// Everything the Gate consults that a reload may change.
@@ -120,13 +120,6 @@ pub enum Effect {
     NodeId(String),
 }
 
-/// This node was demoted; where the new master is, when known.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Demotion {
-    /// The client address of the new master's leasegate (`host:port`).
-    pub new_master: Option<Arc<str>>,
-}
-
 /// What a held request waits for.
 #[derive(Debug)]
 pub enum Wait {
@@ -165,7 +158,6 @@ pub struct GateMetrics {
     pub control_refused: Counter,
     pub heartbeats: Counter,
     pub heartbeats_refused: Counter,
-    pub role_revocations: Counter,
     pub unknown_outcomes: Counter,
     pub late_acknowledgements_log_only: Counter,
 }
@@ -212,51 +204,6 @@ impl GateMetrics {
             "Write acknowledgements passed in log-only mode that block-write would have replaced (lease ended before the reply)",
             self.late_acknowledgements_log_only.clone(),
         );
-        registry.register(
-            "role_revocations",
-            "Lease revocations caused by a role change seen passing through",
-            self.role_revocations.clone(),
-        );
-    }
-}
-
-/// A counter sharded by thread: sessions never migrate between worker
-/// threads, so each one counts on its own thread's cache line and the hot
-/// path never contends; only the (rare) reader sums the shards.
-struct InFlight {
-    shards: Box<[Shard]>,
-}
-
-#[repr(align(128))]
-#[derive(Default)]
-struct Shard(AtomicI64);
-
-const IN_FLIGHT_SHARDS: usize = 64;
-
-impl Default for InFlight {
-    fn default() -> Self {
-        InFlight {
-            shards: (0..IN_FLIGHT_SHARDS).map(|_| Shard::default()).collect(),
-        }
-    }
-}
-
-impl InFlight {
-    #[inline]
-    fn add(&self, n: i64) {
-        thread_local! {
-            static SHARD: usize = {
-                static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-                NEXT.fetch_add(1, Ordering::Relaxed) % IN_FLIGHT_SHARDS
-            };
-        }
-        let i = SHARD.with(|s| *s);
-        // SeqCst pairs with the pause flag: see `Session::admit`.
-        self.shards[i].0.fetch_add(n, Ordering::SeqCst);
-    }
-
-    fn sum(&self) -> i64 {
-        self.shards.iter().map(|s| s.0.load(Ordering::SeqCst)).sum()
     }
 }
 
@@ -270,7 +217,6 @@ pub struct GateParts {
     /// Present with `verify.mode: every-write`.
     pub verifier: Option<Arc<Verifier>>,
     pub pause: Arc<Pause>,
-    pub on_demote: OnDemote,
 }
 
 /// Decides, for every request, whether it may pass.
@@ -286,23 +232,9 @@ pub struct Gate {
     /// Present with `verify.mode: every-write`.
     verifier: Option<Arc<Verifier>>,
     pause: Arc<Pause>,
-    on_demote: OnDemote,
-    demotion: ArcSwapOption<Demotion>,
-    /// `demotion.is_some()`, as one plain load for the hot path.
-    demoted: AtomicBool,
-    /// Where paused sessions will probably move: set by a failover between
-    /// its checks and its switch, so sessions can connect ahead.
-    handover_target: std::sync::Mutex<Option<Arc<str>>>,
-    /// Writes forwarded whose replies have not come back yet (a failover
-    /// waits for them before it compares offsets).
-    writes_in_flight: InFlight,
-    /// Replies received to blocking-family writes (BLPOP, BLMOVE, ...): a
-    /// failover that read offsets before one of these completed must read
-    /// them again, as the pop may have been applied after its reading.
-    blocking_writes_completed: AtomicU64,
+    /// The node's role: demotion, writes in flight, and every lease change.
+    role: Arc<Role>,
     pub metrics: GateMetrics,
-    /// The state of this proxy's graceful failovers (reported, not decided on).
-    pub failover: crate::control::failover::FailoverStatus,
     last_log_only_warning: AtomicU64,
     last_unknown_outcome_warning: AtomicU64,
 }
@@ -329,10 +261,10 @@ pub const UNKNOWN_OUTCOME: &[u8] = b"-UNKNOWN write outcome unknown: the node an
 const LOG_ONLY_WARN_EVERY: u64 = 1_000_000_000;
 
 impl Gate {
-    pub fn new(policy: Policy, lease: Arc<Lease>, parts: GateParts) -> Gate {
+    pub fn new(policy: Policy, role: Arc<Role>, parts: GateParts) -> Gate {
         Gate {
             policy: ArcSwap::from_pointee(policy),
-            lease,
+            lease: Arc::clone(role.lease()),
             control: parts.control,
             fenced_head: format!(
                 "-{} master lease expired, writes are fenced on this node (epoch ",
@@ -341,14 +273,8 @@ impl Gate {
             backend_password: parts.backend_password,
             verifier: parts.verifier,
             pause: parts.pause,
-            on_demote: parts.on_demote,
-            demotion: ArcSwapOption::empty(),
-            demoted: AtomicBool::new(false),
-            handover_target: std::sync::Mutex::new(None),
-            writes_in_flight: InFlight::default(),
-            blocking_writes_completed: AtomicU64::new(0),
+            role,
             metrics: GateMetrics::default(),
-            failover: Default::default(),
             last_log_only_warning: AtomicU64::new(0),
             last_unknown_outcome_warning: AtomicU64::new(0),
         }
@@ -382,7 +308,7 @@ impl Gate {
             return Verdict::Reply(reply.clone());
         }
         if r.handed_over && r.class != Class::Intercept {
-            if self.demoted.load(Ordering::Acquire) {
+            if self.role.is_demoted() {
                 return Verdict::Forward;
             }
             return Verdict::ReturnHome;
@@ -391,7 +317,7 @@ impl Gate {
             Class::Read if self.pause.holds(false) => self.hold(r),
             Class::Read => Verdict::Forward,
             Class::Write if self.pause.holds(true) => self.hold(r),
-            Class::Write if self.demoted.load(Ordering::Acquire) => self.demoted(r),
+            Class::Write if self.role.is_demoted() => self.demoted(r),
             Class::Write => self.admit_write(r),
             Class::Admin => self.admin(r),
             Class::Intercept => self.intercept(r),
@@ -468,49 +394,23 @@ impl Gate {
         &self.pause
     }
 
-    /// Records that this node was demoted (and where the new master's
-    /// leasegate is); the lease must be revoked separately.
-    pub fn demote(&self, demotion: Demotion) {
-        info!(new_master = ?demotion.new_master, on_demote = ?self.on_demote, "this node was demoted");
-        self.demotion.store(Some(Arc::new(demotion)));
-        self.demoted.store(true, Ordering::Release);
-    }
-
-    /// The node is master again (a grant for this node arrived).
-    pub fn clear_demotion(&self) {
-        self.demoted.store(false, Ordering::Release);
-        self.demotion.store(None);
-    }
-
-    pub fn demotion(&self) -> Option<Arc<Demotion>> {
-        self.demotion.load_full()
-    }
-
-    /// Announces (or, with `None`, withdraws) where paused sessions will
-    /// probably be handed over, so they can open their connections ahead.
-    pub fn prepare_handover(&self, target: Option<Arc<str>>) {
-        if self.on_demote == OnDemote::Forward {
-            if let Ok(mut t) = self.handover_target.lock() {
-                *t = target;
-            }
-        }
-    }
-
-    /// See [`Gate::prepare_handover`].
-    pub fn handover_target(&self) -> Option<Arc<str>> {
-        self.handover_target.lock().ok().and_then(|t| t.clone())
+    /// The node's role (demotion, writes in flight, lease changes).
+    pub fn role(&self) -> &Arc<Role> {
+        &self.role
     }
 
     /// A write on a demoted node: `pause.on_demote` decides.
     #[cold]
     fn demoted(&self, r: &Admission<'_>) -> Verdict {
-        let demotion = self.demotion.load_full();
+        let demotion = self.role.demotion();
         let new_master = demotion.as_ref().and_then(|d| d.new_master.clone());
-        match (self.on_demote, new_master) {
+        match (self.role.on_demote(), new_master) {
             (OnDemote::Forward, Some(addr)) => Verdict::HandOver(addr),
             (OnDemote::Moved, Some(addr)) => {
                 let args = arguments(r.bytes, r.head.inline);
-                let slot = args.get(1).map_or(0, |k| crate::kvrocks::topology::key_slot(k));
+                let slot = args
+                    .get(1)
+                    .map_or(0, |k| crate::kvrocks::topology::key_slot(k));
                 Verdict::Reply(Bytes::from(format!("-MOVED {slot} {addr}\r\n")))
             }
             (_, addr) => Verdict::Reply(Bytes::from(format!(
@@ -518,29 +418,6 @@ impl Gate {
                 addr.as_deref().unwrap_or("unknown")
             ))),
         }
-    }
-
-    /// A write was forwarded (`true`) or its reply came back (`false`).
-    #[inline]
-    pub fn write_in_flight(&self, started: bool) {
-        self.writes_in_flight.add(if started { 1 } else { -1 });
-    }
-
-    pub fn writes_in_flight(&self) -> i64 {
-        self.writes_in_flight.sum()
-    }
-
-    /// A reply to a blocking-family write (which is not counted in flight:
-    /// it may block for long) came back from the node.
-    #[cold]
-    pub fn blocking_write_completed(&self) {
-        self.blocking_writes_completed
-            .fetch_add(1, Ordering::SeqCst);
-    }
-
-    /// How many replies to blocking-family writes have come back so far.
-    pub fn blocking_writes_completed(&self) -> u64 {
-        self.blocking_writes_completed.load(Ordering::SeqCst)
     }
 
     /// A write passes when the lease holds (one mode load, one deadline
@@ -649,11 +526,12 @@ impl Gate {
     #[cold]
     pub fn accepted(&self, effect: &Effect) {
         match effect {
-            Effect::Replica { reason } => self.revoke_for_role(reason),
+            Effect::Replica { reason } => self.role.revoke(reason, Source::Node),
             Effect::Topology { nodes } => {
                 if let Some(me) = self.lease.node_id() {
                     if crate::kvrocks::topology::listed_as_replica(nodes, &me) {
-                        self.revoke_for_role("CLUSTERX SETNODES lists this node as a slave");
+                        self.role
+                            .revoke("CLUSTERX SETNODES lists this node as a slave", Source::Node);
                     }
                 }
             }
@@ -703,16 +581,6 @@ impl Gate {
         Some(UNKNOWN_OUTCOME)
     }
 
-    /// Revokes the lease because the node is (becoming) a replica.
-    pub fn revoke_for_role(&self, reason: &str) {
-        let snapshot = self.lease.snapshot();
-        if snapshot.valid || snapshot.revoked_reason.as_deref() != Some(reason) {
-            self.metrics.role_revocations.inc();
-            info!(reason, "revoking the master lease");
-        }
-        self.lease.revoke(reason);
-    }
-
     /// Commands leasegate answers itself.
     #[cold]
     fn intercept(&self, r: &Admission<'_>) -> Verdict {
@@ -727,15 +595,9 @@ impl Gate {
             Ok(g) => g,
             Err(e) => return self.heartbeat_refused(&e),
         };
-        match self.lease.grant(&grant, received) {
+        match self.role.grant(&grant, received, Source::Heartbeat) {
             Ok(outcome) => {
                 self.metrics.heartbeats.inc();
-                if outcome == GrantOutcome::Renewed {
-                    self.clear_demotion();
-                }
-                if outcome == GrantOutcome::Revoked {
-                    info!(master = ?grant.master_node_id, epoch = grant.epoch, "heartbeat names another master: lease revoked");
-                }
                 Verdict::Rewrite {
                     request: Bytes::from_static(INFO_REPLICATION),
                     answer: Answer::Heartbeat {
@@ -776,7 +638,7 @@ impl Gate {
             u8::from(renewed),
             lease.owner.as_deref().unwrap_or(""),
             serde_json::to_value(lease.mode).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
-            self.failover.state().as_str(),
+            self.role.failover.state().as_str(),
         );
         Bytes::from(format!("${}\r\n{}\r\n", body.len(), body))
     }
@@ -926,14 +788,13 @@ pub(crate) fn for_tests(
         Policy {
             commands: CommandTable::build(&config, &[]),
         },
-        lease,
+        Arc::new(Role::new(lease, OnDemote::Forward)),
         GateParts {
             control: ControlPolicy::new(Some("ctl"), &[]),
             reject_prefix: "READONLY".into(),
             backend_password: None,
             verifier: None,
             pause: Arc::new(Pause::new(10, 1 << 20)),
-            on_demote: OnDemote::Forward,
         },
     );
     (clock, gate)
@@ -1211,7 +1072,7 @@ mod tests {
         );
         assert_eq!(gate.acknowledgement(term, b"+QUEUED\r\n"), None);
         let term = gate.write_term().expect("block-write checks");
-        gate.revoke_for_role("test");
+        gate.role().revoke("test", Source::Node);
         assert_eq!(
             gate.acknowledgement(term, b"*1\r\n:1\r\n"),
             Some(UNKNOWN_OUTCOME)

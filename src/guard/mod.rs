@@ -10,4 +10,5 @@ pub mod control;
 pub mod gate;
 pub mod lease;
 pub mod pause;
+pub mod role;
 pub mod verify;

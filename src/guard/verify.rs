@@ -30,8 +30,8 @@ use prometheus_client::registry::Registry;
 use tokio::sync::{watch, Notify};
 use tracing::{info, warn};
 
+use crate::guard::role::{Role, Source};
 use crate::kvrocks::controller::{self, Decision};
-use crate::guard::lease::Lease;
 
 /// The result of one confirmation round.
 #[derive(Debug, Clone)]
@@ -203,7 +203,7 @@ impl Verifier {
     /// Sends rounds while writes want them, until `shutdown`.
     pub async fn run(
         self: Arc<Self>,
-        lease: Arc<Lease>,
+        role: Arc<Role>,
         url: String,
         timeout: Duration,
         shutdown: tokio_util::sync::CancellationToken,
@@ -213,9 +213,9 @@ impl Verifier {
         let url: Arc<str> = url.into();
         loop {
             while let Some(round) = self.start_round() {
-                let (this, lease, client, url) = (
+                let (this, role, client, url) = (
                     Arc::clone(&self),
-                    Arc::clone(&lease),
+                    Arc::clone(&role),
                     client.clone(),
                     Arc::clone(&url),
                 );
@@ -231,7 +231,7 @@ impl Verifier {
                     this.metrics
                         .round_seconds
                         .observe(started.elapsed().as_secs_f64());
-                    let outcome = this.judge(answer, &lease);
+                    let outcome = this.judge(answer, &role);
                     if outcome.is_err() {
                         this.metrics.rounds_failed.inc();
                     }
@@ -256,11 +256,7 @@ impl Verifier {
     }
 
     /// What one answer means for the writes waiting on it.
-    fn judge(
-        &self,
-        answer: Result<controller::Cluster, String>,
-        lease: &Lease,
-    ) -> Result<(), Bytes> {
+    fn judge(&self, answer: Result<controller::Cluster, String>, role: &Role) -> Result<(), Bytes> {
         let refuse = |cause: &str| Err(Bytes::from(format!("{NOT_CONFIRMED}: {cause}\r\n")));
         let cluster = match answer {
             Ok(c) => c,
@@ -269,7 +265,7 @@ impl Verifier {
                 return refuse(&e.replace(['\r', '\n'], " "));
             }
         };
-        let Some(me) = lease.node_id() else {
+        let Some(me) = role.lease().node_id() else {
             return refuse("this node's id is unknown");
         };
         let seen = self.highest.load(Ordering::Acquire);
@@ -284,10 +280,7 @@ impl Verifier {
             }
             Decision::Revoke { version, reason } => {
                 self.highest.fetch_max(version, Ordering::AcqRel);
-                if lease.snapshot().valid {
-                    info!(%reason, "the controller does not confirm this node as master: revoking the lease");
-                }
-                lease.revoke(&reason);
+                role.revoke(&reason, Source::Verification);
                 refuse(&reason)
             }
         }

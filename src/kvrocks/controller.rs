@@ -1,26 +1,11 @@
-//! Pull renewal from a stock kvrocks-controller (DESIGN §2, source 3).
-//!
-//! A controller that knows nothing about leases still knows who the master of
-//! each shard is. Every `controller.poll_interval_ms` leasegate asks it for the
-//! cluster (`GET {url}/api/v1/namespaces/{ns}/clusters/{cluster}`) and:
-//!
-//! * this node is `master` of its shard → the lease is renewed for
-//!   `controller.ttl_ms`, anchored at the instant the request was *sent* (so a
-//!   slow answer only shortens the lease);
-//! * this node is listed with another role, or not at all → the lease is
-//!   revoked at once;
-//! * the cluster version is below the highest this poller has seen → the
-//!   answer is stale (an old leader, a lagging replica of etcd) and ignored;
-//! * the controller is unreachable or answers an error → nothing happens: the
-//!   lease simply runs out, which is the point.
-//!
-//! Non-leader controllers answer `307` to the leader; up to [`MAX_REDIRECTS`]
-//! hops are followed. Safe only if `ttl_ms` + margin stays below the
-//! controller's failure detection time; [`crate::config::Config::warnings`]
-//! says so at start-up.
+//! The kvrocks-controller HTTP API as leasegate uses it: the cluster topology
+//! (`GET {url}/api/v1/namespaces/{ns}/clusters/{cluster}`), its JSON model,
+//! what it says about this node ([`decide`]), and a keep-alive client that
+//! follows the `307`s non-leaders answer (up to [`MAX_REDIRECTS`] hops).
+//! The poller that renews the lease from it is [`crate::control::poll`];
+//! verification asks it too ([`crate::guard::verify`]).
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
@@ -29,23 +14,12 @@ use hyper::{StatusCode, Uri};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
-use prometheus_client::registry::Registry;
 use serde::Deserialize;
-use tracing::{info, warn};
-
-use crate::guard::lease::{Grant, GrantOutcome};
-use crate::server::Shared;
 
 /// Redirect hops followed per poll.
 pub const MAX_REDIRECTS: usize = 3;
 /// Largest controller answer read (a cluster with thousands of nodes fits).
 const MAX_ANSWER: usize = 16 * 1024 * 1024;
-/// Failures logged: the first, then every this many.
-const LOG_EVERY: u64 = 10;
 
 // ---------------------------------------------------------------------------
 // The controller's JSON.
@@ -194,51 +168,6 @@ pub fn cluster_url(url: &str, namespace: &str, cluster: &str) -> String {
 }
 
 // ---------------------------------------------------------------------------
-// Metrics.
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct OutcomeLabels {
-    /// `renewed`, `revoked`, `stale`, `fenced` (revoked at this version) or `error`.
-    pub outcome: &'static str,
-}
-
-/// `leasegate_controller_polls_total{outcome}` and
-/// `leasegate_controller_poll_duration_seconds`.
-#[derive(Debug)]
-pub struct PollMetrics {
-    pub polls: Family<OutcomeLabels, Counter>,
-    pub duration: Histogram,
-}
-
-impl Default for PollMetrics {
-    fn default() -> Self {
-        Self {
-            polls: Family::default(),
-            duration: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
-        }
-    }
-}
-
-impl PollMetrics {
-    pub fn register(&self, registry: &mut Registry) {
-        registry.register(
-            "controller_polls",
-            "Controller polls by outcome (renewed, revoked, stale, fenced, error)",
-            self.polls.clone(),
-        );
-        registry.register(
-            "controller_poll_duration_seconds",
-            "Round-trip time of a controller poll, redirects included",
-            self.duration.clone(),
-        );
-    }
-
-    fn count(&self, outcome: &'static str) {
-        self.polls.get_or_create(&OutcomeLabels { outcome }).inc();
-    }
-}
-
-// ---------------------------------------------------------------------------
 // The poller.
 
 /// The pooled keep-alive HTTP client used to talk to the controller.
@@ -252,163 +181,6 @@ pub fn http_client(timeout: Duration) -> HttpClient {
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(90))
         .build(connector)
-}
-
-/// Polls the controller until `shared.shutdown` is cancelled. Does nothing
-/// when `controller.url` is unset.
-pub async fn poll(shared: Arc<Shared>) {
-    let config = &shared.config.controller;
-    let Some(base) = config.url.as_deref() else {
-        return;
-    };
-    let url = cluster_url(base, &config.namespace, &config.cluster);
-    let metrics = PollMetrics::default();
-    match shared.registry.lock() {
-        Ok(mut registry) => metrics.register(&mut registry),
-        Err(_) => warn!("metrics registry unavailable; controller metrics are not exported"),
-    }
-    let timeout = Duration::from_millis(config.timeout_ms.max(1));
-    let client = http_client(timeout);
-    info!(%url, interval_ms = config.poll_interval_ms, ttl_ms = config.ttl_ms, "polling the controller for the master lease");
-
-    let mut poller = Poller {
-        shared: &shared,
-        metrics: &metrics,
-        highest: None,
-        failures: 0,
-        revocations_seen: shared.gate.lease().revocations(),
-        fenced_at: None,
-    };
-    let mut ticker = tokio::time::interval(Duration::from_millis(config.poll_interval_ms.max(1)));
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = shared.shutdown.cancelled() => return,
-        }
-        let lease = shared.gate.lease();
-        let sent = lease.now();
-        let started = Instant::now();
-        let answer = tokio::select! {
-            a = tokio::time::timeout(timeout, fetch(&client, &url)) => match a {
-                Ok(a) => a,
-                Err(_) => Err(format!("no answer from the controller within {} ms", timeout.as_millis())),
-            },
-            _ = shared.shutdown.cancelled() => return,
-        };
-        metrics.duration.observe(started.elapsed().as_secs_f64());
-        poller.apply(answer, sent);
-    }
-}
-
-struct Poller<'a> {
-    shared: &'a Shared,
-    metrics: &'a PollMetrics,
-    highest: Option<u64>,
-    failures: u64,
-    /// The lease's revocation count when the poller last looked.
-    revocations_seen: u64,
-    /// The lease was revoked (by anyone: a role change, a failover, another
-    /// master named) while the topology was at this version: a poll renews
-    /// again only from a later version, since the controller's view at this
-    /// version is older than the revocation.
-    fenced_at: Option<u64>,
-}
-
-impl Poller<'_> {
-    fn apply(&mut self, answer: Result<Cluster, String>, sent: u64) {
-        let lease = self.shared.gate.lease();
-        let cluster = match answer {
-            Ok(c) => c,
-            Err(e) => return self.failed(&e),
-        };
-        let Some(me) = lease.node_id() else {
-            return self.failed(
-                "this node's id is unknown (set node_id, or let CLUSTERX SETNODEID pass first)",
-            );
-        };
-        if self.failures > 0 {
-            info!(failures = self.failures, "the controller answers again");
-            self.failures = 0;
-        }
-        let revocations = lease.revocations();
-        if revocations != self.revocations_seen {
-            self.revocations_seen = revocations;
-            self.fenced_at = Some(self.highest.unwrap_or(0).max(cluster.version));
-        }
-        match decide(&cluster, &me, self.highest) {
-            // Unless a grant since (a push, a failover's rollback) made the
-            // lease valid again: then the poll only keeps it going.
-            Decision::Renew { version }
-                if self.fenced_at.is_some_and(|f| version <= f) && !lease.write_allowed() =>
-            {
-                self.highest = Some(version);
-                self.metrics.count("fenced");
-                tracing::debug!(
-                    version,
-                    fenced_at = ?self.fenced_at,
-                    "the lease was revoked at this topology version; a poll renews only from a later one"
-                );
-            }
-            Decision::Stale { version, highest } => {
-                self.metrics.count("stale");
-                tracing::debug!(
-                    version,
-                    highest,
-                    "stale cluster version from the controller; ignored"
-                );
-            }
-            Decision::Renew { version } => {
-                self.highest = Some(version);
-                self.fenced_at = None;
-                let grant = Grant {
-                    master_node_id: Some(me),
-                    ttl_ms: self.shared.config.controller.ttl_ms,
-                    epoch: lease.epoch(),
-                    nonce: None,
-                    anchor: Some(sent),
-                };
-                match lease.grant(&grant, lease.now()) {
-                    Ok(GrantOutcome::Renewed) => {
-                        self.shared.gate.clear_demotion();
-                        self.metrics.count("renewed");
-                    }
-                    Ok(other) => {
-                        self.metrics.count("error");
-                        warn!(outcome = ?other, "controller poll did not renew the lease");
-                    }
-                    // The epoch moved between reading and granting (a push
-                    // grant raced this poll); the next poll uses the new one.
-                    Err(e) => {
-                        self.metrics.count("error");
-                        tracing::debug!(error = %e, "controller poll grant refused");
-                    }
-                }
-            }
-            Decision::Revoke { version, reason } => {
-                self.highest = Some(version);
-                self.metrics.count("revoked");
-                let snapshot = lease.snapshot();
-                if snapshot.valid || snapshot.revoked_reason.as_deref() != Some(reason.as_str()) {
-                    info!(version, %reason, "revoking the master lease");
-                }
-                lease.revoke(&reason);
-                self.revocations_seen = lease.revocations();
-                self.fenced_at = Some(version);
-            }
-        }
-    }
-
-    fn failed(&mut self, error: &str) {
-        self.metrics.count("error");
-        self.failures += 1;
-        if self.failures == 1 || self.failures % LOG_EVERY == 0 {
-            warn!(
-                failures = self.failures,
-                error, "controller poll failed; the lease is not renewed"
-            );
-        }
-    }
 }
 
 /// One request for the cluster topology: GET, following redirects, and parse.

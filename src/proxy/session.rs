@@ -516,7 +516,7 @@ impl Session {
         // second sees the other, so no write slips past a failover's count.
         let counted = class == Class::Write && !self.handed_over && !self.monitor && !blocking;
         if counted {
-            self.gate.write_in_flight(true);
+            self.gate.role().write_in_flight(true);
         }
         let verdict = match authenticate(&self.gate, &head, bytes) {
             Some((verdict, control)) => {
@@ -539,7 +539,7 @@ impl Session {
         };
         let forwarded = matches!(verdict, Verdict::Forward);
         if counted && !forwarded {
-            self.gate.write_in_flight(false);
+            self.gate.role().write_in_flight(false);
         }
         // Taken after the Gate's lease check and before the write goes out:
         // the node applies it later, within this term if it is acknowledged.
@@ -600,7 +600,7 @@ impl Session {
                 // The WATCH was on the old node: the transaction fails as a
                 // WATCH conflict would, and nothing of it is applied.
                 if write.is_some_and(|w| w.counted) {
-                    self.gate.write_in_flight(false);
+                    self.gate.role().write_in_flight(false);
                 }
                 self.to_backend.extend_from_slice(DISCARD);
                 self.owed
@@ -834,8 +834,9 @@ enum Preconnect {
         Arc<str>,
         std::pin::Pin<
             Box<
-                dyn std::future::Future<Output = Result<TcpStream, crate::proxy::backend::BackendError>>
-                    + Send,
+                dyn std::future::Future<
+                        Output = Result<TcpStream, crate::proxy::backend::BackendError>,
+                    > + Send,
             >,
         >,
     ),
@@ -850,9 +851,10 @@ impl Preconnect {
     /// the switch costs no connect. Dropped when released without a move.
     fn plan(this: &mut Option<Preconnect>, s: &Session, ctx: &SessionContext) {
         if this.is_none() && s.held_by_pause() {
-            if let Some(to) = ctx.gate.handover_target() {
+            if let Some(to) = ctx.gate.role().handover_target() {
                 let (addr, timeout) = (Arc::clone(&to), ctx.connect_timeout);
-                let connecting = async move { crate::proxy::backend::connect(&addr, timeout).await };
+                let connecting =
+                    async move { crate::proxy::backend::connect(&addr, timeout).await };
                 *this = Some(Preconnect::Opening(to, Box::pin(connecting)));
             }
         } else if matches!(s.stall, Stall::None) {
@@ -1040,10 +1042,10 @@ impl Session {
     #[inline]
     fn on_write_reply(&mut self, ticket: WriteTicket, range: std::ops::Range<usize>) {
         if ticket.counted {
-            self.gate.write_in_flight(false);
+            self.gate.role().write_in_flight(false);
         }
         if ticket.blocking {
-            self.gate.blocking_write_completed();
+            self.gate.role().blocking_write_completed();
         }
         let reply = &self.from_backend[range];
         match ticket
@@ -1285,7 +1287,7 @@ impl Drop for Session {
                 owed,
                 Owed::Reply(Expect::Write(WriteTicket { counted: true, .. }))
             ) {
-                self.gate.write_in_flight(false);
+                self.gate.role().write_in_flight(false);
             }
         }
     }
@@ -1442,7 +1444,7 @@ mod tests {
         let (clock, gate, mut s) = session(LeaseMode::BlockWrite);
         grant(&gate, 1000);
         client(&mut s, &[&["SET", "k", "v"], &["INCR", "n"], &["GET", "k"]]);
-        assert_eq!(gate.writes_in_flight(), 2);
+        assert_eq!(gate.role().writes_in_flight(), 2);
         node(&mut s, b"+OK\r\n");
         clock.advance_ms(1000); // the node held the INCR past the deadline
         node(&mut s, b":1\r\n$1\r\nv\r\n");
@@ -1450,7 +1452,7 @@ mod tests {
             to_client(&mut s),
             [&b"+OK\r\n"[..], UNKNOWN_OUTCOME, b"$1\r\nv\r\n"].concat()
         );
-        assert_eq!(gate.writes_in_flight(), 0);
+        assert_eq!(gate.role().writes_in_flight(), 0);
         assert_eq!(gate.metrics.unknown_outcomes.get(), 1);
         // An error passes as it is: nothing was acknowledged.
         grant(&gate, 1000);
@@ -1578,27 +1580,31 @@ mod tests {
         client(&mut s, &[&["SET", "k", "v"]]);
         node(&mut s, b"+QUEUED\r\n");
         assert_eq!(
-            gate.writes_in_flight(),
+            gate.role().writes_in_flight(),
             0,
             "a queued write is not in flight"
         );
         client(&mut s, &[&["EXEC"]]);
-        assert_eq!(gate.writes_in_flight(), 1, "EXEC of writes is counted");
+        assert_eq!(
+            gate.role().writes_in_flight(),
+            1,
+            "EXEC of writes is counted"
+        );
         node(&mut s, b"*1\r\n+OK\r\n");
-        assert_eq!(gate.writes_in_flight(), 0);
+        assert_eq!(gate.role().writes_in_flight(), 0);
         // BLPOP is not counted (it may block), but its completion is reported.
         client(&mut s, &[&["BLPOP", "q", "0"]]);
-        assert_eq!(gate.writes_in_flight(), 0);
+        assert_eq!(gate.role().writes_in_flight(), 0);
         node(&mut s, b"*2\r\n$1\r\nq\r\n$1\r\nx\r\n");
-        assert_eq!(gate.blocking_writes_completed(), 1);
+        assert_eq!(gate.role().blocking_writes_completed(), 1);
         // XREADGROUP without BLOCK answers at once: an ordinary write.
         client(
             &mut s,
             &[&["XREADGROUP", "GROUP", "g", "c", "STREAMS", "s", ">"]],
         );
-        assert_eq!(gate.writes_in_flight(), 1);
+        assert_eq!(gate.role().writes_in_flight(), 1);
         node(&mut s, b"*-1\r\n");
-        assert_eq!(gate.writes_in_flight(), 0);
+        assert_eq!(gate.role().writes_in_flight(), 0);
         client(
             &mut s,
             &[&[
@@ -1613,7 +1619,7 @@ mod tests {
                 ">",
             ]],
         );
-        assert_eq!(gate.writes_in_flight(), 0);
+        assert_eq!(gate.role().writes_in_flight(), 0);
     }
 
     #[test]
@@ -1625,7 +1631,7 @@ mod tests {
         let got = to_client(&mut s);
         assert!(got.starts_with(b"-ERR leasegate does not support CLIENT REPLY"));
         assert!(got.ends_with(b"+OK\r\n"));
-        assert_eq!(gate.writes_in_flight(), 0);
+        assert_eq!(gate.role().writes_in_flight(), 0);
         assert!(s.owed.is_empty());
     }
 

@@ -4,9 +4,13 @@
 //! with keep-alive (the proxy's pooled client reuses connections). It serves
 //! `GET /api/v1/namespaces/{ns}/clusters/{cluster}` from state the test
 //! changes while the proxy runs: the topology, a delay, an outage, a redirect.
+//! `GET /count` tells how many topology answers it served.
+//!
+//! The benchmarks run the same controller as a process: `bench/fake_controller.rs`
+//! includes this file and starts it with [`TestController::start_on`].
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,6 +18,9 @@ use std::time::{Duration, Instant};
 /// The namespace and cluster the test controller answers for.
 pub const NAMESPACE: &str = "test-ns";
 pub const CLUSTER: &str = "test-cluster";
+
+/// The path that answers the number of topology answers served so far.
+pub const COUNT_PATH: &str = "/count";
 
 /// A 40-character node id made of `n` in hex.
 pub fn node_id(n: u8) -> String {
@@ -25,17 +32,24 @@ pub type ShardNodes = Vec<(String, String, String)>;
 
 #[derive(Default)]
 struct State {
+    namespace: String,
+    cluster: String,
     version: u64,
     shards: Vec<ShardNodes>,
     delay: Duration,
     down: bool,
     redirect: Option<String>,
     requests: Vec<(Instant, String)>,
+    /// Do not keep `requests` (a long-running controller would grow it without end).
+    forget_requests: bool,
+    /// Topology answers (200) served.
+    served: u64,
 }
 
 /// The test controller; stops accepting when dropped.
 pub struct TestController {
     pub port: u16,
+    addr: SocketAddr,
     state: Arc<Mutex<State>>,
     stop: Arc<AtomicBool>,
 }
@@ -43,9 +57,21 @@ pub struct TestController {
 impl TestController {
     /// Starts with an empty topology at version 0.
     pub fn start() -> TestController {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the test controller");
-        let port = listener.local_addr().expect("local addr").port();
-        let state = Arc::new(Mutex::new(State::default()));
+        TestController::start_on("127.0.0.1:0", NAMESPACE, CLUSTER)
+            .expect("bind the test controller")
+    }
+
+    /// Listens on `addr` (port 0: a free one) and answers for `namespace` and
+    /// `cluster`; empty topology at version 0.
+    pub fn start_on(addr: &str, namespace: &str, cluster: &str) -> std::io::Result<TestController> {
+        let listener = TcpListener::bind(addr)?;
+        let addr = listener.local_addr()?;
+        let port = addr.port();
+        let state = Arc::new(Mutex::new(State {
+            namespace: namespace.to_string(),
+            cluster: cluster.to_string(),
+            ..State::default()
+        }));
         let stop = Arc::new(AtomicBool::new(false));
         let (s, st) = (Arc::clone(&state), Arc::clone(&stop));
         std::thread::spawn(move || {
@@ -62,18 +88,27 @@ impl TestController {
                 std::thread::spawn(move || serve(conn, &s, &st));
             }
         });
-        TestController { port, state, stop }
+        Ok(TestController {
+            port,
+            addr,
+            state,
+            stop,
+        })
     }
 
-    /// `http://127.0.0.1:<port>`.
+    /// `http://127.0.0.1:<port>` (the address it listens on).
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("http://{}", self.addr)
     }
 
     /// The `controller:` section of a proxy config that polls this controller.
     pub fn yaml(&self, poll_interval_ms: u64, ttl_ms: u64) -> String {
+        let (namespace, cluster) = {
+            let s = self.state();
+            (s.namespace.clone(), s.cluster.clone())
+        };
         format!(
-            "controller:\n  url: {}\n  namespace: {NAMESPACE}\n  cluster: {CLUSTER}\n  poll_interval_ms: {poll_interval_ms}\n  ttl_ms: {ttl_ms}\n  timeout_ms: 500\n",
+            "controller:\n  url: {}\n  namespace: {namespace}\n  cluster: {cluster}\n  poll_interval_ms: {poll_interval_ms}\n  ttl_ms: {ttl_ms}\n  timeout_ms: 500\n",
             self.url()
         )
     }
@@ -121,18 +156,34 @@ impl TestController {
     pub fn requests_since(&self, since: Instant) -> usize {
         self.requests().iter().filter(|(t, _)| *t >= since).count()
     }
+
+    /// Whether to keep every request for [`TestController::requests`] (the
+    /// default); a long-running controller turns it off.
+    pub fn set_keep_requests(&self, keep: bool) {
+        let mut s = self.state();
+        s.forget_requests = !keep;
+        if !keep {
+            s.requests = Vec::new();
+        }
+    }
+
+    /// Topology answers served so far (what `GET /count` answers).
+    pub fn served(&self) -> u64 {
+        self.state().served
+    }
 }
 
 impl Drop for TestController {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         // Wake the accept loop so it sees the flag.
-        let _ = TcpStream::connect(("127.0.0.1", self.port));
+        let _ = TcpStream::connect(self.addr);
     }
 }
 
 /// Serves requests on one connection until it closes.
 fn serve(conn: TcpStream, state: &Mutex<State>, stop: &AtomicBool) {
+    let _ = conn.set_nodelay(true);
     let Ok(mut writer) = conn.try_clone() else {
         return;
     };
@@ -141,27 +192,18 @@ fn serve(conn: TcpStream, state: &Mutex<State>, stop: &AtomicBool) {
         let Some((method, path, close)) = read_request(&mut reader) else {
             return;
         };
-        let received = Instant::now();
-        let delay = {
-            let mut s = state.lock().expect("state");
-            s.requests.push((received, path.clone()));
-            s.delay
-        };
-        if !delay.is_zero() {
-            std::thread::sleep(delay);
-        }
-        if stop.load(Ordering::SeqCst) {
-            return;
-        }
-        let (status, headers, body) = {
-            let s = state.lock().expect("state");
-            if s.down {
+        let (status, headers, body, content_type) = if path == COUNT_PATH {
+            // Not delayed, not recorded: the benchmark's own look at the count.
+            let served = state.lock().expect("state").served;
+            ("200 OK", String::new(), format!("{served}\n"), "text/plain")
+        } else {
+            let Some((status, headers, body)) = delayed_answer(state, stop, &method, &path) else {
                 return;
-            }
-            answer(&s, &method, &path)
+            };
+            (status, headers, body, "application/json")
         };
         let mut response = format!(
-            "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{headers}",
+            "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{headers}",
             body.len()
         );
         if close {
@@ -173,6 +215,35 @@ fn serve(conn: TcpStream, state: &Mutex<State>, stop: &AtomicBool) {
             return;
         }
     }
+}
+
+/// Records the request, waits the delay, and answers it; `None` to close
+/// the connection without an answer (stopping, or down).
+fn delayed_answer(
+    state: &Mutex<State>,
+    stop: &AtomicBool,
+    method: &str,
+    path: &str,
+) -> Option<(&'static str, String, String)> {
+    let received = Instant::now();
+    let delay = {
+        let mut s = state.lock().expect("state");
+        if !s.forget_requests {
+            s.requests.push((received, path.to_string()));
+        }
+        s.delay
+    };
+    if !delay.is_zero() {
+        std::thread::sleep(delay);
+    }
+    if stop.load(Ordering::SeqCst) {
+        return None;
+    }
+    let mut s = state.lock().expect("state");
+    if s.down {
+        return None;
+    }
+    Some(answer(&mut s, method, path))
 }
 
 /// Reads one request; `None` when the connection closed or broke.
@@ -209,8 +280,8 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> Option<(String, String, bo
 }
 
 /// Status line, extra headers and body for one request.
-fn answer(s: &State, method: &str, path: &str) -> (&'static str, String, String) {
-    let expected = format!("/api/v1/namespaces/{NAMESPACE}/clusters/{CLUSTER}");
+fn answer(s: &mut State, method: &str, path: &str) -> (&'static str, String, String) {
+    let expected = format!("/api/v1/namespaces/{}/clusters/{}", s.namespace, s.cluster);
     if let Some(base) = &s.redirect {
         return (
             "307 Temporary Redirect",
@@ -245,7 +316,8 @@ fn answer(s: &State, method: &str, path: &str) -> (&'static str, String, String)
         })
         .collect();
     let body = serde_json::json!({
-        "data": {"cluster": {"version": s.version, "name": CLUSTER, "shards": shards}}
+        "data": {"cluster": {"version": s.version, "name": s.cluster, "shards": shards}}
     });
+    s.served += 1;
     ("200 OK", String::new(), body.to_string())
 }

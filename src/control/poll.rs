@@ -1,0 +1,230 @@
+//! Pull renewal from a stock kvrocks-controller.
+//!
+//! A controller that knows nothing about leases still knows who the master of
+//! each shard is. Every `controller.poll_interval_ms` leasegate asks it for the
+//! cluster (`GET {url}/api/v1/namespaces/{ns}/clusters/{cluster}`) and:
+//!
+//! * this node is `master` of its shard → the lease is renewed for
+//!   `controller.ttl_ms`, anchored at the instant the request was *sent* (so a
+//!   slow answer only shortens the lease);
+//! * this node is listed with another role, or not at all → the lease is
+//!   revoked at once;
+//! * the cluster version is below the highest this poller has seen → the
+//!   answer is stale (an old leader, a lagging replica of etcd) and ignored;
+//! * the controller is unreachable or answers an error → nothing happens: the
+//!   lease simply runs out, which is the point.
+//!
+//! Non-leader controllers answer `307` to the leader; up to [`MAX_REDIRECTS`]
+//! hops are followed. Safe only if `ttl_ms` + margin stays below the
+//! controller's failure detection time; [`crate::config::Config::warnings`]
+//! says so at start-up.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use tracing::{info, warn};
+
+use crate::control::ControlContext;
+use crate::guard::lease::{Grant, GrantOutcome};
+use crate::guard::role::Source;
+use crate::kvrocks::controller::{cluster_url, decide, fetch, http_client, Cluster, Decision};
+
+/// Failures logged: the first, then every this many.
+const LOG_EVERY: u64 = 10;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// `renewed`, `revoked`, `stale`, `fenced` (revoked at this version) or `error`.
+    pub outcome: &'static str,
+}
+
+/// `leasegate_controller_polls_total{outcome}` and
+/// `leasegate_controller_poll_duration_seconds`.
+#[derive(Debug)]
+pub struct PollMetrics {
+    pub polls: Family<OutcomeLabels, Counter>,
+    pub duration: Histogram,
+}
+
+impl Default for PollMetrics {
+    fn default() -> Self {
+        Self {
+            polls: Family::default(),
+            duration: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
+        }
+    }
+}
+
+impl PollMetrics {
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "controller_polls",
+            "Controller polls by outcome (renewed, revoked, stale, fenced, error)",
+            self.polls.clone(),
+        );
+        registry.register(
+            "controller_poll_duration_seconds",
+            "Round-trip time of a controller poll, redirects included",
+            self.duration.clone(),
+        );
+    }
+
+    fn count(&self, outcome: &'static str) {
+        self.polls.get_or_create(&OutcomeLabels { outcome }).inc();
+    }
+}
+
+/// Polls the controller until `ctx.shutdown` is cancelled. Does nothing
+/// when `controller.url` is unset.
+pub async fn poll(ctx: Arc<ControlContext>) {
+    let config = &ctx.config.controller;
+    let Some(base) = config.url.as_deref() else {
+        return;
+    };
+    let url = cluster_url(base, &config.namespace, &config.cluster);
+    let metrics = PollMetrics::default();
+    match ctx.registry.lock() {
+        Ok(mut registry) => metrics.register(&mut registry),
+        Err(_) => warn!("metrics registry unavailable; controller metrics are not exported"),
+    }
+    let timeout = Duration::from_millis(config.timeout_ms.max(1));
+    let client = http_client(timeout);
+    info!(%url, interval_ms = config.poll_interval_ms, ttl_ms = config.ttl_ms, "polling the controller for the master lease");
+
+    let mut poller = Poller {
+        ctx: &ctx,
+        metrics: &metrics,
+        highest: None,
+        failures: 0,
+        revocations_seen: ctx.gate.lease().revocations(),
+        fenced_at: None,
+    };
+    let mut ticker = tokio::time::interval(Duration::from_millis(config.poll_interval_ms.max(1)));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = ctx.shutdown.cancelled() => return,
+        }
+        let lease = ctx.gate.lease();
+        let sent = lease.now();
+        let started = Instant::now();
+        let answer = tokio::select! {
+            a = tokio::time::timeout(timeout, fetch(&client, &url)) => match a {
+                Ok(a) => a,
+                Err(_) => Err(format!("no answer from the controller within {} ms", timeout.as_millis())),
+            },
+            _ = ctx.shutdown.cancelled() => return,
+        };
+        metrics.duration.observe(started.elapsed().as_secs_f64());
+        poller.apply(answer, sent);
+    }
+}
+
+struct Poller<'a> {
+    ctx: &'a ControlContext,
+    metrics: &'a PollMetrics,
+    highest: Option<u64>,
+    failures: u64,
+    /// The lease's revocation count when the poller last looked.
+    revocations_seen: u64,
+    /// The lease was revoked (by anyone: a role change, a failover, another
+    /// master named) while the topology was at this version: a poll renews
+    /// again only from a later version, since the controller's view at this
+    /// version is older than the revocation.
+    fenced_at: Option<u64>,
+}
+
+impl Poller<'_> {
+    fn apply(&mut self, answer: Result<Cluster, String>, sent: u64) {
+        let lease = self.ctx.role.lease();
+        let cluster = match answer {
+            Ok(c) => c,
+            Err(e) => return self.failed(&e),
+        };
+        let Some(me) = lease.node_id() else {
+            return self.failed(
+                "this node's id is unknown (set node_id, or let CLUSTERX SETNODEID pass first)",
+            );
+        };
+        if self.failures > 0 {
+            info!(failures = self.failures, "the controller answers again");
+            self.failures = 0;
+        }
+        let revocations = lease.revocations();
+        if revocations != self.revocations_seen {
+            self.revocations_seen = revocations;
+            self.fenced_at = Some(self.highest.unwrap_or(0).max(cluster.version));
+        }
+        match decide(&cluster, &me, self.highest) {
+            // Unless a grant since (a push, a failover's rollback) made the
+            // lease valid again: then the poll only keeps it going.
+            Decision::Renew { version }
+                if self.fenced_at.is_some_and(|f| version <= f) && !lease.write_allowed() =>
+            {
+                self.highest = Some(version);
+                self.metrics.count("fenced");
+                tracing::debug!(
+                    version,
+                    fenced_at = ?self.fenced_at,
+                    "the lease was revoked at this topology version; a poll renews only from a later one"
+                );
+            }
+            Decision::Stale { version, highest } => {
+                self.metrics.count("stale");
+                tracing::debug!(
+                    version,
+                    highest,
+                    "stale cluster version from the controller; ignored"
+                );
+            }
+            Decision::Renew { version } => {
+                self.highest = Some(version);
+                self.fenced_at = None;
+                let grant = Grant {
+                    master_node_id: Some(me),
+                    ttl_ms: self.ctx.config.controller.ttl_ms,
+                    epoch: lease.epoch(),
+                    nonce: None,
+                    anchor: Some(sent),
+                };
+                match self.ctx.role.grant(&grant, lease.now(), Source::Poll) {
+                    Ok(GrantOutcome::Renewed) => self.metrics.count("renewed"),
+                    Ok(other) => {
+                        self.metrics.count("error");
+                        warn!(outcome = ?other, "controller poll did not renew the lease");
+                    }
+                    // The epoch moved between reading and granting (a push
+                    // grant raced this poll); the next poll uses the new one.
+                    Err(e) => {
+                        self.metrics.count("error");
+                        tracing::debug!(error = %e, "controller poll grant refused");
+                    }
+                }
+            }
+            Decision::Revoke { version, reason } => {
+                self.highest = Some(version);
+                self.metrics.count("revoked");
+                self.ctx.role.revoke(&reason, Source::Poll);
+                self.revocations_seen = lease.revocations();
+                self.fenced_at = Some(version);
+            }
+        }
+    }
+
+    fn failed(&mut self, error: &str) {
+        self.metrics.count("error");
+        self.failures += 1;
+        if self.failures == 1 || self.failures % LOG_EVERY == 0 {
+            warn!(
+                failures = self.failures,
+                error, "controller poll failed; the lease is not renewed"
+            );
+        }
+    }
+}

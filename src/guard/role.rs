@@ -1,0 +1,397 @@
+//! The node's role as the guard knows it, and the one way to change it.
+//!
+//! Every grant and revocation of the master lease — a heartbeat, an HTTP
+//! push, a controller poll, a negative verification, the node probe, a role
+//! change the node accepted, a failover — goes through [`Role::grant`] or
+//! [`Role::revoke`]: they apply it to the [`Lease`], clear the demotion when
+//! this node is master again, count it and log it once. Beside that, the
+//! role state the failover writes and the Gate reads: the demotion (and
+//! where the new master is), the hand-over target, the writes in flight, and
+//! the failover's own state.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+use serde::Serialize;
+use tracing::{debug, info};
+
+use crate::guard::lease::{Grant, GrantError, GrantOutcome, Lease, Nanos};
+use crate::guard::pause::OnDemote;
+
+/// Who granted or revoked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Source {
+    /// `CLUSTERX HEARTBEAT` from a control connection.
+    Heartbeat,
+    /// `POST /v1/lease`.
+    Http,
+    /// Polling the controller's topology.
+    Poll,
+    /// A mastership confirmation round (`verify.mode: every-write`).
+    Verification,
+    /// The node probe saw the node's `ROLE`.
+    Probe,
+    /// The node accepted a role change (`REPLICAOF host port`, `CLUSTERX SETNODES`).
+    Node,
+    /// This proxy's graceful failover.
+    Failover,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Heartbeat => "heartbeat",
+            Source::Http => "http",
+            Source::Poll => "poll",
+            Source::Verification => "verification",
+            Source::Probe => "probe",
+            Source::Node => "node",
+            Source::Failover => "failover",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ChangeLabels {
+    source: &'static str,
+    change: &'static str,
+}
+
+/// Counters of mastership changes, registered under `leasegate_`.
+#[derive(Debug, Default, Clone)]
+pub struct RoleMetrics {
+    /// Revocations because the node is (becoming) a replica.
+    pub role_revocations: Counter,
+    changes: Family<ChangeLabels, Counter>,
+}
+
+impl RoleMetrics {
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "role_revocations",
+            "Lease revocations caused by a role change seen passing through",
+            self.role_revocations.clone(),
+        );
+        registry.register(
+            "lease_changes",
+            "Grants and revocations of the master lease, by source and change (renewed, revoked, refused, unknown_nonce)",
+            self.changes.clone(),
+        );
+    }
+
+    fn count(&self, source: Source, change: &'static str) {
+        self.changes
+            .get_or_create(&ChangeLabels {
+                source: source.as_str(),
+                change,
+            })
+            .inc();
+    }
+}
+
+/// This node was demoted; where the new master is, when known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Demotion {
+    /// The client address of the new master's leasegate (`host:port`).
+    pub new_master: Option<Arc<str>>,
+}
+
+/// A counter sharded by thread: sessions never migrate between worker
+/// threads, so each one counts on its own thread's cache line and the hot
+/// path never contends; only the (rare) reader sums the shards.
+struct InFlight {
+    shards: Box<[Shard]>,
+}
+
+#[repr(align(128))]
+#[derive(Default)]
+struct Shard(AtomicI64);
+
+const IN_FLIGHT_SHARDS: usize = 64;
+
+impl Default for InFlight {
+    fn default() -> Self {
+        InFlight {
+            shards: (0..IN_FLIGHT_SHARDS).map(|_| Shard::default()).collect(),
+        }
+    }
+}
+
+impl InFlight {
+    #[inline]
+    fn add(&self, n: i64) {
+        thread_local! {
+            static SHARD: usize = {
+                static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+                NEXT.fetch_add(1, Ordering::Relaxed) % IN_FLIGHT_SHARDS
+            };
+        }
+        let i = SHARD.with(|s| *s);
+        // SeqCst pairs with the pause flag: see `Session::admit`.
+        self.shards[i].0.fetch_add(n, Ordering::SeqCst);
+    }
+
+    fn sum(&self) -> i64 {
+        self.shards.iter().map(|s| s.0.load(Ordering::SeqCst)).sum()
+    }
+}
+
+/// The node's role, and the only way to grant or revoke its lease.
+pub struct Role {
+    lease: Arc<Lease>,
+    on_demote: OnDemote,
+    demotion: ArcSwapOption<Demotion>,
+    /// `demotion.is_some()`, as one plain load for the hot path.
+    demoted: AtomicBool,
+    /// Where paused sessions will probably move: set by a failover between
+    /// its checks and its switch, so sessions can connect ahead.
+    handover_target: std::sync::Mutex<Option<Arc<str>>>,
+    /// Writes forwarded whose replies have not come back yet (a failover
+    /// waits for them before it compares offsets).
+    writes_in_flight: InFlight,
+    /// Replies received to blocking-family writes (BLPOP, BLMOVE, ...): a
+    /// failover that read offsets before one of these completed must read
+    /// them again, as the pop may have been applied after its reading.
+    blocking_writes_completed: AtomicU64,
+    /// The state of this proxy's graceful failovers.
+    pub failover: FailoverStatus,
+    pub metrics: RoleMetrics,
+}
+
+impl std::fmt::Debug for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Role")
+            .field("lease", &self.lease)
+            .field("demoted", &self.is_demoted())
+            .finish()
+    }
+}
+
+impl Role {
+    pub fn new(lease: Arc<Lease>, on_demote: OnDemote) -> Role {
+        Role {
+            lease,
+            on_demote,
+            demotion: ArcSwapOption::empty(),
+            demoted: AtomicBool::new(false),
+            handover_target: std::sync::Mutex::new(None),
+            writes_in_flight: InFlight::default(),
+            blocking_writes_completed: AtomicU64::new(0),
+            failover: FailoverStatus::default(),
+            metrics: RoleMetrics::default(),
+        }
+    }
+
+    pub fn lease(&self) -> &Arc<Lease> {
+        &self.lease
+    }
+
+    pub fn on_demote(&self) -> OnDemote {
+        self.on_demote
+    }
+
+    /// Applies a grant received at `received_at` from `source`. A grant for
+    /// this node makes it master again (the demotion is cleared); one naming
+    /// another node revokes.
+    pub fn grant(
+        &self,
+        grant: &Grant,
+        received_at: Nanos,
+        source: Source,
+    ) -> Result<GrantOutcome, GrantError> {
+        let outcome = self.lease.grant(grant, received_at);
+        match &outcome {
+            Ok(GrantOutcome::Renewed) => {
+                self.metrics.count(source, "renewed");
+                if self.is_demoted() {
+                    info!(
+                        source = source.as_str(),
+                        "a grant for this node: no longer demoted"
+                    );
+                }
+                self.clear_demotion();
+            }
+            Ok(GrantOutcome::Revoked) => {
+                self.metrics.count(source, "revoked");
+                info!(
+                    source = source.as_str(),
+                    master = ?grant.master_node_id,
+                    epoch = grant.epoch,
+                    "another node was named master: lease revoked"
+                );
+            }
+            Ok(GrantOutcome::UnknownNonce) => self.metrics.count(source, "unknown_nonce"),
+            Err(e) => {
+                self.metrics.count(source, "refused");
+                debug!(source = source.as_str(), error = %e, "grant refused");
+            }
+        }
+        outcome
+    }
+
+    /// Revokes the lease because this node is not (or no longer) master.
+    /// Logged once per reason while it stays revoked.
+    pub fn revoke(&self, reason: &str, source: Source) {
+        let snapshot = self.lease.snapshot();
+        if snapshot.valid || snapshot.revoked_reason.as_deref() != Some(reason) {
+            if matches!(source, Source::Node | Source::Probe) {
+                self.metrics.role_revocations.inc();
+            }
+            self.metrics.count(source, "revoked");
+            info!(
+                source = source.as_str(),
+                reason, "revoking the master lease"
+            );
+        }
+        self.lease.revoke(reason);
+    }
+
+    /// Records that this node was demoted (and where the new master's
+    /// leasegate is); the lease must be revoked separately.
+    pub fn demote(&self, demotion: Demotion) {
+        info!(new_master = ?demotion.new_master, on_demote = ?self.on_demote, "this node was demoted");
+        self.demotion.store(Some(Arc::new(demotion)));
+        self.demoted.store(true, Ordering::Release);
+    }
+
+    /// The node is master again.
+    pub fn clear_demotion(&self) {
+        self.demoted.store(false, Ordering::Release);
+        self.demotion.store(None);
+    }
+
+    /// One load, for the hot path.
+    #[inline]
+    pub fn is_demoted(&self) -> bool {
+        self.demoted.load(Ordering::Acquire)
+    }
+
+    pub fn demotion(&self) -> Option<Arc<Demotion>> {
+        self.demotion.load_full()
+    }
+
+    /// Announces (or, with `None`, withdraws) where paused sessions will
+    /// probably be handed over, so they can open their connections ahead.
+    pub fn prepare_handover(&self, target: Option<Arc<str>>) {
+        if self.on_demote == OnDemote::Forward {
+            if let Ok(mut t) = self.handover_target.lock() {
+                *t = target;
+            }
+        }
+    }
+
+    /// See [`Role::prepare_handover`].
+    pub fn handover_target(&self) -> Option<Arc<str>> {
+        self.handover_target.lock().ok().and_then(|t| t.clone())
+    }
+
+    /// A write was forwarded (`true`) or its reply came back (`false`).
+    #[inline]
+    pub fn write_in_flight(&self, started: bool) {
+        self.writes_in_flight.add(if started { 1 } else { -1 });
+    }
+
+    pub fn writes_in_flight(&self) -> i64 {
+        self.writes_in_flight.sum()
+    }
+
+    /// A reply to a blocking-family write (which is not counted in flight:
+    /// it may block for long) came back from the node.
+    #[cold]
+    pub fn blocking_write_completed(&self) {
+        self.blocking_writes_completed
+            .fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// How many replies to blocking-family writes have come back so far.
+    pub fn blocking_writes_completed(&self) -> u64 {
+        self.blocking_writes_completed.load(Ordering::SeqCst)
+    }
+}
+
+/// The failover state machine's states, as in Kvrocks' `cluster_failover_state`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailoverState {
+    None,
+    Started,
+    CheckSlave,
+    PauseWrite,
+    WaitSync,
+    Switching,
+    Success,
+    Failed,
+}
+
+impl FailoverState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailoverState::None => "none",
+            FailoverState::Started => "started",
+            FailoverState::CheckSlave => "check_slave",
+            FailoverState::PauseWrite => "pause_write",
+            FailoverState::WaitSync => "wait_sync",
+            FailoverState::Switching => "switching",
+            FailoverState::Success => "success",
+            FailoverState::Failed => "failed",
+        }
+    }
+
+    fn from_u8(v: u8) -> FailoverState {
+        match v {
+            1 => FailoverState::Started,
+            2 => FailoverState::CheckSlave,
+            3 => FailoverState::PauseWrite,
+            4 => FailoverState::WaitSync,
+            5 => FailoverState::Switching,
+            6 => FailoverState::Success,
+            7 => FailoverState::Failed,
+            _ => FailoverState::None,
+        }
+    }
+
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            FailoverState::None | FailoverState::Success | FailoverState::Failed
+        )
+    }
+}
+
+/// The state of this proxy's failovers.
+#[derive(Debug, Default)]
+pub struct FailoverStatus {
+    state: AtomicU8,
+    running: AtomicBool,
+}
+
+impl FailoverStatus {
+    pub fn state(&self) -> FailoverState {
+        FailoverState::from_u8(self.state.load(Ordering::Acquire))
+    }
+
+    /// Whether a failover is under way.
+    pub fn is_running(&self) -> bool {
+        self.running.load(Ordering::Acquire)
+    }
+
+    /// Records the state a failover entered.
+    pub fn set(&self, state: FailoverState) {
+        self.state.store(state as u8, Ordering::Release);
+    }
+
+    /// Claims the right to run a failover; `false` while another one runs.
+    pub fn try_start(&self) -> bool {
+        !self.running.swap(true, Ordering::AcqRel)
+    }
+
+    /// Frees the next failover.
+    pub fn finished(&self) {
+        self.running.store(false, Ordering::Release);
+    }
+}
