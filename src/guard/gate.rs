@@ -45,13 +45,13 @@ use arc_swap::{ArcSwap, Guard};
 use bytes::Bytes;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
-use tracing::{info, warn};
+use tracing::warn;
 
 use crate::command::{Class, Classified, CommandTable};
 use crate::frame::request::{arguments, RequestHead};
-use crate::guard::control::{self, ControlPolicy};
-use crate::guard::lease::{GrantError, GrantOutcome, Lease, LeaseMode, Term};
-use crate::guard::pause::{Hold, OnDemote, Pause, PauseMode};
+use crate::guard::control::ControlPolicy;
+use crate::guard::lease::{Lease, LeaseMode, Term};
+use crate::guard::pause::{Hold, OnDemote, Pause};
 use crate::guard::role::{Role, Source};
 use crate::guard::verify::Verifier;
 
@@ -221,19 +221,19 @@ pub struct GateParts {
 
 /// Decides, for every request, whether it may pass.
 pub struct Gate {
-    policy: ArcSwap<Policy>,
-    lease: Arc<Lease>,
-    control: ControlPolicy,
+    pub(super) policy: ArcSwap<Policy>,
+    pub(super) lease: Arc<Lease>,
+    pub(super) control: ControlPolicy,
     /// `-<prefix> master lease expired, writes are fenced on this node (epoch `
-    fenced_head: String,
+    pub(super) fenced_head: String,
     /// Password of leasegate's own backend connections; a controller
     /// connection authenticates to the node with it.
-    backend_password: Option<String>,
+    pub(super) backend_password: Option<String>,
     /// Present with `verify.mode: every-write`.
-    verifier: Option<Arc<Verifier>>,
-    pause: Arc<Pause>,
+    pub(super) verifier: Option<Arc<Verifier>>,
+    pub(super) pause: Arc<Pause>,
     /// The node's role: demotion, writes in flight, and every lease change.
-    role: Arc<Role>,
+    pub(super) role: Arc<Role>,
     pub metrics: GateMetrics,
     last_log_only_warning: AtomicU64,
     last_unknown_outcome_warning: AtomicU64,
@@ -245,12 +245,8 @@ impl std::fmt::Debug for Gate {
     }
 }
 
-/// What a controller-authenticated AUTH/HELLO turns into.
-const INFO_REPLICATION: &[u8] = b"*2\r\n$4\r\nINFO\r\n$11\r\nreplication\r\n";
-const OK: &[u8] = b"+OK\r\n";
+pub(super) const OK: &[u8] = b"+OK\r\n";
 const CLIENT_REPLY_REFUSED: &[u8] = b"-ERR leasegate does not support CLIENT REPLY OFF|SKIP: every request must be answered for replies to stay in order\r\n";
-const CONTROL_PASSWORD_MISPLACED: &[u8] =
-    b"-ERR syntax error (the control password is accepted only as AUTH's password)\r\n";
 const PAUSE_BUFFER_FULL: &[u8] = b"-TRYAGAIN write pause buffer full\r\n";
 const EXECABORT_LEASE: &[u8] =
     b"-EXECABORT Transaction discarded because the master lease expired\r\n";
@@ -349,45 +345,6 @@ impl Gate {
             return client_reply(r);
         }
         Verdict::Forward
-    }
-
-    /// `CLIENT PAUSE <timeout_ms> [WRITE|ALL]` / `CLIENT UNPAUSE` from the
-    /// controller pause this proxy (not the node). Others' are forwarded.
-    #[cold]
-    fn client_pause(&self, r: &Admission<'_>) -> Verdict {
-        if r.head.sub.is(b"unpause") {
-            info!("CLIENT UNPAUSE from the controller");
-            self.pause.unpause();
-            return Verdict::Reply(Bytes::from_static(OK));
-        }
-        let args = arguments(r.bytes, r.head.inline);
-        let Some(timeout) = args
-            .get(2)
-            .and_then(|a| std::str::from_utf8(a).ok())
-            .and_then(|a| a.parse::<u64>().ok())
-        else {
-            return Verdict::Reply(Bytes::from_static(
-                b"-ERR timeout is not an integer or out of range\r\n",
-            ));
-        };
-        let mode = match args.get(3) {
-            None => PauseMode::All,
-            Some(m) => match PauseMode::parse(m) {
-                Some(mode) => mode,
-                None => return Verdict::Reply(Bytes::from_static(b"-ERR syntax error\r\n")),
-            },
-        };
-        if args.len() > 4 {
-            return Verdict::Reply(Bytes::from_static(b"-ERR syntax error\r\n"));
-        }
-        info!(
-            timeout_ms = timeout,
-            ?mode,
-            "CLIENT PAUSE from the controller"
-        );
-        self.pause
-            .pause(std::time::Duration::from_millis(timeout), mode);
-        Verdict::Reply(Bytes::from_static(OK))
     }
 
     pub fn pause(&self) -> &Arc<Pause> {
@@ -580,149 +537,6 @@ impl Gate {
         }
         Some(UNKNOWN_OUTCOME)
     }
-
-    /// Commands leasegate answers itself.
-    #[cold]
-    fn intercept(&self, r: &Admission<'_>) -> Verdict {
-        if !r.control {
-            self.metrics.control_refused.inc();
-            return Verdict::Reply(Bytes::from_static(control::NOPERM));
-        }
-        // The only intercepted command today: CLUSTERX HEARTBEAT.
-        let received = self.lease.now();
-        let args = arguments(r.bytes, r.head.inline);
-        let grant = match control::parse_heartbeat(&args) {
-            Ok(g) => g,
-            Err(e) => return self.heartbeat_refused(&e),
-        };
-        match self.role.grant(&grant, received, Source::Heartbeat) {
-            Ok(outcome) => {
-                self.metrics.heartbeats.inc();
-                Verdict::Rewrite {
-                    request: Bytes::from_static(INFO_REPLICATION),
-                    answer: Answer::Heartbeat {
-                        renewed: outcome == GrantOutcome::Renewed,
-                    },
-                }
-            }
-            Err(e @ GrantError::EpochMismatch { .. }) | Err(e @ GrantError::InvalidTtl) => {
-                self.heartbeat_refused(&format!("ERR {e}"))
-            }
-            Err(e @ GrantError::UnknownNodeId) => self.heartbeat_refused(&format!("ERR {e}")),
-        }
-    }
-
-    fn heartbeat_refused(&self, text: &str) -> Verdict {
-        self.metrics.heartbeats_refused.inc();
-        Verdict::Reply(Bytes::from(format!("-{text}\r\n")))
-    }
-
-    /// The heartbeat reply: an INFO-format bulk string built from the node's
-    /// `INFO replication` reply (`node_reply`, a complete RESP frame) and the lease.
-    pub fn heartbeat_reply(&self, node_reply: &[u8], renewed: bool) -> Bytes {
-        let info = crate::kvrocks::topology::Replication::parse_info_frame(node_reply);
-        let lease = self.lease.snapshot();
-        let nonce = self.lease.issue_nonce();
-        let remaining = if lease.remaining_ms == u64::MAX {
-            0
-        } else {
-            lease.remaining_ms
-        };
-        let body = format!(
-            "# Lease\r\nrole:{}\r\nsequence:{}\r\nlease_epoch:{}\r\nlease_remaining_ms:{}\r\nlease_nonce:{}\r\nlease_renewed:{}\r\nlease_owner:{}\r\nlease_mode:{}\r\ncluster_failover_state:{}\r\n",
-            info.role.as_deref().unwrap_or("unknown"),
-            info.offset.unwrap_or(0),
-            lease.epoch,
-            remaining,
-            nonce,
-            u8::from(renewed),
-            lease.owner.as_deref().unwrap_or(""),
-            serde_json::to_value(lease.mode).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
-            self.role.failover.state().as_str(),
-        );
-        Bytes::from(format!("${}\r\n{}\r\n", body.len(), body))
-    }
-
-    /// Whether an AUTH or HELLO request carries the control password. If so,
-    /// the connection becomes the controller's and the returned verdict says
-    /// what reaches the node instead (the control password never does).
-    #[cold]
-    pub fn authenticate(&self, head: &RequestHead, bytes: &[u8]) -> Option<(Verdict, bool)> {
-        if !(head.name.is(b"auth") || head.name.is(b"hello")) {
-            return None;
-        }
-        let args = arguments(bytes, head.inline);
-        let password_at = if head.name.is(b"auth") {
-            // AUTH password | AUTH username password
-            matches!(args.len(), 2 | 3).then(|| args.len() - 1)
-        } else {
-            hello_password_at(&args)
-        };
-        let Some(at) = password_at.filter(|&i| self.control.is_control_password(&args[i])) else {
-            // Never forwarded, wherever it appears: a misplaced control
-            // password would otherwise reach the node (and its logs).
-            return args
-                .iter()
-                .skip(1)
-                .any(|a| self.control.is_control_password(a))
-                .then(|| {
-                    (
-                        Verdict::Reply(Bytes::from_static(CONTROL_PASSWORD_MISPLACED)),
-                        false,
-                    )
-                });
-        };
-        if head.name.is(b"auth") {
-            let verdict = match &self.backend_password {
-                Some(pw) => Verdict::Rewrite {
-                    request: encode(&[b"AUTH", pw.as_bytes()]),
-                    answer: Answer::Replace(Bytes::from_static(OK)),
-                },
-                None => Verdict::Reply(Bytes::from_static(OK)),
-            };
-            return Some((verdict, true));
-        }
-        // HELLO: drop `AUTH <user> <password>`, or put the node's password there.
-        let auth_at = at - 2;
-        let mut rewritten: Vec<&[u8]> = Vec::with_capacity(args.len());
-        for (i, a) in args.iter().enumerate() {
-            if i == auth_at {
-                if let Some(pw) = &self.backend_password {
-                    rewritten.extend_from_slice(&[b"AUTH", b"default", pw.as_bytes()]);
-                }
-            } else if !(auth_at..=at).contains(&i) {
-                rewritten.push(a);
-            }
-        }
-        Some((
-            Verdict::Rewrite {
-                request: encode(&rewritten),
-                answer: Answer::Hello,
-            },
-            true,
-        ))
-    }
-}
-
-/// The position of the password in `HELLO [protover [AUTH username password]
-/// [SETNAME clientname]]`, parsed by that grammar as Redis does (options in
-/// any order, each taking its arguments), never by searching for the word:
-/// in `HELLO 3 SETNAME auth ...`, `auth` is a client name.
-fn hello_password_at(args: &[Vec<u8>]) -> Option<usize> {
-    let mut i = 2;
-    let mut found = None;
-    while i < args.len() {
-        let more = args.len() - i - 1;
-        if args[i].eq_ignore_ascii_case(b"auth") && more >= 2 {
-            found = Some(i + 2);
-            i += 3;
-        } else if args[i].eq_ignore_ascii_case(b"setname") && more >= 1 {
-            i += 2;
-        } else {
-            return None; // a syntax error the node will report
-        }
-    }
-    found
 }
 
 /// `CLIENT REPLY ON` passes; `OFF` and `SKIP` would make the node leave
@@ -747,17 +561,6 @@ fn client_reply(r: &Admission<'_>) -> Verdict {
 #[inline]
 fn is_acknowledgement(reply: &[u8]) -> bool {
     !matches!(reply, [b'-' | b'!', ..] | b"+QUEUED\r\n" | b"*-1\r\n")
-}
-
-/// Encodes a request as a RESP array of bulk strings.
-fn encode(args: &[&[u8]]) -> Bytes {
-    let mut out = format!("*{}\r\n", args.len()).into_bytes();
-    for a in args {
-        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-        out.extend_from_slice(a);
-        out.extend_from_slice(b"\r\n");
-    }
-    Bytes::from(out)
 }
 
 /// A Gate on a hand-driven clock for unit tests: lease expired, control
@@ -805,6 +608,7 @@ mod tests {
     use super::*;
     use crate::command::Name;
     use crate::frame::request::{Limits, RequestFramer};
+    use crate::guard::control::{encode, CONTROL_PASSWORD_MISPLACED, NOPERM};
     use crate::guard::lease::ManualClock;
 
     const ME: &str = "0123456789012345678901234567890123456789";
@@ -904,7 +708,7 @@ mod tests {
         let hb = ["CLUSTERX", "HEARTBEAT", ME, "1000", "3"];
         assert_eq!(
             ask(&gate, &hb, false),
-            Verdict::Reply(Bytes::from_static(control::NOPERM))
+            Verdict::Reply(Bytes::from_static(NOPERM))
         );
         assert!(!gate.lease().write_allowed());
         assert!(

@@ -1,0 +1,237 @@
+//! Moving a session to the new master's leasegate (`pause.on_demote:
+//! forward`) or back home: once the old backend owes nothing, connect (or
+//! take the connection opened ahead while the pause held), replay the
+//! accepted AUTH/HELLO/SELECT/SETNAME, and go on with the held request.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::net::TcpStream;
+use tracing::{debug, warn};
+
+use crate::command::Class;
+use crate::frame::reply::ReplyFramer;
+use crate::frame::request::RequestHead;
+use crate::guard::gate::Verdict;
+
+use super::state::{Expect, Owed, Stall, Watch, WriteTicket};
+use super::{Session, SessionContext};
+
+const CANNOT_MOVE: &[u8] = b"-ERR leasegate: this node was demoted during a failover and this connection cannot be moved; reconnect\r\n";
+
+/// A connection opened ahead of a hand-over, while a failover pauses writes.
+pub(super) enum Preconnect {
+    Opening(
+        Arc<str>,
+        std::pin::Pin<
+            Box<
+                dyn std::future::Future<
+                        Output = Result<TcpStream, crate::proxy::backend::BackendError>,
+                    > + Send,
+            >,
+        >,
+    ),
+    Open(Arc<str>, TcpStream),
+    /// The hand-over will connect (and report) itself.
+    Failed,
+}
+
+impl Preconnect {
+    /// A failover is under way and the session holds a paused write: open
+    /// the connection to the likely new master now, so the hand-over after
+    /// the switch costs no connect. Dropped when released without a move.
+    pub(super) fn plan(this: &mut Option<Preconnect>, s: &Session, ctx: &SessionContext) {
+        if this.is_none() && s.held_by_pause() {
+            if let Some(to) = ctx.gate.role().handover_target() {
+                let (addr, timeout) = (Arc::clone(&to), ctx.connect_timeout);
+                let connecting =
+                    async move { crate::proxy::backend::connect(&addr, timeout).await };
+                *this = Some(Preconnect::Opening(to, Box::pin(connecting)));
+            }
+        } else if matches!(s.stall, Stall::None) {
+            *this = None;
+        }
+    }
+
+    /// The connection attempt finished.
+    pub(super) fn opened(
+        this: &mut Option<Preconnect>,
+        result: Result<TcpStream, crate::proxy::backend::BackendError>,
+    ) {
+        *this = match (this.take(), result) {
+            (Some(Preconnect::Opening(to, _)), Ok(stream)) => Some(Preconnect::Open(to, stream)),
+            // The hand-over will connect again (and report a failure).
+            (Some(Preconnect::Opening(..)), Err(_)) => Some(Preconnect::Failed),
+            (other, _) => other,
+        };
+    }
+
+    /// The open connection, if it goes where the session moves.
+    pub(super) fn take_for(this: &mut Option<Preconnect>, target: &Move) -> Option<TcpStream> {
+        match (target, this.take()) {
+            (Move::Away(addr), Some(Preconnect::Open(to, stream))) if to == *addr => Some(stream),
+            _ => None,
+        }
+    }
+}
+
+/// Where a session moves at a hand-over.
+#[derive(Debug, Clone)]
+pub(super) enum Move {
+    /// To the new master's leasegate at this address.
+    Away(Arc<str>),
+    /// Back to this proxy's own node (it is master again).
+    Home,
+}
+
+/// What is replayed on the new connection at a hand-over: the last AUTH,
+/// HELLO, SELECT and CLIENT SETNAME the node accepted, as the client sent them.
+#[derive(Debug, Default)]
+pub(super) struct Replay {
+    pub(super) auth: Option<Bytes>,
+    pub(super) hello: Option<Bytes>,
+    pub(super) select: Option<Bytes>,
+    pub(super) setname: Option<Bytes>,
+}
+
+/// Which connection state a request sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ReplaySlot {
+    Auth,
+    Hello,
+    Select,
+    SetName,
+}
+
+impl ReplaySlot {
+    #[inline]
+    pub(super) fn of(head: &RequestHead) -> Option<ReplaySlot> {
+        let name = &head.name;
+        if name.is(b"auth") {
+            Some(ReplaySlot::Auth)
+        } else if name.is(b"hello") {
+            Some(ReplaySlot::Hello)
+        } else if name.is(b"select") {
+            Some(ReplaySlot::Select)
+        } else if name.is(b"client") && head.sub.is(b"setname") {
+            Some(ReplaySlot::SetName)
+        } else {
+            None
+        }
+    }
+}
+
+impl Replay {
+    pub(super) fn slot(&mut self, slot: ReplaySlot) -> &mut Option<Bytes> {
+        match slot {
+            ReplaySlot::Auth => &mut self.auth,
+            ReplaySlot::Hello => &mut self.hello,
+            ReplaySlot::Select => &mut self.select,
+            ReplaySlot::SetName => &mut self.setname,
+        }
+    }
+}
+
+/// Moving a session to the new master's leasegate (`pause.on_demote: forward`).
+impl Session {
+    /// Where to move, once nothing is owed by the current backend any more.
+    pub(super) fn handover_ready(&mut self) -> Option<Move> {
+        if !matches!(self.stall, Stall::HandingOver(_)) {
+            return None;
+        }
+        if self.pubsub
+            || self.monitor
+            || self.owed.iter().any(|o| {
+                matches!(
+                    o,
+                    Owed::Reply(Expect::Write(WriteTicket { blocking: true, .. }))
+                )
+            })
+        {
+            // A subscriber or a blocked client cannot be moved transparently.
+            self.owe_local(Bytes::from_static(CANNOT_MOVE));
+            self.owed.push_back(Owed::Close);
+            self.stall = Stall::None;
+            self.stop_reading = true;
+            self.settle();
+            return None;
+        }
+        if !self.to_backend.is_empty() || !self.awaits_nothing() {
+            return None;
+        }
+        if self.transaction.is_open() {
+            // The node confirmed a MULTI sent before the move was decided:
+            // the request is queued there (see `in_transaction`).
+            self.stall = Stall::None;
+            self.on_client_data();
+            return None;
+        }
+        match std::mem::replace(&mut self.stall, Stall::None) {
+            Stall::HandingOver(target) => Some(target),
+            other => {
+                self.stall = other;
+                None
+            }
+        }
+    }
+
+    /// Connects to where the session moves and replays the connection
+    /// state. On failure the held request is refused and the session stays
+    /// where it is.
+    pub(super) async fn hand_over(
+        &mut self,
+        target: Move,
+        ready: Option<TcpStream>,
+        home: &str,
+        timeout: std::time::Duration,
+    ) -> Option<TcpStream> {
+        let addr = match &target {
+            Move::Away(addr) => addr.as_ref(),
+            Move::Home => home,
+        };
+        let connected = match ready {
+            Some(stream) => Ok(stream),
+            None => crate::proxy::backend::connect(addr, timeout).await,
+        };
+        match connected {
+            Ok(stream) => {
+                debug!(%addr, ?target, "session moved");
+                self.handed_over = matches!(target, Move::Away(_));
+                if self.watch == Watch::On {
+                    self.watch = Watch::Broken;
+                }
+                self.from_backend.clear();
+                self.replies = ReplyFramer::new();
+                // Kept for the next move (a session may move again, and back).
+                let r = &self.replay;
+                let replay: Vec<Bytes> = [&r.auth, &r.hello, &r.select, &r.setname]
+                    .into_iter()
+                    .flatten()
+                    .cloned()
+                    .collect();
+                for request in replay {
+                    self.to_backend.extend_from_slice(&request);
+                    self.owed
+                        .push_back(Owed::Reply(Expect::Replace(Bytes::new())));
+                }
+                Some(stream)
+            }
+            Err(e) => {
+                warn!(%addr, error = %e, "cannot move the session to the new master");
+                if let Some(held) = self.requests_head() {
+                    let reply = Bytes::from(format!(
+                        "-TRYAGAIN cannot reach the new master at {addr}: {e}\r\n"
+                    ));
+                    self.carry_out(held, Class::Write, Verdict::Reply(reply), None);
+                }
+                None
+            }
+        }
+    }
+
+    /// Frames the request at the head of `from_client` again (it was framed
+    /// once and left there for the hand-over).
+    pub(super) fn requests_head(&mut self) -> Option<RequestHead> {
+        self.requests.next(&self.from_client).ok().flatten()
+    }
+}

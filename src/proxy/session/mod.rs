@@ -1,0 +1,330 @@
+//! A session: one client connection paired with one backend connection.
+//!
+//! This is the hot path, together with [`crate::guard::gate`]. Pairing connections
+//! 1:1 is what makes the proxy transparent: SELECT, AUTH, HELLO 3,
+//! MULTI/EXEC/WATCH, SUBSCRIBE, blocking commands and MONITOR keep their
+//! per-connection meaning on the node.
+//!
+//! One task drives both directions without blocking on either:
+//!
+//! * client → backend: read what is available, frame every complete request,
+//!   classify it, ask the Gate, and forward the admitted requests' original
+//!   bytes in one write;
+//! * backend → client: frame replies and write them back in batches.
+//!
+//! The `owed` queue holds, in request order, what the client is owed: a
+//! backend reply, or a local reply (a rejection) that must wait until every
+//! earlier backend reply has been written. RESP3 push frames and RESP2 pub/sub
+//! messages answer no request and take no place in it.
+//!
+//! **State follows the node's replies.** What the session believes about the
+//! node's connection is a handful of enums with single transitions
+//! ([`Transaction`], [`Watch`], [`Stall`], [`Peer`]). Whatever depends on a
+//! command taking effect changes when the node's reply says it did: a
+//! transaction is open once MULTI got `+OK` (until then writes are judged as
+//! writes, the safe reading should MULTI fail), WATCH is in force once it got
+//! `+OK`, and role changes and node ids seen passing are applied by the Gate
+//! on `+OK`. A write's success reply is itself checked: it reaches the client
+//! only if the lease held from the write's admission to the reply.
+//!
+//! **Backpressure.** A client that does not read its replies stops being
+//! read once its unsent replies (from the node and local ones) pass
+//! `limits.max_client_output_bytes`; a held request stops reading too, so
+//! what the proxy keeps per connection is bounded.
+//!
+//! A request the Gate holds stays at the head of the client buffer and stops
+//! only this connection; when its wait ends it is asked about again. A
+//! hand-over swaps the backend connection (to the new master's leasegate, or
+//! back home) once every reply owed by the old one has arrived, replaying
+//! AUTH, HELLO, SELECT and CLIENT SETNAME first.
+
+mod handover;
+mod reading;
+mod replies;
+mod state;
+#[cfg(test)]
+mod tests;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use crate::frame::reply::ReplyFramer;
+use crate::frame::request::{Limits, RequestFramer};
+use crate::guard::gate::{Gate, Wait};
+use handover::{Preconnect, Replay};
+#[cfg(test)]
+use reading::DISCARD;
+use state::{Expect, Held, Owed, Peer, Stall, Transaction, Watch, WriteTicket};
+
+/// Stop reading from the client while this much is queued for the backend.
+const HIGH_WATER: usize = 4 * 1024 * 1024;
+/// Read buffers grow by at least this much.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Stands in for the wait of a session that holds nothing (that select branch is disabled).
+const NO_WAIT: Wait = Wait::Verification(0);
+
+/// What a session needs from the proxy.
+#[derive(Debug)]
+pub struct SessionContext {
+    pub gate: Arc<Gate>,
+    pub limits: Limits,
+    /// `limits.max_client_output_bytes`: past this much unsent reply data a
+    /// client is not read from (nor its node replies) until it reads.
+    pub max_client_output: usize,
+    /// Bound on opening a connection to the new master's leasegate at a hand-over.
+    pub connect_timeout: std::time::Duration,
+    /// This proxy's node, where moved sessions return when it is master again.
+    pub backend_addr: String,
+}
+
+/// Per-connection protocol state, independent of the sockets.
+struct Session {
+    from_client: BytesMut,
+    to_backend: BytesMut,
+    from_backend: BytesMut,
+    to_client: BytesMut,
+    requests: RequestFramer,
+    replies: ReplyFramer,
+    owed: VecDeque<Owed>,
+    /// Bytes of the local replies in `owed` (not yet in `to_client`).
+    owed_local: usize,
+    resp3: bool,
+    /// RESP2 subscribe mode, and the subscription counts the node reported.
+    pubsub: bool,
+    subscriptions: i64,
+    shard_subscriptions: i64,
+    monitor: bool,
+    transaction: Transaction,
+    /// MULTIs sent so far (numbers them, so a late reply finds its own).
+    multis: u64,
+    watch: Watch,
+    peer: Peer,
+    stall: Stall,
+    /// Bytes at the head of `from_client` that arrived before a mastership
+    /// confirmation was requested (pipelined writes share it).
+    confirmed: usize,
+    /// Moved to the new master's leasegate, which judges requests from now on.
+    handed_over: bool,
+    /// Connection state replayed on the new connection at a hand-over.
+    replay: Replay,
+    /// The decision point every request is put to.
+    gate: Arc<Gate>,
+    /// `limits.max_client_output_bytes`.
+    max_output: usize,
+    /// A protocol error was found: no more requests are read.
+    stop_reading: bool,
+    /// Everything owed has been queued: close once `to_client` is written.
+    closing: bool,
+}
+
+/// Runs one client connection to completion.
+pub async fn serve(
+    mut client: TcpStream,
+    backend: TcpStream,
+    ctx: Arc<SessionContext>,
+    shutdown: CancellationToken,
+) {
+    let mut s = Session::new(ctx.limits, Arc::clone(&ctx.gate), ctx.max_client_output);
+    if client
+        .peer_addr()
+        .is_ok_and(|peer| ctx.gate.trusts_peer(peer.ip()))
+    {
+        s.peer = Peer::Trusted;
+    }
+    let (mut client_rx, mut client_tx) = client.split();
+    let (mut backend_rx, mut backend_tx) = backend.into_split();
+    let mut client_eof = false;
+    let mut backend_eof = false;
+    let mut draining = false;
+    let mut preconnect: Option<Preconnect> = None;
+    // Created once: a fresh `cancelled()` per iteration would register with,
+    // and leave, the token's shared waiter list on every request.
+    let mut shutdown = std::pin::pin!(shutdown.cancelled_owned());
+
+    loop {
+        if s.finished(client_eof || draining, backend_eof) {
+            break;
+        }
+        if let Some(target) = s.handover_ready() {
+            let ready = Preconnect::take_for(&mut preconnect, &target);
+            match s
+                .hand_over(target, ready, &ctx.backend_addr, ctx.connect_timeout)
+                .await
+            {
+                Some(stream) => {
+                    (backend_rx, backend_tx) = stream.into_split();
+                    backend_eof = false;
+                    s.on_client_data();
+                }
+                None => s.on_client_data(),
+            }
+            continue;
+        }
+        Preconnect::plan(&mut preconnect, &s, &ctx);
+        let opening = matches!(preconnect, Some(Preconnect::Opening(..)));
+        let read_client = !(client_eof || draining) && s.wants_requests();
+        let holding = matches!(s.stall, Stall::Held(_));
+        let read_backend = !backend_eof && s.to_client.len() < s.max_output;
+        reserve(&mut s.from_client);
+        reserve(&mut s.from_backend);
+
+        tokio::select! {
+            biased;
+            r = client_tx.write_buf(&mut s.to_client), if !s.to_client.is_empty() => {
+                if r.is_err() || r.is_ok_and(|n| n == 0) {
+                    break;
+                }
+            }
+            r = backend_tx.write_buf(&mut s.to_backend), if !s.to_backend.is_empty() => {
+                if r.is_err() || r.is_ok_and(|n| n == 0) {
+                    break;
+                }
+            }
+            r = backend_rx.read_buf(&mut s.from_backend), if read_backend => match r {
+                Ok(0) | Err(_) => backend_eof = true,
+                Ok(_) => {
+                    if let Err(e) = s.on_backend_data() {
+                        debug!(error = %e, "closing session");
+                        break;
+                    }
+                }
+            },
+            r = async {
+                match preconnect.as_mut() {
+                    Some(Preconnect::Opening(_, connecting)) => connecting.as_mut().await,
+                    _ => std::future::pending().await,
+                }
+            }, if opening => Preconnect::opened(&mut preconnect, r),
+            r = ctx.gate.wait(s.stall.wait()), if holding => {
+                s.release(r);
+            }
+            r = client_rx.read_buf(&mut s.from_client), if read_client => match r {
+                Ok(0) | Err(_) => client_eof = true,
+                Ok(_) => s.on_client_data(),
+            },
+            // Last: polled only when nothing else is ready.
+            _ = &mut shutdown, if !draining => draining = true,
+        }
+    }
+    let _ = client_tx.shutdown().await;
+}
+
+/// Makes room for the next read.
+#[inline]
+fn reserve(buf: &mut BytesMut) {
+    if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+        buf.reserve(READ_CHUNK);
+    }
+}
+
+impl Session {
+    fn new(limits: Limits, gate: Arc<Gate>, max_output: usize) -> Session {
+        Session {
+            from_client: BytesMut::with_capacity(READ_CHUNK),
+            to_backend: BytesMut::with_capacity(READ_CHUNK),
+            from_backend: BytesMut::with_capacity(READ_CHUNK),
+            to_client: BytesMut::with_capacity(READ_CHUNK),
+            requests: RequestFramer::new(limits),
+            replies: ReplyFramer::new(),
+            owed: VecDeque::new(),
+            owed_local: 0,
+            resp3: false,
+            pubsub: false,
+            subscriptions: 0,
+            shard_subscriptions: 0,
+            monitor: false,
+            transaction: Transaction::None,
+            multis: 0,
+            watch: Watch::Off,
+            peer: Peer::Ordinary,
+            stall: Stall::None,
+            confirmed: 0,
+            handed_over: false,
+            replay: Replay::default(),
+            gate,
+            max_output,
+            stop_reading: false,
+            closing: false,
+        }
+    }
+
+    /// Whether the session has nothing left to do.
+    fn finished(&self, no_more_requests: bool, backend_eof: bool) -> bool {
+        let written = self.to_client.is_empty();
+        if self.closing || backend_eof {
+            return written;
+        }
+        no_more_requests
+            && written
+            && matches!(self.stall, Stall::None)
+            && self.to_backend.is_empty()
+            && self.awaits_nothing()
+    }
+
+    /// Whether to read more requests from the client: not while one is
+    /// held or the session is moving (what it sent stays in its socket), nor
+    /// while its unsent replies are over the bound (backpressure: a client
+    /// that does not read cannot grow the proxy), nor while the node is slow
+    /// to take what was forwarded.
+    #[inline]
+    fn wants_requests(&self) -> bool {
+        !self.stop_reading
+            && matches!(self.stall, Stall::None)
+            && self.to_backend.len() < HIGH_WATER
+            && self.to_client.len() + self.owed_local < self.max_output
+    }
+
+    /// No backend reply is owed (streams such as pub/sub and MONITOR owe none).
+    fn awaits_nothing(&self) -> bool {
+        !self.owed.iter().any(|o| matches!(o, Owed::Reply(_)))
+    }
+
+    /// Queues a local reply in the request's place.
+    fn owe_local(&mut self, reply: Bytes) {
+        self.owed_local += reply.len();
+        self.owed.push_back(Owed::Local(reply));
+    }
+
+    /// Takes `len` bytes of handled request off the client buffer.
+    #[inline]
+    fn consume(&mut self, len: usize) {
+        self.from_client.advance(len);
+        self.confirmed = self.confirmed.saturating_sub(len);
+    }
+
+    /// Whether the session holds a request for a pause (not for a verification).
+    fn held_by_pause(&self) -> bool {
+        matches!(
+            self.stall,
+            Stall::Held(Held {
+                wait: Wait::Pause(_),
+                ..
+            })
+        )
+    }
+
+    /// EXEC's reply when a WATCH failed.
+    fn null_reply(&self) -> Bytes {
+        Bytes::from_static(if self.resp3 { b"_\r\n" } else { b"*-1\r\n" })
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        for owed in &self.owed {
+            if matches!(
+                owed,
+                Owed::Reply(Expect::Write(WriteTicket { counted: true, .. }))
+            ) {
+                self.gate.role().write_in_flight(false);
+            }
+        }
+    }
+}

@@ -1,0 +1,402 @@
+//! Client → backend: frame every complete request, classify it, put it to
+//! the Gate, and carry out the verdict (forward, answer locally, hold, or
+//! move the session), keeping the transaction and in-flight accounting.
+
+use bytes::Bytes;
+use tracing::debug;
+
+use crate::command::{Class, Name};
+use crate::frame::request::{arguments, RequestHead};
+use crate::guard::gate::{Admission, Answer, Effect, Gate, Policy, Verdict, Wait};
+
+use super::handover::{Move, Replay, ReplaySlot};
+use super::state::{Expect, Held, Owed, Peer, Stall, Transaction, Watch, WriteTicket};
+use super::Session;
+
+const EXECABORT_PREVIOUS_ERRORS: &[u8] =
+    b"-EXECABORT Transaction discarded because of previous errors.\r\n";
+pub(super) const DISCARD: &[u8] = b"*1\r\n$7\r\nDISCARD\r\n";
+
+impl Session {
+    /// Frames, classifies and admits every complete request the client sent,
+    /// in order, until one is held.
+    pub(super) fn on_client_data(&mut self) {
+        if !matches!(self.stall, Stall::None) {
+            return; // framing resumes when the held request is released
+        }
+        let policy = self.gate.policy();
+        while !self.stop_reading {
+            let head = match self.requests.next(&self.from_client) {
+                Ok(Some(head)) => head,
+                Ok(None) => break,
+                Err(e) => {
+                    debug!(error = %e, "client protocol error");
+                    self.owe_local(e.reply());
+                    self.owed.push_back(Owed::Close);
+                    self.stop_reading = true;
+                    self.from_client.clear();
+                    break;
+                }
+            };
+            if head.argc == 0 {
+                // Ignored by the node as well: nothing to forward, nothing owed.
+                self.consume(head.len);
+                continue;
+            }
+            if !self.admit(&policy, head, false) {
+                break;
+            }
+        }
+        self.settle();
+    }
+
+    /// Puts the request at the head of `from_client` to the Gate and carries
+    /// out the verdict. Returns `false` when the request is held.
+    #[inline]
+    pub(super) fn admit(&mut self, policy: &Policy, head: RequestHead, verified: bool) -> bool {
+        let bytes = &self.from_client[..head.len];
+        let command = policy.commands.classify(&head.name, &head.sub);
+        let class = self.gated_class(&head, command.class);
+        let blocking = class == Class::Write && is_blocking(&head, bytes);
+        // A write is counted in flight *before* the Gate looks at the pause,
+        // and the failover pauses before it reads the count: whichever comes
+        // second sees the other, so no write slips past a failover's count.
+        let counted = class == Class::Write && !self.handed_over && !self.monitor && !blocking;
+        if counted {
+            self.gate.role().write_in_flight(true);
+        }
+        let verdict = match authenticate(&self.gate, &head, bytes) {
+            Some((verdict, control)) => {
+                if control {
+                    self.peer = self.peer.max_control();
+                }
+                verdict
+            }
+            None => self.gate.admit(&Admission {
+                class,
+                command,
+                head: &head,
+                bytes,
+                control: self.peer != Peer::Ordinary,
+                verified,
+                covered: head.len <= self.confirmed,
+                handed_over: self.handed_over,
+                buffered: self.from_client.len(),
+            }),
+        };
+        let forwarded = matches!(verdict, Verdict::Forward);
+        if counted && !forwarded {
+            self.gate.role().write_in_flight(false);
+        }
+        // Taken after the Gate's lease check and before the write goes out:
+        // the node applies it later, within this term if it is acknowledged.
+        let write = (class == Class::Write && forwarded).then(|| WriteTicket {
+            blocking,
+            counted,
+            term: if self.handed_over {
+                None
+            } else {
+                self.gate.write_term()
+            },
+        });
+        self.carry_out(head, command.class, verdict, write)
+    }
+
+    /// Carries out a verdict for the request at the head of `from_client`.
+    /// `class` is the command's own class; `write` is set for a forwarded
+    /// request the Gate judged as a write.
+    pub(super) fn carry_out(
+        &mut self,
+        head: RequestHead,
+        class: Class,
+        verdict: Verdict,
+        write: Option<WriteTicket>,
+    ) -> bool {
+        if matches!(verdict, Verdict::Forward)
+            && self.transaction.is_none()
+            && self.watch != Watch::Broken
+        {
+            // The common case, kept short: the request goes as it came.
+            self.to_backend
+                .extend_from_slice(&self.from_client[..head.len]);
+            self.forwarded(&head, class, write);
+            self.consume(head.len);
+            return true;
+        }
+        match self.in_transaction(&head, verdict) {
+            Step::Hold(wait) => {
+                let arrived = self.from_client.len();
+                self.stall = Stall::Held(Held {
+                    head,
+                    class,
+                    wait,
+                    arrived,
+                });
+                return false;
+            }
+            Step::HandOver(target) => {
+                // The request stays at the head until the session has moved.
+                self.stall = Stall::HandingOver(target);
+                return false;
+            }
+            Step::Forward
+                if self.watch == Watch::Broken
+                    && head.name.is(b"exec")
+                    && !self.transaction.is_none() =>
+            {
+                // The WATCH was on the old node: the transaction fails as a
+                // WATCH conflict would, and nothing of it is applied.
+                if write.is_some_and(|w| w.counted) {
+                    self.gate.role().write_in_flight(false);
+                }
+                self.to_backend.extend_from_slice(DISCARD);
+                self.owed
+                    .push_back(Owed::Reply(Expect::Replace(self.null_reply())));
+                self.transaction = Transaction::None;
+                self.watch = Watch::Off;
+            }
+            Step::Forward => {
+                self.to_backend
+                    .extend_from_slice(&self.from_client[..head.len]);
+                self.forwarded(&head, class, write);
+            }
+            Step::Observe(effect) => {
+                self.to_backend
+                    .extend_from_slice(&self.from_client[..head.len]);
+                self.owed.push_back(Owed::Reply(Expect::Observe(effect)));
+            }
+            Step::Rewrite(request, answer) => {
+                self.to_backend.extend_from_slice(&request);
+                self.owed.push_back(Owed::Reply(answer.into()));
+            }
+            Step::Answer(reply) => self.owe_local(reply),
+            Step::Discard(reply) => {
+                // The backend holds an open transaction: close it without
+                // applying it, and answer EXEC with `reply`.
+                self.to_backend.extend_from_slice(DISCARD);
+                self.owed.push_back(Owed::Reply(Expect::Replace(reply)));
+                self.transaction = Transaction::None;
+                self.watch = Watch::Off; // DISCARD unwatches on the node
+            }
+        }
+        self.consume(head.len);
+        true
+    }
+
+    /// The wait of a held request is over: ask again (or refuse), then go on
+    /// with the requests behind it.
+    pub(super) fn release(&mut self, outcome: Result<(), Bytes>) {
+        let Stall::Held(held) = std::mem::replace(&mut self.stall, Stall::None) else {
+            return;
+        };
+        // Only a confirmation verifies; a pause's end does not.
+        let verified = matches!(held.wait, Wait::Verification(_));
+        if outcome.is_ok() && verified {
+            self.confirmed = held.arrived;
+        }
+        // The old place in the pause buffer is given up before asking again.
+        drop(held.wait);
+        let admitted = match outcome {
+            Ok(()) => self.admit(&self.gate.policy(), held.head, verified),
+            Err(reply) => self.carry_out(held.head, held.class, Verdict::Reply(reply), None),
+        };
+        if admitted {
+            self.on_client_data();
+        } else {
+            self.settle();
+        }
+    }
+
+    /// Inside an open transaction, queued commands are only queued: the Gate
+    /// judges the transaction at EXEC (a write if a queued command was).
+    /// Before the node has confirmed MULTI, writes are judged one by one.
+    #[inline]
+    pub(super) fn gated_class(&self, head: &RequestHead, class: Class) -> Class {
+        match self.transaction {
+            Transaction::None => class,
+            t if head.name.is(b"exec") => {
+                if t.has_writes() {
+                    Class::Write
+                } else {
+                    class
+                }
+            }
+            t if t.is_open() && class == Class::Write => Class::Read,
+            _ => class,
+        }
+    }
+
+    /// Book-keeping for a request that goes to the backend as it came.
+    #[inline]
+    pub(super) fn forwarded(
+        &mut self,
+        head: &RequestHead,
+        class: Class,
+        write: Option<WriteTicket>,
+    ) {
+        if class == Class::Write {
+            self.transaction = self.transaction.with_write();
+        }
+        if let Some(ticket) = write {
+            if head.name.is(b"exec") {
+                // An EXEC of queued writes: the transaction ends on the node.
+                self.transaction = Transaction::None;
+                self.watch = Watch::Off;
+            }
+            self.owed.push_back(Owed::Reply(Expect::Write(ticket)));
+            return;
+        }
+        let name = &head.name;
+        let expect = if let Some(slot) = ReplaySlot::of(head) {
+            let request = Bytes::copy_from_slice(&self.from_client[..head.len]);
+            match slot {
+                ReplaySlot::Hello => Expect::Hello(Some(request)),
+                slot => Expect::Remember(slot, request),
+            }
+        } else if name.is(b"multi") {
+            if self.transaction.is_none() {
+                self.multis += 1;
+                self.transaction = Transaction::Queued {
+                    multi: self.multis,
+                    open: false,
+                    writes: false,
+                };
+                Expect::Multi(self.multis)
+            } else {
+                Expect::Plain // nested: the node refuses it, the transaction stays
+            }
+        } else if name.is(b"exec") || name.is(b"discard") {
+            if !self.transaction.is_none() {
+                // EXEC and DISCARD end a transaction and its WATCH; without
+                // MULTI the node refuses them and WATCH stays.
+                self.transaction = Transaction::None;
+                self.watch = Watch::Off;
+            }
+            Expect::Plain
+        } else if name.is(b"watch") {
+            Expect::Watch
+        } else if name.is(b"unwatch") {
+            self.watch = Watch::Off;
+            Expect::Plain
+        } else if name.is(b"reset") {
+            self.transaction = Transaction::None;
+            self.watch = Watch::Off;
+            self.replay = Replay::default();
+            Expect::Reset
+        } else if is_subscribe_family(name, head.argc) {
+            self.owed.push_back(Owed::PubSub);
+            return;
+        } else if name.is(b"monitor") {
+            self.owed.push_back(Owed::Reply(Expect::Plain));
+            self.owed.push_back(Owed::Monitor);
+            return;
+        } else {
+            Expect::Plain
+        };
+        self.owed.push_back(Owed::Reply(expect));
+    }
+
+    /// What a verdict means for a session inside MULTI: a refused EXEC must
+    /// still close the backend's transaction, and a refused queued command
+    /// makes the whole transaction fail at EXEC, as the node would.
+    #[inline]
+    pub(super) fn in_transaction(&mut self, head: &RequestHead, verdict: Verdict) -> Step {
+        if self.transaction.is_none() {
+            return match verdict {
+                Verdict::Forward => Step::Forward,
+                Verdict::Observe(effect) => Step::Observe(effect),
+                Verdict::Reply(reply) => Step::Answer(reply),
+                Verdict::Rewrite { request, answer } => Step::Rewrite(request, answer),
+                Verdict::Hold(wait) => Step::Hold(wait),
+                Verdict::HandOver(addr) => Step::HandOver(Move::Away(addr)),
+                Verdict::ReturnHome => Step::HandOver(Move::Home),
+            };
+        }
+        let exec = head.name.is(b"exec");
+        match verdict {
+            // The transaction is queued on the old node: EXEC fails like a
+            // WATCH conflict and the session moves on its next write; other
+            // commands keep queueing where the transaction is.
+            Verdict::HandOver(_) | Verdict::ReturnHome if exec => Step::Discard(self.null_reply()),
+            Verdict::HandOver(_) | Verdict::ReturnHome if self.transaction.is_open() => {
+                Step::Forward
+            }
+            // MULTI is not confirmed yet: wait for the node's answer before
+            // deciding (see `handover_ready`); forwarding could run the write.
+            Verdict::HandOver(addr) => Step::HandOver(Move::Away(addr)),
+            Verdict::ReturnHome => Step::HandOver(Move::Home),
+            Verdict::Hold(wait) => Step::Hold(wait),
+            Verdict::Rewrite { request, answer } => Step::Rewrite(request, answer),
+            Verdict::Reply(reply) if exec => Step::Discard(reply),
+            Verdict::Reply(reply) => {
+                self.transaction = self.transaction.aborted();
+                Step::Answer(reply)
+            }
+            Verdict::Forward if exec && matches!(self.transaction, Transaction::Aborted { .. }) => {
+                Step::Discard(Bytes::from_static(EXECABORT_PREVIOUS_ERRORS))
+            }
+            Verdict::Forward => Step::Forward,
+            Verdict::Observe(effect) => Step::Observe(effect),
+        }
+    }
+}
+
+/// How the session carries out a verdict.
+pub(super) enum Step {
+    /// The request's bytes go to the backend.
+    Forward,
+    /// The request's bytes go to the backend; the Gate applies the effect
+    /// if the node accepts it.
+    Observe(Effect),
+    /// Nothing is forwarded; the client gets this reply in the request's place.
+    Answer(Bytes),
+    /// EXEC is replaced by DISCARD; the client gets this reply in its place.
+    Discard(Bytes),
+    /// Other bytes are forwarded; the answer is made from the node's reply.
+    Rewrite(Bytes, Answer),
+    /// Nothing yet: the request stays at the head of the buffer.
+    Hold(Wait),
+    /// Move the session first.
+    HandOver(Move),
+}
+
+/// Writes that may block for a long time before they answer (so they are
+/// not counted in flight). XREADGROUP blocks only with a `BLOCK` option.
+#[inline]
+pub(super) fn is_blocking(head: &RequestHead, bytes: &[u8]) -> bool {
+    match head.name.as_bytes() {
+        b"blpop" | b"brpop" | b"brpoplpush" | b"blmove" | b"blmpop" | b"bzpopmin" | b"bzpopmax"
+        | b"bzmpop" => true,
+        b"xreadgroup" | b"xread" => arguments(bytes, head.inline)
+            .iter()
+            .any(|a| a.eq_ignore_ascii_case(b"block")),
+        _ => false,
+    }
+}
+
+/// AUTH/HELLO carrying the control password make the connection the
+/// controller's; the password is checked by the Gate and never forwarded.
+/// Returns what to do instead, and whether the connection is now the
+/// controller's.
+#[inline]
+pub(super) fn authenticate(
+    gate: &Gate,
+    head: &RequestHead,
+    bytes: &[u8],
+) -> Option<(Verdict, bool)> {
+    if !(head.name.is(b"auth") || head.name.is(b"hello")) {
+        return None;
+    }
+    gate.authenticate(head, bytes)
+}
+
+/// SUBSCRIBE-family requests (with their required arguments): in RESP2 their
+/// confirmations, like the messages that follow, answer no request slot.
+#[inline]
+pub(super) fn is_subscribe_family(name: &Name, argc: u64) -> bool {
+    match name.as_bytes() {
+        b"subscribe" | b"psubscribe" | b"ssubscribe" => argc >= 2,
+        b"unsubscribe" | b"punsubscribe" | b"sunsubscribe" => true,
+        _ => false,
+    }
+}

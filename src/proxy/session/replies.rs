@@ -1,0 +1,181 @@
+//! Backend → client: frame every reply, match it to what the client is owed,
+//! apply what the reply says took effect, check write acknowledgements
+//! against the lease, and place local replies where they are owed.
+
+use bytes::Buf;
+
+use crate::frame::reply::{pubsub_frame, PubSubFrame, ReplyHead};
+
+use super::state::{Expect, Owed, Peer, Watch, WriteTicket};
+use super::Session;
+
+/// The reply side.
+impl Session {
+    /// Frames every complete backend reply and queues it (or its replacement)
+    /// for the client, with local replies placed where they are owed.
+    pub(super) fn on_backend_data(&mut self) -> Result<(), crate::frame::reply::ReplyError> {
+        let mut pos = 0;
+        while let Some(head) = self.replies.next(&self.from_backend[pos..])? {
+            let at = pos;
+            pos += head.len;
+            self.on_reply(head, at..pos);
+        }
+        self.from_backend.advance(pos);
+        Ok(())
+    }
+
+    #[inline]
+    pub(super) fn on_reply(&mut self, head: ReplyHead, range: std::ops::Range<usize>) {
+        if !self.answers_request(&head, &range) {
+            self.to_client.extend_from_slice(&self.from_backend[range]);
+            return;
+        }
+        match self.owed.pop_front() {
+            Some(Owed::Reply(Expect::Write(ticket))) => self.on_write_reply(ticket, range),
+            Some(Owed::Reply(Expect::Replace(reply))) => self.to_client.extend_from_slice(&reply),
+            Some(Owed::Reply(Expect::Heartbeat { renewed })) => {
+                let report = self
+                    .gate
+                    .heartbeat_reply(&self.from_backend[range], renewed);
+                self.to_client.extend_from_slice(&report);
+            }
+            Some(Owed::Reply(expect)) => {
+                self.on_state_reply(expect, &head, &range);
+                self.to_client.extend_from_slice(&self.from_backend[range]);
+            }
+            other => {
+                // A reply nobody asked for (the queue's head is always a
+                // backend reply or empty after `settle`): pass it on.
+                if let Some(o) = other {
+                    self.owed.push_front(o);
+                }
+                self.to_client.extend_from_slice(&self.from_backend[range]);
+            }
+        }
+        self.settle();
+    }
+
+    /// A write's reply: counted back, and passed on only if it came while
+    /// the lease it was admitted under still held (else: unknown outcome).
+    #[inline]
+    pub(super) fn on_write_reply(&mut self, ticket: WriteTicket, range: std::ops::Range<usize>) {
+        if ticket.counted {
+            self.gate.role().write_in_flight(false);
+        }
+        if ticket.blocking {
+            self.gate.role().blocking_write_completed();
+        }
+        let reply = &self.from_backend[range];
+        match ticket
+            .term
+            .and_then(|t| self.gate.acknowledgement(t, reply))
+        {
+            Some(instead) => self.to_client.extend_from_slice(instead),
+            None => self.to_client.extend_from_slice(reply),
+        }
+    }
+
+    /// Replies that change what the session knows about the connection.
+    pub(super) fn on_state_reply(
+        &mut self,
+        expect: Expect,
+        head: &ReplyHead,
+        range: &std::ops::Range<usize>,
+    ) {
+        let ok = &self.from_backend[range.clone()] == b"+OK\r\n";
+        match expect {
+            Expect::Multi(n) => self.transaction = self.transaction.on_multi_reply(n, ok),
+            Expect::Watch if ok && self.watch == Watch::Off => self.watch = Watch::On,
+            Expect::Observe(effect) if ok => self.gate.accepted(&effect),
+            Expect::Hello(request) if !matches!(head.kind, b'-' | b'!') => {
+                self.resp3 = head.kind == b'%';
+                if request.is_some() {
+                    self.replay.hello = request;
+                }
+            }
+            Expect::Remember(slot, request) if !matches!(head.kind, b'-' | b'!') => {
+                *self.replay.slot(slot) = Some(request);
+            }
+            Expect::Reset if head.kind == b'+' => {
+                // RESET drops the connection's authentication too.
+                if self.peer == Peer::Control {
+                    self.peer = Peer::Ordinary;
+                }
+                self.resp3 = false;
+                self.pubsub = false;
+                self.monitor = false;
+                self.subscriptions = 0;
+                self.shard_subscriptions = 0;
+            }
+            _ => {}
+        }
+    }
+
+    /// Whether a backend frame answers a request, as opposed to a push, a
+    /// pub/sub message or a MONITOR line. Updates the subscribe-mode state.
+    #[inline]
+    pub(super) fn answers_request(
+        &mut self,
+        head: &ReplyHead,
+        range: &std::ops::Range<usize>,
+    ) -> bool {
+        if head.kind == b'>' {
+            return false;
+        }
+        if self.monitor {
+            // Only RESET's own reply ends a MONITOR stream.
+            let is_reset = &self.from_backend[range.clone()] == b"+RESET\r\n";
+            return is_reset && matches!(self.owed.front(), Some(Owed::Reply(Expect::Reset)));
+        }
+        if !self.pubsub || self.resp3 || head.kind != b'*' {
+            return true;
+        }
+        match pubsub_frame(&self.from_backend[range.clone()]) {
+            None => true,
+            Some(PubSubFrame::Message) => false,
+            Some(PubSubFrame::Subscribed { count, shard }) => {
+                self.set_subscriptions(count, shard);
+                false
+            }
+            Some(PubSubFrame::Unsubscribed { count, shard }) => {
+                self.set_subscriptions(count, shard);
+                if self.subscriptions == 0 && self.shard_subscriptions == 0 {
+                    self.pubsub = false;
+                }
+                false
+            }
+        }
+    }
+
+    pub(super) fn set_subscriptions(&mut self, count: i64, shard: bool) {
+        if shard {
+            self.shard_subscriptions = count;
+        } else {
+            self.subscriptions = count;
+        }
+    }
+
+    /// Writes out local replies and applies mode changes that have reached
+    /// the head of the queue, until a backend reply is owed first.
+    #[inline]
+    pub(super) fn settle(&mut self) {
+        while let Some(front) = self.owed.front() {
+            match front {
+                Owed::Reply(_) => return,
+                Owed::Local(reply) => {
+                    self.owed_local -= reply.len();
+                    self.to_client.extend_from_slice(reply);
+                }
+                Owed::PubSub => self.pubsub = true,
+                Owed::Monitor => self.monitor = true,
+                Owed::Close => {
+                    self.closing = true;
+                    self.owed.clear();
+                    self.owed_local = 0;
+                    return;
+                }
+            }
+            self.owed.pop_front();
+        }
+    }
+}

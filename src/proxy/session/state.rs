@@ -1,0 +1,231 @@
+//! The session's state, as enums with single transitions: what the client
+//! is owed ([`Owed`], [`Expect`]), the transaction and WATCH on the backend
+//! connection as its replies have told, why the session reads no further
+//! ([`Stall`]), and who the peer is ([`Peer`]).
+
+use bytes::Bytes;
+
+use crate::command::Class;
+use crate::frame::request::RequestHead;
+use crate::guard::gate::{Answer, Effect, Wait};
+use crate::guard::lease::Term;
+
+use super::handover::{Move, ReplaySlot};
+use super::NO_WAIT;
+
+/// What the client is owed next, in request order.
+#[derive(Debug)]
+pub(super) enum Owed {
+    /// One backend reply, handled as `Expect` says.
+    Reply(Expect),
+    /// A reply made by the proxy.
+    Local(Bytes),
+    /// A subscribe-family request went out: RESP2 pub/sub frames from here on
+    /// answer no request.
+    PubSub,
+    /// MONITOR was acknowledged: everything from here on is a stream.
+    Monitor,
+    /// Close the connection once everything before this has been written.
+    Close,
+}
+
+#[derive(Debug)]
+pub(super) enum Expect {
+    Plain,
+    /// A write's reply (or an EXEC's with queued writes): counted, and its
+    /// acknowledgement checked against the lease.
+    Write(WriteTicket),
+    /// MULTI number `n`: `+OK` opens the transaction, an error ends it.
+    Multi(u64),
+    /// WATCH: `+OK` puts it in force.
+    Watch,
+    /// A request the Gate observes: its effect applies on `+OK`.
+    Observe(Effect),
+    /// HELLO: the reply's type tells which protocol the connection now
+    /// speaks; a successful HELLO as the client sent it is replayed at a
+    /// hand-over.
+    Hello(Option<Bytes>),
+    /// AUTH, SELECT or CLIENT SETNAME as the client sent it: replayed at a
+    /// hand-over once the node has accepted it.
+    Remember(ReplaySlot, Bytes),
+    /// RESET: the connection is back to its initial state.
+    Reset,
+    /// The backend's reply is swallowed and this one is sent instead
+    /// (EXEC turned into DISCARD).
+    Replace(Bytes),
+    /// A heartbeat's `INFO replication` becomes the lease report.
+    Heartbeat {
+        renewed: bool,
+    },
+}
+
+/// How a forwarded write's reply is handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct WriteTicket {
+    /// BLPOP and the like: not counted in flight (they may block for long),
+    /// but their completion is reported to the failover.
+    pub(super) blocking: bool,
+    /// Counted in writes in flight until the reply comes (not: blocking
+    /// writes, and moved sessions' writes, which the other leasegate counts).
+    pub(super) counted: bool,
+    /// The lease term the write was admitted in; `None` when nothing is
+    /// checked (`lease.mode: disabled`, a moved session).
+    pub(super) term: Option<Term>,
+}
+
+impl From<Answer> for Expect {
+    fn from(a: Answer) -> Expect {
+        match a {
+            Answer::Hello => Expect::Hello(None),
+            Answer::Replace(b) => Expect::Replace(b),
+            Answer::Heartbeat { renewed } => Expect::Heartbeat { renewed },
+        }
+    }
+}
+
+/// MULTI on the backend connection, as its replies have told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Transaction {
+    /// No MULTI went out (or its EXEC/DISCARD did).
+    None,
+    /// MULTI number `multi` went out. `open` once the node answered `+OK`:
+    /// only then are requests queued rather than run, so only then are
+    /// writes judged at EXEC instead of one by one. `writes`: a write was
+    /// queued, so EXEC is a write.
+    Queued {
+        multi: u64,
+        open: bool,
+        writes: bool,
+    },
+    /// The proxy refused a request inside the transaction: EXEC must fail
+    /// (EXECABORT), as the node's own refusal would make it.
+    Aborted { multi: u64, open: bool },
+}
+
+impl Transaction {
+    pub(super) fn is_none(self) -> bool {
+        self == Transaction::None
+    }
+
+    /// The node answered MULTI with `+OK`: requests are queued from now on.
+    pub(super) fn is_open(self) -> bool {
+        matches!(
+            self,
+            Transaction::Queued { open: true, .. } | Transaction::Aborted { open: true, .. }
+        )
+    }
+
+    pub(super) fn has_writes(self) -> bool {
+        matches!(self, Transaction::Queued { writes: true, .. })
+    }
+
+    pub(super) fn multi(self) -> Option<u64> {
+        match self {
+            Transaction::None => None,
+            Transaction::Queued { multi, .. } | Transaction::Aborted { multi, .. } => Some(multi),
+        }
+    }
+
+    /// A write went out inside the transaction.
+    pub(super) fn with_write(self) -> Transaction {
+        match self {
+            Transaction::Queued { multi, open, .. } => Transaction::Queued {
+                multi,
+                open,
+                writes: true,
+            },
+            other => other,
+        }
+    }
+
+    /// The proxy refused a request inside the transaction.
+    pub(super) fn aborted(self) -> Transaction {
+        match self {
+            Transaction::Queued { multi, open, .. } | Transaction::Aborted { multi, open } => {
+                Transaction::Aborted { multi, open }
+            }
+            Transaction::None => Transaction::None,
+        }
+    }
+
+    /// The node answered MULTI number `n`: `+OK` opens, anything else ends it.
+    pub(super) fn on_multi_reply(self, n: u64, accepted: bool) -> Transaction {
+        match (self, accepted) {
+            (t, _) if t.multi() != Some(n) => t,
+            (Transaction::Queued { multi, writes, .. }, true) => Transaction::Queued {
+                multi,
+                open: true,
+                writes,
+            },
+            (Transaction::Aborted { multi, .. }, true) => {
+                Transaction::Aborted { multi, open: true }
+            }
+            (_, _) => Transaction::None,
+        }
+    }
+}
+
+/// WATCH on the backend connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Watch {
+    Off,
+    /// The node confirmed a WATCH.
+    On,
+    /// The session moved while WATCH was in force: the watched keys were
+    /// left behind, so the next EXEC fails as a WATCH conflict would.
+    Broken,
+}
+
+/// Why the session reads no further requests for now.
+#[derive(Debug)]
+pub(super) enum Stall {
+    None,
+    /// The Gate said to hold the request at the head of `from_client`.
+    Held(Held),
+    /// Move the session (to the new master's leasegate, or back home) once
+    /// every reply owed by the current backend has arrived.
+    HandingOver(Move),
+}
+
+/// Who is on the client side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Peer {
+    Ordinary,
+    /// Authenticated with the control password (until RESET).
+    Control,
+    /// Connected from `control.allow_from` (kept across RESET).
+    Trusted,
+}
+
+impl Stall {
+    /// What the held request waits for.
+    pub(super) fn wait(&self) -> &Wait {
+        match self {
+            Stall::Held(held) => &held.wait,
+            _ => &NO_WAIT,
+        }
+    }
+}
+
+impl Peer {
+    /// After a control AUTH: trusted peers stay trusted.
+    pub(super) fn max_control(self) -> Peer {
+        match self {
+            Peer::Trusted => Peer::Trusted,
+            _ => Peer::Control,
+        }
+    }
+}
+
+/// A request the Gate said to hold; it is still at the head of `from_client`
+/// and everything the client sent after it waits behind it.
+#[derive(Debug)]
+pub(super) struct Held {
+    pub(super) head: RequestHead,
+    pub(super) class: Class,
+    pub(super) wait: Wait,
+    /// Bytes the client had sent (from this request on) when it was held:
+    /// every write among them arrived before the confirmation it waits for
+    /// was requested, so that confirmation covers them all.
+    pub(super) arrived: usize,
+}
