@@ -174,15 +174,16 @@ fn a_poll_does_not_undo_a_revocation_at_the_same_version() {
     let redis = RedisServer::start();
     let controller = TestController::start();
     me_master(&controller, 3);
-    let admin = support::free_port();
     let proxy = Proxy::start(
         &redis.addr(),
         &format!(
-            "node_id: {}\nlease:\n  mode: block-write\nadmin:\n  listen: 127.0.0.1:{admin}\n  token: t\n{}",
+            "node_id: {}\nlease:\n  mode: block-write\nadmin:\n  listen: 127.0.0.1:{}\n  token: t\n{}",
             node_id(1),
+            support::free_port(),
             controller.yaml(POLL_MS, TTL_MS)
         ),
     );
+    let admin = proxy.admin_port();
     let mut c = proxy.client();
     set_until(&mut c, "renewed by the poll", |r| *r == Reply::ok());
 

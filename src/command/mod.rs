@@ -31,7 +31,9 @@ use bytes::Bytes;
 pub use crate::frame::name::{Name, NAME_CAP};
 
 mod config;
+mod special;
 pub use config::{ClassName, CommandsConfig};
+pub use special::Special;
 
 /// FNV-1a. Hand-written rather than a crate because it runs once per request
 /// on the hot path over names of a few bytes, where SipHash costs more than
@@ -66,13 +68,17 @@ struct Entry {
     class: Class,
     /// Present when `commands.deny` lists the command: the complete reply.
     denied: Option<Bytes>,
-    subcommands: Vec<(Box<[u8]>, Class)>,
+    special: Special,
+    /// Subcommands with a class (or a tag) of their own.
+    subcommands: Vec<(Box<[u8]>, Class, Special)>,
 }
 
 /// The classification of one request.
 #[derive(Debug, Clone, Copy)]
 pub struct Classified<'t> {
     pub class: Class,
+    /// What else the proxy must know about it.
+    pub special: Special,
     /// The reply to send instead of forwarding, when the command is denied.
     pub denied: Option<&'t Bytes>,
 }
@@ -100,13 +106,37 @@ impl CommandTable {
                 Entry {
                     class: *class,
                     denied: None,
+                    special: Special::None,
                     subcommands: Vec::new(),
                 },
             );
         }
         for (name, sub, class) in table::SUBCOMMANDS {
             if let Some(entry) = entries.get_mut(name.as_bytes()) {
-                entry.subcommands.push((Box::from(sub.as_bytes()), *class));
+                entry
+                    .subcommands
+                    .push((Box::from(sub.as_bytes()), *class, Special::None));
+            }
+        }
+        for (name, sub, special) in special::SPECIALS {
+            let Some(entry) = entries.get_mut(name.as_bytes()) else {
+                continue;
+            };
+            match sub {
+                None => entry.special = *special,
+                Some(sub) => match entry
+                    .subcommands
+                    .iter_mut()
+                    .find(|s| *s.0 == *sub.as_bytes())
+                {
+                    Some(known) => known.2 = *special,
+                    None => {
+                        let class = entry.class;
+                        entry
+                            .subcommands
+                            .push((Box::from(sub.as_bytes()), class, *special));
+                    }
+                },
             }
         }
         CommandTable { entries }
@@ -130,6 +160,7 @@ impl CommandTable {
                         Entry {
                             class: l.class,
                             denied: None,
+                            special: Special::None,
                             subcommands: Vec::new(),
                         },
                     );
@@ -141,10 +172,14 @@ impl CommandTable {
             let entry = t.entries.entry(key).or_insert(Entry {
                 class: Class::Write,
                 denied: None,
+                special: Special::None,
                 subcommands: Vec::new(),
             });
+            // The override applies to every subcommand; their tags stay.
             entry.class = (*class).into();
-            entry.subcommands.clear();
+            for sub in &mut entry.subcommands {
+                sub.1 = entry.class;
+            }
         }
         for name in &config.deny {
             let lower = name.to_ascii_lowercase();
@@ -157,6 +192,7 @@ impl CommandTable {
                 .or_insert(Entry {
                     class: Class::Write,
                     denied: None,
+                    special: Special::None,
                     subcommands: Vec::new(),
                 });
             entry.denied = Some(reply);
@@ -171,21 +207,23 @@ impl CommandTable {
         match self.entries.get(name.as_bytes()) {
             None => Classified {
                 class: Class::Write,
+                special: Special::None,
                 denied: None,
             },
             Some(entry) => {
-                let mut class = entry.class;
+                let (mut class, mut special) = (entry.class, entry.special);
                 if !entry.subcommands.is_empty() {
-                    if let Some((_, c)) = entry
+                    if let Some((_, c, t)) = entry
                         .subcommands
                         .iter()
-                        .find(|(s, _)| **s == *sub.as_bytes())
+                        .find(|(s, _, _)| **s == *sub.as_bytes())
                     {
-                        class = *c;
+                        (class, special) = (*c, *t);
                     }
                 }
                 Classified {
                     class,
+                    special,
                     denied: entry.denied.as_ref(),
                 }
             }

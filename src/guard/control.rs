@@ -13,6 +13,7 @@ use std::net::IpAddr;
 use bytes::Bytes;
 use tracing::info;
 
+use crate::command::Special;
 use crate::frame::request::{arguments, RequestHead};
 use crate::guard::gate::{Admission, Answer, Gate, Verdict, OK};
 use crate::guard::lease::{Grant, GrantError, GrantOutcome};
@@ -167,7 +168,7 @@ impl Gate {
     /// controller pause this proxy (not the node). Others' are forwarded.
     #[cold]
     pub(super) fn client_pause(&self, r: &Admission<'_>) -> Verdict {
-        if r.head.sub.is(b"unpause") {
+        if r.command.special == Special::ClientUnpause {
             info!("CLIENT UNPAUSE from the controller");
             self.pause.unpause();
             return Verdict::Reply(Bytes::from_static(OK));
@@ -268,12 +269,19 @@ impl Gate {
     /// the connection becomes the controller's and the returned verdict says
     /// what reaches the node instead (the control password never does).
     #[cold]
-    pub fn authenticate(&self, head: &RequestHead, bytes: &[u8]) -> Option<(Verdict, bool)> {
-        if !(head.name.is(b"auth") || head.name.is(b"hello")) {
-            return None;
-        }
+    pub fn authenticate(
+        &self,
+        special: Special,
+        head: &RequestHead,
+        bytes: &[u8],
+    ) -> Option<(Verdict, bool)> {
+        let auth = match special {
+            Special::Auth => true,
+            Special::Hello => false,
+            _ => return None,
+        };
         let args = arguments(bytes, head.inline);
-        let password_at = if head.name.is(b"auth") {
+        let password_at = if auth {
             // AUTH password | AUTH username password
             matches!(args.len(), 2 | 3).then(|| args.len() - 1)
         } else {
@@ -293,7 +301,7 @@ impl Gate {
                     )
                 });
         };
-        if head.name.is(b"auth") {
+        if auth {
             let verdict = match &self.backend_password {
                 Some(pw) => Verdict::Rewrite {
                     request: encode(&[b"AUTH", pw.as_bytes()]),

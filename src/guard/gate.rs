@@ -47,7 +47,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
 use tracing::warn;
 
-use crate::command::{Class, Classified, CommandTable};
+use crate::command::{Class, Classified, CommandTable, Special};
 use crate::frame::request::{arguments, RequestHead};
 use crate::guard::control::ControlPolicy;
 use crate::guard::lease::{Lease, LeaseMode, Term};
@@ -333,18 +333,12 @@ impl Gate {
     /// controller's own are intercepted and role changes observed.
     #[inline]
     fn admin(&self, r: &Admission<'_>) -> Verdict {
-        let name = &r.head.name;
-        if r.control && name.is(b"client") && (r.head.sub.is(b"pause") || r.head.sub.is(b"unpause"))
-        {
-            return self.client_pause(r);
+        match r.command.special {
+            Special::ClientPause | Special::ClientUnpause if r.control => self.client_pause(r),
+            Special::ReplicaOf | Special::SetNodeId | Special::SetNodes => self.observe(r),
+            Special::ClientReply => client_reply(r),
+            _ => Verdict::Forward,
         }
-        if name.is(b"clusterx") || name.is(b"replicaof") || name.is(b"slaveof") {
-            return self.observe(r);
-        }
-        if name.is(b"client") && r.head.sub.is(b"reply") {
-            return client_reply(r);
-        }
-        Verdict::Forward
     }
 
     pub fn pause(&self) -> &Arc<Pause> {
@@ -386,7 +380,7 @@ impl Gate {
         if mode != LeaseMode::Disabled && !self.lease.write_allowed() {
             if mode == LeaseMode::BlockWrite {
                 self.metrics.writes_fenced.inc();
-                return Verdict::Reply(self.fenced_reply(r.head));
+                return Verdict::Reply(self.fenced_reply(r.command.special));
             }
             self.metrics.writes_unfenced_log_only.inc();
             self.warn_log_only(r);
@@ -419,8 +413,8 @@ impl Gate {
     }
 
     #[cold]
-    fn fenced_reply(&self, head: &RequestHead) -> Bytes {
-        if head.name.is(b"exec") {
+    fn fenced_reply(&self, special: Special) -> Bytes {
+        if special == Special::Exec {
             return Bytes::from_static(EXECABORT_LEASE);
         }
         Bytes::from(format!("{}{})\r\n", self.fenced_head, self.lease.epoch()))
@@ -449,32 +443,30 @@ impl Gate {
     #[cold]
     fn observe(&self, r: &Admission<'_>) -> Verdict {
         let args = arguments(r.bytes, r.head.inline);
-        let effect = if r.head.name.is(b"clusterx") {
-            if r.head.sub.is(b"setnodeid") && r.control {
-                // Only the controller names the node: an ordinary client's
-                // SETNODEID (even one the node accepts) never moves the lease.
-                args.get(2)
-                    .map(|id| Effect::NodeId(String::from_utf8_lossy(id).into_owned()))
-            } else if r.head.sub.is(b"setnodes") {
-                args.get(2).map(|nodes| Effect::Topology {
-                    nodes: String::from_utf8_lossy(nodes).into_owned(),
+        let effect = match r.command.special {
+            // Only the controller names the node: an ordinary client's
+            // SETNODEID (even one the node accepts) never moves the lease.
+            Special::SetNodeId if r.control => args
+                .get(2)
+                .map(|id| Effect::NodeId(String::from_utf8_lossy(id).into_owned())),
+            Special::SetNodeId => None,
+            Special::SetNodes => args.get(2).map(|nodes| Effect::Topology {
+                nodes: String::from_utf8_lossy(nodes).into_owned(),
+            }),
+            _ => {
+                // REPLICAOF host port (but not REPLICAOF NO ONE) makes this node a replica.
+                let no_one = args.len() == 3
+                    && args[1].eq_ignore_ascii_case(b"no")
+                    && args[2].eq_ignore_ascii_case(b"one");
+                (args.len() == 3 && !no_one).then(|| Effect::Replica {
+                    reason: format!(
+                        "{} {} {} accepted by the node",
+                        String::from_utf8_lossy(&args[0]).to_ascii_uppercase(),
+                        String::from_utf8_lossy(&args[1]),
+                        String::from_utf8_lossy(&args[2])
+                    ),
                 })
-            } else {
-                None
             }
-        } else {
-            // REPLICAOF host port (but not REPLICAOF NO ONE) makes this node a replica.
-            let no_one = args.len() == 3
-                && args[1].eq_ignore_ascii_case(b"no")
-                && args[2].eq_ignore_ascii_case(b"one");
-            (args.len() == 3 && !no_one).then(|| Effect::Replica {
-                reason: format!(
-                    "{} {} {} accepted by the node",
-                    String::from_utf8_lossy(&args[0]).to_ascii_uppercase(),
-                    String::from_utf8_lossy(&args[1]),
-                    String::from_utf8_lossy(&args[2])
-                ),
-            })
         };
         effect.map_or(Verdict::Forward, Verdict::Observe)
     }
@@ -743,18 +735,18 @@ mod tests {
         });
         let head = framer.next(&auth).expect("valid").expect("complete");
         assert_eq!(
-            gate.authenticate(&head, &auth),
+            gate.authenticate(Special::Auth, &head, &auth),
             Some((Verdict::Reply(Bytes::from_static(OK)), true))
         );
         let wrong = encode(&[b"AUTH", b"nope"]);
         let head = framer.next(&wrong).expect("valid").expect("complete");
-        assert_eq!(gate.authenticate(&head, &wrong), None);
+        assert_eq!(gate.authenticate(Special::Auth, &head, &wrong), None);
         let hello = encode(&[
             b"HELLO", b"3", b"AUTH", b"default", b"ctl", b"SETNAME", b"c",
         ]);
         let head = framer.next(&hello).expect("valid").expect("complete");
         assert_eq!(
-            gate.authenticate(&head, &hello),
+            gate.authenticate(Special::Hello, &head, &hello),
             Some((
                 Verdict::Rewrite {
                     request: encode(&[b"HELLO", b"3", b"SETNAME", b"c"]),
@@ -774,7 +766,12 @@ mod tests {
             max_inline_len: 1 << 10,
         });
         let head = framer.next(&bytes).expect("valid").expect("complete");
-        gate.authenticate(&head, &bytes)
+        let special = gate
+            .policy()
+            .commands
+            .classify(&head.name, &head.sub)
+            .special;
+        gate.authenticate(special, &head, &bytes)
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
-use super::{free_port, Client, PATIENCE};
+use super::{free_port, wait_listening, Client, PATIENCE};
 
 /// Where the Kvrocks binary is, if anywhere.
 pub fn binary() -> Option<PathBuf> {
@@ -42,35 +42,41 @@ impl KvrocksServer {
             return None;
         };
         let dir = tempfile::tempdir().expect("temp dir");
-        let port = free_port();
-        let child = Command::new(bin)
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--dir", &dir.path().display().to_string()])
-            .args(["--daemonize", "no"])
-            .args(["--cluster-enabled", if cluster { "yes" } else { "no" }])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start kvrocks");
-        let server = KvrocksServer {
-            port,
-            child,
-            _dir: dir,
-        };
-        server.wait_ready();
-        Some(server)
+        // A port chosen free may be taken before Kvrocks binds it (tests run
+        // in parallel): retry on a fresh one, and count as ready only a
+        // listening socket that is Kvrocks' own.
+        for _ in 0..5 {
+            let port = free_port();
+            let mut child = Command::new(&bin)
+                .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+                .args(["--dir", &dir.path().display().to_string()])
+                .args(["--daemonize", "no"])
+                .args(["--cluster-enabled", if cluster { "yes" } else { "no" }])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start kvrocks");
+            if wait_listening(port, &mut child, "kvrocks").is_err() {
+                continue;
+            }
+            let server = KvrocksServer {
+                port,
+                child,
+                _dir: dir,
+            };
+            server.wait_ready();
+            return Some(server);
+        }
+        panic!("kvrocks could not bind a free port in 5 tries");
     }
 
     /// Waits until Kvrocks answers PING (it listens before RocksDB is open).
     fn wait_ready(&self) {
         let start = Instant::now();
         loop {
-            if let Ok(stream) = std::net::TcpStream::connect(("127.0.0.1", self.port)) {
-                drop(stream);
-                let mut c = Client::connect(self.port);
-                if c.cmd(&["PING"]) == super::Reply::Status("PONG".into()) {
-                    return;
-                }
+            let mut c = Client::connect(self.port);
+            if c.cmd(&["PING"]) == super::Reply::Status("PONG".into()) {
+                return;
             }
             assert!(
                 start.elapsed() < PATIENCE,

@@ -39,7 +39,7 @@ const PORT_ATTEMPTS: usize = 5;
 /// listens there. Taking another test's server for ours let a test talk to a
 /// stranger, and fail with "Connection reset by peer" when the stranger's
 /// test ended and killed it.
-fn wait_listening(port: u16, child: &mut Child, what: &str) -> Result<(), ExitStatus> {
+pub fn wait_listening(port: u16, child: &mut Child, what: &str) -> Result<(), ExitStatus> {
     let start = Instant::now();
     while start.elapsed() < PATIENCE {
         if listens_on(child.id(), port) {

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use tokio::net::TcpStream;
 use tracing::{debug, warn};
 
-use crate::command::Class;
+use crate::command::{Class, Special};
 use crate::frame::reply::ReplyFramer;
 use crate::frame::request::RequestHead;
 use crate::guard::gate::Verdict;
@@ -105,18 +105,13 @@ pub(super) enum ReplaySlot {
 
 impl ReplaySlot {
     #[inline]
-    pub(super) fn of(head: &RequestHead) -> Option<ReplaySlot> {
-        let name = &head.name;
-        if name.is(b"auth") {
-            Some(ReplaySlot::Auth)
-        } else if name.is(b"hello") {
-            Some(ReplaySlot::Hello)
-        } else if name.is(b"select") {
-            Some(ReplaySlot::Select)
-        } else if name.is(b"client") && head.sub.is(b"setname") {
-            Some(ReplaySlot::SetName)
-        } else {
-            None
+    pub(super) fn of(special: Special) -> Option<ReplaySlot> {
+        match special {
+            Special::Auth => Some(ReplaySlot::Auth),
+            Special::Hello => Some(ReplaySlot::Hello),
+            Special::Select => Some(ReplaySlot::Select),
+            Special::SetName => Some(ReplaySlot::SetName),
+            _ => None,
         }
     }
 }
@@ -222,7 +217,13 @@ impl Session {
                     let reply = Bytes::from(format!(
                         "-TRYAGAIN cannot reach the new master at {addr}: {e}\r\n"
                     ));
-                    self.carry_out(held, Class::Write, Verdict::Reply(reply), None);
+                    let special = self
+                        .gate
+                        .policy()
+                        .commands
+                        .classify(&held.name, &held.sub)
+                        .special;
+                    self.carry_out(held, Class::Write, special, Verdict::Reply(reply), None);
                 }
                 None
             }

@@ -5,7 +5,7 @@
 use bytes::Bytes;
 use tracing::debug;
 
-use crate::command::{Class, Name};
+use crate::command::{Class, Special};
 use crate::frame::request::{arguments, RequestHead};
 use crate::guard::gate::{Admission, Answer, Effect, Gate, Policy, Verdict, Wait};
 
@@ -56,8 +56,9 @@ impl Session {
     pub(super) fn admit(&mut self, policy: &Policy, head: RequestHead, verified: bool) -> bool {
         let bytes = &self.from_client[..head.len];
         let command = policy.commands.classify(&head.name, &head.sub);
-        let class = self.gated_class(&head, command.class);
-        let blocking = class == Class::Write && is_blocking(&head, bytes);
+        let special = command.special;
+        let class = self.gated_class(special, command.class);
+        let blocking = class == Class::Write && is_blocking(special, &head, bytes);
         // A write is counted in flight *before* the Gate looks at the pause,
         // and the failover pauses before it reads the count: whichever comes
         // second sees the other, so no write slips past a failover's count.
@@ -65,7 +66,7 @@ impl Session {
         if counted {
             self.gate.role().write_in_flight(true);
         }
-        let verdict = match authenticate(&self.gate, &head, bytes) {
+        let verdict = match authenticate(&self.gate, special, &head, bytes) {
             Some((verdict, control)) => {
                 if control {
                     self.peer = self.peer.max_control();
@@ -99,7 +100,7 @@ impl Session {
                 self.gate.write_term()
             },
         });
-        self.carry_out(head, command.class, verdict, write)
+        self.carry_out(head, command.class, special, verdict, write)
     }
 
     /// Carries out a verdict for the request at the head of `from_client`.
@@ -109,6 +110,7 @@ impl Session {
         &mut self,
         head: RequestHead,
         class: Class,
+        special: Special,
         verdict: Verdict,
         write: Option<WriteTicket>,
     ) -> bool {
@@ -119,16 +121,17 @@ impl Session {
             // The common case, kept short: the request goes as it came.
             self.to_backend
                 .extend_from_slice(&self.from_client[..head.len]);
-            self.forwarded(&head, class, write);
+            self.forwarded(&head, class, special, write);
             self.consume(head.len);
             return true;
         }
-        match self.in_transaction(&head, verdict) {
+        match self.in_transaction(special, verdict) {
             Step::Hold(wait) => {
                 let arrived = self.from_client.len();
                 self.stall = Stall::Held(Held {
                     head,
                     class,
+                    special,
                     wait,
                     arrived,
                 });
@@ -141,7 +144,7 @@ impl Session {
             }
             Step::Forward
                 if self.watch == Watch::Broken
-                    && head.name.is(b"exec")
+                    && special == Special::Exec
                     && !self.transaction.is_none() =>
             {
                 // The WATCH was on the old node: the transaction fails as a
@@ -158,7 +161,7 @@ impl Session {
             Step::Forward => {
                 self.to_backend
                     .extend_from_slice(&self.from_client[..head.len]);
-                self.forwarded(&head, class, write);
+                self.forwarded(&head, class, special, write);
             }
             Step::Observe(effect) => {
                 self.to_backend
@@ -198,7 +201,13 @@ impl Session {
         drop(held.wait);
         let admitted = match outcome {
             Ok(()) => self.admit(&self.gate.policy(), held.head, verified),
-            Err(reply) => self.carry_out(held.head, held.class, Verdict::Reply(reply), None),
+            Err(reply) => self.carry_out(
+                held.head,
+                held.class,
+                held.special,
+                Verdict::Reply(reply),
+                None,
+            ),
         };
         if admitted {
             self.on_client_data();
@@ -211,10 +220,10 @@ impl Session {
     /// judges the transaction at EXEC (a write if a queued command was).
     /// Before the node has confirmed MULTI, writes are judged one by one.
     #[inline]
-    pub(super) fn gated_class(&self, head: &RequestHead, class: Class) -> Class {
+    pub(super) fn gated_class(&self, special: Special, class: Class) -> Class {
         match self.transaction {
             Transaction::None => class,
-            t if head.name.is(b"exec") => {
+            t if special == Special::Exec => {
                 if t.has_writes() {
                     Class::Write
                 } else {
@@ -232,13 +241,14 @@ impl Session {
         &mut self,
         head: &RequestHead,
         class: Class,
+        special: Special,
         write: Option<WriteTicket>,
     ) {
         if class == Class::Write {
             self.transaction = self.transaction.with_write();
         }
         if let Some(ticket) = write {
-            if head.name.is(b"exec") {
+            if special == Special::Exec {
                 // An EXEC of queued writes: the transaction ends on the node.
                 self.transaction = Transaction::None;
                 self.watch = Watch::Off;
@@ -246,15 +256,25 @@ impl Session {
             self.owed.push_back(Owed::Reply(Expect::Write(ticket)));
             return;
         }
-        let name = &head.name;
-        let expect = if let Some(slot) = ReplaySlot::of(head) {
-            let request = Bytes::copy_from_slice(&self.from_client[..head.len]);
-            match slot {
-                ReplaySlot::Hello => Expect::Hello(Some(request)),
-                slot => Expect::Remember(slot, request),
+        if special == Special::None {
+            self.owed.push_back(Owed::Reply(Expect::Plain));
+            return;
+        }
+        self.forwarded_special(head, special);
+    }
+
+    /// Book-keeping for a tagged command (cold: most requests are not).
+    fn forwarded_special(&mut self, head: &RequestHead, special: Special) {
+        let expect = match special {
+            Special::Auth | Special::Hello | Special::Select | Special::SetName => {
+                let request = Bytes::copy_from_slice(&self.from_client[..head.len]);
+                match ReplaySlot::of(special) {
+                    Some(ReplaySlot::Hello) => Expect::Hello(Some(request)),
+                    Some(slot) => Expect::Remember(slot, request),
+                    None => Expect::Plain,
+                }
             }
-        } else if name.is(b"multi") {
-            if self.transaction.is_none() {
+            Special::Multi if self.transaction.is_none() => {
                 self.multis += 1;
                 self.transaction = Transaction::Queued {
                     multi: self.multis,
@@ -262,36 +282,43 @@ impl Session {
                     writes: false,
                 };
                 Expect::Multi(self.multis)
-            } else {
-                Expect::Plain // nested: the node refuses it, the transaction stays
             }
-        } else if name.is(b"exec") || name.is(b"discard") {
-            if !self.transaction.is_none() {
-                // EXEC and DISCARD end a transaction and its WATCH; without
-                // MULTI the node refuses them and WATCH stays.
+            Special::Exec | Special::Discard => {
+                if !self.transaction.is_none() {
+                    // EXEC and DISCARD end a transaction and its WATCH;
+                    // without MULTI the node refuses them and WATCH stays.
+                    self.transaction = Transaction::None;
+                    self.watch = Watch::Off;
+                }
+                Expect::Plain
+            }
+            Special::Watch => Expect::Watch,
+            Special::Unwatch => {
+                self.watch = Watch::Off;
+                Expect::Plain
+            }
+            Special::Reset => {
                 self.transaction = Transaction::None;
                 self.watch = Watch::Off;
+                self.replay = Replay::default();
+                Expect::Reset
             }
-            Expect::Plain
-        } else if name.is(b"watch") {
-            Expect::Watch
-        } else if name.is(b"unwatch") {
-            self.watch = Watch::Off;
-            Expect::Plain
-        } else if name.is(b"reset") {
-            self.transaction = Transaction::None;
-            self.watch = Watch::Off;
-            self.replay = Replay::default();
-            Expect::Reset
-        } else if is_subscribe_family(name, head.argc) {
-            self.owed.push_back(Owed::PubSub);
-            return;
-        } else if name.is(b"monitor") {
-            self.owed.push_back(Owed::Reply(Expect::Plain));
-            self.owed.push_back(Owed::Monitor);
-            return;
-        } else {
-            Expect::Plain
+            // With their channel arguments (else the node answers an error).
+            Special::Subscribe if head.argc >= 2 => {
+                self.owed.push_back(Owed::PubSub);
+                return;
+            }
+            Special::Unsubscribe => {
+                self.owed.push_back(Owed::PubSub);
+                return;
+            }
+            Special::Monitor => {
+                self.owed.push_back(Owed::Reply(Expect::Plain));
+                self.owed.push_back(Owed::Monitor);
+                return;
+            }
+            // A nested MULTI (the node refuses it; the transaction stays), and the rest.
+            _ => Expect::Plain,
         };
         self.owed.push_back(Owed::Reply(expect));
     }
@@ -300,7 +327,7 @@ impl Session {
     /// still close the backend's transaction, and a refused queued command
     /// makes the whole transaction fail at EXEC, as the node would.
     #[inline]
-    pub(super) fn in_transaction(&mut self, head: &RequestHead, verdict: Verdict) -> Step {
+    pub(super) fn in_transaction(&mut self, special: Special, verdict: Verdict) -> Step {
         if self.transaction.is_none() {
             return match verdict {
                 Verdict::Forward => Step::Forward,
@@ -312,7 +339,7 @@ impl Session {
                 Verdict::ReturnHome => Step::HandOver(Move::Home),
             };
         }
-        let exec = head.name.is(b"exec");
+        let exec = special == Special::Exec;
         match verdict {
             // The transaction is queued on the old node: EXEC fails like a
             // WATCH conflict and the session moves on its next write; other
@@ -363,11 +390,10 @@ pub(super) enum Step {
 /// Writes that may block for a long time before they answer (so they are
 /// not counted in flight). XREADGROUP blocks only with a `BLOCK` option.
 #[inline]
-pub(super) fn is_blocking(head: &RequestHead, bytes: &[u8]) -> bool {
-    match head.name.as_bytes() {
-        b"blpop" | b"brpop" | b"brpoplpush" | b"blmove" | b"blmpop" | b"bzpopmin" | b"bzpopmax"
-        | b"bzmpop" => true,
-        b"xreadgroup" | b"xread" => arguments(bytes, head.inline)
+pub(super) fn is_blocking(special: Special, head: &RequestHead, bytes: &[u8]) -> bool {
+    match special {
+        Special::Blocking => true,
+        Special::BlockingWithOption => arguments(bytes, head.inline)
             .iter()
             .any(|a| a.eq_ignore_ascii_case(b"block")),
         _ => false,
@@ -381,22 +407,12 @@ pub(super) fn is_blocking(head: &RequestHead, bytes: &[u8]) -> bool {
 #[inline]
 pub(super) fn authenticate(
     gate: &Gate,
+    special: Special,
     head: &RequestHead,
     bytes: &[u8],
 ) -> Option<(Verdict, bool)> {
-    if !(head.name.is(b"auth") || head.name.is(b"hello")) {
+    if !matches!(special, Special::Auth | Special::Hello) {
         return None;
     }
-    gate.authenticate(head, bytes)
-}
-
-/// SUBSCRIBE-family requests (with their required arguments): in RESP2 their
-/// confirmations, like the messages that follow, answer no request slot.
-#[inline]
-pub(super) fn is_subscribe_family(name: &Name, argc: u64) -> bool {
-    match name.as_bytes() {
-        b"subscribe" | b"psubscribe" | b"ssubscribe" => argc >= 2,
-        b"unsubscribe" | b"punsubscribe" | b"sunsubscribe" => true,
-        _ => false,
-    }
+    gate.authenticate(special, head, bytes)
 }

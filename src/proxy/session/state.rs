@@ -5,7 +5,7 @@
 
 use bytes::Bytes;
 
-use crate::command::Class;
+use crate::command::{Class, Special};
 use crate::frame::request::RequestHead;
 use crate::guard::gate::{Answer, Effect, Wait};
 use crate::guard::lease::Term;
@@ -223,6 +223,7 @@ impl Peer {
 pub(super) struct Held {
     pub(super) head: RequestHead,
     pub(super) class: Class,
+    pub(super) special: Special,
     pub(super) wait: Wait,
     /// Bytes the client had sent (from this request on) when it was held:
     /// every write among them arrived before the confirmation it waits for

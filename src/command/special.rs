@@ -1,0 +1,108 @@
+//! Commands the proxy must understand beyond read/write, tagged in the table
+//! once so that the session and the Gate match on a tag instead of comparing
+//! names after the lookup.
+
+/// What is special about a command (or a command and subcommand).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Special {
+    #[default]
+    None,
+    /// MULTI: opens a transaction once the node answers `+OK`.
+    Multi,
+    /// EXEC: runs the transaction (a write if a queued command was).
+    Exec,
+    /// DISCARD: drops the transaction and its WATCH.
+    Discard,
+    Watch,
+    Unwatch,
+    /// RESET: the connection back to its initial state.
+    Reset,
+    /// HELLO: protocol switch, maybe with AUTH; replayed at a hand-over.
+    Hello,
+    /// AUTH: replayed at a hand-over; the control password is taken here.
+    Auth,
+    /// SELECT: replayed at a hand-over.
+    Select,
+    /// CLIENT SETNAME: replayed at a hand-over.
+    SetName,
+    /// (P|S)SUBSCRIBE: RESP2 replies take no request slot.
+    Subscribe,
+    /// (P|S)UNSUBSCRIBE.
+    Unsubscribe,
+    /// MONITOR: everything after its reply is a stream.
+    Monitor,
+    /// BLPOP & co.: may block for long before answering.
+    Blocking,
+    /// XREAD / XREADGROUP: blocking only with a `BLOCK` option.
+    BlockingWithOption,
+    /// CLIENT PAUSE / UNPAUSE: the controller's pause the proxy itself.
+    ClientPause,
+    ClientUnpause,
+    /// CLIENT REPLY: OFF and SKIP are refused.
+    ClientReply,
+    /// REPLICAOF / SLAVEOF: a role change, applied on the node's `+OK`.
+    ReplicaOf,
+    /// CLUSTERX SETNODEID: the node's id, learned on the node's `+OK`.
+    SetNodeId,
+    /// CLUSTERX SETNODES: the topology, a role change on the node's `+OK`.
+    SetNodes,
+}
+
+/// `(command, subcommand, tag)`, lowercase.
+pub(super) const SPECIALS: &[(&str, Option<&str>, Special)] = &[
+    ("multi", None, Special::Multi),
+    ("exec", None, Special::Exec),
+    ("discard", None, Special::Discard),
+    ("watch", None, Special::Watch),
+    ("unwatch", None, Special::Unwatch),
+    ("reset", None, Special::Reset),
+    ("hello", None, Special::Hello),
+    ("auth", None, Special::Auth),
+    ("select", None, Special::Select),
+    ("client", Some("setname"), Special::SetName),
+    ("client", Some("pause"), Special::ClientPause),
+    ("client", Some("unpause"), Special::ClientUnpause),
+    ("client", Some("reply"), Special::ClientReply),
+    ("subscribe", None, Special::Subscribe),
+    ("psubscribe", None, Special::Subscribe),
+    ("ssubscribe", None, Special::Subscribe),
+    ("unsubscribe", None, Special::Unsubscribe),
+    ("punsubscribe", None, Special::Unsubscribe),
+    ("sunsubscribe", None, Special::Unsubscribe),
+    ("monitor", None, Special::Monitor),
+    ("blpop", None, Special::Blocking),
+    ("brpop", None, Special::Blocking),
+    ("brpoplpush", None, Special::Blocking),
+    ("blmove", None, Special::Blocking),
+    ("blmpop", None, Special::Blocking),
+    ("bzpopmin", None, Special::Blocking),
+    ("bzpopmax", None, Special::Blocking),
+    ("bzmpop", None, Special::Blocking),
+    ("xread", None, Special::BlockingWithOption),
+    ("xreadgroup", None, Special::BlockingWithOption),
+    ("replicaof", None, Special::ReplicaOf),
+    ("slaveof", None, Special::ReplicaOf),
+    ("clusterx", Some("setnodeid"), Special::SetNodeId),
+    ("clusterx", Some("setnodes"), Special::SetNodes),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::{CommandTable, Name};
+
+    #[test]
+    fn every_tag_lands_on_a_known_command() {
+        let table = CommandTable::builtin();
+        for (name, sub, special) in SPECIALS {
+            let sub = Name::new(sub.unwrap_or("").as_bytes());
+            let got = table.classify(&Name::new(name.as_bytes()), &sub).special;
+            assert_eq!(got, *special, "{name} {sub:?}");
+        }
+        let plain = table.classify(&Name::new(b"set"), &Name::EMPTY);
+        assert_eq!(plain.special, Special::None);
+        // A subcommand without a tag keeps the command's own.
+        let list = table.classify(&Name::new(b"client"), &Name::new(b"list"));
+        assert_eq!(list.special, Special::None);
+    }
+}
