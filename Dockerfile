@@ -5,7 +5,7 @@ COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 # Cargo.toml names these targets; they are not built into the image.
 COPY benches ./benches
-COPY bench/failover_bench.rs ./bench/failover_bench.rs
+COPY bench ./bench
 RUN cargo build --release --locked --bin leasegate
 
 FROM debian:bookworm-slim

@@ -4,7 +4,7 @@
 # failover (POST /v1/failover) A→B, then back B→A, ... BENCH_FAILOVERS times. Reports per
 # failover the longest write stall any client saw, p99.9, client errors and lost writes
 # (every acknowledged key is read back from the final master), and plots latency around
-# the switch. The load generator is the cargo example bench/failover_bench.rs.
+# the switch. The load generator is the cargo example failover_bench (bench/failover_bench/).
 #
 # Usage: bench/failover.sh
 # Env:
@@ -46,7 +46,6 @@ OUT_DIR=${BENCH_OUT_DIR:-$REPO_ROOT/bench/out}
 TOKEN=bench-failover-token
 A_ID=aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa
 B_ID=bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb
-EXAMPLE_BIN="$REPO_ROOT/target/release/examples/failover_bench"
 NAME=failover
 FOLLOW=()
 if [[ "${BENCH_FOLLOW_MASTER:-0}" == 1 ]]; then
@@ -58,9 +57,7 @@ ensure_redis_packages
 bench_init
 
 build_leasegate
-log "cargo build --release --example failover_bench"
-(cd "$REPO_ROOT" && cargo build --release --example failover_bench) || die "building the failover_bench example failed"
-[[ -x "$EXAMPLE_BIN" ]] || die "$EXAMPLE_BIN not found after build"
+build_example failover_bench EXAMPLE_BIN
 
 # The nodes: master A, replica B.
 start_redis_node redis-a REDIS_A --repl-diskless-sync-delay 0

@@ -162,6 +162,16 @@ build_leasegate() {
     [[ -x "$LEASEGATE_BIN" ]] || die "$LEASEGATE_BIN not found after build"
 }
 
+# build_example NAME VAR: `cargo build --release --example NAME` (a benchmark tool from bench/, see
+# Cargo.toml's [[example]] sections) and store the binary's path in VAR.
+build_example() {
+    local name=$1 var=$2 bin="$REPO_ROOT/target/release/examples/$1"
+    log "cargo build --release --example $name"
+    (cd "$REPO_ROOT" && cargo build --release --example "$name") || die "building the $name example failed"
+    [[ -x "$bin" ]] || die "$bin not found after build"
+    printf -v "$var" '%s' "$bin"
+}
+
 # start_leasegate NAME [EXTRA_YAML]
 #   Starts a leasegate instance in front of the shared redis. EXTRA_YAML is appended to the
 #   generated config verbatim (top-level keys). If it defines a top-level `backend:` or `log:`

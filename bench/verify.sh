@@ -3,7 +3,8 @@
 # from the controller. Compares, in front of the same redis-server:
 #   direct            redis itself (reference)
 #   leasegate         verification off (plain config)
-#   leasegate-verify  verify.mode every-write against bench/fake_controller.py, which answers
+#   leasegate-verify  verify.mode every-write against bench/fake_controller.rs (the tests'
+#                     controller, tests/support/controller.rs, as a process), which answers
 #                     the kvrocks-controller cluster query after an artificial delay
 # with `redis-benchmark -t set`, and reads leasegate-verify's /metrics around each of its runs to
 # report how many writes shared one confirmation round.
@@ -68,7 +69,7 @@ requests_for_depth() {
 
 start_fake_controller() {
     free_port CONTROLLER_PORT
-    spawn controller python3 "$REPO_ROOT/bench/fake_controller.py" --port "$CONTROLLER_PORT" \
+    spawn controller "$FAKE_CONTROLLER_BIN" --port "$CONTROLLER_PORT" \
         --node-id "$NODE_ID" --delay-ms "$DELAY_MS"
     CONTROLLER_PID=$SPAWNED_PID
     wait_http controller "http://127.0.0.1:$CONTROLLER_PORT/count" "$CONTROLLER_PID"
@@ -127,6 +128,7 @@ command -v curl >/dev/null || {
 }
 bench_init
 build_leasegate
+build_example fake_controller FAKE_CONTROLLER_BIN
 
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 start_redis
@@ -236,7 +238,8 @@ fi
 {
     echo "## leasegate: cost of verify.mode every-write ($(date -u +%Y-%m-%dT%H:%M:%SZ))"
     echo
-    echo "Controller: bench/fake_controller.py (python3 ThreadingHTTPServer, HTTP/1.1 keep-alive) sleeping" \
+    echo "Controller: bench/fake_controller.rs (tests/support/controller.rs as a process: a thread per" \
+        "connection, HTTP/1.1 keep-alive, TCP_NODELAY) sleeping" \
         "**$DELAY_MS ms** before each cluster answer; leasegate-verify: verify.timeout_ms 500, controller" \
         "poll_interval_ms/ttl_ms 3600000 (so only verification rounds reach the controller during the runs)."
     echo "Host: $(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p;T;q' /proc/cpuinfo))," \

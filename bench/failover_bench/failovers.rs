@@ -1,0 +1,232 @@
+//! The failovers: `POST /v1/failover` on the current master's admin API,
+//! A→B, B→A, … with steady load between them, and what each report said.
+//!
+//! The server's report (result, `stall_ms`, the step times) is kept beside
+//! the client-side times of the POST, so the statistics can place each
+//! failover's pause on the load generator's clock. The admin API is spoken
+//! with a minimal HTTP/1.1 client over one `Connection: close` request: the
+//! benchmark needs nothing more and stays off the proxy's own HTTP stack.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::args::Args;
+use crate::load::Shared;
+
+/// The proxies' names in the report, by index (0 = A, 1 = B).
+pub const NAMES: [&str; 2] = ["A", "B"];
+
+/// One failover as the benchmark ran it and the server reported it.
+pub struct Failover {
+    pub n: usize,
+    pub from: &'static str,
+    pub to: &'static str,
+    /// µs since the start: POST sent, reply received.
+    pub posted: u64,
+    pub replied: u64,
+    pub http_status: u16,
+    pub result: String,
+    pub error: Option<String>,
+    pub stall_ms: Option<f64>,
+    pub epoch: Option<u64>,
+    /// Step times (ms since the failover started on the server).
+    pub pause_at_ms: Option<f64>,
+    pub success_at_ms: Option<f64>,
+    pub steps: String,
+}
+
+impl Failover {
+    pub fn ok(&self) -> bool {
+        self.result == "success"
+    }
+
+    /// Estimated pause start in the client's clock (µs since the start).
+    pub fn pause_us(&self) -> u64 {
+        self.posted + (self.pause_at_ms.unwrap_or(0.0) * 1000.0) as u64
+    }
+
+    /// The POST's round trip, ms.
+    pub fn took_ms(&self) -> f64 {
+        (self.replied - self.posted) as f64 / 1000.0
+    }
+
+    /// Takes the result, stall, epoch and steps from the failover report.
+    fn read_report(&mut self, v: &serde_json::Value, text: &str) {
+        self.result = v["result"].as_str().unwrap_or("?").to_string();
+        self.error = v["error"].as_str().map(str::to_string);
+        self.stall_ms = v["stall_ms"].as_f64();
+        self.epoch = v["epoch"].as_u64();
+        for s in v["steps"].as_array().into_iter().flatten() {
+            let state = s["state"].as_str().unwrap_or("?");
+            let at = s["at_ms"].as_f64().unwrap_or(f64::NAN);
+            let _ = write!(self.steps, "{state}@{at:.2} ");
+            match state {
+                "pause_write" => self.pause_at_ms = Some(at),
+                "success" | "failed" => self.success_at_ms = Some(at),
+                _ => {}
+            }
+        }
+        if self.error.is_none() && v.get("result").is_none() {
+            self.error = Some(text.trim().to_string());
+        }
+    }
+
+    /// Takes the HTTP answer (or why there was none).
+    fn read_answer(&mut self, answer: Result<(u16, String), String>) {
+        match answer {
+            Ok((status, text)) => {
+                self.http_status = status;
+                match serde_json::from_str::<serde_json::Value>(&text) {
+                    Ok(v) => self.read_report(&v, &text),
+                    Err(e) => self.error = Some(format!("HTTP {status}, bad JSON ({e}): {text}")),
+                }
+            }
+            Err(e) => self.error = Some(e),
+        }
+    }
+
+    fn log(&self) {
+        eprintln!(
+            "[failover_bench] failover {} {}→{}: {} (HTTP {}) stall_ms={:?} epoch={:?} took {:.2} ms; steps {}{}",
+            self.n,
+            self.from,
+            self.to,
+            self.result,
+            self.http_status,
+            self.stall_ms,
+            self.epoch,
+            self.took_ms(),
+            self.steps,
+            self.error.as_deref().map(|e| format!("; error: {e}")).unwrap_or_default()
+        );
+    }
+}
+
+/// Runs `--failovers` failovers from A (the first master), with steady load
+/// between them. Returns them and the index of the final master.
+pub async fn run(args: &Args, shared: &Shared) -> (Vec<Failover>, usize) {
+    let mut master = 0usize;
+    let mut failovers: Vec<Failover> = Vec::new();
+    for n in 1..=args.failovers {
+        let f = failover(args, shared, n, master).await;
+        f.log();
+        let ok = f.ok();
+        let (posted, replied) = (f.posted, f.replied);
+        failovers.push(f);
+        if ok {
+            master = 1 - master;
+        } else if args.stop_on_failure {
+            eprintln!("[failover_bench] stopping failovers after a failed one (--stop-on-failure)");
+            break;
+        }
+        let wait_ms = if n == args.failovers {
+            args.tail_ms
+        } else {
+            args.interval_ms
+        };
+        if args.follow_master && ok {
+            // Clients move once this failover's window is over.
+            let window_end = (posted + args.window_after_ms * 1000).max(replied + 100_000) + 10_000;
+            sleep_until_us(shared, window_end).await;
+            shared.retarget(master);
+        }
+        sleep_until_us(shared, replied + wait_ms * 1000).await;
+    }
+    (failovers, master)
+}
+
+/// Sleeps until `at` µs since the start (not at all if that has passed).
+async fn sleep_until_us(shared: &Shared, at: u64) {
+    tokio::time::sleep(Duration::from_micros(at.saturating_sub(shared.now_us()))).await;
+}
+
+/// Failover number `n` from proxy `from` to the other one.
+async fn failover(args: &Args, shared: &Shared, n: usize, from: usize) -> Failover {
+    let to = 1 - from;
+    let admins = [args.admin_a.as_str(), args.admin_b.as_str()];
+    let body = serde_json::json!({
+        "to": admins[to],
+        "sync_timeout_ms": args.sync_timeout_ms,
+        "pause_timeout_ms": args.pause_timeout_ms,
+        "lease_ttl_ms": args.lease_ttl_ms,
+    })
+    .to_string();
+    let posted = shared.now_us();
+    let answer = http(admins[from], "POST", "/v1/failover", &args.token, &body).await;
+    let replied = shared.now_us();
+    let mut f = Failover {
+        n,
+        from: NAMES[from],
+        to: NAMES[to],
+        posted,
+        replied,
+        http_status: 0,
+        result: "http-error".into(),
+        error: None,
+        stall_ms: None,
+        epoch: None,
+        pause_at_ms: None,
+        success_at_ms: None,
+        steps: String::new(),
+    };
+    f.read_answer(answer);
+    f
+}
+
+/// One HTTP/1.1 request (`Connection: close`, 30 s at most): the status and
+/// the body.
+async fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: &str,
+) -> Result<(u16, String), String> {
+    let exchange = async {
+        let mut s = TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connect {addr}: {e}"))?;
+        s.set_nodelay(true).ok();
+        let req = request(addr, method, path, token, body);
+        s.write_all(req.as_bytes())
+            .await
+            .map_err(|e| format!("write: {e}"))?;
+        let mut resp = Vec::new();
+        s.read_to_end(&mut resp)
+            .await
+            .map_err(|e| format!("read: {e}"))?;
+        parse_response(&resp)
+    };
+    tokio::time::timeout(Duration::from_secs(30), exchange)
+        .await
+        .map_err(|_| format!("{method} {addr}{path}: timeout"))?
+}
+
+fn request(addr: &str, method: &str, path: &str, token: &str, body: &str) -> String {
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if !token.is_empty() {
+        let _ = write!(req, "Authorization: Bearer {token}\r\n");
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    req
+}
+
+/// Status and body of a whole response. Chunked bodies are not expected
+/// (hyper sends Content-Length for Full bodies).
+fn parse_response(resp: &[u8]) -> Result<(u16, String), String> {
+    let text = String::from_utf8_lossy(resp);
+    let (head, body) = text.split_once("\r\n\r\n").ok_or("no HTTP header end")?;
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or("no HTTP status")?;
+    Ok((status, body.to_string()))
+}

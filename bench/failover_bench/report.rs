@@ -1,0 +1,354 @@
+//! The report: a markdown page (printed and written to `NAME.md`), with
+//! `--raw` the requests and failovers as CSV, and the verdict (exit code).
+//!
+//! The page's tables and sentences are what the README quotes and what
+//! `bench/failover.sh` points at, so their fields and order are kept stable;
+//! the numbers come from `stats`, the plots from `plot`.
+
+use std::fmt::Write as _;
+
+use crate::args::Args;
+use crate::check::LostWrites;
+use crate::failovers::{Failover, NAMES};
+use crate::load::Outcome;
+use crate::stats::{Row, Summary};
+
+/// Everything the report is made of.
+pub struct Results<'a> {
+    pub args: &'a Args,
+    pub load: &'a Outcome,
+    pub failovers: &'a [Failover],
+    /// Index of the final master (0 = A, 1 = B).
+    pub master: usize,
+    pub lost: &'a LostWrites,
+    pub rows: &'a [Row],
+    pub summary: &'a Summary,
+}
+
+impl Results<'_> {
+    fn failed(&self) -> usize {
+        self.failovers.iter().filter(|f| !f.ok()).count()
+    }
+
+    /// Correctness: every failover succeeded, no client error, no lost write,
+    /// and the lost-write check could read every key.
+    pub fn correct(&self) -> bool {
+        self.failed() == 0
+            && self.summary.errors == 0
+            && self.lost.keys.is_empty()
+            && self.lost.error.is_none()
+    }
+
+    /// The longest stall of any failover (∞ if a request got no reply).
+    fn max_stall(&self) -> f64 {
+        self.rows.iter().map(|r| r.max).fold(f64::NAN, f64::max)
+    }
+
+    /// The process's exit code: the stall goal is reported, not enforced;
+    /// correctness is.
+    pub fn exit_code(&self) -> i32 {
+        if self.correct() {
+            0
+        } else {
+            2
+        }
+    }
+}
+
+/// The whole markdown page.
+pub fn markdown(r: &Results) -> String {
+    let mut md = String::new();
+    header(&mut md, r);
+    table(&mut md, r);
+    totals(&mut md, r);
+    problems(&mut md, r);
+    footer(&mut md, r);
+    md
+}
+
+fn header(md: &mut String, r: &Results) {
+    let args = r.args;
+    let _ = writeln!(md, "## leasegate failover benchmark ({})\n", utc_now());
+    if !args.note.is_empty() {
+        let _ = writeln!(md, "{}\n", args.note);
+    }
+    let elapsed_s = r.load.stop_us as f64 / 1e6;
+    let clients = if args.follow_master {
+        format!(
+            "**Clients follow the master**: after each successful failover's window every connection drains and reconnects to the new master's proxy ({} moves).",
+            r.load.moves
+        )
+    } else {
+        "Clients stay connected to proxy A for the whole run (sessions move only by leasegate's hand-over).".to_string()
+    };
+    let _ = writeln!(
+        md,
+        "Load: open-loop SET of {} B values, {} requests/s target over {} connections to proxy A ({}), \
+         unique keys; achieved {:.0} requests/s ({} sent, {} acknowledged, {} connects) over {:.1} s. {} \
+         Failovers: {} alternating (A→B, B→A, …) with `POST /v1/failover` \
+         (`sync_timeout_ms` {}, `pause_timeout_ms` {}, `lease_ttl_ms` {}), {} ms of steady load between them.",
+        args.value_size,
+        args.rate,
+        args.connections,
+        args.proxy_a,
+        r.load.recs.len() as f64 / elapsed_s,
+        r.load.recs.len(),
+        r.lost.acked,
+        r.load.connects,
+        elapsed_s,
+        clients,
+        r.failovers.len(),
+        args.sync_timeout_ms,
+        args.pause_timeout_ms,
+        args.lease_ttl_ms,
+        args.interval_ms,
+    );
+    legend(md, r);
+}
+
+/// What the table's columns mean.
+fn legend(md: &mut String, r: &Results) {
+    let _ = writeln!(
+        md,
+        "\nPer failover: requests sent from {} ms before the POST to {} ms after it (at least 100 ms \
+         past the reply) form the window; *longest stall* is the largest reply−send time of any request \
+         in it (∞ if one got no reply), p99.9 / p99 are nearest-rank over it. *report stall* is the \
+         failover report's `stall_ms` (pause→release on the old master). *errors* are error replies, \
+         broken connections or missing replies, *lost* acknowledged keys missing on the final master ({}), \
+         both counted from this failover's window start to the next one's. *gen lag* is the load \
+         generator's largest delay behind its schedule in the window (latency is measured from the actual send). \
+         Diagnostics: *max at switch* is the longest latency of requests sent from 5 ms before the pause start \
+         (POST time + the report's pause_write step) to 20 ms after the release; *control max* the longest \
+         latency in the steady period after this window up to the next one (no failover in it): the noise \
+         floor of this host.\n",
+        r.args.window_before_ms, r.args.window_after_ms, NAMES[r.master]
+    );
+}
+
+/// One row per failover, then the **all** row.
+fn table(md: &mut String, r: &Results) {
+    md.push_str("| # | failover | result | took ms | report stall ms | longest stall ms | p99.9 ms | p99 ms | max at switch ms | control max ms | reqs in window | errors | lost | gen lag ms |\n");
+    md.push_str("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    for (f, row) in r.failovers.iter().zip(r.rows) {
+        let _ = writeln!(
+            md,
+            "| {} | {}→{} | {} | {:.2} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.2} |",
+            f.n,
+            f.from,
+            f.to,
+            f.result,
+            f.took_ms(),
+            f.stall_ms.map_or("-".into(), |s| format!("{s:.2}")),
+            fmt_stall(row.max),
+            fmt_ms(row.p999),
+            fmt_ms(row.p99),
+            fmt_ms(row.at_switch),
+            fmt_ms(row.control),
+            row.n,
+            row.errors,
+            row.lost,
+            row.lag
+        );
+    }
+    let max_of = |v: &dyn Fn(&Row) -> f64| r.rows.iter().map(v).fold(f64::NAN, f64::max);
+    let max_report = r
+        .failovers
+        .iter()
+        .filter_map(|f| f.stall_ms)
+        .fold(f64::NAN, f64::max);
+    let _ = writeln!(
+        md,
+        "| **all** | {} ok / {} | | | **{}** (max) | **{}** (max) | **{}** (max) | | **{}** (max) | **{}** (max) | | **{}** | **{}** | |",
+        r.failovers.len() - r.failed(),
+        r.failovers.len(),
+        fmt_ms(max_report),
+        fmt_stall(r.max_stall()),
+        fmt_ms(max_of(&|row| row.p999)),
+        fmt_ms(max_of(&|row| row.at_switch)),
+        fmt_ms(max_of(&|row| row.control)),
+        r.summary.errors,
+        r.lost.keys.len()
+    );
+}
+
+/// Whole-run latencies, final roles and the goal.
+fn totals(md: &mut String, r: &Results) {
+    let (all, steady) = (&r.summary.all, &r.summary.steady);
+    let _ = writeln!(
+        md,
+        "\nWhole run: p50 {} ms, p99 {} ms, p99.9 {} ms, max {} ms. Outside the failover windows: p50 {} ms, p99.9 {} ms, max {} ms.",
+        fmt_ms(all.quantile_ms(0.5)),
+        fmt_ms(all.quantile_ms(0.99)),
+        fmt_ms(all.quantile_ms(0.999)),
+        fmt_ms(all.max_ms()),
+        fmt_ms(steady.quantile_ms(0.5)),
+        fmt_ms(steady.quantile_ms(0.999)),
+        fmt_ms(steady.max_ms()),
+    );
+    let args = r.args;
+    let role = |i: usize| r.lost.roles[i].as_deref().unwrap_or("?").to_string();
+    let _ = writeln!(
+        md,
+        "Final roles: A ({}) {}, B ({}) {}; expected master {}. Lost-write check: {} acknowledged keys read back (STRLEN) from {}{}.",
+        args.redis_a,
+        role(0),
+        args.redis_b,
+        role(1),
+        NAMES[r.master],
+        r.lost.acked,
+        [&args.redis_a, &args.redis_b][r.master],
+        r.lost
+            .error
+            .as_deref()
+            .map(|e| format!(" — CHECK INCOMPLETE: {e}"))
+            .unwrap_or_default()
+    );
+    let goal_met = r.correct() && r.max_stall() <= args.goal_ms;
+    let _ = writeln!(
+        md,
+        "\n**Goal** (every failover succeeds, 0 client errors, 0 lost writes, longest stall ≤ {} ms): **{}**.",
+        args.goal_ms,
+        if goal_met { "met" } else { "NOT met" }
+    );
+}
+
+/// Failed failovers, client errors and lost keys, if any.
+fn problems(md: &mut String, r: &Results) {
+    if r.failed() > 0 {
+        md.push_str("\nFailed failovers:\n\n");
+        for f in r.failovers.iter().filter(|f| !f.ok()) {
+            let _ = writeln!(
+                md,
+                "- #{} {}→{}: HTTP {}, `{}`; steps {}",
+                f.n,
+                f.from,
+                f.to,
+                f.http_status,
+                f.error.as_deref().unwrap_or("?"),
+                f.steps.trim()
+            );
+        }
+    }
+    let errors = &r.load.errors_sample;
+    if !errors.is_empty() {
+        let _ = writeln!(
+            md,
+            "\nClient errors (first {} of {} recorded; t = s since the start):\n",
+            errors.len().min(20),
+            errors.len()
+        );
+        for (t, e) in errors.iter().take(20) {
+            let _ = writeln!(md, "- t={:.3}: `{}`", *t as f64 / 1e6, e);
+        }
+    }
+    let lost = &r.lost.keys;
+    if !lost.is_empty() {
+        let _ = writeln!(md, "\nLost keys (first 10 of {}):\n", lost.len());
+        for (t, k) in lost.iter().take(10) {
+            let _ = writeln!(md, "- `{k}` sent at t={:.3}s", *t as f64 / 1e6);
+        }
+    }
+}
+
+/// The plots' description and every failover's server-side steps.
+fn footer(md: &mut String, r: &Results) {
+    let _ = writeln!(
+        md,
+        "\nPlots: `{0}.svg` (top: the largest latency per 0.5 ms of send time relative to the pause start, every failover overlaid; bottom: every request of the worst failover), `{0}-timeline.svg` (max and p99 latency per 10 ms over the whole run).",
+        r.args.name
+    );
+    md.push_str("\nServer-side steps (ms since the failover started):\n\n");
+    for f in r.failovers {
+        let _ = writeln!(md, "- #{} {}→{}: {}", f.n, f.from, f.to, f.steps.trim());
+    }
+}
+
+/// Writes `NAME.md` in the output directory (created if missing); its path.
+pub fn write_markdown(args: &Args, md: &str) -> String {
+    if let Err(e) = std::fs::create_dir_all(&args.out_dir) {
+        eprintln!("cannot create {}: {e}", args.out_dir);
+    }
+    let path = format!("{}/{}.md", args.out_dir, args.name);
+    if let Err(e) = std::fs::write(&path, md) {
+        eprintln!("cannot write {path}: {e}");
+    }
+    path
+}
+
+/// `--raw`: `NAME-requests.csv` (every request) and `NAME-events.csv` (the failovers).
+pub fn write_raw(r: &Results) {
+    let mut csv = String::from("conn,seq,scheduled_us,sent_us,done_us,ok\n");
+    for q in &r.load.recs {
+        let done = if q.answered() {
+            q.done.to_string()
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            csv,
+            "{},{},{},{},{},{}",
+            q.conn,
+            q.seq,
+            q.scheduled,
+            q.sent,
+            done,
+            u8::from(q.ok)
+        );
+    }
+    let (dir, name) = (&r.args.out_dir, &r.args.name);
+    let _ = std::fs::write(format!("{dir}/{name}-requests.csv"), csv);
+    let mut ev = String::from("n,from,to,result,posted_us,replied_us,pause_at_ms,stall_ms\n");
+    for f in r.failovers {
+        let _ = writeln!(
+            ev,
+            "{},{},{},{},{},{},{},{}",
+            f.n,
+            f.from,
+            f.to,
+            f.result,
+            f.posted,
+            f.replied,
+            f.pause_at_ms.map_or(String::new(), |v| v.to_string()),
+            f.stall_ms.map_or(String::new(), |v| v.to_string())
+        );
+    }
+    let _ = std::fs::write(format!("{dir}/{name}-events.csv"), ev);
+}
+
+/// A latency in ms with 2 decimals; "-" for NaN (nothing measured).
+fn fmt_ms(v: f64) -> String {
+    if v.is_nan() {
+        "-".into()
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+/// Like [`fmt_ms`], with "∞" for a request that got no reply.
+fn fmt_stall(v: f64) -> String {
+    if v.is_infinite() {
+        "∞".into()
+    } else {
+        fmt_ms(v)
+    }
+}
+
+/// The current time as `YYYY-MM-DDTHH:MM:SSZ`.
+fn utc_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let days = secs / 86400;
+    let (h, m, s) = (secs % 86400 / 3600, secs % 3600 / 60, secs % 60);
+    // civil-from-days (Howard Hinnant)
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(mo <= 2);
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{m:02}:{s:02}Z")
+}
