@@ -10,11 +10,11 @@ use criterion::{criterion_group, criterion_main, Criterion};
 
 use leasegate::command::CommandTable;
 use leasegate::command::CommandsConfig;
-use leasegate::frame::request::{Limits, RequestFramer};
 use leasegate::guard::control::ControlPolicy;
 use leasegate::guard::gate::{Admission, Gate, GateParts, Policy, Verdict};
 use leasegate::guard::lease::{BootClock, Grant, Initial, Lease, LeaseMode, LeaseTuning};
 use leasegate::guard::pause::Pause;
+use leasegate::resp::request::{Limits, RequestFramer};
 
 const ME: &str = "0123456789012345678901234567890123456789";
 

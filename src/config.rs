@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::command::CommandsConfig;
+use crate::guard::control::AddrMatch;
 use crate::guard::lease::{Initial, LeaseMode};
 pub use crate::guard::pause::OnDemote;
 
@@ -41,12 +42,12 @@ pub enum ConfigError {
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Address clients connect to.
-    #[serde(default = "defaults::listen")]
-    pub listen: String,
+    #[serde(default = "Config::default_listen")]
+    pub listen: SocketAddr,
     /// The node this proxy stands in front of.
     pub backend: BackendConfig,
     /// How long in-flight replies may take to finish after SIGTERM/SIGINT.
-    #[serde(default = "defaults::drain_timeout_ms")]
+    #[serde(default = "Config::default_drain_timeout_ms")]
     pub drain_timeout_ms: u64,
     /// Worker threads of the runtime; 0 means one per CPU.
     #[serde(default)]
@@ -86,27 +87,25 @@ pub struct BackendConfig {
     #[serde(default)]
     pub password: Option<String>,
     /// Time allowed to open a backend connection for a new client.
-    #[serde(default = "defaults::connect_timeout_ms")]
+    #[serde(default = "BackendConfig::default_connect_timeout_ms")]
     pub connect_timeout_ms: u64,
 }
 
 /// The HTTP admin API.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct AdminConfig {
     /// Where the admin API listens; loopback by default. Empty disables it.
-    #[serde(default = "defaults::admin_listen")]
     pub listen: String,
     /// Bearer token required by every mutating call. Without one, mutating
     /// calls are refused (401) and only the read-only endpoints work.
-    #[serde(default)]
     pub token: Option<String>,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
         Self {
-            listen: defaults::admin_listen(),
+            listen: "127.0.0.1:9180".into(),
             token: None,
         }
     }
@@ -114,40 +113,32 @@ impl Default for AdminConfig {
 
 /// Who may renew, revoke or pause over RESP.
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct ControlConfig {
     /// Connections that `AUTH` (or `HELLO ... AUTH`) with this password are
     /// the controller's; the proxy checks it and never forwards it.
-    #[serde(default)]
     pub password: Option<String>,
     /// Client addresses (`10.0.0.5`, `10.0.0.0/24`, `::1`) treated as the
     /// controller without a password.
-    #[serde(default)]
-    pub allow_from: Vec<String>,
+    pub allow_from: Vec<AddrMatch>,
 }
 
-/// The master lease (DESIGN §2).
+/// The master lease: mode, cold start, the deadline arithmetic's margins.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct LeaseConfig {
-    #[serde(default)]
     pub mode: LeaseMode,
-    #[serde(default)]
     pub initial: Initial,
     /// Fraction by which the local clock may run slow relative to the
     /// controller's; the TTL is shortened by it.
-    #[serde(default = "defaults::clock_drift")]
     pub clock_drift: f64,
     /// Subtracted from every lease.
-    #[serde(default = "defaults::safety_margin_ms")]
     pub safety_margin_ms: u64,
     /// First word of the fenced-write error (`READONLY` makes Sentinel-aware
     /// clients rediscover the master).
-    #[serde(default = "defaults::reject_prefix")]
     pub reject_prefix: String,
     /// How often leasegate asks the node for its `ROLE`; a replica revokes the
     /// lease. 0 disables the probe.
-    #[serde(default = "defaults::probe_interval_ms")]
     pub probe_interval_ms: u64,
 }
 
@@ -156,36 +147,29 @@ impl Default for LeaseConfig {
         Self {
             mode: LeaseMode::default(),
             initial: Initial::default(),
-            clock_drift: defaults::clock_drift(),
-            safety_margin_ms: defaults::safety_margin_ms(),
-            reject_prefix: defaults::reject_prefix(),
-            probe_interval_ms: defaults::probe_interval_ms(),
+            clock_drift: 0.01,
+            safety_margin_ms: 100,
+            reject_prefix: "READONLY".into(),
+            probe_interval_ms: 1_000,
         }
     }
 }
 
 /// Pulling the lease from a stock kvrocks-controller.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct ControllerConfig {
     /// `http://host:port` of the controller; unset disables polling.
-    #[serde(default)]
     pub url: Option<String>,
-    #[serde(default)]
     pub namespace: String,
-    #[serde(default)]
     pub cluster: String,
-    #[serde(default = "defaults::poll_interval_ms")]
     pub poll_interval_ms: u64,
     /// Lease granted by each positive poll, from the poll's send time.
-    #[serde(default = "defaults::controller_ttl_ms")]
     pub ttl_ms: u64,
     /// The controller's failure detection time (ping_interval × max_ping_count);
     /// leasegate warns when `ttl_ms` + margin is not below it.
-    #[serde(default = "defaults::failure_detection_ms")]
     pub failure_detection_ms: u64,
     /// Timeout of one poll.
-    #[serde(default = "defaults::controller_timeout_ms")]
     pub timeout_ms: u64,
 }
 
@@ -195,10 +179,10 @@ impl Default for ControllerConfig {
             url: None,
             namespace: String::new(),
             cluster: String::new(),
-            poll_interval_ms: defaults::poll_interval_ms(),
-            ttl_ms: defaults::controller_ttl_ms(),
-            failure_detection_ms: defaults::failure_detection_ms(),
-            timeout_ms: defaults::controller_timeout_ms(),
+            poll_interval_ms: 1_000,
+            ttl_ms: 5_000,
+            failure_detection_ms: 15_000,
+            timeout_ms: 1_000,
         }
     }
 }
@@ -213,19 +197,16 @@ pub enum VerifyMode {
     EveryWrite,
 }
 
-/// Verification of mastership on every write (DESIGN §3); uses `controller.*`.
+/// Verification of mastership with the controller on every write; uses `controller.*`.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct VerifyConfig {
-    #[serde(default)]
     pub mode: VerifyMode,
     /// A confirmation slower than this rejects the writes waiting for it.
-    #[serde(default = "defaults::verify_timeout_ms")]
     pub timeout_ms: u64,
     /// Confirmation requests allowed on the wire at once. 1 (the default)
     /// gives the largest batches; more cut the wait of writes that arrive
     /// while a round is in flight, at the cost of more controller requests.
-    #[serde(default = "defaults::one")]
     pub max_in_flight: usize,
 }
 
@@ -233,68 +214,60 @@ impl Default for VerifyConfig {
     fn default() -> Self {
         Self {
             mode: VerifyMode::Off,
-            timeout_ms: defaults::verify_timeout_ms(),
+            timeout_ms: 200,
             max_in_flight: 1,
         }
     }
 }
 
-/// Write pauses (DESIGN §4).
+/// Write pauses: how much may be held, and where held writes go after a demotion.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct PauseConfig {
     /// Bytes of held requests across all connections; past it, `-TRYAGAIN`.
-    #[serde(default = "defaults::max_buffered_bytes")]
     pub max_buffered_bytes: usize,
     /// Held requests across all connections; past it, `-TRYAGAIN`.
-    #[serde(default = "defaults::max_buffered_requests")]
     pub max_buffered_requests: usize,
-    #[serde(default)]
     pub on_demote: OnDemote,
 }
 
 impl Default for PauseConfig {
     fn default() -> Self {
         Self {
-            max_buffered_bytes: defaults::max_buffered_bytes(),
-            max_buffered_requests: defaults::max_buffered_requests(),
+            max_buffered_bytes: 64 * 1024 * 1024,
+            max_buffered_requests: 100_000,
             on_demote: OnDemote::default(),
         }
     }
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct LimitsConfig {
     /// Concurrent client connections; beyond it a client gets
     /// `-ERR max number of clients reached` and is closed.
-    #[serde(default = "defaults::max_clients")]
     pub max_clients: usize,
     /// Largest bulk string accepted in a request, in bytes.
-    #[serde(default = "defaults::max_bulk_len")]
     pub max_bulk_len: u64,
     /// Most arguments accepted in one request.
-    #[serde(default = "defaults::max_multibulk_len")]
     pub max_multibulk_len: u64,
     /// Longest inline command line (`PING\r\n` typed in telnet), in bytes.
-    #[serde(default = "defaults::max_inline_len")]
     pub max_inline_len: usize,
     /// Unsent replies (from the node and leasegate's own) one client may
     /// have before leasegate stops reading its requests, in bytes. A client
     /// that pipelines without reading its replies stalls at this bound
     /// instead of growing the proxy's memory; other clients are unaffected.
-    #[serde(default = "defaults::max_client_output_bytes")]
     pub max_client_output_bytes: usize,
 }
 
 impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
-            max_clients: defaults::max_clients(),
-            max_bulk_len: defaults::max_bulk_len(),
-            max_multibulk_len: defaults::max_multibulk_len(),
-            max_inline_len: defaults::max_inline_len(),
-            max_client_output_bytes: defaults::max_client_output_bytes(),
+            max_clients: 10_000,
+            max_bulk_len: 512 * 1024 * 1024,
+            max_multibulk_len: 1024 * 1024,
+            max_inline_len: 64 * 1024,
+            max_client_output_bytes: 4 * 1024 * 1024,
         }
     }
 }
@@ -308,12 +281,10 @@ pub enum LogFormat {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
-    #[serde(default)]
     pub format: LogFormat,
     /// A `tracing` filter (`info`, `leasegate=debug`, ...); `RUST_LOG` wins when set.
-    #[serde(default = "defaults::log_level")]
     pub level: String,
 }
 
@@ -321,78 +292,23 @@ impl Default for LogConfig {
     fn default() -> Self {
         Self {
             format: LogFormat::Text,
-            level: defaults::log_level(),
+            level: "info".into(),
         }
     }
 }
 
-/// All defaults, in one place.
-mod defaults {
-    pub fn listen() -> String {
-        "0.0.0.0:6380".to_string()
+impl Config {
+    fn default_listen() -> SocketAddr {
+        SocketAddr::from(([0, 0, 0, 0], 6380))
     }
-    pub fn drain_timeout_ms() -> u64 {
+    fn default_drain_timeout_ms() -> u64 {
         5_000
     }
-    pub fn connect_timeout_ms() -> u64 {
+}
+
+impl BackendConfig {
+    fn default_connect_timeout_ms() -> u64 {
         1_000
-    }
-    pub fn max_clients() -> usize {
-        10_000
-    }
-    pub fn max_bulk_len() -> u64 {
-        512 * 1024 * 1024
-    }
-    pub fn max_multibulk_len() -> u64 {
-        1024 * 1024
-    }
-    pub fn max_inline_len() -> usize {
-        64 * 1024
-    }
-    pub fn max_client_output_bytes() -> usize {
-        4 * 1024 * 1024
-    }
-    pub fn log_level() -> String {
-        "info".to_string()
-    }
-    pub fn admin_listen() -> String {
-        "127.0.0.1:9180".to_string()
-    }
-    pub fn clock_drift() -> f64 {
-        0.01
-    }
-    pub fn safety_margin_ms() -> u64 {
-        100
-    }
-    pub fn reject_prefix() -> String {
-        "READONLY".to_string()
-    }
-    pub fn probe_interval_ms() -> u64 {
-        1_000
-    }
-    pub fn poll_interval_ms() -> u64 {
-        1_000
-    }
-    pub fn controller_ttl_ms() -> u64 {
-        5_000
-    }
-    pub fn failure_detection_ms() -> u64 {
-        15_000
-    }
-    pub fn controller_timeout_ms() -> u64 {
-        1_000
-    }
-    pub fn one() -> usize {
-        1
-    }
-    pub fn verify_timeout_ms() -> u64 {
-        200
-    }
-    pub fn max_buffered_bytes() -> usize {
-        64 * 1024 * 1024
-    }
-    pub fn max_buffered_requests() -> usize {
-        100_000
     }
 }
 
@@ -428,12 +344,6 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), (&'static str, String)> {
-        self.listen.parse::<SocketAddr>().map_err(|e| {
-            (
-                "listen",
-                format!("'{}' is not an ip:port ({e})", self.listen),
-            )
-        })?;
         let addr = &self.backend.addr;
         match addr.rsplit_once(':') {
             Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {}
@@ -509,10 +419,6 @@ impl Config {
                 "control.password",
                 "must not be empty (leave it out instead)".into(),
             ));
-        }
-        for entry in &self.control.allow_from {
-            crate::guard::control::AddrMatch::parse(entry)
-                .map_err(|e| ("control.allow_from", e))?;
         }
         if !(0.0..0.5).contains(&self.lease.clock_drift) {
             return Err(("lease.clock_drift", "must be in [0, 0.5)".into()));
@@ -628,7 +534,7 @@ mod tests {
     #[test]
     fn only_backend_addr_is_required() {
         let c = Config::parse("backend:\n  addr: 127.0.0.1:6666\n", "t").expect("valid");
-        assert_eq!(c.listen, "0.0.0.0:6380");
+        assert_eq!(c.listen.to_string(), "0.0.0.0:6380");
         assert_eq!(c.limits.max_bulk_len, 512 * 1024 * 1024);
         assert_eq!(c.limits.max_multibulk_len, 1_048_576);
         assert!(c.commands.learn_from_backend);
@@ -672,5 +578,24 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("listen"), "{err}");
+    }
+
+    #[test]
+    fn allow_from_is_parsed_at_load_and_errors_name_the_line() {
+        let ok =
+            "backend:\n  addr: 127.0.0.1:6666\ncontrol:\n  allow_from: [10.0.0.0/24, \"::1\"]\n";
+        let c = Config::parse(ok, "f.yaml").expect("valid");
+        assert_eq!(c.control.allow_from.len(), 2);
+        let bad = "backend:\n  addr: 127.0.0.1:6666\ncontrol:\n  allow_from:\n    - 10.0.0.0/24\n    - 10.0.0.x\n";
+        let err = Config::parse(bad, "f.yaml").unwrap_err().to_string();
+        assert!(
+            err.contains("control.allow_from")
+                && err.contains("10.0.0.x")
+                && err.contains("line 5"),
+            "{err}"
+        );
+        let listen = "listen: nowhere\nbackend:\n  addr: 127.0.0.1:6666\n";
+        let err = Config::parse(listen, "f.yaml").unwrap_err().to_string();
+        assert!(err.contains("listen") && err.contains("line 1"), "{err}");
     }
 }

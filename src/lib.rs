@@ -4,7 +4,7 @@
 //! own layer or those below (`tests/layers.rs` checks it). See
 //! `ARCHITECTURE.md` for the map.
 //!
-//! * [`frame`] — RESP: request and reply framing, command names, local replies;
+//! * [`resp`] — RESP: request and reply framing, command names, encoding;
 //! * [`command`] — classification (read / write / admin / intercept);
 //! * [`kvrocks`] — what the node, the controller and other leasegates say;
 //! * [`guard`] — the Gate (may this request pass?), the lease, pause,
@@ -16,7 +16,7 @@
 //!   controller polling, graceful failover, node probe;
 //! * [`server`], [`logging`] — wiring and lifecycle.
 
-pub mod frame;
+pub mod resp;
 
 pub mod command;
 

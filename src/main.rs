@@ -1,11 +1,21 @@
-//! The `leasegate` command line: `run`, `check-config`.
+//! The `leasegate` command line: `run`, `check-config`, `failover`, `ctl`.
+//!
+//! `failover` and `ctl` speak the admin API through
+//! [`AdminClient`] with the wire types of [`leasegate::kvrocks::admin_api`].
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use serde::Serialize;
 
 use leasegate::config::Config;
+use leasegate::kvrocks::admin_api::{
+    ErrorBody, FailoverReport, FailoverRequest, FailoverState, LeaseRequest, PauseMode,
+    PauseRequest, DEFAULT_LEASE_TTL_MS, DEFAULT_PAUSE_TIMEOUT_MS, DEFAULT_SYNC_TIMEOUT_MS,
+    FAILOVER_FAILED_STATUS,
+};
+use leasegate::kvrocks::admin_client::{AdminClient, AdminError};
 use leasegate::server::Server;
 
 #[derive(Parser)]
@@ -40,15 +50,15 @@ enum Command {
         /// Admin address (host:port) of the replica's leasegate.
         #[arg(long)]
         to: String,
-        #[arg(long, default_value_t = 100)]
+        #[arg(long, default_value_t = DEFAULT_SYNC_TIMEOUT_MS)]
         sync_timeout_ms: u64,
-        #[arg(long, default_value_t = 500)]
+        #[arg(long, default_value_t = DEFAULT_PAUSE_TIMEOUT_MS)]
         pause_timeout_ms: u64,
         /// Switch even when the replica has not caught up within the sync timeout.
         #[arg(long)]
         force_on_timeout: bool,
         /// Lease granted to the new master (the controller renews it afterwards).
-        #[arg(long, default_value_t = 10_000)]
+        #[arg(long, default_value_t = DEFAULT_LEASE_TTL_MS)]
         lease_ttl_ms: u64,
         /// Admin token (both proxies).
         #[arg(long, env = "LEASEGATE_ADMIN_TOKEN", hide_env_values = true)]
@@ -83,8 +93,9 @@ enum CtlAction {
     Pause {
         #[arg(long)]
         timeout_ms: u64,
+        /// `write` or `all` (any case).
         #[arg(long, default_value = "write")]
-        mode: String,
+        mode: PauseMode,
     },
     /// End the pause.
     Unpause,
@@ -102,52 +113,83 @@ fn main() -> ExitCode {
             lease_ttl_ms,
             token,
         } => {
-            let body = serde_json::json!({
-                "to": to,
-                "sync_timeout_ms": sync_timeout_ms,
-                "pause_timeout_ms": pause_timeout_ms,
-                "force_on_timeout": force_on_timeout,
-                "lease_ttl_ms": lease_ttl_ms,
+            let request = FailoverRequest {
+                to,
+                sync_timeout_ms,
+                pause_timeout_ms,
+                force_on_timeout,
+                lease_ttl_ms,
+                target_token: None,
+            };
+            let answer = admin_call(|client| async move {
+                client.failover(&from, token.as_deref(), &request).await
             });
-            admin_call(
-                &from,
-                "POST",
-                "/v1/failover",
-                token.as_deref(),
-                Some(body),
-                print_failover,
-            )
+            finish("POST", "/v1/failover", answer, false, |report| {
+                print_failover(report);
+                // A failover that ran and failed answers its report with 409.
+                if report.result == FailoverState::Success {
+                    Ok(())
+                } else {
+                    Err(FAILOVER_FAILED_STATUS)
+                }
+            })
         }
         Command::Ctl {
             admin,
             token,
             action,
         } => {
-            let (method, path, body) = match action {
-                CtlAction::Status => ("GET", "/v1/status", None),
+            let token = token.as_deref();
+            let admin = admin.as_str();
+            match action {
+                CtlAction::Status => finish(
+                    "GET",
+                    "/v1/status",
+                    admin_call(|client| async move { client.status(admin).await }),
+                    true,
+                    print_pretty,
+                ),
                 CtlAction::Lease {
                     master_node_id,
                     epoch,
                     ttl_ms,
-                } => (
+                } => {
+                    let request = LeaseRequest {
+                        master_node_id,
+                        epoch,
+                        ttl_ms,
+                        nonce: None,
+                    };
+                    finish(
+                        "POST",
+                        "/v1/lease",
+                        admin_call(|client| async move {
+                            client.grant_lease(admin, token, &request).await
+                        }),
+                        true,
+                        print_pretty,
+                    )
+                }
+                CtlAction::Pause { timeout_ms, mode } => {
+                    let request = PauseRequest { timeout_ms, mode };
+                    finish(
+                        "POST",
+                        "/v1/pause",
+                        admin_call(
+                            |client| async move { client.pause(admin, token, &request).await },
+                        ),
+                        true,
+                        print_pretty,
+                    )
+                }
+                CtlAction::Unpause => finish(
                     "POST",
-                    "/v1/lease",
-                    Some(
-                        serde_json::json!({"master_node_id": master_node_id, "epoch": epoch, "ttl_ms": ttl_ms}),
-                    ),
+                    "/v1/unpause",
+                    admin_call(|client| async move { client.unpause(admin, token).await }),
+                    true,
+                    print_pretty,
                 ),
-                CtlAction::Pause { timeout_ms, mode } => (
-                    "POST",
-                    "/v1/pause",
-                    Some(
-                        serde_json::json!({"timeout_ms": timeout_ms, "mode": mode.to_ascii_lowercase()}),
-                    ),
-                ),
-                CtlAction::Unpause => ("POST", "/v1/unpause", Some(serde_json::json!({}))),
-            };
-            admin_call(&admin, method, path, token.as_deref(), body, |v| {
-                println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
-            })
+            }
         }
         Command::CheckConfig { file } => match Config::load(&file) {
             Ok(config) => {
@@ -209,62 +251,82 @@ fn runtime() -> Option<tokio::runtime::Runtime> {
     }
 }
 
-/// One call to an admin API; prints the answer with `show`. Exit 1 on a
-/// non-2xx answer or an unreachable proxy.
-fn admin_call(
-    addr: &str,
+/// One call to an admin API, on a runtime of its own. `None` when the
+/// runtime cannot start (already reported).
+fn admin_call<T, F>(call: impl FnOnce(AdminClient) -> F) -> Option<Result<T, AdminError>>
+where
+    F: std::future::Future<Output = Result<T, AdminError>>,
+{
+    let runtime = runtime()?;
+    let client = AdminClient::new(std::time::Duration::from_secs(30));
+    Some(runtime.block_on(call(client)))
+}
+
+/// Prints an admin API answer with `show` (which may still refuse it with
+/// the HTTP status it came with), or the error answer. Exit 1 on a non-2xx
+/// answer or an unreachable proxy.
+fn finish<T>(
     method: &str,
     path: &str,
-    token: Option<&str>,
-    body: Option<serde_json::Value>,
-    show: impl Fn(&serde_json::Value),
+    answer: Option<Result<T, AdminError>>,
+    pretty: bool,
+    show: impl FnOnce(&T) -> Result<(), u16>,
 ) -> ExitCode {
-    let Some(runtime) = runtime() else {
+    let Some(answer) = answer else {
         return ExitCode::FAILURE;
     };
-    let client =
-        leasegate::kvrocks::admin_client::AdminClient::new(std::time::Duration::from_secs(30));
-    let answer =
-        runtime.block_on(client.call(addr, method, path, token, body.map(|b| b.to_string())));
-    match answer {
-        Ok((status, text)) => {
-            let value: serde_json::Value =
-                serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
-            show(&value);
-            if (200..300).contains(&status) {
-                ExitCode::SUCCESS
-            } else {
-                eprintln!("error: {method} {path} answered {status}");
-                ExitCode::FAILURE
-            }
+    let status = match answer {
+        Ok(value) => match show(&value) {
+            Ok(()) => return ExitCode::SUCCESS,
+            Err(status) => status,
+        },
+        Err(AdminError::Status { status, body, .. }) => {
+            print_error_body(&body, pretty);
+            status
         }
         Err(e) => {
             eprintln!("error: {e}");
-            ExitCode::FAILURE
+            return ExitCode::FAILURE;
         }
-    }
+    };
+    eprintln!("error: {method} {path} answered {status}");
+    ExitCode::FAILURE
+}
+
+/// Prints an answer as indented JSON (object keys sorted, as the server
+/// sends them).
+fn print_pretty(value: &impl Serialize) -> Result<(), u16> {
+    let text = serde_json::to_value(value)
+        .and_then(|v| serde_json::to_string_pretty(&v))
+        .unwrap_or_default();
+    println!("{text}");
+    Ok(())
+}
+
+/// Prints an error answer: a leasegate's `{"error": "..."}`, or whatever
+/// else came back, as a JSON string.
+fn print_error_body(body: &str, pretty: bool) {
+    let text = match serde_json::from_str::<ErrorBody>(body) {
+        Ok(e) if pretty => serde_json::to_string_pretty(&e),
+        Ok(e) => serde_json::to_string(&e),
+        Err(_) => serde_json::to_string(body),
+    };
+    println!("{}", text.unwrap_or_default());
 }
 
 /// Prints each failover state with its elapsed time, then the stall.
-fn print_failover(report: &serde_json::Value) {
-    let Some(steps) = report["steps"].as_array() else {
-        println!("{report}");
-        return;
-    };
-    for step in steps {
-        println!(
-            "{:>9.3} ms  {}",
-            step["at_ms"].as_f64().unwrap_or(0.0),
-            step["state"].as_str().unwrap_or("?")
-        );
+fn print_failover(report: &FailoverReport) {
+    for step in &report.steps {
+        println!("{:>9.3} ms  {}", step.at_ms, step.state.as_str());
     }
-    if let Some(stall) = report["stall_ms"].as_f64() {
+    if let Some(stall) = report.stall_ms {
         println!("write stall: {stall:.3} ms");
     }
-    if let Some(new_master) = report["new_master"].as_str() {
-        println!("new master: {new_master} (epoch {})", report["epoch"]);
+    if let Some(new_master) = &report.new_master {
+        let epoch = report.epoch.map_or("null".to_string(), |e| e.to_string());
+        println!("new master: {new_master} (epoch {epoch})");
     }
-    if let Some(error) = report["error"].as_str() {
+    if let Some(error) = &report.error {
         println!("failed: {error}");
     }
 }

@@ -30,12 +30,12 @@ use crate::control::admin;
 use crate::control::poll;
 use crate::control::probe;
 use crate::control::ControlContext;
-use crate::frame::request::Limits;
 use crate::guard::gate::{Gate, Policy};
 use crate::guard::lease::{BootClock, Clock};
 use crate::proxy::backend;
 use crate::proxy::session::{self, SessionContext};
 use crate::proxy::workers::Workers;
+use crate::resp::request::Limits;
 
 const MAX_CLIENTS_REPLY: &[u8] = b"-ERR max number of clients reached\r\n";
 /// How often command learning is retried while the node is unreachable.
@@ -125,7 +125,7 @@ impl Server {
         let listener = TcpListener::bind(&self.config.listen)
             .await
             .map_err(|source| ServerError::Bind {
-                addr: self.config.listen.clone(),
+                addr: self.config.listen.to_string(),
                 source,
             })?;
         self.start_learning();

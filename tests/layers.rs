@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 /// Lowest first. `main.rs` and `lib.rs` wire everything and are not checked.
 const LAYERS: &[&[&str]] = &[
-    &["frame"],
+    &["resp"],
     &["command"],
     &["kvrocks"],
     &["guard"],
@@ -119,8 +119,8 @@ fn imports_point_downward_only() {
 #[test]
 fn the_scanner_sees_grouped_and_nested_paths() {
     let paths = crate_paths(
-        "use crate::{guard::gate, frame};\nlet x = crate::control::admin::run(); // crate::server",
+        "use crate::{guard::gate, resp};\nlet x = crate::control::admin::run(); // crate::server",
     );
     let tops: Vec<&str> = paths.iter().map(|(_, t)| t.as_str()).collect();
-    assert_eq!(tops, ["guard", "frame", "control"]);
+    assert_eq!(tops, ["guard", "resp", "control"]);
 }

@@ -216,7 +216,7 @@ const TRICKY_LINES: [&[u8]; 24] = [
 
 #[test]
 fn inline_arguments_are_split_as_redis_splits_them() {
-    use leasegate::frame::request::{arguments, Limits, ProtocolError, RequestFramer};
+    use leasegate::resp::request::{arguments, Limits, ProtocolError, RequestFramer};
     let redis = support::RedisServer::start();
     let limits = Limits {
         max_bulk_len: 1024,

@@ -9,17 +9,14 @@ use serde::Deserialize;
 use super::Class;
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct CommandsConfig {
     /// Commands answered with `-ERR command '<name>' is disabled by leasegate`.
-    #[serde(default)]
     pub deny: Vec<String>,
     /// Per-command class overrides, e.g. `{ mymodule.set: write }`.
-    #[serde(default)]
     pub classes: BTreeMap<String, ClassName>,
     /// Ask the backend for `COMMAND` at start-up and treat every command it
     /// flags `write` as a write (adds module and newer commands to the table).
-    #[serde(default = "yes")]
     pub learn_from_backend: bool,
 }
 
@@ -50,8 +47,4 @@ impl From<ClassName> for Class {
             ClassName::Admin => Class::Admin,
         }
     }
-}
-
-fn yes() -> bool {
-    true
 }

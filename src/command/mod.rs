@@ -28,7 +28,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use bytes::Bytes;
 
-pub use crate::frame::name::{Name, NAME_CAP};
+pub use crate::resp::name::{Name, NAME_CAP};
 
 mod config;
 mod special;

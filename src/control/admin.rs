@@ -8,7 +8,7 @@
 //! * `GET /metrics` — Prometheus/OpenMetrics text of everything under `leasegate_`;
 //! * `GET /v1/status` — the lease, the node's replication state, pause and
 //!   failover state as JSON;
-//! * `POST /v1/lease` — push renewal over HTTP (DESIGN §2, source 2), the same
+//! * `POST /v1/lease` — push renewal over HTTP, the same
 //!   grant a `CLUSTERX HEARTBEAT` carries: `{"master_node_id", "epoch",
 //!   "ttl_ms", "nonce"?}`. A grant naming another node revokes the lease.
 //!
@@ -17,7 +17,9 @@
 //! so a proxy can never be renewed by whoever reaches its admin port. Request
 //! bodies are bounded ([`MAX_BODY`]) and headers must arrive within
 //! [`HEADER_TIMEOUT`], so a slow or hostile client cannot hold memory.
-//! Answers to mutating calls and errors are JSON (`{"error": "..."}`).
+//! Answers to mutating calls and errors are JSON (`{"error": "..."}`); the
+//! request and answer types are the wire model in
+//! [`crate::kvrocks::admin_api`], and every refusal is an [`ApiError`].
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -34,13 +36,21 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
-use serde::Deserialize;
+use serde::Serialize;
 use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
 
+use crate::control::failover::{self, MAX_LEASE_TTL_MS};
+use crate::control::probe;
 use crate::control::ControlContext;
-use crate::guard::lease::{Grant, GrantError, GrantOutcome, LeaseSnapshot};
+use crate::guard::lease::{Grant, GrantError, GrantOutcome, LeaseMode, LeaseSnapshot};
+use crate::guard::pause::{PauseMode, PauseStatus};
 use crate::guard::role::Source;
+use crate::kvrocks::admin_api::{
+    self as api, Demoted, ErrorBody, FailoverRequest, FailoverState, LeaseOutcome, LeaseRequest,
+    LeaseResponse, LeaseView, PauseRequest, PauseResponse, PauseView, Status,
+    FAILOVER_FAILED_STATUS,
+};
 
 /// Largest request body accepted (`413` beyond it).
 pub const MAX_BODY: usize = 64 * 1024;
@@ -103,7 +113,19 @@ pub async fn serve(listener: TcpListener, shared: Arc<ControlContext>) {
             let service = service_fn(move |req| {
                 let shared = Arc::clone(&shared);
                 let metrics = Arc::clone(&metrics);
-                async move { Ok::<_, Infallible>(handle(req, &shared, &metrics).await) }
+                // Each request runs as its own task: a caller that hangs up
+                // (hyper then drops this future) cannot cut a change short,
+                // e.g. a failover between its claim and its start.
+                async move {
+                    let task = tokio::spawn(async move { handle(req, &shared, &metrics).await });
+                    Ok::<_, Infallible>(task.await.unwrap_or_else(|e| {
+                        let mut r = Response::new(Full::new(Bytes::from(format!(
+                            "{{\"error\":\"the request handler failed: {e}\"}}"
+                        ))));
+                        *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                        r
+                    }))
+                }
             });
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder
@@ -158,55 +180,132 @@ async fn route(
         "/v1/pause" => ("/v1/pause", "POST"),
         "/v1/unpause" => ("/v1/unpause", "POST"),
         "/v1/failover" => ("/v1/failover", "POST"),
-        _ => return ("other", error(StatusCode::NOT_FOUND, "no such path")),
+        _ => return ("other", ApiError::NotFound.response()),
     };
     if req.method().as_str() != allowed {
-        let mut r = error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            &format!("{route} accepts {allowed} only"),
-        );
+        let mut r = ApiError::MethodNotAllowed { route, allowed }.response();
         r.headers_mut()
             .insert(ALLOW, HeaderValue::from_static(allowed));
         return (route, r);
     }
     if is_mutating(req.method()) {
-        if let Err(r) = authorize(&req, shared.config.admin.token.as_deref()) {
-            return (route, r.response());
+        if let Err(e) = authorize(&req, shared.config.admin.token.as_deref()) {
+            return (route, e.response());
         }
     }
     let response = match route {
-        "/healthz" => text(StatusCode::OK, "ok\n"),
-        "/readyz" => readyz(shared),
+        "/healthz" => Ok(text(StatusCode::OK, "ok\n")),
+        "/readyz" => Ok(readyz(shared)),
         "/metrics" => metrics(shared),
-        "/v1/status" => json(StatusCode::OK, &status(shared)),
+        "/v1/status" => Ok(json(StatusCode::OK, &status(shared))),
         _ => match read_body(req).await {
             Ok(body) if route == "/v1/pause" => post_pause(shared, &body),
             Ok(body) if route == "/v1/failover" => post_failover(shared, &body).await,
             Ok(_) if route == "/v1/unpause" => {
                 shared.gate.pause().unpause();
-                json(
+                Ok(json(
                     StatusCode::OK,
-                    &serde_json::json!({"pause": shared.gate.pause().status()}),
-                )
+                    &PauseResponse {
+                        pause: pause_view(shared.gate.pause().status()),
+                    },
+                ))
             }
             Ok(body) => post_lease(shared, &body, received_at),
-            Err(r) => r.response(),
+            Err(e) => Err(e),
         },
     };
-    (route, response)
+    (route, response.unwrap_or_else(ApiError::response))
 }
 
 fn is_mutating(method: &Method) -> bool {
     !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
+/// Why a request was refused; its Display is the answer's `error`.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("no such path")]
+    NotFound,
+    #[error("{route} accepts {allowed} only")]
+    MethodNotAllowed {
+        route: &'static str,
+        allowed: &'static str,
+    },
+    #[error("admin.token is not set in the config: mutating calls are disabled")]
+    NoToken,
+    #[error("missing Authorization: Bearer <admin.token>")]
+    MissingToken,
+    #[error("wrong admin token")]
+    WrongToken,
+    #[error("request body over {MAX_BODY} bytes")]
+    BodyTooLarge,
+    #[error("cannot read the request body: {source}")]
+    BodyUnreadable {
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("body must be {}: {source}", LeaseRequest::SHAPE)]
+    BadLeaseRequest { source: serde_json::Error },
+    #[error("ttl_ms must be above 0")]
+    ZeroTtl,
+    /// The lease refused the grant (400 for its TTL, else 409).
+    #[error(transparent)]
+    Grant(#[from] GrantError),
+    #[error("expected {}: {source}", PauseRequest::SHAPE)]
+    BadPauseRequest { source: serde_json::Error },
+    #[error("timeout_ms must be above 0")]
+    ZeroPauseTimeout,
+    #[error("expected {}: {source}", FailoverRequest::SHAPE)]
+    BadFailoverRequest { source: serde_json::Error },
+    #[error("pause_timeout_ms must exceed sync_timeout_ms")]
+    PauseNotAboveSync,
+    #[error("lease_ttl_ms must be between 1 and {MAX_LEASE_TTL_MS}")]
+    FailoverTtlOutOfRange,
+    #[error("{source}")]
+    MetricsEncoding { source: std::fmt::Error },
+    #[error("metrics registry poisoned")]
+    MetricsPoisoned,
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::NoToken | ApiError::MissingToken | ApiError::WrongToken => {
+                StatusCode::UNAUTHORIZED
+            }
+            ApiError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::BodyUnreadable { .. }
+            | ApiError::BadLeaseRequest { .. }
+            | ApiError::ZeroTtl
+            | ApiError::Grant(GrantError::InvalidTtl)
+            | ApiError::BadPauseRequest { .. }
+            | ApiError::ZeroPauseTimeout
+            | ApiError::BadFailoverRequest { .. }
+            | ApiError::PauseNotAboveSync
+            | ApiError::FailoverTtlOutOfRange => StatusCode::BAD_REQUEST,
+            ApiError::Grant(_) => StatusCode::CONFLICT,
+            ApiError::MetricsEncoding { .. } | ApiError::MetricsPoisoned => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        }
+    }
+
+    /// The answer: [`ErrorBody`] with [`ApiError::status`].
+    pub fn response(self) -> Response<Full<Bytes>> {
+        json(
+            self.status(),
+            &ErrorBody {
+                error: self.to_string(),
+            },
+        )
+    }
+}
+
 /// Checks `Authorization: Bearer <token>`.
-fn authorize<B>(req: &Request<B>, token: Option<&str>) -> Result<(), Refusal> {
+fn authorize<B>(req: &Request<B>, token: Option<&str>) -> Result<(), ApiError> {
     let Some(token) = token else {
-        return Err(Refusal(
-            StatusCode::UNAUTHORIZED,
-            "admin.token is not set in the config: mutating calls are disabled".into(),
-        ));
+        return Err(ApiError::NoToken);
     };
     let presented = req
         .headers()
@@ -215,25 +314,9 @@ fn authorize<B>(req: &Request<B>, token: Option<&str>) -> Result<(), Refusal> {
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
     match presented {
-        None => Err(Refusal(
-            StatusCode::UNAUTHORIZED,
-            "missing Authorization: Bearer <admin.token>".into(),
-        )),
+        None => Err(ApiError::MissingToken),
         Some(p) if constant_time_eq(p.as_bytes(), token.as_bytes()) => Ok(()),
-        Some(_) => Err(Refusal(
-            StatusCode::UNAUTHORIZED,
-            "wrong admin token".into(),
-        )),
-    }
-}
-
-/// A request refused before it reached its handler.
-#[derive(Debug)]
-struct Refusal(StatusCode, String);
-
-impl Refusal {
-    fn response(self) -> Response<Full<Bytes>> {
-        error(self.0, &self.1)
+        Some(_) => Err(ApiError::WrongToken),
     }
 }
 
@@ -249,28 +332,19 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// Reads a body of at most [`MAX_BODY`] bytes.
-async fn read_body(req: Request<Incoming>) -> Result<Bytes, Refusal> {
-    let too_large = || {
-        Refusal(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("request body over {MAX_BODY} bytes"),
-        )
-    };
+async fn read_body(req: Request<Incoming>) -> Result<Bytes, ApiError> {
     let declared = req
         .headers()
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > MAX_BODY as u64) {
-        return Err(too_large());
+        return Err(ApiError::BodyTooLarge);
     }
     match Limited::new(req.into_body(), MAX_BODY).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-        Err(e) => Err(Refusal(
-            StatusCode::BAD_REQUEST,
-            format!("cannot read the request body: {e}"),
-        )),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::BodyTooLarge),
+        Err(source) => Err(ApiError::BodyUnreadable { source }),
     }
 }
 
@@ -287,147 +361,127 @@ fn readyz(shared: &ControlContext) -> Response<Full<Bytes>> {
     text(StatusCode::SERVICE_UNAVAILABLE, &format!("{reason}\n"))
 }
 
-fn metrics(shared: &ControlContext) -> Response<Full<Bytes>> {
+fn metrics(shared: &ControlContext) -> Result<Response<Full<Bytes>>, ApiError> {
     let mut out = String::new();
-    let encoded = match shared.registry.lock() {
-        Ok(registry) => prometheus_client::encoding::text::encode(&mut out, &registry)
-            .map_err(|e| e.to_string()),
-        Err(_) => Err("metrics registry poisoned".to_string()),
-    };
-    match encoded {
-        Ok(()) => with_type(StatusCode::OK, OPENMETRICS, out.into()),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e),
+    let registry = shared
+        .registry
+        .lock()
+        .map_err(|_| ApiError::MetricsPoisoned)?;
+    prometheus_client::encoding::text::encode(&mut out, &registry)
+        .map_err(|source| ApiError::MetricsEncoding { source })?;
+    Ok(with_type(StatusCode::OK, OPENMETRICS, out.into()))
+}
+
+/// The lease as the admin API reports it (`remaining_ms` null when valid
+/// until told otherwise).
+pub fn lease_view(snapshot: &LeaseSnapshot) -> LeaseView {
+    LeaseView {
+        mode: match snapshot.mode {
+            LeaseMode::Disabled => api::LeaseMode::Disabled,
+            LeaseMode::LogOnly => api::LeaseMode::LogOnly,
+            LeaseMode::BlockWrite => api::LeaseMode::BlockWrite,
+        },
+        valid: snapshot.valid,
+        owner: snapshot.owner.clone(),
+        node_id: snapshot.node_id.clone(),
+        epoch: snapshot.epoch,
+        remaining_ms: (snapshot.remaining_ms != u64::MAX).then_some(snapshot.remaining_ms),
+        revoked_reason: snapshot.revoked_reason.clone(),
     }
 }
 
-/// The lease as JSON, `remaining_ms` null when valid until told otherwise.
-pub fn lease_json(snapshot: &LeaseSnapshot) -> serde_json::Value {
-    let mut v = serde_json::to_value(snapshot).unwrap_or(serde_json::Value::Null);
-    if snapshot.remaining_ms == u64::MAX {
-        if let Some(obj) = v.as_object_mut() {
-            obj.insert("remaining_ms".into(), serde_json::Value::Null);
-        }
+/// The pause as the admin API reports it.
+pub fn pause_view(status: PauseStatus) -> PauseView {
+    PauseView {
+        paused: status.paused,
+        mode: status.mode.map(|m| match m {
+            PauseMode::Write => api::PauseMode::Write,
+            PauseMode::All => api::PauseMode::All,
+        }),
+        held_requests: status.held_requests as u64,
+        held_bytes: status.held_bytes as u64,
     }
-    v
 }
 
-fn status(shared: &ControlContext) -> serde_json::Value {
-    serde_json::json!({
-        "lease": lease_json(&shared.gate.lease().snapshot()),
-        "node": shared.node.view(),
-        "paused": shared.gate.pause().is_paused(),
-        "pause": shared.gate.pause().status(),
-        "failover_state": shared.gate.role().failover.state().as_str(),
-        "demoted": shared.gate.role().demotion().map(|d| serde_json::json!({"new_master": d.new_master.as_deref()})),
-        "listen": shared.config.listen,
-        "backend": shared.config.backend.addr,
-    })
+fn node_view(view: probe::NodeView) -> api::NodeView {
+    api::NodeView {
+        replication: view.replication,
+        error: view.error,
+    }
+}
+
+fn status(shared: &ControlContext) -> Status {
+    let pause = shared.gate.pause();
+    Status {
+        lease: lease_view(&shared.gate.lease().snapshot()),
+        node: node_view(shared.node.view()),
+        paused: pause.is_paused(),
+        pause: pause_view(pause.status()),
+        failover_state: shared.gate.role().failover.state(),
+        demoted: shared.gate.role().demotion().map(|d| Demoted {
+            new_master: d.new_master.as_deref().map(str::to_string),
+        }),
+        listen: shared.config.listen.to_string(),
+        backend: shared.config.backend.addr.clone(),
+    }
 }
 
 /// Runs a graceful failover to the leasegate named in the body; answers
 /// with the report when it has finished (200 on success, 409 on failure).
-async fn post_failover(shared: &ControlContext, body: &[u8]) -> Response<Full<Bytes>> {
-    let request: crate::control::failover::FailoverRequest = match serde_json::from_slice(body) {
-        Ok(r) => r,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                &format!("expected {{\"to\": \"<target admin host:port>\", \"sync_timeout_ms\"?, \"pause_timeout_ms\"?, \"force_on_timeout\"?}}: {e}"),
-            )
-        }
-    };
+async fn post_failover(
+    shared: &ControlContext,
+    body: &[u8],
+) -> Result<Response<Full<Bytes>>, ApiError> {
+    let request: FailoverRequest =
+        serde_json::from_slice(body).map_err(|source| ApiError::BadFailoverRequest { source })?;
     if request.pause_timeout_ms <= request.sync_timeout_ms {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "pause_timeout_ms must exceed sync_timeout_ms",
-        );
+        return Err(ApiError::PauseNotAboveSync);
     }
-    if request.lease_ttl_ms == 0
-        || request.lease_ttl_ms > crate::control::failover::MAX_LEASE_TTL_MS
-    {
+    if request.lease_ttl_ms == 0 || request.lease_ttl_ms > MAX_LEASE_TTL_MS {
         // Refused here rather than by the target's leasegate mid-switch.
-        return error(
-            StatusCode::BAD_REQUEST,
-            &format!(
-                "lease_ttl_ms must be between 1 and {}",
-                crate::control::failover::MAX_LEASE_TTL_MS
-            ),
-        );
+        return Err(ApiError::FailoverTtlOutOfRange);
     }
     // The failover runs in a task of its own: if this caller goes away, it
     // still completes (its outcome stays in /v1/status).
-    let report = crate::control::failover::run(shared, request).await;
-    let status = if report.result == crate::guard::role::FailoverState::Success {
+    let report = failover::run(shared, request).await;
+    let status = if report.result == FailoverState::Success {
         StatusCode::OK
     } else {
-        StatusCode::CONFLICT
+        StatusCode::from_u16(FAILOVER_FAILED_STATUS).unwrap_or(StatusCode::CONFLICT)
     };
-    json(status, &serde_json::to_value(&report).unwrap_or_default())
+    Ok(json(status, &report))
 }
 
-/// `POST /v1/pause` body.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PauseRequest {
-    timeout_ms: u64,
-    #[serde(default = "default_pause_mode")]
-    mode: crate::guard::pause::PauseMode,
-}
-
-fn default_pause_mode() -> crate::guard::pause::PauseMode {
-    crate::guard::pause::PauseMode::Write
-}
-
-fn post_pause(shared: &ControlContext, body: &[u8]) -> Response<Full<Bytes>> {
-    let request: PauseRequest = match serde_json::from_slice(body) {
-        Ok(r) => r,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                &format!("expected {{\"timeout_ms\": N, \"mode\": \"write\"|\"all\"}}: {e}"),
-            )
-        }
-    };
+fn post_pause(shared: &ControlContext, body: &[u8]) -> Result<Response<Full<Bytes>>, ApiError> {
+    let request: PauseRequest =
+        serde_json::from_slice(body).map_err(|source| ApiError::BadPauseRequest { source })?;
     if request.timeout_ms == 0 {
-        return error(StatusCode::BAD_REQUEST, "timeout_ms must be above 0");
+        return Err(ApiError::ZeroPauseTimeout);
     }
-    let pause = shared.gate.pause();
-    pause.pause(
-        std::time::Duration::from_millis(request.timeout_ms),
-        request.mode,
-    );
-    tracing::info!(timeout_ms = request.timeout_ms, mode = ?request.mode, "paused over the admin API");
-    json(
-        StatusCode::OK,
-        &serde_json::json!({"pause": pause.status()}),
-    )
-}
-
-/// `POST /v1/lease` body.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LeaseRequest {
-    master_node_id: String,
-    epoch: u64,
-    ttl_ms: u64,
-    #[serde(default)]
-    nonce: Option<u64>,
-}
-
-fn post_lease(shared: &ControlContext, body: &[u8], received_at: u64) -> Response<Full<Bytes>> {
-    let request: LeaseRequest = match serde_json::from_slice(body) {
-        Ok(r) => r,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                &format!(
-                    "body must be {{\"master_node_id\": \"...\", \"epoch\": N, \"ttl_ms\": N, \"nonce\": N?}}: {e}"
-                ),
-            )
-        }
+    let mode = match request.mode {
+        api::PauseMode::Write => PauseMode::Write,
+        api::PauseMode::All => PauseMode::All,
     };
+    let pause = shared.gate.pause();
+    pause.pause(std::time::Duration::from_millis(request.timeout_ms), mode);
+    tracing::info!(timeout_ms = request.timeout_ms, mode = ?mode, "paused over the admin API");
+    Ok(json(
+        StatusCode::OK,
+        &PauseResponse {
+            pause: pause_view(pause.status()),
+        },
+    ))
+}
+
+fn post_lease(
+    shared: &ControlContext,
+    body: &[u8],
+    received_at: u64,
+) -> Result<Response<Full<Bytes>>, ApiError> {
+    let request: LeaseRequest =
+        serde_json::from_slice(body).map_err(|source| ApiError::BadLeaseRequest { source })?;
     if request.ttl_ms == 0 {
-        return error(StatusCode::BAD_REQUEST, "ttl_ms must be above 0");
+        return Err(ApiError::ZeroTtl);
     }
     let grant = Grant {
         master_node_id: Some(request.master_node_id),
@@ -437,25 +491,19 @@ fn post_lease(shared: &ControlContext, body: &[u8], received_at: u64) -> Respons
         anchor: None,
     };
     let lease = shared.gate.lease();
-    match shared.role.grant(&grant, received_at, Source::Http) {
-        Ok(outcome) => {
-            let outcome = match outcome {
-                GrantOutcome::Renewed => "renewed",
-                GrantOutcome::Revoked => "revoked",
-                GrantOutcome::UnknownNonce => "unknown_nonce",
-            };
-            json(
-                StatusCode::OK,
-                &serde_json::json!({
-                    "outcome": outcome,
-                    "lease": lease_json(&lease.snapshot()),
-                    "nonce": lease.issue_nonce(),
-                }),
-            )
-        }
-        Err(e @ GrantError::InvalidTtl) => error(StatusCode::BAD_REQUEST, &e.to_string()),
-        Err(e) => error(StatusCode::CONFLICT, &e.to_string()),
-    }
+    let outcome = match shared.role.grant(&grant, received_at, Source::Http)? {
+        GrantOutcome::Renewed => LeaseOutcome::Renewed,
+        GrantOutcome::Revoked => LeaseOutcome::Revoked,
+        GrantOutcome::UnknownNonce => LeaseOutcome::UnknownNonce,
+    };
+    Ok(json(
+        StatusCode::OK,
+        &LeaseResponse {
+            outcome,
+            lease: lease_view(&lease.snapshot()),
+            nonce: lease.issue_nonce(),
+        },
+    ))
 }
 
 fn with_type(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Full<Bytes>> {
@@ -470,14 +518,22 @@ fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
     with_type(status, TEXT, Bytes::copy_from_slice(body.as_bytes()))
 }
 
-fn json(status: StatusCode, value: &serde_json::Value) -> Response<Full<Bytes>> {
-    let mut body = value.to_string();
+/// `value` as one line of JSON. It goes through [`serde_json::Value`] so that
+/// object keys come out sorted, as they always have: answers stay
+/// byte-for-byte what scripts have seen.
+fn json(status: StatusCode, value: &impl Serialize) -> Response<Full<Bytes>> {
+    let (status, mut body) = match serde_json::to_value(value) {
+        Ok(v) => (status, v.to_string()),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            serde_json::to_string(&ErrorBody {
+                error: format!("cannot encode the answer: {e}"),
+            })
+            .unwrap_or_else(|_| r#"{"error":"cannot encode the answer"}"#.to_string()),
+        ),
+    };
     body.push('\n');
     with_type(status, JSON, body.into())
-}
-
-fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
-    json(status, &serde_json::json!({ "error": message }))
 }
 
 #[cfg(test)]
@@ -510,9 +566,9 @@ mod tests {
         b.body(()).expect("request")
     }
 
-    fn error_text(r: Refusal) -> String {
-        assert_eq!(r.0, StatusCode::UNAUTHORIZED);
-        r.1
+    fn error_text(r: ApiError) -> String {
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        r.to_string()
     }
 
     #[test]
@@ -528,8 +584,62 @@ mod tests {
         assert!(error_text(r).contains("admin.token is not set"));
     }
 
+    /// What `/v1/status` answered when it was built with `json!`.
+    fn old_status(shared: &ControlContext) -> serde_json::Value {
+        let snapshot = shared.gate.lease().snapshot();
+        let mut lease = serde_json::to_value(&snapshot).expect("lease");
+        if snapshot.remaining_ms == u64::MAX {
+            lease["remaining_ms"] = serde_json::Value::Null;
+        }
+        serde_json::json!({
+            "lease": lease,
+            "node": shared.node.view(),
+            "paused": shared.gate.pause().is_paused(),
+            "pause": shared.gate.pause().status(),
+            "failover_state": shared.gate.role().failover.state().as_str(),
+            "demoted": shared.gate.role().demotion().map(|d| serde_json::json!({"new_master": d.new_master.as_deref()})),
+            "listen": shared.config.listen,
+            "backend": shared.config.backend.addr,
+        })
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn status_json_is_byte_for_byte_unchanged() {
+        let config = Config::parse(
+            "backend:\n  addr: 127.0.0.1:1\nnode_id: 0123456789abcdef0123456789abcdef01234567\nlease:\n  mode: block-write\n",
+            "t",
+        )
+        .expect("valid config");
+        let shared = ControlContext::new(
+            config,
+            std::sync::Arc::new(crate::guard::lease::ManualClock::new(1_000_000_000)),
+        );
+        let answer = |shared: &ControlContext| {
+            serde_json::to_value(status(shared))
+                .expect("serializes")
+                .to_string()
+        };
+        assert_eq!(answer(&shared), old_status(&shared).to_string());
+        shared
+            .gate
+            .pause()
+            .pause(Duration::from_secs(60), PauseMode::All);
+        shared.gate.role().demote(crate::guard::role::Demotion {
+            new_master: Some("127.0.0.1:7".into()),
+        });
+        shared.gate.role().failover.set(FailoverState::WaitSync);
+        let text = answer(&shared);
+        assert_eq!(text, old_status(&shared).to_string());
+        assert!(
+            text.contains(r#""demoted":{"new_master":"127.0.0.1:7"}"#),
+            "{text}"
+        );
+        assert!(text.contains(r#""mode":"all""#), "{text}");
+        assert!(text.contains(r#""failover_state":"wait_sync""#), "{text}");
+    }
+
     #[test]
-    fn lease_json_nulls_forever() {
+    fn lease_view_nulls_forever() {
         let mut s = LeaseSnapshot {
             mode: crate::guard::lease::LeaseMode::BlockWrite,
             valid: true,
@@ -539,10 +649,11 @@ mod tests {
             remaining_ms: u64::MAX,
             revoked_reason: None,
         };
-        let v = lease_json(&s);
+        let v = serde_json::to_value(lease_view(&s)).expect("serializes");
         assert!(v["remaining_ms"].is_null());
         assert_eq!(v["mode"], "block-write");
         s.remaining_ms = 250;
-        assert_eq!(lease_json(&s)["remaining_ms"], 250);
+        let v = serde_json::to_value(lease_view(&s)).expect("serializes");
+        assert_eq!(v["remaining_ms"], 250);
     }
 }

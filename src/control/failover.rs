@@ -1,4 +1,5 @@
-//! Graceful failover (DESIGN §5): move the master role from this proxy's
+//! Graceful failover (the states of Kvrocks PR #3295, the options of
+//! kvrocks-controller PR #389): move the master role from this proxy's
 //! node to its replica with a write stall of a few milliseconds, no client
 //! error and no lost write.
 //!
@@ -41,91 +42,181 @@
 //!
 //! A promotion that failed or timed out but did take effect (the target now
 //! reports itself master) is carried on: the switch completes.
+//!
+//! Every failure is a [`FailoverError`]; the report's `error` is its text.
+//! The request and the report are wire types
+//! ([`crate::kvrocks::admin_api`]), and the target's leasegate is spoken to
+//! with the typed [`AdminClient`] (its `/v1/status`, then `/v1/lease`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
+use redis_protocol::resp2::types::OwnedFrame;
 use tracing::{error, info, warn};
 
 use crate::control::ControlContext;
 use crate::guard::gate::Gate;
 use crate::guard::lease::{Grant, LeaseSnapshot};
 use crate::guard::pause::PauseMode;
-use crate::guard::role::{Demotion, FailoverState, Source};
-use crate::kvrocks::admin_client::AdminClient;
+use crate::guard::role::{Demotion, Source};
+use crate::kvrocks::admin_api::{
+    FailoverReport, FailoverRequest, FailoverState, LeaseOutcome, LeaseRequest, Step,
+};
+use crate::kvrocks::admin_client::{AdminClient, AdminError};
 use crate::kvrocks::topology::Replication;
 use crate::proxy::backend::{BackendError, ControlConnection};
-
-/// `POST /v1/failover` body (the options of kvrocks-controller PR #389).
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct FailoverRequest {
-    /// Admin address (`host:port`) of the target's leasegate.
-    pub to: String,
-    #[serde(default = "default_sync_timeout_ms")]
-    pub sync_timeout_ms: u64,
-    #[serde(default = "default_pause_timeout_ms")]
-    pub pause_timeout_ms: u64,
-    #[serde(default)]
-    pub force_on_timeout: bool,
-    /// Lease granted to the new master (the controller renews it afterwards).
-    #[serde(default = "default_lease_ttl_ms")]
-    pub lease_ttl_ms: u64,
-    /// Token for the target's admin API (default: this proxy's admin.token).
-    #[serde(default)]
-    pub target_token: Option<String>,
-}
-
-fn default_sync_timeout_ms() -> u64 {
-    100
-}
-fn default_pause_timeout_ms() -> u64 {
-    500
-}
-fn default_lease_ttl_ms() -> u64 {
-    10_000
-}
 
 /// The longest lease a failover grants (a leasegate refuses longer ones).
 pub const MAX_LEASE_TTL_MS: u64 = crate::guard::lease::MAX_TTL_MS;
 
-/// One state the failover went through.
-#[derive(Debug, Clone, Serialize)]
-pub struct Step {
-    pub state: FailoverState,
-    /// Milliseconds since the failover started.
-    pub at_ms: f64,
+/// Why a failover failed; the report's `error` is its Display.
+#[derive(Debug, thiserror::Error)]
+pub enum FailoverError {
+    #[error("Failover is already in progress")]
+    AlreadyRunning,
+    /// The failover's task panicked or was cancelled (the drop guard has
+    /// ended the pause and marked the run failed).
+    #[error(
+        "the failover task {}: this node's lease is {} and it is {}demoted; check /v1/status and let the controller decide",
+        if *.panicked { "panicked" } else { "was cancelled" },
+        if *.lease_valid { "valid" } else { "revoked" },
+        if *.demoted { "" } else { "not " }
+    )]
+    TaskEnded {
+        panicked: bool,
+        lease_valid: bool,
+        demoted: bool,
+    },
+    /// check_slave: the target's leasegate did not answer its status.
+    #[error(transparent)]
+    TargetStatus(#[from] AdminError),
+    #[error("the target leasegate at {to} has no node_id")]
+    NoNodeId { to: String },
+    #[error("cannot reach this node {node}: {source}")]
+    SourceUnreachable { node: String, source: BackendError },
+    #[error("cannot reach the target node {node}: {source}")]
+    TargetUnreachable { node: String, source: BackendError },
+    #[error("unexpected INFO reply {reply:?}")]
+    UnexpectedInfo { reply: OwnedFrame },
+    #[error("INFO replication failed: {source}")]
+    Info { source: BackendError },
+    #[error("Current node is a slave, can't failover")]
+    NotAMaster,
+    #[error(
+        "the target node {target} is not a replica of this node {node} (role {}, master {})",
+        .role.as_deref().unwrap_or("unknown"),
+        .master.as_deref().unwrap_or("none")
+    )]
+    NotAReplica {
+        target: String,
+        node: String,
+        role: Option<String>,
+        master: Option<String>,
+    },
+    #[error(
+        "the target node's replication link is {}",
+        .status.as_deref().unwrap_or("unknown")
+    )]
+    LinkDown { status: Option<String> },
+    #[error("writes in flight were not answered within sync_timeout_ms")]
+    InFlightTimeout,
+    #[error(
+        "the replica did not reach offset {offset} within {timeout_ms} ms (sync timeout; it was at {})",
+        .at.map_or("unknown".to_string(), |o| o.to_string())
+    )]
+    SyncTimeout {
+        offset: u64,
+        timeout_ms: u64,
+        /// The replica's offset when last seen.
+        at: Option<u64>,
+    },
+    /// After the fencing, the replica did not catch up again.
+    #[error("{why}, and the replica did not catch up with this node again within {timeout_ms} ms (sync timeout)")]
+    ResyncTimeout { why: Resync, timeout_ms: u64 },
+    #[error("{why}, and the replica's catch-up could not be checked: {source}")]
+    ResyncUnchecked {
+        why: Resync,
+        source: Box<FailoverError>,
+    },
+    /// `REPLICAOF NO ONE` failed and certainly did not take effect: this
+    /// node was unfenced.
+    #[error("cannot promote the target node {node}: {source}; it is certainly still a replica ({why}), so this node was unfenced and stays master")]
+    PromoteFailed {
+        node: String,
+        source: BackendError,
+        why: NotPromoted,
+    },
+    /// `REPLICAOF NO ONE` failed and may have taken effect: both fenced.
+    #[error("cannot promote the target node {node}: {source}; whether it was promoted cannot be determined ({why}). Both nodes are fenced: this node's lease is revoked (epoch {epoch}) and it is marked demoted, and the target's leasegate was not granted the lease. The controller must grant the lease (epoch {epoch} or later) to the node that is to be master")]
+    PromoteUnknown {
+        node: String,
+        source: BackendError,
+        why: PromotionUnknown,
+        epoch: u64,
+    },
+    /// The target was promoted, but its leasegate did not confirm the
+    /// grant: both fenced.
+    #[error("the target node {node} was promoted, but its leasegate {leasegate} did not confirm the lease grant at epoch {epoch}: {source}. Both nodes are fenced: this node's lease is revoked and it is marked demoted (held writes are not applied to it), and the target's leasegate holds no lease unless the grant got through unconfirmed. The controller must grant the lease (epoch {epoch} or later, to {node_id} if the promoted node is to stay master)")]
+    GrantFailed {
+        node: String,
+        leasegate: String,
+        epoch: u64,
+        node_id: String,
+        source: Box<GrantUnconfirmed>,
+    },
+    #[error("bad target node address {node}")]
+    BadTargetAddress { node: String },
+    #[error("the new master serves, but this node could not be made its replica: {source}")]
+    Rejoin { source: BackendError },
 }
 
-/// What a failover did.
-#[derive(Debug, Clone, Serialize)]
-pub struct FailoverReport {
-    pub result: FailoverState,
-    pub error: Option<String>,
-    pub steps: Vec<Step>,
-    /// How long writes were paused, in milliseconds (pause to release).
-    pub stall_ms: Option<f64>,
-    pub epoch: Option<u64>,
-    /// The new master's leasegate (client address).
-    pub new_master: Option<String>,
-    /// The failover ended with this node fenced and the target not granted
-    /// the lease: no node accepts writes until the controller grants it.
-    pub both_fenced: bool,
+/// Why the replica's offset was checked again after the fencing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Resync {
+    #[error("the pause ended before the switch (pause_timeout_ms is too short)")]
+    PauseEnded,
+    #[error("a blocking write (BLPOP & co.) completed on this node after its offset was read")]
+    BlockingWrite,
 }
 
-impl FailoverReport {
-    fn failed(error: String) -> FailoverReport {
-        FailoverReport {
-            result: FailoverState::Failed,
-            error: Some(error),
-            steps: Vec::new(),
-            stall_ms: None,
-            epoch: None,
-            new_master: None,
-            both_fenced: false,
-        }
-    }
+/// Why the target's leasegate did not confirm the lease grant.
+#[derive(Debug, thiserror::Error)]
+pub enum GrantUnconfirmed {
+    #[error(transparent)]
+    Call(#[from] AdminError),
+    #[error("the grant was not applied (outcome {0})")]
+    NotApplied(LeaseOutcome),
+}
+
+/// How a failed promotion is known not to have taken effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum NotPromoted {
+    #[error("it refused the request and reports itself a replica")]
+    Refused,
+    #[error("the connection broke and it reports itself a replica")]
+    ConnectionBroke,
+}
+
+/// Why a failed promotion's outcome cannot be determined.
+#[derive(Debug, thiserror::Error)]
+pub enum PromotionUnknown {
+    #[error(
+        "it reports itself a replica, but the request got no answer and may still be carried out"
+    )]
+    NoAnswer,
+    #[error("it reports the role {}", .role.as_deref().unwrap_or("unknown"))]
+    OtherRole { role: Option<String> },
+    #[error("its role cannot be read: {source}")]
+    RoleUnreadable { source: RoleError },
+}
+
+/// Why the target node's `ROLE` could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum RoleError {
+    #[error("cannot reach it: {source}")]
+    Connect { source: BackendError },
+    #[error("ROLE failed: {source}")]
+    Role { source: BackendError },
 }
 
 /// What the failover needs of this proxy's config.
@@ -226,14 +317,14 @@ impl Run {
 
     /// Fails with this node unfenced (nothing changed, or rolled back): the
     /// pause ends and the held writes go to this node.
-    fn abort<T>(&mut self, error: String) -> Result<T, String> {
+    fn abort<T>(&mut self, error: FailoverError) -> Result<T, FailoverError> {
         self.release();
         Err(error)
     }
 
     /// Fails with both nodes fenced: this node stays revoked and demoted,
     /// so the held writes released now are not applied to it.
-    fn both_fenced<T>(&mut self, error: String) -> Result<T, String> {
+    fn both_fenced<T>(&mut self, error: FailoverError) -> Result<T, FailoverError> {
         self.both_fenced = true;
         self.release();
         Err(error)
@@ -255,7 +346,7 @@ struct Target {
 /// not stop the failover.
 pub async fn run(shared: &ControlContext, request: FailoverRequest) -> FailoverReport {
     let Some(guard) = RunGuard::acquire(&shared.gate) else {
-        return FailoverReport::failed("Failover is already in progress".into());
+        return FailoverReport::failed(FailoverError::AlreadyRunning.to_string());
     };
     let settings = Settings {
         node: shared.config.backend.addr.clone(),
@@ -269,13 +360,12 @@ pub async fn run(shared: &ControlContext, request: FailoverRequest) -> FailoverR
         Ok(report) => report,
         Err(e) => {
             // The guard has ended the pause and marked the run failed.
-            let lease = gate.lease().snapshot();
-            FailoverReport::failed(format!(
-                "the failover task {}: this node's lease is {} and it is {}demoted; check /v1/status and let the controller decide",
-                if e.is_panic() { "panicked" } else { "was cancelled" },
-                if lease.valid { "valid" } else { "revoked" },
-                if gate.role().demotion().is_some() { "" } else { "not " },
-            ))
+            let error = FailoverError::TaskEnded {
+                panicked: e.is_panic(),
+                lease_valid: gate.lease().snapshot().valid,
+                demoted: gate.role().demotion().is_some(),
+            };
+            FailoverReport::failed(error.to_string())
         }
     }
 }
@@ -313,7 +403,7 @@ async fn execute(guard: RunGuard, settings: Settings, request: FailoverRequest) 
             run.enter(FailoverState::Failed);
             FailoverReport {
                 result: FailoverState::Failed,
-                error: Some(e),
+                error: Some(e.to_string()),
                 stall_ms: run.stall(),
                 steps: std::mem::take(&mut run.steps),
                 epoch: None,
@@ -324,7 +414,7 @@ async fn execute(guard: RunGuard, settings: Settings, request: FailoverRequest) 
     }
 }
 
-async fn failover(run: &mut Run) -> Result<(u64, Target), String> {
+async fn failover(run: &mut Run) -> Result<(u64, Target), FailoverError> {
     let gate = Arc::clone(&run.gate);
     let request = run.request.clone();
     let timeout = run.settings.timeout;
@@ -342,29 +432,33 @@ async fn failover(run: &mut Run) -> Result<(u64, Target), String> {
     let target = check_target(&admin, &request.to).await?;
     let mut source = ControlConnection::open(&this_node, password, timeout)
         .await
-        .map_err(|e| format!("cannot reach this node {this_node}: {e}"))?;
+        .map_err(|source| FailoverError::SourceUnreachable {
+            node: this_node.clone(),
+            source,
+        })?;
     let mut replica = ControlConnection::open(&target.node, password, timeout)
         .await
-        .map_err(|e| format!("cannot reach the target node {}: {e}", target.node))?;
+        .map_err(|source| FailoverError::TargetUnreachable {
+            node: target.node.clone(),
+            source,
+        })?;
     let mine = info_replication(&mut source).await?;
     if mine.is_replica() {
-        return Err("Current node is a slave, can't failover".into());
+        return Err(FailoverError::NotAMaster);
     }
     let theirs = info_replication(&mut replica).await?;
     if !theirs.is_replica() || !same_addr(theirs.master.as_deref(), &this_node) {
-        return Err(format!(
-            "the target node {} is not a replica of this node {} (role {}, master {})",
-            target.node,
-            this_node,
-            theirs.role.as_deref().unwrap_or("unknown"),
-            theirs.master.as_deref().unwrap_or("none")
-        ));
+        return Err(FailoverError::NotAReplica {
+            target: target.node.clone(),
+            node: this_node.clone(),
+            role: theirs.role,
+            master: theirs.master,
+        });
     }
     if theirs.link_status.as_deref() != Some("up") {
-        return Err(format!(
-            "the target node's replication link is {}",
-            theirs.link_status.as_deref().unwrap_or("unknown")
-        ));
+        return Err(FailoverError::LinkDown {
+            status: theirs.link_status,
+        });
     }
 
     // Paused sessions may open their connections to the new master now.
@@ -383,8 +477,7 @@ async fn failover(run: &mut Run) -> Result<(u64, Target), String> {
     // Writes already forwarded must be answered before the offsets mean anything.
     while gate.role().writes_in_flight() > 0 {
         if Instant::now() >= sync_deadline {
-            return run
-                .abort("writes in flight were not answered within sync_timeout_ms".to_string());
+            return run.abort(FailoverError::InFlightTimeout);
         }
         tokio::task::yield_now().await;
     }
@@ -397,11 +490,11 @@ async fn failover(run: &mut Run) -> Result<(u64, Target), String> {
     match catch_up(&mut replica, source_offset, sync_deadline).await {
         Ok(CatchUp::Reached) => {}
         Ok(CatchUp::Behind(at)) => {
-            let error = format!(
-                "the replica did not reach offset {source_offset} within {} ms (sync timeout; it was at {})",
-                request.sync_timeout_ms,
-                at.map_or("unknown".to_string(), |o| o.to_string())
-            );
+            let error = FailoverError::SyncTimeout {
+                offset: source_offset,
+                timeout_ms: request.sync_timeout_ms,
+                at,
+            };
             if !request.force_on_timeout {
                 return run.abort(error);
             }
@@ -439,11 +532,11 @@ async fn failover(run: &mut Run) -> Result<(u64, Target), String> {
     let blocking_moved = gate.role().blocking_writes_completed() != blocking_seen;
     if pause_ended || blocking_moved {
         let why = if pause_ended {
-            "the pause ended before the switch (pause_timeout_ms is too short)"
+            Resync::PauseEnded
         } else {
-            "a blocking write (BLPOP & co.) completed on this node after its offset was read"
+            Resync::BlockingWrite
         };
-        info!(why, "waiting for the replica to catch up again");
+        info!(%why, "waiting for the replica to catch up again");
         let deadline = Instant::now() + sync_timeout;
         let resynced = async {
             while gate.role().writes_in_flight() > 0 {
@@ -457,11 +550,14 @@ async fn failover(run: &mut Run) -> Result<(u64, Target), String> {
         };
         let error = match resynced.await {
             Ok(CatchUp::Reached) => None,
-            Ok(CatchUp::Behind(_)) => Some(format!(
-                "{why}, and the replica did not catch up with this node again within {} ms (sync timeout)",
-                request.sync_timeout_ms
-            )),
-            Err(e) => Some(format!("{why}, and the replica's catch-up could not be checked: {e}")),
+            Ok(CatchUp::Behind(_)) => Some(FailoverError::ResyncTimeout {
+                why,
+                timeout_ms: request.sync_timeout_ms,
+            }),
+            Err(e) => Some(FailoverError::ResyncUnchecked {
+                why,
+                source: Box::new(e),
+            }),
         };
         if let Some(error) = error {
             if !request.force_on_timeout {
@@ -479,66 +575,69 @@ async fn failover(run: &mut Run) -> Result<(u64, Target), String> {
             }
             Promotion::NotDone(why) => {
                 rollback(&gate, &before, epoch);
-                return run.abort(format!(
-                    "cannot promote the target node {}: {e}; it is certainly still a replica ({why}), so this node was unfenced and stays master",
-                    target.node
-                ));
+                return run.abort(FailoverError::PromoteFailed {
+                    node: target.node.clone(),
+                    source: e,
+                    why,
+                });
             }
             Promotion::Unknown(why) => {
-                return run.both_fenced(format!(
-                    "cannot promote the target node {}: {e}; whether it was promoted cannot be determined ({why}). Both nodes are fenced: this node's lease is revoked (epoch {epoch}) and it is marked demoted, and the target's leasegate was not granted the lease. The controller must grant the lease (epoch {epoch} or later) to the node that is to be master",
-                    target.node
-                ));
+                return run.both_fenced(FailoverError::PromoteUnknown {
+                    node: target.node.clone(),
+                    source: e,
+                    why,
+                    epoch,
+                });
             }
         }
     }
-    let grant = serde_json::json!({
-        "master_node_id": target.node_id,
-        "epoch": epoch,
-        "ttl_ms": request.lease_ttl_ms,
-    });
-    let granted = admin
-        .json(
-            &request.to,
-            "POST",
-            "/v1/lease",
-            token.as_deref(),
-            Some(grant.to_string()),
-        )
+    let grant = LeaseRequest {
+        master_node_id: target.node_id.clone(),
+        epoch,
+        ttl_ms: request.lease_ttl_ms,
+        nonce: None,
+    };
+    let granted = match admin
+        .grant_lease(&request.to, token.as_deref(), &grant)
         .await
-        .and_then(|answer| match answer["outcome"].as_str() {
-            Some("renewed") => Ok(()),
-            other => Err(format!(
-                "the grant was not applied (outcome {})",
-                other.unwrap_or("unknown")
-            )),
+    {
+        Ok(answer) if answer.outcome == LeaseOutcome::Renewed => Ok(()),
+        Ok(answer) => Err(GrantUnconfirmed::NotApplied(answer.outcome)),
+        Err(e) => Err(GrantUnconfirmed::Call(e)),
+    };
+    if let Err(source) = granted {
+        return run.both_fenced(FailoverError::GrantFailed {
+            node: target.node.clone(),
+            leasegate: request.to.clone(),
+            epoch,
+            node_id: target.node_id.clone(),
+            source: Box::new(source),
         });
-    if let Err(e) = granted {
-        return run.both_fenced(format!(
-            "the target node {} was promoted, but its leasegate {} did not confirm the lease grant at epoch {epoch}: {e}. Both nodes are fenced: this node's lease is revoked and it is marked demoted (held writes are not applied to it), and the target's leasegate holds no lease unless the grant got through unconfirmed. The controller must grant the lease (epoch {epoch} or later, to {} if the promoted node is to stay master)",
-            target.node, request.to, target.node_id
-        ));
     }
     run.release();
-    let (host, port) = target
-        .node
-        .rsplit_once(':')
-        .ok_or_else(|| format!("bad target node address {}", target.node))?;
-    source.call(&["REPLICAOF", host, port]).await.map_err(|e| {
-        format!("the new master serves, but this node could not be made its replica: {e}")
-    })?;
+    let (host, port) =
+        target
+            .node
+            .rsplit_once(':')
+            .ok_or_else(|| FailoverError::BadTargetAddress {
+                node: target.node.clone(),
+            })?;
+    source
+        .call(&["REPLICAOF", host, port])
+        .await
+        .map_err(|source| FailoverError::Rejoin { source })?;
     Ok((epoch, target))
 }
 
 /// Whether the target node carried out a `REPLICAOF NO ONE` that failed.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 enum Promotion {
     /// It is master now.
     Done,
     /// It is a replica, and the request cannot take effect any more.
-    NotDone(String),
+    NotDone(NotPromoted),
     /// It may be promoted, now or later.
-    Unknown(String),
+    Unknown(PromotionUnknown),
 }
 
 /// Finds out what a failed `REPLICAOF NO ONE` (sent on `conn`) did.
@@ -579,25 +678,22 @@ async fn promotion_outcome(
     let role = async {
         let mut fresh = ControlConnection::open(node, password, timeout)
             .await
-            .map_err(|e| format!("cannot reach it: {e}"))?;
+            .map_err(|source| RoleError::Connect { source })?;
         let reply = fresh
             .call(&["ROLE"])
             .await
-            .map_err(|e| format!("ROLE failed: {e}"))?;
-        Ok::<_, String>(Replication::from_role(&reply))
+            .map_err(|source| RoleError::Role { source })?;
+        Ok::<_, RoleError>(Replication::from_role(&reply))
     };
     match role.await {
         Ok(r) if r.role.as_deref() == Some("master") => Promotion::Done,
         Ok(r) if r.is_replica() => match request {
-            Fate::Refused => Promotion::NotDone("it refused the request and reports itself a replica".into()),
-            Fate::Lost => Promotion::NotDone("the connection broke and it reports itself a replica".into()),
-            Fate::Pending => Promotion::Unknown("it reports itself a replica, but the request got no answer and may still be carried out".into()),
+            Fate::Refused => Promotion::NotDone(NotPromoted::Refused),
+            Fate::Lost => Promotion::NotDone(NotPromoted::ConnectionBroke),
+            Fate::Pending => Promotion::Unknown(PromotionUnknown::NoAnswer),
         },
-        Ok(r) => Promotion::Unknown(format!(
-            "it reports the role {}",
-            r.role.as_deref().unwrap_or("unknown")
-        )),
-        Err(e) => Promotion::Unknown(format!("its role cannot be read: {e}")),
+        Ok(r) => Promotion::Unknown(PromotionUnknown::OtherRole { role: r.role }),
+        Err(source) => Promotion::Unknown(PromotionUnknown::RoleUnreadable { source }),
     }
 }
 
@@ -637,7 +733,7 @@ async fn catch_up(
     replica: &mut ControlConnection,
     target: u64,
     deadline: Instant,
-) -> Result<CatchUp, String> {
+) -> Result<CatchUp, FailoverError> {
     let mut seen = None;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -654,46 +750,46 @@ async fn catch_up(
 }
 
 /// This node's replication offset.
-async fn offset(conn: &mut ControlConnection) -> Result<u64, String> {
+async fn offset(conn: &mut ControlConnection) -> Result<u64, FailoverError> {
     Ok(info_replication(conn).await?.offset.unwrap_or(0))
 }
 
-async fn check_target(admin: &AdminClient, to: &str) -> Result<Target, String> {
-    let status = admin.json(to, "GET", "/v1/status", None, None).await?;
-    let node_id = status["lease"]["node_id"]
-        .as_str()
-        .ok_or_else(|| format!("the target leasegate at {to} has no node_id"))?
-        .to_string();
-    let node = status["backend"]
-        .as_str()
-        .ok_or_else(|| format!("the target leasegate at {to} did not report its backend"))?
-        .to_string();
-    let listen = status["listen"]
-        .as_str()
-        .ok_or_else(|| format!("the target leasegate at {to} did not report its listen address"))?;
-    // A wildcard listen address is reached at the admin API's host.
-    let proxy = match listen.rsplit_once(':') {
-        Some((host, port)) if host == "0.0.0.0" || host == "[::]" => {
-            let admin_host = to.rsplit_once(':').map_or(to, |(h, _)| h);
-            format!("{admin_host}:{port}")
-        }
-        _ => listen.to_string(),
-    };
+/// check_slave: asks the target's leasegate (`GET /v1/status`) for its
+/// node's id, its node and its client address.
+async fn check_target(admin: &AdminClient, to: &str) -> Result<Target, FailoverError> {
+    let status = admin.status(to).await?;
+    let node_id = status
+        .lease
+        .node_id
+        .ok_or_else(|| FailoverError::NoNodeId { to: to.to_string() })?;
+    let proxy = client_address(&status.listen, to);
     Ok(Target {
         node_id,
-        node,
+        node: status.backend,
         proxy,
     })
 }
 
-async fn info_replication(conn: &mut ControlConnection) -> Result<Replication, String> {
-    use redis_protocol::resp2::types::OwnedFrame;
+/// Where clients reach a leasegate that listens on `listen` and whose admin
+/// API is at `admin`: a wildcard listen address is reached at the admin
+/// API's host.
+fn client_address(listen: &str, admin: &str) -> String {
+    match listen.rsplit_once(':') {
+        Some((host, port)) if host == "0.0.0.0" || host == "[::]" => {
+            let admin_host = admin.rsplit_once(':').map_or(admin, |(h, _)| h);
+            format!("{admin_host}:{port}")
+        }
+        _ => listen.to_string(),
+    }
+}
+
+async fn info_replication(conn: &mut ControlConnection) -> Result<Replication, FailoverError> {
     match conn.call(&["INFO", "replication"]).await {
         Ok(OwnedFrame::BulkString(text)) => {
             Ok(Replication::parse_info(&String::from_utf8_lossy(&text)))
         }
-        Ok(other) => Err(format!("unexpected INFO reply {other:?}")),
-        Err(e) => Err(format!("INFO replication failed: {e}")),
+        Ok(reply) => Err(FailoverError::UnexpectedInfo { reply }),
+        Err(source) => Err(FailoverError::Info { source }),
     }
 }
 
@@ -716,6 +812,167 @@ mod tests {
             config,
             Arc::new(ManualClock::new(1_000_000_000)),
         ))
+    }
+
+    /// The texts are the ones the report's `error` always had (tests,
+    /// scripts and the README match on them).
+    #[test]
+    fn error_texts_are_unchanged() {
+        let cases: Vec<(FailoverError, &str)> = vec![
+            (
+                FailoverError::AlreadyRunning,
+                "Failover is already in progress",
+            ),
+            (
+                FailoverError::TaskEnded {
+                    panicked: true,
+                    lease_valid: false,
+                    demoted: true,
+                },
+                "the failover task panicked: this node's lease is revoked and it is demoted; check /v1/status and let the controller decide",
+            ),
+            (
+                FailoverError::TaskEnded {
+                    panicked: false,
+                    lease_valid: true,
+                    demoted: false,
+                },
+                "the failover task was cancelled: this node's lease is valid and it is not demoted; check /v1/status and let the controller decide",
+            ),
+            (
+                FailoverError::NoNodeId { to: "h:1".into() },
+                "the target leasegate at h:1 has no node_id",
+            ),
+            (
+                FailoverError::NotAMaster,
+                "Current node is a slave, can't failover",
+            ),
+            (
+                FailoverError::NotAReplica {
+                    target: "t:1".into(),
+                    node: "s:1".into(),
+                    role: None,
+                    master: None,
+                },
+                "the target node t:1 is not a replica of this node s:1 (role unknown, master none)",
+            ),
+            (
+                FailoverError::NotAReplica {
+                    target: "t:1".into(),
+                    node: "s:1".into(),
+                    role: Some("slave".into()),
+                    master: Some("o:1".into()),
+                },
+                "the target node t:1 is not a replica of this node s:1 (role slave, master o:1)",
+            ),
+            (
+                FailoverError::LinkDown {
+                    status: Some("down".into()),
+                },
+                "the target node's replication link is down",
+            ),
+            (
+                FailoverError::InFlightTimeout,
+                "writes in flight were not answered within sync_timeout_ms",
+            ),
+            (
+                FailoverError::SyncTimeout {
+                    offset: 10,
+                    timeout_ms: 100,
+                    at: None,
+                },
+                "the replica did not reach offset 10 within 100 ms (sync timeout; it was at unknown)",
+            ),
+            (
+                FailoverError::SyncTimeout {
+                    offset: 10,
+                    timeout_ms: 100,
+                    at: Some(7),
+                },
+                "the replica did not reach offset 10 within 100 ms (sync timeout; it was at 7)",
+            ),
+            (
+                FailoverError::ResyncTimeout {
+                    why: Resync::PauseEnded,
+                    timeout_ms: 100,
+                },
+                "the pause ended before the switch (pause_timeout_ms is too short), and the replica did not catch up with this node again within 100 ms (sync timeout)",
+            ),
+            (
+                FailoverError::ResyncUnchecked {
+                    why: Resync::BlockingWrite,
+                    source: Box::new(FailoverError::Info {
+                        source: BackendError::ReplyTimeout(5),
+                    }),
+                },
+                "a blocking write (BLPOP & co.) completed on this node after its offset was read, and the replica's catch-up could not be checked: INFO replication failed: no reply within 5 ms",
+            ),
+            (
+                FailoverError::PromoteFailed {
+                    node: "t:1".into(),
+                    source: BackendError::Reply("ERR no".into()),
+                    why: NotPromoted::Refused,
+                },
+                "cannot promote the target node t:1: ERR no; it is certainly still a replica (it refused the request and reports itself a replica), so this node was unfenced and stays master",
+            ),
+            (
+                FailoverError::PromoteUnknown {
+                    node: "t:1".into(),
+                    source: BackendError::ReplyTimeout(5),
+                    why: PromotionUnknown::OtherRole { role: None },
+                    epoch: 3,
+                },
+                "cannot promote the target node t:1: no reply within 5 ms; whether it was promoted cannot be determined (it reports the role unknown). Both nodes are fenced: this node's lease is revoked (epoch 3) and it is marked demoted, and the target's leasegate was not granted the lease. The controller must grant the lease (epoch 3 or later) to the node that is to be master",
+            ),
+            (
+                FailoverError::GrantFailed {
+                    node: "t:1".into(),
+                    leasegate: "a:1".into(),
+                    epoch: 3,
+                    node_id: "id".into(),
+                    source: Box::new(GrantUnconfirmed::NotApplied(LeaseOutcome::Revoked)),
+                },
+                "the target node t:1 was promoted, but its leasegate a:1 did not confirm the lease grant at epoch 3: the grant was not applied (outcome revoked). Both nodes are fenced: this node's lease is revoked and it is marked demoted (held writes are not applied to it), and the target's leasegate holds no lease unless the grant got through unconfirmed. The controller must grant the lease (epoch 3 or later, to id if the promoted node is to stay master)",
+            ),
+            (
+                FailoverError::BadTargetAddress { node: "t".into() },
+                "bad target node address t",
+            ),
+            (
+                FailoverError::Rejoin {
+                    source: BackendError::Reply("ERR x".into()),
+                },
+                "the new master serves, but this node could not be made its replica: ERR x",
+            ),
+        ];
+        for (error, text) in cases {
+            assert_eq!(error.to_string(), text);
+        }
+        let unreadable = PromotionUnknown::RoleUnreadable {
+            source: RoleError::Role {
+                source: BackendError::ReplyTimeout(5),
+            },
+        };
+        assert_eq!(
+            unreadable.to_string(),
+            "its role cannot be read: ROLE failed: no reply within 5 ms"
+        );
+    }
+
+    #[test]
+    fn a_wildcard_listen_address_is_reached_at_the_admin_host() {
+        assert_eq!(
+            client_address("0.0.0.0:6380", "10.0.0.2:9180"),
+            "10.0.0.2:6380"
+        );
+        assert_eq!(
+            client_address("[::]:6380", "10.0.0.2:9180"),
+            "10.0.0.2:6380"
+        );
+        assert_eq!(
+            client_address("10.0.0.3:6380", "10.0.0.2:9180"),
+            "10.0.0.3:6380"
+        );
     }
 
     #[tokio::test(flavor = "current_thread")]

@@ -14,11 +14,12 @@ use bytes::Bytes;
 use tracing::info;
 
 use crate::command::Special;
-use crate::frame::request::{arguments, RequestHead};
 use crate::guard::gate::{Admission, Answer, Gate, Verdict, OK};
 use crate::guard::lease::{Grant, GrantError, GrantOutcome};
 use crate::guard::pause::PauseMode;
 use crate::guard::role::Source;
+use crate::resp::encode::request as encode;
+use crate::resp::request::{arguments, RequestHead};
 
 /// What a heartbeat turns into on its way to the node: the lease report is
 /// built from the node's replication state.
@@ -27,11 +28,20 @@ const INFO_REPLICATION: &[u8] = b"*2\r\n$4\r\nINFO\r\n$11\r\nreplication\r\n";
 pub const CONTROL_PASSWORD_MISPLACED: &[u8] =
     b"-ERR syntax error (the control password is accepted only as AUTH's password)\r\n";
 
-/// One `control.allow_from` entry: an address or a CIDR block.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One `control.allow_from` entry: an address or a CIDR block, parsed when
+/// the config is loaded (an invalid entry is an error naming its line).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(try_from = "String")]
 pub struct AddrMatch {
     net: IpAddr,
     prefix: u8,
+}
+
+impl TryFrom<String> for AddrMatch {
+    type Error = String;
+    fn try_from(text: String) -> Result<AddrMatch, String> {
+        AddrMatch::parse(&text)
+    }
 }
 
 impl AddrMatch {
@@ -88,14 +98,10 @@ pub struct ControlPolicy {
 }
 
 impl ControlPolicy {
-    pub fn new(password: Option<&str>, allow_from: &[String]) -> ControlPolicy {
+    pub fn new(password: Option<&str>, allow_from: &[AddrMatch]) -> ControlPolicy {
         ControlPolicy {
             password: password.map(|p| p.as_bytes().to_vec()),
-            // Validated with the config; an entry that fails here is skipped.
-            allow_from: allow_from
-                .iter()
-                .filter_map(|a| AddrMatch::parse(a).ok())
-                .collect(),
+            allow_from: allow_from.to_vec(),
         }
     }
 
@@ -236,7 +242,7 @@ impl Gate {
 
     fn heartbeat_refused(&self, text: &str) -> Verdict {
         self.metrics.heartbeats_refused.inc();
-        Verdict::Reply(Bytes::from(format!("-{text}\r\n")))
+        Verdict::Reply(crate::resp::encode::error(text))
     }
 
     /// The heartbeat reply: an INFO-format bulk string built from the node's
@@ -262,7 +268,7 @@ impl Gate {
             serde_json::to_value(lease.mode).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
             self.role.failover.state().as_str(),
         );
-        Bytes::from(format!("${}\r\n{}\r\n", body.len(), body))
+        crate::resp::encode::bulk(body.as_bytes())
     }
 
     /// Whether an AUTH or HELLO request carries the control password. If so,
@@ -352,17 +358,6 @@ fn hello_password_at(args: &[Vec<u8>]) -> Option<usize> {
         }
     }
     found
-}
-
-/// Encodes a request as a RESP array of bulk strings.
-pub(super) fn encode(args: &[&[u8]]) -> Bytes {
-    let mut out = format!("*{}\r\n", args.len()).into_bytes();
-    for a in args {
-        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-        out.extend_from_slice(a);
-        out.extend_from_slice(b"\r\n");
-    }
-    Bytes::from(out)
 }
 
 #[cfg(test)]

@@ -48,12 +48,12 @@ use prometheus_client::registry::Registry;
 use tracing::warn;
 
 use crate::command::{Class, Classified, CommandTable, Special};
-use crate::frame::request::{arguments, RequestHead};
 use crate::guard::control::ControlPolicy;
 use crate::guard::lease::{Lease, LeaseMode, Term};
 use crate::guard::pause::{Hold, OnDemote, Pause};
 use crate::guard::role::{Role, Source};
 use crate::guard::verify::Verifier;
+use crate::resp::request::{arguments, RequestHead};
 
 /// Everything the Gate consults that a reload may change.
 #[derive(Debug)]
@@ -362,7 +362,7 @@ impl Gate {
                 let slot = args
                     .get(1)
                     .map_or(0, |k| crate::kvrocks::topology::key_slot(k));
-                Verdict::Reply(Bytes::from(format!("-MOVED {slot} {addr}\r\n")))
+                Verdict::Reply(crate::resp::encode::error(&format!("MOVED {slot} {addr}")))
             }
             (_, addr) => Verdict::Reply(Bytes::from(format!(
                 "-READONLY this node was demoted; the new master is {}\r\n",
@@ -599,9 +599,10 @@ pub(crate) fn for_tests(
 mod tests {
     use super::*;
     use crate::command::Name;
-    use crate::frame::request::{Limits, RequestFramer};
-    use crate::guard::control::{encode, CONTROL_PASSWORD_MISPLACED, NOPERM};
+    use crate::guard::control::{CONTROL_PASSWORD_MISPLACED, NOPERM};
     use crate::guard::lease::ManualClock;
+    use crate::resp::encode::request as encode;
+    use crate::resp::request::{Limits, RequestFramer};
 
     const ME: &str = "0123456789012345678901234567890123456789";
 

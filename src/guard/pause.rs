@@ -1,4 +1,4 @@
-//! Write pauses: hold clients instead of failing them (DESIGN §4).
+//! Write pauses: hold clients instead of failing them.
 //!
 //! During a planned failover the controller (or `leasegate failover`) pauses
 //! writes on the old master's proxy. Matching requests are *held*: the session

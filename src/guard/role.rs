@@ -17,11 +17,11 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
-use serde::Serialize;
 use tracing::{debug, info};
 
 use crate::guard::lease::{Grant, GrantError, GrantOutcome, Lease, Nanos};
 use crate::guard::pause::OnDemote;
+use crate::kvrocks::admin_api::FailoverState;
 
 /// Who granted or revoked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -311,55 +311,6 @@ impl Role {
     /// How many replies to blocking-family writes have come back so far.
     pub fn blocking_writes_completed(&self) -> u64 {
         self.blocking_writes_completed.load(Ordering::SeqCst)
-    }
-}
-
-/// The failover state machine's states, as in Kvrocks' `cluster_failover_state`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FailoverState {
-    None,
-    Started,
-    CheckSlave,
-    PauseWrite,
-    WaitSync,
-    Switching,
-    Success,
-    Failed,
-}
-
-impl FailoverState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FailoverState::None => "none",
-            FailoverState::Started => "started",
-            FailoverState::CheckSlave => "check_slave",
-            FailoverState::PauseWrite => "pause_write",
-            FailoverState::WaitSync => "wait_sync",
-            FailoverState::Switching => "switching",
-            FailoverState::Success => "success",
-            FailoverState::Failed => "failed",
-        }
-    }
-
-    fn from_u8(v: u8) -> FailoverState {
-        match v {
-            1 => FailoverState::Started,
-            2 => FailoverState::CheckSlave,
-            3 => FailoverState::PauseWrite,
-            4 => FailoverState::WaitSync,
-            5 => FailoverState::Switching,
-            6 => FailoverState::Success,
-            7 => FailoverState::Failed,
-            _ => FailoverState::None,
-        }
-    }
-
-    pub fn is_final(self) -> bool {
-        matches!(
-            self,
-            FailoverState::None | FailoverState::Success | FailoverState::Failed
-        )
     }
 }
 

@@ -1,4 +1,4 @@
-//! Verification on every write (`verify.mode: every-write`, DESIGN §3).
+//! Verification on every write (`verify.mode: every-write`).
 //!
 //! A write is forwarded only after the controller confirmed that this node is
 //! the master of its shard, in a request sent *after the write arrived*. Asking

@@ -1,5 +1,8 @@
 //! A small client for other leasegates' admin APIs, used by the failover
 //! (talking to the target proxy) and by the `failover` / `ctl` commands.
+//!
+//! Its typed calls send and read the [`admin_api`](super::admin_api) wire
+//! types; every failure is an [`AdminError`].
 
 use std::time::Duration;
 
@@ -10,9 +13,92 @@ use hyper::Request;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::kvrocks::admin_api::{
+    ErrorBody, FailoverReport, FailoverRequest, LeaseRequest, LeaseResponse, PauseRequest,
+    PauseResponse, Status, FAILOVER_FAILED_STATUS,
+};
 
 /// Largest admin answer read.
 const MAX_ANSWER: usize = 1024 * 1024;
+
+/// Why a call to an admin API failed. `uri` is `http://<addr><path>`.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// The request could not be built (a malformed address).
+    #[error("cannot build {method} {uri}: {source}")]
+    Build {
+        method: String,
+        uri: String,
+        source: hyper::http::Error,
+    },
+    /// The request body could not be encoded.
+    #[error("cannot build {method} {uri}: cannot encode the body: {source}")]
+    Encode {
+        method: String,
+        uri: String,
+        source: serde_json::Error,
+    },
+    /// No connection, or the exchange broke off.
+    #[error("{method} {uri}: {}", error_chain(.source))]
+    Request {
+        method: String,
+        uri: String,
+        source: hyper_util::client::legacy::Error,
+    },
+    /// The answer's body could not be read (or was over 1 MiB).
+    #[error("{method} {uri}: cannot read the answer: {source}")]
+    Read {
+        method: String,
+        uri: String,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// No complete answer within the client's timeout.
+    #[error("{method} {uri}: no answer within {timeout_ms} ms")]
+    Timeout {
+        method: String,
+        uri: String,
+        timeout_ms: u128,
+    },
+    /// A status other than 2xx; `body` is the answer, trimmed (an
+    /// [`ErrorBody`] from a leasegate: see [`AdminError::server_message`]).
+    #[error("{method} {uri} answered {status}: {body}")]
+    Status {
+        method: String,
+        uri: String,
+        status: u16,
+        body: String,
+    },
+    /// A 2xx answer that is not the expected JSON.
+    #[error("{method} {uri}: invalid JSON ({source})")]
+    BadJson {
+        method: String,
+        uri: String,
+        source: serde_json::Error,
+    },
+}
+
+impl AdminError {
+    /// The server's `{"error": "..."}` message, for a non-2xx answer that has one.
+    pub fn server_message(&self) -> Option<String> {
+        match self {
+            AdminError::Status { body, .. } => serde_json::from_str::<ErrorBody>(body)
+                .ok()
+                .map(|b| b.error),
+            _ => None,
+        }
+    }
+
+    /// The HTTP status, for a non-2xx answer.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            AdminError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
 
 /// A keep-alive client for admin APIs.
 #[derive(Clone)]
@@ -32,8 +118,105 @@ impl AdminClient {
         }
     }
 
+    /// `GET /v1/status`.
+    pub async fn status(&self, addr: &str) -> Result<Status, AdminError> {
+        self.exchange(addr, "GET", "/v1/status", None, None::<&()>, None)
+            .await
+    }
+
+    /// `POST /v1/lease`: grants (or, naming another node, revokes) the lease.
+    /// A refused grant (stale epoch, bad TTL) is [`AdminError::Status`].
+    pub async fn grant_lease(
+        &self,
+        addr: &str,
+        token: Option<&str>,
+        request: &LeaseRequest,
+    ) -> Result<LeaseResponse, AdminError> {
+        self.exchange(addr, "POST", "/v1/lease", token, Some(request), None)
+            .await
+    }
+
+    /// `POST /v1/pause`.
+    pub async fn pause(
+        &self,
+        addr: &str,
+        token: Option<&str>,
+        request: &PauseRequest,
+    ) -> Result<PauseResponse, AdminError> {
+        self.exchange(addr, "POST", "/v1/pause", token, Some(request), None)
+            .await
+    }
+
+    /// `POST /v1/unpause`.
+    pub async fn unpause(
+        &self,
+        addr: &str,
+        token: Option<&str>,
+    ) -> Result<PauseResponse, AdminError> {
+        let empty = serde_json::Map::new();
+        self.exchange(addr, "POST", "/v1/unpause", token, Some(&empty), None)
+            .await
+    }
+
+    /// `POST /v1/failover` on the current master's leasegate; returns when
+    /// the failover has finished. A failover that ran and failed is `Ok`
+    /// with a `failed` report; a request that was refused (bad options,
+    /// token) is [`AdminError::Status`].
+    pub async fn failover(
+        &self,
+        addr: &str,
+        token: Option<&str>,
+        request: &FailoverRequest,
+    ) -> Result<FailoverReport, AdminError> {
+        self.exchange(
+            addr,
+            "POST",
+            "/v1/failover",
+            token,
+            Some(request),
+            Some(FAILOVER_FAILED_STATUS),
+        )
+        .await
+    }
+
+    /// Sends `body` as JSON and reads the answer as `T`: a 2xx answer, or
+    /// one with the status `also` (an answer that carries a `T` too).
+    async fn exchange<T: DeserializeOwned>(
+        &self,
+        addr: &str,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&impl Serialize>,
+        also: Option<u16>,
+    ) -> Result<T, AdminError> {
+        let body = body
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|source| AdminError::Encode {
+                method: method.to_string(),
+                uri: uri(addr, path),
+                source,
+            })?;
+        let (status, text) = self.call(addr, method, path, token, body).await?;
+        if !(200..300).contains(&status) && Some(status) != also {
+            return Err(AdminError::Status {
+                method: method.to_string(),
+                uri: uri(addr, path),
+                status,
+                body: text.trim().to_string(),
+            });
+        }
+        serde_json::from_str(&text).map_err(|source| AdminError::BadJson {
+            method: method.to_string(),
+            uri: uri(addr, path),
+            source,
+        })
+    }
+
     /// `method` `path` on the admin API at `addr` (`host:port`), with an
-    /// optional bearer token and JSON body. Returns the status and the body.
+    /// optional bearer token and JSON body. Returns the status and the body,
+    /// whatever the status.
     pub async fn call(
         &self,
         addr: &str,
@@ -41,8 +224,8 @@ impl AdminClient {
         path: &str,
         token: Option<&str>,
         body: Option<String>,
-    ) -> Result<(u16, String), String> {
-        let uri = format!("http://{addr}{path}");
+    ) -> Result<(u16, String), AdminError> {
+        let uri = uri(addr, path);
         let mut request = Request::builder().method(method).uri(&uri);
         if let Some(t) = token {
             request = request.header(AUTHORIZATION, format!("Bearer {t}"));
@@ -52,51 +235,45 @@ impl AdminClient {
         }
         let request = request
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
-            .map_err(|e| format!("cannot build {method} {uri}: {e}"))?;
+            .map_err(|source| AdminError::Build {
+                method: method.to_string(),
+                uri: uri.clone(),
+                source,
+            })?;
         let exchange = async {
-            let response = self
-                .client
-                .request(request)
-                .await
-                .map_err(|e| format!("{method} {uri}: {}", error_chain(&e)))?;
+            let response =
+                self.client
+                    .request(request)
+                    .await
+                    .map_err(|source| AdminError::Request {
+                        method: method.to_string(),
+                        uri: uri.clone(),
+                        source,
+                    })?;
             let status = response.status().as_u16();
             let body = Limited::new(response.into_body(), MAX_ANSWER)
                 .collect()
                 .await
-                .map_err(|e| format!("{method} {uri}: cannot read the answer: {e}"))?
+                .map_err(|source| AdminError::Read {
+                    method: method.to_string(),
+                    uri: uri.clone(),
+                    source,
+                })?
                 .to_bytes();
             Ok((status, String::from_utf8_lossy(&body).into_owned()))
         };
         tokio::time::timeout(self.timeout, exchange)
             .await
-            .map_err(|_| {
-                format!(
-                    "{method} {uri}: no answer within {} ms",
-                    self.timeout.as_millis()
-                )
+            .map_err(|_| AdminError::Timeout {
+                method: method.to_string(),
+                uri: uri.clone(),
+                timeout_ms: self.timeout.as_millis(),
             })?
     }
+}
 
-    /// Like [`AdminClient::call`], but a non-2xx status is an error and the
-    /// body is parsed as JSON.
-    pub async fn json(
-        &self,
-        addr: &str,
-        method: &str,
-        path: &str,
-        token: Option<&str>,
-        body: Option<String>,
-    ) -> Result<serde_json::Value, String> {
-        let (status, text) = self.call(addr, method, path, token, body).await?;
-        if !(200..300).contains(&status) {
-            return Err(format!(
-                "{method} http://{addr}{path} answered {status}: {}",
-                text.trim()
-            ));
-        }
-        serde_json::from_str(&text)
-            .map_err(|e| format!("{method} http://{addr}{path}: invalid JSON ({e})"))
-    }
+fn uri(addr: &str, path: &str) -> String {
+    format!("http://{addr}{path}")
 }
 
 /// An error with its causes (`connection refused` hides under hyper-util's
@@ -110,4 +287,40 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_status_error_keeps_the_answer_and_its_message() {
+        let e = AdminError::Status {
+            method: "POST".into(),
+            uri: "http://h:1/v1/lease".into(),
+            status: 401,
+            body: r#"{"error":"wrong admin token"}"#.into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            r#"POST http://h:1/v1/lease answered 401: {"error":"wrong admin token"}"#
+        );
+        assert_eq!(e.server_message().as_deref(), Some("wrong admin token"));
+        assert_eq!(e.status(), Some(401));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_unreachable_leasegate_is_a_request_error() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        drop(listener);
+        let client = AdminClient::new(Duration::from_secs(2));
+        let e = client.status(&addr).await.expect_err("nothing listens");
+        assert!(matches!(e, AdminError::Request { .. }), "{e:?}");
+        let text = e.to_string();
+        assert!(
+            text.starts_with(&format!("GET http://{addr}/v1/status: ")),
+            "{text}"
+        );
+    }
 }

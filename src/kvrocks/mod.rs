@@ -1,7 +1,9 @@
 //! What the outside world says, as data: the node's topology and replication
 //! reports ([`topology`]), the kvrocks-controller HTTP API ([`controller`]),
-//! and other leasegates' admin API ([`admin_client`]).
+//! and other leasegates' admin API ([`admin_api`], the wire model;
+//! [`admin_client`], the client).
 
+pub mod admin_api;
 pub mod admin_client;
 pub mod controller;
 pub mod topology;

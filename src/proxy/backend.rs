@@ -70,12 +70,8 @@ impl ControlConnection {
         args: &[&str],
     ) -> Result<redis_protocol::resp2::types::OwnedFrame, BackendError> {
         use redis_protocol::resp2::types::OwnedFrame;
-        let mut req = format!("*{}\r\n", args.len()).into_bytes();
-        for a in args {
-            req.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-            req.extend_from_slice(a.as_bytes());
-            req.extend_from_slice(b"\r\n");
-        }
+        let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+        let req = crate::resp::encode::request(&args);
         self.stream.write_all(&req).await?;
         let deadline = tokio::time::Instant::now() + self.timeout;
         loop {

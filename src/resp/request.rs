@@ -14,7 +14,7 @@
 //! the tests below. Limits and error texts follow Redis so that clients see
 //! what the node itself would say.
 
-use crate::frame::name::Name;
+use crate::resp::name::Name;
 
 /// Limits applied while framing.
 #[derive(Debug, Clone, Copy)]
@@ -519,13 +519,7 @@ mod tests {
     }
 
     fn resp(args: &[&[u8]]) -> Vec<u8> {
-        let mut out = format!("*{}\r\n", args.len()).into_bytes();
-        for a in args {
-            out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-            out.extend_from_slice(a);
-            out.extend_from_slice(b"\r\n");
-        }
-        out
+        crate::resp::encode::request(args).to_vec()
     }
 
     /// Frames everything in `buf`, feeding it `step` bytes at a time.

@@ -420,13 +420,7 @@ pub fn info_fields(reply: &Reply) -> std::collections::HashMap<String, String> {
 
 /// Encodes a command as a RESP array of bulk strings.
 pub fn encode(args: &[&[u8]]) -> Vec<u8> {
-    let mut out = format!("*{}\r\n", args.len()).into_bytes();
-    for a in args {
-        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-        out.extend_from_slice(a);
-        out.extend_from_slice(b"\r\n");
-    }
-    out
+    leasegate::resp::encode::request(args).to_vec()
 }
 
 /// A blocking RESP client over a real socket.

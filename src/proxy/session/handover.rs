@@ -10,9 +10,9 @@ use tokio::net::TcpStream;
 use tracing::{debug, warn};
 
 use crate::command::{Class, Special};
-use crate::frame::reply::ReplyFramer;
-use crate::frame::request::RequestHead;
 use crate::guard::gate::Verdict;
+use crate::resp::reply::ReplyFramer;
+use crate::resp::request::RequestHead;
 
 use super::state::{Expect, Owed, Stall, Watch, WriteTicket};
 use super::{Session, SessionContext};

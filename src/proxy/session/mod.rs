@@ -54,9 +54,9 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use crate::frame::reply::ReplyFramer;
-use crate::frame::request::{Limits, RequestFramer};
 use crate::guard::gate::{Gate, Wait};
+use crate::resp::reply::ReplyFramer;
+use crate::resp::request::{Limits, RequestFramer};
 use handover::{Preconnect, Replay};
 #[cfg(test)]
 use reading::DISCARD;

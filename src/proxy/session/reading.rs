@@ -6,8 +6,8 @@ use bytes::Bytes;
 use tracing::debug;
 
 use crate::command::{Class, Special};
-use crate::frame::request::{arguments, RequestHead};
 use crate::guard::gate::{Admission, Answer, Effect, Gate, Policy, Verdict, Wait};
+use crate::resp::request::{arguments, RequestHead};
 
 use super::handover::{Move, Replay, ReplaySlot};
 use super::state::{Expect, Held, Owed, Peer, Stall, Transaction, Watch, WriteTicket};

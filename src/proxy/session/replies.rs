@@ -4,7 +4,7 @@
 
 use bytes::Buf;
 
-use crate::frame::reply::{pubsub_frame, PubSubFrame, ReplyHead};
+use crate::resp::reply::{pubsub_frame, PubSubFrame, ReplyHead};
 
 use super::state::{Expect, Owed, Peer, Watch, WriteTicket};
 use super::Session;
@@ -13,7 +13,7 @@ use super::Session;
 impl Session {
     /// Frames every complete backend reply and queues it (or its replacement)
     /// for the client, with local replies placed where they are owed.
-    pub(super) fn on_backend_data(&mut self) -> Result<(), crate::frame::reply::ReplyError> {
+    pub(super) fn on_backend_data(&mut self) -> Result<(), crate::resp::reply::ReplyError> {
         let mut pos = 0;
         while let Some(head) = self.replies.next(&self.from_backend[pos..])? {
             let at = pos;

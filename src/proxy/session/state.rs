@@ -6,9 +6,9 @@
 use bytes::Bytes;
 
 use crate::command::{Class, Special};
-use crate::frame::request::RequestHead;
 use crate::guard::gate::{Answer, Effect, Wait};
 use crate::guard::lease::Term;
+use crate::resp::request::RequestHead;
 
 use super::handover::{Move, ReplaySlot};
 use super::NO_WAIT;

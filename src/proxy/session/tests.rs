@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use super::state::{Expect, Owed, Peer, Transaction, Watch};
 use super::{Session, DISCARD};
-use crate::frame::request::Limits;
 use crate::guard::gate::{for_tests, Effect, Gate, UNKNOWN_OUTCOME};
 use crate::guard::lease::{LeaseMode, ManualClock};
+use crate::resp::request::Limits;
 
 const ME: &str = "0123456789012345678901234567890123456789";
 
@@ -31,11 +31,8 @@ fn session_with_output(
 }
 
 fn resp(args: &[&str]) -> Vec<u8> {
-    let mut out = format!("*{}\r\n", args.len()).into_bytes();
-    for a in args {
-        out.extend_from_slice(format!("${}\r\n{a}\r\n", a.len()).as_bytes());
-    }
-    out
+    let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+    crate::resp::encode::request(&args).to_vec()
 }
 
 /// The client sends these requests (one read).

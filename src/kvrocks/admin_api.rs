@@ -1,0 +1,491 @@
+//! What other leasegates say: the admin HTTP API's wire model.
+//!
+//! The requests and answers of `/v1/status`, `/v1/lease`, `/v1/pause`,
+//! `/v1/unpause` and `/v1/failover`, defined once: the server
+//! ([`crate::control::admin`]) parses requests and builds answers with them,
+//! and the [`admin_client`](super::admin_client) (the failover, the
+//! `leasegate ctl` / `failover` commands) sends and reads the same types.
+//!
+//! These are wire types, not the guard's own: the guard's state (the lease
+//! snapshot, the pause status, the node probe's view) is converted into them
+//! by the control plane, which sees both layers. Field names and values are
+//! the JSON's; renaming one is an API change.
+//!
+//! [`FailoverState`] lives here too: it is Kvrocks' `cluster_failover_state`
+//! vocabulary, which the guard records and the admin API reports.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::kvrocks::topology::Replication;
+
+/// The failover state machine's states, as in Kvrocks' `cluster_failover_state`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailoverState {
+    None,
+    Started,
+    CheckSlave,
+    PauseWrite,
+    WaitSync,
+    Switching,
+    Success,
+    Failed,
+}
+
+impl FailoverState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailoverState::None => "none",
+            FailoverState::Started => "started",
+            FailoverState::CheckSlave => "check_slave",
+            FailoverState::PauseWrite => "pause_write",
+            FailoverState::WaitSync => "wait_sync",
+            FailoverState::Switching => "switching",
+            FailoverState::Success => "success",
+            FailoverState::Failed => "failed",
+        }
+    }
+
+    /// The inverse of `state as u8` (for an atomic store); unknown values
+    /// are `None`.
+    pub fn from_u8(v: u8) -> FailoverState {
+        match v {
+            1 => FailoverState::Started,
+            2 => FailoverState::CheckSlave,
+            3 => FailoverState::PauseWrite,
+            4 => FailoverState::WaitSync,
+            5 => FailoverState::Switching,
+            6 => FailoverState::Success,
+            7 => FailoverState::Failed,
+            _ => FailoverState::None,
+        }
+    }
+
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            FailoverState::None | FailoverState::Success | FailoverState::Failed
+        )
+    }
+}
+
+impl fmt::Display for FailoverState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Every error answer: `{"error": "..."}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+}
+
+// ---------------------------------------------------------------- /v1/status
+
+/// `GET /v1/status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    pub lease: LeaseView,
+    /// What the node probe last saw.
+    pub node: NodeView,
+    /// `pause.paused`, at the top level for scripts.
+    pub paused: bool,
+    pub pause: PauseView,
+    /// The last (or current) graceful failover's state.
+    pub failover_state: FailoverState,
+    /// `null` unless this node was demoted.
+    pub demoted: Option<Demoted>,
+    /// The proxy's client address (`listen`).
+    pub listen: String,
+    /// The node (`backend.addr`).
+    pub backend: String,
+}
+
+/// `lease.mode`, as reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LeaseMode {
+    Disabled,
+    LogOnly,
+    BlockWrite,
+}
+
+/// The lease (in `/v1/status` and the `/v1/lease` answer).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseView {
+    pub mode: LeaseMode,
+    pub valid: bool,
+    /// The node named master by the last grant.
+    pub owner: Option<String>,
+    /// This node's id, when known.
+    pub node_id: Option<String>,
+    pub epoch: u64,
+    /// Milliseconds until the deadline, 0 when expired; `null` when valid
+    /// until told otherwise.
+    pub remaining_ms: Option<u64>,
+    pub revoked_reason: Option<String>,
+}
+
+/// What the node probe last saw (`ROLE`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeView {
+    pub replication: Option<Replication>,
+    /// Why the last probe failed, if it did.
+    pub error: Option<String>,
+}
+
+/// The pause (in `/v1/status` and the `/v1/pause`, `/v1/unpause` answers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PauseView {
+    pub paused: bool,
+    /// `null` when not paused.
+    pub mode: Option<PauseMode>,
+    pub held_requests: u64,
+    pub held_bytes: u64,
+}
+
+/// This node was demoted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Demoted {
+    /// The client address of the new master's leasegate, when known.
+    pub new_master: Option<String>,
+}
+
+// Serialize is derived in `topology`; the status answer also reads it.
+impl<'de> Deserialize<'de> for Replication {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Wire {
+            role: Option<String>,
+            offset: Option<u64>,
+            link_status: Option<String>,
+            master: Option<String>,
+        }
+        let w = Wire::deserialize(d)?;
+        Ok(Replication {
+            role: w.role,
+            offset: w.offset,
+            link_status: w.link_status,
+            master: w.master,
+        })
+    }
+}
+
+// ----------------------------------------------------------------- /v1/lease
+
+/// `POST /v1/lease`: push renewal, the grant a `CLUSTERX HEARTBEAT` carries.
+/// A grant naming another node revokes the lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeaseRequest {
+    pub master_node_id: String,
+    pub epoch: u64,
+    pub ttl_ms: u64,
+    /// A nonce from an earlier answer: the lease runs from when it was issued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<u64>,
+}
+
+impl LeaseRequest {
+    /// The body's shape, for error messages.
+    pub const SHAPE: &'static str =
+        r#"{"master_node_id": "...", "epoch": N, "ttl_ms": N, "nonce": N?}"#;
+}
+
+/// What a grant did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeaseOutcome {
+    /// The lease runs until the new deadline.
+    Renewed,
+    /// Another node is master: the lease is revoked.
+    Revoked,
+    /// The echoed nonce is unknown: the lease is left as it was.
+    UnknownNonce,
+}
+
+impl LeaseOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LeaseOutcome::Renewed => "renewed",
+            LeaseOutcome::Revoked => "revoked",
+            LeaseOutcome::UnknownNonce => "unknown_nonce",
+        }
+    }
+}
+
+impl fmt::Display for LeaseOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The answer to an applied `POST /v1/lease` (a refused grant is an
+/// [`ErrorBody`] with 400 or 409).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseResponse {
+    pub outcome: LeaseOutcome,
+    /// The lease after the grant.
+    pub lease: LeaseView,
+    /// A fresh nonce to echo in the next grant.
+    pub nonce: u64,
+}
+
+// ----------------------------------------------------------------- /v1/pause
+
+/// Which requests a pause holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PauseMode {
+    /// Writes are held; reads pass.
+    #[default]
+    Write,
+    /// Every request from clients is held.
+    All,
+}
+
+impl PauseMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PauseMode::Write => "write",
+            PauseMode::All => "all",
+        }
+    }
+}
+
+impl fmt::Display for PauseMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A pause mode other than `write` or `all`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown pause mode '{0}' (expected write or all)")]
+pub struct UnknownPauseMode(pub String);
+
+impl FromStr for PauseMode {
+    type Err = UnknownPauseMode;
+
+    /// `write` or `all`, any case.
+    fn from_str(s: &str) -> Result<PauseMode, UnknownPauseMode> {
+        if s.eq_ignore_ascii_case("write") {
+            Ok(PauseMode::Write)
+        } else if s.eq_ignore_ascii_case("all") {
+            Ok(PauseMode::All)
+        } else {
+            Err(UnknownPauseMode(s.to_string()))
+        }
+    }
+}
+
+/// `POST /v1/pause`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PauseRequest {
+    pub timeout_ms: u64,
+    #[serde(default)]
+    pub mode: PauseMode,
+}
+
+impl PauseRequest {
+    /// The body's shape, for error messages.
+    pub const SHAPE: &'static str = r#"{"timeout_ms": N, "mode": "write"|"all"}"#;
+}
+
+/// The answer to `POST /v1/pause` and `POST /v1/unpause`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PauseResponse {
+    pub pause: PauseView,
+}
+
+// -------------------------------------------------------------- /v1/failover
+
+/// `POST /v1/failover` (the options of kvrocks-controller PR #389).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FailoverRequest {
+    /// Admin address (`host:port`) of the target's leasegate.
+    pub to: String,
+    #[serde(default = "default_sync_timeout_ms")]
+    pub sync_timeout_ms: u64,
+    #[serde(default = "default_pause_timeout_ms")]
+    pub pause_timeout_ms: u64,
+    #[serde(default)]
+    pub force_on_timeout: bool,
+    /// Lease granted to the new master (the controller renews it afterwards).
+    #[serde(default = "default_lease_ttl_ms")]
+    pub lease_ttl_ms: u64,
+    /// Token for the target's admin API (default: this proxy's admin.token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_token: Option<String>,
+}
+
+impl FailoverRequest {
+    /// The body's shape, for error messages.
+    pub const SHAPE: &'static str = r#"{"to": "<target admin host:port>", "sync_timeout_ms"?, "pause_timeout_ms"?, "force_on_timeout"?}"#;
+
+    /// A request to fail over to `to`, with every default.
+    pub fn new(to: impl Into<String>) -> FailoverRequest {
+        FailoverRequest {
+            to: to.into(),
+            sync_timeout_ms: default_sync_timeout_ms(),
+            pause_timeout_ms: default_pause_timeout_ms(),
+            force_on_timeout: false,
+            lease_ttl_ms: default_lease_ttl_ms(),
+            target_token: None,
+        }
+    }
+}
+
+/// `sync_timeout_ms` when not given.
+pub const DEFAULT_SYNC_TIMEOUT_MS: u64 = 100;
+/// `pause_timeout_ms` when not given.
+pub const DEFAULT_PAUSE_TIMEOUT_MS: u64 = 500;
+/// `lease_ttl_ms` when not given.
+pub const DEFAULT_LEASE_TTL_MS: u64 = 10_000;
+
+fn default_sync_timeout_ms() -> u64 {
+    DEFAULT_SYNC_TIMEOUT_MS
+}
+fn default_pause_timeout_ms() -> u64 {
+    DEFAULT_PAUSE_TIMEOUT_MS
+}
+fn default_lease_ttl_ms() -> u64 {
+    DEFAULT_LEASE_TTL_MS
+}
+
+/// The HTTP status of a `/v1/failover` answer whose report says `failed`
+/// (a successful failover answers 200; both carry a [`FailoverReport`]).
+pub const FAILOVER_FAILED_STATUS: u16 = 409;
+
+/// One state the failover went through.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Step {
+    pub state: FailoverState,
+    /// Milliseconds since the failover started.
+    pub at_ms: f64,
+}
+
+/// What a failover did: the answer to `POST /v1/failover`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FailoverReport {
+    /// `success` or `failed`.
+    pub result: FailoverState,
+    /// Why it failed.
+    pub error: Option<String>,
+    pub steps: Vec<Step>,
+    /// How long writes were paused, in milliseconds (pause to release).
+    pub stall_ms: Option<f64>,
+    pub epoch: Option<u64>,
+    /// The new master's leasegate (client address).
+    pub new_master: Option<String>,
+    /// The failover ended with this node fenced and the target not granted
+    /// the lease: no node accepts writes until the controller grants it.
+    pub both_fenced: bool,
+}
+
+impl FailoverReport {
+    /// A failover that failed before it took a step.
+    pub fn failed(error: impl Into<String>) -> FailoverReport {
+        FailoverReport {
+            result: FailoverState::Failed,
+            error: Some(error.into()),
+            steps: Vec::new(),
+            stall_ms: None,
+            epoch: None,
+            new_master: None,
+            both_fenced: false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failover_states_round_trip() {
+        for v in 0..8u8 {
+            let s = FailoverState::from_u8(v);
+            assert_eq!(s as u8, v);
+            let json = serde_json::to_string(&s).expect("serializes");
+            assert_eq!(json, format!("\"{}\"", s.as_str()));
+            assert_eq!(serde_json::from_str::<FailoverState>(&json).ok(), Some(s));
+        }
+        assert_eq!(FailoverState::from_u8(200), FailoverState::None);
+    }
+
+    #[test]
+    fn requests_keep_their_defaults_and_refuse_unknown_fields() {
+        let r: FailoverRequest = serde_json::from_str(r#"{"to":"h:1"}"#).expect("valid");
+        assert_eq!(r, FailoverRequest::new("h:1"));
+        assert_eq!(
+            serde_json::to_string(&r).expect("serializes"),
+            r#"{"to":"h:1","sync_timeout_ms":100,"pause_timeout_ms":500,"force_on_timeout":false,"lease_ttl_ms":10000}"#
+        );
+        assert!(serde_json::from_str::<FailoverRequest>(r#"{"to":"h:1","x":1}"#).is_err());
+
+        let p: PauseRequest = serde_json::from_str(r#"{"timeout_ms":5}"#).expect("valid");
+        assert_eq!(p.mode, PauseMode::Write);
+        assert!(serde_json::from_str::<PauseRequest>(r#"{"timeout_ms":5,"mode":"x"}"#).is_err());
+        assert_eq!("ALL".parse::<PauseMode>(), Ok(PauseMode::All));
+        assert!("some".parse::<PauseMode>().is_err());
+
+        let l = LeaseRequest {
+            master_node_id: "n".into(),
+            epoch: 2,
+            ttl_ms: 3,
+            nonce: None,
+        };
+        let text = serde_json::to_string(&l).expect("serializes");
+        assert_eq!(text, r#"{"master_node_id":"n","epoch":2,"ttl_ms":3}"#);
+        assert_eq!(serde_json::from_str::<LeaseRequest>(&text).ok(), Some(l));
+    }
+
+    #[test]
+    fn status_reads_what_it_writes() {
+        let status = Status {
+            lease: LeaseView {
+                mode: LeaseMode::BlockWrite,
+                valid: true,
+                owner: Some("a".into()),
+                node_id: Some("a".into()),
+                epoch: 4,
+                remaining_ms: None,
+                revoked_reason: None,
+            },
+            node: NodeView {
+                replication: Some(Replication {
+                    role: Some("master".into()),
+                    offset: Some(9),
+                    link_status: None,
+                    master: None,
+                }),
+                error: None,
+            },
+            paused: false,
+            pause: PauseView {
+                paused: false,
+                mode: None,
+                held_requests: 0,
+                held_bytes: 0,
+            },
+            failover_state: FailoverState::None,
+            demoted: None,
+            listen: "0.0.0.0:6380".into(),
+            backend: "127.0.0.1:6379".into(),
+        };
+        let value = serde_json::to_value(&status).expect("serializes");
+        assert_eq!(value["lease"]["mode"], "block-write");
+        assert!(value["lease"]["remaining_ms"].is_null());
+        assert_eq!(value["failover_state"], "none");
+        assert!(value["demoted"].is_null());
+        assert_eq!(value["node"]["replication"]["role"], "master");
+        assert_eq!(serde_json::from_value::<Status>(value).ok(), Some(status));
+    }
+}
