@@ -83,7 +83,7 @@ control:
   allow_from: [127.0.0.1]
 lease:
   mode: block-write"
-    redis-cli -p "${TARGET_PORT[$1]}" CLUSTERX HEARTBEAT "$BENCH_NODE_ID" 86400000 1 | grep -q '^role:master' ||
+    redis-cli -p "${TARGET_PORT[$1]}" CLUSTERX HEARTBEAT "$BENCH_NODE_ID" 3600000 1 | grep -q '^role:master' ||
         die "$1: the lease heartbeat was not accepted"
 }
 

@@ -88,15 +88,7 @@ impl Server {
         let shared = Arc::new(ControlContext::new(config.clone(), clock));
         let gate = Arc::clone(&shared.gate);
         let shutdown = shared.shutdown.clone();
-        let sessions = Gauge::default();
-        match shared.registry.lock() {
-            Ok(mut registry) => registry.register(
-                "client_connections",
-                "Client connections being served",
-                sessions.clone(),
-            ),
-            Err(_) => warn!("metrics registry unavailable; client_connections is not exported"),
-        }
+        let sessions = shared.metrics.sessions.clone();
         Server {
             config,
             config_path,

@@ -86,11 +86,7 @@ impl AdminMetrics {
 
 /// Serves the admin API on `listener` until `shared.shutdown` is cancelled.
 pub async fn serve(listener: TcpListener, shared: Arc<ControlContext>) {
-    let metrics = Arc::new(AdminMetrics::default());
-    match shared.registry.lock() {
-        Ok(mut registry) => metrics.register(&mut registry),
-        Err(_) => warn!("metrics registry unavailable; admin metrics are not exported"),
-    }
+    let metrics = Arc::clone(&shared.metrics.admin);
     if let Ok(addr) = listener.local_addr() {
         info!(%addr, "admin API listening");
     }
@@ -262,8 +258,6 @@ pub enum ApiError {
     FailoverTtlOutOfRange,
     #[error("{source}")]
     MetricsEncoding { source: std::fmt::Error },
-    #[error("metrics registry poisoned")]
-    MetricsPoisoned,
 }
 
 impl ApiError {
@@ -285,9 +279,7 @@ impl ApiError {
             | ApiError::PauseNotAboveSync
             | ApiError::FailoverTtlOutOfRange => StatusCode::BAD_REQUEST,
             ApiError::Grant(_) => StatusCode::CONFLICT,
-            ApiError::MetricsEncoding { .. } | ApiError::MetricsPoisoned => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
+            ApiError::MetricsEncoding { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -363,11 +355,7 @@ fn readyz(shared: &ControlContext) -> Response<Full<Bytes>> {
 
 fn metrics(shared: &ControlContext) -> Result<Response<Full<Bytes>>, ApiError> {
     let mut out = String::new();
-    let registry = shared
-        .registry
-        .lock()
-        .map_err(|_| ApiError::MetricsPoisoned)?;
-    prometheus_client::encoding::text::encode(&mut out, &registry)
+    prometheus_client::encoding::text::encode(&mut out, &shared.registry)
         .map_err(|source| ApiError::MetricsEncoding { source })?;
     Ok(with_type(StatusCode::OK, OPENMETRICS, out.into()))
 }

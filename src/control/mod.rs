@@ -4,8 +4,9 @@
 //! the guard knows (through [`crate::guard::role::Role`]); it never touches
 //! sessions.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
@@ -23,6 +24,17 @@ pub mod failover;
 pub mod poll;
 pub mod probe;
 
+/// The control plane's own metrics and the listener's.
+#[derive(Default)]
+pub struct ControlMetrics {
+    /// `leasegate_admin_requests_total{route, status}`.
+    pub admin: Arc<admin::AdminMetrics>,
+    /// `leasegate_controller_polls_total{outcome}` and the poll duration.
+    pub poll: poll::PollMetrics,
+    /// `leasegate_client_connections`.
+    pub sessions: Gauge,
+}
+
 /// What the control plane's parts share.
 pub struct ControlContext {
     pub config: Config,
@@ -32,8 +44,10 @@ pub struct ControlContext {
     pub role: Arc<Role>,
     /// What the node probe last saw.
     pub node: Arc<probe::NodeStatus>,
-    /// Prometheus metrics, prefixed `leasegate_`.
-    pub registry: Mutex<Registry>,
+    /// Prometheus metrics, prefixed `leasegate_`: every metric is registered
+    /// here once, at start-up; the admin API only encodes it.
+    pub registry: Registry,
+    pub metrics: ControlMetrics,
     pub shutdown: CancellationToken,
 }
 
@@ -79,12 +93,21 @@ impl ControlContext {
         }
         gate.metrics.register(&mut registry);
         role.metrics.register(&mut registry);
+        let metrics = ControlMetrics::default();
+        metrics.admin.register(&mut registry);
+        metrics.poll.register(&mut registry);
+        registry.register(
+            "client_connections",
+            "Client connections being served",
+            metrics.sessions.clone(),
+        );
         ControlContext {
             config,
             gate,
             role,
             node: Arc::new(probe::NodeStatus::default()),
-            registry: Mutex::new(registry),
+            registry,
+            metrics,
             shutdown: CancellationToken::new(),
         }
     }

@@ -87,18 +87,14 @@ pub async fn poll(ctx: Arc<ControlContext>) {
         return;
     };
     let url = cluster_url(base, &config.namespace, &config.cluster);
-    let metrics = PollMetrics::default();
-    match ctx.registry.lock() {
-        Ok(mut registry) => metrics.register(&mut registry),
-        Err(_) => warn!("metrics registry unavailable; controller metrics are not exported"),
-    }
+    let metrics = &ctx.metrics.poll;
     let timeout = Duration::from_millis(config.timeout_ms.max(1));
     let client = http_client(timeout);
     info!(%url, interval_ms = config.poll_interval_ms, ttl_ms = config.ttl_ms, "polling the controller for the master lease");
 
     let mut poller = Poller {
         ctx: &ctx,
-        metrics: &metrics,
+        metrics,
         highest: None,
         failures: 0,
         revocations_seen: ctx.gate.lease().revocations(),

@@ -14,7 +14,7 @@ use crate::guard::gate::Verdict;
 use crate::resp::reply::ReplyFramer;
 use crate::resp::request::RequestHead;
 
-use super::state::{Expect, Owed, Stall, Watch, WriteTicket};
+use super::state::{Expect, Lifecycle, Owed, Stall, Stream, Watch, WriteTicket};
 use super::{Session, SessionContext};
 
 const CANNOT_MOVE: &[u8] = b"-ERR leasegate: this node was demoted during a failover and this connection cannot be moved; reconnect\r\n";
@@ -134,8 +134,7 @@ impl Session {
         if !matches!(self.stall, Stall::HandingOver(_)) {
             return None;
         }
-        if self.pubsub
-            || self.monitor
+        if self.stream != Stream::Replies
             || self.owed.iter().any(|o| {
                 matches!(
                     o,
@@ -147,7 +146,7 @@ impl Session {
             self.owe_local(Bytes::from_static(CANNOT_MOVE));
             self.owed.push_back(Owed::Close);
             self.stall = Stall::None;
-            self.stop_reading = true;
+            self.lifecycle = Lifecycle::Ending;
             self.settle();
             return None;
         }

@@ -60,7 +60,7 @@ use crate::resp::request::{Limits, RequestFramer};
 use handover::{Preconnect, Replay};
 #[cfg(test)]
 use reading::DISCARD;
-use state::{Expect, Held, Owed, Peer, Stall, Transaction, Watch, WriteTicket};
+use state::{Expect, Held, Lifecycle, Owed, Peer, Stall, Stream, Transaction, Watch, WriteTicket};
 
 /// Stop reading from the client while this much is queued for the backend.
 const HIGH_WATER: usize = 4 * 1024 * 1024;
@@ -96,11 +96,11 @@ struct Session {
     /// Bytes of the local replies in `owed` (not yet in `to_client`).
     owed_local: usize,
     resp3: bool,
-    /// RESP2 subscribe mode, and the subscription counts the node reported.
-    pubsub: bool,
+    /// What the node's frames are: replies, or a pub/sub or MONITOR stream.
+    stream: Stream,
+    /// The subscription counts the node reported (RESP2 subscribe mode).
     subscriptions: i64,
     shard_subscriptions: i64,
-    monitor: bool,
     transaction: Transaction,
     /// MULTIs sent so far (numbers them, so a late reply finds its own).
     multis: u64,
@@ -118,10 +118,7 @@ struct Session {
     gate: Arc<Gate>,
     /// `limits.max_client_output_bytes`.
     max_output: usize,
-    /// A protocol error was found: no more requests are read.
-    stop_reading: bool,
-    /// Everything owed has been queued: close once `to_client` is written.
-    closing: bool,
+    lifecycle: Lifecycle,
 }
 
 /// Runs one client connection to completion.
@@ -236,10 +233,9 @@ impl Session {
             owed: VecDeque::new(),
             owed_local: 0,
             resp3: false,
-            pubsub: false,
+            stream: Stream::Replies,
             subscriptions: 0,
             shard_subscriptions: 0,
-            monitor: false,
             transaction: Transaction::None,
             multis: 0,
             watch: Watch::Off,
@@ -250,15 +246,14 @@ impl Session {
             replay: Replay::default(),
             gate,
             max_output,
-            stop_reading: false,
-            closing: false,
+            lifecycle: Lifecycle::Open,
         }
     }
 
     /// Whether the session has nothing left to do.
     fn finished(&self, no_more_requests: bool, backend_eof: bool) -> bool {
         let written = self.to_client.is_empty();
-        if self.closing || backend_eof {
+        if self.lifecycle == Lifecycle::Closing || backend_eof {
             return written;
         }
         no_more_requests
@@ -275,7 +270,7 @@ impl Session {
     /// to take what was forwarded.
     #[inline]
     fn wants_requests(&self) -> bool {
-        !self.stop_reading
+        self.lifecycle == Lifecycle::Open
             && matches!(self.stall, Stall::None)
             && self.to_backend.len() < HIGH_WATER
             && self.to_client.len() + self.owed_local < self.max_output

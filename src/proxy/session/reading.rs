@@ -10,7 +10,9 @@ use crate::guard::gate::{Admission, Answer, Effect, Gate, Policy, Verdict, Wait}
 use crate::resp::request::{arguments, RequestHead};
 
 use super::handover::{Move, Replay, ReplaySlot};
-use super::state::{Expect, Held, Owed, Peer, Stall, Transaction, Watch, WriteTicket};
+use super::state::{
+    Expect, Held, Lifecycle, Owed, Peer, Stall, Stream, Transaction, Watch, WriteTicket,
+};
 use super::Session;
 
 const EXECABORT_PREVIOUS_ERRORS: &[u8] =
@@ -25,7 +27,7 @@ impl Session {
             return; // framing resumes when the held request is released
         }
         let policy = self.gate.policy();
-        while !self.stop_reading {
+        while self.lifecycle == Lifecycle::Open {
             let head = match self.requests.next(&self.from_client) {
                 Ok(Some(head)) => head,
                 Ok(None) => break,
@@ -33,7 +35,7 @@ impl Session {
                     debug!(error = %e, "client protocol error");
                     self.owe_local(e.reply());
                     self.owed.push_back(Owed::Close);
-                    self.stop_reading = true;
+                    self.lifecycle = Lifecycle::Ending;
                     self.from_client.clear();
                     break;
                 }
@@ -62,7 +64,10 @@ impl Session {
         // A write is counted in flight *before* the Gate looks at the pause,
         // and the failover pauses before it reads the count: whichever comes
         // second sees the other, so no write slips past a failover's count.
-        let counted = class == Class::Write && !self.handed_over && !self.monitor && !blocking;
+        let counted = class == Class::Write
+            && !self.handed_over
+            && self.stream != Stream::Monitor
+            && !blocking;
         if counted {
             self.gate.role().write_in_flight(true);
         }

@@ -6,7 +6,7 @@ use bytes::Buf;
 
 use crate::resp::reply::{pubsub_frame, PubSubFrame, ReplyHead};
 
-use super::state::{Expect, Owed, Peer, Watch, WriteTicket};
+use super::state::{Expect, Lifecycle, Owed, Peer, Stream, Watch, WriteTicket};
 use super::Session;
 
 /// The reply side.
@@ -102,8 +102,7 @@ impl Session {
                     self.peer = Peer::Ordinary;
                 }
                 self.resp3 = false;
-                self.pubsub = false;
-                self.monitor = false;
+                self.stream = Stream::Replies;
                 self.subscriptions = 0;
                 self.shard_subscriptions = 0;
             }
@@ -122,12 +121,12 @@ impl Session {
         if head.kind == b'>' {
             return false;
         }
-        if self.monitor {
+        if self.stream == Stream::Monitor {
             // Only RESET's own reply ends a MONITOR stream.
             let is_reset = &self.from_backend[range.clone()] == b"+RESET\r\n";
             return is_reset && matches!(self.owed.front(), Some(Owed::Reply(Expect::Reset)));
         }
-        if !self.pubsub || self.resp3 || head.kind != b'*' {
+        if self.stream != Stream::PubSub || self.resp3 || head.kind != b'*' {
             return true;
         }
         match pubsub_frame(&self.from_backend[range.clone()]) {
@@ -140,7 +139,7 @@ impl Session {
             Some(PubSubFrame::Unsubscribed { count, shard }) => {
                 self.set_subscriptions(count, shard);
                 if self.subscriptions == 0 && self.shard_subscriptions == 0 {
-                    self.pubsub = false;
+                    self.stream = Stream::Replies;
                 }
                 false
             }
@@ -166,10 +165,10 @@ impl Session {
                     self.owed_local -= reply.len();
                     self.to_client.extend_from_slice(reply);
                 }
-                Owed::PubSub => self.pubsub = true,
-                Owed::Monitor => self.monitor = true,
+                Owed::PubSub => self.stream = Stream::PubSub,
+                Owed::Monitor => self.stream = Stream::Monitor,
                 Owed::Close => {
-                    self.closing = true;
+                    self.lifecycle = Lifecycle::Closing;
                     self.owed.clear();
                     self.owed_local = 0;
                     return;

@@ -1,7 +1,8 @@
 //! The session's state, as enums with single transitions: what the client
 //! is owed ([`Owed`], [`Expect`]), the transaction and WATCH on the backend
 //! connection as its replies have told, why the session reads no further
-//! ([`Stall`]), and who the peer is ([`Peer`]).
+//! ([`Stall`]), who the peer is ([`Peer`]), what the node's frames are
+//! ([`Stream`]) and where the connection is in its life ([`Lifecycle`]).
 
 use bytes::Bytes;
 
@@ -174,6 +175,30 @@ pub(super) enum Watch {
     /// The session moved while WATCH was in force: the watched keys were
     /// left behind, so the next EXEC fails as a WATCH conflict would.
     Broken,
+}
+
+/// What the node's frames are on this connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Stream {
+    /// Each frame answers a request (pushes aside).
+    Replies,
+    /// RESP2 subscribe mode: messages and (un)subscribe confirmations answer
+    /// no request.
+    PubSub,
+    /// After MONITOR: everything is a stream until RESET's reply.
+    Monitor,
+}
+
+/// The connection's life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Lifecycle {
+    /// Requests are read.
+    Open,
+    /// No more requests are read (a protocol error, or a session that cannot
+    /// be moved); what is owed is still delivered.
+    Ending,
+    /// Everything owed has been queued: close once it is written.
+    Closing,
 }
 
 /// Why the session reads no further requests for now.
