@@ -291,17 +291,26 @@ impl Relay {
     }
 }
 
-#[test]
-fn a_sync_timeout_fails_and_unpauses() {
+/// A pair whose replica reaches the master through a relay, then stops
+/// receiving the replication stream: `key` is written after the freeze, so
+/// the replica is behind by one write.
+fn pair_with_a_lagging_replica(key: &str) -> (Pair, Relay) {
     let master = RedisServer::start_with(&["--repl-diskless-sync-delay", "0"]);
     let relay = Relay::start(master.port);
     let p = pair_via(master, &format!("127.0.0.1:{}", relay.port), "");
     let mut app = p.a.client();
     assert_eq!(app.cmd(&["SET", "synced", "1"]), Reply::ok());
-    // The replica stops receiving the replication stream, then falls behind.
+    // Time for the replica to take the first write before the freeze.
     std::thread::sleep(Duration::from_millis(200));
     relay.freeze_first.store(true, Ordering::SeqCst);
-    assert_eq!(app.cmd(&["SET", "unsynced", "1"]), Reply::ok());
+    assert_eq!(app.cmd(&["SET", key, "1"]), Reply::ok());
+    (p, relay)
+}
+
+#[test]
+fn a_sync_timeout_fails_and_unpauses() {
+    let (p, relay) = pair_with_a_lagging_replica("unsynced");
+    let mut app = p.a.client();
     let (status, report) = failover_http(
         &p,
         r#"{"to":"TARGET","sync_timeout_ms":100,"pause_timeout_ms":2000}"#,
@@ -593,14 +602,7 @@ fn post_failover_and_hang_up(port: u16, body: &str) {
 fn a_caller_hanging_up_does_not_stop_the_failover() {
     // The replica lags behind a frozen relay, so the failover waits in
     // wait_sync while its caller hangs up.
-    let master = RedisServer::start_with(&["--repl-diskless-sync-delay", "0"]);
-    let relay = Relay::start(master.port);
-    let p = pair_via(master, &format!("127.0.0.1:{}", relay.port), "");
-    let mut app = p.a.client();
-    assert_eq!(app.cmd(&["SET", "synced", "1"]), Reply::ok());
-    std::thread::sleep(Duration::from_millis(200));
-    relay.freeze_first.store(true, Ordering::SeqCst);
-    assert_eq!(app.cmd(&["SET", "lagging", "1"]), Reply::ok());
+    let (p, relay) = pair_with_a_lagging_replica("lagging");
     let body = format!(
         r#"{{"to":"127.0.0.1:{}","sync_timeout_ms":5000,"pause_timeout_ms":8000}}"#,
         p.b.admin_port()

@@ -8,7 +8,7 @@ use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use support::kvrocks::KvrocksServer;
-use support::{info_fields, Client, Proxy, RedisServer, Reply, PATIENCE};
+use support::{heartbeat, info_fields, Client, Proxy, RedisServer, Reply, PATIENCE};
 
 const ME: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 const OTHER: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
@@ -25,19 +25,7 @@ fn fenced_proxy(redis: &RedisServer, extra: &str) -> Proxy {
 }
 
 fn controller(proxy: &Proxy) -> Client {
-    let mut c = proxy.client();
-    assert_eq!(c.cmd(&["AUTH", "ctl-pw"]), Reply::ok());
-    c
-}
-
-fn heartbeat(c: &mut Client, master: &str, ttl_ms: u64, epoch: u64) -> Reply {
-    c.cmd(&[
-        "CLUSTERX",
-        "HEARTBEAT",
-        master,
-        &ttl_ms.to_string(),
-        &epoch.to_string(),
-    ])
+    support::controller_client(proxy, "ctl-pw")
 }
 
 fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {

@@ -9,7 +9,7 @@ use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use support::{encode, info_fields, Client, Proxy, RedisServer, Reply, PATIENCE};
+use support::{encode, heartbeat, info_fields, Client, Proxy, RedisServer, Reply, PATIENCE};
 
 const ME: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 const OTHER: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
@@ -26,19 +26,7 @@ fn fenced_proxy(backend: &str, extra: &str) -> Proxy {
 }
 
 fn controller(proxy: &Proxy) -> Client {
-    let mut c = proxy.client();
-    assert_eq!(c.cmd(&["AUTH", "ctl-pw"]), Reply::ok());
-    c
-}
-
-fn heartbeat(c: &mut Client, master: &str, ttl_ms: u64, epoch: u64) -> Reply {
-    c.cmd(&[
-        "CLUSTERX",
-        "HEARTBEAT",
-        master,
-        &ttl_ms.to_string(),
-        &epoch.to_string(),
-    ])
+    support::controller_client(proxy, "ctl-pw")
 }
 
 fn assert_fenced(reply: &Reply) {

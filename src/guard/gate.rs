@@ -235,8 +235,8 @@ pub struct Gate {
     /// The node's role: demotion, writes in flight, and every lease change.
     pub(super) role: Arc<Role>,
     pub metrics: GateMetrics,
-    last_log_only_warning: AtomicU64,
-    last_unknown_outcome_warning: AtomicU64,
+    last_log_only_warning: EverySecond,
+    last_unknown_outcome_warning: EverySecond,
 }
 
 impl std::fmt::Debug for Gate {
@@ -253,8 +253,22 @@ const EXECABORT_LEASE: &[u8] =
 /// What a client gets instead of a write's success reply that arrived after
 /// the lease ended (or was revoked) — whatever the reply was.
 pub const UNKNOWN_OUTCOME: &[u8] = b"-UNKNOWN write outcome unknown: the node answered after this node's master lease ended; the write may or may not have been applied\r\n";
-/// At most one log-only warning per this many nanoseconds.
-const LOG_ONLY_WARN_EVERY: u64 = 1_000_000_000;
+/// Rate-limits a warning to one a second, without a lock: the first caller
+/// past the second wins the exchange and logs.
+#[derive(Debug, Default)]
+struct EverySecond(AtomicU64);
+
+impl EverySecond {
+    /// Whether to log now (`now` in nanoseconds on the lease clock).
+    fn due(&self, now: u64) -> bool {
+        let last = self.0.load(Ordering::Relaxed);
+        now.saturating_sub(last) >= 1_000_000_000
+            && self
+                .0
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
+}
 
 impl Gate {
     pub fn new(policy: Policy, role: Arc<Role>, parts: GateParts) -> Gate {
@@ -271,8 +285,8 @@ impl Gate {
             pause: parts.pause,
             role,
             metrics: GateMetrics::default(),
-            last_log_only_warning: AtomicU64::new(0),
-            last_unknown_outcome_warning: AtomicU64::new(0),
+            last_log_only_warning: EverySecond::default(),
+            last_unknown_outcome_warning: EverySecond::default(),
         }
     }
 
@@ -422,14 +436,7 @@ impl Gate {
 
     #[cold]
     fn warn_log_only(&self, r: &Admission<'_>) {
-        let now = self.lease.now();
-        let last = self.last_log_only_warning.load(Ordering::Relaxed);
-        if now.saturating_sub(last) >= LOG_ONLY_WARN_EVERY
-            && self
-                .last_log_only_warning
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
+        if self.last_log_only_warning.due(self.lease.now()) {
             warn!(
                 command = %r.head.name.display(),
                 would_have_fenced = self.metrics.writes_unfenced_log_only.get(),
@@ -514,14 +521,7 @@ impl Gate {
             return None;
         }
         self.metrics.unknown_outcomes.inc();
-        let now = self.lease.now();
-        let last = self.last_unknown_outcome_warning.load(Ordering::Relaxed);
-        if now.saturating_sub(last) >= LOG_ONLY_WARN_EVERY
-            && self
-                .last_unknown_outcome_warning
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
+        if self.last_unknown_outcome_warning.due(self.lease.now()) {
             warn!(
                 unknown_outcomes = self.metrics.unknown_outcomes.get(),
                 "the node acknowledged a write after the master lease ended; the client gets an unknown-outcome error instead"

@@ -530,6 +530,24 @@ impl Client {
     }
 }
 
+/// A connection authenticated as the controller with `control.password`.
+pub fn controller_client(proxy: &Proxy, password: &str) -> Client {
+    let mut c = proxy.client();
+    assert_eq!(c.cmd(&["AUTH", password]), Reply::ok(), "control AUTH");
+    c
+}
+
+/// `CLUSTERX HEARTBEAT <master> <ttl_ms> <epoch>` on a control connection.
+pub fn heartbeat(c: &mut Client, master: &str, ttl_ms: u64, epoch: u64) -> Reply {
+    c.cmd(&[
+        "CLUSTERX",
+        "HEARTBEAT",
+        master,
+        &ttl_ms.to_string(),
+        &epoch.to_string(),
+    ])
+}
+
 /// Starts a Redis and a leasegate in front of it.
 pub fn redis_and_proxy(extra_yaml: &str) -> (RedisServer, Proxy) {
     let redis = RedisServer::start();
