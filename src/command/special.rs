@@ -46,6 +46,12 @@ pub enum Special {
     SetNodeId,
     /// CLUSTERX SETNODES: the topology, a role change on the node's `+OK`.
     SetNodes,
+    /// SYNC / PSYNC (Redis and Kvrocks) and Kvrocks' full-sync file
+    /// transfers (`_fetch_meta`, `_fetch_file`): from its reply on, the
+    /// connection carries a replication stream, passed through unframed.
+    ReplicationStream,
+    /// Kvrocks' `_db_name`: answered by a bare line (`<name>\r\n`), not RESP.
+    BareLine,
 }
 
 /// `(command, subcommand, tag)`, lowercase.
@@ -84,6 +90,11 @@ pub(super) const SPECIALS: &[(&str, Option<&str>, Special)] = &[
     ("slaveof", None, Special::ReplicaOf),
     ("clusterx", Some("setnodeid"), Special::SetNodeId),
     ("clusterx", Some("setnodes"), Special::SetNodes),
+    ("sync", None, Special::ReplicationStream),
+    ("psync", None, Special::ReplicationStream),
+    ("_fetch_meta", None, Special::ReplicationStream),
+    ("_fetch_file", None, Special::ReplicationStream),
+    ("_db_name", None, Special::BareLine),
 ];
 
 #[cfg(test)]

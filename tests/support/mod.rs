@@ -449,6 +449,18 @@ impl Client {
         self.send_raw(&encode(&args));
     }
 
+    /// One raw byte of what the peer sent (for answers that are not RESP).
+    pub fn read_byte(&mut self) -> Option<u8> {
+        if !self.buf.is_empty() {
+            return Some(self.buf.remove(0));
+        }
+        let mut b = [0u8; 1];
+        match self.stream.read(&mut b) {
+            Ok(1) => Some(b[0]),
+            _ => None,
+        }
+    }
+
     pub fn send_raw(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).expect("write to proxy");
     }

@@ -58,6 +58,9 @@ impl Session {
     pub(super) fn admit(&mut self, policy: &Policy, head: RequestHead, verified: bool) -> bool {
         let bytes = &self.from_client[..head.len];
         let command = policy.commands.classify(&head.name, &head.sub);
+        if self.peer == Peer::Replica {
+            return self.from_replica(head, command.class);
+        }
         let special = command.special;
         let class = self.gated_class(special, command.class);
         let blocking = class == Class::Write && is_blocking(special, &head, bytes);
@@ -83,7 +86,7 @@ impl Session {
                 command,
                 head: &head,
                 bytes,
-                control: self.peer != Peer::Ordinary,
+                control: matches!(self.peer, Peer::Control | Peer::Trusted),
                 verified,
                 covered: head.len <= self.confirmed,
                 handed_over: self.handed_over,
@@ -240,6 +243,23 @@ impl Session {
         }
     }
 
+    /// A request on a replication connection (a replica's `REPLCONF ACK`):
+    /// forwarded with nothing owed, as the node answers it with nothing.
+    /// A write there is refused: a replication link carries no client writes.
+    #[cold]
+    fn from_replica(&mut self, head: RequestHead, class: Class) -> bool {
+        if class == Class::Write {
+            self.owe_local(Bytes::from_static(
+                b"-ERR leasegate: no writes on a replication connection\r\n",
+            ));
+        } else {
+            self.to_backend
+                .extend_from_slice(&self.from_client[..head.len]);
+        }
+        self.consume(head.len);
+        true
+    }
+
     /// Book-keeping for a request that goes to the backend as it came.
     #[inline]
     pub(super) fn forwarded(
@@ -322,6 +342,14 @@ impl Session {
                 self.owed.push_back(Owed::Monitor);
                 return;
             }
+            Special::ReplicationStream => {
+                // From its reply on, the node streams; what the client sends
+                // later (`REPLCONF ACK`) is answered by nothing.
+                self.owed.push_back(Owed::Replication);
+                self.peer = Peer::Replica;
+                return;
+            }
+            Special::BareLine => Expect::BareLine,
             // A nested MULTI (the node refuses it; the transaction stays), and the rest.
             _ => Expect::Plain,
         };

@@ -15,7 +15,29 @@ impl Session {
     /// for the client, with local replies placed where they are owed.
     pub(super) fn on_backend_data(&mut self) -> Result<(), crate::resp::reply::ReplyError> {
         let mut pos = 0;
-        while let Some(head) = self.replies.next(&self.from_backend[pos..])? {
+        loop {
+            if self.stream == Stream::Replication {
+                // The replication stream (an RDB, WAL batches, files): as it came.
+                self.to_client.extend_from_slice(&self.from_backend[pos..]);
+                pos = self.from_backend.len();
+                break;
+            }
+            if matches!(self.owed.front(), Some(Owed::Reply(Expect::BareLine))) {
+                match bare_line(&self.from_backend[pos..]) {
+                    Some(len) => {
+                        self.owed.pop_front();
+                        self.to_client
+                            .extend_from_slice(&self.from_backend[pos..pos + len]);
+                        pos += len;
+                        self.settle();
+                        continue;
+                    }
+                    None => break,
+                }
+            }
+            let Some(head) = self.replies.next(&self.from_backend[pos..])? else {
+                break;
+            };
             let at = pos;
             pos += head.len;
             self.on_reply(head, at..pos);
@@ -167,6 +189,7 @@ impl Session {
                 }
                 Owed::PubSub => self.stream = Stream::PubSub,
                 Owed::Monitor => self.stream = Stream::Monitor,
+                Owed::Replication => self.stream = Stream::Replication,
                 Owed::Close => {
                     self.lifecycle = Lifecycle::Closing;
                     self.owed.clear();
@@ -177,4 +200,10 @@ impl Session {
             self.owed.pop_front();
         }
     }
+}
+
+/// The length of a bare line (Kvrocks' `_db_name` answer: `<name>\r\n`, or an
+/// error line), CRLF included, once complete.
+fn bare_line(buf: &[u8]) -> Option<usize> {
+    buf.windows(2).position(|w| w == b"\r\n").map(|at| at + 2)
 }

@@ -26,6 +26,9 @@ pub(super) enum Owed {
     PubSub,
     /// MONITOR was acknowledged: everything from here on is a stream.
     Monitor,
+    /// A replication request went out: from here on the node's bytes are
+    /// its stream, passed through unframed.
+    Replication,
     /// Close the connection once everything before this has been written.
     Close,
 }
@@ -42,6 +45,8 @@ pub(super) enum Expect {
     Watch,
     /// A request the Gate observes: its effect applies on `+OK`.
     Observe(Effect),
+    /// Kvrocks' `_db_name`: one bare line, not a RESP frame.
+    BareLine,
     /// HELLO: the reply's type tells which protocol the connection now
     /// speaks; a successful HELLO as the client sent it is replayed at a
     /// hand-over.
@@ -187,6 +192,9 @@ pub(super) enum Stream {
     PubSub,
     /// After MONITOR: everything is a stream until RESET's reply.
     Monitor,
+    /// A replication stream (after SYNC/PSYNC, `_fetch_meta`, `_fetch_file`):
+    /// the node's bytes go to the client unframed, to the end.
+    Replication,
 }
 
 /// The connection's life.
@@ -220,6 +228,9 @@ pub(super) enum Peer {
     Control,
     /// Connected from `control.allow_from` (kept across RESET).
     Trusted,
+    /// A replica (or a tool) reading the replication stream: what it sends
+    /// from then on (`REPLCONF ACK`) is answered by nothing.
+    Replica,
 }
 
 impl Stall {
