@@ -59,7 +59,7 @@ impl Session {
         let bytes = &self.from_client[..head.len];
         let command = policy.commands.classify(&head.name, &head.sub);
         if self.peer == Peer::Replica {
-            return self.from_replica(head, command.class);
+            return self.replica_request(head, command.class);
         }
         let special = command.special;
         let class = self.gated_class(special, command.class);
@@ -247,7 +247,7 @@ impl Session {
     /// forwarded with nothing owed, as the node answers it with nothing.
     /// A write there is refused: a replication link carries no client writes.
     #[cold]
-    fn from_replica(&mut self, head: RequestHead, class: Class) -> bool {
+    fn replica_request(&mut self, head: RequestHead, class: Class) -> bool {
         if class == Class::Write {
             self.owe_local(Bytes::from_static(
                 b"-ERR leasegate: no writes on a replication connection\r\n",
