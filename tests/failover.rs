@@ -649,7 +649,7 @@ fn a_caller_hanging_up_does_not_stop_the_failover() {
 }
 
 /// What a [`PromoteRelay`] does with the connection that sends
-/// `REPLICAOF NO ONE`.
+/// `SLAVEOF NO ONE`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum OnPromote {
     /// The request reaches the node (it is promoted); its answer is held.
@@ -658,7 +658,7 @@ enum OnPromote {
     HoldRequest,
 }
 
-/// A TCP relay in front of a node that holds one `REPLICAOF NO ONE` (or
+/// A TCP relay in front of a node that holds one `SLAVEOF NO ONE` (or
 /// its answer) until released: a promotion that times out.
 struct PromoteRelay {
     port: u16,
@@ -758,7 +758,7 @@ impl Drop for PromoteRelay {
     }
 }
 
-const PROMOTE: &[u8] = b"replicaof\r\n$2\r\nno\r\n$3\r\none";
+const PROMOTE: &[u8] = b"slaveof\r\n$2\r\nno\r\n$3\r\none";
 
 /// A master and its replica, B's leasegate reaching its node through a
 /// [`PromoteRelay`]; A's requests to nodes time out after 300 ms.
@@ -789,10 +789,7 @@ fn a_promotion_that_times_out_but_took_effect_completes_the_switch() {
         &p,
         r#"{"to":"TARGET","sync_timeout_ms":2000,"pause_timeout_ms":8000,"lease_ttl_ms":600000}"#,
     );
-    assert!(
-        relay.seen.load(Ordering::SeqCst),
-        "REPLICAOF NO ONE was sent"
-    );
+    assert!(relay.seen.load(Ordering::SeqCst), "SLAVEOF NO ONE was sent");
     // The target was promoted although its answer never came: rolling this
     // node back to master would make two masters. The switch completes.
     assert_eq!(role_of(&p.replica), "master");
@@ -823,10 +820,7 @@ fn a_promotion_of_unknown_outcome_leaves_both_nodes_fenced() {
         &p,
         r#"{"to":"TARGET","sync_timeout_ms":2000,"pause_timeout_ms":8000,"lease_ttl_ms":600000}"#,
     );
-    assert!(
-        relay.seen.load(Ordering::SeqCst),
-        "REPLICAOF NO ONE was sent"
-    );
+    assert!(relay.seen.load(Ordering::SeqCst), "SLAVEOF NO ONE was sent");
     assert_eq!(status, 409, "{report}");
     // The target did not answer and still says it is a replica, but the
     // promotion may yet run: this node must not be unfenced.
@@ -879,7 +873,7 @@ fn a_refused_promotion_rolls_back_and_the_held_writes_go_to_the_old_master() {
         "127.0.0.1",
         &master.port.to_string(),
         "--rename-command",
-        "REPLICAOF",
+        "SLAVEOF",
         "",
     ]);
     wait_link_up(&replica);

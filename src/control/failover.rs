@@ -17,7 +17,7 @@
 //! 4. **switching**: this node is fenced first (its lease revoked by a grant
 //!    naming the target at epoch+1, the proxy marked demoted), so held writes
 //!    are handed to the new master's leasegate (`pause.on_demote`) when the
-//!    pause ends; the replica is promoted (`REPLICAOF NO ONE`), its leasegate
+//!    pause ends; the replica is promoted (`SLAVEOF NO ONE`), its leasegate
 //!    granted the lease at epoch+1, the pause ended; then this node
 //!    replicates from the new master.
 //!
@@ -30,7 +30,7 @@
 //!
 //! * **unchanged**: any failure before the promotion was sent, and a
 //!   promotion the target certainly did not carry out (it refused
-//!   `REPLICAOF NO ONE`, or the connection broke and the node still reports
+//!   `SLAVEOF NO ONE`, or the connection broke and the node still reports
 //!   itself a replica). This node is unfenced again and stays master; the
 //!   held writes go to it.
 //! * **both fenced**: the promotion's outcome cannot be determined (no
@@ -138,7 +138,7 @@ pub enum FailoverError {
         why: Resync,
         source: Box<FailoverError>,
     },
-    /// `REPLICAOF NO ONE` failed and certainly did not take effect: this
+    /// `SLAVEOF NO ONE` failed and certainly did not take effect: this
     /// node was unfenced.
     #[error("cannot promote the target node {node}: {source}; it is certainly still a replica ({why}), so this node was unfenced and stays master")]
     PromoteFailed {
@@ -146,7 +146,7 @@ pub enum FailoverError {
         source: BackendError,
         why: NotPromoted,
     },
-    /// `REPLICAOF NO ONE` failed and may have taken effect: both fenced.
+    /// `SLAVEOF NO ONE` failed and may have taken effect: both fenced.
     #[error("cannot promote the target node {node}: {source}; whether it was promoted cannot be determined ({why}). Both nodes are fenced: this node's lease is revoked (epoch {epoch}) and it is marked demoted, and the target's leasegate was not granted the lease. The controller must grant the lease (epoch {epoch} or later) to the node that is to be master")]
     PromoteUnknown {
         node: String,
@@ -568,7 +568,7 @@ async fn failover(run: &mut Run) -> Result<(u64, Target), FailoverError> {
             warn!(%error, "switching anyway (force_on_timeout)");
         }
     }
-    if let Err(e) = replica.call(&["REPLICAOF", "NO", "ONE"]).await {
+    if let Err(e) = replica.call(&["SLAVEOF", "NO", "ONE"]).await {
         match promotion_outcome(&e, &mut replica, &target.node, password, timeout).await {
             Promotion::Done => {
                 warn!(error = %e, "the promotion reported a failure, but the target node is master now: carrying on with the switch");
@@ -622,14 +622,38 @@ async fn failover(run: &mut Run) -> Result<(u64, Target), FailoverError> {
             .ok_or_else(|| FailoverError::BadTargetAddress {
                 node: target.node.clone(),
             })?;
-    source
-        .call(&["REPLICAOF", host, port])
+    rejoin(&mut source, host, port)
         .await
         .map_err(|source| FailoverError::Rejoin { source })?;
     Ok((epoch, target))
 }
 
-/// Whether the target node carried out a `REPLICAOF NO ONE` that failed.
+/// Makes this node a replica of the new master (after the writes were
+/// released, so this costs no stall). Kvrocks refuses to follow a node it
+/// still lists as its own replica ("can't replicate your own replicas")
+/// until it notices the promoted node's link is gone: retried for a while.
+async fn rejoin(
+    source: &mut ControlConnection,
+    host: &str,
+    port: &str,
+) -> Result<(), BackendError> {
+    let deadline = Instant::now() + REJOIN_PATIENCE;
+    loop {
+        match source.call(&["SLAVEOF", host, port]).await {
+            Err(BackendError::Reply(e))
+                if e.contains("own replicas") && Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other => return other.map(|_| ()),
+        }
+    }
+}
+
+/// How long [`rejoin`] retries while the node still lists the new master as its replica.
+const REJOIN_PATIENCE: Duration = Duration::from_secs(5);
+
+/// Whether the target node carried out a `SLAVEOF NO ONE` that failed.
 #[derive(Debug)]
 enum Promotion {
     /// It is master now.
@@ -640,7 +664,7 @@ enum Promotion {
     Unknown(PromotionUnknown),
 }
 
-/// Finds out what a failed `REPLICAOF NO ONE` (sent on `conn`) did.
+/// Finds out what a failed `SLAVEOF NO ONE` (sent on `conn`) did.
 ///
 /// An error reply means the node refused it. A broken connection means the
 /// node either ran it already or never will (it was closed with the request
@@ -669,7 +693,7 @@ async fn promotion_outcome(
     };
     let mut request = fate(error);
     if request == Fate::Pending {
-        // Returns the late answer to REPLICAOF NO ONE, not ROLE's.
+        // Returns the late answer to SLAVEOF NO ONE, not ROLE's.
         match conn.call(&["ROLE"]).await {
             Ok(_) => return Promotion::Done,
             Err(e) => request = fate(&e),

@@ -1,16 +1,22 @@
-//! Real Kvrocks in cluster mode, registered by its leasegate addresses as
-//! kvrocks-controller registers it: the replica reaches its master through
-//! the master's leasegate, so `_db_name` (a bare line, not RESP), `replconf`,
-//! `PSYNC` and the WAL stream, and a full sync's `_fetch_meta`/`_fetch_file`
-//! transfers must all pass through it unchanged — even while the master's
-//! lease is not valid (replication is never fenced).
+//! leasegate beside the real Kvrocks server.
+//!
+//! * Cluster mode, registered by leasegate addresses as kvrocks-controller
+//!   registers it: the replica reaches its master through the master's
+//!   leasegate, so `_db_name` (a bare line, not RESP), `replconf`, `PSYNC`
+//!   and the WAL stream, and a full sync's `_fetch_meta`/`_fetch_file`
+//!   transfers must all pass through it unchanged — even while the master's
+//!   lease is not valid (replication is never fenced).
+//! * Standalone: `leasegate failover` there and back under continuous writes
+//!   (Kvrocks has `SLAVEOF`, not `REPLICAOF`; offsets are sequence numbers).
 
 mod support;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use support::kvrocks::KvrocksServer;
-use support::{heartbeat, Client, Proxy, Reply, PATIENCE};
+use support::{free_port, heartbeat, http, Client, Proxy, Reply, PATIENCE};
 
 const A_ID: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 const B_ID: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
@@ -155,4 +161,130 @@ fn db_name_is_a_bare_line_and_the_connection_goes_on() {
         String::from_utf8_lossy(&line)
     );
     assert_eq!(c.cmd(&["PING"]), Reply::Status("PONG".into()));
+}
+
+const TOKEN: &str = "tk";
+
+/// A standalone Kvrocks node and its leasegate (admin API on, loopback is
+/// the controller).
+fn standalone(id: &str) -> Option<(KvrocksServer, Proxy)> {
+    let kvrocks = KvrocksServer::start(false)?;
+    let proxy = Proxy::start(
+        &kvrocks.addr(),
+        &format!(
+            "node_id: {id}\nadmin:\n  listen: 127.0.0.1:{}\n  token: {TOKEN}\ncontrol:\n  allow_from: [127.0.0.1]\nlease:\n  mode: block-write\n  probe_interval_ms: 100\n",
+            free_port()
+        ),
+    );
+    Some((kvrocks, proxy))
+}
+
+fn link_up(replica: &KvrocksServer) {
+    let mut c = replica.client();
+    let start = Instant::now();
+    while info_field(&mut c, "master_link_status").as_deref() != Some("up") {
+        assert!(
+            start.elapsed() < PATIENCE * 3,
+            "the replication link never came up"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn failover(from: &Proxy, to: &Proxy) -> String {
+    let body = format!(
+        r#"{{"to":"127.0.0.1:{}","sync_timeout_ms":3000,"pause_timeout_ms":5000}}"#,
+        to.admin_port()
+    );
+    let (status, report) = http(
+        from.admin_port(),
+        "POST",
+        "/v1/failover",
+        Some(TOKEN),
+        Some(&body),
+    );
+    assert_eq!(status, 200, "{report}");
+    report
+}
+
+#[test]
+fn failover_on_standalone_kvrocks_there_and_back_loses_nothing() {
+    let (Some((ka, pa)), Some((kb, pb))) = (standalone(A_ID), standalone(B_ID)) else {
+        return;
+    };
+    assert_eq!(
+        kb.client()
+            .cmd(&["SLAVEOF", "127.0.0.1", &ka.port.to_string()]),
+        Reply::ok()
+    );
+    link_up(&kb);
+    for p in [&pa, &pb] {
+        assert!(!heartbeat(&mut p.client(), A_ID, 600_000, 1).is_error());
+    }
+    // Writers on A's leasegate; the hand-over carries their sessions to B.
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let errors = Arc::new(Mutex::new(Vec::new()));
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let (stop, acked, errors, port) = (
+                Arc::clone(&stop),
+                Arc::clone(&acked),
+                Arc::clone(&errors),
+                pa.port,
+            );
+            std::thread::spawn(move || {
+                let mut c = Client::connect(port);
+                let mut i = 0;
+                while !stop.load(Ordering::SeqCst) {
+                    let key = format!("w{w}-{i}");
+                    match c.cmd(&["SET", &key, "v"]) {
+                        Reply::Status(s) if s == "OK" => acked.lock().expect("acked").push(key),
+                        other => errors
+                            .lock()
+                            .expect("errors")
+                            .push(format!("{key}: {other:?}")),
+                    }
+                    i += 1;
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let report = failover(&pa, &pb);
+    assert!(report.contains(r#""result":"success""#), "{report}");
+    link_up(&ka);
+    // And back, with the writers still on (now moved to B's leasegate).
+    let report = failover(&pb, &pa);
+    assert!(report.contains(r#""result":"success""#), "{report}");
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::SeqCst);
+    for w in writers {
+        w.join().expect("writer");
+    }
+    let errors = errors.lock().expect("errors");
+    assert!(
+        errors.is_empty(),
+        "client errors: {:?}",
+        &errors[..errors.len().min(5)]
+    );
+    let acked = acked.lock().expect("acked");
+    assert!(acked.len() > 100, "only {} writes", acked.len());
+    // A is master again: every acknowledged write is there.
+    let mut direct = ka.client();
+    let missing: Vec<&String> = acked
+        .iter()
+        .filter(|k| direct.cmd(&["EXISTS", k.as_str()]) != Reply::Int(1))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged writes lost, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+    assert_eq!(info_field(&mut direct, "role").as_deref(), Some("master"));
+    assert_eq!(
+        info_field(&mut kb.client(), "role").as_deref(),
+        Some("slave")
+    );
 }
