@@ -234,10 +234,18 @@ fn setnodes_accepted_by_kvrocks_revokes() {
         ctl.cmd(&["CLUSTERX", "SETNODES", &as_slave, "2"]),
         Reply::ok()
     );
-    assert!(app
-        .cmd(&["SET", "k", "v"])
-        .error_text()
-        .contains("master lease expired"));
+    // Revoked, and demoted toward the master the topology names (here
+    // unreachable): the write is refused, never applied here.
+    let refused = app.cmd(&["SET", "k", "after"]);
+    assert!(
+        refused
+            .error_text()
+            .contains("cannot reach the new master at 127.0.0.1:1"),
+        "{refused:?}"
+    );
+    let mut direct = kvrocks.client();
+    assert_eq!(direct.cmd(&["READONLY"]), Reply::ok());
+    assert_eq!(direct.cmd(&["GET", "k"]), Reply::bulk("v"));
 }
 
 /// Only a `CLUSTERX SETNODEID` the node accepted, on a control connection,

@@ -51,7 +51,7 @@ use crate::command::{Class, Classified, CommandTable, Special};
 use crate::guard::control::ControlPolicy;
 use crate::guard::lease::{Lease, LeaseMode, Term};
 use crate::guard::pause::{Hold, OnDemote, Pause};
-use crate::guard::role::{Role, Source};
+use crate::guard::role::{Demotion, Role, Source};
 use crate::guard::verify::Verifier;
 use crate::resp::request::{arguments, RequestHead};
 
@@ -484,11 +484,18 @@ impl Gate {
         match effect {
             Effect::Replica { reason } => self.role.revoke(reason, Source::Node),
             Effect::Topology { nodes } => {
-                if let Some(me) = self.lease.node_id() {
-                    if crate::kvrocks::topology::listed_as_replica(nodes, &me) {
-                        self.role
-                            .revoke("CLUSTERX SETNODES lists this node as a slave", Source::Node);
-                    }
+                let Some(me) = self.lease.node_id() else {
+                    return;
+                };
+                if crate::kvrocks::topology::listed_as_replica(nodes, &me) {
+                    self.role
+                        .revoke("CLUSTERX SETNODES lists this node as a slave", Source::Node);
+                    // Held writes go where the topology says the master is
+                    // now (its leasegate, as the controller registers nodes).
+                    let new_master = crate::kvrocks::topology::master_of(nodes, &me);
+                    self.role.demote(Demotion {
+                        new_master: new_master.map(Arc::from),
+                    });
                 }
             }
             Effect::NodeId(id) => self.lease.learn_node_id(id),

@@ -116,6 +116,28 @@ pub fn key_slot(key: &[u8]) -> u16 {
     crc % 16384
 }
 
+/// Where this node's master is, when the `CLUSTERX SETNODES` nodes text lists
+/// `me` as a replica: the `host:port` listed for its master (under
+/// kvrocks-controller, that master's leasegate). `None` when `me` is not a
+/// replica there, or its master is not listed.
+pub fn master_of(nodes: &str, me: &str) -> Option<String> {
+    let master_id = nodes.lines().find_map(|line| {
+        let f: Vec<&str> = line.split_ascii_whitespace().collect();
+        let is_replica = f.get(3).is_some_and(|role| {
+            role.split(',')
+                .any(|r| r.eq_ignore_ascii_case("slave") || r.eq_ignore_ascii_case("replica"))
+        });
+        (f.first() == Some(&me) && is_replica).then(|| f.get(4).map(|m| m.to_string()))?
+    })?;
+    nodes.lines().find_map(|line| {
+        let f: Vec<&str> = line.split_ascii_whitespace().collect();
+        match f.as_slice() {
+            [id, host, port, ..] if *id == master_id => Some(format!("{host}:{port}")),
+            _ => None,
+        }
+    })
+}
+
 /// Whether the `CLUSTERX SETNODES` nodes text lists `me` as a slave/replica
 /// (`slave,fail` included). Lines: `<id> <host> <port> <role> <master_id|-> [slots...]`.
 pub fn listed_as_replica(nodes: &str, me: &str) -> bool {
@@ -139,6 +161,17 @@ mod tests {
 
     const ME: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
     const OTHER: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+
+    #[test]
+    fn master_of_a_replica() {
+        let shard = format!(
+            "{OTHER} 10.0.0.2 6380 master - 0-16383\n{ME} 10.0.0.1 6380 slave,fail {OTHER}"
+        );
+        assert_eq!(master_of(&shard, ME).as_deref(), Some("10.0.0.2:6380"));
+        assert_eq!(master_of(&shard, OTHER), None, "a master has none");
+        let orphan = format!("{ME} 10.0.0.1 6380 slave {OTHER}");
+        assert_eq!(master_of(&orphan, ME), None, "its master is not listed");
+    }
 
     #[test]
     fn setnodes_roles() {
