@@ -288,3 +288,119 @@ fn failover_on_standalone_kvrocks_there_and_back_loses_nothing() {
         Some("slave")
     );
 }
+
+/// Writers on `port` until `stop`: every acknowledged key, and every error.
+type Log = Arc<Mutex<Vec<String>>>;
+
+fn writers(
+    port: u16,
+    n: usize,
+    stop: &Arc<AtomicBool>,
+) -> (Vec<std::thread::JoinHandle<()>>, Log, Log) {
+    let (acked, errors): (Log, Log) = Default::default();
+    let threads = (0..n)
+        .map(|w| {
+            let (stop, acked, errors) = (Arc::clone(stop), Arc::clone(&acked), Arc::clone(&errors));
+            std::thread::spawn(move || {
+                let mut c = Client::connect(port);
+                let mut i = 0;
+                while !stop.load(Ordering::SeqCst) {
+                    let key = format!("w{w}-{i}");
+                    match c.cmd(&["SET", &key, "v"]) {
+                        Reply::Status(s) if s == "OK" => acked.lock().expect("acked").push(key),
+                        other => errors
+                            .lock()
+                            .expect("errors")
+                            .push(format!("{key}: {other:?}")),
+                    }
+                    i += 1;
+                }
+            })
+        })
+        .collect();
+    (threads, acked, errors)
+}
+
+/// Kvrocks' replication sequence as `INFO replication` reports it.
+fn sequence(c: &mut Client, field: &str) -> u64 {
+    info_field(c, field)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The failover of kvrocks-controller PR #389, driven as the controller
+/// drives it, through the leasegates: `CLIENT PAUSE WRITE` on the master,
+/// wait for the replica's sequence, push the new topology, heartbeat the new
+/// master, `CLIENT UNPAUSE`. Writes held on A follow the topology to B's
+/// leasegate: no client error, every acknowledged write on the new master.
+#[test]
+fn controller_driven_failover_in_cluster_mode_holds_and_hands_over() {
+    let (Some(a), Some(b)) = (Node::start(A_ID), Node::start(B_ID)) else {
+        return;
+    };
+    let v1 = topology((A_ID, &a), Some((B_ID, &b)));
+    a.set_nodes(&v1, 1);
+    b.set_nodes(&v1, 1);
+    for node in [&a, &b] {
+        assert!(!heartbeat(&mut node.proxy.client(), A_ID, 600_000, 1).is_error());
+    }
+    let (mut direct_a, mut direct_b) = (a.kvrocks.client(), b.kvrocks.client());
+    let start = Instant::now();
+    while info_field(&mut direct_b, "master_link_status").as_deref() != Some("up") {
+        assert!(start.elapsed() < PATIENCE * 3, "B never linked to A");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (threads, acked, errors) = writers(a.proxy.port, 4, &stop);
+    std::thread::sleep(Duration::from_millis(300));
+
+    // 1. The controller pauses writes on the master (its leasegate holds them).
+    let mut ctl_a = a.proxy.client();
+    assert_eq!(
+        ctl_a.cmd(&["CLIENT", "PAUSE", "10000", "WRITE"]),
+        Reply::ok()
+    );
+    // 2. It waits until the replica's sequence has reached the master's.
+    let start = Instant::now();
+    loop {
+        let master = sequence(&mut direct_a, "master_repl_offset");
+        if master > 0 && sequence(&mut direct_b, "slave_repl_offset") >= master {
+            break;
+        }
+        assert!(start.elapsed() < PATIENCE, "the replica never caught up");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // 3. New topology (B master, A its replica) to both, through the leasegates.
+    let v2 = topology((B_ID, &b), Some((A_ID, &a)));
+    b.set_nodes(&v2, 2);
+    a.set_nodes(&v2, 2);
+    // 4. The new master's lease, 5. unpause: held writes go to B's leasegate.
+    assert!(!heartbeat(&mut b.proxy.client(), B_ID, 600_000, 2).is_error());
+    assert_eq!(ctl_a.cmd(&["CLIENT", "UNPAUSE"]), Reply::ok());
+
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::SeqCst);
+    for t in threads {
+        t.join().expect("writer");
+    }
+    let errors = errors.lock().expect("errors");
+    assert!(
+        errors.is_empty(),
+        "client errors: {:?}",
+        &errors[..errors.len().min(5)]
+    );
+    let acked = acked.lock().expect("acked");
+    assert!(acked.len() > 50, "only {} writes", acked.len());
+    let missing: Vec<&String> = acked
+        .iter()
+        .filter(|k| direct_b.cmd(&["EXISTS", k.as_str()]) != Reply::Int(1))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged writes are not on the new master, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+    assert_eq!(info_field(&mut direct_b, "role").as_deref(), Some("master"));
+}
