@@ -404,3 +404,34 @@ fn controller_driven_failover_in_cluster_mode_holds_and_hands_over() {
     );
     assert_eq!(info_field(&mut direct_b, "role").as_deref(), Some("master"));
 }
+
+/// A controller that authenticates with `control.password` is authenticated
+/// at the node too (leasegate sends `AUTH <backend.password>` in its place),
+/// so its `CLUSTERX SETNODEID/SETNODES` are not refused with NOAUTH; the
+/// control password itself never reaches the node.
+#[test]
+fn a_control_connection_is_authenticated_at_a_password_protected_node() {
+    let Some(kvrocks) = KvrocksServer::start_with(true, &["--requirepass", "node-pw"]) else {
+        return;
+    };
+    let proxy = Proxy::start_with_backend_yaml(
+        &format!("backend:\n  addr: {}\n  password: node-pw\n", kvrocks.addr()),
+        &format!(
+            "node_id: {A_ID}\ncontrol:\n  password: ctl-pw\nlease:\n  mode: block-write\n  probe_interval_ms: 0\n"
+        ),
+    );
+    let mut stranger = proxy.client();
+    assert!(stranger
+        .cmd(&["CLUSTERX", "SETNODEID", A_ID])
+        .error_text()
+        .starts_with("NOAUTH"));
+    let mut ctl = support::controller_client(&proxy, "ctl-pw");
+    assert_eq!(ctl.cmd(&["CLUSTERX", "SETNODEID", A_ID]), Reply::ok());
+    let shard = format!("{A_ID} 127.0.0.1 {} master - 0-16383", proxy.port);
+    assert_eq!(ctl.cmd(&["CLUSTERX", "SETNODES", &shard, "1"]), Reply::ok());
+    assert!(!heartbeat(&mut ctl, A_ID, 60_000, 1).is_error());
+    assert_eq!(ctl.cmd(&["SET", "k", "v"]), Reply::ok());
+    let mut app = proxy.client();
+    assert_eq!(app.cmd(&["AUTH", "ctl-pw"]), Reply::ok());
+    assert_eq!(app.cmd(&["GET", "k"]), Reply::bulk("v"));
+}

@@ -33,6 +33,12 @@ impl KvrocksServer {
     /// Starts Kvrocks (`cluster`: with `cluster-enabled yes`, as
     /// kvrocks-controller runs it). `None` when the binary is not here.
     pub fn start(cluster: bool) -> Option<KvrocksServer> {
+        KvrocksServer::start_with(cluster, &[])
+    }
+
+    /// Starts Kvrocks with extra `--<key> <value>` options (e.g.
+    /// `["--requirepass", "pw"]`).
+    pub fn start_with(cluster: bool, extra: &[&str]) -> Option<KvrocksServer> {
         let Some(bin) = binary() else {
             assert!(
                 std::env::var("LEASEGATE_REQUIRE_KVROCKS").as_deref() != Ok("1"),
@@ -52,6 +58,7 @@ impl KvrocksServer {
                 .args(["--dir", &dir.path().display().to_string()])
                 .args(["--daemonize", "no"])
                 .args(["--cluster-enabled", if cluster { "yes" } else { "no" }])
+                .args(extra)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
@@ -70,13 +77,16 @@ impl KvrocksServer {
         panic!("kvrocks could not bind a free port in 5 tries");
     }
 
-    /// Waits until Kvrocks answers PING (it listens before RocksDB is open).
+    /// Waits until Kvrocks answers (it listens before RocksDB is open; with
+    /// a password it answers NOAUTH, which is an answer too).
     fn wait_ready(&self) {
         let start = Instant::now();
         loop {
             let mut c = Client::connect(self.port);
-            if c.cmd(&["PING"]) == super::Reply::Status("PONG".into()) {
-                return;
+            match c.cmd(&["PING"]) {
+                super::Reply::Status(s) if s == "PONG" => return,
+                super::Reply::Error(e) if e.starts_with("NOAUTH") => return,
+                _ => {}
             }
             assert!(
                 start.elapsed() < PATIENCE,
