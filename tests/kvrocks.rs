@@ -435,3 +435,64 @@ fn a_control_connection_is_authenticated_at_a_password_protected_node() {
     assert_eq!(app.cmd(&["AUTH", "ctl-pw"]), Reply::ok());
     assert_eq!(app.cmd(&["GET", "k"]), Reply::bulk("v"));
 }
+
+/// In pull mode, a topology that promotes this node (accepted by the node)
+/// makes leasegate ask the controller at once: the new master's writes open
+/// within a controller round trip, not a poll interval (30 s here).
+#[test]
+fn a_topology_promoting_this_node_triggers_a_poll_at_once() {
+    use support::controller::TestController;
+    let Some(kvrocks) = KvrocksServer::start(true) else {
+        return;
+    };
+    let controller = TestController::start();
+    let me_addr = "127.0.0.1:7001";
+    controller.set_topology(
+        1,
+        vec![vec![
+            (B_ID, "127.0.0.1:7002", "master"),
+            (A_ID, me_addr, "slave"),
+        ]],
+    );
+    let proxy = Proxy::start(
+        &kvrocks.addr(),
+        &format!(
+            "node_id: {A_ID}\ncontrol:\n  allow_from: [127.0.0.1]\nlease:\n  mode: block-write\n  probe_interval_ms: 0\n{}",
+            controller.yaml(30_000, 60_000)
+        ),
+    );
+    let mut ctl = proxy.client();
+    assert_eq!(ctl.cmd(&["CLUSTERX", "SETNODEID", A_ID]), Reply::ok());
+    // The first poll (at start) says slave: fenced.
+    let start = Instant::now();
+    while controller.requests().is_empty() {
+        assert!(start.elapsed() < PATIENCE, "no first poll");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(ctl.cmd(&["SET", "k", "v"]).is_error());
+    // The controller fails the shard over to this node: its topology, then
+    // SETNODES pushed to the node through leasegate.
+    controller.set_topology(
+        2,
+        vec![vec![
+            (A_ID, me_addr, "master"),
+            (B_ID, "127.0.0.1:7002", "slave"),
+        ]],
+    );
+    let shard = format!(
+        "{A_ID} 127.0.0.1 {} master - 0-16383\n{B_ID} 127.0.0.1 7002 slave {A_ID}",
+        proxy.port
+    );
+    let pushed = Instant::now();
+    assert_eq!(ctl.cmd(&["CLUSTERX", "SETNODES", &shard, "2"]), Reply::ok());
+    loop {
+        if ctl.cmd(&["SET", "k", "v"]) == Reply::ok() {
+            break;
+        }
+        assert!(
+            pushed.elapsed() < PATIENCE,
+            "writes did not open after the promoting topology (the poll interval is 30 s)"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

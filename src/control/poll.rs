@@ -105,6 +105,8 @@ pub async fn poll(ctx: Arc<ControlContext>) {
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
+            // A topology promoting this node passed: ask now.
+            _ = ctx.role.promoted() => {}
             _ = ctx.shutdown.cancelled() => return,
         }
         let lease = ctx.gate.lease();

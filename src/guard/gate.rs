@@ -487,6 +487,12 @@ impl Gate {
                 let Some(me) = self.lease.node_id() else {
                     return;
                 };
+                if crate::kvrocks::topology::listed_as_master(nodes, &me) {
+                    // The lease still comes only from the controller; a
+                    // poller asks it now rather than at its next tick.
+                    self.role.topology_promoted();
+                    return;
+                }
                 if crate::kvrocks::topology::listed_as_replica(nodes, &me) {
                     self.role
                         .revoke("CLUSTERX SETNODES lists this node as a slave", Source::Node);

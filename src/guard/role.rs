@@ -161,6 +161,9 @@ pub struct Role {
     /// The state of this proxy's graceful failovers.
     pub failover: FailoverStatus,
     pub metrics: RoleMetrics,
+    /// Signalled when the node accepted a topology that lists it as a
+    /// master: a poller asks the controller at once instead of at its next tick.
+    promoted: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Role {
@@ -184,6 +187,7 @@ impl Role {
             blocking_writes_completed: AtomicU64::new(0),
             failover: FailoverStatus::default(),
             metrics: RoleMetrics::default(),
+            promoted: tokio::sync::Notify::new(),
         }
     }
 
@@ -249,6 +253,16 @@ impl Role {
             );
         }
         self.lease.revoke(reason);
+    }
+
+    /// The node accepted a topology that lists it as a master.
+    pub fn topology_promoted(&self) {
+        self.promoted.notify_one();
+    }
+
+    /// Resolves when the node accepts a topology that lists it as a master.
+    pub async fn promoted(&self) {
+        self.promoted.notified().await
     }
 
     /// Records that this node was demoted (and where the new master's

@@ -138,6 +138,16 @@ pub fn master_of(nodes: &str, me: &str) -> Option<String> {
     })
 }
 
+/// Whether the `CLUSTERX SETNODES` nodes text lists `me` as a master.
+pub fn listed_as_master(nodes: &str, me: &str) -> bool {
+    nodes.lines().any(|line| {
+        let f: Vec<&str> = line.split_ascii_whitespace().collect();
+        f.first() == Some(&me)
+            && f.get(3)
+                .is_some_and(|role| role.split(',').any(|r| r.eq_ignore_ascii_case("master")))
+    })
+}
+
 /// Whether the `CLUSTERX SETNODES` nodes text lists `me` as a slave/replica
 /// (`slave,fail` included). Lines: `<id> <host> <port> <role> <master_id|-> [slots...]`.
 pub fn listed_as_replica(nodes: &str, me: &str) -> bool {
@@ -169,6 +179,7 @@ mod tests {
         );
         assert_eq!(master_of(&shard, ME).as_deref(), Some("10.0.0.2:6380"));
         assert_eq!(master_of(&shard, OTHER), None, "a master has none");
+        assert!(listed_as_master(&shard, OTHER) && !listed_as_master(&shard, ME));
         let orphan = format!("{ME} 10.0.0.1 6380 slave {OTHER}");
         assert_eq!(master_of(&orphan, ME), None, "its master is not listed");
     }
