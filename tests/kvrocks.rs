@@ -30,11 +30,15 @@ struct Node {
 
 impl Node {
     fn start(id: &str) -> Option<Node> {
+        Node::start_with(id, "")
+    }
+
+    fn start_with(id: &str, extra: &str) -> Option<Node> {
         let kvrocks = KvrocksServer::start(true)?;
         let proxy = Proxy::start(
             &kvrocks.addr(),
             &format!(
-                "node_id: {id}\ncontrol:\n  allow_from: [127.0.0.1]\nlease:\n  mode: block-write\n  probe_interval_ms: 0\n"
+                "node_id: {id}\ncontrol:\n  allow_from: [127.0.0.1]\nlease:\n  mode: block-write\n  probe_interval_ms: 0\n{extra}"
             ),
         );
         let mut ctl = proxy.client();
@@ -495,4 +499,42 @@ fn a_topology_promoting_this_node_triggers_a_poll_at_once() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// With `pause.on_demote: moved`, a write held through the controller's
+/// failover is answered `-MOVED <slot> <new master's leasegate>`, as a
+/// cluster client expects, and nothing is applied on the old master.
+#[test]
+fn held_writes_are_moved_to_the_master_the_topology_names() {
+    let (Some(a), Some(b)) = (
+        Node::start_with(A_ID, "pause:\n  on_demote: moved\n"),
+        Node::start(B_ID),
+    ) else {
+        return;
+    };
+    let v1 = topology((A_ID, &a), Some((B_ID, &b)));
+    a.set_nodes(&v1, 1);
+    b.set_nodes(&v1, 1);
+    assert!(!heartbeat(&mut a.proxy.client(), A_ID, 600_000, 1).is_error());
+    let mut ctl = a.proxy.client();
+    assert_eq!(ctl.cmd(&["CLIENT", "PAUSE", "10000", "WRITE"]), Reply::ok());
+    let mut app = a.proxy.client();
+    app.send(&["SET", "held", "1"]);
+    assert_eq!(app.try_read(Duration::from_millis(100)), None, "held");
+    let v2 = topology((B_ID, &b), Some((A_ID, &a)));
+    b.set_nodes(&v2, 2);
+    a.set_nodes(&v2, 2);
+    assert_eq!(ctl.cmd(&["CLIENT", "UNPAUSE"]), Reply::ok());
+    let moved = app.read();
+    let slot = app.cmd(&["CLUSTER", "KEYSLOT", "held"]);
+    let Reply::Int(slot) = slot else {
+        panic!("CLUSTER KEYSLOT answers an integer: {slot:?}");
+    };
+    assert_eq!(
+        moved.error_text(),
+        format!("MOVED {slot} 127.0.0.1:{}", b.proxy.port)
+    );
+    let mut direct = a.kvrocks.client();
+    assert_eq!(direct.cmd(&["READONLY"]), Reply::ok());
+    assert_eq!(direct.cmd(&["EXISTS", "held"]), Reply::Int(0));
 }
