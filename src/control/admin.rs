@@ -124,9 +124,13 @@ pub async fn serve(listener: TcpListener, shared: Arc<ControlContext>) {
                 }
             });
             let mut builder = hyper::server::conn::http1::Builder::new();
+            // half_close: a caller that sends its request and closes its
+            // side still has the request read and carried out (a change is
+            // never cut short by the caller going away).
             builder
                 .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT);
+                .header_read_timeout(HEADER_TIMEOUT)
+                .half_close(true);
             let conn = builder.serve_connection(TokioIo::new(stream), service);
             let mut conn = std::pin::pin!(conn);
             let result = tokio::select! {
