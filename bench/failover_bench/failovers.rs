@@ -15,6 +15,7 @@ use tokio::net::TcpStream;
 
 use crate::args::Args;
 use crate::load::Shared;
+use leasegate::kvrocks::admin_api::{FailoverReport, FailoverRequest};
 
 /// The proxies' names in the report, by index (0 = A, 1 = B).
 pub const NAMES: [&str; 2] = ["A", "B"];
@@ -54,23 +55,19 @@ impl Failover {
     }
 
     /// Takes the result, stall, epoch and steps from the failover report.
-    fn read_report(&mut self, v: &serde_json::Value, text: &str) {
-        self.result = v["result"].as_str().unwrap_or("?").to_string();
-        self.error = v["error"].as_str().map(str::to_string);
-        self.stall_ms = v["stall_ms"].as_f64();
-        self.epoch = v["epoch"].as_u64();
-        for s in v["steps"].as_array().into_iter().flatten() {
-            let state = s["state"].as_str().unwrap_or("?");
-            let at = s["at_ms"].as_f64().unwrap_or(f64::NAN);
+    fn read_report(&mut self, report: FailoverReport) {
+        self.result = report.result.as_str().to_string();
+        self.error = report.error;
+        self.stall_ms = report.stall_ms;
+        self.epoch = report.epoch;
+        for step in &report.steps {
+            let (state, at) = (step.state.as_str(), step.at_ms);
             let _ = write!(self.steps, "{state}@{at:.2} ");
             match state {
                 "pause_write" => self.pause_at_ms = Some(at),
                 "success" | "failed" => self.success_at_ms = Some(at),
                 _ => {}
             }
-        }
-        if self.error.is_none() && v.get("result").is_none() {
-            self.error = Some(text.trim().to_string());
         }
     }
 
@@ -79,9 +76,14 @@ impl Failover {
         match answer {
             Ok((status, text)) => {
                 self.http_status = status;
-                match serde_json::from_str::<serde_json::Value>(&text) {
-                    Ok(v) => self.read_report(&v, &text),
-                    Err(e) => self.error = Some(format!("HTTP {status}, bad JSON ({e}): {text}")),
+                match serde_json::from_str::<FailoverReport>(&text) {
+                    Ok(report) => self.read_report(report),
+                    Err(e) => {
+                        self.error = Some(format!(
+                            "HTTP {status}, not a failover report ({e}): {}",
+                            text.trim()
+                        ))
+                    }
                 }
             }
             Err(e) => self.error = Some(e),
@@ -147,13 +149,13 @@ async fn sleep_until_us(shared: &Shared, at: u64) {
 async fn failover(args: &Args, shared: &Shared, n: usize, from: usize) -> Failover {
     let to = 1 - from;
     let admins = [args.admin_a.as_str(), args.admin_b.as_str()];
-    let body = serde_json::json!({
-        "to": admins[to],
-        "sync_timeout_ms": args.sync_timeout_ms,
-        "pause_timeout_ms": args.pause_timeout_ms,
-        "lease_ttl_ms": args.lease_ttl_ms,
-    })
-    .to_string();
+    let request = FailoverRequest {
+        sync_timeout_ms: args.sync_timeout_ms,
+        pause_timeout_ms: args.pause_timeout_ms,
+        lease_ttl_ms: args.lease_ttl_ms,
+        ..FailoverRequest::new(admins[to])
+    };
+    let body = serde_json::to_string(&request).unwrap_or_default();
     let posted = shared.now_us();
     let answer = http(admins[from], "POST", "/v1/failover", &args.token, &body).await;
     let replied = shared.now_us();

@@ -7,7 +7,6 @@
 //! the frame, as the integration tests' client does, so the measuring tool
 //! shares no framing code with the proxy it measures.
 
-use std::io::Write as _;
 use std::time::Duration;
 
 use redis_protocol::resp2::decode::decode;
@@ -37,15 +36,10 @@ impl From<OwnedFrame> for Reply {
     }
 }
 
-/// Appends one command (an array of bulk strings) to `out`.
+/// Appends one command (an array of bulk strings) to `out`, with leasegate's
+/// own encoder.
 pub fn encode(out: &mut Vec<u8>, args: &[&[u8]]) {
-    // Writing into a Vec cannot fail.
-    let _ = write!(out, "*{}\r\n", args.len());
-    for a in args {
-        let _ = write!(out, "${}\r\n", a.len());
-        out.extend_from_slice(a);
-        out.extend_from_slice(b"\r\n");
-    }
+    out.extend_from_slice(&leasegate::resp::encode::request(args));
 }
 
 /// Decodes the first complete frame of `buf`: the frame and the bytes it
