@@ -47,8 +47,12 @@ pub struct Config {
     /// The node this proxy stands in front of.
     pub backend: BackendConfig,
     /// How long in-flight replies may take to finish after SIGTERM/SIGINT.
-    #[serde(default = "Config::default_drain_timeout_ms")]
-    pub drain_timeout_ms: u64,
+    #[serde(
+        rename = "drain_timeout_ms",
+        default = "Config::default_drain_timeout",
+        deserialize_with = "millis::deserialize"
+    )]
+    pub drain_timeout: Duration,
     /// Worker threads of the runtime; 0 means one per CPU.
     #[serde(default)]
     pub threads: usize,
@@ -87,8 +91,12 @@ pub struct BackendConfig {
     #[serde(default)]
     pub password: Option<String>,
     /// Time allowed to open a backend connection for a new client.
-    #[serde(default = "BackendConfig::default_connect_timeout_ms")]
-    pub connect_timeout_ms: u64,
+    #[serde(
+        rename = "connect_timeout_ms",
+        default = "BackendConfig::default_connect_timeout",
+        deserialize_with = "millis::deserialize"
+    )]
+    pub connect_timeout: Duration,
 }
 
 /// The HTTP admin API.
@@ -139,7 +147,8 @@ pub struct LeaseConfig {
     pub reject_prefix: String,
     /// How often leasegate asks the node for its `ROLE`; a replica revokes the
     /// lease. 0 disables the probe.
-    pub probe_interval_ms: u64,
+    #[serde(rename = "probe_interval_ms", deserialize_with = "millis::deserialize")]
+    pub probe_interval: Duration,
 }
 
 impl Default for LeaseConfig {
@@ -150,7 +159,7 @@ impl Default for LeaseConfig {
             clock_drift: 0.01,
             safety_margin_ms: 100,
             reject_prefix: "READONLY".into(),
-            probe_interval_ms: 1_000,
+            probe_interval: Duration::from_secs(1),
         }
     }
 }
@@ -163,14 +172,16 @@ pub struct ControllerConfig {
     pub url: Option<String>,
     pub namespace: String,
     pub cluster: String,
-    pub poll_interval_ms: u64,
+    #[serde(rename = "poll_interval_ms", deserialize_with = "millis::deserialize")]
+    pub poll_interval: Duration,
     /// Lease granted by each positive poll, from the poll's send time.
     pub ttl_ms: u64,
     /// The controller's failure detection time (ping_interval × max_ping_count);
     /// leasegate warns when `ttl_ms` + margin is not below it.
     pub failure_detection_ms: u64,
     /// Timeout of one poll.
-    pub timeout_ms: u64,
+    #[serde(rename = "timeout_ms", deserialize_with = "millis::deserialize")]
+    pub timeout: Duration,
 }
 
 impl Default for ControllerConfig {
@@ -179,10 +190,10 @@ impl Default for ControllerConfig {
             url: None,
             namespace: String::new(),
             cluster: String::new(),
-            poll_interval_ms: 1_000,
+            poll_interval: Duration::from_secs(1),
             ttl_ms: 5_000,
             failure_detection_ms: 15_000,
-            timeout_ms: 1_000,
+            timeout: Duration::from_secs(1),
         }
     }
 }
@@ -203,7 +214,8 @@ pub enum VerifyMode {
 pub struct VerifyConfig {
     pub mode: VerifyMode,
     /// A confirmation slower than this rejects the writes waiting for it.
-    pub timeout_ms: u64,
+    #[serde(rename = "timeout_ms", deserialize_with = "millis::deserialize")]
+    pub timeout: Duration,
     /// Confirmation requests allowed on the wire at once. 1 (the default)
     /// gives the largest batches; more cut the wait of writes that arrive
     /// while a round is in flight, at the cost of more controller requests.
@@ -214,7 +226,7 @@ impl Default for VerifyConfig {
     fn default() -> Self {
         Self {
             mode: VerifyMode::Off,
-            timeout_ms: 200,
+            timeout: Duration::from_millis(200),
             max_in_flight: 1,
         }
     }
@@ -297,18 +309,30 @@ impl Default for LogConfig {
     }
 }
 
+/// Durations are written in milliseconds (`*_ms` keys) and held as
+/// [`Duration`]s from the moment the file is read.
+mod millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
+    }
+}
+
 impl Config {
     fn default_listen() -> SocketAddr {
         SocketAddr::from(([0, 0, 0, 0], 6380))
     }
-    fn default_drain_timeout_ms() -> u64 {
-        5_000
+    fn default_drain_timeout() -> Duration {
+        Duration::from_secs(5)
     }
 }
 
 impl BackendConfig {
-    fn default_connect_timeout_ms() -> u64 {
-        1_000
+    fn default_connect_timeout() -> Duration {
+        Duration::from_secs(1)
     }
 }
 
@@ -316,6 +340,16 @@ impl BackendConfig {
 pub const MAX_COMMAND_NAME: usize = crate::command::NAME_CAP;
 
 impl Config {
+    /// A copy fit to print: passwords and the admin token replaced.
+    pub fn redacted(&self) -> Config {
+        let hide = |v: &Option<String>| v.as_ref().map(|_| "<redacted>".to_string());
+        let mut shown = self.clone();
+        shown.backend.password = hide(&self.backend.password);
+        shown.control.password = hide(&self.control.password);
+        shown.admin.token = hide(&self.admin.token);
+        shown
+    }
+
     /// Reads, parses and validates `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let shown = path.display().to_string();
@@ -349,7 +383,7 @@ impl Config {
             Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {}
             _ => return Err(("backend.addr", format!("'{addr}' is not a host:port"))),
         }
-        if self.backend.connect_timeout_ms == 0 {
+        if self.backend.connect_timeout.is_zero() {
             return Err(("backend.connect_timeout_ms", "must be above 0".into()));
         }
         if self.limits.max_clients == 0 {
@@ -451,7 +485,7 @@ impl Config {
                     ),
                 ));
             }
-            if self.controller.poll_interval_ms == 0 || self.controller.ttl_ms == 0 {
+            if self.controller.poll_interval.is_zero() || self.controller.ttl_ms == 0 {
                 return Err((
                     "controller.poll_interval_ms",
                     "poll_interval_ms and ttl_ms must be above 0".into(),
@@ -469,7 +503,7 @@ impl Config {
             if self.verify.max_in_flight == 0 || self.verify.max_in_flight > 64 {
                 return Err(("verify.max_in_flight", "must be in 1..=64".into()));
             }
-            if self.verify.timeout_ms == 0 {
+            if self.verify.timeout.is_zero() {
                 return Err(("verify.timeout_ms", "must be above 0".into()));
             }
         }
@@ -496,10 +530,10 @@ impl Config {
                     c.ttl_ms, self.lease.safety_margin_ms, c.failure_detection_ms
                 ));
             }
-            if c.poll_interval_ms >= c.ttl_ms {
+            if c.poll_interval.as_millis() >= u128::from(c.ttl_ms) {
                 out.push(format!(
                     "controller.poll_interval_ms ({}) is not below controller.ttl_ms ({}): the lease will lapse between polls",
-                    c.poll_interval_ms, c.ttl_ms
+                    c.poll_interval.as_millis(), c.ttl_ms
                 ));
             }
         }
@@ -519,11 +553,11 @@ impl Config {
     }
 
     pub fn drain_timeout(&self) -> Duration {
-        Duration::from_millis(self.drain_timeout_ms)
+        self.drain_timeout
     }
 
     pub fn connect_timeout(&self) -> Duration {
-        Duration::from_millis(self.backend.connect_timeout_ms)
+        self.backend.connect_timeout
     }
 }
 

@@ -197,7 +197,7 @@ fn main() -> ExitCode {
                 // A closed pipe (`| head`) is not an error worth a panic.
                 let mut out = std::io::stdout().lock();
                 let _ = writeln!(out, "{}: OK", file.display());
-                let _ = writeln!(out, "{config:#?}");
+                let _ = writeln!(out, "{:#?}", config.redacted());
                 for warning in config.warnings() {
                     let _ = writeln!(out, "warning: {warning}");
                 }

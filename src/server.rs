@@ -217,13 +217,13 @@ impl Server {
 
     /// Starts the node probe (`lease.probe_interval_ms`).
     fn start_probe(&self) {
-        if self.config.lease.probe_interval_ms == 0 {
+        if self.config.lease.probe_interval.is_zero() {
             return;
         }
         tokio::spawn(probe::run(
             self.config.backend.addr.clone(),
             self.config.backend.password.clone(),
-            Duration::from_millis(self.config.lease.probe_interval_ms),
+            self.config.lease.probe_interval,
             self.config.connect_timeout(),
             Arc::clone(&self.gate),
             Arc::clone(&self.shared.node),
@@ -252,7 +252,7 @@ impl Server {
             tokio::spawn(Arc::clone(verifier).run(
                 Arc::clone(self.gate.role()),
                 crate::kvrocks::controller::cluster_url(url, &c.namespace, &c.cluster),
-                Duration::from_millis(self.config.verify.timeout_ms),
+                self.config.verify.timeout,
                 self.shutdown.clone(),
             ));
         }
@@ -338,7 +338,7 @@ impl Server {
     async fn drain(&self, tracker: TaskTracker) {
         info!(
             sessions = tracker.len(),
-            timeout_ms = self.config.drain_timeout_ms,
+            timeout_ms = self.config.drain_timeout.as_millis() as u64,
             "draining"
         );
         self.shutdown.cancel();

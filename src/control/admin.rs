@@ -349,7 +349,7 @@ fn readyz(shared: &ControlContext) -> Response<Full<Bytes>> {
     let reason = match (&view.error, &view.replication) {
         (None, Some(_)) => return text(StatusCode::OK, "ready\n"),
         (Some(e), _) => format!("node probe failed: {e}"),
-        (None, None) if shared.config.lease.probe_interval_ms == 0 => {
+        (None, None) if shared.config.lease.probe_interval.is_zero() => {
             "the node probe is disabled (lease.probe_interval_ms: 0)".to_string()
         }
         (None, None) => "the node has not answered a probe yet".to_string(),

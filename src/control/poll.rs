@@ -88,9 +88,9 @@ pub async fn poll(ctx: Arc<ControlContext>) {
     };
     let url = cluster_url(base, &config.namespace, &config.cluster);
     let metrics = &ctx.metrics.poll;
-    let timeout = Duration::from_millis(config.timeout_ms.max(1));
+    let timeout = config.timeout.max(Duration::from_millis(1));
     let client = http_client(timeout);
-    info!(%url, interval_ms = config.poll_interval_ms, ttl_ms = config.ttl_ms, "polling the controller for the master lease");
+    info!(%url, interval_ms = config.poll_interval.as_millis() as u64, ttl_ms = config.ttl_ms, "polling the controller for the master lease");
 
     let mut poller = Poller {
         ctx: &ctx,
@@ -100,7 +100,7 @@ pub async fn poll(ctx: Arc<ControlContext>) {
         revocations_seen: ctx.gate.lease().revocations(),
         fenced_at: None,
     };
-    let mut ticker = tokio::time::interval(Duration::from_millis(config.poll_interval_ms.max(1)));
+    let mut ticker = tokio::time::interval(config.poll_interval.max(Duration::from_millis(1)));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
