@@ -30,15 +30,16 @@ struct Node {
 
 impl Node {
     fn start(id: &str) -> Option<Node> {
-        Node::start_with(id, "")
+        Node::start_with(id, "block-write", "")
     }
 
-    fn start_with(id: &str, extra: &str) -> Option<Node> {
+    /// With `lease.mode: <mode>` and extra top-level YAML.
+    fn start_with(id: &str, mode: &str, extra: &str) -> Option<Node> {
         let kvrocks = KvrocksServer::start(true)?;
         let proxy = Proxy::start(
             &kvrocks.addr(),
             &format!(
-                "node_id: {id}\ncontrol:\n  allow_from: [127.0.0.1]\nlease:\n  mode: block-write\n  probe_interval_ms: 0\n{extra}"
+                "node_id: {id}\ncontrol:\n  allow_from: [127.0.0.1]\nlease:\n  mode: {mode}\n  probe_interval_ms: 0\n  safety_margin_ms: {MARGIN_MS}\n{extra}"
             ),
         );
         let mut ctl = proxy.client();
@@ -507,7 +508,7 @@ fn a_topology_promoting_this_node_triggers_a_poll_at_once() {
 #[test]
 fn held_writes_are_moved_to_the_master_the_topology_names() {
     let (Some(a), Some(b)) = (
-        Node::start_with(A_ID, "pause:\n  on_demote: moved\n"),
+        Node::start_with(A_ID, "block-write", "pause:\n  on_demote: moved\n"),
         Node::start(B_ID),
     ) else {
         return;
@@ -537,4 +538,131 @@ fn held_writes_are_moved_to_the_master_the_topology_names() {
     let mut direct = a.kvrocks.client();
     assert_eq!(direct.cmd(&["READONLY"]), Reply::ok());
     assert_eq!(direct.cmd(&["EXISTS", "held"]), Reply::Int(0));
+}
+
+const TTL_MS: u64 = 500;
+const MARGIN_MS: u64 = 100;
+
+struct SplitBrain {
+    /// Writes A's leasegate acknowledged before the partition.
+    old_before: usize,
+    /// Writes A's leasegate acknowledged after the promotion instant.
+    old_after_promotion: Vec<String>,
+    /// Writes B's leasegate acknowledged after the promotion.
+    new_after_promotion: usize,
+    /// Of `old_after_promotion`, those missing on the new master: lost.
+    lost: usize,
+}
+
+/// Writes unique keys through `port` until `stop`, recording when each was acknowledged.
+fn timed_writer(
+    port: u16,
+    tag: &'static str,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<Vec<(Instant, String)>> {
+    std::thread::spawn(move || {
+        let mut c = Client::connect(port);
+        let mut acks = Vec::new();
+        let mut i = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            let key = format!("{tag}:{i}");
+            if c.cmd(&["SET", &key, "v"]) == Reply::ok() {
+                acks.push((Instant::now(), key));
+            }
+            i += 1;
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        acks
+    })
+}
+
+/// The stock-controller flow on Kvrocks in cluster mode: the controller
+/// heartbeats A (`CLUSTERX HEARTBEAT <master_id> <lease_ms> <version>`)
+/// until a partition cuts A off; it waits out the lease plus margin, pushes
+/// the topology naming B master to B only (A does not hear it) and
+/// heartbeats B.
+fn kvrocks_split_brain(mode: &str) -> Option<SplitBrain> {
+    let (Some(a), Some(b)) = (
+        Node::start_with(A_ID, mode, ""),
+        Node::start_with(B_ID, mode, ""),
+    ) else {
+        return None;
+    };
+    let v1 = topology((A_ID, &a), Some((B_ID, &b)));
+    a.set_nodes(&v1, 1);
+    b.set_nodes(&v1, 1);
+    let partitioned = Arc::new(AtomicBool::new(false));
+    let beats = {
+        let partitioned = Arc::clone(&partitioned);
+        let mut ctl_a = a.proxy.client();
+        std::thread::spawn(move || {
+            while !partitioned.load(Ordering::Relaxed) {
+                assert!(!heartbeat(&mut ctl_a, A_ID, TTL_MS, 1).is_error());
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(150));
+    let stop = Arc::new(AtomicBool::new(false));
+    let old = timed_writer(a.proxy.port, "old", Arc::clone(&stop));
+    std::thread::sleep(Duration::from_millis(400));
+    partitioned.store(true, Ordering::Relaxed);
+    beats.join().expect("heartbeats");
+    let partition = Instant::now();
+    std::thread::sleep(Duration::from_millis(TTL_MS + MARGIN_MS + 50));
+    let promotion = Instant::now();
+    let v2 = topology((B_ID, &b), Some((A_ID, &a)));
+    b.set_nodes(&v2, 2);
+    assert!(!heartbeat(&mut b.proxy.client(), B_ID, 10_000, 2).is_error());
+    let new = timed_writer(b.proxy.port, "new", Arc::clone(&stop));
+    std::thread::sleep(Duration::from_millis(600));
+    stop.store(true, Ordering::Relaxed);
+    let old = old.join().expect("writer");
+    let new = new.join().expect("writer");
+    let old_after_promotion: Vec<String> = old
+        .iter()
+        .filter(|(t, _)| *t >= promotion)
+        .map(|(_, k)| k.clone())
+        .collect();
+    let mut direct_b = b.kvrocks.client();
+    let lost = old_after_promotion
+        .iter()
+        .filter(|k| direct_b.cmd(&["EXISTS", k.as_str()]) != Reply::Int(1))
+        .count();
+    Some(SplitBrain {
+        old_before: old.iter().filter(|(t, _)| *t < partition).count(),
+        old_after_promotion,
+        new_after_promotion: new.iter().filter(|(t, _)| *t >= promotion).count(),
+        lost,
+    })
+}
+
+#[test]
+fn kvrocks_with_the_lease_the_old_master_acknowledges_nothing_after_promotion() {
+    let Some(o) = kvrocks_split_brain("block-write") else {
+        return;
+    };
+    assert!(o.old_before > 0, "writes flowed before the partition");
+    assert!(o.new_after_promotion > 0, "the new master took writes");
+    assert!(
+        o.old_after_promotion.is_empty(),
+        "A acknowledged {} writes after the promotion: split brain",
+        o.old_after_promotion.len()
+    );
+}
+
+#[test]
+fn kvrocks_without_the_lease_acknowledged_writes_are_lost() {
+    let Some(o) = kvrocks_split_brain("disabled") else {
+        return;
+    };
+    assert!(o.new_after_promotion > 0, "the new master took writes");
+    assert!(
+        !o.old_after_promotion.is_empty(),
+        "expected the unfenced old master to acknowledge writes after the promotion"
+    );
+    assert!(
+        o.lost > 0,
+        "and those writes are not on the new master: lost"
+    );
 }
