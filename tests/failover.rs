@@ -7,9 +7,10 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use support::load::Writers;
 use support::{free_port, http, Client, Proxy, RedisServer, Reply, PATIENCE};
 
 const A_ID: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
@@ -102,34 +103,7 @@ fn failover_http(p: &Pair, body: &str) -> (u16, String) {
 #[test]
 fn failover_under_continuous_writes_loses_nothing_and_fails_no_client() {
     let p = pair("");
-    let stop = Arc::new(AtomicBool::new(false));
-    let acked = Arc::new(Mutex::new(Vec::new()));
-    let errors = Arc::new(Mutex::new(Vec::new()));
-    let writers: Vec<_> = (0..8)
-        .map(|w| {
-            let (stop, acked, errors, port) = (
-                Arc::clone(&stop),
-                Arc::clone(&acked),
-                Arc::clone(&errors),
-                p.a.port,
-            );
-            std::thread::spawn(move || {
-                let mut c = Client::connect(port);
-                let mut i = 0;
-                while !stop.load(Ordering::Relaxed) {
-                    let key = format!("w{w}:{i}");
-                    match c.cmd(&["SET", &key, "v"]) {
-                        Reply::Status(s) if s == "OK" => acked.lock().expect("acked").push(key),
-                        other => errors
-                            .lock()
-                            .expect("errors")
-                            .push(format!("{key}: {other:?}")),
-                    }
-                    i += 1;
-                }
-            })
-        })
-        .collect();
+    let writers = Writers::start(p.a.port, 8, "w", Duration::ZERO);
     std::thread::sleep(Duration::from_millis(300));
     let out = Command::new(env!("CARGO_BIN_EXE_leasegate"))
         .args([
@@ -165,21 +139,17 @@ fn failover_under_continuous_writes_loses_nothing_and_fails_no_client() {
     }
     assert!(printed.contains("write stall:"), "{printed}");
     std::thread::sleep(Duration::from_millis(300));
-    stop.store(true, Ordering::Relaxed);
-    for w in writers {
-        w.join().expect("writer");
-    }
-    let errors = errors.lock().expect("errors");
+    let load = writers.finish();
     assert!(
-        errors.is_empty(),
-        "client errors during the failover: {errors:?}"
+        load.errors.is_empty(),
+        "client errors during the failover: {:?}",
+        load.errors
     );
-    let acked = acked.lock().expect("acked");
-    assert!(acked.len() > 100, "only {} writes", acked.len());
+    assert!(load.acked.len() > 100, "only {} writes", load.acked.len());
     // Every acknowledged write is on the new master.
     let mut new_master = p.replica.client();
-    let missing: Vec<_> = acked
-        .iter()
+    let missing: Vec<_> = load
+        .acked_keys()
         .filter(|k| new_master.cmd(&["EXISTS", k]) != Reply::Int(1))
         .collect();
     assert!(

@@ -12,10 +12,11 @@
 mod support;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use support::kvrocks::KvrocksServer;
+use support::load::Writers;
 use support::{free_port, heartbeat, http, Client, Proxy, Reply, PATIENCE};
 
 const A_ID: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
@@ -227,34 +228,7 @@ fn failover_on_standalone_kvrocks_there_and_back_loses_nothing() {
         assert!(!heartbeat(&mut p.client(), A_ID, 600_000, 1).is_error());
     }
     // Writers on A's leasegate; the hand-over carries their sessions to B.
-    let stop = Arc::new(AtomicBool::new(false));
-    let acked = Arc::new(Mutex::new(Vec::new()));
-    let errors = Arc::new(Mutex::new(Vec::new()));
-    let writers: Vec<_> = (0..4)
-        .map(|w| {
-            let (stop, acked, errors, port) = (
-                Arc::clone(&stop),
-                Arc::clone(&acked),
-                Arc::clone(&errors),
-                pa.port,
-            );
-            std::thread::spawn(move || {
-                let mut c = Client::connect(port);
-                let mut i = 0;
-                while !stop.load(Ordering::SeqCst) {
-                    let key = format!("w{w}-{i}");
-                    match c.cmd(&["SET", &key, "v"]) {
-                        Reply::Status(s) if s == "OK" => acked.lock().expect("acked").push(key),
-                        other => errors
-                            .lock()
-                            .expect("errors")
-                            .push(format!("{key}: {other:?}")),
-                    }
-                    i += 1;
-                }
-            })
-        })
-        .collect();
+    let writers = Writers::start(pa.port, 4, "w", Duration::ZERO);
     std::thread::sleep(Duration::from_millis(300));
     let report = failover(&pa, &pb);
     assert!(report.contains(r#""result":"success""#), "{report}");
@@ -263,22 +237,17 @@ fn failover_on_standalone_kvrocks_there_and_back_loses_nothing() {
     let report = failover(&pb, &pa);
     assert!(report.contains(r#""result":"success""#), "{report}");
     std::thread::sleep(Duration::from_millis(300));
-    stop.store(true, Ordering::SeqCst);
-    for w in writers {
-        w.join().expect("writer");
-    }
-    let errors = errors.lock().expect("errors");
+    let load = writers.finish();
     assert!(
-        errors.is_empty(),
+        load.errors.is_empty(),
         "client errors: {:?}",
-        &errors[..errors.len().min(5)]
+        &load.errors[..load.errors.len().min(5)]
     );
-    let acked = acked.lock().expect("acked");
-    assert!(acked.len() > 100, "only {} writes", acked.len());
+    assert!(load.acked.len() > 100, "only {} writes", load.acked.len());
     // A is master again: every acknowledged write is there.
     let mut direct = ka.client();
-    let missing: Vec<&String> = acked
-        .iter()
+    let missing: Vec<&String> = load
+        .acked_keys()
         .filter(|k| direct.cmd(&["EXISTS", k.as_str()]) != Reply::Int(1))
         .collect();
     assert!(
@@ -292,38 +261,6 @@ fn failover_on_standalone_kvrocks_there_and_back_loses_nothing() {
         info_field(&mut kb.client(), "role").as_deref(),
         Some("slave")
     );
-}
-
-/// Writers on `port` until `stop`: every acknowledged key, and every error.
-type Log = Arc<Mutex<Vec<String>>>;
-
-fn writers(
-    port: u16,
-    n: usize,
-    stop: &Arc<AtomicBool>,
-) -> (Vec<std::thread::JoinHandle<()>>, Log, Log) {
-    let (acked, errors): (Log, Log) = Default::default();
-    let threads = (0..n)
-        .map(|w| {
-            let (stop, acked, errors) = (Arc::clone(stop), Arc::clone(&acked), Arc::clone(&errors));
-            std::thread::spawn(move || {
-                let mut c = Client::connect(port);
-                let mut i = 0;
-                while !stop.load(Ordering::SeqCst) {
-                    let key = format!("w{w}-{i}");
-                    match c.cmd(&["SET", &key, "v"]) {
-                        Reply::Status(s) if s == "OK" => acked.lock().expect("acked").push(key),
-                        other => errors
-                            .lock()
-                            .expect("errors")
-                            .push(format!("{key}: {other:?}")),
-                    }
-                    i += 1;
-                }
-            })
-        })
-        .collect();
-    (threads, acked, errors)
 }
 
 /// Kvrocks' replication sequence as `INFO replication` reports it.
@@ -356,8 +293,7 @@ fn controller_driven_failover_in_cluster_mode_holds_and_hands_over() {
         std::thread::sleep(Duration::from_millis(50));
     }
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let (threads, acked, errors) = writers(a.proxy.port, 4, &stop);
+    let writers = Writers::start(a.proxy.port, 4, "w", Duration::ZERO);
     std::thread::sleep(Duration::from_millis(300));
 
     // 1. The controller pauses writes on the master (its leasegate holds them).
@@ -385,20 +321,15 @@ fn controller_driven_failover_in_cluster_mode_holds_and_hands_over() {
     assert_eq!(ctl_a.cmd(&["CLIENT", "UNPAUSE"]), Reply::ok());
 
     std::thread::sleep(Duration::from_millis(300));
-    stop.store(true, Ordering::SeqCst);
-    for t in threads {
-        t.join().expect("writer");
-    }
-    let errors = errors.lock().expect("errors");
+    let load = writers.finish();
     assert!(
-        errors.is_empty(),
+        load.errors.is_empty(),
         "client errors: {:?}",
-        &errors[..errors.len().min(5)]
+        &load.errors[..load.errors.len().min(5)]
     );
-    let acked = acked.lock().expect("acked");
-    assert!(acked.len() > 50, "only {} writes", acked.len());
-    let missing: Vec<&String> = acked
-        .iter()
+    assert!(load.acked.len() > 50, "only {} writes", load.acked.len());
+    let missing: Vec<&String> = load
+        .acked_keys()
         .filter(|k| direct_b.cmd(&["EXISTS", k.as_str()]) != Reply::Int(1))
         .collect();
     assert!(
@@ -554,28 +485,6 @@ struct SplitBrain {
     lost: usize,
 }
 
-/// Writes unique keys through `port` until `stop`, recording when each was acknowledged.
-fn timed_writer(
-    port: u16,
-    tag: &'static str,
-    stop: Arc<AtomicBool>,
-) -> std::thread::JoinHandle<Vec<(Instant, String)>> {
-    std::thread::spawn(move || {
-        let mut c = Client::connect(port);
-        let mut acks = Vec::new();
-        let mut i = 0u64;
-        while !stop.load(Ordering::Relaxed) {
-            let key = format!("{tag}:{i}");
-            if c.cmd(&["SET", &key, "v"]) == Reply::ok() {
-                acks.push((Instant::now(), key));
-            }
-            i += 1;
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        acks
-    })
-}
-
 /// The stock-controller flow on Kvrocks in cluster mode: the controller
 /// heartbeats A (`CLUSTERX HEARTBEAT <master_id> <lease_ms> <version>`)
 /// until a partition cuts A off; it waits out the lease plus margin, pushes
@@ -603,8 +512,7 @@ fn kvrocks_split_brain(mode: &str) -> Option<SplitBrain> {
         })
     };
     std::thread::sleep(Duration::from_millis(150));
-    let stop = Arc::new(AtomicBool::new(false));
-    let old = timed_writer(a.proxy.port, "old", Arc::clone(&stop));
+    let old = Writers::start(a.proxy.port, 1, "old", Duration::from_millis(2));
     std::thread::sleep(Duration::from_millis(400));
     partitioned.store(true, Ordering::Relaxed);
     beats.join().expect("heartbeats");
@@ -614,12 +522,11 @@ fn kvrocks_split_brain(mode: &str) -> Option<SplitBrain> {
     let v2 = topology((B_ID, &b), Some((A_ID, &a)));
     b.set_nodes(&v2, 2);
     assert!(!heartbeat(&mut b.proxy.client(), B_ID, 10_000, 2).is_error());
-    let new = timed_writer(b.proxy.port, "new", Arc::clone(&stop));
+    let new = Writers::start(b.proxy.port, 1, "new", Duration::from_millis(2));
     std::thread::sleep(Duration::from_millis(600));
-    stop.store(true, Ordering::Relaxed);
-    let old = old.join().expect("writer");
-    let new = new.join().expect("writer");
+    let (old, new) = (old.finish(), new.finish());
     let old_after_promotion: Vec<String> = old
+        .acked
         .iter()
         .filter(|(t, _)| *t >= promotion)
         .map(|(_, k)| k.clone())
@@ -630,9 +537,9 @@ fn kvrocks_split_brain(mode: &str) -> Option<SplitBrain> {
         .filter(|k| direct_b.cmd(&["EXISTS", k.as_str()]) != Reply::Int(1))
         .count();
     Some(SplitBrain {
-        old_before: old.iter().filter(|(t, _)| *t < partition).count(),
+        old_before: old.acked.iter().filter(|(t, _)| *t < partition).count(),
         old_after_promotion,
-        new_after_promotion: new.iter().filter(|(t, _)| *t >= promotion).count(),
+        new_after_promotion: new.acked.iter().filter(|(t, _)| *t >= promotion).count(),
         lost,
     })
 }

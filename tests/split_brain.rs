@@ -7,10 +7,11 @@
 mod support;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::{Client, Proxy, RedisServer, Reply};
+use support::load::Writers;
+use support::{Proxy, RedisServer, Reply};
 
 const OLD: &str = "1111111111111111111111111111111111111111";
 const NEW: &str = "2222222222222222222222222222222222222222";
@@ -31,28 +32,6 @@ fn proxy(node: &RedisServer, id: &str, mode: &str) -> Proxy {
             "node_id: {id}\ncontrol:\n  allow_from: [127.0.0.1]\nlease:\n  mode: {mode}\n  safety_margin_ms: {MARGIN_MS}\n  probe_interval_ms: 50\n"
         ),
     )
-}
-
-/// Writes unique keys through `port` until `stop`, recording when each was acknowledged.
-fn writer(
-    port: u16,
-    tag: &'static str,
-    stop: Arc<AtomicBool>,
-    acks: Arc<Mutex<Vec<(Instant, String)>>>,
-) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
-        let mut c = Client::connect(port);
-        let mut i = 0u64;
-        while !stop.load(Ordering::Relaxed) {
-            let key = format!("{tag}:{i}");
-            if c.cmd(&["SET", &key, "v"]) == Reply::ok() {
-                let now = Instant::now();
-                acks.lock().expect("acks").push((now, key));
-            }
-            i += 1;
-            std::thread::sleep(Duration::from_millis(2));
-        }
-    })
 }
 
 fn scenario(mode: &str) -> Outcome {
@@ -82,24 +61,8 @@ fn scenario(mode: &str) -> Outcome {
         })
     };
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let old_acks = Arc::new(Mutex::new(Vec::new()));
-    let new_acks = Arc::new(Mutex::new(Vec::new()));
-    let writers = [
-        writer(
-            old_proxy.port,
-            "old",
-            Arc::clone(&stop),
-            Arc::clone(&old_acks),
-        ),
-        writer(
-            new_proxy.port,
-            "new",
-            Arc::clone(&stop),
-            Arc::clone(&new_acks),
-        ),
-    ];
-
+    let old_writer = Writers::start(old_proxy.port, 1, "old", Duration::from_millis(2));
+    let new_writer = Writers::start(new_proxy.port, 1, "new", Duration::from_millis(2));
     std::thread::sleep(Duration::from_millis(400));
     // Partition: the controller no longer reaches the old master.
     partitioned.store(true, Ordering::Relaxed);
@@ -115,13 +78,8 @@ fn scenario(mode: &str) -> Outcome {
         .cmd(&["CLUSTERX", "HEARTBEAT", NEW, "10000", "2"])
         .is_error());
     std::thread::sleep(Duration::from_millis(600));
-    stop.store(true, Ordering::Relaxed);
-    for w in writers {
-        w.join().expect("writer");
-    }
-
-    let old_acks = old_acks.lock().expect("acks");
-    let new_acks = new_acks.lock().expect("acks");
+    let old_acks = old_writer.finish().acked;
+    let new_acks = new_writer.finish().acked;
     Outcome {
         old_acked_after_promotion: old_acks.iter().filter(|(t, _)| *t >= promotion).count(),
         old_acked_before_partition: old_acks.iter().filter(|(t, _)| *t < partition).count(),

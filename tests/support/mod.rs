@@ -7,6 +7,7 @@
 
 pub mod controller;
 pub mod kvrocks;
+pub mod load;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

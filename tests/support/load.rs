@@ -1,0 +1,75 @@
+//! Client load for failover and split-brain tests: writer threads that SET
+//! unique keys through a port until stopped, recording every acknowledged
+//! key (and when) and every error.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::{Client, Reply};
+
+/// What the writers saw, once stopped.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Acknowledged keys, with the instant of their acknowledgement.
+    pub acked: Vec<(Instant, String)>,
+    /// `key: reply` for every request that was not acknowledged.
+    pub errors: Vec<String>,
+}
+
+impl Outcome {
+    pub fn acked_keys(&self) -> impl Iterator<Item = &String> {
+        self.acked.iter().map(|(_, k)| k)
+    }
+}
+
+/// Writer threads on one port.
+pub struct Writers {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<Outcome>>,
+}
+
+impl Writers {
+    /// `n` writers on `port`, keys `<tag><w>-<i>`, `pace` between requests.
+    pub fn start(port: u16, n: usize, tag: &'static str, pace: Duration) -> Writers {
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = (0..n)
+            .map(|w| {
+                let stop = Arc::clone(&stop);
+                std::thread::spawn(move || write_until(port, &format!("{tag}{w}"), pace, &stop))
+            })
+            .collect();
+        Writers { stop, threads }
+    }
+
+    /// Stops the writers and gathers what they saw.
+    pub fn finish(self) -> Outcome {
+        self.stop.store(true, Ordering::SeqCst);
+        let mut all = Outcome::default();
+        for t in self.threads {
+            let o = t.join().expect("writer thread");
+            all.acked.extend(o.acked);
+            all.errors.extend(o.errors);
+        }
+        all
+    }
+}
+
+fn write_until(port: u16, prefix: &str, pace: Duration, stop: &AtomicBool) -> Outcome {
+    let mut c = Client::connect(port);
+    let mut out = Outcome::default();
+    let mut i = 0u64;
+    while !stop.load(Ordering::SeqCst) {
+        let key = format!("{prefix}-{i}");
+        match c.cmd(&["SET", &key, "v"]) {
+            Reply::Status(s) if s == "OK" => out.acked.push((Instant::now(), key)),
+            other => out.errors.push(format!("{key}: {other:?}")),
+        }
+        i += 1;
+        if !pace.is_zero() {
+            std::thread::sleep(pace);
+        }
+    }
+    out
+}
