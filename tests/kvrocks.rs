@@ -237,25 +237,11 @@ fn failover_on_standalone_kvrocks_there_and_back_loses_nothing() {
     let report = failover(&pb, &pa);
     assert!(report.contains(r#""result":"success""#), "{report}");
     std::thread::sleep(Duration::from_millis(300));
-    let load = writers.finish();
-    assert!(
-        load.errors.is_empty(),
-        "client errors: {:?}",
-        &load.errors[..load.errors.len().min(5)]
-    );
-    assert!(load.acked.len() > 100, "only {} writes", load.acked.len());
     // A is master again: every acknowledged write is there.
     let mut direct = ka.client();
-    let missing: Vec<&String> = load
-        .acked_keys()
-        .filter(|k| direct.cmd(&["EXISTS", k.as_str()]) != Reply::Int(1))
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "{} acknowledged writes lost, e.g. {:?}",
-        missing.len(),
-        &missing[..missing.len().min(5)]
-    );
+    writers
+        .finish()
+        .assert_none_failed_or_lost(&mut direct, 100);
     assert_eq!(info_field(&mut direct, "role").as_deref(), Some("master"));
     assert_eq!(
         info_field(&mut kb.client(), "role").as_deref(),
@@ -321,23 +307,9 @@ fn controller_driven_failover_in_cluster_mode_holds_and_hands_over() {
     assert_eq!(ctl_a.cmd(&["CLIENT", "UNPAUSE"]), Reply::ok());
 
     std::thread::sleep(Duration::from_millis(300));
-    let load = writers.finish();
-    assert!(
-        load.errors.is_empty(),
-        "client errors: {:?}",
-        &load.errors[..load.errors.len().min(5)]
-    );
-    assert!(load.acked.len() > 50, "only {} writes", load.acked.len());
-    let missing: Vec<&String> = load
-        .acked_keys()
-        .filter(|k| direct_b.cmd(&["EXISTS", k.as_str()]) != Reply::Int(1))
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "{} acknowledged writes are not on the new master, e.g. {:?}",
-        missing.len(),
-        &missing[..missing.len().min(5)]
-    );
+    writers
+        .finish()
+        .assert_none_failed_or_lost(&mut direct_b, 50);
     assert_eq!(info_field(&mut direct_b, "role").as_deref(), Some("master"));
 }
 

@@ -22,6 +22,33 @@ impl Outcome {
     pub fn acked_keys(&self) -> impl Iterator<Item = &String> {
         self.acked.iter().map(|(_, k)| k)
     }
+
+    /// The promise of a graceful failover: no client saw an error, more than
+    /// `min_acked` writes were acknowledged, and every one of them is on the
+    /// node `master` (a direct client to it) — nothing was lost.
+    pub fn assert_none_failed_or_lost(&self, master: &mut Client, min_acked: usize) {
+        assert!(
+            self.errors.is_empty(),
+            "{} client errors, e.g. {:?}",
+            self.errors.len(),
+            &self.errors[..self.errors.len().min(5)]
+        );
+        assert!(
+            self.acked.len() > min_acked,
+            "only {} writes",
+            self.acked.len()
+        );
+        let missing: Vec<&String> = self
+            .acked_keys()
+            .filter(|k| master.cmd(&["EXISTS", k.as_str()]) != Reply::Int(1))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "{} acknowledged writes are not on the master, e.g. {:?}",
+            missing.len(),
+            &missing[..missing.len().min(5)]
+        );
+    }
 }
 
 /// Writer threads on one port.
