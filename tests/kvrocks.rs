@@ -545,3 +545,63 @@ fn kvrocks_without_the_lease_acknowledged_writes_are_lost() {
         "and those writes are not on the new master: lost"
     );
 }
+
+/// What leasegate reads from Kvrocks, asserted against the real server:
+/// `INFO replication` fields and their parse, the heartbeat report's
+/// `sequence:` (Kvrocks' sequence number), `CLUSTER KEYSLOT` against
+/// leasegate's own slot hashing, `CLUSTER INFO`'s epoch, and how this build
+/// answers a `slave,fail` role token.
+#[test]
+fn what_leasegate_reads_from_kvrocks_matches_the_real_server() {
+    use leasegate::kvrocks::topology::{key_slot, listed_as_replica, Replication};
+    let (Some(a), Some(b)) = (Node::start(A_ID), Node::start(B_ID)) else {
+        return;
+    };
+    let shard = topology((A_ID, &a), Some((B_ID, &b)));
+    a.set_nodes(&shard, 1);
+    b.set_nodes(&shard, 1);
+    let mut ctl = a.proxy.client();
+    heartbeat(&mut ctl, A_ID, 600_000, 1);
+    for i in 0..10 {
+        assert_eq!(ctl.cmd(&["SET", &format!("k{i}"), "v"]), Reply::ok());
+    }
+    let (mut direct_a, mut direct_b) = (a.kvrocks.client(), b.kvrocks.client());
+    assert_eq!(direct_b.cmd(&["READONLY"]), Reply::ok());
+    wait_for(&mut direct_b, "k9", "v");
+
+    let master = Replication::parse_info(&direct_a.cmd(&["INFO", "replication"]).text());
+    assert_eq!(master.role.as_deref(), Some("master"));
+    let sequence = master.offset.expect("master_repl_offset");
+    assert!(
+        sequence >= 10,
+        "one sequence number per write batch: {sequence}"
+    );
+    let replica = Replication::parse_info(&direct_b.cmd(&["INFO", "replication"]).text());
+    assert!(replica.is_replica());
+    assert_eq!(replica.link_status.as_deref(), Some("up"));
+    assert_eq!(replica.master, Some(format!("127.0.0.1:{}", a.proxy.port)));
+    assert_eq!(replica.offset, Some(sequence), "the replica caught up");
+    let report = support::info_fields(&heartbeat(&mut ctl, A_ID, 600_000, 1));
+    assert_eq!(report["sequence"], sequence.to_string());
+    assert_eq!(report["role"], "master");
+
+    for key in ["k0", "{user1000}.following", "foo", ""] {
+        let Reply::Int(slot) = direct_a.cmd(&["CLUSTER", "KEYSLOT", key]) else {
+            panic!("CLUSTER KEYSLOT answers an integer");
+        };
+        assert_eq!(i64::from(key_slot(key.as_bytes())), slot, "{key:?}");
+    }
+    let info = direct_a.cmd(&["CLUSTER", "INFO"]).text();
+    assert!(info.contains("cluster_current_epoch:1"), "{info}");
+
+    // Newer controllers mark a failed replica `slave,fail`; leasegate reads
+    // that as a slave. This Kvrocks build refuses the token, and a topology
+    // the node refuses changes nothing in leasegate either.
+    let failed = shard.replace(" slave ", " slave,fail ");
+    assert!(listed_as_replica(&failed, B_ID));
+    let refused = ctl.cmd(&["CLUSTERX", "SETNODES", &failed, "2"]);
+    assert_eq!(refused.error_text(), "ERR Invalid cluster node role");
+    assert_eq!(ctl.cmd(&["SET", "after", "v"]), Reply::ok(), "still master");
+    let info = direct_a.cmd(&["CLUSTER", "INFO"]).text();
+    assert!(info.contains("cluster_current_epoch:1"), "{info}");
+}
