@@ -4,7 +4,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::{encode, redis_and_proxy, Proxy, RedisServer, Reply};
+use support::{encode, redis_and_proxy, Proxy, RedisServer, Reply, PATIENCE};
 
 #[test]
 fn pipeline_of_ten_thousand_commands_keeps_order() {
@@ -262,4 +262,34 @@ fn monitor_streams_commands_of_other_clients() {
         }
     };
     assert!(line.contains("\"SET\" \"watched\" \"1\""), "{line}");
+}
+
+/// A Redis replica can replicate through leasegate: `PSYNC`, the RDB payload
+/// (not CRLF-terminated), the command stream and the replica's `REPLCONF ACK`
+/// pass through unchanged.
+#[test]
+fn a_redis_replica_syncs_through_leasegate() {
+    let redis = RedisServer::start_with(&["--repl-diskless-sync-delay", "0"]);
+    let proxy = Proxy::start(&redis.addr(), "");
+    let mut app = proxy.client();
+    assert_eq!(app.cmd(&["SET", "before", "1"]), Reply::ok());
+    let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &proxy.port.to_string()]);
+    let mut direct = replica.client();
+    let start = std::time::Instant::now();
+    while direct.cmd(&["GET", "before"]) != Reply::bulk("1") {
+        assert!(
+            start.elapsed() < PATIENCE,
+            "the replica never synced through leasegate"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(app.cmd(&["SET", "after", "2"]), Reply::ok());
+    while direct.cmd(&["GET", "after"]) != Reply::bulk("2") {
+        assert!(
+            start.elapsed() < PATIENCE,
+            "the command stream did not reach the replica"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    drop(redis);
 }

@@ -52,6 +52,8 @@ pub enum Special {
     ReplicationStream,
     /// Kvrocks' `_db_name`: answered by a bare line (`<name>\r\n`), not RESP.
     BareLine,
+    /// REPLCONF: the one request a replication connection still carries.
+    ReplConf,
 }
 
 /// `(command, subcommand, tag)`, lowercase.
@@ -95,6 +97,7 @@ pub(super) const SPECIALS: &[(&str, Option<&str>, Special)] = &[
     ("_fetch_meta", None, Special::ReplicationStream),
     ("_fetch_file", None, Special::ReplicationStream),
     ("_db_name", None, Special::BareLine),
+    ("replconf", None, Special::ReplConf),
 ];
 
 #[cfg(test)]

@@ -59,7 +59,7 @@ impl Session {
         let bytes = &self.from_client[..head.len];
         let command = policy.commands.classify(&head.name, &head.sub);
         if self.peer == Peer::Replica {
-            return self.replica_request(head, command.class);
+            return self.replica_request(head, command.special);
         }
         let special = command.special;
         let class = self.gated_class(special, command.class);
@@ -243,14 +243,16 @@ impl Session {
         }
     }
 
-    /// A request on a replication connection (a replica's `REPLCONF ACK`):
-    /// forwarded with nothing owed, as the node answers it with nothing.
-    /// A write there is refused: a replication link carries no client writes.
+    /// A request on a replication connection: only a replica's `REPLCONF`
+    /// (`ACK <offset>`) is forwarded, with nothing owed, as the node answers
+    /// it with nothing. Anything else is refused there: the connection no
+    /// longer goes through the Gate, so nothing else may pass (no write, no
+    /// denied command, no control command).
     #[cold]
-    fn replica_request(&mut self, head: RequestHead, class: Class) -> bool {
-        if class == Class::Write {
+    fn replica_request(&mut self, head: RequestHead, special: Special) -> bool {
+        if special != Special::ReplConf {
             self.owe_local(Bytes::from_static(
-                b"-ERR leasegate: no writes on a replication connection\r\n",
+                b"-ERR leasegate: a replication connection carries only REPLCONF\r\n",
             ));
         } else {
             self.to_backend

@@ -353,3 +353,36 @@ fn only_accepted_connection_state_is_replayed() {
     assert!(s.resp3);
     assert_eq!(s.replay.hello.as_deref(), Some(&resp(&["HELLO", "3"])[..]));
 }
+
+#[test]
+fn a_replication_stream_passes_unframed_and_carries_only_replconf() {
+    let (_, gate, mut s) = session(LeaseMode::Disabled);
+    client(&mut s, &[&["PING"], &["PSYNC", "?", "-1"]]);
+    assert_eq!(
+        to_node(&mut s),
+        [resp(&["PING"]), resp(&["PSYNC", "?", "-1"])].concat()
+    );
+    // PONG, then the stream: not RESP-terminated (an RDB without CRLF), as it came.
+    let stream = b"+FULLRESYNC 8de1 0\r\n$5\r\nREDIS*1\r\n$4\r\nPING\r\n";
+    node(&mut s, &[&b"+PONG\r\n"[..], stream].concat());
+    assert_eq!(to_client(&mut s), [&b"+PONG\r\n"[..], stream].concat());
+    // The replica's ACKs go on, owing nothing; anything else is refused.
+    client(
+        &mut s,
+        &[
+            &["REPLCONF", "ACK", "0"],
+            &["SET", "k", "v"],
+            &["KEYS", "*"],
+        ],
+    );
+    assert_eq!(to_node(&mut s), resp(&["REPLCONF", "ACK", "0"]));
+    assert!(s.owed.is_empty());
+    assert_eq!(gate.role().writes_in_flight(), 0);
+    let refused = to_client(&mut s);
+    assert_eq!(
+        refused.windows(11).filter(|w| w == b"replication").count(),
+        2,
+        "{}",
+        String::from_utf8_lossy(&refused)
+    );
+}
