@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use support::load::Writers;
-use support::{free_port, http, Client, Proxy, RedisServer, Reply, PATIENCE};
+use support::{free_port, http, post_failover, Client, Proxy, RedisServer, Reply, PATIENCE};
 
 const A_ID: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 const B_ID: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
@@ -171,14 +171,7 @@ fn failover_to_a_node_that_is_not_a_replica_fails_and_unpauses() {
     let c_proxy = leasegate(&stranger.addr(), B_ID, "");
     let mut app = p.a.client();
     assert_eq!(app.cmd(&["SET", "before", "1"]), Reply::ok());
-    let body = format!(r#"{{"to":"127.0.0.1:{}"}}"#, c_proxy.admin_port());
-    let (status, report) = http(
-        p.a.admin_port(),
-        "POST",
-        "/v1/failover",
-        Some(TOKEN),
-        Some(&body),
-    );
+    let (status, report) = post_failover(&p.a, &c_proxy, TOKEN, "");
     assert_eq!(status, 409, "{report}");
     assert!(report.contains("is not a replica of this node"), "{report}");
     assert!(report.contains("\"result\":\"failed\""), "{report}");
@@ -434,16 +427,11 @@ fn failover_there_and_back_returns_sessions_home_without_chains() {
         // The old master re-syncs as a replica after each failover; like an
         // operator, wait for its link before failing over to it.
         wait_link_up(target_node);
-        let body = format!(
-            r#"{{"to":"127.0.0.1:{}","sync_timeout_ms":2000,"pause_timeout_ms":4000,"lease_ttl_ms":600000}}"#,
-            to.admin_port()
-        );
-        let (status, report) = http(
-            from.admin_port(),
-            "POST",
-            "/v1/failover",
-            Some(TOKEN),
-            Some(&body),
+        let (status, report) = post_failover(
+            from,
+            to,
+            TOKEN,
+            r#""sync_timeout_ms":2000,"pause_timeout_ms":4000,"lease_ttl_ms":600000"#,
         );
         assert_eq!(status, 200, "failover {round}: {report}");
         assert_eq!(

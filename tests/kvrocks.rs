@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use support::kvrocks::KvrocksServer;
 use support::load::Writers;
-use support::{free_port, heartbeat, http, Client, Proxy, Reply, PATIENCE};
+use support::{free_port, heartbeat, Client, Proxy, Reply, PATIENCE};
 
 const A_ID: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 const B_ID: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
@@ -198,16 +198,11 @@ fn link_up(replica: &KvrocksServer) {
 }
 
 fn failover(from: &Proxy, to: &Proxy) -> String {
-    let body = format!(
-        r#"{{"to":"127.0.0.1:{}","sync_timeout_ms":3000,"pause_timeout_ms":5000}}"#,
-        to.admin_port()
-    );
-    let (status, report) = http(
-        from.admin_port(),
-        "POST",
-        "/v1/failover",
-        Some(TOKEN),
-        Some(&body),
+    let (status, report) = support::post_failover(
+        from,
+        to,
+        TOKEN,
+        r#""sync_timeout_ms":3000,"pause_timeout_ms":5000"#,
     );
     assert_eq!(status, 200, "{report}");
     report

@@ -561,6 +561,20 @@ pub fn heartbeat(c: &mut Client, master: &str, ttl_ms: u64, epoch: u64) -> Reply
     ])
 }
 
+/// `POST /v1/failover` on `from`'s admin API, to `to`'s leasegate, with
+/// `options` (more JSON fields, e.g. `"sync_timeout_ms":2000`; may be empty).
+pub fn post_failover(from: &Proxy, to: &Proxy, token: &str, options: &str) -> (u16, String) {
+    let sep = if options.is_empty() { "" } else { "," };
+    let body = format!(r#"{{"to":"127.0.0.1:{}"{sep}{options}}}"#, to.admin_port());
+    http(
+        from.admin_port(),
+        "POST",
+        "/v1/failover",
+        Some(token),
+        Some(&body),
+    )
+}
+
 /// Starts a Redis and a leasegate in front of it.
 pub fn redis_and_proxy(extra_yaml: &str) -> (RedisServer, Proxy) {
     let redis = RedisServer::start();
