@@ -15,91 +15,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::kvrocks::KvrocksServer;
+use support::kvrocks::{
+    info_field, link_up, sequence, topology, wait_for, KvrocksServer, Node, A_ID, B_ID,
+    SAFETY_MARGIN_MS,
+};
 use support::load::Writers;
-use support::{free_port, heartbeat, Client, Proxy, Reply, PATIENCE};
-
-const A_ID: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
-const B_ID: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
-
-/// A Kvrocks node with a block-write leasegate in front of it; loopback is
-/// the controller (`control.allow_from`), as the test is.
-struct Node {
-    kvrocks: KvrocksServer,
-    proxy: Proxy,
-}
-
-impl Node {
-    fn start(id: &str) -> Option<Node> {
-        Node::start_with(id, "block-write", "")
-    }
-
-    /// With `lease.mode: <mode>` and extra top-level YAML.
-    fn start_with(id: &str, mode: &str, extra: &str) -> Option<Node> {
-        let kvrocks = KvrocksServer::start(true)?;
-        let proxy = Proxy::start(
-            &kvrocks.addr(),
-            &format!(
-                "node_id: {id}\ncontrol:\n  allow_from: [127.0.0.1]\nlease:\n  mode: {mode}\n  probe_interval_ms: 0\n  safety_margin_ms: {MARGIN_MS}\n{extra}"
-            ),
-        );
-        let mut ctl = proxy.client();
-        assert_eq!(ctl.cmd(&["CLUSTERX", "SETNODEID", id]), Reply::ok());
-        Some(Node { kvrocks, proxy })
-    }
-
-    /// The controller pushes `topology` at `version` through the leasegate.
-    fn set_nodes(&self, topology: &str, version: u64) {
-        let reply =
-            self.proxy
-                .client()
-                .cmd(&["CLUSTERX", "SETNODES", topology, &version.to_string()]);
-        assert_eq!(reply, Reply::ok(), "SETNODES v{version}");
-    }
-}
-
-/// The shard as the controller registers it: by leasegate addresses.
-fn topology(master: (&str, &Node), replica: Option<(&str, &Node)>) -> String {
-    let mut t = format!(
-        "{} 127.0.0.1 {} master - 0-16383",
-        master.0, master.1.proxy.port
-    );
-    if let Some((id, node)) = replica {
-        t.push_str(&format!(
-            "\n{id} 127.0.0.1 {} slave {}",
-            node.proxy.port, master.0
-        ));
-    }
-    t
-}
-
-/// Reads `key` on the replica's node directly (READONLY: a cluster replica
-/// serves reads only when asked to).
-fn replica_value(replica: &mut Client, key: &str) -> Reply {
-    replica.cmd(&["GET", key])
-}
-
-fn wait_for(replica: &mut Client, key: &str, want: &str) {
-    let start = Instant::now();
-    loop {
-        let got = replica_value(replica, key);
-        if got == Reply::bulk(want) {
-            return;
-        }
-        assert!(
-            start.elapsed() < PATIENCE * 3,
-            "the replica never got {key}={want} (last: {got:?})"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn info_field(c: &mut Client, field: &str) -> Option<String> {
-    let text = c.cmd(&["INFO", "replication"]).text();
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{field}:")))
-        .map(|v| v.trim().to_string())
-}
+use support::{free_port, heartbeat, Proxy, Reply, PATIENCE};
 
 #[test]
 fn a_replica_syncs_through_its_masters_leasegate_fully_and_incrementally() {
@@ -141,7 +62,7 @@ fn a_replica_syncs_through_its_masters_leasegate_fully_and_incrementally() {
     let mut direct = a.kvrocks.client();
     assert_eq!(direct.cmd(&["SET", "behind-the-proxy", "w"]), Reply::ok());
     wait_for(&mut replica, "behind-the-proxy", "w");
-    assert_eq!(replica_value(&mut replica, "fenced"), Reply::Nil);
+    assert_eq!(replica.cmd(&["GET", "fenced"]), Reply::Nil);
 }
 
 /// Kvrocks' `_db_name` answer is a bare line; leasegate passes it as it is
@@ -185,18 +106,6 @@ fn standalone(id: &str) -> Option<(KvrocksServer, Proxy)> {
     Some((kvrocks, proxy))
 }
 
-fn link_up(replica: &KvrocksServer) {
-    let mut c = replica.client();
-    let start = Instant::now();
-    while info_field(&mut c, "master_link_status").as_deref() != Some("up") {
-        assert!(
-            start.elapsed() < PATIENCE * 3,
-            "the replication link never came up"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 fn failover(from: &Proxy, to: &Proxy) -> String {
     let (status, report) = support::post_failover(
         from,
@@ -218,7 +127,7 @@ fn failover_on_standalone_kvrocks_there_and_back_loses_nothing() {
             .cmd(&["SLAVEOF", "127.0.0.1", &ka.port.to_string()]),
         Reply::ok()
     );
-    link_up(&kb);
+    link_up(&mut kb.client());
     for p in [&pa, &pb] {
         assert!(!heartbeat(&mut p.client(), A_ID, 600_000, 1).is_error());
     }
@@ -227,7 +136,7 @@ fn failover_on_standalone_kvrocks_there_and_back_loses_nothing() {
     std::thread::sleep(Duration::from_millis(300));
     let report = failover(&pa, &pb);
     assert!(report.contains(r#""result":"success""#), "{report}");
-    link_up(&ka);
+    link_up(&mut ka.client());
     // And back, with the writers still on (now moved to B's leasegate).
     let report = failover(&pb, &pa);
     assert!(report.contains(r#""result":"success""#), "{report}");
@@ -242,13 +151,6 @@ fn failover_on_standalone_kvrocks_there_and_back_loses_nothing() {
         info_field(&mut kb.client(), "role").as_deref(),
         Some("slave")
     );
-}
-
-/// Kvrocks' replication sequence as `INFO replication` reports it.
-fn sequence(c: &mut Client, field: &str) -> u64 {
-    info_field(c, field)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
 }
 
 /// The failover of kvrocks-controller PR #389, driven as the controller
@@ -268,11 +170,7 @@ fn controller_driven_failover_in_cluster_mode_holds_and_hands_over() {
         assert!(!heartbeat(&mut node.proxy.client(), A_ID, 600_000, 1).is_error());
     }
     let (mut direct_a, mut direct_b) = (a.kvrocks.client(), b.kvrocks.client());
-    let start = Instant::now();
-    while info_field(&mut direct_b, "master_link_status").as_deref() != Some("up") {
-        assert!(start.elapsed() < PATIENCE * 3, "B never linked to A");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    link_up(&mut direct_b);
 
     let writers = Writers::start(a.proxy.port, 4, "w", Duration::ZERO);
     std::thread::sleep(Duration::from_millis(300));
@@ -439,7 +337,6 @@ fn held_writes_are_moved_to_the_master_the_topology_names() {
 }
 
 const TTL_MS: u64 = 500;
-const MARGIN_MS: u64 = 100;
 
 struct SplitBrain {
     /// Writes A's leasegate acknowledged before the partition.
@@ -484,7 +381,7 @@ fn kvrocks_split_brain(mode: &str) -> Option<SplitBrain> {
     partitioned.store(true, Ordering::Relaxed);
     beats.join().expect("heartbeats");
     let partition = Instant::now();
-    std::thread::sleep(Duration::from_millis(TTL_MS + MARGIN_MS + 50));
+    std::thread::sleep(Duration::from_millis(TTL_MS + SAFETY_MARGIN_MS + 50));
     let promotion = Instant::now();
     let v2 = topology((B_ID, &b), Some((A_ID, &a)));
     b.set_nodes(&v2, 2);

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
-use super::{free_port, wait_listening, Client, PATIENCE};
+use super::{free_port, wait_listening, Client, Proxy, Reply, PATIENCE};
 
 /// Where the Kvrocks binary is, if anywhere.
 pub fn binary() -> Option<PathBuf> {
@@ -111,5 +111,115 @@ impl Drop for KvrocksServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// A shard as kvrocks-controller runs it: Kvrocks in cluster mode, each node
+// behind its own leasegate and registered by the leasegate's address.
+
+/// Node ids the cluster tests use.
+pub const A_ID: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+pub const B_ID: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+
+/// The `lease.safety_margin_ms` of every [`Node`]'s leasegate.
+pub const SAFETY_MARGIN_MS: u64 = 100;
+
+/// A cluster-mode Kvrocks node with a leasegate in front of it; loopback is
+/// the controller (`control.allow_from`), as the test is.
+pub struct Node {
+    pub kvrocks: KvrocksServer,
+    pub proxy: Proxy,
+}
+
+impl Node {
+    /// With `lease.mode: block-write`; `None` when Kvrocks is not here.
+    pub fn start(id: &str) -> Option<Node> {
+        Node::start_with(id, "block-write", "")
+    }
+
+    /// With `lease.mode: <mode>` and extra top-level YAML; the node learns
+    /// its id through the leasegate (`CLUSTERX SETNODEID`).
+    pub fn start_with(id: &str, mode: &str, extra: &str) -> Option<Node> {
+        let kvrocks = KvrocksServer::start(true)?;
+        let proxy = Proxy::start(
+            &kvrocks.addr(),
+            &format!(
+                "node_id: {id}\ncontrol:\n  allow_from: [127.0.0.1]\nlease:\n  mode: {mode}\n  probe_interval_ms: 0\n  safety_margin_ms: {SAFETY_MARGIN_MS}\n{extra}"
+            ),
+        );
+        let mut ctl = proxy.client();
+        assert_eq!(ctl.cmd(&["CLUSTERX", "SETNODEID", id]), Reply::ok());
+        Some(Node { kvrocks, proxy })
+    }
+
+    /// The controller pushes `topology` at `version` through the leasegate.
+    pub fn set_nodes(&self, topology: &str, version: u64) {
+        let reply =
+            self.proxy
+                .client()
+                .cmd(&["CLUSTERX", "SETNODES", topology, &version.to_string()]);
+        assert_eq!(reply, Reply::ok(), "SETNODES v{version}");
+    }
+}
+
+/// The shard as the controller registers it: by leasegate addresses, all
+/// slots on the master.
+pub fn topology(master: (&str, &Node), replica: Option<(&str, &Node)>) -> String {
+    let mut t = format!(
+        "{} 127.0.0.1 {} master - 0-16383",
+        master.0, master.1.proxy.port
+    );
+    if let Some((id, node)) = replica {
+        t.push_str(&format!(
+            "\n{id} 127.0.0.1 {} slave {}",
+            node.proxy.port, master.0
+        ));
+    }
+    t
+}
+
+/// Waits until `key` reads `want` on `replica` (a direct client; a cluster
+/// replica answers reads only after `READONLY`).
+pub fn wait_for(replica: &mut Client, key: &str, want: &str) {
+    let start = Instant::now();
+    loop {
+        let got = replica.cmd(&["GET", key]);
+        if got == Reply::bulk(want) {
+            return;
+        }
+        assert!(
+            start.elapsed() < PATIENCE * 3,
+            "the replica never got {key}={want} (last: {got:?})"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// One field of `INFO replication`.
+pub fn info_field(c: &mut Client, field: &str) -> Option<String> {
+    let text = c.cmd(&["INFO", "replication"]).text();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .map(|v| v.trim().to_string())
+}
+
+/// Kvrocks' replication sequence as `INFO replication` reports it
+/// (`master_repl_offset` on a master, `slave_repl_offset` on a replica).
+pub fn sequence(c: &mut Client, field: &str) -> u64 {
+    info_field(c, field)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Waits until `replica` (a direct client) reports its link to its master up.
+pub fn link_up(replica: &mut Client) {
+    let start = Instant::now();
+    while info_field(replica, "master_link_status").as_deref() != Some("up") {
+        assert!(
+            start.elapsed() < PATIENCE * 3,
+            "the replication link never came up"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
