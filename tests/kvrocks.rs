@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use support::controller::TestController;
 use support::kvrocks::{
     info_field, link_up, sequence, topology, wait_for, KvrocksServer, Node, A_ID, B_ID,
     SAFETY_MARGIN_MS,
@@ -242,7 +243,6 @@ fn a_control_connection_is_authenticated_at_a_password_protected_node() {
 /// within a controller round trip, not a poll interval (30 s here).
 #[test]
 fn a_topology_promoting_this_node_triggers_a_poll_at_once() {
-    use support::controller::TestController;
     let Some(kvrocks) = KvrocksServer::start(true) else {
         return;
     };
@@ -496,4 +496,145 @@ fn what_leasegate_reads_from_kvrocks_matches_the_real_server() {
     assert_eq!(ctl.cmd(&["SET", "after", "v"]), Reply::ok(), "still master");
     let info = direct_a.cmd(&["CLUSTER", "INFO"]).text();
     assert!(info.contains("cluster_current_epoch:1"), "{info}");
+}
+
+/// How the new master gets its lease after the controller's shard failover.
+#[derive(Clone, Copy, PartialEq)]
+enum LeaseBy {
+    /// The controller sends it `CLUSTERX HEARTBEAT` (the lease-aware controller).
+    Heartbeat,
+    /// Its leasegate polls the stock controller when its node accepts the
+    /// promoting topology.
+    Pull,
+}
+
+/// A cluster-mode shard run by the test controller, as kvrocks-controller
+/// runs it: A master, B its replica, both registered by their leasegates'
+/// addresses; each leasegate has its admin API and knows the controller
+/// (whose shard failover a cluster-mode `leasegate failover` goes through).
+fn controlled_shard(by: LeaseBy) -> Option<(TestController, Node, Node)> {
+    let controller = TestController::start();
+    let extra = || {
+        format!(
+            "admin:\n  listen: 127.0.0.1:{}\n  token: {TOKEN}\n{}",
+            free_port(),
+            // Polls every 30 s: in heartbeat mode the lease comes from the
+            // controller's heartbeats (a leasegate still asks at once when a
+            // topology promotes its node).
+            controller.yaml(if by == LeaseBy::Pull { 200 } else { 30_000 }, 10_000)
+        )
+    };
+    let (Some(a), Some(b)) = (
+        Node::start_with(A_ID, "block-write", &extra()),
+        Node::start_with(B_ID, "block-write", &extra()),
+    ) else {
+        return None;
+    };
+    let (a_addr, b_addr) = (
+        format!("127.0.0.1:{}", a.proxy.port),
+        format!("127.0.0.1:{}", b.proxy.port),
+    );
+    controller.set_topology(
+        1,
+        vec![vec![(A_ID, &a_addr, "master"), (B_ID, &b_addr, "slave")]],
+    );
+    controller
+        .push()
+        .expect("the controller pushes the topology");
+    if by == LeaseBy::Heartbeat {
+        controller.set_lease_heartbeat(Some(600_000));
+        let reply = controller
+            .heartbeat(&a_addr, A_ID, 600_000)
+            .expect("heartbeat");
+        assert!(reply.starts_with('$'), "heartbeat: {reply}");
+    }
+    let mut app = a.proxy.client();
+    let start = Instant::now();
+    while app.cmd(&["SET", "ready", "1"]) != Reply::ok() {
+        assert!(start.elapsed() < PATIENCE, "A never got its lease");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    link_up(&mut b.kvrocks.client());
+    Some((controller, a, b))
+}
+
+fn cluster_failover_there_and_back(by: LeaseBy) {
+    let Some((controller, a, b)) = controlled_shard(by) else {
+        return;
+    };
+    let writers = Writers::start(a.proxy.port, 4, "w", Duration::ZERO);
+    std::thread::sleep(Duration::from_millis(300));
+    let report = failover(&a.proxy, &b.proxy);
+    eprintln!("A→B: {report}");
+    assert!(report.contains(r#""result":"success""#), "{report}");
+    assert_eq!(controller.failovers(), 1, "through the controller");
+    assert_eq!(
+        info_field(&mut b.kvrocks.client(), "role").as_deref(),
+        Some("master")
+    );
+    // The topology made A B's replica (through B's leasegate).
+    link_up(&mut a.kvrocks.client());
+    let report = failover(&b.proxy, &a.proxy);
+    assert!(report.contains(r#""result":"success""#), "{report}");
+    assert_eq!(controller.failovers(), 2);
+    assert_eq!(controller.version(), 3);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut direct = a.kvrocks.client();
+    writers
+        .finish()
+        .assert_none_failed_or_lost(&mut direct, 100);
+    assert_eq!(info_field(&mut direct, "role").as_deref(), Some("master"));
+    assert_eq!(
+        info_field(&mut b.kvrocks.client(), "role").as_deref(),
+        Some("slave")
+    );
+}
+
+/// `leasegate failover` on Kvrocks in cluster mode (which refuses SLAVEOF):
+/// writes are held on A, the replica catches up, the controller's shard
+/// failover switches the topology and heartbeats B, the held writes go to
+/// B — and back. No client error, nothing lost.
+#[test]
+fn cluster_failover_through_the_controller_with_heartbeats() {
+    cluster_failover_there_and_back(LeaseBy::Heartbeat);
+}
+
+/// The same with a stock (pull) controller: B's leasegate asks for its
+/// lease when its node accepts the promoting topology.
+#[test]
+fn cluster_failover_through_a_stock_controller_with_pull() {
+    cluster_failover_there_and_back(LeaseBy::Pull);
+}
+
+/// A controller that refuses the shard failover changed nothing: the
+/// fencing is undone — A is master again at its old epoch, so the
+/// controller's heartbeats renew it as before — and the held writes go to A.
+#[test]
+fn a_refused_cluster_failover_leaves_the_master_as_it_was() {
+    let Some((controller, a, b)) = controlled_shard(LeaseBy::Heartbeat) else {
+        return;
+    };
+    controller.set_failover_error(Some((409, "shard is migrating")));
+    let writers = Writers::start(a.proxy.port, 2, "w", Duration::ZERO);
+    std::thread::sleep(Duration::from_millis(200));
+    let (status, report) = support::post_failover(
+        &a.proxy,
+        &b.proxy,
+        TOKEN,
+        r#""sync_timeout_ms":3000,"pause_timeout_ms":5000"#,
+    );
+    assert_ne!(status, 200, "{report}");
+    assert!(report.contains("controller refused"), "{report}");
+    assert!(report.contains("shard is migrating"), "{report}");
+    assert!(report.contains(r#""both_fenced":false"#), "{report}");
+    let a_addr = format!("127.0.0.1:{}", a.proxy.port);
+    let beat = controller
+        .heartbeat(&a_addr, A_ID, 600_000)
+        .expect("heartbeat");
+    assert!(beat.starts_with('$'), "renewed at the old epoch: {beat}");
+    std::thread::sleep(Duration::from_millis(200));
+    let mut direct = a.kvrocks.client();
+    writers.finish().assert_none_failed_or_lost(&mut direct, 20);
+    assert_eq!(controller.version(), 1, "nothing switched");
+    assert_eq!(info_field(&mut direct, "role").as_deref(), Some("master"));
 }

@@ -224,6 +224,17 @@ pub struct Lease {
     cold: Mutex<Cold>,
 }
 
+/// The lease's state at one moment ([`Lease::save`]), to put it back with
+/// [`Lease::restore`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Saved {
+    epoch: u64,
+    deadline: Nanos,
+    revocations: u64,
+    owner: Option<String>,
+    revoked_reason: Option<String>,
+}
+
 /// The term a write was admitted in: its acknowledgement must come in the
 /// same term, while the lease is still valid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -427,6 +438,43 @@ impl Lease {
         self.deadline.store(0, Ordering::Release);
         self.next_term();
         self.revocations.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The lease as it stands, for [`Lease::restore`].
+    pub fn save(&self) -> Saved {
+        let cold = self.lock();
+        Saved {
+            epoch: self.epoch(),
+            deadline: self.deadline.load(Ordering::Acquire),
+            revocations: self.revocations.load(Ordering::Acquire),
+            owner: cold.owner.clone(),
+            revoked_reason: cold.revoked_reason.clone(),
+        }
+    }
+
+    /// Undoes a local fencing that changed nothing elsewhere (a failover
+    /// that failed before anything was switched): if the lease is exactly
+    /// as the fencing left it (`fenced`), it goes back to `before`: epoch,
+    /// owner, and deadline (one already past stays past). Controller
+    /// heartbeats at the old epoch then renew it again. A new term begins,
+    /// so nothing admitted before the fencing is acknowledged. Returns
+    /// whether it restored; `false` means something else (a grant, a
+    /// revocation) changed the lease since, and that word stands.
+    pub fn restore(&self, before: &Saved, fenced: &Saved) -> bool {
+        let mut cold = self.lock();
+        let unchanged = self.epoch() == fenced.epoch
+            && self.deadline.load(Ordering::Acquire) == fenced.deadline
+            && self.revocations.load(Ordering::Acquire) == fenced.revocations
+            && cold.owner == fenced.owner;
+        if !unchanged {
+            return false;
+        }
+        self.next_term();
+        self.epoch.store(before.epoch, Ordering::Release);
+        self.deadline.store(before.deadline, Ordering::Release);
+        cold.owner.clone_from(&before.owner);
+        cold.revoked_reason.clone_from(&before.revoked_reason);
+        true
     }
 
     pub fn snapshot(&self) -> LeaseSnapshot {
@@ -662,5 +710,87 @@ mod tests {
             lease.snapshot().revoked_reason.as_deref(),
             Some("became a replica")
         );
+    }
+
+    /// A failover fences with a grant naming the target at epoch+1; when it
+    /// fails before switching, the lease comes back as it was, so the
+    /// controller's heartbeats at the old epoch renew it again.
+    #[test]
+    fn a_fencing_that_changed_nothing_is_restored() {
+        let (clock, lease) = lease(0.0, 0);
+        lease.grant(&grant(7, 1000), clock.now()).expect("granted");
+        let before = lease.save();
+        let term = lease.term();
+        let fence = Grant {
+            master_node_id: Some(OTHER.into()),
+            ..grant(8, 1000)
+        };
+        assert_eq!(lease.grant(&fence, clock.now()), Ok(GrantOutcome::Revoked));
+        let fenced = lease.save();
+        assert!(lease.grant(&grant(7, 1000), clock.now()).is_err(), "stale");
+        assert!(lease.restore(&before, &fenced));
+        let s = lease.snapshot();
+        assert!(s.valid);
+        assert_eq!((s.epoch, s.owner.as_deref()), (7, Some(ME)));
+        assert!(!lease.acknowledgeable(term), "a new term");
+        assert_eq!(
+            lease.grant(&grant(7, 1000), clock.now()),
+            Ok(GrantOutcome::Renewed),
+            "the controller's epoch renews again"
+        );
+    }
+
+    #[test]
+    fn a_lease_changed_since_the_fencing_is_not_restored() {
+        let (clock, lease) = lease(0.0, 0);
+        lease.grant(&grant(7, 1000), clock.now()).expect("granted");
+        let before = lease.save();
+        let fence = Grant {
+            master_node_id: Some(OTHER.into()),
+            ..grant(8, 1000)
+        };
+        lease.grant(&fence, clock.now()).expect("fenced");
+        let fenced = lease.save();
+        lease.revoke("SETNODES lists this node as a slave");
+        assert!(!lease.restore(&before, &fenced));
+        assert!(!lease.write_allowed());
+        assert_eq!(lease.epoch(), 8);
+        // Nor after a later grant from the controller.
+        let (clock, lease) = self::lease(0.0, 0);
+        lease.grant(&grant(7, 1000), clock.now()).expect("granted");
+        let before = lease.save();
+        lease.grant(&fence, clock.now()).expect("fenced");
+        let fenced = lease.save();
+        lease
+            .grant(
+                &Grant {
+                    master_node_id: Some(OTHER.into()),
+                    ..grant(9, 1000)
+                },
+                clock.now(),
+            )
+            .expect("the controller moved on");
+        assert!(!lease.restore(&before, &fenced));
+        assert_eq!(lease.epoch(), 9);
+    }
+
+    #[test]
+    fn a_restored_deadline_that_has_passed_stays_passed() {
+        let (clock, lease) = lease(0.0, 0);
+        lease.grant(&grant(7, 100), clock.now()).expect("granted");
+        let before = lease.save();
+        lease
+            .grant(
+                &Grant {
+                    master_node_id: Some(OTHER.into()),
+                    ..grant(8, 100)
+                },
+                clock.now(),
+            )
+            .expect("fenced");
+        let fenced = lease.save();
+        clock.advance_ms(200);
+        assert!(lease.restore(&before, &fenced));
+        assert!(!lease.write_allowed(), "the old deadline has passed");
     }
 }

@@ -3,12 +3,13 @@
 //! what it says about this node ([`decide`]), and a keep-alive client that
 //! follows the `307`s non-leaders answer (up to [`MAX_REDIRECTS`] hops).
 //! The poller that renews the lease from it is [`crate::control::poll`];
-//! verification asks it too ([`crate::guard::verify`]).
+//! verification asks it too ([`crate::guard::verify`]). A graceful failover
+//! in cluster mode asks it to fail a shard over ([`request_shard_failover`]).
 
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Empty, Full, Limited};
 use hyper::header::LOCATION;
 use hyper::{StatusCode, Uri};
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -165,6 +166,163 @@ pub fn cluster_url(url: &str, namespace: &str, cluster: &str) -> String {
         segment(namespace),
         segment(cluster)
     )
+}
+
+// ---------------------------------------------------------------------------
+// A shard's failover (`POST .../shards/{i}/failover`).
+
+/// `{url}/api/v1/namespaces/{ns}/clusters/{cluster}/shards/{shard}/failover`.
+pub fn shard_failover_url(url: &str, namespace: &str, cluster: &str, shard: usize) -> String {
+    format!(
+        "{}/shards/{shard}/failover",
+        cluster_url(url, namespace, cluster)
+    )
+}
+
+/// Where a node sits in the topology.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    /// Index of its shard.
+    pub shard: usize,
+    /// Its role there (`master` / `slave`).
+    pub role: String,
+    /// The address it is registered by (its leasegate's).
+    pub addr: String,
+}
+
+impl Cluster {
+    /// Where node `id` is, if it is in the topology.
+    pub fn place(&self, id: &str) -> Option<Placement> {
+        self.shards.iter().enumerate().find_map(|(shard, s)| {
+            s.nodes.iter().find(|n| n.id == id).map(|n| Placement {
+                shard,
+                role: n.role.clone(),
+                addr: n.addr.clone(),
+            })
+        })
+    }
+
+    /// The id of shard `shard`'s master.
+    pub fn master_of_shard(&self, shard: usize) -> Option<&str> {
+        self.shards
+            .get(shard)?
+            .nodes
+            .iter()
+            .find(|n| n.role.eq_ignore_ascii_case("master"))
+            .map(|n| n.id.as_str())
+    }
+}
+
+/// Why a shard failover request did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ShardFailoverError {
+    /// The controller certainly did not act: the request was never
+    /// delivered, or it was answered with a client error (4xx).
+    #[error("{0}")]
+    Refused(String),
+    /// The controller may have acted: no answer, a broken exchange, or a
+    /// server error (5xx, e.g. a topology pushed to only some nodes).
+    #[error("{0}")]
+    Unknown(String),
+}
+
+/// `{"data":{"new_master_id":"..."}}`, the field this client reads.
+#[derive(Debug, Deserialize)]
+struct FailoverAnswer {
+    data: FailoverData,
+}
+
+#[derive(Debug, Deserialize)]
+struct FailoverData {
+    #[serde(default)]
+    new_master_id: Option<String>,
+}
+
+/// Asks the controller at `url` (the full [`shard_failover_url`]) to fail
+/// the shard over to `preferred` (`{"preferred_node_id": ...}`), following
+/// the `307`s of non-leaders, within `timeout`. Returns the new master's id
+/// when the answer names it.
+pub async fn request_shard_failover(
+    url: &str,
+    preferred: &str,
+    timeout: Duration,
+) -> Result<Option<String>, ShardFailoverError> {
+    let body = serde_json::json!({ "preferred_node_id": preferred }).to_string();
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(timeout));
+    connector.set_nodelay(true);
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build(connector);
+    let exchange = async {
+        let mut uri: Uri = url
+            .parse()
+            .map_err(|e| ShardFailoverError::Refused(format!("bad controller url '{url}': {e}")))?;
+        for _ in 0..=MAX_REDIRECTS {
+            let request = hyper::Request::post(uri.clone())
+                .header(hyper::header::CONTENT_TYPE, "application/json")
+                .header(hyper::header::ACCEPT, "application/json")
+                .body(Full::new(Bytes::from(body.clone())))
+                .map_err(|e| {
+                    ShardFailoverError::Refused(format!("cannot build the request to {uri}: {e}"))
+                })?;
+            let response = client.request(request).await.map_err(|e| {
+                let text = format!(
+                    "POST {uri}: {}",
+                    crate::kvrocks::admin_client::error_chain(&e)
+                );
+                if e.is_connect() {
+                    ShardFailoverError::Refused(text)
+                } else {
+                    ShardFailoverError::Unknown(text)
+                }
+            })?;
+            let status = response.status();
+            if status.is_redirection() {
+                let location = response
+                    .headers()
+                    .get(LOCATION)
+                    .and_then(|l| l.to_str().ok())
+                    .ok_or_else(|| {
+                        ShardFailoverError::Refused(format!(
+                            "controller answered {status} without a Location"
+                        ))
+                    })?;
+                uri = resolve_location(&uri, location).map_err(ShardFailoverError::Refused)?;
+                continue;
+            }
+            let answer = Limited::new(response.into_body(), MAX_ANSWER)
+                .collect()
+                .await
+                .map_err(|e| {
+                    ShardFailoverError::Unknown(format!("cannot read the controller's answer: {e}"))
+                })?
+                .to_bytes();
+            if status.is_client_error() {
+                return Err(ShardFailoverError::Refused(describe_error(
+                    status.as_u16(),
+                    &answer,
+                )));
+            }
+            if !status.is_success() {
+                return Err(ShardFailoverError::Unknown(describe_error(
+                    status.as_u16(),
+                    &answer,
+                )));
+            }
+            return Ok(serde_json::from_slice::<FailoverAnswer>(&answer)
+                .ok()
+                .and_then(|a| a.data.new_master_id));
+        }
+        Err(ShardFailoverError::Refused(format!(
+            "more than {MAX_REDIRECTS} redirects from the controller"
+        )))
+    };
+    tokio::time::timeout(timeout, exchange).await.map_err(|_| {
+        ShardFailoverError::Unknown(format!(
+            "POST {url}: no answer within {} ms",
+            timeout.as_millis()
+        ))
+    })?
 }
 
 // ---------------------------------------------------------------------------

@@ -56,15 +56,18 @@ use tracing::{error, info, warn};
 
 use crate::control::ControlContext;
 use crate::guard::gate::Gate;
-use crate::guard::lease::{Grant, LeaseSnapshot};
+use crate::guard::lease::{Grant, Saved};
 use crate::guard::pause::PauseMode;
 use crate::guard::role::{Demotion, Source};
 use crate::kvrocks::admin_api::{
     FailoverReport, FailoverRequest, FailoverState, LeaseOutcome, LeaseRequest, Step,
 };
 use crate::kvrocks::admin_client::{AdminClient, AdminError};
+use crate::kvrocks::controller::ShardFailoverError;
 use crate::kvrocks::topology::Replication;
 use crate::proxy::backend::{BackendError, ControlConnection};
+
+mod cluster;
 
 /// The longest lease a failover grants (a leasegate refuses longer ones).
 pub const MAX_LEASE_TTL_MS: u64 = crate::guard::lease::MAX_TTL_MS;
@@ -168,6 +171,32 @@ pub enum FailoverError {
     BadTargetAddress { node: String },
     #[error("the new master serves, but this node could not be made its replica: {source}")]
     Rejoin { source: BackendError },
+    /// Cluster mode: the failover goes through the controller.
+    #[error("this node runs in cluster mode, where only kvrocks-controller switches a shard (Kvrocks refuses SLAVEOF there), and controller.url is not set")]
+    NoController,
+    #[error(
+        "this node's id is unknown (set node_id, or let the controller send CLUSTERX SETNODEID)"
+    )]
+    NoOwnNodeId,
+    #[error("cannot read the cluster topology from the controller: {0}")]
+    Topology(String),
+    #[error("the controller does not list this node {node_id} as the master of a shard")]
+    NotShardMaster { node_id: String },
+    #[error("the target node {target} is not a replica in this node's shard {shard} (controller topology)")]
+    NotInShard { target: String, shard: usize },
+    #[error("the controller refused the shard failover: {source}; nothing was switched, so this node was unfenced and stays master")]
+    ControllerRefused { source: ShardFailoverError },
+    #[error("the shard failover got no clear answer from the controller: {source}; whether it switched the shard cannot be determined. Both nodes are fenced: this node's lease is revoked (epoch {epoch}) and it is marked demoted; the controller's next topology and lease decide")]
+    ControllerUnknown {
+        source: ShardFailoverError,
+        epoch: u64,
+    },
+    #[error("the controller switched the shard, but the new master's leasegate {leasegate} held no lease within {timeout_ms} ms: {last}. Held writes were released to it and are refused there until the controller grants its lease")]
+    NewMasterNoLease {
+        leasegate: String,
+        timeout_ms: u64,
+        last: String,
+    },
 }
 
 /// Why the replica's offset was checked again after the fencing.
@@ -221,6 +250,9 @@ pub enum RoleError {
 
 /// What the failover needs of this proxy's config.
 struct Settings {
+    /// The controller's API (`controller.url`, namespace, cluster), which a
+    /// cluster-mode failover goes through.
+    controller: Option<cluster::Controller>,
     /// This node (`backend.addr`).
     node: String,
     password: Option<String>,
@@ -348,7 +380,14 @@ pub async fn run(shared: &ControlContext, request: FailoverRequest) -> FailoverR
     let Some(guard) = RunGuard::acquire(&shared.gate) else {
         return FailoverReport::failed(FailoverError::AlreadyRunning.to_string());
     };
+    let c = &shared.config.controller;
     let settings = Settings {
+        controller: c.url.as_ref().map(|url| cluster::Controller {
+            url: url.clone(),
+            namespace: c.namespace.clone(),
+            cluster: c.cluster.clone(),
+            timeout: c.timeout,
+        }),
         node: shared.config.backend.addr.clone(),
         password: shared.config.backend.password.clone(),
         timeout: shared.config.connect_timeout(),
@@ -446,8 +485,18 @@ async fn failover(run: &mut Run) -> Result<(u64, Target), FailoverError> {
     if mine.is_replica() {
         return Err(FailoverError::NotAMaster);
     }
+    // In cluster mode the controller's topology must agree, and the replica
+    // follows this node at the address it is registered by (its leasegate).
+    let shard = if cluster::enabled(&mut source).await? {
+        Some(cluster::locate(&run.settings, gate.lease().node_id(), &target.node_id).await?)
+    } else {
+        None
+    };
+    let listed = shard.as_ref().map(|s| s.my_addr.as_str());
     let theirs = info_replication(&mut replica).await?;
-    if !theirs.is_replica() || !same_addr(theirs.master.as_deref(), &this_node) {
+    let follows_me = same_addr(theirs.master.as_deref(), &this_node)
+        || listed.is_some_and(|a| same_addr(theirs.master.as_deref(), a));
+    if !theirs.is_replica() || !follows_me {
         return Err(FailoverError::NotAReplica {
             target: target.node.clone(),
             node: this_node.clone(),
@@ -507,7 +556,7 @@ async fn failover(run: &mut Run) -> Result<(u64, Target), FailoverError> {
     // Fence this node first: from here on no write reaches it, whatever
     // happens to the pause (its timeout may run out during the switch).
     let lease = Arc::clone(gate.lease());
-    let before = lease.snapshot();
+    let before = lease.save();
     let epoch = lease.epoch() + 1;
     let revoke = Grant {
         master_node_id: Some(target.node_id.clone()),
@@ -521,6 +570,10 @@ async fn failover(run: &mut Run) -> Result<(u64, Target), FailoverError> {
         gate.role()
             .revoke("failover to another node", Source::Failover);
     }
+    let fencing = Fencing {
+        before,
+        after: lease.save(),
+    };
     gate.role().demote(Demotion {
         new_master: Some(target.proxy.clone().into()),
     });
@@ -562,11 +615,15 @@ async fn failover(run: &mut Run) -> Result<(u64, Target), FailoverError> {
         if let Some(error) = error {
             if !request.force_on_timeout {
                 // Nothing was sent to the target yet: this node is master still.
-                rollback(&gate, &before, epoch);
+                rollback(&gate, &fencing);
                 return run.abort(error);
             }
             warn!(%error, "switching anyway (force_on_timeout)");
         }
+    }
+    if let Some(shard) = shard {
+        let epoch = cluster::switch(run, &admin, &target, &shard, epoch, &fencing).await?;
+        return Ok((epoch, target));
     }
     if let Err(e) = replica.call(&["SLAVEOF", "NO", "ONE"]).await {
         match promotion_outcome(&e, &mut replica, &target.node, password, timeout).await {
@@ -574,7 +631,7 @@ async fn failover(run: &mut Run) -> Result<(u64, Target), FailoverError> {
                 warn!(error = %e, "the promotion reported a failure, but the target node is master now: carrying on with the switch");
             }
             Promotion::NotDone(why) => {
-                rollback(&gate, &before, epoch);
+                rollback(&gate, &fencing);
                 return run.abort(FailoverError::PromoteFailed {
                     node: target.node.clone(),
                     source: e,
@@ -721,28 +778,23 @@ async fn promotion_outcome(
     }
 }
 
-/// The longest lease a rollback restores (a lease valid "forever" comes back
-/// as this; the controller renews it).
-const ROLLBACK_MAX_TTL_MS: u64 = MAX_LEASE_TTL_MS;
-
-/// Undoes the fencing of this node when the switch fails and the replica
-/// certainly was not promoted: it is the master still.
-fn rollback(gate: &Gate, before: &LeaseSnapshot, epoch: u64) {
-    gate.role().clear_demotion();
-    let lease = gate.lease();
-    if let (true, Some(me)) = (before.valid, lease.node_id()) {
-        let ttl_ms = before.remaining_ms.clamp(1, ROLLBACK_MAX_TTL_MS);
-        let regrant = Grant {
-            master_node_id: Some(me),
-            ttl_ms,
-            epoch,
-            nonce: None,
-            anchor: None,
-        };
-        if let Err(e) = gate.role().grant(&regrant, lease.now(), Source::Failover) {
-            warn!(error = %e, "could not restore this node's lease after a failed switch");
-        }
+/// Undoes the fencing of this node when the switch fails and nothing was
+/// switched: it is the master still. The lease comes back as it was before
+/// the fencing (epoch included, so the controller's heartbeats renew it
+/// again), unless something else changed it meanwhile: that word stands.
+fn rollback(gate: &Gate, fencing: &Fencing) {
+    if gate.lease().restore(&fencing.before, &fencing.after) {
+        gate.role().clear_demotion();
+        info!("the fencing was undone: this node is master again");
+    } else {
+        warn!("the lease changed during the failover (a grant or revocation from elsewhere); it is left as it is");
     }
+}
+
+/// This node's lease before and right after the failover fenced it.
+struct Fencing {
+    before: Saved,
+    after: Saved,
 }
 
 /// How the replica's offset compares with the one it must reach.

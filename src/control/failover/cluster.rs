@@ -1,0 +1,195 @@
+//! The switch of a graceful failover in Kvrocks cluster mode.
+//!
+//! There Kvrocks refuses `SLAVEOF`: roles come only from the topology that
+//! kvrocks-controller pushes (`CLUSTERX SETNODES`). So after check_slave,
+//! pause_write and wait_sync (shared with the standalone flow) and the
+//! fencing of this node, the switch is the controller's:
+//!
+//! 1. `POST {controller}/…/shards/{i}/failover` with
+//!    `{"preferred_node_id": <target>}`: the controller promotes the target,
+//!    pushes the new topology to every node (this one becomes its replica)
+//!    and, in heartbeat mode, grants it the lease; in pull mode the target's
+//!    leasegate asks at once when its node accepts the promoting topology.
+//! 2. The held writes are released when the target's leasegate holds a
+//!    valid lease naming its node (its `/v1/status`, polled every
+//!    millisecond): they are handed to it and go through at once.
+//!
+//! An answer that says the controller did not act (never delivered, or a
+//! 4xx) undoes the fencing; any other failure leaves both fenced for the
+//! controller to settle, unless its topology shows the target promoted.
+
+use std::time::{Duration, Instant};
+
+use tracing::warn;
+
+use super::{rollback, FailoverError, Fencing, Run, Settings, Target};
+use crate::kvrocks::admin_client::AdminClient;
+use crate::kvrocks::controller::{
+    cluster_url, fetch, http_client, request_shard_failover, shard_failover_url, ShardFailoverError,
+};
+use crate::proxy::backend::ControlConnection;
+
+/// The controller a cluster-mode failover goes through.
+pub(super) struct Controller {
+    pub url: String,
+    pub namespace: String,
+    pub cluster: String,
+    /// Bound of each request to it.
+    pub timeout: Duration,
+}
+
+/// This node's place in the controller's topology.
+pub(super) struct Shard {
+    /// Index of the shard this node is master of.
+    pub index: usize,
+    /// The address this node is registered by (its leasegate's), which the
+    /// replica follows.
+    pub my_addr: String,
+}
+
+/// How often the target's leasegate is asked whether it holds the lease.
+const LEASE_POLL: Duration = Duration::from_millis(1);
+
+/// Whether the node runs in cluster mode (`INFO cluster`: `cluster_enabled:1`,
+/// in Kvrocks and Redis alike).
+pub(super) async fn enabled(node: &mut ControlConnection) -> Result<bool, FailoverError> {
+    use redis_protocol::resp2::types::OwnedFrame;
+    match node.call(&["INFO", "cluster"]).await {
+        Ok(OwnedFrame::BulkString(text)) => Ok(String::from_utf8_lossy(&text)
+            .lines()
+            .any(|l| l.trim() == "cluster_enabled:1")),
+        Ok(reply) => Err(FailoverError::UnexpectedInfo { reply }),
+        Err(source) => Err(FailoverError::Info { source }),
+    }
+}
+
+/// check_slave in cluster mode: the controller lists this node as the
+/// master of a shard and the target as a replica in the same shard.
+pub(super) async fn locate(
+    settings: &Settings,
+    me: Option<String>,
+    target: &str,
+) -> Result<Shard, FailoverError> {
+    let controller = settings
+        .controller
+        .as_ref()
+        .ok_or(FailoverError::NoController)?;
+    let me = me.ok_or(FailoverError::NoOwnNodeId)?;
+    let url = cluster_url(&controller.url, &controller.namespace, &controller.cluster);
+    let topology = fetch(&http_client(controller.timeout), &url)
+        .await
+        .map_err(FailoverError::Topology)?;
+    let mine = topology
+        .place(&me)
+        .filter(|p| p.role.eq_ignore_ascii_case("master"))
+        .ok_or_else(|| FailoverError::NotShardMaster {
+            node_id: me.clone(),
+        })?;
+    let in_shard = topology
+        .place(target)
+        .is_some_and(|p| p.shard == mine.shard && !p.role.eq_ignore_ascii_case("master"));
+    if !in_shard {
+        return Err(FailoverError::NotInShard {
+            target: target.to_string(),
+            shard: mine.shard,
+        });
+    }
+    Ok(Shard {
+        index: mine.shard,
+        my_addr: mine.addr,
+    })
+}
+
+/// switching in cluster mode, after this node was fenced: asks the
+/// controller to fail the shard over to the target and waits (within the
+/// pause's bound) for the target's leasegate to hold the lease. Returns the
+/// new master's lease epoch (the topology version).
+pub(super) async fn switch(
+    run: &mut Run,
+    admin: &AdminClient,
+    target: &Target,
+    shard: &Shard,
+    fenced_epoch: u64,
+    fencing: &Fencing,
+) -> Result<u64, FailoverError> {
+    let Some(controller) = run.settings.controller.as_ref() else {
+        return Err(FailoverError::NoController);
+    };
+    let url = shard_failover_url(
+        &controller.url,
+        &controller.namespace,
+        &controller.cluster,
+        shard.index,
+    );
+    let topology_url = cluster_url(&controller.url, &controller.namespace, &controller.cluster);
+    let timeout = controller.timeout;
+    match request_shard_failover(&url, &target.node_id, timeout).await {
+        Ok(_) => {}
+        Err(source @ ShardFailoverError::Refused(_)) => {
+            rollback(&run.gate, fencing);
+            return run.abort(FailoverError::ControllerRefused { source });
+        }
+        Err(source) => {
+            // Did it switch? Its topology says.
+            let switched = fetch(&http_client(timeout), &topology_url)
+                .await
+                .ok()
+                .and_then(|c| c.master_of_shard(shard.index).map(|m| m == target.node_id))
+                .unwrap_or(false);
+            if !switched {
+                return run.both_fenced(FailoverError::ControllerUnknown {
+                    source,
+                    epoch: fenced_epoch,
+                });
+            }
+            warn!(error = %source, "the shard failover reported a failure, but the controller's topology names the target master: carrying on");
+        }
+    }
+    let patience = Duration::from_millis(run.request.pause_timeout_ms);
+    match target_lease(admin, &run.request.to, &target.node_id, patience).await {
+        Ok(epoch) => {
+            run.release();
+            Ok(epoch)
+        }
+        Err(last) => run.both_fenced(FailoverError::NewMasterNoLease {
+            leasegate: run.request.to.clone(),
+            timeout_ms: run.request.pause_timeout_ms,
+            last,
+        }),
+    }
+}
+
+/// Polls the target's leasegate until it holds a valid lease naming its
+/// node; its epoch, or what was last seen when `patience` ran out.
+async fn target_lease(
+    admin: &AdminClient,
+    leasegate: &str,
+    node_id: &str,
+    patience: Duration,
+) -> Result<u64, String> {
+    let deadline = Instant::now() + patience;
+    loop {
+        let last = match admin.status(leasegate).await {
+            Ok(status) => {
+                let lease = status.lease;
+                if lease.valid && lease.owner.as_deref() == Some(node_id) {
+                    return Ok(lease.epoch);
+                }
+                format!(
+                    "lease {} at epoch {}{}",
+                    if lease.valid { "valid" } else { "not valid" },
+                    lease.epoch,
+                    lease
+                        .revoked_reason
+                        .map(|r| format!(" ({r})"))
+                        .unwrap_or_default()
+                )
+            }
+            Err(e) => e.to_string(),
+        };
+        if Instant::now() >= deadline {
+            return Err(last);
+        }
+        tokio::time::sleep(LEASE_POLL).await;
+    }
+}
