@@ -1,0 +1,336 @@
+//! A network lab of Linux network namespaces for partition tests.
+//!
+//! Each [`Host`] is a namespace of its own (`ip netns add`), joined to the
+//! test's namespace (the controller's side) by a veth pair on a /30 of
+//! `10.<base>.<n>.0`; two hosts can also be joined directly
+//! ([`Lab::link`], for replication). Programs run in a host with
+//! `ip netns exec`, and a test thread can enter a host ([`Host::enter`]) so
+//! its sockets are the host's (its clients). Faults are real: a link down
+//! ([`Host::cut`]), one direction dropped ([`Host::drop_inbound`]), and
+//! bytes held back for a while by a relay ([`DelayRelay`]; `tc netem` is
+//! not available on every kernel, this is).
+//!
+//! Only addresses inside the lab's namespaces and on the veth ends in the
+//! test's namespace are used; nothing is routed or forwarded. It needs
+//! root: [`Lab::new`] returns `None` (the test says SKIPPED) where
+//! namespaces cannot be made, unless `LEASEGATE_REQUIRE_NETNS=1`.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// Runs `ip` (or `tc`) with `args`; panics with its stderr on failure.
+fn run(program: &str, args: &[&str]) {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program} {args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A unique small number for names and subnets (process and call).
+fn next() -> u32 {
+    (std::process::id() % 1000) * 50 + NEXT.fetch_add(1, Ordering::SeqCst) % 50
+}
+
+/// The lab; everything it made is removed on drop (processes first).
+pub struct Lab {
+    tag: u32,
+    hosts: Vec<String>,
+    links: Vec<String>,
+    children: Vec<Child>,
+    subnets: u32,
+}
+
+/// One namespace joined to the test's namespace.
+#[derive(Clone)]
+pub struct Host {
+    pub ns: String,
+    /// The host's address on its link to the test's namespace.
+    pub ip: String,
+    /// The test side's address on that link.
+    pub peer_ip: String,
+    /// The veth end in the test's namespace (where netem goes).
+    dev: String,
+}
+
+impl Lab {
+    /// `None` (and a SKIPPED line) where namespaces cannot be made here.
+    pub fn new() -> Option<Lab> {
+        let tag = next();
+        let probe = format!("lgp{tag}");
+        let ok = Command::new("ip")
+            .args(["netns", "add", &probe])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            run("ip", &["netns", "del", &probe]);
+            return Some(Lab {
+                tag,
+                hosts: Vec::new(),
+                links: Vec::new(),
+                children: Vec::new(),
+                subnets: 0,
+            });
+        }
+        assert!(
+            std::env::var("LEASEGATE_REQUIRE_NETNS").as_deref() != Ok("1"),
+            "network namespaces are required (LEASEGATE_REQUIRE_NETNS=1) but `ip netns add` failed (root and iproute2 needed)"
+        );
+        eprintln!("SKIPPED: cannot create network namespaces here (needs root and iproute2)");
+        None
+    }
+
+    /// The next /30: `(a, b)` addresses.
+    fn subnet(&mut self) -> (String, String) {
+        let n = self.subnets;
+        self.subnets += 1;
+        // 10.(100 + tag/250).(tag%250).(4n): unique per lab, 64 links each.
+        let (hi, lo) = (100 + self.tag / 250, self.tag % 250);
+        (
+            format!("10.{hi}.{lo}.{}", 4 * n + 1),
+            format!("10.{hi}.{lo}.{}", 4 * n + 2),
+        )
+    }
+
+    /// A new host named `name` (for messages), linked to the test's namespace.
+    pub fn host(&mut self, name: &str) -> Host {
+        let ns = format!("lg{}{name}", self.tag);
+        run("ip", &["netns", "add", &ns]);
+        self.hosts.push(ns.clone());
+        run("ip", &["-n", &ns, "link", "set", "lo", "up"]);
+        let (peer_ip, ip) = self.subnet();
+        let i = self.links.len();
+        let (dev, inner) = (format!("lg{}r{i}", self.tag), format!("lg{}h{i}", self.tag));
+        run(
+            "ip",
+            &["link", "add", &dev, "type", "veth", "peer", "name", &inner],
+        );
+        self.links.push(dev.clone());
+        run("ip", &["link", "set", &inner, "netns", &ns]);
+        run(
+            "ip",
+            &["addr", "add", &format!("{peer_ip}/30"), "dev", &dev],
+        );
+        run("ip", &["link", "set", &dev, "up"]);
+        run(
+            "ip",
+            &["-n", &ns, "addr", "add", &format!("{ip}/30"), "dev", &inner],
+        );
+        run("ip", &["-n", &ns, "link", "set", &inner, "up"]);
+        Host {
+            ns,
+            ip,
+            peer_ip,
+            dev,
+        }
+    }
+
+    /// Joins two hosts directly; returns (`a`'s address, `b`'s address) on
+    /// that link.
+    pub fn link(&mut self, a: &Host, b: &Host) -> (String, String) {
+        let (ip_a, ip_b) = self.subnet();
+        let i = self.links.len();
+        let (dev_a, dev_b) = (format!("lg{}a{i}", self.tag), format!("lg{}b{i}", self.tag));
+        run(
+            "ip",
+            &[
+                "link", "add", &dev_a, "type", "veth", "peer", "name", &dev_b,
+            ],
+        );
+        for (dev, host, ip) in [(&dev_a, a, &ip_a), (&dev_b, b, &ip_b)] {
+            run("ip", &["link", "set", dev, "netns", &host.ns]);
+            run(
+                "ip",
+                &[
+                    "-n",
+                    &host.ns,
+                    "addr",
+                    "add",
+                    &format!("{ip}/30"),
+                    "dev",
+                    dev,
+                ],
+            );
+            run("ip", &["-n", &host.ns, "link", "set", dev, "up"]);
+        }
+        (ip_a, ip_b)
+    }
+
+    /// Starts `program args` inside `host`; killed when the lab drops.
+    pub fn spawn(&mut self, host: &Host, program: &str, args: &[&str]) -> u32 {
+        let child = Command::new("ip")
+            .args(["netns", "exec", &host.ns, program])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {program} in {}: {e}", host.ns));
+        let pid = child.id();
+        self.children.push(child);
+        pid
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for dev in &self.links {
+            let _ = Command::new("ip")
+                .args(["link", "del", dev])
+                .stderr(Stdio::null())
+                .status();
+        }
+        for ns in &self.hosts {
+            let _ = Command::new("ip")
+                .args(["netns", "del", ns])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+impl Host {
+    /// Takes the link to the test's namespace down (both directions).
+    pub fn cut(&self) {
+        run("ip", &["link", "set", &self.dev, "down"]);
+    }
+
+    /// Brings the link to the test's namespace up again.
+    pub fn heal(&self) {
+        run("ip", &["link", "set", &self.dev, "up"]);
+    }
+
+    /// Drops (or, with `false`, delivers again) everything the test's side
+    /// sends to this host, while what the host sends still arrives: a
+    /// one-way partition. Done with a permanent neighbour entry that sends
+    /// the host's frames to a MAC address nobody has (no `tc netem` or
+    /// firewall needed, which some kernels lack).
+    pub fn drop_inbound(&self, on: bool) {
+        if on {
+            run(
+                "ip",
+                &[
+                    "neigh",
+                    "replace",
+                    &self.ip,
+                    "lladdr",
+                    "02:00:00:00:00:01",
+                    "dev",
+                    &self.dev,
+                    "nud",
+                    "permanent",
+                ],
+            );
+        } else {
+            let _ = Command::new("ip")
+                .args(["neigh", "del", &self.ip, "dev", &self.dev])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+
+    /// Moves the calling thread into this host's namespace: its sockets
+    /// from now on are the host's. Use a thread of its own.
+    pub fn enter(&self) {
+        use std::os::fd::AsRawFd;
+        let file = std::fs::File::open(format!("/var/run/netns/{}", self.ns))
+            .unwrap_or_else(|e| panic!("open netns {}: {e}", self.ns));
+        // SAFETY: setns on a valid namespace fd affects only this thread.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(
+            rc,
+            0,
+            "setns {}: {}",
+            self.ns,
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+/// Waits until `addr` accepts a connection from the calling thread's
+/// namespace.
+pub fn wait_accepting(addr: &str) {
+    let addr: std::net::SocketAddr = addr.parse().expect("host:port");
+    let start = std::time::Instant::now();
+    while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        assert!(
+            start.elapsed() < super::PATIENCE,
+            "{addr} never accepted a connection"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A TCP relay in the test's namespace that delivers what its clients send
+/// to `target` only `delay` after receiving it (the answers come back at
+/// once): delayed packets, even for connections the client has given up on.
+pub struct DelayRelay {
+    pub addr: String,
+}
+
+impl DelayRelay {
+    pub fn start(target: &str, delay: Duration) -> DelayRelay {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the relay");
+        let addr = listener.local_addr().expect("relay address").to_string();
+        let target = target.to_string();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                let Ok(server) = std::net::TcpStream::connect(&target) else {
+                    continue;
+                };
+                let (mut client_r, mut server_w) = match (client.try_clone(), server.try_clone()) {
+                    (Ok(c), Ok(s)) => (c, s),
+                    _ => continue,
+                };
+                let (mut server_r, mut client_w) = (server, client);
+                let (tx, rx) = std::sync::mpsc::channel::<(std::time::Instant, Vec<u8>)>();
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n) = client_r.read(&mut buf) {
+                        if n == 0
+                            || tx
+                                .send((std::time::Instant::now(), buf[..n].to_vec()))
+                                .is_err()
+                        {
+                            break;
+                        }
+                    }
+                });
+                std::thread::spawn(move || {
+                    for (at, bytes) in rx {
+                        std::thread::sleep(
+                            (at + delay).saturating_duration_since(std::time::Instant::now()),
+                        );
+                        if server_w.write_all(&bytes).is_err() {
+                            break;
+                        }
+                    }
+                    // Everything received was delivered; then close.
+                    std::thread::sleep(delay);
+                });
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n) = server_r.read(&mut buf) {
+                        if n == 0 || client_w.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        DelayRelay { addr }
+    }
+}
