@@ -82,3 +82,14 @@ fn an_acknowledgement_outside_every_grant_is_late() {
     assert_eq!(v.late[0].key, "k2");
     assert!(v.report.contains("1 late"), "{}", v.report);
 }
+
+#[test]
+fn a_refused_write_that_was_applied_is_found() {
+    let h = History::new();
+    let t0 = Instant::now();
+    h.record(op("A", "k", "1", t0, 1, Outcome::Error("FENCED".into())));
+    h.record(op("A", "j", "1", t0, 1, Outcome::Error("FENCED".into())));
+    let v = h.check(&data(&[("k", "1")]));
+    assert_eq!(v.applied_refused.len(), 1, "{}", v.report);
+    assert!(!v.clean());
+}

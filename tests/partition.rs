@@ -17,12 +17,9 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use support::history::{read_back, History, Outcome, Recorder, Verdict};
+use support::history::{read_back, Beat, Clients, Heartbeats, History, Outcome, Verdict};
 use support::netns::{wait_accepting, Host, Lab};
 use support::Client;
 
@@ -32,7 +29,6 @@ const NODE_PORT: u16 = 6379;
 const PROXY_PORT: u16 = 7000;
 const TTL: Duration = Duration::from_millis(500);
 const MARGIN_MS: u64 = 100;
-const BEAT: Duration = Duration::from_millis(100);
 
 /// The two hosts, running.
 struct Shard {
@@ -107,180 +103,6 @@ fn shard(mode: &str) -> Option<Shard> {
 
 fn proxy_addr(host: &Host) -> String {
     format!("{}:{PROXY_PORT}", host.ip)
-}
-
-/// The controller's heartbeats to one node, in a thread: every [`BEAT`],
-/// `CLUSTERX HEARTBEAT <master> <ttl> <epoch> NONCE <last nonce>` (without
-/// a nonce when `nonce` is false), each grant recorded in the history at its
-/// send time. A heartbeat that gets no answer in 100 ms drops its connection.
-struct Heartbeats {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-    /// When a heartbeat last got its answer.
-    last_answered: Arc<Mutex<Option<Instant>>>,
-    /// The last nonce A sent.
-    nonce: Arc<Mutex<Option<String>>>,
-}
-
-/// How a [`Heartbeats`] thread talks.
-#[derive(Clone)]
-struct Beat {
-    /// Echo the last nonce (`NONCE <n>`).
-    nonce: bool,
-    /// The nonce to echo first (from an earlier exchange).
-    first_nonce: Option<String>,
-    /// How long to wait for an answer before dropping the connection.
-    patience: Duration,
-    /// From one heartbeat's send to the next.
-    interval: Duration,
-}
-
-impl Beat {
-    fn nonce() -> Beat {
-        Beat {
-            nonce: true,
-            first_nonce: None,
-            patience: BEAT,
-            interval: BEAT,
-        }
-    }
-}
-
-impl Heartbeats {
-    fn start(
-        history: &History,
-        node: &'static str,
-        addr: String,
-        master: &'static str,
-        epoch: u64,
-        beat: Beat,
-    ) -> Heartbeats {
-        let stop = Arc::new(AtomicBool::new(false));
-        let last_answered = Arc::new(Mutex::new(None));
-        let nonce = Arc::new(Mutex::new(beat.first_nonce.clone()));
-        let (s, answered, history, shared_nonce) = (
-            Arc::clone(&stop),
-            Arc::clone(&last_answered),
-            history.clone(),
-            Arc::clone(&nonce),
-        );
-        let thread = std::thread::spawn(move || {
-            let mut conn: Option<Client> = None;
-            let mut last_nonce: Option<String> = beat.first_nonce.clone();
-            while !s.load(Ordering::SeqCst) {
-                let c = match conn.as_mut() {
-                    Some(c) => c,
-                    None => {
-                        let Ok(sa) = addr.parse() else { return };
-                        match std::net::TcpStream::connect_timeout(&sa, BEAT) {
-                            Ok(stream) => conn.insert(Client::from_stream(stream)),
-                            Err(_) => {
-                                std::thread::sleep(BEAT);
-                                continue;
-                            }
-                        }
-                    }
-                };
-                let ttl = TTL.as_millis().to_string();
-                let epoch = epoch.to_string();
-                let mut args = vec!["CLUSTERX", "HEARTBEAT", master, &ttl, &epoch];
-                let echoed = last_nonce.clone();
-                if let (true, Some(n)) = (beat.nonce, echoed.as_deref()) {
-                    args.extend(["NONCE", n]);
-                }
-                let sent = Instant::now();
-                history.granted(node, sent, TTL);
-                c.send(&args);
-                match c.try_read(beat.patience) {
-                    Some(reply) if !reply.is_error() => {
-                        *answered.lock().expect("answered") = Some(Instant::now());
-                        last_nonce = support::info_fields(&reply).get("lease_nonce").cloned();
-                        shared_nonce.lock().expect("nonce").clone_from(&last_nonce);
-                    }
-                    _ => conn = None,
-                }
-                std::thread::sleep(beat.interval.saturating_sub(sent.elapsed()));
-            }
-        });
-        Heartbeats {
-            stop,
-            thread: Some(thread),
-            last_answered,
-            nonce,
-        }
-    }
-
-    fn nonce(&self) -> Option<String> {
-        self.nonce.lock().expect("nonce").clone()
-    }
-
-    fn last_answered(&self) -> Option<Instant> {
-        *self.last_answered.lock().expect("answered")
-    }
-
-    fn stop(mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// Writers recording into the history until stopped; `inside`: the threads
-/// enter that host first (its own clients).
-struct Clients {
-    stop: Arc<AtomicBool>,
-    threads: Vec<JoinHandle<Vec<String>>>,
-}
-
-impl Clients {
-    fn start(
-        history: &History,
-        node: &str,
-        addr: String,
-        inside: Option<&Host>,
-        n: usize,
-    ) -> Clients {
-        let stop = Arc::new(AtomicBool::new(false));
-        let threads = (0..n)
-            .map(|w| {
-                let (stop, history, inside) = (Arc::clone(&stop), history.clone(), inside.cloned());
-                let (node, addr) = (node.to_string(), addr.clone());
-                std::thread::spawn(move || {
-                    if let Some(host) = &inside {
-                        host.enter();
-                    }
-                    let name = format!("{node}{w}");
-                    let mut r =
-                        Recorder::new(&history, &name, &node, &addr, Duration::from_secs(2));
-                    let mut keys = Vec::new();
-                    let mut i = 0u64;
-                    while !stop.load(Ordering::SeqCst) {
-                        let key = format!("{name}-{i}");
-                        let outcome = r.set(&key, &format!("v{i}"));
-                        keys.push(key);
-                        i += 1;
-                        let pause = if matches!(outcome, Outcome::Ok) {
-                            2
-                        } else {
-                            20
-                        };
-                        std::thread::sleep(Duration::from_millis(pause));
-                    }
-                    keys
-                })
-            })
-            .collect();
-        Clients { stop, threads }
-    }
-
-    fn finish(self) -> Vec<String> {
-        self.stop.store(true, Ordering::SeqCst);
-        self.threads
-            .into_iter()
-            .flat_map(|t| t.join().expect("client thread"))
-            .collect()
-    }
 }
 
 /// A command from the controller's side to a host's leasegate.
@@ -480,6 +302,7 @@ fn delayed_heartbeats(nonce: bool) -> Option<Verdict> {
         patience: Duration::from_secs(1),
         // Spaced out, so each grant's window stands alone.
         interval: Duration::from_millis(1500),
+        ttl: TTL,
     };
     let beats = Heartbeats::start(&history, "A", relay.addr.clone(), A_ID, 1, beat);
     let clients = Clients::start(

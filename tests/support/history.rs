@@ -12,7 +12,9 @@
 //! * **late acknowledgements**: a write answered `OK` through a node when no
 //!   lease the controller granted that node covered the answer's arrival
 //!   (grant sent at `s` with TTL `t` covers `[s, s + t]`: whatever leasegate
-//!   anchors its lease to, it must not be later than the controller's send).
+//!   anchors its lease to, it must not be later than the controller's send);
+//! * **refused writes applied**: a write answered with an error (fenced,
+//!   refused) whose value the final master holds anyway.
 //!
 //! Outcomes are `ok`, `error` (the write certainly failed, e.g. a fenced
 //! write) or `unknown` (`-UNKNOWN`, a timeout, a broken connection: it may
@@ -21,7 +23,9 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// How a write ended, as the client saw it.
@@ -93,13 +97,19 @@ pub struct Verdict {
     pub split_brain: Vec<Op>,
     pub lost: Vec<Op>,
     pub late: Vec<Op>,
+    /// Writes answered with an error (refused, fenced) that the final
+    /// master has anyway, with no other write to explain the value.
+    pub applied_refused: Vec<Op>,
     /// The short report: counts and the first violations with their timelines.
     pub report: String,
 }
 
 impl Verdict {
     pub fn clean(&self) -> bool {
-        self.split_brain.is_empty() && self.lost.is_empty() && self.late.is_empty()
+        self.split_brain.is_empty()
+            && self.lost.is_empty()
+            && self.late.is_empty()
+            && self.applied_refused.is_empty()
     }
 
     /// Panics with the report unless no violation was found.
@@ -190,6 +200,21 @@ impl History {
                 v.lost.push(op.clone());
             }
         }
+        // (d) refused writes that took effect anyway.
+        for op in log
+            .ops
+            .iter()
+            .filter(|o| matches!(o.outcome, Outcome::Error(_)))
+        {
+            if final_data.get(&op.key) == Some(&op.value) {
+                let explained = by_key[op.key.as_str()]
+                    .iter()
+                    .any(|w| w.value == op.value && !matches!(w.outcome, Outcome::Error(_)));
+                if !explained {
+                    v.applied_refused.push(op.clone());
+                }
+            }
+        }
         // (c) late acknowledgements.
         if !log.grants.is_empty() {
             for op in acked() {
@@ -249,10 +274,11 @@ fn report(v: &Verdict, log: &Log, origin: Option<Instant>) -> String {
     }
     let _ = writeln!(
         out,
-        "violations: {} split-brain, {} lost, {} late acknowledgements",
+        "violations: {} split-brain, {} lost, {} late acknowledgements, {} refused but applied",
         v.split_brain.len(),
         v.lost.len(),
-        v.late.len()
+        v.late.len(),
+        v.applied_refused.len()
     );
     let mut show = |what: &str, ops: &[Op]| {
         for op in ops.iter().take(5) {
@@ -272,6 +298,7 @@ fn report(v: &Verdict, log: &Log, origin: Option<Instant>) -> String {
     show("split-brain", &v.split_brain);
     show("lost", &v.lost);
     show("late", &v.late);
+    show("refused but applied", &v.applied_refused);
     out
 }
 
@@ -409,4 +436,191 @@ pub fn read_back(addr: &str, keys: impl IntoIterator<Item = String>) -> HashMap<
         }
     }
     out
+}
+
+// ---------------------------------------------------------------------------
+// The controller's heartbeats and the clients, as threads.
+
+/// Time between heartbeats ([`Beat::nonce`]).
+pub const BEAT: Duration = Duration::from_millis(100);
+
+/// The controller's heartbeats to one node, in a thread: every [`BEAT`],
+/// `CLUSTERX HEARTBEAT <master> <ttl> <epoch> NONCE <last nonce>` (without
+/// a nonce when `nonce` is false), each grant recorded in the history at its
+/// send time. A heartbeat that gets no answer in 100 ms drops its connection.
+pub struct Heartbeats {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    /// When a heartbeat last got its answer.
+    last_answered: Arc<Mutex<Option<Instant>>>,
+    /// The last nonce A sent.
+    nonce: Arc<Mutex<Option<String>>>,
+}
+
+/// How a [`Heartbeats`] thread talks.
+#[derive(Clone)]
+pub struct Beat {
+    /// Echo the last nonce (`NONCE <n>`).
+    pub nonce: bool,
+    /// The nonce to echo first (from an earlier exchange).
+    pub first_nonce: Option<String>,
+    /// How long to wait for an answer before dropping the connection.
+    pub patience: Duration,
+    /// From one heartbeat's send to the next.
+    pub interval: Duration,
+    /// The lease TTL each heartbeat grants.
+    pub ttl: Duration,
+}
+
+impl Beat {
+    pub fn nonce() -> Beat {
+        Beat {
+            nonce: true,
+            first_nonce: None,
+            patience: BEAT,
+            interval: BEAT,
+            ttl: Duration::from_millis(500),
+        }
+    }
+}
+
+impl Heartbeats {
+    pub fn start(
+        history: &History,
+        node: &'static str,
+        addr: String,
+        master: &'static str,
+        epoch: u64,
+        beat: Beat,
+    ) -> Heartbeats {
+        let stop = Arc::new(AtomicBool::new(false));
+        let last_answered = Arc::new(Mutex::new(None));
+        let nonce = Arc::new(Mutex::new(beat.first_nonce.clone()));
+        let (s, answered, history, shared_nonce) = (
+            Arc::clone(&stop),
+            Arc::clone(&last_answered),
+            history.clone(),
+            Arc::clone(&nonce),
+        );
+        let thread = std::thread::spawn(move || {
+            let mut conn: Option<super::Client> = None;
+            let mut last_nonce: Option<String> = beat.first_nonce.clone();
+            while !s.load(Ordering::SeqCst) {
+                let c = match conn.as_mut() {
+                    Some(c) => c,
+                    None => {
+                        let Ok(sa) = addr.parse() else { return };
+                        match std::net::TcpStream::connect_timeout(&sa, BEAT) {
+                            Ok(stream) => conn.insert(super::Client::from_stream(stream)),
+                            Err(_) => {
+                                std::thread::sleep(BEAT);
+                                continue;
+                            }
+                        }
+                    }
+                };
+                let ttl = beat.ttl.as_millis().to_string();
+                let epoch = epoch.to_string();
+                let mut args = vec!["CLUSTERX", "HEARTBEAT", master, &ttl, &epoch];
+                let echoed = last_nonce.clone();
+                if let (true, Some(n)) = (beat.nonce, echoed.as_deref()) {
+                    args.extend(["NONCE", n]);
+                }
+                let sent = Instant::now();
+                history.granted(node, sent, beat.ttl);
+                if c.try_send(&args).is_err() {
+                    conn = None;
+                    continue;
+                }
+                match c.read_within(beat.patience) {
+                    Ok(Some(reply)) if !reply.is_error() => {
+                        *answered.lock().expect("answered") = Some(Instant::now());
+                        last_nonce = super::info_fields(&reply).get("lease_nonce").cloned();
+                        shared_nonce.lock().expect("nonce").clone_from(&last_nonce);
+                    }
+                    _ => conn = None,
+                }
+                std::thread::sleep(beat.interval.saturating_sub(sent.elapsed()));
+            }
+        });
+        Heartbeats {
+            stop,
+            thread: Some(thread),
+            last_answered,
+            nonce,
+        }
+    }
+
+    pub fn nonce(&self) -> Option<String> {
+        self.nonce.lock().expect("nonce").clone()
+    }
+
+    pub fn last_answered(&self) -> Option<Instant> {
+        *self.last_answered.lock().expect("answered")
+    }
+
+    pub fn stop(mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Writers recording into the history until stopped; `inside`: the threads
+/// enter that host first (its own clients). Each writes unique keys, a
+/// few ms apart (more after a failure).
+pub struct Clients {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<Vec<String>>>,
+}
+
+impl Clients {
+    pub fn start(
+        history: &History,
+        node: &str,
+        addr: String,
+        inside: Option<&super::netns::Host>,
+        n: usize,
+    ) -> Clients {
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = (0..n)
+            .map(|w| {
+                let (stop, history, inside) = (Arc::clone(&stop), history.clone(), inside.cloned());
+                let (node, addr) = (node.to_string(), addr.clone());
+                std::thread::spawn(move || {
+                    if let Some(host) = &inside {
+                        host.enter();
+                    }
+                    let name = format!("{node}{w}");
+                    let mut r =
+                        Recorder::new(&history, &name, &node, &addr, Duration::from_secs(2));
+                    let mut keys = Vec::new();
+                    let mut i = 0u64;
+                    while !stop.load(Ordering::SeqCst) {
+                        let key = format!("{name}-{i}");
+                        let outcome = r.set(&key, &format!("v{i}"));
+                        keys.push(key);
+                        i += 1;
+                        let pause = if matches!(outcome, Outcome::Ok) {
+                            2
+                        } else {
+                            20
+                        };
+                        std::thread::sleep(Duration::from_millis(pause));
+                    }
+                    keys
+                })
+            })
+            .collect();
+        Clients { stop, threads }
+    }
+
+    pub fn finish(self) -> Vec<String> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.threads
+            .into_iter()
+            .flat_map(|t| t.join().expect("client thread"))
+            .collect()
+    }
 }

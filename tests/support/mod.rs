@@ -144,6 +144,11 @@ impl RedisServer {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// The server's process id (for signals).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).expect("running")
+    }
+
     /// Starts the server on `self.port`; its exit status if it could not
     /// listen there.
     fn launch(&mut self) -> Result<(), ExitStatus> {
@@ -456,6 +461,14 @@ impl Client {
         self.send_raw(&encode(&args));
     }
 
+    /// Sends a command; `Err` if the connection is broken (no panic).
+    pub fn try_send(&mut self, args: &[&str]) -> Result<(), String> {
+        let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+        self.stream
+            .write_all(&encode(&args))
+            .map_err(|e| format!("write failed: {e}"))
+    }
+
     /// One raw byte of what the peer sent (for answers that are not RESP).
     pub fn read_byte(&mut self) -> Option<u8> {
         if !self.buf.is_empty() {
@@ -484,21 +497,28 @@ impl Client {
             .unwrap_or_else(|| panic!("no reply within {PATIENCE:?}"))
     }
 
-    /// Reads one reply, or `None` if none arrives within `wait`.
+    /// Reads one reply, or `None` if none arrives within `wait`; panics if
+    /// the connection closes or breaks.
     pub fn try_read(&mut self, wait: Duration) -> Option<Reply> {
+        self.read_within(wait).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Reads one reply within `wait`: `Ok(None)` if none came, `Err` if the
+    /// connection closed or broke (for tests where that is expected).
+    pub fn read_within(&mut self, wait: Duration) -> Result<Option<Reply>, String> {
         let deadline = Instant::now() + wait;
         loop {
             if let Some(reply) = self.decode() {
-                return Some(reply);
+                return Ok(Some(reply));
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return None;
+                return Ok(None);
             }
             self.stream.set_read_timeout(Some(left)).expect("timeout");
             let mut chunk = [0u8; 64 * 1024];
             match self.stream.read(&mut chunk) {
-                Ok(0) => panic!("connection closed while waiting for a reply"),
+                Ok(0) => return Err("connection closed while waiting for a reply".into()),
                 Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
                 Err(e)
                     if matches!(
@@ -506,9 +526,9 @@ impl Client {
                         std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
                     ) =>
                 {
-                    return None
+                    return Ok(None)
                 }
-                Err(e) => panic!("read failed: {e}"),
+                Err(e) => return Err(format!("read failed: {e}")),
             }
         }
     }
