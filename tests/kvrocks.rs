@@ -638,3 +638,35 @@ fn a_refused_cluster_failover_leaves_the_master_as_it_was() {
     assert_eq!(controller.version(), 1, "nothing switched");
     assert_eq!(info_field(&mut direct, "role").as_deref(), Some("master"));
 }
+
+/// A topology that promotes this node ends its demotion even before the
+/// controller grants the lease: a write there is fenced, not handed back to
+/// the old master (which, demoted toward this node, would hand it back
+/// again: a loop until file descriptors ran out) nor answered `MOVED` to
+/// itself.
+#[test]
+fn a_promoting_topology_ends_the_demotion_before_the_lease_comes() {
+    let (Some(a), Some(b)) = (
+        Node::start(A_ID),
+        Node::start_with(B_ID, "block-write", "pause:\n  on_demote: moved\n"),
+    ) else {
+        return;
+    };
+    let v1 = topology((A_ID, &a), Some((B_ID, &b)));
+    a.set_nodes(&v1, 1);
+    b.set_nodes(&v1, 1);
+    let v2 = topology((B_ID, &b), Some((A_ID, &a)));
+    b.set_nodes(&v2, 2);
+    a.set_nodes(&v2, 2);
+    // No heartbeat for B yet.
+    let mut app = b.proxy.client();
+    let reply = app.cmd(&["SET", "k", "v"]);
+    let text = reply.error_text().to_string();
+    assert!(
+        !text.starts_with("MOVED") && !text.starts_with("TRYAGAIN"),
+        "{reply:?}"
+    );
+    assert!(reply.is_error(), "no lease yet: {reply:?}");
+    assert!(!heartbeat(&mut b.proxy.client(), B_ID, 600_000, 2).is_error());
+    assert_eq!(app.cmd(&["SET", "k", "v"]), Reply::ok());
+}

@@ -488,8 +488,12 @@ impl Gate {
                     return;
                 };
                 if crate::kvrocks::topology::listed_as_master(nodes, &me) {
-                    // The lease still comes only from the controller; a
-                    // poller asks it now rather than at its next tick.
+                    // No longer demoted: writes stop being handed to (or
+                    // MOVED toward) another node, which may itself point
+                    // back here. The lease still comes only from the
+                    // controller (until then writes are fenced); a poller
+                    // asks it now rather than at its next tick.
+                    self.role.clear_demotion();
                     self.role.topology_promoted();
                     return;
                 }

@@ -70,8 +70,20 @@ impl Lab {
             .stderr(Stdio::null())
             .status()
             .is_ok_and(|s| s.success());
+        // Namespaces alone are not enough: veth pairs must work too.
+        let ok = ok
+            && Command::new("ip")
+                .args([
+                    "-n", &probe, "link", "add", "p0", "type", "veth", "peer", "name", "p1",
+                ])
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+        let _ = Command::new("ip")
+            .args(["netns", "del", &probe])
+            .stderr(Stdio::null())
+            .status();
         if ok {
-            run("ip", &["netns", "del", &probe]);
             return Some(Lab {
                 tag,
                 hosts: Vec::new(),
