@@ -224,3 +224,65 @@ fn readyz_reports_an_unreachable_node() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// `GET /v1/probe`: the node probe's record. A stopped node (SIGSTOP) is
+/// reported unreachable (each probe gets one interval to answer), and
+/// reachable again when it resumes.
+#[test]
+fn the_probe_reports_a_stopped_node() {
+    let redis = RedisServer::start();
+    let proxy = admin_proxy(&redis, "");
+    let probe = || {
+        let (status, body) = http(proxy.admin_port(), "GET", "/v1/probe", None, None);
+        assert_eq!(status, 200, "{body}");
+        json(&body)
+    };
+    let start = Instant::now();
+    while probe()["reachable"] != true {
+        assert!(start.elapsed() < PATIENCE, "never reachable: {}", probe());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let p = probe();
+    assert_eq!(p["enabled"], true);
+    assert_eq!(p["probe_interval_ms"], 100);
+    assert_eq!(p["role"], "master");
+    assert_eq!(p["consecutive_failures"], 0);
+    assert!(p["last_success_ms_ago"].as_u64().is_some(), "{p}");
+    assert!(p["lease"]["valid"].is_boolean(), "{p}");
+
+    let signal = |name: &str| {
+        let ok = std::process::Command::new("kill")
+            .args([&format!("-{name}"), &redis.pid().to_string()])
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill -{name}");
+    };
+    signal("STOP");
+    let stopped = Instant::now();
+    while probe()["reachable"] != false {
+        assert!(
+            stopped.elapsed() < PATIENCE,
+            "a stopped node still reported reachable: {}",
+            probe()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    eprintln!("stopped node reported after {:?}", stopped.elapsed());
+    let p = probe();
+    assert!(p["consecutive_failures"].as_u64() >= Some(1), "{p}");
+    assert!(p["error"].is_string(), "{p}");
+    let (_, metrics) = http(proxy.admin_port(), "GET", "/metrics", None, None);
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("leasegate_node_probe_failures ") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+    signal("CONT");
+    let start = Instant::now();
+    while probe()["reachable"] != true {
+        assert!(start.elapsed() < PATIENCE, "never reachable again");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

@@ -8,6 +8,9 @@
 //! * `GET /metrics` — Prometheus/OpenMetrics text of everything under `leasegate_`;
 //! * `GET /v1/status` — the lease, the node's replication state, pause and
 //!   failover state as JSON;
+//! * `GET /v1/probe` — the node probe's record (reachable, failures in a
+//!   row, last success age, role, offset, lease): a local witness for a
+//!   controller's failover vote;
 //! * `POST /v1/lease` — push renewal over HTTP, the same
 //!   grant a `CLUSTERX HEARTBEAT` carries: `{"master_node_id", "epoch",
 //!   "ttl_ms", "nonce"?}`. A grant naming another node revokes the lease.
@@ -48,7 +51,7 @@ use crate::guard::pause::{PauseMode, PauseStatus};
 use crate::guard::role::Source;
 use crate::kvrocks::admin_api::{
     self as api, Demoted, ErrorBody, FailoverRequest, FailoverState, LeaseOutcome, LeaseRequest,
-    LeaseResponse, LeaseView, PauseRequest, PauseResponse, PauseView, Status,
+    LeaseResponse, LeaseView, PauseRequest, PauseResponse, PauseView, ProbeReport, Status,
     FAILOVER_FAILED_STATUS,
 };
 
@@ -176,6 +179,7 @@ async fn route(
         "/readyz" => ("/readyz", "GET"),
         "/metrics" => ("/metrics", "GET"),
         "/v1/status" => ("/v1/status", "GET"),
+        "/v1/probe" => ("/v1/probe", "GET"),
         "/v1/lease" => ("/v1/lease", "POST"),
         "/v1/pause" => ("/v1/pause", "POST"),
         "/v1/unpause" => ("/v1/unpause", "POST"),
@@ -198,6 +202,7 @@ async fn route(
         "/readyz" => Ok(readyz(shared)),
         "/metrics" => metrics(shared),
         "/v1/status" => Ok(json(StatusCode::OK, &status(shared))),
+        "/v1/probe" => Ok(json(StatusCode::OK, &probe_report(shared))),
         _ => match read_body(req).await {
             Ok(body) if route == "/v1/pause" => post_pause(shared, &body),
             Ok(body) if route == "/v1/failover" => post_failover(shared, &body).await,
@@ -358,6 +363,7 @@ fn readyz(shared: &ControlContext) -> Response<Full<Bytes>> {
 }
 
 fn metrics(shared: &ControlContext) -> Result<Response<Full<Bytes>>, ApiError> {
+    shared.metrics.lease.refresh(shared.gate.lease());
     let mut out = String::new();
     prometheus_client::encoding::text::encode(&mut out, &shared.registry)
         .map_err(|source| ApiError::MetricsEncoding { source })?;
@@ -399,6 +405,26 @@ fn node_view(view: probe::NodeView) -> api::NodeView {
     api::NodeView {
         replication: view.replication,
         error: view.error,
+    }
+}
+
+fn probe_report(shared: &ControlContext) -> ProbeReport {
+    let view = shared.node.view();
+    let interval = shared.config.lease.probe_interval;
+    let replication = view.replication.unwrap_or_default();
+    ProbeReport {
+        enabled: !interval.is_zero(),
+        probe_interval_ms: u64::try_from(interval.as_millis()).unwrap_or(u64::MAX),
+        reachable: view.probes > 0 && view.failures == 0,
+        consecutive_failures: view.failures,
+        last_success_ms_ago: view
+            .last_success
+            .map(|t| u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX)),
+        probes: view.probes,
+        role: replication.role,
+        offset: replication.offset,
+        error: view.error,
+        lease: lease_view(&shared.gate.lease().snapshot()),
     }
 }
 

@@ -14,7 +14,7 @@ use crate::command::CommandTable;
 use crate::config::{Config, VerifyMode};
 use crate::guard::control::ControlPolicy;
 use crate::guard::gate::{Gate, GateParts, Policy};
-use crate::guard::lease::{Clock, Lease, LeaseTuning};
+use crate::guard::lease::{Clock, Lease, LeaseMetrics, LeaseTuning};
 use crate::guard::pause::Pause;
 use crate::guard::role::Role;
 use crate::guard::verify::Verifier;
@@ -33,6 +33,11 @@ pub struct ControlMetrics {
     pub poll: poll::PollMetrics,
     /// `leasegate_client_connections`.
     pub sessions: Gauge,
+    /// `leasegate_lease_valid`, `_remaining_seconds`, `_epoch`, refreshed
+    /// at each scrape.
+    pub lease: LeaseMetrics,
+    /// `leasegate_failovers_total{result}`, durations and stalls.
+    pub failover: Arc<failover::FailoverMetrics>,
 }
 
 /// What the control plane's parts share.
@@ -101,14 +106,31 @@ impl ControlContext {
             "Client connections being served",
             metrics.sessions.clone(),
         );
+        metrics.lease.register(&mut registry);
+        metrics.failover.register(&mut registry);
+        let node = Arc::new(probe::NodeStatus::default());
+        node.register(&mut registry);
+        register_build_info(&mut registry);
         ControlContext {
             config,
             gate,
             role,
-            node: Arc::new(probe::NodeStatus::default()),
+            node,
             registry,
             metrics,
             shutdown: CancellationToken::new(),
         }
     }
+}
+
+/// `leasegate_build_info{version}` = 1.
+fn register_build_info(registry: &mut Registry) {
+    use prometheus_client::metrics::family::Family;
+    let info: Family<Vec<(String, String)>, Gauge> = Family::default();
+    info.get_or_create(&vec![(
+        "version".to_string(),
+        env!("CARGO_PKG_VERSION").to_string(),
+    )])
+    .set(1);
+    registry.register("build_info", "The running leasegate's version", info);
 }

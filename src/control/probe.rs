@@ -2,9 +2,18 @@
 //! `lease.probe_interval_ms`. A node that reports itself a replica has its
 //! lease revoked at once, whatever the controller last said; the role and
 //! offset are also what `/v1/status` reports.
+//!
+//! The probe is also a **local witness** for a controller's failover vote
+//! (kvrocks-controller PR #396): `GET /v1/probe` reports whether the node
+//! answers, how many probes in a row failed, how long ago one last
+//! succeeded, its role and sequence. Each probe gets at most one interval to
+//! answer, so a stopped node is reported within two intervals.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -14,10 +23,14 @@ use crate::guard::role::Source;
 use crate::kvrocks::topology::Replication;
 use crate::proxy::backend::ControlConnection;
 
-/// The latest the node said about itself.
+/// The latest the node said about itself, and the probe's record.
 #[derive(Debug, Default)]
 pub struct NodeStatus {
     inner: Mutex<NodeView>,
+    /// `leasegate_node_probe_failures`: failed probes in a row.
+    pub failures_gauge: Gauge,
+    /// `leasegate_node_is_master`: 1 when the last probe saw `master`.
+    pub is_master_gauge: Gauge,
 }
 
 #[derive(Debug, Default, Clone, serde::Serialize)]
@@ -25,6 +38,15 @@ pub struct NodeView {
     pub replication: Option<Replication>,
     /// Why the last probe failed, if it did.
     pub error: Option<String>,
+    /// Failed probes in a row (0 after a success).
+    #[serde(skip)]
+    pub failures: u64,
+    /// When a probe last succeeded.
+    #[serde(skip)]
+    pub last_success: Option<Instant>,
+    /// Probes made so far.
+    #[serde(skip)]
+    pub probes: u64,
 }
 
 impl NodeStatus {
@@ -32,10 +54,46 @@ impl NodeStatus {
         self.inner.lock().map(|v| v.clone()).unwrap_or_default()
     }
 
-    fn set(&self, view: NodeView) {
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "node_probe_failures",
+            "Probes of the node that failed in a row (0 after a success)",
+            self.failures_gauge.clone(),
+        );
+        registry.register(
+            "node_is_master",
+            "1 when the node's last ROLE said master",
+            self.is_master_gauge.clone(),
+        );
+    }
+
+    fn succeeded(&self, replication: Replication) {
+        let master = replication.role.as_deref() == Some("master");
         if let Ok(mut v) = self.inner.lock() {
-            *v = view;
+            v.replication = Some(replication);
+            v.error = None;
+            v.failures = 0;
+            v.last_success = Some(Instant::now());
+            v.probes += 1;
         }
+        self.failures_gauge.set(0);
+        self.is_master_gauge.set(i64::from(master));
+    }
+
+    fn failed(&self, error: String) {
+        let failures = match self.inner.lock() {
+            Ok(mut v) => {
+                v.replication = None;
+                v.error = Some(error);
+                v.failures += 1;
+                v.probes += 1;
+                v.failures
+            }
+            Err(_) => 0,
+        };
+        self.failures_gauge
+            .set(i64::try_from(failures).unwrap_or(i64::MAX));
+        self.is_master_gauge.set(0);
     }
 }
 
@@ -57,21 +115,25 @@ pub async fn run(
             _ = ticker.tick() => {}
             _ = shutdown.cancelled() => return,
         }
+        // One interval at most per probe: a stopped node is reported
+        // within two.
+        let bound = interval.min(timeout).max(Duration::from_millis(1));
         if conn.is_none() {
-            match ControlConnection::open(&addr, password.as_deref(), timeout).await {
+            match ControlConnection::open(&addr, password.as_deref(), bound).await {
                 Ok(c) => conn = Some(c),
                 Err(e) => {
                     debug!(error = %e, "node probe cannot connect");
-                    status.set(NodeView {
-                        replication: None,
-                        error: Some(e.to_string()),
-                    });
+                    status.failed(e.to_string());
                     continue;
                 }
             }
         }
         let Some(c) = conn.as_mut() else { continue };
-        match c.call(&["ROLE"]).await {
+        let answer = match tokio::time::timeout(bound, c.call(&["ROLE"])).await {
+            Ok(answer) => answer.map_err(|e| e.to_string()),
+            Err(_) => Err(format!("no answer to ROLE within {} ms", bound.as_millis())),
+        };
+        match answer {
             Ok(reply) => {
                 let replication = Replication::from_role(&reply);
                 if replication.is_replica() && gate.lease().snapshot().valid {
@@ -81,17 +143,11 @@ pub async fn run(
                     gate.role()
                         .revoke("the node's ROLE is slave", Source::Probe);
                 }
-                status.set(NodeView {
-                    replication: Some(replication),
-                    error: None,
-                });
+                status.succeeded(replication);
             }
             Err(e) => {
                 conn = None;
-                status.set(NodeView {
-                    replication: None,
-                    error: Some(e.to_string()),
-                });
+                status.failed(e);
             }
         }
     }

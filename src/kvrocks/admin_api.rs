@@ -138,6 +138,31 @@ pub struct NodeView {
     pub error: Option<String>,
 }
 
+/// `GET /v1/probe`: the node probe's record, so that a controller (or a
+/// peer voting on a failover, kvrocks-controller PR #396) can ask the
+/// node's neighbour before declaring the node dead.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeReport {
+    /// Whether the probe runs (`lease.probe_interval_ms` > 0).
+    pub enabled: bool,
+    pub probe_interval_ms: u64,
+    /// The last probe got an answer.
+    pub reachable: bool,
+    /// Failed probes in a row (0 after a success).
+    pub consecutive_failures: u64,
+    /// Milliseconds since a probe last succeeded; `null` if none has.
+    pub last_success_ms_ago: Option<u64>,
+    /// Probes made since start.
+    pub probes: u64,
+    /// `master` / `slave`, from the last successful probe.
+    pub role: Option<String>,
+    /// Replication offset (Kvrocks: sequence number).
+    pub offset: Option<u64>,
+    /// Why the last probe failed, if it did.
+    pub error: Option<String>,
+    pub lease: LeaseView,
+}
+
 /// The pause (in `/v1/status` and the `/v1/pause`, `/v1/unpause` answers).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PauseView {

@@ -51,6 +51,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
 use redis_protocol::resp2::types::OwnedFrame;
 use tracing::{error, info, warn};
 
@@ -68,6 +72,57 @@ use crate::kvrocks::topology::Replication;
 use crate::proxy::backend::{BackendError, ControlConnection};
 
 mod cluster;
+
+/// `leasegate_failovers_total{result}`, `leasegate_failover_duration_seconds`
+/// and `leasegate_failover_stall_seconds` (how long writes were held).
+pub struct FailoverMetrics {
+    runs: Family<Vec<(String, String)>, Counter>,
+    duration: Histogram,
+    stall: Histogram,
+}
+
+impl Default for FailoverMetrics {
+    fn default() -> Self {
+        // 1 ms to 16 s.
+        let buckets = || Histogram::new(exponential_buckets(0.001, 2.0, 15));
+        FailoverMetrics {
+            runs: Family::default(),
+            duration: buckets(),
+            stall: buckets(),
+        }
+    }
+}
+
+impl FailoverMetrics {
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "failovers",
+            "Graceful failovers run from this leasegate, by result",
+            self.runs.clone(),
+        );
+        registry.register(
+            "failover_duration_seconds",
+            "Graceful failover run time, start to end",
+            self.duration.clone(),
+        );
+        registry.register(
+            "failover_stall_seconds",
+            "How long a graceful failover held writes",
+            self.stall.clone(),
+        );
+    }
+
+    fn record(&self, report: &FailoverReport, took: Duration) {
+        let result = report.result.as_str().to_string();
+        self.runs
+            .get_or_create(&vec![("result".to_string(), result)])
+            .inc();
+        self.duration.observe(took.as_secs_f64());
+        if let Some(ms) = report.stall_ms {
+            self.stall.observe(ms / 1000.0);
+        }
+    }
+}
 
 /// The longest lease a failover grants (a leasegate refuses longer ones).
 pub const MAX_LEASE_TTL_MS: u64 = crate::guard::lease::MAX_TTL_MS;
@@ -394,7 +449,13 @@ pub async fn run(shared: &ControlContext, request: FailoverRequest) -> FailoverR
         admin_token: shared.config.admin.token.clone(),
     };
     let gate = Arc::clone(&shared.gate);
-    let task = tokio::spawn(execute(guard, settings, request));
+    let metrics = Arc::clone(&shared.metrics.failover);
+    let task = tokio::spawn(async move {
+        let started = Instant::now();
+        let report = execute(guard, settings, request).await;
+        metrics.record(&report, started.elapsed());
+        report
+    });
     match task.await {
         Ok(report) => report,
         Err(e) => {
