@@ -270,6 +270,16 @@ pub struct LimitsConfig {
     /// that pipelines without reading its replies stalls at this bound
     /// instead of growing the proxy's memory; other clients are unaffected.
     pub max_client_output_bytes: usize,
+    /// A client that waits for nothing (no reply owed, no subscription, no
+    /// MONITOR or replication stream) and has neither completed a request
+    /// nor read reply bytes for this long is closed, like Redis's
+    /// `timeout`; a partial request does not count. Zero (the default)
+    /// leaves idle clients connected.
+    #[serde(
+        rename = "client_idle_timeout_ms",
+        deserialize_with = "millis::deserialize"
+    )]
+    pub client_idle_timeout: Duration,
 }
 
 impl Default for LimitsConfig {
@@ -280,6 +290,7 @@ impl Default for LimitsConfig {
             max_multibulk_len: 1024 * 1024,
             max_inline_len: 64 * 1024,
             max_client_output_bytes: 4 * 1024 * 1024,
+            client_idle_timeout: Duration::ZERO,
         }
     }
 }
@@ -571,6 +582,7 @@ mod tests {
         assert_eq!(c.listen.to_string(), "0.0.0.0:6380");
         assert_eq!(c.limits.max_bulk_len, 512 * 1024 * 1024);
         assert_eq!(c.limits.max_multibulk_len, 1_048_576);
+        assert!(c.limits.client_idle_timeout.is_zero(), "idle clients stay");
         assert!(c.commands.learn_from_backend);
         let err = Config::parse("listen: 127.0.0.1:1\n", "t")
             .unwrap_err()

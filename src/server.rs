@@ -138,6 +138,7 @@ impl Server {
             max_client_output: self.config.limits.max_client_output_bytes,
             connect_timeout: self.config.connect_timeout(),
             backend_addr: self.config.backend.addr.clone(),
+            idle_timeout: self.config.limits.client_idle_timeout,
         });
         let tracker = TaskTracker::new();
         let threads = match self.config.threads {

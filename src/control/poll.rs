@@ -157,7 +157,15 @@ impl Poller<'_> {
         let revocations = lease.revocations();
         if revocations != self.revocations_seen {
             self.revocations_seen = revocations;
-            self.fenced_at = Some(self.highest.unwrap_or(0).max(cluster.version));
+            let at = self.highest.unwrap_or(0).max(cluster.version);
+            self.fenced_at = Some(match self.ctx.role.last_promotion() {
+                // Every revocation so far came before the node accepted a
+                // topology listing it master at version `p`: they belong
+                // to an earlier version, and the controller's answer at
+                // `p` or later postdates them.
+                Some((p, seen)) if seen == revocations && p > 0 => at.min(p - 1),
+                _ => at,
+            });
         }
         match decide(&cluster, &me, self.highest) {
             // Unless a grant since (a push, a failover's rollback) made the

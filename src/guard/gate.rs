@@ -115,7 +115,11 @@ pub enum Effect {
     Replica { reason: String },
     /// `CLUSTERX SETNODES <nodes> ...`: revoke the lease if the topology lists
     /// this node as a slave (decided on the reply, with the node id known then).
-    Topology { nodes: String },
+    Topology {
+        nodes: String,
+        /// The topology's version, when it parses.
+        version: Option<u64>,
+    },
     /// `CLUSTERX SETNODEID <id>` on a control connection: the node's id.
     NodeId(String),
 }
@@ -459,6 +463,9 @@ impl Gate {
             Special::SetNodeId => None,
             Special::SetNodes => args.get(2).map(|nodes| Effect::Topology {
                 nodes: String::from_utf8_lossy(nodes).into_owned(),
+                version: args
+                    .get(3)
+                    .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok()),
             }),
             _ => {
                 // REPLICAOF host port (but not REPLICAOF NO ONE) makes this node a replica.
@@ -483,7 +490,7 @@ impl Gate {
     pub fn accepted(&self, effect: &Effect) {
         match effect {
             Effect::Replica { reason } => self.role.revoke(reason, Source::Node),
-            Effect::Topology { nodes } => {
+            Effect::Topology { nodes, version } => {
                 let Some(me) = self.lease.node_id() else {
                     return;
                 };
@@ -494,7 +501,7 @@ impl Gate {
                     // controller (until then writes are fenced); a poller
                     // asks it now rather than at its next tick.
                     self.role.clear_demotion();
-                    self.role.topology_promoted();
+                    self.role.topology_promoted(*version);
                     return;
                 }
                 if crate::kvrocks::topology::listed_as_replica(nodes, &me) {

@@ -164,6 +164,9 @@ pub struct Role {
     /// Signalled when the node accepted a topology that lists it as a
     /// master: a poller asks the controller at once instead of at its next tick.
     promoted: tokio::sync::Notify,
+    /// The last accepted topology listing this node master: its version,
+    /// and the lease's revocation count at that moment.
+    promotion: std::sync::Mutex<Option<(u64, u64)>>,
 }
 
 impl std::fmt::Debug for Role {
@@ -188,6 +191,7 @@ impl Role {
             failover: FailoverStatus::default(),
             metrics: RoleMetrics::default(),
             promoted: tokio::sync::Notify::new(),
+            promotion: std::sync::Mutex::new(None),
         }
     }
 
@@ -256,11 +260,20 @@ impl Role {
     }
 
     /// The node accepted a topology that lists it as a master.
-    pub fn topology_promoted(&self) {
+    pub fn topology_promoted(&self, version: Option<u64>) {
+        if let (Some(v), Ok(mut p)) = (version, self.promotion.lock()) {
+            *p = Some((v, self.lease.revocations()));
+        }
         self.promoted.notify_one();
     }
 
     /// Resolves when the node accepts a topology that lists it as a master.
+    /// The last accepted topology that listed this node master: its
+    /// version, and how many revocations the lease had seen by then.
+    pub fn last_promotion(&self) -> Option<(u64, u64)> {
+        self.promotion.lock().ok().and_then(|p| *p)
+    }
+
     pub async fn promoted(&self) {
         self.promoted.notified().await
     }

@@ -30,10 +30,23 @@ pub struct ReplyError(pub &'static str);
 pub struct ReplyFramer {
     /// Offset of the next unread element of the head reply.
     pos: usize,
-    /// Elements still expected by each open aggregate, innermost last.
-    open: Vec<u64>,
+    /// The aggregates open around the next element, innermost last.
+    open: Vec<Open>,
     /// Type byte of the top-level element being read.
     top: u8,
+    /// The line of the element at `pos` has no `\n` before this offset, so
+    /// that a long line arriving in pieces is scanned once (0: not known).
+    scanned: usize,
+}
+
+/// An aggregate whose elements are being read.
+#[derive(Debug, Clone, Copy)]
+struct Open {
+    /// Elements still expected.
+    left: u64,
+    /// A RESP3 attribute (`|`): not itself an element of the aggregate
+    /// around it, as the value it describes follows it.
+    attribute: bool,
 }
 
 const MAX_LINE: usize = 64 * 1024 * 1024;
@@ -53,25 +66,31 @@ impl ReplyFramer {
             if self.open.is_empty() {
                 self.top = kind;
             }
-            let Some(step) = element(buf, self.pos)? else {
+            let Some(step) = element(buf, self.pos, &mut self.scanned)? else {
                 return Ok(None);
             };
             self.pos = step.end;
             if step.children > 0 {
-                self.open.push(step.children);
+                self.open.push(Open {
+                    left: step.children,
+                    attribute: step.attribute,
+                });
+                continue;
+            }
+            // An empty attribute is no element either.
+            if step.attribute {
                 continue;
             }
             // One element is complete: close every aggregate it completes.
-            loop {
-                match self.open.last_mut() {
-                    None => break,
-                    Some(left) => {
-                        *left -= 1;
-                        if *left > 0 {
-                            break;
-                        }
-                        self.open.pop();
-                    }
+            while let Some(open) = self.open.last_mut() {
+                open.left -= 1;
+                if open.left > 0 {
+                    break;
+                }
+                // A closed attribute completes nothing: the element it
+                // describes comes next (RESP3 allows attributes anywhere).
+                if self.open.pop().is_some_and(|o| o.attribute) {
+                    break;
                 }
             }
             if !self.open.is_empty() {
@@ -94,18 +113,26 @@ impl ReplyFramer {
 struct Step {
     end: usize,
     children: u64,
+    /// An attribute (`|`), which precedes the element it describes.
+    attribute: bool,
 }
 
 /// Reads the element header at `at`: its end (for scalars, the end of the
 /// whole element) and the number of child elements that follow.
 #[inline]
-fn element(buf: &[u8], at: usize) -> Result<Option<Step>, ReplyError> {
+fn element(buf: &[u8], at: usize, scanned: &mut usize) -> Result<Option<Step>, ReplyError> {
     let kind = buf[at];
-    let Some(nl) = find_newline(buf, at + 1)? else {
+    let Some(nl) = find_newline(buf, at + 1, scanned)? else {
         return Ok(None);
     };
     let line_end = nl + 1;
-    let scalar = |end: usize| Ok(Some(Step { end, children: 0 }));
+    let scalar = |end: usize| {
+        Ok(Some(Step {
+            end,
+            children: 0,
+            attribute: false,
+        }))
+    };
     match kind {
         b'+' | b'-' | b':' | b'_' | b',' | b'#' | b'(' => scalar(line_end),
         b'$' | b'!' | b'=' => {
@@ -124,8 +151,13 @@ fn element(buf: &[u8], at: usize) -> Result<Option<Step>, ReplyError> {
         }
         b'*' | b'~' | b'>' | b'%' | b'|' => {
             let n = length(&buf[at + 1..nl])?;
+            let attribute = kind == b'|';
             if n <= 0 {
-                return scalar(line_end);
+                return Ok(Some(Step {
+                    end: line_end,
+                    children: 0,
+                    attribute,
+                }));
             }
             let children = if kind == b'%' || kind == b'|' {
                 (n as u64)
@@ -137,6 +169,7 @@ fn element(buf: &[u8], at: usize) -> Result<Option<Step>, ReplyError> {
             Ok(Some(Step {
                 end: line_end,
                 children,
+                attribute,
             }))
         }
         _ => Err(ReplyError("unknown type byte")),
@@ -144,11 +177,21 @@ fn element(buf: &[u8], at: usize) -> Result<Option<Step>, ReplyError> {
 }
 
 #[inline]
-fn find_newline(buf: &[u8], from: usize) -> Result<Option<usize>, ReplyError> {
-    match buf[from..].iter().position(|&b| b == b'\n') {
-        Some(i) => Ok(Some(from + i)),
+/// The first `\n` at or after `from`, searched from `*scanned` when that is
+/// further (the bytes before it were searched by an earlier call); records
+/// how far the search went when there is none yet.
+fn find_newline(buf: &[u8], from: usize, scanned: &mut usize) -> Result<Option<usize>, ReplyError> {
+    let start = from.max((*scanned).min(buf.len()));
+    match buf[start..].iter().position(|&b| b == b'\n') {
+        Some(i) => {
+            *scanned = 0;
+            Ok(Some(start + i))
+        }
         None if buf.len() - from > MAX_LINE => Err(ReplyError("line too long")),
-        None => Ok(None),
+        None => {
+            *scanned = buf.len();
+            Ok(None)
+        }
     }
 }
 
@@ -176,20 +219,38 @@ pub enum PubSubFrame {
 }
 
 /// Recognises a RESP2 pub/sub frame. Only called for `*` replies of a session
-/// in subscribe mode, so it may decode with `redis-protocol`.
+/// in subscribe mode. Pub/sub frames are flat (bulk strings and an integer):
+/// the elements are read in place and the frame is given up at the first
+/// other element, so a deep or wide reply costs neither recursion (a deep one
+/// overflowed the stack of `redis-protocol`'s decoder) nor a copy.
 pub fn pubsub_frame(frame: &[u8]) -> Option<PubSubFrame> {
-    use redis_protocol::resp2::types::OwnedFrame as F;
-    let (F::Array(items), _) = redis_protocol::resp2::decode::decode(frame).ok()?? else {
-        return None;
-    };
-    let F::BulkString(kind) = items.first()? else {
-        return None;
-    };
-    let count = match items.last() {
-        Some(F::Integer(n)) => *n,
-        _ => 0,
-    };
-    let kind = kind.to_ascii_lowercase();
+    let (n, mut at) = flat_header(frame, 0, b'*')?;
+    let mut kind: Option<&[u8]> = None;
+    // The last element's integer (the subscription count), else 0.
+    let mut count = 0;
+    for i in 0..n {
+        match frame.get(at)? {
+            b'$' => {
+                let (len, body) = flat_header(frame, at, b'$')?;
+                count = 0;
+                let Ok(len) = usize::try_from(len) else {
+                    if i == 0 {
+                        return None;
+                    }
+                    at = body;
+                    continue;
+                };
+                let end = body.checked_add(len)?;
+                if i == 0 {
+                    kind = Some(frame.get(body..end)?);
+                }
+                at = end.checked_add(2)?;
+            }
+            b':' if i > 0 => (count, at) = flat_header(frame, at, b':')?,
+            _ => return None,
+        }
+    }
+    let kind = kind?.to_ascii_lowercase();
     Some(match kind.as_slice() {
         b"message" | b"pmessage" | b"smessage" => PubSubFrame::Message,
         b"subscribe" | b"psubscribe" => PubSubFrame::Subscribed {
@@ -204,6 +265,18 @@ pub fn pubsub_frame(frame: &[u8]) -> Option<PubSubFrame> {
         b"sunsubscribe" => PubSubFrame::Unsubscribed { count, shard: true },
         _ => return None,
     })
+}
+
+/// The `<prefix><integer>\r\n` line at `at`: the integer and the offset
+/// just after the line.
+fn flat_header(frame: &[u8], at: usize, prefix: u8) -> Option<(i64, usize)> {
+    if *frame.get(at)? != prefix {
+        return None;
+    }
+    let line = frame.get(at + 1..)?;
+    let nl = line.iter().position(|&b| b == b'\n')?;
+    let n = length(&line[..nl]).ok()?;
+    Some((n, at + 1 + nl + 1))
 }
 
 #[cfg(test)]
@@ -268,6 +341,29 @@ mod tests {
         assert_eq!(frame_all(REPLIES[10], 2)[0].kind, b'$', "attribute skipped");
     }
 
+    /// RESP3 allows an attribute before any element, also inside an
+    /// aggregate, where it is not one of the aggregate's elements.
+    #[test]
+    fn nested_attributes_are_not_elements() {
+        let replies: [&[u8]; 4] = [
+            b">1\r\n|1\r\n$0\r\n\r\n$0\r\n\r\n$0\r\n\r\n",
+            b"*2\r\n|1\r\n+k\r\n+v\r\n:1\r\n|1\r\n+k\r\n|1\r\n+a\r\n+b\r\n+v\r\n:2\r\n",
+            b"%1\r\n+a\r\n|1\r\n+k\r\n*1\r\n|1\r\n+x\r\n+y\r\n:0\r\n$1\r\nx\r\n",
+            b"*2\r\n|0\r\n:1\r\n:2\r\n",
+        ];
+        for r in replies {
+            for step in [1, 5, 100] {
+                let heads = frame_all(r, step);
+                assert_eq!(heads.len(), 1, "{:?}", String::from_utf8_lossy(r));
+                assert_eq!(heads[0].len, r.len());
+            }
+            let (_, used) = redis_protocol::resp3::decode::complete::decode(r)
+                .expect("valid")
+                .expect("complete");
+            assert_eq!(used, r.len(), "as redis-protocol frames it");
+        }
+    }
+
     #[test]
     fn garbage_is_an_error() {
         let mut f = ReplyFramer::new();
@@ -297,6 +393,56 @@ mod tests {
             })
         );
         assert_eq!(pubsub_frame(b"*2\r\n$4\r\npong\r\n$0\r\n\r\n"), None);
+        assert_eq!(
+            pubsub_frame(b"*3\r\n$11\r\nunsubscribe\r\n$-1\r\n:0\r\n"),
+            Some(PubSubFrame::Unsubscribed {
+                count: 0,
+                shard: false
+            })
+        );
+        assert_eq!(
+            pubsub_frame(b"*4\r\n$8\r\npmessage\r\n$1\r\n*\r\n$2\r\nch\r\n$2\r\nhi\r\n"),
+            Some(PubSubFrame::Message)
+        );
+    }
+
+    /// Pub/sub frames are flat: a deep or wide reply is none, and is found
+    /// out without recursion (a deep one overflowed `redis-protocol`'s
+    /// decoder and aborted the proxy).
+    #[test]
+    fn deep_and_wide_replies_are_no_pubsub_frames() {
+        let deep = |head: &[u8]| {
+            let mut v = head.to_vec();
+            v.extend(b"*1\r\n".repeat(1_000_000));
+            v.extend_from_slice(b":1\r\n");
+            v
+        };
+        assert_eq!(pubsub_frame(&deep(b"")), None);
+        assert_eq!(
+            pubsub_frame(&deep(b"*3\r\n$7\r\nmessage\r\n$2\r\nch\r\n")),
+            None
+        );
+        let mut wide = b"*1000000\r\n".to_vec();
+        wide.extend(b":1\r\n".repeat(1_000_000));
+        assert_eq!(pubsub_frame(&wide), None);
+    }
+
+    #[test]
+    fn long_line_in_pieces_is_linear() {
+        // An 8 MiB error line (a script's error_reply can be that long) fed
+        // 512 bytes at a time: 16k calls. Searching each call from the line's
+        // start would scan ~64 GiB.
+        let mut reply = b"-ERR ".to_vec();
+        reply.resize(8 * 1024 * 1024, b'e');
+        reply.extend_from_slice(b"\r\n");
+        let heads = frame_all(&reply, 512);
+        assert_eq!(
+            heads,
+            [ReplyHead {
+                len: reply.len(),
+                kind: b'-'
+            }]
+        );
     }
 
     #[test]

@@ -53,6 +53,8 @@ pub enum ProtocolError {
     ExpectedBulk(char),
     #[error("too big mbulk count string")]
     HeaderTooLong,
+    #[error("too big bulk count string")]
+    BulkHeaderTooLong,
     #[error("too big inline request")]
     InlineTooLong,
     #[error("unbalanced quotes in request")]
@@ -247,7 +249,10 @@ fn header(
     let window = &rest[..rest.len().min(MAX_HEADER + 2)];
     let Some(cr) = window.iter().position(|&b| b == b'\r') else {
         if rest.len() > MAX_HEADER {
-            return Err(ProtocolError::HeaderTooLong);
+            return Err(match invalid {
+                ProtocolError::BulkLength => ProtocolError::BulkHeaderTooLong,
+                _ => ProtocolError::HeaderTooLong,
+            });
         }
         return Ok(None);
     };
@@ -793,6 +798,19 @@ mod tests {
         assert_eq!(
             ProtocolError::MultibulkLength.reply().as_ref(),
             b"-ERR Protocol error: invalid multibulk length\r\n"
+        );
+        // A header line with no end: Redis's texts differ for the array's
+        // and a bulk string's.
+        let endless = |head: &[u8]| {
+            let mut v = head.to_vec();
+            v.resize(head.len() + MAX_HEADER + 1, b'9');
+            RequestFramer::new(small).next(&v).unwrap_err()
+        };
+        assert_eq!(endless(b"*"), ProtocolError::HeaderTooLong);
+        assert_eq!(endless(b"*1\r\n$"), ProtocolError::BulkHeaderTooLong);
+        assert_eq!(
+            ProtocolError::BulkHeaderTooLong.reply().as_ref(),
+            b"-ERR Protocol error: too big bulk count string\r\n"
         );
     }
 

@@ -32,6 +32,15 @@
 //! `limits.max_client_output_bytes`; a held request stops reading too, so
 //! what the proxy keeps per connection is bounded.
 //!
+//! **Idle clients.** With `limits.client_idle_timeout_ms`, a client that
+//! waits for nothing and has neither completed a request nor read reply
+//! bytes for that long is closed ([`idle`]).
+//!
+//! **The client's end.** After the client's EOF (a half-close, or a client
+//! gone) the replies it is owed are still delivered, then the connection
+//! closes; a blocking command's reply is not waited for, as Redis drops a
+//! client at its EOF: closing the node connection gives the pop up there.
+//!
 //! A request the Gate holds stays at the head of the client buffer and stops
 //! only this connection; when its wait ends it is asked about again. A
 //! hand-over swaps the backend connection (to the new master's leasegate, or
@@ -39,6 +48,7 @@
 //! AUTH, HELLO, SELECT and CLIENT SETNAME first.
 
 mod handover;
+mod idle;
 mod reading;
 mod replies;
 mod state;
@@ -58,6 +68,7 @@ use crate::guard::gate::{Gate, Wait};
 use crate::resp::reply::ReplyFramer;
 use crate::resp::request::{Limits, RequestFramer};
 use handover::{Preconnect, Replay};
+use idle::IdleTimer;
 #[cfg(test)]
 use reading::DISCARD;
 use state::{Expect, Held, Lifecycle, Owed, Peer, Stall, Stream, Transaction, Watch, WriteTicket};
@@ -82,6 +93,8 @@ pub struct SessionContext {
     pub connect_timeout: std::time::Duration,
     /// This proxy's node, where moved sessions return when it is master again.
     pub backend_addr: String,
+    /// `limits.client_idle_timeout_ms`; zero leaves idle clients connected.
+    pub idle_timeout: std::time::Duration,
 }
 
 /// Per-connection protocol state, independent of the sockets.
@@ -141,12 +154,13 @@ pub async fn serve(
     let mut backend_eof = false;
     let mut draining = false;
     let mut preconnect: Option<Preconnect> = None;
+    let mut idle = IdleTimer::new(ctx.idle_timeout);
     // Created once: a fresh `cancelled()` per iteration would register with,
     // and leave, the token's shared waiter list on every request.
     let mut shutdown = std::pin::pin!(shutdown.cancelled_owned());
 
     loop {
-        if s.finished(client_eof || draining, backend_eof) {
+        if s.finished(client_eof, draining, backend_eof) {
             break;
         }
         if let Some(target) = s.handover_ready() {
@@ -178,6 +192,7 @@ pub async fn serve(
                 if r.is_err() || r.is_ok_and(|n| n == 0) {
                     break;
                 }
+                IdleTimer::interaction(&mut idle);
             }
             r = backend_tx.write_buf(&mut s.to_backend), if !s.to_backend.is_empty() => {
                 if r.is_err() || r.is_ok_and(|n| n == 0) {
@@ -204,8 +219,20 @@ pub async fn serve(
             }
             r = client_rx.read_buf(&mut s.from_client), if read_client => match r {
                 Ok(0) | Err(_) => client_eof = true,
-                Ok(_) => s.on_client_data(),
+                Ok(_) => {
+                    let buffered = s.from_client.len();
+                    s.on_client_data();
+                    if s.from_client.len() < buffered {
+                        IdleTimer::interaction(&mut idle); // a complete request
+                    }
+                }
             },
+            () = IdleTimer::fired(&mut idle), if idle.is_some() => {
+                if idle.as_mut().is_some_and(|t| t.expired(s.waits_on_client_only())) {
+                    debug!("closing an idle client");
+                    break;
+                }
+            }
             // Last: polled only when nothing else is ready.
             _ = &mut shutdown, if !draining => draining = true,
         }
@@ -250,14 +277,40 @@ impl Session {
         }
     }
 
-    /// Whether the session has nothing left to do.
-    fn finished(&self, no_more_requests: bool, backend_eof: bool) -> bool {
+    /// Whether the session has nothing left to do: no more requests will
+    /// come (`client_eof`, or `draining` after SIGTERM) and everything owed
+    /// has been written, save, once the client is gone, a blocking
+    /// command's reply (see the module documentation).
+    fn finished(&self, client_eof: bool, draining: bool, backend_eof: bool) -> bool {
         let written = self.to_client.is_empty();
         if self.lifecycle == Lifecycle::Closing || backend_eof {
             return written;
         }
-        no_more_requests
+        (client_eof || draining)
             && written
+            && matches!(self.stall, Stall::None)
+            && self.to_backend.is_empty()
+            && (self.awaits_nothing() || (client_eof && self.blocked()))
+    }
+
+    /// Whether the first backend reply owed is a blocking write's (BLPOP
+    /// and the like): every reply after it waits behind it.
+    fn blocked(&self) -> bool {
+        matches!(
+            self.owed.iter().find(|o| matches!(o, Owed::Reply(_))),
+            Some(Owed::Reply(Expect::Write(WriteTicket {
+                blocking: true,
+                ..
+            })))
+        )
+    }
+
+    /// Whether the connection waits on the client alone: no reply owed by
+    /// the node, nothing held, and no subscriber, MONITOR or replication
+    /// stream. Only such a client can be idle.
+    fn waits_on_client_only(&self) -> bool {
+        self.stream == Stream::Replies
+            && self.peer != Peer::Replica
             && matches!(self.stall, Stall::None)
             && self.to_backend.is_empty()
             && self.awaits_nothing()
@@ -314,11 +367,17 @@ impl Session {
 impl Drop for Session {
     fn drop(&mut self) {
         for owed in &self.owed {
-            if matches!(
-                owed,
-                Owed::Reply(Expect::Write(WriteTicket { counted: true, .. }))
-            ) {
-                self.gate.role().write_in_flight(false);
+            match owed {
+                Owed::Reply(Expect::Write(WriteTicket { counted: true, .. })) => {
+                    self.gate.role().write_in_flight(false);
+                }
+                // A pop whose reply never came may still have taken place
+                // (the node answered as the connection closed): the
+                // failover hears of it as it would of the reply.
+                Owed::Reply(Expect::Write(WriteTicket { blocking: true, .. })) => {
+                    self.gate.role().blocking_write_completed();
+                }
+                _ => {}
             }
         }
     }

@@ -386,3 +386,49 @@ fn a_replication_stream_passes_unframed_and_carries_only_replconf() {
         String::from_utf8_lossy(&refused)
     );
 }
+
+#[test]
+fn after_the_clients_eof_a_blocking_reply_is_not_waited_for() {
+    let (_, gate, mut s) = session(LeaseMode::Disabled);
+    let (eof, drain) = ((true, false), (false, true));
+    // A reply owed ahead of the pop still comes; the pop's may never.
+    client(&mut s, &[&["GET", "k"], &["BLPOP", "q", "0"]]);
+    to_node(&mut s);
+    assert!(!s.finished(eof.0, eof.1, false), "the GET's reply is owed");
+    node(&mut s, b"$-1\r\n");
+    to_client(&mut s);
+    assert!(s.finished(eof.0, eof.1, false), "only the pop is owed");
+    // A drain (SIGTERM) still waits for it, up to its timeout.
+    assert!(!s.finished(drain.0, drain.1, false));
+    // Whatever is pipelined behind the pop waits behind it.
+    client(&mut s, &[&["GET", "k"]]);
+    to_node(&mut s);
+    assert!(s.finished(eof.0, eof.1, false));
+    // The pop may have taken place as the connection closed: the failover
+    // hears of it as of a reply.
+    drop(s);
+    assert_eq!(gate.role().blocking_writes_completed(), 1);
+}
+
+#[test]
+fn only_a_client_owed_nothing_can_be_idle() {
+    let (_, _, mut s) = session(LeaseMode::Disabled);
+    assert!(s.waits_on_client_only());
+    client(&mut s, &[&["BLPOP", "q", "0"]]);
+    to_node(&mut s);
+    assert!(!s.waits_on_client_only(), "blocked");
+    node(&mut s, b"*2\r\n$1\r\nq\r\n$1\r\nv\r\n");
+    assert!(s.waits_on_client_only());
+    client(&mut s, &[&["SUBSCRIBE", "ch"]]);
+    to_node(&mut s);
+    node(&mut s, b"*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n");
+    assert!(!s.waits_on_client_only(), "subscribed");
+    client(&mut s, &[&["UNSUBSCRIBE"]]);
+    to_node(&mut s);
+    node(&mut s, b"*3\r\n$11\r\nunsubscribe\r\n$2\r\nch\r\n:0\r\n");
+    assert!(s.waits_on_client_only());
+    client(&mut s, &[&["MONITOR"]]);
+    to_node(&mut s);
+    node(&mut s, b"+OK\r\n");
+    assert!(!s.waits_on_client_only(), "monitoring");
+}
