@@ -15,6 +15,13 @@ COPY --from=build /src/target/release/leasegate /usr/local/bin/leasegate
 COPY config.example.yaml /etc/leasegate/leasegate.yaml
 USER leasegate
 EXPOSE 6380 9180
+# Liveness from the admin API's GET /healthz (admin.listen, 127.0.0.1:9180 by
+# default; 0.0.0.0:9180 answers there too). The image has no curl: bash's
+# /dev/tcp sends an HTTP/1.0 request and the status line must say 200.
+# A config that moves admin.listen elsewhere or disables it ("") needs
+# --no-healthcheck or its own HEALTHCHECK.
+HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
+    CMD ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/9180 && printf 'GET /healthz HTTP/1.0\\r\\n\\r\\n' >&3 && head -1 <&3 | grep -q ' 200 '"]
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/local/bin/leasegate"]
 CMD ["run", "--config", "/etc/leasegate/leasegate.yaml"]

@@ -95,6 +95,13 @@ impl Default for FailoverMetrics {
 
 impl FailoverMetrics {
     pub fn register(&self, registry: &mut Registry) {
+        // Both results exist from the start (at 0), so a rule's
+        // `increase(...)` sees the first failure.
+        for result in [FailoverState::Success, FailoverState::Failed] {
+            let _ = self
+                .runs
+                .get_or_create(&vec![("result".to_string(), result.as_str().to_string())]);
+        }
         registry.register(
             "failovers",
             "Graceful failovers run from this leasegate, by result",
