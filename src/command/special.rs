@@ -54,6 +54,8 @@ pub enum Special {
     BareLine,
     /// REPLCONF: the one request a replication connection still carries.
     ReplConf,
+    /// INFO: leasegate adds its own section.
+    Info,
 }
 
 /// `(command, subcommand, tag)`, lowercase.
@@ -98,6 +100,7 @@ pub(super) const SPECIALS: &[(&str, Option<&str>, Special)] = &[
     ("_fetch_file", None, Special::ReplicationStream),
     ("_db_name", None, Special::BareLine),
     ("replconf", None, Special::ReplConf),
+    ("info", None, Special::Info),
 ];
 
 #[cfg(test)]

@@ -151,6 +151,8 @@ pub enum Answer {
     /// A heartbeat: the node's `INFO replication` reply becomes the lease
     /// report (role, sequence, lease fields).
     Heartbeat { renewed: bool },
+    /// `INFO`: the node's reply gains the `# Leasegate` section.
+    Info,
 }
 
 /// Counters of what the Gate decided, registered under `leasegate_`.
@@ -329,6 +331,7 @@ impl Gate {
         }
         match r.class {
             Class::Read if self.pause.holds(false) => self.hold(r),
+            Class::Read if r.command.special == Special::Info => self.info(r),
             Class::Read => Verdict::Forward,
             Class::Write if self.pause.holds(true) => self.hold(r),
             Class::Write if self.role.is_demoted() => self.demoted(r),

@@ -4,10 +4,11 @@
 //! [`lease`], the write [`pause`], mastership [`verify`]cation and the
 //! node's [`role`] (demotion, hand-over target, writes in flight). The
 //! controller's own commands (heartbeats, `CLIENT PAUSE`, control AUTH) are
-//! answered by [`control`].
+//! answered by [`control`]; the `# Leasegate` section of `INFO` by [`info`].
 
 pub mod control;
 pub mod gate;
+pub mod info;
 pub mod lease;
 pub mod pause;
 pub mod role;

@@ -61,6 +61,10 @@ impl Session {
                     .heartbeat_reply(&self.from_backend[range], renewed);
                 self.to_client.extend_from_slice(&report);
             }
+            Some(Owed::Reply(Expect::Info)) => {
+                let reply = self.gate.info_reply(&self.from_backend[range]);
+                self.to_client.extend_from_slice(&reply);
+            }
             Some(Owed::Reply(expect)) => {
                 self.on_state_reply(expect, &head, &range);
                 self.to_client.extend_from_slice(&self.from_backend[range]);

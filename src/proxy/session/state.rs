@@ -63,6 +63,8 @@ pub(super) enum Expect {
     Heartbeat {
         renewed: bool,
     },
+    /// `INFO`: the reply gains the `# Leasegate` section.
+    Info,
 }
 
 /// How a forwarded write's reply is handled.
@@ -85,6 +87,7 @@ impl From<Answer> for Expect {
             Answer::Hello => Expect::Hello(None),
             Answer::Replace(b) => Expect::Replace(b),
             Answer::Heartbeat { renewed } => Expect::Heartbeat { renewed },
+            Answer::Info => Expect::Info,
         }
     }
 }
