@@ -16,6 +16,7 @@ use leasegate::kvrocks::admin_api::{
     FAILOVER_FAILED_STATUS,
 };
 use leasegate::kvrocks::admin_client::{AdminClient, AdminError};
+use leasegate::kvrocks::admin_text;
 use leasegate::server::Server;
 
 #[derive(Parser)]
@@ -64,13 +65,20 @@ enum Command {
         #[arg(long, env = "LEASEGATE_ADMIN_TOKEN", hide_env_values = true)]
         token: Option<String>,
     },
-    /// Helpers for scripts: status, lease, pause, unpause.
+    /// Look at or steer a running leasegate through its admin API.
+    ///
+    /// Exit codes: 0 done; 1 the call failed (leasegate unreachable, or it
+    /// refused: the error is printed); 2 bad usage; 3 (`probe`) the node
+    /// is unreachable.
     Ctl {
         /// Admin address (host:port) of the leasegate.
-        #[arg(long)]
+        #[arg(long, default_value = "127.0.0.1:9180")]
         admin: String,
         #[arg(long, env = "LEASEGATE_ADMIN_TOKEN", hide_env_values = true)]
         token: Option<String>,
+        /// Print the API's JSON answer instead of the summary (for scripts).
+        #[arg(long, global = true)]
+        json: bool,
         #[command(subcommand)]
         action: CtlAction,
     },
@@ -78,8 +86,10 @@ enum Command {
 
 #[derive(Subcommand)]
 enum CtlAction {
-    /// Print /v1/status.
+    /// The lease, the node, the pause, the failover state (/v1/status).
     Status,
+    /// The node probe's record (/v1/probe); exit 3 if the node is unreachable.
+    Probe,
     /// Grant (or, naming another node, revoke) the lease.
     Lease {
         #[arg(long)]
@@ -137,6 +147,7 @@ fn main() -> ExitCode {
         Command::Ctl {
             admin,
             token,
+            json,
             action,
         } => {
             let token = token.as_deref();
@@ -147,8 +158,21 @@ fn main() -> ExitCode {
                     "/v1/status",
                     admin_call(|client| async move { client.status(admin).await }),
                     true,
-                    print_pretty,
+                    |v| show(v, json, admin_text::status),
                 ),
+                CtlAction::Probe => {
+                    let answer = admin_call(|client| async move { client.probe(admin).await });
+                    let mut unreachable = false;
+                    let code = finish("GET", "/v1/probe", answer, true, |p| {
+                        unreachable = p.enabled && !p.reachable;
+                        show(p, json, admin_text::probe)
+                    });
+                    if unreachable {
+                        ExitCode::from(3)
+                    } else {
+                        code
+                    }
+                }
                 CtlAction::Lease {
                     master_node_id,
                     epoch,
@@ -167,7 +191,7 @@ fn main() -> ExitCode {
                             client.grant_lease(admin, token, &request).await
                         }),
                         true,
-                        print_pretty,
+                        |v| show(v, json, admin_text::lease_response),
                     )
                 }
                 CtlAction::Pause { timeout_ms, mode } => {
@@ -179,7 +203,7 @@ fn main() -> ExitCode {
                             |client| async move { client.pause(admin, token, &request).await },
                         ),
                         true,
-                        print_pretty,
+                        |v| show(v, json, admin_text::pause_response),
                     )
                 }
                 CtlAction::Unpause => finish(
@@ -187,7 +211,7 @@ fn main() -> ExitCode {
                     "/v1/unpause",
                     admin_call(|client| async move { client.unpause(admin, token).await }),
                     true,
-                    print_pretty,
+                    |v| show(v, json, admin_text::pause_response),
                 ),
             }
         }
@@ -291,6 +315,16 @@ fn finish<T>(
     };
     eprintln!("error: {method} {path} answered {status}");
     ExitCode::FAILURE
+}
+
+/// Prints an answer as a summary for people, or with `json` as the API's
+/// JSON.
+fn show<T: Serialize>(value: &T, json: bool, text: impl FnOnce(&T) -> String) -> Result<(), u16> {
+    if json {
+        return print_pretty(value);
+    }
+    println!("{}", text(value));
+    Ok(())
 }
 
 /// Prints an answer as indented JSON (object keys sorted, as the server

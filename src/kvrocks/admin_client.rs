@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use crate::kvrocks::admin_api::{
     ErrorBody, FailoverReport, FailoverRequest, LeaseRequest, LeaseResponse, PauseRequest,
-    PauseResponse, Status, FAILOVER_FAILED_STATUS,
+    PauseResponse, ProbeReport, Status, FAILOVER_FAILED_STATUS,
 };
 
 /// Largest admin answer read.
@@ -121,6 +121,12 @@ impl AdminClient {
     /// `GET /v1/status`.
     pub async fn status(&self, addr: &str) -> Result<Status, AdminError> {
         self.exchange(addr, "GET", "/v1/status", None, None::<&()>, None)
+            .await
+    }
+
+    /// `GET /v1/probe`.
+    pub async fn probe(&self, addr: &str) -> Result<ProbeReport, AdminError> {
+        self.exchange(addr, "GET", "/v1/probe", None, None::<&()>, None)
             .await
     }
 
