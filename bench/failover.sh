@@ -1,13 +1,34 @@
 #!/usr/bin/env bash
-# Failover benchmark: a master and its replica (redis-server), a leasegate beside each, an
-# open-loop load generator writing through the master's leasegate (proxy A), and a graceful
-# failover (POST /v1/failover) A→B, then back B→A, ... BENCH_FAILOVERS times. Reports per
-# failover the longest write stall any client saw, p99.9, client errors and lost writes
-# (every acknowledged key is read back from the final master), and plots latency around
-# the switch. The load generator is the cargo example failover_bench (bench/failover_bench/).
+# Failover benchmark: a master and its replica, a leasegate beside each, an open-loop load
+# generator writing through the master's leasegate (proxy A), and a graceful failover A→B, then
+# back B→A, ... BENCH_FAILOVERS times. Reports per failover the longest write stall any client
+# saw, p99.9, client errors and lost writes (every acknowledged key is read back from the final
+# master's node, bypassing the proxies), and plots latency around the switch. The load generator
+# is the cargo example failover_bench (bench/failover_bench/).
+#
+# The nodes (BENCH_NODE):
+#   redis    (default) two redis-server, B a replica of A; failovers with POST /v1/failover on
+#            the current master's leasegate (it promotes B with REPLICAOF NO ONE).
+#   kvrocks  two real Kvrocks in cluster mode ($LEASEGATE_KVROCKS, else ../shared/kvrocks/kvrocks
+#            beside the repository), run by the fake controller (bench/fake_controller.rs, the
+#            tests' controller): it registers the nodes by their leasegates' addresses (ids A/B),
+#            pushes the topology (CLUSTERX SETNODEID/SETNODES) and grants leases by heartbeat
+#            (CLUSTERX HEARTBEAT, TTL BENCH_LEASE_MS, every third of it). Who runs a failover
+#            (BENCH_FLOW):
+#              leasegate   (default) POST /v1/failover on the current master's leasegate; in
+#                          cluster mode it pauses, waits for the replica and switches through
+#                          the controller's shard failover.
+#              controller  the controller's shard failover with wait_for_sync (the
+#                          kvrocks-controller PR #389 flow): CLIENT PAUSE <ms> WRITE to the
+#                          master's leasegate, INFO replication polled until the replica caught
+#                          up, topology pushed, new master heartbeated, CLIENT UNPAUSE.
+#            The controller times its push to the new master (the node's own promotion); the
+#            report shows it beside each failover's stall.
 #
 # Usage: bench/failover.sh
 # Env:
+#   BENCH_NODE             redis (default) | kvrocks
+#   BENCH_FLOW             leasegate (default) | controller (kvrocks only)
 #   BENCH_QUICK=1          smoke test: 2 failovers, 1 s warm-up, 2000 SET/s
 #   BENCH_FAILOVERS        failovers (default 20; quick: 2)
 #   BENCH_RATE             SET requests/s (default 10000; quick: 2000)
@@ -16,13 +37,16 @@
 #   BENCH_INTERVAL_MS      steady load between failovers (default 1000)
 #   BENCH_SYNC_TIMEOUT_MS  failover sync_timeout_ms (default 100)
 #   BENCH_PAUSE_TIMEOUT_MS failover pause_timeout_ms (default 500)
+#   BENCH_LEASE_MS         kvrocks: the controller's lease TTL (default 3000)
 #   BENCH_GEN_THREADS      load generator runtime threads (default 1)
-#   BENCH_OUT_DIR          output dir (default bench/out): failover.md, failover.svg, failover-timeline.svg
+#   BENCH_OUT_DIR          output dir (default bench/out): NAME.md, NAME.svg, NAME-timeline.svg, NAME
+#                          failover (redis), failover-kvrocks-leasegate or failover-kvrocks-controller
 #   BENCH_FOLLOW_MASTER=1  after each failover's measuring window, clients reconnect to the new
 #                          master's proxy (default: they stay on proxy A; hand-over only);
-#                          results go to failover-follow.* instead of failover.*
+#                          NAME gets -follow (redis: failover-follow)
 #   BENCH_EXTRA_ARGS       more arguments for failover_bench (see --help)
 #   LEASEGATE_BIN          use this prebuilt leasegate binary instead of `cargo build --release`
+#   LEASEGATE_KVROCKS      the Kvrocks server binary (BENCH_NODE=kvrocks)
 #   BENCH_KEEP_TMP_ON_FAIL=1  keep the temp dir (configs, logs) if the run fails
 set -euo pipefail
 
@@ -43,13 +67,36 @@ CLIENTS=${BENCH_CLIENTS:-50}
 VALUE_SIZE=${BENCH_VALUE_SIZE:-2048}
 INTERVAL_MS=${BENCH_INTERVAL_MS:-1000}
 OUT_DIR=${BENCH_OUT_DIR:-$REPO_ROOT/bench/out}
+NODE=${BENCH_NODE:-redis}
+FLOW=${BENCH_FLOW:-leasegate}
+LEASE_MS=${BENCH_LEASE_MS:-3000}
 TOKEN=bench-failover-token
 A_ID=aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa
 B_ID=bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb
-NAME=failover
+
+case $NODE in
+redis | kvrocks) ;;
+*) die "BENCH_NODE must be redis or kvrocks (got '$NODE')" ;;
+esac
+case $FLOW in
+leasegate | controller) ;;
+*) die "BENCH_FLOW must be leasegate or controller (got '$FLOW')" ;;
+esac
+[[ $NODE == kvrocks || $FLOW == leasegate ]] ||
+    die "BENCH_FLOW=controller needs BENCH_NODE=kvrocks (the controller's shard failover runs a Kvrocks cluster)"
+[[ "$LEASE_MS" =~ ^[1-9][0-9]*$ ]] || die "BENCH_LEASE_MS must be a positive integer"
+
+if [[ $NODE == redis ]]; then
+    NAME=failover
+else
+    NAME=failover-kvrocks-$FLOW
+    KVROCKS_BIN=${LEASEGATE_KVROCKS:-$REPO_ROOT/../shared/kvrocks/kvrocks}
+    [[ -f "$KVROCKS_BIN" && -x "$KVROCKS_BIN" ]] ||
+        die "BENCH_NODE=kvrocks: no Kvrocks server binary at $KVROCKS_BIN (set LEASEGATE_KVROCKS to one)"
+fi
 FOLLOW=()
 if [[ "${BENCH_FOLLOW_MASTER:-0}" == 1 ]]; then
-    NAME=failover-follow
+    NAME=$NAME-follow
     FOLLOW=(--follow-master)
 fi
 
@@ -58,16 +105,14 @@ bench_init
 
 build_leasegate
 build_example failover_bench EXAMPLE_BIN
+[[ $NODE == redis ]] || build_example fake_controller FAKE_CONTROLLER_BIN
 
-# The nodes: master A, replica B.
-start_redis_node redis-a REDIS_A --repl-diskless-sync-delay 0
-REDIS_A_PID=$SPAWNED_PID
-start_redis_node redis-b REDIS_B --repl-diskless-sync-delay 0 --replicaof 127.0.0.1 "$REDIS_A"
-REDIS_B_PID=$SPAWNED_PID
-wait_replication_up redis-b "$REDIS_B"
+# Processes whose death during the run is reported: name -> pid.
+declare -A WATCH=()
 
-# A leasegate beside each node, with an admin API (token) and the lease in block-write mode.
-leasegate_yaml() { # NODE_PORT NODE_ID ADMIN_PORT
+# leasegate_yaml NODE_PORT NODE_ID ADMIN_PORT MORE_YAML: a leasegate beside a node, with an admin
+# API (token); loopback is the controller.
+leasegate_yaml() {
     cat <<EOF
 backend:
   addr: 127.0.0.1:$1
@@ -77,64 +122,159 @@ admin:
   token: $TOKEN
 control:
   allow_from: [127.0.0.1]
-lease:
-  mode: block-write
-  probe_interval_ms: 100
+$4
 EOF
 }
-free_port ADMIN_A
-free_port ADMIN_B
-start_leasegate lg-a "$(leasegate_yaml "$REDIS_A" "$A_ID" "$ADMIN_A")"
-start_leasegate lg-b "$(leasegate_yaml "$REDIS_B" "$B_ID" "$ADMIN_B")"
-PROXY_A=${TARGET_PORT[lg-a]}
-PROXY_B=${TARGET_PORT[lg-b]}
-wait_http lg-a "http://127.0.0.1:$ADMIN_A/healthz" "${TARGET_PID[lg-a]}"
-wait_http lg-b "http://127.0.0.1:$ADMIN_B/healthz" "${TARGET_PID[lg-b]}"
 
-# The lease: A is master at epoch 1 (long TTL: no controller renews it here); B learns the epoch.
-for port in "$PROXY_A" "$PROXY_B"; do
-    out=$(redis-cli -p "$port" CLUSTERX HEARTBEAT "$A_ID" 600000 1 2>&1)
-    [[ "$out" != *ERR* && "$out" != *NOPERM* ]] || die "heartbeat to port $port refused: $out"
-done
+# redis: master A, replica B (REPLICAOF); A holds the lease at epoch 1 by one long heartbeat.
+setup_redis() {
+    start_redis_node redis-a NODE_A --repl-diskless-sync-delay 0
+    WATCH[redis-a]=$SPAWNED_PID
+    start_redis_node redis-b NODE_B --repl-diskless-sync-delay 0 --replicaof 127.0.0.1 "$NODE_A"
+    WATCH[redis-b]=$SPAWNED_PID
+    wait_replication_up redis-b "$NODE_B"
+
+    local lease="lease:
+  mode: block-write
+  probe_interval_ms: 100"
+    free_port ADMIN_A
+    free_port ADMIN_B
+    start_leasegate lg-a "$(leasegate_yaml "$NODE_A" "$A_ID" "$ADMIN_A" "$lease")"
+    start_leasegate lg-b "$(leasegate_yaml "$NODE_B" "$B_ID" "$ADMIN_B" "$lease")"
+    PROXY_A=${TARGET_PORT[lg-a]}
+    PROXY_B=${TARGET_PORT[lg-b]}
+    wait_http lg-a "http://127.0.0.1:$ADMIN_A/healthz" "${TARGET_PID[lg-a]}"
+    wait_http lg-b "http://127.0.0.1:$ADMIN_B/healthz" "${TARGET_PID[lg-b]}"
+
+    # The lease: A is master at epoch 1 (long TTL: no controller renews it here); B learns the epoch.
+    local port out
+    for port in "$PROXY_A" "$PROXY_B"; do
+        out=$(redis-cli -p "$port" CLUSTERX HEARTBEAT "$A_ID" 600000 1 2>&1)
+        [[ "$out" != *ERR* && "$out" != *NOPERM* ]] || die "heartbeat to port $port refused: $out"
+    done
+    NODES_NOTE=$(redis-server --version | sed -n 's/.*\(v=[^ ]*\).*/redis-server \1/p')
+    NODE_KIND="redis-server (B a replica of A)"
+    HOSTED="2 redis-server, 2 leasegate, load generator"
+    BENCH_ARGS=()
+}
+
+# start_kvrocks_node NAME PORT_VAR: a Kvrocks in cluster mode on a free port (stored in
+# PORT_VAR), with its own dir.
+start_kvrocks_node() {
+    local name=$1 var=$2 port dir
+    free_port port
+    dir="$BENCH_TMP/$name"
+    mkdir -p "$dir"
+    spawn "$name" "$KVROCKS_BIN" --bind 127.0.0.1 --port "$port" --dir "$dir" --daemonize no \
+        --cluster-enabled yes
+    WATCH[$name]=$SPAWNED_PID
+    wait_ping "$name" "$port" "$SPAWNED_PID"
+    printf -v "$var" '%s' "$port"
+}
+
+# kvrocks: two Kvrocks in cluster mode and the fake controller, which registers them by their
+# leasegates' addresses (A master, B its replica), pushes the topology and heartbeats.
+setup_kvrocks() {
+    start_kvrocks_node kvrocks-a NODE_A
+    start_kvrocks_node kvrocks-b NODE_B
+    free_port PROXY_A
+    free_port PROXY_B
+    free_port ADMIN_A
+    free_port ADMIN_B
+    free_port CONTROLLER_PORT
+    local url=http://127.0.0.1:$CONTROLLER_PORT
+    # The controller first (the leasegates poll it from their start); it pushes the topology
+    # once both leasegates accept it, then heartbeats.
+    spawn controller "$FAKE_CONTROLLER_BIN" --port "$CONTROLLER_PORT" --delay-ms 0 \
+        --namespace bench --cluster bench \
+        --node "$A_ID=127.0.0.1:$PROXY_A" --node "$B_ID=127.0.0.1:$PROXY_B" \
+        --push --lease-heartbeat-ms "$LEASE_MS"
+    WATCH[controller]=$SPAWNED_PID
+    wait_http controller "$url/count" "$SPAWNED_PID"
+
+    # Roles come from the topology (no probe); leases from the controller's heartbeats, and from
+    # its topology (polled every second, and at once when a topology promotes the node).
+    local more="lease:
+  mode: block-write
+  probe_interval_ms: 0
+controller:
+  url: $url
+  namespace: bench
+  cluster: bench
+  poll_interval_ms: 1000
+  ttl_ms: $LEASE_MS
+  timeout_ms: 2000"
+    start_leasegate lg-a "$(leasegate_yaml "$NODE_A" "$A_ID" "$ADMIN_A" "$more")" "$PROXY_A"
+    start_leasegate lg-b "$(leasegate_yaml "$NODE_B" "$B_ID" "$ADMIN_B" "$more")" "$PROXY_B"
+    wait_http lg-a "http://127.0.0.1:$ADMIN_A/healthz" "${TARGET_PID[lg-a]}"
+    wait_http lg-b "http://127.0.0.1:$ADMIN_B/healthz" "${TARGET_PID[lg-b]}"
+
+    local i ready='fake controller: ready'
+    for ((i = 0; i < 300; i++)); do
+        grep -q "$ready" "$BENCH_TMP/controller.log" && break
+        kill -0 "${WATCH[controller]}" 2>/dev/null || break
+        sleep 0.1
+    done
+    if ! grep -q "$ready" "$BENCH_TMP/controller.log"; then
+        warn "controller log:"
+        sed 's/^/    /' "$BENCH_TMP/controller.log" >&2 || true
+        die "the fake controller did not push the topology and heartbeat the master"
+    fi
+    log "controller: topology pushed, A heartbeated (lease TTL $LEASE_MS ms)"
+    wait_replication_up kvrocks-b "$NODE_B"
+
+    NODES_NOTE="$("$KVROCKS_BIN" --version 2>/dev/null | head -1) in cluster mode"
+    NODE_KIND="Kvrocks in cluster mode (B a replica of A), registered by their leasegates' addresses \
+with a fake kvrocks-controller (bench/fake_controller.rs) that pushes the topology and grants \
+$LEASE_MS ms leases by heartbeat"
+    HOSTED="2 Kvrocks, 2 leasegate, the fake controller, load generator"
+    BENCH_ARGS=(--controller-url "$url" --namespace bench --cluster bench --shard 0 --flow "$FLOW")
+}
+
+"setup_$NODE"
+WATCH[lg-a]=${TARGET_PID[lg-a]}
+WATCH[lg-b]=${TARGET_PID[lg-b]}
+
 curl -sSf "http://127.0.0.1:$ADMIN_A/v1/status" | grep -q '"valid":true' ||
     die "proxy A holds no valid lease: $(curl -sS "http://127.0.0.1:$ADMIN_A/v1/status")"
 [[ $(redis-cli -p "$PROXY_A" SET fo:probe 1) == OK ]] || die "a write through proxy A failed"
-redis-cli -p "$REDIS_A" DEL fo:probe >/dev/null
+redis-cli -p "$NODE_A" DEL fo:probe >/dev/null
 
-NOTE="Host: $(nproc) CPUs, $(redis-server --version | sed -n 's/.*\(v=[^ ]*\).*/redis-server \1/p'), leasegate $(
-    cd "$REPO_ROOT" && git describe --always --dirty 2>/dev/null || echo '?'
-) (release build); everything (2 redis-server, 2 leasegate, load generator) on this host, nothing pinned."
+if [[ "$LEASEGATE_BIN" == "$LEASEGATE_BIN_DEFAULT" ]]; then
+    LEASEGATE_NOTE="leasegate $(cd "$REPO_ROOT" && git describe --always --dirty 2>/dev/null || echo '?') (release build)"
+else
+    LEASEGATE_NOTE="leasegate $LEASEGATE_BIN (prebuilt)"
+fi
+NOTE="Host: $(nproc) CPUs, $NODES_NOTE, $LEASEGATE_NOTE; everything ($HOSTED) on this host, nothing pinned."
 
 mkdir -p "$OUT_DIR"
-log "running failover_bench: $FAILOVERS failovers, $RATE SET/s, $CLIENTS connections, $VALUE_SIZE B values"
+log "running failover_bench ($NODE, $FLOW-run failovers): $FAILOVERS failovers, $RATE SET/s, $CLIENTS connections, $VALUE_SIZE B values"
 rc=0
 # shellcheck disable=SC2086
 "$EXAMPLE_BIN" \
     --proxy-a "127.0.0.1:$PROXY_A" --proxy-b "127.0.0.1:$PROXY_B" \
     --admin-a "127.0.0.1:$ADMIN_A" --admin-b "127.0.0.1:$ADMIN_B" \
-    --redis-a "127.0.0.1:$REDIS_A" --redis-b "127.0.0.1:$REDIS_B" \
-    --token "$TOKEN" --node-a "$A_ID" --node-b "$B_ID" \
+    --redis-a "127.0.0.1:$NODE_A" --redis-b "127.0.0.1:$NODE_B" \
+    --token "$TOKEN" --node-a "$A_ID" --node-b "$B_ID" --node-kind "$NODE_KIND" \
     --failovers "$FAILOVERS" --rate "$RATE" --connections "$CLIENTS" --value-size "$VALUE_SIZE" \
     --warmup-ms "$WARMUP_MS" --interval-ms "$INTERVAL_MS" \
     --sync-timeout-ms "${BENCH_SYNC_TIMEOUT_MS:-100}" --pause-timeout-ms "${BENCH_PAUSE_TIMEOUT_MS:-500}" \
-    --threads "${BENCH_GEN_THREADS:-1}" --out-dir "$OUT_DIR" --name "$NAME" --note "$NOTE" "${FOLLOW[@]}" \
-    ${BENCH_EXTRA_ARGS:-} || rc=$?
+    --threads "${BENCH_GEN_THREADS:-1}" --out-dir "$OUT_DIR" --name "$NAME" --note "$NOTE" \
+    "${BENCH_ARGS[@]}" "${FOLLOW[@]}" ${BENCH_EXTRA_ARGS:-} || rc=$?
 
-for name in redis-a redis-b lg-a lg-b; do
-    case $name in
-    redis-a) pid=$REDIS_A_PID ;;
-    redis-b) pid=$REDIS_B_PID ;;
-    *) pid=${TARGET_PID[$name]} ;;
-    esac
-    kill -0 "$pid" 2>/dev/null || warn "$name (pid $pid) died during the benchmark"
+for name in "${!WATCH[@]}"; do
+    kill -0 "${WATCH[$name]}" 2>/dev/null || warn "$name (pid ${WATCH[$name]}) died during the benchmark"
 done
-# Leasegate warnings during the run (hand-over failures, failover errors) help explain results.
-for name in lg-a lg-b; do
-    if grep -qiE 'warn|error' "$BENCH_TMP/$name.log"; then
+# Leasegate (and controller) warnings during the run (hand-over failures, failover errors,
+# refused heartbeats) help explain results.
+for name in lg-a lg-b controller; do
+    [[ -f "$BENCH_TMP/$name.log" ]] || continue
+    if grep -qiE 'warn|error|heartbeat:' "$BENCH_TMP/$name.log"; then
         warn "$name log (warnings/errors, last 20):"
-        grep -iE 'warn|error' "$BENCH_TMP/$name.log" | tail -20 | sed 's/^/    /' >&2
+        grep -iE 'warn|error|heartbeat:' "$BENCH_TMP/$name.log" | tail -20 | sed 's/^/    /' >&2
     fi
 done
-log "sessions: A $(redis-cli -p "$REDIS_A" INFO clients | tr -d '\r' | grep connected_clients), B $(redis-cli -p "$REDIS_B" INFO clients | tr -d '\r' | grep connected_clients)"
+clients_of() { redis-cli -p "$1" INFO clients | tr -d '\r' | grep connected_clients; }
+log "sessions: A $(clients_of "$NODE_A"), B $(clients_of "$NODE_B")"
 ((rc == 0)) || die "failover_bench reported failures (exit $rc): see $OUT_DIR/$NAME.md"
 log "done: $OUT_DIR/$NAME.md, $OUT_DIR/$NAME.svg, $OUT_DIR/$NAME-timeline.svg"

@@ -172,14 +172,15 @@ build_example() {
     printf -v "$var" '%s' "$bin"
 }
 
-# start_leasegate NAME [EXTRA_YAML]
+# start_leasegate NAME [EXTRA_YAML] [PORT]
 #   Starts a leasegate instance in front of the shared redis. EXTRA_YAML is appended to the
 #   generated config verbatim (top-level keys). If it defines a top-level `backend:` or `log:`
 #   section, the corresponding default section is omitted (so a variant can replace it; use
-#   $REDIS_PORT in the string to point at the shared redis).
+#   $REDIS_PORT in the string to point at the shared redis). PORT: the client port (from
+#   free_port; default: a free one), for a caller that must name it before the start.
 start_leasegate() {
-    local name=$1 extra=${2:-} port cfg
-    free_port port
+    local name=$1 extra=${2:-} port=${3:-} cfg
+    [[ -n "$port" ]] || free_port port
     cfg="$BENCH_TMP/$name.yaml"
     {
         echo "listen: 127.0.0.1:$port"

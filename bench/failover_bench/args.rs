@@ -4,7 +4,19 @@
 //! depending on the driver; the flags and their defaults are what
 //! `bench/failover.sh` passes and what `--help` documents.
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
+
+/// Who runs each failover.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// `POST /v1/failover` on the current master's leasegate (in cluster
+    /// mode it goes through the controller's shard failover).
+    Leasegate,
+    /// The controller's shard failover with `wait_for_sync` (the
+    /// kvrocks-controller PR #389 flow: `CLIENT PAUSE`, offsets, switch,
+    /// `CLIENT UNPAUSE`), preferring B, then A, …
+    Controller,
+}
 
 #[derive(Parser, Debug, Clone)]
 #[command(about = "leasegate failover benchmark")]
@@ -30,11 +42,33 @@ pub struct Args {
     /// Admin bearer token (same for both proxies).
     #[arg(long, default_value = "")]
     pub token: String,
-    /// Node ids (only printed in the report).
+    /// Node ids (printed in the report; with `--flow controller`, the
+    /// `preferred_node_id` of each failover).
     #[arg(long, default_value = "")]
     pub node_a: String,
     #[arg(long, default_value = "")]
     pub node_b: String,
+    /// Who runs the failovers.
+    #[arg(long, value_enum, default_value_t = Flow::Leasegate)]
+    pub flow: Flow,
+    /// The controller, `http://host:port`: `--flow controller` calls its
+    /// shard failover; with either flow its `GET /last-failover` (the fake
+    /// controller's) gives each failover's node promotion time.
+    #[arg(long)]
+    pub controller_url: Option<String>,
+    /// Namespace, cluster and shard index of the controller's shard failover.
+    #[arg(long, default_value = "bench")]
+    pub namespace: String,
+    #[arg(long, default_value = "bench")]
+    pub cluster: String,
+    #[arg(long, default_value_t = 0)]
+    pub shard: usize,
+    /// `poll_interval_ms` of the controller's wait for sync (PR #389 polls every 10 ms).
+    #[arg(long, default_value_t = 1)]
+    pub controller_poll_ms: u64,
+    /// What the nodes are, for the report's text.
+    #[arg(long, default_value = "redis-server")]
+    pub node_kind: String,
     /// Failovers to run (A→B, B→A, …).
     #[arg(long, default_value_t = 20)]
     pub failovers: usize,

@@ -1,11 +1,17 @@
-//! The failovers: `POST /v1/failover` on the current master's admin API,
-//! A→B, B→A, … with steady load between them, and what each report said.
+//! The failovers: `POST /v1/failover` on the current master's admin API
+//! (`--flow leasegate`) or the controller's shard failover with
+//! `wait_for_sync` (`--flow controller`, the kvrocks-controller PR #389
+//! flow), A→B, B→A, … with steady load between them, and what each report
+//! said.
 //!
 //! The server's report (result, `stall_ms`, the step times) is kept beside
 //! the client-side times of the POST, so the statistics can place each
-//! failover's pause on the load generator's clock. The admin API is spoken
-//! with a minimal HTTP/1.1 client over one `Connection: close` request: the
-//! benchmark needs nothing more and stays off the proxy's own HTTP stack.
+//! failover's pause on the load generator's clock. With a controller
+//! (`--controller-url`), its timing of the failover is kept too: how long
+//! the push that promoted the new master took (`promote_ms`, the node's own
+//! promotion). The HTTP APIs are spoken with a minimal HTTP/1.1 client over
+//! one `Connection: close` request: the benchmark needs nothing more and
+//! stays off the proxy's own HTTP stack.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -13,7 +19,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::args::Args;
+use crate::args::{Args, Flow};
 use crate::load::Shared;
 use leasegate::kvrocks::admin_api::{FailoverReport, FailoverRequest};
 
@@ -37,6 +43,12 @@ pub struct Failover {
     pub pause_at_ms: Option<f64>,
     pub success_at_ms: Option<f64>,
     pub steps: String,
+    /// The controller's push of the new topology to the new master (its
+    /// promotion), ms, when a controller timed it.
+    pub promote_ms: Option<f64>,
+    /// How long the controller took over its shard failover (from taking
+    /// the request up to its answer), ms.
+    pub controller_ms: Option<f64>,
 }
 
 impl Failover {
@@ -69,6 +81,68 @@ impl Failover {
                 _ => {}
             }
         }
+    }
+
+    /// Takes the controller's timing of this failover (its `data.timing`,
+    /// or `GET /last-failover`): the promotion time, and its steps.
+    fn read_timing(&mut self, t: &serde_json::Value) {
+        self.promote_ms = t["promote_ms"].as_f64();
+        self.controller_ms = t["total_ms"].as_f64();
+        let mut steps = String::from("controller:");
+        for (name, key) in [
+            ("pause", "pause_at_ms"),
+            ("synced", "synced_at_ms"),
+            ("pushed", "pushed_at_ms"),
+            ("heartbeat", "heartbeat_at_ms"),
+            ("unpause", "unpause_at_ms"),
+        ] {
+            if let Some(at) = t[key].as_f64() {
+                let _ = write!(steps, " {name}@{at:.2}");
+            }
+        }
+        if let Some(p) = self.promote_ms {
+            let _ = write!(steps, " (promotion {p:.2} ms)");
+        }
+        if !self.steps.is_empty() {
+            self.steps.push_str("; ");
+        }
+        self.steps.push_str(&steps);
+    }
+
+    /// Takes the controller's answer to its shard failover (`--flow
+    /// controller`): times are ms since the controller took the request up.
+    fn read_controller_answer(&mut self, answer: Result<(u16, String), String>) {
+        let (status, text) = match answer {
+            Ok(a) => a,
+            Err(e) => {
+                self.error = Some(e);
+                return;
+            }
+        };
+        self.http_status = status;
+        let v: serde_json::Value = match serde_json::from_str(&text) {
+            Ok(v) => v,
+            Err(e) => {
+                self.error = Some(format!("HTTP {status}, not JSON ({e}): {}", text.trim()));
+                return;
+            }
+        };
+        if status != 200 {
+            self.result = "failed".into();
+            self.error = Some(
+                v["error"]["message"]
+                    .as_str()
+                    .map_or_else(|| text.trim().to_string(), str::to_string),
+            );
+            return;
+        }
+        let t = &v["data"]["timing"];
+        self.result = "success".into();
+        self.pause_at_ms = t["pause_at_ms"].as_f64();
+        self.stall_ms = t["stall_ms"].as_f64();
+        self.success_at_ms = t["total_ms"].as_f64();
+        self.epoch = t["version"].as_u64();
+        self.read_timing(t);
     }
 
     /// Takes the HTTP answer (or why there was none).
@@ -112,8 +186,22 @@ impl Failover {
 pub async fn run(args: &Args, shared: &Shared) -> (Vec<Failover>, usize) {
     let mut master = 0usize;
     let mut failovers: Vec<Failover> = Vec::new();
+    // The controller's count of failovers before this run's first.
+    let mut counted = last_controller_failover(args)
+        .await
+        .map_or(0, |t| number(&t));
     for n in 1..=args.failovers {
-        let f = failover(args, shared, n, master).await;
+        let mut f = failover(args, shared, n, master).await;
+        if args.flow == Flow::Leasegate {
+            // The promotion inside a leasegate-run failover: what the
+            // controller timed, if it carried out a new one.
+            if let Some(t) = last_controller_failover(args).await {
+                if number(&t) > counted {
+                    counted = number(&t);
+                    f.read_timing(&t);
+                }
+            }
+        }
         f.log();
         let ok = f.ok();
         let (posted, replied) = (f.posted, f.replied);
@@ -145,19 +233,65 @@ async fn sleep_until_us(shared: &Shared, at: u64) {
     tokio::time::sleep(Duration::from_micros(at.saturating_sub(shared.now_us()))).await;
 }
 
+/// The controller's `GET /last-failover` (`None` without a controller, or
+/// before its first failover).
+async fn last_controller_failover(args: &Args) -> Option<serde_json::Value> {
+    let addr = host_port(args.controller_url.as_deref()?);
+    match http(addr, "GET", "/last-failover", "", "").await {
+        Ok((200, text)) => serde_json::from_str(&text).ok(),
+        _ => None,
+    }
+}
+
+/// The controller's count of failovers in its timing.
+fn number(timing: &serde_json::Value) -> u64 {
+    timing["failover"].as_u64().unwrap_or(0)
+}
+
+/// `host:port` of an `http://host:port` URL.
+fn host_port(url: &str) -> &str {
+    url.trim_start_matches("http://").trim_end_matches('/')
+}
+
 /// Failover number `n` from proxy `from` to the other one.
 async fn failover(args: &Args, shared: &Shared, n: usize, from: usize) -> Failover {
     let to = 1 - from;
     let admins = [args.admin_a.as_str(), args.admin_b.as_str()];
-    let request = FailoverRequest {
-        sync_timeout_ms: args.sync_timeout_ms,
-        pause_timeout_ms: args.pause_timeout_ms,
-        lease_ttl_ms: args.lease_ttl_ms,
-        ..FailoverRequest::new(admins[to])
+    let (addr, path, token, body) = match args.flow {
+        Flow::Leasegate => {
+            let request = FailoverRequest {
+                sync_timeout_ms: args.sync_timeout_ms,
+                pause_timeout_ms: args.pause_timeout_ms,
+                lease_ttl_ms: args.lease_ttl_ms,
+                ..FailoverRequest::new(admins[to])
+            };
+            let body = serde_json::to_string(&request).unwrap_or_default();
+            (
+                admins[from],
+                "/v1/failover".to_string(),
+                args.token.as_str(),
+                body,
+            )
+        }
+        Flow::Controller => {
+            let ids = [args.node_a.as_str(), args.node_b.as_str()];
+            let body = serde_json::json!({
+                "preferred_node_id": ids[to],
+                "wait_for_sync": true,
+                "sync_timeout_ms": args.sync_timeout_ms,
+                "pause_timeout_ms": args.pause_timeout_ms,
+                "poll_interval_ms": args.controller_poll_ms,
+            });
+            let path = format!(
+                "/api/v1/namespaces/{}/clusters/{}/shards/{}/failover",
+                args.namespace, args.cluster, args.shard
+            );
+            let url = args.controller_url.as_deref().unwrap_or_default();
+            (host_port(url), path, "", body.to_string())
+        }
     };
-    let body = serde_json::to_string(&request).unwrap_or_default();
     let posted = shared.now_us();
-    let answer = http(admins[from], "POST", "/v1/failover", &args.token, &body).await;
+    let answer = http(addr, "POST", &path, token, &body).await;
     let replied = shared.now_us();
     let mut f = Failover {
         n,
@@ -173,8 +307,13 @@ async fn failover(args: &Args, shared: &Shared, n: usize, from: usize) -> Failov
         pause_at_ms: None,
         success_at_ms: None,
         steps: String::new(),
+        promote_ms: None,
+        controller_ms: None,
     };
-    f.read_answer(answer);
+    match args.flow {
+        Flow::Leasegate => f.read_answer(answer),
+        Flow::Controller => f.read_controller_answer(answer),
+    }
     f
 }
 

@@ -7,7 +7,7 @@
 
 use std::fmt::Write as _;
 
-use crate::args::Args;
+use crate::args::{Args, Flow};
 use crate::check::LostWrites;
 use crate::failovers::{Failover, NAMES};
 use crate::load::Outcome;
@@ -60,6 +60,7 @@ pub fn markdown(r: &Results) -> String {
     let mut md = String::new();
     header(&mut md, r);
     table(&mut md, r);
+    medians(&mut md, r);
     totals(&mut md, r);
     problems(&mut md, r);
     footer(&mut md, r);
@@ -83,10 +84,10 @@ fn header(md: &mut String, r: &Results) {
     };
     let _ = writeln!(
         md,
-        "Load: open-loop SET of {} B values, {} requests/s target over {} connections to proxy A ({}), \
+        "Nodes: {}. Load: open-loop SET of {} B values, {} requests/s target over {} connections to proxy A ({}), \
          unique keys; achieved {:.0} requests/s ({} sent, {} acknowledged, {} connects) over {:.1} s. {} \
-         Failovers: {} alternating (A→B, B→A, …) with `POST /v1/failover` \
-         (`sync_timeout_ms` {}, `pause_timeout_ms` {}, `lease_ttl_ms` {}), {} ms of steady load between them.",
+         Failovers: {} alternating (A→B, B→A, …) with {}, {} ms of steady load between them.",
+        args.node_kind,
         args.value_size,
         args.rate,
         args.connections,
@@ -98,12 +99,43 @@ fn header(md: &mut String, r: &Results) {
         elapsed_s,
         clients,
         r.failovers.len(),
-        args.sync_timeout_ms,
-        args.pause_timeout_ms,
-        args.lease_ttl_ms,
+        how(args),
         args.interval_ms,
     );
     legend(md, r);
+}
+
+/// How the failovers were asked for.
+fn how(args: &Args) -> String {
+    match args.flow {
+        Flow::Leasegate => format!(
+            "`POST /v1/failover` on the current master's leasegate (`sync_timeout_ms` {}, `pause_timeout_ms` {}, `lease_ttl_ms` {}){}",
+            args.sync_timeout_ms,
+            args.pause_timeout_ms,
+            args.lease_ttl_ms,
+            if args.controller_url.is_some() {
+                "; in cluster mode it switches through the controller's shard failover"
+            } else {
+                ""
+            }
+        ),
+        Flow::Controller => format!(
+            "the controller's shard failover (`POST …/shards/{}/failover` with `preferred_node_id`, `wait_for_sync` true, \
+             `sync_timeout_ms` {}, `pause_timeout_ms` {}, `poll_interval_ms` {}): the kvrocks-controller PR #389 flow, \
+             `CLIENT PAUSE <ms> WRITE` to the master's leasegate, `INFO replication` of both nodes polled until the \
+             replica's offset reaches the master's, roles swapped and the topology pushed (new master first), the new \
+             master heartbeated, `CLIENT UNPAUSE` to the old master's leasegate",
+            args.shard,
+            args.sync_timeout_ms,
+            args.pause_timeout_ms,
+            args.controller_poll_ms,
+        ),
+    }
+}
+
+/// Whether a controller timed the node's promotion in any failover.
+fn promotions(r: &Results) -> bool {
+    r.failovers.iter().any(|f| f.promote_ms.is_some())
 }
 
 /// What the table's columns mean.
@@ -112,8 +144,7 @@ fn legend(md: &mut String, r: &Results) {
         md,
         "\nPer failover: requests sent from {} ms before the POST to {} ms after it (at least 100 ms \
          past the reply) form the window; *longest stall* is the largest reply−send time of any request \
-         in it (∞ if one got no reply), p99.9 / p99 are nearest-rank over it. *report stall* is the \
-         failover report's `stall_ms` (pause→release on the old master). *errors* are error replies, \
+         in it (∞ if one got no reply), p99.9 / p99 are nearest-rank over it. *report stall* is {}. {}*errors* are error replies, \
          broken connections or missing replies, *lost* acknowledged keys missing on the final master ({}), \
          both counted from this failover's window start to the next one's. *gen lag* is the load \
          generator's largest delay behind its schedule in the window (latency is measured from the actual send). \
@@ -121,24 +152,54 @@ fn legend(md: &mut String, r: &Results) {
          (POST time + the report's pause_write step) to 20 ms after the release; *control max* the longest \
          latency in the steady period after this window up to the next one (no failover in it): the noise \
          floor of this host.\n",
-        r.args.window_before_ms, r.args.window_after_ms, NAMES[r.master]
+        r.args.window_before_ms,
+        r.args.window_after_ms,
+        match r.args.flow {
+            Flow::Leasegate => "the failover report's `stall_ms` (pause→release on the old master)",
+            Flow::Controller => "the controller's `CLIENT PAUSE` → `CLIENT UNPAUSE` time",
+        },
+        if promotions(r) {
+            "*promote* is how long the controller's push of the new topology to the new master \
+             (`CLUSTERX SETNODES`, which makes the node master) took: the node's own promotion, inside the stall. "
+        } else {
+            ""
+        },
+        NAMES[r.master]
     );
 }
 
 /// One row per failover, then the **all** row.
 fn table(md: &mut String, r: &Results) {
-    md.push_str("| # | failover | result | took ms | report stall ms | longest stall ms | p99.9 ms | p99 ms | max at switch ms | control max ms | reqs in window | errors | lost | gen lag ms |\n");
-    md.push_str("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    let promote = promotions(r);
+    let (head, align) = if promote {
+        (" promote ms |", "---:|")
+    } else {
+        ("", "")
+    };
+    let _ = writeln!(md, "| # | failover | result | took ms | report stall ms |{head} longest stall ms | p99.9 ms | p99 ms | max at switch ms | control max ms | reqs in window | errors | lost | gen lag ms |");
+    let _ = writeln!(
+        md,
+        "|---:|---|---|---:|---:|{align}---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
     for (f, row) in r.failovers.iter().zip(r.rows) {
+        let promote_cell = if promote {
+            format!(
+                " {} |",
+                f.promote_ms.map_or("-".into(), |p| format!("{p:.2}"))
+            )
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             md,
-            "| {} | {}→{} | {} | {:.2} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.2} |",
+            "| {} | {}→{} | {} | {:.2} | {} |{} {} | {} | {} | {} | {} | {} | {} | {} | {:.2} |",
             f.n,
             f.from,
             f.to,
             f.result,
             f.took_ms(),
             f.stall_ms.map_or("-".into(), |s| format!("{s:.2}")),
+            promote_cell,
             fmt_stall(row.max),
             fmt_ms(row.p999),
             fmt_ms(row.p99),
@@ -156,12 +217,23 @@ fn table(md: &mut String, r: &Results) {
         .iter()
         .filter_map(|f| f.stall_ms)
         .fold(f64::NAN, f64::max);
+    let max_promote = r
+        .failovers
+        .iter()
+        .filter_map(|f| f.promote_ms)
+        .fold(f64::NAN, f64::max);
+    let promote_cell = if promote {
+        format!(" **{}** (max) |", fmt_ms(max_promote))
+    } else {
+        String::new()
+    };
     let _ = writeln!(
         md,
-        "| **all** | {} ok / {} | | | **{}** (max) | **{}** (max) | **{}** (max) | | **{}** (max) | **{}** (max) | | **{}** | **{}** | |",
+        "| **all** | {} ok / {} | | | **{}** (max) |{} **{}** (max) | **{}** (max) | | **{}** (max) | **{}** (max) | | **{}** | **{}** | |",
         r.failovers.len() - r.failed(),
         r.failovers.len(),
         fmt_ms(max_report),
+        promote_cell,
         fmt_stall(r.max_stall()),
         fmt_ms(max_of(&|row| row.p999)),
         fmt_ms(max_of(&|row| row.at_switch)),
@@ -169,6 +241,104 @@ fn table(md: &mut String, r: &Results) {
         r.summary.errors,
         r.lost.keys.len()
     );
+}
+
+/// Medians over the failovers (the README's numbers), and the share of
+/// the node's promotion in the stall.
+fn medians(md: &mut String, r: &Results) {
+    let stalls: Vec<f64> = r.rows.iter().map(|row| row.max).collect();
+    let p999: Vec<f64> = r.rows.iter().map(|row| row.p999).collect();
+    let reports: Vec<f64> = r.failovers.iter().filter_map(|f| f.stall_ms).collect();
+    let _ = write!(
+        md,
+        "\nOver the {} failovers: longest stall median **{}** ms, max **{}** ms; p99.9 median {} ms, max {} ms; \
+         report stall median {} ms, max {} ms.",
+        r.failovers.len(),
+        fmt_stall(median(&stalls)),
+        fmt_stall(r.max_stall()),
+        fmt_ms(median(&p999)),
+        fmt_ms(p999.iter().copied().fold(f64::NAN, f64::max)),
+        fmt_ms(median(&reports)),
+        fmt_ms(reports.iter().copied().fold(f64::NAN, f64::max)),
+    );
+    let promotes: Vec<f64> = r.failovers.iter().filter_map(|f| f.promote_ms).collect();
+    if !promotes.is_empty() {
+        // Per failover: the promotion's share of the report stall, and what
+        // remains of the stall besides it.
+        let (shares, rest): (Vec<f64>, Vec<f64>) = r
+            .failovers
+            .iter()
+            .filter_map(|f| Some((f.promote_ms?, f.stall_ms?)))
+            .filter(|(_, stall)| *stall > 0.0)
+            .map(|(p, stall)| (100.0 * p / stall, stall - p))
+            .unzip();
+        let _ = write!(
+            md,
+            " The node's promotion (the controller's `SETNODES` push to the new master) took median **{}** ms, \
+             max {} ms: median {:.0} % of the report stall; the rest of the stall (report stall − promotion) \
+             median **{}** ms, max {} ms.",
+            fmt_ms(median(&promotes)),
+            fmt_ms(promotes.iter().copied().fold(f64::NAN, f64::max)),
+            median(&shares),
+            fmt_ms(median(&rest)),
+            fmt_ms(rest.iter().copied().fold(f64::NAN, f64::max)),
+        );
+    }
+    if r.args.flow == Flow::Leasegate {
+        // The leasegate-run failover's own part: its pause→release less the
+        // controller's handling of the shard failover inside it.
+        let own: Vec<f64> = r
+            .failovers
+            .iter()
+            .filter_map(|f| Some(f.stall_ms? - f.controller_ms?))
+            .collect();
+        if !own.is_empty() {
+            let _ = write!(
+                md,
+                " The controller's shard failover (promotion, the other node's push, the heartbeat) took all but \
+                 median **{}** ms (max {} ms) of the report stall: leasegate's own pause, wait for the replica, \
+                 requests and release.",
+                fmt_ms(median(&own)),
+                fmt_ms(own.iter().copied().fold(f64::NAN, f64::max)),
+            );
+        }
+    }
+    // What clients waited beyond the pause: the held writes released at
+    // once, and their sessions moving.
+    let beyond: Vec<f64> = r
+        .failovers
+        .iter()
+        .zip(r.rows)
+        .filter(|(f, _)| f.ok())
+        .filter_map(|(f, row)| Some(row.max - f.stall_ms?))
+        .filter(|d| d.is_finite())
+        .collect();
+    if !beyond.is_empty() {
+        let _ = write!(
+            md,
+            " Clients waited beyond the report stall (longest stall − report stall) median {} ms, max {} ms: \
+             the writes held during the pause, released at once to the new master, and their sessions moving.",
+            fmt_ms(median(&beyond)),
+            fmt_ms(beyond.iter().copied().fold(f64::NAN, f64::max)),
+        );
+    }
+    md.push('\n');
+}
+
+/// The median of `v` (mean of the two middle values for an even count; NaN
+/// when empty; ∞ sorts last).
+fn median(v: &[f64]) -> f64 {
+    let mut v: Vec<f64> = v.iter().copied().filter(|x| !x.is_nan()).collect();
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
 }
 
 /// Whole-run latencies, final roles and the goal.
@@ -297,11 +467,12 @@ pub fn write_raw(r: &Results) {
     }
     let (dir, name) = (&r.args.out_dir, &r.args.name);
     let _ = std::fs::write(format!("{dir}/{name}-requests.csv"), csv);
-    let mut ev = String::from("n,from,to,result,posted_us,replied_us,pause_at_ms,stall_ms\n");
+    let mut ev =
+        String::from("n,from,to,result,posted_us,replied_us,pause_at_ms,stall_ms,promote_ms\n");
     for f in r.failovers {
         let _ = writeln!(
             ev,
-            "{},{},{},{},{},{},{},{}",
+            "{},{},{},{},{},{},{},{},{}",
             f.n,
             f.from,
             f.to,
@@ -309,7 +480,8 @@ pub fn write_raw(r: &Results) {
             f.posted,
             f.replied,
             f.pause_at_ms.map_or(String::new(), |v| v.to_string()),
-            f.stall_ms.map_or(String::new(), |v| v.to_string())
+            f.stall_ms.map_or(String::new(), |v| v.to_string()),
+            f.promote_ms.map_or(String::new(), |v| v.to_string())
         );
     }
     let _ = std::fs::write(format!("{dir}/{name}-events.csv"), ev);
