@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::command::CommandsConfig;
 use crate::guard::control::AddrMatch;
@@ -38,7 +38,7 @@ pub enum ConfigError {
 }
 
 /// The whole configuration.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Address clients connect to.
@@ -50,7 +50,7 @@ pub struct Config {
     #[serde(
         rename = "drain_timeout_ms",
         default = "Config::default_drain_timeout",
-        deserialize_with = "millis::deserialize"
+        with = "millis"
     )]
     pub drain_timeout: Duration,
     /// Worker threads of the runtime; 0 means one per CPU.
@@ -80,7 +80,7 @@ pub struct Config {
     pub log: LogConfig,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackendConfig {
     /// `host:port` of the Kvrocks/Redis node (required).
@@ -94,13 +94,13 @@ pub struct BackendConfig {
     #[serde(
         rename = "connect_timeout_ms",
         default = "BackendConfig::default_connect_timeout",
-        deserialize_with = "millis::deserialize"
+        with = "millis"
     )]
     pub connect_timeout: Duration,
 }
 
 /// The HTTP admin API.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AdminConfig {
     /// Where the admin API listens; loopback by default. Empty disables it.
@@ -120,7 +120,7 @@ impl Default for AdminConfig {
 }
 
 /// Who may renew, revoke or pause over RESP.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ControlConfig {
     /// Connections that `AUTH` (or `HELLO ... AUTH`) with this password are
@@ -132,7 +132,7 @@ pub struct ControlConfig {
 }
 
 /// The master lease: mode, cold start, the deadline arithmetic's margins.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LeaseConfig {
     pub mode: LeaseMode,
@@ -147,7 +147,7 @@ pub struct LeaseConfig {
     pub reject_prefix: String,
     /// How often leasegate asks the node for its `ROLE`; a replica revokes the
     /// lease. 0 disables the probe.
-    #[serde(rename = "probe_interval_ms", deserialize_with = "millis::deserialize")]
+    #[serde(rename = "probe_interval_ms", with = "millis")]
     pub probe_interval: Duration,
 }
 
@@ -165,14 +165,14 @@ impl Default for LeaseConfig {
 }
 
 /// Pulling the lease from a stock kvrocks-controller.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ControllerConfig {
     /// `http://host:port` of the controller; unset disables polling.
     pub url: Option<String>,
     pub namespace: String,
     pub cluster: String,
-    #[serde(rename = "poll_interval_ms", deserialize_with = "millis::deserialize")]
+    #[serde(rename = "poll_interval_ms", with = "millis")]
     pub poll_interval: Duration,
     /// Lease granted by each positive poll, from the poll's send time.
     pub ttl_ms: u64,
@@ -180,7 +180,7 @@ pub struct ControllerConfig {
     /// leasegate warns when `ttl_ms` + margin is not below it.
     pub failure_detection_ms: u64,
     /// Timeout of one poll.
-    #[serde(rename = "timeout_ms", deserialize_with = "millis::deserialize")]
+    #[serde(rename = "timeout_ms", with = "millis")]
     pub timeout: Duration,
 }
 
@@ -199,7 +199,7 @@ impl Default for ControllerConfig {
 }
 
 /// `verify.mode`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum VerifyMode {
     #[default]
@@ -209,12 +209,12 @@ pub enum VerifyMode {
 }
 
 /// Verification of mastership with the controller on every write; uses `controller.*`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct VerifyConfig {
     pub mode: VerifyMode,
     /// A confirmation slower than this rejects the writes waiting for it.
-    #[serde(rename = "timeout_ms", deserialize_with = "millis::deserialize")]
+    #[serde(rename = "timeout_ms", with = "millis")]
     pub timeout: Duration,
     /// Confirmation requests allowed on the wire at once. 1 (the default)
     /// gives the largest batches; more cut the wait of writes that arrive
@@ -233,7 +233,7 @@ impl Default for VerifyConfig {
 }
 
 /// Write pauses: how much may be held, and where held writes go after a demotion.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PauseConfig {
     /// Bytes of held requests across all connections; past it, `-TRYAGAIN`.
@@ -253,7 +253,7 @@ impl Default for PauseConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LimitsConfig {
     /// Concurrent client connections; beyond it a client gets
@@ -275,10 +275,7 @@ pub struct LimitsConfig {
     /// nor read reply bytes for this long is closed, like Redis's
     /// `timeout`; a partial request does not count. Zero (the default)
     /// leaves idle clients connected.
-    #[serde(
-        rename = "client_idle_timeout_ms",
-        deserialize_with = "millis::deserialize"
-    )]
+    #[serde(rename = "client_idle_timeout_ms", with = "millis")]
     pub client_idle_timeout: Duration,
 }
 
@@ -295,7 +292,7 @@ impl Default for LimitsConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     #[default]
@@ -303,7 +300,7 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
     pub format: LogFormat,
@@ -325,10 +322,14 @@ impl Default for LogConfig {
 mod millis {
     use std::time::Duration;
 
-    use serde::{Deserialize, Deserializer};
+    use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         u64::deserialize(d).map(Duration::from_millis)
+    }
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
     }
 }
 
@@ -378,14 +379,20 @@ impl Config {
                 path: origin.to_string(),
                 source,
             })?;
-        config
-            .validate()
+        config.check(origin)?;
+        Ok(config)
+    }
+
+    /// Validates a config; `origin` names it in errors. A reload checks the
+    /// config it assembles (the file's settings, with those that need a
+    /// restart kept as they run) with this too.
+    pub fn check(&self, origin: &str) -> Result<(), ConfigError> {
+        self.validate()
             .map_err(|(key, reason)| ConfigError::Invalid {
                 path: origin.to_string(),
                 key,
                 reason,
-            })?;
-        Ok(config)
+            })
     }
 
     fn validate(&self) -> Result<(), (&'static str, String)> {

@@ -109,6 +109,9 @@ enum CtlAction {
     },
     /// End the pause.
     Unpause,
+    /// Re-read the config file, as SIGHUP does: prints what was applied and
+    /// what needs a restart; a file it cannot use changes nothing (exit 1).
+    Reload,
 }
 
 fn main() -> ExitCode {
@@ -212,6 +215,13 @@ fn main() -> ExitCode {
                     admin_call(|client| async move { client.unpause(admin, token).await }),
                     true,
                     |v| show(v, json, admin_text::pause_response),
+                ),
+                CtlAction::Reload => finish(
+                    "POST",
+                    "/v1/reload",
+                    admin_call(|client| async move { client.reload(admin, token).await }),
+                    true,
+                    |v| show(v, json, admin_text::reload),
                 ),
             }
         }

@@ -4,33 +4,36 @@
 //!   while it is unreachable), bind the listener;
 //! * **serve**: one task per client connection, each paired with its own
 //!   backend connection ([`crate::proxy::session`]); `limits.max_clients` bounds them;
-//! * **reload** (SIGHUP): re-read the config file and swap the Gate's policy
-//!   (deny list, class overrides) without touching live sessions;
+//! * **reload** (SIGHUP, or `POST /v1/reload`): re-read the config file and
+//!   apply what may change live without closing a connection
+//!   ([`crate::control::reload`]); here, the log level and the limits of
+//!   connections accepted from then on;
 //! * **drain** (SIGTERM/SIGINT): stop accepting, let sessions finish the
 //!   replies they owe, bounded by `drain_timeout_ms`;
 //! * **stop**: return, closing whatever is left.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, info, warn};
 
 use prometheus_client::metrics::gauge::Gauge;
 
-use crate::command::{CommandTable, LearnedCommand};
 use crate::config::Config;
 use crate::control::admin;
 use crate::control::poll;
 use crate::control::probe;
+use crate::control::reload;
 use crate::control::ControlContext;
-use crate::guard::gate::{Gate, Policy};
+use crate::guard::gate::Gate;
 use crate::guard::lease::{BootClock, Clock};
 use crate::proxy::backend;
 use crate::proxy::session::{self, SessionContext};
@@ -62,19 +65,22 @@ pub enum ServerError {
 
 /// A running proxy.
 pub struct Server {
+    /// The config as started: what needs a restart (`listen`, `threads`,
+    /// `admin.listen`, `backend.addr`, `controller.url`) is read here; the
+    /// rest from the running config, `shared.config`.
     config: Config,
-    config_path: Option<PathBuf>,
     gate: Arc<Gate>,
     shared: Arc<ControlContext>,
-    /// What the node said about its commands (empty until learned).
-    learned: Arc<Mutex<Arc<Vec<LearnedCommand>>>>,
+    /// What connections accepted now are served with (rebuilt on a reload).
+    sessions_context: Arc<ArcSwap<SessionContext>>,
     shutdown: CancellationToken,
     /// Client connections being served (`leasegate_client_connections`).
     sessions: Gauge,
 }
 
 impl Server {
-    /// Builds the proxy from a validated config; `config_path` is re-read on SIGHUP.
+    /// Builds the proxy from a validated config; `config_path` is re-read on
+    /// SIGHUP and `POST /v1/reload`.
     pub fn new(config: Config, config_path: Option<PathBuf>) -> Server {
         Server::with_clock(config, config_path, Arc::new(BootClock))
     }
@@ -85,16 +91,34 @@ impl Server {
         config_path: Option<PathBuf>,
         clock: Arc<dyn Clock>,
     ) -> Server {
-        let shared = Arc::new(ControlContext::new(config.clone(), clock));
+        let mut shared = ControlContext::new(config.clone(), clock);
+        shared.config_path = config_path;
+        let shared = Arc::new(shared);
         let gate = Arc::clone(&shared.gate);
         let shutdown = shared.shutdown.clone();
         let sessions = shared.metrics.sessions.clone();
+        let sessions_context = Arc::new(ArcSwap::from_pointee(session_context(&gate, &config)));
+        let on_reload = {
+            let (gate, sessions_context) = (Arc::clone(&gate), Arc::clone(&sessions_context));
+            move |old: &Config, new: &Config| {
+                if old.log.level != new.log.level {
+                    match crate::logging::set_level(&new.log.level) {
+                        Ok(crate::logging::LevelChange::Overridden) => {
+                            warn!("RUST_LOG is set and overrides log.level")
+                        }
+                        Ok(_) => {}
+                        Err(e) => warn!(error = %e, "cannot change log.level"),
+                    }
+                }
+                sessions_context.store(Arc::new(session_context(&gate, new)));
+            }
+        };
+        let _ = shared.on_reload.set(Box::new(on_reload));
         Server {
             config,
-            config_path,
             gate,
             shared,
-            learned: Arc::new(Mutex::new(Arc::new(Vec::new()))),
+            sessions_context,
             shutdown,
             sessions,
         }
@@ -128,18 +152,6 @@ impl Server {
             "leasegate is serving"
         );
 
-        let ctx = Arc::new(SessionContext {
-            gate: Arc::clone(&self.gate),
-            limits: Limits {
-                max_bulk_len: self.config.limits.max_bulk_len,
-                max_multibulk_len: self.config.limits.max_multibulk_len,
-                max_inline_len: self.config.limits.max_inline_len,
-            },
-            max_client_output: self.config.limits.max_client_output_bytes,
-            connect_timeout: self.config.connect_timeout(),
-            backend_addr: self.config.backend.addr.clone(),
-            idle_timeout: self.config.limits.client_idle_timeout,
-        });
         let tracker = TaskTracker::new();
         let threads = match self.config.threads {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -152,7 +164,7 @@ impl Server {
                 accepted = listener.accept() => match accepted {
                     Ok((client, peer)) => {
                         debug!(%peer, "client connected");
-                        self.admit_client(client, &ctx, &tracker, &workers, &active);
+                        self.admit_client(client, &tracker, &workers, &active);
                     }
                     Err(e) => {
                         // Out of file descriptors and the like: back off briefly.
@@ -162,7 +174,10 @@ impl Server {
                 },
                 _ = sigterm.recv() => break,
                 _ = sigint.recv() => break,
-                _ = sighup.recv() => self.reload(),
+                _ = sighup.recv() => {
+                    // Logged and counted there; the answer is for POST /v1/reload.
+                    let _ = reload::reload(&self.shared);
+                }
             }
         }
         drop(listener);
@@ -176,23 +191,23 @@ impl Server {
     fn admit_client(
         &self,
         client: TcpStream,
-        ctx: &Arc<SessionContext>,
         tracker: &TaskTracker,
         workers: &Workers,
         active: &Arc<AtomicUsize>,
     ) {
         let _ = client.set_nodelay(true);
-        if active.fetch_add(1, Ordering::AcqRel) >= self.config.limits.max_clients {
+        let max_clients = self.shared.config.load().limits.max_clients;
+        if active.fetch_add(1, Ordering::AcqRel) >= max_clients {
             active.fetch_sub(1, Ordering::AcqRel);
             tracker.spawn(refuse(client, MAX_CLIENTS_REPLY.to_vec()));
             return;
         }
         self.sessions.inc();
         let slot = ClientSlot(Arc::clone(active), self.sessions.clone());
-        let ctx = Arc::clone(ctx);
+        let ctx = self.sessions_context.load_full();
         let shutdown = self.shutdown.clone();
-        let addr = self.config.backend.addr.clone();
-        let timeout = self.config.connect_timeout();
+        let addr = ctx.backend_addr.clone();
+        let timeout = ctx.connect_timeout;
         // The socket moves to a worker's poller.
         let client = match client.into_std() {
             Ok(c) => c,
@@ -216,20 +231,10 @@ impl Server {
         });
     }
 
-    /// Starts the node probe (`lease.probe_interval_ms`).
+    /// Starts the node probe (`lease.probe_interval_ms`; with 0 it idles
+    /// until a reload sets an interval).
     fn start_probe(&self) {
-        if self.config.lease.probe_interval.is_zero() {
-            return;
-        }
-        tokio::spawn(probe::run(
-            self.config.backend.addr.clone(),
-            self.config.backend.password.clone(),
-            self.config.lease.probe_interval,
-            self.config.connect_timeout(),
-            Arc::clone(&self.gate),
-            Arc::clone(&self.shared.node),
-            self.shutdown.clone(),
-        ));
+        tokio::spawn(probe::run(Arc::clone(&self.shared)));
     }
 
     /// Starts the admin API and the controller poller.
@@ -253,28 +258,27 @@ impl Server {
             tokio::spawn(Arc::clone(verifier).run(
                 Arc::clone(self.gate.role()),
                 crate::kvrocks::controller::cluster_url(url, &c.namespace, &c.cluster),
-                self.config.verify.timeout,
                 self.shutdown.clone(),
             ));
         }
         Ok(())
     }
 
-    /// Learns command flags from the node, retrying in the background until it answers.
+    /// Learns command flags from the node, retrying in the background until
+    /// it answers (with the running `backend.password` of each attempt).
     fn start_learning(&self) {
         if !self.config.commands.learn_from_backend {
             return;
         }
-        let gate = Arc::clone(&self.gate);
-        let learned = Arc::clone(&self.learned);
-        let config = self.config.clone();
+        let shared = Arc::clone(&self.shared);
+        let addr = self.config.backend.addr.clone();
         let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
             loop {
-                let b = &config.backend;
+                let config = shared.config.load_full();
                 match backend::learn_commands(
-                    &b.addr,
-                    b.password.as_deref(),
+                    &addr,
+                    config.backend.password.as_deref(),
                     config.connect_timeout(),
                 )
                 .await
@@ -284,12 +288,7 @@ impl Server {
                             commands = commands.len(),
                             "learned command flags from the backend"
                         );
-                        gate.replace_policy(Policy {
-                            commands: CommandTable::build(&config.commands, &commands),
-                        });
-                        if let Ok(mut l) = learned.lock() {
-                            *l = Arc::new(commands);
-                        }
+                        shared.learned_commands(commands);
                         return;
                     }
                     Err(e) => warn!(
@@ -305,52 +304,41 @@ impl Server {
         });
     }
 
-    /// Re-reads the config file and swaps the Gate's policy.
-    fn reload(&self) {
-        let Some(path) = &self.config_path else {
-            return;
-        };
-        match Config::load(path) {
-            Ok(new) => {
-                if new.listen != self.config.listen || new.backend.addr != self.config.backend.addr
-                {
-                    warn!("listen and backend.addr changes take effect only after a restart");
-                }
-                let learned = self
-                    .learned
-                    .lock()
-                    .map(|l| Arc::clone(&l))
-                    .unwrap_or_default();
-                self.gate.replace_policy(Policy {
-                    commands: CommandTable::build(&new.commands, &learned),
-                });
-                if new.lease.mode != self.gate.lease().mode() {
-                    info!(mode = ?new.lease.mode, "lease.mode changed");
-                    self.gate.lease().set_mode(new.lease.mode);
-                }
-                info!(path = %path.display(), "config reloaded");
-            }
-            Err(e) => error!(error = %e, "config reload failed; keeping the running config"),
-        }
-    }
-
     /// Stops sessions from taking new requests and waits for the replies
     /// they owe, at most `drain_timeout_ms`.
     async fn drain(&self, tracker: TaskTracker) {
+        let timeout = self.shared.config.load().drain_timeout();
         info!(
             sessions = tracker.len(),
-            timeout_ms = self.config.drain_timeout.as_millis() as u64,
+            timeout_ms = timeout.as_millis() as u64,
             "draining"
         );
         self.shutdown.cancel();
         tracker.close();
-        match tokio::time::timeout(self.config.drain_timeout(), tracker.wait()).await {
+        match tokio::time::timeout(timeout, tracker.wait()).await {
             Ok(()) => info!("drained; stopping"),
             Err(_) => warn!(
                 sessions = tracker.len(),
                 "drain timeout reached; closing remaining sessions"
             ),
         }
+    }
+}
+
+/// What connections accepted under `config` are served with: a session keeps
+/// the limits it started with.
+fn session_context(gate: &Arc<Gate>, config: &Config) -> SessionContext {
+    SessionContext {
+        gate: Arc::clone(gate),
+        limits: Limits {
+            max_bulk_len: config.limits.max_bulk_len,
+            max_multibulk_len: config.limits.max_multibulk_len,
+            max_inline_len: config.limits.max_inline_len,
+        },
+        max_client_output: config.limits.max_client_output_bytes,
+        connect_timeout: config.connect_timeout(),
+        backend_addr: config.backend.addr.clone(),
+        idle_timeout: config.limits.client_idle_timeout,
     }
 }
 

@@ -14,10 +14,19 @@
 //! * `POST /v1/lease` — push renewal over HTTP, the same
 //!   grant a `CLUSTERX HEARTBEAT` carries: `{"master_node_id", "epoch",
 //!   "ttl_ms", "nonce"?}`. A grant naming another node revokes the lease.
+//! * `POST /v1/pause`, `POST /v1/unpause` — hold writes (or everything), and
+//!   let them go;
+//! * `POST /v1/failover` — a graceful failover to the leasegate named in the body;
+//! * `POST /v1/reload` — re-read the config file, as SIGHUP does
+//!   ([`crate::control::reload`]): `200 {"applied": [...], "needs_restart":
+//!   [...], "unchanged": bool}`, or `400 {"error": "..."}` for a file that
+//!   cannot be used (nothing changes).
 //!
 //! Every mutating call needs `Authorization: Bearer <admin.token>`, compared
 //! in constant time; without a configured token, mutating calls are refused,
-//! so a proxy can never be renewed by whoever reaches its admin port. Request
+//! so a proxy can never be renewed by whoever reaches its admin port. The
+//! token is read from the running config on every request, so a reload
+//! that changes it takes effect for the next request. Request
 //! bodies are bounded ([`MAX_BODY`]) and headers must arrive within
 //! [`HEADER_TIMEOUT`], so a slow or hostile client cannot hold memory.
 //! Answers to mutating calls and errors are JSON (`{"error": "..."}`); the
@@ -45,6 +54,7 @@ use tracing::{debug, info, warn};
 
 use crate::control::failover::{self, MAX_LEASE_TTL_MS};
 use crate::control::probe;
+use crate::control::reload::{self, ReloadError};
 use crate::control::ControlContext;
 use crate::guard::lease::{Grant, GrantError, GrantOutcome, LeaseMode, LeaseSnapshot};
 use crate::guard::pause::{PauseMode, PauseStatus};
@@ -184,6 +194,7 @@ async fn route(
         "/v1/pause" => ("/v1/pause", "POST"),
         "/v1/unpause" => ("/v1/unpause", "POST"),
         "/v1/failover" => ("/v1/failover", "POST"),
+        "/v1/reload" => ("/v1/reload", "POST"),
         _ => return ("other", ApiError::NotFound.response()),
     };
     if req.method().as_str() != allowed {
@@ -193,7 +204,8 @@ async fn route(
         return (route, r);
     }
     if is_mutating(req.method()) {
-        if let Err(e) = authorize(&req, shared.config.admin.token.as_deref()) {
+        let token = shared.config.load().admin.token.clone();
+        if let Err(e) = authorize(&req, token.as_deref()) {
             return (route, e.response());
         }
     }
@@ -206,6 +218,9 @@ async fn route(
         _ => match read_body(req).await {
             Ok(body) if route == "/v1/pause" => post_pause(shared, &body),
             Ok(body) if route == "/v1/failover" => post_failover(shared, &body).await,
+            Ok(_) if route == "/v1/reload" => reload::reload(shared)
+                .map(|answer| json(StatusCode::OK, &answer))
+                .map_err(ApiError::from),
             Ok(_) if route == "/v1/unpause" => {
                 shared.gate.pause().unpause();
                 Ok(json(
@@ -267,6 +282,9 @@ pub enum ApiError {
     FailoverTtlOutOfRange,
     #[error("{source}")]
     MetricsEncoding { source: std::fmt::Error },
+    /// The config file could not be used; nothing changed.
+    #[error(transparent)]
+    Reload(#[from] ReloadError),
 }
 
 impl ApiError {
@@ -286,7 +304,8 @@ impl ApiError {
             | ApiError::ZeroPauseTimeout
             | ApiError::BadFailoverRequest { .. }
             | ApiError::PauseNotAboveSync
-            | ApiError::FailoverTtlOutOfRange => StatusCode::BAD_REQUEST,
+            | ApiError::FailoverTtlOutOfRange
+            | ApiError::Reload(_) => StatusCode::BAD_REQUEST,
             ApiError::Grant(_) => StatusCode::CONFLICT,
             ApiError::MetricsEncoding { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -354,7 +373,7 @@ fn readyz(shared: &ControlContext) -> Response<Full<Bytes>> {
     let reason = match (&view.error, &view.replication) {
         (None, Some(_)) => return text(StatusCode::OK, "ready\n"),
         (Some(e), _) => format!("node probe failed: {e}"),
-        (None, None) if shared.config.lease.probe_interval.is_zero() => {
+        (None, None) if shared.config.load().lease.probe_interval.is_zero() => {
             "the node probe is disabled (lease.probe_interval_ms: 0)".to_string()
         }
         (None, None) => "the node has not answered a probe yet".to_string(),
@@ -410,7 +429,7 @@ fn node_view(view: probe::NodeView) -> api::NodeView {
 
 fn probe_report(shared: &ControlContext) -> ProbeReport {
     let view = shared.node.view();
-    let interval = shared.config.lease.probe_interval;
+    let interval = shared.config.load().lease.probe_interval;
     let replication = view.replication.unwrap_or_default();
     ProbeReport {
         enabled: !interval.is_zero(),
@@ -439,8 +458,8 @@ fn status(shared: &ControlContext) -> Status {
         demoted: shared.gate.role().demotion().map(|d| Demoted {
             new_master: d.new_master.as_deref().map(str::to_string),
         }),
-        listen: shared.config.listen.to_string(),
-        backend: shared.config.backend.addr.clone(),
+        listen: shared.config.load().listen.to_string(),
+        backend: shared.config.load().backend.addr.clone(),
     }
 }
 
@@ -616,8 +635,8 @@ mod tests {
             "pause": shared.gate.pause().status(),
             "failover_state": shared.gate.role().failover.state().as_str(),
             "demoted": shared.gate.role().demotion().map(|d| serde_json::json!({"new_master": d.new_master.as_deref()})),
-            "listen": shared.config.listen,
-            "backend": shared.config.backend.addr,
+            "listen": shared.config.load().listen,
+            "backend": shared.config.load().backend.addr,
         })
     }
 

@@ -1,16 +1,19 @@
 //! The control plane, beside the data plane: the admin HTTP API
 //! ([`admin`]), pull renewal from the controller ([`poll`]), graceful
-//! failover ([`failover`]) and the node probe ([`probe`]). It changes what
-//! the guard knows (through [`crate::guard::role::Role`]); it never touches
-//! sessions.
+//! failover ([`failover`]), the node probe ([`probe`]) and live
+//! [`reload`] of the config. It changes what the guard knows (through
+//! [`crate::guard::role::Role`]); it never touches sessions.
 
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
 
+use arc_swap::ArcSwap;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::command::CommandTable;
+use crate::command::{CommandTable, LearnedCommand};
 use crate::config::{Config, VerifyMode};
 use crate::guard::control::ControlPolicy;
 use crate::guard::gate::{Gate, GateParts, Policy};
@@ -23,6 +26,7 @@ pub mod admin;
 pub mod failover;
 pub mod poll;
 pub mod probe;
+pub mod reload;
 
 /// The control plane's own metrics and the listener's.
 #[derive(Default)]
@@ -38,11 +42,31 @@ pub struct ControlMetrics {
     pub lease: LeaseMetrics,
     /// `leasegate_failovers_total{result}`, durations and stalls.
     pub failover: Arc<failover::FailoverMetrics>,
+    /// `leasegate_config_reloads_total{result}`.
+    pub reload: reload::ReloadMetrics,
 }
+
+/// What the server does on a reload beyond the control plane (the log
+/// level, new sessions' limits): called with the old and the new running config.
+pub type OnReload = Box<dyn Fn(&Config, &Config) + Send + Sync>;
 
 /// What the control plane's parts share.
 pub struct ControlContext {
-    pub config: Config,
+    /// The running config: the file as last (re)loaded, with the settings
+    /// that need a restart as the process started with them. Read it per
+    /// use (`config.load()`); a [`reload`] swaps it.
+    pub config: ArcSwap<Config>,
+    /// The file a reload re-reads; `None` and reloads fail.
+    pub config_path: Option<PathBuf>,
+    /// Bumped after every successful reload: background tasks (the poller,
+    /// the probe) re-read the config.
+    pub reloaded: watch::Sender<u64>,
+    /// The server's part of a reload, set once at start.
+    pub on_reload: OnceLock<OnReload>,
+    /// What the node said about its commands (empty until learned).
+    learned: Mutex<Arc<Vec<LearnedCommand>>>,
+    /// One reload at a time (SIGHUP and `POST /v1/reload` may race).
+    reloading: Mutex<()>,
     /// The data plane's decision point (its policy, pause and verifier).
     pub gate: Arc<Gate>,
     /// The node's role: every grant and revocation goes through it.
@@ -84,8 +108,17 @@ impl ControlContext {
                 ),
                 reject_prefix: config.lease.reject_prefix.clone(),
                 backend_password: config.backend.password.clone(),
-                verifier: (config.verify.mode == VerifyMode::EveryWrite)
-                    .then(|| Arc::new(Verifier::new(config.verify.max_in_flight))),
+                // Whenever there is a controller to ask, so that a reload
+                // can switch verification on and off.
+                verifier: config.controller.url.as_ref().map(|_| {
+                    let v = Verifier::new(config.verify.max_in_flight);
+                    v.configure(
+                        config.verify.mode == VerifyMode::EveryWrite,
+                        config.verify.max_in_flight,
+                        config.verify.timeout,
+                    );
+                    Arc::new(v)
+                }),
                 pause: Arc::new(Pause::new(
                     config.pause.max_buffered_requests,
                     config.pause.max_buffered_bytes,
@@ -108,11 +141,17 @@ impl ControlContext {
         );
         metrics.lease.register(&mut registry);
         metrics.failover.register(&mut registry);
+        metrics.reload.register(&mut registry);
         let node = Arc::new(probe::NodeStatus::default());
         node.register(&mut registry);
         register_build_info(&mut registry);
         ControlContext {
-            config,
+            config: ArcSwap::from_pointee(config),
+            config_path: None,
+            reloaded: watch::channel(0).0,
+            on_reload: OnceLock::new(),
+            learned: Mutex::new(Arc::new(Vec::new())),
+            reloading: Mutex::new(()),
             gate,
             role,
             node,
@@ -120,6 +159,31 @@ impl ControlContext {
             metrics,
             shutdown: CancellationToken::new(),
         }
+    }
+}
+
+impl ControlContext {
+    /// Records what the node said about its commands and rebuilds the
+    /// command table from them and the running config.
+    pub fn learned_commands(&self, commands: Vec<LearnedCommand>) {
+        let mut learned = self.learned.lock().unwrap_or_else(|p| p.into_inner());
+        *learned = Arc::new(commands);
+        self.rebuild_commands(&learned);
+    }
+
+    /// Rebuilds the command table from the running config (after a reload).
+    fn refresh_commands(&self) {
+        let learned = self.learned.lock().unwrap_or_else(|p| p.into_inner());
+        self.rebuild_commands(&learned);
+    }
+
+    /// Called with the `learned` lock held, so that learning and a reload
+    /// cannot leave a table built from the other's stale half.
+    fn rebuild_commands(&self, learned: &[LearnedCommand]) {
+        let config = self.config.load();
+        self.gate.replace_policy(Policy {
+            commands: CommandTable::build(&config.commands, learned),
+        });
     }
 }
 

@@ -80,17 +80,21 @@ impl PollMetrics {
 }
 
 /// Polls the controller until `ctx.shutdown` is cancelled. Does nothing
-/// when `controller.url` is unset.
+/// when `controller.url` is unset. `controller.poll_interval_ms`, `.ttl_ms`
+/// and `.timeout_ms` are read from the running config, again after every
+/// reload; the cluster polled (`url`, `namespace`, `cluster`) is fixed at
+/// start, since the versions this poller remembers belong to it.
 pub async fn poll(ctx: Arc<ControlContext>) {
-    let config = &ctx.config.controller;
-    let Some(base) = config.url.as_deref() else {
+    let config = ctx.config.load_full();
+    let Some(base) = config.controller.url.as_deref() else {
         return;
     };
-    let url = cluster_url(base, &config.namespace, &config.cluster);
+    let c = &config.controller;
+    let url = cluster_url(base, &c.namespace, &c.cluster);
     let metrics = &ctx.metrics.poll;
-    let timeout = config.timeout.max(Duration::from_millis(1));
-    let client = http_client(timeout);
-    info!(%url, interval_ms = config.poll_interval.as_millis() as u64, ttl_ms = config.ttl_ms, "polling the controller for the master lease");
+    let mut timeout = c.timeout.max(Duration::from_millis(1));
+    let mut client = http_client(timeout);
+    info!(%url, interval_ms = c.poll_interval.as_millis() as u64, ttl_ms = c.ttl_ms, "polling the controller for the master lease");
 
     let mut poller = Poller {
         ctx: &ctx,
@@ -100,14 +104,43 @@ pub async fn poll(ctx: Arc<ControlContext>) {
         revocations_seen: ctx.gate.lease().revocations(),
         fenced_at: None,
     };
-    let mut ticker = tokio::time::interval(config.poll_interval.max(Duration::from_millis(1)));
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let ticker_for = |interval: Duration| {
+        let mut ticker = tokio::time::interval(interval.max(Duration::from_millis(1)));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker
+    };
+    let mut interval = c.poll_interval;
+    let mut ticker = ticker_for(interval);
+    let mut reloaded = ctx.reloaded.subscribe();
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
             // A topology promoting this node passed: ask now.
             _ = ctx.role.promoted() => {}
+            r = reloaded.changed() => {
+                if r.is_err() {
+                    return;
+                }
+                let now = ctx.config.load().controller.poll_interval;
+                if now != interval {
+                    // A new ticker's first tick is at once: the next poll
+                    // comes now, then at the new interval.
+                    interval = now;
+                    ticker = ticker_for(interval);
+                }
+                continue;
+            }
             _ = ctx.shutdown.cancelled() => return,
+        }
+        let wanted = ctx
+            .config
+            .load()
+            .controller
+            .timeout
+            .max(Duration::from_millis(1));
+        if wanted != timeout {
+            timeout = wanted;
+            client = http_client(timeout);
         }
         let lease = ctx.gate.lease();
         let sent = lease.now();
@@ -194,7 +227,7 @@ impl Poller<'_> {
                 self.fenced_at = None;
                 let grant = Grant {
                     master_node_id: Some(me),
-                    ttl_ms: self.ctx.config.controller.ttl_ms,
+                    ttl_ms: self.ctx.config.load().controller.ttl_ms,
                     epoch: lease.epoch(),
                     nonce: None,
                     anchor: Some(sent),

@@ -15,10 +15,9 @@ use std::time::{Duration, Instant};
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::guard::gate::Gate;
+use crate::control::ControlContext;
 use crate::guard::role::Source;
 use crate::kvrocks::topology::Replication;
 use crate::proxy::backend::ControlConnection;
@@ -80,6 +79,15 @@ impl NodeStatus {
         self.is_master_gauge.set(i64::from(master));
     }
 
+    /// Forgets what earlier probes saw (the probe was switched off).
+    fn reset(&self) {
+        if let Ok(mut v) = self.inner.lock() {
+            *v = NodeView::default();
+        }
+        self.failures_gauge.set(0);
+        self.is_master_gauge.set(0);
+    }
+
     fn failed(&self, error: String) {
         let failures = match self.inner.lock() {
             Ok(mut v) => {
@@ -97,57 +105,92 @@ impl NodeStatus {
     }
 }
 
-/// Probes until `shutdown`; keeps one connection open and reopens it on error.
-pub async fn run(
-    addr: String,
-    password: Option<String>,
-    interval: Duration,
-    timeout: Duration,
-    gate: Arc<Gate>,
-    status: Arc<NodeStatus>,
-    shutdown: CancellationToken,
-) {
-    let mut conn: Option<ControlConnection> = None;
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+/// Probes until `shutdown`; keeps one connection open and reopens it on
+/// error. Reads `lease.probe_interval_ms`, `backend.password` and
+/// `backend.connect_timeout_ms` from the running config, again after every
+/// reload: an interval of 0 idles until a reload sets one.
+pub async fn run(shared: Arc<ControlContext>) {
+    let status = Arc::clone(&shared.node);
+    let mut reloaded = shared.reloaded.subscribe();
+    // The connection, and the (password, bound) it was opened with.
+    let mut conn: Option<(ControlConnection, Option<String>, Duration)> = None;
     loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = shutdown.cancelled() => return,
+        let interval = shared.config.load().lease.probe_interval;
+        if interval.is_zero() {
+            // Disabled: what an earlier probe saw is no longer reported.
+            conn = None;
+            status.reset();
+            tokio::select! {
+                r = reloaded.changed() => if r.is_err() { return },
+                _ = shared.shutdown.cancelled() => return,
+            }
+            continue;
         }
-        // One interval at most per probe: a stopped node is reported
-        // within two.
-        let bound = interval.min(timeout).max(Duration::from_millis(1));
-        if conn.is_none() {
-            match ControlConnection::open(&addr, password.as_deref(), bound).await {
-                Ok(c) => conn = Some(c),
-                Err(e) => {
-                    debug!(error = %e, "node probe cannot connect");
-                    status.failed(e.to_string());
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                r = reloaded.changed() => {
+                    if r.is_err() {
+                        return;
+                    }
+                    if shared.config.load().lease.probe_interval != interval {
+                        break;
+                    }
                     continue;
                 }
+                _ = shared.shutdown.cancelled() => return,
             }
-        }
-        let Some(c) = conn.as_mut() else { continue };
-        let answer = match tokio::time::timeout(bound, c.call(&["ROLE"])).await {
-            Ok(answer) => answer.map_err(|e| e.to_string()),
-            Err(_) => Err(format!("no answer to ROLE within {} ms", bound.as_millis())),
-        };
-        match answer {
-            Ok(reply) => {
-                let replication = Replication::from_role(&reply);
-                if replication.is_replica() && gate.lease().snapshot().valid {
-                    warn!(master = ?replication.master, "the node reports itself a replica: revoking the master lease");
-                }
-                if replication.is_replica() {
-                    gate.role()
-                        .revoke("the node's ROLE is slave", Source::Probe);
-                }
-                status.succeeded(replication);
-            }
-            Err(e) => {
+            let config = shared.config.load_full();
+            // One interval at most per probe: a stopped node is reported
+            // within two.
+            let bound = interval
+                .min(config.connect_timeout())
+                .max(Duration::from_millis(1));
+            let password = &config.backend.password;
+            if conn
+                .as_ref()
+                .is_some_and(|(_, p, b)| p != password || *b != bound)
+            {
                 conn = None;
-                status.failed(e);
+            }
+            if conn.is_none() {
+                match ControlConnection::open(&config.backend.addr, password.as_deref(), bound)
+                    .await
+                {
+                    Ok(c) => conn = Some((c, password.clone(), bound)),
+                    Err(e) => {
+                        debug!(error = %e, "node probe cannot connect");
+                        status.failed(e.to_string());
+                        continue;
+                    }
+                }
+            }
+            let Some((c, _, _)) = conn.as_mut() else {
+                continue;
+            };
+            let answer = match tokio::time::timeout(bound, c.call(&["ROLE"])).await {
+                Ok(answer) => answer.map_err(|e| e.to_string()),
+                Err(_) => Err(format!("no answer to ROLE within {} ms", bound.as_millis())),
+            };
+            match answer {
+                Ok(reply) => {
+                    let replication = Replication::from_role(&reply);
+                    let gate = &shared.gate;
+                    if replication.is_replica() && gate.lease().snapshot().valid {
+                        warn!(master = ?replication.master, "the node reports itself a replica: revoking the master lease");
+                    }
+                    if replication.is_replica() {
+                        gate.role()
+                            .revoke("the node's ROLE is slave", Source::Probe);
+                    }
+                    status.succeeded(replication);
+                }
+                Err(e) => {
+                    conn = None;
+                    status.failed(e);
+                }
             }
         }
     }

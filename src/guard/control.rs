@@ -44,6 +44,13 @@ impl TryFrom<String> for AddrMatch {
     }
 }
 
+/// Written back as `net/prefix` (a config reload compares settings this way).
+impl serde::Serialize for AddrMatch {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&format_args!("{}/{}", self.net, self.prefix))
+    }
+}
+
 impl AddrMatch {
     pub fn parse(text: &str) -> Result<AddrMatch, String> {
         let (addr, prefix) = match text.split_once('/') {
@@ -287,19 +294,21 @@ impl Gate {
             _ => return None,
         };
         let args = arguments(bytes, head.inline);
+        let settings = self.settings.load();
         let password_at = if auth {
             // AUTH password | AUTH username password
             matches!(args.len(), 2 | 3).then(|| args.len() - 1)
         } else {
             hello_password_at(&args)
         };
-        let Some(at) = password_at.filter(|&i| self.control.is_control_password(&args[i])) else {
+        let Some(at) = password_at.filter(|&i| settings.control.is_control_password(&args[i]))
+        else {
             // Never forwarded, wherever it appears: a misplaced control
             // password would otherwise reach the node (and its logs).
             return args
                 .iter()
                 .skip(1)
-                .any(|a| self.control.is_control_password(a))
+                .any(|a| settings.control.is_control_password(a))
                 .then(|| {
                     (
                         Verdict::Reply(Bytes::from_static(CONTROL_PASSWORD_MISPLACED)),
@@ -308,7 +317,7 @@ impl Gate {
                 });
         };
         if auth {
-            let verdict = match &self.backend_password {
+            let verdict = match &settings.backend_password {
                 Some(pw) => Verdict::Rewrite {
                     request: encode(&[b"AUTH", pw.as_bytes()]),
                     answer: Answer::Replace(Bytes::from_static(OK)),
@@ -322,7 +331,7 @@ impl Gate {
         let mut rewritten: Vec<&[u8]> = Vec::with_capacity(args.len());
         for (i, a) in args.iter().enumerate() {
             if i == auth_at {
-                if let Some(pw) = &self.backend_password {
+                if let Some(pw) = &settings.backend_password {
                     rewritten.extend_from_slice(&[b"AUTH", b"default", pw.as_bytes()]);
                 }
             } else if !(auth_at..=at).contains(&i) {

@@ -36,7 +36,10 @@
 //! the lease.
 //!
 //! The policy that a reload may change (command table, deny list) sits behind
-//! an `ArcSwap`; a session loads it once per batch of requests.
+//! an `ArcSwap`; a session loads it once per batch of requests. The control
+//! credentials, the fenced-write error's prefix and the node password sit
+//! behind another ([`Gate::reconfigure`]), read only off the hot path
+//! (connection start, AUTH/HELLO, a fenced write).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -229,13 +232,10 @@ pub struct GateParts {
 pub struct Gate {
     pub(super) policy: ArcSwap<Policy>,
     pub(super) lease: Arc<Lease>,
-    pub(super) control: ControlPolicy,
-    /// `-<prefix> master lease expired, writes are fenced on this node (epoch `
-    pub(super) fenced_head: String,
-    /// Password of leasegate's own backend connections; a controller
-    /// connection authenticates to the node with it.
-    pub(super) backend_password: Option<String>,
-    /// Present with `verify.mode: every-write`.
+    /// What a reload may change besides the policy.
+    pub(super) settings: ArcSwap<Settings>,
+    /// Present with `controller.url`; consulted while it is enabled
+    /// (`verify.mode: every-write`).
     pub(super) verifier: Option<Arc<Verifier>>,
     pub(super) pause: Arc<Pause>,
     /// The node's role: demotion, writes in flight, and every lease change.
@@ -243,6 +243,29 @@ pub struct Gate {
     pub metrics: GateMetrics,
     last_log_only_warning: EverySecond,
     last_unknown_outcome_warning: EverySecond,
+}
+
+/// The Gate's settings a reload may replace ([`Gate::reconfigure`]).
+#[derive(Debug)]
+pub(super) struct Settings {
+    pub(super) control: ControlPolicy,
+    /// `-<prefix> master lease expired, writes are fenced on this node (epoch `
+    pub(super) fenced_head: String,
+    /// Password of leasegate's own backend connections; a controller
+    /// connection authenticates to the node with it.
+    pub(super) backend_password: Option<String>,
+}
+
+impl Settings {
+    fn new(control: ControlPolicy, reject_prefix: &str, backend_password: Option<String>) -> Self {
+        Settings {
+            control,
+            fenced_head: format!(
+                "-{reject_prefix} master lease expired, writes are fenced on this node (epoch "
+            ),
+            backend_password,
+        }
+    }
 }
 
 impl std::fmt::Debug for Gate {
@@ -281,12 +304,11 @@ impl Gate {
         Gate {
             policy: ArcSwap::from_pointee(policy),
             lease: Arc::clone(role.lease()),
-            control: parts.control,
-            fenced_head: format!(
-                "-{} master lease expired, writes are fenced on this node (epoch ",
-                parts.reject_prefix
-            ),
-            backend_password: parts.backend_password,
+            settings: ArcSwap::from_pointee(Settings::new(
+                parts.control,
+                &parts.reject_prefix,
+                parts.backend_password,
+            )),
             verifier: parts.verifier,
             pause: parts.pause,
             role,
@@ -307,13 +329,29 @@ impl Gate {
         self.policy.store(Arc::new(policy));
     }
 
+    /// Replaces the control credentials, the fenced-write error's prefix
+    /// and the node password (config reload). Connections already
+    /// authenticated as (or trusted as) the controller stay so.
+    pub fn reconfigure(
+        &self,
+        control: ControlPolicy,
+        reject_prefix: &str,
+        backend_password: Option<String>,
+    ) {
+        self.settings.store(Arc::new(Settings::new(
+            control,
+            reject_prefix,
+            backend_password,
+        )));
+    }
+
     pub fn lease(&self) -> &Arc<Lease> {
         &self.lease
     }
 
     /// Whether connections from this address are the controller's.
     pub fn trusts_peer(&self, ip: std::net::IpAddr) -> bool {
-        self.control.trusts(ip)
+        self.settings.load().control.trusts(ip)
     }
 
     /// May this request pass?
@@ -406,7 +444,7 @@ impl Gate {
             self.metrics.writes_unfenced_log_only.inc();
             self.warn_log_only(r);
         }
-        match &self.verifier {
+        match self.verifier.as_ref().filter(|v| v.enabled()) {
             Some(v) if r.covered && !r.verified => {
                 v.metrics.writes.inc();
                 Verdict::Forward
@@ -438,7 +476,12 @@ impl Gate {
         if special == Special::Exec {
             return Bytes::from_static(EXECABORT_LEASE);
         }
-        Bytes::from(format!("{}{})\r\n", self.fenced_head, self.lease.epoch()))
+        let settings = self.settings.load();
+        Bytes::from(format!(
+            "{}{})\r\n",
+            settings.fenced_head,
+            self.lease.epoch()
+        ))
     }
 
     #[cold]

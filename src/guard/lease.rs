@@ -36,6 +36,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
+use arc_swap::ArcSwap;
 use serde::Deserialize;
 
 /// Nanoseconds on a monotonic clock.
@@ -127,7 +128,7 @@ impl LeaseMode {
 }
 
 /// `lease.initial`: the lease before the controller has said anything.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Initial {
     /// Fail closed: no writes until the first grant.
@@ -138,8 +139,10 @@ pub enum Initial {
     Valid,
 }
 
-/// The parameters of the lease arithmetic.
-#[derive(Debug, Clone, Copy)]
+/// The parameters of the lease arithmetic. A reload may replace them
+/// ([`Lease::set_tuning`]); they are read only when a grant's deadline is
+/// computed, so a deadline already granted stands.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LeaseTuning {
     pub clock_drift: f64,
     pub safety_margin_ms: u64,
@@ -211,7 +214,8 @@ struct Cold {
 /// The lease of this node.
 pub struct Lease {
     clock: Arc<dyn Clock>,
-    tuning: LeaseTuning,
+    /// Swapped whole by a reload, so a deadline never mixes old and new values.
+    tuning: ArcSwap<LeaseTuning>,
     mode: AtomicU8,
     deadline: AtomicU64,
     epoch: AtomicU64,
@@ -313,7 +317,7 @@ impl Lease {
         let nonce_seed = clock.now() | 1;
         Lease {
             clock,
-            tuning,
+            tuning: ArcSwap::from_pointee(tuning),
             mode: AtomicU8::new(mode.as_u8()),
             deadline: AtomicU64::new(deadline),
             epoch: AtomicU64::new(0),
@@ -334,6 +338,18 @@ impl Lease {
 
     pub fn set_mode(&self, mode: LeaseMode) {
         self.mode.store(mode.as_u8(), Ordering::Relaxed);
+    }
+
+    /// The lease arithmetic's parameters now.
+    pub fn tuning(&self) -> LeaseTuning {
+        **self.tuning.load()
+    }
+
+    /// Replaces the lease arithmetic's parameters (config reload): grants
+    /// from now on use them; a deadline already granted is kept (within a
+    /// term a later grant never shortens the lease).
+    pub fn set_tuning(&self, tuning: LeaseTuning) {
+        self.tuning.store(Arc::new(tuning));
     }
 
     #[inline]
@@ -465,8 +481,9 @@ impl Lease {
 
     /// `anchor + ttl·(1 − drift) − margin`, never before the anchor.
     pub fn deadline_for(&self, anchor: Nanos, ttl_ms: u64) -> Nanos {
-        let ttl = (ttl_ms as f64 * MS as f64 * (1.0 - self.tuning.clock_drift)) as u64;
-        let usable = ttl.saturating_sub(self.tuning.safety_margin_ms * MS);
+        let tuning = self.tuning.load();
+        let ttl = (ttl_ms as f64 * MS as f64 * (1.0 - tuning.clock_drift)) as u64;
+        let usable = ttl.saturating_sub(tuning.safety_margin_ms * MS);
         anchor.saturating_add(usable).max(anchor)
     }
 
@@ -615,6 +632,21 @@ mod tests {
             0,
             "margin above ttl: expired at once"
         );
+    }
+
+    #[test]
+    fn new_tuning_applies_from_the_next_grant() {
+        let (clock, lease) = lease(0.0, 0);
+        lease.grant(&grant(1, 1000), clock.now()).expect("granted");
+        lease.set_tuning(LeaseTuning {
+            clock_drift: 0.1,
+            safety_margin_ms: 200,
+        });
+        assert_eq!(lease.snapshot().remaining_ms, 1000, "the deadline stands");
+        clock.advance_ms(1000);
+        // 1000 ms · (1 − 0.1) − 200 ms = 700 ms
+        lease.grant(&grant(1, 1000), clock.now()).expect("granted");
+        assert_eq!(lease.snapshot().remaining_ms, 700);
     }
 
     #[test]

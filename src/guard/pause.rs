@@ -125,8 +125,10 @@ pub struct Pause {
     generation: watch::Sender<u64>,
     held_requests: AtomicUsize,
     held_bytes: AtomicUsize,
-    max_requests: usize,
-    max_bytes: usize,
+    /// `pause.max_buffered_requests` / `_bytes`; a reload may change them
+    /// ([`Pause::set_bounds`]).
+    max_requests: AtomicUsize,
+    max_bytes: AtomicUsize,
     pub metrics: PauseMetrics,
 }
 
@@ -137,8 +139,8 @@ impl Pause {
             generation: watch::channel(0).0,
             held_requests: AtomicUsize::new(0),
             held_bytes: AtomicUsize::new(0),
-            max_requests,
-            max_bytes,
+            max_requests: AtomicUsize::new(max_requests),
+            max_bytes: AtomicUsize::new(max_bytes),
             metrics: PauseMetrics::default(),
         }
     }
@@ -152,6 +154,13 @@ impl Pause {
             WRITE => write,
             _ => true,
         }
+    }
+
+    /// Replaces the buffer bounds (config reload). Requests already held
+    /// stay held; new holds are checked against the new bounds.
+    pub fn set_bounds(&self, max_requests: usize, max_bytes: usize) {
+        self.max_requests.store(max_requests, Ordering::Relaxed);
+        self.max_bytes.store(max_bytes, Ordering::Relaxed);
     }
 
     pub fn is_paused(&self) -> bool {
@@ -204,7 +213,9 @@ impl Pause {
     pub fn hold(self: &Arc<Self>, bytes: usize) -> Option<Hold> {
         let requests = self.held_requests.fetch_add(1, Ordering::AcqRel) + 1;
         let total = self.held_bytes.fetch_add(bytes, Ordering::AcqRel) + bytes;
-        if requests > self.max_requests || total > self.max_bytes {
+        if requests > self.max_requests.load(Ordering::Relaxed)
+            || total > self.max_bytes.load(Ordering::Relaxed)
+        {
             self.held_requests.fetch_sub(1, Ordering::AcqRel);
             self.held_bytes.fetch_sub(bytes, Ordering::AcqRel);
             self.metrics.overflow.inc();
@@ -294,6 +305,8 @@ mod tests {
         p.pause(Duration::from_secs(60), PauseMode::All);
         assert!(p.hold(200).is_none(), "byte bound");
         assert!(p.holds(false), "ALL holds reads");
+        p.set_bounds(10, 1000);
+        assert!(p.hold(200).is_some(), "new bounds apply to new holds");
     }
 
     #[tokio::test(flavor = "current_thread", start_paused = true)]

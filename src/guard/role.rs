@@ -144,7 +144,8 @@ impl InFlight {
 /// The node's role, and the only way to grant or revoke its lease.
 pub struct Role {
     lease: Arc<Lease>,
-    on_demote: OnDemote,
+    /// `pause.on_demote` as a `u8` ([`on_demote_to_u8`]); a reload may change it.
+    on_demote: AtomicU8,
     demotion: ArcSwapOption<Demotion>,
     /// `demotion.is_some()`, as one plain load for the hot path.
     demoted: AtomicBool,
@@ -182,7 +183,7 @@ impl Role {
     pub fn new(lease: Arc<Lease>, on_demote: OnDemote) -> Role {
         Role {
             lease,
-            on_demote,
+            on_demote: AtomicU8::new(on_demote_to_u8(on_demote)),
             demotion: ArcSwapOption::empty(),
             demoted: AtomicBool::new(false),
             handover_target: std::sync::Mutex::new(None),
@@ -200,7 +201,18 @@ impl Role {
     }
 
     pub fn on_demote(&self) -> OnDemote {
+        match self.on_demote.load(Ordering::Relaxed) {
+            1 => OnDemote::Moved,
+            2 => OnDemote::Readonly,
+            _ => OnDemote::Forward,
+        }
+    }
+
+    /// Replaces `pause.on_demote` (config reload): writes asked about from
+    /// now on follow it.
+    pub fn set_on_demote(&self, on_demote: OnDemote) {
         self.on_demote
+            .store(on_demote_to_u8(on_demote), Ordering::Relaxed);
     }
 
     /// Applies a grant received at `received_at` from `source`. A grant for
@@ -281,7 +293,7 @@ impl Role {
     /// Records that this node was demoted (and where the new master's
     /// leasegate is); the lease must be revoked separately.
     pub fn demote(&self, demotion: Demotion) {
-        info!(new_master = ?demotion.new_master, on_demote = ?self.on_demote, "this node was demoted");
+        info!(new_master = ?demotion.new_master, on_demote = ?self.on_demote(), "this node was demoted");
         self.demotion.store(Some(Arc::new(demotion)));
         self.demoted.store(true, Ordering::Release);
     }
@@ -305,7 +317,7 @@ impl Role {
     /// Announces (or, with `None`, withdraws) where paused sessions will
     /// probably be handed over, so they can open their connections ahead.
     pub fn prepare_handover(&self, target: Option<Arc<str>>) {
-        if self.on_demote == OnDemote::Forward {
+        if self.on_demote() == OnDemote::Forward {
             if let Ok(mut t) = self.handover_target.lock() {
                 *t = target;
             }
@@ -371,5 +383,14 @@ impl FailoverStatus {
     /// Frees the next failover.
     pub fn finished(&self) {
         self.running.store(false, Ordering::Release);
+    }
+}
+
+/// `pause.on_demote` as stored in [`Role`].
+fn on_demote_to_u8(on_demote: OnDemote) -> u8 {
+    match on_demote {
+        OnDemote::Forward => 0,
+        OnDemote::Moved => 1,
+        OnDemote::Readonly => 2,
     }
 }

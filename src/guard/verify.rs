@@ -18,8 +18,13 @@
 //! the lease (a role transition) and, like a timeout or an unreachable
 //! controller, rejects the waiting writes with
 //! `-TRYAGAIN mastership not confirmed by controller: <cause>`.
+//!
+//! A reload may switch verification on or off and change its timeout and
+//! `max_in_flight` ([`Verifier::configure`]): the verifier exists whenever
+//! `controller.url` is set, and the Gate asks it only while it is on. Writes
+//! already waiting when it is switched off still get their round's answer.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -101,8 +106,12 @@ impl VerifyMetrics {
 #[derive(Debug)]
 pub struct Verifier {
     rounds: Mutex<Rounds>,
+    /// `verify.mode: every-write`: whether writes wait for a confirmation.
+    enabled: AtomicBool,
     /// Rounds allowed on the wire at once (`verify.max_in_flight`).
-    max_in_flight: usize,
+    max_in_flight: AtomicUsize,
+    /// `verify.timeout_ms`: bound of one round.
+    timeout_ms: AtomicU64,
     /// Highest cluster version a confirmation has seen (older answers are stale).
     highest: AtomicU64,
     wake: Notify,
@@ -117,6 +126,8 @@ impl Default for Verifier {
 }
 
 const NOT_CONFIRMED: &str = "-TRYAGAIN mastership not confirmed by controller";
+/// `verify.timeout_ms` until [`Verifier::configure`] says otherwise.
+const DEFAULT_TIMEOUT: Duration = Duration::from_millis(200);
 
 impl Verifier {
     pub fn new(max_in_flight: usize) -> Verifier {
@@ -131,7 +142,9 @@ impl Verifier {
                 next: 1,
                 ..Rounds::default()
             }),
-            max_in_flight: max_in_flight.max(1),
+            enabled: AtomicBool::new(true),
+            max_in_flight: AtomicUsize::new(max_in_flight.max(1)),
+            timeout_ms: AtomicU64::new(DEFAULT_TIMEOUT.as_millis() as u64),
             highest: AtomicU64::new(0),
             wake: Notify::new(),
             results,
@@ -143,6 +156,36 @@ impl Verifier {
         self.rounds.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Sets `verify.*` (at start and on a reload): whether writes wait for a
+    /// confirmation, rounds on the wire at once, and the bound of a round.
+    pub fn configure(&self, enabled: bool, max_in_flight: usize, timeout: Duration) {
+        self.enabled.store(enabled, Ordering::Relaxed);
+        self.max_in_flight
+            .store(max_in_flight.max(1), Ordering::Relaxed);
+        self.timeout_ms.store(
+            u64::try_from(timeout.as_millis())
+                .unwrap_or(u64::MAX)
+                .max(1),
+            Ordering::Relaxed,
+        );
+        // A larger max_in_flight may let a waiting round go now.
+        self.wake.notify_one();
+    }
+
+    /// Whether writes wait for a confirmation (`verify.mode: every-write`).
+    #[inline]
+    pub fn enabled(&self) -> bool {
+        self.enabled.load(Ordering::Relaxed)
+    }
+
+    fn max_in_flight(&self) -> usize {
+        self.max_in_flight.load(Ordering::Relaxed)
+    }
+
+    fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms.load(Ordering::Relaxed))
+    }
+
     /// The round a write arriving now must wait for.
     pub fn ticket(&self) -> u64 {
         self.metrics.writes.inc();
@@ -150,7 +193,7 @@ impl Verifier {
         let ticket = r.next;
         if !r.next_wanted {
             r.next_wanted = true;
-            if r.in_flight < self.max_in_flight {
+            if r.in_flight < self.max_in_flight() {
                 self.wake.notify_one();
             }
         }
@@ -172,7 +215,7 @@ impl Verifier {
     /// Takes the next wanted round off the queue and marks it sent.
     fn start_round(&self) -> Option<u64> {
         let mut r = self.lock();
-        if !r.next_wanted || r.in_flight >= self.max_in_flight {
+        if !r.next_wanted || r.in_flight >= self.max_in_flight() {
             return None;
         }
         let round = r.next;
@@ -200,18 +243,25 @@ impl Verifier {
         self.wake.notify_one();
     }
 
-    /// Sends rounds while writes want them, until `shutdown`.
+    /// Sends rounds while writes want them, until `shutdown`. Each round is
+    /// bounded by the timeout [`Verifier::configure`] set last.
     pub async fn run(
         self: Arc<Self>,
         role: Arc<Role>,
         url: String,
-        timeout: Duration,
         shutdown: tokio_util::sync::CancellationToken,
     ) {
-        let client = controller::http_client(timeout);
-        info!(%url, timeout_ms = timeout.as_millis() as u64, max_in_flight = self.max_in_flight, "verifying mastership with the controller on every write");
+        let mut timeout = self.timeout();
+        let mut client = controller::http_client(timeout);
+        if self.enabled() {
+            info!(%url, timeout_ms = timeout.as_millis() as u64, max_in_flight = self.max_in_flight(), "verifying mastership with the controller on every write");
+        }
         let url: Arc<str> = url.into();
         loop {
+            if self.timeout() != timeout {
+                timeout = self.timeout();
+                client = controller::http_client(timeout);
+            }
             while let Some(round) = self.start_round() {
                 let (this, role, client, url) = (
                     Arc::clone(&self),

@@ -1,7 +1,7 @@
 //! What other leasegates say: the admin HTTP API's wire model.
 //!
 //! The requests and answers of `/v1/status`, `/v1/lease`, `/v1/pause`,
-//! `/v1/unpause` and `/v1/failover`, defined once: the server
+//! `/v1/unpause`, `/v1/failover` and `/v1/reload`, defined once: the server
 //! ([`crate::control::admin`]) parses requests and builds answers with them,
 //! and the [`admin_client`](super::admin_client) (the failover, the
 //! `leasegate ctl` / `failover` commands) sends and reads the same types.
@@ -326,6 +326,22 @@ impl PauseRequest {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PauseResponse {
     pub pause: PauseView,
+}
+
+// ---------------------------------------------------------------- /v1/reload
+
+/// The answer to `POST /v1/reload` (and what a SIGHUP reload logs): the
+/// config keys (`lease.mode`, `commands.deny`, ...) that differ between the
+/// file and the running config. A file that cannot be used is answered
+/// `400` with an [`ErrorBody`] instead, and nothing changes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadResponse {
+    /// Changed and now in force.
+    pub applied: Vec<String>,
+    /// Changed in the file but not applied: they take a restart.
+    pub needs_restart: Vec<String>,
+    /// Nothing differed.
+    pub unchanged: bool,
 }
 
 // -------------------------------------------------------------- /v1/failover

@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use crate::kvrocks::admin_api::{
     ErrorBody, FailoverReport, FailoverRequest, LeaseRequest, LeaseResponse, PauseRequest,
-    PauseResponse, ProbeReport, Status, FAILOVER_FAILED_STATUS,
+    PauseResponse, ProbeReport, ReloadResponse, Status, FAILOVER_FAILED_STATUS,
 };
 
 /// Largest admin answer read.
@@ -161,6 +161,18 @@ impl AdminClient {
     ) -> Result<PauseResponse, AdminError> {
         let empty = serde_json::Map::new();
         self.exchange(addr, "POST", "/v1/unpause", token, Some(&empty), None)
+            .await
+    }
+
+    /// `POST /v1/reload`: the leasegate re-reads its config file. A file it
+    /// cannot use (nothing changed) is [`AdminError::Status`] 400.
+    pub async fn reload(
+        &self,
+        addr: &str,
+        token: Option<&str>,
+    ) -> Result<ReloadResponse, AdminError> {
+        let empty = serde_json::Map::new();
+        self.exchange(addr, "POST", "/v1/reload", token, Some(&empty), None)
             .await
     }
 

@@ -4,7 +4,7 @@
 
 use super::admin_api::{
     LeaseOutcome, LeaseResponse, LeaseView, PauseMode, PauseResponse, PauseView, ProbeReport,
-    Status,
+    ReloadResponse, Status,
 };
 
 /// `lease: valid, 4.2 s left, epoch 3, owner <id> (block-write)`.
@@ -122,6 +122,26 @@ pub fn lease_response(r: &LeaseResponse) -> String {
 /// `POST /v1/pause`, `/v1/unpause`.
 pub fn pause_response(r: &PauseResponse) -> String {
     pause(&r.pause)
+}
+
+/// `POST /v1/reload`: `reloaded: nothing changed`, or the keys applied and
+/// those that wait for a restart.
+pub fn reload(r: &ReloadResponse) -> String {
+    if r.unchanged {
+        return "reloaded: nothing changed".to_string();
+    }
+    let list = |keys: &[String]| {
+        if keys.is_empty() {
+            "none".to_string()
+        } else {
+            keys.join(", ")
+        }
+    };
+    format!(
+        "reloaded: applied {}\nneeds a restart: {}",
+        list(&r.applied),
+        list(&r.needs_restart)
+    )
 }
 
 #[cfg(test)]

@@ -442,7 +442,8 @@ pub async fn run(shared: &ControlContext, request: FailoverRequest) -> FailoverR
     let Some(guard) = RunGuard::acquire(&shared.gate) else {
         return FailoverReport::failed(FailoverError::AlreadyRunning.to_string());
     };
-    let c = &shared.config.controller;
+    let config = shared.config.load_full();
+    let c = &config.controller;
     let settings = Settings {
         controller: c.url.as_ref().map(|url| cluster::Controller {
             url: url.clone(),
@@ -450,10 +451,10 @@ pub async fn run(shared: &ControlContext, request: FailoverRequest) -> FailoverR
             cluster: c.cluster.clone(),
             timeout: c.timeout,
         }),
-        node: shared.config.backend.addr.clone(),
-        password: shared.config.backend.password.clone(),
-        timeout: shared.config.connect_timeout(),
-        admin_token: shared.config.admin.token.clone(),
+        node: config.backend.addr.clone(),
+        password: config.backend.password.clone(),
+        timeout: config.connect_timeout(),
+        admin_token: config.admin.token.clone(),
     };
     let gate = Arc::clone(&shared.gate);
     let metrics = Arc::clone(&shared.metrics.failover);
