@@ -168,3 +168,39 @@ fn pause_and_unpause_over_the_admin_api() {
         "{metrics}"
     );
 }
+
+/// The controller's `CLIENT PAUSE` is answered only once the writes already
+/// forwarded are answered: the controller reads the master's offset next,
+/// and a write acknowledged after that read could miss the replica. Here
+/// the node itself is paused (an ordinary `CLIENT PAUSE` sent to it
+/// directly), so a write sits in flight; the controller's `+OK` must come
+/// after that write's reply.
+#[test]
+fn the_controllers_pause_waits_for_writes_in_flight() {
+    let redis = RedisServer::start();
+    let proxy = paused_proxy(&redis, "");
+    let mut ctl = controller(&proxy);
+    let mut writer = proxy.client();
+    assert_eq!(writer.cmd(&["SET", "k", "0"]), Reply::ok());
+    assert_eq!(
+        redis.client().cmd(&["CLIENT", "PAUSE", "700", "WRITE"]),
+        Reply::ok()
+    );
+    writer.send(&["SET", "k", "1"]);
+    std::thread::sleep(Duration::from_millis(100));
+    ctl.send(&["CLIENT", "PAUSE", "10000", "WRITE"]);
+    assert_eq!(
+        ctl.try_read(Duration::from_millis(200)),
+        None,
+        "answered while a write was in flight"
+    );
+    assert_eq!(writer.read(), Reply::ok(), "the write in flight");
+    let pause_ok = Instant::now();
+    assert_eq!(ctl.read(), Reply::ok(), "then the pause");
+    assert!(pause_ok.elapsed() < Duration::from_secs(5));
+    // The pause is on: a new write is held.
+    writer.send(&["SET", "k", "2"]);
+    assert_eq!(writer.try_read(Duration::from_millis(200)), None, "held");
+    assert_eq!(ctl.cmd(&["CLIENT", "UNPAUSE"]), Reply::ok());
+    assert_eq!(writer.read(), Reply::ok());
+}

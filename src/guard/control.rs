@@ -14,7 +14,7 @@ use bytes::Bytes;
 use tracing::info;
 
 use crate::command::Special;
-use crate::guard::gate::{Admission, Answer, Gate, Verdict, OK};
+use crate::guard::gate::{Admission, Answer, Gate, Verdict, Wait, OK};
 use crate::guard::lease::{Grant, GrantError, GrantOutcome};
 use crate::guard::pause::PauseMode;
 use crate::guard::role::Source;
@@ -175,6 +175,10 @@ fn number(arg: &[u8]) -> Option<u64> {
     std::str::from_utf8(arg).ok()?.parse().ok()
 }
 
+/// How long `CLIENT PAUSE` waits, at most, for writes already forwarded
+/// to be answered before it answers.
+pub const DRAIN_BOUND: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The controller's commands, answered by the Gate.
 impl Gate {
     /// `CLIENT PAUSE <timeout_ms> [WRITE|ALL]` / `CLIENT UNPAUSE` from the
@@ -213,6 +217,16 @@ impl Gate {
         );
         self.pause
             .pause(std::time::Duration::from_millis(timeout), mode);
+        // The controller reads the master's offset next: writes already
+        // forwarded must be answered first, or one could be acknowledged
+        // after that read and miss the replica (as leasegate's own
+        // failover waits for them before wait_sync).
+        if self.role.writes_in_flight() > 0 {
+            let bound = std::time::Duration::from_millis(timeout).min(DRAIN_BOUND);
+            return Verdict::Hold(Wait::Drain {
+                until: std::time::Instant::now() + bound,
+            });
+        }
         Verdict::Reply(Bytes::from_static(OK))
     }
 

@@ -134,6 +134,9 @@ pub enum Wait {
     Verification(u64),
     /// The end of the write pause (holding a place in its buffer).
     Pause(Hold),
+    /// The controller's `CLIENT PAUSE`: until the writes already forwarded
+    /// are answered (or `until`); then it is answered itself.
+    Drain { until: std::time::Instant },
 }
 
 impl PartialEq for Wait {
@@ -455,7 +458,8 @@ impl Gate {
     }
 
     /// Waits until a held request may be asked about again. The answer is
-    /// the reply to send instead, when the wait ended in a refusal.
+    /// the reply to send instead, when the wait ended in a refusal (or, for
+    /// a drain, in the held request's own answer).
     pub async fn wait(&self, wait: &Wait) -> Result<(), Bytes> {
         match (wait, &self.verifier) {
             (Wait::Verification(ticket), Some(v)) => v.wait(*ticket).await,
@@ -463,6 +467,20 @@ impl Gate {
             (Wait::Pause(hold), _) => {
                 self.pause.wait(hold).await;
                 Ok(())
+            }
+            // Ends with the pause's own answer (never asked again, which
+            // would restart the pause).
+            (Wait::Drain { until }, _) => {
+                while self.role.writes_in_flight() > 0 && std::time::Instant::now() < *until {
+                    tokio::time::sleep(std::time::Duration::from_micros(100)).await;
+                }
+                if self.role.writes_in_flight() > 0 {
+                    self.pause.unpause();
+                    return Err(Bytes::from_static(
+                        b"-ERR writes already forwarded were not answered in time; the pause was ended\r\n",
+                    ));
+                }
+                Err(Bytes::from_static(b"+OK\r\n"))
             }
         }
     }
