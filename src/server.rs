@@ -36,6 +36,7 @@ use crate::control::ControlContext;
 use crate::guard::gate::Gate;
 use crate::guard::lease::{BootClock, Clock};
 use crate::proxy::backend;
+use crate::proxy::metrics::ProxyMetrics;
 use crate::proxy::session::{self, SessionContext};
 use crate::proxy::workers::Workers;
 use crate::resp::request::Limits;
@@ -97,7 +98,12 @@ impl Server {
         let gate = Arc::clone(&shared.gate);
         let shutdown = shared.shutdown.clone();
         let sessions = shared.metrics.sessions.clone();
-        let sessions_context = Arc::new(ArcSwap::from_pointee(session_context(&gate, &config)));
+        let proxy_metrics = Arc::clone(&shared.metrics.proxy);
+        let sessions_context = Arc::new(ArcSwap::from_pointee(session_context(
+            &gate,
+            &config,
+            &proxy_metrics,
+        )));
         let on_reload = {
             let (gate, sessions_context) = (Arc::clone(&gate), Arc::clone(&sessions_context));
             move |old: &Config, new: &Config| {
@@ -110,7 +116,7 @@ impl Server {
                         Err(e) => warn!(error = %e, "cannot change log.level"),
                     }
                 }
-                sessions_context.store(Arc::new(session_context(&gate, new)));
+                sessions_context.store(Arc::new(session_context(&gate, new, &proxy_metrics)));
             }
         };
         let _ = shared.on_reload.set(Box::new(on_reload));
@@ -224,6 +230,7 @@ impl Server {
             match backend::connect(&addr, timeout).await {
                 Ok(backend) => session::serve(client, backend, ctx, shutdown).await,
                 Err(e) => {
+                    ctx.metrics.backend_connect_errors.inc();
                     warn!(backend = %addr, error = %e, "backend unavailable");
                     refuse(client, backend::unavailable_reply(&addr, &e)).await;
                 }
@@ -327,8 +334,13 @@ impl Server {
 
 /// What connections accepted under `config` are served with: a session keeps
 /// the limits it started with.
-fn session_context(gate: &Arc<Gate>, config: &Config) -> SessionContext {
+fn session_context(
+    gate: &Arc<Gate>,
+    config: &Config,
+    metrics: &Arc<ProxyMetrics>,
+) -> SessionContext {
     SessionContext {
+        metrics: Arc::clone(metrics),
         gate: Arc::clone(gate),
         limits: Limits {
             max_bulk_len: config.limits.max_bulk_len,

@@ -286,3 +286,75 @@ fn the_probe_reports_a_stopped_node() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// The value of one sample line in `/metrics` (`name{labels} value`).
+fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// `/metrics` is parsed and its counters move when their events happen:
+/// fenced writes by reason, refused heartbeats by reason, node connections
+/// that failed; the state gauges and build info are there.
+#[test]
+fn the_counters_move_when_their_events_happen() {
+    let mut redis = RedisServer::start();
+    let proxy = admin_proxy(&redis, "control:\n  allow_from: [127.0.0.1]\n");
+    let scrape = || http(proxy.admin_port(), "GET", "/metrics", None, None).1;
+    let before = scrape();
+    for series in [
+        "leasegate_writes_fenced_total{reason=\"lease\"}",
+        "leasegate_writes_fenced_total{reason=\"demoted\"}",
+        "leasegate_heartbeats_refused_total{reason=\"epoch\"}",
+        "leasegate_backend_connect_errors_total",
+        "leasegate_handovers_total{result=\"failed\"}",
+        "leasegate_client_backpressure_total",
+        "leasegate_failover_state{state=\"none\"}",
+        "leasegate_failovers_total{result=\"failed\"}",
+        "leasegate_lease_valid",
+        "leasegate_config_reloads_total{result=\"failed\"}",
+    ] {
+        assert!(
+            sample(&before, series).is_some(),
+            "{series} missing:\n{before}"
+        );
+    }
+    assert_eq!(
+        sample(&before, "leasegate_failover_state{state=\"none\"}"),
+        Some(1.0)
+    );
+    assert!(
+        before.contains("leasegate_build_info{version=\""),
+        "{before}"
+    );
+
+    let mut c = proxy.client();
+    // A fenced write (no lease yet).
+    assert_fenced(c.cmd(&["SET", "k", "v"]));
+    // A heartbeat at a stale epoch: grant epoch 5, then send epoch 4.
+    let mut ctl = proxy.client();
+    let grant = |c: &mut support::Client, epoch: &str| {
+        c.cmd(&["CLUSTERX", "HEARTBEAT", &node_id(1), "60000", epoch])
+    };
+    assert!(!grant(&mut ctl, "5").is_error());
+    assert!(grant(&mut ctl, "4").is_error());
+    // The node goes away: a new client's node connection fails.
+    redis.stop();
+    let mut late = proxy.client();
+    assert!(late.cmd(&["PING"]).is_error());
+    let after = scrape();
+    let moved = |series: &str| {
+        sample(&after, series).unwrap_or(0.0) - sample(&before, series).unwrap_or(0.0)
+    };
+    assert_eq!(
+        moved("leasegate_writes_fenced_total{reason=\"lease\"}"),
+        1.0
+    );
+    assert_eq!(moved("leasegate_heartbeats_total"), 1.0);
+    assert_eq!(
+        moved("leasegate_heartbeats_refused_total{reason=\"epoch\"}"),
+        1.0
+    );
+    assert_eq!(moved("leasegate_backend_connect_errors_total"), 1.0);
+}

@@ -366,7 +366,7 @@ fn log_only_lets_writes_pass_and_counts_them() {
         "{metrics}"
     );
     assert!(
-        metrics.contains("leasegate_writes_fenced_total 0"),
+        metrics.contains("leasegate_writes_fenced_total{reason=\"lease\"} 0"),
         "{metrics}"
     );
 }

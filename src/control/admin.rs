@@ -383,6 +383,7 @@ fn readyz(shared: &ControlContext) -> Response<Full<Bytes>> {
 
 fn metrics(shared: &ControlContext) -> Result<Response<Full<Bytes>>, ApiError> {
     shared.metrics.lease.refresh(shared.gate.lease());
+    shared.metrics.failover.refresh(&shared.gate);
     let mut out = String::new();
     prometheus_client::encoding::text::encode(&mut out, &shared.registry)
         .map_err(|source| ApiError::MetricsEncoding { source })?;

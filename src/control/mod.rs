@@ -37,6 +37,8 @@ pub struct ControlMetrics {
     pub poll: poll::PollMetrics,
     /// `leasegate_client_connections`.
     pub sessions: Gauge,
+    /// The data plane's counters (node connect errors, hand-overs, backpressure).
+    pub proxy: Arc<crate::proxy::metrics::ProxyMetrics>,
     /// `leasegate_lease_valid`, `_remaining_seconds`, `_epoch`, refreshed
     /// at each scrape.
     pub lease: LeaseMetrics,
@@ -140,6 +142,7 @@ impl ControlContext {
             metrics.sessions.clone(),
         );
         metrics.lease.register(&mut registry);
+        metrics.proxy.register(&mut registry);
         metrics.failover.register(&mut registry);
         metrics.reload.register(&mut registry);
         let node = Arc::new(probe::NodeStatus::default());

@@ -242,7 +242,7 @@ impl Gate {
         let args = arguments(r.bytes, r.head.inline);
         let grant = match parse_heartbeat(&args) {
             Ok(g) => g,
-            Err(e) => return self.heartbeat_refused(&e),
+            Err(e) => return self.heartbeat_refused("syntax", &e),
         };
         match self.role.grant(&grant, received, Source::Heartbeat) {
             Ok(outcome) => {
@@ -254,15 +254,21 @@ impl Gate {
                     },
                 }
             }
-            Err(e @ GrantError::EpochMismatch { .. }) | Err(e @ GrantError::InvalidTtl) => {
-                self.heartbeat_refused(&format!("ERR {e}"))
+            Err(e @ GrantError::EpochMismatch { .. }) => {
+                self.heartbeat_refused("epoch", &format!("ERR {e}"))
             }
-            Err(e @ GrantError::UnknownNodeId) => self.heartbeat_refused(&format!("ERR {e}")),
+            Err(e @ GrantError::InvalidTtl) => self.heartbeat_refused("ttl", &format!("ERR {e}")),
+            Err(e @ GrantError::UnknownNodeId) => {
+                self.heartbeat_refused("node_id", &format!("ERR {e}"))
+            }
         }
     }
 
-    fn heartbeat_refused(&self, text: &str) -> Verdict {
-        self.metrics.heartbeats_refused.inc();
+    fn heartbeat_refused(&self, reason: &'static str, text: &str) -> Verdict {
+        self.metrics
+            .heartbeats_refused
+            .get_or_create(&crate::guard::gate::Reason { reason })
+            .inc();
         Verdict::Reply(crate::resp::encode::error(text))
     }
 

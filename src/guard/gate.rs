@@ -47,6 +47,7 @@ use std::sync::Arc;
 use arc_swap::{ArcSwap, Guard};
 use bytes::Bytes;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use tracing::warn;
 
@@ -161,24 +162,44 @@ pub enum Answer {
     Info,
 }
 
+/// A counter's `reason` label.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct Reason {
+    pub reason: &'static str,
+}
+
+/// Why a write was refused: no valid lease, or this node was demoted.
+pub const FENCE_REASONS: [&str; 2] = ["lease", "demoted"];
+/// Why a heartbeat was refused.
+pub const HEARTBEAT_REFUSALS: [&str; 4] = ["syntax", "epoch", "ttl", "node_id"];
+
 /// Counters of what the Gate decided, registered under `leasegate_`.
 #[derive(Debug, Default, Clone)]
 pub struct GateMetrics {
-    pub writes_fenced: Counter,
+    /// `leasegate_writes_fenced_total{reason}` ([`FENCE_REASONS`]).
+    pub writes_fenced: Family<Reason, Counter>,
     pub writes_unfenced_log_only: Counter,
     pub commands_denied: Counter,
     pub control_refused: Counter,
     pub heartbeats: Counter,
-    pub heartbeats_refused: Counter,
+    /// `leasegate_heartbeats_refused_total{reason}` ([`HEARTBEAT_REFUSALS`]).
+    pub heartbeats_refused: Family<Reason, Counter>,
     pub unknown_outcomes: Counter,
     pub late_acknowledgements_log_only: Counter,
 }
 
 impl GateMetrics {
     pub fn register(&self, registry: &mut Registry) {
+        // Every reason exists from the start, at 0.
+        for reason in FENCE_REASONS {
+            let _ = self.writes_fenced.get_or_create(&Reason { reason });
+        }
+        for reason in HEARTBEAT_REFUSALS {
+            let _ = self.heartbeats_refused.get_or_create(&Reason { reason });
+        }
         registry.register(
             "writes_fenced",
-            "Writes refused because the master lease was not valid",
+            "Writes refused, by reason: lease (no valid master lease), demoted (this node was demoted and the write was not handed over)",
             self.writes_fenced.clone(),
         );
         registry.register(
@@ -203,7 +224,7 @@ impl GateMetrics {
         );
         registry.register(
             "heartbeats_refused",
-            "Heartbeats refused (epoch, ttl, node id)",
+            "Heartbeats refused, by reason: syntax, epoch (stale election version), ttl, node_id (this node's id unknown)",
             self.heartbeats_refused.clone(),
         );
         registry.register(
@@ -420,16 +441,20 @@ impl Gate {
         match (self.role.on_demote(), new_master) {
             (OnDemote::Forward, Some(addr)) => Verdict::HandOver(addr),
             (OnDemote::Moved, Some(addr)) => {
+                self.fenced("demoted");
                 let args = arguments(r.bytes, r.head.inline);
                 let slot = args
                     .get(1)
                     .map_or(0, |k| crate::kvrocks::topology::key_slot(k));
                 Verdict::Reply(crate::resp::encode::error(&format!("MOVED {slot} {addr}")))
             }
-            (_, addr) => Verdict::Reply(Bytes::from(format!(
-                "-READONLY this node was demoted; the new master is {}\r\n",
-                addr.as_deref().unwrap_or("unknown")
-            ))),
+            (_, addr) => {
+                self.fenced("demoted");
+                Verdict::Reply(Bytes::from(format!(
+                    "-READONLY this node was demoted; the new master is {}\r\n",
+                    addr.as_deref().unwrap_or("unknown")
+                )))
+            }
         }
     }
 
@@ -441,7 +466,7 @@ impl Gate {
         let mode = self.lease.mode();
         if mode != LeaseMode::Disabled && !self.lease.write_allowed() {
             if mode == LeaseMode::BlockWrite {
-                self.metrics.writes_fenced.inc();
+                self.fenced("lease");
                 return Verdict::Reply(self.fenced_reply(r.command.special));
             }
             self.metrics.writes_unfenced_log_only.inc();
@@ -487,6 +512,15 @@ impl Gate {
 
     pub fn verifier(&self) -> Option<&Arc<Verifier>> {
         self.verifier.as_ref()
+    }
+
+    /// Counts a refused write under `reason` ([`FENCE_REASONS`]).
+    #[cold]
+    fn fenced(&self, reason: &'static str) {
+        self.metrics
+            .writes_fenced
+            .get_or_create(&Reason { reason })
+            .inc();
     }
 
     #[cold]

@@ -36,6 +36,18 @@ pub enum FailoverState {
 }
 
 impl FailoverState {
+    /// Every state, in the machine's order.
+    pub const ALL: [FailoverState; 8] = [
+        FailoverState::None,
+        FailoverState::Started,
+        FailoverState::CheckSlave,
+        FailoverState::PauseWrite,
+        FailoverState::WaitSync,
+        FailoverState::Switching,
+        FailoverState::Success,
+        FailoverState::Failed,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             FailoverState::None => "none",

@@ -2,8 +2,10 @@
 //!
 //! [`session`] is the hot path (with [`crate::guard::gate`]); [`backend`]
 //! opens node connections (and the control connections the control plane
-//! uses); [`workers`] runs sessions on pinned single-threaded runtimes.
+//! uses); [`workers`] runs sessions on pinned single-threaded runtimes;
+//! [`metrics`] counts what the data plane saw go wrong.
 
 pub mod backend;
+pub mod metrics;
 pub mod session;
 pub mod workers;

@@ -77,6 +77,8 @@ mod cluster;
 /// and `leasegate_failover_stall_seconds` (how long writes were held).
 pub struct FailoverMetrics {
     runs: Family<Vec<(String, String)>, Counter>,
+    /// `leasegate_failover_state{state}`: 1 for the current state.
+    state: Family<Vec<(String, String)>, prometheus_client::metrics::gauge::Gauge>,
     duration: Histogram,
     stall: Histogram,
 }
@@ -87,6 +89,7 @@ impl Default for FailoverMetrics {
         let buckets = || Histogram::new(exponential_buckets(0.001, 2.0, 15));
         FailoverMetrics {
             runs: Family::default(),
+            state: Family::default(),
             duration: buckets(),
             stall: buckets(),
         }
@@ -103,6 +106,11 @@ impl FailoverMetrics {
                 .get_or_create(&vec![("result".to_string(), result.as_str().to_string())]);
         }
         registry.register(
+            "failover_state",
+            "The graceful failover's state (Kvrocks' cluster_failover_state): 1 for the current one",
+            self.state.clone(),
+        );
+        registry.register(
             "failovers",
             "Graceful failovers run from this leasegate, by result",
             self.runs.clone(),
@@ -117,6 +125,16 @@ impl FailoverMetrics {
             "How long a graceful failover held writes",
             self.stall.clone(),
         );
+    }
+
+    /// Sets the state gauge from `gate` (at each scrape).
+    pub fn refresh(&self, gate: &Gate) {
+        let now = gate.role().failover.state();
+        for state in FailoverState::ALL {
+            self.state
+                .get_or_create(&vec![("state".to_string(), state.as_str().to_string())])
+                .set(i64::from(state == now));
+        }
     }
 
     fn record(&self, report: &FailoverReport, took: Duration) {

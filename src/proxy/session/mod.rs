@@ -95,6 +95,7 @@ pub struct SessionContext {
     pub backend_addr: String,
     /// `limits.client_idle_timeout_ms`; zero leaves idle clients connected.
     pub idle_timeout: std::time::Duration,
+    pub metrics: Arc<crate::proxy::metrics::ProxyMetrics>,
 }
 
 /// Per-connection protocol state, independent of the sockets.
@@ -158,6 +159,7 @@ pub async fn serve(
     // Created once: a fresh `cancelled()` per iteration would register with,
     // and leave, the token's shared waiter list on every request.
     let mut shutdown = std::pin::pin!(shutdown.cancelled_owned());
+    let mut backpressured = false;
 
     loop {
         if s.finished(client_eof, draining, backend_eof) {
@@ -170,11 +172,15 @@ pub async fn serve(
                 .await
             {
                 Some(stream) => {
+                    ctx.metrics.handover(true);
                     (backend_rx, backend_tx) = stream.into_split();
                     backend_eof = false;
                     s.on_client_data();
                 }
-                None => s.on_client_data(),
+                None => {
+                    ctx.metrics.handover(false);
+                    s.on_client_data();
+                }
             }
             continue;
         }
@@ -183,6 +189,13 @@ pub async fn serve(
         let read_client = !(client_eof || draining) && s.wants_requests();
         let holding = matches!(s.stall, Stall::Held(_));
         let read_backend = !backend_eof && s.to_client.len() < s.max_output;
+        if !backend_eof && read_backend == backpressured {
+            // Entering (or leaving) backpressure: counted once per stall.
+            backpressured = !read_backend;
+            if backpressured {
+                ctx.metrics.backpressure.inc();
+            }
+        }
         reserve(&mut s.from_client);
         reserve(&mut s.from_backend);
 

@@ -1,0 +1,56 @@
+//! The data plane's own counters, registered under `leasegate_` by the
+//! control plane: node connections that could not be opened, sessions
+//! moved to another leasegate, and clients not read from because their
+//! unsent replies passed `limits.max_client_output_bytes`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+
+/// `result` of a hand-over.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HandoverResult {
+    pub result: &'static str,
+}
+
+#[derive(Debug, Default)]
+pub struct ProxyMetrics {
+    /// A client's node connection could not be opened (the client got the
+    /// backend-unavailable error).
+    pub backend_connect_errors: Counter,
+    /// Sessions moved to (or back from) another leasegate, by result.
+    pub handovers: Family<HandoverResult, Counter>,
+    /// Times a session stopped reading because of unsent replies.
+    pub backpressure: Counter,
+}
+
+impl ProxyMetrics {
+    pub fn register(&self, registry: &mut Registry) {
+        for result in ["success", "failed"] {
+            let _ = self.handovers.get_or_create(&HandoverResult { result });
+        }
+        registry.register(
+            "backend_connect_errors",
+            "Node connections for new clients that could not be opened",
+            self.backend_connect_errors.clone(),
+        );
+        registry.register(
+            "handovers",
+            "Sessions moved to the new master's leasegate (or back), by result",
+            self.handovers.clone(),
+        );
+        registry.register(
+            "client_backpressure",
+            "Times a client stopped being read because its unsent replies passed limits.max_client_output_bytes",
+            self.backpressure.clone(),
+        );
+    }
+
+    pub fn handover(&self, ok: bool) {
+        let result = if ok { "success" } else { "failed" };
+        self.handovers
+            .get_or_create(&HandoverResult { result })
+            .inc();
+    }
+}
