@@ -196,3 +196,94 @@ fn a_hanging_controller_lapses_the_lease_and_reads_continue() {
     }
     let _ = Client::connect(proxy.port);
 }
+
+/// leasegate SIGKILLed in the middle of a graceful failover (its pause on,
+/// writes held, the replica's offset being awaited), at three different
+/// moments. A supervisor starts it again; the controller's next round reads
+/// the nodes' roles and grants the lease to the one master at a new epoch.
+/// Then exactly one leasegate accepts writes, and the history holds no
+/// split-brain or lost write.
+#[test]
+fn a_leasegate_killed_during_a_failover_leaves_exactly_one_master() {
+    for delay_ms in [0u64, 30, 120] {
+        killed_during_failover(Duration::from_millis(delay_ms));
+    }
+}
+
+fn killed_during_failover(delay: Duration) {
+    const TOKEN: &str = "tk";
+    const B_ID: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+    let master = RedisServer::start();
+    let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &master.port.to_string()]);
+    let leasegate = |node: &RedisServer, id: &str| {
+        Proxy::start(
+            &node.addr(),
+            &format!(
+                "node_id: {id}\nadmin:\n  listen: 127.0.0.1:{}\n  token: {TOKEN}\ncontrol:\n  allow_from: [127.0.0.1]\nlease:\n  mode: block-write\n  probe_interval_ms: 100\n",
+                support::free_port()
+            ),
+        )
+    };
+    let mut a = leasegate(&master, A_ID);
+    let b = leasegate(&replica, B_ID);
+    let start = Instant::now();
+    while !replica
+        .client()
+        .cmd(&["INFO", "replication"])
+        .text()
+        .contains("master_link_status:up")
+    {
+        assert!(start.elapsed() < PATIENCE, "replication never came up");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for p in [&a, &b] {
+        let r = support::heartbeat(&mut p.client(), A_ID, 600_000, 1);
+        assert!(!r.is_error(), "{r:?}");
+    }
+    let history = History::new();
+    let clients = Clients::start(&history, "A", format!("127.0.0.1:{}", a.port), None, 2);
+    std::thread::sleep(Duration::from_millis(200));
+    // The replica stalls, so the failover waits in wait_sync.
+    signal(replica.pid(), "STOP");
+    let (from, to) = (a.admin_port(), b.admin_port());
+    let post = std::thread::spawn(move || {
+        let body =
+            format!(r#"{{"to":"127.0.0.1:{to}","sync_timeout_ms":3000,"pause_timeout_ms":5000}}"#);
+        support::http(from, "POST", "/v1/failover", Some(TOKEN), Some(&body))
+    });
+    std::thread::sleep(delay);
+    signal(a.pid(), "KILL");
+    signal(replica.pid(), "CONT");
+    let _ = post.join();
+    // A supervisor restarts it (its lease starts expired).
+    a.restart();
+    // The controller's next round: the node that reports itself master
+    // gets the lease at a new epoch, on both leasegates.
+    let role = |node: &RedisServer| node.client().cmd(&["ROLE"]);
+    let a_master =
+        matches!(role(&master), Reply::Array(ref r) if r.first() == Some(&Reply::bulk("master")));
+    let b_master =
+        matches!(role(&replica), Reply::Array(ref r) if r.first() == Some(&Reply::bulk("master")));
+    assert!(
+        a_master ^ b_master,
+        "one node reports itself master (A {a_master}, B {b_master})"
+    );
+    let chosen = if a_master { A_ID } else { B_ID };
+    for p in [&a, &b] {
+        let r = support::heartbeat(&mut p.client(), chosen, 600_000, 5);
+        assert!(!r.is_error(), "{r:?}");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let keys = clients.finish();
+    let accepts = |p: &Proxy| p.client().cmd(&["SET", "probe", "1"]) == Reply::ok();
+    let (a_ok, b_ok) = (accepts(&a), accepts(&b));
+    assert!(
+        a_ok ^ b_ok,
+        "exactly one leasegate accepts writes (A {a_ok}, B {b_ok}; killed after {delay:?})"
+    );
+    assert_eq!(a_ok, a_master, "the one that accepts is the master's");
+    let final_master = if a_master { &master } else { &replica };
+    let verdict = history.check(&read_back(&final_master.addr(), keys));
+    eprintln!("killed after {delay:?}: {}", verdict.report);
+    verdict.assert_clean();
+}

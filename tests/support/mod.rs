@@ -291,6 +291,29 @@ impl Proxy {
         assert!(status.success(), "kill -{name} failed");
     }
 
+    /// Starts the proxy again with the same config file (same ports), as
+    /// a supervisor would after a crash; kills it first if it still runs.
+    pub fn restart(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let mut child = Command::new(env!("CARGO_BIN_EXE_leasegate"))
+            .args(["run", "-c"])
+            .arg(&self.config_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn leasegate");
+        if let Err(status) = wait_listening(self.port, &mut child, "leasegate") {
+            panic!(
+                "leasegate could not start again on {} ({status})",
+                self.port
+            );
+        }
+        self.child = Some(child);
+    }
+
     /// Waits for the proxy to exit and returns its status.
     pub fn wait_exit(&mut self) -> ExitStatus {
         let mut child = self.child.take().expect("running");
