@@ -152,6 +152,7 @@ impl Server {
             })?;
         self.start_learning();
         self.start_probe();
+        self.start_memory_return();
         info!(
             listen = %self.config.listen,
             backend = %self.config.backend.addr,
@@ -233,6 +234,26 @@ impl Server {
                     ctx.metrics.backend_connect_errors.inc();
                     warn!(backend = %addr, error = %e, "backend unavailable");
                     refuse(client, backend::unavailable_reply(&addr, &e)).await;
+                }
+            }
+        });
+    }
+
+    /// Idle sessions drop their buffers ([`session::trim`]); glibc keeps
+    /// freed memory inside its heaps until asked, so every few seconds in
+    /// which a session did so, leasegate asks it to return what is free.
+    fn start_memory_return(&self) {
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(MEMORY_RETURN_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = shutdown.cancelled() => return,
+                }
+                if session::trim::take_trimmed() {
+                    let _ = tokio::task::spawn_blocking(return_free_memory).await;
                 }
             }
         });
@@ -372,3 +393,18 @@ async fn refuse(mut client: TcpStream, reply: Vec<u8>) {
     })
     .await;
 }
+
+/// How often [`Server::start_memory_return`] looks.
+const MEMORY_RETURN_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Returns the allocator's free memory to the system (glibc: every arena).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn return_free_memory() {
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn return_free_memory() {}

@@ -49,6 +49,7 @@
 
 mod handover;
 mod idle;
+pub mod trim;
 mod reading;
 mod replies;
 mod state;
@@ -156,6 +157,7 @@ pub async fn serve(
     let mut draining = false;
     let mut preconnect: Option<Preconnect> = None;
     let mut idle = IdleTimer::new(ctx.idle_timeout);
+    let mut trim = trim::Trim::new();
     // Created once: a fresh `cancelled()` per iteration would register with,
     // and leave, the token's shared waiter list on every request.
     let mut shutdown = std::pin::pin!(shutdown.cancelled_owned());
@@ -196,8 +198,10 @@ pub async fn serve(
                 ctx.metrics.backpressure.inc();
             }
         }
-        reserve(&mut s.from_client);
-        reserve(&mut s.from_backend);
+        if !trim.trimmed {
+            reserve(&mut s.from_client);
+            reserve(&mut s.from_backend);
+        }
 
         tokio::select! {
             biased;
@@ -215,6 +219,7 @@ pub async fn serve(
             r = backend_rx.read_buf(&mut s.from_backend), if read_backend => match r {
                 Ok(0) | Err(_) => backend_eof = true,
                 Ok(_) => {
+                    trim.activity();
                     if let Err(e) = s.on_backend_data() {
                         debug!(error = %e, "closing session");
                         break;
@@ -233,6 +238,7 @@ pub async fn serve(
             r = client_rx.read_buf(&mut s.from_client), if read_client => match r {
                 Ok(0) | Err(_) => client_eof = true,
                 Ok(_) => {
+                    trim.activity();
                     let buffered = s.from_client.len();
                     s.on_client_data();
                     if s.from_client.len() < buffered {
@@ -240,6 +246,11 @@ pub async fn serve(
                     }
                 }
             },
+            () = trim.fired() => {
+                if trim.due(s.is_quiet()) {
+                    s.drop_buffers();
+                }
+            }
             () = IdleTimer::fired(&mut idle), if idle.is_some() => {
                 if idle.as_mut().is_some_and(|t| t.expired(s.waits_on_client_only())) {
                     debug!("closing an idle client");
@@ -262,12 +273,32 @@ fn reserve(buf: &mut BytesMut) {
 }
 
 impl Session {
+    /// Nothing buffered either way, nothing owed, nothing held: the
+    /// buffers may be given back ([`trim`]).
+    fn is_quiet(&self) -> bool {
+        self.from_client.is_empty()
+            && self.to_backend.is_empty()
+            && self.from_backend.is_empty()
+            && self.to_client.is_empty()
+            && self.owed.is_empty()
+            && matches!(self.stall, Stall::None)
+    }
+
+    /// Gives the (empty) buffers' memory back.
+    fn drop_buffers(&mut self) {
+        self.from_client = BytesMut::new();
+        self.to_backend = BytesMut::new();
+        self.from_backend = BytesMut::new();
+        self.to_client = BytesMut::new();
+    }
+
     fn new(limits: Limits, gate: Arc<Gate>, max_output: usize) -> Session {
         Session {
-            from_client: BytesMut::with_capacity(READ_CHUNK),
-            to_backend: BytesMut::with_capacity(READ_CHUNK),
-            from_backend: BytesMut::with_capacity(READ_CHUNK),
-            to_client: BytesMut::with_capacity(READ_CHUNK),
+            // Allocated when first needed (`reserve`, or the first reply).
+            from_client: BytesMut::new(),
+            to_backend: BytesMut::new(),
+            from_backend: BytesMut::new(),
+            to_client: BytesMut::new(),
             requests: RequestFramer::new(limits),
             replies: ReplyFramer::new(),
             owed: VecDeque::new(),
