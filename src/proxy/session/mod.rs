@@ -49,12 +49,12 @@
 
 mod handover;
 mod idle;
-pub mod trim;
 mod reading;
 mod replies;
 mod state;
 #[cfg(test)]
 mod tests;
+pub mod trim;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
