@@ -25,7 +25,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
-use support::kvrocks::{info_field, link_up, sequence, topology, Node, A_ID, B_ID};
+use support::kvrocks::{info_field, link_up, pr389_failover_by_hand, topology, Node, A_ID, B_ID};
 use support::{heartbeat, Reply, PATIENCE};
 
 /// The client: writes `k<i> = v<i>` for i = 0, 1, ... through a
@@ -259,32 +259,6 @@ fn strings(v: &serde_json::Value) -> Vec<String> {
         .collect()
 }
 
-/// kvrocks-controller's failover (PR #389) of the shard from A to B, through
-/// the leasegates: `CLIENT PAUSE WRITE` on A, wait for B's sequence, the new
-/// topology to both, B's lease, `CLIENT UNPAUSE` on A.
-fn controller_failover(a: &Node, b: &Node) {
-    let (mut direct_a, mut direct_b) = (a.kvrocks.client(), b.kvrocks.client());
-    let mut ctl_a = a.proxy.client();
-    assert_eq!(
-        ctl_a.cmd(&["CLIENT", "PAUSE", "10000", "WRITE"]),
-        Reply::ok()
-    );
-    let start = Instant::now();
-    loop {
-        let master = sequence(&mut direct_a, "master_repl_offset");
-        if master > 0 && sequence(&mut direct_b, "slave_repl_offset") >= master {
-            break;
-        }
-        assert!(start.elapsed() < PATIENCE, "the replica never caught up");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let v2 = topology((B_ID, b), Some((A_ID, a)));
-    b.set_nodes(&v2, 2);
-    a.set_nodes(&v2, 2);
-    assert!(!heartbeat(&mut b.proxy.client(), B_ID, 600_000, 2).is_error());
-    assert_eq!(ctl_a.cmd(&["CLIENT", "UNPAUSE"]), Reply::ok());
-}
-
 /// The whole run with A's leasegate configured by `a_extra`; returns the
 /// client's summary and B's leasegate port, after the common assertions.
 fn cluster_client_through_failover(a_extra: &str) -> Option<(serde_json::Value, u16)> {
@@ -307,7 +281,7 @@ fn cluster_client_through_failover(a_extra: &str) -> Option<(serde_json::Value, 
     // The client discovers the shard through A's leasegate and writes.
     let mut client = ClientProcess::start(&python, a.proxy.port);
     client.expect_line("ready", PATIENCE * 3);
-    controller_failover(&a, &b);
+    pr389_failover_by_hand((A_ID, &a), (B_ID, &b), 2);
     client.say_failed_over();
     let summary = client.finish();
     eprintln!(

@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use support::controller::TestController;
 use support::kvrocks::{
-    info_field, link_up, sequence, topology, wait_for, KvrocksServer, Node, A_ID, B_ID,
-    SAFETY_MARGIN_MS,
+    controlled_shard, info_field, link_up, pr389_failover_by_hand, topology, wait_for,
+    KvrocksServer, LeaseBy, Node, A_ID, B_ID, SAFETY_MARGIN_MS,
 };
 use support::load::Writers;
 use support::{free_port, heartbeat, Proxy, Reply, PATIENCE};
@@ -170,36 +170,13 @@ fn controller_driven_failover_in_cluster_mode_holds_and_hands_over() {
     for node in [&a, &b] {
         assert!(!heartbeat(&mut node.proxy.client(), A_ID, 600_000, 1).is_error());
     }
-    let (mut direct_a, mut direct_b) = (a.kvrocks.client(), b.kvrocks.client());
+    let mut direct_b = b.kvrocks.client();
     link_up(&mut direct_b);
 
     let writers = Writers::start(a.proxy.port, 4, "w", Duration::ZERO);
     std::thread::sleep(Duration::from_millis(300));
 
-    // 1. The controller pauses writes on the master (its leasegate holds them).
-    let mut ctl_a = a.proxy.client();
-    assert_eq!(
-        ctl_a.cmd(&["CLIENT", "PAUSE", "10000", "WRITE"]),
-        Reply::ok()
-    );
-    // 2. It waits until the replica's sequence has reached the master's.
-    let start = Instant::now();
-    loop {
-        let master = sequence(&mut direct_a, "master_repl_offset");
-        if master > 0 && sequence(&mut direct_b, "slave_repl_offset") >= master {
-            break;
-        }
-        assert!(start.elapsed() < PATIENCE, "the replica never caught up");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    // 3. New topology (B master, A its replica) to both, through the leasegates.
-    let v2 = topology((B_ID, &b), Some((A_ID, &a)));
-    b.set_nodes(&v2, 2);
-    a.set_nodes(&v2, 2);
-    // 4. The new master's lease, 5. unpause: held writes go to B's leasegate.
-    assert!(!heartbeat(&mut b.proxy.client(), B_ID, 600_000, 2).is_error());
-    assert_eq!(ctl_a.cmd(&["CLIENT", "UNPAUSE"]), Reply::ok());
-
+    pr389_failover_by_hand((A_ID, &a), (B_ID, &b), 2);
     std::thread::sleep(Duration::from_millis(300));
     writers
         .finish()
@@ -498,68 +475,8 @@ fn what_leasegate_reads_from_kvrocks_matches_the_real_server() {
     assert!(info.contains("cluster_current_epoch:1"), "{info}");
 }
 
-/// How the new master gets its lease after the controller's shard failover.
-#[derive(Clone, Copy, PartialEq)]
-enum LeaseBy {
-    /// The controller sends it `CLUSTERX HEARTBEAT` (the lease-aware controller).
-    Heartbeat,
-    /// Its leasegate polls the stock controller when its node accepts the
-    /// promoting topology.
-    Pull,
-}
-
-/// A cluster-mode shard run by the test controller, as kvrocks-controller
-/// runs it: A master, B its replica, both registered by their leasegates'
-/// addresses; each leasegate has its admin API and knows the controller
-/// (whose shard failover a cluster-mode `leasegate failover` goes through).
-fn controlled_shard(by: LeaseBy) -> Option<(TestController, Node, Node)> {
-    let controller = TestController::start();
-    let extra = || {
-        format!(
-            "admin:\n  listen: 127.0.0.1:{}\n  token: {TOKEN}\n{}",
-            free_port(),
-            // Polls every 30 s: in heartbeat mode the lease comes from the
-            // controller's heartbeats (a leasegate still asks at once when a
-            // topology promotes its node).
-            controller.yaml(if by == LeaseBy::Pull { 200 } else { 30_000 }, 10_000)
-        )
-    };
-    let (Some(a), Some(b)) = (
-        Node::start_with(A_ID, "block-write", &extra()),
-        Node::start_with(B_ID, "block-write", &extra()),
-    ) else {
-        return None;
-    };
-    let (a_addr, b_addr) = (
-        format!("127.0.0.1:{}", a.proxy.port),
-        format!("127.0.0.1:{}", b.proxy.port),
-    );
-    controller.set_topology(
-        1,
-        vec![vec![(A_ID, &a_addr, "master"), (B_ID, &b_addr, "slave")]],
-    );
-    controller
-        .push()
-        .expect("the controller pushes the topology");
-    if by == LeaseBy::Heartbeat {
-        controller.set_lease_heartbeat(Some(600_000));
-        let reply = controller
-            .heartbeat(&a_addr, A_ID, 600_000)
-            .expect("heartbeat");
-        assert!(reply.starts_with('$'), "heartbeat: {reply}");
-    }
-    let mut app = a.proxy.client();
-    let start = Instant::now();
-    while app.cmd(&["SET", "ready", "1"]) != Reply::ok() {
-        assert!(start.elapsed() < PATIENCE, "A never got its lease");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    link_up(&mut b.kvrocks.client());
-    Some((controller, a, b))
-}
-
 fn cluster_failover_there_and_back(by: LeaseBy) {
-    let Some((controller, a, b)) = controlled_shard(by) else {
+    let Some((controller, a, b)) = controlled_shard(by, TOKEN, &[]) else {
         return;
     };
     let writers = Writers::start(a.proxy.port, 4, "w", Duration::ZERO);
@@ -611,7 +528,7 @@ fn cluster_failover_through_a_stock_controller_with_pull() {
 /// controller's heartbeats renew it as before — and the held writes go to A.
 #[test]
 fn a_refused_cluster_failover_leaves_the_master_as_it_was() {
-    let Some((controller, a, b)) = controlled_shard(LeaseBy::Heartbeat) else {
+    let Some((controller, a, b)) = controlled_shard(LeaseBy::Heartbeat, TOKEN, &[]) else {
         return;
     };
     controller.set_failover_error(Some((409, "shard is migrating")));

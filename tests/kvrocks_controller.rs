@@ -11,59 +11,14 @@ mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use support::controller::{TestController, CLUSTER, NAMESPACE};
-use support::kvrocks::{info_field, link_up, Node, A_ID, B_ID};
+use support::kvrocks::{controlled_shard, info_field, link_up, LeaseBy, A_ID, B_ID};
 use support::load::Writers;
-use support::{free_port, http, Reply, PATIENCE};
+use support::{http, Reply};
 
 const TOKEN: &str = "tk";
-
-/// A cluster-mode shard run by the test controller with lease heartbeats:
-/// A master, B its replica, both registered by their leasegates' addresses
-/// (as `controlled_shard` in tests/kvrocks.rs), plus `extra` nodes `(id,
-/// addr)` listed as replicas.
-fn controlled_shard(extra: &[(&str, &str)]) -> Option<(TestController, Node, Node)> {
-    let controller = TestController::start();
-    let yaml = || {
-        format!(
-            "admin:\n  listen: 127.0.0.1:{}\n  token: {TOKEN}\n{}",
-            free_port(),
-            // The lease comes from the controller's heartbeats.
-            controller.yaml(30_000, 10_000)
-        )
-    };
-    let (Some(a), Some(b)) = (
-        Node::start_with(A_ID, "block-write", &yaml()),
-        Node::start_with(B_ID, "block-write", &yaml()),
-    ) else {
-        return None;
-    };
-    let (a_addr, b_addr) = (
-        format!("127.0.0.1:{}", a.proxy.port),
-        format!("127.0.0.1:{}", b.proxy.port),
-    );
-    let mut shard = vec![(A_ID, a_addr.as_str(), "master"), (B_ID, &b_addr, "slave")];
-    shard.extend(extra.iter().map(|(id, addr)| (*id, *addr, "slave")));
-    controller.set_topology(1, vec![shard]);
-    controller
-        .push()
-        .expect("the controller pushes the topology");
-    controller.set_lease_heartbeat(Some(600_000));
-    let reply = controller
-        .heartbeat(&a_addr, A_ID, 600_000)
-        .expect("heartbeat");
-    assert!(reply.starts_with('$'), "heartbeat: {reply}");
-    let mut app = a.proxy.client();
-    let start = Instant::now();
-    while app.cmd(&["SET", "ready", "1"]) != Reply::ok() {
-        assert!(start.elapsed() < PATIENCE, "A never got its lease");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    link_up(&mut b.kvrocks.client());
-    Some((controller, a, b))
-}
 
 /// `POST …/shards/0/failover` to `to` with `options` (more JSON fields);
 /// the status and the answer.
@@ -100,7 +55,7 @@ fn timing(answer: &str, new_master: &str) -> serde_json::Value {
 
 #[test]
 fn the_controllers_pr389_failover_there_and_back_loses_nothing() {
-    let Some((controller, a, b)) = controlled_shard(&[]) else {
+    let Some((controller, a, b)) = controlled_shard(LeaseBy::Heartbeat, TOKEN, &[]) else {
         return;
     };
     let writers = Writers::start(a.proxy.port, 4, "w", Duration::ZERO);
@@ -203,7 +158,8 @@ fn read_command(reader: &mut BufReader<TcpStream>) -> Option<Vec<String>> {
 fn a_replica_that_does_not_catch_up_fails_the_failover_and_unpauses() {
     const C_ID: &str = "cccccccccccccccccccccccccccccccccccccccc";
     let c_addr = lagging_replica();
-    let Some((controller, a, _b)) = controlled_shard(&[(C_ID, &c_addr)]) else {
+    let Some((controller, a, _b)) = controlled_shard(LeaseBy::Heartbeat, TOKEN, &[(C_ID, &c_addr)])
+    else {
         return;
     };
     let writers = Writers::start(a.proxy.port, 2, "w", Duration::ZERO);

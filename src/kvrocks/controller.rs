@@ -145,6 +145,21 @@ pub fn resolve_location(base: &Uri, location: &str) -> Result<Uri, String> {
         .map_err(|e| format!("bad redirect location '{location}': {e}"))
 }
 
+/// Where a redirect answer (a non-leader's `307`) to `uri` points.
+fn redirected<B>(uri: &Uri, response: &hyper::Response<B>) -> Result<Uri, String> {
+    let location = response
+        .headers()
+        .get(LOCATION)
+        .and_then(|l| l.to_str().ok())
+        .ok_or_else(|| {
+            format!(
+                "controller answered {} without a Location",
+                response.status()
+            )
+        })?;
+    resolve_location(uri, location)
+}
+
 /// Percent-encodes a path segment (namespace and cluster names).
 fn segment(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -278,16 +293,7 @@ pub async fn request_shard_failover(
             })?;
             let status = response.status();
             if status.is_redirection() {
-                let location = response
-                    .headers()
-                    .get(LOCATION)
-                    .and_then(|l| l.to_str().ok())
-                    .ok_or_else(|| {
-                        ShardFailoverError::Refused(format!(
-                            "controller answered {status} without a Location"
-                        ))
-                    })?;
-                uri = resolve_location(&uri, location).map_err(ShardFailoverError::Refused)?;
+                uri = redirected(&uri, &response).map_err(ShardFailoverError::Refused)?;
                 continue;
             }
             let answer = Limited::new(response.into_body(), MAX_ANSWER)
@@ -359,12 +365,7 @@ pub async fn fetch(client: &HttpClient, url: &str) -> Result<Cluster, String> {
         })?;
         let status = response.status();
         if status.is_redirection() {
-            let location = response
-                .headers()
-                .get(LOCATION)
-                .and_then(|l| l.to_str().ok())
-                .ok_or_else(|| format!("controller answered {status} without a Location"))?;
-            uri = resolve_location(&uri, location)?;
+            uri = redirected(&uri, &response)?;
             continue;
         }
         let body = Limited::new(response.into_body(), MAX_ANSWER)

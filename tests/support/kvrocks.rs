@@ -223,3 +223,96 @@ pub fn link_up(replica: &mut Client) {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// How a shard's masters get their lease from the test controller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseBy {
+    /// The controller sends `CLUSTERX HEARTBEAT` (the lease-aware
+    /// controller), to the first master and to each new one.
+    Heartbeat,
+    /// Each leasegate polls the stock controller (every 200 ms, and at once
+    /// when its node accepts a topology promoting it).
+    Pull,
+}
+
+/// A cluster-mode shard run by the test controller, as kvrocks-controller
+/// runs it: A master, B its replica, both registered by their leasegates'
+/// addresses (plus `extra` nodes `(id, addr)` listed as replicas); each
+/// leasegate has its admin API (bearer `token`) and knows the controller,
+/// whose shard failover a cluster-mode `leasegate failover` goes through.
+/// Returns once A accepts writes and B's replication link is up.
+pub fn controlled_shard(
+    by: LeaseBy,
+    token: &str,
+    extra: &[(&str, &str)],
+) -> Option<(super::controller::TestController, Node, Node)> {
+    let controller = super::controller::TestController::start();
+    let yaml = || {
+        format!(
+            "admin:\n  listen: 127.0.0.1:{}\n  token: {token}\n{}",
+            free_port(),
+            // With heartbeats, polls every 30 s only (a leasegate still asks
+            // at once when a topology promotes its node).
+            controller.yaml(if by == LeaseBy::Pull { 200 } else { 30_000 }, 10_000)
+        )
+    };
+    let (Some(a), Some(b)) = (
+        Node::start_with(A_ID, "block-write", &yaml()),
+        Node::start_with(B_ID, "block-write", &yaml()),
+    ) else {
+        return None;
+    };
+    let (a_addr, b_addr) = (
+        format!("127.0.0.1:{}", a.proxy.port),
+        format!("127.0.0.1:{}", b.proxy.port),
+    );
+    let mut shard = vec![(A_ID, a_addr.as_str(), "master"), (B_ID, &b_addr, "slave")];
+    shard.extend(extra.iter().map(|(id, addr)| (*id, *addr, "slave")));
+    controller.set_topology(1, vec![shard]);
+    controller
+        .push()
+        .expect("the controller pushes the topology");
+    if by == LeaseBy::Heartbeat {
+        controller.set_lease_heartbeat(Some(600_000));
+        let reply = controller
+            .heartbeat(&a_addr, A_ID, 600_000)
+            .expect("heartbeat");
+        assert!(reply.starts_with('$'), "heartbeat: {reply}");
+    }
+    let mut app = a.proxy.client();
+    let start = Instant::now();
+    while app.cmd(&["SET", "ready", "1"]) != Reply::ok() {
+        assert!(start.elapsed() < PATIENCE, "A never got its lease");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    link_up(&mut b.kvrocks.client());
+    Some((controller, a, b))
+}
+
+/// kvrocks-controller's failover (PR #389) of the shard from `a` to `b`,
+/// driven step by step through the leasegates: `CLIENT PAUSE WRITE` on A,
+/// wait for B's sequence to reach A's, the new topology (at `version`) to
+/// both, B's lease by heartbeat, `CLIENT UNPAUSE` on A.
+pub fn pr389_failover_by_hand(a: (&str, &Node), b: (&str, &Node), version: u64) {
+    let (mut direct_a, mut direct_b) = (a.1.kvrocks.client(), b.1.kvrocks.client());
+    let mut ctl_a = a.1.proxy.client();
+    assert_eq!(
+        ctl_a.cmd(&["CLIENT", "PAUSE", "10000", "WRITE"]),
+        Reply::ok()
+    );
+    let start = Instant::now();
+    loop {
+        let master = sequence(&mut direct_a, "master_repl_offset");
+        if master > 0 && sequence(&mut direct_b, "slave_repl_offset") >= master {
+            break;
+        }
+        assert!(start.elapsed() < PATIENCE, "the replica never caught up");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let next = topology(b, Some(a));
+    b.1.set_nodes(&next, version);
+    a.1.set_nodes(&next, version);
+    let beat = super::heartbeat(&mut b.1.proxy.client(), b.0, 600_000, version);
+    assert!(!beat.is_error(), "{beat:?}");
+    assert_eq!(ctl_a.cmd(&["CLIENT", "UNPAUSE"]), Reply::ok());
+}
