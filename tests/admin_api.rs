@@ -231,7 +231,15 @@ fn readyz_reports_an_unreachable_node() {
 #[test]
 fn the_probe_reports_a_stopped_node() {
     let redis = RedisServer::start();
-    let proxy = admin_proxy(&redis, "");
+    let proxy = admin_proxy(&redis, "control:\n  password: pw\n");
+    // The same record over RESP, for control connections only.
+    let resp_probe = || {
+        let mut ctl = proxy.client();
+        assert_eq!(ctl.cmd(&["AUTH", "pw"]), Reply::ok());
+        ctl.cmd(&["CLUSTERX", "PROBE"]).text()
+    };
+    let refused = proxy.client().cmd(&["CLUSTERX", "PROBE"]);
+    assert!(refused.error_text().starts_with("NOPERM"), "{refused:?}");
     let probe = || {
         let (status, body) = http(proxy.admin_port(), "GET", "/v1/probe", None, None);
         assert_eq!(status, 200, "{body}");
@@ -242,6 +250,10 @@ fn the_probe_reports_a_stopped_node() {
         assert!(start.elapsed() < PATIENCE, "never reachable: {}", probe());
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+    let text = resp_probe();
+    assert!(text.starts_with("# Probe\r\n"), "{text}");
+    assert!(text.contains("reachable:1\r\n"), "{text}");
+    assert!(text.contains("role:master\r\n"), "{text}");
     let p = probe();
     assert_eq!(p["enabled"], true);
     assert_eq!(p["probe_interval_ms"], 100);
@@ -269,6 +281,8 @@ fn the_probe_reports_a_stopped_node() {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     eprintln!("stopped node reported after {:?}", stopped.elapsed());
+    let text = resp_probe();
+    assert!(text.contains("reachable:0\r\n"), "{text}");
     let p = probe();
     assert!(p["consecutive_failures"].as_u64() >= Some(1), "{p}");
     assert!(p["error"].is_string(), "{p}");

@@ -56,6 +56,8 @@ pub enum Special {
     ReplConf,
     /// INFO: leasegate adds its own section.
     Info,
+    /// CLUSTERX PROBE: the node probe's record, for the controller.
+    Probe,
 }
 
 /// `(command, subcommand, tag)`, lowercase.
@@ -101,6 +103,7 @@ pub(super) const SPECIALS: &[(&str, Option<&str>, Special)] = &[
     ("_db_name", None, Special::BareLine),
     ("replconf", None, Special::ReplConf),
     ("info", None, Special::Info),
+    ("clusterx", Some("probe"), Special::Probe),
 ];
 
 #[cfg(test)]

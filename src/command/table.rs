@@ -429,6 +429,7 @@ pub(super) static SUBCOMMANDS: &[(&str, &str, Class)] = &[
     ("cluster", "slots", Class::Read),
     ("clusterx", "heartbeat", Class::Intercept), // leasegate
     ("clusterx", "myid", Class::Read),           // kvrocks
+    ("clusterx", "probe", Class::Intercept),     // leasegate
     ("clusterx", "version", Class::Read),        // kvrocks
     ("config", "get", Class::Read),
     ("config", "help", Class::Read),
@@ -551,6 +552,7 @@ mod tests {
         for (name, sub, class) in [
             ("config", "get", Read),
             ("clusterx", "heartbeat", Intercept),
+            ("clusterx", "probe", Intercept),
             ("clusterx", "version", Read),
             ("client", "setinfo", Read),
             ("client", "no-touch", Read),

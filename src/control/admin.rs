@@ -369,7 +369,7 @@ async fn read_body(req: Request<Incoming>) -> Result<Bytes, ApiError> {
 }
 
 fn readyz(shared: &ControlContext) -> Response<Full<Bytes>> {
-    let view = shared.node.view();
+    let view = shared.role.node.view();
     let reason = match (&view.error, &view.replication) {
         (None, Some(_)) => return text(StatusCode::OK, "ready\n"),
         (Some(e), _) => format!("node probe failed: {e}"),
@@ -429,7 +429,7 @@ fn node_view(view: probe::NodeView) -> api::NodeView {
 }
 
 fn probe_report(shared: &ControlContext) -> ProbeReport {
-    let view = shared.node.view();
+    let view = shared.role.node.view();
     let interval = shared.config.load().lease.probe_interval;
     let replication = view.replication.unwrap_or_default();
     ProbeReport {
@@ -452,7 +452,7 @@ fn status(shared: &ControlContext) -> Status {
     let pause = shared.gate.pause();
     Status {
         lease: lease_view(&shared.gate.lease().snapshot()),
-        node: node_view(shared.node.view()),
+        node: node_view(shared.role.node.view()),
         paused: pause.is_paused(),
         pause: pause_view(pause.status()),
         failover_state: shared.gate.role().failover.state(),
@@ -631,7 +631,7 @@ mod tests {
         }
         serde_json::json!({
             "lease": lease,
-            "node": shared.node.view(),
+            "node": shared.role.node.view(),
             "paused": shared.gate.pause().is_paused(),
             "pause": shared.gate.pause().status(),
             "failover_state": shared.gate.role().failover.state().as_str(),

@@ -73,8 +73,6 @@ pub struct ControlContext {
     pub gate: Arc<Gate>,
     /// The node's role: every grant and revocation goes through it.
     pub role: Arc<Role>,
-    /// What the node probe last saw.
-    pub node: Arc<probe::NodeStatus>,
     /// Prometheus metrics, prefixed `leasegate_`: every metric is registered
     /// here once, at start-up; the admin API only encodes it.
     pub registry: Registry,
@@ -145,8 +143,7 @@ impl ControlContext {
         metrics.proxy.register(&mut registry);
         metrics.failover.register(&mut registry);
         metrics.reload.register(&mut registry);
-        let node = Arc::new(probe::NodeStatus::default());
-        node.register(&mut registry);
+        role.node.register(&mut registry);
         register_build_info(&mut registry);
         ControlContext {
             config: ArcSwap::from_pointee(config),
@@ -157,7 +154,6 @@ impl ControlContext {
             reloading: Mutex::new(()),
             gate,
             role,
-            node,
             registry,
             metrics,
             shutdown: CancellationToken::new(),

@@ -9,113 +9,30 @@
 //! succeeded, its role and sequence. Each probe gets at most one interval to
 //! answer, so a stopped node is reported within two intervals.
 
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
+use std::sync::Arc;
+use std::time::Duration;
 
 use tracing::{debug, warn};
 
 use crate::control::ControlContext;
+pub use crate::guard::node::{NodeStatus, NodeView};
 use crate::guard::role::Source;
 use crate::kvrocks::topology::Replication;
 use crate::proxy::backend::ControlConnection;
-
-/// The latest the node said about itself, and the probe's record.
-#[derive(Debug, Default)]
-pub struct NodeStatus {
-    inner: Mutex<NodeView>,
-    /// `leasegate_node_probe_failures`: failed probes in a row.
-    pub failures_gauge: Gauge,
-    /// `leasegate_node_is_master`: 1 when the last probe saw `master`.
-    pub is_master_gauge: Gauge,
-}
-
-#[derive(Debug, Default, Clone, serde::Serialize)]
-pub struct NodeView {
-    pub replication: Option<Replication>,
-    /// Why the last probe failed, if it did.
-    pub error: Option<String>,
-    /// Failed probes in a row (0 after a success).
-    #[serde(skip)]
-    pub failures: u64,
-    /// When a probe last succeeded.
-    #[serde(skip)]
-    pub last_success: Option<Instant>,
-    /// Probes made so far.
-    #[serde(skip)]
-    pub probes: u64,
-}
-
-impl NodeStatus {
-    pub fn view(&self) -> NodeView {
-        self.inner.lock().map(|v| v.clone()).unwrap_or_default()
-    }
-
-    pub fn register(&self, registry: &mut Registry) {
-        registry.register(
-            "node_probe_failures",
-            "Probes of the node that failed in a row (0 after a success)",
-            self.failures_gauge.clone(),
-        );
-        registry.register(
-            "node_is_master",
-            "1 when the node's last ROLE said master",
-            self.is_master_gauge.clone(),
-        );
-    }
-
-    fn succeeded(&self, replication: Replication) {
-        let master = replication.role.as_deref() == Some("master");
-        if let Ok(mut v) = self.inner.lock() {
-            v.replication = Some(replication);
-            v.error = None;
-            v.failures = 0;
-            v.last_success = Some(Instant::now());
-            v.probes += 1;
-        }
-        self.failures_gauge.set(0);
-        self.is_master_gauge.set(i64::from(master));
-    }
-
-    /// Forgets what earlier probes saw (the probe was switched off).
-    fn reset(&self) {
-        if let Ok(mut v) = self.inner.lock() {
-            *v = NodeView::default();
-        }
-        self.failures_gauge.set(0);
-        self.is_master_gauge.set(0);
-    }
-
-    fn failed(&self, error: String) {
-        let failures = match self.inner.lock() {
-            Ok(mut v) => {
-                v.replication = None;
-                v.error = Some(error);
-                v.failures += 1;
-                v.probes += 1;
-                v.failures
-            }
-            Err(_) => 0,
-        };
-        self.failures_gauge
-            .set(i64::try_from(failures).unwrap_or(i64::MAX));
-        self.is_master_gauge.set(0);
-    }
-}
 
 /// Probes until `shutdown`; keeps one connection open and reopens it on
 /// error. Reads `lease.probe_interval_ms`, `backend.password` and
 /// `backend.connect_timeout_ms` from the running config, again after every
 /// reload: an interval of 0 idles until a reload sets one.
 pub async fn run(shared: Arc<ControlContext>) {
-    let status = Arc::clone(&shared.node);
+    let role = Arc::clone(&shared.role);
+    let status = &role.node;
     let mut reloaded = shared.reloaded.subscribe();
     // The connection, and the (password, bound) it was opened with.
     let mut conn: Option<(ControlConnection, Option<String>, Duration)> = None;
     loop {
         let interval = shared.config.load().lease.probe_interval;
+        status.set_interval_ms(u64::try_from(interval.as_millis()).unwrap_or(u64::MAX));
         if interval.is_zero() {
             // Disabled: what an earlier probe saw is no longer reported.
             conn = None;

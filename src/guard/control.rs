@@ -237,7 +237,12 @@ impl Gate {
             self.metrics.control_refused.inc();
             return Verdict::Reply(Bytes::from_static(NOPERM));
         }
-        // The only intercepted command today: CLUSTERX HEARTBEAT.
+        if r.command.special == Special::Probe {
+            return Verdict::Reply(crate::resp::encode::bulk(
+                self.role.node.report_text().as_bytes(),
+            ));
+        }
+        // Otherwise: CLUSTERX HEARTBEAT.
         let received = self.lease.now();
         let args = arguments(r.bytes, r.head.inline);
         let grant = match parse_heartbeat(&args) {

@@ -4,12 +4,14 @@
 //! [`lease`], the write [`pause`], mastership [`verify`]cation and the
 //! node's [`role`] (demotion, hand-over target, writes in flight). The
 //! controller's own commands (heartbeats, `CLIENT PAUSE`, control AUTH) are
-//! answered by [`control`]; the `# Leasegate` section of `INFO` by [`info`].
+//! answered by [`control`]; the `# Leasegate` section of `INFO` by [`info`];
+//! what the node said of itself when last probed is in [`node`].
 
 pub mod control;
 pub mod gate;
 pub mod info;
 pub mod lease;
+pub mod node;
 pub mod pause;
 pub mod role;
 pub mod verify;

@@ -161,6 +161,8 @@ pub struct Role {
     blocking_writes_completed: AtomicU64,
     /// The state of this proxy's graceful failovers.
     pub failover: FailoverStatus,
+    /// What the node said of itself when last probed.
+    pub node: crate::guard::node::NodeStatus,
     pub metrics: RoleMetrics,
     /// Signalled when the node accepted a topology that lists it as a
     /// master: a poller asks the controller at once instead of at its next tick.
@@ -190,6 +192,7 @@ impl Role {
             writes_in_flight: InFlight::default(),
             blocking_writes_completed: AtomicU64::new(0),
             failover: FailoverStatus::default(),
+            node: crate::guard::node::NodeStatus::default(),
             metrics: RoleMetrics::default(),
             promoted: tokio::sync::Notify::new(),
             promotion: std::sync::Mutex::new(None),

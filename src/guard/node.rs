@@ -1,0 +1,128 @@
+//! What the node said about itself when leasegate's probe last asked
+//! (`ROLE`), and the probe's record: failures in a row, the last success,
+//! the interval. Written by the probe ([`crate::control::probe`]), read by
+//! `/v1/status`, `/v1/probe` and the controller's `CLUSTERX PROBE` — the
+//! node's neighbour as a witness for a failover vote.
+
+use std::sync::Mutex;
+use std::time::Instant;
+
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::kvrocks::topology::Replication;
+
+/// The latest the node said about itself, and the probe's record.
+#[derive(Debug, Default)]
+pub struct NodeStatus {
+    inner: Mutex<NodeView>,
+    /// The probe's interval in ms (0: the probe is off).
+    interval_ms: std::sync::atomic::AtomicU64,
+    /// `leasegate_node_probe_failures`: failed probes in a row.
+    pub failures_gauge: Gauge,
+    /// `leasegate_node_is_master`: 1 when the last probe saw `master`.
+    pub is_master_gauge: Gauge,
+}
+
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct NodeView {
+    pub replication: Option<Replication>,
+    /// Why the last probe failed, if it did.
+    pub error: Option<String>,
+    /// Failed probes in a row (0 after a success).
+    #[serde(skip)]
+    pub failures: u64,
+    /// When a probe last succeeded.
+    #[serde(skip)]
+    pub last_success: Option<Instant>,
+    /// Probes made so far.
+    #[serde(skip)]
+    pub probes: u64,
+}
+
+impl NodeStatus {
+    /// The probe runs every `ms` (0: off).
+    pub fn set_interval_ms(&self, ms: u64) {
+        self.interval_ms
+            .store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn interval_ms(&self) -> u64 {
+        self.interval_ms.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The record in INFO form (`key:value` lines), as `CLUSTERX PROBE`
+    /// answers it.
+    pub fn report_text(&self) -> String {
+        let v = self.view();
+        let interval = self.interval_ms();
+        let r = v.replication.clone().unwrap_or_default();
+        format!(
+            "# Probe\r\nenabled:{}\r\nprobe_interval_ms:{interval}\r\nreachable:{}\r\nconsecutive_failures:{}\r\nlast_success_ms_ago:{}\r\nprobes:{}\r\nrole:{}\r\noffset:{}\r\nerror:{}\r\n",
+            u8::from(interval > 0),
+            u8::from(v.probes > 0 && v.failures == 0),
+            v.failures,
+            v.last_success
+                .map_or("-1".to_string(), |t| t.elapsed().as_millis().to_string()),
+            v.probes,
+            r.role.as_deref().unwrap_or(""),
+            r.offset.map_or(String::new(), |o| o.to_string()),
+            v.error.as_deref().unwrap_or("").replace(['\r', '\n'], " "),
+        )
+    }
+
+    pub fn view(&self) -> NodeView {
+        self.inner.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "node_probe_failures",
+            "Probes of the node that failed in a row (0 after a success)",
+            self.failures_gauge.clone(),
+        );
+        registry.register(
+            "node_is_master",
+            "1 when the node's last ROLE said master",
+            self.is_master_gauge.clone(),
+        );
+    }
+
+    pub fn succeeded(&self, replication: Replication) {
+        let master = replication.role.as_deref() == Some("master");
+        if let Ok(mut v) = self.inner.lock() {
+            v.replication = Some(replication);
+            v.error = None;
+            v.failures = 0;
+            v.last_success = Some(Instant::now());
+            v.probes += 1;
+        }
+        self.failures_gauge.set(0);
+        self.is_master_gauge.set(i64::from(master));
+    }
+
+    /// Forgets what earlier probes saw (the probe was switched off).
+    pub fn reset(&self) {
+        if let Ok(mut v) = self.inner.lock() {
+            *v = NodeView::default();
+        }
+        self.failures_gauge.set(0);
+        self.is_master_gauge.set(0);
+    }
+
+    pub fn failed(&self, error: String) {
+        let failures = match self.inner.lock() {
+            Ok(mut v) => {
+                v.replication = None;
+                v.error = Some(error);
+                v.failures += 1;
+                v.probes += 1;
+                v.failures
+            }
+            Err(_) => 0,
+        };
+        self.failures_gauge
+            .set(i64::try_from(failures).unwrap_or(i64::MAX));
+        self.is_master_gauge.set(0);
+    }
+}
