@@ -292,10 +292,35 @@ run_redis_benchmark() {
 
 # median of the numbers given as arguments (mean of the two middle ones for an even count)
 median() {
-    printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END {
+    median_fmt '%.2f' "$@"
+}
+
+# median_fmt FORMAT NUMBERS...: the median printed with the awk printf FORMAT.
+median_fmt() {
+    local fmt=$1
+    shift
+    printf '%s\n' "$@" | sort -g | awk -v fmt="$fmt\n" '{ v[NR] = $1 } END {
         if (NR == 0) exit 1
-        if (NR % 2) printf "%.2f\n", v[(NR + 1) / 2]
-        else printf "%.2f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+        if (NR % 2) printf fmt, v[(NR + 1) / 2]
+        else printf fmt, (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+# proc_cpu_ticks PID: the process's CPU time so far, utime + stime over all its threads, in clock
+# ticks (fields 14 and 15 of /proc/PID/stat; counted after the ")" closing the command name,
+# which may contain spaces).
+proc_cpu_ticks() {
+    local stat
+    stat=$(<"/proc/$1/stat") || die "cannot read /proc/$1/stat"
+    stat=${stat##*) }
+    # after "comm)": field 3 (state) is word 1, so utime (14) is word 12 and stime (15) word 13
+    awk '{ print $12 + $13 }' <<<"$stat"
+}
+
+CLK_TCK=$(getconf CLK_TCK)
+
+# cpu_us_per_request TICKS_BEFORE TICKS_AFTER REQUESTS: CPU microseconds per request.
+cpu_us_per_request() {
+    awk -v a="$1" -v b="$2" -v n="$3" -v hz="$CLK_TCK" 'BEGIN { printf "%.3f\n", (b - a) * 1e6 / hz / n }'
 }
 
 # cpu_affinity PID: "pid N: threads=T affinity=LIST" (all threads' allowed CPUs, deduplicated)

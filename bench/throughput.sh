@@ -2,6 +2,8 @@
 # Throughput benchmark: redis-benchmark SET/GET through leasegate vs. direct redis, haproxy (L4)
 # and twemproxy, all in front of the same redis-server, run side by side in one invocation.
 # On a shared/noisy box compare the ratios, not the absolute numbers.
+# Besides requests/s it reports each target's CPU per request: the process's utime+stime (all
+# threads, /proc/PID/stat) around each redis-benchmark run, divided by the requests.
 #
 # Usage: bench/throughput.sh
 # Env:
@@ -14,6 +16,7 @@
 #   BENCH_QUICK=1      smoke test: tiny -n, 1 round
 #   HAPROXY_NBTHREAD   haproxy nbthread (default 2)
 #   LEASEGATE_BIN      use this prebuilt leasegate binary instead of `cargo build --release`
+#   LEASEGATE_BASE_BIN the binary of the "leasegate-base" target (e.g. a build from before a change)
 #   BENCH_OUT          markdown output (default: bench/out/throughput.md)
 #   BENCH_KEEP_TMP_ON_FAIL=1  keep the temp dir (configs, logs) if the run fails
 set -euo pipefail
@@ -68,6 +71,10 @@ start_target() {
     leasegate-t1) start_leasegate leasegate-t1 "threads: 1" ;;
     leasegate-t3) start_leasegate leasegate-t3 "threads: 3" ;;
     leasegate-lease) start_leasegate_with_lease leasegate-lease ;;
+    leasegate-base)
+        [[ -x "${LEASEGATE_BASE_BIN:-}" ]] || die "leasegate-base needs LEASEGATE_BASE_BIN (an executable)"
+        LEASEGATE_BIN=$LEASEGATE_BASE_BIN start_leasegate leasegate-base ""
+        ;;
     haproxy) start_haproxy haproxy ;;
     twemproxy) start_twemproxy twemproxy ;;
     *) die "unknown target '$1' (see start_target in $0)" ;;
@@ -107,9 +114,12 @@ for t in "${TARGETS[@]}"; do
 done
 
 declare -A RESULTS=() # "target|TEST|depth" -> space-separated rps per round
+declare -A CPU=()     # "target|TEST|depth" -> space-separated CPU µs per request per round
 FAILED=0
 mkdir -p "$(dirname "$OUT_MD")"
-echo "round,target,test,pipeline,requests,rps" >"$OUT_RAW"
+echo "round,target,test,pipeline,requests,rps,cpu_us_per_req" >"$OUT_RAW"
+# One redis-benchmark run per test, so that each test's CPU time can be read on its own.
+IFS=, read -r -a TEST_LIST <<<"$TESTS"
 
 ntargets=${#TARGETS[@]}
 for ((round = 0; round < ROUNDS; round++)); do
@@ -123,14 +133,23 @@ for ((round = 0; round < ROUNDS; round++)); do
         n=$(requests_for_depth "$depth")
         for t in "${order[@]}"; do
             port=${TARGET_PORT[$t]}
+            pid=${TARGET_PID[$t]}
             got=0
-            while read -r test rps; do
-                [[ -n "$test" ]] || continue
-                RESULTS["$t|$test|$depth"]+=" $rps"
-                echo "$((round + 1)),$t,$test,$depth,$n,$rps" >>"$OUT_RAW"
-                log "  $t -P $depth $test: $rps rps"
-                got=$((got + 1))
-            done < <(run_redis_benchmark "$port" "$depth" "$n" "$TESTS")
+            for one in "${TEST_LIST[@]}"; do
+                # the target process's CPU time (all threads) around the run
+                cpu0=$(proc_cpu_ticks "$pid")
+                out=$(run_redis_benchmark "$port" "$depth" "$n" "$one")
+                cpu1=$(proc_cpu_ticks "$pid")
+                while read -r test rps; do
+                    [[ -n "$test" ]] || continue
+                    us=$(cpu_us_per_request "$cpu0" "$cpu1" "$n")
+                    RESULTS["$t|$test|$depth"]+=" $rps"
+                    CPU["$t|$test|$depth"]+=" $us"
+                    echo "$((round + 1)),$t,$test,$depth,$n,$rps,$us" >>"$OUT_RAW"
+                    log "  $t -P $depth $test: $rps rps, $us CPU µs/request"
+                    got=$((got + 1))
+                done <<<"$out"
+            done
             if ((got == 0)); then
                 warn "no results for $t -P $depth"
                 FAILED=1
@@ -163,6 +182,54 @@ med() { # target test depth -> median or empty
     median $vals
 }
 
+med_cpu() { # target test depth -> median CPU µs per request, or empty
+    local vals=${CPU["$1|$2|$3"]:-}
+    [[ -n "$vals" ]] || return 0
+    # shellcheck disable=SC2086
+    median_fmt '%.3f' $vals
+}
+
+# ratio_table MEDIAN_FN FORMAT: a markdown table, one row per test and depth, a column per target
+# (MEDIAN_FN target test depth, printed with FORMAT) and per ratio pair.
+ratio_table() {
+    local medfn=$1 fmt=$2 header="| test | -P |" sep="|---|---:|" t p test depth row a b
+    for t in "${TARGETS[@]}"; do
+        header+=" $t |"
+        sep+="---:|"
+    done
+    for p in "${ratio_pairs[@]}"; do
+        header+=" $p |"
+        sep+="---:|"
+    done
+    echo "$header"
+    echo "$sep"
+    for test in "${TEST_NAMES[@]}"; do
+        for depth in "${DEPTHS[@]}"; do
+            row="| $test | $depth |"
+            local -A m=()
+            for t in "${TARGETS[@]}"; do
+                m[$t]=$("$medfn" "$t" "$test" "$depth")
+                if [[ -n "${m[$t]}" ]]; then
+                    # shellcheck disable=SC2059 # the format is the caller's
+                    row+=" $(printf "$fmt" "${m[$t]}") |"
+                else
+                    row+=" fail |"
+                fi
+            done
+            for p in "${ratio_pairs[@]}"; do
+                a=${m[${p%/*}]} b=${m[${p#*/}]}
+                if [[ -n "$a" && -n "$b" ]]; then
+                    row+=" $(awk -v a="$a" -v b="$b" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }') |"
+                else
+                    row+=" - |"
+                fi
+            done
+            unset m
+            echo "$row"
+        done
+    done
+}
+
 spread() { # target test depth -> (max-min)/median in percent, or empty
     local vals=${RESULTS["$1|$2|$3"]:-}
     [[ -n "$vals" ]] || return 0
@@ -191,42 +258,13 @@ done
         "twemproxy $(nutcracker -V 2>&1 | sed -n '1s/.*nutcracker-//p') (single-threaded), server_connections 1."
     echo "Values are requests/s; ratios > 1 mean leasegate is faster."
     echo
-    header="| test | -P |"
-    sep="|---|---:|"
-    for t in "${TARGETS[@]}"; do
-        header+=" $t |"
-        sep+="---:|"
-    done
-    for p in "${ratio_pairs[@]}"; do
-        header+=" $p |"
-        sep+="---:|"
-    done
-    echo "$header"
-    echo "$sep"
-    for test in "${TEST_NAMES[@]}"; do
-        for depth in "${DEPTHS[@]}"; do
-            row="| $test | $depth |"
-            declare -A m=()
-            for t in "${TARGETS[@]}"; do
-                m[$t]=$(med "$t" "$test" "$depth")
-                if [[ -n "${m[$t]}" ]]; then
-                    row+=" $(printf '%.0f' "${m[$t]}") |"
-                else
-                    row+=" fail |"
-                fi
-            done
-            for p in "${ratio_pairs[@]}"; do
-                a=${m[${p%/*}]} b=${m[${p#*/}]}
-                if [[ -n "$a" && -n "$b" ]]; then
-                    row+=" $(awk -v a="$a" -v b="$b" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }') |"
-                else
-                    row+=" - |"
-                fi
-            done
-            unset m
-            echo "$row"
-        done
-    done
+    ratio_table med '%.0f'
+    echo
+    echo "CPU per request (µs): the target process's CPU time (user + system, all threads, from" \
+        "/proc/PID/stat) over the run divided by the requests; for direct it is redis-server's own cost." \
+        "Ratios < 1 mean leasegate uses less CPU per request."
+    echo
+    ratio_table med_cpu '%.3f'
     if ((ROUNDS > 1)); then
         echo
         echo "Spread across rounds, (max-min)/median:"

@@ -205,17 +205,19 @@ pub async fn serve(
 
         tokio::select! {
             biased;
-            r = client_tx.write_buf(&mut s.to_client), if !s.to_client.is_empty() => {
-                if r.is_err() || r.is_ok_and(|n| n == 0) {
-                    break;
+            // `write` (one `send`) rather than `write_buf`, which tokio makes a
+            // `writev` through the VFS layers: the buffers are contiguous anyway.
+            r = client_tx.write(&s.to_client), if !s.to_client.is_empty() => match r {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    s.to_client.advance(n);
+                    IdleTimer::interaction(&mut idle);
                 }
-                IdleTimer::interaction(&mut idle);
-            }
-            r = backend_tx.write_buf(&mut s.to_backend), if !s.to_backend.is_empty() => {
-                if r.is_err() || r.is_ok_and(|n| n == 0) {
-                    break;
-                }
-            }
+            },
+            r = backend_tx.write(&s.to_backend), if !s.to_backend.is_empty() => match r {
+                Ok(0) | Err(_) => break,
+                Ok(n) => s.to_backend.advance(n),
+            },
             r = backend_rx.read_buf(&mut s.from_backend), if read_backend => match r {
                 Ok(0) | Err(_) => backend_eof = true,
                 Ok(_) => {
