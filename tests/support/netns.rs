@@ -104,8 +104,9 @@ impl Lab {
     fn subnet(&mut self) -> (String, String) {
         let n = self.subnets;
         self.subnets += 1;
-        // 10.(100 + tag/250).(tag%250).(4n): unique per lab, 64 links each.
-        let (hi, lo) = (100 + self.tag / 250, self.tag % 250);
+        // 10.(100..249).(0..249).(4n): unique per lab (tags are below
+        // 50,000; every octet stays below 256), 64 links each.
+        let (hi, lo) = (100 + (self.tag / 250) % 150, self.tag % 250);
         (
             format!("10.{hi}.{lo}.{}", 4 * n + 1),
             format!("10.{hi}.{lo}.{}", 4 * n + 2),
