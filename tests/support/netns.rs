@@ -34,9 +34,26 @@ fn run(program: &str, args: &[&str]) {
     );
 }
 
-/// A unique small number for names and subnets (process and call).
+/// A small number (below 50,000) for names and subnets: unique in this
+/// process, and not used by anything left on the machine (a test process
+/// killed before its clean-up leaves its namespaces and links behind).
 fn next() -> u32 {
-    (std::process::id() % 1000) * 50 + NEXT.fetch_add(1, Ordering::SeqCst) % 50
+    static CLAIMED: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
+    let base = (std::process::id() % 1000) * 50 + NEXT.fetch_add(1, Ordering::SeqCst) % 50;
+    let mut claimed = CLAIMED.lock().unwrap_or_else(|p| p.into_inner());
+    for k in 0..50_000 {
+        let tag = (base + k) % 50_000;
+        let exists = |path: String| std::path::Path::new(&path).exists();
+        let taken = claimed.contains(&tag)
+            || exists(format!("/var/run/netns/lg{tag}a"))
+            || exists(format!("/var/run/netns/lg{tag}b"))
+            || exists(format!("/sys/class/net/lg{tag}r0"));
+        if !taken {
+            claimed.push(tag);
+            return tag;
+        }
+    }
+    panic!("no free network lab name");
 }
 
 /// The lab; everything it made is removed on drop (processes first).
