@@ -123,6 +123,9 @@ pub enum Effect {
         nodes: String,
         /// The topology's version, when it parses.
         version: Option<u64>,
+        /// Sent by the controller: only its topologies promote (a
+        /// demotion is heeded from anyone, the node having accepted it).
+        from_control: bool,
     },
     /// `CLUSTERX SETNODEID <id>` on a control connection: the node's id.
     NodeId(String),
@@ -564,6 +567,7 @@ impl Gate {
                 version: args
                     .get(3)
                     .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok()),
+                from_control: r.control,
             }),
             _ => {
                 // REPLICAOF host port (but not REPLICAOF NO ONE) makes this node a replica.
@@ -588,11 +592,20 @@ impl Gate {
     pub fn accepted(&self, effect: &Effect) {
         match effect {
             Effect::Replica { reason } => self.role.revoke(reason, Source::Node),
-            Effect::Topology { nodes, version } => {
+            Effect::Topology {
+                nodes,
+                version,
+                from_control,
+            } => {
                 let Some(me) = self.lease.node_id() else {
                     return;
                 };
                 if crate::kvrocks::topology::listed_as_master(nodes, &me) {
+                    if !from_control {
+                        // An ordinary client cannot move what leasegate
+                        // believes about mastership toward this node.
+                        return;
+                    }
                     // No longer demoted: writes stop being handed to (or
                     // MOVED toward) another node, which may itself point
                     // back here. The lease still comes only from the
@@ -1019,5 +1032,27 @@ mod tests {
             ask(&gate, &["CLIENT", "REPLY", "ON"], false),
             Verdict::Forward
         );
+    }
+
+    /// A promoting topology counts only from the controller: an ordinary
+    /// client's (even one the node accepted) neither ends a demotion nor
+    /// tells the poller that a revocation belongs to an earlier version.
+    #[test]
+    fn only_the_controllers_topology_promotes() {
+        let (_clock, gate) = gate(LeaseMode::BlockWrite, &[]);
+        gate.role().demote(Demotion {
+            new_master: Some("127.0.0.1:7001".into()),
+        });
+        let promoting = |from_control| Effect::Topology {
+            nodes: format!("{ME} 127.0.0.1 7000 master - 0-16383"),
+            version: Some(5),
+            from_control,
+        };
+        gate.accepted(&promoting(false));
+        assert!(gate.role().is_demoted());
+        assert_eq!(gate.role().last_promotion(), None);
+        gate.accepted(&promoting(true));
+        assert!(!gate.role().is_demoted());
+        assert_eq!(gate.role().last_promotion().map(|(v, _)| v), Some(5));
     }
 }
