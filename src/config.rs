@@ -15,6 +15,7 @@ use crate::command::CommandsConfig;
 use crate::guard::control::AddrMatch;
 use crate::guard::lease::{Initial, LeaseMode};
 pub use crate::guard::pause::OnDemote;
+use crate::guard::verify::VerifyHold;
 
 /// Why a config file could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -213,6 +214,10 @@ pub enum VerifyMode {
 #[serde(default, deny_unknown_fields)]
 pub struct VerifyConfig {
     pub mode: VerifyMode,
+    /// What waits for the confirmation: the write (`request`: nothing
+    /// unconfirmed reaches the node) or only its reply (`acknowledgement`:
+    /// the node's time and the controller's overlap).
+    pub hold: VerifyHold,
     /// A confirmation slower than this rejects the writes waiting for it.
     #[serde(rename = "timeout_ms", with = "millis")]
     pub timeout: Duration,
@@ -226,6 +231,7 @@ impl Default for VerifyConfig {
     fn default() -> Self {
         Self {
             mode: VerifyMode::Off,
+            hold: VerifyHold::Request,
             timeout: Duration::from_millis(200),
             max_in_flight: 1,
         }

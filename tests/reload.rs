@@ -353,6 +353,57 @@ fn verification_is_switched_on_and_off_live() {
     assert_eq!(c.cmd(&["SET", "k", "4"]), Reply::ok(), "off again");
 }
 
+/// `verify.hold` is live: with `request` a refused write never reaches the
+/// node; after the reload, with `acknowledgement`, it does, and its success
+/// becomes the unknown-outcome error.
+#[test]
+fn what_verification_holds_is_switched_live() {
+    let ctl = TestController::start();
+    let (me, other) = (node_id(1), node_id(2));
+    // Another node is master: every confirmation is refused.
+    ctl.set_topology(
+        1,
+        vec![vec![
+            (&other, "127.0.0.1:2", "master"),
+            (&me, "127.0.0.1:1", "slave"),
+        ]],
+    );
+    let rest = |hold: &str| {
+        format!(
+            "node_id: {me}\n{}verify:\n  mode: every-write\n  hold: {hold}\n  timeout_ms: 300\n",
+            ctl.yaml(3_600_000, 3_600_000)
+        )
+    };
+    let s = Setup::start("tok", &rest("request"));
+    let mut c: Client = s.proxy.client();
+    let mut node = s.redis.client();
+    let refused = c.cmd(&["SET", "k", "1"]);
+    assert!(
+        refused
+            .error_text()
+            .starts_with("TRYAGAIN mastership not confirmed by controller"),
+        "{refused:?}"
+    );
+    assert_eq!(node.cmd(&["EXISTS", "k"]), Reply::Int(0), "never forwarded");
+
+    s.write(&s.yaml("tok", &rest("acknowledgement")));
+    let (code, answer) = s.reload("tok");
+    assert_eq!(code, 200, "{answer}");
+    assert_eq!(strings(&answer["applied"]), ["verify.hold"], "{answer}");
+    let unknown = c.cmd(&["SET", "k", "2"]);
+    assert!(
+        unknown
+            .error_text()
+            .starts_with("UNKNOWN write outcome unknown: mastership not confirmed by controller"),
+        "{unknown:?}"
+    );
+    assert_eq!(
+        node.cmd(&["GET", "k"]),
+        Reply::bulk("2"),
+        "forwarded at once"
+    );
+}
+
 #[test]
 fn leasegate_ctl_reload_prints_the_outcome() {
     let s = Setup::start("tok", "");

@@ -15,10 +15,21 @@ const NOT_CONFIRMED: &str = "TRYAGAIN mastership not confirmed by controller";
 /// A proxy verifying every write with `ctl`; the lease poller is parked (one
 /// poll at start-up) so that every later controller request is a confirmation.
 fn verifying_proxy(redis: &RedisServer, ctl: &TestController, lease: &str) -> Proxy {
+    proxy_holding("request", 300, redis, ctl, lease)
+}
+
+/// As [`verifying_proxy`], with `verify.hold: <hold>` and `verify.timeout_ms`.
+fn proxy_holding(
+    hold: &str,
+    timeout_ms: u64,
+    redis: &RedisServer,
+    ctl: &TestController,
+    extra: &str,
+) -> Proxy {
     Proxy::start(
         &redis.addr(),
         &format!(
-            "node_id: {}\n{}verify:\n  mode: every-write\n  timeout_ms: 300\n{lease}",
+            "node_id: {}\n{}verify:\n  mode: every-write\n  hold: {hold}\n  timeout_ms: {timeout_ms}\n{extra}",
             node_id(1),
             ctl.yaml(3_600_000, 3_600_000)
         ),
@@ -34,6 +45,18 @@ fn verified_setup(extra: &str) -> (RedisServer, TestController, Proxy) {
     let proxy = verifying_proxy(&redis, &ctl, extra);
     (redis, ctl, proxy)
 }
+
+/// As [`verified_setup`] with `verify.hold: acknowledgement` and a bound
+/// of `timeout_ms` on each confirmation.
+fn acknowledging_setup(timeout_ms: u64, extra: &str) -> (RedisServer, TestController, Proxy) {
+    let redis = RedisServer::start();
+    let ctl = TestController::start();
+    master_is(&ctl, 1, 1);
+    let proxy = proxy_holding("acknowledgement", timeout_ms, &redis, &ctl, extra);
+    (redis, ctl, proxy)
+}
+
+const UNCONFIRMED: &str = "UNKNOWN write outcome unknown: mastership not confirmed by controller";
 
 fn master_is(ctl: &TestController, version: u64, master: u8) {
     let (m, s) = (node_id(master), node_id(if master == 1 { 2 } else { 1 }));
@@ -135,13 +158,25 @@ fn a_slow_controller_times_out_and_a_dead_one_rejects_writes_but_not_reads() {
 
 #[test]
 fn concurrent_writers_share_confirmations_each_sent_after_their_write() {
+    concurrent_writers_each_confirmed_after_their_write("request");
+}
+
+/// With `hold: acknowledgement` the writes reach the node before their
+/// confirmation, but no success is answered before a confirmation that
+/// the controller received after the write was sent.
+#[test]
+fn held_acknowledgements_each_wait_for_a_confirmation_sent_after_their_write() {
+    concurrent_writers_each_confirmed_after_their_write("acknowledgement");
+}
+
+fn concurrent_writers_each_confirmed_after_their_write(hold: &str) {
     const WRITERS: usize = 1000;
     const EACH: usize = 5;
     let redis = RedisServer::start_with(&["--maxclients", "4000"]);
     let ctl = TestController::start();
     master_is(&ctl, 1, 1);
     ctl.set_delay(Duration::from_millis(2));
-    let proxy = verifying_proxy(&redis, &ctl, "limits:\n  max_clients: 4000\n");
+    let proxy = proxy_holding(hold, 300, &redis, &ctl, "limits:\n  max_clients: 4000\n");
     // Warm up: the start-up poll and the first confirmation.
     assert_eq!(proxy.client().cmd(&["SET", "warm", "1"]), Reply::ok());
 
@@ -262,4 +297,111 @@ fn blank_lines_do_not_extend_a_confirmation() {
     let reply = c.cmd(&["SET", "k2", "v2"]);
     assert!(reply.error_text().starts_with(NOT_CONFIRMED), "{reply:?}");
     assert_eq!(redis.client().cmd(&["EXISTS", "k2"]), Reply::Int(0));
+}
+
+/// `hold: acknowledgement`: the write reaches the node while its
+/// confirmation is still on the way; the client's `+OK` waits for it, and
+/// replies behind it (a pipelined read) keep their order.
+#[test]
+fn a_held_acknowledgement_lets_the_write_reach_the_node_first() {
+    let (redis, ctl, proxy) = acknowledging_setup(10_000, "");
+    let mut c = proxy.client();
+    assert_eq!(c.cmd(&["SET", "warm", "1"]), Reply::ok());
+    ctl.set_delay(Duration::from_millis(2_000));
+    let sent = Instant::now();
+    c.send(&["SET", "k", "early"]);
+    c.send(&["GET", "k"]);
+    let mut node = redis.client();
+    while node.cmd(&["GET", "k"]) != Reply::bulk("early") {
+        assert!(
+            sent.elapsed() < PATIENCE,
+            "the write never reached the node"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    while ctl.requests_since(sent) == 0 {
+        assert!(sent.elapsed() < PATIENCE, "no confirmation was asked");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(
+        c.try_read(Duration::ZERO),
+        None,
+        "no reply while the confirmation is on its way"
+    );
+    assert_eq!(c.read(), Reply::ok());
+    assert_eq!(c.read(), Reply::bulk("early"));
+    ctl.set_delay(Duration::ZERO);
+    // Reads alone never wait.
+    let before = Instant::now();
+    assert_eq!(c.cmd(&["GET", "k"]), Reply::bulk("early"));
+    assert_eq!(ctl.requests_since(before), 0);
+}
+
+/// A refused confirmation turns a forwarded write's success into the
+/// unknown-outcome error (the node did apply it), while an error the node
+/// answered passes as it is: nothing was acknowledged either way.
+#[test]
+fn a_refused_confirmation_makes_a_success_an_unknown_outcome() {
+    let (redis, ctl, proxy) = acknowledging_setup(300, "");
+    let mut c = proxy.client();
+    assert_eq!(c.cmd(&["SET", "s", "text"]), Reply::ok());
+    master_is(&ctl, 2, 2);
+    let reply = c.cmd(&["SET", "k", "applied"]);
+    assert!(reply.error_text().starts_with(UNCONFIRMED), "{reply:?}");
+    assert!(
+        reply.error_text().contains("slave"),
+        "names the cause: {reply:?}"
+    );
+    assert!(
+        reply
+            .error_text()
+            .ends_with("the write may or may not have been applied"),
+        "{reply:?}"
+    );
+    assert_eq!(
+        redis.client().cmd(&["GET", "k"]),
+        Reply::bulk("applied"),
+        "forwarded before its confirmation: the node has it"
+    );
+    let err = c.cmd(&["INCR", "s"]);
+    assert!(
+        err.error_text().contains("not an integer"),
+        "the node's own error passes: {err:?}"
+    );
+}
+
+/// A confirmation that does not come in time fails the same way, and a
+/// controller that is gone too; reads go on.
+#[test]
+fn an_unanswered_confirmation_makes_a_success_an_unknown_outcome() {
+    let (_redis, ctl, proxy) = acknowledging_setup(300, "");
+    let mut c = proxy.client();
+    assert_eq!(c.cmd(&["SET", "k", "v"]), Reply::ok());
+    ctl.set_delay(Duration::from_millis(1_500));
+    let reply = c.cmd(&["SET", "k", "slow"]);
+    assert!(reply.error_text().starts_with(UNCONFIRMED), "{reply:?}");
+    assert!(
+        reply.error_text().contains("no answer within 300 ms"),
+        "{reply:?}"
+    );
+    ctl.set_delay(Duration::ZERO);
+    drop(ctl);
+    let reply = c.cmd(&["SET", "k", "down"]);
+    assert!(reply.error_text().starts_with(UNCONFIRMED), "{reply:?}");
+    assert_eq!(c.cmd(&["GET", "k"]), Reply::bulk("down"));
+}
+
+/// The node closing the connection (QUIT) while a reply waits for its
+/// confirmation: the client still gets every reply, then the close.
+#[test]
+fn replies_held_for_a_confirmation_outlive_the_nodes_close() {
+    let (_redis, ctl, proxy) = acknowledging_setup(10_000, "");
+    let mut c = proxy.client();
+    assert_eq!(c.cmd(&["SET", "warm", "1"]), Reply::ok());
+    ctl.set_delay(Duration::from_millis(300));
+    c.send(&["SET", "k", "v"]);
+    c.send(&["QUIT"]);
+    assert_eq!(c.read(), Reply::ok());
+    assert_eq!(c.read(), Reply::ok());
+    assert!(c.is_closed(), "closed after the replies");
 }

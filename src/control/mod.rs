@@ -114,6 +114,7 @@ impl ControlContext {
                     let v = Verifier::new(config.verify.max_in_flight);
                     v.configure(
                         config.verify.mode == VerifyMode::EveryWrite,
+                        config.verify.hold,
                         config.verify.max_in_flight,
                         config.verify.timeout,
                     );

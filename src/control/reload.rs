@@ -80,6 +80,7 @@ pub const KEYS: &[(&str, Apply)] = &[
     ("controller.failure_detection_ms", Apply::Live),
     ("controller.timeout_ms", Apply::Live),
     ("verify.mode", Apply::Live),
+    ("verify.hold", Apply::Live),
     ("verify.timeout_ms", Apply::Live),
     ("verify.max_in_flight", Apply::Live),
     ("pause.max_buffered_bytes", Apply::Live),
@@ -242,6 +243,7 @@ fn enforce(shared: &ControlContext, old: &Config, new: Config) {
     if let Some(v) = gate.verifier() {
         v.configure(
             new.verify.mode == VerifyMode::EveryWrite,
+            new.verify.hold,
             new.verify.max_in_flight,
             new.verify.timeout,
         );
@@ -315,7 +317,7 @@ admin: {listen: 127.0.0.1:7003, token: a}
 control: {password: a, allow_from: [10.0.0.1]}
 lease: {mode: log-only, initial: valid, clock_drift: 0.02, safety_margin_ms: 13, reject_prefix: A, probe_interval_ms: 14}
 controller: {url: http://a:1, namespace: a, cluster: a, poll_interval_ms: 15, ttl_ms: 16, failure_detection_ms: 17, timeout_ms: 18}
-verify: {mode: every-write, timeout_ms: 19, max_in_flight: 2}
+verify: {mode: every-write, hold: acknowledgement, timeout_ms: 19, max_in_flight: 2}
 pause: {max_buffered_bytes: 20, max_buffered_requests: 21, on_demote: moved}
 commands: {deny: [keys], classes: {x.y: read}, learn_from_backend: false}
 limits: {max_clients: 22, max_bulk_len: 23, max_multibulk_len: 24, max_inline_len: 25, max_client_output_bytes: 2048, client_idle_timeout_ms: 26}
@@ -331,7 +333,7 @@ admin: {listen: 127.0.0.1:8003, token: b}
 control: {password: b, allow_from: [10.0.0.2]}
 lease: {mode: block-write, initial: expired, clock_drift: 0.03, safety_margin_ms: 33, reject_prefix: B, probe_interval_ms: 34}
 controller: {url: http://b:1, namespace: b, cluster: b, poll_interval_ms: 35, ttl_ms: 36, failure_detection_ms: 37, timeout_ms: 38}
-verify: {mode: off, timeout_ms: 39, max_in_flight: 3}
+verify: {mode: off, hold: request, timeout_ms: 39, max_in_flight: 3}
 pause: {max_buffered_bytes: 40, max_buffered_requests: 41, on_demote: readonly}
 commands: {deny: [flushall], classes: {x.y: write}, learn_from_backend: true}
 limits: {max_clients: 42, max_bulk_len: 43, max_multibulk_len: 44, max_inline_len: 45, max_client_output_bytes: 4096, client_idle_timeout_ms: 46}

@@ -56,7 +56,7 @@ use crate::guard::control::ControlPolicy;
 use crate::guard::lease::{Lease, LeaseMode, Term};
 use crate::guard::pause::{Hold, OnDemote, Pause};
 use crate::guard::role::{Demotion, Role, Source};
-use crate::guard::verify::Verifier;
+use crate::guard::verify::{Confirmation, Verifier, VerifyHold};
 use crate::resp::request::{arguments, RequestHead};
 
 /// Everything the Gate consults that a reload may change.
@@ -94,6 +94,10 @@ pub struct Admission<'a> {
 pub enum Verdict {
     /// Send the request to the backend.
     Forward,
+    /// Send the write to the backend now; its success reply may reach the
+    /// client only once confirmation round `n` (or a later one) confirmed
+    /// mastership (`verify.hold: acknowledgement`, [`Gate::confirmed_reply`]).
+    ForwardUnconfirmed(u64),
     /// Do not forward; answer with this complete RESP reply in the request's place.
     Reply(Bytes),
     /// Forward `request` instead; answer as `answer` says.
@@ -232,7 +236,7 @@ impl GateMetrics {
         );
         registry.register(
             "unknown_outcomes",
-            "Write acknowledgements replaced by the unknown-outcome error: the node answered after the master lease ended",
+            "Write acknowledgements replaced by the unknown-outcome error: the node answered after the master lease ended, or (verify.hold: acknowledgement) the controller did not confirm mastership",
             self.unknown_outcomes.clone(),
         );
         registry.register(
@@ -309,6 +313,9 @@ const EXECABORT_LEASE: &[u8] =
 /// What a client gets instead of a write's success reply that arrived after
 /// the lease ended (or was revoked) — whatever the reply was.
 pub const UNKNOWN_OUTCOME: &[u8] = b"-UNKNOWN write outcome unknown: the node answered after this node's master lease ended; the write may or may not have been applied\r\n";
+/// The start of what a client gets instead of a write's success reply when
+/// the write was forwarded unconfirmed and its confirmation failed.
+pub const UNCONFIRMED_HEAD: &str = "-UNKNOWN write outcome unknown: ";
 /// Rate-limits a warning to one a second, without a lock: the first caller
 /// past the second wins the exchange and logs.
 #[derive(Debug, Default)]
@@ -480,9 +487,46 @@ impl Gate {
                 v.metrics.writes.inc();
                 Verdict::Forward
             }
-            Some(v) if !r.verified => Verdict::Hold(Wait::Verification(v.ticket())),
+            Some(v) if !r.verified => match v.hold() {
+                VerifyHold::Request => Verdict::Hold(Wait::Verification(v.ticket())),
+                VerifyHold::Acknowledgement => Verdict::ForwardUnconfirmed(v.ticket()),
+            },
             _ => Verdict::Forward,
         }
+    }
+
+    /// Where the confirmation of a write forwarded unconfirmed stands
+    /// (`Pending` also when there is no verifier to ask: never, since only
+    /// a verifier hands out tickets).
+    #[inline]
+    pub fn confirmation(&self, ticket: u64) -> Confirmation {
+        match &self.verifier {
+            Some(v) => v.confirmation(ticket),
+            None => Confirmation::Confirmed,
+        }
+    }
+
+    /// The reply to a write forwarded unconfirmed, once its confirmation is
+    /// settled: `None` passes `reply`; `Some(instead)` replaces it. After a
+    /// refusal, only a reply that says nothing took effect (an error,
+    /// `+QUEUED`, an aborted EXEC) passes; a success becomes the
+    /// unknown-outcome error with the refusal's cause, because the node may
+    /// have applied a write the controller did not confirm.
+    #[cold]
+    pub fn unconfirmed_reply(&self, refusal: &[u8], reply: &[u8]) -> Option<Bytes> {
+        if !is_acknowledgement(reply) {
+            return None;
+        }
+        self.metrics.unknown_outcomes.inc();
+        let cause = refusal
+            .strip_prefix(b"-TRYAGAIN ")
+            .unwrap_or(refusal)
+            .strip_suffix(b"\r\n")
+            .unwrap_or(refusal);
+        Some(Bytes::from(format!(
+            "{UNCONFIRMED_HEAD}{}; the write may or may not have been applied\r\n",
+            String::from_utf8_lossy(cause)
+        )))
     }
 
     /// Waits until a held request may be asked about again. The answer is

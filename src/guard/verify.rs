@@ -1,7 +1,19 @@
 //! Verification on every write (`verify.mode: every-write`).
 //!
-//! A write is forwarded only after the controller confirmed that this node is
-//! the master of its shard, in a request sent *after the write arrived*. Asking
+//! A write's success reaches the client only after the controller confirmed
+//! that this node is the master of its shard, in a request sent *after the
+//! write arrived*. What waits for that confirmation is `verify.hold`:
+//!
+//! * [`VerifyHold::Request`] (the default): the write itself. Nothing is forwarded
+//!   before the confirmation; a refusal means the node never saw the write.
+//!   A write costs the controller's round trip *plus* the node's time.
+//! * [`VerifyHold::Acknowledgement`]: only the node's reply. The write goes to the
+//!   node at once and its confirmation is asked in parallel, so a write
+//!   costs the larger of the two. A refusal turns a success reply into
+//!   [`crate::guard::gate::UNKNOWN_OUTCOME`]'s kind of error: the node may
+//!   have applied the write, but the client was never told it had.
+//!
+//! Asking
 //! once per write would cap throughput at one write per controller round trip,
 //! so confirmations are batched the way Raft batches ReadIndex:
 //!
@@ -37,6 +49,27 @@ use tracing::{info, warn};
 
 use crate::guard::role::{Role, Source};
 use crate::kvrocks::controller::{self, Decision};
+
+/// What waits for a write's confirmation (`verify.hold`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VerifyHold {
+    /// The write: forwarded once confirmed (nothing unconfirmed is applied).
+    #[default]
+    Request,
+    /// The write's acknowledgement: forwarded at once, answered once confirmed.
+    Acknowledgement,
+}
+
+/// Where a write's confirmation stands, seen from its acknowledgement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Confirmation {
+    /// No round at or after the write's has finished yet.
+    Pending,
+    Confirmed,
+    /// Not confirmed: the refusal's cause, as `-TRYAGAIN ...` would give it.
+    Refused(Bytes),
+}
 
 /// The result of one confirmation round.
 #[derive(Debug, Clone)]
@@ -108,6 +141,8 @@ pub struct Verifier {
     rounds: Mutex<Rounds>,
     /// `verify.mode: every-write`: whether writes wait for a confirmation.
     enabled: AtomicBool,
+    /// `verify.hold: acknowledgement`: forward at once, hold the reply.
+    holds_acknowledgement: AtomicBool,
     /// Rounds allowed on the wire at once (`verify.max_in_flight`).
     max_in_flight: AtomicUsize,
     /// `verify.timeout_ms`: bound of one round.
@@ -143,6 +178,7 @@ impl Verifier {
                 ..Rounds::default()
             }),
             enabled: AtomicBool::new(true),
+            holds_acknowledgement: AtomicBool::new(false),
             max_in_flight: AtomicUsize::new(max_in_flight.max(1)),
             timeout_ms: AtomicU64::new(DEFAULT_TIMEOUT.as_millis() as u64),
             highest: AtomicU64::new(0),
@@ -157,9 +193,18 @@ impl Verifier {
     }
 
     /// Sets `verify.*` (at start and on a reload): whether writes wait for a
-    /// confirmation, rounds on the wire at once, and the bound of a round.
-    pub fn configure(&self, enabled: bool, max_in_flight: usize, timeout: Duration) {
+    /// confirmation, what waits, rounds on the wire at once, and the bound
+    /// of a round. Writes already admitted keep the hold they were given.
+    pub fn configure(
+        &self,
+        enabled: bool,
+        hold: VerifyHold,
+        max_in_flight: usize,
+        timeout: Duration,
+    ) {
         self.enabled.store(enabled, Ordering::Relaxed);
+        self.holds_acknowledgement
+            .store(hold == VerifyHold::Acknowledgement, Ordering::Relaxed);
         self.max_in_flight
             .store(max_in_flight.max(1), Ordering::Relaxed);
         self.timeout_ms.store(
@@ -176,6 +221,16 @@ impl Verifier {
     #[inline]
     pub fn enabled(&self) -> bool {
         self.enabled.load(Ordering::Relaxed)
+    }
+
+    /// What waits for the confirmation (`verify.hold`).
+    #[inline]
+    pub fn hold(&self) -> VerifyHold {
+        if self.holds_acknowledgement.load(Ordering::Relaxed) {
+            VerifyHold::Acknowledgement
+        } else {
+            VerifyHold::Request
+        }
     }
 
     fn max_in_flight(&self) -> usize {
@@ -210,6 +265,20 @@ impl Verifier {
             )),
         };
         result
+    }
+
+    /// Where the confirmation of a write holding `ticket` stands now, without
+    /// waiting: the latest finished round decides once it is ≥ `ticket`
+    /// (any such round was requested after the write arrived).
+    pub fn confirmation(&self, ticket: u64) -> Confirmation {
+        let latest = self.results.borrow();
+        if latest.round < ticket {
+            return Confirmation::Pending;
+        }
+        match &latest.outcome {
+            Ok(()) => Confirmation::Confirmed,
+            Err(reply) => Confirmation::Refused(reply.clone()),
+        }
     }
 
     /// Takes the next wanted round off the queue and marks it sent.

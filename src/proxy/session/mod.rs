@@ -125,6 +125,10 @@ struct Session {
     /// Bytes at the head of `from_client` that arrived before a mastership
     /// confirmation was requested (pipelined writes share it).
     confirmed: usize,
+    /// The confirmation round the reply at the head of `from_backend` waits
+    /// for (a write forwarded unconfirmed): replies are not framed further
+    /// until it is settled.
+    unconfirmed: Option<u64>,
     /// Moved to the new master's leasegate, which judges requests from now on.
     handed_over: bool,
     /// Connection state replayed on the new connection at a hand-over.
@@ -190,7 +194,7 @@ pub async fn serve(
         let opening = matches!(preconnect, Some(Preconnect::Opening(..)));
         let read_client = !(client_eof || draining) && s.wants_requests();
         let holding = matches!(s.stall, Stall::Held(_));
-        let read_backend = !backend_eof && s.to_client.len() < s.max_output;
+        let read_backend = !backend_eof && s.to_client.len() + s.unconfirmed_bytes() < s.max_output;
         if !backend_eof && read_backend == backpressured {
             // Entering (or leaving) backpressure: counted once per stall.
             backpressured = !read_backend;
@@ -202,6 +206,8 @@ pub async fn serve(
             reserve(&mut s.from_client);
             reserve(&mut s.from_backend);
         }
+
+        let confirming = Wait::Verification(s.unconfirmed.unwrap_or(0));
 
         tokio::select! {
             biased;
@@ -236,6 +242,13 @@ pub async fn serve(
             }, if opening => Preconnect::opened(&mut preconnect, r),
             r = ctx.gate.wait(s.stall.wait()), if holding => {
                 s.release(r);
+            }
+            _ = ctx.gate.wait(&confirming), if s.unconfirmed.is_some() => {
+                // Settled either way: the replies behind it go on.
+                if let Err(e) = s.on_backend_data() {
+                    debug!(error = %e, "closing session");
+                    break;
+                }
             }
             r = client_rx.read_buf(&mut s.from_client), if read_client => match r {
                 Ok(0) | Err(_) => client_eof = true,
@@ -286,6 +299,17 @@ impl Session {
             && matches!(self.stall, Stall::None)
     }
 
+    /// Node replies kept back for a confirmation: they count against the
+    /// client's output bound like replies already queued.
+    #[inline]
+    fn unconfirmed_bytes(&self) -> usize {
+        if self.unconfirmed.is_some() {
+            self.from_backend.len()
+        } else {
+            0
+        }
+    }
+
     /// Gives the (empty) buffers' memory back.
     fn drop_buffers(&mut self) {
         self.from_client = BytesMut::new();
@@ -315,6 +339,7 @@ impl Session {
             peer: Peer::Ordinary,
             stall: Stall::None,
             confirmed: 0,
+            unconfirmed: None,
             handed_over: false,
             replay: Replay::default(),
             gate,
@@ -328,7 +353,7 @@ impl Session {
     /// has been written, save, once the client is gone, a blocking
     /// command's reply (see the module documentation).
     fn finished(&self, client_eof: bool, draining: bool, backend_eof: bool) -> bool {
-        let written = self.to_client.is_empty();
+        let written = self.to_client.is_empty() && self.unconfirmed.is_none();
         if self.lifecycle == Lifecycle::Closing || backend_eof {
             return written;
         }

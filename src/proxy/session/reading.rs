@@ -17,6 +17,11 @@ use super::Session;
 
 const EXECABORT_PREVIOUS_ERRORS: &[u8] =
     b"-EXECABORT Transaction discarded because of previous errors.\r\n";
+/// [`Session::admit`] turns `ForwardUnconfirmed` into `Forward` with the
+/// round in the write's ticket; should one ever reach `carry_out`, the
+/// write is refused rather than forwarded without its confirmation.
+const UNCARRIED: &[u8] =
+    b"-ERR leasegate internal error: a write forwarded unconfirmed lost its confirmation round\r\n";
 pub(super) const DISCARD: &[u8] = b"*1\r\n$7\r\nDISCARD\r\n";
 
 impl Session {
@@ -93,6 +98,12 @@ impl Session {
                 buffered: self.from_client.len(),
             }),
         };
+        // A write forwarded unconfirmed goes out like any other; only its
+        // reply waits for the confirmation round.
+        let (verdict, confirm) = match verdict {
+            Verdict::ForwardUnconfirmed(round) => (Verdict::Forward, Some(round)),
+            verdict => (verdict, None),
+        };
         let forwarded = matches!(verdict, Verdict::Forward);
         if counted && !forwarded {
             self.gate.role().write_in_flight(false);
@@ -107,6 +118,7 @@ impl Session {
             } else {
                 self.gate.write_term()
             },
+            confirm,
         });
         self.carry_out(head, command.class, special, verdict, write)
     }
@@ -366,6 +378,7 @@ impl Session {
         if self.transaction.is_none() {
             return match verdict {
                 Verdict::Forward => Step::Forward,
+                Verdict::ForwardUnconfirmed(_) => Step::Answer(Bytes::from_static(UNCARRIED)),
                 Verdict::Observe(effect) => Step::Observe(effect),
                 Verdict::Reply(reply) => Step::Answer(reply),
                 Verdict::Rewrite { request, answer } => Step::Rewrite(request, answer),
@@ -398,6 +411,7 @@ impl Session {
                 Step::Discard(Bytes::from_static(EXECABORT_PREVIOUS_ERRORS))
             }
             Verdict::Forward => Step::Forward,
+            Verdict::ForwardUnconfirmed(_) => Step::Answer(Bytes::from_static(UNCARRIED)),
             Verdict::Observe(effect) => Step::Observe(effect),
         }
     }

@@ -1,9 +1,12 @@
 //! Backend → client: frame every reply, match it to what the client is owed,
 //! apply what the reply says took effect, check write acknowledgements
-//! against the lease, and place local replies where they are owed.
+//! against the lease (and, for writes forwarded unconfirmed, against their
+//! mastership confirmation, which the reply waits for), and place local
+//! replies where they are owed.
 
 use bytes::Buf;
 
+use crate::guard::verify::Confirmation;
 use crate::resp::reply::{pubsub_frame, PubSubFrame, ReplyHead};
 
 use super::state::{Expect, Lifecycle, Owed, Peer, Stream, Watch, WriteTicket};
@@ -15,11 +18,20 @@ impl Session {
     /// for the client, with local replies placed where they are owed.
     pub(super) fn on_backend_data(&mut self) -> Result<(), crate::resp::reply::ReplyError> {
         let mut pos = 0;
+        self.unconfirmed = None;
         loop {
             if self.stream == Stream::Replication {
                 // The replication stream (an RDB, WAL batches, files): as it came.
                 self.to_client.extend_from_slice(&self.from_backend[pos..]);
                 pos = self.from_backend.len();
+                break;
+            }
+            if let Some(round) = self.awaited_confirmation() {
+                if pos < self.from_backend.len() {
+                    // The next reply (and all behind it) stays in
+                    // `from_backend` until the confirmation is settled.
+                    self.unconfirmed = Some(round);
+                }
                 break;
             }
             if matches!(self.owed.front(), Some(Owed::Reply(Expect::BareLine))) {
@@ -81,8 +93,24 @@ impl Session {
         self.settle();
     }
 
-    /// A write's reply: counted back, and passed on only if it came while
-    /// the lease it was admitted under still held (else: unknown outcome).
+    /// The confirmation round the next reply waits for: the owed write's
+    /// at the head of the queue, forwarded unconfirmed, while no round at
+    /// or after it has finished.
+    #[inline]
+    fn awaited_confirmation(&self) -> Option<u64> {
+        match self.owed.front() {
+            Some(Owed::Reply(Expect::Write(WriteTicket {
+                confirm: Some(round),
+                ..
+            }))) if self.gate.confirmation(*round) == Confirmation::Pending => Some(*round),
+            _ => None,
+        }
+    }
+
+    /// A write's reply: counted back, and passed on only if its
+    /// confirmation (when it was forwarded unconfirmed) did not fail and it
+    /// came while the lease it was admitted under still held (else: unknown
+    /// outcome).
     #[inline]
     pub(super) fn on_write_reply(&mut self, ticket: WriteTicket, range: std::ops::Range<usize>) {
         if ticket.counted {
@@ -92,6 +120,14 @@ impl Session {
             self.gate.role().blocking_write_completed();
         }
         let reply = &self.from_backend[range];
+        if let Some(round) = ticket.confirm {
+            if let Confirmation::Refused(refusal) = self.gate.confirmation(round) {
+                if let Some(instead) = self.gate.unconfirmed_reply(&refusal, reply) {
+                    self.to_client.extend_from_slice(&instead);
+                    return;
+                }
+            }
+        }
         match ticket
             .term
             .and_then(|t| self.gate.acknowledgement(t, reply))

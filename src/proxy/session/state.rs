@@ -79,6 +79,9 @@ pub(super) struct WriteTicket {
     /// The lease term the write was admitted in; `None` when nothing is
     /// checked (`lease.mode: disabled`, a moved session).
     pub(super) term: Option<Term>,
+    /// Forwarded before its mastership confirmation (`verify.hold:
+    /// acknowledgement`): the reply waits for this round, or a later one.
+    pub(super) confirm: Option<u64>,
 }
 
 impl From<Answer> for Expect {
