@@ -1,13 +1,22 @@
 #!/usr/bin/env bash
-# Cost of `verify.mode: every-write`: every write waits for a (batched) mastership confirmation
-# from the controller. Compares, in front of the same redis-server:
-#   direct            redis itself (reference)
-#   leasegate         verification off (plain config)
-#   leasegate-verify  verify.mode every-write against bench/fake_controller.rs (the tests'
-#                     controller, tests/support/controller.rs, as a process), which answers
-#                     the kvrocks-controller cluster query after an artificial delay
-# with `redis-benchmark -t set`, and reads leasegate-verify's /metrics around each of its runs to
-# report how many writes shared one confirmation round.
+# Cost of `verify.mode: every-write`: every write is confirmed by the controller (batched
+# confirmations, each requested after the writes it covers arrived). Compares, in front of the
+# same redis-server, in one run:
+#   direct          redis itself (reference)
+#   leasegate       verification off (plain config)
+#   verify-request  verify.hold request: the write waits for its confirmation, then goes to the
+#                   node (controller round trip + node time)
+#   verify-ack      verify.hold acknowledgement: the write goes to the node at once, only its
+#                   reply waits for the confirmation (max(controller round trip, node time))
+# against bench/fake_controller.rs (the tests' controller, tests/support/controller.rs, as a
+# process), which answers the kvrocks-controller cluster query after an artificial delay,
+# with `redis-benchmark -t set`. leasegate's /metrics is read around each verified run to report
+# the confirmation round trip and how many writes shared one round.
+#
+# The closed-loop bound at -c C -P P is C*P / max(node latency, controller round trip), with the
+# node latency taken as leasegate-off's mean (C*P / its rps) and the round trip as the mean of
+# leasegate_verify_round_duration_seconds over the run. Goals (issue 12), verify-ack at -P 1:
+# rps >= 0.9x that bound, added p50 <= 1.1x the round trip.
 #
 # Usage: bench/verify.sh
 # Env:
@@ -16,7 +25,7 @@
 #   BENCH_PIPELINES      pipeline depths (default: "1 16")
 #   BENCH_CLIENTS        -c (default 50)
 #   BENCH_CONTROLLER_DELAY_MS  the fake controller's delay per answer (default 1)
-#   BENCH_VERIFY_MAX_IN_FLIGHT  verify.max_in_flight of leasegate-verify (default 1)
+#   BENCH_VERIFY_MAX_IN_FLIGHT  verify.max_in_flight of both verified targets (default 4)
 #   BENCH_QUICK=1        smoke test: tiny -n, 1 round
 #   LEASEGATE_BIN        use this prebuilt leasegate binary instead of `cargo build --release`
 #   BENCH_OUT            markdown output (default: bench/out/verify.md)
@@ -29,7 +38,8 @@ source "$REPO_ROOT/bench/lib.sh"
 
 # ---------------------------------------------------------------- parameters
 
-TARGETS=(direct leasegate leasegate-verify)
+VERIFIED=(verify-request verify-ack)
+TARGETS=(direct leasegate "${VERIFIED[@]}")
 read -r -a DEPTHS <<<"${BENCH_PIPELINES:-1 16}"
 TEST=set
 CLIENTS=${BENCH_CLIENTS:-50}
@@ -50,7 +60,8 @@ fi
 OUT_MD=${BENCH_OUT:-$REPO_ROOT/bench/out/verify.md}
 OUT_RAW=${OUT_MD%.md}-raw.csv
 NODE_ID=0123456789abcdef0123456789abcdef01234567
-VERIFY=leasegate-verify
+MAX_IN_FLIGHT=${BENCH_VERIFY_MAX_IN_FLIGHT:-4}
+declare -A ADMIN_PORT=()
 
 requests_for_depth() {
     if [[ -n "${BENCH_REQUESTS:-}" ]]; then
@@ -85,13 +96,16 @@ show_log_and_die() { # NAME MESSAGE
     die "$2"
 }
 
-start_leasegate_verify() {
-    free_port VERIFY_ADMIN_PORT
-    start_leasegate "$VERIFY" "node_id: $NODE_ID
+start_leasegate_verify() { # NAME HOLD
+    local name=$1 hold=$2 admin
+    free_port admin
+    ADMIN_PORT[$name]=$admin
+    start_leasegate "$name" "node_id: $NODE_ID
 verify:
   mode: every-write
+  hold: $hold
   timeout_ms: 500
-  max_in_flight: ${BENCH_VERIFY_MAX_IN_FLIGHT:-1}
+  max_in_flight: $MAX_IN_FLIGHT
 controller:
   url: http://127.0.0.1:$CONTROLLER_PORT
   namespace: bench
@@ -100,22 +114,24 @@ controller:
   ttl_ms: 3600000
   timeout_ms: 500
 admin:
-  listen: 127.0.0.1:$VERIFY_ADMIN_PORT"
+  listen: 127.0.0.1:$admin"
     # A write must be confirmed by the controller and then succeed.
     local before after reply
     before=$(controller_count)
-    reply=$(timeout 5 redis-cli -h 127.0.0.1 -p "${TARGET_PORT[$VERIFY]}" SET leasegate:bench:verify probe 2>&1 || true)
+    reply=$(timeout 5 redis-cli -h 127.0.0.1 -p "${TARGET_PORT[$name]}" SET leasegate:bench:verify probe 2>&1 || true)
     [[ "$reply" == OK ]] ||
-        show_log_and_die "$VERIFY" "$VERIFY rejected a write: SET answered '${reply:-<nothing>}'"
+        show_log_and_die "$name" "$name rejected a write: SET answered '${reply:-<nothing>}'"
     after=$(controller_count)
     ((after > before)) ||
-        show_log_and_die "$VERIFY" "$VERIFY accepted a write without asking the controller (count $before -> $after)"
+        show_log_and_die "$name" "$name accepted a write without asking the controller (count $before -> $after)"
     local metrics
-    metrics=$(metrics_scrape "$VERIFY_ADMIN_PORT")
+    metrics=$(metrics_scrape "$admin")
     grep -q '^leasegate_verify_writes_total ' <<<"$metrics" ||
-        show_log_and_die "$VERIFY" "$VERIFY's /metrics has no leasegate_verify_writes_total"
-    log "$VERIFY: a write was confirmed by the controller ($before -> $after requests)"
+        show_log_and_die "$name" "$name's /metrics has no leasegate_verify_writes_total"
+    log "$name (hold $hold): a write was confirmed by the controller ($before -> $after requests)"
 }
+
+is_verified() { [[ " ${VERIFIED[*]} " == *" $1 "* ]]; }
 
 # ---------------------------------------------------------------- main
 
@@ -135,10 +151,11 @@ start_redis
 start_fake_controller
 start_direct direct
 start_leasegate leasegate ""
-start_leasegate_verify
+start_leasegate_verify verify-request request
+start_leasegate_verify verify-ack acknowledgement
 
 declare -A RPS=() P50=() P99=()   # "target|depth" -> space-separated values per round
-declare -A VWRITES=() VROUNDS=() VFAILED=() VRSUM=() VCTRL=() # "depth" -> summed deltas
+declare -A VWRITES=() VROUNDS=() VFAILED=() VRSUM=() VCTRL=() # "target|depth" -> summed deltas
 FAILED=0
 mkdir -p "$(dirname "$OUT_MD")"
 echo "round,target,pipeline,requests,rps,p50_ms,p99_ms,error_lines,verify_writes,verify_rounds,verify_rounds_failed" >"$OUT_RAW"
@@ -159,8 +176,8 @@ for ((round = 0; round < ROUNDS; round++)); do
         n=$(requests_for_depth "$depth")
         for t in "${order[@]}"; do
             port=${TARGET_PORT[$t]}
-            if [[ $t == "$VERIFY" ]]; then
-                m0=$(metrics_scrape "$VERIFY_ADMIN_PORT")
+            if is_verified "$t"; then
+                m0=$(metrics_scrape "${ADMIN_PORT[$t]}")
                 c0=$(controller_count)
             fi
             got=0 dw="" dr="" df="" rps="" p50="" p99="" errs=""
@@ -176,8 +193,8 @@ for ((round = 0; round < ROUNDS; round++)); do
                 P50["$t|$depth"]+=" $p50"
                 P99["$t|$depth"]+=" $p99"
             done < <(run_redis_benchmark_stats "$port" "$depth" "$n" "$TEST")
-            if [[ $t == "$VERIFY" ]]; then
-                m1=$(metrics_scrape "$VERIFY_ADMIN_PORT")
+            if is_verified "$t"; then
+                m1=$(metrics_scrape "${ADMIN_PORT[$t]}")
                 c1=$(controller_count)
                 mv() { metric_value "$1" <<<"$2"; }
                 dw=$(($(mv leasegate_verify_writes_total "$m1") - $(mv leasegate_verify_writes_total "$m0")))
@@ -185,13 +202,13 @@ for ((round = 0; round < ROUNDS; round++)); do
                 df=$(($(mv leasegate_verify_rounds_failed_total "$m1") - $(mv leasegate_verify_rounds_failed_total "$m0")))
                 dsum=$(awk -v a="$(mv leasegate_verify_round_duration_seconds_sum "$m0")" \
                     -v b="$(mv leasegate_verify_round_duration_seconds_sum "$m1")" 'BEGIN { printf "%.9g", b - a }')
-                add VWRITES "$depth" "$dw"
-                add VROUNDS "$depth" "$dr"
-                add VFAILED "$depth" "$df"
-                add VRSUM "$depth" "$dsum"
-                add VCTRL "$depth" "$((c1 - c0))"
+                add VWRITES "$t|$depth" "$dw"
+                add VROUNDS "$t|$depth" "$dr"
+                add VFAILED "$t|$depth" "$df"
+                add VRSUM "$t|$depth" "$dsum"
+                add VCTRL "$t|$depth" "$((c1 - c0))"
                 if ((df > 0)); then
-                    warn "$t -P $depth: $df confirmation round(s) failed (writes were rejected with -TRYAGAIN)"
+                    warn "$t -P $depth: $df confirmation round(s) failed (writes were refused)"
                     FAILED=1
                 fi
                 ((dw >= n)) || warn "$t -P $depth: only $dw verified writes for $n requests"
@@ -240,47 +257,66 @@ fi
     echo
     echo "Controller: bench/fake_controller.rs (tests/support/controller.rs as a process: a thread per" \
         "connection, HTTP/1.1 keep-alive, TCP_NODELAY) sleeping" \
-        "**$DELAY_MS ms** before each cluster answer; leasegate-verify: verify.timeout_ms 500, controller" \
-        "poll_interval_ms/ttl_ms 3600000 (so only verification rounds reach the controller during the runs)."
+        "**$DELAY_MS ms** before each cluster answer. Both verified targets: verify.max_in_flight" \
+        "**$MAX_IN_FLIGHT**, timeout_ms 500, controller poll_interval_ms/ttl_ms 3600000 (so only" \
+        "verification rounds reach the controller during the runs); verify-request has" \
+        "verify.hold request, verify-ack verify.hold acknowledgement."
     echo "Host: $(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p;T;q' /proc/cpuinfo))," \
         "load avg at start: $LOAD_START, at end: $(cut -d' ' -f1-3 /proc/loadavg)." \
         "redis-server $(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p')," \
         "leasegate: $BIN_DESC; all on loopback, nothing pinned."
     echo "redis-benchmark $(redis-benchmark --version | awk '{print $2}') \`-t $TEST -c $CLIENTS -q --csv\`," \
         "-n $(for d in "${DEPTHS[@]}"; do printf '%s (-P %s) ' "$(requests_for_depth "$d")" "$d"; done | sed 's/ $//');" \
-        "median of $ROUNDS round(s), target order rotated per round." \
-        "off = leasegate without verification; verify = leasegate-verify; latencies in ms as redis-benchmark" \
-        "reports them (with -P > 1 it records, for every request of a pipelined batch, the time to the" \
-        "batch's first reply)." \
-        "Writes per confirmation = Δleasegate_verify_writes_total / Δleasegate_verify_rounds_total over all" \
-        "verify runs of that depth; round ms = mean of leasegate_verify_round_duration_seconds over them."
+        "median of $ROUNDS round(s), target order rotated per round. Latencies in ms as" \
+        "redis-benchmark reports them (with -P > 1 it records, for every request of a pipelined" \
+        "batch, the time to the batch's first reply)."
     echo
-    echo "| -P | rps direct | rps off | rps verify | verify/off | p50 direct / off / verify | p99 direct / off / verify | added p50 | added p99 | writes per confirmation | round ms |"
-    echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    echo "- **round trip** = mean of leasegate_verify_round_duration_seconds over that target's runs" \
+        "(the controller's delay plus HTTP, as leasegate sees it);"
+    echo "- **node latency** = leasegate-off's closed-loop mean, clients × depth / rps;"
+    echo "- **bound** = clients × depth / max(node latency, round trip): what a client that waits" \
+        "only for the slower of the two could reach;"
+    echo "- **added p50** = the target's p50 − leasegate-off's p50."
+    echo
+    echo "| -P | target | rps | vs off | vs bound | p50 | p99 | added p50 | added p50 / round trip | writes per confirmation | round trip ms |"
+    echo "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     for depth in "${DEPTHS[@]}"; do
-        rd=$(med RPS "direct|$depth") ro=$(med RPS "leasegate|$depth") rv=$(med RPS "$VERIFY|$depth")
-        p5d=$(med P50 "direct|$depth") p5o=$(med P50 "leasegate|$depth") p5v=$(med P50 "$VERIFY|$depth")
-        p9d=$(med P99 "direct|$depth") p9o=$(med P99 "leasegate|$depth") p9v=$(med P99 "$VERIFY|$depth")
-        wr=${VWRITES[$depth]:-0} rn=${VROUNDS[$depth]:-0}
-        row="| $depth | $(fmt %.0f "$rd") | $(fmt %.0f "$ro") | $(fmt %.0f "$rv")"
-        row+=" | $(calc 'printf "%.2f", (b > 0 ? a / b : 0)' "$rv" "$ro")"
-        row+=" | $(fmt %.3f "$p5d") / $(fmt %.3f "$p5o") / $(fmt %.3f "$p5v")"
-        row+=" | $(fmt %.3f "$p9d") / $(fmt %.3f "$p9o") / $(fmt %.3f "$p9v")"
-        row+=" | $(calc 'printf "%+.3f", a - b' "$p5v" "$p5o")"
-        row+=" | $(calc 'printf "%+.3f", a - b' "$p9v" "$p9o")"
-        row+=" | $(calc 'if (b > 0) printf "%.1f", a / b; else printf "-"' "$wr" "$rn")"
-        row+=" | $(calc 'if (b > 0) printf "%.2f", 1000 * a / b; else printf "-"' "${VRSUM[$depth]:-0}" "$rn") |"
-        echo "$row"
+        ro=$(med RPS "leasegate|$depth") p5o=$(med P50 "leasegate|$depth")
+        for t in "${TARGETS[@]}"; do
+            r=$(med RPS "$t|$depth") p5=$(med P50 "$t|$depth") p9=$(med P99 "$t|$depth")
+            row="| $depth | $t | $(fmt %.0f "$r") | $(calc 'printf "%.2f", (b > 0 ? a / b : 0)' "$r" "$ro")"
+            if is_verified "$t"; then
+                wr=${VWRITES["$t|$depth"]:-0} rn=${VROUNDS["$t|$depth"]:-0}
+                rtt=$(calc 'if (b > 0) printf "%.4f", 1000 * a / b; else printf ""' "${VRSUM["$t|$depth"]:-0}" "$rn")
+                node=$(calc 'if (b > 0) printf "%.4f", a / b; else printf ""' "$((CLIENTS * depth * 1000))" "$ro")
+                bound=""
+                if [[ -n "$rtt" && -n "$node" && "$rtt" != - && "$node" != - ]]; then
+                    bound=$(awk -v c="$((CLIENTS * depth))" -v n="$node" -v r="$rtt" \
+                        'BEGIN { m = (n > r ? n : r); printf "%.1f", 1000 * c / m }')
+                fi
+                added=$(calc 'printf "%.3f", a - b' "$p5" "$p5o")
+                row+=" | $(calc 'printf "%.2f", (b > 0 ? a / b : 0)' "$r" "$bound")"
+                row+=" | $(fmt %.3f "$p5") | $(fmt %.3f "$p9") | $(calc 'printf "%+.3f", a - b' "$p5" "$p5o")"
+                row+=" | $(calc 'printf "%.2f", (b > 0 ? a / b : 0)' "$added" "$rtt")"
+                row+=" | $(calc 'if (b > 0) printf "%.1f", a / b; else printf "-"' "$wr" "$rn")"
+                row+=" | $(fmt %.3f "$rtt") |"
+            else
+                row+=" | | $(fmt %.3f "$p5") | $(fmt %.3f "$p9") | | | | |"
+            fi
+            echo "$row"
+        done
     done
     echo
-    echo "Goal: verify/off ≥ 0.70 at -P 1."
+    echo "Goals at -P 1 (issue 12): verify-ack vs bound ≥ 0.90, added p50 / round trip ≤ 1.10."
     echo
-    echo "Checks per depth (sums over rounds): verified writes, confirmation rounds, failed rounds," \
-        "requests the controller served during the verify runs (should equal the rounds):"
+    echo "Checks per target and depth (sums over rounds): verified writes, confirmation rounds," \
+        "failed rounds, requests the controller served during those runs (should equal the rounds):"
     echo
     for depth in "${DEPTHS[@]}"; do
-        echo "- -P $depth: writes ${VWRITES[$depth]:-0}, rounds ${VROUNDS[$depth]:-0}," \
-            "failed ${VFAILED[$depth]:-0}, controller requests ${VCTRL[$depth]:-0}"
+        for t in "${VERIFIED[@]}"; do
+            echo "- -P $depth $t: writes ${VWRITES["$t|$depth"]:-0}, rounds ${VROUNDS["$t|$depth"]:-0}," \
+                "failed ${VFAILED["$t|$depth"]:-0}, controller requests ${VCTRL["$t|$depth"]:-0}"
+        done
     done
     if ((ROUNDS > 1)); then
         echo
@@ -297,7 +333,7 @@ fi
     echo
     echo "- redis: pid $REDIS_PID, $(cpu_affinity "$REDIS_PID")"
     echo "- controller: pid $CONTROLLER_PID, $(cpu_affinity "$CONTROLLER_PID")"
-    for t in leasegate "$VERIFY"; do
+    for t in leasegate "${VERIFIED[@]}"; do
         echo "- $t: pid ${TARGET_PID[$t]}, $(cpu_affinity "${TARGET_PID[$t]}")"
     done
 } >"$OUT_MD"
