@@ -40,11 +40,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
-use tokio::sync::{watch, Notify};
+use tokio::sync::Notify;
 use tracing::{info, warn};
 
 use crate::guard::role::{Role, Source};
@@ -150,7 +151,12 @@ pub struct Verifier {
     /// Highest cluster version a confirmation has seen (older answers are stale).
     highest: AtomicU64,
     wake: Notify,
-    results: watch::Sender<RoundResult>,
+    /// The latest finished round (the highest number) and its outcome.
+    latest: ArcSwap<RoundResult>,
+    /// Where writes wait: round `n`'s waiters on `waiters[n % WAITER_SLOTS]`,
+    /// so that a finished round wakes only the writes it settles (and,
+    /// rarely, some of a round `WAITER_SLOTS` later, which wait again).
+    waiters: Box<[Notify]>,
     pub metrics: VerifyMetrics,
 }
 
@@ -160,13 +166,15 @@ impl Default for Verifier {
     }
 }
 
+/// Wait lists of rounds; more than the rounds ever on the wire at once.
+const WAITER_SLOTS: usize = 64;
 const NOT_CONFIRMED: &str = "-TRYAGAIN mastership not confirmed by controller";
 /// `verify.timeout_ms` until [`Verifier::configure`] says otherwise.
 const DEFAULT_TIMEOUT: Duration = Duration::from_millis(200);
 
 impl Verifier {
     pub fn new(max_in_flight: usize) -> Verifier {
-        let (results, _) = watch::channel(RoundResult {
+        let latest = ArcSwap::from_pointee(RoundResult {
             round: 0,
             outcome: Err(Bytes::from_static(
                 b"-TRYAGAIN mastership not confirmed by controller\r\n",
@@ -183,7 +191,8 @@ impl Verifier {
             timeout_ms: AtomicU64::new(DEFAULT_TIMEOUT.as_millis() as u64),
             highest: AtomicU64::new(0),
             wake: Notify::new(),
-            results,
+            latest,
+            waiters: (0..WAITER_SLOTS).map(|_| Notify::new()).collect(),
             metrics: VerifyMetrics::default(),
         }
     }
@@ -257,21 +266,26 @@ impl Verifier {
 
     /// Waits until a round ≥ `ticket` has finished and returns its outcome.
     pub async fn wait(&self, ticket: u64) -> Result<(), Bytes> {
-        let mut rx = self.results.subscribe();
-        let result = match rx.wait_for(|r| r.round >= ticket).await {
-            Ok(r) => r.outcome.clone(),
-            Err(_) => Err(Bytes::from_static(
-                b"-TRYAGAIN mastership not confirmed by controller: verification stopped\r\n",
-            )),
-        };
-        result
+        let slot = &self.waiters[(ticket % WAITER_SLOTS as u64) as usize];
+        loop {
+            // Registered before looking, so a round finishing in between
+            // is not missed.
+            let notified = slot.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            let latest = self.latest.load();
+            if latest.round >= ticket {
+                return latest.outcome.clone();
+            }
+            notified.await;
+        }
     }
 
     /// Where the confirmation of a write holding `ticket` stands now, without
     /// waiting: the latest finished round decides once it is ≥ `ticket`
     /// (any such round was requested after the write arrived).
     pub fn confirmation(&self, ticket: u64) -> Confirmation {
-        let latest = self.results.borrow();
+        let latest = self.latest.load();
         if latest.round < ticket {
             return Confirmation::Pending;
         }
@@ -299,17 +313,32 @@ impl Verifier {
             let mut r = self.lock();
             r.in_flight = r.in_flight.saturating_sub(1);
         }
-        // With several rounds on the wire, a late answer to an older round
-        // must not replace a newer one.
-        self.results.send_if_modified(|current| {
-            if result.round > current.round {
-                *current = result;
-                true
-            } else {
-                false
-            }
-        });
+        self.publish(result);
         self.wake.notify_one();
+    }
+
+    /// Makes `result` the latest, unless a later round finished first (with
+    /// several rounds on the wire, a late answer to an older round must not
+    /// replace a newer one), and wakes the writes it settles.
+    fn publish(&self, result: RoundResult) {
+        let (from, to) = {
+            // Under the rounds lock: two rounds finishing at once publish in turn.
+            let _r = self.lock();
+            let previous = self.latest.load().round;
+            if result.round <= previous {
+                return;
+            }
+            let to = result.round;
+            self.latest.store(Arc::new(result));
+            (previous + 1, to)
+        };
+        if to - from >= WAITER_SLOTS as u64 {
+            self.waiters.iter().for_each(Notify::notify_waiters);
+            return;
+        }
+        for round in from..=to {
+            self.waiters[(round % WAITER_SLOTS as u64) as usize].notify_waiters();
+        }
     }
 
     /// Sends rounds while writes want them, until `shutdown`. Each round is
@@ -362,7 +391,7 @@ impl Verifier {
                 _ = shutdown.cancelled() => {
                     // Writes still waiting (or asking later, during the
                     // drain) are refused rather than left hanging.
-                    self.results.send_replace(RoundResult {
+                    self.publish(RoundResult {
                         round: u64::MAX,
                         outcome: Err(Bytes::from_static(
                             b"-TRYAGAIN mastership not confirmed by controller: leasegate is shutting down\r\n",
@@ -444,6 +473,47 @@ mod tests {
         assert_eq!(
             waiter.await.expect("join"),
             Err(Bytes::from_static(b"-TRYAGAIN x\r\n"))
+        );
+    }
+
+    /// A finished round settles the writes at or before it, and only those:
+    /// not a write of a later round sharing its wait list, and a late
+    /// answer to an older round changes nothing.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_round_settles_only_the_writes_at_or_before_it() {
+        let v = Arc::new(Verifier::new(4));
+        let early = v.ticket();
+        assert_eq!(v.start_round(), Some(early));
+        let later = early + WAITER_SLOTS as u64; // the same wait list
+        let waiter = {
+            let v = Arc::clone(&v);
+            tokio::spawn(async move { v.wait(later).await })
+        };
+        tokio::task::yield_now().await;
+        v.finish_round(RoundResult {
+            round: early,
+            outcome: Ok(()),
+        });
+        assert_eq!(v.wait(early).await, Ok(()));
+        assert_eq!(v.confirmation(later), Confirmation::Pending);
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "woken, but not settled");
+        v.finish_round(RoundResult {
+            round: later,
+            outcome: Err(Bytes::from_static(b"-TRYAGAIN no\r\n")),
+        });
+        v.finish_round(RoundResult {
+            round: early + 1,
+            outcome: Ok(()),
+        });
+        assert_eq!(
+            waiter.await.expect("join"),
+            Err(Bytes::from_static(b"-TRYAGAIN no\r\n"))
+        );
+        assert_eq!(
+            v.confirmation(early + 1),
+            Confirmation::Refused(Bytes::from_static(b"-TRYAGAIN no\r\n")),
+            "the older answer came late: the newer one stands"
         );
     }
 }

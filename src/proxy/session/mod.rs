@@ -27,6 +27,13 @@
 //! on `+OK`. A write's success reply is itself checked: it reaches the client
 //! only if the lease held from the write's admission to the reply.
 //!
+//! **Held acknowledgements.** A write forwarded before its mastership
+//! confirmation (`verify.hold: acknowledgement`) carries its confirmation
+//! round in its [`WriteTicket`]. Its reply, and every reply behind it, stays
+//! in the node buffer until that round (or a later one) has finished; a
+//! refusal then turns a success into the unknown-outcome error. Replies
+//! kept back count against the client's output bound.
+//!
 //! **Backpressure.** A client that does not read its replies stops being
 //! read once its unsent replies (from the node and local ones) pass
 //! `limits.max_client_output_bytes`; a held request stops reading too, so
