@@ -152,8 +152,10 @@ pub struct Role {
     /// Where paused sessions will probably move: set by a failover between
     /// its checks and its switch, so sessions can connect ahead.
     handover_target: std::sync::Mutex<Option<Arc<str>>>,
-    /// Writes forwarded whose replies have not come back yet (a failover
-    /// waits for them before it compares offsets).
+    /// Sessions with writes forwarded whose replies have not come back yet
+    /// (a failover waits for none before it compares offsets). A session
+    /// counts once for all its writes in flight, so a pipeline costs two
+    /// updates, not two per write.
     writes_in_flight: InFlight,
     /// Replies received to blocking-family writes (BLPOP, BLMOVE, ...): a
     /// failover that read offsets before one of these completed must read
@@ -332,12 +334,15 @@ impl Role {
         self.handover_target.lock().ok().and_then(|t| t.clone())
     }
 
-    /// A write was forwarded (`true`) or its reply came back (`false`).
+    /// A session's first write in flight was counted (`true`; before the
+    /// Gate looks at the pause), or its last one was answered (`false`).
     #[inline]
     pub fn write_in_flight(&self, started: bool) {
         self.writes_in_flight.add(if started { 1 } else { -1 });
     }
 
+    /// Sessions with writes in flight: zero means every write forwarded so
+    /// far has been answered.
     pub fn writes_in_flight(&self) -> i64 {
         self.writes_in_flight.sum()
     }

@@ -129,27 +129,36 @@ impl RequestFramer {
         if argc > self.limits.max_multibulk_len {
             return Err(ProtocolError::MultibulkLength);
         }
-        self.state = State::Array {
-            argc,
-            left: argc,
-            pos,
-            name: Name::EMPTY,
-            sub: Name::EMPTY,
-        };
-        self.array(buf)
+        self.elements(buf, argc, argc, pos, Name::EMPTY, Name::EMPTY)
     }
 
     fn array(&mut self, buf: &[u8]) -> Result<Option<RequestHead>, ProtocolError> {
         let State::Array {
             argc,
-            mut left,
-            mut pos,
-            mut name,
-            mut sub,
+            left,
+            pos,
+            name,
+            sub,
         } = self.state
         else {
             return Ok(None);
         };
+        self.elements(buf, argc, left, pos, name, sub)
+    }
+
+    /// Reads the bulk strings of an array request from `pos` on, `left` of
+    /// `argc` to go. The state is written only when the request is not
+    /// complete yet (a request that arrived whole never touches it).
+    #[inline]
+    fn elements(
+        &mut self,
+        buf: &[u8],
+        argc: u64,
+        mut left: u64,
+        mut pos: usize,
+        mut name: Name,
+        mut sub: Name,
+    ) -> Result<Option<RequestHead>, ProtocolError> {
         while left > 0 {
             let Some(&first) = buf.get(pos) else { break };
             if first != b'$' {
@@ -241,6 +250,32 @@ impl RequestHead {
 /// number and the offset just after the line, or `None` if incomplete.
 #[inline]
 fn header(
+    buf: &[u8],
+    at: usize,
+    invalid: ProtocolError,
+) -> Result<Option<(i64, usize)>, ProtocolError> {
+    // The common case in one pass: 1 to 18 digits, then CR and one more
+    // byte. Anything else (a sign, a bad byte, a header cut short) takes
+    // the careful path below, which gives the same answer for these.
+    let mut n: i64 = 0;
+    let mut i = at + 1;
+    while let Some(&b) = buf.get(i) {
+        if b.is_ascii_digit() && i - at <= 18 {
+            n = n * 10 + i64::from(b - b'0');
+            i += 1;
+            continue;
+        }
+        if b == b'\r' && i > at + 1 && i + 1 < buf.len() {
+            return Ok(Some((n, i + 2)));
+        }
+        break;
+    }
+    header_in_full(buf, at, invalid)
+}
+
+/// [`header`] for whatever its single pass does not take.
+#[cold]
+fn header_in_full(
     buf: &[u8],
     at: usize,
     invalid: ProtocolError,

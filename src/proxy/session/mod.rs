@@ -79,7 +79,9 @@ use handover::{Preconnect, Replay};
 use idle::IdleTimer;
 #[cfg(test)]
 use reading::DISCARD;
-use state::{Expect, Held, Lifecycle, Owed, Peer, Stall, Stream, Transaction, Watch, WriteTicket};
+use state::{
+    Expect, Held, Lifecycle, Owed, Peer, Stall, Stream, Transaction, Watch, WriteTicket, WritesOut,
+};
 
 /// Stop reading from the client while this much is queued for the backend.
 const HIGH_WATER: usize = 4 * 1024 * 1024;
@@ -136,6 +138,8 @@ struct Session {
     /// for (a write forwarded unconfirmed): replies are not framed further
     /// until it is settled.
     unconfirmed: Option<u64>,
+    /// Counted writes not yet answered.
+    writes_out: WritesOut,
     /// Moved to the new master's leasegate, which judges requests from now on.
     handed_over: bool,
     /// Connection state replayed on the new connection at a hand-over.
@@ -239,6 +243,9 @@ pub async fn serve(
                         debug!(error = %e, "closing session");
                         break;
                     }
+                    if send_now(&mut s.to_client, |b| client_tx.try_write(b)) {
+                        IdleTimer::interaction(&mut idle);
+                    }
                 }
             },
             r = async {
@@ -266,6 +273,8 @@ pub async fn serve(
                     if s.from_client.len() < buffered {
                         IdleTimer::interaction(&mut idle); // a complete request
                     }
+                    send_now(&mut s.to_backend, |b| backend_tx.try_write(b));
+                    send_now(&mut s.to_client, |b| client_tx.try_write(b));
                 }
             },
             () = trim.fired() => {
@@ -284,6 +293,24 @@ pub async fn serve(
         }
     }
     let _ = client_tx.shutdown().await;
+}
+
+/// Sends what is queued at once if the socket takes it (it usually does),
+/// sparing a turn of the loop per batch; whatever is left, and any error,
+/// goes to the write branch, which waits until the socket takes more.
+/// Whether anything was sent.
+#[inline]
+fn send_now(buf: &mut BytesMut, send: impl FnOnce(&[u8]) -> std::io::Result<usize>) -> bool {
+    if buf.is_empty() {
+        return false;
+    }
+    match send(buf) {
+        Ok(n) if n > 0 => {
+            buf.advance(n);
+            true
+        }
+        _ => false,
+    }
 }
 
 /// Makes room for the next read.
@@ -347,6 +374,7 @@ impl Session {
             stall: Stall::None,
             confirmed: 0,
             unconfirmed: None,
+            writes_out: WritesOut::default(),
             handed_over: false,
             replay: Replay::default(),
             gate,
@@ -444,18 +472,13 @@ impl Session {
 
 impl Drop for Session {
     fn drop(&mut self) {
+        self.writes_out.abandon(&self.gate);
         for owed in &self.owed {
-            match owed {
-                Owed::Reply(Expect::Write(WriteTicket { counted: true, .. })) => {
-                    self.gate.role().write_in_flight(false);
-                }
-                // A pop whose reply never came may still have taken place
-                // (the node answered as the connection closed): the
-                // failover hears of it as it would of the reply.
-                Owed::Reply(Expect::Write(WriteTicket { blocking: true, .. })) => {
-                    self.gate.role().blocking_write_completed();
-                }
-                _ => {}
+            // A pop whose reply never came may still have taken place
+            // (the node answered as the connection closed): the failover
+            // hears of it as it would of the reply.
+            if let Owed::Reply(Expect::Write(WriteTicket { blocking: true, .. })) = owed {
+                self.gate.role().blocking_write_completed();
             }
         }
     }

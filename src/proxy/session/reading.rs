@@ -77,7 +77,7 @@ impl Session {
             && self.stream != Stream::Monitor
             && !blocking;
         if counted {
-            self.gate.role().write_in_flight(true);
+            self.writes_out.add(&self.gate);
         }
         let verdict = match authenticate(&self.gate, special, &head, bytes) {
             Some((verdict, control)) => {
@@ -106,7 +106,7 @@ impl Session {
         };
         let forwarded = matches!(verdict, Verdict::Forward);
         if counted && !forwarded {
-            self.gate.role().write_in_flight(false);
+            self.writes_out.answered(&self.gate);
         }
         // Taken after the Gate's lease check and before the write goes out:
         // the node applies it later, within this term if it is acknowledged.
@@ -170,7 +170,7 @@ impl Session {
                 // The WATCH was on the old node: the transaction fails as a
                 // WATCH conflict would, and nothing of it is applied.
                 if write.is_some_and(|w| w.counted) {
-                    self.gate.role().write_in_flight(false);
+                    self.writes_out.answered(&self.gate);
                 }
                 self.to_backend.extend_from_slice(DISCARD);
                 self.owed

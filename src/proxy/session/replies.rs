@@ -114,7 +114,7 @@ impl Session {
     #[inline]
     pub(super) fn on_write_reply(&mut self, ticket: WriteTicket, range: std::ops::Range<usize>) {
         if ticket.counted {
-            self.gate.role().write_in_flight(false);
+            self.writes_out.answered(&self.gate);
         }
         if ticket.blocking {
             self.gate.role().blocking_write_completed();

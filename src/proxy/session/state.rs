@@ -7,7 +7,7 @@
 use bytes::Bytes;
 
 use crate::command::{Class, Special};
-use crate::guard::gate::{Answer, Effect, Wait};
+use crate::guard::gate::{Answer, Effect, Gate, Wait};
 use crate::guard::lease::Term;
 use crate::resp::request::RequestHead;
 
@@ -65,6 +65,42 @@ pub(super) enum Expect {
     },
     /// `INFO`: the reply gains the `# Leasegate` section.
     Info,
+}
+
+/// This session's counted writes in flight. The node's role counts
+/// *sessions* with writes in flight (what a failover and the controller's
+/// pause wait to reach zero): one shared update when the session's first
+/// write is counted and one when its last is answered, rather than two per
+/// write of a pipeline.
+#[derive(Debug, Default)]
+pub(super) struct WritesOut(u32);
+
+impl WritesOut {
+    /// A write is counted (before the Gate looks at the pause).
+    #[inline]
+    pub(super) fn add(&mut self, gate: &Gate) {
+        if self.0 == 0 {
+            gate.role().write_in_flight(true);
+        }
+        self.0 += 1;
+    }
+
+    /// A counted write was answered, or did not go out after all.
+    #[inline]
+    pub(super) fn answered(&mut self, gate: &Gate) {
+        self.0 = self.0.saturating_sub(1);
+        if self.0 == 0 {
+            gate.role().write_in_flight(false);
+        }
+    }
+
+    /// The session ends with writes unanswered.
+    pub(super) fn abandon(&mut self, gate: &Gate) {
+        if self.0 > 0 {
+            self.0 = 0;
+            gate.role().write_in_flight(false);
+        }
+    }
 }
 
 /// How a forwarded write's reply is handled.
