@@ -88,6 +88,47 @@ pub struct Classified<'t> {
 #[derive(Debug, Clone, Default)]
 pub struct CommandTable {
     entries: FastMap<Entry>,
+    /// The entries of names up to 8 bytes (nearly every command) again,
+    /// keyed by the name's bytes as one integer: looked up first, with one
+    /// multiply for a hash and one integer compare, where the byte-keyed
+    /// map hashes byte by byte and compares with `memcmp` (callgrind put
+    /// that at a tenth of a pipelined request's instructions).
+    short: HashMap<u64, Entry, BuildHasherDefault<WordHash>>,
+}
+
+/// The lowercase bytes of a name of 1 to 8 bytes as an integer, or `None`
+/// for a longer name, or one ending in a zero byte (the padding could not
+/// tell it from a shorter one).
+#[inline]
+fn short_key(name: &[u8]) -> Option<u64> {
+    if name.is_empty() || name.len() > 8 || name[name.len() - 1] == 0 {
+        return None;
+    }
+    let mut word = [0u8; 8];
+    word[..name.len()].copy_from_slice(name);
+    Some(u64::from_le_bytes(word))
+}
+
+/// Hashes one `u64` key with a multiply and a fold (keys are short names).
+#[derive(Default)]
+struct WordHash(u64);
+
+impl Hasher for WordHash {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    #[inline]
+    fn write_u64(&mut self, key: u64) {
+        let h = key.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        self.0 = h ^ (h >> 29);
+    }
 }
 
 /// Whether `name` (any case) is in the built-in table.
@@ -139,7 +180,7 @@ impl CommandTable {
                 },
             }
         }
-        CommandTable { entries }
+        CommandTable::indexed(entries)
     }
 
     /// The table leasegate runs with: built-in, then `learned` (commands the
@@ -197,14 +238,28 @@ impl CommandTable {
                 });
             entry.denied = Some(reply);
         }
-        t
+        CommandTable::indexed(t.entries)
+    }
+
+    /// The table with its index of short names.
+    fn indexed(entries: FastMap<Entry>) -> CommandTable {
+        let short = entries
+            .iter()
+            .filter_map(|(name, entry)| Some((short_key(name)?, entry.clone())))
+            .collect();
+        CommandTable { entries, short }
     }
 
     /// Classifies a request by its command name and first argument. Unknown
     /// commands are writes.
     #[inline]
     pub fn classify(&self, name: &Name, sub: &Name) -> Classified<'_> {
-        match self.entries.get(name.as_bytes()) {
+        let name = name.as_bytes();
+        let entry = match short_key(name) {
+            Some(key) => self.short.get(&key),
+            None => self.entries.get(name),
+        };
+        match entry {
             None => Classified {
                 class: Class::Write,
                 special: Special::None,
