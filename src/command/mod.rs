@@ -96,10 +96,8 @@ pub struct CommandTable {
     short: HashMap<u64, Entry, BuildHasherDefault<WordHash>>,
 }
 
-/// The lowercase bytes of a name of 1 to 8 bytes as an integer, or `None`
-/// for a longer name, or one ending in a zero byte (the padding could not
-/// tell it from a shorter one).
-#[inline]
+/// The key of a table name in `short`: what [`Name::short_key`] gives for
+/// a request naming it.
 fn short_key(name: &[u8]) -> Option<u64> {
     if name.is_empty() || name.len() > 8 || name[name.len() - 1] == 0 {
         return None;
@@ -254,10 +252,9 @@ impl CommandTable {
     /// commands are writes.
     #[inline]
     pub fn classify(&self, name: &Name, sub: &Name) -> Classified<'_> {
-        let name = name.as_bytes();
-        let entry = match short_key(name) {
+        let entry = match name.short_key() {
             Some(key) => self.short.get(&key),
-            None => self.entries.get(name),
+            None => self.entries.get(name.as_bytes()),
         };
         match entry {
             None => Classified {
@@ -331,4 +328,30 @@ pub fn learn_from_command_reply(
         out.push(LearnedCommand { name, class });
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn class_of(table: &CommandTable, name: &[u8]) -> Class {
+        table.classify(&Name::new(name), &Name::EMPTY).class
+    }
+
+    /// Short names are found through their integer key in any case, long
+    /// ones through their bytes, and a name that differs from a known one
+    /// only by trailing zero bytes is not taken for it.
+    #[test]
+    fn short_and_long_names_are_found_and_zero_padding_is_not_a_match() {
+        let table = CommandTable::builtin();
+        assert_eq!(class_of(&table, b"GET"), Class::Read);
+        assert_eq!(class_of(&table, b"get"), Class::Read);
+        assert_eq!(class_of(&table, b"ZRANGEBYSCORE"), Class::Read);
+        assert_eq!(class_of(&table, b"smembers"), Class::Read, "8 bytes");
+        assert_eq!(class_of(&table, b"get\0"), Class::Write, "unknown: a write");
+        assert_eq!(class_of(&table, b"get\0\0\0\0\0"), Class::Write);
+        for (name, class) in table::COMMANDS {
+            assert_eq!(class_of(&table, name.as_bytes()), *class, "{name}");
+        }
+    }
 }

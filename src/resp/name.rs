@@ -45,6 +45,21 @@ impl Name {
         }
     }
 
+    /// A name of 1 to 8 bytes as one integer: its bytes in little-endian
+    /// order, zero-padded (as [`crate::command`] keys its short names);
+    /// `None` for a longer name or one ending in a zero byte, which the
+    /// padding could not tell from a shorter one.
+    #[inline]
+    pub fn short_key(&self) -> Option<u64> {
+        let len = usize::from(self.len);
+        if len == 0 || len > 8 || self.buf[len - 1] == 0 {
+            return None;
+        }
+        let mut word = [0u8; 8];
+        word.copy_from_slice(&self.buf[..8]);
+        Some(u64::from_le_bytes(word))
+    }
+
     #[inline]
     pub fn is(&self, lowercase: &[u8]) -> bool {
         self.as_bytes() == lowercase
