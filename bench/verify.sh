@@ -154,7 +154,7 @@ start_leasegate leasegate ""
 start_leasegate_verify verify-request request
 start_leasegate_verify verify-ack acknowledgement
 
-declare -A RPS=() P50=() P99=()   # "target|depth" -> space-separated values per round
+declare -A RPS=() P50=() P99=() CPU=() CCPU=() # "target|depth" -> space-separated values per round
 declare -A VWRITES=() VROUNDS=() VFAILED=() VRSUM=() VCTRL=() # "target|depth" -> summed deltas
 FAILED=0
 mkdir -p "$(dirname "$OUT_MD")"
@@ -181,6 +181,9 @@ for ((round = 0; round < ROUNDS; round++)); do
                 c0=$(controller_count)
             fi
             got=0 dw="" dr="" df="" rps="" p50="" p99="" errs=""
+            tpid=${TARGET_PID[$t]}
+            cpu0=$(proc_cpu_ticks "$tpid")
+            ccpu0=$(proc_cpu_ticks "$CONTROLLER_PID")
             while read -r test r_rps r_p50 r_p99 r_errs; do
                 [[ -n "$test" ]] || continue
                 got=1 rps=$r_rps p50=$r_p50 p99=$r_p99 errs=$r_errs
@@ -193,6 +196,8 @@ for ((round = 0; round < ROUNDS; round++)); do
                 P50["$t|$depth"]+=" $p50"
                 P99["$t|$depth"]+=" $p99"
             done < <(run_redis_benchmark_stats "$port" "$depth" "$n" "$TEST")
+            CPU["$t|$depth"]+=" $(cpu_us_per_request "$cpu0" "$(proc_cpu_ticks "$tpid")" "$n")"
+            CCPU["$t|$depth"]+=" $(cpu_us_per_request "$ccpu0" "$(proc_cpu_ticks "$CONTROLLER_PID")" "$n")"
             if is_verified "$t"; then
                 m1=$(metrics_scrape "${ADMIN_PORT[$t]}")
                 c1=$(controller_count)
@@ -276,10 +281,12 @@ fi
     echo "- **node latency** = leasegate-off's closed-loop mean, clients × depth / rps;"
     echo "- **bound** = clients × depth / max(node latency, round trip): what a client that waits" \
         "only for the slower of the two could reach;"
-    echo "- **added p50** = the target's p50 − leasegate-off's p50."
+    echo "- **added p50** = the target's p50 − leasegate-off's p50;"
+    echo "- **CPU µs/request** = the target process's utime + stime over the run / requests (for direct:" \
+        "redis-server's); controller CPU likewise for the fake controller (0 when nothing asks it)."
     echo
-    echo "| -P | target | rps | vs off | vs bound | p50 | p99 | added p50 | added p50 / round trip | writes per confirmation | round trip ms |"
-    echo "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    echo "| -P | target | rps | vs off | vs bound | p50 | p99 | added p50 | added p50 / round trip | writes per confirmation | round trip ms | CPU µs/request | controller CPU µs/request |"
+    echo "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     for depth in "${DEPTHS[@]}"; do
         ro=$(med RPS "leasegate|$depth") p5o=$(med P50 "leasegate|$depth")
         for t in "${TARGETS[@]}"; do
@@ -299,9 +306,9 @@ fi
                 row+=" | $(fmt %.3f "$p5") | $(fmt %.3f "$p9") | $(calc 'printf "%+.3f", a - b' "$p5" "$p5o")"
                 row+=" | $(calc 'printf "%.2f", (b > 0 ? a / b : 0)' "$added" "$rtt")"
                 row+=" | $(calc 'if (b > 0) printf "%.1f", a / b; else printf "-"' "$wr" "$rn")"
-                row+=" | $(fmt %.3f "$rtt") |"
+                row+=" | $(fmt %.3f "$rtt") | $(fmt %.2f "$(med CPU "$t|$depth")") | $(fmt %.2f "$(med CCPU "$t|$depth")") |"
             else
-                row+=" | | $(fmt %.3f "$p5") | $(fmt %.3f "$p9") | | | | |"
+                row+=" | | $(fmt %.3f "$p5") | $(fmt %.3f "$p9") | | | | | $(fmt %.2f "$(med CPU "$t|$depth")") | |"
             fi
             echo "$row"
         done
