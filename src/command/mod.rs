@@ -107,7 +107,8 @@ fn short_key(name: &[u8]) -> Option<u64> {
     Some(u64::from_le_bytes(word))
 }
 
-/// Hashes one `u64` key with a multiply and a fold (keys are short names).
+/// Hashes one `u64` key with a multiply and a fold (keys are short names;
+/// hand-written for the same reason as [`Fnv`]).
 #[derive(Default)]
 struct WordHash(u64);
 
@@ -116,10 +117,11 @@ impl Hasher for WordHash {
         self.0
     }
 
+    /// Not used for `u64` keys; anything else is hashed as FNV-1a.
     fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
-        }
+        let mut fnv = Fnv(self.0);
+        fnv.write(bytes);
+        self.0 = fnv.finish();
     }
 
     #[inline]
