@@ -75,6 +75,9 @@ pub struct Server {
     /// What connections accepted now are served with (rebuilt on a reload).
     sessions_context: Arc<ArcSwap<SessionContext>>,
     shutdown: CancellationToken,
+    /// Stops verification once the drain is over (not at its start: the
+    /// writes sessions still owe a reply for keep their confirmations).
+    verification_stop: CancellationToken,
     /// Client connections being served (`leasegate_client_connections`).
     sessions: Gauge,
 }
@@ -126,6 +129,7 @@ impl Server {
             shared,
             sessions_context,
             shutdown,
+            verification_stop: CancellationToken::new(),
             sessions,
         }
     }
@@ -286,7 +290,7 @@ impl Server {
             tokio::spawn(Arc::clone(verifier).run(
                 Arc::clone(self.gate.role()),
                 crate::kvrocks::controller::cluster_url(url, &c.namespace, &c.cluster),
-                self.shutdown.clone(),
+                self.verification_stop.clone(),
             ));
         }
         Ok(())
@@ -350,6 +354,7 @@ impl Server {
                 "drain timeout reached; closing remaining sessions"
             ),
         }
+        self.verification_stop.cancel();
     }
 }
 

@@ -405,3 +405,28 @@ fn replies_held_for_a_confirmation_outlive_the_nodes_close() {
     assert_eq!(c.read(), Reply::ok());
     assert!(c.is_closed(), "closed after the replies");
 }
+
+/// SIGTERM while a write's confirmation is on its way: the drain lets the
+/// confirmation come and the client gets its real answer, in both modes.
+#[test]
+fn a_drain_waits_for_the_confirmations_of_writes_in_flight() {
+    for hold in ["request", "acknowledgement"] {
+        let redis = RedisServer::start();
+        let ctl = TestController::start();
+        master_is(&ctl, 1, 1);
+        let mut proxy = proxy_holding(hold, 5_000, &redis, &ctl, "drain_timeout_ms: 5000\n");
+        let mut c = proxy.client();
+        assert_eq!(c.cmd(&["SET", "warm", "1"]), Reply::ok());
+        ctl.set_delay(Duration::from_millis(400));
+        let sent = Instant::now();
+        c.send(&["SET", "k", "v"]);
+        while ctl.requests_since(sent) == 0 {
+            assert!(sent.elapsed() < PATIENCE, "no confirmation was asked");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        proxy.signal("TERM");
+        assert_eq!(c.read(), Reply::ok(), "hold: {hold}");
+        assert!(proxy.wait_exit().success());
+        assert_eq!(redis.client().cmd(&["GET", "k"]), Reply::bulk("v"));
+    }
+}

@@ -341,7 +341,8 @@ impl Verifier {
         }
     }
 
-    /// Sends rounds while writes want them, until `shutdown`. Each round is
+    /// Sends rounds while writes want them, until `shutdown` (the end of the
+    /// drain, see [`crate::server`]). Each round is
     /// bounded by the timeout [`Verifier::configure`] set last.
     pub async fn run(
         self: Arc<Self>,
@@ -389,8 +390,10 @@ impl Verifier {
             tokio::select! {
                 _ = self.wake.notified() => {}
                 _ = shutdown.cancelled() => {
-                    // Writes still waiting (or asking later, during the
-                    // drain) are refused rather than left hanging.
+                    // `shutdown` comes when the drain is over (the writes
+                    // sessions still owed a reply for kept their
+                    // confirmations); any still waiting are refused rather
+                    // than left hanging.
                     self.publish(RoundResult {
                         round: u64::MAX,
                         outcome: Err(Bytes::from_static(
