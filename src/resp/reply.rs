@@ -59,6 +59,18 @@ impl ReplyFramer {
     /// Frames the reply at the head of `buf`; `Ok(None)` when incomplete (the
     /// next call resumes). After `Ok(Some(head))` the caller consumes `head.len`.
     pub fn next(&mut self, buf: &[u8]) -> Result<Option<ReplyHead>, ReplyError> {
+        if self.pos == 0 && self.open.is_empty() {
+            if let Some(head) = simple_reply(buf) {
+                // A line this call found whole: nothing scanned carries over.
+                self.scanned = 0;
+                return Ok(Some(head));
+            }
+        }
+        self.next_in_full(buf)
+    }
+
+    /// [`ReplyFramer::next`] for every reply [`simple_reply`] does not take.
+    fn next_in_full(&mut self, buf: &[u8]) -> Result<Option<ReplyHead>, ReplyError> {
         loop {
             let Some(&kind) = buf.get(self.pos) else {
                 return Ok(None);
@@ -107,6 +119,44 @@ impl ReplyFramer {
             self.pos = 0;
             return Ok(Some(head));
         }
+    }
+}
+
+/// How far [`simple_reply`] looks for a line's end.
+const SIMPLE_LINE: usize = 128;
+
+/// The most common replies, framed in one pass: a complete top-level `+`,
+/// `-` or `:` line of up to [`SIMPLE_LINE`] bytes, or a complete `$` bulk
+/// string with a plain decimal length. Anything else, or anything not
+/// complete yet, is `None` and goes the general way, which frames these
+/// the same (hand-written: it is the measured hot path, where the general
+/// element loop cost about 90 instructions for a `+OK`).
+#[inline]
+fn simple_reply(buf: &[u8]) -> Option<ReplyHead> {
+    let (&kind, rest) = buf.split_first()?;
+    match kind {
+        b'+' | b'-' | b':' => {
+            let window = &rest[..rest.len().min(SIMPLE_LINE)];
+            let nl = window.iter().position(|&b| b == b'\n')?;
+            Some(ReplyHead { len: nl + 2, kind })
+        }
+        b'$' => {
+            let mut n: usize = 0;
+            let mut i = 1;
+            while let Some(&d) = buf.get(i) {
+                if !d.is_ascii_digit() || i > 18 {
+                    break;
+                }
+                n = n * 10 + usize::from(d - b'0');
+                i += 1;
+            }
+            if i == 1 || buf.get(i) != Some(&b'\r') || buf.get(i + 1) != Some(&b'\n') {
+                return None;
+            }
+            let end = i + 2 + n + 2;
+            (buf.len() >= end).then_some(ReplyHead { len: end, kind })
+        }
+        _ => None,
     }
 }
 
