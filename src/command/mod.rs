@@ -96,17 +96,6 @@ pub struct CommandTable {
     short: HashMap<u64, Entry, BuildHasherDefault<WordHash>>,
 }
 
-/// The key of a table name in `short`: what [`Name::short_key`] gives for
-/// a request naming it.
-fn short_key(name: &[u8]) -> Option<u64> {
-    if name.is_empty() || name.len() > 8 || name[name.len() - 1] == 0 {
-        return None;
-    }
-    let mut word = [0u8; 8];
-    word[..name.len()].copy_from_slice(name);
-    Some(u64::from_le_bytes(word))
-}
-
 /// Hashes one `u64` key with a multiply and a fold (keys are short names;
 /// hand-written for the same reason as [`Fnv`]).
 #[derive(Default)]
@@ -245,7 +234,7 @@ impl CommandTable {
     fn indexed(entries: FastMap<Entry>) -> CommandTable {
         let short = entries
             .iter()
-            .filter_map(|(name, entry)| Some((short_key(name)?, entry.clone())))
+            .filter_map(|(name, entry)| Some((Name::new(name).short_key()?, entry.clone())))
             .collect();
         CommandTable { entries, short }
     }

@@ -56,7 +56,7 @@ use crate::guard::control::ControlPolicy;
 use crate::guard::lease::{Lease, LeaseMode, Term};
 use crate::guard::pause::{Hold, OnDemote, Pause};
 use crate::guard::role::{Demotion, Role, Source};
-use crate::guard::verify::{Confirmation, Verifier, VerifyHold};
+use crate::guard::verify::{Verifier, VerifyHold};
 use crate::resp::request::{arguments, RequestHead};
 
 /// Everything the Gate consults that a reload may change.
@@ -96,7 +96,7 @@ pub enum Verdict {
     Forward,
     /// Send the write to the backend now; its success reply may reach the
     /// client only once confirmation round `n` (or a later one) confirmed
-    /// mastership (`verify.hold: acknowledgement`, [`Gate::confirmed_reply`]).
+    /// mastership (`verify.hold: acknowledgement`, [`Gate::unconfirmed_reply`]).
     ForwardUnconfirmed(u64),
     /// Do not forward; answer with this complete RESP reply in the request's place.
     Reply(Bytes),
@@ -495,14 +495,15 @@ impl Gate {
         }
     }
 
-    /// Where the confirmation of a write forwarded unconfirmed stands
-    /// (`Pending` also when there is no verifier to ask: never, since only
-    /// a verifier hands out tickets).
+    /// The confirmation of a write forwarded unconfirmed: `None` while
+    /// pending, then its round's outcome ([`Verifier::confirmation`]).
+    /// Only a verifier hands out rounds, so without one there is nothing to
+    /// wait for.
     #[inline]
-    pub fn confirmation(&self, ticket: u64) -> Confirmation {
+    pub fn confirmation(&self, ticket: u64) -> Option<Result<(), Bytes>> {
         match &self.verifier {
             Some(v) => v.confirmation(ticket),
-            None => Confirmation::Confirmed,
+            None => Some(Ok(())),
         }
     }
 
@@ -518,11 +519,8 @@ impl Gate {
             return None;
         }
         self.metrics.unknown_outcomes.inc();
-        let cause = refusal
-            .strip_prefix(b"-TRYAGAIN ")
-            .unwrap_or(refusal)
-            .strip_suffix(b"\r\n")
-            .unwrap_or(refusal);
+        let cause = refusal.strip_prefix(b"-TRYAGAIN ").unwrap_or(refusal);
+        let cause = cause.strip_suffix(b"\r\n").unwrap_or(cause);
         Some(Bytes::from(format!(
             "{UNCONFIRMED_HEAD}{}; the write may or may not have been applied\r\n",
             String::from_utf8_lossy(cause)

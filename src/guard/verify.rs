@@ -62,16 +62,6 @@ pub enum VerifyHold {
     Acknowledgement,
 }
 
-/// Where a write's confirmation stands, seen from its acknowledgement.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Confirmation {
-    /// No round at or after the write's has finished yet.
-    Pending,
-    Confirmed,
-    /// Not confirmed: the refusal's cause, as `-TRYAGAIN ...` would give it.
-    Refused(Bytes),
-}
-
 /// The result of one confirmation round.
 #[derive(Debug, Clone)]
 pub struct RoundResult {
@@ -273,26 +263,21 @@ impl Verifier {
             let notified = slot.notified();
             let mut notified = std::pin::pin!(notified);
             notified.as_mut().enable();
-            let latest = self.latest.load();
-            if latest.round >= ticket {
-                return latest.outcome.clone();
+            if let Some(outcome) = self.confirmation(ticket) {
+                return outcome;
             }
             notified.await;
         }
     }
 
-    /// Where the confirmation of a write holding `ticket` stands now, without
-    /// waiting: the latest finished round decides once it is ≥ `ticket`
-    /// (any such round was requested after the write arrived).
-    pub fn confirmation(&self, ticket: u64) -> Confirmation {
+    /// The confirmation of a write holding `ticket`, without waiting: `None`
+    /// while no round ≥ `ticket` has finished, then the latest finished
+    /// round's outcome (any such round was requested after the write
+    /// arrived); a refusal is the complete `-TRYAGAIN ...` reply.
+    #[inline]
+    pub fn confirmation(&self, ticket: u64) -> Option<Result<(), Bytes>> {
         let latest = self.latest.load();
-        if latest.round < ticket {
-            return Confirmation::Pending;
-        }
-        match &latest.outcome {
-            Ok(()) => Confirmation::Confirmed,
-            Err(reply) => Confirmation::Refused(reply.clone()),
-        }
+        (latest.round >= ticket).then(|| latest.outcome.clone())
     }
 
     /// Takes the next wanted round off the queue and marks it sent.
@@ -498,7 +483,7 @@ mod tests {
             outcome: Ok(()),
         });
         assert_eq!(v.wait(early).await, Ok(()));
-        assert_eq!(v.confirmation(later), Confirmation::Pending);
+        assert_eq!(v.confirmation(later), None);
         tokio::task::yield_now().await;
         assert!(!waiter.is_finished(), "woken, but not settled");
         v.finish_round(RoundResult {
@@ -515,7 +500,7 @@ mod tests {
         );
         assert_eq!(
             v.confirmation(early + 1),
-            Confirmation::Refused(Bytes::from_static(b"-TRYAGAIN no\r\n")),
+            Some(Err(Bytes::from_static(b"-TRYAGAIN no\r\n"))),
             "the older answer came late: the newer one stands"
         );
     }

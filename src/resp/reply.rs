@@ -141,19 +141,11 @@ fn simple_reply(buf: &[u8]) -> Option<ReplyHead> {
             Some(ReplyHead { len: nl + 2, kind })
         }
         b'$' => {
-            let mut n: usize = 0;
-            let mut i = 1;
-            while let Some(&d) = buf.get(i) {
-                if !d.is_ascii_digit() || i > 18 {
-                    break;
-                }
-                n = n * 10 + usize::from(d - b'0');
-                i += 1;
-            }
-            if i == 1 || buf.get(i) != Some(&b'\r') || buf.get(i + 1) != Some(&b'\n') {
+            let (n, cr) = crate::resp::plain_length(buf, 1)?;
+            if buf.get(cr + 1) != Some(&b'\n') {
                 return None;
             }
-            let end = i + 2 + n + 2;
+            let end = cr + 2 + n + 2;
             (buf.len() >= end).then_some(ReplyHead { len: end, kind })
         }
         _ => None,

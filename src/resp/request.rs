@@ -257,18 +257,10 @@ fn header(
     // The common case in one pass: 1 to 18 digits, then CR and one more
     // byte. Anything else (a sign, a bad byte, a header cut short) takes
     // the careful path below, which gives the same answer for these.
-    let mut n: i64 = 0;
-    let mut i = at + 1;
-    while let Some(&b) = buf.get(i) {
-        if b.is_ascii_digit() && i - at <= 18 {
-            n = n * 10 + i64::from(b - b'0');
-            i += 1;
-            continue;
+    if let Some((n, cr)) = crate::resp::plain_length(buf, at + 1) {
+        if cr + 1 < buf.len() {
+            return Ok(Some((n as i64, cr + 2)));
         }
-        if b == b'\r' && i > at + 1 && i + 1 < buf.len() {
-            return Ok(Some((n, i + 2)));
-        }
-        break;
     }
     header_in_full(buf, at, invalid)
 }

@@ -170,34 +170,29 @@ pub fn pieces(len: usize, cuts: &[usize]) -> Vec<usize> {
     ends
 }
 
-/// Feeds `stream` to a fresh request framer, one piece more at a time, as a
+/// Feeds `stream` to a framer's `next`, one piece more at a time, as a
 /// session does: each call sees the unconsumed head of everything received.
-pub fn feed_requests(
-    limits: Limits,
+/// `len` is a framed element's length; every one must lie in what was fed.
+fn feed<H, E>(
     stream: &[u8],
     ends: &[usize],
-) -> (Vec<Head>, End<ProtocolError>) {
-    let mut framer = RequestFramer::new(limits);
+    mut next: impl FnMut(&[u8]) -> Result<Option<H>, E>,
+    len: impl Fn(&H) -> usize,
+) -> (Vec<H>, End<E>) {
     let mut heads = Vec::new();
     let mut head = 0;
     for &avail in ends {
         loop {
-            match framer.next(&stream[head..avail]) {
+            match next(&stream[head..avail]) {
                 Ok(Some(h)) => {
+                    let n = len(&h);
                     assert!(
-                        h.len > 0 && head + h.len <= avail,
-                        "request of {} bytes framed in {} bytes",
-                        h.len,
+                        n > 0 && head + n <= avail,
+                        "element of {n} bytes framed in {} bytes",
                         avail - head
                     );
-                    heads.push(Head {
-                        len: h.len,
-                        argc: h.argc,
-                        name: h.name.as_bytes().to_vec(),
-                        sub: h.sub.as_bytes().to_vec(),
-                        inline: h.inline,
-                    });
-                    head += h.len;
+                    heads.push(h);
+                    head += n;
                 }
                 Ok(None) => break,
                 Err(e) => return (heads, End::Error(e)),
@@ -207,30 +202,31 @@ pub fn feed_requests(
     (heads, End::Incomplete { consumed: head })
 }
 
+/// Feeds `stream` to a fresh request framer, one piece more at a time.
+pub fn feed_requests(
+    limits: Limits,
+    stream: &[u8],
+    ends: &[usize],
+) -> (Vec<Head>, End<ProtocolError>) {
+    let mut framer = RequestFramer::new(limits);
+    let (heads, end) = feed(stream, ends, |b| framer.next(b), |h| h.len);
+    let heads = heads
+        .into_iter()
+        .map(|h| Head {
+            len: h.len,
+            argc: h.argc,
+            name: h.name.as_bytes().to_vec(),
+            sub: h.sub.as_bytes().to_vec(),
+            inline: h.inline,
+        })
+        .collect();
+    (heads, end)
+}
+
 /// Feeds `stream` to a fresh reply framer, one piece more at a time.
 pub fn feed_replies(stream: &[u8], ends: &[usize]) -> (Vec<ReplyHead>, End<ReplyError>) {
     let mut framer = ReplyFramer::new();
-    let mut heads = Vec::new();
-    let mut head = 0;
-    for &avail in ends {
-        loop {
-            match framer.next(&stream[head..avail]) {
-                Ok(Some(h)) => {
-                    assert!(
-                        h.len > 0 && head + h.len <= avail,
-                        "reply of {} bytes framed in {} bytes",
-                        h.len,
-                        avail - head
-                    );
-                    heads.push(h);
-                    head += h.len;
-                }
-                Ok(None) => break,
-                Err(e) => return (heads, End::Error(e)),
-            }
-        }
-    }
-    (heads, End::Incomplete { consumed: head })
+    feed(stream, ends, |b| framer.next(b), |h| h.len)
 }
 
 // ---------------------------------------------------------------------------

@@ -6,7 +6,6 @@
 
 use bytes::Buf;
 
-use crate::guard::verify::Confirmation;
 use crate::resp::reply::{pubsub_frame, PubSubFrame, ReplyHead};
 
 use super::state::{Expect, Lifecycle, Owed, Peer, Stream, Watch, WriteTicket};
@@ -102,7 +101,7 @@ impl Session {
             Some(Owed::Reply(Expect::Write(WriteTicket {
                 confirm: Some(round),
                 ..
-            }))) if self.gate.confirmation(*round) == Confirmation::Pending => Some(*round),
+            }))) if self.gate.confirmation(*round).is_none() => Some(*round),
             _ => None,
         }
     }
@@ -121,7 +120,7 @@ impl Session {
         }
         let reply = &self.from_backend[range];
         if let Some(round) = ticket.confirm {
-            if let Confirmation::Refused(refusal) = self.gate.confirmation(round) {
+            if let Some(Err(refusal)) = self.gate.confirmation(round) {
                 if let Some(instead) = self.gate.unconfirmed_reply(&refusal, reply) {
                     self.to_client.extend_from_slice(&instead);
                     return;
