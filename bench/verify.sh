@@ -28,6 +28,8 @@
 #   BENCH_VERIFY_MAX_IN_FLIGHT  verify.max_in_flight of both verified targets (default 4)
 #   BENCH_QUICK=1        smoke test: tiny -n, 1 round
 #   LEASEGATE_BIN        use this prebuilt leasegate binary instead of `cargo build --release`
+#   LEASEGATE_BASE_BIN   also run "verify-ack-base": verify-ack with this binary (e.g. a build
+#                        from before a change), side by side in the same run
 #   BENCH_OUT            markdown output (default: bench/out/verify.md)
 #   BENCH_KEEP_TMP_ON_FAIL=1  keep the temp dir (configs, logs) if the run fails
 set -euo pipefail
@@ -39,6 +41,10 @@ source "$REPO_ROOT/bench/lib.sh"
 # ---------------------------------------------------------------- parameters
 
 VERIFIED=(verify-request verify-ack)
+if [[ -n "${LEASEGATE_BASE_BIN:-}" ]]; then
+    [[ -x "$LEASEGATE_BASE_BIN" ]] || die "LEASEGATE_BASE_BIN=$LEASEGATE_BASE_BIN is not executable"
+    VERIFIED+=(verify-ack-base)
+fi
 TARGETS=(direct leasegate "${VERIFIED[@]}")
 read -r -a DEPTHS <<<"${BENCH_PIPELINES:-1 16}"
 TEST=set
@@ -153,6 +159,9 @@ start_direct direct
 start_leasegate leasegate ""
 start_leasegate_verify verify-request request
 start_leasegate_verify verify-ack acknowledgement
+if [[ -n "${LEASEGATE_BASE_BIN:-}" ]]; then
+    LEASEGATE_BIN=$LEASEGATE_BASE_BIN start_leasegate_verify verify-ack-base acknowledgement
+fi
 
 declare -A RPS=() P50=() P99=() CPU=() CCPU=() # "target|depth" -> space-separated values per round
 declare -A VWRITES=() VROUNDS=() VFAILED=() VRSUM=() VCTRL=() # "target|depth" -> summed deltas
@@ -256,6 +265,7 @@ if [[ "$LEASEGATE_BIN" == "$LEASEGATE_BIN_DEFAULT" ]]; then
 else
     BIN_DESC="prebuilt $LEASEGATE_BIN"
 fi
+[[ -z "${LEASEGATE_BASE_BIN:-}" ]] || BIN_DESC+="; verify-ack-base: prebuilt $LEASEGATE_BASE_BIN"
 
 {
     echo "## leasegate: cost of verify.mode every-write ($(date -u +%Y-%m-%dT%H:%M:%SZ))"

@@ -54,7 +54,8 @@ pub struct Config {
         with = "millis"
     )]
     pub drain_timeout: Duration,
-    /// Worker threads of the runtime; 0 means one per CPU.
+    /// Session threads (each with one single-threaded runtime); 0 means one
+    /// per CPU.
     #[serde(default)]
     pub threads: usize,
     /// This node's 40-character cluster node id. When unset, it is learned
@@ -574,6 +575,14 @@ impl Config {
             );
         }
         out
+    }
+
+    /// Session threads to start: `threads`, or one per CPU when 0.
+    pub fn session_threads(&self) -> usize {
+        match self.threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
     }
 
     pub fn drain_timeout(&self) -> Duration {

@@ -164,11 +164,9 @@ impl Server {
         );
 
         let tracker = TaskTracker::new();
-        let threads = match self.config.threads {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-            n => n,
-        };
-        let workers = Workers::start(threads).map_err(ServerError::Workers)?;
+        let workers =
+            Workers::start(self.config.session_threads()).map_err(ServerError::Workers)?;
+        self.start_verification(&workers);
         let active = Arc::new(AtomicUsize::new(0));
         loop {
             tokio::select! {
@@ -285,15 +283,30 @@ impl Server {
         if self.config.controller.url.is_some() {
             tokio::spawn(poll::poll(Arc::clone(&self.shared)));
         }
-        if let (Some(verifier), Some(url)) = (self.gate.verifier(), &self.config.controller.url) {
-            let c = &self.config.controller;
-            tokio::spawn(Arc::clone(verifier).run(
-                Arc::clone(self.gate.role()),
-                crate::kvrocks::controller::cluster_url(url, &c.namespace, &c.cluster),
-                self.verification_stop.clone(),
-            ));
-        }
         Ok(())
+    }
+
+    /// Starts verification's lanes, each on its session thread (see
+    /// [`crate::guard::verify`]), when there is a controller to ask.
+    fn start_verification(&self, workers: &Workers) {
+        let (Some(verifier), Some(url)) = (self.gate.verifier(), &self.config.controller.url)
+        else {
+            return;
+        };
+        let c = &self.config.controller;
+        let url: Arc<str> =
+            crate::kvrocks::controller::cluster_url(url, &c.namespace, &c.cluster).into();
+        for lane in 0..verifier.lanes() {
+            workers.spawn_on(
+                lane,
+                Arc::clone(verifier).run_lane(
+                    lane,
+                    Arc::clone(self.gate.role()),
+                    Arc::clone(&url),
+                    self.verification_stop.clone(),
+                ),
+            );
+        }
     }
 
     /// Learns command flags from the node, retrying in the background until

@@ -111,7 +111,8 @@ impl ControlContext {
                 // Whenever there is a controller to ask, so that a reload
                 // can switch verification on and off.
                 verifier: config.controller.url.as_ref().map(|_| {
-                    let v = Verifier::new(config.verify.max_in_flight);
+                    // A lane per session thread (see guard::verify).
+                    let v = Verifier::new(config.session_threads());
                     v.configure(
                         config.verify.mode == VerifyMode::EveryWrite,
                         config.verify.hold,

@@ -56,7 +56,7 @@ use crate::guard::control::ControlPolicy;
 use crate::guard::lease::{Lease, LeaseMode, Term};
 use crate::guard::pause::{Hold, OnDemote, Pause};
 use crate::guard::role::{Demotion, Role, Source};
-use crate::guard::verify::{Verifier, VerifyHold};
+use crate::guard::verify::{Ticket, Verifier, VerifyHold};
 use crate::resp::request::{arguments, RequestHead};
 
 /// Everything the Gate consults that a reload may change.
@@ -97,7 +97,7 @@ pub enum Verdict {
     /// Send the write to the backend now; its success reply may reach the
     /// client only once confirmation round `n` (or a later one) confirmed
     /// mastership (`verify.hold: acknowledgement`, [`Gate::unconfirmed_reply`]).
-    ForwardUnconfirmed(u64),
+    ForwardUnconfirmed(Ticket),
     /// Do not forward; answer with this complete RESP reply in the request's place.
     Reply(Bytes),
     /// Forward `request` instead; answer as `answer` says.
@@ -139,7 +139,7 @@ pub enum Effect {
 #[derive(Debug)]
 pub enum Wait {
     /// The mastership confirmation round with this ticket.
-    Verification(u64),
+    Verification(Ticket),
     /// The end of the write pause (holding a place in its buffer).
     Pause(Hold),
     /// The controller's `CLIENT PAUSE`: until the writes already forwarded
@@ -500,7 +500,7 @@ impl Gate {
     /// Only a verifier hands out rounds, so without one there is nothing to
     /// wait for.
     #[inline]
-    pub fn confirmation(&self, ticket: u64) -> Option<Result<(), Bytes>> {
+    pub fn confirmation(&self, ticket: Ticket) -> Option<Result<(), Bytes>> {
         match &self.verifier {
             Some(v) => v.confirmation(ticket),
             None => Some(Ok(())),

@@ -4,8 +4,10 @@
 //! sockets are registered with that thread's poller and its task never
 //! migrates, like HAProxy's threads and unlike a work-stealing pool. On the
 //! measured pass-through path this saves the cross-thread wake-ups and task
-//! migrations a shared multi-threaded runtime adds to every request. The main
-//! runtime keeps the listener, signals, the admin API and the background tasks.
+//! migrations a shared multi-threaded runtime adds to every request. Each
+//! worker also drives its thread's verification lane (see
+//! [`crate::guard::verify`]). The main runtime keeps the listener, signals,
+//! the admin API and the background tasks.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -64,6 +66,15 @@ impl Workers {
         F: Future<Output = ()> + Send + 'static,
     {
         tracker.spawn_on(future, self.pick());
+    }
+
+    /// Runs `future` on worker `i` (modulo their number), untracked: for
+    /// what lives as long as the workers themselves.
+    pub fn spawn_on<F>(&self, i: usize, future: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.handles[i % self.handles.len()].spawn(future);
     }
 
     /// Stops every worker, cancelling the sessions still on them.

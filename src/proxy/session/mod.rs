@@ -73,6 +73,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use crate::guard::gate::{Gate, Wait};
+use crate::guard::verify::Ticket;
 use crate::resp::reply::ReplyFramer;
 use crate::resp::request::{Limits, RequestFramer};
 use handover::{Preconnect, Replay};
@@ -89,7 +90,7 @@ const HIGH_WATER: usize = 4 * 1024 * 1024;
 const READ_CHUNK: usize = 16 * 1024;
 
 /// Stands in for the wait of a session that holds nothing (that select branch is disabled).
-const NO_WAIT: Wait = Wait::Verification(0);
+const NO_WAIT: Wait = Wait::Verification(Ticket::NONE);
 
 /// What a session needs from the proxy.
 #[derive(Debug)]
@@ -137,7 +138,7 @@ struct Session {
     /// The confirmation round the reply at the head of `from_backend` waits
     /// for (a write forwarded unconfirmed): replies are not framed further
     /// until it is settled.
-    unconfirmed: Option<u64>,
+    unconfirmed: Option<Ticket>,
     /// Counted writes not yet answered.
     writes_out: WritesOut,
     /// Moved to the new master's leasegate, which judges requests from now on.
@@ -218,7 +219,7 @@ pub async fn serve(
             reserve(&mut s.from_backend);
         }
 
-        let confirming = Wait::Verification(s.unconfirmed.unwrap_or(0));
+        let confirming = Wait::Verification(s.unconfirmed.unwrap_or(Ticket::NONE));
 
         tokio::select! {
             biased;

@@ -6,6 +6,7 @@
 
 use bytes::Buf;
 
+use crate::guard::verify::Ticket;
 use crate::resp::reply::{pubsub_frame, PubSubFrame, ReplyHead};
 
 use super::state::{Expect, Lifecycle, Owed, Peer, Stream, Watch, WriteTicket};
@@ -96,7 +97,7 @@ impl Session {
     /// at the head of the queue, forwarded unconfirmed, while no round at
     /// or after it has finished.
     #[inline]
-    fn awaited_confirmation(&self) -> Option<u64> {
+    fn awaited_confirmation(&self) -> Option<Ticket> {
         match self.owed.front() {
             Some(Owed::Reply(Expect::Write(WriteTicket {
                 confirm: Some(round),

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use crate::command::{Class, Special};
 use crate::guard::gate::{Answer, Effect, Gate, Wait};
 use crate::guard::lease::Term;
+use crate::guard::verify::Ticket;
 use crate::resp::request::RequestHead;
 
 use super::handover::{Move, ReplaySlot};
@@ -117,7 +118,7 @@ pub(super) struct WriteTicket {
     pub(super) term: Option<Term>,
     /// Forwarded before its mastership confirmation (`verify.hold:
     /// acknowledgement`): the reply waits for this round, or a later one.
-    pub(super) confirm: Option<u64>,
+    pub(super) confirm: Option<Ticket>,
 }
 
 impl From<Answer> for Expect {
