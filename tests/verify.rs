@@ -176,7 +176,15 @@ fn concurrent_writers_each_confirmed_after_their_write(hold: &str) {
     let ctl = TestController::start();
     master_is(&ctl, 1, 1);
     ctl.set_delay(Duration::from_millis(2));
-    let proxy = proxy_holding(hold, 300, &redis, &ctl, "limits:\n  max_clients: 4000\n");
+    // Three session threads, so three verification lanes share the one
+    // place on the wire (max_in_flight 1) whatever the machine's CPUs.
+    let proxy = proxy_holding(
+        hold,
+        300,
+        &redis,
+        &ctl,
+        "threads: 3\nlimits:\n  max_clients: 4000\n",
+    );
     // Warm up: the start-up poll and the first confirmation.
     assert_eq!(proxy.client().cmd(&["SET", "warm", "1"]), Reply::ok());
 

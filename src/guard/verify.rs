@@ -174,8 +174,10 @@ struct Lane {
     /// Wakes the driver: a round is wanted, or a place on the wire is free.
     wake: Notify,
     /// The lane wants a round but every place on the wire was taken: the
-    /// lane that frees one wakes it.
+    /// next lane to finish a round hands its place over.
     starved: AtomicBool,
+    /// A place on the wire handed over by another lane, for the next round.
+    granted: AtomicBool,
     /// The latest finished round (the highest number) and its outcome.
     latest: ArcSwap<RoundResult>,
     /// Where writes wait: round `n`'s waiters on `waiters[n % WAITER_SLOTS]`,
@@ -193,6 +195,7 @@ impl Lane {
             }),
             wake: Notify::new(),
             starved: AtomicBool::new(false),
+            granted: AtomicBool::new(false),
             latest: ArcSwap::from_pointee(RoundResult {
                 round: 0,
                 outcome: Err(Bytes::from_static(
@@ -413,14 +416,19 @@ impl Verifier {
     }
 
     /// Takes lane `lane`'s wanted round off its queue and marks it sent, if
-    /// a place on the wire is free.
+    /// it holds a place on the wire or one is free.
     fn start_round(&self, lane: usize) -> Option<u64> {
         let l = &self.lanes[lane];
         let mut r = l.lock();
         if !r.next_wanted {
+            // Handed a place after its want was met with another: pass it on.
+            if l.granted.swap(false, Ordering::SeqCst) {
+                drop(r);
+                self.release_place(lane);
+            }
             return None;
         }
-        if !self.take_place() {
+        if !(l.granted.swap(false, Ordering::SeqCst) || self.take_place()) {
             // Said before looking again, so that a lane freeing a place in
             // between either is seen here or sees this (both SeqCst).
             l.starved.store(true, Ordering::SeqCst);
@@ -435,15 +443,29 @@ impl Verifier {
         Some(round)
     }
 
-    /// Frees the round's place on the wire, wakes a lane that was waiting
-    /// for one, and publishes the result in its lane.
-    fn finish_round(&self, lane: usize, result: RoundResult) {
+    /// Gives up lane `lane`'s place on the wire: to the next lane waiting
+    /// for one, in turn, so that a busy lane cannot keep the places to
+    /// itself; else frees it, and wakes any lane that began to wait meanwhile.
+    fn release_place(&self, lane: usize) {
+        let n = self.lanes.len();
+        let others = || (1..n).map(|k| &self.lanes[(lane + k) % n]);
+        if let Some(other) = others().find(|o| o.starved.swap(false, Ordering::SeqCst)) {
+            other.granted.store(true, Ordering::SeqCst);
+            other.wake.notify_one();
+            return;
+        }
         self.on_the_wire.fetch_sub(1, Ordering::SeqCst);
-        for (i, other) in self.lanes.iter().enumerate() {
-            if i != lane && other.starved.swap(false, Ordering::SeqCst) {
+        for other in others() {
+            if other.starved.swap(false, Ordering::SeqCst) {
                 other.wake.notify_one();
             }
         }
+    }
+
+    /// Gives up the round's place on the wire and publishes the result in
+    /// its lane.
+    fn finish_round(&self, lane: usize, result: RoundResult) {
+        self.release_place(lane);
         let l = &self.lanes[lane];
         l.publish(result);
         l.wake.notify_one();
@@ -651,6 +673,48 @@ mod tests {
         );
         assert_eq!(v.start_round(1), Some(second.round()));
         assert_eq!(v.start_round(0), None, "nothing wanted in lane 0");
+    }
+
+    /// A lane that keeps wanting rounds cannot keep the place from a lane
+    /// that waits for one: a finished round's place goes to the waiting
+    /// lane; and a lane handed a place it no longer needs passes it on.
+    #[test]
+    fn a_place_on_the_wire_goes_to_the_lane_that_waited() {
+        let v = Verifier::new(2);
+        let in_lane = |lane: usize| {
+            HOME_LANE.with(|home| home.set(lane));
+            let t = v.ticket();
+            HOME_LANE.with(|home| home.set(0));
+            t
+        };
+        let first = in_lane(0);
+        let waiting = in_lane(1);
+        assert_eq!(v.start_round(0), Some(first.round()));
+        assert_eq!(v.start_round(1), None, "the one place is taken");
+        let again = in_lane(0);
+        v.finish_round(0, ok(first.round()));
+        assert_eq!(v.start_round(0), None, "lane 1 waited: the place is its");
+        assert_eq!(v.start_round(1), Some(waiting.round()));
+        v.finish_round(1, ok(waiting.round()));
+        assert_eq!(v.start_round(0), Some(again.round()));
+
+        // Lane 1 waits, is handed the place, but wants nothing by then (a
+        // place freed elsewhere served it): it passes the place on.
+        let _ = in_lane(1);
+        assert_eq!(v.start_round(1), None);
+        v.lanes[1].lock().next_wanted = false;
+        v.finish_round(0, ok(again.round()));
+        assert_eq!(
+            v.start_round(1),
+            None,
+            "nothing wanted: the place is given up"
+        );
+        let last = in_lane(0);
+        assert_eq!(
+            v.start_round(0),
+            Some(last.round()),
+            "the place was not lost"
+        );
     }
 
     /// Whether `future` is ready at its first poll.
