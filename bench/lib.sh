@@ -318,6 +318,18 @@ proc_cpu_ticks() {
 
 CLK_TCK=$(getconf CLK_TCK)
 
+# host_cpu_ticks: "BUSY TOTAL" clock ticks of all CPUs so far (/proc/stat; idle and iowait are
+# not busy).
+host_cpu_ticks() {
+    awk '$1 == "cpu" { total = 0; for (i = 2; i <= NF; i++) total += $i; print total - $5 - $6, total; exit }' /proc/stat
+}
+
+# host_busy_percent "BUSY TOTAL" "BUSY TOTAL": how busy all CPUs were between two host_cpu_ticks.
+host_busy_percent() {
+    awk -v a="$1" -v b="$2" 'BEGIN { split(a, x, " "); split(b, y, " ");
+        t = y[2] - x[2]; printf "%.0f\n", (t > 0 ? 100 * (y[1] - x[1]) / t : 0) }'
+}
+
 # cpu_us_per_request TICKS_BEFORE TICKS_AFTER REQUESTS: CPU microseconds per request.
 cpu_us_per_request() {
     awk -v a="$1" -v b="$2" -v n="$3" -v hz="$CLK_TCK" 'BEGIN { printf "%.3f\n", (b - a) * 1e6 / hz / n }'

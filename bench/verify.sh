@@ -163,7 +163,7 @@ if [[ -n "${LEASEGATE_BASE_BIN:-}" ]]; then
     LEASEGATE_BIN=$LEASEGATE_BASE_BIN start_leasegate_verify verify-ack-base acknowledgement
 fi
 
-declare -A RPS=() P50=() P99=() CPU=() CCPU=() # "target|depth" -> space-separated values per round
+declare -A RPS=() P50=() P99=() CPU=() CCPU=() BUSY=() # "target|depth" -> space-separated values per round
 declare -A VWRITES=() VROUNDS=() VFAILED=() VRSUM=() VCTRL=() # "target|depth" -> summed deltas
 FAILED=0
 mkdir -p "$(dirname "$OUT_MD")"
@@ -193,6 +193,7 @@ for ((round = 0; round < ROUNDS; round++)); do
             tpid=${TARGET_PID[$t]}
             cpu0=$(proc_cpu_ticks "$tpid")
             ccpu0=$(proc_cpu_ticks "$CONTROLLER_PID")
+            host0=$(host_cpu_ticks)
             while read -r test r_rps r_p50 r_p99 r_errs; do
                 [[ -n "$test" ]] || continue
                 got=1 rps=$r_rps p50=$r_p50 p99=$r_p99 errs=$r_errs
@@ -205,6 +206,7 @@ for ((round = 0; round < ROUNDS; round++)); do
                 P50["$t|$depth"]+=" $p50"
                 P99["$t|$depth"]+=" $p99"
             done < <(run_redis_benchmark_stats "$port" "$depth" "$n" "$TEST")
+            BUSY["$t|$depth"]+=" $(host_busy_percent "$host0" "$(host_cpu_ticks)")"
             CPU["$t|$depth"]+=" $(cpu_us_per_request "$cpu0" "$(proc_cpu_ticks "$tpid")" "$n")"
             CCPU["$t|$depth"]+=" $(cpu_us_per_request "$ccpu0" "$(proc_cpu_ticks "$CONTROLLER_PID")" "$n")"
             if is_verified "$t"; then
@@ -293,10 +295,12 @@ fi
         "only for the slower of the two could reach;"
     echo "- **added p50** = the target's p50 − leasegate-off's p50;"
     echo "- **CPU µs/request** = the target process's utime + stime over the run / requests (for direct:" \
-        "redis-server's); controller CPU likewise for the fake controller (0 when nothing asks it)."
+        "redis-server's); controller CPU likewise for the fake controller (0 when nothing asks it);"
+    echo "- **host busy** = how busy all $(nproc) CPUs were during the run (/proc/stat), whatever ran" \
+        "them: the closer to 100 %, the more every hop of the loop waits for a CPU."
     echo
-    echo "| -P | target | rps | vs off | vs bound | p50 | p99 | added p50 | added p50 / round trip | writes per confirmation | round trip ms | CPU µs/request | controller CPU µs/request |"
-    echo "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    echo "| -P | target | rps | vs off | vs bound | p50 | p99 | added p50 | added p50 / round trip | writes per confirmation | round trip ms | CPU µs/request | controller CPU µs/request | host busy % |"
+    echo "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     for depth in "${DEPTHS[@]}"; do
         ro=$(med RPS "leasegate|$depth") p5o=$(med P50 "leasegate|$depth")
         for t in "${TARGETS[@]}"; do
@@ -316,10 +320,11 @@ fi
                 row+=" | $(fmt %.3f "$p5") | $(fmt %.3f "$p9") | $(calc 'printf "%+.3f", a - b' "$p5" "$p5o")"
                 row+=" | $(calc 'printf "%.2f", (b > 0 ? a / b : 0)' "$added" "$rtt")"
                 row+=" | $(calc 'if (b > 0) printf "%.1f", a / b; else printf "-"' "$wr" "$rn")"
-                row+=" | $(fmt %.3f "$rtt") | $(fmt %.2f "$(med CPU "$t|$depth")") | $(fmt %.2f "$(med CCPU "$t|$depth")") |"
+                row+=" | $(fmt %.3f "$rtt") | $(fmt %.2f "$(med CPU "$t|$depth")") | $(fmt %.2f "$(med CCPU "$t|$depth")")"
             else
-                row+=" | | $(fmt %.3f "$p5") | $(fmt %.3f "$p9") | | | | | $(fmt %.2f "$(med CPU "$t|$depth")") | |"
+                row+=" | | $(fmt %.3f "$p5") | $(fmt %.3f "$p9") | | | | | $(fmt %.2f "$(med CPU "$t|$depth")") |"
             fi
+            row+=" | $(fmt %.0f "$(med BUSY "$t|$depth")") |"
             echo "$row"
         done
     done
