@@ -111,6 +111,10 @@ pub struct SessionContext {
 /// Per-connection protocol state, independent of the sockets.
 struct Session {
     from_client: BytesMut,
+    /// The first `run` bytes of `from_client` are requests already admitted
+    /// and forwarded as they came, waiting to be copied to `to_backend` in
+    /// one go ([`Session::forward_run`]); zero outside `on_client_data`.
+    run: usize,
     to_backend: BytesMut,
     from_backend: BytesMut,
     to_client: BytesMut,
@@ -131,7 +135,7 @@ struct Session {
     watch: Watch,
     peer: Peer,
     stall: Stall,
-    /// Bytes at the head of `from_client` that arrived before a mastership
+    /// Bytes at the head of the unhandled requests that arrived before a mastership
     /// confirmation was requested (pipelined writes share it).
     confirmed: usize,
     /// The confirmation round the reply at the head of `from_backend` waits
@@ -356,6 +360,7 @@ impl Session {
         Session {
             // Allocated when first needed (`reserve`, or the first reply).
             from_client: BytesMut::new(),
+            run: 0,
             to_backend: BytesMut::new(),
             from_backend: BytesMut::new(),
             to_client: BytesMut::new(),
