@@ -4,7 +4,7 @@
 //! mastership confirmation, which the reply waits for), and place local
 //! replies where they are owed.
 
-use bytes::Buf;
+use bytes::{Buf, Bytes};
 
 use crate::resp::reply::{pubsub_frame, PubSubFrame, ReplyHead};
 
@@ -15,13 +15,20 @@ use super::Session;
 impl Session {
     /// Frames every complete backend reply and queues it (or its replacement)
     /// for the client, with local replies placed where they are owed.
+    ///
+    /// Replies that go to the client as they came are not copied one by
+    /// one: `from_backend[passed..pos]` is the run of such replies not yet
+    /// copied, copied in one go ([`Session::pass_run`]) before anything else
+    /// reaches `to_client` (a replacement, a local reply) and at the end.
+    /// Measured hot path: at `-P 16` one copy per read instead of one per
+    /// reply.
     pub(super) fn on_backend_data(&mut self) -> Result<(), crate::resp::reply::ReplyError> {
         let mut pos = 0;
+        let mut passed = 0;
         self.unconfirmed = None;
         loop {
             if self.stream == Stream::Replication {
                 // The replication stream (an RDB, WAL batches, files): as it came.
-                self.to_client.extend_from_slice(&self.from_backend[pos..]);
                 pos = self.from_backend.len();
                 break;
             }
@@ -37,9 +44,8 @@ impl Session {
                 match bare_line(&self.from_backend[pos..]) {
                     Some(len) => {
                         self.owed.pop_front();
-                        self.to_client
-                            .extend_from_slice(&self.from_backend[pos..pos + len]);
                         pos += len;
+                        self.pass_run(&mut passed, pos);
                         self.settle();
                         continue;
                     }
@@ -51,45 +57,80 @@ impl Session {
             };
             let at = pos;
             pos += head.len;
-            self.on_reply(head, at..pos);
+            self.on_reply(head, at..pos, &mut passed);
         }
+        self.pass_run(&mut passed, pos);
         self.from_backend.advance(pos);
         Ok(())
     }
 
+    /// Copies the run of replies passed as they came, `from_backend[*passed..upto]`,
+    /// to `to_client`.
     #[inline]
-    pub(super) fn on_reply(&mut self, head: ReplyHead, range: std::ops::Range<usize>) {
+    fn pass_run(&mut self, passed: &mut usize, upto: usize) {
+        if *passed < upto {
+            self.to_client
+                .extend_from_slice(&self.from_backend[*passed..upto]);
+            *passed = upto;
+        }
+    }
+
+    /// Handles the reply at `range` of `from_backend`. A reply that goes to
+    /// the client as it came joins the run `from_backend[*passed..]`;
+    /// anything else written to `to_client` first copies the run before it
+    /// and starts a new one after the reply.
+    #[inline]
+    pub(super) fn on_reply(
+        &mut self,
+        head: ReplyHead,
+        range: std::ops::Range<usize>,
+        passed: &mut usize,
+    ) {
         if !self.answers_request(&head, &range) {
-            self.to_client.extend_from_slice(&self.from_backend[range]);
             return;
         }
+        let (at, end) = (range.start, range.end);
         match self.owed.pop_front() {
-            Some(Owed::Reply(Expect::Write(ticket))) => self.on_write_reply(ticket, range),
-            Some(Owed::Reply(Expect::Replace(reply))) => self.to_client.extend_from_slice(&reply),
+            Some(Owed::Reply(Expect::Write(ticket))) => {
+                if let Some(instead) = self.on_write_reply(ticket, range) {
+                    self.pass_run(passed, at);
+                    self.to_client.extend_from_slice(&instead);
+                    *passed = end;
+                }
+            }
+            Some(Owed::Reply(Expect::Replace(reply))) => {
+                self.pass_run(passed, at);
+                self.to_client.extend_from_slice(&reply);
+                *passed = end;
+            }
             Some(Owed::Reply(Expect::Heartbeat { renewed })) => {
+                self.pass_run(passed, at);
                 let report = self
                     .gate
                     .heartbeat_reply(&self.from_backend[range], renewed);
                 self.to_client.extend_from_slice(&report);
+                *passed = end;
             }
             Some(Owed::Reply(Expect::Info)) => {
+                self.pass_run(passed, at);
                 let reply = self.gate.info_reply(&self.from_backend[range]);
                 self.to_client.extend_from_slice(&reply);
+                *passed = end;
             }
-            Some(Owed::Reply(expect)) => {
-                self.on_state_reply(expect, &head, &range);
-                self.to_client.extend_from_slice(&self.from_backend[range]);
-            }
+            Some(Owed::Reply(expect)) => self.on_state_reply(expect, &head, &range),
             other => {
                 // A reply nobody asked for (the queue's head is always a
                 // backend reply or empty after `settle`): pass it on.
                 if let Some(o) = other {
                     self.owed.push_front(o);
                 }
-                self.to_client.extend_from_slice(&self.from_backend[range]);
             }
         }
-        self.settle();
+        if !matches!(self.owed.front(), None | Some(Owed::Reply(_))) {
+            // `settle` writes local replies: the run goes before them.
+            self.pass_run(passed, end);
+            self.settle();
+        }
     }
 
     /// The confirmation round the next reply waits for: the owed write's
@@ -106,12 +147,16 @@ impl Session {
         }
     }
 
-    /// A write's reply: counted back, and passed on only if its
+    /// A write's reply: counted back, and passed on (`None`) only if its
     /// confirmation (when it was forwarded unconfirmed) did not fail and it
-    /// came while the lease it was admitted under still held (else: unknown
-    /// outcome).
+    /// came while the lease it was admitted under still held; else the
+    /// reply to send instead (unknown outcome).
     #[inline]
-    pub(super) fn on_write_reply(&mut self, ticket: WriteTicket, range: std::ops::Range<usize>) {
+    pub(super) fn on_write_reply(
+        &mut self,
+        ticket: WriteTicket,
+        range: std::ops::Range<usize>,
+    ) -> Option<Bytes> {
         if ticket.counted {
             self.writes_out.answered(&self.gate);
         }
@@ -122,18 +167,14 @@ impl Session {
         if let Some(round) = ticket.confirm {
             if let Some(Err(refusal)) = self.gate.confirmation(round) {
                 if let Some(instead) = self.gate.unconfirmed_reply(&refusal, reply) {
-                    self.to_client.extend_from_slice(&instead);
-                    return;
+                    return Some(instead);
                 }
             }
         }
-        match ticket
+        ticket
             .term
             .and_then(|t| self.gate.acknowledgement(t, reply))
-        {
-            Some(instead) => self.to_client.extend_from_slice(instead),
-            None => self.to_client.extend_from_slice(reply),
-        }
+            .map(Bytes::from_static)
     }
 
     /// Replies that change what the session knows about the connection.
