@@ -2,9 +2,10 @@
 //!
 //! Clients send RESP arrays of bulk strings (`*2\r\n$3\r\nGET\r\n$1\r\nk\r\n`)
 //! or inline commands (`PING\r\n`, as typed in telnet). The framer finds the
-//! end of each request and the command name and first argument (all the Gate
-//! needs), and never copies or re-encodes: the session forwards the client's
-//! original bytes.
+//! end of each request and where its command name and first argument lie
+//! (all the Gate needs), and never copies, lowercases or re-encodes: the
+//! session forwards the client's original bytes, and the command table reads
+//! the name from them in any case.
 //!
 //! This scanner is hand-written rather than built on `redis-protocol`'s
 //! decoder because it runs on every request of the measured hot path and must
@@ -13,6 +14,8 @@
 //! instead of re-parsing from the start. `redis-protocol` remains the oracle in
 //! the tests below. Limits and error texts follow Redis so that clients see
 //! what the node itself would say.
+
+use std::borrow::Cow;
 
 use crate::resp::name::Name;
 
@@ -25,6 +28,12 @@ pub struct Limits {
 }
 
 /// One complete request at the head of the buffer.
+///
+/// The command name and first argument are kept as where they lie in the
+/// request, as the client sent them (any case), not as lowercased copies:
+/// the measured hot path reads them once, in the command table
+/// ([`RequestHead::words`]), and most first arguments (keys) are never
+/// looked at. This also keeps the head small, and it is moved by value.
 #[derive(Debug, Clone, Copy)]
 pub struct RequestHead {
     /// Bytes the request occupies at the head of the buffer.
@@ -33,12 +42,40 @@ pub struct RequestHead {
     /// requests Redis ignores (`*0`, `*-1`, blank inline lines): nothing is
     /// forwarded for them and no reply is due.
     pub argc: u64,
-    /// The command name, lowercased.
-    pub name: Name,
-    /// The first argument, lowercased (subcommand of CONFIG, CLUSTERX, ...).
-    pub sub: Name,
+    /// The command name's place in the request (empty when `argc` is 0).
+    name: Span,
+    /// The first argument's place (subcommand of CONFIG, CLUSTERX, ...;
+    /// empty when `argc` < 2).
+    sub: Span,
     /// Whether this was an inline command.
     pub inline: bool,
+    /// An inline line with a quote: its arguments are decoded, not spans of
+    /// the request, and [`RequestHead::words`] splits the line again.
+    quoted: bool,
+}
+
+/// Where an argument lies in its request: `request[at..at + len]`.
+#[derive(Debug, Clone, Copy, Default)]
+struct Span {
+    at: usize,
+    len: usize,
+}
+
+impl Span {
+    const EMPTY: Span = Span { at: 0, len: 0 };
+
+    #[inline]
+    fn of<'a>(&self, request: &'a [u8]) -> &'a [u8] {
+        request.get(self.at..self.at + self.len).unwrap_or_default()
+    }
+}
+
+/// The command name and first argument of a request, as the client sent
+/// them (any case; decoded for an inline line with quotes).
+#[derive(Debug)]
+pub struct Words<'a> {
+    pub name: Cow<'a, [u8]>,
+    pub sub: Cow<'a, [u8]>,
 }
 
 /// A violation of the protocol or of a limit; the client gets `reply()` and
@@ -87,8 +124,8 @@ enum State {
         argc: u64,
         left: u64,
         pos: usize,
-        name: Name,
-        sub: Name,
+        name: Span,
+        sub: Span,
     },
     /// An inline line with no newline among its first `scanned` bytes.
     Inline { scanned: usize },
@@ -129,7 +166,7 @@ impl RequestFramer {
         if argc > self.limits.max_multibulk_len {
             return Err(ProtocolError::MultibulkLength);
         }
-        self.elements(buf, argc, argc, pos, Name::EMPTY, Name::EMPTY)
+        self.elements(buf, argc, argc, pos, Span::EMPTY, Span::EMPTY)
     }
 
     fn array(&mut self, buf: &[u8]) -> Result<Option<RequestHead>, ProtocolError> {
@@ -156,8 +193,8 @@ impl RequestFramer {
         argc: u64,
         mut left: u64,
         mut pos: usize,
-        mut name: Name,
-        mut sub: Name,
+        mut name: Span,
+        mut sub: Span,
     ) -> Result<Option<RequestHead>, ProtocolError> {
         while left > 0 {
             let Some(&first) = buf.get(pos) else { break };
@@ -178,8 +215,18 @@ impl RequestFramer {
                 break;
             }
             match argc - left {
-                0 => name = Name::new(&buf[body..end - 2]),
-                1 => sub = Name::new(&buf[body..end - 2]),
+                0 => {
+                    name = Span {
+                        at: body,
+                        len: end - 2 - body,
+                    }
+                }
+                1 => {
+                    sub = Span {
+                        at: body,
+                        len: end - 2 - body,
+                    }
+                }
                 _ => {}
             }
             pos = end;
@@ -202,6 +249,7 @@ impl RequestFramer {
             name,
             sub,
             inline: false,
+            quoted: false,
         }))
     }
 
@@ -220,9 +268,14 @@ impl RequestFramer {
             return Err(ProtocolError::InlineTooLong);
         }
         let line = inline_line(&buf[..end]);
-        let (argc, name, sub) = match inline_plain(line) {
-            Some(split) => split,
-            None => inline_quoted(line)?,
+        let (argc, name, sub, quoted) = match inline_plain(line) {
+            Some((argc, name, sub)) => (argc, name, sub, false),
+            None => (
+                split_args(line)?.len() as u64,
+                Span::EMPTY,
+                Span::EMPTY,
+                true,
+            ),
         };
         Ok(Some(RequestHead {
             len: end,
@@ -230,6 +283,7 @@ impl RequestFramer {
             name,
             sub,
             inline: true,
+            quoted,
         }))
     }
 }
@@ -239,10 +293,53 @@ impl RequestHead {
         RequestHead {
             len,
             argc: 0,
-            name: Name::EMPTY,
-            sub: Name::EMPTY,
+            name: Span::EMPTY,
+            sub: Span::EMPTY,
             inline: false,
+            quoted: false,
         }
+    }
+
+    /// The command name and first argument as the client sent them;
+    /// `request` is this request's bytes (the head of the buffer it was
+    /// framed from). Borrowed from `request`, save for an inline line with
+    /// quotes, which is split again (cold: such lines are typed by hand).
+    #[inline]
+    pub fn words<'a>(&self, request: &'a [u8]) -> Words<'a> {
+        if self.quoted {
+            return quoted_words(request);
+        }
+        Words {
+            name: Cow::Borrowed(self.name.of(request)),
+            sub: Cow::Borrowed(self.sub.of(request)),
+        }
+    }
+
+    /// The command name, lowercased (for messages and tests; the command
+    /// table reads [`RequestHead::words`]).
+    pub fn name(&self, request: &[u8]) -> Name {
+        Name::new(&self.words(request).name)
+    }
+
+    /// The first argument, lowercased (as [`RequestHead::name`]).
+    pub fn sub(&self, request: &[u8]) -> Name {
+        Name::new(&self.words(request).sub)
+    }
+}
+
+/// [`RequestHead::words`] of an inline line with quotes, decoded as the
+/// node decodes them: `"flushall"` or `"flush\x61ll"` is classified (and
+/// denied) as FLUSHALL.
+#[cold]
+fn quoted_words(request: &[u8]) -> Words<'static> {
+    let mut args = split_args(inline_line(request))
+        .unwrap_or_default()
+        .into_iter();
+    let name = args.next().unwrap_or_default();
+    let sub = args.next().unwrap_or_default();
+    Words {
+        name: Cow::Owned(name),
+        sub: Cow::Owned(sub),
     }
 }
 
@@ -373,9 +470,10 @@ fn inline_line(request: &[u8]) -> &[u8] {
 }
 
 /// Splits a line without quotes, without allocating; `None` when the line
-/// has a quote, which only [`split_args`] decodes.
-fn inline_plain(line: &[u8]) -> Option<(u64, Name, Name)> {
-    let (mut argc, mut name, mut sub) = (0u64, Name::EMPTY, Name::EMPTY);
+/// has a quote, which only [`split_args`] decodes. The spans are offsets in
+/// the line, which is also the start of the request.
+fn inline_plain(line: &[u8]) -> Option<(u64, Span, Span)> {
+    let (mut argc, mut name, mut sub) = (0u64, Span::EMPTY, Span::EMPTY);
     let mut i = 0;
     loop {
         while line.get(i).is_some_and(|&b| is_blank(b)) {
@@ -397,21 +495,22 @@ fn inline_plain(line: &[u8]) -> Option<(u64, Name, Name)> {
             return Some((argc, name, sub));
         }
         match argc {
-            0 => name = Name::new(&line[start..i]),
-            1 => sub = Name::new(&line[start..i]),
+            0 => {
+                name = Span {
+                    at: start,
+                    len: i - start,
+                }
+            }
+            1 => {
+                sub = Span {
+                    at: start,
+                    len: i - start,
+                }
+            }
             _ => {}
         }
         argc += 1;
     }
-}
-
-/// Inline lines with quotes: `"flushall"` or `"flush\x61ll"` is classified
-/// (and denied) as FLUSHALL. Cold path: only lines containing a quote come here.
-fn inline_quoted(line: &[u8]) -> Result<(u64, Name, Name), ProtocolError> {
-    let args = split_args(line)?;
-    let name = args.first().map(|a| Name::new(a)).unwrap_or(Name::EMPTY);
-    let sub = args.get(1).map(|a| Name::new(a)).unwrap_or(Name::EMPTY);
-    Ok((args.len() as u64, name, sub))
 }
 
 /// Splits an inline line (without its line end) into its decoded arguments,
@@ -554,8 +653,29 @@ mod tests {
         crate::resp::encode::request(args).to_vec()
     }
 
+    /// A framed request, with its name and first argument read (lowercased)
+    /// from its bytes.
+    #[derive(Debug)]
+    struct Framed {
+        len: usize,
+        argc: u64,
+        inline: bool,
+        name: Name,
+        sub: Name,
+    }
+
+    fn with_words(head: RequestHead, request: &[u8]) -> Framed {
+        Framed {
+            len: head.len,
+            argc: head.argc,
+            inline: head.inline,
+            name: head.name(request),
+            sub: head.sub(request),
+        }
+    }
+
     /// Frames everything in `buf`, feeding it `step` bytes at a time.
-    fn frame_all(buf: &[u8], step: usize) -> Result<Vec<RequestHead>, ProtocolError> {
+    fn frame_all(buf: &[u8], step: usize) -> Result<Vec<Framed>, ProtocolError> {
         let mut f = RequestFramer::new(limits());
         let mut out = Vec::new();
         let mut head = 0;
@@ -563,8 +683,8 @@ mod tests {
         while avail < buf.len() {
             avail = (avail + step).min(buf.len());
             while let Some(r) = f.next(&buf[head..avail])? {
+                out.push(with_words(r, &buf[head..head + r.len]));
                 head += r.len;
-                out.push(r);
             }
         }
         assert_eq!(head, buf.len(), "bytes left unframed");
@@ -634,14 +754,14 @@ mod tests {
     }
 
     /// Frames one inline request that must take all of `request`.
-    fn frame_one(request: &[u8]) -> RequestHead {
+    fn frame_one(request: &[u8]) -> Framed {
         let head = RequestFramer::new(limits())
             .next(request)
             .expect("valid")
             .expect("complete");
         assert_eq!(head.len, request.len(), "{request:?}");
         assert!(head.inline);
-        head
+        with_words(head, request)
     }
 
     #[test]
@@ -787,6 +907,7 @@ mod tests {
                         assert_eq!(head.argc, args.len() as u64, "{line:?}");
                         let name = args.first().map_or(Name::EMPTY, |a| Name::new(a));
                         let sub = args.get(1).map_or(Name::EMPTY, |a| Name::new(a));
+                        let head = with_words(head, &request);
                         assert_eq!(head.name.as_bytes(), name.as_bytes(), "{line:?}");
                         assert_eq!(head.sub.as_bytes(), sub.as_bytes(), "{line:?}");
                         assert_eq!(arguments(&request, true), args, "{line:?}");

@@ -91,7 +91,8 @@ impl Session {
     #[inline]
     pub(super) fn admit(&mut self, policy: &Policy, head: RequestHead, verified: bool) -> bool {
         let bytes = &self.from_client[self.run..][..head.len];
-        let command = policy.commands.classify(&head.name, &head.sub);
+        let words = head.words(bytes);
+        let command = policy.commands.classify(&words.name, &words.sub);
         if self.peer == Peer::Replica {
             return self.replica_request(head, command.special);
         }
