@@ -129,11 +129,14 @@ impl Session {
             }),
         };
         // A write forwarded unconfirmed goes out like any other; only its
-        // reply waits for the confirmation round.
-        let (verdict, confirm) = match verdict {
-            Verdict::ForwardUnconfirmed(round) => (Verdict::Forward, Some(round)),
-            verdict => (verdict, None),
-        };
+        // reply waits for the confirmation round. (Rewritten in place rather
+        // than matched into a new pair: the verdict is not copied.)
+        let mut verdict = verdict;
+        let mut confirm = None;
+        if let Verdict::ForwardUnconfirmed(round) = verdict {
+            confirm = Some(round);
+            verdict = Verdict::Forward;
+        }
         let forwarded = matches!(verdict, Verdict::Forward);
         if counted && !forwarded {
             self.writes_out.answered(&self.gate);
@@ -153,9 +156,14 @@ impl Session {
         self.carry_out(head, command.class, special, verdict, write)
     }
 
-    /// Carries out a verdict for the request at the head of `from_client`.
-    /// `class` is the command's own class; `write` is set for a forwarded
-    /// request the Gate judged as a write.
+    /// Carries out a verdict for the request at the head of the unhandled
+    /// bytes. `class` is the command's own class; `write` is set for a
+    /// forwarded request the Gate judged as a write.
+    ///
+    /// The common case (forwarded, outside a transaction) is inlined into
+    /// [`Session::admit`], the measured hot path; everything else is
+    /// [`Session::carry_out_other`].
+    #[inline(always)]
     pub(super) fn carry_out(
         &mut self,
         head: RequestHead,
@@ -168,8 +176,8 @@ impl Session {
             && self.transaction.is_none()
             && self.watch != Watch::Broken
         {
-            // The common case, kept short: the request goes as it came,
-            // copied with the run it joins (`forward_run`).
+            // The request goes as it came, copied with the run it joins
+            // (`forward_run`).
             self.forwarded(&head, class, special, write);
             self.run += head.len;
             self.confirmed = self.confirmed.saturating_sub(head.len);
@@ -178,6 +186,20 @@ impl Session {
             std::mem::forget(verdict);
             return true;
         }
+        self.carry_out_other(head, class, special, verdict, write)
+    }
+
+    /// [`Session::carry_out`] for every verdict but a plain forward outside
+    /// a transaction.
+    #[inline(never)]
+    fn carry_out_other(
+        &mut self,
+        head: RequestHead,
+        class: Class,
+        special: Special,
+        verdict: Verdict,
+        write: Option<WriteTicket>,
+    ) -> bool {
         self.forward_run();
         match self.in_transaction(special, verdict) {
             Step::Hold(wait) => {
@@ -310,7 +332,7 @@ impl Session {
     }
 
     /// Book-keeping for a request that goes to the backend as it came.
-    #[inline]
+    #[inline(always)]
     pub(super) fn forwarded(
         &mut self,
         head: &RequestHead,
