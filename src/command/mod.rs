@@ -73,6 +73,18 @@ struct Entry {
     subcommands: Vec<(Box<[u8]>, Class, Special)>,
 }
 
+impl Entry {
+    /// The class and tag of subcommand `sub` (any case), if it has its own.
+    #[inline(never)]
+    fn subcommand(&self, sub: &[u8]) -> Option<(Class, Special)> {
+        let sub = Name::new(sub);
+        self.subcommands
+            .iter()
+            .find(|(s, _, _)| **s == *sub.as_bytes())
+            .map(|(_, c, t)| (*c, *t))
+    }
+}
+
 /// The classification of one request.
 #[derive(Debug, Clone, Copy)]
 pub struct Classified<'t> {
@@ -250,7 +262,7 @@ impl CommandTable {
     pub fn classify(&self, name: &[u8], sub: &[u8]) -> Classified<'_> {
         let entry = match Name::short_key_of(name) {
             Some(key) => self.short.get(&key),
-            None => self.entries.get(Name::new(name).as_bytes()),
+            None => self.long_entry(name),
         };
         match entry {
             None => Classified {
@@ -261,13 +273,8 @@ impl CommandTable {
             Some(entry) => {
                 let (mut class, mut special) = (entry.class, entry.special);
                 if !entry.subcommands.is_empty() {
-                    let sub = Name::new(sub);
-                    if let Some((_, c, t)) = entry
-                        .subcommands
-                        .iter()
-                        .find(|(s, _, _)| **s == *sub.as_bytes())
-                    {
-                        (class, special) = (*c, *t);
+                    if let Some((c, t)) = entry.subcommand(sub) {
+                        (class, special) = (c, t);
                     }
                 }
                 Classified {
@@ -277,6 +284,14 @@ impl CommandTable {
                 }
             }
         }
+    }
+
+    /// The entry of a name longer than 8 bytes (or ending in a zero byte),
+    /// looked up by its lowercased bytes. Out of line, so that the hot
+    /// path keeps no name buffer on its stack.
+    #[inline(never)]
+    fn long_entry(&self, name: &[u8]) -> Option<&Entry> {
+        self.entries.get(Name::new(name).as_bytes())
     }
 }
 
