@@ -32,16 +32,26 @@ impl Session {
                 pos = self.from_backend.len();
                 break;
             }
-            if let Some(round) = self.awaited_confirmation() {
-                if pos < self.from_backend.len() {
-                    // The next reply (and all behind it) stays in
-                    // `from_backend` until the confirmation is settled.
-                    self.unconfirmed = Some(round);
+            // One look at what is owed next (measured hot path): a write
+            // forwarded unconfirmed, or a bare line, is not framed as usual.
+            match self.owed.front() {
+                Some(Owed::Reply(Expect::Write(WriteTicket {
+                    confirm: Some(round),
+                    ..
+                }))) => {
+                    // The confirmation round the next reply waits for,
+                    // while no round at or after it has finished.
+                    let round = *round;
+                    if self.gate.confirmation(round).is_none() {
+                        if pos < self.from_backend.len() {
+                            // The next reply (and all behind it) stays in
+                            // `from_backend` until the confirmation is settled.
+                            self.unconfirmed = Some(round);
+                        }
+                        break;
+                    }
                 }
-                break;
-            }
-            if matches!(self.owed.front(), Some(Owed::Reply(Expect::BareLine))) {
-                match bare_line(&self.from_backend[pos..]) {
+                Some(Owed::Reply(Expect::BareLine)) => match bare_line(&self.from_backend[pos..]) {
                     Some(len) => {
                         self.owed.pop_front();
                         pos += len;
@@ -50,7 +60,8 @@ impl Session {
                         continue;
                     }
                     None => break,
-                }
+                },
+                _ => {}
             }
             let Some(head) = self.replies.next(&self.from_backend[pos..])? else {
                 break;
@@ -150,20 +161,6 @@ impl Session {
                     self.owed.push_front(o);
                 }
             }
-        }
-    }
-
-    /// The confirmation round the next reply waits for: the owed write's
-    /// at the head of the queue, forwarded unconfirmed, while no round at
-    /// or after it has finished.
-    #[inline]
-    fn awaited_confirmation(&self) -> Option<u64> {
-        match self.owed.front() {
-            Some(Owed::Reply(Expect::Write(WriteTicket {
-                confirm: Some(round),
-                ..
-            }))) if self.gate.confirmation(*round).is_none() => Some(*round),
-            _ => None,
         }
     }
 
