@@ -62,6 +62,7 @@ mod state;
 #[cfg(test)]
 mod tests;
 pub mod trim;
+mod woken;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -178,8 +179,9 @@ pub async fn serve(
     let mut idle = IdleTimer::new(ctx.idle_timeout);
     let mut trim = trim::Trim::new();
     // Created once: a fresh `cancelled()` per iteration would register with,
-    // and leave, the token's shared waiter list on every request.
-    let mut shutdown = std::pin::pin!(shutdown.cancelled_owned());
+    // and leave, the token's shared waiter list on every request. Polled
+    // only once woken ([`woken`]): the loop turns at least once per read.
+    let mut shutdown = std::pin::pin!(woken::Woken::new(shutdown.cancelled_owned()));
     let mut backpressured = false;
 
     loop {
