@@ -80,7 +80,8 @@ fn bench(c: &mut Criterion) {
         let policy = gate.policy();
         c.bench_function(label, |b| {
             b.iter(|| {
-                let command = policy.commands.classify(&head.name, &head.sub);
+                let words = head.words(bytes);
+                let command = policy.commands.classify(&words.name, &words.sub);
                 let verdict = gate.admit(&Admission {
                     class: command.class,
                     command,
@@ -103,7 +104,8 @@ fn bench(c: &mut Criterion) {
         .expect("valid")
         .expect("complete");
     let policy = gate.policy();
-    let command = policy.commands.classify(&head.name, &head.sub);
+    let words = head.words(set);
+    let command = policy.commands.classify(&words.name, &words.sub);
     c.bench_function("Gate::admit only (write, valid lease)", |b| {
         b.iter(|| {
             gate.admit(black_box(&Admission {
@@ -126,7 +128,8 @@ fn bench(c: &mut Criterion) {
                 .next(black_box(set))
                 .expect("valid")
                 .expect("complete");
-            let command = policy.commands.classify(&head.name, &head.sub);
+            let words = head.words(set);
+            let command = policy.commands.classify(&words.name, &words.sub);
             gate.admit(&Admission {
                 class: command.class,
                 command,

@@ -249,7 +249,7 @@ fn inline_arguments_are_split_as_redis_splits_them() {
             .unwrap_or_else(|e| panic!("{line:?}: {e}"))
             .expect("a complete request");
         assert_eq!(head.len, request.len(), "{line:?}");
-        assert!(head.name.is(b"rpush"), "{line:?}");
+        assert!(head.name(&request).is(b"rpush"), "{line:?}");
         let Reply::Int(pushed) = reply else {
             panic!("{line:?}: {reply:?}")
         };
@@ -266,6 +266,10 @@ fn inline_arguments_are_split_as_redis_splits_them() {
             .collect();
         let ours = arguments(&request, true);
         assert_eq!(ours[2..], theirs[..], "{line:?}");
-        assert_eq!(head.sub.as_bytes(), format!("l{i}").as_bytes(), "{line:?}");
+        assert_eq!(
+            head.sub(&request).as_bytes(),
+            format!("l{i}").as_bytes(),
+            "{line:?}"
+        );
     }
 }

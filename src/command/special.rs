@@ -109,20 +109,20 @@ pub(super) const SPECIALS: &[(&str, Option<&str>, Special)] = &[
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::command::{CommandTable, Name};
+    use crate::command::CommandTable;
 
     #[test]
     fn every_tag_lands_on_a_known_command() {
         let table = CommandTable::builtin();
         for (name, sub, special) in SPECIALS {
-            let sub = Name::new(sub.unwrap_or("").as_bytes());
-            let got = table.classify(&Name::new(name.as_bytes()), &sub).special;
+            let sub = sub.unwrap_or("").as_bytes();
+            let got = table.classify(name.as_bytes(), sub).special;
             assert_eq!(got, *special, "{name} {sub:?}");
         }
-        let plain = table.classify(&Name::new(b"set"), &Name::EMPTY);
+        let plain = table.classify(b"set", b"");
         assert_eq!(plain.special, Special::None);
         // A subcommand without a tag keeps the command's own.
-        let list = table.classify(&Name::new(b"client"), &Name::new(b"list"));
+        let list = table.classify(b"client", b"list");
         assert_eq!(list.special, Special::None);
     }
 }

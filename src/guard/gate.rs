@@ -585,7 +585,7 @@ impl Gate {
     fn warn_log_only(&self, r: &Admission<'_>) {
         if self.last_log_only_warning.due(self.lease.now()) {
             warn!(
-                command = %r.head.name.display(),
+                command = %r.head.name(r.bytes).display(),
                 would_have_fenced = self.metrics.writes_unfenced_log_only.get(),
                 "lease.mode is log-only: passing a write that block-write would refuse (master lease expired)"
             );
@@ -797,7 +797,8 @@ mod tests {
         });
         let head = framer.next(&bytes).expect("valid").expect("complete");
         let policy = gate.policy();
-        let command = policy.commands.classify(&head.name, &head.sub);
+        let words = head.words(&bytes);
+        let command = policy.commands.classify(&words.name, &words.sub);
         gate.admit(&Admission {
             class: command.class,
             command,
@@ -944,10 +945,11 @@ mod tests {
             max_inline_len: 1 << 10,
         });
         let head = framer.next(&bytes).expect("valid").expect("complete");
+        let words = head.words(&bytes);
         let special = gate
             .policy()
             .commands
-            .classify(&head.name, &head.sub)
+            .classify(&words.name, &words.sub)
             .special;
         gate.authenticate(special, &head, &bytes)
     }

@@ -29,3 +29,23 @@ pub(crate) fn plain_length(buf: &[u8], at: usize) -> Option<(usize, usize)> {
     }
     None
 }
+
+/// [`plain_length`] with its commonest answers, a length of one or two
+/// digits, taken without its loop (measured hot path: three or more per
+/// request, one per bulk reply).
+#[inline(always)]
+pub(crate) fn short_length(buf: &[u8], at: usize) -> Option<(usize, usize)> {
+    let (Some(&b0), Some(&b1)) = (buf.get(at), buf.get(at + 1)) else {
+        return None;
+    };
+    let (d0, d1) = (b0.wrapping_sub(b'0'), b1.wrapping_sub(b'0'));
+    if d0 <= 9 {
+        if b1 == b'\r' {
+            return Some((usize::from(d0), at + 1));
+        }
+        if d1 <= 9 && buf.get(at + 2) == Some(&b'\r') {
+            return Some((usize::from(d0) * 10 + usize::from(d1), at + 2));
+        }
+    }
+    plain_length(buf, at)
+}

@@ -2,9 +2,10 @@
 //!
 //! Clients send RESP arrays of bulk strings (`*2\r\n$3\r\nGET\r\n$1\r\nk\r\n`)
 //! or inline commands (`PING\r\n`, as typed in telnet). The framer finds the
-//! end of each request and the command name and first argument (all the Gate
-//! needs), and never copies or re-encodes: the session forwards the client's
-//! original bytes.
+//! end of each request and where its command name and first argument lie
+//! (all the Gate needs), and never copies, lowercases or re-encodes: the
+//! session forwards the client's original bytes, and the command table reads
+//! the name from them in any case.
 //!
 //! This scanner is hand-written rather than built on `redis-protocol`'s
 //! decoder because it runs on every request of the measured hot path and must
@@ -14,7 +15,10 @@
 //! the tests below. Limits and error texts follow Redis so that clients see
 //! what the node itself would say.
 
+use std::borrow::Cow;
+
 use crate::resp::name::Name;
+use crate::resp::short_length;
 
 /// Limits applied while framing.
 #[derive(Debug, Clone, Copy)]
@@ -25,6 +29,12 @@ pub struct Limits {
 }
 
 /// One complete request at the head of the buffer.
+///
+/// The command name and first argument are kept as where they lie in the
+/// request, as the client sent them (any case), not as lowercased copies:
+/// the measured hot path reads them once, in the command table
+/// ([`RequestHead::words`]), and most first arguments (keys) are never
+/// looked at. This also keeps the head small, and it is moved by value.
 #[derive(Debug, Clone, Copy)]
 pub struct RequestHead {
     /// Bytes the request occupies at the head of the buffer.
@@ -33,12 +43,40 @@ pub struct RequestHead {
     /// requests Redis ignores (`*0`, `*-1`, blank inline lines): nothing is
     /// forwarded for them and no reply is due.
     pub argc: u64,
-    /// The command name, lowercased.
-    pub name: Name,
-    /// The first argument, lowercased (subcommand of CONFIG, CLUSTERX, ...).
-    pub sub: Name,
+    /// The command name's place in the request (empty when `argc` is 0).
+    name: Span,
+    /// The first argument's place (subcommand of CONFIG, CLUSTERX, ...;
+    /// empty when `argc` < 2).
+    sub: Span,
     /// Whether this was an inline command.
     pub inline: bool,
+    /// An inline line with a quote: its arguments are decoded, not spans of
+    /// the request, and [`RequestHead::words`] splits the line again.
+    quoted: bool,
+}
+
+/// Where an argument lies in its request: `request[at..at + len]`.
+#[derive(Debug, Clone, Copy, Default)]
+struct Span {
+    at: usize,
+    len: usize,
+}
+
+impl Span {
+    const EMPTY: Span = Span { at: 0, len: 0 };
+
+    #[inline]
+    fn of<'a>(&self, request: &'a [u8]) -> &'a [u8] {
+        request.get(self.at..self.at + self.len).unwrap_or_default()
+    }
+}
+
+/// The command name and first argument of a request, as the client sent
+/// them (any case; decoded for an inline line with quotes).
+#[derive(Debug)]
+pub struct Words<'a> {
+    pub name: Cow<'a, [u8]>,
+    pub sub: Cow<'a, [u8]>,
 }
 
 /// A violation of the protocol or of a limit; the client gets `reply()` and
@@ -87,8 +125,8 @@ enum State {
         argc: u64,
         left: u64,
         pos: usize,
-        name: Name,
-        sub: Name,
+        name: Span,
+        sub: Span,
     },
     /// An inline line with no newline among its first `scanned` bytes.
     Inline { scanned: usize },
@@ -106,16 +144,67 @@ impl RequestFramer {
     /// bytes are needed; the next call continues where this one stopped, so
     /// `buf` must keep its head until a request is returned. After
     /// `Ok(Some(head))` the caller consumes `head.len` bytes.
+    #[inline]
     pub fn next(&mut self, buf: &[u8]) -> Result<Option<RequestHead>, ProtocolError> {
         match self.state {
             State::Start => match buf.first() {
                 None => Ok(None),
-                Some(b'*') => self.start_array(buf),
+                Some(b'*') => match self.whole_array(buf) {
+                    Some(head) => Ok(Some(head)),
+                    None => self.start_array(buf),
+                },
                 Some(_) => self.inline(buf, 0),
             },
             State::Array { .. } => self.array(buf),
             State::Inline { scanned } => self.inline(buf, scanned),
         }
+    }
+
+    /// The measured hot path: a whole array request at the head of `buf`
+    /// (which starts with `*`), framed in one pass, with nothing written to
+    /// the framer's state. `None` for anything else (not all there yet, an
+    /// empty array, a limit or a protocol error, a header with a sign or
+    /// more than 18 digits): the careful path ([`RequestFramer::start_array`])
+    /// frames those, and gives the same head as this for every request this
+    /// takes (the same checks, in the same order).
+    #[inline]
+    fn whole_array(&self, buf: &[u8]) -> Option<RequestHead> {
+        let (argc, cr) = short_length(buf, 1)?;
+        if argc == 0 || argc as u64 > self.limits.max_multibulk_len {
+            return None;
+        }
+        let (mut name, mut sub) = (Span::EMPTY, Span::EMPTY);
+        let mut pos = cr + 2;
+        for i in 0..argc {
+            if *buf.get(pos)? != b'$' {
+                return None;
+            }
+            let (len, cr) = short_length(buf, pos + 1)?;
+            if len as u64 > self.limits.max_bulk_len {
+                return None;
+            }
+            let body = cr + 2;
+            // Like Redis (and the careful path), the two bytes after the
+            // body are skipped unchecked.
+            let end = body + len + 2;
+            if end > buf.len() {
+                return None;
+            }
+            match i {
+                0 => name = Span { at: body, len },
+                1 => sub = Span { at: body, len },
+                _ => {}
+            }
+            pos = end;
+        }
+        Some(RequestHead {
+            len: pos,
+            argc: argc as u64,
+            name,
+            sub,
+            inline: false,
+            quoted: false,
+        })
     }
 
     fn start_array(&mut self, buf: &[u8]) -> Result<Option<RequestHead>, ProtocolError> {
@@ -129,7 +218,7 @@ impl RequestFramer {
         if argc > self.limits.max_multibulk_len {
             return Err(ProtocolError::MultibulkLength);
         }
-        self.elements(buf, argc, argc, pos, Name::EMPTY, Name::EMPTY)
+        self.elements(buf, argc, argc, pos, Span::EMPTY, Span::EMPTY)
     }
 
     fn array(&mut self, buf: &[u8]) -> Result<Option<RequestHead>, ProtocolError> {
@@ -156,8 +245,8 @@ impl RequestFramer {
         argc: u64,
         mut left: u64,
         mut pos: usize,
-        mut name: Name,
-        mut sub: Name,
+        mut name: Span,
+        mut sub: Span,
     ) -> Result<Option<RequestHead>, ProtocolError> {
         while left > 0 {
             let Some(&first) = buf.get(pos) else { break };
@@ -178,8 +267,18 @@ impl RequestFramer {
                 break;
             }
             match argc - left {
-                0 => name = Name::new(&buf[body..end - 2]),
-                1 => sub = Name::new(&buf[body..end - 2]),
+                0 => {
+                    name = Span {
+                        at: body,
+                        len: end - 2 - body,
+                    }
+                }
+                1 => {
+                    sub = Span {
+                        at: body,
+                        len: end - 2 - body,
+                    }
+                }
                 _ => {}
             }
             pos = end;
@@ -202,6 +301,7 @@ impl RequestFramer {
             name,
             sub,
             inline: false,
+            quoted: false,
         }))
     }
 
@@ -220,9 +320,14 @@ impl RequestFramer {
             return Err(ProtocolError::InlineTooLong);
         }
         let line = inline_line(&buf[..end]);
-        let (argc, name, sub) = match inline_plain(line) {
-            Some(split) => split,
-            None => inline_quoted(line)?,
+        let (argc, name, sub, quoted) = match inline_plain(line) {
+            Some((argc, name, sub)) => (argc, name, sub, false),
+            None => (
+                split_args(line)?.len() as u64,
+                Span::EMPTY,
+                Span::EMPTY,
+                true,
+            ),
         };
         Ok(Some(RequestHead {
             len: end,
@@ -230,6 +335,7 @@ impl RequestFramer {
             name,
             sub,
             inline: true,
+            quoted,
         }))
     }
 }
@@ -239,10 +345,53 @@ impl RequestHead {
         RequestHead {
             len,
             argc: 0,
-            name: Name::EMPTY,
-            sub: Name::EMPTY,
+            name: Span::EMPTY,
+            sub: Span::EMPTY,
             inline: false,
+            quoted: false,
         }
+    }
+
+    /// The command name and first argument as the client sent them;
+    /// `request` is this request's bytes (the head of the buffer it was
+    /// framed from). Borrowed from `request`, save for an inline line with
+    /// quotes, which is split again (cold: such lines are typed by hand).
+    #[inline]
+    pub fn words<'a>(&self, request: &'a [u8]) -> Words<'a> {
+        if self.quoted {
+            return quoted_words(request);
+        }
+        Words {
+            name: Cow::Borrowed(self.name.of(request)),
+            sub: Cow::Borrowed(self.sub.of(request)),
+        }
+    }
+
+    /// The command name, lowercased (for messages and tests; the command
+    /// table reads [`RequestHead::words`]).
+    pub fn name(&self, request: &[u8]) -> Name {
+        Name::new(&self.words(request).name)
+    }
+
+    /// The first argument, lowercased (as [`RequestHead::name`]).
+    pub fn sub(&self, request: &[u8]) -> Name {
+        Name::new(&self.words(request).sub)
+    }
+}
+
+/// [`RequestHead::words`] of an inline line with quotes, decoded as the
+/// node decodes them: `"flushall"` or `"flush\x61ll"` is classified (and
+/// denied) as FLUSHALL.
+#[cold]
+fn quoted_words(request: &[u8]) -> Words<'static> {
+    let mut args = split_args(inline_line(request))
+        .unwrap_or_default()
+        .into_iter();
+    let name = args.next().unwrap_or_default();
+    let sub = args.next().unwrap_or_default();
+    Words {
+        name: Cow::Owned(name),
+        sub: Cow::Owned(sub),
     }
 }
 
@@ -373,9 +522,10 @@ fn inline_line(request: &[u8]) -> &[u8] {
 }
 
 /// Splits a line without quotes, without allocating; `None` when the line
-/// has a quote, which only [`split_args`] decodes.
-fn inline_plain(line: &[u8]) -> Option<(u64, Name, Name)> {
-    let (mut argc, mut name, mut sub) = (0u64, Name::EMPTY, Name::EMPTY);
+/// has a quote, which only [`split_args`] decodes. The spans are offsets in
+/// the line, which is also the start of the request.
+fn inline_plain(line: &[u8]) -> Option<(u64, Span, Span)> {
+    let (mut argc, mut name, mut sub) = (0u64, Span::EMPTY, Span::EMPTY);
     let mut i = 0;
     loop {
         while line.get(i).is_some_and(|&b| is_blank(b)) {
@@ -397,21 +547,22 @@ fn inline_plain(line: &[u8]) -> Option<(u64, Name, Name)> {
             return Some((argc, name, sub));
         }
         match argc {
-            0 => name = Name::new(&line[start..i]),
-            1 => sub = Name::new(&line[start..i]),
+            0 => {
+                name = Span {
+                    at: start,
+                    len: i - start,
+                }
+            }
+            1 => {
+                sub = Span {
+                    at: start,
+                    len: i - start,
+                }
+            }
             _ => {}
         }
         argc += 1;
     }
-}
-
-/// Inline lines with quotes: `"flushall"` or `"flush\x61ll"` is classified
-/// (and denied) as FLUSHALL. Cold path: only lines containing a quote come here.
-fn inline_quoted(line: &[u8]) -> Result<(u64, Name, Name), ProtocolError> {
-    let args = split_args(line)?;
-    let name = args.first().map(|a| Name::new(a)).unwrap_or(Name::EMPTY);
-    let sub = args.get(1).map(|a| Name::new(a)).unwrap_or(Name::EMPTY);
-    Ok((args.len() as u64, name, sub))
 }
 
 /// Splits an inline line (without its line end) into its decoded arguments,
@@ -554,8 +705,29 @@ mod tests {
         crate::resp::encode::request(args).to_vec()
     }
 
+    /// A framed request, with its name and first argument read (lowercased)
+    /// from its bytes.
+    #[derive(Debug)]
+    struct Framed {
+        len: usize,
+        argc: u64,
+        inline: bool,
+        name: Name,
+        sub: Name,
+    }
+
+    fn with_words(head: RequestHead, request: &[u8]) -> Framed {
+        Framed {
+            len: head.len,
+            argc: head.argc,
+            inline: head.inline,
+            name: head.name(request),
+            sub: head.sub(request),
+        }
+    }
+
     /// Frames everything in `buf`, feeding it `step` bytes at a time.
-    fn frame_all(buf: &[u8], step: usize) -> Result<Vec<RequestHead>, ProtocolError> {
+    fn frame_all(buf: &[u8], step: usize) -> Result<Vec<Framed>, ProtocolError> {
         let mut f = RequestFramer::new(limits());
         let mut out = Vec::new();
         let mut head = 0;
@@ -563,8 +735,8 @@ mod tests {
         while avail < buf.len() {
             avail = (avail + step).min(buf.len());
             while let Some(r) = f.next(&buf[head..avail])? {
+                out.push(with_words(r, &buf[head..head + r.len]));
                 head += r.len;
-                out.push(r);
             }
         }
         assert_eq!(head, buf.len(), "bytes left unframed");
@@ -634,14 +806,14 @@ mod tests {
     }
 
     /// Frames one inline request that must take all of `request`.
-    fn frame_one(request: &[u8]) -> RequestHead {
+    fn frame_one(request: &[u8]) -> Framed {
         let head = RequestFramer::new(limits())
             .next(request)
             .expect("valid")
             .expect("complete");
         assert_eq!(head.len, request.len(), "{request:?}");
         assert!(head.inline);
-        head
+        with_words(head, request)
     }
 
     #[test]
@@ -787,11 +959,97 @@ mod tests {
                         assert_eq!(head.argc, args.len() as u64, "{line:?}");
                         let name = args.first().map_or(Name::EMPTY, |a| Name::new(a));
                         let sub = args.get(1).map_or(Name::EMPTY, |a| Name::new(a));
+                        let head = with_words(head, &request);
                         assert_eq!(head.name.as_bytes(), name.as_bytes(), "{line:?}");
                         assert_eq!(head.sub.as_bytes(), sub.as_bytes(), "{line:?}");
                         assert_eq!(arguments(&request, true), args, "{line:?}");
                     }
                 }
+            }
+        }
+    }
+
+    /// The one-pass path takes only what the careful path frames the same
+    /// way: on every prefix of every request below, followed by the next
+    /// one (split buffers, names in any case, names over `NAME_CAP`, empty
+    /// and long arguments, leading zeros, signs, bad bytes), with both
+    /// limits, `whole_array` either declines or gives the careful head.
+    #[test]
+    fn one_pass_agrees_with_the_careful_path() {
+        let long_value = vec![b'y'; 12_345];
+        let requests: Vec<Vec<u8>> = vec![
+            resp(&[b"SET", b"key:__rand_int__", b"xxx"]),
+            resp(&[b"get", b"k"]),
+            resp(&[b"HgEtAlL", b"h"]),
+            resp(&[b"ZRANGEBYSCORE", b"z", b"-inf", b"+inf"]),
+            resp(&[&[b'A'; 40][..], b"Sub"]),
+            resp(&[b"SET", b"", &[b'v'; 300][..]]),
+            resp(&[&[b'x'; 12][..], &long_value]),
+            resp(&[b"\0\0\0", b"\0"]),
+            b"*1\r\n$03\r\nGET\r\n".to_vec(),
+            b"*01\r\n$4\r\nPING\r\n".to_vec(),
+            b"*2\r\n$-1\r\n".to_vec(),
+            b"*0\r\n".to_vec(),
+            b"*-1\r\n".to_vec(),
+            b"*1\r\n+GET\r\n".to_vec(),
+            b"*+1\r\n$1\r\nx\r\n".to_vec(),
+            b"*1\r$1\r\nx\r\n".to_vec(),
+            b"*1\r\n$1\rxyz".to_vec(),
+            b"*1\r\n$1\r\nxAB".to_vec(),
+            b"*1\r\n$1x\r\nx\r\n".to_vec(),
+            b"*12\r\n$1\r\nx\r\n".to_vec(),
+            b"*1\r\n$1234567890123456789\r\nx\r\n".to_vec(),
+        ];
+        let small = Limits {
+            max_bulk_len: 10,
+            max_multibulk_len: 3,
+            max_inline_len: 32,
+        };
+        let mut taken = 0;
+        for limits in [limits(), small] {
+            for (i, r) in requests.iter().enumerate() {
+                let next = &requests[(i + 1) % requests.len()];
+                let stream = [&r[..], next].concat();
+                for end in 1..=stream.len() {
+                    let buf = &stream[..end];
+                    let Some(fast) = RequestFramer::new(limits).whole_array(buf) else {
+                        continue;
+                    };
+                    taken += 1;
+                    let careful = RequestFramer::new(limits)
+                        .start_array(buf)
+                        .expect("taken by the one-pass path: valid")
+                        .expect("taken by the one-pass path: complete");
+                    let request = &buf[..careful.len];
+                    assert_eq!(fast.len, careful.len, "{buf:?}");
+                    assert_eq!(fast.argc, careful.argc, "{buf:?}");
+                    assert!(!fast.inline && !fast.quoted);
+                    let (f, c) = (fast.words(request), careful.words(request));
+                    assert_eq!((f.name, f.sub), (c.name, c.sub), "{buf:?}");
+                }
+            }
+        }
+        assert!(taken > 20, "the one-pass path took {taken} prefixes");
+    }
+
+    /// `short_length` agrees with `plain_length` on every short header.
+    #[test]
+    fn short_length_agrees_with_plain_length() {
+        const ALPHABET: [u8; 7] = [b'0', b'3', b'9', b'\r', b'\n', b'-', b'a'];
+        let mut buf = Vec::new();
+        for len in 0..=5u32 {
+            for mut code in 0..ALPHABET.len().pow(len) {
+                buf.clear();
+                buf.push(b'$');
+                for _ in 0..len {
+                    buf.push(ALPHABET[code % ALPHABET.len()]);
+                    code /= ALPHABET.len();
+                }
+                assert_eq!(
+                    crate::resp::short_length(&buf, 1),
+                    crate::resp::plain_length(&buf, 1),
+                    "{buf:?}"
+                );
             }
         }
     }

@@ -209,18 +209,19 @@ pub fn feed_requests(
     ends: &[usize],
 ) -> (Vec<Head>, End<ProtocolError>) {
     let mut framer = RequestFramer::new(limits);
-    let (heads, end) = feed(stream, ends, |b| framer.next(b), |h| h.len);
-    let heads = heads
-        .into_iter()
-        .map(|h| Head {
+    // The name and first argument are read from the request's bytes as
+    // soon as it is framed, as the session does.
+    let next = |b: &[u8]| {
+        let framed = framer.next(b)?;
+        Ok(framed.map(|h| Head {
             len: h.len,
             argc: h.argc,
-            name: h.name.as_bytes().to_vec(),
-            sub: h.sub.as_bytes().to_vec(),
+            name: h.name(&b[..h.len]).as_bytes().to_vec(),
+            sub: h.sub(&b[..h.len]).as_bytes().to_vec(),
             inline: h.inline,
-        })
-        .collect();
-    (heads, end)
+        }))
+    };
+    feed(stream, ends, next, |h| h.len)
 }
 
 /// Feeds `stream` to a fresh reply framer, one piece more at a time.
@@ -272,8 +273,8 @@ pub fn check_inline(request: &[u8]) -> Result<(), String> {
             let head = Head {
                 len: h.len,
                 argc: h.argc,
-                name: h.name.as_bytes().to_vec(),
-                sub: h.sub.as_bytes().to_vec(),
+                name: h.name(request).as_bytes().to_vec(),
+                sub: h.sub(request).as_bytes().to_vec(),
                 inline: true,
             };
             head_matches_args(&head, &args)?;

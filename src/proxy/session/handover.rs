@@ -216,11 +216,12 @@ impl Session {
                     let reply = Bytes::from(format!(
                         "-TRYAGAIN cannot reach the new master at {addr}: {e}\r\n"
                     ));
+                    let words = held.words(&self.from_client[..held.len]);
                     let special = self
                         .gate
                         .policy()
                         .commands
-                        .classify(&held.name, &held.sub)
+                        .classify(&words.name, &words.sub)
                         .special;
                     self.carry_out(held, Class::Write, special, Verdict::Reply(reply), None);
                 }

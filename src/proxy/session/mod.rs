@@ -62,6 +62,7 @@ mod state;
 #[cfg(test)]
 mod tests;
 pub mod trim;
+mod woken;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -112,6 +113,10 @@ pub struct SessionContext {
 /// Per-connection protocol state, independent of the sockets.
 struct Session {
     from_client: BytesMut,
+    /// The first `run` bytes of `from_client` are requests already admitted
+    /// and forwarded as they came, waiting to be copied to `to_backend` in
+    /// one go ([`Session::forward_run`]); zero outside `on_client_data`.
+    run: usize,
     to_backend: BytesMut,
     from_backend: BytesMut,
     to_client: BytesMut,
@@ -132,7 +137,7 @@ struct Session {
     watch: Watch,
     peer: Peer,
     stall: Stall,
-    /// Bytes at the head of `from_client` that arrived before a mastership
+    /// Bytes at the head of the unhandled requests that arrived before a mastership
     /// confirmation was requested (pipelined writes share it).
     confirmed: usize,
     /// The confirmation round the reply at the head of `from_backend` waits
@@ -175,8 +180,9 @@ pub async fn serve(
     let mut idle = IdleTimer::new(ctx.idle_timeout);
     let mut trim = trim::Trim::new();
     // Created once: a fresh `cancelled()` per iteration would register with,
-    // and leave, the token's shared waiter list on every request.
-    let mut shutdown = std::pin::pin!(shutdown.cancelled_owned());
+    // and leave, the token's shared waiter list on every request. Polled
+    // only once woken ([`woken`]): the loop turns at least once per read.
+    let mut shutdown = std::pin::pin!(woken::Woken::new(shutdown.cancelled_owned()));
     let mut backpressured = false;
 
     loop {
@@ -357,6 +363,7 @@ impl Session {
         Session {
             // Allocated when first needed (`reserve`, or the first reply).
             from_client: BytesMut::new(),
+            run: 0,
             to_backend: BytesMut::new(),
             from_backend: BytesMut::new(),
             to_client: BytesMut::new(),

@@ -2,7 +2,7 @@
 //! the Gate, and carry out the verdict (forward, answer locally, hold, or
 //! move the session), keeping the transaction and in-flight accounting.
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use tracing::debug;
 
 use crate::command::{Class, Special};
@@ -33,11 +33,12 @@ impl Session {
         }
         let policy = self.gate.policy();
         while self.lifecycle == Lifecycle::Open {
-            let head = match self.requests.next(&self.from_client) {
+            let head = match self.requests.next(&self.from_client[self.run..]) {
                 Ok(Some(head)) => head,
                 Ok(None) => break,
                 Err(e) => {
                     debug!(error = %e, "client protocol error");
+                    self.forward_run();
                     self.owe_local(e.reply());
                     self.owed.push_back(Owed::Close);
                     self.lifecycle = Lifecycle::Ending;
@@ -47,6 +48,7 @@ impl Session {
             };
             if head.argc == 0 {
                 // Ignored by the node as well: nothing to forward, nothing owed.
+                self.forward_run();
                 self.consume(head.len);
                 continue;
             }
@@ -54,15 +56,43 @@ impl Session {
                 break;
             }
         }
+        self.forward_run();
         self.settle();
+    }
+
+    /// What the client sent that is not handled yet: `from_client` less
+    /// the run of forwarded requests at its head ([`Session::forward_run`]).
+    /// The request being framed or admitted is at the head of this.
+    #[inline]
+    pub(super) fn unhandled(&self) -> &[u8] {
+        &self.from_client[self.run..]
+    }
+
+    /// Copies the run of consecutive requests forwarded as they came (the
+    /// first `run` bytes of `from_client`) to `to_backend` in one copy and
+    /// takes them off `from_client`. Measured hot path: at `-P 16` one copy
+    /// per read instead of one per request. Every other way of carrying out
+    /// a verdict calls this first, so `to_backend` keeps the client's order
+    /// and the request in hand is at the head of `from_client`; it is
+    /// called before [`Session::on_client_data`] returns, so outside it the
+    /// run is always empty.
+    #[inline]
+    pub(super) fn forward_run(&mut self) {
+        if self.run > 0 {
+            self.to_backend
+                .extend_from_slice(&self.from_client[..self.run]);
+            self.from_client.advance(self.run);
+            self.run = 0;
+        }
     }
 
     /// Puts the request at the head of `from_client` to the Gate and carries
     /// out the verdict. Returns `false` when the request is held.
     #[inline]
     pub(super) fn admit(&mut self, policy: &Policy, head: RequestHead, verified: bool) -> bool {
-        let bytes = &self.from_client[..head.len];
-        let command = policy.commands.classify(&head.name, &head.sub);
+        let bytes = &self.from_client[self.run..][..head.len];
+        let words = head.words(bytes);
+        let command = policy.commands.classify(&words.name, &words.sub);
         if self.peer == Peer::Replica {
             return self.replica_request(head, command.special);
         }
@@ -95,15 +125,18 @@ impl Session {
                 verified,
                 covered: head.len <= self.confirmed,
                 handed_over: self.handed_over,
-                buffered: self.from_client.len(),
+                buffered: self.from_client.len() - self.run,
             }),
         };
         // A write forwarded unconfirmed goes out like any other; only its
-        // reply waits for the confirmation round.
-        let (verdict, confirm) = match verdict {
-            Verdict::ForwardUnconfirmed(round) => (Verdict::Forward, Some(round)),
-            verdict => (verdict, None),
-        };
+        // reply waits for the confirmation round. (Rewritten in place rather
+        // than matched into a new pair: the verdict is not copied.)
+        let mut verdict = verdict;
+        let mut confirm = None;
+        if let Verdict::ForwardUnconfirmed(round) = verdict {
+            confirm = Some(round);
+            verdict = Verdict::Forward;
+        }
         let forwarded = matches!(verdict, Verdict::Forward);
         if counted && !forwarded {
             self.writes_out.answered(&self.gate);
@@ -123,9 +156,14 @@ impl Session {
         self.carry_out(head, command.class, special, verdict, write)
     }
 
-    /// Carries out a verdict for the request at the head of `from_client`.
-    /// `class` is the command's own class; `write` is set for a forwarded
-    /// request the Gate judged as a write.
+    /// Carries out a verdict for the request at the head of the unhandled
+    /// bytes. `class` is the command's own class; `write` is set for a
+    /// forwarded request the Gate judged as a write.
+    ///
+    /// The common case (forwarded, outside a transaction) is inlined into
+    /// [`Session::admit`], the measured hot path; everything else is
+    /// [`Session::carry_out_other`].
+    #[inline(always)]
     pub(super) fn carry_out(
         &mut self,
         head: RequestHead,
@@ -138,16 +176,31 @@ impl Session {
             && self.transaction.is_none()
             && self.watch != Watch::Broken
         {
-            // The common case, kept short: the request goes as it came.
-            self.to_backend
-                .extend_from_slice(&self.from_client[..head.len]);
+            // The request goes as it came, copied with the run it joins
+            // (`forward_run`).
             self.forwarded(&head, class, special, write);
-            self.consume(head.len);
+            self.run += head.len;
+            self.confirmed = self.confirmed.saturating_sub(head.len);
             // `Forward` owns nothing; forgetting it spares the call to the
             // enum's drop glue that the optimizer leaves in for every request.
             std::mem::forget(verdict);
             return true;
         }
+        self.carry_out_other(head, class, special, verdict, write)
+    }
+
+    /// [`Session::carry_out`] for every verdict but a plain forward outside
+    /// a transaction.
+    #[inline(never)]
+    fn carry_out_other(
+        &mut self,
+        head: RequestHead,
+        class: Class,
+        special: Special,
+        verdict: Verdict,
+        write: Option<WriteTicket>,
+    ) -> bool {
+        self.forward_run();
         match self.in_transaction(special, verdict) {
             Step::Hold(wait) => {
                 let arrived = self.from_client.len();
@@ -265,6 +318,7 @@ impl Session {
     /// denied command, no control command).
     #[cold]
     fn replica_request(&mut self, head: RequestHead, special: Special) -> bool {
+        self.forward_run();
         if special != Special::ReplConf {
             self.owe_local(Bytes::from_static(
                 b"-ERR leasegate: a replication connection carries only REPLCONF\r\n",
@@ -278,7 +332,7 @@ impl Session {
     }
 
     /// Book-keeping for a request that goes to the backend as it came.
-    #[inline]
+    #[inline(always)]
     pub(super) fn forwarded(
         &mut self,
         head: &RequestHead,
@@ -309,7 +363,7 @@ impl Session {
     fn forwarded_special(&mut self, head: &RequestHead, special: Special) {
         let expect = match special {
             Special::Auth | Special::Hello | Special::Select | Special::SetName => {
-                let request = Bytes::copy_from_slice(&self.from_client[..head.len]);
+                let request = Bytes::copy_from_slice(&self.unhandled()[..head.len]);
                 match ReplaySlot::of(special) {
                     Some(ReplaySlot::Hello) => Expect::Hello(Some(request)),
                     Some(slot) => Expect::Remember(slot, request),

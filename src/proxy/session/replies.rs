@@ -4,9 +4,8 @@
 //! mastership confirmation, which the reply waits for), and place local
 //! replies where they are owed.
 
-use bytes::Buf;
+use bytes::{Buf, Bytes};
 
-use crate::guard::verify::Ticket;
 use crate::resp::reply::{pubsub_frame, PubSubFrame, ReplyHead};
 
 use super::state::{Expect, Lifecycle, Owed, Peer, Stream, Watch, WriteTicket};
@@ -16,103 +15,165 @@ use super::Session;
 impl Session {
     /// Frames every complete backend reply and queues it (or its replacement)
     /// for the client, with local replies placed where they are owed.
+    ///
+    /// Replies that go to the client as they came are not copied one by
+    /// one: `from_backend[passed..pos]` is the run of such replies not yet
+    /// copied, copied in one go ([`Session::pass_run`]) before anything else
+    /// reaches `to_client` (a replacement, a local reply) and at the end.
+    /// Measured hot path: at `-P 16` one copy per read instead of one per
+    /// reply.
     pub(super) fn on_backend_data(&mut self) -> Result<(), crate::resp::reply::ReplyError> {
         let mut pos = 0;
+        let mut passed = 0;
         self.unconfirmed = None;
         loop {
             if self.stream == Stream::Replication {
                 // The replication stream (an RDB, WAL batches, files): as it came.
-                self.to_client.extend_from_slice(&self.from_backend[pos..]);
                 pos = self.from_backend.len();
                 break;
             }
-            if let Some(round) = self.awaited_confirmation() {
-                if pos < self.from_backend.len() {
-                    // The next reply (and all behind it) stays in
-                    // `from_backend` until the confirmation is settled.
-                    self.unconfirmed = Some(round);
+            // One look at what is owed next (measured hot path): a write
+            // forwarded unconfirmed, or a bare line, is not framed as usual.
+            match self.owed.front() {
+                Some(Owed::Reply(Expect::Write(WriteTicket {
+                    confirm: Some(round),
+                    ..
+                }))) => {
+                    // The confirmation round the next reply waits for,
+                    // while no round at or after it has finished.
+                    let round = *round;
+                    if self.gate.confirmation(round).is_none() {
+                        if pos < self.from_backend.len() {
+                            // The next reply (and all behind it) stays in
+                            // `from_backend` until the confirmation is settled.
+                            self.unconfirmed = Some(round);
+                        }
+                        break;
+                    }
                 }
-                break;
-            }
-            if matches!(self.owed.front(), Some(Owed::Reply(Expect::BareLine))) {
-                match bare_line(&self.from_backend[pos..]) {
+                Some(Owed::Reply(Expect::BareLine)) => match bare_line(&self.from_backend[pos..]) {
                     Some(len) => {
                         self.owed.pop_front();
-                        self.to_client
-                            .extend_from_slice(&self.from_backend[pos..pos + len]);
                         pos += len;
+                        self.pass_run(&mut passed, pos);
                         self.settle();
                         continue;
                     }
                     None => break,
-                }
+                },
+                _ => {}
             }
             let Some(head) = self.replies.next(&self.from_backend[pos..])? else {
                 break;
             };
             let at = pos;
             pos += head.len;
-            self.on_reply(head, at..pos);
+            self.on_reply(head, at..pos, &mut passed);
         }
+        self.pass_run(&mut passed, pos);
         self.from_backend.advance(pos);
         Ok(())
     }
 
+    /// Copies the run of replies passed as they came, `from_backend[*passed..upto]`,
+    /// to `to_client`.
     #[inline]
-    pub(super) fn on_reply(&mut self, head: ReplyHead, range: std::ops::Range<usize>) {
+    fn pass_run(&mut self, passed: &mut usize, upto: usize) {
+        if *passed < upto {
+            self.to_client
+                .extend_from_slice(&self.from_backend[*passed..upto]);
+            *passed = upto;
+        }
+    }
+
+    /// Handles the reply at `range` of `from_backend`. A reply that goes to
+    /// the client as it came joins the run `from_backend[*passed..]`;
+    /// anything else written to `to_client` first copies the run before it
+    /// and starts a new one after the reply.
+    #[inline]
+    pub(super) fn on_reply(
+        &mut self,
+        head: ReplyHead,
+        range: std::ops::Range<usize>,
+        passed: &mut usize,
+    ) {
         if !self.answers_request(&head, &range) {
-            self.to_client.extend_from_slice(&self.from_backend[range]);
             return;
         }
-        match self.owed.pop_front() {
-            Some(Owed::Reply(Expect::Write(ticket))) => self.on_write_reply(ticket, range),
-            Some(Owed::Reply(Expect::Replace(reply))) => self.to_client.extend_from_slice(&reply),
+        let (at, end) = (range.start, range.end);
+        let owed = self.owed.pop_front();
+        if let Some(Owed::Reply(Expect::Write(ticket))) = owed {
+            // A write's ticket owns nothing: forgetting it spares the call
+            // to the enum's drop glue that the optimizer leaves in for every
+            // reply (measured hot path).
+            std::mem::forget(owed);
+            if let Some(instead) = self.on_write_reply(ticket, range) {
+                self.pass_run(passed, at);
+                self.to_client.extend_from_slice(&instead);
+                *passed = end;
+            }
+        } else {
+            self.on_other_reply(owed, &head, range, passed);
+        }
+        if !matches!(self.owed.front(), None | Some(Owed::Reply(_))) {
+            // `settle` writes local replies: the run goes before them.
+            self.pass_run(passed, end);
+            self.settle();
+        }
+    }
+
+    /// [`Session::on_reply`] for what is owed but a write's reply.
+    #[inline]
+    fn on_other_reply(
+        &mut self,
+        owed: Option<Owed>,
+        head: &ReplyHead,
+        range: std::ops::Range<usize>,
+        passed: &mut usize,
+    ) {
+        let (at, end) = (range.start, range.end);
+        match owed {
+            Some(Owed::Reply(Expect::Plain)) => {}
+            Some(Owed::Reply(Expect::Replace(reply))) => {
+                self.pass_run(passed, at);
+                self.to_client.extend_from_slice(&reply);
+                *passed = end;
+            }
             Some(Owed::Reply(Expect::Heartbeat { renewed })) => {
+                self.pass_run(passed, at);
                 let report = self
                     .gate
                     .heartbeat_reply(&self.from_backend[range], renewed);
                 self.to_client.extend_from_slice(&report);
+                *passed = end;
             }
             Some(Owed::Reply(Expect::Info)) => {
+                self.pass_run(passed, at);
                 let reply = self.gate.info_reply(&self.from_backend[range]);
                 self.to_client.extend_from_slice(&reply);
+                *passed = end;
             }
-            Some(Owed::Reply(expect)) => {
-                self.on_state_reply(expect, &head, &range);
-                self.to_client.extend_from_slice(&self.from_backend[range]);
-            }
+            Some(Owed::Reply(expect)) => self.on_state_reply(expect, head, &range),
             other => {
                 // A reply nobody asked for (the queue's head is always a
                 // backend reply or empty after `settle`): pass it on.
                 if let Some(o) = other {
                     self.owed.push_front(o);
                 }
-                self.to_client.extend_from_slice(&self.from_backend[range]);
             }
         }
-        self.settle();
     }
 
-    /// The confirmation round the next reply waits for: the owed write's
-    /// at the head of the queue, forwarded unconfirmed, while no round at
-    /// or after it has finished.
-    #[inline]
-    fn awaited_confirmation(&self) -> Option<Ticket> {
-        match self.owed.front() {
-            Some(Owed::Reply(Expect::Write(WriteTicket {
-                confirm: Some(round),
-                ..
-            }))) if self.gate.confirmation(*round).is_none() => Some(*round),
-            _ => None,
-        }
-    }
-
-    /// A write's reply: counted back, and passed on only if its
+    /// A write's reply: counted back, and passed on (`None`) only if its
     /// confirmation (when it was forwarded unconfirmed) did not fail and it
-    /// came while the lease it was admitted under still held (else: unknown
-    /// outcome).
+    /// came while the lease it was admitted under still held; else the
+    /// reply to send instead (unknown outcome).
     #[inline]
-    pub(super) fn on_write_reply(&mut self, ticket: WriteTicket, range: std::ops::Range<usize>) {
+    pub(super) fn on_write_reply(
+        &mut self,
+        ticket: WriteTicket,
+        range: std::ops::Range<usize>,
+    ) -> Option<Bytes> {
         if ticket.counted {
             self.writes_out.answered(&self.gate);
         }
@@ -123,18 +184,14 @@ impl Session {
         if let Some(round) = ticket.confirm {
             if let Some(Err(refusal)) = self.gate.confirmation(round) {
                 if let Some(instead) = self.gate.unconfirmed_reply(&refusal, reply) {
-                    self.to_client.extend_from_slice(&instead);
-                    return;
+                    return Some(instead);
                 }
             }
         }
-        match ticket
+        ticket
             .term
             .and_then(|t| self.gate.acknowledgement(t, reply))
-        {
-            Some(instead) => self.to_client.extend_from_slice(instead),
-            None => self.to_client.extend_from_slice(reply),
-        }
+            .map(Bytes::from_static)
     }
 
     /// Replies that change what the session knows about the connection.

@@ -9,11 +9,12 @@
 //! increment per read: the timer is looked at only when it fires (at most
 //! once a period), never set per request.
 
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::time::{Instant, Sleep};
+
+use super::woken::Woken;
 
 /// How long a session must be quiet before its buffers are dropped.
 pub const TRIM_AFTER: Duration = Duration::from_secs(1);
@@ -29,7 +30,9 @@ pub fn take_trimmed() -> bool {
 
 /// One session's trim clock.
 pub(super) struct Trim {
-    timer: Pin<Box<Sleep>>,
+    /// Polled only once it fired ([`Woken`]): the session's loop polls it
+    /// on every turn.
+    timer: Woken<Sleep>,
     /// Reads so far, and as seen when the timer last fired.
     reads: u64,
     seen: u64,
@@ -40,7 +43,7 @@ pub(super) struct Trim {
 impl Trim {
     pub(super) fn new() -> Trim {
         Trim {
-            timer: Box::pin(tokio::time::sleep(TRIM_AFTER)),
+            timer: Woken::new(tokio::time::sleep(TRIM_AFTER)),
             reads: 0,
             seen: 0,
             trimmed: false,
@@ -54,13 +57,13 @@ impl Trim {
         if self.trimmed {
             self.trimmed = false;
             // Watch again from now (the timer was parked).
-            self.timer.as_mut().reset(Instant::now() + TRIM_AFTER);
+            self.timer.inner().reset(Instant::now() + TRIM_AFTER);
         }
     }
 
     /// Resolves when the timer fires.
     pub(super) async fn fired(&mut self) {
-        self.timer.as_mut().await
+        (&mut self.timer).await
     }
 
     /// The timer fired: whether to drop the buffers now (`quiet`: nothing
@@ -73,11 +76,11 @@ impl Trim {
             TRIMMED.store(true, Ordering::Release);
             // Parked until the next read.
             self.timer
-                .as_mut()
+                .inner()
                 .reset(Instant::now() + Duration::from_secs(24 * 3600));
             return true;
         }
-        self.timer.as_mut().reset(Instant::now() + TRIM_AFTER);
+        self.timer.inner().reset(Instant::now() + TRIM_AFTER);
         false
     }
 }
