@@ -372,3 +372,49 @@ fn the_counters_move_when_their_events_happen() {
     );
     assert_eq!(moved("leasegate_backend_connect_errors_total"), 1.0);
 }
+
+/// An idle session gives its buffers back (`leasegate_idle_buffers_released`
+/// moves once it has been quiet for one to two seconds), serves its next
+/// requests as before (the buffers grow again), and, quiet again, gives them
+/// back again: the trim timer is set anew after every release.
+#[test]
+fn an_idle_session_gives_its_buffers_back_each_time_it_goes_quiet() {
+    let redis = RedisServer::start();
+    let proxy = admin_proxy(&redis, "");
+    let released = || {
+        sample(
+            &http(proxy.admin_port(), "GET", "/metrics", None, None).1,
+            "leasegate_idle_buffers_released_total",
+        )
+        .unwrap_or_else(|| panic!("no leasegate_idle_buffers_released_total"))
+    };
+    let wait_for_release = |after: f64| {
+        let start = Instant::now();
+        while released() <= after {
+            assert!(
+                start.elapsed() < PATIENCE,
+                "the quiet session kept its buffers"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    };
+    let big = "v".repeat(256 * 1024);
+    let mut c = proxy.client();
+    for round in 0..2 {
+        // Buffers grown by a large value (reads need no lease), then quiet.
+        let mut node = redis.client();
+        assert_eq!(node.cmd(&["SET", "big", &big]), Reply::ok());
+        assert_eq!(c.cmd(&["GET", "big"]), Reply::bulk(&big));
+        let before = released();
+        wait_for_release(before);
+        // Served as before, a pipeline included.
+        for _ in 0..3 {
+            c.send(&["GET", "big"]);
+        }
+        c.send(&["PING"]);
+        for _ in 0..3 {
+            assert_eq!(c.read(), Reply::bulk(&big), "round {round}");
+        }
+        assert_eq!(c.read(), Reply::Status("PONG".into()), "round {round}");
+    }
+}

@@ -1,7 +1,8 @@
 //! The data plane's own counters, registered under `leasegate_` by the
 //! control plane: node connections that could not be opened, sessions
-//! moved to another leasegate, and clients not read from because their
-//! unsent replies passed `limits.max_client_output_bytes`.
+//! moved to another leasegate, clients not read from because their
+//! unsent replies passed `limits.max_client_output_bytes`, and idle
+//! sessions that gave their buffers back.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -23,6 +24,8 @@ pub struct ProxyMetrics {
     pub handovers: Family<HandoverResult, Counter>,
     /// Times a session stopped reading because of unsent replies.
     pub backpressure: Counter,
+    /// Times an idle session gave its buffers back ([`crate::proxy::session::trim`]).
+    pub buffers_released: Counter,
 }
 
 impl ProxyMetrics {
@@ -44,6 +47,11 @@ impl ProxyMetrics {
             "client_backpressure",
             "Times a client stopped being read because its unsent replies passed limits.max_client_output_bytes",
             self.backpressure.clone(),
+        );
+        registry.register(
+            "idle_buffers_released",
+            "Times an idle session gave its buffers back (they grow again on its next request)",
+            self.buffers_released.clone(),
         );
     }
 

@@ -287,6 +287,7 @@ pub async fn serve(
             () = trim.fired() => {
                 if trim.due(s.is_quiet()) {
                     s.drop_buffers();
+                    ctx.metrics.buffers_released.inc();
                 }
             }
             () = IdleTimer::fired(&mut idle), if idle.is_some() => {
