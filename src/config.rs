@@ -222,7 +222,8 @@ pub struct VerifyConfig {
     /// A confirmation slower than this rejects the writes waiting for it.
     #[serde(rename = "timeout_ms", with = "millis")]
     pub timeout: Duration,
-    /// Confirmation requests allowed on the wire at once. 1 (the default)
+    /// Confirmation requests allowed on the wire at once, over all session
+    /// threads' lanes (see `guard::verify`). 1 (the default)
     /// gives the largest batches; more cut the wait of writes that arrive
     /// while a round is in flight, at the cost of more controller requests.
     pub max_in_flight: usize,
