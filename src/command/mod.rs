@@ -99,13 +99,14 @@ pub struct Classified<'t> {
 /// `COMMAND` flags and the config. Immutable once built; a reload builds a new one.
 #[derive(Debug, Clone, Default)]
 pub struct CommandTable {
-    entries: FastMap<Entry>,
-    /// The entries of names up to 8 bytes (nearly every command) again,
-    /// keyed by the name's bytes as one integer: looked up first, with one
-    /// multiply for a hash and one integer compare, where the byte-keyed
-    /// map hashes byte by byte and compares with `memcmp` (callgrind put
-    /// that at a tenth of a pipelined request's instructions).
+    /// Names of up to 8 bytes (nearly every command), keyed by the name's
+    /// bytes as one integer ([`Name::short_key`]): one multiply for a hash
+    /// and one integer compare, where a byte-keyed map hashes byte by byte
+    /// and compares with `memcmp` (callgrind put that at a tenth of a
+    /// pipelined request's instructions).
     short: HashMap<u64, Entry, BuildHasherDefault<WordHash>>,
+    /// Every other name, by its lowercase bytes.
+    long: FastMap<Entry>,
 }
 
 /// Hashes one `u64` key with a multiply and a fold (keys are short names;
@@ -141,6 +142,11 @@ pub fn is_builtin(name: &str) -> bool {
 impl CommandTable {
     /// The built-in table alone.
     pub fn builtin() -> CommandTable {
+        CommandTable::indexed(CommandTable::builtin_entries())
+    }
+
+    /// [`CommandTable::builtin`]'s entries, by lowercase name.
+    fn builtin_entries() -> FastMap<Entry> {
         let mut entries = FastMap::default();
         for (name, class) in table::COMMANDS {
             entries.insert(
@@ -181,23 +187,23 @@ impl CommandTable {
                 },
             }
         }
-        CommandTable::indexed(entries)
+        entries
     }
 
     /// The table leasegate runs with: built-in, then `learned` (commands the
     /// backend flags `write`, and commands it knows that the table does not),
     /// then the config's class overrides and deny list.
     pub fn build(config: &CommandsConfig, learned: &[LearnedCommand]) -> CommandTable {
-        let mut t = CommandTable::builtin();
+        let mut entries = CommandTable::builtin_entries();
         for l in learned {
             let key = l.name.to_ascii_lowercase().into_bytes().into_boxed_slice();
-            match t.entries.get_mut(&key) {
+            match entries.get_mut(&key) {
                 Some(entry) if l.class == Class::Write && entry.class == Class::Read => {
                     entry.class = Class::Write;
                 }
                 Some(_) => {}
                 None => {
-                    t.entries.insert(
+                    entries.insert(
                         key,
                         Entry {
                             class: l.class,
@@ -211,7 +217,7 @@ impl CommandTable {
         }
         for (name, class) in &config.classes {
             let key = name.to_ascii_lowercase().into_bytes().into_boxed_slice();
-            let entry = t.entries.entry(key).or_insert(Entry {
+            let entry = entries.entry(key).or_insert(Entry {
                 class: Class::Write,
                 denied: None,
                 special: Special::None,
@@ -228,8 +234,7 @@ impl CommandTable {
             let reply = Bytes::from(format!(
                 "-ERR command '{lower}' is disabled by leasegate\r\n"
             ));
-            let entry = t
-                .entries
+            let entry = entries
                 .entry(lower.into_bytes().into_boxed_slice())
                 .or_insert(Entry {
                     class: Class::Write,
@@ -239,16 +244,19 @@ impl CommandTable {
                 });
             entry.denied = Some(reply);
         }
-        CommandTable::indexed(t.entries)
+        CommandTable::indexed(entries)
     }
 
-    /// The table with its index of short names.
+    /// The table, each name in the map it is looked up in.
     fn indexed(entries: FastMap<Entry>) -> CommandTable {
-        let short = entries
-            .iter()
-            .filter_map(|(name, entry)| Some((Name::new(name).short_key()?, entry.clone())))
-            .collect();
-        CommandTable { entries, short }
+        let mut table = CommandTable::default();
+        for (name, entry) in entries {
+            match Name::new(&name).short_key() {
+                Some(key) => table.short.insert(key, entry),
+                None => table.long.insert(name, entry),
+            };
+        }
+        table
     }
 
     /// Classifies a request by its command name and first argument, as the
@@ -291,7 +299,7 @@ impl CommandTable {
     /// path keeps no name buffer on its stack.
     #[inline(never)]
     fn long_entry(&self, name: &[u8]) -> Option<&Entry> {
-        self.entries.get(Name::new(name).as_bytes())
+        self.long.get(Name::new(name).as_bytes())
     }
 }
 
