@@ -5,7 +5,7 @@
 use bytes::{Buf, Bytes};
 use tracing::debug;
 
-use crate::command::{Class, Special};
+use crate::command::{Class, LastLookup, Special};
 use crate::guard::gate::{Admission, Answer, Effect, Gate, Policy, Verdict, Wait};
 use crate::resp::request::{arguments, RequestHead};
 
@@ -32,6 +32,7 @@ impl Session {
             return; // framing resumes when the held request is released
         }
         let policy = self.gate.policy();
+        let mut last = LastLookup::default();
         while self.lifecycle == Lifecycle::Open {
             let head = match self.requests.next(&self.from_client[self.run..]) {
                 Ok(Some(head)) => head,
@@ -52,7 +53,7 @@ impl Session {
                 self.consume(head.len);
                 continue;
             }
-            if !self.admit(&policy, head, false) {
+            if !self.admit(&policy, &mut last, head, false) {
                 break;
             }
         }
@@ -87,12 +88,21 @@ impl Session {
     }
 
     /// Puts the request at the head of `from_client` to the Gate and carries
-    /// out the verdict. Returns `false` when the request is held.
+    /// out the verdict. Returns `false` when the request is held. `last`
+    /// remembers the command looked up before, in `policy`'s table.
     #[inline]
-    pub(super) fn admit(&mut self, policy: &Policy, head: RequestHead, verified: bool) -> bool {
+    pub(super) fn admit<'p>(
+        &mut self,
+        policy: &'p Policy,
+        last: &mut LastLookup<'p>,
+        head: RequestHead,
+        verified: bool,
+    ) -> bool {
         let bytes = &self.from_client[self.run..][..head.len];
         let words = head.words(bytes);
-        let command = policy.commands.classify(&words.name, &words.sub);
+        let command = policy
+            .commands
+            .classify_after(&words.name, &words.sub, last);
         if self.peer == Peer::Replica {
             return self.replica_request(head, command.special);
         }
@@ -276,7 +286,10 @@ impl Session {
         // The old place in the pause buffer is given up before asking again.
         drop(held.wait);
         let admitted = match outcome {
-            Ok(()) => self.admit(&self.gate.policy(), held.head, verified),
+            Ok(()) => {
+                let policy = self.gate.policy();
+                self.admit(&policy, &mut LastLookup::default(), held.head, verified)
+            }
             Err(reply) => self.carry_out(
                 held.head,
                 held.class,
