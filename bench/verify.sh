@@ -26,6 +26,8 @@
 #   BENCH_CLIENTS        -c (default 50)
 #   BENCH_CONTROLLER_DELAY_MS  the fake controller's delay per answer (default 1)
 #   BENCH_VERIFY_MAX_IN_FLIGHT  verify.max_in_flight of both verified targets (default 4)
+#   BENCH_VERIFY_THREADS        `threads` (session threads, each a verification lane) of the
+#                        verified targets (default 0: one per CPU; leasegate-off keeps the default)
 #   BENCH_QUICK=1        smoke test: tiny -n, 1 round
 #   LEASEGATE_BIN        use this prebuilt leasegate binary instead of `cargo build --release`
 #   LEASEGATE_BASE_BIN   also run "verify-ack-base": verify-ack with this binary (e.g. a build
@@ -67,6 +69,7 @@ OUT_MD=${BENCH_OUT:-$REPO_ROOT/bench/out/verify.md}
 OUT_RAW=${OUT_MD%.md}-raw.csv
 NODE_ID=0123456789abcdef0123456789abcdef01234567
 MAX_IN_FLIGHT=${BENCH_VERIFY_MAX_IN_FLIGHT:-4}
+VERIFY_THREADS=${BENCH_VERIFY_THREADS:-0}
 declare -A ADMIN_PORT=()
 
 requests_for_depth() {
@@ -107,6 +110,7 @@ start_leasegate_verify() { # NAME HOLD
     free_port admin
     ADMIN_PORT[$name]=$admin
     start_leasegate "$name" "node_id: $NODE_ID
+threads: $VERIFY_THREADS
 verify:
   mode: every-write
   hold: $hold
@@ -275,7 +279,7 @@ fi
     echo "Controller: bench/fake_controller.rs (tests/support/controller.rs as a process: a thread per" \
         "connection, HTTP/1.1 keep-alive, TCP_NODELAY) sleeping" \
         "**$DELAY_MS ms** before each cluster answer. Both verified targets: verify.max_in_flight" \
-        "**$MAX_IN_FLIGHT**, timeout_ms 500, controller poll_interval_ms/ttl_ms 3600000 (so only" \
+        "**$MAX_IN_FLIGHT**, threads **$VERIFY_THREADS** (0: one per CPU), timeout_ms 500, controller poll_interval_ms/ttl_ms 3600000 (so only" \
         "verification rounds reach the controller during the runs); verify-request has" \
         "verify.hold request, verify-ack verify.hold acknowledgement."
     echo "Host: $(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p;T;q' /proc/cpuinfo))," \
