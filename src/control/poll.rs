@@ -14,7 +14,7 @@
 //! * the controller is unreachable or answers an error → nothing happens: the
 //!   lease simply runs out, which is the point.
 //!
-//! Non-leader controllers answer `307` to the leader; up to [`MAX_REDIRECTS`]
+//! Non-leader controllers answer `307` to the leader; up to [`MAX_REDIRECTS`](crate::kvrocks::controller::MAX_REDIRECTS)
 //! hops are followed. Safe only if `ttl_ms` + margin stays below the
 //! controller's failure detection time; [`crate::config::Config::warnings`]
 //! says so at start-up.
