@@ -142,7 +142,7 @@ impl Session {
         // reply waits for the confirmation round. A forward is carried out
         // here without moving the verdict (measured hot path: two copies
         // of the enum per request before); every other verdict goes to
-        // `carry_out_other`.
+        // `carry_out`.
         let confirm = match verdict {
             Verdict::Forward => None,
             Verdict::ForwardUnconfirmed(round) => Some(round),
@@ -150,7 +150,7 @@ impl Session {
                 if counted {
                     self.writes_out.answered(&self.gate);
                 }
-                return self.carry_out_other(head, command.class, special, verdict, None);
+                return self.carry_out(head, command.class, special, verdict, None);
             }
         };
         // Both forwards own nothing: forgetting the verdict spares the call
@@ -171,27 +171,10 @@ impl Session {
         self.carry_out_forward(head, command.class, special, write)
     }
 
-    /// Carries out a verdict for the request at the head of the unhandled
-    /// bytes. `class` is the command's own class; `write` is set for a
-    /// forwarded request the Gate judged as a write.
-    pub(super) fn carry_out(
-        &mut self,
-        head: RequestHead,
-        class: Class,
-        special: Special,
-        verdict: Verdict,
-        write: Option<WriteTicket>,
-    ) -> bool {
-        if matches!(verdict, Verdict::Forward) {
-            return self.carry_out_forward(head, class, special, write);
-        }
-        self.carry_out_other(head, class, special, verdict, write)
-    }
-
     /// Carries out a forward. The common case (outside a transaction) is
     /// inlined into [`Session::admit`], the measured hot path: the request
     /// goes as it came, copied with the run it joins (`forward_run`);
-    /// everything else is [`Session::carry_out_other`].
+    /// everything else is [`Session::carry_out`].
     #[inline(always)]
     fn carry_out_forward(
         &mut self,
@@ -206,13 +189,16 @@ impl Session {
             self.confirmed = self.confirmed.saturating_sub(head.len);
             return true;
         }
-        self.carry_out_other(head, class, special, Verdict::Forward, write)
+        self.carry_out(head, class, special, Verdict::Forward, write)
     }
 
-    /// [`Session::carry_out`] for every verdict but a plain forward outside
-    /// a transaction.
+    /// Carries out a verdict for the request at the head of the unhandled
+    /// bytes, any verdict (a plain forward outside a transaction takes
+    /// [`Session::carry_out_forward`] from `admit`). `class` is the
+    /// command's own class; `write` is set for a forwarded request the Gate
+    /// judged as a write.
     #[inline(never)]
-    fn carry_out_other(
+    pub(super) fn carry_out(
         &mut self,
         head: RequestHead,
         class: Class,
