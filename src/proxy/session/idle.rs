@@ -12,7 +12,9 @@
 //! Cheap on the hot path: an interaction stores one clock reading; the
 //! timer is set again only when it fires.
 
+use std::future::Future;
 use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::time::{Instant, Sleep};
@@ -47,11 +49,11 @@ impl IdleTimer {
         }
     }
 
-    /// Resolves when the timer fires; never without a timeout.
-    pub(super) async fn fired(this: &mut Option<IdleTimer>) {
+    /// Ready when the timer fires; never without a timeout.
+    pub(super) fn poll_fired(this: &mut Option<IdleTimer>, cx: &mut Context<'_>) -> Poll<()> {
         match this {
-            Some(t) => t.timer.as_mut().await,
-            None => std::future::pending().await,
+            Some(t) => t.timer.as_mut().poll(cx),
+            None => Poll::Pending,
         }
     }
 

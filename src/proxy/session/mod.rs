@@ -68,7 +68,11 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
+
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
@@ -84,6 +88,7 @@ use reading::DISCARD;
 use state::{
     Expect, Held, Lifecycle, Owed, Peer, Stall, Stream, Transaction, Watch, WriteTicket, WritesOut,
 };
+use woken::WokenRead;
 
 /// Stop reading from the client while this much is queued for the backend.
 const HIGH_WATER: usize = 4 * 1024 * 1024;
@@ -157,10 +162,43 @@ struct Session {
     lifecycle: Lifecycle,
 }
 
+/// What the session's loop was woken for: the first source found ready, in
+/// the order [`serve`] polls them.
+enum Event {
+    /// Replies went to the client (or the write failed).
+    ClientWrote(std::io::Result<usize>),
+    /// Requests went to the node (or the write failed).
+    BackendWrote(std::io::Result<usize>),
+    /// The node sent something (`Ok(0)`: it closed).
+    BackendRead(std::io::Result<usize>),
+    /// The connection opened ahead of a hand-over is ready (or failed).
+    Opened(Result<TcpStream, crate::proxy::backend::BackendError>),
+    /// The held request's wait ended.
+    Released(Result<(), Bytes>),
+    /// The confirmation the head reply waits for was settled, either way.
+    Confirmed,
+    /// The client sent something (`Ok(0)`: it closed).
+    ClientRead(std::io::Result<usize>),
+    /// The trim timer fired.
+    Trim,
+    /// The idle timer fired.
+    Idle,
+    /// The proxy drains (SIGTERM).
+    Drain,
+}
+
 /// Runs one client connection to completion.
+///
+/// The loop polls its sources itself, in a fixed order (writes first, the
+/// client's requests after the node's replies, the drain signal last), and
+/// handles the first one ready. Measured hot path: this replaced
+/// `tokio::select!`, which built, polled and dropped ten branch futures on
+/// every turn, and polled both sockets' read sides on every turn although
+/// at most one was woken ([`WokenRead`]). Callgrind, SET at `-P 1`: 4,873
+/// → 4,362 instructions per request; at `-P 16`: 942 → 910.
 pub async fn serve(
     mut client: TcpStream,
-    backend: TcpStream,
+    mut backend: TcpStream,
     ctx: Arc<SessionContext>,
     shutdown: CancellationToken,
 ) {
@@ -171,8 +209,8 @@ pub async fn serve(
     {
         s.peer = Peer::Trusted;
     }
-    let (mut client_rx, mut client_tx) = client.split();
-    let (mut backend_rx, mut backend_tx) = backend.into_split();
+    let mut client_read = WokenRead::default();
+    let mut backend_read = WokenRead::default();
     let mut client_eof = false;
     let mut backend_eof = false;
     let mut draining = false;
@@ -182,7 +220,7 @@ pub async fn serve(
     // Created once: a fresh `cancelled()` per iteration would register with,
     // and leave, the token's shared waiter list on every request. Polled
     // only once woken ([`woken`]): the loop turns at least once per read.
-    let mut shutdown = std::pin::pin!(woken::Woken::new(shutdown.cancelled_owned()));
+    let mut shutdown = woken::Woken::new(shutdown.cancelled_owned());
     let mut backpressured = false;
 
     loop {
@@ -199,7 +237,8 @@ pub async fn serve(
             {
                 Some(stream) => {
                     ctx.metrics.handover(true);
-                    (backend_rx, backend_tx) = stream.into_split();
+                    backend = stream;
+                    backend_read = WokenRead::default();
                     backend_eof = false;
                     s.on_client_data();
                 }
@@ -216,6 +255,7 @@ pub async fn serve(
         let opening = matches!(preconnect, Some(Preconnect::Opening(..)));
         let read_client = !(client_eof || draining) && s.wants_requests();
         let holding = matches!(s.stall, Stall::Held(_));
+        let confirming = s.unconfirmed.is_some();
         let read_backend = !backend_eof && s.to_client.len() + s.unconfirmed_bytes() < s.max_output;
         if !backend_eof && read_backend == backpressured {
             // Entering (or leaving) backpressure: counted once per stall.
@@ -229,87 +269,130 @@ pub async fn serve(
             reserve(&mut s.from_backend);
         }
 
-        // The two waits on the Gate are async blocks, built for nothing
-        // until polled: a wait future built (and dropped) on every turn
-        // while disabled cost ~100 instructions a request at `-P 1`.
-        let held = s.stall.wait();
-        let confirming = s.unconfirmed.unwrap_or(Ticket::NONE);
+        let event = {
+            // The two waits on the Gate are async blocks, built for nothing
+            // and polled only while enabled: a wait future built (and
+            // dropped) on every turn cost ~100 instructions a request at `-P 1`.
+            let held = s.stall.wait();
+            let round = s.unconfirmed.unwrap_or(Ticket::NONE);
+            let mut released = std::pin::pin!(async { ctx.gate.wait(held).await });
+            let mut confirmed =
+                std::pin::pin!(async { ctx.gate.wait(&Wait::Verification(round)).await });
+            std::future::poll_fn(|cx| {
+                // `poll_write` (one `send`) rather than `write_buf`, which
+                // tokio makes a `writev` through the VFS layers: the buffers
+                // are contiguous anyway.
+                if !s.to_client.is_empty() {
+                    if let Poll::Ready(r) = Pin::new(&mut client).poll_write(cx, &s.to_client) {
+                        return Poll::Ready(Event::ClientWrote(r));
+                    }
+                }
+                if !s.to_backend.is_empty() {
+                    if let Poll::Ready(r) = Pin::new(&mut backend).poll_write(cx, &s.to_backend) {
+                        return Poll::Ready(Event::BackendWrote(r));
+                    }
+                }
+                if read_backend {
+                    if let Poll::Ready(r) =
+                        backend_read.poll_read(cx, &mut backend, &mut s.from_backend)
+                    {
+                        return Poll::Ready(Event::BackendRead(r));
+                    }
+                }
+                if opening {
+                    if let Some(Preconnect::Opening(_, connecting)) = preconnect.as_mut() {
+                        if let Poll::Ready(r) = connecting.as_mut().poll(cx) {
+                            return Poll::Ready(Event::Opened(r));
+                        }
+                    }
+                }
+                if holding {
+                    if let Poll::Ready(r) = released.as_mut().poll(cx) {
+                        return Poll::Ready(Event::Released(r));
+                    }
+                }
+                if confirming && confirmed.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Event::Confirmed);
+                }
+                if read_client {
+                    if let Poll::Ready(r) =
+                        client_read.poll_read(cx, &mut client, &mut s.from_client)
+                    {
+                        return Poll::Ready(Event::ClientRead(r));
+                    }
+                }
+                if trim.poll_fired(cx).is_ready() {
+                    return Poll::Ready(Event::Trim);
+                }
+                if IdleTimer::poll_fired(&mut idle, cx).is_ready() {
+                    return Poll::Ready(Event::Idle);
+                }
+                // Last: polled only when nothing else is ready.
+                if !draining && Pin::new(&mut shutdown).poll(cx).is_ready() {
+                    return Poll::Ready(Event::Drain);
+                }
+                Poll::Pending
+            })
+            .await
+        };
 
-        tokio::select! {
-            biased;
-            // `write` (one `send`) rather than `write_buf`, which tokio makes a
-            // `writev` through the VFS layers: the buffers are contiguous anyway.
-            r = client_tx.write(&s.to_client), if !s.to_client.is_empty() => match r {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    s.to_client.advance(n);
+        match event {
+            Event::ClientWrote(Ok(0) | Err(_)) | Event::BackendWrote(Ok(0) | Err(_)) => break,
+            Event::ClientWrote(Ok(n)) => {
+                s.to_client.advance(n);
+                IdleTimer::interaction(&mut idle);
+            }
+            Event::BackendWrote(Ok(n)) => s.to_backend.advance(n),
+            Event::BackendRead(Ok(0) | Err(_)) => backend_eof = true,
+            Event::BackendRead(Ok(_)) => {
+                trim.activity();
+                if let Err(e) = s.on_backend_data() {
+                    debug!(error = %e, "closing session");
+                    break;
+                }
+                if send_now(&mut s.to_client, |b| client.try_write(b)) {
                     IdleTimer::interaction(&mut idle);
                 }
-            },
-            r = backend_tx.write(&s.to_backend), if !s.to_backend.is_empty() => match r {
-                Ok(0) | Err(_) => break,
-                Ok(n) => s.to_backend.advance(n),
-            },
-            r = backend_rx.read_buf(&mut s.from_backend), if read_backend => match r {
-                Ok(0) | Err(_) => backend_eof = true,
-                Ok(_) => {
-                    trim.activity();
-                    if let Err(e) = s.on_backend_data() {
-                        debug!(error = %e, "closing session");
-                        break;
-                    }
-                    if send_now(&mut s.to_client, |b| client_tx.try_write(b)) {
-                        IdleTimer::interaction(&mut idle);
-                    }
-                }
-            },
-            r = async {
-                match preconnect.as_mut() {
-                    Some(Preconnect::Opening(_, connecting)) => connecting.as_mut().await,
-                    _ => std::future::pending().await,
-                }
-            }, if opening => Preconnect::opened(&mut preconnect, r),
-            r = async { ctx.gate.wait(held).await }, if holding => {
-                s.release(r);
             }
-            _ = async { ctx.gate.wait(&Wait::Verification(confirming)).await },
-                if s.unconfirmed.is_some() => {
+            Event::Opened(r) => Preconnect::opened(&mut preconnect, r),
+            Event::Released(r) => s.release(r),
+            Event::Confirmed => {
                 // Settled either way: the replies behind it go on.
                 if let Err(e) = s.on_backend_data() {
                     debug!(error = %e, "closing session");
                     break;
                 }
             }
-            r = client_rx.read_buf(&mut s.from_client), if read_client => match r {
-                Ok(0) | Err(_) => client_eof = true,
-                Ok(_) => {
-                    trim.activity();
-                    let buffered = s.from_client.len();
-                    s.on_client_data();
-                    if s.from_client.len() < buffered {
-                        IdleTimer::interaction(&mut idle); // a complete request
-                    }
-                    send_now(&mut s.to_backend, |b| backend_tx.try_write(b));
-                    send_now(&mut s.to_client, |b| client_tx.try_write(b));
+            Event::ClientRead(Ok(0) | Err(_)) => client_eof = true,
+            Event::ClientRead(Ok(_)) => {
+                trim.activity();
+                let buffered = s.from_client.len();
+                s.on_client_data();
+                if s.from_client.len() < buffered {
+                    IdleTimer::interaction(&mut idle); // a complete request
                 }
-            },
-            () = trim.fired() => {
+                send_now(&mut s.to_backend, |b| backend.try_write(b));
+                send_now(&mut s.to_client, |b| client.try_write(b));
+            }
+            Event::Trim => {
                 if trim.due(s.is_quiet()) {
                     s.drop_buffers();
                     ctx.metrics.buffers_released.inc();
                 }
             }
-            () = IdleTimer::fired(&mut idle), if idle.is_some() => {
-                if idle.as_mut().is_some_and(|t| t.expired(s.waits_on_client_only())) {
+            Event::Idle => {
+                if idle
+                    .as_mut()
+                    .is_some_and(|t| t.expired(s.waits_on_client_only()))
+                {
                     debug!("closing an idle client");
                     break;
                 }
             }
-            // Last: polled only when nothing else is ready.
-            _ = &mut shutdown, if !draining => draining = true,
+            Event::Drain => draining = true,
         }
     }
-    let _ = client_tx.shutdown().await;
+    let _ = client.shutdown().await;
 }
 
 /// Sends what is queued at once if the socket takes it (it usually does),

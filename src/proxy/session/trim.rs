@@ -9,7 +9,10 @@
 //! increment per read: the timer is looked at only when it fires (at most
 //! once a period), never set per request.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::time::{Instant, Sleep};
@@ -61,9 +64,10 @@ impl Trim {
         }
     }
 
-    /// Resolves when the timer fires.
-    pub(super) async fn fired(&mut self) {
-        (&mut self.timer).await
+    /// Ready when the timer fires.
+    #[inline]
+    pub(super) fn poll_fired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        Pin::new(&mut self.timer).poll(cx)
     }
 
     /// The timer fired: whether to drop the buffers now (`quiet`: nothing
