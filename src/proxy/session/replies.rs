@@ -70,8 +70,15 @@ impl Session {
             pos += head.len;
             self.on_reply(head, at..pos, &mut passed);
         }
-        self.pass_run(&mut passed, pos);
-        self.from_backend.advance(pos);
+        if passed == 0 && pos > 0 && pos == self.from_backend.len() && self.to_client.is_empty() {
+            // Every reply read went as it came and nothing waits to go to
+            // the client: the two buffers trade places instead of a copy
+            // (measured hot path, as for requests: `forward_whole_or_run`).
+            std::mem::swap(&mut self.from_backend, &mut self.to_client);
+        } else {
+            self.pass_run(&mut passed, pos);
+            self.from_backend.advance(pos);
+        }
         Ok(())
     }
 

@@ -437,3 +437,37 @@ fn only_a_client_owed_nothing_can_be_idle() {
     node(&mut s, b"+OK\r\n");
     assert!(!s.waits_on_client_only(), "monitoring");
 }
+
+/// Requests and replies that go as they came keep their order whether the
+/// buffers trade places (nothing waited to be sent) or the run is copied
+/// behind what still waits, and an incomplete frame stays behind.
+#[test]
+fn what_passes_as_it_came_keeps_its_order_with_or_without_a_copy() {
+    let (_clock, _gate, mut s) = session(LeaseMode::Disabled);
+    let [a, b, c, d] = ["a", "b", "c", "d"].map(|k| resp(&["GET", k]));
+    client(&mut s, &[&["GET", "a"], &["GET", "b"]]);
+    assert!(s.from_client.is_empty(), "everything forwarded");
+    // Not yet taken by the node: the next read goes behind it.
+    s.from_client.extend_from_slice(&c);
+    s.from_client.extend_from_slice(&d[..d.len() - 3]);
+    s.on_client_data();
+    assert_eq!(to_node(&mut s), [&a[..], &b[..], &c[..]].concat());
+    assert_eq!(
+        &s.from_client[..],
+        &d[..d.len() - 3],
+        "the incomplete request waits"
+    );
+    s.from_client.extend_from_slice(&d[d.len() - 3..]);
+    s.on_client_data();
+    assert_eq!(to_node(&mut s), d);
+    assert!(s.from_client.is_empty());
+
+    node(&mut s, b"$1\r\nA\r\n$1\r\nB\r\n");
+    assert!(s.from_backend.is_empty(), "everything passed");
+    node(&mut s, b"$1\r\nC\r\n$1\r\n");
+    assert_eq!(to_client(&mut s), b"$1\r\nA\r\n$1\r\nB\r\n$1\r\nC\r\n");
+    assert_eq!(&s.from_backend[..], b"$1\r\n", "the incomplete reply waits");
+    node(&mut s, b"D\r\n");
+    assert_eq!(to_client(&mut s), b"$1\r\nD\r\n");
+    assert!(s.owed.is_empty(), "every request answered once");
+}
