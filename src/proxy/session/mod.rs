@@ -165,20 +165,20 @@ struct Session {
 /// What the session's loop was woken for: the first source found ready, in
 /// the order [`serve`] polls them.
 enum Event {
-    /// Replies went to the client (or the write failed).
-    ClientWrote(std::io::Result<usize>),
-    /// Requests went to the node (or the write failed).
-    BackendWrote(std::io::Result<usize>),
-    /// The node sent something (`Ok(0)`: it closed).
-    BackendRead(std::io::Result<usize>),
+    /// Replies went to the client (`None`: the write failed).
+    ClientWrote(Option<usize>),
+    /// Requests went to the node (`None`: the write failed).
+    BackendWrote(Option<usize>),
+    /// The node sent this many bytes (`None`: it closed, or the read failed).
+    BackendRead(Option<usize>),
     /// The connection opened ahead of a hand-over is ready (or failed).
     Opened(Result<TcpStream, crate::proxy::backend::BackendError>),
     /// The held request's wait ended.
     Released(Result<(), Bytes>),
     /// The confirmation the head reply waits for was settled, either way.
     Confirmed,
-    /// The client sent something (`Ok(0)`: it closed).
-    ClientRead(std::io::Result<usize>),
+    /// The client sent this many bytes (`None`: it closed, or the read failed).
+    ClientRead(Option<usize>),
     /// The trim timer fired.
     Trim,
     /// The idle timer fired.
@@ -284,19 +284,19 @@ pub async fn serve(
                 // are contiguous anyway.
                 if !s.to_client.is_empty() {
                     if let Poll::Ready(r) = Pin::new(&mut client).poll_write(cx, &s.to_client) {
-                        return Poll::Ready(Event::ClientWrote(r));
+                        return Poll::Ready(Event::ClientWrote(transferred(r)));
                     }
                 }
                 if !s.to_backend.is_empty() {
                     if let Poll::Ready(r) = Pin::new(&mut backend).poll_write(cx, &s.to_backend) {
-                        return Poll::Ready(Event::BackendWrote(r));
+                        return Poll::Ready(Event::BackendWrote(transferred(r)));
                     }
                 }
                 if read_backend {
                     if let Poll::Ready(r) =
                         backend_read.poll_read(cx, &mut backend, &mut s.from_backend)
                     {
-                        return Poll::Ready(Event::BackendRead(r));
+                        return Poll::Ready(Event::BackendRead(transferred(r)));
                     }
                 }
                 if opening {
@@ -318,7 +318,7 @@ pub async fn serve(
                     if let Poll::Ready(r) =
                         client_read.poll_read(cx, &mut client, &mut s.from_client)
                     {
-                        return Poll::Ready(Event::ClientRead(r));
+                        return Poll::Ready(Event::ClientRead(transferred(r)));
                     }
                 }
                 if trim.poll_fired(cx).is_ready() {
@@ -337,14 +337,14 @@ pub async fn serve(
         };
 
         match event {
-            Event::ClientWrote(Ok(0) | Err(_)) | Event::BackendWrote(Ok(0) | Err(_)) => break,
-            Event::ClientWrote(Ok(n)) => {
+            Event::ClientWrote(None) | Event::BackendWrote(None) => break,
+            Event::ClientWrote(Some(n)) => {
                 s.to_client.advance(n);
                 IdleTimer::interaction(&mut idle);
             }
-            Event::BackendWrote(Ok(n)) => s.to_backend.advance(n),
-            Event::BackendRead(Ok(0) | Err(_)) => backend_eof = true,
-            Event::BackendRead(Ok(_)) => {
+            Event::BackendWrote(Some(n)) => s.to_backend.advance(n),
+            Event::BackendRead(None) => backend_eof = true,
+            Event::BackendRead(Some(_)) => {
                 trim.activity();
                 if let Err(e) = s.on_backend_data() {
                     debug!(error = %e, "closing session");
@@ -363,8 +363,8 @@ pub async fn serve(
                     break;
                 }
             }
-            Event::ClientRead(Ok(0) | Err(_)) => client_eof = true,
-            Event::ClientRead(Ok(_)) => {
+            Event::ClientRead(None) => client_eof = true,
+            Event::ClientRead(Some(_)) => {
                 trim.activity();
                 let buffered = s.from_client.len();
                 s.on_client_data();
@@ -393,6 +393,16 @@ pub async fn serve(
         }
     }
     let _ = client.shutdown().await;
+}
+
+/// Bytes a read or write moved; `None` for the end of the stream, a write
+/// the socket took nothing of, or an error, all of which end that direction
+/// (the error itself is of no use: the peer is gone). No error is kept in
+/// the loop's [`Event`], which so needs no drop glue on every turn (~25
+/// instructions a turn).
+#[inline]
+fn transferred(r: std::io::Result<usize>) -> Option<usize> {
+    r.ok().filter(|&n| n > 0)
 }
 
 /// Sends what is queued at once if the socket takes it (it usually does),
