@@ -65,13 +65,12 @@ pub mod trim;
 mod woken;
 
 use std::collections::VecDeque;
-use std::sync::Arc;
-
-use bytes::{Buf, Bytes, BytesMut};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::Poll;
 
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
