@@ -54,6 +54,7 @@
 //! back home) once every reply owed by the old one has arrived, replaying
 //! AUTH, HELLO, SELECT and CLIENT SETNAME first.
 
+mod driver;
 mod handover;
 mod idle;
 mod reading;
@@ -65,36 +66,28 @@ pub mod trim;
 mod woken;
 
 use std::collections::VecDeque;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
-use tracing::debug;
 
 use crate::guard::gate::{Gate, Wait};
 use crate::guard::verify::Ticket;
 use crate::resp::reply::ReplyFramer;
 use crate::resp::request::{Limits, RequestFramer};
-use handover::{Preconnect, Replay};
-use idle::IdleTimer;
+use driver::Driver;
+use handover::Replay;
 #[cfg(test)]
 use reading::DISCARD;
 use state::{
     Expect, Held, Lifecycle, Owed, Peer, Stall, Stream, Transaction, Watch, WriteTicket, WritesOut,
 };
-use woken::WokenRead;
 
 /// Stop reading from the client while this much is queued for the backend.
 const HIGH_WATER: usize = 4 * 1024 * 1024;
-/// Read buffers grow by at least this much.
-const READ_CHUNK: usize = 16 * 1024;
 
-/// Stands in for the wait of a session that holds nothing (that select branch is disabled).
+/// Stands in for the wait of a session that holds nothing (that source is not polled).
 const NO_WAIT: Wait = Wait::Verification(Ticket::NONE);
 
 /// What a session needs from the proxy.
@@ -161,43 +154,10 @@ struct Session {
     lifecycle: Lifecycle,
 }
 
-/// What the session's loop was woken for: the first source found ready, in
-/// the order [`serve`] polls them.
-enum Event {
-    /// Replies went to the client (`None`: the write failed).
-    ClientWrote(Option<usize>),
-    /// Requests went to the node (`None`: the write failed).
-    BackendWrote(Option<usize>),
-    /// The node sent this many bytes (`None`: it closed, or the read failed).
-    BackendRead(Option<usize>),
-    /// The connection opened ahead of a hand-over is ready (or failed).
-    Opened(Result<TcpStream, crate::proxy::backend::BackendError>),
-    /// The held request's wait ended.
-    Released(Result<(), Bytes>),
-    /// The confirmation the head reply waits for was settled, either way.
-    Confirmed,
-    /// The client sent this many bytes (`None`: it closed, or the read failed).
-    ClientRead(Option<usize>),
-    /// The trim timer fired.
-    Trim,
-    /// The idle timer fired.
-    Idle,
-    /// The proxy drains (SIGTERM).
-    Drain,
-}
-
-/// Runs one client connection to completion.
-///
-/// The loop polls its sources itself, in a fixed order (writes first, the
-/// client's requests after the node's replies, the drain signal last), and
-/// handles the first one ready. Measured hot path: this replaced
-/// `tokio::select!`, which built, polled and dropped ten branch futures on
-/// every turn, and polled both sockets' read sides on every turn although
-/// at most one was woken ([`WokenRead`]). Callgrind, SET at `-P 1`: 4,873
-/// → 4,362 instructions per request; at `-P 16`: 942 → 910.
+/// Runs one client connection to completion ([`Driver::run`]).
 pub async fn serve(
-    mut client: TcpStream,
-    mut backend: TcpStream,
+    client: TcpStream,
+    backend: TcpStream,
     ctx: Arc<SessionContext>,
     shutdown: CancellationToken,
 ) {
@@ -208,226 +168,9 @@ pub async fn serve(
     {
         s.peer = Peer::Trusted;
     }
-    let mut client_read = WokenRead::default();
-    let mut backend_read = WokenRead::default();
-    let mut client_eof = false;
-    let mut backend_eof = false;
-    let mut draining = false;
-    let mut preconnect: Option<Preconnect> = None;
-    let mut idle = IdleTimer::new(ctx.idle_timeout);
-    let mut trim = trim::Trim::new();
-    // Created once: a fresh `cancelled()` per iteration would register with,
-    // and leave, the token's shared waiter list on every request. Polled
-    // only once woken ([`woken`]): the loop turns at least once per read.
-    let mut shutdown = woken::Woken::new(shutdown.cancelled_owned());
-    let mut backpressured = false;
-
-    loop {
-        if s.finished(client_eof, draining, backend_eof) {
-            break;
-        }
-        // (The checks in front spare the calls on every turn of the loop.)
-        let moving = matches!(s.stall, Stall::HandingOver(_));
-        if let Some(target) = moving.then(|| s.handover_ready()).flatten() {
-            let ready = Preconnect::take_for(&mut preconnect, &target);
-            match s
-                .hand_over(target, ready, &ctx.backend_addr, ctx.connect_timeout)
-                .await
-            {
-                Some(stream) => {
-                    ctx.metrics.handover(true);
-                    backend = stream;
-                    backend_read = WokenRead::default();
-                    backend_eof = false;
-                    s.on_client_data();
-                }
-                None => {
-                    ctx.metrics.handover(false);
-                    s.on_client_data();
-                }
-            }
-            continue;
-        }
-        if preconnect.is_some() || !matches!(s.stall, Stall::None) {
-            Preconnect::plan(&mut preconnect, &s, &ctx);
-        }
-        let opening = matches!(preconnect, Some(Preconnect::Opening(..)));
-        let read_client = !(client_eof || draining) && s.wants_requests();
-        let holding = matches!(s.stall, Stall::Held(_));
-        let confirming = s.unconfirmed.is_some();
-        let read_backend = !backend_eof && s.to_client.len() + s.unconfirmed_bytes() < s.max_output;
-        if !backend_eof && read_backend == backpressured {
-            // Entering (or leaving) backpressure: counted once per stall.
-            backpressured = !read_backend;
-            if backpressured {
-                ctx.metrics.backpressure.inc();
-            }
-        }
-        if !trim.trimmed {
-            reserve(&mut s.from_client);
-            reserve(&mut s.from_backend);
-        }
-
-        let event = {
-            // The two waits on the Gate are async blocks, built for nothing
-            // and polled only while enabled: a wait future built (and
-            // dropped) on every turn cost ~100 instructions a request at `-P 1`.
-            let held = s.stall.wait();
-            let round = s.unconfirmed.unwrap_or(Ticket::NONE);
-            let mut released = std::pin::pin!(async { ctx.gate.wait(held).await });
-            let mut confirmed =
-                std::pin::pin!(async { ctx.gate.wait(&Wait::Verification(round)).await });
-            std::future::poll_fn(|cx| {
-                // `poll_write` (one `send`) rather than `write_buf`, which
-                // tokio makes a `writev` through the VFS layers: the buffers
-                // are contiguous anyway.
-                if !s.to_client.is_empty() {
-                    if let Poll::Ready(r) = Pin::new(&mut client).poll_write(cx, &s.to_client) {
-                        return Poll::Ready(Event::ClientWrote(transferred(r)));
-                    }
-                }
-                if !s.to_backend.is_empty() {
-                    if let Poll::Ready(r) = Pin::new(&mut backend).poll_write(cx, &s.to_backend) {
-                        return Poll::Ready(Event::BackendWrote(transferred(r)));
-                    }
-                }
-                if read_backend {
-                    if let Poll::Ready(r) =
-                        backend_read.poll_read(cx, &mut backend, &mut s.from_backend)
-                    {
-                        return Poll::Ready(Event::BackendRead(transferred(r)));
-                    }
-                }
-                if opening {
-                    if let Some(Preconnect::Opening(_, connecting)) = preconnect.as_mut() {
-                        if let Poll::Ready(r) = connecting.as_mut().poll(cx) {
-                            return Poll::Ready(Event::Opened(r));
-                        }
-                    }
-                }
-                if holding {
-                    if let Poll::Ready(r) = released.as_mut().poll(cx) {
-                        return Poll::Ready(Event::Released(r));
-                    }
-                }
-                if confirming && confirmed.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(Event::Confirmed);
-                }
-                if read_client {
-                    if let Poll::Ready(r) =
-                        client_read.poll_read(cx, &mut client, &mut s.from_client)
-                    {
-                        return Poll::Ready(Event::ClientRead(transferred(r)));
-                    }
-                }
-                if trim.poll_fired(cx).is_ready() {
-                    return Poll::Ready(Event::Trim);
-                }
-                if IdleTimer::poll_fired(&mut idle, cx).is_ready() {
-                    return Poll::Ready(Event::Idle);
-                }
-                // Last: polled only when nothing else is ready.
-                if !draining && Pin::new(&mut shutdown).poll(cx).is_ready() {
-                    return Poll::Ready(Event::Drain);
-                }
-                Poll::Pending
-            })
-            .await
-        };
-
-        match event {
-            Event::ClientWrote(None) | Event::BackendWrote(None) => break,
-            Event::ClientWrote(Some(n)) => {
-                s.to_client.advance(n);
-                IdleTimer::interaction(&mut idle);
-            }
-            Event::BackendWrote(Some(n)) => s.to_backend.advance(n),
-            Event::BackendRead(None) => backend_eof = true,
-            Event::BackendRead(Some(_)) => {
-                trim.activity();
-                if let Err(e) = s.on_backend_data() {
-                    debug!(error = %e, "closing session");
-                    break;
-                }
-                if send_now(&mut s.to_client, |b| client.try_write(b)) {
-                    IdleTimer::interaction(&mut idle);
-                }
-            }
-            Event::Opened(r) => Preconnect::opened(&mut preconnect, r),
-            Event::Released(r) => s.release(r),
-            Event::Confirmed => {
-                // Settled either way: the replies behind it go on.
-                if let Err(e) = s.on_backend_data() {
-                    debug!(error = %e, "closing session");
-                    break;
-                }
-            }
-            Event::ClientRead(None) => client_eof = true,
-            Event::ClientRead(Some(_)) => {
-                trim.activity();
-                let buffered = s.from_client.len();
-                s.on_client_data();
-                if s.from_client.len() < buffered {
-                    IdleTimer::interaction(&mut idle); // a complete request
-                }
-                send_now(&mut s.to_backend, |b| backend.try_write(b));
-                send_now(&mut s.to_client, |b| client.try_write(b));
-            }
-            Event::Trim => {
-                if trim.due(s.is_quiet()) {
-                    s.drop_buffers();
-                    ctx.metrics.buffers_released.inc();
-                }
-            }
-            Event::Idle => {
-                if idle
-                    .as_mut()
-                    .is_some_and(|t| t.expired(s.waits_on_client_only()))
-                {
-                    debug!("closing an idle client");
-                    break;
-                }
-            }
-            Event::Drain => draining = true,
-        }
-    }
-    let _ = client.shutdown().await;
-}
-
-/// Bytes a read or write moved; `None` for the end of the stream, a write
-/// the socket took nothing of, or an error, all of which end that direction
-/// (the error itself is of no use: the peer is gone). No error is kept in
-/// the loop's [`Event`], which so needs no drop glue on every turn (~25
-/// instructions a turn).
-#[inline]
-fn transferred(r: std::io::Result<usize>) -> Option<usize> {
-    r.ok().filter(|&n| n > 0)
-}
-
-/// Sends what is queued at once if the socket takes it (it usually does),
-/// sparing a turn of the loop per batch; whatever is left, and any error,
-/// goes to the write branch, which waits until the socket takes more.
-/// Whether anything was sent.
-#[inline]
-fn send_now(buf: &mut BytesMut, send: impl FnOnce(&[u8]) -> std::io::Result<usize>) -> bool {
-    if buf.is_empty() {
-        return false;
-    }
-    match send(buf) {
-        Ok(n) if n > 0 => {
-            buf.advance(n);
-            true
-        }
-        _ => false,
-    }
-}
-
-/// Makes room for the next read.
-#[inline]
-fn reserve(buf: &mut BytesMut) {
-    if buf.capacity() - buf.len() < READ_CHUNK / 4 {
-        buf.reserve(READ_CHUNK);
-    }
+    Driver::new(client, backend, &ctx, &shutdown)
+        .run(s, &ctx)
+        .await;
 }
 
 impl Session {
