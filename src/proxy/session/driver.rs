@@ -46,7 +46,7 @@ const READ_CHUNK: usize = 16 * 1024;
 
 /// What the session's loop was woken for: the first source found ready, in
 /// the order [`Driver::run`] polls them.
-pub(super) enum Event {
+enum Event {
     /// Replies went to the client (`None`: the write failed).
     ClientWrote(Option<usize>),
     /// Requests went to the node (`None`: the write failed).
@@ -71,7 +71,7 @@ pub(super) enum Event {
 
 /// What one turn waits on besides writes, timers and the drain signal.
 #[derive(Clone, Copy)]
-pub(super) struct Turn {
+struct Turn {
     read_client: bool,
     read_backend: bool,
     opening: bool,
@@ -128,7 +128,7 @@ impl Driver {
     /// Where the session moves now, once it is ready to
     /// ([`Session::handover_ready`]).
     #[inline]
-    pub(super) fn move_due(s: &mut Session) -> Option<super::handover::Move> {
+    fn move_due(s: &mut Session) -> Option<super::handover::Move> {
         // (The check in front spares the call on every turn of the loop.)
         let moving = matches!(s.stall, Stall::HandingOver(_));
         moving.then(|| s.handover_ready()).flatten()
@@ -136,7 +136,7 @@ impl Driver {
 
     /// Moves the session to `target` (or, failing that, refuses the held
     /// request and stays).
-    pub(super) async fn hand_over(
+    async fn hand_over(
         &mut self,
         target: super::handover::Move,
         s: &mut Session,
@@ -160,7 +160,7 @@ impl Driver {
 
     /// What this turn waits on; makes room in the read buffers.
     #[inline]
-    pub(super) fn plan(&mut self, s: &mut Session, ctx: &SessionContext) -> Turn {
+    fn plan(&mut self, s: &mut Session, ctx: &SessionContext) -> Turn {
         if self.preconnect.is_some() || !matches!(s.stall, Stall::None) {
             Preconnect::plan(&mut self.preconnect, s, ctx);
         }
@@ -281,12 +281,7 @@ impl Driver {
     /// Hands `event` to the session and sends at once what it queued;
     /// `Break` when the session is over.
     #[inline]
-    pub(super) fn on_event(
-        &mut self,
-        s: &mut Session,
-        ctx: &SessionContext,
-        event: Event,
-    ) -> ControlFlow<()> {
+    fn on_event(&mut self, s: &mut Session, ctx: &SessionContext, event: Event) -> ControlFlow<()> {
         match event {
             Event::ClientWrote(None) | Event::BackendWrote(None) => return ControlFlow::Break(()),
             Event::ClientWrote(Some(n)) => {
