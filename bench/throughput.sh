@@ -230,6 +230,38 @@ ratio_table() {
     done
 }
 
+# paired ARRAY a b test depth -> "median (min–max)" over rounds of the ratio of a's and b's
+# values in the same round (ARRAY: RESULTS or CPU), or empty. The two ran back to back in each
+# round, so a drift of the host's load between rounds cancels out of each ratio.
+paired() {
+    local -n values=$1
+    local va=${values["$2|$4|$5"]:-} vb=${values["$3|$4|$5"]:-}
+    [[ -n "$va" && -n "$vb" ]] || return 0
+    awk -v a="$va" -v b="$vb" 'BEGIN {
+        n = split(a, x, " "); m = split(b, y, " "); if (m < n) n = m
+        for (i = 1; i <= n; i++) if (y[i] > 0) r[++k] = x[i] / y[i]
+        if (k == 0) exit
+        for (i = 1; i <= k; i++) for (j = i + 1; j <= k; j++) if (r[j] < r[i]) { t = r[i]; r[i] = r[j]; r[j] = t }
+        med = (k % 2) ? r[(k + 1) / 2] : (r[k / 2] + r[k / 2 + 1]) / 2
+        printf "%.2f (%.2f–%.2f)", med, r[1], r[k] }'
+}
+
+# paired_table ARRAY: per ratio pair, the median of the per-round ratios, with their range.
+paired_table() {
+    local p test depth row
+    echo "| test | -P |$(printf ' %s |' "${ratio_pairs[@]}")"
+    echo "|---|---:|$(printf -- '---:|%.0s' "${ratio_pairs[@]}")"
+    for test in "${TEST_NAMES[@]}"; do
+        for depth in "${DEPTHS[@]}"; do
+            row="| $test | $depth |"
+            for p in "${ratio_pairs[@]}"; do
+                row+=" $(paired "$1" "${p%/*}" "${p#*/}" "$test" "$depth") |"
+            done
+            echo "$row"
+        done
+    done
+}
+
 spread() { # target test depth -> (max-min)/median in percent, or empty
     local vals=${RESULTS["$1|$2|$3"]:-}
     [[ -n "$vals" ]] || return 0
@@ -265,6 +297,20 @@ done
         "Ratios < 1 mean leasegate uses less CPU per request."
     echo
     ratio_table med_cpu '%.3f'
+    if ((ROUNDS > 1 && ${#ratio_pairs[@]} > 0)); then
+        echo
+        echo "Paired by round: each round's ratio of the two targets' runs (back to back, in" \
+            "rotated order), median over rounds (min–max). A change of the host's load between" \
+            "rounds cancels out of each ratio, which the ratios of medians above keep."
+        echo
+        echo "CPU per request:"
+        echo
+        paired_table CPU
+        echo
+        echo "Requests/s:"
+        echo
+        paired_table RESULTS
+    fi
     if ((ROUNDS > 1)); then
         echo
         echo "Spread across rounds, (max-min)/median:"
