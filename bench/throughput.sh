@@ -246,21 +246,26 @@ paired() {
         printf "%.2f (%.2f–%.2f)", med, r[1], r[k] }'
 }
 
-# paired_table ARRAY: per ratio pair, the median of the per-round ratios, with their range.
-paired_table() {
-    local p test depth row
-    echo "| test | -P |$(printf ' %s |' "${ratio_pairs[@]}")"
-    echo "|---|---:|$(printf -- '---:|%.0s' "${ratio_pairs[@]}")"
+# column_table FN COLUMN...: a markdown table, one row per test and depth, a column per COLUMN,
+# each cell `FN COLUMN TEST DEPTH`.
+column_table() {
+    local fn=$1 c test depth row
+    shift
+    echo "| test | -P |$(printf ' %s |' "$@")"
+    echo "|---|---:|$(printf -- '---:|%.0s' "$@")"
     for test in "${TEST_NAMES[@]}"; do
         for depth in "${DEPTHS[@]}"; do
             row="| $test | $depth |"
-            for p in "${ratio_pairs[@]}"; do
-                row+=" $(paired "$1" "${p%/*}" "${p#*/}" "$test" "$depth") |"
+            for c in "$@"; do
+                row+=" $("$fn" "$c" "$test" "$depth") |"
             done
             echo "$row"
         done
     done
 }
+
+paired_cpu() { paired CPU "${1%/*}" "${1#*/}" "$2" "$3"; }     # pair test depth
+paired_rps() { paired RESULTS "${1%/*}" "${1#*/}" "$2" "$3"; } # pair test depth
 
 spread() { # target test depth -> (max-min)/median in percent, or empty
     local vals=${RESULTS["$1|$2|$3"]:-}
@@ -305,27 +310,17 @@ done
         echo
         echo "CPU per request:"
         echo
-        paired_table CPU
+        column_table paired_cpu "${ratio_pairs[@]}"
         echo
         echo "Requests/s:"
         echo
-        paired_table RESULTS
+        column_table paired_rps "${ratio_pairs[@]}"
     fi
     if ((ROUNDS > 1)); then
         echo
         echo "Spread across rounds, (max-min)/median:"
         echo
-        echo "| test | -P |$(printf ' %s |' "${TARGETS[@]}")"
-        echo "|---|---:|$(printf -- '---:|%.0s' "${TARGETS[@]}")"
-        for test in "${TEST_NAMES[@]}"; do
-            for depth in "${DEPTHS[@]}"; do
-                row="| $test | $depth |"
-                for t in "${TARGETS[@]}"; do
-                    row+=" $(spread "$t" "$test" "$depth") |"
-                done
-                echo "$row"
-            done
-        done
+        column_table spread "${TARGETS[@]}"
     fi
     echo
     echo "CPU placement (no process is pinned unless cpus_allowed is narrower than the host):"
