@@ -8,6 +8,10 @@
 #                   node (controller round trip + node time)
 #   verify-ack      verify.hold acknowledgement: the write goes to the node at once, only its
 #                   reply waits for the confirmation (max(controller round trip, node time))
+#   delay-node      the closed loop alone (bench/delay_node.rs): no proxy, no Redis, no
+#                   controller, just a server that answers every write after the controller's
+#                   delay, built like the fake controller: what share of the bound a system that
+#                   waits one round trip per write and does nothing else reaches on this host
 # against bench/fake_controller.rs (the tests' controller, tests/support/controller.rs, as a
 # process), which answers the kvrocks-controller cluster query after an artificial delay,
 # with `redis-benchmark -t set`. leasegate's /metrics is read around each verified run to report
@@ -16,7 +20,8 @@
 # The closed-loop bound at -c C -P P is C*P / max(node latency, controller round trip), with the
 # node latency taken as leasegate-off's mean (C*P / its rps) and the round trip as the mean of
 # leasegate_verify_round_duration_seconds over the run. Goals (issue 12), verify-ack at -P 1:
-# rps >= 0.9x that bound, added p50 <= 1.1x the round trip.
+# rps >= 0.9x that bound, added p50 <= 1.1x the round trip. delay-node's bound is clients * depth /
+# its own mean hold (the delay plus the sleep's lateness, from its DELAYSTATS).
 #
 # Usage: bench/verify.sh
 # Env:
@@ -47,7 +52,7 @@ if [[ -n "${LEASEGATE_BASE_BIN:-}" ]]; then
     [[ -x "$LEASEGATE_BASE_BIN" ]] || die "LEASEGATE_BASE_BIN=$LEASEGATE_BASE_BIN is not executable"
     VERIFIED+=(verify-ack-base)
 fi
-TARGETS=(direct leasegate "${VERIFIED[@]}")
+TARGETS=(direct delay-node leasegate "${VERIFIED[@]}")
 read -r -a DEPTHS <<<"${BENCH_PIPELINES:-1 16}"
 TEST=set
 CLIENTS=${BENCH_CLIENTS:-50}
@@ -93,6 +98,22 @@ start_fake_controller() {
         --node-id "$NODE_ID" --delay-ms "$DELAY_MS"
     CONTROLLER_PID=$SPAWNED_PID
     wait_http controller "http://127.0.0.1:$CONTROLLER_PORT/count" "$CONTROLLER_PID"
+}
+
+start_delay_node() {
+    local port
+    free_port port
+    spawn delay-node "$DELAY_NODE_BIN" --port "$port" --delay-ms "$DELAY_MS"
+    wait_ping delay-node "$port" "$SPAWNED_PID"
+    register_target delay-node "$port" "$SPAWNED_PID"
+}
+
+delay_node_stats() { # -> "<batches held> <ns held>"
+    local out
+    out=$(timeout 5 redis-cli -h 127.0.0.1 -p "${TARGET_PORT[delay-node]}" DELAYSTATS) ||
+        die "cannot read the delay node's DELAYSTATS"
+    [[ "$out" =~ ^[0-9]+\ [0-9]+$ ]] || die "the delay node's DELAYSTATS answered '$out'"
+    echo "$out"
 }
 
 controller_count() {
@@ -155,11 +176,13 @@ command -v curl >/dev/null || {
 bench_init
 build_leasegate
 build_example fake_controller FAKE_CONTROLLER_BIN
+build_example delay_node DELAY_NODE_BIN
 
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 start_redis
 start_fake_controller
 start_direct direct
+start_delay_node
 start_leasegate leasegate ""
 start_leasegate_verify verify-request request
 start_leasegate_verify verify-ack acknowledgement
@@ -169,6 +192,7 @@ fi
 
 declare -A RPS=() P50=() P99=() CPU=() CCPU=() BUSY=() # "target|depth" -> space-separated values per round
 declare -A VWRITES=() VROUNDS=() VFAILED=() VRSUM=() VCTRL=() # "target|depth" -> summed deltas
+declare -A DBATCHES=() DHELD=()                                 # delay-node: "|depth" -> summed deltas
 FAILED=0
 mkdir -p "$(dirname "$OUT_MD")"
 echo "round,target,pipeline,requests,rps,p50_ms,p99_ms,error_lines,verify_writes,verify_rounds,verify_rounds_failed" >"$OUT_RAW"
@@ -192,6 +216,8 @@ for ((round = 0; round < ROUNDS; round++)); do
             if is_verified "$t"; then
                 m0=$(metrics_scrape "${ADMIN_PORT[$t]}")
                 c0=$(controller_count)
+            elif [[ "$t" == delay-node ]]; then
+                read -r db0 dh0 < <(delay_node_stats)
             fi
             got=0 dw="" dr="" df="" rps="" p50="" p99="" errs=""
             tpid=${TARGET_PID[$t]}
@@ -232,6 +258,10 @@ for ((round = 0; round < ROUNDS; round++)); do
                     FAILED=1
                 fi
                 ((dw >= n)) || warn "$t -P $depth: only $dw verified writes for $n requests"
+            elif [[ "$t" == delay-node ]]; then
+                read -r db1 dh1 < <(delay_node_stats)
+                add DBATCHES "|$depth" "$((db1 - db0))"
+                add DHELD "|$depth" "$((dh1 - dh0))"
             fi
             if ((got == 0)); then
                 warn "no results for $t -P $depth"
@@ -298,6 +328,11 @@ fi
     echo "- **bound** = clients × depth / max(node latency, round trip): what a client that waits" \
         "only for the slower of the two could reach;"
     echo "- **added p50** = the target's p50 − leasegate-off's p50;"
+    echo "- **delay-node** = the closed loop alone: redis-benchmark against bench/delay_node.rs, which" \
+        "answers every read's batch after the same $DELAY_MS ms (a thread per connection, like the" \
+        "controller) and does nothing else; its round trip is its mean hold (delay + the sleep's" \
+        "lateness), its bound clients × depth / that. Its share of its bound is what this host's loop" \
+        "(the load generator's turn, loopback, waking a sleeping process) leaves of *any* bound;"
     echo "- **CPU µs/request** = the target process's utime + stime over the run / requests (for direct:" \
         "redis-server's); controller CPU likewise for the fake controller (0 when nothing asks it);"
     echo "- **host busy** = how busy all $(nproc) CPUs were during the run (/proc/stat), whatever ran" \
@@ -325,6 +360,11 @@ fi
                 row+=" | $(calc 'printf "%.2f", (b > 0 ? a / b : 0)' "$added" "$rtt")"
                 row+=" | $(calc 'if (b > 0) printf "%.1f", a / b; else printf "-"' "$wr" "$rn")"
                 row+=" | $(fmt %.3f "$rtt") | $(fmt %.2f "$(med CPU "$t|$depth")") | $(fmt %.2f "$(med CCPU "$t|$depth")")"
+            elif [[ "$t" == delay-node ]]; then
+                rtt=$(calc 'if (a > 0) printf "%.4f", b / a / 1e6; else printf ""' "${DBATCHES["|$depth"]:-0}" "${DHELD["|$depth"]:-0}")
+                bound=$(calc 'if (b > 0) printf "%.1f", 1000 * a / b; else printf ""' "$((CLIENTS * depth))" "$rtt")
+                row+=" | $(calc 'printf "%.2f", (b > 0 ? a / b : 0)' "$r" "$bound")"
+                row+=" | $(fmt %.3f "$p5") | $(fmt %.3f "$p9") | | | | $(fmt %.3f "$rtt") | $(fmt %.2f "$(med CPU "$t|$depth")") |"
             else
                 row+=" | | $(fmt %.3f "$p5") | $(fmt %.3f "$p9") | | | | | $(fmt %.2f "$(med CPU "$t|$depth")") |"
             fi
@@ -334,6 +374,8 @@ fi
     done
     echo
     echo "Goals at -P 1 (issue 12): verify-ack vs bound ≥ 0.90, added p50 / round trip ≤ 1.10."
+    echo "delay-node vs bound is this host's ceiling for that ratio: verify-ack ÷ delay-node (both vs bound)" \
+        "is how much of what the loop leaves the verification reaches."
     echo
     echo "Checks per target and depth (sums over rounds): verified writes, confirmation rounds," \
         "failed rounds, requests the controller served during those runs (should equal the rounds):"
