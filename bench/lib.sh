@@ -205,9 +205,10 @@ start_leasegate() {
 HAPROXY_NBTHREAD=${HAPROXY_NBTHREAD:-2}
 HAPROXY_MAXCONN=10000
 
-# start_haproxy [NAME]: plain TCP pass-through (L4), nbthread $HAPROXY_NBTHREAD.
+# start_haproxy [NAME] [BACKEND_PORT]: plain TCP pass-through (L4), nbthread $HAPROXY_NBTHREAD, to
+# 127.0.0.1:BACKEND_PORT (default: redis).
 start_haproxy() {
-    local name=${1:-haproxy} port cfg hard
+    local name=${1:-haproxy} backend=${2:-$REDIS_PORT} port cfg hard
     free_port port
     # global maxconn 10000 needs ~20017 fds; cap it below a lower hard fd limit (we use 50 clients)
     hard=$(ulimit -Hn)
@@ -234,7 +235,7 @@ frontend fe_redis
     default_backend be_redis
 
 backend be_redis
-    server redis 127.0.0.1:$REDIS_PORT
+    server redis 127.0.0.1:$backend
 EOF
     haproxy -c -q -f "$cfg" || die "haproxy config check failed ($cfg)"
     spawn "$name" haproxy -f "$cfg" -db

@@ -12,6 +12,8 @@
 #                   controller, just a server that answers every write after the controller's
 #                   delay, built like the fake controller: what share of the bound a system that
 #                   waits one round trip per write and does nothing else reaches on this host
+#   haproxy-delay-node  HAProxy (tcp mode) in front of delay-node: the same with one proxy hop,
+#                   i.e. the fewest hops a proxy whose every write waits a round trip can take
 # against bench/fake_controller.rs (the tests' controller, tests/support/controller.rs, as a
 # process), which answers the kvrocks-controller cluster query after an artificial delay,
 # with `redis-benchmark -t set`. leasegate's /metrics is read around each verified run to report
@@ -52,7 +54,8 @@ if [[ -n "${LEASEGATE_BASE_BIN:-}" ]]; then
     [[ -x "$LEASEGATE_BASE_BIN" ]] || die "LEASEGATE_BASE_BIN=$LEASEGATE_BASE_BIN is not executable"
     VERIFIED+=(verify-ack-base)
 fi
-TARGETS=(direct delay-node leasegate "${VERIFIED[@]}")
+DELAYED=(delay-node haproxy-delay-node) # answered by bench/delay_node.rs
+TARGETS=(direct "${DELAYED[@]}" leasegate "${VERIFIED[@]}")
 read -r -a DEPTHS <<<"${BENCH_PIPELINES:-1 16}"
 TEST=set
 CLIENTS=${BENCH_CLIENTS:-50}
@@ -163,6 +166,7 @@ admin:
 }
 
 is_verified() { [[ " ${VERIFIED[*]} " == *" $1 "* ]]; }
+is_delayed() { [[ " ${DELAYED[*]} " == *" $1 "* ]]; }
 
 # ---------------------------------------------------------------- main
 
@@ -183,6 +187,7 @@ start_redis
 start_fake_controller
 start_direct direct
 start_delay_node
+start_haproxy haproxy-delay-node "${TARGET_PORT[delay-node]}"
 start_leasegate leasegate ""
 start_leasegate_verify verify-request request
 start_leasegate_verify verify-ack acknowledgement
@@ -192,7 +197,7 @@ fi
 
 declare -A RPS=() P50=() P99=() CPU=() CCPU=() BUSY=() # "target|depth" -> space-separated values per round
 declare -A VWRITES=() VROUNDS=() VFAILED=() VRSUM=() VCTRL=() # "target|depth" -> summed deltas
-declare -A DBATCHES=() DHELD=()                                 # delay-node: "|depth" -> summed deltas
+declare -A DBATCHES=() DHELD=()                                 # delayed targets: summed deltas
 FAILED=0
 mkdir -p "$(dirname "$OUT_MD")"
 echo "round,target,pipeline,requests,rps,p50_ms,p99_ms,error_lines,verify_writes,verify_rounds,verify_rounds_failed" >"$OUT_RAW"
@@ -216,7 +221,7 @@ for ((round = 0; round < ROUNDS; round++)); do
             if is_verified "$t"; then
                 m0=$(metrics_scrape "${ADMIN_PORT[$t]}")
                 c0=$(controller_count)
-            elif [[ "$t" == delay-node ]]; then
+            elif is_delayed "$t"; then
                 read -r db0 dh0 < <(delay_node_stats)
             fi
             got=0 dw="" dr="" df="" rps="" p50="" p99="" errs=""
@@ -258,10 +263,10 @@ for ((round = 0; round < ROUNDS; round++)); do
                     FAILED=1
                 fi
                 ((dw >= n)) || warn "$t -P $depth: only $dw verified writes for $n requests"
-            elif [[ "$t" == delay-node ]]; then
+            elif is_delayed "$t"; then
                 read -r db1 dh1 < <(delay_node_stats)
-                add DBATCHES "|$depth" "$((db1 - db0))"
-                add DHELD "|$depth" "$((dh1 - dh0))"
+                add DBATCHES "$t|$depth" "$((db1 - db0))"
+                add DHELD "$t|$depth" "$((dh1 - dh0))"
             fi
             if ((got == 0)); then
                 warn "no results for $t -P $depth"
@@ -333,6 +338,10 @@ fi
         "controller) and does nothing else; its round trip is its mean hold (delay + the sleep's" \
         "lateness), its bound clients × depth / that. Its share of its bound is what this host's loop" \
         "(the load generator's turn, loopback, waking a sleeping process) leaves of *any* bound;"
+    echo "- **haproxy-delay-node** = the same behind HAProxy (tcp mode): a proxy whose every write waits" \
+        "one round trip, with the fewest hops such a proxy can take (client → proxy → wait → proxy →" \
+        "client, as verify-ack's reply path: client → leasegate → controller → leasegate → client);" \
+        "its bound likewise from the delay node's hold. Its share of its bound is the ceiling for a proxy;"
     echo "- **CPU µs/request** = the target process's utime + stime over the run / requests (for direct:" \
         "redis-server's); controller CPU likewise for the fake controller (0 when nothing asks it);"
     echo "- **host busy** = how busy all $(nproc) CPUs were during the run (/proc/stat), whatever ran" \
@@ -360,8 +369,8 @@ fi
                 row+=" | $(calc 'printf "%.2f", (b > 0 ? a / b : 0)' "$added" "$rtt")"
                 row+=" | $(calc 'if (b > 0) printf "%.1f", a / b; else printf "-"' "$wr" "$rn")"
                 row+=" | $(fmt %.3f "$rtt") | $(fmt %.2f "$(med CPU "$t|$depth")") | $(fmt %.2f "$(med CCPU "$t|$depth")")"
-            elif [[ "$t" == delay-node ]]; then
-                rtt=$(calc 'if (a > 0) printf "%.4f", b / a / 1e6; else printf ""' "${DBATCHES["|$depth"]:-0}" "${DHELD["|$depth"]:-0}")
+            elif is_delayed "$t"; then
+                rtt=$(calc 'if (a > 0) printf "%.4f", b / a / 1e6; else printf ""' "${DBATCHES["$t|$depth"]:-0}" "${DHELD["$t|$depth"]:-0}")
                 bound=$(calc 'if (b > 0) printf "%.1f", 1000 * a / b; else printf ""' "$((CLIENTS * depth))" "$rtt")
                 row+=" | $(calc 'printf "%.2f", (b > 0 ? a / b : 0)' "$r" "$bound")"
                 row+=" | $(fmt %.3f "$p5") | $(fmt %.3f "$p9") | | | | $(fmt %.3f "$rtt") | $(fmt %.2f "$(med CPU "$t|$depth")") |"
@@ -374,8 +383,9 @@ fi
     done
     echo
     echo "Goals at -P 1 (issue 12): verify-ack vs bound ≥ 0.90, added p50 / round trip ≤ 1.10."
-    echo "delay-node vs bound is this host's ceiling for that ratio: verify-ack ÷ delay-node (both vs bound)" \
-        "is how much of what the loop leaves the verification reaches."
+    echo "delay-node and haproxy-delay-node vs bound are this host's ceilings for that ratio, without and" \
+        "with a proxy hop: verify-ack's ratio ÷ haproxy-delay-node's is how close the verification comes to" \
+        "what the loop leaves a proxy."
     echo
     echo "Checks per target and depth (sums over rounds): verified writes, confirmation rounds," \
         "failed rounds, requests the controller served during those runs (should equal the rounds):"
