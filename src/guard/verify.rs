@@ -184,6 +184,9 @@ struct Lane {
     /// so that a finished round wakes only the writes it settles (and,
     /// rarely, some of a round `WAITER_SLOTS` later, which wait again).
     waiters: Box<[Notify]>,
+    /// The lane's last controller answer, so that an unchanged topology is
+    /// compared rather than parsed again (its rounds run on its thread).
+    last_answer: Mutex<controller::LastAnswer>,
 }
 
 impl Lane {
@@ -203,6 +206,7 @@ impl Lane {
                 )),
             }),
             waiters: (0..WAITER_SLOTS).map(|_| Notify::new()).collect(),
+            last_answer: Mutex::new(controller::LastAnswer::default()),
         }
     }
 
@@ -504,7 +508,7 @@ impl Verifier {
                     Arc::clone(&url),
                 );
                 tokio::spawn(async move {
-                    let outcome = this.confirm(&client, &url, timeout, &role).await;
+                    let outcome = this.confirm(lane, &client, &url, timeout, &role).await;
                     this.finish_round(lane, RoundResult { round, outcome });
                 });
             }
@@ -527,9 +531,11 @@ impl Verifier {
         }
     }
 
-    /// One round: asks the controller, within `timeout`, and judges the answer.
+    /// One round of lane `lane`: asks the controller, within `timeout`,
+    /// and judges the answer.
     async fn confirm(
         &self,
+        lane: usize,
         client: &controller::HttpClient,
         url: &str,
         timeout: Duration,
@@ -537,36 +543,49 @@ impl Verifier {
     ) -> Result<(), Bytes> {
         self.metrics.rounds.inc();
         let started = Instant::now();
-        let answer = match tokio::time::timeout(timeout, controller::fetch(client, url)).await {
-            Ok(a) => a,
-            Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
-        };
+        let answer =
+            match tokio::time::timeout(timeout, controller::fetch_answer(client, url)).await {
+                Ok(a) => a,
+                Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
+            };
         self.metrics
             .round_seconds
             .observe(started.elapsed().as_secs_f64());
-        let outcome = self.judge(answer, role);
+        let outcome = self.judge(lane, answer, role);
         if outcome.is_err() {
             self.metrics.rounds_failed.inc();
         }
         outcome
     }
 
-    /// What one answer means for the writes waiting on it.
-    fn judge(&self, answer: Result<controller::Cluster, String>, role: &Role) -> Result<(), Bytes> {
+    /// What one answer (the body of the controller's `200`) means for the
+    /// writes waiting on it in lane `lane`.
+    fn judge(&self, lane: usize, answer: Result<Bytes, String>, role: &Role) -> Result<(), Bytes> {
         let refuse = |cause: &str| Err(Bytes::from(format!("{NOT_CONFIRMED}: {cause}\r\n")));
-        let cluster = match answer {
-            Ok(c) => c,
-            Err(e) => {
-                warn!(error = %e, "mastership verification failed");
-                return refuse(&e.replace(['\r', '\n'], " "));
-            }
+        let failed = |e: String| {
+            warn!(error = %e, "mastership verification failed");
+            refuse(&e.replace(['\r', '\n'], " "))
+        };
+        let body = match answer {
+            Ok(body) => body,
+            Err(e) => return failed(e),
         };
         let Some(me) = role.lease().node_id() else {
             return refuse("this node's id is unknown");
         };
         let seen = self.highest.load(Ordering::Acquire);
         let highest = (seen > 0).then_some(seen);
-        match controller::decide(&cluster, &me, highest) {
+        let decision = {
+            let mut last = self.lanes[lane % self.lanes.len()]
+                .last_answer
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            match last.read(body, &me) {
+                Ok((version, listed_as)) => controller::decide_role(version, listed_as, highest),
+                Err(e) => return failed(e),
+            }
+        };
+        match decision {
             Decision::Renew { version } => {
                 self.highest.fetch_max(version, Ordering::AcqRel);
                 Ok(())
@@ -780,5 +799,72 @@ mod tests {
             Some(Err(Bytes::from_static(b"-TRYAGAIN no\r\n"))),
             "the older answer came late: the newer one stands"
         );
+    }
+
+    /// A topology answer listing node `me` with `role` at `version`.
+    fn answer(version: u64, me: &str, role: &str) -> Bytes {
+        Bytes::from(format!(
+            r#"{{"data":{{"cluster":{{"version":{version},"name":"c","shards":[{{"nodes":[{{"id":"{me}","addr":"127.0.0.1:1","role":"{role}","password":"","created_at":1}}],"slot_ranges":["0-16383"],"target_shard_index":-1,"migrating_slot":null}}]}}}}}}"#
+        ))
+    }
+
+    fn role_of(me: &str) -> Role {
+        use crate::guard::lease::{Initial, Lease, LeaseMode, LeaseTuning, ManualClock};
+        let lease = Lease::new(
+            Arc::new(ManualClock::new(1_000_000_000)),
+            LeaseMode::BlockWrite,
+            Initial::Expired,
+            LeaseTuning {
+                clock_drift: 0.0,
+                safety_margin_ms: 0,
+            },
+            Some(me.into()),
+        );
+        Role::new(Arc::new(lease), crate::guard::pause::OnDemote::Forward)
+    }
+
+    /// An answer byte for byte the same as the last one is not parsed
+    /// again, but its version is still judged against the highest seen
+    /// since: an old answer that comes back after a newer one is stale
+    /// whether it was parsed or remembered.
+    #[test]
+    fn a_remembered_answer_is_judged_against_the_versions_seen_since() {
+        const ME: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+        let v = Verifier::new(1);
+        let role = role_of(ME);
+        let (v3, v4) = (answer(3, ME, "master"), answer(4, ME, "master"));
+        assert_eq!(v.judge(0, Ok(v3.clone()), &role), Ok(()));
+        assert_eq!(v.judge(0, Ok(v3.clone()), &role), Ok(()), "remembered");
+        assert_eq!(v.judge(0, Ok(v4.clone()), &role), Ok(()));
+        for _ in 0..2 {
+            // Parsed, then remembered: stale both times.
+            let refused = v.judge(0, Ok(v3.clone()), &role).expect_err("stale");
+            assert!(
+                String::from_utf8_lossy(&refused).contains("stale cluster version 3 (seen 4)"),
+                "{refused:?}"
+            );
+        }
+        assert_eq!(v.judge(0, Ok(v4.clone()), &role), Ok(()));
+        assert_eq!(role.lease().revocations(), 0);
+
+        // The same version naming this node a replica: refused, lease revoked.
+        let demoted = v
+            .judge(0, Ok(answer(4, ME, "slave")), &role)
+            .expect_err("not master");
+        assert!(
+            String::from_utf8_lossy(&demoted).contains("controller lists this node as slave"),
+            "{demoted:?}"
+        );
+        assert_eq!(role.lease().revocations(), 1);
+
+        // An answer that is not a topology is refused, and forgets nothing.
+        let garbage = v
+            .judge(0, Ok(Bytes::from_static(b"{\"data\":1}")), &role)
+            .expect_err("garbage");
+        assert!(
+            String::from_utf8_lossy(&garbage).contains("unexpected answer from the controller"),
+            "{garbage:?}"
+        );
+        assert_eq!(v.judge(0, Ok(v4), &role), Ok(()));
     }
 }
