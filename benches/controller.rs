@@ -1,7 +1,7 @@
 //! Micro-benchmark of reading a controller answer: what a verification round
 //! (and a lease poll) costs leasegate's CPU beyond the HTTP exchange, by
-//! cluster size. Every round reads the whole cluster topology (the only
-//! query kvrocks-controller offers): parsed, the cost grows with the shards;
+//! cluster size. Every round reads the whole cluster topology (the cluster
+//! query, which carries the version the judgement needs): parsed, the cost grows with the shards;
 //! an answer the same as the lane's last one (`LastAnswer`, what a round
 //! usually gets) is compared instead.
 

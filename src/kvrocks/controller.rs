@@ -79,10 +79,11 @@ pub fn parse_cluster(body: &[u8]) -> Result<Cluster, String> {
 /// bytes: an answer byte for byte the same says the same, so it is
 /// compared instead of parsed.
 ///
-/// Every verification round reads the whole cluster topology (the only
-/// query kvrocks-controller offers), and parsing it grows with the cluster:
-/// ~0.8 µs for one shard, ~87 µs for 128 (`cargo bench --bench
-/// controller`), which at thousands of rounds a second is most of a CPU.
+/// Every verification round reads the whole cluster topology (the cluster
+/// query, which carries the version the judgement needs), and parsing it
+/// grows with the cluster: ~0.8 µs for one shard, ~94 µs for 128 (`cargo
+/// bench --bench controller`), which at thousands of rounds a second is
+/// most of a CPU.
 /// The topology seldom changes, and an unchanged answer costs one compare.
 /// Only the version and the node's role are kept; [`decide_role`] judges
 /// them against the highest version seen *now*, so an old answer that
