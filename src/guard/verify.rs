@@ -833,8 +833,10 @@ mod tests {
         let v = Verifier::new(1);
         let role = role_of(ME);
         let (v3, v4) = (answer(3, ME, "master"), answer(4, ME, "master"));
+        let parses = || v.lanes[0].last_answer.lock().expect("lock").parses();
         assert_eq!(v.judge(0, Ok(v3.clone()), &role), Ok(()));
         assert_eq!(v.judge(0, Ok(v3.clone()), &role), Ok(()), "remembered");
+        assert_eq!(parses(), 1);
         assert_eq!(v.judge(0, Ok(v4.clone()), &role), Ok(()));
         for _ in 0..2 {
             // Parsed, then remembered: stale both times.
@@ -845,6 +847,7 @@ mod tests {
             );
         }
         assert_eq!(v.judge(0, Ok(v4.clone()), &role), Ok(()));
+        assert_eq!(parses(), 4, "v3, v4, v3 again, v4 again");
         assert_eq!(role.lease().revocations(), 0);
 
         // The same version naming this node a replica: refused, lease revoked.
