@@ -44,6 +44,10 @@
 //!   --node <A id>=127.0.0.1:7001 --node <B id>=127.0.0.1:7002 --push --lease-heartbeat-ms 3000
 //! ```
 //!
+//! `--extra-shards N` adds N shards of a master and two replicas that nothing
+//! runs (ids and addresses of no real node), so that the answer is as large
+//! as a bigger cluster's.
+//!
 //! It runs until killed.
 
 #[allow(dead_code)] // the tests use more of it than this process does
@@ -94,6 +98,10 @@ struct Args {
     /// and every N/3 ms; the new master after a failover. 0: none.
     #[arg(long, default_value_t = 0)]
     lease_heartbeat_ms: u64,
+    /// Other shards after the first, of a master and two replicas each that
+    /// nothing runs: a larger cluster's answer to read (`bench/verify.sh`).
+    #[arg(long, default_value_t = 0)]
+    extra_shards: usize,
 }
 
 fn main() {
@@ -111,7 +119,15 @@ fn main() {
             (id.as_str(), addr.as_str(), role)
         })
         .collect();
-    ctl.set_topology(args.version, vec![shard]);
+    let others = other_shards(args.extra_shards);
+    let mut shards = vec![shard];
+    shards.extend(others.iter().map(|nodes| {
+        nodes
+            .iter()
+            .map(|(id, addr, role)| (id.as_str(), addr.as_str(), *role))
+            .collect()
+    }));
+    ctl.set_topology(args.version, shards);
     ctl.set_delay(Duration::from_secs_f64(args.delay_ms.max(0.0) / 1000.0));
     let ids: Vec<&str> = nodes.iter().map(|(id, _)| id.as_str()).collect();
     eprintln!(
@@ -140,6 +156,25 @@ fn main() {
     loop {
         std::thread::park();
     }
+}
+
+/// `count` shards of a master and two replicas, `(id, addr, role)`, with
+/// ids and addresses no real node has.
+fn other_shards(count: usize) -> Vec<Vec<(String, String, &'static str)>> {
+    (0..count)
+        .map(|s| {
+            (0..3)
+                .map(|n| {
+                    let role = if n == 0 { "master" } else { "slave" };
+                    (
+                        format!("{:020}{:020}", s + 1, n),
+                        format!("192.0.2.{}:{}", n + 1, 7000 + s),
+                        role,
+                    )
+                })
+                .collect()
+        })
+        .collect()
 }
 
 /// The shard's nodes `(id, addr)`, the master first.

@@ -32,6 +32,8 @@
 #   BENCH_PIPELINES      pipeline depths (default: "1 16")
 #   BENCH_CLIENTS        -c (default 50)
 #   BENCH_CONTROLLER_DELAY_MS  the fake controller's delay per answer (default 1)
+#   BENCH_CONTROLLER_EXTRA_SHARDS  shards of three nodes nothing runs, added to the topology the
+#                        controller answers with, as a larger cluster's answer (default 0)
 #   BENCH_VERIFY_MAX_IN_FLIGHT  verify.max_in_flight of both verified targets (default 4)
 #   BENCH_VERIFY_THREADS        `threads` (session threads, each a verification lane) of the
 #                        verified targets (default 0: one per CPU; leasegate-off keeps the default)
@@ -61,6 +63,7 @@ TEST=set
 CLIENTS=${BENCH_CLIENTS:-50}
 export BENCH_CLIENTS=$CLIENTS
 DELAY_MS=${BENCH_CONTROLLER_DELAY_MS:-1}
+EXTRA_SHARDS=${BENCH_CONTROLLER_EXTRA_SHARDS:-0}
 if [[ "${BENCH_QUICK:-0}" == 1 ]]; then
     ROUNDS=${BENCH_ROUNDS:-1}
     N_P1=2000
@@ -92,13 +95,14 @@ requests_for_depth() {
 
 [[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || die "BENCH_ROUNDS must be a positive integer"
 [[ "$DELAY_MS" =~ ^[0-9]+([.][0-9]+)?$ ]] || die "BENCH_CONTROLLER_DELAY_MS must be a number"
+[[ "$EXTRA_SHARDS" =~ ^[0-9]+$ ]] || die "BENCH_CONTROLLER_EXTRA_SHARDS must be a whole number"
 
 # ---------------------------------------------------------------- servers
 
 start_fake_controller() {
     free_port CONTROLLER_PORT
     spawn controller "$FAKE_CONTROLLER_BIN" --port "$CONTROLLER_PORT" \
-        --node-id "$NODE_ID" --delay-ms "$DELAY_MS"
+        --node-id "$NODE_ID" --delay-ms "$DELAY_MS" --extra-shards "$EXTRA_SHARDS"
     CONTROLLER_PID=$SPAWNED_PID
     wait_http controller "http://127.0.0.1:$CONTROLLER_PORT/count" "$CONTROLLER_PID"
 }
@@ -117,6 +121,10 @@ delay_node_stats() { # -> "<batches held> <ns held>"
         die "cannot read the delay node's DELAYSTATS"
     [[ "$out" =~ ^[0-9]+\ [0-9]+$ ]] || die "the delay node's DELAYSTATS answered '$out'"
     echo "$out"
+}
+
+controller_answer_bytes() {
+    curl -sf --max-time 5 "http://127.0.0.1:$CONTROLLER_PORT/api/v1/namespaces/bench/clusters/bench" | wc -c
 }
 
 controller_count() {
@@ -313,7 +321,8 @@ fi
     echo
     echo "Controller: bench/fake_controller.rs (tests/support/controller.rs as a process: a thread per" \
         "connection, HTTP/1.1 keep-alive, TCP_NODELAY) sleeping" \
-        "**$DELAY_MS ms** before each cluster answer. Both verified targets: verify.max_in_flight" \
+        "**$DELAY_MS ms** before each cluster answer, a topology of $((EXTRA_SHARDS + 1)) shard(s)" \
+        "($(controller_answer_bytes) bytes an answer). Both verified targets: verify.max_in_flight" \
         "**$MAX_IN_FLIGHT**, threads **$VERIFY_THREADS** (0: one per CPU), timeout_ms 500, controller poll_interval_ms/ttl_ms 3600000 (so only" \
         "verification rounds reach the controller during the runs); verify-request has" \
         "verify.hold request, verify-ack verify.hold acknowledgement."
