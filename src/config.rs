@@ -184,6 +184,14 @@ pub struct ControllerConfig {
     /// Timeout of one poll.
     #[serde(rename = "timeout_ms", with = "millis")]
     pub timeout: Duration,
+    /// The bound of following a switch the controller made on its own
+    /// (its failover API called directly, its automatic failover): how
+    /// long a demoted master's leasegate holds writes for the new master's
+    /// leasegate to hold the lease, and how long the new master's waits
+    /// for the old master to be fenced and caught up before it brings its
+    /// node to the controller's topology ([`crate::control::switch`]).
+    #[serde(rename = "switch_timeout_ms", with = "millis")]
+    pub switch_timeout: Duration,
 }
 
 impl Default for ControllerConfig {
@@ -196,6 +204,7 @@ impl Default for ControllerConfig {
             ttl_ms: 5_000,
             failure_detection_ms: 15_000,
             timeout: Duration::from_secs(1),
+            switch_timeout: Duration::from_secs(2),
         }
     }
 }

@@ -27,6 +27,7 @@ pub mod failover;
 pub mod poll;
 pub mod probe;
 pub mod reload;
+pub mod switch;
 
 /// The control plane's own metrics and the listener's.
 #[derive(Default)]

@@ -29,9 +29,10 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use tracing::{info, warn};
 
-use crate::control::ControlContext;
+use crate::control::{switch, ControlContext};
 use crate::guard::lease::{Grant, GrantOutcome};
-use crate::guard::role::Source;
+use crate::guard::pause::PauseMode;
+use crate::guard::role::{Demotion, Source};
 use crate::kvrocks::controller::{cluster_url, decide, fetch, http_client, Cluster, Decision};
 
 /// Failures logged: the first, then every this many.
@@ -39,7 +40,8 @@ const LOG_EVERY: u64 = 10;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
-    /// `renewed`, `revoked`, `stale`, `fenced` (revoked at this version) or `error`.
+    /// `renewed`, `revoked`, `stale`, `fenced` (revoked at this version),
+    /// `pending` (named master, its node not yet at that topology) or `error`.
     pub outcome: &'static str,
 }
 
@@ -64,7 +66,7 @@ impl PollMetrics {
     pub fn register(&self, registry: &mut Registry) {
         registry.register(
             "controller_polls",
-            "Controller polls by outcome (renewed, revoked, stale, fenced, error)",
+            "Controller polls by outcome (renewed, revoked, stale, fenced, pending, error)",
             self.polls.clone(),
         );
         registry.register(
@@ -103,6 +105,8 @@ pub async fn poll(ctx: Arc<ControlContext>) {
         failures: 0,
         revocations_seen: ctx.gate.lease().revocations(),
         fenced_at: None,
+        other_master: None,
+        holding: None,
     };
     let ticker_for = |interval: Duration| {
         let mut ticker = tokio::time::interval(interval.max(Duration::from_millis(1)));
@@ -153,7 +157,15 @@ pub async fn poll(ctx: Arc<ControlContext>) {
             _ = ctx.shutdown.cancelled() => return,
         };
         metrics.duration.observe(started.elapsed().as_secs_f64());
-        poller.apply(answer, sent);
+        let follow = tokio::select! {
+            f = poller.apply(answer, sent) => f,
+            _ = ctx.shutdown.cancelled() => return,
+        };
+        if follow {
+            // A switch was followed: look again at once rather than a
+            // tick later (the other side may have moved meanwhile).
+            ticker.reset_immediately();
+        }
     }
 }
 
@@ -169,20 +181,38 @@ struct Poller<'a> {
     /// again only from a later version, since the controller's view at this
     /// version is older than the revocation.
     fenced_at: Option<u64>,
+    /// The address of this node's shard master in the last answer, when
+    /// another node: the old master a take-over checks ([`switch`]).
+    other_master: Option<String>,
+    /// Since when writes are held by [`Poller::hold_writes`], and for how long.
+    holding: Option<(Instant, Duration)>,
 }
 
 impl Poller<'_> {
-    fn apply(&mut self, answer: Result<Cluster, String>, sent: u64) {
+    /// Acts on one answer; `true` when it followed a switch of the
+    /// controller's ([`switch`]).
+    async fn apply(&mut self, answer: Result<Cluster, String>, sent: u64) -> bool {
         let lease = self.ctx.role.lease();
         let cluster = match answer {
             Ok(c) => c,
-            Err(e) => return self.failed(&e),
+            Err(e) => {
+                self.failed(&e);
+                return false;
+            }
         };
         let Some(me) = lease.node_id() else {
-            return self.failed(
+            self.failed(
                 "this node's id is unknown (set node_id, or let CLUSTERX SETNODEID pass first)",
             );
+            return false;
         };
+        // The master of this node's shard when it is another node: the old
+        // master of a take-over, the new one of a step-down.
+        let other_master = cluster
+            .place(&me)
+            .and_then(|p| cluster.shard_master(p.shard))
+            .filter(|m| m.id != me)
+            .map(|m| m.addr.clone());
         if self.failures > 0 {
             info!(failures = self.failures, "the controller answers again");
             self.failures = 0;
@@ -200,20 +230,15 @@ impl Poller<'_> {
                 _ => at,
             });
         }
-        match decide(&cluster, &me, self.highest) {
-            // Unless a grant since (a push, a failover's rollback) made the
-            // lease valid again: then the poll only keeps it going.
-            Decision::Renew { version }
-                if self.fenced_at.is_some_and(|f| version <= f) && !lease.write_allowed() =>
-            {
-                self.highest = Some(version);
-                self.metrics.count("fenced");
-                tracing::debug!(
-                    version,
-                    fenced_at = ?self.fenced_at,
-                    "the lease was revoked at this topology version; a poll renews only from a later one"
-                );
-            }
+        let decision = decide(&cluster, &me, self.highest);
+        if !matches!(decision, Decision::Stale { .. }) {
+            self.ctx.role.saw_controller_version(cluster.version);
+        }
+        let previous_master = match decision {
+            Decision::Stale { .. } => self.other_master.clone(),
+            _ => std::mem::replace(&mut self.other_master, other_master.clone()),
+        };
+        match decision {
             Decision::Stale { version, highest } => {
                 self.metrics.count("stale");
                 tracing::debug!(
@@ -222,38 +247,130 @@ impl Poller<'_> {
                     "stale cluster version from the controller; ignored"
                 );
             }
-            Decision::Renew { version } => {
+            // Becoming master (or master again): only once the node is at
+            // this topology. A lease revoked at this version is renewed
+            // only from a later one, unless leasegate brought the node to
+            // it just now (that acceptance postdates every revocation).
+            // A grant since (a push, a failover's rollback) that made the
+            // lease valid again is only kept going.
+            Decision::Renew { version } if !lease.write_allowed() => {
                 self.highest = Some(version);
-                self.fenced_at = None;
-                let grant = Grant {
-                    master_node_id: Some(me),
-                    ttl_ms: self.ctx.config.load().controller.ttl_ms,
-                    epoch: lease.epoch(),
-                    nonce: None,
-                    anchor: Some(sent),
-                };
-                match self.ctx.role.grant(&grant, lease.now(), Source::Poll) {
-                    Ok(GrantOutcome::Renewed) => self.metrics.count("renewed"),
-                    Ok(other) => {
-                        self.metrics.count("error");
-                        warn!(outcome = ?other, "controller poll did not renew the lease");
+                let fenced = self.fenced_at.is_some_and(|f| version <= f);
+                match switch::take_over(self.ctx, &cluster, previous_master.as_deref()).await {
+                    switch::TakeOver::Pushed => self.renew(me, sent),
+                    switch::TakeOver::Ready if !fenced => self.renew(me, sent),
+                    // The node itself is at this topology, which names it
+                    // master: a revocation of its own (it was a replica)
+                    // is past. One by a grant naming another node (a
+                    // failover away from here) is not.
+                    switch::TakeOver::AtVersion
+                        if !fenced || !lease.snapshot().owner.is_some_and(|o| o != me) =>
+                    {
+                        self.renew(me, sent)
                     }
-                    // The epoch moved between reading and granting (a push
-                    // grant raced this poll); the next poll uses the new one.
-                    Err(e) => {
-                        self.metrics.count("error");
-                        tracing::debug!(error = %e, "controller poll grant refused");
+                    switch::TakeOver::Ready | switch::TakeOver::AtVersion => {
+                        self.metrics.count("fenced");
+                        tracing::debug!(
+                            version,
+                            fenced_at = ?self.fenced_at,
+                            "the lease was revoked at this topology version; a poll renews only from a later one"
+                        );
+                    }
+                    switch::TakeOver::NotYet(why) => {
+                        self.metrics.count("pending");
+                        info!(version, %why, "the controller names this node master; no lease until its node is at that topology, writes held meanwhile");
+                        self.hold_writes();
                     }
                 }
             }
+            Decision::Renew { version } => {
+                self.highest = Some(version);
+                self.renew(me, sent);
+            }
             Decision::Revoke { version, reason } => {
                 self.highest = Some(version);
+                self.holding = None;
                 self.metrics.count("revoked");
-                self.ctx.role.revoke(&reason, Source::Poll);
+                let role = &self.ctx.role;
+                let followed = match other_master {
+                    // This node was master, and another node of its shard
+                    // is now: hand the sessions over without an error.
+                    Some(new_master) if lease.write_allowed() => {
+                        switch::step_down(self.ctx, &reason, new_master).await;
+                        true
+                    }
+                    // Writes go where the controller says the master is
+                    // (`pause.on_demote`), as after a topology push.
+                    Some(new_master) => {
+                        role.revoke(&reason, Source::Poll);
+                        let known = role.demotion().and_then(|d| d.new_master.clone());
+                        if known.as_deref() != Some(new_master.as_str()) {
+                            role.demote(Demotion {
+                                new_master: Some(Arc::from(new_master.as_str())),
+                            });
+                        }
+                        false
+                    }
+                    None => {
+                        role.revoke(&reason, Source::Poll);
+                        false
+                    }
+                };
                 self.revocations_seen = lease.revocations();
                 self.fenced_at = Some(version);
+                return followed;
             }
         }
+        false
+    }
+
+    /// Grants the lease for `controller.ttl_ms` from `sent`, when the poll
+    /// that named this node master was sent.
+    fn renew(&mut self, me: String, sent: u64) {
+        let lease = self.ctx.role.lease();
+        self.fenced_at = None;
+        // The hold ends with the grant (if its own bound has not ended it).
+        if let Some((since, bound)) = self.holding.take() {
+            if since.elapsed() < bound && !self.ctx.role.failover.is_running() {
+                self.ctx.gate.pause().unpause();
+            }
+        }
+        let grant = Grant {
+            master_node_id: Some(me),
+            ttl_ms: self.ctx.config.load().controller.ttl_ms,
+            epoch: lease.epoch(),
+            nonce: None,
+            anchor: Some(sent),
+        };
+        match self.ctx.role.grant(&grant, lease.now(), Source::Poll) {
+            Ok(GrantOutcome::Renewed) => self.metrics.count("renewed"),
+            Ok(other) => {
+                self.metrics.count("error");
+                warn!(outcome = ?other, "controller poll did not renew the lease");
+            }
+            // The epoch moved between reading and granting (a push grant
+            // raced this poll); the next poll uses the new one.
+            Err(e) => {
+                self.metrics.count("error");
+                tracing::debug!(error = %e, "controller poll grant refused");
+            }
+        }
+    }
+
+    /// The controller names this node master, but the node is not at its
+    /// topology yet: writes are held (not handed back to the old master,
+    /// which may be down and point here) for at most
+    /// `controller.switch_timeout_ms` from the first such poll; the grant
+    /// releases them.
+    fn hold_writes(&mut self) {
+        let role = &self.ctx.role;
+        role.clear_demotion();
+        if self.holding.is_some() || role.failover.is_running() {
+            return;
+        }
+        let bound = self.ctx.config.load().controller.switch_timeout;
+        self.ctx.gate.pause().pause(bound, PauseMode::Write);
+        self.holding = Some((Instant::now(), bound));
     }
 
     fn failed(&mut self, error: &str) {

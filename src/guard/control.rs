@@ -341,6 +341,19 @@ impl Gate {
                     )
                 });
         };
+        // The usual Kvrocks deployment has one password: the controller
+        // authenticates with the node's `requirepass`, which is then also
+        // `control.password`. Such an AUTH/HELLO is the node's as much as
+        // the controller's: it goes to the node unchanged (the node checks
+        // it, and the session remembers it for a hand-over's replay, as
+        // any client's), and the connection is the controller's besides.
+        if settings
+            .backend_password
+            .as_deref()
+            .is_some_and(|pw| pw.as_bytes() == args[at].as_slice())
+        {
+            return Some((Verdict::Forward, true));
+        }
         if auth {
             let verdict = match &settings.backend_password {
                 Some(pw) => Verdict::Rewrite {

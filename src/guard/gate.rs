@@ -740,6 +740,17 @@ pub(crate) fn for_tests(
     deny: &[&str],
     me: &str,
 ) -> (Arc<crate::guard::lease::ManualClock>, Gate) {
+    for_tests_with_password(mode, deny, me, None)
+}
+
+/// [`for_tests`] with `backend.password` set.
+#[cfg(test)]
+pub(crate) fn for_tests_with_password(
+    mode: LeaseMode,
+    deny: &[&str],
+    me: &str,
+    backend_password: Option<&str>,
+) -> (Arc<crate::guard::lease::ManualClock>, Gate) {
     use crate::guard::lease::{Initial, LeaseTuning, ManualClock};
     let clock = Arc::new(ManualClock::new(1_000_000_000));
     let lease = Arc::new(Lease::new(
@@ -764,7 +775,7 @@ pub(crate) fn for_tests(
         GateParts {
             control: ControlPolicy::new(Some("ctl"), &[]),
             reject_prefix: "READONLY".into(),
-            backend_password: None,
+            backend_password: backend_password.map(str::to_string),
             verifier: None,
             pause: Arc::new(Pause::new(10, 1 << 20)),
         },
@@ -952,6 +963,39 @@ mod tests {
             .classify(&words.name, &words.sub)
             .special;
         gate.authenticate(special, &head, &bytes)
+    }
+
+    /// One password for node and controller (the usual Kvrocks
+    /// deployment): the AUTH goes to the node unchanged, so the session
+    /// remembers it like any client's, and the connection is the
+    /// controller's besides. A separate node password is put in its place.
+    #[test]
+    fn a_control_password_that_is_the_nodes_is_forwarded() {
+        let (_, shared) = for_tests_with_password(LeaseMode::BlockWrite, &[], ME, Some("ctl"));
+        assert_eq!(
+            authenticate(&shared, &[b"AUTH", b"ctl"]),
+            Some((Verdict::Forward, true))
+        );
+        assert_eq!(
+            authenticate(&shared, &[b"AUTH", b"default", b"ctl"]),
+            Some((Verdict::Forward, true))
+        );
+        assert_eq!(
+            authenticate(&shared, &[b"HELLO", b"3", b"AUTH", b"default", b"ctl"]),
+            Some((Verdict::Forward, true))
+        );
+        assert_eq!(authenticate(&shared, &[b"AUTH", b"other"]), None);
+        let (_, separate) = for_tests_with_password(LeaseMode::BlockWrite, &[], ME, Some("node"));
+        assert_eq!(
+            authenticate(&separate, &[b"AUTH", b"ctl"]),
+            Some((
+                Verdict::Rewrite {
+                    request: encode(&[b"AUTH", b"node"]),
+                    answer: Answer::Replace(Bytes::from_static(OK)),
+                },
+                true
+            ))
+        );
     }
 
     #[test]

@@ -490,6 +490,15 @@ impl Lease {
     /// Revokes the lease at once (role transition, controller's word).
     pub fn revoke(&self, reason: &str) {
         let mut cold = self.lock();
+        // Revoked already, for the same reason, and not granted since: the
+        // term has ended and nothing new happened (the probe repeats what
+        // it sees on every tick). Not counted again, so that a promotion
+        // the node accepted since is not taken to be older than it.
+        if self.deadline.load(Ordering::Acquire) == 0
+            && cold.revoked_reason.as_deref() == Some(reason)
+        {
+            return;
+        }
         self.end_term();
         cold.revoked_reason = Some(reason.to_string());
         if cold.owner == cold.node_id {

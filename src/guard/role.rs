@@ -172,6 +172,10 @@ pub struct Role {
     /// The last accepted topology listing this node master: its version,
     /// and the lease's revocation count at that moment.
     promotion: std::sync::Mutex<Option<(u64, u64)>>,
+    /// The highest topology version read from the controller (0: none):
+    /// another leasegate taking over from this node asks for it (`INFO
+    /// leasegate`), since from that version on no older answer renews here.
+    controller_version: AtomicU64,
 }
 
 impl std::fmt::Debug for Role {
@@ -198,6 +202,7 @@ impl Role {
             metrics: RoleMetrics::default(),
             promoted: tokio::sync::Notify::new(),
             promotion: std::sync::Mutex::new(None),
+            controller_version: AtomicU64::new(0),
         }
     }
 
@@ -293,6 +298,16 @@ impl Role {
 
     pub async fn promoted(&self) {
         self.promoted.notified().await
+    }
+
+    /// The poller read the controller's topology at `version`.
+    pub fn saw_controller_version(&self, version: u64) {
+        self.controller_version.fetch_max(version, Ordering::AcqRel);
+    }
+
+    /// The highest topology version read from the controller (0: none yet).
+    pub fn controller_version(&self) -> u64 {
+        self.controller_version.load(Ordering::Acquire)
     }
 
     /// Records that this node was demoted (and where the new master's

@@ -47,6 +47,9 @@ pub struct Cluster {
 pub struct Shard {
     #[serde(default)]
     pub nodes: Vec<ClusterNode>,
+    /// `"0-8191"`, or a single slot `"42"`.
+    #[serde(default)]
+    pub slot_ranges: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -287,12 +290,50 @@ impl Cluster {
 
     /// The id of shard `shard`'s master.
     pub fn master_of_shard(&self, shard: usize) -> Option<&str> {
+        self.shard_master(shard).map(|n| n.id.as_str())
+    }
+
+    /// Shard `shard`'s master node.
+    pub fn shard_master(&self, shard: usize) -> Option<&ClusterNode> {
         self.shards
             .get(shard)?
             .nodes
             .iter()
             .find(|n| n.role.eq_ignore_ascii_case("master"))
-            .map(|n| n.id.as_str())
+    }
+
+    /// The topology as `CLUSTERX SETNODES` carries it, the controller's
+    /// own format: a line per node, `<id> <host> <port> master -
+    /// <ranges...>` or `<id> <host> <port> slave <master id>`. Leasegate
+    /// sends it only with the controller's own version, to bring its node
+    /// to a topology the controller already decided (the controller pushes
+    /// the same lines later; Kvrocks takes an equal version as a no-op).
+    pub fn setnodes_text(&self) -> Result<String, String> {
+        let mut lines = Vec::new();
+        for (index, shard) in self.shards.iter().enumerate() {
+            let master = self
+                .shard_master(index)
+                .ok_or_else(|| format!("shard {index} has no master"))?;
+            for node in &shard.nodes {
+                let (host, port) = node
+                    .addr
+                    .rsplit_once(':')
+                    .filter(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+                    .ok_or_else(|| format!("node {} has a bad address '{}'", node.id, node.addr))?;
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                if node.role.eq_ignore_ascii_case("master") {
+                    let mut line = format!("{} {host} {port} master -", node.id);
+                    for range in &shard.slot_ranges {
+                        line.push(' ');
+                        line.push_str(range);
+                    }
+                    lines.push(line);
+                } else {
+                    lines.push(format!("{} {host} {port} slave {}", node.id, master.id));
+                }
+            }
+        }
+        Ok(lines.join("\n"))
     }
 }
 
@@ -463,6 +504,31 @@ mod tests {
 
     const ME: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
     const OTHER: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+
+    #[test]
+    fn the_topology_is_written_as_setnodes_takes_it() {
+        let cluster = parse_cluster(&topology(7, Some("slave"))).expect("valid");
+        assert_eq!(
+            cluster.setnodes_text().expect("complete"),
+            format!(
+                "cccccccccccccccccccccccccccccccccccccccc 127.0.0.3 6666 master - 8192-16383\n\
+                 {OTHER} 127.0.0.2 6666 master - 0-8191\n\
+                 {ME} 127.0.0.1 6666 slave {OTHER}"
+            )
+        );
+        assert_eq!(
+            cluster.shard_master(1).map(|n| n.addr.as_str()),
+            Some("127.0.0.2:6666")
+        );
+        let headless = parse_cluster(
+            br#"{"data":{"cluster":{"version":1,"shards":[{"nodes":[{"id":"x","addr":"h:1","role":"slave"}],"slot_ranges":[]}]}}}"#,
+        )
+        .expect("valid");
+        assert!(
+            headless.setnodes_text().is_err(),
+            "a shard without a master"
+        );
+    }
 
     fn topology(version: u64, me_role: Option<&str>) -> Vec<u8> {
         let mut nodes = vec![format!(

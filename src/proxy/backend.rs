@@ -63,6 +63,12 @@ impl ControlConnection {
         Ok(conn)
     }
 
+    /// The connection's socket, for a session to carry on with (between
+    /// replies nothing is buffered).
+    pub fn into_stream(self) -> TcpStream {
+        self.stream
+    }
+
     /// Sends one command and returns its decoded reply; error replies become
     /// [`BackendError::Reply`].
     pub async fn call(

@@ -105,6 +105,22 @@ impl KvrocksServer {
     pub fn client(&self) -> Client {
         Client::connect(self.port)
     }
+
+    /// Kills the server (SIGKILL: a crash) and waits for it to be gone.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// A direct client that sends `AUTH <password>` first when a password
+    /// is given (a node started with `--requirepass`).
+    pub fn client_auth(&self, password: Option<&str>) -> Client {
+        let mut c = self.client();
+        if let Some(pw) = password {
+            assert_eq!(c.cmd(&["AUTH", pw]), Reply::ok(), "AUTH to kvrocks");
+        }
+        c
+    }
 }
 
 impl Drop for KvrocksServer {
@@ -150,6 +166,25 @@ impl Node {
         );
         let mut ctl = proxy.client();
         assert_eq!(ctl.cmd(&["CLUSTERX", "SETNODEID", id]), Reply::ok());
+        Some(Node { kvrocks, proxy })
+    }
+
+    /// For the real kvrocks-controller, which assigns node ids itself and
+    /// sends `CLUSTERX SETNODEID` through the leasegate: Kvrocks in cluster
+    /// mode with extra `kvrocks` options (e.g. `--requirepass`), its
+    /// leasegate with `backend.password` when given and `extra` top-level
+    /// YAML; no `node_id`, and no SETNODEID sent here.
+    pub fn start_for_controller(
+        kvrocks: &[&str],
+        backend_password: Option<&str>,
+        extra: &str,
+    ) -> Option<Node> {
+        let kvrocks = KvrocksServer::start_with(true, kvrocks)?;
+        let mut backend = format!("backend:\n  addr: {}\n", kvrocks.addr());
+        if let Some(pw) = backend_password {
+            backend.push_str(&format!("  password: {pw}\n"));
+        }
+        let proxy = Proxy::start_with_backend_yaml(&backend, extra);
         Some(Node { kvrocks, proxy })
     }
 

@@ -60,11 +60,25 @@ pub struct Writers {
 impl Writers {
     /// `n` writers on `port`, keys `<tag><w>-<i>`, `pace` between requests.
     pub fn start(port: u16, n: usize, tag: &'static str, pace: Duration) -> Writers {
+        Writers::start_authenticated(port, n, tag, pace, None)
+    }
+
+    /// [`Writers::start`] with each connection opening with `AUTH password`.
+    pub fn start_authenticated(
+        port: u16,
+        n: usize,
+        tag: &'static str,
+        pace: Duration,
+        password: Option<&str>,
+    ) -> Writers {
         let stop = Arc::new(AtomicBool::new(false));
         let threads = (0..n)
             .map(|w| {
                 let stop = Arc::clone(&stop);
-                std::thread::spawn(move || write_until(port, &format!("{tag}{w}"), pace, &stop))
+                let password = password.map(str::to_string);
+                std::thread::spawn(move || {
+                    write_until(port, &format!("{tag}{w}"), pace, password.as_deref(), &stop)
+                })
             })
             .collect();
         Writers { stop, threads }
@@ -83,15 +97,49 @@ impl Writers {
     }
 }
 
-fn write_until(port: u16, prefix: &str, pace: Duration, stop: &AtomicBool) -> Outcome {
-    let mut c = Client::connect(port);
+fn write_until(
+    port: u16,
+    prefix: &str,
+    pace: Duration,
+    password: Option<&str>,
+    stop: &AtomicBool,
+) -> Outcome {
+    // A connection, authenticated when asked; `Err` when the port refuses
+    // or answers with an error (a node that is down).
+    let connect = || -> Result<Client, String> {
+        let stream = std::net::TcpStream::connect(("127.0.0.1", port))
+            .map_err(|e| format!("connect: {e}"))?;
+        let mut c = Client::from_stream(stream);
+        if let Some(pw) = password {
+            c.try_send(&["AUTH", pw])?;
+            match c.read_within(super::PATIENCE)? {
+                Some(r) if r == Reply::ok() => {}
+                other => return Err(format!("AUTH: {other:?}")),
+            }
+        }
+        Ok(c)
+    };
+    let mut c = connect().expect("the writers' first connection");
     let mut out = Outcome::default();
     let mut i = 0u64;
     while !stop.load(Ordering::SeqCst) {
         let key = format!("{prefix}-{i}");
-        match c.cmd(&["SET", &key, "v"]) {
-            Reply::Status(s) if s == "OK" => out.acked.push((Instant::now(), key)),
-            other => out.errors.push(format!("{key}: {other:?}")),
+        let reply = c
+            .try_send(&["SET", &key, "v"])
+            .and_then(|()| c.read_within(super::PATIENCE));
+        match reply {
+            Ok(Some(Reply::Status(s))) if s == "OK" => out.acked.push((Instant::now(), key)),
+            Ok(other) => out.errors.push(format!("{key}: {other:?}")),
+            // A closed connection is an error the client sees; it
+            // reconnects, as clients do.
+            Err(e) => {
+                out.errors.push(format!("{key}: connection lost: {e}"));
+                std::thread::sleep(Duration::from_millis(50));
+                match connect() {
+                    Ok(again) => c = again,
+                    Err(e) => out.errors.push(format!("{key}: reconnecting: {e}")),
+                }
+            }
         }
         i += 1;
         if !pace.is_zero() {

@@ -7,6 +7,7 @@
 
 pub mod controller;
 pub mod history;
+pub mod kvctl;
 pub mod kvrocks;
 pub mod load;
 pub mod netns;
@@ -232,7 +233,9 @@ impl Proxy {
         for _ in 0..PORT_ATTEMPTS {
             let port = free_port();
             let yaml = format!(
-                "listen: 127.0.0.1:{port}\n{backend_yaml}log:\n  level: warn\n{admin}{extra_yaml}"
+                "listen: 127.0.0.1:{port}\n{backend_yaml}log:\n  level: '{}'\n{admin}{extra_yaml}",
+                // LEASEGATE_TEST_LOG=info (or a filter) to see what the proxies did.
+                std::env::var("LEASEGATE_TEST_LOG").unwrap_or_else(|_| "warn".into())
             );
             std::fs::write(&config_path, yaml).expect("write config");
             let mut child = Command::new(env!("CARGO_BIN_EXE_leasegate"))

@@ -6,13 +6,22 @@
 //! fencing of this node, the switch is the controller's:
 //!
 //! 1. `POST {controller}/…/shards/{i}/failover` with
-//!    `{"preferred_node_id": <target>}`: the controller promotes the target,
-//!    pushes the new topology to every node (this one becomes its replica)
-//!    and, in heartbeat mode, grants it the lease; in pull mode the target's
-//!    leasegate asks at once when its node accepts the promoting topology.
-//! 2. The held writes are released when the target's leasegate holds a
+//!    `{"preferred_node_id": <target>}`: the controller switches the shard
+//!    in its store and answers. kvrocks-controller 1.2.0 pushes the new
+//!    topology to the nodes only 1–1.5 s later (after pushing the old one
+//!    once more), so the stall must not wait for it:
+//! 2. the new topology is read back from the controller and brought to the
+//!    target's node at once (`CLUSTERX SETNODES` with the controller's
+//!    lines and version: its own push is then a no-op, and its stale
+//!    re-push of the old version is refused by Kvrocks), and the target's
+//!    leasegate is granted the lease at the fencing epoch, as in the
+//!    standalone flow (the controller has named it; this node is fenced
+//!    and the target caught up).
+//! 3. The held writes are released when the target's leasegate holds a
 //!    valid lease naming its node (its `/v1/status`, polled every
-//!    millisecond): they are handed to it and go through at once.
+//!    millisecond): they are handed to it and go through at once. Then
+//!    this node gets the same topology (it becomes the target's replica
+//!    now, not at the controller's push).
 //!
 //! An answer that says the controller did not act (never delivered, or a
 //! 4xx) undoes the fencing; any other failure leaves both fenced for the
@@ -23,9 +32,11 @@ use std::time::{Duration, Instant};
 use tracing::warn;
 
 use super::{rollback, FailoverError, Fencing, Run, Settings, Target};
+use crate::kvrocks::admin_api::LeaseRequest;
 use crate::kvrocks::admin_client::AdminClient;
 use crate::kvrocks::controller::{
-    cluster_url, fetch, http_client, request_shard_failover, shard_failover_url, ShardFailoverError,
+    cluster_url, fetch, http_client, request_shard_failover, shard_failover_url, Cluster,
+    ShardFailoverError,
 };
 use crate::proxy::backend::ControlConnection;
 
@@ -111,6 +122,7 @@ pub(super) async fn switch(
     shard: &Shard,
     fenced_epoch: u64,
     fencing: &Fencing,
+    nodes: Nodes<'_>,
 ) -> Result<u64, FailoverError> {
     let Some(controller) = run.settings.controller.as_ref() else {
         return Err(FailoverError::NoController);
@@ -145,10 +157,44 @@ pub(super) async fn switch(
             warn!(error = %source, "the shard failover reported a failure, but the controller's topology names the target master: carrying on");
         }
     }
+    // The controller has decided; bring the target's node there now.
+    let topology = match fetch(&http_client(timeout), &topology_url).await {
+        Ok(c) if c.master_of_shard(shard.index) == Some(target.node_id.as_str()) => Some(c),
+        Ok(c) => {
+            warn!(version = c.version, "the controller's topology does not name the target master yet; waiting for its push");
+            None
+        }
+        Err(e) => {
+            warn!(error = %e, "cannot read the controller's new topology; waiting for its push");
+            None
+        }
+    };
+    if let Some(topology) = &topology {
+        if apply_topology(nodes.replica, topology).await.is_ok() {
+            let grant = LeaseRequest {
+                master_node_id: target.node_id.clone(),
+                epoch: fenced_epoch,
+                ttl_ms: run.request.lease_ttl_ms,
+                nonce: None,
+            };
+            // Refused only if the target's leasegate saw a higher epoch:
+            // then its own poll grants.
+            if let Err(e) = admin
+                .grant_lease(&run.request.to, nodes.token, &grant)
+                .await
+            {
+                warn!(error = %e, "granting the target's leasegate its lease; waiting for its poll");
+            }
+        }
+    }
     let patience = Duration::from_millis(run.request.pause_timeout_ms);
     match target_lease(admin, &run.request.to, &target.node_id, patience).await {
         Ok(epoch) => {
             run.release();
+            // This node follows the new master now, not at the controller's push.
+            if let Some(topology) = &topology {
+                let _ = apply_topology(nodes.source, topology).await;
+            }
             Ok(epoch)
         }
         Err(last) => run.both_fenced(FailoverError::NewMasterNoLease {
@@ -157,6 +203,32 @@ pub(super) async fn switch(
             last,
         }),
     }
+}
+
+/// The two node connections a cluster-mode switch uses, and the target's
+/// admin token.
+pub(super) struct Nodes<'a> {
+    /// This node.
+    pub source: &'a mut ControlConnection,
+    /// The target node.
+    pub replica: &'a mut ControlConnection,
+    pub token: Option<&'a str>,
+}
+
+/// Sends the controller's `topology` to a node (`CLUSTERX SETNODES` at the
+/// controller's version); a failure is logged (the controller's own push
+/// follows).
+async fn apply_topology(node: &mut ControlConnection, topology: &Cluster) -> Result<(), ()> {
+    let text = topology.setnodes_text().map_err(|e| {
+        warn!(error = %e, "the controller's topology cannot be written as SETNODES");
+    })?;
+    let version = topology.version.to_string();
+    node.call(&["CLUSTERX", "SETNODES", &text, &version])
+        .await
+        .map(|_| ())
+        .map_err(|e| {
+            warn!(error = %e, version = %version, "bringing a node to the controller's topology; the controller's push follows");
+        })
 }
 
 /// Polls the target's leasegate until it holds a valid lease naming its

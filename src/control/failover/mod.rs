@@ -709,7 +709,12 @@ async fn failover(run: &mut Run) -> Result<(u64, Target), FailoverError> {
         }
     }
     if let Some(shard) = shard {
-        let epoch = cluster::switch(run, &admin, &target, &shard, epoch, &fencing).await?;
+        let nodes = cluster::Nodes {
+            source: &mut source,
+            replica: &mut replica,
+            token: token.as_deref(),
+        };
+        let epoch = cluster::switch(run, &admin, &target, &shard, epoch, &fencing, nodes).await?;
         return Ok((epoch, target));
     }
     if let Err(e) = replica.call(&["SLAVEOF", "NO", "ONE"]).await {
@@ -885,14 +890,14 @@ struct Fencing {
 }
 
 /// How the replica's offset compares with the one it must reach.
-enum CatchUp {
+pub(super) enum CatchUp {
     Reached,
     /// The deadline passed; the replica was last seen at this offset.
     Behind(Option<u64>),
 }
 
 /// Polls the replica's offset until it reaches `target`, until `deadline`.
-async fn catch_up(
+pub(super) async fn catch_up(
     replica: &mut ControlConnection,
     target: u64,
     deadline: Instant,
@@ -913,7 +918,7 @@ async fn catch_up(
 }
 
 /// This node's replication offset.
-async fn offset(conn: &mut ControlConnection) -> Result<u64, FailoverError> {
+pub(super) async fn offset(conn: &mut ControlConnection) -> Result<u64, FailoverError> {
     Ok(info_replication(conn).await?.offset.unwrap_or(0))
 }
 
@@ -946,7 +951,9 @@ fn client_address(listen: &str, admin: &str) -> String {
     }
 }
 
-async fn info_replication(conn: &mut ControlConnection) -> Result<Replication, FailoverError> {
+pub(super) async fn info_replication(
+    conn: &mut ControlConnection,
+) -> Result<Replication, FailoverError> {
     match conn.call(&["INFO", "replication"]).await {
         Ok(OwnedFrame::BulkString(text)) => {
             Ok(Replication::parse_info(&String::from_utf8_lossy(&text)))

@@ -161,7 +161,31 @@ pub async fn serve(
     ctx: Arc<SessionContext>,
     shutdown: CancellationToken,
 ) {
+    serve_on(client, backend, false, ctx, shutdown).await
+}
+
+/// Serves a session that starts handed over: its node cannot be reached
+/// and was demoted, so `backend` is the new master's leasegate
+/// (`pause.on_demote: forward`). It returns home when the node is master
+/// again, as a session handed over during a failover does.
+pub async fn serve_handed_over(
+    client: TcpStream,
+    new_master: TcpStream,
+    ctx: Arc<SessionContext>,
+    shutdown: CancellationToken,
+) {
+    serve_on(client, new_master, true, ctx, shutdown).await
+}
+
+async fn serve_on(
+    client: TcpStream,
+    backend: TcpStream,
+    handed_over: bool,
+    ctx: Arc<SessionContext>,
+    shutdown: CancellationToken,
+) {
     let mut s = Session::new(ctx.limits, Arc::clone(&ctx.gate), ctx.max_client_output);
+    s.handed_over = handed_over;
     if client
         .peer_addr()
         .is_ok_and(|peer| ctx.gate.trusts_peer(peer.ip()))

@@ -1,0 +1,306 @@
+//! Following a switch the controller made on its own.
+//!
+//! kvrocks-controller moves a shard's master without leasegate's failover
+//! too: its failover API called directly (as operators and scripts do), or
+//! its automatic failover when a master stops answering its probes. 1.2.0
+//! then answers at once and pushes the new topology to the nodes 1–1.5 s
+//! later, so the two leasegates' polls see the new version long before the
+//! nodes do. Left alone, the old master's leasegate would fence its writes
+//! at its next poll while the new master's node stays a replica until the
+//! push: a second of client errors. Instead the poller ([`super::poll`])
+//! follows the switch:
+//!
+//! * **Step down** ([`step_down`], the old master's leasegate): writes are
+//!   held, not failed; those already forwarded are answered (under the
+//!   lease this node still holds); then the lease is revoked and the node
+//!   marked demoted, with the new master's leasegate as the hand-over
+//!   target. The held writes move there once that leasegate holds the
+//!   lease (its `INFO leasegate`, asked every few milliseconds).
+//! * **Take over** ([`take_over`], the new master's leasegate): its node is
+//!   brought to the controller's topology by leasegate itself
+//!   (`CLUSTERX SETNODES` with the controller's lines at the controller's
+//!   version; the controller's own push of the same version is then a
+//!   no-op), but only once the old master is **fenced at that version** (its
+//!   leasegate reports `lease_valid:0` and `controller_version` at least
+//!   that version, so no older answer can renew it) and this node has
+//!   **caught up** with the old master's offset: nothing the old master
+//!   acknowledged is missing here. Until the node is at the controller's
+//!   version, the poll grants no lease.
+//!
+//! Both are bounded by `controller.switch_timeout_ms`. Past it, held writes
+//! are released (refused where they land until a lease exists, as
+//! before), and a take-over that could not establish its two conditions
+//! (the old master dead or cut off) pushes nothing: the controller's own
+//! push decides. The lease still comes only from the controller's answers.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use redis_protocol::resp2::types::OwnedFrame;
+use tracing::{info, warn};
+
+use super::failover::{catch_up, info_replication, CatchUp};
+use super::ControlContext;
+use crate::guard::pause::{OnDemote, PauseMode};
+use crate::guard::role::{Demotion, Source};
+use crate::kvrocks::controller::Cluster;
+use crate::proxy::backend::{BackendError, ControlConnection};
+
+/// How often another leasegate is asked for its `INFO leasegate`.
+const ASK_EVERY: Duration = Duration::from_millis(2);
+/// How long writes forwarded before a step-down's hold get to be answered
+/// under the lease; one still unanswered then gets the unknown-outcome
+/// error, as it would have without the hold.
+const DRAIN: Duration = Duration::from_millis(500);
+
+/// This node was master, and the controller's topology now names
+/// `new_master` (its leasegate's address) master of the shard: revoke the
+/// lease without failing a client (module doc).
+pub(super) async fn step_down(ctx: &ControlContext, reason: &str, new_master: String) {
+    let config = ctx.config.load_full();
+    let bound = config.controller.switch_timeout;
+    let started = Instant::now();
+    let deadline = started + bound;
+    let role = &ctx.role;
+    let pause = ctx.gate.pause();
+    let target: Arc<str> = Arc::from(new_master.as_str());
+    let hold = role.on_demote() == OnDemote::Forward && ctx.gate.lease().write_allowed();
+    if hold {
+        role.prepare_handover(Some(Arc::clone(&target)));
+        pause.pause(bound, PauseMode::Write);
+        let drained = (started + DRAIN).min(deadline);
+        while role.writes_in_flight() > 0 && Instant::now() < drained {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    role.revoke(reason, Source::Poll);
+    role.demote(Demotion {
+        new_master: Some(Arc::clone(&target)),
+    });
+    if !hold {
+        return;
+    }
+    let password = config.backend.password.as_deref();
+    match until_leasegate(
+        &new_master,
+        password,
+        config.connect_timeout(),
+        deadline,
+        |f| field(f, "lease_valid") == Some("1"),
+    )
+    .await
+    {
+        Ok(()) => info!(
+            new_master = %new_master,
+            stall_ms = started.elapsed().as_secs_f64() * 1000.0,
+            "the controller switched the shard: writes held here go to the new master's leasegate, which holds the lease"
+        ),
+        Err(last) => warn!(
+            new_master = %new_master,
+            timeout_ms = bound.as_millis() as u64,
+            last = %last,
+            "the new master's leasegate held no lease within controller.switch_timeout_ms; held writes go to it now (refused there until it holds one)"
+        ),
+    }
+    pause.unpause();
+    role.prepare_handover(None);
+}
+
+/// What [`take_over`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum TakeOver {
+    /// The node is not in cluster mode: there is no topology to follow.
+    Ready,
+    /// The node is at the controller's version (or a later one).
+    AtVersion,
+    /// Leasegate brought the node to the controller's version just now.
+    Pushed,
+    /// The node is not at the controller's topology yet; why.
+    NotYet(String),
+}
+
+/// The controller's topology `cluster` names this node master, but the
+/// lease is not valid: make sure the node is at that topology, bringing it
+/// there when the old master (its leasegate at `old_master`) is fenced and
+/// caught up with (module doc).
+pub(super) async fn take_over(
+    ctx: &ControlContext,
+    cluster: &Cluster,
+    old_master: Option<&str>,
+) -> TakeOver {
+    let version = cluster.version;
+    let config = ctx.config.load_full();
+    let timeout = config.connect_timeout();
+    let password = config.backend.password.as_deref();
+    let mut node = match ControlConnection::open(&config.backend.addr, password, timeout).await {
+        Ok(c) => c,
+        Err(e) => return TakeOver::NotYet(format!("cannot reach the node: {e}")),
+    };
+    let at = match node.call(&["CLUSTERX", "VERSION"]).await {
+        Ok(reply) => match integer(&reply) {
+            Some(v) => v,
+            None => return TakeOver::Ready,
+        },
+        // Not in cluster mode (Redis, standalone Kvrocks): nothing to follow.
+        Err(BackendError::Reply(_)) => return TakeOver::Ready,
+        Err(e) => return TakeOver::NotYet(format!("CLUSTERX VERSION: {e}")),
+    };
+    if at >= version as i64 {
+        return TakeOver::AtVersion;
+    }
+    let Some(old_master) = old_master else {
+        return TakeOver::NotYet(format!(
+            "the node is at topology version {at}, below the controller's {version}, and the old master is unknown: the controller's push decides"
+        ));
+    };
+    let deadline = Instant::now() + config.controller.switch_timeout;
+    let fenced = until_leasegate(old_master, password, timeout, deadline, |f| {
+        field(f, "lease_valid") == Some("0")
+            && field(f, "controller_version")
+                .and_then(|v| v.parse::<u64>().ok())
+                .is_some_and(|v| v >= version)
+    })
+    .await;
+    if let Err(last) = fenced {
+        return TakeOver::NotYet(format!(
+            "the old master's leasegate {old_master} did not report itself fenced at version {version} ({last}): the controller's push decides"
+        ));
+    }
+    // Nothing the old master acknowledged may be missing here.
+    let caught_up = async {
+        let mut old = ControlConnection::open(old_master, password, timeout)
+            .await
+            .map_err(|e| format!("cannot reach the old master {old_master}: {e}"))?;
+        // Its node's own answer: a master (a leasegate whose node is down
+        // may serve a new client at the new master, this very node).
+        let theirs = info_replication(&mut old)
+            .await
+            .map_err(|e| e.to_string())?;
+        if theirs.is_replica() || theirs.role.as_deref() != Some("master") {
+            return Err(format!(
+                "the old master's leasegate {old_master} does not reach a master (role {})",
+                theirs.role.as_deref().unwrap_or("unknown")
+            ));
+        }
+        let target = theirs.offset.unwrap_or(0);
+        match catch_up(&mut node, target, deadline).await {
+            Ok(CatchUp::Reached) => Ok(target),
+            Ok(CatchUp::Behind(seen)) => Err(format!(
+                "the node did not reach the old master's offset {target} (at {seen:?})"
+            )),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+    .await;
+    let target = match caught_up {
+        Ok(t) => t,
+        Err(e) => return TakeOver::NotYet(format!("{e}: the controller's push decides")),
+    };
+    let text = match cluster.setnodes_text() {
+        Ok(t) => t,
+        Err(e) => return TakeOver::NotYet(format!("the controller's topology: {e}")),
+    };
+    let started = Instant::now();
+    let version_arg = version.to_string();
+    match node
+        .call(&["CLUSTERX", "SETNODES", &text, &version_arg])
+        .await
+    {
+        Ok(_) => {
+            info!(
+                version,
+                offset = target,
+                promote_ms = started.elapsed().as_secs_f64() * 1000.0,
+                "the controller named this node master: its topology applied here (the old master is fenced and caught up with)"
+            );
+            ctx.role.clear_demotion();
+            TakeOver::Pushed
+        }
+        Err(e) => TakeOver::NotYet(format!("CLUSTERX SETNODES at version {version}: {e}")),
+    }
+}
+
+/// Asks the leasegate at `addr` for its `INFO leasegate` until `done` says
+/// yes or `deadline` passes; `Err` carries what was last seen.
+async fn until_leasegate(
+    addr: &str,
+    password: Option<&str>,
+    timeout: Duration,
+    deadline: Instant,
+    done: impl Fn(&HashMap<String, String>) -> bool,
+) -> Result<(), String> {
+    let mut conn: Option<ControlConnection> = None;
+    let mut last = "not asked".to_string();
+    loop {
+        if conn.is_none() {
+            match ControlConnection::open(addr, password, timeout).await {
+                Ok(c) => conn = Some(c),
+                Err(e) => last = format!("cannot reach it: {e}"),
+            }
+        }
+        if let Some(c) = conn.as_mut() {
+            match leasegate_info(c).await {
+                Ok(fields) if done(&fields) => return Ok(()),
+                Ok(fields) => {
+                    last = format!(
+                        "lease_valid:{} controller_version:{}",
+                        field(&fields, "lease_valid").unwrap_or("?"),
+                        field(&fields, "controller_version").unwrap_or("?")
+                    )
+                }
+                Err(e) => {
+                    last = e;
+                    conn = None;
+                }
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(last);
+        }
+        tokio::time::sleep(ASK_EVERY).await;
+    }
+}
+
+/// Another leasegate's `INFO leasegate`, as fields.
+pub async fn leasegate_info(
+    conn: &mut ControlConnection,
+) -> Result<HashMap<String, String>, String> {
+    match conn.call(&["INFO", "leasegate"]).await {
+        Ok(OwnedFrame::BulkString(text)) => Ok(String::from_utf8_lossy(&text)
+            .lines()
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+            .collect()),
+        Ok(other) => Err(format!("unexpected INFO leasegate reply {other:?}")),
+        Err(e) => Err(format!("INFO leasegate: {e}")),
+    }
+}
+
+fn field<'a>(fields: &'a HashMap<String, String>, name: &str) -> Option<&'a str> {
+    fields.get(name).map(String::as_str)
+}
+
+/// An integer reply, or a bulk string holding one (`CLUSTERX VERSION`).
+fn integer(reply: &OwnedFrame) -> Option<i64> {
+    match reply {
+        OwnedFrame::Integer(i) => Some(*i),
+        OwnedFrame::BulkString(b) | OwnedFrame::SimpleString(b) => {
+            std::str::from_utf8(b).ok()?.trim().parse().ok()
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_version_reads_from_either_form() {
+        assert_eq!(integer(&OwnedFrame::Integer(7)), Some(7));
+        assert_eq!(integer(&OwnedFrame::BulkString(b"-1".to_vec())), Some(-1));
+        assert_eq!(integer(&OwnedFrame::BulkString(b"x".to_vec())), None);
+        assert_eq!(integer(&OwnedFrame::Null), None);
+    }
+}

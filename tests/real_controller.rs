@@ -1,0 +1,158 @@
+//! The REAL kvrocks-controller 1.2.0 running a cluster-mode Kvrocks shard
+//! behind leasegates (`support::kvctl`): registration with and without node
+//! passwords (its `AUTH`, `CLUSTERX SETNODEID/SETNODES` through the
+//! leasegates, pull renewal of the master's lease), and a controller
+//! restart that keeps the cluster. Skipped when the controller or Kvrocks
+//! binary is missing.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::kvctl::{real_shard, RealShard, RealShardOptions};
+use support::kvrocks::{wait_for, Node};
+use support::{http, Reply, PATIENCE};
+
+/// leasegate's `GET /v1/status` (no token needed).
+fn status(node: &Node) -> serde_json::Value {
+    let (code, body) = http(node.proxy.admin_port(), "GET", "/v1/status", None, None);
+    assert_eq!(code, 200, "{body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
+fn lease_valid(node: &Node) -> bool {
+    status(node)["lease"]["valid"] == true
+}
+
+/// Waits until `node`'s lease is `valid` (or not).
+fn wait_lease(node: &Node, valid: bool, what: &str) {
+    let start = Instant::now();
+    while lease_valid(node) != valid {
+        assert!(
+            start.elapsed() < PATIENCE,
+            "{what}: lease never became valid={valid}: {}",
+            status(node)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn assert_fenced(reply: &Reply, what: &str) {
+    assert!(
+        matches!(reply, Reply::Error(e) if e.contains("master lease expired")),
+        "{what}: {reply:?}"
+    );
+}
+
+/// What every registration must give: each leasegate learned the id the
+/// controller assigned, A holds the lease and B does not, B's leasegate
+/// took the topology as its demotion (new master: A's leasegate), a write
+/// through A reaches B by replication. A write through B is refused with
+/// `pause.on_demote: readonly`, handed over to A with the default (forward).
+fn check_registration(shard: &RealShard, on_demote_readonly: bool) {
+    let (a, b) = (status(&shard.a), status(&shard.b));
+    let a_addr = format!("127.0.0.1:{}", shard.a.proxy.port);
+    assert_eq!(a["lease"]["node_id"], shard.a_id.as_str(), "{a}");
+    assert_eq!(b["lease"]["node_id"], shard.b_id.as_str(), "{b}");
+    assert_eq!(a["lease"]["valid"], true, "A: {a}");
+    assert_eq!(b["lease"]["valid"], false, "B: {b}");
+    assert_eq!(b["demoted"]["new_master"], a_addr.as_str(), "B: {b}");
+    assert_ne!(shard.a_id, shard.b_id);
+
+    let mut app = shard.client(&shard.a);
+    assert_eq!(app.cmd(&["SET", "via-a", "1"]), Reply::ok());
+    let mut replica = shard.direct(&shard.b);
+    assert_eq!(replica.cmd(&["READONLY"]), Reply::ok());
+    wait_for(&mut replica, "via-a", "1");
+
+    let through_b = shard.client(&shard.b).cmd(&["SET", "via-b", "1"]);
+    let mut direct_a = shard.direct(&shard.a);
+    if on_demote_readonly {
+        assert!(
+            matches!(&through_b, Reply::Error(e)
+                if e.starts_with("READONLY this node was demoted") && e.contains(&a_addr)),
+            "a write through B: {through_b:?}"
+        );
+        assert_eq!(direct_a.cmd(&["EXISTS", "via-b"]), Reply::Int(0));
+        assert_eq!(replica.cmd(&["EXISTS", "via-b"]), Reply::Int(0));
+    } else {
+        assert_eq!(through_b, Reply::ok(), "a write through B, handed to A");
+        assert_eq!(direct_a.cmd(&["GET", "via-b"]), Reply::bulk("1"));
+        wait_for(&mut replica, "via-b", "1");
+    }
+}
+
+#[test]
+fn registration_with_passwords() {
+    let opts = RealShardOptions {
+        extra_yaml: "pause:\n  on_demote: readonly\n".into(),
+        ..RealShardOptions::with_password("nodepw")
+    };
+    let Some(shard) = real_shard(&opts) else {
+        return;
+    };
+    check_registration(&shard, true);
+    let cluster = shard.controller.cluster();
+    for node in cluster["shards"][0]["nodes"].as_array().expect("nodes") {
+        assert_eq!(node["password"], "nodepw", "{cluster}");
+    }
+    // Clients must authenticate: the leasegate passes NOAUTH through.
+    let reply = shard.a.proxy.client().cmd(&["GET", "via-a"]);
+    assert!(
+        matches!(&reply, Reply::Error(e) if e.starts_with("NOAUTH")),
+        "{reply:?}"
+    );
+    let wrong = shard.a.proxy.client().cmd(&["AUTH", "wrong"]);
+    assert!(wrong.is_error(), "{wrong:?}");
+}
+
+#[test]
+fn registration_without_password() {
+    let Some(shard) = real_shard(&RealShardOptions::default()) else {
+        return;
+    };
+    check_registration(&shard, false);
+    let cluster = shard.controller.cluster();
+    assert_eq!(cluster["version"], 1, "{cluster}");
+    let reply = shard.a.proxy.client().cmd(&["GET", "via-a"]);
+    assert_eq!(reply, Reply::bulk("1"));
+}
+
+#[test]
+fn controller_restart_keeps_the_cluster() {
+    let Some(mut shard) = real_shard(&RealShardOptions::with_password("pw2")) else {
+        return;
+    };
+    let before = shard.controller.cluster();
+
+    // Controller down: polls fail, A's lease runs out, its writes are fenced.
+    shard.controller.stop();
+    wait_lease(&shard.a, false, "A with the controller down");
+    assert_fenced(
+        &shard.client(&shard.a).cmd(&["SET", "down", "1"]),
+        "a write through A while the controller is down",
+    );
+
+    let start = Instant::now();
+    shard.controller.restart();
+    eprintln!(
+        "controller restarted, leader again after {:?}",
+        start.elapsed()
+    );
+    let after = shard.controller.cluster();
+    assert_eq!(after["version"], before["version"], "{before}\n{after}");
+    assert_eq!(after["shards"], before["shards"], "{before}\n{after}");
+    assert_eq!(shard.controller.master_of(0).0, shard.a_id);
+
+    // A's lease comes back from the restarted controller, and keeps being
+    // renewed past several TTLs.
+    wait_lease(&shard.a, true, "A after the restart");
+    let mut app = shard.client(&shard.a);
+    let renewed = Instant::now();
+    while renewed.elapsed() < Duration::from_millis(3 * 1500) {
+        assert_eq!(app.cmd(&["SET", "after", "1"]), Reply::ok());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(lease_valid(&shard.a), "{}", status(&shard.a));
+    assert!(!lease_valid(&shard.b), "{}", status(&shard.b));
+}

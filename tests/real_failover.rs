@@ -1,0 +1,199 @@
+//! Failovers under the real kvrocks-controller (1.2.0), on the real Kvrocks
+//! in cluster mode with node passwords, as operators deploy it: the nodes
+//! registered by their leasegates' addresses, the controller authenticating
+//! with the node password (which is also each leasegate's
+//! `control.password`), leases by polling the controller. Clients
+//! authenticate with the node password too: their sessions are handed over
+//! with it.
+//!
+//! * `leasegate failover` there and back under continuous writes;
+//! * the controller's own failover API, called directly, there and back;
+//! * the controller's automatic failover after the master's node is killed.
+
+mod support;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use support::kvctl::{real_shard, RealShard, RealShardOptions};
+use support::kvrocks::Node;
+use support::load::Writers;
+use support::Reply;
+
+const PASSWORD: &str = "node-secret";
+/// Bounds no slow machine reaches; the stall itself is measured by
+/// `bench/failover.sh`.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+fn shard() -> Option<RealShard> {
+    real_shard(&RealShardOptions::with_password(PASSWORD))
+}
+
+/// `leasegate failover --from <from> --to <to>`; the printed report.
+fn leasegate_failover(shard: &RealShard, from: &Node, to: &Node) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_leasegate"))
+        .args([
+            "failover",
+            "--from",
+            &format!("127.0.0.1:{}", from.proxy.admin_port()),
+        ])
+        .args(["--to", &format!("127.0.0.1:{}", to.proxy.admin_port())])
+        .args(["--token", &RealShardOptions::default().token])
+        .args(["--sync-timeout-ms", "2000", "--pause-timeout-ms", "5000"])
+        .output()
+        .expect("run leasegate failover");
+    let printed = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "failover failed: {printed} {}\ncontroller log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        shard.controller.log_tail()
+    );
+    assert!(printed.contains("success"), "{printed}");
+    printed
+}
+
+/// Waits until `node`'s leasegate holds a valid lease (its `/v1/status`).
+fn wait_master(node: &Node, what: &str) {
+    let start = Instant::now();
+    loop {
+        let (code, body) = support::http(node.proxy.admin_port(), "GET", "/v1/status", None, None);
+        let status: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        if code == 200 && status["lease"]["valid"] == true {
+            return;
+        }
+        assert!(start.elapsed() < PATIENCE, "{what}: no lease ({body})");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits until `key` can be read on `node` directly (its replication
+/// caught up), then returns.
+fn settle(shard: &RealShard, node: &Node) {
+    let mut c = shard.client(node);
+    let start = Instant::now();
+    while c.cmd(&["SET", "settle", "1"]) != Reply::ok() {
+        assert!(start.elapsed() < PATIENCE, "the master never took writes");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn leasegate_failover_there_and_back_with_passwords_fails_and_loses_nothing() {
+    let Some(shard) = shard() else { return };
+    let writers =
+        Writers::start_authenticated(shard.a.proxy.port, 8, "w", Duration::ZERO, Some(PASSWORD));
+    std::thread::sleep(Duration::from_millis(300));
+
+    let there = leasegate_failover(&shard, &shard.a, &shard.b);
+    eprintln!("A→B: {there}");
+    assert_eq!(shard.controller.master_of(0).0, shard.b_id);
+    // The stall did not wait for the controller's push (1-1.5 s): the
+    // failover brought B's node to the new topology itself.
+    wait_master(&shard.b, "B after the failover");
+    std::thread::sleep(Duration::from_millis(1500));
+
+    let back = leasegate_failover(&shard, &shard.b, &shard.a);
+    eprintln!("B→A: {back}");
+    assert_eq!(shard.controller.master_of(0).0, shard.a_id);
+    wait_master(&shard.a, "A after the failover back");
+    std::thread::sleep(Duration::from_millis(500));
+
+    let outcome = writers.finish();
+    settle(&shard, &shard.a);
+    outcome.assert_none_failed_or_lost(&mut shard.direct(&shard.a), 100);
+    eprintln!("{} writes acknowledged", outcome.acked.len());
+}
+
+#[test]
+fn the_controllers_own_failover_called_directly_fails_and_loses_nothing() {
+    let Some(shard) = shard() else { return };
+    let writers =
+        Writers::start_authenticated(shard.a.proxy.port, 8, "c", Duration::ZERO, Some(PASSWORD));
+    std::thread::sleep(Duration::from_millis(300));
+
+    let version = shard.controller.version();
+    let (code, answer) = shard.controller.failover(0, &shard.b_id);
+    assert_eq!(code, 200, "{answer}");
+    shard
+        .controller
+        .wait_version(version + 1, Duration::from_secs(5));
+    // A's leasegate sees the switch at its next poll, holds its writes and
+    // hands them to B's, which brings its node to the new topology once A
+    // is fenced and caught up with.
+    wait_master(&shard.b, "B after the controller's failover");
+    std::thread::sleep(Duration::from_millis(2000));
+
+    let version = shard.controller.version();
+    let (code, answer) = shard.controller.failover(0, &shard.a_id);
+    assert_eq!(code, 200, "{answer}");
+    shard
+        .controller
+        .wait_version(version + 1, Duration::from_secs(5));
+    wait_master(&shard.a, "A after the controller's failover back");
+    std::thread::sleep(Duration::from_millis(2000));
+
+    let outcome = writers.finish();
+    settle(&shard, &shard.a);
+    outcome.assert_none_failed_or_lost(&mut shard.direct(&shard.a), 100);
+    eprintln!("{} writes acknowledged", outcome.acked.len());
+}
+
+#[test]
+fn a_killed_master_is_replaced_and_its_leasegate_serves_new_clients_there() {
+    let Some(mut shard) = shard() else { return };
+    let writers = Writers::start_authenticated(
+        shard.a.proxy.port,
+        4,
+        "k",
+        Duration::from_millis(2),
+        Some(PASSWORD),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let version = shard.controller.version();
+    shard.a.kvrocks.kill();
+    // The controller's probes fail (ping 1 s x 3), it promotes B and pushes
+    // the topology to B through B's leasegate.
+    shard
+        .controller
+        .wait_version(version + 1, Duration::from_secs(30));
+    assert_eq!(shard.controller.master_of(0).0, shard.b_id);
+    wait_master(&shard.b, "B after the automatic failover");
+    let outcome = writers.finish();
+
+    // Nothing A acknowledged is missing on B.
+    let mut b = shard.direct(&shard.b);
+    let missing: Vec<&String> = outcome
+        .acked_keys()
+        .filter(|k| b.cmd(&["EXISTS", k.as_str()]) != Reply::Int(1))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged writes are not on the new master, e.g. {:?}",
+        missing.len(),
+        outcome.acked.len(),
+        &missing[..missing.len().min(5)]
+    );
+    assert!(
+        outcome.acked.len() > 20,
+        "only {} writes",
+        outcome.acked.len()
+    );
+
+    // A's leasegate learned the new master from its poll: a new client of
+    // A's leasegate is served by B's, not refused.
+    let start = Instant::now();
+    loop {
+        let mut c = support::Client::connect(shard.a.proxy.port);
+        let auth = c.cmd(&["AUTH", PASSWORD]);
+        if auth == Reply::ok() && c.cmd(&["SET", "after-crash", "1"]) == Reply::ok() {
+            break;
+        }
+        assert!(
+            start.elapsed() < PATIENCE,
+            "A's leasegate never served a new client at the new master (AUTH: {auth:?})"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(b.cmd(&["GET", "after-crash"]), Reply::bulk("1"));
+}
