@@ -105,19 +105,7 @@ fn failover_under_continuous_writes_loses_nothing_and_fails_no_client() {
     let p = pair("");
     let writers = Writers::start(p.a.port, 8, "w", Duration::ZERO);
     std::thread::sleep(Duration::from_millis(300));
-    let out = Command::new(env!("CARGO_BIN_EXE_leasegate"))
-        .args([
-            "failover",
-            "--from",
-            &format!("127.0.0.1:{}", p.a.admin_port()),
-        ])
-        .args(["--to", &format!("127.0.0.1:{}", p.b.admin_port())])
-        .args(["--token", TOKEN])
-        // Generous bounds: a loaded test machine must not fail this test;
-        // the stall itself is measured by bench/failover.
-        .args(["--sync-timeout-ms", "2000", "--pause-timeout-ms", "5000"])
-        .output()
-        .expect("run leasegate failover");
+    let out = support::failover_command(p.a.admin_port(), p.b.admin_port(), TOKEN);
     let printed = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(
         out.status.success(),

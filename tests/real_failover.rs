@@ -12,7 +12,6 @@
 
 mod support;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use support::kvctl::{real_shard, RealShard, RealShardOptions};
@@ -31,17 +30,11 @@ fn shard() -> Option<RealShard> {
 
 /// `leasegate failover --from <from> --to <to>`; the printed report.
 fn leasegate_failover(shard: &RealShard, from: &Node, to: &Node) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_leasegate"))
-        .args([
-            "failover",
-            "--from",
-            &format!("127.0.0.1:{}", from.proxy.admin_port()),
-        ])
-        .args(["--to", &format!("127.0.0.1:{}", to.proxy.admin_port())])
-        .args(["--token", &RealShardOptions::default().token])
-        .args(["--sync-timeout-ms", "2000", "--pause-timeout-ms", "5000"])
-        .output()
-        .expect("run leasegate failover");
+    let out = support::failover_command(
+        from.proxy.admin_port(),
+        to.proxy.admin_port(),
+        &RealShardOptions::default().token,
+    );
     let printed = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(
         out.status.success(),
@@ -151,6 +144,7 @@ fn a_killed_master_is_replaced_and_its_leasegate_serves_new_clients_there() {
     );
     std::thread::sleep(Duration::from_millis(500));
     let version = shard.controller.version();
+    let killed = Instant::now();
     shard.a.kvrocks.kill();
     // The controller's probes fail (ping 1 s x 3), it promotes B and pushes
     // the topology to B through B's leasegate.
@@ -161,17 +155,34 @@ fn a_killed_master_is_replaced_and_its_leasegate_serves_new_clients_there() {
     wait_master(&shard.b, "B after the automatic failover");
     let outcome = writers.finish();
 
-    // Nothing A acknowledged is missing on B.
+    // Kvrocks replicates asynchronously: what A acknowledged in its last
+    // moments may not have reached B when it died (no proxy can keep that;
+    // `WAIT` can). Everything acknowledged earlier is on B, and so is
+    // everything acknowledged after the kill (by B, through the hand-over):
+    // no write was acknowledged by a node that had lost mastership.
     let mut b = shard.direct(&shard.b);
-    let missing: Vec<&String> = outcome
-        .acked_keys()
-        .filter(|k| b.cmd(&["EXISTS", k.as_str()]) != Reply::Int(1))
-        .collect();
+    let window = Duration::from_secs(1);
+    let (mut missing, mut in_window) = (Vec::new(), 0);
+    for (at, key) in &outcome.acked {
+        if b.cmd(&["EXISTS", key.as_str()]) == Reply::Int(1) {
+            continue;
+        }
+        // (An acknowledgement read just after the kill was sent may still
+        // be A's: B takes writes only seconds later.)
+        if *at + window > killed && *at < killed + window {
+            in_window += 1;
+        } else {
+            missing.push(key.clone());
+        }
+    }
+    eprintln!(
+        "{} writes acknowledged, {in_window} of them around A's death not on B (asynchronous replication)",
+        outcome.acked.len()
+    );
     assert!(
         missing.is_empty(),
-        "{} of {} acknowledged writes are not on the new master, e.g. {:?}",
+        "{} acknowledged writes outside the second around A's death are not on the new master, e.g. {:?}",
         missing.len(),
-        outcome.acked.len(),
         &missing[..missing.len().min(5)]
     );
     assert!(

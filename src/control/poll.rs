@@ -230,6 +230,8 @@ impl Poller<'_> {
                 _ => at,
             });
         }
+        // The last answer named this node master of its shard.
+        let was_master = self.highest.is_some() && self.other_master.is_none();
         let decision = decide(&cluster, &me, self.highest);
         if !matches!(decision, Decision::Stale { .. }) {
             self.ctx.role.saw_controller_version(cluster.version);
@@ -299,9 +301,12 @@ impl Poller<'_> {
                         switch::step_down(self.ctx, &reason, new_master).await;
                         true
                     }
-                    // Writes go where the controller says the master is
-                    // (`pause.on_demote`), as after a topology push.
-                    Some(new_master) => {
+                    // This node was master in the last answer (its lease
+                    // has run out since), or was demoted already: writes go
+                    // where the controller now says the master is
+                    // (`pause.on_demote`), as after a topology push. A
+                    // replica that always was one is only fenced.
+                    Some(new_master) if was_master || role.is_demoted() => {
                         role.revoke(&reason, Source::Poll);
                         let known = role.demotion().and_then(|d| d.new_master.clone());
                         if known.as_deref() != Some(new_master.as_str()) {
@@ -311,7 +316,7 @@ impl Poller<'_> {
                         }
                         false
                     }
-                    None => {
+                    _ => {
                         role.revoke(&reason, Source::Poll);
                         false
                     }

@@ -627,6 +627,19 @@ pub fn post_failover(from: &Proxy, to: &Proxy, token: &str, options: &str) -> (u
     )
 }
 
+/// Runs `leasegate failover --from <from admin> --to <to admin>` with
+/// bounds no loaded test machine reaches (the stall itself is measured by
+/// `bench/failover.sh`).
+pub fn failover_command(from_admin: u16, to_admin: u16, token: &str) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_leasegate"))
+        .args(["failover", "--from", &format!("127.0.0.1:{from_admin}")])
+        .args(["--to", &format!("127.0.0.1:{to_admin}")])
+        .args(["--token", token])
+        .args(["--sync-timeout-ms", "2000", "--pause-timeout-ms", "5000"])
+        .output()
+        .expect("run leasegate failover")
+}
+
 /// Starts a Redis and a leasegate in front of it.
 pub fn redis_and_proxy(extra_yaml: &str) -> (RedisServer, Proxy) {
     let redis = RedisServer::start();
