@@ -24,11 +24,30 @@
 #                          up, topology pushed, new master heartbeated, CLIENT UNPAUSE.
 #            The controller times its push to the new master (the node's own promotion); the
 #            report shows it beside each failover's stall.
+#            BENCH_CONTROLLER=real runs the real Apache kvrocks-controller instead
+#            ($LEASEGATE_KVCTL, else ../shared/kvrocks-controller/kvctl-server; 1.2.0: no
+#            heartbeats, no pause): the Kvrocks run with requirepass/masterauth BENCH_PASSWORD,
+#            each leasegate has it as backend.password and control.password and takes its lease
+#            by polling the controller's cluster (poll_interval_ms BENCH_POLL_MS, ttl_ms
+#            BENCH_LEASE_MS, failure_detection_ms BENCH_FAILURE_DETECTION_MS); the cluster is
+#            created at the controller with the leasegates' addresses and the password; the load
+#            generator AUTHs with it. Failovers: BENCH_FLOW=leasegate only, POST /v1/failover on
+#            the current master's leasegate (the request `leasegate failover --from <admin>
+#            --to <admin>` sends, with its default lease_ttl_ms 10000), each after
+#            BENCH_INTERVAL_MS plus a random 0..BENCH_INTERVAL_JITTER_MS.
 #
 # Usage: bench/failover.sh
 # Env:
 #   BENCH_NODE             redis (default) | kvrocks
 #   BENCH_FLOW             leasegate (default) | controller (kvrocks only)
+#   BENCH_CONTROLLER       fake (default) | real (kvrocks, BENCH_FLOW=leasegate): the controller;
+#                          real: NAME failover-kvrocks-real
+#   BENCH_PASSWORD         real: the nodes' and leasegates' password (default bench-failover-pw)
+#   BENCH_POLL_MS          real: controller.poll_interval_ms (default 100)
+#   BENCH_FAILURE_DETECTION_MS  real: controller.failure_detection_ms (default 3000: the
+#                          controller's ping_interval_seconds 1 x max_ping_count 3)
+#   BENCH_INTERVAL_JITTER_MS  a random 0..this ms added to each BENCH_INTERVAL_MS, so failovers
+#                          start at random moments (default 0; real: 1000)
 #   BENCH_QUICK=1          smoke test: 2 failovers, 1 s warm-up, 2000 SET/s
 #   BENCH_FAILOVERS        failovers (default 20; quick: 2)
 #   BENCH_RATE             SET requests/s (default 10000; quick: 2000)
@@ -37,7 +56,8 @@
 #   BENCH_INTERVAL_MS      steady load between failovers (default 1000)
 #   BENCH_SYNC_TIMEOUT_MS  failover sync_timeout_ms (default 100)
 #   BENCH_PAUSE_TIMEOUT_MS failover pause_timeout_ms (default 500)
-#   BENCH_LEASE_MS         kvrocks: the controller's lease TTL (default 3000)
+#   BENCH_LEASE_MS         kvrocks: the controller's lease TTL (default 3000; real: controller.ttl_ms,
+#                          default 1500)
 #   BENCH_GEN_THREADS      load generator runtime threads (default 1)
 #   BENCH_OUT_DIR          output dir (default bench/out): NAME.md, NAME.svg, NAME-timeline.svg, NAME
 #                          failover (redis), failover-kvrocks-leasegate or failover-kvrocks-controller
@@ -47,6 +67,7 @@
 #   BENCH_EXTRA_ARGS       more arguments for failover_bench (see --help)
 #   LEASEGATE_BIN          use this prebuilt leasegate binary instead of `cargo build --release`
 #   LEASEGATE_KVROCKS      the Kvrocks server binary (BENCH_NODE=kvrocks)
+#   LEASEGATE_KVCTL        the kvrocks-controller server binary (BENCH_CONTROLLER=real)
 #   BENCH_KEEP_TMP_ON_FAIL=1  keep the temp dir (configs, logs) if the run fails
 set -euo pipefail
 
@@ -69,7 +90,17 @@ INTERVAL_MS=${BENCH_INTERVAL_MS:-1000}
 OUT_DIR=${BENCH_OUT_DIR:-$REPO_ROOT/bench/out}
 NODE=${BENCH_NODE:-redis}
 FLOW=${BENCH_FLOW:-leasegate}
-LEASE_MS=${BENCH_LEASE_MS:-3000}
+CONTROLLER=${BENCH_CONTROLLER:-fake}
+if [[ $CONTROLLER == real ]]; then
+    LEASE_MS=${BENCH_LEASE_MS:-1500}
+    JITTER_MS=${BENCH_INTERVAL_JITTER_MS:-1000}
+else
+    LEASE_MS=${BENCH_LEASE_MS:-3000}
+    JITTER_MS=${BENCH_INTERVAL_JITTER_MS:-0}
+fi
+PASSWORD=${BENCH_PASSWORD:-bench-failover-pw}
+POLL_MS=${BENCH_POLL_MS:-100}
+FAILURE_DETECTION_MS=${BENCH_FAILURE_DETECTION_MS:-3000}
 TOKEN=bench-failover-token
 A_ID=aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa
 B_ID=bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb
@@ -84,7 +115,14 @@ leasegate | controller) ;;
 esac
 [[ $NODE == kvrocks || $FLOW == leasegate ]] ||
     die "BENCH_FLOW=controller needs BENCH_NODE=kvrocks (the controller's shard failover runs a Kvrocks cluster)"
+case $CONTROLLER in
+fake | real) ;;
+*) die "BENCH_CONTROLLER must be fake or real (got '$CONTROLLER')" ;;
+esac
+[[ $CONTROLLER == fake || ($NODE == kvrocks && $FLOW == leasegate) ]] ||
+    die "BENCH_CONTROLLER=real needs BENCH_NODE=kvrocks and BENCH_FLOW=leasegate (kvrocks-controller 1.2.0 has no wait_for_sync)"
 [[ "$LEASE_MS" =~ ^[1-9][0-9]*$ ]] || die "BENCH_LEASE_MS must be a positive integer"
+[[ "$JITTER_MS" =~ ^[0-9]+$ ]] || die "BENCH_INTERVAL_JITTER_MS must be a non-negative integer"
 
 if [[ $NODE == redis ]]; then
     NAME=failover
@@ -93,6 +131,14 @@ else
     KVROCKS_BIN=${LEASEGATE_KVROCKS:-$REPO_ROOT/../shared/kvrocks/kvrocks}
     [[ -f "$KVROCKS_BIN" && -x "$KVROCKS_BIN" ]] ||
         die "BENCH_NODE=kvrocks: no Kvrocks server binary at $KVROCKS_BIN (set LEASEGATE_KVROCKS to one)"
+    if [[ $CONTROLLER == real ]]; then
+        NAME=failover-kvrocks-real
+        KVCTL_BIN=${LEASEGATE_KVCTL:-$REPO_ROOT/../shared/kvrocks-controller/kvctl-server}
+        [[ -f "$KVCTL_BIN" && -x "$KVCTL_BIN" ]] ||
+            die "BENCH_CONTROLLER=real: no kvrocks-controller binary at $KVCTL_BIN (set LEASEGATE_KVCTL to one)"
+        # Every redis-cli here (nodes and proxies) authenticates with it.
+        export REDISCLI_AUTH=$PASSWORD
+    fi
 fi
 FOLLOW=()
 if [[ "${BENCH_FOLLOW_MASTER:-0}" == 1 ]]; then
@@ -105,7 +151,7 @@ bench_init
 
 build_leasegate
 build_example failover_bench EXAMPLE_BIN
-[[ $NODE == redis ]] || build_example fake_controller FAKE_CONTROLLER_BIN
+[[ $NODE == redis || $CONTROLLER == real ]] || build_example fake_controller FAKE_CONTROLLER_BIN
 
 # Processes whose death during the run is reported: name -> pid.
 declare -A WATCH=()
@@ -158,15 +204,16 @@ setup_redis() {
     BENCH_ARGS=()
 }
 
-# start_kvrocks_node NAME PORT_VAR: a Kvrocks in cluster mode on a free port (stored in
-# PORT_VAR), with its own dir.
+# start_kvrocks_node NAME PORT_VAR [KVROCKS_ARGS...]: a Kvrocks in cluster mode on a free port
+# (stored in PORT_VAR), with its own dir, extra args appended.
 start_kvrocks_node() {
     local name=$1 var=$2 port dir
+    shift 2
     free_port port
     dir="$BENCH_TMP/$name"
     mkdir -p "$dir"
     spawn "$name" "$KVROCKS_BIN" --bind 127.0.0.1 --port "$port" --dir "$dir" --daemonize no \
-        --cluster-enabled yes
+        --cluster-enabled yes "$@"
     WATCH[$name]=$SPAWNED_PID
     wait_ping "$name" "$port" "$SPAWNED_PID"
     printf -v "$var" '%s' "$port"
@@ -231,7 +278,151 @@ $LEASE_MS ms leases by heartbeat"
     BENCH_ARGS=(--controller-url "$url" --namespace bench --cluster bench --shard 0 --flow "$FLOW")
 }
 
-"setup_$NODE"
+# kvctl_api METHOD PATH [BODY]: one call to the real controller's HTTP API; prints the body and
+# then the HTTP status on a line of its own.
+kvctl_api() {
+    local args=(-sS --max-time 5 -X "$1" -w '\n%{http_code}\n')
+    [[ -z "${3:-}" ]] || args+=(-H 'Content-Type: application/json' -d "$3")
+    curl "${args[@]}" "$KVCTL_URL$2" || printf '\n000\n'
+}
+
+# polls_of ADMIN_PORT OUTCOME: leasegate_controller_polls_total{outcome=OUTCOME} of a leasegate.
+polls_of() {
+    metrics_scrape "$1" | awk -v s="leasegate_controller_polls_total{outcome=\"$2\"}" \
+        '$1 == s { v = $2 } END { print v + 0 }'
+}
+
+# kvrocks with the real Apache kvrocks-controller: two passworded Kvrocks in cluster mode, each
+# behind a leasegate that polls the controller for its lease; the cluster is created at the
+# controller with the leasegates' addresses and the password (the controller assigns the ids,
+# AUTHs and pushes CLUSTERX SETNODEID/SETNODES through the leasegates).
+setup_kvrocks_real() {
+    start_kvrocks_node kvrocks-a NODE_A --requirepass "$PASSWORD" --masterauth "$PASSWORD"
+    start_kvrocks_node kvrocks-b NODE_B --requirepass "$PASSWORD" --masterauth "$PASSWORD"
+    free_port PROXY_A
+    free_port PROXY_B
+    free_port ADMIN_A
+    free_port ADMIN_B
+    free_port CONTROLLER_PORT
+    free_port RAFT_PORT
+    KVCTL_URL=http://127.0.0.1:$CONTROLLER_PORT
+    # heartbeat 1 s / election 2 s: the fastest election (else 20-40 s); probes every second,
+    # 3 failed ones before an automatic failover (failure detection 3 s).
+    mkdir -p "$BENCH_TMP/kvctl"
+    printf '%s\n' "addr: \"127.0.0.1:$CONTROLLER_PORT\"" "storage_type: raft" "raft:" "  id: 1" \
+        "  data_dir: \"$BENCH_TMP/kvctl/raft\"" "  cluster_state: \"new\"" "  peers:" \
+        "    - \"http://127.0.0.1:$RAFT_PORT\"" "  heartbeat_seconds: 1" "  election_seconds: 2" \
+        "controller:" "  failover:" "    ping_interval_seconds: 1" "    max_ping_count: 3" \
+        >"$BENCH_TMP/kvctl.yaml"
+    spawn controller "$KVCTL_BIN" -c "$BENCH_TMP/kvctl.yaml"
+    WATCH[controller]=$SPAWNED_PID
+    # Ready once raft has a leader (the API may answer before that and refuse writes).
+    local i out leader=0
+    for ((i = 0; i < 300; i++)); do
+        kill -0 "${WATCH[controller]}" 2>/dev/null || break
+        out=$(curl -sS --max-time 2 "$KVCTL_URL/api/v1/raft/peers" 2>/dev/null || true)
+        leader=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["data"]["leader"])' "$out" 2>/dev/null || echo 0)
+        [[ "$leader" == 0 ]] || break
+        sleep 0.1
+    done
+    if [[ "$leader" == 0 ]]; then
+        sed 's/^/    /' "$BENCH_TMP/controller.log" >&2 || true
+        die "kvctl-server elected no leader (last: ${out:-<none>})"
+    fi
+    log "controller: kvctl-server at $KVCTL_URL, raft leader $leader"
+
+    local ctl_yaml="control:
+  password: $PASSWORD
+lease:
+  mode: block-write
+  probe_interval_ms: 200
+  safety_margin_ms: 100
+controller:
+  url: $KVCTL_URL
+  namespace: bench
+  cluster: bench
+  poll_interval_ms: $POLL_MS
+  ttl_ms: $LEASE_MS
+  timeout_ms: 500
+  failure_detection_ms: $FAILURE_DETECTION_MS"
+    local name node admin proxy
+    for name in a b; do
+        if [[ $name == a ]]; then
+            node=$NODE_A admin=$ADMIN_A proxy=$PROXY_A
+        else
+            node=$NODE_B admin=$ADMIN_B proxy=$PROXY_B
+        fi
+        start_leasegate "lg-$name" "backend:
+  addr: 127.0.0.1:$node
+  password: $PASSWORD
+admin:
+  listen: 127.0.0.1:$admin
+  token: $TOKEN
+$ctl_yaml" "$proxy"
+        wait_http "lg-$name" "http://127.0.0.1:$admin/healthz" "${TARGET_PID[lg-$name]}"
+    done
+
+    # The namespace, then the cluster (raft applies a write after answering it: "not found"
+    # for a moment), one shard: A master, B its replica.
+    out=$(kvctl_api POST /api/v1/namespaces '{"namespace":"bench"}')
+    [[ $(tail -1 <<<"$out") == 2* ]] || die "create namespace: $out"
+    local cluster
+    cluster=$(printf '{"name":"bench","nodes":["127.0.0.1:%s","127.0.0.1:%s"],"replicas":2,"password":"%s"}' \
+        "$PROXY_A" "$PROXY_B" "$PASSWORD")
+    for ((i = 0; i < 100; i++)); do
+        out=$(kvctl_api POST /api/v1/namespaces/bench/clusters "$cluster")
+        [[ $(tail -1 <<<"$out") == 2* || "$out" != *"not found"* ]] && break
+        sleep 0.05
+    done
+    [[ $(tail -1 <<<"$out") == 2* ]] || die "create cluster: $out"
+    for ((i = 0; i < 100; i++)); do
+        out=$(kvctl_api GET /api/v1/namespaces/bench/clusters/bench)
+        [[ $(tail -1 <<<"$out") == 2* ]] && break
+        sleep 0.05
+    done
+    local ids
+    ids=$(python3 -c '
+import json, sys
+c = json.loads(sys.argv[1])["data"]["cluster"]
+nodes = {n["addr"]: n for n in c["shards"][0]["nodes"]}
+a, b = nodes[sys.argv[2]], nodes[sys.argv[3]]
+assert a["role"] == "master", c
+print(a["id"], b["id"])' "$(head -n -1 <<<"$out")" "127.0.0.1:$PROXY_A" "127.0.0.1:$PROXY_B") ||
+        die "unexpected cluster: $out"
+    read -r A_ID B_ID <<<"$ids"
+    log "controller: cluster bench created (A $A_ID master, B $B_ID replica)"
+
+    # A writable (its lease from polling the cluster), B linked, and B's poller settled (it has
+    # twice seen a cluster that makes it a replica).
+    for ((i = 0; i < 300; i++)); do
+        out=$(redis-cli -p "$PROXY_A" SET fo:ready 1 2>&1 || true)
+        [[ "$out" != OK ]] || break
+        sleep 0.1
+    done
+    [[ "$out" == OK ]] || die "A never became writable through its leasegate (last: $out)"
+    log "A writable through its leasegate"
+    wait_replication_up kvrocks-b "$NODE_B"
+    for ((i = 0; i < 300; i++)); do
+        (($(polls_of "$ADMIN_B" revoked) >= 2)) && break
+        sleep 0.1
+    done
+    redis-cli -p "$NODE_A" DEL fo:ready >/dev/null
+
+    NODES_NOTE="$("$KVROCKS_BIN" --version 2>/dev/null | head -1) in cluster mode, Apache kvrocks-controller 1.2.0"
+    NODE_KIND="Kvrocks in cluster mode with requirepass/masterauth (B a replica of A), registered by their \
+leasegates' addresses with the real Apache kvrocks-controller 1.2.0 (kvctl-server, raft store, probes every \
+1 s, 3 failed before an automatic failover); leases by polling it (poll_interval_ms $POLL_MS, ttl_ms \
+$LEASE_MS, failure_detection_ms $FAILURE_DETECTION_MS); the clients AUTH with the password"
+    HOSTED="2 Kvrocks, 2 leasegate, kvctl-server, load generator"
+    # The request `leasegate failover --from <admin> --to <admin>` sends (its default lease_ttl_ms).
+    BENCH_ARGS=(--flow leasegate --password "$PASSWORD" --lease-ttl-ms 10000)
+}
+
+if [[ $CONTROLLER == real ]]; then
+    setup_kvrocks_real
+else
+    "setup_$NODE"
+fi
 WATCH[lg-a]=${TARGET_PID[lg-a]}
 WATCH[lg-b]=${TARGET_PID[lg-b]}
 
@@ -248,7 +439,7 @@ fi
 NOTE="Host: $(nproc) CPUs, $NODES_NOTE, $LEASEGATE_NOTE; everything ($HOSTED) on this host, nothing pinned."
 
 mkdir -p "$OUT_DIR"
-log "running failover_bench ($NODE, $FLOW-run failovers): $FAILOVERS failovers, $RATE SET/s, $CLIENTS connections, $VALUE_SIZE B values"
+log "running failover_bench ($NODE, $CONTROLLER controller, $FLOW-run failovers): $FAILOVERS failovers, $RATE SET/s, $CLIENTS connections, $VALUE_SIZE B values"
 rc=0
 # shellcheck disable=SC2086
 "$EXAMPLE_BIN" \
@@ -257,7 +448,7 @@ rc=0
     --redis-a "127.0.0.1:$NODE_A" --redis-b "127.0.0.1:$NODE_B" \
     --token "$TOKEN" --node-a "$A_ID" --node-b "$B_ID" --node-kind "$NODE_KIND" \
     --failovers "$FAILOVERS" --rate "$RATE" --connections "$CLIENTS" --value-size "$VALUE_SIZE" \
-    --warmup-ms "$WARMUP_MS" --interval-ms "$INTERVAL_MS" \
+    --warmup-ms "$WARMUP_MS" --interval-ms "$INTERVAL_MS" --interval-jitter-ms "$JITTER_MS" \
     --sync-timeout-ms "${BENCH_SYNC_TIMEOUT_MS:-100}" --pause-timeout-ms "${BENCH_PAUSE_TIMEOUT_MS:-500}" \
     --threads "${BENCH_GEN_THREADS:-1}" --out-dir "$OUT_DIR" --name "$NAME" --note "$NOTE" \
     "${BENCH_ARGS[@]}" "${FOLLOW[@]}" ${BENCH_EXTRA_ARGS:-} || rc=$?

@@ -39,6 +39,11 @@ pub struct Args {
     /// Node (redis-server) behind proxy B.
     #[arg(long)]
     pub redis_b: String,
+    /// Sent as `AUTH <password>` first on every connection: the clients'
+    /// to the proxies and the lost-write check's to the nodes (nodes with
+    /// `requirepass`). Empty: no AUTH.
+    #[arg(long, default_value = "")]
+    pub password: String,
     /// Admin bearer token (same for both proxies).
     #[arg(long, default_value = "")]
     pub token: String,
@@ -87,6 +92,11 @@ pub struct Args {
     /// Steady load between failovers (after one's reply, before the next), ms.
     #[arg(long, default_value_t = 1000)]
     pub interval_ms: u64,
+    /// A random extra wait, uniform in 0..=this, added to each
+    /// `--interval-ms` so the failovers start at random moments (against the
+    /// clients' schedule and the leasegates' and controller's timers).
+    #[arg(long, default_value_t = 0)]
+    pub interval_jitter_ms: u64,
     /// Steady load after the last failover, ms.
     #[arg(long, default_value_t = 1000)]
     pub tail_ms: u64,

@@ -31,7 +31,8 @@ pub struct LostWrites {
 /// (0 = `--redis-a`, 1 = `--redis-b`).
 pub async fn lost_writes(args: &Args, recs: &[Rec], master: usize) -> LostWrites {
     let redis = [args.redis_a.as_str(), args.redis_b.as_str()];
-    let roles = [role(redis[0]).await, role(redis[1]).await];
+    let pw = args.password.as_str();
+    let roles = [role(redis[0], pw).await, role(redis[1], pw).await];
     let acked: Vec<&Rec> = recs.iter().filter(|r| r.ok).collect();
     let mut lost = LostWrites {
         keys: Vec::new(),
@@ -40,10 +41,10 @@ pub async fn lost_writes(args: &Args, recs: &[Rec], master: usize) -> LostWrites
         roles,
     };
     let addr = redis[master];
-    let mut s = match TcpStream::connect(addr).await {
+    let mut s = match resp::connect(addr, &args.password).await {
         Ok(s) => s,
         Err(e) => {
-            lost.error = Some(format!("connect {addr}: {e}"));
+            lost.error = Some(format!("{addr}: {e}"));
             return lost;
         }
     };
@@ -79,8 +80,8 @@ async fn read_back(
 }
 
 /// The `role:` field of the node's `INFO replication` ("unknown" without one).
-async fn role(addr: &str) -> Result<String, String> {
-    let mut s = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+async fn role(addr: &str, password: &str) -> Result<String, String> {
+    let mut s = resp::connect(addr, password).await?;
     let cmd: Vec<&[u8]> = vec![b"INFO", b"replication"];
     let reply = resp::pipeline(&mut s, &[cmd]).await?;
     let text = match reply.first() {

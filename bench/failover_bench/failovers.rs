@@ -215,7 +215,7 @@ pub async fn run(args: &Args, shared: &Shared) -> (Vec<Failover>, usize) {
         let wait_ms = if n == args.failovers {
             args.tail_ms
         } else {
-            args.interval_ms
+            args.interval_ms + jitter_ms(args.interval_jitter_ms)
         };
         if args.follow_master && ok {
             // Clients move once this failover's window is over.
@@ -226,6 +226,19 @@ pub async fn run(args: &Args, shared: &Shared) -> (Vec<Failover>, usize) {
         sleep_until_us(shared, replied + wait_ms * 1000).await;
     }
     (failovers, master)
+}
+
+/// A random wait in `0..=max` ms (std's randomly keyed hasher: no
+/// generator needed for this).
+fn jitter_ms(max: u64) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    if max == 0 {
+        return 0;
+    }
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    random % (max + 1)
 }
 
 /// Sleeps until `at` µs since the start (not at all if that has passed).

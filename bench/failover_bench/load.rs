@@ -260,10 +260,10 @@ async fn client(shared: Arc<Shared>, args: Arc<Args>, conn: u32) {
     loop {
         // Normally always proxy A; with --follow-master the current master's proxy.
         let target = shared.target.load(Ordering::Acquire);
-        let stream = match TcpStream::connect(proxies[target]).await {
+        let stream = match resp::connect(proxies[target], &args.password).await {
             Ok(s) => s,
             Err(e) => {
-                shared.note_error(shared.now_us(), format!("conn {conn}: connect: {e}"));
+                shared.note_error(shared.now_us(), format!("conn {conn}: {e}"));
                 if shared.stopping() {
                     return;
                 }

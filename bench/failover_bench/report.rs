@@ -86,7 +86,7 @@ fn header(md: &mut String, r: &Results) {
         md,
         "Nodes: {}. Load: open-loop SET of {} B values, {} requests/s target over {} connections to proxy A ({}), \
          unique keys; achieved {:.0} requests/s ({} sent, {} acknowledged, {} connects) over {:.1} s. {} \
-         Failovers: {} alternating (A→B, B→A, …) with {}, {} ms of steady load between them.",
+         Failovers: {} alternating (A→B, B→A, …) with {}, {} ms of steady load between them{}.",
         args.node_kind,
         args.value_size,
         args.rate,
@@ -101,6 +101,14 @@ fn header(md: &mut String, r: &Results) {
         r.failovers.len(),
         how(args),
         args.interval_ms,
+        if args.interval_jitter_ms > 0 {
+            format!(
+                " plus a random 0–{} ms (each failover starts at a random moment)",
+                args.interval_jitter_ms
+            )
+        } else {
+            String::new()
+        },
     );
     legend(md, r);
 }

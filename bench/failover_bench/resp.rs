@@ -83,6 +83,26 @@ pub async fn pipeline(s: &mut TcpStream, cmds: &[Vec<&[u8]>]) -> Result<Vec<Owne
     Ok(replies)
 }
 
+/// `AUTH <password>` on a fresh connection; an error reply is an `Err`.
+pub async fn auth(s: &mut TcpStream, password: &str) -> Result<(), String> {
+    let cmd: Vec<&[u8]> = vec![b"AUTH", password.as_bytes()];
+    match pipeline(s, &[cmd]).await?.first() {
+        Some(OwnedFrame::SimpleString(ok)) if ok.as_slice() == b"OK" => Ok(()),
+        other => Err(format!("AUTH answered {other:?}")),
+    }
+}
+
+/// A connection to `addr`, authenticated with `password` unless it is empty.
+pub async fn connect(addr: &str, password: &str) -> Result<TcpStream, String> {
+    let mut s = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    if !password.is_empty() {
+        auth(&mut s, password).await?;
+    }
+    Ok(s)
+}
+
 #[cfg(test)]
 mod tests {
     use super::{decode_reply, encode, Reply};

@@ -214,6 +214,7 @@ pub(super) async fn take_over(
                 promote_ms = started.elapsed().as_secs_f64() * 1000.0,
                 "the controller named this node master: its topology applied here (the old master is fenced and caught up with)"
             );
+            ctx.role.node_accepted_topology(version);
             ctx.role.clear_demotion();
             TakeOver::Pushed
         }

@@ -642,6 +642,14 @@ impl Gate {
                 let Some(me) = self.lease.node_id() else {
                     return;
                 };
+                // The controller's at the node's current version (or below,
+                // forced) was a no-op there, such as its re-push of the
+                // previous topology after a failover: the node, and so
+                // leasegate, stays where it is. (An ordinary client's moves
+                // nothing toward mastership anyway, below.)
+                if *from_control && version.is_some_and(|v| !self.role.node_accepted_topology(v)) {
+                    return;
+                }
                 if crate::kvrocks::topology::listed_as_master(nodes, &me) {
                     if !from_control {
                         // An ordinary client cannot move what leasegate
@@ -1142,5 +1150,13 @@ mod tests {
         gate.accepted(&promoting(true));
         assert!(!gate.role().is_demoted());
         assert_eq!(gate.role().last_promotion().map(|(v, _)| v), Some(5));
+        // The controller's re-push of an older topology at a version the
+        // node already has is a no-op there, and here.
+        gate.accepted(&Effect::Topology {
+            nodes: format!("{ME} 127.0.0.1 7000 slave bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"),
+            version: Some(5),
+            from_control: true,
+        });
+        assert!(!gate.role().is_demoted());
     }
 }

@@ -176,6 +176,9 @@ pub struct Role {
     /// another leasegate taking over from this node asks for it (`INFO
     /// leasegate`), since from that version on no older answer renews here.
     controller_version: AtomicU64,
+    /// The highest `CLUSTERX SETNODES` version the node was seen to accept
+    /// (0: none): Kvrocks takes one at its current version as a no-op.
+    node_topology: AtomicU64,
 }
 
 impl std::fmt::Debug for Role {
@@ -203,6 +206,7 @@ impl Role {
             promoted: tokio::sync::Notify::new(),
             promotion: std::sync::Mutex::new(None),
             controller_version: AtomicU64::new(0),
+            node_topology: AtomicU64::new(0),
         }
     }
 
@@ -303,6 +307,13 @@ impl Role {
     /// The poller read the controller's topology at `version`.
     pub fn saw_controller_version(&self, version: u64) {
         self.controller_version.fetch_max(version, Ordering::AcqRel);
+    }
+
+    /// The node accepted a topology at `version`; `false` when it had one at
+    /// that version or later already (Kvrocks: a no-op that changed nothing,
+    /// such as the controller's re-push of the previous topology).
+    pub fn node_accepted_topology(&self, version: u64) -> bool {
+        self.node_topology.fetch_max(version, Ordering::AcqRel) < version
     }
 
     /// The highest topology version read from the controller (0: none yet).

@@ -193,7 +193,9 @@ pub(super) async fn switch(
             run.release();
             // This node follows the new master now, not at the controller's push.
             if let Some(topology) = &topology {
-                let _ = apply_topology(nodes.source, topology).await;
+                if apply_topology(nodes.source, topology).await.is_ok() {
+                    run.gate.role().node_accepted_topology(topology.version);
+                }
             }
             Ok(epoch)
         }
