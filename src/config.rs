@@ -192,6 +192,13 @@ pub struct ControllerConfig {
     /// node to the controller's topology ([`crate::control::switch`]).
     #[serde(rename = "switch_timeout_ms", with = "millis")]
     pub switch_timeout: Duration,
+    /// How long a session whose node connection closed with nothing owed
+    /// waits (its client's requests unread) for the node to answer again
+    /// or for the controller's new master's leasegate to hold the lease,
+    /// and goes on there; 0 ends such sessions with the node. Used only
+    /// with `url` set.
+    #[serde(rename = "node_lost_wait_ms", with = "millis")]
+    pub node_lost_wait: Duration,
 }
 
 impl Default for ControllerConfig {
@@ -205,6 +212,7 @@ impl Default for ControllerConfig {
             failure_detection_ms: 15_000,
             timeout: Duration::from_secs(1),
             switch_timeout: Duration::from_secs(2),
+            node_lost_wait: Duration::from_secs(30),
         }
     }
 }

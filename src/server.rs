@@ -36,7 +36,6 @@ use crate::control::ControlContext;
 use crate::guard::gate::Gate;
 use crate::guard::lease::{BootClock, Clock};
 use crate::proxy::backend;
-use crate::proxy::backend::ControlConnection;
 use crate::proxy::metrics::ProxyMetrics;
 use crate::proxy::session::{self, SessionContext};
 use crate::proxy::workers::Workers;
@@ -233,11 +232,15 @@ impl Server {
             };
             match backend::connect(&addr, timeout).await {
                 Ok(backend) => session::serve(client, backend, ctx, shutdown).await,
-                Err(e) => match new_master(&ctx, timeout).await {
+                Err(e) => match backend::stand_in(ctx.gate.role(), timeout).await {
                     // The node is down and the controller named a new
                     // master: the client is served there, not refused.
-                    Some(there) => session::serve_handed_over(client, there, ctx, shutdown).await,
-                    None => {
+                    Ok(there) => {
+                        info!("this node is down and was demoted: a new client is served by the new master's leasegate");
+                        session::serve_handed_over(client, there, ctx, shutdown).await
+                    }
+                    Err(why) => {
+                        debug!(%why, "no stand-in for the node");
                         ctx.metrics.backend_connect_errors.inc();
                         warn!(backend = %addr, error = %e, "backend unavailable");
                         refuse(client, backend::unavailable_reply(&addr, &e)).await;
@@ -396,6 +399,13 @@ fn session_context(
         connect_timeout: config.connect_timeout(),
         backend_addr: config.backend.addr.clone(),
         idle_timeout: config.limits.client_idle_timeout,
+        // Under a controller, a dead node's clients wait for its detection
+        // and the switch: a crash costs them a stall, not a reconnect.
+        node_lost_patience: if config.controller.url.is_some() {
+            config.controller.node_lost_wait
+        } else {
+            std::time::Duration::ZERO
+        },
     }
 }
 
@@ -432,43 +442,3 @@ fn return_free_memory() {
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn return_free_memory() {}
-
-/// A connection to the new master's leasegate, when this node was demoted
-/// with one named and `pause.on_demote: forward` applies.
-async fn new_master(
-    ctx: &session::SessionContext,
-    timeout: std::time::Duration,
-) -> Option<TcpStream> {
-    let role = ctx.gate.role();
-    if role.on_demote() != crate::guard::pause::OnDemote::Forward {
-        return None;
-    }
-    let to = role.demotion()?.new_master.clone()?;
-    let there = async {
-        let mut conn = ControlConnection::open(&to, None, timeout)
-            .await
-            .map_err(|e| e.to_string())?;
-        // Only a leasegate that holds the lease takes the client (its
-        // `INFO leasegate`): its node is master, so neither a client passed
-        // back and forth between two leasegates that each take the other
-        // for the master, nor a replica's link led to the replica itself.
-        let info = crate::control::switch::leasegate_info(&mut conn).await?;
-        if info.get("lease_valid").map(String::as_str) != Some("1") {
-            return Err(format!(
-                "it holds no lease (lease_valid: {:?})",
-                info.get("lease_valid")
-            ));
-        }
-        Ok::<_, String>(conn.into_stream())
-    };
-    match there.await {
-        Ok(stream) => {
-            tracing::info!(new_master = %to, "this node is down and was demoted: a new client is served by the new master's leasegate");
-            Some(stream)
-        }
-        Err(e) => {
-            warn!(new_master = %to, error = %e, "this node is down, and the new master's leasegate cannot take its clients");
-            None
-        }
-    }
-}

@@ -14,7 +14,10 @@ use std::net::{TcpListener, TcpStream};
 use std::time::Duration;
 
 use support::controller::{TestController, CLUSTER, NAMESPACE};
-use support::kvrocks::{controlled_shard, info_field, link_up, LeaseBy, A_ID, B_ID};
+use support::kvrocks::{
+    controlled_shard, controlled_shard_with_password, handovers, info_field, link_up, LeaseBy,
+    A_ID, B_ID,
+};
 use support::load::Writers;
 use support::{http, Reply};
 
@@ -95,6 +98,67 @@ fn the_controllers_pr389_failover_there_and_back_loses_nothing() {
     assert_eq!(info_field(&mut direct, "role").as_deref(), Some("master"));
     assert_eq!(
         info_field(&mut b.kvrocks.client(), "role").as_deref(),
+        Some("slave")
+    );
+}
+
+/// The same failover there and back on password-protected nodes, as
+/// operators run them with one password: Kvrocks with `requirepass` and
+/// `masterauth`, each leasegate with `backend.password` and
+/// `control.password` both that password, the controller authenticating
+/// with it (so its `CLIENT PAUSE` and heartbeats are the controller's), and
+/// writers that `AUTH` with it too. Their `AUTH` is the controller's
+/// password, yet it is also the node's: it goes to the node and is replayed
+/// when their sessions are handed over (`pause.on_demote: forward`, the
+/// default). Formerly every write after the hand-over failed with `NOAUTH`.
+#[test]
+fn the_controllers_pr389_failover_on_password_protected_nodes_fails_and_loses_nothing() {
+    const PASSWORD: &str = "node-secret";
+    let Some((controller, a, b)) =
+        controlled_shard_with_password(LeaseBy::Heartbeat, TOKEN, PASSWORD)
+    else {
+        return;
+    };
+    let writers =
+        Writers::start_authenticated(a.proxy.port, 4, "p", Duration::ZERO, Some(PASSWORD));
+    std::thread::sleep(Duration::from_millis(300));
+
+    let (status, answer) = shard_failover(&controller, B_ID, WAIT_FOR_SYNC);
+    eprintln!("A→B: {answer}");
+    assert_eq!(status, 200, "{answer}");
+    timing(&answer, B_ID);
+    assert_eq!(controller.failovers(), 1);
+    assert_eq!(
+        info_field(&mut b.kvrocks.client_auth(Some(PASSWORD)), "role").as_deref(),
+        Some("master")
+    );
+    link_up(&mut a.kvrocks.client_auth(Some(PASSWORD)));
+    std::thread::sleep(Duration::from_millis(300));
+
+    let (status, answer) = shard_failover(&controller, A_ID, WAIT_FOR_SYNC);
+    eprintln!("B→A: {answer}");
+    assert_eq!(status, 200, "{answer}");
+    timing(&answer, A_ID);
+    assert_eq!(controller.failovers(), 2);
+    assert_eq!(controller.version(), 3);
+    std::thread::sleep(Duration::from_millis(300));
+
+    let mut direct = a.kvrocks.client_auth(Some(PASSWORD));
+    let outcome = writers.finish();
+    let moved = [&a, &b].map(|n| handovers(&n.proxy, "success"));
+    let failed = [&a, &b].map(|n| handovers(&n.proxy, "failed"));
+    eprintln!(
+        "{} writes acknowledged, {} errors; sessions handed over by A's and B's leasegates: {moved:?}, failed {failed:?}",
+        outcome.acked.len(),
+        outcome.errors.len()
+    );
+    outcome.assert_none_failed_or_lost(&mut direct, 100);
+    // The writers' sessions were handed over (with their AUTH), not lost.
+    assert!(moved.iter().sum::<u64>() > 0, "no session was handed over");
+    assert_eq!(failed, [0, 0], "failed hand-overs");
+    assert_eq!(info_field(&mut direct, "role").as_deref(), Some("master"));
+    assert_eq!(
+        info_field(&mut b.kvrocks.client_auth(Some(PASSWORD)), "role").as_deref(),
         Some("slave")
     );
 }

@@ -143,6 +143,10 @@ fn a_killed_master_is_replaced_and_its_leasegate_serves_new_clients_there() {
         Some(PASSWORD),
     );
     std::thread::sleep(Duration::from_millis(500));
+    // An idle client of A's leasegate (authenticated, a database selected):
+    // its session outlives A's node and goes on at the new master.
+    let mut idle = shard.client(&shard.a);
+    assert_eq!(idle.cmd(&["SELECT", "0"]), Reply::ok());
     let version = shard.controller.version();
     let killed = Instant::now();
     shard.a.kvrocks.kill();
@@ -153,6 +157,7 @@ fn a_killed_master_is_replaced_and_its_leasegate_serves_new_clients_there() {
         .wait_version(version + 1, Duration::from_secs(30));
     assert_eq!(shard.controller.master_of(0).0, shard.b_id);
     wait_master(&shard.b, "B after the automatic failover");
+    eprintln!("B holds the lease {:?} after the kill", killed.elapsed());
     let outcome = writers.finish();
 
     // Kvrocks replicates asynchronously: what A acknowledged in its last
@@ -207,4 +212,7 @@ fn a_killed_master_is_replaced_and_its_leasegate_serves_new_clients_there() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(b.cmd(&["GET", "after-crash"]), Reply::bulk("1"));
+    // The idle client never reconnected: its session waited for the switch.
+    assert_eq!(idle.cmd(&["SET", "idle-after-crash", "1"]), Reply::ok());
+    assert_eq!(b.cmd(&["GET", "idle-after-crash"]), Reply::bulk("1"));
 }

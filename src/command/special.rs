@@ -17,6 +17,8 @@ pub enum Special {
     Unwatch,
     /// RESET: the connection back to its initial state.
     Reset,
+    /// QUIT: the node answers and closes; the session ends with it.
+    Quit,
     /// HELLO: protocol switch, maybe with AUTH; replayed at a hand-over.
     Hello,
     /// AUTH: replayed at a hand-over; the control password is taken here.
@@ -68,6 +70,7 @@ pub(super) const SPECIALS: &[(&str, Option<&str>, Special)] = &[
     ("watch", None, Special::Watch),
     ("unwatch", None, Special::Unwatch),
     ("reset", None, Special::Reset),
+    ("quit", None, Special::Quit),
     ("hello", None, Special::Hello),
     ("auth", None, Special::Auth),
     ("select", None, Special::Select),

@@ -98,6 +98,7 @@ pub async fn poll(ctx: Arc<ControlContext>) {
     let mut client = http_client(timeout);
     info!(%url, interval_ms = c.poll_interval.as_millis() as u64, ttl_ms = c.ttl_ms, "polling the controller for the master lease");
 
+    ctx.role.poller_releases(c.switch_timeout);
     let mut poller = Poller {
         ctx: &ctx,
         metrics,
@@ -121,6 +122,11 @@ pub async fn poll(ctx: Arc<ControlContext>) {
             _ = ticker.tick() => {}
             // A topology promoting this node passed: ask now.
             _ = ctx.role.promoted() => {}
+            // A topology demoting this node passed, its writes held.
+            _ = ctx.role.stepped_down() => {
+                switch::release_to_new_master(&ctx).await;
+                continue;
+            }
             r = reloaded.changed() => {
                 if r.is_err() {
                     return;
@@ -258,18 +264,21 @@ impl Poller<'_> {
             Decision::Renew { version } if !lease.write_allowed() => {
                 self.highest = Some(version);
                 let fenced = self.fenced_at.is_some_and(|f| version <= f);
+                // Revoked by a grant naming another node (a failover away
+                // from here) at this version: that is newer than this answer.
+                let handed_away = fenced && lease.snapshot().owner.is_some_and(|o| o != me);
+                if !handed_away {
+                    // Named master: writes wait here for the node, rather
+                    // than go to the old master (which may be gone).
+                    self.hold_writes();
+                }
                 match switch::take_over(self.ctx, &cluster, previous_master.as_deref()).await {
                     switch::TakeOver::Pushed => self.renew(me, sent),
                     switch::TakeOver::Ready if !fenced => self.renew(me, sent),
                     // The node itself is at this topology, which names it
                     // master: a revocation of its own (it was a replica)
-                    // is past. One by a grant naming another node (a
-                    // failover away from here) is not.
-                    switch::TakeOver::AtVersion
-                        if !fenced || !lease.snapshot().owner.is_some_and(|o| o != me) =>
-                    {
-                        self.renew(me, sent)
-                    }
+                    // is past.
+                    switch::TakeOver::AtVersion if !handed_away => self.renew(me, sent),
                     switch::TakeOver::Ready | switch::TakeOver::AtVersion => {
                         self.metrics.count("fenced");
                         tracing::debug!(
@@ -281,7 +290,6 @@ impl Poller<'_> {
                     switch::TakeOver::NotYet(why) => {
                         self.metrics.count("pending");
                         info!(version, %why, "the controller names this node master; no lease until its node is at that topology, writes held meanwhile");
-                        self.hold_writes();
                     }
                 }
             }
@@ -370,7 +378,10 @@ impl Poller<'_> {
     fn hold_writes(&mut self) {
         let role = &self.ctx.role;
         role.clear_demotion();
-        if self.holding.is_some() || role.failover.is_running() {
+        // A pause already on (the controller's own, a failover's) holds
+        // the writes and is left to whoever set it.
+        if self.holding.is_some() || role.failover.is_running() || self.ctx.gate.pause().is_paused()
+        {
             return;
         }
         let bound = self.ctx.config.load().controller.switch_timeout;

@@ -66,9 +66,16 @@ pub(super) async fn step_down(ctx: &ControlContext, reason: &str, new_master: St
     let pause = ctx.gate.pause();
     let target: Arc<str> = Arc::from(new_master.as_str());
     let hold = role.on_demote() == OnDemote::Forward && ctx.gate.lease().write_allowed();
+    // A pause already on (the controller's own, a failover's) holds the
+    // writes and is left to whoever set it.
+    let paused_here = hold && !pause.is_paused();
     if hold {
         role.prepare_handover(Some(Arc::clone(&target)));
+    }
+    if paused_here {
         pause.pause(bound, PauseMode::Write);
+    }
+    if hold {
         let drained = (started + DRAIN).min(deadline);
         while role.writes_in_flight() > 0 && Instant::now() < drained {
             tokio::time::sleep(Duration::from_millis(1)).await;
@@ -78,7 +85,8 @@ pub(super) async fn step_down(ctx: &ControlContext, reason: &str, new_master: St
     role.demote(Demotion {
         new_master: Some(Arc::clone(&target)),
     });
-    if !hold {
+    if !paused_here {
+        role.prepare_handover(None);
         return;
     }
     let password = config.backend.password.as_deref();
@@ -105,6 +113,34 @@ pub(super) async fn step_down(ctx: &ControlContext, reason: &str, new_master: St
     }
     pause.unpause();
     role.prepare_handover(None);
+}
+
+/// The controller's topology demoting this node passed through the Gate,
+/// which held writes while it went to the node ([`crate::guard::gate`]):
+/// they go to the new master once its leasegate holds the lease (at most
+/// `controller.switch_timeout_ms`).
+pub(super) async fn release_to_new_master(ctx: &ControlContext) {
+    let config = ctx.config.load_full();
+    let started = Instant::now();
+    if let Some(to) = ctx.role.demotion().and_then(|d| d.new_master.clone()) {
+        let deadline = started + config.controller.switch_timeout;
+        let password = config.backend.password.as_deref();
+        let seen = until_leasegate(&to, password, config.connect_timeout(), deadline, |f| {
+            field(f, "lease_valid") == Some("1")
+        })
+        .await;
+        match seen {
+            Ok(()) => {
+                info!(new_master = %to, stall_ms = started.elapsed().as_secs_f64() * 1000.0, "the controller's topology made this node a replica: held writes go to the new master's leasegate, which holds the lease")
+            }
+            Err(last) => {
+                warn!(new_master = %to, last = %last, "the new master's leasegate held no lease within controller.switch_timeout_ms; held writes go to it now")
+            }
+        }
+    }
+    if ctx.role.take_step_down_pause() {
+        ctx.gate.pause().unpause();
+    }
 }
 
 /// What [`take_over`] found.
@@ -241,7 +277,7 @@ async fn until_leasegate(
             }
         }
         if let Some(c) = conn.as_mut() {
-            match leasegate_info(c).await {
+            match c.leasegate_info().await {
                 Ok(fields) if done(&fields) => return Ok(()),
                 Ok(fields) => {
                     last = format!(
@@ -260,21 +296,6 @@ async fn until_leasegate(
             return Err(last);
         }
         tokio::time::sleep(ASK_EVERY).await;
-    }
-}
-
-/// Another leasegate's `INFO leasegate`, as fields.
-pub async fn leasegate_info(
-    conn: &mut ControlConnection,
-) -> Result<HashMap<String, String>, String> {
-    match conn.call(&["INFO", "leasegate"]).await {
-        Ok(OwnedFrame::BulkString(text)) => Ok(String::from_utf8_lossy(&text)
-            .lines()
-            .filter_map(|l| l.split_once(':'))
-            .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-            .collect()),
-        Ok(other) => Err(format!("unexpected INFO leasegate reply {other:?}")),
-        Err(e) => Err(format!("INFO leasegate: {e}")),
     }
 }
 

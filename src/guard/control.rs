@@ -225,6 +225,7 @@ impl Gate {
             let bound = std::time::Duration::from_millis(timeout).min(DRAIN_BOUND);
             return Verdict::Hold(Wait::Drain {
                 until: std::time::Instant::now() + bound,
+                answer: true,
             });
         }
         Verdict::Reply(Bytes::from_static(OK))

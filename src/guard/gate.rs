@@ -142,9 +142,13 @@ pub enum Wait {
     Verification(Ticket),
     /// The end of the write pause (holding a place in its buffer).
     Pause(Hold),
-    /// The controller's `CLIENT PAUSE`: until the writes already forwarded
-    /// are answered (or `until`); then it is answered itself.
-    Drain { until: std::time::Instant },
+    /// Until the writes already forwarded are answered (or `until`). The
+    /// controller's `CLIENT PAUSE` is then answered itself (`answer`); a
+    /// topology that demotes this node is asked about again (and goes on).
+    Drain {
+        until: std::time::Instant,
+        answer: bool,
+    },
 }
 
 impl PartialEq for Wait {
@@ -540,9 +544,12 @@ impl Gate {
             }
             // Ends with the pause's own answer (never asked again, which
             // would restart the pause).
-            (Wait::Drain { until }, _) => {
+            (Wait::Drain { until, answer }, _) => {
                 while self.role.writes_in_flight() > 0 && std::time::Instant::now() < *until {
                     tokio::time::sleep(std::time::Duration::from_micros(100)).await;
+                }
+                if !answer {
+                    return Ok(());
                 }
                 if self.role.writes_in_flight() > 0 {
                     self.pause.unpause();
@@ -604,13 +611,19 @@ impl Gate {
                 .get(2)
                 .map(|id| Effect::NodeId(String::from_utf8_lossy(id).into_owned())),
             Special::SetNodeId => None,
-            Special::SetNodes => args.get(2).map(|nodes| Effect::Topology {
-                nodes: String::from_utf8_lossy(nodes).into_owned(),
-                version: args
-                    .get(3)
-                    .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok()),
-                from_control: r.control,
-            }),
+            Special::SetNodes => {
+                let effect = args.get(2).map(|nodes| Effect::Topology {
+                    nodes: String::from_utf8_lossy(nodes).into_owned(),
+                    version: args
+                        .get(3)
+                        .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok()),
+                    from_control: r.control,
+                });
+                if let Some(held) = effect.as_ref().and_then(|e| self.step_down_first(e)) {
+                    return held;
+                }
+                effect
+            }
             _ => {
                 // REPLICAOF host port (but not REPLICAOF NO ONE) makes this node a replica.
                 let no_one = args.len() == 3
@@ -627,6 +640,54 @@ impl Gate {
             }
         };
         effect.map_or(Verdict::Forward, Verdict::Observe)
+    }
+
+    /// The controller's topology that makes this node (master under a
+    /// valid lease) a replica: writes are paused first, and the topology
+    /// waits until the writes already forwarded are answered (under the
+    /// lease), so that none reaches the node after it (the node would answer
+    /// it `MOVED`, or take it as a replica). On the node's `+OK` the lease
+    /// is revoked, the node marked demoted and the pause ended
+    /// ([`Gate::accepted`]): the held writes go to the new master.
+    /// `Some(hold)` on the first ask; the second goes on.
+    #[cold]
+    fn step_down_first(&self, effect: &Effect) -> Option<Verdict> {
+        let Effect::Topology {
+            nodes,
+            version,
+            from_control: true,
+        } = effect
+        else {
+            return None;
+        };
+        if self.role.take_stepping_down() {
+            return None;
+        }
+        let me = self.lease.node_id()?;
+        let fresh = version.map_or(true, |v| v > self.role.node_topology());
+        if !fresh
+            || !self.lease.write_allowed()
+            || !crate::kvrocks::topology::listed_as_replica(nodes, &me)
+        {
+            return None;
+        }
+        // A pause already on (the controller's own, a failover's) holds
+        // the writes and is left to whoever set it.
+        if !self.pause.is_paused() {
+            self.pause.pause(
+                self.role.step_down_hold(crate::guard::control::DRAIN_BOUND),
+                crate::guard::pause::PauseMode::Write,
+            );
+            self.role.paused_for_step_down();
+        }
+        if self.role.writes_in_flight() == 0 {
+            return None;
+        }
+        self.role.stepping_down();
+        Some(Verdict::Hold(Wait::Drain {
+            until: std::time::Instant::now() + crate::guard::control::DRAIN_BOUND,
+            answer: false,
+        }))
     }
 
     /// The node accepted (`+OK`) a request the Gate observes: apply its effect.
@@ -674,6 +735,11 @@ impl Gate {
                     self.role.demote(Demotion {
                         new_master: new_master.map(Arc::from),
                     });
+                    // The held writes go to the new master once its
+                    // leasegate holds the lease (the poller looks), else now.
+                    if !self.role.step_down_accepted() && self.role.take_step_down_pause() {
+                        self.pause.unpause();
+                    }
                 }
             }
             Effect::NodeId(id) => self.lease.learn_node_id(id),
@@ -1128,6 +1194,40 @@ mod tests {
             ask(&gate, &["CLIENT", "REPLY", "ON"], false),
             Verdict::Forward
         );
+    }
+
+    /// The controller's topology demoting a master with writes in flight
+    /// waits for them (writes paused), then goes on; its `+OK` demotes and
+    /// ends the pause. Without writes in flight it goes on at once.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_demoting_topology_waits_for_the_writes_in_flight() {
+        let (_clock, gate) = gate(LeaseMode::BlockWrite, &[]);
+        ask(&gate, &["CLUSTERX", "HEARTBEAT", ME, "100000", "1"], true);
+        assert!(gate.lease().write_allowed());
+        let other = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+        let nodes =
+            format!("{other} 127.0.0.1 7001 master - 0-16383\n{ME} 127.0.0.1 7000 slave {other}");
+        let setnodes = ["CLUSTERX", "SETNODES", nodes.as_str(), "2"];
+        gate.role().write_in_flight(true);
+        assert!(matches!(
+            ask(&gate, &setnodes, true),
+            Verdict::Hold(Wait::Drain { answer: false, .. })
+        ));
+        assert!(gate.pause().is_paused(), "writes wait meanwhile");
+        gate.role().write_in_flight(false);
+        let Verdict::Observe(effect) = ask(&gate, &setnodes, true) else {
+            panic!("asked again, it goes on");
+        };
+        assert!(gate.lease().write_allowed(), "nothing changes before +OK");
+        gate.accepted(&effect);
+        assert!(!gate.lease().write_allowed());
+        assert!(gate.role().is_demoted());
+        assert!(!gate.pause().is_paused(), "the +OK ends the pause");
+        // An ordinary client's is not held.
+        assert!(matches!(
+            ask(&gate, &["CLUSTERX", "SETNODES", nodes.as_str(), "3"], false),
+            Verdict::Observe(_)
+        ));
     }
 
     /// A promoting topology counts only from the controller: an ordinary

@@ -179,6 +179,19 @@ pub struct Role {
     /// The highest `CLUSTERX SETNODES` version the node was seen to accept
     /// (0: none): Kvrocks takes one at its current version as a no-op.
     node_topology: AtomicU64,
+    /// A demoting topology from the controller waits for the writes in
+    /// flight ([`crate::guard::gate::Gate`]); its next ask goes on.
+    stepping_down: AtomicBool,
+    /// That topology paused writes; its `+OK` ends the pause (or, with a
+    /// poller, the new master's leasegate holding the lease does).
+    step_down_pause: AtomicBool,
+    /// A poller follows the controller and ends a step-down's pause
+    /// ([`Role::stepped_down`]).
+    poller_releases: AtomicBool,
+    /// How long a step-down's pause may hold writes with a poller
+    /// (`controller.switch_timeout_ms`), in ms.
+    step_down_hold_ms: AtomicU64,
+    stepped_down: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Role {
@@ -207,6 +220,11 @@ impl Role {
             promotion: std::sync::Mutex::new(None),
             controller_version: AtomicU64::new(0),
             node_topology: AtomicU64::new(0),
+            stepping_down: AtomicBool::new(false),
+            step_down_pause: AtomicBool::new(false),
+            poller_releases: AtomicBool::new(false),
+            step_down_hold_ms: AtomicU64::new(0),
+            stepped_down: tokio::sync::Notify::new(),
         }
     }
 
@@ -277,10 +295,17 @@ impl Role {
                 self.metrics.role_revocations.inc();
             }
             self.metrics.count(source, "revoked");
-            info!(
-                source = source.as_str(),
-                reason, "revoking the master lease"
-            );
+            // A replica is found to be one again and again (the probe and
+            // the poller, each with its own words): only the end of a
+            // lease is worth an info line.
+            if snapshot.valid {
+                info!(
+                    source = source.as_str(),
+                    reason, "revoking the master lease"
+                );
+            } else {
+                debug!(source = source.as_str(), reason, "the lease stays revoked");
+            }
         }
         self.lease.revoke(reason);
     }
@@ -314,6 +339,63 @@ impl Role {
     /// such as the controller's re-push of the previous topology).
     pub fn node_accepted_topology(&self, version: u64) -> bool {
         self.node_topology.fetch_max(version, Ordering::AcqRel) < version
+    }
+
+    /// The highest topology version the node was seen to accept (0: none).
+    pub fn node_topology(&self) -> u64 {
+        self.node_topology.load(Ordering::Acquire)
+    }
+
+    /// A demoting topology waits for the writes in flight.
+    pub fn stepping_down(&self) {
+        self.stepping_down.store(true, Ordering::Release);
+    }
+
+    /// Whether a demoting topology has waited already (and now goes on).
+    pub fn take_stepping_down(&self) -> bool {
+        self.stepping_down.swap(false, Ordering::AcqRel)
+    }
+
+    /// A demoting topology paused writes.
+    pub fn paused_for_step_down(&self) {
+        self.step_down_pause.store(true, Ordering::Release);
+    }
+
+    /// Whether a demoting topology's pause is to be ended.
+    pub fn take_step_down_pause(&self) -> bool {
+        self.step_down_pause.swap(false, Ordering::AcqRel)
+    }
+
+    /// A poller runs: it ends a step-down's pause once the new master's
+    /// leasegate holds the lease, which may take up to `hold`.
+    pub fn poller_releases(&self, hold: std::time::Duration) {
+        self.step_down_hold_ms
+            .store(hold.as_millis() as u64, Ordering::Release);
+        self.poller_releases.store(true, Ordering::Release);
+    }
+
+    /// How long a step-down's pause may hold writes: `drain` without a
+    /// poller, the switch bound with one (never less than `drain`).
+    pub fn step_down_hold(&self, drain: std::time::Duration) -> std::time::Duration {
+        drain.max(std::time::Duration::from_millis(
+            self.step_down_hold_ms.load(Ordering::Acquire),
+        ))
+    }
+
+    /// The node accepted a demoting topology whose pause is still on:
+    /// `true` when a poller ends it (it is woken), `false` when the caller
+    /// ends it now.
+    pub fn step_down_accepted(&self) -> bool {
+        if self.poller_releases.load(Ordering::Acquire) {
+            self.stepped_down.notify_one();
+            return true;
+        }
+        false
+    }
+
+    /// Resolves when a demoting topology was accepted with its pause on.
+    pub async fn stepped_down(&self) {
+        self.stepped_down.notified().await
     }
 
     /// The highest topology version read from the controller (0: none yet).

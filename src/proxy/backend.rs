@@ -63,6 +63,23 @@ impl ControlConnection {
         Ok(conn)
     }
 
+    /// Another leasegate's `INFO leasegate` (answered by that leasegate,
+    /// never its node), as `field: value` pairs.
+    pub async fn leasegate_info(
+        &mut self,
+    ) -> Result<std::collections::HashMap<String, String>, String> {
+        use redis_protocol::resp2::types::OwnedFrame;
+        match self.call(&["INFO", "leasegate"]).await {
+            Ok(OwnedFrame::BulkString(text)) => Ok(String::from_utf8_lossy(&text)
+                .lines()
+                .filter_map(|l| l.split_once(':'))
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                .collect()),
+            Ok(other) => Err(format!("unexpected INFO leasegate reply {other:?}")),
+            Err(e) => Err(format!("INFO leasegate: {e}")),
+        }
+    }
+
     /// The connection's socket, for a session to carry on with (between
     /// replies nothing is buffered).
     pub fn into_stream(self) -> TcpStream {
@@ -113,4 +130,46 @@ pub async fn learn_commands(
     let mut conn = ControlConnection::open(addr, password, timeout).await?;
     let reply = conn.call(&["COMMAND"]).await?;
     Ok(learn_from_command_reply(&reply))
+}
+
+/// A connection to the new master's leasegate for a client of a node that
+/// is down: `None` unless this node was demoted toward one (with
+/// `pause.on_demote: forward`) and that leasegate holds the lease. Only
+/// one that holds it takes the client (its `INFO leasegate`): its node is
+/// master, so neither is a client passed back and forth between two
+/// leasegates that each take the other for the master, nor a replica's
+/// link led back to the replica itself.
+pub async fn stand_in(
+    role: &crate::guard::role::Role,
+    timeout: Duration,
+) -> Result<TcpStream, String> {
+    if role.on_demote() != crate::guard::pause::OnDemote::Forward {
+        return Err("pause.on_demote is not forward".to_string());
+    }
+    let to = role
+        .demotion()
+        .and_then(|d| d.new_master.clone())
+        .ok_or_else(|| "no new master is known".to_string())?;
+    let mut conn = ControlConnection::open(&to, None, timeout)
+        .await
+        .map_err(|e| format!("{to}: {e}"))?;
+    let info = conn.leasegate_info().await?;
+    if info.get("lease_valid").map(String::as_str) != Some("1") {
+        return Err(format!(
+            "{to} holds no lease (lease_valid: {:?})",
+            info.get("lease_valid")
+        ));
+    }
+    Ok(conn.into_stream())
+}
+
+/// A connection to the node at `addr` once it answers a `PING` (an error
+/// such as `NOAUTH` is an answer too): a process that is being killed may
+/// still accept a connection it will never serve.
+pub async fn answering(addr: &str, timeout: Duration) -> Option<TcpStream> {
+    let mut conn = ControlConnection::open(addr, None, timeout).await.ok()?;
+    match conn.call(&["PING"]).await {
+        Ok(_) | Err(BackendError::Reply(_)) => Some(conn.into_stream()),
+        Err(_) => None,
+    }
 }

@@ -314,6 +314,9 @@ pub struct Recorder {
     timeout: Duration,
     conn: Option<(std::net::TcpStream, Vec<u8>)>,
     history: History,
+    /// Sent as `AUTH <password>` on every new connection, before its first
+    /// write ([`Self::with_password`]).
+    password: Option<String>,
 }
 
 impl Recorder {
@@ -331,7 +334,16 @@ impl Recorder {
             timeout,
             conn: None,
             history: history.clone(),
+            password: None,
         }
+    }
+
+    /// Authenticates every connection it opens with `AUTH <password>`
+    /// first. A connection whose `AUTH` is not answered `OK` is dropped and
+    /// the write it was opened for is an `error` (it was never sent).
+    pub fn with_password(mut self, password: Option<&str>) -> Recorder {
+        self.password = password.map(str::to_string);
+        self
     }
 
     /// `SET key value`, recorded.
@@ -351,7 +363,6 @@ impl Recorder {
     }
 
     fn exchange(&mut self, args: &[&str]) -> Outcome {
-        use std::io::{Read, Write};
         if self.conn.is_none() {
             let addr = match self.addr.parse::<std::net::SocketAddr>() {
                 Ok(a) => a,
@@ -364,7 +375,20 @@ impl Recorder {
                 }
                 Err(e) => return Outcome::Error(format!("connect: {e}")),
             }
+            if let Some(password) = self.password.clone() {
+                let auth = self.round_trip(&["AUTH", &password]);
+                if auth != Outcome::Ok {
+                    self.conn = None;
+                    return Outcome::Error(format!("AUTH: {auth:?}"));
+                }
+            }
         }
+        self.round_trip(args)
+    }
+
+    /// Sends `args` on the open connection and reads one reply.
+    fn round_trip(&mut self, args: &[&str]) -> Outcome {
+        use std::io::{Read, Write};
         let Some((stream, buf)) = self.conn.as_mut() else {
             return Outcome::Error("no connection".into());
         };
@@ -421,6 +445,15 @@ impl Recorder {
 /// Reads every `key` from the node at `addr` (a direct connection): the
 /// final data the checker compares with.
 pub fn read_back(addr: &str, keys: impl IntoIterator<Item = String>) -> HashMap<String, String> {
+    read_back_auth(addr, keys, None)
+}
+
+/// [`read_back`] from a node that requires `AUTH <password>`.
+pub fn read_back_auth(
+    addr: &str,
+    keys: impl IntoIterator<Item = String>,
+    password: Option<&str>,
+) -> HashMap<String, String> {
     let port: u16 = addr
         .rsplit_once(':')
         .and_then(|(_, p)| p.parse().ok())
@@ -429,6 +462,13 @@ pub fn read_back(addr: &str, keys: impl IntoIterator<Item = String>) -> HashMap<
     let stream = std::net::TcpStream::connect((host, port)).expect("connect for read-back");
     let _ = stream.set_read_timeout(Some(super::PATIENCE));
     let mut c = super::Client::from_stream(stream);
+    if let Some(pw) = password {
+        assert_eq!(
+            c.cmd(&["AUTH", pw]),
+            super::Reply::ok(),
+            "AUTH for read-back"
+        );
+    }
     let mut out = HashMap::new();
     for key in keys {
         if let super::Reply::Bulk(v) = c.cmd(&["GET", &key]) {
@@ -583,18 +623,33 @@ impl Clients {
         inside: Option<&super::netns::Host>,
         n: usize,
     ) -> Clients {
+        Clients::start_authenticated(history, node, addr, inside, n, None)
+    }
+
+    /// [`Self::start`] with clients that authenticate every connection
+    /// with `AUTH <password>` ([`Recorder::with_password`]).
+    pub fn start_authenticated(
+        history: &History,
+        node: &str,
+        addr: String,
+        inside: Option<&super::netns::Host>,
+        n: usize,
+        password: Option<&str>,
+    ) -> Clients {
+        let password = password.map(str::to_string);
         let stop = Arc::new(AtomicBool::new(false));
         let threads = (0..n)
             .map(|w| {
                 let (stop, history, inside) = (Arc::clone(&stop), history.clone(), inside.cloned());
-                let (node, addr) = (node.to_string(), addr.clone());
+                let (node, addr, password) = (node.to_string(), addr.clone(), password.clone());
                 std::thread::spawn(move || {
                     if let Some(host) = &inside {
                         host.enter();
                     }
                     let name = format!("{node}{w}");
                     let mut r =
-                        Recorder::new(&history, &name, &node, &addr, Duration::from_secs(2));
+                        Recorder::new(&history, &name, &node, &addr, Duration::from_secs(2))
+                            .with_password(password.as_deref());
                     let mut keys = Vec::new();
                     let mut i = 0u64;
                     while !stop.load(Ordering::SeqCst) {

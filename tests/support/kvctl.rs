@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use super::controller::{CLUSTER, NAMESPACE};
 use super::kvrocks::{link_up, Node};
-use super::{free_port, http, wait_listening, Client, Reply, PATIENCE};
+use super::{free_port, http, wait_listening_on, Client, Reply, PATIENCE};
 
 /// Seconds between the controller's probes, and failed probes before it
 /// fails a master over: its failure detection time is their product.
@@ -51,6 +51,9 @@ pub struct RealController {
     pub port: u16,
     /// The raft peer port.
     pub raft_port: u16,
+    /// The address its HTTP API binds (127.0.0.1 unless
+    /// [`Self::start_bound`] said otherwise).
+    bind: [u8; 4],
     bin: PathBuf,
     child: Option<Child>,
     dir: tempfile::TempDir,
@@ -60,6 +63,14 @@ impl RealController {
     /// Starts it and waits until it has elected itself leader; `None` when
     /// the binary is not here.
     pub fn start() -> Option<RealController> {
+        RealController::start_bound([127, 0, 0, 1])
+    }
+
+    /// [`Self::start`] with its HTTP API bound to `bind` (`[0, 0, 0, 0]`:
+    /// every address of the test's namespace, for leasegates in network
+    /// namespaces that reach it over their links; the test still calls it
+    /// on 127.0.0.1).
+    pub fn start_bound(bind: [u8; 4]) -> Option<RealController> {
         let Some(bin) = binary() else {
             assert!(
                 std::env::var("LEASEGATE_REQUIRE_KVCTL").as_deref() != Ok("1"),
@@ -74,6 +85,7 @@ impl RealController {
         let mut c = RealController {
             port: 0,
             raft_port: 0,
+            bind,
             bin,
             child: None,
             dir,
@@ -106,7 +118,8 @@ impl RealController {
     fn launch(&mut self) -> Result<(), String> {
         let config = self.dir.path().join("ctl.yaml");
         let yaml = format!(
-            "addr: \"127.0.0.1:{}\"\nstorage_type: raft\nraft:\n  id: 1\n  data_dir: \"{}\"\n  cluster_state: \"new\"\n  peers:\n    - \"http://127.0.0.1:{}\"\n  heartbeat_seconds: 1\n  election_seconds: 2\ncontroller:\n  failover:\n    ping_interval_seconds: {PING_INTERVAL_S}\n    max_ping_count: {MAX_PING_COUNT}\n",
+            "addr: \"{}:{}\"\nstorage_type: raft\nraft:\n  id: 1\n  data_dir: \"{}\"\n  cluster_state: \"new\"\n  peers:\n    - \"http://127.0.0.1:{}\"\n  heartbeat_seconds: 1\n  election_seconds: 2\ncontroller:\n  failover:\n    ping_interval_seconds: {PING_INTERVAL_S}\n    max_ping_count: {MAX_PING_COUNT}\n",
+            std::net::Ipv4Addr::from(self.bind),
             self.port,
             self.dir.path().join("raft").display(),
             self.raft_port
@@ -124,7 +137,8 @@ impl RealController {
             .stderr(log)
             .spawn()
             .expect("spawn kvctl-server");
-        wait_listening(self.port, &mut child, "kvctl-server").map_err(|s| s.to_string())?;
+        wait_listening_on(self.bind, self.port, &mut child, "kvctl-server")
+            .map_err(|s| s.to_string())?;
         self.child = Some(child);
         self.wait_leader();
         Ok(())
@@ -159,9 +173,14 @@ impl RealController {
     /// leasegate's `controller:` block for this controller (as
     /// `TestController::yaml`), with its failure detection time.
     pub fn yaml(&self, poll_interval_ms: u64, ttl_ms: u64) -> String {
+        self.yaml_via(&self.url(), poll_interval_ms, ttl_ms)
+    }
+
+    /// [`Self::yaml`] for a leasegate that reaches this controller at
+    /// `url` (another address of a [`Self::start_bound`] controller).
+    pub fn yaml_via(&self, url: &str, poll_interval_ms: u64, ttl_ms: u64) -> String {
         format!(
-            "controller:\n  url: {}\n  namespace: {NAMESPACE}\n  cluster: {CLUSTER}\n  poll_interval_ms: {poll_interval_ms}\n  ttl_ms: {ttl_ms}\n  timeout_ms: 500\n  failure_detection_ms: {}\n",
-            self.url(),
+            "controller:\n  url: {url}\n  namespace: {NAMESPACE}\n  cluster: {CLUSTER}\n  poll_interval_ms: {poll_interval_ms}\n  ttl_ms: {ttl_ms}\n  timeout_ms: 500\n  failure_detection_ms: {}\n",
             PING_INTERVAL_S * MAX_PING_COUNT * 1000
         )
     }

@@ -130,6 +130,19 @@ impl Drop for KvrocksServer {
     }
 }
 
+/// Sessions `proxy` moved to another leasegate (or back) with `result`
+/// (`success`, `failed`), from its admin API's `/metrics`
+/// (`leasegate_handovers_total`).
+pub fn handovers(proxy: &Proxy, result: &str) -> u64 {
+    let (_, metrics) = super::http(proxy.admin_port(), "GET", "/metrics", None, None);
+    let series = format!("leasegate_handovers_total{{result=\"{result}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 // ---------------------------------------------------------------------------
 // A shard as kvrocks-controller runs it: Kvrocks in cluster mode, each node
 // behind its own leasegate and registered by the leasegate's address.
@@ -165,6 +178,28 @@ impl Node {
             ),
         );
         let mut ctl = proxy.client();
+        assert_eq!(ctl.cmd(&["CLUSTERX", "SETNODEID", id]), Reply::ok());
+        Some(Node { kvrocks, proxy })
+    }
+
+    /// A password-protected node, as operators run it with one password:
+    /// Kvrocks with `requirepass`/`masterauth` = `password`, its leasegate
+    /// with `backend.password` and `control.password` both = `password`
+    /// (the controller is recognised by its `AUTH`), `lease.mode: <mode>`
+    /// and extra top-level YAML; the node learns its id through the
+    /// leasegate on a connection that authenticates first.
+    pub fn start_with_password(id: &str, password: &str, mode: &str, extra: &str) -> Option<Node> {
+        let kvrocks = KvrocksServer::start_with(
+            true,
+            &["--requirepass", password, "--masterauth", password],
+        )?;
+        let proxy = Proxy::start_with_backend_yaml(
+            &format!("backend:\n  addr: {}\n  password: {password}\n", kvrocks.addr()),
+            &format!(
+                "node_id: {id}\ncontrol:\n  password: {password}\nlease:\n  mode: {mode}\n  probe_interval_ms: 0\n  safety_margin_ms: {SAFETY_MARGIN_MS}\n{extra}"
+            ),
+        );
+        let mut ctl = super::controller_client(&proxy, password);
         assert_eq!(ctl.cmd(&["CLUSTERX", "SETNODEID", id]), Reply::ok());
         Some(Node { kvrocks, proxy })
     }
@@ -281,7 +316,30 @@ pub fn controlled_shard(
     token: &str,
     extra: &[(&str, &str)],
 ) -> Option<(super::controller::TestController, Node, Node)> {
+    controlled_shard_on(by, token, extra, None)
+}
+
+/// [`controlled_shard`] on password-protected nodes
+/// ([`Node::start_with_password`]: Kvrocks' `requirepass`/`masterauth`,
+/// leasegate's `backend.password` and `control.password`, all `password`);
+/// the test controller authenticates every RESP connection with it
+/// ([`super::controller::TestController::set_node_password`]).
+pub fn controlled_shard_with_password(
+    by: LeaseBy,
+    token: &str,
+    password: &str,
+) -> Option<(super::controller::TestController, Node, Node)> {
+    controlled_shard_on(by, token, &[], Some(password))
+}
+
+fn controlled_shard_on(
+    by: LeaseBy,
+    token: &str,
+    extra: &[(&str, &str)],
+    password: Option<&str>,
+) -> Option<(super::controller::TestController, Node, Node)> {
     let controller = super::controller::TestController::start();
+    controller.set_node_password(password);
     let yaml = || {
         format!(
             "admin:\n  listen: 127.0.0.1:{}\n  token: {token}\n{}",
@@ -291,10 +349,11 @@ pub fn controlled_shard(
             controller.yaml(if by == LeaseBy::Pull { 200 } else { 30_000 }, 10_000)
         )
     };
-    let (Some(a), Some(b)) = (
-        Node::start_with(A_ID, "block-write", &yaml()),
-        Node::start_with(B_ID, "block-write", &yaml()),
-    ) else {
+    let start = |id: &str| match password {
+        Some(pw) => Node::start_with_password(id, pw, "block-write", &yaml()),
+        None => Node::start_with(id, "block-write", &yaml()),
+    };
+    let (Some(a), Some(b)) = (start(A_ID), start(B_ID)) else {
         return None;
     };
     let (a_addr, b_addr) = (
@@ -315,12 +374,19 @@ pub fn controlled_shard(
         assert!(reply.starts_with('$'), "heartbeat: {reply}");
     }
     let mut app = a.proxy.client();
+    if let Some(pw) = password {
+        assert_eq!(
+            app.cmd(&["AUTH", pw]),
+            Reply::ok(),
+            "AUTH through leasegate"
+        );
+    }
     let start = Instant::now();
     while app.cmd(&["SET", "ready", "1"]) != Reply::ok() {
         assert!(start.elapsed() < PATIENCE, "A never got its lease");
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    link_up(&mut b.kvrocks.client());
+    link_up(&mut b.kvrocks.client_auth(password));
     Some((controller, a, b))
 }
 

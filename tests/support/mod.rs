@@ -44,9 +44,20 @@ const PORT_ATTEMPTS: usize = 5;
 /// stranger, and fail with "Connection reset by peer" when the stranger's
 /// test ended and killed it.
 pub fn wait_listening(port: u16, child: &mut Child, what: &str) -> Result<(), ExitStatus> {
+    wait_listening_on([127, 0, 0, 1], port, child, what)
+}
+
+/// [`wait_listening`] for a listener bound to `ip` (`[0, 0, 0, 0]`: all
+/// addresses) rather than 127.0.0.1.
+pub fn wait_listening_on(
+    ip: [u8; 4],
+    port: u16,
+    child: &mut Child,
+    what: &str,
+) -> Result<(), ExitStatus> {
     let start = Instant::now();
     while start.elapsed() < PATIENCE {
-        if listens_on(child.id(), port) {
+        if listens_on(child.id(), ip, port) {
             return Ok(());
         }
         if let Ok(Some(status)) = child.try_wait() {
@@ -59,22 +70,33 @@ pub fn wait_listening(port: u16, child: &mut Child, what: &str) -> Result<(), Ex
     panic!("{what} did not listen on {port} within {PATIENCE:?}");
 }
 
-/// Whether process `pid` holds the listening socket on 127.0.0.1:`port`:
+/// Whether process `pid` holds the listening socket on `ip`:`port`:
 /// `/proc/net/tcp` names the listening socket's inode, `/proc/<pid>/fd`
-/// lists the process's sockets.
-fn listens_on(pid: u32, port: u16) -> bool {
-    let local = format!("{:08X}:{port:04X}", u32::from_ne_bytes([127, 0, 0, 1]));
-    let Ok(table) = std::fs::read_to_string("/proc/net/tcp") else {
-        return false;
-    };
-    // Columns: sl local_address rem_address st ... inode; st 0A is LISTEN.
-    let listeners: Vec<String> = table
-        .lines()
-        .skip(1)
-        .map(|line| line.split_whitespace().collect::<Vec<_>>())
-        .filter(|f| f.get(1) == Some(&local.as_str()) && f.get(3) == Some(&"0A"))
-        .filter_map(|f| f.get(9).map(|inode| format!("socket:[{inode}]")))
-        .collect();
+/// lists the process's sockets. For the wildcard address (`0.0.0.0`) a
+/// dual-stack `[::]` listener (`/proc/net/tcp6`, as Go binds it) counts too.
+fn listens_on(pid: u32, ip: [u8; 4], port: u16) -> bool {
+    let mut tables = vec![(
+        "/proc/net/tcp",
+        format!("{:08X}:{port:04X}", u32::from_ne_bytes(ip)),
+    )];
+    if ip == [0; 4] {
+        tables.push(("/proc/net/tcp6", format!("{:032X}:{port:04X}", 0)));
+    }
+    let mut listeners: Vec<String> = Vec::new();
+    for (path, local) in &tables {
+        let Ok(table) = std::fs::read_to_string(path) else {
+            continue;
+        };
+        // Columns: sl local_address rem_address st ... inode; st 0A is LISTEN.
+        listeners.extend(
+            table
+                .lines()
+                .skip(1)
+                .map(|line| line.split_whitespace().collect::<Vec<_>>())
+                .filter(|f| f.get(1) == Some(&local.as_str()) && f.get(3) == Some(&"0A"))
+                .filter_map(|f| f.get(9).map(|inode| format!("socket:[{inode}]"))),
+        );
+    }
     if listeners.is_empty() {
         return false;
     }

@@ -63,6 +63,8 @@ pub struct Lab {
     links: Vec<String>,
     children: Vec<Child>,
     subnets: u32,
+    /// Routes added in the test's namespace ([`Lab::unreachable_when_cut`]).
+    routes: Vec<String>,
 }
 
 /// One namespace joined to the test's namespace.
@@ -107,6 +109,7 @@ impl Lab {
                 links: Vec::new(),
                 children: Vec::new(),
                 subnets: 0,
+                routes: Vec::new(),
             });
         }
         assert!(
@@ -163,9 +166,56 @@ impl Lab {
         }
     }
 
+    /// Makes a cut of `host`'s link ([`Host::cut`]) silent on the test's
+    /// side: an `unreachable` route for the link's /30 below the link's own
+    /// route (a connection to the host then fails with "no route to host").
+    /// Without it, once the link is down, the test's namespace sends what it
+    /// addresses to the host (a controller's probes) along its default
+    /// route, off the machine, where whatever answers is not the host.
+    /// Removed when the lab drops.
+    pub fn unreachable_when_cut(&mut self, host: &Host) {
+        let ip: std::net::Ipv4Addr = host.ip.parse().expect("an IPv4 address");
+        let net = std::net::Ipv4Addr::from(u32::from(ip) & !3);
+        let route = format!("{net}/30");
+        run(
+            "ip",
+            &["route", "add", "unreachable", &route, "metric", "4000"],
+        );
+        self.routes.push(route);
+    }
+
     /// Joins two hosts directly; returns (`a`'s address, `b`'s address) on
     /// that link.
     pub fn link(&mut self, a: &Host, b: &Host) -> (String, String) {
+        let link = self.direct_link(a, b);
+        (link.ip_a, link.ip_b)
+    }
+
+    /// [`Self::link`], and each host also reaches the other's address on
+    /// its link to the test's namespace ([`Host::ip`]) over this link (a
+    /// host route; nothing is forwarded): programs that know the hosts only
+    /// by those addresses (a topology a controller pushes) reach each other
+    /// directly. The link can be cut ([`Link::cut`]).
+    pub fn routed_link(&mut self, a: &Host, b: &Host) -> Link {
+        let link = self.direct_link(a, b);
+        for (from, to, via) in [(a, b, &link.ip_b), (b, a, &link.ip_a)] {
+            run(
+                "ip",
+                &[
+                    "-n",
+                    &from.ns,
+                    "route",
+                    "add",
+                    &format!("{}/32", to.ip),
+                    "via",
+                    via,
+                ],
+            );
+        }
+        link
+    }
+
+    fn direct_link(&mut self, a: &Host, b: &Host) -> Link {
         let (ip_a, ip_b) = self.subnet();
         let i = self.links.len();
         let (dev_a, dev_b) = (format!("lg{}a{i}", self.tag), format!("lg{}b{i}", self.tag));
@@ -191,16 +241,46 @@ impl Lab {
             );
             run("ip", &["-n", &host.ns, "link", "set", dev, "up"]);
         }
-        (ip_a, ip_b)
+        // Deleting one end (in `a`) deletes the pair, and a namespace's
+        // deletion deletes its ends: nothing to add to `links`.
+        Link {
+            ip_a,
+            ip_b,
+            ns_a: a.ns.clone(),
+            dev_a,
+            ns_b: b.ns.clone(),
+            dev_b,
+        }
     }
 
     /// Starts `program args` inside `host`; killed when the lab drops.
     pub fn spawn(&mut self, host: &Host, program: &str, args: &[&str]) -> u32 {
+        self.spawn_logged(host, program, args, None)
+    }
+
+    /// [`Self::spawn`], the program's stderr appended to the file `log`
+    /// when given (discarded otherwise).
+    pub fn spawn_logged(
+        &mut self,
+        host: &Host,
+        program: &str,
+        args: &[&str],
+        log: Option<&std::path::Path>,
+    ) -> u32 {
+        let stderr = match log {
+            Some(path) => std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map(Stdio::from)
+                .unwrap_or_else(|e| panic!("open {}: {e}", path.display())),
+            None => Stdio::null(),
+        };
         let child = Command::new("ip")
             .args(["netns", "exec", &host.ns, program])
             .args(args)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .unwrap_or_else(|e| panic!("start {program} in {}: {e}", host.ns));
         let pid = child.id();
@@ -215,6 +295,12 @@ impl Drop for Lab {
             let _ = c.kill();
             let _ = c.wait();
         }
+        for route in &self.routes {
+            let _ = Command::new("ip")
+                .args(["route", "del", "unreachable", route, "metric", "4000"])
+                .stderr(Stdio::null())
+                .status();
+        }
         for dev in &self.links {
             let _ = Command::new("ip")
                 .args(["link", "del", dev])
@@ -227,6 +313,32 @@ impl Drop for Lab {
                 .stderr(Stdio::null())
                 .status();
         }
+    }
+}
+
+/// A direct link between two hosts ([`Lab::routed_link`]).
+pub struct Link {
+    /// The first host's address on the link.
+    pub ip_a: String,
+    /// The second host's address on the link.
+    pub ip_b: String,
+    ns_a: String,
+    dev_a: String,
+    ns_b: String,
+    dev_b: String,
+}
+
+impl Link {
+    /// Takes the link down at both ends: nothing passes either way.
+    pub fn cut(&self) {
+        run(
+            "ip",
+            &["-n", &self.ns_a, "link", "set", &self.dev_a, "down"],
+        );
+        run(
+            "ip",
+            &["-n", &self.ns_b, "link", "set", &self.dev_b, "down"],
+        );
     }
 }
 

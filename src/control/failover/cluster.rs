@@ -157,18 +157,17 @@ pub(super) async fn switch(
             warn!(error = %source, "the shard failover reported a failure, but the controller's topology names the target master: carrying on");
         }
     }
-    // The controller has decided; bring the target's node there now.
-    let topology = match fetch(&http_client(timeout), &topology_url).await {
-        Ok(c) if c.master_of_shard(shard.index) == Some(target.node_id.as_str()) => Some(c),
-        Ok(c) => {
-            warn!(version = c.version, "the controller's topology does not name the target master yet; waiting for its push");
-            None
-        }
-        Err(e) => {
-            warn!(error = %e, "cannot read the controller's new topology; waiting for its push");
-            None
-        }
-    };
+    // The controller has decided; bring the target's node there now. Its
+    // store may answer the previous version for a moment (seen with 1.2.0's
+    // raft store): read again until it names the target, within the pause.
+    let topology = switched_topology(
+        &topology_url,
+        timeout,
+        shard.index,
+        &target.node_id,
+        Duration::from_millis(run.request.pause_timeout_ms),
+    )
+    .await;
     if let Some(topology) = &topology {
         if apply_topology(nodes.replica, topology).await.is_ok() {
             let grant = LeaseRequest {
@@ -206,6 +205,35 @@ pub(super) async fn switch(
         }),
     }
 }
+
+/// The controller's topology once it names `target` master of shard
+/// `shard` (read every few milliseconds, within `patience`); `None` (logged)
+/// if it does not, and the controller's own push is waited for.
+async fn switched_topology(
+    url: &str,
+    timeout: Duration,
+    shard: usize,
+    target: &str,
+    patience: Duration,
+) -> Option<Cluster> {
+    let client = http_client(timeout);
+    let deadline = Instant::now() + patience;
+    loop {
+        let last = match fetch(&client, url).await {
+            Ok(c) if c.master_of_shard(shard) == Some(target) => return Some(c),
+            Ok(c) => format!("version {} does not name the target master", c.version),
+            Err(e) => e,
+        };
+        if Instant::now() >= deadline {
+            warn!(%last, "cannot read the controller's new topology; waiting for its push");
+            return None;
+        }
+        tokio::time::sleep(TOPOLOGY_POLL).await;
+    }
+}
+
+/// How often the controller's topology is read back after its switch.
+const TOPOLOGY_POLL: Duration = Duration::from_millis(5);
 
 /// The two node connections a cluster-mode switch uses, and the target's
 /// admin token.

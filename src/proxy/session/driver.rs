@@ -32,6 +32,9 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tracing::debug;
 
 use crate::guard::gate::Wait;
+
+/// How often a session whose node connection closed looks for a node again.
+const NODE_LOST_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
 use crate::guard::verify::Ticket;
 
 use super::handover::Preconnect;
@@ -97,6 +100,8 @@ pub(super) struct Driver {
     /// and leave, the token's shared waiter list on every request. Polled
     /// only once woken ([`Woken`]): the loop turns at least once per read.
     shutdown: Woken<WaitForCancellationFutureOwned>,
+    /// The same signal, for the wait of [`Driver::outlive_node`].
+    stopping: CancellationToken,
     /// The node's replies are not read (the client's unsent replies are
     /// over the bound): counted once per stall.
     backpressured: bool,
@@ -121,6 +126,7 @@ impl Driver {
             idle: IdleTimer::new(ctx.idle_timeout),
             trim: Trim::new(),
             shutdown: Woken::new(shutdown.clone().cancelled_owned()),
+            stopping: shutdown.clone(),
             backpressured: false,
         }
     }
@@ -158,6 +164,49 @@ impl Driver {
         s.on_client_data();
     }
 
+    /// The node connection closed with nothing owed: wait (at most
+    /// `node_lost_patience`) for the new master's leasegate to hold the
+    /// lease (this node demoted toward it) or for the node to answer again,
+    /// and go on there. The client's requests wait unread meanwhile; a
+    /// session that finds neither ends, as before.
+    #[cold]
+    async fn outlive_node(&mut self, s: &mut Session, ctx: &SessionContext) {
+        if ctx.node_lost_patience.is_zero() {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + ctx.node_lost_patience;
+        loop {
+            let found = match crate::proxy::backend::stand_in(ctx.gate.role(), ctx.connect_timeout)
+                .await
+            {
+                Ok(stream) => Some((stream, true)),
+                Err(_) => crate::proxy::backend::answering(&ctx.backend_addr, ctx.connect_timeout)
+                    .await
+                    .map(|stream| (stream, false)),
+            };
+            if let Some((stream, away)) = found {
+                tracing::info!(
+                    away,
+                    "the node connection closed: the session goes on over a new one"
+                );
+                s.attach(away);
+                ctx.metrics.handover(true);
+                self.backend = stream;
+                self.backend_read = WokenRead::default();
+                self.backend_eof = false;
+                return;
+            }
+            if tokio::time::Instant::now() >= deadline || self.stopping.is_cancelled() {
+                ctx.metrics.handover(false);
+                return;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(NODE_LOST_RETRY) => {}
+                _ = self.stopping.cancelled() => {}
+            }
+        }
+    }
+
     /// What this turn waits on; makes room in the read buffers.
     #[inline]
     fn plan(&mut self, s: &mut Session, ctx: &SessionContext) -> Turn {
@@ -190,6 +239,9 @@ impl Driver {
     /// then ends the client's side of the connection.
     pub(super) async fn run(mut self, mut s: Session, ctx: &SessionContext) {
         loop {
+            if self.backend_eof && !self.client_eof && !self.draining && s.may_outlive_node() {
+                self.outlive_node(&mut s, ctx).await;
+            }
             if s.finished(self.client_eof, self.draining, self.backend_eof) {
                 break;
             }

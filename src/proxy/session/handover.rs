@@ -190,24 +190,7 @@ impl Session {
         match connected {
             Ok(stream) => {
                 debug!(%addr, ?target, "session moved");
-                self.handed_over = matches!(target, Move::Away(_));
-                if self.watch == Watch::On {
-                    self.watch = Watch::Broken;
-                }
-                self.from_backend.clear();
-                self.replies = ReplyFramer::new();
-                // Kept for the next move (a session may move again, and back).
-                let r = &self.replay;
-                let replay: Vec<Bytes> = [&r.auth, &r.hello, &r.select, &r.setname]
-                    .into_iter()
-                    .flatten()
-                    .cloned()
-                    .collect();
-                for request in replay {
-                    self.to_backend.extend_from_slice(&request);
-                    self.owed
-                        .push_back(Owed::Reply(Expect::Replace(Bytes::new())));
-                }
+                self.attach(matches!(target, Move::Away(_)));
                 Some(stream)
             }
             Err(e) => {
@@ -228,6 +211,45 @@ impl Session {
                 None
             }
         }
+    }
+
+    /// The session goes on over a new connection (`away`: to the new
+    /// master's leasegate, else to its own node): what the old one had
+    /// pending is dropped, the connection state is replayed (its replies
+    /// swallowed), and a WATCH is broken (EXEC then fails, as WATCH does).
+    pub(super) fn attach(&mut self, away: bool) {
+        self.handed_over = away;
+        if self.watch == Watch::On {
+            self.watch = Watch::Broken;
+        }
+        self.from_backend.clear();
+        self.replies = ReplyFramer::new();
+        // Kept for the next move (a session may move again, and back).
+        let r = &self.replay;
+        let replay: Vec<Bytes> = [&r.auth, &r.hello, &r.select, &r.setname]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect();
+        for request in replay {
+            self.to_backend.extend_from_slice(&request);
+            self.owed
+                .push_back(Owed::Reply(Expect::Replace(Bytes::new())));
+        }
+    }
+
+    /// The node connection closed with nothing owed and nothing pending
+    /// (no request in flight, no transaction, no subscription or stream):
+    /// the session can wait for a node instead of ending with it.
+    pub(super) fn may_outlive_node(&self) -> bool {
+        self.lifecycle == Lifecycle::Open
+            && self.stream == Stream::Replies
+            && matches!(self.stall, Stall::None)
+            && self.owed.is_empty()
+            && self.to_backend.is_empty()
+            && self.to_client.is_empty()
+            && self.transaction.is_none()
+            && self.unconfirmed.is_none()
     }
 
     /// Frames the request at the head of `from_client` again (it was framed

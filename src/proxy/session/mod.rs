@@ -104,6 +104,10 @@ pub struct SessionContext {
     pub backend_addr: String,
     /// `limits.client_idle_timeout_ms`; zero leaves idle clients connected.
     pub idle_timeout: std::time::Duration,
+    /// How long a session whose node connection closed (with nothing owed)
+    /// waits for the node to come back or for a new master's leasegate
+    /// that holds the lease ([`driver`]); zero ends it with the node.
+    pub node_lost_patience: std::time::Duration,
     pub metrics: Arc<crate::proxy::metrics::ProxyMetrics>,
 }
 

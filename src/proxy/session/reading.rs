@@ -417,6 +417,12 @@ impl Session {
                 self.watch = Watch::Off;
                 Expect::Plain
             }
+            // The node closes after its reply: the session ends there and
+            // does not wait for a node again.
+            Special::Quit => {
+                self.lifecycle = Lifecycle::Ending;
+                Expect::Plain
+            }
             Special::Reset => {
                 self.transaction = Transaction::None;
                 self.watch = Watch::Off;

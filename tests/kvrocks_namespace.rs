@@ -1,0 +1,175 @@
+//! Kvrocks namespace tokens through a failover: `AUTH <token>` on Kvrocks
+//! selects a namespace (the admin password, `requirepass`, selects the
+//! default one). To leasegate such a token is an ordinary credential: it
+//! goes to the node, the session remembers it, and a hand-over replays it
+//! at the new master, so the session goes on writing into its namespace.
+//!
+//! Standalone Kvrocks (not cluster mode) with `requirepass` and
+//! `masterauth`, and `repl-namespace-enabled yes`: Kvrocks refuses
+//! `NAMESPACE ADD` ("modify namespace requires the server is running with a
+//! configuration file or enabled namespace replication") when it runs
+//! without a configuration file, as the tests start it, unless namespaces
+//! are replicated; replicated, they are added on the master only (a replica
+//! answers "namespace is read-only for slave") and reach the replica by
+//! replication, so the token means the same namespace on both nodes.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::kvrocks::{handovers, info_field, link_up, KvrocksServer, A_ID, B_ID};
+use support::load::Writers;
+use support::{controller_client, free_port, heartbeat, Client, Proxy, Reply, PATIENCE};
+
+/// Kvrocks' `requirepass` (the admin's, default namespace) and
+/// `masterauth`; each leasegate's `backend.password` and `control.password`.
+const ADMIN: &str = "admin-secret";
+const NAMESPACE: &str = "ns1";
+const NS_TOKEN: &str = "token1";
+const TOKEN: &str = "tk";
+
+/// A standalone Kvrocks with the admin password and namespace replication,
+/// and its leasegate (admin API on; `node_id` = `id`).
+fn node(id: &str) -> Option<(KvrocksServer, Proxy)> {
+    let kvrocks = KvrocksServer::start_with(
+        false,
+        &[
+            "--requirepass",
+            ADMIN,
+            "--masterauth",
+            ADMIN,
+            "--repl-namespace-enabled",
+            "yes",
+        ],
+    )?;
+    let proxy = Proxy::start_with_backend_yaml(
+        &format!(
+            "backend:\n  addr: {}\n  password: {ADMIN}\n",
+            kvrocks.addr()
+        ),
+        &format!(
+            "node_id: {id}\nadmin:\n  listen: 127.0.0.1:{}\n  token: {TOKEN}\ncontrol:\n  password: {ADMIN}\nlease:\n  mode: block-write\n  probe_interval_ms: 100\n",
+            free_port()
+        ),
+    );
+    Some((kvrocks, proxy))
+}
+
+/// `leasegate failover --from <from> --to <to>`; asserts success.
+fn leasegate_failover(from: &Proxy, to: &Proxy) {
+    let out = support::failover_command(from.admin_port(), to.admin_port(), TOKEN);
+    let printed = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success() && printed.contains("success"),
+        "failover failed: {printed} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{printed}");
+}
+
+/// Waits until `node` (a direct admin client) has namespace `ns` with `token`.
+fn wait_namespace(node: &mut Client, ns: &str, token: &str) {
+    let start = Instant::now();
+    loop {
+        let got = node.cmd(&["NAMESPACE", "GET", ns]);
+        if got == Reply::bulk(token) {
+            return;
+        }
+        assert!(
+            start.elapsed() < PATIENCE * 3,
+            "namespace {ns} never reached the replica (last: {got:?})"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// On `kvrocks` directly: `key` reads `want` in the namespace of
+/// `NS_TOKEN`, and not at all in the default namespace (the admin's).
+fn assert_in_namespace(kvrocks: &KvrocksServer, keys: &[(&str, &str)]) {
+    let mut in_ns = kvrocks.client_auth(Some(NS_TOKEN));
+    let mut admin = kvrocks.client_auth(Some(ADMIN));
+    for (key, want) in keys {
+        assert_eq!(
+            in_ns.cmd(&["GET", key]),
+            Reply::bulk(want),
+            "{key} in namespace {NAMESPACE} on port {}",
+            kvrocks.port
+        );
+        assert_eq!(
+            admin.cmd(&["GET", key]),
+            Reply::Nil,
+            "{key} is not in the default namespace on port {}",
+            kvrocks.port
+        );
+    }
+}
+
+#[test]
+fn a_namespace_tokens_session_keeps_writing_into_its_namespace_after_a_failover() {
+    let (Some((ka, pa)), Some((kb, pb))) = (node(A_ID), node(B_ID)) else {
+        return;
+    };
+    let mut admin_b = kb.client_auth(Some(ADMIN));
+    assert_eq!(
+        admin_b.cmd(&["SLAVEOF", "127.0.0.1", &ka.port.to_string()]),
+        Reply::ok()
+    );
+    link_up(&mut admin_b);
+    // The namespace, added by the admin on the master, replicated to B.
+    let mut admin_a = ka.client_auth(Some(ADMIN));
+    assert_eq!(
+        admin_a.cmd(&["NAMESPACE", "ADD", NAMESPACE, NS_TOKEN]),
+        Reply::ok()
+    );
+    wait_namespace(&mut admin_b, NAMESPACE, NS_TOKEN);
+    for p in [&pa, &pb] {
+        let mut ctl = controller_client(p, ADMIN);
+        assert!(!heartbeat(&mut ctl, A_ID, 600_000, 1).is_error());
+    }
+
+    // A session in the namespace, through A's leasegate.
+    let mut session = pa.client();
+    assert_eq!(session.cmd(&["AUTH", NS_TOKEN]), Reply::ok());
+    assert_eq!(session.cmd(&["SET", "before", "1"]), Reply::ok());
+    assert_eq!(admin_a.cmd(&["GET", "before"]), Reply::Nil, "not default");
+    // And writers that authenticate with the token, writing throughout.
+    let writers = Writers::start_authenticated(pa.port, 2, "ns", Duration::ZERO, Some(NS_TOKEN));
+    std::thread::sleep(Duration::from_millis(300));
+
+    leasegate_failover(&pa, &pb);
+    assert_eq!(info_field(&mut admin_b, "role").as_deref(), Some("master"));
+    // The same connection, handed over to B's leasegate and B: still in ns1
+    // (it reads what it wrote before, and writes there).
+    assert_eq!(session.cmd(&["GET", "before"]), Reply::bulk("1"));
+    assert_eq!(session.cmd(&["SET", "after", "2"]), Reply::ok());
+    assert_in_namespace(&kb, &[("before", "1"), ("after", "2")]);
+
+    // And back: A replicates B, then takes over again.
+    link_up(&mut ka.client_auth(Some(ADMIN)));
+    std::thread::sleep(Duration::from_millis(300));
+    leasegate_failover(&pb, &pa);
+    assert_eq!(info_field(&mut admin_a, "role").as_deref(), Some("master"));
+    assert_eq!(session.cmd(&["GET", "after"]), Reply::bulk("2"));
+    assert_eq!(session.cmd(&["SET", "back", "3"]), Reply::ok());
+    std::thread::sleep(Duration::from_millis(300));
+
+    let outcome = writers.finish();
+    let moved = [&pa, &pb].map(|p| handovers(p, "success"));
+    let failed = [&pa, &pb].map(|p| handovers(p, "failed"));
+    eprintln!(
+        "{} writes acknowledged in {NAMESPACE}, {} errors; sessions handed over by A's and B's leasegates: {moved:?}, failed {failed:?}",
+        outcome.acked.len(),
+        outcome.errors.len()
+    );
+    assert!(moved[0] > 0 && moved[1] > 0, "handed over: {moved:?}");
+    assert_eq!(failed, [0, 0], "failed hand-overs");
+    // Every acknowledged write is on A, in the namespace...
+    outcome.assert_none_failed_or_lost(&mut ka.client_auth(Some(NS_TOKEN)), 100);
+    assert_in_namespace(&ka, &[("before", "1"), ("after", "2"), ("back", "3")]);
+    // ... and none in the default namespace.
+    let in_default = outcome
+        .acked_keys()
+        .filter(|k| admin_a.cmd(&["EXISTS", k.as_str()]) != Reply::Int(0))
+        .count();
+    assert_eq!(in_default, 0, "acknowledged keys in the default namespace");
+}
