@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+pub mod cluster_py;
 pub mod controller;
 pub mod history;
 pub mod kvctl;
