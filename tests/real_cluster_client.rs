@@ -22,14 +22,14 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use support::cluster_py::{
     assert_all_on_master, check_summary, python_with_redis_cluster, strings, ClientOptions,
     ClientProcess,
 };
-use support::kvctl::{real_shard, RealShard, RealShardOptions};
-use support::kvrocks::{handovers, Node};
+use support::kvctl::{real_shard, wait_master, RealShardOptions};
+use support::kvrocks::handovers;
 use support::PATIENCE;
 
 const PASSWORD: &str = "node-secret";
@@ -38,38 +38,6 @@ const PASSWORD: &str = "node-secret";
 const READY: usize = 200;
 /// Writes acknowledged after the failover back, before the client stops.
 const AFTER: usize = 500;
-
-/// `leasegate failover --from <from> --to <to>`; the printed report.
-fn leasegate_failover(shard: &RealShard, from: &Node, to: &Node) -> String {
-    let out = support::failover_command(
-        from.proxy.admin_port(),
-        to.proxy.admin_port(),
-        &RealShardOptions::default().token,
-    );
-    let printed = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "failover failed: {printed} {}\ncontroller log:\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        shard.controller.log_tail()
-    );
-    assert!(printed.contains("success"), "{printed}");
-    printed
-}
-
-/// Waits until `node`'s leasegate holds a valid lease (its `/v1/status`).
-fn wait_master(node: &Node, what: &str) {
-    let start = Instant::now();
-    loop {
-        let (code, body) = support::http(node.proxy.admin_port(), "GET", "/v1/status", None, None);
-        let status: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-        if code == 200 && status["lease"]["valid"] == true {
-            return;
-        }
-        assert!(start.elapsed() < PATIENCE * 2, "{what}: no lease ({body})");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 /// The whole run with both leasegates configured by `extra_yaml`: the
 /// client writes through A's leasegate, `leasegate failover` A→B and back.
@@ -100,14 +68,14 @@ fn cluster_client_through_real_failovers(
     );
     client.expect_line("ready", PATIENCE * 3);
 
-    let there = leasegate_failover(&shard, &shard.a, &shard.b);
+    let there = shard.failover_by_leasegate(&shard.a, &shard.b);
     eprintln!("A→B: {there}");
     assert_eq!(shard.controller.master_of(0).0, shard.b_id);
     wait_master(&shard.b, "B after the failover");
     // As tests/real_failover.rs: past the controller's own (late) push.
     std::thread::sleep(Duration::from_millis(1500));
 
-    let back = leasegate_failover(&shard, &shard.b, &shard.a);
+    let back = shard.failover_by_leasegate(&shard.b, &shard.a);
     eprintln!("B→A: {back}");
     assert_eq!(shard.controller.master_of(0).0, shard.a_id);
     wait_master(&shard.a, "A after the failover back");

@@ -14,7 +14,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::kvctl::{real_shard, RealShard, RealShardOptions};
+use support::kvctl::{real_shard, wait_master, RealShard, RealShardOptions};
 use support::kvrocks::Node;
 use support::load::Writers;
 use support::Reply;
@@ -26,38 +26,6 @@ const PATIENCE: Duration = Duration::from_secs(20);
 
 fn shard() -> Option<RealShard> {
     real_shard(&RealShardOptions::with_password(PASSWORD))
-}
-
-/// `leasegate failover --from <from> --to <to>`; the printed report.
-fn leasegate_failover(shard: &RealShard, from: &Node, to: &Node) -> String {
-    let out = support::failover_command(
-        from.proxy.admin_port(),
-        to.proxy.admin_port(),
-        &RealShardOptions::default().token,
-    );
-    let printed = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "failover failed: {printed} {}\ncontroller log:\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        shard.controller.log_tail()
-    );
-    assert!(printed.contains("success"), "{printed}");
-    printed
-}
-
-/// Waits until `node`'s leasegate holds a valid lease (its `/v1/status`).
-fn wait_master(node: &Node, what: &str) {
-    let start = Instant::now();
-    loop {
-        let (code, body) = support::http(node.proxy.admin_port(), "GET", "/v1/status", None, None);
-        let status: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-        if code == 200 && status["lease"]["valid"] == true {
-            return;
-        }
-        assert!(start.elapsed() < PATIENCE, "{what}: no lease ({body})");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Waits until `key` can be read on `node` directly (its replication
@@ -78,7 +46,7 @@ fn leasegate_failover_there_and_back_with_passwords_fails_and_loses_nothing() {
         Writers::start_authenticated(shard.a.proxy.port, 8, "w", Duration::ZERO, Some(PASSWORD));
     std::thread::sleep(Duration::from_millis(300));
 
-    let there = leasegate_failover(&shard, &shard.a, &shard.b);
+    let there = shard.failover_by_leasegate(&shard.a, &shard.b);
     eprintln!("A→B: {there}");
     assert_eq!(shard.controller.master_of(0).0, shard.b_id);
     // The stall did not wait for the controller's push (1-1.5 s): the
@@ -86,7 +54,7 @@ fn leasegate_failover_there_and_back_with_passwords_fails_and_loses_nothing() {
     wait_master(&shard.b, "B after the failover");
     std::thread::sleep(Duration::from_millis(1500));
 
-    let back = leasegate_failover(&shard, &shard.b, &shard.a);
+    let back = shard.failover_by_leasegate(&shard.b, &shard.a);
     eprintln!("B→A: {back}");
     assert_eq!(shard.controller.master_of(0).0, shard.a_id);
     wait_master(&shard.a, "A after the failover back");

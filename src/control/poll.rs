@@ -372,7 +372,7 @@ impl Poller<'_> {
 
     /// The controller names this node master, but the node is not at its
     /// topology yet: writes are held (not handed back to the old master,
-    /// which may be down and point here) for at most
+    /// which may be down and point here) for at most twice
     /// `controller.switch_timeout_ms` from the first such poll; the grant
     /// releases them.
     fn hold_writes(&mut self) {
@@ -384,7 +384,8 @@ impl Poller<'_> {
         {
             return;
         }
-        let bound = self.ctx.config.load().controller.switch_timeout;
+        // The take-over's own bound, plus the node's promotion after it.
+        let bound = self.ctx.config.load().controller.switch_timeout * 2;
         self.ctx.gate.pause().pause(bound, PauseMode::Write);
         self.holding = Some((Instant::now(), bound));
     }

@@ -386,6 +386,25 @@ pub struct RealShard {
 }
 
 impl RealShard {
+    /// `leasegate failover --from <from> --to <to>`, which must succeed;
+    /// the printed report.
+    pub fn failover_by_leasegate(&self, from: &Node, to: &Node) -> String {
+        let out = super::failover_command(
+            from.proxy.admin_port(),
+            to.proxy.admin_port(),
+            &RealShardOptions::default().token,
+        );
+        let printed = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "failover failed: {printed} {}\ncontroller log:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.controller.log_tail()
+        );
+        assert!(printed.contains("success"), "{printed}");
+        printed
+    }
+
     /// A client of `node`'s leasegate, authenticated when passworded.
     pub fn client(&self, node: &Node) -> Client {
         let mut c = node.proxy.client();
@@ -486,4 +505,18 @@ pub fn polls(node: &Node, outcome: &str) -> u64 {
         .find_map(|l| l.strip_prefix(&series))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0)
+}
+
+/// Waits until `node`'s leasegate holds a valid lease (its `/v1/status`).
+pub fn wait_master(node: &Node, what: &str) {
+    let start = Instant::now();
+    loop {
+        let (code, body) = super::http(node.proxy.admin_port(), "GET", "/v1/status", None, None);
+        let status: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        if code == 200 && status["lease"]["valid"] == true {
+            return;
+        }
+        assert!(start.elapsed() < PATIENCE * 2, "{what}: no lease ({body})");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
