@@ -61,6 +61,10 @@ enum Command {
         /// Lease granted to the new master (the controller renews it afterwards).
         #[arg(long, default_value_t = DEFAULT_LEASE_TTL_MS)]
         lease_ttl_ms: u64,
+        /// Pause at once instead of at the moment a Kvrocks replica's
+        /// promotion can follow (docs/failover-timing.md).
+        #[arg(long)]
+        no_promotion_timing: bool,
         /// Admin token (both proxies).
         #[arg(long, env = "LEASEGATE_ADMIN_TOKEN", hide_env_values = true)]
         token: Option<String>,
@@ -124,6 +128,7 @@ fn main() -> ExitCode {
             pause_timeout_ms,
             force_on_timeout,
             lease_ttl_ms,
+            no_promotion_timing,
             token,
         } => {
             let request = FailoverRequest {
@@ -133,6 +138,7 @@ fn main() -> ExitCode {
                 force_on_timeout,
                 lease_ttl_ms,
                 target_token: None,
+                promotion_timing: !no_promotion_timing,
             };
             let answer = admin_call(|client| async move {
                 client.failover(&from, token.as_deref(), &request).await

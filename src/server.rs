@@ -154,6 +154,10 @@ impl Server {
                 addr: self.config.listen.to_string(),
                 source,
             })?;
+        // A failover times its pause by when a replica's connection arrived.
+        if let Err(e) = crate::proxy::rxtime::enable(&listener) {
+            warn!(error = %e, "no kernel receive times (SO_TIMESTAMPNS): a failover's promotion timing uses the sessions' own read times");
+        }
         self.start_learning();
         self.start_probe();
         self.start_memory_return();

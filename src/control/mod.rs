@@ -79,6 +79,9 @@ pub struct ControlContext {
     pub registry: Registry,
     pub metrics: ControlMetrics,
     pub shutdown: CancellationToken,
+    /// What this leasegate's failovers took from the pause to the
+    /// promotion: the next one times its pause with it.
+    pub promotion_memory: Arc<failover::timing::Memory>,
 }
 
 impl ControlContext {
@@ -160,6 +163,7 @@ impl ControlContext {
             registry,
             metrics,
             shutdown: CancellationToken::new(),
+            promotion_memory: Arc::default(),
         }
     }
 }

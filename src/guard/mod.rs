@@ -5,7 +5,8 @@
 //! node's [`role`] (demotion, hand-over target, writes in flight). The
 //! controller's own commands (heartbeats, `CLIENT PAUSE`, control AUTH) are
 //! answered by [`control`]; the `# Leasegate` section of `INFO` by [`info`];
-//! what the node said of itself when last probed is in [`node`].
+//! what the node said of itself when last probed is in [`node`]; the
+//! replication connections passing through, in [`replicas`].
 
 pub mod control;
 pub mod gate;
@@ -13,5 +14,6 @@ pub mod info;
 pub mod lease;
 pub mod node;
 pub mod pause;
+pub mod replicas;
 pub mod role;
 pub mod verify;

@@ -165,6 +165,9 @@ pub struct Role {
     pub failover: FailoverStatus,
     /// What the node said of itself when last probed.
     pub node: crate::guard::node::NodeStatus,
+    /// The replicas replicating through this leasegate (a failover times
+    /// its pause by their links).
+    pub replicas: Arc<crate::guard::replicas::ReplicaLinks>,
     pub metrics: RoleMetrics,
     /// Signalled when the node accepted a topology that lists it as a
     /// master: a poller asks the controller at once instead of at its next tick.
@@ -215,6 +218,7 @@ impl Role {
             blocking_writes_completed: AtomicU64::new(0),
             failover: FailoverStatus::default(),
             node: crate::guard::node::NodeStatus::default(),
+            replicas: Arc::default(),
             metrics: RoleMetrics::default(),
             promoted: tokio::sync::Notify::new(),
             promotion: std::sync::Mutex::new(None),

@@ -115,6 +115,19 @@ pub struct Status {
     pub listen: String,
     /// The node (`backend.addr`).
     pub backend: String,
+    /// This host's coarse clock, which times a Kvrocks replica's
+    /// replication tick (a failover to this node reads it); `null` where
+    /// it cannot be read, or from older leasegates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock: Option<ClockView>,
+}
+
+/// Where this host's `CLOCK_MONOTONIC_COARSE` ticks, at the moment of the
+/// answer: it last ticked `since_tick_ns` ago, and ticks every `tick_ns`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClockView {
+    pub tick_ns: u64,
+    pub since_tick_ns: u64,
 }
 
 /// `lease.mode`, as reported.
@@ -376,6 +389,11 @@ pub struct FailoverRequest {
     /// Token for the target's admin API (default: this proxy's admin.token).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_token: Option<String>,
+    /// Time the pause to the target's replication tick where the target is
+    /// a Kvrocks replica (`reference/KVROCKS-PROMOTION.md`); `false` pauses
+    /// at once.
+    #[serde(default = "default_promotion_timing")]
+    pub promotion_timing: bool,
 }
 
 impl FailoverRequest {
@@ -391,6 +409,7 @@ impl FailoverRequest {
             force_on_timeout: false,
             lease_ttl_ms: default_lease_ttl_ms(),
             target_token: None,
+            promotion_timing: default_promotion_timing(),
         }
     }
 }
@@ -410,6 +429,9 @@ fn default_pause_timeout_ms() -> u64 {
 }
 fn default_lease_ttl_ms() -> u64 {
     DEFAULT_LEASE_TTL_MS
+}
+fn default_promotion_timing() -> bool {
+    true
 }
 
 /// The HTTP status of a `/v1/failover` answer whose report says `failed`
@@ -440,6 +462,56 @@ pub struct FailoverReport {
     /// The failover ended with this node fenced and the target not granted
     /// the lease: no node accepts writes until the controller grants it.
     pub both_fenced: bool,
+    /// How long the promotion itself took, in milliseconds: from the
+    /// command that makes the target master (`SLAVEOF NO ONE`, or its
+    /// `CLUSTERX SETNODES`) to its answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promotion_ms: Option<f64>,
+    /// What the promotion timing did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timing: Option<TimingReport>,
+}
+
+/// Whether a failover timed its pause to the target's replication tick,
+/// and whether that held.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TimingReport {
+    pub outcome: TimingOutcome,
+    /// Milliseconds waited before the pause so that the promotion could
+    /// follow it at once (part of the failover's run time, not of the stall).
+    pub wait_ms: f64,
+    /// How the tick's phase was learned, or why the timing was not used.
+    pub note: String,
+}
+
+/// What the promotion timing did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimingOutcome {
+    /// The promotion completed at the tick the pause was timed for.
+    Held,
+    /// The promotion waited for a later tick (the phase was wrong, or the
+    /// pause took longer than planned); the failover still completed.
+    Missed,
+    /// The timing was not applied (see the note): the target promotes at
+    /// once, its phase is unknown, or the request turned it off.
+    Unused,
+}
+
+impl TimingOutcome {
+    pub const ALL: [TimingOutcome; 3] = [
+        TimingOutcome::Held,
+        TimingOutcome::Missed,
+        TimingOutcome::Unused,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TimingOutcome::Held => "held",
+            TimingOutcome::Missed => "missed",
+            TimingOutcome::Unused => "unused",
+        }
+    }
 }
 
 impl FailoverReport {
@@ -453,6 +525,8 @@ impl FailoverReport {
             epoch: None,
             new_master: None,
             both_fenced: false,
+            promotion_ms: None,
+            timing: None,
         }
     }
 }

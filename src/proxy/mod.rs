@@ -3,9 +3,11 @@
 //! [`session`] is the hot path (with [`crate::guard::gate`]); [`backend`]
 //! opens node connections (and the control connections the control plane
 //! uses); [`workers`] runs sessions on pinned single-threaded runtimes;
-//! [`metrics`] counts what the data plane saw go wrong.
+//! [`metrics`] counts what the data plane saw go wrong; [`rxtime`] tells
+//! when a connection's first bytes arrived.
 
 pub mod backend;
 pub mod metrics;
+pub mod rxtime;
 pub mod session;
 pub mod workers;

@@ -169,7 +169,10 @@ pub(super) async fn switch(
     )
     .await;
     if let Some(topology) = &topology {
-        if apply_topology(nodes.replica, topology).await.is_ok() {
+        let sent = run.promoting(true);
+        let promoted = apply_topology(nodes.replica, topology).await;
+        run.promoted(sent);
+        if promoted.is_ok() {
             let grant = LeaseRequest {
                 master_node_id: target.node_id.clone(),
                 epoch: fenced_epoch,

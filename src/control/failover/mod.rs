@@ -65,6 +65,7 @@ use crate::guard::pause::PauseMode;
 use crate::guard::role::{Demotion, Source};
 use crate::kvrocks::admin_api::{
     FailoverReport, FailoverRequest, FailoverState, LeaseOutcome, LeaseRequest, Step,
+    TimingOutcome,
 };
 use crate::kvrocks::admin_client::{AdminClient, AdminError};
 use crate::kvrocks::controller::ShardFailoverError;
@@ -72,6 +73,8 @@ use crate::kvrocks::topology::Replication;
 use crate::proxy::backend::{BackendError, ControlConnection};
 
 mod cluster;
+mod promotion;
+pub mod timing;
 
 /// `leasegate_failovers_total{result}`, `leasegate_failover_duration_seconds`
 /// and `leasegate_failover_stall_seconds` (how long writes were held).
@@ -81,6 +84,10 @@ pub struct FailoverMetrics {
     state: Family<Vec<(String, String)>, prometheus_client::metrics::gauge::Gauge>,
     duration: Histogram,
     stall: Histogram,
+    /// `leasegate_failover_promotion_seconds`: the promotion's own time.
+    promotion: Histogram,
+    /// `leasegate_failover_promotion_timing_total{outcome}`.
+    timing: Family<Vec<(String, String)>, Counter>,
 }
 
 impl Default for FailoverMetrics {
@@ -92,6 +99,8 @@ impl Default for FailoverMetrics {
             state: Family::default(),
             duration: buckets(),
             stall: buckets(),
+            promotion: Histogram::new(exponential_buckets(0.0005, 2.0, 12)),
+            timing: Family::default(),
         }
     }
 }
@@ -125,6 +134,21 @@ impl FailoverMetrics {
             "How long a graceful failover held writes",
             self.stall.clone(),
         );
+        for outcome in TimingOutcome::ALL {
+            let _ = self
+                .timing
+                .get_or_create(&vec![("outcome".to_string(), outcome.as_str().to_string())]);
+        }
+        registry.register(
+            "failover_promotion_seconds",
+            "How long a failover's promotion took (the command that makes the target master, to its answer)",
+            self.promotion.clone(),
+        );
+        registry.register(
+            "failover_promotion_timing",
+            "Failovers by what their promotion timing did: held (promoted at the planned tick), missed (a later tick), unused",
+            self.timing.clone(),
+        );
     }
 
     /// Sets the state gauge from `gate` (at each scrape).
@@ -145,6 +169,17 @@ impl FailoverMetrics {
         self.duration.observe(took.as_secs_f64());
         if let Some(ms) = report.stall_ms {
             self.stall.observe(ms / 1000.0);
+        }
+        if let Some(ms) = report.promotion_ms {
+            self.promotion.observe(ms / 1000.0);
+        }
+        if let Some(timing) = &report.timing {
+            self.timing
+                .get_or_create(&vec![(
+                    "outcome".to_string(),
+                    timing.outcome.as_str().to_string(),
+                )])
+                .inc();
         }
     }
 }
@@ -340,6 +375,10 @@ struct Settings {
     timeout: Duration,
     /// This proxy's admin token (the default for the target's).
     admin_token: Option<String>,
+    /// This proxy's client address (`listen`), where a replica re-attaches.
+    listen: String,
+    /// What recent failovers took from the pause to the promotion.
+    memory: Arc<timing::Memory>,
 }
 
 /// Owned by a running failover: however the run ends (returns, panics, or
@@ -399,6 +438,11 @@ struct Run {
     released_at: Option<f64>,
     /// The run ended with both nodes fenced.
     both_fenced: bool,
+    /// The promotion's timing, and what the promotion took.
+    timing: Option<promotion::Timing>,
+    promotion: Option<Duration>,
+    /// The pause, as an instant (the work before the promotion counts from it).
+    paused: Option<Instant>,
 }
 
 impl Run {
@@ -425,6 +469,35 @@ impl Run {
             self.guard.paused = false;
             self.released_at = Some(self.now_ms());
         }
+    }
+
+    /// The promotion is sent now: the work since the pause is remembered
+    /// for the next plan. Returns the moment, for [`Run::promoted`].
+    fn promoting(&mut self, cluster: bool) -> Instant {
+        let now = Instant::now();
+        if let Some(paused) = self.paused {
+            let memory = &self.settings.memory;
+            let work = if cluster {
+                &memory.cluster
+            } else {
+                &memory.standalone
+            };
+            work.record(now - paused);
+        }
+        now
+    }
+
+    /// The promotion sent at `sent` has been answered.
+    fn promoted(&mut self, sent: Instant) {
+        self.promotion = Some(sent.elapsed());
+    }
+
+    /// What the report says of the promotion.
+    fn promotion_report(&self) -> (Option<f64>, Option<crate::kvrocks::admin_api::TimingReport>) {
+        (
+            self.promotion.map(|d| d.as_secs_f64() * 1000.0),
+            self.timing.as_ref().map(|t| t.report(self.promotion)),
+        )
     }
 
     /// Fails with this node unfenced (nothing changed, or rolled back): the
@@ -473,6 +546,8 @@ pub async fn run(shared: &ControlContext, request: FailoverRequest) -> FailoverR
         password: config.backend.password.clone(),
         timeout: config.connect_timeout(),
         admin_token: config.admin.token.clone(),
+        listen: config.listen.to_string(),
+        memory: Arc::clone(&shared.promotion_memory),
     };
     let gate = Arc::clone(&shared.gate);
     let metrics = Arc::clone(&shared.metrics.failover);
@@ -507,10 +582,14 @@ async fn execute(guard: RunGuard, settings: Settings, request: FailoverRequest) 
         paused_at: None,
         released_at: None,
         both_fenced: false,
+        timing: None,
+        promotion: None,
+        paused: None,
     };
     let outcome = failover(&mut run).await;
     // Whatever happened, the pause ends with the run (the fencing is final by now).
     run.release();
+    let (promotion_ms, timing) = run.promotion_report();
     match outcome {
         Ok((epoch, target)) => {
             run.enter(FailoverState::Success);
@@ -522,6 +601,8 @@ async fn execute(guard: RunGuard, settings: Settings, request: FailoverRequest) 
                 epoch: Some(epoch),
                 new_master: Some(target.proxy),
                 both_fenced: false,
+                promotion_ms,
+                timing,
             }
         }
         Err(e) => {
@@ -535,6 +616,8 @@ async fn execute(guard: RunGuard, settings: Settings, request: FailoverRequest) 
                 epoch: None,
                 new_master: None,
                 both_fenced: run.both_fenced,
+                promotion_ms,
+                timing,
             }
         }
     }
@@ -597,6 +680,34 @@ async fn failover(run: &mut Run) -> Result<(u64, Target), FailoverError> {
         });
     }
 
+    // The pause waits for the moment the promotion can follow it at once.
+    let mut timing = if request.promotion_timing {
+        let memory = &run.settings.memory;
+        let work = if shard.is_some() {
+            memory.cluster.estimate()
+        } else {
+            memory.standalone.estimate()
+        };
+        promotion::prepare(promotion::Prepare {
+            gate: &gate,
+            admin: &admin,
+            target_admin: &request.to,
+            target_node: &target.node,
+            replica: &mut replica,
+            reattach_to: if shard.is_none() {
+                promotion::reattach_address(&run.settings.listen, theirs.master.as_deref())
+            } else {
+                None
+            },
+            work,
+        })
+        .await
+    } else {
+        promotion::Timing::unused("turned off by the request (promotion_timing: false)")
+    };
+    timing.wait().await;
+    run.timing = Some(timing);
+
     // Paused sessions may open their connections to the new master now.
     gate.role()
         .prepare_handover(Some(target.proxy.clone().into()));
@@ -608,6 +719,7 @@ async fn failover(run: &mut Run) -> Result<(u64, Target), FailoverError> {
     );
     run.guard.paused = true;
     run.paused_at = Some(run.now_ms());
+    run.paused = Some(Instant::now());
     let sync_timeout = Duration::from_millis(request.sync_timeout_ms);
     let sync_deadline = Instant::now() + sync_timeout;
     // Writes already forwarded must be answered before the offsets mean anything.
@@ -717,7 +829,10 @@ async fn failover(run: &mut Run) -> Result<(u64, Target), FailoverError> {
         let epoch = cluster::switch(run, &admin, &target, &shard, epoch, &fencing, nodes).await?;
         return Ok((epoch, target));
     }
-    if let Err(e) = replica.call(&["SLAVEOF", "NO", "ONE"]).await {
+    let sent = run.promoting(false);
+    let promoted = replica.call(&["SLAVEOF", "NO", "ONE"]).await;
+    run.promoted(sent);
+    if let Err(e) = promoted {
         match promotion_outcome(&e, &mut replica, &target.node, password, timeout).await {
             Promotion::Done => {
                 warn!(error = %e, "the promotion reported a failure, but the target node is master now: carrying on with the switch");
@@ -764,12 +879,14 @@ async fn failover(run: &mut Run) -> Result<(u64, Target), FailoverError> {
         });
     }
     run.release();
+    // Through the new master's leasegate: the way back is then timed by
+    // this link (its first bytes arrive there).
     let (host, port) =
         target
-            .node
+            .proxy
             .rsplit_once(':')
             .ok_or_else(|| FailoverError::BadTargetAddress {
-                node: target.node.clone(),
+                node: target.proxy.clone(),
             })?;
     rejoin(&mut source, host, port)
         .await

@@ -105,6 +105,9 @@ pub(super) struct Driver {
     /// The node's replies are not read (the client's unsent replies are
     /// over the bound): counted once per stall.
     backpressured: bool,
+    /// The client's first read is still to come: it asks the kernel when
+    /// the bytes arrived ([`crate::proxy::rxtime`]).
+    first_read: bool,
 }
 
 impl Driver {
@@ -128,6 +131,7 @@ impl Driver {
             shutdown: Woken::new(shutdown.clone().cancelled_owned()),
             stopping: shutdown.clone(),
             backpressured: false,
+            first_read: true,
         }
     }
 
@@ -302,11 +306,32 @@ impl Driver {
                         return Poll::Ready(Event::Confirmed);
                     }
                     if turn.read_client {
-                        let read =
-                            self.client_read
-                                .poll_read(cx, &mut self.client, &mut s.from_client);
-                        if let Poll::Ready(r) = read {
-                            return Poll::Ready(Event::ClientRead(transferred(r)));
+                        if self.first_read {
+                            let read = crate::proxy::rxtime::poll_read_stamped(
+                                &self.client,
+                                cx,
+                                &mut s.from_client,
+                            );
+                            if let Poll::Ready(r) = read {
+                                self.first_read = false;
+                                let r = r.map(|got| {
+                                    s.replica.first_bytes = Some(match got.arrived {
+                                        Some(at) => (at, true),
+                                        None => (std::time::Instant::now(), false),
+                                    });
+                                    got.read
+                                });
+                                return Poll::Ready(Event::ClientRead(transferred(r)));
+                            }
+                        } else {
+                            let read = self.client_read.poll_read(
+                                cx,
+                                &mut self.client,
+                                &mut s.from_client,
+                            );
+                            if let Poll::Ready(r) = read {
+                                return Poll::Ready(Event::ClientRead(transferred(r)));
+                            }
                         }
                     }
                     if self.trim.poll_fired(cx).is_ready() {

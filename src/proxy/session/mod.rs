@@ -58,6 +58,7 @@ mod driver;
 mod handover;
 mod idle;
 mod reading;
+mod replica;
 mod replies;
 mod state;
 #[cfg(test)]
@@ -156,6 +157,8 @@ struct Session {
     /// `limits.max_client_output_bytes`.
     max_output: usize,
     lifecycle: Lifecycle,
+    /// The client as a possible replica (cold).
+    replica: replica::ReplicaSide,
 }
 
 /// Runs one client connection to completion ([`Driver::run`]).
@@ -190,12 +193,11 @@ async fn serve_on(
 ) {
     let mut s = Session::new(ctx.limits, Arc::clone(&ctx.gate), ctx.max_client_output);
     s.handed_over = handed_over;
-    if client
-        .peer_addr()
-        .is_ok_and(|peer| ctx.gate.trusts_peer(peer.ip()))
-    {
+    let peer = client.peer_addr().ok().map(|a| a.ip());
+    if peer.is_some_and(|ip| ctx.gate.trusts_peer(ip)) {
         s.peer = Peer::Trusted;
     }
+    s.replica.peer = peer;
     Driver::new(client, backend, &ctx, &shutdown)
         .run(s, &ctx)
         .await;
@@ -261,6 +263,7 @@ impl Session {
             gate,
             max_output,
             lifecycle: Lifecycle::Open,
+            replica: replica::ReplicaSide::default(),
         }
     }
 

@@ -448,7 +448,12 @@ impl Session {
                 // later (`REPLCONF ACK`) is answered by nothing.
                 self.owed.push_back(Owed::Replication);
                 self.peer = Peer::Replica;
+                self.replica_stream_started(head);
                 return;
+            }
+            Special::ReplConf => {
+                self.replconf(head);
+                Expect::Plain
             }
             Special::BareLine => Expect::BareLine,
             // A nested MULTI (the node refuses it; the transaction stays), and the rest.

@@ -1,0 +1,282 @@
+//! The promotion's timing in a failover: before the pause, learn when the
+//! target can be promoted at once ([`prepare`]), wait for that moment
+//! ([`Timing::wait`]); after the switch, say what the promotion took and
+//! whether the timing held ([`Timing::report`]).
+//!
+//! The model and the plan are in [`super::timing`]; this is what the
+//! failover asks the outside for:
+//!
+//! 1. whether the target is a Kvrocks node (`INFO server` has
+//!    `kvrocks_version`); any other node promotes at once and is not
+//!    waited for;
+//! 2. its replication link at this leasegate ([`crate::guard::replicas`]).
+//!    A standalone replica may follow this node's own address (started
+//!    with `slaveof`, or demoted by a tool): it is then re-attached to this
+//!    leasegate (`SLAVEOF <this leasegate>`), which takes up to a period
+//!    before the pause and gives a fresh, exactly known phase. In cluster
+//!    mode the controller's topology names leasegates, so the link passes
+//!    here; where it does not, the failover goes on untimed;
+//! 3. where the target host's coarse clock ticks (its leasegate's
+//!    `/v1/status` `clock`, the best of three round trips).
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use redis_protocol::resp2::types::OwnedFrame;
+use tracing::{info, warn};
+
+use super::timing::{self, Grid, Plan, Ticks};
+use crate::guard::gate::Gate;
+use crate::guard::replicas::ReplicaLink;
+use crate::kvrocks::admin_api::{TimingOutcome, TimingReport};
+use crate::kvrocks::admin_client::AdminClient;
+use crate::proxy::backend::ControlConnection;
+
+/// How long a re-attached replica may take to connect again (its old
+/// link stops at its next tick, then it connects and syncs).
+const REATTACH_PATIENCE: Duration = Duration::from_secs(3);
+
+/// The timing a failover runs with.
+pub(super) struct Timing {
+    /// `None`: untimed (see `note`).
+    plan: Option<Plan>,
+    /// How the phase was learned, or why there is no plan.
+    note: String,
+    /// Time spent before the pause: preparing and waiting.
+    waited: Duration,
+    started: Instant,
+}
+
+/// What [`prepare`] needs.
+pub(super) struct Prepare<'a> {
+    pub gate: &'a Arc<Gate>,
+    pub admin: &'a AdminClient,
+    /// The target's leasegate (admin API) and node.
+    pub target_admin: &'a str,
+    pub target_node: &'a str,
+    pub replica: &'a mut ControlConnection,
+    /// Where the replica may re-attach to this leasegate (standalone), or
+    /// `None` (cluster mode: the controller's topology decides).
+    pub reattach_to: Option<String>,
+    /// The pause-to-promotion work the plan assumes.
+    pub work: Duration,
+}
+
+impl Timing {
+    pub(super) fn unused(note: impl Into<String>) -> Timing {
+        Timing {
+            plan: None,
+            note: note.into(),
+            waited: Duration::ZERO,
+            started: Instant::now(),
+        }
+    }
+
+    /// Sleeps until the planned pause (if the plan's moment has passed,
+    /// a new plan for the next period's tick is not made: the pause comes
+    /// at once and the report says whether the tick was met).
+    pub(super) async fn wait(&mut self) {
+        if let Some(plan) = self.plan {
+            tokio::time::sleep_until(plan.pause_at.into()).await;
+        }
+        self.waited = self.started.elapsed();
+    }
+
+    /// What the timing did, given the promotion's own time.
+    pub(super) fn report(&self, promotion: Option<Duration>) -> TimingReport {
+        let outcome = match (self.plan, promotion) {
+            (Some(_), Some(took)) => timing::judge(took),
+            (Some(_), None) => TimingOutcome::Missed,
+            (None, _) => TimingOutcome::Unused,
+        };
+        TimingReport {
+            outcome,
+            wait_ms: self.waited.as_secs_f64() * 1000.0,
+            note: self.note.clone(),
+        }
+    }
+}
+
+/// Learns what the plan needs and makes it (see the module documentation);
+/// never fails the failover: what cannot be learned leaves it untimed.
+pub(super) async fn prepare(p: Prepare<'_>) -> Timing {
+    let started = Instant::now();
+    let mut timing = match plan(p).await {
+        Ok((plan, note)) => Timing {
+            plan: Some(plan),
+            note,
+            waited: Duration::ZERO,
+            started,
+        },
+        Err(why) => Timing::unused(why),
+    };
+    timing.started = started;
+    timing
+}
+
+async fn plan(p: Prepare<'_>) -> Result<(Plan, String), String> {
+    if !is_kvrocks(p.replica).await? {
+        return Err("the target is not Kvrocks: it promotes at once".into());
+    }
+    let target = resolve(p.target_node).await?;
+    let links = &p.gate.role().replicas;
+    let mut reattached = false;
+    let link = match links.find(target.ip(), target.port()) {
+        Some(link) => link,
+        None => {
+            let Some(to) = p.reattach_to.as_deref() else {
+                return Err(format!(
+                    "the target's replication link does not pass through this leasegate (no PSYNC from {target} here)"
+                ));
+            };
+            reattached = true;
+            reattach(p.replica, to, || links.find(target.ip(), target.port())).await?
+        }
+    };
+    let grid = target_grid(p.admin, p.target_admin).await;
+    let ticks = Ticks::from_link(link.first_bytes, grid);
+    let plan = timing::plan(&ticks, Instant::now(), p.work);
+    let note = describe(&link, reattached, grid.is_some(), ticks.spread(), p.work);
+    info!(%note, "promotion timing");
+    Ok((plan, note))
+}
+
+fn describe(
+    link: &ReplicaLink,
+    reattached: bool,
+    grid: bool,
+    spread: Duration,
+    work: Duration,
+) -> String {
+    format!(
+        "phase from the replica's {} link{} ({} time), {}; planned work {:.1} ms",
+        link.command,
+        if reattached {
+            ", re-attached to this leasegate"
+        } else {
+            ""
+        },
+        if link.kernel_time { "kernel" } else { "session" },
+        if grid {
+            format!(
+                "its host's clock grid (window {:.1} ms)",
+                spread.as_secs_f64() * 1000.0
+            )
+        } else {
+            "its host's clock unknown (window 5 ms)".to_string()
+        },
+        work.as_secs_f64() * 1000.0,
+    )
+}
+
+/// Whether the node is Kvrocks (`INFO server` names its version).
+async fn is_kvrocks(node: &mut ControlConnection) -> Result<bool, String> {
+    match node.call(&["INFO", "server"]).await {
+        Ok(OwnedFrame::BulkString(text)) => {
+            Ok(String::from_utf8_lossy(&text).contains("kvrocks_version:"))
+        }
+        Ok(other) => Err(format!("unexpected INFO server reply {other:?}")),
+        Err(e) => Err(format!("INFO server: {e}")),
+    }
+}
+
+async fn resolve(node: &str) -> Result<SocketAddr, String> {
+    tokio::net::lookup_host(node)
+        .await
+        .map_err(|e| format!("cannot resolve the target node {node}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("the target node {node} resolves to nothing"))
+}
+
+/// Makes the replica follow this leasegate (`to`) and waits until its new
+/// link has started its stream here (`find`).
+async fn reattach(
+    replica: &mut ControlConnection,
+    to: &str,
+    find: impl Fn() -> Option<ReplicaLink>,
+) -> Result<ReplicaLink, String> {
+    let (host, port) = to
+        .rsplit_once(':')
+        .ok_or_else(|| format!("bad leasegate address {to}"))?;
+    info!(to, "re-attaching the target replica to this leasegate, for a known tick phase");
+    replica
+        .call(&["SLAVEOF", host, port])
+        .await
+        .map_err(|e| format!("re-attaching the replica to {to}: {e}"))?;
+    let deadline = Instant::now() + REATTACH_PATIENCE;
+    loop {
+        if let Some(link) = find() {
+            return Ok(link);
+        }
+        if Instant::now() >= deadline {
+            warn!(to, "the re-attached replica did not connect in time");
+            return Err(format!(
+                "the replica, re-attached to {to}, did not start its stream within {} ms",
+                REATTACH_PATIENCE.as_millis()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// The target host's coarse clock grid, from its leasegate (the best of
+/// three round trips), or `None` (an older leasegate, or no answer).
+async fn target_grid(admin: &AdminClient, target: &str) -> Option<Grid> {
+    let mut best: Option<(Duration, Grid)> = None;
+    for _ in 0..3 {
+        let sent = Instant::now();
+        let Ok(status) = admin.status(target).await else {
+            continue;
+        };
+        let received = Instant::now();
+        let (Some(view), rtt) = (status.clock, received - sent) else {
+            return None;
+        };
+        if best.is_none_or(|(b, _)| rtt < b) {
+            if let Some(grid) = Grid::from_view(view, sent, received) {
+                best = Some((rtt, grid));
+            }
+        }
+    }
+    best.map(|(_, grid)| grid)
+}
+
+/// Where a replica reaches the leasegate that listens on `listen`: its own
+/// address, or, for a wildcard, the host the replica follows now.
+pub(super) fn reattach_address(listen: &str, following: Option<&str>) -> Option<String> {
+    let (host, port) = listen.rsplit_once(':')?;
+    let wildcard = host == "0.0.0.0" || host == "[::]" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_unspecified());
+    if !wildcard {
+        return Some(listen.to_string());
+    }
+    let (their_host, _) = following?.rsplit_once(':')?;
+    Some(format!("{their_host}:{port}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wildcard_listener_is_reached_where_the_replica_follows_now() {
+        assert_eq!(
+            reattach_address("127.0.0.1:6380", Some("10.0.0.1:6379")).as_deref(),
+            Some("127.0.0.1:6380")
+        );
+        assert_eq!(
+            reattach_address("0.0.0.0:6380", Some("10.0.0.1:6379")).as_deref(),
+            Some("10.0.0.1:6380")
+        );
+        assert_eq!(reattach_address("0.0.0.0:6380", None), None);
+    }
+
+    #[test]
+    fn an_untimed_run_reports_unused() {
+        let t = Timing::unused("turned off");
+        assert!(t.plan.is_none());
+        let r = t.report(Some(Duration::from_millis(80)));
+        assert_eq!(r.outcome, TimingOutcome::Unused);
+        assert_eq!(r.note, "turned off");
+    }
+}

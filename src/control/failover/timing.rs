@@ -1,0 +1,356 @@
+//! Promotion timing: when a failover pauses writes, so that a Kvrocks
+//! replica's promotion follows the pause at once instead of 0–100 ms later.
+//!
+//! A Kvrocks replica becomes master only at the next tick of its
+//! replication thread's 100 ms timer (`reference/KVROCKS-PROMOTION.md`):
+//! `SLAVEOF NO ONE` (or the `CLUSTERX SETNODES` that names it master) sets
+//! a stop flag and waits for the thread, whose event loop sees the flag
+//! only when that timer fires. Held writes wait all that time.
+//!
+//! What is known of the tick, and from where:
+//!
+//! * **Its phase.** The timer is armed just after the replication thread
+//!   connects to its master and just before its first bytes leave; libevent
+//!   then fires it at `arm + k·100 ms` (a persistent timer is re-armed from
+//!   its previous time). That connection passes through the master's
+//!   leasegate, which notes the kernel's receive time of its first bytes
+//!   ([`crate::guard::replicas`], [`crate::proxy::rxtime`]).
+//! * **Its grid.** libevent reads `CLOCK_MONOTONIC_COARSE`, which moves in
+//!   steps of one kernel tick (4 ms at HZ 250): the arm time, and so every
+//!   tick, is one of that clock's values, and the timer fires at the
+//!   replica loop's first wake after the coarse clock reached it. The
+//!   target's leasegate (on the replica's host) reports where its coarse
+//!   clock ticks (`/v1/status` `clock`), which turns a ±4 ms window into
+//!   one grid point ([`Grid`]).
+//!
+//! The plan ([`plan`]): pause at `tick − margin − work`, where `work` is
+//! what recent failovers took from the pause to the promotion's send
+//! (waiting for writes in flight, the replica's catch-up, the fencing, in
+//! cluster mode the controller's call: [`WorkMemory`]). The wait before the
+//! pause is at most one period: part of the failover's run time, never of
+//! a client's stall.
+//!
+//! Where it applies: only a Kvrocks replica whose replication link passes
+//! through this leasegate has a known phase. A node that promotes at once
+//! (Redis; a Kvrocks that would wake its loop on stop) is not waited for:
+//! the failover asks the node what it is first, and reports `unused`.
+//! Whether the timing held is judged by the promotion's own time
+//! ([`judge`]): a miss costs one period, and the failover completes anyway.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::kvrocks::admin_api::{ClockView, TimingOutcome};
+use crate::proxy::rxtime;
+
+/// The period of Kvrocks' replication timer (`timeval tmo{0, 100000}`).
+pub const PERIOD: Duration = Duration::from_millis(100);
+
+/// The replica arms its timer after its connection is up and before its
+/// first bytes leave; they reach this leasegate within this much (the
+/// loop's start and the one-way delay).
+const ARM_WINDOW: Duration = Duration::from_millis(1);
+
+/// The coarse clock's step assumed where the target's is unknown.
+const UNKNOWN_STEP: Duration = Duration::from_millis(4);
+
+/// The promotion must reach the replica (and set its stop flag) this long
+/// before the earliest moment its tick may fire: the command's transit and
+/// processing, and the clock mapping's error.
+const SEND_MARGIN: Duration = Duration::from_millis(1);
+
+/// A promotion that took longer than this waited for a later tick.
+pub const MISSED_AFTER: Duration = Duration::from_millis(50);
+
+/// A replica host's coarse clock ticks, in this process's clock: at
+/// `origin + n·step`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grid {
+    origin: Instant,
+    step: Duration,
+}
+
+impl Grid {
+    pub fn new(origin: Instant, step: Duration) -> Option<Grid> {
+        (!step.is_zero() && step <= Duration::from_millis(100)).then_some(Grid { origin, step })
+    }
+
+    /// The last grid point at or before `t`.
+    pub fn floor(&self, t: Instant) -> Instant {
+        let step = self.step.as_nanos();
+        if t >= self.origin {
+            let steps = (t - self.origin).as_nanos() / step;
+            self.origin + nanos(steps * step)
+        } else {
+            let steps = (self.origin - t).as_nanos().div_ceil(step);
+            self.origin - nanos(steps * step)
+        }
+    }
+
+    /// Where a target's coarse clock ticks, from its `clock` answered
+    /// between `sent` and `received` (its answer's moment taken as the
+    /// midpoint: the error is at most half the round trip).
+    pub fn from_view(view: ClockView, sent: Instant, received: Instant) -> Option<Grid> {
+        let answered = sent + (received.saturating_duration_since(sent)) / 2;
+        let origin = answered.checked_sub(Duration::from_nanos(view.since_tick_ns))?;
+        Grid::new(origin, Duration::from_nanos(view.tick_ns))
+    }
+}
+
+fn nanos(n: u128) -> Duration {
+    Duration::from_nanos(u64::try_from(n).unwrap_or(u64::MAX))
+}
+
+/// This host's coarse clock now, as `/v1/status` reports it.
+pub fn host_clock() -> Option<ClockView> {
+    let mono = rxtime::clock(libc::CLOCK_MONOTONIC)?;
+    let coarse = rxtime::clock(libc::CLOCK_MONOTONIC_COARSE)?;
+    let step = rxtime::resolution(libc::CLOCK_MONOTONIC_COARSE)?;
+    Some(ClockView {
+        tick_ns: u64::try_from(step.as_nanos()).ok()?,
+        since_tick_ns: u64::try_from(mono.saturating_sub(coarse).as_nanos()).ok()?,
+    })
+}
+
+/// A replica's replication ticks as known here: nominally at
+/// `earliest + k·PERIOD`, or up to `spread` later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ticks {
+    earliest: Instant,
+    spread: Duration,
+}
+
+impl Ticks {
+    /// From the moment the link's first bytes arrived, and the replica
+    /// host's grid where known.
+    pub fn from_link(first_bytes: Instant, grid: Option<Grid>) -> Ticks {
+        let armed_from = first_bytes.checked_sub(ARM_WINDOW).unwrap_or(first_bytes);
+        match grid {
+            Some(grid) => {
+                let earliest = grid.floor(armed_from);
+                Ticks {
+                    earliest,
+                    spread: grid.floor(first_bytes) - earliest,
+                }
+            }
+            None => Ticks {
+                earliest: armed_from.checked_sub(UNKNOWN_STEP).unwrap_or(armed_from),
+                spread: UNKNOWN_STEP + ARM_WINDOW,
+            },
+        }
+    }
+
+    /// How far the nominal tick may lie after the earliest one.
+    pub fn spread(&self) -> Duration {
+        self.spread
+    }
+
+    /// The first (earliest possible) tick at or after `t`.
+    pub fn at_or_after(&self, t: Instant) -> Instant {
+        if t <= self.earliest {
+            return self.earliest;
+        }
+        let period = PERIOD.as_nanos();
+        let periods = (t - self.earliest).as_nanos().div_ceil(period);
+        self.earliest + nanos(periods * period)
+    }
+}
+
+/// When to pause, and the tick the promotion is aimed at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Plan {
+    pub pause_at: Instant,
+    pub tick: Instant,
+}
+
+/// The plan for a failover whose pause-to-promotion work takes `work`,
+/// planned at `now`: the first tick that can be met, less the work and the
+/// margin. `pause_at` is within one period of `now`.
+pub fn plan(ticks: &Ticks, now: Instant, work: Duration) -> Plan {
+    let lead = SEND_MARGIN + work;
+    let tick = ticks.at_or_after(now + lead);
+    Plan {
+        pause_at: tick - lead,
+        tick,
+    }
+}
+
+/// Whether a promotion that took `promotion` met the tick it was aimed at.
+pub fn judge(promotion: Duration) -> TimingOutcome {
+    if promotion < MISSED_AFTER {
+        TimingOutcome::Held
+    } else {
+        TimingOutcome::Missed
+    }
+}
+
+/// What recent failovers took from the pause to the promotion's send; the
+/// next one plans with a high quantile of it (a plan too short misses the
+/// tick and costs a period, one too long costs its excess in stall).
+#[derive(Debug, Default)]
+pub struct WorkMemory {
+    samples: Mutex<VecDeque<Duration>>,
+}
+
+/// How many recent failovers [`WorkMemory`] keeps.
+const WORK_SAMPLES: usize = 8;
+/// The estimate before any failover ran.
+const WORK_FIRST: Duration = Duration::from_millis(2);
+/// Bounds of the estimate.
+const WORK_MIN: Duration = Duration::from_micros(500);
+const WORK_MAX: Duration = Duration::from_millis(50);
+/// Added to the quantile: the spread between runs.
+const WORK_SLACK: Duration = Duration::from_micros(300);
+
+impl WorkMemory {
+    /// The work the next plan assumes: the second largest of the recent
+    /// samples (the largest with fewer than four), plus slack.
+    pub fn estimate(&self) -> Duration {
+        let Ok(samples) = self.samples.lock() else {
+            return WORK_FIRST;
+        };
+        if samples.is_empty() {
+            return WORK_FIRST;
+        }
+        let mut sorted: Vec<Duration> = samples.iter().copied().collect();
+        sorted.sort_unstable();
+        let rank = if sorted.len() >= 4 { 2 } else { 1 };
+        let quantile = sorted[sorted.len() - rank];
+        (quantile + WORK_SLACK).clamp(WORK_MIN, WORK_MAX)
+    }
+
+    pub fn record(&self, work: Duration) {
+        if let Ok(mut samples) = self.samples.lock() {
+            if samples.len() == WORK_SAMPLES {
+                samples.pop_front();
+            }
+            samples.push_back(work);
+        }
+    }
+}
+
+/// The work memories of this leasegate's failovers: standalone (ends with
+/// `SLAVEOF NO ONE`) and cluster mode (with the controller's call).
+#[derive(Debug, Default)]
+pub struct Memory {
+    pub standalone: WorkMemory,
+    pub cluster: WorkMemory,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn us(n: u64) -> Duration {
+        Duration::from_micros(n)
+    }
+
+    #[test]
+    fn the_grid_floors_on_both_sides_of_its_origin() {
+        let base = Instant::now() + ms(1000);
+        let grid = Grid::new(base, ms(4)).expect("grid");
+        assert_eq!(grid.floor(base), base);
+        assert_eq!(grid.floor(base + us(3999)), base);
+        assert_eq!(grid.floor(base + ms(4)), base + ms(4));
+        assert_eq!(grid.floor(base + ms(10)), base + ms(8));
+        assert_eq!(grid.floor(base - us(1)), base - ms(4));
+        assert_eq!(grid.floor(base - ms(4)), base - ms(4));
+        assert_eq!(grid.floor(base - us(4001)), base - ms(8));
+        assert!(Grid::new(base, Duration::ZERO).is_none());
+    }
+
+    #[test]
+    fn a_clock_view_maps_through_the_round_trips_midpoint() {
+        let sent = Instant::now();
+        let received = sent + us(400);
+        let view = ClockView {
+            tick_ns: 4_000_000,
+            since_tick_ns: 1_500_000,
+        };
+        let grid = Grid::from_view(view, sent, received).expect("grid");
+        // Answered at sent + 200 µs, 1.5 ms after a grid point.
+        let point = sent + us(200) - us(1500);
+        assert_eq!(grid.floor(point + us(10)), point);
+        assert_eq!(grid.floor(point + ms(4)), point + ms(4));
+    }
+
+    /// With the grid known, the first bytes well inside a coarse tick give
+    /// one exact tick; near a grid point, the earlier of two.
+    #[test]
+    fn ticks_from_a_link_with_a_grid() {
+        let origin = Instant::now() + ms(1000);
+        let grid = Grid::new(origin, ms(4)).expect("grid");
+        let inside = Ticks::from_link(origin + us(2500), Some(grid));
+        assert_eq!(inside.earliest, origin);
+        assert_eq!(inside.spread(), Duration::ZERO);
+        let near = Ticks::from_link(origin + us(300), Some(grid));
+        assert_eq!(near.earliest, origin - ms(4));
+        assert_eq!(near.spread(), ms(4));
+        // Every period after.
+        assert_eq!(inside.at_or_after(origin + us(1)), origin + ms(100));
+        assert_eq!(inside.at_or_after(origin + ms(100)), origin + ms(100));
+        assert_eq!(inside.at_or_after(origin + ms(250)), origin + ms(300));
+    }
+
+    #[test]
+    fn ticks_from_a_link_without_a_grid_take_the_whole_window() {
+        let first = Instant::now() + ms(1000);
+        let ticks = Ticks::from_link(first, None);
+        assert_eq!(ticks.earliest, first - ms(5));
+        assert_eq!(ticks.spread(), ms(5));
+    }
+
+    /// The pause comes at the first tick that the work and the margin can
+    /// still meet, never more than a period away.
+    #[test]
+    fn the_plan_meets_the_first_reachable_tick() {
+        let origin = Instant::now() + ms(1000);
+        let ticks = Ticks::from_link(origin + us(2500), Grid::new(origin, ms(4)));
+        // 10 ms after a tick, 2 ms of work: the next tick, 90 ms away.
+        let now = origin + ms(10);
+        let p = plan(&ticks, now, ms(2));
+        assert_eq!(p.tick, origin + ms(100));
+        assert_eq!(p.pause_at, origin + ms(97));
+        // 2.5 ms before a tick with 2 ms of work and 1 ms of margin: too
+        // late for it, so the one after.
+        let now = origin + us(97_500);
+        let p = plan(&ticks, now, ms(2));
+        assert_eq!(p.tick, origin + ms(200));
+        assert_eq!(p.pause_at, origin + ms(197));
+        for offset in 0..200 {
+            let now = origin + ms(offset);
+            let p = plan(&ticks, now, ms(2));
+            assert!(p.pause_at >= now && p.pause_at - now <= PERIOD);
+            assert_eq!(p.tick - p.pause_at, ms(3));
+        }
+    }
+
+    #[test]
+    fn a_promotion_slower_than_half_a_period_missed() {
+        assert_eq!(judge(ms(3)), TimingOutcome::Held);
+        assert_eq!(judge(ms(49)), TimingOutcome::Held);
+        assert_eq!(judge(ms(97)), TimingOutcome::Missed);
+    }
+
+    #[test]
+    fn the_work_estimate_follows_a_high_quantile() {
+        let memory = WorkMemory::default();
+        assert_eq!(memory.estimate(), WORK_FIRST);
+        memory.record(us(800));
+        assert_eq!(memory.estimate(), us(1100));
+        for w in [700, 900, 1000, 600, 5000] {
+            memory.record(us(w));
+        }
+        // The largest (5 ms) is passed over; the second largest counts.
+        assert_eq!(memory.estimate(), us(1300));
+        for _ in 0..WORK_SAMPLES {
+            memory.record(us(100));
+        }
+        assert_eq!(memory.estimate(), WORK_MIN, "old samples are forgotten");
+    }
+}
