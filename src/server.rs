@@ -158,6 +158,8 @@ impl Server {
         if let Err(e) = crate::proxy::rxtime::enable(&listener) {
             warn!(error = %e, "no kernel receive times (SO_TIMESTAMPNS): a failover's promotion timing uses the sessions' own read times");
         }
+        // Where this host's coarse clock ticks (a failover to this node asks).
+        tokio::task::spawn_blocking(crate::control::failover::timing::warm_up);
         self.start_learning();
         self.start_probe();
         self.start_memory_return();

@@ -653,10 +653,17 @@ mod tests {
             config,
             std::sync::Arc::new(crate::guard::lease::ManualClock::new(1_000_000_000)),
         );
+        // The one field added since: this host's coarse clock (checked, then
+        // set aside for the comparison).
         let answer = |shared: &ControlContext| {
-            serde_json::to_value(status(shared))
-                .expect("serializes")
-                .to_string()
+            let mut value = serde_json::to_value(status(shared)).expect("serializes");
+            let clock = value
+                .as_object_mut()
+                .and_then(|o| o.remove("clock"))
+                .expect("the host's clock is reported");
+            assert!(clock["tick_ns"].as_u64().is_some_and(|t| t > 0), "{clock}");
+            assert!(clock["since_tick_ns"].as_u64().is_some(), "{clock}");
+            value.to_string()
         };
         assert_eq!(answer(&shared), old_status(&shared).to_string());
         shared

@@ -12,6 +12,11 @@
 //! Sessions write (a link is added when its stream starts and removed when
 //! the session ends, through the [`LinkEntry`] the session holds); the
 //! failover reads. Both are rare: a mutex is enough.
+//!
+//! A failover may also **poke** a link ([`ReplicaLinks::poke`]): its
+//! session puts one `ping` frame into the stream, which a Kvrocks replica
+//! skips but which wakes its replication loop, so that the tick fires at
+//! that moment instead of up to one coarse-clock step later.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 /// One replication connection through this leasegate.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct ReplicaLink {
     /// The replica's address as seen here.
     pub peer: IpAddr,
@@ -32,6 +37,8 @@ pub struct ReplicaLink {
     pub kernel_time: bool,
     /// The command that started the stream (`psync`, `sync`).
     pub command: &'static str,
+    /// Wakes the session to put a `ping` frame into the stream.
+    pub poke: Arc<tokio::sync::Notify>,
 }
 
 /// The replication connections open now.
@@ -77,6 +84,11 @@ impl ReplicaLinks {
             .unwrap_or_default()
     }
 
+    /// Asks the session of `link` to put a `ping` frame into its stream.
+    pub fn poke(link: &ReplicaLink) {
+        link.poke.notify_one();
+    }
+
     /// The newest open `PSYNC`/`SYNC` link of the replica that serves on
     /// `port` at `ip` (a replica on another host connects from its own
     /// address; one on this host may connect from any loopback address).
@@ -99,6 +111,7 @@ mod tests {
             first_bytes: Instant::now(),
             kernel_time: true,
             command: "psync",
+            poke: Arc::default(),
         }
     }
 

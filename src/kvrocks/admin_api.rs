@@ -128,6 +128,10 @@ pub struct Status {
 pub struct ClockView {
     pub tick_ns: u64,
     pub since_tick_ns: u64,
+    /// How long after a tick's nominal time the clock shows it (the
+    /// kernel's timer interrupt runs that much later).
+    #[serde(default)]
+    pub lag_ns: u64,
 }
 
 /// `lease.mode`, as reported.
@@ -392,7 +396,10 @@ pub struct FailoverRequest {
     /// Time the pause to the target's replication tick where the target is
     /// a Kvrocks replica (`reference/KVROCKS-PROMOTION.md`); `false` pauses
     /// at once.
-    #[serde(default = "default_promotion_timing")]
+    #[serde(
+        default = "default_promotion_timing",
+        skip_serializing_if = "is_default_promotion_timing"
+    )]
     pub promotion_timing: bool,
 }
 
@@ -432,6 +439,9 @@ fn default_lease_ttl_ms() -> u64 {
 }
 fn default_promotion_timing() -> bool {
     true
+}
+fn is_default_promotion_timing(on: &bool) -> bool {
+    *on
 }
 
 /// The HTTP status of a `/v1/failover` answer whose report says `failed`
@@ -482,6 +492,11 @@ pub struct TimingReport {
     pub wait_ms: f64,
     /// How the tick's phase was learned, or why the timing was not used.
     pub note: String,
+    /// How long after the planned tick the promotion was answered (the
+    /// timing's own error; negative: before it, so the target did not wait
+    /// for a tick).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_tick_ms: Option<f64>,
 }
 
 /// What the promotion timing did.
@@ -556,6 +571,12 @@ mod tests {
             r#"{"to":"h:1","sync_timeout_ms":100,"pause_timeout_ms":500,"force_on_timeout":false,"lease_ttl_ms":10000}"#
         );
         assert!(serde_json::from_str::<FailoverRequest>(r#"{"to":"h:1","x":1}"#).is_err());
+        let untimed: FailoverRequest =
+            serde_json::from_str(r#"{"to":"h:1","promotion_timing":false}"#).expect("valid");
+        assert!(!untimed.promotion_timing);
+        assert!(serde_json::to_string(&untimed)
+            .expect("serializes")
+            .contains(r#""promotion_timing":false"#));
 
         let p: PauseRequest = serde_json::from_str(r#"{"timeout_ms":5}"#).expect("valid");
         assert_eq!(p.mode, PauseMode::Write);
@@ -606,6 +627,11 @@ mod tests {
             demoted: None,
             listen: "0.0.0.0:6380".into(),
             backend: "127.0.0.1:6379".into(),
+            clock: Some(ClockView {
+                tick_ns: 4_000_000,
+                since_tick_ns: 1_234_567,
+                lag_ns: 335_000,
+            }),
         };
         let value = serde_json::to_value(&status).expect("serializes");
         assert_eq!(value["lease"]["mode"], "block-write");

@@ -170,7 +170,14 @@ pub(super) async fn switch(
     .await;
     if let Some(topology) = &topology {
         let sent = run.promoting(true);
-        let promoted = apply_topology(nodes.replica, topology).await;
+        let promoted = match run.timing.as_ref() {
+            Some(timing) => {
+                timing
+                    .promote(apply_topology(nodes.replica, topology))
+                    .await
+            }
+            None => apply_topology(nodes.replica, topology).await,
+        };
         run.promoted(sent);
         if promoted.is_ok() {
             let grant = LeaseRequest {

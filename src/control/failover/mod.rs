@@ -64,8 +64,7 @@ use crate::guard::lease::{Grant, Saved};
 use crate::guard::pause::PauseMode;
 use crate::guard::role::{Demotion, Source};
 use crate::kvrocks::admin_api::{
-    FailoverReport, FailoverRequest, FailoverState, LeaseOutcome, LeaseRequest, Step,
-    TimingOutcome,
+    FailoverReport, FailoverRequest, FailoverState, LeaseOutcome, LeaseRequest, Step, TimingOutcome,
 };
 use crate::kvrocks::admin_client::{AdminClient, AdminError};
 use crate::kvrocks::controller::ShardFailoverError;
@@ -440,9 +439,12 @@ struct Run {
     both_fenced: bool,
     /// The promotion's timing, and what the promotion took.
     timing: Option<promotion::Timing>,
-    promotion: Option<Duration>,
+    /// When the promotion was sent, and how long it took.
+    promotion: Option<(Instant, Duration)>,
     /// The pause, as an instant (the work before the promotion counts from it).
     paused: Option<Instant>,
+    /// The longest stall of pauses ended to be tried again, in ms.
+    earlier_stall: f64,
 }
 
 impl Run {
@@ -457,9 +459,19 @@ impl Run {
         self.started.elapsed().as_secs_f64() * 1000.0
     }
 
-    /// How long writes were held: from the pause to its release.
+    /// How long writes were held: from the pause to its release (the
+    /// longest, where a pause was tried again).
     fn stall(&self) -> Option<f64> {
-        Some(self.released_at? - self.paused_at?)
+        Some((self.released_at? - self.paused_at?).max(self.earlier_stall))
+    }
+
+    /// Ends a pause that is to be tried again: the stall it caused counts
+    /// towards the report's longest.
+    fn release_for_retry(&mut self) {
+        self.release();
+        if let Some(stall) = self.stall() {
+            self.earlier_stall = self.earlier_stall.max(stall);
+        }
     }
 
     /// Ends the failover's pause (held requests are asked about again).
@@ -489,13 +501,13 @@ impl Run {
 
     /// The promotion sent at `sent` has been answered.
     fn promoted(&mut self, sent: Instant) {
-        self.promotion = Some(sent.elapsed());
+        self.promotion = Some((sent, sent.elapsed()));
     }
 
     /// What the report says of the promotion.
     fn promotion_report(&self) -> (Option<f64>, Option<crate::kvrocks::admin_api::TimingReport>) {
         (
-            self.promotion.map(|d| d.as_secs_f64() * 1000.0),
+            self.promotion.map(|(_, d)| d.as_secs_f64() * 1000.0),
             self.timing.as_ref().map(|t| t.report(self.promotion)),
         )
     }
@@ -585,6 +597,7 @@ async fn execute(guard: RunGuard, settings: Settings, request: FailoverRequest) 
         timing: None,
         promotion: None,
         paused: None,
+        earlier_stall: 0.0,
     };
     let outcome = failover(&mut run).await;
     // Whatever happened, the pause ends with the run (the fencing is final by now).
@@ -664,8 +677,11 @@ async fn failover(run: &mut Run) -> Result<(u64, Target), FailoverError> {
     };
     let listed = shard.as_ref().map(|s| s.my_addr.as_str());
     let theirs = info_replication(&mut replica).await?;
+    // Directly, or through this leasegate (where a failover re-attached it).
+    let through_me = promotion::reattach_address(&run.settings.listen, theirs.master.as_deref());
     let follows_me = same_addr(theirs.master.as_deref(), &this_node)
-        || listed.is_some_and(|a| same_addr(theirs.master.as_deref(), a));
+        || listed.is_some_and(|a| same_addr(theirs.master.as_deref(), a))
+        || through_me.is_some_and(|a| same_addr(theirs.master.as_deref(), &a));
     if !theirs.is_replica() || !follows_me {
         return Err(FailoverError::NotAReplica {
             target: target.node.clone(),
@@ -711,45 +727,69 @@ async fn failover(run: &mut Run) -> Result<(u64, Target), FailoverError> {
     // Paused sessions may open their connections to the new master now.
     gate.role()
         .prepare_handover(Some(target.proxy.clone().into()));
-    run.enter(FailoverState::PauseWrite);
     let pause = Arc::clone(gate.pause());
-    pause.pause(
-        Duration::from_millis(request.pause_timeout_ms),
-        PauseMode::Write,
-    );
-    run.guard.paused = true;
-    run.paused_at = Some(run.now_ms());
-    run.paused = Some(Instant::now());
     let sync_timeout = Duration::from_millis(request.sync_timeout_ms);
-    let sync_deadline = Instant::now() + sync_timeout;
-    // Writes already forwarded must be answered before the offsets mean anything.
-    while gate.role().writes_in_flight() > 0 {
-        if Instant::now() >= sync_deadline {
-            return run.abort(FailoverError::InFlightTimeout);
-        }
-        tokio::task::yield_now().await;
-    }
-
-    run.enter(FailoverState::WaitSync);
-    // Blocking writes (BLPOP & co.) are not counted in flight: one that pops
-    // after this node's offset is read is seen by this counter moving.
-    let blocking_seen = gate.role().blocking_writes_completed();
-    let source_offset = offset(&mut source).await?;
-    match catch_up(&mut replica, source_offset, sync_deadline).await {
-        Ok(CatchUp::Reached) => {}
-        Ok(CatchUp::Behind(at)) => {
-            let error = FailoverError::SyncTimeout {
-                offset: source_offset,
-                timeout_ms: request.sync_timeout_ms,
-                at,
-            };
-            if !request.force_on_timeout {
-                return run.abort(error);
+    let mut retries = 0;
+    let blocking_seen = loop {
+        run.enter(FailoverState::PauseWrite);
+        pause.pause(
+            Duration::from_millis(request.pause_timeout_ms),
+            PauseMode::Write,
+        );
+        run.guard.paused = true;
+        run.paused_at = Some(run.now_ms());
+        run.paused = Some(Instant::now());
+        let sync_deadline = Instant::now() + sync_timeout;
+        // Writes already forwarded must be answered before the offsets mean anything.
+        while gate.role().writes_in_flight() > 0 {
+            if Instant::now() >= sync_deadline {
+                return run.abort(FailoverError::InFlightTimeout);
             }
-            warn!(%error, "sync timeout; switching anyway (force_on_timeout)");
+            tokio::task::yield_now().await;
         }
-        Err(e) => return run.abort(e),
-    }
+
+        run.enter(FailoverState::WaitSync);
+        // Blocking writes (BLPOP & co.) are not counted in flight: one that pops
+        // after this node's offset is read is seen by this counter moving.
+        let blocking_seen = gate.role().blocking_writes_completed();
+        let source_offset = offset(&mut source).await?;
+        match catch_up(&mut replica, source_offset, sync_deadline).await {
+            Ok(CatchUp::Reached) => {}
+            Ok(CatchUp::Behind(at)) => {
+                let error = FailoverError::SyncTimeout {
+                    offset: source_offset,
+                    timeout_ms: request.sync_timeout_ms,
+                    at,
+                };
+                if !request.force_on_timeout {
+                    return run.abort(error);
+                }
+                warn!(%error, "sync timeout; switching anyway (force_on_timeout)");
+            }
+            Err(e) => return run.abort(e),
+        }
+        // Caught up too late for the tick the pause was timed for: the
+        // promotion would wait a whole period with writes held. Nothing was
+        // switched yet, so the pause ends (the held writes go to this node)
+        // and the next tick is tried.
+        let late = run.timing.as_mut().and_then(|t| t.late(Instant::now()));
+        match late {
+            Some(by) if retries < promotion::MAX_RETRIES => {
+                retries += 1;
+                info!(
+                    late_ms = by.as_secs_f64() * 1000.0,
+                    "caught up too late for the planned tick: writes released, the next tick is tried"
+                );
+                let work = run.paused.map_or(Duration::ZERO, |p| p.elapsed());
+                run.release_for_retry();
+                if let Some(timing) = run.timing.as_mut() {
+                    timing.retry(Instant::now(), work);
+                    timing.wait().await;
+                }
+            }
+            _ => break blocking_seen,
+        }
+    };
 
     run.enter(FailoverState::Switching);
     // Fence this node first: from here on no write reaches it, whatever
@@ -830,7 +870,14 @@ async fn failover(run: &mut Run) -> Result<(u64, Target), FailoverError> {
         return Ok((epoch, target));
     }
     let sent = run.promoting(false);
-    let promoted = replica.call(&["SLAVEOF", "NO", "ONE"]).await;
+    let promoted = match run.timing.as_ref() {
+        Some(timing) => {
+            timing
+                .promote(replica.call(&["SLAVEOF", "NO", "ONE"]))
+                .await
+        }
+        None => replica.call(&["SLAVEOF", "NO", "ONE"]).await,
+    };
     run.promoted(sent);
     if let Err(e) = promoted {
         match promotion_outcome(&e, &mut replica, &target.node, password, timeout).await {

@@ -28,19 +28,37 @@ use tracing::{info, warn};
 
 use super::timing::{self, Grid, Plan, Ticks};
 use crate::guard::gate::Gate;
-use crate::guard::replicas::ReplicaLink;
+use crate::guard::replicas::{ReplicaLink, ReplicaLinks};
 use crate::kvrocks::admin_api::{TimingOutcome, TimingReport};
 use crate::kvrocks::admin_client::AdminClient;
 use crate::proxy::backend::ControlConnection;
+
+/// How long after the earliest moment the tick may fire a poke wakes the
+/// replica (the coarse clock must show the tick by then).
+const POKE_AFTER: Duration = Duration::from_micros(150);
+
+/// Added to the work a retry plans for, past what the late attempt took.
+const RETRY_SLACK: Duration = Duration::from_micros(500);
 
 /// How long a re-attached replica may take to connect again (its old
 /// link stops at its next tick, then it connects and syncs).
 const REATTACH_PATIENCE: Duration = Duration::from_secs(3);
 
+/// How many times a failover whose catch-up ran past its planned tick
+/// ends the pause and tries the next tick, before it promotes late.
+pub(super) const MAX_RETRIES: u32 = 3;
+
 /// The timing a failover runs with.
 pub(super) struct Timing {
     /// `None`: untimed (see `note`).
     plan: Option<Plan>,
+    ticks: Option<Ticks>,
+    /// The replica's link here, poked at the tick.
+    link: Option<ReplicaLink>,
+    /// The pause-to-promotion work planned for.
+    work: Duration,
+    /// Pauses ended because the catch-up ran past the tick.
+    retries: u32,
     /// How the phase was learned, or why there is no plan.
     note: String,
     /// Time spent before the pause: preparing and waiting.
@@ -67,9 +85,59 @@ impl Timing {
     pub(super) fn unused(note: impl Into<String>) -> Timing {
         Timing {
             plan: None,
+            ticks: None,
+            link: None,
+            work: Duration::ZERO,
+            retries: 0,
             note: note.into(),
             waited: Duration::ZERO,
             started: Instant::now(),
+        }
+    }
+
+    /// Runs `promotion` (the command that makes the target master), and
+    /// meanwhile pokes the replica's link just after the earliest moment
+    /// its tick may fire (and after the latest, where the two differ): the
+    /// `ping` frame wakes its loop, which then sees the tick due at once
+    /// instead of one coarse step later. Harmless if early (the loop sleeps
+    /// again) or late (the tick has fired).
+    pub(super) async fn promote<T>(&self, promotion: impl std::future::Future<Output = T>) -> T {
+        let (Some(plan), Some(ticks), Some(link)) = (self.plan, self.ticks, self.link.as_ref())
+        else {
+            return promotion.await;
+        };
+        let first = plan.tick + POKE_AFTER;
+        let second = (ticks.spread() > Duration::ZERO).then(|| first + ticks.spread());
+        let pokes = async {
+            tokio::time::sleep_until(first.into()).await;
+            ReplicaLinks::poke(link);
+            if let Some(second) = second {
+                tokio::time::sleep_until(second.into()).await;
+                ReplicaLinks::poke(link);
+            }
+        };
+        tokio::pin!(promotion);
+        tokio::select! {
+            done = &mut promotion => return done,
+            () = pokes => {}
+        }
+        promotion.await
+    }
+
+    /// How far past the planned send deadline `now` is (`None`: in time,
+    /// or untimed).
+    pub(super) fn late(&self, now: Instant) -> Option<Duration> {
+        let by = now.checked_duration_since(self.plan?.send_by())?;
+        Some(by)
+    }
+
+    /// Plans again for the next tick that `work` (what the last attempt's
+    /// pause-to-catch-up took, if longer than planned) can meet.
+    pub(super) fn retry(&mut self, now: Instant, work: Duration) {
+        if let Some(ticks) = self.ticks {
+            self.retries += 1;
+            self.work = self.work.max(work + RETRY_SLACK);
+            self.plan = Some(timing::plan(&ticks, now, self.work));
         }
     }
 
@@ -83,17 +151,36 @@ impl Timing {
         self.waited = self.started.elapsed();
     }
 
-    /// What the timing did, given the promotion's own time.
-    pub(super) fn report(&self, promotion: Option<Duration>) -> TimingReport {
+    /// What the timing did, given the promotion (sent at, took).
+    pub(super) fn report(&self, promotion: Option<(Instant, Duration)>) -> TimingReport {
         let outcome = match (self.plan, promotion) {
-            (Some(_), Some(took)) => timing::judge(took),
+            (Some(_), Some((_, took))) => timing::judge(took),
             (Some(_), None) => TimingOutcome::Missed,
             (None, _) => TimingOutcome::Unused,
         };
+        let after_tick_ms = match (self.plan, promotion) {
+            (Some(plan), Some((sent, took))) => {
+                let answered = sent + took;
+                Some(if answered >= plan.tick {
+                    (answered - plan.tick).as_secs_f64() * 1000.0
+                } else {
+                    -((plan.tick - answered).as_secs_f64() * 1000.0)
+                })
+            }
+            _ => None,
+        };
+        let mut note = self.note.clone();
+        if self.retries > 0 {
+            note.push_str(&format!(
+                "; the catch-up ran past the planned tick {} time(s): writes were released and the next tick tried",
+                self.retries
+            ));
+        }
         TimingReport {
             outcome,
             wait_ms: self.waited.as_secs_f64() * 1000.0,
-            note: self.note.clone(),
+            note,
+            after_tick_ms,
         }
     }
 }
@@ -102,9 +189,14 @@ impl Timing {
 /// never fails the failover: what cannot be learned leaves it untimed.
 pub(super) async fn prepare(p: Prepare<'_>) -> Timing {
     let started = Instant::now();
+    let work = p.work;
     let mut timing = match plan(p).await {
-        Ok((plan, note)) => Timing {
+        Ok((ticks, plan, link, note)) => Timing {
             plan: Some(plan),
+            ticks: Some(ticks),
+            link: Some(link),
+            work,
+            retries: 0,
             note,
             waited: Duration::ZERO,
             started,
@@ -115,7 +207,7 @@ pub(super) async fn prepare(p: Prepare<'_>) -> Timing {
     timing
 }
 
-async fn plan(p: Prepare<'_>) -> Result<(Plan, String), String> {
+async fn plan(p: Prepare<'_>) -> Result<(Ticks, Plan, ReplicaLink, String), String> {
     if !is_kvrocks(p.replica).await? {
         return Err("the target is not Kvrocks: it promotes at once".into());
     }
@@ -139,7 +231,7 @@ async fn plan(p: Prepare<'_>) -> Result<(Plan, String), String> {
     let plan = timing::plan(&ticks, Instant::now(), p.work);
     let note = describe(&link, reattached, grid.is_some(), ticks.spread(), p.work);
     info!(%note, "promotion timing");
-    Ok((plan, note))
+    Ok((ticks, plan, link, note))
 }
 
 fn describe(
@@ -157,7 +249,11 @@ fn describe(
         } else {
             ""
         },
-        if link.kernel_time { "kernel" } else { "session" },
+        if link.kernel_time {
+            "kernel"
+        } else {
+            "session"
+        },
         if grid {
             format!(
                 "its host's clock grid (window {:.1} ms)",
@@ -199,7 +295,10 @@ async fn reattach(
     let (host, port) = to
         .rsplit_once(':')
         .ok_or_else(|| format!("bad leasegate address {to}"))?;
-    info!(to, "re-attaching the target replica to this leasegate, for a known tick phase");
+    info!(
+        to,
+        "re-attaching the target replica to this leasegate, for a known tick phase"
+    );
     replica
         .call(&["SLAVEOF", host, port])
         .await
@@ -233,7 +332,7 @@ async fn target_grid(admin: &AdminClient, target: &str) -> Option<Grid> {
         let (Some(view), rtt) = (status.clock, received - sent) else {
             return None;
         };
-        if best.is_none_or(|(b, _)| rtt < b) {
+        if best.map_or(true, |(b, _)| rtt < b) {
             if let Some(grid) = Grid::from_view(view, sent, received) {
                 best = Some((rtt, grid));
             }
@@ -246,7 +345,9 @@ async fn target_grid(admin: &AdminClient, target: &str) -> Option<Grid> {
 /// address, or, for a wildcard, the host the replica follows now.
 pub(super) fn reattach_address(listen: &str, following: Option<&str>) -> Option<String> {
     let (host, port) = listen.rsplit_once(':')?;
-    let wildcard = host == "0.0.0.0" || host == "[::]" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_unspecified());
+    let wildcard = host == "0.0.0.0"
+        || host == "[::]"
+        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_unspecified());
     if !wildcard {
         return Some(listen.to_string());
     }
@@ -275,8 +376,9 @@ mod tests {
     fn an_untimed_run_reports_unused() {
         let t = Timing::unused("turned off");
         assert!(t.plan.is_none());
-        let r = t.report(Some(Duration::from_millis(80)));
+        let r = t.report(Some((Instant::now(), Duration::from_millis(80))));
         assert_eq!(r.outcome, TimingOutcome::Unused);
         assert_eq!(r.note, "turned off");
+        assert_eq!(r.after_tick_ms, None);
     }
 }

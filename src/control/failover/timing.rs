@@ -49,31 +49,40 @@ pub const PERIOD: Duration = Duration::from_millis(100);
 
 /// The replica arms its timer after its connection is up and before its
 /// first bytes leave; they reach this leasegate within this much (the
-/// loop's start and the one-way delay).
-const ARM_WINDOW: Duration = Duration::from_millis(1);
+/// loop's first turn and the one-way delay).
+const ARM_WINDOW: Duration = Duration::from_micros(500);
 
 /// The coarse clock's step assumed where the target's is unknown.
 const UNKNOWN_STEP: Duration = Duration::from_millis(4);
 
-/// The promotion must reach the replica (and set its stop flag) this long
-/// before the earliest moment its tick may fire: the command's transit and
-/// processing, and the clock mapping's error.
+/// The plan sends the promotion this long before the earliest moment the
+/// tick may fire: the command's transit and processing, the clock
+/// mapping's error, and room for the work to run long.
 const SEND_MARGIN: Duration = Duration::from_millis(1);
+
+/// A promotion sent later than this before the earliest fire may miss the
+/// tick: the failover tries the next one instead ([`Plan::send_by`]).
+const LATE_MARGIN: Duration = Duration::from_micros(300);
 
 /// A promotion that took longer than this waited for a later tick.
 pub const MISSED_AFTER: Duration = Duration::from_millis(50);
 
 /// A replica host's coarse clock ticks, in this process's clock: at
-/// `origin + n·step`.
+/// `origin + n·step`, each shown `lag` later.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Grid {
     origin: Instant,
     step: Duration,
+    lag: Duration,
 }
 
 impl Grid {
-    pub fn new(origin: Instant, step: Duration) -> Option<Grid> {
-        (!step.is_zero() && step <= Duration::from_millis(100)).then_some(Grid { origin, step })
+    pub fn new(origin: Instant, step: Duration, lag: Duration) -> Option<Grid> {
+        (!step.is_zero() && step <= Duration::from_millis(100) && lag < step).then_some(Grid {
+            origin,
+            step,
+            lag,
+        })
     }
 
     /// The last grid point at or before `t`.
@@ -94,7 +103,16 @@ impl Grid {
     pub fn from_view(view: ClockView, sent: Instant, received: Instant) -> Option<Grid> {
         let answered = sent + (received.saturating_duration_since(sent)) / 2;
         let origin = answered.checked_sub(Duration::from_nanos(view.since_tick_ns))?;
-        Grid::new(origin, Duration::from_nanos(view.tick_ns))
+        Grid::new(
+            origin,
+            Duration::from_nanos(view.tick_ns),
+            Duration::from_nanos(view.lag_ns),
+        )
+    }
+
+    /// What the coarse clock reads at `t`: the last grid point shown by then.
+    fn reads(&self, t: Instant) -> Instant {
+        self.floor(t.checked_sub(self.lag).unwrap_or(t))
     }
 }
 
@@ -104,17 +122,53 @@ fn nanos(n: u128) -> Duration {
 
 /// This host's coarse clock now, as `/v1/status` reports it.
 pub fn host_clock() -> Option<ClockView> {
+    let lag = *LAG.get_or_init(measure_lag);
     let mono = rxtime::clock(libc::CLOCK_MONOTONIC)?;
     let coarse = rxtime::clock(libc::CLOCK_MONOTONIC_COARSE)?;
     let step = rxtime::resolution(libc::CLOCK_MONOTONIC_COARSE)?;
     Some(ClockView {
         tick_ns: u64::try_from(step.as_nanos()).ok()?,
         since_tick_ns: u64::try_from(mono.saturating_sub(coarse).as_nanos()).ok()?,
+        lag_ns: u64::try_from(lag?.as_nanos()).ok()?,
     })
 }
 
-/// A replica's replication ticks as known here: nominally at
-/// `earliest + k·PERIOD`, or up to `spread` later.
+static LAG: std::sync::OnceLock<Option<Duration>> = std::sync::OnceLock::new();
+
+/// How late the coarse clock shows a tick: the least of three observed
+/// steps (watched for at most a few ticks each: a few milliseconds, once
+/// per process).
+fn measure_lag() -> Option<Duration> {
+    let mut lag: Option<Duration> = None;
+    for _ in 0..3 {
+        let before = rxtime::clock(libc::CLOCK_MONOTONIC_COARSE)?;
+        let give_up = Instant::now() + Duration::from_millis(50);
+        loop {
+            let coarse = rxtime::clock(libc::CLOCK_MONOTONIC_COARSE)?;
+            let mono = rxtime::clock(libc::CLOCK_MONOTONIC)?;
+            if coarse != before {
+                let seen = mono.saturating_sub(coarse);
+                lag = Some(lag.map_or(seen, |l| l.min(seen)));
+                break;
+            }
+            if Instant::now() > give_up {
+                return lag;
+            }
+            std::hint::spin_loop();
+        }
+    }
+    lag
+}
+
+/// Measures the lag now (a server does at start, so that its first
+/// `/v1/status` does not wait for it).
+pub fn warm_up() {
+    let _ = LAG.get_or_init(measure_lag);
+}
+
+/// A replica's replication ticks as known here: the timer may fire at the
+/// earliest at `earliest + k·PERIOD` (the nominal tick as its coarse clock
+/// shows it), or up to `spread` later where the arm time is ambiguous.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ticks {
     earliest: Instant,
@@ -128,10 +182,12 @@ impl Ticks {
         let armed_from = first_bytes.checked_sub(ARM_WINDOW).unwrap_or(first_bytes);
         match grid {
             Some(grid) => {
-                let earliest = grid.floor(armed_from);
+                // The timer was armed at what the coarse clock read then.
+                let early = grid.reads(armed_from);
+                let late = grid.reads(first_bytes);
                 Ticks {
-                    earliest,
-                    spread: grid.floor(first_bytes) - earliest,
+                    earliest: early + grid.lag,
+                    spread: late - early,
                 }
             }
             None => Ticks {
@@ -161,7 +217,15 @@ impl Ticks {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Plan {
     pub pause_at: Instant,
+    /// The earliest moment the aimed-at tick may fire.
     pub tick: Instant,
+}
+
+impl Plan {
+    /// The promotion must be sent by then to meet the tick.
+    pub fn send_by(&self) -> Instant {
+        self.tick.checked_sub(LATE_MARGIN).unwrap_or(self.tick)
+    }
 }
 
 /// The plan for a failover whose pause-to-promotion work takes `work`,
@@ -253,7 +317,7 @@ mod tests {
     #[test]
     fn the_grid_floors_on_both_sides_of_its_origin() {
         let base = Instant::now() + ms(1000);
-        let grid = Grid::new(base, ms(4)).expect("grid");
+        let grid = Grid::new(base, ms(4), Duration::ZERO).expect("grid");
         assert_eq!(grid.floor(base), base);
         assert_eq!(grid.floor(base + us(3999)), base);
         assert_eq!(grid.floor(base + ms(4)), base + ms(4));
@@ -261,7 +325,11 @@ mod tests {
         assert_eq!(grid.floor(base - us(1)), base - ms(4));
         assert_eq!(grid.floor(base - ms(4)), base - ms(4));
         assert_eq!(grid.floor(base - us(4001)), base - ms(8));
-        assert!(Grid::new(base, Duration::ZERO).is_none());
+        assert!(Grid::new(base, Duration::ZERO, Duration::ZERO).is_none());
+        assert!(
+            Grid::new(base, ms(4), ms(4)).is_none(),
+            "a lag of a whole step"
+        );
     }
 
     #[test]
@@ -271,6 +339,7 @@ mod tests {
         let view = ClockView {
             tick_ns: 4_000_000,
             since_tick_ns: 1_500_000,
+            lag_ns: 300_000,
         };
         let grid = Grid::from_view(view, sent, received).expect("grid");
         // Answered at sent + 200 µs, 1.5 ms after a grid point.
@@ -280,29 +349,38 @@ mod tests {
     }
 
     /// With the grid known, the first bytes well inside a coarse tick give
-    /// one exact tick; near a grid point, the earlier of two.
+    /// one exact tick; near a grid point, the earlier of two. The clock
+    /// shows each grid point `lag` late: so does the timer fire.
     #[test]
     fn ticks_from_a_link_with_a_grid() {
         let origin = Instant::now() + ms(1000);
-        let grid = Grid::new(origin, ms(4)).expect("grid");
+        let lag = us(300);
+        let grid = Grid::new(origin, ms(4), lag).expect("grid");
         let inside = Ticks::from_link(origin + us(2500), Some(grid));
-        assert_eq!(inside.earliest, origin);
+        assert_eq!(inside.earliest, origin + lag);
         assert_eq!(inside.spread(), Duration::ZERO);
-        let near = Ticks::from_link(origin + us(300), Some(grid));
-        assert_eq!(near.earliest, origin - ms(4));
+        // Armed 0.2 ms after the grid point: the clock still read the one before.
+        let shown_late = Ticks::from_link(origin + us(200), Some(grid));
+        assert_eq!(shown_late.earliest, origin - ms(4) + lag);
+        assert_eq!(shown_late.spread(), Duration::ZERO);
+        // First bytes 0.6 ms after the grid point: armed before or after
+        // the clock showed it.
+        let near = Ticks::from_link(origin + us(600), Some(grid));
+        assert_eq!(near.earliest, origin - ms(4) + lag);
         assert_eq!(near.spread(), ms(4));
         // Every period after.
-        assert_eq!(inside.at_or_after(origin + us(1)), origin + ms(100));
-        assert_eq!(inside.at_or_after(origin + ms(100)), origin + ms(100));
-        assert_eq!(inside.at_or_after(origin + ms(250)), origin + ms(300));
+        let t = origin + lag;
+        assert_eq!(inside.at_or_after(t + us(1)), t + ms(100));
+        assert_eq!(inside.at_or_after(t + ms(100)), t + ms(100));
+        assert_eq!(inside.at_or_after(t + ms(250)), t + ms(300));
     }
 
     #[test]
     fn ticks_from_a_link_without_a_grid_take_the_whole_window() {
         let first = Instant::now() + ms(1000);
         let ticks = Ticks::from_link(first, None);
-        assert_eq!(ticks.earliest, first - ms(5));
-        assert_eq!(ticks.spread(), ms(5));
+        assert_eq!(ticks.earliest, first - us(4500));
+        assert_eq!(ticks.spread(), us(4500));
     }
 
     /// The pause comes at the first tick that the work and the margin can
@@ -310,7 +388,7 @@ mod tests {
     #[test]
     fn the_plan_meets_the_first_reachable_tick() {
         let origin = Instant::now() + ms(1000);
-        let ticks = Ticks::from_link(origin + us(2500), Grid::new(origin, ms(4)));
+        let ticks = Ticks::from_link(origin + us(2500), Grid::new(origin, ms(4), Duration::ZERO));
         // 10 ms after a tick, 2 ms of work: the next tick, 90 ms away.
         let now = origin + ms(10);
         let p = plan(&ticks, now, ms(2));
@@ -327,6 +405,7 @@ mod tests {
             let p = plan(&ticks, now, ms(2));
             assert!(p.pause_at >= now && p.pause_at - now <= PERIOD);
             assert_eq!(p.tick - p.pause_at, ms(3));
+            assert_eq!(p.tick - p.send_by(), LATE_MARGIN);
         }
     }
 

@@ -68,6 +68,8 @@ enum Event {
     Trim,
     /// The idle timer fired.
     Idle,
+    /// A failover asked for a `ping` frame in the replication stream.
+    Poked,
     /// The proxy drains (SIGTERM).
     Drain,
 }
@@ -80,6 +82,8 @@ struct Turn {
     opening: bool,
     holding: bool,
     confirming: bool,
+    /// The session streams to a replica that a failover may poke.
+    pokable: bool,
 }
 
 /// One session's sockets, timers and drain signal, and what the loop knows
@@ -108,6 +112,8 @@ pub(super) struct Driver {
     /// The client's first read is still to come: it asks the kernel when
     /// the bytes arrived ([`crate::proxy::rxtime`]).
     first_read: bool,
+    /// A replica's stream: the wait for a failover's poke.
+    poked: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
 }
 
 impl Driver {
@@ -132,6 +138,7 @@ impl Driver {
             stopping: shutdown.clone(),
             backpressured: false,
             first_read: true,
+            poked: None,
         }
     }
 
@@ -236,7 +243,22 @@ impl Driver {
             opening: matches!(self.preconnect, Some(Preconnect::Opening(..))),
             holding: matches!(s.stall, Stall::Held(_)),
             confirming: s.unconfirmed.is_some(),
+            pokable: self.pokable(s),
         }
+    }
+
+    /// Whether a failover may poke this session's stream; the wait for it
+    /// is made once the session streams to a replica.
+    #[inline]
+    fn pokable(&mut self, s: &Session) -> bool {
+        if self.poked.is_none() {
+            let Some(poke) = s.replica.poke.as_ref() else {
+                return false;
+            };
+            let poke = std::sync::Arc::clone(poke);
+            self.poked = Some(Box::pin(async move { poke.notified().await }));
+        }
+        true
     }
 
     /// Drives the session turn by turn until it has nothing left to do,
@@ -334,6 +356,14 @@ impl Driver {
                             }
                         }
                     }
+                    if turn.pokable {
+                        if let Some(poked) = self.poked.as_mut() {
+                            if poked.as_mut().poll(cx).is_ready() {
+                                self.poked = None;
+                                return Poll::Ready(Event::Poked);
+                            }
+                        }
+                    }
                     if self.trim.poll_fired(cx).is_ready() {
                         return Poll::Ready(Event::Trim);
                     }
@@ -403,6 +433,10 @@ impl Driver {
                 }
             }
             Event::Drain => self.draining = true,
+            Event::Poked => {
+                s.poked();
+                send_now(&mut s.to_client, |b| self.client.try_write(b));
+            }
         }
         ControlFlow::Continue(())
     }

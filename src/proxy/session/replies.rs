@@ -29,6 +29,7 @@ impl Session {
         loop {
             if self.stream == Stream::Replication {
                 // The replication stream (an RDB, WAL batches, files): as it came.
+                self.streamed(pos);
                 pos = self.from_backend.len();
                 break;
             }
