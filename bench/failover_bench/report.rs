@@ -295,8 +295,8 @@ fn side_by_side(md: &mut String, r: &Results) {
     }
     let _ = writeln!(
         md,
-        "\nBy promotion timing (stall: the longest stall of each failover; p90 nearest-rank; promotion: {}; \
-         wait: before the pause):\n",
+        "\nBy promotion timing, over every failover of each mode, failed ones included (stall: the longest stall \
+         of each failover; p90 nearest-rank; promotion: {}; wait: before the pause):\n",
         if r.args.flow == Flow::Controller {
             "the controller's push to the new master"
         } else {
@@ -515,8 +515,13 @@ fn problems(md: &mut String, r: &Results) {
 fn footer(md: &mut String, r: &Results) {
     let _ = writeln!(
         md,
-        "\nPlots: `{0}.svg` (top: the largest latency per 0.5 ms of send time relative to the pause start, every failover overlaid; bottom: every request of the worst failover), `{0}-timeline.svg` (max and p99 latency per 10 ms over the whole run).",
-        r.args.name
+        "\nPlots: `{0}.svg` (top: the largest latency per 0.5 ms of send time relative to the pause start, every failover overlaid, {1}; bottom: every request of the worst failover), `{0}-timeline.svg` (max and p99 latency per 10 ms over the whole run).",
+        r.args.name,
+        if r.failovers.iter().any(|f| f.timing.is_some()) {
+            "blue with promotion timing, red without"
+        } else {
+            "blue A→B, red B→A"
+        }
     );
     md.push_str("\nServer-side steps (ms since the failover started):\n\n");
     for f in r.failovers {
