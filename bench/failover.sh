@@ -9,6 +9,14 @@
 # The nodes (BENCH_NODE):
 #   redis    (default) two redis-server, B a replica of A; failovers with POST /v1/failover on
 #            the current master's leasegate (it promotes B with REPLICAOF NO ONE).
+#   kvrocks-standalone
+#            two real standalone Kvrocks ($LEASEGATE_KVROCKS, else ../shared/kvrocks/kvrocks beside
+#            the repository), B started with `slaveof 127.0.0.1 <A's node port>` (the node's own
+#            address, as an operator would; leasegate re-attaches it to itself when it times a
+#            promotion), a leasegate beside each as for redis (lease by one long CLUSTERX
+#            HEARTBEAT); failovers with POST /v1/failover on the current master's leasegate
+#            (SLAVEOF NO ONE promotes at the next tick of the replica's 100 ms replication timer).
+#            NAME failover-kvrocks-standalone.
 #   kvrocks  two real Kvrocks in cluster mode ($LEASEGATE_KVROCKS, else ../shared/kvrocks/kvrocks
 #            beside the repository), run by the fake controller (bench/fake_controller.rs, the
 #            tests' controller): it registers the nodes by their leasegates' addresses (ids A/B),
@@ -33,21 +41,36 @@
 #            created at the controller with the leasegates' addresses and the password; the load
 #            generator AUTHs with it. Failovers: BENCH_FLOW=leasegate only, POST /v1/failover on
 #            the current master's leasegate (the request `leasegate failover --from <admin>
-#            --to <admin>` sends, with its default lease_ttl_ms 10000), each after
-#            BENCH_INTERVAL_MS plus a random 0..BENCH_INTERVAL_JITTER_MS.
+#            --to <admin>` sends, with its default lease_ttl_ms 10000).
+#
+# When the failovers start (BENCH_SCHEDULE): fixed waits exactly BENCH_INTERVAL_MS after each
+# failover's reply (every failover then lands at the same phase of a Kvrocks replica's 100 ms
+# replication tick); random (default) adds a uniform random 0..BENCH_PHASE_JITTER_MS to each wait
+# (and to the warm-up before the first), from a PRNG seeded with BENCH_SEED (default: from the
+# clock; the seed is printed at the start and in the report, so a run can be repeated).
+# Each leasegate-run failover asks for promotion timing or not (BENCH_TIMING; `promotion_timing`
+# of the request): alternate (default) runs failover 1 with, 2 without, 3 with, ..., and the
+# report puts the two modes side by side. With BENCH_FLOW=controller it does not apply (n/a).
 #
 # Usage: bench/failover.sh
 # Env:
-#   BENCH_NODE             redis (default) | kvrocks
+#   BENCH_NODE             redis (default) | kvrocks-standalone | kvrocks
 #   BENCH_FLOW             leasegate (default) | controller (kvrocks only)
+#   BENCH_SCHEDULE         random (default) | fixed: the waits between failovers (see above)
+#   BENCH_PHASE_JITTER_MS  random: the random part of each wait, uniform 0..this ms (default 1000)
+#   BENCH_SEED             random: the PRNG seed (a u64; default from the clock)
+#   BENCH_TIMING           alternate (default) | on | off: promotion_timing of each failover
+#   BENCH_LEASEGATE_THREADS  the leasegates' `threads:` setting (default: not set, one session
+#                          thread per CPU)
 #   BENCH_CONTROLLER       fake (default) | real (kvrocks, BENCH_FLOW=leasegate): the controller;
 #                          real: NAME failover-kvrocks-real
 #   BENCH_PASSWORD         real: the nodes' and leasegates' password (default bench-failover-pw)
 #   BENCH_POLL_MS          real: controller.poll_interval_ms (default 100)
 #   BENCH_FAILURE_DETECTION_MS  real: controller.failure_detection_ms (default 3000: the
 #                          controller's ping_interval_seconds 1 x max_ping_count 3)
-#   BENCH_INTERVAL_JITTER_MS  a random 0..this ms added to each BENCH_INTERVAL_MS, so failovers
-#                          start at random moments (default 0; real: 1000)
+#   BENCH_INTERVAL_JITTER_MS  the old name of BENCH_PHASE_JITTER_MS, used when that is unset;
+#                          BENCH_INTERVAL_JITTER_MS=0 with BENCH_SCHEDULE unset selects the fixed
+#                          schedule (as before, when 0 meant no jitter)
 #   BENCH_QUICK=1          smoke test: 2 failovers, 1 s warm-up, 2000 SET/s
 #   BENCH_FAILOVERS        failovers (default 20; quick: 2)
 #   BENCH_RATE             SET requests/s (default 10000; quick: 2000)
@@ -60,13 +83,14 @@
 #                          default 1500)
 #   BENCH_GEN_THREADS      load generator runtime threads (default 1)
 #   BENCH_OUT_DIR          output dir (default bench/out): NAME.md, NAME.svg, NAME-timeline.svg, NAME
-#                          failover (redis), failover-kvrocks-leasegate or failover-kvrocks-controller
+#                          failover (redis), failover-kvrocks-standalone, failover-kvrocks-leasegate
+#                          or failover-kvrocks-controller
 #   BENCH_FOLLOW_MASTER=1  after each failover's measuring window, clients reconnect to the new
 #                          master's proxy (default: they stay on proxy A; hand-over only);
 #                          NAME gets -follow (redis: failover-follow)
 #   BENCH_EXTRA_ARGS       more arguments for failover_bench (see --help)
 #   LEASEGATE_BIN          use this prebuilt leasegate binary instead of `cargo build --release`
-#   LEASEGATE_KVROCKS      the Kvrocks server binary (BENCH_NODE=kvrocks)
+#   LEASEGATE_KVROCKS      the Kvrocks server binary (BENCH_NODE=kvrocks, kvrocks-standalone)
 #   LEASEGATE_KVCTL        the kvrocks-controller server binary (BENCH_CONTROLLER=real)
 #   BENCH_KEEP_TMP_ON_FAIL=1  keep the temp dir (configs, logs) if the run fails
 set -euo pipefail
@@ -93,11 +117,19 @@ FLOW=${BENCH_FLOW:-leasegate}
 CONTROLLER=${BENCH_CONTROLLER:-fake}
 if [[ $CONTROLLER == real ]]; then
     LEASE_MS=${BENCH_LEASE_MS:-1500}
-    JITTER_MS=${BENCH_INTERVAL_JITTER_MS:-1000}
 else
     LEASE_MS=${BENCH_LEASE_MS:-3000}
-    JITTER_MS=${BENCH_INTERVAL_JITTER_MS:-0}
 fi
+# BENCH_INTERVAL_JITTER_MS: the old name of the phase jitter; 0 there meant the fixed schedule.
+if [[ -z "${BENCH_SCHEDULE:-}" && "${BENCH_INTERVAL_JITTER_MS:-}" == 0 ]]; then
+    SCHEDULE=fixed
+else
+    SCHEDULE=${BENCH_SCHEDULE:-random}
+fi
+JITTER_MS=${BENCH_PHASE_JITTER_MS:-${BENCH_INTERVAL_JITTER_MS:-1000}}
+SEED=${BENCH_SEED:-}
+TIMING=${BENCH_TIMING:-alternate}
+LG_THREADS=${BENCH_LEASEGATE_THREADS:-}
 PASSWORD=${BENCH_PASSWORD:-bench-failover-pw}
 POLL_MS=${BENCH_POLL_MS:-100}
 FAILURE_DETECTION_MS=${BENCH_FAILURE_DETECTION_MS:-3000}
@@ -106,8 +138,8 @@ A_ID=aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa
 B_ID=bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb
 
 case $NODE in
-redis | kvrocks) ;;
-*) die "BENCH_NODE must be redis or kvrocks (got '$NODE')" ;;
+redis | kvrocks | kvrocks-standalone) ;;
+*) die "BENCH_NODE must be redis, kvrocks-standalone or kvrocks (got '$NODE')" ;;
 esac
 case $FLOW in
 leasegate | controller) ;;
@@ -122,10 +154,27 @@ esac
 [[ $CONTROLLER == fake || ($NODE == kvrocks && $FLOW == leasegate) ]] ||
     die "BENCH_CONTROLLER=real needs BENCH_NODE=kvrocks and BENCH_FLOW=leasegate (kvrocks-controller 1.2.0 has no wait_for_sync)"
 [[ "$LEASE_MS" =~ ^[1-9][0-9]*$ ]] || die "BENCH_LEASE_MS must be a positive integer"
-[[ "$JITTER_MS" =~ ^[0-9]+$ ]] || die "BENCH_INTERVAL_JITTER_MS must be a non-negative integer"
+[[ "$JITTER_MS" =~ ^[0-9]+$ ]] || die "BENCH_PHASE_JITTER_MS (BENCH_INTERVAL_JITTER_MS) must be a non-negative integer"
+case $SCHEDULE in
+fixed | random) ;;
+*) die "BENCH_SCHEDULE must be fixed or random (got '$SCHEDULE')" ;;
+esac
+[[ -z "$SEED" || "$SEED" =~ ^[0-9]+$ ]] || die "BENCH_SEED must be a non-negative integer (a u64)"
+case $TIMING in
+on | off | alternate) ;;
+*) die "BENCH_TIMING must be on, off or alternate (got '$TIMING')" ;;
+esac
+[[ -z "$LG_THREADS" || "$LG_THREADS" =~ ^[0-9]+$ ]] || die "BENCH_LEASEGATE_THREADS must be a non-negative integer"
+# The leasegates' config line for it (appended to each leasegate's config).
+LG_THREADS_YAML=${LG_THREADS:+threads: $LG_THREADS}
 
 if [[ $NODE == redis ]]; then
     NAME=failover
+elif [[ $NODE == kvrocks-standalone ]]; then
+    NAME=failover-kvrocks-standalone
+    KVROCKS_BIN=${LEASEGATE_KVROCKS:-$REPO_ROOT/../shared/kvrocks/kvrocks}
+    [[ -f "$KVROCKS_BIN" && -x "$KVROCKS_BIN" ]] ||
+        die "BENCH_NODE=kvrocks-standalone: no Kvrocks server binary at $KVROCKS_BIN (set LEASEGATE_KVROCKS to one)"
 else
     NAME=failover-kvrocks-$FLOW
     KVROCKS_BIN=${LEASEGATE_KVROCKS:-$REPO_ROOT/../shared/kvrocks/kvrocks}
@@ -151,13 +200,13 @@ bench_init
 
 build_leasegate
 build_example failover_bench EXAMPLE_BIN
-[[ $NODE == redis || $CONTROLLER == real ]] || build_example fake_controller FAKE_CONTROLLER_BIN
+[[ $NODE != kvrocks || $CONTROLLER == real ]] || build_example fake_controller FAKE_CONTROLLER_BIN
 
 # Processes whose death during the run is reported: name -> pid.
 declare -A WATCH=()
 
 # leasegate_yaml NODE_PORT NODE_ID ADMIN_PORT MORE_YAML: a leasegate beside a node, with an admin
-# API (token); loopback is the controller.
+# API (token); loopback is the controller. (BENCH_LEASEGATE_THREADS: its threads: line.)
 leasegate_yaml() {
     cat <<EOF
 backend:
@@ -168,6 +217,7 @@ admin:
   token: $TOKEN
 control:
   allow_from: [127.0.0.1]
+$LG_THREADS_YAML
 $4
 EOF
 }
@@ -179,7 +229,17 @@ setup_redis() {
     start_redis_node redis-b NODE_B --repl-diskless-sync-delay 0 --replicaof 127.0.0.1 "$NODE_A"
     WATCH[redis-b]=$SPAWNED_PID
     wait_replication_up redis-b "$NODE_B"
+    start_lease_pair
+    NODES_NOTE=$(redis-server --version | sed -n 's/.*\(v=[^ ]*\).*/redis-server \1/p')
+    NODE_KIND="redis-server (B a replica of A)"
+    HOSTED="2 redis-server, 2 leasegate, load generator"
+    BENCH_ARGS=()
+}
 
+# start_lease_pair: a leasegate beside each node (NODE_A, NODE_B; ports PROXY_A/B, admin ADMIN_A/B),
+# roles probed every 100 ms, writes blocked without a lease; A is given the lease at epoch 1 by
+# one long heartbeat (no controller renews it here).
+start_lease_pair() {
     local lease="lease:
   mode: block-write
   probe_interval_ms: 100"
@@ -198,25 +258,39 @@ setup_redis() {
         out=$(redis-cli -p "$port" CLUSTERX HEARTBEAT "$A_ID" 600000 1 2>&1)
         [[ "$out" != *ERR* && "$out" != *NOPERM* ]] || die "heartbeat to port $port refused: $out"
     done
-    NODES_NOTE=$(redis-server --version | sed -n 's/.*\(v=[^ ]*\).*/redis-server \1/p')
-    NODE_KIND="redis-server (B a replica of A)"
-    HOSTED="2 redis-server, 2 leasegate, load generator"
-    BENCH_ARGS=()
 }
 
-# start_kvrocks_node NAME PORT_VAR [KVROCKS_ARGS...]: a Kvrocks in cluster mode on a free port
-# (stored in PORT_VAR), with its own dir, extra args appended.
-start_kvrocks_node() {
+# start_kvrocks NAME PORT_VAR [KVROCKS_ARGS...]: a standalone Kvrocks on a free port (stored in
+# PORT_VAR), with its own dir, extra args appended.
+start_kvrocks() {
     local name=$1 var=$2 port dir
     shift 2
     free_port port
     dir="$BENCH_TMP/$name"
     mkdir -p "$dir"
-    spawn "$name" "$KVROCKS_BIN" --bind 127.0.0.1 --port "$port" --dir "$dir" --daemonize no \
-        --cluster-enabled yes "$@"
+    spawn "$name" "$KVROCKS_BIN" --bind 127.0.0.1 --port "$port" --dir "$dir" --daemonize no "$@"
     WATCH[$name]=$SPAWNED_PID
     wait_ping "$name" "$port" "$SPAWNED_PID"
     printf -v "$var" '%s' "$port"
+}
+
+# start_kvrocks_node NAME PORT_VAR [KVROCKS_ARGS...]: a Kvrocks in cluster mode on a free port
+# (stored in PORT_VAR), with its own dir, extra args appended.
+start_kvrocks_node() {
+    start_kvrocks "$1" "$2" --cluster-enabled yes "${@:3}"
+}
+
+# kvrocks-standalone: two standalone Kvrocks, B started as a replica of A's node (its own address,
+# as an operator would start it), a leasegate beside each, A holding the lease.
+setup_kvrocks_standalone() {
+    start_kvrocks kvrocks-a NODE_A
+    start_kvrocks kvrocks-b NODE_B --slaveof "127.0.0.1 $NODE_A"
+    wait_replication_up kvrocks-b "$NODE_B"
+    start_lease_pair
+    NODES_NOTE="$("$KVROCKS_BIN" --version 2>/dev/null | head -1), standalone"
+    NODE_KIND="standalone Kvrocks (B started with \`slaveof 127.0.0.1 <A's node port>\`)"
+    HOSTED="2 Kvrocks, 2 leasegate, load generator"
+    BENCH_ARGS=()
 }
 
 # kvrocks: two Kvrocks in cluster mode and the fake controller, which registers them by their
@@ -344,7 +418,8 @@ controller:
   poll_interval_ms: $POLL_MS
   ttl_ms: $LEASE_MS
   timeout_ms: 500
-  failure_detection_ms: $FAILURE_DETECTION_MS"
+  failure_detection_ms: $FAILURE_DETECTION_MS
+$LG_THREADS_YAML"
     local name node admin proxy
     for name in a b; do
         if [[ $name == a ]]; then
@@ -421,7 +496,7 @@ $LEASE_MS, failure_detection_ms $FAILURE_DETECTION_MS); the clients AUTH with th
 if [[ $CONTROLLER == real ]]; then
     setup_kvrocks_real
 else
-    "setup_$NODE"
+    "setup_${NODE//-/_}"
 fi
 WATCH[lg-a]=${TARGET_PID[lg-a]}
 WATCH[lg-b]=${TARGET_PID[lg-b]}
@@ -437,9 +512,12 @@ else
     LEASEGATE_NOTE="leasegate $LEASEGATE_BIN (prebuilt)"
 fi
 NOTE="Host: $(nproc) CPUs, $NODES_NOTE, $LEASEGATE_NOTE; everything ($HOSTED) on this host, nothing pinned."
+SCHEDULE_ARGS=(--schedule "$SCHEDULE" --phase-jitter-ms "$JITTER_MS" --timing "$TIMING"
+    --leasegate-threads "${LG_THREADS:-default}")
+[[ -z "$SEED" ]] || SCHEDULE_ARGS+=(--seed "$SEED")
 
 mkdir -p "$OUT_DIR"
-log "running failover_bench ($NODE, $CONTROLLER controller, $FLOW-run failovers): $FAILOVERS failovers, $RATE SET/s, $CLIENTS connections, $VALUE_SIZE B values"
+log "running failover_bench ($NODE, $CONTROLLER controller, $FLOW-run failovers): $FAILOVERS failovers, $RATE SET/s, $CLIENTS connections, $VALUE_SIZE B values, schedule $SCHEDULE (seed ${SEED:-from the clock}), timing $TIMING"
 rc=0
 # shellcheck disable=SC2086
 "$EXAMPLE_BIN" \
@@ -448,7 +526,7 @@ rc=0
     --redis-a "127.0.0.1:$NODE_A" --redis-b "127.0.0.1:$NODE_B" \
     --token "$TOKEN" --node-a "$A_ID" --node-b "$B_ID" --node-kind "$NODE_KIND" \
     --failovers "$FAILOVERS" --rate "$RATE" --connections "$CLIENTS" --value-size "$VALUE_SIZE" \
-    --warmup-ms "$WARMUP_MS" --interval-ms "$INTERVAL_MS" --interval-jitter-ms "$JITTER_MS" \
+    --warmup-ms "$WARMUP_MS" --interval-ms "$INTERVAL_MS" "${SCHEDULE_ARGS[@]}" \
     --sync-timeout-ms "${BENCH_SYNC_TIMEOUT_MS:-100}" --pause-timeout-ms "${BENCH_PAUSE_TIMEOUT_MS:-500}" \
     --threads "${BENCH_GEN_THREADS:-1}" --out-dir "$OUT_DIR" --name "$NAME" --note "$NOTE" \
     "${BENCH_ARGS[@]}" "${FOLLOW[@]}" ${BENCH_EXTRA_ARGS:-} || rc=$?

@@ -6,6 +6,31 @@
 
 use clap::{Parser, ValueEnum};
 
+/// When each failover starts after the previous one's reply.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScheduleKind {
+    /// Exactly `--interval-ms` after the previous reply (the first failover
+    /// exactly `--warmup-ms` after the load's start): every failover lands
+    /// at the same phase of a Kvrocks replica's 100 ms replication tick.
+    Fixed,
+    /// `--interval-ms` plus a uniform random 0..=`--phase-jitter-ms` (the
+    /// first failover: `--warmup-ms` plus one), drawn from a PRNG seeded
+    /// with `--seed`: failovers land at random phases, repeatably.
+    Random,
+}
+
+/// Whether the failovers ask leasegate to time the pause to the target's
+/// promotion (`promotion_timing` of `POST /v1/failover`).
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimingMode {
+    /// Every failover with promotion timing.
+    On,
+    /// Every failover without (pause at once: the behaviour before it).
+    Off,
+    /// Failover 1 with, 2 without, 3 with, …: both modes under the same load.
+    Alternate,
+}
+
 /// Who runs each failover.
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flow {
@@ -92,11 +117,26 @@ pub struct Args {
     /// Steady load between failovers (after one's reply, before the next), ms.
     #[arg(long, default_value_t = 1000)]
     pub interval_ms: u64,
-    /// A random extra wait, uniform in 0..=this, added to each
-    /// `--interval-ms` so the failovers start at random moments (against the
-    /// clients' schedule and the leasegates' and controller's timers).
-    #[arg(long, default_value_t = 0)]
-    pub interval_jitter_ms: u64,
+    /// How the waits before the failovers are chosen.
+    #[arg(long, value_enum, default_value_t = ScheduleKind::Random)]
+    pub schedule: ScheduleKind,
+    /// `--schedule random`: the random extra wait, uniform in 0..=this ms,
+    /// added to each `--interval-ms` (and to `--warmup-ms` before the first
+    /// failover) so the failovers start at random moments against the
+    /// clients' schedule, the leasegates' and controller's timers and the
+    /// replica's replication tick. `--interval-jitter-ms` is its old name;
+    /// 0 makes the random schedule the fixed one.
+    #[arg(long, visible_alias = "interval-jitter-ms", default_value_t = 1000)]
+    pub phase_jitter_ms: u64,
+    /// Seed of the random schedule's PRNG (splitmix64). Default: from the
+    /// clock; the seed used is printed at the start and in the report, so a
+    /// run can be repeated with it.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// `promotion_timing` of each `POST /v1/failover` (`--flow leasegate`;
+    /// with `--flow controller` it does not apply and is reported as n/a).
+    #[arg(long, value_enum, default_value_t = TimingMode::Alternate)]
+    pub timing: TimingMode,
     /// Steady load after the last failover, ms.
     #[arg(long, default_value_t = 1000)]
     pub tail_ms: u64,
@@ -126,6 +166,10 @@ pub struct Args {
     /// Worker threads of the load generator's runtime.
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
+    /// The leasegates' `threads:` setting, for the report's header (the
+    /// script's; "default": not set, one session thread per CPU).
+    #[arg(long, default_value = "default")]
+    pub leasegate_threads: String,
     /// Goal for the longest stall, ms (reported as met / not met).
     #[arg(long, default_value_t = 5.0)]
     pub goal_ms: f64,
@@ -143,4 +187,61 @@ pub struct Args {
     /// Extra text (host description) put under the report's title.
     #[arg(long, default_value = "")]
     pub note: String,
+}
+
+impl Args {
+    /// The PRNG seed of this run (`--seed`, or the one `main` drew from
+    /// the clock before the run).
+    pub fn seed(&self) -> u64 {
+        self.seed.unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const REQUIRED: [&str; 13] = [
+        "failover_bench",
+        "--proxy-a",
+        "a:1",
+        "--proxy-b",
+        "b:1",
+        "--admin-a",
+        "a:2",
+        "--admin-b",
+        "b:2",
+        "--redis-a",
+        "a:3",
+        "--redis-b",
+        "b:3",
+    ];
+
+    #[test]
+    fn defaults_are_a_random_schedule_and_alternate_timing() {
+        let a = Args::try_parse_from(REQUIRED).expect("parses");
+        assert_eq!(a.schedule, ScheduleKind::Random);
+        assert_eq!(a.phase_jitter_ms, 1000);
+        assert_eq!(a.timing, TimingMode::Alternate);
+        assert_eq!((a.seed, a.leasegate_threads.as_str()), (None, "default"));
+    }
+
+    #[test]
+    fn the_old_jitter_flag_sets_the_phase_jitter() {
+        let more = [
+            "--interval-jitter-ms",
+            "0",
+            "--seed",
+            "18446744073709551615",
+        ];
+        let a = Args::try_parse_from(REQUIRED.iter().chain(&more)).expect("parses");
+        assert_eq!(a.phase_jitter_ms, 0);
+        assert_eq!(a.seed(), u64::MAX);
+        let more = ["--schedule", "fixed", "--timing", "off"];
+        let a = Args::try_parse_from(REQUIRED.iter().chain(&more)).expect("parses");
+        assert_eq!(
+            (a.schedule, a.timing),
+            (ScheduleKind::Fixed, TimingMode::Off)
+        );
+    }
 }

@@ -9,7 +9,11 @@
 //! failover's pause on the load generator's clock. With a controller
 //! (`--controller-url`), its timing of the failover is kept too: how long
 //! the push that promoted the new master took (`promote_ms`, the node's own
-//! promotion). The HTTP APIs are spoken with a minimal HTTP/1.1 client over
+//! promotion). With `--flow leasegate` each request says whether leasegate
+//! times its pause to the target's promotion (`promotion_timing`, per
+//! `--timing`), and the report's `promotion_ms` and `timing` (outcome, wait
+//! before the pause) are kept. The waits between failovers follow
+//! `--schedule` ([`crate::schedule`]). The HTTP APIs are spoken with a minimal HTTP/1.1 client over
 //! one `Connection: close` request: the benchmark needs nothing more and
 //! stays off the proxy's own HTTP stack.
 
@@ -21,7 +25,8 @@ use tokio::net::TcpStream;
 
 use crate::args::{Args, Flow};
 use crate::load::Shared;
-use leasegate::kvrocks::admin_api::{FailoverReport, FailoverRequest};
+use crate::schedule::{self, Schedule};
+use leasegate::kvrocks::admin_api::{FailoverReport, FailoverRequest, TimingOutcome};
 
 /// The proxies' names in the report, by index (0 = A, 1 = B).
 pub const NAMES: [&str; 2] = ["A", "B"];
@@ -31,6 +36,12 @@ pub struct Failover {
     pub n: usize,
     pub from: &'static str,
     pub to: &'static str,
+    /// `promotion_timing` as requested; `None` where it does not apply
+    /// (`--flow controller`).
+    pub timing: Option<bool>,
+    /// Steady load before this failover's POST (since the previous reply,
+    /// or the load's start for the first), ms, as the schedule drew it.
+    pub gap_ms: u64,
     /// µs since the start: POST sent, reply received.
     pub posted: u64,
     pub replied: u64,
@@ -49,9 +60,61 @@ pub struct Failover {
     /// How long the controller took over its shard failover (from taking
     /// the request up to its answer), ms.
     pub controller_ms: Option<f64>,
+    /// The failover report's `promotion_ms`: the command that made the
+    /// target master (`SLAVEOF NO ONE`, or its `CLUSTERX SETNODES`), from
+    /// its send to its answer.
+    pub promotion_ms: Option<f64>,
+    /// The report's `timing`: what the promotion timing did, how long the
+    /// failover waited before its pause (ms), and the server's note.
+    pub outcome: Option<TimingOutcome>,
+    pub wait_ms: Option<f64>,
+    pub timing_note: Option<String>,
 }
 
 impl Failover {
+    /// Failover `n` from `from` to `to` (proxy indexes), not yet run: no
+    /// answer, no times.
+    pub fn new(n: usize, from: usize, to: usize, timing: Option<bool>) -> Failover {
+        Failover {
+            n,
+            from: NAMES[from],
+            to: NAMES[to],
+            timing,
+            gap_ms: 0,
+            posted: 0,
+            replied: 0,
+            http_status: 0,
+            result: "http-error".into(),
+            error: None,
+            stall_ms: None,
+            epoch: None,
+            pause_at_ms: None,
+            success_at_ms: None,
+            steps: String::new(),
+            promote_ms: None,
+            controller_ms: None,
+            promotion_ms: None,
+            outcome: None,
+            wait_ms: None,
+            timing_note: None,
+        }
+    }
+
+    /// The timing mode in the report: on, off, or n/a.
+    pub fn mode(&self) -> &'static str {
+        match self.timing {
+            Some(true) => "on",
+            Some(false) => "off",
+            None => "n/a",
+        }
+    }
+
+    /// The node's promotion, ms: the failover report's `promotion_ms`, else
+    /// (controller-run failovers) the controller's push to the new master.
+    pub fn promotion(&self) -> Option<f64> {
+        self.promotion_ms.or(self.promote_ms)
+    }
+
     pub fn ok(&self) -> bool {
         self.result == "success"
     }
@@ -72,6 +135,12 @@ impl Failover {
         self.error = report.error;
         self.stall_ms = report.stall_ms;
         self.epoch = report.epoch;
+        self.promotion_ms = report.promotion_ms;
+        if let Some(t) = report.timing {
+            self.outcome = Some(t.outcome);
+            self.wait_ms = Some(t.wait_ms);
+            self.timing_note = Some(t.note);
+        }
         for step in &report.steps {
             let (state, at) = (step.state.as_str(), step.at_ms);
             let _ = write!(self.steps, "{state}@{at:.2} ");
@@ -165,17 +234,28 @@ impl Failover {
     }
 
     fn log(&self) {
+        let opt = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2}"));
         eprintln!(
-            "[failover_bench] failover {} {}→{}: {} (HTTP {}) stall_ms={:?} epoch={:?} took {:.2} ms; steps {}{}",
+            "[failover_bench] failover {} {}→{} after {} ms, timing {}: {} (HTTP {}) stall_ms={} promotion_ms={} \
+             outcome={} wait_ms={} epoch={:?} took {:.2} ms; steps {}{}{}",
             self.n,
             self.from,
             self.to,
+            self.gap_ms,
+            self.mode(),
             self.result,
             self.http_status,
-            self.stall_ms,
+            opt(self.stall_ms),
+            opt(self.promotion()),
+            self.outcome.map_or("-", TimingOutcome::as_str),
+            opt(self.wait_ms),
             self.epoch,
             self.took_ms(),
             self.steps,
+            self.timing_note
+                .as_deref()
+                .map(|t| format!("; timing: {t}"))
+                .unwrap_or_default(),
             self.error.as_deref().map(|e| format!("; error: {e}")).unwrap_or_default()
         );
     }
@@ -186,12 +266,18 @@ impl Failover {
 pub async fn run(args: &Args, shared: &Shared) -> (Vec<Failover>, usize) {
     let mut master = 0usize;
     let mut failovers: Vec<Failover> = Vec::new();
+    let mut schedule = Schedule::of(args);
+    // The first failover: after the warm-up (slept by the caller) and the
+    // schedule's random part.
+    let mut gap_ms = args.warmup_ms + schedule.extra_ms();
+    sleep_until_us(shared, gap_ms * 1000).await;
     // The controller's count of failovers before this run's first.
     let mut counted = last_controller_failover(args)
         .await
         .map_or(0, |t| number(&t));
     for n in 1..=args.failovers {
         let mut f = failover(args, shared, n, master).await;
+        f.gap_ms = gap_ms;
         if args.flow == Flow::Leasegate {
             // The promotion inside a leasegate-run failover: what the
             // controller timed, if it carried out a new one.
@@ -215,8 +301,9 @@ pub async fn run(args: &Args, shared: &Shared) -> (Vec<Failover>, usize) {
         let wait_ms = if n == args.failovers {
             args.tail_ms
         } else {
-            args.interval_ms + jitter_ms(args.interval_jitter_ms)
+            schedule.wait_ms(args.interval_ms)
         };
+        gap_ms = wait_ms;
         if args.follow_master && ok {
             // Clients move once this failover's window is over.
             let window_end = (posted + args.window_after_ms * 1000).max(replied + 100_000) + 10_000;
@@ -226,19 +313,6 @@ pub async fn run(args: &Args, shared: &Shared) -> (Vec<Failover>, usize) {
         sleep_until_us(shared, replied + wait_ms * 1000).await;
     }
     (failovers, master)
-}
-
-/// A random wait in `0..=max` ms (std's randomly keyed hasher: no
-/// generator needed for this).
-fn jitter_ms(max: u64) -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    if max == 0 {
-        return 0;
-    }
-    let random = std::collections::hash_map::RandomState::new()
-        .build_hasher()
-        .finish();
-    random % (max + 1)
 }
 
 /// Sleeps until `at` µs since the start (not at all if that has passed).
@@ -269,6 +343,7 @@ fn host_port(url: &str) -> &str {
 /// Failover number `n` from proxy `from` to the other one.
 async fn failover(args: &Args, shared: &Shared, n: usize, from: usize) -> Failover {
     let to = 1 - from;
+    let timing = schedule::timing_for(args.timing, args.flow, n);
     let admins = [args.admin_a.as_str(), args.admin_b.as_str()];
     let (addr, path, token, body) = match args.flow {
         Flow::Leasegate => {
@@ -276,6 +351,7 @@ async fn failover(args: &Args, shared: &Shared, n: usize, from: usize) -> Failov
                 sync_timeout_ms: args.sync_timeout_ms,
                 pause_timeout_ms: args.pause_timeout_ms,
                 lease_ttl_ms: args.lease_ttl_ms,
+                promotion_timing: timing.unwrap_or(true),
                 ..FailoverRequest::new(admins[to])
             };
             let body = serde_json::to_string(&request).unwrap_or_default();
@@ -307,21 +383,9 @@ async fn failover(args: &Args, shared: &Shared, n: usize, from: usize) -> Failov
     let answer = http(addr, "POST", &path, token, &body).await;
     let replied = shared.now_us();
     let mut f = Failover {
-        n,
-        from: NAMES[from],
-        to: NAMES[to],
         posted,
         replied,
-        http_status: 0,
-        result: "http-error".into(),
-        error: None,
-        stall_ms: None,
-        epoch: None,
-        pause_at_ms: None,
-        success_at_ms: None,
-        steps: String::new(),
-        promote_ms: None,
-        controller_ms: None,
+        ..Failover::new(n, from, to, timing)
     };
     match args.flow {
         Flow::Leasegate => f.read_answer(answer),

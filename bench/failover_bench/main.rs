@@ -3,7 +3,10 @@
 //! An open-loop load generator writes `--rate` SETs/s of `--value-size`-byte
 //! values over `--connections` connections to proxy A (the first master's
 //! leasegate) while the master role is moved A→B, B→A, … `--failovers` times
-//! with `POST /v1/failover` on the current master's admin API. Every request
+//! with `POST /v1/failover` on the current master's admin API, at the
+//! moments `--schedule` draws (a fixed wait, or a seeded random one) and
+//! with or without leasegate's promotion timing (`--timing`, by default
+//! alternating so both modes run under the same load). Every request
 //! records its send time, reply time and outcome. Per failover it reports the
 //! longest write latency (the stall a client saw) and p99.9 of the requests
 //! sent around the switch, client errors and lost writes (every acknowledged
@@ -11,7 +14,8 @@
 //! latency-over-time plot around the switches.
 //!
 //! The parts: [`load`] (the clients), [`failovers`] (the admin API calls),
-//! [`check`] (the lost-write check on the nodes), [`stats`] (latency
+//! [`schedule`] (when the failovers start, with or without promotion
+//! timing), [`check`] (the lost-write check on the nodes), [`stats`] (latency
 //! quantiles with `hdrhistogram`), [`report`] (markdown, CSV, verdict) and
 //! [`plot`] (SVG); [`resp`] wraps `redis-protocol` for the wire.
 //!
@@ -31,6 +35,7 @@ mod load;
 mod plot;
 mod report;
 mod resp;
+mod schedule;
 mod stats;
 
 use std::sync::Arc;
@@ -41,7 +46,13 @@ use clap::Parser;
 use args::Args;
 
 fn main() {
-    let args = Args::parse();
+    let mut args = Args::parse();
+    let seed = *args.seed.get_or_insert_with(schedule::clock_seed);
+    eprintln!(
+        "[failover_bench] seed {seed} (repeat with --seed {seed}); schedule {}, promotion timing {}",
+        format!("{:?}", args.schedule).to_lowercase(),
+        schedule::describe_timing(&args)
+    );
     let rt = if args.threads <= 1 {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -1,7 +1,8 @@
 //! The plots (SVG, `plotters`): `NAME.svg`, write latency against send time
 //! relative to each failover's pause start (top: every failover overlaid,
-//! the largest latency per 0.5 ms; bottom: every request of the worst
-//! failover), and `NAME-timeline.svg`, max and p99 latency per 10 ms over
+//! the largest latency per 0.5 ms, one colour for the failovers with
+//! promotion timing and one for those without, or per direction where the
+//! controller runs them; bottom: every request of the worst failover), and `NAME-timeline.svg`, max and p99 latency per 10 ms over
 //! the whole run with the failover POSTs marked.
 //!
 //! A table gives one number per failover; the plots show the shape of the
@@ -69,10 +70,11 @@ pub fn switches(
     if let Some(w) = worst {
         let f = &failovers[w];
         let title = format!(
-            "Worst failover: #{} {}→{} (report stall {} ms)",
+            "Worst failover: #{} {}→{}, timing {} (report stall {} ms)",
             f.n,
             f.from,
             f.to,
+            f.mode(),
             f.stall_ms.map_or("-".into(), |s| format!("{s:.2}"))
         );
         sw.draw(&bottom, &title, &all[w..=w], true)?;
@@ -82,6 +84,27 @@ pub fn switches(
 }
 
 impl Switches<'_> {
+    /// Whether the failovers are told apart by promotion timing (else by
+    /// direction: controller-run failovers have no timing mode).
+    fn by_timing(&self) -> bool {
+        self.failovers.iter().any(|f| f.timing.is_some())
+    }
+
+    /// The series (colour and legend label) failover `i` belongs to.
+    fn series(&self, i: usize) -> (RGBColor, &'static str) {
+        let f = &self.failovers[i];
+        if self.by_timing() {
+            match f.timing {
+                Some(false) => (RED, "without"),
+                _ => (BLUE, "with promotion timing"),
+            }
+        } else if f.from == "A" {
+            (BLUE, "request, A→B")
+        } else {
+            (RED, "request, B→A")
+        }
+    }
+
     /// Failover `i`'s answered requests in the x range, relative to its pause start.
     fn around(&self, recs: &[Rec], i: usize) -> Vec<(f64, f64)> {
         let p = self.failovers[i].pause_us() as i64;
@@ -113,11 +136,7 @@ impl Switches<'_> {
             .y_desc("latency (ms)")
             .draw()?;
         for (i, pts) in sets {
-            let color = if self.failovers[*i].from == "A" {
-                BLUE.mix(0.5)
-            } else {
-                RED.mix(0.5)
-            };
+            let color = self.series(*i).0.mix(0.5);
             if points {
                 chart.draw_series(
                     pts.iter()
@@ -154,7 +173,16 @@ impl Switches<'_> {
                 labelled = true;
             }
         }
-        for (label, color) in [("request, A→B", BLUE), ("request, B→A", RED)] {
+        // One legend entry per series shown.
+        let mut shown: Vec<(RGBColor, &'static str)> = Vec::new();
+        for (i, _) in sets {
+            let s = self.series(*i);
+            if !shown.iter().any(|t| t.1 == s.1) {
+                shown.push(s);
+            }
+        }
+        shown.sort_by_key(|s| s.1 == "without");
+        for (color, label) in shown {
             chart
                 .draw_series(Vec::<Circle<(f64, f64), i32>>::new())?
                 .label(label)

@@ -7,11 +7,14 @@
 
 use std::fmt::Write as _;
 
+use leasegate::kvrocks::admin_api::TimingOutcome;
+
 use crate::args::{Args, Flow};
 use crate::check::LostWrites;
 use crate::failovers::{Failover, NAMES};
 use crate::load::Outcome;
-use crate::stats::{Row, Summary};
+use crate::schedule;
+use crate::stats::{self, median, ModeStats, Row, Summary};
 
 /// Everything the report is made of.
 pub struct Results<'a> {
@@ -60,6 +63,7 @@ pub fn markdown(r: &Results) -> String {
     let mut md = String::new();
     header(&mut md, r);
     table(&mut md, r);
+    side_by_side(&mut md, r);
     medians(&mut md, r);
     totals(&mut md, r);
     problems(&mut md, r);
@@ -86,7 +90,7 @@ fn header(md: &mut String, r: &Results) {
         md,
         "Nodes: {}. Load: open-loop SET of {} B values, {} requests/s target over {} connections to proxy A ({}), \
          unique keys; achieved {:.0} requests/s ({} sent, {} acknowledged, {} connects) over {:.1} s. {} \
-         Failovers: {} alternating (A→B, B→A, …) with {}, {} ms of steady load between them{}.",
+         Failovers: {} alternating (A→B, B→A, …) with {}.",
         args.node_kind,
         args.value_size,
         args.rate,
@@ -100,17 +104,35 @@ fn header(md: &mut String, r: &Results) {
         clients,
         r.failovers.len(),
         how(args),
-        args.interval_ms,
-        if args.interval_jitter_ms > 0 {
-            format!(
-                " plus a random 0–{} ms (each failover starts at a random moment)",
-                args.interval_jitter_ms
-            )
+    );
+    let _ = writeln!(
+        md,
+        "\n- Schedule: **{}**, seed **{}** (repeat with `--seed {}`, `BENCH_SEED={}`).\n\
+         - Promotion timing: **{}**.\n\
+         - Rate {} SET/s, {} connections, {} B values; host: {} CPUs (`nproc`); leasegate `threads:` {}; \
+         load generator threads {}.",
+        schedule::describe(args),
+        args.seed(),
+        args.seed(),
+        args.seed(),
+        schedule::describe_timing(args),
+        args.rate,
+        args.connections,
+        args.value_size,
+        host_cpus(),
+        if args.leasegate_threads == "default" {
+            "default (not set: one session thread per CPU)".to_string()
         } else {
-            String::new()
+            args.leasegate_threads.clone()
         },
+        args.threads,
     );
     legend(md, r);
+}
+
+/// The CPUs this process may run on (what `nproc` prints).
+fn host_cpus() -> String {
+    std::thread::available_parallelism().map_or("?".into(), |n| n.to_string())
 }
 
 /// How the failovers were asked for.
@@ -152,7 +174,12 @@ fn legend(md: &mut String, r: &Results) {
         md,
         "\nPer failover: requests sent from {} ms before the POST to {} ms after it (at least 100 ms \
          past the reply) form the window; *longest stall* is the largest reply−send time of any request \
-         in it (∞ if one got no reply), p99.9 / p99 are nearest-rank over it. *report stall* is {}. {}*errors* are error replies, \
+         in it (∞ if one got no reply), p99.9 / p99 are nearest-rank over it. *report stall* is {}. \
+         *timing* is the request's `promotion_timing` (on / off; n/a where the controller runs the failover), \
+         *outcome* the report's `timing.outcome` (held: the promotion came at the tick the pause was timed for; \
+         missed: a later one; unused: not timed, see the note in the steps below), *promotion* the report's \
+         `promotion_ms` (the command that made the target master, send to answer; inside the stall), \
+         *wait* the report's `timing.wait_ms` (waited before the pause: part of *took*, not of the stall). {}*errors* are error replies, \
          broken connections or missing replies, *lost* acknowledged keys missing on the final master ({}), \
          both counted from this failover's window start to the next one's. *gen lag* is the load \
          generator's largest delay behind its schedule in the window (latency is measured from the actual send). \
@@ -167,8 +194,8 @@ fn legend(md: &mut String, r: &Results) {
             Flow::Controller => "the controller's `CLIENT PAUSE` → `CLIENT UNPAUSE` time",
         },
         if promotions(r) {
-            "*promote* is how long the controller's push of the new topology to the new master \
-             (`CLUSTERX SETNODES`, which makes the node master) took: the node's own promotion, inside the stall. "
+            "*ctl promote* is how long the controller's push of the new topology to the new master \
+             (`CLUSTERX SETNODES`, which makes the node master) took, as the controller timed it. "
         } else {
             ""
         },
@@ -180,14 +207,14 @@ fn legend(md: &mut String, r: &Results) {
 fn table(md: &mut String, r: &Results) {
     let promote = promotions(r);
     let (head, align) = if promote {
-        (" promote ms |", "---:|")
+        (" ctl promote ms |", "---:|")
     } else {
         ("", "")
     };
-    let _ = writeln!(md, "| # | failover | result | took ms | report stall ms |{head} longest stall ms | p99.9 ms | p99 ms | max at switch ms | control max ms | reqs in window | errors | lost | gen lag ms |");
+    let _ = writeln!(md, "| # | failover | timing | result | took ms | wait ms | report stall ms | longest stall ms | promotion ms | outcome |{head} p99.9 ms | p99 ms | max at switch ms | control max ms | reqs in window | errors | lost | gen lag ms |");
     let _ = writeln!(
         md,
-        "|---:|---|---|---:|---:|{align}---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "|---:|---|---|---|---:|---:|---:|---:|---:|---|{align}---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     for (f, row) in r.failovers.iter().zip(r.rows) {
         let promote_cell = if promote {
@@ -200,15 +227,19 @@ fn table(md: &mut String, r: &Results) {
         };
         let _ = writeln!(
             md,
-            "| {} | {}→{} | {} | {:.2} | {} |{} {} | {} | {} | {} | {} | {} | {} | {} | {:.2} |",
+            "| {} | {}→{} | {} | {} | {:.2} | {} | {} | {} | {} | {} |{} {} | {} | {} | {} | {} | {} | {} | {:.2} |",
             f.n,
             f.from,
             f.to,
+            f.mode(),
             f.result,
             f.took_ms(),
-            f.stall_ms.map_or("-".into(), |s| format!("{s:.2}")),
-            promote_cell,
+            fmt_opt(f.wait_ms),
+            fmt_opt(f.stall_ms),
             fmt_stall(row.max),
+            fmt_opt(f.promotion_ms),
+            f.outcome.map_or("-", TimingOutcome::as_str),
+            promote_cell,
             fmt_ms(row.p999),
             fmt_ms(row.p99),
             fmt_ms(row.at_switch),
@@ -230,6 +261,9 @@ fn table(md: &mut String, r: &Results) {
         .iter()
         .filter_map(|f| f.promote_ms)
         .fold(f64::NAN, f64::max);
+    let max_of_failovers = |v: &dyn Fn(&Failover) -> Option<f64>| {
+        r.failovers.iter().filter_map(v).fold(f64::NAN, f64::max)
+    };
     let promote_cell = if promote {
         format!(" **{}** (max) |", fmt_ms(max_promote))
     } else {
@@ -237,18 +271,83 @@ fn table(md: &mut String, r: &Results) {
     };
     let _ = writeln!(
         md,
-        "| **all** | {} ok / {} | | | **{}** (max) |{} **{}** (max) | **{}** (max) | | **{}** (max) | **{}** (max) | | **{}** | **{}** | |",
+        "| **all** | {} ok / {} | | | | **{}** (max) | **{}** (max) | **{}** (max) | **{}** (max) | |{} **{}** (max) | | **{}** (max) | **{}** (max) | | **{}** | **{}** | |",
         r.failovers.len() - r.failed(),
         r.failovers.len(),
+        fmt_ms(max_of_failovers(&|f| f.wait_ms)),
         fmt_ms(max_report),
-        promote_cell,
         fmt_stall(r.max_stall()),
+        fmt_ms(max_of_failovers(&|f| f.promotion_ms)),
+        promote_cell,
         fmt_ms(max_of(&|row| row.p999)),
         fmt_ms(max_of(&|row| row.at_switch)),
         fmt_ms(max_of(&|row| row.control)),
         r.summary.errors,
         r.lost.keys.len()
     );
+}
+
+/// The failovers with and without promotion timing, side by side.
+fn side_by_side(md: &mut String, r: &Results) {
+    let modes = stats::by_mode(r.failovers, r.rows);
+    if modes.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        md,
+        "\nBy promotion timing, over every failover of each mode, failed ones included (stall: the longest stall \
+         of each failover; p90 nearest-rank; promotion: {}; wait: before the pause):\n",
+        if r.args.flow == Flow::Controller {
+            "the controller's push to the new master"
+        } else {
+            "the report's `promotion_ms`"
+        }
+    );
+    md.push_str(&side_by_side_table(&modes));
+}
+
+/// The side-by-side table of [`ModeStats`], one column each.
+fn side_by_side_table(modes: &[ModeStats]) -> String {
+    let mut t = String::from("| |");
+    for m in modes {
+        let _ = write!(t, " {} |", m.label());
+    }
+    t.push_str("\n|---|");
+    t.push_str(&"---:|".repeat(modes.len()));
+    t.push('\n');
+    let mut line = |name: &str, cell: &dyn Fn(&ModeStats) -> String| {
+        let _ = write!(t, "| {name} |");
+        for m in modes {
+            let _ = write!(t, " {} |", cell(m));
+        }
+        t.push('\n');
+    };
+    line("failovers", &|m| m.failovers.to_string());
+    line("succeeded", &|m| m.succeeded.to_string());
+    line("client errors", &|m| m.errors.to_string());
+    line("lost writes", &|m| m.lost.to_string());
+    line("stall median ms", &|m| fmt_stall(m.stall_median));
+    line("stall p90 ms", &|m| fmt_stall(m.stall_p90));
+    line("stall max ms", &|m| fmt_stall(m.stall_max));
+    line("stalls ≤ 5 ms", &|m| {
+        format!("{} / {}", m.within_5ms, m.failovers)
+    });
+    line("stalls ≤ 10 ms", &|m| {
+        format!("{} / {}", m.within_10ms, m.failovers)
+    });
+    line("report stall median ms", &|m| fmt_ms(m.report_stall_median));
+    line("promotion median ms", &|m| fmt_ms(m.promotion_median));
+    line("promotion max ms", &|m| fmt_ms(m.promotion_max));
+    line("held / missed / unused", &|m| {
+        let mut c = format!("{} / {} / {}", m.held, m.missed, m.unused);
+        if m.no_timing > 0 {
+            let _ = write!(c, " (+{} no report)", m.no_timing);
+        }
+        c
+    });
+    line("wait median ms", &|m| fmt_ms(m.wait_median));
+    line("wait max ms", &|m| fmt_ms(m.wait_max));
+    t
 }
 
 /// Medians over the failovers (the README's numbers), and the share of
@@ -331,22 +430,6 @@ fn medians(md: &mut String, r: &Results) {
         );
     }
     md.push('\n');
-}
-
-/// The median of `v` (mean of the two middle values for an even count; NaN
-/// when empty; ∞ sorts last).
-fn median(v: &[f64]) -> f64 {
-    let mut v: Vec<f64> = v.iter().copied().filter(|x| !x.is_nan()).collect();
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
 }
 
 /// Whole-run latencies, final roles and the goal.
@@ -432,12 +515,30 @@ fn problems(md: &mut String, r: &Results) {
 fn footer(md: &mut String, r: &Results) {
     let _ = writeln!(
         md,
-        "\nPlots: `{0}.svg` (top: the largest latency per 0.5 ms of send time relative to the pause start, every failover overlaid; bottom: every request of the worst failover), `{0}-timeline.svg` (max and p99 latency per 10 ms over the whole run).",
-        r.args.name
+        "\nPlots: `{0}.svg` (top: the largest latency per 0.5 ms of send time relative to the pause start, every failover overlaid, {1}; bottom: every request of the worst failover), `{0}-timeline.svg` (max and p99 latency per 10 ms over the whole run).",
+        r.args.name,
+        if r.failovers.iter().any(|f| f.timing.is_some()) {
+            "blue with promotion timing, red without"
+        } else {
+            "blue A→B, red B→A"
+        }
     );
     md.push_str("\nServer-side steps (ms since the failover started):\n\n");
     for f in r.failovers {
-        let _ = writeln!(md, "- #{} {}→{}: {}", f.n, f.from, f.to, f.steps.trim());
+        let _ = writeln!(
+            md,
+            "- #{} {}→{} (after {} ms of load, timing {}): {}{}",
+            f.n,
+            f.from,
+            f.to,
+            f.gap_ms,
+            f.mode(),
+            f.steps.trim(),
+            f.timing_note
+                .as_deref()
+                .map(|t| format!("; timing: {t}"))
+                .unwrap_or_default()
+        );
     }
 }
 
@@ -476,20 +577,25 @@ pub fn write_raw(r: &Results) {
     let (dir, name) = (&r.args.out_dir, &r.args.name);
     let _ = std::fs::write(format!("{dir}/{name}-requests.csv"), csv);
     let mut ev =
-        String::from("n,from,to,result,posted_us,replied_us,pause_at_ms,stall_ms,promote_ms\n");
+        String::from("n,from,to,timing,gap_ms,result,posted_us,replied_us,pause_at_ms,stall_ms,promote_ms,promotion_ms,outcome,wait_ms\n");
     for f in r.failovers {
         let _ = writeln!(
             ev,
-            "{},{},{},{},{},{},{},{},{}",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
             f.n,
             f.from,
             f.to,
+            f.mode(),
+            f.gap_ms,
             f.result,
             f.posted,
             f.replied,
             f.pause_at_ms.map_or(String::new(), |v| v.to_string()),
             f.stall_ms.map_or(String::new(), |v| v.to_string()),
-            f.promote_ms.map_or(String::new(), |v| v.to_string())
+            f.promote_ms.map_or(String::new(), |v| v.to_string()),
+            f.promotion_ms.map_or(String::new(), |v| v.to_string()),
+            f.outcome.map_or("", TimingOutcome::as_str),
+            f.wait_ms.map_or(String::new(), |v| v.to_string())
         );
     }
     let _ = std::fs::write(format!("{dir}/{name}-events.csv"), ev);
@@ -502,6 +608,11 @@ fn fmt_ms(v: f64) -> String {
     } else {
         format!("{v:.2}")
     }
+}
+
+/// An optional time in ms with 2 decimals; "-" for none.
+fn fmt_opt(v: Option<f64>) -> String {
+    v.map_or("-".into(), fmt_ms)
 }
 
 /// Like [`fmt_ms`], with "∞" for a request that got no reply.
@@ -531,4 +642,48 @@ fn utc_now() -> String {
     let mo = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(mo <= 2);
     format!("{y:04}-{mo:02}-{d:02}T{h:02}:{m:02}:{s:02}Z")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::{by_mode, Row};
+
+    #[test]
+    fn side_by_side_table_has_a_column_per_mode() {
+        let row = |max| Row {
+            max,
+            p999: max,
+            p99: max,
+            n: 10,
+            errors: 0,
+            lost: 0,
+            lag: 0.0,
+            at_switch: max,
+            control: 1.0,
+        };
+        let mut with = Failover::new(1, 0, 1, Some(true));
+        with.result = "success".into();
+        with.promotion_ms = Some(3.0);
+        with.outcome = Some(TimingOutcome::Held);
+        with.wait_ms = Some(42.0);
+        let mut without = Failover::new(2, 1, 0, Some(false));
+        without.result = "success".into();
+        without.promotion_ms = Some(80.0);
+        let t = side_by_side_table(&by_mode(&[with, without], &[row(4.5), row(85.0)]));
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines[0], "| | with promotion timing | without |");
+        assert_eq!(lines[1], "|---|---:|---:|");
+        assert!(lines.contains(&"| stall median ms | 4.50 | 85.00 |"), "{t}");
+        assert!(lines.contains(&"| stalls ≤ 5 ms | 1 / 1 | 0 / 1 |"), "{t}");
+        assert!(
+            lines.contains(&"| promotion max ms | 3.00 | 80.00 |"),
+            "{t}"
+        );
+        assert!(
+            lines.contains(&"| held / missed / unused | 1 / 0 / 0 | 0 / 0 / 0 (+1 no report) |"),
+            "{t}"
+        );
+        assert!(lines.contains(&"| wait median ms | 42.00 | - |"), "{t}");
+    }
 }

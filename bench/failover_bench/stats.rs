@@ -5,8 +5,11 @@
 //!
 //! Maxima are kept exact (the headline "longest stall" is a maximum);
 //! quantiles come from the histogram, nearest-rank at its resolution.
+//! [`by_mode`] sums the failovers up per promotion-timing mode (with /
+//! without / n/a), side by side.
 
 use hdrhistogram::Histogram;
+use leasegate::kvrocks::admin_api::TimingOutcome;
 
 use crate::args::Args;
 use crate::failovers::Failover;
@@ -202,6 +205,138 @@ pub fn summary(args: &Args, recs: &[Rec], failovers: &[Failover]) -> Summary {
     }
 }
 
+/// The median of `v` (mean of the two middle values for an even count; NaN
+/// when empty; NaN values are left out, ∞ sorts last).
+pub fn median(v: &[f64]) -> f64 {
+    let v = sorted(v);
+    let n = v.len();
+    if n == 0 {
+        f64::NAN
+    } else if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// The `q` quantile of `v`, nearest rank (the smallest value with at least
+/// `q` of them at or below it); NaN when empty, NaN values left out.
+pub fn nearest_rank(v: &[f64], q: f64) -> f64 {
+    let v = sorted(v);
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
+    v[rank - 1]
+}
+
+/// The largest of `v` (NaN when empty; NaN values left out).
+pub fn max(v: &[f64]) -> f64 {
+    v.iter().copied().fold(f64::NAN, f64::max)
+}
+
+fn sorted(v: &[f64]) -> Vec<f64> {
+    let mut v: Vec<f64> = v.iter().copied().filter(|x| !x.is_nan()).collect();
+    v.sort_by(f64::total_cmp);
+    v
+}
+
+/// The failovers of one promotion-timing mode, summed up (a column of the
+/// report's side-by-side table). Stalls are the rows' longest stalls (the
+/// clients' view; ∞ for a request without a reply); promotions are
+/// [`Failover::promotion`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModeStats {
+    /// `promotion_timing` of these failovers (`None`: n/a).
+    pub timing: Option<bool>,
+    pub failovers: usize,
+    pub succeeded: usize,
+    pub errors: usize,
+    pub lost: usize,
+    pub stall_median: f64,
+    pub stall_p90: f64,
+    pub stall_max: f64,
+    /// Failovers whose longest stall was at most 5 ms, 10 ms.
+    pub within_5ms: usize,
+    pub within_10ms: usize,
+    pub report_stall_median: f64,
+    pub promotion_median: f64,
+    pub promotion_max: f64,
+    pub held: usize,
+    pub missed: usize,
+    pub unused: usize,
+    /// Failovers whose report had no `timing` (failed early, or a server
+    /// without promotion timing).
+    pub no_timing: usize,
+    pub wait_median: f64,
+    pub wait_max: f64,
+}
+
+impl ModeStats {
+    /// The column's name.
+    pub fn label(&self) -> &'static str {
+        match self.timing {
+            Some(true) => "with promotion timing",
+            Some(false) => "without",
+            None => "n/a (controller flow)",
+        }
+    }
+}
+
+/// One [`ModeStats`] per mode: with and without (always, when any
+/// failover had a mode, so the columns stand side by side even if one is
+/// empty), and n/a if any failover had none. `rows[i]` is `failovers[i]`'s.
+pub fn by_mode(failovers: &[Failover], rows: &[Row]) -> Vec<ModeStats> {
+    let mut modes: Vec<Option<bool>> = Vec::new();
+    if failovers.iter().any(|f| f.timing.is_some()) {
+        modes.extend([Some(true), Some(false)]);
+    }
+    if failovers.iter().any(|f| f.timing.is_none()) {
+        modes.push(None);
+    }
+    modes
+        .into_iter()
+        .map(|mode| {
+            let (fs, rs): (Vec<&Failover>, Vec<&Row>) = failovers
+                .iter()
+                .zip(rows)
+                .filter(|(f, _)| f.timing == mode)
+                .unzip();
+            mode_stats(mode, &fs, &rs)
+        })
+        .collect()
+}
+
+fn mode_stats(timing: Option<bool>, fs: &[&Failover], rows: &[&Row]) -> ModeStats {
+    let stalls: Vec<f64> = rows.iter().map(|r| r.max).collect();
+    let within = |ms: f64| stalls.iter().filter(|&&s| s <= ms).count();
+    let promotions: Vec<f64> = fs.iter().filter_map(|f| f.promotion()).collect();
+    let waits: Vec<f64> = fs.iter().filter_map(|f| f.wait_ms).collect();
+    let reports: Vec<f64> = fs.iter().filter_map(|f| f.stall_ms).collect();
+    let outcomes = |o: TimingOutcome| fs.iter().filter(|f| f.outcome == Some(o)).count();
+    ModeStats {
+        timing,
+        failovers: fs.len(),
+        succeeded: fs.iter().filter(|f| f.ok()).count(),
+        errors: rows.iter().map(|r| r.errors).sum(),
+        lost: rows.iter().map(|r| r.lost).sum(),
+        stall_median: median(&stalls),
+        stall_p90: nearest_rank(&stalls, 0.9),
+        stall_max: max(&stalls),
+        within_5ms: within(5.0),
+        within_10ms: within(10.0),
+        report_stall_median: median(&reports),
+        promotion_median: median(&promotions),
+        promotion_max: max(&promotions),
+        held: outcomes(TimingOutcome::Held),
+        missed: outcomes(TimingOutcome::Missed),
+        unused: outcomes(TimingOutcome::Unused),
+        no_timing: fs.iter().filter(|f| f.outcome.is_none()).count(),
+        wait_median: median(&waits),
+        wait_max: max(&waits),
+    }
+}
+
 /// (x, y) points of a plotted line.
 pub type Series = Vec<(f64, f64)>;
 
@@ -242,10 +377,10 @@ pub fn timeline(recs: &[Rec], bucket_us: u64) -> Timeline {
 
 #[cfg(test)]
 mod tests {
-    use super::Latencies;
+    use super::*;
 
     /// Nearest rank over the exact values, in ms.
-    fn nearest_rank(sorted: &[u64], q: f64) -> f64 {
+    fn exact_nearest_rank(sorted: &[u64], q: f64) -> f64 {
         let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
         sorted[rank - 1] as f64 / 1000.0
     }
@@ -261,7 +396,7 @@ mod tests {
         let mut sorted = values.clone();
         sorted.sort_unstable();
         for q in [0.5, 0.9, 0.99, 0.999] {
-            let (got, exact) = (lat.quantile_ms(q), nearest_rank(&sorted, q));
+            let (got, exact) = (lat.quantile_ms(q), exact_nearest_rank(&sorted, q));
             assert!(
                 (got - exact).abs() <= exact * 0.001,
                 "q {q}: {got} vs {exact}"
@@ -280,5 +415,141 @@ mod tests {
         assert_eq!(lat.max_ms(), 5.0);
         lat.reset();
         assert!(lat.is_empty() && lat.quantile_ms(0.5).is_nan());
+    }
+
+    /// A row with this longest stall, errors and lost writes (the rest 0).
+    fn row(max: f64, errors: usize, lost: usize) -> Row {
+        Row {
+            max,
+            p999: max,
+            p99: max,
+            n: 100,
+            errors,
+            lost,
+            lag: 0.0,
+            at_switch: max,
+            control: 1.0,
+        }
+    }
+
+    /// A failover `n` with the mode alternating (odd: with timing), and the
+    /// report's promotion, outcome and wait.
+    fn failover(
+        n: usize,
+        ok: bool,
+        promotion: Option<f64>,
+        outcome: Option<TimingOutcome>,
+        wait: Option<f64>,
+    ) -> Failover {
+        let mut f = Failover::new(n, (n + 1) % 2, n % 2, Some(n % 2 == 1));
+        f.result = if ok { "success" } else { "failed" }.into();
+        f.stall_ms = ok.then_some(1.0);
+        f.promotion_ms = promotion;
+        f.outcome = outcome;
+        f.wait_ms = wait;
+        f
+    }
+
+    #[test]
+    fn median_and_nearest_rank() {
+        assert!(median(&[]).is_nan() && nearest_rank(&[], 0.9).is_nan() && max(&[]).is_nan());
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert_eq!(median(&[1.0, f64::NAN, 3.0]), 2.0);
+        assert_eq!(median(&[1.0, f64::INFINITY]), f64::INFINITY);
+        let ten: Vec<f64> = (1..=10).map(f64::from).collect();
+        assert_eq!(nearest_rank(&ten, 0.9), 9.0);
+        assert_eq!(nearest_rank(&ten, 0.91), 10.0);
+        assert_eq!(nearest_rank(&ten[..3], 0.9), 3.0);
+        assert_eq!(nearest_rank(&[7.0], 0.0), 7.0);
+        assert_eq!(max(&[1.0, f64::NAN, 3.0]), 3.0);
+    }
+
+    #[test]
+    fn side_by_side_sums_each_mode_apart() {
+        use TimingOutcome::{Held, Missed, Unused};
+        // Odd = with timing, even = without.
+        let fs = vec![
+            failover(1, true, Some(2.0), Some(Held), Some(40.0)),
+            failover(2, true, Some(60.0), Some(Unused), Some(0.0)),
+            failover(3, true, Some(4.0), Some(Held), Some(80.0)),
+            failover(4, true, Some(90.0), Some(Unused), Some(0.0)),
+            failover(5, true, Some(101.0), Some(Missed), Some(10.0)),
+            failover(6, false, None, None, None),
+        ];
+        let rows = vec![
+            row(4.0, 0, 0),
+            row(70.0, 1, 0),
+            row(6.0, 0, 0),
+            row(95.0, 0, 2),
+            row(110.0, 0, 0),
+            row(f64::INFINITY, 3, 1),
+        ];
+        let modes = by_mode(&fs, &rows);
+        assert_eq!(modes.len(), 2, "with and without, no n/a");
+        let (with, without) = (&modes[0], &modes[1]);
+        assert_eq!(with.label(), "with promotion timing");
+        assert_eq!(without.label(), "without");
+
+        assert_eq!((with.failovers, with.succeeded), (3, 3));
+        assert_eq!((with.errors, with.lost), (0, 0));
+        assert_eq!(with.stall_median, 6.0);
+        assert_eq!(with.stall_p90, 110.0);
+        assert_eq!(with.stall_max, 110.0);
+        assert_eq!((with.within_5ms, with.within_10ms), (1, 2));
+        assert_eq!(with.promotion_median, 4.0);
+        assert_eq!(with.promotion_max, 101.0);
+        assert_eq!(
+            (with.held, with.missed, with.unused, with.no_timing),
+            (2, 1, 0, 0)
+        );
+        assert_eq!(with.wait_median, 40.0);
+        assert_eq!(with.wait_max, 80.0);
+        assert_eq!(with.report_stall_median, 1.0);
+
+        assert_eq!((without.failovers, without.succeeded), (3, 2));
+        assert_eq!((without.errors, without.lost), (4, 3));
+        // 70, 95, ∞: the no-reply stall sorts last and is the max.
+        assert_eq!(without.stall_median, 95.0);
+        assert_eq!(without.stall_p90, f64::INFINITY);
+        assert_eq!(without.stall_max, f64::INFINITY);
+        assert_eq!((without.within_5ms, without.within_10ms), (0, 0));
+        assert_eq!(without.promotion_median, 75.0);
+        assert_eq!(without.promotion_max, 90.0);
+        assert_eq!(
+            (
+                without.held,
+                without.missed,
+                without.unused,
+                without.no_timing
+            ),
+            (0, 0, 2, 1)
+        );
+        assert_eq!(without.wait_median, 0.0);
+    }
+
+    #[test]
+    fn side_by_side_has_both_columns_or_only_na() {
+        // Every failover with timing: the "without" column is still there, empty.
+        let fs = vec![failover(
+            1,
+            true,
+            Some(2.0),
+            Some(TimingOutcome::Held),
+            Some(5.0),
+        )];
+        let modes = by_mode(&fs, &[row(3.0, 0, 0)]);
+        assert_eq!(modes.len(), 2);
+        assert_eq!(modes[1].failovers, 0);
+        assert!(modes[1].stall_median.is_nan() && modes[1].promotion_max.is_nan());
+        // Controller flow: one n/a column; the controller's promotion counts.
+        let mut f = Failover::new(1, 0, 1, None);
+        f.result = "success".into();
+        f.promote_ms = Some(50.0);
+        let modes = by_mode(&[f], &[row(60.0, 0, 0)]);
+        assert_eq!(modes.len(), 1);
+        assert_eq!(modes[0].label(), "n/a (controller flow)");
+        assert_eq!(modes[0].promotion_median, 50.0);
+        assert_eq!(modes[0].no_timing, 1);
     }
 }
