@@ -130,7 +130,9 @@ fn the_timing_is_used_only_where_it_applies() {
     let note = report["timing"]["note"].as_str().unwrap_or("");
     assert!(note.contains("not Kvrocks"), "{note}");
     assert!(
-        report["timing"]["wait_ms"].as_f64().is_some_and(|w| w < 1000.0),
+        report["timing"]["wait_ms"]
+            .as_f64()
+            .is_some_and(|w| w < 1000.0),
         "no wait for a tick: {report}"
     );
 

@@ -27,7 +27,8 @@ pub enum TimingMode {
     On,
     /// Every failover without (pause at once: the behaviour before it).
     Off,
-    /// Failover 1 with, 2 without, 3 with, …: both modes under the same load.
+    /// Failovers 1–2 with, 3–4 without, 5–6 with, …: both modes under the
+    /// same load, each in both directions.
     Alternate,
 }
 

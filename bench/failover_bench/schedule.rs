@@ -95,7 +95,10 @@ pub fn timing_for(mode: TimingMode, flow: Flow, n: usize) -> Option<bool> {
     Some(match mode {
         TimingMode::On => true,
         TimingMode::Off => false,
-        TimingMode::Alternate => n % 2 == 1,
+        // In pairs (1 and 2 with, 3 and 4 without, …): failovers go there
+        // and back, so each mode has both directions (a hand-over to the
+        // other leasegate costs more than one home).
+        TimingMode::Alternate => (n.saturating_sub(1) / 2) % 2 == 0,
     })
 }
 
@@ -128,7 +131,7 @@ pub fn describe_timing(args: &Args) -> &'static str {
         TimingMode::On => "on (every failover with `promotion_timing`)",
         TimingMode::Off => "off (every failover with `promotion_timing: false`: pause at once)",
         TimingMode::Alternate => {
-            "alternate (odd failovers with `promotion_timing`, even ones without)"
+            "alternate in pairs (failovers 1–2, 5–6, … with `promotion_timing`, 3–4, 7–8, … without: each mode both ways)"
         }
     }
 }
@@ -184,10 +187,11 @@ mod tests {
 
     #[test]
     fn alternate_starts_with_timing_and_controller_flow_has_none() {
-        let modes: Vec<Option<bool>> = (1..=4)
+        let modes: Vec<Option<bool>> = (1..=6)
             .map(|n| timing_for(TimingMode::Alternate, Flow::Leasegate, n))
             .collect();
-        assert_eq!(modes, [Some(true), Some(false), Some(true), Some(false)]);
+        let (on, off) = (Some(true), Some(false));
+        assert_eq!(modes, [on, on, off, off, on, on]);
         assert_eq!(timing_for(TimingMode::On, Flow::Leasegate, 2), Some(true));
         assert_eq!(timing_for(TimingMode::Off, Flow::Leasegate, 1), Some(false));
         assert_eq!(timing_for(TimingMode::On, Flow::Controller, 1), None);

@@ -155,8 +155,8 @@ impl Timing {
     pub(super) fn report(&self, promotion: Option<(Instant, Duration)>) -> TimingReport {
         let outcome = match (self.plan, promotion) {
             (Some(_), Some((_, took))) => timing::judge(took),
-            (Some(_), None) => TimingOutcome::Missed,
-            (None, _) => TimingOutcome::Unused,
+            // The failover ended before its promotion.
+            (Some(_), None) | (None, _) => TimingOutcome::Unused,
         };
         let after_tick_ms = match (self.plan, promotion) {
             (Some(plan), Some((sent, took))) => {
@@ -170,6 +170,9 @@ impl Timing {
             _ => None,
         };
         let mut note = self.note.clone();
+        if self.plan.is_some() && promotion.is_none() {
+            note.push_str("; the failover ended before its promotion");
+        }
         if self.retries > 0 {
             note.push_str(&format!(
                 "; the catch-up ran past the planned tick {} time(s): writes were released and the next tick tried",
