@@ -697,7 +697,13 @@ async fn failover(run: &mut Run) -> Result<(u64, Target), FailoverError> {
     }
 
     // The pause waits for the moment the promotion can follow it at once.
-    let mut timing = if request.promotion_timing {
+    let mut timing = if shard.is_some() {
+        // In cluster mode the controller's shard failover may promote the
+        // target before this failover's SETNODES: not timed yet.
+        promotion::Timing::unused(
+            "cluster mode: not timed yet (the controller's switch may promote the target itself)",
+        )
+    } else if request.promotion_timing {
         let memory = &run.settings.memory;
         let work = if shard.is_some() {
             memory.cluster.estimate()
