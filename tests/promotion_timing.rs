@@ -42,6 +42,22 @@ fn grant_a(proxies: [&Proxy; 2]) {
     }
 }
 
+/// Two standalone Kvrocks, B started with `SLAVEOF` A's node (bypassing
+/// A's leasegate, as an operator starts it), a leasegate beside each, A
+/// holding the lease.
+fn kvrocks_pair() -> Option<((KvrocksServer, Proxy), (KvrocksServer, Proxy))> {
+    let (ka, kb) = (KvrocksServer::start(false)?, KvrocksServer::start(false)?);
+    let (pa, pb) = (leasegate(&ka.addr(), A_ID), leasegate(&kb.addr(), B_ID));
+    assert_eq!(
+        kb.client()
+            .cmd(&["SLAVEOF", "127.0.0.1", &ka.port.to_string()]),
+        Reply::ok()
+    );
+    link_up(&mut kb.client());
+    grant_a([&pa, &pb]);
+    Some(((ka, pa), (kb, pb)))
+}
+
 fn outcome(report: &Value) -> &str {
     report["timing"]["outcome"].as_str().unwrap_or("none")
 }
@@ -54,17 +70,9 @@ fn outcome(report: &Value) -> &str {
 /// promotions meet their tick, and nothing is lost or refused.
 #[test]
 fn kvrocks_failovers_are_timed_by_the_replicas_link() {
-    let (Some(ka), Some(kb)) = (KvrocksServer::start(false), KvrocksServer::start(false)) else {
+    let Some(((ka, pa), (kb, pb))) = kvrocks_pair() else {
         return;
     };
-    let (pa, pb) = (leasegate(&ka.addr(), A_ID), leasegate(&kb.addr(), B_ID));
-    assert_eq!(
-        kb.client()
-            .cmd(&["SLAVEOF", "127.0.0.1", &ka.port.to_string()]),
-        Reply::ok()
-    );
-    link_up(&mut kb.client());
-    grant_a([&pa, &pb]);
     let writers = Writers::start(pa.port, 4, "w", Duration::ZERO);
     std::thread::sleep(Duration::from_millis(300));
 
@@ -136,17 +144,9 @@ fn the_timing_is_used_only_where_it_applies() {
         "no wait for a tick: {report}"
     );
 
-    let (Some(ka), Some(kb)) = (KvrocksServer::start(false), KvrocksServer::start(false)) else {
+    let Some(((_ka, qa), (_kb, qb))) = kvrocks_pair() else {
         return;
     };
-    let (qa, qb) = (leasegate(&ka.addr(), A_ID), leasegate(&kb.addr(), B_ID));
-    assert_eq!(
-        kb.client()
-            .cmd(&["SLAVEOF", "127.0.0.1", &ka.port.to_string()]),
-        Reply::ok()
-    );
-    link_up(&mut kb.client());
-    grant_a([&qa, &qb]);
     let report = failover(&qa, &qb, r#","promotion_timing":false"#);
     assert_eq!(report["result"], "success", "{report}");
     assert_eq!(outcome(&report), "unused", "{report}");

@@ -136,28 +136,23 @@ fn realtime_to_instant(at: libc::timespec) -> Option<Instant> {
 
 /// Reads clock `id` (`None` if it cannot be read).
 pub fn clock(id: libc::clockid_t) -> Option<Duration> {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid timespec to write to.
-    if unsafe { libc::clock_gettime(id, &mut ts) } != 0 {
-        return None;
-    }
-    Some(Duration::new(
-        u64::try_from(ts.tv_sec).ok()?,
-        u32::try_from(ts.tv_nsec).ok()?,
-    ))
+    // SAFETY: a valid clock id and a timespec to write to.
+    timespec_of(|ts| unsafe { libc::clock_gettime(id, ts) })
 }
 
 /// The resolution of clock `id`.
 pub fn resolution(id: libc::clockid_t) -> Option<Duration> {
+    // SAFETY: a valid clock id and a timespec to write to.
+    timespec_of(|ts| unsafe { libc::clock_getres(id, ts) })
+}
+
+/// The time a libc call (`0` on success) writes into a timespec.
+fn timespec_of(call: impl FnOnce(&mut libc::timespec) -> libc::c_int) -> Option<Duration> {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    // SAFETY: a valid timespec to write to.
-    if unsafe { libc::clock_getres(id, &mut ts) } != 0 {
+    if call(&mut ts) != 0 {
         return None;
     }
     Some(Duration::new(

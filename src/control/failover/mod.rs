@@ -932,15 +932,17 @@ async fn failover(run: &mut Run) -> Result<(u64, Target), FailoverError> {
         });
     }
     run.release();
-    // Through the new master's leasegate: the way back is then timed by
-    // this link (its first bytes arrive there).
-    let (host, port) =
-        target
-            .proxy
-            .rsplit_once(':')
-            .ok_or_else(|| FailoverError::BadTargetAddress {
-                node: target.proxy.clone(),
-            })?;
+    // A timed (Kvrocks) failover rejoins through the new master's
+    // leasegate: the way back is then timed by this link. Otherwise the
+    // node follows the new master's node, as before.
+    let via = if run.timing.as_ref().is_some_and(|t| t.is_used()) {
+        &target.proxy
+    } else {
+        &target.node
+    };
+    let (host, port) = via
+        .rsplit_once(':')
+        .ok_or_else(|| FailoverError::BadTargetAddress { node: via.clone() })?;
     rejoin(&mut source, host, port)
         .await
         .map_err(|source| FailoverError::Rejoin { source })?;

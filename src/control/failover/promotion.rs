@@ -124,6 +124,11 @@ impl Timing {
         promotion.await
     }
 
+    /// Whether the failover runs timed.
+    pub(super) fn is_used(&self) -> bool {
+        self.plan.is_some()
+    }
+
     /// How far past the planned send deadline `now` is (`None`: in time,
     /// or untimed).
     pub(super) fn late(&self, now: Instant) -> Option<Duration> {
