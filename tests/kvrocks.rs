@@ -21,7 +21,7 @@ use support::kvrocks::{
     KvrocksServer, LeaseBy, Node, A_ID, B_ID, SAFETY_MARGIN_MS,
 };
 use support::load::Writers;
-use support::{free_port, heartbeat, Proxy, Reply, PATIENCE};
+use support::{heartbeat, Proxy, Reply, PATIENCE};
 
 #[test]
 fn a_replica_syncs_through_its_masters_leasegate_fully_and_incrementally() {
@@ -97,13 +97,7 @@ const TOKEN: &str = "tk";
 /// the controller).
 fn standalone(id: &str) -> Option<(KvrocksServer, Proxy)> {
     let kvrocks = KvrocksServer::start(false)?;
-    let proxy = Proxy::start(
-        &kvrocks.addr(),
-        &format!(
-            "node_id: {id}\nadmin:\n  listen: 127.0.0.1:{}\n  token: {TOKEN}\ncontrol:\n  allow_from: [127.0.0.1]\nlease:\n  mode: block-write\n  probe_interval_ms: 100\n",
-            free_port()
-        ),
-    );
+    let proxy = Proxy::for_failover(&kvrocks.addr(), id, TOKEN);
     Some((kvrocks, proxy))
 }
 

@@ -14,19 +14,9 @@ use std::time::Duration;
 use serde_json::Value;
 use support::kvrocks::{info_field, link_up, KvrocksServer, A_ID, B_ID};
 use support::load::Writers;
-use support::{free_port, heartbeat, http, post_failover, Proxy, RedisServer, Reply};
+use support::{heartbeat, http, post_failover, Client, Proxy, RedisServer, Reply};
 
 const TOKEN: &str = "tk";
-
-fn leasegate(node: &str, id: &str) -> Proxy {
-    Proxy::start(
-        node,
-        &format!(
-            "node_id: {id}\nadmin:\n  listen: 127.0.0.1:{}\n  token: {TOKEN}\ncontrol:\n  allow_from: [127.0.0.1]\nlease:\n  mode: block-write\n  probe_interval_ms: 100\n",
-            free_port()
-        ),
-    )
-}
 
 /// Fails over with bounds no loaded machine reaches; the parsed report.
 fn failover(from: &Proxy, to: &Proxy, extra: &str) -> Value {
@@ -36,25 +26,30 @@ fn failover(from: &Proxy, to: &Proxy, extra: &str) -> Value {
     serde_json::from_str(&report).expect("a JSON report")
 }
 
-fn grant_a(proxies: [&Proxy; 2]) {
-    for p in proxies {
-        assert!(!heartbeat(&mut p.client(), A_ID, 600_000, 1).is_error());
-    }
-}
-
-/// Two standalone Kvrocks, B started with `SLAVEOF` A's node (bypassing
-/// A's leasegate, as an operator starts it), a leasegate beside each, A
-/// holding the lease.
-fn kvrocks_pair() -> Option<((KvrocksServer, Proxy), (KvrocksServer, Proxy))> {
-    let (ka, kb) = (KvrocksServer::start(false)?, KvrocksServer::start(false)?);
-    let (pa, pb) = (leasegate(&ka.addr(), A_ID), leasegate(&kb.addr(), B_ID));
+/// A master and its replica (started with `SLAVEOF` the master's node,
+/// bypassing its leasegate, as an operator starts it), a leasegate beside
+/// each, the master holding the lease.
+fn pair(master: (&str, u16), replica: &str, mut replica_client: Client) -> (Proxy, Proxy) {
+    let (pa, pb) = (
+        Proxy::for_failover(master.0, A_ID, TOKEN),
+        Proxy::for_failover(replica, B_ID, TOKEN),
+    );
+    let port = master.1.to_string();
     assert_eq!(
-        kb.client()
-            .cmd(&["SLAVEOF", "127.0.0.1", &ka.port.to_string()]),
+        replica_client.cmd(&["SLAVEOF", "127.0.0.1", &port]),
         Reply::ok()
     );
-    link_up(&mut kb.client());
-    grant_a([&pa, &pb]);
+    link_up(&mut replica_client);
+    for p in [&pa, &pb] {
+        assert!(!heartbeat(&mut p.client(), A_ID, 600_000, 1).is_error());
+    }
+    (pa, pb)
+}
+
+/// [`pair`] on two standalone Kvrocks.
+fn kvrocks_pair() -> Option<((KvrocksServer, Proxy), (KvrocksServer, Proxy))> {
+    let (ka, kb) = (KvrocksServer::start(false)?, KvrocksServer::start(false)?);
+    let (pa, pb) = pair((&ka.addr(), ka.port), &kb.addr(), kb.client());
     Some(((ka, pa), (kb, pb)))
 }
 
@@ -124,14 +119,7 @@ fn kvrocks_failovers_are_timed_by_the_replicas_link() {
 #[test]
 fn the_timing_is_used_only_where_it_applies() {
     let (a, b) = (RedisServer::start(), RedisServer::start());
-    let (pa, pb) = (leasegate(&a.addr(), A_ID), leasegate(&b.addr(), B_ID));
-    assert_eq!(
-        b.client()
-            .cmd(&["REPLICAOF", "127.0.0.1", &a.port.to_string()]),
-        Reply::ok()
-    );
-    link_up(&mut b.client());
-    grant_a([&pa, &pb]);
+    let (pa, pb) = pair((&a.addr(), a.port), &b.addr(), b.client());
     let report = failover(&pa, &pb, "");
     assert_eq!(report["result"], "success", "{report}");
     assert_eq!(outcome(&report), "unused", "{report}");

@@ -12,7 +12,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use support::history::{read_back, Clients, History};
-use support::{free_port, post_failover, Proxy, RedisServer, Reply, PATIENCE};
+use support::{post_failover, Proxy, RedisServer, Reply, PATIENCE};
 
 const A_ID: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 const B_ID: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
@@ -28,13 +28,7 @@ fn env_secs(name: &str, default: u64) -> Duration {
 }
 
 fn leasegate(node: &str, id: &str) -> Proxy {
-    Proxy::start(
-        node,
-        &format!(
-            "node_id: {id}\nadmin:\n  listen: 127.0.0.1:{}\n  token: {TOKEN}\ncontrol:\n  allow_from: [127.0.0.1]\nlease:\n  mode: block-write\n  probe_interval_ms: 100\n",
-            free_port()
-        ),
-    )
+    Proxy::for_failover(node, id, TOKEN)
 }
 
 /// Resident set size of `pid` in KiB.

@@ -242,6 +242,19 @@ impl Proxy {
         Proxy::start_with_backend_yaml(&format!("backend:\n  addr: {backend}\n"), extra_yaml)
     }
 
+    /// A leasegate as the failover tests run it beside a node: `node_id`
+    /// `id`, an admin API with `token`, loopback as the controller, the
+    /// lease in `block-write` and the node probed every 100 ms.
+    pub fn for_failover(backend: &str, id: &str, token: &str) -> Proxy {
+        Proxy::start(
+            backend,
+            &format!(
+                "node_id: {id}\nadmin:\n  listen: 127.0.0.1:{}\n  token: {token}\ncontrol:\n  allow_from: [127.0.0.1]\nlease:\n  mode: block-write\n  probe_interval_ms: 100\n",
+                free_port()
+            ),
+        )
+    }
+
     pub fn start_with_backend_yaml(backend_yaml: &str, extra_yaml: &str) -> Proxy {
         let dir = tempfile::tempdir().expect("temp dir");
         let config_path = dir.path().join("leasegate.yaml");

@@ -169,16 +169,10 @@ pub(super) async fn switch(
     )
     .await;
     if let Some(topology) = &topology {
-        let sent = run.promoting(true);
-        let promoted = match run.timing.as_ref() {
-            Some(timing) => {
-                timing
-                    .promote(apply_topology(nodes.replica, topology))
-                    .await
-            }
-            None => apply_topology(nodes.replica, topology).await,
-        };
-        run.promoted(sent);
+        // Not timed in cluster mode (see `failover()`): only measured.
+        let sent = Instant::now();
+        let promoted = apply_topology(nodes.replica, topology).await;
+        run.promotion = Some((sent, sent.elapsed()));
         if promoted.is_ok() {
             let grant = LeaseRequest {
                 master_node_id: target.node_id.clone(),

@@ -376,8 +376,8 @@ struct Settings {
     admin_token: Option<String>,
     /// This proxy's client address (`listen`), where a replica re-attaches.
     listen: String,
-    /// What recent failovers took from the pause to the promotion.
-    memory: Arc<timing::Memory>,
+    /// What recent standalone failovers took from the pause to the promotion.
+    memory: Arc<timing::WorkMemory>,
 }
 
 /// Owned by a running failover: however the run ends (returns, panics, or
@@ -483,25 +483,20 @@ impl Run {
         }
     }
 
-    /// The promotion is sent now: the work since the pause is remembered
-    /// for the next plan. Returns the moment, for [`Run::promoted`].
-    fn promoting(&mut self, cluster: bool) -> Instant {
-        let now = Instant::now();
+    /// Runs `promotion`, the command that makes the target master, timed
+    /// and (where the timing applies) with the replica's link poked at its
+    /// tick. The work since the pause is remembered for the next plan.
+    async fn promote<T>(&mut self, promotion: impl std::future::Future<Output = T>) -> T {
+        let sent = Instant::now();
         if let Some(paused) = self.paused {
-            let memory = &self.settings.memory;
-            let work = if cluster {
-                &memory.cluster
-            } else {
-                &memory.standalone
-            };
-            work.record(now - paused);
+            self.settings.memory.record(sent - paused);
         }
-        now
-    }
-
-    /// The promotion sent at `sent` has been answered.
-    fn promoted(&mut self, sent: Instant) {
+        let done = match self.timing.as_ref() {
+            Some(timing) => timing.promote(promotion).await,
+            None => promotion.await,
+        };
         self.promotion = Some((sent, sent.elapsed()));
+        done
     }
 
     /// What the report says of the promotion.
@@ -681,7 +676,9 @@ async fn failover(run: &mut Run) -> Result<(u64, Target), FailoverError> {
     let through_me = promotion::reattach_address(&run.settings.listen, theirs.master.as_deref());
     let follows_me = same_addr(theirs.master.as_deref(), &this_node)
         || listed.is_some_and(|a| same_addr(theirs.master.as_deref(), a))
-        || through_me.is_some_and(|a| same_addr(theirs.master.as_deref(), &a));
+        || through_me
+            .as_deref()
+            .is_some_and(|a| same_addr(theirs.master.as_deref(), a));
     if !theirs.is_replica() || !follows_me {
         return Err(FailoverError::NotAReplica {
             target: target.node.clone(),
@@ -704,24 +701,14 @@ async fn failover(run: &mut Run) -> Result<(u64, Target), FailoverError> {
             "cluster mode: not timed yet (the controller's switch may promote the target itself)",
         )
     } else if request.promotion_timing {
-        let memory = &run.settings.memory;
-        let work = if shard.is_some() {
-            memory.cluster.estimate()
-        } else {
-            memory.standalone.estimate()
-        };
         promotion::prepare(promotion::Prepare {
             gate: &gate,
             admin: &admin,
             target_admin: &request.to,
             target_node: &target.node,
             replica: &mut replica,
-            reattach_to: if shard.is_none() {
-                promotion::reattach_address(&run.settings.listen, theirs.master.as_deref())
-            } else {
-                None
-            },
-            work,
+            reattach_to: through_me.clone(),
+            work: run.settings.memory.estimate(),
         })
         .await
     } else {
@@ -875,16 +862,7 @@ async fn failover(run: &mut Run) -> Result<(u64, Target), FailoverError> {
         let epoch = cluster::switch(run, &admin, &target, &shard, epoch, &fencing, nodes).await?;
         return Ok((epoch, target));
     }
-    let sent = run.promoting(false);
-    let promoted = match run.timing.as_ref() {
-        Some(timing) => {
-            timing
-                .promote(replica.call(&["SLAVEOF", "NO", "ONE"]))
-                .await
-        }
-        None => replica.call(&["SLAVEOF", "NO", "ONE"]).await,
-    };
-    run.promoted(sent);
+    let promoted = run.promote(replica.call(&["SLAVEOF", "NO", "ONE"])).await;
     if let Err(e) = promoted {
         match promotion_outcome(&e, &mut replica, &target.node, password, timeout).await {
             Promotion::Done => {

@@ -25,8 +25,8 @@
 //!
 //! The plan ([`plan`]): pause at `tick − margin − work`, where `work` is
 //! what recent failovers took from the pause to the promotion's send
-//! (waiting for writes in flight, the replica's catch-up, the fencing, in
-//! cluster mode the controller's call: [`WorkMemory`]). The wait before the
+//! (waiting for writes in flight, the replica's catch-up, the fencing:
+//! [`WorkMemory`]). The wait before the
 //! pause is at most one period: part of the failover's run time, never of
 //! a client's stall.
 //!
@@ -292,14 +292,6 @@ impl WorkMemory {
             samples.push_back(work);
         }
     }
-}
-
-/// The work memories of this leasegate's failovers: standalone (ends with
-/// `SLAVEOF NO ONE`) and cluster mode (with the controller's call).
-#[derive(Debug, Default)]
-pub struct Memory {
-    pub standalone: WorkMemory,
-    pub cluster: WorkMemory,
 }
 
 #[cfg(test)]

@@ -252,7 +252,7 @@ impl Driver {
     #[inline]
     fn pokable(&mut self, s: &Session) -> bool {
         if self.poked.is_none() {
-            let Some(poke) = s.replica.poke.as_ref() else {
+            let Some(poke) = s.replica.poke() else {
                 return false;
             };
             let poke = std::sync::Arc::clone(poke);

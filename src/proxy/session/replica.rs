@@ -18,35 +18,61 @@ use crate::resp::request::{arguments, RequestHead};
 
 use super::Session;
 
-/// What a session knows of its client as a possible replica.
+/// What a session knows of its client as a possible replica: its address
+/// and first bytes' time (every session), and, once it speaks as a replica,
+/// the rest ([`ReplicaStream`], boxed: few sessions are replicas).
 #[derive(Debug, Default)]
 pub(super) struct ReplicaSide {
     /// The client's address.
     pub peer: Option<IpAddr>,
     /// When its first bytes arrived, and whether that is the kernel's time.
     pub first_bytes: Option<(Instant, bool)>,
+    stream: Option<Box<ReplicaStream>>,
+}
+
+/// A client that sent `REPLCONF` or started a stream.
+#[derive(Debug, Default)]
+struct ReplicaStream {
     /// `REPLCONF listening-port`.
-    pub listening_port: Option<u16>,
+    listening_port: Option<u16>,
     /// Its entry while its stream runs (removed when the session ends).
-    pub link: Option<LinkEntry>,
+    link: Option<LinkEntry>,
     /// Set with the entry: a failover's request for a `ping` frame.
-    pub poke: Option<Arc<tokio::sync::Notify>>,
+    poke: Option<Arc<tokio::sync::Notify>>,
     /// Where the stream stands.
-    pub framing: WalFraming,
+    framing: WalFraming,
+}
+
+impl ReplicaSide {
+    /// The request for a `ping` frame, once the stream is listed.
+    #[inline]
+    pub fn poke(&self) -> Option<&Arc<tokio::sync::Notify>> {
+        self.stream.as_ref()?.poke.as_ref()
+    }
+
+    fn stream(&mut self) -> &mut ReplicaStream {
+        self.stream.get_or_insert_with(Box::default)
+    }
 }
 
 /// The frame Kvrocks masters send as a heartbeat, which replicas skip.
 const PING_FRAME: &[u8] = b"$4\r\nping\r\n";
 
+/// Kvrocks' answer to a `PSYNC` it can serve from its WAL.
+const PSYNC_OK: &[u8] = b"+OK\r\n";
+
 /// Where a replication stream stands. Kvrocks answers `PSYNC` with `+OK`
 /// and then sends bulk strings (`$<len>\r\n<batch>\r\n`); anything
-/// else (Redis' `+FULLRESYNC` and RDB, an error) is not framed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// else (Redis' `+FULLRESYNC` and RDB, an error) is not framed. Followed
+/// byte by byte through the short lines, in one step through a payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum WalFraming {
-    /// The answer to `PSYNC` is being read (these bytes of it so far).
-    Answer(Vec<u8>),
-    /// A frame's `$<len>` line (these bytes of it so far).
-    Header(Vec<u8>),
+    /// The answer to `PSYNC`: this many bytes of `+OK\r\n` seen.
+    Answer(usize),
+    /// A frame's header: before its `$` (`None`), or its length's digits so far.
+    Header(Option<u64>),
+    /// The header's `\n` is due.
+    HeaderEnd(u64),
     /// Inside a frame: this many bytes (its CRLF included) to come.
     Payload(u64),
     /// Not a Kvrocks incremental stream.
@@ -55,75 +81,56 @@ pub(super) enum WalFraming {
 
 impl Default for WalFraming {
     fn default() -> Self {
-        WalFraming::Answer(Vec::new())
+        WalFraming::Answer(0)
     }
 }
 
 impl WalFraming {
-    /// The longest line read as an answer or a header.
-    const MAX_LINE: usize = 64;
-
     /// Follows `bytes`, the next part of the stream.
     pub(super) fn feed(&mut self, mut bytes: &[u8]) {
-        while !bytes.is_empty() {
-            match self {
-                WalFraming::Unknown => return,
-                WalFraming::Payload(left) => {
-                    let take = (*left).min(bytes.len() as u64);
-                    *left -= take;
-                    bytes = &bytes[take as usize..];
-                    if *left == 0 {
-                        *self = WalFraming::Header(Vec::new());
-                    }
+        while let Some((&b, rest)) = bytes.split_first() {
+            if let WalFraming::Payload(left) = self {
+                let take = (*left).min(bytes.len() as u64);
+                *left -= take;
+                bytes = &bytes[take as usize..];
+                if *left == 0 {
+                    *self = WalFraming::Header(None);
                 }
-                WalFraming::Answer(line) => {
-                    let line = std::mem::take(line);
-                    *self = WalFraming::line(line, &mut bytes, true);
-                }
-                WalFraming::Header(line) => {
-                    let line = std::mem::take(line);
-                    *self = WalFraming::line(line, &mut bytes, false);
-                }
+                continue;
             }
+            *self = self.next(b);
+            if *self == WalFraming::Unknown {
+                return;
+            }
+            bytes = rest;
         }
     }
 
-    /// Reads a line on from `line`; the next state once it is complete.
-    fn line(mut line: Vec<u8>, bytes: &mut &[u8], answer: bool) -> WalFraming {
-        let Some(end) = bytes.iter().position(|&b| b == b'\n') else {
-            line.extend_from_slice(bytes);
-            *bytes = &[];
-            return if line.len() > Self::MAX_LINE {
-                WalFraming::Unknown
-            } else if answer {
-                WalFraming::Answer(line)
-            } else {
-                WalFraming::Header(line)
-            };
-        };
-        line.extend_from_slice(&bytes[..=end]);
-        *bytes = &bytes[end + 1..];
-        if answer {
-            return if line == b"+OK\r\n" {
-                WalFraming::Header(Vec::new())
-            } else {
-                WalFraming::Unknown
-            };
-        }
-        let len = line
-            .strip_prefix(b"$")
-            .and_then(|l| l.strip_suffix(b"\r\n"))
-            .and_then(|d| std::str::from_utf8(d).ok())
-            .and_then(|d| d.parse::<u64>().ok());
-        match len {
-            Some(len) => WalFraming::Payload(len + 2),
-            None => WalFraming::Unknown,
+    /// The state after byte `b` (outside a payload).
+    fn next(self, b: u8) -> WalFraming {
+        use WalFraming::*;
+        match self {
+            Answer(seen) if PSYNC_OK.get(seen) == Some(&b) => {
+                if seen + 1 == PSYNC_OK.len() {
+                    Header(None)
+                } else {
+                    Answer(seen + 1)
+                }
+            }
+            Header(None) if b == b'$' => Header(Some(0)),
+            Header(Some(len)) if b.is_ascii_digit() => len
+                .checked_mul(10)
+                .and_then(|l| l.checked_add(u64::from(b - b'0')))
+                .map_or(Unknown, |l| Header(Some(l))),
+            Header(Some(len)) if b == b'\r' => HeaderEnd(len),
+            HeaderEnd(len) if b == b'\n' => Payload(len.saturating_add(2)),
+            _ => Unknown,
         }
     }
 
     /// Between two frames of a Kvrocks incremental stream.
     pub(super) fn at_boundary(&self) -> bool {
-        matches!(self, WalFraming::Header(line) if line.is_empty())
+        *self == WalFraming::Header(None)
     }
 }
 
@@ -134,7 +141,7 @@ impl Session {
         let args = arguments(&self.unhandled()[..head.len], head.inline);
         if let [_, option, port, ..] = args.as_slice() {
             if option.eq_ignore_ascii_case(b"listening-port") {
-                self.replica.listening_port =
+                self.replica.stream().listening_port =
                     std::str::from_utf8(port).ok().and_then(|p| p.parse().ok());
             }
         }
@@ -155,24 +162,24 @@ impl Session {
         else {
             return;
         };
+        let stream = self.replica.stream.get_or_insert_with(Box::default);
         let link = ReplicaLink {
             peer,
-            listening_port: self.replica.listening_port,
+            listening_port: stream.listening_port,
             first_bytes,
             kernel_time,
             command,
             poke: Arc::default(),
         };
         tracing::debug!(?link, "a replication stream starts");
-        self.replica.poke = Some(Arc::clone(&link.poke));
-        self.replica.link = Some(self.gate.role().replicas.attach(link));
+        stream.poke = Some(Arc::clone(&link.poke));
+        stream.link = Some(self.gate.role().replicas.attach(link));
     }
 
-    /// The stream passed these bytes on to the replica.
-    pub(super) fn streamed(&mut self, bytes_from: usize) {
-        if self.replica.link.is_some() {
-            let bytes = &self.from_backend[bytes_from..];
-            self.replica.framing.feed(bytes);
+    /// The stream passes `from_backend[from..]` on to the replica.
+    pub(super) fn streamed(&mut self, from: usize) {
+        if let Some(stream) = self.replica.stream.as_mut().filter(|s| s.link.is_some()) {
+            stream.framing.feed(&self.from_backend[from..]);
         }
     }
 
@@ -181,7 +188,12 @@ impl Session {
     /// replica anyway).
     #[cold]
     pub(super) fn poked(&mut self) {
-        if self.replica.framing.at_boundary() {
+        if self
+            .replica
+            .stream
+            .as_ref()
+            .is_some_and(|s| s.framing.at_boundary())
+        {
             self.to_client.extend_from_slice(PING_FRAME);
         }
     }
@@ -225,6 +237,10 @@ mod tests {
         assert_eq!(fed(&[b"-ERR no\r\n"]), WalFraming::Unknown);
         assert_eq!(fed(&[b"+OK\r\n*1\r\n"]), WalFraming::Unknown);
         assert_eq!(fed(&[&[b'+'; 100]]), WalFraming::Unknown);
+        assert_eq!(
+            fed(&[b"+OK\r\n$99999999999999999999999\r\n"]),
+            WalFraming::Unknown
+        );
         assert!(!WalFraming::Unknown.at_boundary());
     }
 }
