@@ -335,6 +335,19 @@ fn side_by_side_table(modes: &[ModeStats]) -> String {
     line("stalls ≤ 10 ms", &|m| {
         format!("{} / {}", m.within_10ms, m.failovers)
     });
+    line("at the switch: stall median / max ms", &|m| {
+        format!(
+            "{} / {}",
+            fmt_stall(m.switch_median),
+            fmt_stall(m.switch_max)
+        )
+    });
+    line("at the switch: ≤ 5 ms / ≤ 10 ms", &|m| {
+        format!(
+            "{} / {} of {}",
+            m.switch_within_5ms, m.switch_within_10ms, m.failovers
+        )
+    });
     line("report stall median ms", &|m| fmt_ms(m.report_stall_median));
     line("promotion median ms", &|m| fmt_ms(m.promotion_median));
     line("promotion max ms", &|m| fmt_ms(m.promotion_max));

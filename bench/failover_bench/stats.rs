@@ -259,6 +259,13 @@ pub struct ModeStats {
     /// Failovers whose longest stall was at most 5 ms, 10 ms.
     pub within_5ms: usize,
     pub within_10ms: usize,
+    /// The longest stall of the requests sent around the switch (from 5 ms
+    /// before the pause to 20 ms after the release): the failover's own,
+    /// without what the window holds besides (a replica attaching, noise).
+    pub switch_median: f64,
+    pub switch_max: f64,
+    pub switch_within_5ms: usize,
+    pub switch_within_10ms: usize,
     pub report_stall_median: f64,
     pub promotion_median: f64,
     pub promotion_max: f64,
@@ -310,6 +317,8 @@ pub fn by_mode(failovers: &[Failover], rows: &[Row]) -> Vec<ModeStats> {
 fn mode_stats(timing: Option<bool>, fs: &[&Failover], rows: &[&Row]) -> ModeStats {
     let stalls: Vec<f64> = rows.iter().map(|r| r.max).collect();
     let within = |ms: f64| stalls.iter().filter(|&&s| s <= ms).count();
+    let switch: Vec<f64> = rows.iter().map(|r| r.at_switch).collect();
+    let switch_within = |ms: f64| switch.iter().filter(|&&s| s <= ms).count();
     let promotions: Vec<f64> = fs.iter().filter_map(|f| f.promotion()).collect();
     let waits: Vec<f64> = fs.iter().filter_map(|f| f.wait_ms).collect();
     let reports: Vec<f64> = fs.iter().filter_map(|f| f.stall_ms).collect();
@@ -325,6 +334,10 @@ fn mode_stats(timing: Option<bool>, fs: &[&Failover], rows: &[&Row]) -> ModeStat
         stall_max: max(&stalls),
         within_5ms: within(5.0),
         within_10ms: within(10.0),
+        switch_median: median(&switch),
+        switch_max: max(&switch),
+        switch_within_5ms: switch_within(5.0),
+        switch_within_10ms: switch_within(10.0),
         report_stall_median: median(&reports),
         promotion_median: median(&promotions),
         promotion_max: max(&promotions),

@@ -485,12 +485,9 @@ impl Run {
 
     /// Runs `promotion`, the command that makes the target master, timed
     /// and (where the timing applies) with the replica's link poked at its
-    /// tick. The work since the pause is remembered for the next plan.
+    /// tick.
     async fn promote<T>(&mut self, promotion: impl std::future::Future<Output = T>) -> T {
         let sent = Instant::now();
-        if let Some(paused) = self.paused {
-            self.settings.memory.record(sent - paused);
-        }
         let done = match self.timing.as_ref() {
             Some(timing) => timing.promote(promotion).await,
             None => promotion.await,
@@ -765,6 +762,10 @@ async fn failover(run: &mut Run) -> Result<(u64, Target), FailoverError> {
         // promotion would wait a whole period with writes held. Nothing was
         // switched yet, so the pause ends (the held writes go to this node)
         // and the next tick is tried.
+        // What this attempt took from its pause to here is the work the
+        // next plan assumes (late attempts too: they are what a plan misses).
+        let work = run.paused.map_or(Duration::ZERO, |p| p.elapsed());
+        run.settings.memory.record(work);
         let late = run.timing.as_mut().and_then(|t| t.late(Instant::now()));
         match late {
             Some(by) if retries < promotion::MAX_RETRIES => {
@@ -773,7 +774,6 @@ async fn failover(run: &mut Run) -> Result<(u64, Target), FailoverError> {
                     late_ms = by.as_secs_f64() * 1000.0,
                     "caught up too late for the planned tick: writes released, the next tick is tried"
                 );
-                let work = run.paused.map_or(Duration::ZERO, |p| p.elapsed());
                 run.release_for_retry();
                 if let Some(timing) = run.timing.as_mut() {
                     timing.retry(Instant::now(), work);
