@@ -690,6 +690,15 @@ async fn failover(run: &mut Run) -> Result<(u64, Target), FailoverError> {
         });
     }
 
+    // A Kvrocks target waits for its replication tick to be promoted (the
+    // timing below), and its old master rejoins through its leasegate.
+    let kvrocks = match promotion::is_kvrocks(&mut replica).await {
+        Ok(kvrocks) => kvrocks,
+        Err(e) => {
+            warn!(error = %e, "cannot tell whether the target is Kvrocks; taken as not");
+            false
+        }
+    };
     // The pause waits for the moment the promotion can follow it at once.
     let mut timing = if shard.is_some() {
         // In cluster mode the controller's shard failover may promote the
@@ -704,6 +713,8 @@ async fn failover(run: &mut Run) -> Result<(u64, Target), FailoverError> {
             target_admin: &request.to,
             target_node: &target.node,
             replica: &mut replica,
+            source: &mut source,
+            kvrocks,
             reattach_to: through_me.clone(),
             work: run.settings.memory.estimate(),
         })
@@ -910,14 +921,10 @@ async fn failover(run: &mut Run) -> Result<(u64, Target), FailoverError> {
         });
     }
     run.release();
-    // A timed (Kvrocks) failover rejoins through the new master's
-    // leasegate: the way back is then timed by this link. Otherwise the
-    // node follows the new master's node, as before.
-    let via = if run.timing.as_ref().is_some_and(|t| t.is_used()) {
-        &target.proxy
-    } else {
-        &target.node
-    };
+    // A Kvrocks node rejoins through the new master's leasegate: the way
+    // back is then timed by this link. A Redis node follows the new
+    // master's node, as before.
+    let via = if kvrocks { &target.proxy } else { &target.node };
     let (host, port) = via
         .rsplit_once(':')
         .ok_or_else(|| FailoverError::BadTargetAddress { node: via.clone() })?;

@@ -74,6 +74,10 @@ pub(super) struct Prepare<'a> {
     pub target_admin: &'a str,
     pub target_node: &'a str,
     pub replica: &'a mut ControlConnection,
+    /// This node (a re-attached replica must catch up with it again).
+    pub source: &'a mut ControlConnection,
+    /// Whether the target is Kvrocks ([`is_kvrocks`]).
+    pub kvrocks: bool,
     /// Where the replica may re-attach to this leasegate (standalone), or
     /// `None` (cluster mode: the controller's topology decides).
     pub reattach_to: Option<String>,
@@ -122,11 +126,6 @@ impl Timing {
             () = pokes => {}
         }
         promotion.await
-    }
-
-    /// Whether the failover runs timed.
-    pub(super) fn is_used(&self) -> bool {
-        self.plan.is_some()
     }
 
     /// How far past the planned send deadline `now` is (`None`: in time,
@@ -216,7 +215,7 @@ pub(super) async fn prepare(p: Prepare<'_>) -> Timing {
 }
 
 async fn plan(p: Prepare<'_>) -> Result<(Ticks, Plan, ReplicaLink, String), String> {
-    if !is_kvrocks(p.replica).await? {
+    if !p.kvrocks {
         return Err("the target is not Kvrocks: it promotes at once".into());
     }
     let target = resolve(p.target_node).await?;
@@ -231,7 +230,24 @@ async fn plan(p: Prepare<'_>) -> Result<(Ticks, Plan, ReplicaLink, String), Stri
                 ));
             };
             reattached = true;
-            reattach(p.replica, to, || links.find(target.ip(), target.port())).await?
+            let link = reattach(p.replica, to, || links.find(target.ip(), target.port())).await?;
+            // Its master serves a new replica's PSYNC slowly (it reads its
+            // WAL to check the sequence): that, and the catch-up, come
+            // before the plan, not inside a pause.
+            let offset = super::offset(p.source)
+                .await
+                .map_err(|e| format!("after re-attaching: {e}"))?;
+            let deadline = Instant::now() + REATTACH_PATIENCE;
+            match super::catch_up(p.replica, offset, deadline).await {
+                Ok(super::CatchUp::Reached) => link,
+                Ok(super::CatchUp::Behind(_)) => {
+                    return Err(format!(
+                        "the re-attached replica did not catch up within {} ms",
+                        REATTACH_PATIENCE.as_millis()
+                    ))
+                }
+                Err(e) => return Err(format!("after re-attaching: {e}")),
+            }
         }
     };
     let grid = target_grid(p.admin, p.target_admin).await;
@@ -275,7 +291,7 @@ fn describe(
 }
 
 /// Whether the node is Kvrocks (`INFO server` names its version).
-async fn is_kvrocks(node: &mut ControlConnection) -> Result<bool, String> {
+pub(super) async fn is_kvrocks(node: &mut ControlConnection) -> Result<bool, String> {
     match node.call(&["INFO", "server"]).await {
         Ok(OwnedFrame::BulkString(text)) => {
             Ok(String::from_utf8_lossy(&text).contains("kvrocks_version:"))

@@ -249,27 +249,29 @@ pub fn judge(promotion: Duration) -> TimingOutcome {
     }
 }
 
-/// What recent failovers took from the pause to the promotion's send; the
-/// next one plans with a high quantile of it (a plan too short misses the
-/// tick and costs a period, one too long costs its excess in stall).
+/// What recent failovers took from the pause to the replica's catch-up;
+/// the next one plans with their median and some slack. A plan too short
+/// costs little: the attempt is late, its pause (a few ms) ends and the
+/// next tick is tried. One too long costs its excess in every stall, so
+/// the rare slow attempt (a replica that just attached) must not lead.
 #[derive(Debug, Default)]
 pub struct WorkMemory {
     samples: Mutex<VecDeque<Duration>>,
 }
 
-/// How many recent failovers [`WorkMemory`] keeps.
+/// How many recent attempts [`WorkMemory`] keeps.
 const WORK_SAMPLES: usize = 8;
 /// The estimate before any failover ran.
 const WORK_FIRST: Duration = Duration::from_millis(2);
 /// Bounds of the estimate.
 const WORK_MIN: Duration = Duration::from_micros(500);
-const WORK_MAX: Duration = Duration::from_millis(50);
-/// Added to the quantile: the spread between runs.
-const WORK_SLACK: Duration = Duration::from_micros(300);
+const WORK_MAX: Duration = Duration::from_millis(20);
+/// Added to the median: the spread between attempts.
+const WORK_SLACK: Duration = Duration::from_micros(500);
 
 impl WorkMemory {
-    /// The work the next plan assumes: the second largest of the recent
-    /// samples (the largest with fewer than four), plus slack.
+    /// The work the next plan assumes: the median of the recent samples
+    /// (the upper one of an even count), plus slack.
     pub fn estimate(&self) -> Duration {
         let Ok(samples) = self.samples.lock() else {
             return WORK_FIRST;
@@ -279,9 +281,8 @@ impl WorkMemory {
         }
         let mut sorted: Vec<Duration> = samples.iter().copied().collect();
         sorted.sort_unstable();
-        let rank = if sorted.len() >= 4 { 2 } else { 1 };
-        let quantile = sorted[sorted.len() - rank];
-        (quantile + WORK_SLACK).clamp(WORK_MIN, WORK_MAX)
+        let median = sorted[sorted.len() / 2];
+        (median + WORK_SLACK).clamp(WORK_MIN, WORK_MAX)
     }
 
     pub fn record(&self, work: Duration) {
@@ -409,19 +410,23 @@ mod tests {
     }
 
     #[test]
-    fn the_work_estimate_follows_a_high_quantile() {
+    fn the_work_estimate_follows_the_median() {
         let memory = WorkMemory::default();
         assert_eq!(memory.estimate(), WORK_FIRST);
         memory.record(us(800));
-        assert_eq!(memory.estimate(), us(1100));
-        for w in [700, 900, 1000, 600, 5000] {
+        assert_eq!(memory.estimate(), us(1300));
+        for w in [700, 900, 1000, 600, 25_000, 30_000] {
             memory.record(us(w));
         }
-        // The largest (5 ms) is passed over; the second largest counts.
-        assert_eq!(memory.estimate(), us(1300));
+        // Two slow attempts (a replica that just attached) do not lead.
+        assert_eq!(memory.estimate(), us(1400));
         for _ in 0..WORK_SAMPLES {
             memory.record(us(100));
         }
-        assert_eq!(memory.estimate(), WORK_MIN, "old samples are forgotten");
+        assert_eq!(memory.estimate(), us(600), "old samples are forgotten");
+        for _ in 0..WORK_SAMPLES {
+            memory.record(us(60_000));
+        }
+        assert_eq!(memory.estimate(), WORK_MAX);
     }
 }
