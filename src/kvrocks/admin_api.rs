@@ -132,6 +132,10 @@ pub struct ClockView {
     /// kernel's timer interrupt runs that much later).
     #[serde(default)]
     pub lag_ns: u64,
+    /// `CLOCK_MONOTONIC` at the answer: a leasegate on the same host (the
+    /// same clock) places the answer exactly.
+    #[serde(default)]
+    pub monotonic_ns: u64,
 }
 
 /// `lease.mode`, as reported.
@@ -631,6 +635,7 @@ mod tests {
                 tick_ns: 4_000_000,
                 since_tick_ns: 1_234_567,
                 lag_ns: 335_000,
+                monotonic_ns: 11_000_000_000,
             }),
         };
         let value = serde_json::to_value(&status).expect("serializes");

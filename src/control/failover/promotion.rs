@@ -26,16 +26,21 @@ use std::time::{Duration, Instant};
 use redis_protocol::resp2::types::OwnedFrame;
 use tracing::{info, warn};
 
-use super::timing::{self, Grid, Plan, Ticks};
+use super::timing::{self, Grid, Plan, RoundTrip, Ticks};
 use crate::guard::gate::Gate;
 use crate::guard::replicas::{ReplicaLink, ReplicaLinks};
 use crate::kvrocks::admin_api::{TimingOutcome, TimingReport};
 use crate::kvrocks::admin_client::AdminClient;
 use crate::proxy::backend::ControlConnection;
 
-/// How long after the earliest moment the tick may fire a poke wakes the
-/// replica (the coarse clock must show the tick by then).
+/// The first poke, after the earliest moment the tick may fire (the coarse
+/// clock must show the tick by then).
 const POKE_AFTER: Duration = Duration::from_micros(150);
+/// Pokes follow each other this often (tokio's timer has millisecond steps)…
+const POKE_EVERY: Duration = Duration::from_millis(1);
+/// …for this long past the latest moment the tick is expected: the clock
+/// mapping's error and the kernel's lag in showing a tick.
+const POKE_WINDOW: Duration = Duration::from_millis(3);
 
 /// Added to the work a retry plans for, past what the late attempt took.
 const RETRY_SLACK: Duration = Duration::from_micros(500);
@@ -100,24 +105,25 @@ impl Timing {
     }
 
     /// Runs `promotion` (the command that makes the target master), and
-    /// meanwhile pokes the replica's link just after the earliest moment
-    /// its tick may fire (and after the latest, where the two differ): the
-    /// `ping` frame wakes its loop, which then sees the tick due at once
-    /// instead of one coarse step later. Harmless if early (the loop sleeps
-    /// again) or late (the tick has fired).
+    /// meanwhile pokes the replica's link from the earliest moment its tick
+    /// may fire, every [`POKE_EVERY`], until the promotion is answered or
+    /// the window (the arm time's ambiguity, the clock mapping's error) is
+    /// past: each `ping` frame wakes its loop, which stops at the first
+    /// wake that finds the tick due instead of one coarse step later. A
+    /// poke too early is harmless (the loop sleeps again); the frames are
+    /// ones Kvrocks masters send themselves.
     pub(super) async fn promote<T>(&self, promotion: impl std::future::Future<Output = T>) -> T {
         let (Some(plan), Some(ticks), Some(link)) = (self.plan, self.ticks, self.link.as_ref())
         else {
             return promotion.await;
         };
-        let first = plan.tick + POKE_AFTER;
-        let second = (ticks.spread() > Duration::ZERO).then(|| first + ticks.spread());
         let pokes = async {
-            tokio::time::sleep_until(first.into()).await;
-            ReplicaLinks::poke(link);
-            if let Some(second) = second {
-                tokio::time::sleep_until(second.into()).await;
+            let end = plan.tick + ticks.spread() + POKE_WINDOW;
+            let mut at = plan.tick + POKE_AFTER;
+            while at <= end {
+                tokio::time::sleep_until(at.into()).await;
                 ReplicaLinks::poke(link);
+                at += POKE_EVERY;
             }
         };
         tokio::pin!(promotion);
@@ -253,7 +259,7 @@ async fn plan(p: Prepare<'_>) -> Result<(Ticks, Plan, ReplicaLink, String), Stri
     let grid = target_grid(p.admin, p.target_admin).await;
     let ticks = Ticks::from_link(link.first_bytes, grid);
     let plan = timing::plan(&ticks, Instant::now(), p.work);
-    let note = describe(&link, reattached, grid.is_some(), ticks.spread(), p.work);
+    let note = describe(&link, reattached, grid.map(|g| g.1), ticks.spread(), p.work);
     info!(%note, "promotion timing");
     Ok((ticks, plan, link, note))
 }
@@ -261,10 +267,11 @@ async fn plan(p: Prepare<'_>) -> Result<(Ticks, Plan, ReplicaLink, String), Stri
 fn describe(
     link: &ReplicaLink,
     reattached: bool,
-    grid: bool,
+    grid_error: Option<Duration>,
     spread: Duration,
     work: Duration,
 ) -> String {
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     format!(
         "phase from the replica's {} link{} ({} time), {}; planned work {:.1} ms",
         link.command,
@@ -278,15 +285,19 @@ fn describe(
         } else {
             "session"
         },
-        if grid {
-            format!(
-                "its host's clock grid (window {:.1} ms)",
-                spread.as_secs_f64() * 1000.0
-            )
-        } else {
-            "its host's clock unknown (window 5 ms)".to_string()
+        match grid_error {
+            Some(error) if error.is_zero() => format!(
+                "its host's clock grid, this host (window {:.1} ms)",
+                ms(spread)
+            ),
+            Some(error) => format!(
+                "its host's clock grid, mapped within ±{:.2} ms (window {:.1} ms)",
+                ms(error),
+                ms(spread)
+            ),
+            None => "its host's clock unknown (window 4.5 ms)".to_string(),
         },
-        work.as_secs_f64() * 1000.0,
+        ms(work),
     )
 }
 
@@ -344,25 +355,31 @@ async fn reattach(
 }
 
 /// The target host's coarse clock grid, from its leasegate (the best of
-/// three round trips), or `None` (an older leasegate, or no answer).
-async fn target_grid(admin: &AdminClient, target: &str) -> Option<Grid> {
-    let mut best: Option<(Duration, Grid)> = None;
+/// three round trips), and how far off its mapping may be; `None` (an
+/// older leasegate, or no answer).
+async fn target_grid(admin: &AdminClient, target: &str) -> Option<(Grid, Duration)> {
+    let mut best: Option<(Duration, (Grid, Duration))> = None;
     for _ in 0..3 {
-        let sent = Instant::now();
+        let start = RoundTrip::start();
         let Ok(status) = admin.status(target).await else {
             continue;
         };
-        let received = Instant::now();
-        let (Some(view), rtt) = (status.clock, received - sent) else {
-            return None;
+        let trip = RoundTrip::back(start);
+        let view = status.clock?;
+        let Some(mapped) = Grid::from_view(view, &trip) else {
+            continue;
         };
-        if best.map_or(true, |(b, _)| rtt < b) {
-            if let Some(grid) = Grid::from_view(view, sent, received) {
-                best = Some((rtt, grid));
-            }
+        // The exact mapping (same host), else the shortest round trip.
+        let rank = if mapped.1.is_zero() {
+            Duration::ZERO
+        } else {
+            trip.rtt()
+        };
+        if best.map_or(true, |(b, _)| rank < b) {
+            best = Some((rank, mapped));
         }
     }
-    best.map(|(_, grid)| grid)
+    best.map(|(_, mapped)| mapped)
 }
 
 /// Where a replica reaches the leasegate that listens on `listen`: its own

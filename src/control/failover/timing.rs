@@ -98,22 +98,65 @@ impl Grid {
     }
 
     /// Where a target's coarse clock ticks, from its `clock` answered
-    /// between `sent` and `received` (its answer's moment taken as the
-    /// midpoint: the error is at most half the round trip).
-    pub fn from_view(view: ClockView, sent: Instant, received: Instant) -> Option<Grid> {
-        let answered = sent + (received.saturating_duration_since(sent)) / 2;
+    /// within `trip`, and how far off that may be: nothing when the answer's
+    /// monotonic time lies within the trip (the same host, the same clock),
+    /// else half the round trip (the answer taken as its midpoint).
+    pub fn from_view(view: ClockView, trip: &RoundTrip) -> Option<(Grid, Duration)> {
+        let rtt = trip.received.saturating_duration_since(trip.sent);
+        let theirs = Duration::from_nanos(view.monotonic_ns);
+        let (answered, error) = match theirs.checked_sub(trip.sent_monotonic) {
+            Some(after) if theirs <= trip.received_monotonic => (trip.sent + after, Duration::ZERO),
+            _ => (trip.sent + rtt / 2, rtt / 2),
+        };
         let origin = answered.checked_sub(Duration::from_nanos(view.since_tick_ns))?;
-        Grid::new(
+        let grid = Grid::new(
             origin,
             Duration::from_nanos(view.tick_ns),
             Duration::from_nanos(view.lag_ns),
-        )
+        )?;
+        Some((grid, error))
     }
 
     /// What the coarse clock reads at `t`: the last grid point shown by then.
     fn reads(&self, t: Instant) -> Instant {
         self.floor(t.checked_sub(self.lag).unwrap_or(t))
     }
+}
+
+/// One request to a target's leasegate: when it left and its answer came
+/// back, by this process's clock and by `CLOCK_MONOTONIC`.
+#[derive(Debug, Clone, Copy)]
+pub struct RoundTrip {
+    pub sent: Instant,
+    pub received: Instant,
+    pub sent_monotonic: Duration,
+    pub received_monotonic: Duration,
+}
+
+impl RoundTrip {
+    /// The moment a request leaves (see [`RoundTrip::back`]).
+    pub fn start() -> (Instant, Duration) {
+        (Instant::now(), monotonic())
+    }
+
+    /// The round trip of a request that left at `start`, answered now.
+    pub fn back(start: (Instant, Duration)) -> RoundTrip {
+        let received_monotonic = monotonic();
+        RoundTrip {
+            sent: start.0,
+            received: Instant::now(),
+            sent_monotonic: start.1,
+            received_monotonic,
+        }
+    }
+
+    pub fn rtt(&self) -> Duration {
+        self.received.saturating_duration_since(self.sent)
+    }
+}
+
+fn monotonic() -> Duration {
+    rxtime::clock(libc::CLOCK_MONOTONIC).unwrap_or_default()
 }
 
 fn nanos(n: u128) -> Duration {
@@ -130,6 +173,7 @@ pub fn host_clock() -> Option<ClockView> {
         tick_ns: u64::try_from(step.as_nanos()).ok()?,
         since_tick_ns: u64::try_from(mono.saturating_sub(coarse).as_nanos()).ok()?,
         lag_ns: u64::try_from(lag?.as_nanos()).ok()?,
+        monotonic_ns: u64::try_from(mono.as_nanos()).ok()?,
     })
 }
 
@@ -177,14 +221,14 @@ pub struct Ticks {
 
 impl Ticks {
     /// From the moment the link's first bytes arrived, and the replica
-    /// host's grid where known.
-    pub fn from_link(first_bytes: Instant, grid: Option<Grid>) -> Ticks {
+    /// host's grid where known (and how far off its mapping may be).
+    pub fn from_link(first_bytes: Instant, grid: Option<(Grid, Duration)>) -> Ticks {
         let armed_from = first_bytes.checked_sub(ARM_WINDOW).unwrap_or(first_bytes);
         match grid {
-            Some(grid) => {
+            Some((grid, error)) => {
                 // The timer was armed at what the coarse clock read then.
-                let early = grid.reads(armed_from);
-                let late = grid.reads(first_bytes);
+                let early = grid.reads(armed_from.checked_sub(error).unwrap_or(armed_from));
+                let late = grid.reads(first_bytes + error);
                 Ticks {
                     earliest: early + grid.lag,
                     spread: late - early,
@@ -328,17 +372,31 @@ mod tests {
     #[test]
     fn a_clock_view_maps_through_the_round_trips_midpoint() {
         let sent = Instant::now();
-        let received = sent + us(400);
-        let view = ClockView {
+        let trip = RoundTrip {
+            sent,
+            received: sent + us(400),
+            sent_monotonic: ms(5000),
+            received_monotonic: ms(5000) + us(400),
+        };
+        let mut view = ClockView {
             tick_ns: 4_000_000,
             since_tick_ns: 1_500_000,
             lag_ns: 300_000,
+            monotonic_ns: 1_000_000,
         };
-        let grid = Grid::from_view(view, sent, received).expect("grid");
-        // Answered at sent + 200 µs, 1.5 ms after a grid point.
+        // Another host's clock: answered at sent + 200 µs (± 200 µs),
+        // 1.5 ms after a grid point.
+        let (grid, error) = Grid::from_view(view, &trip).expect("grid");
+        assert_eq!(error, us(200));
         let point = sent + us(200) - us(1500);
         assert_eq!(grid.floor(point + us(10)), point);
         assert_eq!(grid.floor(point + ms(4)), point + ms(4));
+        // The same host: its monotonic time places the answer exactly.
+        view.monotonic_ns = 5_000_050_000;
+        let (grid, error) = Grid::from_view(view, &trip).expect("grid");
+        assert_eq!(error, Duration::ZERO);
+        let point = sent + us(50) - us(1500);
+        assert_eq!(grid.floor(point + us(10)), point);
     }
 
     /// With the grid known, the first bytes well inside a coarse tick give
@@ -349,18 +407,24 @@ mod tests {
         let origin = Instant::now() + ms(1000);
         let lag = us(300);
         let grid = Grid::new(origin, ms(4), lag).expect("grid");
-        let inside = Ticks::from_link(origin + us(2500), Some(grid));
+        let exact = Some((grid, Duration::ZERO));
+        let inside = Ticks::from_link(origin + us(2500), exact);
         assert_eq!(inside.earliest, origin + lag);
         assert_eq!(inside.spread(), Duration::ZERO);
         // Armed 0.2 ms after the grid point: the clock still read the one before.
-        let shown_late = Ticks::from_link(origin + us(200), Some(grid));
+        let shown_late = Ticks::from_link(origin + us(200), exact);
         assert_eq!(shown_late.earliest, origin - ms(4) + lag);
         assert_eq!(shown_late.spread(), Duration::ZERO);
         // First bytes 0.6 ms after the grid point: armed before or after
         // the clock showed it.
-        let near = Ticks::from_link(origin + us(600), Some(grid));
+        let near = Ticks::from_link(origin + us(600), exact);
         assert_eq!(near.earliest, origin - ms(4) + lag);
         assert_eq!(near.spread(), ms(4));
+        // A mapping that may be 1 ms off widens the window the same way.
+        let mapped = Ticks::from_link(origin + us(2500), Some((grid, ms(1))));
+        assert_eq!(mapped.earliest, origin + lag);
+        let mapped = Ticks::from_link(origin + us(3500), Some((grid, ms(1))));
+        assert_eq!(mapped.spread(), ms(4));
         // Every period after.
         let t = origin + lag;
         assert_eq!(inside.at_or_after(t + us(1)), t + ms(100));
@@ -381,7 +445,8 @@ mod tests {
     #[test]
     fn the_plan_meets_the_first_reachable_tick() {
         let origin = Instant::now() + ms(1000);
-        let ticks = Ticks::from_link(origin + us(2500), Grid::new(origin, ms(4), Duration::ZERO));
+        let grid = Grid::new(origin, ms(4), Duration::ZERO).map(|g| (g, Duration::ZERO));
+        let ticks = Ticks::from_link(origin + us(2500), grid);
         // 10 ms after a tick, 2 ms of work: the next tick, 90 ms away.
         let now = origin + ms(10);
         let p = plan(&ticks, now, ms(2));
