@@ -93,6 +93,7 @@
 #   LEASEGATE_KVROCKS      the Kvrocks server binary (BENCH_NODE=kvrocks, kvrocks-standalone)
 #   LEASEGATE_KVCTL        the kvrocks-controller server binary (BENCH_CONTROLLER=real)
 #   BENCH_KEEP_TMP_ON_FAIL=1  keep the temp dir (configs, logs) if the run fails
+#   BENCH_KEEP_TMP=1       keep it always
 set -euo pipefail
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

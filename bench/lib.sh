@@ -51,7 +51,7 @@ bench_cleanup() {
         wait "$pid" 2>/dev/null || true
     done
     if [[ -n "$BENCH_TMP" && -d "$BENCH_TMP" ]]; then
-        if [[ $rc -ne 0 && "${BENCH_KEEP_TMP_ON_FAIL:-0}" == 1 ]]; then
+        if [[ "${BENCH_KEEP_TMP:-0}" == 1 || ($rc -ne 0 && "${BENCH_KEEP_TMP_ON_FAIL:-0}" == 1) ]]; then
             warn "keeping $BENCH_TMP for inspection"
         else
             rm -rf "$BENCH_TMP"
@@ -188,7 +188,7 @@ start_leasegate() {
             printf 'backend:\n  addr: 127.0.0.1:%s\n' "$REDIS_PORT"
         fi
         if ! grep -q '^log:' <<<"$extra"; then
-            printf 'log:\n  level: warn\n'
+            printf 'log:\n  level: %s\n' "${BENCH_LEASEGATE_LOG:-warn}"
         fi
         if ! grep -q '^admin:' <<<"$extra"; then
             local admin_port

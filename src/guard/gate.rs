@@ -149,6 +149,9 @@ pub enum Wait {
         until: std::time::Instant,
         answer: bool,
     },
+    /// Until the lease allows writes, the wait for it is withdrawn (a
+    /// revocation), or `until`: then the write is asked about again.
+    Lease { until: std::time::Instant },
 }
 
 impl PartialEq for Wait {
@@ -158,6 +161,11 @@ impl PartialEq for Wait {
 }
 
 impl Eq for Wait {}
+
+/// How long writes wait for the lease of a node that accepted a topology
+/// naming it master (or `controller.switch_timeout_ms` with a poller, if
+/// longer), before they are fenced.
+pub const PROMOTION_LEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// How the answer to a rewritten request is made from the node's reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -480,6 +488,11 @@ impl Gate {
         let mode = self.lease.mode();
         if mode != LeaseMode::Disabled && !self.lease.write_allowed() {
             if mode == LeaseMode::BlockWrite {
+                // Named master by a topology the node accepted: the lease
+                // is on its way, and the write waits for it.
+                if let Some(until) = self.role.lease_awaited(std::time::Instant::now()) {
+                    return Verdict::Hold(Wait::Lease { until });
+                }
                 self.fenced("lease");
                 return Verdict::Reply(self.fenced_reply(r.command.special));
             }
@@ -558,6 +571,16 @@ impl Gate {
                     ));
                 }
                 Err(Bytes::from_static(b"+OK\r\n"))
+            }
+            (Wait::Lease { until }, _) => {
+                while !self.lease.write_allowed() {
+                    let now = std::time::Instant::now();
+                    if now >= *until || self.role.lease_awaited(now).is_none() {
+                        break;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                }
+                Ok(())
             }
         }
     }
@@ -720,9 +743,15 @@ impl Gate {
                     // No longer demoted: writes stop being handed to (or
                     // MOVED toward) another node, which may itself point
                     // back here. The lease still comes only from the
-                    // controller (until then writes are fenced); a poller
-                    // asks it now rather than at its next tick.
+                    // controller (until then writes wait for it, bounded,
+                    // then are fenced); a poller asks it now rather than at
+                    // its next tick.
                     self.role.clear_demotion();
+                    if !self.lease.write_allowed() {
+                        // Writes wait for the lease rather than fail.
+                        let hold = self.role.step_down_hold(PROMOTION_LEASE_WAIT);
+                        self.role.await_lease(std::time::Instant::now() + hold);
+                    }
                     self.role.topology_promoted(*version);
                     return;
                 }
@@ -1258,5 +1287,57 @@ mod tests {
             from_control: true,
         });
         assert!(!gate.role().is_demoted());
+    }
+
+    /// Named master by the controller's topology before its lease came, a
+    /// node's writes wait for the lease instead of failing; the grant lets
+    /// them go, a revocation fences them again at once.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_promoted_node_holds_writes_until_its_lease_comes() {
+        use crate::guard::lease::Grant;
+        let (_clock, gate) = gate(LeaseMode::BlockWrite, &[]);
+        let promoting = Effect::Topology {
+            nodes: format!("{ME} 127.0.0.1 7000 master - 0-16383"),
+            version: Some(5),
+            from_control: true,
+        };
+        gate.accepted(&promoting);
+        let Verdict::Hold(wait) = ask(&gate, &["SET", "k", "v"], false) else {
+            panic!("the write waits for the lease");
+        };
+        assert!(matches!(wait, Wait::Lease { .. }));
+        // The grant arrives while it waits: it goes on, and is forwarded.
+        let grant = Grant {
+            master_node_id: Some(ME.to_string()),
+            ttl_ms: 10_000,
+            epoch: 1,
+            nonce: None,
+            anchor: None,
+        };
+        let waiting = gate.wait(&wait);
+        gate.role()
+            .grant(&grant, gate.lease().now(), Source::Heartbeat)
+            .expect("granted");
+        assert_eq!(waiting.await, Ok(()));
+        assert!(matches!(
+            ask(&gate, &["SET", "k", "v"], false),
+            Verdict::Forward
+        ));
+        // Promoted again (a newer topology), then revoked: fenced at once.
+        gate.role().revoke("test", Source::Http);
+        gate.accepted(&Effect::Topology {
+            nodes: format!("{ME} 127.0.0.1 7000 master - 0-16383"),
+            version: Some(6),
+            from_control: true,
+        });
+        assert!(matches!(
+            ask(&gate, &["SET", "k", "v"], false),
+            Verdict::Hold(Wait::Lease { .. })
+        ));
+        gate.role().revoke("another node is master", Source::Http);
+        assert!(matches!(
+            ask(&gate, &["SET", "k", "v"], false),
+            Verdict::Reply(_)
+        ));
     }
 }

@@ -195,6 +195,10 @@ pub struct Role {
     /// (`controller.switch_timeout_ms`), in ms.
     step_down_hold_ms: AtomicU64,
     stepped_down: tokio::sync::Notify,
+    /// The node accepted a topology naming it master before its lease came:
+    /// writes wait for the lease until then instead of being fenced
+    /// ([`Role::lease_awaited`]).
+    awaiting_lease: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl std::fmt::Debug for Role {
@@ -229,6 +233,7 @@ impl Role {
             poller_releases: AtomicBool::new(false),
             step_down_hold_ms: AtomicU64::new(0),
             stepped_down: tokio::sync::Notify::new(),
+            awaiting_lease: std::sync::Mutex::new(None),
         }
     }
 
@@ -273,6 +278,7 @@ impl Role {
                 self.clear_demotion();
             }
             Ok(GrantOutcome::Revoked) => {
+                self.stop_awaiting_lease();
                 self.metrics.count(source, "revoked");
                 info!(
                     source = source.as_str(),
@@ -293,6 +299,7 @@ impl Role {
     /// Revokes the lease because this node is not (or no longer) master.
     /// Logged once per reason while it stays revoked.
     pub fn revoke(&self, reason: &str, source: Source) {
+        self.stop_awaiting_lease();
         let snapshot = self.lease.snapshot();
         if snapshot.valid || snapshot.revoked_reason.as_deref() != Some(reason) {
             if matches!(source, Source::Node | Source::Probe) {
@@ -376,6 +383,29 @@ impl Role {
         self.step_down_hold_ms
             .store(hold.as_millis() as u64, Ordering::Release);
         self.poller_releases.store(true, Ordering::Release);
+    }
+
+    /// The node was named master by a topology it accepted, and its lease
+    /// is expected (a heartbeat, a poll, the failover's grant): writes wait
+    /// for it until `until` rather than being fenced in between.
+    pub fn await_lease(&self, until: std::time::Instant) {
+        if let Ok(mut awaiting) = self.awaiting_lease.lock() {
+            *awaiting = Some(until);
+        }
+    }
+
+    /// Until when writes wait for the lease (`None`: they do not; a
+    /// revocation, or the deadline passed). Read only when the lease does
+    /// not allow writes (the fenced path).
+    pub fn lease_awaited(&self, now: std::time::Instant) -> Option<std::time::Instant> {
+        let awaiting = self.awaiting_lease.lock().ok()?;
+        awaiting.filter(|until| now < *until)
+    }
+
+    fn stop_awaiting_lease(&self) {
+        if let Ok(mut awaiting) = self.awaiting_lease.lock() {
+            *awaiting = None;
+        }
     }
 
     /// How long a step-down's pause may hold writes: `drain` without a
