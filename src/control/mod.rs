@@ -81,7 +81,7 @@ pub struct ControlContext {
     pub shutdown: CancellationToken,
     /// What this leasegate's failovers took from the pause to the
     /// promotion: the next one times its pause with it.
-    pub promotion_memory: Arc<failover::timing::WorkMemory>,
+    pub promotion_memory: Arc<failover::timing::Memory>,
 }
 
 impl ControlContext {

@@ -169,10 +169,25 @@ pub(super) async fn switch(
     )
     .await;
     if let Some(topology) = &topology {
-        // Not timed in cluster mode (see `failover()`): only measured.
-        let sent = Instant::now();
-        let promoted = apply_topology(nodes.replica, topology).await;
-        run.promotion = Some((sent, sent.elapsed()));
+        // What the switch took, for the next plan; the promotion itself
+        // timed (and the target's link poked at its tick).
+        if let Some(caught_up) = run.caught_up {
+            run.settings.memory.switch.record(caught_up.elapsed());
+        }
+        // A controller that pushes the new topology within its failover
+        // call has promoted the target already: that promotion was not the
+        // one timed, and the report says so.
+        if run.timing.as_ref().is_some_and(|t| t.timed()) {
+            let role = super::info_replication(nodes.replica).await;
+            if role.is_ok_and(|r| r.role.as_deref() == Some("master")) {
+                if let Some(timing) = run.timing.as_mut() {
+                    timing.preempted(
+                        "the controller's own push promoted the target during its shard failover",
+                    );
+                }
+            }
+        }
+        let promoted = run.promote(apply_topology(nodes.replica, topology)).await;
         if promoted.is_ok() {
             let grant = LeaseRequest {
                 master_node_id: target.node_id.clone(),

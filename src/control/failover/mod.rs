@@ -377,7 +377,7 @@ struct Settings {
     /// This proxy's client address (`listen`), where a replica re-attaches.
     listen: String,
     /// What recent standalone failovers took from the pause to the promotion.
-    memory: Arc<timing::WorkMemory>,
+    memory: Arc<timing::Memory>,
 }
 
 /// Owned by a running failover: however the run ends (returns, panics, or
@@ -445,6 +445,9 @@ struct Run {
     paused: Option<Instant>,
     /// The longest stall of pauses ended to be tried again, in ms.
     earlier_stall: f64,
+    /// When the replica was last found caught up (cluster mode measures the
+    /// switch from it).
+    caught_up: Option<Instant>,
 }
 
 impl Run {
@@ -590,6 +593,7 @@ async fn execute(guard: RunGuard, settings: Settings, request: FailoverRequest) 
         promotion: None,
         paused: None,
         earlier_stall: 0.0,
+        caught_up: None,
     };
     let outcome = failover(&mut run).await;
     // Whatever happened, the pause ends with the run (the fencing is final by now).
@@ -700,13 +704,14 @@ async fn failover(run: &mut Run) -> Result<(u64, Target), FailoverError> {
         }
     };
     // The pause waits for the moment the promotion can follow it at once.
-    let mut timing = if shard.is_some() {
-        // In cluster mode the controller's shard failover may promote the
-        // target before this failover's SETNODES: not timed yet.
-        promotion::Timing::unused(
-            "cluster mode: not timed yet (the controller's switch may promote the target itself)",
-        )
-    } else if request.promotion_timing {
+    let mut timing = if request.promotion_timing {
+        let memory = &run.settings.memory;
+        // Cluster mode: the controller's switch comes before the promotion.
+        let switch = if shard.is_some() {
+            memory.switch.estimate()
+        } else {
+            Duration::ZERO
+        };
         promotion::prepare(promotion::Prepare {
             gate: &gate,
             admin: &admin,
@@ -715,8 +720,10 @@ async fn failover(run: &mut Run) -> Result<(u64, Target), FailoverError> {
             replica: &mut replica,
             source: &mut source,
             kvrocks,
-            reattach_to: through_me.clone(),
-            work: run.settings.memory.estimate(),
+            // Cluster mode: the controller's topology decides where it follows.
+            reattach_to: shard.is_none().then(|| through_me.clone()).flatten(),
+            work: memory.catch_up.estimate() + switch,
+            switch,
         })
         .await
     } else {
@@ -776,7 +783,8 @@ async fn failover(run: &mut Run) -> Result<(u64, Target), FailoverError> {
         // What this attempt took from its pause to here is the work the
         // next plan assumes (late attempts too: they are what a plan misses).
         let work = run.paused.map_or(Duration::ZERO, |p| p.elapsed());
-        run.settings.memory.record(work);
+        run.settings.memory.catch_up.record(work);
+        run.caught_up = Some(Instant::now());
         let late = run.timing.as_mut().and_then(|t| t.late(Instant::now()));
         match late {
             Some(by) if retries < promotion::MAX_RETRIES => {

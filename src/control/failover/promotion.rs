@@ -62,6 +62,9 @@ pub(super) struct Timing {
     link: Option<ReplicaLink>,
     /// The pause-to-promotion work planned for.
     work: Duration,
+    /// Of it, what comes after the replica's catch-up (cluster mode: the
+    /// controller's switch).
+    switch: Duration,
     /// Pauses ended because the catch-up ran past the tick.
     retries: u32,
     /// How the phase was learned, or why there is no plan.
@@ -86,8 +89,10 @@ pub(super) struct Prepare<'a> {
     /// Where the replica may re-attach to this leasegate (standalone), or
     /// `None` (cluster mode: the controller's topology decides).
     pub reattach_to: Option<String>,
-    /// The pause-to-promotion work the plan assumes.
+    /// The pause-to-promotion work the plan assumes, and of it what comes
+    /// after the catch-up.
     pub work: Duration,
+    pub switch: Duration,
 }
 
 impl Timing {
@@ -97,6 +102,7 @@ impl Timing {
             ticks: None,
             link: None,
             work: Duration::ZERO,
+            switch: Duration::ZERO,
             retries: 0,
             note: note.into(),
             waited: Duration::ZERO,
@@ -134,10 +140,24 @@ impl Timing {
         promotion.await
     }
 
-    /// How far past the planned send deadline `now` is (`None`: in time,
+    /// Whether a plan is being followed.
+    pub(super) fn timed(&self) -> bool {
+        self.plan.is_some()
+    }
+
+    /// The target was promoted by someone else before the timed promotion:
+    /// the timing did not apply (reported `unused`, with `why`).
+    pub(super) fn preempted(&mut self, why: &str) {
+        if self.plan.take().is_some() {
+            self.note = format!("{why}; {}", self.note);
+        }
+    }
+
+    /// How far past the planned send deadline the promotion would be sent,
+    /// caught up at `now` with the switch still to come (`None`: in time,
     /// or untimed).
     pub(super) fn late(&self, now: Instant) -> Option<Duration> {
-        let by = now.checked_duration_since(self.plan?.send_by())?;
+        let by = (now + self.switch).checked_duration_since(self.plan?.send_by())?;
         Some(by)
     }
 
@@ -146,7 +166,7 @@ impl Timing {
     pub(super) fn retry(&mut self, now: Instant, work: Duration) {
         if let Some(ticks) = self.ticks {
             self.retries += 1;
-            self.work = self.work.max(work + RETRY_SLACK);
+            self.work = self.work.max(work + self.switch + RETRY_SLACK);
             self.plan = Some(timing::plan(&ticks, now, self.work));
         }
     }
@@ -202,13 +222,14 @@ impl Timing {
 /// never fails the failover: what cannot be learned leaves it untimed.
 pub(super) async fn prepare(p: Prepare<'_>) -> Timing {
     let started = Instant::now();
-    let work = p.work;
+    let (work, switch) = (p.work, p.switch);
     let mut timing = match plan(p).await {
         Ok((ticks, plan, link, note)) => Timing {
             plan: Some(plan),
             ticks: Some(ticks),
             link: Some(link),
             work,
+            switch,
             retries: 0,
             note,
             waited: Duration::ZERO,

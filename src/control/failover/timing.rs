@@ -309,7 +309,7 @@ const WORK_SAMPLES: usize = 8;
 const WORK_FIRST: Duration = Duration::from_millis(2);
 /// Bounds of the estimate.
 const WORK_MIN: Duration = Duration::from_micros(500);
-const WORK_MAX: Duration = Duration::from_millis(20);
+const WORK_MAX: Duration = Duration::from_millis(60);
 /// Added to the median: the spread between attempts.
 const WORK_SLACK: Duration = Duration::from_micros(500);
 
@@ -337,6 +337,16 @@ impl WorkMemory {
             samples.push_back(work);
         }
     }
+}
+
+/// What this leasegate's failovers took, for the next plan: from the pause
+/// to the replica's catch-up, and (cluster mode) from the catch-up to the
+/// promotion's send (the fencing, the controller's shard failover and its
+/// topology read back).
+#[derive(Debug, Default)]
+pub struct Memory {
+    pub catch_up: WorkMemory,
+    pub switch: WorkMemory,
 }
 
 #[cfg(test)]
