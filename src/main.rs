@@ -65,6 +65,9 @@ enum Command {
         /// promotion can follow (docs/failover-timing.md).
         #[arg(long)]
         no_promotion_timing: bool,
+        /// In cluster mode, time the pause too (docs/failover-timing.md).
+        #[arg(long)]
+        cluster_timing: bool,
         /// Admin token (both proxies).
         #[arg(long, env = "LEASEGATE_ADMIN_TOKEN", hide_env_values = true)]
         token: Option<String>,
@@ -129,6 +132,7 @@ fn main() -> ExitCode {
             force_on_timeout,
             lease_ttl_ms,
             no_promotion_timing,
+            cluster_timing,
             token,
         } => {
             let request = FailoverRequest {
@@ -139,6 +143,7 @@ fn main() -> ExitCode {
                 lease_ttl_ms,
                 target_token: None,
                 promotion_timing: !no_promotion_timing,
+                cluster_timing,
             };
             let answer = admin_call(|client| async move {
                 client.failover(&from, token.as_deref(), &request).await

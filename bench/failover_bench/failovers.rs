@@ -352,6 +352,8 @@ async fn failover(args: &Args, shared: &Shared, n: usize, from: usize) -> Failov
                 pause_timeout_ms: args.pause_timeout_ms,
                 lease_ttl_ms: args.lease_ttl_ms,
                 promotion_timing: timing.unwrap_or(true),
+                // In cluster mode too (opt-in there).
+                cluster_timing: timing.unwrap_or(false),
                 ..FailoverRequest::new(admins[to])
             };
             let body = serde_json::to_string(&request).unwrap_or_default();

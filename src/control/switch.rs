@@ -42,6 +42,7 @@ use tracing::{info, warn};
 
 use super::failover::{catch_up, info_replication, CatchUp};
 use super::ControlContext;
+use crate::guard::gate::PROMOTION_LEASE_WAIT;
 use crate::guard::pause::{OnDemote, PauseMode};
 use crate::guard::role::{Demotion, Source};
 use crate::kvrocks::controller::Cluster;
@@ -252,6 +253,12 @@ pub(super) async fn take_over(
             );
             ctx.role.node_accepted_topology(version);
             ctx.role.clear_demotion();
+            // The node is master now; writes wait for the lease (the next
+            // poll grants it) rather than being fenced in between.
+            if !ctx.gate.lease().write_allowed() {
+                let hold = ctx.role.step_down_hold(PROMOTION_LEASE_WAIT);
+                ctx.role.await_lease(Instant::now() + hold);
+            }
             TakeOver::Pushed
         }
         Err(e) => TakeOver::NotYet(format!("CLUSTERX SETNODES at version {version}: {e}")),

@@ -405,6 +405,10 @@ pub struct FailoverRequest {
         skip_serializing_if = "is_default_promotion_timing"
     )]
     pub promotion_timing: bool,
+    /// Cluster mode: time the pause there too (with `promotion_timing`).
+    /// Off by default: measured, but not yet proven under every race.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cluster_timing: bool,
 }
 
 impl FailoverRequest {
@@ -421,6 +425,7 @@ impl FailoverRequest {
             lease_ttl_ms: default_lease_ttl_ms(),
             target_token: None,
             promotion_timing: default_promotion_timing(),
+            cluster_timing: false,
         }
     }
 }

@@ -704,7 +704,11 @@ async fn failover(run: &mut Run) -> Result<(u64, Target), FailoverError> {
         }
     };
     // The pause waits for the moment the promotion can follow it at once.
-    let mut timing = if request.promotion_timing {
+    let mut timing = if shard.is_some() && request.promotion_timing && !request.cluster_timing {
+        promotion::Timing::unused(
+            "cluster mode: timed only on request (cluster_timing, docs/failover-timing.md)",
+        )
+    } else if request.promotion_timing {
         let memory = &run.settings.memory;
         // Cluster mode: the controller's switch comes before the promotion.
         let switch = if shard.is_some() {
