@@ -56,10 +56,7 @@ pub(super) const MAX_RETRIES: u32 = 3;
 /// The timing a failover runs with.
 pub(super) struct Timing {
     /// `None`: untimed (see `note`).
-    plan: Option<Plan>,
-    ticks: Option<Ticks>,
-    /// The replica's link here, poked at the tick.
-    link: Option<ReplicaLink>,
+    planned: Option<Planned>,
     /// The pause-to-promotion work planned for.
     work: Duration,
     /// Of it, what comes after the replica's catch-up (cluster mode: the
@@ -72,6 +69,14 @@ pub(super) struct Timing {
     /// Time spent before the pause: preparing and waiting.
     waited: Duration,
     started: Instant,
+}
+
+/// A timed failover's tick, plan and the link it pokes.
+struct Planned {
+    ticks: Ticks,
+    plan: Plan,
+    /// The replica's link here, poked at the tick.
+    link: ReplicaLink,
 }
 
 /// What [`prepare`] needs.
@@ -98,9 +103,7 @@ pub(super) struct Prepare<'a> {
 impl Timing {
     pub(super) fn unused(note: impl Into<String>) -> Timing {
         Timing {
-            plan: None,
-            ticks: None,
-            link: None,
+            planned: None,
             work: Duration::ZERO,
             switch: Duration::ZERO,
             retries: 0,
@@ -119,8 +122,7 @@ impl Timing {
     /// poke too early is harmless (the loop sleeps again); the frames are
     /// ones Kvrocks masters send themselves.
     pub(super) async fn promote<T>(&self, promotion: impl std::future::Future<Output = T>) -> T {
-        let (Some(plan), Some(ticks), Some(link)) = (self.plan, self.ticks, self.link.as_ref())
-        else {
+        let Some(Planned { ticks, plan, link }) = self.planned.as_ref() else {
             return promotion.await;
         };
         let pokes = async {
@@ -142,13 +144,13 @@ impl Timing {
 
     /// Whether a plan is being followed.
     pub(super) fn timed(&self) -> bool {
-        self.plan.is_some()
+        self.planned.is_some()
     }
 
     /// The target was promoted by someone else before the timed promotion:
     /// the timing did not apply (reported `unused`, with `why`).
     pub(super) fn preempted(&mut self, why: &str) {
-        if self.plan.take().is_some() {
+        if self.planned.take().is_some() {
             self.note = format!("{why}; {}", self.note);
         }
     }
@@ -157,17 +159,18 @@ impl Timing {
     /// caught up at `now` with the switch still to come (`None`: in time,
     /// or untimed).
     pub(super) fn late(&self, now: Instant) -> Option<Duration> {
-        let by = (now + self.switch).checked_duration_since(self.plan?.send_by())?;
+        let send_by = self.planned.as_ref()?.plan.send_by();
+        let by = (now + self.switch).checked_duration_since(send_by)?;
         Some(by)
     }
 
     /// Plans again for the next tick that `work` (what the last attempt's
     /// pause-to-catch-up took, if longer than planned) can meet.
     pub(super) fn retry(&mut self, now: Instant, work: Duration) {
-        if let Some(ticks) = self.ticks {
+        if let Some(planned) = self.planned.as_mut() {
             self.retries += 1;
             self.work = self.work.max(work + self.switch + RETRY_SLACK);
-            self.plan = Some(timing::plan(&ticks, now, self.work));
+            planned.plan = timing::plan(&planned.ticks, now, self.work);
         }
     }
 
@@ -175,20 +178,20 @@ impl Timing {
     /// a new plan for the next period's tick is not made: the pause comes
     /// at once and the report says whether the tick was met).
     pub(super) async fn wait(&mut self) {
-        if let Some(plan) = self.plan {
-            tokio::time::sleep_until(plan.pause_at.into()).await;
+        if let Some(planned) = &self.planned {
+            tokio::time::sleep_until(planned.plan.pause_at.into()).await;
         }
         self.waited = self.started.elapsed();
     }
 
     /// What the timing did, given the promotion (sent at, took).
     pub(super) fn report(&self, promotion: Option<(Instant, Duration)>) -> TimingReport {
-        let outcome = match (self.plan, promotion) {
+        let outcome = match (self.planned.as_ref().map(|p| p.plan), promotion) {
             (Some(_), Some((_, took))) => timing::judge(took),
             // The failover ended before its promotion.
             (Some(_), None) | (None, _) => TimingOutcome::Unused,
         };
-        let after_tick_ms = match (self.plan, promotion) {
+        let after_tick_ms = match (self.planned.as_ref().map(|p| p.plan), promotion) {
             (Some(plan), Some((sent, took))) => {
                 let answered = sent + took;
                 Some(if answered >= plan.tick {
@@ -200,7 +203,7 @@ impl Timing {
             _ => None,
         };
         let mut note = self.note.clone();
-        if self.plan.is_some() && promotion.is_none() {
+        if self.planned.is_some() && promotion.is_none() {
             note.push_str("; the failover ended before its promotion");
         }
         if self.retries > 0 {
@@ -224,10 +227,8 @@ pub(super) async fn prepare(p: Prepare<'_>) -> Timing {
     let started = Instant::now();
     let (work, switch) = (p.work, p.switch);
     let mut timing = match plan(p).await {
-        Ok((ticks, plan, link, note)) => Timing {
-            plan: Some(plan),
-            ticks: Some(ticks),
-            link: Some(link),
+        Ok((planned, note)) => Timing {
+            planned: Some(planned),
             work,
             switch,
             retries: 0,
@@ -241,7 +242,7 @@ pub(super) async fn prepare(p: Prepare<'_>) -> Timing {
     timing
 }
 
-async fn plan(p: Prepare<'_>) -> Result<(Ticks, Plan, ReplicaLink, String), String> {
+async fn plan(p: Prepare<'_>) -> Result<(Planned, String), String> {
     if !p.kvrocks {
         return Err("the target is not Kvrocks: it promotes at once".into());
     }
@@ -282,7 +283,7 @@ async fn plan(p: Prepare<'_>) -> Result<(Ticks, Plan, ReplicaLink, String), Stri
     let plan = timing::plan(&ticks, Instant::now(), p.work);
     let note = describe(&link, reattached, grid.map(|g| g.1), ticks.spread(), p.work);
     info!(%note, "promotion timing");
-    Ok((ticks, plan, link, note))
+    Ok((Planned { ticks, plan, link }, note))
 }
 
 fn describe(
@@ -437,7 +438,7 @@ mod tests {
     #[test]
     fn an_untimed_run_reports_unused() {
         let t = Timing::unused("turned off");
-        assert!(t.plan.is_none());
+        assert!(t.planned.is_none());
         let r = t.report(Some((Instant::now(), Duration::from_millis(80))));
         assert_eq!(r.outcome, TimingOutcome::Unused);
         assert_eq!(r.note, "turned off");
