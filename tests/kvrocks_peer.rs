@@ -5,11 +5,11 @@
 
 mod support;
 
-use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use support::scripted::{bulk, serve_commands};
 use support::{info_fields, Proxy, Reply, PATIENCE};
 
 const ME: &str = "cccccccccccccccccccccccccccccccccccccccc";
@@ -27,10 +27,6 @@ struct NodeState {
 struct ScriptedKvrocks {
     port: u16,
     state: Arc<Mutex<NodeState>>,
-}
-
-fn bulk(s: &str) -> Vec<u8> {
-    format!("${}\r\n{s}\r\n", s.len()).into_bytes()
 }
 
 impl ScriptedKvrocks {
@@ -57,34 +53,8 @@ impl ScriptedKvrocks {
     }
 }
 
-fn serve(mut conn: TcpStream, state: &Mutex<NodeState>) {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        while let Ok(Some((frame, used))) = redis_protocol::resp2::decode::decode(&buf) {
-            buf.drain(..used);
-            let redis_protocol::resp2::types::OwnedFrame::Array(items) = frame else {
-                return;
-            };
-            let args: Vec<String> = items
-                .iter()
-                .map(|f| match f {
-                    redis_protocol::resp2::types::OwnedFrame::BulkString(b) => {
-                        String::from_utf8_lossy(b).into_owned()
-                    }
-                    _ => String::new(),
-                })
-                .collect();
-            let reply = answer(&args, state);
-            if conn.write_all(&reply).is_err() {
-                return;
-            }
-        }
-        match conn.read(&mut chunk) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    }
+fn serve(conn: TcpStream, state: &Mutex<NodeState>) {
+    serve_commands(conn, |args| answer(args, state));
 }
 
 fn answer(args: &[String], state: &Mutex<NodeState>) -> Vec<u8> {

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::kvrocks::{info_field, KvrocksServer, A_ID, B_ID};
+use support::scripted::{bulk, serve_commands};
 use support::{heartbeat, post_failover, Proxy, PATIENCE};
 
 const TOKEN: &str = "tk";
@@ -36,10 +37,6 @@ struct PeerState {
 struct TickPeer {
     port: u16,
     state: Arc<(Mutex<PeerState>, Condvar)>,
-}
-
-fn bulk(s: &str) -> Vec<u8> {
-    format!("${}\r\n{s}\r\n", s.len()).into_bytes()
 }
 
 impl TickPeer {
@@ -172,34 +169,11 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 /// The command port: what a failover, a leasegate and its probe ask.
-fn serve(mut conn: TcpStream, state: &(Mutex<PeerState>, Condvar), master_proxy: u16) {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        while let Ok(Some((frame, used))) = redis_protocol::resp2::decode::decode(&buf) {
-            buf.drain(..used);
-            let redis_protocol::resp2::types::OwnedFrame::Array(items) = frame else {
-                return;
-            };
-            let args: Vec<String> = items
-                .iter()
-                .map(|f| match f {
-                    redis_protocol::resp2::types::OwnedFrame::BulkString(b) => {
-                        String::from_utf8_lossy(b).to_ascii_lowercase()
-                    }
-                    _ => String::new(),
-                })
-                .collect();
-            let reply = answer(&args, state, master_proxy);
-            if conn.write_all(&reply).is_err() {
-                return;
-            }
-        }
-        match conn.read(&mut chunk) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    }
+fn serve(conn: TcpStream, state: &(Mutex<PeerState>, Condvar), master_proxy: u16) {
+    serve_commands(conn, |args| {
+        let args: Vec<String> = args.iter().map(|a| a.to_ascii_lowercase()).collect();
+        answer(&args, state, master_proxy)
+    });
 }
 
 fn answer(args: &[String], state: &(Mutex<PeerState>, Condvar), master_proxy: u16) -> Vec<u8> {

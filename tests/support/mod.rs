@@ -12,6 +12,7 @@ pub mod kvctl;
 pub mod kvrocks;
 pub mod load;
 pub mod netns;
+pub mod scripted;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
