@@ -377,6 +377,17 @@ fn print_failover(report: &FailoverReport) {
     if let Some(stall) = report.stall_ms {
         println!("write stall: {stall:.3} ms");
     }
+    if let Some(promotion) = report.promotion_ms {
+        println!("promotion: {promotion:.3} ms");
+    }
+    if let Some(timing) = &report.timing {
+        println!(
+            "promotion timing: {} (waited {:.1} ms before the pause): {}",
+            timing.outcome.as_str(),
+            timing.wait_ms,
+            timing.note
+        );
+    }
     if let Some(new_master) = &report.new_master {
         let epoch = report.epoch.map_or("null".to_string(), |e| e.to_string());
         println!("new master: {new_master} (epoch {epoch})");

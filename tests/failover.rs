@@ -125,6 +125,11 @@ fn failover_under_continuous_writes_loses_nothing_and_fails_no_client() {
         );
     }
     assert!(printed.contains("write stall:"), "{printed}");
+    // Redis promotes at once: the timing says so.
+    assert!(
+        printed.contains("promotion timing: unused") && printed.contains("not Kvrocks"),
+        "{printed}"
+    );
     std::thread::sleep(Duration::from_millis(300));
     // Every acknowledged write is on the new master.
     writers
