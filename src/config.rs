@@ -240,7 +240,7 @@ pub struct VerifyConfig {
     #[serde(rename = "timeout_ms", with = "millis")]
     pub timeout: Duration,
     /// Confirmation requests allowed on the wire at once, over all session
-    /// threads' lanes (see `guard::verify`). 1 (the default)
+    /// threads (see `guard::verify`). 1 (the default)
     /// gives the largest batches; more cut the wait of writes that arrive
     /// while a round is in flight, at the cost of more controller requests.
     pub max_in_flight: usize,

@@ -301,7 +301,7 @@ impl Server {
         Ok(())
     }
 
-    /// Starts verification's lanes, each on its session thread (see
+    /// Starts verification's drivers, each on its session thread (see
     /// [`crate::guard::verify`]), when there is a controller to ask.
     fn start_verification(&self, workers: &Workers) {
         let (Some(verifier), Some(url)) = (self.gate.verifier(), &self.config.controller.url)
@@ -311,11 +311,11 @@ impl Server {
         let c = &self.config.controller;
         let url: Arc<str> =
             crate::kvrocks::controller::cluster_url(url, &c.namespace, &c.cluster).into();
-        for lane in 0..verifier.lanes() {
+        for driver in 0..verifier.drivers() {
             workers.spawn_on(
-                lane,
-                Arc::clone(verifier).run_lane(
-                    lane,
+                driver,
+                Arc::clone(verifier).run_driver(
+                    driver,
                     Arc::clone(self.gate.role()),
                     Arc::clone(&url),
                     self.verification_stop.clone(),

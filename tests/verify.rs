@@ -176,8 +176,9 @@ fn concurrent_writers_each_confirmed_after_their_write(hold: &str) {
     let ctl = TestController::start();
     master_is(&ctl, 1, 1);
     ctl.set_delay(Duration::from_millis(2));
-    // Three session threads, so three verification lanes share the one
-    // place on the wire (max_in_flight 1) whatever the machine's CPUs.
+    // Three session threads, so three verification drivers share the one
+    // round sequence and its one place on the wire (max_in_flight 1),
+    // whatever the machine's CPUs.
     let proxy = proxy_holding(
         hold,
         300,
@@ -244,6 +245,65 @@ fn concurrent_writers_each_confirmed_after_their_write(hold: &str) {
         );
     }
     assert!(start.elapsed() < PATIENCE * 6);
+}
+
+/// Sessions on sixteen threads share rounds: one confirmation covers the
+/// writes of sessions on every thread, and `max_in_flight` bounds the
+/// requests on the wire whatever the number of threads. (With a sequence of
+/// rounds per thread, 64 writers on 16 threads got ~4 writes a round.)
+#[test]
+fn writes_on_sixteen_session_threads_share_rounds_within_max_in_flight() {
+    const WRITERS: usize = 64;
+    const EACH: usize = 20;
+    let redis = RedisServer::start();
+    let ctl = TestController::start();
+    master_is(&ctl, 1, 1);
+    ctl.set_delay(Duration::from_millis(3));
+    // `extra` continues the verify section.
+    let proxy = proxy_holding(
+        "acknowledgement",
+        2_000,
+        &redis,
+        &ctl,
+        "  max_in_flight: 2\nthreads: 16\n",
+    );
+    let mut warm = proxy.client();
+    assert_eq!(warm.cmd(&["SET", "warm", "1"]), Reply::ok());
+
+    let barrier = Arc::new(Barrier::new(WRITERS));
+    let clients: Vec<Client> = (0..WRITERS).map(|_| proxy.client()).collect();
+    let before = Instant::now();
+    ctl.take_most_concurrent();
+    let threads: Vec<_> = clients
+        .into_iter()
+        .enumerate()
+        .map(|(w, mut c)| {
+            let barrier = Arc::clone(&barrier);
+            std::thread::spawn(move || {
+                barrier.wait();
+                (0..EACH)
+                    .map(|i| c.cmd(&["SET", &format!("s{w}:{i}"), "v"]))
+                    .filter(|r| *r != Reply::ok())
+                    .count()
+            })
+        })
+        .collect();
+    let failed: usize = threads.into_iter().map(|t| t.join().expect("writer")).sum();
+    assert_eq!(failed, 0, "every write confirmed");
+    let most = ctl.take_most_concurrent();
+    assert!(
+        most <= 2,
+        "{most} confirmations on the wire at once, max_in_flight 2"
+    );
+    let rounds = ctl.requests_since(before);
+    let total = WRITERS * EACH;
+    eprintln!(
+        "{total} writes on 16 session threads: {rounds} confirmations, at most {most} at once"
+    );
+    assert!(
+        rounds * 8 <= total,
+        "{rounds} confirmations for {total} writes: rounds are not shared across threads"
+    );
 }
 
 #[test]

@@ -115,7 +115,7 @@ impl ControlContext {
                 // Whenever there is a controller to ask, so that a reload
                 // can switch verification on and off.
                 verifier: config.controller.url.as_ref().map(|_| {
-                    // A lane per session thread (see guard::verify).
+                    // A driver per session thread (see guard::verify).
                     let v = Verifier::new(config.session_threads());
                     v.configure(
                         config.verify.mode == VerifyMode::EveryWrite,

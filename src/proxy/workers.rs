@@ -5,7 +5,7 @@
 //! migrates, like HAProxy's threads and unlike a work-stealing pool. On the
 //! measured pass-through path this saves the cross-thread wake-ups and task
 //! migrations a shared multi-threaded runtime adds to every request. Each
-//! worker also drives its thread's verification lane (see
+//! worker also runs a verification driver (see
 //! [`crate::guard::verify`]). The main runtime keeps the listener, signals,
 //! the admin API and the background tasks.
 

@@ -72,6 +72,10 @@ struct State {
     forget_requests: bool,
     /// Topology answers (200) served.
     served: u64,
+    /// Delayed requests being answered now, and the most at once since
+    /// [`TestController::take_most_concurrent`].
+    answering: usize,
+    most_concurrent: usize,
     /// `AUTH` sent first on every RESP connection to a node.
     node_password: Option<String>,
     /// Lease TTL of the heartbeat sent to a new master after a failover.
@@ -178,6 +182,14 @@ impl TestController {
     }
 
     /// Wait this long before answering each request.
+    /// The most requests answered at once since the last call (a request is
+    /// being answered from its arrival to its answer, delay included).
+    pub fn take_most_concurrent(&self) -> usize {
+        let mut s = self.state();
+        let now = s.answering;
+        std::mem::replace(&mut s.most_concurrent, now)
+    }
+
     pub fn set_delay(&self, delay: Duration) {
         self.state().delay = delay;
     }
@@ -859,15 +871,18 @@ fn delayed_answer(
         if !s.forget_requests {
             s.requests.push((received, request.path.clone()));
         }
+        s.answering += 1;
+        s.most_concurrent = s.most_concurrent.max(s.answering);
         s.delay
     };
     if !delay.is_zero() {
         std::thread::sleep(delay);
     }
+    let mut s = state.lock().expect("state");
+    s.answering -= 1;
     if stop.load(Ordering::SeqCst) {
         return None;
     }
-    let mut s = state.lock().expect("state");
     if s.down {
         return None;
     }
