@@ -202,6 +202,12 @@ start_leasegate() {
     register_target "$name" "$port" "$SPAWNED_PID"
 }
 
+# session_threads PID: how many session threads a running leasegate started (its
+# leasegate-worker-N threads; the kernel keeps 15 characters of a thread's name).
+session_threads() {
+    grep -l '^leasegate-worke' /proc/"$1"/task/*/comm 2>/dev/null | wc -l
+}
+
 HAPROXY_NBTHREAD=${HAPROXY_NBTHREAD:-2}
 HAPROXY_MAXCONN=10000
 

@@ -68,14 +68,14 @@ start_target() {
     case "$1" in
     direct) start_direct direct ;;
     leasegate) start_leasegate leasegate "" ;;
-    leasegate-t1) start_leasegate leasegate-t1 "threads: 1" ;;
-    leasegate-t3) start_leasegate leasegate-t3 "threads: 3" ;;
+    leasegate-t[1-9]*) start_leasegate "$1" "threads: ${1#leasegate-t}" ;; # e.g. leasegate-t16
     leasegate-lease) start_leasegate_with_lease leasegate-lease ;;
     leasegate-base)
         [[ -x "${LEASEGATE_BASE_BIN:-}" ]] || die "leasegate-base needs LEASEGATE_BASE_BIN (an executable)"
         LEASEGATE_BIN=$LEASEGATE_BASE_BIN start_leasegate leasegate-base ""
         ;;
     haproxy) start_haproxy haproxy ;;
+    haproxy-t[1-9]*) HAPROXY_NBTHREAD=${1#haproxy-t} start_haproxy "$1" ;; # e.g. haproxy-t16
     twemproxy) start_twemproxy twemproxy ;;
     *) die "unknown target '$1' (see start_target in $0)" ;;
     esac
@@ -276,6 +276,18 @@ spread() { # target test depth -> (max-min)/median in percent, or empty
         if (m > 0) printf "%.0f%%\n", 100 * (v[NR] - v[1]) / m }'
 }
 
+# Each target's thread setting, as it runs.
+thread_settings=()
+for t in "${TARGETS[@]}"; do
+    case "$t" in
+    leasegate*) thread_settings+=("$t $(session_threads "${TARGET_PID[$t]}") session threads") ;;
+    haproxy-t*) thread_settings+=("$t nbthread ${t#haproxy-t}") ;;
+    haproxy) thread_settings+=("$t nbthread $HAPROXY_NBTHREAD") ;;
+    twemproxy) thread_settings+=("$t 1 (single-threaded)") ;;
+    direct) thread_settings+=("direct: redis-server's io-threads 1 (the default)") ;;
+    esac
+done
+
 affinity_lines=()
 for t in redis "${TARGETS[@]}"; do
     [[ $t != direct ]] || continue
@@ -293,6 +305,7 @@ done
         "Targets: direct = redis-server $(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p');" \
         "haproxy $(haproxy -v | sed -n '1s/^HAProxy version \([^ ]*\).*/\1/p') mode tcp, nbthread $HAPROXY_NBTHREAD, maxconn $HAPROXY_MAXCONN;" \
         "twemproxy $(nutcracker -V 2>&1 | sed -n '1s/.*nutcracker-//p') (single-threaded), server_connections 1."
+    echo "Threads: $(printf '%s; ' "${thread_settings[@]}" | sed 's/; $//')."
     echo "Values are requests/s; ratios > 1 mean leasegate is faster."
     echo
     ratio_table med '%.0f'

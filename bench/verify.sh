@@ -35,8 +35,11 @@
 #   BENCH_CONTROLLER_EXTRA_SHARDS  shards of three nodes nothing runs, added to the topology the
 #                        controller answers with, as a larger cluster's answer (default 0)
 #   BENCH_VERIFY_MAX_IN_FLIGHT  verify.max_in_flight of both verified targets (default 4)
-#   BENCH_VERIFY_THREADS        `threads` (session threads, each a verification lane) of the
-#                        verified targets (default 0: one per CPU; leasegate-off keeps the default)
+#   BENCH_VERIFY_THREADS        `threads` (session threads, each with a verification driver) of
+#                        the verified targets (default 0: leasegate's default; leasegate-off keeps
+#                        the default)
+#   BENCH_VERIFY_THREAD_SWEEP   thread counts, e.g. "1 2 4 8 16": adds a target verify-ack-t<N>
+#                        (verify.hold acknowledgement, `threads: N`) for each, side by side
 #   BENCH_QUICK=1        smoke test: tiny -n, 1 round
 #   LEASEGATE_BIN        use this prebuilt leasegate binary instead of `cargo build --release`
 #   LEASEGATE_BASE_BIN   also run "verify-ack-base": verify-ack with this binary (e.g. a build
@@ -52,6 +55,11 @@ source "$REPO_ROOT/bench/lib.sh"
 # ---------------------------------------------------------------- parameters
 
 VERIFIED=(verify-request verify-ack)
+read -r -a SWEEP <<<"${BENCH_VERIFY_THREAD_SWEEP:-}"
+for t in "${SWEEP[@]}"; do
+    [[ "$t" =~ ^[1-9][0-9]*$ ]] || die "BENCH_VERIFY_THREAD_SWEEP must list positive integers"
+    VERIFIED+=("verify-ack-t$t")
+done
 if [[ -n "${LEASEGATE_BASE_BIN:-}" ]]; then
     [[ -x "$LEASEGATE_BASE_BIN" ]] || die "LEASEGATE_BASE_BIN=$LEASEGATE_BASE_BIN is not executable"
     VERIFIED+=(verify-ack-base)
@@ -137,12 +145,12 @@ show_log_and_die() { # NAME MESSAGE
     die "$2"
 }
 
-start_leasegate_verify() { # NAME HOLD
-    local name=$1 hold=$2 admin
+start_leasegate_verify() { # NAME HOLD [THREADS]
+    local name=$1 hold=$2 threads=${3:-$VERIFY_THREADS} admin
     free_port admin
     ADMIN_PORT[$name]=$admin
     start_leasegate "$name" "node_id: $NODE_ID
-threads: $VERIFY_THREADS
+threads: $threads
 verify:
   mode: every-write
   hold: $hold
@@ -199,6 +207,9 @@ start_haproxy haproxy-delay-node "${TARGET_PORT[delay-node]}"
 start_leasegate leasegate ""
 start_leasegate_verify verify-request request
 start_leasegate_verify verify-ack acknowledgement
+for t in "${SWEEP[@]}"; do
+    start_leasegate_verify "verify-ack-t$t" acknowledgement "$t"
+done
 if [[ -n "${LEASEGATE_BASE_BIN:-}" ]]; then
     LEASEGATE_BIN=$LEASEGATE_BASE_BIN start_leasegate_verify verify-ack-base acknowledgement
 fi
@@ -323,7 +334,7 @@ fi
         "connection, HTTP/1.1 keep-alive, TCP_NODELAY) sleeping" \
         "**$DELAY_MS ms** before each cluster answer, a topology of $((EXTRA_SHARDS + 1)) shard(s)" \
         "($(controller_answer_bytes) bytes an answer). Both verified targets: verify.max_in_flight" \
-        "**$MAX_IN_FLIGHT**, threads **$VERIFY_THREADS** (0: one per CPU), timeout_ms 500, controller poll_interval_ms/ttl_ms 3600000 (so only" \
+        "**$MAX_IN_FLIGHT**, threads **$VERIFY_THREADS** (0: leasegate's default, $(session_threads "${TARGET_PID[verify-ack]}") session threads here; verify-ack-t<N>: N), timeout_ms 500, controller poll_interval_ms/ttl_ms 3600000 (so only" \
         "verification rounds reach the controller during the runs); verify-request has" \
         "verify.hold request, verify-ack verify.hold acknowledgement."
     echo "Host: $(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p;T;q' /proc/cpuinfo))," \

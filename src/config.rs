@@ -18,6 +18,16 @@ pub use crate::guard::pause::OnDemote;
 use crate::guard::verify::VerifyHold;
 
 /// Why a config file could not be used.
+
+/// Session threads at most when `threads` is 0. A sidecar shares its host
+/// with the node, and more threads cost CPU for nothing: on a 16-core host
+/// (issue 24, `bench/throughput.sh`, `-c 50`), 3 threads served 1.05–1.22×
+/// HAProxy's requests/s at 0.59–0.94× its CPU per request (HAProxy at 4 and
+/// at 16 threads), where one thread per CPU spent 1.26–1.41× HAProxy-4's
+/// CPU; and verification batches best with fewer threads. Three threads
+/// carry several hundred thousand requests/s at `-P 1`, more than one
+/// redis-server or Kvrocks node serves. `threads: N` sets more.
+pub const DEFAULT_MAX_THREADS: usize = 3;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
@@ -55,7 +65,7 @@ pub struct Config {
     )]
     pub drain_timeout: Duration,
     /// Session threads (each with one single-threaded runtime); 0 means one
-    /// per CPU.
+    /// per CPU, at most [`DEFAULT_MAX_THREADS`].
     #[serde(default)]
     pub threads: usize,
     /// This node's 40-character cluster node id. When unset, it is learned
@@ -595,10 +605,14 @@ impl Config {
         out
     }
 
-    /// Session threads to start: `threads`, or one per CPU when 0.
+    /// Session threads to start: `threads`, or when 0 one per CPU (as the
+    /// process may use them: affinity and cgroup quota count), at most
+    /// [`DEFAULT_MAX_THREADS`].
     pub fn session_threads(&self) -> usize {
         match self.threads {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            0 => std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .min(DEFAULT_MAX_THREADS),
             n => n,
         }
     }

@@ -166,6 +166,7 @@ impl Server {
         info!(
             listen = %self.config.listen,
             backend = %self.config.backend.addr,
+            session_threads = self.config.session_threads(),
             "leasegate is serving"
         );
 
