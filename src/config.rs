@@ -17,8 +17,6 @@ use crate::guard::lease::{Initial, LeaseMode};
 pub use crate::guard::pause::OnDemote;
 use crate::guard::verify::VerifyHold;
 
-/// Why a config file could not be used.
-
 /// Session threads at most when `threads` is 0. A sidecar shares its host
 /// with the node, and more threads cost CPU for nothing: on a 16-core host
 /// (issue 24, `bench/throughput.sh`, `-c 50`), 3 threads served 1.05–1.22×
@@ -28,6 +26,8 @@ use crate::guard::verify::VerifyHold;
 /// carry several hundred thousand requests/s at `-P 1`, more than one
 /// redis-server or Kvrocks node serves. `threads: N` sets more.
 pub const DEFAULT_MAX_THREADS: usize = 3;
+
+/// Why a config file could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
@@ -80,6 +80,8 @@ pub struct Config {
     pub lease: LeaseConfig,
     #[serde(default)]
     pub controller: ControllerConfig,
+    #[serde(default)]
+    pub sentinel: SentinelConfig,
     #[serde(default)]
     pub verify: VerifyConfig,
     #[serde(default)]
@@ -224,6 +226,53 @@ impl Default for ControllerConfig {
             switch_timeout: Duration::from_secs(2),
             node_lost_wait: Duration::from_secs(30),
         }
+    }
+}
+
+/// Taking the lease from Redis Sentinel (`sentinel.addrs` set), and being
+/// seen by it at this leasegate's address (see `control::sentinel`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SentinelConfig {
+    /// `host:port` of every Sentinel monitoring this node's master; empty
+    /// disables Sentinel.
+    pub addrs: Vec<String>,
+    /// The name the Sentinels monitor the master under (`sentinel monitor <name> ...`).
+    pub master_name: String,
+    /// The Sentinels' own password (`requirepass` in their config), if any.
+    pub password: Option<String>,
+    /// This leasegate's address as the Sentinels know it; default: `listen`
+    /// (which must then name an address, not 0.0.0.0).
+    pub address: Option<String>,
+    /// How often the Sentinels are asked.
+    #[serde(rename = "poll_interval_ms", with = "millis")]
+    pub poll_interval: Duration,
+    /// Bound of one question to one Sentinel.
+    #[serde(rename = "timeout_ms", with = "millis")]
+    pub timeout: Duration,
+    /// Make the node announce this leasegate's address to its master
+    /// (`replica-announce-port`, and `replica-announce-ip` when `address`
+    /// names one), so that Sentinel finds the replica behind its leasegate.
+    pub announce: bool,
+}
+
+impl Default for SentinelConfig {
+    fn default() -> Self {
+        Self {
+            addrs: Vec::new(),
+            master_name: String::new(),
+            password: None,
+            address: None,
+            poll_interval: Duration::from_millis(100),
+            timeout: Duration::from_millis(200),
+            announce: true,
+        }
+    }
+}
+
+impl SentinelConfig {
+    pub fn enabled(&self) -> bool {
+        !self.addrs.is_empty()
     }
 }
 
@@ -432,10 +481,10 @@ impl Config {
 
     fn validate(&self) -> Result<(), (&'static str, String)> {
         let addr = &self.backend.addr;
-        match addr.rsplit_once(':') {
-            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {}
-            _ => return Err(("backend.addr", format!("'{addr}' is not a host:port"))),
+        if !is_host_port(addr) {
+            return Err(("backend.addr", format!("'{addr}' is not a host:port")));
         }
+        self.validate_sentinel()?;
         if self.backend.connect_timeout.is_zero() {
             return Err(("backend.connect_timeout_ms", "must be above 0".into()));
         }
@@ -570,6 +619,59 @@ impl Config {
     }
 
     /// Warnings about settings that are valid but unsafe together.
+    fn validate_sentinel(&self) -> Result<(), (&'static str, String)> {
+        let s = &self.sentinel;
+        if !s.enabled() {
+            return Ok(());
+        }
+        for addr in &s.addrs {
+            if !is_host_port(addr) {
+                return Err(("sentinel.addrs", format!("'{addr}' is not a host:port")));
+            }
+        }
+        if s.master_name.is_empty() {
+            return Err((
+                "sentinel.master_name",
+                "the name the Sentinels monitor the master under is required with sentinel.addrs"
+                    .into(),
+            ));
+        }
+        if self.controller.url.is_some() {
+            return Err((
+                "sentinel.addrs",
+                "controller.url is set too: the lease has one source, the controller or Sentinel"
+                    .into(),
+            ));
+        }
+        if s.poll_interval.is_zero() || s.timeout.is_zero() {
+            return Err((
+                "sentinel.poll_interval_ms",
+                "poll_interval_ms and timeout_ms must be above 0".into(),
+            ));
+        }
+        match &s.address {
+            Some(a) if !is_host_port(a) => {
+                Err(("sentinel.address", format!("'{a}' is not a host:port")))
+            }
+            None if self.listen.ip().is_unspecified() => Err((
+                "sentinel.address",
+                format!(
+                    "listen is {}: set this leasegate's address as the Sentinels know it",
+                    self.listen
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// This leasegate's address as the Sentinels know it.
+    pub fn sentinel_address(&self) -> String {
+        self.sentinel
+            .address
+            .clone()
+            .unwrap_or_else(|| self.listen.to_string())
+    }
+
     pub fn warnings(&self) -> Vec<String> {
         let mut out = Vec::new();
         if self.controller.url.is_some() {
@@ -595,10 +697,11 @@ impl Config {
             && self.control.allow_from.is_empty()
             && self.admin.token.is_none()
             && self.controller.url.is_none()
+            && !self.sentinel.enabled()
         {
             out.push(
                 "lease.mode is on but nothing can renew the lease (no control.password, \
-                 control.allow_from, admin.token or controller.url)"
+                 control.allow_from, admin.token, controller.url or sentinel.addrs)"
                     .to_string(),
             );
         }
@@ -624,6 +727,11 @@ impl Config {
     pub fn connect_timeout(&self) -> Duration {
         self.backend.connect_timeout
     }
+}
+
+/// `host:port` with a host and a port number.
+fn is_host_port(addr: &str) -> bool {
+    matches!(addr.rsplit_once(':'), Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok())
 }
 
 #[cfg(test)]

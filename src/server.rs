@@ -32,6 +32,7 @@ use crate::control::admin;
 use crate::control::poll;
 use crate::control::probe;
 use crate::control::reload;
+use crate::control::sentinel;
 use crate::control::ControlContext;
 use crate::guard::gate::Gate;
 use crate::guard::lease::{BootClock, Clock};
@@ -298,6 +299,9 @@ impl Server {
         }
         if self.config.controller.url.is_some() {
             tokio::spawn(poll::poll(Arc::clone(&self.shared)));
+        }
+        if self.config.sentinel.enabled() {
+            tokio::spawn(sentinel::run(Arc::clone(&self.shared)));
         }
         Ok(())
     }

@@ -27,6 +27,7 @@ pub mod failover;
 pub mod poll;
 pub mod probe;
 pub mod reload;
+pub mod sentinel;
 pub mod switch;
 
 /// The control plane's own metrics and the listener's.
@@ -47,6 +48,8 @@ pub struct ControlMetrics {
     pub failover: Arc<failover::FailoverMetrics>,
     /// `leasegate_config_reloads_total{result}`.
     pub reload: reload::ReloadMetrics,
+    /// `leasegate_sentinel_polls_total{outcome}`.
+    pub sentinel: sentinel::SentinelMetrics,
 }
 
 /// What the server does on a reload beyond the control plane (the log
@@ -140,6 +143,7 @@ impl ControlContext {
         let metrics = ControlMetrics::default();
         metrics.admin.register(&mut registry);
         metrics.poll.register(&mut registry);
+        metrics.sentinel.register(&mut registry);
         registry.register(
             "client_connections",
             "Client connections being served",

@@ -20,7 +20,9 @@
 //!   cluster (`controller.url`, `.namespace`, `.cluster`: the versions the
 //!   poller remembers belong to one cluster, and the verifier exists only
 //!   with a controller; `verify.mode: every-write` too when leasegate
-//!   started without `controller.url`).
+//!   started without `controller.url`), and which Sentinels and master
+//!   the Sentinel poller asks, and as what (`sentinel.addrs`,
+//!   `.master_name`, `.address`, `.announce`).
 //!
 //! What "at once" means per key: the lease margins (`lease.clock_drift`,
 //! `.safety_margin_ms`) apply from the next grant (a deadline granted stands);
@@ -81,6 +83,13 @@ pub const KEYS: &[(&str, Apply)] = &[
     ("controller.timeout_ms", Apply::Live),
     ("controller.switch_timeout_ms", Apply::Live),
     ("controller.node_lost_wait_ms", Apply::Live),
+    ("sentinel.addrs", Apply::Restart),
+    ("sentinel.master_name", Apply::Restart),
+    ("sentinel.password", Apply::Live),
+    ("sentinel.address", Apply::Restart),
+    ("sentinel.poll_interval_ms", Apply::Live),
+    ("sentinel.timeout_ms", Apply::Live),
+    ("sentinel.announce", Apply::Restart),
     ("verify.mode", Apply::Live),
     ("verify.hold", Apply::Live),
     ("verify.timeout_ms", Apply::Live),
@@ -215,6 +224,12 @@ fn keep_until_restart(old: &Config, new: &mut Config) {
         .namespace
         .clone_from(&old.controller.namespace);
     new.controller.cluster.clone_from(&old.controller.cluster);
+    new.sentinel.addrs.clone_from(&old.sentinel.addrs);
+    new.sentinel
+        .master_name
+        .clone_from(&old.sentinel.master_name);
+    new.sentinel.address.clone_from(&old.sentinel.address);
+    new.sentinel.announce = old.sentinel.announce;
     new.commands.learn_from_backend = old.commands.learn_from_backend;
     new.log.format = old.log.format;
 }

@@ -120,7 +120,12 @@ pub enum Verdict {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
     /// `REPLICAOF host port`: the node is a replica now; revoke the lease.
-    Replica { reason: String },
+    /// From the controller (a control connection), the sessions' writes
+    /// then go to `new_master` (`pause.on_demote`).
+    Replica {
+        reason: String,
+        new_master: Option<String>,
+    },
     /// `CLUSTERX SETNODES <nodes> ...`: revoke the lease if the topology lists
     /// this node as a slave (decided on the reply, with the node id known then).
     Topology {
@@ -152,6 +157,9 @@ pub enum Wait {
     /// Until the lease allows writes, the wait for it is withdrawn (a
     /// revocation), or `until`: then the write is asked about again.
     Lease { until: std::time::Instant },
+    /// A promotion (`REPLICAOF NO ONE`), until the old master is fenced
+    /// ([`crate::guard::promotion`]) or `until`: then it is asked about again.
+    Fence { until: std::time::Instant },
 }
 
 impl PartialEq for Wait {
@@ -166,6 +174,10 @@ impl Eq for Wait {}
 /// naming it master (or `controller.switch_timeout_ms` with a poller, if
 /// longer), before they are fenced.
 pub const PROMOTION_LEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// How long a promotion passing through waits for the old master to be
+/// fenced before it goes on anyway.
+pub const PROMOTION_FENCE_BOUND: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// How the answer to a rewritten request is made from the node's reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -572,6 +584,12 @@ impl Gate {
                 }
                 Err(Bytes::from_static(b"+OK\r\n"))
             }
+            (Wait::Fence { until }, _) => {
+                while !self.role.promotion_fence.settled() && std::time::Instant::now() < *until {
+                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                }
+                Ok(())
+            }
             (Wait::Lease { until }, _) => {
                 while !self.lease.write_allowed() {
                     let now = std::time::Instant::now();
@@ -652,7 +670,21 @@ impl Gate {
                 let no_one = args.len() == 3
                     && args[1].eq_ignore_ascii_case(b"no")
                     && args[2].eq_ignore_ascii_case(b"one");
+                // A promotion waits for the old master to be fenced, where
+                // someone fences it (a Sentinel lease source).
+                if no_one && self.role.promotion_fence.enabled() {
+                    if let Some(until) = self.role.promotion_fence.ask(PROMOTION_FENCE_BOUND) {
+                        return Verdict::Hold(Wait::Fence { until });
+                    }
+                }
                 (args.len() == 3 && !no_one).then(|| Effect::Replica {
+                    new_master: r.control.then(|| {
+                        format!(
+                            "{}:{}",
+                            String::from_utf8_lossy(&args[1]),
+                            String::from_utf8_lossy(&args[2])
+                        )
+                    }),
                     reason: format!(
                         "{} {} {} accepted by the node",
                         String::from_utf8_lossy(&args[0]).to_ascii_uppercase(),
@@ -717,7 +749,14 @@ impl Gate {
     #[cold]
     pub fn accepted(&self, effect: &Effect) {
         match effect {
-            Effect::Replica { reason } => self.role.revoke(reason, Source::Node),
+            Effect::Replica { reason, new_master } => {
+                self.role.revoke(reason, Source::Node);
+                if let Some(m) = new_master {
+                    self.role.demote(Demotion {
+                        new_master: Some(Arc::from(m.as_str())),
+                    });
+                }
+            }
             Effect::Topology {
                 nodes,
                 version,

@@ -6,7 +6,8 @@
 //! controller's own commands (heartbeats, `CLIENT PAUSE`, control AUTH) are
 //! answered by [`control`]; the `# Leasegate` section of `INFO` by [`info`];
 //! what the node said of itself when last probed is in [`node`]; the
-//! replication connections passing through, in [`replicas`].
+//! replication connections passing through, in [`replicas`]; a promotion
+//! held until the old master is fenced, in [`promotion`].
 
 pub mod control;
 pub mod gate;
@@ -14,6 +15,7 @@ pub mod info;
 pub mod lease;
 pub mod node;
 pub mod pause;
+pub mod promotion;
 pub mod replicas;
 pub mod role;
 pub mod verify;

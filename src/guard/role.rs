@@ -32,6 +32,8 @@ pub enum Source {
     Http,
     /// Polling the controller's topology.
     Poll,
+    /// Asking the Redis Sentinels who the master is.
+    Sentinel,
     /// A mastership confirmation round (`verify.mode: every-write`).
     Verification,
     /// The node probe saw the node's `ROLE`.
@@ -48,6 +50,7 @@ impl Source {
             Source::Heartbeat => "heartbeat",
             Source::Http => "http",
             Source::Poll => "poll",
+            Source::Sentinel => "sentinel",
             Source::Verification => "verification",
             Source::Probe => "probe",
             Source::Node => "node",
@@ -199,6 +202,8 @@ pub struct Role {
     /// writes wait for the lease until then instead of being fenced
     /// ([`Role::lease_awaited`]).
     awaiting_lease: std::sync::Mutex<Option<std::time::Instant>>,
+    /// A promotion passing through, held until the old master is fenced.
+    pub promotion_fence: crate::guard::promotion::PromotionFence,
 }
 
 impl std::fmt::Debug for Role {
@@ -234,6 +239,7 @@ impl Role {
             step_down_hold_ms: AtomicU64::new(0),
             stepped_down: tokio::sync::Notify::new(),
             awaiting_lease: std::sync::Mutex::new(None),
+            promotion_fence: Default::default(),
         }
     }
 

@@ -1,10 +1,12 @@
 //! What the outside world says, as data: the node's topology and replication
 //! reports ([`topology`]), the kvrocks-controller HTTP API ([`controller`]),
-//! and other leasegates' admin API ([`admin_api`], the wire model;
-//! [`admin_client`], the client; [`admin_text`], its answers for people).
+//! Redis Sentinel's view of a master ([`sentinel`]), and other leasegates'
+//! admin API ([`admin_api`], the wire model; [`admin_client`], the client;
+//! [`admin_text`], its answers for people).
 
 pub mod admin_api;
 pub mod admin_client;
 pub mod admin_text;
 pub mod controller;
+pub mod sentinel;
 pub mod topology;

@@ -13,6 +13,7 @@ pub mod kvrocks;
 pub mod load;
 pub mod netns;
 pub mod scripted;
+pub mod sentinel;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -258,32 +259,11 @@ impl Proxy {
 
     pub fn start_with_backend_yaml(backend_yaml: &str, extra_yaml: &str) -> Proxy {
         let dir = tempfile::tempdir().expect("temp dir");
-        let config_path = dir.path().join("leasegate.yaml");
-        // The admin API defaults to 127.0.0.1:9180; tests running in
-        // parallel would fight over it, so it is off unless asked for.
-        let admin = if extra_yaml.lines().any(|l| l.starts_with("admin:")) {
-            ""
-        } else {
-            "admin:\n  listen: \"\"\n"
-        };
         let mut extra_yaml = extra_yaml.to_string();
         for _ in 0..PORT_ATTEMPTS {
             let port = free_port();
-            let yaml = format!(
-                "listen: 127.0.0.1:{port}\n{backend_yaml}log:\n  level: '{}'\n{admin}{extra_yaml}",
-                // LEASEGATE_TEST_LOG=info (or a filter) to see what the proxies did.
-                std::env::var("LEASEGATE_TEST_LOG").unwrap_or_else(|_| "warn".into())
-            );
-            std::fs::write(&config_path, yaml).expect("write config");
-            let mut child = Command::new(env!("CARGO_BIN_EXE_leasegate"))
-                .args(["run", "-c"])
-                .arg(&config_path)
-                .stdout(Stdio::null())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .expect("spawn leasegate");
-            match wait_listening(port, &mut child, "leasegate") {
-                Ok(()) => {
+            match Proxy::launch(&dir, port, backend_yaml, &extra_yaml) {
+                Ok((child, config_path)) => {
                     return Proxy {
                         port,
                         child: Some(child),
@@ -299,6 +279,56 @@ impl Proxy {
             }
         }
         panic!("leasegate could not start on any of {PORT_ATTEMPTS} free ports");
+    }
+
+    /// As [`Proxy::start`], listening on `port`, chosen beforehand (for
+    /// servers that must know the address first, such as a Sentinel
+    /// monitoring it); panics if the port was taken meanwhile.
+    pub fn start_at(port: u16, backend: &str, extra_yaml: &str) -> Proxy {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let backend_yaml = format!("backend:\n  addr: {backend}\n");
+        match Proxy::launch(&dir, port, &backend_yaml, extra_yaml) {
+            Ok((child, config_path)) => Proxy {
+                port,
+                child: Some(child),
+                config_path,
+                _dir: dir,
+            },
+            Err(status) => panic!("leasegate could not start on {port} ({status})"),
+        }
+    }
+
+    /// Writes the config into `dir` and starts leasegate on `port`; its
+    /// exit status if it could not listen there.
+    fn launch(
+        dir: &tempfile::TempDir,
+        port: u16,
+        backend_yaml: &str,
+        extra_yaml: &str,
+    ) -> Result<(Child, PathBuf), ExitStatus> {
+        let config_path = dir.path().join("leasegate.yaml");
+        // The admin API defaults to 127.0.0.1:9180; tests running in
+        // parallel would fight over it, so it is off unless asked for.
+        let admin = if extra_yaml.lines().any(|l| l.starts_with("admin:")) {
+            ""
+        } else {
+            "admin:\n  listen: \"\"\n"
+        };
+        let yaml = format!(
+            "listen: 127.0.0.1:{port}\n{backend_yaml}log:\n  level: '{}'\n{admin}{extra_yaml}",
+            // LEASEGATE_TEST_LOG=info (or a filter) to see what the proxies did.
+            std::env::var("LEASEGATE_TEST_LOG").unwrap_or_else(|_| "warn".into())
+        );
+        std::fs::write(&config_path, yaml).expect("write config");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_leasegate"))
+            .args(["run", "-c"])
+            .arg(&config_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn leasegate");
+        wait_listening(port, &mut child, "leasegate")?;
+        Ok((child, config_path))
     }
 
     pub fn client(&self) -> Client {

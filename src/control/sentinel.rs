@@ -1,0 +1,542 @@
+//! Redis Sentinel as the lease's source, and Sentinel seeing nodes through
+//! their leasegates.
+//!
+//! Every `sentinel.poll_interval_ms` leasegate asks each Sentinel in
+//! `sentinel.addrs` for `SENTINEL MASTER <master_name>`, all at once, and
+//! judges the answers ([`crate::kvrocks::sentinel::judge`]):
+//!
+//! * the Sentinels name this leasegate (`sentinel.address`) master and
+//!   enough of them have heard from it recently → the lease is granted
+//!   until the earliest moment a quorum of them could find it down,
+//!   anchored at the instant the questions were sent;
+//! * a Sentinel names another master at a config epoch at least as new →
+//!   the lease is revoked at once and, where this node was master, it is
+//!   demoted with that master as the sessions' new home (`pause.on_demote`);
+//! * otherwise (Sentinels unreachable, or seeing this node down or being
+//!   replaced) nothing is renewed and the lease runs out.
+//!
+//! A node that its probe last saw as a replica is not renewed either.
+//!
+//! With `sentinel.announce` (the default) leasegate also makes its node
+//! announce the leasegate's address to its master (`CONFIG SET
+//! replica-announce-port`, and `replica-announce-ip` when `sentinel.address`
+//! names an IP), so that the master's `INFO replication` — where Sentinel
+//! discovers replicas — lists the replica by its leasegate, and Sentinel
+//! promotes and reconfigures it through leasegate. A replica whose link
+//! came up before that is made to reconnect (`CLIENT KILL TYPE master`) so
+//! that its master hears the new address.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+use tracing::{info, warn};
+
+use crate::control::ControlContext;
+use crate::guard::lease::{Grant, MAX_TTL_MS};
+use crate::guard::role::{Demotion, Source};
+use crate::kvrocks::sentinel::{judge, parse_master, Judgement, MasterView};
+use crate::kvrocks::topology::Replication;
+use crate::proxy::backend::ControlConnection;
+use redis_protocol::resp2::types::OwnedFrame;
+
+/// Withheld renewals logged: the first, then every this many.
+const LOG_EVERY: u64 = 50;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// `renewed`, `revoked`, `withheld`.
+    pub outcome: &'static str,
+}
+
+/// `leasegate_sentinel_polls_total{outcome}`.
+#[derive(Debug, Default)]
+pub struct SentinelMetrics {
+    pub polls: Family<OutcomeLabels, Counter>,
+}
+
+impl SentinelMetrics {
+    pub fn register(&self, registry: &mut Registry) {
+        for outcome in ["renewed", "revoked", "withheld"] {
+            let _ = self.polls.get_or_create(&OutcomeLabels { outcome });
+        }
+        registry.register(
+            "sentinel_polls",
+            "Polls of the Redis Sentinels by outcome (renewed, revoked, withheld)",
+            self.polls.clone(),
+        );
+    }
+
+    fn count(&self, outcome: &'static str) {
+        self.polls.get_or_create(&OutcomeLabels { outcome }).inc();
+    }
+}
+
+/// Asks the Sentinels until `ctx.shutdown`; does nothing without
+/// `sentinel.addrs`. Which Sentinels, which master and this leasegate's
+/// address are fixed at start; the interval, timeout and password are read
+/// from the running config before each poll.
+pub async fn run(ctx: Arc<ControlContext>) {
+    let config = ctx.config.load_full();
+    let s = &config.sentinel;
+    if !s.enabled() {
+        return;
+    }
+    let me = config.sentinel_address();
+    if s.announce {
+        tokio::spawn(announce(Arc::clone(&ctx), me.clone()));
+    }
+    ctx.role.promotion_fence.enable();
+    tokio::spawn(serve_fences(Arc::clone(&ctx), me.clone()));
+    info!(sentinels = ?s.addrs, master = %s.master_name, address = %me, interval_ms = s.poll_interval.as_millis() as u64, "taking the master lease from Redis Sentinel");
+    let mut sentinels: Vec<Asked> = s
+        .addrs
+        .iter()
+        .map(|addr| Asked {
+            addr: addr.clone(),
+            conn: None,
+        })
+        .collect();
+    let mut withheld = 0u64;
+    let mut node = OwnNode::default();
+    loop {
+        let interval = ctx.config.load().sentinel.poll_interval;
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = ctx.shutdown.cancelled() => return,
+        }
+        let lease = ctx.gate.lease();
+        let sent = lease.now();
+        let (answers, node_role) = tokio::select! {
+            a = async { tokio::join!(ask_all(&ctx, &mut sentinels, &s.master_name), node.role(&ctx)) } => a,
+            _ = ctx.shutdown.cancelled() => return,
+        };
+        match judge(&answers, &me, sentinels.len()) {
+            Judgement::Renew { .. } if node_role.as_deref() != Some("master") => {
+                withhold(
+                    &ctx,
+                    &mut withheld,
+                    "the Sentinels name this node master, but its node reports itself a replica",
+                );
+            }
+            Judgement::Renew { valid_ms, .. } => {
+                if withheld > 0 {
+                    info!(polls = withheld, "the Sentinels vouch for this node again");
+                    withheld = 0;
+                }
+                renew(&ctx, valid_ms, sent);
+            }
+            Judgement::Revoke { master, epoch } => {
+                withheld = 0;
+                revoke(&ctx, &master, epoch);
+            }
+            Judgement::Withhold { why } => withhold(&ctx, &mut withheld, &why),
+        }
+    }
+}
+
+/// One Sentinel and the connection to it, kept between polls.
+struct Asked {
+    addr: String,
+    conn: Option<ControlConnection>,
+}
+
+/// Asks every Sentinel at once; an error for each that did not answer in
+/// time (its connection is dropped, and opened again next time).
+async fn ask_all(
+    ctx: &ControlContext,
+    sentinels: &mut [Asked],
+    master_name: &str,
+) -> Vec<Result<MasterView, String>> {
+    let (password, timeout) = {
+        let c = ctx.config.load();
+        (c.sentinel.password.clone(), c.sentinel.timeout)
+    };
+    let mut set = tokio::task::JoinSet::new();
+    for (i, s) in sentinels.iter_mut().enumerate() {
+        let (addr, conn, password, name) = (
+            s.addr.clone(),
+            s.conn.take(),
+            password.clone(),
+            master_name.to_string(),
+        );
+        set.spawn(async move {
+            let asked = tokio::time::timeout(
+                timeout,
+                ask(&addr, conn, password.as_deref(), &name, timeout),
+            )
+            .await
+            .unwrap_or_else(|_| {
+                Err(format!(
+                    "Sentinel {addr}: no answer within {} ms",
+                    timeout.as_millis()
+                ))
+            });
+            (i, asked)
+        });
+    }
+    let mut answers: Vec<Result<MasterView, String>> = sentinels
+        .iter()
+        .map(|s| Err(format!("Sentinel {}: not asked", s.addr)))
+        .collect();
+    while let Some(joined) = set.join_next().await {
+        let Ok((i, asked)) = joined else { continue };
+        answers[i] = asked.map(|(view, conn)| {
+            sentinels[i].conn = Some(conn);
+            view
+        });
+    }
+    answers
+}
+
+/// One Sentinel's `SENTINEL MASTER <name>`, on `conn` or a new connection.
+async fn ask(
+    addr: &str,
+    conn: Option<ControlConnection>,
+    password: Option<&str>,
+    name: &str,
+    timeout: Duration,
+) -> Result<(MasterView, ControlConnection), String> {
+    let mut conn = match conn {
+        Some(c) => c,
+        None => ControlConnection::open(addr, password, timeout)
+            .await
+            .map_err(|e| format!("Sentinel {addr}: {e}"))?,
+    };
+    let reply = conn
+        .call(&["SENTINEL", "MASTER", name])
+        .await
+        .map_err(|e| format!("Sentinel {addr}: SENTINEL MASTER {name}: {e}"))?;
+    let view = parse_master(&reply).map_err(|e| format!("Sentinel {addr}: {e}"))?;
+    Ok((view, conn))
+}
+
+/// The connection to this leasegate's own node, kept between polls.
+#[derive(Default)]
+struct OwnNode {
+    conn: Option<ControlConnection>,
+}
+
+impl OwnNode {
+    /// What the node says of itself now (`INFO replication`); `None` when
+    /// it does not answer (its connection is opened again next time).
+    async fn replication(&mut self, ctx: &ControlContext) -> Option<Replication> {
+        let (addr, password, timeout) = {
+            let c = ctx.config.load();
+            (
+                c.backend.addr.clone(),
+                c.backend.password.clone(),
+                c.backend.connect_timeout,
+            )
+        };
+        let mut conn = match self.conn.take() {
+            Some(c) => c,
+            None => ControlConnection::open(&addr, password.as_deref(), timeout)
+                .await
+                .ok()?,
+        };
+        let info = replication_of(&mut conn).await.ok()?;
+        self.conn = Some(conn);
+        Some(info)
+    }
+
+    /// The node's role now: `master` or `slave`.
+    async fn role(&mut self, ctx: &ControlContext) -> Option<String> {
+        self.replication(ctx).await.and_then(|r| r.role)
+    }
+}
+
+/// `INFO replication` of whatever `conn` reaches.
+async fn replication_of(conn: &mut ControlConnection) -> Result<Replication, String> {
+    match conn.call(&["INFO", "replication"]).await {
+        Ok(OwnedFrame::BulkString(text)) => {
+            Ok(Replication::parse_info(&String::from_utf8_lossy(&text)))
+        }
+        Ok(other) => Err(format!("INFO replication answered {other:?}")),
+        Err(e) => Err(format!("INFO replication: {e}")),
+    }
+}
+
+fn renew(ctx: &ControlContext, valid_ms: u64, sent: u64) {
+    let lease = ctx.role.lease();
+    let grant = Grant {
+        master_node_id: None,
+        ttl_ms: valid_ms.min(MAX_TTL_MS),
+        epoch: lease.epoch(),
+        nonce: None,
+        anchor: Some(sent),
+    };
+    match ctx.role.grant(&grant, lease.now(), Source::Sentinel) {
+        Ok(_) => ctx.metrics.sentinel.count("renewed"),
+        // The epoch moved between reading and granting (a grant raced this
+        // poll); the next poll uses the new one.
+        Err(e) => {
+            ctx.metrics.sentinel.count("withheld");
+            tracing::debug!(error = %e, "Sentinel renewal refused");
+        }
+    }
+}
+
+/// Another master is named: revoke, and where this node was master (or
+/// was demoted toward another), send its sessions to the new one.
+fn revoke(ctx: &ControlContext, master: &str, epoch: u64) {
+    ctx.metrics.sentinel.count("revoked");
+    let role = &ctx.role;
+    let was_master = role.lease().write_allowed() || role.is_demoted();
+    if !was_master {
+        // A replica, as the Sentinels say: nothing to revoke (and a wait
+        // for the lease of a promotion under way is left alone).
+        return;
+    }
+    let reason = format!("the Sentinels name {master} master (config epoch {epoch})");
+    role.revoke(&reason, Source::Sentinel);
+    let known = role.demotion().and_then(|d| d.new_master.clone());
+    if known.as_deref() != Some(master) {
+        info!(
+            new_master = master,
+            epoch, "demoted by Sentinel: sessions go to the new master"
+        );
+        role.demote(Demotion {
+            new_master: Some(Arc::from(master)),
+        });
+    }
+}
+
+fn withhold(ctx: &ControlContext, withheld: &mut u64, why: &str) {
+    ctx.metrics.sentinel.count("withheld");
+    *withheld += 1;
+    if *withheld == 1 || *withheld % LOG_EVERY == 0 {
+        warn!(
+            polls = *withheld,
+            why, "the Sentinels do not vouch for this node; the lease is not renewed"
+        );
+    }
+}
+
+/// Makes the node announce `me` to its master, retrying until the node
+/// answers: `replica-announce-port` (and `-ip` when `me` names an IP).
+/// A replica already linked is made to reconnect, so that its master lists
+/// it by the new address.
+async fn announce(ctx: Arc<ControlContext>, me: String) {
+    let Some((host, port)) = me.rsplit_once(':') else {
+        return;
+    };
+    let host = host.trim_matches(['[', ']']);
+    let ip = host
+        .parse::<std::net::IpAddr>()
+        .ok()
+        .filter(|ip| !ip.is_unspecified());
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let (addr, password, timeout) = {
+            let c = ctx.config.load();
+            (
+                c.backend.addr.clone(),
+                c.backend.password.clone(),
+                c.backend.connect_timeout,
+            )
+        };
+        match announce_once(&addr, password.as_deref(), timeout, port, ip).await {
+            Ok(reconnected) => {
+                info!(address = %me, reconnected, "the node announces this leasegate's address to its master");
+                return;
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot make the node announce this leasegate's address yet; retrying");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = ctx.shutdown.cancelled() => return,
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// One attempt of [`announce`]; whether a linked replica was made to
+/// reconnect.
+async fn announce_once(
+    addr: &str,
+    password: Option<&str>,
+    timeout: Duration,
+    port: &str,
+    ip: Option<std::net::IpAddr>,
+) -> Result<bool, String> {
+    let mut conn = ControlConnection::open(addr, password, timeout)
+        .await
+        .map_err(|e| format!("node {addr}: {e}"))?;
+    let current = |reply: OwnedFrame| match reply {
+        OwnedFrame::Array(items) => items.get(1).and_then(|v| match v {
+            OwnedFrame::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+            _ => None,
+        }),
+        _ => None,
+    };
+    let mut changed = false;
+    let mut wanted = vec![("replica-announce-port", port.to_string())];
+    if let Some(ip) = ip {
+        wanted.push(("replica-announce-ip", ip.to_string()));
+    }
+    for (name, value) in &wanted {
+        let now = conn
+            .call(&["CONFIG", "GET", name])
+            .await
+            .map(current)
+            .map_err(|e| format!("node {addr}: CONFIG GET {name}: {e}"))?;
+        if now.as_deref() != Some(value.as_str()) {
+            conn.call(&["CONFIG", "SET", name, value])
+                .await
+                .map_err(|e| format!("node {addr}: CONFIG SET {name} {value}: {e}"))?;
+            changed = true;
+        }
+    }
+    if !changed {
+        return Ok(false);
+    }
+    // A replica whose link is up announced its old address: make it
+    // reconnect (it resumes where it was, a partial resync).
+    let replication = replication_of(&mut conn)
+        .await
+        .map_err(|e| format!("node {addr}: {e}"))?;
+    if replication.role.as_deref() == Some("slave") {
+        match conn.call(&["CLIENT", "KILL", "TYPE", "master"]).await {
+            Ok(_) => return Ok(true),
+            Err(e) => {
+                warn!(error = %e, "the replica's link to its master predates the announced address and could not be restarted (CLIENT KILL TYPE master); its master lists it by the old address until it reconnects")
+            }
+        }
+    }
+    Ok(false)
+}
+
+/// How long a fenced old master holds writes at most: the promotion's own
+/// bound plus the wait for this node to become master.
+const FENCE_PAUSE: Duration = Duration::from_secs(8);
+/// How long the promoted node may take to report itself master before the
+/// old master is let go again.
+const PROMOTED_WITHIN: Duration = Duration::from_secs(5);
+/// How long writes at the promoted node wait for the Sentinels to name it
+/// (they do once the promotion is seen: about a second).
+const NAMED_WITHIN: Duration = Duration::from_secs(5);
+
+/// Serves the promotion fence ([`crate::guard::promotion`]) until shutdown:
+/// each promotion passing through (Sentinel's `REPLICAOF NO ONE`) waits
+/// until the old master's leasegate holds writes and this node has caught
+/// up with it; once this node is master, the old master is made its replica
+/// through its leasegate (so its held writes come here) and released.
+async fn serve_fences(ctx: Arc<ControlContext>, me: String) {
+    loop {
+        let until = tokio::select! {
+            u = ctx.role.promotion_fence.requested() => u,
+            _ = ctx.shutdown.cancelled() => return,
+        };
+        let fenced = tokio::time::timeout_at(until.into(), fence_old_master(&ctx)).await;
+        match fenced {
+            Ok(Ok((old, conn))) => {
+                info!(old_master = %old, "old master fenced and caught up: the promotion goes on");
+                // Writes sent here wait for the Sentinels' lease.
+                ctx.role
+                    .await_lease(std::time::Instant::now() + NAMED_WITHIN);
+                ctx.role.promotion_fence.settle();
+                tokio::spawn(hand_over_old_master(
+                    Arc::clone(&ctx),
+                    old,
+                    conn,
+                    me.clone(),
+                ));
+            }
+            Ok(Err(e)) => {
+                warn!(error = %e, "the old master could not be fenced; the promotion goes on (a master that cannot be reached is fenced by its lease)");
+                ctx.role.promotion_fence.settle();
+            }
+            Err(_) => {
+                warn!("fencing the old master took too long; the promotion goes on");
+                ctx.role.promotion_fence.settle();
+            }
+        }
+    }
+}
+
+/// Pauses writes at the leasegate of the master this node replicates from
+/// and waits until this node has all of them; the old master's address and
+/// the connection to its leasegate.
+async fn fence_old_master(ctx: &ControlContext) -> Result<(String, ControlConnection), String> {
+    let (control_password, timeout) = {
+        let c = ctx.config.load();
+        (c.control.password.clone(), c.sentinel.timeout)
+    };
+    let mut own = OwnNode::default();
+    let mine = own
+        .replication(ctx)
+        .await
+        .ok_or("this node does not answer")?;
+    let old = mine
+        .master
+        .filter(|_| mine.role.as_deref() == Some("slave"))
+        .ok_or("this node replicates from no one")?;
+    let mut conn = ControlConnection::open(&old, control_password.as_deref(), timeout)
+        .await
+        .map_err(|e| format!("old master {old}: {e}"))?;
+    conn.leasegate_info()
+        .await
+        .map_err(|e| format!("old master {old} is not behind a leasegate ({e})"))?;
+    let ms = FENCE_PAUSE.as_millis().to_string();
+    conn.call(&["CLIENT", "PAUSE", &ms, "WRITE"])
+        .await
+        .map_err(|e| format!("old master {old}: CLIENT PAUSE: {e}"))?;
+    let target = replication_of(&mut conn)
+        .await
+        .map_err(|e| format!("old master {old}: {e}"))?
+        .offset
+        .ok_or_else(|| format!("old master {old} reports no offset"))?;
+    loop {
+        let at = own
+            .replication(ctx)
+            .await
+            .and_then(|r| r.offset)
+            .unwrap_or(0);
+        if at >= target {
+            return Ok((old, conn));
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Once this node reports itself master, makes the old master its replica
+/// through the old master's leasegate (which sends its held writes here)
+/// and ends the pause there.
+async fn hand_over_old_master(
+    ctx: Arc<ControlContext>,
+    old: String,
+    mut conn: ControlConnection,
+    me: String,
+) {
+    let promoted = tokio::time::timeout(PROMOTED_WITHIN, async {
+        let mut own = OwnNode::default();
+        while own.role(&ctx).await.as_deref() != Some("master") {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .is_ok();
+    if promoted {
+        if let Some((host, port)) = me.rsplit_once(':') {
+            match conn.call(&["REPLICAOF", host, port]).await {
+                Ok(_) => {
+                    info!(old_master = %old, new_master = %me, "the old master follows this node; its held writes come here")
+                }
+                Err(e) => {
+                    warn!(old_master = %old, error = %e, "the old master did not follow this node")
+                }
+            }
+        }
+    } else {
+        warn!(old_master = %old, "this node was not promoted in time; the old master is let go");
+    }
+    if let Err(e) = conn.call(&["CLIENT", "UNPAUSE"]).await {
+        warn!(old_master = %old, error = %e, "CLIENT UNPAUSE at the old master failed; its pause ends by itself");
+    }
+}

@@ -1,0 +1,387 @@
+//! What Redis Sentinel says about a master, and what it means for this
+//! node's lease.
+//!
+//! Sentinel knows nothing of leases, but it knows who the master is and
+//! how long it has gone without hearing from it. A failover needs the
+//! master *objectively down*: at least `quorum` Sentinels must each find it
+//! *subjectively down*, which a Sentinel does only once its oldest
+//! unanswered ping to it is older than `down-after-milliseconds`. So when a
+//! Sentinel answers `SENTINEL MASTER <name>` naming this node, not down,
+//! with its last ping sent `p` ms ago and its last valid reply `l` ms ago,
+//! that Sentinel cannot find this node down before `down_after − max(p, l)`
+//! ms from now. With `N` Sentinels, of which `C` confirm, the `N − C` others
+//! may be down on this node already, so a failover needs `quorum − (N − C)`
+//! of the confirming ones: the lease runs, from when the question was
+//! sent, until the earliest moment that many of them could be down
+//! ([`judge`]).
+//!
+//! A planned `SENTINEL FAILOVER` needs no one down: that is why leasegate
+//! answers the promotion's `REPLICAOF NO ONE` by fencing the old master
+//! first (see `control::sentinel`), and why a Sentinel naming another
+//! master at a config epoch at least as new as the ones naming this node
+//! revokes the lease at once.
+
+use redis_protocol::resp2::types::OwnedFrame;
+
+/// One Sentinel's view of the master it monitors under a name, from
+/// `SENTINEL MASTER <name>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MasterView {
+    /// `ip:port` of the master as this Sentinel knows it.
+    pub addr: String,
+    /// `flags`, split: `master`, `s_down`, `o_down`, `disconnected`,
+    /// `failover_in_progress`, ...
+    pub flags: Vec<String>,
+    /// ms since the oldest ping still unanswered was sent (0: none pending).
+    pub last_ping_sent_ms: u64,
+    /// ms since the master last gave a valid reply.
+    pub last_ok_ping_reply_ms: u64,
+    pub down_after_ms: u64,
+    pub config_epoch: u64,
+    pub quorum: usize,
+    /// Other Sentinels this one knows monitor the same master.
+    pub other_sentinels: usize,
+}
+
+impl MasterView {
+    /// Whether this Sentinel considers the master unhealthy or being
+    /// replaced: then it confirms nothing.
+    pub fn troubled(&self) -> Option<&str> {
+        self.flags.iter().map(String::as_str).find(|f| {
+            matches!(
+                *f,
+                "s_down" | "o_down" | "failover_in_progress" | "disconnected"
+            )
+        })
+    }
+
+    /// How long from its answer this Sentinel cannot find the master
+    /// subjectively down.
+    pub fn undisputed_ms(&self) -> u64 {
+        self.down_after_ms
+            .saturating_sub(self.last_ping_sent_ms.max(self.last_ok_ping_reply_ms))
+    }
+}
+
+/// Reads `SENTINEL MASTER <name>`'s reply: a flat array of field names and
+/// values (RESP2), or a map (RESP3 decoded as RESP2 never has one).
+pub fn parse_master(frame: &OwnedFrame) -> Result<MasterView, String> {
+    let OwnedFrame::Array(items) = frame else {
+        return Err(format!(
+            "SENTINEL MASTER answered {frame:?}, not a field list"
+        ));
+    };
+    let text = |f: &OwnedFrame| match f {
+        OwnedFrame::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        OwnedFrame::SimpleString(s) => Some(String::from_utf8_lossy(s).into_owned()),
+        OwnedFrame::Integer(i) => Some(i.to_string()),
+        _ => None,
+    };
+    let fields: Vec<(String, String)> = items
+        .chunks(2)
+        .filter_map(|pair| match pair {
+            [k, v] => Some((text(k)?, text(v)?)),
+            _ => None,
+        })
+        .collect();
+    let get = |name: &str| {
+        fields
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .ok_or_else(|| format!("SENTINEL MASTER has no '{name}'"))
+    };
+    let number = |name: &str| -> Result<u64, String> {
+        let v = get(name)?;
+        v.parse()
+            .map_err(|_| format!("SENTINEL MASTER '{name}' is '{v}', not a number"))
+    };
+    Ok(MasterView {
+        addr: format!("{}:{}", get("ip")?, get("port")?),
+        flags: get("flags")?.split(',').map(str::to_string).collect(),
+        last_ping_sent_ms: number("last-ping-sent")?,
+        last_ok_ping_reply_ms: number("last-ok-ping-reply")?,
+        down_after_ms: number("down-after-milliseconds")?,
+        config_epoch: number("config-epoch")?,
+        quorum: number("quorum")? as usize,
+        other_sentinels: number("num-other-sentinels")? as usize,
+    })
+}
+
+/// What the Sentinels' answers to one poll mean for this node's lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Judgement {
+    /// No failover can begin for `valid_ms` from when the poll was sent.
+    Renew {
+        valid_ms: u64,
+        confirmed: usize,
+        sentinels: usize,
+    },
+    /// A Sentinel names another master, at a config epoch at least as new
+    /// as any naming this node.
+    Revoke { master: String, epoch: u64 },
+    /// Not enough Sentinels vouch for this node (unreachable, or seeing it
+    /// down or being replaced): the lease is not renewed and runs out.
+    Withhold { why: String },
+}
+
+/// Judges one poll: `answers` from every configured Sentinel (an error for
+/// those that did not answer), `me` this leasegate's address as the
+/// Sentinels know it, `configured` how many Sentinels the config lists.
+pub fn judge(answers: &[Result<MasterView, String>], me: &str, configured: usize) -> Judgement {
+    let views: Vec<&MasterView> = answers.iter().filter_map(|a| a.as_ref().ok()).collect();
+    let Some(quorum) = views.iter().map(|v| v.quorum).min() else {
+        let why = answers
+            .iter()
+            .find_map(|a| a.as_ref().err().cloned())
+            .unwrap_or_else(|| "no Sentinel configured".into());
+        return Judgement::Withhold {
+            why: format!("no Sentinel answered: {why}"),
+        };
+    };
+    // Every Sentinel any of them knows counts, answering or not.
+    let sentinels = views
+        .iter()
+        .map(|v| v.other_sentinels + 1)
+        .max()
+        .unwrap_or(0)
+        .max(configured);
+    let naming_me = views.iter().filter(|v| same_addr(&v.addr, me));
+    let my_epoch = naming_me.clone().map(|v| v.config_epoch).max();
+    if let Some(other) = views
+        .iter()
+        .filter(|v| !same_addr(&v.addr, me))
+        .filter(|v| my_epoch.map_or(true, |mine| v.config_epoch >= mine))
+        .max_by_key(|v| v.config_epoch)
+    {
+        return Judgement::Revoke {
+            master: other.addr.clone(),
+            epoch: other.config_epoch,
+        };
+    }
+    let mut undisputed: Vec<u64> = naming_me
+        .filter(|v| v.troubled().is_none())
+        .map(|v| v.undisputed_ms())
+        .filter(|ms| *ms > 0)
+        .collect();
+    let confirmed = undisputed.len();
+    // The confirming Sentinels a failover still needs down.
+    let needed = (quorum + confirmed).saturating_sub(sentinels);
+    if needed == 0 {
+        let trouble = views.iter().find_map(|v| {
+            v.troubled()
+                .map(|t| format!("a Sentinel flags this node {t}"))
+        });
+        return Judgement::Withhold {
+            why: format!(
+                "{confirmed} of {sentinels} Sentinels vouch for this node; a failover needs {quorum} to find it down{}",
+                trouble.map(|t| format!(" ({t})")).unwrap_or_default()
+            ),
+        };
+    }
+    undisputed.sort_unstable();
+    Judgement::Renew {
+        valid_ms: undisputed[needed - 1],
+        confirmed,
+        sentinels,
+    }
+}
+
+/// `ip:port` equality, the IP compared as an address where it is one
+/// (`127.0.0.1` and `127.000.000.001` are not told apart by Sentinel, but
+/// `::1` and `0:0:0:0:0:0:0:1` are the same).
+pub fn same_addr(a: &str, b: &str) -> bool {
+    let split = |s: &str| {
+        s.rsplit_once(':')
+            .map(|(h, p)| (h.trim_matches(['[', ']']).to_string(), p.to_string()))
+    };
+    match (split(a), split(b)) {
+        (Some((ha, pa)), Some((hb, pb))) => {
+            pa == pb
+                && match (
+                    ha.parse::<std::net::IpAddr>(),
+                    hb.parse::<std::net::IpAddr>(),
+                ) {
+                    (Ok(x), Ok(y)) => x == y,
+                    _ => ha.eq_ignore_ascii_case(&hb),
+                }
+        }
+        _ => a == b,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ME: &str = "10.0.0.1:7000";
+
+    fn view(addr: &str, flags: &str, ping: u64, ok: u64, epoch: u64) -> MasterView {
+        MasterView {
+            addr: addr.into(),
+            flags: flags.split(',').map(str::to_string).collect(),
+            last_ping_sent_ms: ping,
+            last_ok_ping_reply_ms: ok,
+            down_after_ms: 5_000,
+            config_epoch: epoch,
+            quorum: 2,
+            other_sentinels: 2,
+        }
+    }
+
+    fn ok(v: MasterView) -> Result<MasterView, String> {
+        Ok(v)
+    }
+
+    #[test]
+    fn the_reply_of_a_real_sentinel_is_read() {
+        let pairs = [
+            ("name", "m"),
+            ("ip", "127.0.0.1"),
+            ("port", "27001"),
+            ("runid", "3aa3"),
+            ("flags", "master"),
+            ("last-ping-sent", "0"),
+            ("last-ok-ping-reply", "435"),
+            ("last-ping-reply", "435"),
+            ("down-after-milliseconds", "3000"),
+            ("config-epoch", "4"),
+            ("num-slaves", "1"),
+            ("num-other-sentinels", "2"),
+            ("quorum", "2"),
+        ];
+        let frame = OwnedFrame::Array(
+            pairs
+                .iter()
+                .flat_map(|(k, v)| {
+                    [
+                        OwnedFrame::BulkString(k.as_bytes().to_vec()),
+                        OwnedFrame::BulkString(v.as_bytes().to_vec()),
+                    ]
+                })
+                .collect(),
+        );
+        let v = parse_master(&frame).expect("parsed");
+        assert_eq!(v.addr, "127.0.0.1:27001");
+        assert_eq!(v.undisputed_ms(), 3000 - 435);
+        assert_eq!((v.config_epoch, v.quorum, v.other_sentinels), (4, 2, 2));
+        assert!(v.troubled().is_none());
+        let missing = OwnedFrame::Array(vec![]);
+        assert!(parse_master(&missing)
+            .expect_err("empty")
+            .contains("no 'ip'"));
+    }
+
+    /// Three Sentinels, quorum 2: with all three vouching, a failover needs
+    /// two of them down, so the lease runs to the second earliest.
+    #[test]
+    fn the_lease_runs_until_a_quorum_could_find_the_node_down() {
+        let answers = [
+            ok(view(ME, "master", 0, 900, 1)),
+            ok(view(ME, "master", 300, 100, 1)),
+            ok(view(ME, "master", 0, 50, 1)),
+        ];
+        assert_eq!(
+            judge(&answers, ME, 3),
+            Judgement::Renew {
+                valid_ms: 4_700,
+                confirmed: 3,
+                sentinels: 3
+            }
+        );
+        // One unreachable: it may find the node down already, so the first
+        // of the other two to do so completes the quorum.
+        let answers = [
+            Err("timed out".into()),
+            ok(view(ME, "master", 300, 100, 1)),
+            ok(view(ME, "master", 0, 50, 1)),
+        ];
+        assert_eq!(
+            judge(&answers, ME, 3),
+            Judgement::Renew {
+                valid_ms: 4_700,
+                confirmed: 2,
+                sentinels: 3
+            }
+        );
+    }
+
+    #[test]
+    fn too_few_vouching_sentinels_withhold_the_lease() {
+        // Two of three unreachable: the one left cannot stop a quorum of two.
+        let answers = [
+            Err("refused".into()),
+            Err("refused".into()),
+            ok(view(ME, "master", 0, 50, 1)),
+        ];
+        let Judgement::Withhold { why } = judge(&answers, ME, 3) else {
+            panic!("renewed on one Sentinel of three");
+        };
+        assert!(why.contains("1 of 3 Sentinels vouch"), "{why}");
+        // Sentinels that see the node down, or replacing it, vouch for nothing.
+        for flag in [
+            "master,s_down",
+            "master,failover_in_progress",
+            "master,disconnected",
+        ] {
+            let answers = [
+                ok(view(ME, flag, 0, 50, 1)),
+                ok(view(ME, flag, 0, 50, 1)),
+                ok(view(ME, "master", 0, 50, 1)),
+            ];
+            assert!(
+                matches!(judge(&answers, ME, 3), Judgement::Withhold { .. }),
+                "{flag}"
+            );
+        }
+        // A node silent for longer than down-after-milliseconds.
+        let answers = [
+            ok(view(ME, "master", 5_200, 5_200, 1)),
+            ok(view(ME, "master", 5_200, 5_200, 1)),
+            ok(view(ME, "master", 0, 50, 1)),
+        ];
+        assert!(matches!(judge(&answers, ME, 3), Judgement::Withhold { .. }));
+    }
+
+    /// Sentinels that know more Sentinels than the config lists count them:
+    /// the unlisted ones may be the quorum.
+    #[test]
+    fn sentinels_the_config_does_not_list_still_count() {
+        let mut v = view(ME, "master", 0, 50, 1);
+        v.other_sentinels = 4;
+        let answers = [ok(v.clone()), ok(v.clone()), ok(v)];
+        assert!(matches!(judge(&answers, ME, 3), Judgement::Withhold { .. }));
+    }
+
+    #[test]
+    fn a_sentinel_naming_another_master_at_a_newer_epoch_revokes() {
+        let answers = [
+            ok(view(ME, "master", 0, 50, 1)),
+            ok(view("10.0.0.2:7000", "master", 0, 50, 2)),
+            ok(view(ME, "master", 0, 50, 1)),
+        ];
+        assert_eq!(
+            judge(&answers, ME, 3),
+            Judgement::Revoke {
+                master: "10.0.0.2:7000".into(),
+                epoch: 2
+            }
+        );
+        // An older epoch naming another node is a Sentinel that has not
+        // heard of a failover back to this node: it does not revoke.
+        let answers = [
+            ok(view(ME, "master", 0, 50, 3)),
+            ok(view("10.0.0.2:7000", "master", 0, 50, 2)),
+            ok(view(ME, "master", 0, 50, 3)),
+        ];
+        assert!(matches!(judge(&answers, ME, 3), Judgement::Renew { .. }));
+    }
+
+    #[test]
+    fn addresses_compare_as_addresses() {
+        assert!(same_addr("127.0.0.1:7000", "127.0.0.1:7000"));
+        assert!(same_addr("[::1]:7000", "0:0:0:0:0:0:0:1:7000"));
+        assert!(!same_addr("127.0.0.1:7000", "127.0.0.1:7001"));
+        assert!(same_addr("Node-A:7000", "node-a:7000"));
+    }
+}

@@ -1,0 +1,177 @@
+//! Real Redis Sentinels (`redis-server --sentinel`, what Debian's
+//! `redis-sentinel` runs) on free ports, each with its own config file in a
+//! temporary directory, killed when dropped.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{free_port, wait_listening, Client, Reply, PATIENCE};
+
+/// What the Sentinels monitor and how quickly they act.
+#[derive(Debug, Clone)]
+pub struct Monitor {
+    /// The name the master is monitored under.
+    pub name: String,
+    /// `host:port` of the master (its leasegate, in these tests).
+    pub master: String,
+    pub quorum: usize,
+    pub down_after_ms: u64,
+    pub failover_timeout_ms: u64,
+    /// The nodes' password (`sentinel auth-pass`), if they have one.
+    pub auth_pass: Option<String>,
+}
+
+impl Monitor {
+    pub fn new(name: &str, master: &str, quorum: usize) -> Monitor {
+        Monitor {
+            name: name.into(),
+            master: master.into(),
+            quorum,
+            down_after_ms: 2_000,
+            failover_timeout_ms: 6_000,
+            auth_pass: None,
+        }
+    }
+}
+
+/// One Sentinel.
+pub struct Sentinel {
+    pub port: u16,
+    child: Option<Child>,
+    _dir: tempfile::TempDir,
+}
+
+impl Sentinel {
+    /// Starts a Sentinel monitoring `monitor`.
+    pub fn start(monitor: &Monitor) -> Sentinel {
+        let dir = tempfile::tempdir().expect("temp dir");
+        for _ in 0..5 {
+            let port = free_port();
+            let path = dir.path().join("sentinel.conf");
+            let (host, master_port) = monitor.master.rsplit_once(':').expect("host:port");
+            let mut conf = format!(
+                "port {port}\nbind 127.0.0.1\ndir {}\nsentinel monitor {} {host} {master_port} {}\nsentinel down-after-milliseconds {} {}\nsentinel failover-timeout {} {}\n",
+                dir.path().display(),
+                monitor.name,
+                monitor.quorum,
+                monitor.name,
+                monitor.down_after_ms,
+                monitor.name,
+                monitor.failover_timeout_ms,
+            );
+            if let Some(pw) = &monitor.auth_pass {
+                conf.push_str(&format!("sentinel auth-pass {} {pw}\n", monitor.name));
+            }
+            std::fs::write(&path, conf).expect("write sentinel.conf");
+            let mut child = Command::new("redis-server")
+                .arg(&path)
+                .arg("--sentinel")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server (with --sentinel) must be installed");
+            if wait_listening(port, &mut child, "redis-sentinel").is_ok() {
+                return Sentinel {
+                    port,
+                    child: Some(child),
+                    _dir: dir,
+                };
+            }
+        }
+        panic!("redis-sentinel could not listen on any of 5 free ports");
+    }
+
+    /// `host:port` of this Sentinel.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn client(&self) -> Client {
+        Client::connect(self.port)
+    }
+
+    /// `SENTINEL GET-MASTER-ADDR-BY-NAME`, as `host:port`.
+    pub fn master_addr(&self, name: &str) -> Option<String> {
+        match self
+            .client()
+            .cmd(&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", name])
+        {
+            Reply::Array(parts) if parts.len() == 2 => {
+                Some(format!("{}:{}", parts[0].text(), parts[1].text()))
+            }
+            _ => None,
+        }
+    }
+
+    /// `SENTINEL REPLICAS`: each replica's `name` (`host:port`) and `flags`.
+    pub fn replicas(&self, name: &str) -> Vec<(String, String)> {
+        let Reply::Array(replicas) = self.client().cmd(&["SENTINEL", "REPLICAS", name]) else {
+            return Vec::new();
+        };
+        replicas
+            .iter()
+            .filter_map(|r| match r {
+                Reply::Array(fields) => {
+                    let get = |key: &str| {
+                        fields
+                            .chunks(2)
+                            .find(|kv| kv[0].text() == key)
+                            .map(|kv| kv[1].text())
+                    };
+                    Some((get("name")?, get("flags")?))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// How many other Sentinels this one knows.
+    pub fn other_sentinels(&self, name: &str) -> usize {
+        match self.client().cmd(&["SENTINEL", "SENTINELS", name]) {
+            Reply::Array(s) => s.len(),
+            _ => 0,
+        }
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Sentinel {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// `n` Sentinels monitoring `monitor`, waited for until they know each
+/// other (their hello messages pass through the master's leasegate).
+pub fn start_all(monitor: &Monitor, n: usize) -> Vec<Sentinel> {
+    let sentinels: Vec<Sentinel> = (0..n).map(|_| Sentinel::start(monitor)).collect();
+    eventually(
+        "the Sentinels know each other",
+        Duration::from_secs(15),
+        || {
+            sentinels
+                .iter()
+                .all(|s| s.other_sentinels(&monitor.name) == n - 1)
+        },
+    );
+    sentinels
+}
+
+/// Waits (polling every 50 ms) until `check` holds; fails after `within`.
+pub fn eventually(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !check() {
+        assert!(
+            start.elapsed() < within.max(PATIENCE),
+            "{what}: not within {:?}",
+            within.max(PATIENCE)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
