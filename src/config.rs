@@ -789,6 +789,46 @@ mod tests {
     }
 
     #[test]
+    fn a_sentinel_section_is_checked_at_load() {
+        let base = "listen: 127.0.0.1:7000\nbackend:\n  addr: h:1\n";
+        let ok = format!("{base}sentinel:\n  addrs: [s1:26379, s2:26379]\n  master_name: m\n");
+        let c = Config::parse(&ok, "f").expect("valid");
+        assert_eq!(c.sentinel_address(), "127.0.0.1:7000", "listen by default");
+        for (yaml, key) in [
+            ("sentinel:\n  addrs: [s1:26379]\n", "sentinel.master_name"),
+            (
+                "sentinel:\n  addrs: [s1]\n  master_name: m\n",
+                "sentinel.addrs",
+            ),
+            (
+                "sentinel:\n  addrs: [s1:1]\n  master_name: m\ncontroller:\n  url: http://c:1\n",
+                "sentinel.addrs",
+            ),
+            (
+                "sentinel:\n  addrs: [s1:1]\n  master_name: m\n  address: nope\n",
+                "sentinel.address",
+            ),
+        ] {
+            let err = Config::parse(&format!("{base}{yaml}"), "f")
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{yaml}: {err}");
+        }
+        // Listening on every address, the Sentinels' name for this
+        // leasegate must be given.
+        let wild = "listen: 0.0.0.0:7000\nbackend:\n  addr: h:1\nsentinel:\n  addrs: [s1:1]\n  master_name: m\n";
+        let err = Config::parse(wild, "f").unwrap_err().to_string();
+        assert!(err.contains("sentinel.address"), "{err}");
+        let named = format!("{wild}  address: 10.0.0.5:7000\n");
+        assert_eq!(
+            Config::parse(&named, "f")
+                .expect("valid")
+                .sentinel_address(),
+            "10.0.0.5:7000"
+        );
+    }
+
+    #[test]
     fn allow_from_is_parsed_at_load_and_errors_name_the_line() {
         let ok =
             "backend:\n  addr: 127.0.0.1:6666\ncontrol:\n  allow_from: [10.0.0.0/24, \"::1\"]\n";

@@ -322,6 +322,12 @@ mod tests {
         Config::parse(text, "t").expect("valid config")
     }
 
+    /// A fixture read without validation: it sets every key, including
+    /// ones that exclude each other (`controller.url`, `sentinel.addrs`).
+    fn fixture(text: &str) -> Config {
+        serde_yaml_ng::from_str(text).expect("a config")
+    }
+
     /// A config with every key away from its default, and one with every
     /// key different again.
     const ONE: &str = "\
@@ -334,6 +340,7 @@ admin: {listen: 127.0.0.1:7003, token: a}
 control: {password: a, allow_from: [10.0.0.1]}
 lease: {mode: log-only, initial: valid, clock_drift: 0.02, safety_margin_ms: 13, reject_prefix: A, probe_interval_ms: 14}
 controller: {url: http://a:1, namespace: a, cluster: a, poll_interval_ms: 15, ttl_ms: 16, failure_detection_ms: 17, timeout_ms: 18, switch_timeout_ms: 118, node_lost_wait_ms: 119}
+sentinel: {addrs: ['a:1'], master_name: a, password: a, address: 'a:2', poll_interval_ms: 51, timeout_ms: 52, announce: false}
 verify: {mode: every-write, hold: acknowledgement, timeout_ms: 19, max_in_flight: 2}
 pause: {max_buffered_bytes: 20, max_buffered_requests: 21, on_demote: moved}
 commands: {deny: [keys], classes: {x.y: read}, learn_from_backend: false}
@@ -350,6 +357,7 @@ admin: {listen: 127.0.0.1:8003, token: b}
 control: {password: b, allow_from: [10.0.0.2]}
 lease: {mode: block-write, initial: expired, clock_drift: 0.03, safety_margin_ms: 33, reject_prefix: B, probe_interval_ms: 34}
 controller: {url: http://b:1, namespace: b, cluster: b, poll_interval_ms: 35, ttl_ms: 36, failure_detection_ms: 37, timeout_ms: 38, switch_timeout_ms: 138, node_lost_wait_ms: 139}
+sentinel: {addrs: ['b:1'], master_name: b, password: b, address: 'b:2', poll_interval_ms: 61, timeout_ms: 62, announce: true}
 verify: {mode: off, hold: request, timeout_ms: 39, max_in_flight: 3}
 pause: {max_buffered_bytes: 40, max_buffered_requests: 41, on_demote: readonly}
 commands: {deny: [flushall], classes: {x.y: write}, learn_from_backend: true}
@@ -360,7 +368,7 @@ log: {format: text, level: warn}
     #[test]
     fn every_config_key_is_classified() {
         let mut found = Vec::new();
-        leaves(&as_value(&parse(ONE)), "", &mut found);
+        leaves(&as_value(&fixture(ONE)), "", &mut found);
         let known: Vec<String> = KEYS.iter().map(|(k, _)| k.to_string()).collect();
         let unclassified: Vec<&String> = found.iter().filter(|k| !known.contains(k)).collect();
         assert!(
@@ -373,7 +381,7 @@ log: {format: text, level: warn}
 
     #[test]
     fn only_live_keys_change_and_the_rest_wait_for_a_restart() {
-        let (one, two) = (parse(ONE), parse(TWO));
+        let (one, two) = (fixture(ONE), fixture(TWO));
         let all: Vec<&str> = KEYS.iter().map(|(k, _)| *k).collect();
         assert_eq!(
             changed_keys(&one, &two),

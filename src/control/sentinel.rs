@@ -110,6 +110,7 @@ pub async fn run(ctx: Arc<ControlContext>) {
         }
         let lease = ctx.gate.lease();
         let sent = lease.now();
+        let revocations = lease.revocations();
         let (answers, node_role) = tokio::select! {
             a = async { tokio::join!(ask_all(&ctx, &mut sentinels, &s.master_name), node.role(&ctx)) } => a,
             _ = ctx.shutdown.cancelled() => return,
@@ -121,6 +122,12 @@ pub async fn run(ctx: Arc<ControlContext>) {
                     &mut withheld,
                     "the Sentinels name this node master, but its node reports itself a replica",
                 );
+            }
+            // Revoked while the questions were out (the node was made a
+            // replica after it said it was master): the answers may
+            // predate that, so they renew nothing.
+            Judgement::Renew { .. } if lease.revocations() != revocations => {
+                withhold(&ctx, &mut withheld, "the lease was revoked during the poll");
             }
             Judgement::Renew { valid_ms, .. } => {
                 if withheld > 0 {

@@ -120,8 +120,8 @@ pub enum Verdict {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
     /// `REPLICAOF host port`: the node is a replica now; revoke the lease.
-    /// From the controller (a control connection), the sessions' writes
-    /// then go to `new_master` (`pause.on_demote`).
+    /// From the controller while its pause holds writes, the sessions'
+    /// writes then go to `new_master` (`pause.on_demote`).
     Replica {
         reason: String,
         new_master: Option<String>,
@@ -678,7 +678,10 @@ impl Gate {
                     }
                 }
                 (args.len() == 3 && !no_one).then(|| Effect::Replica {
-                    new_master: r.control.then(|| {
+                    // The controller's, while its pause holds writes (a
+                    // failover's switch): the held writes go to the new
+                    // master. Otherwise writes are only fenced.
+                    new_master: (r.control && self.pause.is_paused()).then(|| {
                         format!(
                             "{}:{}",
                             String::from_utf8_lossy(&args[1]),
