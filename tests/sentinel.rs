@@ -10,16 +10,62 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use support::kvrocks::KvrocksServer;
 use support::sentinel::{eventually, Monitor, Sentinel};
 use support::{free_port, Client, Proxy, RedisServer, Reply};
 
 const NAME: &str = "m";
 
+/// A standalone node: redis-server or the real Kvrocks.
+enum Node {
+    Redis(RedisServer),
+    Kvrocks(KvrocksServer),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Redis,
+    Kvrocks,
+}
+
+impl Node {
+    /// `None` when Kvrocks is asked for and its binary is not here.
+    fn start(kind: Kind) -> Option<Node> {
+        Some(match kind {
+            Kind::Redis => Node::Redis(RedisServer::start()),
+            Kind::Kvrocks => Node::Kvrocks(KvrocksServer::start(false)?),
+        })
+    }
+
+    fn port(&self) -> u16 {
+        match self {
+            Node::Redis(r) => r.port,
+            Node::Kvrocks(k) => k.port,
+        }
+    }
+
+    fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port())
+    }
+
+    fn client(&self) -> Client {
+        Client::connect(self.port())
+    }
+
+    /// Kills the node (a crash).
+    fn stop(&mut self) {
+        match self {
+            Node::Redis(r) => r.stop(),
+            Node::Kvrocks(k) => k.kill(),
+        }
+    }
+}
+
 /// Master A and replica B, each behind a leasegate, and three Sentinels
 /// (quorum 2) monitoring A's leasegate.
 struct Setup {
-    a_node: RedisServer,
-    b_node: RedisServer,
+    a_node: Node,
+    b_node: Node,
     a: Proxy,
     b: Proxy,
     sentinels: Vec<Sentinel>,
@@ -46,14 +92,19 @@ fn leasegate_yaml(mode: &str, sentinels: &[String]) -> String {
 /// know A's leasegate address first; B's leasegate starts before B
 /// replicates, so B's node announces B's leasegate from its first link.
 fn setup(mode: &str) -> Setup {
+    setup_on(Kind::Redis, mode).expect("redis-server runs")
+}
+
+/// [`setup`] on `kind` nodes; `None` when they cannot run here.
+fn setup_on(kind: Kind, mode: &str) -> Option<Setup> {
     let a_port = free_port();
     let a_addr = format!("127.0.0.1:{a_port}");
     let monitor = Monitor::new(NAME, &a_addr, 2);
     let sentinels: Vec<Sentinel> = (0..3).map(|_| Sentinel::start(&monitor)).collect();
     let addrs: Vec<String> = sentinels.iter().map(Sentinel::addr).collect();
-    let a_node = RedisServer::start();
+    let a_node = Node::start(kind)?;
     let a = Proxy::start_at(a_port, &a_node.addr(), &leasegate_yaml(mode, &addrs));
-    let b_node = RedisServer::start();
+    let b_node = Node::start(kind)?;
     let b = Proxy::start(&b_node.addr(), &leasegate_yaml(mode, &addrs));
     if mode != "disabled" {
         eventually(
@@ -82,20 +133,20 @@ fn setup(mode: &str) -> Setup {
         Reply::ok()
     );
     eventually("B is in sync", Duration::from_secs(10), || {
-        info_field(b_node.port, "master_link_status").as_deref() == Some("up")
+        info_field(b_node.port(), "master_link_status").as_deref() == Some("up")
     });
     eventually(
         "the Sentinels know each other",
         Duration::from_secs(15),
         || sentinels.iter().all(|s| s.other_sentinels(NAME) == 2),
     );
-    Setup {
+    Some(Setup {
         a_node,
         b_node,
         a,
         b,
         sentinels,
-    }
+    })
 }
 
 /// A field of the `INFO replication` of the server at `port`.
@@ -209,7 +260,18 @@ fn without_the_sentinel_lease_the_old_master_acknowledges_writes_that_are_lost()
 /// leasegate: every acknowledged write is on the new master afterwards.
 #[test]
 fn a_planned_sentinel_failover_loses_no_acknowledged_write() {
-    let s = setup("block-write");
+    planned_failover_loses_nothing(Kind::Redis);
+}
+
+#[test]
+fn a_planned_sentinel_failover_of_kvrocks_loses_no_acknowledged_write() {
+    planned_failover_loses_nothing(Kind::Kvrocks);
+}
+
+fn planned_failover_loses_nothing(kind: Kind) {
+    let Some(s) = setup_on(kind, "block-write") else {
+        return;
+    };
     let b_addr = proxy_addr(&s.b);
     eventually("A takes writes", Duration::from_secs(10), || {
         s.a.client().cmd(&["SET", "k", "1"]) == Reply::ok()

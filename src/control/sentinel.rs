@@ -512,6 +512,47 @@ async fn fence_old_master(ctx: &ControlContext) -> Result<(String, ControlConnec
     }
 }
 
+/// Makes the old master (through `conn`, its leasegate) a replica of `me`,
+/// retrying for a while; `true` once it follows, or once its leasegate is
+/// demoted toward `me` (the Sentinels named this node): either way its
+/// writes come here. A Kvrocks master refuses to follow a node it still
+/// lists as its own replica ("can't replicate your own replicas") until its
+/// liveness ping to that replica's closed link fails, 2–4 s later; the
+/// Sentinels convert it then.
+async fn follow_me(conn: &mut ControlConnection, old: &str, me: &str) -> bool {
+    let Some((host, port)) = me.rsplit_once(':') else {
+        return false;
+    };
+    let give_up = std::time::Instant::now() + FOLLOW_WITHIN;
+    loop {
+        let refused = match conn.call(&["REPLICAOF", host, port]).await {
+            Ok(_) => {
+                info!(old_master = %old, new_master = %me, "the old master follows this node; its held writes come here");
+                return true;
+            }
+            Err(e) => e.to_string(),
+        };
+        let demoted_toward_me = conn.leasegate_info().await.is_ok_and(|info| {
+            info.get("demoted").map(String::as_str) == Some("1")
+                && info
+                    .get("demoted_new_master")
+                    .is_some_and(|m| crate::kvrocks::sentinel::same_addr(m, me))
+        });
+        if demoted_toward_me {
+            info!(old_master = %old, new_master = %me, refused = %refused, "the old master's leasegate is demoted toward this node; its held writes come here (its node follows when the Sentinels convert it)");
+            return true;
+        }
+        if std::time::Instant::now() >= give_up {
+            warn!(old_master = %old, error = %refused, "the old master did not follow this node");
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// How long the old master is asked to follow this node.
+const FOLLOW_WITHIN: Duration = Duration::from_secs(6);
+
 /// Once this node reports itself master, makes the old master its replica
 /// through the old master's leasegate (which sends its held writes here)
 /// and ends the pause there.
@@ -529,19 +570,14 @@ async fn hand_over_old_master(
     })
     .await
     .is_ok();
-    if promoted {
-        if let Some((host, port)) = me.rsplit_once(':') {
-            match conn.call(&["REPLICAOF", host, port]).await {
-                Ok(_) => {
-                    info!(old_master = %old, new_master = %me, "the old master follows this node; its held writes come here")
-                }
-                Err(e) => {
-                    warn!(old_master = %old, error = %e, "the old master did not follow this node")
-                }
-            }
-        }
-    } else {
+    if !promoted {
         warn!(old_master = %old, "this node was not promoted in time; the old master is let go");
+    } else if !follow_me(&mut conn, &old, &me).await {
+        // Never release the old master's writes while it may still take
+        // them: its pause ends by itself, after the Sentinels have named
+        // this node and its leasegate demoted it (about a second).
+        warn!(old_master = %old, "the old master did not follow this node; its writes stay held until its pause ends, by which time the Sentinels demote it");
+        return;
     }
     if let Err(e) = conn.call(&["CLIENT", "UNPAUSE"]).await {
         warn!(old_master = %old, error = %e, "CLIENT UNPAUSE at the old master failed; its pause ends by itself");
