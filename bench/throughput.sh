@@ -70,6 +70,8 @@ start_target() {
     leasegate) start_leasegate leasegate "" ;;
     leasegate-t[1-9]*) start_leasegate "$1" "threads: ${1#leasegate-t}" ;; # e.g. leasegate-t16
     leasegate-lease) start_leasegate_with_lease leasegate-lease ;;
+    # Reads need the lease too (lease.fence_reads): the cost of lease reads.
+    leasegate-fence-reads) start_leasegate_with_lease leasegate-fence-reads "  fence_reads: true" ;;
     leasegate-base)
         [[ -x "${LEASEGATE_BASE_BIN:-}" ]] || die "leasegate-base needs LEASEGATE_BASE_BIN (an executable)"
         LEASEGATE_BIN=$LEASEGATE_BASE_BIN start_leasegate leasegate-base ""
@@ -84,12 +86,13 @@ start_target() {
 # A leasegate in block-write mode holding a valid lease: every write pays the
 # lease check (compare with plain "leasegate", whose lease is disabled).
 BENCH_NODE_ID=0123456789abcdef0123456789abcdef01234567
-start_leasegate_with_lease() {
+start_leasegate_with_lease() { # NAME [EXTRA lease: keys]
     start_leasegate "$1" "node_id: $BENCH_NODE_ID
 control:
   allow_from: [127.0.0.1]
 lease:
-  mode: block-write"
+  mode: block-write${2:+
+$2}"
     redis-cli -p "${TARGET_PORT[$1]}" CLUSTERX HEARTBEAT "$BENCH_NODE_ID" 3600000 1 | grep -q '^role:master' ||
         die "$1: the lease heartbeat was not accepted"
 }

@@ -51,6 +51,7 @@ fn gate(mode: LeaseMode) -> Gate {
             backend_password: None,
             verifier: None,
             pause: Arc::new(Pause::new(100_000, 1 << 26)),
+            fence_reads: false,
         },
     )
 }

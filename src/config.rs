@@ -161,6 +161,10 @@ pub struct LeaseConfig {
     pub reject_prefix: String,
     /// How often leasegate asks the node for its `ROLE`; a replica revokes the
     /// lease. 0 disables the probe.
+    /// A master without a valid lease refuses reads too (`block-write`
+    /// only), so that reads through it are lease reads; a node the probe
+    /// sees as a replica, or a demoted one, still serves them.
+    pub fence_reads: bool,
     #[serde(rename = "probe_interval_ms", with = "millis")]
     pub probe_interval: Duration,
 }
@@ -173,6 +177,7 @@ impl Default for LeaseConfig {
             clock_drift: 0.01,
             safety_margin_ms: 100,
             reject_prefix: "READONLY".into(),
+            fence_reads: false,
             probe_interval: Duration::from_secs(1),
         }
     }

@@ -470,3 +470,34 @@ fn a_delayed_heartbeat_echoing_its_nonce_cannot_stretch_the_lease() {
         .is_error());
     assert_eq!(app.cmd(&["SET", "k", "v"]), Reply::ok());
 }
+
+/// `lease.fence_reads`: the master refuses reads while it holds no lease,
+/// serves them under one, and as a replica serves them again.
+#[test]
+fn fenced_reads_are_lease_reads_on_a_master_and_free_on_a_replica() {
+    let master = RedisServer::start();
+    let redis = RedisServer::start();
+    let proxy = fenced_proxy(&redis, "  fence_reads: true\n");
+    let mut app = proxy.client();
+    let refused = app.cmd(&["GET", "k"]);
+    assert!(
+        refused
+            .error_text()
+            .contains("master lease expired, reads are fenced"),
+        "{refused:?}"
+    );
+    let mut ctl = controller(&proxy);
+    heartbeat(&mut ctl, ME, 60_000, 1);
+    assert_eq!(app.cmd(&["SET", "k", "v"]), Reply::ok());
+    assert_eq!(app.cmd(&["GET", "k"]), Reply::bulk("v"));
+    // Made a replica behind the proxy's back: the probe revokes the lease
+    // and sees the replica, whose reads pass.
+    let mut direct = redis.client();
+    assert_eq!(
+        direct.cmd(&["REPLICAOF", "127.0.0.1", &master.port.to_string()]),
+        Reply::ok()
+    );
+    wait_until("the probe to see the replica", || {
+        app.cmd(&["SET", "k3", "v"]).is_error() && !app.cmd(&["GET", "k"]).is_error()
+    });
+}

@@ -114,6 +114,7 @@ impl ControlContext {
                     &config.control.allow_from,
                 ),
                 reject_prefix: config.lease.reject_prefix.clone(),
+                fence_reads: config.lease.fence_reads,
                 backend_password: config.backend.password.clone(),
                 // Whenever there is a controller to ask, so that a reload
                 // can switch verification on and off.

@@ -73,6 +73,7 @@ pub const KEYS: &[(&str, Apply)] = &[
     ("lease.clock_drift", Apply::Live),
     ("lease.safety_margin_ms", Apply::Live),
     ("lease.reject_prefix", Apply::Live),
+    ("lease.fence_reads", Apply::Live),
     ("lease.probe_interval_ms", Apply::Live),
     ("controller.url", Apply::Restart),
     ("controller.namespace", Apply::Restart),
@@ -256,6 +257,7 @@ fn enforce(shared: &ControlContext, old: &Config, new: Config) {
         new.pause.max_buffered_requests,
         new.pause.max_buffered_bytes,
     );
+    gate.set_fence_reads(new.lease.fence_reads);
     shared.role.set_on_demote(new.pause.on_demote);
     if let Some(v) = gate.verifier() {
         v.configure(
@@ -338,7 +340,7 @@ threads: 2
 node_id: 0123456789012345678901234567890123456789
 admin: {listen: 127.0.0.1:7003, token: a}
 control: {password: a, allow_from: [10.0.0.1]}
-lease: {mode: log-only, initial: valid, clock_drift: 0.02, safety_margin_ms: 13, reject_prefix: A, probe_interval_ms: 14}
+lease: {mode: log-only, initial: valid, clock_drift: 0.02, safety_margin_ms: 13, reject_prefix: A, fence_reads: true, probe_interval_ms: 14}
 controller: {url: http://a:1, namespace: a, cluster: a, poll_interval_ms: 15, ttl_ms: 16, failure_detection_ms: 17, timeout_ms: 18, switch_timeout_ms: 118, node_lost_wait_ms: 119}
 sentinel: {addrs: ['a:1'], master_name: a, password: a, address: 'a:2', poll_interval_ms: 51, timeout_ms: 52, announce: false}
 verify: {mode: every-write, hold: acknowledgement, timeout_ms: 19, max_in_flight: 2}
@@ -355,7 +357,7 @@ threads: 3
 node_id: 9999999999999999999999999999999999999999
 admin: {listen: 127.0.0.1:8003, token: b}
 control: {password: b, allow_from: [10.0.0.2]}
-lease: {mode: block-write, initial: expired, clock_drift: 0.03, safety_margin_ms: 33, reject_prefix: B, probe_interval_ms: 34}
+lease: {mode: block-write, initial: expired, clock_drift: 0.03, safety_margin_ms: 33, reject_prefix: B, fence_reads: false, probe_interval_ms: 34}
 controller: {url: http://b:1, namespace: b, cluster: b, poll_interval_ms: 35, ttl_ms: 36, failure_detection_ms: 37, timeout_ms: 38, switch_timeout_ms: 138, node_lost_wait_ms: 139}
 sentinel: {addrs: ['b:1'], master_name: b, password: b, address: 'b:2', poll_interval_ms: 61, timeout_ms: 62, announce: true}
 verify: {mode: off, hold: request, timeout_ms: 39, max_in_flight: 3}

@@ -200,7 +200,7 @@ pub struct Reason {
 }
 
 /// Why a write was refused: no valid lease, or this node was demoted.
-pub const FENCE_REASONS: [&str; 2] = ["lease", "demoted"];
+pub const FENCE_REASONS: [&str; 3] = ["lease", "demoted", "read"];
 /// Why a heartbeat was refused.
 pub const HEARTBEAT_REFUSALS: [&str; 4] = ["syntax", "epoch", "ttl", "node_id"];
 
@@ -281,6 +281,8 @@ pub struct GateParts {
     /// Present with `verify.mode: every-write`.
     pub verifier: Option<Arc<Verifier>>,
     pub pause: Arc<Pause>,
+    /// `lease.fence_reads`.
+    pub fence_reads: bool,
 }
 
 /// Decides, for every request, whether it may pass.
@@ -295,6 +297,8 @@ pub struct Gate {
     pub(super) pause: Arc<Pause>,
     /// The node's role: demotion, writes in flight, and every lease change.
     pub(super) role: Arc<Role>,
+    /// `lease.fence_reads`: reads, too, need the lease on a master.
+    fence_reads: std::sync::atomic::AtomicBool,
     pub metrics: GateMetrics,
     last_log_only_warning: EverySecond,
     last_unknown_outcome_warning: EverySecond,
@@ -370,6 +374,7 @@ impl Gate {
             verifier: parts.verifier,
             pause: parts.pause,
             role,
+            fence_reads: std::sync::atomic::AtomicBool::new(parts.fence_reads),
             metrics: GateMetrics::default(),
             last_log_only_warning: EverySecond::default(),
             last_unknown_outcome_warning: EverySecond::default(),
@@ -428,6 +433,7 @@ impl Gate {
         match r.class {
             Class::Read if self.pause.holds(false) => self.hold(r),
             Class::Read if r.command.special == Special::Info => self.info(r),
+            Class::Read if self.fence_reads.load(Ordering::Relaxed) => self.admit_read(),
             Class::Read => Verdict::Forward,
             Class::Write if self.pause.holds(true) => self.hold(r),
             Class::Write if self.role.is_demoted() => self.demoted(r),
@@ -522,6 +528,36 @@ impl Gate {
             },
             _ => Verdict::Forward,
         }
+    }
+
+    /// `lease.fence_reads`: switched on or off (config reload).
+    pub fn set_fence_reads(&self, on: bool) {
+        self.fence_reads.store(on, Ordering::Relaxed);
+    }
+
+    /// A read with `lease.fence_reads`: a master (as far as leasegate
+    /// knows) serves it only under a valid lease, so that no read can come
+    /// from a node another may have replaced; a replica's reads, and a
+    /// demoted node's, pass (they are replica reads).
+    #[inline]
+    fn admit_read(&self) -> Verdict {
+        if self.lease.mode() != LeaseMode::BlockWrite
+            || self.lease.write_allowed()
+            || self.role.node.is_replica()
+            || self.role.is_demoted()
+        {
+            return Verdict::Forward;
+        }
+        if let Some(until) = self.role.lease_awaited(std::time::Instant::now()) {
+            return Verdict::Hold(Wait::Lease { until });
+        }
+        self.fenced("read");
+        let head = &self.settings.load().fenced_head;
+        let prefix = head.split(' ').next().unwrap_or("-READONLY");
+        Verdict::Reply(Bytes::from(format!(
+            "{prefix} master lease expired, reads are fenced on this node (lease.fence_reads; epoch {})\r\n",
+            self.lease.epoch()
+        )))
     }
 
     /// The confirmation of a write forwarded unconfirmed: `None` while
@@ -923,6 +959,7 @@ pub(crate) fn for_tests_with_password(
             backend_password: backend_password.map(str::to_string),
             verifier: None,
             pause: Arc::new(Pause::new(10, 1 << 20)),
+            fence_reads: false,
         },
     );
     (clock, gate)
@@ -978,6 +1015,64 @@ mod tests {
             ))
         );
         assert_eq!(ask(&gate, &["GET", "k"], false), Verdict::Forward);
+    }
+
+    /// `lease.fence_reads`: a master without a valid lease refuses reads
+    /// too; with the lease, or as a replica, it serves them.
+    #[test]
+    fn fenced_reads_need_the_lease_on_a_master_only() {
+        let (clock, gate) = gate(LeaseMode::BlockWrite, &[]);
+        assert_eq!(
+            ask(&gate, &["GET", "k"], false),
+            Verdict::Forward,
+            "off by default"
+        );
+        gate.set_fence_reads(true);
+        assert_eq!(
+            ask(&gate, &["GET", "k"], false),
+            Verdict::Reply(Bytes::from_static(
+                b"-READONLY master lease expired, reads are fenced on this node (lease.fence_reads; epoch 0)\r\n"
+            ))
+        );
+        let hb = ["CLUSTERX", "HEARTBEAT", ME, "1000", "3"];
+        assert!(matches!(ask(&gate, &hb, true), Verdict::Rewrite { .. }));
+        assert_eq!(
+            ask(&gate, &["GET", "k"], false),
+            Verdict::Forward,
+            "under the lease"
+        );
+        clock.advance_ms(1000);
+        assert!(matches!(
+            ask(&gate, &["GET", "k"], false),
+            Verdict::Reply(_)
+        ));
+        // The probe finds the node a replica: its reads are replica reads.
+        gate.role()
+            .node
+            .succeeded(crate::kvrocks::topology::Replication {
+                role: Some("slave".into()),
+                ..Default::default()
+            });
+        assert_eq!(ask(&gate, &["GET", "k"], false), Verdict::Forward);
+        gate.set_fence_reads(false);
+        gate.role()
+            .node
+            .succeeded(crate::kvrocks::topology::Replication {
+                role: Some("master".into()),
+                ..Default::default()
+            });
+        assert_eq!(
+            ask(&gate, &["GET", "k"], false),
+            Verdict::Forward,
+            "off again"
+        );
+        assert_eq!(
+            gate.metrics
+                .writes_fenced
+                .get_or_create(&Reason { reason: "read" })
+                .get(),
+            2
+        );
     }
 
     #[test]

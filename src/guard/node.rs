@@ -22,6 +22,9 @@ pub struct NodeStatus {
     pub failures_gauge: Gauge,
     /// `leasegate_node_is_master`: 1 when the last probe saw `master`.
     pub is_master_gauge: Gauge,
+    /// The last probe saw `slave` (read by the Gate on every read with
+    /// `lease.fence_reads`).
+    replica: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug, Default, Clone, serde::Serialize)]
@@ -99,6 +102,14 @@ impl NodeStatus {
         }
         self.failures_gauge.set(0);
         self.is_master_gauge.set(i64::from(master));
+        self.replica
+            .store(!master, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether the last probe saw the node as a replica.
+    #[inline]
+    pub fn is_replica(&self) -> bool {
+        self.replica.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Forgets what earlier probes saw (the probe was switched off).
@@ -108,6 +119,8 @@ impl NodeStatus {
         }
         self.failures_gauge.set(0);
         self.is_master_gauge.set(0);
+        self.replica
+            .store(false, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn failed(&self, error: String) {
