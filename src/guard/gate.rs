@@ -175,6 +175,30 @@ impl Eq for Wait {}
 /// longer), before they are fenced.
 pub const PROMOTION_LEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// Read-class commands that read no keyspace data (connection and server
+/// commands, pub/sub publishing): `lease.fence_reads` lets them pass. The
+/// connection, transaction and subscription commands the table tags
+/// ([`Special`]) pass too.
+fn reads_no_data(name: &[u8]) -> bool {
+    const NO_DATA: [&[u8]; 14] = [
+        b"ping",
+        b"echo",
+        b"time",
+        b"command",
+        b"lastsave",
+        b"readonly",
+        b"readwrite",
+        b"asking",
+        b"publish",
+        b"spublish",
+        b"pubsub",
+        b"lolwut",
+        b"role",
+        b"wait",
+    ];
+    NO_DATA.iter().any(|n| name.eq_ignore_ascii_case(n))
+}
+
 /// How long a promotion passing through waits for the old master to be
 /// fenced before it goes on anyway.
 pub const PROMOTION_FENCE_BOUND: std::time::Duration = std::time::Duration::from_secs(2);
@@ -433,7 +457,7 @@ impl Gate {
         match r.class {
             Class::Read if self.pause.holds(false) => self.hold(r),
             Class::Read if r.command.special == Special::Info => self.info(r),
-            Class::Read if self.fence_reads.load(Ordering::Relaxed) => self.admit_read(),
+            Class::Read if self.fence_reads.load(Ordering::Relaxed) => self.admit_read(r),
             Class::Read => Verdict::Forward,
             Class::Write if self.pause.holds(true) => self.hold(r),
             Class::Write if self.role.is_demoted() => self.demoted(r),
@@ -538,14 +562,23 @@ impl Gate {
     /// A read with `lease.fence_reads`: a master (as far as leasegate
     /// knows) serves it only under a valid lease, so that no read can come
     /// from a node another may have replaced; a replica's reads, and a
-    /// demoted node's, pass (they are replica reads).
+    /// demoted node's, pass (they are replica reads), and so do the
+    /// commands that read no data ([`reads_no_data`]).
     #[inline]
-    fn admit_read(&self) -> Verdict {
+    fn admit_read(&self, r: &Admission<'_>) -> Verdict {
         if self.lease.mode() != LeaseMode::BlockWrite
             || self.lease.write_allowed()
             || self.role.node.is_replica()
             || self.role.is_demoted()
         {
+            return Verdict::Forward;
+        }
+        self.fence_read(r)
+    }
+
+    #[cold]
+    fn fence_read(&self, r: &Admission<'_>) -> Verdict {
+        if r.command.special != Special::None || reads_no_data(r.head.name(r.bytes).as_bytes()) {
             return Verdict::Forward;
         }
         if let Some(until) = self.role.lease_awaited(std::time::Instant::now()) {
@@ -1034,6 +1067,18 @@ mod tests {
                 b"-READONLY master lease expired, reads are fenced on this node (lease.fence_reads; epoch 0)\r\n"
             ))
         );
+        for no_data in [
+            &["PING"][..],
+            &["SELECT", "1"],
+            &["PUBLISH", "c", "m"],
+            &["MULTI"],
+        ] {
+            assert_eq!(
+                ask(&gate, no_data, false),
+                Verdict::Forward,
+                "{no_data:?} reads no data"
+            );
+        }
         let hb = ["CLUSTERX", "HEARTBEAT", ME, "1000", "3"];
         assert!(matches!(ask(&gate, &hb, true), Verdict::Rewrite { .. }));
         assert_eq!(

@@ -5,7 +5,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{free_port, wait_listening, Client, Reply, PATIENCE};
+use super::{free_port, Client, Reply, PATIENCE};
 
 /// What the Sentinels monitor and how quickly they act.
 #[derive(Debug, Clone)]
@@ -19,6 +19,9 @@ pub struct Monitor {
     pub failover_timeout_ms: u64,
     /// The nodes' password (`sentinel auth-pass`), if they have one.
     pub auth_pass: Option<String>,
+    /// The address the Sentinels listen on (`0.0.0.0` for nodes in other
+    /// network namespaces).
+    pub bind: String,
 }
 
 impl Monitor {
@@ -30,6 +33,7 @@ impl Monitor {
             down_after_ms: 2_000,
             failover_timeout_ms: 6_000,
             auth_pass: None,
+            bind: "127.0.0.1".into(),
         }
     }
 }
@@ -50,7 +54,8 @@ impl Sentinel {
             let path = dir.path().join("sentinel.conf");
             let (host, master_port) = monitor.master.rsplit_once(':').expect("host:port");
             let mut conf = format!(
-                "port {port}\nbind 127.0.0.1\ndir {}\nsentinel monitor {} {host} {master_port} {}\nsentinel down-after-milliseconds {} {}\nsentinel failover-timeout {} {}\n",
+                "port {port}\nbind {}\ndir {}\nsentinel monitor {} {host} {master_port} {}\nsentinel down-after-milliseconds {} {}\nsentinel failover-timeout {} {}\n",
+                monitor.bind,
                 dir.path().display(),
                 monitor.name,
                 monitor.quorum,
@@ -70,7 +75,12 @@ impl Sentinel {
                 .stderr(Stdio::null())
                 .spawn()
                 .expect("redis-server (with --sentinel) must be installed");
-            if wait_listening(port, &mut child, "redis-sentinel").is_ok() {
+            let ip = if monitor.bind == "0.0.0.0" {
+                [0, 0, 0, 0]
+            } else {
+                [127, 0, 0, 1]
+            };
+            if super::wait_listening_on(ip, port, &mut child, "redis-sentinel").is_ok() {
                 return Sentinel {
                     port,
                     child: Some(child),
