@@ -255,6 +255,11 @@ pub struct SentinelConfig {
     /// Bound of one question to one Sentinel.
     #[serde(rename = "timeout_ms", with = "millis")]
     pub timeout: Duration,
+    /// The longest lease one poll grants, whatever the Sentinels allow
+    /// (they allow up to `down-after-milliseconds`): how long a master cut
+    /// off from every Sentinel goes on acknowledging writes that its
+    /// replicas may never get.
+    pub max_lease_ms: u64,
     /// Make the node announce this leasegate's address to its master
     /// (`replica-announce-port`, and `replica-announce-ip` when `address`
     /// names one), so that Sentinel finds the replica behind its leasegate.
@@ -270,6 +275,7 @@ impl Default for SentinelConfig {
             address: None,
             poll_interval: Duration::from_millis(100),
             timeout: Duration::from_millis(200),
+            max_lease_ms: 5_000,
             announce: true,
         }
     }
@@ -646,6 +652,12 @@ impl Config {
                 "sentinel.addrs",
                 "controller.url is set too: the lease has one source, the controller or Sentinel"
                     .into(),
+            ));
+        }
+        if s.max_lease_ms == 0 || s.max_lease_ms > crate::guard::lease::MAX_TTL_MS {
+            return Err((
+                "sentinel.max_lease_ms",
+                format!("must be in 1..={}", crate::guard::lease::MAX_TTL_MS),
             ));
         }
         if s.poll_interval.is_zero() || s.timeout.is_zero() {

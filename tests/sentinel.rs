@@ -368,6 +368,10 @@ fn after_the_masters_crash_the_lease_moves_to_the_promoted_replica() {
                 .all(|sen| sen.replicas(NAME).iter().any(|(n, _)| *n == b_addr))
         },
     );
+    // Replication is asynchronous: the crash comes once B has the write.
+    eventually("B has A's write", Duration::from_secs(10), || {
+        s.b_node.client().cmd(&["GET", "k"]) == Reply::bulk("1")
+    });
     s.a_node.stop();
     eventually("the Sentinels name B", Duration::from_secs(30), || {
         all_name(&s, &b_addr)

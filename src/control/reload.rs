@@ -90,6 +90,7 @@ pub const KEYS: &[(&str, Apply)] = &[
     ("sentinel.address", Apply::Restart),
     ("sentinel.poll_interval_ms", Apply::Live),
     ("sentinel.timeout_ms", Apply::Live),
+    ("sentinel.max_lease_ms", Apply::Live),
     ("sentinel.announce", Apply::Restart),
     ("verify.mode", Apply::Live),
     ("verify.hold", Apply::Live),
@@ -342,7 +343,7 @@ admin: {listen: 127.0.0.1:7003, token: a}
 control: {password: a, allow_from: [10.0.0.1]}
 lease: {mode: log-only, initial: valid, clock_drift: 0.02, safety_margin_ms: 13, reject_prefix: A, fence_reads: true, probe_interval_ms: 14}
 controller: {url: http://a:1, namespace: a, cluster: a, poll_interval_ms: 15, ttl_ms: 16, failure_detection_ms: 17, timeout_ms: 18, switch_timeout_ms: 118, node_lost_wait_ms: 119}
-sentinel: {addrs: ['a:1'], master_name: a, password: a, address: 'a:2', poll_interval_ms: 51, timeout_ms: 52, announce: false}
+sentinel: {addrs: ['a:1'], master_name: a, password: a, address: 'a:2', poll_interval_ms: 51, timeout_ms: 52, max_lease_ms: 53, announce: false}
 verify: {mode: every-write, hold: acknowledgement, timeout_ms: 19, max_in_flight: 2}
 pause: {max_buffered_bytes: 20, max_buffered_requests: 21, on_demote: moved}
 commands: {deny: [keys], classes: {x.y: read}, learn_from_backend: false}
@@ -359,7 +360,7 @@ admin: {listen: 127.0.0.1:8003, token: b}
 control: {password: b, allow_from: [10.0.0.2]}
 lease: {mode: block-write, initial: expired, clock_drift: 0.03, safety_margin_ms: 33, reject_prefix: B, fence_reads: false, probe_interval_ms: 34}
 controller: {url: http://b:1, namespace: b, cluster: b, poll_interval_ms: 35, ttl_ms: 36, failure_detection_ms: 37, timeout_ms: 38, switch_timeout_ms: 138, node_lost_wait_ms: 139}
-sentinel: {addrs: ['b:1'], master_name: b, password: b, address: 'b:2', poll_interval_ms: 61, timeout_ms: 62, announce: true}
+sentinel: {addrs: ['b:1'], master_name: b, password: b, address: 'b:2', poll_interval_ms: 61, timeout_ms: 62, max_lease_ms: 63, announce: true}
 verify: {mode: off, hold: request, timeout_ms: 39, max_in_flight: 3}
 pause: {max_buffered_bytes: 40, max_buffered_requests: 41, on_demote: readonly}
 commands: {deny: [flushall], classes: {x.y: write}, learn_from_backend: true}

@@ -38,7 +38,7 @@ use tracing::{info, warn};
 use crate::control::ControlContext;
 use crate::guard::lease::{Grant, MAX_TTL_MS};
 use crate::guard::role::{Demotion, Source};
-use crate::kvrocks::sentinel::{judge, parse_master, Judgement, MasterView};
+use crate::kvrocks::sentinel::{check_deployment, judge, parse_master, Judgement, MasterView};
 use crate::kvrocks::topology::Replication;
 use crate::proxy::backend::ControlConnection;
 use redis_protocol::resp2::types::OwnedFrame;
@@ -102,6 +102,8 @@ pub async fn run(ctx: Arc<ControlContext>) {
         .collect();
     let mut withheld = 0u64;
     let mut node = OwnNode::default();
+    // The deployment is checked once, on the first answers.
+    let mut checked = false;
     loop {
         let interval = ctx.config.load().sentinel.poll_interval;
         tokio::select! {
@@ -115,6 +117,20 @@ pub async fn run(ctx: Arc<ControlContext>) {
             a = async { tokio::join!(ask_all(&ctx, &mut sentinels, &s.master_name), node.role(&ctx)) } => a,
             _ = ctx.shutdown.cancelled() => return,
         };
+        if !checked {
+            let views: Vec<&MasterView> = answers.iter().filter_map(|a| a.as_ref().ok()).collect();
+            if !views.is_empty() {
+                checked = true;
+                let c = ctx.config.load();
+                let poll_ms =
+                    u64::try_from(c.sentinel.poll_interval.as_millis()).unwrap_or(u64::MAX);
+                for warning in
+                    check_deployment(&views, sentinels.len(), poll_ms, c.lease.safety_margin_ms)
+                {
+                    warn!(%warning, "Sentinel deployment check");
+                }
+            }
+        }
         match judge(&answers, &me, sentinels.len()) {
             Judgement::Renew { .. } if node_role.as_deref() != Some("master") => {
                 withhold(
@@ -271,7 +287,9 @@ fn renew(ctx: &ControlContext, valid_ms: u64, sent: u64) {
     let lease = ctx.role.lease();
     let grant = Grant {
         master_node_id: None,
-        ttl_ms: valid_ms.min(MAX_TTL_MS),
+        ttl_ms: valid_ms
+            .min(ctx.config.load().sentinel.max_lease_ms)
+            .min(MAX_TTL_MS),
         epoch: lease.epoch(),
         nonce: None,
         anchor: Some(sent),

@@ -187,6 +187,50 @@ pub fn judge(answers: &[Result<MasterView, String>], me: &str, configured: usize
     }
 }
 
+/// Sentinel's ping period to a master: once a second, or every
+/// `down-after-milliseconds` when that is shorter.
+const SENTINEL_PING_PERIOD_MS: u64 = 1_000;
+
+/// What is wrong with a deployment, judged from the Sentinels' first
+/// answers: `configured` Sentinels listed, polled every `poll_ms`, with
+/// `margin_ms` taken off each lease. Each entry is a warning for the log.
+pub fn check_deployment(
+    views: &[&MasterView],
+    configured: usize,
+    poll_ms: u64,
+    margin_ms: u64,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let known = views
+        .iter()
+        .map(|v| v.other_sentinels + 1)
+        .max()
+        .unwrap_or(0);
+    if known > configured {
+        out.push(format!(
+            "the Sentinels know {known} Sentinels but sentinel.addrs lists {configured}: the unlisted ones count as not vouching, list them all"
+        ));
+    }
+    if let Some(v) = views.iter().min_by_key(|v| v.down_after_ms) {
+        let needed = SENTINEL_PING_PERIOD_MS.min(v.down_after_ms) + poll_ms + margin_ms;
+        if v.down_after_ms <= needed {
+            out.push(format!(
+                "down-after-milliseconds is {} ms: a Sentinel vouches for at most that long after its last ping (sent every {} ms), less the poll interval ({poll_ms} ms) and margin ({margin_ms} ms): the lease will lapse between pings; use 2000 ms or more",
+                v.down_after_ms,
+                SENTINEL_PING_PERIOD_MS.min(v.down_after_ms)
+            ));
+        }
+    }
+    if let Some(q) = views.iter().map(|v| v.quorum).min() {
+        if q > configured {
+            out.push(format!(
+                "the quorum ({q}) is larger than the Sentinels listed ({configured})"
+            ));
+        }
+    }
+    out
+}
+
 /// `ip:port` equality, the IP compared as an address where it is one
 /// (`127.0.0.1` and `127.000.000.001` are not told apart by Sentinel, but
 /// `::1` and `0:0:0:0:0:0:0:1` are the same).
@@ -375,6 +419,24 @@ mod tests {
             ok(view(ME, "master", 0, 50, 3)),
         ];
         assert!(matches!(judge(&answers, ME, 3), Judgement::Renew { .. }));
+    }
+
+    #[test]
+    fn a_deployment_the_lease_cannot_cover_is_reported() {
+        let v = view(ME, "master", 0, 50, 1);
+        assert!(
+            check_deployment(&[&v], 3, 100, 100).is_empty(),
+            "5 s down-after, 3 Sentinels"
+        );
+        let mut short = v.clone();
+        short.down_after_ms = 1_000;
+        let w = check_deployment(&[&short], 3, 100, 100);
+        assert!(
+            w.len() == 1 && w[0].contains("lapse between pings"),
+            "{w:?}"
+        );
+        let w = check_deployment(&[&v], 2, 100, 100);
+        assert!(w.len() == 1 && w[0].contains("know 3 Sentinels"), "{w:?}");
     }
 
     #[test]
