@@ -162,6 +162,25 @@ fn proxy_addr(p: &Proxy) -> String {
     format!("127.0.0.1:{}", p.port)
 }
 
+/// Waits until A takes writes (`k` = `1`) under the Sentinels' lease and
+/// every Sentinel lists B by its leasegate; B's leasegate address.
+fn serving(s: &Setup) -> String {
+    let b_addr = proxy_addr(&s.b);
+    eventually("A takes writes", Duration::from_secs(10), || {
+        s.a.client().cmd(&["SET", "k", "1"]) == Reply::ok()
+    });
+    eventually(
+        "the Sentinels list B by its leasegate",
+        Duration::from_secs(15),
+        || {
+            s.sentinels
+                .iter()
+                .all(|sen| sen.replicas(NAME).iter().any(|(n, _)| *n == b_addr))
+        },
+    );
+    b_addr
+}
+
 /// Every Sentinel names `addr` master.
 fn all_name(setup: &Setup, addr: &str) -> bool {
     setup
@@ -272,19 +291,7 @@ fn planned_failover_loses_nothing(kind: Kind) {
     let Some(s) = setup_on(kind, "block-write") else {
         return;
     };
-    let b_addr = proxy_addr(&s.b);
-    eventually("A takes writes", Duration::from_secs(10), || {
-        s.a.client().cmd(&["SET", "k", "1"]) == Reply::ok()
-    });
-    eventually(
-        "the Sentinels list B by its leasegate",
-        Duration::from_secs(15),
-        || {
-            s.sentinels
-                .iter()
-                .all(|sen| sen.replicas(NAME).iter().any(|(n, _)| *n == b_addr))
-        },
-    );
+    let b_addr = serving(&s);
     let stop = Arc::new(AtomicBool::new(false));
     let acked = Arc::new(Mutex::new(Vec::new()));
     let errors = Arc::new(Mutex::new(Vec::new()));
@@ -355,19 +362,7 @@ fn planned_failover_loses_nothing(kind: Kind) {
 #[test]
 fn after_the_masters_crash_the_lease_moves_to_the_promoted_replica() {
     let mut s = setup("block-write");
-    let b_addr = proxy_addr(&s.b);
-    eventually("A takes writes", Duration::from_secs(10), || {
-        s.a.client().cmd(&["SET", "k", "1"]) == Reply::ok()
-    });
-    eventually(
-        "the Sentinels list B by its leasegate",
-        Duration::from_secs(15),
-        || {
-            s.sentinels
-                .iter()
-                .all(|sen| sen.replicas(NAME).iter().any(|(n, _)| *n == b_addr))
-        },
-    );
+    let b_addr = serving(&s);
     // Replication is asynchronous: the crash comes once B has the write.
     eventually("B has A's write", Duration::from_secs(10), || {
         s.b_node.client().cmd(&["GET", "k"]) == Reply::bulk("1")

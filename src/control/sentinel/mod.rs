@@ -26,6 +26,8 @@
 //! came up before that is made to reconnect (`CLIENT KILL TYPE master`) so
 //! that its master hears the new address.
 
+mod fence;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -90,7 +92,7 @@ pub async fn run(ctx: Arc<ControlContext>) {
         tokio::spawn(announce(Arc::clone(&ctx), me.clone()));
     }
     ctx.role.promotion_fence.enable();
-    tokio::spawn(serve_fences(Arc::clone(&ctx), me.clone()));
+    tokio::spawn(fence::serve_fences(Arc::clone(&ctx), me.clone()));
     info!(sentinels = ?s.addrs, master = %s.master_name, address = %me, interval_ms = s.poll_interval.as_millis() as u64, "taking the master lease from Redis Sentinel");
     let mut sentinels: Vec<Asked> = s
         .addrs
@@ -239,14 +241,14 @@ async fn ask(
 
 /// The connection to this leasegate's own node, kept between polls.
 #[derive(Default)]
-struct OwnNode {
+pub(super) struct OwnNode {
     conn: Option<ControlConnection>,
 }
 
 impl OwnNode {
     /// What the node says of itself now (`INFO replication`); `None` when
     /// it does not answer (its connection is opened again next time).
-    async fn replication(&mut self, ctx: &ControlContext) -> Option<Replication> {
+    pub(super) async fn replication(&mut self, ctx: &ControlContext) -> Option<Replication> {
         let (addr, password, timeout) = {
             let c = ctx.config.load();
             (
@@ -267,13 +269,13 @@ impl OwnNode {
     }
 
     /// The node's role now: `master` or `slave`.
-    async fn role(&mut self, ctx: &ControlContext) -> Option<String> {
+    pub(super) async fn role(&mut self, ctx: &ControlContext) -> Option<String> {
         self.replication(ctx).await.and_then(|r| r.role)
     }
 }
 
 /// `INFO replication` of whatever `conn` reaches.
-async fn replication_of(conn: &mut ControlConnection) -> Result<Replication, String> {
+pub(super) async fn replication_of(conn: &mut ControlConnection) -> Result<Replication, String> {
     match conn.call(&["INFO", "replication"]).await {
         Ok(OwnedFrame::BulkString(text)) => {
             Ok(Replication::parse_info(&String::from_utf8_lossy(&text)))
@@ -435,169 +437,4 @@ async fn announce_once(
         }
     }
     Ok(false)
-}
-
-/// How long a fenced old master holds writes at most: the promotion's own
-/// bound plus the wait for this node to become master.
-const FENCE_PAUSE: Duration = Duration::from_secs(8);
-/// How long the promoted node may take to report itself master before the
-/// old master is let go again.
-const PROMOTED_WITHIN: Duration = Duration::from_secs(5);
-/// How long writes at the promoted node wait for the Sentinels to name it
-/// (they do once the promotion is seen: about a second).
-const NAMED_WITHIN: Duration = Duration::from_secs(5);
-
-/// Serves the promotion fence ([`crate::guard::promotion`]) until shutdown:
-/// each promotion passing through (Sentinel's `REPLICAOF NO ONE`) waits
-/// until the old master's leasegate holds writes and this node has caught
-/// up with it; once this node is master, the old master is made its replica
-/// through its leasegate (so its held writes come here) and released.
-async fn serve_fences(ctx: Arc<ControlContext>, me: String) {
-    loop {
-        let until = tokio::select! {
-            u = ctx.role.promotion_fence.requested() => u,
-            _ = ctx.shutdown.cancelled() => return,
-        };
-        let fenced = tokio::time::timeout_at(until.into(), fence_old_master(&ctx)).await;
-        match fenced {
-            Ok(Ok((old, conn))) => {
-                info!(old_master = %old, "old master fenced and caught up: the promotion goes on");
-                // Writes sent here wait for the Sentinels' lease.
-                ctx.role
-                    .await_lease(std::time::Instant::now() + NAMED_WITHIN);
-                ctx.role.promotion_fence.settle();
-                tokio::spawn(hand_over_old_master(
-                    Arc::clone(&ctx),
-                    old,
-                    conn,
-                    me.clone(),
-                ));
-            }
-            Ok(Err(e)) => {
-                warn!(error = %e, "the old master could not be fenced; the promotion goes on (a master that cannot be reached is fenced by its lease)");
-                ctx.role.promotion_fence.settle();
-            }
-            Err(_) => {
-                warn!("fencing the old master took too long; the promotion goes on");
-                ctx.role.promotion_fence.settle();
-            }
-        }
-    }
-}
-
-/// Pauses writes at the leasegate of the master this node replicates from
-/// and waits until this node has all of them; the old master's address and
-/// the connection to its leasegate.
-async fn fence_old_master(ctx: &ControlContext) -> Result<(String, ControlConnection), String> {
-    let (control_password, timeout) = {
-        let c = ctx.config.load();
-        (c.control.password.clone(), c.sentinel.timeout)
-    };
-    let mut own = OwnNode::default();
-    let mine = own
-        .replication(ctx)
-        .await
-        .ok_or("this node does not answer")?;
-    let old = mine
-        .master
-        .filter(|_| mine.role.as_deref() == Some("slave"))
-        .ok_or("this node replicates from no one")?;
-    let mut conn = ControlConnection::open(&old, control_password.as_deref(), timeout)
-        .await
-        .map_err(|e| format!("old master {old}: {e}"))?;
-    conn.leasegate_info()
-        .await
-        .map_err(|e| format!("old master {old} is not behind a leasegate ({e})"))?;
-    let ms = FENCE_PAUSE.as_millis().to_string();
-    conn.call(&["CLIENT", "PAUSE", &ms, "WRITE"])
-        .await
-        .map_err(|e| format!("old master {old}: CLIENT PAUSE: {e}"))?;
-    let target = replication_of(&mut conn)
-        .await
-        .map_err(|e| format!("old master {old}: {e}"))?
-        .offset
-        .ok_or_else(|| format!("old master {old} reports no offset"))?;
-    loop {
-        let at = own
-            .replication(ctx)
-            .await
-            .and_then(|r| r.offset)
-            .unwrap_or(0);
-        if at >= target {
-            return Ok((old, conn));
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-}
-
-/// Makes the old master (through `conn`, its leasegate) a replica of `me`,
-/// retrying for a while; `true` once it follows, or once its leasegate is
-/// demoted toward `me` (the Sentinels named this node): either way its
-/// writes come here. A Kvrocks master refuses to follow a node it still
-/// lists as its own replica ("can't replicate your own replicas") until its
-/// liveness ping to that replica's closed link fails, 2–4 s later; the
-/// Sentinels convert it then.
-async fn follow_me(conn: &mut ControlConnection, old: &str, me: &str) -> bool {
-    let Some((host, port)) = me.rsplit_once(':') else {
-        return false;
-    };
-    let give_up = std::time::Instant::now() + FOLLOW_WITHIN;
-    loop {
-        let refused = match conn.call(&["REPLICAOF", host, port]).await {
-            Ok(_) => {
-                info!(old_master = %old, new_master = %me, "the old master follows this node; its held writes come here");
-                return true;
-            }
-            Err(e) => e.to_string(),
-        };
-        let demoted_toward_me = conn.leasegate_info().await.is_ok_and(|info| {
-            info.get("demoted").map(String::as_str) == Some("1")
-                && info
-                    .get("demoted_new_master")
-                    .is_some_and(|m| crate::kvrocks::sentinel::same_addr(m, me))
-        });
-        if demoted_toward_me {
-            info!(old_master = %old, new_master = %me, refused = %refused, "the old master's leasegate is demoted toward this node; its held writes come here (its node follows when the Sentinels convert it)");
-            return true;
-        }
-        if std::time::Instant::now() >= give_up {
-            warn!(old_master = %old, error = %refused, "the old master did not follow this node");
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// How long the old master is asked to follow this node.
-const FOLLOW_WITHIN: Duration = Duration::from_secs(6);
-
-/// Once this node reports itself master, makes the old master its replica
-/// through the old master's leasegate (which sends its held writes here)
-/// and ends the pause there.
-async fn hand_over_old_master(
-    ctx: Arc<ControlContext>,
-    old: String,
-    mut conn: ControlConnection,
-    me: String,
-) {
-    let promoted = tokio::time::timeout(PROMOTED_WITHIN, async {
-        let mut own = OwnNode::default();
-        while own.role(&ctx).await.as_deref() != Some("master") {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .is_ok();
-    if !promoted {
-        warn!(old_master = %old, "this node was not promoted in time; the old master is let go");
-    } else if !follow_me(&mut conn, &old, &me).await {
-        // Never release the old master's writes while it may still take
-        // them: its pause ends by itself, after the Sentinels have named
-        // this node and its leasegate demoted it (about a second).
-        warn!(old_master = %old, "the old master did not follow this node; its writes stay held until its pause ends, by which time the Sentinels demote it");
-        return;
-    }
-    if let Err(e) = conn.call(&["CLIENT", "UNPAUSE"]).await {
-        warn!(old_master = %old, error = %e, "CLIENT UNPAUSE at the old master failed; its pause ends by itself");
-    }
 }
