@@ -303,6 +303,9 @@ impl Server {
         if self.config.sentinel.enabled() {
             tokio::spawn(sentinel::run(Arc::clone(&self.shared)));
         }
+        tokio::spawn(crate::control::failover_command::serve(Arc::clone(
+            &self.shared,
+        )));
         Ok(())
     }
 

@@ -10,56 +10,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use support::kvrocks::KvrocksServer;
+use support::node::{Kind, Node};
 use support::sentinel::{eventually, Monitor, Sentinel};
-use support::{free_port, Client, Proxy, RedisServer, Reply};
+use support::{free_port, Client, Proxy, Reply};
 
 const NAME: &str = "m";
-
-/// A standalone node: redis-server or the real Kvrocks.
-enum Node {
-    Redis(RedisServer),
-    Kvrocks(KvrocksServer),
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Redis,
-    Kvrocks,
-}
-
-impl Node {
-    /// `None` when Kvrocks is asked for and its binary is not here.
-    fn start(kind: Kind) -> Option<Node> {
-        Some(match kind {
-            Kind::Redis => Node::Redis(RedisServer::start()),
-            Kind::Kvrocks => Node::Kvrocks(KvrocksServer::start(false)?),
-        })
-    }
-
-    fn port(&self) -> u16 {
-        match self {
-            Node::Redis(r) => r.port,
-            Node::Kvrocks(k) => k.port,
-        }
-    }
-
-    fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port())
-    }
-
-    fn client(&self) -> Client {
-        Client::connect(self.port())
-    }
-
-    /// Kills the node (a crash).
-    fn stop(&mut self) {
-        match self {
-            Node::Redis(r) => r.stop(),
-            Node::Kvrocks(k) => k.kill(),
-        }
-    }
-}
 
 /// Master A and replica B, each behind a leasegate, and three Sentinels
 /// (quorum 2) monitoring A's leasegate.

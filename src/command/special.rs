@@ -60,6 +60,8 @@ pub enum Special {
     Info,
     /// CLUSTERX PROBE: the node probe's record, for the controller.
     Probe,
+    /// FAILOVER: answered by leasegate for the controller or admin.
+    Failover,
 }
 
 /// `(command, subcommand, tag)`, lowercase.
@@ -107,6 +109,7 @@ pub(super) const SPECIALS: &[(&str, Option<&str>, Special)] = &[
     ("replconf", None, Special::ReplConf),
     ("info", None, Special::Info),
     ("clusterx", Some("probe"), Special::Probe),
+    ("failover", None, Special::Failover),
 ];
 
 #[cfg(test)]

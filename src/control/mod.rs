@@ -24,6 +24,7 @@ use crate::guard::verify::Verifier;
 
 pub mod admin;
 pub mod failover;
+pub mod failover_command;
 pub mod poll;
 pub mod probe;
 pub mod reload;

@@ -484,7 +484,40 @@ impl Gate {
             Special::ClientPause | Special::ClientUnpause if r.control => self.client_pause(r),
             Special::ReplicaOf | Special::SetNodeId | Special::SetNodes => self.observe(r),
             Special::ClientReply => client_reply(r),
+            Special::Failover => self.failover_command(r),
             _ => Verdict::Forward,
+        }
+    }
+
+    /// `FAILOVER ...`: only the controller or an admin (a control
+    /// connection) may ask; leasegate carries it out
+    /// ([`crate::guard::failover_command`]).
+    #[cold]
+    fn failover_command(&self, r: &Admission<'_>) -> Verdict {
+        use crate::guard::failover_command::parse;
+        if !r.control {
+            self.metrics.control_refused.inc();
+            return Verdict::Reply(Bytes::from_static(
+                b"-NOPERM leasegate answers FAILOVER only on a control connection (AUTH with control.password, or control.allow_from)\r\n",
+            ));
+        }
+        let args = arguments(r.bytes, r.head.inline);
+        let rest: Vec<&[u8]> = args.iter().skip(1).map(|a| a.as_ref()).collect();
+        let reply = |e: &'static str| Verdict::Reply(Bytes::from_static(e.as_bytes()));
+        let command = &self.role.failover_command;
+        match parse(&rest) {
+            Err(e) => reply(e),
+            Ok(None) => match command.abort() {
+                Ok(()) => Verdict::Reply(Bytes::from_static(OK)),
+                Err(e) => reply(e),
+            },
+            Ok(Some(_)) if self.role.node.is_replica() => {
+                reply("-ERR FAILOVER is not valid when server is a replica.\r\n")
+            }
+            Ok(Some(ask)) => match command.start(ask) {
+                Ok(()) => Verdict::Reply(Bytes::from_static(OK)),
+                Err(e) => reply(e),
+            },
         }
     }
 

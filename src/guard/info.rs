@@ -86,7 +86,7 @@ impl Gate {
             crate::guard::lease::LeaseMode::BlockWrite => "block-write",
         };
         format!(
-            "# Leasegate\r\nleasegate_version:{}\r\nlease_mode:{mode}\r\nlease_valid:{}\r\nlease_epoch:{}\r\nlease_remaining_ms:{remaining}\r\nlease_owner:{}\r\nlease_node_id:{}\r\nlease_revoked_reason:{}\r\npaused:{}\r\npause_mode:{}\r\npause_held_requests:{}\r\ncluster_failover_state:{}\r\ndemoted:{}\r\ndemoted_new_master:{}\r\ncontroller_version:{}\r\n",
+            "# Leasegate\r\nleasegate_version:{}\r\nlease_mode:{mode}\r\nlease_valid:{}\r\nlease_epoch:{}\r\nlease_remaining_ms:{remaining}\r\nlease_owner:{}\r\nlease_node_id:{}\r\nlease_revoked_reason:{}\r\npaused:{}\r\npause_mode:{}\r\npause_held_requests:{}\r\ncluster_failover_state:{}\r\ndemoted:{}\r\ndemoted_new_master:{}\r\ncontroller_version:{}\r\nmaster_failover_state:{}\r\n",
             env!("CARGO_PKG_VERSION"),
             u8::from(lease.valid),
             lease.epoch,
@@ -107,6 +107,7 @@ impl Gate {
                 .and_then(|d| d.new_master.as_deref())
                 .unwrap_or(""),
             self.role().controller_version(),
+            self.role().failover_command.state().as_str(),
         )
     }
 }

@@ -7,9 +7,11 @@
 //! answered by [`control`]; the `# Leasegate` section of `INFO` by [`info`];
 //! what the node said of itself when last probed is in [`node`]; the
 //! replication connections passing through, in [`replicas`]; a promotion
-//! held until the old master is fenced, in [`promotion`].
+//! held until the old master is fenced, in [`promotion`]; Redis's
+//! `FAILOVER` command as leasegate answers it, in [`failover_command`].
 
 pub mod control;
+pub mod failover_command;
 pub mod gate;
 pub mod info;
 pub mod lease;

@@ -204,6 +204,8 @@ pub struct Role {
     awaiting_lease: std::sync::Mutex<Option<std::time::Instant>>,
     /// A promotion passing through, held until the old master is fenced.
     pub promotion_fence: crate::guard::promotion::PromotionFence,
+    /// Redis's `FAILOVER` command, as leasegate carries it out.
+    pub failover_command: crate::guard::failover_command::FailoverCommand,
 }
 
 impl std::fmt::Debug for Role {
@@ -240,6 +242,7 @@ impl Role {
             stepped_down: tokio::sync::Notify::new(),
             awaiting_lease: std::sync::Mutex::new(None),
             promotion_fence: Default::default(),
+            failover_command: Default::default(),
         }
     }
 

@@ -12,6 +12,7 @@ pub mod kvctl;
 pub mod kvrocks;
 pub mod load;
 pub mod netns;
+pub mod node;
 pub mod scripted;
 pub mod sentinel;
 

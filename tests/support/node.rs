@@ -1,0 +1,49 @@
+//! A standalone node of either kind, for tests that run on both.
+
+use super::kvrocks::KvrocksServer;
+use super::{Client, RedisServer};
+
+/// A standalone node: redis-server or the real Kvrocks.
+pub enum Node {
+    Redis(RedisServer),
+    Kvrocks(KvrocksServer),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Redis,
+    Kvrocks,
+}
+
+impl Node {
+    /// `None` when Kvrocks is asked for and its binary is not here.
+    pub fn start(kind: Kind) -> Option<Node> {
+        Some(match kind {
+            Kind::Redis => Node::Redis(RedisServer::start()),
+            Kind::Kvrocks => Node::Kvrocks(KvrocksServer::start(false)?),
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        match self {
+            Node::Redis(r) => r.port,
+            Node::Kvrocks(k) => k.port,
+        }
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port())
+    }
+
+    pub fn client(&self) -> Client {
+        Client::connect(self.port())
+    }
+
+    /// Kills the node (a crash).
+    pub fn stop(&mut self) {
+        match self {
+            Node::Redis(r) => r.stop(),
+            Node::Kvrocks(k) => k.kill(),
+        }
+    }
+}
