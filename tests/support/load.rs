@@ -23,6 +23,14 @@ impl Outcome {
         self.acked.iter().map(|(_, k)| k)
     }
 
+    /// The longest time between two acknowledgements (over all writers):
+    /// with one writer, the longest write plus its pace.
+    pub fn longest_gap(&self) -> Duration {
+        let mut at: Vec<Instant> = self.acked.iter().map(|(t, _)| *t).collect();
+        at.sort();
+        at.windows(2).map(|w| w[1] - w[0]).max().unwrap_or_default()
+    }
+
     /// The promise of a graceful failover: no client saw an error, more than
     /// `min_acked` writes were acknowledged, and every one of them is on the
     /// node `master` (a direct client to it) — nothing was lost.
