@@ -238,7 +238,11 @@ impl Poller<'_> {
         }
         // The last answer named this node master of its shard.
         let was_master = self.highest.is_some() && self.other_master.is_none();
-        let decision = decide(&cluster, &me, self.highest);
+        // An answer older than a topology the node has accepted from the
+        // controller since (its push raced this poll) is stale too: acting
+        // on it would revoke the lease the push's promotion awaits.
+        let accepted = Some(self.ctx.role.node_topology()).filter(|v| *v > 0);
+        let decision = decide(&cluster, &me, self.highest.max(accepted));
         if !matches!(decision, Decision::Stale { .. }) {
             self.ctx.role.saw_controller_version(cluster.version);
         }

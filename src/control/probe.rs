@@ -87,6 +87,8 @@ pub async fn run(shared: Arc<ControlContext>) {
             let Some((c, _, _)) = conn.as_mut() else {
                 continue;
             };
+            // A promotion accepted while ROLE is out makes its answer stale.
+            let awaits = shared.role.lease_awaits();
             let answer = match tokio::time::timeout(bound, c.call(&["ROLE"])).await {
                 Ok(answer) => answer.map_err(|e| e.to_string()),
                 Err(_) => Err(format!("no answer to ROLE within {} ms", bound.as_millis())),
@@ -98,7 +100,9 @@ pub async fn run(shared: Arc<ControlContext>) {
                     if replication.is_replica() && gate.lease().snapshot().valid {
                         warn!(master = ?replication.master, "the node reports itself a replica: revoking the master lease");
                     }
-                    if replication.is_replica() {
+                    // A replica's answer to a ROLE asked before the node
+                    // accepted a promotion says nothing about it now.
+                    if replication.is_replica() && shared.role.lease_awaits() == awaits {
                         gate.role()
                             .revoke("the node's ROLE is slave", Source::Probe);
                     }

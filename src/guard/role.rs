@@ -202,6 +202,9 @@ pub struct Role {
     /// writes wait for the lease until then instead of being fenced
     /// ([`Role::lease_awaited`]).
     awaiting_lease: std::sync::Mutex<Option<std::time::Instant>>,
+    /// Bumped by every [`Role::await_lease`]: a probe whose `ROLE` was
+    /// asked before a promotion was accepted must not revoke on its answer.
+    lease_awaits: AtomicU64,
     /// A promotion passing through, held until the old master is fenced.
     pub promotion_fence: crate::guard::promotion::PromotionFence,
     /// Redis's `FAILOVER` command, as leasegate carries it out.
@@ -241,6 +244,7 @@ impl Role {
             step_down_hold_ms: AtomicU64::new(0),
             stepped_down: tokio::sync::Notify::new(),
             awaiting_lease: std::sync::Mutex::new(None),
+            lease_awaits: AtomicU64::new(0),
             promotion_fence: Default::default(),
             failover_command: Default::default(),
         }
@@ -401,6 +405,14 @@ impl Role {
         if let Ok(mut awaiting) = self.awaiting_lease.lock() {
             *awaiting = Some(until);
         }
+        self.lease_awaits.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// How many times writes were made to wait for a promotion's lease
+    /// ([`Role::await_lease`]): a change between a question to the node and
+    /// its answer means the answer may predate a promotion.
+    pub fn lease_awaits(&self) -> u64 {
+        self.lease_awaits.load(Ordering::Acquire)
     }
 
     /// Until when writes wait for the lease (`None`: they do not; a
