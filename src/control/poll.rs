@@ -265,6 +265,18 @@ impl Poller<'_> {
             // it just now (that acceptance postdates every revocation).
             // A grant since (a push, a failover's rollback) that made the
             // lease valid again is only kept going.
+            // The node has accepted a newer topology than this answer
+            // (pushed by a failover since the poll was sent): the answer is
+            // stale, and must neither hold writes nor renew.
+            Decision::Renew { version }
+                if !lease.write_allowed() && switch::node_is_past(self.ctx, version).await =>
+            {
+                self.metrics.count("stale");
+                tracing::debug!(
+                    version,
+                    "the node is at a newer topology than the controller's answer; ignored"
+                );
+            }
             Decision::Renew { version } if !lease.write_allowed() => {
                 self.highest = Some(version);
                 let fenced = self.fenced_at.is_some_and(|f| version <= f);

@@ -157,6 +157,25 @@ pub(super) enum TakeOver {
     NotYet(String),
 }
 
+/// Whether the node is at a newer cluster topology than `version`
+/// (`CLUSTERX VERSION`): then an answer of the controller at `version` is
+/// older than what the node has accepted since (a failover's push), and
+/// must not promote anything. `false` when the node does not say (not in
+/// cluster mode, or unreachable: the take-over decides).
+pub(super) async fn node_is_past(ctx: &ControlContext, version: u64) -> bool {
+    let config = ctx.config.load_full();
+    let timeout = config.connect_timeout();
+    let password = config.backend.password.as_deref();
+    let Ok(mut node) = ControlConnection::open(&config.backend.addr, password, timeout).await
+    else {
+        return false;
+    };
+    match node.call(&["CLUSTERX", "VERSION"]).await {
+        Ok(reply) => integer(&reply).is_some_and(|at| at > version as i64),
+        Err(_) => false,
+    }
+}
+
 /// The controller's topology `cluster` names this node master, but the
 /// lease is not valid: make sure the node is at that topology, bringing it
 /// there when the old master (its leasegate at `old_master`) is fenced and
