@@ -27,7 +27,6 @@ use crate::guard::pause::PauseMode;
 use crate::guard::role::{Demotion, Source};
 use crate::kvrocks::topology::Replication;
 use crate::proxy::backend::ControlConnection;
-use redis_protocol::resp2::types::OwnedFrame;
 
 /// The wait for the target to catch up without `TIMEOUT`.
 const SYNC_WITHIN: Duration = Duration::from_secs(5);
@@ -177,14 +176,9 @@ async fn follow(node: &mut ControlConnection, target: &str) {
 
 /// `INFO replication` of what `conn` reaches, parsed and as text.
 async fn replication(conn: &mut ControlConnection) -> Result<(Replication, String), String> {
-    match conn.call(&["INFO", "replication"]).await {
-        Ok(OwnedFrame::BulkString(b)) => {
-            let text = String::from_utf8_lossy(&b).into_owned();
-            Ok((Replication::parse_info(&text), text))
-        }
-        Ok(other) => Err(format!("INFO replication answered {other:?}")),
-        Err(e) => Err(format!("INFO replication: {e}")),
-    }
+    conn.replication()
+        .await
+        .map_err(|e| format!("INFO replication: {e}"))
 }
 
 /// The first replica a master's `INFO replication` lists

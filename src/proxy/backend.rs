@@ -80,6 +80,26 @@ impl ControlConnection {
         }
     }
 
+    /// `INFO replication` of what this connection reaches (a node, or a
+    /// leasegate passing it to its node), parsed and as the text.
+    pub async fn replication(
+        &mut self,
+    ) -> Result<(crate::kvrocks::topology::Replication, String), BackendError> {
+        use redis_protocol::resp2::types::OwnedFrame;
+        match self.call(&["INFO", "replication"]).await? {
+            OwnedFrame::BulkString(b) => {
+                let text = String::from_utf8_lossy(&b).into_owned();
+                Ok((
+                    crate::kvrocks::topology::Replication::parse_info(&text),
+                    text,
+                ))
+            }
+            other => Err(BackendError::Reply(format!(
+                "INFO replication answered {other:?}"
+            ))),
+        }
+    }
+
     /// The connection's socket, for a session to carry on with (between
     /// replies nothing is buffered).
     pub fn into_stream(self) -> TcpStream {

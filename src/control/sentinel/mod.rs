@@ -276,13 +276,10 @@ impl OwnNode {
 
 /// `INFO replication` of whatever `conn` reaches.
 pub(super) async fn replication_of(conn: &mut ControlConnection) -> Result<Replication, String> {
-    match conn.call(&["INFO", "replication"]).await {
-        Ok(OwnedFrame::BulkString(text)) => {
-            Ok(Replication::parse_info(&String::from_utf8_lossy(&text)))
-        }
-        Ok(other) => Err(format!("INFO replication answered {other:?}")),
-        Err(e) => Err(format!("INFO replication: {e}")),
-    }
+    conn.replication()
+        .await
+        .map(|(r, _)| r)
+        .map_err(|e| format!("INFO replication: {e}"))
 }
 
 fn renew(ctx: &ControlContext, valid_ms: u64, sent: u64) {
