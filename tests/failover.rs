@@ -156,6 +156,35 @@ fn failover_under_continuous_writes_loses_nothing_and_fails_no_client() {
     drop(p.master);
 }
 
+/// Writes sent under `CLIENT REPLY OFF` still count as in flight until the
+/// node has processed them (leasegate keeps the node answering and drops
+/// the replies): the failover waits for them, the held ones move to the
+/// new master, and the sessions keep their reply mode across the
+/// hand-over. Every write before an answered `CLIENT REPLY ON` is on the
+/// new master; no SET's reply ever reaches a writer.
+#[test]
+fn fire_and_forget_writes_under_client_reply_off_survive_a_failover() {
+    let p = pair("");
+    let writers = Writers::start_reply_off(p.a.port, 6, "off", 20);
+    std::thread::sleep(Duration::from_millis(300));
+    let out = support::failover_command(p.a.admin_port(), p.b.admin_port(), TOKEN);
+    assert!(
+        out.status.success(),
+        "failover failed: {} {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    writers
+        .finish()
+        .assert_none_failed_or_lost(&mut p.replica.client(), 200);
+    assert!(
+        support::kvrocks::handovers(&p.a, "success") > 0,
+        "the writers' sessions were handed over"
+    );
+    drop(p.master);
+}
+
 #[test]
 fn failover_to_a_node_that_is_not_a_replica_fails_and_unpauses() {
     let p = pair("");

@@ -205,25 +205,38 @@ fn a_refused_replicaof_does_not_revoke() {
 }
 
 /// Hole 9: `CLIENT REPLY OFF|SKIP` would make the node leave requests
-/// unanswered, and replies would no longer match requests.
+/// unanswered: replies would no longer match requests, and a write would
+/// stop counting as in flight before the node had it. The node is only ever
+/// sent `CLIENT REPLY ON` (its MONITOR shows it), and leasegate drops what
+/// the client asked not to be sent (`tests/client_reply.rs`).
 #[test]
-fn client_reply_skip_is_refused_and_replies_stay_in_order() {
+fn client_reply_off_and_skip_never_reach_the_node() {
     let redis = RedisServer::start();
     let proxy = Proxy::start(&redis.addr(), "");
+    let mut monitor = redis.client();
+    assert_eq!(monitor.cmd(&["MONITOR"]), Reply::ok());
     let mut c = proxy.client();
     let mut pipeline = encode(&[b"CLIENT", b"REPLY", b"SKIP"]);
     pipeline.extend(encode(&[b"SET", b"a", b"1"]));
+    pipeline.extend(encode(&[b"CLIENT", b"REPLY", b"OFF"]));
+    pipeline.extend(encode(&[b"SET", b"a", b"2"]));
+    pipeline.extend(encode(&[b"CLIENT", b"REPLY", b"ON"]));
     pipeline.extend(encode(&[b"GET", b"a"]));
     c.send_raw(&pipeline);
-    let refused = c.read();
+    assert_eq!(c.read(), Reply::ok(), "ON's answer, the first one sent");
+    assert_eq!(c.read(), Reply::bulk("2"));
+    let mut seen = Vec::new();
+    while let Some(line) = monitor.try_read(Duration::from_millis(300)) {
+        seen.push(line.text());
+    }
+    let reply_modes: Vec<&String> = seen.iter().filter(|l| l.contains("\"REPLY\"")).collect();
+    assert_eq!(reply_modes.len(), 3, "{seen:?}");
     assert!(
-        refused.error_text().contains("CLIENT REPLY OFF|SKIP"),
-        "{refused:?}"
+        reply_modes
+            .iter()
+            .all(|l| l.ends_with("\"CLIENT\" \"REPLY\" \"ON\"")),
+        "{reply_modes:?}"
     );
-    assert_eq!(c.read(), Reply::ok());
-    assert_eq!(c.read(), Reply::bulk("1"));
-    assert!(c.cmd(&["CLIENT", "REPLY", "OFF"]).is_error());
-    assert_eq!(c.cmd(&["CLIENT", "REPLY", "ON"]), Reply::ok());
 }
 
 /// Hole 10: HELLO is parsed by its grammar; `auth` as a client name does not

@@ -31,8 +31,10 @@ use bytes::Bytes;
 pub use crate::resp::name::{Name, NAME_CAP};
 
 mod config;
+mod reply_mode;
 mod special;
 pub use config::{ClassName, CommandsConfig};
+pub use reply_mode::{ReplyMode, CLIENT_REPLY_ON};
 pub use special::Special;
 
 /// FNV-1a. Hand-written rather than a crate because it runs once per request

@@ -40,7 +40,8 @@ pub enum Special {
     /// CLIENT PAUSE / UNPAUSE: the controller's pause the proxy itself.
     ClientPause,
     ClientUnpause,
-    /// CLIENT REPLY: OFF and SKIP are refused.
+    /// CLIENT REPLY: the node is always sent `ON`; the session drops what
+    /// OFF and SKIP say the node would not send ([`crate::command::ReplyMode`]).
     ClientReply,
     /// REPLICAOF / SLAVEOF: a role change, applied on the node's `+OK`.
     ReplicaOf,

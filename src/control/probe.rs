@@ -76,7 +76,20 @@ pub async fn run(shared: Arc<ControlContext>) {
                 match ControlConnection::open(&config.backend.addr, password.as_deref(), bound)
                     .await
                 {
-                    Ok(c) => conn = Some((c, password.clone(), bound)),
+                    Ok(mut c) => {
+                        // What the node is, once per connection: sessions
+                        // follow Kvrocks' ways where it differs from Redis.
+                        match tokio::time::timeout(bound, c.is_kvrocks()).await {
+                            Ok(Ok(kvrocks)) => status.set_kvrocks(kvrocks),
+                            Ok(Err(e)) => debug!(error = %e, "node probe: what the node is"),
+                            Err(_) => {
+                                // The reply may still come: not on this connection.
+                                status.failed("no answer to INFO server".to_string());
+                                continue;
+                            }
+                        }
+                        conn = Some((c, password.clone(), bound));
+                    }
                     Err(e) => {
                         debug!(error = %e, "node probe cannot connect");
                         status.failed(e.to_string());

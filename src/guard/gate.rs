@@ -51,7 +51,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use tracing::warn;
 
-use crate::command::{Class, Classified, CommandTable, Special};
+use crate::command::{Class, Classified, CommandTable, ReplyMode, Special, CLIENT_REPLY_ON};
 use crate::guard::control::ControlPolicy;
 use crate::guard::lease::{Lease, LeaseMode, Term};
 use crate::guard::pause::{Hold, OnDemote, Pause};
@@ -215,6 +215,10 @@ pub enum Answer {
     Heartbeat { renewed: bool },
     /// `INFO`: the node's reply gains the `# Leasegate` section.
     Info,
+    /// `CLIENT REPLY <mode>`, sent as `CLIENT REPLY ON`: on the node's
+    /// `+OK` the session's replies follow `mode`; an error goes back as it
+    /// came (a node without the command).
+    ReplyMode(ReplyMode),
 }
 
 /// A counter's `reason` label.
@@ -358,7 +362,6 @@ impl std::fmt::Debug for Gate {
 }
 
 pub(super) const OK: &[u8] = b"+OK\r\n";
-const CLIENT_REPLY_REFUSED: &[u8] = b"-ERR leasegate does not support CLIENT REPLY OFF|SKIP: every request must be answered for replies to stay in order\r\n";
 const PAUSE_BUFFER_FULL: &[u8] = b"-TRYAGAIN write pause buffer full\r\n";
 const EXECABORT_LEASE: &[u8] =
     b"-EXECABORT Transaction discarded because the master lease expired\r\n";
@@ -448,7 +451,10 @@ impl Gate {
             self.metrics.commands_denied.inc();
             return Verdict::Reply(reply.clone());
         }
-        if r.handed_over && r.class != Class::Intercept {
+        // The reply mode is the client's session's, wherever it was moved:
+        // kept by the session the client talks to ([`client_reply`]).
+        if r.handed_over && r.class != Class::Intercept && r.command.special != Special::ClientReply
+        {
             if self.role.is_demoted() {
                 return Verdict::Forward;
             }
@@ -955,18 +961,20 @@ impl Gate {
     }
 }
 
-/// `CLIENT REPLY ON` passes; `OFF` and `SKIP` would make the node leave
-/// requests unanswered, and replies could no longer be matched to requests
-/// (nor local replies placed, nor writes counted back): refused.
+/// `CLIENT REPLY ON|OFF|SKIP`: the node is sent `ON` whatever the client
+/// asked, so that it answers every request (replies stay matched, writes
+/// are counted back and their acknowledgements checked); the session drops
+/// what the asked mode says the node would not have sent, once the node's
+/// `+OK` shows it knows the command. Any other shape goes as it came, for
+/// the node's own error.
 #[cold]
 fn client_reply(r: &Admission<'_>) -> Verdict {
-    let args = arguments(r.bytes, r.head.inline);
-    match args.get(2) {
-        Some(mode) if mode.eq_ignore_ascii_case(b"on") => Verdict::Forward,
-        Some(mode) if mode.eq_ignore_ascii_case(b"off") || mode.eq_ignore_ascii_case(b"skip") => {
-            Verdict::Reply(Bytes::from_static(CLIENT_REPLY_REFUSED))
-        }
-        _ => Verdict::Forward, // a syntax error the node reports
+    match ReplyMode::requested(&arguments(r.bytes, r.head.inline)) {
+        Some(mode) => Verdict::Rewrite {
+            request: Bytes::from_static(CLIENT_REPLY_ON),
+            answer: Answer::ReplyMode(mode),
+        },
+        None => Verdict::Forward,
     }
 }
 
@@ -1424,20 +1432,27 @@ mod tests {
     }
 
     #[test]
-    fn client_reply_off_and_skip_are_refused() {
+    fn client_reply_modes_reach_the_node_as_on() {
         let (_, gate) = gate(LeaseMode::Disabled, &[]);
+        for (words, mode) in [
+            (["CLIENT", "REPLY", "OFF"], ReplyMode::Off),
+            (["client", "reply", "skip"], ReplyMode::Skip),
+            (["CLIENT", "REPLY", "ON"], ReplyMode::On),
+        ] {
+            assert_eq!(
+                ask(&gate, &words, false),
+                Verdict::Rewrite {
+                    request: Bytes::from_static(CLIENT_REPLY_ON),
+                    answer: Answer::ReplyMode(mode)
+                }
+            );
+        }
+        // The node's own error for any other shape.
         assert_eq!(
-            ask(&gate, &["CLIENT", "REPLY", "OFF"], false),
-            Verdict::Reply(Bytes::from_static(CLIENT_REPLY_REFUSED))
-        );
-        assert_eq!(
-            ask(&gate, &["client", "reply", "skip"], false),
-            Verdict::Reply(Bytes::from_static(CLIENT_REPLY_REFUSED))
-        );
-        assert_eq!(
-            ask(&gate, &["CLIENT", "REPLY", "ON"], false),
+            ask(&gate, &["CLIENT", "REPLY", "MAYBE"], false),
             Verdict::Forward
         );
+        assert_eq!(ask(&gate, &["CLIENT", "REPLY"], false), Verdict::Forward);
     }
 
     /// The controller's topology demoting a master with writes in flight

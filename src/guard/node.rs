@@ -25,6 +25,10 @@ pub struct NodeStatus {
     /// The last probe saw `slave` (read by the Gate on every read with
     /// `lease.fence_reads`).
     replica: std::sync::atomic::AtomicBool,
+    /// The node said it is Kvrocks (`INFO server` has `kvrocks_version`)
+    /// when the probe connected; sessions follow its ways where Kvrocks and
+    /// Redis differ (`CLIENT REPLY`, RESP3 pub/sub messages).
+    kvrocks: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug, Default, Clone, serde::Serialize)]
@@ -108,6 +112,18 @@ impl NodeStatus {
 
     /// Whether the last probe saw the node as a replica.
     #[inline]
+    /// What the probe learned the node is, when it connected.
+    pub fn set_kvrocks(&self, kvrocks: bool) {
+        self.kvrocks
+            .store(kvrocks, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether the node is Kvrocks, as far as the probe knows (Redis when
+    /// the probe is off or has not connected yet).
+    pub fn is_kvrocks(&self) -> bool {
+        self.kvrocks.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub fn is_replica(&self) -> bool {
         self.replica.load(std::sync::atomic::Ordering::Relaxed)
     }

@@ -106,6 +106,17 @@ impl ControlConnection {
         self.stream
     }
 
+    /// Whether the node is Kvrocks (`INFO server` names its version).
+    pub async fn is_kvrocks(&mut self) -> Result<bool, String> {
+        match self.call(&["INFO", "server"]).await {
+            Ok(redis_protocol::resp2::types::OwnedFrame::BulkString(text)) => {
+                Ok(String::from_utf8_lossy(&text).contains("kvrocks_version:"))
+            }
+            Ok(other) => Err(format!("unexpected INFO server reply {other:?}")),
+            Err(e) => Err(format!("INFO server: {e}")),
+        }
+    }
+
     /// Sends one command and returns its decoded reply; error replies become
     /// [`BackendError::Reply`].
     pub async fn call(

@@ -268,7 +268,16 @@ pub enum PubSubFrame {
 /// other element, so a deep or wide reply costs neither recursion (a deep one
 /// overflowed the stack of `redis-protocol`'s decoder) nor a copy.
 pub fn pubsub_frame(frame: &[u8]) -> Option<PubSubFrame> {
-    let (n, mut at) = flat_header(frame, 0, b'*')?;
+    pubsub_frame_as(frame, b'*')
+}
+
+/// [`pubsub_frame`] for a RESP3 push (`>`): what a pub/sub push is.
+pub fn pubsub_push(frame: &[u8]) -> Option<PubSubFrame> {
+    pubsub_frame_as(frame, b'>')
+}
+
+fn pubsub_frame_as(frame: &[u8], prefix: u8) -> Option<PubSubFrame> {
+    let (n, mut at) = flat_header(frame, 0, prefix)?;
     let mut kind: Option<&[u8]> = None;
     // The last element's integer (the subscription count), else 0.
     let mut count = 0;
@@ -437,6 +446,17 @@ mod tests {
             })
         );
         assert_eq!(pubsub_frame(b"*2\r\n$4\r\npong\r\n$0\r\n\r\n"), None);
+        assert_eq!(
+            pubsub_push(b">3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n"),
+            Some(PubSubFrame::Subscribed {
+                count: 1,
+                shard: false
+            })
+        );
+        assert_eq!(
+            pubsub_push(b"*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n"),
+            None
+        );
         assert_eq!(
             pubsub_frame(b"*3\r\n$11\r\nunsubscribe\r\n$-1\r\n:0\r\n"),
             Some(PubSubFrame::Unsubscribed {

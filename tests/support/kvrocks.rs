@@ -39,7 +39,21 @@ impl KvrocksServer {
     /// Starts Kvrocks with extra `--<key> <value>` options (e.g.
     /// `["--requirepass", "pw"]`).
     pub fn start_with(cluster: bool, extra: &[&str]) -> Option<KvrocksServer> {
-        let Some(bin) = binary() else {
+        KvrocksServer::start_binary(binary(), cluster, extra)
+    }
+
+    /// Starts the older (2024) Kvrocks build beside the default one
+    /// (`kvrocks-5fccd57c`), for behaviour that differs between them.
+    /// `None` when it is not here.
+    pub fn start_2024(cluster: bool) -> Option<KvrocksServer> {
+        let bin = binary()
+            .and_then(|b| b.parent().map(|d| d.join("kvrocks-5fccd57c")))
+            .filter(|b| b.is_file());
+        KvrocksServer::start_binary(bin, cluster, &[])
+    }
+
+    fn start_binary(bin: Option<PathBuf>, cluster: bool, extra: &[&str]) -> Option<KvrocksServer> {
+        let Some(bin) = bin else {
             assert!(
                 std::env::var("LEASEGATE_REQUIRE_KVROCKS").as_deref() != Ok("1"),
                 "Kvrocks is required (LEASEGATE_REQUIRE_KVROCKS=1) but was not found; set LEASEGATE_KVROCKS"

@@ -92,6 +92,24 @@ impl Writers {
         Writers { stop, threads }
     }
 
+    /// `n` fire-and-forget writers on `port`: each sends `batch` SETs under
+    /// `CLIENT REPLY OFF`, then `CLIENT REPLY ON` and `ECHO <batch>`, whose
+    /// answers (and nothing else) say that the node processed every SET
+    /// before them: those count as acknowledged. Any other reply, such as
+    /// a SET's `+OK` that should have been dropped, is an error.
+    pub fn start_reply_off(port: u16, n: usize, tag: &'static str, batch: usize) -> Writers {
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = (0..n)
+            .map(|w| {
+                let stop = Arc::clone(&stop);
+                std::thread::spawn(move || {
+                    write_muted_until(port, &format!("{tag}{w}"), batch, &stop)
+                })
+            })
+            .collect();
+        Writers { stop, threads }
+    }
+
     /// Stops the writers and gathers what they saw.
     pub fn finish(self) -> Outcome {
         self.stop.store(true, Ordering::SeqCst);
@@ -153,6 +171,40 @@ fn write_until(
         if !pace.is_zero() {
             std::thread::sleep(pace);
         }
+    }
+    out
+}
+
+fn write_muted_until(port: u16, prefix: &str, batch: usize, stop: &AtomicBool) -> Outcome {
+    let mut c = Client::connect(port);
+    let mut out = Outcome::default();
+    let mut round = 0u64;
+    while !stop.load(Ordering::SeqCst) {
+        let keys: Vec<String> = (0..batch)
+            .map(|i| format!("{prefix}-{round}-{i}"))
+            .collect();
+        let mut pipeline = super::encode(&[b"CLIENT", b"REPLY", b"OFF"]);
+        for k in &keys {
+            pipeline.extend(super::encode(&[b"SET", k.as_bytes(), b"v"]));
+        }
+        let marker = format!("{prefix}-{round}");
+        pipeline.extend(super::encode(&[b"CLIENT", b"REPLY", b"ON"]));
+        pipeline.extend(super::encode(&[b"ECHO", marker.as_bytes()]));
+        c.send_raw(&pipeline);
+        let on = c.read_within(super::PATIENCE);
+        let echo = c.read_within(super::PATIENCE);
+        match (on, echo) {
+            (Ok(Some(on)), Ok(Some(echo))) if on == Reply::ok() && echo == Reply::bulk(&marker) => {
+                let now = Instant::now();
+                out.acked.extend(keys.into_iter().map(|k| (now, k)));
+            }
+            (on, echo) => {
+                // The connection's replies are out of step from here on.
+                out.errors.push(format!("{marker}: {on:?} then {echo:?}"));
+                return out;
+            }
+        }
+        round += 1;
     }
     out
 }

@@ -56,6 +56,8 @@ pub(super) struct Shard {
     /// The address this node is registered by (its leasegate's), which the
     /// replica follows.
     pub my_addr: String,
+    /// The controller's topology version that names this node master.
+    pub version: u64,
 }
 
 /// How often the target's leasegate is asked whether it holds the lease.
@@ -108,6 +110,7 @@ pub(super) async fn locate(
     Ok(Shard {
         index: mine.shard,
         my_addr: mine.addr,
+        version: topology.version,
     })
 }
 

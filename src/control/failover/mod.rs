@@ -667,7 +667,14 @@ async fn failover(run: &mut Run) -> Result<(u64, Target), FailoverError> {
     // In cluster mode the controller's topology must agree, and the replica
     // follows this node at the address it is registered by (its leasegate).
     let shard = if cluster::enabled(&mut source).await? {
-        Some(cluster::locate(&run.settings, gate.lease().node_id(), &target.node_id).await?)
+        let shard = cluster::locate(&run.settings, gate.lease().node_id(), &target.node_id).await?;
+        // This node is master at that version, whether or not the
+        // controller's own push of it has reached the node yet (a peer's
+        // failover promotes a node directly, not through its leasegate):
+        // that push, should it come after this failover demoted the node,
+        // is old news and must not promote it again.
+        gate.role().node_accepted_topology(shard.version);
+        Some(shard)
     } else {
         None
     };
@@ -696,7 +703,7 @@ async fn failover(run: &mut Run) -> Result<(u64, Target), FailoverError> {
 
     // A Kvrocks target waits for its replication tick to be promoted (the
     // timing below), and its old master rejoins through its leasegate.
-    let kvrocks = match promotion::is_kvrocks(&mut replica).await {
+    let kvrocks = match replica.is_kvrocks().await {
         Ok(kvrocks) => kvrocks,
         Err(e) => {
             warn!(error = %e, "cannot tell whether the target is Kvrocks; taken as not");

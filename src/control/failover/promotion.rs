@@ -23,7 +23,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use redis_protocol::resp2::types::OwnedFrame;
 use tracing::{info, warn};
 
 use super::timing::{self, Grid, Plan, RoundTrip, Ticks};
@@ -89,7 +88,7 @@ pub(super) struct Prepare<'a> {
     pub replica: &'a mut ControlConnection,
     /// This node (a re-attached replica must catch up with it again).
     pub source: &'a mut ControlConnection,
-    /// Whether the target is Kvrocks ([`is_kvrocks`]).
+    /// Whether the target is Kvrocks ([`ControlConnection::is_kvrocks`]).
     pub kvrocks: bool,
     /// Where the replica may re-attach to this leasegate (standalone), or
     /// `None` (cluster mode: the controller's topology decides).
@@ -321,17 +320,6 @@ fn describe(
         },
         ms(work),
     )
-}
-
-/// Whether the node is Kvrocks (`INFO server` names its version).
-pub(super) async fn is_kvrocks(node: &mut ControlConnection) -> Result<bool, String> {
-    match node.call(&["INFO", "server"]).await {
-        Ok(OwnedFrame::BulkString(text)) => {
-            Ok(String::from_utf8_lossy(&text).contains("kvrocks_version:"))
-        }
-        Ok(other) => Err(format!("unexpected INFO server reply {other:?}")),
-        Err(e) => Err(format!("INFO server: {e}")),
-    }
 }
 
 async fn resolve(node: &str) -> Result<SocketAddr, String> {

@@ -233,8 +233,7 @@ impl Session {
             .collect();
         for request in replay {
             self.to_backend.extend_from_slice(&request);
-            self.owed
-                .push_back(Owed::Reply(Expect::Replace(Bytes::new())));
+            self.owed.push_back(Owed::Reply(Expect::Replayed));
         }
     }
 

@@ -48,6 +48,10 @@
 //! closes; a blocking command's reply is not waited for, as Redis drops a
 //! client at its EOF: closing the node connection gives the pop up there.
 //!
+//! **Reply modes.** `CLIENT REPLY OFF|SKIP` reaches the node as `ON`: it
+//! answers every request, and the session drops what the client asked not
+//! to be sent, in request order ([`mute`]).
+//!
 //! A request the Gate holds stays at the head of the client buffer and stops
 //! only this connection; when its wait ends it is asked about again. A
 //! hand-over swaps the backend connection (to the new master's leasegate, or
@@ -57,6 +61,7 @@
 mod driver;
 mod handover;
 mod idle;
+mod mute;
 mod reading;
 mod replica;
 mod replies;
@@ -159,6 +164,8 @@ struct Session {
     lifecycle: Lifecycle,
     /// The client as a possible replica (cold).
     replica: replica::ReplicaSide,
+    /// `CLIENT REPLY`: which replies the client is not sent.
+    mute: mute::Mute,
 }
 
 /// Runs one client connection to completion ([`Driver::run`]).
@@ -264,6 +271,7 @@ impl Session {
             max_output,
             lifecycle: Lifecycle::Open,
             replica: replica::ReplicaSide::default(),
+            mute: mute::Mute::default(),
         }
     }
 

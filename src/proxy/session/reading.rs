@@ -22,6 +22,8 @@ const EXECABORT_PREVIOUS_ERRORS: &[u8] =
 /// write is refused rather than forwarded without its confirmation.
 const UNCARRIED: &[u8] =
     b"-ERR leasegate internal error: a write forwarded unconfirmed lost its confirmation round\r\n";
+const CLIENT_REPLY_IN_TRANSACTION: &[u8] =
+    b"-ERR Command not allowed inside a transaction (CLIENT REPLY would leave EXEC's reply malformed)\r\n";
 pub(super) const DISCARD: &[u8] = b"*1\r\n$7\r\nDISCARD\r\n";
 
 impl Session {
@@ -493,6 +495,16 @@ impl Session {
             Verdict::HandOver(addr) => Step::HandOver(Move::Away(addr)),
             Verdict::ReturnHome => Step::HandOver(Move::Home),
             Verdict::Hold(wait) => Step::Hold(wait),
+            Verdict::Rewrite {
+                answer: Answer::ReplyMode(_),
+                ..
+            } => {
+                // Redis and Kvrocks both answer such an EXEC with a
+                // malformed reply (Valkey 9 refuses it): refused here, and
+                // the transaction fails at EXEC as for any refused command.
+                self.transaction = self.transaction.aborted();
+                Step::Answer(Bytes::from_static(CLIENT_REPLY_IN_TRANSACTION))
+            }
             Verdict::Rewrite { request, answer } => Step::Rewrite(request, answer),
             Verdict::Reply(reply) if exec => Step::Discard(reply),
             Verdict::Reply(reply) => {

@@ -6,7 +6,7 @@
 
 use bytes::{Buf, Bytes};
 
-use crate::resp::reply::{pubsub_frame, PubSubFrame, ReplyHead};
+use crate::resp::reply::{pubsub_frame, pubsub_push, PubSubFrame, ReplyHead};
 
 use super::state::{Expect, Lifecycle, Owed, Peer, Stream, Watch, WriteTicket};
 use super::Session;
@@ -106,7 +106,13 @@ impl Session {
         passed: &mut usize,
     ) {
         if !self.answers_request(&head, &range) {
+            if !self.mute.is_on() {
+                self.muted_stream_frame(&head, &range, passed);
+            }
             return;
+        }
+        if !self.mute.is_on() {
+            return self.on_muted_reply(head, range, passed);
         }
         let (at, end) = (range.start, range.end);
         let owed = self.owed.pop_front();
@@ -130,6 +136,116 @@ impl Session {
         }
     }
 
+    /// [`Session::on_reply`] while the client's reply mode drops replies
+    /// (`CLIENT REPLY OFF|SKIP`, [`super::mute`]): the reply is handled as
+    /// ever (counted, checked, its effects applied) and then dropped if
+    /// the client is not to be sent it.
+    #[cold]
+    fn on_muted_reply(
+        &mut self,
+        head: ReplyHead,
+        range: std::ops::Range<usize>,
+        passed: &mut usize,
+    ) {
+        let (at, end) = (range.start, range.end);
+        self.pass_run(passed, at);
+        let keep = self.to_client.len();
+        let owed = self.owed.pop_front();
+        let delivered = match owed {
+            None => {
+                // A reply nobody asked for (Kvrocks answers a pipelined
+                // `XREAD BLOCK` on a missing stream twice): a node under
+                // OFF would not send it either.
+                self.on_other_reply(None, &head, range, passed);
+                !self.mute.drops_unrequested()
+            }
+            Some(Owed::Reply(Expect::Replayed)) => {
+                // No request's answer: swallowed, and the mode unchanged.
+                self.on_other_reply(owed, &head, range, passed);
+                true
+            }
+            Some(Owed::Reply(Expect::ReplyMode(mode))) => {
+                let dropped = self.mute.next_answer();
+                self.reply_mode_answered(mode, &range, dropped)
+            }
+            Some(Owed::Reply(Expect::Reset))
+                if &self.from_backend[range.clone()] == b"+RESET\r\n" =>
+            {
+                let delivered = self.mute.reset();
+                self.on_state_reply(Expect::Reset, &head, &range);
+                delivered
+            }
+            Some(Owed::Reply(Expect::Write(ticket))) => {
+                let delivered = !self.mute.next_answer();
+                if let Some(instead) = self.on_write_reply(ticket, range) {
+                    self.to_client.extend_from_slice(&instead);
+                    *passed = end;
+                }
+                delivered
+            }
+            other => {
+                let delivered = !self.mute.next_answer();
+                self.on_other_reply(other, &head, range, passed);
+                delivered
+            }
+        };
+        self.pass_run(passed, end);
+        if !delivered {
+            self.to_client.truncate(keep);
+        }
+        if !matches!(self.owed.front(), None | Some(Owed::Reply(_))) {
+            self.settle();
+        }
+    }
+
+    /// The node's reply to the `CLIENT REPLY ON` sent for `mode`: `+OK`
+    /// puts `mode` in force. Returns whether the reply goes to the client
+    /// (`dropped`: it is a skipped or muted request's answer).
+    fn reply_mode_answered(
+        &mut self,
+        mode: crate::command::ReplyMode,
+        range: &std::ops::Range<usize>,
+        dropped: bool,
+    ) -> bool {
+        if &self.from_backend[range.clone()] != b"+OK\r\n" {
+            // A node without the command: its error, and no mode change.
+            return !dropped;
+        }
+        let kvrocks = self.gate.role().node.is_kvrocks();
+        self.mute.accepted(mode, kvrocks)
+    }
+
+    /// A frame that answers no request (a message, a confirmation, a
+    /// MONITOR line) while replies are muted: dropped where the node would
+    /// not have sent it ([`super::mute`]).
+    #[cold]
+    fn muted_stream_frame(
+        &mut self,
+        head: &ReplyHead,
+        range: &std::ops::Range<usize>,
+        passed: &mut usize,
+    ) {
+        let frame = &self.from_backend[range.clone()];
+        let dropped = match self.stream {
+            Stream::Monitor => self.mute.drops_monitor_line(),
+            _ => {
+                self.mute.drops_confirmation()
+                    && matches!(
+                        if head.kind == b'>' {
+                            pubsub_push(frame)
+                        } else {
+                            pubsub_frame(frame)
+                        },
+                        Some(PubSubFrame::Subscribed { .. } | PubSubFrame::Unsubscribed { .. })
+                    )
+            }
+        };
+        if dropped {
+            self.pass_run(passed, range.start);
+            *passed = range.end;
+        }
+    }
+
     /// [`Session::on_reply`] for what is owed but a write's reply.
     #[inline]
     fn on_other_reply(
@@ -147,6 +263,10 @@ impl Session {
                 self.to_client.extend_from_slice(&reply);
                 *passed = end;
             }
+            Some(Owed::Reply(Expect::Replayed)) => {
+                self.pass_run(passed, at);
+                *passed = end;
+            }
             Some(Owed::Reply(Expect::Heartbeat { renewed })) => {
                 self.pass_run(passed, at);
                 let report = self
@@ -160,6 +280,12 @@ impl Session {
                 let reply = self.gate.info_reply(&self.from_backend[range]);
                 self.to_client.extend_from_slice(&reply);
                 *passed = end;
+            }
+            Some(Owed::Reply(Expect::ReplyMode(mode))) => {
+                if !self.reply_mode_answered(mode, &range, false) {
+                    self.pass_run(passed, at);
+                    *passed = end;
+                }
             }
             Some(Owed::Reply(expect)) => self.on_state_reply(expect, head, &range),
             other => {
@@ -246,6 +372,9 @@ impl Session {
         range: &std::ops::Range<usize>,
     ) -> bool {
         if head.kind == b'>' {
+            if self.stream == Stream::PubSub {
+                self.pubsub_push(range);
+            }
             return false;
         }
         if self.stream == Stream::Monitor {
@@ -253,8 +382,14 @@ impl Session {
             let is_reset = &self.from_backend[range.clone()] == b"+RESET\r\n";
             return is_reset && matches!(self.owed.front(), Some(Owed::Reply(Expect::Reset)));
         }
-        if self.stream != Stream::PubSub || self.resp3 || head.kind != b'*' {
+        if self.stream != Stream::PubSub || head.kind != b'*' {
             return true;
+        }
+        if self.resp3 {
+            // Kvrocks sends pub/sub messages as arrays even in RESP3; Redis
+            // pushes them, so an array there answers a request.
+            return !(self.gate.role().node.is_kvrocks()
+                && pubsub_frame(&self.from_backend[range.clone()]) == Some(PubSubFrame::Message));
         }
         match pubsub_frame(&self.from_backend[range.clone()]) {
             None => true,
@@ -270,6 +405,22 @@ impl Session {
                 }
                 false
             }
+        }
+    }
+
+    /// A RESP3 push in subscribe mode: a confirmation's count ends the
+    /// mode when it reaches zero, as in RESP2.
+    #[cold]
+    fn pubsub_push(&mut self, range: &std::ops::Range<usize>) {
+        match pubsub_push(&self.from_backend[range.clone()]) {
+            Some(PubSubFrame::Subscribed { count, shard }) => self.set_subscriptions(count, shard),
+            Some(PubSubFrame::Unsubscribed { count, shard }) => {
+                self.set_subscriptions(count, shard);
+                if self.subscriptions == 0 && self.shard_subscriptions == 0 {
+                    self.stream = Stream::Replies;
+                }
+            }
+            _ => {}
         }
     }
 
@@ -290,9 +441,16 @@ impl Session {
                 Owed::Reply(_) => return,
                 Owed::Local(reply) => {
                     self.owed_local -= reply.len();
-                    self.to_client.extend_from_slice(reply);
+                    if self.mute.is_on() || !self.mute.next_answer() {
+                        self.to_client.extend_from_slice(reply);
+                    }
                 }
-                Owed::PubSub => self.stream = Stream::PubSub,
+                Owed::PubSub => {
+                    if !self.mute.is_on() {
+                        self.mute.subscribe_answer();
+                    }
+                    self.stream = Stream::PubSub;
+                }
                 Owed::Monitor => self.stream = Stream::Monitor,
                 Owed::Replication => self.stream = Stream::Replication,
                 Owed::Close => {

@@ -6,7 +6,7 @@
 
 use bytes::Bytes;
 
-use crate::command::{Class, Special};
+use crate::command::{Class, ReplyMode, Special};
 use crate::guard::gate::{Answer, Effect, Gate, Wait};
 use crate::guard::lease::Term;
 use crate::guard::verify::Ticket;
@@ -60,12 +60,18 @@ pub(super) enum Expect {
     /// The backend's reply is swallowed and this one is sent instead
     /// (EXEC turned into DISCARD).
     Replace(Bytes),
+    /// The reply to connection state replayed at a hand-over: swallowed,
+    /// and no request's answer (a `CLIENT REPLY SKIP` is not used up).
+    Replayed,
     /// A heartbeat's `INFO replication` becomes the lease report.
     Heartbeat {
         renewed: bool,
     },
     /// `INFO`: the reply gains the `# Leasegate` section.
     Info,
+    /// `CLIENT REPLY <mode>`, sent to the node as `CLIENT REPLY ON`: its
+    /// `+OK` puts the mode in force ([`super::mute`]).
+    ReplyMode(ReplyMode),
 }
 
 /// This session's counted writes in flight. The node's role counts
@@ -133,6 +139,7 @@ impl From<Answer> for Expect {
             Answer::Replace(b) => Expect::Replace(b),
             Answer::Heartbeat { renewed } => Expect::Heartbeat { renewed },
             Answer::Info => Expect::Info,
+            Answer::ReplyMode(mode) => Expect::ReplyMode(mode),
         }
     }
 }

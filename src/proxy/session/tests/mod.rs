@@ -9,13 +9,15 @@ use crate::guard::gate::{for_tests, Effect, Gate, UNKNOWN_OUTCOME};
 use crate::guard::lease::{LeaseMode, ManualClock};
 use crate::resp::request::Limits;
 
-const ME: &str = "0123456789012345678901234567890123456789";
+mod reply_mode;
 
-fn session(mode: LeaseMode) -> (Arc<ManualClock>, Arc<Gate>, Session) {
+pub(super) const ME: &str = "0123456789012345678901234567890123456789";
+
+pub(super) fn session(mode: LeaseMode) -> (Arc<ManualClock>, Arc<Gate>, Session) {
     session_with_output(mode, 1 << 20)
 }
 
-fn session_with_output(
+pub(super) fn session_with_output(
     mode: LeaseMode,
     max_output: usize,
 ) -> (Arc<ManualClock>, Arc<Gate>, Session) {
@@ -30,13 +32,13 @@ fn session_with_output(
     (clock, gate, s)
 }
 
-fn resp(args: &[&str]) -> Vec<u8> {
+pub(super) fn resp(args: &[&str]) -> Vec<u8> {
     let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
     crate::resp::encode::request(&args).to_vec()
 }
 
 /// The client sends these requests (one read).
-fn client(s: &mut Session, requests: &[&[&str]]) {
+pub(super) fn client(s: &mut Session, requests: &[&[&str]]) {
     for r in requests {
         s.from_client.extend_from_slice(&resp(r));
     }
@@ -44,22 +46,22 @@ fn client(s: &mut Session, requests: &[&[&str]]) {
 }
 
 /// The node answers with these frames.
-fn node(s: &mut Session, replies: &[u8]) {
+pub(super) fn node(s: &mut Session, replies: &[u8]) {
     s.from_backend.extend_from_slice(replies);
     s.on_backend_data().expect("valid replies");
 }
 
 /// What went to the node since the last look.
-fn to_node(s: &mut Session) -> Vec<u8> {
+pub(super) fn to_node(s: &mut Session) -> Vec<u8> {
     s.to_backend.split().to_vec()
 }
 
 /// What the client got since the last look.
-fn to_client(s: &mut Session) -> Vec<u8> {
+pub(super) fn to_client(s: &mut Session) -> Vec<u8> {
     s.to_client.split().to_vec()
 }
 
-fn grant(gate: &Gate, ttl_ms: u64) {
+pub(super) fn grant(gate: &Gate, ttl_ms: u64) {
     let grant = crate::guard::lease::Grant {
         master_node_id: Some(ME.into()),
         ttl_ms,
@@ -73,7 +75,7 @@ fn grant(gate: &Gate, ttl_ms: u64) {
 }
 
 const OTHER: &str = "9999999999999999999999999999999999999999";
-const FENCED: &[u8] =
+pub(super) const FENCED: &[u8] =
     b"-READONLY master lease expired, writes are fenced on this node (epoch 0)\r\n";
 
 #[test]
@@ -322,19 +324,6 @@ fn writes_in_flight_cover_exec_and_blocking_pops() {
         ]],
     );
     assert_eq!(gate.role().writes_in_flight(), 0);
-}
-
-#[test]
-fn client_reply_off_is_refused_so_replies_stay_matched() {
-    let (_, gate, mut s) = session(LeaseMode::Disabled);
-    client(&mut s, &[&["CLIENT", "REPLY", "OFF"], &["SET", "k", "v"]]);
-    assert_eq!(to_node(&mut s), resp(&["SET", "k", "v"]));
-    node(&mut s, b"+OK\r\n");
-    let got = to_client(&mut s);
-    assert!(got.starts_with(b"-ERR leasegate does not support CLIENT REPLY"));
-    assert!(got.ends_with(b"+OK\r\n"));
-    assert_eq!(gate.role().writes_in_flight(), 0);
-    assert!(s.owed.is_empty());
 }
 
 #[test]
