@@ -87,6 +87,8 @@ pub struct Config {
     #[serde(default)]
     pub pause: PauseConfig,
     #[serde(default)]
+    pub durability: DurabilityConfig,
+    #[serde(default)]
     pub commands: CommandsConfig,
     #[serde(default)]
     pub limits: LimitsConfig,
@@ -179,6 +181,30 @@ impl Default for LeaseConfig {
             reject_prefix: "READONLY".into(),
             fence_reads: false,
             probe_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Acknowledging a write only once replicas have it (`durability`): with
+/// asynchronous replication a master cut off from its replicas acknowledges
+/// writes, within its lease, that the promoted replica never receives.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DurabilityConfig {
+    /// Replicas that must have a write before its success reply reaches the
+    /// client (the node's `WAIT`); 0 acknowledges as the node does.
+    pub min_replicas: u32,
+    /// How long `WAIT` may wait for them; a write not confirmed in time is
+    /// answered with an error saying its outcome is unknown.
+    #[serde(rename = "timeout_ms", with = "millis")]
+    pub timeout: Duration,
+}
+
+impl Default for DurabilityConfig {
+    fn default() -> Self {
+        Self {
+            min_replicas: 0,
+            timeout: Duration::from_millis(1000),
         }
     }
 }
@@ -512,6 +538,15 @@ impl Config {
             return Err((
                 "limits.max_client_output_bytes",
                 "must be at least 1024".into(),
+            ));
+        }
+        if self.durability.min_replicas > 0
+            && !(1..=60_000).contains(&self.durability.timeout.as_millis())
+        {
+            return Err((
+                "durability.timeout_ms",
+                "must be in 1..=60000 with durability.min_replicas (WAIT 0 would wait for ever)"
+                    .into(),
             ));
         }
         if self.limits.max_inline_len < 16 {

@@ -35,13 +35,18 @@ const NAME: &str = "m";
 /// attributes a write to the leasegate its client used, so a demoted A must
 /// refuse writes rather than hand them to B (where they would be B's, and
 /// look like A's split-brain writes).
-fn leasegate_yaml(host: &Host, mode: &str, sentinels: &[String]) -> String {
+fn leasegate_yaml(host: &Host, mode: &str, durable: bool, sentinels: &[String]) -> String {
+    let durability = if durable {
+        "durability:\n  min_replicas: 1\n  timeout_ms: 500\n"
+    } else {
+        ""
+    };
     format!(
         "listen: 0.0.0.0:{PROXY_PORT}\nbackend:\n  addr: 127.0.0.1:{NODE_PORT}\nadmin:\n  listen: \"\"\n\
          pause:\n  on_demote: readonly\n\
          control:\n  password: ctl-secret\nlease:\n  mode: {mode}\n  probe_interval_ms: 100\n  safety_margin_ms: 100\n\
          sentinel:\n  addrs: [{}]\n  master_name: {NAME}\n  address: {}:{PROXY_PORT}\n  poll_interval_ms: 100\n  timeout_ms: 300\n\
-         log:\n  level: warn\n",
+         {durability}log:\n  level: warn\n",
         sentinels.join(", "),
         host.ip
     )
@@ -60,9 +65,10 @@ enum Cut {
     SentinelsAndReplica,
 }
 
-/// Runs the partition with the leasegates' `lease.mode` `mode`; `None`
-/// where namespaces cannot be made here.
-fn partition(mode: &str, cut: Cut) -> Option<Verdict> {
+/// Runs the partition with the leasegates' `lease.mode` `mode` (and, when
+/// `durable`, `durability.min_replicas: 1`); `None` where namespaces cannot
+/// be made here.
+fn partition(mode: &str, cut: Cut, durable: bool) -> Option<Verdict> {
     let mut lab = Lab::new()?;
     let a = lab.host("a");
     let b = lab.host("b");
@@ -95,7 +101,7 @@ fn partition(mode: &str, cut: Cut) -> Option<Verdict> {
             .map(|s| format!("{}:{}", host.peer_ip, s.port))
             .collect();
         let path = dir.path().join(format!("{}.yaml", host.ns));
-        std::fs::write(&path, leasegate_yaml(host, mode, &addrs)).expect("write config");
+        std::fs::write(&path, leasegate_yaml(host, mode, durable, &addrs)).expect("write config");
         let path = path.display().to_string();
         lab.spawn(host, env!("CARGO_BIN_EXE_leasegate"), &["run", "-c", &path]);
     }
@@ -138,6 +144,12 @@ fn partition(mode: &str, cut: Cut) -> Option<Verdict> {
         },
     );
 
+    // A's leasegate holds the Sentinels' lease (and, with replica
+    // acknowledgements, B confirms its writes) before the clients start.
+    let a_proxy = format!("{}:{PROXY_PORT}", a.ip);
+    eventually("A acknowledges a write", Duration::from_secs(20), || {
+        client(&a_proxy).cmd(&["SET", "probe", "1"]) == Reply::ok()
+    });
     let history = History::new();
     let a_clients = Clients::start(
         &history,
@@ -196,7 +208,7 @@ fn last_seen_replica(addr: &str, within: Duration) -> Instant {
 /// through that link before B is promoted, and A's held writes go to B.
 #[test]
 fn a_master_cut_off_from_the_sentinels_acknowledges_nothing_after_the_promotion() {
-    let Some(v) = partition("block-write", Cut::Sentinels) else {
+    let Some(v) = partition("block-write", Cut::Sentinels, false) else {
         return;
     };
     assert!(v.ok > 0, "writes were acknowledged");
@@ -210,7 +222,7 @@ fn a_master_cut_off_from_the_sentinels_acknowledges_nothing_after_the_promotion(
 /// lease bounds the window, it cannot close it).
 #[test]
 fn a_master_cut_off_from_everyone_takes_no_split_brain_write() {
-    let Some(v) = partition("block-write", Cut::SentinelsAndReplica) else {
+    let Some(v) = partition("block-write", Cut::SentinelsAndReplica, false) else {
         return;
     };
     assert!(v.ok > 0, "writes were acknowledged");
@@ -226,13 +238,31 @@ fn a_master_cut_off_from_everyone_takes_no_split_brain_write() {
     );
 }
 
+/// The same partition with `durability.min_replicas: 1`: A acknowledges a
+/// write only once B has it (`WAIT`), so what A's clients saw acknowledged
+/// after the cut is nothing, and nothing acknowledged is lost; the writes
+/// A applied alone are answered as of unknown outcome.
+#[test]
+fn with_replica_acknowledgements_a_master_cut_off_from_everyone_loses_nothing() {
+    let Some(v) = partition("block-write", Cut::SentinelsAndReplica, true) else {
+        return;
+    };
+    assert!(v.ok > 0, "writes were acknowledged");
+    assert!(
+        v.unknown > 0,
+        "A's writes after the cut were not confirmed:\n{}",
+        v.report
+    );
+    v.assert_clean();
+}
+
 /// The second partition without the lease (`lease.mode: disabled`; B's
 /// leasegate cannot reach A to fence it either): A's own clients keep
 /// writing to it after B's promotion, and those writes are split-brain (the
 /// check can fail).
 #[test]
 fn without_the_lease_the_cut_off_master_takes_split_brain_writes() {
-    let Some(v) = partition("disabled", Cut::SentinelsAndReplica) else {
+    let Some(v) = partition("disabled", Cut::SentinelsAndReplica, false) else {
         return;
     };
     assert!(

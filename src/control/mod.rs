@@ -136,6 +136,7 @@ impl ControlContext {
                 )),
             },
         ));
+        gate.replica_acks().set(&config.durability);
         gate.pause().metrics.register(&mut registry);
         if let Some(v) = gate.verifier() {
             v.metrics.register(&mut registry);

@@ -75,6 +75,8 @@ pub const KEYS: &[(&str, Apply)] = &[
     ("lease.reject_prefix", Apply::Live),
     ("lease.fence_reads", Apply::Live),
     ("lease.probe_interval_ms", Apply::Live),
+    ("durability.min_replicas", Apply::Live),
+    ("durability.timeout_ms", Apply::Live),
     ("controller.url", Apply::Restart),
     ("controller.namespace", Apply::Restart),
     ("controller.cluster", Apply::Restart),
@@ -259,6 +261,7 @@ fn enforce(shared: &ControlContext, old: &Config, new: Config) {
         new.pause.max_buffered_bytes,
     );
     gate.set_fence_reads(new.lease.fence_reads);
+    gate.replica_acks().set(&new.durability);
     shared.role.set_on_demote(new.pause.on_demote);
     if let Some(v) = gate.verifier() {
         v.configure(
@@ -346,6 +349,7 @@ controller: {url: http://a:1, namespace: a, cluster: a, poll_interval_ms: 15, tt
 sentinel: {addrs: ['a:1'], master_name: a, password: a, address: 'a:2', poll_interval_ms: 51, timeout_ms: 52, max_lease_ms: 53, announce: false}
 verify: {mode: every-write, hold: acknowledgement, timeout_ms: 19, max_in_flight: 2}
 pause: {max_buffered_bytes: 20, max_buffered_requests: 21, on_demote: moved}
+durability: {min_replicas: 1, timeout_ms: 27}
 commands: {deny: [keys], classes: {x.y: read}, learn_from_backend: false}
 limits: {max_clients: 22, max_bulk_len: 23, max_multibulk_len: 24, max_inline_len: 25, max_client_output_bytes: 2048, client_idle_timeout_ms: 26}
 log: {format: json, level: debug}
@@ -363,6 +367,7 @@ controller: {url: http://b:1, namespace: b, cluster: b, poll_interval_ms: 35, tt
 sentinel: {addrs: ['b:1'], master_name: b, password: b, address: 'b:2', poll_interval_ms: 61, timeout_ms: 62, max_lease_ms: 63, announce: true}
 verify: {mode: off, hold: request, timeout_ms: 39, max_in_flight: 3}
 pause: {max_buffered_bytes: 40, max_buffered_requests: 41, on_demote: readonly}
+durability: {min_replicas: 2, timeout_ms: 47}
 commands: {deny: [flushall], classes: {x.y: write}, learn_from_backend: true}
 limits: {max_clients: 42, max_bulk_len: 43, max_multibulk_len: 44, max_inline_len: 45, max_client_output_bytes: 4096, client_idle_timeout_ms: 46}
 log: {format: text, level: warn}

@@ -245,6 +245,8 @@ pub struct GateMetrics {
     pub heartbeats_refused: Family<Reason, Counter>,
     pub unknown_outcomes: Counter,
     pub late_acknowledgements_log_only: Counter,
+    /// `leasegate_writes_unreplicated_total` (`durability.min_replicas`).
+    pub writes_unreplicated: Counter,
 }
 
 impl GateMetrics {
@@ -292,6 +294,11 @@ impl GateMetrics {
             self.unknown_outcomes.clone(),
         );
         registry.register(
+            "writes_unreplicated",
+            "Write acknowledgements replaced by an unknown-outcome error because fewer replicas than durability.min_replicas confirmed them in time",
+            self.writes_unreplicated.clone(),
+        );
+        registry.register(
             "late_acknowledgements_log_only",
             "Write acknowledgements passed in log-only mode that block-write would have replaced (lease ended before the reply)",
             self.late_acknowledgements_log_only.clone(),
@@ -327,9 +334,12 @@ pub struct Gate {
     pub(super) role: Arc<Role>,
     /// `lease.fence_reads`: reads, too, need the lease on a master.
     fence_reads: std::sync::atomic::AtomicBool,
+    /// `durability`: writes acknowledged only once replicas have them.
+    replica_acks: crate::guard::durability::ReplicaAcks,
     pub metrics: GateMetrics,
     last_log_only_warning: EverySecond,
     last_unknown_outcome_warning: EverySecond,
+    last_unreplicated_warning: EverySecond,
 }
 
 /// The Gate's settings a reload may replace ([`Gate::reconfigure`]).
@@ -402,9 +412,11 @@ impl Gate {
             pause: parts.pause,
             role,
             fence_reads: std::sync::atomic::AtomicBool::new(parts.fence_reads),
+            replica_acks: Default::default(),
             metrics: GateMetrics::default(),
             last_log_only_warning: EverySecond::default(),
             last_unknown_outcome_warning: EverySecond::default(),
+            last_unreplicated_warning: EverySecond::default(),
         }
     }
 
@@ -591,6 +603,34 @@ impl Gate {
             },
             _ => Verdict::Forward,
         }
+    }
+
+    /// `durability`: the replica acknowledgements writes wait for (set at
+    /// start and by a reload).
+    #[inline]
+    pub fn replica_acks(&self) -> &crate::guard::durability::ReplicaAcks {
+        &self.replica_acks
+    }
+
+    /// The reply a batch of `writes` success replies are replaced with when
+    /// the node's `WAIT` answer says too few replicas have them (`None`:
+    /// they pass). Counted and logged (rate-limited) when refused.
+    pub fn replicated(
+        &self,
+        wait_reply: &[u8],
+        min_replicas: u32,
+        timeout_ms: u64,
+        writes: usize,
+    ) -> Option<Bytes> {
+        let refusal = crate::guard::durability::judge(wait_reply, min_replicas, timeout_ms)?;
+        self.metrics.writes_unreplicated.inc_by(writes as u64);
+        if self.last_unreplicated_warning.due(self.lease.now()) {
+            warn!(
+                reply = %String::from_utf8_lossy(&refusal).trim_end(),
+                "writes not confirmed by replicas were answered as of unknown outcome (durability.min_replicas)"
+            );
+        }
+        Some(refusal)
     }
 
     /// `lease.fence_reads`: switched on or off (config reload).

@@ -8,9 +8,12 @@
 //! what the node said of itself when last probed is in [`node`]; the
 //! replication connections passing through, in [`replicas`]; a promotion
 //! held until the old master is fenced, in [`promotion`]; Redis's
-//! `FAILOVER` command as leasegate answers it, in [`failover_command`].
+//! `FAILOVER` command as leasegate answers it, in [`failover_command`];
+//! whether replicas confirmed a batch of writes before they are
+//! acknowledged, in [`durability`].
 
 pub mod control;
+pub mod durability;
 pub mod failover_command;
 pub mod gate;
 pub mod info;

@@ -225,7 +225,8 @@ impl Driver {
             Preconnect::plan(&mut self.preconnect, s, ctx);
         }
         let read_backend =
-            !self.backend_eof && s.to_client.len() + s.unconfirmed_bytes() < s.max_output;
+            // Replies held for a `WAIT` do not count: its answer must be read.
+            !self.backend_eof && s.client_bytes().len() + s.unconfirmed_bytes() < s.max_output;
         if !self.backend_eof && read_backend == self.backpressured {
             // Entering (or leaving) backpressure: counted once per stall.
             self.backpressured = !read_backend;
@@ -290,9 +291,9 @@ impl Driver {
                     // `poll_write` (one `send`) rather than `write_buf`, which tokio
                     // makes a `writev` through the VFS layers: the buffers are
                     // contiguous anyway.
-                    if !s.to_client.is_empty() {
-                        if let Poll::Ready(r) =
-                            Pin::new(&mut self.client).poll_write(cx, &s.to_client)
+                    let to_client = super::acks::sendable(&s.to_client, &s.ack_hold);
+                    if !to_client.is_empty() {
+                        if let Poll::Ready(r) = Pin::new(&mut self.client).poll_write(cx, to_client)
                         {
                             return Poll::Ready(Event::ClientWrote(transferred(r)));
                         }
@@ -392,7 +393,7 @@ impl Driver {
         match event {
             Event::ClientWrote(None) | Event::BackendWrote(None) => return ControlFlow::Break(()),
             Event::ClientWrote(Some(n)) => {
-                s.to_client.advance(n);
+                s.client_sent(n);
                 IdleTimer::interaction(&mut self.idle);
             }
             Event::BackendWrote(Some(n)) => s.to_backend.advance(n),
@@ -400,7 +401,7 @@ impl Driver {
             Event::BackendRead(Some(_)) => {
                 self.trim.activity();
                 replies(s)?;
-                if send_now(&mut s.to_client, |b| self.client.try_write(b)) {
+                if send_to_client(s, |b| self.client.try_write(b)) {
                     IdleTimer::interaction(&mut self.idle);
                 }
             }
@@ -417,7 +418,7 @@ impl Driver {
                     IdleTimer::interaction(&mut self.idle); // a complete request
                 }
                 send_now(&mut s.to_backend, |b| self.backend.try_write(b));
-                send_now(&mut s.to_client, |b| self.client.try_write(b));
+                send_to_client(s, |b| self.client.try_write(b));
             }
             Event::Trim => {
                 if self.trim.due(s.is_quiet()) {
@@ -435,7 +436,7 @@ impl Driver {
             Event::Drain => self.draining = true,
             Event::Poked => {
                 s.poked();
-                send_now(&mut s.to_client, |b| self.client.try_write(b));
+                send_to_client(s, |b| self.client.try_write(b));
             }
         }
         ControlFlow::Continue(())
@@ -477,6 +478,23 @@ fn send_now(buf: &mut BytesMut, send: impl FnOnce(&[u8]) -> std::io::Result<usiz
     match send(buf) {
         Ok(n) if n > 0 => {
             buf.advance(n);
+            true
+        }
+        _ => false,
+    }
+}
+
+/// [`send_now`] for the client: only what may be sent now
+/// ([`Session::client_bytes`]).
+#[inline]
+fn send_to_client(s: &mut Session, send: impl FnOnce(&[u8]) -> std::io::Result<usize>) -> bool {
+    let bytes = s.client_bytes();
+    if bytes.is_empty() {
+        return false;
+    }
+    match send(bytes) {
+        Ok(n) if n > 0 => {
+            s.client_sent(n);
             true
         }
         _ => false,

@@ -48,6 +48,10 @@
 //! closes; a blocking command's reply is not waited for, as Redis drops a
 //! client at its EOF: closing the node connection gives the pop up there.
 //!
+//! **Replica acknowledgements.** With `durability.min_replicas`, a batch of
+//! writes is followed by `WAIT`, and the replies from its first write
+//! success on stay unsent until `WAIT` answers ([`acks`]).
+//!
 //! **Reply modes.** `CLIENT REPLY OFF|SKIP` reaches the node as `ON`: it
 //! answers every request, and the session drops what the client asked not
 //! to be sent, in request order ([`mute`]).
@@ -58,6 +62,7 @@
 //! back home) once every reply owed by the old one has arrived, replaying
 //! AUTH, HELLO, SELECT and CLIENT SETNAME first.
 
+mod acks;
 mod driver;
 mod handover;
 mod idle;
@@ -166,6 +171,12 @@ struct Session {
     replica: replica::ReplicaSide,
     /// `CLIENT REPLY`: which replies the client is not sent.
     mute: mute::Mute,
+    /// Writes forwarded since the last `WAIT` ([`acks`]).
+    unreplicated: bool,
+    /// `WAIT`s sent and not yet answered.
+    acks_owed: u32,
+    /// Replies held for the next `WAIT`'s answer.
+    ack_hold: Option<acks::AckHold>,
 }
 
 /// Runs one client connection to completion ([`Driver::run`]).
@@ -272,6 +283,9 @@ impl Session {
             lifecycle: Lifecycle::Open,
             replica: replica::ReplicaSide::default(),
             mute: mute::Mute::default(),
+            unreplicated: false,
+            acks_owed: 0,
+            ack_hold: None,
         }
     }
 
@@ -280,7 +294,10 @@ impl Session {
     /// has been written, save, once the client is gone, a blocking
     /// command's reply (see the module documentation).
     fn finished(&self, client_eof: bool, draining: bool, backend_eof: bool) -> bool {
-        let written = self.to_client.is_empty() && self.unconfirmed.is_none();
+        // Replies held for a `WAIT` the node will never answer are not sent.
+        let written = self.client_bytes().is_empty()
+            && self.unconfirmed.is_none()
+            && (backend_eof || !self.holds_for_replicas());
         if self.lifecycle == Lifecycle::Closing || backend_eof {
             return written;
         }

@@ -42,6 +42,7 @@ impl Session {
                 Err(e) => {
                     debug!(error = %e, "client protocol error");
                     self.forward_run();
+                    self.batch_forwarded();
                     self.owe_local(e.reply());
                     self.owed.push_back(Owed::Close);
                     self.lifecycle = Lifecycle::Ending;
@@ -60,6 +61,7 @@ impl Session {
             }
         }
         self.forward_whole_or_run();
+        self.batch_forwarded();
         self.settle();
     }
 
@@ -124,6 +126,10 @@ impl Session {
             return self.replica_request(head, command.special);
         }
         let special = command.special;
+        if self.unreplicated && special != Special::None {
+            self.before_special(special, &head);
+        }
+        let bytes = &self.from_client[self.run..][..head.len];
         let class = self.gated_class(special, command.class);
         let blocking = class == Class::Write && is_blocking(special, &head, bytes);
         // A write is counted in flight *before* the Gate looks at the pause,
@@ -376,6 +382,7 @@ impl Session {
                 self.watch = Watch::Off;
             }
             self.owed.push_back(Owed::Reply(Expect::Write(ticket)));
+            self.unreplicated = true;
             return;
         }
         if special == Special::None {

@@ -125,6 +125,9 @@ impl Session {
                 self.pass_run(passed, at);
                 self.to_client.extend_from_slice(&instead);
                 *passed = end;
+            } else if self.acks_owed > 0 && !matches!(head.kind, b'-' | b'!') {
+                // Where the run puts it in `to_client`.
+                self.hold_for_replicas(self.to_client.len() + (at - *passed), end - at);
             }
         } else {
             self.on_other_reply(owed, &head, range, passed);
@@ -159,7 +162,7 @@ impl Session {
                 self.on_other_reply(None, &head, range, passed);
                 !self.mute.drops_unrequested()
             }
-            Some(Owed::Reply(Expect::Replayed)) => {
+            Some(Owed::Reply(Expect::Replayed | Expect::ReplicaAck { .. })) => {
                 // No request's answer: swallowed, and the mode unchanged.
                 self.on_other_reply(owed, &head, range, passed);
                 true
@@ -180,6 +183,8 @@ impl Session {
                 if let Some(instead) = self.on_write_reply(ticket, range) {
                     self.to_client.extend_from_slice(&instead);
                     *passed = end;
+                } else if delivered && self.acks_owed > 0 && !matches!(head.kind, b'-' | b'!') {
+                    self.hold_for_replicas(self.to_client.len(), end - at);
                 }
                 delivered
             }
@@ -266,6 +271,15 @@ impl Session {
             Some(Owed::Reply(Expect::Replayed)) => {
                 self.pass_run(passed, at);
                 *passed = end;
+            }
+            Some(Owed::Reply(Expect::ReplicaAck {
+                min_replicas,
+                timeout_ms,
+            })) => {
+                self.pass_run(passed, at);
+                *passed = end;
+                let reply = bytes::Bytes::copy_from_slice(&self.from_backend[range]);
+                self.replicas_answered(&reply, min_replicas, timeout_ms);
             }
             Some(Owed::Reply(Expect::Heartbeat { renewed })) => {
                 self.pass_run(passed, at);

@@ -72,6 +72,12 @@ pub(super) enum Expect {
     /// `CLIENT REPLY <mode>`, sent to the node as `CLIENT REPLY ON`: its
     /// `+OK` puts the mode in force ([`super::mute`]).
     ReplyMode(ReplyMode),
+    /// The `WAIT` sent after a batch of writes (`durability.min_replicas`,
+    /// [`super::acks`]): swallowed; it releases the replies held for it.
+    ReplicaAck {
+        min_replicas: u32,
+        timeout_ms: u64,
+    },
 }
 
 /// This session's counted writes in flight. The node's role counts

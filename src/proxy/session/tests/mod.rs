@@ -9,6 +9,7 @@ use crate::guard::gate::{for_tests, Effect, Gate, UNKNOWN_OUTCOME};
 use crate::guard::lease::{LeaseMode, ManualClock};
 use crate::resp::request::Limits;
 
+mod acks;
 mod reply_mode;
 
 pub(super) const ME: &str = "0123456789012345678901234567890123456789";

@@ -1,0 +1,239 @@
+//! Replica acknowledgements (`durability.min_replicas`) with real nodes:
+//! a write's success reply reaches the client only once a replica has it
+//! (the node's `WAIT`), the replies around it keep their order, and a
+//! write no replica confirmed is answered as of unknown outcome.
+//!
+//! The partition where this matters (a master cut off from its replica
+//! and the Sentinels) is in `tests/sentinel_partition.rs`.
+
+mod support;
+
+use std::time::Duration;
+
+use support::kvrocks::KvrocksServer;
+use support::{encode, http, Client, Proxy, RedisServer, Reply, PATIENCE};
+
+const DURABLE: &str =
+    "lease:\n  mode: disabled\ndurability:\n  min_replicas: 1\n  timeout_ms: 300\n";
+
+/// Polls until `check` holds, for at most 15 s.
+fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while !check() {
+        assert!(std::time::Instant::now() < deadline, "{what}: timed out");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A redis-server master with one replica, and leasegate in front of the
+/// master with `extra` as its config.
+fn redis_pair(extra: &str) -> (RedisServer, RedisServer, Proxy) {
+    let master = RedisServer::start();
+    let port = master.port.to_string();
+    let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &port]);
+    eventually("the replica is online", || {
+        master
+            .client()
+            .cmd(&["INFO", "replication"])
+            .text()
+            .contains("state=online")
+    });
+    let proxy = Proxy::start(&master.addr(), extra);
+    (master, replica, proxy)
+}
+
+fn signal(pid: u32, name: &str) {
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success(), "kill -{name} {pid}");
+}
+
+/// Sends `requests` in one write and reads as many replies.
+fn pipeline(c: &mut Client, requests: &[&[&str]]) -> Vec<Reply> {
+    let mut bytes = Vec::new();
+    for r in requests {
+        let args: Vec<&[u8]> = r.iter().map(|a| a.as_bytes()).collect();
+        bytes.extend(encode(&args));
+    }
+    c.send_raw(&bytes);
+    requests.iter().map(|_| c.read()).collect()
+}
+
+fn is_unknown_outcome(reply: &Reply) -> bool {
+    matches!(reply, Reply::Error(e) if e.starts_with("UNKNOWN write outcome unknown") && e.contains("replica"))
+}
+
+#[test]
+fn writes_a_replica_confirmed_are_acknowledged_in_order() {
+    let (_master, replica, proxy) = redis_pair(DURABLE);
+    let mut c = proxy.client();
+    let replies = pipeline(
+        &mut c,
+        &[
+            &["SET", "a", "1"],
+            &["GET", "a"],
+            &["INCR", "n"],
+            &["PING"],
+            &["MULTI"],
+            &["INCR", "n"],
+            &["EXEC"],
+            &["GET", "n"],
+        ],
+    );
+    assert_eq!(
+        replies,
+        vec![
+            Reply::ok(),
+            Reply::bulk("1"),
+            Reply::Int(1),
+            Reply::Status("PONG".into()),
+            Reply::ok(),
+            Reply::Status("QUEUED".into()),
+            Reply::Array(vec![Reply::Int(2)]),
+            Reply::bulk("2"),
+        ]
+    );
+    // What was acknowledged is on the replica.
+    assert_eq!(replica.client().cmd(&["GET", "n"]), Reply::bulk("2"));
+    // No stray WAIT reply is left behind.
+    assert_eq!(c.cmd(&["PING"]), Reply::Status("PONG".into()));
+    assert!(c.try_read(Duration::from_millis(200)).is_none());
+}
+
+#[test]
+fn writes_no_replica_confirmed_are_of_unknown_outcome_and_reads_still_pass() {
+    let admin = support::free_port();
+    let (_master, replica, proxy) =
+        redis_pair(&format!("{DURABLE}admin:\n  listen: 127.0.0.1:{admin}\n"));
+    let mut c = proxy.client();
+    assert_eq!(c.cmd(&["SET", "k", "before"]), Reply::ok());
+    // The replica stops (a frozen process: connected, silent).
+    signal(replica.pid(), "STOP");
+    let replies = pipeline(
+        &mut c,
+        &[
+            &["SET", "k", "after"],
+            &["GET", "k"],
+            &["INCR", "n"],
+            &["GET", "missing"],
+        ],
+    );
+    signal(replica.pid(), "CONT");
+    assert!(is_unknown_outcome(&replies[0]), "{:?}", replies[0]);
+    // The read sees the write: the node applied it; only the
+    // acknowledgement was withheld.
+    assert_eq!(replies[1], Reply::bulk("after"));
+    assert!(is_unknown_outcome(&replies[2]), "{:?}", replies[2]);
+    assert_eq!(replies[3], Reply::Nil);
+    // Counted, and the replica back: writes are acknowledged again.
+    let metrics = http(proxy.admin_port(), "GET", "/metrics", None, None).1;
+    assert!(
+        metrics.contains("leasegate_writes_unreplicated_total 2"),
+        "{metrics}"
+    );
+    eventually("writes are acknowledged again", || {
+        c.cmd(&["SET", "k", "again"]) == Reply::ok()
+    });
+}
+
+/// `WAIT` goes out before anything after which the node would not answer
+/// it at once: a client that pipelines a write with MULTI, or with a
+/// blocking pop, and waits for the replies gets them.
+#[test]
+fn a_write_before_multi_or_a_blocking_pop_is_acknowledged_without_waiting_for_them() {
+    let (_master, _replica, proxy) = redis_pair(DURABLE);
+    let mut c = proxy.client();
+    c.send_raw(&[encode(&[b"SET", b"a", b"1"]), encode(&[b"MULTI"])].concat());
+    assert_eq!(c.try_read(PATIENCE), Some(Reply::ok()), "SET before MULTI");
+    assert_eq!(c.try_read(PATIENCE), Some(Reply::ok()), "MULTI");
+    assert_eq!(c.cmd(&["SET", "b", "2"]), Reply::Status("QUEUED".into()));
+    assert_eq!(
+        c.cmd(&["EXEC"]),
+        Reply::Array(vec![Reply::ok()]),
+        "EXEC's writes confirmed"
+    );
+
+    c.send_raw(
+        &[
+            encode(&[b"SET", b"c", b"3"]),
+            encode(&[b"BLPOP", b"q", b"0"]),
+        ]
+        .concat(),
+    );
+    assert_eq!(
+        c.try_read(PATIENCE),
+        Some(Reply::ok()),
+        "the SET is acknowledged while BLPOP blocks"
+    );
+    assert_eq!(proxy.client().cmd(&["LPUSH", "q", "x"]), Reply::Int(1));
+    assert_eq!(
+        c.try_read(PATIENCE),
+        Some(Reply::Array(vec![Reply::bulk("q"), Reply::bulk("x")]))
+    );
+}
+
+/// Under `CLIENT REPLY OFF` the writes still wait for replicas, and the
+/// `WAIT` leasegate sends is never a reply the client sees.
+#[test]
+fn fire_and_forget_writes_leave_no_reply_behind() {
+    let (_master, replica, proxy) = redis_pair(DURABLE);
+    let mut c = proxy.client();
+    let mut bytes = encode(&[b"CLIENT", b"REPLY", b"OFF"]);
+    for i in 0..50 {
+        bytes.extend(encode(&[b"SET", format!("f{i}").as_bytes(), b"v"]));
+    }
+    bytes.extend(encode(&[b"CLIENT", b"REPLY", b"ON"]));
+    c.send_raw(&bytes);
+    assert_eq!(c.try_read(PATIENCE), Some(Reply::ok()), "CLIENT REPLY ON");
+    assert_eq!(c.cmd(&["PING"]), Reply::Status("PONG".into()));
+    assert!(c.try_read(Duration::from_millis(200)).is_none());
+    assert_eq!(replica.client().cmd(&["GET", "f49"]), Reply::bulk("v"));
+}
+
+/// Kvrocks (2.11 and later) has `WAIT` too: the same rule on the node this
+/// product is for.
+#[test]
+fn kvrocks_writes_wait_for_its_replica() {
+    let Some(master) = KvrocksServer::start(false) else {
+        return;
+    };
+    let slaveof = format!("127.0.0.1 {}", master.port);
+    let Some(mut replica) = KvrocksServer::start_with(false, &["--slaveof", &slaveof]) else {
+        return;
+    };
+    eventually("the Kvrocks replica is linked", || {
+        replica
+            .client()
+            .cmd(&["INFO", "replication"])
+            .text()
+            .contains("master_link_status:up")
+    });
+    let proxy = Proxy::start(&master.addr(), DURABLE);
+    let mut c = proxy.client();
+    eventually("a write is acknowledged", || {
+        c.cmd(&["SET", "k", "v"]) == Reply::ok()
+    });
+    replica.kill();
+    let reply = c.cmd(&["SET", "k", "w"]);
+    assert!(is_unknown_outcome(&reply), "{reply:?}");
+    assert_eq!(c.cmd(&["GET", "k"]), Reply::bulk("w"));
+}
+
+/// A node without `WAIT` (the 2024 Kvrocks build) cannot confirm anything:
+/// every write says why instead of being acknowledged unconfirmed.
+#[test]
+fn a_node_without_wait_acknowledges_nothing_and_says_why() {
+    let Some(node) = KvrocksServer::start_2024(false) else {
+        return;
+    };
+    let proxy = Proxy::start(&node.addr(), DURABLE);
+    let mut c = proxy.client();
+    let reply = c.cmd(&["SET", "k", "v"]);
+    assert!(
+        matches!(&reply, Reply::Error(e) if e.starts_with("UNKNOWN") && e.contains("WAIT")),
+        "{reply:?}"
+    );
+    assert_eq!(c.cmd(&["GET", "k"]), Reply::bulk("v"));
+}
