@@ -136,7 +136,8 @@ impl ControlContext {
                 )),
             },
         ));
-        gate.replica_acks().set(&config.durability);
+        gate.replica_acks()
+            .set(config.durability.min_replicas, config.durability.timeout);
         gate.pause().metrics.register(&mut registry);
         if let Some(v) = gate.verifier() {
             v.metrics.register(&mut registry);

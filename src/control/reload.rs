@@ -261,7 +261,8 @@ fn enforce(shared: &ControlContext, old: &Config, new: Config) {
         new.pause.max_buffered_bytes,
     );
     gate.set_fence_reads(new.lease.fence_reads);
-    gate.replica_acks().set(&new.durability);
+    gate.replica_acks()
+        .set(new.durability.min_replicas, new.durability.timeout);
     shared.role.set_on_demote(new.pause.on_demote);
     if let Some(v) = gate.verifier() {
         v.configure(

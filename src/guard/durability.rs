@@ -20,7 +20,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 
-use crate::config::DurabilityConfig;
+use std::time::Duration;
 
 /// The start of what a client gets instead of a write's success reply when
 /// the replicas did not confirm it: `UNKNOWN`, as for every reply leasegate
@@ -47,14 +47,15 @@ pub struct ReplicaAcks {
 }
 
 impl ReplicaAcks {
-    /// Puts `config` in force; sessions use it from their next batch.
-    pub fn set(&self, config: &DurabilityConfig) {
-        let rule = (config.min_replicas > 0).then(|| {
-            let timeout_ms = config.timeout.as_millis().clamp(1, u128::from(u64::MAX)) as u64;
+    /// Puts `durability.min_replicas` and `durability.timeout_ms` in
+    /// force (0 replicas: none); sessions use them from their next batch.
+    pub fn set(&self, min_replicas: u32, timeout: Duration) {
+        let rule = (min_replicas > 0).then(|| {
+            let timeout_ms = timeout.as_millis().clamp(1, u128::from(u64::MAX)) as u64;
             Arc::new(AckRule {
-                min_replicas: config.min_replicas,
+                min_replicas,
                 timeout_ms,
-                request: wait_request(config.min_replicas, timeout_ms),
+                request: wait_request(min_replicas, timeout_ms),
             })
         });
         self.on.store(rule.is_some(), Ordering::Relaxed);
@@ -111,29 +112,21 @@ fn replicas_in(reply: &[u8]) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
-
-    fn config(min_replicas: u32, ms: u64) -> DurabilityConfig {
-        DurabilityConfig {
-            min_replicas,
-            timeout: Duration::from_millis(ms),
-        }
-    }
 
     #[test]
     fn no_rule_until_replicas_are_asked_for() {
         let acks = ReplicaAcks::default();
         assert!(acks.rule().is_none());
-        acks.set(&config(0, 100));
+        acks.set(0, Duration::from_millis(100));
         assert!(acks.rule().is_none());
-        acks.set(&config(2, 250));
+        acks.set(2, Duration::from_millis(250));
         let rule = acks.rule().expect("a rule");
         assert_eq!(rule.min_replicas, 2);
         assert_eq!(
             &rule.request[..],
             b"*3\r\n$4\r\nWAIT\r\n$1\r\n2\r\n$3\r\n250\r\n"
         );
-        acks.set(&config(0, 250));
+        acks.set(0, Duration::from_millis(250));
         assert!(acks.rule().is_none(), "a reload switches it off");
     }
 

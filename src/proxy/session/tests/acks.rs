@@ -5,17 +5,13 @@
 use std::time::Duration;
 
 use super::{client, node, session, to_node};
-use crate::config::DurabilityConfig;
 use crate::guard::lease::LeaseMode;
 
 const WAIT: &[u8] = b"*3\r\n$4\r\nWAIT\r\n$1\r\n1\r\n$3\r\n100\r\n";
 
 fn durable() -> (std::sync::Arc<crate::guard::gate::Gate>, super::Session) {
     let (_, gate, s) = session(LeaseMode::Disabled);
-    gate.replica_acks().set(&DurabilityConfig {
-        min_replicas: 1,
-        timeout: Duration::from_millis(100),
-    });
+    gate.replica_acks().set(1, Duration::from_millis(100));
     (gate, s)
 }
 
