@@ -213,8 +213,10 @@ pub enum Answer {
     /// A heartbeat: the node's `INFO replication` reply becomes the lease
     /// report (role, sequence, lease fields).
     Heartbeat { renewed: bool },
-    /// `INFO`: the node's reply gains the `# Leasegate` section.
-    Info,
+    /// `INFO`: the node's reply carries leasegate's
+    /// `master_failover_state`, and gains the `# Leasegate` section when
+    /// `section`.
+    Info { section: bool },
     /// `CLIENT REPLY <mode>`, sent as `CLIENT REPLY ON`: on the node's
     /// `+OK` the session's replies follow `mode`; an error goes back as it
     /// came (a node without the command).

@@ -8,7 +8,13 @@
 //! * `INFO leasegate`: answered here, without touching the node.
 //! * `INFO <sections...> leasegate`: the other sections are asked of the
 //!   node, and the section is appended.
+//! * `INFO replication`: forwarded; no section is appended.
 //! * Any other `INFO`: forwarded unchanged.
+//!
+//! Wherever the node's reply has a `# Replication` section, its
+//! `master_failover_state` is leasegate's: leasegate answers `FAILOVER`
+//! ([`crate::guard::failover_command`]), so the node's own field (Redis
+//! says `no-failover`; Kvrocks has none) would not tell its progress.
 
 use bytes::Bytes;
 
@@ -25,14 +31,21 @@ impl Gate {
         let args = arguments(r.bytes, r.head.inline);
         let sections = args.get(1..).unwrap_or_default();
         let is = |s: &Vec<u8>, name: &[u8]| s.eq_ignore_ascii_case(name);
-        let wanted = sections.is_empty()
+        let section = sections.is_empty()
             || sections.iter().any(|s| {
                 [SECTION, b"all", b"everything", b"default"]
                     .iter()
                     .any(|n| is(s, n))
             });
-        if !wanted {
-            return Verdict::Forward;
+        if !section {
+            return if sections.iter().any(|s| is(s, b"replication")) {
+                Verdict::Rewrite {
+                    request: Bytes::copy_from_slice(r.bytes),
+                    answer: Answer::Info { section: false },
+                }
+            } else {
+                Verdict::Forward
+            };
         }
         let others: Vec<&[u8]> = sections
             .iter()
@@ -46,24 +59,28 @@ impl Gate {
         request.extend(others);
         Verdict::Rewrite {
             request: crate::resp::encode::request(&request),
-            answer: Answer::Info,
+            answer: Answer::Info { section: true },
         }
     }
 
-    /// The node's `INFO` reply (a complete frame) with the section
-    /// appended; anything but a (verbatim) string passes unchanged.
-    pub fn info_reply(&self, node_reply: &[u8]) -> Bytes {
+    /// The node's `INFO` reply (a complete frame) with leasegate's
+    /// `master_failover_state` and, when `section`, the section appended;
+    /// anything but a (verbatim) string passes unchanged.
+    pub fn info_reply(&self, node_reply: &[u8], section: bool) -> Bytes {
         let Some((kind, body)) = string_body(node_reply) else {
             return Bytes::copy_from_slice(node_reply);
         };
-        let mut text = body.to_vec();
-        if !text.is_empty() && !text.ends_with(b"\r\n") {
-            text.extend_from_slice(b"\r\n");
+        let state = self.role().failover_command.state().as_str();
+        let mut text = with_failover_state(body, state);
+        if section {
+            if !text.is_empty() && !text.ends_with(b"\r\n") {
+                text.extend_from_slice(b"\r\n");
+            }
+            if !text.is_empty() {
+                text.extend_from_slice(b"\r\n");
+            }
+            text.extend_from_slice(self.info_section().as_bytes());
         }
-        if !text.is_empty() {
-            text.extend_from_slice(b"\r\n");
-        }
-        text.extend_from_slice(self.info_section().as_bytes());
         let mut out = format!("{}{}\r\n", kind as char, text.len()).into_bytes();
         out.extend_from_slice(&text);
         out.extend_from_slice(b"\r\n");
@@ -112,6 +129,56 @@ impl Gate {
     }
 }
 
+/// `info` (INFO text) with `master_failover_state:<state>` in its
+/// `# Replication` section: the node's line replaced, or one added after
+/// `role:` (Kvrocks has none). Text without that section is unchanged.
+fn with_failover_state(info: &[u8], state: &str) -> Vec<u8> {
+    const FIELD: &[u8] = b"master_failover_state:";
+    let line = [FIELD, state.as_bytes(), b"\r\n"].concat();
+    let mut out = Vec::with_capacity(info.len() + line.len());
+    let mut in_replication = false;
+    let mut placed = false;
+    let mut lines = info.split_inclusive(|&b| b == b'\n').peekable();
+    while let Some(l) = lines.next() {
+        let bare = l.strip_suffix(b"\n").unwrap_or(l);
+        let bare = bare.strip_suffix(b"\r").unwrap_or(bare);
+        if bare.starts_with(b"#") {
+            in_replication = bare[1..].trim_ascii().eq_ignore_ascii_case(b"replication");
+        }
+        if in_replication && !placed && bare.starts_with(FIELD) {
+            out.extend_from_slice(&line);
+            placed = true;
+            continue;
+        }
+        out.extend_from_slice(l);
+        if !l.ends_with(b"\n") && in_replication && !placed && bare.starts_with(b"role:") {
+            out.extend_from_slice(b"\r\n"); // the last line had no CRLF
+        }
+        if in_replication && !placed && bare.starts_with(b"role:") {
+            // Added after `role:` unless the node's own line comes later.
+            let later = info_has_field_after(lines.clone(), FIELD);
+            if !later {
+                out.extend_from_slice(&line);
+                placed = true;
+            }
+        }
+    }
+    out
+}
+
+/// Whether a later line of the same section starts with `field`.
+fn info_has_field_after<'a>(lines: impl Iterator<Item = &'a [u8]>, field: &[u8]) -> bool {
+    for l in lines {
+        if l.starts_with(b"#") {
+            return false;
+        }
+        if l.starts_with(field) {
+            return true;
+        }
+    }
+    false
+}
+
 /// The kind byte and body of a bulk (`$`) or verbatim (`=`, its `txt:`
 /// prefix kept) string frame.
 fn string_body(frame: &[u8]) -> Option<(u8, &[u8])> {
@@ -130,7 +197,25 @@ fn string_body(frame: &[u8]) -> Option<(u8, &[u8])> {
 
 #[cfg(test)]
 mod tests {
-    use super::string_body;
+    use super::{string_body, with_failover_state};
+
+    #[test]
+    fn the_replication_section_carries_leasegates_failover_state() {
+        let redis = b"# Server\r\nx:1\r\n\r\n# Replication\r\nrole:master\r\nconnected_slaves:0\r\nmaster_failover_state:no-failover\r\nmaster_repl_offset:0\r\n";
+        let out = with_failover_state(redis, "waiting-for-sync");
+        assert_eq!(
+            out,
+            b"# Server\r\nx:1\r\n\r\n# Replication\r\nrole:master\r\nconnected_slaves:0\r\nmaster_failover_state:waiting-for-sync\r\nmaster_repl_offset:0\r\n"
+        );
+        let kvrocks = b"# Replication\r\nrole:master\r\nconnected_slaves:0\r\n\r\n# Stats\r\nmaster_failover_state:x\r\n";
+        assert_eq!(
+            with_failover_state(kvrocks, "no-failover"),
+            b"# Replication\r\nrole:master\r\nmaster_failover_state:no-failover\r\nconnected_slaves:0\r\n\r\n# Stats\r\nmaster_failover_state:x\r\n",
+            "added after role:, and only in # Replication"
+        );
+        let no_section = b"# Server\r\nrole:master\r\n";
+        assert_eq!(with_failover_state(no_section, "x"), no_section);
+    }
 
     #[test]
     fn string_frames_are_read() {

@@ -289,9 +289,9 @@ impl Session {
                 self.to_client.extend_from_slice(&report);
                 *passed = end;
             }
-            Some(Owed::Reply(Expect::Info)) => {
+            Some(Owed::Reply(Expect::Info { section })) => {
                 self.pass_run(passed, at);
-                let reply = self.gate.info_reply(&self.from_backend[range]);
+                let reply = self.gate.info_reply(&self.from_backend[range], section);
                 self.to_client.extend_from_slice(&reply);
                 *passed = end;
             }

@@ -67,8 +67,11 @@ pub(super) enum Expect {
     Heartbeat {
         renewed: bool,
     },
-    /// `INFO`: the reply gains the `# Leasegate` section.
-    Info,
+    /// `INFO`: the reply's `master_failover_state` is leasegate's, and it
+    /// gains the `# Leasegate` section when `section`.
+    Info {
+        section: bool,
+    },
     /// `CLIENT REPLY <mode>`, sent to the node as `CLIENT REPLY ON`: its
     /// `+OK` puts the mode in force ([`super::mute`]).
     ReplyMode(ReplyMode),
@@ -144,7 +147,7 @@ impl From<Answer> for Expect {
             Answer::Hello => Expect::Hello(None),
             Answer::Replace(b) => Expect::Replace(b),
             Answer::Heartbeat { renewed } => Expect::Heartbeat { renewed },
-            Answer::Info => Expect::Info,
+            Answer::Info { section } => Expect::Info { section },
             Answer::ReplyMode(mode) => Expect::ReplyMode(mode),
         }
     }
