@@ -89,6 +89,8 @@ pub struct Config {
     #[serde(default)]
     pub durability: DurabilityConfig,
     #[serde(default)]
+    pub upgrade: UpgradeConfig,
+    #[serde(default)]
     pub commands: CommandsConfig,
     #[serde(default)]
     pub limits: LimitsConfig,
@@ -207,6 +209,17 @@ impl Default for DurabilityConfig {
             timeout: Duration::from_millis(1000),
         }
     }
+}
+
+/// Handing over to a successor process (`SIGUSR2`, `leasegate run
+/// --take-over`): where the two meet.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UpgradeConfig {
+    /// The Unix socket the running leasegate listens on for its successor
+    /// (owner-only); unset: `leasegate-<listen port>.sock` in the temporary
+    /// directory (`$TMPDIR`, else `/tmp`).
+    pub socket: Option<std::path::PathBuf>,
 }
 
 /// Pulling the lease from a stock kvrocks-controller.

@@ -37,6 +37,12 @@ enum Command {
         /// The YAML config file.
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
+        /// Take the place of the leasegate running with this config: its
+        /// listeners, lease and sessions (an upgrade; SIGUSR2 to the
+        /// running one starts this). Fails, leaving it serving, if there
+        /// is none or it refuses.
+        #[arg(long)]
+        take_over: bool,
     },
     /// Validate a config file and print the effective settings.
     CheckConfig {
@@ -253,7 +259,10 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Command::Run { config: path } => {
+        Command::Run {
+            config: path,
+            take_over,
+        } => {
             let config = match Config::load(&path) {
                 Ok(c) => c,
                 Err(e) => {
@@ -268,6 +277,11 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             };
             let server = Server::new(config, Some(path));
+            let server = if take_over {
+                server.taking_over()
+            } else {
+                server
+            };
             let result = runtime.block_on(server.run());
             runtime.shutdown_timeout(std::time::Duration::from_millis(100));
             match result {

@@ -10,6 +10,10 @@
 //!   connections accepted from then on;
 //! * **drain** (SIGTERM/SIGINT): stop accepting, let sessions finish the
 //!   replies they owe, bounded by `drain_timeout_ms`;
+//! * **upgrade** (SIGUSR2 starts `leasegate run --take-over`): hand the
+//!   listeners, the Gate's state and every session to the successor, then
+//!   exit ([`crate::control::upgrade`]); started with `--take-over`, take
+//!   them from the running leasegate instead of binding;
 //! * **stop**: return, closing whatever is left.
 
 use std::path::PathBuf;
@@ -33,12 +37,13 @@ use crate::control::poll;
 use crate::control::probe;
 use crate::control::reload;
 use crate::control::sentinel;
+use crate::control::upgrade::{self, Handoff, Inherited};
 use crate::control::ControlContext;
 use crate::guard::gate::Gate;
 use crate::guard::lease::{BootClock, Clock};
 use crate::proxy::backend;
 use crate::proxy::metrics::ProxyMetrics;
-use crate::proxy::session::{self, SessionContext};
+use crate::proxy::session::{self, MovedSession, Mover, SessionContext};
 use crate::proxy::workers::Workers;
 use crate::resp::request::Limits;
 
@@ -63,6 +68,8 @@ pub enum ServerError {
     Signals(std::io::Error),
     #[error("cannot start the session workers: {0}")]
     Workers(std::io::Error),
+    #[error("cannot take over: {0}")]
+    TakeOver(#[from] upgrade::UpgradeError),
 }
 
 /// A running proxy.
@@ -81,6 +88,12 @@ pub struct Server {
     verification_stop: CancellationToken,
     /// Client connections being served (`leasegate_client_connections`).
     sessions: Gauge,
+    /// Where sessions go at an upgrade.
+    mover: Arc<Mover>,
+    /// What an upgrade hands over, and its signals.
+    handoff: Arc<Handoff>,
+    /// Started with `--take-over`: take the running leasegate's place.
+    take_over: bool,
 }
 
 impl Server {
@@ -103,13 +116,16 @@ impl Server {
         let shutdown = shared.shutdown.clone();
         let sessions = shared.metrics.sessions.clone();
         let proxy_metrics = Arc::clone(&shared.metrics.proxy);
+        let mover = Arc::new(Mover::default());
         let sessions_context = Arc::new(ArcSwap::from_pointee(session_context(
             &gate,
             &config,
             &proxy_metrics,
+            &mover,
         )));
         let on_reload = {
             let (gate, sessions_context) = (Arc::clone(&gate), Arc::clone(&sessions_context));
+            let mover = Arc::clone(&mover);
             move |old: &Config, new: &Config| {
                 if old.log.level != new.log.level {
                     match crate::logging::set_level(&new.log.level) {
@@ -120,7 +136,12 @@ impl Server {
                         Err(e) => warn!(error = %e, "cannot change log.level"),
                     }
                 }
-                sessions_context.store(Arc::new(session_context(&gate, new, &proxy_metrics)));
+                sessions_context.store(Arc::new(session_context(
+                    &gate,
+                    new,
+                    &proxy_metrics,
+                    &mover,
+                )));
             }
         };
         let _ = shared.on_reload.set(Box::new(on_reload));
@@ -132,7 +153,17 @@ impl Server {
             shutdown,
             verification_stop: CancellationToken::new(),
             sessions,
+            mover,
+            handoff: Arc::new(Handoff::default()),
+            take_over: false,
         }
+    }
+
+    /// Takes the running leasegate's place (`--take-over`) instead of
+    /// binding the listeners.
+    pub fn taking_over(mut self) -> Server {
+        self.take_over = true;
+        self
     }
 
     pub fn shared(&self) -> &Arc<ControlContext> {
@@ -144,17 +175,37 @@ impl Server {
         let mut sigterm = signal(SignalKind::terminate()).map_err(ServerError::Signals)?;
         let mut sigint = signal(SignalKind::interrupt()).map_err(ServerError::Signals)?;
         let mut sighup = signal(SignalKind::hangup()).map_err(ServerError::Signals)?;
+        let mut sigusr2 = signal(SignalKind::user_defined2()).map_err(ServerError::Signals)?;
         for warning in self.config.warnings() {
             warn!("{warning}");
         }
+        let tracker = TaskTracker::new();
+        let workers =
+            Workers::start(self.config.session_threads()).map_err(ServerError::Workers)?;
+        // Taking over, everything slow is done before the predecessor holds
+        // its clients' requests for it (at `inherit`).
+        let upgrade_socket = upgrade::socket_path(&self.config);
+        let mut inherited = self.inherit(&upgrade_socket).await?;
         // The admin API is up before clients can connect.
-        self.start_services().await?;
-        let listener = TcpListener::bind(&self.config.listen)
-            .await
-            .map_err(|source| ServerError::Bind {
+        self.start_services(inherited.as_mut()).await?;
+        let listener = match inherited
+            .as_mut()
+            .and_then(|i| i.listener("client", &self.config.listen.to_string()))
+        {
+            Some(l) => listen_on(l).map_err(|source| ServerError::Bind {
                 addr: self.config.listen.to_string(),
                 source,
-            })?;
+            })?,
+            None => TcpListener::bind(&self.config.listen)
+                .await
+                .map_err(|source| ServerError::Bind {
+                    addr: self.config.listen.to_string(),
+                    source,
+                })?,
+        };
+        self.handoff.offer("client", &listener);
+        // Taking over: `Ready`, and the sessions come from here on.
+        let mut moved_in = self.receive_sessions(inherited, &upgrade_socket);
         // A failover times its pause by when a replica's connection arrived.
         if let Err(e) = crate::proxy::rxtime::enable(&listener) {
             warn!(error = %e, "no kernel receive times (SO_TIMESTAMPNS): a failover's promotion timing uses the sessions' own read times");
@@ -171,13 +222,19 @@ impl Server {
             "leasegate is serving"
         );
 
-        let tracker = TaskTracker::new();
-        let workers =
-            Workers::start(self.config.session_threads()).map_err(ServerError::Workers)?;
         self.start_verification(&workers);
         let active = Arc::new(AtomicUsize::new(0));
+        let mut upgraded = false;
         loop {
             tokio::select! {
+                Some(moved) = moved_in.recv() => {
+                    self.admit_moved(moved, &tracker, &workers, &active);
+                }
+                _ = self.handoff.committed() => {
+                    upgraded = true;
+                    break;
+                }
+                _ = sigusr2.recv() => self.start_successor(),
                 accepted = listener.accept() => match accepted {
                     Ok((client, peer)) => {
                         debug!(%peer, "client connected");
@@ -199,10 +256,100 @@ impl Server {
         }
         drop(listener);
         self.drain(tracker).await;
+        if upgraded {
+            // Every session that could move was sent: the channel closes
+            // once the last is on its way.
+            self.mover.close();
+            let _ = tokio::time::timeout(upgrade::READY_TIMEOUT, self.handoff.finished()).await;
+            info!("handed over to the successor; exiting");
+        } else {
+            let _ = std::fs::remove_file(&upgrade_socket);
+        }
         tokio::task::spawn_blocking(move || workers.stop())
             .await
             .ok();
         Ok(())
+    }
+
+    /// With `--take-over`: the running leasegate's state and listeners,
+    /// its Gate's state taken before anything is admitted here.
+    async fn inherit(&self, path: &std::path::Path) -> Result<Option<Inherited>, ServerError> {
+        if !self.take_over {
+            return Ok(None);
+        }
+        let path = path.to_path_buf();
+        let inherited = tokio::task::spawn_blocking(move || upgrade::take_over(&path))
+            .await
+            .map_err(|e| upgrade::UpgradeError::Channel(std::io::Error::other(e)))??;
+        self.gate.import_succession(&inherited.succession);
+        info!(
+            listeners = inherited.listeners.len(),
+            lease_epoch = inherited.succession.lease.epoch,
+            "took the running leasegate's state over"
+        );
+        Ok(Some(inherited))
+    }
+
+    /// Where sessions moved here arrive (from the predecessor, when taking
+    /// over); then, or at once, this leasegate waits for a successor of
+    /// its own on the upgrade socket.
+    fn receive_sessions(
+        &self,
+        inherited: Option<Inherited>,
+        path: &std::path::Path,
+    ) -> tokio::sync::mpsc::UnboundedReceiver<MovedSession> {
+        let (to, from) = tokio::sync::mpsc::unbounded_channel();
+        let (path, ctx, handoff, mover) = (
+            path.to_path_buf(),
+            Arc::clone(&self.shared),
+            Arc::clone(&self.handoff),
+            Arc::clone(&self.mover),
+        );
+        let runtime = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || {
+            if let Some(inherited) = inherited {
+                if let Err(e) = inherited.receive(to) {
+                    warn!(error = %e, "the hand-over of sessions broke off; those not received were closed by the predecessor");
+                }
+            }
+            upgrade::serve(&path, ctx, handoff, mover, runtime);
+        });
+        from
+    }
+
+    /// SIGUSR2: starts this binary as the successor.
+    fn start_successor(&self) {
+        let Some(path) = self.shared.config_path.as_deref() else {
+            warn!("SIGUSR2: no config file to start a successor with");
+            return;
+        };
+        match upgrade::spawn_successor(path) {
+            Ok(pid) => info!(
+                pid,
+                "SIGUSR2: started a successor; it takes over when ready"
+            ),
+            Err(e) => warn!(error = %e, "SIGUSR2: cannot start a successor"),
+        }
+    }
+
+    /// Serves a session moved here from the predecessor.
+    fn admit_moved(
+        &self,
+        moved: MovedSession,
+        tracker: &TaskTracker,
+        workers: &Workers,
+        active: &Arc<AtomicUsize>,
+    ) {
+        // Counted like any client, never refused: it is connected already.
+        active.fetch_add(1, Ordering::AcqRel);
+        self.sessions.inc();
+        let slot = ClientSlot(Arc::clone(active), self.sessions.clone());
+        let ctx = self.sessions_context.load_full();
+        let shutdown = self.shutdown.clone();
+        workers.spawn(tracker, async move {
+            let _slot = slot;
+            session::serve_moved(moved, ctx, shutdown).await;
+        });
     }
 
     fn admit_client(
@@ -285,16 +432,18 @@ impl Server {
     }
 
     /// Starts the admin API and the controller poller.
-    async fn start_services(&self) -> Result<(), ServerError> {
+    async fn start_services(&self, inherited: Option<&mut Inherited>) -> Result<(), ServerError> {
         let admin = &self.config.admin.listen;
         if !admin.is_empty() {
-            let listener =
-                TcpListener::bind(admin)
-                    .await
-                    .map_err(|source| ServerError::AdminBind {
-                        addr: admin.clone(),
-                        source,
-                    })?;
+            let bind_error = |source| ServerError::AdminBind {
+                addr: admin.clone(),
+                source,
+            };
+            let listener = match inherited.and_then(|i| i.listener("admin", admin)) {
+                Some(l) => listen_on(l).map_err(bind_error)?,
+                None => TcpListener::bind(admin).await.map_err(bind_error)?,
+            };
+            self.handoff.offer("admin", &listener);
             tokio::spawn(admin::serve(listener, Arc::clone(&self.shared)));
         }
         if self.config.controller.url.is_some() {
@@ -400,8 +549,10 @@ fn session_context(
     gate: &Arc<Gate>,
     config: &Config,
     metrics: &Arc<ProxyMetrics>,
+    mover: &Arc<Mover>,
 ) -> SessionContext {
     SessionContext {
+        mover: Arc::clone(mover),
         metrics: Arc::clone(metrics),
         gate: Arc::clone(gate),
         limits: Limits {
@@ -421,6 +572,12 @@ fn session_context(
             std::time::Duration::ZERO
         },
     }
+}
+
+/// A listener handed over by the predecessor, on this runtime's poller.
+fn listen_on(listener: std::net::TcpListener) -> std::io::Result<TcpListener> {
+    listener.set_nonblocking(true)?;
+    TcpListener::from_std(listener)
 }
 
 /// Releases a `max_clients` slot when the session ends.

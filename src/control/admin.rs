@@ -306,6 +306,7 @@ impl ApiError {
             | ApiError::PauseNotAboveSync
             | ApiError::FailoverTtlOutOfRange
             | ApiError::Reload(_) => StatusCode::BAD_REQUEST,
+            ApiError::Grant(GrantError::HandedOver) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Grant(_) => StatusCode::CONFLICT,
             ApiError::MetricsEncoding { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }

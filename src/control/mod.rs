@@ -1,8 +1,11 @@
 //! The control plane, beside the data plane: the admin HTTP API
 //! ([`admin`]), pull renewal from the controller ([`poll`]), graceful
-//! failover ([`failover`]), the node probe ([`probe`]) and live
-//! [`reload`] of the config. It changes what the guard knows (through
-//! [`crate::guard::role::Role`]); it never touches sessions.
+//! failover ([`failover`]), the node probe ([`probe`]), live [`reload`] of
+//! the config, and the hand-over to a successor process at an
+//! [`upgrade`]. It changes what the guard knows (through
+//! [`crate::guard::role::Role`]); it never touches a session's state (an
+//! upgrade carries sessions, taken out by the data plane, from one process
+//! to the other).
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -30,6 +33,7 @@ pub mod probe;
 pub mod reload;
 pub mod sentinel;
 pub mod switch;
+pub mod upgrade;
 
 /// The control plane's own metrics and the listener's.
 #[derive(Default)]

@@ -77,6 +77,7 @@ pub const KEYS: &[(&str, Apply)] = &[
     ("lease.probe_interval_ms", Apply::Live),
     ("durability.min_replicas", Apply::Live),
     ("durability.timeout_ms", Apply::Live),
+    ("upgrade.socket", Apply::Restart),
     ("controller.url", Apply::Restart),
     ("controller.namespace", Apply::Restart),
     ("controller.cluster", Apply::Restart),
@@ -236,6 +237,7 @@ fn keep_until_restart(old: &Config, new: &mut Config) {
     new.sentinel.announce = old.sentinel.announce;
     new.commands.learn_from_backend = old.commands.learn_from_backend;
     new.log.format = old.log.format;
+    new.upgrade.socket.clone_from(&old.upgrade.socket);
 }
 
 /// Makes `new` the running config: the guard's settings, then the config
@@ -351,6 +353,7 @@ sentinel: {addrs: ['a:1'], master_name: a, password: a, address: 'a:2', poll_int
 verify: {mode: every-write, hold: acknowledgement, timeout_ms: 19, max_in_flight: 2}
 pause: {max_buffered_bytes: 20, max_buffered_requests: 21, on_demote: moved}
 durability: {min_replicas: 1, timeout_ms: 27}
+upgrade: {socket: /tmp/a.sock}
 commands: {deny: [keys], classes: {x.y: read}, learn_from_backend: false}
 limits: {max_clients: 22, max_bulk_len: 23, max_multibulk_len: 24, max_inline_len: 25, max_client_output_bytes: 2048, client_idle_timeout_ms: 26}
 log: {format: json, level: debug}
@@ -369,6 +372,7 @@ sentinel: {addrs: ['b:1'], master_name: b, password: b, address: 'b:2', poll_int
 verify: {mode: off, hold: request, timeout_ms: 39, max_in_flight: 3}
 pause: {max_buffered_bytes: 40, max_buffered_requests: 41, on_demote: readonly}
 durability: {min_replicas: 2, timeout_ms: 47}
+upgrade: {socket: /tmp/b.sock}
 commands: {deny: [flushall], classes: {x.y: write}, learn_from_backend: true}
 limits: {max_clients: 42, max_bulk_len: 43, max_multibulk_len: 44, max_inline_len: 45, max_client_output_bytes: 4096, client_idle_timeout_ms: 46}
 log: {format: text, level: warn}

@@ -267,6 +267,9 @@ impl Gate {
             Err(e @ GrantError::UnknownNodeId) => {
                 self.heartbeat_refused("node_id", &format!("ERR {e}"))
             }
+            Err(e @ GrantError::HandedOver) => {
+                self.heartbeat_refused("upgrade", &format!("TRYAGAIN {e}"))
+            }
         }
     }
 

@@ -186,6 +186,8 @@ pub enum GrantError {
         "this node's id is unknown to leasegate (set node_id, or send CLUSTERX SETNODEID first)"
     )]
     UnknownNodeId,
+    #[error("this leasegate is handing over to its successor (an upgrade): ask again")]
+    HandedOver,
 }
 
 /// A consistent view of the lease, for replies and status.
@@ -209,6 +211,25 @@ struct Cold {
     revoked_reason: Option<String>,
     nonces: VecDeque<(u64, Nanos)>,
     next_nonce: u64,
+    /// Handed to a successor process ([`Lease::export`]): grants are
+    /// refused, so the lease the successor took cannot change behind it.
+    handed_over: bool,
+}
+
+/// The lease as a successor process takes it over at an upgrade
+/// ([`Lease::export`], [`Lease::import`]). Instants are on the lease clock
+/// (`CLOCK_BOOTTIME`), which both processes on one host share, so the
+/// deadline and the nonces' issue times mean the same there.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
+pub struct HandedLease {
+    pub deadline: Nanos,
+    pub epoch: u64,
+    pub revocations: u64,
+    pub owner: Option<String>,
+    pub node_id: Option<String>,
+    pub revoked_reason: Option<String>,
+    pub nonces: Vec<(u64, Nanos)>,
+    pub next_nonce: u64,
 }
 
 /// The lease of this node.
@@ -431,6 +452,9 @@ impl Lease {
     /// Applies a grant received at `received_at`.
     pub fn grant(&self, grant: &Grant, received_at: Nanos) -> Result<GrantOutcome, GrantError> {
         let mut cold = self.lock();
+        if cold.handed_over {
+            return Err(GrantError::HandedOver);
+        }
         let current = self.epoch();
         if grant.epoch < current {
             return Err(GrantError::EpochMismatch {
@@ -512,6 +536,48 @@ impl Lease {
         self.deadline.store(0, Ordering::Release);
         self.next_term();
         self.revocations.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The lease for a successor process, which from now on holds it: this
+    /// one refuses grants until [`Lease::resume`] (the successor failed to
+    /// take over). Revocations still apply here (they only shorten).
+    pub fn export(&self) -> HandedLease {
+        let mut cold = self.lock();
+        cold.handed_over = true;
+        HandedLease {
+            deadline: self.deadline.load(Ordering::Acquire),
+            epoch: self.epoch(),
+            revocations: self.revocations.load(Ordering::Acquire),
+            owner: cold.owner.clone(),
+            node_id: cold.node_id.clone(),
+            revoked_reason: cold.revoked_reason.clone(),
+            nonces: cold.nonces.iter().copied().collect(),
+            next_nonce: cold.next_nonce,
+        }
+    }
+
+    /// The successor did not take the lease over: grants apply again.
+    pub fn resume(&self) {
+        self.lock().handed_over = false;
+    }
+
+    /// Takes over a predecessor's lease (a successor at an upgrade, before
+    /// it admits anything): the same deadline, never a longer one; the
+    /// same epoch, nonces and node id (this config's `node_id` wins).
+    pub fn import(&self, handed: &HandedLease) {
+        let mut cold = self.lock();
+        self.next_term();
+        self.epoch.store(handed.epoch, Ordering::Release);
+        self.revocations
+            .store(handed.revocations, Ordering::Release);
+        cold.owner.clone_from(&handed.owner);
+        if cold.node_id.is_none() {
+            cold.node_id.clone_from(&handed.node_id);
+        }
+        cold.revoked_reason.clone_from(&handed.revoked_reason);
+        cold.nonces = handed.nonces.iter().copied().collect();
+        cold.next_nonce = handed.next_nonce;
+        self.deadline.store(handed.deadline, Ordering::Release);
     }
 
     /// The lease as it stands, for [`Lease::restore`].

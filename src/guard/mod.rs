@@ -10,7 +10,8 @@
 //! held until the old master is fenced, in [`promotion`]; Redis's
 //! `FAILOVER` command as leasegate answers it, in [`failover_command`];
 //! whether replicas confirmed a batch of writes before they are
-//! acknowledged, in [`durability`].
+//! acknowledged, in [`durability`]; what a successor process takes over at
+//! an upgrade, in [`succession`].
 
 pub mod control;
 pub mod durability;
@@ -23,4 +24,5 @@ pub mod pause;
 pub mod promotion;
 pub mod replicas;
 pub mod role;
+pub mod succession;
 pub mod verify;

@@ -129,6 +129,8 @@ pub struct Pause {
     /// ([`Pause::set_bounds`]).
     max_requests: AtomicUsize,
     max_bytes: AtomicUsize,
+    /// When the pause in force ends by itself (for an upgrade's successor).
+    until: std::sync::Mutex<Option<(PauseMode, Instant)>>,
     pub metrics: PauseMetrics,
 }
 
@@ -141,6 +143,7 @@ impl Pause {
             held_bytes: AtomicUsize::new(0),
             max_requests: AtomicUsize::new(max_requests),
             max_bytes: AtomicUsize::new(max_bytes),
+            until: std::sync::Mutex::new(None),
             metrics: PauseMetrics::default(),
         }
     }
@@ -181,6 +184,9 @@ impl Pause {
             generation = *g;
         });
         self.metrics.pauses.inc();
+        if let Ok(mut until) = self.until.lock() {
+            *until = Some((mode, Instant::now() + timeout));
+        }
         let pause = Arc::clone(self);
         tokio::spawn(async move {
             tokio::time::sleep(timeout).await;
@@ -203,9 +209,21 @@ impl Pause {
                 return false;
             }
             self.active.store(NONE, Ordering::SeqCst);
+            if let Ok(mut until) = self.until.lock() {
+                *until = None;
+            }
             *g += 1;
             true
         })
+    }
+
+    /// The pause in force and how long it has left (`None`: not paused).
+    pub fn remaining(&self) -> Option<(PauseMode, Duration)> {
+        if !self.is_paused() {
+            return None;
+        }
+        let until = self.until.lock().ok().and_then(|u| *u)?;
+        Some((until.0, until.1.saturating_duration_since(Instant::now())))
     }
 
     /// Takes a place in the pause buffer for a request of `bytes`, or `None`

@@ -142,6 +142,12 @@ impl Driver {
         }
     }
 
+    /// A session moved here from the predecessor: its first read is not
+    /// its first bytes.
+    pub(super) fn moved_in(&mut self) {
+        self.first_read = false;
+    }
+
     /// Where the session moves now, once it is ready to
     /// ([`Session::handover_ready`]).
     #[inline]
@@ -263,9 +269,20 @@ impl Driver {
     }
 
     /// Drives the session turn by turn until it has nothing left to do,
-    /// then ends the client's side of the connection.
-    pub(super) async fn run(mut self, mut s: Session, ctx: &SessionContext) {
+    /// then ends the client's side of the connection; or, at an upgrade,
+    /// until it may move to the successor process, and returns it
+    /// ([`super::moving`]).
+    pub(super) async fn run(
+        mut self,
+        mut s: Session,
+        ctx: &SessionContext,
+    ) -> Option<super::moving::MovedSession> {
         loop {
+            if self.draining && !self.client_eof && !self.backend_eof && ctx.mover.is_moving() {
+                if let Some(moved) = self.move_out(&mut s) {
+                    return Some(moved);
+                }
+            }
             if self.backend_eof && !self.client_eof && !self.draining && s.may_outlive_node() {
                 self.outlive_node(&mut s, ctx).await;
             }
@@ -384,6 +401,23 @@ impl Driver {
             }
         }
         let _ = self.client.shutdown().await;
+        None
+    }
+
+    /// The session's sockets and state, once it may move (`None`: not yet,
+    /// or its sockets cannot leave this process's poller).
+    #[cold]
+    fn move_out(&mut self, s: &mut Session) -> Option<super::moving::MovedSession> {
+        if !s.movable() || self.preconnect.is_some() {
+            return None;
+        }
+        let client = dup_std(&self.client)?;
+        let backend = dup_std(&self.backend)?;
+        Some(super::moving::MovedSession {
+            client,
+            backend,
+            state: s.take_state(),
+        })
     }
 
     /// Hands `event` to the session and sends at once what it queued;
@@ -499,6 +533,16 @@ fn send_to_client(s: &mut Session, send: impl FnOnce(&[u8]) -> std::io::Result<u
         }
         _ => false,
     }
+}
+
+/// A blocking-mode-agnostic std copy of `stream`'s socket (the same open
+/// socket, a new descriptor): what goes to the successor; this process's
+/// descriptor closes with the driver, without a FIN (the socket stays
+/// open while another descriptor refers to it).
+fn dup_std(stream: &TcpStream) -> Option<std::net::TcpStream> {
+    use std::os::fd::AsFd;
+    let fd = stream.as_fd().try_clone_to_owned().ok()?;
+    Some(std::net::TcpStream::from(fd))
 }
 
 /// Makes room for the next read.

@@ -66,6 +66,7 @@ mod acks;
 mod driver;
 mod handover;
 mod idle;
+mod moving;
 mod mute;
 mod reading;
 mod replica;
@@ -120,7 +121,11 @@ pub struct SessionContext {
     /// that holds the lease ([`driver`]); zero ends it with the node.
     pub node_lost_patience: std::time::Duration,
     pub metrics: Arc<crate::proxy::metrics::ProxyMetrics>,
+    /// Where sessions go at an upgrade.
+    pub mover: Arc<Mover>,
 }
+
+pub use moving::{MovedSession, MovedState, Mover};
 
 /// Per-connection protocol state, independent of the sockets.
 struct Session {
@@ -216,9 +221,53 @@ async fn serve_on(
         s.peer = Peer::Trusted;
     }
     s.replica.peer = peer;
-    Driver::new(client, backend, &ctx, &shutdown)
+    let moved = Driver::new(client, backend, &ctx, &shutdown)
         .run(s, &ctx)
         .await;
+    if let Some(moved) = moved {
+        if !ctx.mover.send(moved) {
+            tracing::warn!("a session could not move to the successor: closed");
+        }
+    }
+}
+
+/// Serves a session moved here from the predecessor process at an
+/// upgrade, from where it stood there.
+pub async fn serve_moved(
+    moved: MovedSession,
+    ctx: Arc<SessionContext>,
+    shutdown: CancellationToken,
+) {
+    let (client, backend) = match (adopt(moved.client), adopt(moved.backend)) {
+        (Ok(c), Ok(b)) => (c, b),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::warn!(error = %e, "a moved session's sockets cannot be served here: closed");
+            return;
+        }
+    };
+    let mut s = Session::new(ctx.limits, Arc::clone(&ctx.gate), ctx.max_client_output);
+    s.put_state(moved.state);
+    s.replica.peer = client.peer_addr().ok().map(|a| a.ip());
+    // What came buffered: the node's bytes first (replies keep their
+    // order), then the requests, which this process's Gate now judges.
+    if !s.from_backend.is_empty() && s.on_backend_data().is_err() {
+        return;
+    }
+    s.on_client_data();
+    let mut driver = Driver::new(client, backend, &ctx, &shutdown);
+    driver.moved_in();
+    let moved = driver.run(s, &ctx).await;
+    if let Some(moved) = moved {
+        if !ctx.mover.send(moved) {
+            tracing::warn!("a session could not move to the successor: closed");
+        }
+    }
+}
+
+/// A socket from the predecessor, on this thread's poller.
+fn adopt(socket: std::net::TcpStream) -> std::io::Result<TcpStream> {
+    socket.set_nonblocking(true)?;
+    TcpStream::from_std(socket)
 }
 
 impl Session {

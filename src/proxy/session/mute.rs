@@ -24,7 +24,7 @@
 use crate::command::ReplyMode;
 
 /// The session's reply mode and what it drops.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub(super) struct Mute {
     mode: Mode,
     /// The node is Kvrocks, as far as leasegate knows: its `SKIP` ends
@@ -36,7 +36,7 @@ pub(super) struct Mute {
     dropped_last: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 enum Mode {
     #[default]
     On,

@@ -154,7 +154,7 @@ impl From<Answer> for Expect {
 }
 
 /// MULTI on the backend connection, as its replies have told.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(super) enum Transaction {
     /// No MULTI went out (or its EXEC/DISCARD did).
     None,
@@ -236,7 +236,7 @@ impl Transaction {
 }
 
 /// WATCH on the backend connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(super) enum Watch {
     Off,
     /// The node confirmed a WATCH.
@@ -247,7 +247,7 @@ pub(super) enum Watch {
 }
 
 /// What the node's frames are on this connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(super) enum Stream {
     /// Each frame answers a request (pushes aside).
     Replies,
@@ -285,7 +285,7 @@ pub(super) enum Stall {
 }
 
 /// Who is on the client side.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(super) enum Peer {
     Ordinary,
     /// Authenticated with the control password (until RESET).

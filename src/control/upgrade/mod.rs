@@ -1,0 +1,417 @@
+//! Upgrading or restarting leasegate without a client noticing
+//! (`SIGUSR2`, or `leasegate run --take-over`): the new process (the
+//! successor) takes the listening sockets, the Gate's state and every
+//! established session from the running one (the predecessor), which
+//! then exits.
+//!
+//! The two meet on a Unix socket (`upgrade.socket`, owner-only, the peer's
+//! user checked) and speak [`wire`]:
+//!
+//! 1. The successor has loaded its config and says `Hello`.
+//! 2. The predecessor waits for a failover under way to end, then holds
+//!    every request (a pause of all requests, local to it) and waits until
+//!    no write it admitted is in flight. It exports the Gate's state
+//!    ([`crate::guard::succession`]): from then on it refuses grants, so
+//!    the lease the successor takes cannot change behind it. It sends the
+//!    state and its listeners.
+//! 3. The successor takes the state before it admits anything, serves the
+//!    listeners, and says `Ready`. Had it failed before (it exited, or said
+//!    nothing for [`READY_TIMEOUT`]), the predecessor would take its state
+//!    back, lift its hold and go on serving, unchanged.
+//! 4. The predecessor stops accepting and drains: every session moves as
+//!    soon as it stands between requests ([`crate::proxy::session::MovedSession`]);
+//!    one that does not within `drain_timeout_ms` (a blocking command that
+//!    does not return, a replica's stream) is closed. Then it says `Done`
+//!    and exits.
+//!
+//! At every instant one process decides: the predecessor admits nothing
+//! from step 2 on, and the successor nothing before step 3.
+
+mod wire;
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::runtime::Handle;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::control::ControlContext;
+use crate::guard::failover_command::FailoverCommandState;
+use crate::guard::pause::PauseMode;
+use crate::guard::succession::Succession;
+use crate::proxy::session::{MovedSession, Mover};
+
+pub use wire::Message;
+
+/// How long the predecessor waits for the successor's `Ready`.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the predecessor's own hold may last at most (it is lifted at
+/// once if the take-over fails).
+const HOLD_LIMIT: Duration = Duration::from_secs(60);
+
+/// Why a take-over did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum UpgradeError {
+    #[error("no running leasegate to take over at {path}: {source}")]
+    NoPredecessor {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("the running leasegate refused the take-over: {0}")]
+    Refused(String),
+    #[error("the upgrade channel broke: {0}")]
+    Channel(#[from] std::io::Error),
+    #[error("the running leasegate said {0} where the state was due")]
+    Unexpected(String),
+}
+
+/// The predecessor's side: what it hands over, and the signals between
+/// the upgrade channel and the server's loop.
+#[derive(Debug, Default)]
+pub struct Handoff {
+    /// Listening sockets by name (`client`, `admin`), registered at start.
+    listeners: Mutex<Vec<(String, OwnedFd)>>,
+    /// Cancelled when the successor is serving: stop accepting and drain.
+    committed: CancellationToken,
+    /// Cancelled once the last session went (or the take-over failed
+    /// after the commit): the process may exit.
+    finished: CancellationToken,
+}
+
+impl Handoff {
+    /// Registers a listening socket to hand over (a copy of its descriptor).
+    pub fn offer(&self, name: &str, listener: &impl std::os::fd::AsFd) {
+        match listener.as_fd().try_clone_to_owned() {
+            Ok(fd) => {
+                if let Ok(mut l) = self.listeners.lock() {
+                    l.push((name.to_string(), fd));
+                }
+            }
+            Err(e) => warn!(error = %e, name, "this listener cannot be handed to a successor"),
+        }
+    }
+
+    /// Resolves when a successor took over.
+    pub async fn committed(&self) {
+        self.committed.cancelled().await
+    }
+
+    /// Resolves when every session was handed over.
+    pub async fn finished(&self) {
+        self.finished.cancelled().await
+    }
+}
+
+/// The path of the upgrade socket for `config`.
+pub fn socket_path(config: &crate::config::Config) -> PathBuf {
+    config.upgrade.socket.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("leasegate-{}.sock", config.listen.port()))
+    })
+}
+
+/// Serves the upgrade socket until a successor took over (predecessor).
+/// Runs on a blocking thread.
+pub fn serve(
+    path: &Path,
+    ctx: Arc<ControlContext>,
+    handoff: Arc<Handoff>,
+    mover: Arc<Mover>,
+    runtime: Handle,
+) {
+    let listener = match bind(path) {
+        Ok(l) => l,
+        Err(e) => {
+            warn!(path = %path.display(), error = %e, "no upgrade socket: this leasegate cannot hand over to a successor");
+            return;
+        }
+    };
+    info!(path = %path.display(), "upgrade socket ready");
+    for conn in listener.incoming() {
+        let Ok(conn) = conn else { continue };
+        if ctx.shutdown.is_cancelled() {
+            return;
+        }
+        match hand_over(path, &conn, &ctx, &handoff, &mover, &runtime) {
+            Ok(()) => return,
+            Err(reason) => {
+                warn!(%reason, "the take-over did not happen; this leasegate goes on serving");
+                let _ = wire::send(&conn, &Message::Refused { reason }, &[]);
+            }
+        }
+    }
+}
+
+/// Binds the upgrade socket, owner-only, replacing a stale one.
+fn bind(path: &Path) -> std::io::Result<UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    if UnixStream::connect(path).is_ok() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::AddrInUse,
+            "another leasegate serves this upgrade socket",
+        ));
+    }
+    let _ = std::fs::remove_file(path);
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// One take-over, predecessor side: `Ok` once the successor serves (the
+/// sessions then move; this returns when they all have).
+fn hand_over(
+    path: &Path,
+    conn: &UnixStream,
+    ctx: &Arc<ControlContext>,
+    handoff: &Handoff,
+    mover: &Mover,
+    runtime: &Handle,
+) -> Result<(), String> {
+    // SAFETY: getuid has no preconditions.
+    let me = unsafe { libc::getuid() };
+    match wire::peer_uid(conn) {
+        Ok(uid) if uid == me => {}
+        Ok(uid) => {
+            return Err(format!(
+                "a process of user {uid} asked; only user {me} may take over"
+            ))
+        }
+        Err(e) => return Err(format!("cannot tell who asked: {e}")),
+    }
+    conn.set_read_timeout(Some(READY_TIMEOUT))
+        .map_err(|e| e.to_string())?;
+    let pid = match wire::recv(conn) {
+        Ok((Message::Hello { version, pid }, _)) => {
+            info!(%version, pid, "a successor asks to take over");
+            pid
+        }
+        Ok((other, _)) => return Err(format!("expected Hello, got {other:?}")),
+        Err(e) => return Err(format!("no Hello: {e}")),
+    };
+    let drain = ctx.config.load().drain_timeout();
+    wait_until(drain, || {
+        !ctx.role.failover.is_running()
+            && ctx.role.failover_command.state() == FailoverCommandState::NoFailover
+    })
+    .map_err(|()| "a failover is under way and did not end within drain_timeout_ms".to_string())?;
+
+    // Hold everything, and wait for the writes admitted to be answered.
+    let pause = Arc::clone(ctx.gate.pause());
+    let before = pause.remaining();
+    let held_at = Instant::now();
+    {
+        let _guard = runtime.enter();
+        pause.pause(HOLD_LIMIT, PauseMode::All);
+    }
+    let restore = |pause: &Arc<crate::guard::pause::Pause>| {
+        let _guard = runtime.enter();
+        match before {
+            Some((mode, left)) if !left.is_zero() => pause.pause(left, mode),
+            _ => pause.unpause(),
+        }
+    };
+    if wait_until(drain, || ctx.role.writes_in_flight() == 0).is_err() {
+        restore(&pause);
+        return Err("writes stayed in flight for drain_timeout_ms".into());
+    }
+    let mut succession: Succession = ctx.gate.export_succession();
+    succession.pause =
+        before.map(|(mode, left)| (mode, left.as_millis().try_into().unwrap_or(u64::MAX)));
+
+    let listeners = handoff
+        .listeners
+        .lock()
+        .map(|l| {
+            l.iter()
+                .filter_map(|(name, fd)| Some((name.clone(), fd.try_clone().ok()?)))
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    let names = listeners.iter().map(|(n, _)| n.clone()).collect();
+    let fds: Vec<_> = listeners.iter().map(|(_, fd)| fd.as_raw_fd()).collect();
+    let ready = wire::send(
+        conn,
+        &Message::State {
+            succession: Box::new(succession),
+            listeners: names,
+        },
+        &fds,
+    )
+    .and_then(|()| wire::recv(conn));
+    drop(listeners);
+    match ready {
+        Ok((Message::Ready, _)) => {}
+        other => {
+            ctx.gate.keep_succession();
+            restore(&pause);
+            return Err(match other {
+                Ok((m, _)) => format!("the successor (pid {pid}) said {m:?} instead of Ready"),
+                Err(e) => format!("the successor (pid {pid}) did not get ready: {e}"),
+            });
+        }
+    }
+    info!(
+        pid,
+        held_us = held_at.elapsed().as_micros() as u64,
+        "the successor serves: sessions move to it"
+    );
+    // The path is the successor's from now on (it binds it once every
+    // session came); this connection stays open.
+    let _ = std::fs::remove_file(path);
+    let (to, mut sessions) = mpsc::unbounded_channel();
+    mover.start(to);
+    handoff.committed.cancel();
+    let _ = conn.set_read_timeout(None);
+    let mut moved = 0u64;
+    while let Some(session) = sessions.blocking_recv() {
+        match send_session(conn, session) {
+            Ok(()) => moved += 1,
+            Err(e) => warn!(error = %e, "a session could not be handed over: closed"),
+        }
+    }
+    let _ = wire::send(conn, &Message::Done { moved, closed: 0 }, &[]);
+    info!(
+        moved,
+        since_hold_us = held_at.elapsed().as_micros() as u64,
+        "every session moved to the successor"
+    );
+    handoff.finished.cancel();
+    Ok(())
+}
+
+fn send_session(conn: &UnixStream, session: MovedSession) -> std::io::Result<()> {
+    let fds = [session.client.as_raw_fd(), session.backend.as_raw_fd()];
+    wire::send(conn, &Message::Session(Box::new(session.state)), &fds)
+    // The sockets close here, in this process only: the successor has them.
+}
+
+/// Polls `done` every millisecond for at most `limit`.
+fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> Result<(), ()> {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        if Instant::now() >= deadline {
+            return Err(());
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    Ok(())
+}
+
+/// The successor's side: what it took over.
+#[derive(Debug)]
+pub struct Inherited {
+    pub succession: Succession,
+    /// The listeners, by name.
+    pub listeners: Vec<(String, std::net::TcpListener)>,
+    conn: UnixStream,
+}
+
+/// Asks the leasegate at `path` to hand over (successor); blocking.
+pub fn take_over(path: &Path) -> Result<Inherited, UpgradeError> {
+    let conn = UnixStream::connect(path).map_err(|source| UpgradeError::NoPredecessor {
+        path: path.display().to_string(),
+        source,
+    })?;
+    wire::send(
+        &conn,
+        &Message::Hello {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            pid: std::process::id(),
+        },
+        &[],
+    )?;
+    match wire::recv(&conn)? {
+        (
+            Message::State {
+                succession,
+                listeners,
+            },
+            fds,
+        ) => {
+            let listeners = listeners
+                .into_iter()
+                .zip(fds)
+                .map(|(name, fd)| (name, std::net::TcpListener::from(fd)))
+                .collect();
+            Ok(Inherited {
+                succession: *succession,
+                listeners,
+                conn,
+            })
+        }
+        (Message::Refused { reason }, _) => Err(UpgradeError::Refused(reason)),
+        (other, _) => Err(UpgradeError::Unexpected(format!("{other:?}"))),
+    }
+}
+
+impl Inherited {
+    /// The listener handed over as `name`, if it listens on `addr`.
+    pub fn listener(&mut self, name: &str, addr: &str) -> Option<std::net::TcpListener> {
+        let at = self.listeners.iter().position(|(n, l)| {
+            n == name
+                && l.local_addr()
+                    .is_ok_and(|a| a.to_string() == addr || addr.parse() == Ok(a))
+        })?;
+        Some(self.listeners.swap_remove(at).1)
+    }
+
+    /// Says `Ready` and receives the sessions, each sent on to `sessions`,
+    /// until the predecessor is done; blocking.
+    pub fn receive(
+        self,
+        sessions: mpsc::UnboundedSender<MovedSession>,
+    ) -> Result<u64, UpgradeError> {
+        wire::send(&self.conn, &Message::Ready, &[])?;
+        let mut received = 0;
+        loop {
+            match wire::recv(&self.conn)? {
+                (Message::Session(state), fds) => {
+                    let mut fds = fds.into_iter();
+                    let (Some(client), Some(backend)) = (fds.next(), fds.next()) else {
+                        warn!("a moved session came without its sockets: skipped");
+                        continue;
+                    };
+                    received += 1;
+                    let _ = sessions.send(MovedSession {
+                        client: std::net::TcpStream::from(client),
+                        backend: std::net::TcpStream::from(backend),
+                        state: *state,
+                    });
+                }
+                (Message::Done { moved, .. }, _) => {
+                    info!(moved, received, "the predecessor handed every session over");
+                    return Ok(received);
+                }
+                (other, _) => return Err(UpgradeError::Unexpected(format!("{other:?}"))),
+            }
+        }
+    }
+}
+
+/// Starts the successor: this binary, `run -c <config> --take-over`, with
+/// this process's standard output and error (SIGUSR2).
+pub fn spawn_successor(config_path: &Path) -> std::io::Result<u32> {
+    let exe = std::env::current_exe()?;
+    // After a package upgrade the running binary's path names the new one.
+    let exe = PathBuf::from(exe.to_string_lossy().trim_end_matches(" (deleted)"));
+    let mut child = std::process::Command::new(exe)
+        .arg("run")
+        .arg("-c")
+        .arg(config_path)
+        .arg("--take-over")
+        .stdin(std::process::Stdio::null())
+        .spawn()?;
+    let pid = child.id();
+    // Reaped here; a successor that fails is reported.
+    std::thread::spawn(move || match child.wait() {
+        Ok(status) if !status.success() => {
+            warn!(pid, %status, "the successor exited with an error")
+        }
+        _ => {}
+    });
+    Ok(pid)
+}

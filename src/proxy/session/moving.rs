@@ -1,0 +1,164 @@
+//! Moving a session to a successor process at an upgrade
+//! ([`crate::control::upgrade`]): its two sockets and its state leave this
+//! process and go on in the new one, so the client never sees the upgrade.
+//!
+//! A session moves only between requests: nothing owed by the node, no
+//! write in flight, no acknowledgement held, no hand-over under way and no
+//! replication stream (a replica's link is not moved: it ends with the old
+//! process and the replica resumes with `PSYNC`). What it buffered goes
+//! with it: requests not yet admitted (a request held by a pause is
+//! admitted again by the successor, under the pause the successor took
+//! over), replies not yet sent, and the node's bytes not yet framed.
+//! Connection state goes too: protocol, transaction and WATCH, subscribe or
+//! MONITOR mode, who the client is (the controller's connection stays the
+//! controller's), `CLIENT REPLY` mode, and what a failover's hand-over
+//! replays.
+
+use bytes::{Bytes, BytesMut};
+use serde::{Deserialize, Serialize};
+
+use super::handover::Replay;
+use super::mute::Mute;
+use super::state::{Lifecycle, Peer, Stall, Stream, Transaction, Watch};
+use super::Session;
+
+/// A session's state as it moves.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct MovedState {
+    from_client: Vec<u8>,
+    to_backend: Vec<u8>,
+    from_backend: Vec<u8>,
+    to_client: Vec<u8>,
+    resp3: bool,
+    stream: Stream,
+    subscriptions: i64,
+    shard_subscriptions: i64,
+    transaction: Transaction,
+    multis: u64,
+    watch: Watch,
+    peer: Peer,
+    handed_over: bool,
+    replay: [Option<Vec<u8>>; 4],
+    mute: Mute,
+}
+
+/// A session on its way to the successor: its sockets and its state.
+#[derive(Debug)]
+pub struct MovedSession {
+    pub client: std::net::TcpStream,
+    pub backend: std::net::TcpStream,
+    pub state: MovedState,
+}
+
+impl Session {
+    /// Whether the session may move now (see the module documentation).
+    pub(super) fn movable(&self) -> bool {
+        self.lifecycle == Lifecycle::Open
+            && self.owed.is_empty()
+            && matches!(self.stall, Stall::None | Stall::Held(_))
+            && self.unconfirmed.is_none()
+            && self.ack_hold.is_none()
+            && self.peer != Peer::Replica
+            && self.stream != Stream::Replication
+    }
+
+    /// The session's state, taken out of it (the caller has checked
+    /// [`Session::movable`]); a held request stays in `from_client`.
+    pub(super) fn take_state(&mut self) -> MovedState {
+        // A held request gives its place in the pause buffer up here; the
+        // successor takes one of its own.
+        self.stall = Stall::None;
+        let replay = std::mem::take(&mut self.replay);
+        let bytes = |b: Option<Bytes>| b.map(|b| b.to_vec());
+        MovedState {
+            from_client: std::mem::take(&mut self.from_client).to_vec(),
+            to_backend: std::mem::take(&mut self.to_backend).to_vec(),
+            from_backend: std::mem::take(&mut self.from_backend).to_vec(),
+            to_client: std::mem::take(&mut self.to_client).to_vec(),
+            resp3: self.resp3,
+            stream: self.stream,
+            subscriptions: self.subscriptions,
+            shard_subscriptions: self.shard_subscriptions,
+            transaction: self.transaction,
+            multis: self.multis,
+            watch: self.watch,
+            peer: self.peer,
+            handed_over: self.handed_over,
+            replay: [
+                bytes(replay.auth),
+                bytes(replay.hello),
+                bytes(replay.select),
+                bytes(replay.setname),
+            ],
+            mute: self.mute,
+        }
+    }
+
+    /// Puts a moved session's state in place (a fresh session of this
+    /// process, before its first turn).
+    pub(super) fn put_state(&mut self, state: MovedState) {
+        let buf = |v: Vec<u8>| BytesMut::from(&v[..]);
+        self.from_client = buf(state.from_client);
+        self.to_backend = buf(state.to_backend);
+        self.from_backend = buf(state.from_backend);
+        self.to_client = buf(state.to_client);
+        self.resp3 = state.resp3;
+        self.stream = state.stream;
+        self.subscriptions = state.subscriptions;
+        self.shard_subscriptions = state.shard_subscriptions;
+        self.transaction = state.transaction;
+        self.multis = state.multis;
+        self.watch = state.watch;
+        self.peer = state.peer;
+        self.handed_over = state.handed_over;
+        let [auth, hello, select, setname] = state.replay.map(|b| b.map(Bytes::from));
+        self.replay = Replay {
+            auth,
+            hello,
+            select,
+            setname,
+        };
+        self.mute = state.mute;
+    }
+}
+
+/// Where sessions go at an upgrade: set once the successor took over, and
+/// read by every session at its next turn ([`Mover::is_moving`]).
+#[derive(Debug, Default)]
+pub struct Mover {
+    moving: std::sync::atomic::AtomicBool,
+    to: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedSender<MovedSession>>>,
+}
+
+impl Mover {
+    /// Sessions move to `to` from now on (they are told by the drain signal).
+    pub fn start(&self, to: tokio::sync::mpsc::UnboundedSender<MovedSession>) {
+        if let Ok(mut slot) = self.to.lock() {
+            *slot = Some(to);
+        }
+        self.moving
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Whether sessions move (rather than close) when they drain.
+    #[inline]
+    pub fn is_moving(&self) -> bool {
+        self.moving.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// No more sessions come: the channel closes once those sent are taken.
+    pub fn close(&self) {
+        if let Ok(mut slot) = self.to.lock() {
+            slot.take();
+        }
+    }
+
+    /// Sends a session on; `false` when there is no one to take it (it is
+    /// then closed, as at a drain).
+    pub fn send(&self, moved: MovedSession) -> bool {
+        let Ok(slot) = self.to.lock() else {
+            return false;
+        };
+        slot.as_ref().is_some_and(|to| to.send(moved).is_ok())
+    }
+}

@@ -1,0 +1,312 @@
+//! Upgrading leasegate in place (SIGUSR2, `leasegate run --take-over`)
+//! with the real binary and a real redis-server: clients that never
+//! reconnect see no error and lose nothing, their sessions keep their
+//! state, the lease and a pause carry over, and a successor that fails
+//! leaves the running leasegate serving.
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use support::load::Writers;
+use support::{controller_client, free_port, heartbeat, http, Proxy, RedisServer, Reply, PATIENCE};
+
+const ME: &str = "0123456789012345678901234567890123456789";
+
+/// The successors started during a test, killed at its end.
+#[derive(Default)]
+struct Successors(Vec<u32>);
+
+impl Drop for Successors {
+    fn drop(&mut self) {
+        for pid in &self.0 {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// Whether `pid` runs (a zombie does not).
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// The running `leasegate run -c <config> --take-over` processes.
+fn successors_of(config: &Path) -> Vec<u32> {
+    let config = config.display().to_string();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmdline
+            .split(|&b| b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        if args.contains(&config) && args.iter().any(|a| a == "--take-over") && alive(pid) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success(), "kill -{name} {pid}");
+}
+
+fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("/proc/PID/fd")
+        .count()
+}
+
+/// Upgrades the leasegate running as `pid` (SIGUSR2; `None`: the one the
+/// test started) and waits until it exited and its successor serves; the
+/// successor's pid.
+fn upgrade(pid: Option<u32>, proxy: &mut Proxy, successors: &mut Successors) -> u32 {
+    let before = successors_of(&proxy.config_path);
+    let started = pid.is_none();
+    let pid = pid.unwrap_or_else(|| proxy.pid());
+    signal(pid, "USR2");
+    let deadline = Instant::now() + PATIENCE;
+    if started {
+        assert!(proxy.wait_exit().success(), "the predecessor exits 0");
+    } else {
+        while alive(pid) {
+            assert!(Instant::now() < deadline, "leasegate {pid} did not exit");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    let new: Vec<u32> = successors_of(&proxy.config_path)
+        .into_iter()
+        .filter(|p| !before.contains(p))
+        .collect();
+    assert_eq!(new.len(), 1, "one successor: {new:?}");
+    successors.0.push(new[0]);
+    new[0]
+}
+
+fn lease_field(proxy: &Proxy, field: &str) -> String {
+    let info = proxy.client().cmd(&["INFO", "leasegate"]).text();
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .map(|v| v.trim().to_string())
+        .unwrap_or_default()
+}
+
+fn lease_yaml(admin: u16) -> String {
+    format!(
+        "node_id: {ME}\nadmin:\n  listen: 127.0.0.1:{admin}\n  token: tk\ncontrol:\n  password: ctl\nlease:\n  mode: block-write"
+    )
+}
+
+#[test]
+fn upgrades_under_writes_lose_nothing_and_no_client_reconnects() {
+    let node = RedisServer::start();
+    let mut proxy = Proxy::start(&node.addr(), &lease_yaml(free_port()));
+    let mut successors = Successors::default();
+    assert!(
+        heartbeat(&mut controller_client(&proxy, "ctl"), ME, 120_000, 7)
+            .text()
+            .contains("lease_epoch:7")
+    );
+    let writers = Writers::start(proxy.port, 8, "u", Duration::from_millis(1));
+    std::thread::sleep(Duration::from_millis(300));
+    let mut pid = upgrade(None, &mut proxy, &mut successors);
+    std::thread::sleep(Duration::from_millis(200));
+    let fds_after_first = fd_count(pid);
+    for _ in 0..5 {
+        pid = upgrade(Some(pid), &mut proxy, &mut successors);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let fds_after_last = fd_count(pid);
+    let outcome = writers.finish();
+    eprintln!(
+        "6 upgrades: {} writes acknowledged, {} errors, longest gap between acknowledgements {:?}; fds {fds_after_first} → {fds_after_last}",
+        outcome.acked.len(),
+        outcome.errors.len(),
+        outcome.longest_gap()
+    );
+    // No error means no reconnect: the writers count a lost connection as one.
+    outcome.assert_none_failed_or_lost(&mut node.client(), 100);
+    assert!(
+        fds_after_last <= fds_after_first + 2,
+        "descriptors leak: {fds_after_first} → {fds_after_last}"
+    );
+    // The lease came along: the same epoch, still valid, and no grant was
+    // needed for the writes above (block-write).
+    assert_eq!(lease_field(&proxy, "lease_valid"), "1");
+    assert_eq!(lease_field(&proxy, "lease_epoch"), "7");
+}
+
+#[test]
+fn a_moved_session_keeps_its_state() {
+    let node = RedisServer::start_with(&["--requirepass", "pw"]);
+    let mut proxy = Proxy::start_with_backend_yaml(
+        &format!("backend:\n  addr: {}\n  password: pw\n", node.addr()),
+        "lease:\n  mode: disabled",
+    );
+    let mut successors = Successors::default();
+    let mut c = proxy.client();
+    assert_eq!(c.cmd(&["AUTH", "pw"]), Reply::ok());
+    assert_eq!(c.cmd(&["SELECT", "5"]), Reply::ok());
+    assert_eq!(c.cmd(&["CLIENT", "SETNAME", "kept"]), Reply::ok());
+    assert_eq!(c.cmd(&["MULTI"]), Reply::ok());
+    assert_eq!(c.cmd(&["SET", "a", "1"]), Reply::Status("QUEUED".into()));
+    let mut sub = proxy.client();
+    assert_eq!(sub.cmd(&["AUTH", "pw"]), Reply::ok());
+    assert_eq!(
+        sub.cmd(&["SUBSCRIBE", "ch"]),
+        Reply::Array(vec![
+            Reply::bulk("subscribe"),
+            Reply::bulk("ch"),
+            Reply::Int(1)
+        ])
+    );
+    let mut muted = proxy.client();
+    assert_eq!(muted.cmd(&["AUTH", "pw"]), Reply::ok());
+    muted.send(&["CLIENT", "REPLY", "OFF"]);
+    muted.send(&["SET", "m", "1"]);
+
+    upgrade(None, &mut proxy, &mut successors);
+
+    assert_eq!(
+        c.cmd(&["EXEC"]),
+        Reply::Array(vec![Reply::ok()]),
+        "the transaction went on"
+    );
+    assert_eq!(c.cmd(&["GET", "a"]), Reply::bulk("1"), "in db 5");
+    assert_eq!(c.cmd(&["CLIENT", "GETNAME"]), Reply::bulk("kept"));
+    let mut publisher = proxy.client();
+    assert_eq!(publisher.cmd(&["AUTH", "pw"]), Reply::ok());
+    assert_eq!(publisher.cmd(&["PUBLISH", "ch", "hi"]), Reply::Int(1));
+    assert_eq!(
+        sub.try_read(PATIENCE),
+        Some(Reply::Array(vec![
+            Reply::bulk("message"),
+            Reply::bulk("ch"),
+            Reply::bulk("hi")
+        ]))
+    );
+    muted.send(&["SET", "m", "2"]);
+    assert_eq!(
+        muted.cmd(&["CLIENT", "REPLY", "ON"]),
+        Reply::ok(),
+        "still OFF until ON"
+    );
+    assert_eq!(muted.cmd(&["GET", "m"]), Reply::bulk("2"));
+}
+
+#[test]
+fn a_write_held_by_a_pause_is_released_by_the_successor() {
+    let node = RedisServer::start();
+    let admin = free_port();
+    let mut proxy = Proxy::start(&node.addr(), &lease_yaml(admin));
+    let mut successors = Successors::default();
+    heartbeat(&mut controller_client(&proxy, "ctl"), ME, 120_000, 1);
+    let (status, body) = http(
+        admin,
+        "POST",
+        "/v1/pause",
+        Some("tk"),
+        Some(r#"{"timeout_ms": 20000, "mode": "write"}"#),
+    );
+    assert_eq!(status, 200, "{body}");
+    let mut held = proxy.client();
+    held.send(&["SET", "held", "1"]);
+    assert_eq!(held.try_read(Duration::from_millis(200)), None, "held");
+
+    upgrade(None, &mut proxy, &mut successors);
+
+    assert_eq!(
+        held.try_read(Duration::from_millis(200)),
+        None,
+        "still held"
+    );
+    assert_eq!(lease_field(&proxy, "paused"), "1", "the pause came along");
+    let (status, body) = http(admin, "POST", "/v1/unpause", Some("tk"), Some("{}"));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(held.try_read(PATIENCE), Some(Reply::ok()));
+    assert_eq!(node.client().cmd(&["GET", "held"]), Reply::bulk("1"));
+}
+
+#[test]
+fn a_successor_that_fails_leaves_the_running_leasegate_serving() {
+    let node = RedisServer::start();
+    let admin = free_port();
+    let proxy = Proxy::start(&node.addr(), &lease_yaml(admin));
+    heartbeat(&mut controller_client(&proxy, "ctl"), ME, 120_000, 3);
+    let writers = Writers::start(proxy.port, 2, "f", Duration::from_millis(1));
+    std::thread::sleep(Duration::from_millis(200));
+
+    // A successor whose admin port is taken: it gets the state, then
+    // cannot serve.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    let original = std::fs::read_to_string(&proxy.config_path).expect("config");
+    let broken = original.replace(&format!("127.0.0.1:{admin}"), &format!("127.0.0.1:{port}"));
+    let broken_path = proxy.config_path.with_file_name("broken.yaml");
+    std::fs::write(&broken_path, broken).expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_leasegate"))
+        .args(["run", "-c"])
+        .arg(&broken_path)
+        .arg("--take-over")
+        .output()
+        .expect("run the successor");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("admin.listen"), "{stderr}");
+
+    std::thread::sleep(Duration::from_millis(300));
+    let outcome = writers.finish();
+    outcome.assert_none_failed_or_lost(&mut node.client(), 50);
+    // Still the one deciding: it renews, and writes pass.
+    assert!(
+        heartbeat(&mut controller_client(&proxy, "ctl"), ME, 120_000, 3)
+            .text()
+            .contains("lease_renewed:1")
+    );
+    assert_eq!(proxy.client().cmd(&["SET", "after", "1"]), Reply::ok());
+    assert_eq!(lease_field(&proxy, "paused"), "0", "its hold was lifted");
+
+    // Nothing to take over: a clear error.
+    let lonely = proxy.config_path.with_file_name("lonely.yaml");
+    std::fs::write(
+        &lonely,
+        format!(
+            "listen: 127.0.0.1:{}\nbackend:\n  addr: {}\n",
+            free_port(),
+            node.addr()
+        ),
+    )
+    .expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_leasegate"))
+        .args(["run", "-c"])
+        .arg(&lonely)
+        .arg("--take-over")
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no running leasegate to take over"),
+        "{stderr}"
+    );
+}
