@@ -224,6 +224,9 @@ impl Server {
 
         self.start_verification(&workers);
         let active = Arc::new(AtomicUsize::new(0));
+        if !self.take_over {
+            upgrade::notify::ready(false);
+        }
         let mut upgraded = false;
         loop {
             tokio::select! {
@@ -308,6 +311,8 @@ impl Server {
         let runtime = tokio::runtime::Handle::current();
         tokio::task::spawn_blocking(move || {
             if let Some(inherited) = inherited {
+                // systemd follows this process before the predecessor exits.
+                upgrade::notify::ready(true);
                 if let Err(e) = inherited.receive(to) {
                     warn!(error = %e, "the hand-over of sessions broke off; those not received were closed by the predecessor");
                 }

@@ -431,6 +431,10 @@ fn systemd_unit_has_the_essentials() {
         "/usr/local/bin/leasegate run --config /etc/leasegate/leasegate.yaml"
     );
     assert_eq!(value("ExecReload"), "/bin/kill -HUP $MAINPID");
+    // An upgrade's successor tells systemd it is the main process now
+    // (tests/upgrade.rs checks that it does).
+    assert_eq!(value("Type"), "notify");
+    assert_eq!(value("NotifyAccess"), "all");
     assert_eq!(value("Restart"), "on-failure");
     assert_eq!(value("User"), "leasegate");
     // Stopping waits for the drain: longer than the example's and the default.

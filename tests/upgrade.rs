@@ -310,3 +310,52 @@ fn a_successor_that_fails_leaves_the_running_leasegate_serving() {
         "{stderr}"
     );
 }
+
+/// Under systemd (`Type=notify`, `NotifyAccess=all`): `READY=1` once
+/// serving, and the successor names itself the main process before its
+/// predecessor exits, so the service follows it.
+#[test]
+fn systemd_is_told_which_process_serves() {
+    let node = RedisServer::start();
+    let dir = tempfile::tempdir().expect("dir");
+    let notify_path = dir.path().join("notify");
+    let systemd = std::os::unix::net::UnixDatagram::bind(&notify_path).expect("bind");
+    systemd.set_read_timeout(Some(PATIENCE)).expect("timeout");
+    let port = free_port();
+    let config = dir.path().join("leasegate.yaml");
+    std::fs::write(
+        &config,
+        format!("listen: 127.0.0.1:{port}\nbackend:\n  addr: {}\nadmin:\n  listen: \"\"\nlease:\n  mode: disabled\n", node.addr()),
+    )
+    .expect("write");
+    let mut first = Command::new(env!("CARGO_BIN_EXE_leasegate"))
+        .args(["run", "-c"])
+        .arg(&config)
+        .env("NOTIFY_SOCKET", &notify_path)
+        .spawn()
+        .expect("spawn");
+    let mut successors = Successors::default();
+    let mut buf = [0u8; 256];
+    let n = systemd.recv(&mut buf).expect("READY=1");
+    assert_eq!(&buf[..n], b"READY=1");
+    let mut c = support::Client::connect(port);
+    assert_eq!(c.cmd(&["SET", "k", "1"]), Reply::ok());
+    signal(first.id(), "USR2");
+    let n = systemd.recv(&mut buf).expect("MAINPID");
+    let said = String::from_utf8_lossy(&buf[..n]).into_owned();
+    let pid: u32 = said
+        .lines()
+        .find_map(|l| l.strip_prefix("MAINPID="))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no MAINPID in {said:?}"));
+    successors.0.push(pid);
+    assert!(said.contains("READY=1"), "{said}");
+    assert_ne!(pid, first.id());
+    assert!(first.wait().expect("wait").success());
+    assert!(alive(pid), "the successor serves");
+    assert_eq!(
+        c.cmd(&["GET", "k"]),
+        Reply::bulk("1"),
+        "the same connection"
+    );
+}

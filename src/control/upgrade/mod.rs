@@ -27,6 +27,7 @@
 //! At every instant one process decides: the predecessor admits nothing
 //! from step 2 on, and the successor nothing before step 3.
 
+pub mod notify;
 mod wire;
 
 use std::os::fd::{AsRawFd, OwnedFd};
