@@ -9,17 +9,9 @@ use std::time::{Duration, Instant};
 
 use support::controller::TestController;
 use support::history::{read_back, Beat, Clients, Heartbeats, History, Outcome};
-use support::{Client, Proxy, RedisServer, Reply, PATIENCE};
+use support::{signal, Client, Proxy, RedisServer, Reply, PATIENCE};
 
 const A_ID: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
-
-fn signal(pid: u32, name: &str) {
-    let status = std::process::Command::new("kill")
-        .args([&format!("-{name}"), &pid.to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success(), "kill -{name} {pid}");
-}
 
 /// A block-write leasegate whose lease the test's controller heartbeats
 /// (with nonces, every 100 ms, TTL 500 ms).

@@ -10,7 +10,8 @@
 //! namespace and monitor A's leasegate. Each leasegate takes its lease from
 //! them. A's clients run inside A; B's run on the test's side.
 //!
-//! The fault cuts A off from the Sentinels and from B, while A's own
+//! The fault cuts A off from the Sentinels (and from B), or kills A's node
+//! (`SIGKILL`, its leasegate and every link staying up), while A's own
 //! clients keep writing to it. The Sentinels find A down and promote B,
 //! and B's clients write. The instant of B's promotion is taken as the last
 //! moment B was still seen a replica (polled every 5 ms), which can only be
@@ -85,13 +86,27 @@ fn kvrocks_binary() -> Option<PathBuf> {
     bin
 }
 
-/// Which links the fault takes down.
+/// The fault: which links it takes down, or the crash of A's node.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Cut {
     /// A's link to the Sentinels' side only: A still reaches B.
     Sentinels,
     /// A's links to the Sentinels and to B: A reaches only its own clients.
     SentinelsAndReplica,
+    /// No link: A's node process is killed (`SIGKILL`). A's leasegate
+    /// stays up, reachable by everyone, with no node behind it.
+    Crash,
+}
+
+/// Kills the process `pid` with `SIGKILL`: a crash, nothing flushed or
+/// closed in order.
+fn crash(pid: u32) {
+    let pid = libc::pid_t::try_from(pid).expect("a pid");
+    // SAFETY: kill(2) only sends a signal. `pid` is a child of this
+    // process that has not been waited for (the lab waits for it when it
+    // drops), so it cannot have been reused.
+    let rc = unsafe { libc::kill(pid, libc::SIGKILL) };
+    assert_eq!(rc, 0, "kill -9 {pid}: {}", std::io::Error::last_os_error());
 }
 
 /// Runs the partition on `kind` nodes with the leasegates' `lease.mode`
@@ -126,11 +141,11 @@ fn partition(kind: Kind, mode: &str, cut: Cut, durable: bool) -> Option<Verdict>
         "--appendonly",
         "no",
     ];
+    // Each node's process (`ip netns exec` execs the program: its pid).
+    let mut node_pids = Vec::new();
     for host in [&a, &b] {
-        match &kvrocks {
-            None => {
-                lab.spawn(host, "redis-server", &redis);
-            }
+        let pid = match &kvrocks {
+            None => lab.spawn(host, "redis-server", &redis),
             Some(bin) => {
                 // Each Kvrocks has a data directory of its own.
                 let data = dir.path().join(format!("{}-kvrocks", host.ns));
@@ -148,9 +163,10 @@ fn partition(kind: Kind, mode: &str, cut: Cut, durable: bool) -> Option<Verdict>
                     "--cluster-enabled",
                     "no",
                 ];
-                lab.spawn(host, &bin.display().to_string(), &args);
+                lab.spawn(host, &bin.display().to_string(), &args)
             }
-        }
+        };
+        node_pids.push(pid);
         // Each host reaches the Sentinels at its link's test-side address.
         let addrs: Vec<String> = sentinels
             .iter()
@@ -226,11 +242,24 @@ fn partition(kind: Kind, mode: &str, cut: Cut, durable: bool) -> Option<Verdict>
     );
     std::thread::sleep(Duration::from_millis(800));
 
-    // A is cut off from the Sentinels (and from B); its own clients go on.
+    // A is cut off from the Sentinels (and from B), or its node crashes;
+    // its own clients go on.
     let cut_at = Instant::now();
-    a.cut();
-    if cut == Cut::SentinelsAndReplica {
-        ab.cut();
+    match cut {
+        Cut::Sentinels => a.cut(),
+        Cut::SentinelsAndReplica => {
+            a.cut();
+            ab.cut();
+        }
+        Cut::Crash => {
+            crash(node_pids[0]);
+            // The node itself is gone (not only `ip netns exec`): its port
+            // refuses connections.
+            let a_node = format!("{}:{NODE_PORT}", a.ip);
+            eventually("A's node is gone", Duration::from_secs(5), || {
+                std::net::TcpStream::connect(&a_node).is_err()
+            });
+        }
     }
     let promoted = last_seen_replica(&b_node, Duration::from_secs(30));
     history.promoted("B", promoted);
@@ -437,5 +466,52 @@ fn without_the_lease_takes_split_brain_writes(kind: Kind) {
         !v.split_brain.is_empty(),
         "expected split-brain writes without the lease:\n{}",
         v.report
+    );
+}
+
+/// A's node killed (`SIGKILL`) with `durability.min_replicas: 1`: A's
+/// leasegate acknowledged a write only once B had it, so B, promoted,
+/// holds every acknowledged write; the writes in flight at the crash end
+/// as of unknown outcome (the connection closes) and the later ones are
+/// refused (no node behind A's leasegate): neither is an acknowledgement.
+#[test]
+fn a_crashed_master_with_replica_acknowledgements_loses_nothing() {
+    crashed_master_with_replica_acknowledgements_loses_nothing(Kind::Redis);
+}
+
+/// [`a_crashed_master_with_replica_acknowledgements_loses_nothing`] on
+/// Kvrocks.
+#[test]
+fn a_crashed_kvrocks_master_with_replica_acknowledgements_loses_nothing() {
+    crashed_master_with_replica_acknowledgements_loses_nothing(Kind::Kvrocks);
+}
+
+fn crashed_master_with_replica_acknowledgements_loses_nothing(kind: Kind) {
+    let Some(v) = partition(kind, "block-write", Cut::Crash, true) else {
+        return;
+    };
+    assert!(v.ok > 0, "writes were acknowledged");
+    v.assert_clean();
+}
+
+/// A's node killed without replica acknowledgements: nothing A
+/// acknowledged comes after B's promotion (A has no node then), but what A
+/// acknowledged in the last moments before the crash may not have reached
+/// B: asynchronous replication loses it (counted, not asserted).
+#[test]
+fn a_crashed_master_without_replica_acknowledgements_takes_no_split_brain_write() {
+    let Some(v) = partition(Kind::Redis, "block-write", Cut::Crash, false) else {
+        return;
+    };
+    assert!(v.ok > 0, "writes were acknowledged");
+    assert!(v.split_brain.is_empty(), "{}", v.report);
+    assert!(
+        v.late.is_empty() && v.applied_refused.is_empty(),
+        "{}",
+        v.report
+    );
+    eprintln!(
+        "acknowledged by A before the crash, lost with asynchronous replication: {}",
+        v.lost.len()
     );
 }

@@ -11,7 +11,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use support::load::Writers;
-use support::{controller_client, free_port, heartbeat, http, Proxy, RedisServer, Reply, PATIENCE};
+use support::{
+    controller_client, free_port, heartbeat, http, signal, Proxy, RedisServer, Reply, PATIENCE,
+};
 
 const ME: &str = "0123456789012345678901234567890123456789";
 
@@ -61,14 +63,6 @@ fn successors_of(config: &Path) -> Vec<u32> {
         }
     }
     found
-}
-
-fn signal(pid: u32, name: &str) {
-    let status = Command::new("kill")
-        .args([&format!("-{name}"), &pid.to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success(), "kill -{name} {pid}");
 }
 
 fn fd_count(pid: u32) -> usize {
@@ -358,4 +352,66 @@ fn systemd_is_told_which_process_serves() {
         Reply::bulk("1"),
         "the same connection"
     );
+}
+
+/// An upgrade asked for during a failover waits for it to end, then moves
+/// every session, including those the failover handed to the new master's
+/// leasegate: the writers see no error and nothing is lost.
+#[test]
+fn an_upgrade_during_a_failover_waits_for_it_and_loses_nothing() {
+    const A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    const B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+    let master = RedisServer::start_with(&["--repl-diskless-sync-delay", "0"]);
+    let port = master.port.to_string();
+    let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &port]);
+    let deadline = Instant::now() + PATIENCE;
+    while !replica
+        .client()
+        .cmd(&["INFO", "replication"])
+        .text()
+        .contains("master_link_status:up")
+    {
+        assert!(Instant::now() < deadline, "the replica did not link");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let yaml = |id: &str| {
+        format!(
+            "node_id: {id}\nadmin:\n  listen: 127.0.0.1:{}\n  token: tk\ncontrol:\n  allow_from: [127.0.0.1]\nlease:\n  mode: block-write\n  probe_interval_ms: 100\n",
+            free_port()
+        )
+    };
+    let mut a = Proxy::start(&master.addr(), &yaml(A));
+    let b = Proxy::start(&replica.addr(), &yaml(B));
+    for p in [&a, &b] {
+        assert!(!p
+            .client()
+            .cmd(&["CLUSTERX", "HEARTBEAT", A, "600000", "1"])
+            .is_error());
+    }
+    let mut successors = Successors::default();
+    let writers = Writers::start(a.port, 8, "x", Duration::from_millis(1));
+    std::thread::sleep(Duration::from_millis(300));
+    let (from, to) = (a.admin_port(), b.admin_port());
+    let failover = std::thread::spawn(move || support::failover_command(from, to, "tk"));
+    std::thread::sleep(Duration::from_millis(2));
+    upgrade(None, &mut a, &mut successors);
+    let out = failover.join().expect("failover thread");
+    assert!(
+        out.status.success(),
+        "{} {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let outcome = writers.finish();
+    eprintln!(
+        "{} writes acknowledged, {} errors, longest gap {:?}",
+        outcome.acked.len(),
+        outcome.errors.len(),
+        outcome.longest_gap()
+    );
+    outcome.assert_none_failed_or_lost(&mut replica.client(), 100);
+    // A's successor knows A was demoted: a new client's write goes to B.
+    assert_eq!(a.client().cmd(&["SET", "after", "1"]), Reply::ok());
+    assert_eq!(replica.client().cmd(&["GET", "after"]), Reply::bulk("1"));
 }

@@ -439,6 +439,15 @@ impl Drop for Proxy {
     }
 }
 
+/// Sends signal `name` (`STOP`, `CONT`, `USR2`, ...) to process `pid`.
+pub fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{name} {pid}");
+}
+
 /// A decoded reply, in one shape for RESP2 and RESP3.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Reply {
