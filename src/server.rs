@@ -183,7 +183,11 @@ impl Server {
         let workers =
             Workers::start(self.config.session_threads()).map_err(ServerError::Workers)?;
         // Taking over, everything slow is done before the predecessor holds
-        // its clients' requests for it (at `inherit`).
+        // its clients' requests for it (at `inherit`): the clock
+        // measurement spins for up to three coarse ticks.
+        if self.take_over {
+            let _ = tokio::task::spawn_blocking(crate::control::failover::timing::warm_up).await;
+        }
         let upgrade_socket = upgrade::socket_path(&self.config);
         let mut inherited = self.inherit(&upgrade_socket).await?;
         // The admin API is up before clients can connect.

@@ -480,7 +480,14 @@ fn a_crashed_master_with_replica_acknowledgements_loses_nothing() {
 }
 
 /// [`a_crashed_master_with_replica_acknowledgements_loses_nothing`] on
-/// Kvrocks.
+/// Kvrocks. Kvrocks' `WAIT` misses (see
+/// [`kvrocks_with_replica_acknowledgements_cut_off_master_loses_nothing`])
+/// leave few writes acknowledged before the crash. B's Kvrocks, asking A's
+/// leasegate for `_db_name` after the crash, gets `-ERR backend ...
+/// unavailable` and retries only 10 s later, sleeping in its replication
+/// thread: the Sentinels' `SLAVEOF NO ONE` waits for that thread, so B is
+/// promoted up to 10 s late (the watcher's `INFO` waits too; the instant
+/// it takes, B's last answer as a replica, stays early).
 #[test]
 fn a_crashed_kvrocks_master_with_replica_acknowledgements_loses_nothing() {
     crashed_master_with_replica_acknowledgements_loses_nothing(Kind::Kvrocks);

@@ -268,10 +268,19 @@ fn hand_over(
     handoff.committed.cancel();
     let _ = conn.set_read_timeout(None);
     let mut moved = 0u64;
-    while let Some(session) = sessions.blocking_recv() {
-        match send_session(conn, session) {
-            Ok(()) => moved += 1,
-            Err(e) => warn!(error = %e, "a session could not be handed over: closed"),
+    // Sessions that are ready together go in one message.
+    while let Some(first) = sessions.blocking_recv() {
+        let mut batch = vec![first];
+        while batch.len() < wire::MAX_FDS / 2 {
+            match sessions.try_recv() {
+                Ok(session) => batch.push(session),
+                Err(_) => break,
+            }
+        }
+        let n = batch.len() as u64;
+        match send_sessions(conn, batch) {
+            Ok(()) => moved += n,
+            Err(e) => warn!(error = %e, sessions = n, "sessions could not be handed over: closed"),
         }
     }
     let _ = wire::send(conn, &Message::Done { moved, closed: 0 }, &[]);
@@ -284,10 +293,20 @@ fn hand_over(
     Ok(())
 }
 
-fn send_session(conn: &UnixStream, session: MovedSession) -> std::io::Result<()> {
-    let fds = [session.client.as_raw_fd(), session.backend.as_raw_fd()];
-    wire::send(conn, &Message::Session(Box::new(session.state)), &fds)
-    // The sockets close here, in this process only: the successor has them.
+fn send_sessions(conn: &UnixStream, batch: Vec<MovedSession>) -> std::io::Result<()> {
+    let fds: Vec<_> = batch
+        .iter()
+        .flat_map(|s| [s.client.as_raw_fd(), s.backend.as_raw_fd()])
+        .collect();
+    let mut states = Vec::with_capacity(batch.len());
+    let mut sockets = Vec::with_capacity(batch.len());
+    for s in batch {
+        states.push(s.state);
+        sockets.push((s.client, s.backend));
+    }
+    wire::send(conn, &Message::Sessions(states), &fds)
+    // The sockets close with `sockets`, in this process only: the
+    // successor has them.
 }
 
 /// Polls `done` every millisecond for at most `limit`.
@@ -370,18 +389,20 @@ impl Inherited {
         let mut received = 0;
         loop {
             match wire::recv(&self.conn)? {
-                (Message::Session(state), fds) => {
+                (Message::Sessions(states), fds) => {
                     let mut fds = fds.into_iter();
-                    let (Some(client), Some(backend)) = (fds.next(), fds.next()) else {
-                        warn!("a moved session came without its sockets: skipped");
-                        continue;
-                    };
-                    received += 1;
-                    let _ = sessions.send(MovedSession {
-                        client: std::net::TcpStream::from(client),
-                        backend: std::net::TcpStream::from(backend),
-                        state: *state,
-                    });
+                    for state in states {
+                        let (Some(client), Some(backend)) = (fds.next(), fds.next()) else {
+                            warn!("a moved session came without its sockets: skipped");
+                            continue;
+                        };
+                        received += 1;
+                        let _ = sessions.send(MovedSession {
+                            client: std::net::TcpStream::from(client),
+                            backend: std::net::TcpStream::from(backend),
+                            state,
+                        });
+                    }
                 }
                 (Message::Done { moved, .. }, _) => {
                     info!(moved, received, "the predecessor handed every session over");

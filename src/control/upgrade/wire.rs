@@ -18,8 +18,11 @@ use serde::{Deserialize, Serialize};
 use crate::guard::succession::Succession;
 use crate::proxy::session::MovedState;
 
-/// The most descriptors one message carries.
-const MAX_FDS: usize = 4;
+/// The most descriptors one message carries (the kernel takes at most 253).
+pub const MAX_FDS: usize = 200;
+/// The control buffer, in u64s (aligned for cmsghdr): one header and
+/// `MAX_FDS` descriptors.
+const CONTROL_WORDS: usize = (MAX_FDS * 4 + 64) / 8;
 /// The largest message body accepted (a moved session's buffers are
 /// bounded by the client output limit and the read buffers).
 const MAX_BODY: usize = 256 << 20;
@@ -39,8 +42,9 @@ pub enum Message {
     },
     /// Successor → predecessor: serving; sessions may come.
     Ready,
-    /// Predecessor → successor: a session; descriptors: client, node.
-    Session(Box<MovedState>),
+    /// Predecessor → successor: sessions; descriptors: each one's client
+    /// and node sockets, in order.
+    Sessions(Vec<MovedState>),
     /// Predecessor → successor: every session moved or closed; it exits.
     Done { moved: u64, closed: u64 },
     /// Either side: the take-over will not happen, and why.
@@ -84,7 +88,7 @@ fn sendmsg(fd: RawFd, bytes: &[u8], fds: &[RawFd]) -> io::Result<usize> {
         iov_len: bytes.len(),
     };
     // u64s keep the control buffer aligned for cmsghdr.
-    let mut control = [0u64; 8];
+    let mut control = [0u64; CONTROL_WORDS];
     // SAFETY: a zeroed msghdr is a valid empty header; its fields are set below.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = &mut iov;
@@ -95,8 +99,8 @@ fn sendmsg(fd: RawFd, bytes: &[u8], fds: &[RawFd]) -> io::Result<usize> {
         msg.msg_control = control.as_mut_ptr().cast();
         // SAFETY: CMSG_SPACE only computes a size.
         msg.msg_controllen = unsafe { libc::CMSG_SPACE(payload) } as _;
-        // SAFETY: the control buffer (64 bytes) holds one cmsghdr with up
-        // to MAX_FDS descriptors; CMSG_FIRSTHDR points into it, and the
+        // SAFETY: the control buffer (CONTROL_WORDS u64s) holds one
+        // cmsghdr with up to MAX_FDS descriptors; CMSG_FIRSTHDR points into it, and the
         // descriptors are copied within CMSG_LEN(payload).
         unsafe {
             let cmsg = libc::CMSG_FIRSTHDR(&msg);
@@ -124,7 +128,7 @@ fn recvmsg(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
         iov_base: buf.as_mut_ptr().cast(),
         iov_len: buf.len(),
     };
-    let mut control = [0u64; 8];
+    let mut control = [0u64; CONTROL_WORDS];
     // SAFETY: as in `sendmsg`.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = &mut iov;
