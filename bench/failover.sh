@@ -55,7 +55,8 @@
 # Usage: bench/failover.sh
 # Env:
 #   BENCH_NODE             redis (default) | kvrocks-standalone | kvrocks
-#   BENCH_FLOW             leasegate (default) | controller (kvrocks only)
+#   BENCH_FLOW             leasegate (default) | controller (kvrocks only) | upgrade (no failover:
+#                          each event is an in-place upgrade of A's leasegate, SIGUSR2)
 #   BENCH_SCHEDULE         random (default) | fixed: the waits between failovers (see above)
 #   BENCH_PHASE_JITTER_MS  random: the random part of each wait, uniform 0..this ms (default 1000)
 #   BENCH_SEED             random: the PRNG seed (a u64; default from the clock)
@@ -143,10 +144,12 @@ redis | kvrocks | kvrocks-standalone) ;;
 *) die "BENCH_NODE must be redis, kvrocks-standalone or kvrocks (got '$NODE')" ;;
 esac
 case $FLOW in
-leasegate | controller) ;;
-*) die "BENCH_FLOW must be leasegate or controller (got '$FLOW')" ;;
+leasegate | controller | upgrade) ;;
+*) die "BENCH_FLOW must be leasegate, controller or upgrade (got '$FLOW')" ;;
 esac
-[[ $NODE == kvrocks || $FLOW == leasegate ]] ||
+[[ $FLOW != upgrade || $NODE != kvrocks ]] ||
+    die "BENCH_FLOW=upgrade runs with BENCH_NODE=redis or kvrocks-standalone"
+[[ $NODE == kvrocks || $FLOW != controller ]] ||
     die "BENCH_FLOW=controller needs BENCH_NODE=kvrocks (the controller's shard failover runs a Kvrocks cluster)"
 case $CONTROLLER in
 fake | real) ;;
@@ -499,7 +502,13 @@ if [[ $CONTROLLER == real ]]; then
 else
     "setup_${NODE//-/_}"
 fi
-WATCH[lg-a]=${TARGET_PID[lg-a]}
+if [[ $FLOW == upgrade ]]; then
+    # Each event upgrades A's leasegate in place: its pid changes.
+    BENCH_ARGS+=(--flow upgrade)
+    NAME=upgrade${NAME#failover}
+else
+    WATCH[lg-a]=${TARGET_PID[lg-a]}
+fi
 WATCH[lg-b]=${TARGET_PID[lg-b]}
 
 curl -sSf "http://127.0.0.1:$ADMIN_A/v1/status" | grep -q '"valid":true' ||
@@ -532,6 +541,11 @@ rc=0
     --threads "${BENCH_GEN_THREADS:-1}" --out-dir "$OUT_DIR" --name "$NAME" --note "$NOTE" \
     "${BENCH_ARGS[@]}" "${FOLLOW[@]}" ${BENCH_EXTRA_ARGS:-} || rc=$?
 
+if [[ $FLOW == upgrade ]]; then
+    # The last successor is not one of ours: stopped with the rest.
+    last=$(curl -sS "http://127.0.0.1:$ADMIN_A/v1/status" | grep -oE '"pid":[0-9]+' | cut -d: -f2 || true)
+    [[ -z "$last" ]] || BENCH_PIDS+=("$last")
+fi
 for name in "${!WATCH[@]}"; do
     kill -0 "${WATCH[$name]}" 2>/dev/null || warn "$name (pid ${WATCH[$name]}) died during the benchmark"
 done

@@ -42,6 +42,10 @@ pub enum Flow {
     /// kvrocks-controller PR #389 flow: `CLIENT PAUSE`, offsets, switch,
     /// `CLIENT UNPAUSE`), preferring B, then A, …
     Controller,
+    /// No failover: A's leasegate is upgraded in place (`SIGUSR2` to the
+    /// process its `/v1/status` names), each "failover" one upgrade; it
+    /// ends when `/v1/status` answers from a new process.
+    Upgrade,
 }
 
 #[derive(Parser, Debug, Clone)]

@@ -292,9 +292,9 @@ pub async fn run(args: &Args, shared: &Shared) -> (Vec<Failover>, usize) {
         let ok = f.ok();
         let (posted, replied) = (f.posted, f.replied);
         failovers.push(f);
-        if ok {
+        if ok && args.flow != Flow::Upgrade {
             master = 1 - master;
-        } else if args.stop_on_failure {
+        } else if !ok && args.stop_on_failure {
             eprintln!("[failover_bench] stopping failovers after a failed one (--stop-on-failure)");
             break;
         }
@@ -340,8 +340,12 @@ fn host_port(url: &str) -> &str {
     url.trim_start_matches("http://").trim_end_matches('/')
 }
 
-/// Failover number `n` from proxy `from` to the other one.
+/// Failover number `n` from proxy `from` to the other one (with
+/// `--flow upgrade`: upgrade number `n` of proxy `from`).
 async fn failover(args: &Args, shared: &Shared, n: usize, from: usize) -> Failover {
+    if args.flow == Flow::Upgrade {
+        return upgrade(args, shared, n, from).await;
+    }
     let to = 1 - from;
     let timing = schedule::timing_for(args.timing, args.flow, n);
     let admins = [args.admin_a.as_str(), args.admin_b.as_str()];
@@ -364,7 +368,7 @@ async fn failover(args: &Args, shared: &Shared, n: usize, from: usize) -> Failov
                 body,
             )
         }
-        Flow::Controller => {
+        Flow::Controller | Flow::Upgrade => {
             let ids = [args.node_a.as_str(), args.node_b.as_str()];
             let body = serde_json::json!({
                 "preferred_node_id": ids[to],
@@ -391,7 +395,61 @@ async fn failover(args: &Args, shared: &Shared, n: usize, from: usize) -> Failov
     };
     match args.flow {
         Flow::Leasegate => f.read_answer(answer),
-        Flow::Controller => f.read_controller_answer(answer),
+        Flow::Controller | Flow::Upgrade => f.read_controller_answer(answer),
+    }
+    f
+}
+
+/// Upgrade number `n` of proxy `at`: `SIGUSR2` to the process its
+/// `/v1/status` names, done when `/v1/status` names another (10 s at most).
+async fn upgrade(args: &Args, shared: &Shared, n: usize, at: usize) -> Failover {
+    let admin = [args.admin_a.as_str(), args.admin_b.as_str()][at];
+    let pid_of = || async {
+        let (_, text) = http(admin, "GET", "/v1/status", &args.token, "").await?;
+        let status: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+        status["pid"]
+            .as_u64()
+            .ok_or_else(|| format!("no pid in /v1/status: {text}"))
+    };
+    let posted = shared.now_us();
+    let result = async {
+        let old = pid_of().await?;
+        let sent = std::process::Command::new("kill")
+            .args(["-USR2", &old.to_string()])
+            .status()
+            .map_err(|e| e.to_string())?;
+        if !sent.success() {
+            return Err(format!("kill -USR2 {old} failed"));
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(pid) = pid_of().await {
+                if pid != old {
+                    return Ok(pid);
+                }
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(format!("leasegate {old} was not replaced within 10 s"));
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    .await;
+    let replied = shared.now_us();
+    let mut f = Failover {
+        posted,
+        replied,
+        ..Failover::new(n, at, at, None)
+    };
+    match result {
+        Ok(_) => {
+            f.http_status = 200;
+            f.result = "success".into();
+        }
+        Err(e) => {
+            f.result = "failed".into();
+            f.error = Some(e);
+        }
     }
     f
 }

@@ -160,6 +160,9 @@ fn how(args: &Args) -> String {
             args.pause_timeout_ms,
             args.controller_poll_ms,
         ),
+        Flow::Upgrade => "no failover: each event is an in-place upgrade of A's leasegate \
+             (`SIGUSR2` to the process its `/v1/status` names, over when `/v1/status` answers from a new process)"
+            .to_string(),
     }
 }
 
@@ -192,6 +195,7 @@ fn legend(md: &mut String, r: &Results) {
         match r.args.flow {
             Flow::Leasegate => "the failover report's `stall_ms` (pause→release on the old master)",
             Flow::Controller => "the controller's `CLIENT PAUSE` → `CLIENT UNPAUSE` time",
+            Flow::Upgrade => "none (an upgrade reports no stall of its own)",
         },
         if promotions(r) {
             "*ctl promote* is how long the controller's push of the new topology to the new master \

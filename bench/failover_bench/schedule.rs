@@ -89,7 +89,7 @@ impl Schedule {
 /// `promotion_timing` of failover `n` (1-based): `None` where the field
 /// does not apply (`--flow controller`).
 pub fn timing_for(mode: TimingMode, flow: Flow, n: usize) -> Option<bool> {
-    if flow == Flow::Controller {
+    if flow != Flow::Leasegate {
         return None;
     }
     Some(match mode {
@@ -126,6 +126,9 @@ pub fn describe(args: &Args) -> String {
 pub fn describe_timing(args: &Args) -> &'static str {
     if args.flow == Flow::Controller {
         return "n/a (the controller runs the failovers; `promotion_timing` is leasegate's)";
+    }
+    if args.flow == Flow::Upgrade {
+        return "n/a (upgrades, no failover)";
     }
     match args.timing {
         TimingMode::On => "on (every failover with `promotion_timing`)",

@@ -463,6 +463,7 @@ fn status(shared: &ControlContext) -> Status {
         listen: shared.config.load().listen.to_string(),
         backend: shared.config.load().backend.addr.clone(),
         clock: crate::control::failover::timing::host_clock(),
+        pid: Some(std::process::id()),
     }
 }
 

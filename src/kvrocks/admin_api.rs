@@ -120,6 +120,10 @@ pub struct Status {
     /// it cannot be read, or from older leasegates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clock: Option<ClockView>,
+    /// The serving process (it changes at an in-place upgrade); `null`
+    /// from older leasegates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
 }
 
 /// Where this host's `CLOCK_MONOTONIC_COARSE` ticks, at the moment of the
@@ -642,6 +646,7 @@ mod tests {
                 lag_ns: 335_000,
                 monotonic_ns: 11_000_000_000,
             }),
+            pid: Some(42),
         };
         let value = serde_json::to_value(&status).expect("serializes");
         assert_eq!(value["lease"]["mode"], "block-write");
