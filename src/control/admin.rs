@@ -655,16 +655,18 @@ mod tests {
             config,
             std::sync::Arc::new(crate::guard::lease::ManualClock::new(1_000_000_000)),
         );
-        // The one field added since: this host's coarse clock (checked, then
-        // set aside for the comparison).
+        // The fields added since: this host's coarse clock and the serving
+        // process (checked, then set aside for the comparison).
         let answer = |shared: &ControlContext| {
             let mut value = serde_json::to_value(status(shared)).expect("serializes");
-            let clock = value
-                .as_object_mut()
-                .and_then(|o| o.remove("clock"))
+            let object = value.as_object_mut().expect("an object");
+            let clock = object
+                .remove("clock")
                 .expect("the host's clock is reported");
             assert!(clock["tick_ns"].as_u64().is_some_and(|t| t > 0), "{clock}");
             assert!(clock["since_tick_ns"].as_u64().is_some(), "{clock}");
+            let pid = object.remove("pid").expect("the process is reported");
+            assert_eq!(pid.as_u64(), Some(u64::from(std::process::id())));
             value.to_string()
         };
         assert_eq!(answer(&shared), old_status(&shared).to_string());
