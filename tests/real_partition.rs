@@ -114,19 +114,6 @@ impl Drop for Shard {
     }
 }
 
-/// Where the Kvrocks binary is; `None` (and SKIPPED) when it is not here.
-fn kvrocks_binary() -> Option<PathBuf> {
-    let bin = support::kvrocks::binary();
-    if bin.is_none() {
-        assert!(
-            std::env::var("LEASEGATE_REQUIRE_KVROCKS").as_deref() != Ok("1"),
-            "Kvrocks is required (LEASEGATE_REQUIRE_KVROCKS=1) but was not found; set LEASEGATE_KVROCKS"
-        );
-        eprintln!("SKIPPED: no Kvrocks binary (set LEASEGATE_KVROCKS to run this test)");
-    }
-    bin
-}
-
 /// The leasegate of a host whose controller is at `controller_url`.
 fn leasegate_yaml(mode: &str, controller: &RealController, controller_url: &str) -> String {
     format!(
@@ -179,7 +166,7 @@ fn wait_kvrocks(addr: &str) {
 /// A's leasegate succeeds and B's replication link is up. `None` where the
 /// binaries or network namespaces are missing.
 fn shard(mode: &str) -> Option<Shard> {
-    let kvrocks = kvrocks_binary()?;
+    let kvrocks = support::kvrocks::binary_or_skip()?;
     let controller = RealController::start_bound([0, 0, 0, 0])?;
     let mut lab = Lab::new()?;
     let a = lab.host("a");

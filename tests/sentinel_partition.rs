@@ -21,7 +21,6 @@
 
 mod support;
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use support::history::{read_back, Clients, History, Op, Outcome, Verdict};
@@ -72,20 +71,6 @@ fn answers_ping(addr: &str) -> bool {
     matches!(reply, Ok(Some(Reply::Status(s))) if s == "PONG")
 }
 
-/// The Kvrocks binary, or `None` (and a SKIPPED line) where it is not
-/// here, unless `LEASEGATE_REQUIRE_KVROCKS=1`.
-fn kvrocks_binary() -> Option<PathBuf> {
-    let bin = support::kvrocks::binary();
-    if bin.is_none() {
-        assert!(
-            std::env::var("LEASEGATE_REQUIRE_KVROCKS").as_deref() != Ok("1"),
-            "Kvrocks is required (LEASEGATE_REQUIRE_KVROCKS=1) but was not found; set LEASEGATE_KVROCKS"
-        );
-        eprintln!("SKIPPED: no Kvrocks binary (set LEASEGATE_KVROCKS to run this test)");
-    }
-    bin
-}
-
 /// The fault: which links it takes down, or the crash of A's node.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Cut {
@@ -115,7 +100,7 @@ fn crash(pid: u32) {
 fn partition(kind: Kind, mode: &str, cut: Cut, durable: bool) -> Option<Verdict> {
     let kvrocks = match kind {
         Kind::Redis => None,
-        Kind::Kvrocks => Some(kvrocks_binary()?),
+        Kind::Kvrocks => Some(support::kvrocks::binary_or_skip()?),
     };
     let mut lab = Lab::new()?;
     let a = lab.host("a");

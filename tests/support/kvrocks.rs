@@ -23,6 +23,23 @@ pub fn binary() -> Option<PathBuf> {
 }
 
 /// A Kvrocks server, stopped on drop.
+/// The Kvrocks binary, or `None` (and a SKIPPED line) where it is not
+/// here, unless `LEASEGATE_REQUIRE_KVROCKS=1`.
+pub fn binary_or_skip() -> Option<PathBuf> {
+    skipped_unless(binary())
+}
+
+fn skipped_unless(bin: Option<PathBuf>) -> Option<PathBuf> {
+    if bin.is_none() {
+        assert!(
+            std::env::var("LEASEGATE_REQUIRE_KVROCKS").as_deref() != Ok("1"),
+            "Kvrocks is required (LEASEGATE_REQUIRE_KVROCKS=1) but was not found; set LEASEGATE_KVROCKS"
+        );
+        eprintln!("SKIPPED: no Kvrocks binary (set LEASEGATE_KVROCKS to run this test)");
+    }
+    bin
+}
+
 pub struct KvrocksServer {
     pub port: u16,
     child: Child,
@@ -53,14 +70,7 @@ impl KvrocksServer {
     }
 
     fn start_binary(bin: Option<PathBuf>, cluster: bool, extra: &[&str]) -> Option<KvrocksServer> {
-        let Some(bin) = bin else {
-            assert!(
-                std::env::var("LEASEGATE_REQUIRE_KVROCKS").as_deref() != Ok("1"),
-                "Kvrocks is required (LEASEGATE_REQUIRE_KVROCKS=1) but was not found; set LEASEGATE_KVROCKS"
-            );
-            eprintln!("SKIPPED: no Kvrocks binary (set LEASEGATE_KVROCKS to run this test)");
-            return None;
-        };
+        let bin = skipped_unless(bin)?;
         let dir = tempfile::tempdir().expect("temp dir");
         // A port chosen free may be taken before Kvrocks binds it (tests run
         // in parallel): retry on a fresh one, and count as ready only a
