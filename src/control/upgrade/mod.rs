@@ -194,12 +194,30 @@ fn hand_over(
         Err(e) => return Err(format!("no Hello: {e}")),
     };
     let drain = ctx.config.load().drain_timeout();
-    wait_until(drain, || {
-        !ctx.role.failover.is_running()
-            && ctx.role.failover_command.state() == FailoverCommandState::NoFailover
-    })
-    .map_err(|()| "a failover is under way and did not end within drain_timeout_ms".to_string())?;
+    // The failover slot is the upgrade's from here on: a `POST
+    // /v1/failover` that comes now is refused, and one under way ends first.
+    wait_until(drain, || ctx.role.failover.try_start()).map_err(|()| {
+        "a failover is under way and did not end within drain_timeout_ms".to_string()
+    })?;
+    let result = hold_and_hand_over(path, conn, ctx, handoff, mover, runtime, pid, drain);
+    if result.is_err() {
+        ctx.role.failover.finished();
+    }
+    result
+}
 
+/// [`hand_over`] once the failover slot is taken.
+#[allow(clippy::too_many_arguments)]
+fn hold_and_hand_over(
+    path: &Path,
+    conn: &UnixStream,
+    ctx: &Arc<ControlContext>,
+    handoff: &Handoff,
+    mover: &Mover,
+    runtime: &Handle,
+    pid: u32,
+    drain: Duration,
+) -> Result<(), String> {
     // Hold everything, and wait for the writes admitted to be answered.
     let pause = Arc::clone(ctx.gate.pause());
     let before = pause.remaining();
@@ -215,9 +233,16 @@ fn hand_over(
             _ => pause.unpause(),
         }
     };
-    if wait_until(drain, || ctx.role.writes_in_flight() == 0).is_err() {
+    // A `FAILOVER` command admitted before the hold ends first.
+    let settled = wait_until(drain, || {
+        ctx.role.failover_command.state() == FailoverCommandState::NoFailover
+            && ctx.role.writes_in_flight() == 0
+    });
+    if settled.is_err() {
         restore(&pause);
-        return Err("writes stayed in flight for drain_timeout_ms".into());
+        return Err(
+            "a FAILOVER command, or writes in flight, did not end within drain_timeout_ms".into(),
+        );
     }
     let mut succession: Succession = ctx.gate.export_succession();
     succession.pause =

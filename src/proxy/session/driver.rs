@@ -408,9 +408,13 @@ impl Driver {
     /// or its sockets cannot leave this process's poller).
     #[cold]
     fn move_out(&mut self, s: &mut Session) -> Option<super::moving::MovedSession> {
-        if !s.movable() || self.preconnect.is_some() {
+        if !s.movable() {
             return None;
         }
+        // A connection opened ahead of a hand-over (the upgrade's hold is a
+        // pause, and a failover may have named a target) is not needed:
+        // the successor opens its own if it hands the session over.
+        self.preconnect = None;
         let client = dup_std(&self.client)?;
         let backend = dup_std(&self.backend)?;
         Some(super::moving::MovedSession {
