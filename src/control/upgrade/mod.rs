@@ -137,7 +137,14 @@ pub fn serve(
         if ctx.shutdown.is_cancelled() {
             return;
         }
-        match hand_over(path, &conn, &ctx, &handoff, &mover, &runtime) {
+        let predecessor = Predecessor {
+            path,
+            ctx: &ctx,
+            handoff: &handoff,
+            mover: &mover,
+            runtime: &runtime,
+        };
+        match predecessor.hand_over(&conn) {
             Ok(()) => return,
             Err(reason) => {
                 warn!(%reason, "the take-over did not happen; this leasegate goes on serving");
@@ -162,160 +169,172 @@ fn bind(path: &Path) -> std::io::Result<UnixListener> {
     Ok(listener)
 }
 
-/// One take-over, predecessor side: `Ok` once the successor serves (the
-/// sessions then move; this returns when they all have).
-fn hand_over(
-    path: &Path,
-    conn: &UnixStream,
-    ctx: &Arc<ControlContext>,
-    handoff: &Handoff,
-    mover: &Mover,
-    runtime: &Handle,
-) -> Result<(), String> {
-    // SAFETY: getuid has no preconditions.
-    let me = unsafe { libc::getuid() };
-    match wire::peer_uid(conn) {
-        Ok(uid) if uid == me => {}
-        Ok(uid) => {
-            return Err(format!(
-                "a process of user {uid} asked; only user {me} may take over"
-            ))
-        }
-        Err(e) => return Err(format!("cannot tell who asked: {e}")),
-    }
-    conn.set_read_timeout(Some(READY_TIMEOUT))
-        .map_err(|e| e.to_string())?;
-    let pid = match wire::recv(conn) {
-        Ok((Message::Hello { version, pid }, _)) => {
-            info!(%version, pid, "a successor asks to take over");
-            pid
-        }
-        Ok((other, _)) => return Err(format!("expected Hello, got {other:?}")),
-        Err(e) => return Err(format!("no Hello: {e}")),
-    };
-    let drain = ctx.config.load().drain_timeout();
-    // The failover slot is the upgrade's from here on: a `POST
-    // /v1/failover` that comes now is refused, and one under way ends first.
-    wait_until(drain, || ctx.role.failover.try_start()).map_err(|()| {
-        "a failover is under way and did not end within drain_timeout_ms".to_string()
-    })?;
-    let result = hold_and_hand_over(path, conn, ctx, handoff, mover, runtime, pid, drain);
-    if result.is_err() {
-        ctx.role.failover.finished();
-    }
-    result
+/// The running leasegate's side of one take-over: what it hands over and
+/// where from.
+#[derive(Clone, Copy)]
+struct Predecessor<'a> {
+    path: &'a Path,
+    ctx: &'a Arc<ControlContext>,
+    handoff: &'a Handoff,
+    mover: &'a Mover,
+    runtime: &'a Handle,
 }
 
-/// [`hand_over`] once the failover slot is taken.
-#[allow(clippy::too_many_arguments)]
-fn hold_and_hand_over(
-    path: &Path,
-    conn: &UnixStream,
-    ctx: &Arc<ControlContext>,
-    handoff: &Handoff,
-    mover: &Mover,
-    runtime: &Handle,
-    pid: u32,
-    drain: Duration,
-) -> Result<(), String> {
-    // Hold everything, and wait for the writes admitted to be answered.
-    let pause = Arc::clone(ctx.gate.pause());
-    let before = pause.remaining();
-    let held_at = Instant::now();
-    {
-        let _guard = runtime.enter();
-        pause.pause(HOLD_LIMIT, PauseMode::All);
-    }
-    let restore = |pause: &Arc<crate::guard::pause::Pause>| {
-        let _guard = runtime.enter();
-        match before {
-            Some((mode, left)) if !left.is_zero() => pause.pause(left, mode),
-            _ => pause.unpause(),
+impl Predecessor<'_> {
+    /// One take-over: `Ok` once the successor serves (the sessions then move;
+    /// this returns when they all have).
+    fn hand_over(self, conn: &UnixStream) -> Result<(), String> {
+        let ctx = self.ctx;
+        // SAFETY: getuid has no preconditions.
+        let me = unsafe { libc::getuid() };
+        match wire::peer_uid(conn) {
+            Ok(uid) if uid == me => {}
+            Ok(uid) => {
+                return Err(format!(
+                    "a process of user {uid} asked; only user {me} may take over"
+                ))
+            }
+            Err(e) => return Err(format!("cannot tell who asked: {e}")),
         }
-    };
-    // A `FAILOVER` command admitted before the hold ends first.
-    let settled = wait_until(drain, || {
-        ctx.role.failover_command.state() == FailoverCommandState::NoFailover
-            && ctx.role.writes_in_flight() == 0
-    });
-    if settled.is_err() {
-        restore(&pause);
-        return Err(
-            "a FAILOVER command, or writes in flight, did not end within drain_timeout_ms".into(),
-        );
+        conn.set_read_timeout(Some(READY_TIMEOUT))
+            .map_err(|e| e.to_string())?;
+        let pid = match wire::recv(conn) {
+            Ok((Message::Hello { version, pid }, _)) => {
+                info!(%version, pid, "a successor asks to take over");
+                pid
+            }
+            Ok((other, _)) => return Err(format!("expected Hello, got {other:?}")),
+            Err(e) => return Err(format!("no Hello: {e}")),
+        };
+        let drain = ctx.config.load().drain_timeout();
+        // The failover slot is the upgrade's from here on: a `POST
+        // /v1/failover` that comes now is refused, and one under way ends first.
+        wait_until(drain, || ctx.role.failover.try_start()).map_err(|()| {
+            "a failover is under way and did not end within drain_timeout_ms".to_string()
+        })?;
+        let result = self.hold_and_hand_over(conn, pid, drain);
+        if result.is_err() {
+            ctx.role.failover.finished();
+        }
+        result
     }
-    let mut succession: Succession = ctx.gate.export_succession();
-    succession.pause =
-        before.map(|(mode, left)| (mode, left.as_millis().try_into().unwrap_or(u64::MAX)));
 
-    let listeners = handoff
-        .listeners
-        .lock()
-        .map(|l| {
-            l.iter()
-                .filter_map(|(name, fd)| Some((name.clone(), fd.try_clone().ok()?)))
-                .collect::<Vec<_>>()
-        })
-        .unwrap_or_default();
-    let names = listeners.iter().map(|(n, _)| n.clone()).collect();
-    let fds: Vec<_> = listeners.iter().map(|(_, fd)| fd.as_raw_fd()).collect();
-    let ready = wire::send(
-        conn,
-        &Message::State {
-            succession: Box::new(succession),
-            listeners: names,
-        },
-        &fds,
-    )
-    .and_then(|()| wire::recv(conn));
-    drop(listeners);
-    match ready {
-        Ok((Message::Ready, _)) => {}
-        other => {
-            ctx.gate.keep_succession();
-            restore(&pause);
-            return Err(match other {
-                Ok((m, _)) => format!("the successor (pid {pid}) said {m:?} instead of Ready"),
-                Err(e) => format!("the successor (pid {pid}) did not get ready: {e}"),
-            });
+    /// [`Predecessor::hand_over`] once the failover slot is taken.
+    fn hold_and_hand_over(
+        self,
+        conn: &UnixStream,
+        pid: u32,
+        drain: Duration,
+    ) -> Result<(), String> {
+        let Predecessor {
+            path,
+            ctx,
+            handoff,
+            mover,
+            runtime,
+        } = self;
+        // Hold everything, and wait for the writes admitted to be answered.
+        let pause = Arc::clone(ctx.gate.pause());
+        let before = pause.remaining();
+        let held_at = Instant::now();
+        {
+            let _guard = runtime.enter();
+            pause.pause(HOLD_LIMIT, PauseMode::All);
         }
-    }
-    info!(
-        pid,
-        held_us = held_at.elapsed().as_micros() as u64,
-        "the successor serves: sessions move to it"
-    );
-    // The path is the successor's from now on (it binds it once every
-    // session came); this connection stays open.
-    let _ = std::fs::remove_file(path);
-    let (to, mut sessions) = mpsc::unbounded_channel();
-    mover.start(to);
-    handoff.committed.cancel();
-    let _ = conn.set_read_timeout(None);
-    let mut moved = 0u64;
-    // Sessions that are ready together go in one message.
-    while let Some(first) = sessions.blocking_recv() {
-        let mut batch = vec![first];
-        while batch.len() < wire::MAX_FDS / 2 {
-            match sessions.try_recv() {
-                Ok(session) => batch.push(session),
-                Err(_) => break,
+        let restore = |pause: &Arc<crate::guard::pause::Pause>| {
+            let _guard = runtime.enter();
+            match before {
+                Some((mode, left)) if !left.is_zero() => pause.pause(left, mode),
+                _ => pause.unpause(),
+            }
+        };
+        // A `FAILOVER` command admitted before the hold ends first.
+        let settled = wait_until(drain, || {
+            ctx.role.failover_command.state() == FailoverCommandState::NoFailover
+                && ctx.role.writes_in_flight() == 0
+        });
+        if settled.is_err() {
+            restore(&pause);
+            return Err(
+                "a FAILOVER command, or writes in flight, did not end within drain_timeout_ms"
+                    .into(),
+            );
+        }
+        let mut succession: Succession = ctx.gate.export_succession();
+        succession.pause =
+            before.map(|(mode, left)| (mode, left.as_millis().try_into().unwrap_or(u64::MAX)));
+
+        let listeners = handoff
+            .listeners
+            .lock()
+            .map(|l| {
+                l.iter()
+                    .filter_map(|(name, fd)| Some((name.clone(), fd.try_clone().ok()?)))
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default();
+        let names = listeners.iter().map(|(n, _)| n.clone()).collect();
+        let fds: Vec<_> = listeners.iter().map(|(_, fd)| fd.as_raw_fd()).collect();
+        let ready = wire::send(
+            conn,
+            &Message::State {
+                succession: Box::new(succession),
+                listeners: names,
+            },
+            &fds,
+        )
+        .and_then(|()| wire::recv(conn));
+        drop(listeners);
+        match ready {
+            Ok((Message::Ready, _)) => {}
+            other => {
+                ctx.gate.keep_succession();
+                restore(&pause);
+                return Err(match other {
+                    Ok((m, _)) => format!("the successor (pid {pid}) said {m:?} instead of Ready"),
+                    Err(e) => format!("the successor (pid {pid}) did not get ready: {e}"),
+                });
             }
         }
-        let n = batch.len() as u64;
-        match send_sessions(conn, batch) {
-            Ok(()) => moved += n,
-            Err(e) => warn!(error = %e, sessions = n, "sessions could not be handed over: closed"),
+        info!(
+            pid,
+            held_us = held_at.elapsed().as_micros() as u64,
+            "the successor serves: sessions move to it"
+        );
+        // The path is the successor's from now on (it binds it once every
+        // session came); this connection stays open.
+        let _ = std::fs::remove_file(path);
+        let (to, mut sessions) = mpsc::unbounded_channel();
+        mover.start(to);
+        handoff.committed.cancel();
+        let _ = conn.set_read_timeout(None);
+        let mut moved = 0u64;
+        // Sessions that are ready together go in one message.
+        while let Some(first) = sessions.blocking_recv() {
+            let mut batch = vec![first];
+            while batch.len() < wire::MAX_FDS / 2 {
+                match sessions.try_recv() {
+                    Ok(session) => batch.push(session),
+                    Err(_) => break,
+                }
+            }
+            let n = batch.len() as u64;
+            match send_sessions(conn, batch) {
+                Ok(()) => moved += n,
+                Err(e) => {
+                    warn!(error = %e, sessions = n, "sessions could not be handed over: closed")
+                }
+            }
         }
+        let _ = wire::send(conn, &Message::Done { moved, closed: 0 }, &[]);
+        info!(
+            moved,
+            since_hold_us = held_at.elapsed().as_micros() as u64,
+            "every session moved to the successor"
+        );
+        handoff.finished.cancel();
+        Ok(())
     }
-    let _ = wire::send(conn, &Message::Done { moved, closed: 0 }, &[]);
-    info!(
-        moved,
-        since_hold_us = held_at.elapsed().as_micros() as u64,
-        "every session moved to the successor"
-    );
-    handoff.finished.cancel();
-    Ok(())
 }
 
 fn send_sessions(conn: &UnixStream, batch: Vec<MovedSession>) -> std::io::Result<()> {
