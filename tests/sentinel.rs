@@ -289,3 +289,52 @@ fn after_the_masters_crash_the_lease_moves_to_the_promoted_replica() {
     });
     assert_eq!(s.b_node.client().cmd(&["GET", "k"]), Reply::bulk("1"));
 }
+
+/// Upgrading the master's leasegate in place (SIGUSR2) under writers, with
+/// the lease from the Sentinels: no error, nothing lost, B's stream through
+/// A's leasegate moves (the node saw no new sync), the successor follows
+/// the Sentinels (a planned failover afterwards moves the lease to B).
+#[test]
+fn an_upgrade_under_sentinel_keeps_the_lease_and_the_replicas_stream() {
+    use support::upgrade::{upgrade, Successors};
+    let mut s = setup("block-write");
+    let b_addr = serving(&s);
+    let mut successors = Successors::default();
+    let stat = |field: &str| {
+        let text = s.a_node.client().cmd(&["INFO", "stats"]).text();
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{field}:")))
+            .map(|v| v.trim().to_string())
+    };
+    let syncs = || (stat("sync_full"), stat("sync_partial_ok"));
+    let before = syncs();
+    let writers = Writers::start(s.a.port, 4, "u", Duration::from_millis(1));
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = upgrade(None, &mut s.a, &mut successors);
+    std::thread::sleep(Duration::from_millis(300));
+    upgrade(Some(pid), &mut s.a, &mut successors);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(syncs(), before, "B's stream moved with each upgrade");
+    assert!(all_name(&s, &proxy_addr(&s.a)), "A is still master");
+
+    assert_eq!(
+        s.sentinels[0].client().cmd(&["SENTINEL", "FAILOVER", NAME]),
+        Reply::ok()
+    );
+    eventually("the Sentinels name B", Duration::from_secs(15), || {
+        all_name(&s, &b_addr)
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let outcome = writers.finish();
+    eprintln!(
+        "{} writes acknowledged, {} errors, longest gap between acknowledgements {:?}",
+        outcome.acked.len(),
+        outcome.errors.len(),
+        outcome.longest_gap()
+    );
+    outcome.assert_none_failed_or_lost(&mut s.b_node.client(), 100);
+    // The successor's Sentinel lease source let A's lease go to B.
+    eventually("B takes writes", Duration::from_secs(5), || {
+        s.b.client().cmd(&["SET", "after", "1"]) == Reply::ok()
+    });
+}

@@ -6,96 +6,16 @@
 
 mod support;
 
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use support::load::Writers;
+use support::upgrade::{alive, fd_count, upgrade, Successors};
 use support::{
     controller_client, free_port, heartbeat, http, signal, Proxy, RedisServer, Reply, PATIENCE,
 };
 
 const ME: &str = "0123456789012345678901234567890123456789";
-
-/// The successors started during a test, killed at its end.
-#[derive(Default)]
-struct Successors(Vec<u32>);
-
-impl Drop for Successors {
-    fn drop(&mut self) {
-        for pid in &self.0 {
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .stderr(std::process::Stdio::null())
-                .status();
-        }
-    }
-}
-
-/// Whether `pid` runs (a zombie does not).
-fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
-        Err(_) => false,
-    }
-}
-
-/// The running `leasegate run -c <config> --take-over` processes.
-fn successors_of(config: &Path) -> Vec<u32> {
-    let config = config.display().to_string();
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-            continue;
-        };
-        let args: Vec<String> = cmdline
-            .split(|&b| b == 0)
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
-        if args.contains(&config) && args.iter().any(|a| a == "--take-over") && alive(pid) {
-            found.push(pid);
-        }
-    }
-    found
-}
-
-fn fd_count(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .expect("/proc/PID/fd")
-        .count()
-}
-
-/// Upgrades the leasegate running as `pid` (SIGUSR2; `None`: the one the
-/// test started) and waits until it exited and its successor serves; the
-/// successor's pid.
-fn upgrade(pid: Option<u32>, proxy: &mut Proxy, successors: &mut Successors) -> u32 {
-    let before = successors_of(&proxy.config_path);
-    let started = pid.is_none();
-    let pid = pid.unwrap_or_else(|| proxy.pid());
-    signal(pid, "USR2");
-    let deadline = Instant::now() + PATIENCE;
-    if started {
-        assert!(proxy.wait_exit().success(), "the predecessor exits 0");
-    } else {
-        while alive(pid) {
-            assert!(Instant::now() < deadline, "leasegate {pid} did not exit");
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-    let new: Vec<u32> = successors_of(&proxy.config_path)
-        .into_iter()
-        .filter(|p| !before.contains(p))
-        .collect();
-    assert_eq!(new.len(), 1, "one successor: {new:?}");
-    successors.0.push(new[0]);
-    new[0]
-}
 
 fn lease_field(proxy: &Proxy, field: &str) -> String {
     let info = proxy.client().cmd(&["INFO", "leasegate"]).text();
@@ -432,4 +352,122 @@ fn an_upgrade_during_a_failover_waits_for_it_and_loses_nothing() {
     // A's successor knows A was demoted: a new client's write goes to B.
     assert_eq!(a.client().cmd(&["SET", "after", "1"]), Reply::ok());
     assert_eq!(replica.client().cmd(&["GET", "after"]), Reply::bulk("1"));
+}
+
+/// `field` of the node's `INFO stats`.
+fn stat(c: &mut support::Client, field: &str) -> String {
+    let text = c.cmd(&["INFO", "stats"]).text();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .map(|v| v.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// A replica replicating through leasegate (as under the controller) keeps
+/// its stream across upgrades: it never asks the master for another sync
+/// (the master's `sync_full` and `sync_partial_ok` stay as they were), and
+/// the writes made after the upgrades reach it over the same stream.
+#[test]
+fn a_replicas_stream_moves_without_a_resync() {
+    let node = RedisServer::start();
+    let mut proxy = Proxy::start(&node.addr(), &lease_yaml(free_port()));
+    let mut successors = Successors::default();
+    heartbeat(&mut controller_client(&proxy, "ctl"), ME, 120_000, 3);
+    let replica = RedisServer::start();
+    let mut r = replica.client();
+    assert_eq!(
+        r.cmd(&["REPLICAOF", "127.0.0.1", &proxy.port.to_string()]),
+        Reply::ok()
+    );
+    support::kvrocks::link_up(&mut r);
+    let mut direct = node.client();
+    let syncs = |c: &mut support::Client| (stat(c, "sync_full"), stat(c, "sync_partial_ok"));
+    let before = syncs(&mut direct);
+    assert_eq!(before.0, "1", "one full sync, through leasegate");
+
+    let writers = Writers::start(proxy.port, 4, "r", Duration::from_millis(1));
+    std::thread::sleep(Duration::from_millis(200));
+    let mut pid = upgrade(None, &mut proxy, &mut successors);
+    for _ in 0..2 {
+        std::thread::sleep(Duration::from_millis(200));
+        pid = upgrade(Some(pid), &mut proxy, &mut successors);
+    }
+    let outcome = writers.finish();
+    outcome.assert_none_failed_or_lost(&mut direct, 50);
+
+    assert_eq!(proxy.client().cmd(&["SET", "after", "3"]), Reply::ok());
+    let deadline = Instant::now() + PATIENCE;
+    while r.cmd(&["GET", "after"]) != Reply::bulk("3") {
+        assert!(
+            Instant::now() < deadline,
+            "the write after the upgrades never reached the replica"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for key in outcome.acked_keys() {
+        assert!(!r.cmd(&["GET", key]).is_error());
+    }
+    assert_eq!(
+        syncs(&mut direct),
+        before,
+        "the replica never synced again: its stream moved with each upgrade"
+    );
+    assert_eq!(
+        support::kvrocks::info_field(&mut r, "master_link_status").as_deref(),
+        Some("up")
+    );
+}
+
+/// As operators deploy it: the real kvrocks-controller, Kvrocks in cluster
+/// mode with node passwords, leases by polling, the replica replicating
+/// through the master's leasegate. Upgrading the master's leasegate twice
+/// under writers: no error, nothing lost, the lease stays valid, the
+/// successor polls the controller, B's stream came along (A's node saw no
+/// new sync), and a failover afterwards succeeds.
+#[test]
+fn an_upgrade_under_the_real_controller_keeps_the_lease_and_the_replicas_link() {
+    use support::kvctl::{polls, real_shard, wait_master, RealShardOptions};
+    const PASSWORD: &str = "node-secret";
+    let Some(mut shard) = real_shard(&RealShardOptions::with_password(PASSWORD)) else {
+        return;
+    };
+    let mut successors = Successors::default();
+    let mut a_node = shard.direct(&shard.a);
+    let syncs = |c: &mut support::Client| (stat(c, "sync_full"), stat(c, "sync_partial_ok"));
+    let before = syncs(&mut a_node);
+    let writers =
+        Writers::start_authenticated(shard.a.proxy.port, 8, "k", Duration::ZERO, Some(PASSWORD));
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = upgrade(None, &mut shard.a.proxy, &mut successors);
+    std::thread::sleep(Duration::from_millis(300));
+    upgrade(Some(pid), &mut shard.a.proxy, &mut successors);
+    let renewed = polls(&shard.a, "renewed");
+    let deadline = Instant::now() + PATIENCE;
+    while polls(&shard.a, "renewed") < renewed + 3 {
+        assert!(
+            Instant::now() < deadline,
+            "the successor does not poll the controller"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    wait_master(&shard.a, "A's leasegate after the upgrades");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        syncs(&mut a_node),
+        before,
+        "B never synced again: its stream moved with each upgrade"
+    );
+
+    let report = shard.failover_by_leasegate(&shard.a, &shard.b);
+    eprintln!("A→B after two upgrades: {report}");
+    assert_eq!(shard.controller.master_of(0).0, shard.b_id);
+    wait_master(&shard.b, "B after the failover");
+    let outcome = writers.finish();
+    eprintln!(
+        "{} writes acknowledged, {} errors, longest gap {:?}",
+        outcome.acked.len(),
+        outcome.errors.len(),
+        outcome.longest_gap()
+    );
+    outcome.assert_none_failed_or_lost(&mut shard.direct(&shard.b), 100);
 }

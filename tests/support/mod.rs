@@ -15,6 +15,7 @@ pub mod netns;
 pub mod node;
 pub mod scripted;
 pub mod sentinel;
+pub mod upgrade;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

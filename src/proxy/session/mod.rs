@@ -246,8 +246,9 @@ pub async fn serve_moved(
         }
     };
     let mut s = Session::new(ctx.limits, Arc::clone(&ctx.gate), ctx.max_client_output);
-    s.put_state(moved.state);
+    // The peer first: a replica's link is listed again under it.
     s.replica.peer = client.peer_addr().ok().map(|a| a.ip());
+    s.put_state(moved.state);
     // What came buffered: the node's bytes first (replies keep their
     // order), then the requests, which this process's Gate now judges.
     if !s.from_backend.is_empty() && s.on_backend_data().is_err() {

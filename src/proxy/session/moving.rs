@@ -3,9 +3,11 @@
 //! process and go on in the new one, so the client never sees the upgrade.
 //!
 //! A session moves only between requests: nothing owed by the node, no
-//! write in flight, no acknowledgement held, no hand-over under way and no
-//! replication stream (a replica's link is not moved: it ends with the old
-//! process and the replica resumes with `PSYNC`). What it buffered goes
+//! write in flight, no acknowledgement held and no hand-over under way. A
+//! replica's stream moves too, at any byte (the stream passes unframed):
+//! the replica sees no reconnection, and its link is listed again in the
+//! successor with its first bytes' time ([`super::replica::MovedReplica`]).
+//! What it buffered goes
 //! with it: requests not yet admitted (a request held by a pause is
 //! admitted again by the successor, under the pause the successor took
 //! over), replies not yet sent, and the node's bytes not yet framed.
@@ -19,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use super::handover::Replay;
 use super::mute::Mute;
+use super::replica::MovedReplica;
 use super::state::{Lifecycle, Peer, Stall, Stream, Transaction, Watch};
 use super::Session;
 
@@ -40,6 +43,9 @@ pub struct MovedState {
     handed_over: bool,
     replay: [Option<Vec<u8>>; 4],
     mute: Mute,
+    /// A replica's side (absent from a predecessor that moved no replicas).
+    #[serde(default)]
+    replica: Option<MovedReplica>,
 }
 
 /// A session on its way to the successor: its sockets and its state.
@@ -58,8 +64,6 @@ impl Session {
             && matches!(self.stall, Stall::None | Stall::Held(_))
             && self.unconfirmed.is_none()
             && self.ack_hold.is_none()
-            && self.peer != Peer::Replica
-            && self.stream != Stream::Replication
     }
 
     /// The session's state, taken out of it (the caller has checked
@@ -91,6 +95,7 @@ impl Session {
                 bytes(replay.setname),
             ],
             mute: self.mute,
+            replica: self.replica.take_moved(),
         }
     }
 
@@ -119,6 +124,9 @@ impl Session {
             setname,
         };
         self.mute = state.mute;
+        if let Some(replica) = state.replica {
+            self.put_replica(replica);
+        }
     }
 }
 

@@ -41,6 +41,24 @@ struct ReplicaStream {
     poke: Option<Arc<tokio::sync::Notify>>,
     /// Where the stream stands.
     framing: WalFraming,
+    /// The command that started the listed stream (`psync`, `sync`).
+    command: Option<&'static str>,
+}
+
+/// A replica's side of a session as it moves to a successor process at an
+/// upgrade ([`super::moving`]): its stream goes on there, listed again
+/// with the time its first bytes arrived, so that a failover after the
+/// upgrade still knows its replication thread's phase.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(super) struct MovedReplica {
+    listening_port: Option<u16>,
+    framing: WalFraming,
+    /// `psync` or `sync` when the stream was listed.
+    command: Option<String>,
+    /// How long before the move its first bytes arrived (µs; the clocks
+    /// of two processes are compared through this age, not an `Instant`).
+    first_bytes_age_us: Option<u64>,
+    kernel_time: bool,
 }
 
 impl ReplicaSide {
@@ -52,6 +70,24 @@ impl ReplicaSide {
 
     fn stream(&mut self) -> &mut ReplicaStream {
         self.stream.get_or_insert_with(Box::default)
+    }
+
+    /// What moves with the session (`None`: the client never spoke as a
+    /// replica). The link's entry is dropped here: this process no longer
+    /// streams to it.
+    pub(super) fn take_moved(&mut self) -> Option<MovedReplica> {
+        let stream = self.stream.take()?;
+        let (age, kernel_time) = match self.first_bytes {
+            Some((at, kernel)) => (Some(at.elapsed().as_micros() as u64), kernel),
+            None => (None, false),
+        };
+        Some(MovedReplica {
+            listening_port: stream.listening_port,
+            framing: stream.framing,
+            command: stream.command.map(str::to_string),
+            first_bytes_age_us: age,
+            kernel_time,
+        })
     }
 }
 
@@ -65,7 +101,7 @@ const PSYNC_OK: &[u8] = b"+OK\r\n";
 /// and then sends bulk strings (`$<len>\r\n<batch>\r\n`); anything
 /// else (Redis' `+FULLRESYNC` and RDB, an error) is not framed. Followed
 /// byte by byte through the short lines, in one step through a payload.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(super) enum WalFraming {
     /// The answer to `PSYNC`: this many bytes of `+OK\r\n` seen.
     Answer(usize),
@@ -175,6 +211,45 @@ impl Session {
             poke: Arc::default(),
         };
         tracing::debug!(?link, "a replication stream starts");
+        stream.command = Some(command);
+        stream.poke = Some(Arc::clone(&link.poke));
+        stream.link = Some(self.gate.role().replicas.attach(link));
+    }
+
+    /// A replica's side moved here from the predecessor: its stream is
+    /// listed again, as it was there (`replica.peer` is set first).
+    #[cold]
+    pub(super) fn put_replica(&mut self, moved: MovedReplica) {
+        let now = Instant::now();
+        self.replica.first_bytes = moved.first_bytes_age_us.map(|age| {
+            let at = now
+                .checked_sub(std::time::Duration::from_micros(age))
+                .unwrap_or(now);
+            (at, moved.kernel_time)
+        });
+        let command = match moved.command.as_deref() {
+            Some("psync") => Some("psync"),
+            Some("sync") => Some("sync"),
+            _ => None,
+        };
+        let stream = self.replica.stream();
+        stream.listening_port = moved.listening_port;
+        stream.framing = moved.framing;
+        let (Some(command), Some(peer), Some((first_bytes, kernel_time))) =
+            (command, self.replica.peer, self.replica.first_bytes)
+        else {
+            return;
+        };
+        let link = ReplicaLink {
+            peer,
+            listening_port: moved.listening_port,
+            first_bytes,
+            kernel_time,
+            command,
+            poke: Arc::default(),
+        };
+        let stream = self.replica.stream();
+        stream.command = Some(command);
         stream.poke = Some(Arc::clone(&link.poke));
         stream.link = Some(self.gate.role().replicas.attach(link));
     }
