@@ -50,6 +50,8 @@ use crate::resp::request::Limits;
 const MAX_CLIENTS_REPLY: &[u8] = b"-ERR max number of clients reached\r\n";
 /// How often command learning is retried while the node is unreachable.
 const LEARN_RETRY: Duration = Duration::from_secs(5);
+/// How long sessions closing at the drain's deadline get to write their error.
+const STOPPED_FLUSH: Duration = Duration::from_millis(500);
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +92,9 @@ pub struct Server {
     sessions: Gauge,
     /// Where sessions go at an upgrade.
     mover: Arc<Mover>,
+    /// Cancelled once the drain's deadline passed: sessions still owed an
+    /// answer say so and close.
+    stopping: CancellationToken,
     /// What an upgrade hands over, and its signals.
     handoff: Arc<Handoff>,
     /// Started with `--take-over`: take the running leasegate's place.
@@ -117,15 +122,18 @@ impl Server {
         let sessions = shared.metrics.sessions.clone();
         let proxy_metrics = Arc::clone(&shared.metrics.proxy);
         let mover = Arc::new(Mover::default());
+        let stopping = CancellationToken::new();
         let sessions_context = Arc::new(ArcSwap::from_pointee(session_context(
             &gate,
             &config,
             &proxy_metrics,
             &mover,
+            &stopping,
         )));
         let on_reload = {
             let (gate, sessions_context) = (Arc::clone(&gate), Arc::clone(&sessions_context));
             let mover = Arc::clone(&mover);
+            let stopping = stopping.clone();
             move |old: &Config, new: &Config| {
                 if old.log.level != new.log.level {
                     match crate::logging::set_level(&new.log.level) {
@@ -141,6 +149,7 @@ impl Server {
                     new,
                     &proxy_metrics,
                     &mover,
+                    &stopping,
                 )));
             }
         };
@@ -154,6 +163,7 @@ impl Server {
             verification_stop: CancellationToken::new(),
             sessions,
             mover,
+            stopping,
             handoff: Arc::new(Handoff::default()),
             take_over: false,
         }
@@ -543,10 +553,16 @@ impl Server {
         tracker.close();
         match tokio::time::timeout(timeout, tracker.wait()).await {
             Ok(()) => info!("drained; stopping"),
-            Err(_) => warn!(
-                sessions = tracker.len(),
-                "drain timeout reached; closing remaining sessions"
-            ),
+            Err(_) => {
+                warn!(
+                    sessions = tracker.len(),
+                    "drain timeout reached; closing remaining sessions, each with an error"
+                );
+                // Each says why it closes; a client that does not read
+                // does not hold the process up.
+                self.stopping.cancel();
+                let _ = tokio::time::timeout(STOPPED_FLUSH, tracker.wait()).await;
+            }
         }
         self.verification_stop.cancel();
     }
@@ -559,8 +575,10 @@ fn session_context(
     config: &Config,
     metrics: &Arc<ProxyMetrics>,
     mover: &Arc<Mover>,
+    stopping: &CancellationToken,
 ) -> SessionContext {
     SessionContext {
+        stopping: stopping.clone(),
         mover: Arc::clone(mover),
         metrics: Arc::clone(metrics),
         gate: Arc::clone(gate),

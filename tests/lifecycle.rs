@@ -98,6 +98,13 @@ fn drain_is_bounded_by_the_timeout() {
     let status = proxy.wait_exit();
     assert!(status.success(), "exit status {status}");
     assert!(start.elapsed() < PATIENCE);
+    // Told why, in place of the reply it waited for; then closed.
+    let told = c.read();
+    assert!(
+        told.error_text()
+            .contains("leasegate stopped before this was answered"),
+        "{told:?}"
+    );
     assert!(c.is_closed());
 }
 

@@ -471,3 +471,45 @@ fn an_upgrade_under_the_real_controller_keeps_the_lease_and_the_replicas_link() 
     );
     outcome.assert_none_failed_or_lost(&mut shard.direct(&shard.b), 100);
 }
+
+/// A session that cannot move within `drain_timeout_ms` (a `BLPOP` that
+/// never returns) is told why and closed; the other sessions move, and
+/// the blocked client's node connection closing ends its `BLPOP` there, so
+/// nothing is popped that no client receives.
+#[test]
+fn a_session_that_cannot_move_is_told_why_and_closed() {
+    let node = RedisServer::start();
+    let mut proxy = Proxy::start(
+        &node.addr(),
+        "lease:\n  mode: disabled\ndrain_timeout_ms: 300",
+    );
+    let mut successors = Successors::default();
+    let mut blocked = proxy.client();
+    blocked.send(&["BLPOP", "never", "0"]);
+    let mut other = proxy.client();
+    assert_eq!(other.cmd(&["SET", "x", "1"]), Reply::ok());
+    std::thread::sleep(Duration::from_millis(50));
+
+    upgrade(None, &mut proxy, &mut successors);
+
+    let told = blocked.read();
+    assert!(
+        told.error_text()
+            .contains("leasegate stopped before this was answered"),
+        "{told:?}"
+    );
+    assert!(blocked.is_closed());
+    assert_eq!(other.cmd(&["GET", "x"]), Reply::bulk("1"), "moved");
+    // The node no longer has a client blocked on `never`.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let clients = node.client().cmd(&["INFO", "clients"]).text();
+        if clients.contains("blocked_clients:0") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{clients}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(node.client().cmd(&["RPUSH", "never", "v"]), Reply::Int(1));
+    assert_eq!(node.client().cmd(&["LLEN", "never"]), Reply::Int(1));
+}

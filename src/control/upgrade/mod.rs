@@ -21,8 +21,8 @@
 //! 4. The predecessor stops accepting and drains: every session moves as
 //!    soon as it stands between requests ([`crate::proxy::session::MovedSession`]);
 //!    one that does not within `drain_timeout_ms` (a blocking command that
-//!    does not return, a replica's stream) is closed. Then it says `Done`
-//!    and exits.
+//!    does not return) is told why and closed. Then it says `Done` and
+//!    exits.
 //!
 //! At every instant one process decides: the predecessor admits nothing
 //! from step 2 on, and the successor nothing before step 3.

@@ -72,6 +72,8 @@ enum Event {
     Poked,
     /// The proxy drains (SIGTERM).
     Drain,
+    /// The drain's deadline passed ([`super::stopping`]).
+    Stopped,
 }
 
 /// What one turn waits on besides writes, timers and the drain signal.
@@ -97,6 +99,8 @@ pub(super) struct Driver {
     backend_eof: bool,
     /// SIGTERM came: no more requests are read.
     draining: bool,
+    /// Once draining: the drain's deadline ([`super::stopping`]).
+    deadline: Option<Woken<WaitForCancellationFutureOwned>>,
     preconnect: Option<Preconnect>,
     idle: Option<IdleTimer>,
     trim: Trim,
@@ -131,6 +135,7 @@ impl Driver {
             client_eof: false,
             backend_eof: false,
             draining: false,
+            deadline: None,
             preconnect: None,
             idle: IdleTimer::new(ctx.idle_timeout),
             trim: Trim::new(),
@@ -392,6 +397,11 @@ impl Driver {
                     if !self.draining && Pin::new(&mut self.shutdown).poll(cx).is_ready() {
                         return Poll::Ready(Event::Drain);
                     }
+                    if let Some(deadline) = self.deadline.as_mut() {
+                        if Pin::new(deadline).poll(cx).is_ready() {
+                            return Poll::Ready(Event::Stopped);
+                        }
+                    }
                     Poll::Pending
                 })
                 .await
@@ -471,7 +481,16 @@ impl Driver {
                     return ControlFlow::Break(());
                 }
             }
-            Event::Drain => self.draining = true,
+            Event::Drain => {
+                self.draining = true;
+                self.deadline = Some(Woken::new(ctx.stopping.clone().cancelled_owned()));
+            }
+            Event::Stopped => {
+                self.deadline = None;
+                debug!("the drain's deadline passed: closing the session with an error");
+                s.stop_now();
+                send_to_client(s, |b| self.client.try_write(b));
+            }
             Event::Poked => {
                 s.poked();
                 send_to_client(s, |b| self.client.try_write(b));

@@ -72,6 +72,7 @@ mod reading;
 mod replica;
 mod replies;
 mod state;
+mod stopping;
 #[cfg(test)]
 mod tests;
 pub mod trim;
@@ -123,6 +124,9 @@ pub struct SessionContext {
     pub metrics: Arc<crate::proxy::metrics::ProxyMetrics>,
     /// Where sessions go at an upgrade.
     pub mover: Arc<Mover>,
+    /// Cancelled when the drain's deadline (`drain_timeout_ms`) passed:
+    /// sessions still owed an answer say so and close ([`stopping`]).
+    pub stopping: CancellationToken,
 }
 
 pub use moving::{MovedSession, MovedState, Mover};
