@@ -192,12 +192,9 @@ impl Server {
         let tracker = TaskTracker::new();
         let workers =
             Workers::start(self.config.session_threads()).map_err(ServerError::Workers)?;
-        // Taking over, everything slow is done before the predecessor holds
-        // its clients' requests for it (at `inherit`): the clock
-        // measurement spins for up to three coarse ticks.
-        if self.take_over {
-            let _ = tokio::task::spawn_blocking(crate::control::failover::timing::warm_up).await;
-        }
+        // Taking over, the coarse clock's lag comes with the state (at
+        // `inherit`): measuring it spins a CPU for up to three coarse ticks,
+        // which the clients on this host would feel.
         let upgrade_socket = upgrade::socket_path(&self.config);
         let mut inherited = self.inherit(&upgrade_socket).await?;
         // The admin API is up before clients can connect.
@@ -295,10 +292,15 @@ impl Server {
             return Ok(None);
         }
         let path = path.to_path_buf();
-        let inherited = tokio::task::spawn_blocking(move || upgrade::take_over(&path))
+        let mut inherited = tokio::task::spawn_blocking(move || upgrade::take_over(&path))
             .await
             .map_err(|e| upgrade::UpgradeError::Channel(std::io::Error::other(e)))??;
         self.gate.import_succession(&inherited.succession);
+        if !inherited.learned.is_empty() {
+            // The node is not asked again (see `start_learning`).
+            let learned = std::mem::take(&mut inherited.learned);
+            self.shared.learned_commands(learned);
+        }
         info!(
             listeners = inherited.listeners.len(),
             lease_epoch = inherited.succession.lease.epoch,
@@ -503,7 +505,9 @@ impl Server {
     /// Learns command flags from the node, retrying in the background until
     /// it answers (with the running `backend.password` of each attempt).
     fn start_learning(&self) {
-        if !self.config.commands.learn_from_backend {
+        // Taken over with what the predecessor learned: the node is not
+        // asked to build its `COMMAND` reply again while clients wait.
+        if !self.config.commands.learn_from_backend || !self.shared.learned().is_empty() {
             return;
         }
         let shared = Arc::clone(&self.shared);

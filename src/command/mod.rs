@@ -10,7 +10,7 @@
 mod table;
 
 /// What kind of request a command is, as far as fencing is concerned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Class {
     /// Reads data or connection state; never fenced (only `CLIENT PAUSE ... ALL` holds it).
     Read,
@@ -335,7 +335,7 @@ impl CommandTable {
 }
 
 /// A command as the backend describes it in its `COMMAND` reply.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LearnedCommand {
     pub name: String,
     /// `Write` when flagged `write`, `Admin` when flagged `admin`, else `Read`.

@@ -183,6 +183,11 @@ impl ControlContext {
 impl ControlContext {
     /// Records what the node said about its commands and rebuilds the
     /// command table from them and the running config.
+    /// What was learned from the node so far (empty until then).
+    pub fn learned(&self) -> Arc<Vec<LearnedCommand>> {
+        Arc::clone(&self.learned.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
     pub fn learned_commands(&self, commands: Vec<LearnedCommand>) {
         let mut learned = self.learned.lock().unwrap_or_else(|p| p.into_inner());
         *learned = Arc::new(commands);

@@ -210,6 +210,18 @@ pub fn warm_up() {
     let _ = LAG.get_or_init(measure_lag);
 }
 
+/// The lag measured here, if it was (an upgrade hands it to the successor).
+pub fn known_lag() -> Option<Duration> {
+    LAG.get().copied().flatten()
+}
+
+/// Takes the lag the predecessor measured on this host, instead of
+/// spinning on a CPU for up to three coarse ticks while clients wait on
+/// the same host (an upgrade); no effect once measured here.
+pub fn adopt_lag(lag: Duration) {
+    let _ = LAG.set(Some(lag));
+}
+
 /// A replica's replication ticks as known here: the timer may fire at the
 /// earliest at `earliest + k·PERIOD` (the nominal tick as its coarse clock
 /// shows it), or up to `spread` later where the arm time is ambiguous.

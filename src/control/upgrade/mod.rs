@@ -280,6 +280,9 @@ impl Predecessor<'_> {
             &Message::State {
                 succession: Box::new(succession),
                 listeners: names,
+                coarse_lag_ns: crate::control::failover::timing::known_lag()
+                    .and_then(|lag| u64::try_from(lag.as_nanos()).ok()),
+                learned: ctx.learned().as_ref().clone(),
             },
             &fds,
         )
@@ -371,6 +374,9 @@ pub struct Inherited {
     pub succession: Succession,
     /// The listeners, by name.
     pub listeners: Vec<(String, std::net::TcpListener)>,
+    /// The node's command flags as the predecessor learned them (empty:
+    /// it had not).
+    pub learned: Vec<crate::command::LearnedCommand>,
     conn: UnixStream,
 }
 
@@ -393,9 +399,14 @@ pub fn take_over(path: &Path) -> Result<Inherited, UpgradeError> {
             Message::State {
                 succession,
                 listeners,
+                coarse_lag_ns,
+                learned,
             },
             fds,
         ) => {
+            if let Some(ns) = coarse_lag_ns {
+                crate::control::failover::timing::adopt_lag(Duration::from_nanos(ns));
+            }
             let listeners = listeners
                 .into_iter()
                 .zip(fds)
@@ -404,6 +415,7 @@ pub fn take_over(path: &Path) -> Result<Inherited, UpgradeError> {
             Ok(Inherited {
                 succession: *succession,
                 listeners,
+                learned,
                 conn,
             })
         }

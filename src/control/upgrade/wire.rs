@@ -15,6 +15,7 @@ use std::os::unix::net::UnixStream;
 
 use serde::{Deserialize, Serialize};
 
+use crate::command::LearnedCommand;
 use crate::guard::succession::Succession;
 use crate::proxy::session::MovedState;
 
@@ -39,6 +40,16 @@ pub enum Message {
     State {
         succession: Box<Succession>,
         listeners: Vec<String>,
+        /// This host's coarse-clock lag as the predecessor measured it
+        /// (ns): the successor need not spin for it again, next to the
+        /// clients' traffic ([`crate::control::failover::timing`]).
+        #[serde(default)]
+        coarse_lag_ns: Option<u64>,
+        /// The node's command flags as the predecessor learned them: the
+        /// successor need not ask the node for its `COMMAND` table (a
+        /// large reply the node builds while its clients wait).
+        #[serde(default)]
+        learned: Vec<LearnedCommand>,
     },
     /// Successor → predecessor: serving; sessions may come.
     Ready,
