@@ -41,6 +41,25 @@ fn upgrades_under_writes_lose_nothing_and_no_client_reconnects() {
             .text()
             .contains("lease_epoch:7")
     );
+    // The first leasegate asked the node for its command table once.
+    let command_calls = || {
+        let stats = node.client().cmd(&["INFO", "commandstats"]).text();
+        stats
+            .lines()
+            .find_map(|l| l.strip_prefix("cmdstat_command:calls="))
+            .and_then(|v| v.split(',').next())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let deadline = Instant::now() + PATIENCE;
+    while command_calls() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "leasegate never learned the node's commands"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let learned = command_calls();
     let writers = Writers::start(proxy.port, 8, "u", Duration::from_millis(1));
     std::thread::sleep(Duration::from_millis(300));
     let mut pid = upgrade(None, &mut proxy, &mut successors);
@@ -68,6 +87,9 @@ fn upgrades_under_writes_lose_nothing_and_no_client_reconnects() {
     // needed for the writes above (block-write).
     assert_eq!(lease_field(&proxy, "lease_valid"), "1");
     assert_eq!(lease_field(&proxy, "lease_epoch"), "7");
+    // The successors took the command table over: the node was not asked
+    // to build it again while clients waited.
+    assert_eq!(command_calls(), learned);
 }
 
 #[test]
