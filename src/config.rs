@@ -73,6 +73,8 @@ pub struct Config {
     #[serde(default)]
     pub node_id: Option<String>,
     #[serde(default)]
+    pub tls: TlsConfig,
+    #[serde(default)]
     pub admin: AdminConfig,
     #[serde(default)]
     pub control: ControlConfig,
@@ -115,6 +117,67 @@ pub struct BackendConfig {
         with = "millis"
     )]
     pub connect_timeout: Duration,
+}
+
+/// A TLS client listener beside `listen` ([`crate::proxy::tls`]).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Where TLS clients connect; unset: no TLS listener.
+    pub listen: Option<SocketAddr>,
+    /// The certificate chain leasegate presents (PEM), re-read at reload.
+    pub cert_file: Option<std::path::PathBuf>,
+    /// Its private key (PEM), re-read at reload.
+    pub key_file: Option<std::path::PathBuf>,
+    /// When set, clients must present a certificate that chains to one of
+    /// these CAs (PEM), re-read at reload.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// How long a client has to complete its handshake.
+    #[serde(rename = "handshake_timeout_ms", with = "millis")]
+    pub handshake_timeout: Duration,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            listen: None,
+            cert_file: None,
+            key_file: None,
+            ca_file: None,
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The config keys of the client listener's files.
+pub const TLS_KEYS: crate::proxy::tls::TlsKeys = crate::proxy::tls::TlsKeys {
+    cert_file: "tls.cert_file",
+    key_file: "tls.key_file",
+    ca_file: "tls.ca_file",
+};
+
+impl TlsConfig {
+    /// The listener's rustls settings, read from the files now (`None`:
+    /// no TLS listener).
+    pub fn server_config(
+        &self,
+    ) -> Result<Option<std::sync::Arc<rustls::ServerConfig>>, (&'static str, String)> {
+        if self.listen.is_none() {
+            return Ok(None);
+        }
+        let (Some(cert_file), Some(key_file)) = (&self.cert_file, &self.key_file) else {
+            return Err((
+                "tls.cert_file",
+                "tls.listen needs tls.cert_file and tls.key_file".into(),
+            ));
+        };
+        let files = crate::proxy::tls::TlsFiles {
+            cert_file,
+            key_file,
+            ca_file: self.ca_file.as_deref(),
+        };
+        files.server_config(TLS_KEYS).map(Some)
+    }
 }
 
 /// The HTTP admin API.
@@ -535,6 +598,13 @@ impl Config {
             return Err(("backend.addr", format!("'{addr}' is not a host:port")));
         }
         self.validate_sentinel()?;
+        if self.tls.handshake_timeout.is_zero() {
+            return Err(("tls.handshake_timeout_ms", "must be above 0".into()));
+        }
+        if self.tls.listen.is_some_and(|tls| tls == self.listen) {
+            return Err(("tls.listen", "must differ from listen".into()));
+        }
+        self.tls.server_config()?;
         if self.backend.connect_timeout.is_zero() {
             return Err(("backend.connect_timeout_ms", "must be above 0".into()));
         }

@@ -70,6 +70,8 @@ pub enum ServerError {
     Signals(std::io::Error),
     #[error("cannot start the session workers: {0}")]
     Workers(std::io::Error),
+    #[error("{0}")]
+    Tls(String),
     #[error("cannot take over: {0}")]
     TakeOver(#[from] upgrade::UpgradeError),
 }
@@ -215,6 +217,7 @@ impl Server {
                 })?,
         };
         self.handoff.offer("client", &listener);
+        let tls_listener = self.tls_listener(inherited.as_mut()).await?;
         // Taking over: `Ready`, and the sessions come from here on.
         let mut moved_in = self.receive_sessions(inherited, &upgrade_socket);
         // A failover times its pause by when a replica's connection arrived.
@@ -252,7 +255,18 @@ impl Server {
                 accepted = listener.accept() => match accepted {
                     Ok((client, peer)) => {
                         debug!(%peer, "client connected");
-                        self.admit_client(client, &tracker, &workers, &active);
+                        self.admit_client(client, false, &tracker, &workers, &active);
+                    }
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off briefly.
+                        warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                },
+                accepted = accept_on(tls_listener.as_ref()) => match accepted {
+                    Ok((client, peer)) => {
+                        debug!(%peer, "TLS client connected");
+                        self.admit_client(client, true, &tracker, &workers, &active);
                     }
                     Err(e) => {
                         // Out of file descriptors and the like: back off briefly.
@@ -269,6 +283,7 @@ impl Server {
             }
         }
         drop(listener);
+        drop(tls_listener);
         self.drain(tracker).await;
         if upgraded {
             // Every session that could move was sent: the channel closes
@@ -376,23 +391,27 @@ impl Server {
     fn admit_client(
         &self,
         client: TcpStream,
+        tls: bool,
         tracker: &TaskTracker,
         workers: &Workers,
         active: &Arc<AtomicUsize>,
     ) {
         let _ = client.set_nodelay(true);
-        let max_clients = self.shared.config.load().limits.max_clients;
-        if active.fetch_add(1, Ordering::AcqRel) >= max_clients {
+        let config = self.shared.config.load();
+        let tls = match tls.then(|| self.shared.client_tls.load_full()) {
+            None => None,
+            Some(Some(tls)) => Some((tls, config.tls.handshake_timeout)),
+            Some(None) => return, // not reached: the listener exists only with settings
+        };
+        let over_limit = active.fetch_add(1, Ordering::AcqRel) >= config.limits.max_clients;
+        if over_limit {
             active.fetch_sub(1, Ordering::AcqRel);
-            tracker.spawn(refuse(client, MAX_CLIENTS_REPLY.to_vec()));
-            return;
+        } else {
+            self.sessions.inc();
         }
-        self.sessions.inc();
-        let slot = ClientSlot(Arc::clone(active), self.sessions.clone());
+        let slot = (!over_limit).then(|| ClientSlot(Arc::clone(active), self.sessions.clone()));
         let ctx = self.sessions_context.load_full();
         let shutdown = self.shutdown.clone();
-        let addr = ctx.backend_addr.clone();
-        let timeout = ctx.connect_timeout;
         // The socket moves to a worker's poller.
         let client = match client.into_std() {
             Ok(c) => c,
@@ -406,24 +425,53 @@ impl Server {
             let Ok(client) = TcpStream::from_std(client) else {
                 return;
             };
-            match backend::connect(&addr, timeout).await {
-                Ok(backend) => session::serve(client, backend, ctx, shutdown).await,
-                Err(e) => match backend::stand_in(ctx.gate.role(), timeout).await {
-                    // The node is down and the controller named a new
-                    // master: the client is served there, not refused.
-                    Ok(there) => {
-                        info!("this node is down and was demoted: a new client is served by the new master's leasegate");
-                        session::serve_handed_over(client, there, ctx, shutdown).await
+            let Some((tls, timeout)) = tls else {
+                return match over_limit {
+                    true => refuse(client, MAX_CLIENTS_REPLY.to_vec()).await,
+                    false => serve_client(client, ctx, shutdown).await,
+                };
+            };
+            let peer = client.peer_addr().ok();
+            match crate::proxy::tls::handshake(client, tls, timeout).await {
+                Ok(client) => {
+                    ctx.metrics.tls_handshake("ok");
+                    match over_limit {
+                        true => refuse(client, MAX_CLIENTS_REPLY.to_vec()).await,
+                        false => serve_client(client, ctx, shutdown).await,
                     }
-                    Err(why) => {
-                        debug!(%why, "no stand-in for the node");
-                        ctx.metrics.backend_connect_errors.inc();
-                        warn!(backend = %addr, error = %e, "backend unavailable");
-                        refuse(client, backend::unavailable_reply(&addr, &e)).await;
-                    }
-                },
+                }
+                Err(e) => {
+                    ctx.metrics.tls_handshake(e.outcome());
+                    info!(?peer, error = %e, "TLS handshake failed: connection closed");
+                }
             }
         });
+    }
+
+    /// The TLS client listener (`tls.listen`), taken over or bound.
+    async fn tls_listener(
+        &self,
+        inherited: Option<&mut Inherited>,
+    ) -> Result<Option<TcpListener>, ServerError> {
+        let Some(addr) = self.config.tls.listen else {
+            return Ok(None);
+        };
+        if self.shared.client_tls.load().is_none() {
+            return Err(ServerError::Tls(format!(
+                "tls.listen {addr}: its certificate files cannot be used (see above)"
+            )));
+        }
+        let bind_error = |source| ServerError::Bind {
+            addr: addr.to_string(),
+            source,
+        };
+        let listener = match inherited.and_then(|i| i.listener("tls", &addr.to_string())) {
+            Some(l) => listen_on(l).map_err(bind_error)?,
+            None => TcpListener::bind(addr).await.map_err(bind_error)?,
+        };
+        self.handoff.offer("tls", &listener);
+        info!(tls_listen = %addr, "TLS clients are served");
+        Ok(Some(listener))
     }
 
     /// Idle sessions drop their buffers ([`session::trim`]); glibc keeps
@@ -622,7 +670,45 @@ impl Drop for ClientSlot {
 }
 
 /// Sends one error line and closes.
-async fn refuse(mut client: TcpStream, reply: Vec<u8>) {
+/// Serves a client (plain or TLS) with a new node connection; if the node
+/// cannot be reached, with the new master's leasegate where this node was
+/// demoted, else it is told why and closed.
+async fn serve_client<C: session::ClientIo>(
+    client: C,
+    ctx: Arc<SessionContext>,
+    shutdown: CancellationToken,
+) {
+    let (addr, timeout) = (ctx.backend_addr.clone(), ctx.connect_timeout);
+    match backend::connect(&addr, timeout).await {
+        Ok(backend) => session::serve(client, backend, ctx, shutdown).await,
+        Err(e) => match backend::stand_in(ctx.gate.role(), timeout).await {
+            // The node is down and the controller named a new master: the
+            // client is served there, not refused.
+            Ok(there) => {
+                info!("this node is down and was demoted: a new client is served by the new master's leasegate");
+                session::serve_handed_over(client, there, ctx, shutdown).await
+            }
+            Err(why) => {
+                debug!(%why, "no stand-in for the node");
+                ctx.metrics.backend_connect_errors.inc();
+                warn!(backend = %addr, error = %e, "backend unavailable");
+                refuse(client, backend::unavailable_reply(&addr, &e)).await;
+            }
+        },
+    }
+}
+
+/// Accepts on `listener`; never, without one.
+async fn accept_on(
+    listener: Option<&TcpListener>,
+) -> std::io::Result<(TcpStream, std::net::SocketAddr)> {
+    match listener {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn refuse<C: tokio::io::AsyncWrite + Unpin>(mut client: C, reply: Vec<u8>) {
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
         let _ = client.write_all(&reply).await;
         let _ = client.shutdown().await;

@@ -366,7 +366,7 @@ fn the_configuration_reference_documents_every_key_with_its_default_and_reload()
                 }
             }
             None if cell.starts_with("none") => {
-                if !default.map_or(true, Value::is_null) {
+                if !default.is_none_or(Value::is_null) {
                     problems.push(format!(
                         "{key} (line {line}): shown as `none`, but its default is {default:?}"
                     ));

@@ -693,7 +693,7 @@ fn large_requests_in_small_pieces_terminate() {
 
     // 100k arguments, 100 bytes at a time.
     let args: Vec<&[u8]> = std::iter::once(&b"MSET"[..])
-        .chain(std::iter::repeat(&b"kv"[..]).take(100_000))
+        .chain(std::iter::repeat_n(&b"kv"[..], 100_000))
         .collect();
     let req = leasegate::resp::encode::request(&args);
     let (heads, _) = feed_requests(LIMITS, &req, &feed_in_steps(req.len(), 100));

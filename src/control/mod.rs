@@ -90,6 +90,9 @@ pub struct ControlContext {
     /// What this leasegate's failovers took from the pause to the
     /// promotion: the next one times its pause with it.
     pub promotion_memory: Arc<failover::timing::Memory>,
+    /// The TLS client listener's settings, certificates included (`None`:
+    /// no `tls.listen`); read again from the files at every reload.
+    pub client_tls: arc_swap::ArcSwapOption<rustls::ServerConfig>,
 }
 
 impl ControlContext {
@@ -163,7 +166,16 @@ impl ControlContext {
         metrics.reload.register(&mut registry);
         role.node.register(&mut registry);
         register_build_info(&mut registry);
+        // Checked when the file was loaded; read again here.
+        let client_tls = match config.tls.server_config() {
+            Ok(tls) => tls,
+            Err((key, reason)) => {
+                tracing::error!(key, %reason, "the TLS client listener's files cannot be used");
+                None
+            }
+        };
         ControlContext {
+            client_tls: arc_swap::ArcSwapOption::new(client_tls),
             config: ArcSwap::from_pointee(config),
             config_path: None,
             reloaded: watch::channel(0).0,

@@ -63,6 +63,11 @@ pub const KEYS: &[(&str, Apply)] = &[
     ("backend.connect_timeout_ms", Apply::Live),
     ("drain_timeout_ms", Apply::Live),
     ("threads", Apply::Restart),
+    ("tls.listen", Apply::Restart),
+    ("tls.cert_file", Apply::Live),
+    ("tls.key_file", Apply::Live),
+    ("tls.ca_file", Apply::Live),
+    ("tls.handshake_timeout_ms", Apply::Live),
     ("node_id", Apply::Restart),
     ("admin.listen", Apply::Restart),
     ("admin.token", Apply::Live),
@@ -199,6 +204,16 @@ pub fn apply(
     running.check(&format!(
         "{origin} (with the settings that need a restart as they run)"
     ))?;
+    // The certificate files are read again even when their paths are the
+    // same (a certificate renewed in place); unusable, nothing changes.
+    let client_tls = running
+        .tls
+        .server_config()
+        .map_err(|(key, reason)| ConfigError::Invalid {
+            path: origin.to_string(),
+            key,
+            reason,
+        })?;
     let changed = changed_keys(&old, &file);
     let applied = changed_keys(&old, &running);
     let needs_restart = changed
@@ -209,6 +224,10 @@ pub fn apply(
     if !applied.is_empty() {
         enforce(shared, &old, running);
     }
+    if client_tls.is_some() {
+        info!("TLS certificates read again: new TLS connections use them");
+    }
+    shared.client_tls.store(client_tls);
     Ok(ReloadResponse {
         unchanged: changed.is_empty(),
         applied: applied.iter().map(|k| k.to_string()).collect(),
@@ -219,6 +238,7 @@ pub fn apply(
 /// Puts the running value of every restart key into `new`.
 fn keep_until_restart(old: &Config, new: &mut Config) {
     new.listen = old.listen;
+    new.tls.listen = old.tls.listen;
     new.admin.listen.clone_from(&old.admin.listen);
     new.backend.addr.clone_from(&old.backend.addr);
     new.threads = old.threads;
@@ -341,6 +361,7 @@ mod tests {
     /// key different again.
     const ONE: &str = "\
 listen: 127.0.0.1:7001
+tls: {listen: 127.0.0.1:7101, cert_file: /a.crt, key_file: /a.key, ca_file: /a-ca.crt, handshake_timeout_ms: 71}
 backend: {addr: 127.0.0.1:7002, password: a, connect_timeout_ms: 11}
 drain_timeout_ms: 12
 threads: 2
@@ -360,6 +381,7 @@ log: {format: json, level: debug}
 ";
     const TWO: &str = "\
 listen: 127.0.0.1:8001
+tls: {listen: 127.0.0.1:8101, cert_file: /b.crt, key_file: /b.key, ca_file: /b-ca.crt, handshake_timeout_ms: 81}
 backend: {addr: 127.0.0.1:8002, password: b, connect_timeout_ms: 31}
 drain_timeout_ms: 32
 threads: 3

@@ -872,7 +872,7 @@ impl Gate {
             return None;
         }
         let me = self.lease.node_id()?;
-        let fresh = version.map_or(true, |v| v > self.role.node_topology());
+        let fresh = version.is_none_or(|v| v > self.role.node_topology());
         if !fresh
             || !self.lease.write_allowed()
             || !crate::kvrocks::topology::listed_as_replica(nodes, &me)

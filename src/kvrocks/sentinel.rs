@@ -151,7 +151,7 @@ pub fn judge(answers: &[Result<MasterView, String>], me: &str, configured: usize
     if let Some(other) = views
         .iter()
         .filter(|v| !same_addr(&v.addr, me))
-        .filter(|v| my_epoch.map_or(true, |mine| v.config_epoch >= mine))
+        .filter(|v| my_epoch.is_none_or(|mine| v.config_epoch >= mine))
         .max_by_key(|v| v.config_epoch)
     {
         return Judgement::Revoke {

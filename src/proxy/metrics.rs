@@ -1,15 +1,15 @@
 //! The data plane's own counters, registered under `leasegate_` by the
 //! control plane: node connections that could not be opened, sessions
 //! moved to another leasegate, clients not read from because their
-//! unsent replies passed `limits.max_client_output_bytes`, and idle
-//! sessions that gave their buffers back.
+//! unsent replies passed `limits.max_client_output_bytes`, idle sessions
+//! that gave their buffers back, and TLS handshakes by outcome.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
-/// `result` of a hand-over.
+/// `result` of a hand-over or a TLS handshake.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HandoverResult {
     pub result: &'static str,
@@ -26,6 +26,8 @@ pub struct ProxyMetrics {
     pub backpressure: Counter,
     /// Times an idle session gave its buffers back ([`crate::proxy::session::trim`]).
     pub buffers_released: Counter,
+    /// TLS handshakes on `tls.listen`, by outcome ([`crate::proxy::tls`]).
+    pub tls_handshakes: Family<HandoverResult, Counter>,
 }
 
 impl ProxyMetrics {
@@ -48,11 +50,27 @@ impl ProxyMetrics {
             "Times a client stopped being read because its unsent replies passed limits.max_client_output_bytes",
             self.backpressure.clone(),
         );
+        for result in crate::proxy::tls::HANDSHAKE_OUTCOMES {
+            let _ = self
+                .tls_handshakes
+                .get_or_create(&HandoverResult { result });
+        }
+        registry.register(
+            "tls_handshakes",
+            "TLS handshakes on tls.listen by outcome: ok, failed (the log says why), plaintext (a client spoke plaintext to the TLS port), timeout",
+            self.tls_handshakes.clone(),
+        );
         registry.register(
             "idle_buffers_released",
             "Times an idle session gave its buffers back (they grow again on its next request)",
             self.buffers_released.clone(),
         );
+    }
+
+    pub fn tls_handshake(&self, result: &'static str) {
+        self.tls_handshakes
+            .get_or_create(&HandoverResult { result })
+            .inc();
     }
 
     pub fn handover(&self, ok: bool) {

@@ -657,7 +657,7 @@ fn shard_failover(s: &mut State, shard: &str, body: &str) -> Answer {
     };
     let nodes = &s.shards[index];
     let candidate = nodes.iter().position(|(id, _, role)| {
-        role != "master" && options.preferred.as_ref().map_or(true, |p| p == id)
+        role != "master" && options.preferred.as_ref().is_none_or(|p| p == id)
     });
     let Some(candidate) = candidate else {
         return error_answer("400 Bad Request", "no such replica in the shard to promote");

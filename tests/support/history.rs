@@ -248,7 +248,7 @@ fn promoted_again(log: &Log, node: &str, lost_at: Instant, op: &Op) -> bool {
         .filter(|(n, t)| n != node && *t > again)
         .map(|(_, t)| *t)
         .min();
-    op.invoked >= again && next_loss.map_or(true, |l| op.completed <= l)
+    op.invoked >= again && next_loss.is_none_or(|l| op.completed <= l)
 }
 
 fn ms(origin: Option<Instant>, t: Instant) -> f64 {

@@ -15,6 +15,7 @@ pub mod netns;
 pub mod node;
 pub mod scripted;
 pub mod sentinel;
+pub mod tls;
 pub mod upgrade;
 
 use std::io::{Read, Write};
@@ -535,9 +536,21 @@ pub fn encode(args: &[&[u8]]) -> Vec<u8> {
     leasegate::resp::encode::request(args).to_vec()
 }
 
+/// What a [`Client`] talks over: a plain socket, or TLS over one
+/// ([`tls::TlsConn`]).
+pub trait Conn: Read + Write + Send {
+    fn set_read_timeout(&self, wait: Option<Duration>) -> std::io::Result<()>;
+}
+
+impl Conn for TcpStream {
+    fn set_read_timeout(&self, wait: Option<Duration>) -> std::io::Result<()> {
+        TcpStream::set_read_timeout(self, wait)
+    }
+}
+
 /// A blocking RESP client over a real socket.
 pub struct Client {
-    stream: TcpStream,
+    stream: Box<dyn Conn>,
     buf: Vec<u8>,
     /// Decode as RESP3 (after a successful `HELLO 3`).
     pub resp3: bool,
@@ -550,8 +563,13 @@ impl Client {
 
     /// A client on a connection made elsewhere (another host, a namespace).
     pub fn from_stream(stream: TcpStream) -> Client {
-        stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
         stream.set_nodelay(true).expect("nodelay");
+        Client::over(Box::new(stream))
+    }
+
+    /// A client over `stream` (TLS, say).
+    pub fn over(stream: Box<dyn Conn>) -> Client {
+        stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
         Client {
             stream,
             buf: Vec::new(),

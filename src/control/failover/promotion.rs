@@ -385,7 +385,7 @@ async fn target_grid(admin: &AdminClient, target: &str) -> Option<(Grid, Duratio
         } else {
             trip.rtt()
         };
-        if best.map_or(true, |(b, _)| rank < b) {
+        if best.is_none_or(|(b, _)| rank < b) {
             best = Some((rank, mapped));
         }
     }

@@ -39,6 +39,7 @@ use crate::guard::verify::Ticket;
 
 use super::handover::Preconnect;
 use super::idle::IdleTimer;
+use super::io::{dup_std, ClientIo};
 use super::state::Stall;
 use super::trim::Trim;
 use super::woken::{Woken, WokenRead};
@@ -89,9 +90,9 @@ struct Turn {
 }
 
 /// One session's sockets, timers and drain signal, and what the loop knows
-/// of them.
-pub(super) struct Driver {
-    client: TcpStream,
+/// of them; `C` is the client's connection, plain or TLS ([`ClientIo`]).
+pub(super) struct Driver<C: ClientIo> {
+    client: C,
     backend: TcpStream,
     client_read: WokenRead,
     backend_read: WokenRead,
@@ -120,13 +121,13 @@ pub(super) struct Driver {
     poked: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
 }
 
-impl Driver {
+impl<C: ClientIo> Driver<C> {
     pub(super) fn new(
-        client: TcpStream,
+        client: C,
         backend: TcpStream,
         ctx: &SessionContext,
         shutdown: &CancellationToken,
-    ) -> Driver {
+    ) -> Driver<C> {
         Driver {
             client,
             backend,
@@ -294,7 +295,7 @@ impl Driver {
             if s.finished(self.client_eof, self.draining, self.backend_eof) {
                 break;
             }
-            if let Some(target) = Driver::move_due(&mut s) {
+            if let Some(target) = Self::move_due(&mut s) {
                 self.hand_over(target, &mut s, ctx).await;
                 continue;
             }
@@ -318,6 +319,13 @@ impl Driver {
                         if let Poll::Ready(r) = Pin::new(&mut self.client).poll_write(cx, to_client)
                         {
                             return Poll::Ready(Event::ClientWrote(transferred(r)));
+                        }
+                    }
+                    // TLS records a write left in rustls' buffer (a constant
+                    // `false` for plain TCP: no branch there).
+                    if self.client.unflushed() {
+                        if let Poll::Ready(Err(_)) = Pin::new(&mut self.client).poll_flush(cx) {
+                            return Poll::Ready(Event::ClientWrote(None));
                         }
                     }
                     if !s.to_backend.is_empty() {
@@ -352,11 +360,7 @@ impl Driver {
                     }
                     if turn.read_client {
                         if self.first_read {
-                            let read = crate::proxy::rxtime::poll_read_stamped(
-                                &self.client,
-                                cx,
-                                &mut s.from_client,
-                            );
+                            let read = self.client.poll_first_read(cx, &mut s.from_client);
                             if let Poll::Ready(r) = read {
                                 self.first_read = false;
                                 let r = r.map(|got| {
@@ -425,7 +429,7 @@ impl Driver {
         // pause, and a failover may have named a target) is not needed:
         // the successor opens its own if it hands the session over.
         self.preconnect = None;
-        let client = dup_std(&self.client)?;
+        let client = self.client.dup_for_move()?;
         let backend = dup_std(&self.backend)?;
         Some(super::moving::MovedSession {
             client,
@@ -449,7 +453,7 @@ impl Driver {
             Event::BackendRead(Some(_)) => {
                 self.trim.activity();
                 replies(s)?;
-                if send_to_client(s, |b| self.client.try_write(b)) {
+                if send_to_client(s, |b| self.client.try_send(b)) {
                     IdleTimer::interaction(&mut self.idle);
                 }
             }
@@ -466,7 +470,7 @@ impl Driver {
                     IdleTimer::interaction(&mut self.idle); // a complete request
                 }
                 send_now(&mut s.to_backend, |b| self.backend.try_write(b));
-                send_to_client(s, |b| self.client.try_write(b));
+                send_to_client(s, |b| self.client.try_send(b));
             }
             Event::Trim => {
                 if self.trim.due(s.is_quiet()) {
@@ -489,11 +493,11 @@ impl Driver {
                 self.deadline = None;
                 debug!("the drain's deadline passed: closing the session with an error");
                 s.stop_now();
-                send_to_client(s, |b| self.client.try_write(b));
+                send_to_client(s, |b| self.client.try_send(b));
             }
             Event::Poked => {
                 s.poked();
-                send_to_client(s, |b| self.client.try_write(b));
+                send_to_client(s, |b| self.client.try_send(b));
             }
         }
         ControlFlow::Continue(())
@@ -556,16 +560,6 @@ fn send_to_client(s: &mut Session, send: impl FnOnce(&[u8]) -> std::io::Result<u
         }
         _ => false,
     }
-}
-
-/// A blocking-mode-agnostic std copy of `stream`'s socket (the same open
-/// socket, a new descriptor): what goes to the successor; this process's
-/// descriptor closes with the driver, without a FIN (the socket stays
-/// open while another descriptor refers to it).
-fn dup_std(stream: &TcpStream) -> Option<std::net::TcpStream> {
-    use std::os::fd::AsFd;
-    let fd = stream.as_fd().try_clone_to_owned().ok()?;
-    Some(std::net::TcpStream::from(fd))
 }
 
 /// Makes room for the next read.

@@ -66,6 +66,7 @@ mod acks;
 mod driver;
 mod handover;
 mod idle;
+pub mod io;
 mod moving;
 mod mute;
 mod reading;
@@ -91,6 +92,7 @@ use crate::resp::reply::ReplyFramer;
 use crate::resp::request::{Limits, RequestFramer};
 use driver::Driver;
 use handover::Replay;
+pub use io::ClientIo;
 #[cfg(test)]
 use reading::DISCARD;
 use state::{
@@ -189,8 +191,8 @@ struct Session {
 }
 
 /// Runs one client connection to completion ([`Driver::run`]).
-pub async fn serve(
-    client: TcpStream,
+pub async fn serve<C: ClientIo>(
+    client: C,
     backend: TcpStream,
     ctx: Arc<SessionContext>,
     shutdown: CancellationToken,
@@ -202,8 +204,8 @@ pub async fn serve(
 /// and was demoted, so `backend` is the new master's leasegate
 /// (`pause.on_demote: forward`). It returns home when the node is master
 /// again, as a session handed over during a failover does.
-pub async fn serve_handed_over(
-    client: TcpStream,
+pub async fn serve_handed_over<C: ClientIo>(
+    client: C,
     new_master: TcpStream,
     ctx: Arc<SessionContext>,
     shutdown: CancellationToken,
@@ -211,8 +213,8 @@ pub async fn serve_handed_over(
     serve_on(client, new_master, true, ctx, shutdown).await
 }
 
-async fn serve_on(
-    client: TcpStream,
+async fn serve_on<C: ClientIo>(
+    client: C,
     backend: TcpStream,
     handed_over: bool,
     ctx: Arc<SessionContext>,
@@ -220,7 +222,7 @@ async fn serve_on(
 ) {
     let mut s = Session::new(ctx.limits, Arc::clone(&ctx.gate), ctx.max_client_output);
     s.handed_over = handed_over;
-    let peer = client.peer_addr().ok().map(|a| a.ip());
+    let peer = client.peer_ip();
     if peer.is_some_and(|ip| ctx.gate.trusts_peer(ip)) {
         s.peer = Peer::Trusted;
     }

@@ -34,7 +34,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 
 use bytes::BytesMut;
-use tokio::net::TcpStream;
 
 /// The waker of one source, and whether the source needs polling.
 #[derive(Default)]
@@ -147,10 +146,10 @@ impl WokenRead {
     /// or `Pending` once the socket has nothing, with the task woken when
     /// it has.
     #[inline]
-    pub(super) fn poll_read(
+    pub(super) fn poll_read<S: tokio::io::AsyncRead + Unpin>(
         &mut self,
         cx: &mut Context<'_>,
-        socket: &mut TcpStream,
+        socket: &mut S,
         buf: &mut BytesMut,
     ) -> Poll<std::io::Result<usize>> {
         self.waking.poll(cx, |cx| {
@@ -163,6 +162,7 @@ impl WokenRead {
 mod tests {
     use super::*;
     use std::time::Duration;
+    use tokio::net::TcpStream;
 
     /// A cancellation reaches a session whose signal was polled (and left
     /// pending) many times, and one cancelled before its first poll.

@@ -1,0 +1,187 @@
+//! Certificates made on the fly (rcgen) for the TLS tests: a CA, a server
+//! certificate for `localhost` and `127.0.0.1` signed by it, and client
+//! certificates, written as PEM files into a temporary directory that goes
+//! with the value.
+
+use std::path::{Path, PathBuf};
+
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+
+/// A CA and what it signed, as PEM files.
+pub struct Pki {
+    dir: tempfile::TempDir,
+    ca_cert: rcgen::Certificate,
+    ca_params: CertificateParams,
+    ca_key: KeyPair,
+    name: String,
+}
+
+impl Pki {
+    /// A new CA named `name`, with `server.crt`/`server.key` signed by it.
+    pub fn new(name: &str) -> Pki {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let ca_key = KeyPair::generate().expect("a CA key");
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, format!("{name} test CA"));
+        let ca_cert = ca_params.clone().self_signed(&ca_key).expect("a CA");
+        let pki = Pki {
+            dir,
+            ca_cert,
+            ca_params,
+            ca_key,
+            name: name.to_string(),
+        };
+        std::fs::write(pki.path("ca.crt"), pki.ca_cert.pem()).expect("write ca.crt");
+        pki.issue("server", &["localhost", "127.0.0.1"], false);
+        pki
+    }
+
+    /// A file in the directory.
+    pub fn path(&self, file: &str) -> PathBuf {
+        self.dir.path().join(file)
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Signs a certificate for `names` as `<stem>.crt` and `<stem>.key`
+    /// (already expired when `expired`); its paths.
+    pub fn issue(&self, stem: &str, names: &[&str], expired: bool) -> (PathBuf, PathBuf) {
+        let key = KeyPair::generate().expect("a key");
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let mut params = CertificateParams::new(names).expect("params");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, format!("{} {stem}", self.name));
+        if expired {
+            params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        }
+        let issuer = self
+            .ca_params
+            .clone()
+            .self_signed(&self.ca_key)
+            .expect("the CA again");
+        let cert = params
+            .signed_by(&key, &issuer, &self.ca_key)
+            .expect("signed");
+        let (crt, pem_key) = (
+            self.path(&format!("{stem}.crt")),
+            self.path(&format!("{stem}.key")),
+        );
+        std::fs::write(&crt, cert.pem()).expect("write crt");
+        std::fs::write(&pem_key, key.serialize_pem()).expect("write key");
+        (crt, pem_key)
+    }
+
+    /// The `tls:` section of a leasegate config listening on `port` with
+    /// this CA's server certificate (client certificates required when
+    /// `client_ca`).
+    pub fn listener_yaml(&self, port: u16, client_ca: bool) -> String {
+        let mut yaml = format!(
+            "tls:\n  listen: 127.0.0.1:{port}\n  cert_file: {}\n  key_file: {}\n",
+            self.path("server.crt").display(),
+            self.path("server.key").display()
+        );
+        if client_ca {
+            yaml.push_str(&format!("  ca_file: {}\n", self.path("ca.crt").display()));
+        }
+        yaml
+    }
+}
+
+/// A client's TLS connection: rustls over a blocking socket.
+pub struct TlsConn(rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>);
+
+impl std::io::Read for TlsConn {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl std::io::Write for TlsConn {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+impl super::Conn for TlsConn {
+    fn set_read_timeout(&self, wait: Option<std::time::Duration>) -> std::io::Result<()> {
+        self.0.sock.set_read_timeout(wait)
+    }
+}
+
+/// How a test client connects with TLS.
+pub struct TlsClient<'a> {
+    /// The CA file it trusts.
+    pub ca: &'a Path,
+    /// The name it expects the server's certificate to carry (SNI too).
+    pub server_name: &'a str,
+    /// Its own certificate and key, if it presents one.
+    pub identity: Option<(&'a Path, &'a Path)>,
+}
+
+impl TlsClient<'_> {
+    /// Connects to `port` and completes the handshake; `Err` says why not.
+    pub fn connect(&self, port: u16) -> Result<super::Client, String> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(self.ca).map_err(|e| format!("{e:?}"))? {
+            roots
+                .add(cert.map_err(|e| format!("{e:?}"))?)
+                .map_err(|e| e.to_string())?;
+        }
+        let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots);
+        let config = match self.identity {
+            Some((crt, key)) => {
+                let chain: Vec<_> = CertificateDer::pem_file_iter(crt)
+                    .map_err(|e| format!("{e:?}"))?
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| format!("{e:?}"))?;
+                let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{e:?}"))?;
+                builder
+                    .with_client_auth_cert(chain, key)
+                    .map_err(|e| e.to_string())?
+            }
+            None => builder.with_no_client_auth(),
+        };
+        let name = ServerName::try_from(self.server_name.to_string()).map_err(|e| e.to_string())?;
+        let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name)
+            .map_err(|e| e.to_string())?;
+        let sock = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+        sock.set_nodelay(true).map_err(|e| e.to_string())?;
+        sock.set_read_timeout(Some(super::PATIENCE))
+            .map_err(|e| e.to_string())?;
+        let mut stream = rustls::StreamOwned::new(conn, sock);
+        // The handshake, now: a refusal shows here rather than at the first command.
+        while stream.conn.is_handshaking() {
+            stream
+                .conn
+                .complete_io(&mut stream.sock)
+                .map_err(|e| e.to_string())?;
+        }
+        // TLS 1.3: a refused client certificate is said after the handshake.
+        let mut client = super::Client::over(Box::new(TlsConn(stream)));
+        match client.try_send(&["PING"]) {
+            Ok(()) => {}
+            Err(e) => return Err(e),
+        }
+        match client.read_within(std::time::Duration::from_secs(5)) {
+            Ok(Some(super::Reply::Status(s))) if s == "PONG" => Ok(client),
+            Ok(other) => Err(format!("PING answered {other:?}")),
+            Err(e) => Err(e),
+        }
+    }
+}

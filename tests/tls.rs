@@ -1,0 +1,292 @@
+//! The TLS client listener (`tls.listen`) with the real binary and a real
+//! redis-server, certificates made on the fly: clients over TLS (a rustls
+//! client, `redis-cli --tls`, redis-py `ssl=True`) get what plaintext
+//! clients get, the lease fences their writes too, client certificates are
+//! required and checked when `tls.ca_file` is set, a plaintext client on
+//! the TLS port and a failed handshake get a clear word and a closed
+//! connection, and a reload re-reads the certificate files (a bad one
+//! changes nothing).
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use support::tls::{Pki, TlsClient};
+use support::{free_port, http, Client, Proxy, RedisServer, Reply, PATIENCE};
+
+/// Waits until the TLS listener accepts connections.
+fn wait_tls(port: u16) {
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(start.elapsed() < PATIENCE, "the TLS listener never came up");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A leasegate with a TLS listener (and an admin API) in front of `node`.
+/// `extra` follows the `tls:` section (lines indented by two spaces go
+/// into it).
+fn tls_proxy(node: &RedisServer, pki: &Pki, client_ca: bool, extra: &str) -> (Proxy, u16, u16) {
+    let (tls_port, admin) = (free_port(), free_port());
+    let proxy = Proxy::start(
+        &node.addr(),
+        &format!(
+            "{}{extra}admin:\n  listen: 127.0.0.1:{admin}\n  token: tk\n",
+            pki.listener_yaml(tls_port, client_ca)
+        ),
+    );
+    wait_tls(tls_port);
+    (proxy, tls_port, admin)
+}
+
+fn client<'a>(pki: &'a Pki) -> TlsClient<'a> {
+    TlsClient {
+        ca: Box::leak(Box::new(pki.path("ca.crt"))),
+        server_name: "localhost",
+        identity: None,
+    }
+}
+
+fn metric(admin: u16, series: &str) -> u64 {
+    let (_, metrics) = http(admin, "GET", "/metrics", None, None);
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_tls_client_is_served_as_a_plaintext_one() {
+    let node = RedisServer::start();
+    let pki = Pki::new("serve");
+    let (proxy, tls_port, _) = tls_proxy(&node, &pki, false, "lease:\n  mode: disabled\n");
+    let mut c = client(&pki).connect(tls_port).expect("TLS handshake");
+    assert_eq!(c.cmd(&["SET", "k", "v"]), Reply::ok());
+    assert_eq!(c.cmd(&["GET", "k"]), Reply::bulk("v"));
+    // Pipelined, a value larger than a TLS record, a transaction.
+    let big = "x".repeat(100_000);
+    c.send(&["SET", "big", &big]);
+    c.send(&["STRLEN", "big"]);
+    c.send(&["MULTI"]);
+    c.send(&["INCR", "n"]);
+    c.send(&["INCR", "n"]);
+    c.send(&["EXEC"]);
+    assert_eq!(c.read(), Reply::ok());
+    assert_eq!(c.read(), Reply::Int(100_000));
+    assert_eq!(c.read(), Reply::ok());
+    assert_eq!(c.read(), Reply::Status("QUEUED".into()));
+    assert_eq!(c.read(), Reply::Status("QUEUED".into()));
+    assert_eq!(c.read(), Reply::Array(vec![Reply::Int(1), Reply::Int(2)]));
+    assert_eq!(c.cmd(&["GET", "big"]), Reply::bulk(&big));
+    // Pub/sub: a TLS subscriber gets what a plaintext client publishes.
+    let mut sub = client(&pki).connect(tls_port).expect("TLS handshake");
+    assert_eq!(
+        sub.cmd(&["SUBSCRIBE", "ch"]),
+        Reply::Array(vec![
+            Reply::bulk("subscribe"),
+            Reply::bulk("ch"),
+            Reply::Int(1)
+        ])
+    );
+    assert_eq!(proxy.client().cmd(&["PUBLISH", "ch", "hi"]), Reply::Int(1));
+    assert_eq!(
+        sub.read(),
+        Reply::Array(vec![
+            Reply::bulk("message"),
+            Reply::bulk("ch"),
+            Reply::bulk("hi")
+        ])
+    );
+    // A blocking command that times out, and one that is served.
+    assert_eq!(c.cmd(&["BLPOP", "empty", "0.1"]), Reply::Nil);
+    c.send(&["BLPOP", "list", "5"]);
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(proxy.client().cmd(&["RPUSH", "list", "a"]), Reply::Int(1));
+    assert_eq!(
+        c.read(),
+        Reply::Array(vec![Reply::bulk("list"), Reply::bulk("a")])
+    );
+    // The plaintext port still serves.
+    assert_eq!(proxy.client().cmd(&["GET", "k"]), Reply::bulk("v"));
+}
+
+#[test]
+fn redis_cli_and_redis_py_connect_with_tls() {
+    let node = RedisServer::start();
+    let pki = Pki::new("tools");
+    let (_proxy, tls_port, _) = tls_proxy(&node, &pki, false, "lease:\n  mode: disabled\n");
+    let ca = pki.path("ca.crt");
+    let out = Command::new("redis-cli")
+        .args(["--tls", "--cacert"])
+        .arg(&ca)
+        .args([
+            "-h",
+            "localhost",
+            "-p",
+            &tls_port.to_string(),
+            "SET",
+            "cli",
+            "1",
+        ])
+        .output()
+        .expect("redis-cli runs");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "OK", "{out:?}");
+    let script = format!(
+        "import redis\n\
+         r = redis.Redis(host='localhost', port={tls_port}, ssl=True, ssl_ca_certs='{}')\n\
+         p = r.pipeline(transaction=True)\n\
+         p.incr('py'); p.incr('py'); p.get('cli')\n\
+         print(p.execute())\n",
+        ca.display()
+    );
+    let out = Command::new("/usr/bin/python3")
+        .args(["-c", &script])
+        .output()
+        .expect("python3 runs");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "[1, 2, b'1']",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn the_lease_fences_tls_writes_too() {
+    let node = RedisServer::start();
+    let pki = Pki::new("fence");
+    let (_proxy, tls_port, _) = tls_proxy(&node, &pki, false, "lease:\n  mode: block-write\n");
+    let mut c = client(&pki).connect(tls_port).expect("TLS handshake");
+    let fenced = c.cmd(&["SET", "k", "v"]);
+    assert!(fenced.is_error(), "{fenced:?}");
+    assert_eq!(c.cmd(&["GET", "k"]), Reply::Nil, "reads pass");
+    assert_eq!(node.client().cmd(&["EXISTS", "k"]), Reply::Int(0));
+}
+
+#[test]
+fn client_certificates_are_required_and_checked_with_a_ca_file() {
+    let node = RedisServer::start();
+    let pki = Pki::new("mtls");
+    let (_proxy, tls_port, admin) = tls_proxy(&node, &pki, true, "lease:\n  mode: disabled\n");
+    let (crt, key) = pki.issue("client", &["client"], false);
+    let with = |crt: &Path, key: &Path| TlsClient {
+        identity: Some((
+            Box::leak(Box::new(crt.to_path_buf())),
+            Box::leak(Box::new(key.to_path_buf())),
+        )),
+        ..client(&pki)
+    };
+    let mut c = with(&crt, &key)
+        .connect(tls_port)
+        .expect("a client with a certificate");
+    assert_eq!(c.cmd(&["SET", "m", "1"]), Reply::ok());
+    // None, one from another CA, an expired one: refused, and counted.
+    let none = client(&pki).connect(tls_port);
+    assert!(none.is_err(), "no client certificate: {:?}", none.is_ok());
+    let other = Pki::new("other");
+    let (ocrt, okey) = other.issue("client", &["client"], false);
+    assert!(with(&ocrt, &okey).connect(tls_port).is_err(), "untrusted");
+    let (ecrt, ekey) = pki.issue("old", &["client"], true);
+    let expired = with(&ecrt, &ekey).connect(tls_port);
+    assert!(expired.is_err(), "expired");
+    let deadline = Instant::now() + PATIENCE;
+    while metric(admin, "leasegate_tls_handshakes_total{result=\"failed\"} ") < 3 {
+        assert!(Instant::now() < deadline, "three failed handshakes counted");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(metric(admin, "leasegate_tls_handshakes_total{result=\"ok\"} ") >= 1);
+    // The server's name: a client that expects another one refuses it.
+    let wrong = TlsClient {
+        server_name: "elsewhere.example",
+        ..with(&crt, &key)
+    }
+    .connect(tls_port);
+    assert!(
+        wrong.is_err(),
+        "a certificate for another name is refused by the client"
+    );
+}
+
+#[test]
+fn a_plaintext_client_on_the_tls_port_is_told_and_closed() {
+    let node = RedisServer::start();
+    let pki = Pki::new("plain");
+    let (_proxy, tls_port, admin) = tls_proxy(&node, &pki, false, "lease:\n  mode: disabled\n");
+    let mut c = Client::connect(tls_port);
+    let told = c.cmd(&["PING"]);
+    assert!(
+        told.error_text().contains("this port speaks TLS"),
+        "{told:?}"
+    );
+    assert!(c.is_closed());
+    assert_eq!(
+        metric(
+            admin,
+            "leasegate_tls_handshakes_total{result=\"plaintext\"} "
+        ),
+        1
+    );
+    // A client that says nothing is closed at the handshake timeout.
+    let pki = Pki::new("silent");
+    let (_p2, tls2, admin2) = tls_proxy(
+        &node,
+        &pki,
+        false,
+        "  handshake_timeout_ms: 300\nlease:\n  mode: disabled\n",
+    );
+    let mut silent = std::net::TcpStream::connect(("127.0.0.1", tls2)).expect("connect");
+    silent.set_read_timeout(Some(PATIENCE)).expect("timeout");
+    let start = Instant::now();
+    let mut buf = [0u8; 16];
+    let n = std::io::Read::read(&mut silent, &mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "closed without a word");
+    assert!(start.elapsed() < PATIENCE);
+    assert_eq!(
+        metric(
+            admin2,
+            "leasegate_tls_handshakes_total{result=\"timeout\"} "
+        ),
+        1
+    );
+}
+
+#[test]
+fn a_reload_reads_the_certificate_files_again_and_a_bad_one_changes_nothing() {
+    let node = RedisServer::start();
+    let first = Pki::new("first");
+    let (_proxy, tls_port, admin) = tls_proxy(&node, &first, false, "lease:\n  mode: disabled\n");
+    let mut before = client(&first)
+        .connect(tls_port)
+        .expect("the first certificate");
+    // Renewed in place: the same paths, a certificate from another CA.
+    let second = Pki::new("second");
+    for file in ["server.crt", "server.key"] {
+        std::fs::copy(second.path(file), first.path(file)).expect("replace the file");
+    }
+    let (status, body) = http(admin, "POST", "/v1/reload", Some("tk"), Some("{}"));
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        client(&first).connect(tls_port).is_err(),
+        "the old certificate is gone"
+    );
+    let mut after = client(&second)
+        .connect(tls_port)
+        .expect("the new certificate");
+    assert_eq!(after.cmd(&["SET", "a", "1"]), Reply::ok());
+    assert_eq!(
+        before.cmd(&["GET", "a"]),
+        Reply::bulk("1"),
+        "an established connection goes on"
+    );
+    // A bad file: the reload fails, says which key, and the certificate stays.
+    std::fs::write(first.path("server.crt"), "not a certificate").expect("write");
+    let (status, body) = http(admin, "POST", "/v1/reload", Some("tk"), Some("{}"));
+    assert_ne!(status, 200, "{body}");
+    assert!(body.contains("tls.cert_file"), "{body}");
+    client(&second)
+        .connect(tls_port)
+        .expect("still the second certificate");
+}
