@@ -290,3 +290,67 @@ fn a_reload_reads_the_certificate_files_again_and_a_bad_one_changes_nothing() {
         .connect(tls_port)
         .expect("still the second certificate");
 }
+
+/// An in-place upgrade hands the TLS listener over too (new TLS clients
+/// are served by the successor), plaintext sessions move, and a TLS
+/// session, which cannot move, is closed between two requests: its client
+/// reconnects.
+#[test]
+fn an_upgrade_hands_the_tls_listener_over_and_closes_tls_sessions_between_requests() {
+    use support::upgrade::{upgrade, Successors};
+    let node = RedisServer::start();
+    let pki = Pki::new("upgrade");
+    let (mut proxy, tls_port, _) = tls_proxy(&node, &pki, false, "lease:\n  mode: disabled\n");
+    let mut successors = Successors::default();
+    let mut plain = proxy.client();
+    assert_eq!(plain.cmd(&["SET", "p", "1"]), Reply::ok());
+    let mut tls = client(&pki).connect(tls_port).expect("TLS handshake");
+    assert_eq!(tls.cmd(&["SET", "t", "1"]), Reply::ok());
+
+    upgrade(None, &mut proxy, &mut successors);
+
+    assert_eq!(plain.cmd(&["GET", "p"]), Reply::bulk("1"), "moved");
+    assert!(tls.is_closed(), "the TLS session was closed");
+    let mut again = client(&pki)
+        .connect(tls_port)
+        .expect("the successor serves TLS");
+    assert_eq!(again.cmd(&["GET", "t"]), Reply::bulk("1"));
+}
+
+/// A replica that replicates over TLS (`tls-replication yes`) through
+/// leasegate's TLS port gets the full sync and the stream after it.
+#[test]
+fn a_replica_replicates_through_the_tls_port() {
+    let node = RedisServer::start();
+    let pki = Pki::new("replica");
+    let (proxy, tls_port, _) = tls_proxy(&node, &pki, false, "lease:\n  mode: disabled\n");
+    assert_eq!(proxy.client().cmd(&["SET", "before", "1"]), Reply::ok());
+    let (crt, key) = pki.issue("replica", &["replica"], false);
+    let (crt, key, ca) = (
+        crt.display().to_string(),
+        key.display().to_string(),
+        pki.path("ca.crt").display().to_string(),
+    );
+    let replica = RedisServer::start_with(&[
+        "--tls-replication",
+        "yes",
+        "--tls-cert-file",
+        &crt,
+        "--tls-key-file",
+        &key,
+        "--tls-ca-cert-file",
+        &ca,
+        "--replicaof",
+        "127.0.0.1",
+        &tls_port.to_string(),
+    ]);
+    let mut r = replica.client();
+    support::kvrocks::link_up(&mut r);
+    assert_eq!(r.cmd(&["GET", "before"]), Reply::bulk("1"), "the full sync");
+    assert_eq!(proxy.client().cmd(&["SET", "after", "2"]), Reply::ok());
+    let deadline = Instant::now() + PATIENCE;
+    while r.cmd(&["GET", "after"]) != Reply::bulk("2") {
+        assert!(Instant::now() < deadline, "the stream after the sync");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
