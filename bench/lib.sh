@@ -14,6 +14,8 @@ BENCH_TMP=""
 REDIS_PORT=""
 declare -gA TARGET_PORT=()
 declare -gA TARGET_PID=()
+# Targets that speak TLS (1): redis-benchmark and redis-cli use tls_client_args.
+declare -gA TARGET_TLS=()
 declare -ga BENCH_PIDS=()
 declare -ga BENCH_USED_PORTS=()
 
@@ -106,15 +108,17 @@ spawn() {
 }
 
 # wait_ping NAME PORT PID: wait (bounded) until PING on PORT returns PONG.
-wait_ping() {
+wait_ping() { # NAME PORT PID [redis-cli args, e.g. TLS]
     local name=$1 port=$2 pid=$3 i out
+    local -a args
+    read -r -a args <<<"${4:-}"
     for ((i = 0; i < ${BENCH_PING_RETRIES:-100}; i++)); do
         if ! kill -0 "$pid" 2>/dev/null; then
             warn "$name (pid $pid) exited; its log:"
             sed 's/^/    /' "$BENCH_TMP/$name.log" >&2 || true
             die "$name failed to start"
         fi
-        out=$(timeout 2 redis-cli -h 127.0.0.1 -p "$port" PING 2>/dev/null || true)
+        out=$(timeout 2 redis-cli -h 127.0.0.1 -p "$port" "${args[@]}" PING 2>/dev/null || true)
         if [[ "$out" == PONG ]]; then
             log "$name is up on 127.0.0.1:$port (pid $pid)"
             return 0
@@ -136,10 +140,70 @@ register_target() {
 
 start_redis() {
     free_port REDIS_PORT
+    local tls=()
+    if [[ "${BENCH_REDIS_TLS:-0}" == 1 ]]; then
+        # A TLS port too (for the direct-tls target); no client certificates asked.
+        make_bench_certs
+        free_port REDIS_TLS_PORT
+        tls=(--tls-port "$REDIS_TLS_PORT" --tls-cert-file "$BENCH_TLS_DIR/server.crt"
+            --tls-key-file "$BENCH_TLS_DIR/server.key" --tls-ca-cert-file "$BENCH_TLS_DIR/ca.crt"
+            --tls-auth-clients no)
+    fi
     spawn redis redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly no \
-        --daemonize no --dir "$BENCH_TMP" --protected-mode no
+        --daemonize no --dir "$BENCH_TMP" --protected-mode no "${tls[@]}"
     wait_ping redis "$REDIS_PORT" "$SPAWNED_PID"
     REDIS_PID=$SPAWNED_PID
+}
+
+# make_bench_certs: a CA and a server certificate for 127.0.0.1 (ECDSA P-256, as
+# a current deployment would use) in $BENCH_TLS_DIR: ca.crt, server.crt,
+# server.key, and server.pem (certificate and key, for HAProxy). Once per run.
+make_bench_certs() {
+    BENCH_TLS_DIR="$BENCH_TMP/tls"
+    [[ -f "$BENCH_TLS_DIR/server.pem" ]] && return 0
+    mkdir -p "$BENCH_TLS_DIR"
+    (
+        cd "$BENCH_TLS_DIR"
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+            -subj "/CN=leasegate bench CA" -keyout ca.key -out ca.crt 2>/dev/null
+        openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=127.0.0.1" \
+            -keyout server.key -out server.csr 2>/dev/null
+        printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >san.ext
+        openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 \
+            -extfile san.ext -out server.crt 2>/dev/null
+        cat server.crt server.key >server.pem
+    ) || die "openssl could not make the benchmark's certificates"
+}
+
+# What redis-benchmark and redis-cli need to speak TLS to a target marked TLS.
+tls_client_args() { # NAME -> args (none for a plaintext target)
+    if [[ "${TARGET_TLS[$1]:-0}" == 1 ]]; then
+        echo "--tls --cacert $BENCH_TLS_DIR/ca.crt"
+    fi
+}
+
+# start_direct_tls NAME: clients talk TLS to redis itself (BENCH_REDIS_TLS=1).
+start_direct_tls() {
+    [[ -n "${REDIS_TLS_PORT:-}" ]] || die "direct-tls needs BENCH_REDIS_TLS=1 (set by the script when asked)"
+    register_target "$1" "$REDIS_TLS_PORT" "$REDIS_PID"
+    TARGET_TLS[$1]=1
+}
+
+# start_leasegate_tls NAME [EXTRA]: a leasegate whose TLS listener is the target.
+start_leasegate_tls() {
+    local name=$1 tls_port
+    make_bench_certs
+    free_port tls_port
+    start_leasegate "$name" "tls:
+  listen: 127.0.0.1:$tls_port
+  cert_file: $BENCH_TLS_DIR/server.crt
+  key_file: $BENCH_TLS_DIR/server.key${2:+
+$2}"
+    register_target "$name" "$tls_port" "${TARGET_PID[$name]}"
+    TARGET_TLS[$name]=1
+    # shellcheck disable=SC2046
+    redis-cli -p "$tls_port" $(tls_client_args "$name") PING | grep -q PONG ||
+        die "$name: no PONG over TLS"
 }
 
 # start_direct [NAME]: clients talk to redis itself (the baseline).
@@ -214,7 +278,13 @@ HAPROXY_MAXCONN=10000
 # start_haproxy [NAME] [BACKEND_PORT]: plain TCP pass-through (L4), nbthread $HAPROXY_NBTHREAD, to
 # 127.0.0.1:BACKEND_PORT (default: redis).
 start_haproxy() {
-    local name=${1:-haproxy} backend=${2:-$REDIS_PORT} port cfg hard
+    local name=${1:-haproxy} backend=${2:-$REDIS_PORT} port cfg hard ssl=""
+    if [[ "${HAPROXY_TLS:-0}" == 1 ]]; then
+        # Terminates TLS (OpenSSL), plain TCP to the backend.
+        make_bench_certs
+        ssl=" ssl crt $BENCH_TLS_DIR/server.pem"
+        TARGET_TLS[$name]=1
+    fi
     free_port port
     # global maxconn 10000 needs ~20017 fds; cap it below a lower hard fd limit (we use 50 clients)
     hard=$(ulimit -Hn)
@@ -237,7 +307,7 @@ defaults
     maxconn $HAPROXY_MAXCONN
 
 frontend fe_redis
-    bind 127.0.0.1:$port
+    bind 127.0.0.1:$port$ssl
     default_backend be_redis
 
 backend be_redis
@@ -245,7 +315,7 @@ backend be_redis
 EOF
     haproxy -c -q -f "$cfg" || die "haproxy config check failed ($cfg)"
     spawn "$name" haproxy -f "$cfg" -db
-    wait_ping "$name" "$port" "$SPAWNED_PID"
+    wait_ping "$name" "$port" "$SPAWNED_PID" "$(tls_client_args "$name")"
     register_target "$name" "$port" "$SPAWNED_PID"
 }
 
@@ -282,11 +352,13 @@ EOF
 # redis-benchmark 7.0.15 `-q --csv` prints:
 #   "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
 #   "SET","145985.41",...
-run_redis_benchmark() {
+run_redis_benchmark() { # PORT DEPTH N TESTS [EXTRA redis-benchmark args, e.g. TLS, -k 0]
     local port=$1 depth=$2 n=$3 tests=$4 out err rc=0
+    local -a extra
+    read -r -a extra <<<"${5:-}"
     err="$BENCH_TMP/redis-benchmark.err"
     out=$(timeout --foreground "${BENCH_RUN_TIMEOUT:-600}" redis-benchmark -h 127.0.0.1 -p "$port" -t "$tests" \
-        -c "${BENCH_CLIENTS:-50}" -n "$n" -P "$depth" -q --csv 2>"$err") || rc=$?
+        -c "${BENCH_CLIENTS:-50}" -n "$n" -P "$depth" -q --csv "${extra[@]}" 2>"$err") || rc=$?
     if ((rc != 0)); then
         warn "redis-benchmark exited with $rc on port $port (-P $depth)"
         sed 's/^/    /' "$err" >&2 || true

@@ -7,7 +7,12 @@
 #
 # Usage: bench/throughput.sh
 # Env:
-#   BENCH_TARGETS      targets, in column order (default: "direct leasegate haproxy twemproxy")
+#   BENCH_TARGETS      targets, in column order (default: "direct leasegate haproxy twemproxy");
+#                      TLS targets: direct-tls (redis-server's tls-port), leasegate-tls (the
+#                      tls.listen listener), haproxy-tls (HAProxy terminating TLS with OpenSSL),
+#                      e.g. BENCH_TARGETS="direct-tls leasegate-tls haproxy-tls"; each gets the
+#                      handshake table too (new connections/s: PING over a fresh connection each)
+#   BENCH_HANDSHAKES   new connections per TLS handshake run (default 1000)
 #   BENCH_ROUNDS       rounds; target order is rotated each round, median is reported (default 3)
 #   BENCH_REQUESTS     -n for every depth (default: 300000 for -P 1, 2000000 for -P >1)
 #   BENCH_PIPELINES    pipeline depths (default: "1 16")
@@ -77,6 +82,9 @@ start_target() {
         LEASEGATE_BIN=$LEASEGATE_BASE_BIN start_leasegate leasegate-base ""
         ;;
     haproxy) start_haproxy haproxy ;;
+    direct-tls) start_direct_tls direct-tls ;;
+    leasegate-tls) start_leasegate_tls leasegate-tls ;;
+    haproxy-tls) HAPROXY_TLS=1 start_haproxy haproxy-tls ;;
     haproxy-t[1-9]*) HAPROXY_NBTHREAD=${1#haproxy-t} start_haproxy "$1" ;; # e.g. haproxy-t16
     twemproxy) start_twemproxy twemproxy ;;
     *) die "unknown target '$1' (see start_target in $0)" ;;
@@ -111,6 +119,9 @@ for t in "${TARGETS[@]}"; do
     fi
 done
 
+for t in "${TARGETS[@]}"; do
+    [[ $t != direct-tls ]] || export BENCH_REDIS_TLS=1
+done
 start_redis
 for t in "${TARGETS[@]}"; do
     start_target "$t"
@@ -141,7 +152,7 @@ for ((round = 0; round < ROUNDS; round++)); do
             for one in "${TEST_LIST[@]}"; do
                 # the target process's CPU time (all threads) around the run
                 cpu0=$(proc_cpu_ticks "$pid")
-                out=$(run_redis_benchmark "$port" "$depth" "$n" "$one")
+                out=$(run_redis_benchmark "$port" "$depth" "$n" "$one" "$(tls_client_args "$t")")
                 cpu1=$(proc_cpu_ticks "$pid")
                 while read -r test rps; do
                     [[ -n "$test" ]] || continue
@@ -162,6 +173,25 @@ for ((round = 0; round < ROUNDS; round++)); do
     done
 done
 
+# New TLS connections per second: redis-benchmark -k 0 opens a connection (a full
+# handshake, no resumption) for every PING.
+declare -A HANDSHAKES=() HANDSHAKE_CPU=()
+HANDSHAKE_N=${BENCH_HANDSHAKES:-1000}
+for ((round = 0; round < ROUNDS; round++)); do
+    for t in "${TARGETS[@]}"; do
+        [[ "${TARGET_TLS[$t]:-0}" == 1 ]] || continue
+        cpu0=$(proc_cpu_ticks "${TARGET_PID[$t]}")
+        out=$(run_redis_benchmark "${TARGET_PORT[$t]}" 1 "$HANDSHAKE_N" ping_mbulk "$(tls_client_args "$t") -k 0")
+        cpu1=$(proc_cpu_ticks "${TARGET_PID[$t]}")
+        while read -r test rps; do
+            [[ -n "$test" ]] || continue
+            HANDSHAKES[$t]+=" $rps"
+            HANDSHAKE_CPU[$t]+=" $(cpu_us_per_request "$cpu0" "$cpu1" "$HANDSHAKE_N")"
+            log "  $t: $rps new TLS connections/s"
+        done <<<"$out"
+    done
+done
+
 # ---------------------------------------------------------------- report
 
 IFS=, read -r -a TEST_NAMES <<<"${TESTS^^}"
@@ -172,6 +202,8 @@ for l in "${TARGETS[@]}"; do
     for b in "${TARGETS[@]}"; do
         [[ $b != "$l" ]] || continue
         # compare variants against the plain "leasegate" target, and every leasegate against non-leasegate targets
+        # TLS targets are compared with TLS targets only.
+        [[ "${TARGET_TLS[$l]:-0}" == "${TARGET_TLS[$b]:-0}" ]] || continue
         if ! is_leasegate "$b" || [[ $b == leasegate && $l != leasegate ]]; then
             ratio_pairs+=("$l/$b")
         fi
@@ -284,16 +316,17 @@ thread_settings=()
 for t in "${TARGETS[@]}"; do
     case "$t" in
     leasegate*) thread_settings+=("$t $(session_threads "${TARGET_PID[$t]}") session threads") ;;
+    haproxy-tls) thread_settings+=("$t nbthread $HAPROXY_NBTHREAD") ;;
     haproxy-t*) thread_settings+=("$t nbthread ${t#haproxy-t}") ;;
     haproxy) thread_settings+=("$t nbthread $HAPROXY_NBTHREAD") ;;
     twemproxy) thread_settings+=("$t 1 (single-threaded)") ;;
-    direct) thread_settings+=("direct: redis-server's io-threads 1 (the default)") ;;
+    direct | direct-tls) thread_settings+=("$t: redis-server's io-threads 1 (the default)") ;;
     esac
 done
 
 affinity_lines=()
 for t in redis "${TARGETS[@]}"; do
-    [[ $t != direct ]] || continue
+    [[ $t != direct && $t != direct-tls ]] || continue
     if [[ $t == redis ]]; then pid=$REDIS_PID; else pid=${TARGET_PID[$t]}; fi
     affinity_lines+=("- $t: pid $pid, $(cpu_affinity "$pid")")
 done
@@ -331,6 +364,20 @@ done
         echo "Requests/s:"
         echo
         column_table paired_rps "${ratio_pairs[@]}"
+    fi
+    if ((${#HANDSHAKES[@]} > 0)); then
+        echo
+        echo "New TLS connections/s ($HANDSHAKE_N connections per run, \`redis-benchmark -k 0 -t ping_mbulk\`:" \
+            "a full handshake per PING, no session resumption; ECDSA P-256 certificate), median of $ROUNDS;" \
+            "and the target's CPU per connection (µs):"
+        echo
+        echo "| target | connections/s | CPU µs per connection |"
+        echo "|---|---:|---:|"
+        for t in "${TARGETS[@]}"; do
+            [[ -n "${HANDSHAKES[$t]:-}" ]] || continue
+            # shellcheck disable=SC2086
+            echo "| $t | $(median ${HANDSHAKES[$t]}) | $(median_fmt '%.1f' ${HANDSHAKE_CPU[$t]}) |"
+        done
     fi
     if ((ROUNDS > 1)); then
         echo
