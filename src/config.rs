@@ -117,6 +117,70 @@ pub struct BackendConfig {
         with = "millis"
     )]
     pub connect_timeout: Duration,
+    /// TLS to the node (and to the nodes a failover reaches).
+    #[serde(default)]
+    pub tls: BackendTlsConfig,
+}
+
+/// TLS from leasegate to its node (`backend.tls`), for the sessions' node
+/// connections and leasegate's own (the probe, command learning,
+/// failovers); other leasegates and Sentinels are reached in plaintext.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BackendTlsConfig {
+    pub enabled: bool,
+    /// The CAs the node's certificate must chain to (PEM; required when
+    /// enabled), re-read at reload.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// The name the node's certificate must carry; unset: the host of the
+    /// address connected to (an IP address needs an IP SAN).
+    pub server_name: Option<String>,
+    /// The certificate leasegate presents to the node (PEM; Redis asks for
+    /// one unless `tls-auth-clients no`), re-read at reload.
+    pub cert_file: Option<std::path::PathBuf>,
+    /// Its private key (PEM).
+    pub key_file: Option<std::path::PathBuf>,
+}
+
+/// The config keys of `backend.tls`'s files.
+const BACKEND_TLS_KEYS: crate::proxy::tls::TlsKeys = crate::proxy::tls::TlsKeys {
+    cert_file: "backend.tls.cert_file",
+    key_file: "backend.tls.key_file",
+    ca_file: "backend.tls.ca_file",
+};
+
+impl BackendTlsConfig {
+    /// How nodes are reached over TLS, read from the files now (`None`:
+    /// plaintext).
+    pub fn node_tls(
+        &self,
+    ) -> Result<Option<std::sync::Arc<crate::proxy::backend::NodeTls>>, (&'static str, String)>
+    {
+        if !self.enabled {
+            return Ok(None);
+        }
+        let Some(ca_file) = &self.ca_file else {
+            return Err((
+                "backend.tls.ca_file",
+                "backend.tls.enabled needs the CAs to check the node's certificate with".into(),
+            ));
+        };
+        let identity = match (&self.cert_file, &self.key_file) {
+            (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
+            (None, None) => None,
+            _ => {
+                return Err((
+                    "backend.tls.cert_file",
+                    "backend.tls.cert_file and backend.tls.key_file go together".into(),
+                ))
+            }
+        };
+        let config = crate::proxy::tls::client_config(ca_file, identity, BACKEND_TLS_KEYS)?;
+        Ok(Some(std::sync::Arc::new(crate::proxy::backend::NodeTls {
+            config,
+            server_name: self.server_name.clone(),
+        })))
+    }
 }
 
 /// A TLS client listener beside `listen` ([`crate::proxy::tls`]).
@@ -605,6 +669,7 @@ impl Config {
             return Err(("tls.listen", "must differ from listen".into()));
         }
         self.tls.server_config()?;
+        self.backend.tls.node_tls()?;
         if self.backend.connect_timeout.is_zero() {
             return Err(("backend.connect_timeout_ms", "must be above 0".into()));
         }

@@ -131,11 +131,13 @@ impl Server {
             &proxy_metrics,
             &mover,
             &stopping,
+            &shared.node_tls,
         )));
         let on_reload = {
             let (gate, sessions_context) = (Arc::clone(&gate), Arc::clone(&sessions_context));
             let mover = Arc::clone(&mover);
             let stopping = stopping.clone();
+            let node_tls = Arc::clone(&shared.node_tls);
             move |old: &Config, new: &Config| {
                 if old.log.level != new.log.level {
                     match crate::logging::set_level(&new.log.level) {
@@ -152,6 +154,7 @@ impl Server {
                     &proxy_metrics,
                     &mover,
                     &stopping,
+                    &node_tls,
                 )));
             }
         };
@@ -566,6 +569,7 @@ impl Server {
                 let config = shared.config.load_full();
                 match backend::learn_commands(
                     &addr,
+                    shared.node_tls().as_deref(),
                     config.backend.password.as_deref(),
                     config.connect_timeout(),
                 )
@@ -628,8 +632,10 @@ fn session_context(
     metrics: &Arc<ProxyMetrics>,
     mover: &Arc<Mover>,
     stopping: &CancellationToken,
+    node_tls: &Arc<arc_swap::ArcSwapOption<backend::NodeTls>>,
 ) -> SessionContext {
     SessionContext {
+        node_tls: Arc::clone(node_tls),
         stopping: stopping.clone(),
         mover: Arc::clone(mover),
         metrics: Arc::clone(metrics),
@@ -679,7 +685,8 @@ async fn serve_client<C: session::ClientIo>(
     shutdown: CancellationToken,
 ) {
     let (addr, timeout) = (ctx.backend_addr.clone(), ctx.connect_timeout);
-    match backend::connect(&addr, timeout).await {
+    let tls = ctx.node_tls.load_full();
+    match backend::connect_node(&addr, tls.as_deref(), timeout).await {
         Ok(backend) => session::serve(client, backend, ctx, shutdown).await,
         Err(e) => match backend::stand_in(ctx.gate.role(), timeout).await {
             // The node is down and the controller named a new master: the

@@ -172,6 +172,7 @@ fn learns_command_flags_from_the_backend_and_agrees_with_the_table() {
         .block_on(leasegate::proxy::backend::learn_commands(
             &redis.addr(),
             None,
+            None,
             Duration::from_secs(5),
         ))
         .expect("COMMAND answered");

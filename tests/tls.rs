@@ -354,3 +354,193 @@ fn a_replica_replicates_through_the_tls_port() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// A redis-server with a TLS port beside its plaintext one (the tests'
+/// own view), asking clients for certificates (`tls-auth-clients yes`,
+/// Redis' default) and a password; the TLS port.
+fn tls_node(pki: &Pki, extra: &[&str]) -> (RedisServer, u16) {
+    let tls_port = free_port();
+    let (crt, key, ca) = (
+        pki.path("server.crt").display().to_string(),
+        pki.path("server.key").display().to_string(),
+        pki.path("ca.crt").display().to_string(),
+    );
+    let port = tls_port.to_string();
+    let mut args = vec![
+        "--tls-port",
+        &port,
+        "--tls-cert-file",
+        &crt,
+        "--tls-key-file",
+        &key,
+        "--tls-ca-cert-file",
+        &ca,
+        "--requirepass",
+        "pw",
+    ];
+    args.extend_from_slice(extra);
+    (RedisServer::start_with(&args), tls_port)
+}
+
+/// `backend:` for a node's TLS port, with leasegate's own certificate.
+fn tls_backend_yaml(pki: &Pki, tls_port: u16, identity: bool) -> String {
+    let mut yaml = format!(
+        "backend:\n  addr: 127.0.0.1:{tls_port}\n  password: pw\n  tls:\n    enabled: true\n    ca_file: {}\n",
+        pki.path("ca.crt").display()
+    );
+    if identity {
+        let (crt, key) = pki.issue("leasegate", &["leasegate"], false);
+        yaml.push_str(&format!(
+            "    cert_file: {}\n    key_file: {}\n",
+            crt.display(),
+            key.display()
+        ));
+    }
+    yaml
+}
+
+#[test]
+fn leasegate_reaches_its_node_over_tls() {
+    let pki = Pki::new("node");
+    let (node, tls_port) = tls_node(&pki, &[]);
+    let admin = free_port();
+    let proxy = Proxy::start_with_backend_yaml(
+        &tls_backend_yaml(&pki, tls_port, true),
+        &format!("lease:\n  mode: disabled\nadmin:\n  listen: 127.0.0.1:{admin}\n  token: tk\n"),
+    );
+    let mut c = proxy.client();
+    assert_eq!(c.cmd(&["AUTH", "pw"]), Reply::ok());
+    let big = "y".repeat(200_000);
+    c.send(&["SET", "big", &big]);
+    c.send(&["MULTI"]);
+    c.send(&["INCR", "n"]);
+    c.send(&["EXEC"]);
+    assert_eq!(c.read(), Reply::ok());
+    assert_eq!(c.read(), Reply::ok());
+    assert_eq!(c.read(), Reply::Status("QUEUED".into()));
+    assert_eq!(c.read(), Reply::Array(vec![Reply::Int(1)]));
+    assert_eq!(c.cmd(&["GET", "big"]), Reply::bulk(&big));
+    let mut direct = node.client();
+    assert_eq!(direct.cmd(&["AUTH", "pw"]), Reply::ok());
+    assert_eq!(direct.cmd(&["STRLEN", "big"]), Reply::Int(200_000));
+    // leasegate's own connections go over TLS too: the probe sees the
+    // node, and learned its commands.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let (_, status) = http(admin, "GET", "/v1/status", None, None);
+        if status.contains("\"role\":\"master\"") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the probe never saw the node: {status}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let stats = direct.cmd(&["INFO", "commandstats"]).text();
+    assert!(
+        stats.contains("cmdstat_command:"),
+        "COMMAND was learned over TLS: {stats}"
+    );
+}
+
+/// The node asks for a certificate leasegate does not have: its
+/// connections are refused after the handshake (TLS 1.3), clients'
+/// connections close, and the probe reports why (`/v1/status`, `/readyz`).
+#[test]
+fn a_node_that_refuses_leasegate_s_certificate_is_reported() {
+    let pki = Pki::new("refusing");
+    let (node, tls_port) = tls_node(&pki, &[]);
+    let admin = free_port();
+    let proxy = Proxy::start_with_backend_yaml(
+        &tls_backend_yaml(&pki, tls_port, false),
+        &format!("lease:\n  mode: disabled\nadmin:\n  listen: 127.0.0.1:{admin}\n  token: tk\n"),
+    );
+    let mut c = proxy.client();
+    c.send(&["SET", "k", "v"]);
+    assert!(c.is_closed(), "the session ends with its node connection");
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let (_, status) = http(admin, "GET", "/v1/status", None, None);
+        if status.to_lowercase().contains("certificate") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the probe names the certificate: {status}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (code, _) = http(admin, "GET", "/readyz", None, None);
+    assert_eq!(code, 503);
+    let mut direct = node.client();
+    assert_eq!(direct.cmd(&["AUTH", "pw"]), Reply::ok());
+    assert_eq!(direct.cmd(&["EXISTS", "k"]), Reply::Int(0));
+}
+
+/// A failover between two nodes reached over TLS (`backend.tls` on both
+/// leasegates; B replicates from A's TLS port): leasegate's connections to
+/// its node and to the target's node (promotion, catch-up) go over TLS,
+/// clients' sessions are handed over, and nothing acknowledged is lost.
+#[test]
+fn a_failover_between_tls_nodes_loses_nothing() {
+    use support::load::Writers;
+    const A_ID: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    const B_ID: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+    let pki = Pki::new("failover-nodes");
+    let (a_node, a_tls) = tls_node(&pki, &[]);
+    let (rcrt, rkey) = pki.issue("replica", &["replica"], false);
+    let (rcrt, rkey) = (rcrt.display().to_string(), rkey.display().to_string());
+    let a_port = a_tls.to_string();
+    let (b_node, b_tls) = tls_node(
+        &pki,
+        &[
+            "--tls-replication",
+            "yes",
+            "--tls-client-cert-file",
+            &rcrt,
+            "--tls-client-key-file",
+            &rkey,
+            "--masterauth",
+            "pw",
+            "--replicaof",
+            "127.0.0.1",
+            &a_port,
+        ],
+    );
+    let mut b_direct = b_node.client();
+    assert_eq!(b_direct.cmd(&["AUTH", "pw"]), Reply::ok());
+    support::kvrocks::link_up(&mut b_direct);
+    let proxy = |tls_port: u16, id: &str| {
+        Proxy::start_with_backend_yaml(
+            &tls_backend_yaml(&pki, tls_port, true),
+            &format!(
+                "node_id: {id}\nadmin:\n  listen: 127.0.0.1:{}\n  token: tk\ncontrol:\n  allow_from: [127.0.0.1]\nlease:\n  mode: block-write\n  probe_interval_ms: 100\n",
+                free_port()
+            ),
+        )
+    };
+    let (a, b) = (proxy(a_tls, A_ID), proxy(b_tls, B_ID));
+    for p in [&a, &b] {
+        let reply = support::heartbeat(&mut p.client(), A_ID, 600_000, 1);
+        assert!(!reply.is_error(), "{reply:?}");
+    }
+    let writers =
+        Writers::start_authenticated(a.port, 4, "w", Duration::from_millis(1), Some("pw"));
+    std::thread::sleep(Duration::from_millis(300));
+    let out = support::failover_command(a.admin_port(), b.admin_port(), "tk");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let outcome = writers.finish();
+    match b_direct.cmd(&["ROLE"]) {
+        Reply::Array(role) => assert_eq!(role.first(), Some(&Reply::bulk("master"))),
+        other => panic!("ROLE answered {other:?}"),
+    }
+    outcome.assert_none_failed_or_lost(&mut b_direct, 50);
+    drop(a_node);
+}

@@ -55,16 +55,16 @@ pub async fn serve(ctx: Arc<ControlContext>) {
 }
 
 async fn carry_out(ctx: &Arc<ControlContext>, ask: &FailoverAsk) -> Result<String, String> {
-    let (node_addr, node_password, control_password, timeout) = {
+    let (node_addr, control_password, timeout) = {
         let c = ctx.config.load();
         (
             c.backend.addr.clone(),
-            c.backend.password.clone(),
             c.control.password.clone(),
             c.backend.connect_timeout,
         )
     };
-    let mut node = ControlConnection::open(&node_addr, node_password.as_deref(), timeout)
+    let mut node = ctx
+        .open_node(timeout)
         .await
         .map_err(|e| format!("node {node_addr}: {e}"))?;
     let (own, info) = replication(&mut node).await?;

@@ -93,6 +93,9 @@ pub struct ControlContext {
     /// The TLS client listener's settings, certificates included (`None`:
     /// no `tls.listen`); read again from the files at every reload.
     pub client_tls: arc_swap::ArcSwapOption<rustls::ServerConfig>,
+    /// How the node is reached over TLS (`backend.tls`; `None`: plain);
+    /// read again from the files at every reload.
+    pub node_tls: Arc<arc_swap::ArcSwapOption<crate::proxy::backend::NodeTls>>,
 }
 
 impl ControlContext {
@@ -174,8 +177,16 @@ impl ControlContext {
                 None
             }
         };
+        let node_tls = match config.backend.tls.node_tls() {
+            Ok(tls) => tls,
+            Err((key, reason)) => {
+                tracing::error!(key, %reason, "backend.tls cannot be used");
+                None
+            }
+        };
         ControlContext {
             client_tls: arc_swap::ArcSwapOption::new(client_tls),
+            node_tls: Arc::new(arc_swap::ArcSwapOption::new(node_tls)),
             config: ArcSwap::from_pointee(config),
             config_path: None,
             reloaded: watch::channel(0).0,
@@ -195,6 +206,29 @@ impl ControlContext {
 impl ControlContext {
     /// Records what the node said about its commands and rebuilds the
     /// command table from them and the running config.
+    /// A control connection to this leasegate's node (`backend.addr`,
+    /// authenticated with `backend.password`, over TLS with `backend.tls`),
+    /// opened within `timeout`.
+    pub async fn open_node(
+        &self,
+        timeout: std::time::Duration,
+    ) -> Result<crate::proxy::backend::ControlConnection, crate::proxy::backend::BackendError> {
+        let config = self.config.load_full();
+        let tls = self.node_tls();
+        crate::proxy::backend::ControlConnection::open_node(
+            &config.backend.addr,
+            tls.as_deref(),
+            config.backend.password.as_deref(),
+            timeout,
+        )
+        .await
+    }
+
+    /// How the node is reached over TLS now (`None`: plain).
+    pub fn node_tls(&self) -> Option<Arc<crate::proxy::backend::NodeTls>> {
+        self.node_tls.load_full()
+    }
+
     /// What was learned from the node so far (empty until then).
     pub fn learned(&self) -> Arc<Vec<LearnedCommand>> {
         Arc::clone(&self.learned.lock().unwrap_or_else(|p| p.into_inner()))

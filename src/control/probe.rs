@@ -73,9 +73,7 @@ pub async fn run(shared: Arc<ControlContext>) {
                 conn = None;
             }
             if conn.is_none() {
-                match ControlConnection::open(&config.backend.addr, password.as_deref(), bound)
-                    .await
-                {
+                match shared.open_node(bound).await {
                     Ok(mut c) => {
                         // What the node is, once per connection: sessions
                         // follow Kvrocks' ways where it differs from Redis.

@@ -61,6 +61,11 @@ pub const KEYS: &[(&str, Apply)] = &[
     ("backend.addr", Apply::Restart),
     ("backend.password", Apply::Live),
     ("backend.connect_timeout_ms", Apply::Live),
+    ("backend.tls.enabled", Apply::Live),
+    ("backend.tls.ca_file", Apply::Live),
+    ("backend.tls.server_name", Apply::Live),
+    ("backend.tls.cert_file", Apply::Live),
+    ("backend.tls.key_file", Apply::Live),
     ("drain_timeout_ms", Apply::Live),
     ("threads", Apply::Restart),
     ("tls.listen", Apply::Restart),
@@ -206,14 +211,13 @@ pub fn apply(
     ))?;
     // The certificate files are read again even when their paths are the
     // same (a certificate renewed in place); unusable, nothing changes.
-    let client_tls = running
-        .tls
-        .server_config()
-        .map_err(|(key, reason)| ConfigError::Invalid {
-            path: origin.to_string(),
-            key,
-            reason,
-        })?;
+    let invalid = |(key, reason)| ConfigError::Invalid {
+        path: origin.to_string(),
+        key,
+        reason,
+    };
+    let client_tls = running.tls.server_config().map_err(invalid)?;
+    let node_tls = running.backend.tls.node_tls().map_err(invalid)?;
     let changed = changed_keys(&old, &file);
     let applied = changed_keys(&old, &running);
     let needs_restart = changed
@@ -228,6 +232,8 @@ pub fn apply(
         info!("TLS certificates read again: new TLS connections use them");
     }
     shared.client_tls.store(client_tls);
+    // New node connections use it; established ones go on.
+    shared.node_tls.store(node_tls);
     Ok(ReloadResponse {
         unchanged: changed.is_empty(),
         applied: applied.iter().map(|k| k.to_string()).collect(),
@@ -362,7 +368,7 @@ mod tests {
     const ONE: &str = "\
 listen: 127.0.0.1:7001
 tls: {listen: 127.0.0.1:7101, cert_file: /a.crt, key_file: /a.key, ca_file: /a-ca.crt, handshake_timeout_ms: 71}
-backend: {addr: 127.0.0.1:7002, password: a, connect_timeout_ms: 11}
+backend: {addr: 127.0.0.1:7002, password: a, connect_timeout_ms: 11, tls: {enabled: true, ca_file: /a-node-ca.crt, server_name: a, cert_file: /a-lg.crt, key_file: /a-lg.key}}
 drain_timeout_ms: 12
 threads: 2
 node_id: 0123456789012345678901234567890123456789
@@ -382,7 +388,7 @@ log: {format: json, level: debug}
     const TWO: &str = "\
 listen: 127.0.0.1:8001
 tls: {listen: 127.0.0.1:8101, cert_file: /b.crt, key_file: /b.key, ca_file: /b-ca.crt, handshake_timeout_ms: 81}
-backend: {addr: 127.0.0.1:8002, password: b, connect_timeout_ms: 31}
+backend: {addr: 127.0.0.1:8002, password: b, connect_timeout_ms: 31, tls: {enabled: false, ca_file: /b-node-ca.crt, server_name: b, cert_file: /b-lg.crt, key_file: /b-lg.key}}
 drain_timeout_ms: 32
 threads: 3
 node_id: 9999999999999999999999999999999999999999

@@ -163,11 +163,8 @@ pub(super) enum TakeOver {
 /// must not promote anything. `false` when the node does not say (not in
 /// cluster mode, or unreachable: the take-over decides).
 pub(super) async fn node_is_past(ctx: &ControlContext, version: u64) -> bool {
-    let config = ctx.config.load_full();
-    let timeout = config.connect_timeout();
-    let password = config.backend.password.as_deref();
-    let Ok(mut node) = ControlConnection::open(&config.backend.addr, password, timeout).await
-    else {
+    let timeout = ctx.config.load().connect_timeout();
+    let Ok(mut node) = ctx.open_node(timeout).await else {
         return false;
     };
     match node.call(&["CLUSTERX", "VERSION"]).await {
@@ -189,7 +186,7 @@ pub(super) async fn take_over(
     let config = ctx.config.load_full();
     let timeout = config.connect_timeout();
     let password = config.backend.password.as_deref();
-    let mut node = match ControlConnection::open(&config.backend.addr, password, timeout).await {
+    let mut node = match ctx.open_node(timeout).await {
         Ok(c) => c,
         Err(e) => return TakeOver::NotYet(format!("cannot reach the node: {e}")),
     };

@@ -1,5 +1,6 @@
-//! The node behind the proxy: opening connections to it, and leasegate's own
-//! requests to it (start-up command learning).
+//! The node behind the proxy: opening connections to it (over TLS with
+//! `backend.tls`, [`NodeConn`]), and leasegate's own requests to it
+//! (start-up command learning, the probe, failovers).
 
 use std::time::Duration;
 
@@ -7,6 +8,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::command::{learn_from_command_reply, LearnedCommand};
+pub use crate::proxy::node_conn::{NodeConn, NodeTls};
 
 /// Why the backend could not be used; the text reaches clients as
 /// `-ERR backend <addr> unavailable: <reason>`.
@@ -31,6 +33,26 @@ pub async fn connect(addr: &str, timeout: Duration) -> Result<TcpStream, Backend
     Ok(stream)
 }
 
+/// Opens a connection to a node at `addr`, over TLS with `tls`, the
+/// handshake included in `timeout`.
+pub async fn connect_node(
+    addr: &str,
+    tls: Option<&NodeTls>,
+    timeout: Duration,
+) -> Result<NodeConn, BackendError> {
+    let Some(tls) = tls else {
+        return Ok(NodeConn::Plain(connect(addr, timeout).await?));
+    };
+    let work = async {
+        let tcp = TcpStream::connect(addr).await?;
+        tcp.set_nodelay(true)?;
+        tls.handshake(tcp, addr).await
+    };
+    Ok(tokio::time::timeout(timeout, work)
+        .await
+        .map_err(|_| BackendError::ConnectTimeout(timeout.as_millis()))??)
+}
+
 /// The error line a client gets when its backend connection cannot be opened.
 pub fn unavailable_reply(addr: &str, err: &BackendError) -> Vec<u8> {
     let reason = err.to_string().replace(['\r', '\n'], " ");
@@ -39,19 +61,31 @@ pub fn unavailable_reply(addr: &str, err: &BackendError) -> Vec<u8> {
 
 /// A short-lived RESP2 connection for leasegate's own requests.
 pub struct ControlConnection {
-    stream: TcpStream,
+    stream: NodeConn,
     buf: Vec<u8>,
     timeout: Duration,
 }
 
 impl ControlConnection {
-    /// Connects and, if `password` is set, authenticates.
+    /// Connects to a leasegate or a Sentinel (plain) and, if `password` is
+    /// set, authenticates.
     pub async fn open(
         addr: &str,
         password: Option<&str>,
         timeout: Duration,
     ) -> Result<ControlConnection, BackendError> {
-        let stream = connect(addr, timeout).await?;
+        ControlConnection::open_node(addr, None, password, timeout).await
+    }
+
+    /// Connects to a node (over TLS with `tls`) and, if `password` is set,
+    /// authenticates.
+    pub async fn open_node(
+        addr: &str,
+        tls: Option<&NodeTls>,
+        password: Option<&str>,
+        timeout: Duration,
+    ) -> Result<ControlConnection, BackendError> {
+        let stream = connect_node(addr, tls, timeout).await?;
         let mut conn = ControlConnection {
             stream,
             buf: Vec::new(),
@@ -102,7 +136,7 @@ impl ControlConnection {
 
     /// The connection's socket, for a session to carry on with (between
     /// replies nothing is buffered).
-    pub fn into_stream(self) -> TcpStream {
+    pub fn into_stream(self) -> NodeConn {
         self.stream
     }
 
@@ -127,6 +161,8 @@ impl ControlConnection {
         let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
         let req = crate::resp::encode::request(&args);
         self.stream.write_all(&req).await?;
+        // TLS keeps what was written in its buffer until flushed.
+        self.stream.flush().await?;
         let deadline = tokio::time::Instant::now() + self.timeout;
         loop {
             match redis_protocol::resp2::decode::decode(&self.buf) {
@@ -155,10 +191,11 @@ impl ControlConnection {
 /// Asks the node for `COMMAND` and returns what it says about each command.
 pub async fn learn_commands(
     addr: &str,
+    tls: Option<&NodeTls>,
     password: Option<&str>,
     timeout: Duration,
 ) -> Result<Vec<LearnedCommand>, BackendError> {
-    let mut conn = ControlConnection::open(addr, password, timeout).await?;
+    let mut conn = ControlConnection::open_node(addr, tls, password, timeout).await?;
     let reply = conn.call(&["COMMAND"]).await?;
     Ok(learn_from_command_reply(&reply))
 }
@@ -173,7 +210,7 @@ pub async fn learn_commands(
 pub async fn stand_in(
     role: &crate::guard::role::Role,
     timeout: Duration,
-) -> Result<TcpStream, String> {
+) -> Result<NodeConn, String> {
     if role.on_demote() != crate::guard::pause::OnDemote::Forward {
         return Err("pause.on_demote is not forward".to_string());
     }
@@ -197,8 +234,10 @@ pub async fn stand_in(
 /// A connection to the node at `addr` once it answers a `PING` (an error
 /// such as `NOAUTH` is an answer too): a process that is being killed may
 /// still accept a connection it will never serve.
-pub async fn answering(addr: &str, timeout: Duration) -> Option<TcpStream> {
-    let mut conn = ControlConnection::open(addr, None, timeout).await.ok()?;
+pub async fn answering(addr: &str, tls: Option<&NodeTls>, timeout: Duration) -> Option<NodeConn> {
+    let mut conn = ControlConnection::open_node(addr, tls, None, timeout)
+        .await
+        .ok()?;
     match conn.call(&["PING"]).await {
         Ok(_) | Err(BackendError::Reply(_)) => Some(conn.into_stream()),
         Err(_) => None,

@@ -9,6 +9,7 @@
 
 pub mod backend;
 pub mod metrics;
+pub mod node_conn;
 pub mod rxtime;
 pub mod session;
 pub mod tls;

@@ -16,7 +16,7 @@ use std::time::Duration;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{RootCertStore, ServerConfig};
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
@@ -67,6 +67,35 @@ impl TlsFiles<'_> {
             .map_err(|e| (keys.key_file, format!("does not match tls.cert_file: {e}")))?;
         Ok(Arc::new(config))
     }
+}
+
+/// The client side's settings (leasegate to its node, `backend.tls`): the
+/// CAs in `ca_file`, and the certificate and key it presents if given.
+pub fn client_config(
+    ca_file: &Path,
+    identity: Option<(&Path, &Path)>,
+    keys: TlsKeys,
+) -> Result<Arc<ClientConfig>, TlsError> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let roots = root_store(ca_file).map_err(|e| (keys.ca_file, e))?;
+    let builder = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| (keys.ca_file, e.to_string()))?
+        .with_root_certificates(roots);
+    let config = match identity {
+        Some((cert_file, key_file)) => {
+            let chain = certificates(cert_file).map_err(|e| (keys.cert_file, e))?;
+            let key = private_key(key_file).map_err(|e| (keys.key_file, e))?;
+            builder.with_client_auth_cert(chain, key).map_err(|e| {
+                (
+                    keys.key_file,
+                    format!("does not match the certificate: {e}"),
+                )
+            })?
+        }
+        None => builder.with_no_client_auth(),
+    };
+    Ok(Arc::new(config))
 }
 
 /// The config keys the files came from, for errors.

@@ -370,6 +370,8 @@ struct Settings {
     /// This node (`backend.addr`).
     node: String,
     password: Option<String>,
+    /// TLS to the nodes (`backend.tls`): this one and the target's.
+    node_tls: Option<Arc<crate::proxy::backend::NodeTls>>,
     /// Bound of every request to a node.
     timeout: Duration,
     /// This proxy's admin token (the default for the target's).
@@ -551,6 +553,7 @@ pub async fn run(shared: &ControlContext, request: FailoverRequest) -> FailoverR
         }),
         node: config.backend.addr.clone(),
         password: config.backend.password.clone(),
+        node_tls: shared.node_tls(),
         timeout: config.connect_timeout(),
         admin_token: config.admin.token.clone(),
         listen: config.listen.to_string(),
@@ -648,13 +651,14 @@ async fn failover(run: &mut Run) -> Result<(u64, Target), FailoverError> {
 
     run.enter(FailoverState::CheckSlave);
     let target = check_target(&admin, &request.to).await?;
-    let mut source = ControlConnection::open(&this_node, password, timeout)
+    let tls = run.settings.node_tls.clone();
+    let mut source = ControlConnection::open_node(&this_node, tls.as_deref(), password, timeout)
         .await
         .map_err(|source| FailoverError::SourceUnreachable {
             node: this_node.clone(),
             source,
         })?;
-    let mut replica = ControlConnection::open(&target.node, password, timeout)
+    let mut replica = ControlConnection::open_node(&target.node, tls.as_deref(), password, timeout)
         .await
         .map_err(|source| FailoverError::TargetUnreachable {
             node: target.node.clone(),
@@ -894,7 +898,15 @@ async fn failover(run: &mut Run) -> Result<(u64, Target), FailoverError> {
     }
     let promoted = run.promote(replica.call(&["SLAVEOF", "NO", "ONE"])).await;
     if let Err(e) = promoted {
-        match promotion_outcome(&e, &mut replica, &target.node, password, timeout).await {
+        match promotion_outcome(
+            &e,
+            &mut replica,
+            (&target.node, tls.as_deref()),
+            password,
+            timeout,
+        )
+        .await
+        {
             Promotion::Done => {
                 warn!(error = %e, "the promotion reported a failure, but the target node is master now: carrying on with the switch");
             }
@@ -1001,7 +1013,7 @@ enum Promotion {
 async fn promotion_outcome(
     error: &BackendError,
     conn: &mut ControlConnection,
-    node: &str,
+    (node, tls): (&str, Option<&crate::proxy::backend::NodeTls>),
     password: Option<&str>,
     timeout: Duration,
 ) -> Promotion {
@@ -1025,7 +1037,7 @@ async fn promotion_outcome(
         }
     }
     let role = async {
-        let mut fresh = ControlConnection::open(node, password, timeout)
+        let mut fresh = ControlConnection::open_node(node, tls, password, timeout)
             .await
             .map_err(|source| RoleError::Connect { source })?;
         let reply = fresh

@@ -363,7 +363,9 @@ async fn announce(ctx: Arc<ControlContext>, me: String) {
                 c.backend.connect_timeout,
             )
         };
-        match announce_once(&addr, password.as_deref(), timeout, port, ip).await {
+        let tls = ctx.node_tls();
+        let node = (addr.as_str(), tls.as_deref());
+        match announce_once(node, password.as_deref(), timeout, port, ip).await {
             Ok(reconnected) => {
                 info!(address = %me, reconnected, "the node announces this leasegate's address to its master");
                 return;
@@ -383,13 +385,13 @@ async fn announce(ctx: Arc<ControlContext>, me: String) {
 /// One attempt of [`announce`]; whether a linked replica was made to
 /// reconnect.
 async fn announce_once(
-    addr: &str,
+    (addr, tls): (&str, Option<&crate::proxy::backend::NodeTls>),
     password: Option<&str>,
     timeout: Duration,
     port: &str,
     ip: Option<std::net::IpAddr>,
 ) -> Result<bool, String> {
-    let mut conn = ControlConnection::open(addr, password, timeout)
+    let mut conn = ControlConnection::open_node(addr, tls, password, timeout)
         .await
         .map_err(|e| format!("node {addr}: {e}"))?;
     let current = |reply: OwnedFrame| match reply {

@@ -39,11 +39,12 @@ use crate::guard::verify::Ticket;
 
 use super::handover::Preconnect;
 use super::idle::IdleTimer;
-use super::io::{dup_std, ClientIo};
+use super::io::ClientIo;
 use super::state::Stall;
 use super::trim::Trim;
 use super::woken::{Woken, WokenRead};
 use super::{Session, SessionContext};
+use crate::proxy::backend::NodeConn;
 
 /// Read buffers grow by at least this much.
 const READ_CHUNK: usize = 16 * 1024;
@@ -93,7 +94,7 @@ struct Turn {
 /// of them; `C` is the client's connection, plain or TLS ([`ClientIo`]).
 pub(super) struct Driver<C: ClientIo> {
     client: C,
-    backend: TcpStream,
+    backend: NodeConn,
     client_read: WokenRead,
     backend_read: WokenRead,
     client_eof: bool,
@@ -124,7 +125,7 @@ pub(super) struct Driver<C: ClientIo> {
 impl<C: ClientIo> Driver<C> {
     pub(super) fn new(
         client: C,
-        backend: TcpStream,
+        backend: NodeConn,
         ctx: &SessionContext,
         shutdown: &CancellationToken,
     ) -> Driver<C> {
@@ -172,8 +173,14 @@ impl<C: ClientIo> Driver<C> {
         ctx: &SessionContext,
     ) {
         let ready = Preconnect::take_for(&mut self.preconnect, &target);
+        let tls = ctx.node_tls.load_full();
         match s
-            .hand_over(target, ready, &ctx.backend_addr, ctx.connect_timeout)
+            .hand_over(
+                target,
+                ready,
+                (&ctx.backend_addr, tls.as_deref()),
+                ctx.connect_timeout,
+            )
             .await
         {
             Some(stream) => {
@@ -199,14 +206,17 @@ impl<C: ClientIo> Driver<C> {
         }
         let deadline = tokio::time::Instant::now() + ctx.node_lost_patience;
         loop {
-            let found = match crate::proxy::backend::stand_in(ctx.gate.role(), ctx.connect_timeout)
-                .await
-            {
-                Ok(stream) => Some((stream, true)),
-                Err(_) => crate::proxy::backend::answering(&ctx.backend_addr, ctx.connect_timeout)
+            let found =
+                match crate::proxy::backend::stand_in(ctx.gate.role(), ctx.connect_timeout).await {
+                    Ok(stream) => Some((stream, true)),
+                    Err(_) => crate::proxy::backend::answering(
+                        &ctx.backend_addr,
+                        ctx.node_tls.load_full().as_deref(),
+                        ctx.connect_timeout,
+                    )
                     .await
                     .map(|stream| (stream, false)),
-            };
+                };
             if let Some((stream, away)) = found {
                 tracing::info!(
                     away,
@@ -335,6 +345,11 @@ impl<C: ClientIo> Driver<C> {
                             return Poll::Ready(Event::BackendWrote(transferred(r)));
                         }
                     }
+                    if self.backend.unflushed() {
+                        if let Poll::Ready(Err(_)) = Pin::new(&mut self.backend).poll_flush(cx) {
+                            return Poll::Ready(Event::BackendWrote(None));
+                        }
+                    }
                     if turn.read_backend {
                         let read =
                             self.backend_read
@@ -430,7 +445,7 @@ impl<C: ClientIo> Driver<C> {
         // the successor opens its own if it hands the session over.
         self.preconnect = None;
         let client = self.client.dup_for_move()?;
-        let backend = dup_std(&self.backend)?;
+        let backend = self.backend.dup_for_move()?;
         Some(super::moving::MovedSession {
             client,
             backend,
@@ -469,7 +484,7 @@ impl<C: ClientIo> Driver<C> {
                 if s.from_client.len() < buffered {
                     IdleTimer::interaction(&mut self.idle); // a complete request
                 }
-                send_now(&mut s.to_backend, |b| self.backend.try_write(b));
+                send_now(&mut s.to_backend, |b| self.backend.try_send(b));
                 send_to_client(s, |b| self.client.try_send(b));
             }
             Event::Trim => {

@@ -7,6 +7,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::net::TcpStream;
+
+use crate::proxy::backend::{NodeConn, NodeTls};
 use tracing::{debug, warn};
 
 use crate::command::{Class, Special};
@@ -176,16 +178,20 @@ impl Session {
         &mut self,
         target: Move,
         ready: Option<TcpStream>,
-        home: &str,
+        home: (&str, Option<&NodeTls>),
         timeout: std::time::Duration,
-    ) -> Option<TcpStream> {
+    ) -> Option<NodeConn> {
         let addr = match &target {
             Move::Away(addr) => addr.as_ref(),
-            Move::Home => home,
+            Move::Home => home.0,
         };
-        let connected = match ready {
-            Some(stream) => Ok(stream),
-            None => crate::proxy::backend::connect(addr, timeout).await,
+        let connected = match (ready, &target) {
+            (Some(stream), _) => Ok(NodeConn::Plain(stream)),
+            // Another leasegate: plain, on its `listen` port.
+            (None, Move::Away(_)) => crate::proxy::backend::connect(addr, timeout)
+                .await
+                .map(NodeConn::Plain),
+            (None, Move::Home) => crate::proxy::backend::connect_node(addr, home.1, timeout).await,
         };
         match connected {
             Ok(stream) => {

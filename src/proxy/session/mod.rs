@@ -88,6 +88,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::guard::gate::{Gate, Wait};
 use crate::guard::verify::Ticket;
+use crate::proxy::backend::NodeConn;
 use crate::resp::reply::ReplyFramer;
 use crate::resp::request::{Limits, RequestFramer};
 use driver::Driver;
@@ -126,6 +127,9 @@ pub struct SessionContext {
     pub metrics: Arc<crate::proxy::metrics::ProxyMetrics>,
     /// Where sessions go at an upgrade.
     pub mover: Arc<Mover>,
+    /// How the node is reached over TLS (`backend.tls`; `None`: plain),
+    /// as the last reload left it; read when a node connection is opened.
+    pub node_tls: Arc<arc_swap::ArcSwapOption<crate::proxy::backend::NodeTls>>,
     /// Cancelled when the drain's deadline (`drain_timeout_ms`) passed:
     /// sessions still owed an answer say so and close ([`stopping`]).
     pub stopping: CancellationToken,
@@ -193,7 +197,7 @@ struct Session {
 /// Runs one client connection to completion ([`Driver::run`]).
 pub async fn serve<C: ClientIo>(
     client: C,
-    backend: TcpStream,
+    backend: NodeConn,
     ctx: Arc<SessionContext>,
     shutdown: CancellationToken,
 ) {
@@ -206,7 +210,7 @@ pub async fn serve<C: ClientIo>(
 /// again, as a session handed over during a failover does.
 pub async fn serve_handed_over<C: ClientIo>(
     client: C,
-    new_master: TcpStream,
+    new_master: NodeConn,
     ctx: Arc<SessionContext>,
     shutdown: CancellationToken,
 ) {
@@ -215,7 +219,7 @@ pub async fn serve_handed_over<C: ClientIo>(
 
 async fn serve_on<C: ClientIo>(
     client: C,
-    backend: TcpStream,
+    backend: NodeConn,
     handed_over: bool,
     ctx: Arc<SessionContext>,
     shutdown: CancellationToken,
@@ -261,7 +265,7 @@ pub async fn serve_moved(
         return;
     }
     s.on_client_data();
-    let mut driver = Driver::new(client, backend, &ctx, &shutdown);
+    let mut driver = Driver::new(client, NodeConn::Plain(backend), &ctx, &shutdown);
     driver.moved_in();
     let moved = driver.run(s, &ctx).await;
     if let Some(moved) = moved {

@@ -1,0 +1,170 @@
+//! A connection to a node, plain or over TLS (`backend.tls`), or to another
+//! leasegate (always plain: leasegates speak to each other on their
+//! `listen` port).
+//!
+//! One enum rather than a type parameter: a session's node connection
+//! changes kind at a hand-over (from its TLS node to the new master's
+//! leasegate, and back). The plain arm costs one predictable branch per
+//! read and write.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+use rustls::pki_types::ServerName;
+use rustls::ClientConfig;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+
+/// A connection a session or the control plane talks RESP over.
+pub enum NodeConn {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+/// How leasegate reaches nodes over TLS: the CAs it trusts, its own
+/// certificate if the node asks for one (Redis does by default,
+/// `tls-auth-clients yes`), and the name it expects in the node's
+/// certificate (default: the host of the address it connects to).
+#[derive(Debug)]
+pub struct NodeTls {
+    pub config: Arc<ClientConfig>,
+    pub server_name: Option<String>,
+}
+
+impl NodeTls {
+    /// The name checked in the certificate of the node at `addr`.
+    fn name_for(&self, addr: &str) -> Result<ServerName<'static>, io::Error> {
+        let host = match &self.server_name {
+            Some(name) => name.as_str(),
+            None => host_of(addr),
+        };
+        ServerName::try_from(host.to_string()).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("'{host}' cannot be checked in a certificate: {e}"),
+            )
+        })
+    }
+
+    /// The TLS handshake over `tcp`, to the node at `addr`.
+    pub async fn handshake(&self, tcp: TcpStream, addr: &str) -> io::Result<NodeConn> {
+        let name = self.name_for(addr)?;
+        let stream = TlsConnector::from(Arc::clone(&self.config))
+            .connect(name, tcp)
+            .await?;
+        Ok(NodeConn::Tls(Box::new(stream)))
+    }
+}
+
+/// The host part of `host:port` (`[v6]:port` too).
+fn host_of(addr: &str) -> &str {
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    host.trim_start_matches('[').trim_end_matches(']')
+}
+
+impl NodeConn {
+    /// Sends what the connection takes now, without waiting.
+    #[inline]
+    pub fn try_send(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            NodeConn::Plain(s) => s.try_write(buf),
+            NodeConn::Tls(s) => {
+                let mut cx = Context::from_waker(Waker::noop());
+                match Pin::new(s.as_mut()).poll_write(&mut cx, buf) {
+                    Poll::Ready(r) => r,
+                    Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
+                }
+            }
+        }
+    }
+
+    /// Output a write accepted that is not on the socket yet (TLS records).
+    #[inline]
+    pub fn unflushed(&self) -> bool {
+        match self {
+            NodeConn::Plain(_) => false,
+            NodeConn::Tls(s) => s.get_ref().1.wants_write(),
+        }
+    }
+
+    /// A second descriptor of a plain socket, for the successor process
+    /// at an upgrade (`None` for TLS: it cannot move).
+    pub fn dup_for_move(&self) -> Option<std::net::TcpStream> {
+        use std::os::fd::AsFd;
+        match self {
+            NodeConn::Plain(s) => s
+                .as_fd()
+                .try_clone_to_owned()
+                .ok()
+                .map(std::net::TcpStream::from),
+            NodeConn::Tls(_) => None,
+        }
+    }
+}
+
+impl AsyncRead for NodeConn {
+    #[inline]
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            NodeConn::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            NodeConn::Tls(s) => {
+                let read = Pin::new(s.as_mut()).poll_read(cx, buf);
+                if let Poll::Ready(Err(e)) = &read {
+                    // The node refused leasegate's certificate (TLS 1.3 says
+                    // so after the handshake), or the TLS stream broke.
+                    tracing::warn!(error = %e, "TLS connection to the node failed");
+                }
+                read
+            }
+        }
+    }
+}
+
+impl AsyncWrite for NodeConn {
+    #[inline]
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            NodeConn::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            NodeConn::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            NodeConn::Plain(s) => Pin::new(s).poll_flush(cx),
+            NodeConn::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            NodeConn::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            NodeConn::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_of;
+
+    #[test]
+    fn the_host_of_an_address() {
+        assert_eq!(host_of("127.0.0.1:6379"), "127.0.0.1");
+        assert_eq!(host_of("node-1.example:6666"), "node-1.example");
+        assert_eq!(host_of("[::1]:6379"), "::1");
+        assert_eq!(host_of("bare"), "bare");
+    }
+}
