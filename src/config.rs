@@ -382,6 +382,37 @@ pub struct ControllerConfig {
     /// with `url` set.
     #[serde(rename = "node_lost_wait_ms", with = "millis")]
     pub node_lost_wait: Duration,
+    /// The CAs an `https://` controller's certificate must chain to (PEM),
+    /// re-read at reload.
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
+impl ControllerConfig {
+    /// How an `https://` controller is trusted, read from the file now
+    /// (`None`: no `ca_file`).
+    pub fn tls(
+        &self,
+    ) -> Result<Option<std::sync::Arc<rustls::ClientConfig>>, (&'static str, String)> {
+        let https = self
+            .url
+            .as_deref()
+            .is_some_and(|u| u.to_ascii_lowercase().starts_with("https://"));
+        let Some(ca_file) = &self.ca_file else {
+            if https {
+                return Err((
+                    "controller.ca_file",
+                    "an https:// controller.url needs the CAs to trust its certificate".into(),
+                ));
+            }
+            return Ok(None);
+        };
+        let keys = crate::proxy::tls::TlsKeys {
+            cert_file: "controller.ca_file",
+            key_file: "controller.ca_file",
+            ca_file: "controller.ca_file",
+        };
+        crate::proxy::tls::client_config(ca_file, None, keys).map(Some)
+    }
 }
 
 impl Default for ControllerConfig {
@@ -396,6 +427,7 @@ impl Default for ControllerConfig {
             timeout: Duration::from_secs(1),
             switch_timeout: Duration::from_secs(2),
             node_lost_wait: Duration::from_secs(30),
+            ca_file: None,
         }
     }
 }
@@ -668,8 +700,7 @@ impl Config {
         if self.tls.listen.is_some_and(|tls| tls == self.listen) {
             return Err(("tls.listen", "must differ from listen".into()));
         }
-        self.tls.server_config()?;
-        self.backend.tls.node_tls()?;
+
         if self.backend.connect_timeout.is_zero() {
             return Err(("backend.connect_timeout_ms", "must be above 0".into()));
         }
@@ -762,8 +793,11 @@ impl Config {
             return Err(("lease.reject_prefix", "must be one word".into()));
         }
         if let Some(url) = &self.controller.url {
-            if !url.starts_with("http://") {
-                return Err(("controller.url", format!("'{url}' must start with http://")));
+            if !url.starts_with("http://") && !url.starts_with("https://") {
+                return Err((
+                    "controller.url",
+                    format!("'{url}' must start with http:// or https://"),
+                ));
             }
             if self.controller.namespace.is_empty() || self.controller.cluster.is_empty() {
                 return Err((
@@ -809,6 +843,11 @@ impl Config {
                 format!("'{}' is not a log filter", self.log.level),
             ));
         }
+        // Last: the certificate files are read (everything else is checked
+        // without touching the file system).
+        self.tls.server_config()?;
+        self.backend.tls.node_tls()?;
+        self.controller.tls()?;
         Ok(())
     }
 

@@ -546,7 +546,7 @@ impl Server {
                 Arc::clone(verifier).run_driver(
                     driver,
                     Arc::clone(self.gate.role()),
-                    Arc::clone(&url),
+                    (Arc::clone(&url), Arc::clone(&self.shared.controller_tls)),
                     self.verification_stop.clone(),
                 ),
             );

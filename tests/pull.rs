@@ -208,3 +208,76 @@ fn a_poll_does_not_undo_a_revocation_at_the_same_version() {
     me_master(&controller, 4);
     set_until(&mut c, "renewed at a later version", |r| *r == Reply::ok());
 }
+
+/// The controller behind TLS (`https://`, `controller.ca_file`): its
+/// answers grant the lease as over plain HTTP. One whose certificate does
+/// not chain to the CA file is never asked (the handshake fails first), so
+/// no lease comes from it; and an `https://` URL without a CA file is a
+/// config error that names the key.
+#[test]
+fn an_https_controller_grants_the_lease_and_an_untrusted_one_does_not() {
+    use support::tls::{Pki, TlsRelay};
+    let redis = RedisServer::start();
+    let controller = TestController::start();
+    me_master(&controller, 1);
+    let pki = Pki::new("controller");
+    let upstream = controller.url().trim_start_matches("http://").to_string();
+    let relay = TlsRelay::start(&pki, upstream);
+    let https = |ca: &std::path::Path| {
+        controller.yaml(POLL_MS, TTL_MS).replace(
+            &controller.url(),
+            &format!("https://localhost:{}", relay.port),
+        ) + &format!("  ca_file: {}\n", ca.display())
+    };
+    let proxy_with = |controller_yaml: String| {
+        Proxy::start(
+            &redis.addr(),
+            &format!(
+                "node_id: {}\nlease:\n  mode: block-write\npause:\n  on_demote: readonly\n{controller_yaml}",
+                node_id(1)
+            ),
+        )
+    };
+    let trusted = proxy_with(https(&pki.path("ca.crt")));
+    set_until(&mut trusted.client(), "master over https", |r| {
+        *r == Reply::ok()
+    });
+    drop(trusted);
+
+    let served = controller.served();
+    let other = Pki::new("other");
+    let untrusted = proxy_with(https(&other.path("ca.crt")));
+    std::thread::sleep(Duration::from_millis(POLL_MS * 5));
+    assert!(
+        fenced(&untrusted.client().cmd(&["SET", "k", "v"])),
+        "no lease from an untrusted controller"
+    );
+    assert_eq!(
+        controller.served(),
+        served,
+        "never asked: the handshake failed first"
+    );
+
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("c.yaml");
+    let yaml = format!(
+        "backend:\n  addr: {}\nnode_id: {}\n{}",
+        redis.addr(),
+        node_id(1),
+        controller
+            .yaml(POLL_MS, TTL_MS)
+            .replace("http://", "https://")
+    );
+    std::fs::write(&file, yaml).expect("write");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_leasegate"))
+        .arg("check-config")
+        .arg(&file)
+        .output()
+        .expect("check-config runs");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("controller.ca_file"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -96,6 +96,9 @@ pub struct ControlContext {
     /// How the node is reached over TLS (`backend.tls`; `None`: plain);
     /// read again from the files at every reload.
     pub node_tls: Arc<arc_swap::ArcSwapOption<crate::proxy::backend::NodeTls>>,
+    /// How an `https://` controller is trusted (`controller.ca_file`);
+    /// read again from the file at every reload.
+    pub controller_tls: Arc<arc_swap::ArcSwapOption<rustls::ClientConfig>>,
 }
 
 impl ControlContext {
@@ -184,7 +187,15 @@ impl ControlContext {
                 None
             }
         };
+        let controller_tls = match config.controller.tls() {
+            Ok(tls) => tls,
+            Err((key, reason)) => {
+                tracing::error!(key, %reason, "the controller's CA file cannot be used");
+                None
+            }
+        };
         ControlContext {
+            controller_tls: Arc::new(arc_swap::ArcSwapOption::new(controller_tls)),
             client_tls: arc_swap::ArcSwapOption::new(client_tls),
             node_tls: Arc::new(arc_swap::ArcSwapOption::new(node_tls)),
             config: ArcSwap::from_pointee(config),

@@ -95,7 +95,8 @@ pub async fn poll(ctx: Arc<ControlContext>) {
     let url = cluster_url(base, &c.namespace, &c.cluster);
     let metrics = &ctx.metrics.poll;
     let mut timeout = c.timeout.max(Duration::from_millis(1));
-    let mut client = http_client(timeout);
+    let mut tls = ctx.controller_tls.load_full();
+    let mut client = http_client(timeout, tls.clone());
     info!(%url, interval_ms = c.poll_interval.as_millis() as u64, ttl_ms = c.ttl_ms, "polling the controller for the master lease");
 
     ctx.role.poller_releases(c.switch_timeout);
@@ -148,9 +149,11 @@ pub async fn poll(ctx: Arc<ControlContext>) {
             .controller
             .timeout
             .max(Duration::from_millis(1));
-        if wanted != timeout {
-            timeout = wanted;
-            client = http_client(timeout);
+        let now_tls = ctx.controller_tls.load_full();
+        if wanted != timeout || !same_config(&now_tls, &tls) {
+            // A reload changed the bound or the CAs (read again).
+            (timeout, tls) = (wanted, now_tls);
+            client = http_client(timeout, tls.clone());
         }
         let lease = ctx.gate.lease();
         let sent = lease.now();
@@ -415,5 +418,14 @@ impl Poller<'_> {
                 error, "controller poll failed; the lease is not renewed"
             );
         }
+    }
+}
+
+/// Whether two TLS settings are the same load (a reload makes a new one).
+fn same_config<T>(a: &Option<Arc<T>>, b: &Option<Arc<T>>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        (None, None) => true,
+        _ => false,
     }
 }

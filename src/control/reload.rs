@@ -97,6 +97,7 @@ pub const KEYS: &[(&str, Apply)] = &[
     ("controller.timeout_ms", Apply::Live),
     ("controller.switch_timeout_ms", Apply::Live),
     ("controller.node_lost_wait_ms", Apply::Live),
+    ("controller.ca_file", Apply::Live),
     ("sentinel.addrs", Apply::Restart),
     ("sentinel.master_name", Apply::Restart),
     ("sentinel.password", Apply::Live),
@@ -218,6 +219,7 @@ pub fn apply(
     };
     let client_tls = running.tls.server_config().map_err(invalid)?;
     let node_tls = running.backend.tls.node_tls().map_err(invalid)?;
+    let controller_tls = running.controller.tls().map_err(invalid)?;
     let changed = changed_keys(&old, &file);
     let applied = changed_keys(&old, &running);
     let needs_restart = changed
@@ -234,6 +236,8 @@ pub fn apply(
     shared.client_tls.store(client_tls);
     // New node connections use it; established ones go on.
     shared.node_tls.store(node_tls);
+    // The poller and the verifier's drivers open new connections with it.
+    shared.controller_tls.store(controller_tls);
     Ok(ReloadResponse {
         unchanged: changed.is_empty(),
         applied: applied.iter().map(|k| k.to_string()).collect(),
@@ -375,7 +379,7 @@ node_id: 0123456789012345678901234567890123456789
 admin: {listen: 127.0.0.1:7003, token: a}
 control: {password: a, allow_from: [10.0.0.1]}
 lease: {mode: log-only, initial: valid, clock_drift: 0.02, safety_margin_ms: 13, reject_prefix: A, fence_reads: true, probe_interval_ms: 14}
-controller: {url: http://a:1, namespace: a, cluster: a, poll_interval_ms: 15, ttl_ms: 16, failure_detection_ms: 17, timeout_ms: 18, switch_timeout_ms: 118, node_lost_wait_ms: 119}
+controller: {url: http://a:1, namespace: a, cluster: a, poll_interval_ms: 15, ttl_ms: 16, failure_detection_ms: 17, timeout_ms: 18, switch_timeout_ms: 118, node_lost_wait_ms: 119, ca_file: /a-ctl-ca.crt}
 sentinel: {addrs: ['a:1'], master_name: a, password: a, address: 'a:2', poll_interval_ms: 51, timeout_ms: 52, max_lease_ms: 53, announce: false}
 verify: {mode: every-write, hold: acknowledgement, timeout_ms: 19, max_in_flight: 2}
 pause: {max_buffered_bytes: 20, max_buffered_requests: 21, on_demote: moved}
@@ -395,7 +399,7 @@ node_id: 9999999999999999999999999999999999999999
 admin: {listen: 127.0.0.1:8003, token: b}
 control: {password: b, allow_from: [10.0.0.2]}
 lease: {mode: block-write, initial: expired, clock_drift: 0.03, safety_margin_ms: 33, reject_prefix: B, fence_reads: false, probe_interval_ms: 34}
-controller: {url: http://b:1, namespace: b, cluster: b, poll_interval_ms: 35, ttl_ms: 36, failure_detection_ms: 37, timeout_ms: 38, switch_timeout_ms: 138, node_lost_wait_ms: 139}
+controller: {url: http://b:1, namespace: b, cluster: b, poll_interval_ms: 35, ttl_ms: 36, failure_detection_ms: 37, timeout_ms: 38, switch_timeout_ms: 138, node_lost_wait_ms: 139, ca_file: /b-ctl-ca.crt}
 sentinel: {addrs: ['b:1'], master_name: b, password: b, address: 'b:2', poll_interval_ms: 61, timeout_ms: 62, max_lease_ms: 63, announce: true}
 verify: {mode: off, hold: request, timeout_ms: 39, max_in_flight: 3}
 pause: {max_buffered_bytes: 40, max_buffered_requests: 41, on_demote: readonly}

@@ -12,7 +12,9 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full, Limited};
 use hyper::header::LOCATION;
 use hyper::{StatusCode, Uri};
-use hyper_util::client::legacy::connect::HttpConnector;
+use std::sync::Arc;
+
+use crate::kvrocks::connector::Connector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
@@ -370,13 +372,11 @@ pub async fn request_shard_failover(
     url: &str,
     preferred: &str,
     timeout: Duration,
+    tls: Option<Arc<rustls::ClientConfig>>,
 ) -> Result<Option<String>, ShardFailoverError> {
     let body = serde_json::json!({ "preferred_node_id": preferred }).to_string();
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(timeout));
-    connector.set_nodelay(true);
-    let client: Client<HttpConnector, Full<Bytes>> =
-        Client::builder(TokioExecutor::new()).build(connector);
+    let client: Client<Connector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build(Connector::new(timeout, tls));
     let exchange = async {
         let mut uri: Uri = url
             .parse()
@@ -444,16 +444,14 @@ pub async fn request_shard_failover(
 // The poller.
 
 /// The pooled keep-alive HTTP client used to talk to the controller.
-pub type HttpClient = Client<HttpConnector, Empty<Bytes>>;
+pub type HttpClient = Client<Connector, Empty<Bytes>>;
 
-/// A keep-alive client whose connects give up after `timeout`.
-pub fn http_client(timeout: Duration) -> HttpClient {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(timeout));
-    connector.set_nodelay(true);
+/// A keep-alive client whose connects give up after `timeout`; `https://`
+/// URLs are trusted with `tls` (`controller.ca_file`).
+pub fn http_client(timeout: Duration, tls: Option<Arc<rustls::ClientConfig>>) -> HttpClient {
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(90))
-        .build(connector)
+        .build(Connector::new(timeout, tls))
 }
 
 /// One request for the cluster topology: GET, following redirects, and parse.

@@ -185,3 +185,53 @@ impl TlsClient<'_> {
         }
     }
 }
+
+/// A TLS front for a plaintext server (the test controller): it accepts
+/// TLS with this CA's server certificate and relays each connection to
+/// `upstream`.
+pub struct TlsRelay {
+    pub port: u16,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl TlsRelay {
+    pub fn start(pki: &Pki, upstream: String) -> TlsRelay {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let (cert, key) = (pki.path("server.crt"), pki.path("server.key"));
+        let files = leasegate::proxy::tls::TlsFiles {
+            cert_file: &cert,
+            key_file: &key,
+            ca_file: None,
+        };
+        let config = files
+            .server_config(leasegate::config::TLS_KEYS)
+            .expect("the relay's certificate");
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        runtime.spawn(async move {
+            let acceptor = tokio_rustls::TlsAcceptor::from(config);
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (acceptor, upstream) = (acceptor.clone(), upstream.clone());
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let Ok(mut up) = tokio::net::TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut up).await;
+                });
+            }
+        });
+        TlsRelay {
+            port,
+            _runtime: runtime,
+        }
+    }
+}

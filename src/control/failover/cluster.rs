@@ -47,6 +47,8 @@ pub(super) struct Controller {
     pub cluster: String,
     /// Bound of each request to it.
     pub timeout: Duration,
+    /// How an `https://` controller is trusted (`controller.ca_file`).
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 /// This node's place in the controller's topology.
@@ -89,9 +91,12 @@ pub(super) async fn locate(
         .ok_or(FailoverError::NoController)?;
     let me = me.ok_or(FailoverError::NoOwnNodeId)?;
     let url = cluster_url(&controller.url, &controller.namespace, &controller.cluster);
-    let topology = fetch(&http_client(controller.timeout), &url)
-        .await
-        .map_err(FailoverError::Topology)?;
+    let topology = fetch(
+        &http_client(controller.timeout, controller.tls.clone()),
+        &url,
+    )
+    .await
+    .map_err(FailoverError::Topology)?;
     let mine = topology
         .place(&me)
         .filter(|p| p.role.eq_ignore_ascii_case("master"))
@@ -138,7 +143,8 @@ pub(super) async fn switch(
     );
     let topology_url = cluster_url(&controller.url, &controller.namespace, &controller.cluster);
     let timeout = controller.timeout;
-    match request_shard_failover(&url, &target.node_id, timeout).await {
+    let tls = controller.tls.clone();
+    match request_shard_failover(&url, &target.node_id, timeout, tls.clone()).await {
         Ok(_) => {}
         Err(source @ ShardFailoverError::Refused(_)) => {
             rollback(&run.gate, fencing);
@@ -146,7 +152,7 @@ pub(super) async fn switch(
         }
         Err(source) => {
             // Did it switch? Its topology says.
-            let switched = fetch(&http_client(timeout), &topology_url)
+            let switched = fetch(&http_client(timeout, tls.clone()), &topology_url)
                 .await
                 .ok()
                 .and_then(|c| c.master_of_shard(shard.index).map(|m| m == target.node_id))
@@ -165,7 +171,7 @@ pub(super) async fn switch(
     // raft store): read again until it names the target, within the pause.
     let topology = switched_topology(
         &topology_url,
-        timeout,
+        (timeout, tls),
         shard.index,
         &target.node_id,
         Duration::from_millis(run.request.pause_timeout_ms),
@@ -233,12 +239,12 @@ pub(super) async fn switch(
 /// if it does not, and the controller's own push is waited for.
 async fn switched_topology(
     url: &str,
-    timeout: Duration,
+    (timeout, tls): (Duration, Option<std::sync::Arc<rustls::ClientConfig>>),
     shard: usize,
     target: &str,
     patience: Duration,
 ) -> Option<Cluster> {
-    let client = http_client(timeout);
+    let client = http_client(timeout, tls);
     let deadline = Instant::now() + patience;
     loop {
         let last = match fetch(&client, url).await {

@@ -550,6 +550,7 @@ pub async fn run(shared: &ControlContext, request: FailoverRequest) -> FailoverR
             namespace: c.namespace.clone(),
             cluster: c.cluster.clone(),
             timeout: c.timeout,
+            tls: shared.controller_tls.load_full(),
         }),
         node: config.backend.addr.clone(),
         password: config.backend.password.clone(),

@@ -288,21 +288,29 @@ impl Verifier {
         self: Arc<Self>,
         driver: usize,
         role: Arc<Role>,
-        url: Arc<str>,
+        (url, tls): (Arc<str>, Arc<arc_swap::ArcSwapOption<rustls::ClientConfig>>),
         shutdown: tokio_util::sync::CancellationToken,
     ) {
         let driver = driver % self.drivers.len();
         HOME_DRIVER.with(|home| home.set(driver));
         let mut timeout = self.timeout();
+        let mut trusted = tls.load_full();
         // This driver's own connections, driven on this thread.
-        let mut client = controller::http_client(timeout);
+        let mut client = controller::http_client(timeout, trusted.clone());
         if driver == 0 && self.enabled() {
             info!(url = %url, timeout_ms = timeout.as_millis() as u64, max_in_flight = self.max_in_flight(), drivers = self.drivers.len(), "verifying mastership with the controller on every write");
         }
         loop {
-            if self.timeout() != timeout {
-                timeout = self.timeout();
-                client = controller::http_client(timeout);
+            let now = tls.load_full();
+            let same = match (&now, &trusted) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (None, None) => true,
+                _ => false,
+            };
+            if self.timeout() != timeout || !same {
+                // A reload changed the bound or the controller's CAs.
+                (timeout, trusted) = (self.timeout(), now);
+                client = controller::http_client(timeout, trusted.clone());
             }
             while let Some(round) = self.rounds.start(self.max_in_flight()) {
                 let (this, role, client, url) = (
