@@ -253,6 +253,59 @@ pub struct AdminConfig {
     /// Bearer token required by every mutating call. Without one, mutating
     /// calls are refused (401) and only the read-only endpoints work.
     pub token: Option<String>,
+    /// HTTPS for the admin API, and the CAs other leasegates' `https://`
+    /// admin APIs are trusted with.
+    pub tls: AdminTlsConfig,
+}
+
+/// `admin.tls`: the admin API's certificate (it then speaks HTTPS only),
+/// and the CAs for calling other leasegates' `https://` admin APIs (a
+/// failover's target).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminTlsConfig {
+    pub cert_file: Option<std::path::PathBuf>,
+    pub key_file: Option<std::path::PathBuf>,
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
+const ADMIN_TLS_KEYS: crate::proxy::tls::TlsKeys = crate::proxy::tls::TlsKeys {
+    cert_file: "admin.tls.cert_file",
+    key_file: "admin.tls.key_file",
+    ca_file: "admin.tls.ca_file",
+};
+
+impl AdminTlsConfig {
+    /// The admin API's HTTPS settings, read from the files now (`None`:
+    /// plain HTTP).
+    pub fn server_config(
+        &self,
+    ) -> Result<Option<std::sync::Arc<rustls::ServerConfig>>, (&'static str, String)> {
+        match (&self.cert_file, &self.key_file) {
+            (None, None) => Ok(None),
+            (Some(cert_file), Some(key_file)) => crate::proxy::tls::TlsFiles {
+                cert_file,
+                key_file,
+                ca_file: None,
+            }
+            .server_config(ADMIN_TLS_KEYS)
+            .map(Some),
+            _ => Err((
+                "admin.tls.cert_file",
+                "admin.tls.cert_file and admin.tls.key_file go together".into(),
+            )),
+        }
+    }
+
+    /// The CAs other leasegates' `https://` admin APIs are trusted with.
+    pub fn client_config(
+        &self,
+    ) -> Result<Option<std::sync::Arc<rustls::ClientConfig>>, (&'static str, String)> {
+        match &self.ca_file {
+            None => Ok(None),
+            Some(ca) => crate::proxy::tls::client_config(ca, None, ADMIN_TLS_KEYS).map(Some),
+        }
+    }
 }
 
 impl Default for AdminConfig {
@@ -260,6 +313,7 @@ impl Default for AdminConfig {
         Self {
             listen: "127.0.0.1:9180".into(),
             token: None,
+            tls: AdminTlsConfig::default(),
         }
     }
 }
@@ -848,6 +902,8 @@ impl Config {
         self.tls.server_config()?;
         self.backend.tls.node_tls()?;
         self.controller.tls()?;
+        self.admin.tls.server_config()?;
+        self.admin.tls.client_config()?;
         Ok(())
     }
 

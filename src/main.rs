@@ -317,8 +317,29 @@ where
     F: std::future::Future<Output = Result<T, AdminError>>,
 {
     let runtime = runtime()?;
-    let client = AdminClient::new(std::time::Duration::from_secs(30));
+    let client = AdminClient::new(std::time::Duration::from_secs(30), admin_ca()?);
     Some(runtime.block_on(call(client)))
+}
+
+/// The CAs `https://` admin APIs are trusted with: the PEM file named by
+/// `LEASEGATE_ADMIN_CA` (unset: none, and only `http://` admin APIs can be
+/// called). `None` when the file cannot be used (already reported).
+fn admin_ca() -> Option<Option<std::sync::Arc<rustls::ClientConfig>>> {
+    let Some(path) = std::env::var_os("LEASEGATE_ADMIN_CA") else {
+        return Some(None);
+    };
+    let keys = leasegate::proxy::tls::TlsKeys {
+        cert_file: "LEASEGATE_ADMIN_CA",
+        key_file: "LEASEGATE_ADMIN_CA",
+        ca_file: "LEASEGATE_ADMIN_CA",
+    };
+    match leasegate::proxy::tls::client_config(std::path::Path::new(&path), None, keys) {
+        Ok(config) => Some(Some(config)),
+        Err((key, reason)) => {
+            eprintln!("error: {key}: {reason}");
+            None
+        }
+    }
 }
 
 /// Prints an admin API answer with `show` (which may still refuse it with

@@ -544,3 +544,83 @@ fn a_failover_between_tls_nodes_loses_nothing() {
     outcome.assert_none_failed_or_lost(&mut b_direct, 50);
     drop(a_node);
 }
+
+/// The admin API over HTTPS (`admin.tls`): curl with the CA reads it, a
+/// plain HTTP request gets nothing, and `leasegate failover` between two
+/// leasegates whose admin APIs speak HTTPS succeeds (the CLI trusts
+/// `LEASEGATE_ADMIN_CA`, the source leasegate `admin.tls.ca_file`).
+#[test]
+fn the_admin_api_speaks_https_and_a_failover_goes_through_it() {
+    const A_ID: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    const B_ID: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+    let pki = Pki::new("admin");
+    let a_node = RedisServer::start();
+    let b_node = RedisServer::start_with(&["--replicaof", "127.0.0.1", &a_node.port.to_string()]);
+    support::kvrocks::link_up(&mut b_node.client());
+    let (crt, key, ca) = (
+        pki.path("server.crt"),
+        pki.path("server.key"),
+        pki.path("ca.crt"),
+    );
+    let leasegate = |node: &RedisServer, id: &str, admin: u16| {
+        Proxy::start(
+            &node.addr(),
+            &format!(
+                "node_id: {id}\nadmin:\n  listen: 127.0.0.1:{admin}\n  token: tk\n  tls:\n    cert_file: {}\n    key_file: {}\n    ca_file: {}\ncontrol:\n  allow_from: [127.0.0.1]\nlease:\n  mode: block-write\n  probe_interval_ms: 100\n",
+                crt.display(),
+                key.display(),
+                ca.display()
+            ),
+        )
+    };
+    let (a_admin, b_admin) = (free_port(), free_port());
+    let (a, b) = (
+        leasegate(&a_node, A_ID, a_admin),
+        leasegate(&b_node, B_ID, b_admin),
+    );
+    for p in [&a, &b] {
+        let reply = support::heartbeat(&mut p.client(), A_ID, 600_000, 1);
+        assert!(!reply.is_error(), "{reply:?}");
+    }
+    let curl = |url: String, ca: bool| {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sS", "--max-time", "5"]);
+        if ca {
+            cmd.arg("--cacert").arg(&pki.path("ca.crt"));
+        }
+        cmd.arg(url).output().expect("curl runs")
+    };
+    let out = curl(format!("https://localhost:{a_admin}/v1/status"), true);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"lease\""));
+    let plain = curl(format!("http://127.0.0.1:{a_admin}/v1/status"), false);
+    assert!(
+        !String::from_utf8_lossy(&plain.stdout).contains("\"lease\""),
+        "plain HTTP is not served on an HTTPS admin API"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_leasegate"))
+        .args(["failover", "--from"])
+        .arg(format!("https://localhost:{a_admin}"))
+        .arg("--to")
+        .arg(format!("https://localhost:{b_admin}"))
+        .args(["--token", "tk"])
+        .env("LEASEGATE_ADMIN_CA", pki.path("ca.crt"))
+        .output()
+        .expect("leasegate failover runs");
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && printed.contains("success"),
+        "{printed}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        b.client().cmd(&["SET", "after", "1"]),
+        Reply::ok(),
+        "B holds the lease"
+    );
+    drop(a);
+}

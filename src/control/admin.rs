@@ -118,45 +118,78 @@ pub async fn serve(listener: TcpListener, shared: Arc<ControlContext>) {
         let shared = Arc::clone(&shared);
         let metrics = Arc::clone(&metrics);
         tokio::spawn(async move {
-            let shutdown = shared.shutdown.clone();
-            let service = service_fn(move |req| {
-                let shared = Arc::clone(&shared);
-                let metrics = Arc::clone(&metrics);
-                // Each request runs as its own task: a caller that hangs up
-                // (hyper then drops this future) cannot cut a change short,
-                // e.g. a failover between its claim and its start.
-                async move {
-                    let task = tokio::spawn(async move { handle(req, &shared, &metrics).await });
-                    Ok::<_, Infallible>(task.await.unwrap_or_else(|e| {
-                        let mut r = Response::new(Full::new(Bytes::from(format!(
-                            "{{\"error\":\"the request handler failed: {e}\"}}"
-                        ))));
-                        *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-                        r
-                    }))
+            // `admin.tls` as the last reload left it.
+            match shared.admin_tls.load_full() {
+                None => serve_connection(TokioIo::new(stream), peer, shared, metrics).await,
+                Some(tls) => {
+                    let accepting = tokio_rustls::TlsAcceptor::from(tls).accept(stream);
+                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, accepting).await {
+                        Ok(Ok(stream)) => {
+                            serve_connection(TokioIo::new(stream), peer, shared, metrics).await
+                        }
+                        Ok(Err(e)) => {
+                            info!(%peer, error = %e, "admin API: TLS handshake failed: connection closed")
+                        }
+                        Err(_) => {
+                            info!(%peer, "admin API: no TLS handshake in time: connection closed")
+                        }
+                    }
                 }
-            });
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            // half_close: a caller that sends its request and closes its
-            // side still has the request read and carried out (a change is
-            // never cut short by the caller going away).
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .half_close(true);
-            let conn = builder.serve_connection(TokioIo::new(stream), service);
-            let mut conn = std::pin::pin!(conn);
-            let result = tokio::select! {
-                r = conn.as_mut() => r,
-                _ = shutdown.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-            };
-            if let Err(e) = result {
-                debug!(%peer, error = %e, "admin connection ended with an error");
             }
         });
+    }
+}
+
+/// How long an admin API client has to complete its TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves one admin connection (plain or TLS) until it ends or the proxy
+/// stops.
+async fn serve_connection<I>(
+    io: I,
+    peer: std::net::SocketAddr,
+    shared: Arc<ControlContext>,
+    metrics: Arc<AdminMetrics>,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let shutdown = shared.shutdown.clone();
+    let service = service_fn(move |req| {
+        let shared = Arc::clone(&shared);
+        let metrics = Arc::clone(&metrics);
+        // Each request runs as its own task: a caller that hangs up
+        // (hyper then drops this future) cannot cut a change short,
+        // e.g. a failover between its claim and its start.
+        async move {
+            let task = tokio::spawn(async move { handle(req, &shared, &metrics).await });
+            Ok::<_, Infallible>(task.await.unwrap_or_else(|e| {
+                let mut r = Response::new(Full::new(Bytes::from(format!(
+                    "{{\"error\":\"the request handler failed: {e}\"}}"
+                ))));
+                *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                r
+            }))
+        }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    // half_close: a caller that sends its request and closes its side
+    // still has the request read and carried out (a change is never cut
+    // short by the caller going away).
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .half_close(true);
+    let conn = builder.serve_connection(io, service);
+    let mut conn = std::pin::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        debug!(%peer, error = %e, "admin connection ended with an error");
     }
 }
 

@@ -99,6 +99,11 @@ pub struct ControlContext {
     /// How an `https://` controller is trusted (`controller.ca_file`);
     /// read again from the file at every reload.
     pub controller_tls: Arc<arc_swap::ArcSwapOption<rustls::ClientConfig>>,
+    /// The admin API's HTTPS settings (`admin.tls`; `None`: plain HTTP),
+    /// and the CAs other leasegates' `https://` admin APIs are trusted
+    /// with; read again from the files at every reload.
+    pub admin_tls: arc_swap::ArcSwapOption<rustls::ServerConfig>,
+    pub admin_ca: arc_swap::ArcSwapOption<rustls::ClientConfig>,
 }
 
 impl ControlContext {
@@ -172,29 +177,16 @@ impl ControlContext {
         metrics.reload.register(&mut registry);
         role.node.register(&mut registry);
         register_build_info(&mut registry);
-        // Checked when the file was loaded; read again here.
-        let client_tls = match config.tls.server_config() {
-            Ok(tls) => tls,
-            Err((key, reason)) => {
-                tracing::error!(key, %reason, "the TLS client listener's files cannot be used");
-                None
-            }
-        };
-        let node_tls = match config.backend.tls.node_tls() {
-            Ok(tls) => tls,
-            Err((key, reason)) => {
-                tracing::error!(key, %reason, "backend.tls cannot be used");
-                None
-            }
-        };
-        let controller_tls = match config.controller.tls() {
-            Ok(tls) => tls,
-            Err((key, reason)) => {
-                tracing::error!(key, %reason, "the controller's CA file cannot be used");
-                None
-            }
-        };
+        // The certificate files were read when the file was loaded; again
+        // here (a file gone meanwhile: logged, and that TLS is off).
+        let client_tls = loaded(config.tls.server_config());
+        let node_tls = loaded(config.backend.tls.node_tls());
+        let controller_tls = loaded(config.controller.tls());
+        let admin_tls = loaded(config.admin.tls.server_config());
+        let admin_ca = loaded(config.admin.tls.client_config());
         ControlContext {
+            admin_tls: arc_swap::ArcSwapOption::new(admin_tls),
+            admin_ca: arc_swap::ArcSwapOption::new(admin_ca),
             controller_tls: Arc::new(arc_swap::ArcSwapOption::new(controller_tls)),
             client_tls: arc_swap::ArcSwapOption::new(client_tls),
             node_tls: Arc::new(arc_swap::ArcSwapOption::new(node_tls)),
@@ -277,4 +269,12 @@ fn register_build_info(registry: &mut Registry) {
     )])
     .set(1);
     registry.register("build_info", "The running leasegate's version", info);
+}
+
+/// TLS settings read from their files, or `None` (logged) if they cannot be.
+fn loaded<T>(read: Result<Option<T>, (&'static str, String)>) -> Option<T> {
+    read.unwrap_or_else(|(key, reason)| {
+        tracing::error!(key, %reason, "TLS files cannot be used");
+        None
+    })
 }

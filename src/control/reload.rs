@@ -76,6 +76,9 @@ pub const KEYS: &[(&str, Apply)] = &[
     ("node_id", Apply::Restart),
     ("admin.listen", Apply::Restart),
     ("admin.token", Apply::Live),
+    ("admin.tls.cert_file", Apply::Live),
+    ("admin.tls.key_file", Apply::Live),
+    ("admin.tls.ca_file", Apply::Live),
     ("control.password", Apply::Live),
     ("control.allow_from", Apply::Live),
     ("lease.mode", Apply::Live),
@@ -220,6 +223,8 @@ pub fn apply(
     let client_tls = running.tls.server_config().map_err(invalid)?;
     let node_tls = running.backend.tls.node_tls().map_err(invalid)?;
     let controller_tls = running.controller.tls().map_err(invalid)?;
+    let admin_tls = running.admin.tls.server_config().map_err(invalid)?;
+    let admin_ca = running.admin.tls.client_config().map_err(invalid)?;
     let changed = changed_keys(&old, &file);
     let applied = changed_keys(&old, &running);
     let needs_restart = changed
@@ -238,6 +243,8 @@ pub fn apply(
     shared.node_tls.store(node_tls);
     // The poller and the verifier's drivers open new connections with it.
     shared.controller_tls.store(controller_tls);
+    shared.admin_tls.store(admin_tls);
+    shared.admin_ca.store(admin_ca);
     Ok(ReloadResponse {
         unchanged: changed.is_empty(),
         applied: applied.iter().map(|k| k.to_string()).collect(),
@@ -376,7 +383,7 @@ backend: {addr: 127.0.0.1:7002, password: a, connect_timeout_ms: 11, tls: {enabl
 drain_timeout_ms: 12
 threads: 2
 node_id: 0123456789012345678901234567890123456789
-admin: {listen: 127.0.0.1:7003, token: a}
+admin: {listen: 127.0.0.1:7003, token: a, tls: {cert_file: /a-adm.crt, key_file: /a-adm.key, ca_file: /a-adm-ca.crt}}
 control: {password: a, allow_from: [10.0.0.1]}
 lease: {mode: log-only, initial: valid, clock_drift: 0.02, safety_margin_ms: 13, reject_prefix: A, fence_reads: true, probe_interval_ms: 14}
 controller: {url: http://a:1, namespace: a, cluster: a, poll_interval_ms: 15, ttl_ms: 16, failure_detection_ms: 17, timeout_ms: 18, switch_timeout_ms: 118, node_lost_wait_ms: 119, ca_file: /a-ctl-ca.crt}
@@ -396,7 +403,7 @@ backend: {addr: 127.0.0.1:8002, password: b, connect_timeout_ms: 31, tls: {enabl
 drain_timeout_ms: 32
 threads: 3
 node_id: 9999999999999999999999999999999999999999
-admin: {listen: 127.0.0.1:8003, token: b}
+admin: {listen: 127.0.0.1:8003, token: b, tls: {cert_file: /b-adm.crt, key_file: /b-adm.key, ca_file: /b-adm-ca.crt}}
 control: {password: b, allow_from: [10.0.0.2]}
 lease: {mode: block-write, initial: expired, clock_drift: 0.03, safety_margin_ms: 33, reject_prefix: B, fence_reads: false, probe_interval_ms: 34}
 controller: {url: http://b:1, namespace: b, cluster: b, poll_interval_ms: 35, ttl_ms: 36, failure_detection_ms: 37, timeout_ms: 38, switch_timeout_ms: 138, node_lost_wait_ms: 139, ca_file: /b-ctl-ca.crt}

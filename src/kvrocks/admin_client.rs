@@ -6,11 +6,11 @@
 
 use std::time::Duration;
 
+use crate::kvrocks::connector::Connector;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE};
 use hyper::Request;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde::de::DeserializeOwned;
@@ -24,7 +24,8 @@ use crate::kvrocks::admin_api::{
 /// Largest admin answer read.
 const MAX_ANSWER: usize = 1024 * 1024;
 
-/// Why a call to an admin API failed. `uri` is `http://<addr><path>`.
+/// Why a call to an admin API failed. `uri` is `http://<addr><path>` (or
+/// the `https://` address given, with the path).
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
     /// The request could not be built (a malformed address).
@@ -103,17 +104,19 @@ impl AdminError {
 /// A keep-alive client for admin APIs.
 #[derive(Clone)]
 pub struct AdminClient {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<Connector, Full<Bytes>>,
     timeout: Duration,
 }
 
 impl AdminClient {
-    pub fn new(timeout: Duration) -> AdminClient {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(timeout));
-        connector.set_nodelay(true);
+    /// Admin APIs are addressed as `host:port` (plain HTTP) or
+    /// `https://host:port`, whose certificate must chain to `tls`'s CAs.
+    pub fn new(
+        timeout: Duration,
+        tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    ) -> AdminClient {
         AdminClient {
-            client: Client::builder(TokioExecutor::new()).build(connector),
+            client: Client::builder(TokioExecutor::new()).build(Connector::new(timeout, tls)),
             timeout,
         }
     }
@@ -291,7 +294,11 @@ impl AdminClient {
 }
 
 fn uri(addr: &str, path: &str) -> String {
-    format!("http://{addr}{path}")
+    if addr.starts_with("http://") || addr.starts_with("https://") {
+        format!("{}{path}", addr.trim_end_matches('/'))
+    } else {
+        format!("http://{addr}{path}")
+    }
 }
 
 /// An error with its causes (`connection refused` hides under hyper-util's
@@ -332,7 +339,7 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr").to_string();
         drop(listener);
-        let client = AdminClient::new(Duration::from_secs(2));
+        let client = AdminClient::new(Duration::from_secs(2), None);
         let e = client.status(&addr).await.expect_err("nothing listens");
         assert!(matches!(e, AdminError::Request { .. }), "{e:?}");
         let text = e.to_string();

@@ -370,6 +370,8 @@ struct Settings {
     /// This node (`backend.addr`).
     node: String,
     password: Option<String>,
+    /// The CAs the target's `https://` admin API is trusted with.
+    admin_ca: Option<Arc<rustls::ClientConfig>>,
     /// TLS to the nodes (`backend.tls`): this one and the target's.
     node_tls: Option<Arc<crate::proxy::backend::NodeTls>>,
     /// Bound of every request to a node.
@@ -555,6 +557,7 @@ pub async fn run(shared: &ControlContext, request: FailoverRequest) -> FailoverR
         node: config.backend.addr.clone(),
         password: config.backend.password.clone(),
         node_tls: shared.node_tls(),
+        admin_ca: shared.admin_ca.load_full(),
         timeout: config.connect_timeout(),
         admin_token: config.admin.token.clone(),
         listen: config.listen.to_string(),
@@ -643,7 +646,7 @@ async fn failover(run: &mut Run) -> Result<(u64, Target), FailoverError> {
     let this_node = run.settings.node.clone();
     let password = run.settings.password.clone();
     let password = password.as_deref();
-    let admin = AdminClient::new(Duration::from_secs(2));
+    let admin = AdminClient::new(Duration::from_secs(2), run.settings.admin_ca.clone());
     let token = request
         .target_token
         .clone()
@@ -1133,6 +1136,9 @@ async fn check_target(admin: &AdminClient, to: &str) -> Result<Target, FailoverE
 fn client_address(listen: &str, admin: &str) -> String {
     match listen.rsplit_once(':') {
         Some((host, port)) if host == "0.0.0.0" || host == "[::]" => {
+            // An `https://` (or `http://`) admin address: its host.
+            let admin = admin.split_once("://").map_or(admin, |(_, rest)| rest);
+            let admin = admin.trim_end_matches('/');
             let admin_host = admin.rsplit_once(':').map_or(admin, |(h, _)| h);
             format!("{admin_host}:{port}")
         }
@@ -1330,6 +1336,14 @@ mod tests {
         );
         assert_eq!(
             client_address("10.0.0.3:6380", "10.0.0.2:9180"),
+            "10.0.0.3:6380"
+        );
+        assert_eq!(
+            client_address("0.0.0.0:6380", "https://10.0.0.2:9180/"),
+            "10.0.0.2:6380"
+        );
+        assert_eq!(
+            client_address("10.0.0.3:6380", "https://10.0.0.2:9180"),
             "10.0.0.3:6380"
         );
     }
