@@ -586,7 +586,7 @@ fn the_admin_api_speaks_https_and_a_failover_goes_through_it() {
         let mut cmd = Command::new("curl");
         cmd.args(["-sS", "--max-time", "5"]);
         if ca {
-            cmd.arg("--cacert").arg(&pki.path("ca.crt"));
+            cmd.arg("--cacert").arg(pki.path("ca.crt"));
         }
         cmd.arg(url).output().expect("curl runs")
     };
