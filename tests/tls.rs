@@ -399,15 +399,35 @@ fn tls_backend_yaml(pki: &Pki, tls_port: u16, identity: bool) -> String {
     yaml
 }
 
+/// A leasegate (lease off, an admin API) in front of a node's TLS port;
+/// its admin port.
+fn proxy_for_tls_node(pki: &Pki, tls_port: u16, identity: bool) -> (Proxy, u16) {
+    let admin = free_port();
+    let proxy = Proxy::start_with_backend_yaml(
+        &tls_backend_yaml(pki, tls_port, identity),
+        &format!("lease:\n  mode: disabled\nadmin:\n  listen: 127.0.0.1:{admin}\n  token: tk\n"),
+    );
+    (proxy, admin)
+}
+
+/// Waits until the leasegate's `/v1/status` satisfies `ok`.
+fn wait_status(admin: u16, what: &str, ok: impl Fn(&str) -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let (_, status) = http(admin, "GET", "/v1/status", None, None);
+        if ok(&status) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}: {status}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn leasegate_reaches_its_node_over_tls() {
     let pki = Pki::new("node");
     let (node, tls_port) = tls_node(&pki, &[]);
-    let admin = free_port();
-    let proxy = Proxy::start_with_backend_yaml(
-        &tls_backend_yaml(&pki, tls_port, true),
-        &format!("lease:\n  mode: disabled\nadmin:\n  listen: 127.0.0.1:{admin}\n  token: tk\n"),
-    );
+    let (proxy, admin) = proxy_for_tls_node(&pki, tls_port, true);
     let mut c = proxy.client();
     assert_eq!(c.cmd(&["AUTH", "pw"]), Reply::ok());
     let big = "y".repeat(200_000);
@@ -425,18 +445,9 @@ fn leasegate_reaches_its_node_over_tls() {
     assert_eq!(direct.cmd(&["STRLEN", "big"]), Reply::Int(200_000));
     // leasegate's own connections go over TLS too: the probe sees the
     // node, and learned its commands.
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let (_, status) = http(admin, "GET", "/v1/status", None, None);
-        if status.contains("\"role\":\"master\"") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the probe never saw the node: {status}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_status(admin, "the probe never saw the node", |s| {
+        s.contains("\"role\":\"master\"")
+    });
     let stats = direct.cmd(&["INFO", "commandstats"]).text();
     assert!(
         stats.contains("cmdstat_command:"),
@@ -451,26 +462,13 @@ fn leasegate_reaches_its_node_over_tls() {
 fn a_node_that_refuses_leasegate_s_certificate_is_reported() {
     let pki = Pki::new("refusing");
     let (node, tls_port) = tls_node(&pki, &[]);
-    let admin = free_port();
-    let proxy = Proxy::start_with_backend_yaml(
-        &tls_backend_yaml(&pki, tls_port, false),
-        &format!("lease:\n  mode: disabled\nadmin:\n  listen: 127.0.0.1:{admin}\n  token: tk\n"),
-    );
+    let (proxy, admin) = proxy_for_tls_node(&pki, tls_port, false);
     let mut c = proxy.client();
     c.send(&["SET", "k", "v"]);
     assert!(c.is_closed(), "the session ends with its node connection");
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let (_, status) = http(admin, "GET", "/v1/status", None, None);
-        if status.to_lowercase().contains("certificate") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the probe names the certificate: {status}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_status(admin, "the probe names the certificate", |s| {
+        s.to_lowercase().contains("certificate")
+    });
     let (code, _) = http(admin, "GET", "/readyz", None, None);
     assert_eq!(code, 503);
     let mut direct = node.client();
@@ -623,4 +621,32 @@ fn the_admin_api_speaks_https_and_a_failover_goes_through_it() {
         "B holds the lease"
     );
     drop(a);
+}
+
+/// A replica replicating through leasegate from a node leasegate reaches
+/// over TLS: the full sync and the stream after it pass over the TLS node
+/// connection.
+#[test]
+fn a_replication_stream_passes_over_a_tls_node_connection() {
+    let pki = Pki::new("stream");
+    let (node, tls_port) = tls_node(&pki, &[]);
+    let (proxy, _) = proxy_for_tls_node(&pki, tls_port, true);
+    let mut c = proxy.client();
+    assert_eq!(c.cmd(&["AUTH", "pw"]), Reply::ok());
+    assert_eq!(c.cmd(&["SET", "before", "1"]), Reply::ok());
+    let replica = RedisServer::start_with(&["--masterauth", "pw"]);
+    let mut r = replica.client();
+    assert_eq!(
+        r.cmd(&["REPLICAOF", "127.0.0.1", &proxy.port.to_string()]),
+        Reply::ok()
+    );
+    support::kvrocks::link_up(&mut r);
+    assert_eq!(r.cmd(&["GET", "before"]), Reply::bulk("1"), "the full sync");
+    assert_eq!(c.cmd(&["SET", "after", "2"]), Reply::ok());
+    let deadline = Instant::now() + PATIENCE;
+    while r.cmd(&["GET", "after"]) != Reply::bulk("2") {
+        assert!(Instant::now() < deadline, "the stream after the sync");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(node);
 }
