@@ -404,7 +404,11 @@ impl Server {
         let tls = match tls.then(|| self.shared.client_tls.load_full()) {
             None => None,
             Some(Some(tls)) => Some((tls, config.tls.handshake_timeout)),
-            Some(None) => return, // not reached: the listener exists only with settings
+            Some(None) => {
+                // Not reached: the listener exists only with its settings.
+                warn!("a TLS client came without TLS settings: closed");
+                return;
+            }
         };
         let over_limit = active.fetch_add(1, Ordering::AcqRel) >= config.limits.max_clients;
         if over_limit {

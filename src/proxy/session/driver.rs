@@ -46,6 +46,10 @@ use super::woken::{Woken, WokenRead};
 use super::{Session, SessionContext};
 use crate::proxy::backend::NodeConn;
 
+/// How long the end of a session may wait for the client's connection to
+/// take its last bytes and its shutdown.
+const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Read buffers grow by at least this much.
 const READ_CHUNK: usize = 16 * 1024;
 
@@ -429,7 +433,10 @@ impl<C: ClientIo> Driver<C> {
                 break;
             }
         }
-        let _ = self.client.shutdown().await;
+        // Bounded: over TLS the shutdown writes what rustls still holds
+        // and a `close_notify`, which a client that stopped reading would
+        // never take.
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.client.shutdown()).await;
         None
     }
 
