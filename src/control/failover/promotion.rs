@@ -375,7 +375,11 @@ async fn target_grid(admin: &AdminClient, target: &str) -> Option<(Grid, Duratio
             continue;
         };
         let trip = RoundTrip::back(start);
-        let view = status.clock?;
+        // No clock: that host could not measure it now (a loaded host's
+        // coarse clock can fall a step behind); ask again.
+        let Some(view) = status.clock else {
+            continue;
+        };
         let Some(mapped) = Grid::from_view(view, &trip) else {
             continue;
         };

@@ -165,7 +165,7 @@ fn nanos(n: u128) -> Duration {
 
 /// This host's coarse clock now, as `/v1/status` reports it.
 pub fn host_clock() -> Option<ClockView> {
-    let lag = *LAG.get_or_init(measure_lag);
+    let lag = lag();
     let mono = rxtime::clock(libc::CLOCK_MONOTONIC)?;
     let coarse = rxtime::clock(libc::CLOCK_MONOTONIC_COARSE)?;
     let step = rxtime::resolution(libc::CLOCK_MONOTONIC_COARSE)?;
@@ -177,17 +177,38 @@ pub fn host_clock() -> Option<ClockView> {
     })
 }
 
-static LAG: std::sync::OnceLock<Option<Duration>> = std::sync::OnceLock::new();
+/// The lag once measured (a failed measurement is not kept: the next
+/// caller measures again).
+static LAG: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
 
-/// How late the coarse clock shows a tick: the least of three observed
+/// The lag, measured now if it was not yet.
+fn lag() -> Option<Duration> {
+    if let Some(lag) = LAG.get() {
+        return Some(*lag);
+    }
+    let measured = measure_lag()?;
+    // A lag of a whole step or more is a measurement the scheduler spoiled
+    // (the thread ran late after every step seen): not kept.
+    let step = rxtime::resolution(libc::CLOCK_MONOTONIC_COARSE)?;
+    if measured >= step {
+        return None;
+    }
+    Some(*LAG.get_or_init(|| measured))
+}
+
+/// How late the coarse clock shows a tick: the least of five observed
 /// steps (watched for at most a few ticks each: a few milliseconds, once
-/// per process).
+/// per process; more than one, as a thread that ran late after a step
+/// sees it late).
 fn measure_lag() -> Option<Duration> {
     let mut lag: Option<Duration> = None;
-    for _ in 0..3 {
+    for _ in 0..5 {
         let before = rxtime::clock(libc::CLOCK_MONOTONIC_COARSE)?;
         let give_up = Instant::now() + Duration::from_millis(50);
         loop {
+            // Whether the time is up is decided before the clocks are read:
+            // a thread descheduled past the deadline looks once more.
+            let late = Instant::now() > give_up;
             let coarse = rxtime::clock(libc::CLOCK_MONOTONIC_COARSE)?;
             let mono = rxtime::clock(libc::CLOCK_MONOTONIC)?;
             if coarse != before {
@@ -195,7 +216,7 @@ fn measure_lag() -> Option<Duration> {
                 lag = Some(lag.map_or(seen, |l| l.min(seen)));
                 break;
             }
-            if Instant::now() > give_up {
+            if late {
                 return lag;
             }
             std::hint::spin_loop();
@@ -207,19 +228,26 @@ fn measure_lag() -> Option<Duration> {
 /// Measures the lag now (a server does at start, so that its first
 /// `/v1/status` does not wait for it).
 pub fn warm_up() {
-    let _ = LAG.get_or_init(measure_lag);
+    // A loaded host's coarse clock can fall a whole step behind, which
+    // spoils a measurement: try again a little later (at most ~1 s).
+    for _ in 0..20 {
+        if lag().is_some() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// The lag measured here, if it was (an upgrade hands it to the successor).
 pub fn known_lag() -> Option<Duration> {
-    LAG.get().copied().flatten()
+    LAG.get().copied()
 }
 
 /// Takes the lag the predecessor measured on this host, instead of
 /// spinning on a CPU for up to three coarse ticks while clients wait on
 /// the same host (an upgrade); no effect once measured here.
 pub fn adopt_lag(lag: Duration) {
-    let _ = LAG.set(Some(lag));
+    let _ = LAG.set(lag);
 }
 
 /// A replica's replication ticks as known here: the timer may fire at the
