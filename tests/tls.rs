@@ -49,6 +49,19 @@ fn client<'a>(pki: &'a Pki) -> TlsClient<'a> {
     }
 }
 
+/// Waits until `series` on the admin API reaches at least `at_least`
+/// (a counter is bumped just after the connection it counts is closed).
+fn wait_metric(admin: u16, series: &str, at_least: u64) {
+    let deadline = Instant::now() + PATIENCE;
+    while metric(admin, series) < at_least {
+        assert!(
+            Instant::now() < deadline,
+            "{series} never reached {at_least}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn metric(admin: u16, series: &str) -> u64 {
     let (_, metrics) = http(admin, "GET", "/metrics", None, None);
     metrics
@@ -192,11 +205,11 @@ fn client_certificates_are_required_and_checked_with_a_ca_file() {
     let (ecrt, ekey) = pki.issue("old", &["client"], true);
     let expired = with(&ecrt, &ekey).connect(tls_port);
     assert!(expired.is_err(), "expired");
-    let deadline = Instant::now() + PATIENCE;
-    while metric(admin, "leasegate_tls_handshakes_total{result=\"failed\"} ") < 3 {
-        assert!(Instant::now() < deadline, "three failed handshakes counted");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_metric(
+        admin,
+        "leasegate_tls_handshakes_total{result=\"failed\"} ",
+        3,
+    );
     assert!(metric(admin, "leasegate_tls_handshakes_total{result=\"ok\"} ") >= 1);
     // The server's name: a client that expects another one refuses it.
     let wrong = TlsClient {
@@ -222,12 +235,10 @@ fn a_plaintext_client_on_the_tls_port_is_told_and_closed() {
         "{told:?}"
     );
     assert!(c.is_closed());
-    assert_eq!(
-        metric(
-            admin,
-            "leasegate_tls_handshakes_total{result=\"plaintext\"} "
-        ),
-        1
+    wait_metric(
+        admin,
+        "leasegate_tls_handshakes_total{result=\"plaintext\"} ",
+        1,
     );
     // A client that says nothing is closed at the handshake timeout.
     let pki = Pki::new("silent");
@@ -244,12 +255,10 @@ fn a_plaintext_client_on_the_tls_port_is_told_and_closed() {
     let n = std::io::Read::read(&mut silent, &mut buf).unwrap_or(0);
     assert_eq!(n, 0, "closed without a word");
     assert!(start.elapsed() < PATIENCE);
-    assert_eq!(
-        metric(
-            admin2,
-            "leasegate_tls_handshakes_total{result=\"timeout\"} "
-        ),
-        1
+    wait_metric(
+        admin2,
+        "leasegate_tls_handshakes_total{result=\"timeout\"} ",
+        1,
     );
 }
 
