@@ -243,7 +243,8 @@ fn an_https_controller_grants_the_lease_and_an_untrusted_one_does_not() {
         *r == Reply::ok()
     });
     drop(trusted);
-
+    // A poll it sent before it was stopped may still be being answered.
+    std::thread::sleep(Duration::from_millis(POLL_MS * 2));
     let served = controller.served();
     let other = Pki::new("other");
     let untrusted = proxy_with(https(&other.path("ca.crt")));
