@@ -150,7 +150,7 @@ pub async fn poll(ctx: Arc<ControlContext>) {
             .timeout
             .max(Duration::from_millis(1));
         let now_tls = ctx.controller_tls.load_full();
-        if wanted != timeout || !same_config(&now_tls, &tls) {
+        if wanted != timeout || !crate::kvrocks::connector::same_settings(&now_tls, &tls) {
             // A reload changed the bound or the CAs (read again).
             (timeout, tls) = (wanted, now_tls);
             client = http_client(timeout, tls.clone());
@@ -418,14 +418,5 @@ impl Poller<'_> {
                 error, "controller poll failed; the lease is not renewed"
             );
         }
-    }
-}
-
-/// Whether two TLS settings are the same load (a reload makes a new one).
-fn same_config<T>(a: &Option<Arc<T>>, b: &Option<Arc<T>>) -> bool {
-    match (a, b) {
-        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-        (None, None) => true,
-        _ => false,
     }
 }

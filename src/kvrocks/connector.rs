@@ -49,6 +49,16 @@ impl Connector {
     }
 }
 
+/// Whether two loads of the TLS settings are the same one: a reload makes
+/// a new one, after which a client is built again.
+pub fn same_settings(a: &Option<Arc<ClientConfig>>, b: &Option<Arc<ClientConfig>>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        (None, None) => true,
+        _ => false,
+    }
+}
+
 /// A connection to the controller.
 pub enum Conn {
     Plain(TokioIo<TcpStream>),

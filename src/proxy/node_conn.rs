@@ -66,19 +66,34 @@ fn host_of(addr: &str) -> &str {
     host.trim_start_matches('[').trim_end_matches(']')
 }
 
+/// A write to a TLS stream without waiting: polled with a waker that does
+/// nothing (`WouldBlock` if it takes nothing now); what it cannot take, the
+/// session loop's write branch sends with the task's waker.
+pub fn try_write_tls<S: AsyncWrite + Unpin>(stream: &mut S, buf: &[u8]) -> io::Result<usize> {
+    let mut cx = Context::from_waker(Waker::noop());
+    match Pin::new(stream).poll_write(&mut cx, buf) {
+        Poll::Ready(r) => r,
+        Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
+    }
+}
+
+/// A blocking-mode-agnostic std copy of `stream`'s socket (the same open
+/// socket, a new descriptor): what goes to the successor at an upgrade;
+/// this process's descriptor closes without a FIN (the socket stays open
+/// while another descriptor refers to it).
+pub fn dup_socket(stream: &TcpStream) -> Option<std::net::TcpStream> {
+    use std::os::fd::AsFd;
+    let fd = stream.as_fd().try_clone_to_owned().ok()?;
+    Some(std::net::TcpStream::from(fd))
+}
+
 impl NodeConn {
     /// Sends what the connection takes now, without waiting.
     #[inline]
     pub fn try_send(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             NodeConn::Plain(s) => s.try_write(buf),
-            NodeConn::Tls(s) => {
-                let mut cx = Context::from_waker(Waker::noop());
-                match Pin::new(s.as_mut()).poll_write(&mut cx, buf) {
-                    Poll::Ready(r) => r,
-                    Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
-                }
-            }
+            NodeConn::Tls(s) => try_write_tls(s.as_mut(), buf),
         }
     }
 
@@ -94,13 +109,8 @@ impl NodeConn {
     /// A second descriptor of a plain socket, for the successor process
     /// at an upgrade (`None` for TLS: it cannot move).
     pub fn dup_for_move(&self) -> Option<std::net::TcpStream> {
-        use std::os::fd::AsFd;
         match self {
-            NodeConn::Plain(s) => s
-                .as_fd()
-                .try_clone_to_owned()
-                .ok()
-                .map(std::net::TcpStream::from),
+            NodeConn::Plain(s) => dup_socket(s),
             NodeConn::Tls(_) => None,
         }
     }

@@ -302,12 +302,9 @@ impl Verifier {
         }
         loop {
             let now = tls.load_full();
-            let same = match (&now, &trusted) {
-                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-                (None, None) => true,
-                _ => false,
-            };
-            if self.timeout() != timeout || !same {
+            if self.timeout() != timeout
+                || !crate::kvrocks::connector::same_settings(&now, &trusted)
+            {
                 // A reload changed the bound or the controller's CAs.
                 (timeout, trusted) = (self.timeout(), now);
                 client = controller::http_client(timeout, trusted.clone());

@@ -17,13 +17,14 @@
 use std::io;
 use std::net::IpAddr;
 use std::pin::Pin;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
+use crate::proxy::node_conn::{dup_socket, try_write_tls};
 use crate::proxy::rxtime::{self, Stamped};
 
 /// A client's connection as a session drives it.
@@ -72,7 +73,7 @@ impl ClientIo for TcpStream {
     }
 
     fn dup_for_move(&self) -> Option<std::net::TcpStream> {
-        dup_std(self)
+        dup_socket(self)
     }
 
     fn peer_ip(&self) -> Option<IpAddr> {
@@ -81,14 +82,8 @@ impl ClientIo for TcpStream {
 }
 
 impl ClientIo for TlsStream<TcpStream> {
-    /// A write polled with a waker that does nothing: what it cannot send
-    /// now the loop's write branch sends, with the task's waker.
     fn try_send(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let mut cx = Context::from_waker(Waker::noop());
-        match Pin::new(self).poll_write(&mut cx, buf) {
-            Poll::Ready(r) => r,
-            Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
-        }
+        try_write_tls(self, buf)
     }
 
     fn poll_first_read(
@@ -114,14 +109,4 @@ impl ClientIo for TlsStream<TcpStream> {
     fn peer_ip(&self) -> Option<IpAddr> {
         self.get_ref().0.peer_addr().ok().map(|a| a.ip())
     }
-}
-
-/// A blocking-mode-agnostic std copy of `stream`'s socket (the same open
-/// socket, a new descriptor): what goes to the successor; this process's
-/// descriptor closes with the driver, without a FIN (the socket stays
-/// open while another descriptor refers to it).
-pub(super) fn dup_std(stream: &TcpStream) -> Option<std::net::TcpStream> {
-    use std::os::fd::AsFd;
-    let fd = stream.as_fd().try_clone_to_owned().ok()?;
-    Some(std::net::TcpStream::from(fd))
 }
