@@ -193,8 +193,9 @@ struct Poller<'a> {
     /// The address of this node's shard master in the last answer, when
     /// another node: the old master a take-over checks ([`switch`]).
     other_master: Option<String>,
-    /// Since when writes are held by [`Poller::hold_writes`], and for how long.
-    holding: Option<(Instant, Duration)>,
+    /// Since when writes are held by [`Poller::hold_writes`], for how long,
+    /// and the generation of that pause (only it is ended by the grant).
+    holding: Option<(Instant, Duration, u64)>,
 }
 
 impl Poller<'_> {
@@ -362,9 +363,10 @@ impl Poller<'_> {
         let lease = self.ctx.role.lease();
         self.fenced_at = None;
         // The hold ends with the grant (if its own bound has not ended it).
-        if let Some((since, bound)) = self.holding.take() {
+        // Only its own hold: a pause set since (the controller's) stays.
+        if let Some((since, bound, generation)) = self.holding.take() {
             if since.elapsed() < bound && !self.ctx.role.failover.is_running() {
-                self.ctx.gate.pause().unpause();
+                self.ctx.gate.pause().unpause_own(generation);
             }
         }
         let grant = Grant {
@@ -405,8 +407,8 @@ impl Poller<'_> {
         }
         // The take-over's own bound, plus the node's promotion after it.
         let bound = self.ctx.config.load().controller.switch_timeout * 2;
-        self.ctx.gate.pause().pause(bound, PauseMode::Write);
-        self.holding = Some((Instant::now(), bound));
+        let generation = self.ctx.gate.pause().pause(bound, PauseMode::Write);
+        self.holding = Some((Instant::now(), bound, generation));
     }
 
     fn failed(&mut self, error: &str) {

@@ -172,7 +172,8 @@ impl Pause {
 
     /// Pauses `mode` requests for `timeout`; a later pause replaces this one.
     /// Must be called inside a tokio runtime (the timeout is a task).
-    pub fn pause(self: &Arc<Self>, timeout: Duration, mode: PauseMode) {
+    /// Returns the pause's generation ([`Pause::unpause_own`]).
+    pub fn pause(self: &Arc<Self>, timeout: Duration, mode: PauseMode) -> u64 {
         let active = match mode {
             PauseMode::Write => WRITE,
             PauseMode::All => ALL,
@@ -194,6 +195,14 @@ impl Pause {
                 tracing::info!(timeout_ms = timeout.as_millis() as u64, "pause timed out");
             }
         });
+        generation
+    }
+
+    /// Ends the pause started as `generation` (what [`Pause::pause`] returned), and
+    /// only that one: a pause set since (the controller's `CLIENT PAUSE`)
+    /// stays. Whether it ended.
+    pub fn unpause_own(&self, generation: u64) -> bool {
+        self.end(Some(generation))
     }
 
     /// Ends the pause; held requests are asked about again.

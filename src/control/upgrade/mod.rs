@@ -244,7 +244,9 @@ impl Predecessor<'_> {
         let restore = |pause: &Arc<crate::guard::pause::Pause>| {
             let _guard = runtime.enter();
             match before {
-                Some((mode, left)) if !left.is_zero() => pause.pause(left, mode),
+                Some((mode, left)) if !left.is_zero() => {
+                    pause.pause(left, mode);
+                }
                 _ => pause.unpause(),
             }
         };
