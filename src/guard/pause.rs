@@ -307,6 +307,18 @@ impl Drop for Hold {
 mod tests {
     use super::*;
 
+    /// The poller's hold ends only itself: a pause set after it stays.
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_owner_ends_only_its_own_pause() {
+        let p = Arc::new(Pause::new(2, 100));
+        let mine = p.pause(Duration::from_secs(60), PauseMode::Write);
+        let theirs = p.pause(Duration::from_secs(60), PauseMode::Write);
+        assert!(!p.unpause_own(mine), "a later pause is not mine to end");
+        assert!(p.holds(true), "the later pause stays");
+        assert!(p.unpause_own(theirs));
+        assert!(!p.holds(true));
+    }
+
     #[tokio::test(flavor = "current_thread")]
     async fn holds_until_unpaused_and_bounds_the_buffer() {
         let p = Arc::new(Pause::new(2, 100));
