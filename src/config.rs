@@ -199,6 +199,16 @@ pub struct TlsConfig {
     /// How long a client has to complete its handshake.
     #[serde(rename = "handshake_timeout_ms", with = "millis")]
     pub handshake_timeout: Duration,
+    /// How a session whose client came over TLS moves to another
+    /// leasegate at a hand-over: over TLS (default), or in plaintext to
+    /// its `listen` (a network between leasegates trusted as the host is).
+    pub handover: HandoverTls,
+    /// The other leasegates' TLS port; unset: the port of `tls.listen`
+    /// (leasegates configured alike).
+    pub peer_port: Option<u16>,
+    /// The CAs other leasegates' certificates must chain to (PEM), re-read
+    /// at reload; unset: `tls.ca_file`.
+    pub peer_ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for TlsConfig {
@@ -209,9 +219,34 @@ impl Default for TlsConfig {
             key_file: None,
             ca_file: None,
             handshake_timeout: Duration::from_secs(10),
+            handover: HandoverTls::Tls,
+            peer_port: None,
+            peer_ca_file: None,
         }
     }
 }
+
+/// `tls.handover`: how a TLS client's session reaches the new master's
+/// leasegate. Its requests (an `AUTH` replayed among them) cross the
+/// network between the two hosts: in plaintext they would undo the
+/// client's encryption.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HandoverTls {
+    /// To the other leasegate's TLS listener (`tls.peer_port`), whose
+    /// certificate is checked (`tls.peer_ca_file`), presenting this
+    /// leasegate's own (`tls.cert_file`).
+    Tls,
+    /// To the other leasegate's plaintext `listen`.
+    Plain,
+}
+
+/// The config keys of the hand-over's files.
+const PEER_TLS_KEYS: crate::proxy::tls::TlsKeys = crate::proxy::tls::TlsKeys {
+    cert_file: "tls.cert_file",
+    key_file: "tls.key_file",
+    ca_file: "tls.peer_ca_file",
+};
 
 /// The config keys of the client listener's files.
 pub const TLS_KEYS: crate::proxy::tls::TlsKeys = crate::proxy::tls::TlsKeys {
@@ -241,6 +276,49 @@ impl TlsConfig {
             ca_file: self.ca_file.as_deref(),
         };
         files.server_config(TLS_KEYS).map(Some)
+    }
+
+    /// How a TLS client's session reaches another leasegate at a
+    /// hand-over, read from the files now (`None`: in plaintext, to its
+    /// `listen`; so too where there is no TLS listener).
+    pub fn peer_tls(
+        &self,
+    ) -> Result<Option<std::sync::Arc<crate::proxy::backend::PeerTls>>, (&'static str, String)>
+    {
+        let Some(listen) = self.listen else {
+            return Ok(None);
+        };
+        if self.handover == HandoverTls::Plain {
+            return Ok(None);
+        }
+        if self.peer_port == Some(0) {
+            return Err(("tls.peer_port", "must be a port, 1 to 65535".into()));
+        }
+        let Some(ca_file) = self.peer_ca_file.as_ref().or(self.ca_file.as_ref()) else {
+            return Err((
+                "tls.handover",
+                "a TLS client's session moves to another leasegate over TLS (tls.handover: tls), \
+                 which needs tls.peer_ca_file (or tls.ca_file) to check that leasegate's \
+                 certificate; set one, or tls.handover: plain where the network between \
+                 leasegates is trusted"
+                    .into(),
+            ));
+        };
+        let (Some(cert_file), Some(key_file)) = (&self.cert_file, &self.key_file) else {
+            return Err((
+                "tls.cert_file",
+                "tls.listen needs tls.cert_file and tls.key_file".into(),
+            ));
+        };
+        let identity = Some((cert_file.as_path(), key_file.as_path()));
+        let config = crate::proxy::tls::client_config(ca_file, identity, PEER_TLS_KEYS)?;
+        Ok(Some(std::sync::Arc::new(crate::proxy::backend::PeerTls {
+            tls: crate::proxy::backend::NodeTls {
+                config,
+                server_name: None,
+            },
+            port: self.peer_port.unwrap_or(listen.port()),
+        })))
     }
 }
 
@@ -900,6 +978,7 @@ impl Config {
         // Last: the certificate files are read (everything else is checked
         // without touching the file system).
         self.tls.server_config()?;
+        self.tls.peer_tls()?;
         self.backend.tls.node_tls()?;
         self.controller.tls()?;
         self.admin.tls.server_config()?;

@@ -131,13 +131,14 @@ impl Server {
             &proxy_metrics,
             &mover,
             &stopping,
-            &shared.node_tls,
+            (&shared.node_tls, &shared.peer_tls),
         )));
         let on_reload = {
             let (gate, sessions_context) = (Arc::clone(&gate), Arc::clone(&sessions_context));
             let mover = Arc::clone(&mover);
             let stopping = stopping.clone();
             let node_tls = Arc::clone(&shared.node_tls);
+            let peer_tls = Arc::clone(&shared.peer_tls);
             move |old: &Config, new: &Config| {
                 if old.log.level != new.log.level {
                     match crate::logging::set_level(&new.log.level) {
@@ -154,7 +155,7 @@ impl Server {
                     &proxy_metrics,
                     &mover,
                     &stopping,
-                    &node_tls,
+                    (&node_tls, &peer_tls),
                 )));
             }
         };
@@ -636,10 +637,14 @@ fn session_context(
     metrics: &Arc<ProxyMetrics>,
     mover: &Arc<Mover>,
     stopping: &CancellationToken,
-    node_tls: &Arc<arc_swap::ArcSwapOption<backend::NodeTls>>,
+    (node_tls, peer_tls): (
+        &Arc<arc_swap::ArcSwapOption<backend::NodeTls>>,
+        &Arc<arc_swap::ArcSwapOption<backend::PeerTls>>,
+    ),
 ) -> SessionContext {
     SessionContext {
         node_tls: Arc::clone(node_tls),
+        peer_tls: Arc::clone(peer_tls),
         stopping: stopping.clone(),
         mover: Arc::clone(mover),
         metrics: Arc::clone(metrics),
@@ -692,7 +697,9 @@ async fn serve_client<C: session::ClientIo>(
     let tls = ctx.node_tls.load_full();
     match backend::connect_node(&addr, tls.as_deref(), timeout).await {
         Ok(backend) => session::serve(client, backend, ctx, shutdown).await,
-        Err(e) => match backend::stand_in(ctx.gate.role(), timeout).await {
+        Err(e) => match backend::stand_in(ctx.gate.role(), ctx.peer_tls::<C>().as_deref(), timeout)
+            .await
+        {
             // The node is down and the controller named a new master: the
             // client is served there, not refused.
             Ok(there) => {

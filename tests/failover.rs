@@ -906,37 +906,3 @@ fn a_refused_lease_grant_leaves_both_fenced_and_held_writes_off_the_old_node() {
     assert_eq!(status, 409, "{report}");
     assert!(!report.contains("already in progress"), "{report}");
 }
-
-/// A TLS client of the old master's leasegate goes on through a failover:
-/// its session is handed over to the new master like a plaintext one.
-#[test]
-fn a_tls_session_is_handed_over_in_a_failover() {
-    let pki = support::tls::Pki::new("failover");
-    let tls_port = free_port();
-    let p = pair(&pki.listener_yaml(tls_port, false));
-    let ca = pki.path("ca.crt");
-    let tls = support::tls::TlsClient {
-        ca: &ca,
-        server_name: "localhost",
-        identity: None,
-    };
-    let start = Instant::now();
-    let mut c = loop {
-        match tls.connect(tls_port) {
-            Ok(c) => break c,
-            Err(e) => assert!(start.elapsed() < PATIENCE, "{e}"),
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert_eq!(c.cmd(&["SET", "before", "1"]), Reply::ok());
-    let out = support::failover_command(p.a.admin_port(), p.b.admin_port(), TOKEN);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    assert_eq!(c.cmd(&["SET", "after", "2"]), Reply::ok(), "handed over");
-    assert_eq!(c.cmd(&["GET", "before"]), Reply::bulk("1"));
-    assert_eq!(p.replica.client().cmd(&["GET", "after"]), Reply::bulk("2"));
-    drop(p.master);
-}

@@ -96,6 +96,10 @@ pub struct ControlContext {
     /// How the node is reached over TLS (`backend.tls`; `None`: plain);
     /// read again from the files at every reload.
     pub node_tls: Arc<arc_swap::ArcSwapOption<crate::proxy::backend::NodeTls>>,
+    /// How a TLS client's session reaches another leasegate at a
+    /// hand-over (`tls.handover`; `None`: plaintext); read again from the
+    /// files at every reload.
+    pub peer_tls: Arc<arc_swap::ArcSwapOption<crate::proxy::backend::PeerTls>>,
     /// How an `https://` controller is trusted (`controller.ca_file`);
     /// read again from the file at every reload.
     pub controller_tls: Arc<arc_swap::ArcSwapOption<rustls::ClientConfig>>,
@@ -181,6 +185,7 @@ impl ControlContext {
         // here (a file gone meanwhile: logged, and that TLS is off).
         let client_tls = loaded(config.tls.server_config());
         let node_tls = loaded(config.backend.tls.node_tls());
+        let peer_tls = loaded(config.tls.peer_tls());
         let controller_tls = loaded(config.controller.tls());
         let admin_tls = loaded(config.admin.tls.server_config());
         let admin_ca = loaded(config.admin.tls.client_config());
@@ -190,6 +195,7 @@ impl ControlContext {
             controller_tls: Arc::new(arc_swap::ArcSwapOption::new(controller_tls)),
             client_tls: arc_swap::ArcSwapOption::new(client_tls),
             node_tls: Arc::new(arc_swap::ArcSwapOption::new(node_tls)),
+            peer_tls: Arc::new(arc_swap::ArcSwapOption::new(peer_tls)),
             config: ArcSwap::from_pointee(config),
             config_path: None,
             reloaded: watch::channel(0).0,

@@ -73,6 +73,9 @@ pub const KEYS: &[(&str, Apply)] = &[
     ("tls.key_file", Apply::Live),
     ("tls.ca_file", Apply::Live),
     ("tls.handshake_timeout_ms", Apply::Live),
+    ("tls.handover", Apply::Live),
+    ("tls.peer_port", Apply::Live),
+    ("tls.peer_ca_file", Apply::Live),
     ("node_id", Apply::Restart),
     ("admin.listen", Apply::Restart),
     ("admin.token", Apply::Live),
@@ -222,6 +225,7 @@ pub fn apply(
     };
     let client_tls = running.tls.server_config().map_err(invalid)?;
     let node_tls = running.backend.tls.node_tls().map_err(invalid)?;
+    let peer_tls = running.tls.peer_tls().map_err(invalid)?;
     let controller_tls = running.controller.tls().map_err(invalid)?;
     let admin_tls = running.admin.tls.server_config().map_err(invalid)?;
     let admin_ca = running.admin.tls.client_config().map_err(invalid)?;
@@ -241,6 +245,8 @@ pub fn apply(
     shared.client_tls.store(client_tls);
     // New node connections use it; established ones go on.
     shared.node_tls.store(node_tls);
+    // Sessions moving to another leasegate from now on use it.
+    shared.peer_tls.store(peer_tls);
     // The poller and the verifier's drivers open new connections with it.
     shared.controller_tls.store(controller_tls);
     shared.admin_tls.store(admin_tls);
@@ -378,7 +384,7 @@ mod tests {
     /// key different again.
     const ONE: &str = "\
 listen: 127.0.0.1:7001
-tls: {listen: 127.0.0.1:7101, cert_file: /a.crt, key_file: /a.key, ca_file: /a-ca.crt, handshake_timeout_ms: 71}
+tls: {listen: 127.0.0.1:7101, cert_file: /a.crt, key_file: /a.key, ca_file: /a-ca.crt, handshake_timeout_ms: 71, handover: plain, peer_port: 7102, peer_ca_file: /a-peer-ca.crt}
 backend: {addr: 127.0.0.1:7002, password: a, connect_timeout_ms: 11, tls: {enabled: true, ca_file: /a-node-ca.crt, server_name: a, cert_file: /a-lg.crt, key_file: /a-lg.key}}
 drain_timeout_ms: 12
 threads: 2
@@ -398,7 +404,7 @@ log: {format: json, level: debug}
 ";
     const TWO: &str = "\
 listen: 127.0.0.1:8001
-tls: {listen: 127.0.0.1:8101, cert_file: /b.crt, key_file: /b.key, ca_file: /b-ca.crt, handshake_timeout_ms: 81}
+tls: {listen: 127.0.0.1:8101, cert_file: /b.crt, key_file: /b.key, ca_file: /b-ca.crt, handshake_timeout_ms: 81, handover: tls, peer_port: 8102, peer_ca_file: /b-peer-ca.crt}
 backend: {addr: 127.0.0.1:8002, password: b, connect_timeout_ms: 31, tls: {enabled: false, ca_file: /b-node-ca.crt, server_name: b, cert_file: /b-lg.crt, key_file: /b-lg.key}}
 drain_timeout_ms: 32
 threads: 3

@@ -8,7 +8,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::command::{learn_from_command_reply, LearnedCommand};
-pub use crate::proxy::node_conn::{NodeConn, NodeTls};
+pub use crate::proxy::node_conn::{NodeConn, NodeTls, PeerTls};
 
 /// Why the backend could not be used; the text reaches clients as
 /// `-ERR backend <addr> unavailable: <reason>`.
@@ -51,6 +51,27 @@ pub async fn connect_node(
     Ok(tokio::time::timeout(timeout, work)
         .await
         .map_err(|_| BackendError::ConnectTimeout(timeout.as_millis()))??)
+}
+
+/// Opens a connection to another leasegate whose `listen` address is
+/// `addr`: there, or over TLS to its TLS listener (`peer`: a TLS client's
+/// session). Returns where it connected, for errors.
+pub async fn connect_peer(
+    addr: &str,
+    peer: Option<&PeerTls>,
+    timeout: Duration,
+) -> (String, Result<NodeConn, BackendError>) {
+    match peer {
+        None => (
+            addr.to_string(),
+            connect(addr, timeout).await.map(NodeConn::Plain),
+        ),
+        Some(peer) => {
+            let at = peer.address(addr);
+            let conn = connect_node(&at, Some(&peer.tls), timeout).await;
+            (at, conn)
+        }
+    }
 }
 
 /// The error line a client gets when its backend connection cannot be opened.
@@ -209,6 +230,7 @@ pub async fn learn_commands(
 /// link led back to the replica itself.
 pub async fn stand_in(
     role: &crate::guard::role::Role,
+    peer: Option<&PeerTls>,
     timeout: Duration,
 ) -> Result<NodeConn, String> {
     if role.on_demote() != crate::guard::pause::OnDemote::Forward {
@@ -218,7 +240,11 @@ pub async fn stand_in(
         .demotion()
         .and_then(|d| d.new_master.clone())
         .ok_or_else(|| "no new master is known".to_string())?;
-    let mut conn = ControlConnection::open(&to, None, timeout)
+    let (to, tls) = match peer {
+        Some(peer) => (peer.address(&to), Some(&peer.tls)),
+        None => (to.to_string(), None),
+    };
+    let mut conn = ControlConnection::open_node(&to, tls, None, timeout)
         .await
         .map_err(|e| format!("{to}: {e}"))?;
     let info = conn.leasegate_info().await?;

@@ -1,6 +1,6 @@
 //! A connection to a node, plain or over TLS (`backend.tls`), or to another
-//! leasegate (always plain: leasegates speak to each other on their
-//! `listen` port).
+//! leasegate (on its plaintext `listen`, or, for a TLS client's session at
+//! a hand-over, on its TLS listener: [`PeerTls`]).
 //!
 //! One enum rather than a type parameter: a session's node connection
 //! changes kind at a hand-over (from its TLS node to the new master's
@@ -57,6 +57,28 @@ impl NodeTls {
             .connect(name, tcp)
             .await?;
         Ok(NodeConn::Tls(Box::new(stream)))
+    }
+}
+
+/// How a TLS client's session reaches another leasegate at a hand-over
+/// (`tls.handover: tls`): that leasegate's TLS listener, on the host of its
+/// `listen` address and at `port`, its certificate checked for that host,
+/// this leasegate's own certificate presented.
+#[derive(Debug)]
+pub struct PeerTls {
+    pub tls: NodeTls,
+    pub port: u16,
+}
+
+impl PeerTls {
+    /// The TLS listener of the leasegate whose `listen` address is `addr`.
+    pub fn address(&self, addr: &str) -> String {
+        let host = host_of(addr);
+        if host.contains(':') {
+            format!("[{host}]:{}", self.port)
+        } else {
+            format!("{host}:{}", self.port)
+        }
     }
 }
 

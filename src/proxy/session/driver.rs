@@ -27,7 +27,6 @@ use std::task::Poll;
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tracing::debug;
 
@@ -63,7 +62,7 @@ enum Event {
     /// The node sent this many bytes (`None`: it closed, or the read failed).
     BackendRead(Option<usize>),
     /// The connection opened ahead of a hand-over is ready (or failed).
-    Opened(Result<TcpStream, crate::proxy::backend::BackendError>),
+    Opened(Result<NodeConn, crate::proxy::backend::BackendError>),
     /// The held request's wait ended.
     Released(Result<(), Bytes>),
     /// The confirmation the head reply waits for was settled, either way.
@@ -178,11 +177,13 @@ impl<C: ClientIo> Driver<C> {
     ) {
         let ready = Preconnect::take_for(&mut self.preconnect, &target);
         let tls = ctx.node_tls.load_full();
+        let peer = ctx.peer_tls::<C>();
         match s
             .hand_over(
                 target,
                 ready,
                 (&ctx.backend_addr, tls.as_deref()),
+                peer.as_deref(),
                 ctx.connect_timeout,
             )
             .await
@@ -210,17 +211,22 @@ impl<C: ClientIo> Driver<C> {
         }
         let deadline = tokio::time::Instant::now() + ctx.node_lost_patience;
         loop {
-            let found =
-                match crate::proxy::backend::stand_in(ctx.gate.role(), ctx.connect_timeout).await {
-                    Ok(stream) => Some((stream, true)),
-                    Err(_) => crate::proxy::backend::answering(
-                        &ctx.backend_addr,
-                        ctx.node_tls.load_full().as_deref(),
-                        ctx.connect_timeout,
-                    )
-                    .await
-                    .map(|stream| (stream, false)),
-                };
+            let found = match crate::proxy::backend::stand_in(
+                ctx.gate.role(),
+                ctx.peer_tls::<C>().as_deref(),
+                ctx.connect_timeout,
+            )
+            .await
+            {
+                Ok(stream) => Some((stream, true)),
+                Err(_) => crate::proxy::backend::answering(
+                    &ctx.backend_addr,
+                    ctx.node_tls.load_full().as_deref(),
+                    ctx.connect_timeout,
+                )
+                .await
+                .map(|stream| (stream, false)),
+            };
             if let Some((stream, away)) = found {
                 tracing::info!(
                     away,
@@ -248,7 +254,7 @@ impl<C: ClientIo> Driver<C> {
     #[inline]
     fn plan(&mut self, s: &mut Session, ctx: &SessionContext) -> Turn {
         if self.preconnect.is_some() || !matches!(s.stall, Stall::None) {
-            Preconnect::plan(&mut self.preconnect, s, ctx);
+            Preconnect::plan(&mut self.preconnect, s, ctx, ctx.peer_tls::<C>());
         }
         let read_backend =
             // Replies held for a `WAIT` do not count: its answer must be read.

@@ -6,9 +6,8 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio::net::TcpStream;
 
-use crate::proxy::backend::{NodeConn, NodeTls};
+use crate::proxy::backend::{BackendError, NodeConn, NodeTls, PeerTls};
 use tracing::{debug, warn};
 
 use crate::command::{Class, Special};
@@ -21,19 +20,14 @@ use super::{Session, SessionContext};
 
 const CANNOT_MOVE: &[u8] = b"-ERR leasegate: this node was demoted during a failover and this connection cannot be moved; reconnect\r\n";
 
-/// A connection opened ahead of a hand-over, while a failover pauses writes.
+/// A connection opened ahead of a hand-over, while a failover pauses
+/// writes (its TLS handshake too, for a TLS client's session).
 pub(super) enum Preconnect {
     Opening(
         Arc<str>,
-        std::pin::Pin<
-            Box<
-                dyn std::future::Future<
-                        Output = Result<TcpStream, crate::proxy::backend::BackendError>,
-                    > + Send,
-            >,
-        >,
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<NodeConn, BackendError>> + Send>>,
     ),
-    Open(Arc<str>, TcpStream),
+    Open(Arc<str>, NodeConn),
     /// The hand-over will connect (and report) itself.
     Failed,
 }
@@ -42,12 +36,20 @@ impl Preconnect {
     /// A failover is under way and the session holds a paused write: open
     /// the connection to the likely new master now, so the hand-over after
     /// the switch costs no connect. Dropped when released without a move.
-    pub(super) fn plan(this: &mut Option<Preconnect>, s: &Session, ctx: &SessionContext) {
+    pub(super) fn plan(
+        this: &mut Option<Preconnect>,
+        s: &Session,
+        ctx: &SessionContext,
+        peer: Option<Arc<PeerTls>>,
+    ) {
         if this.is_none() && s.held_by_pause() {
             if let Some(to) = ctx.gate.role().handover_target() {
                 let (addr, timeout) = (Arc::clone(&to), ctx.connect_timeout);
-                let connecting =
-                    async move { crate::proxy::backend::connect(&addr, timeout).await };
+                let connecting = async move {
+                    crate::proxy::backend::connect_peer(&addr, peer.as_deref(), timeout)
+                        .await
+                        .1
+                };
                 *this = Some(Preconnect::Opening(to, Box::pin(connecting)));
             }
         } else if matches!(s.stall, Stall::None) {
@@ -56,10 +58,7 @@ impl Preconnect {
     }
 
     /// The connection attempt finished.
-    pub(super) fn opened(
-        this: &mut Option<Preconnect>,
-        result: Result<TcpStream, crate::proxy::backend::BackendError>,
-    ) {
+    pub(super) fn opened(this: &mut Option<Preconnect>, result: Result<NodeConn, BackendError>) {
         *this = match (this.take(), result) {
             (Some(Preconnect::Opening(to, _)), Ok(stream)) => Some(Preconnect::Open(to, stream)),
             // The hand-over will connect again (and report a failure).
@@ -69,7 +68,7 @@ impl Preconnect {
     }
 
     /// The open connection, if it goes where the session moves.
-    pub(super) fn take_for(this: &mut Option<Preconnect>, target: &Move) -> Option<TcpStream> {
+    pub(super) fn take_for(this: &mut Option<Preconnect>, target: &Move) -> Option<NodeConn> {
         match (target, this.take()) {
             (Move::Away(addr), Some(Preconnect::Open(to, stream))) if to == *addr => Some(stream),
             _ => None,
@@ -177,21 +176,21 @@ impl Session {
     pub(super) async fn hand_over(
         &mut self,
         target: Move,
-        ready: Option<TcpStream>,
+        ready: Option<NodeConn>,
         home: (&str, Option<&NodeTls>),
+        peer: Option<&PeerTls>,
         timeout: std::time::Duration,
     ) -> Option<NodeConn> {
-        let addr = match &target {
-            Move::Away(addr) => addr.as_ref(),
-            Move::Home => home.0,
-        };
-        let connected = match (ready, &target) {
-            (Some(stream), _) => Ok(NodeConn::Plain(stream)),
-            // Another leasegate: plain, on its `listen` port.
-            (None, Move::Away(_)) => crate::proxy::backend::connect(addr, timeout)
-                .await
-                .map(NodeConn::Plain),
-            (None, Move::Home) => crate::proxy::backend::connect_node(addr, home.1, timeout).await,
+        let (addr, connected) = match (ready, &target) {
+            (Some(stream), Move::Away(addr)) => (addr.to_string(), Ok(stream)),
+            // Another leasegate: on its `listen`, or its TLS listener.
+            (None, Move::Away(addr)) => {
+                crate::proxy::backend::connect_peer(addr, peer, timeout).await
+            }
+            (_, Move::Home) => (
+                home.0.to_string(),
+                crate::proxy::backend::connect_node(home.0, home.1, timeout).await,
+            ),
         };
         match connected {
             Ok(stream) => {

@@ -29,6 +29,10 @@ use crate::proxy::rxtime::{self, Stamped};
 
 /// A client's connection as a session drives it.
 pub trait ClientIo: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// The client's bytes are encrypted on the wire: its session moves to
+    /// another leasegate over TLS too (`tls.handover`).
+    const TLS: bool;
+
     /// Sends what the connection takes now, without waiting
     /// (`WouldBlock` when it takes nothing now).
     fn try_send(&mut self, buf: &[u8]) -> io::Result<usize>;
@@ -53,6 +57,8 @@ pub trait ClientIo: AsyncRead + AsyncWrite + Unpin + Send + 'static {
 }
 
 impl ClientIo for TcpStream {
+    const TLS: bool = false;
+
     #[inline]
     fn try_send(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.try_write(buf)
@@ -82,6 +88,8 @@ impl ClientIo for TcpStream {
 }
 
 impl ClientIo for TlsStream<TcpStream> {
+    const TLS: bool = true;
+
     fn try_send(&mut self, buf: &[u8]) -> io::Result<usize> {
         try_write_tls(self, buf)
     }

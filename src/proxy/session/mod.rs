@@ -130,12 +130,29 @@ pub struct SessionContext {
     /// How the node is reached over TLS (`backend.tls`; `None`: plain),
     /// as the last reload left it; read when a node connection is opened.
     pub node_tls: Arc<arc_swap::ArcSwapOption<crate::proxy::backend::NodeTls>>,
+    /// How a TLS client's session reaches another leasegate at a
+    /// hand-over (`tls.handover`; `None`: its plaintext `listen`), as the
+    /// last reload left it.
+    pub peer_tls: Arc<arc_swap::ArcSwapOption<crate::proxy::backend::PeerTls>>,
     /// Cancelled when the drain's deadline (`drain_timeout_ms`) passed:
     /// sessions still owed an answer say so and close ([`stopping`]).
     pub stopping: CancellationToken,
 }
 
 pub use moving::{MovedSession, MovedState, Mover};
+
+impl SessionContext {
+    /// How a session whose client connection is a `C` reaches another
+    /// leasegate: over TLS if its client came over TLS and
+    /// `tls.handover` says so, else in plaintext.
+    pub fn peer_tls<C: ClientIo>(&self) -> Option<Arc<crate::proxy::backend::PeerTls>> {
+        if C::TLS {
+            self.peer_tls.load_full()
+        } else {
+            None
+        }
+    }
+}
 
 /// Per-connection protocol state, independent of the sockets.
 struct Session {
