@@ -50,7 +50,9 @@
 # clock; the seed is printed at the start and in the report, so a run can be repeated).
 # Each leasegate-run failover asks for promotion timing or not (BENCH_TIMING; `promotion_timing`
 # of the request): alternate (default) runs failover 1 with, 2 without, 3 with, ..., and the
-# report puts the two modes side by side. With BENCH_FLOW=controller it does not apply (n/a).
+# report puts the two modes side by side. With BENCH_FLOW=controller the same modes set the
+# leasegates' pause.promotion_timing (the controller's CLIENT PAUSE timed or not) in their config
+# files and reload them before each failover.
 #
 # Usage: bench/failover.sh
 # Env:
@@ -501,6 +503,10 @@ if [[ $CONTROLLER == real ]]; then
     setup_kvrocks_real
 else
     "setup_${NODE//-/_}"
+fi
+if [[ $FLOW == controller ]]; then
+    # pause.promotion_timing is set per failover (BENCH_TIMING) and reloaded.
+    BENCH_ARGS+=(--config-a "$BENCH_TMP/lg-a.yaml" --config-b "$BENCH_TMP/lg-b.yaml")
 fi
 if [[ $FLOW == upgrade ]]; then
     # Each event upgrades A's leasegate in place: its pid changes.

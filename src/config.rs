@@ -666,6 +666,11 @@ pub struct PauseConfig {
     /// Held requests across all connections; past it, `-TRYAGAIN`.
     pub max_buffered_requests: usize,
     pub on_demote: OnDemote,
+    /// The controller's `CLIENT PAUSE ... WRITE` on a Kvrocks master with
+    /// one replica begins when the replica's promotion can follow at once
+    /// (its replication tick), not on arrival
+    /// ([`crate::control::failover::controller_pause`]).
+    pub promotion_timing: bool,
 }
 
 impl Default for PauseConfig {
@@ -674,6 +679,7 @@ impl Default for PauseConfig {
             max_buffered_bytes: 64 * 1024 * 1024,
             max_buffered_requests: 100_000,
             on_demote: OnDemote::default(),
+            promotion_timing: true,
         }
     }
 }

@@ -291,3 +291,71 @@ fn a_tick_that_moved_is_missed_and_the_failover_completes() {
         "{report}"
     );
 }
+
+fn metric(proxy: &Proxy, series: &str) -> u64 {
+    let (_, metrics) = support::http(proxy.admin_port(), "GET", "/metrics", None, None);
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// kvrocks-controller PR #389's failover, run by the controller: its
+/// `CLIENT PAUSE ... WRITE` at the master's leasegate begins (and is
+/// answered) a lead before the replica's tick, learned from the replica's
+/// link, rather than at once; the promotion the controller then sends (here
+/// `SLAVEOF NO ONE`, standing in for its topology push) meets that tick,
+/// woken by the leasegate's pokes; the replica's link closing at the tick
+/// is counted `held`. Asked at a random moment of the period: untimed,
+/// the promotion would come 0–100 ms after the answer.
+#[test]
+fn the_controllers_client_pause_begins_a_lead_before_the_replicas_tick() {
+    let Some(master) = KvrocksServer::start(false) else {
+        return;
+    };
+    let pa = Proxy::for_failover(&master.addr(), A_ID, TOKEN);
+    let latest: u64 = info_field(&mut master.client(), "master_repl_offset")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let peer = TickPeer::start(pa.port, latest, Duration::ZERO, false);
+    assert!(!heartbeat(&mut pa.client(), A_ID, 600_000, 1).is_error());
+    // The link is up, and the probe has seen a Kvrocks node.
+    std::thread::sleep(Duration::from_millis(300));
+    let mut controller = pa.client();
+    let phase = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() % 100_000_000)
+        .unwrap_or(0);
+    std::thread::sleep(Duration::from_nanos(u64::from(phase)));
+    let asked = Instant::now();
+    assert_eq!(
+        controller.cmd(&["CLIENT", "PAUSE", "5000", "WRITE"]),
+        support::Reply::ok()
+    );
+    let answered = Instant::now();
+    let mut replica = support::Client::connect(peer.port);
+    assert_eq!(replica.cmd(&["SLAVEOF", "NO", "ONE"]), support::Reply::ok());
+    let promoted = peer.state().promoted_at.expect("promoted");
+    let waited = answered - asked;
+    let stall = promoted - answered;
+    // The first lead is 20 ms; the tick's window and the pokes' step add
+    // a few. Generous bounds: an untimed pause misses them 60 % of the time.
+    assert!(
+        stall <= Duration::from_millis(40),
+        "the promotion came {stall:?} after the pause's answer (asked {waited:?} before)"
+    );
+    assert!(waited <= Duration::from_millis(150), "{waited:?}");
+    assert!(!peer.state().pings.is_empty(), "the replica's link was poked");
+    let start = Instant::now();
+    let held = "leasegate_controller_pause_timing_total{outcome=\"held\"} ";
+    while metric(&pa, held) < 1 {
+        assert!(start.elapsed() < PATIENCE, "the promotion was not seen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        controller.cmd(&["CLIENT", "UNPAUSE"]),
+        support::Reply::ok()
+    );
+    drop((pa, master));
+}

@@ -138,10 +138,18 @@ pub struct Args {
     /// run can be repeated with it.
     #[arg(long)]
     pub seed: Option<u64>,
-    /// `promotion_timing` of each `POST /v1/failover` (`--flow leasegate`;
-    /// with `--flow controller` it does not apply and is reported as n/a).
+    /// `promotion_timing` of each `POST /v1/failover` (`--flow leasegate`);
+    /// with `--flow controller`, the leasegates' `pause.promotion_timing`,
+    /// set before each failover in `--config-a`/`--config-b` and reloaded
+    /// (without those files: n/a).
     #[arg(long, value_enum, default_value_t = TimingMode::Alternate)]
     pub timing: TimingMode,
+    /// Config files of proxy A and B (`--flow controller`: their
+    /// `pause.promotion_timing` is set per failover, see `--timing`).
+    #[arg(long)]
+    pub config_a: Option<std::path::PathBuf>,
+    #[arg(long)]
+    pub config_b: Option<std::path::PathBuf>,
     /// Steady load after the last failover, ms.
     #[arg(long, default_value_t = 1000)]
     pub tail_ms: u64,

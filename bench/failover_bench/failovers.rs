@@ -347,7 +347,14 @@ async fn failover(args: &Args, shared: &Shared, n: usize, from: usize) -> Failov
         return upgrade(args, shared, n, from).await;
     }
     let to = 1 - from;
-    let timing = schedule::timing_for(args.timing, args.flow, n);
+    let mut timing = schedule::timing_for(args.timing, args.flow, n);
+    if args.flow == Flow::Controller {
+        // The leasegates time the controller's pause: set before the POST.
+        timing = match timing {
+            Some(on) => controller_pause_timing(args, on).await,
+            None => None,
+        };
+    }
     let admins = [args.admin_a.as_str(), args.admin_b.as_str()];
     let (addr, path, token, body) = match args.flow {
         Flow::Leasegate => {
@@ -452,6 +459,54 @@ async fn upgrade(args: &Args, shared: &Shared, n: usize, at: usize) -> Failover 
         }
     }
     f
+}
+
+/// Sets `pause.promotion_timing` to `on` in both leasegates' config files
+/// and reloads them; `Some(on)` once both took it, `None` (n/a) without the
+/// files or if a reload failed (said on stderr).
+async fn controller_pause_timing(args: &Args, on: bool) -> Option<bool> {
+    let (Some(a), Some(b)) = (&args.config_a, &args.config_b) else {
+        return None;
+    };
+    for (path, admin) in [(a, &args.admin_a), (b, &args.admin_b)] {
+        let done = match std::fs::read_to_string(path) {
+            Ok(text) => std::fs::write(path, with_promotion_timing(&text, on))
+                .map_err(|e| format!("write {}: {e}", path.display())),
+            Err(e) => Err(format!("read {}: {e}", path.display())),
+        };
+        let reloaded = match done {
+            Ok(()) => http(admin, "POST", "/v1/reload", &args.token, "").await,
+            Err(e) => Err(e),
+        };
+        match reloaded {
+            Ok((200, _)) => {}
+            other => {
+                eprintln!("[failover_bench] setting pause.promotion_timing at {admin}: {other:?}");
+                return None;
+            }
+        }
+    }
+    Some(on)
+}
+
+/// `text` (a leasegate config) with `pause.promotion_timing: on`: the
+/// key's line replaced, or added under `pause:`, or a `pause:` section
+/// added.
+fn with_promotion_timing(text: &str, on: bool) -> String {
+    let line = format!("  promotion_timing: {on}");
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    if let Some(l) = lines
+        .iter_mut()
+        .find(|l| l.trim_start().starts_with("promotion_timing:"))
+    {
+        *l = line;
+    } else if let Some(at) = lines.iter().position(|l| l.trim_end() == "pause:") {
+        lines.insert(at + 1, line);
+    } else {
+        lines.push("pause:".to_string());
+        lines.push(line);
+    }
+    lines.join("\n") + "\n"
 }
 
 /// One HTTP/1.1 request (`Connection: close`, 30 s at most): the status and

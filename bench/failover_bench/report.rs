@@ -178,7 +178,7 @@ fn legend(md: &mut String, r: &Results) {
         "\nPer failover: requests sent from {} ms before the POST to {} ms after it (at least 100 ms \
          past the reply) form the window; *longest stall* is the largest reply−send time of any request \
          in it (∞ if one got no reply), p99.9 / p99 are nearest-rank over it. *report stall* is {}. \
-         *timing* is the request's `promotion_timing` (on / off; n/a where the controller runs the failover), \
+         *timing* is the request's `promotion_timing` (on / off; where the controller runs the failover, the leasegates' `pause.promotion_timing`), \
          *outcome* the report's `timing.outcome` (held: the promotion came at the tick the pause was timed for; \
          missed: a later one; unused: not timed, see the note in the steps below), *promotion* the report's \
          `promotion_ms` (the command that made the target master, send to answer; inside the stall), \

@@ -89,7 +89,7 @@ impl Schedule {
 /// `promotion_timing` of failover `n` (1-based): `None` where the field
 /// does not apply (`--flow controller`).
 pub fn timing_for(mode: TimingMode, flow: Flow, n: usize) -> Option<bool> {
-    if flow != Flow::Leasegate {
+    if flow == Flow::Upgrade {
         return None;
     }
     Some(match mode {
@@ -125,7 +125,18 @@ pub fn describe(args: &Args) -> String {
 /// The timing mode in words, for the report's header.
 pub fn describe_timing(args: &Args) -> &'static str {
     if args.flow == Flow::Controller {
-        return "n/a (the controller runs the failovers; `promotion_timing` is leasegate's)";
+        if args.config_a.is_none() || args.config_b.is_none() {
+            return "n/a (the controller runs the failovers; without --config-a/--config-b the \
+                    leasegates' `pause.promotion_timing` is not set)";
+        }
+        return match args.timing {
+            TimingMode::On => "on (the leasegates' `pause.promotion_timing: true`: the controller's `CLIENT PAUSE` timed)",
+            TimingMode::Off => "off (`pause.promotion_timing: false`: the controller's `CLIENT PAUSE` begins at once)",
+            TimingMode::Alternate => {
+                "alternate in pairs (failovers 1–2, 5–6, … with the leasegates' `pause.promotion_timing: true`, \
+                 3–4, 7–8, … with `false`, set and reloaded before each: each mode both ways)"
+            }
+        };
     }
     if args.flow == Flow::Upgrade {
         return "n/a (upgrades, no failover)";
@@ -197,6 +208,7 @@ mod tests {
         assert_eq!(modes, [on, on, off, off, on, on]);
         assert_eq!(timing_for(TimingMode::On, Flow::Leasegate, 2), Some(true));
         assert_eq!(timing_for(TimingMode::Off, Flow::Leasegate, 1), Some(false));
-        assert_eq!(timing_for(TimingMode::On, Flow::Controller, 1), None);
+        assert_eq!(timing_for(TimingMode::On, Flow::Controller, 1), Some(true));
+        assert_eq!(timing_for(TimingMode::On, Flow::Upgrade, 1), None);
     }
 }

@@ -90,6 +90,8 @@ pub struct ControlContext {
     /// What this leasegate's failovers took from the pause to the
     /// promotion: the next one times its pause with it.
     pub promotion_memory: Arc<failover::timing::Memory>,
+    /// Times the controller's `CLIENT PAUSE` (`pause.promotion_timing`).
+    pub controller_pause: Arc<failover::controller_pause::ControllerPause>,
     /// The TLS client listener's settings, certificates included (`None`:
     /// no `tls.listen`); read again from the files at every reload.
     pub client_tls: arc_swap::ArcSwapOption<rustls::ServerConfig>,
@@ -180,6 +182,12 @@ impl ControlContext {
         metrics.failover.register(&mut registry);
         metrics.reload.register(&mut registry);
         role.node.register(&mut registry);
+        let controller_pause = Arc::new(failover::controller_pause::ControllerPause::new(
+            Arc::clone(&role),
+            config.pause.promotion_timing,
+        ));
+        controller_pause.register(&mut registry);
+        gate.time_controller_pauses(Arc::clone(&controller_pause) as _);
         register_build_info(&mut registry);
         // The certificate files were read when the file was loaded; again
         // here (a file gone meanwhile: logged, and that TLS is off).
@@ -208,6 +216,7 @@ impl ControlContext {
             metrics,
             shutdown: CancellationToken::new(),
             promotion_memory: Arc::default(),
+            controller_pause,
         }
     }
 }

@@ -119,6 +119,7 @@ pub const KEYS: &[(&str, Apply)] = &[
     ("pause.max_buffered_bytes", Apply::Live),
     ("pause.max_buffered_requests", Apply::Live),
     ("pause.on_demote", Apply::Live),
+    ("pause.promotion_timing", Apply::Live),
     ("commands.deny", Apply::Live),
     ("commands.classes", Apply::Live),
     ("commands.learn_from_backend", Apply::Restart),
@@ -309,6 +310,7 @@ fn enforce(shared: &ControlContext, old: &Config, new: Config) {
     gate.replica_acks()
         .set(new.durability.min_replicas, new.durability.timeout);
     shared.role.set_on_demote(new.pause.on_demote);
+    shared.controller_pause.set_enabled(new.pause.promotion_timing);
     if let Some(v) = gate.verifier() {
         v.configure(
             new.verify.mode == VerifyMode::EveryWrite,
@@ -395,7 +397,7 @@ lease: {mode: log-only, initial: valid, clock_drift: 0.02, safety_margin_ms: 13,
 controller: {url: http://a:1, namespace: a, cluster: a, poll_interval_ms: 15, ttl_ms: 16, failure_detection_ms: 17, timeout_ms: 18, switch_timeout_ms: 118, node_lost_wait_ms: 119, ca_file: /a-ctl-ca.crt}
 sentinel: {addrs: ['a:1'], master_name: a, password: a, address: 'a:2', poll_interval_ms: 51, timeout_ms: 52, max_lease_ms: 53, announce: false}
 verify: {mode: every-write, hold: acknowledgement, timeout_ms: 19, max_in_flight: 2}
-pause: {max_buffered_bytes: 20, max_buffered_requests: 21, on_demote: moved}
+pause: {max_buffered_bytes: 20, max_buffered_requests: 21, on_demote: moved, promotion_timing: false}
 durability: {min_replicas: 1, timeout_ms: 27}
 upgrade: {socket: /tmp/a.sock}
 commands: {deny: [keys], classes: {x.y: read}, learn_from_backend: false}
@@ -415,7 +417,7 @@ lease: {mode: block-write, initial: expired, clock_drift: 0.03, safety_margin_ms
 controller: {url: http://b:1, namespace: b, cluster: b, poll_interval_ms: 35, ttl_ms: 36, failure_detection_ms: 37, timeout_ms: 38, switch_timeout_ms: 138, node_lost_wait_ms: 139, ca_file: /b-ctl-ca.crt}
 sentinel: {addrs: ['b:1'], master_name: b, password: b, address: 'b:2', poll_interval_ms: 61, timeout_ms: 62, max_lease_ms: 63, announce: true}
 verify: {mode: off, hold: request, timeout_ms: 39, max_in_flight: 3}
-pause: {max_buffered_bytes: 40, max_buffered_requests: 41, on_demote: readonly}
+pause: {max_buffered_bytes: 40, max_buffered_requests: 41, on_demote: readonly, promotion_timing: true}
 durability: {min_replicas: 2, timeout_ms: 47}
 upgrade: {socket: /tmp/b.sock}
 commands: {deny: [flushall], classes: {x.y: write}, learn_from_backend: true}

@@ -210,25 +210,65 @@ impl Gate {
         if args.len() > 4 {
             return Verdict::Reply(Bytes::from_static(b"-ERR syntax error\r\n"));
         }
+        let timeout = std::time::Duration::from_millis(timeout);
+        // A pause of writes that prepares a promotion may begin later, so
+        // that the promotion follows it at once (`guard::pause_timing`).
+        let now = std::time::Instant::now();
+        let timed = match (mode, self.pause_timing.get()) {
+            (PauseMode::Write, Some(timing)) => timing.begin_at(now).filter(|at| *at > now),
+            _ => None,
+        };
+        if let Some(at) = timed {
+            info!(
+                timeout_ms = timeout.as_millis() as u64,
+                begins_in_ms = (at - now).as_secs_f64() * 1000.0,
+                "CLIENT PAUSE from the controller: begins when the replica's promotion can follow at once"
+            );
+            return Verdict::Hold(Wait::TimedPause(crate::guard::gate::TimedPause {
+                at,
+                timeout,
+                mode,
+                begun: Default::default(),
+            }));
+        }
         info!(
-            timeout_ms = timeout,
+            timeout_ms = timeout.as_millis() as u64,
             ?mode,
             "CLIENT PAUSE from the controller"
         );
-        self.pause
-            .pause(std::time::Duration::from_millis(timeout), mode);
+        self.pause.pause(timeout, mode);
         // The controller reads the master's offset next: writes already
         // forwarded must be answered first, or one could be acknowledged
         // after that read and miss the replica (as leasegate's own
         // failover waits for them before wait_sync).
         if self.role.writes_in_flight() > 0 {
-            let bound = std::time::Duration::from_millis(timeout).min(DRAIN_BOUND);
             return Verdict::Hold(Wait::Drain {
-                until: std::time::Instant::now() + bound,
+                until: now + timeout.min(DRAIN_BOUND),
                 answer: true,
             });
         }
         Verdict::Reply(Bytes::from_static(OK))
+    }
+
+    /// Waits until the writes already forwarded are answered, or `until`.
+    pub(super) async fn drained(&self, until: std::time::Instant) {
+        while self.role.writes_in_flight() > 0 && std::time::Instant::now() < until {
+            tokio::time::sleep(std::time::Duration::from_micros(100)).await;
+        }
+    }
+
+    /// The answer to the controller's `CLIENT PAUSE` once the writes
+    /// forwarded before it were waited for: `+OK`, or, if some are still
+    /// unanswered, an error, and the pause ends (the controller's offsets
+    /// would not mean anything).
+    pub(super) fn pause_answer(&self) -> Bytes {
+        if self.role.writes_in_flight() > 0 {
+            self.pause.unpause();
+            return Bytes::from_static(
+                b"-ERR writes already forwarded were not answered in time; the pause was ended\r\n",
+            );
+        }
+        Bytes::from_static(OK)
     }
 
     /// Commands leasegate answers itself.

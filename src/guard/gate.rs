@@ -160,6 +160,21 @@ pub enum Wait {
     /// A promotion (`REPLICAOF NO ONE`), until the old master is fenced
     /// ([`crate::guard::promotion`]) or `until`: then it is asked about again.
     Fence { until: std::time::Instant },
+    /// The controller's `CLIENT PAUSE`, timed ([`crate::guard::pause_timing`]):
+    /// the pause begins at `at`, then the writes already forwarded are
+    /// waited for as with [`Wait::Drain`], and it is answered.
+    TimedPause(TimedPause),
+}
+
+/// A `CLIENT PAUSE` that begins later ([`Wait::TimedPause`]).
+#[derive(Debug, Clone)]
+pub struct TimedPause {
+    pub at: std::time::Instant,
+    pub timeout: std::time::Duration,
+    pub mode: crate::guard::pause::PauseMode,
+    /// Set once the pause began: a wait asked again (the session's loop
+    /// turns for other events meanwhile) does not begin it twice.
+    pub begun: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl PartialEq for Wait {
@@ -339,6 +354,8 @@ pub struct Gate {
     /// `durability`: writes acknowledged only once replicas have them.
     replica_acks: crate::guard::durability::ReplicaAcks,
     pub metrics: GateMetrics,
+    /// Times the controller's `CLIENT PAUSE` (set by the control plane).
+    pub(super) pause_timing: std::sync::OnceLock<Arc<dyn crate::guard::pause_timing::PauseTiming>>,
     last_log_only_warning: EverySecond,
     last_unknown_outcome_warning: EverySecond,
     last_unreplicated_warning: EverySecond,
@@ -416,10 +433,17 @@ impl Gate {
             fence_reads: std::sync::atomic::AtomicBool::new(parts.fence_reads),
             replica_acks: Default::default(),
             metrics: GateMetrics::default(),
+            pause_timing: std::sync::OnceLock::new(),
             last_log_only_warning: EverySecond::default(),
             last_unknown_outcome_warning: EverySecond::default(),
             last_unreplicated_warning: EverySecond::default(),
         }
+    }
+
+    /// From now on the controller's `CLIENT PAUSE` begins when `timing`
+    /// says (once; later calls are ignored).
+    pub fn time_controller_pauses(&self, timing: Arc<dyn crate::guard::pause_timing::PauseTiming>) {
+        let _ = self.pause_timing.set(timing);
     }
 
     /// The current policy; hold the guard for one batch of requests.
@@ -720,19 +744,23 @@ impl Gate {
             // Ends with the pause's own answer (never asked again, which
             // would restart the pause).
             (Wait::Drain { until, answer }, _) => {
-                while self.role.writes_in_flight() > 0 && std::time::Instant::now() < *until {
-                    tokio::time::sleep(std::time::Duration::from_micros(100)).await;
-                }
+                self.drained(*until).await;
                 if !answer {
                     return Ok(());
                 }
-                if self.role.writes_in_flight() > 0 {
-                    self.pause.unpause();
-                    return Err(Bytes::from_static(
-                        b"-ERR writes already forwarded were not answered in time; the pause was ended\r\n",
-                    ));
+                Err(self.pause_answer())
+            }
+            (Wait::TimedPause(timed), _) => {
+                tokio::time::sleep_until(timed.at.into()).await;
+                if !timed.begun.swap(true, Ordering::AcqRel) {
+                    self.pause.pause(timed.timeout, timed.mode);
+                    if let Some(timing) = self.pause_timing.get() {
+                        timing.began(std::time::Instant::now());
+                    }
                 }
-                Err(Bytes::from_static(b"+OK\r\n"))
+                let bound = timed.timeout.min(crate::guard::control::DRAIN_BOUND);
+                self.drained(timed.at + bound).await;
+                Err(self.pause_answer())
             }
             (Wait::Fence { until }, _) => {
                 while !self.role.promotion_fence.settled() && std::time::Instant::now() < *until {

@@ -21,6 +21,7 @@ pub mod info;
 pub mod lease;
 pub mod node;
 pub mod pause;
+pub mod pause_timing;
 pub mod promotion;
 pub mod replicas;
 pub mod role;

@@ -72,6 +72,7 @@ use crate::kvrocks::topology::Replication;
 use crate::proxy::backend::{BackendError, ControlConnection};
 
 mod cluster;
+pub mod controller_pause;
 mod promotion;
 pub mod timing;
 

@@ -41,6 +41,19 @@ const POKE_EVERY: Duration = Duration::from_millis(1);
 /// mapping's error and the kernel's lag in showing a tick.
 const POKE_WINDOW: Duration = Duration::from_millis(3);
 
+/// Pokes `link` from the earliest moment its planned tick may fire, every
+/// [`POKE_EVERY`], until the window (the arm time's ambiguity, the clock
+/// mapping's error) is past.
+pub(super) async fn poke_at_tick(ticks: &Ticks, plan: &Plan, link: &ReplicaLink) {
+    let end = plan.tick + ticks.spread() + POKE_WINDOW;
+    let mut at = plan.tick + POKE_AFTER;
+    while at <= end {
+        tokio::time::sleep_until(at.into()).await;
+        ReplicaLinks::poke(link);
+        at += POKE_EVERY;
+    }
+}
+
 /// Added to the work a retry plans for, past what the late attempt took.
 const RETRY_SLACK: Duration = Duration::from_micros(500);
 
@@ -124,15 +137,7 @@ impl Timing {
         let Some(Planned { ticks, plan, link }) = self.planned.as_ref() else {
             return promotion.await;
         };
-        let pokes = async {
-            let end = plan.tick + ticks.spread() + POKE_WINDOW;
-            let mut at = plan.tick + POKE_AFTER;
-            while at <= end {
-                tokio::time::sleep_until(at.into()).await;
-                ReplicaLinks::poke(link);
-                at += POKE_EVERY;
-            }
-        };
+        let pokes = poke_at_tick(ticks, plan, link);
         tokio::pin!(promotion);
         tokio::select! {
             done = &mut promotion => return done,
