@@ -346,16 +346,16 @@ fn the_controllers_client_pause_begins_a_lead_before_the_replicas_tick() {
         "the promotion came {stall:?} after the pause's answer (asked {waited:?} before)"
     );
     assert!(waited <= Duration::from_millis(150), "{waited:?}");
-    assert!(!peer.state().pings.is_empty(), "the replica's link was poked");
+    assert!(
+        !peer.state().pings.is_empty(),
+        "the replica's link was poked"
+    );
     let start = Instant::now();
     let held = "leasegate_controller_pause_timing_total{outcome=\"held\"} ";
     while metric(&pa, held) < 1 {
         assert!(start.elapsed() < PATIENCE, "the promotion was not seen");
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert_eq!(
-        controller.cmd(&["CLIENT", "UNPAUSE"]),
-        support::Reply::ok()
-    );
+    assert_eq!(controller.cmd(&["CLIENT", "UNPAUSE"]), support::Reply::ok());
     drop((pa, master));
 }

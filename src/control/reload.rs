@@ -310,7 +310,9 @@ fn enforce(shared: &ControlContext, old: &Config, new: Config) {
     gate.replica_acks()
         .set(new.durability.min_replicas, new.durability.timeout);
     shared.role.set_on_demote(new.pause.on_demote);
-    shared.controller_pause.set_enabled(new.pause.promotion_timing);
+    shared
+        .controller_pause
+        .set_enabled(new.pause.promotion_timing);
     if let Some(v) = gate.verifier() {
         v.configure(
             new.verify.mode == VerifyMode::EveryWrite,

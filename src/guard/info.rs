@@ -28,6 +28,11 @@ impl Gate {
     /// The Gate's answer to an `INFO` request.
     #[cold]
     pub(super) fn info(&self, r: &Admission<'_>) -> Verdict {
+        if r.control {
+            if let Some(timing) = self.pause_timing.get() {
+                timing.offset_read(std::time::Instant::now());
+            }
+        }
         let args = arguments(r.bytes, r.head.inline);
         let sections = args.get(1..).unwrap_or_default();
         let is = |s: &Vec<u8>, name: &[u8]| s.eq_ignore_ascii_case(name);

@@ -28,4 +28,9 @@ pub trait PauseTiming: Send + Sync + std::fmt::Debug {
     /// The pause planned by the last [`PauseTiming::begin_at`] began (at
     /// `at`): the hook follows what comes of it.
     fn began(&self, at: Instant);
+
+    /// A control connection asked for `INFO` at `at`: the controller
+    /// reading this node's offset, which it does after the pause and
+    /// before it promotes the replica.
+    fn offset_read(&self, _at: Instant) {}
 }

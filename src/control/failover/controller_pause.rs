@@ -23,13 +23,18 @@
 //! * **The tick's grid**: this host's coarse clock where the replica is on
 //!   this host (a loopback link), else the whole window of a coarse step
 //!   (the replica's leasegate, which reports its grid, is not known here).
-//! * **The controller's time**: not seen here (its push goes to the
-//!   replica's leasegate). What is seen is the promotion itself: a Kvrocks
-//!   replica that becomes master closes its replication link. A link that
-//!   closes at the planned tick says the lead was long enough; one that
-//!   closes a period later, that it was not. The lead grows by half on a
-//!   miss (a miss costs a whole period) and shrinks by 0.5 ms after a hit
-//!   (each ms of lead is a ms of every stall).
+//! * **The controller's time**: its push goes to the replica's leasegate,
+//!   not here; but after the pause it reads this node's offset (`INFO`, on
+//!   a control connection) before it promotes: the last such read before
+//!   the promotion, plus [`PUSH_AFTER_READ`] (its read of the replica and
+//!   the push), is what one run took. The lead is the slowest of the last
+//!   eight, plus 2 ms of slack ([`WorkMemory`], `Estimate::Highest`: a
+//!   miss costs a whole period, each ms of lead a ms of every stall).
+//! * **The promotion**: a Kvrocks replica that becomes master closes its
+//!   replication link. A link that closes at the planned tick counts
+//!   `held`, a period later `missed`. A controller that reads no offset
+//!   here leaves only that: then a miss adds half the lead, a hit takes
+//!   0.5 ms off it.
 //!
 //! A controller that promotes another node, or none, leaves the link open:
 //! the outcome is `unknown` and nothing is learned. A pause that is not
@@ -45,7 +50,7 @@ use prometheus_client::registry::Registry;
 use tracing::{debug, info};
 
 use super::promotion::poke_at_tick;
-use super::timing::{self, Grid, Plan, RoundTrip, Ticks};
+use super::timing::{self, Estimate, Grid, Plan, RoundTrip, Ticks, WorkMemory};
 use crate::guard::pause_timing::PauseTiming;
 use crate::guard::replicas::ReplicaLink;
 use crate::guard::role::Role;
@@ -57,8 +62,16 @@ const LEAD_MIN: Duration = Duration::from_millis(2);
 /// Past this a timed pause saves little over an untimed one (50 ms on
 /// average).
 const LEAD_MAX: Duration = Duration::from_millis(60);
-/// What a hit takes off the lead.
+/// What a hit takes off the lead, where no offset read was seen.
 const LEAD_STEP_DOWN: Duration = Duration::from_micros(500);
+/// From the controller's last read of this node's offset to its
+/// promotion's arrival at the replica: its read of the replica's offset
+/// and its push, over the network.
+pub const PUSH_AFTER_READ: Duration = Duration::from_millis(2);
+/// Added to the slowest recent run: the controller's runs vary by a few
+/// ms (a fake PR #389 controller on a 2-core host: 2.1–5.8 ms; planned
+/// with 0.5 ms over the slowest, 2 of 10 missed by 0.2–1.2 ms).
+const LEAD_SLACK: Duration = Duration::from_micros(1500);
 /// How long after the planned tick the link is watched for the promotion.
 const WATCH_AFTER: Duration = Duration::from_millis(1000);
 
@@ -83,7 +96,11 @@ struct Planned {
 /// What timed pauses taught, and their count by outcome.
 #[derive(Debug)]
 struct Learned {
-    lead: Mutex<Duration>,
+    /// What the controller took from the pause to the promotion's arrival.
+    lead: WorkMemory,
+    /// The controller's last read of this node's offset (`INFO` on a
+    /// control connection).
+    last_read: Mutex<Option<Instant>>,
     /// `leasegate_controller_pause_timing_total{outcome}`.
     outcomes: Family<Vec<(String, String)>, Counter>,
 }
@@ -97,7 +114,8 @@ impl ControllerPause {
             role,
             enabled: AtomicBool::new(enabled),
             learned: Arc::new(Learned {
-                lead: Mutex::new(LEAD_FIRST),
+                lead: WorkMemory::new(Estimate::Highest, LEAD_FIRST),
+                last_read: Mutex::new(None),
                 outcomes: Family::default(),
             }),
             planned: Mutex::new(None),
@@ -131,7 +149,9 @@ impl ControllerPause {
         match (links.next(), links.next()) {
             (Some(link), None) => Ok(link),
             (None, _) => Err("no replica replicates through this leasegate"),
-            (Some(_), Some(_)) => Err("several replicas: the controller does not say which it promotes"),
+            (Some(_), Some(_)) => {
+                Err("several replicas: the controller does not say which it promotes")
+            }
         }
     }
 }
@@ -149,7 +169,7 @@ impl PauseTiming for ControllerPause {
             }
         };
         let ticks = Ticks::from_link(link.first_bytes, local_grid(&link));
-        let lead = self.learned.lead();
+        let lead = (self.learned.lead.estimate() + LEAD_SLACK).min(LEAD_MAX);
         let plan = timing::plan(&ticks, now, lead);
         if let Ok(mut planned) = self.planned.lock() {
             *planned = Some(Planned {
@@ -166,6 +186,9 @@ impl PauseTiming for ControllerPause {
         let Some(planned) = self.planned.lock().ok().and_then(|mut p| p.take()) else {
             return;
         };
+        if let Ok(mut read) = self.learned.last_read.lock() {
+            *read = None;
+        }
         let (role, learned) = (Arc::clone(&self.role), Arc::clone(&self.learned));
         // On the session's runtime: pokes at the tick, then the promotion
         // watched for.
@@ -176,13 +199,15 @@ impl PauseTiming for ControllerPause {
             learned.judge(&planned, at, closed);
         });
     }
+
+    fn offset_read(&self, at: Instant) {
+        if let Ok(mut read) = self.learned.last_read.lock() {
+            *read = Some(at);
+        }
+    }
 }
 
 impl Learned {
-    fn lead(&self) -> Duration {
-        self.lead.lock().map(|l| *l).unwrap_or(LEAD_FIRST)
-    }
-
     /// What came of a pause begun at `began` for `planned`: the link closed
     /// at `closed` (the promotion), or not at all.
     fn judge(&self, planned: &Planned, began: Instant, closed: Option<Instant>) {
@@ -196,20 +221,23 @@ impl Learned {
         };
         let after_tick = closed.saturating_duration_since(planned.plan.tick);
         let held = timing::judge(after_tick) == crate::kvrocks::admin_api::TimingOutcome::Held;
-        let next = if held {
-            planned.lead.saturating_sub(LEAD_STEP_DOWN).max(LEAD_MIN)
-        } else {
-            (planned.lead + planned.lead / 2 + Duration::from_millis(1)).min(LEAD_MAX)
+        // What the controller took: seen in its last offset read, else
+        // only bounded by the outcome.
+        let read = self.last_read.lock().ok().and_then(|r| *r);
+        let took = match read.filter(|r| *r >= began && *r <= closed) {
+            Some(read) => read - began + PUSH_AFTER_READ,
+            None if held => planned.lead.saturating_sub(LEAD_STEP_DOWN).max(LEAD_MIN),
+            None => (planned.lead + planned.lead / 2).min(LEAD_MAX),
         };
-        if let Ok(mut lead) = self.lead.lock() {
-            *lead = next;
-        }
+        self.lead.record(took);
         let outcome = if held { "held" } else { "missed" };
         self.count(outcome);
         info!(
             outcome,
             lead_ms = ms(planned.lead),
-            next_lead_ms = ms(next),
+            controller_ms = ms(took),
+            offset_read_seen = read.is_some(),
+            next_lead_ms = ms(self.lead.estimate() + LEAD_SLACK),
             pause_to_promotion_ms = ms(closed.saturating_duration_since(began)),
             after_tick_ms = ms(after_tick),
             "timed CLIENT PAUSE: the replica's promotion closed its link"
@@ -258,5 +286,77 @@ async fn link_closed(role: &Role, link: &ReplicaLink, deadline: Instant) -> Opti
             return None;
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn planned(lead: Duration) -> Planned {
+        let link = ReplicaLink {
+            peer: "10.0.0.2".parse().expect("ip"),
+            listening_port: Some(6666),
+            first_bytes: Instant::now(),
+            kernel_time: true,
+            command: "psync",
+            poke: Arc::default(),
+        };
+        let ticks = Ticks::from_link(link.first_bytes, None);
+        let plan = timing::plan(&ticks, Instant::now(), lead);
+        Planned {
+            ticks,
+            plan,
+            link,
+            lead,
+        }
+    }
+
+    fn learned() -> Learned {
+        Learned {
+            lead: WorkMemory::new(Estimate::Highest, LEAD_FIRST),
+            last_read: Mutex::new(None),
+            outcomes: Family::default(),
+        }
+    }
+
+    fn count(l: &Learned, outcome: &str) -> u64 {
+        l.outcomes.get_or_create(&label(outcome)).get()
+    }
+
+    #[test]
+    fn the_controllers_offset_read_is_what_it_took() {
+        let l = learned();
+        let p = planned(Duration::from_millis(20));
+        let began = p.plan.pause_at;
+        *l.last_read.lock().expect("lock") = Some(began + Duration::from_millis(3));
+        l.judge(&p, began, Some(p.plan.tick + Duration::from_micros(300)));
+        assert_eq!(count(&l, "held"), 1);
+        // 3 ms to the read, the push after it, and the estimate's slack.
+        let expected = Duration::from_millis(3) + PUSH_AFTER_READ + Duration::from_micros(500);
+        assert_eq!(l.lead.estimate(), expected);
+        // A read from before the pause is not this run's.
+        *l.last_read.lock().expect("lock") = Some(began - Duration::from_millis(1));
+        l.judge(&p, began, Some(p.plan.tick + Duration::from_millis(100)));
+        assert_eq!(count(&l, "missed"), 1);
+        assert!(
+            l.lead.estimate() >= Duration::from_millis(30),
+            "a miss grows the lead by half"
+        );
+    }
+
+    #[test]
+    fn without_a_read_a_hit_shrinks_the_lead_and_an_open_link_teaches_nothing() {
+        let l = learned();
+        let p = planned(Duration::from_millis(10));
+        let began = p.plan.pause_at;
+        l.judge(&p, began, None);
+        assert_eq!(count(&l, "unknown"), 1);
+        assert_eq!(l.lead.estimate(), LEAD_FIRST, "nothing recorded");
+        l.judge(&p, began, Some(p.plan.tick));
+        assert_eq!(
+            l.lead.estimate(),
+            Duration::from_millis(10) - LEAD_STEP_DOWN + Duration::from_micros(500)
+        );
     }
 }
