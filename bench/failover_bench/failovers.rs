@@ -392,6 +392,12 @@ async fn failover(args: &Args, shared: &Shared, n: usize, from: usize) -> Failov
             (host_port(url), path, "", body.to_string())
         }
     };
+    // The controller's pause is timed by the old master's leasegate: its
+    // count of outcomes says what came of it.
+    let outcomes_before = match args.flow {
+        Flow::Controller => pause_outcomes(admins[from]).await,
+        _ => None,
+    };
     let posted = shared.now_us();
     let answer = http(addr, "POST", &path, token, &body).await;
     let replied = shared.now_us();
@@ -403,6 +409,9 @@ async fn failover(args: &Args, shared: &Shared, n: usize, from: usize) -> Failov
     match args.flow {
         Flow::Leasegate => f.read_answer(answer),
         Flow::Controller | Flow::Upgrade => f.read_controller_answer(answer),
+    }
+    if let (Some(before), Some(true)) = (outcomes_before, timing) {
+        f.outcome = controller_pause_outcome(admins[from], before).await;
     }
     f
 }
@@ -459,6 +468,39 @@ async fn upgrade(args: &Args, shared: &Shared, n: usize, at: usize) -> Failover 
         }
     }
     f
+}
+
+/// `leasegate_controller_pause_timing_total` of the leasegate at `admin`:
+/// held, missed, unknown.
+async fn pause_outcomes(admin: &str) -> Option<[u64; 3]> {
+    let (_, text) = http(admin, "GET", "/metrics", "", "").await.ok()?;
+    let count = |outcome: &str| {
+        let series = format!("leasegate_controller_pause_timing_total{{outcome=\"{outcome}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(series.as_str()))
+            .and_then(|v| v.trim().parse().ok())
+    };
+    Some([count("held")?, count("missed")?, count("unknown")?])
+}
+
+/// What came of the controller's timed pause at `admin` since its counts
+/// were `before` (judged when the replica's link closes, at its
+/// promotion; waited for up to 1.5 s): `Unused` where it was not timed.
+async fn controller_pause_outcome(admin: &str, before: [u64; 3]) -> Option<TimingOutcome> {
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(1500);
+    loop {
+        let now = pause_outcomes(admin).await?;
+        if now[0] > before[0] {
+            return Some(TimingOutcome::Held);
+        }
+        if now[1] > before[1] {
+            return Some(TimingOutcome::Missed);
+        }
+        if now[2] > before[2] || tokio::time::Instant::now() >= deadline {
+            return Some(TimingOutcome::Unused);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Sets `pause.promotion_timing` to `on` in both leasegates' config files
