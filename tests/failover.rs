@@ -38,27 +38,12 @@ fn leasegate_with(backend_yaml: &str, id: &str, extra: &str) -> Proxy {
     )
 }
 
-fn wait_link_up(replica: &RedisServer) {
-    let mut c = replica.client();
-    let start = Instant::now();
-    loop {
-        let Reply::Bulk(info) = c.cmd(&["INFO", "replication"]) else {
-            panic!("INFO is a bulk string")
-        };
-        if String::from_utf8_lossy(&info).contains("master_link_status:up") {
-            return;
-        }
-        assert!(start.elapsed() < PATIENCE, "replication link never came up");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// A master (behind `master_addr`, which may be a relay) and its replica,
 /// each with a leasegate; A holds the lease.
 fn pair_via(master: RedisServer, master_addr: &str, a_extra: &str) -> Pair {
     let port = master_addr.rsplit_once(':').map(|(_, p)| p).expect("port");
     let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", port]);
-    wait_link_up(&replica);
+    support::wait_link_up(&mut replica.client());
     let a = leasegate(master_addr, A_ID, a_extra);
     let b = leasegate(&replica.addr(), B_ID, "");
     with_leases(master, replica, a, b)
@@ -447,7 +432,7 @@ fn failover_there_and_back_returns_sessions_home_without_chains() {
     {
         // The old master re-syncs as a replica after each failover; like an
         // operator, wait for its link before failing over to it.
-        wait_link_up(target_node);
+        support::wait_link_up(&mut target_node.client());
         let (status, report) = post_failover(
             from,
             to,
@@ -729,7 +714,7 @@ const PROMOTE: &[u8] = b"slaveof\r\n$2\r\nno\r\n$3\r\none";
 fn pair_with_promote_relay(mode: OnPromote, a_extra: &str) -> (Pair, PromoteRelay) {
     let master = RedisServer::start_with(&["--repl-diskless-sync-delay", "0"]);
     let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &master.port.to_string()]);
-    wait_link_up(&replica);
+    support::wait_link_up(&mut replica.client());
     let relay = PromoteRelay::start(replica.port, mode);
     let a = leasegate_with(
         &format!(
@@ -840,7 +825,7 @@ fn a_refused_promotion_rolls_back_and_the_held_writes_go_to_the_old_master() {
         "SLAVEOF",
         "",
     ]);
-    wait_link_up(&replica);
+    support::wait_link_up(&mut replica.client());
     let a = leasegate(&master.addr(), A_ID, "");
     let b = leasegate(&replica.addr(), B_ID, "");
     let p = with_leases(master, replica, a, b);

@@ -292,15 +292,6 @@ fn a_tick_that_moved_is_missed_and_the_failover_completes() {
     );
 }
 
-fn metric(proxy: &Proxy, series: &str) -> u64 {
-    let (_, metrics) = support::http(proxy.admin_port(), "GET", "/metrics", None, None);
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(series))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
-}
-
 /// kvrocks-controller PR #389's failover, run by the controller: its
 /// `CLIENT PAUSE ... WRITE` at the master's leasegate begins (and is
 /// answered) a lead before the replica's tick, learned from the replica's
@@ -352,7 +343,7 @@ fn the_controllers_client_pause_begins_a_lead_before_the_replicas_tick() {
     );
     let start = Instant::now();
     let held = "leasegate_controller_pause_timing_total{outcome=\"held\"} ";
-    while metric(&pa, held) < 1 {
+    while support::metric(pa.admin_port(), held) < 1 {
         assert!(start.elapsed() < PATIENCE, "the promotion was not seen");
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -14,7 +14,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use support::tls::{Pki, TlsClient};
-use support::{free_port, http, Client, Proxy, RedisServer, Reply, PATIENCE};
+use support::{free_port, http, metric, Client, Proxy, RedisServer, Reply, PATIENCE};
 
 /// Waits until the TLS listener accepts connections.
 fn wait_tls(port: u16) {
@@ -60,15 +60,6 @@ fn wait_metric(admin: u16, series: &str, at_least: u64) {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-fn metric(admin: u16, series: &str) -> u64 {
-    let (_, metrics) = http(admin, "GET", "/metrics", None, None);
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(series))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
 }
 
 #[test]

@@ -10,7 +10,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use support::tls::{Pki, TlsClient};
-use support::{free_port, http, Client, Proxy, RedisServer, Reply, PATIENCE};
+use support::{free_port, http, metric, Client, Proxy, RedisServer, Reply, PATIENCE};
 
 const A_ID: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 const B_ID: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
@@ -49,7 +49,7 @@ fn pair(a_extra: &str, b_extra: &str) -> Pair {
         "127.0.0.1",
         &port,
     ]);
-    wait_link_up(&replica);
+    support::wait_link_up(&mut authed(replica.client()));
     let a = leasegate(&master.addr(), A_ID, a_extra);
     let b = leasegate(&replica.addr(), B_ID, b_extra);
     for proxy in [&a, &b] {
@@ -69,30 +69,6 @@ fn pair(a_extra: &str, b_extra: &str) -> Pair {
 fn authed(mut c: Client) -> Client {
     assert_eq!(c.cmd(&["AUTH", PASSWORD]), Reply::ok());
     c
-}
-
-fn wait_link_up(replica: &RedisServer) {
-    let mut c = authed(replica.client());
-    let start = Instant::now();
-    loop {
-        let Reply::Bulk(info) = c.cmd(&["INFO", "replication"]) else {
-            panic!("INFO is a bulk string")
-        };
-        if String::from_utf8_lossy(&info).contains("master_link_status:up") {
-            return;
-        }
-        assert!(start.elapsed() < PATIENCE, "replication link never came up");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn metric(admin: u16, series: &str) -> u64 {
-    let (_, metrics) = http(admin, "GET", "/metrics", None, None);
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(series))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
 }
 
 const HANDSHAKES_OK: &str = "leasegate_tls_handshakes_total{result=\"ok\"} ";
@@ -243,4 +219,47 @@ fn a_tls_listener_without_a_ca_for_the_handover_is_a_config_error() {
         said.contains("tls.handover") && said.contains("tls.peer_ca_file"),
         "{said}"
     );
+}
+
+/// The CAs a hand-over trusts are read again at a reload: a leasegate that
+/// refused the new master's certificate takes it once its
+/// `tls.peer_ca_file` names that CA, and an unusable file is refused,
+/// naming the key, and changes nothing.
+#[test]
+fn the_handovers_ca_is_read_again_at_a_reload() {
+    let pki = Pki::new("rotated");
+    let stranger = Pki::new("before-rotation");
+    let (tls_a, tls_b) = (free_port(), free_port());
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let peer_ca = dir.path().join("peer-ca.crt");
+    std::fs::copy(stranger.path("ca.crt"), &peer_ca).expect("the first CA");
+    let a_yaml = format!(
+        "tls:\n  listen: 127.0.0.1:{tls_a}\n  cert_file: {}\n  key_file: {}\n  peer_ca_file: {}\n  peer_port: {tls_b}\n",
+        pki.path("server.crt").display(),
+        pki.path("server.key").display(),
+        peer_ca.display()
+    );
+    let p = pair(&a_yaml, &tls_yaml(&pki, tls_b, false, tls_a));
+    let mut c = tls_client(&pki, tls_a);
+    failover(&p);
+    let refused = c.cmd(&["SET", "k", "1"]);
+    assert!(
+        matches!(&refused, Reply::Error(e) if e.starts_with("TRYAGAIN")),
+        "{refused:?}"
+    );
+
+    std::fs::copy(pki.path("ca.crt"), &peer_ca).expect("the rotated CA");
+    let admin = p.a.admin_port();
+    let (status, body) = http(admin, "POST", "/v1/reload", Some(TOKEN), Some("{}"));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(c.cmd(&["SET", "k", "2"]), Reply::ok(), "moved once trusted");
+    assert_eq!(
+        authed(p.replica.client()).cmd(&["GET", "k"]),
+        Reply::bulk("2")
+    );
+
+    std::fs::write(&peer_ca, "not a certificate").expect("write");
+    let (status, body) = http(admin, "POST", "/v1/reload", Some(TOKEN), Some("{}"));
+    assert_ne!(status, 200, "{body}");
+    assert!(body.contains("tls.peer_ca_file"), "{body}");
 }

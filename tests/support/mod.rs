@@ -723,6 +723,35 @@ pub fn post_failover(from: &Proxy, to: &Proxy, token: &str, options: &str) -> (u
     )
 }
 
+/// One series of the `/metrics` of the leasegate whose admin API is on
+/// `admin` (`series` with its labels and the space after them); 0 if absent.
+#[allow(dead_code)] // not every test binary reads metrics
+pub fn metric(admin: u16, series: &str) -> u64 {
+    let (_, metrics) = http(admin, "GET", "/metrics", None, None);
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Waits until the replica `replica` talks to says its link to its master
+/// is up.
+#[allow(dead_code)]
+pub fn wait_link_up(replica: &mut Client) {
+    let start = Instant::now();
+    loop {
+        let Reply::Bulk(info) = replica.cmd(&["INFO", "replication"]) else {
+            panic!("INFO is a bulk string")
+        };
+        if String::from_utf8_lossy(&info).contains("master_link_status:up") {
+            return;
+        }
+        assert!(start.elapsed() < PATIENCE, "replication link never came up");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Runs `leasegate failover --from <from admin> --to <to admin>` with
 /// bounds no loaded test machine reaches (the stall itself is measured by
 /// `bench/failover.sh`).
