@@ -224,12 +224,12 @@ impl Gate {
                 begins_in_ms = (at - now).as_secs_f64() * 1000.0,
                 "CLIENT PAUSE from the controller: begins when the replica's promotion can follow at once"
             );
-            return Verdict::Hold(Wait::TimedPause(crate::guard::gate::TimedPause {
+            return Verdict::Hold(Wait::TimedPause(Box::new(crate::guard::gate::TimedPause {
                 at,
                 timeout,
                 mode,
                 begun: Default::default(),
-            }));
+            })));
         }
         info!(
             timeout_ms = timeout.as_millis() as u64,

@@ -163,7 +163,7 @@ pub enum Wait {
     /// The controller's `CLIENT PAUSE`, timed ([`crate::guard::pause_timing`]):
     /// the pause begins at `at`, then the writes already forwarded are
     /// waited for as with [`Wait::Drain`], and it is answered.
-    TimedPause(TimedPause),
+    TimedPause(Box<TimedPause>),
 }
 
 /// A `CLIENT PAUSE` that begins later ([`Wait::TimedPause`]).
