@@ -40,11 +40,12 @@ impl Preconnect {
         this: &mut Option<Preconnect>,
         s: &Session,
         ctx: &SessionContext,
-        peer: Option<Arc<PeerTls>>,
+        tls_client: bool,
     ) {
         if this.is_none() && s.held_by_pause() {
             if let Some(to) = ctx.gate.role().handover_target() {
                 let (addr, timeout) = (Arc::clone(&to), ctx.connect_timeout);
+                let peer = tls_client.then(|| ctx.peer_tls.load_full()).flatten();
                 let connecting = async move {
                     crate::proxy::backend::connect_peer(&addr, peer.as_deref(), timeout)
                         .await
