@@ -73,6 +73,28 @@ fn the_controllers_pr389_failover_there_and_back_loses_nothing() {
         info_field(&mut b.kvrocks.client(), "role").as_deref(),
         Some("master")
     );
+    // A's leasegate timed the controller's pause for B's replication tick
+    // (`pause.promotion_timing`, on by default) and saw B's promotion
+    // close B's link: held or missed, never left unjudged.
+    let outcomes = |admin| {
+        ["held", "missed"]
+            .map(|o| {
+                support::metric(
+                    admin,
+                    &format!("leasegate_controller_pause_timing_total{{outcome=\"{o}\"}} "),
+                )
+            })
+            .iter()
+            .sum::<u64>()
+    };
+    let start = std::time::Instant::now();
+    while outcomes(a.proxy.admin_port()) < 1 {
+        assert!(
+            start.elapsed() < support::PATIENCE,
+            "A did not time the pause"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     // The topology made A B's replica (through B's leasegate); the writers'
     // sessions went to B's leasegate on the unpause.
     link_up(&mut a.kvrocks.client());
