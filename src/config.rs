@@ -200,8 +200,10 @@ pub struct TlsConfig {
     #[serde(rename = "handshake_timeout_ms", with = "millis")]
     pub handshake_timeout: Duration,
     /// How a session whose client came over TLS moves to another
-    /// leasegate at a hand-over: over TLS (default), or in plaintext to
-    /// its `listen` (a network between leasegates trusted as the host is).
+    /// leasegate at a hand-over, and how this leasegate's control
+    /// connections reach other leasegates: over TLS (default), or in
+    /// plaintext to their `listen` (a network between leasegates trusted
+    /// as the host is).
     pub handover: HandoverTls,
     /// The other leasegates' TLS port; unset: the port of `tls.listen`
     /// (leasegates configured alike).

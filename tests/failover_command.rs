@@ -23,11 +23,16 @@ struct Pair {
 }
 
 fn pair(kind: Kind) -> Option<Pair> {
+    pair_with(kind, "", "")
+}
+
+/// [`pair`], each leasegate's config with more YAML.
+fn pair_with(kind: Kind, a_more: &str, b_more: &str) -> Option<Pair> {
     let yaml = format!("control:\n  password: {CONTROL}\nlease:\n  probe_interval_ms: 100\n");
     let a_node = Node::start(kind)?;
-    let a = Proxy::start(&a_node.addr(), &yaml);
+    let a = Proxy::start(&a_node.addr(), &format!("{yaml}{a_more}"));
     let b_node = Node::start(kind)?;
-    let b = Proxy::start(&b_node.addr(), &yaml);
+    let b = Proxy::start(&b_node.addr(), &format!("{yaml}{b_more}"));
     // B announces its leasegate and replicates through A's.
     let b_port = b.port.to_string();
     b_node
@@ -140,4 +145,43 @@ fn failover_to_a_redis_replica_under_writes_loses_nothing() {
 #[test]
 fn failover_to_a_kvrocks_replica_under_writes_loses_nothing() {
     failover_under_writes(Kind::Kvrocks);
+}
+
+/// With TLS listeners (`tls.handover: tls`), A reaches B's leasegate for
+/// the `FAILOVER` over B's TLS listener: the control password it
+/// authenticates with does not cross the network in plaintext.
+#[test]
+fn a_failover_command_reaches_the_target_leasegate_over_tls() {
+    let pki = support::tls::Pki::new("failover-command");
+    let (tls_a, tls_b) = (support::free_port(), support::free_port());
+    let b_admin = support::free_port();
+    let a_more = format!("{}  peer_port: {tls_b}\n", pki.listener_yaml(tls_a, false));
+    let b_more = format!(
+        "{}  peer_port: {tls_a}\nadmin:\n  listen: 127.0.0.1:{b_admin}\n",
+        pki.listener_yaml(tls_b, true)
+    );
+    let Some(p) = pair_with(Kind::Redis, &a_more, &b_more) else {
+        return;
+    };
+    let ok = "leasegate_tls_handshakes_total{result=\"ok\"} ";
+    assert_eq!(support::metric(b_admin, ok), 0);
+    let to = p.b.port.to_string();
+    assert_eq!(
+        admin(&p.a).cmd(&["FAILOVER", "TO", "127.0.0.1", &to, "TIMEOUT", "3000"]),
+        Reply::ok()
+    );
+    eventually("B is master", Duration::from_secs(10), || {
+        p.b_node
+            .client()
+            .cmd(&["INFO", "replication"])
+            .text()
+            .contains("role:master")
+    });
+    eventually("the failover is over", Duration::from_secs(10), || {
+        failover_state(&p.a) == "no-failover"
+    });
+    assert!(
+        support::metric(b_admin, ok) >= 1,
+        "A's control connection to B came over TLS, with A's certificate"
+    );
 }

@@ -75,9 +75,15 @@ async fn carry_out(ctx: &Arc<ControlContext>, ask: &FailoverAsk) -> Result<Strin
         Some(t) => t.clone(),
         None => first_replica(&info).ok_or("FAILOVER requires connected replicas")?,
     };
-    let mut peer = ControlConnection::open(&target, control_password.as_deref(), timeout)
-        .await
-        .map_err(|e| format!("target {target}: {e}"))?;
+    let peer_tls = ctx.peer_tls();
+    let mut peer = ControlConnection::open_leasegate(
+        &target,
+        peer_tls.as_deref(),
+        control_password.as_deref(),
+        timeout,
+    )
+    .await
+    .map_err(|e| format!("target {target}: {e}"))?;
     peer.leasegate_info()
         .await
         .map_err(|e| format!("target {target} is not behind a leasegate ({e})"))?;

@@ -242,6 +242,12 @@ impl ControlContext {
         .await
     }
 
+    /// How other leasegates are reached over TLS now (`tls.handover`;
+    /// `None`: plain).
+    pub fn peer_tls(&self) -> Option<Arc<crate::proxy::backend::PeerTls>> {
+        self.peer_tls.load_full()
+    }
+
     /// How the node is reached over TLS now (`None`: plain).
     pub fn node_tls(&self) -> Option<Arc<crate::proxy::backend::NodeTls>> {
         self.node_tls.load_full()

@@ -91,8 +91,9 @@ pub(super) async fn step_down(ctx: &ControlContext, reason: &str, new_master: St
         return;
     }
     let password = config.backend.password.as_deref();
+    let peer = ctx.peer_tls();
     match until_leasegate(
-        &new_master,
+        (&new_master, peer.as_deref()),
         password,
         config.connect_timeout(),
         deadline,
@@ -126,9 +127,14 @@ pub(super) async fn release_to_new_master(ctx: &ControlContext) {
     if let Some(to) = ctx.role.demotion().and_then(|d| d.new_master.clone()) {
         let deadline = started + config.controller.switch_timeout;
         let password = config.backend.password.as_deref();
-        let seen = until_leasegate(&to, password, config.connect_timeout(), deadline, |f| {
-            field(f, "lease_valid") == Some("1")
-        })
+        let peer = ctx.peer_tls();
+        let seen = until_leasegate(
+            (&to, peer.as_deref()),
+            password,
+            config.connect_timeout(),
+            deadline,
+            |f| field(f, "lease_valid") == Some("1"),
+        )
         .await;
         match seen {
             Ok(()) => {
@@ -208,12 +214,19 @@ pub(super) async fn take_over(
         ));
     };
     let deadline = Instant::now() + config.controller.switch_timeout;
-    let fenced = until_leasegate(old_master, password, timeout, deadline, |f| {
-        field(f, "lease_valid") == Some("0")
-            && field(f, "controller_version")
-                .and_then(|v| v.parse::<u64>().ok())
-                .is_some_and(|v| v >= version)
-    })
+    let peer = ctx.peer_tls();
+    let fenced = until_leasegate(
+        (old_master, peer.as_deref()),
+        password,
+        timeout,
+        deadline,
+        |f| {
+            field(f, "lease_valid") == Some("0")
+                && field(f, "controller_version")
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .is_some_and(|v| v >= version)
+        },
+    )
     .await;
     if let Err(last) = fenced {
         return TakeOver::NotYet(format!(
@@ -222,9 +235,10 @@ pub(super) async fn take_over(
     }
     // Nothing the old master acknowledged may be missing here.
     let caught_up = async {
-        let mut old = ControlConnection::open(old_master, password, timeout)
-            .await
-            .map_err(|e| format!("cannot reach the old master {old_master}: {e}"))?;
+        let mut old =
+            ControlConnection::open_leasegate(old_master, peer.as_deref(), password, timeout)
+                .await
+                .map_err(|e| format!("cannot reach the old master {old_master}: {e}"))?;
         // Its node's own answer: a master (a leasegate whose node is down
         // may serve a new client at the new master, this very node).
         let theirs = info_replication(&mut old)
@@ -284,7 +298,7 @@ pub(super) async fn take_over(
 /// Asks the leasegate at `addr` for its `INFO leasegate` until `done` says
 /// yes or `deadline` passes; `Err` carries what was last seen.
 async fn until_leasegate(
-    addr: &str,
+    (addr, peer): (&str, Option<&crate::proxy::backend::PeerTls>),
     password: Option<&str>,
     timeout: Duration,
     deadline: Instant,
@@ -294,7 +308,7 @@ async fn until_leasegate(
     let mut last = "not asked".to_string();
     loop {
         if conn.is_none() {
-            match ControlConnection::open(addr, password, timeout).await {
+            match ControlConnection::open_leasegate(addr, peer, password, timeout).await {
                 Ok(c) => conn = Some(c),
                 Err(e) => last = format!("cannot reach it: {e}"),
             }

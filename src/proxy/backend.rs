@@ -98,6 +98,25 @@ impl ControlConnection {
         ControlConnection::open_node(addr, None, password, timeout).await
     }
 
+    /// Connects to another leasegate whose `listen` address is `addr` and,
+    /// if `password` is set, authenticates: over TLS to its TLS listener
+    /// with `peer` (`tls.handover: tls`: the control password does not
+    /// cross the network in plaintext), else to `addr`.
+    pub async fn open_leasegate(
+        addr: &str,
+        peer: Option<&PeerTls>,
+        password: Option<&str>,
+        timeout: Duration,
+    ) -> Result<ControlConnection, BackendError> {
+        let Some(peer) = peer else {
+            return ControlConnection::open(addr, password, timeout).await;
+        };
+        let at = peer.address(addr);
+        ControlConnection::open_node(&at, Some(&peer.tls), password, timeout)
+            .await
+            .map_err(|e| BackendError::Reply(format!("over TLS at {at}: {e}")))
+    }
+
     /// Connects to a node (over TLS with `tls`) and, if `password` is set,
     /// authenticates.
     pub async fn open_node(

@@ -1,6 +1,7 @@
 //! A connection to a node, plain or over TLS (`backend.tls`), or to another
-//! leasegate (on its plaintext `listen`, or, for a TLS client's session at
-//! a hand-over, on its TLS listener: [`PeerTls`]).
+//! leasegate (on its plaintext `listen`, or on its TLS listener for a TLS
+//! client's session at a hand-over and for control connections:
+//! [`PeerTls`]).
 //!
 //! One enum rather than a type parameter: a session's node connection
 //! changes kind at a hand-over (from its TLS node to the new master's

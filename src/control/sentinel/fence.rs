@@ -78,9 +78,15 @@ async fn fence_old_master(ctx: &ControlContext) -> Result<(String, ControlConnec
         .master
         .filter(|_| mine.role.as_deref() == Some("slave"))
         .ok_or("this node replicates from no one")?;
-    let mut conn = ControlConnection::open(&old, control_password.as_deref(), timeout)
-        .await
-        .map_err(|e| format!("old master {old}: {e}"))?;
+    let peer = ctx.peer_tls();
+    let mut conn = ControlConnection::open_leasegate(
+        &old,
+        peer.as_deref(),
+        control_password.as_deref(),
+        timeout,
+    )
+    .await
+    .map_err(|e| format!("old master {old}: {e}"))?;
     conn.leasegate_info()
         .await
         .map_err(|e| format!("old master {old} is not behind a leasegate ({e})"))?;

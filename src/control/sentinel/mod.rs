@@ -259,9 +259,12 @@ impl OwnNode {
         };
         let mut conn = match self.conn.take() {
             Some(c) => c,
-            None => ControlConnection::open(&addr, password.as_deref(), timeout)
-                .await
-                .ok()?,
+            None => {
+                let tls = ctx.node_tls();
+                ControlConnection::open_node(&addr, tls.as_deref(), password.as_deref(), timeout)
+                    .await
+                    .ok()?
+            }
         };
         let info = replication_of(&mut conn).await.ok()?;
         self.conn = Some(conn);
