@@ -250,19 +250,29 @@ impl Gate {
         Verdict::Reply(Bytes::from_static(OK))
     }
 
-    /// Waits until the writes already forwarded are answered, or `until`.
-    pub(super) async fn drained(&self, until: std::time::Instant) {
-        while self.role.writes_in_flight() > 0 && std::time::Instant::now() < until {
+    /// Waits until the writes already forwarded are answered (`true`), or
+    /// `until` (`false`). Once the pause holds writes, one look at zero is
+    /// enough: a write counted after it is counted before the Gate looks at
+    /// the pause, and is held (the count rises for that moment, which a
+    /// second look would take for a write in flight).
+    pub(super) async fn drained(&self, until: std::time::Instant) -> bool {
+        loop {
+            if self.role.writes_in_flight() <= 0 {
+                return true;
+            }
+            if std::time::Instant::now() >= until {
+                return false;
+            }
             tokio::time::sleep(std::time::Duration::from_micros(100)).await;
         }
     }
 
     /// The answer to the controller's `CLIENT PAUSE` once the writes
-    /// forwarded before it were waited for: `+OK`, or, if some are still
-    /// unanswered, an error, and the pause ends (the controller's offsets
-    /// would not mean anything).
-    pub(super) fn pause_answer(&self) -> Bytes {
-        if self.role.writes_in_flight() > 0 {
+    /// forwarded before it were waited for: `+OK`, or, if some were still
+    /// unanswered (`drained` false), an error, and the pause ends (the
+    /// controller's offsets would not mean anything).
+    pub(super) fn pause_answer(&self, drained: bool) -> Bytes {
+        if !drained {
             self.pause.unpause();
             return Bytes::from_static(
                 b"-ERR writes already forwarded were not answered in time; the pause was ended\r\n",

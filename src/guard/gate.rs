@@ -744,11 +744,11 @@ impl Gate {
             // Ends with the pause's own answer (never asked again, which
             // would restart the pause).
             (Wait::Drain { until, answer }, _) => {
-                self.drained(*until).await;
+                let drained = self.drained(*until).await;
                 if !answer {
                     return Ok(());
                 }
-                Err(self.pause_answer())
+                Err(self.pause_answer(drained))
             }
             (Wait::TimedPause(timed), _) => {
                 tokio::time::sleep_until(timed.at.into()).await;
@@ -759,8 +759,8 @@ impl Gate {
                     }
                 }
                 let bound = timed.timeout.min(crate::guard::control::DRAIN_BOUND);
-                self.drained(timed.at + bound).await;
-                Err(self.pause_answer())
+                let drained = self.drained(timed.at + bound).await;
+                Err(self.pause_answer(drained))
             }
             (Wait::Fence { until }, _) => {
                 while !self.role.promotion_fence.settled() && std::time::Instant::now() < *until {

@@ -43,14 +43,39 @@ const POKE_WINDOW: Duration = Duration::from_millis(3);
 
 /// Pokes `link` from the earliest moment its planned tick may fire, every
 /// [`POKE_EVERY`], until the window (the arm time's ambiguity, the clock
-/// mapping's error) is past.
+/// mapping's error) is past, or until the returned future is dropped.
+///
+/// From a blocking thread that sleeps to the microsecond: tokio's timer
+/// has millisecond steps, and a poke a step late is a promotion (and
+/// every held write) up to a millisecond late.
 pub(super) async fn poke_at_tick(ticks: &Ticks, plan: &Plan, link: &ReplicaLink) {
     let end = plan.tick + ticks.spread() + POKE_WINDOW;
-    let mut at = plan.tick + POKE_AFTER;
-    while at <= end {
-        tokio::time::sleep_until(at.into()).await;
-        ReplicaLinks::poke(link);
-        at += POKE_EVERY;
+    let first = plan.tick + POKE_AFTER;
+    let link = link.clone();
+    let stop = StopOnDrop::default();
+    let stopped = std::sync::Arc::clone(&stop.0);
+    let pokes = tokio::task::spawn_blocking(move || {
+        let mut at = first;
+        while at <= end && !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+            if let Some(wait) = at.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            ReplicaLinks::poke(&link);
+            at += POKE_EVERY;
+        }
+    });
+    let _ = pokes.await;
+    drop(stop);
+}
+
+/// Tells the poking thread to stop when the pokes' future is dropped (the
+/// promotion was answered first).
+#[derive(Default)]
+struct StopOnDrop(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
