@@ -650,3 +650,32 @@ fn a_replication_stream_passes_over_a_tls_node_connection() {
     }
     drop(node);
 }
+
+/// Under Redis Sentinel (the lease from the Sentinels) with the node on its
+/// TLS port: the leasegate's own reads of its node, which the Sentinel
+/// lease checks, go over TLS too, and the lease comes. (They opened a
+/// plaintext connection to the TLS port: the node never answered, and
+/// every write was fenced.)
+#[test]
+fn under_sentinel_a_tls_node_gets_its_lease() {
+    use support::sentinel::{eventually, Monitor, Sentinel};
+    let pki = Pki::new("sentinel");
+    let (_node, tls_port) = tls_node(&pki, &[]);
+    let port = free_port();
+    let mut monitor = Monitor::new("m", &format!("127.0.0.1:{port}"), 2);
+    monitor.auth_pass = Some("pw".into());
+    let sentinels: Vec<Sentinel> = (0..3).map(|_| Sentinel::start(&monitor)).collect();
+    let addrs: Vec<String> = sentinels.iter().map(Sentinel::addr).collect();
+    let yaml = format!(
+        "lease:\n  mode: block-write\n  probe_interval_ms: 100\ncontrol:\n  password: ctl\nsentinel:\n  addrs: [{}]\n  master_name: m\n  poll_interval_ms: 100\n  timeout_ms: 300\n",
+        addrs.join(", ")
+    );
+    let proxy =
+        Proxy::start_at_with_backend_yaml(port, &tls_backend_yaml(&pki, tls_port, true), &yaml);
+    let mut c = proxy.client();
+    assert_eq!(c.cmd(&["AUTH", "pw"]), Reply::ok());
+    eventually("the Sentinels' lease", Duration::from_secs(20), || {
+        c.cmd(&["SET", "k", "v"]) == Reply::ok()
+    });
+    assert_eq!(c.cmd(&["GET", "k"]), Reply::bulk("v"));
+}

@@ -288,9 +288,18 @@ impl Proxy {
     /// servers that must know the address first, such as a Sentinel
     /// monitoring it); panics if the port was taken meanwhile.
     pub fn start_at(port: u16, backend: &str, extra_yaml: &str) -> Proxy {
+        Proxy::start_at_with_backend_yaml(
+            port,
+            &format!("backend:\n  addr: {backend}\n"),
+            extra_yaml,
+        )
+    }
+
+    /// [`Proxy::start_at`] with its `backend:` section given in full.
+    #[allow(dead_code)]
+    pub fn start_at_with_backend_yaml(port: u16, backend_yaml: &str, extra_yaml: &str) -> Proxy {
         let dir = tempfile::tempdir().expect("temp dir");
-        let backend_yaml = format!("backend:\n  addr: {backend}\n");
-        match Proxy::launch(&dir, port, &backend_yaml, extra_yaml) {
+        match Proxy::launch(&dir, port, backend_yaml, extra_yaml) {
             Ok((child, config_path)) => Proxy {
                 port,
                 child: Some(child),
