@@ -85,6 +85,20 @@ fn failover_state(p: &Proxy) -> String {
     replication
 }
 
+/// Waits until B's node is master and A's failover is over.
+fn until_switched(p: &Pair) {
+    eventually("B is master", Duration::from_secs(10), || {
+        p.b_node
+            .client()
+            .cmd(&["INFO", "replication"])
+            .text()
+            .contains("role:master")
+    });
+    eventually("the failover is over", Duration::from_secs(10), || {
+        failover_state(&p.a) == "no-failover"
+    });
+}
+
 fn failover_under_writes(kind: Kind) {
     let Some(p) = pair(kind) else {
         return;
@@ -111,16 +125,7 @@ fn failover_under_writes(kind: Kind) {
         Reply::Error("ERR FAILOVER already in progress.".into()),
         "one at a time"
     );
-    eventually("B is master", Duration::from_secs(10), || {
-        p.b_node
-            .client()
-            .cmd(&["INFO", "replication"])
-            .text()
-            .contains("role:master")
-    });
-    eventually("the failover is over", Duration::from_secs(10), || {
-        failover_state(&p.a) == "no-failover"
-    });
+    until_switched(&p);
     std::thread::sleep(Duration::from_millis(300));
     let outcome = writers.finish();
     let mut b = p.b_node.client();
@@ -170,16 +175,7 @@ fn a_failover_command_reaches_the_target_leasegate_over_tls() {
         admin(&p.a).cmd(&["FAILOVER", "TO", "127.0.0.1", &to, "TIMEOUT", "3000"]),
         Reply::ok()
     );
-    eventually("B is master", Duration::from_secs(10), || {
-        p.b_node
-            .client()
-            .cmd(&["INFO", "replication"])
-            .text()
-            .contains("role:master")
-    });
-    eventually("the failover is over", Duration::from_secs(10), || {
-        failover_state(&p.a) == "no-failover"
-    });
+    until_switched(&p);
     assert!(
         support::metric(b_admin, ok) >= 1,
         "A's control connection to B came over TLS, with A's certificate"
