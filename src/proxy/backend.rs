@@ -259,11 +259,7 @@ pub async fn stand_in(
         .demotion()
         .and_then(|d| d.new_master.clone())
         .ok_or_else(|| "no new master is known".to_string())?;
-    let (to, tls) = match peer {
-        Some(peer) => (peer.address(&to), Some(&peer.tls)),
-        None => (to.to_string(), None),
-    };
-    let mut conn = ControlConnection::open_node(&to, tls, None, timeout)
+    let mut conn = ControlConnection::open_leasegate(&to, peer, None, timeout)
         .await
         .map_err(|e| format!("{to}: {e}"))?;
     let info = conn.leasegate_info().await?;

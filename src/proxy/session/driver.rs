@@ -254,7 +254,7 @@ impl<C: ClientIo> Driver<C> {
     #[inline]
     fn plan(&mut self, s: &mut Session, ctx: &SessionContext) -> Turn {
         if self.preconnect.is_some() || !matches!(s.stall, Stall::None) {
-            Preconnect::plan(&mut self.preconnect, s, ctx, C::TLS);
+            Preconnect::plan::<C>(&mut self.preconnect, s, ctx);
         }
         let read_backend =
             // Replies held for a `WAIT` do not count: its answer must be read.

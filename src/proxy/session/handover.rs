@@ -36,16 +36,17 @@ impl Preconnect {
     /// A failover is under way and the session holds a paused write: open
     /// the connection to the likely new master now, so the hand-over after
     /// the switch costs no connect. Dropped when released without a move.
-    pub(super) fn plan(
+    /// (`C`: the client's connection, which decides whether the new
+    /// connection is TLS: [`SessionContext::peer_tls`].)
+    pub(super) fn plan<C: super::ClientIo>(
         this: &mut Option<Preconnect>,
         s: &Session,
         ctx: &SessionContext,
-        tls_client: bool,
     ) {
         if this.is_none() && s.held_by_pause() {
             if let Some(to) = ctx.gate.role().handover_target() {
                 let (addr, timeout) = (Arc::clone(&to), ctx.connect_timeout);
-                let peer = tls_client.then(|| ctx.peer_tls.load_full()).flatten();
+                let peer = ctx.peer_tls::<C>();
                 let connecting = async move {
                     crate::proxy::backend::connect_peer(&addr, peer.as_deref(), timeout)
                         .await
