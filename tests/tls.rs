@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::tls::{Pki, TlsClient};
+use support::tls::{tls_backend_yaml, tls_node, Pki, TlsClient};
 use support::{free_port, http, metric, Client, Proxy, RedisServer, Reply, PATIENCE};
 
 /// Waits until the TLS listener accepts connections.
@@ -291,32 +291,6 @@ fn a_reload_reads_the_certificate_files_again_and_a_bad_one_changes_nothing() {
         .expect("still the second certificate");
 }
 
-/// An in-place upgrade hands the TLS listener over too (new TLS clients
-/// are served by the successor), plaintext sessions move, and a TLS
-/// session, which cannot move, is closed between two requests: its client
-/// reconnects.
-#[test]
-fn an_upgrade_hands_the_tls_listener_over_and_closes_tls_sessions_between_requests() {
-    use support::upgrade::{upgrade, Successors};
-    let node = RedisServer::start();
-    let pki = Pki::new("upgrade");
-    let (mut proxy, tls_port, _) = tls_proxy(&node, &pki, false, "lease:\n  mode: disabled\n");
-    let mut successors = Successors::default();
-    let mut plain = proxy.client();
-    assert_eq!(plain.cmd(&["SET", "p", "1"]), Reply::ok());
-    let mut tls = client(&pki).connect(tls_port).expect("TLS handshake");
-    assert_eq!(tls.cmd(&["SET", "t", "1"]), Reply::ok());
-
-    upgrade(None, &mut proxy, &mut successors);
-
-    assert_eq!(plain.cmd(&["GET", "p"]), Reply::bulk("1"), "moved");
-    assert!(tls.is_closed(), "the TLS session was closed");
-    let mut again = client(&pki)
-        .connect(tls_port)
-        .expect("the successor serves TLS");
-    assert_eq!(again.cmd(&["GET", "t"]), Reply::bulk("1"));
-}
-
 /// A replica that replicates over TLS (`tls-replication yes`) through
 /// leasegate's TLS port gets the full sync and the stream after it.
 #[test]
@@ -353,50 +327,6 @@ fn a_replica_replicates_through_the_tls_port() {
         assert!(Instant::now() < deadline, "the stream after the sync");
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-/// A redis-server with a TLS port beside its plaintext one (the tests'
-/// own view), asking clients for certificates (`tls-auth-clients yes`,
-/// Redis' default) and a password; the TLS port.
-fn tls_node(pki: &Pki, extra: &[&str]) -> (RedisServer, u16) {
-    let tls_port = free_port();
-    let (crt, key, ca) = (
-        pki.path("server.crt").display().to_string(),
-        pki.path("server.key").display().to_string(),
-        pki.path("ca.crt").display().to_string(),
-    );
-    let port = tls_port.to_string();
-    let mut args = vec![
-        "--tls-port",
-        &port,
-        "--tls-cert-file",
-        &crt,
-        "--tls-key-file",
-        &key,
-        "--tls-ca-cert-file",
-        &ca,
-        "--requirepass",
-        "pw",
-    ];
-    args.extend_from_slice(extra);
-    (RedisServer::start_with(&args), tls_port)
-}
-
-/// `backend:` for a node's TLS port, with leasegate's own certificate.
-fn tls_backend_yaml(pki: &Pki, tls_port: u16, identity: bool) -> String {
-    let mut yaml = format!(
-        "backend:\n  addr: 127.0.0.1:{tls_port}\n  password: pw\n  tls:\n    enabled: true\n    ca_file: {}\n",
-        pki.path("ca.crt").display()
-    );
-    if identity {
-        let (crt, key) = pki.issue("leasegate", &["leasegate"], false);
-        yaml.push_str(&format!(
-            "    cert_file: {}\n    key_file: {}\n",
-            crt.display(),
-            key.display()
-        ));
-    }
-    yaml
 }
 
 /// A leasegate (lease off, an admin API) in front of a node's TLS port;

@@ -8,6 +8,7 @@
 //! listener's certificates and handshake.
 
 pub mod backend;
+pub mod hex;
 pub mod metrics;
 pub mod node_conn;
 pub mod rxtime;

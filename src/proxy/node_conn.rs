@@ -20,10 +20,21 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
+use crate::proxy::tls::{self, MovedTls, ResumedTls, TlsSocket};
+
 /// A connection a session or the control plane talks RESP over.
 pub enum NodeConn {
     Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
+    Tls(Box<TlsStream<TlsSocket>>),
+    /// A TLS connection that moved here from the predecessor at an upgrade.
+    Resumed(Box<ResumedTls>),
+}
+
+/// A node connection on its way to the successor at an upgrade.
+pub struct MovedNodeConn {
+    pub socket: std::net::TcpStream,
+    /// Over TLS: its keys and sequence numbers.
+    pub tls: Option<MovedTls>,
 }
 
 /// How leasegate reaches nodes over TLS: the CAs it trusts, its own
@@ -55,7 +66,7 @@ impl NodeTls {
     pub async fn handshake(&self, tcp: TcpStream, addr: &str) -> io::Result<NodeConn> {
         let name = self.name_for(addr)?;
         let stream = TlsConnector::from(Arc::clone(&self.config))
-            .connect(name, tcp)
+            .connect(name, TlsSocket::new(tcp))
             .await?;
         Ok(NodeConn::Tls(Box::new(stream)))
     }
@@ -117,6 +128,7 @@ impl NodeConn {
         match self {
             NodeConn::Plain(s) => s.try_write(buf),
             NodeConn::Tls(s) => try_write_tls(s.as_mut(), buf),
+            NodeConn::Resumed(s) => try_write_tls(s.as_mut(), buf),
         }
     }
 
@@ -126,16 +138,37 @@ impl NodeConn {
         match self {
             NodeConn::Plain(_) => false,
             NodeConn::Tls(s) => s.get_ref().1.wants_write(),
+            NodeConn::Resumed(s) => s.unflushed(),
         }
     }
 
-    /// A second descriptor of a plain socket, for the successor process
-    /// at an upgrade (`None` for TLS: it cannot move).
-    pub fn dup_for_move(&self) -> Option<std::net::TcpStream> {
+    /// Whether the connection may move to the successor process at an
+    /// upgrade now (over TLS: TLS 1.3, nothing half-read or unsent).
+    pub fn may_move(&mut self) -> bool {
         match self {
-            NodeConn::Plain(s) => dup_socket(s),
-            NodeConn::Tls(_) => None,
+            NodeConn::Plain(_) => true,
+            NodeConn::Tls(s) => {
+                let (socket, conn) = s.get_mut();
+                tls::may_move(socket, conn)
+            }
+            NodeConn::Resumed(s) => s.may_move(),
         }
+    }
+
+    /// The socket (a second descriptor of it: this process's closes
+    /// without a FIN) and, over TLS, its keys, for the successor (`None`:
+    /// it cannot move).
+    pub fn into_moved(self) -> Option<MovedNodeConn> {
+        let (socket, tls) = match self {
+            NodeConn::Plain(s) => (dup_socket(&s)?, None),
+            NodeConn::Tls(s) => {
+                let (socket, conn) = s.into_inner();
+                let keys = tls::moved_keys(conn.dangerous_extract_secrets())?;
+                (dup_socket(socket.tcp())?, Some(keys))
+            }
+            NodeConn::Resumed(s) => (dup_socket(s.tcp())?, Some(s.keys())),
+        };
+        Some(MovedNodeConn { socket, tls })
     }
 }
 
@@ -148,17 +181,20 @@ impl AsyncRead for NodeConn {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             NodeConn::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            NodeConn::Tls(s) => {
-                let read = Pin::new(s.as_mut()).poll_read(cx, buf);
-                if let Poll::Ready(Err(e)) = &read {
-                    // The node refused leasegate's certificate (TLS 1.3 says
-                    // so after the handshake), or the TLS stream broke.
-                    tracing::warn!(error = %e, "TLS connection to the node failed");
-                }
-                read
-            }
+            NodeConn::Tls(s) => warn_failed(Pin::new(s.as_mut()).poll_read(cx, buf)),
+            NodeConn::Resumed(s) => warn_failed(Pin::new(s.as_mut()).poll_read(cx, buf)),
         }
     }
+}
+
+/// A TLS read that failed is logged: the node refused leasegate's
+/// certificate (TLS 1.3 says so after the handshake), or the TLS stream
+/// broke.
+fn warn_failed(read: Poll<io::Result<()>>) -> Poll<io::Result<()>> {
+    if let Poll::Ready(Err(e)) = &read {
+        tracing::warn!(error = %e, "TLS connection to the node failed");
+    }
+    read
 }
 
 impl AsyncWrite for NodeConn {
@@ -171,6 +207,7 @@ impl AsyncWrite for NodeConn {
         match self.get_mut() {
             NodeConn::Plain(s) => Pin::new(s).poll_write(cx, buf),
             NodeConn::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            NodeConn::Resumed(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -178,6 +215,7 @@ impl AsyncWrite for NodeConn {
         match self.get_mut() {
             NodeConn::Plain(s) => Pin::new(s).poll_flush(cx),
             NodeConn::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            NodeConn::Resumed(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
@@ -185,6 +223,7 @@ impl AsyncWrite for NodeConn {
         match self.get_mut() {
             NodeConn::Plain(s) => Pin::new(s).poll_shutdown(cx),
             NodeConn::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            NodeConn::Resumed(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }

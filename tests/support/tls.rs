@@ -134,6 +134,41 @@ pub struct TlsClient<'a> {
 impl TlsClient<'_> {
     /// Connects to `port` and completes the handshake; `Err` says why not.
     pub fn connect(&self, port: u16) -> Result<super::Client, String> {
+        self.connect_with(port, None, false)
+    }
+
+    /// [`TlsClient::connect`], offering only `suite` (a name as rustls
+    /// writes it, e.g. `TLS13_AES_128_GCM_SHA256`), or only TLS 1.2.
+    pub fn connect_with(
+        &self,
+        port: u16,
+        suite: Option<&str>,
+        tls12_only: bool,
+    ) -> Result<super::Client, String> {
+        let stream = self.handshake(port, suite, tls12_only)?;
+        // TLS 1.3: a refused client certificate is said after the handshake.
+        let mut client = super::Client::over(Box::new(TlsConn(stream)));
+        match client.try_send(&["PING"]) {
+            Ok(()) => {}
+            Err(e) => return Err(e),
+        }
+        match client.read_within(std::time::Duration::from_secs(5)) {
+            Ok(Some(super::Reply::Status(s))) if s == "PONG" => Ok(client),
+            // A node with a password: answered over TLS all the same.
+            Ok(Some(super::Reply::Error(e))) if e.starts_with("NOAUTH") => Ok(client),
+            Ok(other) => Err(format!("PING answered {other:?}")),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The connection, its handshake complete, as rustls holds it: for a
+    /// test that writes records itself.
+    pub fn handshake(
+        &self,
+        port: u16,
+        suite: Option<&str>,
+        tls12_only: bool,
+    ) -> Result<rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>, String> {
         use rustls::pki_types::pem::PemObject;
         use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
         let mut roots = rustls::RootCertStore::empty();
@@ -142,9 +177,21 @@ impl TlsClient<'_> {
                 .add(cert.map_err(|e| format!("{e:?}"))?)
                 .map_err(|e| e.to_string())?;
         }
-        let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let builder = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
+        let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+        if let Some(suite) = suite {
+            provider
+                .cipher_suites
+                .retain(|s| format!("{:?}", s.suite()) == suite);
+            if provider.cipher_suites.is_empty() {
+                return Err(format!("no cipher suite {suite}"));
+            }
+        }
+        let versions: &[&rustls::SupportedProtocolVersion] = match tls12_only {
+            true => &[&rustls::version::TLS12],
+            false => rustls::DEFAULT_VERSIONS,
+        };
+        let builder = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(provider))
+            .with_protocol_versions(versions)
             .map_err(|e| e.to_string())?
             .with_root_certificates(roots);
         let config = match self.identity {
@@ -175,19 +222,7 @@ impl TlsClient<'_> {
                 .complete_io(&mut stream.sock)
                 .map_err(|e| e.to_string())?;
         }
-        // TLS 1.3: a refused client certificate is said after the handshake.
-        let mut client = super::Client::over(Box::new(TlsConn(stream)));
-        match client.try_send(&["PING"]) {
-            Ok(()) => {}
-            Err(e) => return Err(e),
-        }
-        match client.read_within(std::time::Duration::from_secs(5)) {
-            Ok(Some(super::Reply::Status(s))) if s == "PONG" => Ok(client),
-            // A node with a password: answered over TLS all the same.
-            Ok(Some(super::Reply::Error(e))) if e.starts_with("NOAUTH") => Ok(client),
-            Ok(other) => Err(format!("PING answered {other:?}")),
-            Err(e) => Err(e),
-        }
+        Ok(stream)
     }
 }
 
@@ -239,4 +274,48 @@ impl TlsRelay {
             _runtime: runtime,
         }
     }
+}
+
+/// A redis-server with a TLS port beside its plaintext one (the tests'
+/// own view), asking clients for certificates (`tls-auth-clients yes`,
+/// Redis' default) and a password; the TLS port.
+pub fn tls_node(pki: &Pki, extra: &[&str]) -> (super::RedisServer, u16) {
+    let tls_port = super::free_port();
+    let (crt, key, ca) = (
+        pki.path("server.crt").display().to_string(),
+        pki.path("server.key").display().to_string(),
+        pki.path("ca.crt").display().to_string(),
+    );
+    let port = tls_port.to_string();
+    let mut args = vec![
+        "--tls-port",
+        &port,
+        "--tls-cert-file",
+        &crt,
+        "--tls-key-file",
+        &key,
+        "--tls-ca-cert-file",
+        &ca,
+        "--requirepass",
+        "pw",
+    ];
+    args.extend_from_slice(extra);
+    (super::RedisServer::start_with(&args), tls_port)
+}
+
+/// `backend:` for a node's TLS port, with leasegate's own certificate.
+pub fn tls_backend_yaml(pki: &Pki, tls_port: u16, identity: bool) -> String {
+    let mut yaml = format!(
+        "backend:\n  addr: 127.0.0.1:{tls_port}\n  password: pw\n  tls:\n    enabled: true\n    ca_file: {}\n",
+        pki.path("ca.crt").display()
+    );
+    if identity {
+        let (crt, key) = pki.issue("leasegate", &["leasegate"], false);
+        yaml.push_str(&format!(
+            "    cert_file: {}\n    key_file: {}\n",
+            crt.display(),
+            key.display()
+        ));
+    }
+    yaml
 }

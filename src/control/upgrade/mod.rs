@@ -198,10 +198,17 @@ impl Predecessor<'_> {
         }
         conn.set_read_timeout(Some(READY_TIMEOUT))
             .map_err(|e| e.to_string())?;
-        let pid = match wire::recv(conn) {
-            Ok((Message::Hello { version, pid }, _)) => {
-                info!(%version, pid, "a successor asks to take over");
-                pid
+        let (pid, tls_sessions) = match wire::recv(conn) {
+            Ok((
+                Message::Hello {
+                    version,
+                    pid,
+                    tls_sessions,
+                },
+                _,
+            )) => {
+                info!(%version, pid, tls_sessions, "a successor asks to take over");
+                (pid, tls_sessions)
             }
             Ok((other, _)) => return Err(format!("expected Hello, got {other:?}")),
             Err(e) => return Err(format!("no Hello: {e}")),
@@ -212,7 +219,7 @@ impl Predecessor<'_> {
         wait_until(drain, || ctx.role.failover.try_start()).map_err(|()| {
             "a failover is under way and did not end within drain_timeout_ms".to_string()
         })?;
-        let result = self.hold_and_hand_over(conn, pid, drain);
+        let result = self.hold_and_hand_over(conn, pid, tls_sessions, drain);
         if result.is_err() {
             ctx.role.failover.finished();
         }
@@ -224,6 +231,7 @@ impl Predecessor<'_> {
         self,
         conn: &UnixStream,
         pid: u32,
+        tls_sessions: bool,
         drain: Duration,
     ) -> Result<(), String> {
         let Predecessor {
@@ -310,7 +318,7 @@ impl Predecessor<'_> {
         // session came); this connection stays open.
         let _ = std::fs::remove_file(path);
         let (to, mut sessions) = mpsc::unbounded_channel();
-        mover.start(to);
+        mover.start(to, tls_sessions);
         handoff.committed.cancel();
         let _ = conn.set_read_timeout(None);
         let mut moved = 0u64;
@@ -393,6 +401,7 @@ pub fn take_over(path: &Path) -> Result<Inherited, UpgradeError> {
         &Message::Hello {
             version: env!("CARGO_PKG_VERSION").to_string(),
             pid: std::process::id(),
+            tls_sessions: true,
         },
         &[],
     )?;

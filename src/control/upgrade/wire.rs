@@ -34,7 +34,15 @@ const MAX_BODY: usize = 256 << 20;
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Message {
     /// Successor → predecessor: take-over asked.
-    Hello { version: String, pid: u32 },
+    Hello {
+        version: String,
+        pid: u32,
+        /// The successor goes on with TLS sessions (their keys in
+        /// [`MovedState`]); an older one does not say so, and its
+        /// predecessor closes them between two requests instead.
+        #[serde(default)]
+        tls_sessions: bool,
+    },
     /// Predecessor → successor: the Gate's state; the descriptors are the
     /// listeners named, in order.
     State {

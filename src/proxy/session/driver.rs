@@ -123,6 +123,9 @@ pub(super) struct Driver<C: ClientIo> {
     first_read: bool,
     /// A replica's stream: the wait for a failover's poke.
     poked: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    /// About to move at an upgrade, the TLS client's connection holds
+    /// input not yet read ([`ClientIo::holds_input`]): it is read on.
+    completing: bool,
 }
 
 impl<C: ClientIo> Driver<C> {
@@ -149,6 +152,7 @@ impl<C: ClientIo> Driver<C> {
             backpressured: false,
             first_read: true,
             poked: None,
+            completing: false,
         }
     }
 
@@ -271,7 +275,9 @@ impl<C: ClientIo> Driver<C> {
             reserve(&mut s.from_backend);
         }
         Turn {
-            read_client: !(self.client_eof || self.draining) && s.wants_requests(),
+            read_client: !self.client_eof
+                && (!self.draining || self.completing)
+                && s.wants_requests(),
             read_backend,
             opening: matches!(self.preconnect, Some(Preconnect::Opening(..))),
             holding: matches!(s.stall, Stall::Held(_)),
@@ -304,15 +310,23 @@ impl<C: ClientIo> Driver<C> {
         ctx: &SessionContext,
     ) -> Option<super::moving::MovedSession> {
         loop {
-            if self.draining && !self.client_eof && !self.backend_eof && ctx.mover.is_moving() {
-                if let Some(moved) = self.move_out(&mut s) {
-                    return Some(moved);
+            // At an upgrade: the session moves once it may. Until then a TLS
+            // client's record half received is read on, not cut.
+            let moving =
+                self.draining && !self.client_eof && !self.backend_eof && ctx.mover.is_moving();
+            self.completing =
+                moving && C::TLS && ctx.mover.takes_tls() && self.client.holds_input();
+            if moving && self.may_move(&s, ctx) {
+                let moved = self.move_out(s);
+                if moved.is_none() {
+                    tracing::warn!("a session's sockets could not leave for the successor: closed");
                 }
+                return moved;
             }
             if self.backend_eof && !self.client_eof && !self.draining && s.may_outlive_node() {
                 self.outlive_node(&mut s, ctx).await;
             }
-            if s.finished(self.client_eof, self.draining, self.backend_eof) {
+            if s.finished(self.client_eof, self.draining, self.backend_eof) && !self.completing {
                 break;
             }
             if let Some(target) = Self::move_due(&mut s) {
@@ -446,23 +460,32 @@ impl<C: ClientIo> Driver<C> {
         None
     }
 
-    /// The session's sockets and state, once it may move (`None`: not yet,
-    /// or its sockets cannot leave this process's poller).
+    /// Whether the session may move to the successor now (see
+    /// [`super::moving`]): between two requests, and nothing of its
+    /// connections half-read or unsent.
     #[cold]
-    fn move_out(&mut self, s: &mut Session) -> Option<super::moving::MovedSession> {
-        if !s.movable() {
-            return None;
-        }
+    fn may_move(&mut self, s: &Session, ctx: &SessionContext) -> bool {
+        s.movable()
+            && (!C::TLS || ctx.mover.takes_tls())
+            && self.backend.may_move()
+            && self.client.may_move()
+    }
+
+    /// The session's sockets and state, for the successor (the caller saw
+    /// [`Driver::may_move`]); `None` if a socket cannot leave after all
+    /// (the session is then closed).
+    #[cold]
+    fn move_out(mut self, mut s: Session) -> Option<super::moving::MovedSession> {
         // A connection opened ahead of a hand-over (the upgrade's hold is a
         // pause, and a failover may have named a target) is not needed:
         // the successor opens its own if it hands the session over.
         self.preconnect = None;
-        let client = self.client.dup_for_move()?;
-        let backend = self.backend.dup_for_move()?;
+        let backend = self.backend.into_moved()?;
+        let client = self.client.into_moved()?;
         Some(super::moving::MovedSession {
-            client,
-            backend,
-            state: s.take_state(),
+            client: client.socket,
+            backend: backend.socket,
+            state: s.take_state().with_tls(client.tls, backend.tls),
         })
     }
 

@@ -10,9 +10,11 @@
 //! rustls' buffer when the socket is full, so the loop flushes while
 //! [`ClientIo::unflushed`] says so. The kernel's receive time of the first
 //! bytes is that of the handshake, not of the first request, so none is
-//! given. And a TLS connection cannot move to another process at an
-//! upgrade (rustls cannot hand its keys and sequence numbers over): it is
-//! closed between two requests instead, and the client reconnects.
+//! given. And a TLS connection moves to another process at an upgrade with
+//! its keys and sequence numbers ([`crate::proxy::tls::MovedTls`]), once
+//! rustls holds nothing half-read or unsent, and goes on there as a
+//! [`ResumedTls`] (TLS 1.3 only: a TLS 1.2 session is closed between two
+//! requests instead, and its client reconnects).
 
 use std::io;
 use std::net::IpAddr;
@@ -22,10 +24,18 @@ use std::task::{Context, Poll};
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use tokio_rustls::server::TlsStream;
 
 use crate::proxy::node_conn::{dup_socket, try_write_tls};
 use crate::proxy::rxtime::{self, Stamped};
+use crate::proxy::tls::{self, ClientTls, MovedTls, ResumedTls};
+
+/// A client's connection on its way to the successor at an upgrade.
+#[derive(Debug)]
+pub struct MovedClient {
+    pub socket: std::net::TcpStream,
+    /// Over TLS: its keys and sequence numbers.
+    pub tls: Option<MovedTls>,
+}
 
 /// A client's connection as a session drives it.
 pub trait ClientIo: AsyncRead + AsyncWrite + Unpin + Send + 'static {
@@ -48,9 +58,17 @@ pub trait ClientIo: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     /// Output accepted by a write but not yet handed to the socket.
     fn unflushed(&self) -> bool;
 
-    /// A second descriptor of the socket, for the successor process at an
-    /// upgrade (`None`: the connection cannot move).
-    fn dup_for_move(&self) -> Option<std::net::TcpStream>;
+    /// Bytes taken from the socket that the session has not read yet (TLS:
+    /// a record half received, or opened and not read). A session about
+    /// to move reads on while there are.
+    fn holds_input(&mut self) -> bool;
+
+    /// Whether the connection may leave for the successor now.
+    fn may_move(&mut self) -> bool;
+
+    /// The socket (a second descriptor of it) and, over TLS, its keys, for
+    /// the successor (`None`: it cannot move; it is then closed).
+    fn into_moved(self) -> Option<MovedClient>;
 
     /// The client's address.
     fn peer_ip(&self) -> Option<IpAddr>;
@@ -78,8 +96,20 @@ impl ClientIo for TcpStream {
         false
     }
 
-    fn dup_for_move(&self) -> Option<std::net::TcpStream> {
-        dup_socket(self)
+    #[inline(always)]
+    fn holds_input(&mut self) -> bool {
+        false
+    }
+
+    fn may_move(&mut self) -> bool {
+        true
+    }
+
+    fn into_moved(self) -> Option<MovedClient> {
+        Some(MovedClient {
+            socket: dup_socket(&self)?,
+            tls: None,
+        })
     }
 
     fn peer_ip(&self) -> Option<IpAddr> {
@@ -87,7 +117,7 @@ impl ClientIo for TcpStream {
     }
 }
 
-impl ClientIo for TlsStream<TcpStream> {
+impl ClientIo for ClientTls {
     const TLS: bool = true;
 
     fn try_send(&mut self, buf: &[u8]) -> io::Result<usize> {
@@ -110,11 +140,69 @@ impl ClientIo for TlsStream<TcpStream> {
         self.get_ref().1.wants_write()
     }
 
-    fn dup_for_move(&self) -> Option<std::net::TcpStream> {
-        None
+    fn holds_input(&mut self) -> bool {
+        let (socket, conn) = self.get_mut();
+        tls::holds_input(socket, conn)
+    }
+
+    fn may_move(&mut self) -> bool {
+        let (socket, conn) = self.get_mut();
+        tls::may_move(socket, conn)
+    }
+
+    fn into_moved(self) -> Option<MovedClient> {
+        let (socket, conn) = self.into_inner();
+        let tls = tls::moved_keys(conn.dangerous_extract_secrets())?;
+        Some(MovedClient {
+            socket: dup_socket(socket.tcp())?,
+            tls: Some(tls),
+        })
     }
 
     fn peer_ip(&self) -> Option<IpAddr> {
-        self.get_ref().0.peer_addr().ok().map(|a| a.ip())
+        self.get_ref().0.tcp().peer_addr().ok().map(|a| a.ip())
+    }
+}
+
+impl ClientIo for ResumedTls {
+    const TLS: bool = true;
+
+    fn try_send(&mut self, buf: &[u8]) -> io::Result<usize> {
+        try_write_tls(self, buf)
+    }
+
+    fn poll_first_read(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut BytesMut,
+    ) -> Poll<io::Result<Stamped>> {
+        tokio_util::io::poll_read_buf(Pin::new(self), cx, buf).map_ok(|read| Stamped {
+            read,
+            arrived: None,
+        })
+    }
+
+    #[inline]
+    fn unflushed(&self) -> bool {
+        ResumedTls::unflushed(self)
+    }
+
+    fn holds_input(&mut self) -> bool {
+        ResumedTls::holds_input(self)
+    }
+
+    fn may_move(&mut self) -> bool {
+        ResumedTls::may_move(self)
+    }
+
+    fn into_moved(self) -> Option<MovedClient> {
+        Some(MovedClient {
+            socket: dup_socket(self.tcp())?,
+            tls: Some(self.keys()),
+        })
+    }
+
+    fn peer_ip(&self) -> Option<IpAddr> {
+        self.tcp().peer_addr().ok().map(|a| a.ip())
     }
 }

@@ -89,6 +89,7 @@ use tokio_util::sync::CancellationToken;
 use crate::guard::gate::{Gate, Wait};
 use crate::guard::verify::Ticket;
 use crate::proxy::backend::NodeConn;
+use crate::proxy::tls::ResumedTls;
 use crate::resp::reply::ReplyFramer;
 use crate::resp::request::{Limits, RequestFramer};
 use driver::Driver;
@@ -259,9 +260,9 @@ async fn serve_on<C: ClientIo>(
 }
 
 /// Serves a session moved here from the predecessor process at an
-/// upgrade, from where it stood there.
+/// upgrade, from where it stood there (a TLS client's over its moved keys).
 pub async fn serve_moved(
-    moved: MovedSession,
+    mut moved: MovedSession,
     ctx: Arc<SessionContext>,
     shutdown: CancellationToken,
 ) {
@@ -272,17 +273,46 @@ pub async fn serve_moved(
             return;
         }
     };
+    let (client_tls, node_tls) = moved.state.take_tls();
+    let backend = match node_tls {
+        None => NodeConn::Plain(backend),
+        Some(keys) => match ResumedTls::new(backend, &keys) {
+            Ok(tls) => NodeConn::Resumed(Box::new(tls)),
+            Err(e) => {
+                tracing::warn!(error = %e, "a moved node connection's TLS keys cannot be used: closed");
+                return;
+            }
+        },
+    };
+    match client_tls {
+        None => serve_moved_on(client, backend, moved.state, ctx, shutdown).await,
+        Some(keys) => match ResumedTls::new(client, &keys) {
+            Ok(client) => serve_moved_on(client, backend, moved.state, ctx, shutdown).await,
+            Err(e) => {
+                tracing::warn!(error = %e, "a moved TLS session's keys cannot be used: closed")
+            }
+        },
+    }
+}
+
+async fn serve_moved_on<C: ClientIo>(
+    client: C,
+    backend: NodeConn,
+    state: MovedState,
+    ctx: Arc<SessionContext>,
+    shutdown: CancellationToken,
+) {
     let mut s = Session::new(ctx.limits, Arc::clone(&ctx.gate), ctx.max_client_output);
     // The peer first: a replica's link is listed again under it.
-    s.replica.peer = client.peer_addr().ok().map(|a| a.ip());
-    s.put_state(moved.state);
+    s.replica.peer = client.peer_ip();
+    s.put_state(state);
     // What came buffered: the node's bytes first (replies keep their
     // order), then the requests, which this process's Gate now judges.
     if !s.from_backend.is_empty() && s.on_backend_data().is_err() {
         return;
     }
     s.on_client_data();
-    let mut driver = Driver::new(client, NodeConn::Plain(backend), &ctx, &shutdown);
+    let mut driver = Driver::new(client, backend, &ctx, &shutdown);
     driver.moved_in();
     let moved = driver.run(s, &ctx).await;
     if let Some(moved) = moved {

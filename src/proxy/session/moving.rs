@@ -24,17 +24,18 @@ use super::mute::Mute;
 use super::replica::MovedReplica;
 use super::state::{Lifecycle, Peer, Stall, Stream, Transaction, Watch};
 use super::Session;
+use crate::proxy::tls::MovedTls;
 
 /// A session's state as it moves.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct MovedState {
-    #[serde(with = "hex")]
+    #[serde(with = "crate::proxy::hex")]
     from_client: Vec<u8>,
-    #[serde(with = "hex")]
+    #[serde(with = "crate::proxy::hex")]
     to_backend: Vec<u8>,
-    #[serde(with = "hex")]
+    #[serde(with = "crate::proxy::hex")]
     from_backend: Vec<u8>,
-    #[serde(with = "hex")]
+    #[serde(with = "crate::proxy::hex")]
     to_client: Vec<u8>,
     resp3: bool,
     stream: Stream,
@@ -50,6 +51,14 @@ pub struct MovedState {
     /// A replica's side (absent from a predecessor that moved no replicas).
     #[serde(default)]
     replica: Option<MovedReplica>,
+    /// A TLS client's keys (absent for plaintext, and from a predecessor
+    /// that moved no TLS sessions).
+    #[serde(default)]
+    client_tls: Option<MovedTls>,
+    /// The node connection's keys, over TLS (`backend.tls`, or another
+    /// leasegate's TLS listener after a hand-over).
+    #[serde(default)]
+    node_tls: Option<MovedTls>,
 }
 
 /// A session on its way to the successor: its sockets and its state.
@@ -100,6 +109,8 @@ impl Session {
             ],
             mute: self.mute,
             replica: self.replica.take_moved(),
+            client_tls: None,
+            node_tls: None,
         }
     }
 
@@ -134,20 +145,45 @@ impl Session {
     }
 }
 
+impl MovedState {
+    /// With the keys of its TLS connections, the client's and the node's.
+    pub(super) fn with_tls(
+        mut self,
+        client: Option<MovedTls>,
+        node: Option<MovedTls>,
+    ) -> MovedState {
+        self.client_tls = client;
+        self.node_tls = node;
+        self
+    }
+
+    /// The keys of its TLS connections, the client's and the node's,
+    /// taken out.
+    pub(super) fn take_tls(&mut self) -> (Option<MovedTls>, Option<MovedTls>) {
+        (self.client_tls.take(), self.node_tls.take())
+    }
+}
+
 /// Where sessions go at an upgrade: set once the successor took over, and
 /// read by every session at its next turn ([`Mover::is_moving`]).
 #[derive(Debug, Default)]
 pub struct Mover {
     moving: std::sync::atomic::AtomicBool,
+    /// The successor goes on with TLS sessions ([`MovedTls`]).
+    takes_tls: std::sync::atomic::AtomicBool,
     to: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedSender<MovedSession>>>,
 }
 
 impl Mover {
-    /// Sessions move to `to` from now on (they are told by the drain signal).
-    pub fn start(&self, to: tokio::sync::mpsc::UnboundedSender<MovedSession>) {
+    /// Sessions move to `to` from now on (they are told by the drain
+    /// signal); TLS sessions too if `takes_tls` (a successor that says so),
+    /// or else they are closed between two requests.
+    pub fn start(&self, to: tokio::sync::mpsc::UnboundedSender<MovedSession>, takes_tls: bool) {
         if let Ok(mut slot) = self.to.lock() {
             *slot = Some(to);
         }
+        self.takes_tls
+            .store(takes_tls, std::sync::atomic::Ordering::Release);
         self.moving
             .store(true, std::sync::atomic::Ordering::Release);
     }
@@ -156,6 +192,11 @@ impl Mover {
     #[inline]
     pub fn is_moving(&self) -> bool {
         self.moving.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Whether TLS sessions move too.
+    pub fn takes_tls(&self) -> bool {
+        self.takes_tls.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// No more sessions come: the channel closes once those sent are taken.
@@ -172,87 +213,5 @@ impl Mover {
             return false;
         };
         slot.as_ref().is_some_and(|to| to.send(moved).is_ok())
-    }
-}
-
-/// A session's buffers as hex strings in the hand-over's JSON: a held 2 KB
-/// request is 4 KB of text, where serde's default (an array of numbers)
-/// made it ~7 KB, and generating and parsing 50 such sessions cost
-/// milliseconds of CPU while their clients waited. A predecessor that sent
-/// arrays (before this) is still understood.
-mod hex {
-    use serde::de::{Error, SeqAccess, Visitor};
-    use serde::{Deserializer, Serializer};
-
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-
-    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        let mut text = String::with_capacity(bytes.len() * 2);
-        for b in bytes {
-            text.push(char::from(DIGITS[usize::from(b >> 4)]));
-            text.push(char::from(DIGITS[usize::from(b & 0xf)]));
-        }
-        s.serialize_str(&text)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        d.deserialize_any(Bytes)
-    }
-
-    fn digit(c: u8) -> Option<u8> {
-        match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'a'..=b'f' => Some(c - b'a' + 10),
-            _ => None,
-        }
-    }
-
-    struct Bytes;
-
-    impl<'de> Visitor<'de> for Bytes {
-        type Value = Vec<u8>;
-
-        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str("a lowercase hex string, or an array of bytes")
-        }
-
-        fn visit_str<E: Error>(self, text: &str) -> Result<Vec<u8>, E> {
-            let text = text.as_bytes();
-            if text.len() % 2 != 0 {
-                return Err(E::custom("odd-length hex"));
-            }
-            text.chunks_exact(2)
-                .map(|pair| Some(digit(pair[0])? << 4 | digit(pair[1])?))
-                .collect::<Option<Vec<u8>>>()
-                .ok_or_else(|| E::custom("not a hex digit"))
-        }
-
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
-            let mut bytes = Vec::with_capacity(seq.size_hint().unwrap_or(0));
-            while let Some(b) = seq.next_element::<u8>()? {
-                bytes.push(b);
-            }
-            Ok(bytes)
-        }
-    }
-
-    #[cfg(test)]
-    mod tests {
-        #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
-        struct B(#[serde(with = "super")] Vec<u8>);
-
-        #[test]
-        fn bytes_go_as_hex_and_come_back_from_hex_or_an_array() {
-            let all: Vec<u8> = (0..=255).collect();
-            let json = serde_json::to_string(&B(all.clone())).expect("encodes");
-            assert_eq!(json.len(), 2 + 512);
-            assert_eq!(serde_json::from_str::<B>(&json).expect("decodes"), B(all));
-            assert_eq!(
-                serde_json::from_str::<B>("[1,2,255]").expect("array"),
-                B(vec![1, 2, 255])
-            );
-            assert!(serde_json::from_str::<B>("\"abc\"").is_err());
-            assert!(serde_json::from_str::<B>("\"zz\"").is_err());
-        }
     }
 }

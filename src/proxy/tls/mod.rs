@@ -19,8 +19,49 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
+
+pub mod keys;
+pub mod resumed;
+pub mod socket;
+
+pub use keys::MovedTls;
+pub use resumed::ResumedTls;
+pub use socket::TlsSocket;
+
+/// A TLS client's connection as rustls serves it.
+pub type ClientTls = tokio_rustls::server::TlsStream<TlsSocket>;
+
+/// Whether a rustls connection may leave for the successor now: TLS 1.3,
+/// its handshake over, nothing unsent, nothing held unread
+/// ([`holds_input`]).
+pub fn may_move<D>(socket: &TlsSocket, conn: &mut rustls::ConnectionCommon<D>) -> bool {
+    conn.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3)
+        && !conn.is_handshaking()
+        && !conn.wants_write()
+        && !holds_input(socket, conn)
+}
+
+/// Whether rustls holds bytes taken from the socket that were not read:
+/// it opens every whole record as it reads, so these are a record half
+/// received, or data opened and not read.
+pub fn holds_input<D>(socket: &TlsSocket, conn: &mut rustls::ConnectionCommon<D>) -> bool {
+    !socket.at_record_edge()
+        || conn
+            .process_new_packets()
+            .map_or(true, |io| io.plaintext_bytes_to_read() > 0)
+}
+
+/// The keys rustls gave out, for the successor (`None`, logged: none).
+pub fn moved_keys(secrets: Result<rustls::ExtractedSecrets, rustls::Error>) -> Option<MovedTls> {
+    match secrets {
+        Ok(secrets) => MovedTls::from_rustls(secrets),
+        Err(e) => {
+            tracing::warn!(error = %e, "a TLS connection's keys could not be taken out");
+            None
+        }
+    }
+}
 
 /// What a client that speaks plaintext to the TLS port is told, in
 /// plaintext, before the connection closes.
@@ -62,9 +103,12 @@ impl TlsFiles<'_> {
         };
         let chain = certificates(self.cert_file).map_err(|e| (keys.cert_file, e))?;
         let key = private_key(self.key_file).map_err(|e| (keys.key_file, e))?;
-        let config = builder
+        let mut config = builder
             .with_single_cert(chain, key)
             .map_err(|e| (keys.key_file, format!("does not match tls.cert_file: {e}")))?;
+        // A session's keys move to the successor at an upgrade
+        // ([`keys::MovedTls`]); nothing else takes them out.
+        config.enable_secret_extraction = true;
         Ok(Arc::new(config))
     }
 }
@@ -95,6 +139,10 @@ pub fn client_config(
         }
         None => builder.with_no_client_auth(),
     };
+    let mut config = config;
+    // A session's node connection moves with its keys at an upgrade
+    // ([`keys::MovedTls`]); nothing else takes them out.
+    config.enable_secret_extraction = true;
     Ok(Arc::new(config))
 }
 
@@ -174,7 +222,7 @@ pub async fn handshake(
     mut tcp: TcpStream,
     config: Arc<ServerConfig>,
     timeout: Duration,
-) -> Result<TlsStream<TcpStream>, HandshakeError> {
+) -> Result<ClientTls, HandshakeError> {
     let work = async {
         let mut first = [0u8; 1];
         let seen = tcp.peek(&mut first).await.map_err(HandshakeError::Failed)?;
@@ -184,7 +232,7 @@ pub async fn handshake(
             return Err(HandshakeError::Plaintext);
         }
         TlsAcceptor::from(config)
-            .accept(tcp)
+            .accept(TlsSocket::new(tcp))
             .await
             .map_err(HandshakeError::Failed)
     };
