@@ -197,7 +197,8 @@ start_leasegate_tls() {
     start_leasegate "$name" "tls:
   listen: 127.0.0.1:$tls_port
   cert_file: $BENCH_TLS_DIR/server.crt
-  key_file: $BENCH_TLS_DIR/server.key${2:+
+  key_file: $BENCH_TLS_DIR/server.key
+  peer_ca_file: $BENCH_TLS_DIR/ca.crt${2:+
 $2}"
     register_target "$name" "$tls_port" "${TARGET_PID[$name]}"
     TARGET_TLS[$name]=1

@@ -142,6 +142,24 @@ impl NodeConn {
         }
     }
 
+    /// The connection is TLS (its keys move with it at an upgrade).
+    pub fn is_tls(&self) -> bool {
+        !matches!(self, NodeConn::Plain(_))
+    }
+
+    /// Bytes taken from the socket not yet read (TLS: a record half
+    /// received, or opened and not read): a session about to move reads on.
+    pub fn holds_input(&mut self) -> bool {
+        match self {
+            NodeConn::Plain(_) => false,
+            NodeConn::Tls(s) => {
+                let (socket, conn) = s.get_mut();
+                tls::holds_input(socket, conn)
+            }
+            NodeConn::Resumed(s) => s.holds_input(),
+        }
+    }
+
     /// Whether the connection may move to the successor process at an
     /// upgrade now (over TLS: TLS 1.3, nothing half-read or unsent).
     pub fn may_move(&mut self) -> bool {
@@ -163,7 +181,7 @@ impl NodeConn {
             NodeConn::Plain(s) => (dup_socket(&s)?, None),
             NodeConn::Tls(s) => {
                 let (socket, conn) = s.into_inner();
-                let keys = tls::moved_keys(conn.dangerous_extract_secrets())?;
+                let keys = tls::moved_keys(tls::version(&conn), conn.dangerous_extract_secrets())?;
                 (dup_socket(socket.tcp())?, Some(keys))
             }
             NodeConn::Resumed(s) => (dup_socket(s.tcp())?, Some(s.keys())),

@@ -311,11 +311,13 @@ impl<C: ClientIo> Driver<C> {
     ) -> Option<super::moving::MovedSession> {
         loop {
             // At an upgrade: the session moves once it may. Until then a TLS
-            // client's record half received is read on, not cut.
+            // record half received (from the client or the node) is read
+            // on, not cut.
             let moving =
                 self.draining && !self.client_eof && !self.backend_eof && ctx.mover.is_moving();
-            self.completing =
-                moving && C::TLS && ctx.mover.takes_tls() && self.client.holds_input();
+            self.completing = moving
+                && ctx.mover.takes_tls()
+                && ((C::TLS && self.client.holds_input()) || self.backend.holds_input());
             if moving && self.may_move(&s, ctx) {
                 let moved = self.move_out(s);
                 if moved.is_none() {
@@ -466,7 +468,7 @@ impl<C: ClientIo> Driver<C> {
     #[cold]
     fn may_move(&mut self, s: &Session, ctx: &SessionContext) -> bool {
         s.movable()
-            && (!C::TLS || ctx.mover.takes_tls())
+            && ((!C::TLS && !self.backend.is_tls()) || ctx.mover.takes_tls())
             && self.backend.may_move()
             && self.client.may_move()
     }

@@ -13,8 +13,7 @@
 //! given. And a TLS connection moves to another process at an upgrade with
 //! its keys and sequence numbers ([`crate::proxy::tls::MovedTls`]), once
 //! rustls holds nothing half-read or unsent, and goes on there as a
-//! [`ResumedTls`] (TLS 1.3 only: a TLS 1.2 session is closed between two
-//! requests instead, and its client reconnects).
+//! [`ResumedTls`].
 
 use std::io;
 use std::net::IpAddr;
@@ -152,7 +151,7 @@ impl ClientIo for ClientTls {
 
     fn into_moved(self) -> Option<MovedClient> {
         let (socket, conn) = self.into_inner();
-        let tls = tls::moved_keys(conn.dangerous_extract_secrets())?;
+        let tls = tls::moved_keys(tls::version(&conn), conn.dangerous_extract_secrets())?;
         Some(MovedClient {
             socket: dup_socket(socket.tcp())?,
             tls: Some(tls),

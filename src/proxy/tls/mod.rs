@@ -32,11 +32,11 @@ pub use socket::TlsSocket;
 /// A TLS client's connection as rustls serves it.
 pub type ClientTls = tokio_rustls::server::TlsStream<TlsSocket>;
 
-/// Whether a rustls connection may leave for the successor now: TLS 1.3,
-/// its handshake over, nothing unsent, nothing held unread
+/// Whether a rustls connection may leave for the successor now: TLS 1.2
+/// or 1.3, its handshake over, nothing unsent, nothing held unread
 /// ([`holds_input`]).
 pub fn may_move<D>(socket: &TlsSocket, conn: &mut rustls::ConnectionCommon<D>) -> bool {
-    conn.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3)
+    version(conn).is_some()
         && !conn.is_handshaking()
         && !conn.wants_write()
         && !holds_input(socket, conn)
@@ -44,18 +44,32 @@ pub fn may_move<D>(socket: &TlsSocket, conn: &mut rustls::ConnectionCommon<D>) -
 
 /// Whether rustls holds bytes taken from the socket that were not read:
 /// it opens every whole record as it reads, so these are a record half
-/// received, or data opened and not read.
+/// received, or data opened and not read (or the peer's `close_notify`:
+/// read on to the end, the session ends here).
 pub fn holds_input<D>(socket: &TlsSocket, conn: &mut rustls::ConnectionCommon<D>) -> bool {
     !socket.at_record_edge()
-        || conn
-            .process_new_packets()
-            .map_or(true, |io| io.plaintext_bytes_to_read() > 0)
+        || conn.process_new_packets().map_or(true, |io| {
+            io.plaintext_bytes_to_read() > 0 || io.peer_has_closed()
+        })
 }
 
-/// The keys rustls gave out, for the successor (`None`, logged: none).
-pub fn moved_keys(secrets: Result<rustls::ExtractedSecrets, rustls::Error>) -> Option<MovedTls> {
+/// The record protection of a rustls connection's version.
+pub fn version<D>(conn: &rustls::ConnectionCommon<D>) -> Option<keys::Version> {
+    match conn.protocol_version()? {
+        rustls::ProtocolVersion::TLSv1_3 => Some(keys::Version::Tls13),
+        rustls::ProtocolVersion::TLSv1_2 => Some(keys::Version::Tls12),
+        _ => None,
+    }
+}
+
+/// The keys rustls gave out for a connection of `version`, for the
+/// successor (`None`, logged: none).
+pub fn moved_keys(
+    version: Option<keys::Version>,
+    secrets: Result<rustls::ExtractedSecrets, rustls::Error>,
+) -> Option<MovedTls> {
     match secrets {
-        Ok(secrets) => MovedTls::from_rustls(secrets),
+        Ok(secrets) => MovedTls::from_rustls(secrets, version?),
         Err(e) => {
             tracing::warn!(error = %e, "a TLS connection's keys could not be taken out");
             None

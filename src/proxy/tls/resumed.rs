@@ -5,8 +5,10 @@
 //! loop is generic over both), and moves on again at the next upgrade.
 //!
 //! What a TLS 1.3 peer may send after the handshake is application data,
-//! alerts and key updates. Data is read; a `close_notify` ends the
-//! connection as a FIN does; any other alert, a key update (its new key
+//! alerts, session tickets (a server: the node) and key updates. Data is
+//! read; tickets are dropped (this side resumes no sessions); a
+//! `close_notify` ends the connection as a FIN does (`user_canceled`
+//! before it is let pass); any other alert, a key update (its new key
 //! comes from a secret rustls did not give out) or a record that fails its
 //! check closes it with an error, as rustls would.
 
@@ -25,6 +27,14 @@ use super::keys::{
 
 /// Sealed records buffered before a write waits for the socket.
 const MAX_UNSENT: usize = 64 << 10;
+/// Handshake bytes kept while a message is incomplete (a session ticket is
+/// a few hundred bytes).
+const MAX_HANDSHAKE: usize = 64 << 10;
+/// Handshake message types a peer may send after the handshake (§4.6).
+const NEW_SESSION_TICKET: u8 = 4;
+const KEY_UPDATE: u8 = 24;
+/// The alert a TLS 1.3 peer may send before its `close_notify`.
+const USER_CANCELED: u8 = 90;
 /// TLS 1.3's `close_notify` alert (warning level, description 0).
 const CLOSE_NOTIFY: [u8; 2] = [1, 0];
 
@@ -37,6 +47,8 @@ pub struct ResumedTls {
     raw: BytesMut,
     /// Opened application data, not yet read.
     plain: BytesMut,
+    /// Handshake messages opened, not yet whole.
+    handshake: BytesMut,
     /// Sealed records, not yet written.
     unsent: BytesMut,
     /// The peer's `close_notify` came: reads see the end of the stream.
@@ -55,6 +67,7 @@ impl ResumedTls {
             open,
             raw: BytesMut::new(),
             plain: BytesMut::new(),
+            handshake: BytesMut::new(),
             unsent: BytesMut::new(),
             peer_closed: false,
             closing: false,
@@ -75,7 +88,7 @@ impl ResumedTls {
     /// Bytes taken from the socket that were not read yet: a record half
     /// received, or data opened and not read.
     pub fn holds_input(&self) -> bool {
-        !self.raw.is_empty() || !self.plain.is_empty()
+        !self.raw.is_empty() || !self.plain.is_empty() || !self.handshake.is_empty()
     }
 
     /// Whether it may move on now: nothing held either way, not closing.
@@ -85,9 +98,9 @@ impl ResumedTls {
 
     /// Its keys as they stand, for the next successor.
     pub fn keys(&self) -> MovedTls {
-        let (aead, tx) = self.seal.keys();
+        let (suite, tx) = self.seal.keys();
         let (_, rx) = self.open.keys();
-        MovedTls::from_parts(aead, tx, rx)
+        MovedTls::from_parts(suite, tx, rx)
     }
 
     /// Opens every whole record in `raw`; application data goes to
@@ -106,11 +119,39 @@ impl ResumedTls {
             match typ {
                 APPLICATION_DATA => self.plain.extend_from_slice(content),
                 ALERT if content == CLOSE_NOTIFY => self.peer_closed = true,
+                ALERT if content.get(1) == Some(&USER_CANCELED) => {}
                 ALERT => {
                     let description = content.get(1).copied().unwrap_or_default();
                     return Err(invalid(format!("the peer sent TLS alert {description}")));
                 }
-                HANDSHAKE if content.first() == Some(&24) => {
+                HANDSHAKE => {
+                    self.handshake.extend_from_slice(content);
+                    self.handshake_messages()?;
+                }
+                other => {
+                    return Err(invalid(format!(
+                        "an unexpected TLS record (type {other}) after the handshake"
+                    )))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes the whole handshake messages: a server's session tickets
+    /// (this side does not resume sessions) are dropped; a key update ends
+    /// the connection.
+    fn handshake_messages(&mut self) -> io::Result<()> {
+        while self.handshake.len() >= 4 {
+            let len = usize::from(self.handshake[1]) << 16
+                | usize::from(self.handshake[2]) << 8
+                | usize::from(self.handshake[3]);
+            if self.handshake.len() < 4 + len {
+                break;
+            }
+            match self.handshake[0] {
+                NEW_SESSION_TICKET => self.handshake.advance(4 + len),
+                KEY_UPDATE => {
                     return Err(invalid(
                         "the peer updated its TLS keys, which a connection moved at an upgrade \
                          cannot follow: closed (the client reconnects)"
@@ -119,10 +160,15 @@ impl ResumedTls {
                 }
                 other => {
                     return Err(invalid(format!(
-                        "an unexpected TLS record (type {other}) after the handshake"
+                        "an unexpected TLS handshake message (type {other}) after the handshake"
                     )))
                 }
             }
+        }
+        if self.handshake.len() > MAX_HANDSHAKE {
+            return Err(invalid(
+                "a TLS handshake message too long after the handshake".into(),
+            ));
         }
         Ok(())
     }
@@ -229,7 +275,7 @@ fn invalid(what: String) -> io::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proxy::tls::keys::Aead;
+    use crate::proxy::tls::keys::{Aead, Version};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// A resumed connection and the client's end of its socket, with the
@@ -240,7 +286,7 @@ mod tests {
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
-        let (mine, theirs) = MovedTls::pair_for_test(Aead::Aes128Gcm, 16);
+        let (mine, theirs) = MovedTls::pair_for_test(Version::Tls13, Aead::Aes128Gcm, 16);
         let server = ResumedTls::new(accepted.expect("accept").0, &mine).expect("keys");
         let (seal, open) = theirs.protections().expect("keys");
         (server, client.expect("connect"), seal, open)
@@ -315,6 +361,25 @@ mod tests {
         peer.write_all(&rec[9..]).await.expect("rest");
         let n = server.read(&mut buf).await.expect("read");
         assert_eq!(&buf[..n], b"GET k\r\n");
+        assert!(server.may_move());
+    }
+
+    #[tokio::test]
+    async fn session_tickets_and_user_canceled_pass_unseen_even_split_across_records() {
+        let (mut server, mut peer, mut seal, _) = resumed().await;
+        let ticket = [&[NEW_SESSION_TICKET, 0, 0, 5][..], &[9; 5]].concat();
+        let mut wire = record(&mut seal, HANDSHAKE, &ticket[..6]);
+        wire.extend_from_slice(&record(
+            &mut seal,
+            HANDSHAKE,
+            &[&ticket[6..], &ticket[..]].concat(),
+        ));
+        wire.extend_from_slice(&record(&mut seal, ALERT, &[1, USER_CANCELED]));
+        wire.extend_from_slice(&record(&mut seal, APPLICATION_DATA, b"+OK\r\n"));
+        peer.write_all(&wire).await.expect("send");
+        let mut buf = [0u8; 5];
+        server.read_exact(&mut buf).await.expect("read");
+        assert_eq!(&buf, b"+OK\r\n");
         assert!(server.may_move());
     }
 
