@@ -310,3 +310,62 @@ fn a_key_update_after_the_move_closes_that_connection_alone() {
         "the others go on"
     );
 }
+
+/// A replica replicating over TLS through leasegate's TLS port keeps its
+/// stream across two upgrades: the master never serves it another sync
+/// (`sync_full`, `sync_partial_ok` unchanged) and the writes after the
+/// upgrades reach it over the same stream.
+#[test]
+fn a_tls_replicas_stream_moves_without_a_resync() {
+    let pki = Pki::new("tls-upgrade-replica");
+    let (node, mut proxy, port) = node_and_proxy(&pki);
+    let mut successors = Successors::default();
+    let (crt, key) = pki.issue("replica", &["replica"], false);
+    let (crt, key, ca) = (
+        crt.display().to_string(),
+        key.display().to_string(),
+        pki.path("ca.crt").display().to_string(),
+    );
+    let replica = RedisServer::start_with(&[
+        "--tls-replication",
+        "yes",
+        "--tls-cert-file",
+        &crt,
+        "--tls-key-file",
+        &key,
+        "--tls-ca-cert-file",
+        &ca,
+        "--masterauth",
+        PASSWORD,
+        "--replicaof",
+        "127.0.0.1",
+        &port.to_string(),
+    ]);
+    let mut r = replica.client();
+    support::kvrocks::link_up(&mut r);
+    let mut direct = node.client();
+    assert_eq!(direct.cmd(&["AUTH", PASSWORD]), Reply::ok());
+    let syncs = |c: &mut Client| {
+        let stats = support::info_fields(&c.cmd(&["INFO", "stats"]));
+        (stats.get("sync_full").cloned(), stats.get("sync_partial_ok").cloned())
+    };
+    let before = syncs(&mut direct);
+    assert_eq!(before.0.as_deref(), Some("1"), "one full sync, through leasegate");
+
+    let mut writer = connect(&pki, port, None, false);
+    let first = upgrade(None, &mut proxy, &mut successors);
+    assert_eq!(writer.cmd(&["SET", "between", "1"]), Reply::ok());
+    upgrade(Some(first), &mut proxy, &mut successors);
+    assert_eq!(writer.cmd(&["SET", "after", "2"]), Reply::ok());
+    let deadline = Instant::now() + PATIENCE;
+    while r.cmd(&["GET", "after"]) != Reply::bulk("2") {
+        assert!(Instant::now() < deadline, "the write after the upgrades");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(r.cmd(&["GET", "between"]), Reply::bulk("1"));
+    assert_eq!(
+        syncs(&mut direct),
+        before,
+        "the replica never synced again: its TLS stream moved"
+    );
+}
