@@ -347,10 +347,17 @@ fn a_tls_replicas_stream_moves_without_a_resync() {
     assert_eq!(direct.cmd(&["AUTH", PASSWORD]), Reply::ok());
     let syncs = |c: &mut Client| {
         let stats = support::info_fields(&c.cmd(&["INFO", "stats"]));
-        (stats.get("sync_full").cloned(), stats.get("sync_partial_ok").cloned())
+        (
+            stats.get("sync_full").cloned(),
+            stats.get("sync_partial_ok").cloned(),
+        )
     };
     let before = syncs(&mut direct);
-    assert_eq!(before.0.as_deref(), Some("1"), "one full sync, through leasegate");
+    assert_eq!(
+        before.0.as_deref(),
+        Some("1"),
+        "one full sync, through leasegate"
+    );
 
     let mut writer = connect(&pki, port, None, false);
     let first = upgrade(None, &mut proxy, &mut successors);

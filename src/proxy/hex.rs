@@ -16,7 +16,10 @@ pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
         text.push(char::from(DIGITS[usize::from(b >> 4)]));
         text.push(char::from(DIGITS[usize::from(b & 0xf)]));
     }
-    s.serialize_str(&text)
+    let done = s.serialize_str(&text);
+    // What went may be a TLS session's keys.
+    zeroize::Zeroize::zeroize(&mut text);
+    done
 }
 
 pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {

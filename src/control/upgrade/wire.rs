@@ -72,11 +72,13 @@ pub enum Message {
 
 /// Sends `message` with `fds`.
 pub fn send(sock: &UnixStream, message: &Message, fds: &[RawFd]) -> io::Result<()> {
-    let body = serde_json::to_vec(message).map_err(io::Error::other)?;
+    let body = zeroize::Zeroizing::new(serde_json::to_vec(message).map_err(io::Error::other)?);
     let len = u32::try_from(body.len()).map_err(io::Error::other)?;
     let mut frame = Vec::with_capacity(4 + body.len());
     frame.extend_from_slice(&len.to_be_bytes());
     frame.extend_from_slice(&body);
+    // The frame may hold TLS sessions' keys: wiped however the send ends.
+    let frame = zeroize::Zeroizing::new(frame);
     let sent = sendmsg(sock.as_raw_fd(), &frame, fds)?;
     // The descriptors went with the first bytes; the rest is plain data.
     (&*sock).write_all(&frame[sent..])
@@ -94,7 +96,8 @@ pub fn recv(sock: &UnixStream) -> io::Result<(Message, Vec<OwnedFd>)> {
     if len > MAX_BODY {
         return Err(io::Error::other(format!("message of {len} bytes")));
     }
-    let mut body = vec![0u8; len];
+    // The body may hold TLS sessions' keys: wiped once parsed.
+    let mut body = zeroize::Zeroizing::new(vec![0u8; len]);
     (&*sock).read_exact(&mut body)?;
     let message = serde_json::from_slice(&body).map_err(io::Error::other)?;
     Ok((message, fds))

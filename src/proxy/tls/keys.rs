@@ -16,6 +16,7 @@
 
 use std::fmt;
 use std::io;
+use std::ops::Range;
 
 use aws_lc_rs::aead::{
     Aad, LessSafeKey, Nonce, UnboundKey, AES_128_GCM, AES_256_GCM, CHACHA20_POLY1305, NONCE_LEN,
@@ -310,8 +311,8 @@ impl Protection {
     }
 
     /// Opens one record (`record`: its header and body), in place; its
-    /// content type and plaintext.
-    pub fn open<'a>(&mut self, record: &'a mut [u8]) -> io::Result<(u8, &'a [u8])> {
+    /// content type, and where its plaintext is in `record`.
+    pub fn open(&mut self, record: &mut [u8]) -> io::Result<(u8, Range<usize>)> {
         let said = record
             .get(3..HEADER_LEN)
             .map(|len| usize::from(u16::from_be_bytes([len[0], len[1]])));
@@ -324,7 +325,7 @@ impl Protection {
         }
     }
 
-    fn open13<'a>(&mut self, record: &'a mut [u8]) -> io::Result<(u8, &'a [u8])> {
+    fn open13(&mut self, record: &mut [u8]) -> io::Result<(u8, Range<usize>)> {
         let (header, body) = record.split_at_mut(HEADER_LEN);
         if header[0] != APPLICATION_DATA {
             return Err(invalid(&format!(
@@ -343,10 +344,10 @@ impl Protection {
             return Err(invalid("a TLS record without a content type"));
         };
         let typ = inner[end];
-        Ok((typ, &inner[..end]))
+        Ok((typ, HEADER_LEN..HEADER_LEN + end))
     }
 
-    fn open12<'a>(&mut self, record: &'a mut [u8]) -> io::Result<(u8, &'a [u8])> {
+    fn open12(&mut self, record: &mut [u8]) -> io::Result<(u8, Range<usize>)> {
         let (header, body) = record.split_at_mut(HEADER_LEN);
         let typ = header[0];
         let explicit = self.explicit_nonce_len();
@@ -366,7 +367,8 @@ impl Protection {
                 ciphertext,
             )
             .map_err(|_| invalid("a TLS record failed its integrity check"))?;
-        Ok((typ, plaintext))
+        let start = HEADER_LEN + explicit;
+        Ok((typ, start..start + plaintext.len()))
     }
 }
 
@@ -405,6 +407,11 @@ mod tests {
         (Aead::Chacha20Poly1305, 32),
     ];
 
+    fn opened(open: &mut Protection, record: &mut [u8]) -> (u8, Vec<u8>) {
+        let (typ, range) = open.open(record).expect("opens");
+        (typ, record[range].to_vec())
+    }
+
     fn protections(version: Version, aead: Aead, len: usize) -> (Protection, Protection) {
         let (mine, theirs) = MovedTls::pair_for_test(version, aead, len);
         let (seal, _) = mine.protections().expect("keys");
@@ -438,10 +445,10 @@ mod tests {
                 assert_eq!(wire[first], second_type, "{version:?} {aead:?}");
                 let (a, b) = wire.split_at_mut(first);
                 assert_eq!(
-                    open.open(a).expect("opens"),
-                    (APPLICATION_DATA, &b"+OK\r\n"[..])
+                    opened(&mut open, a),
+                    (APPLICATION_DATA, b"+OK\r\n".to_vec())
                 );
-                assert_eq!(open.open(b).expect("opens"), (ALERT, &[1u8, 0][..]));
+                assert_eq!(opened(&mut open, b), (ALERT, vec![1u8, 0]));
                 assert_eq!(seal.keys().1.seq, 9, "two records sealed from 7");
             }
         }
@@ -483,8 +490,8 @@ mod tests {
         // A padded record as a peer may send it: "hi", the type, 3 zeros.
         seal.seal(0, b"hi\x17\0\0", &mut wire).expect("seal");
         assert_eq!(
-            open.open(&mut wire).expect("opens"),
-            (APPLICATION_DATA, &b"hi"[..])
+            opened(&mut open, &mut wire),
+            (APPLICATION_DATA, b"hi".to_vec())
         );
         let mut zeros = BytesMut::new();
         seal.seal(0, &[0, 0], &mut zeros).expect("seal");

@@ -25,6 +25,8 @@ use super::keys::{
     MAX_PLAINTEXT,
 };
 
+/// What one read from the socket asks for at most.
+const READ_SIZE: usize = 4096;
 /// Sealed records buffered before a write waits for the socket.
 const MAX_UNSENT: usize = 64 << 10;
 /// Handshake bytes kept while a message is incomplete (a session ticket is
@@ -38,15 +40,27 @@ const USER_CANCELED: u8 = 90;
 /// TLS 1.3's `close_notify` alert (warning level, description 0).
 const CLOSE_NOTIFY: [u8; 2] = [1, 0];
 
-/// A moved TLS 1.3 connection: its socket and both directions' protection.
+/// A record at the front of `raw`, opened in place.
+#[derive(Debug, Clone, Copy)]
+struct Opened {
+    /// The whole record's length (header included): dropped once read.
+    record_len: usize,
+    /// Its application data not yet read: `raw[from..to]`.
+    from: usize,
+    to: usize,
+}
+
+/// A moved TLS connection: its socket and both directions' protection.
 pub struct ResumedTls {
     tcp: TcpStream,
     seal: Protection,
     open: Protection,
-    /// Bytes read from the socket, not yet a whole record.
+    /// Bytes read from the socket: records, the first of them perhaps
+    /// opened already ([`Opened`]), the last perhaps partial.
     raw: BytesMut,
-    /// Opened application data, not yet read.
-    plain: BytesMut,
+    /// The record at the front of `raw`, opened in place: its application
+    /// data not yet read.
+    opened: Option<Opened>,
     /// Handshake messages opened, not yet whole.
     handshake: BytesMut,
     /// Sealed records, not yet written.
@@ -66,7 +80,7 @@ impl ResumedTls {
             seal,
             open,
             raw: BytesMut::new(),
-            plain: BytesMut::new(),
+            opened: None,
             handshake: BytesMut::new(),
             unsent: BytesMut::new(),
             peer_closed: false,
@@ -88,7 +102,7 @@ impl ResumedTls {
     /// Bytes taken from the socket that were not read yet: a record half
     /// received, or data opened and not read.
     pub fn holds_input(&self) -> bool {
-        !self.raw.is_empty() || !self.plain.is_empty() || !self.handshake.is_empty()
+        !self.raw.is_empty() || !self.handshake.is_empty()
     }
 
     /// Whether it may move on now: nothing held either way, not closing.
@@ -103,39 +117,50 @@ impl ResumedTls {
         MovedTls::from_parts(suite, tx, rx)
     }
 
-    /// Opens every whole record in `raw`; application data goes to
-    /// `plain`.
-    fn open_records(&mut self) -> io::Result<()> {
-        while self.raw.len() >= HEADER_LEN && !self.peer_closed {
-            let len = usize::from(u16::from_be_bytes([self.raw[3], self.raw[4]]));
-            if len > MAX_CIPHERTEXT {
-                return Err(invalid(format!("a TLS record of {len} bytes is too long")));
+    /// Opens the first record of `raw` if it is whole, in place: its
+    /// application data is then read from there ([`Opened`]); anything
+    /// else is taken now and dropped. `false`: no whole record yet.
+    fn open_record(&mut self) -> io::Result<bool> {
+        if self.raw.len() < HEADER_LEN {
+            return Ok(false);
+        }
+        let len = usize::from(u16::from_be_bytes([self.raw[3], self.raw[4]]));
+        if len > MAX_CIPHERTEXT {
+            return Err(invalid(format!("a TLS record of {len} bytes is too long")));
+        }
+        let record_len = HEADER_LEN + len;
+        if self.raw.len() < record_len {
+            return Ok(false);
+        }
+        let (typ, content) = self.open.open(&mut self.raw[..record_len])?;
+        if typ == APPLICATION_DATA {
+            self.opened = Some(Opened {
+                record_len,
+                from: content.start,
+                to: content.end,
+            });
+            return Ok(true);
+        }
+        let content = &self.raw[content];
+        match typ {
+            ALERT if content == CLOSE_NOTIFY => self.peer_closed = true,
+            ALERT if content.get(1) == Some(&USER_CANCELED) => {}
+            ALERT => {
+                let description = content.get(1).copied().unwrap_or_default();
+                return Err(invalid(format!("the peer sent TLS alert {description}")));
             }
-            if self.raw.len() < HEADER_LEN + len {
-                break;
+            HANDSHAKE => {
+                self.handshake.extend_from_slice(content);
+                self.handshake_messages()?;
             }
-            let mut record = self.raw.split_to(HEADER_LEN + len);
-            let (typ, content) = self.open.open(&mut record)?;
-            match typ {
-                APPLICATION_DATA => self.plain.extend_from_slice(content),
-                ALERT if content == CLOSE_NOTIFY => self.peer_closed = true,
-                ALERT if content.get(1) == Some(&USER_CANCELED) => {}
-                ALERT => {
-                    let description = content.get(1).copied().unwrap_or_default();
-                    return Err(invalid(format!("the peer sent TLS alert {description}")));
-                }
-                HANDSHAKE => {
-                    self.handshake.extend_from_slice(content);
-                    self.handshake_messages()?;
-                }
-                other => {
-                    return Err(invalid(format!(
-                        "an unexpected TLS record (type {other}) after the handshake"
-                    )))
-                }
+            other => {
+                return Err(invalid(format!(
+                    "an unexpected TLS record (type {other}) after the handshake"
+                )))
             }
         }
-        Ok(())
+        self.raw.advance(record_len);
+        Ok(true)
     }
 
     /// Takes the whole handshake messages: a server's session tickets
@@ -195,20 +220,28 @@ impl AsyncRead for ResumedTls {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         loop {
-            if !this.plain.is_empty() {
-                let n = this.plain.len().min(buf.remaining());
-                buf.put_slice(&this.plain[..n]);
-                this.plain.advance(n);
-                return Poll::Ready(Ok(()));
+            if let Some(opened) = this.opened.as_mut() {
+                let n = (opened.to - opened.from).min(buf.remaining());
+                buf.put_slice(&this.raw[opened.from..opened.from + n]);
+                opened.from += n;
+                if opened.from == opened.to {
+                    this.raw.advance(opened.record_len);
+                    this.opened = None;
+                }
+                if n > 0 || buf.remaining() == 0 {
+                    return Poll::Ready(Ok(()));
+                }
+                continue;
             }
             if this.peer_closed {
                 return Poll::Ready(Ok(()));
             }
-            this.open_records()?;
-            if !this.plain.is_empty() || this.peer_closed {
+            if this.open_record()? {
                 continue;
             }
-            this.raw.reserve(HEADER_LEN + MAX_CIPHERTEXT);
+            // As rustls reads: 4 KiB at a time, so that a connection's
+            // buffer stays small (a longer record takes a few reads).
+            this.raw.reserve(READ_SIZE);
             let read = tokio_util::io::poll_read_buf(Pin::new(&mut this.tcp), cx, &mut this.raw);
             match read {
                 Poll::Ready(Ok(0)) if this.raw.is_empty() => return Poll::Ready(Ok(())),
@@ -311,6 +344,7 @@ mod tests {
                 }
                 let mut rec = wire.split_to(HEADER_LEN + body);
                 let (typ, content) = open.open(&mut rec).expect("opens");
+                let content = &rec[content];
                 assert_eq!(typ, APPLICATION_DATA);
                 plain.extend_from_slice(content);
             }
@@ -346,6 +380,26 @@ mod tests {
         again.write_all(b"+PONG\r\n").await.expect("write");
         again.flush().await.expect("flush");
         assert_eq!(open_all(&mut peer, &mut open, 7).await, b"+PONG\r\n");
+    }
+
+    #[tokio::test]
+    async fn records_are_read_in_small_pieces_and_empty_ones_skipped() {
+        let (mut server, mut peer, mut seal, _) = resumed().await;
+        let text: Vec<u8> = (0..20_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+        let mut wire = record(&mut seal, APPLICATION_DATA, b"");
+        for chunk in text.chunks(MAX_PLAINTEXT) {
+            wire.extend_from_slice(&record(&mut seal, APPLICATION_DATA, chunk));
+        }
+        peer.write_all(&wire).await.expect("send");
+        let mut got = Vec::new();
+        let mut piece = [0u8; 7];
+        while got.len() < text.len() {
+            let n = server.read(&mut piece).await.expect("read");
+            assert!(n > 0, "not the end");
+            got.extend_from_slice(&piece[..n]);
+        }
+        assert_eq!(got, text);
+        assert!(server.may_move(), "nothing held once all is read");
     }
 
     #[tokio::test]
@@ -396,7 +450,7 @@ mod tests {
         let mut back = Vec::new();
         peer.read_to_end(&mut back).await.expect("read");
         let (typ, content) = open.open(&mut back).expect("opens");
-        assert_eq!((typ, content), (ALERT, &CLOSE_NOTIFY[..]));
+        assert_eq!((typ, &back[content]), (ALERT, &CLOSE_NOTIFY[..]));
     }
 
     #[tokio::test]
