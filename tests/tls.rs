@@ -13,17 +13,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::tls::{tls_backend_yaml, tls_node, Pki, TlsClient};
+use support::tls::{tls_backend_yaml, tls_node, tls_replica, wait_tls, Pki, TlsClient};
 use support::{free_port, http, metric, Client, Proxy, RedisServer, Reply, PATIENCE};
-
-/// Waits until the TLS listener accepts connections.
-fn wait_tls(port: u16) {
-    let start = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(start.elapsed() < PATIENCE, "the TLS listener never came up");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 /// A leasegate with a TLS listener (and an admin API) in front of `node`.
 /// `extra` follows the `tls:` section (lines indented by two spaces go
@@ -299,25 +290,7 @@ fn a_replica_replicates_through_the_tls_port() {
     let pki = Pki::new("replica");
     let (proxy, tls_port, _) = tls_proxy(&node, &pki, false, "lease:\n  mode: disabled\n");
     assert_eq!(proxy.client().cmd(&["SET", "before", "1"]), Reply::ok());
-    let (crt, key) = pki.issue("replica", &["replica"], false);
-    let (crt, key, ca) = (
-        crt.display().to_string(),
-        key.display().to_string(),
-        pki.path("ca.crt").display().to_string(),
-    );
-    let replica = RedisServer::start_with(&[
-        "--tls-replication",
-        "yes",
-        "--tls-cert-file",
-        &crt,
-        "--tls-key-file",
-        &key,
-        "--tls-ca-cert-file",
-        &ca,
-        "--replicaof",
-        "127.0.0.1",
-        &tls_port.to_string(),
-    ]);
+    let replica = tls_replica(&pki, tls_port, &[]);
     let mut r = replica.client();
     support::kvrocks::link_up(&mut r);
     assert_eq!(r.cmd(&["GET", "before"]), Reply::bulk("1"), "the full sync");

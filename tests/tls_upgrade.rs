@@ -13,7 +13,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::tls::{Pki, TlsClient};
+use support::tls::{tls_replica, wait_tls, Pki, TlsClient};
 use support::upgrade::{upgrade, Successors};
 use support::{free_port, Client, Proxy, RedisServer, Reply, PATIENCE};
 
@@ -34,23 +34,26 @@ const SUITES: [(&str, bool); 6] = [
 /// the TLS port.
 fn node_and_proxy(pki: &Pki) -> (RedisServer, Proxy, u16) {
     let node = RedisServer::start_with(&["--requirepass", PASSWORD]);
+    let backend = format!(
+        "backend:\n  addr: {}\n  password: {PASSWORD}\n",
+        node.addr()
+    );
+    let (proxy, tls_port) = tls_leasegate(pki, &backend);
+    (node, proxy, tls_port)
+}
+
+/// A leasegate with `backend` (lease off) and a TLS listener; its TLS port.
+fn tls_leasegate(pki: &Pki, backend: &str) -> (Proxy, u16) {
     let tls_port = free_port();
     let proxy = Proxy::start_with_backend_yaml(
-        &format!(
-            "backend:\n  addr: {}\n  password: {PASSWORD}\n",
-            node.addr()
-        ),
+        backend,
         &format!(
             "{}lease:\n  mode: disabled\n",
             pki.listener_yaml(tls_port, false)
         ),
     );
-    let start = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", tls_port)).is_err() {
-        assert!(start.elapsed() < PATIENCE, "the TLS listener never came up");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    (node, proxy, tls_port)
+    wait_tls(tls_port);
+    (proxy, tls_port)
 }
 
 fn tls(pki: &Pki) -> TlsClient<'_> {
@@ -244,19 +247,7 @@ fn an_upgrade_moves_sessions_whose_node_connection_is_tls() {
     use support::tls::{tls_backend_yaml, tls_node};
     let pki = Pki::new("tls-upgrade-node");
     let (_node, node_tls) = tls_node(&pki, &[]);
-    let tls_port = free_port();
-    let mut proxy = Proxy::start_with_backend_yaml(
-        &tls_backend_yaml(&pki, node_tls, true),
-        &format!(
-            "{}lease:\n  mode: disabled\n",
-            pki.listener_yaml(tls_port, false)
-        ),
-    );
-    let start = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", tls_port)).is_err() {
-        assert!(start.elapsed() < PATIENCE, "the TLS listener never came up");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (mut proxy, tls_port) = tls_leasegate(&pki, &tls_backend_yaml(&pki, node_tls, true));
     let mut successors = Successors::default();
     let mut plain = proxy.client();
     let mut over_tls = tls(&pki).connect(tls_port).expect("TLS handshake");
@@ -320,27 +311,7 @@ fn a_tls_replicas_stream_moves_without_a_resync() {
     let pki = Pki::new("tls-upgrade-replica");
     let (node, mut proxy, port) = node_and_proxy(&pki);
     let mut successors = Successors::default();
-    let (crt, key) = pki.issue("replica", &["replica"], false);
-    let (crt, key, ca) = (
-        crt.display().to_string(),
-        key.display().to_string(),
-        pki.path("ca.crt").display().to_string(),
-    );
-    let replica = RedisServer::start_with(&[
-        "--tls-replication",
-        "yes",
-        "--tls-cert-file",
-        &crt,
-        "--tls-key-file",
-        &key,
-        "--tls-ca-cert-file",
-        &ca,
-        "--masterauth",
-        PASSWORD,
-        "--replicaof",
-        "127.0.0.1",
-        &port.to_string(),
-    ]);
+    let replica = tls_replica(&pki, port, &["--masterauth", PASSWORD]);
     let mut r = replica.client();
     support::kvrocks::link_up(&mut r);
     let mut direct = node.client();

@@ -28,11 +28,44 @@ use std::time::{Duration, Instant};
 pub const PATIENCE: Duration = Duration::from_secs(10);
 
 /// A loopback port that was free a moment ago. Nothing reserves it: until
-/// the server meant for it binds it, another process may take it (a server
-/// of a test running in parallel, which got the same port from its own
-/// `free_port`). Servers are therefore started with [`wait_listening`], which
-/// tells whose listener it finds, and moved to another port if theirs lost.
+/// the server meant for it binds it, another process may take it. Servers
+/// are therefore started with [`wait_listening`], which tells whose
+/// listener it finds, and moved to another port if theirs lost.
+///
+/// Chosen below the kernel's ephemeral range (32768–60999 by default), at
+/// random, never twice in this process: a port from the ephemeral range
+/// (what binding port 0 gives) is also what every outgoing connection of
+/// every test gets as its local port, and a test whose ports cannot all be
+/// moved (a TLS port named in another leasegate's config) failed when one
+/// was taken that way.
 pub fn free_port() -> u16 {
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    static GIVEN: Mutex<Option<(HashSet<u16>, u64)>> = Mutex::new(None);
+    const LOW: u64 = 20_000;
+    const HIGH: u64 = 32_768;
+    let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+    let (ports, state) = given.get_or_insert_with(|| {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+            ^ (u64::from(std::process::id()) << 32);
+        (HashSet::new(), seed | 1)
+    });
+    for _ in 0..1_000 {
+        // xorshift64: enough to spread the ports of parallel tests.
+        *state ^= *state << 13;
+        *state ^= *state >> 7;
+        *state ^= *state << 17;
+        let port = (LOW + *state % (HIGH - LOW)) as u16;
+        if ports.contains(&port) {
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            ports.insert(port);
+            return port;
+        }
+    }
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())

@@ -319,3 +319,43 @@ pub fn tls_backend_yaml(pki: &Pki, tls_port: u16, identity: bool) -> String {
     }
     yaml
 }
+
+/// Waits until a TLS listener at `port` accepts connections.
+pub fn wait_tls(port: u16) {
+    let start = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < super::PATIENCE,
+            "the TLS listener never came up"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// A redis-server replicating over TLS (`tls-replication yes`, with a
+/// certificate of this CA) from the TLS port `port`; `extra` arguments
+/// follow (`--masterauth`, ...).
+pub fn tls_replica(pki: &Pki, port: u16, extra: &[&str]) -> super::RedisServer {
+    let (crt, key) = pki.issue("replica", &["replica"], false);
+    let (crt, key, ca) = (
+        crt.display().to_string(),
+        key.display().to_string(),
+        pki.path("ca.crt").display().to_string(),
+    );
+    let port = port.to_string();
+    let mut args = vec![
+        "--tls-replication",
+        "yes",
+        "--tls-cert-file",
+        &crt,
+        "--tls-key-file",
+        &key,
+        "--tls-ca-cert-file",
+        &ca,
+        "--replicaof",
+        "127.0.0.1",
+        &port,
+    ];
+    args.extend_from_slice(extra);
+    super::RedisServer::start_with(&args)
+}

@@ -128,10 +128,7 @@ impl ClientIo for ClientTls {
         cx: &mut Context<'_>,
         buf: &mut BytesMut,
     ) -> Poll<io::Result<Stamped>> {
-        tokio_util::io::poll_read_buf(Pin::new(self), cx, buf).map_ok(|read| Stamped {
-            read,
-            arrived: None,
-        })
+        read_unstamped(self, cx, buf)
     }
 
     #[inline]
@@ -175,10 +172,7 @@ impl ClientIo for ResumedTls {
         cx: &mut Context<'_>,
         buf: &mut BytesMut,
     ) -> Poll<io::Result<Stamped>> {
-        tokio_util::io::poll_read_buf(Pin::new(self), cx, buf).map_ok(|read| Stamped {
-            read,
-            arrived: None,
-        })
+        read_unstamped(self, cx, buf)
     }
 
     #[inline]
@@ -204,4 +198,17 @@ impl ClientIo for ResumedTls {
     fn peer_ip(&self) -> Option<IpAddr> {
         self.tcp().peer_addr().ok().map(|a| a.ip())
     }
+}
+
+/// A first read over TLS: the kernel's receive time is the handshake's, not
+/// the first request's, so none is given.
+fn read_unstamped<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    cx: &mut Context<'_>,
+    buf: &mut BytesMut,
+) -> Poll<io::Result<Stamped>> {
+    tokio_util::io::poll_read_buf(Pin::new(stream), cx, buf).map_ok(|read| Stamped {
+        read,
+        arrived: None,
+    })
 }
