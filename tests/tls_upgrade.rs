@@ -3,9 +3,10 @@
 //! with its keys and sequence numbers and goes on there on the same
 //! connection (every TLS 1.3 and TLS 1.2 suite; a transaction open across
 //! the upgrade; values larger than a record both ways; a second upgrade
-//! moves it again; redis-py over OpenSSL too; a node reached over TLS), a
-//! record half received is read on, a client that updates its keys after
-//! the move is closed alone, and the TLS listener is handed over.
+//! moves it again; redis-py over OpenSSL too; a node reached over TLS; a
+//! replica's stream; a subscriber), a record half received is read on, a
+//! client that updates its keys after the move is closed alone, and the
+//! TLS listener is handed over.
 
 mod support;
 
@@ -345,5 +346,35 @@ fn a_tls_replicas_stream_moves_without_a_resync() {
         syncs(&mut direct),
         before,
         "the replica never synced again: its TLS stream moved"
+    );
+}
+
+/// A subscriber over TLS stays subscribed across an upgrade: a message
+/// published after it reaches it on the same connection.
+#[test]
+fn a_tls_subscriber_keeps_its_subscription_across_an_upgrade() {
+    let pki = Pki::new("tls-upgrade-pubsub");
+    let (_node, mut proxy, port) = node_and_proxy(&pki);
+    let mut successors = Successors::default();
+    let mut subscriber = connect(&pki, port, None, false);
+    subscriber.send(&["SUBSCRIBE", "news"]);
+    assert_eq!(
+        subscriber.read(),
+        Reply::Array(vec![
+            Reply::bulk("subscribe"),
+            Reply::bulk("news"),
+            Reply::Int(1)
+        ])
+    );
+    upgrade(None, &mut proxy, &mut successors);
+    let mut publisher = connect(&pki, port, None, false);
+    assert_eq!(publisher.cmd(&["PUBLISH", "news", "after"]), Reply::Int(1));
+    assert_eq!(
+        subscriber.read(),
+        Reply::Array(vec![
+            Reply::bulk("message"),
+            Reply::bulk("news"),
+            Reply::bulk("after")
+        ])
     );
 }

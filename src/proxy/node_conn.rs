@@ -161,7 +161,7 @@ impl NodeConn {
     }
 
     /// Whether the connection may move to the successor process at an
-    /// upgrade now (over TLS: TLS 1.3, nothing half-read or unsent).
+    /// upgrade now (over TLS: TLS 1.2 or 1.3, nothing half-read or unsent).
     pub fn may_move(&mut self) -> bool {
         match self {
             NodeConn::Plain(_) => true,

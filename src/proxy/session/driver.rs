@@ -123,8 +123,9 @@ pub(super) struct Driver<C: ClientIo> {
     first_read: bool,
     /// A replica's stream: the wait for a failover's poke.
     poked: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
-    /// About to move at an upgrade, the TLS client's connection holds
-    /// input not yet read ([`ClientIo::holds_input`]): it is read on.
+    /// About to move at an upgrade, a TLS connection (the client's or the
+    /// node's) holds input not yet read ([`ClientIo::holds_input`]): the
+    /// session reads on, and does not end, until it does not.
     completing: bool,
 }
 

@@ -4,6 +4,12 @@
 //! every reload ([`TlsFiles::server_config`]), and the handshake of one
 //! accepted connection ([`handshake`]).
 //!
+//! A TLS connection, a client's or a node's, moves to the successor at an
+//! in-place upgrade with its keys: [`may_move`] says when rustls holds
+//! nothing half-read or unsent ([`socket`] knows where records end),
+//! [`keys`] carries the keys and protects records with them, and
+//! [`resumed`] is the connection going on in the successor.
+//!
 //! rustls (with its default provider, aws-lc-rs) rather than OpenSSL: no
 //! C library to match at run time, and a handshake that fails says why in
 //! words.
