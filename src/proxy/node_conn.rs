@@ -30,11 +30,51 @@ pub enum NodeConn {
     Resumed(Box<ResumedTls>),
 }
 
-/// A node connection on its way to the successor at an upgrade.
-pub struct MovedNodeConn {
+/// A connection (a client's or a node's) on its way to the successor at an
+/// upgrade: a second descriptor of its socket (this process's closes
+/// without a FIN) and, over TLS, its keys and sequence numbers.
+#[derive(Debug)]
+pub struct MovedConn {
     pub socket: std::net::TcpStream,
-    /// Over TLS: its keys and sequence numbers.
     pub tls: Option<MovedTls>,
+}
+
+impl MovedConn {
+    /// A plain connection.
+    pub fn plain(tcp: &TcpStream) -> Option<MovedConn> {
+        Some(MovedConn {
+            socket: dup_socket(tcp)?,
+            tls: None,
+        })
+    }
+
+    /// A rustls connection of `version`, with the secrets it gave out
+    /// (`None`, logged, when it gave none).
+    pub fn rustls(
+        socket: &TlsSocket,
+        version: Option<tls::keys::Version>,
+        secrets: Result<rustls::ExtractedSecrets, rustls::Error>,
+    ) -> Option<MovedConn> {
+        let keys = match secrets {
+            Ok(secrets) => MovedTls::from_rustls(secrets, version?)?,
+            Err(e) => {
+                tracing::warn!(error = %e, "a TLS connection's keys could not be taken out");
+                return None;
+            }
+        };
+        Some(MovedConn {
+            socket: dup_socket(socket.tcp())?,
+            tls: Some(keys),
+        })
+    }
+
+    /// A connection that moved here before, moving on.
+    pub fn resumed(tls: &ResumedTls) -> Option<MovedConn> {
+        Some(MovedConn {
+            socket: dup_socket(tls.tcp())?,
+            tls: Some(tls.keys()),
+        })
+    }
 }
 
 /// How leasegate reaches nodes over TLS: the CAs it trusts, its own
@@ -176,17 +216,19 @@ impl NodeConn {
     /// The socket (a second descriptor of it: this process's closes
     /// without a FIN) and, over TLS, its keys, for the successor (`None`:
     /// it cannot move).
-    pub fn into_moved(self) -> Option<MovedNodeConn> {
-        let (socket, tls) = match self {
-            NodeConn::Plain(s) => (dup_socket(&s)?, None),
+    pub fn into_moved(self) -> Option<MovedConn> {
+        match self {
+            NodeConn::Plain(s) => MovedConn::plain(&s),
             NodeConn::Tls(s) => {
                 let (socket, conn) = s.into_inner();
-                let keys = tls::moved_keys(tls::version(&conn), conn.dangerous_extract_secrets())?;
-                (dup_socket(socket.tcp())?, Some(keys))
+                MovedConn::rustls(
+                    &socket,
+                    tls::version(&conn),
+                    conn.dangerous_extract_secrets(),
+                )
             }
-            NodeConn::Resumed(s) => (dup_socket(s.tcp())?, Some(s.keys())),
-        };
-        Some(MovedNodeConn { socket, tls })
+            NodeConn::Resumed(s) => MovedConn::resumed(&s),
+        }
     }
 }
 

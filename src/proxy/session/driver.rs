@@ -123,10 +123,6 @@ pub(super) struct Driver<C: ClientIo> {
     first_read: bool,
     /// A replica's stream: the wait for a failover's poke.
     poked: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
-    /// About to move at an upgrade, a TLS connection (the client's or the
-    /// node's) holds input not yet read ([`ClientIo::holds_input`]): the
-    /// session reads on, and does not end, until it does not.
-    completing: bool,
 }
 
 impl<C: ClientIo> Driver<C> {
@@ -153,7 +149,6 @@ impl<C: ClientIo> Driver<C> {
             backpressured: false,
             first_read: true,
             poked: None,
-            completing: false,
         }
     }
 
@@ -256,8 +251,11 @@ impl<C: ClientIo> Driver<C> {
     }
 
     /// What this turn waits on; makes room in the read buffers.
+    /// `completing`: about to move at an upgrade, a TLS connection (the
+    /// client's or the node's) holds input not yet read
+    /// ([`ClientIo::holds_input`]): the client is read on.
     #[inline]
-    fn plan(&mut self, s: &mut Session, ctx: &SessionContext) -> Turn {
+    fn plan(&mut self, s: &mut Session, ctx: &SessionContext, completing: bool) -> Turn {
         if self.preconnect.is_some() || !matches!(s.stall, Stall::None) {
             Preconnect::plan::<C>(&mut self.preconnect, s, ctx);
         }
@@ -276,9 +274,7 @@ impl<C: ClientIo> Driver<C> {
             reserve(&mut s.from_backend);
         }
         Turn {
-            read_client: !self.client_eof
-                && (!self.draining || self.completing)
-                && s.wants_requests(),
+            read_client: !self.client_eof && (!self.draining || completing) && s.wants_requests(),
             read_backend,
             opening: matches!(self.preconnect, Some(Preconnect::Opening(..))),
             holding: matches!(s.stall, Stall::Held(_)),
@@ -316,7 +312,7 @@ impl<C: ClientIo> Driver<C> {
             // on, not cut.
             let moving =
                 self.draining && !self.client_eof && !self.backend_eof && ctx.mover.is_moving();
-            self.completing = moving
+            let completing = moving
                 && ctx.mover.takes_tls()
                 && ((C::TLS && self.client.holds_input()) || self.backend.holds_input());
             if moving && self.may_move(&s, ctx) {
@@ -329,14 +325,14 @@ impl<C: ClientIo> Driver<C> {
             if self.backend_eof && !self.client_eof && !self.draining && s.may_outlive_node() {
                 self.outlive_node(&mut s, ctx).await;
             }
-            if s.finished(self.client_eof, self.draining, self.backend_eof) && !self.completing {
+            if s.finished(self.client_eof, self.draining, self.backend_eof) && !completing {
                 break;
             }
             if let Some(target) = Self::move_due(&mut s) {
                 self.hand_over(target, &mut s, ctx).await;
                 continue;
             }
-            let turn = self.plan(&mut s, ctx);
+            let turn = self.plan(&mut s, ctx, completing);
             // The first of this turn's sources to be ready.
             let event = {
                 // The two waits on the Gate are async blocks, built for nothing and

@@ -24,17 +24,9 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
-use crate::proxy::node_conn::{dup_socket, try_write_tls};
+use crate::proxy::node_conn::{try_write_tls, MovedConn};
 use crate::proxy::rxtime::{self, Stamped};
-use crate::proxy::tls::{self, ClientTls, MovedTls, ResumedTls};
-
-/// A client's connection on its way to the successor at an upgrade.
-#[derive(Debug)]
-pub struct MovedClient {
-    pub socket: std::net::TcpStream,
-    /// Over TLS: its keys and sequence numbers.
-    pub tls: Option<MovedTls>,
-}
+use crate::proxy::tls::{self, ClientTls, ResumedTls};
 
 /// A client's connection as a session drives it.
 pub trait ClientIo: AsyncRead + AsyncWrite + Unpin + Send + 'static {
@@ -67,7 +59,7 @@ pub trait ClientIo: AsyncRead + AsyncWrite + Unpin + Send + 'static {
 
     /// The socket (a second descriptor of it) and, over TLS, its keys, for
     /// the successor (`None`: it cannot move; it is then closed).
-    fn into_moved(self) -> Option<MovedClient>;
+    fn into_moved(self) -> Option<MovedConn>;
 
     /// The client's address.
     fn peer_ip(&self) -> Option<IpAddr>;
@@ -104,11 +96,8 @@ impl ClientIo for TcpStream {
         true
     }
 
-    fn into_moved(self) -> Option<MovedClient> {
-        Some(MovedClient {
-            socket: dup_socket(&self)?,
-            tls: None,
-        })
+    fn into_moved(self) -> Option<MovedConn> {
+        MovedConn::plain(&self)
     }
 
     fn peer_ip(&self) -> Option<IpAddr> {
@@ -146,13 +135,13 @@ impl ClientIo for ClientTls {
         tls::may_move(socket, conn)
     }
 
-    fn into_moved(self) -> Option<MovedClient> {
+    fn into_moved(self) -> Option<MovedConn> {
         let (socket, conn) = self.into_inner();
-        let tls = tls::moved_keys(tls::version(&conn), conn.dangerous_extract_secrets())?;
-        Some(MovedClient {
-            socket: dup_socket(socket.tcp())?,
-            tls: Some(tls),
-        })
+        MovedConn::rustls(
+            &socket,
+            tls::version(&conn),
+            conn.dangerous_extract_secrets(),
+        )
     }
 
     fn peer_ip(&self) -> Option<IpAddr> {
@@ -188,11 +177,8 @@ impl ClientIo for ResumedTls {
         ResumedTls::may_move(self)
     }
 
-    fn into_moved(self) -> Option<MovedClient> {
-        Some(MovedClient {
-            socket: dup_socket(self.tcp())?,
-            tls: Some(self.keys()),
-        })
+    fn into_moved(self) -> Option<MovedConn> {
+        MovedConn::resumed(&self)
     }
 
     fn peer_ip(&self) -> Option<IpAddr> {

@@ -68,21 +68,6 @@ pub fn version<D>(conn: &rustls::ConnectionCommon<D>) -> Option<keys::Version> {
     }
 }
 
-/// The keys rustls gave out for a connection of `version`, for the
-/// successor (`None`, logged: none).
-pub fn moved_keys(
-    version: Option<keys::Version>,
-    secrets: Result<rustls::ExtractedSecrets, rustls::Error>,
-) -> Option<MovedTls> {
-    match secrets {
-        Ok(secrets) => MovedTls::from_rustls(secrets, version?),
-        Err(e) => {
-            tracing::warn!(error = %e, "a TLS connection's keys could not be taken out");
-            None
-        }
-    }
-}
-
 /// What a client that speaks plaintext to the TLS port is told, in
 /// plaintext, before the connection closes.
 pub const PLAINTEXT_ON_TLS_PORT: &[u8] =
