@@ -38,8 +38,11 @@
 #   BENCH_VERIFY_THREADS        `threads` (session threads, each with a verification driver) of
 #                        the verified targets (default 0: leasegate's default; leasegate-off keeps
 #                        the default)
-#   BENCH_VERIFY_THREAD_SWEEP   thread counts, e.g. "1 2 4 8 16": adds a target verify-ack-t<N>
-#                        (verify.hold acknowledgement, `threads: N`) for each, side by side
+#   BENCH_VERIFY_THREAD_SWEEP   thread counts, e.g. "1 2 4 8 16": adds, for each N, side by side,
+#                        verify-ack-t<N> (verify.hold acknowledgement, `threads: N`), its
+#                        pass-through leasegate-t<N> (`threads: N`, verification off: its node
+#                        latency is verify-ack-t<N>'s) and haproxy-delay-node-t<N> (`nbthread N`:
+#                        the ceiling for a proxy with as many threads), and a table of the sweep
 #   BENCH_QUICK=1        smoke test: tiny -n, 1 round
 #   LEASEGATE_BIN        use this prebuilt leasegate binary instead of `cargo build --release`
 #   LEASEGATE_BASE_BIN   also run "verify-ack-base": verify-ack with this binary (e.g. a build
@@ -65,7 +68,12 @@ if [[ -n "${LEASEGATE_BASE_BIN:-}" ]]; then
     VERIFIED+=(verify-ack-base)
 fi
 DELAYED=(delay-node haproxy-delay-node) # answered by bench/delay_node.rs
-TARGETS=(direct "${DELAYED[@]}" leasegate "${VERIFIED[@]}")
+PASS_THROUGH=(leasegate)                 # verification off
+for t in "${SWEEP[@]}"; do
+    DELAYED+=("haproxy-delay-node-t$t")
+    PASS_THROUGH+=("leasegate-t$t")
+done
+TARGETS=(direct "${DELAYED[@]}" "${PASS_THROUGH[@]}" "${VERIFIED[@]}")
 read -r -a DEPTHS <<<"${BENCH_PIPELINES:-1 16}"
 TEST=set
 CLIENTS=${BENCH_CLIENTS:-50}
@@ -183,6 +191,13 @@ admin:
 
 is_verified() { [[ " ${VERIFIED[*]} " == *" $1 "* ]]; }
 is_delayed() { [[ " ${DELAYED[*]} " == *" $1 "* ]]; }
+# off_of TARGET: the pass-through leasegate a target is compared with (same session threads).
+off_of() {
+    case $1 in
+    verify-ack-t*) echo "leasegate-t${1#verify-ack-t}" ;;
+    *) echo leasegate ;;
+    esac
+}
 
 # ---------------------------------------------------------------- main
 
@@ -209,6 +224,8 @@ start_leasegate_verify verify-request request
 start_leasegate_verify verify-ack acknowledgement
 for t in "${SWEEP[@]}"; do
     start_leasegate_verify "verify-ack-t$t" acknowledgement "$t"
+    start_leasegate "leasegate-t$t" "threads: $t"
+    HAPROXY_NBTHREAD=$t start_haproxy "haproxy-delay-node-t$t" "${TARGET_PORT[delay-node]}"
 done
 if [[ -n "${LEASEGATE_BASE_BIN:-}" ]]; then
     LEASEGATE_BIN=$LEASEGATE_BASE_BIN start_leasegate_verify verify-ack-base acknowledgement
@@ -349,10 +366,11 @@ fi
     echo
     echo "- **round trip** = mean of leasegate_verify_round_duration_seconds over that target's runs" \
         "(the controller's delay plus HTTP, as leasegate sees it);"
-    echo "- **node latency** = leasegate-off's closed-loop mean, clients × depth / rps;"
+    echo "- **node latency** = leasegate-off's closed-loop mean, clients × depth / rps (for" \
+        "verify-ack-t<N>: leasegate-t<N>'s, the pass-through with as many session threads);"
     echo "- **bound** = clients × depth / max(node latency, round trip): what a client that waits" \
         "only for the slower of the two could reach;"
-    echo "- **added p50** = the target's p50 − leasegate-off's p50;"
+    echo "- **added p50** = the target's p50 − leasegate-off's p50 (for verify-ack-t<N>: leasegate-t<N>'s);"
     echo "- **delay-node** = the closed loop alone: redis-benchmark against bench/delay_node.rs, which" \
         "answers every read's batch after the same $DELAY_MS ms (a thread per connection, like the" \
         "controller) and does nothing else; its round trip is its mean hold (delay + the sleep's" \
@@ -369,9 +387,11 @@ fi
     echo
     echo "| -P | target | rps | vs off | vs bound | p50 | p99 | added p50 | added p50 / round trip | writes per confirmation | round trip ms | CPU µs/request | controller CPU µs/request | host busy % |"
     echo "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    declare -A SHARE=() ADDED_RTT=() # "target|depth" -> share of its bound; added p50 / round trip
     for depth in "${DEPTHS[@]}"; do
-        ro=$(med RPS "leasegate|$depth") p5o=$(med P50 "leasegate|$depth")
         for t in "${TARGETS[@]}"; do
+            off=$(off_of "$t")
+            ro=$(med RPS "$off|$depth") p5o=$(med P50 "$off|$depth")
             r=$(med RPS "$t|$depth") p5=$(med P50 "$t|$depth") p9=$(med P99 "$t|$depth")
             row="| $depth | $t | $(fmt %.0f "$r") | $(calc 'printf "%.2f", (b > 0 ? a / b : 0)' "$r" "$ro")"
             if is_verified "$t"; then
@@ -384,6 +404,8 @@ fi
                         'BEGIN { m = (n > r ? n : r); printf "%.1f", 1000 * c / m }')
                 fi
                 added=$(calc 'printf "%.3f", a - b' "$p5" "$p5o")
+                SHARE["$t|$depth"]=$(calc 'printf "%.4f", (b > 0 ? a / b : 0)' "$r" "$bound")
+                ADDED_RTT["$t|$depth"]=$(calc 'printf "%.2f", (b > 0 ? a / b : 0)' "$added" "$rtt")
                 row+=" | $(calc 'printf "%.2f", (b > 0 ? a / b : 0)' "$r" "$bound")"
                 row+=" | $(fmt %.3f "$p5") | $(fmt %.3f "$p9") | $(calc 'printf "%+.3f", a - b' "$p5" "$p5o")"
                 row+=" | $(calc 'printf "%.2f", (b > 0 ? a / b : 0)' "$added" "$rtt")"
@@ -392,6 +414,7 @@ fi
             elif is_delayed "$t"; then
                 rtt=$(calc 'if (a > 0) printf "%.4f", b / a / 1e6; else printf ""' "${DBATCHES["$t|$depth"]:-0}" "${DHELD["$t|$depth"]:-0}")
                 bound=$(calc 'if (b > 0) printf "%.1f", 1000 * a / b; else printf ""' "$((CLIENTS * depth))" "$rtt")
+                SHARE["$t|$depth"]=$(calc 'printf "%.4f", (b > 0 ? a / b : 0)' "$r" "$bound")
                 row+=" | $(calc 'printf "%.2f", (b > 0 ? a / b : 0)' "$r" "$bound")"
                 row+=" | $(fmt %.3f "$p5") | $(fmt %.3f "$p9") | | | | $(fmt %.3f "$rtt") | $(fmt %.2f "$(med CPU "$t|$depth")") |"
             else
@@ -406,6 +429,30 @@ fi
     echo "delay-node and haproxy-delay-node vs bound are this host's ceilings for that ratio, without and" \
         "with a proxy hop: verify-ack's ratio ÷ haproxy-delay-node's is how close the verification comes to" \
         "what the loop leaves a proxy."
+    if ((${#SWEEP[@]} > 0)); then
+        echo
+        echo "### Session threads side by side"
+        echo
+        echo "verify-ack-t<N>'s share of its bound (node latency from leasegate-t<N>) divided by a" \
+            "ceiling: HAProxy in front of the delay node with **nbthread N** (what this host leaves a" \
+            "proxy with as many threads whose every write waits a round trip), and with nbthread" \
+            "$HAPROXY_NBTHREAD (haproxy-delay-node). Goal (issue 24): ≥ 0.9 of the ceiling, added p50 ≤" \
+            "1.1 round trips, at every thread count. Host: $(nproc) CPUs."
+        echo
+        echo "| -P | threads | verify-ack vs bound | haproxy-delay-node-t<N> vs bound | **vs ceiling, nbthread N** | vs ceiling, nbthread $HAPROXY_NBTHREAD | added p50 / round trip | writes per confirmation | CPU µs/write | leasegate-t<N> rps |"
+        echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        for depth in "${DEPTHS[@]}"; do
+            for n in "${SWEEP[@]}"; do
+                v="verify-ack-t$n" h="haproxy-delay-node-t$n"
+                wr=${VWRITES["$v|$depth"]:-0} rn=${VROUNDS["$v|$depth"]:-0}
+                echo "| $depth | $n | $(fmt %.2f "${SHARE["$v|$depth"]:-}") | $(fmt %.2f "${SHARE["$h|$depth"]:-}")" \
+                    "| **$(calc 'printf "%.2f", (b > 0 ? a / b : 0)' "${SHARE["$v|$depth"]:-}" "${SHARE["$h|$depth"]:-}")**" \
+                    "| $(calc 'printf "%.2f", (b > 0 ? a / b : 0)' "${SHARE["$v|$depth"]:-}" "${SHARE["haproxy-delay-node|$depth"]:-}")" \
+                    "| $(fmt %s "${ADDED_RTT["$v|$depth"]:-}") | $(calc 'if (b > 0) printf "%.1f", a / b; else printf "-"' "$wr" "$rn")" \
+                    "| $(fmt %.2f "$(med CPU "$v|$depth")") | $(fmt %.0f "$(med RPS "leasegate-t$n|$depth")") |"
+            done
+        done
+    fi
     echo
     echo "Checks per target and depth (sums over rounds): verified writes, confirmation rounds," \
         "failed rounds, requests the controller served during those runs (should equal the rounds):"
