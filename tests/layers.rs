@@ -32,7 +32,7 @@ fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// The top-level module a file belongs to (`src/guard/gate.rs` → `guard`).
+/// The top-level module a file belongs to (`src/guard/gate/mod.rs` → `guard`).
 fn top_module(src: &Path, file: &Path) -> String {
     let rel = file.strip_prefix(src).expect("under src");
     let first = rel.components().next().expect("a component");

@@ -1,0 +1,202 @@
+//! State follows the node's acceptance: a request that would change what
+//! the Gate knows (`REPLICAOF host port`, `CLUSTERX SETNODES` naming this
+//! node a slave, a controller's `CLUSTERX SETNODEID`) is forwarded with its
+//! [`Effect`], which is applied ([`Gate::accepted`]) only once the node
+//! answers `+OK`; a refused command changes nothing. A demotion from the
+//! controller first waits for the writes already forwarded.
+
+use std::sync::Arc;
+
+use crate::command::Special;
+use crate::guard::role::{Demotion, Source};
+use crate::resp::request::arguments;
+
+use super::{Admission, Effect, Gate, Verdict, Wait};
+
+/// How long writes wait for the lease of a node that accepted a topology
+/// naming it master (or `controller.switch_timeout_ms` with a poller, if
+/// longer), before they are fenced.
+pub const PROMOTION_LEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// How long a promotion passing through waits for the old master to be
+/// fenced before it goes on anyway.
+pub const PROMOTION_FENCE_BOUND: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl Gate {
+    /// Requests that change the node's role or id: forwarded, with the
+    /// effect applied once the node accepts them.
+    #[cold]
+    pub(super) fn observe(&self, r: &Admission<'_>) -> Verdict {
+        let args = arguments(r.bytes, r.head.inline);
+        let effect = match r.command.special {
+            // Only the controller names the node: an ordinary client's
+            // SETNODEID (even one the node accepts) never moves the lease.
+            Special::SetNodeId if r.control => args
+                .get(2)
+                .map(|id| Effect::NodeId(String::from_utf8_lossy(id).into_owned())),
+            Special::SetNodeId => None,
+            Special::SetNodes => {
+                let effect = args.get(2).map(|nodes| Effect::Topology {
+                    nodes: String::from_utf8_lossy(nodes).into_owned(),
+                    version: args
+                        .get(3)
+                        .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok()),
+                    from_control: r.control,
+                });
+                if let Some(held) = effect.as_ref().and_then(|e| self.step_down_first(e)) {
+                    return held;
+                }
+                effect
+            }
+            _ => {
+                // REPLICAOF host port (but not REPLICAOF NO ONE) makes this node a replica.
+                let no_one = args.len() == 3
+                    && args[1].eq_ignore_ascii_case(b"no")
+                    && args[2].eq_ignore_ascii_case(b"one");
+                // A promotion waits for the old master to be fenced, where
+                // someone fences it (a Sentinel lease source).
+                if no_one && self.role.promotion_fence.enabled() {
+                    if let Some(until) = self.role.promotion_fence.ask(PROMOTION_FENCE_BOUND) {
+                        return Verdict::Hold(Wait::Fence { until });
+                    }
+                }
+                (args.len() == 3 && !no_one).then(|| Effect::Replica {
+                    // The controller's, while its pause holds writes (a
+                    // failover's switch): the held writes go to the new
+                    // master. Otherwise writes are only fenced.
+                    new_master: (r.control && self.pause.is_paused()).then(|| {
+                        format!(
+                            "{}:{}",
+                            String::from_utf8_lossy(&args[1]),
+                            String::from_utf8_lossy(&args[2])
+                        )
+                    }),
+                    reason: format!(
+                        "{} {} {} accepted by the node",
+                        String::from_utf8_lossy(&args[0]).to_ascii_uppercase(),
+                        String::from_utf8_lossy(&args[1]),
+                        String::from_utf8_lossy(&args[2])
+                    ),
+                })
+            }
+        };
+        effect.map_or(Verdict::Forward, Verdict::Observe)
+    }
+
+    /// The controller's topology that makes this node (master under a
+    /// valid lease) a replica: writes are paused first, and the topology
+    /// waits until the writes already forwarded are answered (under the
+    /// lease), so that none reaches the node after it (the node would answer
+    /// it `MOVED`, or take it as a replica). On the node's `+OK` the lease
+    /// is revoked, the node marked demoted and the pause ended
+    /// ([`Gate::accepted`]): the held writes go to the new master.
+    /// `Some(hold)` on the first ask; the second goes on.
+    #[cold]
+    fn step_down_first(&self, effect: &Effect) -> Option<Verdict> {
+        let Effect::Topology {
+            nodes,
+            version,
+            from_control: true,
+        } = effect
+        else {
+            return None;
+        };
+        if self.role.take_stepping_down() {
+            return None;
+        }
+        let me = self.lease.node_id()?;
+        let fresh = version.is_none_or(|v| v > self.role.node_topology());
+        if !fresh
+            || !self.lease.write_allowed()
+            || !crate::kvrocks::topology::listed_as_replica(nodes, &me)
+        {
+            return None;
+        }
+        // A pause already on (the controller's own, a failover's) holds
+        // the writes and is left to whoever set it.
+        if !self.pause.is_paused() {
+            self.pause.pause(
+                self.role.step_down_hold(crate::guard::control::DRAIN_BOUND),
+                crate::guard::pause::PauseMode::Write,
+            );
+            self.role.paused_for_step_down();
+        }
+        if self.role.writes_in_flight() == 0 {
+            return None;
+        }
+        self.role.stepping_down();
+        Some(Verdict::Hold(Wait::Drain {
+            until: std::time::Instant::now() + crate::guard::control::DRAIN_BOUND,
+            answer: false,
+        }))
+    }
+
+    /// The node accepted (`+OK`) a request the Gate observes: apply its effect.
+    #[cold]
+    pub fn accepted(&self, effect: &Effect) {
+        match effect {
+            Effect::Replica { reason, new_master } => {
+                self.role.revoke(reason, Source::Node);
+                if let Some(m) = new_master {
+                    self.role.demote(Demotion {
+                        new_master: Some(Arc::from(m.as_str())),
+                    });
+                }
+            }
+            Effect::Topology {
+                nodes,
+                version,
+                from_control,
+            } => {
+                let Some(me) = self.lease.node_id() else {
+                    return;
+                };
+                // The controller's at the node's current version (or below,
+                // forced) was a no-op there, such as its re-push of the
+                // previous topology after a failover: the node, and so
+                // leasegate, stays where it is. (An ordinary client's moves
+                // nothing toward mastership anyway, below.)
+                if *from_control && version.is_some_and(|v| !self.role.node_accepted_topology(v)) {
+                    return;
+                }
+                if crate::kvrocks::topology::listed_as_master(nodes, &me) {
+                    if !from_control {
+                        // An ordinary client cannot move what leasegate
+                        // believes about mastership toward this node.
+                        return;
+                    }
+                    // No longer demoted: writes stop being handed to (or
+                    // MOVED toward) another node, which may itself point
+                    // back here. The lease still comes only from the
+                    // controller (until then writes wait for it, bounded,
+                    // then are fenced); a poller asks it now rather than at
+                    // its next tick.
+                    self.role.clear_demotion();
+                    if !self.lease.write_allowed() {
+                        // Writes wait for the lease rather than fail.
+                        let hold = self.role.step_down_hold(PROMOTION_LEASE_WAIT);
+                        self.role.await_lease(std::time::Instant::now() + hold);
+                    }
+                    self.role.topology_promoted(*version);
+                    return;
+                }
+                if crate::kvrocks::topology::listed_as_replica(nodes, &me) {
+                    self.role
+                        .revoke("CLUSTERX SETNODES lists this node as a slave", Source::Node);
+                    // Held writes go where the topology says the master is
+                    // now (its leasegate, as the controller registers nodes).
+                    let new_master = crate::kvrocks::topology::master_of(nodes, &me);
+                    self.role.demote(Demotion {
+                        new_master: new_master.map(Arc::from),
+                    });
+                    // The held writes go to the new master once its
+                    // leasegate holds the lease (the poller looks), else now.
+                    if !self.role.step_down_accepted() && self.role.take_step_down_pause() {
+                        self.pause.unpause();
+                    }
+                }
+            }
+            Effect::NodeId(id) => self.lease.learn_node_id(id),
+        }
+    }
+}

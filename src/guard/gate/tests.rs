@@ -1,0 +1,531 @@
+//! Unit tests of the Gate's decisions, on a hand-driven clock.
+
+use super::*;
+use crate::command::Name;
+use crate::guard::control::{CONTROL_PASSWORD_MISPLACED, NOPERM};
+use crate::guard::lease::ManualClock;
+use crate::guard::role::{Demotion, Source};
+use crate::resp::encode::request as encode;
+use crate::resp::request::{Limits, RequestFramer};
+
+const ME: &str = "0123456789012345678901234567890123456789";
+
+fn gate(mode: LeaseMode, deny: &[&str]) -> (Arc<ManualClock>, Gate) {
+    for_tests(mode, deny, ME)
+}
+
+fn ask(gate: &Gate, args: &[&str], control: bool) -> Verdict {
+    let raw: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+    let bytes = encode(&raw);
+    let mut framer = RequestFramer::new(Limits {
+        max_bulk_len: 1 << 20,
+        max_multibulk_len: 1 << 10,
+        max_inline_len: 1 << 10,
+    });
+    let head = framer.next(&bytes).expect("valid").expect("complete");
+    let policy = gate.policy();
+    let words = head.words(&bytes);
+    let command = policy.commands.classify(&words.name, &words.sub);
+    gate.admit(&Admission {
+        class: command.class,
+        command,
+        head: &head,
+        bytes: &bytes,
+        control,
+        verified: false,
+        covered: false,
+        handed_over: false,
+        buffered: 0,
+    })
+}
+
+#[test]
+fn denied_commands_are_answered_locally() {
+    let (_, gate) = gate(LeaseMode::Disabled, &["FLUSHALL"]);
+    assert_eq!(
+        ask(&gate, &["FlushAll"], false),
+        Verdict::Reply(Bytes::from_static(
+            b"-ERR command 'flushall' is disabled by leasegate\r\n"
+        ))
+    );
+    assert_eq!(ask(&gate, &["GET", "k"], false), Verdict::Forward);
+}
+
+/// `lease.fence_reads`: a master without a valid lease refuses reads
+/// too; with the lease, or as a replica, it serves them.
+#[test]
+fn fenced_reads_need_the_lease_on_a_master_only() {
+    let (clock, gate) = gate(LeaseMode::BlockWrite, &[]);
+    assert_eq!(
+        ask(&gate, &["GET", "k"], false),
+        Verdict::Forward,
+        "off by default"
+    );
+    gate.set_fence_reads(true);
+    assert_eq!(
+        ask(&gate, &["GET", "k"], false),
+        Verdict::Reply(Bytes::from_static(
+            b"-READONLY master lease expired, reads are fenced on this node (lease.fence_reads; epoch 0)\r\n"
+        ))
+    );
+    for no_data in [
+        &["PING"][..],
+        &["SELECT", "1"],
+        &["PUBLISH", "c", "m"],
+        &["MULTI"],
+    ] {
+        assert_eq!(
+            ask(&gate, no_data, false),
+            Verdict::Forward,
+            "{no_data:?} reads no data"
+        );
+    }
+    let hb = ["CLUSTERX", "HEARTBEAT", ME, "1000", "3"];
+    assert!(matches!(ask(&gate, &hb, true), Verdict::Rewrite { .. }));
+    assert_eq!(
+        ask(&gate, &["GET", "k"], false),
+        Verdict::Forward,
+        "under the lease"
+    );
+    clock.advance_ms(1000);
+    assert!(matches!(
+        ask(&gate, &["GET", "k"], false),
+        Verdict::Reply(_)
+    ));
+    // The probe finds the node a replica: its reads are replica reads.
+    gate.role()
+        .node
+        .succeeded(crate::kvrocks::topology::Replication {
+            role: Some("slave".into()),
+            ..Default::default()
+        });
+    assert_eq!(ask(&gate, &["GET", "k"], false), Verdict::Forward);
+    gate.set_fence_reads(false);
+    gate.role()
+        .node
+        .succeeded(crate::kvrocks::topology::Replication {
+            role: Some("master".into()),
+            ..Default::default()
+        });
+    assert_eq!(
+        ask(&gate, &["GET", "k"], false),
+        Verdict::Forward,
+        "off again"
+    );
+    assert_eq!(
+        gate.metrics
+            .writes_fenced
+            .get_or_create(&Reason { reason: "read" })
+            .get(),
+        2
+    );
+}
+
+#[test]
+fn writes_need_a_valid_lease_in_block_write() {
+    let (clock, gate) = gate(LeaseMode::BlockWrite, &[]);
+    assert_eq!(
+        ask(&gate, &["SET", "k", "v"], false),
+        Verdict::Reply(Bytes::from_static(
+            b"-READONLY master lease expired, writes are fenced on this node (epoch 0)\r\n"
+        ))
+    );
+    assert_eq!(
+        ask(&gate, &["GET", "k"], false),
+        Verdict::Forward,
+        "reads pass"
+    );
+    assert_eq!(
+        ask(&gate, &["EVAL_RO", "return 1", "0"], false),
+        Verdict::Forward
+    );
+    assert!(matches!(
+        ask(&gate, &["EVAL", "return 1", "0"], false),
+        Verdict::Reply(_)
+    ));
+    assert!(
+        matches!(
+            ask(&gate, &["CONFIG", "SET", "x", "y"], false),
+            Verdict::Forward
+        ),
+        "admin passes"
+    );
+    // A heartbeat from the controller opens writes.
+    let hb = ["CLUSTERX", "HEARTBEAT", ME, "1000", "3"];
+    assert!(matches!(ask(&gate, &hb, true), Verdict::Rewrite { .. }));
+    assert_eq!(ask(&gate, &["SET", "k", "v"], false), Verdict::Forward);
+    clock.advance_ms(1000);
+    assert_eq!(
+        ask(&gate, &["SET", "k", "v"], false),
+        Verdict::Reply(Bytes::from_static(
+            b"-READONLY master lease expired, writes are fenced on this node (epoch 3)\r\n"
+        ))
+    );
+}
+
+#[test]
+fn log_only_passes_and_counts() {
+    let (_, gate) = gate(LeaseMode::LogOnly, &[]);
+    assert_eq!(ask(&gate, &["SET", "k", "v"], false), Verdict::Forward);
+    assert_eq!(gate.metrics.writes_unfenced_log_only.get(), 1);
+}
+
+#[test]
+fn heartbeats_need_control() {
+    let (_, gate) = gate(LeaseMode::BlockWrite, &[]);
+    let hb = ["CLUSTERX", "HEARTBEAT", ME, "1000", "3"];
+    assert_eq!(
+        ask(&gate, &hb, false),
+        Verdict::Reply(Bytes::from_static(NOPERM))
+    );
+    assert!(!gate.lease().write_allowed());
+    assert!(
+        matches!(ask(&gate, &["CLUSTERX", "HEARTBEAT", ME, "0", "3"], true), Verdict::Reply(r) if r.starts_with(b"-ERR invalid lease_ms"))
+    );
+}
+
+#[test]
+fn replicaof_revokes() {
+    let (_, gate) = gate(LeaseMode::BlockWrite, &[]);
+    ask(&gate, &["CLUSTERX", "HEARTBEAT", ME, "100000", "1"], true);
+    assert!(gate.lease().write_allowed());
+    assert_eq!(
+        ask(&gate, &["REPLICAOF", "NO", "ONE"], false),
+        Verdict::Forward
+    );
+    assert!(gate.lease().write_allowed(), "NO ONE keeps it");
+    assert!(matches!(
+        ask(&gate, &["REPLICAOF", "127.0.0.1", "6379"], false),
+        Verdict::Observe(Effect::Replica { .. })
+    ));
+}
+
+#[test]
+fn control_auth_is_checked_not_forwarded() {
+    let (_, gate) = gate(LeaseMode::BlockWrite, &[]);
+    let auth = encode(&[b"AUTH", b"ctl"]);
+    let mut framer = RequestFramer::new(Limits {
+        max_bulk_len: 1 << 20,
+        max_multibulk_len: 1 << 10,
+        max_inline_len: 1 << 10,
+    });
+    let head = framer.next(&auth).expect("valid").expect("complete");
+    assert_eq!(
+        gate.authenticate(Special::Auth, &head, &auth),
+        Some((Verdict::Reply(Bytes::from_static(OK)), true))
+    );
+    let wrong = encode(&[b"AUTH", b"nope"]);
+    let head = framer.next(&wrong).expect("valid").expect("complete");
+    assert_eq!(gate.authenticate(Special::Auth, &head, &wrong), None);
+    let hello = encode(&[
+        b"HELLO", b"3", b"AUTH", b"default", b"ctl", b"SETNAME", b"c",
+    ]);
+    let head = framer.next(&hello).expect("valid").expect("complete");
+    assert_eq!(
+        gate.authenticate(Special::Hello, &head, &hello),
+        Some((
+            Verdict::Rewrite {
+                request: encode(&[b"HELLO", b"3", b"SETNAME", b"c"]),
+                answer: Answer::Hello
+            },
+            true
+        ))
+    );
+    let _ = Name::EMPTY;
+}
+
+fn authenticate(gate: &Gate, args: &[&[u8]]) -> Option<(Verdict, bool)> {
+    let bytes = encode(args);
+    let mut framer = RequestFramer::new(Limits {
+        max_bulk_len: 1 << 20,
+        max_multibulk_len: 1 << 10,
+        max_inline_len: 1 << 10,
+    });
+    let head = framer.next(&bytes).expect("valid").expect("complete");
+    let words = head.words(&bytes);
+    let special = gate
+        .policy()
+        .commands
+        .classify(&words.name, &words.sub)
+        .special;
+    gate.authenticate(special, &head, &bytes)
+}
+
+/// One password for node and controller (the usual Kvrocks
+/// deployment): the AUTH goes to the node unchanged, so the session
+/// remembers it like any client's, and the connection is the
+/// controller's besides. A separate node password is put in its place.
+#[test]
+fn a_control_password_that_is_the_nodes_is_forwarded() {
+    let (_, shared) = for_tests_with_password(LeaseMode::BlockWrite, &[], ME, Some("ctl"));
+    assert_eq!(
+        authenticate(&shared, &[b"AUTH", b"ctl"]),
+        Some((Verdict::Forward, true))
+    );
+    assert_eq!(
+        authenticate(&shared, &[b"AUTH", b"default", b"ctl"]),
+        Some((Verdict::Forward, true))
+    );
+    assert_eq!(
+        authenticate(&shared, &[b"HELLO", b"3", b"AUTH", b"default", b"ctl"]),
+        Some((Verdict::Forward, true))
+    );
+    assert_eq!(authenticate(&shared, &[b"AUTH", b"other"]), None);
+    let (_, separate) = for_tests_with_password(LeaseMode::BlockWrite, &[], ME, Some("node"));
+    assert_eq!(
+        authenticate(&separate, &[b"AUTH", b"ctl"]),
+        Some((
+            Verdict::Rewrite {
+                request: encode(&[b"AUTH", b"node"]),
+                answer: Answer::Replace(Bytes::from_static(OK)),
+            },
+            true
+        ))
+    );
+}
+
+#[test]
+fn hello_is_parsed_by_its_grammar() {
+    let (_, gate) = gate(LeaseMode::BlockWrite, &[]);
+    let misplaced = Some((
+        Verdict::Reply(Bytes::from_static(CONTROL_PASSWORD_MISPLACED)),
+        false,
+    ));
+    // `auth` here is a client name, and `u ctl` are not AUTH's arguments.
+    assert_eq!(
+        authenticate(
+            &gate,
+            &[b"HELLO", b"3", b"SETNAME", b"auth", b"AUTH", b"u", b"ctl"]
+        ),
+        Some((
+            Verdict::Rewrite {
+                request: encode(&[b"HELLO", b"3", b"SETNAME", b"auth"]),
+                answer: Answer::Hello
+            },
+            true
+        ))
+    );
+    // Without the grammar's positions, the control password is never forwarded.
+    assert_eq!(
+        authenticate(&gate, &[b"HELLO", b"3", b"SETNAME", b"AUTH", b"u", b"ctl"]),
+        misplaced
+    );
+    assert_eq!(
+        authenticate(&gate, &[b"HELLO", b"AUTH", b"u", b"ctl"]),
+        misplaced
+    );
+    assert_eq!(
+        authenticate(&gate, &[b"AUTH", b"a", b"b", b"ctl"]),
+        misplaced
+    );
+    assert_eq!(authenticate(&gate, &[b"CLIENT", b"SETNAME", b"ctl"]), None);
+    // Ordinary credentials pass to the node untouched.
+    assert_eq!(
+        authenticate(&gate, &[b"HELLO", b"3", b"AUTH", b"default", b"secret"]),
+        None
+    );
+    assert_eq!(authenticate(&gate, &[b"AUTH", b"secret"]), None);
+}
+
+#[test]
+fn role_changes_take_effect_when_the_node_accepts_them() {
+    let (_, gate) = gate(LeaseMode::BlockWrite, &[]);
+    ask(&gate, &["CLUSTERX", "HEARTBEAT", ME, "100000", "1"], true);
+    let Verdict::Observe(effect) = ask(&gate, &["REPLICAOF", "127.0.0.1", "6379"], false) else {
+        panic!("REPLICAOF host port is observed");
+    };
+    assert!(
+        gate.lease().write_allowed(),
+        "nothing changes on the way in"
+    );
+    gate.accepted(&effect);
+    assert!(!gate.lease().write_allowed(), "the node's +OK revokes");
+}
+
+#[test]
+fn only_the_controller_names_the_node() {
+    let (_, gate) = gate(LeaseMode::BlockWrite, &[]);
+    let setnodeid = [
+        "CLUSTERX",
+        "SETNODEID",
+        "9999999999999999999999999999999999999999",
+    ];
+    assert_eq!(ask(&gate, &setnodeid, false), Verdict::Forward);
+    assert_eq!(
+        ask(&gate, &setnodeid, true),
+        Verdict::Observe(Effect::NodeId(setnodeid[2].to_string()))
+    );
+}
+
+#[test]
+fn acknowledgements_need_the_same_unbroken_term() {
+    let (clock, gate) = gate(LeaseMode::BlockWrite, &[]);
+    ask(&gate, &["CLUSTERX", "HEARTBEAT", ME, "1000", "1"], true);
+    let term = gate.write_term().expect("block-write checks");
+    assert_eq!(gate.acknowledgement(term, b"+OK\r\n"), None);
+    // Renewed before it lapsed: the same term.
+    clock.advance_ms(900);
+    ask(&gate, &["CLUSTERX", "HEARTBEAT", ME, "1000", "1"], true);
+    clock.advance_ms(900);
+    assert_eq!(gate.acknowledgement(term, b":1\r\n"), None);
+    // Lapsed, then renewed: a write admitted before the gap is not acknowledged.
+    clock.advance_ms(200);
+    ask(&gate, &["CLUSTERX", "HEARTBEAT", ME, "1000", "1"], true);
+    assert_eq!(
+        gate.acknowledgement(term, b"+OK\r\n"),
+        Some(UNKNOWN_OUTCOME)
+    );
+    assert_eq!(
+        gate.acknowledgement(term, b"-ERR x\r\n"),
+        None,
+        "errors pass"
+    );
+    assert_eq!(gate.acknowledgement(term, b"+QUEUED\r\n"), None);
+    let term = gate.write_term().expect("block-write checks");
+    gate.role().revoke("test", Source::Node);
+    assert_eq!(
+        gate.acknowledgement(term, b"*1\r\n:1\r\n"),
+        Some(UNKNOWN_OUTCOME)
+    );
+    assert_eq!(gate.metrics.unknown_outcomes.get(), 2);
+}
+
+#[test]
+fn client_reply_modes_reach_the_node_as_on() {
+    let (_, gate) = gate(LeaseMode::Disabled, &[]);
+    for (words, mode) in [
+        (["CLIENT", "REPLY", "OFF"], ReplyMode::Off),
+        (["client", "reply", "skip"], ReplyMode::Skip),
+        (["CLIENT", "REPLY", "ON"], ReplyMode::On),
+    ] {
+        assert_eq!(
+            ask(&gate, &words, false),
+            Verdict::Rewrite {
+                request: Bytes::from_static(CLIENT_REPLY_ON),
+                answer: Answer::ReplyMode(mode)
+            }
+        );
+    }
+    // The node's own error for any other shape.
+    assert_eq!(
+        ask(&gate, &["CLIENT", "REPLY", "MAYBE"], false),
+        Verdict::Forward
+    );
+    assert_eq!(ask(&gate, &["CLIENT", "REPLY"], false), Verdict::Forward);
+}
+
+/// The controller's topology demoting a master with writes in flight
+/// waits for them (writes paused), then goes on; its `+OK` demotes and
+/// ends the pause. Without writes in flight it goes on at once.
+#[tokio::test(flavor = "current_thread")]
+async fn a_demoting_topology_waits_for_the_writes_in_flight() {
+    let (_clock, gate) = gate(LeaseMode::BlockWrite, &[]);
+    ask(&gate, &["CLUSTERX", "HEARTBEAT", ME, "100000", "1"], true);
+    assert!(gate.lease().write_allowed());
+    let other = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+    let nodes =
+        format!("{other} 127.0.0.1 7001 master - 0-16383\n{ME} 127.0.0.1 7000 slave {other}");
+    let setnodes = ["CLUSTERX", "SETNODES", nodes.as_str(), "2"];
+    gate.role().write_in_flight(true);
+    assert!(matches!(
+        ask(&gate, &setnodes, true),
+        Verdict::Hold(Wait::Drain { answer: false, .. })
+    ));
+    assert!(gate.pause().is_paused(), "writes wait meanwhile");
+    gate.role().write_in_flight(false);
+    let Verdict::Observe(effect) = ask(&gate, &setnodes, true) else {
+        panic!("asked again, it goes on");
+    };
+    assert!(gate.lease().write_allowed(), "nothing changes before +OK");
+    gate.accepted(&effect);
+    assert!(!gate.lease().write_allowed());
+    assert!(gate.role().is_demoted());
+    assert!(!gate.pause().is_paused(), "the +OK ends the pause");
+    // An ordinary client's is not held.
+    assert!(matches!(
+        ask(&gate, &["CLUSTERX", "SETNODES", nodes.as_str(), "3"], false),
+        Verdict::Observe(_)
+    ));
+}
+
+/// A promoting topology counts only from the controller: an ordinary
+/// client's (even one the node accepted) neither ends a demotion nor
+/// tells the poller that a revocation belongs to an earlier version.
+#[test]
+fn only_the_controllers_topology_promotes() {
+    let (_clock, gate) = gate(LeaseMode::BlockWrite, &[]);
+    gate.role().demote(Demotion {
+        new_master: Some("127.0.0.1:7001".into()),
+    });
+    let promoting = |from_control| Effect::Topology {
+        nodes: format!("{ME} 127.0.0.1 7000 master - 0-16383"),
+        version: Some(5),
+        from_control,
+    };
+    gate.accepted(&promoting(false));
+    assert!(gate.role().is_demoted());
+    assert_eq!(gate.role().last_promotion(), None);
+    gate.accepted(&promoting(true));
+    assert!(!gate.role().is_demoted());
+    assert_eq!(gate.role().last_promotion().map(|(v, _)| v), Some(5));
+    // The controller's re-push of an older topology at a version the
+    // node already has is a no-op there, and here.
+    gate.accepted(&Effect::Topology {
+        nodes: format!("{ME} 127.0.0.1 7000 slave bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"),
+        version: Some(5),
+        from_control: true,
+    });
+    assert!(!gate.role().is_demoted());
+}
+
+/// Named master by the controller's topology before its lease came, a
+/// node's writes wait for the lease instead of failing; the grant lets
+/// them go, a revocation fences them again at once.
+#[tokio::test(flavor = "current_thread")]
+async fn a_promoted_node_holds_writes_until_its_lease_comes() {
+    use crate::guard::lease::Grant;
+    let (_clock, gate) = gate(LeaseMode::BlockWrite, &[]);
+    let promoting = Effect::Topology {
+        nodes: format!("{ME} 127.0.0.1 7000 master - 0-16383"),
+        version: Some(5),
+        from_control: true,
+    };
+    gate.accepted(&promoting);
+    let Verdict::Hold(wait) = ask(&gate, &["SET", "k", "v"], false) else {
+        panic!("the write waits for the lease");
+    };
+    assert!(matches!(wait, Wait::Lease { .. }));
+    // The grant arrives while it waits: it goes on, and is forwarded.
+    let grant = Grant {
+        master_node_id: Some(ME.to_string()),
+        ttl_ms: 10_000,
+        epoch: 1,
+        nonce: None,
+        anchor: None,
+    };
+    let waiting = gate.wait(&wait);
+    gate.role()
+        .grant(&grant, gate.lease().now(), Source::Heartbeat)
+        .expect("granted");
+    assert_eq!(waiting.await, Ok(()));
+    assert!(matches!(
+        ask(&gate, &["SET", "k", "v"], false),
+        Verdict::Forward
+    ));
+    // Promoted again (a newer topology), then revoked: fenced at once.
+    gate.role().revoke("test", Source::Http);
+    gate.accepted(&Effect::Topology {
+        nodes: format!("{ME} 127.0.0.1 7000 master - 0-16383"),
+        version: Some(6),
+        from_control: true,
+    });
+    assert!(matches!(
+        ask(&gate, &["SET", "k", "v"], false),
+        Verdict::Hold(Wait::Lease { .. })
+    ));
+    gate.role().revoke("another node is master", Source::Http);
+    assert!(matches!(
+        ask(&gate, &["SET", "k", "v"], false),
+        Verdict::Reply(_)
+    ));
+}
