@@ -27,6 +27,10 @@ use crate::guard::verify::VerifyHold;
 /// redis-server or Kvrocks node serves. `threads: N` sets more.
 pub const DEFAULT_MAX_THREADS: usize = 3;
 
+/// The most session threads `threads` may ask for: a thread count far past
+/// any host's CPUs is a mistake (a stray digit), not a setting.
+pub const MAX_THREADS: usize = 1024;
+
 /// Why a config file could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -841,6 +845,15 @@ impl Config {
             return Err(("tls.listen", "must differ from listen".into()));
         }
 
+        if self.threads > MAX_THREADS {
+            return Err((
+                "threads",
+                format!(
+                    "{} is more than {MAX_THREADS} session threads (0: one per CPU, at most {DEFAULT_MAX_THREADS})",
+                    self.threads
+                ),
+            ));
+        }
         if self.backend.connect_timeout.is_zero() {
             return Err(("backend.connect_timeout_ms", "must be above 0".into()));
         }
@@ -1056,6 +1069,15 @@ impl Config {
 
     pub fn warnings(&self) -> Vec<String> {
         let mut out = Vec::new();
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if self.threads > cpus {
+            out.push(format!(
+                "threads ({}) is more than the {cpus} CPU(s) this process may use: the threads beyond \
+                 them take turns on the same CPUs, which costs wake-ups and CPU the node could use \
+                 (docs/threads.md)",
+                self.threads
+            ));
+        }
         if self.controller.url.is_some() {
             let c = &self.controller;
             let bound = c.ttl_ms + self.lease.safety_margin_ms;
@@ -1132,6 +1154,22 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("backend"), "{err}");
+    }
+
+    #[test]
+    fn threads_past_the_cpus_warn_and_past_the_limit_are_refused() {
+        let with = |n: usize| Config::parse(&format!("backend:\n  addr: h:1\nthreads: {n}\n"), "t");
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let warned = |c: &Config| c.warnings().iter().any(|w| w.starts_with("threads ("));
+        assert!(
+            !warned(&with(0).expect("default")),
+            "the default never warns"
+        );
+        assert!(!warned(&with(cpus).expect("one per CPU")));
+        assert!(warned(&with(cpus + 1).expect("valid, with a warning")));
+        with(MAX_THREADS).expect("the limit itself is allowed");
+        let err = with(MAX_THREADS + 1).unwrap_err().to_string();
+        assert!(err.contains("threads") && err.contains("1025"), "{err}");
     }
 
     #[test]
