@@ -1,10 +1,10 @@
 //! The documentation cannot drift from the code:
 //!
 //! * `docs/configuration.md` has one row for every config key
-//!   ([`KEYS`]), with the default `src/config.rs` gives it and the reload
+//!   ([`KEYS`]), with the default `src/config/` gives it and the reload
 //!   behaviour [`KEYS`] gives it;
 //! * every config key the docs mention in a code span (`` `lease.mode` ``)
-//!   exists, every repository path they name in one (`` `src/config.rs` ``)
+//!   exists, every repository path they name in one (`` `src/config/` ``)
 //!   exists, and every YAML config example in them is accepted by
 //!   [`Config::parse`];
 //! * every relative link (and its `#anchor`) leads somewhere;
@@ -354,7 +354,7 @@ fn the_configuration_reference_documents_every_key_with_its_default_and_reload()
                     (Ok(s), Some(d)) if &s == d => {}
                     (s, d) => problems.push(format!(
                         "{key} (line {line}): default shown as `{shown}` ({s:?}), \
-                         src/config.rs has {d:?}"
+                         src/config/ has {d:?}"
                     )),
                 }
             }
@@ -459,7 +459,7 @@ fn every_config_key_the_docs_mention_exists() {
     assert!(seen > 50, "only {seen} config keys found in the docs");
     assert!(
         unknown.is_empty(),
-        "the docs mention config keys that do not exist (see src/config.rs and \
+        "the docs mention config keys that do not exist (see src/config/ and \
          leasegate::control::reload::KEYS):\n{}",
         unknown.join("\n")
     );

@@ -43,7 +43,7 @@ pub enum Verdict {
     Forward,
     /// Send the write to the backend now; its success reply may reach the
     /// client only once confirmation round `n` (or a later one) confirmed
-    /// mastership (`verify.hold: acknowledgement`, [`Gate::unconfirmed_reply`]).
+    /// mastership (`verify.hold: acknowledgement`, [`Gate::unconfirmed_reply`](super::Gate::unconfirmed_reply)).
     ForwardUnconfirmed(Ticket),
     /// Do not forward; answer with this complete RESP reply in the request's place.
     Reply(Bytes),
@@ -59,7 +59,7 @@ pub enum Verdict {
     /// again: move it back to this node (so hand-overs never chain).
     ReturnHome,
     /// Forward the request; if the node accepts it (`+OK`), apply the effect
-    /// with [`Gate::accepted`].
+    /// with [`Gate::accepted`](super::Gate::accepted).
     Observe(Effect),
 }
 

@@ -1,9 +1,14 @@
 //! The one YAML file that configures leasegate.
 //!
-//! Every key has its default here, in one place, except `backend.addr`. Unknown
-//! or mistyped keys are errors that name the key and the line (serde's
-//! `deny_unknown_fields` plus `serde_yaml_ng`'s positions), because a silently
-//! ignored typo in a fencing proxy's config is how split brain comes back.
+//! Every key has its default in this module, next to its type, except
+//! `backend.addr`: the file's own keys, the node, the admin API, limits and
+//! logs here, the sections that decide who may write in `fencing.rs`, the
+//! TLS sections in `tls.rs`. Unknown or mistyped keys are errors that name
+//! the key and the line (serde's `deny_unknown_fields` plus
+//! `serde_yaml_ng`'s positions), because a silently ignored typo in a
+//! fencing proxy's config is how split brain comes back. [`Config::parse`]
+//! then checks what types cannot ([`Config::warnings`] for what is allowed
+//! but unwise).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -12,10 +17,17 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::command::CommandsConfig;
-use crate::guard::control::AddrMatch;
-use crate::guard::lease::{Initial, LeaseMode};
+use crate::guard::lease::LeaseMode;
 pub use crate::guard::pause::OnDemote;
-use crate::guard::verify::VerifyHold;
+
+mod fencing;
+mod tls;
+
+pub use fencing::{
+    ControlConfig, ControllerConfig, DurabilityConfig, LeaseConfig, PauseConfig, SentinelConfig,
+    VerifyConfig, VerifyMode,
+};
+pub use tls::{AdminTlsConfig, BackendTlsConfig, HandoverTls, TlsConfig, TLS_KEYS};
 
 /// Session threads at most when `threads` is 0. A sidecar shares its host
 /// with the node, and more threads cost CPU for nothing: on a 16-core host
@@ -126,208 +138,6 @@ pub struct BackendConfig {
     pub tls: BackendTlsConfig,
 }
 
-/// TLS from leasegate to its node (`backend.tls`), for the sessions' node
-/// connections and leasegate's own (the probe, command learning,
-/// failovers); other leasegates and Sentinels are reached in plaintext.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct BackendTlsConfig {
-    pub enabled: bool,
-    /// The CAs the node's certificate must chain to (PEM; required when
-    /// enabled), re-read at reload.
-    pub ca_file: Option<std::path::PathBuf>,
-    /// The name the node's certificate must carry; unset: the host of the
-    /// address connected to (an IP address needs an IP SAN).
-    pub server_name: Option<String>,
-    /// The certificate leasegate presents to the node (PEM; Redis asks for
-    /// one unless `tls-auth-clients no`), re-read at reload.
-    pub cert_file: Option<std::path::PathBuf>,
-    /// Its private key (PEM).
-    pub key_file: Option<std::path::PathBuf>,
-}
-
-/// The config keys of `backend.tls`'s files.
-const BACKEND_TLS_KEYS: crate::proxy::tls::TlsKeys = crate::proxy::tls::TlsKeys {
-    cert_file: "backend.tls.cert_file",
-    key_file: "backend.tls.key_file",
-    ca_file: "backend.tls.ca_file",
-};
-
-impl BackendTlsConfig {
-    /// How nodes are reached over TLS, read from the files now (`None`:
-    /// plaintext).
-    pub fn node_tls(
-        &self,
-    ) -> Result<Option<std::sync::Arc<crate::proxy::backend::NodeTls>>, (&'static str, String)>
-    {
-        if !self.enabled {
-            return Ok(None);
-        }
-        let Some(ca_file) = &self.ca_file else {
-            return Err((
-                "backend.tls.ca_file",
-                "backend.tls.enabled needs the CAs to check the node's certificate with".into(),
-            ));
-        };
-        let identity = match (&self.cert_file, &self.key_file) {
-            (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
-            (None, None) => None,
-            _ => {
-                return Err((
-                    "backend.tls.cert_file",
-                    "backend.tls.cert_file and backend.tls.key_file go together".into(),
-                ))
-            }
-        };
-        let config = crate::proxy::tls::client_config(ca_file, identity, BACKEND_TLS_KEYS)?;
-        Ok(Some(std::sync::Arc::new(crate::proxy::backend::NodeTls {
-            config,
-            server_name: self.server_name.clone(),
-        })))
-    }
-}
-
-/// A TLS client listener beside `listen` ([`crate::proxy::tls`]).
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct TlsConfig {
-    /// Where TLS clients connect; unset: no TLS listener.
-    pub listen: Option<SocketAddr>,
-    /// The certificate chain leasegate presents (PEM), re-read at reload.
-    pub cert_file: Option<std::path::PathBuf>,
-    /// Its private key (PEM), re-read at reload.
-    pub key_file: Option<std::path::PathBuf>,
-    /// When set, clients must present a certificate that chains to one of
-    /// these CAs (PEM), re-read at reload.
-    pub ca_file: Option<std::path::PathBuf>,
-    /// How long a client has to complete its handshake.
-    #[serde(rename = "handshake_timeout_ms", with = "millis")]
-    pub handshake_timeout: Duration,
-    /// How a session whose client came over TLS moves to another
-    /// leasegate at a hand-over, and how this leasegate's control
-    /// connections reach other leasegates: over TLS (default), or in
-    /// plaintext to their `listen` (a network between leasegates trusted
-    /// as the host is).
-    pub handover: HandoverTls,
-    /// The other leasegates' TLS port; unset: the port of `tls.listen`
-    /// (leasegates configured alike).
-    pub peer_port: Option<u16>,
-    /// The CAs other leasegates' certificates must chain to (PEM), re-read
-    /// at reload; unset: `tls.ca_file`.
-    pub peer_ca_file: Option<std::path::PathBuf>,
-}
-
-impl Default for TlsConfig {
-    fn default() -> Self {
-        TlsConfig {
-            listen: None,
-            cert_file: None,
-            key_file: None,
-            ca_file: None,
-            handshake_timeout: Duration::from_secs(10),
-            handover: HandoverTls::Tls,
-            peer_port: None,
-            peer_ca_file: None,
-        }
-    }
-}
-
-/// `tls.handover`: how a TLS client's session reaches the new master's
-/// leasegate. Its requests (an `AUTH` replayed among them) cross the
-/// network between the two hosts: in plaintext they would undo the
-/// client's encryption.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum HandoverTls {
-    /// To the other leasegate's TLS listener (`tls.peer_port`), whose
-    /// certificate is checked (`tls.peer_ca_file`), presenting this
-    /// leasegate's own (`tls.cert_file`).
-    Tls,
-    /// To the other leasegate's plaintext `listen`.
-    Plain,
-}
-
-/// The config keys of the hand-over's files.
-const PEER_TLS_KEYS: crate::proxy::tls::TlsKeys = crate::proxy::tls::TlsKeys {
-    cert_file: "tls.cert_file",
-    key_file: "tls.key_file",
-    ca_file: "tls.peer_ca_file",
-};
-
-/// The config keys of the client listener's files.
-pub const TLS_KEYS: crate::proxy::tls::TlsKeys = crate::proxy::tls::TlsKeys {
-    cert_file: "tls.cert_file",
-    key_file: "tls.key_file",
-    ca_file: "tls.ca_file",
-};
-
-impl TlsConfig {
-    /// The listener's rustls settings, read from the files now (`None`:
-    /// no TLS listener).
-    pub fn server_config(
-        &self,
-    ) -> Result<Option<std::sync::Arc<rustls::ServerConfig>>, (&'static str, String)> {
-        if self.listen.is_none() {
-            return Ok(None);
-        }
-        let (Some(cert_file), Some(key_file)) = (&self.cert_file, &self.key_file) else {
-            return Err((
-                "tls.cert_file",
-                "tls.listen needs tls.cert_file and tls.key_file".into(),
-            ));
-        };
-        let files = crate::proxy::tls::TlsFiles {
-            cert_file,
-            key_file,
-            ca_file: self.ca_file.as_deref(),
-        };
-        files.server_config(TLS_KEYS).map(Some)
-    }
-
-    /// How a TLS client's session reaches another leasegate at a
-    /// hand-over, read from the files now (`None`: in plaintext, to its
-    /// `listen`; so too where there is no TLS listener).
-    pub fn peer_tls(
-        &self,
-    ) -> Result<Option<std::sync::Arc<crate::proxy::backend::PeerTls>>, (&'static str, String)>
-    {
-        let Some(listen) = self.listen else {
-            return Ok(None);
-        };
-        if self.handover == HandoverTls::Plain {
-            return Ok(None);
-        }
-        if self.peer_port == Some(0) {
-            return Err(("tls.peer_port", "must be a port, 1 to 65535".into()));
-        }
-        let Some(ca_file) = self.peer_ca_file.as_ref().or(self.ca_file.as_ref()) else {
-            return Err((
-                "tls.handover",
-                "a TLS client's session moves to another leasegate over TLS (tls.handover: tls), \
-                 which needs tls.peer_ca_file (or tls.ca_file) to check that leasegate's \
-                 certificate; set one, or tls.handover: plain where the network between \
-                 leasegates is trusted"
-                    .into(),
-            ));
-        };
-        let (Some(cert_file), Some(key_file)) = (&self.cert_file, &self.key_file) else {
-            return Err((
-                "tls.cert_file",
-                "tls.listen needs tls.cert_file and tls.key_file".into(),
-            ));
-        };
-        let identity = Some((cert_file.as_path(), key_file.as_path()));
-        let config = crate::proxy::tls::client_config(ca_file, identity, PEER_TLS_KEYS)?;
-        Ok(Some(std::sync::Arc::new(crate::proxy::backend::PeerTls {
-            tls: crate::proxy::backend::NodeTls {
-                config,
-                server_name: None,
-            },
-            port: self.peer_port.unwrap_or(listen.port()),
-        })))
-    }
-}
-
 /// The HTTP admin API.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
@@ -342,136 +152,12 @@ pub struct AdminConfig {
     pub tls: AdminTlsConfig,
 }
 
-/// `admin.tls`: the admin API's certificate (it then speaks HTTPS only),
-/// and the CAs for calling other leasegates' `https://` admin APIs (a
-/// failover's target).
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct AdminTlsConfig {
-    pub cert_file: Option<std::path::PathBuf>,
-    pub key_file: Option<std::path::PathBuf>,
-    pub ca_file: Option<std::path::PathBuf>,
-}
-
-const ADMIN_TLS_KEYS: crate::proxy::tls::TlsKeys = crate::proxy::tls::TlsKeys {
-    cert_file: "admin.tls.cert_file",
-    key_file: "admin.tls.key_file",
-    ca_file: "admin.tls.ca_file",
-};
-
-impl AdminTlsConfig {
-    /// The admin API's HTTPS settings, read from the files now (`None`:
-    /// plain HTTP).
-    pub fn server_config(
-        &self,
-    ) -> Result<Option<std::sync::Arc<rustls::ServerConfig>>, (&'static str, String)> {
-        match (&self.cert_file, &self.key_file) {
-            (None, None) => Ok(None),
-            (Some(cert_file), Some(key_file)) => crate::proxy::tls::TlsFiles {
-                cert_file,
-                key_file,
-                ca_file: None,
-            }
-            .server_config(ADMIN_TLS_KEYS)
-            .map(Some),
-            _ => Err((
-                "admin.tls.cert_file",
-                "admin.tls.cert_file and admin.tls.key_file go together".into(),
-            )),
-        }
-    }
-
-    /// The CAs other leasegates' `https://` admin APIs are trusted with.
-    pub fn client_config(
-        &self,
-    ) -> Result<Option<std::sync::Arc<rustls::ClientConfig>>, (&'static str, String)> {
-        match &self.ca_file {
-            None => Ok(None),
-            Some(ca) => crate::proxy::tls::client_config(ca, None, ADMIN_TLS_KEYS).map(Some),
-        }
-    }
-}
-
 impl Default for AdminConfig {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:9180".into(),
             token: None,
             tls: AdminTlsConfig::default(),
-        }
-    }
-}
-
-/// Who may renew, revoke or pause over RESP.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ControlConfig {
-    /// Connections that `AUTH` (or `HELLO ... AUTH`) with this password are
-    /// the controller's; the proxy checks it and never forwards it.
-    pub password: Option<String>,
-    /// Client addresses (`10.0.0.5`, `10.0.0.0/24`, `::1`) treated as the
-    /// controller without a password.
-    pub allow_from: Vec<AddrMatch>,
-}
-
-/// The master lease: mode, cold start, the deadline arithmetic's margins.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LeaseConfig {
-    pub mode: LeaseMode,
-    pub initial: Initial,
-    /// Fraction by which the local clock may run slow relative to the
-    /// controller's; the TTL is shortened by it.
-    pub clock_drift: f64,
-    /// Subtracted from every lease.
-    pub safety_margin_ms: u64,
-    /// First word of the fenced-write error (`READONLY` makes Sentinel-aware
-    /// clients rediscover the master).
-    pub reject_prefix: String,
-    /// How often leasegate asks the node for its `ROLE`; a replica revokes the
-    /// lease. 0 disables the probe.
-    /// A master without a valid lease refuses reads too (`block-write`
-    /// only), so that reads through it are lease reads; a node the probe
-    /// sees as a replica, or a demoted one, still serves them.
-    pub fence_reads: bool,
-    #[serde(rename = "probe_interval_ms", with = "millis")]
-    pub probe_interval: Duration,
-}
-
-impl Default for LeaseConfig {
-    fn default() -> Self {
-        Self {
-            mode: LeaseMode::default(),
-            initial: Initial::default(),
-            clock_drift: 0.01,
-            safety_margin_ms: 100,
-            reject_prefix: "READONLY".into(),
-            fence_reads: false,
-            probe_interval: Duration::from_secs(1),
-        }
-    }
-}
-
-/// Acknowledging a write only once replicas have it (`durability`): with
-/// asynchronous replication a master cut off from its replicas acknowledges
-/// writes, within its lease, that the promoted replica never receives.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct DurabilityConfig {
-    /// Replicas that must have a write before its success reply reaches the
-    /// client (the node's `WAIT`); 0 acknowledges as the node does.
-    pub min_replicas: u32,
-    /// How long `WAIT` may wait for them; a write not confirmed in time is
-    /// answered with an error saying its outcome is unknown.
-    #[serde(rename = "timeout_ms", with = "millis")]
-    pub timeout: Duration,
-}
-
-impl Default for DurabilityConfig {
-    fn default() -> Self {
-        Self {
-            min_replicas: 0,
-            timeout: Duration::from_millis(1000),
         }
     }
 }
@@ -485,209 +171,6 @@ pub struct UpgradeConfig {
     /// (owner-only); unset: `leasegate-<listen port>.sock` in the temporary
     /// directory (`$TMPDIR`, else `/tmp`).
     pub socket: Option<std::path::PathBuf>,
-}
-
-/// Pulling the lease from a stock kvrocks-controller.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ControllerConfig {
-    /// `http://host:port` of the controller; unset disables polling.
-    pub url: Option<String>,
-    pub namespace: String,
-    pub cluster: String,
-    #[serde(rename = "poll_interval_ms", with = "millis")]
-    pub poll_interval: Duration,
-    /// Lease granted by each positive poll, from the poll's send time.
-    pub ttl_ms: u64,
-    /// The controller's failure detection time (ping_interval × max_ping_count);
-    /// leasegate warns when `ttl_ms` + margin is not below it.
-    pub failure_detection_ms: u64,
-    /// Timeout of one poll.
-    #[serde(rename = "timeout_ms", with = "millis")]
-    pub timeout: Duration,
-    /// The bound of following a switch the controller made on its own
-    /// (its failover API called directly, its automatic failover): how
-    /// long a demoted master's leasegate holds writes for the new master's
-    /// leasegate to hold the lease, and how long the new master's waits
-    /// for the old master to be fenced and caught up before it brings its
-    /// node to the controller's topology ([`crate::control::switch`]).
-    #[serde(rename = "switch_timeout_ms", with = "millis")]
-    pub switch_timeout: Duration,
-    /// How long a session whose node connection closed with nothing owed
-    /// waits (its client's requests unread) for the node to answer again
-    /// or for the controller's new master's leasegate to hold the lease,
-    /// and goes on there; 0 ends such sessions with the node. Used only
-    /// with `url` set.
-    #[serde(rename = "node_lost_wait_ms", with = "millis")]
-    pub node_lost_wait: Duration,
-    /// The CAs an `https://` controller's certificate must chain to (PEM),
-    /// re-read at reload.
-    pub ca_file: Option<std::path::PathBuf>,
-}
-
-impl ControllerConfig {
-    /// How an `https://` controller is trusted, read from the file now
-    /// (`None`: no `ca_file`).
-    pub fn tls(
-        &self,
-    ) -> Result<Option<std::sync::Arc<rustls::ClientConfig>>, (&'static str, String)> {
-        let https = self
-            .url
-            .as_deref()
-            .is_some_and(|u| u.to_ascii_lowercase().starts_with("https://"));
-        let Some(ca_file) = &self.ca_file else {
-            if https {
-                return Err((
-                    "controller.ca_file",
-                    "an https:// controller.url needs the CAs to trust its certificate".into(),
-                ));
-            }
-            return Ok(None);
-        };
-        let keys = crate::proxy::tls::TlsKeys {
-            cert_file: "controller.ca_file",
-            key_file: "controller.ca_file",
-            ca_file: "controller.ca_file",
-        };
-        crate::proxy::tls::client_config(ca_file, None, keys).map(Some)
-    }
-}
-
-impl Default for ControllerConfig {
-    fn default() -> Self {
-        Self {
-            url: None,
-            namespace: String::new(),
-            cluster: String::new(),
-            poll_interval: Duration::from_secs(1),
-            ttl_ms: 5_000,
-            failure_detection_ms: 15_000,
-            timeout: Duration::from_secs(1),
-            switch_timeout: Duration::from_secs(2),
-            node_lost_wait: Duration::from_secs(30),
-            ca_file: None,
-        }
-    }
-}
-
-/// Taking the lease from Redis Sentinel (`sentinel.addrs` set), and being
-/// seen by it at this leasegate's address (see `control::sentinel`).
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct SentinelConfig {
-    /// `host:port` of every Sentinel monitoring this node's master; empty
-    /// disables Sentinel.
-    pub addrs: Vec<String>,
-    /// The name the Sentinels monitor the master under (`sentinel monitor <name> ...`).
-    pub master_name: String,
-    /// The Sentinels' own password (`requirepass` in their config), if any.
-    pub password: Option<String>,
-    /// This leasegate's address as the Sentinels know it; default: `listen`
-    /// (which must then name an address, not 0.0.0.0).
-    pub address: Option<String>,
-    /// How often the Sentinels are asked.
-    #[serde(rename = "poll_interval_ms", with = "millis")]
-    pub poll_interval: Duration,
-    /// Bound of one question to one Sentinel.
-    #[serde(rename = "timeout_ms", with = "millis")]
-    pub timeout: Duration,
-    /// The longest lease one poll grants, whatever the Sentinels allow
-    /// (they allow up to `down-after-milliseconds`): how long a master cut
-    /// off from every Sentinel goes on acknowledging writes that its
-    /// replicas may never get.
-    pub max_lease_ms: u64,
-    /// Make the node announce this leasegate's address to its master
-    /// (`replica-announce-port`, and `replica-announce-ip` when `address`
-    /// names one), so that Sentinel finds the replica behind its leasegate.
-    pub announce: bool,
-}
-
-impl Default for SentinelConfig {
-    fn default() -> Self {
-        Self {
-            addrs: Vec::new(),
-            master_name: String::new(),
-            password: None,
-            address: None,
-            poll_interval: Duration::from_millis(100),
-            timeout: Duration::from_millis(200),
-            max_lease_ms: 5_000,
-            announce: true,
-        }
-    }
-}
-
-impl SentinelConfig {
-    pub fn enabled(&self) -> bool {
-        !self.addrs.is_empty()
-    }
-}
-
-/// `verify.mode`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum VerifyMode {
-    #[default]
-    Off,
-    /// Every write waits for a controller confirmation sent after it arrived.
-    EveryWrite,
-}
-
-/// Verification of mastership with the controller on every write; uses `controller.*`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct VerifyConfig {
-    pub mode: VerifyMode,
-    /// What waits for the confirmation: the write (`request`: nothing
-    /// unconfirmed reaches the node) or only its reply (`acknowledgement`:
-    /// the node's time and the controller's overlap).
-    pub hold: VerifyHold,
-    /// A confirmation slower than this rejects the writes waiting for it.
-    #[serde(rename = "timeout_ms", with = "millis")]
-    pub timeout: Duration,
-    /// Confirmation requests allowed on the wire at once, over all session
-    /// threads (see `guard::verify`). 1 (the default)
-    /// gives the largest batches; more cut the wait of writes that arrive
-    /// while a round is in flight, at the cost of more controller requests.
-    pub max_in_flight: usize,
-}
-
-impl Default for VerifyConfig {
-    fn default() -> Self {
-        Self {
-            mode: VerifyMode::Off,
-            hold: VerifyHold::Request,
-            timeout: Duration::from_millis(200),
-            max_in_flight: 1,
-        }
-    }
-}
-
-/// Write pauses: how much may be held, and where held writes go after a demotion.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct PauseConfig {
-    /// Bytes of held requests across all connections; past it, `-TRYAGAIN`.
-    pub max_buffered_bytes: usize,
-    /// Held requests across all connections; past it, `-TRYAGAIN`.
-    pub max_buffered_requests: usize,
-    pub on_demote: OnDemote,
-    /// The controller's `CLIENT PAUSE ... WRITE` on a Kvrocks master with
-    /// one replica begins when the replica's promotion can follow at once
-    /// (its replication tick), not on arrival
-    /// ([`crate::control::failover::controller_pause`]).
-    pub promotion_timing: bool,
-}
-
-impl Default for PauseConfig {
-    fn default() -> Self {
-        Self {
-            max_buffered_bytes: 64 * 1024 * 1024,
-            max_buffered_requests: 100_000,
-            on_demote: OnDemote::default(),
-            promotion_timing: true,
-        }
-    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
