@@ -51,10 +51,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
-use prometheus_client::registry::Registry;
 use redis_protocol::resp2::types::OwnedFrame;
 use tracing::{error, info, warn};
 
@@ -64,304 +60,26 @@ use crate::guard::lease::{Grant, Saved};
 use crate::guard::pause::PauseMode;
 use crate::guard::role::{Demotion, Source};
 use crate::kvrocks::admin_api::{
-    FailoverReport, FailoverRequest, FailoverState, LeaseOutcome, LeaseRequest, Step, TimingOutcome,
+    FailoverReport, FailoverRequest, FailoverState, LeaseOutcome, LeaseRequest, Step,
 };
-use crate::kvrocks::admin_client::{AdminClient, AdminError};
-use crate::kvrocks::controller::ShardFailoverError;
+use crate::kvrocks::admin_client::AdminClient;
 use crate::kvrocks::topology::Replication;
 use crate::proxy::backend::{BackendError, ControlConnection};
 
 mod cluster;
 pub mod controller_pause;
+mod errors;
+mod metrics;
 mod promotion;
 pub mod timing;
 
-/// `leasegate_failovers_total{result}`, `leasegate_failover_duration_seconds`
-/// and `leasegate_failover_stall_seconds` (how long writes were held).
-pub struct FailoverMetrics {
-    runs: Family<Vec<(String, String)>, Counter>,
-    /// `leasegate_failover_state{state}`: 1 for the current state.
-    state: Family<Vec<(String, String)>, prometheus_client::metrics::gauge::Gauge>,
-    duration: Histogram,
-    stall: Histogram,
-    /// `leasegate_failover_promotion_seconds`: the promotion's own time.
-    promotion: Histogram,
-    /// `leasegate_failover_promotion_timing_total{outcome}`.
-    timing: Family<Vec<(String, String)>, Counter>,
-}
-
-impl Default for FailoverMetrics {
-    fn default() -> Self {
-        // 1 ms to 16 s.
-        let buckets = || Histogram::new(exponential_buckets(0.001, 2.0, 15));
-        FailoverMetrics {
-            runs: Family::default(),
-            state: Family::default(),
-            duration: buckets(),
-            stall: buckets(),
-            promotion: Histogram::new(exponential_buckets(0.0005, 2.0, 12)),
-            timing: Family::default(),
-        }
-    }
-}
-
-impl FailoverMetrics {
-    pub fn register(&self, registry: &mut Registry) {
-        // Both results exist from the start (at 0), so a rule's
-        // `increase(...)` sees the first failure.
-        for result in [FailoverState::Success, FailoverState::Failed] {
-            let _ = self
-                .runs
-                .get_or_create(&vec![("result".to_string(), result.as_str().to_string())]);
-        }
-        registry.register(
-            "failover_state",
-            "The graceful failover's state (Kvrocks' cluster_failover_state): 1 for the current one",
-            self.state.clone(),
-        );
-        registry.register(
-            "failovers",
-            "Graceful failovers run from this leasegate, by result",
-            self.runs.clone(),
-        );
-        registry.register(
-            "failover_duration_seconds",
-            "Graceful failover run time, start to end",
-            self.duration.clone(),
-        );
-        registry.register(
-            "failover_stall_seconds",
-            "How long a graceful failover held writes",
-            self.stall.clone(),
-        );
-        for outcome in TimingOutcome::ALL {
-            let _ = self
-                .timing
-                .get_or_create(&vec![("outcome".to_string(), outcome.as_str().to_string())]);
-        }
-        registry.register(
-            "failover_promotion_seconds",
-            "How long a failover's promotion took (the command that makes the target master, to its answer)",
-            self.promotion.clone(),
-        );
-        registry.register(
-            "failover_promotion_timing",
-            "Failovers by what their promotion timing did: held (promoted at the planned tick), missed (a later tick), unused",
-            self.timing.clone(),
-        );
-    }
-
-    /// Sets the state gauge from `gate` (at each scrape).
-    pub fn refresh(&self, gate: &Gate) {
-        let now = gate.role().failover.state();
-        for state in FailoverState::ALL {
-            self.state
-                .get_or_create(&vec![("state".to_string(), state.as_str().to_string())])
-                .set(i64::from(state == now));
-        }
-    }
-
-    fn record(&self, report: &FailoverReport, took: Duration) {
-        let result = report.result.as_str().to_string();
-        self.runs
-            .get_or_create(&vec![("result".to_string(), result)])
-            .inc();
-        self.duration.observe(took.as_secs_f64());
-        if let Some(ms) = report.stall_ms {
-            self.stall.observe(ms / 1000.0);
-        }
-        if let Some(ms) = report.promotion_ms {
-            self.promotion.observe(ms / 1000.0);
-        }
-        if let Some(timing) = &report.timing {
-            self.timing
-                .get_or_create(&vec![(
-                    "outcome".to_string(),
-                    timing.outcome.as_str().to_string(),
-                )])
-                .inc();
-        }
-    }
-}
+pub use errors::{
+    FailoverError, GrantUnconfirmed, NotPromoted, PromotionUnknown, Resync, RoleError,
+};
+pub use metrics::FailoverMetrics;
 
 /// The longest lease a failover grants (a leasegate refuses longer ones).
 pub const MAX_LEASE_TTL_MS: u64 = crate::guard::lease::MAX_TTL_MS;
-
-/// Why a failover failed; the report's `error` is its Display.
-#[derive(Debug, thiserror::Error)]
-pub enum FailoverError {
-    #[error("Failover is already in progress")]
-    AlreadyRunning,
-    /// The failover's task panicked or was cancelled (the drop guard has
-    /// ended the pause and marked the run failed).
-    #[error(
-        "the failover task {}: this node's lease is {} and it is {}demoted; check /v1/status and let the controller decide",
-        if *.panicked { "panicked" } else { "was cancelled" },
-        if *.lease_valid { "valid" } else { "revoked" },
-        if *.demoted { "" } else { "not " }
-    )]
-    TaskEnded {
-        panicked: bool,
-        lease_valid: bool,
-        demoted: bool,
-    },
-    /// check_slave: the target's leasegate did not answer its status.
-    #[error(transparent)]
-    TargetStatus(#[from] AdminError),
-    #[error("the target leasegate at {to} has no node_id")]
-    NoNodeId { to: String },
-    #[error("cannot reach this node {node}: {source}")]
-    SourceUnreachable { node: String, source: BackendError },
-    #[error("cannot reach the target node {node}: {source}")]
-    TargetUnreachable { node: String, source: BackendError },
-    #[error("unexpected INFO reply {reply:?}")]
-    UnexpectedInfo { reply: OwnedFrame },
-    #[error("INFO replication failed: {source}")]
-    Info { source: BackendError },
-    #[error("Current node is a slave, can't failover")]
-    NotAMaster,
-    #[error(
-        "the target node {target} is not a replica of this node {node} (role {}, master {})",
-        .role.as_deref().unwrap_or("unknown"),
-        .master.as_deref().unwrap_or("none")
-    )]
-    NotAReplica {
-        target: String,
-        node: String,
-        role: Option<String>,
-        master: Option<String>,
-    },
-    #[error(
-        "the target node's replication link is {}",
-        .status.as_deref().unwrap_or("unknown")
-    )]
-    LinkDown { status: Option<String> },
-    #[error("writes in flight were not answered within sync_timeout_ms")]
-    InFlightTimeout,
-    #[error(
-        "the replica did not reach offset {offset} within {timeout_ms} ms (sync timeout; it was at {})",
-        .at.map_or("unknown".to_string(), |o| o.to_string())
-    )]
-    SyncTimeout {
-        offset: u64,
-        timeout_ms: u64,
-        /// The replica's offset when last seen.
-        at: Option<u64>,
-    },
-    /// After the fencing, the replica did not catch up again.
-    #[error("{why}, and the replica did not catch up with this node again within {timeout_ms} ms (sync timeout)")]
-    ResyncTimeout { why: Resync, timeout_ms: u64 },
-    #[error("{why}, and the replica's catch-up could not be checked: {source}")]
-    ResyncUnchecked {
-        why: Resync,
-        source: Box<FailoverError>,
-    },
-    /// `SLAVEOF NO ONE` failed and certainly did not take effect: this
-    /// node was unfenced.
-    #[error("cannot promote the target node {node}: {source}; it is certainly still a replica ({why}), so this node was unfenced and stays master")]
-    PromoteFailed {
-        node: String,
-        source: BackendError,
-        why: NotPromoted,
-    },
-    /// `SLAVEOF NO ONE` failed and may have taken effect: both fenced.
-    #[error("cannot promote the target node {node}: {source}; whether it was promoted cannot be determined ({why}). Both nodes are fenced: this node's lease is revoked (epoch {epoch}) and it is marked demoted, and the target's leasegate was not granted the lease. The controller must grant the lease (epoch {epoch} or later) to the node that is to be master")]
-    PromoteUnknown {
-        node: String,
-        source: BackendError,
-        why: PromotionUnknown,
-        epoch: u64,
-    },
-    /// The target was promoted, but its leasegate did not confirm the
-    /// grant: both fenced.
-    #[error("the target node {node} was promoted, but its leasegate {leasegate} did not confirm the lease grant at epoch {epoch}: {source}. Both nodes are fenced: this node's lease is revoked and it is marked demoted (held writes are not applied to it), and the target's leasegate holds no lease unless the grant got through unconfirmed. The controller must grant the lease (epoch {epoch} or later, to {node_id} if the promoted node is to stay master)")]
-    GrantFailed {
-        node: String,
-        leasegate: String,
-        epoch: u64,
-        node_id: String,
-        source: Box<GrantUnconfirmed>,
-    },
-    #[error("bad target node address {node}")]
-    BadTargetAddress { node: String },
-    #[error("the new master serves, but this node could not be made its replica: {source}")]
-    Rejoin { source: BackendError },
-    /// Cluster mode: the failover goes through the controller.
-    #[error("this node runs in cluster mode, where only kvrocks-controller switches a shard (Kvrocks refuses SLAVEOF there), and controller.url is not set")]
-    NoController,
-    #[error(
-        "this node's id is unknown (set node_id, or let the controller send CLUSTERX SETNODEID)"
-    )]
-    NoOwnNodeId,
-    #[error("cannot read the cluster topology from the controller: {0}")]
-    Topology(String),
-    #[error("the controller does not list this node {node_id} as the master of a shard")]
-    NotShardMaster { node_id: String },
-    #[error("the target node {target} is not a replica in this node's shard {shard} (controller topology)")]
-    NotInShard { target: String, shard: usize },
-    #[error("the controller refused the shard failover: {source}; nothing was switched, so this node was unfenced and stays master")]
-    ControllerRefused { source: ShardFailoverError },
-    #[error("the shard failover got no clear answer from the controller: {source}; whether it switched the shard cannot be determined. Both nodes are fenced: this node's lease is revoked (epoch {epoch}) and it is marked demoted; the controller's next topology and lease decide")]
-    ControllerUnknown {
-        source: ShardFailoverError,
-        epoch: u64,
-    },
-    #[error("the controller switched the shard, but the new master's leasegate {leasegate} held no lease within {timeout_ms} ms: {last}. Held writes were released to it and are refused there until the controller grants its lease")]
-    NewMasterNoLease {
-        leasegate: String,
-        timeout_ms: u64,
-        last: String,
-    },
-}
-
-/// Why the replica's offset was checked again after the fencing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum Resync {
-    #[error("the pause ended before the switch (pause_timeout_ms is too short)")]
-    PauseEnded,
-    #[error("a blocking write (BLPOP & co.) completed on this node after its offset was read")]
-    BlockingWrite,
-}
-
-/// Why the target's leasegate did not confirm the lease grant.
-#[derive(Debug, thiserror::Error)]
-pub enum GrantUnconfirmed {
-    #[error(transparent)]
-    Call(#[from] AdminError),
-    #[error("the grant was not applied (outcome {0})")]
-    NotApplied(LeaseOutcome),
-}
-
-/// How a failed promotion is known not to have taken effect.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum NotPromoted {
-    #[error("it refused the request and reports itself a replica")]
-    Refused,
-    #[error("the connection broke and it reports itself a replica")]
-    ConnectionBroke,
-}
-
-/// Why a failed promotion's outcome cannot be determined.
-#[derive(Debug, thiserror::Error)]
-pub enum PromotionUnknown {
-    #[error(
-        "it reports itself a replica, but the request got no answer and may still be carried out"
-    )]
-    NoAnswer,
-    #[error("it reports the role {}", .role.as_deref().unwrap_or("unknown"))]
-    OtherRole { role: Option<String> },
-    #[error("its role cannot be read: {source}")]
-    RoleUnreadable { source: RoleError },
-}
-
-/// Why the target node's `ROLE` could not be read.
-#[derive(Debug, thiserror::Error)]
-pub enum RoleError {
-    #[error("cannot reach it: {source}")]
-    Connect { source: BackendError },
-    #[error("ROLE failed: {source}")]
-    Role { source: BackendError },
-}
 
 /// What the failover needs of this proxy's config.
 struct Settings {
@@ -640,22 +358,69 @@ async fn execute(guard: RunGuard, settings: Settings, request: FailoverRequest) 
     }
 }
 
+/// The nodes a failover works with, as check_slave found them.
+struct Checked {
+    admin: AdminClient,
+    /// The target leasegate's admin token.
+    token: Option<String>,
+    target: Target,
+    /// This node, and the target's.
+    source: ControlConnection,
+    replica: ControlConnection,
+    /// Cluster mode: this node's place in the controller's topology.
+    shard: Option<cluster::Shard>,
+    /// Where the replica follows this node through its leasegate, if it may.
+    through_me: Option<String>,
+}
+
 async fn failover(run: &mut Run) -> Result<(u64, Target), FailoverError> {
+    run.enter(FailoverState::Started);
+    run.enter(FailoverState::CheckSlave);
+    let mut checked = check_slave(run).await?;
+    let kvrocks = plan_promotion(run, &mut checked).await;
+    let blocking_seen = pause_until_caught_up(run, &mut checked).await?;
+    run.enter(FailoverState::Switching);
+    let (epoch, fencing) = fence(run, &checked.target);
+    resync(run, &mut checked, &fencing, blocking_seen).await?;
+    match checked.shard.take() {
+        Some(shard) => {
+            let Checked {
+                admin,
+                token,
+                target,
+                mut source,
+                mut replica,
+                ..
+            } = checked;
+            let nodes = cluster::Nodes {
+                source: &mut source,
+                replica: &mut replica,
+                token: token.as_deref(),
+            };
+            let epoch =
+                cluster::switch(run, &admin, &target, &shard, epoch, &fencing, nodes).await?;
+            Ok((epoch, target))
+        }
+        None => switch_standalone(run, checked, epoch, &fencing, kvrocks).await,
+    }
+}
+
+/// check_slave: the target's leasegate knows its node id, its node is a
+/// replica of this node (directly, through this leasegate, or in cluster
+/// mode by the address the controller lists) with its link up.
+async fn check_slave(run: &mut Run) -> Result<Checked, FailoverError> {
     let gate = Arc::clone(&run.gate);
-    let request = run.request.clone();
     let timeout = run.settings.timeout;
     let this_node = run.settings.node.clone();
     let password = run.settings.password.clone();
     let password = password.as_deref();
     let admin = AdminClient::new(Duration::from_secs(2), run.settings.admin_ca.clone());
-    let token = request
+    let token = run
+        .request
         .target_token
         .clone()
         .or_else(|| run.settings.admin_token.clone());
-    run.enter(FailoverState::Started);
-
-    run.enter(FailoverState::CheckSlave);
-    let target = check_target(&admin, &request.to).await?;
+    let target = check_target(&admin, &run.request.to).await?;
     let tls = run.settings.node_tls.clone();
     let mut source = ControlConnection::open_node(&this_node, tls.as_deref(), password, timeout)
         .await
@@ -709,7 +474,32 @@ async fn failover(run: &mut Run) -> Result<(u64, Target), FailoverError> {
             status: theirs.link_status,
         });
     }
+    Ok(Checked {
+        admin,
+        token,
+        target,
+        source,
+        replica,
+        shard,
+        through_me,
+    })
+}
 
+/// Learns whether the target is Kvrocks and, if the request asks for
+/// promotion timing, plans the pause and waits for its moment
+/// ([`promotion`]); returns whether the target is Kvrocks.
+async fn plan_promotion(run: &mut Run, checked: &mut Checked) -> bool {
+    let gate = Arc::clone(&run.gate);
+    let request = run.request.clone();
+    let Checked {
+        admin,
+        target,
+        source,
+        replica,
+        shard,
+        through_me,
+        ..
+    } = checked;
     // A Kvrocks target waits for its replication tick to be promoted (the
     // timing below), and its old master rejoins through its leasegate.
     let kvrocks = match replica.is_kvrocks().await {
@@ -734,11 +524,11 @@ async fn failover(run: &mut Run) -> Result<(u64, Target), FailoverError> {
         };
         promotion::prepare(promotion::Prepare {
             gate: &gate,
-            admin: &admin,
+            admin,
             target_admin: &request.to,
             target_node: &target.node,
-            replica: &mut replica,
-            source: &mut source,
+            replica,
+            source,
             kvrocks,
             // Cluster mode: the controller's topology decides where it follows.
             reattach_to: shard.is_none().then(|| through_me.clone()).flatten(),
@@ -751,14 +541,29 @@ async fn failover(run: &mut Run) -> Result<(u64, Target), FailoverError> {
     };
     timing.wait().await;
     run.timing = Some(timing);
+    kvrocks
+}
 
+/// pause_write and wait_sync: holds writes, waits for the ones already
+/// forwarded and for the replica to reach this node's offset; a catch-up
+/// too late for the planned tick ends the pause and tries the next one.
+/// Returns the count of completed blocking writes seen at the offset's read.
+async fn pause_until_caught_up(run: &mut Run, checked: &mut Checked) -> Result<u64, FailoverError> {
+    let gate = Arc::clone(&run.gate);
+    let request = run.request.clone();
+    let Checked {
+        target,
+        source,
+        replica,
+        ..
+    } = checked;
     // Paused sessions may open their connections to the new master now.
     gate.role()
         .prepare_handover(Some(target.proxy.clone().into()));
     let pause = Arc::clone(gate.pause());
     let sync_timeout = Duration::from_millis(request.sync_timeout_ms);
     let mut retries = 0;
-    let blocking_seen = loop {
+    loop {
         run.enter(FailoverState::PauseWrite);
         pause.pause(
             Duration::from_millis(request.pause_timeout_ms),
@@ -780,8 +585,8 @@ async fn failover(run: &mut Run) -> Result<(u64, Target), FailoverError> {
         // Blocking writes (BLPOP & co.) are not counted in flight: one that pops
         // after this node's offset is read is seen by this counter moving.
         let blocking_seen = gate.role().blocking_writes_completed();
-        let source_offset = offset(&mut source).await?;
-        match catch_up(&mut replica, source_offset, sync_deadline).await {
+        let source_offset = offset(source).await?;
+        match catch_up(replica, source_offset, sync_deadline).await {
             Ok(CatchUp::Reached) => {}
             Ok(CatchUp::Behind(at)) => {
                 let error = FailoverError::SyncTimeout {
@@ -819,13 +624,17 @@ async fn failover(run: &mut Run) -> Result<(u64, Target), FailoverError> {
                     timing.wait().await;
                 }
             }
-            _ => break blocking_seen,
+            _ => return Ok(blocking_seen),
         }
-    };
+    }
+}
 
-    run.enter(FailoverState::Switching);
-    // Fence this node first: from here on no write reaches it, whatever
-    // happens to the pause (its timeout may run out during the switch).
+/// Fences this node first: from here on no write reaches it, whatever
+/// happens to the pause (its timeout may run out during the switch).
+/// Returns the new epoch and how to undo the fencing.
+fn fence(run: &Run, target: &Target) -> (u64, Fencing) {
+    let gate = &run.gate;
+    let request = &run.request;
     let lease = Arc::clone(gate.lease());
     let before = lease.save();
     let epoch = lease.epoch() + 1;
@@ -848,10 +657,26 @@ async fn failover(run: &mut Run) -> Result<(u64, Target), FailoverError> {
     gate.role().demote(Demotion {
         new_master: Some(target.proxy.clone().into()),
     });
-    // Writes may have reached this node after its offset was read: if the
-    // pause ended early (forwarded writes), or a blocking write completed
-    // (a pop). Now that this node is fenced no more can: wait for the
-    // replica to catch up with its offset again.
+    (epoch, fencing)
+}
+
+/// Writes may have reached this node after its offset was read: if the
+/// pause ended early (forwarded writes), or a blocking write completed (a
+/// pop). Now that this node is fenced no more can: waits for the replica
+/// to catch up with its offset again.
+async fn resync(
+    run: &mut Run,
+    checked: &mut Checked,
+    fencing: &Fencing,
+    blocking_seen: u64,
+) -> Result<(), FailoverError> {
+    let gate = Arc::clone(&run.gate);
+    let request = run.request.clone();
+    let pause = Arc::clone(gate.pause());
+    let sync_timeout = Duration::from_millis(request.sync_timeout_ms);
+    let Checked {
+        source, replica, ..
+    } = checked;
     let pause_ended = !pause.is_paused();
     let blocking_moved = gate.role().blocking_writes_completed() != blocking_seen;
     if pause_ended || blocking_moved {
@@ -869,8 +694,8 @@ async fn failover(run: &mut Run) -> Result<(u64, Target), FailoverError> {
                 }
                 tokio::task::yield_now().await;
             }
-            let offset = offset(&mut source).await?;
-            catch_up(&mut replica, offset, deadline).await
+            let offset = offset(&mut *source).await?;
+            catch_up(&mut *replica, offset, deadline).await
         };
         let error = match resynced.await {
             Ok(CatchUp::Reached) => None,
@@ -886,21 +711,39 @@ async fn failover(run: &mut Run) -> Result<(u64, Target), FailoverError> {
         if let Some(error) = error {
             if !request.force_on_timeout {
                 // Nothing was sent to the target yet: this node is master still.
-                rollback(&gate, &fencing);
+                rollback(&gate, fencing);
                 return run.abort(error);
             }
             warn!(%error, "switching anyway (force_on_timeout)");
         }
     }
-    if let Some(shard) = shard {
-        let nodes = cluster::Nodes {
-            source: &mut source,
-            replica: &mut replica,
-            token: token.as_deref(),
-        };
-        let epoch = cluster::switch(run, &admin, &target, &shard, epoch, &fencing, nodes).await?;
-        return Ok((epoch, target));
-    }
+    Ok(())
+}
+
+/// The standalone switch: promotes the target (`SLAVEOF NO ONE`, timed),
+/// grants its leasegate the lease at `epoch`, releases the held writes
+/// (handed to it) and makes this node its replica.
+async fn switch_standalone(
+    run: &mut Run,
+    checked: Checked,
+    epoch: u64,
+    fencing: &Fencing,
+    kvrocks: bool,
+) -> Result<(u64, Target), FailoverError> {
+    let gate = Arc::clone(&run.gate);
+    let request = run.request.clone();
+    let timeout = run.settings.timeout;
+    let password = run.settings.password.clone();
+    let password = password.as_deref();
+    let tls = run.settings.node_tls.clone();
+    let Checked {
+        admin,
+        token,
+        target,
+        mut source,
+        mut replica,
+        ..
+    } = checked;
     let promoted = run.promote(replica.call(&["SLAVEOF", "NO", "ONE"])).await;
     if let Err(e) = promoted {
         match promotion_outcome(
@@ -916,7 +759,7 @@ async fn failover(run: &mut Run) -> Result<(u64, Target), FailoverError> {
                 warn!(error = %e, "the promotion reported a failure, but the target node is master now: carrying on with the switch");
             }
             Promotion::NotDone(why) => {
-                rollback(&gate, &fencing);
+                rollback(&gate, fencing);
                 return run.abort(FailoverError::PromoteFailed {
                     node: target.node.clone(),
                     source: e,
