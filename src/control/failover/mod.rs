@@ -51,8 +51,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use redis_protocol::resp2::types::OwnedFrame;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 use crate::control::ControlContext;
 use crate::guard::gate::Gate;
@@ -60,200 +59,30 @@ use crate::guard::lease::{Grant, Saved};
 use crate::guard::pause::PauseMode;
 use crate::guard::role::{Demotion, Source};
 use crate::kvrocks::admin_api::{
-    FailoverReport, FailoverRequest, FailoverState, LeaseOutcome, LeaseRequest, Step,
+    FailoverReport, FailoverRequest, FailoverState, LeaseOutcome, LeaseRequest,
 };
 use crate::kvrocks::admin_client::AdminClient;
-use crate::kvrocks::topology::Replication;
-use crate::proxy::backend::{BackendError, ControlConnection};
+use crate::proxy::backend::ControlConnection;
 
 mod cluster;
 pub mod controller_pause;
 mod errors;
 mod metrics;
+mod nodes;
 mod promotion;
+mod run;
 pub mod timing;
 
 pub use errors::{
     FailoverError, GrantUnconfirmed, NotPromoted, PromotionUnknown, Resync, RoleError,
 };
 pub use metrics::FailoverMetrics;
+pub(super) use nodes::{catch_up, info_replication, CatchUp};
+use nodes::{offset, promotion_outcome, rejoin, same_addr, Promotion};
+use run::{Run, RunGuard, Settings, Target};
 
 /// The longest lease a failover grants (a leasegate refuses longer ones).
 pub const MAX_LEASE_TTL_MS: u64 = crate::guard::lease::MAX_TTL_MS;
-
-/// What the failover needs of this proxy's config.
-struct Settings {
-    /// The controller's API (`controller.url`, namespace, cluster), which a
-    /// cluster-mode failover goes through.
-    controller: Option<cluster::Controller>,
-    /// This node (`backend.addr`).
-    node: String,
-    password: Option<String>,
-    /// The CAs the target's `https://` admin API is trusted with.
-    admin_ca: Option<Arc<rustls::ClientConfig>>,
-    /// TLS to the nodes (`backend.tls`): this one and the target's.
-    node_tls: Option<Arc<crate::proxy::backend::NodeTls>>,
-    /// Bound of every request to a node.
-    timeout: Duration,
-    /// This proxy's admin token (the default for the target's).
-    admin_token: Option<String>,
-    /// This proxy's client address (`listen`), where a replica re-attaches.
-    listen: String,
-    /// What recent standalone failovers took from the pause to the promotion.
-    memory: Arc<timing::Memory>,
-}
-
-/// Owned by a running failover: however the run ends (returns, panics, or
-/// its task is dropped), it ends the pause it started, withdraws the
-/// hand-over target, reports `failed` unless the run reported its end, and
-/// frees the next failover.
-struct RunGuard {
-    gate: Arc<Gate>,
-    /// The failover's pause is on (it has not been ended by the run).
-    paused: bool,
-}
-
-impl RunGuard {
-    /// `None` while another failover runs.
-    fn acquire(gate: &Arc<Gate>) -> Option<RunGuard> {
-        if !gate.role().failover.try_start() {
-            return None;
-        }
-        gate.role().failover.set(FailoverState::Started);
-        Some(RunGuard {
-            gate: Arc::clone(gate),
-            paused: false,
-        })
-    }
-}
-
-impl Drop for RunGuard {
-    fn drop(&mut self) {
-        // The lease and the demotion are left as the run left them: a run
-        // that stops half-way leaves this node fenced, never unfenced.
-        if self.paused {
-            self.gate.pause().unpause();
-        }
-        self.gate.role().prepare_handover(None);
-        let status = &self.gate.role().failover;
-        if !status.state().is_final() {
-            error!(
-                state = status.state().as_str(),
-                lease_valid = self.gate.lease().write_allowed(),
-                "the failover stopped without finishing; it is reported failed"
-            );
-            status.set(FailoverState::Failed);
-        }
-        status.finished();
-    }
-}
-
-struct Run {
-    gate: Arc<Gate>,
-    guard: RunGuard,
-    settings: Settings,
-    request: FailoverRequest,
-    started: Instant,
-    steps: Vec<Step>,
-    /// When writes were paused and released, in ms since the start.
-    paused_at: Option<f64>,
-    released_at: Option<f64>,
-    /// The run ended with both nodes fenced.
-    both_fenced: bool,
-    /// The promotion's timing, and what the promotion took.
-    timing: Option<promotion::Timing>,
-    /// When the promotion was sent, and how long it took.
-    promotion: Option<(Instant, Duration)>,
-    /// The pause, as an instant (the work before the promotion counts from it).
-    paused: Option<Instant>,
-    /// The longest stall of pauses ended to be tried again, in ms.
-    earlier_stall: f64,
-    /// When the replica was last found caught up (cluster mode measures the
-    /// switch from it).
-    caught_up: Option<Instant>,
-}
-
-impl Run {
-    fn enter(&mut self, state: FailoverState) {
-        self.gate.role().failover.set(state);
-        let at_ms = self.now_ms();
-        info!(state = state.as_str(), at_ms, "failover");
-        self.steps.push(Step { state, at_ms });
-    }
-
-    fn now_ms(&self) -> f64 {
-        self.started.elapsed().as_secs_f64() * 1000.0
-    }
-
-    /// How long writes were held: from the pause to its release (the
-    /// longest, where a pause was tried again).
-    fn stall(&self) -> Option<f64> {
-        Some((self.released_at? - self.paused_at?).max(self.earlier_stall))
-    }
-
-    /// Ends a pause that is to be tried again: the stall it caused counts
-    /// towards the report's longest.
-    fn release_for_retry(&mut self) {
-        self.release();
-        if let Some(stall) = self.stall() {
-            self.earlier_stall = self.earlier_stall.max(stall);
-        }
-    }
-
-    /// Ends the failover's pause (held requests are asked about again).
-    fn release(&mut self) {
-        if self.guard.paused {
-            self.gate.pause().unpause();
-            self.guard.paused = false;
-            self.released_at = Some(self.now_ms());
-        }
-    }
-
-    /// Runs `promotion`, the command that makes the target master, timed
-    /// and (where the timing applies) with the replica's link poked at its
-    /// tick.
-    async fn promote<T>(&mut self, promotion: impl std::future::Future<Output = T>) -> T {
-        let sent = Instant::now();
-        let done = match self.timing.as_ref() {
-            Some(timing) => timing.promote(promotion).await,
-            None => promotion.await,
-        };
-        self.promotion = Some((sent, sent.elapsed()));
-        done
-    }
-
-    /// What the report says of the promotion.
-    fn promotion_report(&self) -> (Option<f64>, Option<crate::kvrocks::admin_api::TimingReport>) {
-        (
-            self.promotion.map(|(_, d)| d.as_secs_f64() * 1000.0),
-            self.timing.as_ref().map(|t| t.report(self.promotion)),
-        )
-    }
-
-    /// Fails with this node unfenced (nothing changed, or rolled back): the
-    /// pause ends and the held writes go to this node.
-    fn abort<T>(&mut self, error: FailoverError) -> Result<T, FailoverError> {
-        self.release();
-        Err(error)
-    }
-
-    /// Fails with both nodes fenced: this node stays revoked and demoted,
-    /// so the held writes released now are not applied to it.
-    fn both_fenced<T>(&mut self, error: FailoverError) -> Result<T, FailoverError> {
-        self.both_fenced = true;
-        self.release();
-        Err(error)
-    }
-}
-
-/// What check_slave learned about the target.
-struct Target {
-    node_id: String,
-    /// The target node (`host:port`).
-    node: String,
-    /// The target leasegate's client address.
-    proxy: String,
-}
 
 /// Runs one failover to completion in a task of its own and returns its
 /// report. A second concurrent call fails with "Failover is already in
@@ -813,99 +642,6 @@ async fn switch_standalone(
     Ok((epoch, target))
 }
 
-/// Makes this node a replica of the new master (after the writes were
-/// released, so this costs no stall). Kvrocks refuses to follow a node it
-/// still lists as its own replica ("can't replicate your own replicas")
-/// until it notices the promoted node's link is gone: retried for a while.
-async fn rejoin(
-    source: &mut ControlConnection,
-    host: &str,
-    port: &str,
-) -> Result<(), BackendError> {
-    let deadline = Instant::now() + REJOIN_PATIENCE;
-    loop {
-        match source.call(&["SLAVEOF", host, port]).await {
-            Err(BackendError::Reply(e))
-                if e.contains("own replicas") && Instant::now() < deadline =>
-            {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            other => return other.map(|_| ()),
-        }
-    }
-}
-
-/// How long [`rejoin`] retries while the node still lists the new master as its replica.
-const REJOIN_PATIENCE: Duration = Duration::from_secs(5);
-
-/// Whether the target node carried out a `SLAVEOF NO ONE` that failed.
-#[derive(Debug)]
-enum Promotion {
-    /// It is master now.
-    Done,
-    /// It is a replica, and the request cannot take effect any more.
-    NotDone(NotPromoted),
-    /// It may be promoted, now or later.
-    Unknown(PromotionUnknown),
-}
-
-/// Finds out what a failed `SLAVEOF NO ONE` (sent on `conn`) did.
-///
-/// An error reply means the node refused it. A broken connection means the
-/// node either ran it already or never will (it was closed with the request
-/// unread). After a timeout the request may still be queued on the node, so
-/// its late answer is waited for once more: a reply to a command sent after
-/// it cannot arrive before it. Then the node is asked for its `ROLE` on a
-/// fresh connection: `master` is final (a master does not turn replica by
-/// itself); `slave` is final only when the request can no longer run.
-async fn promotion_outcome(
-    error: &BackendError,
-    conn: &mut ControlConnection,
-    (node, tls): (&str, Option<&crate::proxy::backend::NodeTls>),
-    password: Option<&str>,
-    timeout: Duration,
-) -> Promotion {
-    #[derive(PartialEq)]
-    enum Fate {
-        Refused,
-        Lost,
-        Pending,
-    }
-    let fate = |e: &BackendError| match e {
-        BackendError::Reply(text) if !text.starts_with("invalid reply") => Fate::Refused,
-        BackendError::Io(_) | BackendError::ConnectTimeout(_) => Fate::Lost,
-        _ => Fate::Pending,
-    };
-    let mut request = fate(error);
-    if request == Fate::Pending {
-        // Returns the late answer to SLAVEOF NO ONE, not ROLE's.
-        match conn.call(&["ROLE"]).await {
-            Ok(_) => return Promotion::Done,
-            Err(e) => request = fate(&e),
-        }
-    }
-    let role = async {
-        let mut fresh = ControlConnection::open_node(node, tls, password, timeout)
-            .await
-            .map_err(|source| RoleError::Connect { source })?;
-        let reply = fresh
-            .call(&["ROLE"])
-            .await
-            .map_err(|source| RoleError::Role { source })?;
-        Ok::<_, RoleError>(Replication::from_role(&reply))
-    };
-    match role.await {
-        Ok(r) if r.role.as_deref() == Some("master") => Promotion::Done,
-        Ok(r) if r.is_replica() => match request {
-            Fate::Refused => Promotion::NotDone(NotPromoted::Refused),
-            Fate::Lost => Promotion::NotDone(NotPromoted::ConnectionBroke),
-            Fate::Pending => Promotion::Unknown(PromotionUnknown::NoAnswer),
-        },
-        Ok(r) => Promotion::Unknown(PromotionUnknown::OtherRole { role: r.role }),
-        Err(source) => Promotion::Unknown(PromotionUnknown::RoleUnreadable { source }),
-    }
-}
-
 /// Undoes the fencing of this node when the switch fails and nothing was
 /// switched: it is the master still. The lease comes back as it was before
 /// the fencing (epoch included, so the controller's heartbeats renew it
@@ -925,41 +661,6 @@ struct Fencing {
     after: Saved,
 }
 
-/// How the replica's offset compares with the one it must reach.
-pub(super) enum CatchUp {
-    Reached,
-    /// The deadline passed; the replica was last seen at this offset.
-    Behind(Option<u64>),
-}
-
-/// Polls the replica's offset until it reaches `target`, until `deadline`.
-pub(super) async fn catch_up(
-    replica: &mut ControlConnection,
-    target: u64,
-    deadline: Instant,
-) -> Result<CatchUp, FailoverError> {
-    let mut seen = None;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Ok(CatchUp::Behind(seen));
-        }
-        match tokio::time::timeout(left, info_replication(replica)).await {
-            Ok(Ok(r)) if r.offset.unwrap_or(0) >= target => return Ok(CatchUp::Reached),
-            Ok(Ok(r)) => seen = r.offset,
-            Ok(Err(e)) => return Err(e),
-            Err(_) => return Ok(CatchUp::Behind(seen)),
-        }
-    }
-}
-
-/// This node's replication offset.
-pub(super) async fn offset(conn: &mut ControlConnection) -> Result<u64, FailoverError> {
-    Ok(info_replication(conn).await?.offset.unwrap_or(0))
-}
-
-/// check_slave: asks the target's leasegate (`GET /v1/status`) for its
-/// node's id, its node and its client address.
 async fn check_target(admin: &AdminClient, to: &str) -> Result<Target, FailoverError> {
     let status = admin.status(to).await?;
     let node_id = status
@@ -990,30 +691,12 @@ fn client_address(listen: &str, admin: &str) -> String {
     }
 }
 
-pub(super) async fn info_replication(
-    conn: &mut ControlConnection,
-) -> Result<Replication, FailoverError> {
-    match conn.call(&["INFO", "replication"]).await {
-        Ok(OwnedFrame::BulkString(text)) => {
-            Ok(Replication::parse_info(&String::from_utf8_lossy(&text)))
-        }
-        Ok(reply) => Err(FailoverError::UnexpectedInfo { reply }),
-        Err(source) => Err(FailoverError::Info { source }),
-    }
-}
-
-/// Whether `a` (as a node reports its master) names `b` (`host:port`).
-fn same_addr(a: Option<&str>, b: &str) -> bool {
-    let Some(a) = a else { return false };
-    let norm = |s: &str| s.replace("localhost", "127.0.0.1");
-    norm(a) == norm(b)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::Config;
     use crate::guard::lease::ManualClock;
+    use crate::proxy::backend::BackendError;
 
     fn context() -> Arc<ControlContext> {
         let config = Config::parse("backend:\n  addr: 127.0.0.1:1\n", "t").expect("valid config");

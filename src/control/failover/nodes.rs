@@ -1,0 +1,158 @@
+//! What the failover asks of the two nodes: their replication state and
+//! offsets, the replica's catch-up, what a failed promotion did, and the
+//! old master rejoining as a replica.
+
+use std::time::{Duration, Instant};
+
+use redis_protocol::resp2::types::OwnedFrame;
+
+use super::{FailoverError, NotPromoted, PromotionUnknown, RoleError};
+use crate::kvrocks::topology::Replication;
+use crate::proxy::backend::{BackendError, ControlConnection};
+
+/// Makes this node a replica of the new master (after the writes were
+/// released, so this costs no stall). Kvrocks refuses to follow a node it
+/// still lists as its own replica ("can't replicate your own replicas")
+/// until it notices the promoted node's link is gone: retried for a while.
+pub(super) async fn rejoin(
+    source: &mut ControlConnection,
+    host: &str,
+    port: &str,
+) -> Result<(), BackendError> {
+    let deadline = Instant::now() + REJOIN_PATIENCE;
+    loop {
+        match source.call(&["SLAVEOF", host, port]).await {
+            Err(BackendError::Reply(e))
+                if e.contains("own replicas") && Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other => return other.map(|_| ()),
+        }
+    }
+}
+
+/// How long [`rejoin`] retries while the node still lists the new master as its replica.
+const REJOIN_PATIENCE: Duration = Duration::from_secs(5);
+
+/// Whether the target node carried out a `SLAVEOF NO ONE` that failed.
+#[derive(Debug)]
+pub(super) enum Promotion {
+    /// It is master now.
+    Done,
+    /// It is a replica, and the request cannot take effect any more.
+    NotDone(NotPromoted),
+    /// It may be promoted, now or later.
+    Unknown(PromotionUnknown),
+}
+
+/// Finds out what a failed `SLAVEOF NO ONE` (sent on `conn`) did.
+///
+/// An error reply means the node refused it. A broken connection means the
+/// node either ran it already or never will (it was closed with the request
+/// unread). After a timeout the request may still be queued on the node, so
+/// its late answer is waited for once more: a reply to a command sent after
+/// it cannot arrive before it. Then the node is asked for its `ROLE` on a
+/// fresh connection: `master` is final (a master does not turn replica by
+/// itself); `slave` is final only when the request can no longer run.
+pub(super) async fn promotion_outcome(
+    error: &BackendError,
+    conn: &mut ControlConnection,
+    (node, tls): (&str, Option<&crate::proxy::backend::NodeTls>),
+    password: Option<&str>,
+    timeout: Duration,
+) -> Promotion {
+    #[derive(PartialEq)]
+    enum Fate {
+        Refused,
+        Lost,
+        Pending,
+    }
+    let fate = |e: &BackendError| match e {
+        BackendError::Reply(text) if !text.starts_with("invalid reply") => Fate::Refused,
+        BackendError::Io(_) | BackendError::ConnectTimeout(_) => Fate::Lost,
+        _ => Fate::Pending,
+    };
+    let mut request = fate(error);
+    if request == Fate::Pending {
+        // Returns the late answer to SLAVEOF NO ONE, not ROLE's.
+        match conn.call(&["ROLE"]).await {
+            Ok(_) => return Promotion::Done,
+            Err(e) => request = fate(&e),
+        }
+    }
+    let role = async {
+        let mut fresh = ControlConnection::open_node(node, tls, password, timeout)
+            .await
+            .map_err(|source| RoleError::Connect { source })?;
+        let reply = fresh
+            .call(&["ROLE"])
+            .await
+            .map_err(|source| RoleError::Role { source })?;
+        Ok::<_, RoleError>(Replication::from_role(&reply))
+    };
+    match role.await {
+        Ok(r) if r.role.as_deref() == Some("master") => Promotion::Done,
+        Ok(r) if r.is_replica() => match request {
+            Fate::Refused => Promotion::NotDone(NotPromoted::Refused),
+            Fate::Lost => Promotion::NotDone(NotPromoted::ConnectionBroke),
+            Fate::Pending => Promotion::Unknown(PromotionUnknown::NoAnswer),
+        },
+        Ok(r) => Promotion::Unknown(PromotionUnknown::OtherRole { role: r.role }),
+        Err(source) => Promotion::Unknown(PromotionUnknown::RoleUnreadable { source }),
+    }
+}
+
+/// How the replica's offset compares with the one it must reach.
+pub(in crate::control) enum CatchUp {
+    Reached,
+    /// The deadline passed; the replica was last seen at this offset.
+    Behind(Option<u64>),
+}
+
+/// Polls the replica's offset until it reaches `target`, until `deadline`.
+pub(in crate::control) async fn catch_up(
+    replica: &mut ControlConnection,
+    target: u64,
+    deadline: Instant,
+) -> Result<CatchUp, FailoverError> {
+    let mut seen = None;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(CatchUp::Behind(seen));
+        }
+        match tokio::time::timeout(left, info_replication(replica)).await {
+            Ok(Ok(r)) if r.offset.unwrap_or(0) >= target => return Ok(CatchUp::Reached),
+            Ok(Ok(r)) => seen = r.offset,
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Ok(CatchUp::Behind(seen)),
+        }
+    }
+}
+
+/// This node's replication offset.
+pub(super) async fn offset(conn: &mut ControlConnection) -> Result<u64, FailoverError> {
+    Ok(info_replication(conn).await?.offset.unwrap_or(0))
+}
+
+/// check_slave: asks the target's leasegate (`GET /v1/status`) for its
+/// node's id, its node and its client address.
+pub(in crate::control) async fn info_replication(
+    conn: &mut ControlConnection,
+) -> Result<Replication, FailoverError> {
+    match conn.call(&["INFO", "replication"]).await {
+        Ok(OwnedFrame::BulkString(text)) => {
+            Ok(Replication::parse_info(&String::from_utf8_lossy(&text)))
+        }
+        Ok(reply) => Err(FailoverError::UnexpectedInfo { reply }),
+        Err(source) => Err(FailoverError::Info { source }),
+    }
+}
+
+/// Whether `a` (as a node reports its master) names `b` (`host:port`).
+pub(super) fn same_addr(a: Option<&str>, b: &str) -> bool {
+    let Some(a) = a else { return false };
+    let norm = |s: &str| s.replace("localhost", "127.0.0.1");
+    norm(a) == norm(b)
+}
