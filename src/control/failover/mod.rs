@@ -213,22 +213,14 @@ async fn failover(run: &mut Run) -> Result<(u64, Target), FailoverError> {
     resync(run, &mut checked, &fencing, blocking_seen).await?;
     match checked.shard.take() {
         Some(shard) => {
-            let Checked {
-                admin,
-                token,
-                target,
-                mut source,
-                mut replica,
-                ..
-            } = checked;
             let nodes = cluster::Nodes {
-                source: &mut source,
-                replica: &mut replica,
-                token: token.as_deref(),
+                source: &mut checked.source,
+                replica: &mut checked.replica,
+                token: checked.token.as_deref(),
             };
-            let epoch =
-                cluster::switch(run, &admin, &target, &shard, epoch, &fencing, nodes).await?;
-            Ok((epoch, target))
+            let (admin, target) = (&checked.admin, &checked.target);
+            let epoch = cluster::switch(run, admin, target, &shard, epoch, &fencing, nodes).await?;
+            Ok((epoch, checked.target))
         }
         None => switch_standalone(run, checked, epoch, &fencing, kvrocks).await,
     }
