@@ -15,6 +15,12 @@
 //! * [`control`] — the control plane beside the data plane: admin HTTP API,
 //!   controller polling, graceful failover, node probe;
 //! * [`server`], [`logging`] — wiring and lifecycle.
+//!
+//! The library exists for the binary, its tests and benchmarks, not as an
+//! API: its docs are meant to be read with `cargo doc
+//! --document-private-items`, where module docs may point at the private
+//! items that do the work.
+#![allow(rustdoc::private_intra_doc_links)]
 
 pub mod resp;
 
