@@ -15,15 +15,17 @@
 //!   exit ([`crate::control::upgrade`]); started with `--take-over`, take
 //!   them from the running leasegate instead of binding;
 //! * **stop**: return, closing whatever is left.
+//!
+//! Clients arriving are admitted in [`clients`]; the services beside the
+//! sessions (admin API, poller, verification, probe) start in [`services`].
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -32,24 +34,22 @@ use tracing::{debug, info, warn};
 use prometheus_client::metrics::gauge::Gauge;
 
 use crate::config::Config;
-use crate::control::admin;
-use crate::control::poll;
-use crate::control::probe;
 use crate::control::reload;
-use crate::control::sentinel;
 use crate::control::upgrade::{self, Handoff, Inherited};
 use crate::control::ControlContext;
 use crate::guard::gate::Gate;
 use crate::guard::lease::{BootClock, Clock};
 use crate::proxy::backend;
 use crate::proxy::metrics::ProxyMetrics;
-use crate::proxy::session::{self, MovedSession, Mover, SessionContext};
+use crate::proxy::session::{MovedSession, Mover, SessionContext};
 use crate::proxy::workers::Workers;
 use crate::resp::request::Limits;
 
-const MAX_CLIENTS_REPLY: &[u8] = b"-ERR max number of clients reached\r\n";
-/// How often command learning is retried while the node is unreachable.
-const LEARN_RETRY: Duration = Duration::from_secs(5);
+mod clients;
+mod services;
+
+use clients::{accept_on, listen_on};
+
 /// How long sessions closing at the drain's deadline get to write their error.
 const STOPPED_FLUSH: Duration = Duration::from_millis(500);
 
@@ -372,235 +372,6 @@ impl Server {
         }
     }
 
-    /// Serves a session moved here from the predecessor.
-    fn admit_moved(
-        &self,
-        moved: MovedSession,
-        tracker: &TaskTracker,
-        workers: &Workers,
-        active: &Arc<AtomicUsize>,
-    ) {
-        // Counted like any client, never refused: it is connected already.
-        active.fetch_add(1, Ordering::AcqRel);
-        self.sessions.inc();
-        let slot = ClientSlot(Arc::clone(active), self.sessions.clone());
-        let ctx = self.sessions_context.load_full();
-        let shutdown = self.shutdown.clone();
-        workers.spawn(tracker, async move {
-            let _slot = slot;
-            session::serve_moved(moved, ctx, shutdown).await;
-        });
-    }
-
-    fn admit_client(
-        &self,
-        client: TcpStream,
-        tls: bool,
-        tracker: &TaskTracker,
-        workers: &Workers,
-        active: &Arc<AtomicUsize>,
-    ) {
-        let _ = client.set_nodelay(true);
-        let config = self.shared.config.load();
-        let tls = match tls.then(|| self.shared.client_tls.load_full()) {
-            None => None,
-            Some(Some(tls)) => Some((tls, config.tls.handshake_timeout)),
-            Some(None) => {
-                // Not reached: the listener exists only with its settings.
-                warn!("a TLS client came without TLS settings: closed");
-                return;
-            }
-        };
-        let over_limit = active.fetch_add(1, Ordering::AcqRel) >= config.limits.max_clients;
-        if over_limit {
-            active.fetch_sub(1, Ordering::AcqRel);
-        } else {
-            self.sessions.inc();
-        }
-        let slot = (!over_limit).then(|| ClientSlot(Arc::clone(active), self.sessions.clone()));
-        let ctx = self.sessions_context.load_full();
-        let shutdown = self.shutdown.clone();
-        // The socket moves to a worker's poller.
-        let client = match client.into_std() {
-            Ok(c) => c,
-            Err(e) => {
-                warn!(error = %e, "cannot hand the connection to a worker");
-                return;
-            }
-        };
-        workers.spawn(tracker, async move {
-            let _slot = slot;
-            let Ok(client) = TcpStream::from_std(client) else {
-                return;
-            };
-            let Some((tls, timeout)) = tls else {
-                return match over_limit {
-                    true => refuse(client, MAX_CLIENTS_REPLY.to_vec()).await,
-                    false => serve_client(client, ctx, shutdown).await,
-                };
-            };
-            let peer = client.peer_addr().ok();
-            match crate::proxy::tls::handshake(client, tls, timeout).await {
-                Ok(client) => {
-                    ctx.metrics.tls_handshake("ok");
-                    match over_limit {
-                        true => refuse(client, MAX_CLIENTS_REPLY.to_vec()).await,
-                        false => serve_client(client, ctx, shutdown).await,
-                    }
-                }
-                Err(e) => {
-                    ctx.metrics.tls_handshake(e.outcome());
-                    info!(?peer, error = %e, "TLS handshake failed: connection closed");
-                }
-            }
-        });
-    }
-
-    /// The TLS client listener (`tls.listen`), taken over or bound.
-    async fn tls_listener(
-        &self,
-        inherited: Option<&mut Inherited>,
-    ) -> Result<Option<TcpListener>, ServerError> {
-        let Some(addr) = self.config.tls.listen else {
-            return Ok(None);
-        };
-        if self.shared.client_tls.load().is_none() {
-            return Err(ServerError::Tls(format!(
-                "tls.listen {addr}: its certificate files cannot be used (see above)"
-            )));
-        }
-        let bind_error = |source| ServerError::Bind {
-            addr: addr.to_string(),
-            source,
-        };
-        let listener = match inherited.and_then(|i| i.listener("tls", &addr.to_string())) {
-            Some(l) => listen_on(l).map_err(bind_error)?,
-            None => TcpListener::bind(addr).await.map_err(bind_error)?,
-        };
-        self.handoff.offer("tls", &listener);
-        info!(tls_listen = %addr, "TLS clients are served");
-        Ok(Some(listener))
-    }
-
-    /// Idle sessions drop their buffers ([`session::trim`]); glibc keeps
-    /// freed memory inside its heaps until asked, so every few seconds in
-    /// which a session did so, leasegate asks it to return what is free.
-    fn start_memory_return(&self) {
-        let shutdown = self.shutdown.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(MEMORY_RETURN_EVERY);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    _ = shutdown.cancelled() => return,
-                }
-                if session::trim::take_trimmed() {
-                    let _ = tokio::task::spawn_blocking(return_free_memory).await;
-                }
-            }
-        });
-    }
-
-    /// Starts the node probe (`lease.probe_interval_ms`; with 0 it idles
-    /// until a reload sets an interval).
-    fn start_probe(&self) {
-        tokio::spawn(probe::run(Arc::clone(&self.shared)));
-    }
-
-    /// Starts the admin API and the controller poller.
-    async fn start_services(&self, inherited: Option<&mut Inherited>) -> Result<(), ServerError> {
-        let admin = &self.config.admin.listen;
-        if !admin.is_empty() {
-            let bind_error = |source| ServerError::AdminBind {
-                addr: admin.clone(),
-                source,
-            };
-            let listener = match inherited.and_then(|i| i.listener("admin", admin)) {
-                Some(l) => listen_on(l).map_err(bind_error)?,
-                None => TcpListener::bind(admin).await.map_err(bind_error)?,
-            };
-            self.handoff.offer("admin", &listener);
-            tokio::spawn(admin::serve(listener, Arc::clone(&self.shared)));
-        }
-        if self.config.controller.url.is_some() {
-            tokio::spawn(poll::poll(Arc::clone(&self.shared)));
-        }
-        if self.config.sentinel.enabled() {
-            tokio::spawn(sentinel::run(Arc::clone(&self.shared)));
-        }
-        tokio::spawn(crate::control::failover_command::serve(Arc::clone(
-            &self.shared,
-        )));
-        Ok(())
-    }
-
-    /// Starts verification's drivers, each on its session thread (see
-    /// [`crate::guard::verify`]), when there is a controller to ask.
-    fn start_verification(&self, workers: &Workers) {
-        let (Some(verifier), Some(url)) = (self.gate.verifier(), &self.config.controller.url)
-        else {
-            return;
-        };
-        let c = &self.config.controller;
-        let url: Arc<str> =
-            crate::kvrocks::controller::cluster_url(url, &c.namespace, &c.cluster).into();
-        for driver in 0..verifier.drivers() {
-            workers.spawn_on(
-                driver,
-                Arc::clone(verifier).run_driver(
-                    driver,
-                    Arc::clone(self.gate.role()),
-                    (Arc::clone(&url), Arc::clone(&self.shared.controller_tls)),
-                    self.verification_stop.clone(),
-                ),
-            );
-        }
-    }
-
-    /// Learns command flags from the node, retrying in the background until
-    /// it answers (with the running `backend.password` of each attempt).
-    fn start_learning(&self) {
-        // Taken over with what the predecessor learned: the node is not
-        // asked to build its `COMMAND` reply again while clients wait.
-        if !self.config.commands.learn_from_backend || !self.shared.learned().is_empty() {
-            return;
-        }
-        let shared = Arc::clone(&self.shared);
-        let addr = self.config.backend.addr.clone();
-        let shutdown = self.shutdown.clone();
-        tokio::spawn(async move {
-            loop {
-                let config = shared.config.load_full();
-                match backend::learn_commands(
-                    &addr,
-                    shared.node_tls().as_deref(),
-                    config.backend.password.as_deref(),
-                    config.connect_timeout(),
-                )
-                .await
-                {
-                    Ok(commands) => {
-                        info!(
-                            commands = commands.len(),
-                            "learned command flags from the backend"
-                        );
-                        shared.learned_commands(commands);
-                        return;
-                    }
-                    Err(e) => warn!(
-                        error = %e,
-                        "cannot learn command flags from the backend; using the built-in table, retrying"
-                    ),
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(LEARN_RETRY) => {}
-                    _ = shutdown.cancelled() => return,
-                }
-            }
-        });
-    }
-
     /// Stops sessions from taking new requests and waits for the replies
     /// they owe, at most `drain_timeout_ms`.
     async fn drain(&self, tracker: TaskTracker) {
@@ -667,84 +438,3 @@ fn session_context(
         },
     }
 }
-
-/// A listener handed over by the predecessor, on this runtime's poller.
-fn listen_on(listener: std::net::TcpListener) -> std::io::Result<TcpListener> {
-    listener.set_nonblocking(true)?;
-    TcpListener::from_std(listener)
-}
-
-/// Releases a `max_clients` slot when the session ends.
-struct ClientSlot(Arc<AtomicUsize>, Gauge);
-
-impl Drop for ClientSlot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-        self.1.dec();
-    }
-}
-
-/// Sends one error line and closes.
-/// Serves a client (plain or TLS) with a new node connection; if the node
-/// cannot be reached, with the new master's leasegate where this node was
-/// demoted, else it is told why and closed.
-async fn serve_client<C: session::ClientIo>(
-    client: C,
-    ctx: Arc<SessionContext>,
-    shutdown: CancellationToken,
-) {
-    let (addr, timeout) = (ctx.backend_addr.clone(), ctx.connect_timeout);
-    let tls = ctx.node_tls.load_full();
-    match backend::connect_node(&addr, tls.as_deref(), timeout).await {
-        Ok(backend) => session::serve(client, backend, ctx, shutdown).await,
-        Err(e) => match backend::stand_in(ctx.gate.role(), ctx.peer_tls::<C>().as_deref(), timeout)
-            .await
-        {
-            // The node is down and the controller named a new master: the
-            // client is served there, not refused.
-            Ok(there) => {
-                info!("this node is down and was demoted: a new client is served by the new master's leasegate");
-                session::serve_handed_over(client, there, ctx, shutdown).await
-            }
-            Err(why) => {
-                debug!(%why, "no stand-in for the node");
-                ctx.metrics.backend_connect_errors.inc();
-                warn!(backend = %addr, error = %e, "backend unavailable");
-                refuse(client, backend::unavailable_reply(&addr, &e)).await;
-            }
-        },
-    }
-}
-
-/// Accepts on `listener`; never, without one.
-async fn accept_on(
-    listener: Option<&TcpListener>,
-) -> std::io::Result<(TcpStream, std::net::SocketAddr)> {
-    match listener {
-        Some(l) => l.accept().await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn refuse<C: tokio::io::AsyncWrite + Unpin>(mut client: C, reply: Vec<u8>) {
-    let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        let _ = client.write_all(&reply).await;
-        let _ = client.shutdown().await;
-    })
-    .await;
-}
-
-/// How often [`Server::start_memory_return`] looks.
-const MEMORY_RETURN_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// Returns the allocator's free memory to the system (glibc: every arena).
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn return_free_memory() {
-    // SAFETY: malloc_trim only walks the allocator's own free lists.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn return_free_memory() {}

@@ -1,0 +1,158 @@
+//! The services started beside the sessions: the admin API, the
+//! controller poller or Sentinel, verification's drivers (one per session
+//! thread), the node probe, command learning, and giving freed memory back.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+
+use super::{clients::listen_on, Server, ServerError};
+use crate::control::upgrade::Inherited;
+use crate::control::{admin, poll, probe, sentinel};
+use crate::proxy::backend;
+use crate::proxy::session;
+use crate::proxy::workers::Workers;
+
+impl Server {
+    /// Idle sessions drop their buffers ([`session::trim`]); glibc keeps
+    /// freed memory inside its heaps until asked, so every few seconds in
+    /// which a session did so, leasegate asks it to return what is free.
+    pub(super) fn start_memory_return(&self) {
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(MEMORY_RETURN_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = shutdown.cancelled() => return,
+                }
+                if session::trim::take_trimmed() {
+                    let _ = tokio::task::spawn_blocking(return_free_memory).await;
+                }
+            }
+        });
+    }
+
+    /// Starts the node probe (`lease.probe_interval_ms`; with 0 it idles
+    /// until a reload sets an interval).
+    pub(super) fn start_probe(&self) {
+        tokio::spawn(probe::run(Arc::clone(&self.shared)));
+    }
+
+    /// Starts the admin API and the controller poller.
+    pub(super) async fn start_services(
+        &self,
+        inherited: Option<&mut Inherited>,
+    ) -> Result<(), ServerError> {
+        let admin = &self.config.admin.listen;
+        if !admin.is_empty() {
+            let bind_error = |source| ServerError::AdminBind {
+                addr: admin.clone(),
+                source,
+            };
+            let listener = match inherited.and_then(|i| i.listener("admin", admin)) {
+                Some(l) => listen_on(l).map_err(bind_error)?,
+                None => TcpListener::bind(admin).await.map_err(bind_error)?,
+            };
+            self.handoff.offer("admin", &listener);
+            tokio::spawn(admin::serve(listener, Arc::clone(&self.shared)));
+        }
+        if self.config.controller.url.is_some() {
+            tokio::spawn(poll::poll(Arc::clone(&self.shared)));
+        }
+        if self.config.sentinel.enabled() {
+            tokio::spawn(sentinel::run(Arc::clone(&self.shared)));
+        }
+        tokio::spawn(crate::control::failover_command::serve(Arc::clone(
+            &self.shared,
+        )));
+        Ok(())
+    }
+
+    /// Starts verification's drivers, each on its session thread (see
+    /// [`crate::guard::verify`]), when there is a controller to ask.
+    pub(super) fn start_verification(&self, workers: &Workers) {
+        let (Some(verifier), Some(url)) = (self.gate.verifier(), &self.config.controller.url)
+        else {
+            return;
+        };
+        let c = &self.config.controller;
+        let url: Arc<str> =
+            crate::kvrocks::controller::cluster_url(url, &c.namespace, &c.cluster).into();
+        for driver in 0..verifier.drivers() {
+            workers.spawn_on(
+                driver,
+                Arc::clone(verifier).run_driver(
+                    driver,
+                    Arc::clone(self.gate.role()),
+                    (Arc::clone(&url), Arc::clone(&self.shared.controller_tls)),
+                    self.verification_stop.clone(),
+                ),
+            );
+        }
+    }
+
+    /// Learns command flags from the node, retrying in the background until
+    /// it answers (with the running `backend.password` of each attempt).
+    pub(super) fn start_learning(&self) {
+        // Taken over with what the predecessor learned: the node is not
+        // asked to build its `COMMAND` reply again while clients wait.
+        if !self.config.commands.learn_from_backend || !self.shared.learned().is_empty() {
+            return;
+        }
+        let shared = Arc::clone(&self.shared);
+        let addr = self.config.backend.addr.clone();
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                let config = shared.config.load_full();
+                match backend::learn_commands(
+                    &addr,
+                    shared.node_tls().as_deref(),
+                    config.backend.password.as_deref(),
+                    config.connect_timeout(),
+                )
+                .await
+                {
+                    Ok(commands) => {
+                        info!(
+                            commands = commands.len(),
+                            "learned command flags from the backend"
+                        );
+                        shared.learned_commands(commands);
+                        return;
+                    }
+                    Err(e) => warn!(
+                        error = %e,
+                        "cannot learn command flags from the backend; using the built-in table, retrying"
+                    ),
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(LEARN_RETRY) => {}
+                    _ = shutdown.cancelled() => return,
+                }
+            }
+        });
+    }
+}
+
+/// How often [`Server::start_memory_return`] looks.
+const MEMORY_RETURN_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Returns the allocator's free memory to the system (glibc: every arena).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn return_free_memory() {
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn return_free_memory() {}
+
+/// How often command learning is retried while the node is unreachable.
+const LEARN_RETRY: Duration = Duration::from_secs(5);
