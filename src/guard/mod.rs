@@ -1,7 +1,8 @@
 //! The guard: everything that decides whether a request may reach the node.
 //!
 //! [`gate::Gate`] is the single decision point; it consults the master
-//! [`lease`], the write [`pause`], mastership [`verify`]cation and the
+//! [`lease`] (on the monotonic [`clock`]), the write [`pause`], mastership
+//! [`verify`]cation and the
 //! node's [`role`] (demotion, hand-over target, writes in flight). The
 //! controller's own commands (heartbeats, `CLIENT PAUSE`, control AUTH) are
 //! answered by [`control`]; the `# Leasegate` section of `INFO` by [`info`];
@@ -13,6 +14,7 @@
 //! acknowledged, in [`durability`]; what a successor process takes over at
 //! an upgrade, in [`succession`].
 
+pub mod clock;
 pub mod control;
 pub mod durability;
 pub mod failover_command;
