@@ -1,4 +1,5 @@
-//! RESP: where requests and replies begin and end ([`request`], [`reply`]),
+//! RESP: where requests and replies begin and end ([`request`], with inline
+//! commands split as Redis splits them in `inline.rs`; [`reply`]),
 //! command names ([`name`]), and the one encoder for what leasegate says
 //! itself ([`encode`]).
 //!
@@ -6,6 +7,7 @@
 //! are forwarded as the peer sent them.
 
 pub mod encode;
+mod inline;
 pub mod name;
 pub mod reply;
 pub mod request;
