@@ -7,6 +7,7 @@
 //! with it.
 //!
 //! * `leasegate failover` there and back under continuous writes;
+//! * the same, timed to the target's replication tick (`--cluster-timing`);
 //! * the controller's own failover API, called directly, there and back;
 //! * the controller's automatic failover after the master's node is killed.
 
@@ -63,6 +64,37 @@ fn leasegate_failover_there_and_back_with_passwords_fails_and_loses_nothing() {
     let outcome = writers.finish();
     settle(&shard, &shard.a);
     outcome.assert_none_failed_or_lost(&mut shard.direct(&shard.a), 100);
+    eprintln!("{} writes acknowledged", outcome.acked.len());
+}
+
+/// A failover timed to the target's replication tick in cluster mode
+/// (`--cluster-timing`), through the real controller, under writes: it
+/// succeeds, loses nothing, is timed (held or missed, never unused), and
+/// its report says what the controller's switch took against the plan.
+#[test]
+fn a_cluster_failover_timed_to_the_tick_reports_the_controllers_switch() {
+    let Some(shard) = shard() else { return };
+    let writers =
+        Writers::start_authenticated(shard.a.proxy.port, 8, "t", Duration::ZERO, Some(PASSWORD));
+    std::thread::sleep(Duration::from_millis(300));
+
+    let there = shard.failover_by_leasegate_with(&shard.a, &shard.b, &["--cluster-timing"]);
+    eprintln!("A→B: {there}");
+    assert_eq!(shard.controller.master_of(0).0, shard.b_id);
+    wait_master(&shard.b, "B after the failover");
+    assert!(
+        there.contains("promotion timing: held") || there.contains("promotion timing: missed"),
+        "a Kvrocks target in cluster mode is timed on request: {there}"
+    );
+    assert!(
+        there.contains("the controller's switch took"),
+        "the report names the controller's part: {there}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+
+    let outcome = writers.finish();
+    settle(&shard, &shard.b);
+    outcome.assert_none_failed_or_lost(&mut shard.direct(&shard.b), 50);
     eprintln!("{} writes acknowledged", outcome.acked.len());
 }
 

@@ -389,10 +389,17 @@ impl RealShard {
     /// `leasegate failover --from <from> --to <to>`, which must succeed;
     /// the printed report.
     pub fn failover_by_leasegate(&self, from: &Node, to: &Node) -> String {
-        let out = super::failover_command(
+        self.failover_by_leasegate_with(from, to, &[])
+    }
+
+    /// [`RealShard::failover_by_leasegate`] with more options (e.g.
+    /// `--cluster-timing`).
+    pub fn failover_by_leasegate_with(&self, from: &Node, to: &Node, extra: &[&str]) -> String {
+        let out = super::failover_command_with(
             from.proxy.admin_port(),
             to.proxy.admin_port(),
             &RealShardOptions::default().token,
+            extra,
         );
         let printed = String::from_utf8_lossy(&out.stdout).to_string();
         assert!(

@@ -798,11 +798,22 @@ pub fn wait_link_up(replica: &mut Client) {
 /// bounds no loaded test machine reaches (the stall itself is measured by
 /// `bench/failover.sh`).
 pub fn failover_command(from_admin: u16, to_admin: u16, token: &str) -> std::process::Output {
+    failover_command_with(from_admin, to_admin, token, &[])
+}
+
+/// [`failover_command`] with more options (e.g. `--cluster-timing`).
+pub fn failover_command_with(
+    from_admin: u16,
+    to_admin: u16,
+    token: &str,
+    extra: &[&str],
+) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_leasegate"))
         .args(["failover", "--from", &format!("127.0.0.1:{from_admin}")])
         .args(["--to", &format!("127.0.0.1:{to_admin}")])
         .args(["--token", token])
         .args(["--sync-timeout-ms", "2000", "--pause-timeout-ms", "5000"])
+        .args(extra)
         .output()
         .expect("run leasegate failover")
 }

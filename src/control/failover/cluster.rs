@@ -181,7 +181,11 @@ pub(super) async fn switch(
         // What the switch took, for the next plan; the promotion itself
         // timed (and the target's link poked at its tick).
         if let Some(caught_up) = run.caught_up {
-            run.settings.memory.switch.record(caught_up.elapsed());
+            let took = caught_up.elapsed();
+            run.settings.memory.switch.record(took);
+            if let Some(timing) = run.timing.as_mut() {
+                timing.switched(took);
+            }
         }
         // A controller that pushes the new topology within its failover
         // call has promoted the target already: that promotion was not the

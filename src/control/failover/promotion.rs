@@ -101,6 +101,9 @@ pub(super) struct Timing {
     switch: Duration,
     /// Pauses ended because the catch-up ran past the tick.
     retries: u32,
+    /// Cluster mode: what the controller's switch took (catch-up to its
+    /// topology read back), against `switch` planned.
+    switch_took: Option<Duration>,
     /// How the phase was learned, or why there is no plan.
     note: String,
     /// Time spent before the pause: preparing and waiting.
@@ -144,6 +147,7 @@ impl Timing {
             work: Duration::ZERO,
             switch: Duration::ZERO,
             retries: 0,
+            switch_took: None,
             note: note.into(),
             waited: Duration::ZERO,
             started: Instant::now(),
@@ -193,6 +197,13 @@ impl Timing {
         Some(by)
     }
 
+    /// Cluster mode: the controller's switch took `took` (from the
+    /// replica's catch-up to its topology read back); the report says it
+    /// beside what was planned, so that a missed tick shows its cause.
+    pub(super) fn switched(&mut self, took: Duration) {
+        self.switch_took = Some(took);
+    }
+
     /// Plans again for the next tick that `work` (what the last attempt's
     /// pause-to-catch-up took, if longer than planned) can meet.
     pub(super) fn retry(&mut self, now: Instant, work: Duration) {
@@ -235,6 +246,13 @@ impl Timing {
         if self.planned.is_some() && promotion.is_none() {
             note.push_str("; the failover ended before its promotion");
         }
+        if let (Some(took), Some(_)) = (self.switch_took, self.planned.as_ref()) {
+            note.push_str(&format!(
+                "; the controller's switch took {:.1} ms (planned {:.1} ms)",
+                took.as_secs_f64() * 1000.0,
+                self.switch.as_secs_f64() * 1000.0
+            ));
+        }
         if self.retries > 0 {
             note.push_str(&format!(
                 "; the catch-up ran past the planned tick {} time(s): writes were released and the next tick tried",
@@ -261,6 +279,7 @@ pub(super) async fn prepare(p: Prepare<'_>) -> Timing {
             work,
             switch,
             retries: 0,
+            switch_took: None,
             note,
             waited: Duration::ZERO,
             started,
@@ -465,5 +484,15 @@ mod tests {
         assert_eq!(r.outcome, TimingOutcome::Unused);
         assert_eq!(r.note, "turned off");
         assert_eq!(r.after_tick_ms, None);
+    }
+
+    /// An untimed run has no plan for the switch to be compared with: its
+    /// note says nothing of it.
+    #[test]
+    fn an_untimed_run_does_not_report_a_switch() {
+        let mut t = Timing::unused("cluster mode: timed only on request");
+        t.switched(Duration::from_millis(7));
+        let r = t.report(None);
+        assert_eq!(r.note, "cluster mode: timed only on request");
     }
 }
