@@ -18,8 +18,9 @@
 //!    standalone flow (the controller has named it; this node is fenced
 //!    and the target caught up).
 //! 3. The held writes are released when the target's leasegate holds a
-//!    valid lease naming its node (its `/v1/status`, polled every
-//!    millisecond): they are handed to it and go through at once. Then
+//!    valid lease naming its node (its answer to the grant, or else its
+//!    `/v1/status`, polled every millisecond): they are handed to it and
+//!    go through at once. Then
 //!    this node gets the same topology (it becomes the target's replica
 //!    now, not at the controller's push).
 //!
@@ -32,7 +33,7 @@ use std::time::{Duration, Instant};
 use tracing::warn;
 
 use super::{rollback, FailoverError, Fencing, Run, Settings, Target};
-use crate::kvrocks::admin_api::LeaseRequest;
+use crate::kvrocks::admin_api::{LeaseOutcome, LeaseRequest};
 use crate::kvrocks::admin_client::AdminClient;
 use crate::kvrocks::controller::{
     cluster_url, fetch, http_client, request_shard_failover, shard_failover_url, Cluster,
@@ -166,6 +167,8 @@ pub(super) async fn switch(
             warn!(error = %source, "the shard failover reported a failure, but the controller's topology names the target master: carrying on");
         }
     }
+    // The target's lease at the grant's epoch, once its leasegate said so.
+    let mut granted = None;
     // The controller has decided; bring the target's node there now. Its
     // store may answer the previous version for a moment (seen with 1.2.0's
     // raft store): read again until it names the target, within the pause.
@@ -210,16 +213,32 @@ pub(super) async fn switch(
             };
             // Refused only if the target's leasegate saw a higher epoch:
             // then its own poll grants.
-            if let Err(e) = admin
+            match admin
                 .grant_lease(&run.request.to, nodes.token, &grant)
                 .await
             {
-                warn!(error = %e, "granting the target's leasegate its lease; waiting for its poll");
+                // It holds the lease now: no need to ask it again.
+                Ok(answer) if answer.outcome == LeaseOutcome::Renewed => {
+                    granted = Some(fenced_epoch);
+                }
+                Ok(answer) => {
+                    warn!(
+                        outcome = answer.outcome.as_str(),
+                        "granting the target's leasegate its lease; waiting for its poll"
+                    );
+                }
+                Err(e) => {
+                    warn!(error = %e, "granting the target's leasegate its lease; waiting for its poll");
+                }
             }
         }
     }
     let patience = Duration::from_millis(run.request.pause_timeout_ms);
-    match target_lease(admin, &run.request.to, &target.node_id, patience).await {
+    let lease = match granted {
+        Some(epoch) => Ok(epoch),
+        None => target_lease(admin, &run.request.to, &target.node_id, patience).await,
+    };
+    match lease {
         Ok(epoch) => {
             run.release();
             // This node follows the new master now, not at the controller's push.
