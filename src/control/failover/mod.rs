@@ -339,7 +339,7 @@ async fn plan_promotion(run: &mut Run, checked: &mut Checked) -> bool {
         let memory = &run.settings.memory;
         // Cluster mode: the controller's switch comes before the promotion.
         let switch = if shard.is_some() {
-            memory.switch.estimate()
+            memory.switch.estimate() + timing::SWITCH_SLACK
         } else {
             Duration::ZERO
         };
