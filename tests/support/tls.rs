@@ -281,26 +281,33 @@ impl TlsRelay {
 /// Redis' default) and a password; the TLS port.
 pub fn tls_node(pki: &Pki, extra: &[&str]) -> (super::RedisServer, u16) {
     let tls_port = super::free_port();
-    let (crt, key, ca) = (
-        pki.path("server.crt").display().to_string(),
-        pki.path("server.key").display().to_string(),
-        pki.path("ca.crt").display().to_string(),
-    );
-    let port = tls_port.to_string();
-    let mut args = vec![
-        "--tls-port",
-        &port,
-        "--tls-cert-file",
-        &crt,
-        "--tls-key-file",
-        &key,
-        "--tls-ca-cert-file",
-        &ca,
-        "--requirepass",
-        "pw",
-    ];
+    let mut args = vec!["--tls-port".to_string(), tls_port.to_string()];
+    args.extend(redis_tls_files(
+        &pki.path("server.crt"),
+        &pki.path("server.key"),
+        pki,
+    ));
+    args.extend(["--requirepass", "pw"].map(String::from));
+    (start_redis(args, extra), tls_port)
+}
+
+/// redis-server's certificate, key and CA arguments.
+fn redis_tls_files(crt: &std::path::Path, key: &std::path::Path, pki: &Pki) -> Vec<String> {
+    [
+        ("--tls-cert-file", crt),
+        ("--tls-key-file", key),
+        ("--tls-ca-cert-file", &pki.path("ca.crt")),
+    ]
+    .into_iter()
+    .flat_map(|(flag, path)| [flag.to_string(), path.display().to_string()])
+    .collect()
+}
+
+/// A redis-server started with `args`, then `extra`.
+fn start_redis(args: Vec<String>, extra: &[&str]) -> super::RedisServer {
+    let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
     args.extend_from_slice(extra);
-    (super::RedisServer::start_with(&args), tls_port)
+    super::RedisServer::start_with(&args)
 }
 
 /// `backend:` for a node's TLS port, with leasegate's own certificate.
@@ -337,25 +344,12 @@ pub fn wait_tls(port: u16) {
 /// follow (`--masterauth`, ...).
 pub fn tls_replica(pki: &Pki, port: u16, extra: &[&str]) -> super::RedisServer {
     let (crt, key) = pki.issue("replica", &["replica"], false);
-    let (crt, key, ca) = (
-        crt.display().to_string(),
-        key.display().to_string(),
-        pki.path("ca.crt").display().to_string(),
-    );
-    let port = port.to_string();
-    let mut args = vec![
-        "--tls-replication",
-        "yes",
-        "--tls-cert-file",
-        &crt,
-        "--tls-key-file",
-        &key,
-        "--tls-ca-cert-file",
-        &ca,
-        "--replicaof",
-        "127.0.0.1",
-        &port,
-    ];
-    args.extend_from_slice(extra);
-    super::RedisServer::start_with(&args)
+    let mut args = vec!["--tls-replication".to_string(), "yes".to_string()];
+    args.extend(redis_tls_files(&crt, &key, pki));
+    args.extend([
+        "--replicaof".to_string(),
+        "127.0.0.1".to_string(),
+        port.to_string(),
+    ]);
+    start_redis(args, extra)
 }
