@@ -492,13 +492,12 @@ async fn resync(
     blocking_seen: u64,
 ) -> Result<(), FailoverError> {
     let gate = Arc::clone(&run.gate);
-    let request = run.request.clone();
-    let pause = Arc::clone(gate.pause());
-    let sync_timeout = Duration::from_millis(request.sync_timeout_ms);
+    let (sync_timeout_ms, force_on_timeout) =
+        (run.request.sync_timeout_ms, run.request.force_on_timeout);
     let Checked {
         source, replica, ..
     } = checked;
-    let pause_ended = !pause.is_paused();
+    let pause_ended = !gate.pause().is_paused();
     let blocking_moved = gate.role().blocking_writes_completed() != blocking_seen;
     if pause_ended || blocking_moved {
         let why = if pause_ended {
@@ -507,7 +506,7 @@ async fn resync(
             Resync::BlockingWrite
         };
         info!(%why, "waiting for the replica to catch up again");
-        let deadline = Instant::now() + sync_timeout;
+        let deadline = Instant::now() + Duration::from_millis(sync_timeout_ms);
         let resynced = async {
             while gate.role().writes_in_flight() > 0 {
                 if Instant::now() >= deadline {
@@ -522,7 +521,7 @@ async fn resync(
             Ok(CatchUp::Reached) => None,
             Ok(CatchUp::Behind(_)) => Some(FailoverError::ResyncTimeout {
                 why,
-                timeout_ms: request.sync_timeout_ms,
+                timeout_ms: sync_timeout_ms,
             }),
             Err(e) => Some(FailoverError::ResyncUnchecked {
                 why,
@@ -530,7 +529,7 @@ async fn resync(
             }),
         };
         if let Some(error) = error {
-            if !request.force_on_timeout {
+            if !force_on_timeout {
                 // Nothing was sent to the target yet: this node is master still.
                 rollback(&gate, fencing);
                 return run.abort(error);
