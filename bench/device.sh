@@ -4,10 +4,10 @@
 # lease is short (one command at most 10 minutes, about 15 minutes in all).
 #
 #   bash bench/device.sh pack     here: build the bundle (../shared/tools/bench-bundle.sh) into
-#                                 .benchbundle/, with Kvrocks and kvrocks-controller gzipped
-#                                 beside it (the lease carries at most 64 MiB), and print the
-#                                 device command
-#   bash bench/device.sh run      there, from .benchbundle/project: run DEVICE_PARTS, each under
+#                                 .benchbundle/, add Kvrocks and kvrocks-controller, pack it all
+#                                 into .devicebundle/bundle.tar.gz (a lease carries at most 64
+#                                 MiB, the bundle alone is more) and print the device command
+#   bash bench/device.sh run      there, from the unpacked bundle's project: run DEVICE_PARTS, each under
 #                                 what is left of DEVICE_DEADLINE_S, copying every report to
 #                                 $OUT (or DEVICE_OUT) as soon as its part ends
 #
@@ -20,13 +20,15 @@
 #                    DEVICE_FAILOVERS (default 20) failovers, every one timed (issue 23)
 #   failover-cluster the same through the real kvrocks-controller (--cluster-timing)
 # Env: DEVICE_PARTS, DEVICE_DEADLINE_S (default 560), DEVICE_ROUNDS (default 2: throughput
-# rounds), DEVICE_FAILOVERS, DEVICE_SEED (default 20261206), DEVICE_SWEEP, DEVICE_OUT.
+# rounds), DEVICE_FAILOVERS, DEVICE_SEED (default 20261206), DEVICE_SWEEP, DEVICE_OUT;
+# DEVICE_QUICK=1 runs every part as its benchmark's BENCH_QUICK smoke test (to try the script).
 # Each part's report is named after the part (at most 8 files come back from a lease); the
 # logs of every part are in logs.tar.gz.
 set -uo pipefail
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUNDLE=.benchbundle
+CARRY=.devicebundle
 
 die() { echo "device.sh: $*" >&2; exit 1; }
 
@@ -35,23 +37,19 @@ pack() {
     [[ -z "$(git status --porcelain --untracked-files=no)" ]] ||
         echo "device.sh: uncommitted changes are not in the bundle (it packs HEAD)" >&2
     BUNDLE_KVROCKS=0 bash ../shared/tools/bench-bundle.sh "$BUNDLE" || die "bench-bundle.sh failed"
-    gzip -9c ../shared/kvrocks/kvrocks >"$BUNDLE/kvrocks.gz" || die "no Kvrocks at ../shared/kvrocks"
-    gzip -9c ../shared/kvrocks-controller/kvctl-server >"$BUNDLE/kvctl-server.gz" ||
+    cp ../shared/kvrocks/kvrocks "$BUNDLE/kvrocks" || die "no Kvrocks at ../shared/kvrocks"
+    cp ../shared/kvrocks-controller/kvctl-server "$BUNDLE/kvctl-server" ||
         die "no kvrocks-controller at ../shared/kvrocks-controller"
+    # One compressed file: the bundle alone is over what a lease carries.
+    mkdir -p "$CARRY"
+    grep -qxF "/$CARRY/" .git/info/exclude || echo "/$CARRY/" >>.git/info/exclude
+    tar -czf "$CARRY/bundle.tar.gz" "$BUNDLE" || die "packing $BUNDLE"
     local size
-    size=$(du -sm "$BUNDLE" | cut -f1)
-    echo "$BUNDLE: ${size} MiB with the gzipped servers (the lease carries 64 MiB with the tree)"
-    ((size < 60)) || die "$BUNDLE is ${size} MiB: too large to carry"
-    echo "device command (carry [\"$BUNDLE\"], timeout_s 600):"
-    echo "  cd $BUNDLE/project && bash bench/device.sh run"
-}
-
-# unpack NAME: the gzipped server beside the bundle, unpacked into /tmp/device-bin.
-unpack() {
-    local gz="$REPO_ROOT/../$1.gz" to=/tmp/device-bin/$1
-    [[ -f "$gz" ]] || return 1
-    mkdir -p /tmp/device-bin
-    gunzip -c "$gz" >"$to" && chmod +x "$to" && echo "$to"
+    size=$(du -sm "$CARRY" | cut -f1)
+    echo "$CARRY/bundle.tar.gz: ${size} MiB (a lease carries 64 MiB with the tree)"
+    ((size < 56)) || die "$CARRY is ${size} MiB: too large to carry"
+    echo "device command (carry [\"$CARRY\"], timeout_s 600):"
+    echo "  tar -xzf $CARRY/bundle.tar.gz -C /tmp && cd /tmp/$BUNDLE/project && bash bench/device.sh run"
 }
 
 run_part() {
@@ -95,9 +93,8 @@ run() {
     cd "$REPO_ROOT" || die "no project"
     # shellcheck disable=SC1091
     [[ -f ../env.sh ]] && source ../env.sh
-    local kvrocks kvctl
-    kvrocks=$(unpack kvrocks) && export LEASEGATE_KVROCKS=$kvrocks
-    kvctl=$(unpack kvctl-server) && export LEASEGATE_KVCTL=$kvctl
+    [[ -x ../kvrocks ]] && export LEASEGATE_KVROCKS=$PWD/../kvrocks
+    [[ -x ../kvctl-server ]] && export LEASEGATE_KVCTL=$PWD/../kvctl-server
     RESULTS=$(mktemp -d /tmp/device-results.XXXX)
     OUT_DIR=${DEVICE_OUT:-${OUT:-}}
     local deadline=$((SECONDS + ${DEVICE_DEADLINE_S:-560}))
@@ -107,6 +104,7 @@ run() {
         echo "kvrocks: ${LEASEGATE_KVROCKS:-none}; controller: ${LEASEGATE_KVCTL:-none}"
     } | tee "$RESULTS/host.md"
     local part left rc start
+    [[ "${DEVICE_QUICK:-0}" == 1 ]] && export BENCH_QUICK=1
     for part in ${DEVICE_PARTS:-throughput throughput-1000 verify failover-standalone failover-cluster}; do
         left=$((deadline - SECONDS))
         if ((left < 30)); then
