@@ -69,7 +69,9 @@ run_part() {
     failover-standalone | failover-cluster)
         local env=(BENCH_NODE=kvrocks-standalone)
         [[ "$part" == failover-cluster ]] && env=(BENCH_NODE=kvrocks BENCH_CONTROLLER=real)
-        env "${env[@]}" BENCH_TIMING=on BENCH_RATE=10000 BENCH_FAILOVERS="${DEVICE_FAILOVERS:-20}" \
+        # The load; a quick try keeps failover.sh's smoke-test sizes.
+        [[ -z "${BENCH_QUICK:-}" ]] && env+=(BENCH_RATE=10000 BENCH_FAILOVERS="${DEVICE_FAILOVERS:-20}")
+        env "${env[@]}" BENCH_TIMING=on \
             BENCH_SEED="${DEVICE_SEED:-20261206}" BENCH_OUT_DIR="$RESULTS/$part" \
             timeout -k 10 "$left" bash bench/failover.sh
         ;;
