@@ -209,6 +209,32 @@ fn a_control_connection_is_authenticated_at_a_password_protected_node() {
     assert_eq!(app.cmd(&["GET", "k"]), Reply::bulk("v"));
 }
 
+/// With a wrong `backend.password`, the controller's `AUTH <control.password>`
+/// gets the node's refusal, not an `+OK` that its next command's `NOAUTH`
+/// contradicts.
+#[test]
+fn a_control_auth_with_a_wrong_backend_password_gets_the_nodes_refusal() {
+    let Some(kvrocks) = KvrocksServer::start_with(true, &["--requirepass", "node-pw"]) else {
+        return;
+    };
+    let proxy = Proxy::start_with_backend_yaml(
+        &format!("backend:\n  addr: {}\n  password: not-the-node-pw\n", kvrocks.addr()),
+        &format!(
+            "node_id: {A_ID}\ncontrol:\n  password: ctl-pw\nlease:\n  mode: block-write\n  probe_interval_ms: 0\n"
+        ),
+    );
+    let mut ctl = proxy.client();
+    let reply = ctl.cmd(&["AUTH", "ctl-pw"]);
+    assert!(
+        reply.is_error(),
+        "AUTH with a wrong backend.password: {reply:?}"
+    );
+    assert!(
+        !reply.error_text().contains("ctl-pw") && !reply.error_text().contains("not-the-node-pw"),
+        "no password in the error: {reply:?}"
+    );
+}
+
 /// In pull mode, a topology that promotes this node (accepted by the node)
 /// makes leasegate ask the controller at once: the new master's writes open
 /// within a controller round trip, not a poll interval (30 s here).

@@ -156,3 +156,61 @@ fn controller_restart_keeps_the_cluster() {
     assert!(lease_valid(&shard.a), "{}", status(&shard.a));
     assert!(!lease_valid(&shard.b), "{}", status(&shard.b));
 }
+
+/// A leasegate restarted beside its node (a crash and its supervisor, a
+/// deploy), with `node_id` left unset as the deployment guide says: the
+/// controller sent `CLUSTERX SETNODEID` once, at registration, and does not
+/// again, so the new process learns the id from its node (`CLUSTERX MYID`)
+/// and its polls renew the lease. Before, every write stayed fenced.
+#[test]
+fn a_restarted_leasegate_learns_its_node_id_from_the_node() {
+    let Some(mut shard) = real_shard(&RealShardOptions::with_password("pw3")) else {
+        return;
+    };
+    for (which, id) in [("A", shard.a_id.clone()), ("B", shard.b_id.clone())] {
+        let node = if which == "A" {
+            &mut shard.a
+        } else {
+            &mut shard.b
+        };
+        node.proxy.restart();
+        let start = Instant::now();
+        loop {
+            let s = status(node);
+            if s["lease"]["node_id"] == id.as_str() {
+                break;
+            }
+            assert!(
+                start.elapsed() < PATIENCE,
+                "{which}'s restarted leasegate never learned its id {id}: {s}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    wait_lease(&shard.a, true, "A after its leasegate's restart");
+    let mut app = shard.client(&shard.a);
+    assert_eq!(app.cmd(&["SET", "after-restart", "1"]), Reply::ok());
+    assert!(!lease_valid(&shard.b), "B: {}", status(&shard.b));
+    // B's restarted leasegate, told by its polls that A is master, hands
+    // writes to A again (the default, as after the controller's push).
+    let a_addr = format!("127.0.0.1:{}", shard.a.proxy.port);
+    let start = Instant::now();
+    while status(&shard.b)["demoted"]["new_master"] != a_addr.as_str() {
+        assert!(
+            start.elapsed() < PATIENCE,
+            "B's restarted leasegate never took A for the master: {}",
+            status(&shard.b)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        shard
+            .client(&shard.b)
+            .cmd(&["SET", "via-b-after-restart", "1"]),
+        Reply::ok()
+    );
+    assert_eq!(
+        shard.direct(&shard.a).cmd(&["GET", "via-b-after-restart"]),
+        Reply::bulk("1")
+    );
+}

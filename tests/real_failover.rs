@@ -215,4 +215,38 @@ fn a_killed_master_is_replaced_and_its_leasegate_serves_new_clients_there() {
     // The idle client never reconnected: its session waited for the switch.
     assert_eq!(idle.cmd(&["SET", "idle-after-crash", "1"]), Reply::ok());
     assert_eq!(b.cmd(&["GET", "idle-after-crash"]), Reply::bulk("1"));
+    // What is addressed to A's node itself is never answered by B's: the
+    // moved session is closed instead, so that its client reconnects.
+    let role = idle.cmd(&["ROLE"]);
+    assert!(
+        matches!(&role, Reply::Error(e) if e.contains("cannot ask this node")),
+        "ROLE on a session moved to B: {role:?}"
+    );
+
+    // The controller's own connections to A's leasegate moved the same way
+    // while A's node was down. A's node restarted with its data (master of
+    // an old topology) must be found behind by the controller's checks
+    // (its CLUSTER INFO), not taken for B, and brought back as B's replica.
+    // (Restarted only after its probes have settled on the moved
+    // connections: the controller reconnects for a few seconds first.)
+    std::thread::sleep(Duration::from_secs(6));
+    let restarted = Instant::now();
+    shard.a.kvrocks.restart();
+    let mut a_node = shard.direct(&shard.a);
+    loop {
+        let role = a_node.cmd(&["ROLE"]);
+        if matches!(&role, Reply::Array(r) if r.first() == Some(&Reply::bulk("slave"))) {
+            break;
+        }
+        assert!(
+            restarted.elapsed() < Duration::from_secs(40),
+            "A's restarted node never became B's replica again (ROLE {role:?})\ncontroller log:\n{}",
+            shard.controller.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!(
+        "A's node a replica again {:?} after its restart",
+        restarted.elapsed()
+    );
 }

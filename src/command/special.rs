@@ -63,6 +63,26 @@ pub enum Special {
     Probe,
     /// FAILOVER: answered by leasegate for the controller or admin.
     Failover,
+    /// Asks about the node itself (`ROLE`, `CLUSTER INFO|MYID`, `CLUSTERX
+    /// VERSION|MYID`) or changes its cluster state (`CLUSTERX SETSLOT|
+    /// MIGRATE|IMPORT`): never sent to another node on this node's behalf
+    /// ([`Special::addresses_node`]).
+    NodeAddressed,
+}
+
+impl Special {
+    /// Whether the request is addressed to this node as a node (what a
+    /// controller or Sentinel asks of it, or a role or topology change),
+    /// not to the data: a session served by another node's leasegate (a
+    /// hand-over, or a stand-in while this node is down) must not send it
+    /// there, or the controller would take the other node's answer for this
+    /// one's (a dead node reported alive and up to date, never brought back).
+    pub fn addresses_node(self) -> bool {
+        matches!(
+            self,
+            Special::NodeAddressed | Special::ReplicaOf | Special::SetNodeId | Special::SetNodes
+        )
+    }
 }
 
 /// `(command, subcommand, tag)`, lowercase.
@@ -111,6 +131,14 @@ pub(super) const SPECIALS: &[(&str, Option<&str>, Special)] = &[
     ("info", None, Special::Info),
     ("clusterx", Some("probe"), Special::Probe),
     ("failover", None, Special::Failover),
+    ("role", None, Special::NodeAddressed),
+    ("cluster", Some("info"), Special::NodeAddressed),
+    ("cluster", Some("myid"), Special::NodeAddressed),
+    ("clusterx", Some("version"), Special::NodeAddressed),
+    ("clusterx", Some("myid"), Special::NodeAddressed),
+    ("clusterx", Some("setslot"), Special::NodeAddressed),
+    ("clusterx", Some("migrate"), Special::NodeAddressed),
+    ("clusterx", Some("import"), Special::NodeAddressed),
 ];
 
 #[cfg(test)]

@@ -212,7 +212,7 @@ impl Poller<'_> {
         };
         let Some(me) = lease.node_id() else {
             self.failed(
-                "this node's id is unknown (set node_id, or let CLUSTERX SETNODEID pass first)",
+                "this node's id is unknown (set node_id, or let CLUSTERX SETNODEID pass, or let the node probe ask the node: lease.probe_interval_ms)",
             );
             return false;
         };
@@ -240,8 +240,6 @@ impl Poller<'_> {
                 _ => at,
             });
         }
-        // The last answer named this node master of its shard.
-        let was_master = self.highest.is_some() && self.other_master.is_none();
         // An answer older than a topology the node has accepted from the
         // controller since (its push raced this poll) is stale too: acting
         // on it would revoke the lease the push's promotion awaits.
@@ -329,12 +327,13 @@ impl Poller<'_> {
                         switch::step_down(self.ctx, &reason, new_master).await;
                         true
                     }
-                    // This node was master in the last answer (its lease
-                    // has run out since), or was demoted already: writes go
-                    // where the controller now says the master is
-                    // (`pause.on_demote`), as after a topology push. A
-                    // replica that always was one is only fenced.
-                    Some(new_master) if was_master || role.is_demoted() => {
+                    // Another node is master of this node's shard: writes
+                    // go where the controller says the master is
+                    // (`pause.on_demote`), as after a topology push that
+                    // lists this node a slave. Also for a replica that
+                    // always was one: a leasegate restarted beside it saw
+                    // no push, and its clients' writes would be fenced.
+                    Some(new_master) => {
                         role.revoke(&reason, Source::Poll);
                         let known = role.demotion().and_then(|d| d.new_master.clone());
                         if known.as_deref() != Some(new_master.as_str()) {
@@ -405,8 +404,13 @@ impl Poller<'_> {
         {
             return;
         }
-        // The take-over's own bound, plus the node's promotion after it.
-        let bound = self.ctx.config.load().controller.switch_timeout * 2;
+        // The take-over's own bound, plus the node's promotion after it;
+        // after a crash, as long as the dead node's clients may wait for
+        // this one (`node_lost_wait_ms`): Kvrocks promotes a replica whose
+        // master is gone only after seconds of reconnect cycles (8 s seen),
+        // and a bound of twice the switch timeout failed those writes.
+        let controller = &self.ctx.config.load().controller;
+        let bound = (controller.switch_timeout * 2).max(controller.node_lost_wait);
         let generation = self.ctx.gate.pause().pause(bound, PauseMode::Write);
         self.holding = Some((Instant::now(), bound, generation));
     }

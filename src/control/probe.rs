@@ -12,7 +12,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::control::ControlContext;
 pub use crate::guard::node::{NodeStatus, NodeView};
@@ -30,6 +30,8 @@ pub async fn run(shared: Arc<ControlContext>) {
     let mut reloaded = shared.reloaded.subscribe();
     // The connection, and the (password, bound) it was opened with.
     let mut conn: Option<(ControlConnection, Option<String>, Duration)> = None;
+    // The last probe failed (logged once, and again when the node answers).
+    let mut failing = false;
     loop {
         let interval = shared.config.load().lease.probe_interval;
         status.set_interval_ms(u64::try_from(interval.as_millis()).unwrap_or(u64::MAX));
@@ -82,15 +84,18 @@ pub async fn run(shared: Arc<ControlContext>) {
                             Ok(Err(e)) => debug!(error = %e, "node probe: what the node is"),
                             Err(_) => {
                                 // The reply may still come: not on this connection.
-                                status.failed("no answer to INFO server".to_string());
+                                probe_failed(
+                                    status,
+                                    &mut failing,
+                                    "no answer to INFO server".to_string(),
+                                );
                                 continue;
                             }
                         }
                         conn = Some((c, password.clone(), bound));
                     }
                     Err(e) => {
-                        debug!(error = %e, "node probe cannot connect");
-                        status.failed(e.to_string());
+                        probe_failed(status, &mut failing, e.to_string());
                         continue;
                     }
                 }
@@ -106,6 +111,16 @@ pub async fn run(shared: Arc<ControlContext>) {
             };
             match answer {
                 Ok(reply) => {
+                    if std::mem::take(&mut failing) {
+                        info!("node probe: the node answers again");
+                    }
+                    if status.is_kvrocks()
+                        && shared.role.lease().node_id().is_none()
+                        && !learn_node_id(c, bound, &shared).await
+                    {
+                        // Its answer may still come: not on this connection.
+                        conn = None;
+                    }
                     let replication = Replication::from_role(&reply);
                     let gate = &shared.gate;
                     if replication.is_replica() && gate.lease().snapshot().valid {
@@ -121,9 +136,48 @@ pub async fn run(shared: Arc<ControlContext>) {
                 }
                 Err(e) => {
                     conn = None;
-                    status.failed(e);
+                    probe_failed(status, &mut failing, e);
                 }
             }
+        }
+    }
+}
+
+/// Records a failed probe; the first of a run is logged (a wrong
+/// `backend.password`, a stopped node), the rest are counted in
+/// `/v1/status` and the metrics.
+fn probe_failed(status: &NodeStatus, failing: &mut bool, error: String) {
+    if !std::mem::replace(failing, true) {
+        warn!(%error, "node probe failed");
+    }
+    status.failed(error);
+}
+
+/// Learns this node's id from the node (`CLUSTERX MYID`) where leasegate
+/// does not know it: a leasegate restarted beside a Kvrocks cluster node
+/// saw no `CLUSTERX SETNODEID` pass (the controller sends it once, when it
+/// adds the node), and without its id no grant or poll can renew the
+/// lease. `false` when the connection must not be used again (no answer
+/// in time, or it broke).
+async fn learn_node_id(
+    conn: &mut ControlConnection,
+    bound: Duration,
+    shared: &ControlContext,
+) -> bool {
+    match tokio::time::timeout(bound, conn.cluster_node_id()).await {
+        Ok(Ok(Some(id))) => {
+            info!(node_id = %id, "learned this node's id from the node (CLUSTERX MYID)");
+            shared.role.lease().learn_node_id(&id);
+            true
+        }
+        Ok(Ok(None)) => true,
+        Ok(Err(e)) => {
+            debug!(error = %e, "node probe: the node's id");
+            false
+        }
+        Err(_) => {
+            debug!("node probe: no answer to CLUSTERX MYID");
+            false
         }
     }
 }

@@ -410,9 +410,12 @@ impl Gate {
         }
         if auth {
             let verdict = match &settings.backend_password {
+                // The node's answer stands: a wrong `backend.password`
+                // must not be answered `+OK` (the next command would get
+                // `NOAUTH`, far from its cause).
                 Some(pw) => Verdict::Rewrite {
                     request: encode(&[b"AUTH", pw.as_bytes()]),
-                    answer: Answer::Replace(Bytes::from_static(OK)),
+                    answer: Answer::Node,
                 },
                 None => Verdict::Reply(Bytes::from_static(OK)),
             };

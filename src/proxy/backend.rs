@@ -191,6 +191,22 @@ impl ControlConnection {
         }
     }
 
+    /// The node's cluster id (`CLUSTERX MYID`, Kvrocks in cluster mode):
+    /// `None` where it has none yet (empty) or is not a cluster node.
+    pub async fn cluster_node_id(&mut self) -> Result<Option<String>, String> {
+        use redis_protocol::resp2::types::OwnedFrame;
+        match self.call(&["CLUSTERX", "MYID"]).await {
+            Ok(OwnedFrame::BulkString(id) | OwnedFrame::SimpleString(id)) => {
+                let id = String::from_utf8_lossy(&id).trim().to_string();
+                Ok((!id.is_empty()).then_some(id))
+            }
+            Ok(other) => Err(format!("unexpected CLUSTERX MYID reply {other:?}")),
+            // Not in cluster mode: no id to learn.
+            Err(BackendError::Reply(_)) => Ok(None),
+            Err(e) => Err(format!("CLUSTERX MYID: {e}")),
+        }
+    }
+
     /// Sends one command and returns its decoded reply; error replies become
     /// [`BackendError::Reply`].
     pub async fn call(

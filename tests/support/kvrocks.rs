@@ -43,6 +43,9 @@ fn skipped_unless(bin: Option<PathBuf>) -> Option<PathBuf> {
 pub struct KvrocksServer {
     pub port: u16,
     child: Child,
+    /// The command line without the port (for [`KvrocksServer::restart`]).
+    bin: PathBuf,
+    args: Vec<String>,
     _dir: tempfile::TempDir,
 }
 
@@ -75,30 +78,57 @@ impl KvrocksServer {
         // A port chosen free may be taken before Kvrocks binds it (tests run
         // in parallel): retry on a fresh one, and count as ready only a
         // listening socket that is Kvrocks' own.
+        let args: Vec<String> = [
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            &dir.path().display().to_string(),
+            "--daemonize",
+            "no",
+            "--cluster-enabled",
+            if cluster { "yes" } else { "no" },
+        ]
+        .iter()
+        .chain(extra)
+        .map(|a| a.to_string())
+        .collect();
         for _ in 0..5 {
             let port = free_port();
-            let mut child = Command::new(&bin)
-                .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-                .args(["--dir", &dir.path().display().to_string()])
-                .args(["--daemonize", "no"])
-                .args(["--cluster-enabled", if cluster { "yes" } else { "no" }])
-                .args(extra)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start kvrocks");
-            if wait_listening(port, &mut child, "kvrocks").is_err() {
+            let Some(child) = spawn_kvrocks(&bin, port, &args) else {
                 continue;
-            }
+            };
             let server = KvrocksServer {
                 port,
                 child,
+                bin,
+                args,
                 _dir: dir,
             };
             server.wait_ready();
             return Some(server);
         }
         panic!("kvrocks could not bind a free port in 5 tries");
+    }
+
+    /// Starts the server again on its port with its data directory (after
+    /// [`KvrocksServer::kill`]: a crashed node brought back by its
+    /// supervisor, with what it had persisted, cluster topology included).
+    pub fn restart(&mut self) {
+        self.kill();
+        let start = Instant::now();
+        loop {
+            if let Some(child) = spawn_kvrocks(&self.bin, self.port, &self.args) {
+                self.child = child;
+                break;
+            }
+            assert!(
+                start.elapsed() < PATIENCE,
+                "kvrocks could not listen on {} again",
+                self.port
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        self.wait_ready();
     }
 
     /// Waits until Kvrocks answers (it listens before RocksDB is open; with
@@ -145,6 +175,19 @@ impl KvrocksServer {
         }
         c
     }
+}
+
+/// Kvrocks on `port` once it listens; `None` if it could not.
+fn spawn_kvrocks(bin: &std::path::Path, port: u16, args: &[String]) -> Option<Child> {
+    let mut child = Command::new(bin)
+        .args(["--port", &port.to_string()])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start kvrocks");
+    wait_listening(port, &mut child, "kvrocks").ok()?;
+    Some(child)
 }
 
 impl Drop for KvrocksServer {

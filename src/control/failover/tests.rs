@@ -3,8 +3,8 @@
 
 use super::*;
 use crate::config::Config;
-use crate::kvrocks::admin_api::LeaseOutcome;
 use crate::guard::lease::ManualClock;
+use crate::kvrocks::admin_api::LeaseOutcome;
 use crate::proxy::backend::BackendError;
 
 fn context() -> Arc<ControlContext> {

@@ -31,6 +31,9 @@ pub struct GateMetrics {
     pub late_acknowledgements_log_only: Counter,
     /// `leasegate_writes_unreplicated_total` (`durability.min_replicas`).
     pub writes_unreplicated: Counter,
+    /// `leasegate_commands_addressed_elsewhere_total`: a moved session's
+    /// request addressed to this node, answered by closing the connection.
+    pub addressed_elsewhere: Counter,
 }
 
 impl GateMetrics {
@@ -81,6 +84,11 @@ impl GateMetrics {
             "writes_unreplicated",
             "Write acknowledgements replaced by an unknown-outcome error because fewer replicas than durability.min_replicas confirmed them in time",
             self.writes_unreplicated.clone(),
+        );
+        registry.register(
+            "commands_addressed_elsewhere",
+            "Requests addressed to this node (ROLE, CLUSTER INFO, CLUSTERX, REPLICAOF) on a session served by another node's leasegate: refused and the connection closed, so that the client reconnects here",
+            self.addressed_elsewhere.clone(),
         );
         registry.register(
             "late_acknowledgements_log_only",

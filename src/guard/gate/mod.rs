@@ -165,6 +165,8 @@ impl std::fmt::Debug for Gate {
 
 pub(super) const OK: &[u8] = b"+OK\r\n";
 const PAUSE_BUFFER_FULL: &[u8] = b"-TRYAGAIN write pause buffer full\r\n";
+/// A moved session's request addressed to this node ([`Verdict::Close`]).
+const NODE_ELSEWHERE: &[u8] = b"-ERR leasegate: this connection was moved to another node's leasegate (this node is down or was demoted) and cannot ask this node; reconnect\r\n";
 const EXECABORT_LEASE: &[u8] =
     b"-EXECABORT Transaction discarded because the master lease expired\r\n";
 /// What a client gets instead of a write's success reply that arrived after
@@ -266,6 +268,10 @@ impl Gate {
         // kept by the session the client talks to ([`client_reply`]).
         if r.handed_over && r.class != Class::Intercept && r.command.special != Special::ClientReply
         {
+            if r.command.special.addresses_node() {
+                self.metrics.addressed_elsewhere.inc();
+                return Verdict::Close(Bytes::from_static(NODE_ELSEWHERE));
+            }
             if self.role.is_demoted() {
                 return Verdict::Forward;
             }

@@ -60,7 +60,16 @@ impl Gate {
                         return Verdict::Hold(Wait::Fence { until });
                     }
                 }
-                (args.len() == 3 && !no_one).then(|| Effect::Replica {
+                if no_one {
+                    // Only a controller's promotion changes what leasegate
+                    // believes; the lease still comes from the lease source.
+                    return if r.control {
+                        Verdict::Observe(Effect::Promoted)
+                    } else {
+                        Verdict::Forward
+                    };
+                }
+                (args.len() == 3).then(|| Effect::Replica {
                     // The controller's, while its pause holds writes (a
                     // failover's switch): the held writes go to the new
                     // master. Otherwise writes are only fenced.
@@ -197,6 +206,19 @@ impl Gate {
                 }
             }
             Effect::NodeId(id) => self.lease.learn_node_id(id),
+            Effect::Promoted => {
+                // No longer demoted: writes stop being handed to the old
+                // master's leasegate, which (demoted toward this one) would
+                // hand them back, connection after connection. They wait
+                // here for the lease (bounded), then are fenced.
+                if self.role.is_demoted() {
+                    self.role.clear_demotion();
+                }
+                if !self.lease.write_allowed() {
+                    let hold = self.role.step_down_hold(PROMOTION_LEASE_WAIT);
+                    self.role.await_lease(std::time::Instant::now() + hold);
+                }
+            }
         }
     }
 }

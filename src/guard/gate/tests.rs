@@ -15,6 +15,11 @@ fn gate(mode: LeaseMode, deny: &[&str]) -> (Arc<ManualClock>, Gate) {
 }
 
 fn ask(gate: &Gate, args: &[&str], control: bool) -> Verdict {
+    ask_as(gate, args, control, false)
+}
+
+/// [`ask`] for a session that was moved to another leasegate or not.
+fn ask_as(gate: &Gate, args: &[&str], control: bool, handed_over: bool) -> Verdict {
     let raw: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
     let bytes = encode(&raw);
     let mut framer = RequestFramer::new(Limits {
@@ -34,9 +39,53 @@ fn ask(gate: &Gate, args: &[&str], control: bool) -> Verdict {
         control,
         verified: false,
         covered: false,
-        handed_over: false,
+        handed_over,
         buffered: 0,
     })
+}
+
+/// A session moved to the new master's leasegate sends it its requests,
+/// but never what is addressed to this node itself: the other node's
+/// answer would be taken for this one's. Those close the connection.
+#[test]
+fn a_moved_session_never_asks_the_other_node_what_is_addressed_to_this_one() {
+    let (_, gate) = gate(LeaseMode::BlockWrite, &[]);
+    gate.role().demote(Demotion {
+        new_master: Some("127.0.0.1:7002".into()),
+    });
+    for args in [
+        &["ROLE"][..],
+        &["CLUSTER", "INFO"],
+        &["cluster", "myid"],
+        &["CLUSTERX", "VERSION"],
+        &["CLUSTERX", "SETNODES", "x", "2"],
+        &["CLUSTERX", "SETNODEID", ME],
+        &["REPLICAOF", "NO", "ONE"],
+        &["SLAVEOF", "h", "1"],
+    ] {
+        assert!(
+            matches!(ask_as(&gate, args, true, true), Verdict::Close(r) if r.starts_with(b"-ERR leasegate: this connection was moved")),
+            "{args:?}"
+        );
+        // Not moved: as before.
+        assert!(
+            !matches!(ask_as(&gate, args, true, false), Verdict::Close(_)),
+            "{args:?}"
+        );
+    }
+    for args in [
+        &["GET", "k"][..],
+        &["SET", "k", "v"],
+        &["CLUSTER", "SLOTS"],
+        &["INFO"],
+    ] {
+        assert_eq!(
+            ask_as(&gate, args, false, true),
+            Verdict::Forward,
+            "{args:?}"
+        );
+    }
+    assert_eq!(gate.metrics.addressed_elsewhere.get(), 8);
 }
 
 #[test]
@@ -200,6 +249,35 @@ fn replicaof_revokes() {
     ));
 }
 
+/// A controller's `REPLICAOF NO ONE` that the node accepts ends a
+/// demotion (the node is a master now: writes must not be handed to the
+/// old master, which may hand them back); writes then wait for the lease.
+/// An ordinary client's changes nothing leasegate believes.
+#[test]
+fn a_controllers_promotion_ends_the_demotion() {
+    let (_, gate) = gate(LeaseMode::BlockWrite, &[]);
+    gate.role().demote(Demotion {
+        new_master: Some("127.0.0.1:7002".into()),
+    });
+    assert_eq!(
+        ask(&gate, &["REPLICAOF", "NO", "ONE"], false),
+        Verdict::Forward
+    );
+    let promoted = ask(&gate, &["replicaof", "no", "one"], true);
+    assert_eq!(promoted, Verdict::Observe(Effect::Promoted));
+    assert!(gate.role().is_demoted(), "only once the node accepts it");
+    gate.accepted(&Effect::Promoted);
+    assert!(!gate.role().is_demoted());
+    assert!(
+        !gate.lease().write_allowed(),
+        "the lease is the lease source's"
+    );
+    assert!(matches!(
+        ask(&gate, &["SET", "k", "v"], false),
+        Verdict::Hold(_)
+    ));
+}
+
 #[test]
 fn control_auth_is_checked_not_forwarded() {
     let (_, gate) = gate(LeaseMode::BlockWrite, &[]);
@@ -277,7 +355,7 @@ fn a_control_password_that_is_the_nodes_is_forwarded() {
         Some((
             Verdict::Rewrite {
                 request: encode(&[b"AUTH", b"node"]),
-                answer: Answer::Replace(Bytes::from_static(OK)),
+                answer: Answer::Node,
             },
             true
         ))

@@ -47,6 +47,9 @@ pub enum Verdict {
     ForwardUnconfirmed(Ticket),
     /// Do not forward; answer with this complete RESP reply in the request's place.
     Reply(Bytes),
+    /// Do not forward; answer with this reply and close the connection (its
+    /// client reconnects, and reaches this node again if it answers).
+    Close(Bytes),
     /// Forward `request` instead; answer as `answer` says.
     Rewrite { request: Bytes, answer: Answer },
     /// Not yet: the session holds this request (and everything after it on
@@ -85,6 +88,10 @@ pub enum Effect {
     },
     /// `CLUSTERX SETNODEID <id>` on a control connection: the node's id.
     NodeId(String),
+    /// `REPLICAOF NO ONE` on a control connection (a Sentinel's promotion,
+    /// another leasegate's `FAILOVER`): the node is a master now, so it is
+    /// no longer demoted toward another node, which may point back here.
+    Promoted,
 }
 
 /// What a held request waits for.
@@ -139,6 +146,10 @@ pub enum Answer {
     Hello,
     /// The node's reply is dropped; the client gets this instead.
     Replace(Bytes),
+    /// The node's reply goes to the client as it came (the node judged the
+    /// rewritten request: an `AUTH` with the node's password is refused if
+    /// that password is wrong).
+    Node,
     /// A heartbeat: the node's `INFO replication` reply becomes the lease
     /// report (role, sequence, lease fields).
     Heartbeat { renewed: bool },

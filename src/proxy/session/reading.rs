@@ -278,6 +278,11 @@ impl Session {
                 self.owed.push_back(Owed::Reply(answer.into()));
             }
             Step::Answer(reply) => self.owe_local(reply),
+            Step::Close(reply) => {
+                self.owe_local(reply);
+                self.owed.push_back(Owed::Close);
+                self.lifecycle = Lifecycle::Ending;
+            }
             Step::Discard(reply) => {
                 // The backend holds an open transaction: close it without
                 // applying it, and answer EXEC with `reply`.
@@ -482,6 +487,7 @@ impl Session {
                 Verdict::ForwardUnconfirmed(_) => Step::Answer(Bytes::from_static(UNCARRIED)),
                 Verdict::Observe(effect) => Step::Observe(effect),
                 Verdict::Reply(reply) => Step::Answer(reply),
+                Verdict::Close(reply) => Step::Close(reply),
                 Verdict::Rewrite { request, answer } => Step::Rewrite(request, answer),
                 Verdict::Hold(wait) => Step::Hold(wait),
                 Verdict::HandOver(addr) => Step::HandOver(Move::Away(addr)),
@@ -490,6 +496,8 @@ impl Session {
         }
         let exec = special == Special::Exec;
         match verdict {
+            // Closing ends the transaction with the connection.
+            Verdict::Close(reply) => Step::Close(reply),
             // The transaction is queued on the old node: EXEC fails like a
             // WATCH conflict and the session moves on its next write; other
             // commands keep queueing where the transaction is.
@@ -537,6 +545,9 @@ pub(super) enum Step {
     Observe(Effect),
     /// Nothing is forwarded; the client gets this reply in the request's place.
     Answer(Bytes),
+    /// Nothing is forwarded; the client gets this reply, then the connection
+    /// closes.
+    Close(Bytes),
     /// EXEC is replaced by DISCARD; the client gets this reply in its place.
     Discard(Bytes),
     /// Other bytes are forwarded; the answer is made from the node's reply.

@@ -146,6 +146,7 @@ impl From<Answer> for Expect {
         match a {
             Answer::Hello => Expect::Hello(None),
             Answer::Replace(b) => Expect::Replace(b),
+            Answer::Node => Expect::Plain,
             Answer::Heartbeat { renewed } => Expect::Heartbeat { renewed },
             Answer::Info { section } => Expect::Info { section },
             Answer::ReplyMode(mode) => Expect::ReplyMode(mode),
