@@ -178,21 +178,32 @@ fn controller_driven_failover_in_cluster_mode_holds_and_hands_over() {
     assert_eq!(info_field(&mut direct_b, "role").as_deref(), Some("master"));
 }
 
+/// A cluster-mode Kvrocks with `requirepass node-pw` behind a leasegate
+/// whose `backend.password` is `backend_password` and `control.password`
+/// is `ctl-pw`; `None` when Kvrocks is not here.
+fn behind_a_password(backend_password: &str) -> Option<(KvrocksServer, Proxy)> {
+    let kvrocks = KvrocksServer::start_with(true, &["--requirepass", "node-pw"])?;
+    let proxy = Proxy::start_with_backend_yaml(
+        &format!(
+            "backend:\n  addr: {}\n  password: {backend_password}\n",
+            kvrocks.addr()
+        ),
+        &format!(
+            "node_id: {A_ID}\ncontrol:\n  password: ctl-pw\nlease:\n  mode: block-write\n  probe_interval_ms: 0\n"
+        ),
+    );
+    Some((kvrocks, proxy))
+}
+
 /// A controller that authenticates with `control.password` is authenticated
 /// at the node too (leasegate sends `AUTH <backend.password>` in its place),
 /// so its `CLUSTERX SETNODEID/SETNODES` are not refused with NOAUTH; the
 /// control password itself never reaches the node.
 #[test]
 fn a_control_connection_is_authenticated_at_a_password_protected_node() {
-    let Some(kvrocks) = KvrocksServer::start_with(true, &["--requirepass", "node-pw"]) else {
+    let Some((_kvrocks, proxy)) = behind_a_password("node-pw") else {
         return;
     };
-    let proxy = Proxy::start_with_backend_yaml(
-        &format!("backend:\n  addr: {}\n  password: node-pw\n", kvrocks.addr()),
-        &format!(
-            "node_id: {A_ID}\ncontrol:\n  password: ctl-pw\nlease:\n  mode: block-write\n  probe_interval_ms: 0\n"
-        ),
-    );
     let mut stranger = proxy.client();
     assert!(stranger
         .cmd(&["CLUSTERX", "SETNODEID", A_ID])
@@ -214,15 +225,9 @@ fn a_control_connection_is_authenticated_at_a_password_protected_node() {
 /// contradicts.
 #[test]
 fn a_control_auth_with_a_wrong_backend_password_gets_the_nodes_refusal() {
-    let Some(kvrocks) = KvrocksServer::start_with(true, &["--requirepass", "node-pw"]) else {
+    let Some((_kvrocks, proxy)) = behind_a_password("not-the-node-pw") else {
         return;
     };
-    let proxy = Proxy::start_with_backend_yaml(
-        &format!("backend:\n  addr: {}\n  password: not-the-node-pw\n", kvrocks.addr()),
-        &format!(
-            "node_id: {A_ID}\ncontrol:\n  password: ctl-pw\nlease:\n  mode: block-write\n  probe_interval_ms: 0\n"
-        ),
-    );
     let mut ctl = proxy.client();
     let reply = ctl.cmd(&["AUTH", "ctl-pw"]);
     assert!(

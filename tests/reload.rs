@@ -360,14 +360,10 @@ fn verification_is_switched_on_and_off_live() {
 fn what_verification_holds_is_switched_live() {
     let ctl = TestController::start();
     let (me, other) = (node_id(1), node_id(2));
-    // Another node is master: every confirmation is refused.
-    ctl.set_topology(
-        1,
-        vec![vec![
-            (&other, "127.0.0.1:2", "master"),
-            (&me, "127.0.0.1:1", "slave"),
-        ]],
-    );
+    // Another node is master, and this one is not in the cluster: every
+    // confirmation is refused. (Listed as that master's replica, this
+    // node's leasegate would hand its writes there instead.)
+    ctl.set_topology(1, vec![vec![(&other, "127.0.0.1:2", "master")]]);
     let rest = |hold: &str| {
         format!(
             "node_id: {me}\n{}verify:\n  mode: every-write\n  hold: {hold}\n  timeout_ms: 300\n",

@@ -133,6 +133,20 @@ fn sentinel_failover(s: &Setup) {
     }
 }
 
+/// `SENTINEL FAILOVER` to B, once every Sentinel names B's leasegate and B
+/// takes writes.
+fn fail_over_to_b(s: &Setup, b_addr: &str) {
+    sentinel_failover(s);
+    eventually(
+        "the Sentinels name B's leasegate",
+        Duration::from_secs(15),
+        || all_name(s, b_addr),
+    );
+    eventually("B takes writes", Duration::from_secs(5), || {
+        s.b.client().cmd(&["SET", "k", "3"]) == Reply::ok()
+    });
+}
+
 fn proxy_addr(p: &Proxy) -> String {
     format!("127.0.0.1:{}", p.port)
 }
@@ -193,15 +207,7 @@ fn sentinel_knows_the_replica_by_its_leasegate_and_the_lease_follows_sentinel() 
     assert!(s.b.client().cmd(&["SET", "k", "2"]).is_error());
 
     // A planned failover by Sentinel moves the lease to B.
-    sentinel_failover(&s);
-    eventually(
-        "the Sentinels name B's leasegate",
-        Duration::from_secs(15),
-        || all_name(&s, &b_addr),
-    );
-    eventually("B takes writes", Duration::from_secs(5), || {
-        s.b.client().cmd(&["SET", "k", "3"]) == Reply::ok()
-    });
+    fail_over_to_b(&s, &b_addr);
     // A write sent to A's leasegate now is the new master's: it lands on
     // B (the session follows the Sentinels' new master), never on A alone.
     eventually(
@@ -372,15 +378,7 @@ fn handovers(proxy: &Proxy) -> u64 {
 fn a_failover_command_before_the_sentinels_follow_passes_no_write_back_and_forth() {
     let s = setup("block-write");
     let b_addr = serving(&s);
-    sentinel_failover(&s);
-    eventually(
-        "the Sentinels name B's leasegate",
-        Duration::from_secs(15),
-        || all_name(&s, &b_addr),
-    );
-    eventually("B takes writes", Duration::from_secs(5), || {
-        s.b.client().cmd(&["SET", "k", "3"]) == Reply::ok()
-    });
+    fail_over_to_b(&s, &b_addr);
     let mut ctl = support::controller_client(&s.b, "ctl-secret");
     let a_port = s.a.port.to_string();
     assert_eq!(
