@@ -28,7 +28,13 @@ pub fn init(config: &LogConfig) {
         ),
     };
     let (filter, handle) = reload::Layer::new(filter);
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // Colours only on a terminal: a journal or a log file would keep the
+    // escape codes (`NO_COLOR` turns them off on a terminal too).
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     let registry = tracing_subscriber::registry().with(filter);
     let installed = match config.format {
         LogFormat::Text => registry.with(fmt).try_init(),

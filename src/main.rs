@@ -74,9 +74,14 @@ enum Command {
         /// In cluster mode, time the pause too (docs/failover-timing.md).
         #[arg(long)]
         cluster_timing: bool,
-        /// Admin token (both proxies).
+        /// Admin token of the current master's leasegate (and of the
+        /// target's, unless `--target-token` gives that one).
         #[arg(long, env = "LEASEGATE_ADMIN_TOKEN", hide_env_values = true)]
         token: Option<String>,
+        /// Admin token of the target's leasegate, where it differs: the
+        /// failover grants the new master its lease with it.
+        #[arg(long, env = "LEASEGATE_TARGET_TOKEN", hide_env_values = true)]
+        target_token: Option<String>,
     },
     /// Look at or steer a running leasegate through its admin API.
     ///
@@ -140,6 +145,7 @@ fn main() -> ExitCode {
             no_promotion_timing,
             cluster_timing,
             token,
+            target_token,
         } => {
             let request = FailoverRequest {
                 to,
@@ -147,7 +153,7 @@ fn main() -> ExitCode {
                 pause_timeout_ms,
                 force_on_timeout,
                 lease_ttl_ms,
-                target_token: None,
+                target_token,
                 promotion_timing: !no_promotion_timing,
                 cluster_timing,
             };
@@ -317,7 +323,11 @@ where
     F: std::future::Future<Output = Result<T, AdminError>>,
 {
     let runtime = runtime()?;
-    let client = AdminClient::new(std::time::Duration::from_secs(30), admin_ca()?);
+    let client = AdminClient::new(
+        std::time::Duration::from_secs(30),
+        admin_ca()?,
+        leasegate::kvrocks::admin_client::CLI_CA_MISSING,
+    );
     Some(runtime.block_on(call(client)))
 }
 

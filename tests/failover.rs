@@ -190,6 +190,70 @@ fn failover_to_a_node_that_is_not_a_replica_fails_and_unpauses() {
     assert_eq!(role[0], Reply::bulk("master"));
 }
 
+/// A target whose leasegate has an admin token of its own: without it the
+/// failover stops before anything is paused (the switch would grant the
+/// target its lease with that token, after promoting its node: both nodes
+/// fenced); with `--target-token` it goes through.
+#[test]
+fn a_target_with_its_own_admin_token_is_refused_before_the_pause() {
+    let master = RedisServer::start_with(&["--repl-diskless-sync-delay", "0"]);
+    let port = master
+        .addr()
+        .rsplit_once(':')
+        .map(|(_, p)| p.to_string())
+        .expect("port");
+    let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &port]);
+    support::wait_link_up(&mut replica.client());
+    let a = leasegate(&master.addr(), A_ID, "");
+    let b = Proxy::start_with_backend_yaml(
+        &format!("backend:\n  addr: {}\n", replica.addr()),
+        &format!(
+            "node_id: {B_ID}\nadmin:\n  listen: 127.0.0.1:{}\n  token: tk-b\ncontrol:\n  allow_from: [127.0.0.1]\nlease:\n  mode: block-write\n  probe_interval_ms: 100\n",
+            free_port()
+        ),
+    );
+    let p = with_leases(master, replica, a, b);
+    let mut app = p.a.client();
+    let out = support::failover_command(p.a.admin_port(), p.b.admin_port(), TOKEN);
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{printed}");
+    assert!(
+        printed.contains("refuses this failover's admin token"),
+        "{printed}"
+    );
+    // Nothing changed: A is master and takes writes, B's node a replica.
+    assert_eq!(app.cmd(&["SET", "after-refusal", "1"]), Reply::ok());
+    let Reply::Array(role) = p.replica.client().cmd(&["ROLE"]) else {
+        panic!("ROLE")
+    };
+    assert_eq!(role[0], Reply::bulk("slave"));
+
+    let out = support::failover_command_with(
+        p.a.admin_port(),
+        p.b.admin_port(),
+        TOKEN,
+        &["--target-token", "tk-b"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let Reply::Array(role) = p.replica.client().cmd(&["ROLE"]) else {
+        panic!("ROLE")
+    };
+    assert_eq!(role[0], Reply::bulk("master"));
+    assert_eq!(app.cmd(&["SET", "after-failover", "1"]), Reply::ok());
+    assert_eq!(
+        p.replica.client().cmd(&["GET", "after-failover"]),
+        Reply::bulk("1")
+    );
+}
+
 /// A TCP relay to `target` whose first connection's target→client direction
 /// can be frozen (the replica's replication link, to make it lag).
 struct Relay {

@@ -247,6 +247,63 @@ fn a_successor_that_fails_leaves_the_running_leasegate_serving() {
     );
 }
 
+/// A second leasegate started by mistake with the running one's
+/// `upgrade.socket` finds it served, goes on without one, and leaves it
+/// alone when it exits: the running leasegate can still be upgraded.
+#[test]
+fn a_second_leasegate_on_the_same_upgrade_socket_leaves_it_alone() {
+    let node = RedisServer::start();
+    let socket = std::env::temp_dir().join(format!("leasegate-shared-{}.sock", free_port()));
+    let yaml = format!("upgrade:\n  socket: {}\n", socket.display());
+    let mut first = Proxy::start(&node.addr(), &yaml);
+    let start = Instant::now();
+    while !socket.exists() {
+        assert!(
+            start.elapsed() < PATIENCE,
+            "the first never bound its socket"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut second = Proxy::start(&node.addr(), &yaml);
+    std::thread::sleep(Duration::from_millis(300));
+    second.signal("TERM");
+    assert!(second.wait_exit().success());
+    assert!(
+        socket.exists(),
+        "the second removed the first's upgrade socket"
+    );
+
+    let mut successors = Successors::default();
+    upgrade(None, &mut first, &mut successors);
+    assert_eq!(first.client().cmd(&["PING"]), Reply::Status("PONG".into()));
+}
+
+/// `listen` changed in the config, then SIGUSR2 (a key that needs a
+/// restart, as the operating guide says), with the default upgrade socket:
+/// that path follows the port, so the successor is told its predecessor's.
+#[test]
+fn an_upgrade_moves_to_a_new_listen_address_with_the_default_socket() {
+    let node = RedisServer::start();
+    let mut proxy = Proxy::start(&node.addr(), "");
+    assert_eq!(proxy.client().cmd(&["SET", "k", "1"]), Reply::ok());
+    let new_port = free_port();
+    let config = std::fs::read_to_string(&proxy.config_path).expect("config");
+    let moved = config.replace(
+        &format!("listen: 127.0.0.1:{}", proxy.port),
+        &format!("listen: 127.0.0.1:{new_port}"),
+    );
+    assert_ne!(config, moved);
+    std::fs::write(&proxy.config_path, moved).expect("write");
+    let mut successors = Successors::default();
+    upgrade(None, &mut proxy, &mut successors);
+    let mut c = support::Client::connect(new_port);
+    assert_eq!(c.cmd(&["GET", "k"]), Reply::bulk("1"));
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", proxy.port)).is_err(),
+        "the old address still listens"
+    );
+}
+
 /// Under systemd (`Type=notify`, `NotifyAccess=all`): `READY=1` once
 /// serving, and the successor names itself the main process before its
 /// predecessor exits, so the service follows it.

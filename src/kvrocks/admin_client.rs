@@ -102,6 +102,13 @@ impl AdminError {
 }
 
 /// A keep-alive client for admin APIs.
+/// An `https://` admin API named to the command line without its CAs.
+pub const CLI_CA_MISSING: &str =
+    "an https:// admin API needs the CAs to trust: set LEASEGATE_ADMIN_CA to their PEM file";
+/// An `https://` target named to a running leasegate's failover without its CAs.
+pub const SERVER_CA_MISSING: &str =
+    "an https:// admin API needs admin.tls.ca_file (the CAs to trust)";
+
 #[derive(Clone)]
 pub struct AdminClient {
     client: Client<Connector, Full<Bytes>>,
@@ -110,13 +117,17 @@ pub struct AdminClient {
 
 impl AdminClient {
     /// Admin APIs are addressed as `host:port` (plain HTTP) or
-    /// `https://host:port`, whose certificate must chain to `tls`'s CAs.
+    /// `https://host:port`, whose certificate must chain to `tls`'s CAs;
+    /// `missing_ca` names where those come from, for an `https://` address
+    /// without them ([`CLI_CA_MISSING`], [`SERVER_CA_MISSING`]).
     pub fn new(
         timeout: Duration,
         tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+        missing_ca: &'static str,
     ) -> AdminClient {
         AdminClient {
-            client: Client::builder(TokioExecutor::new()).build(Connector::new(timeout, tls)),
+            client: Client::builder(TokioExecutor::new())
+                .build(Connector::new(timeout, tls, missing_ca)),
             timeout,
         }
     }
@@ -143,6 +154,26 @@ impl AdminClient {
     ) -> Result<LeaseResponse, AdminError> {
         self.exchange(addr, "POST", "/v1/lease", token, Some(request), None)
             .await
+    }
+
+    /// Whether the admin API at `addr` accepts `token` for its changes,
+    /// changing nothing: an empty `POST /v1/lease`, which a leasegate
+    /// refuses for its token first (401) and only then for its body (400,
+    /// no lease in it). Asked before a failover pauses anything, so that a
+    /// token the target refuses is found before its node is promoted.
+    pub async fn check_token(&self, addr: &str, token: Option<&str>) -> Result<(), AdminError> {
+        let (status, text) = self
+            .call(addr, "POST", "/v1/lease", token, Some(String::new()))
+            .await?;
+        match status {
+            400 => Ok(()),
+            _ => Err(AdminError::Status {
+                method: "POST".into(),
+                uri: uri(addr, "/v1/lease"),
+                status,
+                body: text.trim().to_string(),
+            }),
+        }
     }
 
     /// `POST /v1/pause`.
@@ -339,7 +370,7 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr").to_string();
         drop(listener);
-        let client = AdminClient::new(Duration::from_secs(2), None);
+        let client = AdminClient::new(Duration::from_secs(2), None, CLI_CA_MISSING);
         let e = client.status(&addr).await.expect_err("nothing listens");
         assert!(matches!(e, AdminError::Request { .. }), "{e:?}");
         let text = e.to_string();

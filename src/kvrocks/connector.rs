@@ -27,25 +27,41 @@ use tokio_rustls::TlsConnector;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// The refusal of an `https://` controller without its CAs.
+pub const CONTROLLER_CA_MISSING: &str =
+    "an https:// controller needs controller.ca_file (the CAs to trust)";
+
 /// Opens plain or TLS connections, as the URL's scheme says.
 #[derive(Clone)]
 pub struct Connector {
     http: HttpConnector,
-    /// The CAs an `https://` controller's certificate must chain to
-    /// (`None`: `https://` is refused, naming the missing key).
+    /// The CAs an `https://` peer's certificate must chain to (`None`:
+    /// `https://` is refused, naming the missing setting).
     tls: Option<Arc<ClientConfig>>,
+    /// What an `https://` URL without `tls` is refused with: the setting
+    /// that names the CAs where this connector is used.
+    missing_ca: &'static str,
 }
 
 impl Connector {
     /// Connects give up after `timeout` (the handshake has the rest of the
     /// request's own bound).
-    pub fn new(timeout: Duration, tls: Option<Arc<ClientConfig>>) -> Connector {
+    /// `missing_ca`: the refusal of an `https://` URL when `tls` is `None`.
+    pub fn new(
+        timeout: Duration,
+        tls: Option<Arc<ClientConfig>>,
+        missing_ca: &'static str,
+    ) -> Connector {
         let mut http = HttpConnector::new();
         http.set_connect_timeout(Some(timeout));
         http.set_nodelay(true);
         // `https://` too: the TLS is added here.
         http.enforce_http(false);
-        Connector { http, tls }
+        Connector {
+            http,
+            tls,
+            missing_ca,
+        }
     }
 }
 
@@ -77,15 +93,14 @@ impl tower_service::Service<Uri> for Connector {
     fn call(&mut self, uri: Uri) -> Self::Future {
         let https = uri.scheme_str() == Some("https");
         let tls = self.tls.clone();
+        let missing_ca = self.missing_ca;
         let connecting = self.http.call(uri.clone());
         Box::pin(async move {
             if !https {
                 return Ok(Conn::Plain(connecting.await?));
             }
             let Some(tls) = tls else {
-                return Err(
-                    "an https:// controller needs controller.ca_file (the CAs to trust)".into(),
-                );
+                return Err(missing_ca.into());
             };
             let host = uri
                 .host()

@@ -376,7 +376,11 @@ pub async fn request_shard_failover(
 ) -> Result<Option<String>, ShardFailoverError> {
     let body = serde_json::json!({ "preferred_node_id": preferred }).to_string();
     let client: Client<Connector, Full<Bytes>> =
-        Client::builder(TokioExecutor::new()).build(Connector::new(timeout, tls));
+        Client::builder(TokioExecutor::new()).build(Connector::new(
+            timeout,
+            tls,
+            crate::kvrocks::connector::CONTROLLER_CA_MISSING,
+        ));
     let exchange = async {
         let mut uri: Uri = url
             .parse()
@@ -451,7 +455,11 @@ pub type HttpClient = Client<Connector, Empty<Bytes>>;
 pub fn http_client(timeout: Duration, tls: Option<Arc<rustls::ClientConfig>>) -> HttpClient {
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(90))
-        .build(Connector::new(timeout, tls))
+        .build(Connector::new(
+            timeout,
+            tls,
+            crate::kvrocks::connector::CONTROLLER_CA_MISSING,
+        ))
 }
 
 /// One request for the cluster topology: GET, following redirects, and parse.

@@ -255,7 +255,7 @@ impl Server {
                     upgraded = true;
                     break;
                 }
-                _ = sigusr2.recv() => self.start_successor(),
+                _ = sigusr2.recv() => self.start_successor(&upgrade_socket),
                 accepted = listener.accept() => match accepted {
                     Ok((client, peer)) => {
                         debug!(%peer, "client connected");
@@ -295,7 +295,7 @@ impl Server {
             self.mover.close();
             let _ = tokio::time::timeout(upgrade::READY_TIMEOUT, self.handoff.finished()).await;
             info!("handed over to the successor; exiting");
-        } else {
+        } else if self.handoff.owns_socket() {
             let _ = std::fs::remove_file(&upgrade_socket);
         }
         tokio::task::spawn_blocking(move || workers.stop())
@@ -310,7 +310,7 @@ impl Server {
         if !self.take_over {
             return Ok(None);
         }
-        let path = path.to_path_buf();
+        let path = upgrade::take_over_path(path);
         let mut inherited = tokio::task::spawn_blocking(move || upgrade::take_over(&path))
             .await
             .map_err(|e| upgrade::UpgradeError::Channel(std::io::Error::other(e)))??;
@@ -358,12 +358,14 @@ impl Server {
     }
 
     /// SIGUSR2: starts this binary as the successor.
-    fn start_successor(&self) {
+    fn start_successor(&self, socket: &std::path::Path) {
         let Some(path) = self.shared.config_path.as_deref() else {
             warn!("SIGUSR2: no config file to start a successor with");
             return;
         };
-        match upgrade::spawn_successor(path) {
+        // The socket this process serves (bound at start, whatever a reload
+        // says `listen` is now).
+        match upgrade::spawn_successor(path, socket) {
             Ok(pid) => info!(
                 pid,
                 "SIGUSR2: started a successor; it takes over when ready"

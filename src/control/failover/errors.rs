@@ -32,6 +32,12 @@ pub enum FailoverError {
     TargetStatus(#[from] AdminError),
     #[error("the target leasegate at {to} has no node_id")]
     NoNodeId { to: String },
+    /// check_slave: the target's leasegate refuses the token this failover
+    /// would grant its lease with (found before anything was paused).
+    #[error(
+        "the target leasegate at {to} refuses this failover's admin token (give its own as target_token, or `leasegate failover --target-token`): {source}"
+    )]
+    TargetToken { to: String, source: Box<AdminError> },
     #[error("cannot reach this node {node}: {source}")]
     SourceUnreachable { node: String, source: BackendError },
     #[error("cannot reach the target node {node}: {source}")]

@@ -232,13 +232,26 @@ async fn check_slave(run: &mut Run) -> Result<Checked, FailoverError> {
     let this_node = run.settings.node.clone();
     let password = run.settings.password.clone();
     let password = password.as_deref();
-    let admin = AdminClient::new(Duration::from_secs(2), run.settings.admin_ca.clone());
+    let admin = AdminClient::new(
+        Duration::from_secs(2),
+        run.settings.admin_ca.clone(),
+        crate::kvrocks::admin_client::SERVER_CA_MISSING,
+    );
     let token = run
         .request
         .target_token
         .clone()
         .or_else(|| run.settings.admin_token.clone());
     let target = check_target(&admin, &run.request.to).await?;
+    // The switch grants the target its lease with this token: a token it
+    // refuses must stop the failover now, not after its node is promoted.
+    admin
+        .check_token(&run.request.to, token.as_deref())
+        .await
+        .map_err(|source| FailoverError::TargetToken {
+            to: run.request.to.clone(),
+            source: Box::new(source),
+        })?;
     let tls = run.settings.node_tls.clone();
     let mut source = ControlConnection::open_node(&this_node, tls.as_deref(), password, timeout)
         .await

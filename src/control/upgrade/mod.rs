@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::control::ControlContext;
 use crate::guard::failover_command::FailoverCommandState;
@@ -82,6 +82,9 @@ pub struct Handoff {
     /// Cancelled once the last session went (or the take-over failed
     /// after the commit): the process may exit.
     finished: CancellationToken,
+    /// This process bound the upgrade socket: only then is the path its own
+    /// to remove at exit (another leasegate's, found served, is left alone).
+    bound: std::sync::atomic::AtomicBool,
 }
 
 impl Handoff {
@@ -106,6 +109,25 @@ impl Handoff {
     pub async fn finished(&self) {
         self.finished.cancelled().await
     }
+
+    /// Whether this process bound the upgrade socket (its path is this
+    /// process's to remove when it exits).
+    pub fn owns_socket(&self) -> bool {
+        self.bound.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+/// Set by a leasegate for the successor it starts (SIGUSR2): the upgrade
+/// socket it serves, which the successor takes over from whatever its own
+/// config says (its `listen`, and so the default socket path, may differ).
+pub const TAKE_OVER_SOCKET_ENV: &str = "LEASEGATE_TAKE_OVER_SOCKET";
+
+/// The socket a successor takes over from: [`TAKE_OVER_SOCKET_ENV`] when
+/// its predecessor started it, else its own config's.
+pub fn take_over_path(own: &Path) -> PathBuf {
+    std::env::var_os(TAKE_OVER_SOCKET_ENV)
+        .filter(|p| !p.is_empty())
+        .map_or_else(|| own.to_path_buf(), PathBuf::from)
 }
 
 /// The path of the upgrade socket for `config`.
@@ -131,6 +153,9 @@ pub fn serve(
             return;
         }
     };
+    handoff
+        .bound
+        .store(true, std::sync::atomic::Ordering::Release);
     info!(path = %path.display(), "upgrade socket ready");
     for conn in listener.incoming() {
         let Ok(conn) = conn else { continue };
@@ -146,6 +171,12 @@ pub fn serve(
         };
         match predecessor.hand_over(&conn) {
             Ok(()) => return,
+            // Another process found the socket served and hung up (a
+            // second leasegate with the same `upgrade.socket`): no take-over
+            // was asked for.
+            Err(reason) if reason == NO_HELLO_EOF => {
+                debug!("a connection to the upgrade socket closed without asking to take over");
+            }
             Err(reason) => {
                 warn!(%reason, "the take-over did not happen; this leasegate goes on serving");
                 let _ = wire::send(&conn, &Message::Refused { reason }, &[]);
@@ -153,6 +184,9 @@ pub fn serve(
         }
     }
 }
+
+/// A connection to the upgrade socket that closed before its Hello.
+const NO_HELLO_EOF: &str = "no Hello: the connection closed";
 
 /// Binds the upgrade socket, owner-only, replacing a stale one.
 fn bind(path: &Path) -> std::io::Result<UnixListener> {
@@ -211,6 +245,9 @@ impl Predecessor<'_> {
                 (pid, tls_sessions)
             }
             Ok((other, _)) => return Err(format!("expected Hello, got {other:?}")),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return Err(NO_HELLO_EOF.to_string())
+            }
             Err(e) => return Err(format!("no Hello: {e}")),
         };
         let drain = ctx.config.load().drain_timeout();
@@ -483,7 +520,7 @@ impl Inherited {
 
 /// Starts the successor: this binary, `run -c <config> --take-over`, with
 /// this process's standard output and error (SIGUSR2).
-pub fn spawn_successor(config_path: &Path) -> std::io::Result<u32> {
+pub fn spawn_successor(config_path: &Path, socket: &Path) -> std::io::Result<u32> {
     let exe = std::env::current_exe()?;
     // After a package upgrade the running binary's path names the new one.
     let exe = PathBuf::from(exe.to_string_lossy().trim_end_matches(" (deleted)"));
@@ -492,6 +529,9 @@ pub fn spawn_successor(config_path: &Path) -> std::io::Result<u32> {
         .arg("-c")
         .arg(config_path)
         .arg("--take-over")
+        // The socket this process serves: the successor's config may name
+        // another (a changed `listen` moves the default path).
+        .env(TAKE_OVER_SOCKET_ENV, socket)
         .stdin(std::process::Stdio::null())
         .spawn()?;
     let pid = child.id();
