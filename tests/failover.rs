@@ -917,6 +917,14 @@ fn a_refused_promotion_rolls_back_and_the_held_writes_go_to_the_old_master() {
 #[test]
 fn a_refused_lease_grant_leaves_both_fenced_and_held_writes_off_the_old_node() {
     let p = pair("");
+    // B's leasegate has seen a later election (epoch 100, A still master):
+    // it refuses the failover's grant at A's epoch + 1, after its node was
+    // promoted. (A token it refuses is caught before the pause instead.)
+    assert!(!p
+        .b
+        .client()
+        .cmd(&["CLUSTERX", "HEARTBEAT", A_ID, "600000", "100"])
+        .is_error());
     let mut held = p.a.client();
     let mut ctl = p.a.client();
     assert_eq!(ctl.cmd(&["CLIENT", "PAUSE", "8000", "WRITE"]), Reply::ok());
@@ -924,7 +932,7 @@ fn a_refused_lease_grant_leaves_both_fenced_and_held_writes_off_the_old_node() {
     assert_eq!(held.try_read(Duration::from_millis(100)), None, "held");
     let (status, report) = failover_http(
         &p,
-        r#"{"to":"TARGET","sync_timeout_ms":2000,"pause_timeout_ms":8000,"target_token":"wrong"}"#,
+        r#"{"to":"TARGET","sync_timeout_ms":2000,"pause_timeout_ms":8000}"#,
     );
     assert_eq!(status, 409, "{report}");
     // The target was promoted but holds no lease; the old master is fenced.
@@ -943,7 +951,10 @@ fn a_refused_lease_grant_leaves_both_fenced_and_held_writes_off_the_old_node() {
         report.contains("The controller must grant the lease"),
         "{report}"
     );
-    assert!(report.contains("401"), "{report}");
+    assert!(
+        report.contains("did not confirm the lease grant at epoch 2"),
+        "{report}"
+    );
     let reply = held.read();
     assert!(reply.is_error(), "{reply:?}");
     assert_eq!(p.master.client().cmd(&["EXISTS", "held"]), Reply::Int(0));
