@@ -80,7 +80,20 @@ pub async fn run(shared: Arc<ControlContext>) {
                         // What the node is, once per connection: sessions
                         // follow Kvrocks' ways where it differs from Redis.
                         match tokio::time::timeout(bound, c.is_kvrocks()).await {
-                            Ok(Ok(kvrocks)) => status.set_kvrocks(kvrocks),
+                            Ok(Ok(kvrocks)) => {
+                                status.set_kvrocks(kvrocks);
+                                // Once per connection, like what the node is
+                                // (a node without an id yet gets it by a
+                                // `CLUSTERX SETNODEID` that passes here).
+                                if kvrocks
+                                    && shared.role.lease().node_id().is_none()
+                                    && !learn_node_id(&mut c, bound, &shared).await
+                                {
+                                    // Its answer may still come: not on
+                                    // this connection.
+                                    continue;
+                                }
+                            }
                             Ok(Err(e)) => debug!(error = %e, "node probe: what the node is"),
                             Err(_) => {
                                 // The reply may still come: not on this connection.
@@ -113,13 +126,6 @@ pub async fn run(shared: Arc<ControlContext>) {
                 Ok(reply) => {
                     if std::mem::take(&mut failing) {
                         info!("node probe: the node answers again");
-                    }
-                    if status.is_kvrocks()
-                        && shared.role.lease().node_id().is_none()
-                        && !learn_node_id(c, bound, &shared).await
-                    {
-                        // Its answer may still come: not on this connection.
-                        conn = None;
                     }
                     let replication = Replication::from_role(&reply);
                     let gate = &shared.gate;

@@ -174,18 +174,9 @@ impl Gate {
                         // believes about mastership toward this node.
                         return;
                     }
-                    // No longer demoted: writes stop being handed to (or
-                    // MOVED toward) another node, which may itself point
-                    // back here. The lease still comes only from the
-                    // controller (until then writes wait for it, bounded,
-                    // then are fenced); a poller asks it now rather than at
-                    // its next tick.
-                    self.role.clear_demotion();
-                    if !self.lease.write_allowed() {
-                        // Writes wait for the lease rather than fail.
-                        let hold = self.role.step_down_hold(PROMOTION_LEASE_WAIT);
-                        self.role.await_lease(std::time::Instant::now() + hold);
-                    }
+                    // A poller asks the controller for the lease now rather
+                    // than at its next tick.
+                    self.promoted_here();
                     self.role.topology_promoted(*version);
                     return;
                 }
@@ -207,18 +198,23 @@ impl Gate {
             }
             Effect::NodeId(id) => self.lease.learn_node_id(id),
             Effect::Promoted => {
-                // No longer demoted: writes stop being handed to the old
-                // master's leasegate, which (demoted toward this one) would
-                // hand them back, connection after connection. They wait
-                // here for the lease (bounded), then are fenced.
-                if self.role.is_demoted() {
-                    self.role.clear_demotion();
-                }
-                if !self.lease.write_allowed() {
-                    let hold = self.role.step_down_hold(PROMOTION_LEASE_WAIT);
-                    self.role.await_lease(std::time::Instant::now() + hold);
-                }
+                // The old master's leasegate, demoted toward this one, would
+                // hand the writes back, connection after connection.
+                self.promoted_here();
             }
+        }
+    }
+
+    /// The node accepted a controller's promotion (a topology naming it
+    /// master, or `REPLICAOF NO ONE`): no longer demoted, so writes stop
+    /// being handed to another node, which may point back here. The lease
+    /// still comes only from the lease source: until then writes wait for
+    /// it (bounded), then are fenced.
+    fn promoted_here(&self) {
+        self.role.clear_demotion();
+        if !self.lease.write_allowed() {
+            let hold = self.role.step_down_hold(PROMOTION_LEASE_WAIT);
+            self.role.await_lease(std::time::Instant::now() + hold);
         }
     }
 }
