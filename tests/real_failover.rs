@@ -132,6 +132,65 @@ fn the_controllers_own_failover_called_directly_fails_and_loses_nothing() {
     eprintln!("{} writes acknowledged", outcome.acked.len());
 }
 
+/// kvrocks-controller 1.2.0 pushes a new topology to each node at its next
+/// probe of it (every `ping_interval_seconds`), which may come right after
+/// its failover call answered, before the old master's leasegate has polled
+/// (every second by default). Here that push reaches B at once: its
+/// promotion must wait until A holds its writes and B has all A
+/// acknowledged, or A goes on acknowledging writes that B, master already,
+/// never gets.
+#[test]
+fn the_controllers_early_push_waits_for_the_old_master_to_stop_writing() {
+    let Some(shard) = real_shard(&RealShardOptions {
+        poll_interval_ms: 1000,
+        ttl_ms: 2500,
+        ..RealShardOptions::with_password(PASSWORD)
+    }) else {
+        return;
+    };
+    let writers =
+        Writers::start_authenticated(shard.a.proxy.port, 8, "e", Duration::ZERO, Some(PASSWORD));
+    std::thread::sleep(Duration::from_millis(300));
+
+    let version = shard.controller.version();
+    let (code, answer) = shard.controller.failover(0, &shard.b_id);
+    assert_eq!(code, 200, "{answer}");
+    shard
+        .controller
+        .wait_version(version + 1, Duration::from_secs(5));
+    // The controller's push of the new topology to B, as it sends it.
+    let (text, at) = shard.controller.setnodes();
+    let mut controller = shard.client(&shard.b);
+    let pushed = controller.cmd(&["CLUSTERX", "SETNODES", &text, &at.to_string()]);
+    assert_eq!(pushed, Reply::ok(), "the push to B");
+    let pushed_at = Instant::now();
+    let mut b_node = shard.direct(&shard.b);
+    loop {
+        let info = b_node.cmd(&["INFO", "replication"]);
+        if info.text().contains("role:master") {
+            break;
+        }
+        assert!(
+            pushed_at.elapsed() < PATIENCE,
+            "B's node never master: {info:?}"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let (_, a_status) = support::http(shard.a.proxy.admin_port(), "GET", "/v1/status", None, None);
+    eprintln!(
+        "B's node master {:?} after the push; A: {a_status}",
+        pushed_at.elapsed()
+    );
+    wait_master(&shard.b, "B after the controller's push");
+    // A's poll, its step-down, the controller's own pushes.
+    std::thread::sleep(Duration::from_millis(3000));
+
+    let outcome = writers.finish();
+    settle(&shard, &shard.b);
+    outcome.assert_none_failed_or_lost(&mut shard.direct(&shard.b), 100);
+    eprintln!("{} writes acknowledged", outcome.acked.len());
+}
+
 #[test]
 fn a_killed_master_is_replaced_and_its_leasegate_serves_new_clients_there() {
     let Some(mut shard) = shard() else { return };

@@ -28,6 +28,7 @@ use crate::guard::verify::Verifier;
 pub mod admin;
 pub mod failover;
 pub mod failover_command;
+pub mod fence;
 pub mod poll;
 pub mod probe;
 pub mod reload;

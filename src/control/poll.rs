@@ -29,7 +29,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use tracing::{info, warn};
 
-use crate::control::{switch, ControlContext};
+use crate::control::{fence, switch, ControlContext};
 use crate::guard::lease::{Grant, GrantOutcome};
 use crate::guard::pause::PauseMode;
 use crate::guard::role::{Demotion, Source};
@@ -100,6 +100,10 @@ pub async fn poll(ctx: Arc<ControlContext>) {
     info!(%url, interval_ms = c.poll_interval.as_millis() as u64, ttl_ms = c.ttl_ms, "polling the controller for the master lease");
 
     ctx.role.poller_releases(c.switch_timeout);
+    // The controller's own push promoting this node waits until the old
+    // master is fenced (its push may come before the old master's poll).
+    ctx.role.promotion_fence.enable(fence::bound(&config));
+    tokio::spawn(fence::serve(Arc::clone(&ctx)));
     let mut poller = Poller {
         ctx: &ctx,
         metrics,
@@ -132,7 +136,9 @@ pub async fn poll(ctx: Arc<ControlContext>) {
                 if r.is_err() {
                     return;
                 }
-                let now = ctx.config.load().controller.poll_interval;
+                let reloaded = ctx.config.load_full();
+                ctx.role.promotion_fence.enable(fence::bound(&reloaded));
+                let now = reloaded.controller.poll_interval;
                 if now != interval {
                     // A new ticker's first tick is at once: the next poll
                     // comes now, then at the new interval.

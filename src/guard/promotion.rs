@@ -1,39 +1,70 @@
 //! Fencing the old master before this node is promoted by a command that
-//! passes through leasegate (`REPLICAOF NO ONE` / `SLAVEOF NO ONE`, as Redis
-//! Sentinel sends it).
+//! passes through leasegate: `REPLICAOF NO ONE` / `SLAVEOF NO ONE`, as Redis
+//! Sentinel sends it, or a controller's `CLUSTERX SETNODES` naming this node
+//! master.
 //!
-//! Sentinel's planned failover promotes the replica without touching the
-//! old master, which keeps taking writes until Sentinel reconfigures it:
-//! writes that are lost. With a Sentinel lease source, the replica's
-//! leasegate holds the promotion (the Gate answers the command with
-//! [`crate::guard::gate::Wait::Fence`]) until the control plane has paused
-//! writes at the old master's leasegate and seen this node catch up
-//! (`control::sentinel`), then lets it through. The hold is bounded: a
-//! master that cannot be reached (a crash, which is why Sentinel promotes)
-//! holds nothing, and is fenced by its lease.
+//! Neither Sentinel's failover nor kvrocks-controller's waits for the old
+//! master: the replica is promoted while the old master keeps taking
+//! writes until it is reconfigured (kvrocks-controller 1.2.0 pushes to
+//! each node at its next probe, in any order) — writes that are lost. So
+//! the replica's leasegate holds the promotion (the Gate answers the
+//! command with [`crate::guard::gate::Wait::Fence`]) until the control
+//! plane has paused writes at the old master's leasegate and seen this
+//! node catch up (`control::sentinel`, `control::fence`), then lets it
+//! through; where the old master's writes cannot all be here, the
+//! promotion is refused (the controller sends it again). The hold is
+//! bounded: a master that cannot be reached (a crash, which is why the
+//! promotion comes) holds nothing, and is fenced by its lease.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
+/// A promotion held for the fence: until when, and the topology that
+/// promotes (a controller's `CLUSTERX SETNODES`: its nodes text and
+/// version), which the old master is brought to once this node is master.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FenceRequest {
+    pub until: Instant,
+    pub topology: Option<(String, u64)>,
+}
+
+/// What a promoting command is told when it asks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ask {
+    /// Held until at most this instant.
+    Hold(Instant),
+    /// Goes to the node.
+    Go,
+    /// Refused with this reason: the old master still takes writes, or
+    /// this node lacks some it acknowledged (the promotion is sent again).
+    Refuse(String),
+}
+
 /// Where a promotion stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum State {
     /// No promotion asked about.
     Idle,
-    /// A promotion waits, until at most this instant, for the fence.
-    Requested(Instant),
+    /// A promotion waits for the fence.
+    Requested(FenceRequest),
     /// The fence is done (or given up): the next ask goes on.
     Settled,
+    /// The fence failed where going on would lose writes: the next ask is
+    /// refused with this reason.
+    Refused(String),
 }
 
 /// The promotion fence of one leasegate.
 #[derive(Debug)]
 pub struct PromotionFence {
-    /// Set by a control-plane part that serves the requests (Sentinel).
+    /// Set by a control-plane part that serves the requests (Sentinel, the
+    /// controller's poller).
     enabled: AtomicBool,
+    /// How long a promotion is held at most, in ms.
+    bound_ms: AtomicU64,
     state: Mutex<State>,
     requested: Notify,
 }
@@ -42,6 +73,7 @@ impl Default for PromotionFence {
     fn default() -> Self {
         PromotionFence {
             enabled: AtomicBool::new(false),
+            bound_ms: AtomicU64::new(0),
             state: Mutex::new(State::Idle),
             requested: Notify::new(),
         }
@@ -49,8 +81,11 @@ impl Default for PromotionFence {
 }
 
 impl PromotionFence {
-    /// Promotions are fenced from now on (someone serves [`Self::requested`]).
-    pub fn enable(&self) {
+    /// Promotions are fenced from now on (someone serves [`Self::requested`]),
+    /// each held at most `bound`.
+    pub fn enable(&self, bound: Duration) {
+        self.bound_ms
+            .store(bound.as_millis() as u64, Ordering::Release);
         self.enabled.store(true, Ordering::Release);
     }
 
@@ -58,37 +93,47 @@ impl PromotionFence {
         self.enabled.load(Ordering::Acquire)
     }
 
+    /// How long a promotion is held at most.
+    pub fn bound(&self) -> Duration {
+        Duration::from_millis(self.bound_ms.load(Ordering::Acquire))
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A promoting command asks whether it may go to the node: `Some(until)`
-    /// to hold it that long (a fence is requested on the first ask), `None`
-    /// to go on (the fence settled, or its bound passed).
-    pub fn ask(&self, bound: Duration) -> Option<Instant> {
+    /// A promoting command asks whether it may go to the node: held (a
+    /// fence is requested on the first ask), on its way once the fence
+    /// settled or its bound passed, or refused once.
+    pub fn ask(&self, topology: Option<(String, u64)>) -> Ask {
         let mut state = self.lock();
         let now = Instant::now();
-        match *state {
+        match &*state {
             State::Idle => {
-                let until = now + bound;
-                *state = State::Requested(until);
+                let until = now + self.bound();
+                *state = State::Requested(FenceRequest { until, topology });
                 self.requested.notify_one();
-                Some(until)
+                Ask::Hold(until)
             }
-            State::Requested(until) if now < until => Some(until),
+            State::Requested(r) if now < r.until => Ask::Hold(r.until),
             State::Requested(_) | State::Settled => {
                 *state = State::Idle;
-                None
+                Ask::Go
+            }
+            State::Refused(why) => {
+                let why = why.clone();
+                *state = State::Idle;
+                Ask::Refuse(why)
             }
         }
     }
 
-    /// Waits for a fence to be requested; its bound.
-    pub async fn requested(&self) -> Instant {
+    /// Waits for a fence to be requested.
+    pub async fn requested(&self) -> FenceRequest {
         loop {
             let notified = self.requested.notified();
-            if let State::Requested(until) = *self.lock() {
-                return until;
+            if let State::Requested(r) = &*self.lock() {
+                return r.clone();
             }
             notified.await;
         }
@@ -102,9 +147,18 @@ impl PromotionFence {
         }
     }
 
+    /// The fence failed where the promotion would lose writes: it is
+    /// refused, with `why`.
+    pub fn refuse(&self, why: String) {
+        let mut state = self.lock();
+        if matches!(*state, State::Requested(_)) {
+            *state = State::Refused(why);
+        }
+    }
+
     /// Whether a held promotion may be asked about again.
     pub fn settled(&self) -> bool {
-        !matches!(*self.lock(), State::Requested(until) if Instant::now() < until)
+        !matches!(&*self.lock(), State::Requested(r) if Instant::now() < r.until)
     }
 }
 
@@ -115,19 +169,23 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn a_promotion_is_held_until_the_fence_settles_then_goes_on_once() {
         let f = PromotionFence::default();
-        let until = f.ask(Duration::from_secs(5)).expect("held");
+        f.enable(Duration::from_secs(5));
+        let topology = Some(("nodes".to_string(), 7));
+        let Ask::Hold(until) = f.ask(topology.clone()) else {
+            panic!("held");
+        };
         assert_eq!(
             f.requested().await,
-            until,
+            FenceRequest { until, topology },
             "the control plane sees the request"
         );
-        assert_eq!(f.ask(Duration::from_secs(5)), Some(until), "still held");
+        assert_eq!(f.ask(None), Ask::Hold(until), "still held");
         assert!(!f.settled());
         f.settle();
         assert!(f.settled());
-        assert_eq!(f.ask(Duration::from_secs(5)), None, "goes on");
+        assert_eq!(f.ask(None), Ask::Go, "goes on");
         assert!(
-            f.ask(Duration::from_secs(5)).is_some(),
+            matches!(f.ask(None), Ask::Hold(_)),
             "a later promotion is fenced again"
         );
     }
@@ -135,9 +193,24 @@ mod tests {
     #[test]
     fn an_unserved_fence_ends_at_its_bound() {
         let f = PromotionFence::default();
-        assert!(f.ask(Duration::from_millis(1)).is_some());
+        f.enable(Duration::from_millis(1));
+        assert!(matches!(f.ask(None), Ask::Hold(_)));
         std::thread::sleep(Duration::from_millis(5));
         assert!(f.settled());
-        assert_eq!(f.ask(Duration::from_millis(1)), None);
+        assert_eq!(f.ask(None), Ask::Go);
+    }
+
+    #[test]
+    fn a_refused_fence_refuses_the_promotion_once() {
+        let f = PromotionFence::default();
+        f.enable(Duration::from_secs(5));
+        assert!(matches!(f.ask(None), Ask::Hold(_)));
+        f.refuse("behind".into());
+        assert!(f.settled());
+        assert_eq!(f.ask(None), Ask::Refuse("behind".into()));
+        assert!(
+            matches!(f.ask(None), Ask::Hold(_)),
+            "the next is held again"
+        );
     }
 }

@@ -275,6 +275,18 @@ impl RealController {
         v["data"]["cluster"].clone()
     }
 
+    /// The controller's topology as the `CLUSTERX SETNODES` it pushes:
+    /// `(nodes text, version)`.
+    pub fn setnodes(&self) -> (String, u64) {
+        let (code, body) = self.call("GET", &self.cluster_path(), None);
+        let cluster = leasegate::kvrocks::controller::parse_cluster(body.as_bytes())
+            .unwrap_or_else(|e| panic!("cluster answer ({code}): {e}: {body}"));
+        let text = cluster
+            .setnodes_text()
+            .unwrap_or_else(|e| panic!("SETNODES text of {body}: {e}"));
+        (text, cluster.version)
+    }
+
     pub fn version(&self) -> u64 {
         let cluster = self.cluster();
         cluster["version"]

@@ -31,7 +31,7 @@ const NAMED_WITHIN: Duration = Duration::from_secs(5);
 pub(super) async fn serve_fences(ctx: Arc<ControlContext>, me: String) {
     loop {
         let until = tokio::select! {
-            u = ctx.role.promotion_fence.requested() => u,
+            r = ctx.role.promotion_fence.requested() => r.until,
             _ = ctx.shutdown.cancelled() => return,
         };
         let fenced = tokio::time::timeout_at(until.into(), fence_old_master(&ctx)).await;

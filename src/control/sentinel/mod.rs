@@ -91,7 +91,9 @@ pub async fn run(ctx: Arc<ControlContext>) {
     if s.announce {
         tokio::spawn(announce(Arc::clone(&ctx), me.clone()));
     }
-    ctx.role.promotion_fence.enable();
+    ctx.role
+        .promotion_fence
+        .enable(crate::guard::gate::PROMOTION_FENCE_BOUND);
     tokio::spawn(fence::serve_fences(Arc::clone(&ctx), me.clone()));
     info!(sentinels = ?s.addrs, master = %s.master_name, address = %me, interval_ms = s.poll_interval.as_millis() as u64, "taking the master lease from Redis Sentinel");
     let mut sentinels: Vec<Asked> = s
@@ -241,14 +243,17 @@ async fn ask(
 
 /// The connection to this leasegate's own node, kept between polls.
 #[derive(Default)]
-pub(super) struct OwnNode {
+pub(in crate::control) struct OwnNode {
     conn: Option<ControlConnection>,
 }
 
 impl OwnNode {
     /// What the node says of itself now (`INFO replication`); `None` when
     /// it does not answer (its connection is opened again next time).
-    pub(super) async fn replication(&mut self, ctx: &ControlContext) -> Option<Replication> {
+    pub(in crate::control) async fn replication(
+        &mut self,
+        ctx: &ControlContext,
+    ) -> Option<Replication> {
         let (addr, password, timeout) = {
             let c = ctx.config.load();
             (
@@ -272,13 +277,15 @@ impl OwnNode {
     }
 
     /// The node's role now: `master` or `slave`.
-    pub(super) async fn role(&mut self, ctx: &ControlContext) -> Option<String> {
+    pub(in crate::control) async fn role(&mut self, ctx: &ControlContext) -> Option<String> {
         self.replication(ctx).await.and_then(|r| r.role)
     }
 }
 
 /// `INFO replication` of whatever `conn` reaches.
-pub(super) async fn replication_of(conn: &mut ControlConnection) -> Result<Replication, String> {
+pub(in crate::control) async fn replication_of(
+    conn: &mut ControlConnection,
+) -> Result<Replication, String> {
     conn.replication()
         .await
         .map(|(r, _)| r)

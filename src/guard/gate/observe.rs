@@ -8,6 +8,7 @@
 use std::sync::Arc;
 
 use crate::command::Special;
+use crate::guard::promotion::Ask;
 use crate::guard::role::{Demotion, Source};
 use crate::resp::request::arguments;
 
@@ -18,9 +19,21 @@ use super::{Admission, Effect, Gate, Verdict, Wait};
 /// longer), before they are fenced.
 pub const PROMOTION_LEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// How long a promotion passing through waits for the old master to be
-/// fenced before it goes on anyway.
+/// How long a Sentinel's promotion passing through waits for the old
+/// master to be fenced before it goes on anyway.
 pub const PROMOTION_FENCE_BOUND: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// What a promoting command is answered, as the fence says: held, on its
+/// way (`None`), or refused.
+fn fence_verdict(ask: Ask) -> Option<Verdict> {
+    match ask {
+        Ask::Hold(until) => Some(Verdict::Hold(Wait::Fence { until })),
+        Ask::Go => None,
+        Ask::Refuse(why) => Some(Verdict::Reply(crate::resp::encode::error(&format!(
+            "TRYAGAIN leasegate: promotion refused: {why}"
+        )))),
+    }
+}
 
 impl Gate {
     /// Requests that change the node's role or id: forwarded, with the
@@ -43,7 +56,10 @@ impl Gate {
                         .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok()),
                     from_control: r.control,
                 });
-                if let Some(held) = effect.as_ref().and_then(|e| self.step_down_first(e)) {
+                if let Some(held) = effect
+                    .as_ref()
+                    .and_then(|e| self.promotion_fenced(e).or_else(|| self.step_down_first(e)))
+                {
                     return held;
                 }
                 effect
@@ -56,8 +72,8 @@ impl Gate {
                 // A promotion waits for the old master to be fenced, where
                 // someone fences it (a Sentinel lease source).
                 if no_one && self.role.promotion_fence.enabled() {
-                    if let Some(until) = self.role.promotion_fence.ask(PROMOTION_FENCE_BOUND) {
-                        return Verdict::Hold(Wait::Fence { until });
+                    if let Some(verdict) = fence_verdict(self.role.promotion_fence.ask(None)) {
+                        return verdict;
                     }
                 }
                 if no_one {
@@ -90,6 +106,34 @@ impl Gate {
             }
         };
         effect.map_or(Verdict::Forward, Verdict::Observe)
+    }
+
+    /// The controller's topology naming this node master, at a version its
+    /// node has not accepted, while this leasegate holds no lease (the node
+    /// is a replica): held until the old master is fenced, where someone
+    /// fences it (a controller's poller, [`crate::guard::promotion`]). Only
+    /// the controller's: the fence pauses the old master and relays the
+    /// topology to it, which an ordinary client must not make it do.
+    #[cold]
+    fn promotion_fenced(&self, effect: &Effect) -> Option<Verdict> {
+        let Effect::Topology {
+            nodes,
+            version,
+            from_control: true,
+        } = effect
+        else {
+            return None;
+        };
+        let fence = &self.role.promotion_fence;
+        if !fence.enabled() || self.lease.write_allowed() {
+            return None;
+        }
+        let me = self.lease.node_id()?;
+        let version = (*version).filter(|v| *v > self.role.node_topology())?;
+        if !crate::kvrocks::topology::listed_as_master(nodes, &me) {
+            return None;
+        }
+        fence_verdict(fence.ask(Some((nodes.clone(), version))))
     }
 
     /// The controller's topology that makes this node (master under a
