@@ -446,6 +446,85 @@ fn watch_exec_across_a_hand_over_returns_null() {
     assert_eq!(p.replica.client().cmd(&["GET", "after"]), Reply::bulk("1"));
 }
 
+/// A session that sends only transactions after a failover moves at its
+/// MULTI. Queued on the old node (a replica now), the writes were refused
+/// by it and every EXEC answered null, for as long as the client sent only
+/// transactions (seen on Kvrocks in cluster mode: `-MOVED` per queued write).
+#[test]
+fn a_transaction_after_a_failover_runs_on_the_new_master() {
+    let p = pair("");
+    let mut c = p.a.client();
+    assert_eq!(c.cmd(&["PING"]), Reply::Status("PONG".into()));
+    let (status, report) = failover_http(
+        &p,
+        r#"{"to":"TARGET","sync_timeout_ms":2000,"pause_timeout_ms":4000}"#,
+    );
+    assert_eq!(status, 200, "{report}");
+    for i in 1..=3 {
+        assert_eq!(c.cmd(&["MULTI"]), Reply::ok());
+        assert_eq!(c.cmd(&["INCR", "tx"]), Reply::Status("QUEUED".into()));
+        assert_eq!(c.cmd(&["EXEC"]), Reply::Array(vec![Reply::Int(i)]));
+    }
+    assert_eq!(p.replica.client().cmd(&["GET", "tx"]), Reply::bulk("3"));
+}
+
+const NODE_PASSWORD: &str = "pair-secret";
+
+/// [`pair`] with `requirepass`/`masterauth` on both nodes and
+/// `backend.password` on both leasegates.
+fn pair_with_password() -> Pair {
+    let pw = NODE_PASSWORD;
+    let master = RedisServer::start_with(&["--requirepass", pw, "--repl-diskless-sync-delay", "0"]);
+    let port = master.port.to_string();
+    let replica = RedisServer::start_with(&[
+        "--replicaof",
+        "127.0.0.1",
+        &port,
+        "--requirepass",
+        pw,
+        "--masterauth",
+        pw,
+    ]);
+    let mut r = replica.client();
+    assert_eq!(r.cmd(&["AUTH", pw]), Reply::ok());
+    support::wait_link_up(&mut r);
+    let backend = |addr: String| format!("backend:\n  addr: {addr}\n  password: {pw}\n");
+    let a = leasegate_with(&backend(master.addr()), A_ID, "");
+    let b = leasegate_with(&backend(replica.addr()), B_ID, "");
+    with_leases(master, replica, a, b)
+}
+
+/// A HELLO without AUTH after one with it leaves the connection
+/// authenticated, on the node as in Redis: the hand-over's replay keeps it
+/// so (it replayed only the last HELLO, and every request on the moved
+/// session got `NOAUTH`; `redis-cli -3` sends a bare HELLO).
+#[test]
+fn a_bare_hello_after_hello_auth_keeps_a_moved_session_authenticated() {
+    let p = pair_with_password();
+    let mut c = p.a.client();
+    c.resp3 = true;
+    let hello = c.cmd(&[
+        "HELLO",
+        "3",
+        "AUTH",
+        "default",
+        NODE_PASSWORD,
+        "SETNAME",
+        "app-3",
+    ]);
+    assert!(matches!(hello, Reply::Map(_)), "{hello:?}");
+    assert!(matches!(c.cmd(&["HELLO", "3"]), Reply::Map(_)));
+    assert_eq!(
+        held_through_failover(&p, &mut c, &["SET", "moved", "1"]),
+        Reply::ok()
+    );
+    assert_eq!(c.cmd(&["CLIENT", "GETNAME"]), Reply::bulk("app-3"));
+    assert_eq!(c.cmd(&["INCR", "after"]), Reply::Int(1));
+    let mut direct = p.replica.client();
+    assert_eq!(direct.cmd(&["AUTH", NODE_PASSWORD]), Reply::ok());
+    assert_eq!(direct.cmd(&["GET", "after"]), Reply::bulk("1"));
+}
+
 #[test]
 fn on_demote_moved_and_readonly() {
     let p = pair("pause:\n  on_demote: moved\n");

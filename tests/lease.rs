@@ -16,8 +16,13 @@ const FENCED: &str = "READONLY master lease expired, writes are fenced on this n
 
 /// A block-write proxy whose controller authenticates with `ctl-pw`.
 fn fenced_proxy(redis: &RedisServer, extra: &str) -> Proxy {
+    fenced_proxy_at(&redis.addr(), extra)
+}
+
+/// [`fenced_proxy`] in front of any node address.
+fn fenced_proxy_at(addr: &str, extra: &str) -> Proxy {
     Proxy::start(
-        &redis.addr(),
+        addr,
         &format!(
             "node_id: {ME}\ncontrol:\n  password: ctl-pw\nlease:\n  mode: block-write\n  safety_margin_ms: 0\n  clock_drift: 0\n  probe_interval_ms: 100\n{extra}"
         ),
@@ -344,6 +349,41 @@ fn exec_after_expiry_is_aborted_and_nothing_applies() {
     assert_eq!(app.cmd(&["MULTI"]), Reply::ok());
     app.cmd(&["GET", "tx1"]);
     assert_eq!(app.cmd(&["EXEC"]), Reply::Array(vec![Reply::Nil]));
+}
+
+/// A blocking pop that timed out applied nothing, whatever null its node
+/// answers it with: Redis `*-1` (RESP2) or `_` (RESP3), Kvrocks `$-1`.
+/// Admitted under a lease that ended while it blocked, it still gets its
+/// null, not the unknown-outcome error (which said it may have popped).
+#[test]
+fn a_blocking_pop_that_timed_out_after_the_lease_ended_answers_its_null() {
+    let redis = RedisServer::start();
+    let proxy = fenced_proxy(&redis, "");
+    let kvrocks = KvrocksServer::start(false);
+    let kv_proxy = kvrocks.as_ref().map(|k| fenced_proxy_at(&k.addr(), ""));
+    let mut cases: Vec<(&str, &Proxy, bool)> = vec![
+        ("redis RESP2", &proxy, false),
+        ("redis RESP3", &proxy, true),
+    ];
+    if let Some(p) = &kv_proxy {
+        cases.push(("kvrocks RESP2", p, false));
+    }
+    for (what, proxy, resp3) in cases {
+        let mut ctl = controller(proxy);
+        heartbeat(&mut ctl, ME, 300, 1);
+        let mut app = proxy.client();
+        if resp3 {
+            app.resp3 = true;
+            assert!(matches!(app.cmd(&["HELLO", "3"]), Reply::Map(_)), "{what}");
+        }
+        // Blocks for a second; the lease ends after 300 ms.
+        let popped = app.cmd(&["BLPOP", "nothing-here", "1"]);
+        assert_eq!(popped, Reply::Nil, "{what}");
+        assert!(
+            !app.cmd(&["SET", "k", "v"]).error_text().is_empty(),
+            "{what}: fenced after the lease"
+        );
+    }
 }
 
 #[test]

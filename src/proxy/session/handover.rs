@@ -12,6 +12,7 @@ use tracing::{debug, warn};
 
 use crate::command::{Class, Special};
 use crate::guard::gate::Verdict;
+use crate::resp::encode;
 use crate::resp::reply::ReplyFramer;
 use crate::resp::request::RequestHead;
 
@@ -120,6 +121,31 @@ impl ReplaySlot {
 }
 
 impl Replay {
+    /// An accepted HELLO, replayed as the client sent it. What its `AUTH`
+    /// and `SETNAME` set outlasts a later HELLO without them (on the node
+    /// as in Redis), so they are remembered as `AUTH` and `CLIENT SETNAME`
+    /// too: replaying only the last HELLO, a bare `HELLO 3` after `HELLO 3
+    /// AUTH ...`, lost the authentication at a hand-over.
+    pub(super) fn hello_accepted(&mut self, request: Bytes) {
+        let inline = request.first() != Some(&b'*');
+        let args = crate::resp::request::arguments(&request, inline);
+        // HELLO <protover> [AUTH <username> <password>] [SETNAME <name>]
+        let mut i = 2;
+        while i < args.len() {
+            let option = &args[i];
+            if option.eq_ignore_ascii_case(b"AUTH") && i + 2 < args.len() {
+                self.auth = Some(encode::request(&[b"AUTH", &args[i + 1], &args[i + 2]]));
+                i += 3;
+            } else if option.eq_ignore_ascii_case(b"SETNAME") && i + 1 < args.len() {
+                self.setname = Some(encode::request(&[b"CLIENT", b"SETNAME", &args[i + 1]]));
+                i += 2;
+            } else {
+                i += 1;
+            }
+        }
+        self.hello = Some(request);
+    }
+
     pub(super) fn slot(&mut self, slot: ReplaySlot) -> &mut Option<Bytes> {
         match slot {
             ReplaySlot::Auth => &mut self.auth,

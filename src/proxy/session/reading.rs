@@ -183,6 +183,7 @@ impl Session {
         // the node applies it later, within this term if it is acknowledged.
         let write = (class == Class::Write).then(|| WriteTicket {
             blocking,
+            null_is_nothing: blocking || special == Special::Exec,
             counted,
             term: if self.handed_over {
                 None

@@ -329,6 +329,9 @@ impl Session {
             self.gate.role().blocking_write_completed();
         }
         let reply = &self.from_backend[range];
+        if ticket.null_is_nothing && matches!(reply, b"$-1\r\n" | b"*-1\r\n" | b"_\r\n") {
+            return None;
+        }
         if let Some(round) = ticket.confirm {
             if let Some(Err(refusal)) = self.gate.confirmation(round) {
                 if let Some(instead) = self.gate.unconfirmed_reply(&refusal, reply) {
@@ -356,8 +359,8 @@ impl Session {
             Expect::Observe(effect) if ok => self.gate.accepted(&effect),
             Expect::Hello(request) if !matches!(head.kind, b'-' | b'!') => {
                 self.resp3 = head.kind == b'%';
-                if request.is_some() {
-                    self.replay.hello = request;
+                if let Some(request) = request {
+                    self.replay.hello_accepted(request);
                 }
             }
             Expect::Remember(slot, request) if !matches!(head.kind, b'-' | b'!') => {
