@@ -112,10 +112,11 @@ fn failover(from: &Proxy, to: &Proxy) -> String {
     report
 }
 
-#[test]
-fn failover_on_standalone_kvrocks_there_and_back_loses_nothing() {
+/// Two standalone Kvrocks nodes, B replicating A, each with its leasegate;
+/// A's holds the lease (and B's knows it).
+fn standalone_pair() -> Option<((KvrocksServer, Proxy), (KvrocksServer, Proxy))> {
     let (Some((ka, pa)), Some((kb, pb))) = (standalone(A_ID), standalone(B_ID)) else {
-        return;
+        return None;
     };
     assert_eq!(
         kb.client()
@@ -126,6 +127,14 @@ fn failover_on_standalone_kvrocks_there_and_back_loses_nothing() {
     for p in [&pa, &pb] {
         assert!(!heartbeat(&mut p.client(), A_ID, 600_000, 1).is_error());
     }
+    Some(((ka, pa), (kb, pb)))
+}
+
+#[test]
+fn failover_on_standalone_kvrocks_there_and_back_loses_nothing() {
+    let Some(((ka, pa), (kb, pb))) = standalone_pair() else {
+        return;
+    };
     // Writers on A's leasegate; the hand-over carries their sessions to B.
     let writers = Writers::start(pa.port, 4, "w", Duration::ZERO);
     std::thread::sleep(Duration::from_millis(300));
@@ -146,6 +155,55 @@ fn failover_on_standalone_kvrocks_there_and_back_loses_nothing() {
         info_field(&mut kb.client(), "role").as_deref(),
         Some("slave")
     );
+}
+
+/// Kvrocks does not unblock a client blocked in `BLPOP` when the node
+/// becomes a replica (Redis answers `-UNBLOCKED`): the client would wait
+/// for good for an element that now goes to the new master. Once A's
+/// leasegate sees its node a replica, such a client gets an error; its
+/// next BLPOP pops on the new master.
+#[test]
+fn a_client_blocked_on_a_demoted_kvrocks_gets_an_error_and_pops_on_the_new_master() {
+    let Some(((ka, pa), (_kb, pb))) = standalone_pair() else {
+        return;
+    };
+    let mut blocked = pa.client();
+    blocked.send(&["BLPOP", "jobs", "0"]);
+    assert_eq!(
+        blocked.try_read(Duration::from_millis(200)),
+        None,
+        "blocked"
+    );
+    let report = failover(&pa, &pb);
+    assert!(report.contains(r#""result":"success""#), "{report}");
+    let unblocked = blocked.try_read(PATIENCE);
+    assert!(
+        unblocked.as_ref().is_some_and(Reply::is_error),
+        "the blocked client is answered with an error: {unblocked:?}"
+    );
+    assert!(
+        unblocked
+            .as_ref()
+            .is_some_and(|r| r.error_text().starts_with("UNBLOCKED")),
+        "{unblocked:?}"
+    );
+    // Without a controller a session does not outlive its node connection:
+    // this one closes, and a new one through A's leasegate pops on B.
+    let mut again = pa.client();
+    again.send(&["BLPOP", "jobs", "0"]);
+    assert_eq!(
+        again.try_read(Duration::from_millis(200)),
+        None,
+        "blocked again"
+    );
+    assert_eq!(pb.client().cmd(&["LPUSH", "jobs", "j1"]), Reply::Int(1));
+    assert_eq!(
+        again.try_read(PATIENCE),
+        Some(Reply::Array(vec![Reply::bulk("jobs"), Reply::bulk("j1")]))
+    );
+    // Nothing is left blocked on the old master.
+    let list = ka.client().cmd(&["CLIENT", "LIST"]).text();
+    assert!(!list.contains("cmd=blpop"), "{list}");
 }
 
 /// The failover of kvrocks-controller PR #389, driven as the controller

@@ -263,6 +263,11 @@ fn a_reload_reads_the_certificate_files_again_and_a_bad_one_changes_nothing() {
     }
     let (status, body) = http(admin, "POST", "/v1/reload", Some("tk"), Some("{}"));
     assert_eq!(status, 200, "{body}");
+    // No key changed, and the answer says the certificates were read again.
+    assert!(
+        body.contains(r#""unchanged":true"#) && body.contains(r#""certificates":["tls"]"#),
+        "{body}"
+    );
     assert!(
         client(&first).connect(tls_port).is_err(),
         "the old certificate is gone"

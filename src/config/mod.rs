@@ -579,6 +579,22 @@ impl Config {
                 ));
             }
         }
+        if self.tls.listen.is_none() && self.tls.cert_file.is_some() {
+            out.push(
+                "tls.cert_file is set but tls.listen is not: no TLS listener is started \
+                 (docs/tls.md)"
+                    .to_string(),
+            );
+        }
+        if self.verify.mode != VerifyMode::EveryWrite
+            && (self.verify.max_in_flight == 0 || self.verify.max_in_flight > 64)
+        {
+            out.push(format!(
+                "verify.max_in_flight ({}) is outside 1..=64: ignored while verify.mode is off, \
+                 refused once a reload turns it on",
+                self.verify.max_in_flight
+            ));
+        }
         if self.lease.mode != LeaseMode::Disabled
             && self.control.password.is_none()
             && self.control.allow_from.is_empty()
@@ -653,6 +669,23 @@ mod tests {
         with(MAX_THREADS).expect("the limit itself is allowed");
         let err = with(MAX_THREADS + 1).unwrap_err().to_string();
         assert!(err.contains("threads") && err.contains("1025"), "{err}");
+    }
+
+    #[test]
+    fn settings_that_do_nothing_as_set_warn() {
+        let with = |yaml: &str| {
+            Config::parse(&format!("backend:\n  addr: h:1\n{yaml}"), "t")
+                .expect("valid")
+                .warnings()
+        };
+        let tls = "tls:\n  cert_file: /c.pem\n  key_file: /k.pem\n";
+        assert!(with(tls).iter().any(|w| w.starts_with("tls.cert_file")));
+        assert!(!with("").iter().any(|w| w.starts_with("tls.cert_file")));
+        let idle = "verify:\n  max_in_flight: 0\n";
+        assert!(with(idle)
+            .iter()
+            .any(|w| w.starts_with("verify.max_in_flight (0)")));
+        assert!(!with("").iter().any(|w| w.starts_with("verify.")));
     }
 
     #[test]

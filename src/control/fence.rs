@@ -152,8 +152,11 @@ async fn fence_old_master(
                 .await;
         }
     };
+    // A node followed directly (not through its leasegate) has no lease
+    // to fence (Kvrocks answers `INFO leasegate` with nothing).
     let info = match conn.leasegate_info().await {
-        Ok(info) => info,
+        Ok(info) if info.contains_key("lease_valid") => info,
+        Ok(_) => return Fenced::Go(format!("the old master {addr} is not behind a leasegate")),
         Err(e) => {
             return Fenced::Go(format!(
                 "the old master {addr} is not behind a leasegate ({e})"
@@ -178,13 +181,20 @@ async fn fence_old_master(
     // Its node's own answer: the offset nothing past which was acknowledged.
     let theirs = match replication_of(&mut conn).await {
         Ok(r) if r.role.as_deref() == Some("master") => r,
-        Ok(r) => {
-            return Fenced::Go(format!(
-                "the old master {addr} is not master (role {})",
-                r.role.as_deref().unwrap_or("unknown")
-            ));
+        // Its node acknowledges nothing: the pause there is ended (its
+        // sessions go on as after a node failure).
+        answer => {
+            if !fenced_at_version {
+                let _ = conn.call(&["CLIENT", "UNPAUSE"]).await;
+            }
+            return Fenced::Go(match answer {
+                Ok(r) => format!(
+                    "the old master {addr} is not master (role {})",
+                    r.role.as_deref().unwrap_or("unknown")
+                ),
+                Err(e) => format!("the old master {addr}'s node: {e}"),
+            });
         }
-        Err(e) => return Fenced::Go(format!("the old master {addr}'s node: {e}")),
     };
     let target = theirs.offset.unwrap_or(0);
     let deadline = request

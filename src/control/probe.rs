@@ -32,6 +32,8 @@ pub async fn run(shared: Arc<ControlContext>) {
     let mut conn: Option<(ControlConnection, Option<String>, Duration)> = None;
     // The last probe failed (logged once, and again when the node answers).
     let mut failing = false;
+    // The last probe that was answered saw the node master.
+    let mut was_master = false;
     loop {
         let interval = shared.config.load().lease.probe_interval;
         status.set_interval_ms(u64::try_from(interval.as_millis()).unwrap_or(u64::MAX));
@@ -138,7 +140,13 @@ pub async fn run(shared: Arc<ControlContext>) {
                         gate.role()
                             .revoke("the node's ROLE is slave", Source::Probe);
                     }
+                    let demoted = replication.is_replica() && was_master;
+                    was_master = replication.role.as_deref() == Some("master");
                     status.succeeded(replication);
+                    if demoted && status.is_kvrocks() {
+                        info!("the node became a replica: sessions blocked on it in BLPOP and the like are ended (Kvrocks does not unblock them)");
+                        status.kvrocks_demoted();
+                    }
                 }
                 Err(e) => {
                     conn = None;

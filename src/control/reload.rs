@@ -240,8 +240,20 @@ pub fn apply(
     if !applied.is_empty() {
         enforce(shared, &old, running);
     }
-    if client_tls.is_some() {
-        info!("TLS certificates read again: new TLS connections use them");
+    let certificates: Vec<String> = [
+        ("tls", client_tls.is_some()),
+        ("backend.tls", node_tls.is_some()),
+        ("controller", controller_tls.is_some()),
+        ("admin.tls", admin_tls.is_some() || admin_ca.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(name, read)| read.then(|| name.to_string()))
+    .collect();
+    if !certificates.is_empty() {
+        info!(
+            ?certificates,
+            "TLS certificates read again: new TLS connections use them"
+        );
     }
     shared.client_tls.store(client_tls);
     // New node connections use it; established ones go on.
@@ -256,6 +268,7 @@ pub fn apply(
         unchanged: changed.is_empty(),
         applied: applied.iter().map(|k| k.to_string()).collect(),
         needs_restart,
+        certificates,
     })
 }
 

@@ -29,6 +29,11 @@ pub struct NodeStatus {
     /// when the probe connected; sessions follow its ways where Kvrocks and
     /// Redis differ (`CLIENT REPLY`, RESP3 pub/sub messages).
     kvrocks: std::sync::atomic::AtomicBool,
+    /// How many times the probe saw a Kvrocks node turn from master to
+    /// replica, and the sessions waiting for the next time: those blocked
+    /// on the node in BLPOP & co., which Kvrocks does not unblock.
+    demotions: std::sync::atomic::AtomicU64,
+    demoted: tokio::sync::Notify,
 }
 
 #[derive(Debug, Default, Clone, serde::Serialize)]
@@ -110,8 +115,6 @@ impl NodeStatus {
             .store(!master, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// Whether the last probe saw the node as a replica.
-    #[inline]
     /// What the probe learned the node is, when it connected.
     pub fn set_kvrocks(&self, kvrocks: bool) {
         self.kvrocks
@@ -124,6 +127,38 @@ impl NodeStatus {
         self.kvrocks.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// The probe saw this Kvrocks node turn from master to replica: a
+    /// client blocked on it (BLPOP & co.) would wait for good, for elements
+    /// that now go to the new master (Redis unblocks such clients with
+    /// `-UNBLOCKED`; Kvrocks keeps them). The sessions waiting in
+    /// [`Self::demoted_since`] end their blocking command.
+    pub fn kvrocks_demoted(&self) {
+        self.demotions
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        self.demoted.notify_waiters();
+    }
+
+    /// How many such demotions the probe has seen, for [`Self::demoted_since`].
+    pub fn demotions(&self) -> u64 {
+        self.demotions.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Returns once the probe has seen the node demoted after `seen`
+    /// ([`Self::demotions`] when the wait began).
+    pub async fn demoted_since(&self, seen: u64) {
+        loop {
+            let notified = self.demoted.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            if self.demotions() > seen {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Whether the last probe saw the node as a replica.
+    #[inline]
     pub fn is_replica(&self) -> bool {
         self.replica.load(std::sync::atomic::Ordering::Relaxed)
     }

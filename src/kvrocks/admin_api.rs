@@ -379,6 +379,12 @@ pub struct ReloadResponse {
     pub needs_restart: Vec<String>,
     /// Nothing differed.
     pub unchanged: bool,
+    /// The TLS settings whose certificate files were read again (`tls`,
+    /// `backend.tls`, `controller`, `admin.tls`): every reload reads them,
+    /// so a certificate renewed in place is in force even when no key
+    /// changed.
+    #[serde(default)]
+    pub certificates: Vec<String>,
 }
 
 // -------------------------------------------------------------- /v1/failover

@@ -127,8 +127,13 @@ pub fn pause_response(r: &PauseResponse) -> String {
 /// `POST /v1/reload`: `reloaded: nothing changed`, or the keys applied and
 /// those that wait for a restart.
 pub fn reload(r: &ReloadResponse) -> String {
+    let certificates = if r.certificates.is_empty() {
+        String::new()
+    } else {
+        format!("\ncertificates read again: {}", r.certificates.join(", "))
+    };
     if r.unchanged {
-        return "reloaded: nothing changed".to_string();
+        return format!("reloaded: nothing changed{certificates}");
     }
     let list = |keys: &[String]| {
         if keys.is_empty() {
@@ -138,7 +143,7 @@ pub fn reload(r: &ReloadResponse) -> String {
         }
     };
     format!(
-        "reloaded: applied {}\nneeds a restart: {}",
+        "reloaded: applied {}\nneeds a restart: {}{certificates}",
         list(&r.applied),
         list(&r.needs_restart)
     )

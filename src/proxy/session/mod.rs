@@ -417,7 +417,7 @@ impl Session {
 
     /// Whether the first backend reply owed is a blocking write's (BLPOP
     /// and the like): every reply after it waits behind it.
-    fn blocked(&self) -> bool {
+    pub(super) fn blocked(&self) -> bool {
         matches!(
             self.owed.iter().find(|o| matches!(o, Owed::Reply(_))),
             Some(Owed::Reply(Expect::Write(WriteTicket {

@@ -11,6 +11,9 @@ use crate::resp::reply::{pubsub_frame, pubsub_push, PubSubFrame, ReplyHead};
 use super::state::{Expect, Lifecycle, Owed, Peer, Stream, Watch, WriteTicket};
 use super::Session;
 
+/// A blocking command's answer when its node connection ended first.
+const NODE_CLOSED_WHILE_BLOCKED: &[u8] = b"-UNBLOCKED leasegate: the node became a replica, or closed the connection, while this command blocked; nothing was taken for it\r\n";
+
 /// The reply side.
 impl Session {
     /// Frames every complete backend reply and queues it (or its replacement)
@@ -447,6 +450,32 @@ impl Session {
         } else {
             self.subscriptions = count;
         }
+    }
+
+    /// The node connection ended while the command at the head of the
+    /// queue blocked (BLPOP & co.): the node closed it, or its Kvrocks node
+    /// became a replica, which does not unblock its clients (the driver
+    /// gives the connection up then). The client is told; a reply the node
+    /// wrote before was read first, so nothing was taken for it. The
+    /// session then goes on at a new node connection where nothing else is
+    /// owed, as after any node close between requests.
+    #[cold]
+    pub(super) fn node_closed_while_blocked(&mut self) {
+        let blocking_first = matches!(
+            self.owed.front(),
+            Some(Owed::Reply(Expect::Write(WriteTicket {
+                blocking: true,
+                ..
+            })))
+        );
+        if !blocking_first {
+            return;
+        }
+        self.owed.pop_front();
+        if self.mute.is_on() || !self.mute.next_answer() {
+            self.to_client.extend_from_slice(NODE_CLOSED_WHILE_BLOCKED);
+        }
+        self.settle();
     }
 
     /// Writes out local replies and applies mode changes that have reached

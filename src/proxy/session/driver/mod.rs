@@ -75,6 +75,9 @@ enum Event {
     Idle,
     /// A failover asked for a `ping` frame in the replication stream.
     Poked,
+    /// The probe saw the (Kvrocks) node become a replica while a blocking
+    /// command of this session waited there.
+    NodeDemoted,
     /// The proxy drains (SIGTERM).
     Drain,
     /// The drain's deadline passed ([`super::stopping`]).
@@ -91,6 +94,9 @@ struct Turn {
     confirming: bool,
     /// The session streams to a replica that a failover may poke.
     pokable: bool,
+    /// A blocking command (BLPOP & co.) waits on the node: the wait for the
+    /// node's demotion ([`Driver::unblockable`]).
+    blocked: bool,
 }
 
 /// One session's sockets, timers and drain signal, and what the loop knows
@@ -123,6 +129,9 @@ pub(super) struct Driver<C: ClientIo> {
     first_read: bool,
     /// A replica's stream: the wait for a failover's poke.
     poked: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    /// A blocking command waits on the node: the wait for the probe to see
+    /// the node demoted.
+    demoted: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
 }
 
 impl<C: ClientIo> Driver<C> {
@@ -149,6 +158,7 @@ impl<C: ClientIo> Driver<C> {
             backpressured: false,
             first_read: true,
             poked: None,
+            demoted: None,
         }
     }
 
@@ -188,7 +198,27 @@ impl<C: ClientIo> Driver<C> {
             holding: matches!(s.stall, Stall::Held(_)),
             confirming: s.unconfirmed.is_some(),
             pokable: self.pokable(s),
+            blocked: self.unblockable(s, ctx),
         }
+    }
+
+    /// Whether a blocking command waits on the node; the wait for the node's
+    /// demotion is made when one begins to, and dropped when none does.
+    /// Kvrocks keeps a client blocked when the node becomes a replica
+    /// (Redis answers it `-UNBLOCKED`): its elements now go to the new
+    /// master, and it would wait for good.
+    #[inline]
+    fn unblockable(&mut self, s: &Session, ctx: &SessionContext) -> bool {
+        if self.backend_eof || !s.blocked() {
+            self.demoted = None;
+            return false;
+        }
+        if self.demoted.is_none() {
+            let role = std::sync::Arc::clone(ctx.gate.role());
+            let seen = role.node.demotions();
+            self.demoted = Some(Box::pin(async move { role.node.demoted_since(seen).await }));
+        }
+        true
     }
 
     /// Whether a failover may poke this session's stream; the wait for it
@@ -232,6 +262,9 @@ impl<C: ClientIo> Driver<C> {
             }
             if self.backend_eof && !self.client_eof && !self.draining && s.may_outlive_node() {
                 self.outlive_node(&mut s, ctx).await;
+            }
+            if self.backend_eof && !self.client_eof {
+                s.node_closed_while_blocked();
             }
             if s.finished(self.client_eof, self.draining, self.backend_eof) && !completing {
                 break;
@@ -337,6 +370,14 @@ impl<C: ClientIo> Driver<C> {
                             }
                         }
                     }
+                    if turn.blocked {
+                        if let Some(demoted) = self.demoted.as_mut() {
+                            if demoted.as_mut().poll(cx).is_ready() {
+                                self.demoted = None;
+                                return Poll::Ready(Event::NodeDemoted);
+                            }
+                        }
+                    }
                     if self.trim.poll_fired(cx).is_ready() {
                         return Poll::Ready(Event::Trim);
                     }
@@ -427,6 +468,14 @@ impl<C: ClientIo> Driver<C> {
             Event::Poked => {
                 s.poked();
                 send_to_client(s, |b| self.client.try_send(b));
+            }
+            // Any reply the node sent first was read first (the node's
+            // socket is polled before this wait): its connection is given
+            // up, and the blocking command answered
+            // ([`Session::node_closed_while_blocked`]).
+            Event::NodeDemoted => {
+                debug!("the node became a replica while a blocking command waited: the command ends, the session goes on at a new node connection");
+                self.backend_eof = true;
             }
         }
         ControlFlow::Continue(())
