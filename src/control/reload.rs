@@ -247,7 +247,8 @@ pub fn apply(
         ("admin.tls", admin_tls.is_some() || admin_ca.is_some()),
     ]
     .into_iter()
-    .filter_map(|(name, read)| read.then(|| name.to_string()))
+    .filter(|(_, read)| *read)
+    .map(|(name, _)| name.to_string())
     .collect();
     if !certificates.is_empty() {
         info!(
