@@ -40,6 +40,15 @@ fn settle(shard: &RealShard, node: &Node) {
     }
 }
 
+/// Stops the writers and checks that none failed and every write they saw
+/// acknowledged (more than `min_acked`) is on `master`, read directly.
+fn finish_on(shard: &RealShard, writers: Writers, master: &Node, min_acked: usize) {
+    let outcome = writers.finish();
+    settle(shard, master);
+    outcome.assert_none_failed_or_lost(&mut shard.direct(master), min_acked);
+    eprintln!("{} writes acknowledged", outcome.acked.len());
+}
+
 #[test]
 fn leasegate_failover_there_and_back_with_passwords_fails_and_loses_nothing() {
     let Some(shard) = shard() else { return };
@@ -61,10 +70,7 @@ fn leasegate_failover_there_and_back_with_passwords_fails_and_loses_nothing() {
     wait_master(&shard.a, "A after the failover back");
     std::thread::sleep(Duration::from_millis(500));
 
-    let outcome = writers.finish();
-    settle(&shard, &shard.a);
-    outcome.assert_none_failed_or_lost(&mut shard.direct(&shard.a), 100);
-    eprintln!("{} writes acknowledged", outcome.acked.len());
+    finish_on(&shard, writers, &shard.a, 100);
 }
 
 /// A failover timed to the target's replication tick in cluster mode
@@ -92,10 +98,7 @@ fn a_cluster_failover_timed_to_the_tick_reports_the_controllers_switch() {
     );
     std::thread::sleep(Duration::from_millis(500));
 
-    let outcome = writers.finish();
-    settle(&shard, &shard.b);
-    outcome.assert_none_failed_or_lost(&mut shard.direct(&shard.b), 50);
-    eprintln!("{} writes acknowledged", outcome.acked.len());
+    finish_on(&shard, writers, &shard.b, 50);
 }
 
 #[test]
@@ -126,10 +129,7 @@ fn the_controllers_own_failover_called_directly_fails_and_loses_nothing() {
     wait_master(&shard.a, "A after the controller's failover back");
     std::thread::sleep(Duration::from_millis(2000));
 
-    let outcome = writers.finish();
-    settle(&shard, &shard.a);
-    outcome.assert_none_failed_or_lost(&mut shard.direct(&shard.a), 100);
-    eprintln!("{} writes acknowledged", outcome.acked.len());
+    finish_on(&shard, writers, &shard.a, 100);
 }
 
 /// kvrocks-controller 1.2.0 pushes a new topology to each node at its next
@@ -185,10 +185,7 @@ fn the_controllers_early_push_waits_for_the_old_master_to_stop_writing() {
     // A's poll, its step-down, the controller's own pushes.
     std::thread::sleep(Duration::from_millis(3000));
 
-    let outcome = writers.finish();
-    settle(&shard, &shard.b);
-    outcome.assert_none_failed_or_lost(&mut shard.direct(&shard.b), 100);
-    eprintln!("{} writes acknowledged", outcome.acked.len());
+    finish_on(&shard, writers, &shard.b, 100);
 }
 
 /// A client blocked in `BLPOP 0` on the old master when it is demoted:

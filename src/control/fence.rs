@@ -202,11 +202,7 @@ async fn fence_old_master(
         .checked_sub(Duration::from_millis(100))
         .unwrap_or(request.until);
     loop {
-        let at = own
-            .replication(ctx)
-            .await
-            .and_then(|r| r.offset)
-            .unwrap_or(0);
+        let at = own.offset(ctx).await;
         if at >= target {
             return Fenced::Paused(OldMaster {
                 addr,
@@ -246,14 +242,7 @@ async fn wait_out_lease(
 /// come here) and ends its pause. Should that fail, the pause ends by
 /// itself, after the old master's lease ran out or its poll demoted it.
 async fn hand_over_old_master(ctx: Arc<ControlContext>, mut old: OldMaster, request: FenceRequest) {
-    let promoted = tokio::time::timeout(PROMOTED_WITHIN, async {
-        let mut own = OwnNode::default();
-        while own.role(&ctx).await.as_deref() != Some("master") {
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-    })
-    .await
-    .is_ok();
+    let promoted = OwnNode::default().until_master(&ctx, PROMOTED_WITHIN).await;
     if !promoted {
         warn!(old_master = %old.addr, "this node did not become master in time; the old master's pause ends by itself");
         return;

@@ -100,11 +100,7 @@ async fn fence_old_master(ctx: &ControlContext) -> Result<(String, ControlConnec
         .offset
         .ok_or_else(|| format!("old master {old} reports no offset"))?;
     loop {
-        let at = own
-            .replication(ctx)
-            .await
-            .and_then(|r| r.offset)
-            .unwrap_or(0);
+        let at = own.offset(ctx).await;
         if at >= target {
             return Ok((old, conn));
         }
@@ -162,14 +158,7 @@ async fn hand_over_old_master(
     mut conn: ControlConnection,
     me: String,
 ) {
-    let promoted = tokio::time::timeout(PROMOTED_WITHIN, async {
-        let mut own = OwnNode::default();
-        while own.role(&ctx).await.as_deref() != Some("master") {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .is_ok();
+    let promoted = OwnNode::default().until_master(&ctx, PROMOTED_WITHIN).await;
     if !promoted {
         warn!(old_master = %old, "this node was not promoted in time; the old master is let go");
     } else if !follow_me(&mut conn, &old, &me).await {

@@ -276,6 +276,30 @@ impl OwnNode {
         Some(info)
     }
 
+    /// The node's replication offset now (0 when it does not say).
+    pub(in crate::control) async fn offset(&mut self, ctx: &ControlContext) -> u64 {
+        self.replication(ctx)
+            .await
+            .and_then(|r| r.offset)
+            .unwrap_or(0)
+    }
+
+    /// Waits (at most `within`) until the node reports itself master;
+    /// whether it did.
+    pub(in crate::control) async fn until_master(
+        &mut self,
+        ctx: &ControlContext,
+        within: std::time::Duration,
+    ) -> bool {
+        tokio::time::timeout(within, async {
+            while self.role(ctx).await.as_deref() != Some("master") {
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            }
+        })
+        .await
+        .is_ok()
+    }
+
     /// The node's role now: `master` or `slave`.
     pub(in crate::control) async fn role(&mut self, ctx: &ControlContext) -> Option<String> {
         self.replication(ctx).await.and_then(|r| r.role)

@@ -116,24 +116,17 @@ impl Gate {
     /// topology to it, which an ordinary client must not make it do.
     #[cold]
     fn promotion_fenced(&self, effect: &Effect) -> Option<Verdict> {
-        let Effect::Topology {
-            nodes,
-            version,
-            from_control: true,
-        } = effect
-        else {
-            return None;
-        };
+        let (nodes, version) = effect.controller_topology()?;
         let fence = &self.role.promotion_fence;
         if !fence.enabled() || self.lease.write_allowed() {
             return None;
         }
         let me = self.lease.node_id()?;
-        let version = (*version).filter(|v| *v > self.role.node_topology())?;
+        let version = version.filter(|v| *v > self.role.node_topology())?;
         if !crate::kvrocks::topology::listed_as_master(nodes, &me) {
             return None;
         }
-        fence_verdict(fence.ask(Some((nodes.clone(), version))))
+        fence_verdict(fence.ask(Some((nodes.to_string(), version))))
     }
 
     /// The controller's topology that makes this node (master under a
@@ -146,14 +139,7 @@ impl Gate {
     /// `Some(hold)` on the first ask; the second goes on.
     #[cold]
     fn step_down_first(&self, effect: &Effect) -> Option<Verdict> {
-        let Effect::Topology {
-            nodes,
-            version,
-            from_control: true,
-        } = effect
-        else {
-            return None;
-        };
+        let (nodes, version) = effect.controller_topology()?;
         if self.role.take_stepping_down() {
             return None;
         }

@@ -94,6 +94,21 @@ pub enum Effect {
     Promoted,
 }
 
+impl Effect {
+    /// A controller's topology (`CLUSTERX SETNODES` on a control
+    /// connection): its nodes text and version.
+    pub(super) fn controller_topology(&self) -> Option<(&str, Option<u64>)> {
+        match self {
+            Effect::Topology {
+                nodes,
+                version,
+                from_control: true,
+            } => Some((nodes, *version)),
+            _ => None,
+        }
+    }
+}
+
 /// What a held request waits for.
 #[derive(Debug)]
 pub enum Wait {
