@@ -446,10 +446,12 @@ fn watch_exec_across_a_hand_over_returns_null() {
     assert_eq!(p.replica.client().cmd(&["GET", "after"]), Reply::bulk("1"));
 }
 
-/// A session that sends only transactions after a failover moves at its
-/// MULTI. Queued on the old node (a replica now), the writes were refused
-/// by it and every EXEC answered null, for as long as the client sent only
-/// transactions (seen on Kvrocks in cluster mode: `-MOVED` per queued write).
+/// A session that sends only transactions after a failover moves once its
+/// first one failed. Queued on the old node (a replica now), that one's
+/// write is refused by the node and its EXEC answered null (as a WATCH
+/// conflict: nothing applied); before, every later transaction failed the
+/// same way, for as long as the client sent only transactions (seen on
+/// Kvrocks in cluster mode: `-MOVED` per queued write).
 #[test]
 fn a_transaction_after_a_failover_runs_on_the_new_master() {
     let p = pair("");
@@ -460,6 +462,9 @@ fn a_transaction_after_a_failover_runs_on_the_new_master() {
         r#"{"to":"TARGET","sync_timeout_ms":2000,"pause_timeout_ms":4000}"#,
     );
     assert_eq!(status, 200, "{report}");
+    assert_eq!(c.cmd(&["MULTI"]), Reply::ok());
+    assert!(c.cmd(&["INCR", "tx"]).is_error(), "queued on the old node");
+    assert_eq!(c.cmd(&["EXEC"]), Reply::Nil, "nothing applied");
     for i in 1..=3 {
         assert_eq!(c.cmd(&["MULTI"]), Reply::ok());
         assert_eq!(c.cmd(&["INCR", "tx"]), Reply::Status("QUEUED".into()));

@@ -200,11 +200,19 @@ fn sentinel_knows_the_replica_by_its_leasegate_and_the_lease_follows_sentinel() 
             "a Sentinel knows B's node itself: {names:?}"
         );
     }
-    // A holds the lease the Sentinels vouch for; B, a replica, does not.
+    // A holds the lease the Sentinels vouch for; B, a replica, does not:
+    // a write sent to B's leasegate goes to the master they name.
     eventually("A takes writes", Duration::from_secs(5), || {
         s.a.client().cmd(&["SET", "k", "1"]) == Reply::ok()
     });
-    assert!(s.b.client().cmd(&["SET", "k", "2"]).is_error());
+    eventually(
+        "B's leasegate sends writes to A",
+        Duration::from_secs(5),
+        || {
+            s.b.client().cmd(&["SET", "k", "2"]) == Reply::ok()
+                && s.a_node.client().cmd(&["GET", "k"]) == Reply::bulk("2")
+        },
+    );
 
     // A planned failover by Sentinel moves the lease to B.
     fail_over_to_b(&s, &b_addr);
@@ -287,6 +295,31 @@ fn planned_failover_loses_nothing(kind: Kind) {
     drop(s.a_node);
 }
 
+/// `SENTINEL FAILOVER` there and back: the old master's leasegate stays
+/// demoted toward B (its node a replica), and Sentinel promotes it with
+/// `MULTI; SLAVEOF NO ONE; ...; EXEC` through it. That transaction must
+/// reach A's node (a rule that moved a demoted session at MULTI sent it to
+/// B's leasegate, which closed it: the failover back aborted, and with it
+/// any later automatic failover to A).
+#[test]
+fn sentinel_fails_over_there_and_back_through_the_leasegates() {
+    let s = setup("block-write");
+    let b_addr = serving(&s);
+    fail_over_to_b(&s, &b_addr);
+    std::thread::sleep(Duration::from_secs(1));
+    let a_addr = proxy_addr(&s.a);
+    sentinel_failover(&s);
+    eventually(
+        "the Sentinels name A's leasegate again",
+        Duration::from_secs(20),
+        || all_name(&s, &a_addr),
+    );
+    eventually("A takes writes again", Duration::from_secs(10), || {
+        s.a.client().cmd(&["SET", "k", "4"]) == Reply::ok()
+    });
+    assert_eq!(s.a_node.client().cmd(&["GET", "k"]), Reply::bulk("4"));
+}
+
 /// The master's node dies: Sentinel promotes B after down-after-milliseconds,
 /// B's leasegate takes the lease, and A's leasegate never acknowledges a
 /// write meanwhile.
@@ -298,6 +331,9 @@ fn after_the_masters_crash_the_lease_moves_to_the_promoted_replica() {
     eventually("B has A's write", Duration::from_secs(10), || {
         s.b_node.client().cmd(&["GET", "k"]) == Reply::bulk("1")
     });
+    // A client of A's leasegate, idle through the crash.
+    let mut idle = s.a.client();
+    assert_eq!(idle.cmd(&["SET", "idle", "1"]), Reply::ok());
     s.a_node.stop();
     eventually("the Sentinels name B", Duration::from_secs(60), || {
         all_name(&s, &b_addr)
@@ -306,6 +342,21 @@ fn after_the_masters_crash_the_lease_moves_to_the_promoted_replica() {
         s.b.client().cmd(&["SET", "after", "1"]) == Reply::ok()
     });
     assert_eq!(s.b_node.client().cmd(&["GET", "k"]), Reply::bulk("1"));
+    // A's leasegate, its node dead and its lease run out, is demoted toward
+    // B by the Sentinels' answer: its idle session goes on at B, and a new
+    // client of A's leasegate is served there (before, both got errors
+    // until they found B themselves).
+    assert_eq!(idle.cmd(&["SET", "idle", "2"]), Reply::ok());
+    eventually(
+        "a new client of A's leasegate is served at B",
+        Duration::from_secs(10),
+        || {
+            let mut c = Client::connect(s.a.port);
+            c.cmd(&["SET", "via-a", "1"]) == Reply::ok()
+        },
+    );
+    assert_eq!(s.b_node.client().cmd(&["GET", "idle"]), Reply::bulk("2"));
+    assert_eq!(s.b_node.client().cmd(&["GET", "via-a"]), Reply::bulk("1"));
 }
 
 /// Upgrading the master's leasegate in place (SIGUSR2) under writers, with

@@ -279,6 +279,7 @@ impl Config {
         shown.backend.password = hide(&self.backend.password);
         shown.control.password = hide(&self.control.password);
         shown.admin.token = hide(&self.admin.token);
+        shown.sentinel.password = hide(&self.sentinel.password);
         shown
     }
 
@@ -669,6 +670,17 @@ mod tests {
         with(MAX_THREADS).expect("the limit itself is allowed");
         let err = with(MAX_THREADS + 1).unwrap_err().to_string();
         assert!(err.contains("threads") && err.contains("1025"), "{err}");
+    }
+
+    #[test]
+    fn every_secret_is_redacted_for_printing() {
+        let yaml = "backend:\n  addr: h:1\n  password: s-backend\ncontrol:\n  password: s-control\n\
+                    admin:\n  token: s-token\nsentinel:\n  addrs: [s1:26379]\n  master_name: m\n  password: s-sentinel\n  address: 10.0.0.1:6380\n";
+        let config = Config::parse(yaml, "t").expect("valid");
+        let shown = format!("{:#?}", config.redacted());
+        for secret in ["s-backend", "s-control", "s-token", "s-sentinel"] {
+            assert!(!shown.contains(secret), "{secret} printed: {shown}");
+        }
     }
 
     #[test]

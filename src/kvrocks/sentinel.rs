@@ -55,6 +55,12 @@ impl MasterView {
         })
     }
 
+    /// Whether this Sentinel is leading a failover of the master it names
+    /// (it names the old one until the failover ends).
+    pub fn in_failover(&self) -> bool {
+        self.flags.iter().any(|f| f == "failover_in_progress")
+    }
+
     /// How long from its answer this Sentinel cannot find the master
     /// subjectively down.
     pub fn undisputed_ms(&self) -> u64 {
@@ -148,9 +154,15 @@ pub fn judge(answers: &[Result<MasterView, String>], me: &str, configured: usize
         .max(configured);
     let naming_me = views.iter().filter(|v| same_addr(&v.addr, me));
     let my_epoch = naming_me.clone().map(|v| v.config_epoch).max();
+    // A Sentinel leading a failover names the old master, at the new
+    // epoch, until its failover ends (every replica reconfigured: seconds):
+    // that names nobody. The other Sentinels name the new master as soon
+    // as they hear of it, and the old master's leasegate is revoked by
+    // them (and paused before the promotion passed: `control::sentinel`).
     if let Some(other) = views
         .iter()
         .filter(|v| !same_addr(&v.addr, me))
+        .filter(|v| !v.in_failover())
         .filter(|v| my_epoch.is_none_or(|mine| v.config_epoch >= mine))
         .max_by_key(|v| v.config_epoch)
     {
@@ -385,6 +397,28 @@ mod tests {
             ok(view(ME, "master", 0, 50, 1)),
         ];
         assert!(matches!(judge(&answers, ME, 3), Judgement::Withhold { .. }));
+    }
+
+    /// The Sentinel leading a failover names the old master at the new
+    /// epoch until every replica is reconfigured (seconds): the new master
+    /// is renewed once a quorum names it, and the old master is revoked.
+    #[test]
+    fn the_leaders_view_during_its_failover_withholds_nothing() {
+        const OLD: &str = "10.0.0.9:7000";
+        let answers = [
+            ok(view(OLD, "master,failover_in_progress", 0, 50, 8)),
+            ok(view(ME, "master", 0, 50, 8)),
+            ok(view(ME, "master", 0, 50, 8)),
+        ];
+        assert!(
+            matches!(judge(&answers, ME, 3), Judgement::Renew { .. }),
+            "{:?}",
+            judge(&answers, ME, 3)
+        );
+        assert!(matches!(
+            judge(&answers, OLD, 3),
+            Judgement::Revoke { epoch: 8, .. }
+        ));
     }
 
     /// Sentinels that know more Sentinels than the config lists count them:

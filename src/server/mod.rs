@@ -431,9 +431,10 @@ fn session_context(
         connect_timeout: config.connect_timeout(),
         backend_addr: config.backend.addr.clone(),
         idle_timeout: config.limits.client_idle_timeout,
-        // Under a controller, a dead node's clients wait for its detection
-        // and the switch: a crash costs them a stall, not a reconnect.
-        node_lost_patience: if config.controller.url.is_some() {
+        // Under a controller or Sentinels, a dead node's clients wait for
+        // its detection and the switch: a crash costs them a stall, not a
+        // reconnect.
+        node_lost_patience: if config.controller.url.is_some() || config.sentinel.enabled() {
             config.controller.node_lost_wait
         } else {
             std::time::Duration::ZERO

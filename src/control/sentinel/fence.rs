@@ -35,6 +35,11 @@ pub(super) async fn serve_fences(ctx: Arc<ControlContext>, me: String) {
             _ = ctx.shutdown.cancelled() => return,
         };
         let fenced = tokio::time::timeout_at(until.into(), fence_old_master(&ctx)).await;
+        // The promotion goes on, whatever the fence came to: writes sent
+        // here stop going to the old master (this replica's leasegate
+        // sent them there), and wait for the lease instead. Should the
+        // node refuse it, the next poll demotes this leasegate again.
+        ctx.role.clear_demotion();
         match fenced {
             Ok(Ok((old, conn))) => {
                 info!(old_master = %old, "old master fenced and caught up: the promotion goes on");

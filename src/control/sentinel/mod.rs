@@ -105,6 +105,8 @@ pub async fn run(ctx: Arc<ControlContext>) {
         })
         .collect();
     let mut withheld = 0u64;
+    // The Sentinels named this node master at the last poll that judged.
+    let mut named = false;
     let mut node = OwnNode::default();
     // The deployment is checked once, on the first answers.
     let mut checked = false;
@@ -155,10 +157,17 @@ pub async fn run(ctx: Arc<ControlContext>) {
                     withheld = 0;
                 }
                 renew(&ctx, valid_ms, sent);
+                named = true;
             }
             Judgement::Revoke { master, epoch } => {
                 withheld = 0;
-                revoke(&ctx, &master, epoch);
+                let node_is_replica = node_role.as_deref() == Some("slave");
+                // Named last, its node silent now and to the probe (two in
+                // a row): a crash, whose lease ran out since (the Sentinels
+                // stopped vouching).
+                let crashed = named && node_role.is_none() && ctx.role.node.view().failures >= 2;
+                revoke(&ctx, &master, epoch, crashed, node_is_replica);
+                named = false;
             }
             Judgement::Withhold { why } => withhold(&ctx, &mut withheld, &why),
         }
@@ -340,13 +349,32 @@ fn renew(ctx: &ControlContext, valid_ms: u64, sent: u64) {
 
 /// Another master is named: revoke, and where this node was master (or
 /// was demoted toward another), send its sessions to the new one.
-fn revoke(ctx: &ControlContext, master: &str, epoch: u64) {
+/// The Sentinels name `master` at `epoch`. `crashed`: they named this
+/// node master last, and its node does not answer (its lease ran out
+/// since: the Sentinels stopped vouching); `node_is_replica`: its node
+/// says so.
+fn revoke(ctx: &ControlContext, master: &str, epoch: u64, crashed: bool, node_is_replica: bool) {
     ctx.metrics.sentinel.count("revoked");
     let role = &ctx.role;
-    let was_master = role.lease().write_allowed() || role.is_demoted();
+    let was_master = crashed || role.lease().write_allowed() || role.is_demoted();
     if !was_master {
-        // A replica, as the Sentinels say: nothing to revoke (and a wait
-        // for the lease of a promotion under way is left alone).
+        // A replica, as the Sentinels say: nothing to revoke. Writes sent
+        // here go to the master they name (as before a restart of this
+        // leasegate, which forgets an earlier demotion), unless a
+        // promotion of this node is under way (its wait for the lease is
+        // left alone).
+        let awaiting = role.lease_awaited(std::time::Instant::now()).is_some();
+        let known = role.demotion().and_then(|d| d.new_master.clone());
+        if node_is_replica && !awaiting && known.as_deref() != Some(master) {
+            info!(
+                master,
+                epoch,
+                "the Sentinels name another master of this replica: writes sent here go there"
+            );
+            role.demote(Demotion {
+                new_master: Some(Arc::from(master)),
+            });
+        }
         return;
     }
     let reason = format!("the Sentinels name {master} master (config epoch {epoch})");

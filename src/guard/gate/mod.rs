@@ -280,9 +280,6 @@ impl Gate {
         match r.class {
             Class::Read if self.pause.holds(false) => self.hold(r),
             Class::Read if r.command.special == Special::Info => self.info(r),
-            Class::Read if r.command.special == Special::Multi && self.role.is_demoted() => {
-                self.demoted_multi()
-            }
             Class::Read if self.fence_reads.load(Ordering::Relaxed) => self.admit_read(r),
             Class::Read => Verdict::Forward,
             Class::Write if self.pause.holds(true) => self.hold(r),
@@ -354,25 +351,6 @@ impl Gate {
     /// The node's role (demotion, writes in flight, lease changes).
     pub fn role(&self) -> &Arc<Role> {
         &self.role
-    }
-
-    /// MULTI on a demoted node: with `pause.on_demote: forward` the session
-    /// moves to the new master first, so that the transaction is queued
-    /// there. Queued on the old node, its writes would be refused by the
-    /// node (`MOVED`, in cluster mode) and its EXEC answered null, the
-    /// session staying here as long as it sends only transactions.
-    /// Otherwise MULTI goes to the node (a transaction of reads is valid;
-    /// its writes are judged at EXEC).
-    #[cold]
-    fn demoted_multi(&self) -> Verdict {
-        let demotion = self.role.demotion();
-        match (
-            self.role.on_demote(),
-            demotion.and_then(|d| d.new_master.clone()),
-        ) {
-            (OnDemote::Forward, Some(addr)) => Verdict::HandOver(addr),
-            _ => Verdict::Forward,
-        }
     }
 
     /// A write on a demoted node: `pause.on_demote` decides.

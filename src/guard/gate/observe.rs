@@ -78,8 +78,12 @@ impl Gate {
                 }
                 if no_one {
                     // Only a controller's promotion changes what leasegate
-                    // believes; the lease still comes from the lease source.
-                    return if r.control {
+                    // believes, or one that waited for the old master to
+                    // be fenced (Sentinel's, which need not come on a
+                    // control connection): the node is master now, and
+                    // this leasegate stops sending writes to the old one.
+                    // The lease still comes from the lease source.
+                    return if r.control || self.role.promotion_fence.enabled() {
                         Verdict::Observe(Effect::Promoted)
                     } else {
                         Verdict::Forward

@@ -284,17 +284,26 @@ impl Session {
                 self.owed.push_back(Owed::Close);
                 self.lifecycle = Lifecycle::Ending;
             }
-            Step::Discard(reply) => {
-                // The backend holds an open transaction: close it without
-                // applying it, and answer EXEC with `reply`.
-                self.to_backend.extend_from_slice(DISCARD);
-                self.owed.push_back(Owed::Reply(Expect::Replace(reply)));
-                self.transaction = Transaction::None;
-                self.watch = Watch::Off; // DISCARD unwatches on the node
+            Step::Discard(reply) => self.discard(reply),
+            Step::DiscardAndMove(reply, target) => {
+                self.discard(reply);
+                self.consume(head.len);
+                // The requests behind EXEC wait until the session has moved.
+                self.stall = Stall::HandingOver(target);
+                return false;
             }
         }
         self.consume(head.len);
         true
+    }
+
+    /// The backend holds an open transaction: it is closed without being
+    /// applied, and EXEC answered with `reply`.
+    fn discard(&mut self, reply: Bytes) {
+        self.to_backend.extend_from_slice(DISCARD);
+        self.owed.push_back(Owed::Reply(Expect::Replace(reply)));
+        self.transaction = Transaction::None;
+        self.watch = Watch::Off; // DISCARD unwatches on the node
     }
 
     /// The wait of a held request is over: ask again (or refuse), then go on
@@ -500,9 +509,16 @@ impl Session {
             // Closing ends the transaction with the connection.
             Verdict::Close(reply) => Step::Close(reply),
             // The transaction is queued on the old node: EXEC fails like a
-            // WATCH conflict and the session moves on its next write; other
-            // commands keep queueing where the transaction is.
-            Verdict::HandOver(_) | Verdict::ReturnHome if exec => Step::Discard(self.null_reply()),
+            // WATCH conflict, and the session moves right after (a client
+            // that sends only transactions would otherwise stay there for
+            // good); other commands keep queueing where the transaction is.
+            // (MULTI itself does not move the session: a transaction of
+            // commands addressed to the node, as Sentinel's promotion
+            // `MULTI; SLAVEOF NO ONE; ...; EXEC`, must reach this node.)
+            Verdict::HandOver(addr) if exec => {
+                Step::DiscardAndMove(self.null_reply(), Move::Away(addr))
+            }
+            Verdict::ReturnHome if exec => Step::DiscardAndMove(self.null_reply(), Move::Home),
             Verdict::HandOver(_) | Verdict::ReturnHome if self.transaction.is_open() => {
                 Step::Forward
             }
@@ -551,6 +567,8 @@ pub(super) enum Step {
     Close(Bytes),
     /// EXEC is replaced by DISCARD; the client gets this reply in its place.
     Discard(Bytes),
+    /// As `Discard`, then the session moves (before the requests behind).
+    DiscardAndMove(Bytes, Move),
     /// Other bytes are forwarded; the answer is made from the node's reply.
     Rewrite(Bytes, Answer),
     /// Nothing yet: the request stays at the head of the buffer.
