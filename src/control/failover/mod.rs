@@ -203,48 +203,7 @@ async fn failover(run: &mut Run) -> Result<(u64, Target), FailoverError> {
     run.enter(FailoverState::Started);
     run.enter(FailoverState::CheckSlave);
     let mut checked = check_slave(run).await?;
-    // Cluster mode, timed: the controller switches first, writes going on
-    // (its switch is then no part of the stall; `cluster::switch_first`).
-    let switched = match checked.shard.as_ref() {
-        Some(shard) if run.request.promotion_timing && run.request.cluster_timing => {
-            Some(cluster::switch_first(run, &checked.target, shard).await?)
-        }
-        _ => None,
-    };
-    let Some((topology, took)) = switched else {
-        return switch_after_pause(run, checked).await;
-    };
-    // From here on the controller names the target: a failure leaves this
-    // node to follow it as after the controller's own failover.
-    let after_switch = |source| FailoverError::AfterSwitch {
-        source: Box::new(source),
-    };
-    plan_promotion(run, &mut checked, Some(took)).await;
-    let blocking_seen = pause_until_caught_up(run, &mut checked)
-        .await
-        .map_err(after_switch)?;
-    run.enter(FailoverState::Switching);
-    let (epoch, fencing) = fence(run, &checked.target);
-    resync(run, &mut checked, &fencing, blocking_seen)
-        .await
-        .map_err(after_switch)?;
-    let nodes = cluster::Nodes {
-        source: &mut checked.source,
-        replica: &mut checked.replica,
-        token: checked.token.as_deref(),
-    };
-    let (admin, target) = (&checked.admin, &checked.target);
-    let epoch = cluster::promote_switched(run, admin, target, &topology, epoch, nodes).await?;
-    Ok((epoch, checked.target))
-}
-
-/// The failover with the switch after the pause: standalone, or in cluster
-/// mode through the controller once this node is fenced.
-async fn switch_after_pause(
-    run: &mut Run,
-    mut checked: Checked,
-) -> Result<(u64, Target), FailoverError> {
-    let kvrocks = plan_promotion(run, &mut checked, None).await;
+    let kvrocks = plan_promotion(run, &mut checked).await;
     let blocking_seen = pause_until_caught_up(run, &mut checked).await?;
     run.enter(FailoverState::Switching);
     let (epoch, fencing) = fence(run, &checked.target);
@@ -359,10 +318,8 @@ async fn check_slave(run: &mut Run) -> Result<Checked, FailoverError> {
 
 /// Learns whether the target is Kvrocks and, if the request asks for
 /// promotion timing, plans the pause and waits for its moment
-/// ([`promotion`]); returns whether the target is Kvrocks. `switched`: the
-/// controller switched the shard before the pause, in that long (cluster
-/// mode, timed), so its switch is no part of the plan.
-async fn plan_promotion(run: &mut Run, checked: &mut Checked, switched: Option<Duration>) -> bool {
+/// ([`promotion`]); returns whether the target is Kvrocks.
+async fn plan_promotion(run: &mut Run, checked: &mut Checked) -> bool {
     let gate = Arc::clone(&run.gate);
     let request = run.request.clone();
     let Checked {
@@ -390,9 +347,8 @@ async fn plan_promotion(run: &mut Run, checked: &mut Checked, switched: Option<D
         )
     } else if request.promotion_timing {
         let memory = &run.settings.memory;
-        // Cluster mode: the controller's switch comes before the promotion
-        // (unless it came before the pause).
-        let switch = if shard.is_some() && switched.is_none() {
+        // Cluster mode: the controller's switch comes before the promotion.
+        let switch = if shard.is_some() {
             memory.switch.estimate() + timing::SWITCH_SLACK
         } else {
             Duration::ZERO
@@ -414,9 +370,6 @@ async fn plan_promotion(run: &mut Run, checked: &mut Checked, switched: Option<D
     } else {
         promotion::Timing::unused("turned off by the request (promotion_timing: false)")
     };
-    if let Some(took) = switched {
-        timing.switched_before_pause(took);
-    }
     timing.wait().await;
     run.timing = Some(timing);
     kvrocks
