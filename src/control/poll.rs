@@ -102,7 +102,9 @@ pub async fn poll(ctx: Arc<ControlContext>) {
     ctx.role.poller_releases(c.switch_timeout);
     // The controller's own push promoting this node waits until the old
     // master is fenced (its push may come before the old master's poll).
-    ctx.role.promotion_fence.enable(fence::bound(&config));
+    ctx.role
+        .promotion_fence
+        .enable(fence::bound(&config), false);
     tokio::spawn(fence::serve(Arc::clone(&ctx)));
     let mut poller = Poller {
         ctx: &ctx,
@@ -137,7 +139,9 @@ pub async fn poll(ctx: Arc<ControlContext>) {
                     return;
                 }
                 let reloaded = ctx.config.load_full();
-                ctx.role.promotion_fence.enable(fence::bound(&reloaded));
+                ctx.role
+                    .promotion_fence
+                    .enable(fence::bound(&reloaded), false);
                 let now = reloaded.controller.poll_interval;
                 if now != interval {
                     // A new ticker's first tick is at once: the next poll

@@ -63,6 +63,9 @@ pub struct PromotionFence {
     /// Set by a control-plane part that serves the requests (Sentinel, the
     /// controller's poller).
     enabled: AtomicBool,
+    /// `REPLICAOF NO ONE` is fenced too (Sentinel's promotion), not only a
+    /// controller's topology.
+    replicaof: AtomicBool,
     /// How long a promotion is held at most, in ms.
     bound_ms: AtomicU64,
     state: Mutex<State>,
@@ -73,6 +76,7 @@ impl Default for PromotionFence {
     fn default() -> Self {
         PromotionFence {
             enabled: AtomicBool::new(false),
+            replicaof: AtomicBool::new(false),
             bound_ms: AtomicU64::new(0),
             state: Mutex::new(State::Idle),
             requested: Notify::new(),
@@ -82,11 +86,18 @@ impl Default for PromotionFence {
 
 impl PromotionFence {
     /// Promotions are fenced from now on (someone serves [`Self::requested`]),
-    /// each held at most `bound`.
-    pub fn enable(&self, bound: Duration) {
+    /// each held at most `bound`: `REPLICAOF NO ONE` too where `replicaof`
+    /// (Sentinel), else only a controller's topology.
+    pub fn enable(&self, bound: Duration, replicaof: bool) {
         self.bound_ms
             .store(bound.as_millis() as u64, Ordering::Release);
+        self.replicaof.store(replicaof, Ordering::Release);
         self.enabled.store(true, Ordering::Release);
+    }
+
+    /// Whether `REPLICAOF NO ONE` passing through is fenced.
+    pub fn fences_replicaof(&self) -> bool {
+        self.enabled() && self.replicaof.load(Ordering::Acquire)
     }
 
     pub fn enabled(&self) -> bool {
@@ -169,7 +180,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn a_promotion_is_held_until_the_fence_settles_then_goes_on_once() {
         let f = PromotionFence::default();
-        f.enable(Duration::from_secs(5));
+        f.enable(Duration::from_secs(5), true);
         let topology = Some(("nodes".to_string(), 7));
         let Ask::Hold(until) = f.ask(topology.clone()) else {
             panic!("held");
@@ -193,7 +204,7 @@ mod tests {
     #[test]
     fn an_unserved_fence_ends_at_its_bound() {
         let f = PromotionFence::default();
-        f.enable(Duration::from_millis(1));
+        f.enable(Duration::from_millis(1), true);
         assert!(matches!(f.ask(None), Ask::Hold(_)));
         std::thread::sleep(Duration::from_millis(5));
         assert!(f.settled());
@@ -203,7 +214,7 @@ mod tests {
     #[test]
     fn a_refused_fence_refuses_the_promotion_once() {
         let f = PromotionFence::default();
-        f.enable(Duration::from_secs(5));
+        f.enable(Duration::from_secs(5), true);
         assert!(matches!(f.ask(None), Ask::Hold(_)));
         f.refuse("behind".into());
         assert!(f.settled());

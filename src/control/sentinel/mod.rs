@@ -93,7 +93,7 @@ pub async fn run(ctx: Arc<ControlContext>) {
     }
     ctx.role
         .promotion_fence
-        .enable(crate::guard::gate::PROMOTION_FENCE_BOUND);
+        .enable(crate::guard::gate::PROMOTION_FENCE_BOUND, true);
     tokio::spawn(fence::serve_fences(Arc::clone(&ctx), me.clone()));
     info!(sentinels = ?s.addrs, master = %s.master_name, address = %me, interval_ms = s.poll_interval.as_millis() as u64, "taking the master lease from Redis Sentinel");
     let mut sentinels: Vec<Asked> = s

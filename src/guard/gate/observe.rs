@@ -71,7 +71,7 @@ impl Gate {
                     && args[2].eq_ignore_ascii_case(b"one");
                 // A promotion waits for the old master to be fenced, where
                 // someone fences it (a Sentinel lease source).
-                if no_one && self.role.promotion_fence.enabled() {
+                if no_one && self.role.promotion_fence.fences_replicaof() {
                     if let Some(verdict) = fence_verdict(self.role.promotion_fence.ask(None)) {
                         return verdict;
                     }
@@ -83,7 +83,7 @@ impl Gate {
                     // control connection): the node is master now, and
                     // this leasegate stops sending writes to the old one.
                     // The lease still comes from the lease source.
-                    return if r.control || self.role.promotion_fence.enabled() {
+                    return if r.control || self.role.promotion_fence.fences_replicaof() {
                         Verdict::Observe(Effect::Promoted)
                     } else {
                         Verdict::Forward
