@@ -127,6 +127,13 @@ impl PromotionFence {
                 Ask::Hold(until)
             }
             State::Requested(r) if now < r.until => Ask::Hold(r.until),
+            // A controller's topology goes on only once fenced (it is sent
+            // again); Sentinel's promotion goes on (its old master is
+            // fenced by its lease).
+            State::Requested(r) if r.topology.is_some() => {
+                *state = State::Idle;
+                Ask::Refuse("the old master was not fenced in time".into())
+            }
             State::Requested(_) | State::Settled => {
                 *state = State::Idle;
                 Ask::Go
@@ -209,6 +216,15 @@ mod tests {
         std::thread::sleep(Duration::from_millis(5));
         assert!(f.settled());
         assert_eq!(f.ask(None), Ask::Go);
+    }
+
+    #[test]
+    fn an_unserved_topology_fence_refuses_at_its_bound() {
+        let f = PromotionFence::default();
+        f.enable(Duration::from_millis(1), false);
+        assert!(matches!(f.ask(Some(("n".into(), 2))), Ask::Hold(_)));
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(matches!(f.ask(None), Ask::Refuse(_)));
     }
 
     #[test]

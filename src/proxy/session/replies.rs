@@ -11,8 +11,8 @@ use crate::resp::reply::{pubsub_frame, pubsub_push, PubSubFrame, ReplyHead};
 use super::state::{Expect, Lifecycle, Owed, Peer, Stream, Watch, WriteTicket};
 use super::Session;
 
-/// A blocking command's answer when its node connection ended first.
-const NODE_CLOSED_WHILE_BLOCKED: &[u8] = b"-UNBLOCKED leasegate: the node became a replica, or closed the connection, while this command blocked; nothing was taken for it\r\n";
+/// A blocking command's answer when its node became a replica first.
+const UNBLOCKED_BY_DEMOTION: &[u8] = b"-UNBLOCKED leasegate: the node became a replica while this command blocked; nothing was taken for it\r\n";
 
 /// The reply side.
 impl Session {
@@ -452,15 +452,14 @@ impl Session {
         }
     }
 
-    /// The node connection ended while the command at the head of the
-    /// queue blocked (BLPOP & co.): the node closed it, or its Kvrocks node
-    /// became a replica, which does not unblock its clients (the driver
-    /// gives the connection up then). The client is told; a reply the node
-    /// wrote before was read first, so nothing was taken for it. The
-    /// session then goes on at a new node connection where nothing else is
-    /// owed, as after any node close between requests.
-    #[cold]
-    pub(super) fn node_closed_while_blocked(&mut self) {
+    /// The (Kvrocks) node became a replica while the command at the head
+    /// of the queue blocked (BLPOP & co.): Kvrocks does not unblock it, so
+    /// the driver gives the node connection up and the client is told. A
+    /// reply the node wrote before was read first, and a replica pops
+    /// nothing: nothing was taken for it. The session then goes on at a
+    /// new node connection where nothing else is owed, as after any node
+    /// close between requests.
+    pub(super) fn unblocked_by_demotion(&mut self) {
         let blocking_first = matches!(
             self.owed.front(),
             Some(Owed::Reply(Expect::Write(WriteTicket {
@@ -473,7 +472,7 @@ impl Session {
         }
         self.owed.pop_front();
         if self.mute.is_on() || !self.mute.next_answer() {
-            self.to_client.extend_from_slice(NODE_CLOSED_WHILE_BLOCKED);
+            self.to_client.extend_from_slice(UNBLOCKED_BY_DEMOTION);
         }
         self.settle();
     }

@@ -263,9 +263,6 @@ impl<C: ClientIo> Driver<C> {
             if self.backend_eof && !self.client_eof && !self.draining && s.may_outlive_node() {
                 self.outlive_node(&mut s, ctx).await;
             }
-            if self.backend_eof && !self.client_eof {
-                s.node_closed_while_blocked();
-            }
             if s.finished(self.client_eof, self.draining, self.backend_eof) && !completing {
                 break;
             }
@@ -472,10 +469,11 @@ impl<C: ClientIo> Driver<C> {
             // Any reply the node sent first was read first (the node's
             // socket is polled before this wait): its connection is given
             // up, and the blocking command answered
-            // ([`Session::node_closed_while_blocked`]).
+            // ([`Session::unblocked_by_demotion`]).
             Event::NodeDemoted => {
                 debug!("the node became a replica while a blocking command waited: the command ends, the session goes on at a new node connection");
                 self.backend_eof = true;
+                s.unblocked_by_demotion();
             }
         }
         ControlFlow::Continue(())
