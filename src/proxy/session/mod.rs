@@ -206,6 +206,10 @@ struct Session {
     mute: mute::Mute,
     /// Writes forwarded since the last `WAIT` ([`acks`]).
     unreplicated: bool,
+    /// Blocking writes (BLPOP & co.) forwarded and not yet answered, as a
+    /// hint for the driver (one compare a turn; [`Session::blocked`] is the
+    /// truth where it acts).
+    blocking_out: u32,
     /// `WAIT`s sent and not yet answered.
     acks_owed: u32,
     /// Replies held for the next `WAIT`'s answer.
@@ -391,6 +395,7 @@ impl Session {
             replica: replica::ReplicaSide::default(),
             mute: mute::Mute::default(),
             unreplicated: false,
+            blocking_out: 0,
             acks_owed: 0,
             ack_hold: None,
         }

@@ -183,7 +183,6 @@ impl Session {
         // the node applies it later, within this term if it is acknowledged.
         let write = (class == Class::Write).then(|| WriteTicket {
             blocking,
-            null_is_nothing: blocking || special == Special::Exec,
             counted,
             term: if self.handed_over {
                 None
@@ -391,6 +390,7 @@ impl Session {
             self.transaction = self.transaction.with_write();
         }
         if let Some(ticket) = write {
+            self.blocking_out += u32::from(ticket.blocking);
             if special == Special::Exec {
                 // An EXEC of queued writes: the transaction ends on the node.
                 self.transaction = Transaction::None;

@@ -329,10 +329,15 @@ impl Session {
             self.writes_out.answered(&self.gate);
         }
         if ticket.blocking {
+            self.blocking_out = self.blocking_out.saturating_sub(1);
             self.gate.role().blocking_write_completed();
         }
         let reply = &self.from_backend[range];
-        if ticket.null_is_nothing && matches!(reply, b"$-1\r\n" | b"*-1\r\n" | b"_\r\n") {
+        // A blocking pop's null, whatever its type (`$-1` from Kvrocks,
+        // `*-1` from Redis, `_` in RESP3), says it timed out: nothing was
+        // applied. (Elsewhere a null may follow a write that was: `SET ...
+        // GET`.)
+        if ticket.blocking && matches!(reply, b"$-1\r\n" | b"*-1\r\n" | b"_\r\n") {
             return None;
         }
         if let Some(round) = ticket.confirm {
@@ -470,6 +475,7 @@ impl Session {
         if !blocking_first {
             return;
         }
+        self.blocking_out = self.blocking_out.saturating_sub(1);
         self.owed.pop_front();
         if self.mute.is_on() || !self.mute.next_answer() {
             self.to_client.extend_from_slice(UNBLOCKED_BY_DEMOTION);

@@ -130,11 +130,6 @@ pub(super) struct WriteTicket {
     /// BLPOP and the like: not counted in flight (they may block for long),
     /// but their completion is reported to the failover.
     pub(super) blocking: bool,
-    /// A null reply means nothing was applied (a blocking pop that timed
-    /// out, an EXEC aborted by WATCH) whatever its RESP type: `$-1` from
-    /// Kvrocks, `*-1` from Redis, `_` in RESP3. (A null from `SET ... GET`
-    /// follows a write that was applied.)
-    pub(super) null_is_nothing: bool,
     /// Counted in writes in flight until the reply comes (not: blocking
     /// writes, and moved sessions' writes, which the other leasegate counts).
     pub(super) counted: bool,

@@ -209,8 +209,10 @@ impl<C: ClientIo> Driver<C> {
     /// master, and it would wait for good.
     #[inline]
     fn unblockable(&mut self, s: &Session, ctx: &SessionContext) -> bool {
-        if self.backend_eof || !s.blocked() {
-            self.demoted = None;
+        if s.blocking_out == 0 || self.backend_eof {
+            if self.demoted.is_some() {
+                self.demoted = None;
+            }
             return false;
         }
         if self.demoted.is_none() {
@@ -470,11 +472,14 @@ impl<C: ClientIo> Driver<C> {
             // socket is polled before this wait): its connection is given
             // up, and the blocking command answered
             // ([`Session::unblocked_by_demotion`]).
-            Event::NodeDemoted => {
+            Event::NodeDemoted if s.blocked() => {
                 debug!("the node became a replica while a blocking command waited: the command ends, the session goes on at a new node connection");
                 self.backend_eof = true;
                 s.unblocked_by_demotion();
             }
+            // Behind other replies: it waits on, and is woken at the node's
+            // next demotion.
+            Event::NodeDemoted => {}
         }
         ControlFlow::Continue(())
     }
