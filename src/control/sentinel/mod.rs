@@ -347,12 +347,11 @@ fn renew(ctx: &ControlContext, valid_ms: u64, sent: u64) {
     }
 }
 
-/// Another master is named: revoke, and where this node was master (or
-/// was demoted toward another), send its sessions to the new one.
-/// The Sentinels name `master` at `epoch`. `crashed`: they named this
-/// node master last, and its node does not answer (its lease ran out
-/// since: the Sentinels stopped vouching); `node_is_replica`: its node
-/// says so.
+/// Another master is named (`master` at `epoch`): revoke, and where this
+/// node was master (or was demoted toward another) send its sessions to
+/// the new one. `crashed`: the Sentinels named this node master last, and
+/// its node does not answer (its lease ran out since: they stopped
+/// vouching); `node_is_replica`: its node says so.
 fn revoke(ctx: &ControlContext, master: &str, epoch: u64, crashed: bool, node_is_replica: bool) {
     ctx.metrics.sentinel.count("revoked");
     let role = &ctx.role;
