@@ -115,6 +115,23 @@ struct OldMaster {
     paused: bool,
 }
 
+impl OldMaster {
+    /// Ends the pause this fence began there (if it did); `true` when the
+    /// old master answered. A failure is logged: the pause ends by itself.
+    async fn unpause(&mut self) -> bool {
+        if !std::mem::take(&mut self.paused) {
+            return false;
+        }
+        match self.conn.call(&["CLIENT", "UNPAUSE"]).await {
+            Ok(_) => true,
+            Err(e) => {
+                warn!(old_master = %self.addr, error = %e, "CLIENT UNPAUSE at the old master failed; its pause ends by itself");
+                false
+            }
+        }
+    }
+}
+
 async fn fence_old_master(
     ctx: &ControlContext,
     request: &FenceRequest,
@@ -129,14 +146,9 @@ async fn fence_old_master(
         .clone()
         .or_else(|| config.backend.password.clone());
     let mut own = OwnNode::default();
-    let Some(mine) = own.replication(ctx).await else {
-        return Fenced::Go("this node does not answer INFO replication".into());
-    };
-    let Some(addr) = mine
-        .master
-        .filter(|_| mine.role.as_deref() == Some("slave"))
-    else {
-        return Fenced::Go("this node follows no master".into());
+    let addr = match own.followed_master(ctx).await {
+        Ok(addr) => addr,
+        Err(why) => return Fenced::Go(why.into()),
     };
     let peer = ctx.peer_tls();
     let conn =
@@ -178,21 +190,25 @@ async fn fence_old_master(
             return wait_out_lease(&config, started, request, why).await;
         }
     }
+    let mut old = OldMaster {
+        addr,
+        conn,
+        paused: !fenced_at_version,
+    };
     // Its node's own answer: the offset nothing past which was acknowledged.
-    let theirs = match replication_of(&mut conn).await {
+    let theirs = match replication_of(&mut old.conn).await {
         Ok(r) if r.role.as_deref() == Some("master") => r,
         // Its node acknowledges nothing: the pause there is ended (its
         // sessions go on as after a node failure).
         answer => {
-            if !fenced_at_version {
-                let _ = conn.call(&["CLIENT", "UNPAUSE"]).await;
-            }
+            old.unpause().await;
             return Fenced::Go(match answer {
                 Ok(r) => format!(
-                    "the old master {addr} is not master (role {})",
+                    "the old master {} is not master (role {})",
+                    old.addr,
                     r.role.as_deref().unwrap_or("unknown")
                 ),
-                Err(e) => format!("the old master {addr}'s node: {e}"),
+                Err(e) => format!("the old master {}'s node: {e}", old.addr),
             });
         }
     };
@@ -204,18 +220,13 @@ async fn fence_old_master(
     loop {
         let at = own.offset(ctx).await;
         if at >= target {
-            return Fenced::Paused(OldMaster {
-                addr,
-                conn,
-                paused: !fenced_at_version,
-            });
+            return Fenced::Paused(old);
         }
         if Instant::now() >= deadline {
-            if !fenced_at_version {
-                let _ = conn.call(&["CLIENT", "UNPAUSE"]).await;
-            }
+            old.unpause().await;
             return Fenced::Refused(format!(
-                "this node is at offset {at}, the old master {addr} at {target}: some of its acknowledged writes are not here yet"
+                "this node is at offset {at}, the old master {} at {target}: some of its acknowledged writes are not here yet",
+                old.addr
             ));
         }
         tokio::time::sleep(CATCH_UP_EVERY).await;
@@ -262,12 +273,7 @@ async fn hand_over_old_master(ctx: Arc<ControlContext>, mut old: OldMaster, requ
             return;
         }
     }
-    if !old.paused {
-        return;
-    }
-    if let Err(e) = old.conn.call(&["CLIENT", "UNPAUSE"]).await {
-        warn!(old_master = %old.addr, error = %e, "CLIENT UNPAUSE at the old master failed; its pause ends by itself");
-    } else {
+    if old.unpause().await {
         info!(old_master = %old.addr, version = %version, "the old master follows this node; its held writes come here");
     }
 }

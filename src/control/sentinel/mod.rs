@@ -285,6 +285,22 @@ impl OwnNode {
         Some(info)
     }
 
+    /// The master the node replicates from (`host:port`, a leasegate's
+    /// where nodes follow through leasegates): the old master a promotion
+    /// of this node fences.
+    pub(in crate::control) async fn followed_master(
+        &mut self,
+        ctx: &ControlContext,
+    ) -> Result<String, &'static str> {
+        let mine = self
+            .replication(ctx)
+            .await
+            .ok_or("this node does not answer INFO replication")?;
+        mine.master
+            .filter(|_| mine.role.as_deref() == Some("slave"))
+            .ok_or("this node follows no master")
+    }
+
     /// The node's replication offset now (0 when it does not say).
     pub(in crate::control) async fn offset(&mut self, ctx: &ControlContext) -> u64 {
         self.replication(ctx)
