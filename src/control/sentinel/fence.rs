@@ -35,6 +35,14 @@ pub(super) async fn serve_fences(ctx: Arc<ControlContext>, me: String) {
             _ = ctx.shutdown.cancelled() => return,
         };
         let fenced = tokio::time::timeout_at(until.into(), fence_old_master(&ctx)).await;
+        // The promotion goes on, whatever the fence came to: writes sent
+        // here stop going to the old master (this replica's leasegate sent
+        // them there), and wait for the lease instead. Should the node
+        // refuse it, the next poll demotes this leasegate again. (Cleared
+        // here, before the node accepts: cleared once the node reported
+        // itself master instead, a Sentinel poll in between revoked the
+        // demoted node's wait for its lease and its writes were fenced.)
+        ctx.role.clear_demotion();
         match fenced {
             Ok(Ok((old, conn))) => {
                 info!(old_master = %old, "old master fenced and caught up: the promotion goes on");
@@ -42,21 +50,20 @@ pub(super) async fn serve_fences(ctx: Arc<ControlContext>, me: String) {
                 ctx.role
                     .await_lease(std::time::Instant::now() + NAMED_WITHIN);
                 ctx.role.promotion_fence.settle();
-                tokio::spawn(follow_promotion(
+                tokio::spawn(hand_over_old_master(
                     Arc::clone(&ctx),
-                    Some((old, conn)),
+                    old,
+                    conn,
                     me.clone(),
                 ));
             }
             Ok(Err(e)) => {
                 warn!(error = %e, "the old master could not be fenced; the promotion goes on (a master that cannot be reached is fenced by its lease)");
                 ctx.role.promotion_fence.settle();
-                tokio::spawn(follow_promotion(Arc::clone(&ctx), None, me.clone()));
             }
             Err(_) => {
                 warn!("fencing the old master took too long; the promotion goes on");
                 ctx.role.promotion_fence.settle();
-                tokio::spawn(follow_promotion(Arc::clone(&ctx), None, me.clone()));
             }
         }
     }
@@ -143,26 +150,16 @@ async fn follow_me(conn: &mut ControlConnection, old: &str, me: &str) -> bool {
 /// How long the old master is asked to follow this node.
 const FOLLOW_WITHIN: Duration = Duration::from_secs(6);
 
-/// Once this node reports itself master, ends this leasegate's demotion
-/// and, where the old master was paused, makes it this node's replica
-/// through its leasegate (which sends its held writes here) and ends the
-/// pause there.
-async fn follow_promotion(
+/// Once this node reports itself master, makes the old master its replica
+/// through the old master's leasegate (which sends its held writes here)
+/// and ends the pause there.
+async fn hand_over_old_master(
     ctx: Arc<ControlContext>,
-    old: Option<(String, ControlConnection)>,
+    old: String,
+    mut conn: ControlConnection,
     me: String,
 ) {
     let promoted = OwnNode::default().until_master(&ctx, PROMOTED_WITHIN).await;
-    if promoted {
-        // The node accepted it: writes sent here stop going to the old
-        // master (a replica's leasegate sent them there) and wait for the
-        // lease instead. (Sentinel's promotion comes inside MULTI, whose
-        // `+QUEUED` carries no effect of its own.)
-        ctx.role.clear_demotion();
-    }
-    let Some((old, mut conn)) = old else {
-        return;
-    };
     if !promoted {
         warn!(old_master = %old, "this node was not promoted in time; the old master is let go");
     } else if !follow_me(&mut conn, &old, &me).await {
