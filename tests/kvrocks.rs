@@ -639,6 +639,38 @@ fn a_refused_cluster_failover_leaves_the_master_as_it_was() {
     assert_eq!(info_field(&mut direct, "role").as_deref(), Some("master"));
 }
 
+/// A controller that accepts a connection and then stalls (a frozen
+/// process) fails a cluster failover within `controller.timeout_ms`,
+/// before any write is paused. Its topology read waited for as long as the
+/// controller stalled: the operator's `leasegate failover` gave up after
+/// 30 s, and the failover went on once the controller answered.
+#[test]
+fn a_stalled_controller_fails_the_cluster_failover_before_the_pause() {
+    let Some((controller, a, b)) = controlled_shard(LeaseBy::Heartbeat, TOKEN, &[]) else {
+        return;
+    };
+    controller.set_delay(Duration::from_secs(20));
+    let started = Instant::now();
+    let (status, report) = support::post_failover(
+        &a.proxy,
+        &b.proxy,
+        TOKEN,
+        r#""sync_timeout_ms":3000,"pause_timeout_ms":5000"#,
+    );
+    let took = started.elapsed();
+    controller.set_delay(Duration::ZERO);
+    assert_ne!(status, 200, "{report}");
+    assert!(report.contains("did not answer within"), "{report}");
+    assert!(
+        !report.contains("pause_write"),
+        "nothing was paused: {report}"
+    );
+    assert!(
+        took < Duration::from_secs(15),
+        "answered after {took:?}, not within the controller's timeout: {report}"
+    );
+}
+
 /// A topology that promotes this node ends its demotion even before the
 /// controller grants the lease: a write there is fenced, not handed back to
 /// the old master (which, demoted toward this node, would hand it back

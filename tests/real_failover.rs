@@ -7,7 +7,8 @@
 //! with it.
 //!
 //! * `leasegate failover` there and back under continuous writes;
-//! * the same, timed to the target's replication tick (`--cluster-timing`);
+//! * the same, timed to the target's replication tick (`--cluster-timing`),
+//!   and the controller's push refused until the old master is fenced;
 //! * the controller's own failover API, called directly, there and back;
 //! * the controller's automatic failover after the master's node is killed.
 
@@ -37,6 +38,14 @@ fn settle(shard: &RealShard, node: &Node) {
     while c.cmd(&["SET", "settle", "1"]) != Reply::ok() {
         assert!(start.elapsed() < PATIENCE, "the master never took writes");
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// An error reply's text; empty for any other reply.
+fn error_of(reply: &Reply) -> &str {
+    match reply {
+        Reply::Error(e) => e,
+        _ => "",
     }
 }
 
@@ -76,7 +85,7 @@ fn leasegate_failover_there_and_back_with_passwords_fails_and_loses_nothing() {
 /// A failover timed to the target's replication tick in cluster mode
 /// (`--cluster-timing`), through the real controller, under writes: it
 /// succeeds, loses nothing, is timed (held or missed, never unused), and
-/// its report says what the controller's switch took against the plan.
+/// its report says what the controller's switch took (before the pause).
 #[test]
 fn a_cluster_failover_timed_to_the_tick_reports_the_controllers_switch() {
     let Some(shard) = shard() else { return };
@@ -93,12 +102,82 @@ fn a_cluster_failover_timed_to_the_tick_reports_the_controllers_switch() {
         "a Kvrocks target in cluster mode is timed on request: {there}"
     );
     assert!(
-        there.contains("the controller's switch took"),
+        there.contains("the controller switched the shard before the pause"),
         "the report names the controller's part: {there}"
     );
     std::thread::sleep(Duration::from_millis(500));
 
     finish_on(&shard, writers, &shard.b, 50);
+}
+
+/// A failover timed in cluster mode has the controller switch before its
+/// pause. Until it has fenced the old master, the controller's push of the
+/// new topology (1.2.0 sends it at its next probe of each node, any time)
+/// is refused at both leasegates: the new master's fence would pause the
+/// old master for an untimed promotion (and should the failover's
+/// catch-up come late, its release would let the old master acknowledge
+/// writes the promoted node never gets); the old master's would demote its
+/// node under the failover. The failover promotes the target itself.
+#[test]
+fn a_timed_cluster_failover_refuses_the_controllers_push_until_it_fenced_the_old_master() {
+    let Some(shard) = shard() else { return };
+    let writers =
+        Writers::start_authenticated(shard.a.proxy.port, 8, "s", Duration::ZERO, Some(PASSWORD));
+    std::thread::sleep(Duration::from_millis(300));
+    let (mut refused_at_target, mut refused_at_source) = (0, 0);
+    let mut master = &shard.a;
+    for round in 0..4 {
+        let (from, to) = if round % 2 == 0 {
+            (&shard.a, &shard.b)
+        } else {
+            (&shard.b, &shard.a)
+        };
+        let (mut at_from, mut at_to) = (shard.client(from), shard.client(to));
+        let version = shard.controller.version();
+        let report = std::thread::scope(|s| {
+            let run = s.spawn(|| shard.failover_by_leasegate_with(from, to, &["--cluster-timing"]));
+            let start = Instant::now();
+            while shard.controller.version() <= version {
+                assert!(start.elapsed() < PATIENCE, "the controller never switched");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            // The controller's push, as it sends it, to both leasegates.
+            let (text, at) = shard.controller.setnodes();
+            let at = at.to_string();
+            let to_target = at_to.cmd(&["CLUSTERX", "SETNODES", &text, &at]);
+            let to_source = at_from.cmd(&["CLUSTERX", "SETNODES", &text, &at]);
+            eprintln!(
+                "round {round}: push to the target {to_target:?}, to the old master {to_source:?}"
+            );
+            for (reply, what) in [(&to_target, "target"), (&to_source, "old master")] {
+                assert!(
+                    *reply == Reply::ok() || error_of(reply).starts_with("TRYAGAIN"),
+                    "the push to the {what}: {reply:?}"
+                );
+            }
+            refused_at_target += usize::from(error_of(&to_target).contains("runs a failover"));
+            refused_at_source += usize::from(error_of(&to_source).contains("under way"));
+            run.join().expect("the failover thread")
+        });
+        eprintln!("round {round}: {report}");
+        assert!(
+            report.contains("promotion timing: held")
+                || report.contains("promotion timing: missed"),
+            "the promotion is the failover's own, timed: {report}"
+        );
+        wait_master(to, "the target after the failover");
+        master = to;
+        if refused_at_target > 0 && refused_at_source > 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1500));
+    }
+    assert!(
+        refused_at_target > 0 && refused_at_source > 0,
+        "the push during the failover was refused at the target {refused_at_target} and at the old master {refused_at_source} times"
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    finish_on(&shard, writers, master, 50);
 }
 
 #[test]

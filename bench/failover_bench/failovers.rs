@@ -69,6 +69,9 @@ pub struct Failover {
     pub outcome: Option<TimingOutcome>,
     pub wait_ms: Option<f64>,
     pub timing_note: Option<String>,
+    /// The report's `timing.after_tick_ms`: the promotion's answer after
+    /// its planned tick.
+    pub after_tick_ms: Option<f64>,
 }
 
 impl Failover {
@@ -97,6 +100,7 @@ impl Failover {
             outcome: None,
             wait_ms: None,
             timing_note: None,
+            after_tick_ms: None,
         }
     }
 
@@ -140,6 +144,7 @@ impl Failover {
             self.outcome = Some(t.outcome);
             self.wait_ms = Some(t.wait_ms);
             self.timing_note = Some(t.note);
+            self.after_tick_ms = t.after_tick_ms;
         }
         for step in &report.steps {
             let (state, at) = (step.state.as_str(), step.at_ms);
@@ -237,7 +242,7 @@ impl Failover {
         let opt = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2}"));
         eprintln!(
             "[failover_bench] failover {} {}→{} after {} ms, timing {}: {} (HTTP {}) stall_ms={} promotion_ms={} \
-             outcome={} wait_ms={} epoch={:?} took {:.2} ms; steps {}{}{}",
+             outcome={} after_tick_ms={} wait_ms={} epoch={:?} took {:.2} ms; steps {}{}{}",
             self.n,
             self.from,
             self.to,
@@ -248,6 +253,7 @@ impl Failover {
             opt(self.stall_ms),
             opt(self.promotion()),
             self.outcome.map_or("-", TimingOutcome::as_str),
+            opt(self.after_tick_ms),
             opt(self.wait_ms),
             self.epoch,
             self.took_ms(),

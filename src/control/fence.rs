@@ -25,7 +25,10 @@
 //!
 //! Where the old master's writes cannot all be here (its node ahead of this
 //! one when the bound comes) the promotion is refused: the controller
-//! sends it again at its next probe. Where the old master's leasegate
+//! sends it again at its next probe. So is it while the old master runs a
+//! failover of its own and still holds its lease (a timed cluster failover
+//! has the controller switch before its pause, and promotes this node
+//! itself once it has fenced its own). Where the old master's leasegate
 //! cannot be reached, the promotion waits until any lease it holds has run
 //! out (`controller.ttl_ms` + `lease.safety_margin_ms`); where nothing
 //! listens there, or its node does not answer, nothing can be acknowledged
@@ -176,6 +179,16 @@ async fn fence_old_master(
         }
     };
     let field = |name: &str| info.get(name).map(String::as_str);
+    // A failover from the old master under way, its lease still held:
+    // timed in cluster mode, it had the controller switch before its
+    // pause, and fences its node and promotes this one itself, at the
+    // moment it planned. Pausing it here would stall its writes for an
+    // untimed promotion; the controller sends its topology again.
+    if field("lease_valid") == Some("1") && field("cluster_failover_state").is_some_and(running) {
+        return Fenced::Refused(format!(
+            "the old master {addr} runs a failover and still holds its lease: it fences itself and promotes this node"
+        ));
+    }
     let fenced_at_version = field("lease_valid") == Some("0")
         && field("controller_version")
             .and_then(|v| v.parse::<u64>().ok())
@@ -231,6 +244,15 @@ async fn fence_old_master(
         }
         tokio::time::sleep(CATCH_UP_EVERY).await;
     }
+}
+
+/// Whether a failover in this `cluster_failover_state` (`INFO leasegate`)
+/// is under way.
+fn running(state: &str) -> bool {
+    matches!(
+        state,
+        "started" | "check_slave" | "pause_write" | "wait_sync" | "switching"
+    )
 }
 
 /// The old master's leasegate cannot be reached or paused: it may go on

@@ -331,6 +331,20 @@ impl Poller<'_> {
                 self.metrics.count("revoked");
                 let role = &self.ctx.role;
                 let followed = match other_master {
+                    // A failover from here asked the controller to switch
+                    // before its pause (`cluster_timing`): it fences this
+                    // node at its planned moment, and hands the writes
+                    // over itself. Until then the lease runs on, renewed
+                    // no more; nothing promotes the new master before this
+                    // node reports itself fenced (`control::switch`,
+                    // `control::fence`).
+                    Some(_) if lease.write_allowed() && role.failover.switches_first() => {
+                        tracing::debug!(
+                            version,
+                            "the controller switched the shard during a failover from here; the failover fences this node"
+                        );
+                        false
+                    }
                     // This node was master, and another node of its shard
                     // is now: hand the sessions over without an error.
                     Some(new_master) if lease.write_allowed() => {

@@ -95,6 +95,9 @@ pub async fn run(shared: Arc<ControlContext>) {
                                     // this connection.
                                     continue;
                                 }
+                                if kvrocks && !check_psync_mode(&mut c, bound).await {
+                                    continue;
+                                }
                             }
                             Ok(Err(e)) => debug!(error = %e, "node probe: what the node is"),
                             Err(_) => {
@@ -165,6 +168,38 @@ fn probe_failed(status: &NodeStatus, failing: &mut bool, error: String) {
         warn!(%error, "node probe failed");
     }
     status.failed(error);
+}
+
+/// Warns where a Kvrocks node replicates by sequence number alone
+/// (`use-rsid-psync no`, Kvrocks' default): after an unplanned failover an
+/// old master that applied writes nobody acknowledged (a frozen node's
+/// socket, a leasegate stopped before it answered) rejoins the new master
+/// at its own sequence, skips as many of the new master's writes, and
+/// reports the same offset. A later failover to it loses those writes,
+/// which the new master had acknowledged. With `use-rsid-psync yes` the
+/// rejoin sees the other history and syncs in full. `false` when the
+/// connection must not be used again (no answer in time, or it broke).
+async fn check_psync_mode(conn: &mut ControlConnection, bound: Duration) -> bool {
+    match tokio::time::timeout(bound, conn.config_value("use-rsid-psync")).await {
+        Ok(Ok(Some(v))) if v.eq_ignore_ascii_case("no") => {
+            warn!(
+                "the node replicates by sequence number alone (use-rsid-psync no): after an unplanned \
+                 failover its old master can rejoin with writes of its own in place of the new master's, \
+                 and a later failover to it loses acknowledged writes; set use-rsid-psync yes on every \
+                 node (docs/kvrocks-controller.md#replication-ids)"
+            );
+            true
+        }
+        Ok(Ok(_)) => true,
+        Ok(Err(e)) => {
+            debug!(error = %e, "node probe: use-rsid-psync");
+            false
+        }
+        Err(_) => {
+            debug!("node probe: no answer to CONFIG GET use-rsid-psync");
+            false
+        }
+    }
 }
 
 /// Learns this node's id from the node (`CLUSTERX MYID`) where leasegate

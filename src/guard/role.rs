@@ -529,6 +529,10 @@ impl Role {
 pub struct FailoverStatus {
     state: AtomicU8,
     running: AtomicBool,
+    /// The running failover asks (or asked) the controller to switch the
+    /// shard before its pause (cluster mode, timed): it fences this node
+    /// and brings the nodes to the new topology itself.
+    switch_first: AtomicBool,
 }
 
 impl FailoverStatus {
@@ -551,8 +555,24 @@ impl FailoverStatus {
         !self.running.swap(true, Ordering::AcqRel)
     }
 
+    /// The running failover is about to ask the controller to switch the
+    /// shard before fencing this node: until it ends, the controller's
+    /// topology that demotes this node is its to bring, from the moment
+    /// it asks (a controller may push within its answer).
+    pub fn switch_first(&self) {
+        self.switch_first.store(true, Ordering::Release);
+    }
+
+    /// Whether a running failover asks (or asked) the controller to switch
+    /// the shard before fencing this node (and so fences it, and brings its
+    /// node to the topology, itself).
+    pub fn switches_first(&self) -> bool {
+        self.switch_first.load(Ordering::Acquire) && self.is_running()
+    }
+
     /// Frees the next failover.
     pub fn finished(&self) {
+        self.switch_first.store(false, Ordering::Release);
         self.running.store(false, Ordering::Release);
     }
 }

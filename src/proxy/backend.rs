@@ -207,6 +207,23 @@ impl ControlConnection {
         }
     }
 
+    /// The node's `CONFIG GET <name>` value: `None` where it has no such
+    /// setting (or refuses `CONFIG`).
+    pub async fn config_value(&mut self, name: &str) -> Result<Option<String>, String> {
+        use redis_protocol::resp2::types::OwnedFrame;
+        match self.call(&["CONFIG", "GET", name]).await {
+            Ok(OwnedFrame::Array(items)) => Ok(match items.get(1) {
+                Some(OwnedFrame::BulkString(v) | OwnedFrame::SimpleString(v)) => {
+                    Some(String::from_utf8_lossy(v).trim().to_string())
+                }
+                _ => None,
+            }),
+            Ok(other) => Err(format!("unexpected CONFIG GET reply {other:?}")),
+            Err(BackendError::Reply(_)) => Ok(None),
+            Err(e) => Err(format!("CONFIG GET {name}: {e}")),
+        }
+    }
+
     /// Sends one command and returns its decoded reply; error replies become
     /// [`BackendError::Reply`].
     pub async fn call(

@@ -27,6 +27,14 @@
 //! An answer that says the controller did not act (never delivered, or a
 //! 4xx) undoes the fencing; any other failure leaves both fenced for the
 //! controller to settle, unless its topology shows the target promoted.
+//!
+//! **Timed** (`cluster_timing`), step 1 comes first, before the pause,
+//! while writes go on under this node's lease ([`switch_first`]): the
+//! controller's switch (2–7 ms with 1.2.0, and varying) is then no part of
+//! the stall, and the pause is planned as in the standalone flow. Steps 2
+//! and 3 follow the fencing as above ([`promote_switched`]). A failure
+//! after the switch leaves this node to follow the controller as after its
+//! own failover (`control::switch`).
 
 use std::time::{Duration, Instant};
 
@@ -92,12 +100,10 @@ pub(super) async fn locate(
         .ok_or(FailoverError::NoController)?;
     let me = me.ok_or(FailoverError::NoOwnNodeId)?;
     let url = cluster_url(&controller.url, &controller.namespace, &controller.cluster);
-    let topology = fetch(
-        &http_client(controller.timeout, controller.tls.clone()),
-        &url,
-    )
-    .await
-    .map_err(FailoverError::Topology)?;
+    let client = http_client(controller.timeout, controller.tls.clone());
+    let topology = fetch_within(controller.timeout, &client, &url)
+        .await
+        .map_err(FailoverError::Topology)?;
     let mine = topology
         .place(&me)
         .filter(|p| p.role.eq_ignore_ascii_case("master"))
@@ -136,53 +142,31 @@ pub(super) async fn switch(
     let Some(controller) = run.settings.controller.as_ref() else {
         return Err(FailoverError::NoController);
     };
-    let url = shard_failover_url(
-        &controller.url,
-        &controller.namespace,
-        &controller.cluster,
-        shard.index,
-    );
-    let topology_url = cluster_url(&controller.url, &controller.namespace, &controller.cluster);
-    let timeout = controller.timeout;
-    let tls = controller.tls.clone();
-    match request_shard_failover(&url, &target.node_id, timeout, tls.clone()).await {
-        Ok(_) => {}
-        Err(source @ ShardFailoverError::Refused(_)) => {
+    match ask_switch(controller, shard, &target.node_id).await {
+        Asked::Switched => {}
+        Asked::Refused(source) => {
             rollback(&run.gate, fencing);
             return run.abort(FailoverError::ControllerRefused { source });
         }
-        Err(source) => {
-            // Did it switch? Its topology says.
-            let switched = fetch(&http_client(timeout, tls.clone()), &topology_url)
-                .await
-                .ok()
-                .and_then(|c| c.master_of_shard(shard.index).map(|m| m == target.node_id))
-                .unwrap_or(false);
-            if !switched {
-                return run.both_fenced(FailoverError::ControllerUnknown {
-                    source,
-                    epoch: fenced_epoch,
-                });
-            }
-            warn!(error = %source, "the shard failover reported a failure, but the controller's topology names the target master: carrying on");
+        Asked::Unknown(source) => {
+            return run.both_fenced(FailoverError::ControllerUnknown {
+                source,
+                epoch: fenced_epoch,
+            });
         }
     }
-    // The target's lease at the grant's epoch, once its leasegate said so.
-    let mut granted = None;
     // The controller has decided; bring the target's node there now. Its
     // store may answer the previous version for a moment (seen with 1.2.0's
     // raft store): read again until it names the target, within the pause.
     let topology = switched_topology(
-        &topology_url,
-        (timeout, tls),
+        controller,
         shard.index,
         &target.node_id,
         Duration::from_millis(run.request.pause_timeout_ms),
     )
     .await;
-    if let Some(topology) = &topology {
-        // What the switch took, for the next plan; the promotion itself
-        // timed (and the target's link poked at its tick).
+    if topology.is_some() {
+        // What the switch took, for the next plan.
         if let Some(caught_up) = run.caught_up {
             let took = caught_up.elapsed();
             run.settings.memory.switch.record(took);
@@ -190,16 +174,103 @@ pub(super) async fn switch(
                 timing.switched(took);
             }
         }
-        // A controller that pushes the new topology within its failover
-        // call has promoted the target already: that promotion was not the
-        // one timed, and the report says so.
-        if run.timing.as_ref().is_some_and(|t| t.timed()) {
+    }
+    finish(run, admin, target, topology.as_ref(), fenced_epoch, nodes).await
+}
+
+/// How much lease this node must have left for the controller to be asked
+/// before the pause: the wait for the tick (one period), up to three
+/// periods more should the catch-up come late, the catch-up itself; the
+/// lease is not renewed meanwhile. (`controller.ttl_ms` is 5 s by default.)
+pub(super) const SWITCH_FIRST_LEASE: Duration = Duration::from_millis(1000);
+
+/// Cluster mode, timed (`cluster_timing`): the controller is asked to fail
+/// the shard over before the pause, while writes go on under this node's
+/// lease, so that its switch (2–7 ms with kvrocks-controller 1.2.0, and
+/// varying) is no part of the stall; the pause is then timed as in the
+/// standalone flow. Safe because nothing can promote the target before
+/// this node is fenced: this node's poller leaves the step-down to the
+/// running failover; the target's leasegate brings its node to the
+/// topology only once this node reports itself fenced
+/// ([`crate::control::switch`]), and holds the controller's own push until
+/// this node's writes are paused and caught up with
+/// ([`crate::control::fence`]). Returns the new topology, read back, and
+/// what the switch took.
+pub(super) async fn switch_first(
+    run: &Run,
+    target: &Target,
+    shard: &Shard,
+) -> Result<(Cluster, Duration), FailoverError> {
+    let Some(controller) = run.settings.controller.as_ref() else {
+        return Err(FailoverError::NoController);
+    };
+    let started = Instant::now();
+    // From the request on, the controller's topology that demotes this
+    // node is the failover's to bring (`Gate`, the poller): 1.2.0 pushes
+    // it at a later probe, the tests' controller within its answer.
+    run.gate.role().failover.switch_first();
+    match ask_switch(controller, shard, &target.node_id).await {
+        Asked::Switched => {}
+        Asked::Refused(source) => return Err(FailoverError::ControllerRefused { source }),
+        Asked::Unknown(source) => return Err(FailoverError::SwitchUnanswered { source }),
+    }
+    let topology = switched_topology(
+        controller,
+        shard.index,
+        &target.node_id,
+        Duration::from_millis(run.request.pause_timeout_ms),
+    )
+    .await;
+    let Some(topology) = topology else {
+        return Err(FailoverError::SwitchedUnread {
+            last: "it never named the target master".into(),
+        });
+    };
+    Ok((topology, started.elapsed()))
+}
+
+/// After [`switch_first`], this node fenced and the target caught up: the
+/// promotion, the grant, the release and this node following.
+pub(super) async fn promote_switched(
+    run: &mut Run,
+    admin: &AdminClient,
+    target: &Target,
+    topology: &Cluster,
+    fenced_epoch: u64,
+    nodes: Nodes<'_>,
+) -> Result<u64, FailoverError> {
+    finish(run, admin, target, Some(topology), fenced_epoch, nodes).await
+}
+
+/// The switch's end, once the controller named the target (`topology`, as
+/// read back; `None`: it could not be read, and the controller's own push
+/// promotes): the target's node brought to the topology (the promotion,
+/// timed), its leasegate granted the lease at the fencing epoch, the held
+/// writes released to it, this node following. Returns the new master's
+/// lease epoch.
+async fn finish(
+    run: &mut Run,
+    admin: &AdminClient,
+    target: &Target,
+    topology: Option<&Cluster>,
+    fenced_epoch: u64,
+    nodes: Nodes<'_>,
+) -> Result<u64, FailoverError> {
+    // The target's lease at the grant's epoch, once its leasegate said so.
+    let mut granted = None;
+    if let Some(topology) = topology {
+        // A controller that pushed the new topology already (within its
+        // failover call, or its next probe since) has promoted the target:
+        // that promotion was not the one timed, and the report says so.
+        // Where the controller switched before the pause, nothing promotes
+        // the target before this node is fenced (its leasegate refuses the
+        // controller's push meanwhile, `control::fence`): no read of its
+        // role delays the timed promotion.
+        if run.timing.as_ref().is_some_and(|t| t.timed()) && !run.switched_first {
             let role = super::info_replication(nodes.replica).await;
             if role.is_ok_and(|r| r.role.as_deref() == Some("master")) {
                 if let Some(timing) = run.timing.as_mut() {
-                    timing.preempted(
-                        "the controller's own push promoted the target during its shard failover",
-                    );
+                    timing.preempted("the controller's own push promoted the target first");
                 }
             }
         }
@@ -242,7 +313,7 @@ pub(super) async fn switch(
         Ok(epoch) => {
             run.release();
             // This node follows the new master now, not at the controller's push.
-            if let Some(topology) = &topology {
+            if let Some(topology) = topology {
                 if apply_topology(nodes.source, topology).await.is_ok() {
                     run.gate.role().node_accepted_topology(topology.version);
                 }
@@ -257,20 +328,82 @@ pub(super) async fn switch(
     }
 }
 
+/// What the controller made of a shard failover request.
+enum Asked {
+    /// It switched the shard (it said so, or its topology names the target).
+    Switched,
+    /// It refused: nothing was switched.
+    Refused(ShardFailoverError),
+    /// No clear answer, and its topology does not name the target.
+    Unknown(ShardFailoverError),
+}
+
+/// Asks `controller` to fail shard `shard` over to `target`; an unclear
+/// answer is settled by its topology.
+async fn ask_switch(controller: &Controller, shard: &Shard, target: &str) -> Asked {
+    let url = shard_failover_url(
+        &controller.url,
+        &controller.namespace,
+        &controller.cluster,
+        shard.index,
+    );
+    let (timeout, tls) = (controller.timeout, controller.tls.clone());
+    match request_shard_failover(&url, target, timeout, tls.clone()).await {
+        Ok(_) => Asked::Switched,
+        Err(source @ ShardFailoverError::Refused(_)) => Asked::Refused(source),
+        Err(source) => {
+            // Did it switch? Its topology says.
+            let topology_url =
+                cluster_url(&controller.url, &controller.namespace, &controller.cluster);
+            let switched = fetch_within(timeout, &http_client(timeout, tls), &topology_url)
+                .await
+                .ok()
+                .and_then(|c| c.master_of_shard(shard.index).map(|m| m == target))
+                .unwrap_or(false);
+            if !switched {
+                return Asked::Unknown(source);
+            }
+            warn!(error = %source, "the shard failover reported a failure, but the controller's topology names the target master: carrying on");
+            Asked::Switched
+        }
+    }
+}
+
+/// One read of the controller's topology, answered within `timeout` (the
+/// client bounds only the connect: a controller that accepts and then
+/// stalls would hold the failover for as long as it stalls).
+async fn fetch_within(
+    timeout: Duration,
+    client: &crate::kvrocks::controller::HttpClient,
+    url: &str,
+) -> Result<Cluster, String> {
+    match tokio::time::timeout(timeout, fetch(client, url)).await {
+        Ok(answer) => answer,
+        Err(_) => Err(format!(
+            "the controller at {url} did not answer within {} ms",
+            timeout.as_millis()
+        )),
+    }
+}
+
 /// The controller's topology once it names `target` master of shard
 /// `shard` (read every few milliseconds, within `patience`); `None` (logged)
 /// if it does not, and the controller's own push is waited for.
 async fn switched_topology(
-    url: &str,
-    (timeout, tls): (Duration, Option<std::sync::Arc<rustls::ClientConfig>>),
+    controller: &Controller,
     shard: usize,
     target: &str,
     patience: Duration,
 ) -> Option<Cluster> {
-    let client = http_client(timeout, tls);
+    let url = &cluster_url(&controller.url, &controller.namespace, &controller.cluster);
+    let client = http_client(controller.timeout, controller.tls.clone());
     let deadline = Instant::now() + patience;
     loop {
-        let last = match fetch(&client, url).await {
+        let within = deadline
+            .saturating_duration_since(Instant::now())
+            .min(controller.timeout)
+            .max(TOPOLOGY_POLL);
+        let last = match fetch_within(within, &client, url).await {
             Ok(c) if c.master_of_shard(shard) == Some(target) => return Some(c),
             Ok(c) => format!("version {} does not name the target master", c.version),
             Err(e) => e,

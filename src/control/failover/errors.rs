@@ -134,6 +134,17 @@ pub enum FailoverError {
         source: ShardFailoverError,
         epoch: u64,
     },
+    /// Cluster mode, timed (`cluster_timing`): the controller is asked
+    /// before the pause, and did not say.
+    #[error("the shard failover got no clear answer from the controller: {source}, and its topology does not name the target master: nothing was switched and no write was paused")]
+    SwitchUnanswered { source: ShardFailoverError },
+    #[error(
+        "the controller switched the shard, but its new topology could not be read back: {last}"
+    )]
+    SwitchedUnread { last: String },
+    /// A failure after the controller switched the shard (before the pause).
+    #[error("{source}. The controller had switched the shard before the pause (cluster_timing): this node follows it as after the controller's own failover — it steps down at its next poll and hands its writes to the new master's leasegate, which brings its node to the topology once this node is fenced and caught up")]
+    AfterSwitch { source: Box<FailoverError> },
     #[error("the controller switched the shard, but the new master's leasegate {leasegate} held no lease within {timeout_ms} ms: {last}. Held writes were released to it and are refused there until the controller grants its lease")]
     NewMasterNoLease {
         leasegate: String,

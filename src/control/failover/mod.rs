@@ -146,6 +146,7 @@ async fn execute(guard: RunGuard, settings: Settings, request: FailoverRequest) 
         paused: None,
         earlier_stall: 0.0,
         caught_up: None,
+        switched_first: false,
     };
     let outcome = failover(&mut run).await;
     // Whatever happened, the pause ends with the run (the fencing is final by now).
@@ -203,7 +204,70 @@ async fn failover(run: &mut Run) -> Result<(u64, Target), FailoverError> {
     run.enter(FailoverState::Started);
     run.enter(FailoverState::CheckSlave);
     let mut checked = check_slave(run).await?;
-    let kvrocks = plan_promotion(run, &mut checked).await;
+    // Cluster mode, timed: the controller switches first, writes going on
+    // (its switch is then no part of the stall; `cluster::switch_first`).
+    let switched = match checked.shard.as_ref() {
+        Some(shard) if run.request.promotion_timing && run.request.cluster_timing => {
+            if lease_outlasts_the_run(run) {
+                Some(cluster::switch_first(run, &checked.target, shard).await?)
+            } else {
+                None
+            }
+        }
+        _ => None,
+    };
+    let Some((topology, took)) = switched else {
+        return switch_after_pause(run, checked).await;
+    };
+    run.switched_first = true;
+    // From here on the controller names the target: a failure leaves this
+    // node to follow it as after the controller's own failover.
+    let after_switch = |source| FailoverError::AfterSwitch {
+        source: Box::new(source),
+    };
+    plan_promotion(run, &mut checked, Some(took)).await;
+    let blocking_seen = pause_until_caught_up(run, &mut checked)
+        .await
+        .map_err(after_switch)?;
+    run.enter(FailoverState::Switching);
+    let (epoch, fencing) = fence(run, &checked.target);
+    resync(run, &mut checked, &fencing, blocking_seen)
+        .await
+        .map_err(after_switch)?;
+    let nodes = cluster::Nodes {
+        source: &mut checked.source,
+        replica: &mut checked.replica,
+        token: checked.token.as_deref(),
+    };
+    let (admin, target) = (&checked.admin, &checked.target);
+    let epoch = cluster::promote_switched(run, admin, target, &topology, epoch, nodes).await?;
+    Ok((epoch, checked.target))
+}
+
+/// Whether this node's lease lasts long enough for the controller to be
+/// asked before the pause: from then on it is no longer renewed (the
+/// controller names the target), and the writes going on until the pause
+/// need it. Otherwise the controller is asked after the fencing, as
+/// without timing (logged).
+fn lease_outlasts_the_run(run: &Run) -> bool {
+    let left = run.gate.lease().snapshot().remaining_ms;
+    let enough = left >= cluster::SWITCH_FIRST_LEASE.as_millis() as u64;
+    if !enough {
+        warn!(
+            lease_left_ms = left,
+            "the lease runs out too soon for the controller to be asked before the pause; asked after the fencing"
+        );
+    }
+    enough
+}
+
+/// The failover with the switch after the pause: standalone, or in cluster
+/// mode through the controller once this node is fenced.
+async fn switch_after_pause(
+    run: &mut Run,
+    mut checked: Checked,
+) -> Result<(u64, Target), FailoverError> {
+    let kvrocks = plan_promotion(run, &mut checked, None).await;
     let blocking_seen = pause_until_caught_up(run, &mut checked).await?;
     run.enter(FailoverState::Switching);
     let (epoch, fencing) = fence(run, &checked.target);
@@ -318,8 +382,10 @@ async fn check_slave(run: &mut Run) -> Result<Checked, FailoverError> {
 
 /// Learns whether the target is Kvrocks and, if the request asks for
 /// promotion timing, plans the pause and waits for its moment
-/// ([`promotion`]); returns whether the target is Kvrocks.
-async fn plan_promotion(run: &mut Run, checked: &mut Checked) -> bool {
+/// ([`promotion`]); returns whether the target is Kvrocks. `switched`: the
+/// controller switched the shard before the pause, in that long (cluster
+/// mode, timed), so its switch is no part of the plan.
+async fn plan_promotion(run: &mut Run, checked: &mut Checked, switched: Option<Duration>) -> bool {
     let gate = Arc::clone(&run.gate);
     let request = run.request.clone();
     let Checked {
@@ -347,11 +413,13 @@ async fn plan_promotion(run: &mut Run, checked: &mut Checked) -> bool {
         )
     } else if request.promotion_timing {
         let memory = &run.settings.memory;
-        // Cluster mode: the controller's switch comes before the promotion.
-        let switch = if shard.is_some() {
-            memory.switch.estimate() + timing::SWITCH_SLACK
-        } else {
-            Duration::ZERO
+        // Cluster mode: the controller's switch comes before the promotion;
+        // where it came before the pause, only the `SETNODES` does (its
+        // topology parsed before the node stops replicating).
+        let switch = match (shard.is_some(), switched.is_some()) {
+            (true, false) => memory.switch.estimate() + timing::SWITCH_SLACK,
+            (true, true) => timing::SETNODES_LEAD,
+            (false, _) => Duration::ZERO,
         };
         promotion::prepare(promotion::Prepare {
             gate: &gate,
@@ -370,6 +438,9 @@ async fn plan_promotion(run: &mut Run, checked: &mut Checked) -> bool {
     } else {
         promotion::Timing::unused("turned off by the request (promotion_timing: false)")
     };
+    if let Some(took) = switched {
+        timing.switched_before_pause(took);
+    }
     timing.wait().await;
     run.timing = Some(timing);
     kvrocks

@@ -204,6 +204,15 @@ impl Timing {
         self.switch_took = Some(took);
     }
 
+    /// Cluster mode, timed: the controller switched the shard before the
+    /// pause, in `took` (so its switch is no part of the plan).
+    pub(super) fn switched_before_pause(&mut self, took: Duration) {
+        self.note.push_str(&format!(
+            "; the controller switched the shard before the pause ({:.1} ms)",
+            took.as_secs_f64() * 1000.0
+        ));
+    }
+
     /// Plans again for the next tick that `work` (what the last attempt's
     /// pause-to-catch-up took, if longer than planned) can meet.
     pub(super) fn retry(&mut self, now: Instant, work: Duration) {

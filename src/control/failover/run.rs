@@ -101,6 +101,9 @@ pub(super) struct Run {
     /// When the replica was last found caught up (cluster mode measures the
     /// switch from it).
     pub(super) caught_up: Option<Instant>,
+    /// Cluster mode, timed: the controller switched the shard before the
+    /// pause (`cluster::switch_first`).
+    pub(super) switched_first: bool,
 }
 
 impl Run {

@@ -382,6 +382,15 @@ const WORK_SLACK: Duration = Duration::from_micros(500);
 /// kvrocks-controller 1.2.0 (seed 20261221, 10 timed failovers): at 0.5 ms
 /// over the slowest, 3 of 10 missed, most with the switch itself in time.
 pub const SWITCH_SLACK: Duration = Duration::from_micros(1500);
+/// Cluster mode, the controller asked before the pause: what the
+/// promotion's `CLUSTERX SETNODES` needs over a `SLAVEOF NO ONE` (whose
+/// sending [`SEND_MARGIN`] covers). Kvrocks parses the topology (~1 ms
+/// idle, `../shared/reference/KVROCKS-PROMOTION.md`, more on a busy host)
+/// before it stops replication. Measured with the real kvrocks-controller
+/// on a loaded 2-core host (3,000 SET/s, 30 timed failovers per run, two
+/// runs each): at 1.5 ms 8 of 55 promotions missed their tick, at 3 ms 2
+/// of 58 (a miss costs a period, each ms here a ms of every stall).
+pub const SETNODES_LEAD: Duration = Duration::from_millis(3);
 
 impl WorkMemory {
     pub fn new(estimate: Estimate, first: Duration) -> WorkMemory {

@@ -155,6 +155,14 @@ impl Gate {
         {
             return None;
         }
+        // A failover from here asks the controller to switch before its pause:
+        // it fences this node at its planned moment and brings the node to
+        // this topology itself (the controller sends it again).
+        if self.role.failover.switches_first() {
+            return Some(Verdict::Reply(crate::resp::encode::error(
+                "TRYAGAIN leasegate: a failover from this node is under way; it fences the node and brings it to the new topology itself",
+            )));
+        }
         // A pause already on (the controller's own, a failover's) holds
         // the writes and is left to whoever set it.
         if !self.pause.is_paused() {
