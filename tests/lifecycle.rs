@@ -32,6 +32,29 @@ fn backend_down_then_back() {
     assert_eq!(after.cmd(&["SET", "k2", "v"]), Reply::ok());
 }
 
+/// A client that sends a handshake before its command (redis-py: `CLIENT
+/// SETINFO` twice, their replies read and errors ignored) to a leasegate
+/// whose node is down reads the error as the reply to its command too: the
+/// connection was closed right after the first error line, and the command
+/// saw only "connection closed by server".
+#[test]
+fn a_client_of_an_unreachable_node_reads_the_error_for_each_request() {
+    let (mut redis, proxy) = redis_and_proxy("");
+    redis.stop();
+    let mut c = proxy.client();
+    c.send(&["CLIENT", "SETINFO", "LIB-NAME", "redis-py"]);
+    c.send(&["CLIENT", "SETINFO", "LIB-VER", "8.2.0"]);
+    c.send(&["RPUSH", "probe", "y"]);
+    for what in ["the first SETINFO", "the second SETINFO", "RPUSH"] {
+        let reply = c.read();
+        assert!(
+            reply.is_error() && reply.error_text().contains("unavailable"),
+            "{what}: {reply:?}"
+        );
+    }
+    assert!(c.is_closed());
+}
+
 #[test]
 fn ten_thousand_connections_leak_no_descriptors() {
     let (_redis, proxy) = redis_and_proxy("");

@@ -115,6 +115,7 @@ pub async fn poll(ctx: Arc<ControlContext>) {
         fenced_at: None,
         other_master: None,
         holding: None,
+        pending_logged: None,
     };
     let ticker_for = |interval: Duration| {
         let mut ticker = tokio::time::interval(interval.max(Duration::from_millis(1)));
@@ -206,6 +207,9 @@ struct Poller<'a> {
     /// Since when writes are held by [`Poller::hold_writes`], for how long,
     /// and the generation of that pause (only it is ended by the grant).
     holding: Option<(Instant, Duration, u64)>,
+    /// The version whose wait for the node was last logged: logged once
+    /// per version, not at every poll.
+    pending_logged: Option<u64>,
 }
 
 impl Poller<'_> {
@@ -317,7 +321,11 @@ impl Poller<'_> {
                     }
                     switch::TakeOver::NotYet(why) => {
                         self.metrics.count("pending");
-                        info!(version, %why, "the controller names this node master; no lease until its node is at that topology, writes held meanwhile");
+                        if self.pending_logged.replace(version) != Some(version) {
+                            info!(version, %why, "the controller names this node master; no lease until its node is at that topology, writes held meanwhile");
+                        } else {
+                            tracing::debug!(version, %why, "still waiting for the node to be at the topology naming it master");
+                        }
                     }
                 }
             }

@@ -172,11 +172,37 @@ async fn serve_client<C: session::ClientIo>(
             Err(why) => {
                 debug!(%why, "no stand-in for the node");
                 ctx.metrics.backend_connect_errors.inc();
-                warn!(backend = %addr, error = %e, "backend unavailable");
+                if unavailable_log_due() {
+                    warn!(
+                        backend = %addr,
+                        error = %e,
+                        refused_so_far = ctx.metrics.backend_connect_errors.get(),
+                        "backend unavailable: new clients are refused (logged at most once a second)"
+                    );
+                }
                 refuse(client, backend::unavailable_reply(&addr, &e)).await;
             }
         },
     }
+}
+
+/// When "backend unavailable" was last logged.
+static UNAVAILABLE_LOGGED: std::sync::Mutex<Option<std::time::Instant>> =
+    std::sync::Mutex::new(None);
+
+/// Whether to log a refused client now: at most once a second, as clients
+/// that reconnect in a loop while the node is down would log a line each
+/// (1,722 lines in a few seconds, seen in a walkthrough).
+fn unavailable_log_due() -> bool {
+    let Ok(mut last) = UNAVAILABLE_LOGGED.lock() else {
+        return true;
+    };
+    let now = std::time::Instant::now();
+    if last.is_some_and(|t| now.duration_since(t) < Duration::from_secs(1)) {
+        return false;
+    }
+    *last = Some(now);
+    true
 }
 
 /// Accepts on `listener`; never, without one.
@@ -189,13 +215,45 @@ pub(super) async fn accept_on(
     }
 }
 
-/// Sends one error line and closes.
-async fn refuse<C: tokio::io::AsyncWrite + Unpin>(mut client: C, reply: Vec<u8>) {
-    let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        let _ = client.write_all(&reply).await;
-        let _ = client.shutdown().await;
+/// How long a refused client is answered before its connection closes.
+const REFUSE_FOR: Duration = Duration::from_secs(1);
+
+/// Sends one error line, answers each request the client sends within
+/// [`REFUSE_FOR`] with the same line, and closes. Closed at once, a client
+/// that sends a handshake before its command lost the error: redis-py
+/// (`CLIENT SETINFO` twice, its errors ignored) read the line as the
+/// handshake's reply and then only "connection closed" for the command.
+async fn refuse<C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    mut client: C,
+    reply: Vec<u8>,
+) {
+    use tokio::io::AsyncReadExt;
+    let answered = tokio::time::timeout(REFUSE_FOR, async {
+        client.write_all(&reply).await?;
+        // Small limits: nothing the client sends here is kept.
+        let mut framer = crate::resp::request::RequestFramer::new(crate::resp::request::Limits {
+            max_bulk_len: 64 * 1024,
+            max_multibulk_len: 1024,
+            max_inline_len: 64 * 1024,
+        });
+        let mut buf = Vec::with_capacity(4096);
+        while client.read_buf(&mut buf).await? > 0 {
+            while let Ok(Some(head)) = framer.next(&buf) {
+                buf.drain(..head.len);
+                if head.argc > 0 {
+                    client.write_all(&reply).await?;
+                }
+            }
+            if buf.len() > 128 * 1024 {
+                break;
+            }
+        }
+        Ok::<(), std::io::Error>(())
     })
     .await;
+    if !matches!(answered, Ok(Err(_))) {
+        let _ = tokio::time::timeout(Duration::from_millis(100), client.shutdown()).await;
+    }
 }
 
 /// What a client past `limits.max_clients` is told before it is closed.
