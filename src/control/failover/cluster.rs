@@ -158,13 +158,7 @@ pub(super) async fn switch(
     // The controller has decided; bring the target's node there now. Its
     // store may answer the previous version for a moment (seen with 1.2.0's
     // raft store): read again until it names the target, within the pause.
-    let topology = switched_topology(
-        controller,
-        shard.index,
-        &target.node_id,
-        Duration::from_millis(run.request.pause_timeout_ms),
-    )
-    .await;
+    let topology = switched_topology(run, controller, shard.index, &target.node_id).await;
     if topology.is_some() {
         // What the switch took, for the next plan.
         if let Some(caught_up) = run.caught_up {
@@ -192,10 +186,10 @@ pub(super) const SWITCH_FIRST_LEASE: Duration = Duration::from_millis(1000);
 /// this node is fenced: this node's poller leaves the step-down to the
 /// running failover; the target's leasegate brings its node to the
 /// topology only once this node reports itself fenced
-/// ([`crate::control::switch`]), and holds the controller's own push until
-/// this node's writes are paused and caught up with
-/// ([`crate::control::fence`]). Returns the new topology, read back, and
-/// what the switch took.
+/// ([`crate::control::switch`]), and refuses the controller's own push
+/// while this node runs a failover and holds its lease
+/// ([`crate::control::fence`]), as this node's Gate refuses it here.
+/// Returns the new topology, read back, and what the switch took.
 pub(super) async fn switch_first(
     run: &Run,
     target: &Target,
@@ -214,13 +208,7 @@ pub(super) async fn switch_first(
         Asked::Refused(source) => return Err(FailoverError::ControllerRefused { source }),
         Asked::Unknown(source) => return Err(FailoverError::SwitchUnanswered { source }),
     }
-    let topology = switched_topology(
-        controller,
-        shard.index,
-        &target.node_id,
-        Duration::from_millis(run.request.pause_timeout_ms),
-    )
-    .await;
+    let topology = switched_topology(run, controller, shard.index, &target.node_id).await;
     let Some(topology) = topology else {
         return Err(FailoverError::SwitchedUnread {
             last: "it never named the target master".into(),
@@ -387,17 +375,18 @@ async fn fetch_within(
 }
 
 /// The controller's topology once it names `target` master of shard
-/// `shard` (read every few milliseconds, within `patience`); `None` (logged)
-/// if it does not, and the controller's own push is waited for.
+/// `shard` (read every millisecond, within the run's `pause_timeout_ms`);
+/// `None` (logged) if it does not, and the controller's own push is waited
+/// for.
 async fn switched_topology(
+    run: &Run,
     controller: &Controller,
     shard: usize,
     target: &str,
-    patience: Duration,
 ) -> Option<Cluster> {
     let url = &cluster_url(&controller.url, &controller.namespace, &controller.cluster);
     let client = http_client(controller.timeout, controller.tls.clone());
-    let deadline = Instant::now() + patience;
+    let deadline = Instant::now() + Duration::from_millis(run.request.pause_timeout_ms);
     loop {
         let within = deadline
             .saturating_duration_since(Instant::now())
