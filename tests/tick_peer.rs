@@ -325,6 +325,20 @@ fn the_controllers_client_pause_begins_a_lead_before_the_replicas_tick() {
         support::Reply::ok()
     );
     let answered = Instant::now();
+    // The new master's promotion fence pauses this node again, within the
+    // controller's pause: that one begins at once (timed, it waited for
+    // the next tick, a period, and the promotion it guards came a period
+    // late).
+    let mut fence = pa.client();
+    assert_eq!(
+        fence.cmd(&["CLIENT", "PAUSE", "8000", "WRITE"]),
+        support::Reply::ok()
+    );
+    let again = answered.elapsed();
+    assert!(
+        again <= Duration::from_millis(50),
+        "a pause within a pause was answered after {again:?}"
+    );
     let mut replica = support::Client::connect(peer.port);
     assert_eq!(replica.cmd(&["SLAVEOF", "NO", "ONE"]), support::Reply::ok());
     let promoted = peer.state().promoted_at.expect("promoted");
