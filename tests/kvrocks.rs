@@ -639,6 +639,55 @@ fn a_refused_cluster_failover_leaves_the_master_as_it_was() {
     assert_eq!(info_field(&mut direct, "role").as_deref(), Some("master"));
 }
 
+/// A node that handed its lease away in one failover and is made master
+/// again later by a topology that did not pass its leasegate (a failover
+/// that failed past the controller's switch leaves the nodes to be brought
+/// there directly) gets its lease from the controller's next poll. The
+/// lease still named for the other node made the poller take it for a
+/// hand-over at this version: no writable master until the controller's
+/// next version (a walkthrough waited 15–55 s).
+#[test]
+fn a_node_promoted_again_after_handing_its_lease_away_is_renewed() {
+    let Some((controller, a, b)) = controlled_shard(LeaseBy::Pull, TOKEN, &[]) else {
+        return;
+    };
+    let report = failover(&a.proxy, &b.proxy);
+    assert!(report.contains(r#""result":"success""#), "{report}");
+    link_up(&mut a.kvrocks.client());
+    // Version 3 names A master; A's polls see it while its node is B's
+    // replica, then both nodes get it directly.
+    let (a_addr, b_addr) = (
+        format!("127.0.0.1:{}", a.proxy.port),
+        format!("127.0.0.1:{}", b.proxy.port),
+    );
+    controller.set_topology(
+        3,
+        vec![vec![(A_ID, &a_addr, "master"), (B_ID, &b_addr, "slave")]],
+    );
+    std::thread::sleep(Duration::from_millis(600));
+    let text = topology((A_ID, &a), Some((B_ID, &b)));
+    for node in [&b, &a] {
+        let reply = node
+            .kvrocks
+            .client()
+            .cmd(&["CLUSTERX", "SETNODES", &text, "3"]);
+        assert_eq!(reply, Reply::ok(), "SETNODES v3 directly");
+    }
+    let mut client = a.proxy.client();
+    let start = Instant::now();
+    loop {
+        let reply = client.cmd(&["SET", "k", "v"]);
+        if reply == Reply::ok() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "A, master at version 3, never writable: {reply:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// A controller that accepts a connection and then stalls (a frozen
 /// process) fails a cluster failover within `controller.timeout_ms`,
 /// before any write is paused. Its topology read waited for as long as the

@@ -298,7 +298,14 @@ impl Poller<'_> {
                 let fenced = self.fenced_at.is_some_and(|f| version <= f);
                 // Revoked by a grant naming another node (a failover away
                 // from here) at this version: that is newer than this answer.
-                let handed_away = fenced && lease.snapshot().owner.is_some_and(|o| o != me);
+                // Only a hand-over at this version or later counts: the
+                // lease still named for the other node by an earlier
+                // failover kept a node promoted since from ever being
+                // renewed (seen after a failover that failed past the
+                // controller's switch: no writable master).
+                let handed_away = fenced
+                    && lease.snapshot().owner.is_some_and(|o| o != me)
+                    && self.ctx.role.handed_away_at() >= version;
                 if !handed_away {
                     // Named master: writes wait here for the node, rather
                     // than go to the old master (which may be gone).

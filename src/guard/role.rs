@@ -182,6 +182,10 @@ pub struct Role {
     /// another leasegate taking over from this node asks for it (`INFO
     /// leasegate`), since from that version on no older answer renews here.
     controller_version: AtomicU64,
+    /// The topology version (the controller's, or the node's where higher)
+    /// when a grant last named another node master: a hand-over of the
+    /// lease at that version, older than any later one.
+    handed_away_at: AtomicU64,
     /// The highest `CLUSTERX SETNODES` version the node was seen to accept
     /// (0: none): Kvrocks takes one at its current version as a no-op.
     node_topology: AtomicU64,
@@ -237,6 +241,7 @@ impl Role {
             promoted: tokio::sync::Notify::new(),
             promotion: std::sync::Mutex::new(None),
             controller_version: AtomicU64::new(0),
+            handed_away_at: AtomicU64::new(0),
             node_topology: AtomicU64::new(0),
             stepping_down: AtomicBool::new(false),
             step_down_pause: AtomicBool::new(false),
@@ -291,6 +296,9 @@ impl Role {
                 self.clear_demotion();
             }
             Ok(GrantOutcome::Revoked) => {
+                let at = self.controller_version.load(Ordering::Acquire);
+                self.handed_away_at
+                    .fetch_max(at.max(self.node_topology()), Ordering::AcqRel);
                 self.stop_awaiting_lease();
                 self.metrics.count(source, "revoked");
                 info!(
@@ -351,6 +359,12 @@ impl Role {
 
     pub async fn promoted(&self) {
         self.promoted.notified().await
+    }
+
+    /// The topology version at which a grant last named another node
+    /// master (0: never).
+    pub fn handed_away_at(&self) -> u64 {
+        self.handed_away_at.load(Ordering::Acquire)
     }
 
     /// The poller read the controller's topology at `version`.
