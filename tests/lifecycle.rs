@@ -283,29 +283,7 @@ fn client_closing_closes_the_backend_connection() {
 #[test]
 fn logs_to_a_pipe_carry_no_colour_codes() {
     let redis = RedisServer::start();
-    let dir = tempfile::tempdir().expect("temp dir");
-    let config = dir.path().join("leasegate.yaml");
-    let port = support::free_port();
-    std::fs::write(
-        &config,
-        format!(
-            "listen: 127.0.0.1:{port}\nbackend:\n  addr: {}\nadmin:\n  listen: \"\"\nlog:\n  level: info\nlease:\n  mode: disabled\n",
-            redis.addr()
-        ),
-    )
-    .expect("write config");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_leasegate"))
-        .args(["run", "-c"])
-        .arg(&config)
-        .env_remove("NO_COLOR")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn leasegate");
-    support::wait_listening(port, &mut child, "leasegate").expect("leasegate listens");
-    let _ = child.kill();
-    let out = child.wait_with_output().expect("its output");
-    let log = String::from_utf8_lossy(&out.stderr);
+    let log = support::piped_log(&redis.addr(), "  mode: disabled\n", Duration::ZERO);
     assert!(log.contains("INFO"), "an info line was logged: {log}");
     assert!(
         !log.contains('\u{1b}'),

@@ -15,8 +15,6 @@
 
 mod support;
 
-use std::io::Read;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use support::kvrocks::KvrocksServer;
@@ -79,43 +77,6 @@ fn an_old_master_that_diverged_rejoins_in_full_through_the_new_masters_leasegate
     );
 }
 
-/// leasegate's log after its node probe looked at `kvrocks` for a while;
-/// `done` checks it.
-fn probe_log(kvrocks: &KvrocksServer, done: impl Fn(&str) -> bool) -> String {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let config = dir.path().join("leasegate.yaml");
-    let port = support::free_port();
-    std::fs::write(
-        &config,
-        format!(
-            "listen: 127.0.0.1:{port}\nbackend:\n  addr: {}\nadmin:\n  listen: \"\"\nlog:\n  level: info\nlease:\n  mode: block-write\n  probe_interval_ms: 100\n",
-            kvrocks.addr()
-        ),
-    )
-    .expect("write config");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_leasegate"))
-        .args(["run", "-c"])
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn leasegate");
-    support::wait_listening(port, &mut child, "leasegate").expect("leasegate listens");
-    let mut stderr = child.stderr.take().expect("its stderr");
-    let reader = std::thread::spawn(move || {
-        let mut log = String::new();
-        let _ = stderr.read_to_string(&mut log);
-        log
-    });
-    // Fifteen probe intervals; then the process is stopped and its log read.
-    std::thread::sleep(Duration::from_millis(1500));
-    let _ = child.kill();
-    let _ = child.wait();
-    let log = reader.join().expect("the log reader");
-    assert!(done(&log), "{log}");
-    log
-}
-
 #[test]
 fn a_node_that_replicates_by_sequence_alone_is_warned_about() {
     let (Some(plain), Some(rsid)) = (
@@ -124,9 +85,17 @@ fn a_node_that_replicates_by_sequence_alone_is_warned_about() {
     ) else {
         return;
     };
-    let log = probe_log(&plain, |log| log.contains("use-rsid-psync no"));
-    assert!(log.contains("WARN"), "{log}");
-    probe_log(&rsid, |log| {
-        log.contains("INFO") && !log.contains("use-rsid-psync no")
-    });
+    // Fifteen probe intervals each.
+    let lease = "  mode: block-write\n  probe_interval_ms: 100\n";
+    let run_for = Duration::from_millis(1500);
+    let log = support::piped_log(&plain.addr(), lease, run_for);
+    assert!(
+        log.contains("WARN") && log.contains("use-rsid-psync no"),
+        "{log}"
+    );
+    let log = support::piped_log(&rsid.addr(), lease, run_for);
+    assert!(
+        log.contains("INFO") && !log.contains("use-rsid-psync no"),
+        "{log}"
+    );
 }

@@ -302,10 +302,13 @@ impl Poller<'_> {
                 // lease still named for the other node by an earlier
                 // failover kept a node promoted since from ever being
                 // renewed (seen after a failover that failed past the
-                // controller's switch: no writable master).
+                // controller's switch: no writable master). Where this
+                // process did not see the hand-over (an upgrade's
+                // successor: 0), any version counts, as before.
+                let away_at = self.ctx.role.handed_away_at();
                 let handed_away = fenced
                     && lease.snapshot().owner.is_some_and(|o| o != me)
-                    && self.ctx.role.handed_away_at() >= version;
+                    && (away_at == 0 || away_at >= version);
                 if !handed_away {
                     // Named master: writes wait here for the node, rather
                     // than go to the old master (which may be gone).

@@ -765,6 +765,42 @@ pub fn post_failover(from: &Proxy, to: &Proxy, token: &str, options: &str) -> (u
     )
 }
 
+/// The log (stderr, piped as a journal or `2>log` takes it) of a leasegate
+/// before `backend`, with `lease_yaml` under `lease:` and no admin API,
+/// that ran for `run_for` once it listened.
+#[allow(dead_code)] // not every test binary reads a log
+pub fn piped_log(backend: &str, lease_yaml: &str, run_for: Duration) -> String {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("leasegate.yaml");
+    let port = free_port();
+    std::fs::write(
+        &config,
+        format!(
+            "listen: 127.0.0.1:{port}\nbackend:\n  addr: {backend}\nadmin:\n  listen: \"\"\nlog:\n  level: info\nlease:\n{lease_yaml}"
+        ),
+    )
+    .expect("write config");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_leasegate"))
+        .args(["run", "-c"])
+        .arg(&config)
+        .env_remove("NO_COLOR")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn leasegate");
+    wait_listening(port, &mut child, "leasegate").expect("leasegate listens");
+    let mut stderr = child.stderr.take().expect("its stderr");
+    let reader = std::thread::spawn(move || {
+        let mut log = String::new();
+        let _ = stderr.read_to_string(&mut log);
+        log
+    });
+    std::thread::sleep(run_for);
+    let _ = child.kill();
+    let _ = child.wait();
+    reader.join().expect("the log reader")
+}
+
 /// One series of the `/metrics` of the leasegate whose admin API is on
 /// `admin` (`series` with its labels and the space after them); 0 if absent.
 #[allow(dead_code)] // not every test binary reads metrics
