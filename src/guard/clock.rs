@@ -55,3 +55,24 @@ impl Clock for ManualClock {
         self.0.load(Ordering::SeqCst)
     }
 }
+
+/// Rate-limits a warning to one a second, without a lock: the first caller
+/// past the second wins the exchange and logs.
+#[derive(Debug, Default)]
+pub struct EverySecond(AtomicU64);
+
+impl EverySecond {
+    pub const fn new() -> EverySecond {
+        EverySecond(AtomicU64::new(0))
+    }
+
+    /// Whether to log now (`now` in nanoseconds on the lease clock).
+    pub fn due(&self, now: Nanos) -> bool {
+        let last = self.0.load(Ordering::Relaxed);
+        now.saturating_sub(last) >= 1_000_000_000
+            && self
+                .0
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
+}

@@ -172,7 +172,10 @@ async fn serve_client<C: session::ClientIo>(
             Err(why) => {
                 debug!(%why, "no stand-in for the node");
                 ctx.metrics.backend_connect_errors.inc();
-                if unavailable_log_due() {
+                // At most once a second: clients that reconnect in a loop
+                // while the node is down logged a line each (1,722 lines in
+                // a few seconds, seen in a walkthrough).
+                if UNAVAILABLE_WARNING.due(ctx.gate.lease().now()) {
                     warn!(
                         backend = %addr,
                         error = %e,
@@ -187,23 +190,8 @@ async fn serve_client<C: session::ClientIo>(
 }
 
 /// When "backend unavailable" was last logged.
-static UNAVAILABLE_LOGGED: std::sync::Mutex<Option<std::time::Instant>> =
-    std::sync::Mutex::new(None);
-
-/// Whether to log a refused client now: at most once a second, as clients
-/// that reconnect in a loop while the node is down would log a line each
-/// (1,722 lines in a few seconds, seen in a walkthrough).
-fn unavailable_log_due() -> bool {
-    let Ok(mut last) = UNAVAILABLE_LOGGED.lock() else {
-        return true;
-    };
-    let now = std::time::Instant::now();
-    if last.is_some_and(|t| now.duration_since(t) < Duration::from_secs(1)) {
-        return false;
-    }
-    *last = Some(now);
-    true
-}
+static UNAVAILABLE_WARNING: crate::guard::clock::EverySecond =
+    crate::guard::clock::EverySecond::new();
 
 /// Accepts on `listener`; never, without one.
 pub(super) async fn accept_on(

@@ -41,7 +41,7 @@
 //! behind another ([`Gate::reconfigure`]), read only off the hot path
 //! (connection start, AUTH/HELLO, a fenced write).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use arc_swap::{ArcSwap, Guard};
@@ -49,6 +49,7 @@ use bytes::Bytes;
 use tracing::warn;
 
 use crate::command::{Class, CommandTable, ReplyMode, Special, CLIENT_REPLY_ON};
+use crate::guard::clock::EverySecond;
 use crate::guard::control::ControlPolicy;
 use crate::guard::lease::{Lease, LeaseMode, Term};
 use crate::guard::pause::{OnDemote, Pause};
@@ -175,22 +176,6 @@ pub const UNKNOWN_OUTCOME: &[u8] = b"-UNKNOWN write outcome unknown: the node an
 /// The start of what a client gets instead of a write's success reply when
 /// the write was forwarded unconfirmed and its confirmation failed.
 pub const UNCONFIRMED_HEAD: &str = "-UNKNOWN write outcome unknown: ";
-/// Rate-limits a warning to one a second, without a lock: the first caller
-/// past the second wins the exchange and logs.
-#[derive(Debug, Default)]
-struct EverySecond(AtomicU64);
-
-impl EverySecond {
-    /// Whether to log now (`now` in nanoseconds on the lease clock).
-    fn due(&self, now: u64) -> bool {
-        let last = self.0.load(Ordering::Relaxed);
-        now.saturating_sub(last) >= 1_000_000_000
-            && self
-                .0
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-    }
-}
 
 impl Gate {
     pub fn new(policy: Policy, role: Arc<Role>, parts: GateParts) -> Gate {
