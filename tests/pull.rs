@@ -282,3 +282,98 @@ fn an_https_controller_grants_the_lease_and_an_untrusted_one_does_not() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The controller names this node master while the old master's leasegate
+/// runs a failover (as a timed cluster failover does: the controller
+/// switched before its pause, and the old master still acknowledges writes
+/// under its lease). That failover promotes this node and grants its lease
+/// itself: the poll does not hold this leasegate's writes meanwhile (they
+/// go on to the old master, this node's demotion). Held, they waited from
+/// the controller's switch to the failover's end (0.2–0.4 s, a
+/// walkthrough). Once no failover runs there, the poll holds them as before.
+#[test]
+fn the_poll_holds_no_writes_while_the_old_masters_failover_promotes_this_node() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use support::kvrocks::Node;
+    use support::scripted::{bulk, serve_commands};
+
+    let controller = TestController::start();
+    let (old_id, me) = (node_id(1), node_id(2));
+    let Some(node) = Node::start_with(&me, "block-write", &controller.yaml(POLL_MS, 10_000)) else {
+        return;
+    };
+    // The old master's leasegate, scripted: its failover runs (holding its
+    // lease) while `running` is set; anything else it is sent is taken.
+    let running = Arc::new(AtomicBool::new(true));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let old = listener.local_addr().expect("addr").to_string();
+    let state = running.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let state = state.clone();
+            std::thread::spawn(move || {
+                serve_commands(conn, |args| match args.first().map(String::as_str) {
+                    Some(c) if c.eq_ignore_ascii_case("INFO") => {
+                        bulk(&if state.load(Ordering::SeqCst) {
+                            "# Leasegate\r\nlease_valid:1\r\ncluster_failover_state:wait_sync\r\ncontroller_version:1\r\n".to_string()
+                        } else {
+                            "# Leasegate\r\nlease_valid:1\r\ncluster_failover_state:none\r\ncontroller_version:1\r\n".to_string()
+                        })
+                    }
+                    _ => b"+OK\r\n".to_vec(),
+                })
+            });
+        }
+    });
+    let here = format!("127.0.0.1:{}", node.proxy.port);
+    controller.set_topology(
+        1,
+        vec![vec![(&old_id, &old, "master"), (&me, &here, "slave")]],
+    );
+    let text = format!(
+        "{old_id} {} master - 0-16383\n{me} 127.0.0.1 {} slave {old_id}",
+        old.replace(':', " "),
+        node.proxy.port
+    );
+    node.set_nodes(&text, 1);
+    wait_polls(&controller, 2);
+    // The controller switches the shard; its push has not come.
+    controller.set_topology(
+        2,
+        vec![vec![(&me, &here, "master"), (&old_id, &old, "slave")]],
+    );
+    let mut info = node.proxy.client();
+    let field = |info: &mut Client, name: &str| {
+        support::info_fields(&info.cmd(&["INFO", "leasegate"]))
+            .get(name)
+            .cloned()
+            .unwrap_or_default()
+    };
+    // The poll saw the switch (it holds the writes right after, if at all).
+    let start = Instant::now();
+    while field(&mut info, "controller_version") != "2" {
+        assert!(start.elapsed() < PATIENCE, "the poll never saw version 2");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let since = Instant::now();
+    while since.elapsed() < Duration::from_millis(10 * POLL_MS) {
+        assert_eq!(
+            field(&mut info, "paused"),
+            "0",
+            "writes held here while the old master's failover runs"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // No failover there: the controller's switch is followed by the poll,
+    // which holds the writes until the node is at its topology.
+    running.store(false, Ordering::SeqCst);
+    let start = Instant::now();
+    while field(&mut info, "paused") != "1" {
+        assert!(
+            start.elapsed() < PATIENCE,
+            "the poll never held the writes once no failover ran at the old master"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

@@ -42,6 +42,7 @@ use tracing::{info, warn};
 use super::sentinel::{replication_of, OwnNode};
 use super::ControlContext;
 use crate::guard::promotion::FenceRequest;
+use crate::kvrocks::admin_api::FailoverState;
 use crate::proxy::backend::{BackendError, ControlConnection};
 
 /// How long the old master's writes are paused at least: until this node
@@ -184,7 +185,9 @@ async fn fence_old_master(
     // pause, and fences its node and promotes this one itself, at the
     // moment it planned. Pausing it here would stall its writes for an
     // untimed promotion; the controller sends its topology again.
-    if field("lease_valid") == Some("1") && field("cluster_failover_state").is_some_and(running) {
+    if field("lease_valid") == Some("1")
+        && field("cluster_failover_state").is_some_and(FailoverState::names_a_running_one)
+    {
         return Fenced::Refused(format!(
             "the old master {addr} runs a failover and still holds its lease: it fences itself and promotes this node"
         ));
@@ -244,15 +247,6 @@ async fn fence_old_master(
         }
         tokio::time::sleep(CATCH_UP_EVERY).await;
     }
-}
-
-/// Whether a failover in this `cluster_failover_state` (`INFO leasegate`)
-/// is under way.
-fn running(state: &str) -> bool {
-    matches!(
-        state,
-        "started" | "check_slave" | "pause_write" | "wait_sync" | "switching"
-    )
 }
 
 /// The old master's leasegate cannot be reached or paused: it may go on

@@ -309,9 +309,12 @@ impl Poller<'_> {
                 let handed_away = fenced
                     && lease.snapshot().owner.is_some_and(|o| o != me)
                     && (away_at == 0 || away_at >= version);
-                if !handed_away {
-                    // Named master: writes wait here for the node, rather
-                    // than go to the old master (which may be gone).
+                // Named master: writes wait here for the node, rather
+                // than go to the old master (which may be gone), unless
+                // the old master's own failover promotes this node.
+                if !handed_away
+                    && !switch::old_master_fails_over(self.ctx, previous_master.as_deref()).await
+                {
                     self.hold_writes();
                 }
                 match switch::take_over(self.ctx, &cluster, previous_master.as_deref()).await {

@@ -45,6 +45,7 @@ use super::ControlContext;
 use crate::guard::gate::PROMOTION_LEASE_WAIT;
 use crate::guard::pause::{OnDemote, PauseMode};
 use crate::guard::role::{Demotion, Source};
+use crate::kvrocks::admin_api::FailoverState;
 use crate::kvrocks::controller::Cluster;
 use crate::proxy::backend::{BackendError, ControlConnection};
 
@@ -176,6 +177,38 @@ pub(super) async fn node_is_past(ctx: &ControlContext, version: u64) -> bool {
     match node.call(&["CLUSTERX", "VERSION"]).await {
         Ok(reply) => integer(&reply).is_some_and(|at| at > version as i64),
         Err(_) => false,
+    }
+}
+
+/// Whether the old master's leasegate at `old_master` runs a failover
+/// (its `INFO leasegate` reports a running `cluster_failover_state`). That
+/// failover promotes this node and grants its lease itself, and in a timed
+/// one the controller switched before its pause (`--cluster-timing`): the
+/// old master still acknowledges writes under its lease. Writes sent here
+/// meanwhile go on to it (this node's demotion), to be handed back with its
+/// sessions, rather than wait here from the controller's switch to the
+/// failover's end (0.2–0.4 s seen). `false` where it cannot be asked
+/// within the connect timeout.
+pub(super) async fn old_master_fails_over(ctx: &ControlContext, old_master: Option<&str>) -> bool {
+    let Some(old_master) = old_master else {
+        return false;
+    };
+    let config = ctx.config.load();
+    let timeout = config.connect_timeout();
+    let password = config.backend.password.as_deref();
+    let peer = ctx.peer_tls();
+    let asked = async {
+        let mut conn =
+            ControlConnection::open_leasegate(old_master, peer.as_deref(), password, timeout)
+                .await
+                .map_err(|e| e.to_string())?;
+        conn.leasegate_info().await
+    };
+    match tokio::time::timeout(timeout, asked).await {
+        Ok(Ok(fields)) => {
+            field(&fields, "cluster_failover_state").is_some_and(FailoverState::names_a_running_one)
+        }
+        _ => false,
     }
 }
 

@@ -76,6 +76,17 @@ impl FailoverState {
         }
     }
 
+    /// The state named `text` (`cluster_failover_state`), if any.
+    pub fn parse(text: &str) -> Option<FailoverState> {
+        FailoverState::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+
+    /// Whether a failover in `text` (a `cluster_failover_state`, as
+    /// another leasegate's `INFO leasegate` reports it) is under way.
+    pub fn names_a_running_one(text: &str) -> bool {
+        FailoverState::parse(text).is_some_and(|s| !s.is_final())
+    }
+
     pub fn is_final(self) -> bool {
         matches!(
             self,
