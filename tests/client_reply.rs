@@ -476,3 +476,75 @@ fn block_write_with_and_without_a_lease_matches_the_node_and_keeps_the_promise()
         assert_same(target.name, "block-write with a lease", &direct, &via);
     }
 }
+
+/// A client that connects while leasegate still starts gets Kvrocks' ways
+/// on a Kvrocks node: leasegate admits clients once its probe has said
+/// what the node is. Here the node (scripted, answering as Kvrocks does)
+/// takes 300 ms to answer the probe's `INFO server`, and a client sends,
+/// at once, `SKIP` while `OFF`: Kvrocks answers the request after the
+/// skipped one, Redis does not. Served before the probe's answer, the
+/// session took the node for Redis and dropped that reply (the client
+/// waited for good for it; seen as a flake under load).
+#[test]
+fn a_client_of_a_starting_leasegate_gets_the_kvrocks_ways_of_its_node() {
+    use std::net::TcpListener;
+    use support::scripted::{bulk, serve_commands};
+
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let node = listener.local_addr().expect("addr").to_string();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                serve_commands(conn, |args| {
+                    let arg = |i: usize| args.get(i).map(|a| a.to_ascii_lowercase());
+                    match (arg(0).as_deref(), arg(1).as_deref()) {
+                        (Some("info"), Some("server")) => {
+                            std::thread::sleep(Duration::from_millis(300));
+                            bulk("# Server\r\nkvrocks_version:2.14.0\r\n")
+                        }
+                        (Some("info"), _) => {
+                            bulk("# Replication\r\nrole:master\r\nmaster_repl_offset:0\r\n")
+                        }
+                        (Some("config"), _) => {
+                            let mut out = b"*2\r\n".to_vec();
+                            out.extend(bulk("use-rsid-psync"));
+                            out.extend(bulk("yes"));
+                            out
+                        }
+                        (Some("role"), _) => {
+                            let mut out = b"*3\r\n".to_vec();
+                            out.extend(bulk("master"));
+                            out.extend(b":0\r\n*0\r\n");
+                            out
+                        }
+                        (Some("ping" | "echo"), _) => match args.get(1) {
+                            Some(text) => bulk(text),
+                            None => b"+PONG\r\n".to_vec(),
+                        },
+                        (Some("command"), _) => b"-ERR unknown command `COMMAND`\r\n".to_vec(),
+                        _ => b"+OK\r\n".to_vec(),
+                    }
+                })
+            });
+        }
+    });
+    let proxy = Proxy::start(
+        &node,
+        &format!("node_id: {ME}\nlease:\n  mode: disabled\n  probe_interval_ms: 1000\n"),
+    );
+    let got = run(
+        proxy.port,
+        &[&[
+            &["CLIENT", "REPLY", "OFF"],
+            &["CLIENT", "REPLY", "SKIP"],
+            &["PING", "skipped"],
+            &["PING", "answered"],
+        ]],
+    );
+    let text = String::from_utf8_lossy(&got);
+    assert!(
+        text.starts_with("$8\r\nanswered\r\n"),
+        "SKIP while OFF on Kvrocks: the request after the skipped one is answered; got {text:?}"
+    );
+    assert!(!text.contains("skipped"), "{text:?}");
+}

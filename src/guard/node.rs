@@ -34,6 +34,10 @@ pub struct NodeStatus {
     /// on the node in BLPOP & co., which Kvrocks does not unblock.
     demotions: std::sync::atomic::AtomicU64,
     demoted: tokio::sync::Notify,
+    /// The probe has looked at the node once (learned what it is, or
+    /// failed), and who waits for that ([`Self::first_look`]).
+    looked: std::sync::atomic::AtomicBool,
+    first_looked: tokio::sync::Notify,
 }
 
 #[derive(Debug, Default, Clone, serde::Serialize)]
@@ -113,12 +117,37 @@ impl NodeStatus {
         self.is_master_gauge.set(i64::from(master));
         self.replica
             .store(!master, std::sync::atomic::Ordering::Relaxed);
+        self.looked_at();
     }
 
     /// What the probe learned the node is, when it connected.
     pub fn set_kvrocks(&self, kvrocks: bool) {
         self.kvrocks
             .store(kvrocks, std::sync::atomic::Ordering::Relaxed);
+        self.looked_at();
+    }
+
+    /// The probe looked at the node: it learned what it is, or failed.
+    fn looked_at(&self) {
+        if !self.looked.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            self.first_looked.notify_waiters();
+        }
+    }
+
+    /// Returns once the probe has looked at the node for the first time
+    /// (what it is, or that it cannot say): the server admits clients only
+    /// then, so that no session follows Redis' ways on a Kvrocks node for
+    /// want of an answer that was on its way.
+    pub async fn first_look(&self) {
+        loop {
+            let notified = self.first_looked.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.looked.load(std::sync::atomic::Ordering::Acquire) {
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// Whether the node is Kvrocks, as far as the probe knows (Redis when
@@ -187,6 +216,7 @@ impl NodeStatus {
         };
         self.failures_gauge
             .set(i64::try_from(failures).unwrap_or(i64::MAX));
+        self.looked_at();
         self.is_master_gauge.set(0);
     }
 }

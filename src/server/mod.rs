@@ -233,6 +233,9 @@ impl Server {
         self.start_learning();
         self.start_probe();
         self.start_memory_return();
+        if !self.take_over {
+            self.first_look_at_the_node().await;
+        }
         info!(
             listen = %self.config.listen,
             backend = %self.config.backend.addr,

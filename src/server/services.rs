@@ -42,6 +42,32 @@ impl Server {
         tokio::spawn(probe::run(Arc::clone(&self.shared)));
     }
 
+    /// Waits for the probe's first look at the node, bounded by two of its
+    /// timeouts: what the node is (Kvrocks or Redis) decides how a session
+    /// mutes replies under `CLIENT REPLY` and tells RESP3 pub/sub messages
+    /// from replies, and a client served before the answer would be
+    /// treated as on Redis (a reply owed to it dropped). Clients that
+    /// connect meanwhile wait in the listener's backlog. A successor
+    /// (`--take-over`) has it from its predecessor; with the probe off,
+    /// Redis is assumed, as documented.
+    pub(super) async fn first_look_at_the_node(&self) {
+        let config = self.shared.config.load();
+        let interval = config.lease.probe_interval;
+        if interval.is_zero() {
+            return;
+        }
+        let bound = interval.min(config.connect_timeout()) * 2 + Duration::from_millis(50);
+        if tokio::time::timeout(bound, self.shared.role.node.first_look())
+            .await
+            .is_err()
+        {
+            warn!(
+                waited_ms = bound.as_millis() as u64,
+                "the node probe has not said what the node is; serving clients as on Redis until it does"
+            );
+        }
+    }
+
     /// Starts the admin API and the controller poller.
     pub(super) async fn start_services(
         &self,
