@@ -10,6 +10,7 @@
 //! replication connections passing through, in [`replicas`]; a promotion
 //! held until the old master is fenced, in [`promotion`]; Redis's
 //! `FAILOVER` command as leasegate answers it, in [`failover_command`];
+//! the state of this proxy's own failovers, in [`failover_status`];
 //! whether replicas confirmed a batch of writes before they are
 //! acknowledged, in [`durability`]; what a successor process takes over at
 //! an upgrade, in [`succession`].
@@ -18,6 +19,7 @@ pub mod clock;
 pub mod control;
 pub mod durability;
 pub mod failover_command;
+pub mod failover_status;
 pub mod gate;
 pub mod info;
 pub mod lease;
