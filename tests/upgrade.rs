@@ -204,6 +204,7 @@ fn a_successor_that_fails_leaves_the_running_leasegate_serving() {
         .args(["run", "-c"])
         .arg(&broken_path)
         .arg("--take-over")
+        .env("TMPDIR", proxy.dir())
         .output()
         .expect("run the successor");
     assert!(!out.status.success());
@@ -237,6 +238,7 @@ fn a_successor_that_fails_leaves_the_running_leasegate_serving() {
         .args(["run", "-c"])
         .arg(&lonely)
         .arg("--take-over")
+        .env("TMPDIR", proxy.dir())
         .output()
         .expect("run");
     assert!(!out.status.success());
@@ -325,6 +327,7 @@ fn systemd_is_told_which_process_serves() {
         .args(["run", "-c"])
         .arg(&config)
         .env("NOTIFY_SOCKET", &notify_path)
+        .env("TMPDIR", dir.path())
         .spawn()
         .expect("spawn");
     let mut successors = Successors::default();

@@ -368,6 +368,9 @@ impl Proxy {
         let mut child = Command::new(env!("CARGO_BIN_EXE_leasegate"))
             .args(["run", "-c"])
             .arg(&config_path)
+            // Its upgrade socket (by default in the temporary directory)
+            // goes with the test's directory, killed or not.
+            .env("TMPDIR", dir.path())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -378,6 +381,14 @@ impl Proxy {
 
     pub fn client(&self) -> Client {
         Client::connect(self.port)
+    }
+
+    /// The test's directory for this leasegate: its config, and its
+    /// temporary directory (`TMPDIR`: the default upgrade socket is there,
+    /// so a successor started by hand needs it too).
+    #[allow(dead_code)]
+    pub fn dir(&self) -> &std::path::Path {
+        self._dir.path()
     }
 
     /// The port of the admin API, from `admin.listen` in the config.
@@ -416,6 +427,7 @@ impl Proxy {
         let mut child = Command::new(env!("CARGO_BIN_EXE_leasegate"))
             .args(["run", "-c"])
             .arg(&self.config_path)
+            .env("TMPDIR", self._dir.path())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
