@@ -51,6 +51,9 @@ use crate::proxy::backend::{BackendError, ControlConnection};
 
 /// How often another leasegate is asked for its `INFO leasegate`.
 const ASK_EVERY: Duration = Duration::from_millis(2);
+/// How long the poll waits for the old master's leasegate to say whether
+/// its failover runs, before it holds the writes here anyway.
+const ASK_FAILOVER_WITHIN: Duration = Duration::from_millis(100);
 /// How long writes forwarded before a step-down's hold get to be answered
 /// under the lease; one still unanswered then gets the unknown-outcome
 /// error, as it would have without the hold.
@@ -188,13 +191,14 @@ pub(super) async fn node_is_past(ctx: &ControlContext, version: u64) -> bool {
 /// meanwhile go on to it (this node's demotion), to be handed back with its
 /// sessions, rather than wait here from the controller's switch to the
 /// failover's end (0.2–0.4 s seen). `false` where it cannot be asked
-/// within the connect timeout.
+/// within [`ASK_FAILOVER_WITHIN`] (a frozen old master: the writes are
+/// held here, as before).
 pub(super) async fn old_master_fails_over(ctx: &ControlContext, old_master: Option<&str>) -> bool {
     let Some(old_master) = old_master else {
         return false;
     };
     let config = ctx.config.load();
-    let timeout = config.connect_timeout();
+    let timeout = config.connect_timeout().min(ASK_FAILOVER_WITHIN);
     let password = config.backend.password.as_deref();
     let peer = ctx.peer_tls();
     let asked = async {
