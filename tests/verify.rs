@@ -19,6 +19,10 @@ fn verifying_proxy(redis: &RedisServer, ctl: &TestController, lease: &str) -> Pr
 }
 
 /// As [`verifying_proxy`], with `verify.hold: <hold>` and `verify.timeout_ms`.
+/// The other node's address is not a leasegate here: a demoted node's
+/// writes are refused (`pause.on_demote: readonly`) rather than handed
+/// over, so a controller naming another master refuses them and revokes
+/// the lease at once (handed over: `tests/real_verify.rs`).
 fn proxy_holding(
     hold: &str,
     timeout_ms: u64,
@@ -29,7 +33,7 @@ fn proxy_holding(
     Proxy::start(
         &redis.addr(),
         &format!(
-            "node_id: {}\n{}verify:\n  mode: every-write\n  hold: {hold}\n  timeout_ms: {timeout_ms}\n{extra}",
+            "node_id: {}\n{}pause:\n  on_demote: readonly\nverify:\n  mode: every-write\n  hold: {hold}\n  timeout_ms: {timeout_ms}\n{extra}",
             node_id(1),
             ctl.yaml(3_600_000, 3_600_000)
         ),

@@ -130,6 +130,9 @@ pub async fn poll(ctx: Arc<ControlContext>) {
             _ = ticker.tick() => {}
             // A topology promoting this node passed: ask now.
             _ = ctx.role.promoted() => {}
+            // Verification saw the controller switch the shard: follow it
+            // now (writes refused meanwhile wait for it).
+            _ = ctx.role.switch.seen() => {}
             // A topology demoting this node passed, its writes held.
             _ = ctx.role.stepped_down() => {
                 switch::release_to_new_master(&ctx).await;
@@ -181,6 +184,9 @@ pub async fn poll(ctx: Arc<ControlContext>) {
             f = poller.apply(answer, sent) => f,
             _ = ctx.shutdown.cancelled() => return,
         };
+        // A switch verification saw before this poll was sent is followed
+        // now (a step-down), or was none: the writes waiting go on.
+        ctx.role.switch.followed(started);
         if follow {
             // A switch was followed: look again at once rather than a
             // tick later (the other side may have moved meanwhile).

@@ -30,4 +30,5 @@ pub mod promotion;
 pub mod replicas;
 pub mod role;
 pub mod succession;
+pub mod switch_watch;
 pub mod verify;

@@ -22,6 +22,7 @@ use tracing::{debug, info};
 pub use crate::guard::failover_status::FailoverStatus;
 use crate::guard::lease::{Grant, GrantError, GrantOutcome, Lease, Nanos};
 use crate::guard::pause::OnDemote;
+use crate::guard::switch_watch::SwitchWatch;
 
 /// Who granted or revoked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -166,6 +167,9 @@ pub struct Role {
     blocking_writes_completed: AtomicU64,
     /// The state of this proxy's graceful failovers.
     pub failover: FailoverStatus,
+    /// A switch of the controller's that verification saw before the
+    /// poller ([`Role::saw_switch`]).
+    pub switch: SwitchWatch,
     /// What the node said of itself when last probed.
     pub node: crate::guard::node::NodeStatus,
     /// The replicas replicating through this leasegate (a failover times
@@ -235,6 +239,7 @@ impl Role {
             writes_in_flight: InFlight::default(),
             blocking_writes_completed: AtomicU64::new(0),
             failover: FailoverStatus::default(),
+            switch: SwitchWatch::default(),
             node: crate::guard::node::NodeStatus::default(),
             replicas: Arc::default(),
             metrics: RoleMetrics::default(),
@@ -443,6 +448,32 @@ impl Role {
         }
     }
 
+    /// A confirmation round saw the controller name another master of
+    /// this node's shard while the lease holds: with a poller to follow it
+    /// and writes handed over on a demotion (`pause.on_demote: forward`),
+    /// the poller is woken and the writes refused by the round wait for it
+    /// (`true`; [`crate::guard::switch_watch`]). `false`: the caller
+    /// revokes the lease, as for any other negative answer.
+    pub fn saw_switch(&self) -> bool {
+        if !self.poller_releases.load(Ordering::Acquire) || self.on_demote() != OnDemote::Forward {
+            return false;
+        }
+        self.switch.saw();
+        true
+    }
+
+    /// How long writes wait for the poller to follow a switch that
+    /// verification saw: its poll, then the step-down's bound.
+    pub fn switch_patience(&self) -> std::time::Duration {
+        self.step_down_hold(SWITCH_POLL) + SWITCH_POLL
+    }
+
+    /// Whether a switch that verification saw waits for the poller.
+    #[inline]
+    pub fn switch_pending(&self) -> bool {
+        self.switch.pending(self.switch_patience())
+    }
+
     /// How long a step-down's pause may hold writes: `drain` without a
     /// poller, the switch bound with one (never less than `drain`).
     pub fn step_down_hold(&self, drain: std::time::Duration) -> std::time::Duration {
@@ -537,6 +568,10 @@ impl Role {
         self.blocking_writes_completed.load(Ordering::SeqCst)
     }
 }
+
+/// Allowed for the poller's question to the controller after a switch that
+/// verification saw.
+const SWITCH_POLL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// `pause.on_demote` as stored in [`Role`].
 fn on_demote_to_u8(on_demote: OnDemote) -> u8 {

@@ -31,6 +31,10 @@ pub struct GateMetrics {
     pub late_acknowledgements_log_only: Counter,
     /// `leasegate_writes_unreplicated_total` (`durability.min_replicas`).
     pub writes_unreplicated: Counter,
+    /// `leasegate_writes_waited_for_switch_total`: writes whose
+    /// confirmation was refused because the controller switched the
+    /// shard, that waited for the poller to follow (then handed over).
+    pub writes_waited_for_switch: Counter,
     /// `leasegate_commands_addressed_elsewhere_total`: a moved session's
     /// request addressed to this node, answered by closing the connection.
     pub addressed_elsewhere: Counter,
@@ -84,6 +88,11 @@ impl GateMetrics {
             "writes_unreplicated",
             "Write acknowledgements replaced by an unknown-outcome error because fewer replicas than durability.min_replicas confirmed them in time",
             self.writes_unreplicated.clone(),
+        );
+        registry.register(
+            "writes_waited_for_switch",
+            "Writes whose mastership confirmation was refused because the controller switched the shard, which waited for the poller to follow the switch (and were then handed to the new master)",
+            self.writes_waited_for_switch.clone(),
         );
         registry.register(
             "commands_addressed_elsewhere",

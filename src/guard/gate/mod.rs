@@ -388,8 +388,13 @@ impl Gate {
                 Verdict::Forward
             }
             Some(v) if !r.verified => match v.hold() {
-                VerifyHold::Request => Verdict::Hold(Wait::Verification(v.ticket())),
-                VerifyHold::Acknowledgement => Verdict::ForwardUnconfirmed(v.ticket()),
+                // While a switch that verification saw waits for the
+                // poller, nothing goes to the node unconfirmed: it could
+                // only end in the unknown-outcome error.
+                VerifyHold::Acknowledgement if !self.role.switch_pending() => {
+                    Verdict::ForwardUnconfirmed(v.ticket())
+                }
+                _ => Verdict::Hold(Wait::Verification(v.ticket())),
             },
             _ => Verdict::Forward,
         }
@@ -494,12 +499,47 @@ impl Gate {
         )))
     }
 
+    /// A write's confirmation was refused. Where the controller switched
+    /// the shard, the write waits for the poller to follow the switch and
+    /// is then asked about again (unconfirmed: `release` asks the round):
+    /// on a demoted node it goes where the demotion says, as any write
+    /// arriving then (`guard::switch_watch`). Otherwise the refusal is the
+    /// answer.
+    async fn after_refusal(&self, refusal: Bytes) -> Result<(), Bytes> {
+        if !self.role.is_demoted()
+            && self.role.switch_pending()
+            && self
+                .role
+                .switch
+                .until_followed(self.role.switch_patience())
+                .await
+        {
+            self.metrics.writes_waited_for_switch.inc();
+        }
+        // A failover from here fenced this node and had the controller
+        // switch: the write goes where the failover hands the held writes.
+        let patience = std::time::Instant::now() + self.role.switch_patience();
+        while self.role.failover.is_running()
+            && !self.role.is_demoted()
+            && std::time::Instant::now() < patience
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        if self.role.is_demoted() && self.role.on_demote() == OnDemote::Forward {
+            return Ok(());
+        }
+        Err(refusal)
+    }
+
     /// Waits until a held request may be asked about again. The answer is
     /// the reply to send instead, when the wait ended in a refusal (or, for
     /// a drain, in the held request's own answer).
     pub async fn wait(&self, wait: &Wait) -> Result<(), Bytes> {
         match (wait, &self.verifier) {
-            (Wait::Verification(ticket), Some(v)) => v.wait(*ticket).await,
+            (Wait::Verification(ticket), Some(v)) => match v.wait(*ticket).await {
+                Err(refusal) => self.after_refusal(refusal).await,
+                confirmed => confirmed,
+            },
             (Wait::Verification(_), None) => Ok(()),
             (Wait::Pause(hold), _) => {
                 self.pause.wait(hold).await;

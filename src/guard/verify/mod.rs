@@ -38,7 +38,10 @@
 //! later round was also sent after their arrival). A negative answer revokes
 //! the lease (a role transition) and, like a timeout or an unreachable
 //! controller, rejects the waiting writes with
-//! `-TRYAGAIN mastership not confirmed by controller: <cause>`.
+//! `-TRYAGAIN mastership not confirmed by controller: <cause>`. Except where
+//! it names another master while the lease holds (the controller switched
+//! the shard): then the poller follows the switch and the refused writes
+//! wait for it, to be handed to the new master ([`crate::guard::switch_watch`]).
 //!
 //! A reload may switch verification on or off and change its timeout and
 //! `max_in_flight` ([`Verifier::configure`]): the verifier exists whenever
@@ -397,10 +400,14 @@ impl Verifier {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
             match last.read(body, &me) {
-                Ok((version, listed_as)) => controller::decide_role(version, listed_as, highest),
+                Ok((version, listed_as)) => (
+                    controller::decide_role(version, listed_as, highest),
+                    listed_as.is_some_and(|r| !r.eq_ignore_ascii_case("master")),
+                ),
                 Err(e) => return failed(e),
             }
         };
+        let (decision, listed_replica) = decision;
         match decision {
             Decision::Renew { version } => {
                 self.highest.fetch_max(version, Ordering::AcqRel);
@@ -411,7 +418,15 @@ impl Verifier {
             }
             Decision::Revoke { version, reason } => {
                 self.highest.fetch_max(version, Ordering::AcqRel);
-                role.revoke(&reason, Source::Verification);
+                // Another node is master of this shard while the lease
+                // holds: the controller switched it. The poller follows
+                // that switch as for its own answer (writes held and
+                // handed over); the writes refused here wait for it
+                // (`guard::switch_watch`).
+                let switched = listed_replica && role.lease().write_allowed();
+                if !(switched && role.saw_switch()) {
+                    role.revoke(&reason, Source::Verification);
+                }
                 refuse(&reason)
             }
         }

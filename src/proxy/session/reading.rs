@@ -311,9 +311,16 @@ impl Session {
         let Stall::Held(held) = std::mem::replace(&mut self.stall, Stall::None) else {
             return;
         };
-        // Only a confirmation verifies; a pause's end does not.
-        let verified = matches!(held.wait, Wait::Verification(_));
-        if outcome.is_ok() && verified {
+        // Only a confirmation verifies; a pause's end does not, nor a
+        // refusal turned into a wait for a switch to be followed (the
+        // write is asked about again unconfirmed: `Gate::wait`).
+        let verified = match held.wait {
+            Wait::Verification(ticket) => {
+                outcome.is_ok() && self.gate.confirmation(ticket) == Some(Ok(()))
+            }
+            _ => false,
+        };
+        if verified {
             self.confirmed = held.arrived;
         }
         // The old place in the pause buffer is given up before asking again.
