@@ -394,7 +394,7 @@ impl Verifier {
         };
         let seen = self.highest.load(Ordering::Acquire);
         let highest = (seen > 0).then_some(seen);
-        let decision = {
+        let (decision, listed_replica) = {
             let mut last = self.drivers[driver % self.drivers.len()]
                 .last_answer
                 .lock()
@@ -407,7 +407,6 @@ impl Verifier {
                 Err(e) => return failed(e),
             }
         };
-        let (decision, listed_replica) = decision;
         match decision {
             Decision::Renew { version } => {
                 self.highest.fetch_max(version, Ordering::AcqRel);
