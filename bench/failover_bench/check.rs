@@ -79,6 +79,32 @@ async fn read_back(
     Ok(())
 }
 
+/// The node (0 = A, 1 = B) that says it is master, when exactly one does
+/// within `patience` (a failover that failed after the controller's switch
+/// ends with the other node master, a moment later); `expected` otherwise.
+pub async fn actual_master(args: &Args, expected: usize, patience: std::time::Duration) -> usize {
+    let redis = [args.redis_a.as_str(), args.redis_b.as_str()];
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        let mut masters = Vec::new();
+        for (i, addr) in redis.iter().enumerate() {
+            if role(addr, &args.password)
+                .await
+                .is_ok_and(|r| r == "master")
+            {
+                masters.push(i);
+            }
+        }
+        if let [one] = masters[..] {
+            return one;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return expected;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// The `role:` field of the node's `INFO replication` ("unknown" without one).
 async fn role(addr: &str, password: &str) -> Result<String, String> {
     let mut s = resp::connect(addr, password).await?;

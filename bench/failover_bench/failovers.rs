@@ -303,6 +303,10 @@ pub async fn run(args: &Args, shared: &Shared) -> (Vec<Failover>, usize) {
         } else if !ok && args.stop_on_failure {
             eprintln!("[failover_bench] stopping failovers after a failed one (--stop-on-failure)");
             break;
+        } else if !ok && args.flow != Flow::Upgrade {
+            // A failover that failed after the controller's switch leaves
+            // the other node master: the next one starts from there.
+            master = crate::check::actual_master(args, master, Duration::from_secs(3)).await;
         }
         let wait_ms = if n == args.failovers {
             args.tail_ms

@@ -76,6 +76,10 @@ async fn run(args: Args) -> i32 {
     tokio::time::sleep(Duration::from_millis(args.warmup_ms)).await;
     let (failovers, master) = failovers::run(&args, load.shared()).await;
     let outcome = load.finish().await;
+    // Read back from the node that is master now: a failed failover may
+    // have left it elsewhere than the run expected (a cluster replica
+    // answers every read with -MOVED, which read as all writes lost).
+    let master = check::actual_master(&args, master, Duration::from_secs(3)).await;
     let lost = check::lost_writes(&args, &outcome.recs, master).await;
     let rows = stats::rows(
         &args,

@@ -467,7 +467,7 @@ fn totals(md: &mut String, r: &Results) {
     let role = |i: usize| r.lost.roles[i].as_deref().unwrap_or("?").to_string();
     let _ = writeln!(
         md,
-        "Final roles: A ({}) {}, B ({}) {}; expected master {}. Lost-write check: {} acknowledged keys read back (STRLEN) from {}{}.",
+        "Final roles: A ({}) {}, B ({}) {}; the master at the end: {}. Lost-write check: {} acknowledged keys read back (STRLEN) from {}{}.",
         args.redis_a,
         role(0),
         args.redis_b,
