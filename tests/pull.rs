@@ -377,3 +377,67 @@ fn the_poll_holds_no_writes_while_the_old_masters_failover_promotes_this_node() 
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// The controller switches the shard and is then frozen: the old master's
+/// poll saw the switch, the new master's did not (it still takes itself
+/// for the old master's replica, demoted toward it). The old master's
+/// step-down waits `switch_timeout_ms` for the new master's lease, then
+/// refuses its writes (`-READONLY ... the new master is unknown`) rather
+/// than hand them to a leasegate that hands them back: every session
+/// bounced between the two, a new connection per hop, thousands of
+/// sockets within seconds (walkthrough 8).
+#[test]
+fn writes_are_not_handed_to_a_leasegate_that_would_hand_them_back() {
+    use support::kvrocks::{topology, Node, A_ID, B_ID};
+
+    let controller = TestController::start();
+    let a = Node::start_with(
+        A_ID,
+        "block-write",
+        &format!(
+            "{}  switch_timeout_ms: 300\n",
+            controller.yaml(POLL_MS, 10_000)
+        ),
+    );
+    // B's poll comes once at its start, then not for a minute.
+    let b = Node::start_with(B_ID, "block-write", &controller.yaml(60_000, 10_000));
+    let (Some(a), Some(b)) = (a, b) else {
+        return;
+    };
+    let (a_addr, b_addr) = (
+        format!("127.0.0.1:{}", a.proxy.port),
+        format!("127.0.0.1:{}", b.proxy.port),
+    );
+    controller.set_topology(
+        1,
+        vec![vec![(A_ID, &a_addr, "master"), (B_ID, &b_addr, "slave")]],
+    );
+    let v1 = topology((A_ID, &a), Some((B_ID, &b)));
+    a.set_nodes(&v1, 1);
+    b.set_nodes(&v1, 1);
+    let mut app = a.proxy.client();
+    set_until(&mut app, "A's lease from its poll", |r| *r == Reply::ok());
+    let demoted = |node: &Node| {
+        support::info_fields(&node.proxy.client().cmd(&["INFO", "leasegate"]))
+            .get("demoted")
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert_eq!(demoted(&b), "1", "B, a replica, hands writes to A");
+    // The switch, seen by A's poll only.
+    controller.set_topology(
+        2,
+        vec![vec![(B_ID, &b_addr, "master"), (A_ID, &a_addr, "slave")]],
+    );
+    std::thread::sleep(Duration::from_millis(1000));
+    let reply = app.cmd(&["SET", "k", "after the switch"]);
+    let text = reply.error_text().to_string();
+    assert!(
+        text.starts_with("READONLY") && text.contains("unknown"),
+        "refused at A, not bounced: {reply:?}"
+    );
+    for (name, node) in [("A", &a), ("B", &b)] {
+        let fds = node.proxy.fd_count();
+        assert!(fds < 100, "{name}'s leasegate holds {fds} file descriptors");
+    }
+}

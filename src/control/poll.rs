@@ -388,9 +388,15 @@ impl Poller<'_> {
                         role.revoke(&reason, Source::Poll);
                         let known = role.demotion().and_then(|d| d.new_master.clone());
                         if known.as_deref() != Some(new_master.as_str()) {
-                            role.demote(Demotion {
-                                new_master: Some(Arc::from(new_master.as_str())),
-                            });
+                            // Not toward a leasegate that would hand the
+                            // writes back (its poll has not seen the switch):
+                            // refused here until it takes them.
+                            let takes = switch::takes_hand_over(self.ctx, &new_master).await;
+                            if takes || known.is_some() || !role.is_demoted() {
+                                role.demote(Demotion {
+                                    new_master: takes.then(|| Arc::from(new_master.as_str())),
+                                });
+                            }
                         }
                         false
                     }

@@ -110,15 +110,72 @@ pub(super) async fn step_down(ctx: &ControlContext, reason: &str, new_master: St
             stall_ms = started.elapsed().as_secs_f64() * 1000.0,
             "the controller switched the shard: writes held here go to the new master's leasegate, which holds the lease"
         ),
-        Err(last) => warn!(
-            new_master = %new_master,
-            timeout_ms = bound.as_millis() as u64,
-            last = %last,
-            "the new master's leasegate held no lease within controller.switch_timeout_ms; held writes go to it now (refused there until it holds one)"
-        ),
+        Err(last) => {
+            warn!(
+                new_master = %new_master,
+                timeout_ms = bound.as_millis() as u64,
+                last = %last,
+                "the new master's leasegate held no lease within controller.switch_timeout_ms; held writes go to it now (refused there until it holds one)"
+            );
+            refuse_if_handed_back(ctx, &new_master).await;
+        }
     }
     pause.unpause();
     role.prepare_handover(None);
+}
+
+/// Whether writes may be handed to the leasegate at `addr`: not while it
+/// is demoted itself and holds no lease, for it hands them on (back here,
+/// as a rule: its poll has not seen the switch yet). Two leasegates
+/// demoted toward each other bounced every session between them, a new
+/// connection per hop: thousands of sockets within seconds while the
+/// controller was frozen right after a switch (walkthrough 8). `true`
+/// where it cannot be asked within [`ASK_FAILOVER_WITHIN`] (the hand-over
+/// reports what it finds).
+pub(super) async fn takes_hand_over(ctx: &ControlContext, addr: &str) -> bool {
+    match leasegate_info_within(ctx, addr).await {
+        Some(fields) => {
+            !(field(&fields, "demoted") == Some("1") && field(&fields, "lease_valid") == Some("0"))
+        }
+        None => true,
+    }
+}
+
+/// Where the leasegate at `new_master` would hand writes back, this node's
+/// writes are refused (`-READONLY ... the new master is unknown`) instead
+/// of being handed over; the poll names the new master again once it
+/// takes them ([`takes_hand_over`]).
+async fn refuse_if_handed_back(ctx: &ControlContext, new_master: &str) {
+    if takes_hand_over(ctx, new_master).await {
+        return;
+    }
+    warn!(
+        new_master,
+        "the new master's leasegate is demoted itself and holds no lease (it would hand the writes back): writes are refused here until it takes them"
+    );
+    ctx.role.demote(Demotion { new_master: None });
+}
+
+/// `INFO leasegate` of the leasegate at `addr`, within
+/// [`ASK_FAILOVER_WITHIN`] (`None`: no answer in time).
+async fn leasegate_info_within(
+    ctx: &ControlContext,
+    addr: &str,
+) -> Option<HashMap<String, String>> {
+    let config = ctx.config.load();
+    let timeout = config.connect_timeout().min(ASK_FAILOVER_WITHIN);
+    let password = config.backend.password.as_deref();
+    let peer = ctx.peer_tls();
+    let asked = async {
+        let mut conn = ControlConnection::open_leasegate(addr, peer.as_deref(), password, timeout)
+            .await
+            .map_err(|e| e.to_string())?;
+        conn.leasegate_info().await
+    };
+    match tokio::time::timeout(timeout, asked).await {
+        Ok(Ok(fields)) => Some(fields),
+        _ => None,
+    }
 }
 
 /// The controller's topology demoting this node passed through the Gate,
@@ -145,7 +202,8 @@ pub(super) async fn release_to_new_master(ctx: &ControlContext) {
                 info!(new_master = %to, stall_ms = started.elapsed().as_secs_f64() * 1000.0, "the controller's topology made this node a replica: held writes go to the new master's leasegate, which holds the lease")
             }
             Err(last) => {
-                warn!(new_master = %to, last = %last, "the new master's leasegate held no lease within controller.switch_timeout_ms; held writes go to it now")
+                warn!(new_master = %to, last = %last, "the new master's leasegate held no lease within controller.switch_timeout_ms; held writes go to it now");
+                refuse_if_handed_back(ctx, &to).await;
             }
         }
     }
@@ -197,23 +255,11 @@ pub(super) async fn old_master_fails_over(ctx: &ControlContext, old_master: Opti
     let Some(old_master) = old_master else {
         return false;
     };
-    let config = ctx.config.load();
-    let timeout = config.connect_timeout().min(ASK_FAILOVER_WITHIN);
-    let password = config.backend.password.as_deref();
-    let peer = ctx.peer_tls();
-    let asked = async {
-        let mut conn =
-            ControlConnection::open_leasegate(old_master, peer.as_deref(), password, timeout)
-                .await
-                .map_err(|e| e.to_string())?;
-        conn.leasegate_info().await
-    };
-    match tokio::time::timeout(timeout, asked).await {
-        Ok(Ok(fields)) => {
+    leasegate_info_within(ctx, old_master)
+        .await
+        .is_some_and(|fields| {
             field(&fields, "cluster_failover_state").is_some_and(FailoverState::names_a_running_one)
-        }
-        _ => false,
-    }
+        })
 }
 
 /// The controller's topology `cluster` names this node master, but the
