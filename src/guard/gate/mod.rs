@@ -62,6 +62,7 @@ mod observe;
 #[cfg(test)]
 mod tests;
 mod verdict;
+mod waiting;
 
 pub use metrics::{GateMetrics, Reason, FENCE_REASONS, HEARTBEAT_REFUSALS};
 pub use observe::{PROMOTION_FENCE_BOUND, PROMOTION_LEASE_WAIT};
@@ -497,92 +498,6 @@ impl Gate {
             "{UNCONFIRMED_HEAD}{}; the write may or may not have been applied\r\n",
             String::from_utf8_lossy(cause)
         )))
-    }
-
-    /// A write's confirmation was refused. Where the controller switched
-    /// the shard, the write waits for the poller to follow the switch and
-    /// is then asked about again (unconfirmed: `release` asks the round):
-    /// on a demoted node it goes where the demotion says, as any write
-    /// arriving then (`guard::switch_watch`). Otherwise the refusal is the
-    /// answer.
-    async fn after_refusal(&self, refusal: Bytes) -> Result<(), Bytes> {
-        if !self.role.is_demoted()
-            && self.role.switch_pending()
-            && self
-                .role
-                .switch
-                .until_followed(self.role.switch_patience())
-                .await
-        {
-            self.metrics.writes_waited_for_switch.inc();
-        }
-        // A failover from here fenced this node and had the controller
-        // switch: the write goes where the failover hands the held writes.
-        let patience = std::time::Instant::now() + self.role.switch_patience();
-        while self.role.failover.is_running()
-            && !self.role.is_demoted()
-            && std::time::Instant::now() < patience
-        {
-            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-        }
-        if self.role.is_demoted() && self.role.on_demote() == OnDemote::Forward {
-            return Ok(());
-        }
-        Err(refusal)
-    }
-
-    /// Waits until a held request may be asked about again. The answer is
-    /// the reply to send instead, when the wait ended in a refusal (or, for
-    /// a drain, in the held request's own answer).
-    pub async fn wait(&self, wait: &Wait) -> Result<(), Bytes> {
-        match (wait, &self.verifier) {
-            (Wait::Verification(ticket), Some(v)) => match v.wait(*ticket).await {
-                Err(refusal) => self.after_refusal(refusal).await,
-                confirmed => confirmed,
-            },
-            (Wait::Verification(_), None) => Ok(()),
-            (Wait::Pause(hold), _) => {
-                self.pause.wait(hold).await;
-                Ok(())
-            }
-            // Ends with the pause's own answer (never asked again, which
-            // would restart the pause).
-            (Wait::Drain { until, answer }, _) => {
-                let drained = self.drained(*until).await;
-                if !answer {
-                    return Ok(());
-                }
-                Err(self.pause_answer(drained))
-            }
-            (Wait::TimedPause(timed), _) => {
-                tokio::time::sleep_until(timed.at.into()).await;
-                if !timed.begun.swap(true, Ordering::AcqRel) {
-                    self.pause.pause(timed.timeout, timed.mode);
-                    if let Some(timing) = self.pause_timing.get() {
-                        timing.began(std::time::Instant::now());
-                    }
-                }
-                let bound = timed.timeout.min(crate::guard::control::DRAIN_BOUND);
-                let drained = self.drained(timed.at + bound).await;
-                Err(self.pause_answer(drained))
-            }
-            (Wait::Fence { until }, _) => {
-                while !self.role.promotion_fence.settled() && std::time::Instant::now() < *until {
-                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-                }
-                Ok(())
-            }
-            (Wait::Lease { until }, _) => {
-                while !self.lease.write_allowed() {
-                    let now = std::time::Instant::now();
-                    if now >= *until || self.role.lease_awaited(now).is_none() {
-                        break;
-                    }
-                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-                }
-                Ok(())
-            }
-        }
     }
 
     pub fn verifier(&self) -> Option<&Arc<Verifier>> {
