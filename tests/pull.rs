@@ -441,3 +441,50 @@ fn writes_are_not_handed_to_a_leasegate_that_would_hand_them_back() {
         assert!(fds < 100, "{name}'s leasegate holds {fds} file descriptors");
     }
 }
+
+/// With a controller to poll, a lease granted over the admin API (a
+/// failover's grant asks for 10 s) lasts at most `controller.ttl_ms`: the
+/// other leasegates wait out only that, since the controller's switch,
+/// before promoting where they cannot reach this one. A walkthrough froze
+/// a leasegate holding a failover's 10 s lease right after a later switch;
+/// on waking it acknowledged writes beside the promoted node (127 lost).
+#[test]
+fn an_admin_grant_lasts_no_longer_than_the_controllers_ttl() {
+    let redis = RedisServer::start();
+    let controller = TestController::start();
+    controller.set_down(true);
+    let token = "grant-token";
+    let proxy = Proxy::start(
+        &redis.addr(),
+        &format!(
+            "node_id: {}\nlease:\n  mode: block-write\nadmin:\n  listen: 127.0.0.1:{}\n  token: {token}\n{}",
+            node_id(1),
+            support::free_port(),
+            controller.yaml(POLL_MS, TTL_MS)
+        ),
+    );
+    let grant = format!(
+        r#"{{"master_node_id":"{}","epoch":1,"ttl_ms":10000}}"#,
+        node_id(1)
+    );
+    let (code, body) = support::http(
+        proxy.admin_port(),
+        "POST",
+        "/v1/lease",
+        Some(token),
+        Some(&grant),
+    );
+    assert_eq!(code, 200, "{body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let remaining = answer["lease"]["remaining_ms"]
+        .as_u64()
+        .expect("remaining_ms");
+    assert!(
+        remaining <= TTL_MS,
+        "a 10 s grant holds {remaining} ms, more than controller.ttl_ms {TTL_MS}: {body}"
+    );
+    let mut c = proxy.client();
+    assert_eq!(c.cmd(&["SET", "k", "v"]), Reply::ok(), "granted");
+    // The controller is down: nothing renews it.
+    set_until(&mut c, "the grant ran out", fenced);
+}
