@@ -488,3 +488,25 @@ fn an_admin_grant_lasts_no_longer_than_the_controllers_ttl() {
     // The controller is down: nothing renews it.
     set_until(&mut c, "the grant ran out", fenced);
 }
+
+/// A leasegate (re)started beside a replica serves its first write with
+/// the controller's word: it admits clients once its first poll has been
+/// answered (bounded by `controller.timeout_ms`). Served sooner, the write
+/// met the cold start's lease, `-READONLY master lease expired`, although
+/// the controller names another master (walkthrough 9: for ~120 ms after
+/// a restart). Here the controller takes 200 ms to answer.
+#[test]
+fn a_starting_leasegate_serves_its_first_write_with_the_controllers_word() {
+    let redis = RedisServer::start();
+    let controller = TestController::start();
+    other_master(&controller, 1);
+    controller.set_delay(Duration::from_millis(200));
+    let proxy = pull_proxy(&redis, &controller);
+    let reply = proxy.client().cmd(&["SET", "k", "v"]);
+    assert!(
+        reply
+            .error_text()
+            .starts_with("READONLY this node was demoted"),
+        "the controller names another master: {reply:?}"
+    );
+}

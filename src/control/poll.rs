@@ -187,6 +187,7 @@ pub async fn poll(ctx: Arc<ControlContext>) {
         // A switch verification saw before this poll was sent is followed
         // now (a step-down), or was none: the writes waiting go on.
         ctx.role.switch.followed(started);
+        ctx.role.first_poll.set();
         if follow {
             // A switch was followed: look again at once rather than a
             // tick later (the other side may have moved meanwhile).

@@ -24,6 +24,7 @@ pub mod gate;
 pub mod info;
 pub mod lease;
 pub mod node;
+pub mod once;
 pub mod pause;
 pub mod pause_timing;
 pub mod promotion;

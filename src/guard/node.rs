@@ -35,9 +35,8 @@ pub struct NodeStatus {
     demotions: std::sync::atomic::AtomicU64,
     demoted: tokio::sync::Notify,
     /// The probe has looked at the node once (learned what it is, or
-    /// failed), and who waits for that ([`Self::first_look`]).
-    looked: std::sync::atomic::AtomicBool,
-    first_looked: tokio::sync::Notify,
+    /// failed): [`Self::first_look`].
+    looked: crate::guard::once::OnceEvent,
 }
 
 #[derive(Debug, Default, Clone, serde::Serialize)]
@@ -129,9 +128,7 @@ impl NodeStatus {
 
     /// The probe looked at the node: it learned what it is, or failed.
     fn looked_at(&self) {
-        if !self.looked.swap(true, std::sync::atomic::Ordering::AcqRel) {
-            self.first_looked.notify_waiters();
-        }
+        self.looked.set();
     }
 
     /// Returns once the probe has looked at the node for the first time
@@ -139,15 +136,7 @@ impl NodeStatus {
     /// then, so that no session follows Redis' ways on a Kvrocks node for
     /// want of an answer that was on its way.
     pub async fn first_look(&self) {
-        loop {
-            let notified = self.first_looked.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.looked.load(std::sync::atomic::Ordering::Acquire) {
-                return;
-            }
-            notified.await;
-        }
+        self.looked.wait().await
     }
 
     /// Whether the node is Kvrocks, as far as the probe knows (Redis when

@@ -170,6 +170,11 @@ pub struct Role {
     /// A switch of the controller's that verification saw before the
     /// poller ([`Role::saw_switch`]).
     pub switch: SwitchWatch,
+    /// The lease poll has had its first answer (or failed to): the server
+    /// admits clients after it, so that a restarted leasegate's first
+    /// writes meet the controller's word (a demotion, a lease) rather than
+    /// the cold start's fenced lease.
+    pub first_poll: crate::guard::once::OnceEvent,
     /// What the node said of itself when last probed.
     pub node: crate::guard::node::NodeStatus,
     /// The replicas replicating through this leasegate (a failover times
@@ -240,6 +245,7 @@ impl Role {
             blocking_writes_completed: AtomicU64::new(0),
             failover: FailoverStatus::default(),
             switch: SwitchWatch::default(),
+            first_poll: Default::default(),
             node: crate::guard::node::NodeStatus::default(),
             replicas: Arc::default(),
             metrics: RoleMetrics::default(),

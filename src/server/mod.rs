@@ -235,6 +235,7 @@ impl Server {
         self.start_memory_return();
         if !self.take_over {
             self.first_look_at_the_node().await;
+            self.first_word_of_the_controller().await;
         }
         info!(
             listen = %self.config.listen,

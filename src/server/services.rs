@@ -68,6 +68,29 @@ impl Server {
         }
     }
 
+    /// With a controller to poll, waits for the poll's first answer (or
+    /// failure), bounded by `controller.timeout_ms`: a leasegate restarted
+    /// outside an upgrade answered its first writes `-READONLY master lease
+    /// expired` (the cold start's lease) for about one poll, a replica's
+    /// leasegate too, which hands them to the master once the poll has
+    /// named it. Clients that connect meanwhile wait in the backlog.
+    pub(super) async fn first_word_of_the_controller(&self) {
+        let config = self.shared.config.load();
+        if config.controller.url.is_none() {
+            return;
+        }
+        let bound = config.controller.timeout + Duration::from_millis(50);
+        if tokio::time::timeout(bound, self.shared.role.first_poll.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                waited_ms = bound.as_millis() as u64,
+                "the controller's first poll is not answered yet; serving clients with the lease as it starts"
+            );
+        }
+    }
+
     /// Starts the admin API and the controller poller.
     pub(super) async fn start_services(
         &self,
