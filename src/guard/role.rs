@@ -477,7 +477,7 @@ impl Role {
     /// Whether a switch that verification saw waits for the poller.
     #[inline]
     pub fn switch_pending(&self) -> bool {
-        self.switch.pending(self.switch_patience())
+        self.switch.flagged() && self.switch.pending(self.switch_patience())
     }
 
     /// How long a step-down's pause may hold writes: `drain` without a

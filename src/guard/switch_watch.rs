@@ -46,8 +46,14 @@ impl SwitchWatch {
         self.poll_now.notify_one();
     }
 
-    /// Whether a switch seen within `patience` waits for the poller (one
-    /// load while none does: the Gate asks on every verified write).
+    /// Whether a round saw a switch the poller has not followed (one load:
+    /// the Gate asks on every verified write, before anything else).
+    #[inline]
+    pub fn flagged(&self) -> bool {
+        self.pending.load(Ordering::Acquire)
+    }
+
+    /// Whether a switch seen within `patience` waits for the poller.
     #[inline]
     pub fn pending(&self, patience: Duration) -> bool {
         self.pending.load(Ordering::Acquire) && self.seen_within(patience)

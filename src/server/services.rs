@@ -57,10 +57,7 @@ impl Server {
             return;
         }
         let bound = interval.min(config.connect_timeout()) * 2 + Duration::from_millis(50);
-        if tokio::time::timeout(bound, self.shared.role.node.first_look())
-            .await
-            .is_err()
-        {
+        if !happened_within(bound, self.shared.role.node.first_look()).await {
             warn!(
                 waited_ms = bound.as_millis() as u64,
                 "the node probe has not said what the node is; serving clients as on Redis until it does"
@@ -80,10 +77,7 @@ impl Server {
             return;
         }
         let bound = config.controller.timeout + Duration::from_millis(50);
-        if tokio::time::timeout(bound, self.shared.role.first_poll.wait())
-            .await
-            .is_err()
-        {
+        if !happened_within(bound, self.shared.role.first_poll.wait()).await {
             warn!(
                 waited_ms = bound.as_millis() as u64,
                 "the controller's first poll is not answered yet; serving clients with the lease as it starts"
@@ -205,3 +199,9 @@ fn return_free_memory() {}
 
 /// How often command learning is retried while the node is unreachable.
 const LEARN_RETRY: Duration = Duration::from_secs(5);
+
+/// Whether `event` resolved within `bound` (the start-up waits before
+/// clients are admitted).
+async fn happened_within(bound: Duration, event: impl std::future::Future<Output = ()>) -> bool {
+    tokio::time::timeout(bound, event).await.is_ok()
+}
