@@ -489,6 +489,39 @@ fn an_admin_grant_lasts_no_longer_than_the_controllers_ttl() {
     set_until(&mut c, "the grant ran out", fenced);
 }
 
+/// A controller's `CLUSTERX HEARTBEAT` is bounded as the admin API's grant
+/// is: where leasegate polls the controller, the other leasegates wait out
+/// only `controller.ttl_ms` since a switch, so a heartbeat asking for 10 s
+/// gets that much, no more.
+#[test]
+fn a_heartbeats_lease_lasts_no_longer_than_the_controllers_ttl() {
+    let redis = RedisServer::start();
+    let controller = TestController::start();
+    controller.set_down(true);
+    let proxy = Proxy::start(
+        &redis.addr(),
+        &format!(
+            "node_id: {}\nlease:\n  mode: block-write\ncontrol:\n  password: ctl-secret\n{}",
+            node_id(1),
+            controller.yaml(POLL_MS, TTL_MS)
+        ),
+    );
+    let mut ctl = support::controller_client(&proxy, "ctl-secret");
+    let reply = support::heartbeat(&mut ctl, &node_id(1), 10_000, 1).text();
+    let remaining: u64 = reply
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("lease_remaining_ms:"))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("lease_remaining_ms in {reply:?}"));
+    assert!(
+        reply.contains("lease_renewed:1") && remaining > 0 && remaining <= TTL_MS,
+        "a 10 s heartbeat holds {remaining} ms, more than controller.ttl_ms {TTL_MS}: {reply:?}"
+    );
+    let mut c = proxy.client();
+    assert_eq!(c.cmd(&["SET", "k", "v"]), Reply::ok(), "granted");
+    set_until(&mut c, "the heartbeat's lease ran out", fenced);
+}
+
 /// A leasegate (re)started beside a replica serves its first write with
 /// the controller's word: it admits clients once its first poll has been
 /// answered (bounded by `controller.timeout_ms`). Served sooner, the write

@@ -213,6 +213,19 @@ fn sentinel_knows_the_replica_by_its_leasegate_and_the_lease_follows_sentinel() 
                 && s.a_node.client().cmd(&["GET", "k"]) == Reply::bulk("2")
         },
     );
+    // Only the Sentinels renew a lease here: a controller's heartbeat for
+    // B is refused, and B's leasegate goes on sending writes to A (granted,
+    // it would have ended its demotion and written to B's node).
+    let mut ctl = support::controller_client(&s.b, "ctl-secret");
+    let reply = ctl.cmd(&["CLUSTERX", "HEARTBEAT", "1", "5000"]);
+    assert!(
+        reply
+            .error_text()
+            .starts_with("ERR the lease comes from Redis Sentinel"),
+        "{reply:?}"
+    );
+    assert_eq!(s.b.client().cmd(&["SET", "k", "3"]), Reply::ok());
+    assert_eq!(s.a_node.client().cmd(&["GET", "k"]), Reply::bulk("3"));
 
     // A planned failover by Sentinel moves the lease to B.
     fail_over_to_b(&s, &b_addr);

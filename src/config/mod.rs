@@ -543,6 +543,21 @@ impl Config {
         }
     }
 
+    /// What grants from outside the lease source (the admin API, a
+    /// controller's heartbeat) may do: bounded by a polled controller's
+    /// `controller.ttl_ms`, refused under Redis Sentinel
+    /// ([`crate::guard::outside_grants`]).
+    pub fn outside_grants(&self) -> crate::guard::outside_grants::OutsideGrants {
+        use crate::guard::outside_grants::OutsideGrants;
+        if self.sentinel.enabled() {
+            OutsideGrants::Refused
+        } else if self.controller.url.is_some() {
+            OutsideGrants::AtMost(self.controller.ttl_ms)
+        } else {
+            OutsideGrants::AsSent
+        }
+    }
+
     /// This leasegate's address as the Sentinels know it.
     pub fn sentinel_address(&self) -> String {
         self.sentinel

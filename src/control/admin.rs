@@ -559,7 +559,7 @@ fn post_lease(
     }
     let grant = Grant {
         master_node_id: Some(request.master_node_id),
-        ttl_ms: granted_ttl_ms(&shared.config.load(), request.ttl_ms),
+        ttl_ms: request.ttl_ms,
         epoch: request.epoch,
         nonce: request.nonce,
         anchor: None,
@@ -578,21 +578,6 @@ fn post_lease(
             nonce: lease.issue_nonce(),
         },
     ))
-}
-
-/// The lease a grant over the admin API gives: with a controller to poll,
-/// at most `controller.ttl_ms`. The other leasegates of the shard count on
-/// that: one that cannot reach this one waits out `controller.ttl_ms` (and
-/// the margin) since the controller's switch before its node is promoted
-/// ([`super::fence`]). A failover's grant of 10 s (`lease_ttl_ms`'s
-/// default) outlasted that wait: a walkthrough froze this node's leasegate
-/// right after a later switch for 2.5 s, and on waking it acknowledged
-/// writes beside the promoted node (127 lost). Its poll renews it anyway.
-fn granted_ttl_ms(config: &crate::config::Config, asked_ms: u64) -> u64 {
-    match &config.controller.url {
-        Some(_) => asked_ms.min(config.controller.ttl_ms),
-        None => asked_ms,
-    }
 }
 
 fn with_type(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Full<Bytes>> {

@@ -129,6 +129,7 @@ impl ControlContext {
             config.node_id.clone(),
         ));
         let role = Arc::new(Role::new(lease, config.pause.on_demote));
+        role.outside_grants.set(config.outside_grants());
         let gate = Arc::new(Gate::new(
             Policy {
                 commands: CommandTable::build(&config.commands, &[]),

@@ -324,6 +324,7 @@ fn enforce(shared: &ControlContext, old: &Config, new: Config) {
     gate.replica_acks()
         .set(new.durability.min_replicas, new.durability.timeout);
     shared.role.set_on_demote(new.pause.on_demote);
+    shared.role.outside_grants.set(new.outside_grants());
     shared
         .controller_pause
         .set_enabled(new.pause.promotion_timing);

@@ -326,6 +326,9 @@ impl Gate {
             Err(e @ GrantError::HandedOver) => {
                 self.heartbeat_refused("upgrade", &format!("TRYAGAIN {e}"))
             }
+            Err(e @ GrantError::SentinelOnly) => {
+                self.heartbeat_refused("sentinel", &format!("ERR {e}"))
+            }
         }
     }
 

@@ -141,6 +141,8 @@ pub enum GrantError {
     UnknownNodeId,
     #[error("this leasegate is handing over to its successor (an upgrade): ask again")]
     HandedOver,
+    #[error("the lease comes from Redis Sentinel here (sentinel.addrs): only the Sentinels renew it; a grant naming another node still revokes it")]
+    SentinelOnly,
 }
 
 /// A consistent view of the lease, for replies and status.

@@ -13,7 +13,8 @@
 //! the state of this proxy's own failovers, in [`failover_status`];
 //! whether replicas confirmed a batch of writes before they are
 //! acknowledged, in [`durability`]; what a successor process takes over at
-//! an upgrade, in [`succession`].
+//! an upgrade, in [`succession`]; what grants from outside the configured
+//! lease source may do, in [`outside_grants`].
 
 pub mod clock;
 pub mod control;
@@ -25,6 +26,7 @@ pub mod info;
 pub mod lease;
 pub mod node;
 pub mod once;
+pub mod outside_grants;
 pub mod pause;
 pub mod pause_timing;
 pub mod promotion;

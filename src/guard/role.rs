@@ -21,6 +21,7 @@ use tracing::{debug, info};
 
 pub use crate::guard::failover_status::FailoverStatus;
 use crate::guard::lease::{Grant, GrantError, GrantOutcome, Lease, Nanos};
+use crate::guard::outside_grants::OutsideGrantRule;
 use crate::guard::pause::OnDemote;
 use crate::guard::switch_watch::SwitchWatch;
 
@@ -151,6 +152,8 @@ pub struct Role {
     /// `pause.on_demote` as a `u8` ([`on_demote_to_u8`]); a reload may change it.
     on_demote: AtomicU8,
     demotion: ArcSwapOption<Demotion>,
+    /// What grants from outside the configured lease source may do.
+    pub outside_grants: OutsideGrantRule,
     /// `demotion.is_some()`, as one plain load for the hot path.
     demoted: AtomicBool,
     /// Where paused sessions will probably move: set by a failover between
@@ -239,6 +242,7 @@ impl Role {
             lease,
             on_demote: AtomicU8::new(on_demote_to_u8(on_demote)),
             demotion: ArcSwapOption::empty(),
+            outside_grants: OutsideGrantRule::default(),
             demoted: AtomicBool::new(false),
             handover_target: std::sync::Mutex::new(None),
             writes_in_flight: InFlight::default(),
@@ -287,14 +291,30 @@ impl Role {
 
     /// Applies a grant received at `received_at` from `source`. A grant for
     /// this node makes it master again (the demotion is cleared); one naming
-    /// another node revokes.
+    /// another node revokes. A heartbeat's or the admin API's is bounded by
+    /// [`Role::outside_grants`].
     pub fn grant(
         &self,
         grant: &Grant,
         received_at: Nanos,
         source: Source,
     ) -> Result<GrantOutcome, GrantError> {
-        let outcome = self.lease.grant(grant, received_at);
+        let bounded = match source {
+            Source::Heartbeat | Source::Http => {
+                let renews = grant
+                    .master_node_id
+                    .as_ref()
+                    .is_none_or(|m| self.lease.snapshot().node_id.as_ref() == Some(m));
+                self.outside_grants.apply(grant, renews)
+            }
+            _ => Ok(None),
+        };
+        let outcome = match bounded {
+            Ok(bounded) => self
+                .lease
+                .grant(bounded.as_ref().unwrap_or(grant), received_at),
+            Err(e) => Err(e),
+        };
         match &outcome {
             Ok(GrantOutcome::Renewed) => {
                 self.metrics.count(source, "renewed");

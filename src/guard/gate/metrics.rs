@@ -14,7 +14,8 @@ pub struct Reason {
 /// Why a write was refused: no valid lease, or this node was demoted.
 pub const FENCE_REASONS: [&str; 3] = ["lease", "demoted", "read"];
 /// Why a heartbeat was refused.
-pub const HEARTBEAT_REFUSALS: [&str; 5] = ["syntax", "epoch", "ttl", "node_id", "upgrade"];
+pub const HEARTBEAT_REFUSALS: [&str; 6] =
+    ["syntax", "epoch", "ttl", "node_id", "upgrade", "sentinel"];
 
 /// Counters of what the Gate decided, registered under `leasegate_`.
 #[derive(Debug, Default, Clone)]
