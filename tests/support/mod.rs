@@ -372,9 +372,10 @@ impl Proxy {
             // goes with the test's directory, killed or not.
             .env("TMPDIR", dir.path())
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("spawn leasegate");
+        tag_log(&mut child, port);
         wait_listening(port, &mut child, "leasegate")?;
         Ok((child, config_path))
     }
@@ -429,9 +430,10 @@ impl Proxy {
             .arg(&self.config_path)
             .env("TMPDIR", self._dir.path())
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("spawn leasegate");
+        tag_log(&mut child, self.port);
         if let Err(status) = wait_listening(self.port, &mut child, "leasegate") {
             panic!(
                 "leasegate could not start again on {} ({status})",
@@ -775,6 +777,22 @@ pub fn post_failover(from: &Proxy, to: &Proxy, token: &str, options: &str) -> (u
         Some(token),
         Some(&body),
     )
+}
+
+/// Passes the log of the leasegate listening on `port` (its successors'
+/// too: they inherit the pipe) to the test's stderr, each line tagged with
+/// the port, so that the logs of a test's leasegates can be told apart.
+fn tag_log(child: &mut Child, port: u16) {
+    use std::io::{BufRead, Write};
+    let Some(stderr) = child.stderr.take() else {
+        return;
+    };
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            let _ = writeln!(std::io::stderr().lock(), "[leasegate :{port}] {line}");
+        }
+    });
 }
 
 /// The log (stderr, piped as a journal or `2>log` takes it) of a leasegate

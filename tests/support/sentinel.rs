@@ -48,15 +48,16 @@ pub struct Sentinel {
 impl Sentinel {
     /// Starts a Sentinel monitoring `monitor`.
     pub fn start(monitor: &Monitor) -> Sentinel {
-        let dir = tempfile::tempdir().expect("temp dir");
+        let dir = config_dir();
         for _ in 0..5 {
             let port = free_port();
             let path = dir.path().join("sentinel.conf");
             let (host, master_port) = monitor.master.rsplit_once(':').expect("host:port");
             let mut conf = format!(
-                "port {port}\nbind {}\ndir {}\nsentinel monitor {} {host} {master_port} {}\nsentinel down-after-milliseconds {} {}\nsentinel failover-timeout {} {}\n",
+                "port {port}\nbind {}\ndir {}\nlogfile {}\nsentinel monitor {} {host} {master_port} {}\nsentinel down-after-milliseconds {} {}\nsentinel failover-timeout {} {}\n",
                 monitor.bind,
                 dir.path().display(),
+                dir.path().join("sentinel.log").display(),
                 monitor.name,
                 monitor.quorum,
                 monitor.name,
@@ -152,10 +153,41 @@ impl Sentinel {
 }
 
 impl Drop for Sentinel {
+    /// Stops the Sentinel; when the test failed, prints the end of its log
+    /// (what it saw and did: `+sdown`, `+failover-*`, aborts) to stderr.
     fn drop(&mut self) {
         self.stop();
+        if std::thread::panicking() {
+            let log =
+                std::fs::read_to_string(self._dir.path().join("sentinel.log")).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(LOG_TAIL)..];
+            eprintln!(
+                "--- Sentinel {} (last {} lines of its log) ---\n{}",
+                self.port,
+                tail.len(),
+                tail.join("\n")
+            );
+        }
     }
 }
+
+/// A directory for a Sentinel's config, in memory where the host has
+/// `/dev/shm`. A Sentinel rewrites and fsyncs its config at each step of a
+/// failover; on a busy disk (tests building and writing beside it) one
+/// fsync took 2.5 s, the Sentinel's timer saw the jump and entered TILT
+/// mode, and for the next 30 s it did nothing: the failover it led never
+/// finished ("+tilt" in its log, the test's "Sentinels name B" timing out).
+fn config_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("sentinel")
+        .tempdir_in("/dev/shm")
+        .or_else(|_| tempfile::tempdir())
+        .expect("temp dir")
+}
+
+/// Lines of a Sentinel's log printed when its test fails.
+const LOG_TAIL: usize = 60;
 
 /// `n` Sentinels monitoring `monitor`, waited for until they know each
 /// other (their hello messages pass through the master's leasegate).
