@@ -53,15 +53,24 @@ fn setup(mode: &str) -> Setup {
 
 /// [`setup`] on `kind` nodes; `None` when they cannot run here.
 fn setup_on(kind: Kind, mode: &str) -> Option<Setup> {
+    setup_with(kind, mode, 2_000, "")
+}
+
+/// [`setup_on`] with the Sentinels' `down-after-milliseconds` and more of
+/// the leasegates' config.
+fn setup_with(kind: Kind, mode: &str, down_after_ms: u64, extra_yaml: &str) -> Option<Setup> {
     let a_port = free_port();
     let a_addr = format!("127.0.0.1:{a_port}");
-    let monitor = Monitor::new(NAME, &a_addr, 2);
+    let mut monitor = Monitor::new(NAME, &a_addr, 2);
+    monitor.down_after_ms = down_after_ms;
     let sentinels: Vec<Sentinel> = (0..3).map(|_| Sentinel::start(&monitor)).collect();
     let addrs: Vec<String> = sentinels.iter().map(Sentinel::addr).collect();
+    // Each its own admin port.
+    let yaml = || leasegate_yaml(mode, &addrs) + extra_yaml;
     let a_node = Node::start(kind)?;
-    let a = Proxy::start_at(a_port, &a_node.addr(), &leasegate_yaml(mode, &addrs));
+    let a = Proxy::start_at(a_port, &a_node.addr(), &yaml());
     let b_node = Node::start(kind)?;
-    let b = Proxy::start(&b_node.addr(), &leasegate_yaml(mode, &addrs));
+    let b = Proxy::start(&b_node.addr(), &yaml());
     if mode != "disabled" {
         eventually(
             "B's node announces B's leasegate",
@@ -306,6 +315,60 @@ fn planned_failover_loses_nothing(kind: Kind) {
     );
     outcome.assert_none_failed_or_lost(&mut s.b_node.client(), 100);
     drop(s.a_node);
+}
+
+/// A planned `SENTINEL FAILOVER` while the old master's leasegate is frozen
+/// (`SIGSTOP`: a stalled VM, a long GC-like pause): B's leasegate cannot
+/// pause A's writes, and the promotion goes on. A's lease, from the
+/// Sentinels, ends before a quorum of them could find A down, which is no
+/// bound at all on a failover the operator asked for. So when A wakes
+/// with its lease still valid and its clients' writes queued, it must not
+/// acknowledge one beside the promoted B: nothing A's clients saw
+/// acknowledged may be missing from B. (`down-after-milliseconds` 20 s:
+/// the Sentinels never find A down here, and A's lease is the full
+/// `sentinel.max_lease_ms`, 6 s.)
+#[test]
+fn a_frozen_old_master_wakes_after_a_planned_failover_and_loses_nothing() {
+    let s = setup_with(Kind::Redis, "block-write", 20_000, "  max_lease_ms: 6000\n")
+        .expect("redis-server runs");
+    let b_addr = serving(&s);
+    let writers = Writers::start(s.a.port, 4, "f", Duration::from_millis(1));
+    std::thread::sleep(Duration::from_millis(300));
+    // A's lease was renewed within the last poll (100 ms): about 6 s left.
+    support::signal(s.a.pid(), "STOP");
+    let frozen = Instant::now();
+    sentinel_failover(&s);
+    eventually("the Sentinels name B", Duration::from_secs(15), || {
+        all_name(&s, &b_addr)
+    });
+    eventually("B takes writes", Duration::from_secs(5), || {
+        s.b.client().cmd(&["SET", "b-first", "1"]) == Reply::ok()
+    });
+    let named_after = frozen.elapsed();
+    support::signal(s.a.pid(), "CONT");
+    std::thread::sleep(Duration::from_secs(2));
+    let outcome = writers.finish();
+    eprintln!(
+        "A frozen {named_after:?} (until B took writes); {} writes acknowledged, {} errors",
+        outcome.acked.len(),
+        outcome.errors.len()
+    );
+    let mut b = s.b_node.client();
+    let missing: Vec<&String> = outcome
+        .acked_keys()
+        .filter(|k| b.cmd(&["EXISTS", k.as_str()]) != Reply::Int(1))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} writes acknowledged through A are not on the new master B, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+    assert!(
+        outcome.acked.len() > 100,
+        "only {} writes",
+        outcome.acked.len()
+    );
 }
 
 /// `SENTINEL FAILOVER` there and back: the old master's leasegate stays

@@ -16,6 +16,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+/// The longest `sentinel.poll_interval_ms` + `sentinel.timeout_ms`: with
+/// the pulse's slack it stays under the promotion fence's bound
+/// (`control::sentinel`).
+const SENTINEL_POLL_BOUND: Duration = Duration::from_millis(1_000);
+
 use crate::command::CommandsConfig;
 use crate::guard::lease::LeaseMode;
 pub use crate::guard::pause::OnDemote;
@@ -526,6 +531,15 @@ impl Config {
             return Err((
                 "sentinel.poll_interval_ms",
                 "poll_interval_ms and timeout_ms must be above 0".into(),
+            ));
+        }
+        if s.poll_interval + s.timeout > SENTINEL_POLL_BOUND {
+            return Err((
+                "sentinel.poll_interval_ms",
+                format!(
+                    "poll_interval_ms + timeout_ms must be at most {} ms: a leasegate whose poll has not answered for that (and 500 ms more) holds its writes, and a promotion's fence waits 2 s for the old master's leasegate (docs/sentinel.md#a-frozen-old-master)",
+                    SENTINEL_POLL_BOUND.as_millis()
+                ),
             ));
         }
         match &s.address {

@@ -31,6 +31,14 @@
 //! stretch: every revocation, and every grant that finds the lease lapsed,
 //! starts a new one. Within a term the deadline only moves forward, so "the
 //! same term as at admission, and valid now" means "valid throughout".
+//!
+//! **Pulse.** A lease from a source that leasegate polls (Redis Sentinel)
+//! is only used while the poll goes on answering ([`Lease::beat`]): a
+//! process frozen past the pulse wakes with its deadline ahead, but the
+//! source may have moved the lease meanwhile, and its first writes would
+//! be admitted before its poll could say so. Until the next poll answers,
+//! writes wait ([`Lease::stalled`]) and replies are not acknowledged; the
+//! lapse starts a new term.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
@@ -201,6 +209,9 @@ pub struct Lease {
     /// Revocations so far (role changes, another master named, failover,
     /// a negative verification): a poll must not undo one at the same version.
     revocations: AtomicU64,
+    /// Until when the lease may be used without another answer of the poll
+    /// that renews it ([`Lease::beat`]); `FOREVER` where no poll is expected.
+    pulse: AtomicU64,
     cold: Mutex<Cold>,
 }
 
@@ -299,6 +310,7 @@ impl Lease {
             epoch: AtomicU64::new(0),
             term: AtomicU64::new(0),
             revocations: AtomicU64::new(0),
+            pulse: AtomicU64::new(FOREVER),
             cold: Mutex::new(Cold {
                 node_id,
                 next_nonce: nonce_seed,
@@ -351,14 +363,57 @@ impl Lease {
         Term(self.term.load(Ordering::Acquire))
     }
 
+    /// Whether the lease may be used now: valid, and its poll heard from
+    /// within the pulse ([`Lease::beat`]). The Gate's question, on every
+    /// write: two atomic loads and one clock read.
+    #[inline]
+    pub fn usable(&self) -> bool {
+        let deadline = self.deadline.load(Ordering::Acquire);
+        let pulse = self.pulse.load(Ordering::Acquire);
+        if deadline == FOREVER && pulse == FOREVER {
+            return true;
+        }
+        let now = self.clock.now();
+        now < deadline && now < pulse
+    }
+
+    /// The poll that renews the lease answered (whatever it said): the
+    /// lease may be used for `within` more without another answer. A beat
+    /// that finds the pulse lapsed starts a new term: writes admitted
+    /// before the lapse are not acknowledged.
+    pub fn beat(&self, within: std::time::Duration) {
+        let now = self.clock.now();
+        let within = u64::try_from(within.as_nanos()).unwrap_or(u64::MAX);
+        // The term first, as a grant does: a reply that sees the new
+        // pulse sees the new term too.
+        let old = self.pulse.load(Ordering::Acquire);
+        if old != FOREVER && old <= now {
+            self.next_term();
+        }
+        self.pulse
+            .store(now.saturating_add(within), Ordering::Release);
+    }
+
+    /// The lease is valid but its poll has not answered within the pulse
+    /// (this process, or its control thread, stalled): how long the lease
+    /// has left, for writes to wait for the next answer. `None` otherwise.
+    pub fn stalled(&self) -> Option<std::time::Duration> {
+        let deadline = self.deadline.load(Ordering::Acquire);
+        let pulse = self.pulse.load(Ordering::Acquire);
+        let now = self.clock.now();
+        // A lease valid until told otherwise waits at most a minute.
+        (now >= pulse && now < deadline)
+            .then(|| std::time::Duration::from_nanos((deadline - now).min(60_000 * MS)))
+    }
+
     /// Whether the acknowledgement of a write admitted in `term` may reach
-    /// the client now: the lease is valid and has been, without a break,
-    /// since then. One deadline load, one clock read, one term load.
+    /// the client now: the lease is usable and has been, without a break,
+    /// since then. Two loads, one clock read, one term load.
     #[inline]
     pub fn acknowledgeable(&self, term: Term) -> bool {
         // Deadline first: a grant bumps the term before it stores the
         // deadline, so a new deadline seen here implies the new term below.
-        self.write_allowed() && self.term.load(Ordering::Acquire) == term.0
+        self.usable() && self.term.load(Ordering::Acquire) == term.0
     }
 
     /// How many revocations there have been.

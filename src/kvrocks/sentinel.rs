@@ -126,6 +126,11 @@ pub enum Judgement {
     /// A Sentinel names another master, at a config epoch at least as new
     /// as any naming this node.
     Revoke { master: String, epoch: u64 },
+    /// A Sentinel is failing this node over (it names this node, flagged
+    /// `failover_in_progress`): nothing is renewed, and this node's writes
+    /// are held until the Sentinels name the new master or the failover
+    /// ends without one.
+    Hold { why: String },
     /// Not enough Sentinels vouch for this node (unreachable, or seeing it
     /// down or being replaced): the lease is not renewed and runs out.
     Withhold { why: String },
@@ -169,6 +174,19 @@ pub fn judge(answers: &[Result<MasterView, String>], me: &str, configured: usize
         return Judgement::Revoke {
             master: other.addr.clone(),
             epoch: other.config_epoch,
+        };
+    }
+    // The Sentinel failing this node over: its view names this node until
+    // its failover ends, and the others do until they hear of the new
+    // master. The promotion may already have passed (the fence could not
+    // reach this leasegate: frozen, cut off), so no renewal may extend
+    // what this node has, and its writes wait.
+    if let Some(v) = naming_me.clone().find(|v| v.in_failover()) {
+        return Judgement::Hold {
+            why: format!(
+                "a Sentinel is failing this node over (config epoch {})",
+                v.config_epoch
+            ),
         };
     }
     let mut undisputed: Vec<u64> = naming_me
@@ -374,12 +392,9 @@ mod tests {
             panic!("renewed on one Sentinel of three");
         };
         assert!(why.contains("1 of 3 Sentinels vouch"), "{why}");
-        // Sentinels that see the node down, or replacing it, vouch for nothing.
-        for flag in [
-            "master,s_down",
-            "master,failover_in_progress",
-            "master,disconnected",
-        ] {
+        // Sentinels that see the node down vouch for nothing (one replacing
+        // it holds its writes: `a_sentinel_failing_this_node_over_...`).
+        for flag in ["master,s_down", "master,disconnected"] {
             let answers = [
                 ok(view(ME, flag, 0, 50, 1)),
                 ok(view(ME, flag, 0, 50, 1)),
@@ -419,6 +434,23 @@ mod tests {
             judge(&answers, OLD, 3),
             Judgement::Revoke { epoch: 8, .. }
         ));
+    }
+
+    /// A Sentinel failing this node over still names it: no renewal (the
+    /// promotion may have passed while this leasegate could not be
+    /// fenced), and its writes are held.
+    #[test]
+    fn a_sentinel_failing_this_node_over_holds_its_writes() {
+        let answers = [
+            ok(view(ME, "master,failover_in_progress", 0, 50, 1)),
+            ok(view(ME, "master", 0, 50, 1)),
+            ok(view(ME, "master", 0, 50, 1)),
+        ];
+        assert!(
+            matches!(judge(&answers, ME, 3), Judgement::Hold { .. }),
+            "{:?}",
+            judge(&answers, ME, 3)
+        );
     }
 
     /// Sentinels that know more Sentinels than the config lists count them:

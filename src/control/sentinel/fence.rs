@@ -73,10 +73,12 @@ pub(super) async fn serve_fences(ctx: Arc<ControlContext>, me: String) {
 /// and waits until this node has all of them; the old master's address and
 /// the connection to its leasegate.
 async fn fence_old_master(ctx: &ControlContext) -> Result<(String, ControlConnection), String> {
-    let (control_password, timeout) = {
-        let c = ctx.config.load();
-        (c.control.password.clone(), c.sentinel.timeout)
-    };
+    let control_password = ctx.config.load().control.password.clone();
+    // The old master's leasegate gets the fence's whole bound to answer,
+    // more than its lease's pulse (`super::PULSE_SLACK`): one frozen until
+    // the promotion passes wakes to a lapsed pulse, and asks the Sentinels
+    // before its next write (one that wakes sooner is fenced here).
+    let timeout = crate::guard::gate::PROMOTION_FENCE_BOUND;
     let mut own = OwnNode::default();
     let old = own.followed_master(ctx).await?;
     let peer = ctx.peer_tls();

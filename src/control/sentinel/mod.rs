@@ -17,6 +17,20 @@
 //!
 //! A node that its probe last saw as a replica is not renewed either.
 //!
+//! * a Sentinel is failing this node over (it still names it, flagged
+//!   `failover_in_progress`) → nothing is renewed and writes are held (a
+//!   pause of this leasegate's own) until the Sentinels name the new
+//!   master (revoked: the held writes go there) or the failover ends
+//!   without one.
+//!
+//! Each answered poll is the lease's pulse ([`crate::guard::lease::Lease::beat`]):
+//! a leasegate whose poll has not answered for `poll_interval_ms` +
+//! `timeout_ms` + [`PULSE_SLACK`] (frozen, or its control thread stalled)
+//! holds writes until it does, rather than use a lease the Sentinels may
+//! have moved meanwhile. The fence of a promotion ([`fence`]) waits for the
+//! old master's leasegate longer than that, so an old master frozen
+//! through a promotion wakes to a lapsed pulse.
+//!
 //! With `sentinel.announce` (the default) leasegate also makes its node
 //! announce the leasegate's address to its master (`CONFIG SET
 //! replica-announce-port`, and `replica-announce-ip` when `sentinel.address`
@@ -48,6 +62,10 @@ use redis_protocol::resp2::types::OwnedFrame;
 /// Withheld renewals logged: the first, then every this many.
 const LOG_EVERY: u64 = 50;
 
+/// How much longer than one poll (its interval and timeout) the lease may
+/// be used without an answer: room for a busy host's scheduling.
+pub const PULSE_SLACK: Duration = Duration::from_millis(500);
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
     /// `renewed`, `revoked`, `withheld`.
@@ -62,12 +80,12 @@ pub struct SentinelMetrics {
 
 impl SentinelMetrics {
     pub fn register(&self, registry: &mut Registry) {
-        for outcome in ["renewed", "revoked", "withheld"] {
+        for outcome in ["renewed", "revoked", "withheld", "held"] {
             let _ = self.polls.get_or_create(&OutcomeLabels { outcome });
         }
         registry.register(
             "sentinel_polls",
-            "Polls of the Redis Sentinels by outcome (renewed, revoked, withheld)",
+            "Polls of the Redis Sentinels by outcome (renewed, revoked, withheld, held: a Sentinel was failing this node over)",
             self.polls.clone(),
         );
     }
@@ -108,6 +126,8 @@ pub async fn run(ctx: Arc<ControlContext>) {
     // The Sentinels named this node master at the last poll that judged.
     let mut named = false;
     let mut node = OwnNode::default();
+    // The pause holding writes while a Sentinel fails this node over.
+    let mut own_hold = None;
     // The deployment is checked once, on the first answers.
     let mut checked = false;
     loop {
@@ -137,7 +157,9 @@ pub async fn run(ctx: Arc<ControlContext>) {
                 }
             }
         }
-        match judge(&answers, &me, sentinels.len()) {
+        let judgement = judge(&answers, &me, sentinels.len());
+        let holds = matches!(judgement, Judgement::Hold { .. });
+        match judgement {
             Judgement::Renew { .. } if node_role.as_deref() != Some("master") => {
                 withhold(
                     &ctx,
@@ -169,8 +191,38 @@ pub async fn run(ctx: Arc<ControlContext>) {
                 revoke(&ctx, &master, epoch, crashed, node_is_replica);
                 named = false;
             }
+            Judgement::Hold { why } => hold_writes(&ctx, &mut own_hold, &why),
             Judgement::Withhold { why } => withhold(&ctx, &mut withheld, &why),
         }
+        if !holds {
+            if let Some(generation) = own_hold.take() {
+                ctx.gate.pause().unpause_own(generation);
+            }
+        }
+        ctx.gate.lease().beat(pulse(&ctx));
+    }
+}
+
+/// How long the lease may be used after a poll answered ([`PULSE_SLACK`]).
+fn pulse(ctx: &ControlContext) -> Duration {
+    let c = ctx.config.load();
+    c.sentinel.poll_interval + c.sentinel.timeout + PULSE_SLACK
+}
+
+/// A Sentinel is failing this node over: its writes are held (a pause of
+/// this leasegate's own, `own_hold`, unless writes are held already) until
+/// the Sentinels name the new master or the failover ends without one.
+/// Bounded by `sentinel.max_lease_ms`: the lease, not renewed, ends first.
+fn hold_writes(ctx: &ControlContext, own_hold: &mut Option<u64>, why: &str) {
+    ctx.metrics.sentinel.count("held");
+    let pause = ctx.gate.pause();
+    if ctx.role.lease().write_allowed() && !ctx.role.is_demoted() && !pause.is_paused() {
+        let bound = Duration::from_millis(ctx.config.load().sentinel.max_lease_ms);
+        *own_hold = Some(pause.pause(bound, crate::guard::pause::PauseMode::Write));
+        info!(
+            why,
+            "writes are held until the Sentinels name the new master or the failover ends"
+        );
     }
 }
 

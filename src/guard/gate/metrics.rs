@@ -36,6 +36,9 @@ pub struct GateMetrics {
     /// confirmation was refused because the controller switched the
     /// shard, that waited for the poller to follow (then handed over).
     pub writes_waited_for_switch: Counter,
+    /// `leasegate_stalled_waits_total`: requests that waited because the
+    /// lease's poll had not answered within its pulse (a stalled process).
+    pub stalled_waits: Counter,
     /// `leasegate_commands_addressed_elsewhere_total`: a moved session's
     /// request addressed to this node, answered by closing the connection.
     pub addressed_elsewhere: Counter,
@@ -50,6 +53,11 @@ impl GateMetrics {
         for reason in HEARTBEAT_REFUSALS {
             let _ = self.heartbeats_refused.get_or_create(&Reason { reason });
         }
+        registry.register(
+            "stalled_waits",
+            "Requests that waited for the lease's poll to answer again: the lease was valid, but the poll had not answered within its pulse (this process or its control thread stalled, e.g. frozen)",
+            self.stalled_waits.clone(),
+        );
         registry.register(
             "writes_fenced",
             "Writes refused, by reason: lease (no valid master lease), demoted (this node was demoted and the write was not handed over)",

@@ -364,18 +364,16 @@ impl Gate {
         }
     }
 
-    /// A write passes when the lease holds (one mode load, one deadline
-    /// load, one clock read) and, with verification, once the controller has
-    /// confirmed mastership after the write arrived.
+    /// A write passes when the lease holds (one mode load, the deadline
+    /// and pulse loads, one clock read) and, with verification, once the
+    /// controller has confirmed mastership after the write arrived.
     #[inline]
     fn admit_write(&self, r: &Admission<'_>) -> Verdict {
         let mode = self.lease.mode();
-        if mode != LeaseMode::Disabled && !self.lease.write_allowed() {
+        if mode != LeaseMode::Disabled && !self.lease.usable() {
             if mode == LeaseMode::BlockWrite {
-                // Named master by a topology the node accepted: the lease
-                // is on its way, and the write waits for it.
-                if let Some(until) = self.role.lease_awaited(std::time::Instant::now()) {
-                    return Verdict::Hold(Wait::Lease { until });
+                if let Some(wait) = self.lease_wait() {
+                    return Verdict::Hold(wait);
                 }
                 self.fenced("lease");
                 return Verdict::Reply(self.fenced_reply(r.command.special));
@@ -434,6 +432,22 @@ impl Gate {
         self.fence_reads.store(on, Ordering::Relaxed);
     }
 
+    /// Why a request the lease does not allow now waits for it rather than
+    /// being fenced: named master by a topology the node accepted (the
+    /// lease is on its way), or the lease is valid but its poll has not
+    /// answered within the pulse (this process stalled: the next answer
+    /// says whether the lease still stands, [`Lease::stalled`]).
+    #[cold]
+    fn lease_wait(&self) -> Option<Wait> {
+        let now = std::time::Instant::now();
+        if let Some(until) = self.role.lease_awaited(now) {
+            return Some(Wait::Lease { until });
+        }
+        let left = self.lease.stalled()?;
+        self.metrics.stalled_waits.inc();
+        Some(Wait::Lease { until: now + left })
+    }
+
     /// A read with `lease.fence_reads`: a master (as far as leasegate
     /// knows) serves it only under a valid lease, so that no read can come
     /// from a node another may have replaced; a replica's reads, and a
@@ -442,7 +456,7 @@ impl Gate {
     #[inline]
     fn admit_read(&self, r: &Admission<'_>) -> Verdict {
         if self.lease.mode() != LeaseMode::BlockWrite
-            || self.lease.write_allowed()
+            || self.lease.usable()
             || self.role.node.is_replica()
             || self.role.is_demoted()
         {
@@ -456,8 +470,8 @@ impl Gate {
         if r.command.special != Special::None || reads_no_data(r.head.name(r.bytes).as_bytes()) {
             return Verdict::Forward;
         }
-        if let Some(until) = self.role.lease_awaited(std::time::Instant::now()) {
-            return Verdict::Hold(Wait::Lease { until });
+        if let Some(wait) = self.lease_wait() {
+            return Verdict::Hold(wait);
         }
         self.fenced("read");
         let head = &self.settings.load().fenced_head;

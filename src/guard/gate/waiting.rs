@@ -86,9 +86,12 @@ impl Gate {
                 Ok(())
             }
             (Wait::Lease { until }, _) => {
-                while !self.lease.write_allowed() {
+                while !self.lease.usable() {
                     let now = std::time::Instant::now();
-                    if now >= *until || self.role.lease_awaited(now).is_none() {
+                    if now >= *until
+                        || (self.role.lease_awaited(now).is_none()
+                            && self.lease.stalled().is_none())
+                    {
                         break;
                     }
                     tokio::time::sleep(std::time::Duration::from_millis(1)).await;
