@@ -353,22 +353,7 @@ fn a_frozen_old_master_wakes_after_a_planned_failover_and_loses_nothing() {
         outcome.acked.len(),
         outcome.errors.len()
     );
-    let mut b = s.b_node.client();
-    let missing: Vec<&String> = outcome
-        .acked_keys()
-        .filter(|k| b.cmd(&["EXISTS", k.as_str()]) != Reply::Int(1))
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "{} writes acknowledged through A are not on the new master B, e.g. {:?}",
-        missing.len(),
-        &missing[..missing.len().min(5)]
-    );
-    assert!(
-        outcome.acked.len() > 100,
-        "only {} writes",
-        outcome.acked.len()
-    );
+    outcome.assert_none_lost(&mut s.b_node.client(), 100);
 }
 
 /// `SENTINEL FAILOVER` there and back: the old master's leasegate stays

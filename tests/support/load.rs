@@ -41,6 +41,13 @@ impl Outcome {
             self.errors.len(),
             &self.errors[..self.errors.len().min(5)]
         );
+        self.assert_none_lost(master, min_acked);
+    }
+
+    /// Nothing acknowledged was lost: more than `min_acked` writes were
+    /// acknowledged, and every one of them is on the node `master` (errors
+    /// allowed: a fault may cost them, never an acknowledged write).
+    pub fn assert_none_lost(&self, master: &mut Client, min_acked: usize) {
         assert!(
             self.acked.len() > min_acked,
             "only {} writes",
