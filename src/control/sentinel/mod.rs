@@ -12,16 +12,15 @@
 //! * a Sentinel names another master at a config epoch at least as new →
 //!   the lease is revoked at once and, where this node was master, it is
 //!   demoted with that master as the sessions' new home (`pause.on_demote`);
-//! * otherwise (Sentinels unreachable, or seeing this node down or being
-//!   replaced) nothing is renewed and the lease runs out.
-//!
-//! A node that its probe last saw as a replica is not renewed either.
-//!
 //! * a Sentinel is failing this node over (it still names it, flagged
 //!   `failover_in_progress`) → nothing is renewed and writes are held (a
 //!   pause of this leasegate's own) until the Sentinels name the new
 //!   master (revoked: the held writes go there) or the failover ends
-//!   without one.
+//!   without one;
+//! * otherwise (Sentinels unreachable, or seeing this node down or being
+//!   replaced) nothing is renewed and the lease runs out.
+//!
+//! A node that its probe last saw as a replica is not renewed either.
 //!
 //! Each answered poll is the lease's pulse ([`crate::guard::lease::Lease::beat`]):
 //! a leasegate whose poll has not answered for `poll_interval_ms` +
@@ -68,7 +67,7 @@ pub const PULSE_SLACK: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
-    /// `renewed`, `revoked`, `withheld`.
+    /// `renewed`, `revoked`, `withheld`, `held`.
     pub outcome: &'static str,
 }
 
