@@ -444,3 +444,45 @@ fn a_killed_master_is_replaced_and_its_leasegate_serves_new_clients_there() {
         restarted.elapsed()
     );
 }
+
+/// A master's leasegate restarted outside an upgrade (`kill -9`, then
+/// started again by its supervisor) admits clients once the controller's
+/// first poll has been judged: its node's id is learned by the probe
+/// (`CLUSTERX MYID`) moments after start, and a first poll answered before
+/// that cannot be judged. Counted as the first word, it let the restarted
+/// leasegate answer the cold start's `-READONLY master lease expired` to
+/// writes for one poll interval (walkthrough 11: 152 of them).
+#[test]
+fn a_restarted_masters_leasegate_serves_no_cold_start_refusal() {
+    let Some(mut shard) = shard() else { return };
+    settle(&shard, &shard.a);
+    let writers = Writers::start_authenticated(
+        shard.a.proxy.port,
+        4,
+        "r",
+        Duration::from_millis(1),
+        Some(PASSWORD),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    shard.a.proxy.restart();
+    std::thread::sleep(Duration::from_millis(700));
+    let outcome = writers.finish();
+    let cold: Vec<&String> = outcome
+        .errors
+        .iter()
+        .filter(|e| e.contains("master lease expired"))
+        .collect();
+    eprintln!(
+        "{} writes acknowledged; errors: {} (the restart's lost connections), {} cold-start refusals",
+        outcome.acked.len(),
+        outcome.errors.len(),
+        cold.len()
+    );
+    assert!(
+        cold.is_empty(),
+        "{} writes refused by the restarted leasegate's cold-start lease, e.g. {:?}",
+        cold.len(),
+        &cold[..cold.len().min(3)]
+    );
+    outcome.assert_none_lost(&mut shard.direct(&shard.a), 100);
+}

@@ -187,7 +187,19 @@ pub async fn poll(ctx: Arc<ControlContext>) {
         // A switch verification saw before this poll was sent is followed
         // now (a step-down), or was none: the writes waiting go on.
         ctx.role.switch.followed(started);
-        ctx.role.first_poll.set();
+        if lease.node_id().is_some() {
+            ctx.role.first_poll.set();
+        } else if !ctx.role.first_poll.happened() {
+            // Not judged: the probe has not learned this node's id yet
+            // (CLUSTERX MYID, moments after start). Clients still wait
+            // for the controller's word: ask again soon, not a tick later.
+            // (Taken as the first word, a restarted leasegate answered
+            // the cold start's `-READONLY master lease expired` to writes
+            // for one poll interval: walkthrough 11.)
+            tokio::time::sleep(UNJUDGED_RETRY).await;
+            ticker.reset_immediately();
+            continue;
+        }
         if follow {
             // A switch was followed: look again at once rather than a
             // tick later (the other side may have moved meanwhile).
@@ -195,6 +207,10 @@ pub async fn poll(ctx: Arc<ControlContext>) {
         }
     }
 }
+
+/// How soon a first poll that could not be judged (the node's id not yet
+/// known) is asked again.
+const UNJUDGED_RETRY: Duration = Duration::from_millis(10);
 
 struct Poller<'a> {
     ctx: &'a ControlContext,

@@ -41,6 +41,10 @@ pub struct MasterView {
     pub quorum: usize,
     /// Other Sentinels this one knows monitor the same master.
     pub other_sentinels: usize,
+    /// `failover-state` of the failover this Sentinel leads (`wait_start`,
+    /// `select_slave`, `send_slaveof_noone`, `wait_promotion`, ...);
+    /// present only while one is in progress.
+    pub failover_state: Option<String>,
 }
 
 impl MasterView {
@@ -59,6 +63,17 @@ impl MasterView {
     /// (it names the old one until the failover ends).
     pub fn in_failover(&self) -> bool {
         self.flags.iter().any(|f| f == "failover_in_progress")
+    }
+
+    /// Whether this Sentinel's failover has sent (or is about to send) the
+    /// promotion to the chosen replica: past choosing one. A failover in
+    /// progress without a state is taken to be past it.
+    pub fn promoting(&self) -> bool {
+        self.in_failover()
+            && !matches!(
+                self.failover_state.as_deref(),
+                Some("wait_start" | "select_slave")
+            )
     }
 
     /// How long from its answer this Sentinel cannot find the master
@@ -111,6 +126,7 @@ pub fn parse_master(frame: &OwnedFrame) -> Result<MasterView, String> {
         config_epoch: number("config-epoch")?,
         quorum: number("quorum")? as usize,
         other_sentinels: number("num-other-sentinels")? as usize,
+        failover_state: get("failover-state").ok().map(str::to_string),
     })
 }
 
@@ -126,8 +142,9 @@ pub enum Judgement {
     /// A Sentinel names another master, at a config epoch at least as new
     /// as any naming this node.
     Revoke { master: String, epoch: u64 },
-    /// A Sentinel is failing this node over (it names this node, flagged
-    /// `failover_in_progress`): nothing is renewed, and this node's writes
+    /// A Sentinel failing this node over has sent the promotion (it names
+    /// this node, flagged `failover_in_progress`,
+    /// [`MasterView::promoting`]): nothing is renewed, and this node's writes
     /// are held until the Sentinels name the new master or the failover
     /// ends without one.
     Hold { why: String },
@@ -178,10 +195,11 @@ pub fn judge(answers: &[Result<MasterView, String>], me: &str, configured: usize
     }
     // The Sentinel failing this node over: its view names this node until
     // its failover ends, and the others do until they hear of the new
-    // master. The promotion may already have passed (the fence could not
-    // reach this leasegate: frozen, cut off), so no renewal may extend
-    // what this node has, and its writes wait.
-    if let Some(v) = naming_me.clone().find(|v| v.in_failover()) {
+    // master. Once it has sent the promotion, that may have passed (the
+    // fence could not reach this leasegate: frozen, cut off), so no renewal
+    // may extend what this node has, and its writes wait. (Before, it only
+    // vouches for nothing, as a troubled view.)
+    if let Some(v) = naming_me.clone().find(|v| v.promoting()) {
         return Judgement::Hold {
             why: format!(
                 "a Sentinel is failing this node over (config epoch {})",
@@ -300,6 +318,7 @@ mod tests {
             config_epoch: epoch,
             quorum: 2,
             other_sentinels: 2,
+            failover_state: None,
         }
     }
 
@@ -441,16 +460,30 @@ mod tests {
     /// fenced), and its writes are held.
     #[test]
     fn a_sentinel_failing_this_node_over_holds_its_writes() {
+        let leader = |state: Option<&str>| {
+            let mut v = view(ME, "master,failover_in_progress", 0, 50, 1);
+            v.failover_state = state.map(str::to_string);
+            v
+        };
+        for state in [None, Some("send_slaveof_noone"), Some("wait_promotion")] {
+            let answers = [
+                ok(leader(state)),
+                ok(view(ME, "master", 0, 50, 1)),
+                ok(view(ME, "master", 0, 50, 1)),
+            ];
+            assert!(
+                matches!(judge(&answers, ME, 3), Judgement::Hold { .. }),
+                "{state:?}: {:?}",
+                judge(&answers, ME, 3)
+            );
+        }
+        // Still choosing a replica: nothing promoted yet, the others vouch.
         let answers = [
-            ok(view(ME, "master,failover_in_progress", 0, 50, 1)),
+            ok(leader(Some("select_slave"))),
             ok(view(ME, "master", 0, 50, 1)),
             ok(view(ME, "master", 0, 50, 1)),
         ];
-        assert!(
-            matches!(judge(&answers, ME, 3), Judgement::Hold { .. }),
-            "{:?}",
-            judge(&answers, ME, 3)
-        );
+        assert!(matches!(judge(&answers, ME, 3), Judgement::Renew { .. }));
     }
 
     /// Sentinels that know more Sentinels than the config lists count them:

@@ -12,8 +12,9 @@
 //! * a Sentinel names another master at a config epoch at least as new →
 //!   the lease is revoked at once and, where this node was master, it is
 //!   demoted with that master as the sessions' new home (`pause.on_demote`);
-//! * a Sentinel is failing this node over (it still names it, flagged
-//!   `failover_in_progress`) → nothing is renewed and writes are held (a
+//! * a Sentinel is failing this node over and has sent the promotion (it
+//!   still names this node, flagged `failover_in_progress`, its
+//!   `failover-state` past `select_slave`) → nothing is renewed and writes are held (a
 //!   pause of this leasegate's own) until the Sentinels name the new
 //!   master (revoked: the held writes go there) or the failover ends
 //!   without one;
