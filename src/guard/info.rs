@@ -16,6 +16,8 @@
 //! ([`crate::guard::failover_command`]), so the node's own field (Redis
 //! says `no-failover`; Kvrocks has none) would not tell its progress.
 
+use std::sync::atomic::Ordering;
+
 use bytes::Bytes;
 
 use crate::guard::gate::{Admission, Answer, Gate, Verdict};
@@ -77,6 +79,11 @@ impl Gate {
         };
         let state = self.role().failover_command.state().as_str();
         let mut text = with_failover_state(body, state);
+        if self.role().stale_master_as_replica.load(Ordering::Relaxed) {
+            if let Some(new_master) = self.role().demotion().and_then(|d| d.new_master.clone()) {
+                text = as_replica_of(&text, &new_master);
+            }
+        }
         if section {
             if !text.is_empty() && !text.ends_with(b"\r\n") {
                 text.extend_from_slice(b"\r\n");
@@ -171,6 +178,35 @@ fn with_failover_state(info: &[u8], state: &str) -> Vec<u8> {
     out
 }
 
+/// `info` with a `role:master` line of its `# Replication` section shown as
+/// a replica of `new_master` (`host:port`) whose link is down: an old
+/// master the Sentinels replaced, whose node has not followed the new one
+/// yet (`control::sentinel::stale`). Sentinel must neither take it for a
+/// promoted replica nor prefer it. Other text is unchanged.
+fn as_replica_of(info: &[u8], new_master: &str) -> Vec<u8> {
+    let Some((host, port)) = new_master.rsplit_once(':') else {
+        return info.to_vec();
+    };
+    let replica = format!(
+        "role:slave\r\nmaster_host:{host}\r\nmaster_port:{port}\r\nmaster_link_status:down\r\n"
+    );
+    let mut out = Vec::with_capacity(info.len() + replica.len());
+    let mut in_replication = false;
+    for l in info.split_inclusive(|&b| b == b'\n') {
+        let bare = l.strip_suffix(b"\n").unwrap_or(l);
+        let bare = bare.strip_suffix(b"\r").unwrap_or(bare);
+        if bare.starts_with(b"#") {
+            in_replication = bare[1..].trim_ascii().eq_ignore_ascii_case(b"replication");
+        }
+        if in_replication && bare == b"role:master" {
+            out.extend_from_slice(replica.as_bytes());
+            continue;
+        }
+        out.extend_from_slice(l);
+    }
+    out
+}
+
 /// Whether a later line of the same section starts with `field`.
 fn info_has_field_after<'a>(lines: impl Iterator<Item = &'a [u8]>, field: &[u8]) -> bool {
     for l in lines {
@@ -202,7 +238,19 @@ fn string_body(frame: &[u8]) -> Option<(u8, &[u8])> {
 
 #[cfg(test)]
 mod tests {
-    use super::{string_body, with_failover_state};
+    use super::{as_replica_of, string_body, with_failover_state};
+
+    #[test]
+    fn a_replaced_masters_node_shows_as_the_new_masters_replica() {
+        let kvrocks = b"# Server\r\nrole:master\r\n\r\n# Replication\r\nrole:master\r\nconnected_slaves:0\r\nmaster_repl_offset:9\r\n";
+        assert_eq!(
+            as_replica_of(kvrocks, "10.0.0.2:6380"),
+            b"# Server\r\nrole:master\r\n\r\n# Replication\r\nrole:slave\r\nmaster_host:10.0.0.2\r\nmaster_port:6380\r\nmaster_link_status:down\r\nconnected_slaves:0\r\nmaster_repl_offset:9\r\n"
+        );
+        // A node that follows someone already is shown as it is.
+        let replica = b"# Replication\r\nrole:slave\r\nmaster_host:10.0.0.2\r\n";
+        assert_eq!(as_replica_of(replica, "10.0.0.2:6380"), replica);
+    }
 
     #[test]
     fn the_replication_section_carries_leasegates_failover_state() {

@@ -154,6 +154,10 @@ pub struct Role {
     demotion: ArcSwapOption<Demotion>,
     /// What grants from outside the configured lease source may do.
     pub outside_grants: OutsideGrantRule,
+    /// Under Sentinel: while demoted and its node still a master on its
+    /// own, `INFO` shows the node as the new master's replica
+    /// (`control::sentinel::stale`).
+    pub stale_master_as_replica: AtomicBool,
     /// `demotion.is_some()`, as one plain load for the hot path.
     demoted: AtomicBool,
     /// Where paused sessions will probably move: set by a failover between
@@ -243,6 +247,7 @@ impl Role {
             on_demote: AtomicU8::new(on_demote_to_u8(on_demote)),
             demotion: ArcSwapOption::empty(),
             outside_grants: OutsideGrantRule::default(),
+            stale_master_as_replica: AtomicBool::new(false),
             demoted: AtomicBool::new(false),
             handover_target: std::sync::Mutex::new(None),
             writes_in_flight: InFlight::default(),

@@ -34,8 +34,37 @@ pub(super) async fn serve_fences(ctx: Arc<ControlContext>, me: String) {
             r = ctx.role.promotion_fence.requested() => r.until,
             _ = ctx.shutdown.cancelled() => return,
         };
-        let fenced = tokio::time::timeout_at(until.into(), fence_old_master(&ctx)).await;
-        // The promotion goes on, whatever the fence came to: writes sent
+        // Decided a little before the bound, when the held promotion would
+        // go on by itself: a refusal must come first.
+        let decide_by = until.checked_sub(DECIDE_AHEAD).unwrap_or(until);
+        let mut reached = None;
+        let fenced =
+            tokio::time::timeout_at(decide_by.into(), fence_old_master(&ctx, &mut reached)).await;
+        // A node that would come out of it without the old master's
+        // writes: one the old master's leasegate paused but that did not
+        // catch up in time, or a master on its own (an old master the
+        // Sentinels replaced, which has not followed the new one yet:
+        // Kvrocks refuses that for seconds). Its promotion is refused; the
+        // Sentinels' failover times out, and one later finds it caught up.
+        let behind = match &fenced {
+            Ok(Ok(_)) => None,
+            _ if reached.is_some() => Some(format!(
+                "this node did not catch up with the old master {} in time",
+                reached.as_deref().unwrap_or_default()
+            )),
+            _ => stale_master(&ctx).await,
+        };
+        if let Some(why) = behind {
+            warn!(why = %why, "the promotion of this node is refused: it would lose acknowledged writes");
+            if let Some(old) = reached {
+                tokio::spawn(unpause_old_master(Arc::clone(&ctx), old));
+            }
+            ctx.role.promotion_fence.refuse(format!(
+                "ERR leasegate refused the promotion: {why} (it would lose acknowledged writes)"
+            ));
+            continue;
+        }
+        // The promotion goes on, whatever else the fence came to: writes sent
         // here stop going to the old master (this replica's leasegate sent
         // them there), and wait for the lease instead. Should the node
         // refuse it, the next poll demotes this leasegate again. (Cleared
@@ -69,10 +98,52 @@ pub(super) async fn serve_fences(ctx: Arc<ControlContext>, me: String) {
     }
 }
 
+/// How long before the held promotion's bound the fence decides.
+const DECIDE_AHEAD: Duration = Duration::from_millis(50);
+
+/// Whether this node is a master on its own that the Sentinels replaced:
+/// its leasegate demoted, its node reporting itself master. Why, if so.
+async fn stale_master(ctx: &ControlContext) -> Option<String> {
+    if !ctx.role.is_demoted() {
+        return None;
+    }
+    let role = OwnNode::default().role(ctx).await?;
+    (role == "master").then(|| {
+        "this node was replaced as master and has not replicated from the new master since"
+            .to_string()
+    })
+}
+
+/// Ends the pause this fence set at the old master's leasegate (`old`),
+/// the promotion having been refused.
+async fn unpause_old_master(ctx: Arc<ControlContext>, old: String) {
+    let password = ctx.config.load().control.password.clone();
+    let peer = ctx.peer_tls();
+    let timeout = ctx.config.load().sentinel.timeout;
+    let unpaused = async {
+        let mut conn =
+            ControlConnection::open_leasegate(&old, peer.as_deref(), password.as_deref(), timeout)
+                .await
+                .map_err(|e| e.to_string())?;
+        conn.call(&["CLIENT", "UNPAUSE"])
+            .await
+            .map_err(|e| e.to_string())
+    };
+    if let Err(e) = unpaused.await {
+        warn!(old_master = %old, error = %e, "CLIENT UNPAUSE at the old master failed; its pause ends by itself");
+    }
+}
+
 /// Pauses writes at the leasegate of the master this node replicates from
 /// and waits until this node has all of them; the old master's address and
-/// the connection to its leasegate.
-async fn fence_old_master(ctx: &ControlContext) -> Result<(String, ControlConnection), String> {
+/// the connection to its leasegate. `reached` names the old master once
+/// its writes are paused. A node that follows no master while its
+/// leasegate is demoted (an old master the Sentinels replaced) is waited
+/// for until it follows one ([`super::stale`] makes it).
+async fn fence_old_master(
+    ctx: &ControlContext,
+    reached: &mut Option<String>,
+) -> Result<(String, ControlConnection), String> {
     let control_password = ctx.config.load().control.password.clone();
     // The old master's leasegate gets the fence's whole bound to answer,
     // more than its lease's pulse (`super::PULSE_SLACK`): one frozen until
@@ -80,7 +151,13 @@ async fn fence_old_master(ctx: &ControlContext) -> Result<(String, ControlConnec
     // before its next write (one that wakes sooner is fenced here).
     let timeout = crate::guard::gate::PROMOTION_FENCE_BOUND;
     let mut own = OwnNode::default();
-    let old = own.followed_master(ctx).await?;
+    let old = loop {
+        match own.followed_master(ctx).await {
+            Ok(old) => break old,
+            Err(e) if !ctx.role.is_demoted() => return Err(e.to_string()),
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    };
     let peer = ctx.peer_tls();
     let mut conn = ControlConnection::open_leasegate(
         &old,
@@ -97,6 +174,7 @@ async fn fence_old_master(ctx: &ControlContext) -> Result<(String, ControlConnec
     conn.call(&["CLIENT", "PAUSE", &ms, "WRITE"])
         .await
         .map_err(|e| format!("old master {old}: CLIENT PAUSE: {e}"))?;
+    *reached = Some(old.clone());
     let target = replication_of(&mut conn)
         .await
         .map_err(|e| format!("old master {old}: {e}"))?

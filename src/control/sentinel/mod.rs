@@ -41,6 +41,7 @@
 //! that its master hears the new address.
 
 mod fence;
+mod stale;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -112,6 +113,11 @@ pub async fn run(ctx: Arc<ControlContext>) {
     ctx.role
         .promotion_fence
         .enable(crate::guard::gate::PROMOTION_FENCE_BOUND, true);
+    // An old master's node that has not followed the new master yet is
+    // shown to Sentinel as the new master's replica (`stale`).
+    ctx.role
+        .stale_master_as_replica
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     tokio::spawn(fence::serve_fences(Arc::clone(&ctx), me.clone()));
     info!(sentinels = ?s.addrs, master = %s.master_name, address = %me, interval_ms = s.poll_interval.as_millis() as u64, "taking the master lease from Redis Sentinel");
     let mut sentinels: Vec<Asked> = s
@@ -420,7 +426,13 @@ fn renew(ctx: &ControlContext, valid_ms: u64, sent: u64) {
 /// the new one. `crashed`: the Sentinels named this node master last, and
 /// its node does not answer (its lease ran out since: they stopped
 /// vouching); `node_is_replica`: its node says so.
-fn revoke(ctx: &ControlContext, master: &str, epoch: u64, crashed: bool, node_is_replica: bool) {
+fn revoke(
+    ctx: &Arc<ControlContext>,
+    master: &str,
+    epoch: u64,
+    crashed: bool,
+    node_is_replica: bool,
+) {
     ctx.metrics.sentinel.count("revoked");
     let role = &ctx.role;
     let was_master = crashed || role.lease().write_allowed() || role.is_demoted();
@@ -455,6 +467,12 @@ fn revoke(ctx: &ControlContext, master: &str, epoch: u64, crashed: bool, node_is
         role.demote(Demotion {
             new_master: Some(Arc::from(master)),
         });
+        if !node_is_replica && !crashed {
+            tokio::spawn(stale::follow_new_master(
+                Arc::clone(ctx),
+                master.to_string(),
+            ));
+        }
     }
 }
 
