@@ -358,6 +358,63 @@ fn a_topology_promoting_this_node_triggers_a_poll_at_once() {
     }
 }
 
+/// A topology push older than the controller's word the poll already has
+/// does not end this node's demotion: the controller, having switched the
+/// shard to B at version 3, may still deliver its earlier push (version 2,
+/// naming this node master) to the node. Taken as a promotion, it cleared
+/// the demotion the poll had just made, and the writes held for the switch
+/// met the lapsed lease: `-READONLY master lease expired` during a planned
+/// failover with verification on (walkthrough 11).
+#[test]
+fn a_stale_push_naming_this_node_master_keeps_its_demotion() {
+    let Some(kvrocks) = KvrocksServer::start(true) else {
+        return;
+    };
+    let controller = TestController::start();
+    let me_addr = "127.0.0.1:7001";
+    controller.set_topology(
+        3,
+        vec![vec![
+            (B_ID, "127.0.0.1:7002", "master"),
+            (A_ID, me_addr, "slave"),
+        ]],
+    );
+    let proxy = Proxy::start(
+        &kvrocks.addr(),
+        &format!(
+            "node_id: {A_ID}\ncontrol:\n  allow_from: [127.0.0.1]\nlease:\n  mode: block-write\n  probe_interval_ms: 0\n{}",
+            controller.yaml(30_000, 60_000)
+        ),
+    );
+    let mut ctl = proxy.client();
+    assert_eq!(ctl.cmd(&["CLUSTERX", "SETNODEID", A_ID]), Reply::ok());
+    let leasegate_field = |c: &mut support::Client, field: &str| {
+        let text = c.cmd(&["INFO", "leasegate"]).text();
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{field}:")))
+            .map(|v| v.trim().to_string())
+    };
+    let start = Instant::now();
+    while leasegate_field(&mut ctl, "demoted").as_deref() != Some("1") {
+        assert!(start.elapsed() < PATIENCE, "the first poll did not demote");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let stale = format!(
+        "{A_ID} 127.0.0.1 {} master - 0-16383\n{B_ID} 127.0.0.1 7002 slave {A_ID}",
+        proxy.port
+    );
+    assert_eq!(ctl.cmd(&["CLUSTERX", "SETNODES", &stale, "2"]), Reply::ok());
+    assert_eq!(
+        leasegate_field(&mut ctl, "demoted").as_deref(),
+        Some("1"),
+        "a push at version 2 undid the demotion the controller's version 3 made"
+    );
+    assert_eq!(
+        leasegate_field(&mut ctl, "demoted_new_master").as_deref(),
+        Some("127.0.0.1:7002")
+    );
+}
+
 /// With `pause.on_demote: moved`, a write held through the controller's
 /// failover is answered `-MOVED <slot> <new master's leasegate>`, as a
 /// cluster client expects, and nothing is applied on the old master.

@@ -216,6 +216,15 @@ impl Gate {
                         // believes about mastership toward this node.
                         return;
                     }
+                    // Older than the controller's word the poll already
+                    // has (another master, at a newer version): the
+                    // controller's earlier push, delivered late. The node
+                    // took it, but mastership follows the newer word; taken
+                    // as a promotion, it ended the poll's demotion, and
+                    // the writes held for the switch met the lapsed lease.
+                    if version.is_some_and(|v| v < self.role.controller_version()) {
+                        return;
+                    }
                     // A poller asks the controller for the lease now rather
                     // than at its next tick.
                     self.promoted_here();
