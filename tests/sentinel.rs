@@ -588,3 +588,30 @@ fn kvrocks_failed_over_there_and_straight_back_loses_nothing() {
     a.assert_none_lost(&mut master, 100);
     b.assert_none_lost(&mut master, 100);
 }
+
+/// A node restarted by its supervisor (`kill -9`, started again: its
+/// `CONFIG SET replica-announce-port` is gone) announces its leasegate
+/// again: otherwise Sentinel learned the replica by the node's own
+/// address, and later promoted it directly, past the lease (walkthrough
+/// 10: clients were given the node's own address for 34 s).
+#[test]
+fn a_restarted_node_announces_its_leasegate_again() {
+    let mut s = setup("block-write");
+    serving(&s);
+    let b_port = s.b.port.to_string();
+    let announced = |node: &Node| {
+        node.client()
+            .cmd(&["CONFIG", "GET", "replica-announce-port"])
+            == Reply::Array(vec![
+                Reply::bulk("replica-announce-port"),
+                Reply::bulk(&b_port),
+            ])
+    };
+    assert!(announced(&s.b_node));
+    s.b_node.restart();
+    eventually(
+        "B's restarted node announces B's leasegate",
+        Duration::from_secs(5),
+        || announced(&s.b_node),
+    );
+}

@@ -39,6 +39,16 @@ impl Node {
         Client::connect(self.port())
     }
 
+    /// Kills the node and starts it again on its port, as a supervisor
+    /// would after a crash (what it set at run time, `CONFIG SET`, is gone).
+    #[allow(dead_code)]
+    pub fn restart(&mut self) {
+        match self {
+            Node::Redis(r) => r.restart(),
+            Node::Kvrocks(k) => k.restart(),
+        }
+    }
+
     /// Kills the node (a crash).
     pub fn stop(&mut self) {
         match self {

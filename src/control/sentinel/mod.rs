@@ -501,6 +501,8 @@ async fn announce(ctx: Arc<ControlContext>, me: String) {
         .ok()
         .filter(|ip| !ip.is_unspecified());
     let mut delay = Duration::from_millis(100);
+    // Whether the last attempt failed (logged once until one succeeds).
+    let mut failing = false;
     loop {
         let (addr, password, timeout) = {
             let c = ctx.config.load();
@@ -512,32 +514,47 @@ async fn announce(ctx: Arc<ControlContext>, me: String) {
         };
         let tls = ctx.node_tls();
         let node = (addr.as_str(), tls.as_deref());
-        match announce_once(node, password.as_deref(), timeout, port, ip).await {
-            Ok(reconnected) => {
-                info!(address = %me, reconnected, "the node announces this leasegate's address to its master");
-                return;
+        let wait = match announce_once(node, password.as_deref(), timeout, port, ip).await {
+            Ok(changed) => {
+                if let Some(reconnected) = changed {
+                    info!(address = %me, reconnected, "the node announces this leasegate's address to its master");
+                }
+                failing = false;
+                delay = Duration::from_millis(100);
+                ANNOUNCE_CHECK_EVERY
             }
             Err(e) => {
-                warn!(error = %e, "cannot make the node announce this leasegate's address yet; retrying");
+                if !failing {
+                    warn!(error = %e, "cannot make the node announce this leasegate's address yet; retrying");
+                }
+                failing = true;
+                delay = (delay * 2).min(Duration::from_secs(5));
+                delay
             }
-        }
+        };
         tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
+            _ = tokio::time::sleep(wait) => {}
             _ = ctx.shutdown.cancelled() => return,
         }
-        delay = (delay * 2).min(Duration::from_secs(5));
     }
 }
 
-/// One attempt of [`announce`]; whether a linked replica was made to
-/// reconnect.
+/// How often the node is checked to still announce this leasegate: a node
+/// restarted (its `CONFIG SET` not persisted) announced its own address,
+/// and Sentinel, learning the replica by that, later promoted it directly,
+/// past the lease (walkthrough 10: clients were given the node's own
+/// address for 34 s).
+const ANNOUNCE_CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// One attempt of [`announce`]: `None` when the node announced this
+/// leasegate already, else whether a linked replica was made to reconnect.
 async fn announce_once(
     (addr, tls): (&str, Option<&crate::proxy::backend::NodeTls>),
     password: Option<&str>,
     timeout: Duration,
     port: &str,
     ip: Option<std::net::IpAddr>,
-) -> Result<bool, String> {
+) -> Result<Option<bool>, String> {
     let mut conn = ControlConnection::open_node(addr, tls, password, timeout)
         .await
         .map_err(|e| format!("node {addr}: {e}"))?;
@@ -567,7 +584,7 @@ async fn announce_once(
         }
     }
     if !changed {
-        return Ok(false);
+        return Ok(None);
     }
     // A replica whose link is up announced its old address: make it
     // reconnect (it resumes where it was, a partial resync).
@@ -576,11 +593,11 @@ async fn announce_once(
         .map_err(|e| format!("node {addr}: {e}"))?;
     if replication.role.as_deref() == Some("slave") {
         match conn.call(&["CLIENT", "KILL", "TYPE", "master"]).await {
-            Ok(_) => return Ok(true),
+            Ok(_) => return Ok(Some(true)),
             Err(e) => {
                 warn!(error = %e, "the replica's link to its master predates the announced address and could not be restarted (CLIENT KILL TYPE master); its master lists it by the old address until it reconnects")
             }
         }
     }
-    Ok(false)
+    Ok(Some(false))
 }
