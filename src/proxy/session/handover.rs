@@ -17,6 +17,11 @@ use crate::resp::reply::ReplyFramer;
 use crate::resp::request::RequestHead;
 
 use super::state::{Expect, Lifecycle, Owed, Stall, Stream, Watch, WriteTicket};
+
+/// How long a hand-over asks again a new master's leasegate that refuses
+/// the connection (restarting), and how often.
+const PEER_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
+const PEER_RETRY: std::time::Duration = std::time::Duration::from_millis(50);
 use super::{Session, SessionContext};
 
 const CANNOT_MOVE: &[u8] = b"-ERR leasegate: this node was demoted during a failover and this connection cannot be moved; reconnect\r\n";
@@ -212,8 +217,20 @@ impl Session {
         let (addr, connected) = match (ready, &target) {
             (Some(stream), Move::Away(addr)) => (addr.to_string(), Ok(stream)),
             // Another leasegate: on its `listen`, or its TLS listener.
+            // Asked again for a moment: one being restarted by its
+            // supervisor refuses connections for a few hundred ms, and
+            // every write refused meanwhile was an error (walkthrough 11:
+            // 790 `-TRYAGAIN` in under a second).
             (None, Move::Away(addr)) => {
-                crate::proxy::backend::connect_peer(addr, peer, timeout).await
+                let give_up = std::time::Instant::now() + PEER_PATIENCE;
+                loop {
+                    let (at, connected) =
+                        crate::proxy::backend::connect_peer(addr, peer, timeout).await;
+                    if connected.is_ok() || std::time::Instant::now() + PEER_RETRY >= give_up {
+                        break (at, connected);
+                    }
+                    tokio::time::sleep(PEER_RETRY).await;
+                }
             }
             (_, Move::Home) => (
                 home.0.to_string(),
