@@ -568,6 +568,10 @@ fn kvrocks_failed_over_there_and_straight_back_loses_nothing() {
     eventually("the Sentinels name B", Duration::from_secs(15), || {
         all_name(&s, &b_addr)
     });
+    // Through its leasegate A is B's replica, even while its node, refused
+    // by Kvrocks, is still a master on its own.
+    let role_via_a = s.a.client().cmd(&["INFO", "replication"]).text();
+    assert!(role_via_a.contains("role:slave"), "{role_via_a}");
     std::thread::sleep(Duration::from_millis(200));
     sentinel_failover(&s);
     eventually(
@@ -613,5 +617,60 @@ fn a_restarted_node_announces_its_leasegate_again() {
         "B's restarted node announces B's leasegate",
         Duration::from_secs(5),
         || announced(&s.b_node),
+    );
+}
+
+/// An old master whose leasegate was frozen past its lease through a
+/// planned failover sends its clients' writes to the new master once it
+/// wakes: its first poll finds another master named. Before, with its
+/// lease lapsed it took itself for no master at all, and refused writes
+/// (`-READONLY master lease expired`) until Sentinel converted its node,
+/// 10 s later (walkthrough 12).
+#[test]
+fn a_leasegate_frozen_past_its_lease_sends_writes_to_the_new_master_on_waking() {
+    let s = setup_with(Kind::Redis, "block-write", 20_000, "  max_lease_ms: 1500\n")
+        .expect("redis-server runs");
+    let b_addr = serving(&s);
+    support::signal(s.a.pid(), "STOP");
+    let frozen = Instant::now();
+    sentinel_failover(&s);
+    eventually("the Sentinels name B", Duration::from_secs(15), || {
+        all_name(&s, &b_addr)
+    });
+    std::thread::sleep(Duration::from_secs(3).saturating_sub(frozen.elapsed()));
+    support::signal(s.a.pid(), "CONT");
+    let woke = Instant::now();
+    eventually(
+        "a write through A is taken by B",
+        Duration::from_secs(3),
+        || s.a.client().cmd(&["SET", "after-waking", "1"]) == Reply::ok(),
+    );
+    let took = woke.elapsed();
+    assert!(took < Duration::from_secs(3), "{took:?} after waking");
+    assert_eq!(
+        s.b_node.client().cmd(&["GET", "after-waking"]),
+        Reply::bulk("1")
+    );
+}
+
+/// The old master's node, restarted empty after a failover (its leasegate
+/// up and demoted), follows the new master: its leasegate makes it, for as
+/// long as it is a master on its own. Before, its leasegate showed it to
+/// Sentinel as the new master's replica, so Sentinel never converted it,
+/// and nothing else did (walkthrough 12: still on its own after 60 s).
+#[test]
+fn a_replaced_masters_restarted_node_follows_the_new_master() {
+    let mut s = setup("block-write");
+    let b_addr = serving(&s);
+    fail_over_to_b(&s, &b_addr);
+    s.a_node.restart();
+    let b_port = s.b.port.to_string();
+    eventually(
+        "A's restarted node follows B's leasegate",
+        Duration::from_secs(5),
+        || {
+            info_field(s.a_node.port(), "role").as_deref() == Some("slave")
+                && info_field(s.a_node.port(), "master_port").as_deref() == Some(b_port.as_str())
+        },
     );
 }

@@ -134,6 +134,9 @@ pub async fn run(ctx: Arc<ControlContext>) {
     let mut node = OwnNode::default();
     // The pause holding writes while a Sentinel fails this node over.
     let mut own_hold = None;
+    // Whether a task is making this node follow the master the Sentinels
+    // name (`stale::follow_new_master`).
+    let following = Arc::new(std::sync::atomic::AtomicBool::new(false));
     // The deployment is checked once, on the first answers.
     let mut checked = false;
     loop {
@@ -189,13 +192,26 @@ pub async fn run(ctx: Arc<ControlContext>) {
             }
             Judgement::Revoke { master, epoch } => {
                 withheld = 0;
-                let node_is_replica = node_role.as_deref() == Some("slave");
                 // Named last, its node silent now and to the probe (two in
                 // a row): a crash, whose lease ran out since (the Sentinels
                 // stopped vouching).
                 let crashed = named && node_role.is_none() && ctx.role.node.view().failures >= 2;
-                revoke(&ctx, &master, epoch, crashed, node_is_replica);
+                revoke(&ctx, &master, epoch, crashed, node_role.as_deref());
                 named = false;
+                // A node that is master on its own while the Sentinels name
+                // another (after a failover, or restarted empty) is made
+                // to follow it, for as long as that lasts (`stale`).
+                if node_role.as_deref() == Some("master")
+                    && ctx.role.demotion().is_some()
+                    && !following.swap(true, std::sync::atomic::Ordering::AcqRel)
+                {
+                    let following = Arc::clone(&following);
+                    let ctx = Arc::clone(&ctx);
+                    tokio::spawn(async move {
+                        stale::follow_new_master(ctx, master).await;
+                        following.store(false, std::sync::atomic::Ordering::Release);
+                    });
+                }
             }
             Judgement::Hold { why } => hold_writes(&ctx, &mut own_hold, &why),
             Judgement::Withhold { why } => withhold(&ctx, &mut withheld, &why),
@@ -431,7 +447,7 @@ fn revoke(
     master: &str,
     epoch: u64,
     crashed: bool,
-    node_is_replica: bool,
+    node_role: Option<&str>,
 ) {
     ctx.metrics.sentinel.count("revoked");
     let role = &ctx.role;
@@ -441,14 +457,19 @@ fn revoke(
         // here go to the master they name (as before a restart of this
         // leasegate, which forgets an earlier demotion), unless a
         // promotion of this node is under way (its wait for the lease is
-        // left alone).
+        // left alone). So do those of an old master whose lease ran out
+        // before the Sentinels named another (frozen past its lease, or
+        // cut off): its writes were refused until Sentinel converted its
+        // node, 10 s (walkthrough 12).
         let awaiting = role.lease_awaited(std::time::Instant::now()).is_some();
         let known = role.demotion().and_then(|d| d.new_master.clone());
-        if node_is_replica && !awaiting && known.as_deref() != Some(master) {
+        let answered = matches!(node_role, Some("slave" | "master"));
+        if answered && !awaiting && known.as_deref() != Some(master) {
             info!(
                 master,
                 epoch,
-                "the Sentinels name another master of this replica: writes sent here go there"
+                node_role,
+                "the Sentinels name another master of this node: writes sent here go there"
             );
             role.demote(Demotion {
                 new_master: Some(Arc::from(master)),
@@ -467,12 +488,6 @@ fn revoke(
         role.demote(Demotion {
             new_master: Some(Arc::from(master)),
         });
-        if !node_is_replica && !crashed {
-            tokio::spawn(stale::follow_new_master(
-                Arc::clone(ctx),
-                master.to_string(),
-            ));
-        }
     }
 }
 

@@ -14,7 +14,9 @@
 //!
 //! * [`follow_new_master`]: the old master's leasegate, demoted by the
 //!   Sentinels, makes its own node follow the new master, asking again
-//!   while the node refuses;
+//!   while the node refuses, for as long as the node is a master on its
+//!   own while they name another (the poll starts it again: after a
+//!   restart, the node comes back empty and on its own);
 //! * until it does, the old master's leasegate answers `INFO` as a replica
 //!   of the new master whose link is down ([`crate::guard::info`]), so
 //!   Sentinel neither takes it for a promoted replica nor prefers it;
