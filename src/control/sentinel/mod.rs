@@ -543,7 +543,7 @@ async fn announce(ctx: Arc<ControlContext>, me: String) {
                     warn!(error = %e, "cannot make the node announce this leasegate's address yet; retrying");
                 }
                 failing = true;
-                delay = (delay * 2).min(Duration::from_secs(5));
+                delay = (delay * 2).min(ANNOUNCE_CHECK_EVERY);
                 delay
             }
         };
