@@ -131,6 +131,10 @@ pub async fn run(ctx: Arc<ControlContext>) {
     let mut withheld = 0u64;
     // The Sentinels named this node master at the last poll that judged.
     let mut named = false;
+    // ...at any poll since start: its node, should it be a master on its
+    // own while they name another, is an old master they replaced (not a
+    // node they never knew, whose data is left alone).
+    let mut ever_named = false;
     let mut node = OwnNode::default();
     // The pause holding writes while a Sentinel fails this node over.
     let mut own_hold = None;
@@ -189,6 +193,7 @@ pub async fn run(ctx: Arc<ControlContext>) {
                 }
                 renew(&ctx, valid_ms, sent);
                 named = true;
+                ever_named = true;
             }
             Judgement::Revoke { master, epoch } => {
                 withheld = 0;
@@ -196,12 +201,21 @@ pub async fn run(ctx: Arc<ControlContext>) {
                 // a row): a crash, whose lease ran out since (the Sentinels
                 // stopped vouching).
                 let crashed = named && node_role.is_none() && ctx.role.node.view().failures >= 2;
-                revoke(&ctx, &master, epoch, crashed, node_role.as_deref());
+                let replaced = ever_named && node_role.as_deref() == Some("master");
+                revoke(
+                    &ctx,
+                    &master,
+                    epoch,
+                    crashed,
+                    node_role.as_deref(),
+                    replaced,
+                );
                 named = false;
-                // A node that is master on its own while the Sentinels name
-                // another (after a failover, or restarted empty) is made
-                // to follow it, for as long as that lasts (`stale`).
-                if node_role.as_deref() == Some("master")
+                // An old master's node that is master on its own while the
+                // Sentinels name another (after a failover, or restarted
+                // empty) is made to follow it, for as long as that lasts
+                // (`stale`).
+                if replaced
                     && ctx.role.demotion().is_some()
                     && !following.swap(true, std::sync::atomic::Ordering::AcqRel)
                 {
@@ -441,13 +455,15 @@ fn renew(ctx: &ControlContext, valid_ms: u64, sent: u64) {
 /// node was master (or was demoted toward another) send its sessions to
 /// the new one. `crashed`: the Sentinels named this node master last, and
 /// its node does not answer (its lease ran out since: they stopped
-/// vouching); `node_is_replica`: its node says so.
+/// vouching); `node_role`: what its node says it is; `replaced`: it says
+/// master, and the Sentinels named this node master before.
 fn revoke(
     ctx: &Arc<ControlContext>,
     master: &str,
     epoch: u64,
     crashed: bool,
     node_role: Option<&str>,
+    replaced: bool,
 ) {
     ctx.metrics.sentinel.count("revoked");
     let role = &ctx.role;
@@ -463,8 +479,8 @@ fn revoke(
         // node, 10 s (walkthrough 12).
         let awaiting = role.lease_awaited(std::time::Instant::now()).is_some();
         let known = role.demotion().and_then(|d| d.new_master.clone());
-        let answered = matches!(node_role, Some("slave" | "master"));
-        if answered && !awaiting && known.as_deref() != Some(master) {
+        let follower = node_role == Some("slave") || replaced;
+        if follower && !awaiting && known.as_deref() != Some(master) {
             info!(
                 master,
                 epoch,
