@@ -298,21 +298,18 @@ fn a_control_auth_with_a_wrong_backend_password_gets_the_nodes_refusal() {
     );
 }
 
-/// In pull mode, a topology that promotes this node (accepted by the node)
-/// makes leasegate ask the controller at once: the new master's writes open
-/// within a controller round trip, not a poll interval (30 s here).
-#[test]
-fn a_topology_promoting_this_node_triggers_a_poll_at_once() {
-    let Some(kvrocks) = KvrocksServer::start(true) else {
-        return;
-    };
+/// A cluster-mode Kvrocks node (A, at 127.0.0.1:7001 in the topology)
+/// behind a leasegate that polls a controller (every 30 s) whose topology
+/// at `version` names B master and A its replica; A's id set on the node.
+/// `None` without Kvrocks.
+fn replica_of_b_in_pull_mode(version: u64) -> Option<(KvrocksServer, TestController, Proxy)> {
+    let kvrocks = KvrocksServer::start(true)?;
     let controller = TestController::start();
-    let me_addr = "127.0.0.1:7001";
     controller.set_topology(
-        1,
+        version,
         vec![vec![
             (B_ID, "127.0.0.1:7002", "master"),
-            (A_ID, me_addr, "slave"),
+            (A_ID, "127.0.0.1:7001", "slave"),
         ]],
     );
     let proxy = Proxy::start(
@@ -322,8 +319,23 @@ fn a_topology_promoting_this_node_triggers_a_poll_at_once() {
             controller.yaml(30_000, 60_000)
         ),
     );
+    assert_eq!(
+        proxy.client().cmd(&["CLUSTERX", "SETNODEID", A_ID]),
+        Reply::ok()
+    );
+    Some((kvrocks, controller, proxy))
+}
+
+/// In pull mode, a topology that promotes this node (accepted by the node)
+/// makes leasegate ask the controller at once: the new master's writes open
+/// within a controller round trip, not a poll interval (30 s here).
+#[test]
+fn a_topology_promoting_this_node_triggers_a_poll_at_once() {
+    let Some((_kvrocks, controller, proxy)) = replica_of_b_in_pull_mode(1) else {
+        return;
+    };
+    let me_addr = "127.0.0.1:7001";
     let mut ctl = proxy.client();
-    assert_eq!(ctl.cmd(&["CLUSTERX", "SETNODEID", A_ID]), Reply::ok());
     // The first poll (at start) says slave: fenced.
     let start = Instant::now();
     while controller.requests().is_empty() {
@@ -367,27 +379,10 @@ fn a_topology_promoting_this_node_triggers_a_poll_at_once() {
 /// failover with verification on (walkthrough 11).
 #[test]
 fn a_stale_push_naming_this_node_master_keeps_its_demotion() {
-    let Some(kvrocks) = KvrocksServer::start(true) else {
+    let Some((_kvrocks, _controller, proxy)) = replica_of_b_in_pull_mode(3) else {
         return;
     };
-    let controller = TestController::start();
-    let me_addr = "127.0.0.1:7001";
-    controller.set_topology(
-        3,
-        vec![vec![
-            (B_ID, "127.0.0.1:7002", "master"),
-            (A_ID, me_addr, "slave"),
-        ]],
-    );
-    let proxy = Proxy::start(
-        &kvrocks.addr(),
-        &format!(
-            "node_id: {A_ID}\ncontrol:\n  allow_from: [127.0.0.1]\nlease:\n  mode: block-write\n  probe_interval_ms: 0\n{}",
-            controller.yaml(30_000, 60_000)
-        ),
-    );
     let mut ctl = proxy.client();
-    assert_eq!(ctl.cmd(&["CLUSTERX", "SETNODEID", A_ID]), Reply::ok());
     let leasegate_field = |c: &mut support::Client, field: &str| {
         let text = c.cmd(&["INFO", "leasegate"]).text();
         text.lines()

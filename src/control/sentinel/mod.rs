@@ -351,22 +351,9 @@ impl OwnNode {
         &mut self,
         ctx: &ControlContext,
     ) -> Option<Replication> {
-        let (addr, password, timeout) = {
-            let c = ctx.config.load();
-            (
-                c.backend.addr.clone(),
-                c.backend.password.clone(),
-                c.backend.connect_timeout,
-            )
-        };
         let mut conn = match self.conn.take() {
             Some(c) => c,
-            None => {
-                let tls = ctx.node_tls();
-                ControlConnection::open_node(&addr, tls.as_deref(), password.as_deref(), timeout)
-                    .await
-                    .ok()?
-            }
+            None => open_own_node(ctx).await.ok()?,
         };
         let info = replication_of(&mut conn).await.ok()?;
         self.conn = Some(conn);
@@ -417,6 +404,25 @@ impl OwnNode {
     pub(in crate::control) async fn role(&mut self, ctx: &ControlContext) -> Option<String> {
         self.replication(ctx).await.and_then(|r| r.role)
     }
+}
+
+/// A new connection to this leasegate's own node (`backend.addr`, with its
+/// password and TLS).
+pub(in crate::control) async fn open_own_node(
+    ctx: &ControlContext,
+) -> Result<ControlConnection, String> {
+    let (addr, password, timeout) = {
+        let c = ctx.config.load();
+        (
+            c.backend.addr.clone(),
+            c.backend.password.clone(),
+            c.backend.connect_timeout,
+        )
+    };
+    let tls = ctx.node_tls();
+    ControlConnection::open_node(&addr, tls.as_deref(), password.as_deref(), timeout)
+        .await
+        .map_err(|e| format!("node {addr}: {e}"))
 }
 
 /// `INFO replication` of whatever `conn` reaches.
@@ -535,17 +541,11 @@ async fn announce(ctx: Arc<ControlContext>, me: String) {
     // Whether the last attempt failed (logged once until one succeeds).
     let mut failing = false;
     loop {
-        let (addr, password, timeout) = {
-            let c = ctx.config.load();
-            (
-                c.backend.addr.clone(),
-                c.backend.password.clone(),
-                c.backend.connect_timeout,
-            )
+        let announced = match open_own_node(&ctx).await {
+            Ok(mut conn) => announce_once(&mut conn, port, ip).await,
+            Err(e) => Err(e),
         };
-        let tls = ctx.node_tls();
-        let node = (addr.as_str(), tls.as_deref());
-        let wait = match announce_once(node, password.as_deref(), timeout, port, ip).await {
+        let wait = match announced {
             Ok(changed) => {
                 if let Some(reconnected) = changed {
                     info!(address = %me, reconnected, "the node announces this leasegate's address to its master");
@@ -580,15 +580,10 @@ const ANNOUNCE_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// One attempt of [`announce`]: `None` when the node announced this
 /// leasegate already, else whether a linked replica was made to reconnect.
 async fn announce_once(
-    (addr, tls): (&str, Option<&crate::proxy::backend::NodeTls>),
-    password: Option<&str>,
-    timeout: Duration,
+    conn: &mut ControlConnection,
     port: &str,
     ip: Option<std::net::IpAddr>,
 ) -> Result<Option<bool>, String> {
-    let mut conn = ControlConnection::open_node(addr, tls, password, timeout)
-        .await
-        .map_err(|e| format!("node {addr}: {e}"))?;
     let current = |reply: OwnedFrame| match reply {
         OwnedFrame::Array(items) => items.get(1).and_then(|v| match v {
             OwnedFrame::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
@@ -606,11 +601,11 @@ async fn announce_once(
             .call(&["CONFIG", "GET", name])
             .await
             .map(current)
-            .map_err(|e| format!("node {addr}: CONFIG GET {name}: {e}"))?;
+            .map_err(|e| format!("node: CONFIG GET {name}: {e}"))?;
         if now.as_deref() != Some(value.as_str()) {
             conn.call(&["CONFIG", "SET", name, value])
                 .await
-                .map_err(|e| format!("node {addr}: CONFIG SET {name} {value}: {e}"))?;
+                .map_err(|e| format!("node: CONFIG SET {name} {value}: {e}"))?;
             changed = true;
         }
     }
@@ -619,9 +614,9 @@ async fn announce_once(
     }
     // A replica whose link is up announced its old address: make it
     // reconnect (it resumes where it was, a partial resync).
-    let replication = replication_of(&mut conn)
+    let replication = replication_of(conn)
         .await
-        .map_err(|e| format!("node {addr}: {e}"))?;
+        .map_err(|e| format!("node: {e}"))?;
     if replication.role.as_deref() == Some("slave") {
         match conn.call(&["CLIENT", "KILL", "TYPE", "master"]).await {
             Ok(_) => return Ok(Some(true)),

@@ -30,7 +30,6 @@ use tracing::{info, warn};
 
 use super::OwnNode;
 use crate::control::ControlContext;
-use crate::proxy::backend::ControlConnection;
 
 /// How often the node is asked again while it refuses.
 const ASK_EVERY: Duration = Duration::from_millis(200);
@@ -76,19 +75,8 @@ pub(super) async fn follow_new_master(ctx: Arc<ControlContext>, new_master: Stri
 
 /// `REPLICAOF host port` on this leasegate's own node connection.
 async fn replicaof(ctx: &ControlContext, host: &str, port: &str) -> Result<(), String> {
-    let (addr, password, timeout) = {
-        let c = ctx.config.load();
-        (
-            c.backend.addr.clone(),
-            c.backend.password.clone(),
-            c.backend.connect_timeout,
-        )
-    };
-    let tls = ctx.node_tls();
-    let mut conn =
-        ControlConnection::open_node(&addr, tls.as_deref(), password.as_deref(), timeout)
-            .await
-            .map_err(|e| e.to_string())?;
+    let timeout = ctx.config.load().backend.connect_timeout;
+    let mut conn = super::open_own_node(ctx).await?;
     tokio::time::timeout(timeout, conn.call(&["REPLICAOF", host, port]))
         .await
         .map_err(|_| format!("no answer within {} ms", timeout.as_millis()))?
