@@ -124,6 +124,10 @@ pub async fn poll(ctx: Arc<ControlContext>) {
     };
     let mut interval = c.poll_interval;
     let mut ticker = ticker_for(interval);
+    // Clients wait for the first judged poll this long at most
+    // (`server::services`); unjudged polls are asked again soon only
+    // within it, not for as long as the node's id stays unknown.
+    let admitting_until = Instant::now() + c.timeout + Duration::from_millis(50);
     let mut reloaded = ctx.reloaded.subscribe();
     loop {
         tokio::select! {
@@ -189,7 +193,7 @@ pub async fn poll(ctx: Arc<ControlContext>) {
         ctx.role.switch.followed(started);
         if lease.node_id().is_some() {
             ctx.role.first_poll.set();
-        } else if !ctx.role.first_poll.happened() {
+        } else if !ctx.role.first_poll.happened() && Instant::now() < admitting_until {
             // Not judged: the probe has not learned this node's id yet
             // (CLUSTERX MYID, moments after start). Clients still wait
             // for the controller's word: ask again soon, not a tick later.
