@@ -377,11 +377,14 @@ impl Lease {
         now < deadline && now < pulse
     }
 
-    /// The poll that renews the lease answered (whatever it said): the
-    /// lease may be used for `within` more without another answer. A beat
+    /// The poll that renews the lease, sent at `sent`, answered (whatever
+    /// it said): the lease may be used until `within` after `sent` without
+    /// another answer. Anchored at the send time: a poll in flight when
+    /// the process froze is answered, on waking, with what the source said
+    /// before the freeze, and must not make the lease usable again. A beat
     /// that finds the pulse lapsed starts a new term: writes admitted
     /// before the lapse are not acknowledged.
-    pub fn beat(&self, within: std::time::Duration) {
+    pub fn beat(&self, sent: Nanos, within: std::time::Duration) {
         let now = self.clock.now();
         let within = u64::try_from(within.as_nanos()).unwrap_or(u64::MAX);
         // The term first, as a grant does: a reply that sees the new
@@ -391,7 +394,7 @@ impl Lease {
             self.next_term();
         }
         self.pulse
-            .store(now.saturating_add(within), Ordering::Release);
+            .store(sent.min(now).saturating_add(within), Ordering::Release);
     }
 
     /// The lease is valid but its poll has not answered within the pulse
@@ -668,6 +671,26 @@ mod tests {
             Some(ME.into()),
         );
         (clock, lease)
+    }
+
+    /// A poll sent before a freeze and answered after it makes the lease
+    /// usable for nothing: the pulse runs from the send.
+    #[test]
+    fn the_pulse_runs_from_the_polls_send() {
+        let (clock, lease) = lease(0.0, 0);
+        lease
+            .grant(&grant(1, 10_000), clock.now())
+            .expect("granted");
+        let within = std::time::Duration::from_millis(500);
+        lease.beat(clock.now(), within);
+        assert!(lease.usable());
+        let sent = clock.now();
+        clock.advance_ms(2_000); // frozen with the poll in flight
+        lease.beat(sent, within);
+        assert!(!lease.usable(), "answers from before the freeze");
+        assert!(lease.stalled().is_some(), "writes wait for the next poll");
+        lease.beat(clock.now(), within);
+        assert!(lease.usable());
     }
 
     fn grant(epoch: u64, ttl_ms: u64) -> Grant {

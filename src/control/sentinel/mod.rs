@@ -235,7 +235,7 @@ pub async fn run(ctx: Arc<ControlContext>) {
                 ctx.gate.pause().unpause_own(generation);
             }
         }
-        ctx.gate.lease().beat(pulse(&ctx));
+        ctx.gate.lease().beat(sent, pulse(&ctx));
     }
 }
 
