@@ -191,9 +191,21 @@ fn spawn_kvrocks(bin: &std::path::Path, port: u16, args: &[String]) -> Option<Ch
 }
 
 impl Drop for KvrocksServer {
+    /// Stops Kvrocks; when the test failed, prints the end of its log
+    /// (`kvrocks_<date>.log` in its dir: replication, role changes) to
+    /// stderr.
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            let logs = std::fs::read_dir(self._dir.path()).into_iter().flatten();
+            for log in logs.flatten().map(|e| e.path()) {
+                let name = log.file_name().unwrap_or_default().to_string_lossy();
+                if name.starts_with("kvrocks") && name.ends_with(".log") {
+                    super::print_log_tail(&format!("kvrocks {}", self.port), &log);
+                }
+            }
+        }
     }
 }
 

@@ -53,17 +53,35 @@ impl Outcome {
             "only {} writes",
             self.acked.len()
         );
-        let missing: Vec<&String> = self
-            .acked_keys()
-            .filter(|k| master.cmd(&["EXISTS", k.as_str()]) != Reply::Int(1))
+        let missing: Vec<String> = self
+            .missing_on(master)
+            .into_iter()
+            .map(|(_, k)| k)
             .collect();
-        assert!(
-            missing.is_empty(),
-            "{} acknowledged writes are not on the master, e.g. {:?}",
-            missing.len(),
-            &missing[..missing.len().min(5)]
-        );
+        assert_none("acknowledged writes are not on the master", &missing);
     }
+
+    /// The acknowledged writes that are not on the node `master`, each with
+    /// when it was acknowledged (for tests that allow some: those
+    /// acknowledged in a window asynchronous replication may lose).
+    pub fn missing_on(&self, master: &mut Client) -> Vec<(Instant, String)> {
+        self.acked
+            .iter()
+            .filter(|(_, k)| master.cmd(&["EXISTS", k.as_str()]) != Reply::Int(1))
+            .cloned()
+            .collect()
+    }
+}
+
+/// Asserts that `keys` is empty; if not, says how many `what` (e.g.
+/// "acknowledged writes are not on the master"), with the first few.
+pub fn assert_none(what: &str, keys: &[String]) {
+    assert!(
+        keys.is_empty(),
+        "{} {what}, e.g. {:?}",
+        keys.len(),
+        &keys[..keys.len().min(5)]
+    );
 }
 
 /// Writer threads on one port.

@@ -219,6 +219,7 @@ impl RedisServer {
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .args(["--enable-debug-command", "local"])
             .args(["--dir", &self.dir.path().display().to_string()])
+            .args(["--logfile", &self.log_path().display().to_string()])
             .args(&self.args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -228,6 +229,11 @@ impl RedisServer {
         self.child = Some(child);
         wait_answering(self.port, "redis-server");
         Ok(())
+    }
+
+    /// Its log file (printed when a test fails).
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("redis.log")
     }
 
     /// Kills the server (the port stays reserved for `restart`).
@@ -260,9 +266,30 @@ impl RedisServer {
 }
 
 impl Drop for RedisServer {
+    /// Stops the server; when the test failed, prints the end of its log
+    /// (replication: links, syncs, role changes) to stderr.
     fn drop(&mut self) {
         self.stop();
+        if std::thread::panicking() {
+            print_log_tail(&format!("redis-server {}", self.port), &self.log_path());
+        }
     }
+}
+
+/// How many of a server's last log lines a failing test prints.
+const LOG_TAIL: usize = 60;
+
+/// Prints the last [`LOG_TAIL`] lines of the log at `path` to stderr,
+/// headed by `what` (for a failing test: what the servers saw).
+pub fn print_log_tail(what: &str, path: &std::path::Path) {
+    let log = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = log.lines().collect();
+    let tail = &lines[lines.len().saturating_sub(LOG_TAIL)..];
+    eprintln!(
+        "--- {what} (last {} lines of its log) ---\n{}",
+        tail.len(),
+        tail.join("\n")
+    );
 }
 
 /// The real `leasegate` binary, configured by a YAML file, on a free port.

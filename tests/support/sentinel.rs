@@ -93,6 +93,11 @@ impl Sentinel {
     }
 
     /// `host:port` of this Sentinel.
+    /// The Sentinel's process id (for signals).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).expect("running")
+    }
+
     pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
@@ -158,15 +163,9 @@ impl Drop for Sentinel {
     fn drop(&mut self) {
         self.stop();
         if std::thread::panicking() {
-            let log =
-                std::fs::read_to_string(self._dir.path().join("sentinel.log")).unwrap_or_default();
-            let lines: Vec<&str> = log.lines().collect();
-            let tail = &lines[lines.len().saturating_sub(LOG_TAIL)..];
-            eprintln!(
-                "--- Sentinel {} (last {} lines of its log) ---\n{}",
-                self.port,
-                tail.len(),
-                tail.join("\n")
+            super::print_log_tail(
+                &format!("Sentinel {}", self.port),
+                &self._dir.path().join("sentinel.log"),
             );
         }
     }
@@ -185,9 +184,6 @@ fn config_dir() -> tempfile::TempDir {
         .or_else(|_| tempfile::tempdir())
         .expect("temp dir")
 }
-
-/// Lines of a Sentinel's log printed when its test fails.
-const LOG_TAIL: usize = 60;
 
 /// `n` Sentinels monitoring `monitor`, waited for until they know each
 /// other (their hello messages pass through the master's leasegate).

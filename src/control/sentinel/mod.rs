@@ -41,6 +41,7 @@
 //! that its master hears the new address.
 
 mod fence;
+mod poll;
 mod stale;
 
 use std::sync::Arc;
@@ -55,7 +56,7 @@ use tracing::{info, warn};
 use crate::control::ControlContext;
 use crate::guard::lease::{Grant, MAX_TTL_MS};
 use crate::guard::role::{Demotion, Source};
-use crate::kvrocks::sentinel::{check_deployment, judge, parse_master, Judgement, MasterView};
+use crate::kvrocks::sentinel::{check_deployment, judge, Judgement, MasterView};
 use crate::kvrocks::topology::Replication;
 use crate::proxy::backend::ControlConnection;
 use redis_protocol::resp2::types::OwnedFrame;
@@ -120,14 +121,7 @@ pub async fn run(ctx: Arc<ControlContext>) {
         .store(true, std::sync::atomic::Ordering::Relaxed);
     tokio::spawn(fence::serve_fences(Arc::clone(&ctx), me.clone()));
     info!(sentinels = ?s.addrs, master = %s.master_name, address = %me, interval_ms = s.poll_interval.as_millis() as u64, "taking the master lease from Redis Sentinel");
-    let mut sentinels: Vec<Asked> = s
-        .addrs
-        .iter()
-        .map(|addr| Asked {
-            addr: addr.clone(),
-            conn: None,
-        })
-        .collect();
+    let mut polls = poll::Polls::new(&ctx, &s.addrs, &s.master_name);
     let mut withheld = 0u64;
     // The Sentinels named this node master at the last poll that judged.
     let mut named = false;
@@ -135,7 +129,6 @@ pub async fn run(ctx: Arc<ControlContext>) {
     // own while they name another, is an old master they replaced (not a
     // node they never knew, whose data is left alone).
     let mut ever_named = false;
-    let mut node = OwnNode::default();
     // The pause holding writes while a Sentinel fails this node over.
     let mut own_hold = None;
     // Whether a task is making this node follow the master the Sentinels
@@ -144,18 +137,16 @@ pub async fn run(ctx: Arc<ControlContext>) {
     // The deployment is checked once, on the first answers.
     let mut checked = false;
     loop {
-        let interval = ctx.config.load().sentinel.poll_interval;
-        tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
-            _ = ctx.shutdown.cancelled() => return,
-        }
-        let lease = ctx.gate.lease();
-        let sent = lease.now();
-        let revocations = lease.revocations();
-        let (answers, node_role) = tokio::select! {
-            a = async { tokio::join!(ask_all(&ctx, &mut sentinels, &s.master_name), node.role(&ctx)) } => a,
-            _ = ctx.shutdown.cancelled() => return,
+        let Some(poll::Answered {
+            sent,
+            revocations,
+            answers,
+            node_role,
+        }) = polls.next(&ctx).await
+        else {
+            return;
         };
+        let lease = ctx.gate.lease();
         if !checked {
             let views: Vec<&MasterView> = answers.iter().filter_map(|a| a.as_ref().ok()).collect();
             if !views.is_empty() {
@@ -164,13 +155,13 @@ pub async fn run(ctx: Arc<ControlContext>) {
                 let poll_ms =
                     u64::try_from(c.sentinel.poll_interval.as_millis()).unwrap_or(u64::MAX);
                 for warning in
-                    check_deployment(&views, sentinels.len(), poll_ms, c.lease.safety_margin_ms)
+                    check_deployment(&views, polls.sentinels(), poll_ms, c.lease.safety_margin_ms)
                 {
                     warn!(%warning, "Sentinel deployment check");
                 }
             }
         }
-        let judgement = judge(&answers, &me, sentinels.len());
+        let judgement = judge(&answers, &me, polls.sentinels());
         let holds = matches!(judgement, Judgement::Hold { .. });
         match judgement {
             Judgement::Renew { .. } if node_role.as_deref() != Some("master") => {
@@ -260,82 +251,6 @@ fn hold_writes(ctx: &ControlContext, own_hold: &mut Option<u64>, why: &str) {
             "writes are held until the Sentinels name the new master or the failover ends"
         );
     }
-}
-
-/// One Sentinel and the connection to it, kept between polls.
-struct Asked {
-    addr: String,
-    conn: Option<ControlConnection>,
-}
-
-/// Asks every Sentinel at once; an error for each that did not answer in
-/// time (its connection is dropped, and opened again next time).
-async fn ask_all(
-    ctx: &ControlContext,
-    sentinels: &mut [Asked],
-    master_name: &str,
-) -> Vec<Result<MasterView, String>> {
-    let (password, timeout) = {
-        let c = ctx.config.load();
-        (c.sentinel.password.clone(), c.sentinel.timeout)
-    };
-    let mut set = tokio::task::JoinSet::new();
-    for (i, s) in sentinels.iter_mut().enumerate() {
-        let (addr, conn, password, name) = (
-            s.addr.clone(),
-            s.conn.take(),
-            password.clone(),
-            master_name.to_string(),
-        );
-        set.spawn(async move {
-            let asked = tokio::time::timeout(
-                timeout,
-                ask(&addr, conn, password.as_deref(), &name, timeout),
-            )
-            .await
-            .unwrap_or_else(|_| {
-                Err(format!(
-                    "Sentinel {addr}: no answer within {} ms",
-                    timeout.as_millis()
-                ))
-            });
-            (i, asked)
-        });
-    }
-    let mut answers: Vec<Result<MasterView, String>> = sentinels
-        .iter()
-        .map(|s| Err(format!("Sentinel {}: not asked", s.addr)))
-        .collect();
-    while let Some(joined) = set.join_next().await {
-        let Ok((i, asked)) = joined else { continue };
-        answers[i] = asked.map(|(view, conn)| {
-            sentinels[i].conn = Some(conn);
-            view
-        });
-    }
-    answers
-}
-
-/// One Sentinel's `SENTINEL MASTER <name>`, on `conn` or a new connection.
-async fn ask(
-    addr: &str,
-    conn: Option<ControlConnection>,
-    password: Option<&str>,
-    name: &str,
-    timeout: Duration,
-) -> Result<(MasterView, ControlConnection), String> {
-    let mut conn = match conn {
-        Some(c) => c,
-        None => ControlConnection::open(addr, password, timeout)
-            .await
-            .map_err(|e| format!("Sentinel {addr}: {e}"))?,
-    };
-    let reply = conn
-        .call(&["SENTINEL", "MASTER", name])
-        .await
-        .map_err(|e| format!("Sentinel {addr}: SENTINEL MASTER {name}: {e}"))?;
-    let view = parse_master(&reply).map_err(|e| format!("Sentinel {addr}: {e}"))?;
-    Ok((view, conn))
 }
 
 /// The connection to this leasegate's own node, kept between polls.
