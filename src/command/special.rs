@@ -63,6 +63,9 @@ pub enum Special {
     Probe,
     /// FAILOVER: answered by leasegate for the controller or admin.
     Failover,
+    /// PUBLISH: a write to the replication stream on Kvrocks
+    /// (`guard::gate::publish`).
+    Publish,
     /// Asks about the node itself (`ROLE`, `CLUSTER INFO|MYID`, `CLUSTERX
     /// VERSION|MYID`) or changes its cluster state (`CLUSTERX SETSLOT|
     /// MIGRATE|IMPORT`): never sent to another node on this node's behalf
@@ -131,6 +134,7 @@ pub(super) const SPECIALS: &[(&str, Option<&str>, Special)] = &[
     ("info", None, Special::Info),
     ("clusterx", Some("probe"), Special::Probe),
     ("failover", None, Special::Failover),
+    ("publish", None, Special::Publish),
     ("role", None, Special::NodeAddressed),
     ("cluster", Some("info"), Special::NodeAddressed),
     ("cluster", Some("myid"), Special::NodeAddressed),

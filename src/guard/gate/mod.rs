@@ -59,6 +59,7 @@ use crate::resp::request::arguments;
 
 mod metrics;
 mod observe;
+mod publish;
 #[cfg(test)]
 mod tests;
 mod verdict;
@@ -266,6 +267,7 @@ impl Gate {
         match r.class {
             Class::Read if self.pause.holds(false) => self.hold(r),
             Class::Read if r.command.special == Special::Info => self.info(r),
+            Class::Read if r.command.special == Special::Publish => self.publish(r),
             Class::Read if self.fence_reads.load(Ordering::Relaxed) => self.admit_read(r),
             Class::Read => Verdict::Forward,
             Class::Write if self.pause.holds(true) => self.hold(r),

@@ -607,3 +607,58 @@ async fn a_promoted_node_holds_writes_until_its_lease_comes() {
         Verdict::Reply(_)
     ));
 }
+
+/// On Kvrocks `PUBLISH` moves the replication sequence (it is replicated
+/// through the write-ahead log): a master takes it only as it takes a
+/// write, and a demoted one holds it until its node follows the new
+/// master, where it passes (a replica's `PUBLISH` moves nothing). On Redis
+/// it is a read.
+#[tokio::test(flavor = "current_thread")]
+async fn publish_on_a_kvrocks_master_is_gated_as_a_write() {
+    use crate::guard::lease::Grant;
+    use crate::kvrocks::topology::Replication;
+    let (_clock, gate) = gate(LeaseMode::BlockWrite, &[]);
+    let publish = ["PUBLISH", "ch", "m"];
+    assert_eq!(ask(&gate, &publish, false), Verdict::Forward, "Redis");
+    gate.role().node.set_kvrocks(true);
+    let as_role = |role: &str| {
+        gate.role().node.succeeded(Replication {
+            role: Some(role.into()),
+            ..Default::default()
+        })
+    };
+    as_role("master");
+    assert!(
+        matches!(ask(&gate, &publish, false), Verdict::Reply(_)),
+        "fenced without the lease, as SET is"
+    );
+    let grant = Grant {
+        master_node_id: Some(ME.to_string()),
+        ttl_ms: 10_000,
+        epoch: 1,
+        nonce: None,
+        anchor: None,
+    };
+    gate.role()
+        .grant(&grant, gate.lease().now(), Source::Heartbeat)
+        .expect("granted");
+    assert_eq!(ask(&gate, &publish, false), Verdict::Forward, "leased");
+    gate.role().demote(Demotion {
+        new_master: Some("127.0.0.1:7002".into()),
+    });
+    let Verdict::Hold(wait) = ask(&gate, &publish, false) else {
+        panic!("a demoted master's PUBLISH waits for its node to follow");
+    };
+    assert!(matches!(wait, Wait::Follow { .. }));
+    let waiting = gate.wait(&wait);
+    as_role("slave");
+    assert_eq!(waiting.await, Ok(()));
+    assert_eq!(ask(&gate, &publish, false), Verdict::Forward, "a replica");
+    as_role("master");
+    let refused = gate
+        .wait(&Wait::Follow {
+            until: std::time::Instant::now(),
+        })
+        .await;
+    assert_eq!(refused, Err(Bytes::from_static(publish::NOT_FOLLOWING)));
+}

@@ -126,6 +126,10 @@ pub enum Wait {
     /// Until the lease allows writes, the wait for it is withdrawn (a
     /// revocation), or `until`: then the write is asked about again.
     Lease { until: std::time::Instant },
+    /// A `PUBLISH` at a demoted Kvrocks node, until the node follows a
+    /// master (then it is asked about again), or refused at `until`
+    /// ([`super::publish`]).
+    Follow { until: std::time::Instant },
     /// A promotion (`REPLICAOF NO ONE`), until the old master is fenced
     /// ([`crate::guard::promotion`]) or `until`: then it is asked about again.
     Fence { until: std::time::Instant },

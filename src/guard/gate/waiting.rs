@@ -1,8 +1,9 @@
 //! How a held request waits, and what ends the wait: its confirmation
 //! (and, refused because the controller switched the shard, the poller's
 //! step-down), a pause's end, a drain, a timed pause's moment, a promotion
-//! fence, a promotion's lease. The session asks the Gate again once
-//! [`Gate::wait`] returns, unless it returned the reply to send instead.
+//! fence, a promotion's lease, a demoted node's following. The session
+//! asks the Gate again once [`Gate::wait`] returns, unless it returned the
+//! reply to send instead.
 
 use std::sync::atomic::Ordering;
 
@@ -79,6 +80,7 @@ impl Gate {
                 let drained = self.drained(timed.at + bound).await;
                 Err(self.pause_answer(drained))
             }
+            (Wait::Follow { until }, _) => self.until_following(*until).await,
             (Wait::Fence { until }, _) => {
                 while !self.role.promotion_fence.settled() && std::time::Instant::now() < *until {
                     tokio::time::sleep(std::time::Duration::from_millis(1)).await;
