@@ -483,10 +483,8 @@ fn an_admin_grant_lasts_no_longer_than_the_controllers_ttl() {
         remaining <= TTL_MS,
         "a 10 s grant holds {remaining} ms, more than controller.ttl_ms {TTL_MS}: {body}"
     );
-    let mut c = proxy.client();
-    assert_eq!(c.cmd(&["SET", "k", "v"]), Reply::ok(), "granted");
     // The controller is down: nothing renews it.
-    set_until(&mut c, "the grant ran out", fenced);
+    writes_until_it_runs_out(&proxy, "the grant");
 }
 
 /// A controller's `CLUSTERX HEARTBEAT` is bounded as the admin API's grant
@@ -517,9 +515,15 @@ fn a_heartbeats_lease_lasts_no_longer_than_the_controllers_ttl() {
         reply.contains("lease_renewed:1") && remaining > 0 && remaining <= TTL_MS,
         "a 10 s heartbeat holds {remaining} ms, more than controller.ttl_ms {TTL_MS}: {reply:?}"
     );
+    writes_until_it_runs_out(&proxy, "the heartbeat's lease");
+}
+
+/// `proxy`'s lease (from `what`) lets a write through, and, with nothing
+/// renewing it, its writes are fenced once it runs out.
+fn writes_until_it_runs_out(proxy: &Proxy, what: &str) {
     let mut c = proxy.client();
     assert_eq!(c.cmd(&["SET", "k", "v"]), Reply::ok(), "granted");
-    set_until(&mut c, "the heartbeat's lease ran out", fenced);
+    set_until(&mut c, &format!("{what} ran out"), fenced);
 }
 
 /// A leasegate (re)started beside a replica serves its first write with
