@@ -1,21 +1,29 @@
-//! `PUBLISH` on Kvrocks: a write to the replication stream.
+//! `PUBLISH` on a master: a write to the replication stream.
 //!
-//! Kvrocks replicates a `PUBLISH` through its write-ahead log (a write to
-//! its propagate column family), so on a master each one moves the
-//! replication sequence as a data write does. One taken by a node that is
-//! not the master any more makes its history diverge from the new
-//! master's. Sentinel publishes its hellos on every node every 2 s, so a
-//! replaced old master, master on its own until it follows the new one
-//! (Kvrocks refuses that for 2–4 s), took a few: with `use-rsid-psync no`
-//! its later `PSYNC` by sequence skipped as many of the new master's
-//! writes, silently (a Sentinel failover there and back lost an
-//! acknowledged write), and with `yes` it needed a full sync. So on a
-//! Kvrocks master `PUBLISH` is gated as a write is: held by a write pause,
-//! fenced without the lease, and on a demoted node held until the node
-//! follows the new master (a replica's `PUBLISH` moves no sequence). It is
-//! not handed over: a Sentinel's link to this node would go on at the new
-//! master, and its `INFO` describe that node as this one.
-//! Redis needs none of this: its `PSYNC` checks the replication id.
+//! Both Redis and Kvrocks replicate a `PUBLISH` taken by a master, so it
+//! moves the master's replication offset (Kvrocks: its sequence, as a
+//! write to its propagate column family) as a data write does. Sentinel
+//! publishes its hellos on every node every 2 s, and two things went wrong
+//! while `PUBLISH` passed as a read:
+//!
+//! * **Kvrocks**: a replaced old master, master on its own until it
+//!   follows the new one (Kvrocks refuses that for 2–4 s), took hellos
+//!   that moved its sequence, and with `use-rsid-psync no` its later
+//!   `PSYNC` by sequence skipped as many of the new master's writes,
+//!   silently (a Sentinel failover there and back lost an acknowledged
+//!   write); with `yes` it needed a full sync.
+//! * **Redis**: a hello taken by the old master after the promotion's
+//!   fence read its offset reached the new master too late, and the old
+//!   master, made its replica, asked for more than the new master had of
+//!   its history: a full resync (5 s in a test, a fork and the whole data
+//!   set in production) instead of a partial one.
+//!
+//! So on a master `PUBLISH` is gated as a write: held by a write pause (as
+//! Redis' own `CLIENT PAUSE WRITE` holds it), fenced without the lease, and
+//! on a demoted node held until the node follows the new master. It is not
+//! handed over: a Sentinel's link to this node would go on at the new
+//! master, and its `INFO` describe that node as this one. A replica's
+//! `PUBLISH` reaches its own subscribers and moves nothing: a read.
 
 use std::time::{Duration, Instant};
 
@@ -26,7 +34,7 @@ use crate::guard::lease::LeaseMode;
 
 /// The longest a `PUBLISH` at a demoted node waits for the node to follow
 /// the new master (Kvrocks refuses to for 2–4 s after a failover; Sentinel
-/// converts it within 10 s).
+/// converts an old master within 10 s).
 pub(super) const FOLLOW_BOUND: Duration = Duration::from_secs(10);
 
 /// The answer to a `PUBLISH` whose demoted node did not follow in time.
@@ -34,10 +42,11 @@ pub(super) const NOT_FOLLOWING: &[u8] =
     b"-TRYAGAIN this node was replaced as master and does not follow the new master yet: PUBLISH there\r\n";
 
 impl Gate {
-    /// A `PUBLISH`: a read, except on a Kvrocks master (see the module).
+    /// A `PUBLISH`: a write on a master, a read on a replica (see the
+    /// module).
     #[cold]
     pub(super) fn publish(&self, r: &Admission<'_>) -> Verdict {
-        if !self.role.node.is_kvrocks() || self.role.node.is_replica() {
+        if self.role.node.is_replica() {
             return Verdict::Forward;
         }
         if self.pause.holds(true) {

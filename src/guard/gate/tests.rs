@@ -608,19 +608,16 @@ async fn a_promoted_node_holds_writes_until_its_lease_comes() {
     ));
 }
 
-/// On Kvrocks `PUBLISH` moves the replication sequence (it is replicated
-/// through the write-ahead log): a master takes it only as it takes a
-/// write, and a demoted one holds it until its node follows the new
-/// master, where it passes (a replica's `PUBLISH` moves nothing). On Redis
-/// it is a read.
+/// `PUBLISH` moves a master's replication offset (Redis and Kvrocks both
+/// replicate it): a master takes it only as it takes a write, a write
+/// pause holds it, and a demoted master holds it until its node follows
+/// the new master, where it passes (a replica's `PUBLISH` moves nothing).
 #[tokio::test(flavor = "current_thread")]
-async fn publish_on_a_kvrocks_master_is_gated_as_a_write() {
+async fn publish_on_a_master_is_gated_as_a_write() {
     use crate::guard::lease::Grant;
     use crate::kvrocks::topology::Replication;
     let (_clock, gate) = gate(LeaseMode::BlockWrite, &[]);
     let publish = ["PUBLISH", "ch", "m"];
-    assert_eq!(ask(&gate, &publish, false), Verdict::Forward, "Redis");
-    gate.role().node.set_kvrocks(true);
     let as_role = |role: &str| {
         gate.role().node.succeeded(Replication {
             role: Some(role.into()),
@@ -643,6 +640,15 @@ async fn publish_on_a_kvrocks_master_is_gated_as_a_write() {
         .grant(&grant, gate.lease().now(), Source::Heartbeat)
         .expect("granted");
     assert_eq!(ask(&gate, &publish, false), Verdict::Forward, "leased");
+    gate.pause().pause(
+        std::time::Duration::from_secs(1),
+        crate::guard::pause::PauseMode::Write,
+    );
+    assert!(
+        matches!(ask(&gate, &publish, false), Verdict::Hold(Wait::Pause(_))),
+        "a write pause holds it"
+    );
+    gate.pause().unpause();
     gate.role().demote(Demotion {
         new_master: Some("127.0.0.1:7002".into()),
     });
