@@ -706,3 +706,91 @@ fn a_frozen_sentinel_costs_no_write() {
         "writes waited for the pulse of a leasegate that never stalled"
     );
 }
+
+/// After a failover there and back (so B's leasegate has seen B named
+/// master before), A's node is killed: the Sentinels promote B, and the
+/// poll right after the promotion, while they still name the dead A, must
+/// not take B for an old master they replaced. Before, B's own leasegate
+/// made its freshly promoted node follow the dead A within 0.2 s
+/// (walkthrough 13): no master at all, and B's leasegate reconnecting
+/// thousands of times a second.
+#[test]
+fn a_node_promoted_after_its_master_died_is_not_sent_back_to_it() {
+    let mut s = setup("block-write");
+    let b_addr = serving(&s);
+    let a_addr = proxy_addr(&s.a);
+    fail_over_to_b(&s, &b_addr);
+    sentinel_failover(&s);
+    eventually(
+        "the Sentinels name A again",
+        Duration::from_secs(30),
+        || all_name(&s, &a_addr),
+    );
+    eventually("A takes writes", Duration::from_secs(10), || {
+        s.a.client().cmd(&["SET", "k", "4"]) == Reply::ok()
+    });
+    eventually("B follows A", Duration::from_secs(15), || {
+        info_field(s.b_node.port(), "master_link_status").as_deref() == Some("up")
+    });
+    s.a_node.stop();
+    eventually(
+        "the Sentinels name B after A's death",
+        Duration::from_secs(30),
+        || all_name(&s, &b_addr),
+    );
+    eventually("B takes writes", Duration::from_secs(10), || {
+        s.b.client().cmd(&["SET", "k", "5"]) == Reply::ok()
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        info_field(s.b_node.port(), "role").as_deref(),
+        Some("master"),
+        "B's node stays master"
+    );
+    assert_eq!(s.b.client().cmd(&["SET", "k", "6"]), Reply::ok());
+}
+
+/// Two planned failovers, each with the old master's leasegate frozen
+/// (walkthrough 13: 4,045 acknowledged writes lost). The first promotes
+/// B past a frozen A; A wakes, its node is made B's replica and starts a
+/// full sync (Redis delays it 5 s). The second, with B frozen, asks to
+/// promote A before that sync: B's leasegate is out of reach, so the fence
+/// cannot catch A up, and A has none of B's writes. Its promotion must be
+/// refused: everything B acknowledged is on the master the Sentinels name
+/// at the end.
+#[test]
+fn a_replica_still_in_its_full_sync_is_not_promoted_past_a_frozen_master() {
+    let s = setup_with(Kind::Redis, "block-write", 20_000, "").expect("redis-server runs");
+    let b_addr = serving(&s);
+    let a_addr = proxy_addr(&s.a);
+    support::signal(s.a.pid(), "STOP");
+    sentinel_failover(&s);
+    eventually("the Sentinels name B", Duration::from_secs(15), || {
+        all_name(&s, &b_addr)
+    });
+    let writers = Writers::start(s.b.port, 4, "v", Duration::from_millis(2));
+    std::thread::sleep(Duration::from_secs(3));
+    support::signal(s.a.pid(), "CONT");
+    eventually("A's node follows B", Duration::from_secs(10), || {
+        info_field(s.a_node.port(), "role").as_deref() == Some("slave")
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    support::signal(s.b.pid(), "STOP");
+    sentinel_failover(&s);
+    std::thread::sleep(Duration::from_secs(6));
+    support::signal(s.b.pid(), "CONT");
+    std::thread::sleep(Duration::from_secs(3));
+    let outcome = writers.finish();
+    let named = s.sentinels[0].master_addr(NAME);
+    let master = if named.as_deref() == Some(a_addr.as_str()) {
+        &s.a_node
+    } else {
+        &s.b_node
+    };
+    eprintln!(
+        "{} writes acknowledged through B, {} errors; the Sentinels name {named:?}",
+        outcome.acked.len(),
+        outcome.errors.len()
+    );
+    outcome.assert_none_lost(&mut master.client(), 100);
+}

@@ -53,6 +53,39 @@ pub struct NodeView {
     /// Probes made so far.
     #[serde(skip)]
     pub probes: u64,
+    /// The master the node was last seen linked to (`ROLE`'s `connected`,
+    /// `INFO`'s `master_link_status:up`) as its replica, without a change of role or master since, nor
+    /// a replication offset lower than the one before (a restart: a Redis
+    /// node without persistence comes back empty): what it holds came from
+    /// that master's stream, up to when the link last stood
+    /// ([`NodeStatus::synced_with_its_master`]). A failed probe alone
+    /// does not clear it: a busy node missing one probe just before its
+    /// master dies must stay promotable.
+    #[serde(skip)]
+    pub synced_with: Option<String>,
+    /// What the last successful probe saw, kept across failed ones.
+    #[serde(skip)]
+    last_replication: Option<Replication>,
+}
+
+impl NodeView {
+    /// Notes what a probe saw for [`Self::synced_with`] (`before`: what the
+    /// last successful probe saw).
+    fn note_link(&mut self, r: &Replication, before: Option<&Replication>) {
+        let went_back = matches!(
+            (before.and_then(|b| b.offset), r.offset),
+            (Some(was), Some(now)) if now < was
+        );
+        match (r.role.as_deref(), &r.master, r.link_status.as_deref()) {
+            // `INFO`'s `master_link_status`, `ROLE`'s replica state.
+            (Some("slave"), Some(master), Some("up" | "connected")) => {
+                self.synced_with = Some(master.clone())
+            }
+            (Some("slave"), Some(master), _)
+                if !went_back && self.synced_with.as_ref() == Some(master) => {}
+            _ => self.synced_with = None,
+        }
+    }
 }
 
 impl NodeStatus {
@@ -86,6 +119,24 @@ impl NodeStatus {
         )
     }
 
+    /// Whether the node, a replica as the probe last saw it, has been
+    /// linked to the master it follows since it began following it (and
+    /// since it last restarted, as far as its offset tells). `false`
+    /// for one that has not: a full sync still under way, or a node made
+    /// to follow a new master that never connected; promoted, it would
+    /// come out without that master's writes. `None` when the probe has
+    /// not seen the node as a replica (off, or not yet).
+    pub fn synced_with_its_master(&self) -> Option<bool> {
+        let v = self.inner.lock().ok()?;
+        let following = v
+            .replication
+            .as_ref()
+            .filter(|r| r.role.as_deref() == Some("slave"))?
+            .master
+            .as_ref()?;
+        Some(v.synced_with.as_ref() == Some(following))
+    }
+
     pub fn view(&self) -> NodeView {
         self.inner.lock().map(|v| v.clone()).unwrap_or_default()
     }
@@ -106,6 +157,9 @@ impl NodeStatus {
     pub fn succeeded(&self, replication: Replication) {
         let master = replication.role.as_deref() == Some("master");
         if let Ok(mut v) = self.inner.lock() {
+            let before = v.replication.take().or_else(|| v.last_replication.take());
+            v.note_link(&replication, before.as_ref());
+            v.last_replication = Some(replication.clone());
             v.replication = Some(replication);
             v.error = None;
             v.failures = 0;
@@ -207,5 +261,64 @@ impl NodeStatus {
             .set(i64::try_from(failures).unwrap_or(i64::MAX));
         self.looked_at();
         self.is_master_gauge.set(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn replica(master: &str, link: &str) -> Replication {
+        Replication {
+            role: Some("slave".into()),
+            master: Some(master.into()),
+            link_status: Some(link.into()),
+            ..Default::default()
+        }
+    }
+
+    /// A replica counts as synced with its master only once its link to
+    /// that master was seen up: not while a new master's full sync is under
+    /// way, and not after a failed probe (a restart) until it is up again.
+    #[test]
+    fn a_replica_is_synced_with_the_master_it_was_seen_linked_to() {
+        let node = NodeStatus::default();
+        assert_eq!(node.synced_with_its_master(), None, "nothing probed");
+        node.succeeded(replica("a:1", "down"));
+        assert_eq!(node.synced_with_its_master(), Some(false), "never linked");
+        node.succeeded(replica("a:1", "up"));
+        assert_eq!(node.synced_with_its_master(), Some(true));
+        node.succeeded(replica("a:1", "down"));
+        assert_eq!(
+            node.synced_with_its_master(),
+            Some(true),
+            "its master died: it holds what the link brought"
+        );
+        node.succeeded(replica("b:2", "down"));
+        assert_eq!(node.synced_with_its_master(), Some(false), "a new master");
+        let at = |offset: u64, link: &str| Replication {
+            offset: Some(offset),
+            ..replica("b:2", link)
+        };
+        node.succeeded(at(500, "connected"));
+        node.failed("no reply within 100 ms".into());
+        node.succeeded(at(600, "down"));
+        assert_eq!(
+            node.synced_with_its_master(),
+            Some(true),
+            "one missed probe before its master died"
+        );
+        node.failed("refused".into());
+        node.succeeded(at(0, "down"));
+        assert_eq!(
+            node.synced_with_its_master(),
+            Some(false),
+            "restarted empty"
+        );
+        node.succeeded(Replication {
+            role: Some("master".into()),
+            ..Default::default()
+        });
+        assert_eq!(node.synced_with_its_master(), None, "a master");
     }
 }

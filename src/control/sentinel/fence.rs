@@ -42,17 +42,24 @@ pub(super) async fn serve_fences(ctx: Arc<ControlContext>, me: String) {
             tokio::time::timeout_at(decide_by.into(), fence_old_master(&ctx, &mut reached)).await;
         // A node that would come out of it without the old master's
         // writes: one the old master's leasegate paused but that did not
-        // catch up in time, or a master on its own (an old master the
+        // catch up in time, a master on its own (an old master the
         // Sentinels replaced, which has not followed the new one yet:
-        // Kvrocks refuses that for seconds). Its promotion is refused; the
-        // Sentinels' failover times out, and one later finds it caught up.
+        // Kvrocks refuses that for seconds), or, with the old master out of
+        // reach, one that has not been linked to it since it began
+        // following it (a full sync under way: walkthrough 13 promoted one
+        // whose old master's leasegate was frozen, and 4,045 acknowledged
+        // writes were lost). Its promotion is refused; the Sentinels'
+        // failover times out, and one later finds it caught up.
         let behind = match &fenced {
             Ok(Ok(_)) => None,
             _ if reached.is_some() => Some(format!(
                 "this node did not catch up with the old master {} in time",
                 reached.as_deref().unwrap_or_default()
             )),
-            _ => stale_master(&ctx).await,
+            _ => match stale_master(&ctx).await {
+                Some(why) => Some(why),
+                None => unsynced(&ctx),
+            },
         };
         if let Some(why) = behind {
             warn!(why = %why, "the promotion of this node is refused: it would lose acknowledged writes");
@@ -72,12 +79,16 @@ pub(super) async fn serve_fences(ctx: Arc<ControlContext>, me: String) {
         // itself master instead, a Sentinel poll in between revoked the
         // demoted node's wait for its lease and its writes were fenced.)
         ctx.role.clear_demotion();
+        // Writes sent here wait for the Sentinels' lease, and until they
+        // name this node the poll takes it for a node being promoted, not
+        // for an old master they replaced: walkthrough 13 saw the poll
+        // right after a promotion (the Sentinels still naming the dead old
+        // master) make the freshly promoted node follow that dead master.
+        ctx.role
+            .await_lease(std::time::Instant::now() + NAMED_WITHIN);
         match fenced {
             Ok(Ok((old, conn))) => {
                 info!(old_master = %old, "old master fenced and caught up: the promotion goes on");
-                // Writes sent here wait for the Sentinels' lease.
-                ctx.role
-                    .await_lease(std::time::Instant::now() + NAMED_WITHIN);
                 ctx.role.promotion_fence.settle();
                 tokio::spawn(hand_over_old_master(
                     Arc::clone(&ctx),
@@ -110,6 +121,17 @@ async fn stale_master(ctx: &ControlContext) -> Option<String> {
     let role = OwnNode::default().role(ctx).await?;
     (role == "master").then(|| {
         "this node was replaced as master and has not replicated from the new master since"
+            .to_string()
+    })
+}
+
+/// Why this node, its old master out of reach, must not be promoted: it
+/// has not been linked to the master it follows since it began following
+/// it (as the probe saw it), so it lacks what that master acknowledged
+/// since. `None` when it was, or the probe cannot say.
+fn unsynced(ctx: &ControlContext) -> Option<String> {
+    (ctx.role.node.synced_with_its_master() == Some(false)).then(|| {
+        "the old master is out of reach and this node has not been linked to it since it began following it (a full sync under way?)"
             .to_string()
     })
 }

@@ -192,7 +192,10 @@ pub async fn run(ctx: Arc<ControlContext>) {
                 // a row): a crash, whose lease ran out since (the Sentinels
                 // stopped vouching).
                 let crashed = named && node_role.is_none() && ctx.role.node.view().failures >= 2;
-                let replaced = ever_named && node_role.as_deref() == Some("master");
+                // (Not a node being promoted, which the Sentinels name
+                // only a moment later: the fence let its promotion go on.)
+                let promoting = ctx.role.lease_awaited(std::time::Instant::now()).is_some();
+                let replaced = ever_named && !promoting && node_role.as_deref() == Some("master");
                 revoke(
                     &ctx,
                     &master,
