@@ -418,6 +418,10 @@ fn after_the_masters_crash_the_lease_moves_to_the_promoted_replica() {
     eventually("B has A's write", Duration::from_secs(10), || {
         s.b_node.client().cmd(&["GET", "k"]) == Reply::bulk("1")
     });
+    // B's leasegate probes its node every 100 ms here: one never seen
+    // linked since it began to follow A would not be promoted past a dead
+    // A (it might be in its first full sync).
+    std::thread::sleep(Duration::from_millis(500));
     // A client of A's leasegate, idle through the crash.
     let mut idle = s.a.client();
     assert_eq!(idle.cmd(&["SET", "idle", "1"]), Reply::ok());
@@ -793,4 +797,24 @@ fn a_replica_still_in_its_full_sync_is_not_promoted_past_a_frozen_master() {
         outcome.errors.len()
     );
     outcome.assert_none_lost(&mut master.client(), 100);
+}
+
+/// A replica's node restarted by its supervisor comes back a master on
+/// its own, empty (its `REPLICAOF` was never written to its config). Its
+/// leasegate makes it follow the master the Sentinels name again, and the
+/// shard can fail over to it. Before (walkthrough 13) nothing did: its
+/// leasegate showed it to Sentinel as a replica, Sentinel's links to it
+/// had been moved to the master's node while it was down (and took that
+/// node's `INFO` for its own), and no failover could pick it.
+#[test]
+fn a_restarted_replica_follows_the_master_again() {
+    let mut s = setup("block-write");
+    let b_addr = serving(&s);
+    s.b_node.restart();
+    eventually(
+        "B's restarted node follows A again",
+        Duration::from_secs(20),
+        || info_field(s.b_node.port(), "master_link_status").as_deref() == Some("up"),
+    );
+    fail_over_to_b(&s, &b_addr);
 }

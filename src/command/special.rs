@@ -75,7 +75,8 @@ pub enum Special {
 
 impl Special {
     /// Whether the request is addressed to this node as a node (what a
-    /// controller or Sentinel asks of it, or a role or topology change),
+    /// controller or Sentinel asks of it, `INFO` included, or a role or
+    /// topology change),
     /// not to the data: a session served by another node's leasegate (a
     /// hand-over, or a stand-in while this node is down) must not send it
     /// there, or the controller would take the other node's answer for this
@@ -83,7 +84,11 @@ impl Special {
     pub fn addresses_node(self) -> bool {
         matches!(
             self,
-            Special::NodeAddressed | Special::ReplicaOf | Special::SetNodeId | Special::SetNodes
+            Special::NodeAddressed
+                | Special::ReplicaOf
+                | Special::SetNodeId
+                | Special::SetNodes
+                | Special::Info
         )
     }
 }

@@ -53,37 +53,44 @@ pub struct NodeView {
     /// Probes made so far.
     #[serde(skip)]
     pub probes: u64,
-    /// The master the node was last seen linked to (`ROLE`'s `connected`,
-    /// `INFO`'s `master_link_status:up`) as its replica, without a change of role or master since, nor
-    /// a replication offset lower than the one before (a restart: a Redis
-    /// node without persistence comes back empty): what it holds came from
-    /// that master's stream, up to when the link last stood
-    /// ([`NodeStatus::synced_with_its_master`]). A failed probe alone
-    /// does not clear it: a busy node missing one probe just before its
-    /// master dies must stay promotable.
+    /// The master the probe saw the node begin to follow (after seeing it
+    /// a master, or following another, or restarted: its offset went
+    /// back) and has not seen it linked to since (`ROLE`'s `connected`,
+    /// `INFO`'s `master_link_status:up`): it lacks what that master
+    /// acknowledged since ([`NodeStatus::unsynced_with_its_master`]). A
+    /// node only ever seen following its master (this process started
+    /// later) is not counted: nothing is known of it. A failed probe does
+    /// not set it: a busy node missing a probe just before its master
+    /// dies must stay promotable.
     #[serde(skip)]
-    pub synced_with: Option<String>,
+    pub unsynced_with: Option<String>,
     /// What the last successful probe saw, kept across failed ones.
     #[serde(skip)]
     last_replication: Option<Replication>,
 }
 
 impl NodeView {
-    /// Notes what a probe saw for [`Self::synced_with`] (`before`: what the
-    /// last successful probe saw).
+    /// Notes what a probe saw for [`Self::unsynced_with`] (`before`: what
+    /// the last successful probe saw).
     fn note_link(&mut self, r: &Replication, before: Option<&Replication>) {
+        let (Some("slave"), Some(master)) = (r.role.as_deref(), &r.master) else {
+            self.unsynced_with = None;
+            return;
+        };
+        // `INFO`'s `master_link_status`, `ROLE`'s replica state.
+        if matches!(r.link_status.as_deref(), Some("up" | "connected")) {
+            self.unsynced_with = None;
+            return;
+        }
         let went_back = matches!(
             (before.and_then(|b| b.offset), r.offset),
             (Some(was), Some(now)) if now < was
         );
-        match (r.role.as_deref(), &r.master, r.link_status.as_deref()) {
-            // `INFO`'s `master_link_status`, `ROLE`'s replica state.
-            (Some("slave"), Some(master), Some("up" | "connected")) => {
-                self.synced_with = Some(master.clone())
-            }
-            (Some("slave"), Some(master), _)
-                if !went_back && self.synced_with.as_ref() == Some(master) => {}
-            _ => self.synced_with = None,
+        let began = before.is_some_and(|b| {
+            b.role.as_deref() != Some("slave") || b.master.as_ref() != Some(master)
+        });
+        if began || went_back {
+            self.unsynced_with = Some(master.clone());
         }
     }
 }
@@ -119,22 +126,21 @@ impl NodeStatus {
         )
     }
 
-    /// Whether the node, a replica as the probe last saw it, has been
-    /// linked to the master it follows since it began following it (and
-    /// since it last restarted, as far as its offset tells). `false`
-    /// for one that has not: a full sync still under way, or a node made
-    /// to follow a new master that never connected; promoted, it would
-    /// come out without that master's writes. `None` when the probe has
-    /// not seen the node as a replica (off, or not yet).
-    pub fn synced_with_its_master(&self) -> Option<bool> {
-        let v = self.inner.lock().ok()?;
+    /// Whether the node, a replica as the probe last saw it, was seen to
+    /// begin following its master (or to restart) and has not been linked
+    /// to it since: a full sync still under way, or a node made to follow
+    /// a new master that never connected. Promoted, it would come out
+    /// without that master's writes.
+    pub fn unsynced_with_its_master(&self) -> bool {
+        let Ok(v) = self.inner.lock() else {
+            return false;
+        };
         let following = v
             .replication
             .as_ref()
-            .filter(|r| r.role.as_deref() == Some("slave"))?
-            .master
-            .as_ref()?;
-        Some(v.synced_with.as_ref() == Some(following))
+            .filter(|r| r.role.as_deref() == Some("slave"))
+            .and_then(|r| r.master.as_ref());
+        following.is_some() && v.unsynced_with.as_ref() == following
     }
 
     pub fn view(&self) -> NodeView {
@@ -277,48 +283,53 @@ mod tests {
         }
     }
 
-    /// A replica counts as synced with its master only once its link to
-    /// that master was seen up: not while a new master's full sync is under
-    /// way, and not after a failed probe (a restart) until it is up again.
+    /// A replica counts as behind its master when the probe saw it begin
+    /// to follow it (or restart) and not linked since: not while a new
+    /// master's full sync is under way; not after a restart until it is
+    /// linked again; never for a node only ever seen following.
     #[test]
-    fn a_replica_is_synced_with_the_master_it_was_seen_linked_to() {
+    fn a_replica_seen_to_begin_following_is_behind_until_linked() {
         let node = NodeStatus::default();
-        assert_eq!(node.synced_with_its_master(), None, "nothing probed");
-        node.succeeded(replica("a:1", "down"));
-        assert_eq!(node.synced_with_its_master(), Some(false), "never linked");
-        node.succeeded(replica("a:1", "up"));
-        assert_eq!(node.synced_with_its_master(), Some(true));
-        node.succeeded(replica("a:1", "down"));
-        assert_eq!(
-            node.synced_with_its_master(),
-            Some(true),
+        assert!(!node.unsynced_with_its_master(), "nothing probed");
+        node.succeeded(replica("a:1", "connecting"));
+        assert!(
+            !node.unsynced_with_its_master(),
+            "only ever seen following: nothing known"
+        );
+        node.succeeded(replica("a:1", "connected"));
+        node.succeeded(replica("a:1", "connect"));
+        assert!(
+            !node.unsynced_with_its_master(),
             "its master died: it holds what the link brought"
         );
-        node.succeeded(replica("b:2", "down"));
-        assert_eq!(node.synced_with_its_master(), Some(false), "a new master");
+        node.succeeded(replica("b:2", "connect"));
+        assert!(node.unsynced_with_its_master(), "a new master, not linked");
+        node.succeeded(replica("b:2", "sync"));
+        assert!(node.unsynced_with_its_master(), "a full sync under way");
         let at = |offset: u64, link: &str| Replication {
             offset: Some(offset),
             ..replica("b:2", link)
         };
         node.succeeded(at(500, "connected"));
+        assert!(!node.unsynced_with_its_master());
         node.failed("no reply within 100 ms".into());
-        node.succeeded(at(600, "down"));
-        assert_eq!(
-            node.synced_with_its_master(),
-            Some(true),
+        node.succeeded(at(600, "connect"));
+        assert!(
+            !node.unsynced_with_its_master(),
             "one missed probe before its master died"
         );
         node.failed("refused".into());
-        node.succeeded(at(0, "down"));
-        assert_eq!(
-            node.synced_with_its_master(),
-            Some(false),
-            "restarted empty"
-        );
+        node.succeeded(at(0, "connect"));
+        assert!(node.unsynced_with_its_master(), "restarted empty");
         node.succeeded(Replication {
             role: Some("master".into()),
             ..Default::default()
         });
-        assert_eq!(node.synced_with_its_master(), None, "a master");
+        assert!(!node.unsynced_with_its_master(), "a master");
+        node.succeeded(replica("a:1", "connecting"));
+        assert!(
+            node.unsynced_with_its_master(),
+            "a master made to follow: an old master's data"
+        );
     }
 }

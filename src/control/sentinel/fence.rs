@@ -125,12 +125,12 @@ async fn stale_master(ctx: &ControlContext) -> Option<String> {
     })
 }
 
-/// Why this node, its old master out of reach, must not be promoted: it
-/// has not been linked to the master it follows since it began following
-/// it (as the probe saw it), so it lacks what that master acknowledged
-/// since. `None` when it was, or the probe cannot say.
+/// Why this node, its old master out of reach, must not be promoted: the
+/// probe saw it begin to follow that master and has not seen it linked
+/// since, so it lacks what that master acknowledged. `None` otherwise (or
+/// when the probe cannot say).
 fn unsynced(ctx: &ControlContext) -> Option<String> {
-    (ctx.role.node.synced_with_its_master() == Some(false)).then(|| {
+    ctx.role.node.unsynced_with_its_master().then(|| {
         "the old master is out of reach and this node has not been linked to it since it began following it (a full sync under way?)"
             .to_string()
     })

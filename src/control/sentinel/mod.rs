@@ -129,6 +129,12 @@ pub async fn run(ctx: Arc<ControlContext>) {
     // own while they name another, is an old master they replaced (not a
     // node they never knew, whose data is left alone).
     let mut ever_named = false;
+    // ...or its node was seen following a master at a poll since start: a
+    // replica of theirs, which, restarted as a master on its own (its
+    // `REPLICAOF` was never written to its config), is made to follow the
+    // master they name. (Walkthrough 13: such a node was never made to,
+    // and the shard could not fail over to it, planned or not.)
+    let mut ever_followed = false;
     // The pause holding writes while a Sentinel fails this node over.
     let mut own_hold = None;
     // Whether a task is making this node follow the master the Sentinels
@@ -161,6 +167,7 @@ pub async fn run(ctx: Arc<ControlContext>) {
                 }
             }
         }
+        ever_followed |= node_role.as_deref() == Some("slave");
         let judgement = judge(&answers, &me, polls.sentinels());
         let holds = matches!(judgement, Judgement::Hold { .. });
         match judgement {
@@ -195,7 +202,9 @@ pub async fn run(ctx: Arc<ControlContext>) {
                 // (Not a node being promoted, which the Sentinels name
                 // only a moment later: the fence let its promotion go on.)
                 let promoting = ctx.role.lease_awaited(std::time::Instant::now()).is_some();
-                let replaced = ever_named && !promoting && node_role.as_deref() == Some("master");
+                let replaced = (ever_named || ever_followed)
+                    && !promoting
+                    && node_role.as_deref() == Some("master");
                 revoke(
                     &ctx,
                     &master,
@@ -205,10 +214,10 @@ pub async fn run(ctx: Arc<ControlContext>) {
                     replaced,
                 );
                 named = false;
-                // An old master's node that is master on its own while the
-                // Sentinels name another (after a failover, or restarted
-                // empty) is made to follow it, for as long as that lasts
-                // (`stale`).
+                // An old master's node (or a replica's, restarted) that is
+                // master on its own while the Sentinels name another (after
+                // a failover, or restarted) is made to follow it, for as
+                // long as that lasts (`stale`).
                 if replaced
                     && ctx.role.demotion().is_some()
                     && !following.swap(true, std::sync::atomic::Ordering::AcqRel)

@@ -18,19 +18,21 @@
 //!   its history: a full resync (5 s in a test, a fork and the whole data
 //!   set in production) instead of a partial one.
 //!
-//! So on a master `PUBLISH` is gated as a write: held by a write pause (as
-//! Redis' own `CLIENT PAUSE WRITE` holds it), fenced without the lease, and
-//! on a demoted node held until the node follows the new master. It is not
-//! handed over: a Sentinel's link to this node would go on at the new
-//! master, and its `INFO` describe that node as this one. A replica's
-//! `PUBLISH` reaches its own subscribers and moves nothing: a read.
+//! So on a master `PUBLISH` is held by a write pause (as Redis' own
+//! `CLIENT PAUSE WRITE` holds it), and on a demoted node until the node
+//! follows the new master. It is not handed over: a Sentinel's link to
+//! this node would go on at the new master. Nor is it fenced by the
+//! lease: Sentinel spreads a failover's new configuration by these hellos,
+//! published on the new master too, which gets its lease only once the
+//! Sentinels name it (fenced there, no Sentinel but the leader ever named
+//! it). A replica's `PUBLISH` reaches its own subscribers and moves
+//! nothing: a read.
 
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
 use super::{Admission, Gate, Verdict, Wait};
-use crate::guard::lease::LeaseMode;
 
 /// The longest a `PUBLISH` at a demoted node waits for the node to follow
 /// the new master (Kvrocks refuses to for 2–4 s after a failover; Sentinel
@@ -42,8 +44,8 @@ pub(super) const NOT_FOLLOWING: &[u8] =
     b"-TRYAGAIN this node was replaced as master and does not follow the new master yet: PUBLISH there\r\n";
 
 impl Gate {
-    /// A `PUBLISH`: a write on a master, a read on a replica (see the
-    /// module).
+    /// A `PUBLISH`: held on a paused or demoted master, otherwise a read
+    /// (see the module).
     #[cold]
     pub(super) fn publish(&self, r: &Admission<'_>) -> Verdict {
         if self.role.node.is_replica() {
@@ -56,13 +58,6 @@ impl Gate {
             return Verdict::Hold(Wait::Follow {
                 until: Instant::now() + FOLLOW_BOUND,
             });
-        }
-        if self.lease.mode() == LeaseMode::BlockWrite && !self.lease.usable() {
-            if let Some(wait) = self.lease_wait() {
-                return Verdict::Hold(wait);
-            }
-            self.fenced("lease");
-            return Verdict::Reply(self.fenced_reply(r.command.special));
         }
         Verdict::Forward
     }
