@@ -244,11 +244,16 @@ impl Session {
                 Some(stream)
             }
             Err(e) => {
-                warn!(%addr, error = %e, "cannot move the session to the new master");
+                // Back home is this node (its leasegate no longer demoted,
+                // its node down): not "the new master" (walkthrough 14).
+                let whom = match target {
+                    Move::Away(_) => "the new master",
+                    Move::Home => "this node",
+                };
+                warn!(%addr, error = %e, "cannot move the session to {whom}");
                 if let Some(held) = self.requests_head() {
-                    let reply = Bytes::from(format!(
-                        "-TRYAGAIN cannot reach the new master at {addr}: {e}\r\n"
-                    ));
+                    let reply =
+                        Bytes::from(format!("-TRYAGAIN cannot reach {whom} at {addr}: {e}\r\n"));
                     let words = held.words(&self.from_client[..held.len]);
                     let special = self
                         .gate
