@@ -138,8 +138,15 @@ pub async fn run(shared: Arc<ControlContext>) {
                         warn!(master = ?replication.master, "the node reports itself a replica: revoking the master lease");
                     }
                     // A replica's answer to a ROLE asked before the node
-                    // accepted a promotion says nothing about it now.
-                    if replication.is_replica() && shared.role.lease_awaits() == awaits {
+                    // accepted a promotion says nothing about it now; nor
+                    // does one while a promotion that went on at the fence
+                    // may not have reached the node yet (its revocation
+                    // ended the wait for the lease, and the poll then took
+                    // the promoted node for a replaced old master).
+                    if replication.is_replica()
+                        && shared.role.lease_awaits() == awaits
+                        && !shared.role.promotion_under_way(std::time::Instant::now())
+                    {
                         gate.role()
                             .revoke("the node's ROLE is slave", Source::Probe);
                     }

@@ -225,6 +225,13 @@ pub struct Role {
     /// Bumped by every [`Role::await_lease`]: a probe whose `ROLE` was
     /// asked before a promotion was accepted must not revoke on its answer.
     lease_awaits: AtomicU64,
+    /// A promotion of this node went on at its leasegate's fence (Redis
+    /// Sentinel): until then, or until the Sentinels name it, the node's
+    /// `ROLE` still saying `slave` or the Sentinels still naming the old
+    /// master is the promotion not yet seen everywhere
+    /// ([`Role::promotion_under_way`]). Not ended by a revocation, as the
+    /// wait for the lease is.
+    promoting_until: std::sync::Mutex<Option<std::time::Instant>>,
     /// A promotion passing through, held until the old master is fenced.
     pub promotion_fence: crate::guard::promotion::PromotionFence,
     /// Redis's `FAILOVER` command, as leasegate carries it out.
@@ -270,6 +277,7 @@ impl Role {
             stepped_down: tokio::sync::Notify::new(),
             awaiting_lease: std::sync::Mutex::new(None),
             lease_awaits: AtomicU64::new(0),
+            promoting_until: std::sync::Mutex::new(None),
             promotion_fence: Default::default(),
             failover_command: Default::default(),
         }
@@ -456,6 +464,31 @@ impl Role {
             *awaiting = Some(until);
         }
         self.lease_awaits.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// A promotion of this node went on at its fence; taken for under way
+    /// until `until` or [`Role::promotion_named`].
+    pub fn promotion_goes_on(&self, until: std::time::Instant) {
+        if let Ok(mut p) = self.promoting_until.lock() {
+            *p = Some(until);
+        }
+    }
+
+    /// The Sentinels name this node: its promotion is seen everywhere.
+    pub fn promotion_named(&self) {
+        if let Ok(mut p) = self.promoting_until.lock() {
+            *p = None;
+        }
+    }
+
+    /// Whether a promotion of this node that went on at its fence may not
+    /// be seen everywhere yet ([`Role::promotion_goes_on`]).
+    pub fn promotion_under_way(&self, now: std::time::Instant) -> bool {
+        self.promoting_until
+            .lock()
+            .ok()
+            .and_then(|p| *p)
+            .is_some_and(|until| now < until)
     }
 
     /// How many times writes were made to wait for a promotion's lease

@@ -84,8 +84,9 @@ pub(super) async fn serve_fences(ctx: Arc<ControlContext>, me: String) {
         // for an old master they replaced: walkthrough 13 saw the poll
         // right after a promotion (the Sentinels still naming the dead old
         // master) make the freshly promoted node follow that dead master.
-        ctx.role
-            .await_lease(std::time::Instant::now() + NAMED_WITHIN);
+        let named_by = std::time::Instant::now() + NAMED_WITHIN;
+        ctx.role.await_lease(named_by);
+        ctx.role.promotion_goes_on(named_by);
         match fenced {
             Ok(Ok((old, conn))) => {
                 info!(old_master = %old, "old master fenced and caught up: the promotion goes on");

@@ -190,6 +190,7 @@ pub async fn run(ctx: Arc<ControlContext>) {
                     withheld = 0;
                 }
                 renew(&ctx, valid_ms, sent);
+                ctx.role.promotion_named();
                 named = true;
                 ever_named = true;
             }
@@ -201,7 +202,7 @@ pub async fn run(ctx: Arc<ControlContext>) {
                 let crashed = named && node_role.is_none() && ctx.role.node.view().failures >= 2;
                 // (Not a node being promoted, which the Sentinels name
                 // only a moment later: the fence let its promotion go on.)
-                let promoting = ctx.role.lease_awaited(std::time::Instant::now()).is_some();
+                let promoting = ctx.role.promotion_under_way(std::time::Instant::now());
                 let replaced = (ever_named || ever_followed)
                     && !promoting
                     && node_role.as_deref() == Some("master");
@@ -410,7 +411,8 @@ fn revoke(
         // before the Sentinels named another (frozen past its lease, or
         // cut off): its writes were refused until Sentinel converted its
         // node, 10 s (walkthrough 12).
-        let awaiting = role.lease_awaited(std::time::Instant::now()).is_some();
+        let now = std::time::Instant::now();
+        let awaiting = role.lease_awaited(now).is_some() || role.promotion_under_way(now);
         let known = role.demotion().and_then(|d| d.new_master.clone());
         let follower = node_role == Some("slave") || replaced;
         if follower && !awaiting && known.as_deref() != Some(master) {
