@@ -162,6 +162,21 @@ fn fail_over_to_b(s: &Setup, b_addr: &str) {
     });
 }
 
+/// `SENTINEL FAILOVER` back to A, once every Sentinel names A's leasegate
+/// again and A takes writes.
+fn fail_over_back_to_a(s: &Setup) {
+    let a_addr = proxy_addr(&s.a);
+    sentinel_failover(s);
+    eventually(
+        "the Sentinels name A's leasegate again",
+        Duration::from_secs(30),
+        || all_name(s, &a_addr),
+    );
+    eventually("A takes writes again", Duration::from_secs(10), || {
+        s.a.client().cmd(&["SET", "k", "4"]) == Reply::ok()
+    });
+}
+
 fn proxy_addr(p: &Proxy) -> String {
     format!("127.0.0.1:{}", p.port)
 }
@@ -394,16 +409,7 @@ fn sentinel_fails_over_there_and_back_through_the_leasegates() {
     let b_addr = serving(&s);
     fail_over_to_b(&s, &b_addr);
     std::thread::sleep(Duration::from_secs(1));
-    let a_addr = proxy_addr(&s.a);
-    sentinel_failover(&s);
-    eventually(
-        "the Sentinels name A's leasegate again",
-        Duration::from_secs(20),
-        || all_name(&s, &a_addr),
-    );
-    eventually("A takes writes again", Duration::from_secs(10), || {
-        s.a.client().cmd(&["SET", "k", "4"]) == Reply::ok()
-    });
+    fail_over_back_to_a(&s);
     assert_eq!(s.a_node.client().cmd(&["GET", "k"]), Reply::bulk("4"));
 }
 
@@ -732,17 +738,8 @@ fn a_frozen_sentinel_costs_no_write() {
 fn a_node_promoted_after_its_master_died_is_not_sent_back_to_it() {
     let mut s = setup("block-write");
     let b_addr = serving(&s);
-    let a_addr = proxy_addr(&s.a);
     fail_over_to_b(&s, &b_addr);
-    sentinel_failover(&s);
-    eventually(
-        "the Sentinels name A again",
-        Duration::from_secs(30),
-        || all_name(&s, &a_addr),
-    );
-    eventually("A takes writes", Duration::from_secs(10), || {
-        s.a.client().cmd(&["SET", "k", "4"]) == Reply::ok()
-    });
+    fail_over_back_to_a(&s);
     eventually("B follows A", Duration::from_secs(15), || {
         info_field(s.b_node.port(), "master_link_status").as_deref() == Some("up")
     });

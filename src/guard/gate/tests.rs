@@ -14,6 +14,17 @@ fn gate(mode: LeaseMode, deny: &[&str]) -> (Arc<ManualClock>, Gate) {
     for_tests(mode, deny, ME)
 }
 
+/// A grant naming this node master for 10 s, at epoch 1.
+fn ten_seconds_for_me() -> crate::guard::lease::Grant {
+    crate::guard::lease::Grant {
+        master_node_id: Some(ME.to_string()),
+        ttl_ms: 10_000,
+        epoch: 1,
+        nonce: None,
+        anchor: None,
+    }
+}
+
 fn ask(gate: &Gate, args: &[&str], control: bool) -> Verdict {
     ask_as(gate, args, control, false)
 }
@@ -562,7 +573,6 @@ fn only_the_controllers_topology_promotes() {
 /// them go, a revocation fences them again at once.
 #[tokio::test(flavor = "current_thread")]
 async fn a_promoted_node_holds_writes_until_its_lease_comes() {
-    use crate::guard::lease::Grant;
     let (_clock, gate) = gate(LeaseMode::BlockWrite, &[]);
     let promoting = Effect::Topology {
         nodes: format!("{ME} 127.0.0.1 7000 master - 0-16383"),
@@ -575,13 +585,7 @@ async fn a_promoted_node_holds_writes_until_its_lease_comes() {
     };
     assert!(matches!(wait, Wait::Lease { .. }));
     // The grant arrives while it waits: it goes on, and is forwarded.
-    let grant = Grant {
-        master_node_id: Some(ME.to_string()),
-        ttl_ms: 10_000,
-        epoch: 1,
-        nonce: None,
-        anchor: None,
-    };
+    let grant = ten_seconds_for_me();
     let waiting = gate.wait(&wait);
     gate.role()
         .grant(&grant, gate.lease().now(), Source::Heartbeat)
@@ -615,7 +619,6 @@ async fn a_promoted_node_holds_writes_until_its_lease_comes() {
 /// `PUBLISH` moves nothing). The lease does not fence it.
 #[tokio::test(flavor = "current_thread")]
 async fn publish_on_a_paused_or_demoted_master_is_held() {
-    use crate::guard::lease::Grant;
     use crate::kvrocks::topology::Replication;
     let (_clock, gate) = gate(LeaseMode::BlockWrite, &[]);
     let publish = ["PUBLISH", "ch", "m"];
@@ -635,15 +638,8 @@ async fn publish_on_a_paused_or_demoted_master_is_held() {
         Verdict::Forward,
         "not PUBLISH: Sentinel spreads a failover by it, before the new master's lease"
     );
-    let grant = Grant {
-        master_node_id: Some(ME.to_string()),
-        ttl_ms: 10_000,
-        epoch: 1,
-        nonce: None,
-        anchor: None,
-    };
     gate.role()
-        .grant(&grant, gate.lease().now(), Source::Heartbeat)
+        .grant(&ten_seconds_for_me(), gate.lease().now(), Source::Heartbeat)
         .expect("granted");
     assert_eq!(ask(&gate, &publish, false), Verdict::Forward, "leased");
     gate.pause().pause(
