@@ -244,6 +244,7 @@ impl<'de> Deserialize<'de> for Replication {
             offset: w.offset,
             link_status: w.link_status,
             master: w.master,
+            replid: None,
         })
     }
 }
@@ -643,6 +644,7 @@ mod tests {
                     offset: Some(9),
                     link_status: None,
                     master: None,
+                    replid: None,
                 }),
                 error: None,
             },

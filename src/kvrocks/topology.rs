@@ -12,6 +12,11 @@ pub struct Replication {
     pub link_status: Option<String>,
     /// On a replica: the master it follows.
     pub master: Option<String>,
+    /// Redis' `master_replid` (`INFO` only; Kvrocks has none): a replica
+    /// that synced with its master shares it, one that has not (a master
+    /// restarted empty since) does not.
+    #[serde(skip)]
+    pub replid: Option<String>,
 }
 
 impl Replication {
@@ -29,6 +34,7 @@ impl Replication {
                 "slave_repl_offset" => r.offset = value.parse().ok(),
                 "sequence" if r.offset.is_none() => r.offset = value.parse().ok(),
                 "master_link_status" => r.link_status = Some(value.to_string()),
+                "master_replid" => r.replid = Some(value.to_string()),
                 "master_host" => host = Some(value.to_string()),
                 "master_port" => port = Some(value.to_string()),
                 _ => {}
@@ -80,6 +86,7 @@ impl Replication {
                 master: text(1).zip(text(2)).map(|(h, p)| format!("{h}:{p}")),
                 link_status: text(3),
                 offset: text(4).and_then(|o| o.parse().ok()),
+                replid: None,
             },
             _ => Replication {
                 role,

@@ -458,23 +458,18 @@ fn withhold(ctx: &ControlContext, withheld: &mut u64, why: &str) {
 /// A replica already linked is made to reconnect, so that its master lists
 /// it by the new address.
 async fn announce(ctx: Arc<ControlContext>, me: String) {
-    let Some((host, port)) = me.rsplit_once(':') else {
+    let Some((port, ip)) = announced(&me) else {
         return;
     };
-    let host = host.trim_matches(['[', ']']);
-    let ip = host
-        .parse::<std::net::IpAddr>()
-        .ok()
-        .filter(|ip| !ip.is_unspecified());
     let mut delay = Duration::from_millis(100);
     // Whether the last attempt failed (logged once until one succeeds).
     let mut failing = false;
     loop {
-        let announced = match open_own_node(&ctx).await {
+        let attempt = match open_own_node(&ctx).await {
             Ok(mut conn) => announce_once(&mut conn, port, ip).await,
             Err(e) => Err(e),
         };
-        let wait = match announced {
+        let wait = match attempt {
             Ok(changed) => {
                 if let Some(reconnected) = changed {
                     info!(address = %me, reconnected, "the node announces this leasegate's address to its master");
@@ -497,6 +492,39 @@ async fn announce(ctx: Arc<ControlContext>, me: String) {
             _ = ctx.shutdown.cancelled() => return,
         }
     }
+}
+
+/// The port, and the IP where `me` names one, that the node announces
+/// for this leasegate (`me`: its address as the Sentinels know it).
+fn announced(me: &str) -> Option<(&str, Option<std::net::IpAddr>)> {
+    let (host, port) = me.rsplit_once(':')?;
+    let ip = host
+        .trim_matches(['[', ']'])
+        .parse::<std::net::IpAddr>()
+        .ok()
+        .filter(|ip| !ip.is_unspecified());
+    Some((port, ip))
+}
+
+/// Makes the node on `conn` announce this leasegate (with
+/// `sentinel.announce`) before it is made to follow a master: it follows
+/// with this leasegate's address from its first link. (Walkthrough 15: a
+/// restarted replica made to follow first was listed by its master, and
+/// so learnt by the Sentinels, at the node's own address, and Sentinel
+/// later promoted and reconfigured it there, past its leasegate.)
+pub(super) async fn announce_before_following(
+    ctx: &ControlContext,
+    conn: &mut ControlConnection,
+) -> Result<(), String> {
+    let config = ctx.config.load();
+    if !config.sentinel.announce {
+        return Ok(());
+    }
+    let me = config.sentinel_address();
+    let Some((port, ip)) = announced(&me) else {
+        return Ok(());
+    };
+    announce_once(conn, port, ip).await.map(|_| ())
 }
 
 /// How often the node is checked to still announce this leasegate: a node

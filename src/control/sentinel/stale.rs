@@ -77,6 +77,9 @@ pub(super) async fn follow_new_master(ctx: Arc<ControlContext>, new_master: Stri
 async fn replicaof(ctx: &ControlContext, host: &str, port: &str) -> Result<(), String> {
     let timeout = ctx.config.load().backend.connect_timeout;
     let mut conn = super::open_own_node(ctx).await?;
+    tokio::time::timeout(timeout, super::announce_before_following(ctx, &mut conn))
+        .await
+        .map_err(|_| format!("no answer within {} ms", timeout.as_millis()))??;
     tokio::time::timeout(timeout, conn.call(&["REPLICAOF", host, port]))
         .await
         .map_err(|_| format!("no answer within {} ms", timeout.as_millis()))?
