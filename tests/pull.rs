@@ -588,3 +588,92 @@ fn a_write_handed_to_a_restarting_leasegate_waits_for_it() {
     assert_eq!(reply, Reply::ok(), "after {took:?}");
     assert_eq!(b_redis.client().cmd(&["GET", "handed"]), Reply::bulk("1"));
 }
+
+/// A node that is down while the controller still names it master (its
+/// failover not yet made): a new client is not refused but waits for it,
+/// as a connected one does, and is served once it answers again. A client
+/// that hangs up meanwhile leaves the wait (its place freed), and a check
+/// addressed to the node itself (`CLUSTER INFO`, the controller's) fails at
+/// once, on a new connection and on a waiting one, which go on waiting: a
+/// controller whose checks waited replaced a killed master after 12 s, not 3.
+#[test]
+fn a_new_client_of_a_node_that_is_down_waits_for_it() {
+    let mut redis = RedisServer::start();
+    let controller = TestController::start();
+    me_master(&controller, 1);
+    let proxy = Proxy::start(
+        &redis.addr(),
+        &format!(
+            "node_id: {}\nlease:\n  mode: block-write\nadmin:\n  listen: 127.0.0.1:{}\n  token: t\n{}",
+            node_id(1),
+            support::free_port(),
+            controller.yaml(POLL_MS, TTL_MS)
+        ),
+    );
+    let admin = proxy.admin_port();
+    let mut connected = proxy.client();
+    set_until(&mut connected, "the lease", |r| *r == Reply::ok());
+    redis.stop();
+    let mut checking = proxy.client();
+    // Clients that give up are gone from the wait well before its 30 s.
+    for i in 0..20 {
+        let mut gone = proxy.client();
+        if i % 2 == 0 {
+            gone.send(&["GET", "k"]);
+        }
+    }
+    let connections = "leasegate_client_connections ";
+    let start = Instant::now();
+    while support::metric(admin, connections) > 2 {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "clients that hung up still wait for the node: {} connections",
+            support::metric(admin, connections)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The controller's checks, on a new connection and on a waiting one
+    // (its pooled connections): answered that the node is down, at once
+    // and each time, and the connections go on waiting.
+    let started = Instant::now();
+    for (what, c) in [("a new", &mut checking), ("a waiting", &mut connected)] {
+        for _ in 0..3 {
+            let reply = c.cmd(&["CLUSTER", "INFO"]);
+            assert!(
+                reply.is_error() && reply.error_text().contains("unavailable"),
+                "CLUSTER INFO of a node that is down, on {what} connection: {reply:?}"
+            );
+        }
+    }
+    // A set-up sent ahead of a check in one go (leasegate's own fence
+    // does so): refused at once, each request, as before the wait.
+    let mut peer = proxy.client();
+    peer.send(&["SELECT", "0"]);
+    peer.send(&["INFO", "leasegate"]);
+    for what in ["SELECT", "INFO"] {
+        let reply = peer.read();
+        assert!(
+            reply.is_error() && reply.error_text().contains("unavailable"),
+            "{what} ahead of a check, on a new connection: {reply:?}"
+        );
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the checks waited {:?}",
+        started.elapsed()
+    );
+    // A write on a new connection waits, and is served once the node is back.
+    let mut waiting = proxy.client();
+    waiting.send(&["SET", "during", "1"]);
+    assert_eq!(
+        waiting.try_read(Duration::from_millis(1500)),
+        None,
+        "a new client of a node that is down"
+    );
+    redis.restart();
+    assert_eq!(waiting.read(), Reply::ok());
+    assert_eq!(redis.client().cmd(&["GET", "during"]), Reply::bulk("1"));
+    for c in [&mut checking, &mut connected] {
+        assert_eq!(c.cmd(&["GET", "during"]), Reply::bulk("1"));
+    }
+}

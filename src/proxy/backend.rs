@@ -109,7 +109,16 @@ impl ControlConnection {
         timeout: Duration,
     ) -> Result<ControlConnection, BackendError> {
         let Some(peer) = peer else {
-            return ControlConnection::open(addr, password, timeout).await;
+            let stream = connect(addr, timeout).await?;
+            let mut conn = ControlConnection {
+                stream: NodeConn::Plain(stream),
+                buf: Vec::new(),
+                timeout,
+            };
+            if let Some(pw) = password {
+                conn.authenticate_at_leasegate(pw).await?;
+            }
+            return Ok(conn);
         };
         let at = peer.address(addr);
         ControlConnection::open_node(&at, Some(&peer.tls), password, timeout)
@@ -135,6 +144,24 @@ impl ControlConnection {
             conn.call(&["AUTH", pw]).await?;
         }
         Ok(conn)
+    }
+
+    /// `AUTH` at another leasegate, with its `INFO leasegate` in the same
+    /// write: a leasegate whose node is down holds a new client's requests
+    /// while it waits for the node, but refuses at once one whose set-up is
+    /// followed by a request addressed to the node (`INFO`). Sent alone,
+    /// the `AUTH` of a fence waited there until the fence's timeout (1 s)
+    /// before the old master was found unreachable.
+    async fn authenticate_at_leasegate(&mut self, password: &str) -> Result<(), BackendError> {
+        let auth = crate::resp::encode::request(&[b"AUTH".as_slice(), password.as_bytes()]);
+        let info = crate::resp::encode::request(&[b"INFO".as_slice(), b"leasegate".as_slice()]);
+        self.stream.write_all(&[auth, info].concat()).await?;
+        self.stream.flush().await?;
+        self.read_reply().await?;
+        match self.read_reply().await {
+            Ok(_) | Err(BackendError::Reply(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// Another leasegate's `INFO leasegate` (answered by that leasegate,
@@ -230,12 +257,20 @@ impl ControlConnection {
         &mut self,
         args: &[&str],
     ) -> Result<redis_protocol::resp2::types::OwnedFrame, BackendError> {
-        use redis_protocol::resp2::types::OwnedFrame;
         let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
         let req = crate::resp::encode::request(&args);
         self.stream.write_all(&req).await?;
         // TLS keeps what was written in its buffer until flushed.
         self.stream.flush().await?;
+        self.read_reply().await
+    }
+
+    /// The next reply on the connection, within the timeout; an error
+    /// reply is an `Err`.
+    async fn read_reply(
+        &mut self,
+    ) -> Result<redis_protocol::resp2::types::OwnedFrame, BackendError> {
+        use redis_protocol::resp2::types::OwnedFrame;
         let deadline = tokio::time::Instant::now() + self.timeout;
         loop {
             match redis_protocol::resp2::decode::decode(&self.buf) {

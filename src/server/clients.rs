@@ -150,7 +150,10 @@ impl Drop for ClientSlot {
 
 /// Serves a client (plain or TLS) with a new node connection; if the node
 /// cannot be reached, with the new master's leasegate where this node was
-/// demoted, else it is told why and closed.
+/// demoted; else, where a failover is to be expected (a controller or
+/// Sentinels), once the node or a new master's leasegate takes it (at most
+/// `node_lost_wait_ms`, as for the node's clients that were connected when
+/// it went down); else it is told why and closed.
 async fn serve_client<C: session::ClientIo>(
     client: C,
     ctx: Arc<SessionContext>,
@@ -158,36 +161,66 @@ async fn serve_client<C: session::ClientIo>(
 ) {
     let (addr, timeout) = (ctx.backend_addr.clone(), ctx.connect_timeout);
     let tls = ctx.node_tls.load_full();
-    match backend::connect_node(&addr, tls.as_deref(), timeout).await {
-        Ok(backend) => session::serve(client, backend, ctx, shutdown).await,
-        Err(e) => match backend::stand_in(ctx.gate.role(), ctx.peer_tls::<C>().as_deref(), timeout)
-            .await
-        {
-            // The node is down and the controller named a new master: the
-            // client is served there, not refused.
-            Ok(there) => {
-                info!("this node is down and was demoted: a new client is served by the new master's leasegate");
-                session::serve_handed_over(client, there, ctx, shutdown).await
+    let e = match backend::connect_node(&addr, tls.as_deref(), timeout).await {
+        Ok(backend) => return session::serve(client, backend, ctx, shutdown).await,
+        Err(e) => e,
+    };
+    let peer = ctx.peer_tls::<C>();
+    match backend::stand_in(ctx.gate.role(), peer.as_deref(), timeout).await {
+        // The node is down and the controller named a new master: the
+        // client is served there, not refused.
+        Ok(there) => {
+            info!("this node is down and was demoted: a new client is served by the new master's leasegate");
+            return session::serve_handed_over(client, there, ctx, shutdown).await;
+        }
+        Err(why) => debug!(%why, "no stand-in for the node"),
+    }
+    // A node that died is replaced within the failover's detection time:
+    // the client waits for it as a connected client does, rather than
+    // being refused (a cluster client took the refusal for an answer and
+    // failed each request; a walkthrough saw 1,452 such errors before the
+    // controller's failover). Its requests wait unread.
+    if !ctx.node_lost_patience.is_zero() && NODE_DOWN_NOTICE.due(ctx.gate.lease().now()) {
+        info!(
+            backend = %addr,
+            error = %e,
+            wait_ms = ctx.node_lost_patience.as_millis() as u64,
+            "the node is down: new clients wait for it or for the new master (logged at most once a second)"
+        );
+    }
+    let quit = async {
+        tokio::select! {
+            left = session::while_node_is_down(&client, |input| session::while_down(&ctx, input)) => left,
+            _ = shutdown.cancelled() => session::Left::HungUp,
+        }
+    };
+    match session::find_node(&ctx, peer.as_deref(), quit).await {
+        Ok((node, false)) => session::serve(client, node, ctx, shutdown).await,
+        Ok((new_master, true)) => {
+            session::serve_handed_over(client, new_master, ctx, shutdown).await
+        }
+        // It hung up (or leasegate stops): nobody to answer.
+        Err(Some(session::Left::HungUp)) => {}
+        Err(Some(session::Left::Refused) | None) => {
+            ctx.metrics.backend_connect_errors.inc();
+            // At most once a second: clients that reconnect in a loop
+            // while the node is down logged a line each (1,722 lines in
+            // a few seconds, seen in a walkthrough).
+            if UNAVAILABLE_WARNING.due(ctx.gate.lease().now()) {
+                warn!(
+                    backend = %addr,
+                    error = %e,
+                    refused_so_far = ctx.metrics.backend_connect_errors.get(),
+                    "backend unavailable: new clients are refused (logged at most once a second)"
+                );
             }
-            Err(why) => {
-                debug!(%why, "no stand-in for the node");
-                ctx.metrics.backend_connect_errors.inc();
-                // At most once a second: clients that reconnect in a loop
-                // while the node is down logged a line each (1,722 lines in
-                // a few seconds, seen in a walkthrough).
-                if UNAVAILABLE_WARNING.due(ctx.gate.lease().now()) {
-                    warn!(
-                        backend = %addr,
-                        error = %e,
-                        refused_so_far = ctx.metrics.backend_connect_errors.get(),
-                        "backend unavailable: new clients are refused (logged at most once a second)"
-                    );
-                }
-                refuse(client, backend::unavailable_reply(&addr, &e)).await;
-            }
-        },
+            refuse(client, backend::unavailable_reply(&addr, &e)).await;
+        }
     }
 }
+
+/// When "the node is down" was last logged.
+static NODE_DOWN_NOTICE: crate::guard::clock::EverySecond = crate::guard::clock::EverySecond::new();
 
 /// When "backend unavailable" was last logged.
 static UNAVAILABLE_WARNING: crate::guard::clock::EverySecond =

@@ -61,8 +61,106 @@ pub trait ClientIo: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     /// the successor (`None`: it cannot move; it is then closed).
     fn into_moved(self) -> Option<MovedConn>;
 
+    /// The connection's socket.
+    fn socket(&self) -> &TcpStream;
+
     /// The client's address.
-    fn peer_ip(&self) -> Option<IpAddr>;
+    fn peer_ip(&self) -> Option<IpAddr> {
+        self.socket().peer_addr().ok().map(|a| a.ip())
+    }
+}
+
+/// How often a client whose requests wait unread (its node is down, see
+/// [`while_node_is_down`]) is looked at again.
+const CLIENT_LOOK: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// How much of a waiting client's input [`while_node_is_down`] looks at.
+const PEEK_LIMIT: usize = 16 * 1024;
+
+/// What a client waiting for its node asks, as [`while_node_is_down`]
+/// looks at it.
+pub enum WhileDown {
+    /// Nothing that cannot wait.
+    Wait,
+    /// The request at the head (its length in bytes) gets this reply now.
+    Answer(usize, bytes::Bytes),
+    /// It cannot be served while the node is down: refused.
+    Refuse,
+}
+
+/// Why a client stopped waiting for its node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Left {
+    HungUp,
+    Refused,
+}
+
+/// Serves a client whose requests wait unread while its node is down:
+/// over plain TCP, what it sent is looked at without reading it, and
+/// `verdict` says whether the request at the head is answered now (taken
+/// off the socket, the others wait) or the client refused; resolves when
+/// it is refused or hangs up (its FIN or a reset arrived). A check
+/// addressed to the node itself (the controller's `CLUSTER INFO`) must
+/// fail now, not wait with the data requests; a client gone must not hold
+/// its task and `max_clients` place. Over TLS only the hang-up is seen.
+pub async fn while_node_is_down<C: ClientIo>(
+    client: &C,
+    verdict: impl Fn(&[u8]) -> WhileDown,
+) -> Left {
+    let socket = client.socket();
+    let mut seen = Vec::new();
+    loop {
+        match socket.ready(tokio::io::Interest::READABLE).await {
+            Ok(ready) if ready.is_read_closed() => return Left::HungUp,
+            Err(_) => return Left::HungUp,
+            Ok(_) => {}
+        }
+        if !C::TLS {
+            seen.resize(PEEK_LIMIT, 0);
+            let n = match socket.peek(&mut seen).await {
+                Ok(0) | Err(_) => return Left::HungUp,
+                Ok(n) => n,
+            };
+            match verdict(&seen[..n]) {
+                WhileDown::Wait => {}
+                WhileDown::Refuse => return Left::Refused,
+                WhileDown::Answer(len, reply) => {
+                    if answer_head(socket, &mut seen[..len], &reply).await.is_err() {
+                        return Left::HungUp;
+                    }
+                    continue;
+                }
+            }
+        }
+        // The readiness stays set until a read: it is looked at again
+        // later, not awaited again at once (that would spin).
+        tokio::time::sleep(CLIENT_LOOK).await;
+    }
+}
+
+/// Takes the request at the head of `socket`'s input off it (`head`: its
+/// length, already peeked) and sends `reply`.
+async fn answer_head(socket: &TcpStream, head: &mut [u8], reply: &[u8]) -> io::Result<()> {
+    let mut taken = 0;
+    while taken < head.len() {
+        socket.readable().await?;
+        match socket.try_read(&mut head[taken..]) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => taken += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let mut sent = 0;
+    while sent < reply.len() {
+        socket.writable().await?;
+        match socket.try_write(&reply[sent..]) {
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 impl ClientIo for TcpStream {
@@ -100,8 +198,8 @@ impl ClientIo for TcpStream {
         MovedConn::plain(&self)
     }
 
-    fn peer_ip(&self) -> Option<IpAddr> {
-        self.peer_addr().ok().map(|a| a.ip())
+    fn socket(&self) -> &TcpStream {
+        self
     }
 }
 
@@ -144,8 +242,8 @@ impl ClientIo for ClientTls {
         )
     }
 
-    fn peer_ip(&self) -> Option<IpAddr> {
-        self.get_ref().0.tcp().peer_addr().ok().map(|a| a.ip())
+    fn socket(&self) -> &TcpStream {
+        self.get_ref().0.tcp()
     }
 }
 
@@ -181,8 +279,8 @@ impl ClientIo for ResumedTls {
         MovedConn::resumed(&self)
     }
 
-    fn peer_ip(&self) -> Option<IpAddr> {
-        self.tcp().peer_addr().ok().map(|a| a.ip())
+    fn socket(&self) -> &TcpStream {
+        self.tcp()
     }
 }
 

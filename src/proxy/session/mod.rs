@@ -93,8 +93,9 @@ use crate::proxy::tls::ResumedTls;
 use crate::resp::reply::ReplyFramer;
 use crate::resp::request::{Limits, RequestFramer};
 use driver::Driver;
+pub use driver::{find_node, while_down};
 use handover::Replay;
-pub use io::ClientIo;
+pub use io::{while_node_is_down, ClientIo, Left, WhileDown};
 #[cfg(test)]
 use reading::DISCARD;
 use state::{

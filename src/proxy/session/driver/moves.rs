@@ -5,6 +5,7 @@
 
 use super::super::{Session, SessionContext};
 use super::{ClientIo, Driver, Preconnect, WokenRead};
+use crate::proxy::backend::{self, NodeConn, PeerTls};
 use crate::proxy::session::state::Stall;
 
 /// How often a session whose node connection closed looks for a node again.
@@ -53,54 +54,46 @@ impl<C: ClientIo> Driver<C> {
     }
 
     /// The node connection closed with nothing owed: wait (at most
-    /// `node_lost_patience`) for the new master's leasegate to hold the
-    /// lease (this node demoted toward it) or for the node to answer again,
-    /// and go on there. The client's requests wait unread meanwhile; a
-    /// session that finds neither ends, as before.
+    /// `node_lost_patience`, [`find_node`]) for the new master's leasegate
+    /// to hold the lease (this node demoted toward it) or for the node to
+    /// answer again, and go on there. The client's requests wait unread
+    /// meanwhile, except those addressed to the node itself, answered that
+    /// it is down ([`while_down`]); a session that finds neither, or whose
+    /// client hangs up or is refused, ends.
     #[cold]
     pub(super) async fn outlive_node(&mut self, s: &mut Session, ctx: &SessionContext) {
-        if ctx.node_lost_patience.is_zero() {
-            return;
-        }
-        let deadline = tokio::time::Instant::now() + ctx.node_lost_patience;
-        loop {
-            let found = match crate::proxy::backend::stand_in(
-                ctx.gate.role(),
-                ctx.peer_tls::<C>().as_deref(),
-                ctx.connect_timeout,
-            )
-            .await
-            {
-                Ok(stream) => Some((stream, true)),
-                Err(_) => crate::proxy::backend::answering(
-                    &ctx.backend_addr,
-                    ctx.node_tls.load_full().as_deref(),
-                    ctx.connect_timeout,
-                )
-                .await
-                .map(|stream| (stream, false)),
-            };
-            if let Some((stream, away)) = found {
-                tracing::info!(
-                    away,
-                    "the node connection closed: the session goes on over a new one"
-                );
-                s.attach(away);
-                ctx.metrics.handover(true);
-                self.backend = stream;
-                self.backend_read = WokenRead::default();
-                self.backend_eof = false;
-                return;
-            }
-            if tokio::time::Instant::now() >= deadline || self.stopping.is_cancelled() {
-                ctx.metrics.handover(false);
-                return;
-            }
+        let peer = ctx.peer_tls::<C>();
+        // (A client that asked for no replies is answered none here.)
+        let answers = s.mute.is_on();
+        let quit = async {
             tokio::select! {
-                _ = tokio::time::sleep(NODE_LOST_RETRY) => {}
                 _ = self.stopping.cancelled() => {}
+                _ = super::super::while_node_is_down(&self.client, |input| {
+                    match while_down(ctx, input) {
+                        super::super::WhileDown::Answer(..) if !answers => {
+                            super::super::WhileDown::Refuse
+                        }
+                        verdict => verdict,
+                    }
+                }) => {}
             }
-        }
+        };
+        let found = find_node(ctx, peer.as_deref(), quit).await;
+        let Ok((stream, away)) = found else {
+            if !ctx.node_lost_patience.is_zero() {
+                ctx.metrics.handover(false);
+            }
+            return;
+        };
+        tracing::info!(
+            away,
+            "the node connection closed: the session goes on over a new one"
+        );
+        s.attach(away);
+        ctx.metrics.handover(true);
+        self.backend = stream;
+        self.backend_read = WokenRead::default();
+        self.backend_eof = false;
     }
 
     /// Whether the session may move to the successor now (see
@@ -131,4 +124,87 @@ impl<C: ClientIo> Driver<C> {
             state: s.take_state().with_tls(client.tls, backend.tls),
         })
     }
+}
+
+/// Where a session whose node is lost goes on: the node once it answers
+/// again, or the new master's leasegate once it holds the lease (this node
+/// demoted toward it: `true` beside the connection). Looked for every
+/// [`NODE_LOST_RETRY`] for at most `node_lost_patience` (not at all when
+/// it is zero). `Err(None)` when neither came in time, `Err(Some(..))`
+/// with what `quit` gave when it resolved first.
+pub async fn find_node<Q>(
+    ctx: &SessionContext,
+    peer: Option<&PeerTls>,
+    quit: impl std::future::Future<Output = Q>,
+) -> Result<(NodeConn, bool), Option<Q>> {
+    if ctx.node_lost_patience.is_zero() {
+        return Err(None);
+    }
+    let deadline = tokio::time::Instant::now() + ctx.node_lost_patience;
+    tokio::pin!(quit);
+    loop {
+        let found = match backend::stand_in(ctx.gate.role(), peer, ctx.connect_timeout).await {
+            Ok(stream) => Some((stream, true)),
+            Err(_) => backend::answering(
+                &ctx.backend_addr,
+                ctx.node_tls.load_full().as_deref(),
+                ctx.connect_timeout,
+            )
+            .await
+            .map(|stream| (stream, false)),
+        };
+        if let Some(found) = found {
+            return Ok(found);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(None);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(NODE_LOST_RETRY) => {}
+            q = &mut quit => return Err(Some(q)),
+        }
+    }
+}
+
+/// What a client waiting for its node that is down asks
+/// ([`super::super::while_node_is_down`]). A request addressed to the node
+/// itself ([`crate::command::Special::addresses_node`]: its role, its
+/// cluster state), which a node that is down cannot answer and no other
+/// node may, is answered that the node is down when it is at the head;
+/// after connection set-up (`AUTH`, `HELLO`, `SELECT`, `CLIENT SETNAME`,
+/// sent ahead of it in one go, as leasegate's own fence does) the client
+/// is refused, as before the wait. Anything else waits. (A controller
+/// whose checks of a killed master waited, 3 s probe timeouts each,
+/// replaced it after 12 s, not 3; a fence whose `AUTH` waited took 1 s
+/// to learn the old master unreachable.)
+pub fn while_down(ctx: &SessionContext, input: &[u8]) -> super::super::WhileDown {
+    use super::super::WhileDown;
+    use crate::command::Special;
+    let policy = ctx.gate.policy();
+    let mut framer = crate::resp::request::RequestFramer::new(ctx.limits);
+    let mut rest = input;
+    let mut set_up = false;
+    while let Ok(Some(head)) = framer.next(rest) {
+        let words = head.words(&rest[..head.len]);
+        let special = policy.commands.classify(&words.name, &words.sub).special;
+        if special.addresses_node() {
+            if set_up {
+                return WhileDown::Refuse;
+            }
+            let reply = format!(
+                "-ERR backend {} unavailable: the node is down (its clients' other requests wait for it or for a new master)\r\n",
+                ctx.backend_addr
+            );
+            return WhileDown::Answer(head.len, bytes::Bytes::from(reply));
+        }
+        if !matches!(
+            special,
+            Special::Auth | Special::Hello | Special::Select | Special::SetName
+        ) {
+            break;
+        }
+        set_up = true;
+        rest = &rest[head.len..];
+    }
+    WhileDown::Wait
 }
