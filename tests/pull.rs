@@ -670,10 +670,17 @@ fn a_new_client_of_a_node_that_is_down_waits_for_it() {
         None,
         "a new client of a node that is down"
     );
+    let waiting_for_node = "leasegate_clients_waiting_for_node ";
+    assert_eq!(
+        support::metric(admin, waiting_for_node),
+        3,
+        "waiting, by the metric"
+    );
     redis.restart();
     assert_eq!(waiting.read(), Reply::ok());
     assert_eq!(redis.client().cmd(&["GET", "during"]), Reply::bulk("1"));
     for c in [&mut checking, &mut connected] {
         assert_eq!(c.cmd(&["GET", "during"]), Reply::bulk("1"));
     }
+    assert_eq!(support::metric(admin, waiting_for_node), 0);
 }

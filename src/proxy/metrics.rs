@@ -2,11 +2,13 @@
 //! control plane: node connections that could not be opened, sessions
 //! moved to another leasegate, clients not read from because their
 //! unsent replies passed `limits.max_client_output_bytes`, idle sessions
-//! that gave their buffers back, and TLS handshakes by outcome.
+//! that gave their buffers back, TLS handshakes by outcome, and clients
+//! waiting for a node that is down.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 /// `result` of a hand-over or a TLS handshake.
@@ -28,6 +30,9 @@ pub struct ProxyMetrics {
     pub buffers_released: Counter,
     /// TLS handshakes on `tls.listen`, by outcome ([`crate::proxy::tls`]).
     pub tls_handshakes: Family<HandoverResult, Counter>,
+    /// Clients waiting for their node, which is down, with their requests
+    /// held ([`crate::proxy::session::find_node`]).
+    pub waiting_for_node: Gauge,
 }
 
 impl ProxyMetrics {
@@ -59,6 +64,11 @@ impl ProxyMetrics {
             "tls_handshakes",
             "TLS handshakes on tls.listen by outcome: ok, failed (the log says why), plaintext (a client spoke plaintext to the TLS port), timeout",
             self.tls_handshakes.clone(),
+        );
+        registry.register(
+            "clients_waiting_for_node",
+            "Clients whose node is down, waiting for it or for the new master's leasegate with their requests held (controller.node_lost_wait_ms)",
+            self.waiting_for_node.clone(),
         );
         registry.register(
             "idle_buffers_released",

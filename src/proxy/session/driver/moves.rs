@@ -63,8 +63,10 @@ impl<C: ClientIo> Driver<C> {
     #[cold]
     pub(super) async fn outlive_node(&mut self, s: &mut Session, ctx: &SessionContext) {
         let peer = ctx.peer_tls::<C>();
-        // (A client that asked for no replies is answered none here.)
-        let answers = s.mute.is_on();
+        // A client that asked for no replies is answered none here, nor one
+        // with requests already read (a reply now would overtake theirs):
+        // its session ends instead, as it did with the node.
+        let answers = s.mute.is_on() && s.from_client.is_empty();
         let quit = async {
             tokio::select! {
                 _ = self.stopping.cancelled() => {}
@@ -141,6 +143,7 @@ pub async fn find_node<Q>(
         return Err(None);
     }
     let deadline = tokio::time::Instant::now() + ctx.node_lost_patience;
+    let _waiting = Waiting::on(&ctx.metrics.waiting_for_node);
     tokio::pin!(quit);
     loop {
         let found = match backend::stand_in(ctx.gate.role(), peer, ctx.connect_timeout).await {
@@ -163,6 +166,22 @@ pub async fn find_node<Q>(
             _ = tokio::time::sleep(NODE_LOST_RETRY) => {}
             q = &mut quit => return Err(Some(q)),
         }
+    }
+}
+
+/// Counts a client in `leasegate_clients_waiting_for_node` while it lives.
+struct Waiting<'g>(&'g prometheus_client::metrics::gauge::Gauge);
+
+impl<'g> Waiting<'g> {
+    fn on(gauge: &'g prometheus_client::metrics::gauge::Gauge) -> Waiting<'g> {
+        gauge.inc();
+        Waiting(gauge)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 
