@@ -175,6 +175,21 @@ async fn serve_client<C: session::ClientIo>(
         }
         Err(why) => debug!(%why, "no stand-in for the node"),
     }
+    serve_once_up(client, ctx, shutdown, e).await
+}
+
+/// Serves a client of a node that is down (`e`: why it could not be
+/// reached) once the node or a new master's leasegate takes it; refuses it
+/// where no failover is to be expected, or none came within
+/// `node_lost_wait_ms`.
+async fn serve_once_up<C: session::ClientIo>(
+    client: C,
+    ctx: Arc<SessionContext>,
+    shutdown: CancellationToken,
+    e: backend::BackendError,
+) {
+    let addr = ctx.backend_addr.clone();
+    let peer = ctx.peer_tls::<C>();
     // A node that died is replaced within the failover's detection time:
     // the client waits for it as a connected client does, rather than
     // being refused (a cluster client took the refusal for an answer and
