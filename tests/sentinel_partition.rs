@@ -170,14 +170,23 @@ fn partition(kind: Kind, mode: &str, cut: Cut, durable: bool) -> Option<Verdict>
         });
         wait_accepting(&format!("{}:{PROXY_PORT}", host.ip));
     }
-    // B's node announces B's leasegate before it links to A's.
+    // B's node announces B's leasegate (its IP, then its port: both are
+    // waited for) before it links to A's.
     let b_node = format!("{}:{NODE_PORT}", b.ip);
+    let proxy_port = PROXY_PORT.to_string();
     eventually(
         "B's node announces B's leasegate",
         Duration::from_secs(5),
         || {
-            client(&b_node).cmd(&["CONFIG", "GET", "replica-announce-ip"])
-                == Reply::Array(vec![Reply::bulk("replica-announce-ip"), Reply::bulk(&b.ip)])
+            [
+                ("replica-announce-ip", b.ip.as_str()),
+                ("replica-announce-port", &proxy_port),
+            ]
+            .iter()
+            .all(|(name, value)| {
+                client(&b_node).cmd(&["CONFIG", "GET", name])
+                    == Reply::Array(vec![Reply::bulk(name), Reply::bulk(value)])
+            })
         },
     );
     let a_port = PROXY_PORT.to_string();
