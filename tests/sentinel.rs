@@ -496,6 +496,43 @@ fn sentinel_fails_over_there_and_back_through_the_leasegates() {
 /// The master's node dies: Sentinel promotes B after down-after-milliseconds,
 /// B's leasegate takes the lease, and A's leasegate never acknowledges a
 /// write meanwhile.
+/// A's leasegate restarted while A's node is down (a supervisor restarts
+/// both): it never held the lease in this process, but the Sentinels named
+/// A last, so their naming B is A's crash, and new clients of A's
+/// leasegate are served at B. (Before, they waited out
+/// `node_lost_wait_ms`, 30 s, and were refused: walkthrough 19.)
+#[test]
+fn a_masters_leasegate_restarted_while_its_node_is_down_serves_new_clients_at_the_new_master() {
+    let mut s = setup("block-write");
+    let b_addr = serving(&s);
+    eventually("B has A's write", Duration::from_secs(10), || {
+        s.b_node.client().cmd(&["GET", "k"]) == Reply::bulk("1")
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    s.a_node.stop();
+    s.a.restart();
+    // A client of the restarted leasegate, sent before the failover.
+    let mut early = Client::connect(s.a.port);
+    early.send(&["SET", "early", "1"]);
+    eventually("the Sentinels name B", Duration::from_secs(60), || {
+        all_name(&s, &b_addr)
+    });
+    let named = Instant::now();
+    let reply = early.read_within(Duration::from_secs(20));
+    assert_eq!(
+        reply,
+        Ok(Some(Reply::ok())),
+        "a client of A's restarted leasegate, {:?} after the Sentinels named B",
+        named.elapsed()
+    );
+    assert_eq!(s.b_node.client().cmd(&["GET", "early"]), Reply::bulk("1"));
+    assert!(
+        named.elapsed() < Duration::from_secs(15),
+        "served {:?} after the Sentinels named B (node_lost_wait_ms is 30 s)",
+        named.elapsed()
+    );
+}
+
 #[test]
 fn after_the_masters_crash_the_lease_moves_to_the_promoted_replica() {
     let mut s = setup("block-write");

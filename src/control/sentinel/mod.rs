@@ -171,6 +171,18 @@ pub async fn run(ctx: Arc<ControlContext>) {
         let judgement = judge(&answers, &me, polls.sentinels());
         let holds = matches!(judgement, Judgement::Hold { .. });
         match judgement {
+            // Named, its node silent: still named last, for a crash seen
+            // by a leasegate restarted meanwhile, which never renewed
+            // (walkthrough 19: without it, such a leasegate never sent its
+            // new clients to the new master; they waited 30 s).
+            Judgement::Renew { .. } if node_role.is_none() => {
+                named = true;
+                withhold(
+                    &ctx,
+                    &mut withheld,
+                    "the Sentinels name this node master, but its node does not answer",
+                );
+            }
             Judgement::Renew { .. } if node_role.as_deref() != Some("master") => {
                 withhold(
                     &ctx,
