@@ -322,6 +322,9 @@ fn a_killed_master_is_replaced_and_its_leasegate_serves_new_clients_there() {
     // its session outlives A's node and goes on at the new master.
     let mut idle = shard.client(&shard.a);
     assert_eq!(idle.cmd(&["SELECT", "0"]), Reply::ok());
+    // Another, as the controller's pooled connections are.
+    let mut pooled = shard.client(&shard.a);
+    assert_eq!(pooled.cmd(&["PING"]), Reply::Status("PONG".into()));
     let version = shard.controller.version();
     let killed = Instant::now();
     shard.a.kvrocks.kill();
@@ -436,6 +439,20 @@ fn a_killed_master_is_replaced_and_its_leasegate_serves_new_clients_there() {
         "A's node a replica again {:?} after its restart",
         restarted.elapsed()
     );
+    // A session moved to B while A's node was down asks A's node itself
+    // again once it answers: its question takes it home. (Closed instead,
+    // each of the controller's pooled connections failed one probe of the
+    // restarted node, which got its topology only ~10 probes later.)
+    let role = pooled.cmd(&["ROLE"]);
+    assert!(
+        matches!(&role, Reply::Array(r) if r.first() == Some(&Reply::bulk("slave"))),
+        "ROLE, on a session moved to B while A's node was down, once A's node answers: {role:?}"
+    );
+    assert_eq!(
+        pooled.cmd(&["SET", "pooled-after-restart", "1"]),
+        Reply::ok()
+    );
+    assert_eq!(b.cmd(&["GET", "pooled-after-restart"]), Reply::bulk("1"));
 }
 
 /// A master's leasegate restarted outside an upgrade (`kill -9`, then

@@ -235,6 +235,15 @@ impl NodeStatus {
         }
     }
 
+    /// Whether the node answered the last probe (it is up, as far as the
+    /// probe knows).
+    pub fn answers(&self) -> bool {
+        self.inner
+            .lock()
+            .map(|v| v.failures == 0 && v.last_success.is_some())
+            .unwrap_or(false)
+    }
+
     /// Whether the last probe saw the node as a replica.
     #[inline]
     pub fn is_replica(&self) -> bool {

@@ -216,7 +216,14 @@ async fn serve_once_up<C: session::ClientIo>(
         }
         // It hung up (or leasegate stops): nobody to answer.
         Err(Some(session::Left::HungUp)) => {}
-        Err(Some(session::Left::Refused) | None) => {
+        Err(refused) => {
+            let why = match refused {
+                Some(session::Left::Refused(why)) => why,
+                _ => format!(
+                    "neither the node nor a new master within {} ms",
+                    ctx.node_lost_patience.as_millis()
+                ),
+            };
             ctx.metrics.backend_connect_errors.inc();
             // At most once a second: clients that reconnect in a loop
             // while the node is down logged a line each (1,722 lines in
@@ -226,6 +233,7 @@ async fn serve_once_up<C: session::ClientIo>(
                     backend = %addr,
                     error = %e,
                     refused_so_far = ctx.metrics.backend_connect_errors.get(),
+                    %why,
                     "backend unavailable: new clients are refused (logged at most once a second)"
                 );
             }

@@ -169,7 +169,7 @@ impl std::fmt::Debug for Gate {
 pub(super) const OK: &[u8] = b"+OK\r\n";
 const PAUSE_BUFFER_FULL: &[u8] = b"-TRYAGAIN write pause buffer full\r\n";
 /// A moved session's request addressed to this node ([`Verdict::Close`]).
-const NODE_ELSEWHERE: &[u8] = b"-ERR leasegate: this connection was moved to another node's leasegate (this node is down or was demoted) and cannot ask this node; reconnect\r\n";
+pub const NODE_ELSEWHERE: &[u8] = b"-ERR leasegate: this connection was moved to another node's leasegate (this node is down or was demoted) and cannot ask this node; reconnect\r\n";
 const EXECABORT_LEASE: &[u8] =
     b"-EXECABORT Transaction discarded because the master lease expired\r\n";
 /// What a client gets instead of a write's success reply that arrived after
@@ -256,6 +256,16 @@ impl Gate {
         if r.handed_over && r.class != Class::Intercept && r.command.special != Special::ClientReply
         {
             if r.command.special.addresses_node() {
+                // Back to its node, where that answers again: a
+                // controller's pooled connections moved while the node was
+                // down would otherwise each fail a probe of the restarted
+                // node (closed), which then got its topology, and began
+                // to replicate, only ~10 probes later (walkthrough 18: its
+                // master died meanwhile, and 688 acknowledged writes were
+                // lost with it).
+                if self.role.node.answers() {
+                    return Verdict::ReturnHome;
+                }
                 self.metrics.addressed_elsewhere.inc();
                 return Verdict::Close(Bytes::from_static(NODE_ELSEWHERE));
             }

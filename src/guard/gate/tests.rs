@@ -61,7 +61,7 @@ fn ask_as(gate: &Gate, args: &[&str], control: bool, handed_over: bool) -> Verdi
 /// `INFO` among them: Sentinel's links to a replica whose node was down
 /// were served by the master's node, and Sentinel took the master's
 /// `INFO` for the replica's (walkthrough 13: the shard could no longer
-/// fail over).
+/// fail over). Once its node answers again, they take the session home.
 #[test]
 fn a_moved_session_never_asks_the_other_node_what_is_addressed_to_this_one() {
     let (_, gate) = gate(LeaseMode::BlockWrite, &[]);
@@ -94,6 +94,19 @@ fn a_moved_session_never_asks_the_other_node_what_is_addressed_to_this_one() {
         assert_eq!(
             ask_as(&gate, args, false, true),
             Verdict::Forward,
+            "{args:?}"
+        );
+    }
+    assert_eq!(gate.metrics.addressed_elsewhere.get(), 10);
+    // Its node answers again (the probe says so): such a request takes the
+    // session back there, outside a transaction.
+    gate.role()
+        .node
+        .succeeded(crate::kvrocks::topology::Replication::default());
+    for args in [&["CLUSTER", "INFO"][..], &["ROLE"], &["INFO"]] {
+        assert_eq!(
+            ask_as(&gate, args, true, true),
+            Verdict::ReturnHome,
             "{args:?}"
         );
     }

@@ -84,15 +84,15 @@ pub enum WhileDown {
     Wait,
     /// The request at the head (its length in bytes) gets this reply now.
     Answer(usize, bytes::Bytes),
-    /// It cannot be served while the node is down: refused.
-    Refuse,
+    /// It cannot be served while the node is down: refused (why).
+    Refuse(String),
 }
 
 /// Why a client stopped waiting for its node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Left {
     HungUp,
-    Refused,
+    Refused(String),
 }
 
 /// Serves a client whose requests wait unread while its node is down:
@@ -123,7 +123,7 @@ pub async fn while_node_is_down<C: ClientIo>(
             };
             match verdict(&seen[..n]) {
                 WhileDown::Wait => {}
-                WhileDown::Refuse => return Left::Refused,
+                WhileDown::Refuse(why) => return Left::Refused(why),
                 WhileDown::Answer(len, reply) => {
                     if answer_head(socket, &mut seen[..len], &reply).await.is_err() {
                         return Left::HungUp;

@@ -526,6 +526,12 @@ impl Session {
                 Step::DiscardAndMove(self.null_reply(), Move::Away(addr))
             }
             Verdict::ReturnHome if exec => Step::DiscardAndMove(self.null_reply(), Move::Home),
+            // Addressed to the node inside a transaction queued elsewhere:
+            // it cannot reach the node there (Sentinel's promotion
+            // `MULTI; SLAVEOF NO ONE; ...` would run at the new master).
+            Verdict::ReturnHome if special.addresses_node() => {
+                Step::Close(Bytes::from_static(crate::guard::gate::NODE_ELSEWHERE))
+            }
             Verdict::HandOver(_) | Verdict::ReturnHome if self.transaction.is_open() => {
                 Step::Forward
             }

@@ -73,7 +73,7 @@ impl<C: ClientIo> Driver<C> {
                 _ = super::super::while_node_is_down(&self.client, |input| {
                     match while_down(ctx, input) {
                         super::super::WhileDown::Answer(..) if !answers => {
-                            super::super::WhileDown::Refuse
+                            super::super::WhileDown::Refuse(String::new())
                         }
                         verdict => verdict,
                     }
@@ -208,7 +208,10 @@ pub fn while_down(ctx: &SessionContext, input: &[u8]) -> super::super::WhileDown
         let special = policy.commands.classify(&words.name, &words.sub).special;
         if special.addresses_node() {
             if set_up {
-                return WhileDown::Refuse;
+                return WhileDown::Refuse(format!(
+                    "{} after the connection's set-up",
+                    String::from_utf8_lossy(&rest[..head.len.min(64)]).escape_debug()
+                ));
             }
             let reply = format!(
                 "-ERR backend {} unavailable: the node is down (its clients' other requests wait for it or for a new master)\r\n",
