@@ -24,6 +24,20 @@ fn pull_proxy(redis: &RedisServer, controller: &TestController) -> Proxy {
     )
 }
 
+/// A leasegate polling `controller` for `redis`'s lease (block-write, the
+/// default `pause.on_demote`), its admin API on a free port (token `t`).
+fn pull_proxy_with_admin(redis: &RedisServer, controller: &TestController) -> Proxy {
+    Proxy::start(
+        &redis.addr(),
+        &format!(
+            "node_id: {}\nlease:\n  mode: block-write\nadmin:\n  listen: 127.0.0.1:{}\n  token: t\n{}",
+            node_id(1),
+            support::free_port(),
+            controller.yaml(POLL_MS, TTL_MS)
+        ),
+    )
+}
+
 fn me_master(controller: &TestController, version: u64) {
     let (me, other) = (node_id(1), node_id(2));
     controller.set_topology(
@@ -178,15 +192,7 @@ fn a_poll_does_not_undo_a_revocation_at_the_same_version() {
     let redis = RedisServer::start();
     let controller = TestController::start();
     me_master(&controller, 3);
-    let proxy = Proxy::start(
-        &redis.addr(),
-        &format!(
-            "node_id: {}\nlease:\n  mode: block-write\nadmin:\n  listen: 127.0.0.1:{}\n  token: t\n{}",
-            node_id(1),
-            support::free_port(),
-            controller.yaml(POLL_MS, TTL_MS)
-        ),
-    );
+    let proxy = pull_proxy_with_admin(&redis, &controller);
     let admin = proxy.admin_port();
     let mut c = proxy.client();
     set_until(&mut c, "renewed by the poll", |r| *r == Reply::ok());
@@ -601,15 +607,7 @@ fn a_new_client_of_a_node_that_is_down_waits_for_it() {
     let mut redis = RedisServer::start();
     let controller = TestController::start();
     me_master(&controller, 1);
-    let proxy = Proxy::start(
-        &redis.addr(),
-        &format!(
-            "node_id: {}\nlease:\n  mode: block-write\nadmin:\n  listen: 127.0.0.1:{}\n  token: t\n{}",
-            node_id(1),
-            support::free_port(),
-            controller.yaml(POLL_MS, TTL_MS)
-        ),
-    );
+    let proxy = pull_proxy_with_admin(&redis, &controller);
     let admin = proxy.admin_port();
     let mut connected = proxy.client();
     set_until(&mut connected, "the lease", |r| *r == Reply::ok());
