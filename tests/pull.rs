@@ -655,6 +655,13 @@ fn a_new_client_of_a_node_that_is_down_waits_for_it() {
             "{what} ahead of a check, on a new connection: {reply:?}"
         );
     }
+    // One line per request, none more, then closed.
+    assert!(peer.is_closed());
+    assert_eq!(
+        peer.read_within(Duration::ZERO),
+        Ok(None),
+        "a line too many"
+    );
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "the checks waited {:?}",
@@ -681,4 +688,62 @@ fn a_new_client_of_a_node_that_is_down_waits_for_it() {
         assert_eq!(c.cmd(&["GET", "during"]), Reply::bulk("1"));
     }
     assert_eq!(support::metric(admin, waiting_for_node), 0);
+}
+
+/// A session that goes on over a new node connection has its connection
+/// state restored there first, each part checked: one whose ACL user was
+/// deleted (the node closed its connection) ends, as it would directly,
+/// rather than going on as the default user (walkthrough 20: its next
+/// write was acknowledged as `default`).
+#[test]
+fn a_session_whose_state_cannot_be_restored_ends() {
+    let redis = RedisServer::start();
+    let controller = TestController::start();
+    me_master(&controller, 1);
+    let proxy = pull_proxy_with_admin(&redis, &controller);
+    let mut node = redis.client();
+    assert_eq!(
+        node.cmd(&["ACL", "SETUSER", "bob", "on", ">pw", "~*", "+@all"]),
+        Reply::ok()
+    );
+    let mut bob = proxy.client();
+    assert_eq!(bob.cmd(&["AUTH", "bob", "pw"]), Reply::ok());
+    set_until(&mut bob, "the lease", |r| *r == Reply::ok());
+    assert_eq!(bob.cmd(&["ACL", "WHOAMI"]), Reply::bulk("bob"));
+    // Redis closes bob's connections; the session finds the node again.
+    assert_eq!(node.cmd(&["ACL", "DELUSER", "bob"]), Reply::Int(1));
+    std::thread::sleep(Duration::from_millis(500));
+    bob.send(&["ACL", "WHOAMI"]);
+    let after = bob.read_within(Duration::from_secs(5));
+    assert!(
+        after.is_err(),
+        "a session whose user was deleted goes on: {after:?}"
+    );
+}
+
+/// A session with client-side caching on (`CLIENT TRACKING ON`) does not
+/// go on over a new node connection: the invalidations come from the
+/// connection that served its reads, and a session that went on unseen
+/// kept a stale cache for good (walkthrough 20). It closes when its node
+/// connection does, as it would directly; an untracked one goes on.
+#[test]
+fn a_tracking_session_ends_with_its_node_connection() {
+    let mut redis = RedisServer::start();
+    let controller = TestController::start();
+    me_master(&controller, 1);
+    let proxy = pull_proxy_with_admin(&redis, &controller);
+    let mut tracked = proxy.client();
+    tracked.resp3 = true;
+    assert!(matches!(tracked.cmd(&["HELLO", "3"]), Reply::Map(_)));
+    assert_eq!(tracked.cmd(&["CLIENT", "TRACKING", "ON"]), Reply::ok());
+    assert_eq!(tracked.cmd(&["GET", "tk"]), Reply::Nil);
+    let mut plain = proxy.client();
+    assert_eq!(plain.cmd(&["GET", "tk"]), Reply::Nil);
+    redis.stop();
+    redis.restart();
+    assert!(
+        tracked.read_within(Duration::from_secs(5)).is_err(),
+        "a tracking session outlived its node connection"
+    );
+    assert_eq!(plain.cmd(&["GET", "tk"]), Reply::Nil);
 }

@@ -66,6 +66,10 @@ pub enum Special {
     /// PUBLISH: a write to the replication stream on Kvrocks
     /// (`guard::gate::publish`).
     Publish,
+    /// CLIENT TRACKING: client-side caching, whose invalidations come from
+    /// the node that served the reads; such a session cannot go on over
+    /// another node connection unseen.
+    Tracking,
     /// Asks about the node itself (`ROLE`, `CLUSTER INFO|MYID`, `CLUSTERX
     /// VERSION|MYID`) or changes its cluster state (`CLUSTERX SETSLOT|
     /// MIGRATE|IMPORT`): never sent to another node on this node's behalf
@@ -109,6 +113,7 @@ pub(super) const SPECIALS: &[(&str, Option<&str>, Special)] = &[
     ("client", Some("pause"), Special::ClientPause),
     ("client", Some("unpause"), Special::ClientUnpause),
     ("client", Some("reply"), Special::ClientReply),
+    ("client", Some("tracking"), Special::Tracking),
     ("subscribe", None, Special::Subscribe),
     ("psubscribe", None, Special::Subscribe),
     ("ssubscribe", None, Special::Subscribe),

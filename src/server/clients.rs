@@ -84,7 +84,7 @@ impl Server {
             };
             let Some((tls, timeout)) = tls else {
                 return match over_limit {
-                    true => refuse(client, MAX_CLIENTS_REPLY.to_vec()).await,
+                    true => refuse(client, MAX_CLIENTS_REPLY.to_vec(), true).await,
                     false => serve_client(client, ctx, shutdown).await,
                 };
             };
@@ -93,7 +93,7 @@ impl Server {
                 Ok(client) => {
                     ctx.metrics.tls_handshake("ok");
                     match over_limit {
-                        true => refuse(client, MAX_CLIENTS_REPLY.to_vec()).await,
+                        true => refuse(client, MAX_CLIENTS_REPLY.to_vec(), true).await,
                         false => serve_client(client, ctx, shutdown).await,
                     }
                 }
@@ -203,13 +203,20 @@ async fn serve_once_up<C: session::ClientIo>(
             "the node is down: new clients wait for it or for the new master (logged at most once a second)"
         );
     }
+    // Replies to node-addressed requests not yet sent when the wait ends.
+    let mut unsent = Vec::new();
     let quit = async {
         tokio::select! {
-            left = session::while_node_is_down(&client, |input| session::while_down(&ctx, input)) => left,
+            left = session::while_node_is_down(&client, |input| session::while_down(&ctx, input), &mut unsent) => left,
             _ = shutdown.cancelled() => session::Left::HungUp,
         }
     };
-    match session::find_node(&ctx, peer.as_deref(), quit).await {
+    let found = session::find_node(&ctx, peer.as_deref(), quit).await;
+    let mut client = client;
+    if found.is_ok() && !unsent.is_empty() && client.write_all(&unsent).await.is_err() {
+        return;
+    }
+    match found {
         Ok((node, false)) => session::serve(client, node, ctx, shutdown).await,
         Ok((new_master, true)) => {
             session::serve_handed_over(client, new_master, ctx, shutdown).await
@@ -237,7 +244,10 @@ async fn serve_once_up<C: session::ClientIo>(
                     "backend unavailable: new clients are refused (logged at most once a second)"
                 );
             }
-            refuse(client, backend::unavailable_reply(&addr, &e)).await;
+            // Up front only where the client was refused at once: one
+            // that waited has its requests answered, one line each.
+            let waited = !ctx.node_lost_patience.is_zero();
+            refuse(client, backend::unavailable_reply(&addr, &e), !waited).await;
         }
     }
 }
@@ -262,18 +272,23 @@ pub(super) async fn accept_on(
 /// How long a refused client is answered before its connection closes.
 const REFUSE_FOR: Duration = Duration::from_secs(1);
 
-/// Sends one error line, answers each request the client sends within
-/// [`REFUSE_FOR`] with the same line, and closes. Closed at once, a client
+/// Sends one error line (`up_front`), answers each request the client
+/// sends within [`REFUSE_FOR`] with the same line, and closes. (Not up
+/// front to a client whose requests waited: it would get one line more
+/// than it sent requests.) Closed at once, a client
 /// that sends a handshake before its command lost the error: redis-py
 /// (`CLIENT SETINFO` twice, its errors ignored) read the line as the
 /// handshake's reply and then only "connection closed" for the command.
 async fn refuse<C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     mut client: C,
     reply: Vec<u8>,
+    up_front: bool,
 ) {
     use tokio::io::AsyncReadExt;
     let answered = tokio::time::timeout(REFUSE_FOR, async {
-        client.write_all(&reply).await?;
+        if up_front {
+            client.write_all(&reply).await?;
+        }
         // Small limits: nothing the client sends here is kept.
         let mut framer = crate::resp::request::RequestFramer::new(crate::resp::request::Limits {
             max_bulk_len: 64 * 1024,

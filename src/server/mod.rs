@@ -443,5 +443,6 @@ fn session_context(
         } else {
             std::time::Duration::ZERO
         },
+        node_search: Arc::default(),
     }
 }

@@ -169,6 +169,7 @@ impl Session {
             return None;
         }
         if self.stream != Stream::Replies
+            || self.tracking
             || self.owed.iter().any(|o| {
                 matches!(
                     o,
@@ -176,7 +177,8 @@ impl Session {
                 )
             })
         {
-            // A subscriber or a blocked client cannot be moved transparently.
+            // A subscriber, a tracking client or a blocked client cannot be
+            // moved transparently.
             self.owe_local(Bytes::from_static(CANNOT_MOVE));
             self.owed.push_back(Owed::Close);
             self.stall = Stall::None;
@@ -238,7 +240,13 @@ impl Session {
             ),
         };
         match connected {
-            Ok(stream) => {
+            Ok(mut stream) => {
+                let replay = self.replay_requests();
+                if let Err(why) = super::restore::restore(&mut stream, &replay, timeout).await {
+                    warn!(%addr, error = %why, "the session's connection state could not be restored where it moves: it ends");
+                    self.end_unrestored(&why);
+                    return None;
+                }
                 debug!(%addr, ?target, "session moved");
                 self.attach(matches!(target, Move::Away(_)));
                 Some(stream)
@@ -269,9 +277,10 @@ impl Session {
     }
 
     /// The session goes on over a new connection (`away`: to the new
-    /// master's leasegate, else to its own node): what the old one had
-    /// pending is dropped, the connection state is replayed (its replies
-    /// swallowed), and a WATCH is broken (EXEC then fails, as WATCH does).
+    /// master's leasegate, else to its own node), its connection state
+    /// restored there ([`Session::replay_requests`], [`super::restore`]):
+    /// what the old one had pending is dropped, and a WATCH is broken
+    /// (EXEC then fails, as WATCH does).
     pub(super) fn attach(&mut self, away: bool) {
         self.handed_over = away;
         if self.watch == Watch::On {
@@ -279,17 +288,46 @@ impl Session {
         }
         self.from_backend.clear();
         self.replies = ReplyFramer::new();
-        // Kept for the next move (a session may move again, and back).
+    }
+
+    /// Ends the session, its connection state not restored on the new
+    /// connection (`why`): the held request, if any, is answered so and
+    /// the connection closes, as the node would have closed it.
+    pub(super) fn end_unrestored(&mut self, why: &str) {
+        let reply = Bytes::from(format!(
+            "-ERR leasegate: this connection's state (AUTH, HELLO, SELECT, CLIENT SETNAME) could not be restored on a new node connection ({}); reconnect\r\n",
+            why.replace(['\r', '\n'], " ")
+        ));
+        match self.requests_head() {
+            Some(held) => {
+                let words = held.words(&self.from_client[..held.len]);
+                let special = self
+                    .gate
+                    .policy()
+                    .commands
+                    .classify(&words.name, &words.sub)
+                    .special;
+                self.carry_out(held, Class::Write, special, Verdict::Close(reply), None);
+            }
+            None => {
+                self.owe_local(reply);
+                self.owed.push_back(Owed::Close);
+                self.lifecycle = Lifecycle::Ending;
+                self.settle();
+            }
+        }
+    }
+
+    /// The requests that restore this session's connection state on a new
+    /// connection (kept for the next move: a session may move again, and
+    /// back).
+    pub(super) fn replay_requests(&self) -> Vec<Bytes> {
         let r = &self.replay;
-        let replay: Vec<Bytes> = [&r.auth, &r.hello, &r.select, &r.setname]
+        [&r.auth, &r.hello, &r.select, &r.setname]
             .into_iter()
             .flatten()
             .cloned()
-            .collect();
-        for request in replay {
-            self.to_backend.extend_from_slice(&request);
-            self.owed.push_back(Owed::Reply(Expect::Replayed));
-        }
+            .collect()
     }
 
     /// The node connection closed with nothing owed and nothing pending
@@ -298,6 +336,7 @@ impl Session {
     pub(super) fn may_outlive_node(&self) -> bool {
         self.lifecycle == Lifecycle::Open
             && self.stream == Stream::Replies
+            && !self.tracking
             && matches!(self.stall, Stall::None)
             && self.owed.is_empty()
             && self.to_backend.is_empty()

@@ -103,13 +103,22 @@ pub enum Left {
 /// addressed to the node itself (the controller's `CLUSTER INFO`) must
 /// fail now, not wait with the data requests; a client gone must not hold
 /// its task and `max_clients` place. Over TLS only the hang-up is seen.
+///
+/// A reply is put in `unsent` in the same step as its request is taken
+/// off the socket, and sent from there: whoever stops this wait (the node
+/// found) sends what is left before anything else, so no reply is lost or
+/// out of turn whenever the wait is dropped.
 pub async fn while_node_is_down<C: ClientIo>(
     client: &C,
     verdict: impl Fn(&[u8]) -> WhileDown,
+    unsent: &mut Vec<u8>,
 ) -> Left {
     let socket = client.socket();
     let mut seen = Vec::new();
     loop {
+        if send_unsent(socket, unsent).await.is_err() {
+            return Left::HungUp;
+        }
         match socket.ready(tokio::io::Interest::READABLE).await {
             Ok(ready) if ready.is_read_closed() => return Left::HungUp,
             Err(_) => return Left::HungUp,
@@ -125,9 +134,12 @@ pub async fn while_node_is_down<C: ClientIo>(
                 WhileDown::Wait => {}
                 WhileDown::Refuse(why) => return Left::Refused(why),
                 WhileDown::Answer(len, reply) => {
-                    if answer_head(socket, &mut seen[..len], &reply).await.is_err() {
+                    // No await between taking the request and owing its
+                    // reply.
+                    if take_head(socket, &mut seen[..len]).is_err() {
                         return Left::HungUp;
                     }
+                    unsent.extend_from_slice(&reply);
                     continue;
                 }
             }
@@ -139,23 +151,27 @@ pub async fn while_node_is_down<C: ClientIo>(
 }
 
 /// Takes the request at the head of `socket`'s input off it (`head`: its
-/// length, already peeked) and sends `reply`.
-async fn answer_head(socket: &TcpStream, head: &mut [u8], reply: &[u8]) -> io::Result<()> {
+/// length, already peeked, so it is there to read without waiting).
+fn take_head(socket: &TcpStream, head: &mut [u8]) -> io::Result<()> {
     let mut taken = 0;
     while taken < head.len() {
-        socket.readable().await?;
         match socket.try_read(&mut head[taken..]) {
             Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
             Ok(n) => taken += n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(e) => return Err(e),
         }
     }
-    let mut sent = 0;
-    while sent < reply.len() {
+    Ok(())
+}
+
+/// Sends what `unsent` holds, emptying it as it goes.
+async fn send_unsent(socket: &TcpStream, unsent: &mut Vec<u8>) -> io::Result<()> {
+    while !unsent.is_empty() {
         socket.writable().await?;
-        match socket.try_write(&reply[sent..]) {
-            Ok(n) => sent += n,
+        match socket.try_write(unsent) {
+            Ok(n) => {
+                unsent.drain(..n);
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(e) => return Err(e),
         }

@@ -69,9 +69,11 @@ mod idle;
 pub mod io;
 mod moving;
 mod mute;
+pub mod node_search;
 mod reading;
 mod replica;
 mod replies;
+mod restore;
 mod state;
 mod stopping;
 #[cfg(test)]
@@ -126,6 +128,8 @@ pub struct SessionContext {
     /// waits for the node to come back or for a new master's leasegate
     /// that holds the lease ([`driver`]); zero ends it with the node.
     pub node_lost_patience: std::time::Duration,
+    /// One look at a time for a node that is down ([`node_search`]).
+    pub node_search: Arc<node_search::NodeSearch>,
     pub metrics: Arc<crate::proxy::metrics::ProxyMetrics>,
     /// Where sessions go at an upgrade.
     pub mover: Arc<Mover>,
@@ -205,6 +209,10 @@ struct Session {
     replica: replica::ReplicaSide,
     /// `CLIENT REPLY`: which replies the client is not sent.
     mute: mute::Mute,
+    /// `CLIENT TRACKING ON` was sent (and not turned off since): the
+    /// invalidations come from this node connection only, so the session
+    /// does not go on over another one (it closes, as it would directly).
+    tracking: bool,
     /// Writes forwarded since the last `WAIT` ([`acks`]).
     unreplicated: bool,
     /// Blocking writes (BLPOP & co.) forwarded and not yet answered, as a
@@ -395,6 +403,7 @@ impl Session {
             lifecycle: Lifecycle::Open,
             replica: replica::ReplicaSide::default(),
             mute: mute::Mute::default(),
+            tracking: false,
             unreplicated: false,
             blocking_out: 0,
             acks_owed: 0,

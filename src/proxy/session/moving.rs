@@ -48,6 +48,10 @@ pub struct MovedState {
     handed_over: bool,
     replay: [Option<Vec<u8>>; 4],
     mute: Mute,
+    /// `CLIENT TRACKING ON` (absent from a predecessor that kept no such
+    /// mark).
+    #[serde(default)]
+    tracking: bool,
     /// A replica's side (absent from a predecessor that moved no replicas).
     #[serde(default)]
     replica: Option<MovedReplica>,
@@ -108,6 +112,7 @@ impl Session {
                 bytes(replay.setname),
             ],
             mute: self.mute,
+            tracking: self.tracking,
             replica: self.replica.take_moved(),
             client_tls: None,
             node_tls: None,
@@ -139,6 +144,7 @@ impl Session {
             setname,
         };
         self.mute = state.mute;
+        self.tracking = state.tracking;
         if let Some(replica) = state.replica {
             self.put_replica(replica);
         }

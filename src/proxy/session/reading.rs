@@ -458,7 +458,20 @@ impl Session {
                 self.transaction = Transaction::None;
                 self.watch = Watch::Off;
                 self.replay = Replay::default();
+                self.tracking = false;
                 Expect::Reset
+            }
+            // Taken as on once sent (a refused one only makes the session
+            // end where it would otherwise move).
+            Special::Tracking => {
+                let args =
+                    crate::resp::request::arguments(&self.unhandled()[..head.len], head.inline);
+                match args.get(2) {
+                    Some(on) if on.eq_ignore_ascii_case(b"on") => self.tracking = true,
+                    Some(off) if off.eq_ignore_ascii_case(b"off") => self.tracking = false,
+                    _ => {}
+                }
+                Expect::Plain
             }
             // With their channel arguments (else the node answers an error).
             Special::Subscribe if head.argc >= 2 => {

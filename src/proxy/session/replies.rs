@@ -165,7 +165,7 @@ impl Session {
                 self.on_other_reply(None, &head, range, passed);
                 !self.mute.drops_unrequested()
             }
-            Some(Owed::Reply(Expect::Replayed | Expect::ReplicaAck { .. })) => {
+            Some(Owed::Reply(Expect::ReplicaAck { .. })) => {
                 // No request's answer: swallowed, and the mode unchanged.
                 self.on_other_reply(owed, &head, range, passed);
                 true
@@ -269,10 +269,6 @@ impl Session {
             Some(Owed::Reply(Expect::Replace(reply))) => {
                 self.pass_run(passed, at);
                 self.to_client.extend_from_slice(&reply);
-                *passed = end;
-            }
-            Some(Owed::Reply(Expect::Replayed)) => {
-                self.pass_run(passed, at);
                 *passed = end;
             }
             Some(Owed::Reply(Expect::ReplicaAck {

@@ -60,9 +60,6 @@ pub(super) enum Expect {
     /// The backend's reply is swallowed and this one is sent instead
     /// (EXEC turned into DISCARD).
     Replace(Bytes),
-    /// The reply to connection state replayed at a hand-over: swallowed,
-    /// and no request's answer (a `CLIENT REPLY SKIP` is not used up).
-    Replayed,
     /// A heartbeat's `INFO replication` becomes the lease report.
     Heartbeat {
         renewed: bool,

@@ -8,9 +8,6 @@ use super::{ClientIo, Driver, Preconnect, WokenRead};
 use crate::proxy::backend::{self, NodeConn, PeerTls};
 use crate::proxy::session::state::Stall;
 
-/// How often a session whose node connection closed looks for a node again.
-const NODE_LOST_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
-
 impl<C: ClientIo> Driver<C> {
     /// Where the session moves now, once it is ready to
     /// ([`Session::handover_ready`]).
@@ -67,6 +64,8 @@ impl<C: ClientIo> Driver<C> {
         // with requests already read (a reply now would overtake theirs):
         // its session ends instead, as it did with the node.
         let answers = s.mute.is_on() && s.from_client.is_empty();
+        // Replies to node-addressed requests not yet sent when the wait ends.
+        let mut unsent = Vec::new();
         let quit = async {
             tokio::select! {
                 _ = self.stopping.cancelled() => {}
@@ -77,16 +76,30 @@ impl<C: ClientIo> Driver<C> {
                         }
                         verdict => verdict,
                     }
-                }) => {}
+                }, &mut unsent) => {}
             }
         };
         let found = find_node(ctx, peer.as_deref(), quit).await;
-        let Ok((stream, away)) = found else {
+        if found.is_ok() && !unsent.is_empty() {
+            use tokio::io::AsyncWriteExt;
+            if self.client.write_all(&unsent).await.is_err() {
+                return;
+            }
+        }
+        let Ok((mut stream, away)) = found else {
             if !ctx.node_lost_patience.is_zero() {
                 ctx.metrics.handover(false);
             }
             return;
         };
+        let replay = s.replay_requests();
+        if let Err(why) =
+            super::super::restore::restore(&mut stream, &replay, ctx.connect_timeout).await
+        {
+            tracing::warn!(error = %why, away, "the node connection closed, and the session's connection state could not be restored on a new one: it ends");
+            ctx.metrics.handover(false);
+            return;
+        }
         tracing::info!(
             away,
             "the node connection closed: the session goes on over a new one"
@@ -131,8 +144,8 @@ impl<C: ClientIo> Driver<C> {
 /// Where a session whose node is lost goes on: the node once it answers
 /// again, or the new master's leasegate once it holds the lease (this node
 /// demoted toward it: `true` beside the connection). Looked for every
-/// [`NODE_LOST_RETRY`] for at most `node_lost_patience` (not at all when
-/// it is zero). `Err(None)` when neither came in time, `Err(Some(..))`
+/// [`super::super::node_search::LOOK_EVERY`], one client at a time, for at
+/// most `node_lost_patience` (not at all when it is zero). `Err(None)` when neither came in time, `Err(Some(..))`
 /// with what `quit` gave when it resolved first.
 pub async fn find_node<Q>(
     ctx: &SessionContext,
@@ -146,26 +159,36 @@ pub async fn find_node<Q>(
     let _waiting = Waiting::on(&ctx.metrics.waiting_for_node);
     tokio::pin!(quit);
     loop {
-        let found = match backend::stand_in(ctx.gate.role(), peer, ctx.connect_timeout).await {
-            Ok(stream) => Some((stream, true)),
-            Err(_) => backend::answering(
-                &ctx.backend_addr,
-                ctx.node_tls.load_full().as_deref(),
-                ctx.connect_timeout,
-            )
-            .await
-            .map(|stream| (stream, false)),
-        };
-        if let Some(found) = found {
-            return Ok(found);
+        // One client looks at a time; after a miss the others wait.
+        if let Some(look) = ctx.node_search.turn(std::time::Instant::now()) {
+            let found = look_for_node(ctx, peer).await;
+            look.ended(found.is_some());
+            if let Some(found) = found {
+                return Ok(found);
+            }
         }
         if tokio::time::Instant::now() >= deadline {
             return Err(None);
         }
         tokio::select! {
-            _ = tokio::time::sleep(NODE_LOST_RETRY) => {}
+            _ = tokio::time::sleep(super::super::node_search::CHECK_EVERY) => {}
             q = &mut quit => return Err(Some(q)),
         }
+    }
+}
+
+/// One look: the new master's leasegate holding the lease (this node
+/// demoted toward it: `true`), else the node answering.
+async fn look_for_node(ctx: &SessionContext, peer: Option<&PeerTls>) -> Option<(NodeConn, bool)> {
+    match backend::stand_in(ctx.gate.role(), peer, ctx.connect_timeout).await {
+        Ok(stream) => Some((stream, true)),
+        Err(_) => backend::answering(
+            &ctx.backend_addr,
+            ctx.node_tls.load_full().as_deref(),
+            ctx.connect_timeout,
+        )
+        .await
+        .map(|stream| (stream, false)),
     }
 }
 
@@ -190,9 +213,9 @@ impl Drop for Waiting<'_> {
 /// itself ([`crate::command::Special::addresses_node`]: its role, its
 /// cluster state), which a node that is down cannot answer and no other
 /// node may, is answered that the node is down when it is at the head;
-/// after connection set-up (`AUTH`, `HELLO`, `SELECT`, `CLIENT SETNAME`,
-/// sent ahead of it in one go, as leasegate's own fence does) the client
-/// is refused, as before the wait. Anything else waits. (A controller
+/// behind connection set-up still unanswered (`AUTH`, `HELLO`, `SELECT`,
+/// `CLIENT SETNAME`: leasegate's own fence sends its `AUTH` and `INFO
+/// leasegate` in one write) the client is refused, as before the wait. Anything else waits. (A controller
 /// whose checks of a killed master waited, 3 s probe timeouts each,
 /// replaced it after 12 s, not 3; a fence whose `AUTH` waited took 1 s
 /// to learn the old master unreachable.)
