@@ -716,9 +716,10 @@ fn a_session_whose_state_cannot_be_restored_ends() {
     bob.send(&["ACL", "WHOAMI"]);
     let after = bob.read_within(Duration::from_secs(5));
     assert!(
-        after.is_err(),
+        matches!(&after, Ok(Some(Reply::Error(e))) if e.contains("could not be restored")),
         "a session whose user was deleted goes on: {after:?}"
     );
+    assert!(bob.is_closed());
 }
 
 /// A session with client-side caching on (`CLIENT TRACKING ON`) does not

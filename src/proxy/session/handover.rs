@@ -294,10 +294,7 @@ impl Session {
     /// connection (`why`): the held request, if any, is answered so and
     /// the connection closes, as the node would have closed it.
     pub(super) fn end_unrestored(&mut self, why: &str) {
-        let reply = Bytes::from(format!(
-            "-ERR leasegate: this connection's state (AUTH, HELLO, SELECT, CLIENT SETNAME) could not be restored on a new node connection ({}); reconnect\r\n",
-            why.replace(['\r', '\n'], " ")
-        ));
+        let reply = super::restore::refused_reply(why);
         match self.requests_head() {
             Some(held) => {
                 let words = held.words(&self.from_client[..held.len]);

@@ -8,7 +8,10 @@
 //! `max_clients` would have meant ~100,000 connection attempts a second.
 //! Now one waiter looks while the others wait for what it found: nothing
 //! (they look again only once [`LOOK_EVERY`] has passed), or the node or
-//! a new master (each then opens its own connection there).
+//! a new master (then they look too, each opening its own connection
+//! there, [`AT_ONCE`] at a time: 1,500 at once overflowed the node's
+//! listen backlog, and half of them were served a second late,
+//! walkthrough 21). Waiters are woken when a look ends, not by polling.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -16,34 +19,30 @@ use std::time::{Duration, Instant};
 /// How often a node that is down is looked for.
 pub const LOOK_EVERY: Duration = Duration::from_millis(100);
 
-/// How often a waiting client checks what the last look found.
-pub const CHECK_EVERY: Duration = Duration::from_millis(20);
+/// How many waiting clients connect to the node (or the new master) at
+/// once after a look found it.
+pub const AT_ONCE: usize = 128;
 
 /// What the waiting clients of one leasegate know of their node.
 #[derive(Debug, Default)]
 pub struct NodeSearch {
     state: Mutex<State>,
+    /// Woken when a look ends.
+    ended: tokio::sync::Notify,
 }
 
 #[derive(Debug, Default)]
 struct State {
-    /// A client is looking now.
+    /// A client is looking now, alone.
     looking: bool,
+    /// Clients looking after a find.
+    following: usize,
     /// When the last look ended, and whether it found somewhere to go.
     last: Option<(Instant, bool)>,
 }
 
-/// What a waiting client does next.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Turn {
-    /// Look (it holds the look until [`Look`] is dropped or ends).
-    Look,
-    /// Wait for another client's look, or for the next one.
-    Wait,
-}
-
 /// A look under way: ends (found or not) with [`Look::ended`]; dropped
-/// unended, it frees the turn for another client.
+/// unended, it frees its turn for another client.
 pub struct Look<'s> {
     search: &'s NodeSearch,
     /// It holds the turn (no find is recent).
@@ -53,8 +52,8 @@ pub struct Look<'s> {
 
 impl NodeSearch {
     /// Whether the client asking now should look (`Some`) or wait: after
-    /// a recent find everyone looks, after a recent miss nobody, else one
-    /// at a time.
+    /// a recent find the others look, [`AT_ONCE`] at a time; after a
+    /// recent miss nobody; else one at a time.
     pub fn turn(&self, now: Instant) -> Option<Look<'_>> {
         let look = |exclusive| Look {
             search: self,
@@ -63,15 +62,18 @@ impl NodeSearch {
         };
         let Ok(mut state) = self.state.lock() else {
             // A poisoned lock: everyone looks, as before.
-            return Some(look(false));
+            return Some(look(true));
         };
         let recent = state
             .last
             .filter(|(at, _)| now.saturating_duration_since(*at) < LOOK_EVERY)
             .map(|(_, found)| found);
         match recent {
-            Some(true) => Some(look(false)),
-            Some(false) => None,
+            Some(true) if state.following < AT_ONCE => {
+                state.following += 1;
+                Some(look(false))
+            }
+            Some(_) => None,
             None if state.looking => None,
             None => {
                 state.looking = true;
@@ -79,27 +81,39 @@ impl NodeSearch {
             }
         }
     }
+
+    /// Returns when a look ends, or after `at_most`.
+    pub async fn next_look(&self, at_most: Duration) {
+        let _ = tokio::time::timeout(at_most, self.ended.notified()).await;
+    }
 }
 
 impl Look<'_> {
     /// The look found somewhere to go (`found`) or not.
     pub fn ended(mut self, found: bool) {
         self.ended = true;
+        self.release(Some(found));
+    }
+
+    fn release(&self, found: Option<bool>) {
         if let Ok(mut state) = self.search.state.lock() {
             if self.exclusive {
                 state.looking = false;
+            } else {
+                state.following = state.following.saturating_sub(1);
             }
-            state.last = Some((Instant::now(), found));
+            if let Some(found) = found {
+                state.last = Some((Instant::now(), found));
+            }
         }
+        self.search.ended.notify_waiters();
     }
 }
 
 impl Drop for Look<'_> {
     fn drop(&mut self) {
-        if self.exclusive && !self.ended {
-            if let Ok(mut state) = self.search.state.lock() {
-                state.looking = false;
-            }
+        if !self.ended {
+            self.release(None);
         }
     }
 }
@@ -121,14 +135,20 @@ mod tests {
         );
         let later = Instant::now() + LOOK_EVERY + Duration::from_millis(1);
         let look = search.turn(later).expect("looked for again after a while");
-        // Found: the others all look at once (each opens its own
-        // connection there).
+        // Found: the others look too (each opens its own connection
+        // there), a bounded number at once.
         look.ended(true);
         let now = Instant::now();
-        let first = search.turn(now).expect("after a find, the others look");
-        assert!(search.turn(now).is_some(), "at once");
+        let mut following: Vec<_> = (0..AT_ONCE)
+            .map(|_| search.turn(now).expect("after a find, the others look"))
+            .collect();
+        assert!(search.turn(now).is_none(), "{AT_ONCE} at a time");
+        following.pop();
+        assert!(search.turn(now).is_some(), "a place freed");
+        drop(following);
         // A miss after it holds them again.
-        first.ended(false);
+        let miss = search.turn(Instant::now()).expect("looks");
+        miss.ended(false);
         assert!(search.turn(Instant::now()).is_none());
         // A look dropped unended frees the turn.
         let much_later = Instant::now() + 2 * LOOK_EVERY;

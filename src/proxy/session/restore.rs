@@ -55,3 +55,12 @@ pub async fn restore(
         .await
         .map_err(|_| format!("no answer within {} ms", timeout.as_millis()))?
 }
+
+/// What a session whose state could not be restored (`why`) answers the
+/// request that waits, before it closes.
+pub fn refused_reply(why: &str) -> Bytes {
+    Bytes::from(format!(
+        "-ERR leasegate: this connection's state (AUTH, HELLO, SELECT, CLIENT SETNAME) could not be restored on a new node connection ({}); reconnect\r\n",
+        why.replace(['\r', '\n'], " ")
+    ))
+}

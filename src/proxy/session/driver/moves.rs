@@ -98,6 +98,16 @@ impl<C: ClientIo> Driver<C> {
         {
             tracing::warn!(error = %why, away, "the node connection closed, and the session's connection state could not be restored on a new one: it ends");
             ctx.metrics.handover(false);
+            // Its requests wait unread: the first is answered why (one
+            // that asked for no replies gets none), then it closes.
+            if s.mute.is_on() {
+                use tokio::io::AsyncWriteExt;
+                let _ = self
+                    .client
+                    .write_all(&super::super::restore::refused_reply(&why))
+                    .await;
+                let _ = self.client.flush().await;
+            }
             return;
         }
         tracing::info!(
@@ -170,8 +180,9 @@ pub async fn find_node<Q>(
         if tokio::time::Instant::now() >= deadline {
             return Err(None);
         }
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         tokio::select! {
-            _ = tokio::time::sleep(super::super::node_search::CHECK_EVERY) => {}
+            _ = ctx.node_search.next_look(super::super::node_search::LOOK_EVERY.min(left)) => {}
             q = &mut quit => return Err(Some(q)),
         }
     }
