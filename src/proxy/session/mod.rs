@@ -69,6 +69,7 @@ mod idle;
 pub mod io;
 mod moving;
 mod mute;
+mod node_down;
 pub mod node_search;
 mod reading;
 mod replica;
@@ -95,9 +96,9 @@ use crate::proxy::tls::ResumedTls;
 use crate::resp::reply::ReplyFramer;
 use crate::resp::request::{Limits, RequestFramer};
 use driver::Driver;
-pub use driver::{find_node, while_down};
 use handover::Replay;
-pub use io::{while_node_is_down, ClientIo, Left, WhileDown};
+pub use io::ClientIo;
+pub use node_down::{find_node, while_down, while_node_is_down, Left, WhileDown};
 #[cfg(test)]
 use reading::DISCARD;
 use state::{

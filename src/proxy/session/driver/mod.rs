@@ -33,7 +33,6 @@ use tracing::debug;
 use crate::guard::gate::Wait;
 
 mod moves;
-pub use moves::{find_node, while_down};
 
 use crate::guard::verify::Ticket;
 

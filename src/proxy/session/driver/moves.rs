@@ -5,7 +5,6 @@
 
 use super::super::{Session, SessionContext};
 use super::{ClientIo, Driver, Preconnect, WokenRead};
-use crate::proxy::backend::{self, NodeConn, PeerTls};
 use crate::proxy::session::state::Stall;
 
 impl<C: ClientIo> Driver<C> {
@@ -51,11 +50,11 @@ impl<C: ClientIo> Driver<C> {
     }
 
     /// The node connection closed with nothing owed: wait (at most
-    /// `node_lost_patience`, [`find_node`]) for the new master's leasegate
+    /// `node_lost_patience`, [`super::super::find_node`]) for the new master's leasegate
     /// to hold the lease (this node demoted toward it) or for the node to
     /// answer again, and go on there. The client's requests wait unread
     /// meanwhile, except those addressed to the node itself, answered that
-    /// it is down ([`while_down`]); a session that finds neither, or whose
+    /// it is down ([`super::super::while_down`]); a session that finds neither, or whose
     /// client hangs up or is refused, ends.
     #[cold]
     pub(super) async fn outlive_node(&mut self, s: &mut Session, ctx: &SessionContext) {
@@ -70,7 +69,7 @@ impl<C: ClientIo> Driver<C> {
             tokio::select! {
                 _ = self.stopping.cancelled() => {}
                 _ = super::super::while_node_is_down(&self.client, |input| {
-                    match while_down(ctx, input) {
+                    match super::super::while_down(ctx, input) {
                         super::super::WhileDown::Answer(..) if !answers => {
                             super::super::WhileDown::Refuse(String::new())
                         }
@@ -79,7 +78,7 @@ impl<C: ClientIo> Driver<C> {
                 }, &mut unsent) => {}
             }
         };
-        let found = find_node(ctx, peer.as_deref(), quit).await;
+        let found = super::super::find_node(ctx, peer.as_deref(), quit).await;
         if found.is_ok() && !unsent.is_empty() {
             use tokio::io::AsyncWriteExt;
             if self.client.write_all(&unsent).await.is_err() {
@@ -149,118 +148,4 @@ impl<C: ClientIo> Driver<C> {
             state: s.take_state().with_tls(client.tls, backend.tls),
         })
     }
-}
-
-/// Where a session whose node is lost goes on: the node once it answers
-/// again, or the new master's leasegate once it holds the lease (this node
-/// demoted toward it: `true` beside the connection). Looked for every
-/// [`super::super::node_search::LOOK_EVERY`], one client at a time, for at
-/// most `node_lost_patience` (not at all when it is zero). `Err(None)` when neither came in time, `Err(Some(..))`
-/// with what `quit` gave when it resolved first.
-pub async fn find_node<Q>(
-    ctx: &SessionContext,
-    peer: Option<&PeerTls>,
-    quit: impl std::future::Future<Output = Q>,
-) -> Result<(NodeConn, bool), Option<Q>> {
-    if ctx.node_lost_patience.is_zero() {
-        return Err(None);
-    }
-    let deadline = tokio::time::Instant::now() + ctx.node_lost_patience;
-    let _waiting = Waiting::on(&ctx.metrics.waiting_for_node);
-    tokio::pin!(quit);
-    loop {
-        // One client looks at a time; after a miss the others wait.
-        if let Some(look) = ctx.node_search.turn(std::time::Instant::now()) {
-            let found = look_for_node(ctx, peer).await;
-            look.ended(found.is_some());
-            if let Some(found) = found {
-                return Ok(found);
-            }
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return Err(None);
-        }
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        tokio::select! {
-            _ = ctx.node_search.next_look(super::super::node_search::LOOK_EVERY.min(left)) => {}
-            q = &mut quit => return Err(Some(q)),
-        }
-    }
-}
-
-/// One look: the new master's leasegate holding the lease (this node
-/// demoted toward it: `true`), else the node answering.
-async fn look_for_node(ctx: &SessionContext, peer: Option<&PeerTls>) -> Option<(NodeConn, bool)> {
-    match backend::stand_in(ctx.gate.role(), peer, ctx.connect_timeout).await {
-        Ok(stream) => Some((stream, true)),
-        Err(_) => backend::answering(
-            &ctx.backend_addr,
-            ctx.node_tls.load_full().as_deref(),
-            ctx.connect_timeout,
-        )
-        .await
-        .map(|stream| (stream, false)),
-    }
-}
-
-/// Counts a client in `leasegate_clients_waiting_for_node` while it lives.
-struct Waiting<'g>(&'g prometheus_client::metrics::gauge::Gauge);
-
-impl<'g> Waiting<'g> {
-    fn on(gauge: &'g prometheus_client::metrics::gauge::Gauge) -> Waiting<'g> {
-        gauge.inc();
-        Waiting(gauge)
-    }
-}
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        self.0.dec();
-    }
-}
-
-/// What a client waiting for its node that is down asks
-/// ([`super::super::while_node_is_down`]). A request addressed to the node
-/// itself ([`crate::command::Special::addresses_node`]: its role, its
-/// cluster state), which a node that is down cannot answer and no other
-/// node may, is answered that the node is down when it is at the head;
-/// behind connection set-up still unanswered (`AUTH`, `HELLO`, `SELECT`,
-/// `CLIENT SETNAME`: leasegate's own fence sends its `AUTH` and `INFO
-/// leasegate` in one write) the client is refused, as before the wait. Anything else waits. (A controller
-/// whose checks of a killed master waited, 3 s probe timeouts each,
-/// replaced it after 12 s, not 3; a fence whose `AUTH` waited took 1 s
-/// to learn the old master unreachable.)
-pub fn while_down(ctx: &SessionContext, input: &[u8]) -> super::super::WhileDown {
-    use super::super::WhileDown;
-    use crate::command::Special;
-    let policy = ctx.gate.policy();
-    let mut framer = crate::resp::request::RequestFramer::new(ctx.limits);
-    let mut rest = input;
-    let mut set_up = false;
-    while let Ok(Some(head)) = framer.next(rest) {
-        let words = head.words(&rest[..head.len]);
-        let special = policy.commands.classify(&words.name, &words.sub).special;
-        if special.addresses_node() {
-            if set_up {
-                return WhileDown::Refuse(format!(
-                    "{} after the connection's set-up",
-                    String::from_utf8_lossy(&rest[..head.len.min(64)]).escape_debug()
-                ));
-            }
-            let reply = format!(
-                "-ERR backend {} unavailable: the node is down (its clients' other requests wait for it or for a new master)\r\n",
-                ctx.backend_addr
-            );
-            return WhileDown::Answer(head.len, bytes::Bytes::from(reply));
-        }
-        if !matches!(
-            special,
-            Special::Auth | Special::Hello | Special::Select | Special::SetName
-        ) {
-            break;
-        }
-        set_up = true;
-        rest = &rest[head.len..];
-    }
-    WhileDown::Wait
 }

@@ -1,0 +1,238 @@
+//! Clients of a node that is down: they wait for it, or for the new
+//! master's leasegate, with their requests unread ([`find_node`]: new
+//! clients, and sessions whose node connection closed between requests,
+//! `controller.node_lost_wait_ms`), while what they send is looked at
+//! without reading it ([`while_node_is_down`], [`while_down`]): a request
+//! addressed to the node itself is answered at once that it is down, a
+//! client that hangs up leaves.
+
+use std::io;
+
+use tokio::net::TcpStream;
+
+use super::{ClientIo, SessionContext};
+use crate::proxy::backend::{self, NodeConn, PeerTls};
+
+/// How often a client whose requests wait unread (its node is down, see
+/// [`while_node_is_down`]) is looked at again.
+const CLIENT_LOOK: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// How much of a waiting client's input [`while_node_is_down`] looks at.
+const PEEK_LIMIT: usize = 16 * 1024;
+
+/// What a client waiting for its node asks, as [`while_node_is_down`]
+/// looks at it.
+pub enum WhileDown {
+    /// Nothing that cannot wait.
+    Wait,
+    /// The request at the head (its length in bytes) gets this reply now.
+    Answer(usize, bytes::Bytes),
+    /// It cannot be served while the node is down: refused (why).
+    Refuse(String),
+}
+
+/// Why a client stopped waiting for its node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Left {
+    HungUp,
+    Refused(String),
+}
+
+/// Serves a client whose requests wait unread while its node is down:
+/// over plain TCP, what it sent is looked at without reading it, and
+/// `verdict` says whether the request at the head is answered now (taken
+/// off the socket, the others wait) or the client refused; resolves when
+/// it is refused or hangs up (its FIN or a reset arrived). A check
+/// addressed to the node itself (the controller's `CLUSTER INFO`) must
+/// fail now, not wait with the data requests; a client gone must not hold
+/// its task and `max_clients` place. Over TLS only the hang-up is seen.
+///
+/// A reply is put in `unsent` in the same step as its request is taken
+/// off the socket, and sent from there: whoever stops this wait (the node
+/// found) sends what is left before anything else, so no reply is lost or
+/// out of turn whenever the wait is dropped.
+pub async fn while_node_is_down<C: ClientIo>(
+    client: &C,
+    verdict: impl Fn(&[u8]) -> WhileDown,
+    unsent: &mut Vec<u8>,
+) -> Left {
+    let socket = client.socket();
+    let mut seen = Vec::new();
+    loop {
+        if send_unsent(socket, unsent).await.is_err() {
+            return Left::HungUp;
+        }
+        match socket.ready(tokio::io::Interest::READABLE).await {
+            Ok(ready) if ready.is_read_closed() => return Left::HungUp,
+            Err(_) => return Left::HungUp,
+            Ok(_) => {}
+        }
+        if !C::TLS {
+            seen.resize(PEEK_LIMIT, 0);
+            let n = match socket.peek(&mut seen).await {
+                Ok(0) | Err(_) => return Left::HungUp,
+                Ok(n) => n,
+            };
+            match verdict(&seen[..n]) {
+                WhileDown::Wait => {}
+                WhileDown::Refuse(why) => return Left::Refused(why),
+                WhileDown::Answer(len, reply) => {
+                    // No await between taking the request and owing its
+                    // reply.
+                    if take_head(socket, &mut seen[..len]).is_err() {
+                        return Left::HungUp;
+                    }
+                    unsent.extend_from_slice(&reply);
+                    continue;
+                }
+            }
+        }
+        // The readiness stays set until a read: it is looked at again
+        // later, not awaited again at once (that would spin).
+        tokio::time::sleep(CLIENT_LOOK).await;
+    }
+}
+
+/// Takes the request at the head of `socket`'s input off it (`head`: its
+/// length, already peeked, so it is there to read without waiting).
+fn take_head(socket: &TcpStream, head: &mut [u8]) -> io::Result<()> {
+    let mut taken = 0;
+    while taken < head.len() {
+        match socket.try_read(&mut head[taken..]) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => taken += n,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Sends what `unsent` holds, emptying it as it goes.
+async fn send_unsent(socket: &TcpStream, unsent: &mut Vec<u8>) -> io::Result<()> {
+    while !unsent.is_empty() {
+        socket.writable().await?;
+        match socket.try_write(unsent) {
+            Ok(n) => {
+                unsent.drain(..n);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Where a session whose node is lost goes on: the node once it answers
+/// again, or the new master's leasegate once it holds the lease (this node
+/// demoted toward it: `true` beside the connection). Looked for every
+/// [`super::node_search::LOOK_EVERY`], one client at a time, for at most
+/// `node_lost_patience` (not at all when it is zero). `Err(None)` when
+/// neither came in time, `Err(Some(..))` with what `quit` gave when it
+/// resolved first.
+pub async fn find_node<Q>(
+    ctx: &SessionContext,
+    peer: Option<&PeerTls>,
+    quit: impl std::future::Future<Output = Q>,
+) -> Result<(NodeConn, bool), Option<Q>> {
+    if ctx.node_lost_patience.is_zero() {
+        return Err(None);
+    }
+    let deadline = tokio::time::Instant::now() + ctx.node_lost_patience;
+    let _waiting = Waiting::on(&ctx.metrics.waiting_for_node);
+    tokio::pin!(quit);
+    loop {
+        // One client looks at a time; after a miss the others wait.
+        if let Some(look) = ctx.node_search.turn(std::time::Instant::now()) {
+            let found = look_for_node(ctx, peer).await;
+            look.ended(found.is_some());
+            if let Some(found) = found {
+                return Ok(found);
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(None);
+        }
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        tokio::select! {
+            _ = ctx.node_search.next_look(super::node_search::LOOK_EVERY.min(left)) => {}
+            q = &mut quit => return Err(Some(q)),
+        }
+    }
+}
+
+/// One look: the new master's leasegate holding the lease (this node
+/// demoted toward it: `true`), else the node answering.
+async fn look_for_node(ctx: &SessionContext, peer: Option<&PeerTls>) -> Option<(NodeConn, bool)> {
+    match backend::stand_in(ctx.gate.role(), peer, ctx.connect_timeout).await {
+        Ok(stream) => Some((stream, true)),
+        Err(_) => backend::answering(
+            &ctx.backend_addr,
+            ctx.node_tls.load_full().as_deref(),
+            ctx.connect_timeout,
+        )
+        .await
+        .map(|stream| (stream, false)),
+    }
+}
+
+/// Counts a client in `leasegate_clients_waiting_for_node` while it lives.
+struct Waiting<'g>(&'g prometheus_client::metrics::gauge::Gauge);
+
+impl<'g> Waiting<'g> {
+    fn on(gauge: &'g prometheus_client::metrics::gauge::Gauge) -> Waiting<'g> {
+        gauge.inc();
+        Waiting(gauge)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// What a client waiting for its node that is down asks
+/// ([`while_node_is_down`]). A request addressed to the node
+/// itself ([`crate::command::Special::addresses_node`]: its role, its
+/// cluster state), which a node that is down cannot answer and no other
+/// node may, is answered that the node is down when it is at the head;
+/// behind connection set-up still unanswered (`AUTH`, `HELLO`, `SELECT`,
+/// `CLIENT SETNAME`: leasegate's own fence sends its `AUTH` and `INFO
+/// leasegate` in one write) the client is refused, as before the wait. Anything else waits. (A controller
+/// whose checks of a killed master waited, 3 s probe timeouts each,
+/// replaced it after 12 s, not 3; a fence whose `AUTH` waited took 1 s
+/// to learn the old master unreachable.)
+pub fn while_down(ctx: &SessionContext, input: &[u8]) -> WhileDown {
+    use crate::command::Special;
+    use WhileDown;
+    let policy = ctx.gate.policy();
+    let mut framer = crate::resp::request::RequestFramer::new(ctx.limits);
+    let mut rest = input;
+    let mut set_up = false;
+    while let Ok(Some(head)) = framer.next(rest) {
+        let words = head.words(&rest[..head.len]);
+        let special = policy.commands.classify(&words.name, &words.sub).special;
+        if special.addresses_node() {
+            if set_up {
+                return WhileDown::Refuse(format!(
+                    "{} after the connection's set-up",
+                    String::from_utf8_lossy(&rest[..head.len.min(64)]).escape_debug()
+                ));
+            }
+            let reply = format!(
+                "-ERR backend {} unavailable: the node is down (its clients' other requests wait for it or for a new master)\r\n",
+                ctx.backend_addr
+            );
+            return WhileDown::Answer(head.len, bytes::Bytes::from(reply));
+        }
+        if !matches!(
+            special,
+            Special::Auth | Special::Hello | Special::Select | Special::SetName
+        ) {
+            break;
+        }
+        set_up = true;
+        rest = &rest[head.len..];
+    }
+    WhileDown::Wait
+}
