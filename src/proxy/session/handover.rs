@@ -259,18 +259,9 @@ impl Session {
                     Move::Home => "this node",
                 };
                 warn!(%addr, error = %e, "cannot move the session to {whom}");
-                if let Some(held) = self.requests_head() {
-                    let reply =
-                        Bytes::from(format!("-TRYAGAIN cannot reach {whom} at {addr}: {e}\r\n"));
-                    let words = held.words(&self.from_client[..held.len]);
-                    let special = self
-                        .gate
-                        .policy()
-                        .commands
-                        .classify(&words.name, &words.sub)
-                        .special;
-                    self.carry_out(held, Class::Write, special, Verdict::Reply(reply), None);
-                }
+                let reply =
+                    Bytes::from(format!("-TRYAGAIN cannot reach {whom} at {addr}: {e}\r\n"));
+                self.answer_held(Verdict::Reply(reply));
                 None
             }
         }
@@ -295,24 +286,29 @@ impl Session {
     /// the connection closes, as the node would have closed it.
     pub(super) fn end_unrestored(&mut self, why: &str) {
         let reply = super::restore::refused_reply(why);
-        match self.requests_head() {
-            Some(held) => {
-                let words = held.words(&self.from_client[..held.len]);
-                let special = self
-                    .gate
-                    .policy()
-                    .commands
-                    .classify(&words.name, &words.sub)
-                    .special;
-                self.carry_out(held, Class::Write, special, Verdict::Close(reply), None);
-            }
-            None => {
-                self.owe_local(reply);
-                self.owed.push_back(Owed::Close);
-                self.lifecycle = Lifecycle::Ending;
-                self.settle();
-            }
+        if !self.answer_held(Verdict::Close(reply.clone())) {
+            self.owe_local(reply);
+            self.owed.push_back(Owed::Close);
+            self.lifecycle = Lifecycle::Ending;
+            self.settle();
         }
+    }
+
+    /// Carries out `verdict` for the request held at the head of
+    /// `from_client`; `false` when none is held.
+    fn answer_held(&mut self, verdict: Verdict) -> bool {
+        let Some(held) = self.requests_head() else {
+            return false;
+        };
+        let words = held.words(&self.from_client[..held.len]);
+        let special = self
+            .gate
+            .policy()
+            .commands
+            .classify(&words.name, &words.sub)
+            .special;
+        self.carry_out(held, Class::Write, special, verdict, None);
+        true
     }
 
     /// The requests that restore this session's connection state on a new
