@@ -466,6 +466,17 @@ impl Role {
         self.lease_awaits.fetch_add(1, Ordering::AcqRel);
     }
 
+    /// The lease source names this node master but could not hear from its
+    /// node (down, or restarting): the renewal is withheld, and writes
+    /// arriving as the node returns wait for the next poll's until `until`
+    /// rather than being fenced in between. Unlike [`Role::await_lease`]
+    /// this says nothing of a promotion.
+    pub fn await_renewal(&self, until: std::time::Instant) {
+        if let Ok(mut awaiting) = self.awaiting_lease.lock() {
+            *awaiting = Some(until);
+        }
+    }
+
     /// A promotion of this node went on at its fence; taken for under way
     /// until `until` or [`Role::promotion_named`].
     pub fn promotion_goes_on(&self, until: std::time::Instant) {

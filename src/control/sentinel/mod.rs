@@ -182,6 +182,11 @@ pub async fn run(ctx: Arc<ControlContext>) {
                     &mut withheld,
                     "the Sentinels name this node master, but its node does not answer",
                 );
+                // Writes released as the node returns wait for the poll
+                // that hears it, rather than meet the lapsed lease
+                // (walkthrough 21: fenced for up to a poll interval).
+                ctx.role
+                    .await_renewal(std::time::Instant::now() + pulse(&ctx));
             }
             Judgement::Renew { .. } if node_role.as_deref() != Some("master") => {
                 withhold(
