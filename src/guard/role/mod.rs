@@ -9,14 +9,10 @@
 //! where the new master is), the hand-over target, the writes in flight, and
 //! the failover's own state.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::registry::Registry;
 use tracing::{debug, info};
 
 pub use crate::guard::failover_status::FailoverStatus;
@@ -25,125 +21,17 @@ use crate::guard::outside_grants::OutsideGrantRule;
 use crate::guard::pause::OnDemote;
 use crate::guard::switch_watch::SwitchWatch;
 
-/// Who granted or revoked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Source {
-    /// `CLUSTERX HEARTBEAT` from a control connection.
-    Heartbeat,
-    /// `POST /v1/lease`.
-    Http,
-    /// Polling the controller's topology.
-    Poll,
-    /// Asking the Redis Sentinels who the master is.
-    Sentinel,
-    /// A mastership confirmation round (`verify.mode: every-write`).
-    Verification,
-    /// The node probe saw the node's `ROLE`.
-    Probe,
-    /// The node accepted a role change (`REPLICAOF host port`, `CLUSTERX SETNODES`).
-    Node,
-    /// This proxy's graceful failover.
-    Failover,
-}
+mod in_flight;
+mod source;
 
-impl Source {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Source::Heartbeat => "heartbeat",
-            Source::Http => "http",
-            Source::Poll => "poll",
-            Source::Sentinel => "sentinel",
-            Source::Verification => "verification",
-            Source::Probe => "probe",
-            Source::Node => "node",
-            Source::Failover => "failover",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ChangeLabels {
-    source: &'static str,
-    change: &'static str,
-}
-
-/// Counters of mastership changes, registered under `leasegate_`.
-#[derive(Debug, Default, Clone)]
-pub struct RoleMetrics {
-    /// Revocations because the node is (becoming) a replica.
-    pub role_revocations: Counter,
-    changes: Family<ChangeLabels, Counter>,
-}
-
-impl RoleMetrics {
-    pub fn register(&self, registry: &mut Registry) {
-        registry.register(
-            "role_revocations",
-            "Lease revocations caused by a role change seen passing through",
-            self.role_revocations.clone(),
-        );
-        registry.register(
-            "lease_changes",
-            "Grants and revocations of the master lease, by source and change (renewed, revoked, refused, unknown_nonce)",
-            self.changes.clone(),
-        );
-    }
-
-    fn count(&self, source: Source, change: &'static str) {
-        self.changes
-            .get_or_create(&ChangeLabels {
-                source: source.as_str(),
-                change,
-            })
-            .inc();
-    }
-}
+use in_flight::InFlight;
+pub use source::{RoleMetrics, Source};
 
 /// This node was demoted; where the new master is, when known.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Demotion {
     /// The client address of the new master's leasegate (`host:port`).
     pub new_master: Option<Arc<str>>,
-}
-
-/// A counter sharded by thread: sessions never migrate between worker
-/// threads, so each one counts on its own thread's cache line and the hot
-/// path never contends; only the (rare) reader sums the shards.
-struct InFlight {
-    shards: Box<[Shard]>,
-}
-
-#[repr(align(128))]
-#[derive(Default)]
-struct Shard(AtomicI64);
-
-const IN_FLIGHT_SHARDS: usize = 64;
-
-impl Default for InFlight {
-    fn default() -> Self {
-        InFlight {
-            shards: (0..IN_FLIGHT_SHARDS).map(|_| Shard::default()).collect(),
-        }
-    }
-}
-
-impl InFlight {
-    #[inline]
-    fn add(&self, n: i64) {
-        thread_local! {
-            static SHARD: usize = {
-                static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-                NEXT.fetch_add(1, Ordering::Relaxed) % IN_FLIGHT_SHARDS
-            };
-        }
-        let i = SHARD.with(|s| *s);
-        // SeqCst pairs with the pause flag: see `Session::admit`.
-        self.shards[i].0.fetch_add(n, Ordering::SeqCst);
-    }
-
-    fn sum(&self) -> i64 {
-        self.shards.iter().map(|s| s.0.load(Ordering::SeqCst)).sum()
-    }
 }
 
 /// The node's role, and the only way to grant or revoke its lease.
