@@ -66,6 +66,9 @@ pub enum Special {
     /// PUBLISH: a write to the replication stream on Kvrocks
     /// (`guard::gate::publish`).
     Publish,
+    /// CLIENT KILL: inside a transaction that changes the node's role
+    /// (Sentinel's), `TYPE normal` is not sent (`proxy::session::role_change`).
+    ClientKill,
     /// CLIENT TRACKING: client-side caching, whose invalidations come from
     /// the node that served the reads; such a session cannot go on over
     /// another node connection unseen.
@@ -114,6 +117,7 @@ pub(super) const SPECIALS: &[(&str, Option<&str>, Special)] = &[
     ("client", Some("unpause"), Special::ClientUnpause),
     ("client", Some("reply"), Special::ClientReply),
     ("client", Some("tracking"), Special::Tracking),
+    ("client", Some("kill"), Special::ClientKill),
     ("subscribe", None, Special::Subscribe),
     ("psubscribe", None, Special::Subscribe),
     ("ssubscribe", None, Special::Subscribe),

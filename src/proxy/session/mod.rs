@@ -75,6 +75,7 @@ mod reading;
 mod replica;
 mod replies;
 mod restore;
+mod role_change;
 mod state;
 mod stopping;
 #[cfg(test)]

@@ -230,6 +230,7 @@ impl Session {
         write: Option<WriteTicket>,
     ) -> bool {
         self.forward_run();
+        let verdict = self.role_change(&head, special, verdict);
         match self.in_transaction(special, verdict) {
             Step::Hold(wait) => {
                 let arrived = self.from_client.len();
@@ -431,6 +432,7 @@ impl Session {
                     multi: self.multis,
                     open: false,
                     writes: false,
+                    role_change: false,
                 };
                 Expect::Multi(self.multis)
             }

@@ -164,6 +164,10 @@ pub(super) enum Transaction {
         multi: u64,
         open: bool,
         writes: bool,
+        /// A `REPLICAOF` was queued: the transaction changes the node's
+        /// role (`super::role_change`). Absent in a predecessor's state.
+        #[serde(default)]
+        role_change: bool,
     },
     /// The proxy refused a request inside the transaction: EXEC must fail
     /// (EXECABORT), as the node's own refusal would make it.
@@ -197,13 +201,48 @@ impl Transaction {
     /// A write went out inside the transaction.
     pub(super) fn with_write(self) -> Transaction {
         match self {
-            Transaction::Queued { multi, open, .. } => Transaction::Queued {
+            Transaction::Queued {
+                multi,
+                open,
+                role_change,
+                ..
+            } => Transaction::Queued {
                 multi,
                 open,
                 writes: true,
+                role_change,
             },
             other => other,
         }
+    }
+
+    /// A role change (`REPLICAOF`) went out inside the transaction.
+    pub(super) fn with_role_change(self) -> Transaction {
+        match self {
+            Transaction::Queued {
+                multi,
+                open,
+                writes,
+                ..
+            } => Transaction::Queued {
+                multi,
+                open,
+                writes,
+                role_change: true,
+            },
+            other => other,
+        }
+    }
+
+    /// Whether the transaction changes the node's role.
+    pub(super) fn changes_role(self) -> bool {
+        matches!(
+            self,
+            Transaction::Queued {
+                role_change: true,
+                ..
+            }
+        )
     }
 
     /// The proxy refused a request inside the transaction.
@@ -220,10 +259,19 @@ impl Transaction {
     pub(super) fn on_multi_reply(self, n: u64, accepted: bool) -> Transaction {
         match (self, accepted) {
             (t, _) if t.multi() != Some(n) => t,
-            (Transaction::Queued { multi, writes, .. }, true) => Transaction::Queued {
+            (
+                Transaction::Queued {
+                    multi,
+                    writes,
+                    role_change,
+                    ..
+                },
+                true,
+            ) => Transaction::Queued {
                 multi,
                 open: true,
                 writes,
+                role_change,
             },
             (Transaction::Aborted { multi, .. }, true) => {
                 Transaction::Aborted { multi, open: true }

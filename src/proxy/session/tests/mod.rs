@@ -11,6 +11,7 @@ use crate::resp::request::Limits;
 
 mod acks;
 mod reply_mode;
+mod role_change;
 
 pub(super) const ME: &str = "0123456789012345678901234567890123456789";
 
