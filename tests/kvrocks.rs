@@ -864,3 +864,61 @@ fn a_revocation_before_a_promotion_does_not_fence_the_later_version() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// redis-py 8.2's default login on a password-protected node, `HELLO 3
+/// AUTH default <password>`, keeps a session authenticated through
+/// `leasegate failover` there and back on Kvrocks. Its hand-over replayed
+/// it as `AUTH default <password>`, which Kvrocks refuses (its AUTH has one
+/// argument): every such session ended at every move, and each new one on
+/// the demoted leasegate at its first write (walkthroughs 22 and 23: 669
+/// and 1,362 errors).
+#[test]
+fn a_resp3_login_of_the_default_user_survives_a_failover_there_and_back() {
+    const PW: &str = "node-pw";
+    let start = |id: &str| -> Option<(KvrocksServer, Proxy)> {
+        let node = KvrocksServer::start_with(false, &["--requirepass", PW, "--masterauth", PW])?;
+        let proxy = Proxy::start_with_backend_yaml(
+            &format!("backend:\n  addr: {}\n  password: {PW}\n", node.addr()),
+            &format!(
+                "node_id: {id}\nadmin:\n  listen: 127.0.0.1:{}\n  token: {TOKEN}\ncontrol:\n  allow_from: [127.0.0.1]\nlease:\n  mode: block-write\n  probe_interval_ms: 100\n",
+                support::free_port()
+            ),
+        );
+        Some((node, proxy))
+    };
+    let (Some((ka, pa)), Some((kb, pb))) = (start(A_ID), start(B_ID)) else {
+        return;
+    };
+    let mut b_direct = kb.client_auth(Some(PW));
+    assert_eq!(
+        b_direct.cmd(&["SLAVEOF", "127.0.0.1", &ka.port.to_string()]),
+        Reply::ok()
+    );
+    link_up(&mut b_direct);
+    for p in [&pa, &pb] {
+        assert!(!heartbeat(&mut p.client(), A_ID, 600_000, 1).is_error());
+    }
+    let mut c = pa.client();
+    c.resp3 = true;
+    let hello = c.cmd(&["HELLO", "3", "AUTH", "default", PW, "SETNAME", "app"]);
+    assert!(matches!(hello, Reply::Map(_)), "{hello:?}");
+    assert_eq!(c.cmd(&["SET", "before", "1"]), Reply::ok());
+    let report = failover(&pa, &pb);
+    assert!(report.contains(r#""result":"success""#), "{report}");
+    assert_eq!(c.cmd(&["SET", "moved", "1"]), Reply::ok());
+    assert_eq!(c.cmd(&["CLIENT", "GETNAME"]), Reply::bulk("app"));
+    // A new client of the demoted A logs in the same way and writes at B.
+    let mut late = pa.client();
+    late.resp3 = true;
+    let hello = late.cmd(&["HELLO", "3", "AUTH", "default", PW]);
+    assert!(matches!(hello, Reply::Map(_)), "{hello:?}");
+    assert_eq!(late.cmd(&["SET", "late", "1"]), Reply::ok());
+    link_up(&mut ka.client_auth(Some(PW)));
+    let report = failover(&pb, &pa);
+    assert!(report.contains(r#""result":"success""#), "{report}");
+    assert_eq!(c.cmd(&["INCR", "back"]), Reply::Int(1));
+    let mut a_direct = ka.client_auth(Some(PW));
+    for key in ["before", "moved", "late", "back"] {
+        assert_eq!(a_direct.cmd(&["GET", key]), Reply::bulk("1"), "{key}");
+    }
+}
