@@ -922,3 +922,52 @@ fn a_resp3_login_of_the_default_user_survives_a_failover_there_and_back() {
         assert_eq!(a_direct.cmd(&["GET", key]), Reply::bulk("1"), "{key}");
     }
 }
+
+/// A client of the demoted A whose `BLPOP` was moved to B blocks at B; A's
+/// node turning replica, seen by A's probe after the move, does not end
+/// it. It was answered `-UNBLOCKED ... nothing was taken` while its `BLPOP`
+/// still waited at B, which then took the next element pushed there, and
+/// the reply was dropped: acknowledged `LPUSH`es lost (walkthrough 22: 2
+/// and 7 in two runs).
+#[test]
+fn a_blpop_moved_to_the_new_master_is_not_ended_by_the_old_nodes_demotion() {
+    let start = |id: &str| -> Option<(KvrocksServer, Proxy)> {
+        let node = KvrocksServer::start(false)?;
+        // A slow probe: A's node is seen a replica only after the move.
+        let proxy = Proxy::start(
+            &node.addr(),
+            &format!(
+                "node_id: {id}\nadmin:\n  listen: 127.0.0.1:{}\n  token: {TOKEN}\ncontrol:\n  allow_from: [127.0.0.1]\nlease:\n  mode: block-write\n  probe_interval_ms: 1500\n",
+                support::free_port()
+            ),
+        );
+        Some((node, proxy))
+    };
+    let (Some((ka, pa)), Some((kb, pb))) = (start(A_ID), start(B_ID)) else {
+        return;
+    };
+    assert_eq!(
+        kb.client()
+            .cmd(&["SLAVEOF", "127.0.0.1", &ka.port.to_string()]),
+        Reply::ok()
+    );
+    link_up(&mut kb.client());
+    for p in [&pa, &pb] {
+        assert!(!heartbeat(&mut p.client(), A_ID, 600_000, 1).is_error());
+    }
+    let mut consumer = pa.client();
+    assert_eq!(consumer.cmd(&["PING"]), Reply::Status("PONG".into()));
+    let report = failover(&pa, &pb);
+    assert!(report.contains(r#""result":"success""#), "{report}");
+    consumer.send(&["BLPOP", "jobs", "0"]);
+    assert_eq!(
+        consumer.try_read(Duration::from_millis(3_000)),
+        None,
+        "the BLPOP moved to B waits there, A's probe having seen A's node a replica meanwhile"
+    );
+    assert_eq!(pb.client().cmd(&["LPUSH", "jobs", "j1"]), Reply::Int(1));
+    assert_eq!(
+        consumer.try_read(PATIENCE),
+        Some(Reply::Array(vec![Reply::bulk("jobs"), Reply::bulk("j1")]))
+    );
+}

@@ -209,7 +209,11 @@ impl<C: ClientIo> Driver<C> {
     /// master, and it would wait for good.
     #[inline]
     fn unblockable(&mut self, s: &Session, ctx: &SessionContext) -> bool {
-        if s.blocking_out == 0 || self.backend_eof {
+        // A session moved to another node's leasegate blocks there: this
+        // node's demotion says nothing of it (answering it "nothing was
+        // taken" while its command still waited there lost the element
+        // that command then took: walkthrough 22).
+        if s.blocking_out == 0 || self.backend_eof || s.handed_over {
             if self.demoted.is_some() {
                 self.demoted = None;
             }

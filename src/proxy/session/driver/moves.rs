@@ -58,6 +58,14 @@ impl<C: ClientIo> Driver<C> {
     /// client hangs up or is refused, ends.
     #[cold]
     pub(super) async fn outlive_node(&mut self, s: &mut Session, ctx: &SessionContext) {
+        // Given up (closed by the node, or its blocking command ended at
+        // the node's demotion): the node sees it end now, so that nothing
+        // left waiting on it (that command) can still take an element
+        // while the session looks for a node.
+        {
+            use tokio::io::AsyncWriteExt;
+            let _ = tokio::time::timeout(ctx.connect_timeout, self.backend.shutdown()).await;
+        }
         let peer = ctx.peer_tls::<C>();
         // A client that asked for no replies is answered none here, nor one
         // with requests already read (a reply now would overtake theirs):
