@@ -496,3 +496,36 @@ fn a_restarted_masters_leasegate_serves_no_cold_start_refusal() {
     );
     outcome.assert_none_lost(&mut shard.direct(&shard.a), 100);
 }
+
+/// A's node killed, then A's leasegate restarted too (a supervisor restarts
+/// both): the restarted leasegate cannot ask its node for its id, and
+/// learns it from the controller's topology, which lists the node at this
+/// leasegate's address. So it follows the controller's failover, and a new
+/// client of A's leasegate is served at B. Before, every poll failed on
+/// the unknown id: its clients waited out `node_lost_wait_ms` (30 s), then
+/// were refused (walkthrough 23).
+#[test]
+fn a_leasegate_restarted_while_its_node_is_down_follows_the_failover() {
+    let Some(mut shard) = shard() else { return };
+    let version = shard.controller.version();
+    shard.a.kvrocks.kill();
+    shard.a.proxy.restart();
+    shard
+        .controller
+        .wait_version(version + 1, Duration::from_secs(30));
+    assert_eq!(shard.controller.master_of(0).0, shard.b_id);
+    wait_master(&shard.b, "B after the automatic failover");
+    let start = Instant::now();
+    let mut c = shard.client(&shard.a);
+    c.send(&["SET", "after-restart", "1"]);
+    let reply = c.try_read(Duration::from_secs(15));
+    eprintln!(
+        "a new client of A's restarted leasegate answered {reply:?} after {:?}",
+        start.elapsed()
+    );
+    assert_eq!(reply, Some(Reply::ok()));
+    assert_eq!(
+        shard.direct(&shard.b).cmd(&["GET", "after-restart"]),
+        Reply::bulk("1")
+    );
+}

@@ -251,6 +251,19 @@ impl Poller<'_> {
                 return false;
             }
         };
+        // Not learnt yet (from `node_id`, the controller's `SETNODEID` or the
+        // node itself): the node the controller lists at this leasegate's
+        // address is this one. A leasegate restarted while its node is down
+        // cannot ask the node, and never followed the shard's failover: its
+        // clients waited out node_lost_wait_ms, then were refused
+        // (walkthrough 23).
+        if lease.node_id().is_none() {
+            let listen = self.ctx.config.load().listen.to_string();
+            if let Some(id) = cluster.id_at(&listen) {
+                info!(id, address = %listen, "this node's id learnt from the controller's topology, which lists it at this leasegate's address");
+                lease.learn_node_id(id);
+            }
+        }
         let Some(me) = lease.node_id() else {
             self.failed(
                 "this node's id is unknown (set node_id, or let CLUSTERX SETNODEID pass, or let the node probe ask the node: lease.probe_interval_ms)",

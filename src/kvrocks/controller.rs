@@ -290,6 +290,18 @@ impl Cluster {
         })
     }
 
+    /// The id of the one node listed at `addr` (`host:port` as this
+    /// leasegate listens); `None` when none is, or more than one.
+    pub fn id_at(&self, addr: &str) -> Option<&str> {
+        let mut at = self
+            .shards
+            .iter()
+            .flat_map(|s| s.nodes.iter())
+            .filter(|n| n.addr == addr);
+        let node = at.next()?;
+        at.next().is_none().then_some(node.id.as_str())
+    }
+
     /// The id of shard `shard`'s master.
     pub fn master_of_shard(&self, shard: usize) -> Option<&str> {
         self.shard_master(shard).map(|n| n.id.as_str())
