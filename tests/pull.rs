@@ -453,6 +453,66 @@ fn writes_are_not_handed_to_a_leasegate_that_would_hand_them_back() {
     }
 }
 
+/// The controller fails the shard over while the old master's leasegate is
+/// restarting: the restarted leasegate finds B named master, but B's
+/// leasegate does not hold the lease yet (its node not yet at the
+/// topology naming it master). A's writes are held until B's leasegate
+/// takes them (`controller.switch_timeout_ms` at most), as a step-down
+/// holds them. They were refused at once instead (`-READONLY this node was
+/// demoted; the new master is unknown`: 3,032 errors in 0.93 s,
+/// walkthrough 23).
+#[test]
+fn a_restarted_old_masters_writes_wait_for_the_new_master_to_take_them() {
+    use support::kvrocks::{topology, Node, A_ID, B_ID};
+
+    let controller = TestController::start();
+    let yaml = format!(
+        "{}  switch_timeout_ms: 5000
+",
+        controller.yaml(POLL_MS, 10_000)
+    );
+    let (Some(mut a), Some(b)) = (
+        Node::start_with(A_ID, "block-write", &yaml),
+        Node::start_with(B_ID, "block-write", &yaml),
+    ) else {
+        return;
+    };
+    let (a_addr, b_addr) = (
+        format!("127.0.0.1:{}", a.proxy.port),
+        format!("127.0.0.1:{}", b.proxy.port),
+    );
+    controller.set_topology(
+        1,
+        vec![vec![(A_ID, &a_addr, "master"), (B_ID, &b_addr, "slave")]],
+    );
+    let v1 = topology((A_ID, &a), Some((B_ID, &b)));
+    a.set_nodes(&v1, 1);
+    b.set_nodes(&v1, 1);
+    set_until(&mut a.proxy.client(), "A's lease from its poll", |r| {
+        *r == Reply::ok()
+    });
+    // The switch, made while A's leasegate restarts; B's node does not
+    // have the topology naming it master yet.
+    controller.set_topology(
+        2,
+        vec![vec![(B_ID, &b_addr, "master"), (A_ID, &a_addr, "slave")]],
+    );
+    a.proxy.restart();
+    let mut app = a.proxy.client();
+    app.send(&["SET", "k", "after the switch"]);
+    assert_eq!(
+        app.try_read(Duration::from_millis(800)),
+        None,
+        "A's write waits for B's leasegate to take it"
+    );
+    b.set_nodes(&topology((B_ID, &b), Some((A_ID, &a))), 2);
+    assert_eq!(app.try_read(PATIENCE), Some(Reply::ok()));
+    assert_eq!(
+        b.kvrocks.client().cmd(&["GET", "k"]),
+        Reply::bulk("after the switch")
+    );
+}
+
 /// With a controller to poll, a lease granted over the admin API (a
 /// failover's grant asks for 10 s) lasts at most `controller.ttl_ms`: the
 /// other leasegates wait out only that, since the controller's switch,

@@ -116,6 +116,7 @@ pub async fn poll(ctx: Arc<ControlContext>) {
         other_master: None,
         holding: None,
         pending_logged: None,
+        new_master_wait: None,
     };
     let ticker_for = |interval: Duration| {
         let mut ticker = tokio::time::interval(interval.max(Duration::from_millis(1)));
@@ -237,6 +238,10 @@ struct Poller<'a> {
     /// The version whose wait for the node was last logged: logged once
     /// per version, not at every poll.
     pending_logged: Option<u64>,
+    /// Writes held while the new master named to this node, already
+    /// demoted, does not take them yet: its address, and the hold's pause
+    /// (since, bound, generation) while it lasts ([`Poller::await_new_master`]).
+    new_master_wait: Option<(String, Option<(Instant, Duration, u64)>)>,
 }
 
 impl Poller<'_> {
@@ -424,13 +429,20 @@ impl Poller<'_> {
                         if known.as_deref() != Some(new_master.as_str()) {
                             // Not toward a leasegate that would hand the
                             // writes back (its poll has not seen the switch):
-                            // refused here until it takes them.
+                            // held, then refused here until it takes them.
                             let takes = switch::takes_hand_over(self.ctx, &new_master).await;
                             if takes || known.is_some() || !role.is_demoted() {
                                 role.demote(Demotion {
                                     new_master: takes.then(|| Arc::from(new_master.as_str())),
                                 });
                             }
+                            if takes {
+                                self.end_new_master_wait();
+                            } else {
+                                self.await_new_master(&new_master);
+                            }
+                        } else {
+                            self.end_new_master_wait();
                         }
                         false
                     }
@@ -452,6 +464,7 @@ impl Poller<'_> {
     fn renew(&mut self, me: String, sent: u64) {
         let lease = self.ctx.role.lease();
         self.fenced_at = None;
+        self.end_new_master_wait();
         // The hold ends with the grant (if its own bound has not ended it).
         // Only its own hold: a pause set since (the controller's) stays.
         if let Some((since, bound, generation)) = self.holding.take() {
@@ -504,6 +517,45 @@ impl Poller<'_> {
         let bound = (controller.switch_timeout * 2).max(controller.node_lost_wait);
         let generation = self.ctx.gate.pause().pause(bound, PauseMode::Write);
         self.holding = Some((Instant::now(), bound, generation));
+    }
+
+    /// The controller names `new_master`, whose leasegate does not take
+    /// this node's writes yet (its node not yet promoted, its lease on
+    /// its way): they are held for `controller.switch_timeout_ms`, once per
+    /// new master, as a step-down holds them, then refused until it takes
+    /// them. (A master's leasegate restarted just after the controller
+    /// failed its node over refused them at once: `-READONLY this node was
+    /// demoted; the new master is unknown` for 0.93 s, 3,032 errors,
+    /// walkthrough 23.)
+    fn await_new_master(&mut self, new_master: &str) {
+        if self
+            .new_master_wait
+            .as_ref()
+            .is_some_and(|(named, _)| named == new_master)
+        {
+            return;
+        }
+        self.end_new_master_wait();
+        let pause = self.ctx.gate.pause();
+        let hold = (!self.ctx.role.failover.is_running() && !pause.is_paused()).then(|| {
+            let bound = self.ctx.config.load().controller.switch_timeout;
+            info!(
+                new_master,
+                timeout_ms = bound.as_millis() as u64,
+                "the controller names another master, whose leasegate does not take this node's writes yet: they are held meanwhile"
+            );
+            (Instant::now(), bound, pause.pause(bound, PauseMode::Write))
+        });
+        self.new_master_wait = Some((new_master.to_string(), hold));
+    }
+
+    /// Ends [`Poller::await_new_master`]'s hold, if it still holds.
+    fn end_new_master_wait(&mut self) {
+        if let Some((_, Some((since, bound, generation)))) = self.new_master_wait.take() {
+            if since.elapsed() < bound {
+                self.ctx.gate.pause().unpause_own(generation);
+            }
+        }
     }
 
     fn failed(&mut self, error: &str) {
