@@ -217,6 +217,10 @@ pub async fn poll(ctx: Arc<ControlContext>) {
 /// known) is asked again.
 const UNJUDGED_RETRY: Duration = Duration::from_millis(10);
 
+/// A pause of the poller's own: since when, for how long, its generation
+/// (only it is ended by the poller).
+type OwnHold = (Instant, Duration, u64);
+
 struct Poller<'a> {
     ctx: &'a ControlContext,
     metrics: &'a PollMetrics,
@@ -234,14 +238,14 @@ struct Poller<'a> {
     other_master: Option<String>,
     /// Since when writes are held by [`Poller::hold_writes`], for how long,
     /// and the generation of that pause (only it is ended by the grant).
-    holding: Option<(Instant, Duration, u64)>,
+    holding: Option<OwnHold>,
     /// The version whose wait for the node was last logged: logged once
     /// per version, not at every poll.
     pending_logged: Option<u64>,
     /// Writes held while the new master named to this node, already
     /// demoted, does not take them yet: its address, and the hold's pause
     /// (since, bound, generation) while it lasts ([`Poller::await_new_master`]).
-    new_master_wait: Option<(String, Option<(Instant, Duration, u64)>)>,
+    new_master_wait: Option<(String, Option<OwnHold>)>,
 }
 
 impl Poller<'_> {
