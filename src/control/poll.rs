@@ -116,6 +116,7 @@ pub async fn poll(ctx: Arc<ControlContext>) {
         other_master: None,
         holding: None,
         pending_logged: None,
+        fenced_logged: None,
         new_master_wait: None,
     };
     let ticker_for = |interval: Duration| {
@@ -242,6 +243,8 @@ struct Poller<'a> {
     /// The version whose wait for the node was last logged: logged once
     /// per version, not at every poll.
     pending_logged: Option<u64>,
+    /// The version whose fenced polls were last logged (once per version).
+    fenced_logged: Option<u64>,
     /// Writes held while the new master named to this node, already
     /// demoted, does not take them yet: its address, and the hold's pause
     /// (since, bound, generation) while it lasts ([`Poller::await_new_master`]).
@@ -375,11 +378,20 @@ impl Poller<'_> {
                     switch::TakeOver::AtVersion if !handed_away => self.renew(me, sent),
                     switch::TakeOver::Ready | switch::TakeOver::AtVersion => {
                         self.metrics.count("fenced");
-                        tracing::debug!(
-                            version,
-                            fenced_at = ?self.fenced_at,
-                            "the lease was revoked at this topology version; a poll renews only from a later one"
-                        );
+                        // Once per version at warn: writes stay fenced
+                        // until the controller's next topology change, and
+                        // the operator must see why (walkthrough 23: a
+                        // hand-sent heartbeat naming another node, logged
+                        // at debug only, fenced a master for good).
+                        if self.fenced_logged.replace(version) != Some(version) {
+                            let snapshot = lease.snapshot();
+                            warn!(
+                                version,
+                                lease_owner = snapshot.owner.as_deref().unwrap_or(""),
+                                lease_epoch = snapshot.epoch,
+                                "the controller names this node master, but its lease was revoked at this topology version (by a failover away, a heartbeat or the admin API naming another node): writes stay fenced until the controller's topology changes"
+                            );
+                        }
                     }
                     switch::TakeOver::NotYet(why) => {
                         self.metrics.count("pending");
