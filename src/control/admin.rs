@@ -365,13 +365,22 @@ fn authorize<B>(req: &Request<B>, token: Option<&str>) -> Result<(), ApiError> {
         .headers()
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+        .and_then(bearer_credentials);
     match presented {
         None => Err(ApiError::MissingToken),
         Some(p) if constant_time_eq(p.as_bytes(), token.as_bytes()) => Ok(()),
         Some(_) => Err(ApiError::WrongToken),
     }
+}
+
+/// The credentials of an `Authorization` value of the `Bearer` scheme,
+/// whose name is case-insensitive (RFC 9110 §11.1; `bearer t0k` was
+/// refused); surrounding white space is not part of them.
+fn bearer_credentials(value: &str) -> Option<&str> {
+    let (scheme, credentials) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| credentials.trim())
 }
 
 /// Compares without an early exit on the first differing byte.
@@ -648,6 +657,9 @@ mod tests {
     #[test]
     fn bearer_token_is_required() {
         assert!(authorize(&request(Some("Bearer t0k")), Some("t0k")).is_ok());
+        assert!(authorize(&request(Some("bearer t0k")), Some("t0k")).is_ok());
+        assert!(authorize(&request(Some("Basic t0k")), Some("t0k")).is_err());
+        assert!(authorize(&request(Some("Bearer")), Some("t0k")).is_err());
         let r = authorize(&request(Some("Bearer nope")), Some("t0k")).unwrap_err();
         assert!(error_text(r).contains("wrong admin token"));
         let r = authorize(&request(None), Some("t0k")).unwrap_err();
