@@ -64,11 +64,11 @@ pub enum FailoverError {
         .status.as_deref().unwrap_or("unknown")
     )]
     LinkDown { status: Option<String> },
-    #[error("writes in flight were not answered within sync_timeout_ms")]
+    #[error("writes in flight were not answered within sync_timeout_ms (a loaded node or long pipelines: raise --sync-timeout-ms, and --pause-timeout-ms above it)")]
     InFlightTimeout,
     #[error(
-        "the replica did not reach offset {offset} within {timeout_ms} ms (sync timeout; it was at {})",
-        .at.map_or("unknown".to_string(), |o| o.to_string())
+        "the replica did not reach offset {offset} within {timeout_ms} ms (sync timeout; {}; raise --sync-timeout-ms, and --pause-timeout-ms above it)",
+        .at.map_or("its offset could not be read in that time".to_string(), |o| format!("it was at {o}"))
     )]
     SyncTimeout {
         offset: u64,

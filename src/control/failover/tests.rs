@@ -74,7 +74,7 @@ fn error_texts_are_unchanged() {
         ),
         (
             FailoverError::InFlightTimeout,
-            "writes in flight were not answered within sync_timeout_ms",
+            "writes in flight were not answered within sync_timeout_ms (a loaded node or long pipelines: raise --sync-timeout-ms, and --pause-timeout-ms above it)",
         ),
         (
             FailoverError::SyncTimeout {
@@ -82,7 +82,7 @@ fn error_texts_are_unchanged() {
                 timeout_ms: 100,
                 at: None,
             },
-            "the replica did not reach offset 10 within 100 ms (sync timeout; it was at unknown)",
+            "the replica did not reach offset 10 within 100 ms (sync timeout; its offset could not be read in that time; raise --sync-timeout-ms, and --pause-timeout-ms above it)",
         ),
         (
             FailoverError::SyncTimeout {
@@ -90,7 +90,7 @@ fn error_texts_are_unchanged() {
                 timeout_ms: 100,
                 at: Some(7),
             },
-            "the replica did not reach offset 10 within 100 ms (sync timeout; it was at 7)",
+            "the replica did not reach offset 10 within 100 ms (sync timeout; it was at 7; raise --sync-timeout-ms, and --pause-timeout-ms above it)",
         ),
         (
             FailoverError::ResyncTimeout {
