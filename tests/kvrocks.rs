@@ -189,18 +189,7 @@ fn a_client_blocked_on_a_demoted_kvrocks_gets_an_error_and_pops_on_the_new_maste
     );
     // Without a controller a session does not outlive its node connection:
     // this one closes, and a new one through A's leasegate pops on B.
-    let mut again = pa.client();
-    again.send(&["BLPOP", "jobs", "0"]);
-    assert_eq!(
-        again.try_read(Duration::from_millis(200)),
-        None,
-        "blocked again"
-    );
-    assert_eq!(pb.client().cmd(&["LPUSH", "jobs", "j1"]), Reply::Int(1));
-    assert_eq!(
-        again.try_read(PATIENCE),
-        Some(Reply::Array(vec![Reply::bulk("jobs"), Reply::bulk("j1")]))
-    );
+    pops_what_b_gets(&mut pa.client(), &pb, Duration::from_millis(200));
     // Nothing is left blocked on the old master.
     let list = ka.client().cmd(&["CLIENT", "LIST"]).text();
     assert!(!list.contains("cmd=blpop"), "{list}");
@@ -959,12 +948,15 @@ fn a_blpop_moved_to_the_new_master_is_not_ended_by_the_old_nodes_demotion() {
     assert_eq!(consumer.cmd(&["PING"]), Reply::Status("PONG".into()));
     let report = failover(&pa, &pb);
     assert!(report.contains(r#""result":"success""#), "{report}");
+    // Blocked past A's probe seeing A's node a replica.
+    pops_what_b_gets(&mut consumer, &pb, Duration::from_millis(3_000));
+}
+
+/// `consumer` sends `BLPOP jobs 0`, which waits `blocked` unanswered; then
+/// an element pushed at B's leasegate is what it pops.
+fn pops_what_b_gets(consumer: &mut support::Client, pb: &Proxy, blocked: Duration) {
     consumer.send(&["BLPOP", "jobs", "0"]);
-    assert_eq!(
-        consumer.try_read(Duration::from_millis(3_000)),
-        None,
-        "the BLPOP moved to B waits there, A's probe having seen A's node a replica meanwhile"
-    );
+    assert_eq!(consumer.try_read(blocked), None, "the BLPOP waits");
     assert_eq!(pb.client().cmd(&["LPUSH", "jobs", "j1"]), Reply::Int(1));
     assert_eq!(
         consumer.try_read(PATIENCE),
