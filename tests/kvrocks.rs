@@ -963,3 +963,53 @@ fn pops_what_b_gets(consumer: &mut support::Client, pb: &Proxy, blocked: Duratio
         Some(Reply::Array(vec![Reply::bulk("jobs"), Reply::bulk("j1")]))
     );
 }
+
+/// A Kvrocks replica (`use-rsid-psync yes`, as the probe recommends)
+/// behind a leasegate that probes it every 20 ms survives its full syncs.
+/// Kvrocks serves `ROLE` while a replica restores a full sync, and its
+/// `ROLE` reads the database the restore has closed: probed with `ROLE`,
+/// a replica segfaulted in 3 full syncs of 4 (one persistent connection,
+/// as the probe keeps; 4 of 4 with a new connection each time; 0 of 4
+/// unprobed). The probe asks Kvrocks `INFO replication` instead, which
+/// leaves that section out while loading (0 of 4).
+#[test]
+fn a_kvrocks_replica_probed_through_its_full_syncs_does_not_crash() {
+    let rsid = ["--use-rsid-psync", "yes"];
+    let Some(master) = KvrocksServer::start_with(false, &rsid) else {
+        return;
+    };
+    let mut m = master.client();
+    for i in 0..200 {
+        assert_eq!(m.cmd(&["SET", &format!("k{i}"), "v"]), Reply::ok());
+    }
+    for round in 0..3 {
+        let Some(replica) = KvrocksServer::start_with(false, &rsid) else {
+            return;
+        };
+        let _probing = Proxy::start(
+            &replica.addr(),
+            "lease:\n  mode: disabled\n  probe_interval_ms: 20\n",
+        );
+        // The probe has its connection before the sync begins.
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(
+            replica
+                .client()
+                .cmd(&["SLAVEOF", "127.0.0.1", &master.port.to_string()]),
+            Reply::ok()
+        );
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(3) {
+            assert!(
+                std::net::TcpStream::connect(("127.0.0.1", replica.port)).is_ok(),
+                "round {round}: the replica died in its full sync"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(
+            info_field(&mut replica.client(), "master_link_status").as_deref(),
+            Some("up"),
+            "round {round}"
+        );
+    }
+}
