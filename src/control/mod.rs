@@ -33,6 +33,7 @@ pub mod poll;
 pub mod probe;
 pub mod reload;
 pub mod sentinel;
+pub mod step_down_fence;
 pub mod switch;
 pub mod upgrade;
 

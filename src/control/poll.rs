@@ -29,7 +29,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use tracing::{info, warn};
 
-use crate::control::{fence, switch, ControlContext};
+use crate::control::{fence, step_down_fence, switch, ControlContext};
 use crate::guard::lease::{Grant, GrantOutcome};
 use crate::guard::pause::PauseMode;
 use crate::guard::role::{Demotion, Source};
@@ -106,6 +106,12 @@ pub async fn poll(ctx: Arc<ControlContext>) {
         .promotion_fence
         .enable(fence::bound(&config), false);
     tokio::spawn(fence::serve(Arc::clone(&ctx)));
+    // And the push demoting this node waits until the new master has its
+    // writes (the push may come before the new master's).
+    ctx.role
+        .step_down_fence
+        .enable(step_down_fence::BOUND, false);
+    tokio::spawn(step_down_fence::serve(Arc::clone(&ctx)));
     let mut poller = Poller {
         ctx: &ctx,
         metrics,

@@ -15,6 +15,11 @@
 //! promotion is refused (the controller sends it again). The hold is
 //! bounded: a master that cannot be reached (a crash, which is why the
 //! promotion comes) holds nothing, and is fenced by its lease.
+//!
+//! The same state machine holds the other side of a controller's switch:
+//! its topology making this node a replica while the node is still master
+//! waits until the new master has this node's writes
+//! (`Role::step_down_fence`, served by `control::step_down_fence`).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -70,21 +75,31 @@ pub struct PromotionFence {
     bound_ms: AtomicU64,
     state: Mutex<State>,
     requested: Notify,
+    /// Why a controller's topology is refused when its fence was not
+    /// served within the bound.
+    unserved: &'static str,
 }
 
 impl Default for PromotionFence {
     fn default() -> Self {
+        PromotionFence::refusing_unserved_with("the old master was not fenced in time")
+    }
+}
+
+impl PromotionFence {
+    /// A fence whose unserved topology is refused with `why` (the same
+    /// state machine holds a demoting topology: `Role::step_down_fence`).
+    pub fn refusing_unserved_with(why: &'static str) -> Self {
         PromotionFence {
             enabled: AtomicBool::new(false),
             replicaof: AtomicBool::new(false),
             bound_ms: AtomicU64::new(0),
             state: Mutex::new(State::Idle),
             requested: Notify::new(),
+            unserved: why,
         }
     }
-}
 
-impl PromotionFence {
     /// Promotions are fenced from now on (someone serves [`Self::requested`]),
     /// each held at most `bound`: `REPLICAOF NO ONE` too where `replicaof`
     /// (Sentinel), else only a controller's topology.
@@ -132,7 +147,7 @@ impl PromotionFence {
             // fenced by its lease).
             State::Requested(r) if r.topology.is_some() => {
                 *state = State::Idle;
-                Ask::Refuse("the old master was not fenced in time".into())
+                Ask::Refuse(self.unserved.into())
             }
             State::Requested(_) | State::Settled => {
                 *state = State::Idle;

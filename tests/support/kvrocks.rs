@@ -160,6 +160,11 @@ impl KvrocksServer {
         Client::connect(self.port)
     }
 
+    /// The server's process id (to stop and resume it).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Kills the server (SIGKILL: a crash) and waits for it to be gone.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

@@ -23,14 +23,15 @@ pub const PROMOTION_LEASE_WAIT: std::time::Duration = std::time::Duration::from_
 /// master to be fenced before it goes on anyway.
 pub const PROMOTION_FENCE_BOUND: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// What a promoting command is answered, as the fence says: held, on its
-/// way (`None`), or refused.
-fn fence_verdict(ask: Ask) -> Option<Verdict> {
+/// What a promoting (or, `step_down`, demoting) command is answered, as
+/// its fence says: held, on its way (`None`), or refused.
+fn fence_verdict(ask: Ask, step_down: bool) -> Option<Verdict> {
     match ask {
-        Ask::Hold(until) => Some(Verdict::Hold(Wait::Fence { until })),
+        Ask::Hold(until) => Some(Verdict::Hold(Wait::Fence { until, step_down })),
         Ask::Go => None,
         Ask::Refuse(why) => Some(Verdict::Reply(crate::resp::encode::error(&format!(
-            "TRYAGAIN leasegate: promotion refused: {why}"
+            "TRYAGAIN leasegate: {} refused: {why}",
+            if step_down { "step-down" } else { "promotion" }
         )))),
     }
 }
@@ -56,10 +57,11 @@ impl Gate {
                         .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok()),
                     from_control: r.control,
                 });
-                if let Some(held) = effect
-                    .as_ref()
-                    .and_then(|e| self.promotion_fenced(e).or_else(|| self.step_down_first(e)))
-                {
+                if let Some(held) = effect.as_ref().and_then(|e| {
+                    self.promotion_fenced(e)
+                        .or_else(|| self.step_down_first(e))
+                        .or_else(|| self.step_down_fenced(e))
+                }) {
                     return held;
                 }
                 effect
@@ -72,7 +74,8 @@ impl Gate {
                 // A promotion waits for the old master to be fenced, where
                 // someone fences it (a Sentinel lease source).
                 if no_one && self.role.promotion_fence.fences_replicaof() {
-                    if let Some(verdict) = fence_verdict(self.role.promotion_fence.ask(None)) {
+                    if let Some(verdict) = fence_verdict(self.role.promotion_fence.ask(None), false)
+                    {
                         return verdict;
                     }
                 }
@@ -130,7 +133,32 @@ impl Gate {
         if !crate::kvrocks::topology::listed_as_master(nodes, &me) {
             return None;
         }
-        fence_verdict(fence.ask(Some((nodes.to_string(), version))))
+        fence_verdict(fence.ask(Some((nodes.to_string(), version))), false)
+    }
+
+    /// The controller's topology that makes this node a replica, at a
+    /// version its node has not accepted, once the writes in flight are
+    /// answered ([`Self::step_down_first`]): held until the master it names
+    /// has every write this node's node took, where someone checks
+    /// (`control::step_down_fence`, with a controller's poller). The push
+    /// may reach this node before the new master's, after this node's
+    /// poll already revoked its lease (so [`Self::step_down_first`] holds
+    /// nothing): let through, the node would resync from a master that
+    /// lacks its last acknowledged writes, and discard them. Only the
+    /// controller's.
+    #[cold]
+    fn step_down_fenced(&self, effect: &Effect) -> Option<Verdict> {
+        let (nodes, version) = effect.controller_topology()?;
+        let fence = &self.role.step_down_fence;
+        if !fence.enabled() {
+            return None;
+        }
+        let me = self.lease.node_id()?;
+        let version = version.filter(|v| *v > self.role.node_topology())?;
+        if !crate::kvrocks::topology::listed_as_replica(nodes, &me) {
+            return None;
+        }
+        fence_verdict(fence.ask(Some((nodes.to_string(), version))), true)
     }
 
     /// The controller's topology that makes this node (master under a
@@ -166,8 +194,12 @@ impl Gate {
         // A pause already on (the controller's own, a failover's) holds
         // the writes and is left to whoever set it.
         if !self.pause.is_paused() {
+            // Long enough for the step-down fence after the drain: no
+            // write may reach the node between the fence's check and the
+            // node's acceptance.
             self.pause.pause(
-                self.role.step_down_hold(crate::guard::control::DRAIN_BOUND),
+                self.role.step_down_hold(crate::guard::control::DRAIN_BOUND)
+                    + self.role.step_down_fence.bound(),
                 crate::guard::pause::PauseMode::Write,
             );
             self.role.paused_for_step_down();

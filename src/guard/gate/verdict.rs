@@ -130,9 +130,14 @@ pub enum Wait {
     /// master (then it is asked about again), or refused at `until`
     /// ([`super::publish`]).
     Follow { until: std::time::Instant },
-    /// A promotion (`REPLICAOF NO ONE`), until the old master is fenced
-    /// ([`crate::guard::promotion`]) or `until`: then it is asked about again.
-    Fence { until: std::time::Instant },
+    /// A promotion (`REPLICAOF NO ONE`, a controller's topology), until
+    /// the old master is fenced ([`crate::guard::promotion`]), or a
+    /// demoting topology, until the new master has this node's writes
+    /// (`step_down`); at `until` at the latest it is asked about again.
+    Fence {
+        until: std::time::Instant,
+        step_down: bool,
+    },
     /// The controller's `CLIENT PAUSE`, timed ([`crate::guard::pause_timing`]):
     /// the pause begins at `at`, then the writes already forwarded are
     /// waited for as with [`Wait::Drain`], and it is answered.

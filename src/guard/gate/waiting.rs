@@ -81,8 +81,13 @@ impl Gate {
                 Err(self.pause_answer(drained))
             }
             (Wait::Follow { until }, _) => self.until_following(*until).await,
-            (Wait::Fence { until }, _) => {
-                while !self.role.promotion_fence.settled() && std::time::Instant::now() < *until {
+            (Wait::Fence { until, step_down }, _) => {
+                let fence = if *step_down {
+                    &self.role.step_down_fence
+                } else {
+                    &self.role.promotion_fence
+                };
+                while !fence.settled() && std::time::Instant::now() < *until {
                     tokio::time::sleep(std::time::Duration::from_millis(1)).await;
                 }
                 Ok(())

@@ -122,6 +122,10 @@ pub struct Role {
     promoting_until: std::sync::Mutex<Option<std::time::Instant>>,
     /// A promotion passing through, held until the old master is fenced.
     pub promotion_fence: crate::guard::promotion::PromotionFence,
+    /// A controller's topology demoting this node while its node is still
+    /// master, held until the new master has this node's writes
+    /// (`control::step_down_fence`).
+    pub step_down_fence: crate::guard::promotion::PromotionFence,
     /// Redis's `FAILOVER` command, as leasegate carries it out.
     pub failover_command: crate::guard::failover_command::FailoverCommand,
 }
@@ -167,6 +171,9 @@ impl Role {
             lease_awaits: AtomicU64::new(0),
             promoting_until: std::sync::Mutex::new(None),
             promotion_fence: Default::default(),
+            step_down_fence: crate::guard::promotion::PromotionFence::refusing_unserved_with(
+                "the new master did not get this node's writes in time",
+            ),
             failover_command: Default::default(),
         }
     }
