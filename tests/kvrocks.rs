@@ -93,11 +93,26 @@ fn db_name_is_a_bare_line_and_the_connection_goes_on() {
 
 const TOKEN: &str = "tk";
 
-/// A standalone Kvrocks node and its leasegate (admin API on, loopback is
-/// the controller).
-fn standalone(id: &str) -> Option<(KvrocksServer, Proxy)> {
-    let kvrocks = KvrocksServer::start(false)?;
-    let proxy = Proxy::for_failover(&kvrocks.addr(), id, TOKEN);
+/// A standalone Kvrocks node and its leasegate as the failover tests run
+/// it (admin API on, loopback is the controller, `block-write`), the node
+/// probed every `probe_ms`; with `password`, Kvrocks' `requirepass` and
+/// `masterauth` and leasegate's `backend.password`.
+fn standalone(id: &str, password: Option<&str>, probe_ms: u64) -> Option<(KvrocksServer, Proxy)> {
+    let kvrocks = match password {
+        Some(pw) => KvrocksServer::start_with(false, &["--requirepass", pw, "--masterauth", pw])?,
+        None => KvrocksServer::start(false)?,
+    };
+    let mut backend = format!("backend:\n  addr: {}\n", kvrocks.addr());
+    if let Some(pw) = password {
+        backend.push_str(&format!("  password: {pw}\n"));
+    }
+    let proxy = Proxy::start_with_backend_yaml(
+        &backend,
+        &format!(
+            "node_id: {id}\nadmin:\n  listen: 127.0.0.1:{}\n  token: {TOKEN}\ncontrol:\n  allow_from: [127.0.0.1]\nlease:\n  mode: block-write\n  probe_interval_ms: {probe_ms}\n",
+            support::free_port()
+        ),
+    );
     Some((kvrocks, proxy))
 }
 
@@ -115,15 +130,26 @@ fn failover(from: &Proxy, to: &Proxy) -> String {
 /// Two standalone Kvrocks nodes, B replicating A, each with its leasegate;
 /// A's holds the lease (and B's knows it).
 fn standalone_pair() -> Option<((KvrocksServer, Proxy), (KvrocksServer, Proxy))> {
-    let (Some((ka, pa)), Some((kb, pb))) = (standalone(A_ID), standalone(B_ID)) else {
+    standalone_pair_with(None, 100)
+}
+
+/// [`standalone_pair`] with [`standalone`]'s `password` and `probe_ms`.
+fn standalone_pair_with(
+    password: Option<&str>,
+    probe_ms: u64,
+) -> Option<((KvrocksServer, Proxy), (KvrocksServer, Proxy))> {
+    let (Some((ka, pa)), Some((kb, pb))) = (
+        standalone(A_ID, password, probe_ms),
+        standalone(B_ID, password, probe_ms),
+    ) else {
         return None;
     };
+    let mut b_direct = kb.client_auth(password);
     assert_eq!(
-        kb.client()
-            .cmd(&["SLAVEOF", "127.0.0.1", &ka.port.to_string()]),
+        b_direct.cmd(&["SLAVEOF", "127.0.0.1", &ka.port.to_string()]),
         Reply::ok()
     );
-    link_up(&mut kb.client());
+    link_up(&mut b_direct);
     for p in [&pa, &pb] {
         assert!(!heartbeat(&mut p.client(), A_ID, 600_000, 1).is_error());
     }
@@ -864,29 +890,9 @@ fn a_revocation_before_a_promotion_does_not_fence_the_later_version() {
 #[test]
 fn a_resp3_login_of_the_default_user_survives_a_failover_there_and_back() {
     const PW: &str = "node-pw";
-    let start = |id: &str| -> Option<(KvrocksServer, Proxy)> {
-        let node = KvrocksServer::start_with(false, &["--requirepass", PW, "--masterauth", PW])?;
-        let proxy = Proxy::start_with_backend_yaml(
-            &format!("backend:\n  addr: {}\n  password: {PW}\n", node.addr()),
-            &format!(
-                "node_id: {id}\nadmin:\n  listen: 127.0.0.1:{}\n  token: {TOKEN}\ncontrol:\n  allow_from: [127.0.0.1]\nlease:\n  mode: block-write\n  probe_interval_ms: 100\n",
-                support::free_port()
-            ),
-        );
-        Some((node, proxy))
-    };
-    let (Some((ka, pa)), Some((kb, pb))) = (start(A_ID), start(B_ID)) else {
+    let Some(((ka, pa), (_kb, pb))) = standalone_pair_with(Some(PW), 100) else {
         return;
     };
-    let mut b_direct = kb.client_auth(Some(PW));
-    assert_eq!(
-        b_direct.cmd(&["SLAVEOF", "127.0.0.1", &ka.port.to_string()]),
-        Reply::ok()
-    );
-    link_up(&mut b_direct);
-    for p in [&pa, &pb] {
-        assert!(!heartbeat(&mut p.client(), A_ID, 600_000, 1).is_error());
-    }
     let mut c = pa.client();
     c.resp3 = true;
     let hello = c.cmd(&["HELLO", "3", "AUTH", "default", PW, "SETNAME", "app"]);
@@ -920,30 +926,10 @@ fn a_resp3_login_of_the_default_user_survives_a_failover_there_and_back() {
 /// and 7 in two runs).
 #[test]
 fn a_blpop_moved_to_the_new_master_is_not_ended_by_the_old_nodes_demotion() {
-    let start = |id: &str| -> Option<(KvrocksServer, Proxy)> {
-        let node = KvrocksServer::start(false)?;
-        // A slow probe: A's node is seen a replica only after the move.
-        let proxy = Proxy::start(
-            &node.addr(),
-            &format!(
-                "node_id: {id}\nadmin:\n  listen: 127.0.0.1:{}\n  token: {TOKEN}\ncontrol:\n  allow_from: [127.0.0.1]\nlease:\n  mode: block-write\n  probe_interval_ms: 1500\n",
-                support::free_port()
-            ),
-        );
-        Some((node, proxy))
-    };
-    let (Some((ka, pa)), Some((kb, pb))) = (start(A_ID), start(B_ID)) else {
+    // A slow probe: A's node is seen a replica only after the move.
+    let Some(((_ka, pa), (_kb, pb))) = standalone_pair_with(None, 1500) else {
         return;
     };
-    assert_eq!(
-        kb.client()
-            .cmd(&["SLAVEOF", "127.0.0.1", &ka.port.to_string()]),
-        Reply::ok()
-    );
-    link_up(&mut kb.client());
-    for p in [&pa, &pb] {
-        assert!(!heartbeat(&mut p.client(), A_ID, 600_000, 1).is_error());
-    }
     let mut consumer = pa.client();
     assert_eq!(consumer.cmd(&["PING"]), Reply::Status("PONG".into()));
     let report = failover(&pa, &pb);

@@ -214,9 +214,16 @@ pub fn while_down(ctx: &SessionContext, input: &[u8]) -> WhileDown {
         let special = policy.commands.classify(&words.name, &words.sub).special;
         if special.addresses_node() {
             if set_up {
+                // The command's name (and subcommand), not its bytes:
+                // the log line is read by people.
+                let mut command = String::from_utf8_lossy(&words.name).to_ascii_uppercase();
+                if !words.sub.is_empty() {
+                    command.push(' ');
+                    command.push_str(&String::from_utf8_lossy(&words.sub).to_ascii_lowercase());
+                }
                 return WhileDown::Refuse(format!(
                     "{} after the connection's set-up",
-                    String::from_utf8_lossy(&rest[..head.len.min(64)]).escape_debug()
+                    command.escape_debug()
                 ));
             }
             let reply = format!(
