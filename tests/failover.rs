@@ -446,6 +446,56 @@ fn watch_exec_across_a_hand_over_returns_null() {
     assert_eq!(p.replica.client().cmd(&["GET", "after"]), Reply::bulk("1"));
 }
 
+/// A transaction open at a failover (MULTI and its requests queued on the
+/// old node, EXEC held by the pause) runs at the new master: the old
+/// node's is discarded and the transaction queued again there, its EXEC
+/// answered as the new master answers it. It was answered null (nothing
+/// applied), which redis-py raises as `WatchError` whether or not the
+/// client watched (walkthrough 22).
+#[test]
+fn a_transaction_open_across_a_hand_over_runs_at_the_new_master() {
+    let p = pair("");
+    let mut c = p.a.client();
+    c.cmd(&["SET", "tx-n", "41"]);
+    assert_eq!(c.cmd(&["MULTI"]), Reply::ok());
+    let queued = Reply::Status("QUEUED".into());
+    assert_eq!(c.cmd(&["SET", "tx-a", "1"]), queued);
+    assert_eq!(c.cmd(&["INCR", "tx-n"]), queued);
+    assert_eq!(c.cmd(&["GET", "tx-a"]), queued);
+    assert_eq!(
+        held_through_failover(&p, &mut c, &["EXEC"]),
+        Reply::Array(vec![Reply::ok(), Reply::Int(42), Reply::bulk("1")]),
+        "run at the new master, once"
+    );
+    let mut direct = p.replica.client();
+    assert_eq!(direct.cmd(&["GET", "tx-n"]), Reply::bulk("42"));
+    // The connection goes on there, in step: its next replies are its own.
+    assert_eq!(c.cmd(&["INCR", "tx-n"]), Reply::Int(43));
+    assert_eq!(c.cmd(&["MULTI"]), Reply::ok());
+    assert_eq!(c.cmd(&["INCR", "tx-n"]), queued);
+    assert_eq!(c.cmd(&["EXEC"]), Reply::Array(vec![Reply::Int(44)]));
+}
+
+/// A transaction whose request the old node refused to queue is not
+/// queued again at the new master (its client expects EXECABORT, not a
+/// run): its EXEC is answered null, and nothing of it runs. (The first
+/// transaction of `a_transaction_after_a_failover_runs_on_the_new_master`,
+/// refused by the demoted node, would run without that rule.)
+#[test]
+fn a_transaction_refused_in_part_on_the_old_node_is_not_run_at_the_new_master() {
+    let p = pair("");
+    let mut c = p.a.client();
+    assert_eq!(c.cmd(&["MULTI"]), Reply::ok());
+    assert_eq!(c.cmd(&["SET", "tx-b", "1"]), Reply::Status("QUEUED".into()));
+    assert!(
+        c.cmd(&["NO-SUCH-COMMAND"]).is_error(),
+        "refused on the old node"
+    );
+    let exec = held_through_failover(&p, &mut c, &["EXEC"]);
+    assert!(exec == Reply::Nil || exec.is_error(), "not run: {exec:?}");
+    assert_eq!(p.replica.client().cmd(&["EXISTS", "tx-b"]), Reply::Int(0));
+}
+
 /// A session that sends only transactions after a failover moves once its
 /// first one failed. Queued on the old node (a replica now), that one's
 /// write is refused by the node and its EXEC answered null (as a WATCH

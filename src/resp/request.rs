@@ -141,6 +141,12 @@ impl RequestFramer {
         }
     }
 
+    /// Forgets a request framed only in part: the next call frames the
+    /// head of its buffer from its first byte (bytes were put in front).
+    pub fn restart(&mut self) {
+        self.state = State::Start;
+    }
+
     /// Frames the request at the head of `buf`. Returns `Ok(None)` when more
     /// bytes are needed; the next call continues where this one stopped, so
     /// `buf` must keep its head until a request is returned. After

@@ -257,11 +257,14 @@ impl Session {
                 let replay = self.replay_requests();
                 if let Err(why) = super::restore::restore(&mut stream, &replay, timeout).await {
                     warn!(%addr, error = %why, "the session's connection state could not be restored where it moves: it ends");
+                    self.requeue_after_move(false);
                     self.end_unrestored(&why);
                     return None;
                 }
                 debug!(%addr, ?target, "session moved");
-                self.attach(matches!(target, Move::Away(_)));
+                let away = matches!(target, Move::Away(_));
+                self.attach(away);
+                self.requeue_after_move(away);
                 Some(stream)
             }
             Err(e) => {
@@ -272,6 +275,7 @@ impl Session {
                     Move::Home => "this node",
                 };
                 warn!(%addr, error = %e, "cannot move the session to {whom}");
+                self.requeue_after_move(false);
                 let reply =
                     Bytes::from(format!("-TRYAGAIN cannot reach {whom} at {addr}: {e}\r\n"));
                 self.answer_held(Verdict::Reply(reply));

@@ -74,6 +74,7 @@ pub mod node_search;
 mod reading;
 mod replica;
 mod replies;
+mod requeue;
 mod restore;
 mod role_change;
 mod state;
@@ -211,6 +212,8 @@ struct Session {
     replica: replica::ReplicaSide,
     /// `CLIENT REPLY`: which replies the client is not sent.
     mute: mute::Mute,
+    /// The open transaction, kept to queue it again at a new master.
+    requeue: requeue::Requeue,
     /// `CLIENT TRACKING ON` was sent (and not turned off since): the
     /// invalidations come from this node connection only, so the session
     /// does not go on over another one (it closes, as it would directly).
@@ -405,6 +408,7 @@ impl Session {
             lifecycle: Lifecycle::Open,
             replica: replica::ReplicaSide::default(),
             mute: mute::Mute::default(),
+            requeue: requeue::Requeue::default(),
             tracking: false,
             unreplicated: false,
             blocking_out: 0,

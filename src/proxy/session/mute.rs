@@ -34,6 +34,11 @@ pub(super) struct Mute {
     /// (Kvrocks drops a skipped subscribe's confirmations, and the second
     /// reply it gives a pipelined `XREAD BLOCK` on a missing stream).
     dropped_last: bool,
+    /// Answers still to be dropped, whatever the mode: those of a
+    /// transaction queued again at a new master ([`super::requeue`]), which
+    /// the client had from the old node. (Absent from a predecessor's state.)
+    #[serde(default)]
+    requeued: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -49,13 +54,23 @@ impl Mute {
     /// Whether every reply goes to the client (the hot path's one check).
     #[inline]
     pub(super) fn is_on(&self) -> bool {
-        self.mode == Mode::On && !self.dropped_last
+        self.mode == Mode::On && !self.dropped_last && self.requeued == 0
+    }
+
+    /// The next `answers` answers are dropped, whatever the mode.
+    pub(super) fn requeued(&mut self, answers: u32) {
+        self.requeued += answers;
     }
 
     /// The next request's answer (a node reply, a local reply, a subscribe
     /// request's turn) is at hand: whether it is dropped. A `SKIP` is used
     /// up by it.
     pub(super) fn next_answer(&mut self) -> bool {
+        if self.requeued > 0 {
+            self.requeued -= 1;
+            self.dropped_last = true;
+            return true;
+        }
         self.dropped_last = match self.mode {
             Mode::On => false,
             Mode::Off => true,

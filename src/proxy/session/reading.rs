@@ -268,15 +268,18 @@ impl Session {
                 self.to_backend
                     .extend_from_slice(&self.from_client[..head.len]);
                 self.forwarded(&head, class, special, write);
+                self.requeue_add(head.len, special);
             }
             Step::Observe(effect) => {
                 self.to_backend
                     .extend_from_slice(&self.from_client[..head.len]);
                 self.owed.push_back(Owed::Reply(Expect::Observe(effect)));
+                self.requeue_forget();
             }
             Step::Rewrite(request, answer) => {
                 self.to_backend.extend_from_slice(&request);
                 self.owed.push_back(Owed::Reply(answer.into()));
+                self.requeue_forget();
             }
             Step::Answer(reply) => self.owe_local(reply),
             Step::Close(reply) => {
@@ -292,6 +295,13 @@ impl Session {
                 self.stall = Stall::HandingOver(target);
                 return false;
             }
+            Step::RequeueAndMove(target) => {
+                // EXEC stays at the head: it follows its transaction,
+                // queued again where the session moves.
+                self.requeue_for_move();
+                self.stall = Stall::HandingOver(target);
+                return false;
+            }
         }
         self.consume(head.len);
         true
@@ -299,7 +309,7 @@ impl Session {
 
     /// The backend holds an open transaction: it is closed without being
     /// applied, and EXEC answered with `reply`.
-    fn discard(&mut self, reply: Bytes) {
+    pub(super) fn discard(&mut self, reply: Bytes) {
         self.to_backend.extend_from_slice(DISCARD);
         self.owed.push_back(Owed::Reply(Expect::Replace(reply)));
         self.transaction = Transaction::None;
@@ -427,6 +437,7 @@ impl Session {
                 }
             }
             Special::Multi if self.transaction.is_none() => {
+                self.requeue_begin(head.len);
                 self.multis += 1;
                 self.transaction = Transaction::Queued {
                     multi: self.multis,
@@ -537,6 +548,9 @@ impl Session {
             // (MULTI itself does not move the session: a transaction of
             // commands addressed to the node, as Sentinel's promotion
             // `MULTI; SLAVEOF NO ONE; ...; EXEC`, must reach this node.)
+            Verdict::HandOver(addr) if exec && self.requeue_possible() => {
+                Step::RequeueAndMove(Move::Away(addr))
+            }
             Verdict::HandOver(addr) if exec => {
                 Step::DiscardAndMove(self.null_reply(), Move::Away(addr))
             }
@@ -597,6 +611,10 @@ pub(super) enum Step {
     Discard(Bytes),
     /// As `Discard`, then the session moves (before the requests behind).
     DiscardAndMove(Bytes, Move),
+    /// EXEC meets a hand-over: the transaction is discarded on the old
+    /// node and queued again where the session moves, EXEC after it
+    /// ([`super::requeue`]).
+    RequeueAndMove(Move),
     /// Other bytes are forwarded; the answer is made from the node's reply.
     Rewrite(Bytes, Answer),
     /// Nothing yet: the request stays at the head of the buffer.

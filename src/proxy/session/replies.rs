@@ -266,6 +266,11 @@ impl Session {
         let (at, end) = (range.start, range.end);
         match owed {
             Some(Owed::Reply(Expect::Plain)) => {}
+            Some(Owed::Reply(Expect::Queued)) => {
+                if &self.from_backend[range] != b"+QUEUED\r\n" {
+                    self.requeue_forget();
+                }
+            }
             Some(Owed::Reply(Expect::Replace(reply))) => {
                 self.pass_run(passed, at);
                 self.to_client.extend_from_slice(&reply);

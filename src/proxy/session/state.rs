@@ -42,6 +42,9 @@ pub(super) enum Expect {
     Write(WriteTicket),
     /// MULTI number `n`: `+OK` opens the transaction, an error ends it.
     Multi(u64),
+    /// A request queued in a transaction that may be queued again at a
+    /// new master ([`super::requeue`]): anything but `+QUEUED` rules that out.
+    Queued,
     /// WATCH: `+OK` puts it in force.
     Watch,
     /// A request the Gate observes: its effect applies on `+OK`.
