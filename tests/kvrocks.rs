@@ -838,9 +838,11 @@ fn a_revocation_before_a_promotion_does_not_fence_the_later_version() {
         ),
     );
     let me = format!("127.0.0.1:{}", proxy.port);
-    // B: a master that answers (a demoting push naming a master nobody
-    // can ask waits for it: `tests/step_down_fence.rs`).
-    let b = support::RedisServer::start();
+    // B: a Kvrocks node, master at v2 (a demoting push naming a master
+    // nobody can ask is refused: `tests/step_down_fence.rs`).
+    let Some(b) = KvrocksServer::start(true) else {
+        return;
+    };
     let other = b.addr();
     let other = other.as_str();
     let shard = |version: u64, me_master: bool| {
@@ -870,6 +872,12 @@ fn a_revocation_before_a_promotion_does_not_fence_the_later_version() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let v2 = shard(2, false);
+    let mut direct_b = b.client();
+    assert_eq!(direct_b.cmd(&["CLUSTERX", "SETNODEID", B_ID]), Reply::ok());
+    assert_eq!(
+        direct_b.cmd(&["CLUSTERX", "SETNODES", &v2, "2"]),
+        Reply::ok()
+    );
     assert_eq!(ctl.cmd(&["CLUSTERX", "SETNODES", &v2, "2"]), Reply::ok());
     assert_eq!(
         support::info_fields(&ctl.cmd(&["INFO", "leasegate"]))
