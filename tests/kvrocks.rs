@@ -886,6 +886,9 @@ fn a_revocation_before_a_promotion_does_not_fence_the_later_version() {
         Some("0"),
         "revoked at v2"
     );
+    // A's node has synced from B (a v3 meeting its restore is refused
+    // with LOADING).
+    link_up(&mut kvrocks.client());
     let v3 = shard(3, true);
     assert_eq!(ctl.cmd(&["CLUSTERX", "SETNODES", &v3, "3"]), Reply::ok());
     let start = Instant::now();
