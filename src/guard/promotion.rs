@@ -55,11 +55,18 @@ enum State {
     Idle,
     /// A promotion waits for the fence.
     Requested(FenceRequest),
-    /// The fence is done (or given up): the next ask goes on.
-    Settled,
-    /// The fence failed where going on would lose writes: the next ask is
-    /// refused with this reason.
-    Refused(String),
+    /// The fence for `topology` is done (or given up) at `at`: the next
+    /// ask for the same topology, within the bound, goes on.
+    Settled {
+        topology: Option<(String, u64)>,
+        at: Instant,
+    },
+    /// The fence for `topology` failed where going on would lose writes:
+    /// the next ask for it is refused with `why`.
+    Refused {
+        topology: Option<(String, u64)>,
+        why: String,
+    },
 }
 
 /// The promotion fence of one leasegate.
@@ -131,16 +138,17 @@ impl PromotionFence {
     /// A promoting command asks whether it may go to the node: held (a
     /// fence is requested on the first ask), on its way once the fence
     /// settled or its bound passed, or refused once.
+    ///
+    /// An outcome answers only the topology it was reached for, and a
+    /// settled fence only within the bound: a held command that never
+    /// asked again (its node took that version by another way, or the
+    /// lease came first) left its `Settled` behind, and the next, later
+    /// topology went to the node unfenced (walkthrough 26: 1,888 and 4,466
+    /// acknowledged writes lost).
     pub fn ask(&self, topology: Option<(String, u64)>) -> Ask {
         let mut state = self.lock();
         let now = Instant::now();
         match &*state {
-            State::Idle => {
-                let until = now + self.bound();
-                *state = State::Requested(FenceRequest { until, topology });
-                self.requested.notify_one();
-                Ask::Hold(until)
-            }
             State::Requested(r) if now < r.until => Ask::Hold(r.until),
             // A controller's topology goes on only once fenced (it is sent
             // again); Sentinel's promotion goes on (its old master is
@@ -149,14 +157,26 @@ impl PromotionFence {
                 *state = State::Idle;
                 Ask::Refuse(self.unserved.into())
             }
-            State::Requested(_) | State::Settled => {
+            State::Requested(_) => {
                 *state = State::Idle;
                 Ask::Go
             }
-            State::Refused(why) => {
+            State::Settled { topology: t, at } if *t == topology && now < *at + self.bound() => {
+                *state = State::Idle;
+                Ask::Go
+            }
+            State::Refused { topology: t, why } if *t == topology => {
                 let why = why.clone();
                 *state = State::Idle;
                 Ask::Refuse(why)
+            }
+            // Nothing asked about, or an outcome for another topology (or
+            // a stale one): this one is fenced afresh.
+            State::Idle | State::Settled { .. } | State::Refused { .. } => {
+                let until = now + self.bound();
+                *state = State::Requested(FenceRequest { until, topology });
+                self.requested.notify_one();
+                Ask::Hold(until)
             }
         }
     }
@@ -175,8 +195,11 @@ impl PromotionFence {
     /// The fence is done, or given up: the held promotion goes on.
     pub fn settle(&self) {
         let mut state = self.lock();
-        if matches!(*state, State::Requested(_)) {
-            *state = State::Settled;
+        if let State::Requested(r) = &*state {
+            *state = State::Settled {
+                topology: r.topology.clone(),
+                at: Instant::now(),
+            };
         }
     }
 
@@ -184,8 +207,11 @@ impl PromotionFence {
     /// refused, with `why`.
     pub fn refuse(&self, why: String) {
         let mut state = self.lock();
-        if matches!(*state, State::Requested(_)) {
-            *state = State::Refused(why);
+        if let State::Requested(r) = &*state {
+            *state = State::Refused {
+                topology: r.topology.clone(),
+                why,
+            };
         }
     }
 
@@ -209,17 +235,66 @@ mod tests {
         };
         assert_eq!(
             f.requested().await,
-            FenceRequest { until, topology },
+            FenceRequest {
+                until,
+                topology: topology.clone()
+            },
             "the control plane sees the request"
         );
-        assert_eq!(f.ask(None), Ask::Hold(until), "still held");
+        assert_eq!(f.ask(topology.clone()), Ask::Hold(until), "still held");
         assert!(!f.settled());
         f.settle();
         assert!(f.settled());
-        assert_eq!(f.ask(None), Ask::Go, "goes on");
+        assert_eq!(f.ask(topology.clone()), Ask::Go, "goes on");
         assert!(
-            matches!(f.ask(None), Ask::Hold(_)),
+            matches!(f.ask(topology), Ask::Hold(_)),
             "a later promotion is fenced again"
+        );
+    }
+
+    #[test]
+    fn a_settled_fence_lets_only_its_own_topology_through() {
+        let f = PromotionFence::default();
+        f.enable(Duration::from_secs(5), false);
+        let v7 = Some(("nodes".to_string(), 7));
+        let v9 = Some(("other nodes".to_string(), 9));
+        assert!(matches!(f.ask(v7.clone()), Ask::Hold(_)));
+        f.settle();
+        // The command held for v7 never asks again (its node took v7 by
+        // another way): a later topology is fenced afresh.
+        assert!(
+            matches!(f.ask(v9.clone()), Ask::Hold(_)),
+            "v9 is not let through by v7's fence"
+        );
+        f.settle();
+        assert_eq!(f.ask(v9), Ask::Go);
+    }
+
+    #[test]
+    fn a_settled_fence_goes_stale_at_its_bound() {
+        let f = PromotionFence::default();
+        f.enable(Duration::from_millis(20), false);
+        let v7 = Some(("nodes".to_string(), 7));
+        assert!(matches!(f.ask(v7.clone()), Ask::Hold(_)));
+        f.settle();
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(
+            matches!(f.ask(v7), Ask::Hold(_)),
+            "asked again long after, it is fenced again"
+        );
+    }
+
+    #[test]
+    fn a_refusal_answers_only_its_own_topology() {
+        let f = PromotionFence::default();
+        f.enable(Duration::from_secs(5), false);
+        let v7 = Some(("nodes".to_string(), 7));
+        let v9 = Some(("other nodes".to_string(), 9));
+        assert!(matches!(f.ask(v7), Ask::Hold(_)));
+        f.refuse("behind".into());
+        assert!(
+            matches!(f.ask(v9), Ask::Hold(_)),
+            "v9 is fenced, not refused"
         );
     }
 
