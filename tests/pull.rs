@@ -515,6 +515,61 @@ fn a_restarted_old_masters_writes_wait_for_the_new_master_to_take_them() {
     );
 }
 
+/// The controller names B master, then, before B's node has that
+/// topology, A again: B's writes, held for its promotion, go on at once
+/// where the controller now says the master is. The poll dropped its hold
+/// without ending it, so every write on B stalled until the hold's bound
+/// (`node_lost_wait_ms`, 30 s): walkthrough 26, all 34 clients for 30.0 s.
+#[test]
+fn writes_held_for_a_promotion_taken_back_go_on_at_once() {
+    use support::kvrocks::{Node, A_ID, B_ID};
+
+    let controller = TestController::start();
+    // A polls seldom: it does not report itself fenced at version 2, so
+    // B's poll does not bring B's node there itself (B's hold lasts).
+    let (Some(a), Some(b)) = (
+        Node::start_with(A_ID, "block-write", &controller.yaml(30_000, 60_000)),
+        Node::start_with(B_ID, "block-write", &controller.yaml(POLL_MS, 10_000)),
+    ) else {
+        return;
+    };
+    let (a_addr, b_addr) = a_master_of_b(&controller, &a, &b);
+    controller.set_topology(
+        2,
+        vec![vec![(B_ID, &b_addr, "master"), (A_ID, &a_addr, "slave")]],
+    );
+    let mut ctl_b = b.proxy.client();
+    let start = Instant::now();
+    while support::info_fields(&ctl_b.cmd(&["INFO", "leasegate"]))
+        .get("controller_version")
+        .map(String::as_str)
+        != Some("2")
+    {
+        assert!(start.elapsed() < PATIENCE, "B's poll never saw version 2");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut app = b.proxy.client();
+    app.send(&["SET", "k", "held at B"]);
+    assert_eq!(
+        app.try_read(Duration::from_millis(600)),
+        None,
+        "held for B's promotion"
+    );
+    controller.set_topology(
+        3,
+        vec![vec![(A_ID, &a_addr, "master"), (B_ID, &b_addr, "slave")]],
+    );
+    assert_eq!(
+        app.try_read(Duration::from_secs(5)),
+        Some(Reply::ok()),
+        "taken by A once the controller names it again"
+    );
+    assert_eq!(
+        a.kvrocks.client().cmd(&["GET", "k"]),
+        Reply::bulk("held at B")
+    );
+}
+
 /// With a controller to poll, a lease granted over the admin API (a
 /// failover's grant asks for 10 s) lasts at most `controller.ttl_ms`: the
 /// other leasegates wait out only that, since the controller's switch,

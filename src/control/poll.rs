@@ -415,7 +415,6 @@ impl Poller<'_> {
             }
             Decision::Revoke { version, reason } => {
                 self.highest = Some(version);
-                self.holding = None;
                 self.metrics.count("revoked");
                 let role = &self.ctx.role;
                 let followed = match other_master {
@@ -458,6 +457,9 @@ impl Poller<'_> {
                                     new_master: takes.then(|| Arc::from(new_master.as_str())),
                                 });
                             }
+                            // Before a hold of the new master's own: the
+                            // writes held for this node's promotion go on.
+                            self.end_own_hold();
                             if takes {
                                 self.end_new_master_wait();
                             } else {
@@ -473,6 +475,12 @@ impl Poller<'_> {
                         false
                     }
                 };
+                // Named master no longer: the writes held for this node's
+                // promotion go on, where the demotion sends them. (Dropped
+                // without being ended, the hold stalled every write until
+                // its bound, `node_lost_wait_ms`: 30 s for all 34 clients
+                // in walkthrough 26.)
+                self.end_own_hold();
                 self.revocations_seen = lease.revocations();
                 self.fenced_at = Some(version);
                 return followed;
@@ -487,13 +495,8 @@ impl Poller<'_> {
         let lease = self.ctx.role.lease();
         self.fenced_at = None;
         self.end_new_master_wait();
-        // The hold ends with the grant (if its own bound has not ended it).
-        // Only its own hold: a pause set since (the controller's) stays.
-        if let Some((since, bound, generation)) = self.holding.take() {
-            if since.elapsed() < bound && !self.ctx.role.failover.is_running() {
-                self.ctx.gate.pause().unpause_own(generation);
-            }
-        }
+        // The hold ends with the grant.
+        self.end_own_hold();
         let grant = Grant {
             master_node_id: Some(me),
             ttl_ms: self.ctx.config.load().controller.ttl_ms,
@@ -539,6 +542,16 @@ impl Poller<'_> {
         let bound = (controller.switch_timeout * 2).max(controller.node_lost_wait);
         let generation = self.ctx.gate.pause().pause(bound, PauseMode::Write);
         self.holding = Some((Instant::now(), bound, generation));
+    }
+
+    /// Ends [`Poller::hold_writes`]'s hold, if its own bound has not ended
+    /// it. Only its own: a pause set since (the controller's) stays.
+    fn end_own_hold(&mut self) {
+        if let Some((since, bound, generation)) = self.holding.take() {
+            if since.elapsed() < bound && !self.ctx.role.failover.is_running() {
+                self.ctx.gate.pause().unpause_own(generation);
+            }
+        }
     }
 
     /// The controller names `new_master`, whose leasegate does not take
