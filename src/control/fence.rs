@@ -68,11 +68,7 @@ fn lease_bound(config: &crate::config::Config) -> Duration {
 
 /// Serves the promotion fence for a controller's topologies until shutdown.
 pub async fn serve(ctx: Arc<ControlContext>) {
-    loop {
-        let request = tokio::select! {
-            r = ctx.role.promotion_fence.requested() => r,
-            _ = ctx.shutdown.cancelled() => return,
-        };
+    while let Some(request) = ctx.role.promotion_fence.next_request(&ctx.shutdown).await {
         let started = Instant::now();
         let outcome = fence_old_master(&ctx, &request, started).await;
         match outcome {

@@ -43,11 +43,7 @@ const RECONNECT_EVERY: Duration = Duration::from_millis(50);
 
 /// Serves the step-down fence until shutdown.
 pub async fn serve(ctx: Arc<ControlContext>) {
-    loop {
-        let request = tokio::select! {
-            r = ctx.role.step_down_fence.requested() => r,
-            _ = ctx.shutdown.cancelled() => return,
-        };
+    while let Some(request) = ctx.role.step_down_fence.next_request(&ctx.shutdown).await {
         let started = Instant::now();
         let deadline = request
             .until

@@ -192,6 +192,17 @@ impl PromotionFence {
         }
     }
 
+    /// The next fence requested; `None` once `shutdown` is cancelled.
+    pub async fn next_request(
+        &self,
+        shutdown: &tokio_util::sync::CancellationToken,
+    ) -> Option<FenceRequest> {
+        tokio::select! {
+            r = self.requested() => Some(r),
+            _ = shutdown.cancelled() => None,
+        }
+    }
+
     /// The fence is done, or given up: the held promotion goes on.
     pub fn settle(&self) {
         let mut state = self.lock();

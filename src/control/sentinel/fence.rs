@@ -29,11 +29,8 @@ const NAMED_WITHIN: Duration = Duration::from_secs(5);
 /// up with it; once this node is master, the old master is made its replica
 /// through its leasegate (so its held writes come here) and released.
 pub(super) async fn serve_fences(ctx: Arc<ControlContext>, me: String) {
-    loop {
-        let until = tokio::select! {
-            r = ctx.role.promotion_fence.requested() => r.until,
-            _ = ctx.shutdown.cancelled() => return,
-        };
+    while let Some(request) = ctx.role.promotion_fence.next_request(&ctx.shutdown).await {
+        let until = request.until;
         // Decided a little before the bound, when the held promotion would
         // go on by itself: a refusal must come first.
         let decide_by = until.checked_sub(DECIDE_AHEAD).unwrap_or(until);
