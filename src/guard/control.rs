@@ -186,8 +186,11 @@ impl Gate {
     #[cold]
     pub(super) fn client_pause(&self, r: &Admission<'_>) -> Verdict {
         if r.command.special == Special::ClientUnpause {
-            info!("CLIENT UNPAUSE from the controller");
-            self.pause.unpause();
+            if self.pause.unpause_after_step_down(DRAIN_BOUND) {
+                info!("CLIENT UNPAUSE from the controller: it takes effect once the node has answered the topology demoting it, on its way");
+            } else {
+                info!("CLIENT UNPAUSE from the controller");
+            }
             return Verdict::Reply(Bytes::from_static(OK));
         }
         let args = arguments(r.bytes, r.head.inline);

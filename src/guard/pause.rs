@@ -131,6 +131,11 @@ pub struct Pause {
     max_bytes: AtomicUsize,
     /// When the pause in force ends by itself (for an upgrade's successor).
     until: std::sync::Mutex<Option<(PauseMode, Instant)>>,
+    /// A demoting topology went to the node at this instant and its answer
+    /// is not applied yet ([`Pause::unpause_after_step_down`]).
+    step_down_sent: std::sync::Mutex<Option<Instant>>,
+    /// A `CLIENT UNPAUSE` waits for that answer.
+    unpause_deferred: std::sync::atomic::AtomicBool,
     pub metrics: PauseMetrics,
 }
 
@@ -144,6 +149,8 @@ impl Pause {
             max_requests: AtomicUsize::new(max_requests),
             max_bytes: AtomicUsize::new(max_bytes),
             until: std::sync::Mutex::new(None),
+            step_down_sent: std::sync::Mutex::new(None),
+            unpause_deferred: std::sync::atomic::AtomicBool::new(false),
             metrics: PauseMetrics::default(),
         }
     }
@@ -208,6 +215,50 @@ impl Pause {
     /// Ends the pause; held requests are asked about again.
     pub fn unpause(&self) {
         self.end(None);
+    }
+
+    /// A demoting topology goes to the node: until its answer is applied
+    /// ([`Pause::step_down_answered`]), a `CLIENT UNPAUSE` waits for it.
+    pub fn step_down_sent(&self) {
+        if let Ok(mut sent) = self.step_down_sent.lock() {
+            *sent = Some(Instant::now());
+        }
+    }
+
+    /// The node's answer to the demoting topology is applied (its `+OK`:
+    /// the lease revoked and the node marked demoted; or its refusal): a
+    /// `CLIENT UNPAUSE` that waited for it takes effect now.
+    pub fn step_down_answered(&self) {
+        if let Ok(mut sent) = self.step_down_sent.lock() {
+            *sent = None;
+        }
+        if self.unpause_deferred.swap(false, Ordering::AcqRel) {
+            self.unpause();
+        }
+    }
+
+    /// `CLIENT UNPAUSE` from whoever paused this proxy (a new master's
+    /// fence, the controller): at once, unless a demoting topology is on
+    /// its way to the node. Then it waits for the node's answer (at most
+    /// `within`): writes released in between would reach a node that may
+    /// be a replica already, which answers them `MOVED` (walkthrough 26: 37
+    /// errors, the new master's fence having ended this node's pause as
+    /// soon as the node reported itself a replica). Whether it waits.
+    pub fn unpause_after_step_down(self: &Arc<Self>, within: Duration) -> bool {
+        let sent = self.step_down_sent.lock().ok().and_then(|s| *s);
+        let Some(deadline) = sent.map(|at| at + within).filter(|d| *d > Instant::now()) else {
+            self.unpause();
+            return false;
+        };
+        self.unpause_deferred.store(true, Ordering::Release);
+        let pause = Arc::clone(self);
+        tokio::spawn(async move {
+            tokio::time::sleep_until(deadline.into()).await;
+            if pause.unpause_deferred.swap(false, Ordering::AcqRel) {
+                pause.unpause();
+            }
+        });
+        true
     }
 
     /// Ends the pause (only the pause of `generation`, when given: a timer

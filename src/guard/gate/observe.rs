@@ -64,6 +64,16 @@ impl Gate {
                 }) {
                     return held;
                 }
+                let fresh = |e: &Effect| {
+                    e.controller_topology()
+                        .is_some_and(|(_, v)| v.is_none_or(|v| v > self.role.node_topology()))
+                };
+                if effect
+                    .as_ref()
+                    .is_some_and(|e| fresh(e) && self.demotes_this_node(e))
+                {
+                    self.pause.step_down_sent();
+                }
                 effect
             }
             _ => {
@@ -214,6 +224,26 @@ impl Gate {
         }))
     }
 
+    /// Whether `effect` is the controller's topology listing this node as
+    /// a replica.
+    fn demotes_this_node(&self, effect: &Effect) -> bool {
+        let (Some((nodes, _)), Some(me)) = (effect.controller_topology(), self.lease.node_id())
+        else {
+            return false;
+        };
+        crate::kvrocks::topology::listed_as_replica(nodes, &me)
+    }
+
+    /// The node refused a request the Gate observes: nothing changes, but a
+    /// `CLIENT UNPAUSE` that waited for a demoting topology's answer takes
+    /// effect.
+    #[cold]
+    pub fn refused(&self, effect: &Effect) {
+        if self.demotes_this_node(effect) {
+            self.pause.step_down_answered();
+        }
+    }
+
     /// The node accepted (`+OK`) a request the Gate observes: apply its effect.
     #[cold]
     pub fn accepted(&self, effect: &Effect) {
@@ -276,6 +306,11 @@ impl Gate {
                     // leasegate holds the lease (the poller looks), else now.
                     if !self.role.step_down_accepted() && self.role.take_step_down_pause() {
                         self.pause.unpause();
+                    }
+                    // Now that the writes go to the new master, a
+                    // `CLIENT UNPAUSE` that waited for this may end the pause.
+                    if *from_control {
+                        self.pause.step_down_answered();
                     }
                 }
             }

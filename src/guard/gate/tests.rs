@@ -551,6 +551,46 @@ async fn a_demoting_topology_waits_for_the_writes_in_flight() {
     ));
 }
 
+/// A pause someone else set (the new master's fence, the controller's)
+/// holds the writes while the controller's demoting topology goes to the
+/// node; a `CLIENT UNPAUSE` before the node's answer is applied waits for
+/// it. Released in between, writes reached a node that was a replica
+/// already, and were answered `MOVED` (walkthrough 26: 37 errors).
+#[tokio::test(flavor = "current_thread")]
+async fn an_unpause_waits_for_the_answer_to_a_demoting_topology_on_its_way() {
+    let (_clock, gate) = gate(LeaseMode::BlockWrite, &[]);
+    ask(&gate, &["CLUSTERX", "HEARTBEAT", ME, "100000", "1"], true);
+    let other = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+    let nodes =
+        format!("{other} 127.0.0.1 7001 master - 0-16383\n{ME} 127.0.0.1 7000 slave {other}");
+    let setnodes = ["CLUSTERX", "SETNODES", nodes.as_str(), "2"];
+    gate.pause().pause(
+        std::time::Duration::from_secs(8),
+        crate::guard::pause::PauseMode::Write,
+    );
+    let Verdict::Observe(effect) = ask(&gate, &setnodes, true) else {
+        panic!("no writes in flight: it goes to the node");
+    };
+    assert_eq!(
+        ask(&gate, &["CLIENT", "UNPAUSE"], true),
+        Verdict::Reply(Bytes::from_static(b"+OK\r\n"))
+    );
+    assert!(
+        gate.pause().is_paused(),
+        "the unpause waits for the node's answer"
+    );
+    gate.accepted(&effect);
+    assert!(gate.role().is_demoted());
+    assert!(!gate.pause().is_paused(), "then it takes effect");
+    // Without a demoting topology on its way, an unpause is at once.
+    gate.pause().pause(
+        std::time::Duration::from_secs(8),
+        crate::guard::pause::PauseMode::Write,
+    );
+    ask(&gate, &["CLIENT", "UNPAUSE"], true);
+    assert!(!gate.pause().is_paused());
+}
+
 /// A promoting topology counts only from the controller: an ordinary
 /// client's (even one the node accepted) neither ends a demotion nor
 /// tells the poller that a revocation belongs to an earlier version.

@@ -366,6 +366,7 @@ impl Session {
             Expect::Multi(n) => self.transaction = self.transaction.on_multi_reply(n, ok),
             Expect::Watch if ok && self.watch == Watch::Off => self.watch = Watch::On,
             Expect::Observe(effect) if ok => self.gate.accepted(&effect),
+            Expect::Observe(effect) => self.gate.refused(&effect),
             Expect::Hello(request) if !matches!(head.kind, b'-' | b'!') => {
                 self.resp3 = head.kind == b'%';
                 if let Some(request) = request {
