@@ -660,6 +660,16 @@ impl Config {
     pub fn connect_timeout(&self) -> Duration {
         self.backend.connect_timeout
     }
+
+    /// What this leasegate's fences authenticate with at another node's
+    /// leasegate, as a controller: `control.password`, else the node
+    /// password (one password for both, as operators run it).
+    pub fn peer_control_password(&self) -> Option<String> {
+        self.control
+            .password
+            .clone()
+            .or_else(|| self.backend.password.clone())
+    }
 }
 
 /// `host:port` with a host and a port number.

@@ -140,11 +140,7 @@ async fn fence_old_master(
     let version = request.topology.as_ref().map_or(0, |(_, v)| *v);
     let config = ctx.config.load_full();
     let timeout = config.connect_timeout();
-    let password = config
-        .control
-        .password
-        .clone()
-        .or_else(|| config.backend.password.clone());
+    let password = config.peer_control_password();
     let mut own = OwnNode::default();
     let addr = match own.followed_master(ctx).await {
         Ok(addr) => addr,

@@ -83,11 +83,7 @@ async fn new_master_has_this_nodes_writes(
     };
     let config = ctx.config.load_full();
     let timeout = config.connect_timeout();
-    let password = config
-        .control
-        .password
-        .clone()
-        .or_else(|| config.backend.password.clone());
+    let password = config.peer_control_password();
     let peer = ctx.peer_tls();
     let mut own = OwnNode::default();
     let mut theirs: Option<ControlConnection> = None;
