@@ -54,12 +54,17 @@ impl Mute {
     /// Whether every reply goes to the client (the hot path's one check).
     #[inline]
     pub(super) fn is_on(&self) -> bool {
-        self.mode == Mode::On && !self.dropped_last && self.requeued == 0
+        self.mode == Mode::On && !self.dropped_last
     }
 
-    /// The next `answers` answers are dropped, whatever the mode.
+    /// The next `answers` answers are dropped, whatever the mode. Marked as
+    /// a dropped answer, so the hot path's one check sends the replies the
+    /// careful way until they are used up (no second check per reply).
     pub(super) fn requeued(&mut self, answers: u32) {
         self.requeued += answers;
+        if answers > 0 {
+            self.dropped_last = true;
+        }
     }
 
     /// The next request's answer (a node reply, a local reply, a subscribe
