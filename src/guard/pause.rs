@@ -14,7 +14,7 @@
 //! `-TRYAGAIN write pause buffer full`. Every hold's duration is recorded in
 //! `leasegate_pause_hold_duration_seconds`.
 
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -134,8 +134,9 @@ pub struct Pause {
     /// A demoting topology went to the node at this instant and its answer
     /// is not applied yet ([`Pause::unpause_after_step_down`]).
     step_down_sent: std::sync::Mutex<Option<Instant>>,
-    /// A `CLIENT UNPAUSE` waits for that answer.
-    unpause_deferred: std::sync::atomic::AtomicBool,
+    /// A `CLIENT UNPAUSE` waits for that answer: the generation of the
+    /// pause it ends (0: none waits). A pause set since stays.
+    unpause_deferred: AtomicU64,
     pub metrics: PauseMetrics,
 }
 
@@ -150,7 +151,7 @@ impl Pause {
             max_bytes: AtomicUsize::new(max_bytes),
             until: std::sync::Mutex::new(None),
             step_down_sent: std::sync::Mutex::new(None),
-            unpause_deferred: std::sync::atomic::AtomicBool::new(false),
+            unpause_deferred: AtomicU64::new(0),
             metrics: PauseMetrics::default(),
         }
     }
@@ -232,9 +233,7 @@ impl Pause {
         if let Ok(mut sent) = self.step_down_sent.lock() {
             *sent = None;
         }
-        if self.unpause_deferred.swap(false, Ordering::AcqRel) {
-            self.unpause();
-        }
+        self.end_deferred();
     }
 
     /// `CLIENT UNPAUSE` from whoever paused this proxy (a new master's
@@ -243,22 +242,33 @@ impl Pause {
     /// `within`): writes released in between would reach a node that may
     /// be a replica already, which answers them `MOVED` (walkthrough 26: 37
     /// errors, the new master's fence having ended this node's pause as
-    /// soon as the node reported itself a replica). Whether it waits.
+    /// soon as the node reported itself a replica). It ends the pause in
+    /// force when it came, not one set while it waits (that one's owner
+    /// ends it). Whether it waits.
     pub fn unpause_after_step_down(self: &Arc<Self>, within: Duration) -> bool {
         let sent = self.step_down_sent.lock().ok().and_then(|s| *s);
-        let Some(deadline) = sent.map(|at| at + within).filter(|d| *d > Instant::now()) else {
+        let deadline = sent.map(|at| at + within).filter(|d| *d > Instant::now());
+        let generation = *self.generation.borrow();
+        let (Some(deadline), true) = (deadline, self.is_paused()) else {
             self.unpause();
             return false;
         };
-        self.unpause_deferred.store(true, Ordering::Release);
+        self.unpause_deferred.store(generation, Ordering::Release);
         let pause = Arc::clone(self);
         tokio::spawn(async move {
             tokio::time::sleep_until(deadline.into()).await;
-            if pause.unpause_deferred.swap(false, Ordering::AcqRel) {
-                pause.unpause();
-            }
+            pause.end_deferred();
         });
         true
+    }
+
+    /// Ends the pause a deferred `CLIENT UNPAUSE` waits to end, if it is
+    /// still the one in force.
+    fn end_deferred(&self) {
+        let generation = self.unpause_deferred.swap(0, Ordering::AcqRel);
+        if generation != 0 {
+            self.end(Some(generation));
+        }
     }
 
     /// Ends the pause (only the pause of `generation`, when given: a timer
@@ -368,6 +378,29 @@ mod tests {
         assert!(p.holds(true), "the later pause stays");
         assert!(p.unpause_own(theirs));
         assert!(!p.holds(true));
+    }
+
+    /// A `CLIENT UNPAUSE` waiting for a demoting topology's answer ends
+    /// the pause it came for, not a new one set while it waits (which
+    /// would otherwise end at most a second early, unasked).
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_deferred_unpause_leaves_a_later_pause_alone() {
+        let p = Arc::new(Pause::new(2, 100));
+        p.pause(Duration::from_secs(60), PauseMode::Write);
+        p.step_down_sent();
+        assert!(p.unpause_after_step_down(Duration::from_secs(1)));
+        assert!(p.holds(true), "the unpause waits");
+        p.pause(Duration::from_secs(60), PauseMode::Write);
+        p.step_down_answered();
+        assert!(p.holds(true), "the later pause stays");
+        // And one that waited for its own pause ends it.
+        p.step_down_sent();
+        assert!(p.unpause_after_step_down(Duration::from_secs(1)));
+        p.step_down_answered();
+        assert!(!p.holds(true));
+        // Not paused: nothing to wait for.
+        p.step_down_sent();
+        assert!(!p.unpause_after_step_down(Duration::from_secs(1)));
     }
 
     #[tokio::test(flavor = "current_thread")]
