@@ -255,7 +255,8 @@ fn a_successor_that_fails_leaves_the_running_leasegate_serving() {
 #[test]
 fn a_second_leasegate_on_the_same_upgrade_socket_leaves_it_alone() {
     let node = RedisServer::start();
-    let socket = std::env::temp_dir().join(format!("leasegate-shared-{}.sock", free_port()));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let socket = dir.path().join("leasegate-shared.sock");
     let yaml = format!("upgrade:\n  socket: {}\n", socket.display());
     let mut first = Proxy::start(&node.addr(), &yaml);
     let start = Instant::now();

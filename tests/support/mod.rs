@@ -841,6 +841,7 @@ pub fn piped_log(backend: &str, lease_yaml: &str, run_for: Duration) -> String {
         .args(["run", "-c"])
         .arg(&config)
         .env_remove("NO_COLOR")
+        .env("TMPDIR", dir.path())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

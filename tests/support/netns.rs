@@ -65,6 +65,9 @@ pub struct Lab {
     subnets: u32,
     /// Routes added in the test's namespace ([`Lab::unreachable_when_cut`]).
     routes: Vec<String>,
+    /// The programs' temporary directories (`TMPDIR`, one each): what
+    /// they leave there (a leasegate's upgrade socket) goes with the lab.
+    tmp: tempfile::TempDir,
 }
 
 /// One namespace joined to the test's namespace.
@@ -110,6 +113,7 @@ impl Lab {
                 children: Vec::new(),
                 subnets: 0,
                 routes: Vec::new(),
+                tmp: tempfile::tempdir().expect("the lab's temporary directory"),
             });
         }
         assert!(
@@ -276,9 +280,14 @@ impl Lab {
                 .unwrap_or_else(|e| panic!("open {}: {e}", path.display())),
             None => Stdio::null(),
         };
+        // One each: two leasegates on the same port in two hosts would
+        // otherwise share their default upgrade socket's path.
+        let tmp = self.tmp.path().join(self.children.len().to_string());
+        std::fs::create_dir_all(&tmp).expect("a program's temporary directory");
         let child = Command::new("ip")
             .args(["netns", "exec", &host.ns, program])
             .args(args)
+            .env("TMPDIR", &tmp)
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()
