@@ -29,6 +29,7 @@ pub mod admin;
 pub mod failover;
 pub mod failover_command;
 pub mod fence;
+pub mod lasting;
 pub mod poll;
 pub mod probe;
 pub mod reload;

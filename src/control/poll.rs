@@ -29,6 +29,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use tracing::{info, warn};
 
+use crate::control::lasting::{Lasting, Sighting};
 use crate::control::{fence, step_down_fence, switch, ControlContext};
 use crate::guard::lease::{Grant, GrantOutcome};
 use crate::guard::pause::PauseMode;
@@ -37,6 +38,11 @@ use crate::kvrocks::controller::{cluster_url, decide, fetch, http_client, Cluste
 
 /// Failures logged: the first, then every this many.
 const LOG_EVERY: u64 = 10;
+/// How long the controller may name this node master while its lease
+/// stays revoked at that version before it is worth a warning: a planned
+/// failover's old master is fenced at the version that still names it
+/// until the controller switches, well within this.
+const FENCED_WARN_AFTER: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
@@ -122,7 +128,7 @@ pub async fn poll(ctx: Arc<ControlContext>) {
         other_master: None,
         holding: None,
         pending_logged: None,
-        fenced_logged: None,
+        fenced: Lasting::new(FENCED_WARN_AFTER),
         new_master_wait: None,
     };
     let ticker_for = |interval: Duration| {
@@ -249,8 +255,9 @@ struct Poller<'a> {
     /// The version whose wait for the node was last logged: logged once
     /// per version, not at every poll.
     pending_logged: Option<u64>,
-    /// The version whose fenced polls were last logged (once per version).
-    fenced_logged: Option<u64>,
+    /// Polls naming this node master while its lease stays revoked at
+    /// that version: warned of once they last ([`FENCED_WARN_AFTER`]).
+    fenced: Lasting,
     /// Writes held while the new master named to this node, already
     /// demoted, does not take them yet: its address, and the hold's pause
     /// (since, bound, generation) while it lasts ([`Poller::await_new_master`]).
@@ -384,20 +391,7 @@ impl Poller<'_> {
                     switch::TakeOver::AtVersion if !handed_away => self.renew(me, sent),
                     switch::TakeOver::Ready | switch::TakeOver::AtVersion => {
                         self.metrics.count("fenced");
-                        // Once per version at warn: writes stay fenced
-                        // until the controller's next topology change, and
-                        // the operator must see why (walkthrough 23: a
-                        // hand-sent heartbeat naming another node, logged
-                        // at debug only, fenced a master for good).
-                        if self.fenced_logged.replace(version) != Some(version) {
-                            let snapshot = lease.snapshot();
-                            warn!(
-                                version,
-                                lease_owner = snapshot.owner.as_deref().unwrap_or(""),
-                                lease_epoch = snapshot.epoch,
-                                "the controller names this node master, but its lease was revoked at this topology version (by a failover away, a heartbeat or the admin API naming another node): writes stay fenced until the controller's topology changes"
-                            );
-                        }
+                        self.fenced_notice(version);
                     }
                     switch::TakeOver::NotYet(why) => {
                         self.metrics.count("pending");
@@ -489,11 +483,39 @@ impl Poller<'_> {
         false
     }
 
+    /// The controller names this node master at `version`, but its lease
+    /// was revoked at that version. Once per version at warn if it lasts:
+    /// writes stay fenced until the controller's next topology change, and
+    /// the operator must see why (walkthrough 23: a hand-sent heartbeat
+    /// naming another node, logged at debug only, fenced a master for
+    /// good). Briefly it is normal: a planned failover fences the old
+    /// master before the controller switches.
+    fn fenced_notice(&mut self, version: u64) {
+        let snapshot = self.ctx.role.lease().snapshot();
+        let owner = snapshot.owner.as_deref().unwrap_or("");
+        match self.fenced.seen(version, Instant::now()) {
+            Sighting::Lasted(lasted) => warn!(
+                version,
+                lease_owner = owner,
+                lease_epoch = snapshot.epoch,
+                lasted_ms = lasted.as_millis() as u64,
+                "the controller names this node master, but its lease was revoked at this topology version (by a failover away, a heartbeat or the admin API naming another node): writes stay fenced until the controller's topology changes"
+            ),
+            Sighting::Brief => tracing::debug!(
+                version,
+                lease_owner = owner,
+                "the controller still names this node master at the version its lease was revoked at (a failover away under way?)"
+            ),
+            Sighting::Reported => {}
+        }
+    }
+
     /// Grants the lease for `controller.ttl_ms` from `sent`, when the poll
     /// that named this node master was sent.
     fn renew(&mut self, me: String, sent: u64) {
         let lease = self.ctx.role.lease();
         self.fenced_at = None;
+        self.fenced.ended();
         self.end_new_master_wait();
         // The hold ends with the grant.
         self.end_own_hold();
