@@ -1,40 +1,17 @@
-//! Pull renewal from a stock kvrocks-controller.
-//!
-//! A controller that knows nothing about leases still knows who the master of
-//! each shard is. Every `controller.poll_interval_ms` leasegate asks it for the
-//! cluster (`GET {url}/api/v1/namespaces/{ns}/clusters/{cluster}`) and:
-//!
-//! * this node is `master` of its shard → the lease is renewed for
-//!   `controller.ttl_ms`, anchored at the instant the request was *sent* (so a
-//!   slow answer only shortens the lease);
-//! * this node is listed with another role, or not at all → the lease is
-//!   revoked at once;
-//! * the cluster version is below the highest this poller has seen → the
-//!   answer is stale (an old leader, a lagging replica of etcd) and ignored;
-//! * the controller is unreachable or answers an error → nothing happens: the
-//!   lease simply runs out, which is the point.
-//!
-//! Non-leader controllers answer `307` to the leader; up to [`MAX_REDIRECTS`](crate::kvrocks::controller::MAX_REDIRECTS)
-//! hops are followed. Safe only if `ttl_ms` + margin stays below the
-//! controller's failure detection time; [`crate::config::Config::warnings`]
-//! says so at start-up.
+//! One poll's answer acted on: the lease renewed, revoked or left alone,
+//! a take-over or a step-down followed ([`Poller::apply`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
-use prometheus_client::registry::Registry;
 use tracing::{info, warn};
 
+use super::metrics::PollMetrics;
 use crate::control::lasting::{Lasting, Sighting};
-use crate::control::{fence, step_down_fence, switch, ControlContext};
+use crate::control::{switch, ControlContext};
 use crate::guard::lease::{Grant, GrantOutcome};
-use crate::guard::pause::PauseMode;
 use crate::guard::role::{Demotion, Source};
-use crate::kvrocks::controller::{cluster_url, decide, fetch, http_client, Cluster, Decision};
+use crate::kvrocks::controller::{decide, Cluster, Decision};
 
 /// Failures logged: the first, then every this many.
 const LOG_EVERY: u64 = 10;
@@ -42,232 +19,46 @@ const LOG_EVERY: u64 = 10;
 /// stays revoked at that version before it is worth a warning: a planned
 /// failover's old master is fenced at the version that still names it
 /// until the controller switches, well within this.
-const FENCED_WARN_AFTER: Duration = Duration::from_secs(5);
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct OutcomeLabels {
-    /// `renewed`, `revoked`, `stale`, `fenced` (revoked at this version),
-    /// `pending` (named master, its node not yet at that topology) or `error`.
-    pub outcome: &'static str,
-}
-
-/// `leasegate_controller_polls_total{outcome}` and
-/// `leasegate_controller_poll_duration_seconds`.
-#[derive(Debug)]
-pub struct PollMetrics {
-    pub polls: Family<OutcomeLabels, Counter>,
-    pub duration: Histogram,
-}
-
-impl Default for PollMetrics {
-    fn default() -> Self {
-        Self {
-            polls: Family::default(),
-            duration: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
-        }
-    }
-}
-
-impl PollMetrics {
-    pub fn register(&self, registry: &mut Registry) {
-        registry.register(
-            "controller_polls",
-            "Controller polls by outcome (renewed, revoked, stale, fenced, pending, error)",
-            self.polls.clone(),
-        );
-        registry.register(
-            "controller_poll_duration_seconds",
-            "Round-trip time of a controller poll, redirects included",
-            self.duration.clone(),
-        );
-    }
-
-    fn count(&self, outcome: &'static str) {
-        self.polls.get_or_create(&OutcomeLabels { outcome }).inc();
-    }
-}
-
-/// Polls the controller until `ctx.shutdown` is cancelled. Does nothing
-/// when `controller.url` is unset. `controller.poll_interval_ms`, `.ttl_ms`
-/// and `.timeout_ms` are read from the running config, again after every
-/// reload; the cluster polled (`url`, `namespace`, `cluster`) is fixed at
-/// start, since the versions this poller remembers belong to it.
-pub async fn poll(ctx: Arc<ControlContext>) {
-    let config = ctx.config.load_full();
-    let Some(base) = config.controller.url.as_deref() else {
-        return;
-    };
-    let c = &config.controller;
-    let url = cluster_url(base, &c.namespace, &c.cluster);
-    let metrics = &ctx.metrics.poll;
-    let mut timeout = c.timeout.max(Duration::from_millis(1));
-    let mut tls = ctx.controller_tls.load_full();
-    let mut client = http_client(timeout, tls.clone());
-    info!(%url, interval_ms = c.poll_interval.as_millis() as u64, ttl_ms = c.ttl_ms, "polling the controller for the master lease");
-
-    ctx.role.poller_releases(c.switch_timeout);
-    // The controller's own push promoting this node waits until the old
-    // master is fenced (its push may come before the old master's poll).
-    ctx.role
-        .promotion_fence
-        .enable(fence::bound(&config), false);
-    tokio::spawn(fence::serve(Arc::clone(&ctx)));
-    // And the push demoting this node waits until the new master has its
-    // writes (the push may come before the new master's).
-    ctx.role
-        .step_down_fence
-        .enable(step_down_fence::BOUND, false);
-    tokio::spawn(step_down_fence::serve(Arc::clone(&ctx)));
-    let mut poller = Poller {
-        ctx: &ctx,
-        metrics,
-        highest: None,
-        failures: 0,
-        revocations_seen: ctx.gate.lease().revocations(),
-        fenced_at: None,
-        other_master: None,
-        holding: None,
-        pending_logged: None,
-        fenced: Lasting::new(FENCED_WARN_AFTER),
-        new_master_wait: None,
-    };
-    let ticker_for = |interval: Duration| {
-        let mut ticker = tokio::time::interval(interval.max(Duration::from_millis(1)));
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        ticker
-    };
-    let mut interval = c.poll_interval;
-    let mut ticker = ticker_for(interval);
-    // Clients wait for the first judged poll this long at most
-    // (`server::services`); unjudged polls are asked again soon only
-    // within it, not for as long as the node's id stays unknown.
-    let admitting_until = Instant::now() + c.timeout + Duration::from_millis(50);
-    let mut reloaded = ctx.reloaded.subscribe();
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            // A topology promoting this node passed: ask now.
-            _ = ctx.role.promoted() => {}
-            // Verification saw the controller switch the shard: follow it
-            // now (writes refused meanwhile wait for it).
-            _ = ctx.role.switch.seen() => {}
-            // A topology demoting this node passed, its writes held.
-            _ = ctx.role.stepped_down() => {
-                switch::release_to_new_master(&ctx).await;
-                continue;
-            }
-            r = reloaded.changed() => {
-                if r.is_err() {
-                    return;
-                }
-                let reloaded = ctx.config.load_full();
-                ctx.role
-                    .promotion_fence
-                    .enable(fence::bound(&reloaded), false);
-                let now = reloaded.controller.poll_interval;
-                if now != interval {
-                    // A new ticker's first tick is at once: the next poll
-                    // comes now, then at the new interval.
-                    interval = now;
-                    ticker = ticker_for(interval);
-                }
-                continue;
-            }
-            _ = ctx.shutdown.cancelled() => return,
-        }
-        let wanted = ctx
-            .config
-            .load()
-            .controller
-            .timeout
-            .max(Duration::from_millis(1));
-        let now_tls = ctx.controller_tls.load_full();
-        if wanted != timeout || !crate::kvrocks::connector::same_settings(&now_tls, &tls) {
-            // A reload changed the bound or the CAs (read again).
-            (timeout, tls) = (wanted, now_tls);
-            client = http_client(timeout, tls.clone());
-        }
-        let lease = ctx.gate.lease();
-        let sent = lease.now();
-        let started = Instant::now();
-        let answer = tokio::select! {
-            a = tokio::time::timeout(timeout, fetch(&client, &url)) => match a {
-                Ok(a) => a,
-                Err(_) => Err(format!("no answer from the controller within {} ms", timeout.as_millis())),
-            },
-            _ = ctx.shutdown.cancelled() => return,
-        };
-        metrics.duration.observe(started.elapsed().as_secs_f64());
-        let follow = tokio::select! {
-            f = poller.apply(answer, sent) => f,
-            _ = ctx.shutdown.cancelled() => return,
-        };
-        // A switch verification saw before this poll was sent is followed
-        // now (a step-down), or was none: the writes waiting go on.
-        ctx.role.switch.followed(started);
-        if lease.node_id().is_some() {
-            ctx.role.first_poll.set();
-        } else if !ctx.role.first_poll.happened() && Instant::now() < admitting_until {
-            // Not judged: the probe has not learned this node's id yet
-            // (CLUSTERX MYID, moments after start). Clients still wait
-            // for the controller's word: ask again soon, not a tick later.
-            // (Taken as the first word, a restarted leasegate answered
-            // the cold start's `-READONLY master lease expired` to writes
-            // for one poll interval: walkthrough 11.)
-            tokio::time::sleep(UNJUDGED_RETRY).await;
-            ticker.reset_immediately();
-            continue;
-        }
-        if follow {
-            // A switch was followed: look again at once rather than a
-            // tick later (the other side may have moved meanwhile).
-            ticker.reset_immediately();
-        }
-    }
-}
-
-/// How soon a first poll that could not be judged (the node's id not yet
-/// known) is asked again.
-const UNJUDGED_RETRY: Duration = Duration::from_millis(10);
+pub(super) const FENCED_WARN_AFTER: Duration = Duration::from_secs(5);
 
 /// A pause of the poller's own: since when, for how long, its generation
 /// (only it is ended by the poller).
-type OwnHold = (Instant, Duration, u64);
+pub(super) type OwnHold = (Instant, Duration, u64);
 
-struct Poller<'a> {
-    ctx: &'a ControlContext,
-    metrics: &'a PollMetrics,
-    highest: Option<u64>,
-    failures: u64,
+pub(super) struct Poller<'a> {
+    pub(super) ctx: &'a ControlContext,
+    pub(super) metrics: &'a PollMetrics,
+    pub(super) highest: Option<u64>,
+    pub(super) failures: u64,
     /// The lease's revocation count when the poller last looked.
-    revocations_seen: u64,
+    pub(super) revocations_seen: u64,
     /// The lease was revoked (by anyone: a role change, a failover, another
     /// master named) while the topology was at this version: a poll renews
     /// again only from a later version, since the controller's view at this
     /// version is older than the revocation.
-    fenced_at: Option<u64>,
+    pub(super) fenced_at: Option<u64>,
     /// The address of this node's shard master in the last answer, when
     /// another node: the old master a take-over checks ([`switch`]).
-    other_master: Option<String>,
+    pub(super) other_master: Option<String>,
     /// Since when writes are held by [`Poller::hold_writes`], for how long,
     /// and the generation of that pause (only it is ended by the grant).
-    holding: Option<OwnHold>,
+    pub(super) holding: Option<OwnHold>,
     /// The version whose wait for the node was last logged: logged once
     /// per version, not at every poll.
-    pending_logged: Option<u64>,
+    pub(super) pending_logged: Option<u64>,
     /// Polls naming this node master while its lease stays revoked at
     /// that version: warned of once they last ([`FENCED_WARN_AFTER`]).
-    fenced: Lasting,
+    pub(super) fenced: Lasting,
     /// Writes held while the new master named to this node, already
     /// demoted, does not take them yet: its address, and the hold's pause
     /// (since, bound, generation) while it lasts ([`Poller::await_new_master`]).
-    new_master_wait: Option<(String, Option<OwnHold>)>,
+    pub(super) new_master_wait: Option<(String, Option<OwnHold>)>,
 }
 
 impl Poller<'_> {
     /// Acts on one answer; `true` when it followed a switch of the
     /// controller's ([`switch`]).
-    async fn apply(&mut self, answer: Result<Cluster, String>, sent: u64) -> bool {
+    pub(super) async fn apply(&mut self, answer: Result<Cluster, String>, sent: u64) -> bool {
         let lease = self.ctx.role.lease();
         let cluster = match answer {
             Ok(c) => c,
@@ -537,80 +328,6 @@ impl Poller<'_> {
             Err(e) => {
                 self.metrics.count("error");
                 tracing::debug!(error = %e, "controller poll grant refused");
-            }
-        }
-    }
-
-    /// The controller names this node master, but the node is not at its
-    /// topology yet: writes are held (not handed back to the old master,
-    /// which may be down and point here) for at most twice
-    /// `controller.switch_timeout_ms` from the first such poll; the grant
-    /// releases them.
-    fn hold_writes(&mut self) {
-        let role = &self.ctx.role;
-        role.clear_demotion();
-        // A pause already on (the controller's own, a failover's) holds
-        // the writes and is left to whoever set it.
-        if self.holding.is_some() || role.failover.is_running() || self.ctx.gate.pause().is_paused()
-        {
-            return;
-        }
-        // The take-over's own bound, plus the node's promotion after it;
-        // after a crash, as long as the dead node's clients may wait for
-        // this one (`node_lost_wait_ms`): Kvrocks promotes a replica whose
-        // master is gone only after seconds of reconnect cycles (8 s seen),
-        // and a bound of twice the switch timeout failed those writes.
-        let controller = &self.ctx.config.load().controller;
-        let bound = (controller.switch_timeout * 2).max(controller.node_lost_wait);
-        let generation = self.ctx.gate.pause().pause(bound, PauseMode::Write);
-        self.holding = Some((Instant::now(), bound, generation));
-    }
-
-    /// Ends [`Poller::hold_writes`]'s hold, if its own bound has not ended
-    /// it. Only its own: a pause set since (the controller's) stays.
-    fn end_own_hold(&mut self) {
-        if let Some((since, bound, generation)) = self.holding.take() {
-            if since.elapsed() < bound && !self.ctx.role.failover.is_running() {
-                self.ctx.gate.pause().unpause_own(generation);
-            }
-        }
-    }
-
-    /// The controller names `new_master`, whose leasegate does not take
-    /// this node's writes yet (its node not yet promoted, its lease on
-    /// its way): they are held for `controller.switch_timeout_ms`, once per
-    /// new master, as a step-down holds them, then refused until it takes
-    /// them. (A master's leasegate restarted just after the controller
-    /// failed its node over refused them at once: `-READONLY this node was
-    /// demoted; the new master is unknown` for 0.93 s, 3,032 errors,
-    /// walkthrough 23.)
-    fn await_new_master(&mut self, new_master: &str) {
-        if self
-            .new_master_wait
-            .as_ref()
-            .is_some_and(|(named, _)| named == new_master)
-        {
-            return;
-        }
-        self.end_new_master_wait();
-        let pause = self.ctx.gate.pause();
-        let hold = (!self.ctx.role.failover.is_running() && !pause.is_paused()).then(|| {
-            let bound = self.ctx.config.load().controller.switch_timeout;
-            info!(
-                new_master,
-                timeout_ms = bound.as_millis() as u64,
-                "the controller names another master, whose leasegate does not take this node's writes yet: they are held meanwhile"
-            );
-            (Instant::now(), bound, pause.pause(bound, PauseMode::Write))
-        });
-        self.new_master_wait = Some((new_master.to_string(), hold));
-    }
-
-    /// Ends [`Poller::await_new_master`]'s hold, if it still holds.
-    fn end_new_master_wait(&mut self) {
-        if let Some((_, Some((since, bound, generation)))) = self.new_master_wait.take() {
-            if since.elapsed() < bound {
-                self.ctx.gate.pause().unpause_own(generation);
             }
         }
     }
