@@ -389,32 +389,6 @@ fn the_poll_holds_no_writes_while_the_old_masters_failover_promotes_this_node() 
     }
 }
 
-/// Topology version 1, A master and B its replica, at the controller and
-/// on both nodes; returns once A's poll has given it the lease. The two
-/// leasegates' addresses.
-fn a_master_of_b(
-    controller: &TestController,
-    a: &support::kvrocks::Node,
-    b: &support::kvrocks::Node,
-) -> (String, String) {
-    use support::kvrocks::{topology, A_ID, B_ID};
-    let (a_addr, b_addr) = (
-        format!("127.0.0.1:{}", a.proxy.port),
-        format!("127.0.0.1:{}", b.proxy.port),
-    );
-    controller.set_topology(
-        1,
-        vec![vec![(A_ID, &a_addr, "master"), (B_ID, &b_addr, "slave")]],
-    );
-    let v1 = topology((A_ID, a), Some((B_ID, b)));
-    a.set_nodes(&v1, 1);
-    b.set_nodes(&v1, 1);
-    set_until(&mut a.proxy.client(), "A's lease from its poll", |r| {
-        *r == Reply::ok()
-    });
-    (a_addr, b_addr)
-}
-
 /// The controller switches the shard and is then frozen: the old master's
 /// poll saw the switch, the new master's did not (it still takes itself
 /// for the old master's replica, demoted toward it). The old master's
@@ -425,7 +399,7 @@ fn a_master_of_b(
 /// sockets within seconds (walkthrough 8).
 #[test]
 fn writes_are_not_handed_to_a_leasegate_that_would_hand_them_back() {
-    use support::kvrocks::{Node, A_ID, B_ID};
+    use support::kvrocks::{a_master_of_b, Node, A_ID, B_ID};
 
     let controller = TestController::start();
     let a = Node::start_with(
@@ -478,7 +452,7 @@ fn writes_are_not_handed_to_a_leasegate_that_would_hand_them_back() {
 /// walkthrough 23).
 #[test]
 fn a_restarted_old_masters_writes_wait_for_the_new_master_to_take_them() {
-    use support::kvrocks::{topology, Node, A_ID, B_ID};
+    use support::kvrocks::{a_master_of_b, topology, Node, A_ID, B_ID};
 
     let controller = TestController::start();
     let yaml = format!(
@@ -525,7 +499,7 @@ fn a_restarted_old_masters_writes_wait_for_the_new_master_to_take_them() {
 /// (`node_lost_wait_ms`, 30 s): walkthrough 26, all 34 clients for 30.0 s.
 #[test]
 fn writes_held_for_a_promotion_taken_back_go_on_at_once() {
-    use support::kvrocks::{Node, A_ID, B_ID};
+    use support::kvrocks::{a_master_of_b, Node, A_ID, B_ID};
 
     let controller = TestController::start();
     // A polls seldom: it does not report itself fenced at version 2, so

@@ -65,6 +65,46 @@ const NONE: u8 = 0;
 const WRITE: u8 = 1;
 const ALL: u8 = 2;
 
+/// Who set a pause that only its setter ends (the others are ended by
+/// anyone's unpause). Carried to a successor at an upgrade, so that its
+/// own poller ends a hold its predecessor's poller set (walkthrough 27: a
+/// hold inherited without its owner stalled every write for 30 s and
+/// stranded the sessions still waiting on it until the drain timeout).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PauseOwner {
+    /// The poller's hold while its node is not yet at the topology naming
+    /// it master.
+    PollTakeOver,
+    /// The poller's hold while the new master named to this demoted node
+    /// does not take its writes yet.
+    PollNewMaster,
+    /// The Sentinel poller's hold while a Sentinel fails this node over.
+    Sentinel,
+}
+
+/// The pause set (by a pause, ended by an unpause or its timeout) and the
+/// upgrade's freeze over it, changed together under the generation's lock.
+#[derive(Debug, Default)]
+struct State {
+    /// The pause in force: its mode, end and owner.
+    set: Option<(PauseMode, Instant, Option<PauseOwner>)>,
+    /// An upgrade holds every request whatever the pause ([`Pause::freeze`]).
+    frozen: bool,
+}
+
+impl State {
+    /// The value of [`Pause::active`] for this state.
+    fn active(&self) -> u8 {
+        match (self.frozen, self.set) {
+            (true, _) => ALL,
+            (false, Some((PauseMode::All, ..))) => ALL,
+            (false, Some((PauseMode::Write, ..))) => WRITE,
+            (false, None) => NONE,
+        }
+    }
+}
+
 /// The pause state the admin API reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct PauseStatus {
@@ -129,8 +169,8 @@ pub struct Pause {
     /// ([`Pause::set_bounds`]).
     max_requests: AtomicUsize,
     max_bytes: AtomicUsize,
-    /// When the pause in force ends by itself (for an upgrade's successor).
-    until: std::sync::Mutex<Option<(PauseMode, Instant)>>,
+    /// The pause set and the freeze; `active` follows it.
+    state: std::sync::Mutex<State>,
     /// A demoting topology went to the node at this instant and its answer
     /// is not applied yet ([`Pause::unpause_after_step_down`]).
     step_down_sent: std::sync::Mutex<Option<Instant>>,
@@ -149,7 +189,7 @@ impl Pause {
             held_bytes: AtomicUsize::new(0),
             max_requests: AtomicUsize::new(max_requests),
             max_bytes: AtomicUsize::new(max_bytes),
-            until: std::sync::Mutex::new(None),
+            state: std::sync::Mutex::new(State::default()),
             step_down_sent: std::sync::Mutex::new(None),
             unpause_deferred: AtomicU64::new(0),
             metrics: PauseMetrics::default(),
@@ -182,20 +222,25 @@ impl Pause {
     /// Must be called inside a tokio runtime (the timeout is a task).
     /// Returns the pause's generation ([`Pause::unpause_own`]).
     pub fn pause(self: &Arc<Self>, timeout: Duration, mode: PauseMode) -> u64 {
-        let active = match mode {
-            PauseMode::Write => WRITE,
-            PauseMode::All => ALL,
-        };
+        self.pause_as(timeout, mode, None)
+    }
+
+    /// [`Pause::pause`], by `owner` when given: then only
+    /// [`Pause::end_owned`] with that owner (or an unpause, or its timeout)
+    /// ends it.
+    pub fn pause_as(
+        self: &Arc<Self>,
+        timeout: Duration,
+        mode: PauseMode,
+        owner: Option<PauseOwner>,
+    ) -> u64 {
         let mut generation = 0;
         self.generation.send_modify(|g| {
-            self.active.store(active, Ordering::SeqCst);
+            self.change(|state| state.set = Some((mode, Instant::now() + timeout, owner)));
             *g += 1;
             generation = *g;
         });
         self.metrics.pauses.inc();
-        if let Ok(mut until) = self.until.lock() {
-            *until = Some((mode, Instant::now() + timeout));
-        }
         let pause = Arc::clone(self);
         tokio::spawn(async move {
             tokio::time::sleep(timeout).await;
@@ -211,6 +256,61 @@ impl Pause {
     /// stays. Whether it ended.
     pub fn unpause_own(&self, generation: u64) -> bool {
         self.end(Some(generation))
+    }
+
+    /// Ends the pause in force if `owner` set it (in this process, or in
+    /// the predecessor this one took over from). Whether it ended one.
+    pub fn end_owned(&self, owner: PauseOwner) -> bool {
+        let mine = self.owner() == Some(owner);
+        mine && self.generation.send_if_modified(|g| {
+            // Looked at again under the lock: a pause set meanwhile stays.
+            if self.owner() != Some(owner) {
+                return false;
+            }
+            self.change(|state| state.set = None);
+            *g += 1;
+            true
+        })
+    }
+
+    /// Who set the pause in force, when one of [`PauseOwner`].
+    pub fn owner(&self) -> Option<PauseOwner> {
+        self.state
+            .lock()
+            .ok()
+            .and_then(|s| s.set.and_then(|(.., o)| o))
+    }
+
+    /// An upgrade holds every request from now on, whatever pauses and
+    /// unpauses come meanwhile (the controller's `CLIENT UNPAUSE` ended the
+    /// upgrade's hold when it was a pause, and the predecessor admitted
+    /// writes after it had handed its lease over). They change the pause
+    /// set under the freeze, which goes to the successor as it is then.
+    /// Ended by [`Pause::thaw`] if the take-over fails; never otherwise.
+    pub fn freeze(&self) {
+        // Held requests are not woken: they stay held.
+        self.generation.send_if_modified(|_| {
+            self.change(|state| state.frozen = true);
+            false
+        });
+    }
+
+    /// The take-over failed: the pause set (if any) is what holds again.
+    pub fn thaw(&self) {
+        // Every held request is asked about again (the generation stays
+        // the same: owners still end their own pauses).
+        self.generation
+            .send_modify(|_| self.change(|state| state.frozen = false));
+    }
+
+    /// Applies `f` to the state and `active` to match (under the
+    /// generation's lock, which every caller holds).
+    fn change(&self, f: impl FnOnce(&mut State)) {
+        if let Ok(mut state) = self.state.lock() {
+            f(&mut state);
+            // SeqCst pairs with the writes-in-flight count (see `Session::admit`).
+            self.active.store(state.active(), Ordering::SeqCst);
+        }
     }
 
     /// Ends the pause; held requests are asked about again.
@@ -249,7 +349,7 @@ impl Pause {
         let sent = self.step_down_sent.lock().ok().and_then(|s| *s);
         let deadline = sent.map(|at| at + within).filter(|d| *d > Instant::now());
         let generation = *self.generation.borrow();
-        let (Some(deadline), true) = (deadline, self.is_paused()) else {
+        let (Some(deadline), Some(_)) = (deadline, self.remaining()) else {
             self.unpause();
             return false;
         };
@@ -278,22 +378,17 @@ impl Pause {
             if generation.is_some_and(|mine| mine != *g) {
                 return false;
             }
-            self.active.store(NONE, Ordering::SeqCst);
-            if let Ok(mut until) = self.until.lock() {
-                *until = None;
-            }
+            self.change(|state| state.set = None);
             *g += 1;
             true
         })
     }
 
-    /// The pause in force and how long it has left (`None`: not paused).
+    /// The pause set and how long it has left (`None`: none), whether or
+    /// not an upgrade's freeze is over it.
     pub fn remaining(&self) -> Option<(PauseMode, Duration)> {
-        if !self.is_paused() {
-            return None;
-        }
-        let until = self.until.lock().ok().and_then(|u| *u)?;
-        Some((until.0, until.1.saturating_duration_since(Instant::now())))
+        let (mode, until, _) = self.state.lock().ok()?.set?;
+        Some((mode, until.saturating_duration_since(Instant::now())))
     }
 
     /// Takes a place in the pause buffer for a request of `bytes`, or `None`
@@ -378,6 +473,90 @@ mod tests {
         assert!(p.holds(true), "the later pause stays");
         assert!(p.unpause_own(theirs));
         assert!(!p.holds(true));
+        // By owner: the same, whoever remembers what.
+        p.pause_as(
+            Duration::from_secs(60),
+            PauseMode::Write,
+            Some(PauseOwner::PollTakeOver),
+        );
+        assert!(!p.end_owned(PauseOwner::Sentinel), "not the Sentinel's");
+        p.pause(Duration::from_secs(60), PauseMode::Write);
+        assert!(
+            !p.end_owned(PauseOwner::PollTakeOver),
+            "the poller's was replaced"
+        );
+        assert!(p.holds(true));
+        p.unpause();
+        p.pause_as(
+            Duration::from_secs(60),
+            PauseMode::Write,
+            Some(PauseOwner::PollTakeOver),
+        );
+        assert_eq!(p.owner(), Some(PauseOwner::PollTakeOver));
+        assert!(p.end_owned(PauseOwner::PollTakeOver));
+        assert!(!p.holds(true) && p.owner().is_none());
+    }
+
+    /// An upgrade's freeze holds every request whatever comes meanwhile: an
+    /// unpause (the controller's `CLIENT UNPAUSE`) or a shorter pause
+    /// changes only the pause set under it, which is what a successor
+    /// takes, and what holds again if the take-over fails.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_freeze_is_ended_by_nothing_but_its_thaw() {
+        let p = Arc::new(Pause::new(8, 1000));
+        p.pause_as(
+            Duration::from_secs(30),
+            PauseMode::Write,
+            Some(PauseOwner::PollTakeOver),
+        );
+        p.freeze();
+        assert!(p.holds(false), "reads are held too");
+        let held = p.hold(10).expect("room");
+        p.unpause();
+        assert!(
+            p.holds(false) && p.holds(true),
+            "an unpause does not end it"
+        );
+        assert_eq!(p.remaining(), None, "but the pause set is gone");
+        p.pause(Duration::from_millis(20), PauseMode::Write);
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert!(p.holds(false), "nor does a pause's timeout");
+        p.pause_as(
+            Duration::from_secs(30),
+            PauseMode::Write,
+            Some(PauseOwner::PollTakeOver),
+        );
+        let (mode, left) = p.remaining().expect("a pause set");
+        assert_eq!(mode, PauseMode::Write);
+        assert!(left > Duration::from_secs(29));
+        assert_eq!(p.owner(), Some(PauseOwner::PollTakeOver));
+        drop(held);
+        p.thaw();
+        assert!(
+            p.holds(true) && !p.holds(false),
+            "the pause set holds writes"
+        );
+        assert!(p.end_owned(PauseOwner::PollTakeOver));
+        assert!(!p.is_paused());
+        // A request held under a freeze over no pause is released by the
+        // thaw (the generation stays: owners still end their own).
+        p.freeze();
+        let held = p.hold(10).expect("room");
+        let waiter = {
+            let p = Arc::clone(&p);
+            tokio::spawn(async move {
+                p.wait(&held).await;
+                drop(held);
+            })
+        };
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        p.thaw();
+        tokio::time::timeout(Duration::from_secs(1), waiter)
+            .await
+            .expect("the thaw releases it")
+            .expect("the waiter");
+        assert!(!p.is_paused());
     }
 
     /// A `CLIENT UNPAUSE` waiting for a demoting topology's answer ends

@@ -13,15 +13,21 @@ use serde::{Deserialize, Serialize};
 
 use crate::guard::gate::Gate;
 use crate::guard::lease::HandedLease;
-use crate::guard::pause::PauseMode;
+use crate::guard::pause::{PauseMode, PauseOwner};
 use crate::guard::role::Demotion;
 
 /// The Gate's state as a successor takes it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Succession {
     pub lease: HandedLease,
-    /// The pause in force and its time left, in milliseconds.
+    /// The pause set and its time left, in milliseconds (an upgrade's
+    /// own hold over it is not: the successor does not hold).
     pub pause: Option<(PauseMode, u64)>,
+    /// Who set that pause, when only its setter ends it: the successor's
+    /// counterpart ends it ([`PauseOwner`]). Absent from an older
+    /// predecessor's state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause_owner: Option<PauseOwner>,
     /// Demoted: the new master's leasegate, when known (`Some(None)`: not known).
     pub demotion: Option<Option<String>>,
     pub controller_version: u64,
@@ -40,6 +46,7 @@ impl Gate {
                 .pause()
                 .remaining()
                 .map(|(mode, left)| (mode, left.as_millis().try_into().unwrap_or(u64::MAX))),
+            pause_owner: self.pause().owner(),
             demotion: role
                 .demotion()
                 .map(|d| d.new_master.as_deref().map(str::to_string)),
@@ -61,7 +68,8 @@ impl Gate {
         self.lease().import(&s.lease);
         if let Some((mode, left_ms)) = s.pause {
             if left_ms > 0 {
-                self.pause().pause(Duration::from_millis(left_ms), mode);
+                self.pause()
+                    .pause_as(Duration::from_millis(left_ms), mode, s.pause_owner);
             }
         }
         if let Some(new_master) = &s.demotion {

@@ -347,7 +347,6 @@ impl Server {
             Arc::clone(&self.handoff),
             Arc::clone(&self.mover),
         );
-        let runtime = tokio::runtime::Handle::current();
         tokio::task::spawn_blocking(move || {
             if let Some(inherited) = inherited {
                 // systemd follows this process before the predecessor exits.
@@ -356,7 +355,7 @@ impl Server {
                     warn!(error = %e, "the hand-over of sessions broke off; those not received were closed by the predecessor");
                 }
             }
-            upgrade::serve(&path, ctx, handoff, mover, runtime);
+            upgrade::serve(&path, ctx, handoff, mover);
         });
         from
     }

@@ -317,6 +317,40 @@ impl Node {
     }
 }
 
+/// Topology version 1, A master and B its replica, at the controller and
+/// on both nodes; returns once A's poll has given it the lease. The two
+/// leasegates' addresses.
+pub fn a_master_of_b(
+    controller: &super::controller::TestController,
+    a: &Node,
+    b: &Node,
+) -> (String, String) {
+    let (a_addr, b_addr) = (
+        format!("127.0.0.1:{}", a.proxy.port),
+        format!("127.0.0.1:{}", b.proxy.port),
+    );
+    controller.set_topology(
+        1,
+        vec![vec![(A_ID, &a_addr, "master"), (B_ID, &b_addr, "slave")]],
+    );
+    let v1 = topology((A_ID, a), Some((B_ID, b)));
+    a.set_nodes(&v1, 1);
+    b.set_nodes(&v1, 1);
+    let mut client = a.proxy.client();
+    let start = Instant::now();
+    loop {
+        let reply = client.cmd(&["SET", "k", "v"]);
+        if reply == Reply::ok() {
+            return (a_addr, b_addr);
+        }
+        assert!(
+            start.elapsed() < PATIENCE,
+            "A's lease from its poll: still {reply:?} after {PATIENCE:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// The shard as the controller registers it: by leasegate addresses, all
 /// slots on the master.
 pub fn topology(master: (&str, &Node), replica: Option<(&str, &Node)>) -> String {

@@ -2,14 +2,14 @@
 //! master is not at the controller's topology yet ([`Poller::hold_writes`]),
 //! and while the new master named to a demoted node does not take them
 //! yet ([`Poller::await_new_master`]). Each ends only itself: a pause set
-//! since (the controller's, a failover's) stays.
-
-use std::time::Instant;
+//! since (the controller's, a failover's) stays. Each is known by its
+//! [`PauseOwner`], not by anything this poller remembers: a successor's
+//! poller ends a hold its predecessor's set.
 
 use tracing::info;
 
 use super::Poller;
-use crate::guard::pause::PauseMode;
+use crate::guard::pause::{PauseMode, PauseOwner};
 
 impl Poller<'_> {
     /// The controller names this node master, but the node is not at its
@@ -20,10 +20,10 @@ impl Poller<'_> {
     pub(super) fn hold_writes(&mut self) {
         let role = &self.ctx.role;
         role.clear_demotion();
-        // A pause already on (the controller's own, a failover's) holds
-        // the writes and is left to whoever set it.
-        if self.holding.is_some() || role.failover.is_running() || self.ctx.gate.pause().is_paused()
-        {
+        // A pause already on (this hold, the controller's own, a
+        // failover's) holds the writes and is left to whoever set it.
+        let pause = self.ctx.gate.pause();
+        if role.failover.is_running() || pause.is_paused() {
             return;
         }
         // The take-over's own bound, plus the node's promotion after it;
@@ -33,17 +33,14 @@ impl Poller<'_> {
         // and a bound of twice the switch timeout failed those writes.
         let controller = &self.ctx.config.load().controller;
         let bound = (controller.switch_timeout * 2).max(controller.node_lost_wait);
-        let generation = self.ctx.gate.pause().pause(bound, PauseMode::Write);
-        self.holding = Some((Instant::now(), bound, generation));
+        pause.pause_as(bound, PauseMode::Write, Some(PauseOwner::PollTakeOver));
     }
 
-    /// Ends [`Poller::hold_writes`]'s hold, if its own bound has not ended
-    /// it. Only its own: a pause set since (the controller's) stays.
+    /// Ends [`Poller::hold_writes`]'s hold, if it is the pause in force
+    /// (its bound may have ended it, another pause replaced it).
     pub(super) fn end_own_hold(&mut self) {
-        if let Some((since, bound, generation)) = self.holding.take() {
-            if since.elapsed() < bound && !self.ctx.role.failover.is_running() {
-                self.ctx.gate.pause().unpause_own(generation);
-            }
+        if !self.ctx.role.failover.is_running() {
+            self.ctx.gate.pause().end_owned(PauseOwner::PollTakeOver);
         }
     }
 
@@ -56,33 +53,31 @@ impl Poller<'_> {
     /// demoted; the new master is unknown` for 0.93 s, 3,032 errors,
     /// walkthrough 23.)
     pub(super) fn await_new_master(&mut self, new_master: &str) {
-        if self
-            .new_master_wait
-            .as_ref()
-            .is_some_and(|(named, _)| named == new_master)
-        {
+        if self.new_master_wait.as_deref() == Some(new_master) {
+            return;
+        }
+        let pause = self.ctx.gate.pause();
+        if self.new_master_wait.is_none() && pause.owner() == Some(PauseOwner::PollNewMaster) {
+            // The predecessor's hold, taken over at an upgrade: it goes on.
+            self.new_master_wait = Some(new_master.to_string());
             return;
         }
         self.end_new_master_wait();
-        let pause = self.ctx.gate.pause();
-        let hold = (!self.ctx.role.failover.is_running() && !pause.is_paused()).then(|| {
+        if !self.ctx.role.failover.is_running() && !pause.is_paused() {
             let bound = self.ctx.config.load().controller.switch_timeout;
             info!(
                 new_master,
                 timeout_ms = bound.as_millis() as u64,
                 "the controller names another master, whose leasegate does not take this node's writes yet: they are held meanwhile"
             );
-            (Instant::now(), bound, pause.pause(bound, PauseMode::Write))
-        });
-        self.new_master_wait = Some((new_master.to_string(), hold));
+            pause.pause_as(bound, PauseMode::Write, Some(PauseOwner::PollNewMaster));
+        }
+        self.new_master_wait = Some(new_master.to_string());
     }
 
-    /// Ends [`Poller::await_new_master`]'s hold, if it still holds.
+    /// Ends [`Poller::await_new_master`]'s hold, if it is the pause in force.
     pub(super) fn end_new_master_wait(&mut self) {
-        if let Some((_, Some((since, bound, generation)))) = self.new_master_wait.take() {
-            if since.elapsed() < bound {
-                self.ctx.gate.pause().unpause_own(generation);
-            }
-        }
+        self.new_master_wait = None;
+        self.ctx.gate.pause().end_owned(PauseOwner::PollNewMaster);
     }
 }

@@ -74,7 +74,6 @@ pub async fn poll(ctx: Arc<ControlContext>) {
         revocations_seen: ctx.gate.lease().revocations(),
         fenced_at: None,
         other_master: None,
-        holding: None,
         pending_logged: None,
         fenced: Lasting::new(FENCED_WARN_AFTER),
         new_master_wait: None,

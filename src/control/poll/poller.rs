@@ -21,10 +21,6 @@ const LOG_EVERY: u64 = 10;
 /// until the controller switches, well within this.
 pub(super) const FENCED_WARN_AFTER: Duration = Duration::from_secs(5);
 
-/// A pause of the poller's own: since when, for how long, its generation
-/// (only it is ended by the poller).
-pub(super) type OwnHold = (Instant, Duration, u64);
-
 pub(super) struct Poller<'a> {
     pub(super) ctx: &'a ControlContext,
     pub(super) metrics: &'a PollMetrics,
@@ -40,19 +36,16 @@ pub(super) struct Poller<'a> {
     /// The address of this node's shard master in the last answer, when
     /// another node: the old master a take-over checks ([`switch`]).
     pub(super) other_master: Option<String>,
-    /// Since when writes are held by [`Poller::hold_writes`], for how long,
-    /// and the generation of that pause (only it is ended by the grant).
-    pub(super) holding: Option<OwnHold>,
     /// The version whose wait for the node was last logged: logged once
     /// per version, not at every poll.
     pub(super) pending_logged: Option<u64>,
     /// Polls naming this node master while its lease stays revoked at
     /// that version: warned of once they last ([`FENCED_WARN_AFTER`]).
     pub(super) fenced: Lasting,
-    /// Writes held while the new master named to this node, already
-    /// demoted, does not take them yet: its address, and the hold's pause
-    /// (since, bound, generation) while it lasts ([`Poller::await_new_master`]).
-    pub(super) new_master_wait: Option<(String, Option<OwnHold>)>,
+    /// The new master named to this node, already demoted, whose
+    /// leasegate does not take its writes yet: they are held meanwhile
+    /// ([`Poller::await_new_master`]).
+    pub(super) new_master_wait: Option<String>,
 }
 
 impl Poller<'_> {

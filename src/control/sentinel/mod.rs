@@ -55,6 +55,7 @@ use tracing::{info, warn};
 
 use crate::control::ControlContext;
 use crate::guard::lease::{Grant, MAX_TTL_MS};
+use crate::guard::pause::{PauseMode, PauseOwner};
 use crate::guard::role::{Demotion, Source};
 use crate::kvrocks::sentinel::{check_deployment, judge, Judgement, MasterView};
 use crate::kvrocks::topology::Replication;
@@ -135,8 +136,6 @@ pub async fn run(ctx: Arc<ControlContext>) {
     // master they name. (Walkthrough 13: such a node was never made to,
     // and the shard could not fail over to it, planned or not.)
     let mut ever_followed = false;
-    // The pause holding writes while a Sentinel fails this node over.
-    let mut own_hold = None;
     // Whether a task is making this node follow the master the Sentinels
     // name (`stale::follow_new_master`).
     let following = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -248,13 +247,13 @@ pub async fn run(ctx: Arc<ControlContext>) {
                     });
                 }
             }
-            Judgement::Hold { why } => hold_writes(&ctx, &mut own_hold, &why),
+            Judgement::Hold { why } => hold_writes(&ctx, &why),
             Judgement::Withhold { why } => withhold(&ctx, &mut withheld, &why),
         }
         if !holds {
-            if let Some(generation) = own_hold.take() {
-                ctx.gate.pause().unpause_own(generation);
-            }
+            // The hold ends (this process's, or its predecessor's taken
+            // over at an upgrade), if it is the pause in force.
+            ctx.gate.pause().end_owned(PauseOwner::Sentinel);
         }
         ctx.gate.lease().beat(sent, pulse(&ctx));
     }
@@ -267,15 +266,15 @@ fn pulse(ctx: &ControlContext) -> Duration {
 }
 
 /// A Sentinel is failing this node over: its writes are held (a pause of
-/// this leasegate's own, `own_hold`, unless writes are held already) until
+/// this leasegate's own, [`PauseOwner::Sentinel`], unless writes are held already) until
 /// the Sentinels name the new master or the failover ends without one.
 /// Bounded by `sentinel.max_lease_ms`: the lease, not renewed, ends first.
-fn hold_writes(ctx: &ControlContext, own_hold: &mut Option<u64>, why: &str) {
+fn hold_writes(ctx: &ControlContext, why: &str) {
     ctx.metrics.sentinel.count("held");
     let pause = ctx.gate.pause();
     if ctx.role.lease().write_allowed() && !ctx.role.is_demoted() && !pause.is_paused() {
         let bound = Duration::from_millis(ctx.config.load().sentinel.max_lease_ms);
-        *own_hold = Some(pause.pause(bound, crate::guard::pause::PauseMode::Write));
+        pause.pause_as(bound, PauseMode::Write, Some(PauseOwner::Sentinel));
         info!(
             why,
             "writes are held until the Sentinels name the new master or the failover ends"

@@ -9,7 +9,7 @@
 //!
 //! 1. The successor has loaded its config and says `Hello`.
 //! 2. The predecessor waits for a failover under way to end, then holds
-//!    every request (a pause of all requests, local to it) and waits until
+//!    every request (a freeze no pause or unpause ends) and waits until
 //!    no write it admitted is in flight. It exports the Gate's state
 //!    ([`crate::guard::succession`]): from then on it refuses grants, so
 //!    the lease the successor takes cannot change behind it. It sends the
@@ -36,14 +36,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::control::ControlContext;
 use crate::guard::failover_command::FailoverCommandState;
-use crate::guard::pause::PauseMode;
 use crate::guard::succession::Succession;
 use crate::proxy::session::{MovedSession, Mover};
 
@@ -51,9 +49,6 @@ pub use wire::Message;
 
 /// How long the predecessor waits for the successor's `Ready`.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long the predecessor's own hold may last at most (it is lifted at
-/// once if the take-over fails).
-const HOLD_LIMIT: Duration = Duration::from_secs(60);
 
 /// Why a take-over did not happen.
 #[derive(Debug, thiserror::Error)]
@@ -139,13 +134,7 @@ pub fn socket_path(config: &crate::config::Config) -> PathBuf {
 
 /// Serves the upgrade socket until a successor took over (predecessor).
 /// Runs on a blocking thread.
-pub fn serve(
-    path: &Path,
-    ctx: Arc<ControlContext>,
-    handoff: Arc<Handoff>,
-    mover: Arc<Mover>,
-    runtime: Handle,
-) {
+pub fn serve(path: &Path, ctx: Arc<ControlContext>, handoff: Arc<Handoff>, mover: Arc<Mover>) {
     let listener = match bind(path) {
         Ok(l) => l,
         Err(e) => {
@@ -167,7 +156,6 @@ pub fn serve(
             ctx: &ctx,
             handoff: &handoff,
             mover: &mover,
-            runtime: &runtime,
         };
         match predecessor.hand_over(&conn) {
             Ok(()) => return,
@@ -211,7 +199,6 @@ struct Predecessor<'a> {
     ctx: &'a Arc<ControlContext>,
     handoff: &'a Handoff,
     mover: &'a Mover,
-    runtime: &'a Handle,
 }
 
 impl Predecessor<'_> {
@@ -276,40 +263,24 @@ impl Predecessor<'_> {
             ctx,
             handoff,
             mover,
-            runtime,
         } = self;
-        // Hold everything, and wait for the writes admitted to be answered.
-        let pause = Arc::clone(ctx.gate.pause());
-        let before = pause.remaining();
+        // Hold everything (whatever pauses and unpauses come meanwhile), and
+        // wait for the writes admitted to be answered.
+        let frozen = Freeze::new(ctx.gate.pause());
         let held_at = Instant::now();
-        {
-            let _guard = runtime.enter();
-            pause.pause(HOLD_LIMIT, PauseMode::All);
-        }
-        let restore = |pause: &Arc<crate::guard::pause::Pause>| {
-            let _guard = runtime.enter();
-            match before {
-                Some((mode, left)) if !left.is_zero() => {
-                    pause.pause(left, mode);
-                }
-                _ => pause.unpause(),
-            }
-        };
         // A `FAILOVER` command admitted before the hold ends first.
         let settled = wait_until(drain, || {
             ctx.role.failover_command.state() == FailoverCommandState::NoFailover
                 && ctx.role.writes_in_flight() == 0
         });
         if settled.is_err() {
-            restore(&pause);
             return Err(
                 "a FAILOVER command, or writes in flight, did not end within drain_timeout_ms"
                     .into(),
             );
         }
-        let mut succession: Succession = ctx.gate.export_succession();
-        succession.pause =
-            before.map(|(mode, left)| (mode, left.as_millis().try_into().unwrap_or(u64::MAX)));
+        // The pause set goes with it, as it is now (the freeze does not).
+        let succession: Succession = ctx.gate.export_succession();
 
         let listeners = handoff
             .listeners
@@ -339,13 +310,15 @@ impl Predecessor<'_> {
             Ok((Message::Ready, _)) => {}
             other => {
                 ctx.gate.keep_succession();
-                restore(&pause);
                 return Err(match other {
                     Ok((m, _)) => format!("the successor (pid {pid}) said {m:?} instead of Ready"),
                     Err(e) => format!("the successor (pid {pid}) did not get ready: {e}"),
                 });
             }
         }
+        // The successor decides from now on: this process never admits
+        // anything again.
+        frozen.commit();
         info!(
             pid,
             held_us = held_at.elapsed().as_micros() as u64,
@@ -384,6 +357,38 @@ impl Predecessor<'_> {
         );
         handoff.finished.cancel();
         Ok(())
+    }
+}
+
+/// The predecessor's hold of every request ([`crate::guard::pause::Pause::freeze`]),
+/// lifted when dropped unless the successor took over: a take-over that
+/// fails, however (an error, or a panic of this thread), leaves this
+/// process serving as before.
+struct Freeze<'a> {
+    pause: &'a crate::guard::pause::Pause,
+    committed: bool,
+}
+
+impl<'a> Freeze<'a> {
+    fn new(pause: &'a crate::guard::pause::Pause) -> Freeze<'a> {
+        pause.freeze();
+        Freeze {
+            pause,
+            committed: false,
+        }
+    }
+
+    /// The successor serves: the hold stays until this process exits.
+    fn commit(mut self) {
+        self.committed = true;
+    }
+}
+
+impl Drop for Freeze<'_> {
+    fn drop(&mut self) {
+        if !self.committed {
+            self.pause.thaw();
+        }
     }
 }
 
