@@ -499,52 +499,10 @@ fn a_restarted_old_masters_writes_wait_for_the_new_master_to_take_them() {
 /// (`node_lost_wait_ms`, 30 s): walkthrough 26, all 34 clients for 30.0 s.
 #[test]
 fn writes_held_for_a_promotion_taken_back_go_on_at_once() {
-    use support::kvrocks::{a_master_of_b, Node, A_ID, B_ID};
-
-    let controller = TestController::start();
-    // A polls seldom: it does not report itself fenced at version 2, so
-    // B's poll does not bring B's node there itself (B's hold lasts).
-    let (Some(a), Some(b)) = (
-        Node::start_with(A_ID, "block-write", &controller.yaml(30_000, 60_000)),
-        Node::start_with(B_ID, "block-write", &controller.yaml(POLL_MS, 10_000)),
-    ) else {
+    let Some(mut held) = support::kvrocks::HeldPromotion::start() else {
         return;
     };
-    let (a_addr, b_addr) = a_master_of_b(&controller, &a, &b);
-    controller.set_topology(
-        2,
-        vec![vec![(B_ID, &b_addr, "master"), (A_ID, &a_addr, "slave")]],
-    );
-    let mut ctl_b = b.proxy.client();
-    let start = Instant::now();
-    while support::info_fields(&ctl_b.cmd(&["INFO", "leasegate"]))
-        .get("controller_version")
-        .map(String::as_str)
-        != Some("2")
-    {
-        assert!(start.elapsed() < PATIENCE, "B's poll never saw version 2");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let mut app = b.proxy.client();
-    app.send(&["SET", "k", "held at B"]);
-    assert_eq!(
-        app.try_read(Duration::from_millis(600)),
-        None,
-        "held for B's promotion"
-    );
-    controller.set_topology(
-        3,
-        vec![vec![(A_ID, &a_addr, "master"), (B_ID, &b_addr, "slave")]],
-    );
-    assert_eq!(
-        app.try_read(Duration::from_secs(5)),
-        Some(Reply::ok()),
-        "taken by A once the controller names it again"
-    );
-    assert_eq!(
-        a.kvrocks.client().cmd(&["GET", "k"]),
-        Reply::bulk("held at B")
-    );
+    held.taken_back_by_a();
 }
 
 /// With a controller to poll, a lease granted over the admin API (a

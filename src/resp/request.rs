@@ -98,6 +98,12 @@ pub enum ProtocolError {
     InlineTooLong,
     #[error("unbalanced quotes in request")]
     UnbalancedQuotes,
+    /// Past [`UNAUTHENTICATED`]'s count before the client authenticated.
+    #[error("unauthenticated multibulk length")]
+    UnauthenticatedMultibulk,
+    /// Past [`UNAUTHENTICATED`]'s bulk length before the client authenticated.
+    #[error("unauthenticated bulk length")]
+    UnauthenticatedBulk,
 }
 
 impl ProtocolError {
@@ -107,13 +113,27 @@ impl ProtocolError {
     }
 }
 
+/// What a client that has not authenticated to a node that requires it may
+/// send, as Redis allows (`networking.c`: 10 arguments, 16 KiB a bulk):
+/// otherwise anyone who can connect makes the proxy hold up to
+/// `limits.max_bulk_len` (512 MiB) a connection, which the node itself
+/// would have refused after one header (Redis's CVE-2021-32675).
+pub const UNAUTHENTICATED: Limits = Limits {
+    max_bulk_len: 16 * 1024,
+    max_multibulk_len: 10,
+    max_inline_len: usize::MAX,
+};
+
 /// Longest header line (`*<n>` or `$<n>`) accepted, as in Redis.
 const MAX_HEADER: usize = 64 * 1024;
 
 /// Resumable framer for the request at the head of a client buffer.
 #[derive(Debug)]
 pub struct RequestFramer {
+    /// The limits in force: `configured`, or tighter while unauthenticated.
     limits: Limits,
+    configured: Limits,
+    unauthenticated: bool,
     state: State,
 }
 
@@ -137,7 +157,47 @@ impl RequestFramer {
     pub fn new(limits: Limits) -> RequestFramer {
         RequestFramer {
             limits,
+            configured: limits,
+            unauthenticated: false,
             state: State::Start,
+        }
+    }
+
+    /// Whether the client must authenticate before it may send more than
+    /// [`UNAUTHENTICATED`] allows. Applies to a request framed in part too:
+    /// its next bytes are checked against the limits now in force.
+    pub fn set_unauthenticated(&mut self, on: bool) {
+        self.unauthenticated = on;
+        self.limits = if on {
+            Limits {
+                max_bulk_len: UNAUTHENTICATED
+                    .max_bulk_len
+                    .min(self.configured.max_bulk_len),
+                max_multibulk_len: UNAUTHENTICATED
+                    .max_multibulk_len
+                    .min(self.configured.max_multibulk_len),
+                max_inline_len: self.configured.max_inline_len,
+            }
+        } else {
+            self.configured
+        };
+    }
+
+    /// The error for a count past the limit in force.
+    fn too_many(&self) -> ProtocolError {
+        if self.unauthenticated {
+            ProtocolError::UnauthenticatedMultibulk
+        } else {
+            ProtocolError::MultibulkLength
+        }
+    }
+
+    /// The error for a bulk past the limit in force.
+    fn too_long(&self) -> ProtocolError {
+        if self.unauthenticated {
+            ProtocolError::UnauthenticatedBulk
+        } else {
+            ProtocolError::BulkLength
         }
     }
 
@@ -223,7 +283,7 @@ impl RequestFramer {
         }
         let argc = count as u64;
         if argc > self.limits.max_multibulk_len {
-            return Err(ProtocolError::MultibulkLength);
+            return Err(self.too_many());
         }
         self.elements(buf, argc, argc, pos, Span::EMPTY, Span::EMPTY)
     }
@@ -239,6 +299,11 @@ impl RequestFramer {
         else {
             return Ok(None);
         };
+        // The limits may have tightened since its header came.
+        if argc > self.limits.max_multibulk_len {
+            self.state = State::Start;
+            return Err(self.too_many());
+        }
         self.elements(buf, argc, left, pos, name, sub)
     }
 
@@ -264,9 +329,13 @@ impl RequestFramer {
             let Some((len, body)) = header(buf, pos, ProtocolError::BulkLength)? else {
                 break;
             };
-            if len < 0 || len as u64 > self.limits.max_bulk_len {
+            if len < 0 {
                 self.state = State::Start;
                 return Err(ProtocolError::BulkLength);
+            }
+            if len as u64 > self.limits.max_bulk_len {
+                self.state = State::Start;
+                return Err(self.too_long());
             }
             // Like Redis, the two bytes after the body are skipped unchecked.
             let end = body + len as usize + 2;
@@ -497,6 +566,58 @@ mod tests {
             max_multibulk_len: 1024 * 1024,
             max_inline_len: 64 * 1024,
         }
+    }
+
+    /// Before the client authenticated: Redis's own limits, with its
+    /// error texts; a request framed in part when they tighten (its AUTH
+    /// was refused) is checked against them at its next bytes.
+    #[test]
+    fn an_unauthenticated_client_gets_redis_limits() {
+        let mut f = RequestFramer::new(limits());
+        f.set_unauthenticated(true);
+        let eleven: Vec<&[u8]> = vec![b"x"; 11];
+        assert_eq!(
+            f.next(&resp(&eleven)).err(),
+            Some(ProtocolError::UnauthenticatedMultibulk)
+        );
+        assert_eq!(
+            ProtocolError::UnauthenticatedMultibulk.reply().as_ref(),
+            b"-ERR Protocol error: unauthenticated multibulk length\r\n"
+        );
+        assert_eq!(
+            f.next(b"*1\r\n$16385\r\n").err(),
+            Some(ProtocolError::UnauthenticatedBulk)
+        );
+        let ten: Vec<&[u8]> = vec![b"x"; 10];
+        assert!(f.next(&resp(&ten)).expect("ten pass").is_some());
+        let big = vec![b'v'; 16 * 1024];
+        assert!(f
+            .next(&resp(&[b"AUTH", &big]))
+            .expect("16 KiB pass")
+            .is_some());
+        // Authenticated (or an AUTH on its way): the configured limits.
+        f.set_unauthenticated(false);
+        let many: Vec<&[u8]> = vec![b"x"; 100];
+        assert!(f.next(&resp(&many)).expect("100 pass").is_some());
+        // A big request begun while an AUTH was on its way, which the node
+        // then refused.
+        assert!(matches!(
+            f.next(b"*2\r\n$3\r\nSET\r\n$100000\r\nvvv"),
+            Ok(None)
+        ));
+        f.set_unauthenticated(true);
+        assert_eq!(
+            f.next(b"*2\r\n$3\r\nSET\r\n$100000\r\nvvvv").err(),
+            Some(ProtocolError::UnauthenticatedBulk)
+        );
+        f.set_unauthenticated(false);
+        let many_header = b"*100\r\n$1\r\nx\r\n";
+        assert!(matches!(f.next(many_header), Ok(None)));
+        f.set_unauthenticated(true);
+        assert_eq!(
+            f.next(many_header).err(),
+            Some(ProtocolError::UnauthenticatedMultibulk)
+        );
     }
 
     fn resp(args: &[&[u8]]) -> Vec<u8> {

@@ -443,5 +443,6 @@ fn session_context(
             std::time::Duration::ZERO
         },
         node_search: Arc::default(),
+        auth_required: config.backend.password.is_some(),
     }
 }

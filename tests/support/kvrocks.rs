@@ -351,6 +351,79 @@ pub fn a_master_of_b(
     }
 }
 
+/// A promotion held back: A master of B at version 1; at version 2 the
+/// controller names B, whose node is not there yet (A polls seldom, so it
+/// does not report itself fenced and B's poll does not bring B's node
+/// there itself): B's poll holds its writes, and `app` has one held there.
+pub struct HeldPromotion {
+    pub controller: super::controller::TestController,
+    pub a: Node,
+    pub b: Node,
+    pub a_addr: String,
+    pub b_addr: String,
+    pub app: Client,
+}
+
+impl HeldPromotion {
+    /// `None` when Kvrocks is not here.
+    pub fn start() -> Option<HeldPromotion> {
+        let controller = super::controller::TestController::start();
+        let a = Node::start_with(A_ID, "block-write", &controller.yaml(30_000, 60_000))?;
+        let b = Node::start_with(B_ID, "block-write", &controller.yaml(100, 10_000))?;
+        let (a_addr, b_addr) = a_master_of_b(&controller, &a, &b);
+        controller.set_topology(
+            2,
+            vec![vec![(B_ID, &b_addr, "master"), (A_ID, &a_addr, "slave")]],
+        );
+        let mut ctl_b = b.proxy.client();
+        let start = Instant::now();
+        while super::info_fields(&ctl_b.cmd(&["INFO", "leasegate"]))
+            .get("controller_version")
+            .map(String::as_str)
+            != Some("2")
+        {
+            assert!(start.elapsed() < PATIENCE, "B's poll never saw version 2");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let mut app = b.proxy.client();
+        app.send(&["SET", "k", "held at B"]);
+        assert_eq!(
+            app.try_read(std::time::Duration::from_millis(600)),
+            None,
+            "held for B's promotion"
+        );
+        Some(HeldPromotion {
+            controller,
+            a,
+            b,
+            a_addr,
+            b_addr,
+            app,
+        })
+    }
+
+    /// The controller names A again (version 3): the held write must be
+    /// taken by A within 5 s, not at the hold's 30 s bound.
+    pub fn taken_back_by_a(&mut self) {
+        self.controller.set_topology(
+            3,
+            vec![vec![
+                (A_ID, &self.a_addr, "master"),
+                (B_ID, &self.b_addr, "slave"),
+            ]],
+        );
+        assert_eq!(
+            self.app.try_read(std::time::Duration::from_secs(5)),
+            Some(Reply::ok()),
+            "taken by A once the controller names it again"
+        );
+        assert_eq!(
+            self.a.kvrocks.client().cmd(&["GET", "k"]),
+            Reply::bulk("held at B")
+        );
+    }
+}
+
 /// The shard as the controller registers it: by leasegate addresses, all
 /// slots on the master.
 pub fn topology(master: (&str, &Node), replica: Option<(&str, &Node)>) -> String {

@@ -67,6 +67,7 @@ mod driver;
 mod handover;
 mod idle;
 pub mod io;
+mod login;
 mod moving;
 mod mute;
 mod node_down;
@@ -131,6 +132,9 @@ pub struct SessionContext {
     /// waits for the node to come back or for a new master's leasegate
     /// that holds the lease ([`driver`]); zero ends it with the node.
     pub node_lost_patience: std::time::Duration,
+    /// The node requires a password (`backend.password` is set): clients
+    /// that have not authenticated get Redis's limits ([`login`]).
+    pub auth_required: bool,
     /// One look at a time for a node that is down ([`node_search`]).
     pub node_search: Arc<node_search::NodeSearch>,
     pub metrics: Arc<crate::proxy::metrics::ProxyMetrics>,
@@ -203,6 +207,8 @@ struct Session {
     handed_over: bool,
     /// Connection state replayed on the new connection at a hand-over.
     replay: Replay,
+    /// Whether the client has authenticated where the node requires it.
+    login: login::Login,
     /// The decision point every request is put to.
     gate: Arc<Gate>,
     /// `limits.max_client_output_bytes`.
@@ -266,6 +272,7 @@ async fn serve_on<C: ClientIo>(
     if peer.is_some_and(|ip| ctx.gate.trusts_peer(ip)) {
         s.peer = Peer::Trusted;
     }
+    s.login_starts(ctx.auth_required && s.peer != Peer::Trusted);
     s.replica.peer = peer;
     let moved = Driver::new(client, backend, &ctx, &shutdown)
         .run(s, &ctx)
@@ -403,6 +410,7 @@ impl Session {
             writes_out: WritesOut::default(),
             handed_over: false,
             replay: Replay::default(),
+            login: login::Login::default(),
             gate,
             max_output,
             lifecycle: Lifecycle::Open,

@@ -55,6 +55,10 @@ pub struct MovedState {
     /// A replica's side (absent from a predecessor that moved no replicas).
     #[serde(default)]
     replica: Option<MovedReplica>,
+    /// Whether the client has authenticated (absent from a predecessor
+    /// that did not follow it: no limits then).
+    #[serde(default)]
+    login: super::login::Login,
     /// A TLS client's keys (absent for plaintext, and from a predecessor
     /// that moved no TLS sessions).
     #[serde(default)]
@@ -113,6 +117,7 @@ impl Session {
             ],
             mute: self.mute,
             tracking: self.tracking,
+            login: self.login,
             replica: self.replica.take_moved(),
             client_tls: None,
             node_tls: None,
@@ -145,6 +150,7 @@ impl Session {
         };
         self.mute = state.mute;
         self.tracking = state.tracking;
+        self.put_login(state.login);
         if let Some(replica) = state.replica {
             self.put_replica(replica);
         }

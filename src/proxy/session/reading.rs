@@ -146,6 +146,7 @@ impl Session {
             Some((verdict, control)) => {
                 if control {
                     self.peer = self.peer.max_control();
+                    self.login_as_control();
                 }
                 verdict
             }
@@ -429,6 +430,9 @@ impl Session {
     fn forwarded_special(&mut self, head: &RequestHead, special: Special) {
         let expect = match special {
             Special::Auth | Special::Hello | Special::Select | Special::SetName => {
+                if matches!(special, Special::Auth | Special::Hello) {
+                    self.auth_sent();
+                }
                 let request = Bytes::copy_from_slice(&self.unhandled()[..head.len]);
                 match ReplaySlot::of(special) {
                     Some(ReplaySlot::Hello) => Expect::Hello(Some(request)),

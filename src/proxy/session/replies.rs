@@ -8,6 +8,7 @@ use bytes::{Buf, Bytes};
 
 use crate::resp::reply::{pubsub_frame, pubsub_push, PubSubFrame, ReplyHead};
 
+use super::handover::ReplaySlot;
 use super::state::{Expect, Lifecycle, Owed, Peer, Stream, Watch, WriteTicket};
 use super::Session;
 
@@ -362,6 +363,13 @@ impl Session {
         range: &std::ops::Range<usize>,
     ) {
         let ok = &self.from_backend[range.clone()] == b"+OK\r\n";
+        match &expect {
+            Expect::Remember(ReplaySlot::Auth, _) | Expect::Hello(Some(_)) => {
+                self.auth_answered(!matches!(head.kind, b'-' | b'!'));
+            }
+            Expect::Reset if head.kind == b'+' => self.logged_out(),
+            _ => {}
+        }
         match expect {
             Expect::Multi(n) => self.transaction = self.transaction.on_multi_reply(n, ok),
             Expect::Watch if ok && self.watch == Watch::Off => self.watch = Watch::On,
