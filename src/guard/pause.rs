@@ -273,6 +273,11 @@ impl Pause {
         })
     }
 
+    /// Whether an upgrade's freeze holds every request.
+    fn is_frozen(&self) -> bool {
+        self.state.lock().is_ok_and(|s| s.frozen)
+    }
+
     /// Who set the pause in force, when one of [`PauseOwner`].
     pub fn owner(&self) -> Option<PauseOwner> {
         self.state
@@ -410,14 +415,19 @@ impl Pause {
             bytes,
             since: Instant::now(),
             generation: *self.generation.borrow(),
+            frozen: self.is_frozen(),
         })
     }
 
     /// Waits until the pause that `hold` was taken under has ended.
     pub async fn wait(&self, hold: &Hold) {
         let mut rx = self.generation.subscribe();
+        // A request held by an upgrade's freeze is asked about again at
+        // its thaw, which leaves the generation as it was.
         let _ = rx
-            .wait_for(|g| *g != hold.generation || !self.is_paused())
+            .wait_for(|g| {
+                *g != hold.generation || !self.is_paused() || (hold.frozen && !self.is_frozen())
+            })
             .await;
     }
 
@@ -444,6 +454,8 @@ pub struct Hold {
     bytes: usize,
     since: Instant,
     generation: u64,
+    /// Taken under an upgrade's freeze.
+    frozen: bool,
 }
 
 impl Drop for Hold {
@@ -538,6 +550,27 @@ mod tests {
         );
         assert!(p.end_owned(PauseOwner::PollTakeOver));
         assert!(!p.is_paused());
+        // A read held by the freeze over a write pause is asked about
+        // again at the thaw (the write pause lets it through).
+        p.pause(Duration::from_secs(30), PauseMode::Write);
+        p.freeze();
+        let read = p.hold(10).expect("room");
+        let waiter = {
+            let p = Arc::clone(&p);
+            tokio::spawn(async move {
+                p.wait(&read).await;
+                drop(read);
+            })
+        };
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        p.thaw();
+        tokio::time::timeout(Duration::from_secs(1), waiter)
+            .await
+            .expect("the thaw wakes it")
+            .expect("the waiter");
+        assert!(p.holds(true) && !p.holds(false));
+        p.unpause();
         // A request held under a freeze over no pause is released by the
         // thaw (the generation stays: owners still end their own).
         p.freeze();
