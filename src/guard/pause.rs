@@ -218,6 +218,22 @@ impl Pause {
         self.active.load(Ordering::Acquire) != NONE
     }
 
+    /// Whether a pause is set, an upgrade's freeze aside.
+    pub fn is_set(&self) -> bool {
+        self.state.lock().is_ok_and(|s| s.set.is_some())
+    }
+
+    /// Whether a hold of its own may be set now by a component that
+    /// leaves a pause already on (and a failover's slot) to their owners:
+    /// nothing is set, and no failover runs, unless it is an upgrade
+    /// (its freeze): a hold set under the freeze goes to the successor,
+    /// which would otherwise start without it (a poll's take-over that
+    /// came during an upgrade left the promoted node's writes neither held
+    /// nor leased in the successor: `-READONLY master lease expired`).
+    pub fn may_hold(&self, failover_running: bool) -> bool {
+        !self.is_set() && (!failover_running || self.is_frozen())
+    }
+
     /// Pauses `mode` requests for `timeout`; a later pause replaces this one.
     /// Must be called inside a tokio runtime (the timeout is a task).
     /// Returns the pause's generation ([`Pause::unpause_own`]).
@@ -273,8 +289,9 @@ impl Pause {
         })
     }
 
-    /// Whether an upgrade's freeze holds every request.
-    fn is_frozen(&self) -> bool {
+    /// Whether an upgrade's freeze holds every request (a hold set now is
+    /// set under it, for the successor to take).
+    pub fn is_frozen(&self) -> bool {
         self.state.lock().is_ok_and(|s| s.frozen)
     }
 
@@ -571,6 +588,15 @@ mod tests {
             .expect("the waiter");
         assert!(p.holds(true) && !p.holds(false));
         p.unpause();
+        // A hold may be set under the freeze (for the successor), where a
+        // failover's would not be.
+        assert!(p.may_hold(false) && !p.may_hold(true));
+        p.freeze();
+        assert!(p.may_hold(true), "the upgrade's slot: set under the freeze");
+        p.pause(Duration::from_secs(30), PauseMode::Write);
+        assert!(!p.may_hold(true) && !p.may_hold(false), "one is set");
+        p.unpause();
+        p.thaw();
         // A request held under a freeze over no pause is released by the
         // thaw (the generation stays: owners still end their own).
         p.freeze();

@@ -23,7 +23,7 @@ impl Poller<'_> {
         // A pause already on (this hold, the controller's own, a
         // failover's) holds the writes and is left to whoever set it.
         let pause = self.ctx.gate.pause();
-        if role.failover.is_running() || pause.is_paused() {
+        if !pause.may_hold(role.failover.is_running()) {
             return;
         }
         // The take-over's own bound, plus the node's promotion after it;
@@ -63,7 +63,7 @@ impl Poller<'_> {
             return;
         }
         self.end_new_master_wait();
-        if !self.ctx.role.failover.is_running() && !pause.is_paused() {
+        if pause.may_hold(self.ctx.role.failover.is_running()) {
             let bound = self.ctx.config.load().controller.switch_timeout;
             info!(
                 new_master,

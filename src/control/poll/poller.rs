@@ -300,9 +300,6 @@ impl Poller<'_> {
         let lease = self.ctx.role.lease();
         self.fenced_at = None;
         self.fenced.ended();
-        self.end_new_master_wait();
-        // The hold ends with the grant.
-        self.end_own_hold();
         let grant = Grant {
             master_node_id: Some(me),
             ttl_ms: self.ctx.config.load().controller.ttl_ms,
@@ -311,13 +308,22 @@ impl Poller<'_> {
             anchor: Some(sent),
         };
         match self.ctx.role.grant(&grant, lease.now(), Source::Poll) {
-            Ok(GrantOutcome::Renewed) => self.metrics.count("renewed"),
+            Ok(GrantOutcome::Renewed) => {
+                self.metrics.count("renewed");
+                // The holds end with the grant, not before it: writes
+                // released first met no lease (`-READONLY master lease
+                // expired`), and a grant refused left them so until the
+                // next poll.
+                self.end_new_master_wait();
+                self.end_own_hold();
+            }
             Ok(other) => {
                 self.metrics.count("error");
                 warn!(outcome = ?other, "controller poll did not renew the lease");
             }
             // The epoch moved between reading and granting (a push grant
-            // raced this poll); the next poll uses the new one.
+            // raced this poll; the next poll uses the new one), or this
+            // process handed its state to a successor (an upgrade).
             Err(e) => {
                 self.metrics.count("error");
                 tracing::debug!(error = %e, "controller poll grant refused");

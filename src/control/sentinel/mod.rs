@@ -272,7 +272,7 @@ fn pulse(ctx: &ControlContext) -> Duration {
 fn hold_writes(ctx: &ControlContext, why: &str) {
     ctx.metrics.sentinel.count("held");
     let pause = ctx.gate.pause();
-    if ctx.role.lease().write_allowed() && !ctx.role.is_demoted() && !pause.is_paused() {
+    if ctx.role.lease().write_allowed() && !ctx.role.is_demoted() && pause.may_hold(false) {
         let bound = Duration::from_millis(ctx.config.load().sentinel.max_lease_ms);
         pause.pause_as(bound, PauseMode::Write, Some(PauseOwner::Sentinel));
         info!(
