@@ -236,7 +236,7 @@ impl Pause {
 
     /// Pauses `mode` requests for `timeout`; a later pause replaces this one.
     /// Must be called inside a tokio runtime (the timeout is a task).
-    /// Returns the pause's generation ([`Pause::unpause_own`]).
+    /// Returns the pause's generation (its timer ends only that one).
     pub fn pause(self: &Arc<Self>, timeout: Duration, mode: PauseMode) -> u64 {
         self.pause_as(timeout, mode, None)
     }
@@ -267,13 +267,6 @@ impl Pause {
         generation
     }
 
-    /// Ends the pause started as `generation` (what [`Pause::pause`] returned), and
-    /// only that one: a pause set since (the controller's `CLIENT PAUSE`)
-    /// stays. Whether it ended.
-    pub fn unpause_own(&self, generation: u64) -> bool {
-        self.end(Some(generation))
-    }
-
     /// Ends the pause in force if `owner` set it (in this process, or in
     /// the predecessor this one took over from). Whether it ended one.
     pub fn end_owned(&self, owner: PauseOwner) -> bool {
@@ -291,7 +284,7 @@ impl Pause {
 
     /// Whether an upgrade's freeze holds every request (a hold set now is
     /// set under it, for the successor to take).
-    pub fn is_frozen(&self) -> bool {
+    fn is_frozen(&self) -> bool {
         self.state.lock().is_ok_and(|s| s.frozen)
     }
 
@@ -498,9 +491,9 @@ mod tests {
         let p = Arc::new(Pause::new(2, 100));
         let mine = p.pause(Duration::from_secs(60), PauseMode::Write);
         let theirs = p.pause(Duration::from_secs(60), PauseMode::Write);
-        assert!(!p.unpause_own(mine), "a later pause is not mine to end");
+        assert!(!p.end(Some(mine)), "a later pause is not mine to end");
         assert!(p.holds(true), "the later pause stays");
-        assert!(p.unpause_own(theirs));
+        assert!(p.end(Some(theirs)));
         assert!(!p.holds(true));
         // By owner: the same, whoever remembers what.
         p.pause_as(
