@@ -143,3 +143,90 @@ fn a_push_demoting_the_old_master_first_waits_until_the_new_master_has_its_write
         missing.len()
     );
 }
+
+/// kvrocks-controller 1.2.0's push of a switch reaches the old master A
+/// before A's poll sees the switch (walkthrough 29). A's leasegate holds
+/// its writes until B's leasegate holds the lease, its poller busy with
+/// that meanwhile; B's poll, named master, waited for A to report itself
+/// fenced at the new version, which A's blocked poll never read: both
+/// waited `switch_timeout_ms` (2 s there, 10 s here), B even after the
+/// controller's push had made its node master. Now A reports the version
+/// its node accepted from the controller, and the controller's push to B
+/// ends B's wait: the write held at A is taken within seconds.
+#[test]
+fn a_push_reaching_the_old_master_before_its_poll_does_not_stall_the_switch() {
+    let controller = support::controller::TestController::start();
+    let yaml = format!(
+        "{}  switch_timeout_ms: 10000\n",
+        controller.yaml(200, 10_000)
+    );
+    let (Some(a), Some(b)) = (
+        support::kvrocks::Node::start_with(A_ID, "block-write", &yaml),
+        support::kvrocks::Node::start_with(B_ID, "block-write", &yaml),
+    ) else {
+        return;
+    };
+    let (a_addr, b_addr) = support::kvrocks::a_master_of_b(&controller, &a, &b);
+    let mut app = a.proxy.client();
+    let keys = 100;
+    for i in 0..keys {
+        assert_eq!(
+            app.cmd(&["SET", &format!("acked-{i}"), "v"]),
+            Reply::ok(),
+            "A takes write {i} under its lease"
+        );
+    }
+    let mut replica_b = b.kvrocks.client();
+    assert_eq!(replica_b.cmd(&["READONLY"]), Reply::ok());
+    support::kvrocks::wait_for(&mut replica_b, &format!("acked-{}", keys - 1), "v");
+    // The push demoting A, while the controller still answers A's polls
+    // with version 1.
+    let v2 = topology((B_ID, &b), Some((A_ID, &a)));
+    a.set_nodes(&v2, 2);
+    app.send(&["SET", "held", "at A"]);
+    assert_eq!(
+        app.try_read(Duration::from_millis(300)),
+        None,
+        "A's write waits for B's lease"
+    );
+    // Then the controller answers with the switch: B's poll sees itself
+    // named master while its node is still at version 1.
+    controller.set_topology(
+        2,
+        vec![vec![(B_ID, &b_addr, "master"), (A_ID, &a_addr, "slave")]],
+    );
+    let mut ctl_b = b.proxy.client();
+    let start = Instant::now();
+    while info_fields(&ctl_b.cmd(&["INFO", "leasegate"]))
+        .get("controller_version")
+        .map(String::as_str)
+        != Some("2")
+    {
+        assert!(start.elapsed() < PATIENCE, "B's poll never saw version 2");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    // The controller's push reaches B.
+    let pushed = Instant::now();
+    b.set_nodes(&v2, 2);
+    let answer = app.try_read(Duration::from_secs(5));
+    assert_eq!(
+        answer,
+        Some(Reply::ok()),
+        "the write held at A is taken once B holds its lease, within 5 s of the push to B (not at switch_timeout_ms, 10 s)"
+    );
+    let took = pushed.elapsed();
+    let mut direct_b = b.kvrocks.client();
+    assert_eq!(
+        direct_b.cmd(&["GET", "held"]),
+        Reply::bulk("at A"),
+        "at B's node ({took:?} after the push to B)"
+    );
+    let missing: Vec<usize> = (0..keys)
+        .filter(|i| direct_b.cmd(&["GET", &format!("acked-{i}")]) != Reply::bulk("v"))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "acknowledged writes missing at B: {missing:?}"
+    );
+}

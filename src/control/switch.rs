@@ -106,6 +106,7 @@ pub(super) async fn step_down(ctx: &ControlContext, reason: &str, new_master: St
         config.connect_timeout(),
         deadline,
         |f| field(f, "lease_valid") == Some("1"),
+        || false,
     )
     .await
     {
@@ -199,6 +200,7 @@ pub(super) async fn release_to_new_master(ctx: &ControlContext) {
             config.connect_timeout(),
             deadline,
             |f| field(f, "lease_valid") == Some("1"),
+            || false,
         )
         .await;
         match seen {
@@ -302,6 +304,13 @@ pub(super) async fn take_over(
     };
     let deadline = Instant::now() + config.controller.switch_timeout;
     let peer = ctx.peer_tls();
+    // The controller's own push of this topology reaching the node ends
+    // the wait: its promotion fence checked the old master, and the node
+    // is at the version now. Waited out, it kept this poller from granting
+    // the lease for switch_timeout_ms while the node was master already,
+    // and the old master's writes, held until this node held the lease,
+    // with it (walkthrough 29: 2 s).
+    let pushed = || ctx.role.node_topology() >= version;
     let fenced = until_leasegate(
         (old_master, peer.as_deref()),
         password,
@@ -313,12 +322,17 @@ pub(super) async fn take_over(
                     .and_then(|v| v.parse::<u64>().ok())
                     .is_some_and(|v| v >= version)
         },
+        pushed,
     )
     .await;
-    if let Err(last) = fenced {
-        return TakeOver::NotYet(format!(
-            "the old master's leasegate {old_master} did not report itself fenced at version {version} ({last}): the controller's push decides"
-        ));
+    match fenced {
+        Ok(()) => {}
+        Err(Unseen::Superseded) => return TakeOver::AtVersion,
+        Err(Unseen::TimedOut(last)) => {
+            return TakeOver::NotYet(format!(
+                "the old master's leasegate {old_master} did not report itself fenced at version {version} ({last}): the controller's push decides"
+            ))
+        }
     }
     // Nothing the old master acknowledged may be missing here.
     let caught_up = async {
@@ -382,18 +396,41 @@ pub(super) async fn take_over(
     }
 }
 
+/// Why [`until_leasegate`] stopped asking before its answer came.
+#[derive(Debug)]
+enum Unseen {
+    /// The deadline passed; what was last seen.
+    TimedOut(String),
+    /// What was waited for no longer matters (`superseded` said so).
+    Superseded,
+}
+
+impl std::fmt::Display for Unseen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unseen::TimedOut(last) => f.write_str(last),
+            Unseen::Superseded => f.write_str("no longer waited for"),
+        }
+    }
+}
+
 /// Asks the leasegate at `addr` for its `INFO leasegate` until `done` says
-/// yes or `deadline` passes; `Err` carries what was last seen.
+/// yes, `deadline` passes or `superseded` says the answer no longer
+/// matters (checked between asks).
 async fn until_leasegate(
     (addr, peer): (&str, Option<&crate::proxy::backend::PeerTls>),
     password: Option<&str>,
     timeout: Duration,
     deadline: Instant,
     done: impl Fn(&HashMap<String, String>) -> bool,
-) -> Result<(), String> {
+    superseded: impl Fn() -> bool,
+) -> Result<(), Unseen> {
     let mut conn: Option<ControlConnection> = None;
     let mut last = "not asked".to_string();
     loop {
+        if superseded() {
+            return Err(Unseen::Superseded);
+        }
         if conn.is_none() {
             match ControlConnection::open_leasegate(addr, peer, password, timeout).await {
                 Ok(c) => conn = Some(c),
@@ -417,7 +454,7 @@ async fn until_leasegate(
             }
         }
         if Instant::now() >= deadline {
-            return Err(last);
+            return Err(Unseen::TimedOut(last));
         }
         let pause = if conn.is_some() {
             ASK_EVERY

@@ -272,6 +272,15 @@ impl Gate {
                 if *from_control && version.is_some_and(|v| !self.role.node_accepted_topology(v)) {
                     return;
                 }
+                // The controller's word at this version, as a poll's: a
+                // leasegate demoted by the push before its poll saw the
+                // switch reports itself fenced at it (`INFO leasegate`),
+                // and the new master's poll need not wait for this one's,
+                // blocked meanwhile until the new master holds the lease
+                // (walkthrough 29: both waited switch_timeout_ms).
+                if let (true, Some(v)) = (*from_control, version) {
+                    self.role.saw_controller_version(*v);
+                }
                 if crate::kvrocks::topology::listed_as_master(nodes, &me) {
                     if !from_control {
                         // An ordinary client cannot move what leasegate

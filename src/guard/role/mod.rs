@@ -306,7 +306,8 @@ impl Role {
         self.handed_away_at.load(Ordering::Acquire)
     }
 
-    /// The poller read the controller's topology at `version`.
+    /// The controller's topology at `version` was read (a poll) or
+    /// accepted by the node (the controller's push).
     pub fn saw_controller_version(&self, version: u64) {
         self.controller_version.fetch_max(version, Ordering::AcqRel);
     }
