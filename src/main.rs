@@ -433,6 +433,9 @@ fn print_failover(report: &FailoverReport) {
             timing.note
         );
     }
+    if let Some(late) = report.lease_late_ms {
+        println!("the new master's lease came {late:.1} ms after the pause ended (pause_timeout_ms): writes sent meanwhile waited there or were refused");
+    }
     if let Some(new_master) = &report.new_master {
         let epoch = report.epoch.map_or("null".to_string(), |e| e.to_string());
         println!("new master: {new_master} (epoch {epoch})");

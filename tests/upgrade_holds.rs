@@ -12,10 +12,12 @@
 
 mod support;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use support::kvrocks::HeldPromotion;
+use support::controller::TestController;
+use support::kvrocks::{a_master_of_b, topology, HeldPromotion, Node, A_ID, B_ID};
 use support::upgrade::{upgrade, Successors};
+use support::{info_fields, Reply, PATIENCE};
 
 /// B is named master (version 2) but its node is not there yet: B's poll
 /// holds its writes ([`HeldPromotion`]). B is upgraded; then the
@@ -34,4 +36,69 @@ fn a_poll_hold_taken_over_at_an_upgrade_is_ended_by_the_successor() {
         "still held at the successor"
     );
     held.taken_back_by_a();
+}
+
+/// A's poll sees the controller name B master (version 2): A holds its
+/// writes until B's leasegate holds the lease (a step-down), but B's poll
+/// is slow to see it. A is upgraded meanwhile. The successor ends the
+/// step-down's hold it took over once B holds the lease, as A would have;
+/// before, nothing in it did, and writes waited out the hold's bound
+/// (`controller.switch_timeout_ms`, 20 s here).
+#[test]
+fn a_step_down_hold_taken_over_at_an_upgrade_ends_when_the_new_master_holds_the_lease() {
+    let controller = TestController::start();
+    let a_yaml = format!(
+        "{}  switch_timeout_ms: 20000\n",
+        controller.yaml(100, 10_000)
+    );
+    let (Some(mut a), Some(b)) = (
+        Node::start_with(A_ID, "block-write", &a_yaml),
+        Node::start_with(B_ID, "block-write", &controller.yaml(30_000, 60_000)),
+    ) else {
+        return;
+    };
+    let (a_addr, b_addr) = a_master_of_b(&controller, &a, &b);
+    controller.set_topology(
+        2,
+        vec![vec![(B_ID, &b_addr, "master"), (A_ID, &a_addr, "slave")]],
+    );
+    let mut info = a.proxy.client();
+    let start = Instant::now();
+    loop {
+        let fields = info_fields(&info.cmd(&["INFO", "leasegate"]));
+        let field = |name: &str| fields.get(name).map(String::as_str);
+        if field("lease_valid") == Some("0") && field("paused") == Some("1") {
+            break;
+        }
+        assert!(
+            start.elapsed() < PATIENCE,
+            "A never stepped down with its writes held: {fields:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut app = a.proxy.client();
+    app.send(&["SET", "k", "held at A"]);
+    assert_eq!(
+        app.try_read(Duration::from_millis(300)),
+        None,
+        "held until B holds the lease"
+    );
+    let mut successors = Successors::default();
+    upgrade(None, &mut a.proxy, &mut successors);
+    assert_eq!(
+        app.try_read(Duration::from_millis(300)),
+        None,
+        "still held at the successor"
+    );
+    // The controller's push reaches B: its node is master, its poll grants.
+    b.set_nodes(&topology((B_ID, &b), Some((A_ID, &a))), 2);
+    assert_eq!(
+        app.try_read(Duration::from_secs(5)),
+        Some(Reply::ok()),
+        "the held write goes to B once it holds the lease, not at the hold's 20 s bound"
+    );
+    assert_eq!(
+        b.kvrocks.client().cmd(&["GET", "k"]),
+        Reply::bulk("held at A")
+    );
 }

@@ -43,7 +43,7 @@ use tracing::{info, warn};
 use super::failover::{catch_up, info_replication, CatchUp};
 use super::ControlContext;
 use crate::guard::gate::PROMOTION_LEASE_WAIT;
-use crate::guard::pause::{OnDemote, PauseMode};
+use crate::guard::pause::{OnDemote, PauseMode, PauseOwner};
 use crate::guard::role::{Demotion, Source};
 use crate::kvrocks::admin_api::FailoverState;
 use crate::kvrocks::controller::Cluster;
@@ -82,7 +82,7 @@ pub(super) async fn step_down(ctx: &ControlContext, reason: &str, new_master: St
         role.prepare_handover(Some(Arc::clone(&target)));
     }
     if paused_here {
-        pause.pause(bound, PauseMode::Write);
+        pause.pause_as(bound, PauseMode::Write, Some(PauseOwner::StepDown));
     }
     if hold {
         let drained = (started + DRAIN).min(deadline);
@@ -125,7 +125,7 @@ pub(super) async fn step_down(ctx: &ControlContext, reason: &str, new_master: St
             refuse_if_handed_back(ctx, &new_master).await;
         }
     }
-    pause.unpause();
+    pause.end_owned(PauseOwner::StepDown);
     role.prepare_handover(None);
 }
 
@@ -214,7 +214,7 @@ pub(super) async fn release_to_new_master(ctx: &ControlContext) {
         }
     }
     if ctx.role.take_step_down_pause() {
-        ctx.gate.pause().unpause();
+        ctx.gate.pause().end_owned(PauseOwner::StepDown);
     }
 }
 

@@ -81,6 +81,11 @@ pub enum PauseOwner {
     PollNewMaster,
     /// The Sentinel poller's hold while a Sentinel fails this node over.
     Sentinel,
+    /// A step-down's hold (the controller demoted this master): its writes
+    /// wait until the new master's leasegate holds the lease
+    /// (`control::switch`). A successor's poller ends one it took over
+    /// the same way ([`crate::guard::role::Role::resume_step_down`]).
+    StepDown,
 }
 
 /// The pause set (by a pause, ended by an unpause or its timeout) and the

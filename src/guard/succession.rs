@@ -70,6 +70,9 @@ impl Gate {
             if left_ms > 0 {
                 self.pause()
                     .pause_as(Duration::from_millis(left_ms), mode, s.pause_owner);
+                if s.pause_owner == Some(PauseOwner::StepDown) {
+                    role.resume_step_down();
+                }
             }
         }
         if let Some(new_master) = &s.demotion {

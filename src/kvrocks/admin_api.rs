@@ -511,6 +511,12 @@ pub struct FailoverReport {
     /// What the promotion timing did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timing: Option<TimingReport>,
+    /// Cluster mode: the new master's leasegate held no lease within
+    /// `pause_timeout_ms`, so the held writes went to it before it could
+    /// take them (held or refused there); its lease came this many
+    /// milliseconds after the pause ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_late_ms: Option<f64>,
 }
 
 /// Whether a failover timed its pause to the target's replication tick,
@@ -573,6 +579,7 @@ impl FailoverReport {
             both_fenced: false,
             promotion_ms: None,
             timing: None,
+            lease_late_ms: None,
         }
     }
 }

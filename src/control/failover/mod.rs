@@ -97,6 +97,7 @@ pub async fn run(shared: &ControlContext, request: FailoverRequest) -> FailoverR
             namespace: c.namespace.clone(),
             cluster: c.cluster.clone(),
             timeout: c.timeout,
+            switch_timeout: c.switch_timeout,
             tls: shared.controller_tls.load_full(),
         }),
         node: config.backend.addr.clone(),
@@ -147,6 +148,7 @@ async fn execute(guard: RunGuard, settings: Settings, request: FailoverRequest) 
         earlier_stall: 0.0,
         caught_up: None,
         switched_first: false,
+        lease_late_ms: None,
     };
     let outcome = failover(&mut run).await;
     // Whatever happened, the pause ends with the run (the fencing is final by now).
@@ -165,6 +167,7 @@ async fn execute(guard: RunGuard, settings: Settings, request: FailoverRequest) 
                 both_fenced: false,
                 promotion_ms,
                 timing,
+                lease_late_ms: run.lease_late_ms,
             }
         }
         Err(e) => {
@@ -180,6 +183,7 @@ async fn execute(guard: RunGuard, settings: Settings, request: FailoverRequest) 
                 both_fenced: run.both_fenced,
                 promotion_ms,
                 timing,
+                lease_late_ms: run.lease_late_ms,
             }
         }
     }

@@ -104,6 +104,9 @@ pub(super) struct Run {
     /// Cluster mode, timed: the controller switched the shard before the
     /// pause (`cluster::switch_first`).
     pub(super) switched_first: bool,
+    /// Cluster mode: how long after the pause ended the new master's lease
+    /// came, where it came late (`cluster::finish`).
+    pub(super) lease_late_ms: Option<f64>,
 }
 
 impl Run {

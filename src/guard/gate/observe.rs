@@ -8,6 +8,7 @@
 use std::sync::Arc;
 
 use crate::command::Special;
+use crate::guard::pause::PauseOwner;
 use crate::guard::promotion::Ask;
 use crate::guard::role::{Demotion, Source};
 use crate::resp::request::arguments;
@@ -207,10 +208,11 @@ impl Gate {
             // Long enough for the step-down fence after the drain: no
             // write may reach the node between the fence's check and the
             // node's acceptance.
-            self.pause.pause(
+            self.pause.pause_as(
                 self.role.step_down_hold(crate::guard::control::DRAIN_BOUND)
                     + self.role.step_down_fence.bound(),
                 crate::guard::pause::PauseMode::Write,
+                Some(PauseOwner::StepDown),
             );
             self.role.paused_for_step_down();
         }
@@ -314,7 +316,7 @@ impl Gate {
                     // The held writes go to the new master once its
                     // leasegate holds the lease (the poller looks), else now.
                     if !self.role.step_down_accepted() && self.role.take_step_down_pause() {
-                        self.pause.unpause();
+                        self.pause.end_owned(PauseOwner::StepDown);
                     }
                     // Now that the writes go to the new master, a
                     // `CLIENT UNPAUSE` that waited for this may end the pause.

@@ -344,6 +344,16 @@ impl Role {
         self.step_down_pause.swap(false, Ordering::AcqRel)
     }
 
+    /// An upgrade's successor took over a step-down's hold
+    /// ([`crate::guard::pause::PauseOwner::StepDown`]): its poller ends it
+    /// once the new master's leasegate holds the lease, as the
+    /// predecessor's would have. Before, nothing in the successor ended it,
+    /// and writes waited out its bound (`controller.switch_timeout_ms`).
+    pub fn resume_step_down(&self) {
+        self.step_down_pause.store(true, Ordering::Release);
+        self.stepped_down.notify_one();
+    }
+
     /// A poller runs: it ends a step-down's pause once the new master's
     /// leasegate holds the lease, which may take up to `hold`.
     pub fn poller_releases(&self, hold: std::time::Duration) {
