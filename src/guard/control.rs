@@ -302,7 +302,15 @@ impl Gate {
                 self.role.node.report_text().as_bytes(),
             ));
         }
-        // Otherwise: CLUSTERX HEARTBEAT.
+        // Otherwise: CLUSTERX HEARTBEAT. Its log lines name the sender: a
+        // heartbeat sent by hand that named another node fenced a master
+        // for good, and its revocation did not say where it came from
+        // (walkthrough 23).
+        let _sender = tracing::info_span!(
+            "heartbeat",
+            peer = %r.peer.map_or_else(|| "unknown".to_string(), |ip| ip.to_string())
+        )
+        .entered();
         let received = self.lease.now();
         let args = arguments(r.bytes, r.head.inline);
         let grant = match parse_heartbeat(&args) {

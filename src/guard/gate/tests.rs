@@ -52,6 +52,7 @@ fn ask_as(gate: &Gate, args: &[&str], control: bool, handed_over: bool) -> Verdi
         covered: false,
         handed_over,
         buffered: 0,
+        peer: Some(std::net::Ipv4Addr::new(192, 0, 2, 7).into()),
     })
 }
 
@@ -722,4 +723,57 @@ async fn publish_on_a_paused_or_demoted_master_is_held() {
         })
         .await;
     assert_eq!(refused, Err(Bytes::from_static(publish::NOT_FOLLOWING)));
+}
+
+/// A log writer into a shared buffer, for tests that read what was logged.
+#[derive(Clone, Default)]
+struct Logged(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logged {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Ok(mut b) = self.0.lock() {
+            b.extend_from_slice(buf);
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A heartbeat naming another node revokes the lease; the log line says
+/// which client sent it (walkthrough 23: one sent by hand fenced a master
+/// for good, and nothing said where it came from).
+#[test]
+fn a_heartbeat_revoking_the_lease_is_logged_with_its_sender() {
+    let (_, gate) = gate(LeaseMode::BlockWrite, &[]);
+    ask(&gate, &["CLUSTERX", "HEARTBEAT", ME, "1000", "1"], true);
+    assert!(gate.lease().write_allowed());
+    let logged = Logged::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer({
+            let logged = logged.clone();
+            move || logged.clone()
+        })
+        .with_ansi(false)
+        .finish();
+    tracing::subscriber::with_default(subscriber, || {
+        ask(
+            &gate,
+            &[
+                "CLUSTERX",
+                "HEARTBEAT",
+                "9999999999999999999999999999999999999999",
+                "1000",
+                "2",
+            ],
+            true,
+        );
+    });
+    assert!(!gate.lease().write_allowed(), "revoked");
+    let log = String::from_utf8_lossy(&logged.0.lock().expect("log")).to_string();
+    assert!(
+        log.contains("another node was named master") && log.contains("peer=192.0.2.7"),
+        "{log}"
+    );
 }

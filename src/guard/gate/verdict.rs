@@ -34,6 +34,9 @@ pub struct Admission<'a> {
     /// Bytes the client has sent from this request on that the proxy holds
     /// (a held request keeps them all, so they count against the pause buffer).
     pub buffered: usize,
+    /// The client's address, where known: named in the log when its
+    /// request changes the lease (a heartbeat naming another node).
+    pub peer: Option<std::net::IpAddr>,
 }
 
 /// The Gate's answer.

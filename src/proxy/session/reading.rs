@@ -160,6 +160,7 @@ impl Session {
                 covered: head.len <= self.confirmed,
                 handed_over: self.handed_over,
                 buffered: self.from_client.len() - self.run,
+                peer: self.replica.peer,
             }),
         };
         // A write forwarded unconfirmed goes out like any other; only its
