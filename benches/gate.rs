@@ -93,6 +93,7 @@ fn bench(c: &mut Criterion) {
                     covered: false,
                     handed_over: false,
                     buffered: 0,
+                    peer: None,
                 });
                 assert!(matches!(verdict, Verdict::Forward));
                 verdict
@@ -119,6 +120,7 @@ fn bench(c: &mut Criterion) {
                 covered: false,
                 handed_over: false,
                 buffered: 0,
+                peer: None,
             }))
         })
     });
@@ -141,6 +143,7 @@ fn bench(c: &mut Criterion) {
                 covered: false,
                 handed_over: false,
                 buffered: 0,
+                peer: None,
             })
         })
     });
