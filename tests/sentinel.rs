@@ -23,6 +23,9 @@ struct Setup {
     a: Proxy,
     b: Proxy,
     sentinels: Vec<Sentinel>,
+    /// The nodes' password (`requirepass`, `masterauth`, Sentinel's
+    /// `auth-pass`, leasegate's `backend.password`), if they have one.
+    password: Option<&'static str>,
 }
 
 /// The leasegate config beside a node: the lease from the Sentinels
@@ -65,25 +68,44 @@ fn setup_on(kind: Kind, mode: &str) -> Option<Setup> {
 /// [`setup_on`] with the Sentinels' `down-after-milliseconds` and more of
 /// the leasegates' `sentinel:` section (`sentinel_extra`, indented).
 fn setup_with(kind: Kind, mode: &str, down_after_ms: u64, sentinel_extra: &str) -> Option<Setup> {
+    deploy(kind, mode, down_after_ms, sentinel_extra, None)
+}
+
+/// [`setup_with`] on nodes with `password` when given.
+fn deploy(
+    kind: Kind,
+    mode: &str,
+    down_after_ms: u64,
+    sentinel_extra: &str,
+    password: Option<&'static str>,
+) -> Option<Setup> {
     let a_port = free_port();
     let a_addr = format!("127.0.0.1:{a_port}");
     let mut monitor = Monitor::new(NAME, &a_addr, 2);
     monitor.down_after_ms = down_after_ms;
+    monitor.auth_pass = password.map(str::to_string);
     let sentinels: Vec<Sentinel> = (0..3).map(|_| Sentinel::start(&monitor)).collect();
     let addrs: Vec<String> = sentinels.iter().map(Sentinel::addr).collect();
     // Each its own admin port.
     let yaml = || leasegate_yaml(mode, &addrs, sentinel_extra);
-    let a_node = Node::start(kind)?;
-    let a = Proxy::start_at(a_port, &a_node.addr(), &yaml());
-    let b_node = Node::start(kind)?;
-    let b = Proxy::start(&b_node.addr(), &yaml());
+    let backend = |node: &Node| {
+        let mut b = format!("backend:\n  addr: {}\n", node.addr());
+        if let Some(pw) = password {
+            b.push_str(&format!("  password: {pw}\n"));
+        }
+        b
+    };
+    let a_node = Node::start_with_password(kind, password)?;
+    let a = Proxy::start_at_with_backend_yaml(a_port, &backend(&a_node), &yaml());
+    let b_node = Node::start_with_password(kind, password)?;
+    let b = Proxy::start_with_backend_yaml(&backend(&b_node), &yaml());
     if mode != "disabled" {
         eventually(
             "B's node announces B's leasegate",
             Duration::from_secs(5),
             || {
                 b_node
-                    .client()
+                    .client_auth(password)
                     .cmd(&["CONFIG", "GET", "replica-announce-port"])
                     == Reply::Array(vec![
                         Reply::bulk("replica-announce-port"),
@@ -94,17 +116,17 @@ fn setup_with(kind: Kind, mode: &str, down_after_ms: u64, sentinel_extra: &str) 
     } else {
         let port = b.port.to_string();
         b_node
-            .client()
+            .client_auth(password)
             .cmd(&["CONFIG", "SET", "replica-announce-port", &port]);
     }
     assert_eq!(
         b_node
-            .client()
+            .client_auth(password)
             .cmd(&["REPLICAOF", "127.0.0.1", &a_port.to_string()]),
         Reply::ok()
     );
     eventually("B is in sync", Duration::from_secs(10), || {
-        info_field(b_node.port(), "master_link_status").as_deref() == Some("up")
+        info_field_as(b_node.port(), "master_link_status", password).as_deref() == Some("up")
     });
     eventually(
         "the Sentinels know each other",
@@ -117,12 +139,18 @@ fn setup_with(kind: Kind, mode: &str, down_after_ms: u64, sentinel_extra: &str) 
         a,
         b,
         sentinels,
+        password,
     })
 }
 
 /// A field of the `INFO replication` of the server at `port`.
 fn info_field(port: u16, field: &str) -> Option<String> {
-    let mut c = Client::connect(port);
+    info_field_as(port, field, None)
+}
+
+/// [`info_field`] on a node with `password` when given.
+fn info_field_as(port: u16, field: &str, password: Option<&str>) -> Option<String> {
+    let mut c = support::authenticated(Client::connect(port), password);
     let text = c.cmd(&["INFO", "replication"]).text();
     text.lines()
         .find_map(|l| l.strip_prefix(&format!("{field}:")))
@@ -204,8 +232,9 @@ fn proxy_addr(p: &Proxy) -> String {
 /// every Sentinel lists B by its leasegate; B's leasegate address.
 fn serving(s: &Setup) -> String {
     let b_addr = proxy_addr(&s.b);
+    let mut app = support::authenticated(s.a.client(), s.password);
     eventually("A takes writes", Duration::from_secs(10), || {
-        s.a.client().cmd(&["SET", "k", "1"]) == Reply::ok()
+        app.cmd(&["SET", "k", "1"]) == Reply::ok()
     });
     eventually(
         "the Sentinels list B by its leasegate",
@@ -416,6 +445,62 @@ fn planned_failover_loses_nothing(kind: Kind) {
     );
     outcome.assert_none_failed_or_lost(&mut s.b_node.client(), 100);
     drop(s.a_node);
+}
+
+/// The deployment with passwords, as production has them: the nodes'
+/// `requirepass` and `masterauth`, the Sentinels' `auth-pass`, the
+/// leasegates' `backend.password`. A planned `SENTINEL FAILOVER` to B and
+/// back under authenticated writers on A's leasegate: its sessions move to
+/// B's leasegate and back, logged in there, with no client error and no
+/// acknowledged write lost.
+#[test]
+fn planned_sentinel_failovers_of_password_protected_nodes_lose_nothing() {
+    password_protected_failovers_lose_nothing(Kind::Redis);
+}
+
+#[test]
+fn planned_sentinel_failovers_of_password_protected_kvrocks_lose_nothing() {
+    password_protected_failovers_lose_nothing(Kind::Kvrocks);
+}
+
+fn password_protected_failovers_lose_nothing(kind: Kind) {
+    const PASSWORD: &str = "node-secret";
+    let Some(s) = deploy(kind, "block-write", 2_000, "", Some(PASSWORD)) else {
+        return;
+    };
+    let b_addr = serving(&s);
+    let writers =
+        Writers::start_authenticated(s.a.port, 2, "w", Duration::from_millis(2), Some(PASSWORD));
+    std::thread::sleep(Duration::from_millis(300));
+    let takes_writes = |p: &Proxy| {
+        let mut c = support::authenticated(p.client(), Some(PASSWORD));
+        move || c.cmd(&["SET", "probe", "1"]) == Reply::ok()
+    };
+    sentinel_failover(&s);
+    eventually("the Sentinels name B", Duration::from_secs(15), || {
+        all_name(&s, &b_addr)
+    });
+    eventually("B takes writes", Duration::from_secs(5), takes_writes(&s.b));
+    eventually("A's node follows B", Duration::from_secs(15), || {
+        info_field_as(s.a_node.port(), "master_link_status", Some(PASSWORD)).as_deref()
+            == Some("up")
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    fail_over_until_named(&s, &proxy_addr(&s.a));
+    eventually(
+        "A takes writes again",
+        Duration::from_secs(10),
+        takes_writes(&s.a),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let outcome = writers.finish();
+    eprintln!(
+        "{} writes acknowledged, {} errors, longest gap between acknowledgements {:?}",
+        outcome.acked.len(),
+        outcome.errors.len(),
+        outcome.longest_gap()
+    );
+    outcome.assert_none_failed_or_lost(&mut s.a_node.client_auth(Some(PASSWORD)), 100);
 }
 
 /// A planned `SENTINEL FAILOVER` while the old master's leasegate is frozen

@@ -102,3 +102,60 @@ fn a_step_down_hold_taken_over_at_an_upgrade_ends_when_the_new_master_holds_the_
         Reply::bulk("held at A")
     );
 }
+
+/// The controller names B master (version 2); A's poll sees it first and
+/// holds A's writes until B's leasegate holds the lease. B's leasegate is
+/// upgraded before its poll saw the switch: the successor's first poll
+/// does not know the old master from an earlier answer, so it takes the
+/// master B's node follows, and brings B's node to the topology once that
+/// one (A) is fenced and caught up with. Before, it waited for the
+/// controller's own push (kvrocks-controller 1.2.0: up to a second, at its
+/// next check; never, here), with A's writes held meanwhile (walkthrough
+/// 30).
+#[test]
+fn a_successor_named_master_at_its_first_poll_takes_over_from_the_master_its_node_follows() {
+    let controller = TestController::start();
+    let a_yaml = format!(
+        "{}  switch_timeout_ms: 20000\n",
+        controller.yaml(100, 10_000)
+    );
+    let (Some(a), Some(mut b)) = (
+        Node::start_with(A_ID, "block-write", &a_yaml),
+        Node::start_with(B_ID, "block-write", &controller.yaml(30_000, 60_000)),
+    ) else {
+        return;
+    };
+    let (a_addr, b_addr) = a_master_of_b(&controller, &a, &b);
+    controller.set_topology(
+        2,
+        vec![vec![(B_ID, &b_addr, "master"), (A_ID, &a_addr, "slave")]],
+    );
+    let mut info = a.proxy.client();
+    let start = Instant::now();
+    while info_fields(&info.cmd(&["INFO", "leasegate"]))
+        .get("lease_valid")
+        .map(String::as_str)
+        != Some("0")
+    {
+        assert!(start.elapsed() < PATIENCE, "A never stepped down");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut app = a.proxy.client();
+    app.send(&["SET", "k", "held at A"]);
+    assert_eq!(
+        app.try_read(Duration::from_millis(300)),
+        None,
+        "held until B holds the lease"
+    );
+    let mut successors = Successors::default();
+    upgrade(None, &mut b.proxy, &mut successors);
+    assert_eq!(
+        app.try_read(Duration::from_secs(5)),
+        Some(Reply::ok()),
+        "B's successor took over from A, and A's held write went to B (not at A's 20 s bound)"
+    );
+    assert_eq!(
+        b.kvrocks.client().cmd(&["GET", "k"]),
+        Reply::bulk("held at A")
+    );
+}

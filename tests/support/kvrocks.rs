@@ -377,12 +377,19 @@ impl HeldPromotion {
         );
         let mut ctl_b = b.proxy.client();
         let start = Instant::now();
-        while super::info_fields(&ctl_b.cmd(&["INFO", "leasegate"]))
-            .get("controller_version")
-            .map(String::as_str)
-            != Some("2")
-        {
-            assert!(start.elapsed() < PATIENCE, "B's poll never saw version 2");
+        // B's poll saw version 2 and holds its writes (it asks A's
+        // leasegate first whether A runs a failover: a write sent before
+        // the hold goes to A, still master).
+        loop {
+            let fields = super::info_fields(&ctl_b.cmd(&["INFO", "leasegate"]));
+            let field = |name: &str| fields.get(name).map(String::as_str);
+            if field("controller_version") == Some("2") && field("paused") == Some("1") {
+                break;
+            }
+            assert!(
+                start.elapsed() < PATIENCE,
+                "B's poll never held its writes at version 2: {fields:?}"
+            );
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
         let mut app = b.proxy.client();

@@ -774,6 +774,15 @@ impl Client {
     }
 }
 
+/// `client`, having sent `AUTH password` first when a password is given.
+#[allow(dead_code)]
+pub fn authenticated(mut client: Client, password: Option<&str>) -> Client {
+    if let Some(pw) = password {
+        assert_eq!(client.cmd(&["AUTH", pw]), Reply::ok(), "AUTH");
+    }
+    client
+}
+
 /// A connection authenticated as the controller with `control.password`.
 pub fn controller_client(proxy: &Proxy, password: &str) -> Client {
     let mut c = proxy.client();

@@ -24,6 +24,20 @@ impl Node {
         })
     }
 
+    /// [`Node::start`] with `requirepass` and `masterauth` `password`, as
+    /// production nodes have them (`None`: neither).
+    #[allow(dead_code)]
+    pub fn start_with_password(kind: Kind, password: Option<&str>) -> Option<Node> {
+        let Some(pw) = password else {
+            return Node::start(kind);
+        };
+        let args = ["--requirepass", pw, "--masterauth", pw];
+        Some(match kind {
+            Kind::Redis => Node::Redis(RedisServer::start_with(&args)),
+            Kind::Kvrocks => Node::Kvrocks(KvrocksServer::start_with(false, &args)?),
+        })
+    }
+
     pub fn port(&self) -> u16 {
         match self {
             Node::Redis(r) => r.port,
@@ -37,6 +51,12 @@ impl Node {
 
     pub fn client(&self) -> Client {
         Client::connect(self.port())
+    }
+
+    /// A client of the node, authenticated with `password` when given.
+    #[allow(dead_code)]
+    pub fn client_auth(&self, password: Option<&str>) -> Client {
+        super::authenticated(self.client(), password)
     }
 
     /// Kills the node and starts it again on its port, as a supervisor
