@@ -43,6 +43,7 @@
 mod fence;
 mod poll;
 mod stale;
+mod withheld;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -61,9 +62,6 @@ use crate::kvrocks::sentinel::{check_deployment, judge, Judgement, MasterView};
 use crate::kvrocks::topology::Replication;
 use crate::proxy::backend::ControlConnection;
 use redis_protocol::resp2::types::OwnedFrame;
-
-/// Withheld renewals logged: the first, then every this many.
-const LOG_EVERY: u64 = 50;
 
 /// How much longer than one poll (its interval and timeout) the lease may
 /// be used without an answer: room for a busy host's scheduling.
@@ -123,7 +121,7 @@ pub async fn run(ctx: Arc<ControlContext>) {
     tokio::spawn(fence::serve_fences(Arc::clone(&ctx), me.clone()));
     info!(sentinels = ?s.addrs, master = %s.master_name, address = %me, interval_ms = s.poll_interval.as_millis() as u64, "taking the master lease from Redis Sentinel");
     let mut polls = poll::Polls::new(&ctx, &s.addrs, &s.master_name);
-    let mut withheld = 0u64;
+    let mut withheld = withheld::Withheld::default();
     // The Sentinels named this node master at the last poll that judged.
     let mut named = false;
     // ...at any poll since start: its node, should it be a master on its
@@ -176,9 +174,8 @@ pub async fn run(ctx: Arc<ControlContext>) {
             // new clients to the new master; they waited 30 s).
             Judgement::Renew { .. } if node_role.is_none() => {
                 named = true;
-                withhold(
+                withheld.poll(
                     &ctx,
-                    &mut withheld,
                     "the Sentinels name this node master, but its node does not answer",
                 );
                 // Writes released as the node returns wait for the poll
@@ -188,9 +185,8 @@ pub async fn run(ctx: Arc<ControlContext>) {
                     .await_renewal(std::time::Instant::now() + pulse(&ctx));
             }
             Judgement::Renew { .. } if node_role.as_deref() != Some("master") => {
-                withhold(
+                withheld.poll(
                     &ctx,
-                    &mut withheld,
                     "the Sentinels name this node master, but its node reports itself a replica",
                 );
             }
@@ -198,20 +194,17 @@ pub async fn run(ctx: Arc<ControlContext>) {
             // replica after it said it was master): the answers may
             // predate that, so they renew nothing.
             Judgement::Renew { .. } if lease.revocations() != revocations => {
-                withhold(&ctx, &mut withheld, "the lease was revoked during the poll");
+                withheld.poll(&ctx, "the lease was revoked during the poll");
             }
             Judgement::Renew { valid_ms, .. } => {
-                if withheld > 0 {
-                    info!(polls = withheld, "the Sentinels vouch for this node again");
-                    withheld = 0;
-                }
+                withheld.vouched();
                 renew(&ctx, valid_ms, sent);
                 ctx.role.promotion_named();
                 named = true;
                 ever_named = true;
             }
             Judgement::Revoke { master, epoch } => {
-                withheld = 0;
+                withheld.reset();
                 // Named last, its node silent now and to the probe (two in
                 // a row): a crash, whose lease ran out since (the Sentinels
                 // stopped vouching).
@@ -248,7 +241,7 @@ pub async fn run(ctx: Arc<ControlContext>) {
                 }
             }
             Judgement::Hold { why } => hold_writes(&ctx, &why),
-            Judgement::Withhold { why } => withhold(&ctx, &mut withheld, &why),
+            Judgement::Withhold { why } => withheld.poll(&ctx, &why),
         }
         if !holds {
             // The hold ends (this process's, or its predecessor's taken
@@ -455,17 +448,6 @@ fn revoke(
         role.demote(Demotion {
             new_master: Some(Arc::from(master)),
         });
-    }
-}
-
-fn withhold(ctx: &ControlContext, withheld: &mut u64, why: &str) {
-    ctx.metrics.sentinel.count("withheld");
-    *withheld += 1;
-    if *withheld == 1 || *withheld % LOG_EVERY == 0 {
-        warn!(
-            polls = *withheld,
-            why, "the Sentinels do not vouch for this node; the lease is not renewed"
-        );
     }
 }
 
