@@ -503,6 +503,44 @@ fn password_protected_failovers_lose_nothing(kind: Kind) {
     outcome.assert_none_failed_or_lost(&mut s.a_node.client_auth(Some(PASSWORD)), 100);
 }
 
+/// The master's node crashes (passwords on). A new client of the
+/// replica's leasegate logs in there (B's node answers its `AUTH`), and
+/// its first write moves its session to the master's leasegate, which
+/// holds the replayed `AUTH` while its node is down. The session waits
+/// there, as A's own clients do, and goes on at B once the Sentinels
+/// promote it. Before, it gave up after 1 s (`-ERR ... could not be
+/// restored`), and so did its client's every retry until the promotion
+/// (walkthrough 31).
+#[test]
+fn a_session_moved_toward_a_crashed_master_waits_for_the_promotion() {
+    const PASSWORD: &str = "node-secret";
+    let Some(mut s) = deploy(Kind::Redis, "block-write", 2_000, "", Some(PASSWORD)) else {
+        return;
+    };
+    let b_addr = serving(&s);
+    eventually("B has A's write", Duration::from_secs(10), || {
+        s.b_node.client_auth(Some(PASSWORD)).cmd(&["GET", "k"]) == Reply::bulk("1")
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    s.a_node.stop();
+    let mut client = support::authenticated(s.b.client(), Some(PASSWORD));
+    let sent = Instant::now();
+    let reply = client.cmd(&["SET", "after-crash", "1"]);
+    assert_eq!(
+        reply,
+        Reply::ok(),
+        "the write waited for the promotion ({:?})",
+        sent.elapsed()
+    );
+    assert!(all_name(&s, &b_addr), "answered once the Sentinels named B");
+    assert_eq!(
+        s.b_node
+            .client_auth(Some(PASSWORD))
+            .cmd(&["GET", "after-crash"]),
+        Reply::bulk("1")
+    );
+}
+
 /// A planned `SENTINEL FAILOVER` while the old master's leasegate is frozen
 /// (`SIGSTOP`: a stalled VM, a long GC-like pause): B's leasegate cannot
 /// pause A's writes, and the promotion goes on. A's lease, from the

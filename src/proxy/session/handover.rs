@@ -227,7 +227,7 @@ impl Session {
         ready: Option<NodeConn>,
         home: (&str, Option<&NodeTls>),
         peer: Option<&PeerTls>,
-        timeout: std::time::Duration,
+        (timeout, node_lost_patience): (std::time::Duration, std::time::Duration),
     ) -> Option<NodeConn> {
         let (addr, connected) = match (ready, &target) {
             (Some(stream), Move::Away(addr)) => (addr.to_string(), Ok(stream)),
@@ -255,7 +255,19 @@ impl Session {
         match connected {
             Ok(mut stream) => {
                 let replay = self.replay_requests();
-                if let Err(why) = super::restore::restore(&mut stream, &replay, timeout).await {
+                // Another leasegate whose node is down holds a new login
+                // as it holds its own clients' (`node_lost_wait_ms`), and
+                // moves it on to the master named next: the session waits
+                // there as they do. Given up after `timeout`, it ended with
+                // an error, and every reconnect of its client the same a
+                // second later, until the shard's failover (walkthrough 31:
+                // 80 errors for 20 clients of a replica's leasegate in a
+                // crash of the master's node).
+                let patience = match target {
+                    Move::Away(_) => timeout.max(node_lost_patience),
+                    Move::Home => timeout,
+                };
+                if let Err(why) = super::restore::restore(&mut stream, &replay, patience).await {
                     warn!(%addr, error = %why, "the session's connection state could not be restored where it moves: it ends");
                     self.requeue_after_move(false);
                     self.end_unrestored(&why);

@@ -34,7 +34,7 @@ impl<C: ClientIo> Driver<C> {
                 ready,
                 (&ctx.backend_addr, tls.as_deref()),
                 peer.as_deref(),
-                ctx.connect_timeout,
+                (ctx.connect_timeout, ctx.node_lost_patience),
             )
             .await
         {
