@@ -437,12 +437,7 @@ fn planned_failover_loses_nothing(kind: Kind) {
     eprintln!("failover named B after {:?}", started.elapsed());
     std::thread::sleep(Duration::from_secs(2));
     let outcome = writers.finish();
-    eprintln!(
-        "{} writes acknowledged, {} errors, longest gap between acknowledgements {:?}",
-        outcome.acked.len(),
-        outcome.errors.len(),
-        outcome.longest_gap()
-    );
+    outcome.log_summary();
     outcome.assert_none_failed_or_lost(&mut s.b_node.client(), 100);
     drop(s.a_node);
 }
@@ -494,12 +489,7 @@ fn password_protected_failovers_lose_nothing(kind: Kind) {
     );
     std::thread::sleep(Duration::from_millis(500));
     let outcome = writers.finish();
-    eprintln!(
-        "{} writes acknowledged, {} errors, longest gap between acknowledgements {:?}",
-        outcome.acked.len(),
-        outcome.errors.len(),
-        outcome.longest_gap()
-    );
+    outcome.log_summary();
     outcome.assert_none_failed_or_lost(&mut s.a_node.client_auth(Some(PASSWORD)), 100);
 }
 
@@ -729,12 +719,7 @@ fn an_upgrade_under_sentinel_keeps_the_lease_and_the_replicas_stream() {
     });
     std::thread::sleep(Duration::from_secs(1));
     let outcome = writers.finish();
-    eprintln!(
-        "{} writes acknowledged, {} errors, longest gap between acknowledgements {:?}",
-        outcome.acked.len(),
-        outcome.errors.len(),
-        outcome.longest_gap()
-    );
+    outcome.log_summary();
     outcome.assert_none_failed_or_lost(&mut s.b_node.client(), 100);
     // The successor's Sentinel lease source let A's lease go to B.
     eventually("B takes writes", Duration::from_secs(5), || {

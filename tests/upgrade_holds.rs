@@ -38,124 +38,110 @@ fn a_poll_hold_taken_over_at_an_upgrade_is_ended_by_the_successor() {
     held.taken_back_by_a();
 }
 
-/// A's poll sees the controller name B master (version 2): A holds its
-/// writes until B's leasegate holds the lease (a step-down), but B's poll
-/// is slow to see it. A is upgraded meanwhile. The successor ends the
-/// step-down's hold it took over once B holds the lease, as A would have;
-/// before, nothing in it did, and writes waited out the hold's bound
-/// (`controller.switch_timeout_ms`, 20 s here).
+/// A stepping down: the controller names B master (version 2); A's poll
+/// (every 100 ms) sees it and holds A's writes until B's leasegate holds
+/// the lease (`switch_timeout_ms` 20 s); B's (every 30 s) does not see it.
+/// `app` has a write held at A.
+struct SteppingDown {
+    _controller: TestController,
+    a: Node,
+    b: Node,
+    app: support::Client,
+}
+
+impl SteppingDown {
+    /// `None` when Kvrocks is not here.
+    fn start() -> Option<SteppingDown> {
+        let controller = TestController::start();
+        let a_yaml = format!(
+            "{}  switch_timeout_ms: 20000\n",
+            controller.yaml(100, 10_000)
+        );
+        let a = Node::start_with(A_ID, "block-write", &a_yaml)?;
+        let b = Node::start_with(B_ID, "block-write", &controller.yaml(30_000, 60_000))?;
+        let (a_addr, b_addr) = a_master_of_b(&controller, &a, &b);
+        controller.set_topology(
+            2,
+            vec![vec![(B_ID, &b_addr, "master"), (A_ID, &a_addr, "slave")]],
+        );
+        let mut info = a.proxy.client();
+        let start = Instant::now();
+        loop {
+            let fields = info_fields(&info.cmd(&["INFO", "leasegate"]));
+            let field = |name: &str| fields.get(name).map(String::as_str);
+            if field("lease_valid") == Some("0") && field("paused") == Some("1") {
+                break;
+            }
+            assert!(
+                start.elapsed() < PATIENCE,
+                "A never stepped down with its writes held: {fields:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let mut app = a.proxy.client();
+        app.send(&["SET", "k", "held at A"]);
+        assert_eq!(
+            app.try_read(Duration::from_millis(300)),
+            None,
+            "held until B holds the lease"
+        );
+        Some(SteppingDown {
+            _controller: controller,
+            a,
+            b,
+            app,
+        })
+    }
+
+    /// The held write reaches B within 5 s, not at A's 20 s bound.
+    fn taken_by_b(&mut self, what: &str) {
+        assert_eq!(
+            self.app.try_read(Duration::from_secs(5)),
+            Some(Reply::ok()),
+            "{what}"
+        );
+        assert_eq!(
+            self.b.kvrocks.client().cmd(&["GET", "k"]),
+            Reply::bulk("held at A")
+        );
+    }
+}
+
+/// A steps down ([`SteppingDown`]) and is upgraded meanwhile. The
+/// successor ends the step-down's hold it took over once B holds the
+/// lease, as A would have; before, nothing in it did, and writes waited
+/// out the hold's bound (`controller.switch_timeout_ms`, 20 s here).
 #[test]
 fn a_step_down_hold_taken_over_at_an_upgrade_ends_when_the_new_master_holds_the_lease() {
-    let controller = TestController::start();
-    let a_yaml = format!(
-        "{}  switch_timeout_ms: 20000\n",
-        controller.yaml(100, 10_000)
-    );
-    let (Some(mut a), Some(b)) = (
-        Node::start_with(A_ID, "block-write", &a_yaml),
-        Node::start_with(B_ID, "block-write", &controller.yaml(30_000, 60_000)),
-    ) else {
+    let Some(mut held) = SteppingDown::start() else {
         return;
     };
-    let (a_addr, b_addr) = a_master_of_b(&controller, &a, &b);
-    controller.set_topology(
-        2,
-        vec![vec![(B_ID, &b_addr, "master"), (A_ID, &a_addr, "slave")]],
-    );
-    let mut info = a.proxy.client();
-    let start = Instant::now();
-    loop {
-        let fields = info_fields(&info.cmd(&["INFO", "leasegate"]));
-        let field = |name: &str| fields.get(name).map(String::as_str);
-        if field("lease_valid") == Some("0") && field("paused") == Some("1") {
-            break;
-        }
-        assert!(
-            start.elapsed() < PATIENCE,
-            "A never stepped down with its writes held: {fields:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let mut app = a.proxy.client();
-    app.send(&["SET", "k", "held at A"]);
-    assert_eq!(
-        app.try_read(Duration::from_millis(300)),
-        None,
-        "held until B holds the lease"
-    );
     let mut successors = Successors::default();
-    upgrade(None, &mut a.proxy, &mut successors);
+    upgrade(None, &mut held.a.proxy, &mut successors);
     assert_eq!(
-        app.try_read(Duration::from_millis(300)),
+        held.app.try_read(Duration::from_millis(300)),
         None,
         "still held at the successor"
     );
     // The controller's push reaches B: its node is master, its poll grants.
-    b.set_nodes(&topology((B_ID, &b), Some((A_ID, &a))), 2);
-    assert_eq!(
-        app.try_read(Duration::from_secs(5)),
-        Some(Reply::ok()),
-        "the held write goes to B once it holds the lease, not at the hold's 20 s bound"
-    );
-    assert_eq!(
-        b.kvrocks.client().cmd(&["GET", "k"]),
-        Reply::bulk("held at A")
-    );
+    held.b
+        .set_nodes(&topology((B_ID, &held.b), Some((A_ID, &held.a))), 2);
+    held.taken_by_b("the held write goes to B once it holds the lease");
 }
 
-/// The controller names B master (version 2); A's poll sees it first and
-/// holds A's writes until B's leasegate holds the lease. B's leasegate is
-/// upgraded before its poll saw the switch: the successor's first poll
-/// does not know the old master from an earlier answer, so it takes the
-/// master B's node follows, and brings B's node to the topology once that
-/// one (A) is fenced and caught up with. Before, it waited for the
-/// controller's own push (kvrocks-controller 1.2.0: up to a second, at its
-/// next check; never, here), with A's writes held meanwhile (walkthrough
-/// 30).
+/// A steps down ([`SteppingDown`]); B's leasegate is upgraded before its
+/// poll saw the switch: the successor's first poll does not know the old
+/// master from an earlier answer, so it takes the master B's node
+/// follows, and brings B's node to the topology once that one (A) is
+/// fenced and caught up with. Before, it waited for the controller's own
+/// push (kvrocks-controller 1.2.0: up to a second, at its next check;
+/// never, here), with A's writes held meanwhile (walkthrough 30).
 #[test]
 fn a_successor_named_master_at_its_first_poll_takes_over_from_the_master_its_node_follows() {
-    let controller = TestController::start();
-    let a_yaml = format!(
-        "{}  switch_timeout_ms: 20000\n",
-        controller.yaml(100, 10_000)
-    );
-    let (Some(a), Some(mut b)) = (
-        Node::start_with(A_ID, "block-write", &a_yaml),
-        Node::start_with(B_ID, "block-write", &controller.yaml(30_000, 60_000)),
-    ) else {
+    let Some(mut held) = SteppingDown::start() else {
         return;
     };
-    let (a_addr, b_addr) = a_master_of_b(&controller, &a, &b);
-    controller.set_topology(
-        2,
-        vec![vec![(B_ID, &b_addr, "master"), (A_ID, &a_addr, "slave")]],
-    );
-    let mut info = a.proxy.client();
-    let start = Instant::now();
-    while info_fields(&info.cmd(&["INFO", "leasegate"]))
-        .get("lease_valid")
-        .map(String::as_str)
-        != Some("0")
-    {
-        assert!(start.elapsed() < PATIENCE, "A never stepped down");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let mut app = a.proxy.client();
-    app.send(&["SET", "k", "held at A"]);
-    assert_eq!(
-        app.try_read(Duration::from_millis(300)),
-        None,
-        "held until B holds the lease"
-    );
     let mut successors = Successors::default();
-    upgrade(None, &mut b.proxy, &mut successors);
-    assert_eq!(
-        app.try_read(Duration::from_secs(5)),
-        Some(Reply::ok()),
-        "B's successor took over from A, and A's held write went to B (not at A's 20 s bound)"
-    );
-    assert_eq!(
-        b.kvrocks.client().cmd(&["GET", "k"]),
-        Reply::bulk("held at A")
-    );
+    upgrade(None, &mut held.b.proxy, &mut successors);
+    held.taken_by_b("B's successor took over from A, and A's held write went to B");
 }

@@ -31,6 +31,17 @@ impl Outcome {
         at.windows(2).map(|w| w[1] - w[0]).max().unwrap_or_default()
     }
 
+    /// Writes the counts and the longest gap to the test's log.
+    #[allow(dead_code)]
+    pub fn log_summary(&self) {
+        eprintln!(
+            "{} writes acknowledged, {} errors, longest gap between acknowledgements {:?}",
+            self.acked.len(),
+            self.errors.len(),
+            self.longest_gap()
+        );
+    }
+
     /// The promise of a graceful failover: no client saw an error, more than
     /// `min_acked` writes were acknowledged, and every one of them is on the
     /// node `master` (a direct client to it) — nothing was lost.
