@@ -299,18 +299,21 @@ pub(super) async fn take_over(
     }
     // A poller that never saw the topology before this one (an upgrade's
     // successor, a restarted leasegate) does not know the old master: the
-    // master the node follows is it (the checks below make sure it is a
-    // leasegate in front of a master). Left unknown, the switch waited for
-    // the controller's own push, up to its next check a second later,
-    // with the old master's writes held meanwhile (walkthrough 30: 0.7 and
-    // 0.97 s when an upgrade came at the switch).
+    // master the node follows is it, where the controller lists that
+    // address (the checks below make sure it is a leasegate in front of a
+    // master). Left unknown, the switch waited for the controller's own
+    // push, up to its next check a second later, with the old master's
+    // writes held meanwhile (walkthrough 30: 0.7 and 0.97 s when an
+    // upgrade came at the switch).
+    let me = ctx.role.lease().node_id();
     let followed = match old_master {
         Some(_) => None,
         None => info_replication(&mut node)
             .await
             .ok()
             .filter(|r| r.is_replica())
-            .and_then(|r| r.master),
+            .and_then(|r| r.master)
+            .filter(|m| cluster.id_at(m).is_some_and(|id| Some(id) != me.as_deref())),
     };
     let Some(old_master) = old_master.or(followed.as_deref()) else {
         return TakeOver::NotYet(format!(
