@@ -213,9 +213,8 @@ pub(super) async fn release_to_new_master(ctx: &ControlContext) {
             }
         }
     }
-    if ctx.role.take_step_down_pause() {
-        ctx.gate.pause().end_owned(PauseOwner::StepDown);
-    }
+    // A step-down's hold, if one is in force (the pause's owner says).
+    ctx.gate.pause().end_owned(PauseOwner::StepDown);
 }
 
 /// What [`take_over`] found.

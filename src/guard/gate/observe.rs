@@ -214,7 +214,6 @@ impl Gate {
                 crate::guard::pause::PauseMode::Write,
                 Some(PauseOwner::StepDown),
             );
-            self.role.paused_for_step_down();
         }
         if self.role.writes_in_flight() == 0 {
             return None;
@@ -315,7 +314,7 @@ impl Gate {
                     });
                     // The held writes go to the new master once its
                     // leasegate holds the lease (the poller looks), else now.
-                    if !self.role.step_down_accepted() && self.role.take_step_down_pause() {
+                    if !self.role.step_down_accepted() {
                         self.pause.end_owned(PauseOwner::StepDown);
                     }
                     // Now that the writes go to the new master, a

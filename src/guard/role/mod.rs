@@ -96,9 +96,6 @@ pub struct Role {
     /// A demoting topology from the controller waits for the writes in
     /// flight ([`crate::guard::gate::Gate`]); its next ask goes on.
     stepping_down: AtomicBool,
-    /// That topology paused writes; its `+OK` ends the pause (or, with a
-    /// poller, the new master's leasegate holding the lease does).
-    step_down_pause: AtomicBool,
     /// A poller follows the controller and ends a step-down's pause
     /// ([`Role::stepped_down`]).
     poller_releases: AtomicBool,
@@ -163,7 +160,6 @@ impl Role {
             handed_away_at: AtomicU64::new(0),
             node_topology: AtomicU64::new(0),
             stepping_down: AtomicBool::new(false),
-            step_down_pause: AtomicBool::new(false),
             poller_releases: AtomicBool::new(false),
             step_down_hold_ms: AtomicU64::new(0),
             stepped_down: tokio::sync::Notify::new(),
@@ -334,23 +330,12 @@ impl Role {
         self.stepping_down.swap(false, Ordering::AcqRel)
     }
 
-    /// A demoting topology paused writes.
-    pub fn paused_for_step_down(&self) {
-        self.step_down_pause.store(true, Ordering::Release);
-    }
-
-    /// Whether a demoting topology's pause is to be ended.
-    pub fn take_step_down_pause(&self) -> bool {
-        self.step_down_pause.swap(false, Ordering::AcqRel)
-    }
-
     /// An upgrade's successor took over a step-down's hold
     /// ([`crate::guard::pause::PauseOwner::StepDown`]): its poller ends it
     /// once the new master's leasegate holds the lease, as the
     /// predecessor's would have. Before, nothing in the successor ended it,
     /// and writes waited out its bound (`controller.switch_timeout_ms`).
     pub fn resume_step_down(&self) {
-        self.step_down_pause.store(true, Ordering::Release);
         self.stepped_down.notify_one();
     }
 
