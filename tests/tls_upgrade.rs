@@ -5,8 +5,9 @@
 //! the upgrade; values larger than a record both ways; a second upgrade
 //! moves it again; redis-py over OpenSSL too; a node reached over TLS; a
 //! replica's stream; a subscriber), a record half received is read on, a
-//! client that updates its keys after the move is closed alone, and the
-//! TLS listener is handed over.
+//! client that updates its keys after the move is closed alone, the TLS
+//! listener is handed over, and TLS clients waiting for their node that is
+//! down move and wait in the successor.
 
 mod support;
 
@@ -381,4 +382,85 @@ fn a_tls_subscriber_keeps_its_subscription_across_an_upgrade() {
             Reply::bulk("after")
         ])
     );
+}
+
+/// TLS clients waiting for their node that is down (a crash the controller
+/// has not acted on: `controller.node_lost_wait_ms`) move at an upgrade
+/// with their keys, the successor waits in their place, and both are
+/// served once the node is back: a connected one with its database, one
+/// that arrived while the node was down as a new client.
+#[test]
+fn tls_clients_waiting_for_a_node_that_is_down_move_at_an_upgrade() {
+    let pki = Pki::new("tls-upgrade-waiting");
+    let mut node = RedisServer::start_with(&["--requirepass", PASSWORD]);
+    let controller = support::controller::TestController::start();
+    let (me, other) = (
+        support::controller::node_id(1),
+        support::controller::node_id(2),
+    );
+    controller.set_topology(
+        1,
+        vec![vec![
+            (&me, "127.0.0.1:6666", "master"),
+            (&other, "127.0.0.1:6667", "slave"),
+        ]],
+    );
+    let port = free_port();
+    let mut proxy = Proxy::start_with_backend_yaml(
+        &format!(
+            "backend:\n  addr: {}\n  password: {PASSWORD}\n",
+            node.addr()
+        ),
+        &format!(
+            "node_id: {me}\n{}lease:\n  mode: block-write\nadmin:\n  listen: 127.0.0.1:{}\n  token: t\n{}",
+            pki.listener_yaml(port, false),
+            free_port(),
+            controller.yaml(100, 10_000)
+        ),
+    );
+    wait_tls(port);
+    let admin = proxy.admin_port();
+    let mut connected = connect(&pki, port, None, false);
+    assert_eq!(connected.cmd(&["SELECT", "4"]), Reply::ok());
+    let start = Instant::now();
+    while connected.cmd(&["SET", "before", "1"]) != Reply::ok() {
+        assert!(start.elapsed() < PATIENCE, "no lease");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    node.stop();
+    let waiting = |n: u64| {
+        let start = Instant::now();
+        while support::metric(admin, "leasegate_clients_waiting_for_node ") != n {
+            assert!(start.elapsed() < PATIENCE, "{n} clients never waited");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    waiting(1);
+    connected.send(&["SET", "tls-moved", "connected"]);
+    let mut new = tls(&pki).connect_unanswered(port).expect("TLS");
+    new.send(&["AUTH", PASSWORD]);
+    new.send(&["SET", "tls-new", "arrived"]);
+    waiting(2);
+    let mut successors = Successors::default();
+    upgrade(None, &mut proxy, &mut successors);
+    for (what, c) in [("connected", &mut connected), ("new", &mut new)] {
+        assert_eq!(
+            c.read_within(Duration::from_millis(300)),
+            Ok(None),
+            "the {what} TLS client, at the upgrade"
+        );
+    }
+    node.restart();
+    assert_eq!(
+        connected.read(),
+        Reply::ok(),
+        "the connected client's write"
+    );
+    assert_eq!(new.read(), Reply::ok(), "the new client's AUTH");
+    assert_eq!(new.read(), Reply::ok(), "the new client's write");
+    let mut direct = node.client();
+    assert_eq!(direct.cmd(&["AUTH", PASSWORD]), Reply::ok());
+    assert_eq!(direct.cmd(&["GET", "tls-new"]), Reply::bulk("arrived"));
+    assert_eq!(direct.cmd(&["SELECT", "4"]), Reply::ok());
+    assert_eq!(direct.cmd(&["GET", "tls-moved"]), Reply::bulk("connected"));
 }

@@ -1,7 +1,9 @@
 //! An upgrade (SIGUSR2) while a pause is on: the successor goes on with
 //! the pause its predecessor had, and ends it as the predecessor would
 //! have. Real Kvrocks nodes in cluster mode and the test controller,
-//! polled; the real binary.
+//! polled; the real binary. And while clients wait for their node that is
+//! down: the successor waits in their place (a password-protected
+//! redis-server).
 //!
 //! Walkthrough 27: an upgrade that came while the poller held a promoted
 //! node's writes (its node not yet at the controller's topology) handed
@@ -14,10 +16,10 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::controller::TestController;
+use support::controller::{node_id, TestController};
 use support::kvrocks::{a_master_of_b, topology, HeldPromotion, Node, A_ID, B_ID};
 use support::upgrade::{upgrade, Successors};
-use support::{info_fields, Reply, PATIENCE};
+use support::{info_fields, Proxy, RedisServer, Reply, PATIENCE};
 
 /// B is named master (version 2) but its node is not there yet: B's poll
 /// holds its writes ([`HeldPromotion`]). B is upgraded; then the
@@ -144,4 +146,88 @@ fn a_successor_named_master_at_its_first_poll_takes_over_from_the_master_its_nod
     let mut successors = Successors::default();
     upgrade(None, &mut held.b.proxy, &mut successors);
     held.taken_by_b("B's successor took over from A, and A's held write went to B");
+}
+
+/// Clients wait for their node that is down (it crashed; the controller
+/// still names it master: `controller.node_lost_wait_ms`) when leasegate is
+/// upgraded. They move to the successor, which waits in their place, and
+/// are served once the node is back: a connected client with its
+/// connection state (its login, its database), a new one as one just
+/// arrived; and so at a second upgrade, from the first successor. Before,
+/// they were closed at the upgrade (a walkthrough saw 150 clients reset).
+#[test]
+fn clients_waiting_for_a_node_that_is_down_move_at_an_upgrade() {
+    const PW: &str = "nodepw";
+    let mut redis = RedisServer::start_with(&["--requirepass", PW]);
+    let controller = TestController::start();
+    let (me, other) = (node_id(1), node_id(2));
+    controller.set_topology(
+        1,
+        vec![vec![
+            (&me, "127.0.0.1:6666", "master"),
+            (&other, "127.0.0.1:6667", "slave"),
+        ]],
+    );
+    let mut proxy = Proxy::start_with_backend_yaml(
+        &format!("backend:\n  addr: {}\n  password: {PW}\n", redis.addr()),
+        &format!(
+            "node_id: {me}\nlease:\n  mode: block-write\nadmin:\n  listen: 127.0.0.1:{}\n  token: t\n{}",
+            support::free_port(),
+            controller.yaml(100, 10_000)
+        ),
+    );
+    let admin = proxy.admin_port();
+    let mut connected = support::authenticated(proxy.client(), Some(PW));
+    assert_eq!(connected.cmd(&["SELECT", "3"]), Reply::ok());
+    let start = Instant::now();
+    while connected.cmd(&["SET", "before", "1"]) != Reply::ok() {
+        assert!(start.elapsed() < PATIENCE, "no lease");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    redis.stop();
+    let waiting = |n: u64| {
+        let start = Instant::now();
+        while support::metric(admin, "leasegate_clients_waiting_for_node ") != n {
+            assert!(
+                start.elapsed() < PATIENCE,
+                "{n} clients never waited for the node"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    // The connected client's session waits once it saw its node
+    // connection close; then it writes, and a new client arrives.
+    waiting(1);
+    connected.send(&["SET", "moved", "connected"]);
+    let mut new = proxy.client();
+    new.send(&["AUTH", PW]);
+    new.send(&["SET", "new", "arrived"]);
+    waiting(2);
+    // Upgraded twice: the first successor hands the waits on.
+    let mut successors = Successors::default();
+    let mut pid = None;
+    for upgrade_no in 1..=2 {
+        pid = Some(upgrade(pid, &mut proxy, &mut successors));
+        for (what, c) in [("connected", &mut connected), ("new", &mut new)] {
+            assert_eq!(
+                c.read_within(Duration::from_millis(300)),
+                Ok(None),
+                "the {what} client, at upgrade {upgrade_no}"
+            );
+        }
+        waiting(2);
+    }
+    redis.restart();
+    assert_eq!(
+        connected.read(),
+        Reply::ok(),
+        "the connected client's write"
+    );
+    assert_eq!(new.read(), Reply::ok(), "the new client's AUTH");
+    assert_eq!(new.read(), Reply::ok(), "the new client's write");
+    let mut node = support::authenticated(redis.client(), Some(PW));
+    assert_eq!(node.cmd(&["GET", "new"]), Reply::bulk("arrived"));
+    assert_eq!(node.cmd(&["SELECT", "3"]), Reply::ok());
+    assert_eq!(node.cmd(&["GET", "moved"]), Reply::bulk("connected"));
+    assert_eq!(connected.cmd(&["GET", "moved"]), Reply::bulk("connected"));
 }

@@ -31,7 +31,7 @@ pub struct ProxyMetrics {
     /// TLS handshakes on `tls.listen`, by outcome ([`crate::proxy::tls`]).
     pub tls_handshakes: Family<HandoverResult, Counter>,
     /// Clients waiting for their node, which is down, with their requests
-    /// held ([`crate::proxy::session::find_node`]).
+    /// held (`controller.node_lost_wait_ms`).
     pub waiting_for_node: Gauge,
 }
 

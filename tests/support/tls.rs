@@ -161,6 +161,14 @@ impl TlsClient<'_> {
         }
     }
 
+    /// [`TlsClient::connect`] without its check that the server answers
+    /// (a `PING`): for a server whose node is down, where requests wait.
+    #[allow(dead_code)]
+    pub fn connect_unanswered(&self, port: u16) -> Result<super::Client, String> {
+        let stream = self.handshake(port, None, false)?;
+        Ok(super::Client::over(Box::new(TlsConn(stream))))
+    }
+
     /// The connection, its handshake complete, as rustls holds it: for a
     /// test that writes records itself.
     pub fn handshake(

@@ -43,7 +43,7 @@ use tracing::{debug, info, warn};
 use crate::control::ControlContext;
 use crate::guard::failover_command::FailoverCommandState;
 use crate::guard::succession::Succession;
-use crate::proxy::session::{MovedSession, Mover};
+use crate::proxy::session::{MovedSession, Mover, Takes};
 
 pub use wire::Message;
 
@@ -219,17 +219,22 @@ impl Predecessor<'_> {
         }
         conn.set_read_timeout(Some(READY_TIMEOUT))
             .map_err(|e| e.to_string())?;
-        let (pid, tls_sessions) = match wire::recv(conn) {
+        let (pid, takes) = match wire::recv(conn) {
             Ok((
                 Message::Hello {
                     version,
                     pid,
                     tls_sessions,
+                    waiting_sessions,
                 },
                 _,
             )) => {
-                info!(%version, pid, tls_sessions, "a successor asks to take over");
-                (pid, tls_sessions)
+                info!(%version, pid, tls_sessions, waiting_sessions, "a successor asks to take over");
+                let takes = Takes {
+                    tls: tls_sessions,
+                    waiting: waiting_sessions,
+                };
+                (pid, takes)
             }
             Ok((other, _)) => return Err(format!("expected Hello, got {other:?}")),
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
@@ -243,7 +248,7 @@ impl Predecessor<'_> {
         wait_until(drain, || ctx.role.failover.try_start()).map_err(|()| {
             "a failover is under way and did not end within drain_timeout_ms".to_string()
         })?;
-        let result = self.hold_and_hand_over(conn, pid, tls_sessions, drain);
+        let result = self.hold_and_hand_over(conn, pid, takes, drain);
         if result.is_err() {
             ctx.role.failover.finished();
         }
@@ -255,7 +260,7 @@ impl Predecessor<'_> {
         self,
         conn: &UnixStream,
         pid: u32,
-        tls_sessions: bool,
+        takes: Takes,
         drain: Duration,
     ) -> Result<(), String> {
         let Predecessor {
@@ -328,7 +333,7 @@ impl Predecessor<'_> {
         // session came); this connection stays open.
         let _ = std::fs::remove_file(path);
         let (to, mut sessions) = mpsc::unbounded_channel();
-        mover.start(to, tls_sessions);
+        mover.start(to, takes);
         handoff.committed.cancel();
         let _ = conn.set_read_timeout(None);
         let mut moved = 0u64;
@@ -395,7 +400,8 @@ impl Drop for Freeze<'_> {
 fn send_sessions(conn: &UnixStream, batch: Vec<MovedSession>) -> std::io::Result<()> {
     let fds: Vec<_> = batch
         .iter()
-        .flat_map(|s| [s.client.as_raw_fd(), s.backend.as_raw_fd()])
+        .flat_map(|s| std::iter::once(&s.client).chain(&s.backend))
+        .map(|socket| socket.as_raw_fd())
         .collect();
     let mut states = Vec::with_capacity(batch.len());
     let mut sockets = Vec::with_capacity(batch.len());
@@ -444,6 +450,7 @@ pub fn take_over(path: &Path) -> Result<Inherited, UpgradeError> {
             version: env!("CARGO_PKG_VERSION").to_string(),
             pid: std::process::id(),
             tls_sessions: true,
+            waiting_sessions: true,
         },
         &[],
     )?;
@@ -501,14 +508,21 @@ impl Inherited {
                 (Message::Sessions(states), fds) => {
                     let mut fds = fds.into_iter();
                     for state in states {
-                        let (Some(client), Some(backend)) = (fds.next(), fds.next()) else {
+                        // A client waiting for its node came without a
+                        // node socket.
+                        let client = fds.next();
+                        let backend = match state.waiting() {
+                            None => fds.next().map(Some),
+                            Some(_) => Some(None),
+                        };
+                        let (Some(client), Some(backend)) = (client, backend) else {
                             warn!("a moved session came without its sockets: skipped");
                             continue;
                         };
                         received += 1;
                         let _ = sessions.send(MovedSession {
                             client: std::net::TcpStream::from(client),
-                            backend: std::net::TcpStream::from(backend),
+                            backend: backend.map(std::net::TcpStream::from),
                             state,
                         });
                     }

@@ -42,6 +42,12 @@ pub enum Message {
         /// predecessor closes them between two requests instead.
         #[serde(default)]
         tls_sessions: bool,
+        /// The successor takes up the wait of clients whose node is down
+        /// (each moves without a node socket:
+        /// [`crate::proxy::session::Waiting`]); an older one does not say
+        /// so, and its predecessor closes them instead.
+        #[serde(default)]
+        waiting_sessions: bool,
     },
     /// Predecessor → successor: the Gate's state; the descriptors are the
     /// listeners named, in order.
@@ -62,7 +68,7 @@ pub enum Message {
     /// Successor → predecessor: serving; sessions may come.
     Ready,
     /// Predecessor → successor: sessions; descriptors: each one's client
-    /// and node sockets, in order.
+    /// and node sockets, in order (a waiting client's alone).
     Sessions(Vec<MovedState>),
     /// Predecessor → successor: every session moved or closed; it exits.
     Done { moved: u64, closed: u64 },

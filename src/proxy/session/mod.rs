@@ -63,6 +63,7 @@
 //! AUTH, HELLO, SELECT and CLIENT SETNAME first.
 
 mod acks;
+mod arrival;
 mod driver;
 mod handover;
 mod idle;
@@ -98,10 +99,11 @@ use crate::proxy::backend::NodeConn;
 use crate::proxy::tls::ResumedTls;
 use crate::resp::reply::ReplyFramer;
 use crate::resp::request::{Limits, RequestFramer};
+pub use arrival::{refuse, serve_client};
 use driver::Driver;
 use handover::Replay;
 pub use io::ClientIo;
-pub use node_down::{find_node, while_down, while_node_is_down, Left, WhileDown};
+use node_down::{find_node, while_down, while_node_is_down, Left};
 #[cfg(test)]
 use reading::DISCARD;
 use state::{
@@ -152,7 +154,7 @@ pub struct SessionContext {
     pub stopping: CancellationToken,
 }
 
-pub use moving::{MovedSession, MovedState, Mover};
+pub use moving::{MovedSession, MovedState, Mover, Takes, Waiting};
 
 impl SessionContext {
     /// How a session whose client connection is a `C` reaches another
@@ -285,13 +287,15 @@ async fn serve_on<C: ClientIo>(
 }
 
 /// Serves a session moved here from the predecessor process at an
-/// upgrade, from where it stood there (a TLS client's over its moved keys).
+/// upgrade, from where it stood there (a TLS client's over its moved keys);
+/// a client that waited there for its node that is down waits here
+/// ([`Waiting`]).
 pub async fn serve_moved(
     mut moved: MovedSession,
     ctx: Arc<SessionContext>,
     shutdown: CancellationToken,
 ) {
-    let (client, backend) = match (adopt(moved.client), adopt(moved.backend)) {
+    let (client, backend) = match (adopt(moved.client), moved.backend.map(adopt).transpose()) {
         (Ok(c), Ok(b)) => (c, b),
         (Err(e), _) | (_, Err(e)) => {
             tracing::warn!(error = %e, "a moved session's sockets cannot be served here: closed");
@@ -299,10 +303,11 @@ pub async fn serve_moved(
         }
     };
     let (client_tls, node_tls) = moved.state.take_tls();
-    let backend = match node_tls {
-        None => NodeConn::Plain(backend),
-        Some(keys) => match ResumedTls::new(backend, &keys) {
-            Ok(tls) => NodeConn::Resumed(Box::new(tls)),
+    let backend = match (backend, node_tls) {
+        (None, _) => None,
+        (Some(backend), None) => Some(NodeConn::Plain(backend)),
+        (Some(backend), Some(keys)) => match ResumedTls::new(backend, &keys) {
+            Ok(tls) => Some(NodeConn::Resumed(Box::new(tls))),
             Err(e) => {
                 tracing::warn!(error = %e, "a moved node connection's TLS keys cannot be used: closed");
                 return;
@@ -321,16 +326,39 @@ pub async fn serve_moved(
 }
 
 async fn serve_moved_on<C: ClientIo>(
-    client: C,
-    backend: NodeConn,
+    mut client: C,
+    backend: Option<NodeConn>,
     state: MovedState,
     ctx: Arc<SessionContext>,
     shutdown: CancellationToken,
 ) {
+    if state.waiting() == Some(Waiting::NewClient) {
+        return serve_client(client, ctx, shutdown).await;
+    }
     let mut s = Session::new(ctx.limits, Arc::clone(&ctx.gate), ctx.max_client_output);
     // The peer first: a replica's link is listed again under it.
     s.replica.peer = client.peer_ip();
     s.put_state(state);
+    let backend = match backend {
+        Some(backend) => backend,
+        // Its node is down: it waits here as it did there.
+        None => {
+            match node_down::outlive(&mut client, &s, &ctx, &shutdown).await {
+                node_down::Outlived::Found(stream, away) => {
+                    s.attach(away);
+                    stream
+                }
+                node_down::Outlived::Moving => {
+                    let moved = MovedSession::node_lost(client, &mut s);
+                    if !moved.is_some_and(|moved| ctx.mover.send(moved)) {
+                        tracing::warn!("a session waiting for its node could not move to the successor: closed");
+                    }
+                    return;
+                }
+                node_down::Outlived::Ended => return,
+            }
+        }
+    };
     // What came buffered: the node's bytes first (replies keep their
     // order), then the requests, which this process's Gate now judges.
     if !s.from_backend.is_empty() && s.on_backend_data().is_err() {

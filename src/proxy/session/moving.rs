@@ -15,6 +15,12 @@
 //! MONITOR mode, who the client is (the controller's connection stays the
 //! controller's), `CLIENT REPLY` mode, and what a failover's hand-over
 //! replays.
+//!
+//! A client waiting for its node that is down ([`super::node_down`]) moves
+//! without a node socket ([`Waiting`]): nothing of its waiting requests was
+//! read, and the successor waits for the node (or the new master's
+//! leasegate) in its place, for `node_lost_wait_ms` again. Before, such
+//! clients were closed at the upgrade (a walkthrough saw 150 reset).
 
 use bytes::{Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
@@ -67,14 +73,64 @@ pub struct MovedState {
     /// leasegate's TLS listener after a hand-over).
     #[serde(default)]
     node_tls: Option<MovedTls>,
+    /// It moves without a node socket: its node is down and it waits
+    /// (absent from a predecessor that moved no waiting clients).
+    #[serde(default)]
+    waiting: Option<Waiting>,
+}
+
+/// A client that moves while it waits for its node that is down: the
+/// successor takes up the wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Waiting {
+    /// It never had a node connection: the successor serves it as a client
+    /// that just arrived.
+    NewClient,
+    /// Its node connection closed between requests: the successor looks
+    /// for the node, replays its connection state there and goes on.
+    NodeLost,
 }
 
 /// A session on its way to the successor: its sockets and its state.
 #[derive(Debug)]
 pub struct MovedSession {
     pub client: std::net::TcpStream,
-    pub backend: std::net::TcpStream,
+    /// `None` for a client that waits for its node ([`Waiting`]).
+    pub backend: Option<std::net::TcpStream>,
     pub state: MovedState,
+}
+
+impl MovedSession {
+    /// A session that waits for its node that is down
+    /// ([`Waiting::NodeLost`]), for the successor: its client's socket and
+    /// its state; `None` if the socket cannot leave (it is then closed).
+    pub(super) fn node_lost<C: super::ClientIo>(
+        client: C,
+        s: &mut Session,
+    ) -> Option<MovedSession> {
+        let client = client.into_moved()?;
+        let state = s.take_state().with_tls(client.tls, None);
+        Some(MovedSession::waiting(
+            client.socket,
+            state,
+            Waiting::NodeLost,
+        ))
+    }
+
+    /// A client that waits for its node: its socket and state, no node
+    /// socket.
+    pub(super) fn waiting(
+        client: std::net::TcpStream,
+        mut state: MovedState,
+        waiting: Waiting,
+    ) -> MovedSession {
+        state.waiting = Some(waiting);
+        MovedSession {
+            client,
+            backend: None,
+            state,
+        }
+    }
 }
 
 impl Session {
@@ -121,7 +177,13 @@ impl Session {
             replica: self.replica.take_moved(),
             client_tls: None,
             node_tls: None,
+            waiting: None,
         }
+    }
+
+    /// The state of a session that served nothing yet.
+    pub(super) fn fresh_state(mut self) -> MovedState {
+        self.take_state()
     }
 
     /// Puts a moved session's state in place (a fresh session of this
@@ -169,11 +231,25 @@ impl MovedState {
         self
     }
 
+    /// Whether it waits for its node, and so came without a node socket.
+    pub fn waiting(&self) -> Option<Waiting> {
+        self.waiting
+    }
+
     /// The keys of its TLS connections, the client's and the node's,
     /// taken out.
     pub(super) fn take_tls(&mut self) -> (Option<MovedTls>, Option<MovedTls>) {
         (self.client_tls.take(), self.node_tls.take())
     }
+}
+
+/// What the successor says it goes on with, beyond plain sessions.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Takes {
+    /// TLS sessions ([`MovedTls`]).
+    pub tls: bool,
+    /// Clients waiting for their node ([`Waiting`]).
+    pub waiting: bool,
 }
 
 /// Where sessions go at an upgrade: set once the successor took over, and
@@ -183,19 +259,25 @@ pub struct Mover {
     moving: std::sync::atomic::AtomicBool,
     /// The successor goes on with TLS sessions ([`MovedTls`]).
     takes_tls: std::sync::atomic::AtomicBool,
+    /// The successor takes up the wait of clients whose node is down
+    /// ([`Waiting`]).
+    takes_waiting: std::sync::atomic::AtomicBool,
     to: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedSender<MovedSession>>>,
 }
 
 impl Mover {
     /// Sessions move to `to` from now on (they are told by the drain
-    /// signal); TLS sessions too if `takes_tls` (a successor that says so),
-    /// or else they are closed between two requests.
-    pub fn start(&self, to: tokio::sync::mpsc::UnboundedSender<MovedSession>, takes_tls: bool) {
+    /// signal); TLS sessions too if `takes.tls` (a successor that says so),
+    /// or else they are closed between two requests; clients waiting for
+    /// their node too if `takes.waiting`, or else they are closed.
+    pub fn start(&self, to: tokio::sync::mpsc::UnboundedSender<MovedSession>, takes: Takes) {
         if let Ok(mut slot) = self.to.lock() {
             *slot = Some(to);
         }
         self.takes_tls
-            .store(takes_tls, std::sync::atomic::Ordering::Release);
+            .store(takes.tls, std::sync::atomic::Ordering::Release);
+        self.takes_waiting
+            .store(takes.waiting, std::sync::atomic::Ordering::Release);
         self.moving
             .store(true, std::sync::atomic::Ordering::Release);
     }
@@ -209,6 +291,17 @@ impl Mover {
     /// Whether TLS sessions move too.
     pub fn takes_tls(&self) -> bool {
         self.takes_tls.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Whether a client waiting for its node over a `C` connection moves
+    /// now (rather than being closed): the drain began, and the successor
+    /// takes up such waits (and TLS clients, for one over TLS).
+    pub fn takes_waiting<C: super::ClientIo>(&self) -> bool {
+        self.is_moving()
+            && self
+                .takes_waiting
+                .load(std::sync::atomic::Ordering::Acquire)
+            && (!C::TLS || self.takes_tls())
     }
 
     /// No more sessions come: the channel closes once those sent are taken.

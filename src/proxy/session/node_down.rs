@@ -4,13 +4,17 @@
 //! `controller.node_lost_wait_ms`), while what they send is looked at
 //! without reading it ([`while_node_is_down`], [`while_down`]): a request
 //! addressed to the node itself is answered at once that it is down, a
-//! client that hangs up leaves.
+//! client that hangs up leaves. A session's wait ([`outlive`]) ends with its
+//! connection state restored on the connection found; at an upgrade it
+//! moves to the successor, which waits in its place.
 
 use std::io;
 
 use tokio::net::TcpStream;
 
-use super::{ClientIo, SessionContext};
+use tokio_util::sync::CancellationToken;
+
+use super::{ClientIo, Session, SessionContext};
 use crate::proxy::backend::{self, NodeConn, PeerTls};
 
 /// How often a client whose requests wait unread (its node is down, see
@@ -158,6 +162,88 @@ pub async fn find_node<Q>(
             q = &mut quit => return Err(Some(q)),
         }
     }
+}
+
+/// How a session's wait for its node ended ([`outlive`]).
+pub enum Outlived {
+    /// On this connection: the node, or (`true`) the new master's
+    /// leasegate; the session's connection state restored there.
+    Found(NodeConn, bool),
+    /// leasegate is upgraded: the client moves to the successor, which
+    /// takes up the wait (the replies it was owed were sent).
+    Moving,
+    /// Neither came in time, the client hung up or was refused, its state
+    /// could not be restored, or leasegate stops: the session ends.
+    Ended,
+}
+
+/// The wait of a session whose node connection closed with nothing owed
+/// (or that moved here waiting): at most `node_lost_patience`
+/// ([`find_node`]) for the new master's leasegate to hold the lease (this
+/// node demoted toward it) or for the node to answer again; then its
+/// connection state (`AUTH`, `SELECT`, `HELLO`, `CLIENT SETNAME`) is
+/// replayed there. The client's requests wait unread meanwhile, except
+/// those addressed to the node itself, answered that it is down
+/// ([`while_down`]). `stopping`: the drain's signal.
+pub async fn outlive<C: ClientIo>(
+    client: &mut C,
+    s: &Session,
+    ctx: &SessionContext,
+    stopping: &CancellationToken,
+) -> Outlived {
+    use tokio::io::AsyncWriteExt;
+    let peer = ctx.peer_tls::<C>();
+    // A client that asked for no replies is answered none here, nor one
+    // with requests already read (a reply now would overtake theirs):
+    // its session ends instead, as it did with the node.
+    let answers = s.mute.is_on() && s.from_client.is_empty();
+    // Replies to node-addressed requests not yet sent when the wait ends.
+    let mut unsent = Vec::new();
+    // `true`: leasegate drains (it stops, or is upgraded).
+    let quit = async {
+        tokio::select! {
+            _ = stopping.cancelled() => true,
+            _ = while_node_is_down(&*client, |input| {
+                match while_down(ctx, input) {
+                    WhileDown::Answer(..) if !answers => WhileDown::Refuse(String::new()),
+                    verdict => verdict,
+                }
+            }, &mut unsent) => false,
+        }
+    };
+    let found = find_node(ctx, peer.as_deref(), quit).await;
+    let moving =
+        matches!(found, Err(Some(true))) && ctx.mover.takes_waiting::<C>() && client.may_move();
+    if (found.is_ok() || moving) && !unsent.is_empty() && client.write_all(&unsent).await.is_err() {
+        return Outlived::Ended;
+    }
+    if moving {
+        return Outlived::Moving;
+    }
+    let Ok((mut stream, away)) = found else {
+        if !ctx.node_lost_patience.is_zero() {
+            ctx.metrics.handover(false);
+        }
+        return Outlived::Ended;
+    };
+    let replay = s.replay_requests();
+    if let Err(why) = super::restore::restore(&mut stream, &replay, ctx.connect_timeout).await {
+        tracing::warn!(error = %why, away, "the node connection closed, and the session's connection state could not be restored on a new one: it ends");
+        ctx.metrics.handover(false);
+        // Its requests wait unread: the first is answered why (one
+        // that asked for no replies gets none), then it closes.
+        if s.mute.is_on() {
+            let _ = client.write_all(&super::restore::refused_reply(&why)).await;
+            let _ = client.flush().await;
+        }
+        return Outlived::Ended;
+    }
+    tracing::info!(
+        away,
+        "the node connection closed: the session goes on over a new one"
+    );
+    ctx.metrics.handover(true);
+    Outlived::Found(stream, away)
 }
 
 /// One look: the new master's leasegate holding the lease (this node

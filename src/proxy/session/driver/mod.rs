@@ -266,8 +266,19 @@ impl<C: ClientIo> Driver<C> {
                 }
                 return moved;
             }
-            if self.backend_eof && !self.client_eof && !self.draining && s.may_outlive_node() {
-                self.outlive_node(&mut s, ctx).await;
+            if self.backend_eof
+                && !self.client_eof
+                && !self.draining
+                && s.may_outlive_node()
+                && self.outlive_node(&mut s, ctx).await
+            {
+                let moved = self.move_waiting(s);
+                if moved.is_none() {
+                    tracing::warn!(
+                        "a session waiting for its node could not leave for the successor: closed"
+                    );
+                }
+                return moved;
             }
             if s.finished(self.client_eof, self.draining, self.backend_eof) && !completing {
                 break;

@@ -49,15 +49,12 @@ impl<C: ClientIo> Driver<C> {
         s.on_client_data();
     }
 
-    /// The node connection closed with nothing owed: wait (at most
-    /// `node_lost_patience`, [`super::super::find_node`]) for the new master's leasegate
-    /// to hold the lease (this node demoted toward it) or for the node to
-    /// answer again, and go on there. The client's requests wait unread
-    /// meanwhile, except those addressed to the node itself, answered that
-    /// it is down ([`super::super::while_down`]); a session that finds neither, or whose
-    /// client hangs up or is refused, ends.
+    /// The node connection closed with nothing owed: the session waits
+    /// for the node or the new master's leasegate and goes on there
+    /// ([`super::super::node_down::outlive`]); `true` when it is to move
+    /// to the successor instead, waiting ([`Driver::move_waiting`]).
     #[cold]
-    pub(super) async fn outlive_node(&mut self, s: &mut Session, ctx: &SessionContext) {
+    pub(super) async fn outlive_node(&mut self, s: &mut Session, ctx: &SessionContext) -> bool {
         // Given up (closed by the node, or its blocking command ended at
         // the node's demotion): the node sees it end now, so that nothing
         // left waiting on it (that command) can still take an element
@@ -66,66 +63,26 @@ impl<C: ClientIo> Driver<C> {
             use tokio::io::AsyncWriteExt;
             let _ = tokio::time::timeout(ctx.connect_timeout, self.backend.shutdown()).await;
         }
-        let peer = ctx.peer_tls::<C>();
-        // A client that asked for no replies is answered none here, nor one
-        // with requests already read (a reply now would overtake theirs):
-        // its session ends instead, as it did with the node.
-        let answers = s.mute.is_on() && s.from_client.is_empty();
-        // Replies to node-addressed requests not yet sent when the wait ends.
-        let mut unsent = Vec::new();
-        let quit = async {
-            tokio::select! {
-                _ = self.stopping.cancelled() => {}
-                _ = super::super::while_node_is_down(&self.client, |input| {
-                    match super::super::while_down(ctx, input) {
-                        super::super::WhileDown::Answer(..) if !answers => {
-                            super::super::WhileDown::Refuse(String::new())
-                        }
-                        verdict => verdict,
-                    }
-                }, &mut unsent) => {}
+        use super::super::node_down::{outlive, Outlived};
+        match outlive(&mut self.client, s, ctx, &self.stopping).await {
+            Outlived::Found(stream, away) => {
+                s.attach(away);
+                self.backend = stream;
+                self.backend_read = WokenRead::default();
+                self.backend_eof = false;
+                false
             }
-        };
-        let found = super::super::find_node(ctx, peer.as_deref(), quit).await;
-        if found.is_ok() && !unsent.is_empty() {
-            use tokio::io::AsyncWriteExt;
-            if self.client.write_all(&unsent).await.is_err() {
-                return;
-            }
+            Outlived::Moving => true,
+            Outlived::Ended => false,
         }
-        let Ok((mut stream, away)) = found else {
-            if !ctx.node_lost_patience.is_zero() {
-                ctx.metrics.handover(false);
-            }
-            return;
-        };
-        let replay = s.replay_requests();
-        if let Err(why) =
-            super::super::restore::restore(&mut stream, &replay, ctx.connect_timeout).await
-        {
-            tracing::warn!(error = %why, away, "the node connection closed, and the session's connection state could not be restored on a new one: it ends");
-            ctx.metrics.handover(false);
-            // Its requests wait unread: the first is answered why (one
-            // that asked for no replies gets none), then it closes.
-            if s.mute.is_on() {
-                use tokio::io::AsyncWriteExt;
-                let _ = self
-                    .client
-                    .write_all(&super::super::restore::refused_reply(&why))
-                    .await;
-                let _ = self.client.flush().await;
-            }
-            return;
-        }
-        tracing::info!(
-            away,
-            "the node connection closed: the session goes on over a new one"
-        );
-        s.attach(away);
-        ctx.metrics.handover(true);
-        self.backend = stream;
-        self.backend_read = WokenRead::default();
-        self.backend_eof = false;
+    }
+
+    /// A session waiting for its node, for the successor: its client
+    /// socket and state, no node socket ([`super::super::moving::Waiting::NodeLost`]);
+    /// `None` if its socket cannot leave after all (it is then closed).
+    #[cold]
+    pub(super) fn move_waiting(self, mut s: Session) -> Option<super::super::moving::MovedSession> {
+        super::super::moving::MovedSession::node_lost(self.client, &mut s)
     }
 
     /// Whether the session may move to the successor now (see
@@ -152,7 +109,7 @@ impl<C: ClientIo> Driver<C> {
         let client = self.client.into_moved()?;
         Some(super::super::moving::MovedSession {
             client: client.socket,
-            backend: backend.socket,
+            backend: Some(backend.socket),
             state: s.take_state().with_tls(client.tls, backend.tls),
         })
     }
