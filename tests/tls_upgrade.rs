@@ -422,19 +422,9 @@ fn tls_clients_waiting_for_a_node_that_is_down_move_at_an_upgrade() {
     let admin = proxy.admin_port();
     let mut connected = connect(&pki, port, None, false);
     assert_eq!(connected.cmd(&["SELECT", "4"]), Reply::ok());
-    let start = Instant::now();
-    while connected.cmd(&["SET", "before", "1"]) != Reply::ok() {
-        assert!(start.elapsed() < PATIENCE, "no lease");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    support::set_once_leased(&mut connected, "before");
     node.stop();
-    let waiting = |n: u64| {
-        let start = Instant::now();
-        while support::metric(admin, "leasegate_clients_waiting_for_node ") != n {
-            assert!(start.elapsed() < PATIENCE, "{n} clients never waited");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    };
+    let waiting = |n: u64| support::await_metric(admin, "leasegate_clients_waiting_for_node ", n);
     waiting(1);
     connected.send(&["SET", "tls-moved", "connected"]);
     let mut new = tls(&pki).connect_unanswered(port).expect("TLS");

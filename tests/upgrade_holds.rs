@@ -179,22 +179,9 @@ fn clients_waiting_for_a_node_that_is_down_move_at_an_upgrade() {
     let admin = proxy.admin_port();
     let mut connected = support::authenticated(proxy.client(), Some(PW));
     assert_eq!(connected.cmd(&["SELECT", "3"]), Reply::ok());
-    let start = Instant::now();
-    while connected.cmd(&["SET", "before", "1"]) != Reply::ok() {
-        assert!(start.elapsed() < PATIENCE, "no lease");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    support::set_once_leased(&mut connected, "before");
     redis.stop();
-    let waiting = |n: u64| {
-        let start = Instant::now();
-        while support::metric(admin, "leasegate_clients_waiting_for_node ") != n {
-            assert!(
-                start.elapsed() < PATIENCE,
-                "{n} clients never waited for the node"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    };
+    let waiting = |n: u64| support::await_metric(admin, "leasegate_clients_waiting_for_node ", n);
     // The connected client's session waits once it saw its node
     // connection close; then it writes, and a new client arrives.
     waiting(1);

@@ -880,6 +880,36 @@ pub fn metric(admin: u16, series: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Waits until [`metric`] `series` reads `value` (panics after
+/// [`PATIENCE`]).
+#[allow(dead_code)]
+pub fn await_metric(admin: u16, series: &str, value: u64) {
+    let start = Instant::now();
+    while metric(admin, series) != value {
+        assert!(
+            start.elapsed() < PATIENCE,
+            "{series}never read {value} (now {})",
+            metric(admin, series)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Sets `key` through `c` until the write is acknowledged (the lease
+/// came); panics after [`PATIENCE`].
+#[allow(dead_code)]
+pub fn set_once_leased(c: &mut Client, key: &str) {
+    let start = Instant::now();
+    loop {
+        let reply = c.cmd(&["SET", key, "1"]);
+        if reply == Reply::ok() {
+            return;
+        }
+        assert!(start.elapsed() < PATIENCE, "no lease: {reply:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Waits until the replica `replica` talks to says its link to its master
 /// is up.
 #[allow(dead_code)]
