@@ -502,3 +502,41 @@ fn a_drain_waits_for_the_confirmations_of_writes_in_flight() {
         assert_eq!(redis.client().cmd(&["GET", "k"]), Reply::bulk("v"));
     }
 }
+
+/// `hold: acknowledgement` with writes handed to the new master
+/// (`pause.on_demote: forward`): a write forwarded just before the
+/// controller switched the shard has its confirmation refused, and is
+/// answered the unknown outcome at once. Its reply used to wait for the
+/// poller to follow the switch, while the poller's step-down waited for
+/// that write, still in flight, before it revoked: every writer stalled
+/// for the step-down's 500 ms bound (walkthrough 32: 0.5–0.6 s at 7 of 10
+/// controller switches).
+#[test]
+fn a_write_forwarded_before_a_switch_is_answered_without_holding_the_step_down() {
+    let redis = RedisServer::start();
+    let ctl = TestController::start();
+    master_is(&ctl, 1, 1);
+    let proxy = Proxy::start(
+        &redis.addr(),
+        &format!(
+            "node_id: {}\nlease:\n  mode: block-write\nverify:\n  mode: every-write\n  hold: acknowledgement\n  timeout_ms: 1000\n{}",
+            node_id(1),
+            // The poller is parked: the switch is seen by the write's round,
+            // which wakes it.
+            ctl.yaml(3_600_000, 3_600_000)
+        ),
+    );
+    let mut c = proxy.client();
+    support::set_once_leased(&mut c, "before");
+    master_is(&ctl, 2, 2);
+    let sent = Instant::now();
+    let reply = c.cmd(&["SET", "k", "applied"]);
+    let took = sent.elapsed();
+    assert!(reply.error_text().starts_with(UNCONFIRMED), "{reply:?}");
+    assert_eq!(redis.client().cmd(&["GET", "k"]), Reply::bulk("applied"));
+    // Before: at least the step-down's 500 ms bound.
+    assert!(
+        took < Duration::from_millis(400),
+        "the unknown outcome took {took:?}"
+    );
+}

@@ -45,6 +45,23 @@ impl Gate {
         Err(refusal)
     }
 
+    /// Waits until the confirmation round of `ticket` settled, confirmed or
+    /// refused: the replies of writes forwarded unconfirmed (`verify.hold:
+    /// acknowledgement`) wait for it. Unlike a held write's wait, a refusal
+    /// ends it at once, even where the controller switched the shard: the
+    /// write is at this node already, and its reply gets the
+    /// unknown-outcome error whatever the poller does. Waiting for the
+    /// poller to follow the switch (as [`Gate::wait`] does) kept the write
+    /// counted in flight, and the poller's step-down waits for the writes
+    /// in flight before it revokes: each waited for the other until the
+    /// step-down's 500 ms bound (walkthrough 32: writers stalled 0.5–0.6 s
+    /// at 7 of 10 controller switches).
+    pub async fn settled(&self, ticket: crate::guard::verify::Ticket) {
+        if let Some(v) = &self.verifier {
+            let _ = v.wait(ticket).await;
+        }
+    }
+
     /// Waits until a held request may be asked about again. The answer is
     /// the reply to send instead, when the wait ended in a refusal (or, for
     /// a drain, in the held request's own answer).

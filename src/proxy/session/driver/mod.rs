@@ -30,8 +30,6 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tracing::debug;
 
-use crate::guard::gate::Wait;
-
 mod moves;
 
 use crate::guard::verify::Ticket;
@@ -296,8 +294,7 @@ impl<C: ClientIo> Driver<C> {
                 let held = s.stall.wait();
                 let round = s.unconfirmed.unwrap_or(Ticket::NONE);
                 let mut released = std::pin::pin!(async { ctx.gate.wait(held).await });
-                let mut confirmed =
-                    std::pin::pin!(async { ctx.gate.wait(&Wait::Verification(round)).await });
+                let mut confirmed = std::pin::pin!(async { ctx.gate.settled(round).await });
                 std::future::poll_fn(|cx| {
                     // `poll_write` (one `send`) rather than `write_buf`, which tokio
                     // makes a `writev` through the VFS layers: the buffers are
