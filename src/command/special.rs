@@ -156,7 +156,7 @@ pub(super) const SPECIALS: &[(&str, Option<&str>, Special)] = &[
     ("clusterx", Some("myid"), Special::NodeAddressed),
     ("clusterx", Some("setslot"), Special::NodeAddressed),
     ("clusterx", Some("migrate"), Special::NodeAddressed),
-    ("clusterx", Some("import"), Special::NodeAddressed),
+    ("cluster", Some("import"), Special::NodeAddressed),
 ];
 
 #[cfg(test)]
