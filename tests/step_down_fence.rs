@@ -9,6 +9,10 @@
 //! and 15,205 acknowledged writes lost). A's leasegate holds that push
 //! until B has A's writes, and refuses it (`-TRYAGAIN`, the controller
 //! sends it again) when B does not get them in time.
+//!
+//! And the new master's fence when the old master's node crashed: A's
+//! leasegate, demoted and its lease revoked, says so while its node is
+//! down, and B's promotion goes on at once.
 
 mod support;
 
@@ -229,4 +233,53 @@ fn a_push_reaching_the_old_master_before_its_poll_does_not_stall_the_switch() {
         missing.is_empty(),
         "acknowledged writes missing at B: {missing:?}"
     );
+}
+
+/// A's node crashes; the controller names B master (version 2) and A's
+/// poll demotes A (its lease revoked at version 2). The controller's push
+/// promoting B is held by B's fence, which asks A's leasegate for its state:
+/// with A's node down, the fence's login (`AUTH`, the node password) waits
+/// there for the node and is refused, but A's leasegate answers its own
+/// `INFO leasegate`: fenced at version 2, so the push goes to B's node at
+/// once. Before, the fence waited for A's lease to run out (`ttl_ms`, 10 s
+/// here; 1.6 s of every crash failover in walkthrough 33).
+#[test]
+fn the_new_masters_fence_learns_that_a_crashed_old_master_is_fenced() {
+    const PW: &str = "fence-pw";
+    let Some((controller, mut a, b)) =
+        support::kvrocks::controlled_shard_with_password(LeaseBy::Pull, "crash", PW)
+    else {
+        return;
+    };
+    let a_addr = format!("127.0.0.1:{}", a.proxy.port);
+    let b_addr = format!("127.0.0.1:{}", b.proxy.port);
+    a.kvrocks.kill();
+    controller.set_topology(
+        2,
+        vec![vec![(B_ID, &b_addr, "master"), (A_ID, &a_addr, "slave")]],
+    );
+    // A's poll demotes it (its admin API answers without its node).
+    let admin = a.proxy.admin_port();
+    let start = Instant::now();
+    loop {
+        let (_, status) = support::http(admin, "GET", "/v1/status", None, None);
+        if status.contains(&format!(r#""demoted":{{"new_master":"{b_addr}"}}"#)) {
+            break;
+        }
+        assert!(start.elapsed() < PATIENCE, "A never stepped down: {status}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let v2 = topology((B_ID, &b), Some((A_ID, &a)));
+    let mut ctl_b = support::controller_client(&b.proxy, PW);
+    let pushed = Instant::now();
+    ctl_b.send(&["CLUSTERX", "SETNODES", &v2, "2"]);
+    let reply = ctl_b.try_read(Duration::from_secs(5));
+    assert_eq!(
+        reply,
+        Some(Reply::ok()),
+        "the push promoting B, after {:?}",
+        pushed.elapsed()
+    );
+    let mut node_b = b.kvrocks.client_auth(Some(PW));
+    assert_eq!(info_field(&mut node_b, "role").as_deref(), Some("master"));
 }

@@ -156,6 +156,18 @@ async fn fence_old_master(
             return Fenced::Go(format!("nothing listens at the old master {addr}"));
         }
         Err(e) => {
+            // A leasegate whose node is down holds the login for its node
+            // (and refuses it with what follows it), but answers its own
+            // state: fenced at this version, it acknowledges nothing more
+            // (its lease revoked, its node silent), and nothing is to wait
+            // for.
+            if let Some(info) = state_without_login(&addr, peer.as_deref(), timeout).await {
+                if fenced_at(&info, version) {
+                    return Fenced::Go(format!(
+                        "the old master {addr} is fenced at version {version}, and cannot be logged in to ({e}): its node is down"
+                    ));
+                }
+            }
             return wait_out_lease(&config, started, request, format!("old master {addr}: {e}"))
                 .await;
         }
@@ -184,10 +196,7 @@ async fn fence_old_master(
             "the old master {addr} runs a failover and still holds its lease: it fences itself and promotes this node"
         ));
     }
-    let fenced_at_version = field("lease_valid") == Some("0")
-        && field("controller_version")
-            .and_then(|v| v.parse::<u64>().ok())
-            .is_some_and(|v| v >= version);
+    let fenced_at_version = fenced_at(&info, version);
     if !fenced_at_version {
         let ms = FENCE_PAUSE
             .max(lease_bound(&config))
@@ -239,6 +248,33 @@ async fn fence_old_master(
         }
         tokio::time::sleep(CATCH_UP_EVERY).await;
     }
+}
+
+/// Whether a leasegate's `INFO leasegate` says it is fenced at `version`:
+/// its lease revoked by a controller topology at least that new.
+fn fenced_at(info: &std::collections::HashMap<String, String>, version: u64) -> bool {
+    info.get("lease_valid").map(String::as_str) == Some("0")
+        && info
+            .get("controller_version")
+            .and_then(|v| v.parse::<u64>().ok())
+            .is_some_and(|v| v >= version)
+}
+
+/// The `INFO leasegate` of the leasegate at `addr`, asked without a login
+/// (it answers that section itself, to anyone); `None` where it does not
+/// answer it.
+async fn state_without_login(
+    addr: &str,
+    peer: Option<&crate::proxy::backend::PeerTls>,
+    timeout: Duration,
+) -> Option<std::collections::HashMap<String, String>> {
+    let mut conn = ControlConnection::open_leasegate(addr, peer, None, timeout)
+        .await
+        .ok()?;
+    conn.leasegate_info()
+        .await
+        .ok()
+        .filter(|info| info.contains_key("lease_valid"))
 }
 
 /// The old master's leasegate cannot be reached or paused: it may go on
