@@ -441,13 +441,7 @@ fn tls_clients_waiting_for_a_node_that_is_down_move_at_an_upgrade() {
         );
     }
     node.restart();
-    assert_eq!(
-        connected.read(),
-        Reply::ok(),
-        "the connected client's write"
-    );
-    assert_eq!(new.read(), Reply::ok(), "the new client's AUTH");
-    assert_eq!(new.read(), Reply::ok(), "the new client's write");
+    support::upgrade::waited_and_served(&mut connected, &mut new);
     let mut direct = node.client();
     assert_eq!(direct.cmd(&["AUTH", PASSWORD]), Reply::ok());
     assert_eq!(direct.cmd(&["GET", "tls-new"]), Reply::bulk("arrived"));

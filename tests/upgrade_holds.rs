@@ -205,13 +205,7 @@ fn clients_waiting_for_a_node_that_is_down_move_at_an_upgrade() {
         waiting(2);
     }
     redis.restart();
-    assert_eq!(
-        connected.read(),
-        Reply::ok(),
-        "the connected client's write"
-    );
-    assert_eq!(new.read(), Reply::ok(), "the new client's AUTH");
-    assert_eq!(new.read(), Reply::ok(), "the new client's write");
+    support::upgrade::waited_and_served(&mut connected, &mut new);
     let mut node = support::authenticated(redis.client(), Some(PW));
     assert_eq!(node.cmd(&["GET", "new"]), Reply::bulk("arrived"));
     assert_eq!(node.cmd(&["SELECT", "3"]), Reply::ok());

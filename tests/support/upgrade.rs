@@ -86,3 +86,18 @@ pub fn upgrade(pid: Option<u32>, proxy: &mut Proxy, successors: &mut Successors)
     successors.0.push(new[0]);
     new[0]
 }
+
+/// Clients that waited for their node across an upgrade, once it is back:
+/// `connected` is owed one write's `+OK`, `new` its `AUTH`'s and one
+/// write's.
+#[allow(dead_code)]
+pub fn waited_and_served(connected: &mut super::Client, new: &mut super::Client) {
+    use super::Reply;
+    assert_eq!(
+        connected.read(),
+        Reply::ok(),
+        "the connected client's write"
+    );
+    assert_eq!(new.read(), Reply::ok(), "the new client's AUTH");
+    assert_eq!(new.read(), Reply::ok(), "the new client's write");
+}
