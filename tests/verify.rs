@@ -220,9 +220,17 @@ fn concurrent_writers_each_confirmed_after_their_write(hold: &str) {
         t.join().expect("writer");
     }
     let writes = writes.lock().expect("writes");
+    let failed: Vec<&Reply> = writes
+        .iter()
+        .map(|(_, _, r)| r)
+        .filter(|r| **r != Reply::ok())
+        .collect();
     assert!(
-        writes.iter().all(|(_, _, r)| *r == Reply::ok()),
-        "every write was confirmed"
+        failed.is_empty(),
+        "every write was confirmed: {} of {} were not, the first {:?}",
+        failed.len(),
+        writes.len(),
+        failed.first()
     );
     let confirmations: Vec<Instant> = ctl
         .requests()
