@@ -19,7 +19,9 @@
 //!    nothing for [`READY_TIMEOUT`]), the predecessor would take its state
 //!    back, lift its hold and go on serving, unchanged.
 //! 4. The predecessor stops accepting and drains: every session moves as
-//!    soon as it stands between requests ([`crate::proxy::session::MovedSession`]);
+//!    soon as it stands between requests ([`crate::proxy::session::MovedSession`];
+//!    a client waiting for its node that is down moves without a node
+//!    socket, and the successor waits for the node in its place);
 //!    one that does not within `drain_timeout_ms` (a blocking command that
 //!    does not return) is told why and closed. Then it says `Done` and
 //!    exits.
