@@ -235,22 +235,18 @@ fn a_push_reaching_the_old_master_before_its_poll_does_not_stall_the_switch() {
     );
 }
 
-/// A's node crashes; the controller names B master (version 2) and A's
-/// poll demotes A (its lease revoked at version 2). The controller's push
-/// promoting B is held by B's fence, which asks A's leasegate for its state:
-/// with A's node down, the fence's login (`AUTH`, the node password) waits
-/// there for the node and is refused, but A's leasegate answers its own
-/// `INFO leasegate`: fenced at version 2, so the push goes to B's node at
-/// once. Before, the fence waited for A's lease to run out (`ttl_ms`, 10 s
-/// here; 1.6 s of every crash failover in walkthrough 33).
-#[test]
-fn the_new_masters_fence_learns_that_a_crashed_old_master_is_fenced() {
-    const PW: &str = "fence-pw";
-    let Some((controller, mut a, b)) =
-        support::kvrocks::controlled_shard_with_password(LeaseBy::Pull, "crash", PW)
-    else {
-        return;
-    };
+/// Password-protected A and B (the test controller's shard, polled every
+/// 200 ms); A's node crashes, the controller names B master (version 2)
+/// and A's poll demotes A (its lease revoked at version 2).
+fn a_crashed_and_demoted(
+    pw: &str,
+) -> Option<(
+    support::controller::TestController,
+    support::kvrocks::Node,
+    support::kvrocks::Node,
+)> {
+    let (controller, mut a, b) =
+        support::kvrocks::controlled_shard_with_password(LeaseBy::Pull, "crash", pw)?;
     let a_addr = format!("127.0.0.1:{}", a.proxy.port);
     let b_addr = format!("127.0.0.1:{}", b.proxy.port);
     a.kvrocks.kill();
@@ -269,6 +265,22 @@ fn the_new_masters_fence_learns_that_a_crashed_old_master_is_fenced() {
         assert!(start.elapsed() < PATIENCE, "A never stepped down: {status}");
         std::thread::sleep(Duration::from_millis(20));
     }
+    Some((controller, a, b))
+}
+
+/// A crashed and was demoted ([`a_crashed_and_demoted`]). The controller's
+/// push promoting B is held by B's fence, which asks A's leasegate for its
+/// state: with A's node down, the fence's login (`AUTH`, the node
+/// password) waits there for the node and is refused, but A's leasegate
+/// answers its own `INFO leasegate`: fenced at version 2, so the push goes
+/// to B's node at once. Before, the fence waited for A's lease to run out
+/// (`ttl_ms`, 10 s here; 1.6 s of every crash failover in walkthrough 33).
+#[test]
+fn the_new_masters_fence_learns_that_a_crashed_old_master_is_fenced() {
+    const PW: &str = "fence-pw";
+    let Some((_controller, a, b)) = a_crashed_and_demoted(PW) else {
+        return;
+    };
     let v2 = topology((B_ID, &b), Some((A_ID, &a)));
     let mut ctl_b = support::controller_client(&b.proxy, PW);
     let pushed = Instant::now();
@@ -282,4 +294,39 @@ fn the_new_masters_fence_learns_that_a_crashed_old_master_is_fenced() {
     );
     let mut node_b = b.kvrocks.client_auth(Some(PW));
     assert_eq!(info_field(&mut node_b, "role").as_deref(), Some("master"));
+}
+
+/// A crashed and was demoted ([`a_crashed_and_demoted`]); the controller
+/// does not push (kvrocks-controller 1.2.0 pushes at its next check of B,
+/// up to a second later). B's poll, named master, takes over itself: A's
+/// leasegate reports itself fenced at version 2 from a connection waiting
+/// for its node (`node_down:1`), so there is nothing to catch up with, and
+/// B's node gets the topology. Before, B's poll logged in to A's leasegate,
+/// was refused (its node down), and waited for the controller's push
+/// (walkthrough 35: about a second of each crash failover; never, here).
+#[test]
+fn a_new_master_takes_over_from_a_crashed_old_master_without_the_controllers_push() {
+    const PW: &str = "takeover-pw";
+    let Some((_controller, a, b)) = a_crashed_and_demoted(PW) else {
+        return;
+    };
+    let mut app = support::authenticated(b.proxy.client(), Some(PW));
+    app.send(&["SET", "after-crash", "at B"]);
+    assert_eq!(
+        app.try_read(Duration::from_secs(5)),
+        Some(Reply::ok()),
+        "a write at B, the new master"
+    );
+    let mut node_b = b.kvrocks.client_auth(Some(PW));
+    assert_eq!(info_field(&mut node_b, "role").as_deref(), Some("master"));
+    assert_eq!(node_b.cmd(&["GET", "after-crash"]), Reply::bulk("at B"));
+    // A new client of A's leasegate is served at B now; A's leasegate
+    // still answers its own `INFO leasegate` (before: "this connection was
+    // moved to another node's leasegate ...; reconnect", walkthrough 35).
+    let info = a.proxy.client().cmd(&["INFO", "leasegate"]).text();
+    let b_addr = format!("127.0.0.1:{}", b.proxy.port);
+    assert!(
+        info.contains("demoted:1") && info.contains(&format!("demoted_new_master:{b_addr}")),
+        "{info}"
+    );
 }

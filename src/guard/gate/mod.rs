@@ -256,6 +256,14 @@ impl Gate {
         if r.handed_over && r.class != Class::Intercept && r.command.special != Special::ClientReply
         {
             if r.command.special.addresses_node() {
+                // `INFO leasegate` asks this leasegate, not its node: its
+                // own answer, wherever the session was moved (a fence asks
+                // it of a leasegate whose node is down: walkthrough 35).
+                if r.command.special == Special::Info {
+                    if let verdict @ Verdict::Reply(_) = self.info(r) {
+                        return verdict;
+                    }
+                }
                 // Back to its node, where that answers again: a
                 // controller's pooled connections moved while the node was
                 // down would otherwise each fail a probe of the restarted

@@ -310,7 +310,11 @@ pub fn while_down(ctx: &SessionContext, input: &[u8]) -> WhileDown {
             && head.argc == 2
             && words.sub.eq_ignore_ascii_case(b"leasegate")
         {
-            let reply = crate::resp::encode::bulk(ctx.gate.info_section().as_bytes());
+            // `node_down:1`: this answer comes from a connection that
+            // waits for the node (a fence that finds the old master fenced
+            // there need not catch up with a node that is gone).
+            let section = ctx.gate.info_section() + "node_down:1\r\n";
+            let reply = crate::resp::encode::bulk(section.as_bytes());
             return WhileDown::Answer(head.len, reply);
         }
         if special.addresses_node() {
