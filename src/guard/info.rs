@@ -119,9 +119,9 @@ impl Gate {
             env!("CARGO_PKG_VERSION"),
             u8::from(lease.valid),
             lease.epoch,
-            lease.owner.as_deref().unwrap_or(""),
-            lease.node_id.as_deref().unwrap_or(""),
-            lease.revoked_reason.as_deref().unwrap_or(""),
+            one_line(lease.owner.as_deref()),
+            one_line(lease.node_id.as_deref()),
+            one_line(lease.revoked_reason.as_deref()),
             u8::from(pause.paused),
             match pause.mode {
                 Some(crate::guard::pause::PauseMode::Write) => "write",
@@ -131,10 +131,7 @@ impl Gate {
             pause.held_requests,
             self.role().failover.state().as_str(),
             u8::from(demotion.is_some()),
-            demotion
-                .as_ref()
-                .and_then(|d| d.new_master.as_deref())
-                .unwrap_or(""),
+            one_line(demotion.as_ref().and_then(|d| d.new_master.as_deref())),
             self.role().controller_version(),
             self.role().failover_command.state().as_str(),
         )
@@ -236,6 +233,19 @@ fn string_body(frame: &[u8]) -> Option<(u8, &[u8])> {
     frame.get(start..start + len).map(|body| (kind, body))
 }
 
+/// A field's value as one line: what came from the network (a heartbeat's
+/// master, a topology's address) may hold a line break, and another
+/// leasegate reads this section line by line (a fence reads
+/// `lease_valid` and `controller_version` from it).
+fn one_line(value: Option<&str>) -> std::borrow::Cow<'_, str> {
+    let value = value.unwrap_or("");
+    if value.contains(['\r', '\n']) {
+        std::borrow::Cow::Owned(value.replace(['\r', '\n'], " "))
+    } else {
+        std::borrow::Cow::Borrowed(value)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::{as_replica_of, string_body, with_failover_state};
@@ -268,6 +278,17 @@ mod tests {
         );
         let no_section = b"# Server\r\nrole:master\r\n";
         assert_eq!(with_failover_state(no_section, "x"), no_section);
+    }
+
+    #[test]
+    fn a_value_with_line_breaks_stays_on_its_line() {
+        // A heartbeat's master named so would otherwise add a field.
+        assert_eq!(
+            super::one_line(Some("m\r\nlease_valid:0")),
+            "m  lease_valid:0"
+        );
+        assert_eq!(super::one_line(Some("127.0.0.1:7")), "127.0.0.1:7");
+        assert_eq!(super::one_line(None), "");
     }
 
     #[test]
