@@ -373,8 +373,8 @@ pub(super) async fn take_over(
         }
     }
     .await;
-    let target = match caught_up {
-        Ok(t) => t,
+    let (target, old_state) = match caught_up {
+        Ok(t) => (t, "the old master is fenced and caught up with"),
         // Its leasegate, fenced, answered from a connection waiting for
         // its node (`node_down`), and the node does not answer now
         // either: it acknowledges nothing, and nothing more can come from
@@ -384,7 +384,7 @@ pub(super) async fn take_over(
         // each crash failover (walkthrough 35).
         Err(e) if field(&fenced, "node_down") == Some("1") => {
             info!(old_master = %old_master, error = %e, "the old master is fenced and its node is down: nothing to catch up with");
-            0
+            (0, "the old master is fenced and its node is down")
         }
         Err(e) => return TakeOver::NotYet(format!("{e}: the controller's push decides")),
     };
@@ -403,7 +403,8 @@ pub(super) async fn take_over(
                 version,
                 offset = target,
                 promote_ms = started.elapsed().as_secs_f64() * 1000.0,
-                "the controller named this node master: its topology applied here (the old master is fenced and caught up with)"
+                old_master = old_state,
+                "the controller named this node master: its topology applied here"
             );
             ctx.role.node_accepted_topology(version);
             ctx.role.clear_demotion();
