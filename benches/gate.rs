@@ -48,7 +48,7 @@ fn gate(mode: LeaseMode) -> Gate {
         GateParts {
             control: ControlPolicy::default(),
             reject_prefix: "READONLY".into(),
-            backend_password: None,
+            backend_login: None,
             verifier: None,
             pause: Arc::new(Pause::new(100_000, 1 << 26)),
             fence_reads: false,

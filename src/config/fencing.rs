@@ -24,6 +24,16 @@ pub struct ControlConfig {
     pub allow_from: Vec<AddrMatch>,
 }
 
+impl ControlConfig {
+    /// The login of this leasegate's control connections to other
+    /// leasegates: `control.password` alone (a leasegate checks it itself).
+    pub fn login(&self) -> Option<crate::resp::login::Login> {
+        self.password
+            .as_deref()
+            .map(crate::resp::login::Login::password)
+    }
+}
+
 /// The master lease: mode, cold start, the deadline arithmetic's margins.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
@@ -181,6 +191,9 @@ pub struct SentinelConfig {
     pub master_name: String,
     /// The Sentinels' own password (`requirepass` in their config), if any.
     pub password: Option<String>,
+    /// The ACL user `password` belongs to (a Sentinel with `user` rules of
+    /// its own); unset: the password alone.
+    pub user: Option<String>,
     /// This leasegate's address as the Sentinels know it; default: `listen`
     /// (which must then name an address, not 0.0.0.0).
     pub address: Option<String>,
@@ -207,6 +220,7 @@ impl Default for SentinelConfig {
             addrs: Vec::new(),
             master_name: String::new(),
             password: None,
+            user: None,
             address: None,
             poll_interval: Duration::from_millis(100),
             timeout: Duration::from_millis(200),
@@ -219,6 +233,11 @@ impl Default for SentinelConfig {
 impl SentinelConfig {
     pub fn enabled(&self) -> bool {
         !self.addrs.is_empty()
+    }
+
+    /// The login of leasegate's connections to the Sentinels, if any.
+    pub fn login(&self) -> Option<crate::resp::login::Login> {
+        super::login(&self.user, &self.password)
     }
 }
 

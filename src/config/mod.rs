@@ -24,6 +24,7 @@ const SENTINEL_POLL_BOUND: Duration = Duration::from_millis(1_000);
 use crate::command::CommandsConfig;
 use crate::guard::lease::LeaseMode;
 pub use crate::guard::pause::OnDemote;
+use crate::resp::login::Login;
 
 mod fencing;
 mod tls;
@@ -131,6 +132,11 @@ pub struct BackendConfig {
     /// clients send their own AUTH, which passes through.
     #[serde(default)]
     pub password: Option<String>,
+    /// The ACL user `password` belongs to (Redis 6+ with named users, where
+    /// `AUTH <password>` alone names the `default` user); unset: the
+    /// password alone, as `requirepass` and Kvrocks take it.
+    #[serde(default)]
+    pub user: Option<String>,
     /// Time allowed to open a backend connection for a new client.
     #[serde(
         rename = "connect_timeout_ms",
@@ -271,6 +277,19 @@ impl BackendConfig {
     fn default_connect_timeout() -> Duration {
         Duration::from_secs(1)
     }
+
+    /// The login of leasegate's own connections to the node, if it has one.
+    pub fn login(&self) -> Option<Login> {
+        login(&self.user, &self.password)
+    }
+}
+
+/// `password` with its ACL `user`; no password, no login.
+pub(crate) fn login(user: &Option<String>, password: &Option<String>) -> Option<Login> {
+    password.as_ref().map(|password| Login {
+        user: user.clone(),
+        password: password.clone(),
+    })
 }
 
 /// Longest command name leasegate classifies; see [`crate::command::Name`].
@@ -662,13 +681,13 @@ impl Config {
     }
 
     /// What this leasegate's fences authenticate with at another node's
-    /// leasegate, as a controller: `control.password`, else the node
-    /// password (one password for both, as operators run it).
-    pub fn peer_control_password(&self) -> Option<String> {
-        self.control
-            .password
-            .clone()
-            .or_else(|| self.backend.password.clone())
+    /// leasegate, as a controller: `control.password`, else the node's
+    /// login (one password for both, as operators run it).
+    pub fn peer_control_login(&self) -> Option<Login> {
+        match &self.control.password {
+            Some(password) => Some(Login::password(password)),
+            None => self.backend.login(),
+        }
     }
 }
 

@@ -55,11 +55,11 @@ pub async fn serve(ctx: Arc<ControlContext>) {
 }
 
 async fn carry_out(ctx: &Arc<ControlContext>, ask: &FailoverAsk) -> Result<String, String> {
-    let (node_addr, control_password, timeout) = {
+    let (node_addr, control_login, timeout) = {
         let c = ctx.config.load();
         (
             c.backend.addr.clone(),
-            c.control.password.clone(),
+            c.control.login(),
             c.backend.connect_timeout,
         )
     };
@@ -79,7 +79,7 @@ async fn carry_out(ctx: &Arc<ControlContext>, ask: &FailoverAsk) -> Result<Strin
     let mut peer = ControlConnection::open_leasegate(
         &target,
         peer_tls.as_deref(),
-        control_password.as_deref(),
+        control_login.as_ref(),
         timeout,
     )
     .await

@@ -140,7 +140,7 @@ async fn fence_old_master(
     let version = request.topology.as_ref().map_or(0, |(_, v)| *v);
     let config = ctx.config.load_full();
     let timeout = config.connect_timeout();
-    let password = config.peer_control_password();
+    let login = config.peer_control_login();
     let mut own = OwnNode::default();
     let addr = match own.followed_master(ctx).await {
         Ok(addr) => addr,
@@ -148,8 +148,7 @@ async fn fence_old_master(
     };
     let peer = ctx.peer_tls();
     let conn =
-        ControlConnection::open_leasegate(&addr, peer.as_deref(), password.as_deref(), timeout)
-            .await;
+        ControlConnection::open_leasegate(&addr, peer.as_deref(), login.as_ref(), timeout).await;
     let mut conn = match conn {
         Ok(c) => c,
         Err(BackendError::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {

@@ -144,7 +144,7 @@ impl ControlContext {
                 ),
                 reject_prefix: config.lease.reject_prefix.clone(),
                 fence_reads: config.lease.fence_reads,
-                backend_password: config.backend.password.clone(),
+                backend_login: config.backend.login(),
                 // Whenever there is a controller to ask, so that a reload
                 // can switch verification on and off.
                 verifier: config.controller.url.as_ref().map(|_| {
@@ -240,7 +240,7 @@ impl ControlContext {
         crate::proxy::backend::ControlConnection::open_node(
             &config.backend.addr,
             tls.as_deref(),
-            config.backend.password.as_deref(),
+            config.backend.login().as_ref(),
             timeout,
         )
         .await

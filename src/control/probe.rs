@@ -21,7 +21,7 @@ use crate::kvrocks::topology::Replication;
 use crate::proxy::backend::ControlConnection;
 
 /// Probes until `shutdown`; keeps one connection open and reopens it on
-/// error. Reads `lease.probe_interval_ms`, `backend.password` and
+/// error. Reads `lease.probe_interval_ms`, `backend.password` (and `.user`) and
 /// `backend.connect_timeout_ms` from the running config, again after every
 /// reload: an interval of 0 idles until a reload sets one.
 pub async fn run(shared: Arc<ControlContext>) {
@@ -29,7 +29,11 @@ pub async fn run(shared: Arc<ControlContext>) {
     let status = &role.node;
     let mut reloaded = shared.reloaded.subscribe();
     // The connection, and the (password, bound) it was opened with.
-    let mut conn: Option<(ControlConnection, Option<String>, Duration)> = None;
+    let mut conn: Option<(
+        ControlConnection,
+        Option<crate::resp::login::Login>,
+        Duration,
+    )> = None;
     // The last probe failed (logged once, and again when the node answers).
     let mut failing = false;
     // The last probe that was answered saw the node master.
@@ -69,10 +73,10 @@ pub async fn run(shared: Arc<ControlContext>) {
             let bound = interval
                 .min(config.connect_timeout())
                 .max(Duration::from_millis(1));
-            let password = &config.backend.password;
+            let login = config.backend.login();
             if conn
                 .as_ref()
-                .is_some_and(|(_, p, b)| p != password || *b != bound)
+                .is_some_and(|(_, l, b)| *l != login || *b != bound)
             {
                 conn = None;
             }
@@ -110,7 +114,7 @@ pub async fn run(shared: Arc<ControlContext>) {
                                 continue;
                             }
                         }
-                        conn = Some((c, password.clone(), bound));
+                        conn = Some((c, login.clone(), bound));
                     }
                     Err(e) => {
                         probe_failed(status, &mut failing, e.to_string());

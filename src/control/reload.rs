@@ -60,6 +60,7 @@ pub const KEYS: &[(&str, Apply)] = &[
     ("listen", Apply::Restart),
     ("backend.addr", Apply::Restart),
     ("backend.password", Apply::Live),
+    ("backend.user", Apply::Live),
     ("backend.connect_timeout_ms", Apply::Live),
     ("backend.tls.enabled", Apply::Live),
     ("backend.tls.ca_file", Apply::Live),
@@ -107,6 +108,7 @@ pub const KEYS: &[(&str, Apply)] = &[
     ("sentinel.addrs", Apply::Restart),
     ("sentinel.master_name", Apply::Restart),
     ("sentinel.password", Apply::Live),
+    ("sentinel.user", Apply::Live),
     ("sentinel.address", Apply::Restart),
     ("sentinel.poll_interval_ms", Apply::Live),
     ("sentinel.timeout_ms", Apply::Live),
@@ -314,7 +316,7 @@ fn enforce(shared: &ControlContext, old: &Config, new: Config) {
     gate.reconfigure(
         ControlPolicy::new(new.control.password.as_deref(), &new.control.allow_from),
         &new.lease.reject_prefix,
-        new.backend.password.clone(),
+        new.backend.login(),
     );
     gate.pause().set_bounds(
         new.pause.max_buffered_requests,
@@ -404,7 +406,7 @@ mod tests {
     const ONE: &str = "\
 listen: 127.0.0.1:7001
 tls: {listen: 127.0.0.1:7101, cert_file: /a.crt, key_file: /a.key, ca_file: /a-ca.crt, handshake_timeout_ms: 71, handover: plain, peer_port: 7102, peer_ca_file: /a-peer-ca.crt}
-backend: {addr: 127.0.0.1:7002, password: a, connect_timeout_ms: 11, tls: {enabled: true, ca_file: /a-node-ca.crt, server_name: a, cert_file: /a-lg.crt, key_file: /a-lg.key}}
+backend: {addr: 127.0.0.1:7002, password: a, user: a, connect_timeout_ms: 11, tls: {enabled: true, ca_file: /a-node-ca.crt, server_name: a, cert_file: /a-lg.crt, key_file: /a-lg.key}}
 drain_timeout_ms: 12
 threads: 2
 node_id: 0123456789012345678901234567890123456789
@@ -412,7 +414,7 @@ admin: {listen: 127.0.0.1:7003, token: a, tls: {cert_file: /a-adm.crt, key_file:
 control: {password: a, allow_from: [10.0.0.1]}
 lease: {mode: log-only, initial: valid, clock_drift: 0.02, safety_margin_ms: 13, reject_prefix: A, fence_reads: true, probe_interval_ms: 14}
 controller: {url: http://a:1, namespace: a, cluster: a, poll_interval_ms: 15, ttl_ms: 16, failure_detection_ms: 17, timeout_ms: 18, switch_timeout_ms: 118, node_lost_wait_ms: 119, ca_file: /a-ctl-ca.crt}
-sentinel: {addrs: ['a:1'], master_name: a, password: a, address: 'a:2', poll_interval_ms: 51, timeout_ms: 52, max_lease_ms: 53, announce: false}
+sentinel: {addrs: ['a:1'], master_name: a, password: a, user: a, address: 'a:2', poll_interval_ms: 51, timeout_ms: 52, max_lease_ms: 53, announce: false}
 verify: {mode: every-write, hold: acknowledgement, timeout_ms: 19, max_in_flight: 2}
 pause: {max_buffered_bytes: 20, max_buffered_requests: 21, on_demote: moved, promotion_timing: false}
 durability: {min_replicas: 1, timeout_ms: 27}
@@ -424,7 +426,7 @@ log: {format: json, level: debug}
     const TWO: &str = "\
 listen: 127.0.0.1:8001
 tls: {listen: 127.0.0.1:8101, cert_file: /b.crt, key_file: /b.key, ca_file: /b-ca.crt, handshake_timeout_ms: 81, handover: tls, peer_port: 8102, peer_ca_file: /b-peer-ca.crt}
-backend: {addr: 127.0.0.1:8002, password: b, connect_timeout_ms: 31, tls: {enabled: false, ca_file: /b-node-ca.crt, server_name: b, cert_file: /b-lg.crt, key_file: /b-lg.key}}
+backend: {addr: 127.0.0.1:8002, password: b, user: b, connect_timeout_ms: 31, tls: {enabled: false, ca_file: /b-node-ca.crt, server_name: b, cert_file: /b-lg.crt, key_file: /b-lg.key}}
 drain_timeout_ms: 32
 threads: 3
 node_id: 9999999999999999999999999999999999999999
@@ -432,7 +434,7 @@ admin: {listen: 127.0.0.1:8003, token: b, tls: {cert_file: /b-adm.crt, key_file:
 control: {password: b, allow_from: [10.0.0.2]}
 lease: {mode: block-write, initial: expired, clock_drift: 0.03, safety_margin_ms: 33, reject_prefix: B, fence_reads: false, probe_interval_ms: 34}
 controller: {url: http://b:1, namespace: b, cluster: b, poll_interval_ms: 35, ttl_ms: 36, failure_detection_ms: 37, timeout_ms: 38, switch_timeout_ms: 138, node_lost_wait_ms: 139, ca_file: /b-ctl-ca.crt}
-sentinel: {addrs: ['b:1'], master_name: b, password: b, address: 'b:2', poll_interval_ms: 61, timeout_ms: 62, max_lease_ms: 63, announce: true}
+sentinel: {addrs: ['b:1'], master_name: b, password: b, user: b, address: 'b:2', poll_interval_ms: 61, timeout_ms: 62, max_lease_ms: 63, announce: true}
 verify: {mode: off, hold: request, timeout_ms: 39, max_in_flight: 3}
 pause: {max_buffered_bytes: 40, max_buffered_requests: 41, on_demote: readonly, promotion_timing: true}
 durability: {min_replicas: 2, timeout_ms: 47}

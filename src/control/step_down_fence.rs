@@ -83,7 +83,7 @@ async fn new_master_has_this_nodes_writes(
     };
     let config = ctx.config.load_full();
     let timeout = config.connect_timeout();
-    let password = config.peer_control_password();
+    let login = config.peer_control_login();
     let peer = ctx.peer_tls();
     let mut own = OwnNode::default();
     let mut theirs: Option<ControlConnection> = None;
@@ -106,7 +106,7 @@ async fn new_master_has_this_nodes_writes(
                 match ControlConnection::open_leasegate(
                     &new_master,
                     peer.as_deref(),
-                    password.as_deref(),
+                    login.as_ref(),
                     timeout,
                 )
                 .await

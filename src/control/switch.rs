@@ -167,12 +167,13 @@ async fn leasegate_info_within(
 ) -> Option<HashMap<String, String>> {
     let config = ctx.config.load();
     let timeout = config.connect_timeout().min(ASK_FAILOVER_WITHIN);
-    let password = config.backend.password.as_deref();
+    let login = config.backend.login();
     let peer = ctx.peer_tls();
     let asked = async {
-        let mut conn = ControlConnection::open_leasegate(addr, peer.as_deref(), password, timeout)
-            .await
-            .map_err(|e| e.to_string())?;
+        let mut conn =
+            ControlConnection::open_leasegate(addr, peer.as_deref(), login.as_ref(), timeout)
+                .await
+                .map_err(|e| e.to_string())?;
         conn.leasegate_info().await
     };
     match tokio::time::timeout(timeout, asked).await {
@@ -275,7 +276,7 @@ pub(super) async fn take_over(
     let version = cluster.version;
     let config = ctx.config.load_full();
     let timeout = config.connect_timeout();
-    let password = config.backend.password.as_deref();
+    let login = config.backend.login();
     let mut node = match ctx.open_node(timeout).await {
         Ok(c) => c,
         Err(e) => return TakeOver::NotYet(format!("cannot reach the node: {e}")),
@@ -349,7 +350,7 @@ pub(super) async fn take_over(
     // Nothing the old master acknowledged may be missing here.
     let caught_up = async {
         let mut old =
-            ControlConnection::open_leasegate(old_master, peer.as_deref(), password, timeout)
+            ControlConnection::open_leasegate(old_master, peer.as_deref(), login.as_ref(), timeout)
                 .await
                 .map_err(|e| format!("cannot reach the old master {old_master}: {e}"))?;
         // Its node's own answer: a master (a leasegate whose node is down

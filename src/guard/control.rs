@@ -421,20 +421,23 @@ impl Gate {
         // the controller's: it goes to the node unchanged (the node checks
         // it, and the session remembers it for a hand-over's replay, as
         // any client's), and the connection is the controller's besides.
-        if settings
-            .backend_password
-            .as_deref()
-            .is_some_and(|pw| pw.as_bytes() == args[at].as_slice())
-        {
+        // Not a bare `AUTH <password>` where the node's login names an ACL
+        // user: the node would check it as the `default` user's (off, as
+        // a rule, where users are named); it gets the node's login below.
+        let node_login = settings.backend_login.as_ref();
+        if node_login.is_some_and(|login| {
+            login.password.as_bytes() == args[at].as_slice()
+                && (login.user.is_none() || !auth || args.len() == 3)
+        }) {
             return Some((Verdict::Forward, true));
         }
         if auth {
-            let verdict = match &settings.backend_password {
+            let verdict = match node_login {
                 // The node's answer stands: a wrong `backend.password`
                 // must not be answered `+OK` (the next command would get
                 // `NOAUTH`, far from its cause).
-                Some(pw) => Verdict::Rewrite {
-                    request: encode(&[b"AUTH", pw.as_bytes()]),
+                Some(login) => Verdict::Rewrite {
+                    request: login.auth_request(),
                     answer: Answer::Node,
                 },
                 None => Verdict::Reply(Bytes::from_static(OK)),
@@ -446,8 +449,12 @@ impl Gate {
         let mut rewritten: Vec<&[u8]> = Vec::with_capacity(args.len());
         for (i, a) in args.iter().enumerate() {
             if i == auth_at {
-                if let Some(pw) = &settings.backend_password {
-                    rewritten.extend_from_slice(&[b"AUTH", b"default", pw.as_bytes()]);
+                if let Some(login) = node_login {
+                    rewritten.extend_from_slice(&[
+                        b"AUTH",
+                        login.hello_user().as_bytes(),
+                        login.password.as_bytes(),
+                    ]);
                 }
             } else if !(auth_at..=at).contains(&i) {
                 rewritten.push(a);

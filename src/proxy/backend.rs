@@ -9,6 +9,7 @@ use tokio::net::TcpStream;
 
 use crate::command::{learn_from_command_reply, LearnedCommand};
 pub use crate::proxy::node_conn::{NodeConn, NodeTls, PeerTls};
+use crate::resp::login::Login;
 
 /// Why the backend could not be used; the text reaches clients as
 /// `-ERR backend <addr> unavailable: <reason>`.
@@ -88,24 +89,24 @@ pub struct ControlConnection {
 }
 
 impl ControlConnection {
-    /// Connects to a leasegate or a Sentinel (plain) and, if `password` is
-    /// set, authenticates.
+    /// Connects to a leasegate or a Sentinel (plain) and, with a `login`,
+    /// authenticates.
     pub async fn open(
         addr: &str,
-        password: Option<&str>,
+        login: Option<&Login>,
         timeout: Duration,
     ) -> Result<ControlConnection, BackendError> {
-        ControlConnection::open_node(addr, None, password, timeout).await
+        ControlConnection::open_node(addr, None, login, timeout).await
     }
 
     /// Connects to another leasegate whose `listen` address is `addr` and,
-    /// if `password` is set, authenticates: over TLS to its TLS listener
-    /// with `peer` (`tls.handover: tls`: the control password does not
-    /// cross the network in plaintext), else to `addr`.
+    /// with a `login`, authenticates: over TLS to its TLS listener with
+    /// `peer` (`tls.handover: tls`: the control password does not cross
+    /// the network in plaintext), else to `addr`.
     pub async fn open_leasegate(
         addr: &str,
         peer: Option<&PeerTls>,
-        password: Option<&str>,
+        login: Option<&Login>,
         timeout: Duration,
     ) -> Result<ControlConnection, BackendError> {
         let Some(peer) = peer else {
@@ -115,23 +116,23 @@ impl ControlConnection {
                 buf: Vec::new(),
                 timeout,
             };
-            if let Some(pw) = password {
-                conn.authenticate_at_leasegate(pw).await?;
+            if let Some(login) = login {
+                conn.authenticate_at_leasegate(login).await?;
             }
             return Ok(conn);
         };
         let at = peer.address(addr);
-        ControlConnection::open_node(&at, Some(&peer.tls), password, timeout)
+        ControlConnection::open_node(&at, Some(&peer.tls), login, timeout)
             .await
             .map_err(|e| BackendError::Reply(format!("over TLS at {at}: {e}")))
     }
 
-    /// Connects to a node (over TLS with `tls`) and, if `password` is set,
+    /// Connects to a node (over TLS with `tls`) and, with a `login`,
     /// authenticates.
     pub async fn open_node(
         addr: &str,
         tls: Option<&NodeTls>,
-        password: Option<&str>,
+        login: Option<&Login>,
         timeout: Duration,
     ) -> Result<ControlConnection, BackendError> {
         let stream = connect_node(addr, tls, timeout).await?;
@@ -140,8 +141,8 @@ impl ControlConnection {
             buf: Vec::new(),
             timeout,
         };
-        if let Some(pw) = password {
-            conn.call(&["AUTH", pw]).await?;
+        if let Some(login) = login {
+            conn.call(&login.auth_args()).await?;
         }
         Ok(conn)
     }
@@ -152,8 +153,8 @@ impl ControlConnection {
     /// followed by a request addressed to the node (`INFO`). Sent alone,
     /// the `AUTH` of a fence waited there until the fence's timeout (1 s)
     /// before the old master was found unreachable.
-    async fn authenticate_at_leasegate(&mut self, password: &str) -> Result<(), BackendError> {
-        let auth = crate::resp::encode::request(&[b"AUTH".as_slice(), password.as_bytes()]);
+    async fn authenticate_at_leasegate(&mut self, login: &Login) -> Result<(), BackendError> {
+        let auth = login.auth_request();
         let info = crate::resp::encode::request(&[b"INFO".as_slice(), b"leasegate".as_slice()]);
         self.stream.write_all(&[auth, info].concat()).await?;
         self.stream.flush().await?;
@@ -300,10 +301,10 @@ impl ControlConnection {
 pub async fn learn_commands(
     addr: &str,
     tls: Option<&NodeTls>,
-    password: Option<&str>,
+    login: Option<&Login>,
     timeout: Duration,
 ) -> Result<Vec<LearnedCommand>, BackendError> {
-    let mut conn = ControlConnection::open_node(addr, tls, password, timeout).await?;
+    let mut conn = ControlConnection::open_node(addr, tls, login, timeout).await?;
     let reply = conn.call(&["COMMAND"]).await?;
     Ok(learn_from_command_reply(&reply))
 }

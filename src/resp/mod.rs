@@ -1,13 +1,14 @@
 //! RESP: where requests and replies begin and end ([`request`], with inline
 //! commands split as Redis splits them in `inline.rs`; [`reply`]),
-//! command names ([`name`]), and the one encoder for what leasegate says
-//! itself ([`encode`]).
+//! command names ([`name`]), the one encoder for what leasegate says
+//! itself ([`encode`]), and the login of its own connections ([`login`]).
 //!
 //! Only boundaries and the few fields the proxy acts on are read; payloads
 //! are forwarded as the peer sent them.
 
 pub mod encode;
 mod inline;
+pub mod login;
 pub mod name;
 pub mod reply;
 pub mod request;

@@ -155,7 +155,7 @@ impl Server {
                 match backend::learn_commands(
                     &addr,
                     shared.node_tls().as_deref(),
-                    config.backend.password.as_deref(),
+                    config.backend.login().as_ref(),
                     config.connect_timeout(),
                 )
                 .await

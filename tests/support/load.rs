@@ -115,13 +115,27 @@ impl Writers {
         pace: Duration,
         password: Option<&str>,
     ) -> Writers {
+        let auth = password.map(|pw| vec!["AUTH", pw]).unwrap_or_default();
+        Writers::start_logged_in(port, n, tag, pace, &auth)
+    }
+
+    /// [`Writers::start`] with each connection opening with `auth` (`AUTH`
+    /// and its arguments, such as an ACL user's; empty: none).
+    pub fn start_logged_in(
+        port: u16,
+        n: usize,
+        tag: &'static str,
+        pace: Duration,
+        auth: &[&str],
+    ) -> Writers {
         let stop = Arc::new(AtomicBool::new(false));
+        let auth: Vec<String> = auth.iter().map(|a| a.to_string()).collect();
         let threads = (0..n)
             .map(|w| {
                 let stop = Arc::clone(&stop);
-                let password = password.map(str::to_string);
+                let auth = auth.clone();
                 std::thread::spawn(move || {
-                    write_until(port, &format!("{tag}{w}"), pace, password.as_deref(), &stop)
+                    write_until(port, &format!("{tag}{w}"), pace, &auth, &stop)
                 })
             })
             .collect();
@@ -163,7 +177,7 @@ fn write_until(
     port: u16,
     prefix: &str,
     pace: Duration,
-    password: Option<&str>,
+    auth: &[String],
     stop: &AtomicBool,
 ) -> Outcome {
     // A connection, authenticated when asked; `Err` when the port refuses
@@ -172,8 +186,9 @@ fn write_until(
         let stream = std::net::TcpStream::connect(("127.0.0.1", port))
             .map_err(|e| format!("connect: {e}"))?;
         let mut c = Client::from_stream(stream);
-        if let Some(pw) = password {
-            c.try_send(&["AUTH", pw])?;
+        if !auth.is_empty() {
+            let auth: Vec<&str> = auth.iter().map(String::as_str).collect();
+            c.try_send(&auth)?;
             match c.read_within(super::PATIENCE)? {
                 Some(r) if r == Reply::ok() => {}
                 other => return Err(format!("AUTH: {other:?}")),

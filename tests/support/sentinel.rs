@@ -19,6 +19,15 @@ pub struct Monitor {
     pub failover_timeout_ms: u64,
     /// The nodes' password (`sentinel auth-pass`), if they have one.
     pub auth_pass: Option<String>,
+    /// The nodes' ACL user the Sentinels log in as (`sentinel auth-user`).
+    pub auth_user: Option<String>,
+    /// The Sentinels' own ACL user and password, if they have one: their
+    /// `default` user is then off, they log in to each other with it
+    /// (`sentinel sentinel-user`, `sentinel-pass`), and so does every
+    /// [`Sentinel::client`].
+    pub login: Option<(String, String)>,
+    /// More lines for each Sentinel's config (such as more ACL users).
+    pub extra: String,
     /// The address the Sentinels listen on (`0.0.0.0` for nodes in other
     /// network namespaces).
     pub bind: String,
@@ -33,6 +42,9 @@ impl Monitor {
             down_after_ms: 2_000,
             failover_timeout_ms: 6_000,
             auth_pass: None,
+            auth_user: None,
+            login: None,
+            extra: String::new(),
             bind: "127.0.0.1".into(),
         }
     }
@@ -41,6 +53,8 @@ impl Monitor {
 /// One Sentinel.
 pub struct Sentinel {
     pub port: u16,
+    /// `AUTH` and its arguments for every client (empty: none).
+    auth: Vec<String>,
     child: Option<Child>,
     _dir: tempfile::TempDir,
 }
@@ -68,6 +82,15 @@ impl Sentinel {
             if let Some(pw) = &monitor.auth_pass {
                 conf.push_str(&format!("sentinel auth-pass {} {pw}\n", monitor.name));
             }
+            if let Some(user) = &monitor.auth_user {
+                conf.push_str(&format!("sentinel auth-user {} {user}\n", monitor.name));
+            }
+            if let Some((user, pw)) = &monitor.login {
+                conf.push_str(&format!(
+                    "user default off\nuser {user} on >{pw} allchannels +@all\nsentinel sentinel-user {user}\nsentinel sentinel-pass {pw}\n"
+                ));
+            }
+            conf.push_str(&monitor.extra);
             std::fs::write(&path, conf).expect("write sentinel.conf");
             let mut child = Command::new("redis-server")
                 .arg(&path)
@@ -84,6 +107,11 @@ impl Sentinel {
             if super::wait_listening_on(ip, port, &mut child, "redis-sentinel").is_ok() {
                 return Sentinel {
                     port,
+                    auth: monitor
+                        .login
+                        .as_ref()
+                        .map(|(u, p)| vec!["AUTH".to_string(), u.clone(), p.clone()])
+                        .unwrap_or_default(),
                     child: Some(child),
                     _dir: dir,
                 };
@@ -102,8 +130,14 @@ impl Sentinel {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// A client of this Sentinel, logged in where it has its own user.
     pub fn client(&self) -> Client {
-        Client::connect(self.port)
+        let mut c = Client::connect(self.port);
+        if !self.auth.is_empty() {
+            let auth: Vec<&str> = self.auth.iter().map(String::as_str).collect();
+            assert_eq!(c.cmd(&auth), Reply::ok(), "AUTH at Sentinel {}", self.port);
+        }
+        c
     }
 
     /// `SENTINEL GET-MASTER-ADDR-BY-NAME`, as `host:port`.

@@ -101,7 +101,7 @@ pub async fn run(shared: &ControlContext, request: FailoverRequest) -> FailoverR
             tls: shared.controller_tls.load_full(),
         }),
         node: config.backend.addr.clone(),
-        password: config.backend.password.clone(),
+        login: config.backend.login(),
         node_tls: shared.node_tls(),
         admin_ca: shared.admin_ca.load_full(),
         timeout: config.connect_timeout(),
@@ -311,8 +311,8 @@ async fn check_slave(run: &mut Run) -> Result<Checked, FailoverError> {
     let gate = Arc::clone(&run.gate);
     let timeout = run.settings.timeout;
     let this_node = run.settings.node.clone();
-    let password = run.settings.password.clone();
-    let password = password.as_deref();
+    let login = run.settings.login.clone();
+    let login = login.as_ref();
     let admin = AdminClient::new(
         Duration::from_secs(2),
         run.settings.admin_ca.clone(),
@@ -334,13 +334,13 @@ async fn check_slave(run: &mut Run) -> Result<Checked, FailoverError> {
             source: Box::new(source),
         })?;
     let tls = run.settings.node_tls.clone();
-    let mut source = ControlConnection::open_node(&this_node, tls.as_deref(), password, timeout)
+    let mut source = ControlConnection::open_node(&this_node, tls.as_deref(), login, timeout)
         .await
         .map_err(|source| FailoverError::SourceUnreachable {
             node: this_node.clone(),
             source,
         })?;
-    let mut replica = ControlConnection::open_node(&target.node, tls.as_deref(), password, timeout)
+    let mut replica = ControlConnection::open_node(&target.node, tls.as_deref(), login, timeout)
         .await
         .map_err(|source| FailoverError::TargetUnreachable {
             node: target.node.clone(),

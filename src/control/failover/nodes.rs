@@ -59,7 +59,7 @@ pub(super) async fn promotion_outcome(
     error: &BackendError,
     conn: &mut ControlConnection,
     (node, tls): (&str, Option<&crate::proxy::backend::NodeTls>),
-    password: Option<&str>,
+    login: Option<&crate::resp::login::Login>,
     timeout: Duration,
 ) -> Promotion {
     #[derive(PartialEq)]
@@ -82,7 +82,7 @@ pub(super) async fn promotion_outcome(
         }
     }
     let role = async {
-        let mut fresh = ControlConnection::open_node(node, tls, password, timeout)
+        let mut fresh = ControlConnection::open_node(node, tls, login, timeout)
             .await
             .map_err(|source| RoleError::Connect { source })?;
         let reply = fresh

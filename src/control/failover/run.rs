@@ -18,7 +18,9 @@ pub(super) struct Settings {
     pub(super) controller: Option<cluster::Controller>,
     /// This node (`backend.addr`).
     pub(super) node: String,
-    pub(super) password: Option<String>,
+    /// The login of leasegate's connections to the nodes (`backend.user`,
+    /// `backend.password`): this one and the target's.
+    pub(super) login: Option<crate::resp::login::Login>,
     /// The CAs the target's `https://` admin API is trusted with.
     pub(super) admin_ca: Option<Arc<rustls::ClientConfig>>,
     /// TLS to the nodes (`backend.tls`): this one and the target's.

@@ -122,8 +122,8 @@ pub(super) async fn switch_standalone(
     let gate = Arc::clone(&run.gate);
     let request = run.request.clone();
     let timeout = run.settings.timeout;
-    let password = run.settings.password.clone();
-    let password = password.as_deref();
+    let login = run.settings.login.clone();
+    let login = login.as_ref();
     let tls = run.settings.node_tls.clone();
     let Checked {
         admin,
@@ -139,7 +139,7 @@ pub(super) async fn switch_standalone(
             &e,
             &mut replica,
             (&target.node, tls.as_deref()),
-            password,
+            login,
             timeout,
         )
         .await

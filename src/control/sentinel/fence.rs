@@ -137,12 +137,12 @@ fn unsynced(ctx: &ControlContext) -> Option<String> {
 /// Ends the pause this fence set at the old master's leasegate (`old`),
 /// the promotion having been refused.
 async fn unpause_old_master(ctx: Arc<ControlContext>, old: String) {
-    let password = ctx.config.load().control.password.clone();
+    let login = ctx.config.load().control.login();
     let peer = ctx.peer_tls();
     let timeout = ctx.config.load().sentinel.timeout;
     let unpaused = async {
         let mut conn =
-            ControlConnection::open_leasegate(&old, peer.as_deref(), password.as_deref(), timeout)
+            ControlConnection::open_leasegate(&old, peer.as_deref(), login.as_ref(), timeout)
                 .await
                 .map_err(|e| e.to_string())?;
         conn.call(&["CLIENT", "UNPAUSE"])
@@ -164,7 +164,7 @@ async fn fence_old_master(
     ctx: &ControlContext,
     reached: &mut Option<String>,
 ) -> Result<(String, ControlConnection), String> {
-    let control_password = ctx.config.load().control.password.clone();
+    let control_login = ctx.config.load().control.login();
     // The old master's leasegate gets the fence's whole bound to answer,
     // more than its lease's pulse (`super::PULSE_SLACK`): one frozen until
     // the promotion passes wakes to a lapsed pulse, and asks the Sentinels
@@ -179,14 +179,10 @@ async fn fence_old_master(
         }
     };
     let peer = ctx.peer_tls();
-    let mut conn = ControlConnection::open_leasegate(
-        &old,
-        peer.as_deref(),
-        control_password.as_deref(),
-        timeout,
-    )
-    .await
-    .map_err(|e| format!("old master {old}: {e}"))?;
+    let mut conn =
+        ControlConnection::open_leasegate(&old, peer.as_deref(), control_login.as_ref(), timeout)
+            .await
+            .map_err(|e| format!("old master {old}: {e}"))?;
     conn.leasegate_info()
         .await
         .map_err(|e| format!("old master {old} is not behind a leasegate ({e})"))?;

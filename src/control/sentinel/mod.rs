@@ -348,16 +348,16 @@ impl OwnNode {
 pub(in crate::control) async fn open_own_node(
     ctx: &ControlContext,
 ) -> Result<ControlConnection, String> {
-    let (addr, password, timeout) = {
+    let (addr, login, timeout) = {
         let c = ctx.config.load();
         (
             c.backend.addr.clone(),
-            c.backend.password.clone(),
+            c.backend.login(),
             c.backend.connect_timeout,
         )
     };
     let tls = ctx.node_tls();
-    ControlConnection::open_node(&addr, tls.as_deref(), password.as_deref(), timeout)
+    ControlConnection::open_node(&addr, tls.as_deref(), login.as_ref(), timeout)
         .await
         .map_err(|e| format!("node {addr}: {e}"))
 }

@@ -176,30 +176,28 @@ async fn ask_all(
     sentinels: &Arc<[Asked]>,
     master_name: &str,
 ) -> Vec<Result<MasterView, String>> {
-    let (password, timeout) = {
+    let (login, timeout) = {
         let c = ctx.config.load();
-        (c.sentinel.password.clone(), c.sentinel.timeout)
+        (c.sentinel.login(), c.sentinel.timeout)
     };
     let mut set = tokio::task::JoinSet::new();
     for (i, s) in sentinels.iter().enumerate() {
-        let (addr, conn, password, name) = (
+        let (addr, conn, login, name) = (
             s.addr.clone(),
             s.take(),
-            password.clone(),
+            login.clone(),
             master_name.to_string(),
         );
         set.spawn(async move {
-            let asked = tokio::time::timeout(
-                timeout,
-                ask(&addr, conn, password.as_deref(), &name, timeout),
-            )
-            .await
-            .unwrap_or_else(|_| {
-                Err(format!(
-                    "Sentinel {addr}: no answer within {} ms",
-                    timeout.as_millis()
-                ))
-            });
+            let asked =
+                tokio::time::timeout(timeout, ask(&addr, conn, login.as_ref(), &name, timeout))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(format!(
+                            "Sentinel {addr}: no answer within {} ms",
+                            timeout.as_millis()
+                        ))
+                    });
             (i, asked)
         });
     }
@@ -221,13 +219,13 @@ async fn ask_all(
 async fn ask(
     addr: &str,
     conn: Option<ControlConnection>,
-    password: Option<&str>,
+    login: Option<&crate::resp::login::Login>,
     name: &str,
     timeout: Duration,
 ) -> Result<(MasterView, ControlConnection), String> {
     let mut conn = match conn {
         Some(c) => c,
-        None => ControlConnection::open(addr, password, timeout)
+        None => ControlConnection::open(addr, login, timeout)
             .await
             .map_err(|e| format!("Sentinel {addr}: {e}"))?,
     };

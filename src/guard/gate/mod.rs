@@ -55,6 +55,7 @@ use crate::guard::lease::{Lease, LeaseMode, Term};
 use crate::guard::pause::{OnDemote, Pause};
 use crate::guard::role::Role;
 use crate::guard::verify::{Ticket, Verifier, VerifyHold};
+use crate::resp::login::Login;
 use crate::resp::request::arguments;
 
 mod metrics;
@@ -104,8 +105,8 @@ pub struct GateParts {
     pub control: ControlPolicy,
     /// First word of the fenced-write error.
     pub reject_prefix: String,
-    /// Password of leasegate's own backend connections.
-    pub backend_password: Option<String>,
+    /// Login of leasegate's own backend connections.
+    pub backend_login: Option<Login>,
     /// Present with `verify.mode: every-write`.
     pub verifier: Option<Arc<Verifier>>,
     pub pause: Arc<Pause>,
@@ -143,19 +144,19 @@ pub(super) struct Settings {
     pub(super) control: ControlPolicy,
     /// `-<prefix> master lease expired, writes are fenced on this node (epoch `
     pub(super) fenced_head: String,
-    /// Password of leasegate's own backend connections; a controller
+    /// Login of leasegate's own backend connections; a controller
     /// connection authenticates to the node with it.
-    pub(super) backend_password: Option<String>,
+    pub(super) backend_login: Option<Login>,
 }
 
 impl Settings {
-    fn new(control: ControlPolicy, reject_prefix: &str, backend_password: Option<String>) -> Self {
+    fn new(control: ControlPolicy, reject_prefix: &str, backend_login: Option<Login>) -> Self {
         Settings {
             control,
             fenced_head: format!(
                 "-{reject_prefix} master lease expired, writes are fenced on this node (epoch "
             ),
-            backend_password,
+            backend_login,
         }
     }
 }
@@ -187,7 +188,7 @@ impl Gate {
             settings: ArcSwap::from_pointee(Settings::new(
                 parts.control,
                 &parts.reject_prefix,
-                parts.backend_password,
+                parts.backend_login,
             )),
             verifier: parts.verifier,
             pause: parts.pause,
@@ -220,18 +221,18 @@ impl Gate {
     }
 
     /// Replaces the control credentials, the fenced-write error's prefix
-    /// and the node password (config reload). Connections already
+    /// and the node login (config reload). Connections already
     /// authenticated as (or trusted as) the controller stay so.
     pub fn reconfigure(
         &self,
         control: ControlPolicy,
         reject_prefix: &str,
-        backend_password: Option<String>,
+        backend_login: Option<Login>,
     ) {
         self.settings.store(Arc::new(Settings::new(
             control,
             reject_prefix,
-            backend_password,
+            backend_login,
         )));
     }
 
@@ -652,6 +653,17 @@ pub(crate) fn for_tests_with_password(
     me: &str,
     backend_password: Option<&str>,
 ) -> (Arc<crate::guard::lease::ManualClock>, Gate) {
+    for_tests_with_login(mode, deny, me, backend_password.map(Login::password))
+}
+
+/// [`for_tests`] with the node's login (`backend.user`, `.password`).
+#[cfg(test)]
+pub(crate) fn for_tests_with_login(
+    mode: LeaseMode,
+    deny: &[&str],
+    me: &str,
+    backend_login: Option<Login>,
+) -> (Arc<crate::guard::lease::ManualClock>, Gate) {
     use crate::guard::lease::{Initial, LeaseTuning, ManualClock};
     let clock = Arc::new(ManualClock::new(1_000_000_000));
     let lease = Arc::new(Lease::new(
@@ -676,7 +688,7 @@ pub(crate) fn for_tests_with_password(
         GateParts {
             control: ControlPolicy::new(Some("ctl"), &[]),
             reject_prefix: "READONLY".into(),
-            backend_password: backend_password.map(str::to_string),
+            backend_login,
             verifier: None,
             pause: Arc::new(Pause::new(10, 1 << 20)),
             fence_reads: false,

@@ -388,6 +388,58 @@ fn a_control_password_that_is_the_nodes_is_forwarded() {
     );
 }
 
+/// A node whose login names an ACL user (`backend.user`): a bare
+/// `AUTH <password>` would name the `default` user there (off, as a rule,
+/// where users are named), so the controller's `AUTH` reaches the node as
+/// `AUTH <user> <password>`, the node's password alone included; an `AUTH`
+/// or `HELLO` that names a user itself goes as it came.
+#[test]
+fn a_controller_reaches_a_node_with_acl_users_as_the_nodes_user() {
+    let login = |password: &str| {
+        Some(crate::resp::login::Login {
+            user: Some("lg".into()),
+            password: password.into(),
+        })
+    };
+    let as_node_user = |password: &[u8]| {
+        Some((
+            Verdict::Rewrite {
+                request: encode(&[b"AUTH", b"lg", password]),
+                answer: Answer::Node,
+            },
+            true,
+        ))
+    };
+    let (_, separate) = for_tests_with_login(LeaseMode::BlockWrite, &[], ME, login("node"));
+    assert_eq!(
+        authenticate(&separate, &[b"AUTH", b"ctl"]),
+        as_node_user(b"node")
+    );
+    assert_eq!(
+        authenticate(&separate, &[b"HELLO", b"3", b"AUTH", b"x", b"ctl"]),
+        Some((
+            Verdict::Rewrite {
+                request: encode(&[b"HELLO", b"3", b"AUTH", b"lg", b"node"]),
+                answer: Answer::Hello,
+            },
+            true
+        ))
+    );
+    let (_, shared) = for_tests_with_login(LeaseMode::BlockWrite, &[], ME, login("ctl"));
+    assert_eq!(
+        authenticate(&shared, &[b"AUTH", b"ctl"]),
+        as_node_user(b"ctl")
+    );
+    assert_eq!(
+        authenticate(&shared, &[b"AUTH", b"lg", b"ctl"]),
+        Some((Verdict::Forward, true))
+    );
+    assert_eq!(
+        authenticate(&shared, &[b"HELLO", b"3", b"AUTH", b"lg", b"ctl"]),
+        Some((Verdict::Forward, true))
+    );
+}
+
 #[test]
 fn hello_is_parsed_by_its_grammar() {
     let (_, gate) = gate(LeaseMode::BlockWrite, &[]);
