@@ -151,6 +151,29 @@ fn controller_down_lets_the_lease_lapse() {
     set_until(&mut c, "controller back", |r| *r == Reply::ok());
 }
 
+/// A controller cut off from the other controllers of its raft group
+/// still answers the topology from its own copy (kvrocks-controller 1.2.0
+/// does, for as long as it is asked), but knows no leader: its answers
+/// renew nothing, and the lease lapses as with a controller down. A
+/// controller without a raft store of its own (etcd) is taken at its word.
+#[test]
+fn a_controller_that_knows_no_raft_leader_renews_nothing() {
+    let redis = RedisServer::start();
+    let controller = TestController::start();
+    me_master(&controller, 1);
+    controller.set_raft_leader(Some(2));
+    let proxy = pull_proxy(&redis, &controller);
+    let mut c = proxy.client();
+    set_until(&mut c, "master at version 1, a leader known", |r| {
+        *r == Reply::ok()
+    });
+
+    controller.set_raft_leader(Some(0));
+    set_until(&mut c, "the controller knows no leader", fenced);
+    controller.set_raft_leader(None);
+    set_until(&mut c, "a controller without raft", |r| *r == Reply::ok());
+}
+
 #[test]
 fn slow_answers_past_the_timeout_do_not_renew() {
     let redis = RedisServer::start();

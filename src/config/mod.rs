@@ -430,6 +430,29 @@ impl Config {
                 )
             })?;
         }
+        // A user without its password would be dropped without a word, and
+        // every login would fail far from its cause.
+        for (key, user, password, password_key) in [
+            (
+                "backend.user",
+                &self.backend.user,
+                &self.backend.password,
+                "backend.password",
+            ),
+            (
+                "sentinel.user",
+                &self.sentinel.user,
+                &self.sentinel.password,
+                "sentinel.password",
+            ),
+        ] {
+            if user.is_some() && password.is_none() {
+                return Err((key, format!("needs {password_key} (the user's password)")));
+            }
+            if user.as_deref() == Some("") {
+                return Err((key, "must not be empty (leave it out instead)".into()));
+            }
+        }
         if self.admin.token.as_deref() == Some("") {
             return Err((
                 "admin.token",
@@ -771,6 +794,29 @@ mod tests {
         let text = "backend:\n  addr: 127.0.0.1:6666\nlimits:\n  max_clients: lots\n";
         let err = Config::parse(text, "f.yaml").unwrap_err().to_string();
         assert!(err.contains("line 4"), "{err}");
+    }
+
+    #[test]
+    fn an_acl_user_needs_its_password() {
+        let err = Config::parse("backend:\n  addr: h:1\n  user: lg\n", "f")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("backend.user") && err.contains("backend.password"),
+            "{err}"
+        );
+        let text = "backend:\n  addr: h:1\n  user: lg\n  password: pw\n";
+        let config = Config::parse(text, "f").expect("valid");
+        assert_eq!(
+            config.backend.login().map(|l| l.auth_args().join(" ")),
+            Some("AUTH lg pw".to_string())
+        );
+        let text = "backend:\n  addr: h:1\nsentinel:\n  user: w\n";
+        let err = Config::parse(text, "f").unwrap_err().to_string();
+        assert!(
+            err.contains("sentinel.user") && err.contains("sentinel.password"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -482,6 +482,70 @@ pub async fn fetch(client: &HttpClient, url: &str) -> Result<Cluster, String> {
 /// One request for the cluster topology: GET, following redirects; the
 /// body of the `200` answer, unparsed.
 pub async fn fetch_answer(client: &HttpClient, url: &str) -> Result<Bytes, String> {
+    let (status, body) = get(client, url).await?;
+    if status != StatusCode::OK {
+        return Err(describe_error(status.as_u16(), &body));
+    }
+    Ok(body)
+}
+
+/// The cluster topology at `url`, from a controller that is in touch with
+/// its raft leader, as [`fetch`] otherwise.
+///
+/// Every kvrocks-controller serves the topology from its own copy of the
+/// store, a raft follower too, and one cut off from the other controllers
+/// (a partition, a majority stopped) goes on serving its last copy for
+/// ever: a master polling it would renew its lease while the others
+/// promoted its replica (seen with 1.2.0, three controllers, two of them
+/// stopped: the third answered the topology, `200`, for as long as it
+/// was asked). So each poll also asks the same controller for its raft
+/// leader (`GET /api/v1/raft/peers`, at `peers_url`), at once; one that
+/// knows none gives no topology. A follower drops its leader within its
+/// election timeout of losing it (`raft.election_seconds`, up to twice
+/// that: raft randomizes it), which bounds how stale an answer can be.
+/// A controller that answers the question with an error (a store other
+/// than its own raft: etcd, whose reads go to its quorum) is taken at its
+/// topology's word.
+pub async fn fetch_led(client: &HttpClient, url: &str, peers_url: &str) -> Result<Cluster, String> {
+    let (topology, leader) =
+        tokio::join!(fetch_answer(client, url), raft_leader(client, peers_url));
+    let cluster = parse_cluster(&topology?)?;
+    match leader? {
+        Some(0) => Err(format!(
+            "the controller knows no raft leader ({peers_url} answers leader 0): it may be cut off from the other controllers, and its topology out of date"
+        )),
+        _ => Ok(cluster),
+    }
+}
+
+/// The raft leader a controller knows (`0`: none), `None` where it has no
+/// raft store of its own (it answers the question with an error).
+async fn raft_leader(client: &HttpClient, peers_url: &str) -> Result<Option<u64>, String> {
+    let (status, body) = get(client, peers_url).await?;
+    if status != StatusCode::OK {
+        return Ok(None);
+    }
+    let answer: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|e| format!("the controller's raft peers are not JSON: {e}"))?;
+    answer
+        .pointer("/data/leader")
+        .and_then(serde_json::Value::as_u64)
+        .map(Some)
+        .ok_or_else(|| {
+            format!(
+                "the controller's raft peers name no leader field: {}",
+                String::from_utf8_lossy(&body)
+            )
+        })
+}
+
+/// `{url}/api/v1/raft/peers`: the controller's raft leader and peers.
+pub fn raft_peers_url(url: &str) -> String {
+    format!("{}/api/v1/raft/peers", url.trim_end_matches('/'))
+}
+
+/// A GET, following redirects: the final answer's status and body.
+async fn get(client: &HttpClient, url: &str) -> Result<(StatusCode, Bytes), String> {
     let mut uri: Uri = url
         .parse()
         .map_err(|e| format!("bad controller url '{url}': {e}"))?;
@@ -506,10 +570,7 @@ pub async fn fetch_answer(client: &HttpClient, url: &str) -> Result<Bytes, Strin
             .await
             .map_err(|e| format!("cannot read the controller's answer: {e}"))?
             .to_bytes();
-        if status != StatusCode::OK {
-            return Err(describe_error(status.as_u16(), &body));
-        }
-        return Ok(body);
+        return Ok((status, body));
     }
     Err(format!(
         "more than {MAX_REDIRECTS} redirects from the controller"

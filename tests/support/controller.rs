@@ -50,6 +50,9 @@ pub const COUNT_PATH: &str = "/count";
 /// the first).
 pub const LAST_FAILOVER_PATH: &str = "/last-failover";
 
+/// kvrocks-controller's raft leader and peers (its embedded raft store).
+pub const RAFT_PEERS_PATH: &str = "/api/v1/raft/peers";
+
 /// A 40-character node id made of `n` in hex.
 pub fn node_id(n: u8) -> String {
     format!("{n:02x}").repeat(20)
@@ -66,6 +69,9 @@ struct State {
     shards: Vec<ShardNodes>,
     delay: Duration,
     down: bool,
+    /// The raft leader `RAFT_PEERS_PATH` names; `None`: no raft store
+    /// (answered with an error, as a controller on etcd answers it).
+    raft_leader: Option<u64>,
     redirect: Option<String>,
     requests: Vec<(Instant, String)>,
     /// Do not keep `requests` (a long-running controller would grow it without end).
@@ -197,6 +203,12 @@ impl TestController {
     /// While down, connections are closed without an answer.
     pub fn set_down(&self, down: bool) {
         self.state().down = down;
+    }
+
+    /// The raft leader this controller knows (`Some(0)`: none, as one cut
+    /// off from the other controllers); `None`: it has no raft store.
+    pub fn set_raft_leader(&self, leader: Option<u64>) {
+        self.state().raft_leader = leader;
     }
 
     /// Answer `307` to `{base}{path}` (`base` like `http://127.0.0.1:1234`).
@@ -822,6 +834,23 @@ fn serve(conn: TcpStream, state: &Mutex<State>, stop: &AtomicBool) {
             // Not delayed, not recorded: the benchmark's own look at the count.
             let served = state.lock().expect("state").served;
             ("200 OK", String::new(), format!("{served}\n"), "text/plain")
+        } else if request.path == RAFT_PEERS_PATH && !state.lock().expect("state").down {
+            // Not delayed, not recorded: asked beside every poll.
+            match state.lock().expect("state").raft_leader {
+                Some(leader) => (
+                    "200 OK",
+                    String::new(),
+                    format!(
+                        r#"{{"data":{{"leader":{leader},"peers":{{"1":"http://127.0.0.1:1"}}}}}}"#
+                    ),
+                    "application/json",
+                ),
+                None => {
+                    let (status, headers, body) =
+                        error_answer("400 Bad Request", "raft engine is not enabled");
+                    (status, headers, body, "application/json")
+                }
+            }
         } else if request.path == LAST_FAILOVER_PATH {
             // Not delayed, not recorded either.
             let last = state.lock().expect("state").last_failover.clone();
