@@ -214,3 +214,47 @@ fn a_restarted_leasegate_learns_its_node_id_from_the_node() {
         Reply::bulk("1")
     );
 }
+
+/// kvrocks-controller run as operators run it for availability: a raft
+/// group of three, the leasegates polling one of them (a follower). Cut
+/// off from the other two (frozen), that controller still answers the
+/// topology from its own copy, naming A master, for as long as it is
+/// asked; the other two could meanwhile elect a leader and promote B. It
+/// knows no leader within its election timeout (2 s here, up to twice
+/// that), and from then on its answers renew nothing: A's lease lapses
+/// and its writes are fenced. Once the group is whole again, A's lease
+/// is renewed.
+#[test]
+fn a_controller_cut_off_from_its_raft_group_renews_no_lease() {
+    let opts = RealShardOptions {
+        controllers: 3,
+        ..RealShardOptions::default()
+    };
+    let Some(shard) = real_shard(&opts) else {
+        return;
+    };
+    assert!(lease_valid(&shard.a), "A holds its lease");
+    for c in &shard.others {
+        c.signal("-STOP");
+    }
+    let cut_off = Instant::now();
+    wait_lease(
+        &shard.a,
+        false,
+        "A's lease lapses once its controller is cut off",
+    );
+    eprintln!("A's lease lapsed {:?} after the cut", cut_off.elapsed());
+    // The controller answered all along, naming A master.
+    assert_eq!(shard.controller.master_of(0).0, shard.a_id);
+    assert_eq!(shard.controller.leader(), 0, "it knows no leader");
+    let mut app = shard.client(&shard.a);
+    assert_fenced(&app.cmd(&["SET", "k", "v"]), "A fences writes");
+    for c in &shard.others {
+        c.signal("-CONT");
+    }
+    wait_lease(
+        &shard.a,
+        true,
+        "A's lease is renewed once the group is whole",
+    );
+}

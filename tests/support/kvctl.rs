@@ -51,6 +51,10 @@ pub struct RealController {
     pub port: u16,
     /// The raft peer port.
     pub raft_port: u16,
+    /// Its raft id, and every member's raft port (its own alone unless it
+    /// is one of a [`Self::start_group`]).
+    id: u64,
+    peers: Vec<u16>,
     /// The address its HTTP API binds (127.0.0.1 unless
     /// [`Self::start_bound`] said otherwise).
     bind: [u8; 4],
@@ -85,6 +89,8 @@ impl RealController {
         let mut c = RealController {
             port: 0,
             raft_port: 0,
+            id: 1,
+            peers: Vec::new(),
             bind,
             bin,
             child: None,
@@ -92,6 +98,7 @@ impl RealController {
         };
         for _ in 0..5 {
             (c.port, c.raft_port) = (free_port(), free_port());
+            c.peers = vec![c.raft_port];
             match c.launch() {
                 Ok(()) => return Some(c),
                 Err(e) => eprintln!("kvctl-server could not start ({e}); trying other ports"),
@@ -101,6 +108,63 @@ impl RealController {
             "kvctl-server could not start on 5 pairs of free ports\n{}",
             c.log_tail()
         );
+    }
+
+    /// `n` controllers forming one raft group (as operators run it for
+    /// availability), each waited for until it knows the group's leader;
+    /// `None` when the binary is not here.
+    pub fn start_group(n: u64) -> Option<Vec<RealController>> {
+        let Some(bin) = binary() else {
+            // Says SKIPPED (or fails where the binary is required).
+            return RealController::start().map(|_| Vec::new());
+        };
+        let raft_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let mut group: Vec<RealController> = (1..=n)
+            .map(|id| RealController {
+                port: free_port(),
+                raft_port: raft_ports[(id - 1) as usize],
+                id,
+                peers: raft_ports.clone(),
+                bind: [127, 0, 0, 1],
+                bin: bin.clone(),
+                child: None,
+                dir: tempfile::tempdir().expect("temp dir"),
+            })
+            .collect();
+        // Each alone cannot elect a leader: start them all, then wait.
+        for c in &mut group {
+            c.spawn()
+                .unwrap_or_else(|e| panic!("kvctl-server {}: {e}", c.id));
+        }
+        for c in &group {
+            c.wait_leader();
+        }
+        Some(group)
+    }
+
+    /// The raft id of the leader this controller knows (0: none).
+    pub fn leader(&self) -> u64 {
+        let (_, peers) = http(self.port, "GET", "/api/v1/raft/peers", None, None);
+        serde_json::from_str::<serde_json::Value>(&peers)
+            .ok()
+            .and_then(|v| v["data"]["leader"].as_u64())
+            .unwrap_or(0)
+    }
+
+    /// Its raft id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Freezes (`SIGSTOP`) or thaws (`SIGCONT`) its process: to the rest of
+    /// its group, a controller cut off.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().map(|c| c.id()).expect("running");
+        let status = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill {signal} {pid}");
     }
 
     fn log_path(&self) -> PathBuf {
@@ -116,13 +180,26 @@ impl RealController {
 
     /// Writes the config and starts the server on `self.port`.
     fn launch(&mut self) -> Result<(), String> {
+        self.spawn()?;
+        self.wait_leader();
+        Ok(())
+    }
+
+    /// Writes the config and starts the server on `self.port`, without
+    /// waiting for a leader.
+    fn spawn(&mut self) -> Result<(), String> {
         let config = self.dir.path().join("ctl.yaml");
+        let peers: String = self
+            .peers
+            .iter()
+            .map(|p| format!("    - \"http://127.0.0.1:{p}\"\n"))
+            .collect();
         let yaml = format!(
-            "addr: \"{}:{}\"\nstorage_type: raft\nraft:\n  id: 1\n  data_dir: \"{}\"\n  cluster_state: \"new\"\n  peers:\n    - \"http://127.0.0.1:{}\"\n  heartbeat_seconds: 1\n  election_seconds: 2\ncontroller:\n  failover:\n    ping_interval_seconds: {PING_INTERVAL_S}\n    max_ping_count: {MAX_PING_COUNT}\n",
+            "addr: \"{}:{}\"\nstorage_type: raft\nraft:\n  id: {}\n  data_dir: \"{}\"\n  cluster_state: \"new\"\n  peers:\n{peers}  heartbeat_seconds: 1\n  election_seconds: 2\ncontroller:\n  failover:\n    ping_interval_seconds: {PING_INTERVAL_S}\n    max_ping_count: {MAX_PING_COUNT}\n",
             std::net::Ipv4Addr::from(self.bind),
             self.port,
+            self.id,
             self.dir.path().join("raft").display(),
-            self.raft_port
         );
         std::fs::write(&config, yaml).expect("write kvctl-server config");
         let log = std::fs::OpenOptions::new()
@@ -140,7 +217,6 @@ impl RealController {
         wait_listening_on(self.bind, self.port, &mut child, "kvctl-server")
             .map_err(|s| s.to_string())?;
         self.child = Some(child);
-        self.wait_leader();
         Ok(())
     }
 
@@ -358,6 +434,9 @@ pub struct RealShardOptions {
     pub extra_yaml: String,
     /// The admin API's bearer token.
     pub token: String,
+    /// Controllers in the raft group (1: one alone). With more, the
+    /// leasegates and the test ask one that is a follower at the start.
+    pub controllers: u64,
 }
 
 impl Default for RealShardOptions {
@@ -370,6 +449,7 @@ impl Default for RealShardOptions {
             ttl_ms: 1500,
             extra_yaml: String::new(),
             token: "tk".into(),
+            controllers: 1,
         }
     }
 }
@@ -389,7 +469,10 @@ impl RealShardOptions {
 /// each Kvrocks behind its own leasegate and known by the leasegate's
 /// address; ids as the controller assigned them.
 pub struct RealShard {
+    /// The controller the leasegates and the test ask.
     pub controller: RealController,
+    /// The rest of its raft group, if any.
+    pub others: Vec<RealController>,
     pub a: Node,
     pub b: Node,
     pub a_id: String,
@@ -443,7 +526,17 @@ impl RealShard {
 /// write through A's leasegate succeeds and B's replication link is up.
 /// `None` when the controller or Kvrocks binary is missing.
 pub fn real_shard(opts: &RealShardOptions) -> Option<RealShard> {
-    let controller = RealController::start()?;
+    let (controller, others) = if opts.controllers > 1 {
+        let mut group = RealController::start_group(opts.controllers)?;
+        let leader = group[0].leader();
+        let follower = group
+            .iter()
+            .position(|c| c.id() != leader)
+            .expect("a group of several has a follower");
+        (group.remove(follower), group)
+    } else {
+        (RealController::start()?, Vec::new())
+    };
     let pw = opts.password.as_deref();
     let kvrocks_args: Vec<&str> = match pw {
         Some(pw) => vec!["--requirepass", pw, "--masterauth", pw],
@@ -478,6 +571,7 @@ pub fn real_shard(opts: &RealShardOptions) -> Option<RealShard> {
         a_id: id(0),
         b_id: id(1),
         controller,
+        others,
         a,
         b,
         password: opts.password.clone(),
