@@ -124,14 +124,21 @@ fn fail_over_to(sentinels: &[Sentinel], addr: &str) {
     }
 }
 
-/// A planned `SENTINEL FAILOVER` to B and back under writers logged in as
-/// the application on A's leasegate: their sessions move to B's leasegate
-/// and back, logged in there as the same user, with no client error and no
-/// acknowledged write lost. leasegate's own connections reach both nodes
-/// as `lg` (its probe never fails) and the Sentinels as `watch` (the lease
-/// comes from them).
-#[test]
-fn planned_sentinel_failovers_with_acl_users_lose_nothing() {
+/// The deployment: A (master) and B, each behind its leasegate, and three
+/// Sentinels monitoring A's leasegate, every party logged in as its user.
+struct Deployment {
+    a_node: RedisServer,
+    b_node: RedisServer,
+    a: Proxy,
+    b: Proxy,
+    sentinels: Vec<Sentinel>,
+    a_addr: String,
+    b_addr: String,
+}
+
+/// Starts it in the order an operator would and waits until A takes
+/// writes under the Sentinels' lease and they list B by its leasegate.
+fn deploy() -> Deployment {
     let a_port = free_port();
     let a_addr = format!("127.0.0.1:{a_port}");
     let mut monitor = Monitor::new(NAME, &a_addr, 2);
@@ -183,7 +190,27 @@ fn planned_sentinel_failovers_with_acl_users_lose_nothing() {
     eventually("A takes writes", Duration::from_secs(10), || {
         app(a.port).cmd(&["SET", "k", "1"]) == Reply::ok()
     });
-    for (name, proxy) in [("A", &a), ("B", &b)] {
+    Deployment {
+        a_node,
+        b_node,
+        a,
+        b,
+        sentinels,
+        a_addr,
+        b_addr,
+    }
+}
+
+/// A planned `SENTINEL FAILOVER` to B and back under writers logged in as
+/// the application on A's leasegate: their sessions move to B's leasegate
+/// and back, logged in there as the same user, with no client error and no
+/// acknowledged write lost. leasegate's own connections reach both nodes
+/// as `lg` (its probe never fails) and the Sentinels as `watch` (the lease
+/// comes from them).
+#[test]
+fn planned_sentinel_failovers_with_acl_users_lose_nothing() {
+    let d = deploy();
+    for (name, proxy) in [("A", &d.a), ("B", &d.b)] {
         assert_eq!(
             metric(proxy.admin_port(), "leasegate_node_probe_failures"),
             0,
@@ -191,25 +218,52 @@ fn planned_sentinel_failovers_with_acl_users_lose_nothing() {
         );
     }
 
-    let writers = Writers::start_logged_in(a.port, 2, "w", Duration::from_millis(2), &APP);
+    let writers = Writers::start_logged_in(d.a.port, 2, "w", Duration::from_millis(2), &APP);
     std::thread::sleep(Duration::from_millis(300));
-    fail_over_to(&sentinels, &b_addr);
+    fail_over_to(&d.sentinels, &d.b_addr);
     eventually("B takes writes", Duration::from_secs(5), || {
-        app(b.port).cmd(&["SET", "probe", "1"]) == Reply::ok()
+        app(d.b.port).cmd(&["SET", "probe", "1"]) == Reply::ok()
     });
     eventually("A's node follows B", Duration::from_secs(15), || {
-        app(a_node.port)
+        app(d.a_node.port)
             .cmd(&["INFO", "replication"])
             .text()
             .contains("master_link_status:up")
     });
     std::thread::sleep(Duration::from_millis(500));
-    fail_over_to(&sentinels, &a_addr);
+    fail_over_to(&d.sentinels, &d.a_addr);
     eventually("A takes writes again", Duration::from_secs(10), || {
-        app(a.port).cmd(&["SET", "probe", "2"]) == Reply::ok()
+        app(d.a.port).cmd(&["SET", "probe", "2"]) == Reply::ok()
     });
     std::thread::sleep(Duration::from_millis(500));
     let outcome = writers.finish();
     outcome.log_summary();
-    outcome.assert_none_failed_or_lost(&mut app(a_node.port), 100);
+    outcome.assert_none_failed_or_lost(&mut app(d.a_node.port), 100);
+}
+
+/// The node refuses leasegate's own `INFO` (its user lost `+info`, as a
+/// mistaken ACL change does; a rotated password the same): the node is
+/// up, so there is no crash to wait through. Writes are fenced once the
+/// lease lapses, with the lease's error (the log names the refusal);
+/// they do not wait without end (before: held for as long as the refusal
+/// lasted, the log saying the node did not answer). Restored, A takes
+/// writes again.
+#[test]
+fn a_node_refusing_leasegates_own_info_fences_writes_rather_than_holding_them() {
+    let d = deploy();
+    let mut admin = app(d.a_node.port);
+    assert_eq!(admin.cmd(&["ACL", "SETUSER", "lg", "-info"]), Reply::ok());
+    // Each write is answered within the client's patience (10 s).
+    let mut c = app(d.a.port);
+    eventually("A fences writes", Duration::from_secs(10), || {
+        match c.cmd(&["SET", "k", "2"]) {
+            Reply::Error(e) => e.contains("master lease"),
+            _ => false,
+        }
+    });
+    assert_eq!(admin.cmd(&["ACL", "SETUSER", "lg", "+info"]), Reply::ok());
+    eventually("A takes writes again", Duration::from_secs(10), || {
+        c.cmd(&["SET", "k", "3"]) == Reply::ok()
+    });
+    drop(d.b_node);
 }

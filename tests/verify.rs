@@ -134,6 +134,21 @@ fn another_master_rejects_the_next_write_even_with_a_valid_lease() {
     );
 }
 
+/// A controller that knows no raft leader (cut off from the rest of its
+/// group, still answering its own copy of the topology) confirms nothing.
+#[test]
+fn a_controller_that_knows_no_raft_leader_confirms_no_write() {
+    let (redis, ctl, proxy) = verified_setup("");
+    ctl.set_raft_leader(Some(3));
+    let mut c = proxy.client();
+    assert_eq!(c.cmd(&["SET", "k", "v"]), Reply::ok());
+    ctl.set_raft_leader(Some(0));
+    let err = c.cmd(&["SET", "k", "stale"]);
+    assert!(err.error_text().starts_with(NOT_CONFIRMED), "{err:?}");
+    assert!(err.error_text().contains("no raft leader"), "{err:?}");
+    assert_eq!(redis.client().cmd(&["GET", "k"]), Reply::bulk("v"));
+}
+
 #[test]
 fn a_slow_controller_times_out_and_a_dead_one_rejects_writes_but_not_reads() {
     let (redis, ctl, proxy) = verified_setup("");

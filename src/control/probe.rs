@@ -117,7 +117,7 @@ pub async fn run(shared: Arc<ControlContext>) {
                         conn = Some((c, login.clone(), bound));
                     }
                     Err(e) => {
-                        probe_failed(status, &mut failing, e.to_string());
+                        probe_failed(status, &mut failing, login_hint(e.to_string(), &login));
                         continue;
                     }
                 }
@@ -201,6 +201,18 @@ async fn ask_role(conn: &mut ControlConnection, kvrocks: bool) -> Result<Replica
 /// Records a failed probe; the first of a run is logged (a wrong
 /// `backend.password`, a stopped node), the rest are counted in
 /// `/v1/status` and the metrics.
+/// `error` with a hint where the node refused the login by password alone
+/// (`WRONGPASS`): a Redis whose `default` user is off wants the ACL user
+/// too (`backend.user`).
+fn login_hint(error: String, login: &Option<crate::resp::login::Login>) -> String {
+    match login {
+        Some(l) if l.user.is_none() && error.starts_with("WRONGPASS") => format!(
+            "{error} (the node may log users in by name: set backend.user to the ACL user backend.password belongs to)"
+        ),
+        _ => error,
+    }
+}
+
 fn probe_failed(status: &NodeStatus, failing: &mut bool, error: String) {
     if !std::mem::replace(failing, true) {
         warn!(%error, "node probe failed");

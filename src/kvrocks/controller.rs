@@ -474,11 +474,6 @@ pub fn http_client(timeout: Duration, tls: Option<Arc<rustls::ClientConfig>>) ->
         ))
 }
 
-/// One request for the cluster topology: GET, following redirects, and parse.
-pub async fn fetch(client: &HttpClient, url: &str) -> Result<Cluster, String> {
-    parse_cluster(&fetch_answer(client, url).await?)
-}
-
 /// One request for the cluster topology: GET, following redirects; the
 /// body of the `200` answer, unparsed.
 pub async fn fetch_answer(client: &HttpClient, url: &str) -> Result<Bytes, String> {
@@ -489,8 +484,8 @@ pub async fn fetch_answer(client: &HttpClient, url: &str) -> Result<Bytes, Strin
     Ok(body)
 }
 
-/// The cluster topology at `url`, from a controller that is in touch with
-/// its raft leader, as [`fetch`] otherwise.
+/// The cluster topology at `url` (GET, following redirects, and parse),
+/// from a controller that is in touch with its raft leader.
 ///
 /// Every kvrocks-controller serves the topology from its own copy of the
 /// store, a raft follower too, and one cut off from the other controllers
@@ -498,23 +493,31 @@ pub async fn fetch_answer(client: &HttpClient, url: &str) -> Result<Bytes, Strin
 /// ever: a master polling it would renew its lease while the others
 /// promoted its replica (seen with 1.2.0, three controllers, two of them
 /// stopped: the third answered the topology, `200`, for as long as it
-/// was asked). So each poll also asks the same controller for its raft
-/// leader (`GET /api/v1/raft/peers`, at `peers_url`), at once; one that
-/// knows none gives no topology. A follower drops its leader within its
+/// was asked). So each poll and each verification round also asks the
+/// same controller for its raft leader (`GET /api/v1/raft/peers`), at
+/// once; one that knows none gives no topology. (A leader cut off from
+/// the rest stays leader in 1.2.0 and cannot be told apart this way:
+/// docs/kvrocks-controller.md, "Several controllers".) A follower drops its leader within its
 /// election timeout of losing it (`raft.election_seconds`, up to twice
 /// that: raft randomizes it), which bounds how stale an answer can be.
 /// A controller that answers the question with an error (a store other
 /// than its own raft: etcd, whose reads go to its quorum) is taken at its
 /// topology's word.
-pub async fn fetch_led(client: &HttpClient, url: &str, peers_url: &str) -> Result<Cluster, String> {
+pub async fn fetch_led(client: &HttpClient, url: &str) -> Result<Cluster, String> {
+    parse_cluster(&fetch_led_answer(client, url).await?)
+}
+
+/// [`fetch_led`], the body of the topology's `200` answer unparsed.
+pub async fn fetch_led_answer(client: &HttpClient, url: &str) -> Result<Bytes, String> {
+    let peers_url = raft_peers_url_beside(url);
     let (topology, leader) =
-        tokio::join!(fetch_answer(client, url), raft_leader(client, peers_url));
-    let cluster = parse_cluster(&topology?)?;
+        tokio::join!(fetch_answer(client, url), raft_leader(client, &peers_url));
+    let topology = topology?;
     match leader? {
         Some(0) => Err(format!(
             "the controller knows no raft leader ({peers_url} answers leader 0): it may be cut off from the other controllers, and its topology out of date"
         )),
-        _ => Ok(cluster),
+        _ => Ok(topology),
     }
 }
 
@@ -539,9 +542,11 @@ async fn raft_leader(client: &HttpClient, peers_url: &str) -> Result<Option<u64>
         })
 }
 
-/// `{url}/api/v1/raft/peers`: the controller's raft leader and peers.
-pub fn raft_peers_url(url: &str) -> String {
-    format!("{}/api/v1/raft/peers", url.trim_end_matches('/'))
+/// The controller's raft leader and peers, `{base}/api/v1/raft/peers`, for
+/// a cluster's `url` (`{base}/api/v1/namespaces/...`).
+fn raft_peers_url_beside(url: &str) -> String {
+    let base = url.split("/api/v1/").next().unwrap_or(url);
+    format!("{}/api/v1/raft/peers", base.trim_end_matches('/'))
 }
 
 /// A GET, following redirects: the final answer's status and body.

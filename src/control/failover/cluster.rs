@@ -44,7 +44,7 @@ use super::{rollback, FailoverError, Fencing, Run, Settings, Target};
 use crate::kvrocks::admin_api::{LeaseOutcome, LeaseRequest};
 use crate::kvrocks::admin_client::AdminClient;
 use crate::kvrocks::controller::{
-    cluster_url, fetch, http_client, request_shard_failover, shard_failover_url, Cluster,
+    cluster_url, fetch_led, http_client, request_shard_failover, shard_failover_url, Cluster,
     ShardFailoverError,
 };
 use crate::proxy::backend::ControlConnection;
@@ -410,7 +410,7 @@ async fn fetch_within(
     client: &crate::kvrocks::controller::HttpClient,
     url: &str,
 ) -> Result<Cluster, String> {
-    match tokio::time::timeout(timeout, fetch(client, url)).await {
+    match tokio::time::timeout(timeout, fetch_led(client, url)).await {
         Ok(answer) => answer,
         Err(_) => Err(format!(
             "the controller at {url} did not answer within {} ms",

@@ -26,7 +26,7 @@ use tracing::info;
 
 use crate::control::lasting::Lasting;
 use crate::control::{fence, step_down_fence, switch, ControlContext};
-use crate::kvrocks::controller::{cluster_url, fetch_led, http_client, raft_peers_url};
+use crate::kvrocks::controller::{cluster_url, fetch_led, http_client};
 
 mod hold;
 mod metrics;
@@ -47,7 +47,6 @@ pub async fn poll(ctx: Arc<ControlContext>) {
     };
     let c = &config.controller;
     let url = cluster_url(base, &c.namespace, &c.cluster);
-    let peers_url = raft_peers_url(base);
     let metrics = &ctx.metrics.poll;
     let mut timeout = c.timeout.max(Duration::from_millis(1));
     let mut tls = ctx.controller_tls.load_full();
@@ -139,7 +138,7 @@ pub async fn poll(ctx: Arc<ControlContext>) {
         let sent = lease.now();
         let started = Instant::now();
         let answer = tokio::select! {
-            a = tokio::time::timeout(timeout, fetch_led(&client, &url, &peers_url)) => match a {
+            a = tokio::time::timeout(timeout, fetch_led(&client, &url)) => match a {
                 Ok(a) => a,
                 Err(_) => Err(format!("no answer from the controller within {} ms", timeout.as_millis())),
             },

@@ -60,7 +60,7 @@ use crate::guard::pause::{PauseMode, PauseOwner};
 use crate::guard::role::{Demotion, Source};
 use crate::kvrocks::sentinel::{check_deployment, judge, Judgement, MasterView};
 use crate::kvrocks::topology::Replication;
-use crate::proxy::backend::ControlConnection;
+use crate::proxy::backend::{BackendError, ControlConnection};
 use redis_protocol::resp2::types::OwnedFrame;
 
 /// How much longer than one poll (its interval and timeout) the lease may
@@ -145,6 +145,7 @@ pub async fn run(ctx: Arc<ControlContext>) {
             revocations,
             answers,
             node_role,
+            node_refusal,
         }) = polls.next(&ctx).await
         else {
             return;
@@ -168,6 +169,21 @@ pub async fn run(ctx: Arc<ControlContext>) {
         let judgement = judge(&answers, &me, polls.sentinels());
         let holds = matches!(judgement, Judgement::Hold { .. });
         match judgement {
+            // Named, its node up but refusing leasegate's own login or
+            // `INFO` (a password or ACL user not what the node has): no
+            // crash to wait through, and no telling what it is; the lease
+            // lapses and writes are fenced with the cause in the log.
+            // (Held as for a silent node, they waited without end, the log
+            // saying the node did not answer: walkthrough 37.)
+            Judgement::Renew { .. } if node_role.is_none() && node_refusal.is_some() => {
+                withheld.poll(
+                    &ctx,
+                    &format!(
+                        "the Sentinels name this node master, but its node refuses leasegate's own connection ({}): check backend.user and backend.password, and the commands that user may run (docs/sentinel.md, ACL users)",
+                        node_refusal.as_deref().unwrap_or_default()
+                    ),
+                );
+            }
             // Named, its node silent: still named last, for a crash seen
             // by a leasegate restarted meanwhile, which never renewed
             // (walkthrough 19: without it, such a leasegate never sent its
@@ -279,6 +295,10 @@ fn hold_writes(ctx: &ControlContext, why: &str) {
 #[derive(Default)]
 pub(in crate::control) struct OwnNode {
     conn: Option<ControlConnection>,
+    /// How the node refused leasegate's own connection at the last ask
+    /// (its login or `INFO`: a password or ACL user not what the node
+    /// has); `None` when it answered, or did not answer at all.
+    refusal: Option<String>,
 }
 
 impl OwnNode {
@@ -290,11 +310,31 @@ impl OwnNode {
     ) -> Option<Replication> {
         let mut conn = match self.conn.take() {
             Some(c) => c,
-            None => open_own_node(ctx).await.ok()?,
+            None => match open_node_connection(ctx).await {
+                Ok(c) => c,
+                Err(e) => {
+                    self.refusal = refused(&e);
+                    return None;
+                }
+            },
         };
-        let info = replication_of(&mut conn).await.ok()?;
-        self.conn = Some(conn);
-        Some(info)
+        match conn.replication().await {
+            Ok((info, _)) => {
+                self.refusal = None;
+                self.conn = Some(conn);
+                Some(info)
+            }
+            Err(e) => {
+                self.refusal = refused(&e).map(|why| format!("INFO replication: {why}"));
+                None
+            }
+        }
+    }
+
+    /// How the node refused leasegate's own connection at the last ask, if
+    /// it did (its login, or a command the user may not run).
+    pub(in crate::control) fn refusal(&self) -> Option<&str> {
+        self.refusal.as_deref()
     }
 
     /// The master the node replicates from (`host:port`, a leasegate's
@@ -348,6 +388,14 @@ impl OwnNode {
 pub(in crate::control) async fn open_own_node(
     ctx: &ControlContext,
 ) -> Result<ControlConnection, String> {
+    let addr = ctx.config.load().backend.addr.clone();
+    open_node_connection(ctx)
+        .await
+        .map_err(|e| format!("node {addr}: {e}"))
+}
+
+/// [`open_own_node`], its error as it came.
+async fn open_node_connection(ctx: &ControlContext) -> Result<ControlConnection, BackendError> {
     let (addr, login, timeout) = {
         let c = ctx.config.load();
         (
@@ -357,9 +405,27 @@ pub(in crate::control) async fn open_own_node(
         )
     };
     let tls = ctx.node_tls();
-    ControlConnection::open_node(&addr, tls.as_deref(), login.as_ref(), timeout)
-        .await
-        .map_err(|e| format!("node {addr}: {e}"))
+    ControlConnection::open_node(&addr, tls.as_deref(), login.as_ref(), timeout).await
+}
+
+/// The node's refusal of leasegate's own login or command (`NOPERM`,
+/// `WRONGPASS`, `NOAUTH`, Kvrocks' `invalid password`): the node is up, and
+/// it is leasegate's credentials that are wrong.
+fn refused(e: &BackendError) -> Option<String> {
+    let BackendError::Reply(text) = e else {
+        return None;
+    };
+    let upper = text.to_ascii_uppercase();
+    [
+        "NOPERM",
+        "WRONGPASS",
+        "NOAUTH",
+        "ERR AUTH",
+        "ERR INVALID PASSWORD",
+    ]
+    .iter()
+    .any(|p| upper.starts_with(p))
+    .then(|| text.clone())
 }
 
 /// `INFO replication` of whatever `conn` reaches.

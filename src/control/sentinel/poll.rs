@@ -45,6 +45,9 @@ pub(super) struct Answered {
     pub answers: Vec<Result<MasterView, String>>,
     /// What the node said of its role (`None`: it did not answer).
     pub node_role: Option<String>,
+    /// How the node refused leasegate's own connection instead (`None`:
+    /// it answered, or did not answer at all).
+    pub node_refusal: Option<String>,
 }
 
 /// A Sentinel and the connection to it kept between polls.
@@ -151,9 +154,12 @@ impl Polls {
         );
         in_flight.fetch_add(1, Ordering::AcqRel);
         tokio::spawn(async move {
-            let (answers, node_role) = tokio::join!(ask_all(&ctx, &sentinels, &name), async {
-                node.lock().await.role(&ctx).await
-            });
+            let (answers, (node_role, node_refusal)) =
+                tokio::join!(ask_all(&ctx, &sentinels, &name), async {
+                    let mut node = node.lock().await;
+                    let role = node.role(&ctx).await;
+                    (role, node.refusal().map(str::to_string))
+                });
             in_flight.fetch_sub(1, Ordering::AcqRel);
             // The receiver is gone at shutdown: nothing to judge.
             let _ = tx.send((
@@ -163,6 +169,7 @@ impl Polls {
                     revocations,
                     answers,
                     node_role,
+                    node_refusal,
                 },
             ));
         });

@@ -358,7 +358,7 @@ impl Verifier {
         self.metrics.rounds.inc();
         let started = Instant::now();
         let answer =
-            match tokio::time::timeout(timeout, controller::fetch_answer(client, url)).await {
+            match tokio::time::timeout(timeout, controller::fetch_led_answer(client, url)).await {
                 Ok(a) => a,
                 Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
             };
