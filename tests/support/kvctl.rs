@@ -560,8 +560,16 @@ pub fn real_shard(opts: &RealShardOptions) -> Option<RealShard> {
     let b = Node::start_for_controller(&kvrocks_args, pw, &yaml())?;
     let addrs = [&a, &b].map(|n| format!("127.0.0.1:{}", n.proxy.port));
     let registered = Instant::now();
-    controller.create_cluster(&addrs, pw);
-    let cluster = controller.cluster();
+    // Registered at the group's leader: a follower stores a cluster sent
+    // to it, but the leader's controller does not take it up (no node
+    // gets its id or topology) until it next becomes leader.
+    let leader = controller.leader();
+    let registrar = others
+        .iter()
+        .find(|c| c.id() == leader)
+        .unwrap_or(&controller);
+    registrar.create_cluster(&addrs, pw);
+    let cluster = registrar.cluster();
     let id = |i: usize| {
         let node = &cluster["shards"][0]["nodes"][i];
         assert_eq!(node["addr"], addrs[i].as_str(), "{cluster}");
