@@ -706,6 +706,46 @@ fn a_refused_cluster_failover_leaves_the_master_as_it_was() {
     assert_eq!(info_field(&mut direct, "role").as_deref(), Some("master"));
 }
 
+/// The controller answers the shard failover `200` but never switches (a
+/// follower whose leader had just died: kvrocks-controller 1.2.0 answers
+/// at once and its raft never commits the change; walkthrough 38). The
+/// failover ends with both nodes fenced, A demoted toward B, while B's
+/// leasegate, a replica by the controller's word, hands writes to A: every
+/// session went back and forth between the two, a new connection per hop,
+/// until both ran out of file descriptors. Now A's writes are refused
+/// where B would hand them back, and nothing accumulates.
+#[test]
+fn a_failover_the_controller_never_carries_out_bounces_no_session() {
+    let Some((controller, a, b)) = controlled_shard(LeaseBy::Pull, TOKEN, &[]) else {
+        return;
+    };
+    controller.set_failover_lost(true);
+    let (status, report) = support::post_failover(
+        &a.proxy,
+        &b.proxy,
+        TOKEN,
+        r#""sync_timeout_ms":300,"pause_timeout_ms":500"#,
+    );
+    assert_ne!(status, 200, "{report}");
+    assert!(report.contains(r#""both_fenced":true"#), "{report}");
+    let fds_before = a.proxy.fd_count();
+    for (name, node) in [("A", &a), ("B", &b)] {
+        let mut c = node.proxy.client();
+        for i in 0..20 {
+            let reply = c.cmd(&["SET", &format!("k{i}"), "v"]);
+            assert!(
+                matches!(&reply, Reply::Error(_)),
+                "a write at {name} with both fenced: {reply:?}"
+            );
+        }
+    }
+    let fds_after = a.proxy.fd_count();
+    assert!(
+        fds_after < fds_before + 20,
+        "A's descriptors grew from {fds_before} to {fds_after}"
+    );
+}
+
 /// A node that handed its lease away in one failover and is made master
 /// again later by a topology that did not pass its leasegate (a failover
 /// that failed past the controller's switch leaves the nodes to be brought

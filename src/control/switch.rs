@@ -148,7 +148,7 @@ pub(super) async fn takes_hand_over(ctx: &ControlContext, addr: &str) -> bool {
 /// writes are refused (`-READONLY ... the new master is unknown`) instead
 /// of being handed over; the poll names the new master again once it
 /// takes them ([`takes_hand_over`]).
-async fn refuse_if_handed_back(ctx: &ControlContext, new_master: &str) {
+pub(super) async fn refuse_if_handed_back(ctx: &ControlContext, new_master: &str) {
     if takes_hand_over(ctx, new_master).await {
         return;
     }

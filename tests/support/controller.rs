@@ -88,6 +88,10 @@ struct State {
     lease_heartbeat_ms: Option<u64>,
     /// Answer the failover endpoint with this error (status, message).
     failover_error: Option<(u16, String)>,
+    /// Answer shard failovers as done without switching anything (a
+    /// follower whose leader just died: 1.2.0 answers `200` and the change
+    /// is never committed).
+    failover_lost: bool,
     /// Shard failovers carried out.
     failovers: u64,
     /// The last shard failover's timing.
@@ -253,6 +257,12 @@ impl TestController {
     }
 
     /// Refuse shard failovers with this status and message (`None`: carry them out).
+    /// Answer shard failovers `200` with the new master's id, and switch
+    /// nothing (a change its raft never commits).
+    pub fn set_failover_lost(&self, lost: bool) {
+        self.state().failover_lost = lost;
+    }
+
     pub fn set_failover_error(&self, error: Option<(u16, &str)>) {
         self.state().failover_error = error.map(|(s, m)| (s, m.to_string()));
     }
@@ -674,6 +684,10 @@ fn shard_failover(s: &mut State, shard: &str, body: &str) -> Answer {
     let Some(candidate) = candidate else {
         return error_answer("400 Bad Request", "no such replica in the shard to promote");
     };
+    if s.failover_lost {
+        let body = serde_json::json!({"data": {"new_master_id": nodes[candidate].0}});
+        return ("200 OK", String::new(), body.to_string());
+    }
     let old_master = nodes
         .iter()
         .find(|(_, _, role)| role == "master")

@@ -145,7 +145,7 @@ pub enum FailoverError {
     /// A failure after the controller switched the shard (before the pause).
     #[error("{source}. The controller had switched the shard before the pause (cluster_timing): this node follows it as after the controller's own failover — it steps down at its next poll and hands its writes to the new master's leasegate, which brings its node to the topology once this node is fenced and caught up")]
     AfterSwitch { source: Box<FailoverError> },
-    #[error("the controller switched the shard, but the new master's leasegate {leasegate} held no lease within {timeout_ms} ms: {last}. Held writes were released to it and are refused there until the controller grants its lease")]
+    #[error("the controller accepted the shard failover, but the new master's leasegate {leasegate} held no lease within {timeout_ms} ms: {last}. Held writes were released to it and are refused there until the controller grants its lease (refused here instead where it would hand them back: a switch the controller answered but never carried out)")]
     NewMasterNoLease {
         leasegate: String,
         timeout_ms: u64,

@@ -118,7 +118,21 @@ pub async fn run(shared: &ControlContext, request: FailoverRequest) -> FailoverR
         report
     });
     match task.await {
-        Ok(report) => report,
+        Ok(report) => {
+            if report.both_fenced {
+                // This node stays demoted toward the target, whose leasegate
+                // holds no lease: where it would hand the writes back (a
+                // replica still, by the controller's word: a switch the
+                // controller answered but never carried out), every session
+                // went back and forth between the two, a new connection per
+                // hop, until both ran out of descriptors (walkthrough 38).
+                let target = shared.role.demotion().and_then(|d| d.new_master.clone());
+                if let Some(target) = target {
+                    crate::control::switch::refuse_if_handed_back(shared, &target).await;
+                }
+            }
+            report
+        }
         Err(e) => {
             // The guard has ended the pause and marked the run failed.
             let error = FailoverError::TaskEnded {
