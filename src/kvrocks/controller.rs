@@ -493,16 +493,17 @@ pub async fn fetch_answer(client: &HttpClient, url: &str) -> Result<Bytes, Strin
 /// ever: a master polling it would renew its lease while the others
 /// promoted its replica (seen with 1.2.0, three controllers, two of them
 /// stopped: the third answered the topology, `200`, for as long as it
-/// was asked). So each poll and each verification round also asks the
-/// same controller for its raft leader (`GET /api/v1/raft/peers`), at
-/// once; one that knows none gives no topology. (A leader cut off from
+/// was asked). So each poll, each verification round and each failover's
+/// topology read also asks the same controller for its raft leader
+/// (`GET /api/v1/raft/peers`), at once; one that knows none gives no
+/// topology. A follower drops its leader within its election timeout of
+/// losing it (`raft.election_seconds`, up to twice that: raft randomizes
+/// it), which bounds how stale an answer can be. (A leader cut off from
 /// the rest stays leader in 1.2.0 and cannot be told apart this way:
-/// docs/kvrocks-controller.md, "Several controllers".) A follower drops its leader within its
-/// election timeout of losing it (`raft.election_seconds`, up to twice
-/// that: raft randomizes it), which bounds how stale an answer can be.
-/// A controller that answers the question with an error (a store other
-/// than its own raft: etcd, whose reads go to its quorum) is taken at its
-/// topology's word.
+/// docs/kvrocks-controller.md, "Several controllers".) A controller
+/// without a raft store of its own (`404`, or `raft engine is not
+/// enabled`: etcd, whose reads go to its quorum) is taken at its
+/// topology's word; any other failure of the question is the poll's.
 pub async fn fetch_led(client: &HttpClient, url: &str) -> Result<Cluster, String> {
     parse_cluster(&fetch_led_answer(client, url).await?)
 }
@@ -522,11 +523,22 @@ pub async fn fetch_led_answer(client: &HttpClient, url: &str) -> Result<Bytes, S
 }
 
 /// The raft leader a controller knows (`0`: none), `None` where it has no
-/// raft store of its own (it answers the question with an error).
+/// raft store of its own (no such path, or it says its raft engine is not
+/// enabled). Any other error fails the question: a controller that cannot
+/// say whether it has a leader vouches for nothing.
 async fn raft_leader(client: &HttpClient, peers_url: &str) -> Result<Option<u64>, String> {
     let (status, body) = get(client, peers_url).await?;
-    if status != StatusCode::OK {
+    if status == StatusCode::NOT_FOUND
+        || (status != StatusCode::OK
+            && String::from_utf8_lossy(&body).contains("raft engine is not enabled"))
+    {
         return Ok(None);
+    }
+    if status != StatusCode::OK {
+        return Err(format!(
+            "the controller cannot name its raft leader: {}",
+            describe_error(status.as_u16(), &body)
+        ));
     }
     let answer: serde_json::Value = serde_json::from_slice(&body)
         .map_err(|e| format!("the controller's raft peers are not JSON: {e}"))?;

@@ -175,7 +175,7 @@ pub async fn run(ctx: Arc<ControlContext>) {
             // lapses and writes are fenced with the cause in the log.
             // (Held as for a silent node, they waited without end, the log
             // saying the node did not answer: walkthrough 37.)
-            Judgement::Renew { .. } if node_role.is_none() && node_refusal.is_some() => {
+            Judgement::Renew { .. } if node_refusal.is_some() => {
                 withheld.poll(
                     &ctx,
                     &format!(
