@@ -258,3 +258,111 @@ fn a_controller_cut_off_from_its_raft_group_renews_no_lease() {
         "A's lease is renewed once the group is whole",
     );
 }
+
+/// The case a single controller's answer cannot settle: the group's
+/// *leader* cut off from the rest (its followers frozen). kvrocks-controller
+/// 1.2.0 keeps it leader (no check-quorum): it goes on naming itself leader
+/// and answering its last topology, A master, for as long as it is asked,
+/// while the other two could elect a leader and promote B. With every
+/// controller listed in `controller.url`, A's leasegate takes a topology
+/// only where a majority names one leader: the leader alone is one voice
+/// of three, A's lease lapses and its writes are fenced; renewed once the
+/// group is whole again.
+#[test]
+fn a_leader_cut_off_from_its_group_renews_no_lease_where_every_controller_is_listed() {
+    let opts = RealShardOptions {
+        controllers: 3,
+        every_controller: true,
+        ..RealShardOptions::default()
+    };
+    let Some(shard) = real_shard(&opts) else {
+        return;
+    };
+    assert!(lease_valid(&shard.a), "A holds its lease");
+    let leader_id = shard.controller.leader();
+    let (leader, follower) = match shard.others.as_slice() {
+        [x, y] if x.id() == leader_id => (x, y),
+        [x, y] if y.id() == leader_id => (y, x),
+        _ => panic!("the leader {leader_id} is one of the other two"),
+    };
+    shard.controller.signal("-STOP");
+    follower.signal("-STOP");
+    let cut_off = Instant::now();
+    wait_lease(
+        &shard.a,
+        false,
+        "A's lease lapses once only the leader answers",
+    );
+    eprintln!("A's lease lapsed {:?} after the cut", cut_off.elapsed());
+    // The leader answered all along, naming itself leader and A master:
+    // alone, its word would have renewed A's lease.
+    assert_eq!(leader.leader(), leader_id, "it stays leader");
+    assert_eq!(leader.master_of(0).0, shard.a_id);
+    let mut app = shard.client(&shard.a);
+    assert_fenced(&app.cmd(&["SET", "k", "v"]), "A fences writes");
+    shard.controller.signal("-CONT");
+    follower.signal("-CONT");
+    wait_lease(
+        &shard.a,
+        true,
+        "A's lease is renewed once the group is whole",
+    );
+}
+
+/// A planned failover with every controller listed while one of them is
+/// down: the topology reads need a majority (two of three answer), and the
+/// shard failover goes to the first controller it reaches (the first
+/// listed is the one down). Then back, with all three up.
+#[test]
+fn a_failover_through_a_listed_group_goes_on_with_one_controller_down() {
+    let opts = RealShardOptions {
+        controllers: 3,
+        every_controller: true,
+        ..RealShardOptions::default()
+    };
+    let Some(mut shard) = real_shard(&opts) else {
+        return;
+    };
+    assert_ne!(
+        shard.controller.id(),
+        shard.controller.leader(),
+        "the first listed is a follower"
+    );
+    shard.controller.stop();
+    let printed = shard.failover_by_leasegate(&shard.a, &shard.b);
+    eprintln!("{printed}");
+    named_master(&shard, &shard.b_id);
+    let mut app = shard.client(&shard.b);
+    assert_eq!(
+        app.cmd(&["SET", "after", "1"]),
+        Reply::ok(),
+        "B takes writes"
+    );
+    shard.controller.restart();
+    let printed = shard.failover_by_leasegate(&shard.b, &shard.a);
+    eprintln!("{printed}");
+    named_master(&shard, &shard.a_id);
+    let mut app = shard.client(&shard.a);
+    assert_eq!(
+        app.cmd(&["SET", "back", "1"]),
+        Reply::ok(),
+        "A takes writes"
+    );
+    wait_for(&mut shard.direct(&shard.a), "after", "1");
+}
+
+/// Waits until every running controller of the shard's group names `id`
+/// master of shard 0 (a follower's copy follows its leader's).
+fn named_master(shard: &RealShard, id: &str) {
+    let start = Instant::now();
+    for c in &shard.others {
+        while c.master_of(0).0 != id {
+            assert!(
+                start.elapsed() < PATIENCE,
+                "controller {} never named {id} master",
+                c.id()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}

@@ -149,6 +149,58 @@ fn a_controller_that_knows_no_raft_leader_confirms_no_write() {
     assert_eq!(redis.client().cmd(&["GET", "k"]), Reply::bulk("v"));
 }
 
+/// `controller.url` listing every controller of a raft group (three test
+/// controllers here): a write is confirmed by a majority naming one raft
+/// leader, at the newest topology any of them answered.
+#[test]
+fn every_controller_listed_a_majority_confirms_each_write() {
+    let redis = RedisServer::start();
+    let group: Vec<TestController> = (0..3).map(|_| TestController::start()).collect();
+    for ctl in &group {
+        master_is(ctl, 1, 1);
+        ctl.set_raft_leader(Some(1));
+    }
+    let urls: Vec<String> = group.iter().map(TestController::url).collect();
+    let yaml = group[0].yaml(3_600_000, 3_600_000).replace(
+        &format!("url: {}", group[0].url()),
+        &format!("url: [{}]", urls.join(", ")),
+    );
+    let proxy = Proxy::start(
+        &redis.addr(),
+        &format!(
+            "node_id: {}\n{yaml}pause:\n  on_demote: readonly\nverify:\n  mode: every-write\n  hold: request\n  timeout_ms: 300\n",
+            node_id(1)
+        ),
+    );
+    let mut c = proxy.client();
+    assert_eq!(c.cmd(&["SET", "k", "1"]), Reply::ok());
+    // One down: two of three still make a majority.
+    group[2].set_down(true);
+    assert_eq!(c.cmd(&["SET", "k", "2"]), Reply::ok(), "two of three");
+    // One alone (the other two down): one voice of three.
+    group[1].set_down(true);
+    let err = c.cmd(&["SET", "k", "alone"]);
+    assert!(err.error_text().starts_with(NOT_CONFIRMED), "{err:?}");
+    assert!(err.error_text().contains("no majority"), "{err:?}");
+    group[1].set_down(false);
+    group[2].set_down(false);
+    assert_eq!(c.cmd(&["SET", "k", "3"]), Reply::ok(), "whole again");
+    // Two name different leaders, the third none: no majority.
+    group[1].set_raft_leader(Some(2));
+    group[2].set_raft_leader(Some(0));
+    let err = c.cmd(&["SET", "k", "split"]);
+    assert!(err.error_text().contains("no majority"), "{err:?}");
+    // A majority under a new leader, its newest topology naming node 2:
+    // the old leader's own answer (node 1 master) does not confirm.
+    for ctl in &group[1..] {
+        ctl.set_raft_leader(Some(2));
+        master_is(ctl, 2, 2);
+    }
+    let err = c.cmd(&["SET", "k", "demoted"]);
+    assert!(err.is_error(), "refused: {err:?}");
+    assert_eq!(redis.client().cmd(&["GET", "k"]), Reply::bulk("3"));
+}
+
 #[test]
 fn a_slow_controller_times_out_and_a_dead_one_rejects_writes_but_not_reads() {
     let (redis, ctl, proxy) = verified_setup("");

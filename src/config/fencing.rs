@@ -100,8 +100,9 @@ impl Default for DurabilityConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ControllerConfig {
-    /// `http://host:port` of the controller; unset disables polling.
-    pub url: Option<String>,
+    /// `http://host:port` of the controller, or of every controller of its
+    /// raft group; unset disables polling.
+    pub url: Option<ControllerUrls>,
     pub namespace: String,
     pub cluster: String,
     #[serde(rename = "poll_interval_ms", with = "super::millis")]
@@ -134,16 +135,86 @@ pub struct ControllerConfig {
     pub ca_file: Option<std::path::PathBuf>,
 }
 
+/// `controller.url`: one address (a controller's, or one in front of the
+/// whole group), or a list of every controller of one raft group, of which
+/// leasegate then reads from a majority
+/// ([`crate::kvrocks::controller_group`]).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(from = "OneOrMany", into = "OneOrMany")]
+pub struct ControllerUrls(Vec<String>);
+
+/// `url: http://a` or `url: [http://a, http://b, http://c]`.
+#[derive(Clone, Deserialize, Serialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl From<OneOrMany> for ControllerUrls {
+    fn from(urls: OneOrMany) -> Self {
+        match urls {
+            OneOrMany::One(url) => Self(vec![url]),
+            OneOrMany::Many(urls) => Self(urls),
+        }
+    }
+}
+
+impl From<ControllerUrls> for OneOrMany {
+    fn from(urls: ControllerUrls) -> Self {
+        match <[String; 1]>::try_from(urls.0) {
+            Ok([url]) => OneOrMany::One(url),
+            Err(urls) => OneOrMany::Many(urls),
+        }
+    }
+}
+
+impl ControllerUrls {
+    /// Every address, in the order configured.
+    pub fn as_slice(&self) -> &[String] {
+        &self.0
+    }
+
+    /// Whether any address is `https://`.
+    pub fn any_https(&self) -> bool {
+        self.0
+            .iter()
+            .any(|u| u.to_ascii_lowercase().starts_with("https://"))
+    }
+
+    /// Why these addresses cannot be used, if they cannot.
+    pub fn check(&self) -> Result<(), String> {
+        if self.0.is_empty() {
+            return Err("lists no address".into());
+        }
+        for (i, url) in self.0.iter().enumerate() {
+            let lower = url.to_ascii_lowercase();
+            if !lower.starts_with("http://") && !lower.starts_with("https://") {
+                return Err(format!("'{url}' must start with http:// or https://"));
+            }
+            if self.0[..i].contains(url) {
+                return Err(format!(
+                    "'{url}' is listed twice (list each controller of the group once: a majority of the list must answer)"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Display for ControllerUrls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.join(", "))
+    }
+}
+
 impl ControllerConfig {
     /// How an `https://` controller is trusted, read from the file now
     /// (`None`: no `ca_file`).
     pub fn tls(
         &self,
     ) -> Result<Option<std::sync::Arc<rustls::ClientConfig>>, (&'static str, String)> {
-        let https = self
-            .url
-            .as_deref()
-            .is_some_and(|u| u.to_ascii_lowercase().starts_with("https://"));
+        let https = self.url.as_ref().is_some_and(ControllerUrls::any_https);
         let Some(ca_file) = &self.ca_file else {
             if https {
                 return Err((

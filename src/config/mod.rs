@@ -30,8 +30,8 @@ mod fencing;
 mod tls;
 
 pub use fencing::{
-    ControlConfig, ControllerConfig, DurabilityConfig, LeaseConfig, PauseConfig, SentinelConfig,
-    VerifyConfig, VerifyMode,
+    ControlConfig, ControllerConfig, ControllerUrls, DurabilityConfig, LeaseConfig, PauseConfig,
+    SentinelConfig, VerifyConfig, VerifyMode,
 };
 pub use tls::{AdminTlsConfig, BackendTlsConfig, HandoverTls, TlsConfig, TLS_KEYS};
 
@@ -476,13 +476,8 @@ impl Config {
         {
             return Err(("lease.reject_prefix", "must be one word".into()));
         }
-        if let Some(url) = &self.controller.url {
-            if !url.starts_with("http://") && !url.starts_with("https://") {
-                return Err((
-                    "controller.url",
-                    format!("'{url}' must start with http:// or https://"),
-                ));
-            }
+        if let Some(urls) = &self.controller.url {
+            urls.check().map_err(|e| ("controller.url", e))?;
             if self.controller.namespace.is_empty() || self.controller.cluster.is_empty() {
                 return Err((
                     "controller.namespace",
@@ -817,6 +812,42 @@ mod tests {
             err.contains("sentinel.user") && err.contains("sentinel.password"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_controller_is_one_address_or_every_controller_of_its_group() {
+        let with = |url: &str| {
+            Config::parse(
+                &format!("backend:\n  addr: h:1\ncontroller:\n  url: {url}\n  namespace: n\n  cluster: c\n"),
+                "f",
+            )
+        };
+        let one = with("http://a:1").expect("valid");
+        let one = one.controller.url.expect("set");
+        assert_eq!(one.as_slice(), ["http://a:1"]);
+        let group = with("[http://a:1, http://b:1, http://c:1]").expect("valid");
+        let group = group.controller.url.expect("set");
+        assert_eq!(group.as_slice().len(), 3);
+        assert_eq!(group.to_string(), "http://a:1, http://b:1, http://c:1");
+        // Written back as it was read (a reload compares configs so).
+        assert_eq!(
+            serde_yaml_ng::to_string(&one).expect("yaml").trim(),
+            "http://a:1"
+        );
+        assert!(serde_yaml_ng::to_string(&group)
+            .expect("yaml")
+            .starts_with("- http://a:1"));
+        for (url, says) in [
+            ("[http://a:1, http://a:1]", "listed twice"),
+            ("[]", "lists no address"),
+            ("[http://a:1, b:1]", "must start with http://"),
+        ] {
+            let err = with(url).unwrap_err().to_string();
+            assert!(
+                err.contains("controller.url") && err.contains(says),
+                "{url}: {err}"
+            );
+        }
     }
 
     #[test]

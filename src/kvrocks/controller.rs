@@ -247,6 +247,13 @@ pub fn cluster_url(url: &str, namespace: &str, cluster: &str) -> String {
     )
 }
 
+/// [`cluster_url`] at each of `urls` (the controllers of one group).
+pub fn cluster_urls(urls: &[String], namespace: &str, cluster: &str) -> Vec<String> {
+    urls.iter()
+        .map(|url| cluster_url(url, namespace, cluster))
+        .collect()
+}
+
 // ---------------------------------------------------------------------------
 // A shard's failover (`POST .../shards/{i}/failover`).
 
@@ -358,6 +365,10 @@ pub enum ShardFailoverError {
     /// delivered, or it was answered with a client error (4xx).
     #[error("{0}")]
     Refused(String),
+    /// The request never reached the controller (no connection): another
+    /// controller of the group may be asked.
+    #[error("{0}")]
+    Unreachable(String),
     /// The controller may have acted: no answer, a broken exchange, or a
     /// server error (5xx, e.g. a topology pushed to only some nodes).
     #[error("{0}")]
@@ -411,7 +422,7 @@ pub async fn request_shard_failover(
                     crate::kvrocks::admin_client::error_chain(&e)
                 );
                 if e.is_connect() {
-                    ShardFailoverError::Refused(text)
+                    ShardFailoverError::Unreachable(text)
                 } else {
                     ShardFailoverError::Unknown(text)
                 }
@@ -484,85 +495,8 @@ pub async fn fetch_answer(client: &HttpClient, url: &str) -> Result<Bytes, Strin
     Ok(body)
 }
 
-/// The cluster topology at `url` (GET, following redirects, and parse),
-/// from a controller that is in touch with its raft leader.
-///
-/// Every kvrocks-controller serves the topology from its own copy of the
-/// store, a raft follower too, and one cut off from the other controllers
-/// (a partition, a majority stopped) goes on serving its last copy for
-/// ever: a master polling it would renew its lease while the others
-/// promoted its replica (seen with 1.2.0, three controllers, two of them
-/// stopped: the third answered the topology, `200`, for as long as it
-/// was asked). So each poll, each verification round and each failover's
-/// topology read also asks the same controller for its raft leader
-/// (`GET /api/v1/raft/peers`), at once; one that knows none gives no
-/// topology. A follower drops its leader within its election timeout of
-/// losing it (`raft.election_seconds`, up to twice that: raft randomizes
-/// it), which bounds how stale an answer can be. (A leader cut off from
-/// the rest stays leader in 1.2.0 and cannot be told apart this way:
-/// docs/kvrocks-controller.md, "Several controllers".) A controller
-/// without a raft store of its own (`404`, or `raft engine is not
-/// enabled`: etcd, whose reads go to its quorum) is taken at its
-/// topology's word; any other failure of the question is the poll's.
-pub async fn fetch_led(client: &HttpClient, url: &str) -> Result<Cluster, String> {
-    parse_cluster(&fetch_led_answer(client, url).await?)
-}
-
-/// [`fetch_led`], the body of the topology's `200` answer unparsed.
-pub async fn fetch_led_answer(client: &HttpClient, url: &str) -> Result<Bytes, String> {
-    let peers_url = raft_peers_url_beside(url);
-    let (topology, leader) =
-        tokio::join!(fetch_answer(client, url), raft_leader(client, &peers_url));
-    let topology = topology?;
-    match leader? {
-        Some(0) => Err(format!(
-            "the controller knows no raft leader ({peers_url} answers leader 0): it may be cut off from the other controllers, and its topology out of date"
-        )),
-        _ => Ok(topology),
-    }
-}
-
-/// The raft leader a controller knows (`0`: none), `None` where it has no
-/// raft store of its own (no such path, or it says its raft engine is not
-/// enabled). Any other error fails the question: a controller that cannot
-/// say whether it has a leader vouches for nothing.
-async fn raft_leader(client: &HttpClient, peers_url: &str) -> Result<Option<u64>, String> {
-    let (status, body) = get(client, peers_url).await?;
-    if status == StatusCode::NOT_FOUND
-        || (status != StatusCode::OK
-            && String::from_utf8_lossy(&body).contains("raft engine is not enabled"))
-    {
-        return Ok(None);
-    }
-    if status != StatusCode::OK {
-        return Err(format!(
-            "the controller cannot name its raft leader: {}",
-            describe_error(status.as_u16(), &body)
-        ));
-    }
-    let answer: serde_json::Value = serde_json::from_slice(&body)
-        .map_err(|e| format!("the controller's raft peers are not JSON: {e}"))?;
-    answer
-        .pointer("/data/leader")
-        .and_then(serde_json::Value::as_u64)
-        .map(Some)
-        .ok_or_else(|| {
-            format!(
-                "the controller's raft peers name no leader field: {}",
-                String::from_utf8_lossy(&body)
-            )
-        })
-}
-
-/// The controller's raft leader and peers, `{base}/api/v1/raft/peers`, for
-/// a cluster's `url` (`{base}/api/v1/namespaces/...`).
-fn raft_peers_url_beside(url: &str) -> String {
-    let base = url.split("/api/v1/").next().unwrap_or(url);
-    format!("{}/api/v1/raft/peers", base.trim_end_matches('/'))
-}
-
 /// A GET, following redirects: the final answer's status and body.
-async fn get(client: &HttpClient, url: &str) -> Result<(StatusCode, Bytes), String> {
+pub(super) async fn get(client: &HttpClient, url: &str) -> Result<(StatusCode, Bytes), String> {
     let mut uri: Uri = url
         .parse()
         .map_err(|e| format!("bad controller url '{url}': {e}"))?;

@@ -123,15 +123,16 @@ impl Server {
             return;
         };
         let c = &self.config.controller;
-        let url: Arc<str> =
-            crate::kvrocks::controller::cluster_url(url, &c.namespace, &c.cluster).into();
+        let urls: Arc<[String]> =
+            crate::kvrocks::controller::cluster_urls(url.as_slice(), &c.namespace, &c.cluster)
+                .into();
         for driver in 0..verifier.drivers() {
             workers.spawn_on(
                 driver,
                 Arc::clone(verifier).run_driver(
                     driver,
                     Arc::clone(self.gate.role()),
-                    (Arc::clone(&url), Arc::clone(&self.shared.controller_tls)),
+                    (Arc::clone(&urls), Arc::clone(&self.shared.controller_tls)),
                     self.verification_stop.clone(),
                 ),
             );

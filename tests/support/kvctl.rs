@@ -437,6 +437,9 @@ pub struct RealShardOptions {
     /// Controllers in the raft group (1: one alone). With more, the
     /// leasegates and the test ask one that is a follower at the start.
     pub controllers: u64,
+    /// The leasegates list every controller of the group in
+    /// `controller.url` (that follower first), rather than that one alone.
+    pub every_controller: bool,
 }
 
 impl Default for RealShardOptions {
@@ -450,6 +453,7 @@ impl Default for RealShardOptions {
             extra_yaml: String::new(),
             token: "tk".into(),
             controllers: 1,
+            every_controller: false,
         }
     }
 }
@@ -546,13 +550,25 @@ pub fn real_shard(opts: &RealShardOptions) -> Option<RealShard> {
         Some(cp) => format!("control:\n  password: {cp}\n"),
         None => "control:\n  allow_from: [127.0.0.1]\n".into(),
     };
+    let controller_yaml = if opts.every_controller {
+        let urls: Vec<String> = std::iter::once(&controller)
+            .chain(&others)
+            .map(RealController::url)
+            .collect();
+        controller.yaml_via(
+            &format!("[{}]", urls.join(", ")),
+            opts.poll_interval_ms,
+            opts.ttl_ms,
+        )
+    } else {
+        controller.yaml(opts.poll_interval_ms, opts.ttl_ms)
+    };
     let yaml = || {
         format!(
-            "{control}lease:\n  mode: {}\n  probe_interval_ms: 200\n  safety_margin_ms: 100\nadmin:\n  listen: 127.0.0.1:{}\n  token: {}\n{}{}",
+            "{control}lease:\n  mode: {}\n  probe_interval_ms: 200\n  safety_margin_ms: 100\nadmin:\n  listen: 127.0.0.1:{}\n  token: {}\n{controller_yaml}{}",
             opts.lease_mode,
             free_port(),
             opts.token,
-            controller.yaml(opts.poll_interval_ms, opts.ttl_ms),
             opts.extra_yaml
         )
     };

@@ -44,14 +44,16 @@ use super::{rollback, FailoverError, Fencing, Run, Settings, Target};
 use crate::kvrocks::admin_api::{LeaseOutcome, LeaseRequest};
 use crate::kvrocks::admin_client::AdminClient;
 use crate::kvrocks::controller::{
-    cluster_url, fetch_led, http_client, request_shard_failover, shard_failover_url, Cluster,
+    cluster_urls, http_client, request_shard_failover, shard_failover_url, Cluster,
     ShardFailoverError,
 };
+use crate::kvrocks::controller_group::fetch_led;
 use crate::proxy::backend::ControlConnection;
 
 /// The controller a cluster-mode failover goes through.
 pub(super) struct Controller {
-    pub url: String,
+    /// `controller.url`: one address, or every controller of the group.
+    pub urls: Vec<String>,
     pub namespace: String,
     pub cluster: String,
     /// Bound of each request to it.
@@ -102,9 +104,8 @@ pub(super) async fn locate(
         .as_ref()
         .ok_or(FailoverError::NoController)?;
     let me = me.ok_or(FailoverError::NoOwnNodeId)?;
-    let url = cluster_url(&controller.url, &controller.namespace, &controller.cluster);
     let client = http_client(controller.timeout, controller.tls.clone());
-    let topology = fetch_within(controller.timeout, &client, &url)
+    let topology = fetch_within(controller.timeout, &client, &controller.topology_urls())
         .await
         .map_err(FailoverError::Topology)?;
     let mine = topology
@@ -374,25 +375,23 @@ enum Asked {
 /// Asks `controller` to fail shard `shard` over to `target`; an unclear
 /// answer is settled by its topology.
 async fn ask_switch(controller: &Controller, shard: &Shard, target: &str) -> Asked {
-    let url = shard_failover_url(
-        &controller.url,
-        &controller.namespace,
-        &controller.cluster,
-        shard.index,
-    );
     let (timeout, tls) = (controller.timeout, controller.tls.clone());
-    match request_shard_failover(&url, target, timeout, tls.clone()).await {
+    match request_at_any(controller, shard, target).await {
         Ok(_) => Asked::Switched,
-        Err(source @ ShardFailoverError::Refused(_)) => Asked::Refused(source),
+        Err(source @ (ShardFailoverError::Refused(_) | ShardFailoverError::Unreachable(_))) => {
+            Asked::Refused(source)
+        }
         Err(source) => {
             // Did it switch? Its topology says.
-            let topology_url =
-                cluster_url(&controller.url, &controller.namespace, &controller.cluster);
-            let switched = fetch_within(timeout, &http_client(timeout, tls), &topology_url)
-                .await
-                .ok()
-                .and_then(|c| c.master_of_shard(shard.index).map(|m| m == target))
-                .unwrap_or(false);
+            let switched = fetch_within(
+                timeout,
+                &http_client(timeout, tls),
+                &controller.topology_urls(),
+            )
+            .await
+            .ok()
+            .and_then(|c| c.master_of_shard(shard.index).map(|m| m == target))
+            .unwrap_or(false);
             if !switched {
                 return Asked::Unknown(source);
             }
@@ -402,18 +401,51 @@ async fn ask_switch(controller: &Controller, shard: &Shard, target: &str) -> Ask
     }
 }
 
+/// Asks the controllers, in the order configured, to fail the shard over:
+/// the first one the request reaches answers it (a follower sends it on
+/// to its leader).
+async fn request_at_any(
+    controller: &Controller,
+    shard: &Shard,
+    target: &str,
+) -> Result<Option<String>, ShardFailoverError> {
+    let mut unreachable = Vec::new();
+    for base in &controller.urls {
+        let url = shard_failover_url(
+            base,
+            &controller.namespace,
+            &controller.cluster,
+            shard.index,
+        );
+        match request_shard_failover(&url, target, controller.timeout, controller.tls.clone()).await
+        {
+            Err(ShardFailoverError::Unreachable(e)) => unreachable.push(e),
+            answered => return answered,
+        }
+    }
+    Err(ShardFailoverError::Unreachable(unreachable.join("; ")))
+}
+
+impl Controller {
+    /// The cluster's URL at each controller.
+    fn topology_urls(&self) -> Vec<String> {
+        cluster_urls(&self.urls, &self.namespace, &self.cluster)
+    }
+}
+
 /// One read of the controller's topology, answered within `timeout` (the
 /// client bounds only the connect: a controller that accepts and then
 /// stalls would hold the failover for as long as it stalls).
 async fn fetch_within(
     timeout: Duration,
     client: &crate::kvrocks::controller::HttpClient,
-    url: &str,
+    urls: &[String],
 ) -> Result<Cluster, String> {
-    match tokio::time::timeout(timeout, fetch_led(client, url)).await {
+    match tokio::time::timeout(timeout, fetch_led(client, urls)).await {
         Ok(answer) => answer,
         Err(_) => Err(format!(
-            "the controller at {url} did not answer within {} ms",
+            "the controller at {} did not answer within {} ms",
+            urls.join(", "),
             timeout.as_millis()
         )),
     }
@@ -429,7 +461,7 @@ async fn switched_topology(
     shard: usize,
     target: &str,
 ) -> Option<Cluster> {
-    let url = &cluster_url(&controller.url, &controller.namespace, &controller.cluster);
+    let urls = &controller.topology_urls();
     let client = http_client(controller.timeout, controller.tls.clone());
     let deadline = Instant::now() + Duration::from_millis(run.request.pause_timeout_ms);
     loop {
@@ -437,7 +469,7 @@ async fn switched_topology(
             .saturating_duration_since(Instant::now())
             .min(controller.timeout)
             .max(TOPOLOGY_POLL);
-        let last = match fetch_within(within, &client, url).await {
+        let last = match fetch_within(within, &client, urls).await {
             Ok(c) if c.master_of_shard(shard) == Some(target) => return Some(c),
             Ok(c) => format!("version {} does not name the target master", c.version),
             Err(e) => e,

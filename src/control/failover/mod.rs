@@ -93,7 +93,7 @@ pub async fn run(shared: &ControlContext, request: FailoverRequest) -> FailoverR
     let c = &config.controller;
     let settings = Settings {
         controller: c.url.as_ref().map(|url| cluster::Controller {
-            url: url.clone(),
+            urls: url.as_slice().to_vec(),
             namespace: c.namespace.clone(),
             cluster: c.cluster.clone(),
             timeout: c.timeout,

@@ -12,7 +12,10 @@
 //! * the cluster version is below the highest this poller has seen → the
 //!   answer is stale (an old leader, a lagging replica of etcd) and ignored;
 //! * the controller is unreachable or answers an error → nothing happens: the
-//!   lease simply runs out, which is the point.
+//!   lease simply runs out, which is the point;
+//! * the controller knows no raft leader, or (`controller.url` listing every
+//!   controller of its group) no majority of them names one → as if it
+//!   were unreachable ([`crate::kvrocks::controller_group`]).
 //!
 //! Non-leader controllers answer `307` to the leader; up to [`MAX_REDIRECTS`](crate::kvrocks::controller::MAX_REDIRECTS)
 //! hops are followed. Safe only if `ttl_ms` + margin stays below the
@@ -26,7 +29,8 @@ use tracing::info;
 
 use crate::control::lasting::Lasting;
 use crate::control::{fence, step_down_fence, switch, ControlContext};
-use crate::kvrocks::controller::{cluster_url, fetch_led, http_client};
+use crate::kvrocks::controller::{cluster_urls, http_client};
+use crate::kvrocks::controller_group::fetch_led;
 
 mod hold;
 mod metrics;
@@ -42,16 +46,16 @@ use poller::{Poller, FENCED_WARN_AFTER};
 /// start, since the versions this poller remembers belong to it.
 pub async fn poll(ctx: Arc<ControlContext>) {
     let config = ctx.config.load_full();
-    let Some(base) = config.controller.url.as_deref() else {
+    let Some(controllers) = &config.controller.url else {
         return;
     };
     let c = &config.controller;
-    let url = cluster_url(base, &c.namespace, &c.cluster);
+    let urls = cluster_urls(controllers.as_slice(), &c.namespace, &c.cluster);
     let metrics = &ctx.metrics.poll;
     let mut timeout = c.timeout.max(Duration::from_millis(1));
     let mut tls = ctx.controller_tls.load_full();
     let mut client = http_client(timeout, tls.clone());
-    info!(%url, interval_ms = c.poll_interval.as_millis() as u64, ttl_ms = c.ttl_ms, "polling the controller for the master lease");
+    info!(url = %urls.join(", "), interval_ms = c.poll_interval.as_millis() as u64, ttl_ms = c.ttl_ms, "polling the controller for the master lease");
 
     ctx.role.poller_releases(c.switch_timeout);
     // The controller's own push promoting this node waits until the old
@@ -138,7 +142,7 @@ pub async fn poll(ctx: Arc<ControlContext>) {
         let sent = lease.now();
         let started = Instant::now();
         let answer = tokio::select! {
-            a = tokio::time::timeout(timeout, fetch_led(&client, &url)) => match a {
+            a = tokio::time::timeout(timeout, fetch_led(&client, &urls)) => match a {
                 Ok(a) => a,
                 Err(_) => Err(format!("no answer from the controller within {} ms", timeout.as_millis())),
             },

@@ -291,7 +291,10 @@ impl Verifier {
         self: Arc<Self>,
         driver: usize,
         role: Arc<Role>,
-        (url, tls): (Arc<str>, Arc<arc_swap::ArcSwapOption<rustls::ClientConfig>>),
+        (urls, tls): (
+            Arc<[String]>,
+            Arc<arc_swap::ArcSwapOption<rustls::ClientConfig>>,
+        ),
         shutdown: tokio_util::sync::CancellationToken,
     ) {
         let driver = driver % self.drivers.len();
@@ -301,7 +304,7 @@ impl Verifier {
         // This driver's own connections, driven on this thread.
         let mut client = controller::http_client(timeout, trusted.clone());
         if driver == 0 && self.enabled() {
-            info!(url = %url, timeout_ms = timeout.as_millis() as u64, max_in_flight = self.max_in_flight(), drivers = self.drivers.len(), "verifying mastership with the controller on every write");
+            info!(url = %urls.join(", "), timeout_ms = timeout.as_millis() as u64, max_in_flight = self.max_in_flight(), drivers = self.drivers.len(), "verifying mastership with the controller on every write");
         }
         loop {
             let now = tls.load_full();
@@ -313,14 +316,14 @@ impl Verifier {
                 client = controller::http_client(timeout, trusted.clone());
             }
             while let Some(round) = self.rounds.start(self.max_in_flight()) {
-                let (this, role, client, url) = (
+                let (this, role, client, urls) = (
                     Arc::clone(&self),
                     Arc::clone(&role),
                     client.clone(),
-                    Arc::clone(&url),
+                    Arc::clone(&urls),
                 );
                 tokio::spawn(async move {
-                    let outcome = this.confirm(driver, &client, &url, timeout, &role).await;
+                    let outcome = this.confirm(driver, &client, &urls, timeout, &role).await;
                     this.rounds.finish(RoundResult { round, outcome });
                     // A round wanted while every place was taken goes now.
                     this.drivers[driver].wake.notify_one();
@@ -351,17 +354,21 @@ impl Verifier {
         &self,
         driver: usize,
         client: &controller::HttpClient,
-        url: &str,
+        urls: &[String],
         timeout: Duration,
         role: &Role,
     ) -> Result<(), Bytes> {
         self.metrics.rounds.inc();
         let started = Instant::now();
-        let answer =
-            match tokio::time::timeout(timeout, controller::fetch_led_answer(client, url)).await {
-                Ok(a) => a,
-                Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
-            };
+        let answer = match tokio::time::timeout(
+            timeout,
+            crate::kvrocks::controller_group::fetch_led_answer(client, urls),
+        )
+        .await
+        {
+            Ok(a) => a,
+            Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
+        };
         self.metrics
             .round_seconds
             .observe(started.elapsed().as_secs_f64());

@@ -1,0 +1,332 @@
+//! A topology that a kvrocks-controller raft group stands behind.
+//!
+//! Every kvrocks-controller serves the cluster topology from its own copy of
+//! the store, a raft follower too, and one cut off from the other
+//! controllers (a partition, a majority stopped) goes on serving its last
+//! copy for ever: a master polling it would renew its lease while the
+//! others promoted its replica (seen with 1.2.0, three controllers, two of
+//! them stopped: the third answered the topology, `200`, for as long as it
+//! was asked). So every read of the topology (each poll, each verification
+//! round, each failover's topology read) also asks the same controller for
+//! its raft leader (`GET /api/v1/raft/peers`), at once, and:
+//!
+//! * **one controller** (`controller.url` a single address, perhaps one in
+//!   front of the whole group): an answer from a controller that knows no
+//!   leader gives no topology. A follower drops its leader within its
+//!   election timeout of losing it (`raft.election_seconds`, up to twice
+//!   that: raft randomizes it), which bounds how stale an answer can be. A
+//!   *leader* cut off from the rest stays leader in 1.2.0 (it has no
+//!   check-quorum) and cannot be told apart this way.
+//! * **every controller of the group** (`controller.url` a list): all are
+//!   asked at once, and a topology is taken only once a majority of them
+//!   has answered naming one raft leader; of the topologies answered by
+//!   then, the highest version. A leader cut off from the rest, with any
+//!   master cut off beside it, is one voice of three: it renews nothing.
+//!   (Any topology a member serves was committed by the group, a stale
+//!   leader's too, so the highest version read is the freshest known.)
+//!
+//! A controller without a raft store of its own (`404`, or `raft engine is
+//! not enabled`: etcd, whose reads go to its quorum) is taken at its
+//! topology's word; in a list, such members agree with each other. Any
+//! other failure to name a leader fails that controller's answer: one that
+//! cannot say whether it has a leader vouches for nothing.
+
+use std::future::Future;
+use std::task::Poll;
+
+use bytes::Bytes;
+use hyper::StatusCode;
+
+use super::controller::{describe_error, fetch_answer, get, parse_cluster, Cluster, HttpClient};
+
+/// The cluster topology at `urls` (the cluster's URL at one controller, or
+/// at every controller of one raft group: [`super::controller::cluster_urls`]),
+/// parsed, as the group stands behind it (see the module's doc).
+pub async fn fetch_led(client: &HttpClient, urls: &[String]) -> Result<Cluster, String> {
+    parse_cluster(&fetch_led_answer(client, urls).await?)
+}
+
+/// [`fetch_led`], the body of the chosen `200` answer unparsed.
+pub async fn fetch_led_answer(client: &HttpClient, urls: &[String]) -> Result<Bytes, String> {
+    match urls {
+        [] => Err("no controller address is configured".into()),
+        [url] => {
+            let answer = member_answer(client, url).await?;
+            match answer.leader {
+                Leader::Unknown => Err(format!(
+                    "the controller knows no raft leader ({} answers leader 0): it may be cut off from the other controllers, and its topology out of date",
+                    raft_peers_url_beside(url)
+                )),
+                Leader::Known(_) | Leader::NoRaft => Ok(answer.topology),
+            }
+        }
+        _ => majority_answer(client, urls).await,
+    }
+}
+
+/// Asks every member at once; answers once a majority names one leader,
+/// or once none can.
+async fn majority_answer(client: &HttpClient, urls: &[String]) -> Result<Bytes, String> {
+    // A handful of futures of one type, polled in turn: a majority decides
+    // before the slowest answer (a stopped controller's never comes), and
+    // nothing is spawned.
+    let mut pending: Vec<_> = urls
+        .iter()
+        .map(|url| Some(Box::pin(member_answer(client, url))))
+        .collect();
+    let mut tally = Tally::new(urls.len());
+    std::future::poll_fn(|cx| {
+        for (url, slot) in urls.iter().zip(pending.iter_mut()) {
+            let Some(answer) = slot.as_mut() else {
+                continue;
+            };
+            if let Poll::Ready(answer) = answer.as_mut().poll(cx) {
+                *slot = None;
+                tally.add(url, answer);
+            }
+        }
+        match tally.verdict() {
+            Some(verdict) => Poll::Ready(verdict),
+            None => Poll::Pending,
+        }
+    })
+    .await
+}
+
+/// One controller's answer: its topology, and the raft leader it knows.
+struct MemberAnswer {
+    topology: Bytes,
+    leader: Leader,
+}
+
+/// The raft leader a controller names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Leader {
+    /// Raft id `n`.
+    Known(u64),
+    /// It knows none (`leader: 0`): it may be cut off from the others.
+    Unknown,
+    /// It has no raft store of its own (etcd): its reads are its store's.
+    NoRaft,
+}
+
+/// The topology and raft leader of the controller at `url` (a cluster's
+/// URL), both asked at once.
+async fn member_answer(client: &HttpClient, url: &str) -> Result<MemberAnswer, String> {
+    let peers_url = raft_peers_url_beside(url);
+    let (topology, leader) =
+        tokio::join!(fetch_answer(client, url), raft_leader(client, &peers_url));
+    Ok(MemberAnswer {
+        topology: topology?,
+        leader: leader?,
+    })
+}
+
+/// What the members of a group answered so far, and whether a majority
+/// stands behind an answer yet.
+struct Tally {
+    members: usize,
+    answered: usize,
+    /// Each leader named (known, or no raft), with how many named it.
+    votes: Vec<(Leader, usize)>,
+    /// The highest version answered, and its body.
+    freshest: Option<(u64, Bytes)>,
+    /// What each member said, for the error when no majority forms.
+    said: Vec<String>,
+}
+
+impl Tally {
+    fn new(members: usize) -> Self {
+        Self {
+            members,
+            answered: 0,
+            votes: Vec::new(),
+            freshest: None,
+            said: Vec::new(),
+        }
+    }
+
+    /// Counts the answer of the controller at `url`.
+    fn add(&mut self, url: &str, answer: Result<MemberAnswer, String>) {
+        self.answered += 1;
+        let member = url.split("/api/v1/").next().unwrap_or(url);
+        let answer = answer.and_then(|a| {
+            let version = parse_cluster(&a.topology)?.version;
+            Ok((a, version))
+        });
+        let (answer, version) = match answer {
+            Ok(read) => read,
+            Err(e) => {
+                self.said.push(format!("{member}: {e}"));
+                return;
+            }
+        };
+        if self.freshest.as_ref().is_none_or(|(v, _)| version > *v) {
+            self.freshest = Some((version, answer.topology));
+        }
+        let leader = match answer.leader {
+            Leader::Known(id) => format!("leader {id}"),
+            Leader::Unknown => "no raft leader".into(),
+            Leader::NoRaft => "no raft store".into(),
+        };
+        self.said
+            .push(format!("{member}: {leader}, topology version {version}"));
+        if answer.leader == Leader::Unknown {
+            return;
+        }
+        match self.votes.iter_mut().find(|(l, _)| *l == answer.leader) {
+            Some((_, n)) => *n += 1,
+            None => self.votes.push((answer.leader, 1)),
+        }
+    }
+
+    /// The answer once a majority named one leader; an error once no
+    /// leader can gather a majority any more; `None` while one still can.
+    fn verdict(&self) -> Option<Result<Bytes, String>> {
+        let most = self.votes.iter().map(|(_, n)| *n).max().unwrap_or(0);
+        let majority = self.members / 2 + 1;
+        if most >= majority {
+            return self.freshest.as_ref().map(|(_, body)| Ok(body.clone()));
+        }
+        if most + (self.members - self.answered) >= majority {
+            return None;
+        }
+        Some(Err(format!(
+            "no majority of the {} controllers names one raft leader ({majority} needed): {}",
+            self.members,
+            self.said.join("; ")
+        )))
+    }
+}
+
+/// The raft leader a controller knows, where it has a raft store of its
+/// own (no such path, or it says its raft engine is not enabled: no
+/// raft). Any other error fails the question.
+async fn raft_leader(client: &HttpClient, peers_url: &str) -> Result<Leader, String> {
+    let (status, body) = get(client, peers_url).await?;
+    if status == StatusCode::NOT_FOUND
+        || (status != StatusCode::OK
+            && String::from_utf8_lossy(&body).contains("raft engine is not enabled"))
+    {
+        return Ok(Leader::NoRaft);
+    }
+    if status != StatusCode::OK {
+        return Err(format!(
+            "the controller cannot name its raft leader: {}",
+            describe_error(status.as_u16(), &body)
+        ));
+    }
+    let answer: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|e| format!("the controller's raft peers are not JSON: {e}"))?;
+    match answer
+        .pointer("/data/leader")
+        .and_then(serde_json::Value::as_u64)
+    {
+        Some(0) => Ok(Leader::Unknown),
+        Some(id) => Ok(Leader::Known(id)),
+        None => Err(format!(
+            "the controller's raft peers name no leader field: {}",
+            String::from_utf8_lossy(&body)
+        )),
+    }
+}
+
+/// The controller's raft leader and peers, `{base}/api/v1/raft/peers`, for
+/// a cluster's `url` (`{base}/api/v1/namespaces/...`).
+fn raft_peers_url_beside(url: &str) -> String {
+    let base = url.split("/api/v1/").next().unwrap_or(url);
+    format!("{}/api/v1/raft/peers", base.trim_end_matches('/'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn said(leader: Leader, version: u64) -> Result<MemberAnswer, String> {
+        Ok(MemberAnswer {
+            topology: Bytes::from(format!(
+                r#"{{"data":{{"cluster":{{"version":{version},"shards":[]}}}}}}"#
+            )),
+            leader,
+        })
+    }
+
+    fn version_of(verdict: Option<Result<Bytes, String>>) -> u64 {
+        let body = verdict.expect("decided").expect("a topology");
+        parse_cluster(&body).expect("parses").version
+    }
+
+    #[test]
+    fn a_majority_naming_one_leader_decides_before_the_slowest_answers() {
+        let mut tally = Tally::new(3);
+        tally.add("a", said(Leader::Known(2), 7));
+        assert!(tally.verdict().is_none(), "one of three is no majority");
+        tally.add("b", said(Leader::Known(2), 8));
+        assert_eq!(version_of(tally.verdict()), 8, "the freshest of the two");
+    }
+
+    #[test]
+    fn a_leader_cut_off_from_the_rest_is_one_voice() {
+        let mut tally = Tally::new(3);
+        tally.add("old-leader", said(Leader::Known(1), 9));
+        tally.add("b", Err("cannot reach the controller".into()));
+        assert!(tally.verdict().is_none(), "the third may still agree");
+        tally.add("c", Err("cannot reach the controller".into()));
+        let error = tally.verdict().expect("decided").expect_err("no majority");
+        assert!(
+            error.contains("no majority of the 3 controllers")
+                && error.contains("old-leader: leader 1"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn members_naming_different_leaders_or_none_make_no_majority() {
+        let mut tally = Tally::new(3);
+        tally.add("a", said(Leader::Known(1), 5));
+        tally.add("b", said(Leader::Known(2), 6));
+        assert!(tally.verdict().is_none());
+        tally.add("c", said(Leader::Unknown, 6));
+        assert!(tally.verdict().expect("decided").is_err());
+    }
+
+    #[test]
+    fn a_stale_leader_in_the_majority_yields_to_the_freshest_topology() {
+        // Any topology a member serves was committed: the newest wins,
+        // whoever answered it.
+        let mut tally = Tally::new(3);
+        tally.add("b", said(Leader::Unknown, 12));
+        tally.add("a", said(Leader::Known(1), 11));
+        tally.add("c", said(Leader::Known(1), 11));
+        assert_eq!(version_of(tally.verdict()), 12);
+    }
+
+    #[test]
+    fn controllers_without_raft_agree_with_each_other() {
+        let mut tally = Tally::new(2);
+        tally.add("a", said(Leader::NoRaft, 3));
+        tally.add("b", said(Leader::NoRaft, 4));
+        assert_eq!(version_of(tally.verdict()), 4);
+    }
+
+    #[test]
+    fn an_answer_that_does_not_parse_is_no_vote() {
+        let mut tally = Tally::new(1);
+        tally.add(
+            "a",
+            Ok(MemberAnswer {
+                topology: Bytes::from_static(b"<html>"),
+                leader: Leader::Known(1),
+            }),
+        );
+        assert!(tally.verdict().expect("decided").is_err());
+    }
+
+    #[test]
+    fn the_raft_peers_url_sits_beside_the_cluster_url() {
+        assert_eq!(
+            raft_peers_url_beside("http://c:9379/api/v1/namespaces/n/clusters/c"),
+            "http://c:9379/api/v1/raft/peers"
+        );
+    }
+}
