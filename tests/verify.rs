@@ -185,6 +185,19 @@ fn every_controller_listed_a_majority_confirms_each_write() {
     group[1].set_down(false);
     group[2].set_down(false);
     assert_eq!(c.cmd(&["SET", "k", "3"]), Reply::ok(), "whole again");
+    // Two slow past the bound: what each had said by then.
+    for ctl in &group[1..] {
+        ctl.set_delay(Duration::from_millis(800));
+    }
+    let err = c.cmd(&["SET", "k", "slow"]);
+    assert!(
+        err.error_text().contains("within 300 ms") && err.error_text().contains("no answer"),
+        "{err:?}"
+    );
+    for ctl in &group[1..] {
+        ctl.set_delay(Duration::ZERO);
+    }
+    assert_eq!(c.cmd(&["SET", "k", "3"]), Reply::ok(), "answering again");
     // Two name different leaders, the third none: no majority.
     group[1].set_raft_leader(Some(2));
     group[2].set_raft_leader(Some(0));

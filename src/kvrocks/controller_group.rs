@@ -33,6 +33,7 @@
 
 use std::future::Future;
 use std::task::Poll;
+use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::StatusCode;
@@ -41,32 +42,55 @@ use super::controller::{describe_error, fetch_answer, get, parse_cluster, Cluste
 
 /// The cluster topology at `urls` (the cluster's URL at one controller, or
 /// at every controller of one raft group: [`super::controller::cluster_urls`]),
-/// parsed, as the group stands behind it (see the module's doc).
-pub async fn fetch_led(client: &HttpClient, urls: &[String]) -> Result<Cluster, String> {
-    parse_cluster(&fetch_led_answer(client, urls).await?)
+/// parsed, as the group stands behind it (see the module's doc), within
+/// `timeout`.
+pub async fn fetch_led(
+    client: &HttpClient,
+    urls: &[String],
+    timeout: Duration,
+) -> Result<Cluster, String> {
+    parse_cluster(&fetch_led_answer(client, urls, timeout).await?)
 }
 
 /// [`fetch_led`], the body of the chosen `200` answer unparsed.
-pub async fn fetch_led_answer(client: &HttpClient, urls: &[String]) -> Result<Bytes, String> {
+pub async fn fetch_led_answer(
+    client: &HttpClient,
+    urls: &[String],
+    timeout: Duration,
+) -> Result<Bytes, String> {
     match urls {
         [] => Err("no controller address is configured".into()),
-        [url] => {
-            let answer = member_answer(client, url).await?;
-            match answer.leader {
-                Leader::Unknown => Err(format!(
-                    "the controller knows no raft leader ({} answers leader 0): it may be cut off from the other controllers, and its topology out of date",
-                    raft_peers_url_beside(url)
-                )),
-                Leader::Known(_) | Leader::NoRaft => Ok(answer.topology),
-            }
-        }
-        _ => majority_answer(client, urls).await,
+        [url] => match tokio::time::timeout(timeout, one_answer(client, url)).await {
+            Ok(answer) => answer,
+            Err(_) => Err(format!(
+                "the controller at {} gave no answer within {} ms",
+                member(url),
+                timeout.as_millis()
+            )),
+        },
+        _ => majority_answer(client, urls, timeout).await,
+    }
+}
+
+/// The topology of the one controller at `url`, unless it knows no leader.
+async fn one_answer(client: &HttpClient, url: &str) -> Result<Bytes, String> {
+    let answer = member_answer(client, url).await?;
+    match answer.leader {
+        Leader::Unknown => Err(format!(
+            "the controller knows no raft leader ({} answers leader 0): it may be cut off from the other controllers, and its topology out of date",
+            raft_peers_url_beside(url)
+        )),
+        Leader::Known(_) | Leader::NoRaft => Ok(answer.topology),
     }
 }
 
 /// Asks every member at once; answers once a majority names one leader,
-/// or once none can.
-async fn majority_answer(client: &HttpClient, urls: &[String]) -> Result<Bytes, String> {
+/// once none can, or at `timeout` (saying what each had answered).
+async fn majority_answer(
+    client: &HttpClient,
+    urls: &[String],
+    timeout: Duration,
+) -> Result<Bytes, String> {
     // A handful of futures of one type, polled in turn: a majority decides
     // before the slowest answer (a stopped controller's never comes), and
     // nothing is spawned.
@@ -75,6 +99,8 @@ async fn majority_answer(client: &HttpClient, urls: &[String]) -> Result<Bytes, 
         .map(|url| Some(Box::pin(member_answer(client, url))))
         .collect();
     let mut tally = Tally::new(urls.len());
+    let deadline = tokio::time::sleep(timeout);
+    tokio::pin!(deadline);
     std::future::poll_fn(|cx| {
         for (url, slot) in urls.iter().zip(pending.iter_mut()) {
             let Some(answer) = slot.as_mut() else {
@@ -85,12 +111,30 @@ async fn majority_answer(client: &HttpClient, urls: &[String]) -> Result<Bytes, 
                 tally.add(url, answer);
             }
         }
-        match tally.verdict() {
-            Some(verdict) => Poll::Ready(verdict),
-            None => Poll::Pending,
+        if let Some(verdict) = tally.verdict() {
+            return Poll::Ready(verdict);
         }
+        if deadline.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        for (url, slot) in urls.iter().zip(&pending) {
+            if slot.is_some() {
+                tally.said.push(format!("{}: no answer", member(url)));
+            }
+        }
+        Poll::Ready(Err(format!(
+            "no majority of the {} controllers named one raft leader within {} ms: {}",
+            urls.len(),
+            timeout.as_millis(),
+            tally.said.join("; ")
+        )))
     })
     .await
+}
+
+/// A controller as the logs name it: its base address.
+fn member(url: &str) -> &str {
+    url.split("/api/v1/").next().unwrap_or(url)
 }
 
 /// One controller's answer: its topology, and the raft leader it knows.
@@ -149,7 +193,7 @@ impl Tally {
     /// Counts the answer of the controller at `url`.
     fn add(&mut self, url: &str, answer: Result<MemberAnswer, String>) {
         self.answered += 1;
-        let member = url.split("/api/v1/").next().unwrap_or(url);
+        let member = member(url);
         let answer = answer.and_then(|a| {
             let version = parse_cluster(&a.topology)?.version;
             Ok((a, version))
@@ -234,8 +278,7 @@ async fn raft_leader(client: &HttpClient, peers_url: &str) -> Result<Leader, Str
 /// The controller's raft leader and peers, `{base}/api/v1/raft/peers`, for
 /// a cluster's `url` (`{base}/api/v1/namespaces/...`).
 fn raft_peers_url_beside(url: &str) -> String {
-    let base = url.split("/api/v1/").next().unwrap_or(url);
-    format!("{}/api/v1/raft/peers", base.trim_end_matches('/'))
+    format!("{}/api/v1/raft/peers", member(url).trim_end_matches('/'))
 }
 
 #[cfg(test)]

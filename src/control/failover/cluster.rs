@@ -105,7 +105,7 @@ pub(super) async fn locate(
         .ok_or(FailoverError::NoController)?;
     let me = me.ok_or(FailoverError::NoOwnNodeId)?;
     let client = http_client(controller.timeout, controller.tls.clone());
-    let topology = fetch_within(controller.timeout, &client, &controller.topology_urls())
+    let topology = fetch_led(&client, &controller.topology_urls(), controller.timeout)
         .await
         .map_err(FailoverError::Topology)?;
     let mine = topology
@@ -383,10 +383,10 @@ async fn ask_switch(controller: &Controller, shard: &Shard, target: &str) -> Ask
         }
         Err(source) => {
             // Did it switch? Its topology says.
-            let switched = fetch_within(
-                timeout,
+            let switched = fetch_led(
                 &http_client(timeout, tls),
                 &controller.topology_urls(),
+                timeout,
             )
             .await
             .ok()
@@ -433,24 +433,6 @@ impl Controller {
     }
 }
 
-/// One read of the controller's topology, answered within `timeout` (the
-/// client bounds only the connect: a controller that accepts and then
-/// stalls would hold the failover for as long as it stalls).
-async fn fetch_within(
-    timeout: Duration,
-    client: &crate::kvrocks::controller::HttpClient,
-    urls: &[String],
-) -> Result<Cluster, String> {
-    match tokio::time::timeout(timeout, fetch_led(client, urls)).await {
-        Ok(answer) => answer,
-        Err(_) => Err(format!(
-            "the controller at {} did not answer within {} ms",
-            urls.join(", "),
-            timeout.as_millis()
-        )),
-    }
-}
-
 /// The controller's topology once it names `target` master of shard
 /// `shard` (read every millisecond, within the run's `pause_timeout_ms`);
 /// `None` (logged) if it does not, and the controller's own push is waited
@@ -469,7 +451,7 @@ async fn switched_topology(
             .saturating_duration_since(Instant::now())
             .min(controller.timeout)
             .max(TOPOLOGY_POLL);
-        let last = match fetch_within(within, &client, urls).await {
+        let last = match fetch_led(&client, urls, within).await {
             Ok(c) if c.master_of_shard(shard) == Some(target) => return Some(c),
             Ok(c) => format!("version {} does not name the target master", c.version),
             Err(e) => e,

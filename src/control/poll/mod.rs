@@ -142,10 +142,7 @@ pub async fn poll(ctx: Arc<ControlContext>) {
         let sent = lease.now();
         let started = Instant::now();
         let answer = tokio::select! {
-            a = tokio::time::timeout(timeout, fetch_led(&client, &urls)) => match a {
-                Ok(a) => a,
-                Err(_) => Err(format!("no answer from the controller within {} ms", timeout.as_millis())),
-            },
+            a = fetch_led(&client, &urls, timeout) => a,
             _ = ctx.shutdown.cancelled() => return,
         };
         metrics.duration.observe(started.elapsed().as_secs_f64());

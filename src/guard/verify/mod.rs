@@ -360,15 +360,8 @@ impl Verifier {
     ) -> Result<(), Bytes> {
         self.metrics.rounds.inc();
         let started = Instant::now();
-        let answer = match tokio::time::timeout(
-            timeout,
-            crate::kvrocks::controller_group::fetch_led_answer(client, urls),
-        )
-        .await
-        {
-            Ok(a) => a,
-            Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
-        };
+        let answer =
+            crate::kvrocks::controller_group::fetch_led_answer(client, urls, timeout).await;
         self.metrics
             .round_seconds
             .observe(started.elapsed().as_secs_f64());
