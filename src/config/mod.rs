@@ -645,6 +645,14 @@ impl Config {
                     c.poll_interval.as_millis(), c.ttl_ms
                 ));
             }
+            let listed = c.url.as_ref().map_or(0, |u| u.as_slice().len());
+            if listed == 2 {
+                out.push(
+                    "controller.url lists two controllers: a majority of two is both, so either one \
+                     down stops every renewal; list every controller of the raft group (three or five)"
+                        .to_string(),
+                );
+            }
         }
         if self.tls.listen.is_none() && self.tls.cert_file.is_some() {
             out.push(
@@ -837,6 +845,16 @@ mod tests {
         assert!(serde_yaml_ng::to_string(&group)
             .expect("yaml")
             .starts_with("- http://a:1"));
+        let pair = with("[http://a:1, http://b:1]").expect("valid");
+        assert!(
+            pair.warnings()
+                .iter()
+                .any(|w| w.contains("majority of two")),
+            "{:?}",
+            pair.warnings()
+        );
+        let trio = with("[http://a:1, http://b:1, http://c:1]").expect("valid");
+        assert!(!trio.warnings().iter().any(|w| w.contains("majority")));
         for (url, says) in [
             ("[http://a:1, http://a:1]", "listed twice"),
             ("[]", "lists no address"),
