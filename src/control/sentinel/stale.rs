@@ -70,7 +70,12 @@ pub(super) async fn follow_new_master(ctx: Arc<ControlContext>, new_master: Stri
         }
         tokio::time::sleep(ASK_EVERY).await;
     }
-    warn!(new_master = %new_master, last = %refused, "this old master's node did not follow the new master; Sentinel converts it later");
+    let hint = if refused.contains("NOPERM") {
+        "; backend.user needs +replicaof (docs/sentinel.md, ACL users)"
+    } else {
+        ""
+    };
+    warn!(new_master = %new_master, last = %refused, "this old master's node did not follow the new master within {} s; it is asked again at the next poll that finds it so. Meanwhile its writes are refused and Sentinel is shown it as the new master's replica with its link down (so Sentinel does not convert it){hint}", ASK_WITHIN.as_secs());
 }
 
 /// `REPLICAOF host port` on this leasegate's own node connection.
