@@ -329,26 +329,24 @@ fn a_failover_through_a_listed_group_goes_on_with_one_controller_down() {
         "the first listed is a follower"
     );
     shard.controller.stop();
-    let printed = shard.failover_by_leasegate(&shard.a, &shard.b);
-    eprintln!("{printed}");
-    named_master(&shard, &shard.b_id);
-    let mut app = shard.client(&shard.b);
-    assert_eq!(
-        app.cmd(&["SET", "after", "1"]),
-        Reply::ok(),
-        "B takes writes"
-    );
+    move_and_write(&shard, (&shard.a, &shard.b), &shard.b_id, "after");
     shard.controller.restart();
-    let printed = shard.failover_by_leasegate(&shard.b, &shard.a);
-    eprintln!("{printed}");
-    named_master(&shard, &shard.a_id);
-    let mut app = shard.client(&shard.a);
-    assert_eq!(
-        app.cmd(&["SET", "back", "1"]),
-        Reply::ok(),
-        "A takes writes"
-    );
+    move_and_write(&shard, (&shard.b, &shard.a), &shard.a_id, "back");
     wait_for(&mut shard.direct(&shard.a), "after", "1");
+}
+
+/// `leasegate failover` from one node to the other (`to_id`); then every
+/// running controller names it master and a write through it succeeds.
+fn move_and_write(shard: &RealShard, (from, to): (&Node, &Node), to_id: &str, key: &str) {
+    let printed = shard.failover_by_leasegate(from, to);
+    eprintln!("{printed}");
+    named_master(shard, to_id);
+    let mut app = shard.client(to);
+    assert_eq!(
+        app.cmd(&["SET", key, "1"]),
+        Reply::ok(),
+        "the new master takes writes"
+    );
 }
 
 /// Waits until every running controller of the shard's group names `id`
