@@ -16,6 +16,11 @@
 //! leader is elected, so readiness also asks `GET /api/v1/raft/peers` for a
 //! leader. A restart keeps `cluster_state: new`: with a WAL in `data_dir`
 //! the engine restarts from it (even after SIGKILL).
+//!
+//! A group can also be placed in a network lab's hosts
+//! ([`RealController::start_group_placed`]): each member in a namespace of
+//! its choice, the members peering over routable addresses, so that a real
+//! partition (`netns`) splits the group.
 
 use std::path::PathBuf;
 use std::process::{Child, Command};
@@ -23,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use super::controller::{CLUSTER, NAMESPACE};
 use super::kvrocks::{link_up, Node};
-use super::{free_port, http, wait_listening_on, Client, Reply, PATIENCE};
+use super::{free_port, http, http_at, wait_listening_on, Client, Reply, PATIENCE};
 
 /// Seconds between the controller's probes, and failed probes before it
 /// fails a master over: its failure detection time is their product.
@@ -51,13 +56,17 @@ pub struct RealController {
     pub port: u16,
     /// The raft peer port.
     pub raft_port: u16,
-    /// Its raft id, and every member's raft port (its own alone unless it
-    /// is one of a [`Self::start_group`]).
+    /// Its raft id, and every member's raft peer URL (its own alone unless
+    /// it is one of a [`Self::start_group`]).
     id: u64,
-    peers: Vec<u16>,
+    peers: Vec<String>,
     /// The address its HTTP API binds (127.0.0.1 unless
     /// [`Self::start_bound`] said otherwise).
     bind: [u8; 4],
+    /// The network namespace it runs in (`None`: the test's), and the
+    /// address the test reaches its HTTP API at ([`Placement`]).
+    netns: Option<String>,
+    api_ip: String,
     bin: PathBuf,
     child: Option<Child>,
     dir: tempfile::TempDir,
@@ -92,13 +101,15 @@ impl RealController {
             id: 1,
             peers: Vec::new(),
             bind,
+            netns: None,
+            api_ip: "127.0.0.1".into(),
             bin,
             child: None,
             dir,
         };
         for _ in 0..5 {
             (c.port, c.raft_port) = (free_port(), free_port());
-            c.peers = vec![c.raft_port];
+            c.peers = vec![loopback_peer(c.raft_port)];
             match c.launch() {
                 Ok(()) => return Some(c),
                 Err(e) => eprintln!("kvctl-server could not start ({e}); trying other ports"),
@@ -124,8 +135,10 @@ impl RealController {
                 port: free_port(),
                 raft_port: raft_ports[(id - 1) as usize],
                 id,
-                peers: raft_ports.clone(),
+                peers: raft_ports.iter().map(|&p| loopback_peer(p)).collect(),
                 bind: [127, 0, 0, 1],
+                netns: None,
+                api_ip: "127.0.0.1".into(),
                 bin: bin.clone(),
                 child: None,
                 dir: tempfile::tempdir().expect("temp dir"),
@@ -142,9 +155,61 @@ impl RealController {
         Some(group)
     }
 
+    /// A raft group of one controller per [`Placement`] (raft ids 1, 2,
+    /// ... in that order), each in its namespace, the members reaching each
+    /// other at their placements' `raft_ip`s: a group split by a real
+    /// network partition (`netns::Lab`). Started in that order, each once
+    /// the one before listens (2-3 s apart: the first, campaigning alone
+    /// meanwhile, has led the group every time so far), then each waited
+    /// for until it knows the group's leader; `None` when the binary is
+    /// not here.
+    pub fn start_group_placed(placements: &[Placement]) -> Option<Vec<RealController>> {
+        let Some(bin) = binary() else {
+            // Says SKIPPED (or fails where the binary is required).
+            return RealController::start().map(|_| Vec::new());
+        };
+        let raft_ports: Vec<u16> = placements.iter().map(|_| free_port()).collect();
+        let peers: Vec<String> = placements
+            .iter()
+            .zip(&raft_ports)
+            .map(|(p, port)| format!("http://{}:{port}", p.raft_ip))
+            .collect();
+        let mut group: Vec<RealController> = placements
+            .iter()
+            .zip(1..)
+            .map(|(p, id)| RealController {
+                port: free_port(),
+                raft_port: raft_ports[(id - 1) as usize],
+                id,
+                peers: peers.clone(),
+                bind: p.bind,
+                netns: p.netns.clone(),
+                api_ip: p.api_ip.clone(),
+                bin: bin.clone(),
+                child: None,
+                dir: tempfile::tempdir().expect("temp dir"),
+            })
+            .collect();
+        for c in &mut group {
+            c.spawn()
+                .unwrap_or_else(|e| panic!("kvctl-server {}: {e}", c.id));
+        }
+        for c in &group {
+            c.wait_leader();
+        }
+        Some(group)
+    }
+
     /// The raft id of the leader this controller knows (0: none).
     pub fn leader(&self) -> u64 {
-        let (_, peers) = http(self.port, "GET", "/api/v1/raft/peers", None, None);
+        let (_, peers) = http_at(
+            &self.api_ip,
+            self.port,
+            "GET",
+            "/api/v1/raft/peers",
+            None,
+            None,
+        );
         serde_json::from_str::<serde_json::Value>(&peers)
             .ok()
             .and_then(|v| v["data"]["leader"].as_u64())
@@ -192,7 +257,7 @@ impl RealController {
         let peers: String = self
             .peers
             .iter()
-            .map(|p| format!("    - \"http://127.0.0.1:{p}\"\n"))
+            .map(|url| format!("    - \"{url}\"\n"))
             .collect();
         let yaml = format!(
             "addr: \"{}:{}\"\nstorage_type: raft\nraft:\n  id: {}\n  data_dir: \"{}\"\n  cluster_state: \"new\"\n  peers:\n{peers}  heartbeat_seconds: 1\n  election_seconds: 2\ncontroller:\n  failover:\n    ping_interval_seconds: {PING_INTERVAL_S}\n    max_ping_count: {MAX_PING_COUNT}\n",
@@ -207,7 +272,16 @@ impl RealController {
             .append(true)
             .open(self.log_path())
             .expect("open kvctl-server log");
-        let mut child = Command::new(&self.bin)
+        let mut command = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(&self.bin);
+                c
+            }
+            None => Command::new(&self.bin),
+        };
+        // (`ip netns exec` execs the server: the child is the server.)
+        let mut child = command
             .arg("-c")
             .arg(&config)
             .stdout(log.try_clone().expect("clone log file"))
@@ -225,8 +299,8 @@ impl RealController {
     fn wait_leader(&self) {
         let start = Instant::now();
         loop {
-            let (_, ns) = http(self.port, "GET", "/api/v1/namespaces", None, None);
-            let (_, peers) = http(self.port, "GET", "/api/v1/raft/peers", None, None);
+            let (_, ns) = self.call("GET", "/api/v1/namespaces", None);
+            let (_, peers) = self.call("GET", "/api/v1/raft/peers", None);
             let leader = serde_json::from_str::<serde_json::Value>(&peers)
                 .ok()
                 .and_then(|v| v["data"]["leader"].as_u64());
@@ -243,7 +317,7 @@ impl RealController {
     }
 
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("http://{}:{}", self.api_ip, self.port)
     }
 
     /// leasegate's `controller:` block for this controller (as
@@ -288,7 +362,7 @@ impl RealController {
 
     fn call(&self, method: &str, path: &str, body: Option<&serde_json::Value>) -> (u16, String) {
         let body = body.map(|b| b.to_string());
-        http(self.port, method, path, None, body.as_deref())
+        http_at(&self.api_ip, self.port, method, path, None, body.as_deref())
     }
 
     fn cluster_path(&self) -> String {
@@ -405,6 +479,27 @@ impl RealController {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+/// The raft peer URL of a member on the test's loopback.
+fn loopback_peer(raft_port: u16) -> String {
+    format!("http://127.0.0.1:{raft_port}")
+}
+
+/// Where a member of a [`RealController::start_group_placed`] group runs.
+#[derive(Debug, Clone)]
+pub struct Placement {
+    /// The network namespace it runs in (`ip netns exec`; `None`: the
+    /// test's).
+    pub netns: Option<String>,
+    /// The address its HTTP API binds there (`[0, 0, 0, 0]`: every address
+    /// of its namespace).
+    pub bind: [u8; 4],
+    /// Its raft peer URL's address: where it listens for its peers and
+    /// where every other member reaches it, whichever namespace it is in.
+    pub raft_ip: String,
+    /// The address the test's namespace reaches its HTTP API at.
+    pub api_ip: String,
 }
 
 impl Drop for RealController {

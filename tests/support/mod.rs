@@ -113,13 +113,19 @@ pub fn wait_listening_on(
 /// `/proc/net/tcp` names the listening socket's inode, `/proc/<pid>/fd`
 /// lists the process's sockets. For the wildcard address (`0.0.0.0`) a
 /// dual-stack `[::]` listener (`/proc/net/tcp6`, as Go binds it) counts too.
+///
+/// The tables are the process's own (`/proc/<pid>/net`): those of its
+/// network namespace, a lab host's too (`netns::Lab`).
 fn listens_on(pid: u32, ip: [u8; 4], port: u16) -> bool {
     let mut tables = vec![(
-        "/proc/net/tcp",
+        format!("/proc/{pid}/net/tcp"),
         format!("{:08X}:{port:04X}", u32::from_ne_bytes(ip)),
     )];
     if ip == [0; 4] {
-        tables.push(("/proc/net/tcp6", format!("{:032X}:{port:04X}", 0)));
+        tables.push((
+            format!("/proc/{pid}/net/tcp6"),
+            format!("{:032X}:{port:04X}", 0),
+        ));
     }
     let mut listeners: Vec<String> = Vec::new();
     for (path, local) in &tables {
@@ -967,10 +973,22 @@ pub fn http(
     token: Option<&str>,
     body: Option<&str>,
 ) -> (u16, String) {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to the admin API");
+    http_at("127.0.0.1", port, method, path, token, body)
+}
+
+/// [`http`] to `ip`:`port` (a lab host's address, say).
+pub fn http_at(
+    ip: &str,
+    port: u16,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> (u16, String) {
+    let mut stream = TcpStream::connect((ip, port)).expect("connect to the admin API");
     stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
     let mut request =
-        format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
+        format!("{method} {path} HTTP/1.1\r\nHost: {ip}:{port}\r\nConnection: close\r\n");
     if let Some(t) = token {
         request.push_str(&format!("Authorization: Bearer {t}\r\n"));
     }
