@@ -31,17 +31,14 @@ const TOKEN: &str = "tk";
 /// A standalone Kvrocks with the admin password and namespace replication,
 /// and its leasegate (admin API on; `node_id` = `id`).
 fn node(id: &str) -> Option<(KvrocksServer, Proxy)> {
-    let kvrocks = KvrocksServer::start_with(
-        false,
-        &[
-            "--requirepass",
-            ADMIN,
-            "--masterauth",
-            ADMIN,
-            "--repl-namespace-enabled",
-            "yes",
-        ],
-    )?;
+    node_with(id, &["--repl-namespace-enabled", "yes"])
+}
+
+/// [`node`] with other Kvrocks options than namespace replication.
+fn node_with(id: &str, options: &[&str]) -> Option<(KvrocksServer, Proxy)> {
+    let mut args = vec!["--requirepass", ADMIN, "--masterauth", ADMIN];
+    args.extend_from_slice(options);
+    let kvrocks = KvrocksServer::start_with(false, &args)?;
     let proxy = Proxy::start_with_backend_yaml(
         &format!(
             "backend:\n  addr: {}\n  password: {ADMIN}\n",
@@ -172,4 +169,71 @@ fn a_namespace_tokens_session_keeps_writing_into_its_namespace_after_a_failover(
         .filter(|k| admin_a.cmd(&["EXISTS", k.as_str()]) != Reply::Int(0))
         .count();
     assert_eq!(in_default, 0, "acknowledged keys in the default namespace");
+}
+
+/// Without namespace replication (`repl-namespace-enabled no`, Kvrocks'
+/// default; each node then keeps its namespaces in its own configuration
+/// file) a replica lacks the master's namespaces: a session logged in with
+/// a namespace token, moved there, could not log in again (and every
+/// reconnect of its client would fail the same at its next write). The
+/// failover is refused before anything is paused, naming the namespace
+/// (never its token); the master keeps its writes.
+#[test]
+fn a_failover_to_a_node_without_the_masters_namespaces_is_refused() {
+    let files = tempfile::tempdir().expect("a directory for the config files");
+    let node_with_file = |id: &str, name: &str| {
+        let file = files.path().join(name);
+        std::fs::write(&file, "").expect("an empty config file");
+        let file = file.to_string_lossy().into_owned();
+        node_with(id, &["-c", &file, "--repl-namespace-enabled", "no"])
+    };
+    let (Some((ka, pa)), Some((kb, pb))) = (
+        node_with_file(A_ID, "a.conf"),
+        node_with_file(B_ID, "b.conf"),
+    ) else {
+        return;
+    };
+    let mut admin_b = kb.client_auth(Some(ADMIN));
+    assert_eq!(
+        admin_b.cmd(&["SLAVEOF", "127.0.0.1", &ka.port.to_string()]),
+        Reply::ok()
+    );
+    link_up(&mut admin_b);
+    let mut admin_a = ka.client_auth(Some(ADMIN));
+    assert_eq!(
+        admin_a.cmd(&["NAMESPACE", "ADD", NAMESPACE, NS_TOKEN]),
+        Reply::ok()
+    );
+    for p in [&pa, &pb] {
+        let mut ctl = controller_client(p, ADMIN);
+        assert!(!heartbeat(&mut ctl, A_ID, 600_000, 1).is_error());
+    }
+    let mut session = pa.client();
+    assert_eq!(session.cmd(&["AUTH", NS_TOKEN]), Reply::ok());
+    assert_eq!(session.cmd(&["SET", "before", "1"]), Reply::ok());
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        admin_b.cmd(&["NAMESPACE", "GET", NAMESPACE]),
+        Reply::Nil,
+        "B has no {NAMESPACE}"
+    );
+
+    let out = support::failover_command(pa.admin_port(), pb.admin_port(), TOKEN);
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "refused: {printed}");
+    assert!(
+        printed.contains("namespaces") && printed.contains("ns1: missing there"),
+        "{printed}"
+    );
+    assert!(
+        !printed.contains(NS_TOKEN),
+        "no token in the report: {printed}"
+    );
+    assert_eq!(info_field(&mut admin_a, "role").as_deref(), Some("master"));
+    assert_eq!(session.cmd(&["SET", "after", "2"]), Reply::ok(), "A writes");
+    assert_in_namespace(&ka, &[("before", "1"), ("after", "2")]);
 }

@@ -64,6 +64,8 @@ pub enum FailoverError {
         .status.as_deref().unwrap_or("unknown")
     )]
     LinkDown { status: Option<String> },
+    #[error("the target node does not have this node's Kvrocks namespaces with the same tokens ({differ}): a session logged in with such a token could not move there and would fail at every reconnect. Add them there, or run both nodes with repl-namespace-enabled yes (docs/kvrocks-controller.md, Namespaces)")]
+    NamespacesDiffer { differ: String },
     #[error("writes in flight were not answered within sync_timeout_ms (a loaded node or long pipelines: raise --sync-timeout-ms, and --pause-timeout-ms above it)")]
     InFlightTimeout,
     #[error(

@@ -400,6 +400,7 @@ async fn check_slave(run: &mut Run) -> Result<Checked, FailoverError> {
             status: theirs.link_status,
         });
     }
+    nodes::same_namespaces(&mut source, &mut replica).await?;
     Ok(Checked {
         admin,
         token,

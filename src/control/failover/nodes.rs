@@ -10,6 +10,71 @@ use super::{FailoverError, NotPromoted, PromotionUnknown, RoleError};
 use crate::kvrocks::topology::Replication;
 use crate::proxy::backend::{BackendError, ControlConnection};
 
+/// check_slave: the target has every Kvrocks namespace of this node, by
+/// the same token. Moved sessions log in again at the target with what
+/// they sent here: a namespace token it lacks ends every such session (and
+/// each reconnect's, at its next write), and one it gives another
+/// namespace would move them into another tenant's keys (walkthrough 39).
+pub(super) async fn same_namespaces(
+    source: &mut ControlConnection,
+    target: &mut ControlConnection,
+) -> Result<(), FailoverError> {
+    let (Some(here), Some(there)) = (namespaces(source).await, namespaces(target).await) else {
+        return Ok(());
+    };
+    let differ = namespaces_missing(&here, &there);
+    if differ.is_empty() {
+        return Ok(());
+    }
+    Err(FailoverError::NamespacesDiffer {
+        differ: differ.join(", "),
+    })
+}
+
+/// A Kvrocks node's namespaces and their tokens (`NAMESPACE GET *`; the
+/// default one, `__namespace`, with the node's password); `None` where
+/// the node has no such command (Redis) or refuses it (Kvrocks in cluster
+/// mode, a connection that is not the node's admin).
+async fn namespaces(
+    conn: &mut ControlConnection,
+) -> Option<std::collections::BTreeMap<String, String>> {
+    let Ok(OwnedFrame::Array(items)) = conn.call(&["NAMESPACE", "GET", "*"]).await else {
+        return None;
+    };
+    let text = |f: &OwnedFrame| match f {
+        OwnedFrame::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        OwnedFrame::SimpleString(s) => Some(String::from_utf8_lossy(s).into_owned()),
+        _ => None,
+    };
+    items
+        .chunks(2)
+        .map(|pair| match pair {
+            [name, token] => Some((text(name)?, text(token)?)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The namespaces of `source` the target lacks or knows by another token,
+/// by name (never the tokens: they are passwords).
+fn namespaces_missing(
+    source: &std::collections::BTreeMap<String, String>,
+    target: &std::collections::BTreeMap<String, String>,
+) -> Vec<String> {
+    source
+        .iter()
+        .filter(|(name, token)| target.get(*name) != Some(*token))
+        .map(|(name, _)| {
+            let why = if target.contains_key(name) {
+                "another token there"
+            } else {
+                "missing there"
+            };
+            format!("{name}: {why}")
+        })
+        .collect()
+}
+
 /// Makes this node a replica of the new master (after the writes were
 /// released, so this costs no stall). Kvrocks refuses to follow a node it
 /// still lists as its own replica ("can't replicate your own replicas")
@@ -155,4 +220,30 @@ pub(super) fn same_addr(a: Option<&str>, b: &str) -> bool {
     let Some(a) = a else { return false };
     let norm = |s: &str| s.replace("localhost", "127.0.0.1");
     norm(a) == norm(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_namespace_the_target_lacks_or_knows_by_another_token_is_named_not_its_token() {
+        let map = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(n, t)| (n.to_string(), t.to_string()))
+                .collect::<std::collections::BTreeMap<_, _>>()
+        };
+        let here = map(&[("__namespace", "pw"), ("ns1", "t1"), ("ns2", "t2")]);
+        let there = map(&[("__namespace", "pw"), ("ns2", "other"), ("ns3", "t3")]);
+        assert_eq!(
+            namespaces_missing(&here, &there),
+            ["ns1: missing there", "ns2: another token there"]
+        );
+        assert!(namespaces_missing(&here, &here).is_empty());
+        assert!(
+            namespaces_missing(&map(&[]), &there).is_empty(),
+            "the target's own namespaces are no concern"
+        );
+    }
 }

@@ -60,7 +60,7 @@ pub async fn restore(
 /// request that waits, before it closes.
 pub fn refused_reply(why: &str) -> Bytes {
     Bytes::from(format!(
-        "-ERR leasegate: this connection's state (AUTH, HELLO, SELECT, CLIENT SETNAME) could not be restored on a new node connection ({}); reconnect\r\n",
+        "-ERR leasegate: this connection's state (AUTH, HELLO, SELECT, CLIENT SETNAME) could not be restored on a new node connection ({}); the connection ends: where it went on, that login, database or name is not accepted (nodes must share passwords, users and namespace tokens)\r\n",
         why.replace(['\r', '\n'], " ")
     ))
 }
