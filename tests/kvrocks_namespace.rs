@@ -237,3 +237,70 @@ fn a_failover_to_a_node_without_the_masters_namespaces_is_refused() {
     assert_eq!(session.cmd(&["SET", "after", "2"]), Reply::ok(), "A writes");
     assert_in_namespace(&ka, &[("before", "1"), ("after", "2")]);
 }
+
+/// A namespace deleted while a session logged into it is connected, its
+/// token then given to another namespace: Kvrocks keeps the session in
+/// the deleted namespace, but moved at a failover it would log in again
+/// with the token and write into the other namespace, every write
+/// acknowledged (walkthrough 39: ~10,000 such writes). The failover is
+/// refused while such connections remain, and goes on once they are gone.
+#[test]
+fn a_failover_is_refused_while_sessions_are_in_a_deleted_namespace() {
+    let (Some((ka, pa)), Some((kb, pb))) = (node(A_ID), node(B_ID)) else {
+        return;
+    };
+    let mut admin_b = kb.client_auth(Some(ADMIN));
+    assert_eq!(
+        admin_b.cmd(&["SLAVEOF", "127.0.0.1", &ka.port.to_string()]),
+        Reply::ok()
+    );
+    link_up(&mut admin_b);
+    let mut admin_a = ka.client_auth(Some(ADMIN));
+    assert_eq!(
+        admin_a.cmd(&["NAMESPACE", "ADD", NAMESPACE, NS_TOKEN]),
+        Reply::ok()
+    );
+    for p in [&pa, &pb] {
+        let mut ctl = controller_client(p, ADMIN);
+        assert!(!heartbeat(&mut ctl, A_ID, 600_000, 1).is_error());
+    }
+    let mut session = pa.client();
+    assert_eq!(session.cmd(&["AUTH", NS_TOKEN]), Reply::ok());
+    assert_eq!(session.cmd(&["SET", "before", "1"]), Reply::ok());
+    // The namespace goes; its token now leads to another.
+    assert_eq!(admin_a.cmd(&["NAMESPACE", "DEL", NAMESPACE]), Reply::ok());
+    assert_eq!(
+        admin_a.cmd(&["NAMESPACE", "ADD", "ns2", NS_TOKEN]),
+        Reply::ok()
+    );
+    wait_namespace(&mut admin_b, "ns2", NS_TOKEN);
+
+    let out = support::failover_command(pa.admin_port(), pb.admin_port(), TOKEN);
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "refused: {printed}");
+    assert!(
+        printed.contains("no longer has") && printed.contains("ns1: 1 connection"),
+        "{printed}"
+    );
+    assert_eq!(info_field(&mut admin_a, "role").as_deref(), Some("master"));
+    // The session goes (its client hangs up): the failover goes on.
+    drop(session);
+    let start = Instant::now();
+    loop {
+        let out = support::failover_command(pa.admin_port(), pb.admin_port(), TOKEN);
+        if out.status.success() {
+            break;
+        }
+        assert!(
+            start.elapsed() < PATIENCE,
+            "never went on: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(info_field(&mut admin_b, "role").as_deref(), Some("master"));
+}

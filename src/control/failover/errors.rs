@@ -66,6 +66,8 @@ pub enum FailoverError {
     LinkDown { status: Option<String> },
     #[error("the target node does not have this node's Kvrocks namespaces with the same tokens ({differ}): a session logged in with such a token could not move there and would fail at every reconnect. Add them there, or run both nodes with repl-namespace-enabled yes (docs/kvrocks-controller.md, Namespaces)")]
     NamespacesDiffer { differ: String },
+    #[error("connections are in Kvrocks namespaces this node no longer has ({gone}: deleted while they were connected). Moved, each would log in with that namespace's token wherever the token leads now, another namespace's keys if it was given again: disconnect them first (CLIENT KILL) (docs/kvrocks-controller.md, Namespaces)")]
+    NamespacesGone { gone: String },
     #[error("writes in flight were not answered within sync_timeout_ms (a loaded node or long pipelines: raise --sync-timeout-ms, and --pause-timeout-ms above it)")]
     InFlightTimeout,
     #[error(

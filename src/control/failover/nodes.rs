@@ -23,12 +23,44 @@ pub(super) async fn same_namespaces(
         return Ok(());
     };
     let differ = namespaces_missing(&here, &there);
-    if differ.is_empty() {
+    if !differ.is_empty() {
+        return Err(FailoverError::NamespacesDiffer {
+            differ: differ.join(", "),
+        });
+    }
+    // A session stays in a namespace deleted while it was connected; moved,
+    // it would log in with that namespace's token wherever the token leads
+    // now (another namespace, given it since: walkthrough 39).
+    let Ok(OwnedFrame::BulkString(list)) = source.call(&["CLIENT", "LIST"]).await else {
+        return Ok(());
+    };
+    let gone = namespaces_gone(&String::from_utf8_lossy(&list), &here);
+    if gone.is_empty() {
         return Ok(());
     }
-    Err(FailoverError::NamespacesDiffer {
-        differ: differ.join(", "),
+    Err(FailoverError::NamespacesGone {
+        gone: gone.join(", "),
     })
+}
+
+/// The namespaces connections of a Kvrocks `CLIENT LIST` (`namespace=`
+/// fields) are in that `existing` lacks, each with how many are there.
+fn namespaces_gone(
+    client_list: &str,
+    existing: &std::collections::BTreeMap<String, String>,
+) -> Vec<String> {
+    let mut gone = std::collections::BTreeMap::<&str, usize>::new();
+    for line in client_list.lines() {
+        let namespace = line
+            .split(' ')
+            .find_map(|field| field.strip_prefix("namespace="));
+        if let Some(ns) = namespace.filter(|ns| !ns.is_empty() && !existing.contains_key(*ns)) {
+            *gone.entry(ns).or_default() += 1;
+        }
+    }
+    gone.into_iter()
+        .map(|(ns, n)| format!("{ns}: {n} connection(s)"))
+        .collect()
 }
 
 /// A Kvrocks node's namespaces and their tokens (`NAMESPACE GET *`; the
@@ -241,6 +273,15 @@ mod tests {
             ["ns1: missing there", "ns2: another token there"]
         );
         assert!(namespaces_missing(&here, &here).is_empty());
+        let list = "id=5 addr=127.0.0.1:1 fd=9 name= age=1 idle=0 flags=N namespace=ns1 qbuf=0 obuf=0 cmd=set\n\
+                    id=6 addr=127.0.0.1:2 fd=10 name= age=1 idle=0 flags=N namespace=gone qbuf=0 obuf=0 cmd=set\n\
+                    id=7 addr=127.0.0.1:3 fd=11 name= age=1 idle=0 flags=N namespace=gone qbuf=0 obuf=0 cmd=get\n\
+                    id=8 addr=127.0.0.1:4 fd=12 name= age=1 idle=0 flags=N namespace=__namespace qbuf=0 obuf=0 cmd=client\n";
+        assert_eq!(namespaces_gone(list, &here), ["gone: 2 connection(s)"]);
+        assert!(
+            namespaces_gone("id=1 addr=a:1 cmd=ping\n", &here).is_empty(),
+            "Redis: no field"
+        );
         assert!(
             namespaces_missing(&map(&[]), &there).is_empty(),
             "the target's own namespaces are no concern"
