@@ -268,7 +268,9 @@ impl Session {
                     Move::Home => timeout,
                 };
                 if let Err(why) = super::restore::restore(&mut stream, &replay, patience).await {
-                    warn!(%addr, error = %why, "the session's connection state could not be restored where it moves: it ends");
+                    if super::restore::UNRESTORED_WARNING.due(self.gate.lease().now()) {
+                        warn!(%addr, error = %why, "the session's connection state could not be restored where it moves: it ends (logged at most once a second)");
+                    }
                     self.requeue_after_move(false);
                     self.end_unrestored(&why);
                     return None;

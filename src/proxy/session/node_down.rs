@@ -228,7 +228,9 @@ pub async fn outlive<C: ClientIo>(
     };
     let replay = s.replay_requests();
     if let Err(why) = super::restore::restore(&mut stream, &replay, ctx.connect_timeout).await {
-        tracing::warn!(error = %why, away, "the node connection closed, and the session's connection state could not be restored on a new one: it ends");
+        if super::restore::UNRESTORED_WARNING.due(ctx.gate.lease().now()) {
+            tracing::warn!(error = %why, away, "the node connection closed, and the session's connection state could not be restored on a new one: it ends (logged at most once a second)");
+        }
         ctx.metrics.handover(false);
         // Its requests wait unread: the first is answered why (one
         // that asked for no replies gets none), then it closes.
