@@ -35,6 +35,7 @@ const METRICS: &[&str] = &[
     "leasegate_heartbeats_refused_total",
     "leasegate_build_info",
     "leasegate_client_connections",
+    "leasegate_controller_answers_total",
 ];
 
 /// Histograms: used as `<name>_bucket`, `_sum` or `_count`.
@@ -51,6 +52,7 @@ const ALERTS: &[&str] = &[
     "LeasegateUnknownWriteOutcomes",
     "LeasegateFailoverFailed",
     "LeasegateNodeProbeFailing",
+    "LeasegateControllerNotAnswering",
     "LeasegateDown",
 ];
 

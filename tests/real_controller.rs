@@ -9,7 +9,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::kvctl::{real_shard, RealShard, RealShardOptions};
+use support::kvctl::{answers, real_shard, RealShard, RealShardOptions};
 use support::kvrocks::{wait_for, Node};
 use support::{http, Reply, PATIENCE};
 
@@ -329,6 +329,18 @@ fn a_failover_through_a_listed_group_goes_on_with_one_controller_down() {
         "the first listed is a follower"
     );
     shard.controller.stop();
+    // Each poll counts what each controller answered: the one down fails
+    // while the others lead.
+    let down = shard.controller.url();
+    let start = Instant::now();
+    while answers(&shard.a, &down, "error") == 0 {
+        assert!(
+            start.elapsed() < PATIENCE,
+            "the controller down is never counted"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(answers(&shard.a, &shard.others[0].url(), "led") > 0);
     move_and_write(&shard, (&shard.a, &shard.b), &shard.b_id, "after");
     shard.controller.restart();
     move_and_write(&shard, (&shard.b, &shard.a), &shard.a_id, "back");

@@ -49,7 +49,7 @@ pub async fn fetch_led(
     urls: &[String],
     timeout: Duration,
 ) -> Result<Cluster, String> {
-    parse_cluster(&fetch_led_answer(client, urls, timeout).await?)
+    parse_cluster(&fetch_led_noting(client, urls, timeout, &mut |_, _| {}).await?)
 }
 
 /// [`fetch_led`], the body of the chosen `200` answer unparsed.
@@ -58,29 +58,77 @@ pub async fn fetch_led_answer(
     urls: &[String],
     timeout: Duration,
 ) -> Result<Bytes, String> {
+    fetch_led_noting(client, urls, timeout, &mut |_, _| {}).await
+}
+
+/// [`fetch_led_answer`], telling `note` what each controller (its base
+/// address) answered, as it is known: the poller counts them, so that a
+/// controller that fails while the others answer is seen before a second
+/// one does.
+pub async fn fetch_led_noting(
+    client: &HttpClient,
+    urls: &[String],
+    timeout: Duration,
+    note: &mut (dyn FnMut(&str, Heard) + Send),
+) -> Result<Bytes, String> {
     match urls {
         [] => Err("no controller address is configured".into()),
-        [url] => match tokio::time::timeout(timeout, one_answer(client, url)).await {
-            Ok(answer) => answer,
-            Err(_) => Err(format!(
-                "the controller at {} gave no answer within {} ms",
-                member(url),
-                timeout.as_millis()
-            )),
+        [url] => match tokio::time::timeout(timeout, member_answer(client, url)).await {
+            Ok(answer) => {
+                note(member(url), Heard::of(&answer));
+                let answer = answer?;
+                match answer.leader {
+                    Leader::Unknown => Err(format!(
+                        "the controller knows no raft leader ({} answers leader 0): it may be cut off from the other controllers, and its topology out of date",
+                        raft_peers_url_beside(url)
+                    )),
+                    Leader::Known(_) | Leader::NoRaft => Ok(answer.topology),
+                }
+            }
+            Err(_) => {
+                note(member(url), Heard::Late);
+                Err(format!(
+                    "the controller at {} gave no answer within {} ms",
+                    member(url),
+                    timeout.as_millis()
+                ))
+            }
         },
-        _ => majority_answer(client, urls, timeout).await,
+        _ => majority_answer(client, urls, timeout, note).await,
     }
 }
 
-/// The topology of the one controller at `url`, unless it knows no leader.
-async fn one_answer(client: &HttpClient, url: &str) -> Result<Bytes, String> {
-    let answer = member_answer(client, url).await?;
-    match answer.leader {
-        Leader::Unknown => Err(format!(
-            "the controller knows no raft leader ({} answers leader 0): it may be cut off from the other controllers, and its topology out of date",
-            raft_peers_url_beside(url)
-        )),
-        Leader::Known(_) | Leader::NoRaft => Ok(answer.topology),
+/// What one controller answered a read, as counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Heard {
+    /// A topology, naming a raft leader (or from a controller without raft).
+    Led,
+    /// A topology from a controller that knows no raft leader.
+    NoLeader,
+    /// An error, or an answer that could not be read.
+    Failed,
+    /// Nothing yet when the read was decided (a majority had answered, or
+    /// the time was up).
+    Late,
+}
+
+impl Heard {
+    fn of(answer: &Result<MemberAnswer, String>) -> Heard {
+        match answer {
+            Ok(a) if a.leader == Leader::Unknown => Heard::NoLeader,
+            Ok(_) => Heard::Led,
+            Err(_) => Heard::Failed,
+        }
+    }
+
+    /// Its metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Heard::Led => "led",
+            Heard::NoLeader => "no_leader",
+            Heard::Failed => "error",
+            Heard::Late => "late",
+        }
     }
 }
 
@@ -90,6 +138,7 @@ async fn majority_answer(
     client: &HttpClient,
     urls: &[String],
     timeout: Duration,
+    note: &mut (dyn FnMut(&str, Heard) + Send),
 ) -> Result<Bytes, String> {
     // A handful of futures of one type, polled in turn: a majority decides
     // before the slowest answer (a stopped controller's never comes), and
@@ -108,20 +157,29 @@ async fn majority_answer(
             };
             if let Poll::Ready(answer) = answer.as_mut().poll(cx) {
                 *slot = None;
+                note(member(url), Heard::of(&answer));
                 tally.add(url, answer);
             }
         }
+        let late = |note: &mut (dyn FnMut(&str, Heard) + Send)| {
+            urls.iter()
+                .zip(&pending)
+                .filter(|(_, slot)| slot.is_some())
+                .map(|(url, _)| {
+                    note(member(url), Heard::Late);
+                    format!("{}: no answer", member(url))
+                })
+                .collect::<Vec<_>>()
+        };
         if let Some(verdict) = tally.verdict() {
+            late(note);
             return Poll::Ready(verdict);
         }
         if deadline.as_mut().poll(cx).is_pending() {
             return Poll::Pending;
         }
-        for (url, slot) in urls.iter().zip(&pending) {
-            if slot.is_some() {
-                tally.said.push(format!("{}: no answer", member(url)));
-            }
-        }
+        let unanswered = late(note);
+        tally.said.extend(unanswered);
         Poll::Ready(Err(format!(
             "no majority of the {} controllers named one raft leader within {} ms: {}",
             urls.len(),

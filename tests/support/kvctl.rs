@@ -739,6 +739,21 @@ pub fn polls(node: &Node, outcome: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// What the controller at `controller` (its URL) answered `node`'s
+/// leasegate's polls with `answer` (`led`, `no_leader`, `error`, `late`),
+/// from its `/metrics`.
+pub fn answers(node: &Node, controller: &str, answer: &str) -> u64 {
+    let (_, metrics) = http(node.proxy.admin_port(), "GET", "/metrics", None, None);
+    let series = format!(
+        "leasegate_controller_answers_total{{controller=\"{controller}\",answer=\"{answer}\"}} "
+    );
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// Waits until `node`'s leasegate holds a valid lease (its `/v1/status`).
 pub fn wait_master(node: &Node, what: &str) {
     let start = Instant::now();

@@ -29,8 +29,9 @@ use tracing::info;
 
 use crate::control::lasting::Lasting;
 use crate::control::{fence, step_down_fence, switch, ControlContext};
+use crate::kvrocks::controller::parse_cluster;
 use crate::kvrocks::controller::{cluster_urls, http_client};
-use crate::kvrocks::controller_group::fetch_led;
+use crate::kvrocks::controller_group::{fetch_led_noting, Heard};
 
 mod hold;
 mod metrics;
@@ -141,8 +142,9 @@ pub async fn poll(ctx: Arc<ControlContext>) {
         let lease = ctx.gate.lease();
         let sent = lease.now();
         let started = Instant::now();
+        let mut heard = |controller: &str, answer: Heard| metrics.heard(controller, answer);
         let answer = tokio::select! {
-            a = fetch_led(&client, &urls, timeout) => a,
+            a = fetch_led_noting(&client, &urls, timeout, &mut heard) => a.and_then(|body| parse_cluster(&body)),
             _ = ctx.shutdown.cancelled() => return,
         };
         metrics.duration.observe(started.elapsed().as_secs_f64());
