@@ -576,6 +576,9 @@ fn c1_stayed_leader(s: &Shard, views: &[Look], cut: Instant) {
     );
 }
 
+/// How long after the cut C1 is watched at least.
+const WATCHED: Duration = Duration::from_millis(6000);
+
 /// Waits until B, promoted, has acknowledged writes for a second; the
 /// first acknowledgement.
 fn b_takes_writes(s: &Shard, history: &History) -> Instant {
@@ -676,6 +679,9 @@ fn partition(asks_a: AsksA) -> Option<Run> {
     let b_writable = b_takes_writes(&s, &history);
     let mut keys = a_clients.finish();
     keys.extend(b_clients.finish());
+    // C1 is watched for at least WATCHED after the cut, however soon the
+    // other two promoted B.
+    std::thread::sleep(WATCHED.saturating_sub(cut.elapsed()));
     c1_stayed_leader(&s, &c1_watch.finish(), cut);
     let final_data = read_back_auth(&format!("{}:{NODE_PORT}", s.b.ip), keys, Some(PASSWORD));
     let run = Run {

@@ -187,18 +187,40 @@ impl ControllerUrls {
         if self.0.is_empty() {
             return Err("lists no address".into());
         }
-        for (i, url) in self.0.iter().enumerate() {
+        let mut seen = Vec::new();
+        for url in &self.0 {
             let lower = url.to_ascii_lowercase();
             if !lower.starts_with("http://") && !lower.starts_with("https://") {
                 return Err(format!("'{url}' must start with http:// or https://"));
             }
-            if self.0[..i].contains(url) {
+            let same = same_place(url);
+            if seen.contains(&same) {
                 return Err(format!(
-                    "'{url}' is listed twice (list each controller of the group once: a majority of the list must answer)"
+                    "'{url}' is listed twice (list each controller of the group once, by one address: one counted twice makes a majority that is none)"
                 ));
             }
+            seen.push(same);
         }
         Ok(())
+    }
+}
+
+/// `url` as a place: scheme and host in lower case, the default port
+/// written out, no trailing `/` (so `http://C:80/` and `http://c` are one).
+fn same_place(url: &str) -> String {
+    let lower = url.to_ascii_lowercase();
+    let trimmed = lower.trim_end_matches('/');
+    match trimmed.parse::<hyper::Uri>() {
+        Ok(uri) => {
+            let scheme = uri.scheme_str().unwrap_or("http");
+            let port = uri
+                .port_u16()
+                .unwrap_or(if scheme == "https" { 443 } else { 80 });
+            let host = uri.host().unwrap_or_default();
+            let path = uri.path().trim_end_matches('/');
+            format!("{scheme}://{host}:{port}{path}")
+        }
+        Err(_) => trimmed.to_string(),
     }
 }
 

@@ -857,6 +857,7 @@ mod tests {
         assert!(!trio.warnings().iter().any(|w| w.contains("majority")));
         for (url, says) in [
             ("[http://a:1, http://a:1]", "listed twice"),
+            ("[http://c:80/, HTTP://C, http://d:1]", "listed twice"),
             ("[]", "lists no address"),
             ("[http://a:1, b:1]", "must start with http://"),
         ] {

@@ -157,8 +157,7 @@ async fn majority_answer(
             };
             if let Poll::Ready(answer) = answer.as_mut().poll(cx) {
                 *slot = None;
-                note(member(url), Heard::of(&answer));
-                tally.add(url, answer);
+                note(member(url), tally.add(url, answer));
             }
         }
         let late = |note: &mut (dyn FnMut(&str, Heard) + Send)| {
@@ -199,6 +198,9 @@ fn member(url: &str) -> &str {
 struct MemberAnswer {
     topology: Bytes,
     leader: Leader,
+    /// How many controllers its raft group has, as it names them (0:
+    /// not said).
+    peers: usize,
 }
 
 /// The raft leader a controller names.
@@ -218,21 +220,28 @@ async fn member_answer(client: &HttpClient, url: &str) -> Result<MemberAnswer, S
     let peers_url = raft_peers_url_beside(url);
     let (topology, leader) =
         tokio::join!(fetch_answer(client, url), raft_leader(client, &peers_url));
+    let (leader, peers) = leader?;
     Ok(MemberAnswer {
         topology: topology?,
-        leader: leader?,
+        leader,
+        peers,
     })
 }
 
 /// What the members of a group answered so far, and whether a majority
 /// stands behind an answer yet.
 struct Tally {
+    /// Controllers listed.
     members: usize,
     answered: usize,
-    /// Each leader named (known, or no raft), with how many named it.
-    votes: Vec<(Leader, usize)>,
-    /// The highest version answered, and its body.
-    freshest: Option<(u64, Bytes)>,
+    /// The raft group's size: the most peers any member named, or the
+    /// list's length if that is more. A majority is one of the group,
+    /// not of the list: with 3 of 5 listed, two that still hear a leader
+    /// cut off from the other three are no majority.
+    group: usize,
+    /// Each topology answered: the leader its member named, its version,
+    /// its body.
+    read: Vec<(Leader, u64, Bytes)>,
     /// What each member said, for the error when no majority forms.
     said: Vec<String>,
 }
@@ -242,14 +251,14 @@ impl Tally {
         Self {
             members,
             answered: 0,
-            votes: Vec::new(),
-            freshest: None,
+            group: members,
+            read: Vec::new(),
             said: Vec::new(),
         }
     }
 
-    /// Counts the answer of the controller at `url`.
-    fn add(&mut self, url: &str, answer: Result<MemberAnswer, String>) {
+    /// Counts the answer of the controller at `url`; what it was.
+    fn add(&mut self, url: &str, answer: Result<MemberAnswer, String>) -> Heard {
         self.answered += 1;
         let member = member(url);
         let answer = answer.and_then(|a| {
@@ -260,42 +269,64 @@ impl Tally {
             Ok(read) => read,
             Err(e) => {
                 self.said.push(format!("{member}: {e}"));
-                return;
+                return Heard::Failed;
             }
         };
-        if self.freshest.as_ref().is_none_or(|(v, _)| version > *v) {
-            self.freshest = Some((version, answer.topology));
-        }
-        let leader = match answer.leader {
-            Leader::Known(id) => format!("leader {id}"),
-            Leader::Unknown => "no raft leader".into(),
-            Leader::NoRaft => "no raft store".into(),
+        self.group = self.group.max(answer.peers);
+        let (leader, heard) = match answer.leader {
+            Leader::Known(id) => (format!("leader {id}"), Heard::Led),
+            Leader::Unknown => ("no raft leader".into(), Heard::NoLeader),
+            Leader::NoRaft => ("no raft store".into(), Heard::Led),
         };
         self.said
             .push(format!("{member}: {leader}, topology version {version}"));
-        if answer.leader == Leader::Unknown {
-            return;
+        if answer.leader != Leader::Unknown {
+            self.read.push((answer.leader, version, answer.topology));
         }
-        match self.votes.iter_mut().find(|(l, _)| *l == answer.leader) {
-            Some((_, n)) => *n += 1,
-            None => self.votes.push((answer.leader, 1)),
-        }
+        heard
     }
 
-    /// The answer once a majority named one leader; an error once no
-    /// leader can gather a majority any more; `None` while one still can.
+    /// The answer once a majority named one leader (the newest topology
+    /// among theirs); an error once no leader can gather a majority any
+    /// more; `None` while one still can.
     fn verdict(&self) -> Option<Result<Bytes, String>> {
-        let most = self.votes.iter().map(|(_, n)| *n).max().unwrap_or(0);
-        let majority = self.members / 2 + 1;
-        if most >= majority {
-            return self.freshest.as_ref().map(|(_, body)| Ok(body.clone()));
+        // Members without raft agree with each other only once all have
+        // answered and none names a raft leader (a path that answers 404
+        // is no vote against one that does, however soon it answers).
+        let any_led = self
+            .read
+            .iter()
+            .any(|(l, _, _)| matches!(l, Leader::Known(_)));
+        let voters = || {
+            self.read
+                .iter()
+                .filter(move |(l, _, _)| !(any_led && *l == Leader::NoRaft))
+        };
+        let majority = self.group / 2 + 1;
+        let mut most = 0;
+        for (leader, _, _) in voters() {
+            let behind: Vec<_> = voters().filter(|(l, _, _)| l == leader).collect();
+            most = most.max(behind.len());
+            let settled = *leader != Leader::NoRaft || self.answered == self.members;
+            if behind.len() >= majority && settled {
+                let newest = behind.into_iter().max_by_key(|(_, version, _)| *version);
+                return newest.map(|(_, _, body)| Ok(body.clone()));
+            }
         }
-        if most + (self.members - self.answered) >= majority {
+        if most + (self.members - self.answered) >= majority && self.answered < self.members {
             return None;
         }
+        let listed = if self.group > self.members {
+            format!(
+                "; controller.url lists {} of them: list every controller of the group",
+                self.members
+            )
+        } else {
+            String::new()
+        };
         Some(Err(format!(
-            "no majority of the {} controllers names one raft leader ({majority} needed): {}",
-            self.members,
+            "no majority of the {} controllers names one raft leader ({majority} needed{listed}): {}",
+            self.group,
             self.said.join("; ")
         )))
     }
@@ -304,13 +335,13 @@ impl Tally {
 /// The raft leader a controller knows, where it has a raft store of its
 /// own (no such path, or it says its raft engine is not enabled: no
 /// raft). Any other error fails the question.
-async fn raft_leader(client: &HttpClient, peers_url: &str) -> Result<Leader, String> {
+async fn raft_leader(client: &HttpClient, peers_url: &str) -> Result<(Leader, usize), String> {
     let (status, body) = get(client, peers_url).await?;
     if status == StatusCode::NOT_FOUND
         || (status != StatusCode::OK
             && String::from_utf8_lossy(&body).contains("raft engine is not enabled"))
     {
-        return Ok(Leader::NoRaft);
+        return Ok((Leader::NoRaft, 0));
     }
     if status != StatusCode::OK {
         return Err(format!(
@@ -320,15 +351,19 @@ async fn raft_leader(client: &HttpClient, peers_url: &str) -> Result<Leader, Str
     }
     let answer: serde_json::Value = serde_json::from_slice(&body)
         .map_err(|e| format!("the controller's raft peers are not JSON: {e}"))?;
+    let peers = answer
+        .pointer("/data/peers")
+        .and_then(serde_json::Value::as_object)
+        .map_or(0, serde_json::Map::len);
     match answer
         .pointer("/data/leader")
         .and_then(serde_json::Value::as_u64)
     {
-        Some(0) => Ok(Leader::Unknown),
-        Some(id) => Ok(Leader::Known(id)),
+        Some(0) => Ok((Leader::Unknown, peers)),
+        Some(id) => Ok((Leader::Known(id), peers)),
         None => Err(format!(
             "the controller's raft peers name no leader field: {}",
-            String::from_utf8_lossy(&body)
+            String::from_utf8_lossy(&body[..body.len().min(200)])
         )),
     }
 }
@@ -344,11 +379,16 @@ mod tests {
     use super::*;
 
     fn said(leader: Leader, version: u64) -> Result<MemberAnswer, String> {
+        said_of_group(leader, version, 3)
+    }
+
+    fn said_of_group(leader: Leader, version: u64, peers: usize) -> Result<MemberAnswer, String> {
         Ok(MemberAnswer {
             topology: Bytes::from(format!(
                 r#"{{"data":{{"cluster":{{"version":{version},"shards":[]}}}}}}"#
             )),
             leader,
+            peers,
         })
     }
 
@@ -392,21 +432,58 @@ mod tests {
     }
 
     #[test]
-    fn a_stale_leader_in_the_majority_yields_to_the_freshest_topology() {
-        // Any topology a member serves was committed: the newest wins,
-        // whoever answered it.
+    fn the_newest_topology_of_the_majority_is_taken() {
         let mut tally = Tally::new(3);
-        tally.add("b", said(Leader::Unknown, 12));
+        tally.add("b", said(Leader::Unknown, 13));
         tally.add("a", said(Leader::Known(1), 11));
-        tally.add("c", said(Leader::Known(1), 11));
-        assert_eq!(version_of(tally.verdict()), 12);
+        tally.add("c", said(Leader::Known(1), 12));
+        assert_eq!(
+            version_of(tally.verdict()),
+            12,
+            "the newest of those naming the leader, not the leaderless one's"
+        );
+    }
+
+    #[test]
+    fn a_majority_is_one_of_the_raft_group_not_of_the_list() {
+        // Three of a group of five listed: two that still hear the old
+        // leader are no majority of five.
+        let mut tally = Tally::new(3);
+        tally.add("a", said_of_group(Leader::Known(1), 7, 5));
+        tally.add("b", said_of_group(Leader::Known(1), 7, 5));
+        assert!(
+            tally.verdict().is_none(),
+            "two of five: the third may agree"
+        );
+        tally.add("c", Err("cannot reach the controller".into()));
+        let error = tally.verdict().expect("decided").expect_err("no majority");
+        assert!(
+            error.contains("of the 5 controllers") && error.contains("lists 3 of them"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_member_without_raft_is_no_vote_beside_one_naming_a_leader() {
+        let mut tally = Tally::new(3);
+        tally.add("a", said_of_group(Leader::NoRaft, 9, 0));
+        tally.add("b", said_of_group(Leader::NoRaft, 9, 0));
+        assert!(
+            tally.verdict().is_none(),
+            "not before the third has answered"
+        );
+        tally.add("c", said(Leader::Known(2), 8));
+        assert!(
+            tally.verdict().expect("decided").is_err(),
+            "two 404s are no majority beside a raft member"
+        );
     }
 
     #[test]
     fn controllers_without_raft_agree_with_each_other() {
         let mut tally = Tally::new(2);
-        tally.add("a", said(Leader::NoRaft, 3));
-        tally.add("b", said(Leader::NoRaft, 4));
+        tally.add("a", said_of_group(Leader::NoRaft, 3, 0));
+        tally.add("b", said_of_group(Leader::NoRaft, 4, 0));
         assert_eq!(version_of(tally.verdict()), 4);
     }
 
@@ -418,6 +495,7 @@ mod tests {
             Ok(MemberAnswer {
                 topology: Bytes::from_static(b"<html>"),
                 leader: Leader::Known(1),
+                peers: 1,
             }),
         );
         assert!(tally.verdict().expect("decided").is_err());

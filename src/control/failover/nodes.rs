@@ -102,7 +102,12 @@ fn namespaces_missing(
             } else {
                 "missing there"
             };
-            format!("{name}: {why}")
+            if name == "__namespace" {
+                // The default namespace's token is the node's password.
+                format!("the default namespace ({name}): another requirepass there")
+            } else {
+                format!("{name}: {why}")
+            }
         })
         .collect()
 }
