@@ -20,14 +20,18 @@
 //! * **every controller of the group** (`controller.url` a list): all are
 //!   asked at once, and a topology is taken only once a majority of them
 //!   has answered naming one raft leader; of the topologies answered by
-//!   then, the highest version. A leader cut off from the rest, with any
-//!   master cut off beside it, is one voice of three: it renews nothing.
-//!   (Any topology a member serves was committed by the group, a stale
-//!   leader's too, so the highest version read is the freshest known.)
+//!   then, the newest among those naming the majority's leader. The
+//!   majority is one of the raft group (the most peers any member names),
+//!   not of the list. A leader cut off from the rest, with any master cut
+//!   off beside it, is one voice of three: it renews nothing. A request
+//!   the read no longer waits for finishes in the background, bounded,
+//!   so its connection is reused ([`finish_detached`]).
 //!
 //! A controller without a raft store of its own (`404`, or `raft engine is
 //! not enabled`: etcd, whose reads go to its quorum) is taken at its
-//! topology's word; in a list, such members agree with each other. Any
+//! topology's word; in a list, such members agree with each other once
+//! all have answered and none names a raft leader (so give etcd-backed
+//! controllers one address: a list waits for its slowest member). Any
 //! other failure to name a leader fails that controller's answer: one that
 //! cannot say whether it has a leader vouches for nothing.
 
@@ -141,14 +145,17 @@ async fn majority_answer(
     note: &mut (dyn FnMut(&str, Heard) + Send),
 ) -> Result<Bytes, String> {
     // A handful of futures of one type, polled in turn: a majority decides
-    // before the slowest answer (a stopped controller's never comes), and
-    // nothing is spawned.
+    // before the slowest answer (a stopped controller's never comes).
     let mut pending: Vec<_> = urls
         .iter()
-        .map(|url| Some(Box::pin(member_answer(client, url))))
+        .map(|url| {
+            let (client, url) = (client.clone(), url.clone());
+            Some(Box::pin(async move { member_answer(&client, &url).await }))
+        })
         .collect();
     let mut tally = Tally::new(urls.len());
-    let deadline = tokio::time::sleep(timeout);
+    let until = tokio::time::Instant::now() + timeout;
+    let deadline = tokio::time::sleep_until(until);
     tokio::pin!(deadline);
     std::future::poll_fn(|cx| {
         for (url, slot) in urls.iter().zip(pending.iter_mut()) {
@@ -172,6 +179,11 @@ async fn majority_answer(
         };
         if let Some(verdict) = tally.verdict() {
             late(note);
+            for (url, slot) in urls.iter().zip(pending.iter_mut()) {
+                if let Some(answer) = slot.take() {
+                    finish_detached(url, answer, until);
+                }
+            }
             return Poll::Ready(verdict);
         }
         if deadline.as_mut().poll(cx).is_pending() {
@@ -188,6 +200,40 @@ async fn majority_answer(
     })
     .await
 }
+
+/// Lets a request the read no longer waits for finish (until `until`),
+/// so that its connection goes back to the pool: dropped, each closed its
+/// connection, and with verification on every write the slowest of three
+/// controllers, late about one round in three, had a new connection a
+/// round (thousands a second, each left in `TIME_WAIT`). At most
+/// [`DETACHED_PER_CONTROLLER`] at a time per controller: one that does
+/// not answer (frozen) holds that many, and the rest are dropped.
+fn finish_detached<F>(url: &str, answer: std::pin::Pin<Box<F>>, until: tokio::time::Instant)
+where
+    F: Future + Send + 'static,
+{
+    static DETACHED: std::sync::Mutex<Vec<(String, usize)>> = std::sync::Mutex::new(Vec::new());
+    let key = member(url).to_string();
+    {
+        let mut detached = DETACHED.lock().unwrap_or_else(|p| p.into_inner());
+        match detached.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, n)) if *n >= DETACHED_PER_CONTROLLER => return,
+            Some((_, n)) => *n += 1,
+            None => detached.push((key.clone(), 1)),
+        }
+    }
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout_at(until, answer).await;
+        let mut detached = DETACHED.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, n)) = detached.iter_mut().find(|(k, _)| *k == key) {
+            *n = n.saturating_sub(1);
+        }
+    });
+}
+
+/// Requests a controller may have finishing after their reads were
+/// decided.
+const DETACHED_PER_CONTROLLER: usize = 8;
 
 /// A controller as the logs name it: its base address.
 fn member(url: &str) -> &str {
