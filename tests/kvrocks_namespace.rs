@@ -64,6 +64,49 @@ fn leasegate_failover(from: &Proxy, to: &Proxy) {
     eprintln!("{printed}");
 }
 
+/// B made a replica of A, namespace `ns1` added at A (its admin), both
+/// leasegates told A holds the lease, and a session in `ns1` through A's
+/// leasegate that wrote `before`: A's and B's admin clients, the session.
+fn set_up(
+    ka: &KvrocksServer,
+    kb: &KvrocksServer,
+    pa: &Proxy,
+    pb: &Proxy,
+) -> (Client, Client, Client) {
+    let mut admin_b = kb.client_auth(Some(ADMIN));
+    assert_eq!(
+        admin_b.cmd(&["SLAVEOF", "127.0.0.1", &ka.port.to_string()]),
+        Reply::ok()
+    );
+    link_up(&mut admin_b);
+    let mut admin_a = ka.client_auth(Some(ADMIN));
+    assert_eq!(
+        admin_a.cmd(&["NAMESPACE", "ADD", NAMESPACE, NS_TOKEN]),
+        Reply::ok()
+    );
+    for p in [pa, pb] {
+        let mut ctl = controller_client(p, ADMIN);
+        assert!(!heartbeat(&mut ctl, A_ID, 600_000, 1).is_error());
+    }
+    let mut session = pa.client();
+    assert_eq!(session.cmd(&["AUTH", NS_TOKEN]), Reply::ok());
+    assert_eq!(session.cmd(&["SET", "before", "1"]), Reply::ok());
+    (admin_a, admin_b, session)
+}
+
+/// `leasegate failover --from <from> --to <to>`, which must fail; what it
+/// printed.
+fn refused_failover(from: &Proxy, to: &Proxy) -> String {
+    let out = support::failover_command(from.admin_port(), to.admin_port(), TOKEN);
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "refused: {printed}");
+    printed
+}
+
 /// Waits until `node` (a direct admin client) has namespace `ns` with `token`.
 fn wait_namespace(node: &mut Client, ns: &str, token: &str) {
     let start = Instant::now();
@@ -106,28 +149,9 @@ fn a_namespace_tokens_session_keeps_writing_into_its_namespace_after_a_failover(
     let (Some((ka, pa)), Some((kb, pb))) = (node(A_ID), node(B_ID)) else {
         return;
     };
-    let mut admin_b = kb.client_auth(Some(ADMIN));
-    assert_eq!(
-        admin_b.cmd(&["SLAVEOF", "127.0.0.1", &ka.port.to_string()]),
-        Reply::ok()
-    );
-    link_up(&mut admin_b);
+    let (mut admin_a, mut admin_b, mut session) = set_up(&ka, &kb, &pa, &pb);
     // The namespace, added by the admin on the master, replicated to B.
-    let mut admin_a = ka.client_auth(Some(ADMIN));
-    assert_eq!(
-        admin_a.cmd(&["NAMESPACE", "ADD", NAMESPACE, NS_TOKEN]),
-        Reply::ok()
-    );
     wait_namespace(&mut admin_b, NAMESPACE, NS_TOKEN);
-    for p in [&pa, &pb] {
-        let mut ctl = controller_client(p, ADMIN);
-        assert!(!heartbeat(&mut ctl, A_ID, 600_000, 1).is_error());
-    }
-
-    // A session in the namespace, through A's leasegate.
-    let mut session = pa.client();
-    assert_eq!(session.cmd(&["AUTH", NS_TOKEN]), Reply::ok());
-    assert_eq!(session.cmd(&["SET", "before", "1"]), Reply::ok());
     assert_eq!(admin_a.cmd(&["GET", "before"]), Reply::Nil, "not default");
     // And writers that authenticate with the token, writing throughout.
     let writers = Writers::start_authenticated(pa.port, 2, "ns", Duration::ZERO, Some(NS_TOKEN));
@@ -193,24 +217,7 @@ fn a_failover_to_a_node_without_the_masters_namespaces_is_refused() {
     ) else {
         return;
     };
-    let mut admin_b = kb.client_auth(Some(ADMIN));
-    assert_eq!(
-        admin_b.cmd(&["SLAVEOF", "127.0.0.1", &ka.port.to_string()]),
-        Reply::ok()
-    );
-    link_up(&mut admin_b);
-    let mut admin_a = ka.client_auth(Some(ADMIN));
-    assert_eq!(
-        admin_a.cmd(&["NAMESPACE", "ADD", NAMESPACE, NS_TOKEN]),
-        Reply::ok()
-    );
-    for p in [&pa, &pb] {
-        let mut ctl = controller_client(p, ADMIN);
-        assert!(!heartbeat(&mut ctl, A_ID, 600_000, 1).is_error());
-    }
-    let mut session = pa.client();
-    assert_eq!(session.cmd(&["AUTH", NS_TOKEN]), Reply::ok());
-    assert_eq!(session.cmd(&["SET", "before", "1"]), Reply::ok());
+    let (mut admin_a, mut admin_b, mut session) = set_up(&ka, &kb, &pa, &pb);
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(
         admin_b.cmd(&["NAMESPACE", "GET", NAMESPACE]),
@@ -218,13 +225,7 @@ fn a_failover_to_a_node_without_the_masters_namespaces_is_refused() {
         "B has no {NAMESPACE}"
     );
 
-    let out = support::failover_command(pa.admin_port(), pb.admin_port(), TOKEN);
-    let printed = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(!out.status.success(), "refused: {printed}");
+    let printed = refused_failover(&pa, &pb);
     assert!(
         printed.contains("namespaces") && printed.contains("ns1: missing there"),
         "{printed}"
@@ -249,24 +250,7 @@ fn a_failover_is_refused_while_sessions_are_in_a_deleted_namespace() {
     let (Some((ka, pa)), Some((kb, pb))) = (node(A_ID), node(B_ID)) else {
         return;
     };
-    let mut admin_b = kb.client_auth(Some(ADMIN));
-    assert_eq!(
-        admin_b.cmd(&["SLAVEOF", "127.0.0.1", &ka.port.to_string()]),
-        Reply::ok()
-    );
-    link_up(&mut admin_b);
-    let mut admin_a = ka.client_auth(Some(ADMIN));
-    assert_eq!(
-        admin_a.cmd(&["NAMESPACE", "ADD", NAMESPACE, NS_TOKEN]),
-        Reply::ok()
-    );
-    for p in [&pa, &pb] {
-        let mut ctl = controller_client(p, ADMIN);
-        assert!(!heartbeat(&mut ctl, A_ID, 600_000, 1).is_error());
-    }
-    let mut session = pa.client();
-    assert_eq!(session.cmd(&["AUTH", NS_TOKEN]), Reply::ok());
-    assert_eq!(session.cmd(&["SET", "before", "1"]), Reply::ok());
+    let (mut admin_a, mut admin_b, session) = set_up(&ka, &kb, &pa, &pb);
     // The namespace goes; its token now leads to another.
     assert_eq!(admin_a.cmd(&["NAMESPACE", "DEL", NAMESPACE]), Reply::ok());
     assert_eq!(
@@ -275,13 +259,7 @@ fn a_failover_is_refused_while_sessions_are_in_a_deleted_namespace() {
     );
     wait_namespace(&mut admin_b, "ns2", NS_TOKEN);
 
-    let out = support::failover_command(pa.admin_port(), pb.admin_port(), TOKEN);
-    let printed = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(!out.status.success(), "refused: {printed}");
+    let printed = refused_failover(&pa, &pb);
     assert!(
         printed.contains("no longer has") && printed.contains("ns1: 1 connection"),
         "{printed}"

@@ -53,10 +53,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use support::history::signed_ms;
 use support::history::{read_back_auth, Clients, History, Op, Outcome, Verdict};
 use support::kvctl::RealController;
 use support::kvrocks::{info_field, sequence};
-use support::netns::{wait_accepting, Host, Lab, Link};
+use support::netns::{client_auth_at, wait_accepting, wait_kvrocks, Host, Lab, Link};
 use support::{Client, Reply};
 
 const PASSWORD: &str = "node-secret";
@@ -126,39 +127,7 @@ fn leasegate_yaml(mode: &str, controller: &RealController, controller_url: &str)
 /// A client of `addr` (reachable from the calling thread's namespace),
 /// authenticated with the node password.
 fn client(addr: &str) -> Client {
-    let stream = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("{addr}: {e}"));
-    stream
-        .set_read_timeout(Some(support::PATIENCE))
-        .expect("read timeout");
-    let mut c = Client::from_stream(stream);
-    assert_eq!(c.cmd(&["AUTH", PASSWORD]), Reply::ok(), "AUTH at {addr}");
-    c
-}
-
-/// Waits until Kvrocks at `addr` answers (it listens before RocksDB is
-/// open; `NOAUTH` is an answer).
-fn wait_kvrocks(addr: &str) {
-    wait_accepting(addr);
-    let start = Instant::now();
-    loop {
-        if let Ok(stream) = std::net::TcpStream::connect(addr) {
-            let mut c = Client::from_stream(stream);
-            let reply = c
-                .try_send(&["PING"])
-                .ok()
-                .and_then(|()| c.read_within(Duration::from_secs(1)).ok().flatten());
-            match reply {
-                Some(Reply::Status(s)) if s == "PONG" => return,
-                Some(Reply::Error(e)) if e.starts_with("NOAUTH") => return,
-                _ => {}
-            }
-        }
-        assert!(
-            start.elapsed() < PATIENCE,
-            "Kvrocks at {addr} never answered"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    client_auth_at(addr, PASSWORD)
 }
 
 /// The controller, hosts A and B with Kvrocks and leasegate (in `mode`),
@@ -365,14 +334,6 @@ impl Run {
             .map(|o| o.completed)
             .max()
             .map(|t| signed_ms(self.cut, t))
-    }
-}
-
-fn signed_ms(from: Instant, to: Instant) -> i128 {
-    if to >= from {
-        (to - from).as_millis() as i128
-    } else {
-        -((from - to).as_millis() as i128)
     }
 }
 

@@ -679,3 +679,12 @@ impl Clients {
             .collect()
     }
 }
+
+/// Milliseconds from `from` to `to`, negative where `to` came first.
+pub fn signed_ms(from: Instant, to: Instant) -> i128 {
+    if to >= from {
+        (to - from).as_millis() as i128
+    } else {
+        -((from - to).as_millis() as i128)
+    }
+}

@@ -125,34 +125,14 @@ impl RealController {
     /// availability), each waited for until it knows the group's leader;
     /// `None` when the binary is not here.
     pub fn start_group(n: u64) -> Option<Vec<RealController>> {
-        let Some(bin) = binary() else {
-            // Says SKIPPED (or fails where the binary is required).
-            return RealController::start().map(|_| Vec::new());
+        let here = Placement {
+            netns: None,
+            bind: [127, 0, 0, 1],
+            raft_ip: "127.0.0.1".into(),
+            api_ip: "127.0.0.1".into(),
         };
-        let raft_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
-        let mut group: Vec<RealController> = (1..=n)
-            .map(|id| RealController {
-                port: free_port(),
-                raft_port: raft_ports[(id - 1) as usize],
-                id,
-                peers: raft_ports.iter().map(|&p| loopback_peer(p)).collect(),
-                bind: [127, 0, 0, 1],
-                netns: None,
-                api_ip: "127.0.0.1".into(),
-                bin: bin.clone(),
-                child: None,
-                dir: tempfile::tempdir().expect("temp dir"),
-            })
-            .collect();
-        // Each alone cannot elect a leader: start them all, then wait.
-        for c in &mut group {
-            c.spawn()
-                .unwrap_or_else(|e| panic!("kvctl-server {}: {e}", c.id));
-        }
-        for c in &group {
-            c.wait_leader();
-        }
-        Some(group)
+        let n = usize::try_from(n).expect("a small group");
+        RealController::start_group_placed(&vec![here; n])
     }
 
     /// A raft group of one controller per [`Placement`] (raft ids 1, 2,

@@ -17,7 +17,9 @@
 
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use super::{Client, Reply, PATIENCE};
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
@@ -483,5 +485,43 @@ impl DelayRelay {
             }
         });
         DelayRelay { addr }
+    }
+}
+
+/// A client of `addr` (reachable from the calling thread's namespace),
+/// authenticated with `password`.
+pub fn client_auth_at(addr: &str, password: &str) -> Client {
+    let stream = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("{addr}: {e}"));
+    stream
+        .set_read_timeout(Some(PATIENCE))
+        .expect("read timeout");
+    let mut c = Client::from_stream(stream);
+    assert_eq!(c.cmd(&["AUTH", password]), Reply::ok(), "AUTH at {addr}");
+    c
+}
+
+/// Waits until Kvrocks at `addr` answers (it listens before RocksDB is
+/// open; `NOAUTH` is an answer).
+pub fn wait_kvrocks(addr: &str) {
+    wait_accepting(addr);
+    let start = Instant::now();
+    loop {
+        if let Ok(stream) = std::net::TcpStream::connect(addr) {
+            let mut c = Client::from_stream(stream);
+            let reply = c
+                .try_send(&["PING"])
+                .ok()
+                .and_then(|()| c.read_within(Duration::from_secs(1)).ok().flatten());
+            match reply {
+                Some(Reply::Status(s)) if s == "PONG" => return,
+                Some(Reply::Error(e)) if e.starts_with("NOAUTH") => return,
+                _ => {}
+            }
+        }
+        assert!(
+            start.elapsed() < PATIENCE * 3,
+            "Kvrocks at {addr} never answered"
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
