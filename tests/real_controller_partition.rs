@@ -60,9 +60,9 @@ use std::time::{Duration, Instant};
 use support::history::signed_ms;
 use support::history::{read_back_auth, Clients, History, Op, Outcome, Verdict};
 use support::kvctl::{Placement, RealController};
-use support::kvrocks::{info_field, sequence};
+use support::kvrocks::{link_up, sequence, takes_writes};
 use support::netns::{client_auth_at, wait_accepting, wait_kvrocks, Host, Lab, Link};
-use support::{http_at, Client, Reply};
+use support::{http_at, Client};
 
 const PASSWORD: &str = "node-secret";
 /// Kvrocks' port on each host.
@@ -344,27 +344,14 @@ fn shard(asks_a: AsksA) -> Option<Shard> {
 /// Waits until a write through A's leasegate succeeds and B's node is
 /// linked to A's leasegate.
 fn wait_writable(s: &Shard, registered: Instant) {
-    let mut app = client(&proxy_addr(&s.a));
-    loop {
-        let reply = app.cmd(&["SET", "ready", "1"]);
-        if reply == Reply::ok() {
-            break;
-        }
-        assert!(
-            registered.elapsed() < PATIENCE,
-            "A never got its lease from the real controllers (last: {reply:?})"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    takes_writes(
+        &mut client(&proxy_addr(&s.a)),
+        registered,
+        PATIENCE,
+        "A never got its lease from the real controllers",
+    );
     let writable = registered.elapsed();
-    let mut direct_b = client(&format!("{}:{NODE_PORT}", s.b.ip));
-    while info_field(&mut direct_b, "master_link_status").as_deref() != Some("up") {
-        assert!(
-            registered.elapsed() < PATIENCE,
-            "B never linked to A's leasegate"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    link_up(&mut client(&format!("{}:{NODE_PORT}", s.b.ip)));
     eprintln!(
         "shard: A writable {writable:?}, B linked {:?} after registration",
         registered.elapsed()

@@ -56,9 +56,9 @@ use std::time::{Duration, Instant};
 use support::history::signed_ms;
 use support::history::{read_back_auth, Clients, History, Op, Outcome, Verdict};
 use support::kvctl::RealController;
-use support::kvrocks::{info_field, sequence};
+use support::kvrocks::{link_up, sequence, takes_writes};
 use support::netns::{client_auth_at, wait_accepting, wait_kvrocks, Host, Lab, Link};
-use support::{Client, Reply};
+use support::Client;
 
 const PASSWORD: &str = "node-secret";
 /// Kvrocks' port on each host.
@@ -207,27 +207,14 @@ fn shard(mode: &str) -> Option<Shard> {
         _dir: dir,
     };
     assert_ne!(shard.controller.master_of(0).0, shard.b_id, "{cluster}");
-    let mut app = client(&proxy_addr(&shard.a));
-    loop {
-        let reply = app.cmd(&["SET", "ready", "1"]);
-        if reply == Reply::ok() {
-            break;
-        }
-        assert!(
-            registered.elapsed() < PATIENCE,
-            "A never got its lease from the real controller (last: {reply:?})"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    takes_writes(
+        &mut client(&proxy_addr(&shard.a)),
+        registered,
+        PATIENCE,
+        "A never got its lease from the real controller",
+    );
     let writable = registered.elapsed();
-    let mut direct_b = client(&format!("{}:{NODE_PORT}", shard.b.ip));
-    while info_field(&mut direct_b, "master_link_status").as_deref() != Some("up") {
-        assert!(
-            registered.elapsed() < PATIENCE,
-            "B never linked to A's leasegate"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    link_up(&mut client(&format!("{}:{NODE_PORT}", shard.b.ip)));
     eprintln!(
         "shard: A writable {writable:?}, B linked {:?} after registration",
         registered.elapsed()

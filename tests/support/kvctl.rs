@@ -27,7 +27,7 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use super::controller::{CLUSTER, NAMESPACE};
-use super::kvrocks::{link_up, Node};
+use super::kvrocks::{link_up, takes_writes, Node};
 use super::{free_port, http, http_at, wait_listening_on, Client, Reply, PATIENCE};
 
 /// Seconds between the controller's probes, and failed probes before it
@@ -676,18 +676,12 @@ pub fn real_shard(opts: &RealShardOptions) -> Option<RealShard> {
         password: opts.password.clone(),
     };
     assert_eq!(shard.controller.master_of(0).0, shard.a_id, "{cluster}");
-    let mut app = shard.client(&shard.a);
-    loop {
-        let reply = app.cmd(&["SET", "ready", "1"]);
-        if reply == Reply::ok() {
-            break;
-        }
-        assert!(
-            registered.elapsed() < PATIENCE,
-            "A never got its lease from the real controller (last: {reply:?})"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    takes_writes(
+        &mut shard.client(&shard.a),
+        registered,
+        PATIENCE,
+        "A never got its lease from the real controller",
+    );
     let writable = registered.elapsed();
     link_up(&mut shard.direct(&shard.b));
     // Settled: B's poller has twice seen the cluster name it slave. (A

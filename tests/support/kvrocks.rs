@@ -492,6 +492,20 @@ pub fn link_up(replica: &mut Client) {
     }
 }
 
+/// Waits until a write through `app` (a master's leasegate) succeeds,
+/// within `within` of `since` (a shard's registration); says `what` where
+/// it never does.
+pub fn takes_writes(app: &mut Client, since: Instant, within: std::time::Duration, what: &str) {
+    loop {
+        let reply = app.cmd(&["SET", "ready", "1"]);
+        if reply == Reply::ok() {
+            return;
+        }
+        assert!(since.elapsed() < within, "{what} (last: {reply:?})");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// How a shard's masters get their lease from the test controller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LeaseBy {
@@ -579,11 +593,7 @@ fn controlled_shard_on(
             "AUTH through leasegate"
         );
     }
-    let start = Instant::now();
-    while app.cmd(&["SET", "ready", "1"]) != Reply::ok() {
-        assert!(start.elapsed() < PATIENCE, "A never got its lease");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    takes_writes(&mut app, Instant::now(), PATIENCE, "A never got its lease");
     link_up(&mut b.kvrocks.client_auth(password));
     Some((controller, a, b))
 }
