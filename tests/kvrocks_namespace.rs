@@ -282,3 +282,87 @@ fn a_failover_is_refused_while_sessions_are_in_a_deleted_namespace() {
     }
     assert_eq!(info_field(&mut admin_b, "role").as_deref(), Some("master"));
 }
+
+/// A namespace's token changed while a session logged in with the old
+/// one is connected, and the old token then given to another namespace:
+/// Kvrocks keeps the session in its namespace, but a login with that
+/// token now leads to the other. Moved at a failover (the check before it
+/// sees both namespaces on both nodes, and no session in a deleted one),
+/// such a session logged in again and wrote into the other tenant's
+/// namespace, every write acknowledged. It ends instead, saying why, and
+/// nothing reaches the other namespace; a session that logged in with the
+/// new token moves on in its namespace.
+#[test]
+fn a_session_whose_token_now_leads_to_another_namespace_ends_at_a_failover() {
+    let (Some((ka, pa)), Some((kb, pb))) = (node(A_ID), node(B_ID)) else {
+        return;
+    };
+    let (mut admin_a, mut admin_b, mut session) = set_up(&ka, &kb, &pa, &pb);
+    let mut resp3 = pa.client();
+    resp3.resp3 = true;
+    let hello = resp3.cmd(&["HELLO", "3", "AUTH", "default", NS_TOKEN]);
+    assert!(!hello.is_error(), "{hello:?}");
+    // ns1 gets a new token; its old one goes to ns2.
+    const NEW_TOKEN: &str = "token1-new";
+    assert_eq!(
+        admin_a.cmd(&["NAMESPACE", "SET", NAMESPACE, NEW_TOKEN]),
+        Reply::ok()
+    );
+    assert_eq!(
+        admin_a.cmd(&["NAMESPACE", "ADD", "ns2", NS_TOKEN]),
+        Reply::ok()
+    );
+    wait_namespace(&mut admin_b, NAMESPACE, NEW_TOKEN);
+    wait_namespace(&mut admin_b, "ns2", NS_TOKEN);
+    let mut renewed = pa.client();
+    assert_eq!(renewed.cmd(&["AUTH", NEW_TOKEN]), Reply::ok());
+    // Before the failover, all three write into ns1 at A.
+    for (client, key) in [
+        (&mut session, "old-resp2"),
+        (&mut resp3, "old-resp3"),
+        (&mut renewed, "new"),
+    ] {
+        assert_eq!(client.cmd(&["SET", key, "1"]), Reply::ok(), "{key}");
+    }
+
+    leasegate_failover(&pa, &pb);
+    assert_eq!(info_field(&mut admin_b, "role").as_deref(), Some("master"));
+
+    for (client, key) in [(&mut session, "old-resp2"), (&mut resp3, "old-resp3")] {
+        let reply = client.cmd(&["SET", key, "2"]);
+        assert!(
+            reply.is_error()
+                && reply
+                    .error_text()
+                    .contains("namespace `ns2` there, not to `ns1`"),
+            "{key}: {reply:?}"
+        );
+    }
+    assert_eq!(renewed.cmd(&["SET", "new", "2"]), Reply::ok());
+    // Nothing in ns2 (the old token's namespace now) on either node; ns1
+    // at B has every write acknowledged.
+    for kvrocks in [&ka, &kb] {
+        let mut ns2 = kvrocks.client_auth(Some(NS_TOKEN));
+        for key in ["old-resp2", "old-resp3", "new"] {
+            assert_eq!(ns2.cmd(&["EXISTS", key]), Reply::Int(0), "{key} in ns2");
+        }
+    }
+    let mut ns1_b = kb.client_auth(Some(NEW_TOKEN));
+    for (key, want) in [
+        ("before", "1"),
+        ("old-resp2", "1"),
+        ("old-resp3", "1"),
+        ("new", "2"),
+    ] {
+        assert_eq!(
+            ns1_b.cmd(&["GET", key]),
+            Reply::bulk(want),
+            "{key} in ns1 at B"
+        );
+    }
+    assert!(
+        handovers(&pa, "failed") >= 2,
+        "{}",
+        handovers(&pa, "failed")
+    );
+}

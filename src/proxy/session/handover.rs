@@ -101,6 +101,11 @@ pub(super) struct Replay {
     pub(super) hello: Option<Bytes>,
     pub(super) select: Option<Bytes>,
     pub(super) setname: Option<Bytes>,
+    /// Not replayed: the Kvrocks namespace the login put the session in,
+    /// once asked (at its first move, of the node it leaves), which the
+    /// replayed login must lead to again ([`super::restore`]). Forgotten
+    /// at each new login.
+    pub(super) namespace: Option<Bytes>,
 }
 
 /// Which connection state a request sets.
@@ -140,6 +145,7 @@ impl Replay {
             let option = &args[i];
             if option.eq_ignore_ascii_case(b"AUTH") && i + 2 < args.len() {
                 self.auth = Some(auth_request(&args[i + 1], &args[i + 2]));
+                self.namespace = None;
                 i += 3;
             } else if option.eq_ignore_ascii_case(b"SETNAME") && i + 1 < args.len() {
                 self.setname = Some(encode::request(&[b"CLIENT", b"SETNAME", &args[i + 1]]));
@@ -151,9 +157,14 @@ impl Replay {
         self.hello = Some(request);
     }
 
+    /// Where an accepted request of `slot` is kept (a login forgets the
+    /// namespace the last one led to).
     pub(super) fn slot(&mut self, slot: ReplaySlot) -> &mut Option<Bytes> {
         match slot {
-            ReplaySlot::Auth => &mut self.auth,
+            ReplaySlot::Auth => {
+                self.namespace = None;
+                &mut self.auth
+            }
             ReplaySlot::Hello => &mut self.hello,
             ReplaySlot::Select => &mut self.select,
             ReplaySlot::SetName => &mut self.setname,
@@ -267,7 +278,11 @@ impl Session {
                     Move::Away(_) => timeout.max(node_lost_patience),
                     Move::Home => timeout,
                 };
-                if let Err(why) = super::restore::restore(&mut stream, &replay, patience).await {
+                let namespace = self.replay.namespace.clone();
+                if let Err(why) =
+                    super::restore::restore(&mut stream, &replay, namespace.as_deref(), patience)
+                        .await
+                {
                     if super::restore::UNRESTORED_WARNING.due(self.gate.lease().now()) {
                         warn!(%addr, error = %why, "the session's connection state could not be restored where it moves: it ends (logged at most once a second)");
                     }

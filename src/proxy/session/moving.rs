@@ -209,6 +209,8 @@ impl Session {
             hello,
             select,
             setname,
+            // Asked again, of the connection kept, at the next move.
+            namespace: None,
         };
         self.mute = state.mute;
         self.tracking = state.tracking;

@@ -227,7 +227,10 @@ pub async fn outlive<C: ClientIo>(
         return Outlived::Ended;
     };
     let replay = s.replay_requests();
-    if let Err(why) = super::restore::restore(&mut stream, &replay, ctx.connect_timeout).await {
+    let namespace = s.replay.namespace.as_deref();
+    if let Err(why) =
+        super::restore::restore(&mut stream, &replay, namespace, ctx.connect_timeout).await
+    {
         if super::restore::UNRESTORED_WARNING.due(ctx.gate.lease().now()) {
             tracing::warn!(error = %why, away, "the node connection closed, and the session's connection state could not be restored on a new one: it ends (logged at most once a second)");
         }

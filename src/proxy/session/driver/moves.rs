@@ -25,6 +25,11 @@ impl<C: ClientIo> Driver<C> {
         s: &mut Session,
         ctx: &SessionContext,
     ) {
+        if !self.ask_namespace(s, ctx).await {
+            ctx.metrics.handover(false);
+            s.on_client_data();
+            return;
+        }
         let ready = Preconnect::take_for(&mut self.preconnect, &target);
         let tls = ctx.node_tls.load_full();
         let peer = ctx.peer_tls::<C>();
@@ -47,6 +52,35 @@ impl<C: ClientIo> Driver<C> {
             None => ctx.metrics.handover(false),
         }
         s.on_client_data();
+    }
+
+    /// A session with a login to a Kvrocks node, about to move: asks its
+    /// connection which namespace it is in, for the replayed login to be
+    /// checked against ([`super::super::restore`]); once per login (the
+    /// answer stays true where the check passed). `false`: no clean
+    /// answer, and the session has ended (its connection may still owe
+    /// that answer, so it cannot stay either).
+    async fn ask_namespace(&mut self, s: &mut Session, ctx: &SessionContext) -> bool {
+        if s.replay.auth.is_none()
+            || s.replay.namespace.is_some()
+            || !ctx.gate.role().node.is_kvrocks()
+        {
+            return true;
+        }
+        match super::super::restore::namespace_of(&mut self.backend, ctx.connect_timeout).await {
+            Ok(namespace) => {
+                s.replay.namespace = namespace;
+                true
+            }
+            Err(why) => {
+                let why = format!("its namespace could not be read where it was: {why}");
+                if super::super::restore::UNRESTORED_WARNING.due(ctx.gate.lease().now()) {
+                    tracing::warn!(error = %why, "the session cannot move: it ends (logged at most once a second)");
+                }
+                s.end_unrestored(&why);
+                false
+            }
+        }
     }
 
     /// The node connection closed with nothing owed: the session waits
