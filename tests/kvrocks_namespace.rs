@@ -17,7 +17,8 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::kvrocks::{handovers, info_field, link_up, KvrocksServer, A_ID, B_ID};
+use support::controller::TestController;
+use support::kvrocks::{handovers, info_field, link_up, takes_writes, KvrocksServer, A_ID, B_ID};
 use support::load::Writers;
 use support::{controller_client, free_port, heartbeat, Client, Proxy, Reply, PATIENCE};
 
@@ -36,6 +37,11 @@ fn node(id: &str) -> Option<(KvrocksServer, Proxy)> {
 
 /// [`node`] with other Kvrocks options than namespace replication.
 fn node_with(id: &str, options: &[&str]) -> Option<(KvrocksServer, Proxy)> {
+    node_beside(id, options, "")
+}
+
+/// [`node_with`], its leasegate's config ending with `more`.
+fn node_beside(id: &str, options: &[&str], more: &str) -> Option<(KvrocksServer, Proxy)> {
     let mut args = vec!["--requirepass", ADMIN, "--masterauth", ADMIN];
     args.extend_from_slice(options);
     let kvrocks = KvrocksServer::start_with(false, &args)?;
@@ -45,7 +51,7 @@ fn node_with(id: &str, options: &[&str]) -> Option<(KvrocksServer, Proxy)> {
             kvrocks.addr()
         ),
         &format!(
-            "node_id: {id}\nadmin:\n  listen: 127.0.0.1:{}\n  token: {TOKEN}\ncontrol:\n  password: {ADMIN}\nlease:\n  mode: block-write\n  probe_interval_ms: 100\n",
+            "node_id: {id}\nadmin:\n  listen: 127.0.0.1:{}\n  token: {TOKEN}\ncontrol:\n  password: {ADMIN}\nlease:\n  mode: block-write\n  probe_interval_ms: 100\n{more}",
             free_port()
         ),
     );
@@ -365,4 +371,64 @@ fn a_session_whose_token_now_leads_to_another_namespace_ends_at_a_failover() {
         "{}",
         handovers(&pa, "failed")
     );
+}
+
+/// The same, where the session does not move but its node comes back
+/// after a crash (the session waits for it and logs in again there): the
+/// namespace was asked of the node after the login, not at a move, so it
+/// is known where there is no node left to ask.
+#[test]
+fn a_session_whose_token_now_leads_to_another_namespace_ends_when_its_node_comes_back() {
+    // Sessions wait for their node where a controller is polled.
+    let controller = TestController::start();
+    let Some((mut ka, pa)) = node_beside(
+        A_ID,
+        &["--repl-namespace-enabled", "yes"],
+        &controller.yaml(100, 5_000),
+    ) else {
+        return;
+    };
+    let addr = format!("127.0.0.1:{}", pa.port);
+    controller.set_topology(1, vec![vec![(A_ID, &addr, "master")]]);
+    let mut admin = ka.client_auth(Some(ADMIN));
+    assert_eq!(
+        admin.cmd(&["NAMESPACE", "ADD", NAMESPACE, NS_TOKEN]),
+        Reply::ok()
+    );
+    let mut session = pa.client();
+    assert_eq!(session.cmd(&["AUTH", NS_TOKEN]), Reply::ok());
+    takes_writes(&mut session, Instant::now(), PATIENCE, "A's lease");
+    assert_eq!(
+        admin.cmd(&["NAMESPACE", "SET", NAMESPACE, "token1-new"]),
+        Reply::ok()
+    );
+    assert_eq!(
+        admin.cmd(&["NAMESPACE", "ADD", "ns2", NS_TOKEN]),
+        Reply::ok()
+    );
+    assert_eq!(session.cmd(&["SET", "still", "1"]), Reply::ok());
+
+    ka.restart();
+    let mut admin = ka.client_auth(Some(ADMIN));
+    // Namespaces replicated are kept in the node's data: back as they were.
+    assert_eq!(
+        admin.cmd(&["NAMESPACE", "GET", "ns2"]),
+        Reply::bulk(NS_TOKEN)
+    );
+    let reply = session.cmd(&["SET", "after", "2"]);
+    assert!(
+        reply.is_error()
+            && reply
+                .error_text()
+                .contains("namespace `ns2` there, not to `ns1`"),
+        "{reply:?}"
+    );
+    let mut ns2 = ka.client_auth(Some(NS_TOKEN));
+    assert_eq!(
+        ns2.cmd(&["EXISTS", "after"]),
+        Reply::Int(0),
+        "written into ns2"
+    );
+    let mut ns1 = ka.client_auth(Some("token1-new"));
+    assert_eq!(ns1.cmd(&["GET", "still"]), Reply::bulk("1"));
 }

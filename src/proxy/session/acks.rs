@@ -55,6 +55,10 @@ impl Session {
         if self.unreplicated && self.transaction.is_none() {
             self.ask_replicas();
         }
+        if self.login_unplaced {
+            // Also at the end of a batch: where a login put the connection.
+            self.ask_namespace();
+        }
     }
 
     /// Before the request at the head of the unhandled bytes (`special`,

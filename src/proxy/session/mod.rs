@@ -228,6 +228,10 @@ struct Session {
     tracking: bool,
     /// Writes forwarded since the last `WAIT` ([`acks`]).
     unreplicated: bool,
+    /// A login (AUTH, HELLO with AUTH) was forwarded since the node was
+    /// last asked which Kvrocks namespace the connection is in
+    /// ([`restore`]): asked at the end of the batch.
+    login_unplaced: bool,
     /// Blocking writes (BLPOP & co.) forwarded and not yet answered, as a
     /// hint for the driver (one compare a turn; [`Session::blocked`] is the
     /// truth where it acts).
@@ -447,6 +451,7 @@ impl Session {
             requeue: requeue::Requeue::default(),
             tracking: false,
             unreplicated: false,
+            login_unplaced: false,
             blocking_out: 0,
             acks_owed: 0,
             ack_hold: None,

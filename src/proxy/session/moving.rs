@@ -53,6 +53,10 @@ pub struct MovedState {
     peer: Peer,
     handed_over: bool,
     replay: [Option<Vec<u8>>; 4],
+    /// The Kvrocks namespace the login led to, once asked (absent from a
+    /// predecessor that did not ask: asked at the next move).
+    #[serde(default)]
+    namespace: Option<String>,
     mute: Mute,
     /// `CLIENT TRACKING ON` (absent from a predecessor that kept no such
     /// mark).
@@ -171,6 +175,9 @@ impl Session {
                 bytes(replay.select),
                 bytes(replay.setname),
             ],
+            namespace: replay
+                .namespace
+                .map(|n| String::from_utf8_lossy(&n).into_owned()),
             mute: self.mute,
             tracking: self.tracking,
             login: self.login,
@@ -209,8 +216,7 @@ impl Session {
             hello,
             select,
             setname,
-            // Asked again, of the connection kept, at the next move.
-            namespace: None,
+            namespace: state.namespace.map(Bytes::from),
         };
         self.mute = state.mute;
         self.tracking = state.tracking;

@@ -433,6 +433,7 @@ impl Session {
             Special::Auth | Special::Hello | Special::Select | Special::SetName => {
                 if matches!(special, Special::Auth | Special::Hello) {
                     self.auth_sent();
+                    self.login_unplaced |= special == Special::Auth || head.argc > 2;
                 }
                 let request = Bytes::copy_from_slice(&self.unhandled()[..head.len]);
                 match ReplaySlot::of(special) {

@@ -166,7 +166,7 @@ impl Session {
                 self.on_other_reply(None, &head, range, passed);
                 !self.mute.drops_unrequested()
             }
-            Some(Owed::Reply(Expect::ReplicaAck { .. })) => {
+            Some(Owed::Reply(Expect::ReplicaAck { .. } | Expect::Namespace)) => {
                 // No request's answer: swallowed, and the mode unchanged.
                 self.on_other_reply(owed, &head, range, passed);
                 true
@@ -276,6 +276,11 @@ impl Session {
                 self.pass_run(passed, at);
                 self.to_client.extend_from_slice(&reply);
                 *passed = end;
+            }
+            Some(Owed::Reply(Expect::Namespace)) => {
+                self.pass_run(passed, at);
+                *passed = end;
+                self.namespace_answered(range);
             }
             Some(Owed::Reply(Expect::ReplicaAck {
                 min_replicas,

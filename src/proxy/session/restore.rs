@@ -13,16 +13,23 @@
 //! namespace that has the token *now*, while a connection keeps the one
 //! it logged into when the token moves. A session whose token was given
 //! to another namespace since its login would go on writing into that
-//! other tenant's namespace, every write acknowledged. So a moving
-//! session with a login asks the node it leaves which namespace it is in
-//! ([`namespace_of`]), and the replay on the new connection ends with the
-//! same question: a different answer ends the session ([`restore`]).
+//! other tenant's namespace, every write acknowledged. So a session asks
+//! its node which namespace it is in after each login (`CLIENT INFO` at
+//! the end of the batch, its reply swallowed: [`Session::ask_namespace`]),
+//! or, if it has not, the node it leaves when it moves ([`namespace_of`]);
+//! the replay on the new connection ends with the same question, and a
+//! different answer ends the session ([`restore`]). Asked after the login,
+//! not only at a move, it is known where the node it leaves is gone (a
+//! crash failover).
 
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::proxy::node_conn::NodeConn;
 use crate::resp::reply::ReplyFramer;
+
+use super::state::{Expect, Lifecycle, Owed, Stream};
+use super::Session;
 
 /// `CLIENT INFO`: a connection's own line of `CLIENT LIST` (Kvrocks:
 /// `... namespace=<name> ...`; `txt` verbatim string under RESP3).
@@ -124,6 +131,36 @@ async fn next_reply(
             .to_string()));
     }
     Ok(Ok(head.len))
+}
+
+impl Session {
+    /// After a login went out: `CLIENT INFO` follows it, at the end of the
+    /// batch, when the node is Kvrocks (a transaction or a subscription
+    /// still open: at the end of a later batch).
+    #[cold]
+    pub(super) fn ask_namespace(&mut self) {
+        if !self.transaction.is_none()
+            || self.stream != Stream::Replies
+            || self.lifecycle != Lifecycle::Open
+        {
+            return;
+        }
+        self.login_unplaced = false;
+        if !self.gate.role().node.is_kvrocks() {
+            return;
+        }
+        self.forward_run();
+        self.to_backend.extend_from_slice(CLIENT_INFO);
+        self.owed.push_back(Owed::Reply(Expect::Namespace));
+    }
+
+    /// The node answered [`Session::ask_namespace`] (`range` of
+    /// `from_backend`): where the connection is now (an error: unknown,
+    /// asked again at a move).
+    #[cold]
+    pub(super) fn namespace_answered(&mut self, range: std::ops::Range<usize>) {
+        self.replay.namespace = namespace_in(&self.from_backend[range]).map(Bytes::copy_from_slice);
+    }
 }
 
 /// The `namespace=` field of a `CLIENT INFO` reply (Kvrocks').

@@ -81,6 +81,10 @@ pub(super) enum Expect {
         min_replicas: u32,
         timeout_ms: u64,
     },
+    /// The `CLIENT INFO` sent after a login on a Kvrocks node
+    /// ([`super::restore`]): swallowed; its `namespace=` is where the
+    /// login put the connection.
+    Namespace,
 }
 
 /// This session's counted writes in flight. The node's role counts

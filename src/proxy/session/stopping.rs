@@ -9,7 +9,7 @@
 //! the error says so. Replies held for a confirmation or for replicas are
 //! not sent: nothing is acknowledged that the Gate did not let through.
 
-use super::state::{Lifecycle, Owed, Stall};
+use super::state::{Expect, Lifecycle, Owed, Stall};
 use super::Session;
 
 /// What the client gets in place of the answer it was owed.
@@ -20,7 +20,11 @@ impl Session {
     /// or held, and close once it is written.
     #[cold]
     pub(super) fn stop_now(&mut self) {
-        let owes = self.owed.iter().any(|o| matches!(o, Owed::Reply(_)))
+        // (A `CLIENT INFO` of leasegate's own is owed no client.)
+        let owes = self
+            .owed
+            .iter()
+            .any(|o| matches!(o, Owed::Reply(e) if !matches!(e, Expect::Namespace)))
             || matches!(self.stall, Stall::Held(_))
             || self.unconfirmed.is_some()
             || self.ack_hold.is_some();
