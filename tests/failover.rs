@@ -84,6 +84,51 @@ fn failover_http(p: &Pair, body: &str) -> (u16, String) {
     )
 }
 
+/// The moved session reaches B's leasegate from A's address, which B
+/// trusts as the controller's here (`allow_from: [127.0.0.1]`, as where
+/// the controller's host runs a leasegate too). An ordinary client's
+/// CLIENT PAUSE paused B's writes, and its FAILOVER failed B back to A,
+/// both taken as the controller's there (an attack pass). They are
+/// refused at A's leasegate instead; B stays unpaused, with its lease.
+#[test]
+fn an_ordinary_client_is_not_the_controller_after_its_session_is_handed_over() {
+    let p = pair("");
+    // An application host's client: ordinary at A.
+    let mut app = Client::connect_from("127.0.0.2", p.a.port);
+    let refused = app.cmd(&["FAILOVER"]);
+    assert!(refused.error_text().starts_with("NOPERM"), "{refused:?}");
+    assert_eq!(app.cmd(&["SET", "k", "1"]), Reply::ok());
+    let (code, report) = failover_http(
+        &p,
+        r#"{"to":"TARGET","sync_timeout_ms":2000,"pause_timeout_ms":4000}"#,
+    );
+    assert_eq!(code, 200, "{report}");
+    // Its next write moves the session to B's leasegate.
+    assert_eq!(app.cmd(&["SET", "k", "2"]), Reply::ok());
+
+    for args in [
+        &["CLIENT", "PAUSE", "30000", "WRITE"][..],
+        &["CLIENT", "UNPAUSE"],
+        &["FAILOVER"],
+    ] {
+        let reply = app.cmd(args);
+        assert!(
+            reply
+                .error_text()
+                .starts_with("NOPERM this connection was moved"),
+            "{args:?}: {reply:?}"
+        );
+    }
+    let (_, status) = http(p.b.admin_port(), "GET", "/v1/status", None, None);
+    assert!(!status.contains(r#""paused":true"#), "B paused: {status}");
+    assert!(status.contains(r#""valid":true"#), "B's lease: {status}");
+    // B takes writes (not paused), and the moved session goes on there.
+    let mut direct = p.b.client();
+    assert_eq!(direct.cmd(&["SET", "other", "1"]), Reply::ok());
+    assert_eq!(app.cmd(&["SET", "k", "3"]), Reply::ok());
+    assert_eq!(p.replica.client().cmd(&["GET", "k"]), Reply::bulk("3"));
+}
+
 #[test]
 fn failover_under_continuous_writes_loses_nothing_and_fails_no_client() {
     let p = pair("");

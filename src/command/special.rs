@@ -98,6 +98,19 @@ impl Special {
                 | Special::Info
         )
     }
+
+    /// What a leasegate carries out itself for a control connection (the
+    /// controller's, or one from `control.allow_from`), and refuses
+    /// (`FAILOVER`) or passes to the node (`CLIENT PAUSE`, `CLIENT
+    /// UNPAUSE`) for anyone else.
+    /// (`CLUSTERX HEARTBEAT` and `PROBE` are intercepted wherever they
+    /// come from.)
+    pub fn is_control(self) -> bool {
+        matches!(
+            self,
+            Special::ClientPause | Special::ClientUnpause | Special::Failover
+        )
+    }
 }
 
 /// `(command, subcommand, tag)`, lowercase.

@@ -650,6 +650,29 @@ impl Client {
         Client::from_stream(TcpStream::connect(("127.0.0.1", port)).expect("connect"))
     }
 
+    /// A client connected from `src`, another loopback address (an
+    /// application host that is not the controller's, where 127.0.0.1 is
+    /// trusted as the controller: `control.allow_from`).
+    pub fn connect_from(src: &str, port: u16) -> Client {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let stream = rt.block_on(async {
+            let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+            socket
+                .bind(format!("{src}:0").parse().expect("source address"))
+                .expect("bind the source address");
+            socket
+                .connect(([127, 0, 0, 1], port).into())
+                .await
+                .expect("connect")
+        });
+        let stream = stream.into_std().expect("std stream");
+        stream.set_nonblocking(false).expect("blocking");
+        Client::from_stream(stream)
+    }
+
     /// A client on a connection made elsewhere (another host, a namespace).
     pub fn from_stream(stream: TcpStream) -> Client {
         stream.set_nodelay(true).expect("nodelay");

@@ -170,6 +170,9 @@ impl std::fmt::Debug for Gate {
 pub(super) const OK: &[u8] = b"+OK\r\n";
 const PAUSE_BUFFER_FULL: &[u8] = b"-TRYAGAIN write pause buffer full\r\n";
 /// A moved session's request addressed to this node ([`Verdict::Close`]).
+/// An ordinary client's control command (CLIENT PAUSE, CLIENT UNPAUSE,
+/// FAILOVER) on a session moved to another leasegate.
+pub const MOVED_CONTROL: &[u8] = b"-NOPERM this connection was moved to another node's leasegate, which would take this command as its controller's; it is not passed on (reconnect to the node's own leasegate to send it to the node)\r\n";
 pub const NODE_ELSEWHERE: &[u8] = b"-ERR leasegate: this connection was moved to another node's leasegate (this node is down or was demoted) and cannot ask this node; reconnect\r\n";
 const EXECABORT_LEASE: &[u8] =
     b"-EXECABORT Transaction discarded because the master lease expired\r\n";
@@ -277,6 +280,16 @@ impl Gate {
                 }
                 self.metrics.addressed_elsewhere.inc();
                 return Verdict::Close(Bytes::from_static(NODE_ELSEWHERE));
+            }
+            if !r.control && r.command.special.is_control() {
+                // The moved session's connection comes from this
+                // leasegate's address, which the other one may trust as
+                // its controller's (`control.allow_from`): an ordinary
+                // client's CLIENT PAUSE or FAILOVER would be taken there
+                // as the controller's (an attack pass paused the new
+                // master's writes, and failed it back, so).
+                self.metrics.control_refused.inc();
+                return Verdict::Reply(Bytes::from_static(MOVED_CONTROL));
             }
             if self.role.is_demoted() {
                 return Verdict::Forward;

@@ -56,6 +56,43 @@ fn ask_as(gate: &Gate, args: &[&str], control: bool, handed_over: bool) -> Verdi
     })
 }
 
+/// A session moved to another leasegate reaches it from this leasegate's
+/// address, which that one may trust as its controller's
+/// (`control.allow_from`): an ordinary client's CLIENT PAUSE, CLIENT
+/// UNPAUSE and FAILOVER are refused here, not passed on to be taken there
+/// as the controller's (an attack pass paused the new master's writes and
+/// failed it back so). The controller's own go on as before.
+#[test]
+fn a_moved_ordinary_session_passes_on_no_control_command() {
+    let (_, gate) = gate(LeaseMode::BlockWrite, &[]);
+    gate.role().demote(Demotion {
+        new_master: Some("127.0.0.1:7002".into()),
+    });
+    for args in [
+        &["CLIENT", "PAUSE", "1000", "WRITE"][..],
+        &["client", "unpause"],
+        &["FAILOVER"],
+        &["failover", "to", "127.0.0.1", "7001"],
+    ] {
+        assert_eq!(
+            ask_as(&gate, args, false, true),
+            Verdict::Reply(Bytes::from_static(super::MOVED_CONTROL)),
+            "{args:?}"
+        );
+        assert_eq!(
+            ask_as(&gate, args, true, true),
+            Verdict::Forward,
+            "{args:?} from the controller"
+        );
+    }
+    // Not moved, an ordinary client's CLIENT PAUSE is its node's.
+    assert_eq!(
+        ask_as(&gate, &["CLIENT", "PAUSE", "1000"], false, false),
+        Verdict::Forward
+    );
+    assert_eq!(gate.metrics.control_refused.get(), 4);
+}
+
 /// A session moved to the new master's leasegate sends it its requests,
 /// but never what is addressed to this node itself: the other node's
 /// answer would be taken for this one's. Those close the connection.
