@@ -63,6 +63,7 @@ fn bench(c: &mut Criterion) {
         max_bulk_len: 1 << 29,
         max_multibulk_len: 1 << 20,
         max_inline_len: 1 << 16,
+        max_request_len: 1 << 30,
     };
     for (label, mode, bytes) in [
         (

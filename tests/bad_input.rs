@@ -228,6 +228,138 @@ fn an_endless_bulk_header_gets_the_redis_error() {
 }
 
 // ---------------------------------------------------------------------------
+// Requests that would hold memory
+
+/// A request is buffered whole before it is forwarded: one of many bulks,
+/// each within `limits.max_bulk_len`, grew the proxy by 1.3 GB for one
+/// connection (an attack pass). `limits.max_request_bytes` refuses it at
+/// the header of the bulk that would pass the bound, before its body comes;
+/// a request within the bound passes.
+#[test]
+fn a_request_past_max_request_bytes_is_refused_at_its_header() {
+    const BOUND: usize = 8 * 1024 * 1024;
+    let (redis, proxy) = redis_and_proxy(&format!("limits:\n  max_request_bytes: {BOUND}\n"));
+    let mut bystander = Bystander::start(proxy.port);
+    let base = Baseline::take(&proxy);
+    let bulk = vec![b'x'; 1 << 20];
+    let mut framed_bulk = format!("${}\r\n", bulk.len()).into_bytes();
+    framed_bulk.extend_from_slice(&bulk);
+    framed_bulk.extend_from_slice(b"\r\n");
+
+    // Within the bound: 7 MiB in one request.
+    let mut request = b"*9\r\n$5\r\nRPUSH\r\n$1\r\nl\r\n".to_vec();
+    for _ in 0..7 {
+        request.extend_from_slice(&framed_bulk);
+    }
+    assert!(request.len() < BOUND);
+    let mut c = Raw::connect(proxy.port);
+    c.send(&request);
+    assert_eq!(c.line(), b":7\r\n".to_vec());
+    drop(c);
+
+    // Past it: the 8th bulk's header would take the request over 8 MiB.
+    let mut c = Raw::connect(proxy.port);
+    c.send(b"*202\r\n$3\r\nDEL\r\n$1\r\nk\r\n");
+    for _ in 0..7 {
+        c.send(&framed_bulk);
+    }
+    c.send(format!("${}\r\n", bulk.len()).as_bytes());
+    assert_eq!(
+        String::from_utf8_lossy(&c.line()),
+        "-ERR Protocol error: request larger than limits.max_request_bytes\r\n"
+    );
+    assert!(c.closed(), "closed after the refusal");
+    bystander.assert_served();
+    assert_eq!(redis.client().cmd(&["LLEN", "l"]), Reply::Int(7));
+    base.assert_restored(&proxy);
+    bystander.stop();
+}
+
+/// Each request forwarded and not yet answered costs an entry in the
+/// session's queue of owed replies, which no byte bound counted: behind a
+/// `BLPOP` that never returns, clients flooding `PING`s grew the proxy by
+/// ~55 MiB each (an attack pass: 1.1 GB for 20). A session stops reading
+/// once it owes 16,384 replies, so the flood stalls in the client's socket.
+#[test]
+fn unanswered_pipelined_requests_stall_the_client_not_grow_the_proxy() {
+    let (_redis, proxy) = redis_and_proxy("");
+    let mut bystander = Bystander::start(proxy.port);
+    let base = Baseline::take(&proxy);
+    const CLIENTS: usize = 8;
+    let mut flooding: Vec<TcpStream> = (0..CLIENTS)
+        .map(|i| {
+            let mut s = TcpStream::connect(("127.0.0.1", proxy.port)).expect("connect");
+            s.write_all(&encode(&[b"BLPOP", format!("never-{i}").as_bytes(), b"0"]))
+                .expect("blpop");
+            s.set_nonblocking(true).expect("nonblocking");
+            s
+        })
+        .collect();
+    let chunk = b"PING\r\n".repeat(1 << 16);
+    let (start, mut last_write, mut sent) = (Instant::now(), Instant::now(), 0usize);
+    while start.elapsed() < Duration::from_secs(30) && last_write.elapsed() < Duration::from_secs(2)
+    {
+        for s in &mut flooding {
+            if let Ok(n @ 1..) = s.write(&chunk) {
+                sent += n;
+                last_write = Instant::now();
+            }
+        }
+    }
+    assert!(
+        last_write.elapsed() >= Duration::from_secs(2),
+        "the flood never stalled ({sent} bytes sent)"
+    );
+    bystander.assert_served();
+    let grown = rss_kib(proxy.pid()).saturating_sub(base.rss_kib);
+    eprintln!("{CLIENTS} flooding clients sent {sent} bytes; the proxy grew by {grown} KiB");
+    assert!(
+        grown < RSS_SLACK_KIB,
+        "{CLIENTS} clients' unanswered PINGs grew the proxy by {grown} KiB"
+    );
+    // Gone with their floods unsent (reset: a FIN would wait behind the
+    // unsent bytes): their sessions end, though their BLPOPs never return.
+    for s in &flooding {
+        reset_on_close(s);
+    }
+    drop(flooding);
+    base.assert_restored(&proxy);
+
+    // A client that sends more than the bound behind a BLPOP and closes:
+    // its FIN comes behind bytes the proxy no longer reads, and is seen
+    // all the same.
+    let mut c = TcpStream::connect(("127.0.0.1", proxy.port)).expect("connect");
+    let mut pipeline = encode(&[b"BLPOP", b"never", b"0"]);
+    pipeline.extend_from_slice(&b"PING\r\n".repeat(20 * 1024));
+    c.write_all(&pipeline).expect("pipeline");
+    std::thread::sleep(Duration::from_millis(300));
+    drop(c);
+    base.assert_restored(&proxy);
+    bystander.stop();
+}
+
+/// Makes closing `socket` send a reset (`SO_LINGER` 0) instead of a FIN
+/// queued behind unsent bytes.
+fn reset_on_close(socket: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: `linger` outlives the call; the socket is open.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "SO_LINGER");
+}
+
+// ---------------------------------------------------------------------------
 // Million-element arrays
 
 #[test]

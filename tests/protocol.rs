@@ -222,6 +222,7 @@ fn inline_arguments_are_split_as_redis_splits_them() {
         max_bulk_len: 1024,
         max_multibulk_len: 1024,
         max_inline_len: 1024,
+        max_request_len: 1 << 20,
     };
     for (i, line) in TRICKY_LINES.iter().enumerate() {
         // After "RPUSH key " the line is split exactly as at the start of a line.

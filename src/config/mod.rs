@@ -196,6 +196,9 @@ pub struct LimitsConfig {
     pub max_multibulk_len: u64,
     /// Longest inline command line (`PING\r\n` typed in telnet), in bytes.
     pub max_inline_len: usize,
+    /// Largest request, its arguments together, in bytes (Redis's
+    /// `client-query-buffer-limit`): a request is buffered whole.
+    pub max_request_bytes: u64,
     /// Unsent replies (from the node and leasegate's own) one client may
     /// have before leasegate stops reading its requests, in bytes. A client
     /// that pipelines without reading its replies stalls at this bound
@@ -217,6 +220,7 @@ impl Default for LimitsConfig {
             max_bulk_len: 512 * 1024 * 1024,
             max_multibulk_len: 1024 * 1024,
             max_inline_len: 64 * 1024,
+            max_request_bytes: 1024 * 1024 * 1024,
             max_client_output_bytes: 4 * 1024 * 1024,
             client_idle_timeout: Duration::ZERO,
         }
@@ -373,6 +377,9 @@ impl Config {
         }
         if self.limits.max_multibulk_len == 0 {
             return Err(("limits.max_multibulk_len", "must be above 0".into()));
+        }
+        if self.limits.max_request_bytes < 1024 {
+            return Err(("limits.max_request_bytes", "must be at least 1024".into()));
         }
         if self.limits.max_client_output_bytes < 1024 {
             return Err((

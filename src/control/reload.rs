@@ -129,6 +129,7 @@ pub const KEYS: &[(&str, Apply)] = &[
     ("limits.max_bulk_len", Apply::Live),
     ("limits.max_multibulk_len", Apply::Live),
     ("limits.max_inline_len", Apply::Live),
+    ("limits.max_request_bytes", Apply::Live),
     ("limits.max_client_output_bytes", Apply::Live),
     ("limits.client_idle_timeout_ms", Apply::Live),
     ("log.format", Apply::Restart),
@@ -420,7 +421,7 @@ pause: {max_buffered_bytes: 20, max_buffered_requests: 21, on_demote: moved, pro
 durability: {min_replicas: 1, timeout_ms: 27}
 upgrade: {socket: /tmp/a.sock}
 commands: {deny: [keys], classes: {x.y: read}, learn_from_backend: false}
-limits: {max_clients: 22, max_bulk_len: 23, max_multibulk_len: 24, max_inline_len: 25, max_client_output_bytes: 2048, client_idle_timeout_ms: 26}
+limits: {max_clients: 22, max_bulk_len: 23, max_multibulk_len: 24, max_inline_len: 25, max_request_bytes: 2000, max_client_output_bytes: 2048, client_idle_timeout_ms: 26}
 log: {format: json, level: debug}
 ";
     const TWO: &str = "\
@@ -440,7 +441,7 @@ pause: {max_buffered_bytes: 40, max_buffered_requests: 41, on_demote: readonly, 
 durability: {min_replicas: 2, timeout_ms: 47}
 upgrade: {socket: /tmp/b.sock}
 commands: {deny: [flushall], classes: {x.y: write}, learn_from_backend: true}
-limits: {max_clients: 42, max_bulk_len: 43, max_multibulk_len: 44, max_inline_len: 45, max_client_output_bytes: 4096, client_idle_timeout_ms: 46}
+limits: {max_clients: 42, max_bulk_len: 43, max_multibulk_len: 44, max_inline_len: 45, max_request_bytes: 4000, max_client_output_bytes: 4096, client_idle_timeout_ms: 46}
 log: {format: text, level: warn}
 ";
 

@@ -27,6 +27,13 @@ pub struct Limits {
     pub max_bulk_len: u64,
     pub max_multibulk_len: u64,
     pub max_inline_len: usize,
+    /// The most bytes one array request may take, its headers and every
+    /// argument together: a request is buffered whole before it is
+    /// forwarded, so without it one request of many bulks, each within
+    /// `max_bulk_len`, grew the proxy by gigabytes (an attack pass: 1.3 GB
+    /// for one connection). Redis bounds a client's query buffer the same
+    /// way (`client-query-buffer-limit`, 1 GiB).
+    pub max_request_len: u64,
 }
 
 /// One complete request at the head of the buffer.
@@ -104,6 +111,9 @@ pub enum ProtocolError {
     /// Past [`UNAUTHENTICATED`]'s bulk length before the client authenticated.
     #[error("unauthenticated bulk length")]
     UnauthenticatedBulk,
+    /// Past `limits.max_request_bytes`, its arguments together.
+    #[error("request larger than limits.max_request_bytes")]
+    RequestTooLong,
 }
 
 impl ProtocolError {
@@ -122,6 +132,7 @@ pub const UNAUTHENTICATED: Limits = Limits {
     max_bulk_len: 16 * 1024,
     max_multibulk_len: 10,
     max_inline_len: usize::MAX,
+    max_request_len: u64::MAX,
 };
 
 /// Longest header line (`*<n>` or `$<n>`) accepted, as in Redis.
@@ -177,6 +188,7 @@ impl RequestFramer {
                     .max_multibulk_len
                     .min(self.configured.max_multibulk_len),
                 max_inline_len: self.configured.max_inline_len,
+                max_request_len: self.configured.max_request_len,
             }
         } else {
             self.configured
@@ -264,6 +276,9 @@ impl RequestFramer {
             }
             pos = end;
         }
+        if pos as u64 > self.limits.max_request_len {
+            return None;
+        }
         Some(RequestHead {
             len: pos,
             argc: argc as u64,
@@ -339,6 +354,12 @@ impl RequestFramer {
             }
             // Like Redis, the two bytes after the body are skipped unchecked.
             let end = body + len as usize + 2;
+            if end as u64 > self.limits.max_request_len {
+                // Refused at the header of the bulk that would pass it,
+                // before its body is buffered.
+                self.state = State::Start;
+                return Err(ProtocolError::RequestTooLong);
+            }
             if buf.len() < end {
                 break;
             }
@@ -565,6 +586,7 @@ mod tests {
             max_bulk_len: 512 * 1024 * 1024,
             max_multibulk_len: 1024 * 1024,
             max_inline_len: 64 * 1024,
+            max_request_len: 1 << 30,
         }
     }
 
@@ -923,6 +945,7 @@ mod tests {
             max_bulk_len: 10,
             max_multibulk_len: 3,
             max_inline_len: 32,
+            max_request_len: 64,
         };
         let mut taken = 0;
         for limits in [limits(), small] {
@@ -986,8 +1009,14 @@ mod tests {
             max_bulk_len: 10,
             max_multibulk_len: 3,
             max_inline_len: 32,
+            max_request_len: 40,
         };
-        let cases: [(&[u8], ProtocolError); 6] = [
+        let cases: [(&[u8], ProtocolError); 7] = [
+            // 3 bulks of 10: the third's header would take it past 40 bytes.
+            (
+                b"*3\r\n$10\r\n0123456789\r\n$10\r\n0123456789\r\n$10\r\n",
+                ProtocolError::RequestTooLong,
+            ),
             (b"*4\r\n", ProtocolError::MultibulkLength),
             (b"*x\r\n", ProtocolError::MultibulkLength),
             (b"*1\r\n$11\r\n", ProtocolError::BulkLength),

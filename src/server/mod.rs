@@ -429,6 +429,7 @@ fn session_context(
             max_bulk_len: config.limits.max_bulk_len,
             max_multibulk_len: config.limits.max_multibulk_len,
             max_inline_len: config.limits.max_inline_len,
+            max_request_len: config.limits.max_request_bytes,
         },
         max_client_output: config.limits.max_client_output_bytes,
         connect_timeout: config.connect_timeout(),

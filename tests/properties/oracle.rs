@@ -239,6 +239,7 @@ pub const LIMITS: Limits = Limits {
     max_bulk_len: 512 * 1024 * 1024,
     max_multibulk_len: 1024 * 1024,
     max_inline_len: 64 * 1024,
+    max_request_len: 1 << 30,
 };
 
 /// Small limits, so that garbage reaches them.
@@ -246,6 +247,7 @@ pub const SMALL_LIMITS: Limits = Limits {
     max_bulk_len: 16,
     max_multibulk_len: 4,
     max_inline_len: 48,
+    max_request_len: 64,
 };
 
 /// An inline request made of `line` (whose `\n`s are dropped), ended by
@@ -434,10 +436,15 @@ pub fn check_requests(stream: &[u8], ends: &[usize], limits: Limits) -> Result<(
     if rest[0] == b'*' {
         if let Some((used, args)) = canonical_resp_request(rest) {
             let over_limit = args.len() as u64 > limits.max_multibulk_len
-                || args.iter().any(|a| a.len() as u64 > limits.max_bulk_len);
+                || args.iter().any(|a| a.len() as u64 > limits.max_bulk_len)
+                || used as u64 > limits.max_request_len;
             let limit_error = matches!(
                 end,
-                End::Error(ProtocolError::MultibulkLength | ProtocolError::BulkLength)
+                End::Error(
+                    ProtocolError::MultibulkLength
+                        | ProtocolError::BulkLength
+                        | ProtocolError::RequestTooLong
+                )
             );
             if !(over_limit && limit_error) {
                 return Err(format!(

@@ -37,6 +37,7 @@ fn ask_as(gate: &Gate, args: &[&str], control: bool, handed_over: bool) -> Verdi
         max_bulk_len: 1 << 20,
         max_multibulk_len: 1 << 10,
         max_inline_len: 1 << 10,
+        max_request_len: 1 << 30,
     });
     let head = framer.next(&bytes).expect("valid").expect("complete");
     let policy = gate.policy();
@@ -349,6 +350,7 @@ fn control_auth_is_checked_not_forwarded() {
         max_bulk_len: 1 << 20,
         max_multibulk_len: 1 << 10,
         max_inline_len: 1 << 10,
+        max_request_len: 1 << 30,
     });
     let head = framer.next(&auth).expect("valid").expect("complete");
     assert_eq!(
@@ -381,6 +383,7 @@ fn authenticate(gate: &Gate, args: &[&[u8]]) -> Option<(Verdict, bool)> {
         max_bulk_len: 1 << 20,
         max_multibulk_len: 1 << 10,
         max_inline_len: 1 << 10,
+        max_request_len: 1 << 30,
     });
     let head = framer.next(&bytes).expect("valid").expect("complete");
     let words = head.words(&bytes);

@@ -153,6 +153,7 @@ pub async fn refuse<C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
             max_bulk_len: 64 * 1024,
             max_multibulk_len: 1024,
             max_inline_len: 64 * 1024,
+            max_request_len: 1 << 20,
         });
         let mut buf = Vec::with_capacity(4096);
         while client.read_buf(&mut buf).await? > 0 {

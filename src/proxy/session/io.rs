@@ -203,3 +203,28 @@ fn read_unstamped<S: AsyncRead + Unpin>(
         arrived: None,
     })
 }
+
+/// Whether the client has ended its side of `socket` (its FIN or RST came:
+/// the kernel's TCP state is `CLOSE_WAIT` or `CLOSE`), seen without reading
+/// what it sent before. For a session that stopped reading its client
+/// ([`super::Session::unread_behind_a_block`]): the end would only be read
+/// after everything before it, which waits for a command that may never
+/// return.
+pub(super) fn hung_up(socket: &TcpStream) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `tcp_info` is plain data, written by the kernel up to `len`
+    // bytes; `socket` is an open TCP socket for the call's duration.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    let rc = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        )
+    };
+    // linux/tcp_states.h: TCP_CLOSE 7, TCP_CLOSE_WAIT 8.
+    rc == 0 && matches!(info.tcpi_state, 7 | 8)
+}

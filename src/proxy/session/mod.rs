@@ -113,6 +113,14 @@ use state::{
 /// Stop reading from the client while this much is queued for the backend.
 const HIGH_WATER: usize = 4 * 1024 * 1024;
 
+/// The most requests a session keeps awaiting the node's replies before
+/// it stops reading more: each costs an entry in `owed` (tens of bytes)
+/// that no byte bound counted. Behind a `BLPOP` that never returns, a
+/// client's pipelined `PING`s grew the proxy by ~55 MiB a connection (an
+/// attack pass: 20 connections, 1.1 GB); a pipeline this deep gains
+/// nothing over a shallower one.
+const MAX_OWED: usize = 16 * 1024;
+
 /// Stands in for the wait of a session that holds nothing (that source is not polled).
 const NO_WAIT: Wait = Wait::Verification(Ticket::NONE);
 
@@ -414,6 +422,8 @@ impl Session {
         self.to_backend = BytesMut::new();
         self.from_backend = BytesMut::new();
         self.to_client = BytesMut::new();
+        // Empty too (the session is quiet), however deep its last pipeline.
+        self.owed = VecDeque::new();
     }
 
     fn new(limits: Limits, gate: Arc<Gate>, max_output: usize) -> Session {
@@ -504,13 +514,20 @@ impl Session {
     /// held or the session is moving (what it sent stays in its socket), nor
     /// while its unsent replies are over the bound (backpressure: a client
     /// that does not read cannot grow the proxy), nor while the node is slow
-    /// to take what was forwarded.
+    /// to take what was forwarded or owes [`MAX_OWED`] replies.
     #[inline]
     fn wants_requests(&self) -> bool {
         self.lifecycle == Lifecycle::Open
             && matches!(self.stall, Stall::None)
             && self.to_backend.len() < HIGH_WATER
+            && self.owed.len() < MAX_OWED
             && self.to_client.len() + self.owed_local < self.max_output
+    }
+
+    /// The client is not read for the replies it is owed ([`MAX_OWED`]),
+    /// the first of them a blocking command's, which may never come.
+    fn unread_behind_a_block(&self) -> bool {
+        self.owed.len() >= MAX_OWED && self.blocked()
     }
 
     /// No backend reply is owed (streams such as pub/sub and MONITOR owe none).

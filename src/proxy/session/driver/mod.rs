@@ -458,6 +458,14 @@ impl<C: ClientIo> Driver<C> {
                     s.drop_buffers();
                     ctx.metrics.buffers_released.inc();
                 }
+                // Not read, its end would not be seen: looked for here,
+                // once a second, as the blocking command may never return.
+                if !self.client_eof
+                    && s.unread_behind_a_block()
+                    && super::io::hung_up(self.client.socket())
+                {
+                    self.client_eof = true;
+                }
             }
             Event::Idle => {
                 let idle = s.waits_on_client_only();

@@ -29,6 +29,7 @@ pub(super) fn session_with_output(
         max_bulk_len: 1 << 20,
         max_multibulk_len: 1 << 10,
         max_inline_len: 1 << 10,
+        max_request_len: 1 << 30,
     };
     let s = Session::new(limits, Arc::clone(&gate), max_output);
     (clock, gate, s)
