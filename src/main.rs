@@ -379,7 +379,12 @@ fn finish<T>(
             return ExitCode::FAILURE;
         }
     };
-    eprintln!("error: {method} {path} answered {status}");
+    let hint = if status == 401 {
+        " (give the admin token: --token or LEASEGATE_ADMIN_TOKEN)"
+    } else {
+        ""
+    };
+    eprintln!("error: {method} {path} answered {status}{hint}");
     ExitCode::FAILURE
 }
 

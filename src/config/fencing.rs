@@ -193,6 +193,12 @@ impl ControllerUrls {
             if !lower.starts_with("http://") && !lower.starts_with("https://") {
                 return Err(format!("'{url}' must start with http:// or https://"));
             }
+            if url.contains([',', ' ', '\t']) {
+                return Err(format!(
+                    "'{url}' is several addresses in one string: write a YAML list, \
+                     [http://a:9379, http://b:9379, http://c:9379]"
+                ));
+            }
             let same = same_place(url);
             if seen.contains(&same) {
                 return Err(format!(

@@ -349,6 +349,15 @@ impl Config {
         if !is_host_port(addr) {
             return Err(("backend.addr", format!("'{addr}' is not a host:port")));
         }
+        if let Some(own) = self.own_listener_at(addr) {
+            return Err((
+                "backend.addr",
+                format!(
+                    "'{addr}' is this leasegate's own {own}: it would connect to itself, over and \
+                     over, until it ran out of file descriptors; name the node's address"
+                ),
+            ));
+        }
         self.validate_sentinel()?;
         if self.tls.handshake_timeout.is_zero() {
             return Err(("tls.handshake_timeout_ms", "must be above 0".into()));
@@ -661,6 +670,32 @@ impl Config {
                 );
             }
         }
+        if self.lease.mode == LeaseMode::Disabled
+            && (self.controller.url.is_some() || self.sentinel.enabled())
+        {
+            let source = if self.controller.url.is_some() {
+                "controller.url"
+            } else {
+                "sentinel.addrs"
+            };
+            out.push(format!(
+                "{source} is set but lease.mode is disabled (its default): the lease is kept, but \
+                 every write passes, lease or not; set lease.mode: block-write to fence"
+            ));
+        }
+        if self.admin.token.is_none()
+            && self
+                .admin
+                .listen
+                .parse::<SocketAddr>()
+                .is_ok_and(|a| !a.ip().is_loopback())
+        {
+            out.push(format!(
+                "admin.listen is {} (not loopback) and admin.token is not set: anyone who reaches \
+                 it reads the status and metrics (changes stay refused without a token)",
+                self.admin.listen
+            ));
+        }
         if self.tls.listen.is_none() && self.tls.cert_file.is_some() {
             out.push(
                 "tls.cert_file is set but tls.listen is not: no TLS listener is started \
@@ -691,6 +726,30 @@ impl Config {
             );
         }
         out
+    }
+
+    /// Which of this leasegate's listeners `addr` (`backend.addr`) reaches,
+    /// if it surely does: the same address, or a loopback one on the port
+    /// of a listener on every address.
+    fn own_listener_at(&self, addr: &str) -> Option<&'static str> {
+        let (host, port) = addr.rsplit_once(':')?;
+        let port: u16 = port.parse().ok()?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let ip = if host.eq_ignore_ascii_case("localhost") {
+            std::net::IpAddr::from([127, 0, 0, 1])
+        } else {
+            host.parse().ok()?
+        };
+        let reaches = |l: SocketAddr| {
+            l.port() == port && (l.ip() == ip || (l.ip().is_unspecified() && ip.is_loopback()))
+        };
+        if reaches(self.listen) {
+            Some("listen")
+        } else if self.tls.listen.is_some_and(reaches) {
+            Some("tls.listen")
+        } else {
+            None
+        }
     }
 
     /// Session threads to start: `threads`, or when 0 one per CPU (as the
@@ -789,6 +848,23 @@ mod tests {
             .iter()
             .any(|w| w.starts_with("verify.max_in_flight (0)")));
         assert!(!with("").iter().any(|w| w.starts_with("verify.")));
+        // A lease source with the lease off: polled, fencing nothing.
+        let polled = "controller:\n  url: http://c:9379\n  namespace: n\n  cluster: c\n";
+        assert!(with(polled)
+            .iter()
+            .any(|w| w.starts_with("controller.url is set but lease.mode is disabled")));
+        let fenced = format!("{polled}lease:\n  mode: block-write\n");
+        assert!(!with(&fenced)
+            .iter()
+            .any(|w| w.contains("lease.mode is disabled")));
+        // The admin API open beyond loopback without a token.
+        let open = "admin:\n  listen: 0.0.0.0:9180\n";
+        assert!(with(open)
+            .iter()
+            .any(|w| w.starts_with("admin.listen is 0.0.0.0:9180")));
+        let guarded = "admin:\n  listen: 0.0.0.0:9180\n  token: t\n";
+        assert!(!with(guarded).iter().any(|w| w.starts_with("admin.listen")));
+        assert!(!with("").iter().any(|w| w.starts_with("admin.listen")));
     }
 
     #[test]
@@ -867,6 +943,11 @@ mod tests {
             ("[http://c:80/, HTTP://C, http://d:1]", "listed twice"),
             ("[]", "lists no address"),
             ("[http://a:1, b:1]", "must start with http://"),
+            // A list written without brackets: one string.
+            (
+                "http://a:1, http://b:1, http://c:1",
+                "several addresses in one string",
+            ),
         ] {
             let err = with(url).unwrap_err().to_string();
             assert!(
@@ -895,6 +976,35 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("listen"), "{err}");
+        // Its own listener as its node: it would connect to itself.
+        for (listen, backend) in [
+            ("127.0.0.1:6380", "127.0.0.1:6380"),
+            ("0.0.0.0:6380", "127.0.0.1:6380"),
+            ("0.0.0.0:6380", "localhost:6380"),
+            ("\"[::]:6380\"", "\"[::1]:6380\""),
+        ] {
+            let err = Config::parse(
+                &format!("listen: {listen}\nbackend:\n  addr: {backend}\n"),
+                "f",
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(
+                err.contains("backend.addr") && err.contains("own listen"),
+                "{listen} {backend}: {err}"
+            );
+        }
+        for (listen, backend) in [
+            ("0.0.0.0:6380", "127.0.0.1:6379"),
+            ("127.0.0.1:6380", "10.0.0.2:6380"),
+            ("0.0.0.0:6380", "node-a:6380"),
+        ] {
+            Config::parse(
+                &format!("listen: {listen}\nbackend:\n  addr: {backend}\n"),
+                "f",
+            )
+            .unwrap_or_else(|e| panic!("{listen} {backend}: {e}"));
+        }
     }
 
     #[test]

@@ -205,10 +205,18 @@ async fn ask_role(conn: &mut ControlConnection, kvrocks: bool) -> Result<Replica
 /// (`WRONGPASS`): a Redis whose `default` user is off wants the ACL user
 /// too (`backend.user`).
 fn login_hint(error: String, login: &Option<crate::resp::login::Login>) -> String {
+    // Redis: `WRONGPASS ...`; Kvrocks: `ERR Invalid password`.
+    let refused = error.starts_with("WRONGPASS") || error.contains("nvalid password");
     match login {
         Some(l) if l.user.is_none() && error.starts_with("WRONGPASS") => format!(
-            "{error} (the node may log users in by name: set backend.user to the ACL user backend.password belongs to)"
+            "{error} (backend.password is not the node's password; or the node logs users in by name: then set backend.user to the ACL user backend.password belongs to)"
         ),
+        Some(_) if refused => {
+            format!("{error} (the node refused backend.user/backend.password)")
+        }
+        None if error.starts_with("NOAUTH") => {
+            format!("{error} (the node requires a password: set backend.password)")
+        }
         _ => error,
     }
 }

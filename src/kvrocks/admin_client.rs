@@ -42,8 +42,9 @@ pub enum AdminError {
         uri: String,
         source: serde_json::Error,
     },
-    /// No connection, or the exchange broke off.
-    #[error("{method} {uri}: {}", error_chain(.source))]
+    /// No connection, or the exchange broke off (an address that speaks
+    /// no HTTP, such as a leasegate's RESP port: said so).
+    #[error("{method} {uri}: {}{}", error_chain(.source), not_http_hint(.source))]
     Request {
         method: String,
         uri: String,
@@ -343,6 +344,16 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     out
+}
+
+/// A hint where the answer was not HTTP at all: the address is likely a
+/// RESP port (`listen`), not the admin API's (`admin.listen`).
+fn not_http_hint(source: &hyper_util::client::legacy::Error) -> &'static str {
+    if error_chain(source).contains("invalid HTTP version") {
+        " (is that the admin API's address, admin.listen, and not a RESP port?)"
+    } else {
+        ""
+    }
 }
 
 #[cfg(test)]

@@ -490,7 +490,17 @@ pub fn http_client(timeout: Duration, tls: Option<Arc<rustls::ClientConfig>>) ->
 pub async fn fetch_answer(client: &HttpClient, url: &str) -> Result<Bytes, String> {
     let (status, body) = get(client, url).await?;
     if status != StatusCode::OK {
-        return Err(describe_error(status.as_u16(), &body));
+        let said = describe_error(status.as_u16(), &body);
+        // kvrocks-controller 1.2.0 answers a namespace or cluster it does
+        // not have `500 ... key not found`; a wrong path or port, 404.
+        let hint = if status == StatusCode::NOT_FOUND || said.contains("not found") {
+            " (no such namespace or cluster there: controller.namespace and controller.cluster \
+             must name the registered cluster, and controller.url the controller's HTTP \
+             address without a path)"
+        } else {
+            ""
+        };
+        return Err(format!("GET {url}: {said}{hint}"));
     }
     Ok(body)
 }

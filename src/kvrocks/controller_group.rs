@@ -290,6 +290,8 @@ struct Tally {
     read: Vec<(Leader, u64, Bytes)>,
     /// What each member said, for the error when no majority forms.
     said: Vec<String>,
+    /// Members whose read failed (no topology, or no raft leader to ask).
+    failed: usize,
 }
 
 impl Tally {
@@ -300,6 +302,7 @@ impl Tally {
             group: members,
             read: Vec::new(),
             said: Vec::new(),
+            failed: 0,
         }
     }
 
@@ -315,6 +318,7 @@ impl Tally {
             Ok(read) => read,
             Err(e) => {
                 self.said.push(format!("{member}: {e}"));
+                self.failed += 1;
                 return Heard::Failed;
             }
         };
@@ -370,11 +374,20 @@ impl Tally {
         } else {
             String::new()
         };
-        Some(Err(format!(
-            "no majority of the {} controllers names one raft leader ({majority} needed{listed}): {}",
-            self.group,
-            self.said.join("; ")
-        )))
+        // Every read failed: not a question of raft leaders (a wrong
+        // namespace, port or path reads the same everywhere).
+        let headline = if self.failed == self.answered {
+            format!(
+                "no controller answered with the topology ({majority} of {} needed{listed})",
+                self.group
+            )
+        } else {
+            format!(
+                "no majority of the {} controllers names one raft leader ({majority} needed{listed})",
+                self.group
+            )
+        };
+        Some(Err(format!("{headline}: {}", self.said.join("; "))))
     }
 }
 
@@ -450,6 +463,33 @@ mod tests {
         assert!(tally.verdict().is_none(), "one of three is no majority");
         tally.add("b", said(Leader::Known(2), 8));
         assert_eq!(version_of(tally.verdict()), 8, "the freshest of the two");
+    }
+
+    /// A wrong namespace, port or path fails every read alike: the error
+    /// says no controller answered, not that raft has no leader.
+    #[test]
+    fn every_read_failed_is_no_question_of_leaders() {
+        let mut tally = Tally::new(3);
+        for m in ["a", "b", "c"] {
+            tally.add(
+                m,
+                Err("controller answered 500: cluster: key not found".into()),
+            );
+        }
+        let error = tally.verdict().expect("decided").expect_err("no topology");
+        assert!(
+            error.starts_with("no controller answered with the topology (2 of 3 needed)"),
+            "{error}"
+        );
+        let mut tally = Tally::new(3);
+        tally.add("a", said(Leader::Unknown, 3));
+        tally.add("b", Err("down".into()));
+        tally.add("c", Err("down".into()));
+        let error = tally.verdict().expect("decided").expect_err("no leader");
+        assert!(
+            error.starts_with("no majority of the 3 controllers names one raft leader"),
+            "{error}"
+        );
     }
 
     #[test]
