@@ -11,6 +11,26 @@ use std::time::Duration;
 use crate::guard::gate::Gate;
 use crate::kvrocks::admin_api::{FailoverReport, FailoverState, TimingOutcome};
 
+const SUCCESS: &str = "success";
+const FAILED: &str = "failed";
+const REFUSED: &str = "refused";
+
+/// A run's `result` label: a failure before writes were paused (a wrong
+/// target, a replica behind, namespaces that differ: a refusal, nothing
+/// held) is `refused`, not `failed`, so the alert on failed failovers is
+/// not set off by a mistyped command (an operator walkthrough).
+fn result_of(report: &FailoverReport) -> &'static str {
+    let paused = report
+        .steps
+        .iter()
+        .any(|s| s.state == FailoverState::PauseWrite);
+    match report.result {
+        FailoverState::Success => SUCCESS,
+        _ if paused => FAILED,
+        _ => REFUSED,
+    }
+}
+
 /// `leasegate_failovers_total{result}`, `leasegate_failover_duration_seconds`
 /// and `leasegate_failover_stall_seconds` (how long writes were held).
 pub struct FailoverMetrics {
@@ -42,12 +62,12 @@ impl Default for FailoverMetrics {
 
 impl FailoverMetrics {
     pub fn register(&self, registry: &mut Registry) {
-        // Both results exist from the start (at 0), so a rule's
+        // Every result exists from the start (at 0), so a rule's
         // `increase(...)` sees the first failure.
-        for result in [FailoverState::Success, FailoverState::Failed] {
+        for result in [SUCCESS, FAILED, REFUSED] {
             let _ = self
                 .runs
-                .get_or_create(&vec![("result".to_string(), result.as_str().to_string())]);
+                .get_or_create(&vec![("result".to_string(), result.to_string())]);
         }
         registry.register(
             "failover_state",
@@ -56,7 +76,7 @@ impl FailoverMetrics {
         );
         registry.register(
             "failovers",
-            "Graceful failovers run from this leasegate, by result",
+            "Graceful failovers run from this leasegate, by result: success; failed (after writes were paused); refused (before: nothing was paused)",
             self.runs.clone(),
         );
         registry.register(
@@ -97,9 +117,8 @@ impl FailoverMetrics {
     }
 
     pub(super) fn record(&self, report: &FailoverReport, took: Duration) {
-        let result = report.result.as_str().to_string();
         self.runs
-            .get_or_create(&vec![("result".to_string(), result)])
+            .get_or_create(&vec![("result".to_string(), result_of(report).to_string())])
             .inc();
         self.duration.observe(took.as_secs_f64());
         if let Some(ms) = report.stall_ms {
@@ -116,5 +135,43 @@ impl FailoverMetrics {
                 )])
                 .inc();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kvrocks::admin_api::Step;
+
+    fn report(result: FailoverState, states: &[FailoverState]) -> FailoverReport {
+        FailoverReport {
+            result,
+            error: None,
+            steps: states
+                .iter()
+                .map(|&state| Step { state, at_ms: 0.0 })
+                .collect(),
+            stall_ms: None,
+            epoch: None,
+            new_master: None,
+            both_fenced: false,
+            promotion_ms: None,
+            timing: None,
+            lease_late_ms: None,
+        }
+    }
+
+    #[test]
+    fn a_failure_before_the_pause_is_a_refusal() {
+        use FailoverState::*;
+        let refused = report(Failed, &[Started, CheckSlave, Failed]);
+        assert_eq!(result_of(&refused), "refused");
+        let failed = report(Failed, &[Started, CheckSlave, PauseWrite, WaitSync, Failed]);
+        assert_eq!(result_of(&failed), "failed");
+        let done = report(
+            Success,
+            &[Started, CheckSlave, PauseWrite, Switching, Success],
+        );
+        assert_eq!(result_of(&done), "success");
     }
 }
