@@ -432,3 +432,103 @@ fn a_session_whose_token_now_leads_to_another_namespace_ends_when_its_node_comes
     let mut ns1 = ka.client_auth(Some("token1-new"));
     assert_eq!(ns1.cmd(&["GET", "still"]), Reply::bulk("1"));
 }
+
+/// A login by `HELLO ... AUTH`, then another by `AUTH`: the connection is
+/// in the second one's namespace. The replay (`AUTH`, then the HELLO as
+/// the client sent it) logged it back into the first one's, which the
+/// namespace check took for a token moved, ending the session (before the
+/// check, it wrote into the other namespace). The HELLO is replayed as its
+/// protocol version alone (a review).
+#[test]
+fn a_login_by_hello_then_by_auth_moves_with_the_last_one() {
+    let (Some((ka, pa)), Some((kb, pb))) = (node(A_ID), node(B_ID)) else {
+        return;
+    };
+    let (mut admin_a, mut admin_b, _session) = set_up(&ka, &kb, &pa, &pb);
+    assert_eq!(
+        admin_a.cmd(&["NAMESPACE", "ADD", "ns2", "token2"]),
+        Reply::ok()
+    );
+    wait_namespace(&mut admin_b, NAMESPACE, NS_TOKEN);
+    wait_namespace(&mut admin_b, "ns2", "token2");
+    let mut c = pa.client();
+    assert!(!c
+        .cmd(&["HELLO", "2", "AUTH", "default", "token2"])
+        .is_error());
+    assert_eq!(c.cmd(&["AUTH", NS_TOKEN]), Reply::ok());
+    assert_eq!(c.cmd(&["SET", "hk", "1"]), Reply::ok());
+    leasegate_failover(&pa, &pb);
+    assert_eq!(c.cmd(&["SET", "hk", "2"]), Reply::ok());
+    assert_eq!(
+        kb.client_auth(Some(NS_TOKEN)).cmd(&["GET", "hk"]),
+        Reply::bulk("2")
+    );
+    assert_eq!(
+        kb.client_auth(Some("token2")).cmd(&["EXISTS", "hk"]),
+        Reply::Int(0)
+    );
+}
+
+/// `AUTH` and `MONITOR` pipelined: leasegate's question after the login
+/// goes before the MONITOR, or not at all, never behind it, where its
+/// answer would be taken for a monitor line and passed to the client (a
+/// review). The client gets its two `+OK`s, then monitor lines only; RESET
+/// ends the stream.
+#[test]
+fn a_login_pipelined_with_monitor_leaks_nothing_into_the_stream() {
+    let Some((_ka, pa)) = node(A_ID) else {
+        return;
+    };
+    let mut c = pa.client();
+    let mut pipeline = support::encode(&[b"AUTH", ADMIN.as_bytes()]);
+    pipeline.extend(support::encode(&[b"MONITOR"]));
+    c.send_raw(&pipeline);
+    assert_eq!(c.read(), Reply::ok());
+    assert_eq!(c.read(), Reply::ok());
+    // Whatever comes now is a monitor line (the probe's, another client's).
+    let mut other = pa.client();
+    assert_eq!(other.cmd(&["AUTH", ADMIN]), Reply::ok());
+    assert_eq!(other.cmd(&["PING", "seen"]), Reply::bulk("seen"));
+    loop {
+        let line = c.read();
+        assert!(
+            matches!(&line, Reply::Status(l) if l.starts_with(|c: char| c.is_ascii_digit())),
+            "not a monitor line: {line:?}"
+        );
+        if line.text().contains("\"seen\"") {
+            break;
+        }
+    }
+    c.send(&["RESET"]);
+    loop {
+        match c.read() {
+            Reply::Status(l) if l == "RESET" => break,
+            Reply::Status(l) if l.starts_with(|c: char| c.is_ascii_digit()) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(c.cmd(&["PING"]), Reply::Status("PONG".into()));
+}
+
+/// `CLIENT` denied at the new master's leasegate (`commands.deny`, to keep
+/// clients from `CLIENT KILL`): the question after a moved session's login
+/// is refused there, and the session goes on unchecked, as where the node
+/// it leaves refuses it, rather than ending at every hand-over (a review).
+#[test]
+fn a_session_moves_where_client_is_denied() {
+    let (Some((ka, pa)), Some((kb, pb))) = (
+        node(A_ID),
+        node_beside(
+            B_ID,
+            &["--repl-namespace-enabled", "yes"],
+            "commands:\n  deny: [client]\n",
+        ),
+    ) else {
+        return;
+    };
+    let (_admin_a, mut admin_b, mut session) = set_up(&ka, &kb, &pa, &pb);
+    wait_namespace(&mut admin_b, NAMESPACE, NS_TOKEN);
+    leasegate_failover(&pa, &pb);
+    assert_eq!(session.cmd(&["SET", "after", "2"]), Reply::ok());
+    assert_in_namespace(&kb, &[("before", "1"), ("after", "2")]);
+}

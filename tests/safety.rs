@@ -280,3 +280,51 @@ fn an_absurd_ttl_is_refused() {
         "one hour is fine"
     );
 }
+
+/// A MONITOR connection: from MONITOR's reply on the node's bytes are a
+/// stream of monitor lines, and a request sent there had its reply taken
+/// for one: a write's acknowledgement was never checked against the
+/// lease, nor counted in flight for a failover's wait (a review). Only
+/// RESET and QUIT are taken there, pipelined behind MONITOR too; after
+/// RESET the connection is an ordinary one again. MONITOR in a
+/// transaction is refused, as Redis refuses it.
+#[test]
+fn a_monitor_connection_takes_nothing_but_reset_and_quit() {
+    let redis = RedisServer::start();
+    let proxy = fenced_proxy(&redis.addr(), &format!("node_id: {ME}\n"));
+    assert!(!heartbeat(&mut controller(&proxy), ME, 600_000, 1).is_error());
+    let mut direct = redis.client();
+    let mut m = proxy.client();
+    // The next reply that is not a monitor line (those are timestamped).
+    let answer = |m: &mut Client| loop {
+        match m.read() {
+            Reply::Status(line) if line.starts_with(|c: char| c.is_ascii_digit()) => {}
+            other => break other,
+        }
+    };
+    let mut pipeline = encode(&[b"MONITOR"]);
+    pipeline.extend(encode(&[b"SET", b"m", b"1"]));
+    m.send_raw(&pipeline);
+    assert_eq!(m.read(), Reply::ok());
+    let refused = answer(&mut m);
+    assert!(refused.error_text().contains("MONITOR mode"), "{refused:?}");
+    m.send(&["SET", "m", "2"]);
+    assert!(answer(&mut m).error_text().contains("MONITOR mode"));
+    assert_eq!(
+        direct.cmd(&["EXISTS", "m"]),
+        Reply::Int(0),
+        "no write reached the node"
+    );
+    m.send(&["RESET"]);
+    assert_eq!(answer(&mut m), Reply::Status("RESET".into()));
+    assert_eq!(m.cmd(&["SET", "m", "3"]), Reply::ok());
+    assert_eq!(direct.cmd(&["GET", "m"]), Reply::bulk("3"));
+
+    assert_eq!(m.cmd(&["MULTI"]), Reply::ok());
+    assert!(m
+        .cmd(&["MONITOR"])
+        .error_text()
+        .contains("not allowed inside a transaction"));
+    assert!(m.cmd(&["EXEC"]).error_text().starts_with("EXECABORT"));
+    assert_eq!(m.cmd(&["SET", "m", "4"]), Reply::ok(), "not a monitor");
+}

@@ -396,8 +396,13 @@ impl Config {
         } else {
             host.parse().ok()?
         };
+        // (A listener on every address reaches the loopback address of
+        // its own family; `[::]` reaching 127.0.0.1 depends on the host's
+        // `bindv6only`, so that is not refused.)
         let reaches = |l: SocketAddr| {
-            l.port() == port && (l.ip() == ip || (l.ip().is_unspecified() && ip.is_loopback()))
+            l.port() == port
+                && (l.ip() == ip
+                    || (l.ip().is_unspecified() && ip.is_loopback() && l.is_ipv4() == ip.is_ipv4()))
         };
         if reaches(self.listen) {
             Some("listen")

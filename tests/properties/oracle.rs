@@ -398,6 +398,12 @@ pub fn check_requests(stream: &[u8], ends: &[usize], limits: Limits) -> Result<(
             if rest[0] != b'*' {
                 return Err(format!("request at {off} framed as RESP: {head:?}"));
             }
+            if head.len as u64 > limits.max_request_len {
+                return Err(format!(
+                    "request at {off} of {} bytes framed past max_request_len {}",
+                    head.len, limits.max_request_len
+                ));
+            }
             if let Some((used, args)) = canonical_resp_request(rest) {
                 if used != head.len {
                     return Err(format!(

@@ -131,11 +131,13 @@ impl ReplaySlot {
 }
 
 impl Replay {
-    /// An accepted HELLO, replayed as the client sent it. What its `AUTH`
-    /// and `SETNAME` set outlasts a later HELLO without them (on the node
-    /// as in Redis), so they are remembered as `AUTH` and `CLIENT SETNAME`
-    /// too: replaying only the last HELLO, a bare `HELLO 3` after `HELLO 3
-    /// AUTH ...`, lost the authentication at a hand-over.
+    /// An accepted HELLO, replayed as its protocol version alone. What its
+    /// `AUTH` and `SETNAME` set outlasts a later HELLO without them (on the
+    /// node as in Redis), so they are remembered as `AUTH` and `CLIENT
+    /// SETNAME`: replaying only the last HELLO, a bare `HELLO 3` after
+    /// `HELLO 3 AUTH ...`, lost the authentication at a hand-over; and
+    /// replayed whole after a later `AUTH` (replayed first), its own login
+    /// undid that one's (a review: another Kvrocks namespace).
     pub(super) fn hello_accepted(&mut self, request: Bytes) {
         let inline = request.first() != Some(&b'*');
         let args = crate::resp::request::arguments(&request, inline);
@@ -154,7 +156,10 @@ impl Replay {
                 i += 1;
             }
         }
-        self.hello = Some(request);
+        self.hello = Some(match args.get(1) {
+            Some(protover) => encode::request(&[b"HELLO", protover]),
+            None => request,
+        });
     }
 
     /// Where an accepted request of `slot` is kept (a login forgets the

@@ -236,6 +236,11 @@ struct Session {
     tracking: bool,
     /// Writes forwarded since the last `WAIT` ([`acks`]).
     unreplicated: bool,
+    /// MONITOR was forwarded, and no RESET since: from its reply on the
+    /// node's bytes are a stream, so nothing but RESET and QUIT is sent
+    /// there (a request's reply would be taken for a monitor line, and a
+    /// write's acknowledgement never checked against the lease).
+    monitoring: bool,
     /// A login (AUTH, HELLO with AUTH) was forwarded since the node was
     /// last asked which Kvrocks namespace the connection is in
     /// ([`restore`]): asked at the end of the batch.
@@ -462,6 +467,7 @@ impl Session {
             tracking: false,
             unreplicated: false,
             login_unplaced: false,
+            monitoring: false,
             blocking_out: 0,
             acks_owed: 0,
             ack_hold: None,

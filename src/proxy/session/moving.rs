@@ -53,10 +53,14 @@ pub struct MovedState {
     peer: Peer,
     handed_over: bool,
     replay: [Option<Vec<u8>>; 4],
-    /// The Kvrocks namespace the login led to, once asked (absent from a
-    /// predecessor that did not ask: asked at the next move).
+    /// The Kvrocks namespace the login led to, once asked; empty: not
+    /// known (absent from a predecessor that did not ask: asked at the
+    /// next move). Kvrocks has no namespace without a name.
+    #[serde(default, with = "crate::proxy::hex")]
+    namespace: Vec<u8>,
+    /// A login not yet asked about (behind a transaction or a stream).
     #[serde(default)]
-    namespace: Option<String>,
+    login_unplaced: bool,
     mute: Mute,
     /// `CLIENT TRACKING ON` (absent from a predecessor that kept no such
     /// mark).
@@ -175,9 +179,8 @@ impl Session {
                 bytes(replay.select),
                 bytes(replay.setname),
             ],
-            namespace: replay
-                .namespace
-                .map(|n| String::from_utf8_lossy(&n).into_owned()),
+            namespace: replay.namespace.map(|n| n.to_vec()).unwrap_or_default(),
+            login_unplaced: self.login_unplaced,
             mute: self.mute,
             tracking: self.tracking,
             login: self.login,
@@ -203,6 +206,9 @@ impl Session {
         self.to_client = buf(state.to_client);
         self.resp3 = state.resp3;
         self.stream = state.stream;
+        // Nothing is owed at a move: a MONITOR's stream is all there is.
+        self.monitoring = state.stream == Stream::Monitor;
+        self.login_unplaced = state.login_unplaced;
         self.subscriptions = state.subscriptions;
         self.shard_subscriptions = state.shard_subscriptions;
         self.transaction = state.transaction;
@@ -216,7 +222,7 @@ impl Session {
             hello,
             select,
             setname,
-            namespace: state.namespace.map(Bytes::from),
+            namespace: (!state.namespace.is_empty()).then(|| Bytes::from(state.namespace)),
         };
         self.mute = state.mute;
         self.tracking = state.tracking;

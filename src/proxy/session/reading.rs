@@ -25,6 +25,12 @@ const UNCARRIED: &[u8] =
 const CLIENT_REPLY_IN_TRANSACTION: &[u8] =
     b"-ERR Command not allowed inside a transaction (CLIENT REPLY would leave EXEC's reply malformed)\r\n";
 pub(super) const DISCARD: &[u8] = b"*1\r\n$7\r\nDISCARD\r\n";
+/// A request on a MONITOR connection ([`Session::monitoring`]).
+const MONITORING: &[u8] =
+    b"-ERR leasegate: this connection is in MONITOR mode: it takes RESET and QUIT only\r\n";
+/// MONITOR in a transaction (Redis's answer: it would turn the connection
+/// into a stream at EXEC, behind replies still owed).
+const MONITOR_IN_TRANSACTION: &[u8] = b"-ERR Command not allowed inside a transaction\r\n";
 
 impl Session {
     /// Frames, classifies and admits every complete request the client sent,
@@ -126,6 +132,12 @@ impl Session {
             return self.replica_request(head, command.special);
         }
         let special = command.special;
+        if self.monitoring || special == Special::Monitor {
+            if let Some(refusal) = self.monitor_refusal(special) {
+                let refusal = Verdict::Reply(Bytes::from_static(refusal));
+                return self.carry_out(head, command.class, special, refusal, None);
+            }
+        }
         if self.unreplicated && special != Special::None {
             self.before_special(special, &head);
         }
@@ -427,6 +439,19 @@ impl Session {
         self.forwarded_special(head, special);
     }
 
+    /// Why a request is not sent to a node that streams to a MONITOR (or
+    /// a MONITOR not sent inside a transaction), if it is not.
+    #[cold]
+    fn monitor_refusal(&self, special: Special) -> Option<&'static [u8]> {
+        if self.monitoring && !matches!(special, Special::Reset | Special::Quit) {
+            Some(MONITORING)
+        } else if special == Special::Monitor && !self.transaction.is_none() {
+            Some(MONITOR_IN_TRANSACTION)
+        } else {
+            None
+        }
+    }
+
     /// Book-keeping for a tagged command (cold: most requests are not).
     fn forwarded_special(&mut self, head: &RequestHead, special: Special) {
         let expect = match special {
@@ -478,6 +503,7 @@ impl Session {
                 self.watch = Watch::Off;
                 self.replay = Replay::default();
                 self.tracking = false;
+                self.monitoring = false;
                 Expect::Reset
             }
             // Taken as on once sent (a refused one only makes the session
@@ -502,6 +528,7 @@ impl Session {
                 return;
             }
             Special::Monitor => {
+                self.monitoring = true;
                 self.owed.push_back(Owed::Reply(Expect::Plain));
                 self.owed.push_back(Owed::Monitor);
                 return;

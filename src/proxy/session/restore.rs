@@ -63,7 +63,12 @@ pub async fn restore(
         let Some(was) = namespace else {
             return Ok(());
         };
-        let len = next_reply(conn, &mut buf).await??;
+        // An error (`CLIENT` denied at the leasegate it goes through,
+        // `commands.deny`, or renamed on the node): not asked there, as
+        // where the node it leaves refuses it ([`namespace_of`]).
+        let Ok(len) = next_reply(conn, &mut buf).await? else {
+            return Ok(());
+        };
         match namespace_in(&buf[..len]) {
             Some(is) if is == was => Ok(()),
             is => Err(format!(
@@ -142,7 +147,11 @@ impl Session {
         if !self.transaction.is_none()
             || self.stream != Stream::Replies
             || self.lifecycle != Lifecycle::Open
+            || self.monitoring
+            || self.owed.iter().any(|o| matches!(o, Owed::Replication))
         {
+            // Not behind a request after which the node streams: its
+            // answer would be taken for a stream's bytes.
             return;
         }
         self.login_unplaced = false;

@@ -432,10 +432,15 @@ fn limits_and_malformed_input() {
         max_inline_len: 32,
         max_request_len: 40,
     };
-    let cases: [(&[u8], ProtocolError); 7] = [
+    let cases: [(&[u8], ProtocolError); 8] = [
         // 3 bulks of 10: the third's header would take it past 40 bytes.
         (
             b"*3\r\n$10\r\n0123456789\r\n$10\r\n0123456789\r\n$10\r\n",
+            ProtocolError::RequestTooLong,
+        ),
+        // The same, all there at once (the one-pass path refuses it too).
+        (
+            b"*3\r\n$10\r\n0123456789\r\n$10\r\n0123456789\r\n$10\r\n0123456789\r\n",
             ProtocolError::RequestTooLong,
         ),
         (b"*4\r\n", ProtocolError::MultibulkLength),
