@@ -390,7 +390,9 @@ impl Session {
                 *self.replay.slot(slot) = Some(request);
             }
             Expect::Reset if head.kind == b'+' => {
-                // RESET drops the connection's authentication too.
+                // RESET drops the connection's authentication too, and
+                // what a login answered after it was sent had set.
+                self.replay = super::handover::Replay::default();
                 if self.peer == Peer::Control {
                     self.peer = Peer::Ordinary;
                 }

@@ -349,6 +349,20 @@ fn only_accepted_connection_state_is_replayed() {
     node(&mut s, b"%1\r\n+proto\r\n:3\r\n");
     assert!(s.resp3);
     assert_eq!(s.replay.hello.as_deref(), Some(&resp(&["HELLO", "3"])[..]));
+    // A HELLO's login is kept as AUTH; the HELLO as its version alone.
+    client(&mut s, &[&["HELLO", "3", "AUTH", "u", "p", "SETNAME", "n"]]);
+    node(&mut s, b"%1\r\n+proto\r\n:3\r\n");
+    assert_eq!(s.replay.hello.as_deref(), Some(&resp(&["HELLO", "3"])[..]));
+    assert_eq!(
+        s.replay.auth.as_deref(),
+        Some(&resp(&["AUTH", "u", "p"])[..])
+    );
+    // AUTH then RESET pipelined: the AUTH's +OK comes before RESET's, which
+    // logs the connection out: nothing is replayed.
+    client(&mut s, &[&["AUTH", "pw"], &["RESET"]]);
+    node(&mut s, b"+OK\r\n+RESET\r\n");
+    assert_eq!(s.replay.auth, None);
+    assert_eq!(s.replay.hello, None);
 }
 
 #[test]
