@@ -144,21 +144,13 @@ mod tests {
     use crate::kvrocks::admin_api::Step;
 
     fn report(result: FailoverState, states: &[FailoverState]) -> FailoverReport {
-        FailoverReport {
-            result,
-            error: None,
-            steps: states
-                .iter()
-                .map(|&state| Step { state, at_ms: 0.0 })
-                .collect(),
-            stall_ms: None,
-            epoch: None,
-            new_master: None,
-            both_fenced: false,
-            promotion_ms: None,
-            timing: None,
-            lease_late_ms: None,
-        }
+        let mut report = FailoverReport::failed("");
+        report.result = result;
+        report.steps = states
+            .iter()
+            .map(|&state| Step { state, at_ms: 0.0 })
+            .collect();
+        report
     }
 
     #[test]
