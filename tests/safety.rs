@@ -328,3 +328,25 @@ fn a_monitor_connection_takes_nothing_but_reset_and_quit() {
     assert!(m.cmd(&["EXEC"]).error_text().starts_with("EXECABORT"));
     assert_eq!(m.cmd(&["SET", "m", "4"]), Reply::ok(), "not a monitor");
 }
+
+/// A read-only script is a read on Redis, which refuses every command
+/// that writes or replicates inside one: it passes on a fenced node, and
+/// what it would write is refused by Redis itself. (On Kvrocks, whose
+/// read-only scripts may call commands that write, it is a write:
+/// `tests/kvrocks_ro_writes.rs`.)
+#[test]
+fn a_read_only_script_is_a_read_on_redis() {
+    let redis = RedisServer::start();
+    let proxy = fenced_proxy(&redis.addr(), &format!("node_id: {ME}\n"));
+    let mut direct = redis.client();
+    assert_eq!(direct.cmd(&["SET", "k", "v"]), Reply::ok());
+    let mut app = proxy.client();
+    assert_fenced(&app.cmd(&["SET", "k", "w"]));
+    assert_eq!(
+        app.cmd(&["EVAL_RO", "return redis.call('get', KEYS[1])", "1", "k"]),
+        Reply::bulk("v")
+    );
+    let refused = app.cmd(&["EVAL_RO", "return redis.call('publish', 'ch', 'm')", "0"]);
+    assert!(refused.is_error(), "{refused:?}");
+    assert_eq!(direct.cmd(&["GET", "k"]), Reply::bulk("v"));
+}

@@ -63,9 +63,14 @@ pub enum Special {
     Probe,
     /// FAILOVER: answered by leasegate for the controller or admin.
     Failover,
-    /// PUBLISH: a write to the replication stream on Kvrocks
-    /// (`guard::gate::publish`).
+    /// PUBLISH, and Kvrocks' MPUBLISH and sharded SPUBLISH: a write to
+    /// the replication stream (`guard::gate::publish`).
     Publish,
+    /// EVAL_RO, EVALSHA_RO, FCALL_RO: reads on Redis, which refuses every
+    /// command that writes or replicates in them; writes on Kvrocks, whose
+    /// read-only scripts may call any command it flags read-only, some of
+    /// which write (`ZDIFFSTORE`) or replicate (`PUBLISH`, `MPUBLISH`).
+    ReadOnlyScript,
     /// CLIENT KILL: inside a transaction that changes the node's role
     /// (Sentinel's), `TYPE normal` is not sent (`proxy::session::role_change`).
     ClientKill,
@@ -162,6 +167,11 @@ pub(super) const SPECIALS: &[(&str, Option<&str>, Special)] = &[
     ("clusterx", Some("probe"), Special::Probe),
     ("failover", None, Special::Failover),
     ("publish", None, Special::Publish),
+    ("mpublish", None, Special::Publish),
+    ("spublish", None, Special::Publish),
+    ("eval_ro", None, Special::ReadOnlyScript),
+    ("evalsha_ro", None, Special::ReadOnlyScript),
+    ("fcall_ro", None, Special::ReadOnlyScript),
     ("role", None, Special::NodeAddressed),
     ("cluster", Some("info"), Special::NodeAddressed),
     ("cluster", Some("myid"), Special::NodeAddressed),

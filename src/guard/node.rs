@@ -29,6 +29,8 @@ pub struct NodeStatus {
     /// when the probe connected; sessions follow its ways where Kvrocks and
     /// Redis differ (`CLIENT REPLY`, RESP3 pub/sub messages).
     kvrocks: std::sync::atomic::AtomicBool,
+    /// The probe has connected once and learned whether it is Kvrocks.
+    kind_known: std::sync::atomic::AtomicBool,
     /// How many times the probe saw a Kvrocks node turn from master to
     /// replica, and the sessions waiting for the next time: those blocked
     /// on the node in BLPOP & co., which Kvrocks does not unblock.
@@ -183,7 +185,17 @@ impl NodeStatus {
     pub fn set_kvrocks(&self, kvrocks: bool) {
         self.kvrocks
             .store(kvrocks, std::sync::atomic::Ordering::Relaxed);
+        self.kind_known
+            .store(true, std::sync::atomic::Ordering::Release);
         self.looked_at();
+    }
+
+    /// Whether the node may be Kvrocks: it said so, or the probe has not
+    /// learned yet what it is (a node down since start-up). Where being
+    /// wrong about Kvrocks would let a write pass as a read
+    /// ([`crate::command::Special::ReadOnlyScript`]).
+    pub fn may_be_kvrocks(&self) -> bool {
+        self.is_kvrocks() || !self.kind_known.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The probe looked at the node: it learned what it is, or failed.

@@ -132,17 +132,22 @@ impl Session {
             return self.replica_request(head, command.special);
         }
         let special = command.special;
+        let own_class = if special == Special::ReadOnlyScript {
+            self.read_only_script_class(command.class)
+        } else {
+            command.class
+        };
         if self.monitoring || special == Special::Monitor {
             if let Some(refusal) = self.monitor_refusal(special) {
                 let refusal = Verdict::Reply(Bytes::from_static(refusal));
-                return self.carry_out(head, command.class, special, refusal, None);
+                return self.carry_out(head, own_class, special, refusal, None);
             }
         }
         if self.unreplicated && special != Special::None {
             self.before_special(special, &head);
         }
         let bytes = &self.from_client[self.run..][..head.len];
-        let class = self.gated_class(special, command.class);
+        let class = self.gated_class(special, own_class);
         let blocking = class == Class::Write && is_blocking(special, &head, bytes);
         // A write is counted in flight *before* the Gate looks at the pause,
         // and the failover pauses before it reads the count: whichever comes
@@ -187,7 +192,7 @@ impl Session {
                 if counted {
                     self.writes_out.answered(&self.gate);
                 }
-                return self.carry_out(head, command.class, special, verdict, None);
+                return self.carry_out(head, own_class, special, verdict, None);
             }
         };
         // Both forwards own nothing: forgetting the verdict spares the call
@@ -205,7 +210,7 @@ impl Session {
             },
             confirm,
         });
-        self.carry_out_forward(head, command.class, special, write)
+        self.carry_out_forward(head, own_class, special, write)
     }
 
     /// Carries out a forward. The common case (outside a transaction) is
@@ -437,6 +442,18 @@ impl Session {
             return;
         }
         self.forwarded_special(head, special);
+    }
+
+    /// A read-only script's class: a write where the node may be Kvrocks
+    /// (an attack pass: `EVAL_RO` calling `ZDIFFSTORE` wrote on a fenced
+    /// Kvrocks, acknowledged), its own (a read) on Redis.
+    #[cold]
+    fn read_only_script_class(&self, class: Class) -> Class {
+        if self.gate.role().node.may_be_kvrocks() {
+            Class::Write
+        } else {
+            class
+        }
     }
 
     /// Why a request is not sent to a node that streams to a MONITOR (or
