@@ -17,8 +17,9 @@ use std::time::{Duration, Instant};
 
 use support::controller::TestController;
 use support::kvrocks::{
-    controlled_shard, info_field, link_up, pr389_failover_by_hand, topology, wait_for,
-    KvrocksServer, LeaseBy, Node, A_ID, B_ID, SAFETY_MARGIN_MS,
+    controlled_shard, failover, info_field, link_up, pr389_failover_by_hand, standalone_pair,
+    standalone_pair_with, topology, wait_for, KvrocksServer, LeaseBy, Node, A_ID, B_ID,
+    SAFETY_MARGIN_MS, TOKEN,
 };
 use support::load::Writers;
 use support::{heartbeat, Proxy, Reply, PATIENCE};
@@ -89,71 +90,6 @@ fn db_name_is_a_bare_line_and_the_connection_goes_on() {
         String::from_utf8_lossy(&line)
     );
     assert_eq!(c.cmd(&["PING"]), Reply::Status("PONG".into()));
-}
-
-const TOKEN: &str = "tk";
-
-/// A standalone Kvrocks node and its leasegate as the failover tests run
-/// it (admin API on, loopback is the controller, `block-write`), the node
-/// probed every `probe_ms`; with `password`, Kvrocks' `requirepass` and
-/// `masterauth` and leasegate's `backend.password`.
-fn standalone(id: &str, password: Option<&str>, probe_ms: u64) -> Option<(KvrocksServer, Proxy)> {
-    let kvrocks = match password {
-        Some(pw) => KvrocksServer::start_with(false, &["--requirepass", pw, "--masterauth", pw])?,
-        None => KvrocksServer::start(false)?,
-    };
-    let mut backend = format!("backend:\n  addr: {}\n", kvrocks.addr());
-    if let Some(pw) = password {
-        backend.push_str(&format!("  password: {pw}\n"));
-    }
-    let proxy = Proxy::start_with_backend_yaml(
-        &backend,
-        &format!(
-            "node_id: {id}\nadmin:\n  listen: 127.0.0.1:{}\n  token: {TOKEN}\ncontrol:\n  allow_from: [127.0.0.1]\nlease:\n  mode: block-write\n  probe_interval_ms: {probe_ms}\n",
-            support::free_port()
-        ),
-    );
-    Some((kvrocks, proxy))
-}
-
-fn failover(from: &Proxy, to: &Proxy) -> String {
-    let (status, report) = support::post_failover(
-        from,
-        to,
-        TOKEN,
-        r#""sync_timeout_ms":3000,"pause_timeout_ms":5000"#,
-    );
-    assert_eq!(status, 200, "{report}");
-    report
-}
-
-/// Two standalone Kvrocks nodes, B replicating A, each with its leasegate;
-/// A's holds the lease (and B's knows it).
-fn standalone_pair() -> Option<((KvrocksServer, Proxy), (KvrocksServer, Proxy))> {
-    standalone_pair_with(None, 100)
-}
-
-/// [`standalone_pair`] with [`standalone`]'s `password` and `probe_ms`.
-fn standalone_pair_with(
-    password: Option<&str>,
-    probe_ms: u64,
-) -> Option<((KvrocksServer, Proxy), (KvrocksServer, Proxy))> {
-    let (Some((ka, pa)), Some((kb, pb))) = (
-        standalone(A_ID, password, probe_ms),
-        standalone(B_ID, password, probe_ms),
-    ) else {
-        return None;
-    };
-    let mut b_direct = kb.client_auth(password);
-    assert_eq!(
-        b_direct.cmd(&["SLAVEOF", "127.0.0.1", &ka.port.to_string()]),
-        Reply::ok()
-    );
-    link_up(&mut b_direct);
-    for p in [&pa, &pb] {
-        assert!(!heartbeat(&mut p.client(), A_ID, 600_000, 1).is_error());
-    }
-    Some(((ka, pa), (kb, pb)))
 }
 
 #[test]

@@ -625,3 +625,73 @@ pub fn pr389_failover_by_hand(a: (&str, &Node), b: (&str, &Node), version: u64) 
     assert!(!beat.is_error(), "{beat:?}");
     assert_eq!(ctl_a.cmd(&["CLIENT", "UNPAUSE"]), Reply::ok());
 }
+
+/// The admin token of [`standalone`]'s leasegates.
+pub const TOKEN: &str = "tk";
+
+/// A standalone Kvrocks node and its leasegate as the failover tests run
+/// it (admin API on, loopback is the controller, `block-write`), the node
+/// probed every `probe_ms`; with `password`, Kvrocks' `requirepass` and
+/// `masterauth` and leasegate's `backend.password`.
+pub fn standalone(
+    id: &str,
+    password: Option<&str>,
+    probe_ms: u64,
+) -> Option<(KvrocksServer, Proxy)> {
+    let kvrocks = match password {
+        Some(pw) => KvrocksServer::start_with(false, &["--requirepass", pw, "--masterauth", pw])?,
+        None => KvrocksServer::start(false)?,
+    };
+    let mut backend = format!("backend:\n  addr: {}\n", kvrocks.addr());
+    if let Some(pw) = password {
+        backend.push_str(&format!("  password: {pw}\n"));
+    }
+    let proxy = Proxy::start_with_backend_yaml(
+        &backend,
+        &format!(
+            "node_id: {id}\nadmin:\n  listen: 127.0.0.1:{}\n  token: {TOKEN}\ncontrol:\n  allow_from: [127.0.0.1]\nlease:\n  mode: block-write\n  probe_interval_ms: {probe_ms}\n",
+            free_port()
+        ),
+    );
+    Some((kvrocks, proxy))
+}
+
+pub fn failover(from: &Proxy, to: &Proxy) -> String {
+    let (status, report) = super::post_failover(
+        from,
+        to,
+        TOKEN,
+        r#""sync_timeout_ms":3000,"pause_timeout_ms":5000"#,
+    );
+    assert_eq!(status, 200, "{report}");
+    report
+}
+
+/// Two standalone Kvrocks nodes, B replicating A, each with its leasegate;
+/// A's holds the lease (and B's knows it).
+pub fn standalone_pair() -> Option<((KvrocksServer, Proxy), (KvrocksServer, Proxy))> {
+    standalone_pair_with(None, 100)
+}
+
+/// [`standalone_pair`] with [`standalone`]'s `password` and `probe_ms`.
+pub fn standalone_pair_with(
+    password: Option<&str>,
+    probe_ms: u64,
+) -> Option<((KvrocksServer, Proxy), (KvrocksServer, Proxy))> {
+    let (Some((ka, pa)), Some((kb, pb))) = (
+        standalone(A_ID, password, probe_ms),
+        standalone(B_ID, password, probe_ms),
+    ) else {
+        return None;
+    };
+    let mut b_direct = kb.client_auth(password);
+    assert_eq!(
+        b_direct.cmd(&["SLAVEOF", "127.0.0.1", &ka.port.to_string()]),
+        Reply::ok()
+    );
+    link_up(&mut b_direct);
+    for p in [&pa, &pb] {
+        assert!(!super::heartbeat(&mut p.client(), A_ID, 600_000, 1).is_error());
+    }
+    Some(((ka, pa), (kb, pb)))
+}
