@@ -102,9 +102,9 @@ pub(super) struct Replay {
     pub(super) select: Option<Bytes>,
     pub(super) setname: Option<Bytes>,
     /// Not replayed: the Kvrocks namespace the login put the session in,
-    /// once asked (at its first move, of the node it leaves), which the
-    /// replayed login must lead to again ([`super::restore`]). Forgotten
-    /// at each new login.
+    /// once asked (after the login, else at its first move, of the node
+    /// it leaves), which the replayed login must lead to again
+    /// ([`super::restore`]). Forgotten at each new login.
     pub(super) namespace: Option<Bytes>,
 }
 

@@ -78,9 +78,7 @@ pub async fn restore(
             )),
         }
     };
-    tokio::time::timeout(timeout, work)
-        .await
-        .map_err(|_| format!("no answer within {} ms", timeout.as_millis()))?
+    within(timeout, work).await
 }
 
 /// Which Kvrocks namespace `conn` is in, asked on it with nothing else
@@ -107,6 +105,14 @@ pub async fn namespace_of(
         }
         Ok(namespace_in(&buf[..len]).map(Bytes::copy_from_slice))
     };
+    within(timeout, work).await
+}
+
+/// `work`'s result, or its timeout as an error.
+async fn within<T>(
+    timeout: std::time::Duration,
+    work: impl std::future::Future<Output = Result<T, String>>,
+) -> Result<T, String> {
     tokio::time::timeout(timeout, work)
         .await
         .map_err(|_| format!("no answer within {} ms", timeout.as_millis()))?

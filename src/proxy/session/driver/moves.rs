@@ -25,7 +25,7 @@ impl<C: ClientIo> Driver<C> {
         s: &mut Session,
         ctx: &SessionContext,
     ) {
-        if !self.ask_namespace(s, ctx).await {
+        if !self.namespace_before_moving(s, ctx).await {
             ctx.metrics.handover(false);
             s.on_client_data();
             return;
@@ -54,13 +54,14 @@ impl<C: ClientIo> Driver<C> {
         s.on_client_data();
     }
 
-    /// A session with a login to a Kvrocks node, about to move: asks its
-    /// connection which namespace it is in, for the replayed login to be
-    /// checked against ([`super::super::restore`]); once per login (the
-    /// answer stays true where the check passed). `false`: no clean
+    /// A session with a login to a Kvrocks node, about to move, whose
+    /// namespace was not learned after the login ([`Session::ask_namespace`]):
+    /// asks its connection which namespace it is in, for the replayed login
+    /// to be checked against ([`super::super::restore`]); once per login
+    /// (the answer stays true where the check passed). `false`: no clean
     /// answer, and the session has ended (its connection may still owe
     /// that answer, so it cannot stay either).
-    async fn ask_namespace(&mut self, s: &mut Session, ctx: &SessionContext) -> bool {
+    async fn namespace_before_moving(&mut self, s: &mut Session, ctx: &SessionContext) -> bool {
         if s.replay.auth.is_none()
             || s.replay.namespace.is_some()
             || !ctx.gate.role().node.is_kvrocks()
