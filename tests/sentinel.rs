@@ -236,6 +236,12 @@ fn serving(s: &Setup) -> String {
     eventually("A takes writes", Duration::from_secs(10), || {
         app.cmd(&["SET", "k", "1"]) == Reply::ok()
     });
+    // Replicated too: readers of B began before B had it, and read nil
+    // while its first sync went on (1,268 times in a CI run).
+    let mut b_node = s.b_node.client_auth(s.password);
+    eventually("B's node has k", Duration::from_secs(10), || {
+        b_node.cmd(&["GET", "k"]) == Reply::bulk("1")
+    });
     eventually(
         "the Sentinels list B by its leasegate",
         Duration::from_secs(15),
