@@ -38,9 +38,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, ALLOW, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -53,17 +53,24 @@ use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
 
 use crate::control::failover::{self, MAX_LEASE_TTL_MS};
-use crate::control::probe;
-use crate::control::reload::{self, ReloadError};
+use crate::control::reload;
 use crate::control::ControlContext;
-use crate::guard::lease::{Grant, GrantError, GrantOutcome, LeaseMode, LeaseSnapshot};
-use crate::guard::pause::{PauseMode, PauseStatus};
+use crate::guard::lease::{Grant, GrantOutcome};
+use crate::guard::pause::PauseMode;
 use crate::guard::role::Source;
 use crate::kvrocks::admin_api::{
-    self as api, Demoted, ErrorBody, FailoverRequest, FailoverState, LeaseOutcome, LeaseRequest,
-    LeaseResponse, LeaseView, PauseRequest, PauseResponse, PauseView, ProbeReport, Status,
-    FAILOVER_FAILED_STATUS,
+    self as api, ErrorBody, FailoverRequest, FailoverState, LeaseOutcome, LeaseRequest,
+    LeaseResponse, PauseRequest, PauseResponse, FAILOVER_FAILED_STATUS,
 };
+
+mod access;
+mod errors;
+mod views;
+
+use access::{authorize, read_body};
+pub use errors::ApiError;
+pub use views::{lease_view, pause_view};
+use views::{probe_report, status};
 
 /// Largest request body accepted (`413` beyond it).
 pub const MAX_BODY: usize = 64 * 1024;
@@ -274,143 +281,6 @@ fn is_mutating(method: &Method) -> bool {
     !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
-/// Why a request was refused; its Display is the answer's `error`.
-#[derive(Debug, thiserror::Error)]
-pub enum ApiError {
-    #[error("no such path")]
-    NotFound,
-    #[error("{route} accepts {allowed} only")]
-    MethodNotAllowed {
-        route: &'static str,
-        allowed: &'static str,
-    },
-    #[error("admin.token is not set in the config: mutating calls are disabled")]
-    NoToken,
-    #[error("missing Authorization: Bearer <admin.token>")]
-    MissingToken,
-    #[error("wrong admin token")]
-    WrongToken,
-    #[error("request body over {MAX_BODY} bytes")]
-    BodyTooLarge,
-    #[error("cannot read the request body: {source}")]
-    BodyUnreadable {
-        source: Box<dyn std::error::Error + Send + Sync>,
-    },
-    #[error("body must be {}: {source}", LeaseRequest::SHAPE)]
-    BadLeaseRequest { source: serde_json::Error },
-    #[error("ttl_ms must be above 0")]
-    ZeroTtl,
-    /// The lease refused the grant (400 for its TTL, else 409).
-    #[error(transparent)]
-    Grant(#[from] GrantError),
-    #[error("expected {}: {source}", PauseRequest::SHAPE)]
-    BadPauseRequest { source: serde_json::Error },
-    #[error("timeout_ms must be above 0")]
-    ZeroPauseTimeout,
-    #[error("expected {}: {source}", FailoverRequest::SHAPE)]
-    BadFailoverRequest { source: serde_json::Error },
-    #[error("pause_timeout_ms must exceed sync_timeout_ms")]
-    PauseNotAboveSync,
-    #[error("lease_ttl_ms must be between 1 and {MAX_LEASE_TTL_MS}")]
-    FailoverTtlOutOfRange,
-    #[error("{source}")]
-    MetricsEncoding { source: std::fmt::Error },
-    /// The config file could not be used; nothing changed.
-    #[error(transparent)]
-    Reload(#[from] ReloadError),
-}
-
-impl ApiError {
-    pub fn status(&self) -> StatusCode {
-        match self {
-            ApiError::NotFound => StatusCode::NOT_FOUND,
-            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::NoToken | ApiError::MissingToken | ApiError::WrongToken => {
-                StatusCode::UNAUTHORIZED
-            }
-            ApiError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::BodyUnreadable { .. }
-            | ApiError::BadLeaseRequest { .. }
-            | ApiError::ZeroTtl
-            | ApiError::Grant(GrantError::InvalidTtl)
-            | ApiError::BadPauseRequest { .. }
-            | ApiError::ZeroPauseTimeout
-            | ApiError::BadFailoverRequest { .. }
-            | ApiError::PauseNotAboveSync
-            | ApiError::FailoverTtlOutOfRange
-            | ApiError::Reload(_) => StatusCode::BAD_REQUEST,
-            ApiError::Grant(GrantError::HandedOver) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Grant(_) => StatusCode::CONFLICT,
-            ApiError::MetricsEncoding { .. } => StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
-
-    /// The answer: [`ErrorBody`] with [`ApiError::status`].
-    pub fn response(self) -> Response<Full<Bytes>> {
-        json(
-            self.status(),
-            &ErrorBody {
-                error: self.to_string(),
-            },
-        )
-    }
-}
-
-/// Checks `Authorization: Bearer <token>`.
-fn authorize<B>(req: &Request<B>, token: Option<&str>) -> Result<(), ApiError> {
-    let Some(token) = token else {
-        return Err(ApiError::NoToken);
-    };
-    let presented = req
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(bearer_credentials);
-    match presented {
-        None => Err(ApiError::MissingToken),
-        Some(p) if constant_time_eq(p.as_bytes(), token.as_bytes()) => Ok(()),
-        Some(_) => Err(ApiError::WrongToken),
-    }
-}
-
-/// The credentials of an `Authorization` value of the `Bearer` scheme,
-/// whose name is case-insensitive (RFC 9110 §11.1; `bearer t0k` was
-/// refused); surrounding white space is not part of them.
-fn bearer_credentials(value: &str) -> Option<&str> {
-    let (scheme, credentials) = value.trim().split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| credentials.trim())
-}
-
-/// Compares without an early exit on the first differing byte.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = a.len() ^ b.len();
-    for i in 0..a.len().max(b.len()) {
-        let x = a.get(i).copied().unwrap_or(0);
-        let y = b.get(i).copied().unwrap_or(0);
-        diff |= usize::from(x ^ y);
-    }
-    std::hint::black_box(diff) == 0
-}
-
-/// Reads a body of at most [`MAX_BODY`] bytes.
-async fn read_body(req: Request<Incoming>) -> Result<Bytes, ApiError> {
-    let declared = req
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY as u64) {
-        return Err(ApiError::BodyTooLarge);
-    }
-    match Limited::new(req.into_body(), MAX_BODY).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::BodyTooLarge),
-        Err(source) => Err(ApiError::BodyUnreadable { source }),
-    }
-}
-
 fn readyz(shared: &ControlContext) -> Response<Full<Bytes>> {
     let view = shared.role.node.view();
     let reason = match (&view.error, &view.replication) {
@@ -431,82 +301,6 @@ fn metrics(shared: &ControlContext) -> Result<Response<Full<Bytes>>, ApiError> {
     prometheus_client::encoding::text::encode(&mut out, &shared.registry)
         .map_err(|source| ApiError::MetricsEncoding { source })?;
     Ok(with_type(StatusCode::OK, OPENMETRICS, out.into()))
-}
-
-/// The lease as the admin API reports it (`remaining_ms` null when valid
-/// until told otherwise).
-pub fn lease_view(snapshot: &LeaseSnapshot) -> LeaseView {
-    LeaseView {
-        mode: match snapshot.mode {
-            LeaseMode::Disabled => api::LeaseMode::Disabled,
-            LeaseMode::LogOnly => api::LeaseMode::LogOnly,
-            LeaseMode::BlockWrite => api::LeaseMode::BlockWrite,
-        },
-        valid: snapshot.valid,
-        owner: snapshot.owner.clone(),
-        node_id: snapshot.node_id.clone(),
-        epoch: snapshot.epoch,
-        remaining_ms: (snapshot.remaining_ms != u64::MAX).then_some(snapshot.remaining_ms),
-        revoked_reason: snapshot.revoked_reason.clone(),
-    }
-}
-
-/// The pause as the admin API reports it.
-pub fn pause_view(status: PauseStatus) -> PauseView {
-    PauseView {
-        paused: status.paused,
-        mode: status.mode.map(|m| match m {
-            PauseMode::Write => api::PauseMode::Write,
-            PauseMode::All => api::PauseMode::All,
-        }),
-        held_requests: status.held_requests as u64,
-        held_bytes: status.held_bytes as u64,
-    }
-}
-
-fn node_view(view: probe::NodeView) -> api::NodeView {
-    api::NodeView {
-        replication: view.replication,
-        error: view.error,
-    }
-}
-
-fn probe_report(shared: &ControlContext) -> ProbeReport {
-    let view = shared.role.node.view();
-    let interval = shared.config.load().lease.probe_interval;
-    let replication = view.replication.unwrap_or_default();
-    ProbeReport {
-        enabled: !interval.is_zero(),
-        probe_interval_ms: u64::try_from(interval.as_millis()).unwrap_or(u64::MAX),
-        reachable: view.probes > 0 && view.failures == 0,
-        consecutive_failures: view.failures,
-        last_success_ms_ago: view
-            .last_success
-            .map(|t| u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX)),
-        probes: view.probes,
-        role: replication.role,
-        offset: replication.offset,
-        error: view.error,
-        lease: lease_view(&shared.gate.lease().snapshot()),
-    }
-}
-
-fn status(shared: &ControlContext) -> Status {
-    let pause = shared.gate.pause();
-    Status {
-        lease: lease_view(&shared.gate.lease().snapshot()),
-        node: node_view(shared.role.node.view()),
-        paused: pause.is_paused(),
-        pause: pause_view(pause.status()),
-        failover_state: shared.gate.role().failover.state(),
-        demoted: shared.gate.role().demotion().map(|d| Demoted {
-            new_master: d.new_master.as_deref().map(str::to_string),
-        }),
-        listen: shared.config.load().listen.to_string(),
-        backend: shared.config.load().backend.addr.clone(),
-        clock: crate::control::failover::timing::host_clock(),
-        pid: Some(std::process::id()),
-    }
 }
 
 /// Runs a graceful failover to the leasegate named in the body; answers
@@ -621,7 +415,6 @@ fn json(status: StatusCode, value: &impl Serialize) -> Response<Full<Bytes>> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::config::Config;
 
     #[test]
@@ -630,128 +423,5 @@ mod tests {
         let addr: std::net::SocketAddr = c.admin.listen.parse().expect("an ip:port");
         assert!(addr.ip().is_loopback(), "{addr}");
         assert!(c.admin.token.is_none());
-    }
-
-    #[test]
-    fn constant_time_compare() {
-        assert!(constant_time_eq(b"t0k", b"t0k"));
-        assert!(!constant_time_eq(b"t0k", b"t0K"));
-        assert!(!constant_time_eq(b"t0k", b"t0kk"));
-        assert!(!constant_time_eq(b"", b"t"));
-        assert!(constant_time_eq(b"", b""));
-    }
-
-    fn request(auth: Option<&str>) -> Request<()> {
-        let mut b = Request::post("/v1/lease");
-        if let Some(a) = auth {
-            b = b.header(AUTHORIZATION, a);
-        }
-        b.body(()).expect("request")
-    }
-
-    fn error_text(r: ApiError) -> String {
-        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-        r.to_string()
-    }
-
-    #[test]
-    fn bearer_token_is_required() {
-        assert!(authorize(&request(Some("Bearer t0k")), Some("t0k")).is_ok());
-        assert!(authorize(&request(Some("bearer t0k")), Some("t0k")).is_ok());
-        assert!(authorize(&request(Some("Basic t0k")), Some("t0k")).is_err());
-        assert!(authorize(&request(Some("Bearer")), Some("t0k")).is_err());
-        let r = authorize(&request(Some("Bearer nope")), Some("t0k")).unwrap_err();
-        assert!(error_text(r).contains("wrong admin token"));
-        let r = authorize(&request(None), Some("t0k")).unwrap_err();
-        assert!(error_text(r).contains("missing Authorization"));
-        let r = authorize(&request(Some("Basic t0k")), Some("t0k")).unwrap_err();
-        assert!(error_text(r).contains("missing Authorization"));
-        let r = authorize(&request(Some("Bearer t0k")), None).unwrap_err();
-        assert!(error_text(r).contains("admin.token is not set"));
-    }
-
-    /// What `/v1/status` answered when it was built with `json!`.
-    fn old_status(shared: &ControlContext) -> serde_json::Value {
-        let snapshot = shared.gate.lease().snapshot();
-        let mut lease = serde_json::to_value(&snapshot).expect("lease");
-        if snapshot.remaining_ms == u64::MAX {
-            lease["remaining_ms"] = serde_json::Value::Null;
-        }
-        serde_json::json!({
-            "lease": lease,
-            "node": shared.role.node.view(),
-            "paused": shared.gate.pause().is_paused(),
-            "pause": shared.gate.pause().status(),
-            "failover_state": shared.gate.role().failover.state().as_str(),
-            "demoted": shared.gate.role().demotion().map(|d| serde_json::json!({"new_master": d.new_master.as_deref()})),
-            "listen": shared.config.load().listen,
-            "backend": shared.config.load().backend.addr,
-        })
-    }
-
-    #[tokio::test(flavor = "current_thread")]
-    async fn status_json_is_byte_for_byte_unchanged() {
-        let config = Config::parse(
-            "backend:\n  addr: 127.0.0.1:1\nnode_id: 0123456789abcdef0123456789abcdef01234567\nlease:\n  mode: block-write\n",
-            "t",
-        )
-        .expect("valid config");
-        let shared = ControlContext::new(
-            config,
-            std::sync::Arc::new(crate::guard::lease::ManualClock::new(1_000_000_000)),
-        );
-        // The fields added since: this host's coarse clock and the serving
-        // process (checked, then set aside for the comparison). The clock
-        // is measured first, as a server does at start (with retries: a
-        // loaded host's coarse clock can fall a step behind).
-        crate::control::failover::timing::warm_up();
-        let answer = |shared: &ControlContext| {
-            let mut value = serde_json::to_value(status(shared)).expect("serializes");
-            let object = value.as_object_mut().expect("an object");
-            let clock = object
-                .remove("clock")
-                .expect("the host's clock is reported");
-            assert!(clock["tick_ns"].as_u64().is_some_and(|t| t > 0), "{clock}");
-            assert!(clock["since_tick_ns"].as_u64().is_some(), "{clock}");
-            let pid = object.remove("pid").expect("the process is reported");
-            assert_eq!(pid.as_u64(), Some(u64::from(std::process::id())));
-            value.to_string()
-        };
-        assert_eq!(answer(&shared), old_status(&shared).to_string());
-        shared
-            .gate
-            .pause()
-            .pause(Duration::from_secs(60), PauseMode::All);
-        shared.gate.role().demote(crate::guard::role::Demotion {
-            new_master: Some("127.0.0.1:7".into()),
-        });
-        shared.gate.role().failover.set(FailoverState::WaitSync);
-        let text = answer(&shared);
-        assert_eq!(text, old_status(&shared).to_string());
-        assert!(
-            text.contains(r#""demoted":{"new_master":"127.0.0.1:7"}"#),
-            "{text}"
-        );
-        assert!(text.contains(r#""mode":"all""#), "{text}");
-        assert!(text.contains(r#""failover_state":"wait_sync""#), "{text}");
-    }
-
-    #[test]
-    fn lease_view_nulls_forever() {
-        let mut s = LeaseSnapshot {
-            mode: crate::guard::lease::LeaseMode::BlockWrite,
-            valid: true,
-            owner: None,
-            node_id: None,
-            epoch: 3,
-            remaining_ms: u64::MAX,
-            revoked_reason: None,
-        };
-        let v = serde_json::to_value(lease_view(&s)).expect("serializes");
-        assert!(v["remaining_ms"].is_null());
-        assert_eq!(v["mode"], "block-write");
-        s.remaining_ms = 250;
-        let v = serde_json::to_value(lease_view(&s)).expect("serializes");
-        assert_eq!(v["remaining_ms"], 250);
     }
 }
