@@ -51,16 +51,19 @@ use tracing::warn;
 use crate::command::{Class, CommandTable, ReplyMode, Special, CLIENT_REPLY_ON};
 use crate::guard::clock::EverySecond;
 use crate::guard::control::ControlPolicy;
-use crate::guard::lease::{Lease, LeaseMode, Term};
+use crate::guard::lease::{Lease, LeaseMode};
 use crate::guard::pause::{OnDemote, Pause};
 use crate::guard::role::Role;
-use crate::guard::verify::{Ticket, Verifier, VerifyHold};
+use crate::guard::verify::{Verifier, VerifyHold};
 use crate::resp::login::Login;
 use crate::resp::request::arguments;
 
+mod acknowledgement;
 mod metrics;
 mod observe;
 mod publish;
+#[cfg(test)]
+mod testing;
 #[cfg(test)]
 mod tests;
 mod verdict;
@@ -68,6 +71,8 @@ mod waiting;
 
 pub use metrics::{GateMetrics, Reason, FENCE_REASONS, HEARTBEAT_REFUSALS};
 pub use observe::{PROMOTION_FENCE_BOUND, PROMOTION_LEASE_WAIT};
+#[cfg(test)]
+pub(crate) use testing::{for_tests, for_tests_with_login, for_tests_with_password};
 pub use verdict::{Admission, Answer, Effect, TimedPause, Verdict, Wait};
 
 /// Everything the Gate consults that a reload may change.
@@ -516,38 +521,6 @@ impl Gate {
         )))
     }
 
-    /// The confirmation of a write forwarded unconfirmed: `None` while
-    /// pending, then its round's outcome ([`Verifier::confirmation`]).
-    /// Only a verifier hands out rounds, so without one there is nothing to
-    /// wait for.
-    #[inline]
-    pub fn confirmation(&self, ticket: Ticket) -> Option<Result<(), Bytes>> {
-        match &self.verifier {
-            Some(v) => v.confirmation(ticket),
-            None => Some(Ok(())),
-        }
-    }
-
-    /// The reply to a write forwarded unconfirmed, once its confirmation is
-    /// settled: `None` passes `reply`; `Some(instead)` replaces it. After a
-    /// refusal, only a reply that says nothing took effect (an error,
-    /// `+QUEUED`, an aborted EXEC) passes; a success becomes the
-    /// unknown-outcome error with the refusal's cause, because the node may
-    /// have applied a write the controller did not confirm.
-    #[cold]
-    pub fn unconfirmed_reply(&self, refusal: &[u8], reply: &[u8]) -> Option<Bytes> {
-        if !is_acknowledgement(reply) {
-            return None;
-        }
-        self.metrics.unknown_outcomes.inc();
-        let cause = refusal.strip_prefix(b"-TRYAGAIN ").unwrap_or(refusal);
-        let cause = cause.strip_suffix(b"\r\n").unwrap_or(cause);
-        Some(Bytes::from(format!(
-            "{UNCONFIRMED_HEAD}{}; the write may or may not have been applied\r\n",
-            String::from_utf8_lossy(cause)
-        )))
-    }
-
     pub fn verifier(&self) -> Option<&Arc<Verifier>> {
         self.verifier.as_ref()
     }
@@ -584,41 +557,6 @@ impl Gate {
             );
         }
     }
-
-    /// The term a write is admitted in, when its acknowledgement will be
-    /// checked (`None` with `lease.mode: disabled`).
-    #[inline]
-    pub fn write_term(&self) -> Option<Term> {
-        (self.lease.mode() != LeaseMode::Disabled).then(|| self.lease.term())
-    }
-
-    /// Checks the reply to a write admitted in `term`: `None` passes it,
-    /// `Some(reply)` replaces it. Errors and `+QUEUED` pass (nothing was
-    /// acknowledged); a success after the lease ended or was revoked is
-    /// replaced by [`UNKNOWN_OUTCOME`] in block-write, counted in log-only.
-    #[inline]
-    pub fn acknowledgement(&self, term: Term, reply: &[u8]) -> Option<&'static [u8]> {
-        if self.lease.acknowledgeable(term) || !is_acknowledgement(reply) {
-            return None;
-        }
-        self.late_acknowledgement()
-    }
-
-    #[cold]
-    fn late_acknowledgement(&self) -> Option<&'static [u8]> {
-        if self.lease.mode() != LeaseMode::BlockWrite {
-            self.metrics.late_acknowledgements_log_only.inc();
-            return None;
-        }
-        self.metrics.unknown_outcomes.inc();
-        if self.last_unknown_outcome_warning.due(self.lease.now()) {
-            warn!(
-                unknown_outcomes = self.metrics.unknown_outcomes.get(),
-                "the node acknowledged a write after the master lease ended; the client gets an unknown-outcome error instead"
-            );
-        }
-        Some(UNKNOWN_OUTCOME)
-    }
 }
 
 /// `CLIENT REPLY ON|OFF|SKIP`: the node is sent `ON` whatever the client
@@ -636,76 +574,4 @@ fn client_reply(r: &Admission<'_>) -> Verdict {
         },
         None => Verdict::Forward,
     }
-}
-
-/// Whether a reply may say that a write took effect: anything but an error,
-/// `+QUEUED` (not applied yet) or RESP2's null array (an EXEC aborted by
-/// WATCH, a blocking pop that timed out: nothing applied). Other nulls count
-/// as acknowledgements: `SET k v GET` answers a null bulk after applying.
-#[inline]
-fn is_acknowledgement(reply: &[u8]) -> bool {
-    !matches!(reply, [b'-' | b'!', ..] | b"+QUEUED\r\n" | b"*-1\r\n")
-}
-
-/// A Gate on a hand-driven clock for unit tests: lease expired, control
-/// password `ctl`, node id `me`, pause bounds 10 requests / 1 MiB.
-#[cfg(test)]
-pub(crate) fn for_tests(
-    mode: LeaseMode,
-    deny: &[&str],
-    me: &str,
-) -> (Arc<crate::guard::lease::ManualClock>, Gate) {
-    for_tests_with_password(mode, deny, me, None)
-}
-
-/// [`for_tests`] with `backend.password` set.
-#[cfg(test)]
-pub(crate) fn for_tests_with_password(
-    mode: LeaseMode,
-    deny: &[&str],
-    me: &str,
-    backend_password: Option<&str>,
-) -> (Arc<crate::guard::lease::ManualClock>, Gate) {
-    for_tests_with_login(mode, deny, me, backend_password.map(Login::password))
-}
-
-/// [`for_tests`] with the node's login (`backend.user`, `.password`).
-#[cfg(test)]
-pub(crate) fn for_tests_with_login(
-    mode: LeaseMode,
-    deny: &[&str],
-    me: &str,
-    backend_login: Option<Login>,
-) -> (Arc<crate::guard::lease::ManualClock>, Gate) {
-    use crate::guard::lease::{Initial, LeaseTuning, ManualClock};
-    let clock = Arc::new(ManualClock::new(1_000_000_000));
-    let lease = Arc::new(Lease::new(
-        clock.clone(),
-        mode,
-        Initial::Expired,
-        LeaseTuning {
-            clock_drift: 0.0,
-            safety_margin_ms: 0,
-        },
-        Some(me.into()),
-    ));
-    let config = crate::command::CommandsConfig {
-        deny: deny.iter().map(|s| s.to_string()).collect(),
-        ..Default::default()
-    };
-    let gate = Gate::new(
-        Policy {
-            commands: CommandTable::build(&config, &[]),
-        },
-        Arc::new(Role::new(lease, OnDemote::Forward)),
-        GateParts {
-            control: ControlPolicy::new(Some("ctl"), &[]),
-            reject_prefix: "READONLY".into(),
-            backend_login,
-            verifier: None,
-            pause: Arc::new(Pause::new(10, 1 << 20)),
-            fence_reads: false,
-        },
-    );
-    (clock, gate)
 }
