@@ -80,7 +80,9 @@ mod requeue;
 mod restore;
 mod role_change;
 mod state;
+mod step;
 mod stopping;
+mod tagged;
 #[cfg(test)]
 mod tests;
 pub mod trim;
