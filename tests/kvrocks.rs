@@ -157,6 +157,39 @@ fn a_client_blocked_on_a_demoted_kvrocks_gets_an_error_and_pops_on_the_new_maste
     assert!(!list.contains("cmd=blpop"), "{list}");
 }
 
+/// `XREAD ... BLOCK` is a read, but Kvrocks leaves it blocked when the
+/// node becomes a replica, and wakes no reader of a replica with the
+/// entries replication brings: in flight at a failover, it waited for good
+/// (an attack pass, `XREAD BLOCK 0`). It now ends as a blocking write does.
+#[test]
+fn a_blocking_xread_on_a_demoted_kvrocks_gets_an_error() {
+    let Some(((ka, pa), (_kb, pb))) = standalone_pair() else {
+        return;
+    };
+    let mut forever = pa.client();
+    forever.send(&["XREAD", "BLOCK", "0", "STREAMS", "events", "$"]);
+    let mut long = pa.client();
+    long.send(&[
+        "XREAD", "COUNT", "5", "block", "600000", "STREAMS", "events", "$",
+    ]);
+    for c in [&mut forever, &mut long] {
+        assert_eq!(c.try_read(Duration::from_millis(200)), None, "blocked");
+    }
+    let report = failover(&pa, &pb);
+    assert!(report.contains(r#""result":"success""#), "{report}");
+    for c in [&mut forever, &mut long] {
+        let unblocked = c.try_read(PATIENCE);
+        assert!(
+            unblocked
+                .as_ref()
+                .is_some_and(|r| r.error_text().starts_with("UNBLOCKED")),
+            "{unblocked:?}"
+        );
+    }
+    let list = ka.client().cmd(&["CLIENT", "LIST"]).text();
+    assert!(!list.contains("cmd=xread"), "{list}");
+}
+
 /// The failover of kvrocks-controller PR #389, driven as the controller
 /// drives it, through the leasegates: `CLIENT PAUSE WRITE` on the master,
 /// wait for the replica's sequence, push the new topology, heartbeat the new

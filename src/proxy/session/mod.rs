@@ -495,15 +495,14 @@ impl Session {
             && (self.awaits_nothing() || (client_eof && self.blocked()))
     }
 
-    /// Whether the first backend reply owed is a blocking write's (BLPOP
-    /// and the like): every reply after it waits behind it.
+    /// Whether the first backend reply owed is a blocking command's (BLPOP
+    /// and the like, `XREAD ... BLOCK`): every reply after it waits behind it.
     pub(super) fn blocked(&self) -> bool {
         matches!(
             self.owed.iter().find(|o| matches!(o, Owed::Reply(_))),
-            Some(Owed::Reply(Expect::Write(WriteTicket {
-                blocking: true,
-                ..
-            })))
+            Some(Owed::Reply(
+                Expect::Write(WriteTicket { blocking: true, .. }) | Expect::BlockingRead
+            ))
         )
     }
 

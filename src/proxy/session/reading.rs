@@ -432,6 +432,14 @@ impl Session {
             self.owed.push_back(Owed::Reply(Expect::Plain));
             return;
         }
+        if special == Special::BlockingWithOption
+            && self.transaction.is_none()
+            && is_blocking(special, head, &self.unhandled()[..head.len])
+        {
+            self.blocking_out += 1;
+            self.owed.push_back(Owed::Reply(Expect::BlockingRead));
+            return;
+        }
         self.forwarded_special(head, special);
     }
 

@@ -267,6 +267,9 @@ impl Session {
         let (at, end) = (range.start, range.end);
         match owed {
             Some(Owed::Reply(Expect::Plain)) => {}
+            Some(Owed::Reply(Expect::BlockingRead)) => {
+                self.blocking_out = self.blocking_out.saturating_sub(1);
+            }
             Some(Owed::Reply(Expect::Queued)) => {
                 if &self.from_backend[range] != b"+QUEUED\r\n" {
                     self.requeue_forget();
@@ -484,10 +487,9 @@ impl Session {
     pub(super) fn unblocked_by_demotion(&mut self) {
         let blocking_first = matches!(
             self.owed.front(),
-            Some(Owed::Reply(Expect::Write(WriteTicket {
-                blocking: true,
-                ..
-            })))
+            Some(Owed::Reply(
+                Expect::Write(WriteTicket { blocking: true, .. }) | Expect::BlockingRead
+            ))
         );
         if !blocking_first {
             return;

@@ -40,6 +40,12 @@ pub(super) enum Expect {
     /// A write's reply (or an EXEC's with queued writes): counted, and its
     /// acknowledgement checked against the lease.
     Write(WriteTicket),
+    /// A read that may block for long (`XREAD ... BLOCK`): counted in the
+    /// session's blocking commands, so that a Kvrocks node turning replica
+    /// ends it as it ends a blocking write (Kvrocks wakes no reader of a
+    /// replica with the entries replication brings: an attack pass's
+    /// `XREAD BLOCK 0` in flight at a failover waited for good).
+    BlockingRead,
     /// MULTI number `n`: `+OK` opens the transaction, an error ends it.
     Multi(u64),
     /// A request queued in a transaction that may be queued again at a
