@@ -330,3 +330,43 @@ fn a_new_master_takes_over_from_a_crashed_old_master_without_the_controllers_pus
         "{info}"
     );
 }
+
+/// The new master's fence pauses the old master at its leasegate, then asks
+/// its node for the offset to catch up with. Here A's node does not answer
+/// (frozen), while A's polls still read the controller's old topology (a
+/// controller that has not caught up): A's lease holds. The fence used to
+/// end A's pause and let the promotion go on; once A's node answered again,
+/// A acknowledged writes beside the promoted B (an attack pass's reading of
+/// the code). Now A stays paused, and the promotion waits until A's lease
+/// has run out.
+#[test]
+fn an_old_master_whose_node_does_not_answer_the_fence_stays_paused() {
+    let Some((_controller, a, b)) = controlled_shard(LeaseBy::Pull, "mute-node", &[]) else {
+        return;
+    };
+    let v2 = topology((B_ID, &b), Some((A_ID, &a)));
+    let a_node = a.kvrocks.pid().to_string();
+    let signal = |sig: &str| {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &a_node])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill {sig} {a_node}");
+    };
+    signal("-STOP");
+    // The controller's push promoting B (loopback is the controller here).
+    let mut ctl_b = b.proxy.client();
+    ctl_b.send(&["CLUSTERX", "SETNODES", &v2, "2"]);
+    // The fence's question to A's node times out (backend.connect_timeout_ms, 1 s).
+    std::thread::sleep(Duration::from_millis(2500));
+    signal("-CONT");
+    let mut app = a.proxy.client();
+    app.send(&["SET", "beside-b", "at A"]);
+    let reply = app.try_read(Duration::from_secs(2));
+    assert!(
+        reply.as_ref().is_none_or(|r| r.is_error()),
+        "A acknowledges nothing while B is promoted: {reply:?}"
+    );
+    let mut direct_a = a.kvrocks.client();
+    assert_eq!(direct_a.cmd(&["EXISTS", "beside-b"]), Reply::Int(0));
+}

@@ -214,18 +214,26 @@ async fn fence_old_master(
     // Its node's own answer: the offset nothing past which was acknowledged.
     let theirs = match replication_of(&mut old.conn).await {
         Ok(r) if r.role.as_deref() == Some("master") => r,
-        // Its node acknowledges nothing: the pause there is ended (its
-        // sessions go on as after a node failure).
-        answer => {
+        // Its node is a replica and acknowledges nothing: the pause there
+        // is ended (its sessions go on as after a node failure).
+        Ok(r) => {
             old.unpause().await;
-            return Fenced::Go(match answer {
-                Ok(r) => format!(
-                    "the old master {} is not master (role {})",
-                    old.addr,
-                    r.role.as_deref().unwrap_or("unknown")
-                ),
-                Err(e) => format!("the old master {}'s node: {e}", old.addr),
-            });
+            return Fenced::Go(format!(
+                "the old master {} is not master (role {})",
+                old.addr,
+                r.role.as_deref().unwrap_or("unknown")
+            ));
+        }
+        // Its node did not answer (slow, frozen, its connection gone): it
+        // may be master still, its leasegate holding a lease. The pause
+        // stays (it outlasts that lease), and the promotion waits until the
+        // lease has run out. (Ending the pause here let the old master
+        // acknowledge writes beside the promoted node once its node
+        // answered again.)
+        Err(e) => {
+            let why = format!("the old master {}'s node: {e}", old.addr);
+            drop(old);
+            return wait_out_lease(&config, started, request, why).await;
         }
     };
     let target = theirs.offset.unwrap_or(0);
