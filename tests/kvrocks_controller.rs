@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use support::controller::{TestController, CLUSTER, NAMESPACE};
 use support::kvrocks::{
-    controlled_shard, controlled_shard_with_password, handovers, info_field, link_up, LeaseBy,
-    A_ID, B_ID,
+    controlled_shard, controlled_shard_with_password, handovers, info_field, link_up, topology,
+    LeaseBy, A_ID, B_ID,
 };
 use support::load::Writers;
 use support::{http, Reply};
@@ -275,4 +275,45 @@ fn a_replica_that_does_not_catch_up_fails_the_failover_and_unpauses() {
     );
     assert_eq!(status, 400, "{answer}");
     assert_eq!(controller.failovers(), 0);
+}
+
+/// An ordinary client (from 127.0.0.2, outside `control.allow_from`)
+/// sends the replica's leasegate a topology naming the replica master at a
+/// version above the controller's. Passed on, it made the node master
+/// while the old master kept its lease; kvrocks-controller then adopted
+/// the node's newer version and demoted the old master, which resynced
+/// and lost what it had acknowledged (an attack pass against the real
+/// controller: 19,141 acknowledged writes lost). Now it is refused, as are
+/// the other commands that change a node's role, id or slots; the node
+/// keeps its topology.
+#[test]
+fn an_ordinary_clients_topology_does_not_reach_the_node() {
+    let Some((_controller, a, b)) = controlled_shard(LeaseBy::Pull, "ordinary", &[]) else {
+        return;
+    };
+    let promoting = topology((B_ID, &b), Some((A_ID, &a)));
+    let mut ordinary = support::Client::connect_from("127.0.0.2", b.proxy.port);
+    for args in [
+        &["CLUSTERX", "SETNODES", promoting.as_str(), "50"][..],
+        &["CLUSTERX", "SETSLOT", "0", "NODE", B_ID, "51"],
+        &["CLUSTERX", "SETNODEID", A_ID],
+        &["SLAVEOF", "NO", "ONE"],
+    ] {
+        let reply = ordinary.cmd(args);
+        assert!(
+            reply.is_error() && reply.error_text().starts_with("NOPERM leasegate:"),
+            "{args:?}: {reply:?}"
+        );
+    }
+    let mut direct_b = b.kvrocks.client();
+    assert_eq!(info_field(&mut direct_b, "role").as_deref(), Some("slave"));
+    assert_eq!(
+        direct_b.cmd(&["CLUSTERX", "VERSION"]),
+        Reply::bulk("1"),
+        "B's node keeps the controller's topology"
+    );
+    // The controller's connections (loopback) still reconfigure the node.
+    let mut controller_conn = b.proxy.client();
+    let reply = controller_conn.cmd(&["CLUSTERX", "SETSLOT", "0", "NODE", A_ID, "2"]);
+    assert_eq!(reply, Reply::ok(), "the controller's SETSLOT");
 }

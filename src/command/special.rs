@@ -79,10 +79,13 @@ pub enum Special {
     /// another node connection unseen.
     Tracking,
     /// Asks about the node itself (`ROLE`, `CLUSTER INFO|MYID`, `CLUSTERX
-    /// VERSION|MYID`) or changes its cluster state (`CLUSTERX SETSLOT|
-    /// MIGRATE|IMPORT`): never sent to another node on this node's behalf
+    /// VERSION|MYID`): never sent to another node on this node's behalf
     /// ([`Special::addresses_node`]).
     NodeAddressed,
+    /// Moves slots between nodes (`CLUSTERX SETSLOT|MIGRATE`, Kvrocks'
+    /// `CLUSTER IMPORT`): the controller's slot migration, addressed to
+    /// this node as `NodeAddressed` is.
+    SlotMigration,
 }
 
 impl Special {
@@ -97,6 +100,7 @@ impl Special {
         matches!(
             self,
             Special::NodeAddressed
+                | Special::SlotMigration
                 | Special::ReplicaOf
                 | Special::SetNodeId
                 | Special::SetNodes
@@ -114,6 +118,17 @@ impl Special {
         matches!(
             self,
             Special::ClientPause | Special::ClientUnpause | Special::Failover
+        )
+    }
+
+    /// What changes the node's role, id or slots, the controller's (or
+    /// Sentinel's) to send: refused to ordinary clients where the
+    /// controller is known by its connections
+    /// ([`crate::guard::gate::Gate::admit`]).
+    pub fn reconfigures_node(self) -> bool {
+        matches!(
+            self,
+            Special::ReplicaOf | Special::SetNodeId | Special::SetNodes | Special::SlotMigration
         )
     }
 }
@@ -177,9 +192,9 @@ pub(super) const SPECIALS: &[(&str, Option<&str>, Special)] = &[
     ("cluster", Some("myid"), Special::NodeAddressed),
     ("clusterx", Some("version"), Special::NodeAddressed),
     ("clusterx", Some("myid"), Special::NodeAddressed),
-    ("clusterx", Some("setslot"), Special::NodeAddressed),
-    ("clusterx", Some("migrate"), Special::NodeAddressed),
-    ("cluster", Some("import"), Special::NodeAddressed),
+    ("clusterx", Some("setslot"), Special::SlotMigration),
+    ("clusterx", Some("migrate"), Special::SlotMigration),
+    ("cluster", Some("import"), Special::SlotMigration),
 ];
 
 #[cfg(test)]

@@ -112,6 +112,13 @@ impl ControlPolicy {
         }
     }
 
+    /// Whether the controller is known by its connections (a control
+    /// password or `control.allow_from`): every other connection is then
+    /// an ordinary client's.
+    pub fn identifies_controller(&self) -> bool {
+        self.password.is_some() || !self.allow_from.is_empty()
+    }
+
     /// Whether connections from `ip` are the controller's without a password.
     pub fn trusts(&self, ip: IpAddr) -> bool {
         self.allow_from.iter().any(|m| m.matches(ip))

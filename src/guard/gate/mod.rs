@@ -72,7 +72,9 @@ mod waiting;
 pub use metrics::{GateMetrics, Reason, FENCE_REASONS, HEARTBEAT_REFUSALS};
 pub use observe::{PROMOTION_FENCE_BOUND, PROMOTION_LEASE_WAIT};
 #[cfg(test)]
-pub(crate) use testing::{for_tests, for_tests_with_login, for_tests_with_password};
+pub(crate) use testing::{
+    for_tests, for_tests_with_login, for_tests_with_password, without_control_identity,
+};
 pub use verdict::{Admission, Answer, Effect, TimedPause, Verdict, Wait};
 
 /// Everything the Gate consults that a reload may change.
@@ -328,6 +330,11 @@ impl Gate {
     /// controller's own are intercepted and role changes observed.
     #[inline]
     fn admin(&self, r: &Admission<'_>) -> Verdict {
+        if !r.control && r.command.special.reconfigures_node() {
+            if let Some(refused) = self.reconfiguration_refused(r) {
+                return refused;
+            }
+        }
         match r.command.special {
             Special::ClientPause | Special::ClientUnpause if r.control => self.client_pause(r),
             Special::ReplicaOf | Special::SetNodeId | Special::SetNodes => self.observe(r),
@@ -335,6 +342,43 @@ impl Gate {
             Special::Failover => self.failover_command(r),
             _ => Verdict::Forward,
         }
+    }
+
+    /// An ordinary client's command that would change the node's role, id
+    /// or slots is refused where the controller is known by its
+    /// connections: the controller (or Sentinel) reconfigures the nodes.
+    /// A topology promoting a replica, sent by an ordinary client, made
+    /// its node master while the old master kept its lease; the controller
+    /// then adopted the node's newer version and demoted the old master,
+    /// which resynced and lost what it had acknowledged (an attack pass:
+    /// 19,141 acknowledged writes lost). Not `REPLICAOF` under a Sentinel
+    /// lease source: the Sentinels send it as ordinary clients, and their
+    /// promotions wait for the old master to be fenced.
+    #[cold]
+    fn reconfiguration_refused(&self, r: &Admission<'_>) -> Option<Verdict> {
+        if r.command.special == Special::ReplicaOf && self.role.promotion_fence.fences_replicaof() {
+            return None;
+        }
+        if !self.settings.load().control.identifies_controller() {
+            return None;
+        }
+        self.metrics.control_refused.inc();
+        // The command as named: `REPLICAOF`, `CLUSTERX SETNODES`.
+        let args = arguments(r.bytes, r.head.inline);
+        let words = if r.command.special == Special::ReplicaOf {
+            1
+        } else {
+            2
+        };
+        let named = args
+            .iter()
+            .take(words)
+            .map(|a| String::from_utf8_lossy(a).to_ascii_uppercase())
+            .collect::<Vec<_>>()
+            .join(" ");
+        Some(Verdict::Reply(crate::resp::encode::error(&format!(
+            "NOPERM leasegate: {named} changes the node's role or slots, which only the controller does: send it on a control connection (control.allow_from or control.password)"
+        ))))
     }
 
     /// `FAILOVER ...`: only the controller or an admin (a control

@@ -20,6 +20,13 @@ pub(crate) fn for_tests(
     for_tests_with_password(mode, deny, me, None)
 }
 
+/// `gate` with no control identity (neither `control.password` nor
+/// `control.allow_from`): every connection is an ordinary client's, and
+/// the controller's pushes come as theirs.
+pub(crate) fn without_control_identity(gate: &Gate) {
+    gate.reconfigure(ControlPolicy::default(), "READONLY", None);
+}
+
 /// [`for_tests`] with `backend.password` set.
 pub(crate) fn for_tests_with_password(
     mode: LeaseMode,

@@ -300,6 +300,7 @@ fn heartbeats_need_control() {
 #[test]
 fn replicaof_revokes() {
     let (_, gate) = gate(LeaseMode::BlockWrite, &[]);
+    without_control_identity(&gate);
     ask(&gate, &["CLUSTERX", "HEARTBEAT", ME, "100000", "1"], true);
     assert!(gate.lease().write_allowed());
     assert_eq!(
@@ -320,6 +321,7 @@ fn replicaof_revokes() {
 #[test]
 fn a_controllers_promotion_ends_the_demotion() {
     let (_, gate) = gate(LeaseMode::BlockWrite, &[]);
+    without_control_identity(&gate);
     gate.role().demote(Demotion {
         new_master: Some("127.0.0.1:7002".into()),
     });
@@ -526,6 +528,7 @@ fn hello_is_parsed_by_its_grammar() {
 #[test]
 fn role_changes_take_effect_when_the_node_accepts_them() {
     let (_, gate) = gate(LeaseMode::BlockWrite, &[]);
+    without_control_identity(&gate);
     ask(&gate, &["CLUSTERX", "HEARTBEAT", ME, "100000", "1"], true);
     let Verdict::Observe(effect) = ask(&gate, &["REPLICAOF", "127.0.0.1", "6379"], false) else {
         panic!("REPLICAOF host port is observed");
@@ -541,6 +544,7 @@ fn role_changes_take_effect_when_the_node_accepts_them() {
 #[test]
 fn only_the_controller_names_the_node() {
     let (_, gate) = gate(LeaseMode::BlockWrite, &[]);
+    without_control_identity(&gate);
     let setnodeid = [
         "CLUSTERX",
         "SETNODEID",
@@ -637,7 +641,9 @@ async fn a_demoting_topology_waits_for_the_writes_in_flight() {
     assert!(!gate.lease().write_allowed());
     assert!(gate.role().is_demoted());
     assert!(!gate.pause().is_paused(), "the +OK ends the pause");
-    // An ordinary client's is not held.
+    // An ordinary client's is not held (where there is no telling the
+    // controller's connections from others').
+    without_control_identity(&gate);
     assert!(matches!(
         ask(&gate, &["CLUSTERX", "SETNODES", nodes.as_str(), "3"], false),
         Verdict::Observe(_)
@@ -868,4 +874,72 @@ fn a_heartbeat_revoking_the_lease_is_logged_with_its_sender() {
         log.contains("another node was named master") && log.contains("peer=192.0.2.7"),
         "{log}"
     );
+}
+
+/// Where the controller is known by its connections (`control.password`
+/// here), an ordinary client's command changing the node's role, id or
+/// slots is refused: a topology promoting a replica, sent so, lost 19,141
+/// acknowledged writes in an attack pass. The controller's pass; so does
+/// REPLICAOF under a Sentinel lease source (the Sentinels are ordinary
+/// clients).
+#[test]
+fn an_ordinary_client_does_not_reconfigure_the_node() {
+    let (_, gate) = gate(LeaseMode::BlockWrite, &[]);
+    let nodes = format!("{ME} 127.0.0.1 7001 master - 0-16383");
+    for (args, named) in [
+        (
+            &["CLUSTERX", "SETNODES", nodes.as_str(), "50"][..],
+            "CLUSTERX SETNODES",
+        ),
+        (&["clusterx", "setnodeid", ME], "CLUSTERX SETNODEID"),
+        (
+            &["CLUSTERX", "SETSLOT", "1", "NODE", ME, "51"],
+            "CLUSTERX SETSLOT",
+        ),
+        (&["CLUSTERX", "MIGRATE", "1", ME], "CLUSTERX MIGRATE"),
+        (&["CLUSTER", "IMPORT", "1", "0"], "CLUSTER IMPORT"),
+        (&["REPLICAOF", "NO", "ONE"], "REPLICAOF"),
+        (&["slaveof", "127.0.0.1", "7002"], "SLAVEOF"),
+    ] {
+        let Verdict::Reply(refused) = ask(&gate, args, false) else {
+            panic!("{args:?} is refused to an ordinary client");
+        };
+        let text = String::from_utf8_lossy(&refused);
+        assert!(
+            text.starts_with(&format!(
+                "-NOPERM leasegate: {named} changes the node's role"
+            )),
+            "{text}"
+        );
+        assert!(
+            !matches!(ask(&gate, args, true), Verdict::Reply(_)),
+            "{args:?} passes for the controller"
+        );
+    }
+    // Inside a transaction too: refused, so the transaction fails at EXEC.
+    assert!(matches!(
+        ask(
+            &gate,
+            &["CLUSTERX", "SETNODES", nodes.as_str(), "50"],
+            false
+        ),
+        Verdict::Reply(_)
+    ));
+    // Under a Sentinel lease source, REPLICAOF passes (fenced as a
+    // promotion where it is one); the cluster's commands are still refused.
+    gate.role()
+        .promotion_fence
+        .enable(std::time::Duration::from_secs(2), true);
+    assert!(matches!(
+        ask(&gate, &["SLAVEOF", "127.0.0.1", "7002"], false),
+        Verdict::Observe(Effect::Replica { .. })
+    ));
+    assert!(matches!(
+        ask(
+            &gate,
+            &["CLUSTERX", "SETNODES", nodes.as_str(), "50"],
+            false
+        ),
+        Verdict::Reply(_)
+    ));
 }

@@ -183,6 +183,7 @@ fn log_only_counts_late_acknowledgements_and_passes_them() {
 #[test]
 fn role_changes_and_node_ids_follow_the_nodes_answer() {
     let (_, gate, mut s) = session(LeaseMode::BlockWrite);
+    crate::guard::gate::without_control_identity(&gate);
     grant(&gate, 60_000);
     client(&mut s, &[&["REPLICAOF", "127.0.0.1", "1"]]);
     node(&mut s, b"-NOAUTH Authentication required.\r\n");
@@ -196,6 +197,7 @@ fn role_changes_and_node_ids_follow_the_nodes_answer() {
 
     // SETNODEID: an ordinary client's never teaches the id, even accepted.
     let (_, gate, mut s) = session(LeaseMode::BlockWrite);
+    crate::guard::gate::without_control_identity(&gate);
     client(&mut s, &[&["CLUSTERX", "SETNODEID", OTHER]]);
     node(&mut s, b"+OK\r\n");
     assert_eq!(gate.lease().node_id().as_deref(), Some(ME));

@@ -7,6 +7,11 @@ use crate::guard::lease::LeaseMode;
 #[test]
 fn a_role_changing_transaction_sends_ping_for_the_kill_of_normal_clients() {
     let (_, gate, mut s) = session(LeaseMode::BlockWrite);
+    // The Sentinels' own transaction: they are ordinary clients, their
+    // REPLICAOF taken under a Sentinel lease source.
+    gate.role()
+        .promotion_fence
+        .enable(std::time::Duration::from_secs(2), true);
     grant(&gate, 60_000);
     let reconfigure: [&[&str]; 6] = [
         &["MULTI"],
@@ -36,6 +41,11 @@ fn a_role_changing_transaction_sends_ping_for_the_kill_of_normal_clients() {
 #[test]
 fn a_kill_outside_a_role_change_goes_as_it_came() {
     let (_, gate, mut s) = session(LeaseMode::BlockWrite);
+    // The Sentinels' own transaction: they are ordinary clients, their
+    // REPLICAOF taken under a Sentinel lease source.
+    gate.role()
+        .promotion_fence
+        .enable(std::time::Duration::from_secs(2), true);
     grant(&gate, 60_000);
     let kill: &[&str] = &["CLIENT", "KILL", "TYPE", "normal"];
     client(&mut s, &[&["MULTI"], kill, &["EXEC"], kill]);
