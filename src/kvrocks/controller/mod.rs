@@ -6,23 +6,22 @@
 //! verification asks it too ([`crate::guard::verify`]). A graceful failover
 //! in cluster mode asks it to fail a shard over ([`request_shard_failover`]).
 
-use std::time::Duration;
-
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Full, Limited};
 use hyper::header::LOCATION;
-use hyper::{StatusCode, Uri};
-use std::sync::Arc;
-
-use crate::kvrocks::connector::Connector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use hyper::Uri;
 use serde::Deserialize;
+
+mod http;
+mod shard_failover;
+
+pub(super) use http::get;
+pub use http::{fetch_answer, http_client, HttpClient};
+pub use shard_failover::{request_shard_failover, ShardFailoverError};
 
 /// Redirect hops followed per poll.
 pub const MAX_REDIRECTS: usize = 3;
 /// Largest controller answer read (a cluster with thousands of nodes fits).
-const MAX_ANSWER: usize = 16 * 1024 * 1024;
+pub(super) const MAX_ANSWER: usize = 16 * 1024 * 1024;
 
 // ---------------------------------------------------------------------------
 // The controller's JSON.
@@ -210,7 +209,7 @@ pub fn resolve_location(base: &Uri, location: &str) -> Result<Uri, String> {
 }
 
 /// Where a redirect answer (a non-leader's `307`) to `uri` points.
-fn redirected<B>(uri: &Uri, response: &hyper::Response<B>) -> Result<Uri, String> {
+pub(super) fn redirected<B>(uri: &Uri, response: &hyper::Response<B>) -> Result<Uri, String> {
     let location = response
         .headers()
         .get(LOCATION)
@@ -356,186 +355,6 @@ impl Cluster {
         }
         Ok(lines.join("\n"))
     }
-}
-
-/// Why a shard failover request did not succeed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ShardFailoverError {
-    /// The controller certainly did not act: the request was never
-    /// delivered, or it was answered with a client error (4xx).
-    #[error("{0}")]
-    Refused(String),
-    /// The request never reached the controller (no connection): another
-    /// controller of the group may be asked.
-    #[error("{0}")]
-    Unreachable(String),
-    /// The controller may have acted: no answer, a broken exchange, or a
-    /// server error (5xx, e.g. a topology pushed to only some nodes).
-    #[error("{0}")]
-    Unknown(String),
-}
-
-/// `{"data":{"new_master_id":"..."}}`, the field this client reads.
-#[derive(Debug, Deserialize)]
-struct FailoverAnswer {
-    data: FailoverData,
-}
-
-#[derive(Debug, Deserialize)]
-struct FailoverData {
-    #[serde(default)]
-    new_master_id: Option<String>,
-}
-
-/// Asks the controller at `url` (the full [`shard_failover_url`]) to fail
-/// the shard over to `preferred` (`{"preferred_node_id": ...}`), following
-/// the `307`s of non-leaders, within `timeout`. Returns the new master's id
-/// when the answer names it.
-pub async fn request_shard_failover(
-    url: &str,
-    preferred: &str,
-    timeout: Duration,
-    tls: Option<Arc<rustls::ClientConfig>>,
-) -> Result<Option<String>, ShardFailoverError> {
-    let body = serde_json::json!({ "preferred_node_id": preferred }).to_string();
-    let client: Client<Connector, Full<Bytes>> =
-        Client::builder(TokioExecutor::new()).build(Connector::new(
-            timeout,
-            tls,
-            crate::kvrocks::connector::CONTROLLER_CA_MISSING,
-        ));
-    let exchange = async {
-        let mut uri: Uri = url
-            .parse()
-            .map_err(|e| ShardFailoverError::Refused(format!("bad controller url '{url}': {e}")))?;
-        for _ in 0..=MAX_REDIRECTS {
-            let request = hyper::Request::post(uri.clone())
-                .header(hyper::header::CONTENT_TYPE, "application/json")
-                .header(hyper::header::ACCEPT, "application/json")
-                .body(Full::new(Bytes::from(body.clone())))
-                .map_err(|e| {
-                    ShardFailoverError::Refused(format!("cannot build the request to {uri}: {e}"))
-                })?;
-            let response = client.request(request).await.map_err(|e| {
-                let text = format!(
-                    "POST {uri}: {}",
-                    crate::kvrocks::admin_client::error_chain(&e)
-                );
-                if e.is_connect() {
-                    ShardFailoverError::Unreachable(text)
-                } else {
-                    ShardFailoverError::Unknown(text)
-                }
-            })?;
-            let status = response.status();
-            if status.is_redirection() {
-                uri = redirected(&uri, &response).map_err(ShardFailoverError::Refused)?;
-                continue;
-            }
-            let answer = Limited::new(response.into_body(), MAX_ANSWER)
-                .collect()
-                .await
-                .map_err(|e| {
-                    ShardFailoverError::Unknown(format!("cannot read the controller's answer: {e}"))
-                })?
-                .to_bytes();
-            if status.is_client_error() {
-                return Err(ShardFailoverError::Refused(describe_error(
-                    status.as_u16(),
-                    &answer,
-                )));
-            }
-            if !status.is_success() {
-                return Err(ShardFailoverError::Unknown(describe_error(
-                    status.as_u16(),
-                    &answer,
-                )));
-            }
-            return Ok(serde_json::from_slice::<FailoverAnswer>(&answer)
-                .ok()
-                .and_then(|a| a.data.new_master_id));
-        }
-        Err(ShardFailoverError::Refused(format!(
-            "more than {MAX_REDIRECTS} redirects from the controller"
-        )))
-    };
-    tokio::time::timeout(timeout, exchange).await.map_err(|_| {
-        ShardFailoverError::Unknown(format!(
-            "POST {url}: no answer within {} ms",
-            timeout.as_millis()
-        ))
-    })?
-}
-
-// ---------------------------------------------------------------------------
-// The poller.
-
-/// The pooled keep-alive HTTP client used to talk to the controller.
-pub type HttpClient = Client<Connector, Empty<Bytes>>;
-
-/// A keep-alive client whose connects give up after `timeout`; `https://`
-/// URLs are trusted with `tls` (`controller.ca_file`).
-pub fn http_client(timeout: Duration, tls: Option<Arc<rustls::ClientConfig>>) -> HttpClient {
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .build(Connector::new(
-            timeout,
-            tls,
-            crate::kvrocks::connector::CONTROLLER_CA_MISSING,
-        ))
-}
-
-/// One request for the cluster topology: GET, following redirects; the
-/// body of the `200` answer, unparsed.
-pub async fn fetch_answer(client: &HttpClient, url: &str) -> Result<Bytes, String> {
-    let (status, body) = get(client, url).await?;
-    if status != StatusCode::OK {
-        let said = describe_error(status.as_u16(), &body);
-        // kvrocks-controller 1.2.0 answers a namespace or cluster it does
-        // not have `500 ... key not found`; a wrong path or port, 404.
-        let hint = if status == StatusCode::NOT_FOUND || said.contains("not found") {
-            " (no such namespace or cluster there: controller.namespace and controller.cluster \
-             must name the registered cluster, and controller.url the controller's HTTP \
-             address without a path)"
-        } else {
-            ""
-        };
-        return Err(format!("GET {url}: {said}{hint}"));
-    }
-    Ok(body)
-}
-
-/// A GET, following redirects: the final answer's status and body.
-pub(super) async fn get(client: &HttpClient, url: &str) -> Result<(StatusCode, Bytes), String> {
-    let mut uri: Uri = url
-        .parse()
-        .map_err(|e| format!("bad controller url '{url}': {e}"))?;
-    for _ in 0..=MAX_REDIRECTS {
-        let request = hyper::Request::get(uri.clone())
-            .header(hyper::header::ACCEPT, "application/json")
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| format!("cannot build the request to {uri}: {e}"))?;
-        let response = client.request(request).await.map_err(|e| {
-            format!(
-                "cannot reach the controller at {uri}: {}",
-                crate::kvrocks::admin_client::error_chain(&e)
-            )
-        })?;
-        let status = response.status();
-        if status.is_redirection() {
-            uri = redirected(&uri, &response)?;
-            continue;
-        }
-        let body = Limited::new(response.into_body(), MAX_ANSWER)
-            .collect()
-            .await
-            .map_err(|e| format!("cannot read the controller's answer: {e}"))?
-            .to_bytes();
-        return Ok((status, body));
-    }
-    Err(format!(
-        "more than {MAX_REDIRECTS} redirects from the controller"
-    ))
 }
 
 #[cfg(test)]
