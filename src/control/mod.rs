@@ -30,6 +30,7 @@ pub mod failover;
 pub mod failover_command;
 pub mod fence;
 pub mod lasting;
+pub mod own_node;
 pub mod poll;
 pub mod probe;
 pub mod reload;

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
-use super::sentinel::{replication_of, OwnNode};
+use super::own_node::{replication_of, OwnNode};
 use super::ControlContext;
 use crate::proxy::backend::ControlConnection;
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 
-use super::{replication_of, OwnNode};
+use crate::control::own_node::{replication_of, OwnNode};
 use crate::control::ControlContext;
 use crate::proxy::backend::ControlConnection;
 

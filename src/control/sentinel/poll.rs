@@ -25,7 +25,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::OwnNode;
+use crate::control::own_node::OwnNode;
 use crate::control::ControlContext;
 use crate::guard::lease::Nanos;
 use crate::kvrocks::sentinel::{parse_master, MasterView};

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
-use super::OwnNode;
+use crate::control::own_node::OwnNode;
 use crate::control::ControlContext;
 
 /// How often the node is asked again while it refuses.
@@ -81,7 +81,7 @@ pub(super) async fn follow_new_master(ctx: Arc<ControlContext>, new_master: Stri
 /// `REPLICAOF host port` on this leasegate's own node connection.
 async fn replicaof(ctx: &ControlContext, host: &str, port: &str) -> Result<(), String> {
     let timeout = ctx.config.load().backend.connect_timeout;
-    let mut conn = super::open_own_node(ctx).await?;
+    let mut conn = crate::control::own_node::open_own_node(ctx).await?;
     tokio::time::timeout(timeout, super::announce_before_following(ctx, &mut conn))
         .await
         .map_err(|_| format!("no answer within {} ms", timeout.as_millis()))??;
