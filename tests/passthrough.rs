@@ -293,3 +293,77 @@ fn a_redis_replica_syncs_through_leasegate() {
     }
     drop(redis);
 }
+
+/// RESP2 `(P)UNSUBSCRIBE` is answered by one confirmation for each channel
+/// or pattern it names (or, bare, for each subscription of its kind, at
+/// least one), each with the count left. Taken as the end of subscribe
+/// mode at the first count of zero, the rest were taken for the replies of
+/// the requests behind it, and every reply after was one off: with the
+/// lease lapsed, `UNSUBSCRIBE news sports; SELECT 0; SET ...` got the
+/// fenced error for SELECT and `+OK` for the SET, which the node never
+/// got (an attack pass). Every reply now lands where the node puts it.
+#[test]
+fn unsubscribe_confirmations_keep_every_reply_in_its_place() {
+    let redis = RedisServer::start();
+    let open = Proxy::start(&redis.addr(), "");
+    let pipelines: [&[&[&str]]; 6] = [
+        &[
+            &["UNSUBSCRIBE", "news", "sports"],
+            &["SELECT", "0"],
+            &["SET", "k", "v"],
+            &["GET", "k"],
+        ],
+        &[&["UNSUBSCRIBE"], &["UNSUBSCRIBE"], &["PING"]],
+        &[
+            &["PUNSUBSCRIBE", "p*"],
+            &["PUNSUBSCRIBE", "q*", "r*"],
+            &["PING"],
+        ],
+        &[&["SUBSCRIBE", "a"], &["UNSUBSCRIBE", "a", "b"], &["PING"]],
+        &[
+            &["SUBSCRIBE", "a", "b"],
+            &["PSUBSCRIBE", "p*"],
+            &["UNSUBSCRIBE"],
+            &["PUNSUBSCRIBE"],
+            &["GET", "k"],
+        ],
+        &[
+            &["SUBSCRIBE", "a"],
+            &["PSUBSCRIBE", "p*", "q*"],
+            &["PUNSUBSCRIBE"],
+            &["UNSUBSCRIBE"],
+            &["PING"],
+        ],
+    ];
+    // Replies: one per request, plus one per further confirmation.
+    let counts = [5, 3, 4, 4, 7, 7];
+    for (pipeline, n) in pipelines.iter().zip(counts) {
+        let run = |c: &mut support::Client| -> Vec<Reply> {
+            for request in pipeline.iter() {
+                c.send(request);
+            }
+            let replies = (0..n).map(|_| c.read()).collect();
+            assert_eq!(
+                c.try_read(Duration::from_millis(100)),
+                None,
+                "{pipeline:?}: no more"
+            );
+            replies
+        };
+        let direct = run(&mut redis.client());
+        assert_eq!(run(&mut open.client()), direct, "{pipeline:?}");
+    }
+    // With the lease lapsed, the refusal lands on the write itself.
+    let fenced = Proxy::start(&redis.addr(), "lease:\n  mode: block-write\n");
+    let mut c = fenced.client();
+    for request in pipelines[0] {
+        c.send(request);
+    }
+    let replies: Vec<Reply> = (0..5).map(|_| c.read()).collect();
+    assert_eq!(replies[2], Reply::ok(), "SELECT: {replies:?}");
+    assert!(
+        replies[3].error_text().contains("master lease expired"),
+        "the SET is refused: {replies:?}"
+    );
+    assert_eq!(replies[4], Reply::bulk("v"), "GET: {replies:?}");
+}

@@ -256,10 +256,35 @@ fn length(line: &[u8]) -> Result<i64, ReplyError> {
 pub enum PubSubFrame {
     /// `message`, `pmessage`, `smessage`.
     Message,
-    /// `subscribe`/`psubscribe` confirmation with the session's new subscription count.
-    Subscribed { count: i64, shard: bool },
+    /// `subscribe`/`psubscribe`/`ssubscribe` confirmation with the
+    /// session's new subscription count (of channels and patterns
+    /// together, or of shard channels).
+    Subscribed { count: i64, kind: PubSubKind },
     /// `unsubscribe`/`punsubscribe`/`sunsubscribe` confirmation with the remaining count.
-    Unsubscribed { count: i64, shard: bool },
+    Unsubscribed { count: i64, kind: PubSubKind },
+}
+
+/// What a subscription, or a subscribe-family command, is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PubSubKind {
+    /// `SUBSCRIBE`/`UNSUBSCRIBE`.
+    Channel,
+    /// `PSUBSCRIBE`/`PUNSUBSCRIBE`.
+    Pattern,
+    /// `SSUBSCRIBE`/`SUNSUBSCRIBE`.
+    Shard,
+}
+
+impl PubSubKind {
+    /// The kind of a subscribe-family command, by its name.
+    pub fn of_command(name: &[u8]) -> PubSubKind {
+        let lower = name.to_ascii_lowercase();
+        match lower.as_slice() {
+            b"psubscribe" | b"punsubscribe" => PubSubKind::Pattern,
+            b"ssubscribe" | b"sunsubscribe" => PubSubKind::Shard,
+            _ => PubSubKind::Channel,
+        }
+    }
 }
 
 /// Recognises a RESP2 pub/sub frame. Only called for `*` replies of a session
@@ -306,16 +331,14 @@ fn pubsub_frame_as(frame: &[u8], prefix: u8) -> Option<PubSubFrame> {
     let kind = kind?.to_ascii_lowercase();
     Some(match kind.as_slice() {
         b"message" | b"pmessage" | b"smessage" => PubSubFrame::Message,
-        b"subscribe" | b"psubscribe" => PubSubFrame::Subscribed {
+        b"subscribe" | b"psubscribe" | b"ssubscribe" => PubSubFrame::Subscribed {
             count,
-            shard: false,
+            kind: PubSubKind::of_command(&kind),
         },
-        b"ssubscribe" => PubSubFrame::Subscribed { count, shard: true },
-        b"unsubscribe" | b"punsubscribe" => PubSubFrame::Unsubscribed {
+        b"unsubscribe" | b"punsubscribe" | b"sunsubscribe" => PubSubFrame::Unsubscribed {
             count,
-            shard: false,
+            kind: PubSubKind::of_command(&kind),
         },
-        b"sunsubscribe" => PubSubFrame::Unsubscribed { count, shard: true },
         _ => return None,
     })
 }
@@ -431,7 +454,7 @@ mod tests {
             pubsub_frame(b"*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n"),
             Some(PubSubFrame::Subscribed {
                 count: 1,
-                shard: false
+                kind: PubSubKind::Channel
             })
         );
         assert_eq!(
@@ -442,7 +465,7 @@ mod tests {
             pubsub_frame(b"*3\r\n$12\r\nsunsubscribe\r\n$2\r\nch\r\n:0\r\n"),
             Some(PubSubFrame::Unsubscribed {
                 count: 0,
-                shard: true
+                kind: PubSubKind::Shard
             })
         );
         assert_eq!(pubsub_frame(b"*2\r\n$4\r\npong\r\n$0\r\n\r\n"), None);
@@ -450,7 +473,7 @@ mod tests {
             pubsub_push(b">3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n"),
             Some(PubSubFrame::Subscribed {
                 count: 1,
-                shard: false
+                kind: PubSubKind::Channel
             })
         );
         assert_eq!(
@@ -461,7 +484,14 @@ mod tests {
             pubsub_frame(b"*3\r\n$11\r\nunsubscribe\r\n$-1\r\n:0\r\n"),
             Some(PubSubFrame::Unsubscribed {
                 count: 0,
-                shard: false
+                kind: PubSubKind::Channel
+            })
+        );
+        assert_eq!(
+            pubsub_frame(b"*3\r\n$12\r\npunsubscribe\r\n$2\r\np*\r\n:0\r\n"),
+            Some(PubSubFrame::Unsubscribed {
+                count: 0,
+                kind: PubSubKind::Pattern
             })
         );
         assert_eq!(

@@ -199,6 +199,9 @@ struct Session {
     stream: Stream,
     /// The subscription counts the node reported (RESP2 subscribe mode).
     subscriptions: i64,
+    /// Of `subscriptions`, the patterns (a bare `PUNSUBSCRIBE` is
+    /// answered once for each, a bare `UNSUBSCRIBE` once for each of the rest).
+    patterns: i64,
     shard_subscriptions: i64,
     transaction: Transaction,
     /// MULTIs sent so far (numbers them, so a late reply finds its own).
@@ -448,6 +451,7 @@ impl Session {
             resp3: false,
             stream: Stream::Replies,
             subscriptions: 0,
+            patterns: 0,
             shard_subscriptions: 0,
             transaction: Transaction::None,
             multis: 0,

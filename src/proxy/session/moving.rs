@@ -46,6 +46,9 @@ pub struct MovedState {
     resp3: bool,
     stream: Stream,
     subscriptions: i64,
+    /// Absent from a predecessor that did not count them: none.
+    #[serde(default)]
+    patterns: i64,
     shard_subscriptions: i64,
     transaction: Transaction,
     multis: u64,
@@ -167,6 +170,7 @@ impl Session {
             resp3: self.resp3,
             stream: self.stream,
             subscriptions: self.subscriptions,
+            patterns: self.patterns,
             shard_subscriptions: self.shard_subscriptions,
             transaction: self.transaction,
             multis: self.multis,
@@ -210,6 +214,7 @@ impl Session {
         self.monitoring = state.stream == Stream::Monitor;
         self.login_unplaced = state.login_unplaced;
         self.subscriptions = state.subscriptions;
+        self.patterns = state.patterns;
         self.shard_subscriptions = state.shard_subscriptions;
         self.transaction = state.transaction;
         self.multis = state.multis;

@@ -6,7 +6,7 @@
 
 use bytes::{Buf, Bytes};
 
-use crate::resp::reply::{pubsub_frame, pubsub_push, PubSubFrame, ReplyHead};
+use crate::resp::reply::{pubsub_frame, pubsub_push, PubSubFrame, PubSubKind, ReplyHead};
 
 use super::handover::ReplaySlot;
 use super::state::{Expect, Lifecycle, Owed, Peer, Stream, Watch, WriteTicket};
@@ -112,6 +112,12 @@ impl Session {
         if !self.answers_request(&head, &range) {
             if !self.mute.is_on() {
                 self.muted_stream_frame(&head, &range, passed);
+            }
+            // A subscribe-family request all of whose confirmations came:
+            // what is owed after it goes on (local replies behind the run).
+            if !matches!(self.owed.front(), None | Some(Owed::Reply(_))) {
+                self.pass_run(passed, range.end);
+                self.settle();
             }
             return;
         }
@@ -402,6 +408,7 @@ impl Session {
                 self.resp3 = false;
                 self.stream = Stream::Replies;
                 self.subscriptions = 0;
+                self.patterns = 0;
                 self.shard_subscriptions = 0;
             }
             _ => {}
@@ -438,42 +445,72 @@ impl Session {
         }
         match pubsub_frame(&self.from_backend[range.clone()]) {
             None => true,
-            Some(PubSubFrame::Message) => false,
-            Some(PubSubFrame::Subscribed { count, shard }) => {
-                self.set_subscriptions(count, shard);
-                false
-            }
-            Some(PubSubFrame::Unsubscribed { count, shard }) => {
-                self.set_subscriptions(count, shard);
-                if self.subscriptions == 0 && self.shard_subscriptions == 0 {
-                    self.stream = Stream::Replies;
-                }
+            Some(frame) => {
+                self.pubsub_frame(frame);
                 false
             }
         }
     }
 
-    /// A RESP3 push in subscribe mode: a confirmation's count ends the
-    /// mode when it reaches zero, as in RESP2.
+    /// A RESP3 push in subscribe mode: a confirmation is counted as in
+    /// RESP2.
     #[cold]
     fn pubsub_push(&mut self, range: &std::ops::Range<usize>) {
-        match pubsub_push(&self.from_backend[range.clone()]) {
-            Some(PubSubFrame::Subscribed { count, shard }) => self.set_subscriptions(count, shard),
-            Some(PubSubFrame::Unsubscribed { count, shard }) => {
-                self.set_subscriptions(count, shard);
-                if self.subscriptions == 0 && self.shard_subscriptions == 0 {
-                    self.stream = Stream::Replies;
-                }
-            }
-            _ => {}
+        if let Some(frame) = pubsub_push(&self.from_backend[range.clone()]) {
+            self.pubsub_frame(frame);
         }
     }
 
-    pub(super) fn set_subscriptions(&mut self, count: i64, shard: bool) {
-        if shard {
-            self.shard_subscriptions = count;
-        } else {
-            self.subscriptions = count;
+    /// A pub/sub frame: a confirmation counts toward the subscribe-family
+    /// request at the head of the queue, which is answered once all of
+    /// its own came; the mode ends there when no subscription is left. (A
+    /// confirmation no request waits for ends it at a count of zero.)
+    fn pubsub_frame(&mut self, frame: PubSubFrame) {
+        let (count, kind, unsubscribed) = match frame {
+            PubSubFrame::Message => return,
+            PubSubFrame::Subscribed { count, kind } => (count, kind, false),
+            PubSubFrame::Unsubscribed { count, kind } => (count, kind, true),
+        };
+        self.set_subscriptions(count, kind);
+        let answered = match self.owed.front_mut() {
+            Some(Owed::PubSub(confirmations)) if confirmations.due.is_some() => {
+                confirmations.confirmed()
+            }
+            _ => unsubscribed,
+        };
+        if !answered {
+            return;
+        }
+        if matches!(self.owed.front(), Some(Owed::PubSub(c)) if c.due == Some(0)) {
+            self.owed.pop_front();
+        }
+        if self.subscriptions == 0 && self.shard_subscriptions == 0 {
+            self.stream = Stream::Replies;
+        }
+    }
+
+    /// A confirmation's count: of channels and patterns together (and so
+    /// of patterns alone, where its kind says which changed), or of shard
+    /// channels.
+    pub(super) fn set_subscriptions(&mut self, count: i64, kind: PubSubKind) {
+        match kind {
+            PubSubKind::Shard => self.shard_subscriptions = count,
+            PubSubKind::Channel => self.subscriptions = count,
+            PubSubKind::Pattern => {
+                let channels = self.subscriptions - self.patterns;
+                self.patterns = (count - channels).max(0);
+                self.subscriptions = count;
+            }
+        }
+        self.patterns = self.patterns.min(self.subscriptions.max(0));
+    }
+
+    /// The session's subscriptions of `kind`, as the confirmations said.
+    fn subscriptions_of(&self, kind: PubSubKind) -> i64 {
+        match kind {
+            PubSubKind::Shard => self.shard_subscriptions,
+            PubSubKind::Channel => self.subscriptions - self.patterns,
+            PubSubKind::Pattern => self.patterns,
         }
     }
 
@@ -515,11 +552,20 @@ impl Session {
                         self.to_client.extend_from_slice(reply);
                     }
                 }
-                Owed::PubSub => {
+                Owed::PubSub(confirmations) => {
+                    if confirmations.due.is_some() {
+                        return; // its confirmations are still coming
+                    }
+                    let kind = confirmations.kind;
+                    let held = self.subscriptions_of(kind);
+                    if let Some(Owed::PubSub(confirmations)) = self.owed.front_mut() {
+                        confirmations.reached(held);
+                    }
                     if !self.mute.is_on() {
                         self.mute.subscribe_answer();
                     }
                     self.stream = Stream::PubSub;
+                    return;
                 }
                 Owed::Monitor => self.stream = Stream::Monitor,
                 Owed::Replication => self.stream = Stream::Replication,

@@ -10,6 +10,7 @@ use crate::command::{Class, ReplyMode, Special};
 use crate::guard::gate::{Answer, Effect, Gate, Wait};
 use crate::guard::lease::Term;
 use crate::guard::verify::Ticket;
+use crate::resp::reply::PubSubKind;
 use crate::resp::request::RequestHead;
 
 use super::handover::{Move, ReplaySlot};
@@ -23,8 +24,14 @@ pub(super) enum Owed {
     /// A reply made by the proxy.
     Local(Bytes),
     /// A subscribe-family request went out: RESP2 pub/sub frames from here on
-    /// answer no request.
-    PubSub,
+    /// answer no request. It is answered by its confirmations: what is
+    /// owed after it waits for them (an `UNSUBSCRIBE a b` of a session
+    /// subscribed to nothing is answered by two frames, each counting 0:
+    /// taken as the end of subscribe mode at the first, the second was
+    /// taken for the next request's reply, and every reply after it was
+    /// one off: a fenced write's `+OK`, never applied, reached its client
+    /// (an attack pass)).
+    PubSub(Confirmations),
     /// MONITOR was acknowledged: everything from here on is a stream.
     Monitor,
     /// A replication request went out: from here on the node's bytes are
@@ -388,4 +395,41 @@ pub(super) struct Held {
     /// every write among them arrived before the confirmation it waits for
     /// was requested, so that confirmation covers them all.
     pub(super) arrived: usize,
+}
+
+/// The confirmation frames a subscribe-family request is answered with:
+/// one for each channel or pattern it names, or, naming none (a bare
+/// `UNSUBSCRIBE`), one for each subscription of its kind the session has
+/// when its turn comes, and at least one (Redis and Kvrocks alike).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Confirmations {
+    /// The channels or patterns the request names.
+    pub(super) named: u32,
+    pub(super) kind: PubSubKind,
+    /// Frames still due, once its turn has come.
+    pub(super) due: Option<u32>,
+}
+
+impl Confirmations {
+    pub(super) fn new(named: u32, kind: PubSubKind) -> Confirmations {
+        Confirmations {
+            named,
+            kind,
+            due: None,
+        }
+    }
+
+    /// Its turn has come, the session holding `held` subscriptions of its
+    /// kind: how many frames are due.
+    pub(super) fn reached(&mut self, held: i64) {
+        let bare = u32::try_from(held).unwrap_or(u32::MAX).max(1);
+        self.due = Some(if self.named > 0 { self.named } else { bare });
+    }
+
+    /// One frame came: whether it was the last one due.
+    pub(super) fn confirmed(&mut self) -> bool {
+        let due = self.due.unwrap_or(1).saturating_sub(1);
+        self.due = Some(due);
+        due == 0
+    }
 }

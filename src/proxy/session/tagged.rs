@@ -6,10 +6,11 @@
 use bytes::Bytes;
 
 use crate::command::Special;
+use crate::resp::reply::PubSubKind;
 use crate::resp::request::RequestHead;
 
 use super::handover::{Replay, ReplaySlot};
-use super::state::{Expect, Lifecycle, Owed, Peer, Transaction, Watch};
+use super::state::{Confirmations, Expect, Lifecycle, Owed, Peer, Transaction, Watch};
 use super::Session;
 
 impl Session {
@@ -81,11 +82,11 @@ impl Session {
             }
             // With their channel arguments (else the node answers an error).
             Special::Subscribe if head.argc >= 2 => {
-                self.owed.push_back(Owed::PubSub);
+                self.owed.push_back(Owed::PubSub(self.confirmations(head)));
                 return;
             }
             Special::Unsubscribe => {
-                self.owed.push_back(Owed::PubSub);
+                self.owed.push_back(Owed::PubSub(self.confirmations(head)));
                 return;
             }
             Special::Monitor => {
@@ -111,5 +112,14 @@ impl Session {
             _ => Expect::Plain,
         };
         self.owed.push_back(Owed::Reply(expect));
+    }
+
+    /// The confirmations a subscribe-family request is answered with.
+    fn confirmations(&self, head: &RequestHead) -> Confirmations {
+        let name = head.name(&self.unhandled()[..head.len]);
+        Confirmations::new(
+            u32::try_from(head.argc.saturating_sub(1)).unwrap_or(u32::MAX),
+            PubSubKind::of_command(name.as_bytes()),
+        )
     }
 }
