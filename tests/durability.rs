@@ -233,3 +233,24 @@ fn a_node_without_wait_acknowledges_nothing_and_says_why() {
     );
     assert_eq!(c.cmd(&["GET", "k"]), Reply::bulk("v"));
 }
+
+/// RESP3 lets a subscribed client send any command, writes too: the
+/// `WAIT` after them was skipped in subscribe mode (as if RESP2's, which
+/// takes no write there), and a subscribed client's `SET` was acknowledged
+/// with no replica confirming it (an attack pass: lost at the next crash
+/// failover). Its writes now wait for the replicas as any client's.
+#[test]
+fn a_subscribed_resp3_clients_writes_wait_for_the_replicas() {
+    let (_master, replica, proxy) = redis_pair(DURABLE);
+    let mut c = proxy.client();
+    c.send(&["HELLO", "3"]);
+    c.resp3 = true;
+    assert!(matches!(c.read(), Reply::Map(_)));
+    c.send(&["SUBSCRIBE", "ch"]);
+    assert!(matches!(c.read(), Reply::Push(_)));
+    assert_eq!(c.cmd(&["SET", "d", "with replica"]), Reply::ok());
+    signal(replica.pid(), "STOP");
+    let reply = c.cmd(&["SET", "d", "alone"]);
+    signal(replica.pid(), "CONT");
+    assert!(is_unknown_outcome(&reply), "{reply:?}");
+}

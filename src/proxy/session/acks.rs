@@ -78,8 +78,11 @@ impl Session {
     #[cold]
     fn ask_replicas(&mut self) {
         self.unreplicated = false;
-        if self.stream != Stream::Replies {
-            return; // subscribe mode or a stream: no write went out there
+        // A stream (MONITOR, replication) takes no write, nor does RESP2
+        // subscribe mode; RESP3's takes any command (a subscribed RESP3
+        // client's SET was acknowledged unreplicated: an attack pass).
+        if self.stream != Stream::Replies && !(self.stream == Stream::PubSub && self.resp3) {
+            return;
         }
         let Some(rule) = self.gate.replica_acks().rule() else {
             return;
