@@ -445,6 +445,44 @@ fn a_refused_select_is_not_replayed_at_a_hand_over() {
     assert_eq!(direct.cmd(&["GET", "where"]), Reply::bulk("db2"));
 }
 
+/// AUTH, SELECT or CLIENT SETNAME queued in a transaction takes effect at
+/// EXEC, if at all: replayed as if taken, a SELECT inside a DISCARDed
+/// transaction put a moved session's write in database 5 while its client
+/// was in 0, `+OK` (an attack pass; an AUTH so gave it another user's
+/// rights). Such a session now ends where it would move, its write sent
+/// nowhere; HELLO inside a transaction is refused.
+#[test]
+fn state_set_inside_a_transaction_is_not_replayed_at_a_hand_over() {
+    let p = pair("");
+    let mut discarded = p.a.client();
+    assert_eq!(discarded.cmd(&["MULTI"]), Reply::ok());
+    assert_eq!(
+        discarded.cmd(&["SELECT", "5"]),
+        Reply::Status("QUEUED".into())
+    );
+    assert_eq!(discarded.cmd(&["DISCARD"]), Reply::ok());
+    let mut hello = p.a.client();
+    assert_eq!(hello.cmd(&["MULTI"]), Reply::ok());
+    let refused = hello.cmd(&["HELLO", "3"]);
+    assert!(
+        refused
+            .error_text()
+            .contains("HELLO is not taken inside a transaction"),
+        "{refused:?}"
+    );
+    assert!(hello.cmd(&["EXEC"]).error_text().starts_with("EXECABORT"));
+    let reply = held_through_failover(&p, &mut discarded, &["SET", "order:1", "paid"]);
+    assert!(reply.is_error(), "the session ends: {reply:?}");
+    let mut direct = p.replica.client();
+    assert_eq!(direct.cmd(&["GET", "order:1"]), Reply::Nil);
+    assert_eq!(direct.cmd(&["SELECT", "5"]), Reply::ok());
+    assert_eq!(direct.cmd(&["GET", "order:1"]), Reply::Nil);
+    // A session that set its state outside the transaction moves on.
+    assert_eq!(hello.cmd(&["SET", "plain", "1"]), Reply::ok());
+    assert_eq!(direct.cmd(&["SELECT", "0"]), Reply::ok());
+    assert_eq!(direct.cmd(&["GET", "plain"]), Reply::bulk("1"));
+}
+
 /// After a hand-over that broke a WATCH, MULTI … DISCARD ends it (DISCARD
 /// unwatches on the node): the next transaction runs.
 #[test]

@@ -106,6 +106,14 @@ pub(super) struct Replay {
     /// it leaves), which the replayed login must lead to again
     /// ([`super::restore`]). Forgotten at each new login.
     pub(super) namespace: Option<Bytes>,
+    /// An AUTH, SELECT or CLIENT SETNAME was queued in a transaction:
+    /// whether EXEC ran it or not (DISCARD, an aborted EXEC), the requests
+    /// above may not be the connection's state, and the session cannot go
+    /// on over another connection (it ends there, as a subscriber does).
+    /// Replayed as if taken, a SELECT inside a DISCARDed transaction put a
+    /// moved session's writes in another database, and an AUTH another
+    /// user's rights on them (an attack pass). Forgotten at RESET.
+    pub(super) set_in_transaction: bool,
 }
 
 /// Which connection state a request sets.
@@ -199,15 +207,18 @@ impl Session {
         }
         if self.stream != Stream::Replies
             || self.tracking
+            || self.replay.set_in_transaction
             || self.owed.iter().any(|o| {
                 matches!(
                     o,
-                    Owed::Reply(Expect::Write(WriteTicket { blocking: true, .. }))
+                    Owed::Reply(
+                        Expect::Write(WriteTicket { blocking: true, .. }) | Expect::BlockingRead
+                    )
                 )
             })
         {
-            // A subscriber, a tracking client or a blocked client cannot be
-            // moved transparently.
+            // A subscriber, a tracking client, a blocked client or one
+            // whose state a transaction set cannot be moved transparently.
             self.owe_local(Bytes::from_static(CANNOT_MOVE));
             self.owed.push_back(Owed::Close);
             self.stall = Stall::None;
@@ -381,6 +392,7 @@ impl Session {
         self.lifecycle == Lifecycle::Open
             && self.stream == Stream::Replies
             && !self.tracking
+            && !self.replay.set_in_transaction
             && matches!(self.stall, Stall::None)
             && self.owed.is_empty()
             && self.to_backend.is_empty()

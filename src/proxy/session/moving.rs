@@ -61,6 +61,9 @@ pub struct MovedState {
     /// next move). Kvrocks has no namespace without a name.
     #[serde(default, with = "crate::proxy::hex")]
     namespace: Vec<u8>,
+    /// Absent from a predecessor that did not say: not set.
+    #[serde(default)]
+    set_in_transaction: bool,
     /// A login not yet asked about (behind a transaction or a stream).
     #[serde(default)]
     login_unplaced: bool,
@@ -184,6 +187,7 @@ impl Session {
                 bytes(replay.setname),
             ],
             namespace: replay.namespace.map(|n| n.to_vec()).unwrap_or_default(),
+            set_in_transaction: replay.set_in_transaction,
             login_unplaced: self.login_unplaced,
             mute: self.mute,
             tracking: self.tracking,
@@ -228,6 +232,7 @@ impl Session {
             select,
             setname,
             namespace: (!state.namespace.is_empty()).then(|| Bytes::from(state.namespace)),
+            set_in_transaction: state.set_in_transaction,
         };
         self.mute = state.mute;
         self.tracking = state.tracking;

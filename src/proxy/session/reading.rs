@@ -22,6 +22,10 @@ const MONITORING: &[u8] =
 /// MONITOR in a transaction (Redis's answer: it would turn the connection
 /// into a stream at EXEC, behind replies still owed).
 const MONITOR_IN_TRANSACTION: &[u8] = b"-ERR Command not allowed inside a transaction\r\n";
+/// HELLO in a transaction: the protocol it picks would change in the
+/// middle of EXEC's reply (Redis switches there), and whether it ran is
+/// known only from that reply.
+const HELLO_IN_TRANSACTION: &[u8] = b"-ERR leasegate: HELLO is not taken inside a transaction (the protocol would change in the middle of EXEC's reply); send it before MULTI\r\n";
 
 impl Session {
     /// Frames, classifies and admits every complete request the client sent,
@@ -128,8 +132,8 @@ impl Session {
         } else {
             command.class
         };
-        if self.monitoring || special == Special::Monitor {
-            if let Some(refusal) = self.monitor_refusal(special) {
+        if self.monitoring || matches!(special, Special::Monitor | Special::Hello) {
+            if let Some(refusal) = self.mode_refusal(special) {
                 let refusal = Verdict::Reply(Bytes::from_static(refusal));
                 return self.carry_out(head, own_class, special, refusal, None);
             }
@@ -456,13 +460,15 @@ impl Session {
     }
 
     /// Why a request is not sent to a node that streams to a MONITOR (or
-    /// a MONITOR not sent inside a transaction), if it is not.
+    /// a MONITOR or HELLO not sent inside a transaction), if it is not.
     #[cold]
-    fn monitor_refusal(&self, special: Special) -> Option<&'static [u8]> {
+    fn mode_refusal(&self, special: Special) -> Option<&'static [u8]> {
         if self.monitoring && !matches!(special, Special::Reset | Special::Quit) {
             Some(MONITORING)
         } else if special == Special::Monitor && !self.transaction.is_none() {
             Some(MONITOR_IN_TRANSACTION)
+        } else if special == Special::Hello && !self.transaction.is_none() {
+            Some(HELLO_IN_TRANSACTION)
         } else {
             None
         }

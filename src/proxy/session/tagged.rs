@@ -17,6 +17,13 @@ impl Session {
     /// Book-keeping for a tagged command (cold: most requests are not).
     pub(super) fn forwarded_special(&mut self, head: &RequestHead, special: Special) {
         let expect = match special {
+            // Queued in a transaction: it takes effect at EXEC, if at all.
+            Special::Auth | Special::Hello | Special::Select | Special::SetName
+                if !self.transaction.is_none() =>
+            {
+                self.replay.set_in_transaction = true;
+                Expect::Plain
+            }
             Special::Auth | Special::Hello | Special::Select | Special::SetName => {
                 if matches!(special, Special::Auth | Special::Hello) {
                     self.auth_sent();
