@@ -246,11 +246,12 @@ fn a_control_connection_is_authenticated_at_a_password_protected_node() {
     let Some((_kvrocks, proxy)) = behind_a_password("node-pw") else {
         return;
     };
+    // Not the controller's: refused by leasegate.
     let mut stranger = proxy.client();
     assert!(stranger
         .cmd(&["CLUSTERX", "SETNODEID", A_ID])
         .error_text()
-        .starts_with("NOAUTH"));
+        .starts_with("NOPERM leasegate"));
     let mut ctl = support::controller_client(&proxy, "ctl-pw");
     assert_eq!(ctl.cmd(&["CLUSTERX", "SETNODEID", A_ID]), Reply::ok());
     let shard = format!("{A_ID} 127.0.0.1 {} master - 0-16383", proxy.port);

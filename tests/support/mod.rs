@@ -762,6 +762,9 @@ impl Client {
                 {
                     return Ok(None)
                 }
+                // A signal to the test process (a child's exit, a
+                // `SIGSTOP`/`SIGCONT` sent by a test) is not the peer's doing.
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(format!("read failed: {e}")),
             }
         }
@@ -792,6 +795,7 @@ impl Client {
                 Ok(0) => return true,
                 Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
                 Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(_) => return false,
             }
         }
