@@ -243,11 +243,7 @@ fn a_node_without_wait_acknowledges_nothing_and_says_why() {
 fn a_subscribed_resp3_clients_writes_wait_for_the_replicas() {
     let (_master, replica, proxy) = redis_pair(DURABLE);
     let mut c = proxy.client();
-    c.send(&["HELLO", "3"]);
-    c.resp3 = true;
-    assert!(matches!(c.read(), Reply::Map(_)));
-    c.send(&["SUBSCRIBE", "ch"]);
-    assert!(matches!(c.read(), Reply::Push(_)));
+    c.subscribe_in_resp3("ch");
     assert_eq!(c.cmd(&["SET", "d", "with replica"]), Reply::ok());
     signal(replica.pid(), "STOP");
     let reply = c.cmd(&["SET", "d", "alone"]);

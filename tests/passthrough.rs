@@ -154,11 +154,7 @@ fn resp3_hello_and_tracking_invalidation_push() {
 fn resp3_push_between_pipelined_replies_keeps_local_replies_in_place() {
     let (_redis, proxy) = redis_and_proxy("commands:\n  deny: [KEYS]\n");
     let mut c = proxy.client();
-    c.send(&["HELLO", "3"]);
-    c.resp3 = true;
-    assert!(matches!(c.read(), Reply::Map(_)));
-    c.send(&["SUBSCRIBE", "ch"]);
-    assert!(matches!(c.read(), Reply::Push(_)));
+    c.subscribe_in_resp3("ch");
     let mut p = proxy.client();
     assert_eq!(p.cmd(&["PUBLISH", "ch", "m1"]), Reply::Int(1));
     // A pipeline whose replies interleave with a push message.

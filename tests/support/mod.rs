@@ -646,6 +646,16 @@ pub struct Client {
 }
 
 impl Client {
+    /// Switches to RESP3 (`HELLO 3`) and subscribes to `channel`: RESP3's
+    /// subscribe mode, where any command may still be sent.
+    pub fn subscribe_in_resp3(&mut self, channel: &str) {
+        self.send(&["HELLO", "3"]);
+        self.resp3 = true;
+        assert!(matches!(self.read(), Reply::Map(_)), "HELLO 3");
+        self.send(&["SUBSCRIBE", channel]);
+        assert!(matches!(self.read(), Reply::Push(_)), "SUBSCRIBE {channel}");
+    }
+
     pub fn connect(port: u16) -> Client {
         Client::from_stream(TcpStream::connect(("127.0.0.1", port)).expect("connect"))
     }
