@@ -363,3 +363,61 @@ fn unsubscribe_confirmations_keep_every_reply_in_its_place() {
     );
     assert_eq!(replies[4], Reply::bulk("v"), "GET: {replies:?}");
 }
+
+/// The other ways a subscribe-family request is answered: one error for
+/// all its channels (`-NOAUTH`), RESP3's bare `UNSUBSCRIBE` with nothing
+/// subscribed (a push whose channel is `_`), and a transaction (refused
+/// there: its confirmations would come inside EXEC's reply). Each left the
+/// queue waiting for confirmations that never came, and the fenced write
+/// behind it was answered with the next request's `+OK` (a review and a
+/// differential fuzzer).
+#[test]
+fn every_answer_to_a_subscribe_keeps_the_replies_behind_it_in_place() {
+    let redis = RedisServer::start_with(&["--requirepass", "pw"]);
+    let fenced = Proxy::start_with_backend_yaml(
+        &format!("backend:\n  addr: {}\n  password: pw\n", redis.addr()),
+        "lease:\n  mode: block-write\n",
+    );
+    let tail: [&[&str]; 3] = [&["SET", "k", "v"], &["SELECT", "0"], &["ECHO", "z"]];
+    let check = |c: &mut support::Client, what: &str| {
+        let fenced_set = c.read();
+        assert!(
+            fenced_set.error_text().contains("master lease expired"),
+            "{what}: the SET is refused: {fenced_set:?}"
+        );
+        assert_eq!(c.read(), Reply::ok(), "{what}: SELECT");
+        assert_eq!(c.read(), Reply::bulk("z"), "{what}: ECHO");
+    };
+    // One error for two patterns.
+    let mut c = fenced.client();
+    c.send(&["PSUBSCRIBE", "c*", "x*"]);
+    c.send(&["AUTH", "pw"]);
+    tail.iter().for_each(|r| c.send(r));
+    assert!(c.read().error_text().starts_with("NOAUTH"));
+    assert_eq!(c.read(), Reply::ok(), "AUTH");
+    check(&mut c, "after -NOAUTH");
+    // RESP3, nothing subscribed.
+    let mut c = fenced.client();
+    assert_eq!(c.cmd(&["AUTH", "pw"]), Reply::ok());
+    c.send(&["HELLO", "3"]);
+    c.resp3 = true;
+    assert!(matches!(c.read(), Reply::Map(_)));
+    c.send(&["UNSUBSCRIBE"]);
+    tail.iter().for_each(|r| c.send(r));
+    assert!(matches!(c.read(), Reply::Push(_)), "the confirmation");
+    check(&mut c, "after RESP3's bare UNSUBSCRIBE");
+    // In a transaction.
+    let mut c = fenced.client();
+    assert_eq!(c.cmd(&["AUTH", "pw"]), Reply::ok());
+    assert_eq!(c.cmd(&["MULTI"]), Reply::ok());
+    let refused = c.cmd(&["SUBSCRIBE", "a", "b"]);
+    assert!(
+        refused
+            .error_text()
+            .contains("not taken inside a transaction"),
+        "{refused:?}"
+    );
+    assert!(c.cmd(&["EXEC"]).error_text().starts_with("EXECABORT"));
+    tail.iter().for_each(|r| c.send(r));
+    check(&mut c, "after the transaction");
+}

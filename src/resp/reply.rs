@@ -278,11 +278,13 @@ pub enum PubSubKind {
 impl PubSubKind {
     /// The kind of a subscribe-family command, by its name.
     pub fn of_command(name: &[u8]) -> PubSubKind {
-        let lower = name.to_ascii_lowercase();
-        match lower.as_slice() {
-            b"psubscribe" | b"punsubscribe" => PubSubKind::Pattern,
-            b"ssubscribe" | b"sunsubscribe" => PubSubKind::Shard,
-            _ => PubSubKind::Channel,
+        let is = |a: &[u8]| name.eq_ignore_ascii_case(a);
+        if is(b"psubscribe") || is(b"punsubscribe") {
+            PubSubKind::Pattern
+        } else if is(b"ssubscribe") || is(b"sunsubscribe") {
+            PubSubKind::Shard
+        } else {
+            PubSubKind::Channel
         }
     }
 }
@@ -325,6 +327,15 @@ fn pubsub_frame_as(frame: &[u8], prefix: u8) -> Option<PubSubFrame> {
                 at = end.checked_add(2)?;
             }
             b':' if i > 0 => (count, at) = flat_header(frame, at, b':')?,
+            // RESP3's null: the channel of a bare `UNSUBSCRIBE` that had
+            // none to end (RESP2 says `$-1`).
+            b'_' if i > 0 => {
+                if frame.get(at..at + 3)? != b"_\r\n" {
+                    return None;
+                }
+                count = 0;
+                at += 3;
+            }
             _ => return None,
         }
     }
@@ -487,6 +498,14 @@ mod tests {
                 kind: PubSubKind::Channel
             })
         );
+        assert_eq!(
+            pubsub_push(b">3\r\n$11\r\nunsubscribe\r\n_\r\n:0\r\n"),
+            Some(PubSubFrame::Unsubscribed {
+                count: 0,
+                kind: PubSubKind::Channel
+            })
+        );
+        assert_eq!(pubsub_push(b">3\r\n_\r\n$1\r\na\r\n:0\r\n"), None);
         assert_eq!(
             pubsub_frame(b"*3\r\n$12\r\npunsubscribe\r\n$2\r\np*\r\n:0\r\n"),
             Some(PubSubFrame::Unsubscribed {

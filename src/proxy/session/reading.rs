@@ -26,6 +26,9 @@ const MONITOR_IN_TRANSACTION: &[u8] = b"-ERR Command not allowed inside a transa
 /// middle of EXEC's reply (Redis switches there), and whether it ran is
 /// known only from that reply.
 const HELLO_IN_TRANSACTION: &[u8] = b"-ERR leasegate: HELLO is not taken inside a transaction (the protocol would change in the middle of EXEC's reply); send it before MULTI\r\n";
+/// A subscribe-family command in a transaction: its confirmations would
+/// come inside EXEC's reply (Kvrocks refuses it there itself).
+const SUBSCRIBE_IN_TRANSACTION: &[u8] = b"-ERR leasegate: (un)subscribing is not taken inside a transaction (its confirmations would come inside EXEC's reply); send it before MULTI\r\n";
 
 impl Session {
     /// Frames, classifies and admits every complete request the client sent,
@@ -132,7 +135,12 @@ impl Session {
         } else {
             command.class
         };
-        if self.monitoring || matches!(special, Special::Monitor | Special::Hello) {
+        if self.monitoring
+            || matches!(
+                special,
+                Special::Monitor | Special::Hello | Special::Subscribe | Special::Unsubscribe
+            )
+        {
             if let Some(refusal) = self.mode_refusal(special) {
                 let refusal = Verdict::Reply(Bytes::from_static(refusal));
                 return self.carry_out(head, own_class, special, refusal, None);
@@ -460,15 +468,20 @@ impl Session {
     }
 
     /// Why a request is not sent to a node that streams to a MONITOR (or
-    /// a MONITOR or HELLO not sent inside a transaction), if it is not.
+    /// a MONITOR, HELLO or (un)subscribe not sent inside a transaction), if
+    /// it is not.
     #[cold]
     fn mode_refusal(&self, special: Special) -> Option<&'static [u8]> {
         if self.monitoring && !matches!(special, Special::Reset | Special::Quit) {
             Some(MONITORING)
         } else if special == Special::Monitor && !self.transaction.is_none() {
             Some(MONITOR_IN_TRANSACTION)
-        } else if special == Special::Hello && !self.transaction.is_none() {
+        } else if self.transaction.is_none() {
+            None
+        } else if special == Special::Hello {
             Some(HELLO_IN_TRANSACTION)
+        } else if matches!(special, Special::Subscribe | Special::Unsubscribe) {
+            Some(SUBSCRIBE_IN_TRANSACTION)
         } else {
             None
         }

@@ -121,6 +121,11 @@ impl Session {
             }
             return;
         }
+        while matches!(self.owed.front(), Some(Owed::PubSub(_))) {
+            if self.pubsub_wait_answered(&range, passed) {
+                return;
+            }
+        }
         if !self.mute.is_on() {
             return self.on_muted_reply(head, range, passed);
         }
@@ -461,6 +466,34 @@ impl Session {
         }
     }
 
+    /// A reply that answers a request while a subscribe-family request
+    /// waits for its confirmations: the node has sent all it will for that
+    /// request, and the wait ends. Before any confirmation, the reply is
+    /// that request's own answer (`-NOPERM`, `-NOAUTH`: nothing was
+    /// subscribed), passed on (or dropped where replies are muted, its turn
+    /// taken): returns `true`. After some (fewer than counted), it is the
+    /// next request's: returns `false`. (Left waiting, the entry took every
+    /// later reply for good: a review.)
+    #[cold]
+    fn pubsub_wait_answered(&mut self, range: &std::ops::Range<usize>, passed: &mut usize) -> bool {
+        let Some(Owed::PubSub(confirmations)) = self.owed.pop_front() else {
+            return false;
+        };
+        if self.subscriptions == 0 && self.shard_subscriptions == 0 {
+            self.stream = Stream::Replies;
+        }
+        let own = confirmations.came == 0;
+        if own && !self.mute.is_on() {
+            self.pass_run(passed, range.start);
+            *passed = range.end;
+        }
+        if !matches!(self.owed.front(), None | Some(Owed::Reply(_))) {
+            self.pass_run(passed, if own { range.end } else { range.start });
+            self.settle();
+        }
+        own
+    }
+
     /// A pub/sub frame: a confirmation counts toward the subscribe-family
     /// request at the head of the queue, which is answered once all of
     /// its own came; the mode ends there when no subscription is left. (A
@@ -492,7 +525,7 @@ impl Session {
     /// A confirmation's count: of channels and patterns together (and so
     /// of patterns alone, where its kind says which changed), or of shard
     /// channels.
-    pub(super) fn set_subscriptions(&mut self, count: i64, kind: PubSubKind) {
+    fn set_subscriptions(&mut self, count: i64, kind: PubSubKind) {
         match kind {
             PubSubKind::Shard => self.shard_subscriptions = count,
             PubSubKind::Channel => self.subscriptions = count,

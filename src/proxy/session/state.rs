@@ -408,6 +408,8 @@ pub(super) struct Confirmations {
     pub(super) kind: PubSubKind,
     /// Frames still due, once its turn has come.
     pub(super) due: Option<u32>,
+    /// Frames that came.
+    pub(super) came: u32,
 }
 
 impl Confirmations {
@@ -416,6 +418,7 @@ impl Confirmations {
             named,
             kind,
             due: None,
+            came: 0,
         }
     }
 
@@ -428,6 +431,7 @@ impl Confirmations {
 
     /// One frame came: whether it was the last one due.
     pub(super) fn confirmed(&mut self) -> bool {
+        self.came = self.came.saturating_add(1);
         let due = self.due.unwrap_or(1).saturating_sub(1);
         self.due = Some(due);
         due == 0
