@@ -79,12 +79,13 @@ pub enum Special {
     /// another node connection unseen.
     Tracking,
     /// Asks about the node itself (`ROLE`, `CLUSTER INFO|MYID`, `CLUSTERX
-    /// VERSION|MYID`): never sent to another node on this node's behalf
+    /// VERSION|MYID`), or a source node's `CLUSTER IMPORT` of a migration:
+    /// never sent to another node on this node's behalf
     /// ([`Special::addresses_node`]).
     NodeAddressed,
-    /// Moves slots between nodes (`CLUSTERX SETSLOT|MIGRATE`, Kvrocks'
-    /// `CLUSTER IMPORT`): the controller's slot migration, addressed to
-    /// this node as `NodeAddressed` is.
+    /// Moves slots between nodes (`CLUSTERX SETSLOT|MIGRATE`): the
+    /// controller's slot migration, addressed to this node as
+    /// `NodeAddressed` is.
     SlotMigration,
 }
 
@@ -194,7 +195,10 @@ pub(super) const SPECIALS: &[(&str, Option<&str>, Special)] = &[
     ("clusterx", Some("myid"), Special::NodeAddressed),
     ("clusterx", Some("setslot"), Special::SlotMigration),
     ("clusterx", Some("migrate"), Special::SlotMigration),
-    ("cluster", Some("import"), Special::SlotMigration),
+    // Sent by the source node of a migration to the destination's
+    // leasegate, as an ordinary client (a review: refused, it broke slot
+    // migration where only the controller's hosts are trusted).
+    ("cluster", Some("import"), Special::NodeAddressed),
 ];
 
 #[cfg(test)]

@@ -352,6 +352,22 @@ impl Config {
                 self.admin.listen
             ));
         }
+        if self.controller.url.is_some()
+            && self.control.allow_from.is_empty()
+            && self
+                .control
+                .password
+                .as_ref()
+                .is_some_and(|p| Some(p) != self.backend.password.as_ref())
+        {
+            out.push(
+                "control.password differs from backend.password and control.allow_from is empty: \
+                 kvrocks-controller 1.2.0 logs in with the node password, so its connections are \
+                 ordinary clients' and its topology pushes are refused (-NOPERM); list its hosts \
+                 in control.allow_from"
+                    .to_string(),
+            );
+        }
         if self.tls.listen.is_none() && self.tls.cert_file.is_some() {
             out.push(
                 "tls.cert_file is set but tls.listen is not: no TLS listener is started \

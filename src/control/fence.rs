@@ -29,10 +29,12 @@
 //! failover of its own and still holds its lease (a timed cluster failover
 //! has the controller switch before its pause, and promotes this node
 //! itself once it has fenced its own). Where the old master's leasegate
-//! cannot be reached, the promotion waits until any lease it holds has run
-//! out (`controller.ttl_ms` + `lease.safety_margin_ms`); where nothing
-//! listens there, or its node does not answer, nothing can be acknowledged
-//! there and the promotion goes on at once.
+//! cannot be reached, or its node does not answer once its writes are
+//! paused there (the pause outlasts its lease), the promotion waits until
+//! any lease it holds has run out (`controller.ttl_ms` +
+//! `lease.safety_margin_ms`); where nothing listens there, or its leasegate
+//! says it is fenced at the topology's version, nothing can be
+//! acknowledged there and the promotion goes on at once.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -232,6 +234,12 @@ async fn fence_old_master(
         // answered again.)
         Err(e) => {
             let why = format!("the old master {}'s node: {e}", old.addr);
+            // Its leasegate said it is fenced at this version (not paused
+            // here): it acknowledges nothing (its node down, a crash
+            // failover), and there is nothing to wait for.
+            if !old.paused {
+                return Fenced::Go(format!("{why}; it is fenced at version {version}"));
+            }
             drop(old);
             return wait_out_lease(&config, started, request, why).await;
         }

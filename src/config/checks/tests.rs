@@ -50,6 +50,22 @@ fn settings_that_do_nothing_as_set_warn() {
     let guarded = "admin:\n  listen: 0.0.0.0:9180\n  token: t\n";
     assert!(!with(guarded).iter().any(|w| w.starts_with("admin.listen")));
     assert!(!with("").iter().any(|w| w.starts_with("admin.listen")));
+    // A controller that logs in with the node password, told apart by
+    // neither: its pushes would be refused.
+    let apart = format!("{fenced}control:\n  password: ctl\n");
+    let warned = |yaml: &str| {
+        with(yaml)
+            .iter()
+            .any(|w| w.starts_with("control.password differs"))
+    };
+    assert!(warned(&apart));
+    assert!(!warned(&format!("{apart}  allow_from: [10.0.0.5]\n")));
+    let same = format!("backend:\n  addr: h:1\n  password: pw\n{fenced}control:\n  password: pw\n");
+    let config = Config::parse(&same, "t").expect("valid");
+    assert!(!config
+        .warnings()
+        .iter()
+        .any(|w| w.starts_with("control.password differs")));
 }
 
 #[test]

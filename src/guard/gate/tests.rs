@@ -897,7 +897,6 @@ fn an_ordinary_client_does_not_reconfigure_the_node() {
             "CLUSTERX SETSLOT",
         ),
         (&["CLUSTERX", "MIGRATE", "1", ME], "CLUSTERX MIGRATE"),
-        (&["CLUSTER", "IMPORT", "1", "0"], "CLUSTER IMPORT"),
         (&["REPLICAOF", "NO", "ONE"], "REPLICAOF"),
         (&["slaveof", "127.0.0.1", "7002"], "SLAVEOF"),
     ] {

@@ -78,10 +78,14 @@ impl Session {
     #[cold]
     fn ask_replicas(&mut self) {
         self.unreplicated = false;
-        // A stream (MONITOR, replication) takes no write, nor does RESP2
-        // subscribe mode; RESP3's takes any command (a subscribed RESP3
-        // client's SET was acknowledged unreplicated: an attack pass).
-        if self.stream != Stream::Replies && !(self.stream == Stream::PubSub && self.resp3) {
+        // A stream (MONITOR, replication) takes no write, nor does Redis's
+        // RESP2 subscribe mode; RESP3's takes any command, and Kvrocks'
+        // either (a subscribed RESP3 client's SET was acknowledged
+        // unreplicated: an attack pass; a review, Kvrocks in RESP2).
+        if self.stream != Stream::Replies
+            && !(self.stream == Stream::PubSub
+                && (self.resp3 || self.gate.role().node.may_be_kvrocks()))
+        {
             return;
         }
         let Some(rule) = self.gate.replica_acks().rule() else {

@@ -488,17 +488,42 @@ impl Session {
     }
 }
 
-/// Writes that may block for a long time before they answer (so they are
-/// not counted in flight). XREADGROUP blocks only with a `BLOCK` option.
+/// Requests that may block for a long time before they answer (writes so
+/// are not counted in flight). `XREAD` and `XREADGROUP` block only with a
+/// `BLOCK` option.
 #[inline]
 pub(super) fn is_blocking(special: Special, head: &RequestHead, bytes: &[u8]) -> bool {
     match special {
         Special::Blocking => true,
-        Special::BlockingWithOption => arguments(bytes, head.inline)
-            .iter()
-            .any(|a| a.eq_ignore_ascii_case(b"block")),
+        Special::BlockingWithOption => has_block_option(&arguments(bytes, head.inline)),
         _ => false,
     }
+}
+
+/// Whether `XREAD [COUNT n] [BLOCK ms] STREAMS ...` or `XREADGROUP GROUP g
+/// c [COUNT n] [BLOCK ms] [NOACK] STREAMS ...` has a `BLOCK` option: read
+/// where options go, so that a stream, group or consumer named `block`
+/// does not count (a review: `XREAD STREAMS block 0` was taken for a
+/// blocking read).
+fn has_block_option<A: AsRef<[u8]>>(args: &[A]) -> bool {
+    let group = args
+        .first()
+        .is_some_and(|name| name.as_ref().eq_ignore_ascii_case(b"xreadgroup"));
+    let mut at = if group { 4 } else { 1 };
+    while let Some(arg) = args.get(at).map(AsRef::as_ref) {
+        if arg.eq_ignore_ascii_case(b"block") {
+            return true;
+        }
+        if arg.eq_ignore_ascii_case(b"streams") {
+            return false;
+        }
+        at += if arg.eq_ignore_ascii_case(b"count") {
+            2
+        } else {
+            1
+        };
+    }
+    false
 }
 
 /// AUTH/HELLO carrying the control password make the connection the
@@ -516,4 +541,53 @@ pub(super) fn authenticate(
         return None;
     }
     gate.authenticate(special, head, bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::has_block_option;
+
+    #[test]
+    fn only_a_block_option_makes_a_stream_read_blocking() {
+        let blocks = |args: &[&str]| {
+            let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+            has_block_option(&args)
+        };
+        assert!(blocks(&["XREAD", "BLOCK", "0", "STREAMS", "s", "$"]));
+        assert!(blocks(&[
+            "xread", "count", "5", "block", "10", "streams", "s", "$"
+        ]));
+        assert!(blocks(&[
+            "XREADGROUP",
+            "GROUP",
+            "g",
+            "c",
+            "BLOCK",
+            "0",
+            "STREAMS",
+            "s",
+            ">"
+        ]));
+        assert!(!blocks(&["XREAD", "STREAMS", "block", "0"]));
+        assert!(!blocks(&["XREAD", "COUNT", "block", "STREAMS", "s", "0"]));
+        assert!(!blocks(&[
+            "XREADGROUP",
+            "GROUP",
+            "block",
+            "block",
+            "STREAMS",
+            "s",
+            ">"
+        ]));
+        assert!(!blocks(&[
+            "XREADGROUP",
+            "GROUP",
+            "g",
+            "c",
+            "NOACK",
+            "STREAMS",
+            "block",
+            ">"
+        ]));
+    }
 }
