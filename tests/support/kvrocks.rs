@@ -160,6 +160,13 @@ impl KvrocksServer {
         Client::connect(self.port)
     }
 
+    /// Whether the process has exited (Kvrocks itself crashed: the 2025
+    /// build was seen to segfault once while restoring a full sync's
+    /// backup, "Waiting for closing DB...", on a loaded host).
+    pub fn has_exited(&mut self) -> bool {
+        self.child.try_wait().is_ok_and(|status| status.is_some())
+    }
+
     /// The server's process id (to stop and resume it).
     pub fn pid(&self) -> u32 {
         self.child.id()
