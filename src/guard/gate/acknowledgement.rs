@@ -15,7 +15,7 @@ use crate::guard::verify::Ticket;
 
 impl Gate {
     /// The confirmation of a write forwarded unconfirmed: `None` while
-    /// pending, then its round's outcome ([`Verifier::confirmation`]).
+    /// pending, then its round's outcome ([`crate::guard::verify::Verifier::confirmation`]).
     /// Only a verifier hands out rounds, so without one there is nothing to
     /// wait for.
     #[inline]

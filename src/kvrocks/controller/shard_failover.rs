@@ -44,7 +44,7 @@ struct FailoverData {
     new_master_id: Option<String>,
 }
 
-/// Asks the controller at `url` (the full [`shard_failover_url`]) to fail
+/// Asks the controller at `url` (the full [`super::shard_failover_url`]) to fail
 /// the shard over to `preferred` (`{"preferred_node_id": ...}`), following
 /// the `307`s of non-leaders, within `timeout`. Returns the new master's id
 /// when the answer names it.
