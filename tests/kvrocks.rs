@@ -92,6 +92,32 @@ fn db_name_is_a_bare_line_and_the_connection_goes_on() {
     assert_eq!(c.cmd(&["PING"]), Reply::Status("PONG".into()));
 }
 
+/// Kvrocks queues `QUIT` inside a transaction and closes after EXEC
+/// (Redis runs it at once). Taken as the end of the session when sent,
+/// the client's EXEC was never sent and its connection stayed open,
+/// unanswered (a differential fuzzer). Now the transaction runs, as on the
+/// node, and the connection then closes.
+#[test]
+fn quit_inside_a_transaction_on_kvrocks_runs_at_exec() {
+    let Some(a) = Node::start(A_ID) else {
+        return;
+    };
+    let mut c = a.proxy.client();
+    c.send(&["MULTI"]);
+    c.send(&["QUIT"]);
+    c.send(&["PING"]);
+    c.send(&["EXEC"]);
+    assert_eq!(c.read(), Reply::ok(), "MULTI");
+    assert_eq!(c.read(), Reply::Status("QUEUED".into()), "QUIT");
+    assert_eq!(c.read(), Reply::Status("QUEUED".into()), "PING");
+    let exec = c.read();
+    assert!(matches!(&exec, Reply::Array(r) if r.len() == 2), "{exec:?}");
+    assert!(
+        c.is_closed(),
+        "the connection closes after EXEC, as the node's"
+    );
+}
+
 #[test]
 fn failover_on_standalone_kvrocks_there_and_back_loses_nothing() {
     let Some(((ka, pa), (kb, pb))) = standalone_pair() else {
