@@ -250,3 +250,38 @@ fn a_subscribed_resp3_clients_writes_wait_for_the_replicas() {
     signal(replica.pid(), "CONT");
     assert!(is_unknown_outcome(&reply), "{reply:?}");
 }
+
+/// Writes pipelined before a new login (`AUTH`, `HELLO ... AUTH`) in one
+/// batch get their `WAIT` before it: sent after, it ran as the new user,
+/// who may not run it, and the writes, applied, were answered `-UNKNOWN`
+/// (a differential fuzzer).
+#[test]
+fn writes_before_a_new_login_wait_as_the_user_that_sent_them() {
+    let (master, _replica, proxy) = redis_pair(DURABLE);
+    let mut admin = master.client();
+    assert_eq!(
+        admin.cmd(&["ACL", "SETUSER", "nowait", "on", ">pw", "~*", "+@all", "-wait"]),
+        Reply::ok()
+    );
+    let mut c = proxy.client();
+    let replies = pipeline(
+        &mut c,
+        &[&["SET", "a", "1"], &["AUTH", "nowait", "pw"], &["GET", "a"]],
+    );
+    assert_eq!(
+        replies,
+        vec![Reply::ok(), Reply::ok(), Reply::Bulk(b"1".to_vec())]
+    );
+    let mut c = proxy.client();
+    let replies = pipeline(
+        &mut c,
+        &[
+            &["SET", "b", "2"],
+            &["HELLO", "2", "AUTH", "nowait", "pw"],
+            &["GET", "b"],
+        ],
+    );
+    assert_eq!(replies[0], Reply::ok(), "{replies:?}");
+    assert!(matches!(replies[1], Reply::Array(_)), "{replies:?}");
+    assert_eq!(replies[2], Reply::Bulk(b"2".to_vec()), "{replies:?}");
+}

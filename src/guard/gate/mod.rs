@@ -364,18 +364,12 @@ impl Gate {
         }
         self.metrics.control_refused.inc();
         // The command as named: `REPLICAOF`, `CLUSTERX SETNODES`.
-        let args = arguments(r.bytes, r.head.inline);
-        let words = if r.command.special == Special::ReplicaOf {
-            1
-        } else {
-            2
-        };
-        let named = args
-            .iter()
-            .take(words)
-            .map(|a| String::from_utf8_lossy(a).to_ascii_uppercase())
-            .collect::<Vec<_>>()
-            .join(" ");
+        let words = r.head.words(r.bytes);
+        let mut named = String::from_utf8_lossy(&words.name).to_ascii_uppercase();
+        if r.command.special != Special::ReplicaOf {
+            named.push(' ');
+            named.push_str(&String::from_utf8_lossy(&words.sub).to_ascii_uppercase());
+        }
         Some(Verdict::Reply(crate::resp::encode::error(&format!(
             "NOPERM leasegate: {named} changes the node's role or slots, which only the controller does: send it on a control connection (control.allow_from or control.password)"
         ))))

@@ -9,7 +9,8 @@
 //! `WAIT` goes out at the end of a batch, and before anything after which
 //! it could not follow at once: MULTI (a client that waits for the replies
 //! before its EXEC would wait for ever), a blocking command, SUBSCRIBE,
-//! MONITOR, a replication stream, QUIT and RESET. Inside a transaction it
+//! MONITOR, a replication stream, QUIT, RESET, and a new login (AUTH,
+//! HELLO: the `WAIT` would run as that user). Inside a transaction it
 //! waits for EXEC. Its reply is swallowed (a muted client is not sent it
 //! either) and it counts as a write in flight, so a failover's pause waits
 //! for it as for the writes it covers.
@@ -156,7 +157,10 @@ pub(super) fn sendable<'a>(to_client: &'a [u8], hold: &Option<AckHold>) -> &'a [
     }
 }
 
-/// Requests after which the node would not answer a `WAIT` at once.
+/// Requests after which the node would not answer a `WAIT` at once, or
+/// not for the writes before them: after `AUTH` or `HELLO ... AUTH` it
+/// runs as the new login, which may not be let run it (the writes, applied,
+/// were answered `-UNKNOWN`: a differential fuzzer).
 fn ends_a_batch(special: Special) -> bool {
     matches!(
         special,
@@ -166,5 +170,7 @@ fn ends_a_batch(special: Special) -> bool {
             | Special::ReplicationStream
             | Special::Quit
             | Special::Reset
+            | Special::Auth
+            | Special::Hello
     )
 }

@@ -482,7 +482,7 @@ impl Session {
         if self.subscriptions == 0 && self.shard_subscriptions == 0 {
             self.stream = Stream::Replies;
         }
-        let own = confirmations.came == 0;
+        let own = confirmations.none_came();
         if own && !self.mute.is_on() {
             self.pass_run(passed, range.start);
             *passed = range.end;
@@ -506,7 +506,7 @@ impl Session {
         };
         self.set_subscriptions(count, kind);
         let answered = match self.owed.front_mut() {
-            Some(Owed::PubSub(confirmations)) if confirmations.due.is_some() => {
+            Some(Owed::PubSub(confirmations)) if confirmations.is_reached() => {
                 confirmations.confirmed()
             }
             _ => unsubscribed,
@@ -514,7 +514,7 @@ impl Session {
         if !answered {
             return;
         }
-        if matches!(self.owed.front(), Some(Owed::PubSub(c)) if c.due == Some(0)) {
+        if matches!(self.owed.front(), Some(Owed::PubSub(c)) if c.is_answered()) {
             self.owed.pop_front();
         }
         if self.subscriptions == 0 && self.shard_subscriptions == 0 {
@@ -586,7 +586,7 @@ impl Session {
                     }
                 }
                 Owed::PubSub(confirmations) => {
-                    if confirmations.due.is_some() {
+                    if confirmations.is_reached() {
                         return; // its confirmations are still coming
                     }
                     let kind = confirmations.kind;

@@ -406,10 +406,10 @@ pub(super) struct Confirmations {
     /// The channels or patterns the request names.
     pub(super) named: u32,
     pub(super) kind: PubSubKind,
-    /// Frames still due, once its turn has come.
-    pub(super) due: Option<u32>,
+    /// Frames it is answered with, once its turn has come.
+    expected: Option<u32>,
     /// Frames that came.
-    pub(super) came: u32,
+    came: u32,
 }
 
 impl Confirmations {
@@ -417,7 +417,7 @@ impl Confirmations {
         Confirmations {
             named,
             kind,
-            due: None,
+            expected: None,
             came: 0,
         }
     }
@@ -426,14 +426,27 @@ impl Confirmations {
     /// kind: how many frames are due.
     pub(super) fn reached(&mut self, held: i64) {
         let bare = u32::try_from(held).unwrap_or(u32::MAX).max(1);
-        self.due = Some(if self.named > 0 { self.named } else { bare });
+        self.expected = Some(if self.named > 0 { self.named } else { bare });
+    }
+
+    /// Whether its turn has come (its confirmations are counted).
+    pub(super) fn is_reached(&self) -> bool {
+        self.expected.is_some()
+    }
+
+    /// Whether no confirmation came yet.
+    pub(super) fn none_came(&self) -> bool {
+        self.came == 0
     }
 
     /// One frame came: whether it was the last one due.
     pub(super) fn confirmed(&mut self) -> bool {
         self.came = self.came.saturating_add(1);
-        let due = self.due.unwrap_or(1).saturating_sub(1);
-        self.due = Some(due);
-        due == 0
+        self.is_answered()
+    }
+
+    /// Whether all its frames came.
+    pub(super) fn is_answered(&self) -> bool {
+        self.came >= self.expected.unwrap_or(1)
     }
 }
