@@ -1,7 +1,7 @@
 //! Unit tests of the Gate's decisions, on a hand-driven clock.
 
 use super::*;
-use crate::command::Name;
+use crate::command::{Name, ReplyMode, CLIENT_REPLY_ON};
 use crate::guard::control::{CONTROL_PASSWORD_MISPLACED, NOPERM};
 use crate::guard::lease::ManualClock;
 use crate::guard::role::{Demotion, Source};

@@ -82,6 +82,7 @@ mod role_change;
 mod state;
 mod step;
 mod stopping;
+mod subscriptions;
 mod tagged;
 #[cfg(test)]
 mod tests;
