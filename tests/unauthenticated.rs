@@ -142,3 +142,69 @@ fn without_a_node_password_there_are_no_such_limits() {
     let (got, closed) = exchange(proxy.port, &request(&many), Duration::from_secs(2));
     assert_eq!((got.as_str(), closed), ("+OK\r\n", false));
 }
+
+/// A node whose `default` user needs no password, leasegate logging in as
+/// an ACL user of its own (`backend.user`): the node serves clients that
+/// send no login without Redis's unauthenticated limits, and so does
+/// leasegate once its probe has seen that. (Taken to require a login,
+/// every such client's request past 10 arguments or with a bulk past 16
+/// KiB was cut off: an audit.)
+#[test]
+fn a_node_that_serves_clients_without_a_login_gets_no_such_limits() {
+    let node = RedisServer::start();
+    let mut admin = node.client();
+    admin.cmd(&["ACL", "SETUSER", "lg", "on", ">lg-secret", "+@all", "~*"]);
+    let proxy = Proxy::start_with_backend_yaml(
+        &format!(
+            "backend:\n  addr: {}\n  user: lg\n  password: lg-secret\n",
+            node.addr()
+        ),
+        "lease:\n  mode: disabled\n",
+    );
+    let big = vec![b'v'; 100_000];
+    let many: Vec<&[u8]> = [&b"MSET"[..]]
+        .into_iter()
+        .chain(std::iter::repeat_n(&b"k"[..], 40))
+        .collect();
+    let mut pipeline = request(&[b"SET", b"big", &big]);
+    pipeline.extend(request(&many));
+    // The probe looks at the node within a second of start-up.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let (got, closed) = exchange(proxy.port, &pipeline, Duration::from_secs(1));
+        if (got.as_str(), closed) == ("+OK\r\n+OK\r\n", false) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still held to the unauthenticated limits: {got:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The node turned to requiring a login: unauthenticated clients are
+    // held to its limits again from the probe's next look at a new
+    // connection of its own (the node restarted with a password: here,
+    // the probe's connection killed so that it reconnects).
+    assert_eq!(
+        admin.cmd(&["CONFIG", "SET", "requirepass", "now-required"]),
+        support::Reply::ok()
+    );
+    admin.cmd(&["CLIENT", "KILL", "USER", "lg"]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let (got, closed) = exchange(proxy.port, &request(&many), Duration::from_secs(1));
+        if (got.as_str(), closed)
+            == (
+                "-ERR Protocol error: unauthenticated multibulk length\r\n",
+                true,
+            )
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not held to the limits again: {got:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

@@ -38,6 +38,8 @@ pub async fn run(shared: Arc<ControlContext>) {
     let mut failing = false;
     // The last probe that was answered saw the node master.
     let mut was_master = false;
+    // When the probe last asked whether the node serves clients without a login.
+    let mut door_looked: Option<std::time::Instant> = None;
     loop {
         let interval = shared.config.load().lease.probe_interval;
         status.set_interval_ms(u64::try_from(interval.as_millis()).unwrap_or(u64::MAX));
@@ -115,6 +117,7 @@ pub async fn run(shared: Arc<ControlContext>) {
                             }
                         }
                         conn = Some((c, login.clone(), bound));
+                        door_looked = None;
                     }
                     Err(e) => {
                         probe_failed(status, &mut failing, login_hint(e.to_string(), &login));
@@ -125,6 +128,10 @@ pub async fn run(shared: Arc<ControlContext>) {
             let Some((c, _, _)) = conn.as_mut() else {
                 continue;
             };
+            if door_looked.is_none_or(|t| t.elapsed() >= DOOR_EVERY) {
+                look_at_door(&shared, &config, bound).await;
+                door_looked = Some(std::time::Instant::now());
+            }
             // A promotion accepted while ROLE is out makes its answer stale.
             let awaits = shared.role.lease_awaits();
             let kvrocks = status.is_kvrocks();
@@ -195,6 +202,41 @@ async fn ask_role(conn: &mut ControlConnection, kvrocks: bool) -> Result<Replica
             .await
             .map(|reply| Replication::from_role(&reply))
             .map_err(|e| e.to_string())
+    }
+}
+
+/// How often the probe asks again whether the node serves a client that
+/// sent no login (and at each new connection of its own).
+const DOOR_EVERY: Duration = Duration::from_secs(30);
+
+/// Asks the node, on a connection without a login, whether it serves
+/// such clients (where `backend.password` is set; without one, clients
+/// are never held to the unauthenticated limits). A node whose default
+/// user needs no password (an ACL user only for leasegate) serves them:
+/// taken to require a login, every client's request past 10 arguments or
+/// with a bulk past 16 KiB was cut off with Redis's unauthenticated
+/// limits, which that node does not apply.
+async fn look_at_door(shared: &ControlContext, config: &crate::config::Config, bound: Duration) {
+    if config.backend.password.is_none() {
+        return;
+    }
+    let tls = shared.node_tls();
+    let asked =
+        crate::proxy::backend::lets_in_without_login(&config.backend.addr, tls.as_deref(), bound);
+    match tokio::time::timeout(bound, asked).await {
+        Ok(Ok(open)) => {
+            if shared.role.node.set_door(open) {
+                if open {
+                    info!("the node serves clients that send no login (its default user needs no password): they are not held to the limits for unauthenticated clients");
+                } else {
+                    info!("the node asks clients to log in again: those that have not are held to the limits for unauthenticated clients");
+                }
+            }
+        }
+        Ok(Err(e)) => {
+            debug!(error = %e, "node probe: whether the node serves clients without a login")
+        }
+        Err(_) => debug!("node probe: no answer to a PING without a login"),
     }
 }
 

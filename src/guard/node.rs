@@ -31,6 +31,10 @@ pub struct NodeStatus {
     kvrocks: std::sync::atomic::AtomicBool,
     /// The probe has connected once and learned whether it is Kvrocks.
     kind_known: std::sync::atomic::AtomicBool,
+    /// The node answered a `PING` sent without a login ([`Self::set_door`]):
+    /// its default user needs no password, so clients that have not
+    /// authenticated are not held to the limits the node keeps for them.
+    open_door: std::sync::atomic::AtomicBool,
     /// How many times the probe saw a Kvrocks node turn from master to
     /// replica, and the sessions waiting for the next time: those blocked
     /// on the node in BLPOP & co., which Kvrocks does not unblock.
@@ -188,6 +192,22 @@ impl NodeStatus {
         self.kind_known
             .store(true, std::sync::atomic::Ordering::Release);
         self.looked_at();
+    }
+
+    /// What the probe learned of the node's door: whether a client that
+    /// sent no login is served (`open`) or asked to authenticate. Returns
+    /// whether that changed what was known.
+    pub fn set_door(&self, open: bool) -> bool {
+        self.open_door
+            .swap(open, std::sync::atomic::Ordering::Relaxed)
+            != open
+    }
+
+    /// Whether the node serves clients that sent no login, as the probe
+    /// last saw (`false` until it has looked: a node with a password is
+    /// taken to require it).
+    pub fn lets_in_without_login(&self) -> bool {
+        self.open_door.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Whether the node may be Kvrocks: it said so, or the probe has not

@@ -341,6 +341,24 @@ pub async fn stand_in(
     Ok(conn.into_stream())
 }
 
+/// Whether the node at `addr` serves a client that sent no login: a
+/// `PING` on a fresh connection is answered `+PONG` (its default user needs
+/// no password), not `-NOAUTH`. `Err` where it could not tell.
+pub async fn lets_in_without_login(
+    addr: &str,
+    tls: Option<&NodeTls>,
+    timeout: Duration,
+) -> Result<bool, BackendError> {
+    use redis_protocol::resp2::types::OwnedFrame;
+    let mut conn = ControlConnection::open_node(addr, tls, None, timeout).await?;
+    match conn.call(&["PING"]).await {
+        Ok(OwnedFrame::SimpleString(s)) => Ok(s.eq_ignore_ascii_case(b"PONG")),
+        Ok(_) => Ok(false),
+        Err(BackendError::Reply(e)) if e.starts_with("NOAUTH") => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// A connection to the node at `addr` once it answers a `PING` (an error
 /// such as `NOAUTH` is an answer too): a process that is being killed may
 /// still accept a connection it will never serve.

@@ -145,8 +145,9 @@ pub struct SessionContext {
     /// waits for the node to come back or for a new master's leasegate
     /// that holds the lease ([`driver`]); zero ends it with the node.
     pub node_lost_patience: std::time::Duration,
-    /// The node requires a password (`backend.password` is set): clients
-    /// that have not authenticated get Redis's limits ([`login`]).
+    /// The node requires a password (`backend.password` is set, and the
+    /// probe has not seen the node serve a client without a login):
+    /// clients that have not authenticated get Redis's limits ([`login`]).
     pub auth_required: bool,
     /// One look at a time for a node that is down ([`node_search`]).
     pub node_search: Arc<node_search::NodeSearch>,
@@ -297,7 +298,11 @@ async fn serve_on<C: ClientIo>(
     if peer.is_some_and(|ip| ctx.gate.trusts_peer(ip)) {
         s.peer = Peer::Trusted;
     }
-    s.login_starts(ctx.auth_required && s.peer != Peer::Trusted);
+    s.login_starts(
+        ctx.auth_required
+            && s.peer != Peer::Trusted
+            && !ctx.gate.role().node.lets_in_without_login(),
+    );
     s.replica.peer = peer;
     let moved = Driver::new(client, backend, &ctx, &shutdown)
         .run(s, &ctx)
