@@ -163,6 +163,17 @@ impl Config {
         if !(0.0..0.5).contains(&self.lease.clock_drift) {
             return Err(("lease.clock_drift", "must be in [0, 0.5)".into()));
         }
+        // No lease lasts longer; a margin past 2^64 ns wrapped to almost
+        // nothing and left a lease its whole term (an audit).
+        if self.lease.safety_margin_ms > crate::guard::lease::MAX_TTL_MS {
+            return Err((
+                "lease.safety_margin_ms",
+                format!(
+                    "must be at most {} (one hour, the longest lease)",
+                    crate::guard::lease::MAX_TTL_MS
+                ),
+            ));
+        }
         if self.lease.reject_prefix.is_empty()
             || self
                 .lease
@@ -302,7 +313,7 @@ impl Config {
         }
         if self.controller.url.is_some() {
             let c = &self.controller;
-            let bound = c.ttl_ms + self.lease.safety_margin_ms;
+            let bound = c.ttl_ms.saturating_add(self.lease.safety_margin_ms);
             if bound >= c.failure_detection_ms {
                 out.push(format!(
                     "controller.ttl_ms ({}) + lease.safety_margin_ms ({}) is not below the controller's \

@@ -447,7 +447,7 @@ impl Lease {
     pub fn deadline_for(&self, anchor: Nanos, ttl_ms: u64) -> Nanos {
         let tuning = self.tuning.load();
         let ttl = (ttl_ms as f64 * MS as f64 * (1.0 - tuning.clock_drift)) as u64;
-        let usable = ttl.saturating_sub(tuning.safety_margin_ms * MS);
+        let usable = ttl.saturating_sub(tuning.safety_margin_ms.saturating_mul(MS));
         anchor.saturating_add(usable).max(anchor)
     }
 

@@ -215,7 +215,7 @@ pub fn judge(answers: &[Result<MasterView, String>], me: &str, configured: usize
     let confirmed = undisputed.len();
     // The confirming Sentinels a failover still needs down.
     let needed = (quorum + confirmed).saturating_sub(sentinels);
-    if needed == 0 {
+    if needed == 0 || confirmed == 0 {
         let trouble = views.iter().find_map(|v| {
             v.troubled()
                 .map(|t| format!("a Sentinel flags this node {t}"))
@@ -228,8 +228,13 @@ pub fn judge(answers: &[Result<MasterView, String>], me: &str, configured: usize
         };
     }
     undisputed.sort_unstable();
+    // A quorum larger than the Sentinels known (a misconfiguration, warned
+    // of at start-up) needs more than vouch: the lease lasts no longer than
+    // the last one vouches. (Indexed past the end, the poll task panicked
+    // and writes stayed fenced: an audit.)
+    let last = needed.min(confirmed) - 1;
     Judgement::Renew {
-        valid_ms: undisputed[needed - 1],
+        valid_ms: undisputed[last],
         confirmed,
         sentinels,
     }
@@ -260,7 +265,10 @@ pub fn check_deployment(
         ));
     }
     if let Some(v) = views.iter().min_by_key(|v| v.down_after_ms) {
-        let needed = SENTINEL_PING_PERIOD_MS.min(v.down_after_ms) + poll_ms + margin_ms;
+        let needed = SENTINEL_PING_PERIOD_MS
+            .min(v.down_after_ms)
+            .saturating_add(poll_ms)
+            .saturating_add(margin_ms);
         if v.down_after_ms <= needed {
             out.push(format!(
                 "down-after-milliseconds is {} ms: a Sentinel vouches for at most that long after its last ping (sent every {} ms), less the poll interval ({poll_ms} ms) and margin ({margin_ms} ms): the lease will lapse between pings; use 2000 ms or more",
@@ -397,6 +405,29 @@ mod tests {
                 sentinels: 3
             }
         );
+    }
+
+    /// One Sentinel, quorum 2 (Sentinel takes it; no failover can then
+    /// find the node down): the lease lasts as long as the one vouches.
+    /// (It indexed past the end and the poll task panicked: an audit.)
+    #[test]
+    fn a_quorum_larger_than_the_sentinels_renews_as_far_as_they_vouch() {
+        let mut alone = view(ME, "master", 0, 900, 1);
+        alone.other_sentinels = 0;
+        assert_eq!(
+            judge(&[ok(alone)], ME, 1),
+            Judgement::Renew {
+                valid_ms: 4_100,
+                confirmed: 1,
+                sentinels: 1
+            }
+        );
+        let mut troubled = view(ME, "master,s_down", 0, 900, 1);
+        troubled.other_sentinels = 0;
+        assert!(matches!(
+            judge(&[ok(troubled)], ME, 1),
+            Judgement::Withhold { .. }
+        ));
     }
 
     #[test]

@@ -250,3 +250,20 @@ fn allow_from_is_parsed_at_load_and_errors_name_the_line() {
     let err = Config::parse(listen, "f.yaml").unwrap_err().to_string();
     assert!(err.contains("listen") && err.contains("line 1"), "{err}");
 }
+
+/// A margin past the longest lease is refused: past 2^64 ns it wrapped to
+/// almost nothing and left the lease its whole term (an audit).
+#[test]
+fn a_safety_margin_past_the_longest_lease_is_refused() {
+    let with = |ms: u64| {
+        Config::parse(
+            &format!("backend:\n  addr: h:1\nlease:\n  safety_margin_ms: {ms}\n"),
+            "t",
+        )
+    };
+    with(crate::guard::lease::MAX_TTL_MS).expect("one hour is allowed");
+    for ms in [crate::guard::lease::MAX_TTL_MS + 1, 18_446_744_073_710] {
+        let err = with(ms).unwrap_err().to_string();
+        assert!(err.contains("lease.safety_margin_ms"), "{ms}: {err}");
+    }
+}

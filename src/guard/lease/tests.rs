@@ -328,3 +328,13 @@ fn a_restored_deadline_that_has_passed_stays_passed() {
     assert!(lease.restore(&before, &fenced));
     assert!(!lease.write_allowed(), "the old deadline has passed");
 }
+
+/// A margin past 2^64 ns leaves nothing of the lease (it wrapped to almost
+/// nothing, and the lease kept its whole term: an audit; the config now
+/// refuses such a margin too).
+#[test]
+fn a_huge_margin_leaves_nothing() {
+    let (clock, lease) = lease(0.0, 18_446_744_073_710);
+    let anchor = clock.now();
+    assert_eq!(lease.deadline_for(anchor, 5_000), anchor);
+}
