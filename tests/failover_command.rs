@@ -181,3 +181,51 @@ fn a_failover_command_reaches_the_target_leasegate_over_tls() {
         "A's control connection to B came over TLS, with A's certificate"
     );
 }
+
+/// A target whose `INFO replication` fails while `FAILOVER` waits for it
+/// to catch up ends the failover before anything changed: the writes held
+/// go on here at once. (The error returned early and left them held for
+/// the pause's whole bound, TIMEOUT + 5 s: an audit.)
+#[test]
+fn a_failover_whose_target_fails_to_answer_releases_the_writes_at_once() {
+    let node = support::RedisServer::start();
+    let a = Proxy::start(
+        &node.addr(),
+        &format!("control:\n  password: {CONTROL}\nlease:\n  mode: disabled\n"),
+    );
+    // A target that says it is behind a leasegate, then fails.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let target = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                support::scripted::serve_commands(conn, |args| {
+                    let words: Vec<String> = args.iter().map(|a| a.to_ascii_lowercase()).collect();
+                    match words.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+                        ["info", "leasegate"] => {
+                            support::scripted::bulk("# Leasegate\r\nlease_valid:0\r\n")
+                        }
+                        ["info", "replication"] => b"-ERR target busy\r\n".to_vec(),
+                        _ => b"+OK\r\n".to_vec(),
+                    }
+                })
+            });
+        }
+    });
+    let mut ctl = admin(&a);
+    let asked = ctl.cmd(&[
+        "FAILOVER",
+        "TO",
+        "127.0.0.1",
+        &target.to_string(),
+        "TIMEOUT",
+        "60000",
+    ]);
+    assert_eq!(asked, Reply::ok());
+    eventually("the failover ends", Duration::from_secs(10), || {
+        failover_state(&a) == "no-failover"
+    });
+    // Within the client's 10 s, far below the pause's 65 s.
+    let mut c = a.client();
+    assert_eq!(c.cmd(&["SET", "after", "1"]), Reply::ok());
+}

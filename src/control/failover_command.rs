@@ -26,7 +26,7 @@ use crate::guard::failover_command::{FailoverAsk, FailoverCommandState};
 use crate::guard::pause::PauseMode;
 use crate::guard::role::{Demotion, Source};
 use crate::kvrocks::topology::Replication;
-use crate::proxy::backend::ControlConnection;
+use crate::proxy::backend::{BackendError, ControlConnection};
 
 /// The wait for the target to catch up without `TIMEOUT`.
 const SYNC_WITHIN: Duration = Duration::from_secs(5);
@@ -107,8 +107,15 @@ async fn carry_out(ctx: &Arc<ControlContext>, ask: &FailoverAsk) -> Result<Strin
         if ctx.role.failover_command.aborted() {
             return give_back("FAILOVER ABORT".into());
         }
-        let mine = replication(&mut node).await?.0.offset.unwrap_or(0);
-        let theirs = replication(&mut peer).await?.0.offset.unwrap_or(0);
+        // An error here ends the failover before anything changed: the
+        // writes held go on here. (Returned with `?`, it left them held
+        // for the pause's whole bound: an audit.)
+        let offsets = match (replication(&mut node).await, replication(&mut peer).await) {
+            (Ok((m, _)), Ok((t, _))) => (m.offset.unwrap_or(0), t.offset.unwrap_or(0)),
+            (Err(e), _) => return give_back(format!("this node: {e}")),
+            (_, Err(e)) => return give_back(format!("target {target}: {e}")),
+        };
+        let (mine, theirs) = offsets;
         if theirs >= mine {
             break;
         }
@@ -129,8 +136,21 @@ async fn carry_out(ctx: &Arc<ControlContext>, ask: &FailoverAsk) -> Result<Strin
     ctx.role
         .failover_command
         .set_state(FailoverCommandState::FailoverInProgress);
-    if let Err(e) = peer.call(&["REPLICAOF", "NO", "ONE"]).await {
-        return give_back(format!("target {target}: REPLICAOF NO ONE: {e}"));
+    match peer.call(&["REPLICAOF", "NO", "ONE"]).await {
+        Ok(_) => {}
+        // Refused: the target stays a replica, and writes go on here.
+        Err(e @ BackendError::Reply(_)) => {
+            return give_back(format!("target {target}: REPLICAOF NO ONE: {e}"));
+        }
+        // No answer: it may still have been promoted. Never release
+        // writes here (two masters would take them).
+        Err(e) => {
+            ctx.role.revoke(
+                &format!("FAILOVER to {target}: no answer to REPLICAOF NO ONE ({e})"),
+                Source::Failover,
+            );
+            return Err(format!("target {target}: REPLICAOF NO ONE not answered ({e}); this node's lease is revoked and writes stay held until the pause ends"));
+        }
     }
     let promoted = tokio::time::timeout(PROMOTED_WITHIN, async {
         loop {
