@@ -263,10 +263,28 @@ impl Pause {
         });
         self.metrics.pauses.inc();
         let pause = Arc::clone(self);
+        let mut changes = self.generation.subscribe();
         tokio::spawn(async move {
-            tokio::time::sleep(timeout).await;
-            if pause.end(Some(generation)) {
-                tracing::info!(timeout_ms = timeout.as_millis() as u64, "pause timed out");
+            // The timer goes with its pause: ended or replaced, there is
+            // nothing left for it to end. (Left to sleep out its timeout,
+            // each pause kept ~430 bytes until then: an audit saw 180 MB
+            // after 400,000 long pauses, each unpaused at once.)
+            let timed_out = tokio::time::sleep(timeout);
+            tokio::pin!(timed_out);
+            loop {
+                tokio::select! {
+                    _ = &mut timed_out => {
+                        if pause.end(Some(generation)) {
+                            tracing::info!(timeout_ms = timeout.as_millis() as u64, "pause timed out");
+                        }
+                        return;
+                    }
+                    changed = changes.changed() => {
+                        if changed.is_err() || *changes.borrow_and_update() != generation {
+                            return;
+                        }
+                    }
+                }
             }
         });
         generation
