@@ -93,11 +93,12 @@ fn garbage_bytes_get_an_error_or_a_close_for_that_client_only() {
     bystander.stop();
 }
 
-/// An inline line with a NUL byte before its newline is a complete request
-/// to leasegate (and to Kvrocks), not to redis-server, which looks for the
-/// newline with `strchr`: it answers nothing until 64 KiB more have come,
-/// then says "too big inline request" and closes. Whatever the node makes
-/// of it, the client gets through leasegate what it gets from the node.
+/// An inline line with a NUL byte before its newline never ends on
+/// redis-server, which looks for the newline with `strchr`: it answers
+/// nothing until 64 KiB more have come, then says "too big inline request"
+/// and closes. leasegate frames it so too (it forwarded it as a request,
+/// which a write there left counted in flight for good: an audit), and
+/// the client gets what it gets from the node.
 #[test]
 fn nul_in_an_inline_line_is_answered_as_the_node_answers_it() {
     let (redis, proxy) = redis_and_proxy("");
@@ -465,6 +466,35 @@ fn deeply_nested_replies_in_subscribe_mode_pass_without_blowing_the_stack() {
     base.assert_restored(&proxy);
 }
 
+/// leasegate's own connections (the probe, command learning; a
+/// Sentinel's and another leasegate's answers go the same way) decode the
+/// replies they get: one nested this deep is refused there, not decoded
+/// (`redis-protocol`'s decoder recurses: the stack overflowed and the
+/// whole process aborted, an audit).
+#[test]
+fn a_deeply_nested_answer_to_leasegates_own_questions_is_refused() {
+    let node = ScriptedNode::start();
+    let proxy = Proxy::start(
+        &format!("127.0.0.1:{}", node.port),
+        &format!(
+            "lease:\n  probe_interval_ms: 100\nadmin:\n  listen: 127.0.0.1:{}\n",
+            support::free_port()
+        ),
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    for _ in 0..3 {
+        let mut c = Raw::connect(proxy.port);
+        c.send(&encode(&[b"PING"]));
+        assert_eq!(c.line(), b"+PONG\r\n".to_vec(), "the proxy is alive");
+    }
+    let status = support::http(proxy.admin_port(), "GET", "/v1/status", None, None);
+    assert!(
+        status.1.contains("nested too deep"),
+        "the probe says why it failed: {}",
+        status.1
+    );
+}
+
 #[test]
 fn a_reply_cut_off_by_the_node_closes_only_its_client() {
     let node = ScriptedNode::start();
@@ -637,6 +667,48 @@ fn a_half_closed_client_gets_its_replies_then_is_closed() {
     bystander.assert_served();
     base.assert_restored(&proxy);
     bystander.stop();
+}
+
+/// A client that hangs up while it is owed a reply the node never sends
+/// (a `WAIT` for replicas there are none of) leaves nothing behind: once
+/// the node has sent nothing for ten seconds the session gives the reply
+/// up, as the node frees a client at its end. (Waited for, the session
+/// and its node connection stayed for good: an audit.)
+#[test]
+fn a_client_gone_while_the_node_owes_it_a_reply_leaves_nothing_behind() {
+    let (redis, proxy) = redis_and_proxy("");
+    let mut direct = redis.client();
+    let mut gone = Vec::new();
+    for (name, half) in [("gonehalf", true), ("gonefull", false)] {
+        let mut c = Raw::connect(proxy.port);
+        c.send(&encode(&[b"CLIENT", b"SETNAME", name.as_bytes()]));
+        assert_eq!(c.line(), b"+OK\r\n".to_vec());
+        c.send(&encode(&[b"WAIT", b"5", b"0"]));
+        if half {
+            c.shutdown_write();
+            gone.push(c);
+        } else {
+            drop(c);
+        }
+    }
+    let start = Instant::now();
+    loop {
+        let Reply::Bulk(list) = direct.cmd(&["CLIENT", "LIST"]) else {
+            panic!("CLIENT LIST is a bulk string")
+        };
+        let list = String::from_utf8_lossy(&list).into_owned();
+        if !list.contains("name=gonehalf ") && !list.contains("name=gonefull ") {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the node connections were left open:\n{list}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for mut c in gone {
+        assert!(c.closed(), "the half-closed client is closed");
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -1130,7 +1202,8 @@ impl ScriptedNode {
                     r.extend_from_slice(b"\r\n:1\r\n");
                     r
                 }
-                Some(b"DEEP") => ScriptedNode::deep(DEPTH),
+                // leasegate's own questions (the probe's, command learning).
+                Some(b"DEEP" | b"INFO" | b"ROLE" | b"COMMAND") => ScriptedNode::deep(DEPTH),
                 Some(b"WIDE") => ScriptedNode::wide(1_000_000),
                 Some(b"CUTOFF") => {
                     let _ = conn.write_all(b"*2147483647\r\n:1\r\n:2\r\n:3\r\n");

@@ -204,3 +204,43 @@ fn the_controllers_pause_waits_for_writes_in_flight() {
     assert_eq!(ctl.cmd(&["CLIENT", "UNPAUSE"]), Reply::ok());
     assert_eq!(writer.read(), Reply::ok());
 }
+
+/// Writes the node would not run yet are not counted in flight, so no
+/// client can keep the controller's pause (and so every failover) waiting
+/// on them (an audit): a write pipelined behind a `BLPOP` that never
+/// returns waits in leasegate, as it would at the node, and goes once the
+/// `BLPOP` is answered; a write in an inline line with a NUL, which
+/// redis-server never ends, is not a request yet.
+#[test]
+fn writes_the_node_would_not_run_yet_do_not_hold_the_controllers_pause() {
+    use std::io::Write;
+    let redis = RedisServer::start();
+    let proxy = paused_proxy(&redis, "");
+    let mut ctl = controller(&proxy);
+    let mut blocked = proxy.client();
+    blocked.send_raw(&support::encode(&[b"BLPOP", b"never", b"0"]));
+    blocked.send_raw(&support::encode(&[b"SET", b"behind", b"1"]));
+    let mut nul = std::net::TcpStream::connect(("127.0.0.1", proxy.port)).expect("connect");
+    nul.write_all(b"SET nul v\0\r\n").expect("send");
+    std::thread::sleep(Duration::from_millis(300));
+    // Counted, they left it `-ERR writes already forwarded were not
+    // answered in time` after a second.
+    assert_eq!(ctl.cmd(&["CLIENT", "PAUSE", "10000", "WRITE"]), Reply::ok());
+    assert_eq!(ctl.cmd(&["CLIENT", "UNPAUSE"]), Reply::ok());
+    // Nothing ran behind the block; once it is answered, the write goes.
+    assert_eq!(redis.client().cmd(&["EXISTS", "behind"]), Reply::Int(0));
+    assert_eq!(redis.client().cmd(&["RPUSH", "never", "x"]), Reply::Int(1));
+    assert_eq!(
+        blocked.read(),
+        Reply::Array(vec![
+            Reply::Bulk(b"never".to_vec()),
+            Reply::Bulk(b"x".to_vec())
+        ])
+    );
+    assert_eq!(blocked.read(), Reply::ok());
+    assert_eq!(
+        redis.client().cmd(&["GET", "behind"]),
+        Reply::Bulk(b"1".to_vec())
+    );
+    assert_eq!(redis.client().cmd(&["EXISTS", "nul"]), Reply::Int(0));
+}

@@ -49,6 +49,11 @@ impl Replication {
     /// Parses a complete RESP reply to `INFO replication` (a bulk or verbatim string).
     pub fn parse_info_frame(frame: &[u8]) -> Replication {
         use redis_protocol::resp3::types::OwnedFrame as F;
+        // Only a string is decoded: `redis-protocol` recurses into
+        // aggregates, and a deeply nested one overflowed the stack.
+        if !matches!(frame.first(), Some(b'$' | b'=')) {
+            return Replication::parse_info("");
+        }
         let text = match redis_protocol::resp3::decode::complete::decode(frame) {
             Ok(Some((F::BlobString { data, .. }, _))) => data,
             Ok(Some((F::VerbatimString { data, .. }, _))) => data,

@@ -10,6 +10,7 @@ use tokio::net::TcpStream;
 use crate::command::{learn_from_command_reply, LearnedCommand};
 pub use crate::proxy::node_conn::{NodeConn, NodeTls, PeerTls};
 use crate::resp::login::Login;
+use crate::resp::reply::ReplyFramer;
 
 /// Why the backend could not be used; the text reaches clients as
 /// `-ERR backend <addr> unavailable: <reason>`.
@@ -85,8 +86,20 @@ pub fn unavailable_reply(addr: &str, err: &BackendError) -> Vec<u8> {
 pub struct ControlConnection {
     stream: NodeConn,
     buf: Vec<u8>,
+    /// Where the reply at the head of `buf` ends (resumable, in one pass),
+    /// and whether it is nested shallowly enough to decode.
+    framer: ReplyFramer,
     timeout: Duration,
 }
+
+/// The deepest reply a control connection decodes: what leasegate asks
+/// (`INFO`, `ROLE`, `COMMAND`, `SENTINEL MASTER`, `CLUSTER NODES`) nests
+/// a few levels at most.
+const MAX_CONTROL_DEPTH: usize = 32;
+
+/// The largest reply a control connection takes (`COMMAND` is ~200 KB;
+/// `CLUSTER NODES` of a large cluster a few MB).
+const MAX_CONTROL_REPLY: usize = 64 * 1024 * 1024;
 
 impl ControlConnection {
     /// Connects to a leasegate or a Sentinel (plain) and, with a `login`,
@@ -114,6 +127,7 @@ impl ControlConnection {
             let mut conn = ControlConnection {
                 stream: NodeConn::Plain(stream),
                 buf: Vec::new(),
+                framer: ReplyFramer::with_max_depth(MAX_CONTROL_DEPTH),
                 timeout,
             };
             if let Some(login) = login {
@@ -139,6 +153,7 @@ impl ControlConnection {
         let mut conn = ControlConnection {
             stream,
             buf: Vec::new(),
+            framer: ReplyFramer::with_max_depth(MAX_CONTROL_DEPTH),
             timeout,
         };
         if let Some(login) = login {
@@ -274,16 +289,27 @@ impl ControlConnection {
         use redis_protocol::resp2::types::OwnedFrame;
         let deadline = tokio::time::Instant::now() + self.timeout;
         loop {
-            match redis_protocol::resp2::decode::decode(&self.buf) {
-                Ok(Some((frame, used))) => {
-                    self.buf.drain(..used);
-                    return match frame {
-                        OwnedFrame::Error(e) => Err(BackendError::Reply(e)),
-                        f => Ok(f),
-                    };
-                }
-                Ok(None) => {}
-                Err(e) => return Err(BackendError::Reply(format!("invalid reply: {e}"))),
+            // Framed first (in one pass, its depth bounded), then decoded:
+            // `redis-protocol` recurses, and decoding from the start at
+            // every read made a long reply cost quadratic time.
+            let framed = self
+                .framer
+                .next(&self.buf)
+                .map_err(|e| BackendError::Reply(format!("invalid reply: {e}")))?;
+            if let Some(head) = framed {
+                let decoded = redis_protocol::resp2::decode::decode(&self.buf[..head.len]);
+                self.buf.drain(..head.len);
+                return match decoded {
+                    Ok(Some((OwnedFrame::Error(e), _))) => Err(BackendError::Reply(e)),
+                    Ok(Some((f, _))) => Ok(f),
+                    Ok(None) => Err(BackendError::Reply("invalid reply: incomplete".into())),
+                    Err(e) => Err(BackendError::Reply(format!("invalid reply: {e}"))),
+                };
+            }
+            if self.buf.len() > MAX_CONTROL_REPLY {
+                return Err(BackendError::Reply(format!(
+                    "invalid reply: longer than {MAX_CONTROL_REPLY} bytes"
+                )));
             }
             let mut chunk = [0u8; 16 * 1024];
             let n = tokio::time::timeout_at(deadline, self.stream.read(&mut chunk))

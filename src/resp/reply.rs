@@ -37,6 +37,9 @@ pub struct ReplyFramer {
     /// The line of the element at `pos` has no `\n` before this offset, so
     /// that a long line arriving in pieces is scanned once (0: not known).
     scanned: usize,
+    /// Aggregates nested deeper than this are an error (0: no bound; the
+    /// framer itself does not recurse, see [`ReplyFramer::with_max_depth`]).
+    max_depth: usize,
 }
 
 /// An aggregate whose elements are being read.
@@ -54,6 +57,17 @@ const MAX_LINE: usize = 64 * 1024 * 1024;
 impl ReplyFramer {
     pub fn new() -> ReplyFramer {
         ReplyFramer::default()
+    }
+
+    /// A framer that refuses aggregates nested deeper than `depth`: for
+    /// replies then decoded by `redis-protocol`, whose decoder recurses
+    /// (a reply of 300,000 nested arrays from a Sentinel or a node
+    /// overflowed the stack and aborted the process: an audit).
+    pub fn with_max_depth(depth: usize) -> ReplyFramer {
+        ReplyFramer {
+            max_depth: depth,
+            ..ReplyFramer::default()
+        }
     }
 
     /// Frames the reply at the head of `buf`; `Ok(None)` when incomplete (the
@@ -85,6 +99,9 @@ impl ReplyFramer {
             };
             self.pos = step.end;
             if step.children > 0 {
+                if self.max_depth != 0 && self.open.len() >= self.max_depth {
+                    return Err(ReplyError("aggregates nested too deep"));
+                }
                 self.open.push(Open {
                     left: step.children,
                     attribute: step.attribute,
@@ -449,6 +466,32 @@ mod tests {
                 .expect("complete");
             assert_eq!(used, r.len(), "as redis-protocol frames it");
         }
+    }
+
+    /// With a depth bound, a reply nested deeper is an error (for replies
+    /// then decoded by `redis-protocol`, which recurses); at the bound, and
+    /// without one, it is framed.
+    #[test]
+    fn nesting_past_the_bound_is_an_error() {
+        let nested = |depth: usize| [b"*1\r\n".repeat(depth), b":1\r\n".to_vec()].concat();
+        let mut f = ReplyFramer::with_max_depth(32);
+        assert_eq!(
+            f.next(&nested(32)).expect("valid").map(|h| h.len),
+            Some(32 * 4 + 4)
+        );
+        let mut f = ReplyFramer::with_max_depth(32);
+        assert_eq!(
+            f.next(&nested(33)),
+            Err(ReplyError("aggregates nested too deep"))
+        );
+        let mut f = ReplyFramer::with_max_depth(32);
+        assert!(f.next(&nested(300_000)).is_err());
+        let mut f = ReplyFramer::new();
+        let deep = nested(300_000);
+        assert_eq!(
+            f.next(&deep).expect("valid").map(|h| h.len),
+            Some(deep.len())
+        );
     }
 
     #[test]

@@ -162,6 +162,12 @@ enum State {
     },
     /// An inline line with no newline among its first `scanned` bytes.
     Inline { scanned: usize },
+    /// An inline line with a NUL byte before any newline: it never ends,
+    /// as on redis-server, which looks for the newline with `strchr` (it
+    /// answers once the line is past the inline limit, and closes). Framed
+    /// as complete, a write there was forwarded, counted in flight and
+    /// never answered: every failover then waited for it (an audit).
+    Unterminated,
 }
 
 impl RequestFramer {
@@ -236,6 +242,7 @@ impl RequestFramer {
             },
             State::Array { .. } => self.array(buf),
             State::Inline { scanned } => self.inline(buf, scanned),
+            State::Unterminated => self.unterminated(buf),
         }
     }
 
@@ -403,7 +410,11 @@ impl RequestFramer {
     }
 
     fn inline(&mut self, buf: &[u8], scanned: usize) -> Result<Option<RequestHead>, ProtocolError> {
-        let Some(nl) = buf[scanned..].iter().position(|&b| b == b'\n') else {
+        let ends = buf[scanned..].iter().position(|&b| b == b'\n' || b == 0);
+        if ends.is_some_and(|at| buf[scanned + at] == 0) {
+            return self.unterminated(buf);
+        }
+        let Some(nl) = ends else {
             if buf.len() > self.limits.max_inline_len {
                 self.state = State::Start;
                 return Err(ProtocolError::InlineTooLong);
@@ -434,6 +445,20 @@ impl RequestFramer {
             inline: true,
             quoted,
         }))
+    }
+}
+
+impl RequestFramer {
+    /// An inline line that never ends ([`State::Unterminated`]): more is
+    /// waited for up to the inline limit, then it is refused.
+    #[cold]
+    fn unterminated(&mut self, buf: &[u8]) -> Result<Option<RequestHead>, ProtocolError> {
+        if buf.len() > self.limits.max_inline_len {
+            self.state = State::Start;
+            return Err(ProtocolError::InlineTooLong);
+        }
+        self.state = State::Unterminated;
+        Ok(None)
     }
 }
 

@@ -256,6 +256,10 @@ struct Session {
     /// hint for the driver (one compare a turn; [`Session::blocked`] is the
     /// truth where it acts).
     blocking_out: u32,
+    /// A write waits at the head of the unhandled requests for the
+    /// blocking command before it to be answered ([`Session::admit`]); the
+    /// client is not read meanwhile.
+    behind_block: bool,
     /// `WAIT`s sent and not yet answered.
     acks_owed: u32,
     /// Replies held for the next `WAIT`'s answer.
@@ -481,6 +485,7 @@ impl Session {
             login_unplaced: false,
             monitoring: false,
             blocking_out: 0,
+            behind_block: false,
             acks_owed: 0,
             ack_hold: None,
         }
@@ -516,6 +521,32 @@ impl Session {
         )
     }
 
+    /// Whether a blocking command's reply is owed, first or behind others.
+    #[cold]
+    pub(super) fn blocking_owed(&self) -> bool {
+        self.blocking_out > 0
+            && self.owed.iter().any(|o| {
+                matches!(
+                    o,
+                    Owed::Reply(
+                        Expect::Write(WriteTicket { blocking: true, .. }) | Expect::BlockingRead
+                    )
+                )
+            })
+    }
+
+    /// A write waited for a blocking command before it
+    /// ([`Session::behind_block`]), which is answered now: the requests
+    /// from it on are admitted. Whether it did.
+    pub(super) fn resume_behind_block(&mut self) -> bool {
+        if !self.behind_block || self.blocking_owed() {
+            return false;
+        }
+        self.behind_block = false;
+        self.on_client_data();
+        true
+    }
+
     /// Whether the connection waits on the client alone: no reply owed by
     /// the node, nothing held, and no subscriber, MONITOR or replication
     /// stream. Only such a client can be idle.
@@ -539,12 +570,13 @@ impl Session {
             && self.to_backend.len() < HIGH_WATER
             && self.owed.len() < MAX_OWED
             && self.to_client.len() + self.owed_local < self.max_output
+            && !self.behind_block
     }
 
     /// The client is not read for the replies it is owed ([`MAX_OWED`]),
     /// the first of them a blocking command's, which may never come.
     fn unread_behind_a_block(&self) -> bool {
-        self.owed.len() >= MAX_OWED && self.blocked()
+        (self.owed.len() >= MAX_OWED || self.behind_block) && self.blocked()
     }
 
     /// No backend reply is owed (streams such as pub/sub and MONITOR owe none).

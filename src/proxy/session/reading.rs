@@ -159,6 +159,16 @@ impl Session {
             && !self.handed_over
             && self.stream != Stream::Monitor
             && !blocking;
+        // Behind a blocking command the node runs nothing until it is
+        // answered, which may be never: a write sent there would stay
+        // counted in flight, and every failover would wait for it (an
+        // audit: `BLPOP never 0` then `SET`, from any client). It waits
+        // here instead, as it would at the node, and goes once the
+        // blocking command is answered.
+        if counted && self.blocking_out > 0 && self.blocking_owed() {
+            self.behind_block = true;
+            return false;
+        }
         if counted {
             self.writes_out.add(&self.gate);
         }

@@ -41,6 +41,8 @@ pub(super) struct Trim {
     seen: u64,
     /// The buffers were dropped and not needed since.
     pub(super) trimmed: bool,
+    /// Periods in a row, up to the last firing, in which nothing was read.
+    quiet_periods: u32,
 }
 
 impl Trim {
@@ -50,6 +52,7 @@ impl Trim {
             reads: 0,
             seen: 0,
             trimmed: false,
+            quiet_periods: 0,
         }
     }
 
@@ -64,6 +67,12 @@ impl Trim {
         }
     }
 
+    /// How long nothing has been read from either side, in whole
+    /// [`TRIM_AFTER`] periods, as of the timer's last firing.
+    pub(super) fn quiet_periods(&self) -> u32 {
+        self.quiet_periods
+    }
+
     /// Ready when the timer fires.
     #[inline]
     pub(super) fn poll_fired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
@@ -75,6 +84,11 @@ impl Trim {
     pub(super) fn due(&mut self, quiet: bool) -> bool {
         let idle = self.reads == self.seen;
         self.seen = self.reads;
+        self.quiet_periods = if idle {
+            self.quiet_periods.saturating_add(1)
+        } else {
+            0
+        };
         if quiet && idle {
             self.trimmed = true;
             TRIMMED.store(true, Ordering::Release);

@@ -253,11 +253,28 @@ fn the_line_ends_at_its_first_newline_less_one_cr() {
     );
 }
 
+/// An inline line with a NUL before its newline never ends, as on
+/// redis-server (`strchr`): nothing more completes it, and past the
+/// inline limit it is refused. (Framed as complete, a write there was
+/// forwarded and counted in flight, and redis-server never answered it:
+/// an audit.)
 #[test]
-fn nothing_after_a_nul_is_an_argument() {
-    let head = frame_one(b"FLUSHALL\0 \"x\r\n");
-    assert!(head.name.is(b"flushall") && head.argc == 1);
-    assert_eq!(frame_one(b"\0FLUSHALL\r\n").argc, 0);
+fn an_inline_line_with_a_nul_never_ends() {
+    for line in [
+        &b"FLUSHALL\0 \"x\r\n"[..],
+        b"\0FLUSHALL\r\n",
+        b"SET k v\0\r\n",
+    ] {
+        let mut f = RequestFramer::new(limits());
+        assert!(matches!(f.next(line), Ok(None)), "{line:?}");
+        let mut more = line.to_vec();
+        more.extend_from_slice(b"PING\r\n");
+        assert!(matches!(f.next(&more), Ok(None)), "{line:?} and more");
+        more.resize(limits().max_inline_len + 1, b'x');
+        assert!(matches!(f.next(&more), Err(ProtocolError::InlineTooLong)));
+        assert!(matches!(f.next(b"PING\r\n"), Ok(Some(h)) if h.argc == 1));
+    }
+    // The arguments of a line, were one to carry a NUL, end there.
     assert_eq!(split_args(b"GET k\0 x"), Ok(owned(&[b"GET", b"k"])));
     assert_eq!(split_args(b"\"a\0\""), Err(ProtocolError::UnbalancedQuotes));
 }
@@ -314,6 +331,11 @@ fn plain_path_agrees_with_split_args() {
             }
             let request = [&line[..], b"\r\n"].concat();
             let framed = RequestFramer::new(limits()).next(&request);
+            if line.contains(&0) {
+                // Never ends (`an_inline_line_with_a_nul_never_ends`).
+                assert!(matches!(framed, Ok(None)), "{line:?}");
+                continue;
+            }
             match split_args(&line) {
                 Err(e) => assert_eq!(framed.unwrap_err(), e, "{line:?}"),
                 Ok(args) => {

@@ -47,6 +47,12 @@ use crate::proxy::backend::NodeConn;
 /// take its last bytes and its shutdown.
 const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// After the client's end, how many quiet [`super::trim::TRIM_AFTER`]
+/// periods (seconds) the session waits for the node's replies before it
+/// gives them up: a node making progress (a long pipeline after a
+/// half-close) keeps it going.
+const CLIENT_GONE_QUIET_PERIODS: u32 = 10;
+
 /// Read buffers grow by at least this much.
 const READ_CHUNK: usize = 16 * 1024;
 
@@ -278,6 +284,9 @@ impl<C: ClientIo> Driver<C> {
                 }
                 return moved;
             }
+            if s.behind_block && s.resume_behind_block() {
+                continue;
+            }
             if s.finished(self.client_eof, self.draining, self.backend_eof) && !completing {
                 break;
             }
@@ -465,6 +474,17 @@ impl<C: ClientIo> Driver<C> {
                     && super::io::hung_up(self.client.socket())
                 {
                     self.client_eof = true;
+                }
+                // The client is gone and the node has sent nothing for a
+                // while: what is still owed (a `WAIT` no replica answers,
+                // a request the node never ends) is given up, as the node
+                // frees a client at its end. (Waited for, such a session
+                // and its node connection stayed for good: an audit.)
+                if self.client_eof && self.trim.quiet_periods() >= CLIENT_GONE_QUIET_PERIODS {
+                    debug!(
+                        "the client is gone and the node answers nothing more: closing the session"
+                    );
+                    return ControlFlow::Break(());
                 }
             }
             Event::Idle => {
