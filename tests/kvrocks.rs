@@ -118,6 +118,49 @@ fn quit_inside_a_transaction_on_kvrocks_runs_at_exec() {
     );
 }
 
+/// Kvrocks runs any command from a subscribed client and answers it with
+/// an array, as it sends its messages: `LRANGE` of `message x y` was taken
+/// for a message, every reply after it was one off, and a `SET` behind it
+/// stayed counted in flight for good (an audit). Such commands are
+/// refused now, as Redis refuses them in RESP2, in both protocols; the
+/// replies stay in place, and once unsubscribed everything goes again.
+#[test]
+fn a_subscribed_kvrocks_client_is_held_to_the_subscribe_commands() {
+    let Some(node) = KvrocksServer::start(false) else {
+        return;
+    };
+    let proxy = Proxy::start(&node.addr(), "lease:\n  mode: disabled\n");
+    let mut setup = proxy.client();
+    assert_eq!(
+        setup.cmd(&["RPUSH", "l", "message", "x", "y"]),
+        Reply::Int(3)
+    );
+    let refused = |r: &Reply| matches!(r, Reply::Error(e) if e.contains("only (P|S)SUBSCRIBE"));
+    for resp3 in [false, true] {
+        let mut c = proxy.client();
+        if resp3 {
+            c.send(&["HELLO", "3"]);
+            c.resp3 = true;
+            assert!(matches!(c.read(), Reply::Map(_)), "HELLO 3");
+        }
+        c.send(&["SUBSCRIBE", "ch"]);
+        c.read();
+        c.send(&["LRANGE", "l", "0", "-1"]);
+        c.send(&["SET", "k", "v"]);
+        let (lrange, set) = (c.read(), c.read());
+        assert!(refused(&lrange), "resp3 {resp3}: {lrange:?}");
+        assert!(refused(&set), "resp3 {resp3}: {set:?}");
+        c.send(&["UNSUBSCRIBE", "ch"]);
+        c.read();
+        assert_eq!(c.cmd(&["SET", "k", "v"]), Reply::ok(), "resp3 {resp3}");
+        assert!(
+            matches!(c.cmd(&["LRANGE", "l", "0", "-1"]), Reply::Array(a) if a.len() == 3),
+            "resp3 {resp3}"
+        );
+    }
+    assert_eq!(setup.cmd(&["GET", "k"]), Reply::Bulk(b"v".to_vec()));
+}
+
 #[test]
 fn failover_on_standalone_kvrocks_there_and_back_loses_nothing() {
     let Some(((ka, pa), (kb, pb))) = standalone_pair() else {

@@ -26,6 +26,12 @@ const MONITOR_IN_TRANSACTION: &[u8] = b"-ERR Command not allowed inside a transa
 /// middle of EXEC's reply (Redis switches there), and whether it ran is
 /// known only from that reply.
 const HELLO_IN_TRANSACTION: &[u8] = b"-ERR leasegate: HELLO is not taken inside a transaction (the protocol would change in the middle of EXEC's reply); send it before MULTI\r\n";
+/// Any other command in subscribe mode on Kvrocks, which runs it (Redis
+/// refuses it in RESP2): its reply could not be told from a message, an
+/// array too (`LRANGE` of `message x y` was taken for one: every reply
+/// after it was one off, and a write's stayed counted in flight for good,
+/// an audit). Refused as Redis refuses it, in both protocols.
+const KVROCKS_SUBSCRIBED: &[u8] = b"-ERR leasegate: only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context (Kvrocks' replies to other commands could not be told from its messages)\r\n";
 /// A subscribe-family command in a transaction: its confirmations would
 /// come inside EXEC's reply (Kvrocks refuses it there itself).
 const SUBSCRIBE_IN_TRANSACTION: &[u8] = b"-ERR leasegate: (un)subscribing is not taken inside a transaction (its confirmations would come inside EXEC's reply); send it before MULTI\r\n";
@@ -136,12 +142,14 @@ impl Session {
             command.class
         };
         if self.monitoring
+            || self.stream == Stream::PubSub
             || matches!(
                 special,
                 Special::Monitor | Special::Hello | Special::Subscribe | Special::Unsubscribe
             )
         {
-            if let Some(refusal) = self.mode_refusal(special) {
+            let ping = words.name.eq_ignore_ascii_case(b"ping");
+            if let Some(refusal) = self.mode_refusal(special, ping) {
                 let refusal = Verdict::Reply(Bytes::from_static(refusal));
                 return self.carry_out(head, own_class, special, refusal, None);
             }
@@ -481,9 +489,18 @@ impl Session {
     /// a MONITOR, HELLO or (un)subscribe not sent inside a transaction), if
     /// it is not.
     #[cold]
-    fn mode_refusal(&self, special: Special) -> Option<&'static [u8]> {
+    fn mode_refusal(&self, special: Special, ping: bool) -> Option<&'static [u8]> {
         if self.monitoring && !matches!(special, Special::Reset | Special::Quit) {
             Some(MONITORING)
+        } else if self.stream == Stream::PubSub
+            && !ping
+            && !matches!(
+                special,
+                Special::Subscribe | Special::Unsubscribe | Special::Reset | Special::Quit
+            )
+            && self.gate.role().node.is_kvrocks()
+        {
+            Some(KVROCKS_SUBSCRIBED)
         } else if special == Special::Monitor && !self.transaction.is_none() {
             Some(MONITOR_IN_TRANSACTION)
         } else if self.transaction.is_none() {
