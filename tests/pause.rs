@@ -244,3 +244,28 @@ fn writes_the_node_would_not_run_yet_do_not_hold_the_controllers_pause() {
     );
     assert_eq!(redis.client().cmd(&["EXISTS", "nul"]), Reply::Int(0));
 }
+
+/// A write counted in flight that never goes out as it came is not left
+/// counted: with `EXEC` made a write (`commands.classes`), the `EXEC` of a
+/// transaction leasegate refused a command of is replaced by `DISCARD`,
+/// and it kept the count
+/// above zero, failing the controller's pause (an audit).
+#[test]
+fn an_aborted_exec_counted_as_a_write_does_not_hold_the_controllers_pause() {
+    let redis = RedisServer::start();
+    let proxy = paused_proxy(
+        &redis,
+        "commands:\n  deny: [flushall]\n  classes:\n    exec: write\n",
+    );
+    let mut ctl = controller(&proxy);
+    let mut c = proxy.client();
+    assert_eq!(c.cmd(&["MULTI"]), Reply::ok());
+    assert!(matches!(c.cmd(&["FLUSHALL"]), Reply::Error(_)), "denied");
+    let exec = c.cmd(&["EXEC"]);
+    assert!(
+        matches!(&exec, Reply::Error(e) if e.starts_with("EXECABORT")),
+        "{exec:?}"
+    );
+    assert_eq!(ctl.cmd(&["CLIENT", "PAUSE", "10000", "WRITE"]), Reply::ok());
+    assert_eq!(ctl.cmd(&["CLIENT", "UNPAUSE"]), Reply::ok());
+}

@@ -18,7 +18,7 @@
 use crate::command::Special;
 use crate::resp::request::RequestHead;
 
-use super::reading::is_blocking;
+use super::blocking::is_blocking;
 use super::state::{Expect, Owed, Stream};
 use super::Session;
 

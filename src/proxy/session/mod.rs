@@ -64,11 +64,14 @@
 
 mod acks;
 mod arrival;
+mod blocking;
+mod context;
 mod driver;
 mod handover;
 mod idle;
 pub mod io;
 mod login;
+mod modes;
 mod moving;
 mod mute;
 mod node_down;
@@ -103,6 +106,7 @@ use crate::proxy::tls::ResumedTls;
 use crate::resp::reply::ReplyFramer;
 use crate::resp::request::{Limits, RequestFramer};
 pub use arrival::{refuse, serve_client};
+pub use context::SessionContext;
 use driver::Driver;
 use handover::Replay;
 pub use io::ClientIo;
@@ -127,59 +131,7 @@ const MAX_OWED: usize = 16 * 1024;
 /// Stands in for the wait of a session that holds nothing (that source is not polled).
 const NO_WAIT: Wait = Wait::Verification(Ticket::NONE);
 
-/// What a session needs from the proxy.
-#[derive(Debug)]
-pub struct SessionContext {
-    pub gate: Arc<Gate>,
-    pub limits: Limits,
-    /// `limits.max_client_output_bytes`: past this much unsent reply data a
-    /// client is not read from (nor its node replies) until it reads.
-    pub max_client_output: usize,
-    /// Bound on opening a connection to the new master's leasegate at a hand-over.
-    pub connect_timeout: std::time::Duration,
-    /// This proxy's node, where moved sessions return when it is master again.
-    pub backend_addr: String,
-    /// `limits.client_idle_timeout_ms`; zero leaves idle clients connected.
-    pub idle_timeout: std::time::Duration,
-    /// How long a session whose node connection closed (with nothing owed)
-    /// waits for the node to come back or for a new master's leasegate
-    /// that holds the lease ([`driver`]); zero ends it with the node.
-    pub node_lost_patience: std::time::Duration,
-    /// The node requires a password (`backend.password` is set, and the
-    /// probe has not seen the node serve a client without a login):
-    /// clients that have not authenticated get Redis's limits ([`login`]).
-    pub auth_required: bool,
-    /// One look at a time for a node that is down ([`node_search`]).
-    pub node_search: Arc<node_search::NodeSearch>,
-    pub metrics: Arc<crate::proxy::metrics::ProxyMetrics>,
-    /// Where sessions go at an upgrade.
-    pub mover: Arc<Mover>,
-    /// How the node is reached over TLS (`backend.tls`; `None`: plain),
-    /// as the last reload left it; read when a node connection is opened.
-    pub node_tls: Arc<arc_swap::ArcSwapOption<crate::proxy::backend::NodeTls>>,
-    /// How a TLS client's session reaches another leasegate at a
-    /// hand-over (`tls.handover`; `None`: its plaintext `listen`), as the
-    /// last reload left it.
-    pub peer_tls: Arc<arc_swap::ArcSwapOption<crate::proxy::backend::PeerTls>>,
-    /// Cancelled when the drain's deadline (`drain_timeout_ms`) passed:
-    /// sessions still owed an answer say so and close ([`stopping`]).
-    pub stopping: CancellationToken,
-}
-
 pub use moving::{MovedSession, MovedState, Mover, Takes, Waiting};
-
-impl SessionContext {
-    /// How a session whose client connection is a `C` reaches another
-    /// leasegate: over TLS if its client came over TLS and
-    /// `tls.handover` says so, else in plaintext.
-    pub fn peer_tls<C: ClientIo>(&self) -> Option<Arc<crate::proxy::backend::PeerTls>> {
-        if C::TLS {
-            self.peer_tls.load_full()
-        } else {
-            None
-        }
-    }
-}
 
 /// Per-connection protocol state, independent of the sockets.
 struct Session {
@@ -519,32 +471,6 @@ impl Session {
                 Expect::Write(WriteTicket { blocking: true, .. }) | Expect::BlockingRead
             ))
         )
-    }
-
-    /// Whether a blocking command's reply is owed, first or behind others.
-    #[cold]
-    pub(super) fn blocking_owed(&self) -> bool {
-        self.blocking_out > 0
-            && self.owed.iter().any(|o| {
-                matches!(
-                    o,
-                    Owed::Reply(
-                        Expect::Write(WriteTicket { blocking: true, .. }) | Expect::BlockingRead
-                    )
-                )
-            })
-    }
-
-    /// A write waited for a blocking command before it
-    /// ([`Session::behind_block`]), which is answered now: the requests
-    /// from it on are admitted. Whether it did.
-    pub(super) fn resume_behind_block(&mut self) -> bool {
-        if !self.behind_block || self.blocking_owed() {
-            return false;
-        }
-        self.behind_block = false;
-        self.on_client_data();
-        true
     }
 
     /// Whether the connection waits on the client alone: no reply owed by

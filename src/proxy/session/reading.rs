@@ -7,8 +7,9 @@ use tracing::debug;
 
 use crate::command::{Class, LastLookup, Special};
 use crate::guard::gate::{Admission, Gate, Policy, Verdict, Wait};
-use crate::resp::request::{arguments, RequestHead};
+use crate::resp::request::RequestHead;
 
+use super::blocking::is_blocking;
 use super::state::{
     Expect, Held, Lifecycle, Owed, Peer, Stall, Stream, Transaction, Watch, WriteTicket,
 };
@@ -16,26 +17,6 @@ use super::step::Step;
 use super::Session;
 
 pub(super) const DISCARD: &[u8] = b"*1\r\n$7\r\nDISCARD\r\n";
-/// A request on a MONITOR connection ([`Session::monitoring`]).
-const MONITORING: &[u8] =
-    b"-ERR leasegate: this connection is in MONITOR mode: it takes RESET and QUIT only\r\n";
-/// MONITOR in a transaction (Redis's answer: it would turn the connection
-/// into a stream at EXEC, behind replies still owed).
-const MONITOR_IN_TRANSACTION: &[u8] = b"-ERR Command not allowed inside a transaction\r\n";
-/// HELLO in a transaction: the protocol it picks would change in the
-/// middle of EXEC's reply (Redis switches there), and whether it ran is
-/// known only from that reply.
-const HELLO_IN_TRANSACTION: &[u8] = b"-ERR leasegate: HELLO is not taken inside a transaction (the protocol would change in the middle of EXEC's reply); send it before MULTI\r\n";
-/// Any other command in subscribe mode on Kvrocks, which runs it (Redis
-/// refuses it in RESP2): its reply could not be told from a message, an
-/// array too (`LRANGE` of `message x y` was taken for one: every reply
-/// after it was one off, and a write's stayed counted in flight for good,
-/// an audit). Refused as Redis refuses it, in both protocols.
-const KVROCKS_SUBSCRIBED: &[u8] = b"-ERR leasegate: only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context (Kvrocks' replies to other commands could not be told from its messages)\r\n";
-/// A subscribe-family command in a transaction: its confirmations would
-/// come inside EXEC's reply (Kvrocks refuses it there itself).
-const SUBSCRIBE_IN_TRANSACTION: &[u8] = b"-ERR leasegate: (un)subscribing is not taken inside a transaction (its confirmations would come inside EXEC's reply); send it before MULTI\r\n";
-
 impl Session {
     /// Frames, classifies and admits every complete request the client sent,
     /// in order, until one is held.
@@ -271,7 +252,15 @@ impl Session {
     ) -> bool {
         self.forward_run();
         let verdict = self.role_change(&head, special, verdict);
-        match self.in_transaction(special, verdict) {
+        let step = self.in_transaction(special, verdict);
+        // A write counted in flight that does not go out as it came (an
+        // aborted EXEC, discarded where `commands.classes` makes EXEC a
+        // write) is answered here: it stayed counted, and every failover
+        // waited for it (an audit).
+        if !matches!(step, Step::Forward) && write.is_some_and(|w| w.counted) {
+            self.writes_out.answered(&self.gate);
+        }
+        match step {
             Step::Hold(wait) => {
                 let arrived = self.from_client.len();
                 self.stall = Stall::Held(Held {
@@ -484,73 +473,6 @@ impl Session {
             class
         }
     }
-
-    /// Why a request is not sent to a node that streams to a MONITOR (or
-    /// a MONITOR, HELLO or (un)subscribe not sent inside a transaction), if
-    /// it is not.
-    #[cold]
-    fn mode_refusal(&self, special: Special, ping: bool) -> Option<&'static [u8]> {
-        if self.monitoring && !matches!(special, Special::Reset | Special::Quit) {
-            Some(MONITORING)
-        } else if self.stream == Stream::PubSub
-            && !ping
-            && !matches!(
-                special,
-                Special::Subscribe | Special::Unsubscribe | Special::Reset | Special::Quit
-            )
-            && self.gate.role().node.is_kvrocks()
-        {
-            Some(KVROCKS_SUBSCRIBED)
-        } else if special == Special::Monitor && !self.transaction.is_none() {
-            Some(MONITOR_IN_TRANSACTION)
-        } else if self.transaction.is_none() {
-            None
-        } else if special == Special::Hello {
-            Some(HELLO_IN_TRANSACTION)
-        } else if matches!(special, Special::Subscribe | Special::Unsubscribe) {
-            Some(SUBSCRIBE_IN_TRANSACTION)
-        } else {
-            None
-        }
-    }
-}
-
-/// Requests that may block for a long time before they answer (writes so
-/// are not counted in flight). `XREAD` and `XREADGROUP` block only with a
-/// `BLOCK` option.
-#[inline]
-pub(super) fn is_blocking(special: Special, head: &RequestHead, bytes: &[u8]) -> bool {
-    match special {
-        Special::Blocking => true,
-        Special::BlockingWithOption => has_block_option(&arguments(bytes, head.inline)),
-        _ => false,
-    }
-}
-
-/// Whether `XREAD [COUNT n] [BLOCK ms] STREAMS ...` or `XREADGROUP GROUP g
-/// c [COUNT n] [BLOCK ms] [NOACK] STREAMS ...` has a `BLOCK` option: read
-/// where options go, so that a stream, group or consumer named `block`
-/// does not count (a review: `XREAD STREAMS block 0` was taken for a
-/// blocking read).
-fn has_block_option<A: AsRef<[u8]>>(args: &[A]) -> bool {
-    let group = args
-        .first()
-        .is_some_and(|name| name.as_ref().eq_ignore_ascii_case(b"xreadgroup"));
-    let mut at = if group { 4 } else { 1 };
-    while let Some(arg) = args.get(at).map(AsRef::as_ref) {
-        if arg.eq_ignore_ascii_case(b"block") {
-            return true;
-        }
-        if arg.eq_ignore_ascii_case(b"streams") {
-            return false;
-        }
-        at += if arg.eq_ignore_ascii_case(b"count") {
-            2
-        } else {
-            1
-        };
-    }
-    false
 }
 
 /// AUTH/HELLO carrying the control password make the connection the
@@ -568,53 +490,4 @@ pub(super) fn authenticate(
         return None;
     }
     gate.authenticate(special, head, bytes)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::has_block_option;
-
-    #[test]
-    fn only_a_block_option_makes_a_stream_read_blocking() {
-        let blocks = |args: &[&str]| {
-            let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
-            has_block_option(&args)
-        };
-        assert!(blocks(&["XREAD", "BLOCK", "0", "STREAMS", "s", "$"]));
-        assert!(blocks(&[
-            "xread", "count", "5", "block", "10", "streams", "s", "$"
-        ]));
-        assert!(blocks(&[
-            "XREADGROUP",
-            "GROUP",
-            "g",
-            "c",
-            "BLOCK",
-            "0",
-            "STREAMS",
-            "s",
-            ">"
-        ]));
-        assert!(!blocks(&["XREAD", "STREAMS", "block", "0"]));
-        assert!(!blocks(&["XREAD", "COUNT", "block", "STREAMS", "s", "0"]));
-        assert!(!blocks(&[
-            "XREADGROUP",
-            "GROUP",
-            "block",
-            "block",
-            "STREAMS",
-            "s",
-            ">"
-        ]));
-        assert!(!blocks(&[
-            "XREADGROUP",
-            "GROUP",
-            "g",
-            "c",
-            "NOACK",
-            "STREAMS",
-            "block",
-            ">"
-        ]));
-    }
 }

@@ -121,7 +121,7 @@ impl<C: ClientIo> Driver<C> {
     }
 
     /// Whether the session may move to the successor now (see
-    /// [`super::moving`]): between two requests, and nothing of its
+    /// [`super::super::moving`]): between two requests, and nothing of its
     /// connections half-read or unsent.
     #[cold]
     pub(super) fn may_move(&mut self, s: &Session, ctx: &SessionContext) -> bool {
