@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tracing::{info, warn};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
 
 use super::{clients::listen_on, Server, ServerError};
 use crate::control::upgrade::Inherited;
@@ -39,7 +40,10 @@ impl Server {
     /// Starts the node probe (`lease.probe_interval_ms`; with 0 it idles
     /// until a reload sets an interval).
     pub(super) fn start_probe(&self) {
-        tokio::spawn(probe::run(Arc::clone(&self.shared)));
+        let shared = Arc::clone(&self.shared);
+        supervise("node probe", self.shutdown.clone(), move || {
+            probe::run(Arc::clone(&shared))
+        });
     }
 
     /// Waits for the probe's first look at the node, bounded by two of its
@@ -103,15 +107,23 @@ impl Server {
             self.handoff.offer("admin", &listener);
             tokio::spawn(admin::serve(listener, Arc::clone(&self.shared)));
         }
+        let shared = &self.shared;
         if self.config.controller.url.is_some() {
-            tokio::spawn(poll::poll(Arc::clone(&self.shared)));
+            let shared = Arc::clone(shared);
+            supervise("controller poll", self.shutdown.clone(), move || {
+                poll::poll(Arc::clone(&shared))
+            });
         }
         if self.config.sentinel.enabled() {
-            tokio::spawn(sentinel::run(Arc::clone(&self.shared)));
+            let shared = Arc::clone(shared);
+            supervise("Sentinel poll", self.shutdown.clone(), move || {
+                sentinel::run(Arc::clone(&shared))
+            });
         }
-        tokio::spawn(crate::control::failover_command::serve(Arc::clone(
-            &self.shared,
-        )));
+        let shared = Arc::clone(shared);
+        supervise("FAILOVER command", self.shutdown.clone(), move || {
+            crate::control::failover_command::serve(Arc::clone(&shared))
+        });
         Ok(())
     }
 
@@ -183,6 +195,40 @@ impl Server {
     }
 }
 
+/// How long a task that panicked waits before [`supervise`] starts it again.
+const RESTART_AFTER: Duration = Duration::from_secs(1);
+
+/// Runs the task `make` builds until it returns or `shutdown`; one that
+/// panics is logged and started again after [`RESTART_AFTER`]: one bug met
+/// by one input then costs a restart of that task, not its work for good.
+/// (A Sentinel quorum larger than the Sentinels known panicked the poll
+/// task, and writes stayed fenced until the process was restarted: an
+/// audit.) What the task had learned starts again from nothing, which the
+/// lease survives: it lapses unless renewed anew.
+pub(super) fn supervise<F, Fut>(name: &'static str, shutdown: CancellationToken, make: F)
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    tokio::spawn(async move {
+        loop {
+            match tokio::spawn(make()).await {
+                Err(e) if e.is_panic() => {
+                    error!(
+                        task = name,
+                        "a task panicked (its message is above); starting it again"
+                    );
+                }
+                _ => return,
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(RESTART_AFTER) => {}
+                _ = shutdown.cancelled() => return,
+            }
+        }
+    });
+}
+
 /// How often [`Server::start_memory_return`] looks.
 const MEMORY_RETURN_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -205,4 +251,32 @@ const LEARN_RETRY: Duration = Duration::from_secs(5);
 /// clients are admitted).
 async fn happened_within(bound: Duration, event: impl std::future::Future<Output = ()>) -> bool {
     tokio::time::timeout(bound, event).await.is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+
+    /// A task that panics is started again; one that returns is not.
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn a_task_that_panics_is_started_again() {
+        let runs = Arc::new(AtomicU32::new(0));
+        let counted = Arc::clone(&runs);
+        supervise("test", CancellationToken::new(), move || {
+            let counted = Arc::clone(&counted);
+            async move {
+                if counted.fetch_add(1, Ordering::SeqCst) < 2 {
+                    panic!("a bug met by one input");
+                }
+            }
+        });
+        tokio::time::sleep(RESTART_AFTER * 5).await;
+        assert_eq!(
+            runs.load(Ordering::SeqCst),
+            3,
+            "twice panicked, then returned"
+        );
+    }
 }
