@@ -772,6 +772,34 @@ fn a_client_blocked_in_blpop_does_not_stop_the_failover_and_gets_an_error() {
     }
 }
 
+/// A write pipelined behind a `BLPOP` that never returns waits in
+/// leasegate, as it would at the node (it was sent to the node and
+/// counted in flight, which the failover then waited for; once the node
+/// turned replica it ran there and was refused `-READONLY`). At the
+/// failover the `BLPOP` is told the node turned replica, and the write goes
+/// to the new master with the session.
+#[test]
+fn a_write_behind_a_blocked_command_goes_to_the_new_master() {
+    let p = pair("");
+    let mut blocked = p.a.client();
+    blocked.send(&["BLPOP", "jobs", "0"]);
+    blocked.send(&["SET", "behind", "1"]);
+    assert_eq!(
+        blocked.try_read(Duration::from_millis(100)),
+        None,
+        "blocked"
+    );
+    let (status, report) = failover_http(
+        &p,
+        r#"{"to":"TARGET","sync_timeout_ms":2000,"pause_timeout_ms":4000}"#,
+    );
+    assert_eq!(status, 200, "{report}");
+    let unblocked = blocked.read();
+    assert!(unblocked.is_error(), "{unblocked:?}");
+    assert_eq!(blocked.read(), Reply::ok(), "the write behind it");
+    assert_eq!(p.replica.client().cmd(&["GET", "behind"]), Reply::bulk("1"));
+}
+
 // ---------------------------------------------------------------------------
 // Atomicity: a caller that hangs up, a promotion that fails, a lease grant
 // that is refused. Whatever happens, never two unfenced masters.

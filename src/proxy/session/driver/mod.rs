@@ -284,7 +284,10 @@ impl<C: ClientIo> Driver<C> {
                 }
                 return moved;
             }
-            if s.behind_block && s.resume_behind_block() {
+            // Not on a node connection that is gone (a Kvrocks node that
+            // turned replica under a blocking command): the write goes on
+            // the next one.
+            if s.behind_block && !self.backend_eof && s.resume_behind_block() {
                 continue;
             }
             if s.finished(self.client_eof, self.draining, self.backend_eof) && !completing {
