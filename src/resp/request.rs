@@ -424,10 +424,12 @@ impl RequestFramer {
         };
         self.state = State::Start;
         let end = scanned + nl + 1;
-        if end > self.limits.max_inline_len {
+        let line = inline_line(&buf[..end]);
+        // The line itself, without its CRLF (a line of exactly the limit
+        // was refused: an attack pass).
+        if line.len() > self.limits.max_inline_len {
             return Err(ProtocolError::InlineTooLong);
         }
-        let line = inline_line(&buf[..end]);
         let (argc, name, sub, quoted) = match inline_plain(line) {
             Some((argc, name, sub)) => (argc, name, sub, false),
             None => (

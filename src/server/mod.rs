@@ -265,22 +265,14 @@ impl Server {
                         debug!(%peer, "client connected");
                         self.admit_client(client, false, &tracker, &workers, &active);
                     }
-                    Err(e) => {
-                        // Out of file descriptors and the like: back off briefly.
-                        warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                    }
+                    Err(e) => clients::accept_failed(&e, self.gate.lease().now()).await,
                 },
                 accepted = accept_on(tls_listener.as_ref()) => match accepted {
                     Ok((client, peer)) => {
                         debug!(%peer, "TLS client connected");
                         self.admit_client(client, true, &tracker, &workers, &active);
                     }
-                    Err(e) => {
-                        // Out of file descriptors and the like: back off briefly.
-                        warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                    }
+                    Err(e) => clients::accept_failed(&e, self.gate.lease().now()).await,
                 },
                 _ = sigterm.recv() => break,
                 _ = sigint.recv() => break,

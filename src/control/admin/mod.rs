@@ -104,6 +104,10 @@ impl AdminMetrics {
     }
 }
 
+/// The last time a failed accept of the admin API was logged.
+static ADMIN_ACCEPT_FAILED: crate::guard::clock::EverySecond =
+    crate::guard::clock::EverySecond::new();
+
 /// Serves the admin API on `listener` until `shared.shutdown` is cancelled.
 pub async fn serve(listener: TcpListener, shared: Arc<ControlContext>) {
     let metrics = Arc::clone(&shared.metrics.admin);
@@ -115,7 +119,10 @@ pub async fn serve(listener: TcpListener, shared: Arc<ControlContext>) {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
-                    warn!(error = %e, "admin accept failed");
+                    // Out of file descriptors: once a second at most.
+                    if ADMIN_ACCEPT_FAILED.due(shared.gate.lease().now()) {
+                        warn!(error = %e, "admin accept failed (logged at most once a second)");
+                    }
                     tokio::time::sleep(Duration::from_millis(10)).await;
                     continue;
                 }

@@ -286,18 +286,23 @@ impl Predecessor<'_> {
                     .into(),
             );
         }
-        // The pause set goes with it, as it is now (the freeze does not).
-        let succession: Succession = ctx.gate.export_succession();
-
+        // Copies of the listeners for the successor. One that cannot be
+        // copied (out of file descriptors) ends the upgrade here, said as
+        // it is: left out, the successor failed to bind its address,
+        // `Address already in use` (an attack pass).
         let listeners = handoff
             .listeners
             .lock()
-            .map(|l| {
-                l.iter()
-                    .filter_map(|(name, fd)| Some((name.clone(), fd.try_clone().ok()?)))
-                    .collect::<Vec<_>>()
+            .map_err(|_| "the listeners' list is poisoned".to_string())?
+            .iter()
+            .map(|(name, fd)| {
+                fd.try_clone()
+                    .map(|fd| (name.clone(), fd))
+                    .map_err(|e| format!("cannot copy the {name} listener for the successor: {e}"))
             })
-            .unwrap_or_default();
+            .collect::<Result<Vec<_>, String>>()?;
+        // The pause set goes with it, as it is now (the freeze does not).
+        let succession: Succession = ctx.gate.export_succession();
         let names = listeners.iter().map(|(n, _)| n.clone()).collect();
         let fds: Vec<_> = listeners.iter().map(|(_, fd)| fd.as_raw_fd()).collect();
         let ready = wire::send(

@@ -515,3 +515,24 @@ fn large_request_in_small_pieces_is_linear() {
     assert_eq!(h.len, req.len());
     assert!(calls > 16_000);
 }
+
+/// `limits.max_inline_len` bounds the line, not its CRLF: a line of
+/// exactly the limit is taken (it was refused: an attack pass).
+#[test]
+fn an_inline_line_of_the_limit_is_taken() {
+    let max = limits().max_inline_len;
+    for (len, end) in [(max, &b"\r\n"[..]), (max, b"\n")] {
+        let mut line = b"PING ".to_vec();
+        line.resize(len, b'x');
+        line.extend_from_slice(end);
+        let head = RequestFramer::new(limits()).next(&line);
+        assert!(matches!(head, Ok(Some(h)) if h.len == line.len()), "{len}");
+    }
+    let mut line = b"PING ".to_vec();
+    line.resize(max + 1, b'x');
+    line.extend_from_slice(b"\r\n");
+    assert!(matches!(
+        RequestFramer::new(limits()).next(&line),
+        Err(ProtocolError::InlineTooLong)
+    ));
+}
