@@ -344,15 +344,10 @@ impl Predecessor<'_> {
         handoff.committed.cancel();
         let _ = conn.set_read_timeout(None);
         let mut moved = 0u64;
-        // Sessions that are ready together go in one message.
+        // Sessions that are ready together go in one message, within the
+        // descriptors and the bytes one carries.
         while let Some(first) = sessions.blocking_recv() {
-            let mut batch = vec![first];
-            while batch.len() < wire::MAX_FDS / 2 {
-                match sessions.try_recv() {
-                    Ok(session) => batch.push(session),
-                    Err(_) => break,
-                }
-            }
+            let batch = batch(first, || sessions.try_recv().ok());
             let n = batch.len() as u64;
             match send_sessions(conn, batch) {
                 Ok(()) => moved += n,
@@ -402,6 +397,20 @@ impl Drop for Freeze<'_> {
             self.pause.thaw();
         }
     }
+}
+
+/// `first` and the sessions `next` has ready, as many as one message
+/// carries: [`wire::MAX_FDS`] descriptors (two a session), and
+/// [`wire::SESSIONS_BUDGET`] buffered bytes (passed by the last one taken).
+fn batch(first: MovedSession, mut next: impl FnMut() -> Option<MovedSession>) -> Vec<MovedSession> {
+    let mut bytes = first.state.buffered();
+    let mut batch = vec![first];
+    while batch.len() < wire::MAX_FDS / 2 && bytes < wire::SESSIONS_BUDGET {
+        let Some(session) = next() else { break };
+        bytes += session.state.buffered();
+        batch.push(session);
+    }
+    batch
 }
 
 fn send_sessions(conn: &UnixStream, batch: Vec<MovedSession>) -> std::io::Result<()> {

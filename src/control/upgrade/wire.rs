@@ -24,9 +24,18 @@ pub const MAX_FDS: usize = 200;
 /// The control buffer, in u64s (aligned for cmsghdr): one header and
 /// `MAX_FDS` descriptors.
 const CONTROL_WORDS: usize = (MAX_FDS * 4 + 64) / 8;
-/// The largest message body accepted (a moved session's buffers are
-/// bounded by the client output limit and the read buffers).
-const MAX_BODY: usize = 256 << 20;
+/// The largest message body accepted: one session with a request of
+/// `limits.max_request_bytes` (1 GiB by default) buffered, as hex, and
+/// its replies. (At 256 MiB a session 140 MiB into a `SET` could not move,
+/// and the channel broke for every session behind it: an attack pass.)
+/// Messages of several sessions are kept far smaller
+/// ([`SESSIONS_BUDGET`]).
+const MAX_BODY: usize = 3 << 30;
+
+/// The buffered bytes of the sessions one message carries, at most (one
+/// session more than this goes alone): 64 subscribers 4 MiB behind each
+/// made a message of 370 MB (an attack pass).
+pub const SESSIONS_BUDGET: usize = 32 << 20;
 
 /// What the two processes say to each other, in order: `Hello`, `State`
 /// (with the listeners), `Ready`, then `Session`s (each with its client and

@@ -244,6 +244,14 @@ impl Session {
 }
 
 impl MovedState {
+    /// The bytes its buffers hold (each goes as hex: twice as many).
+    pub fn buffered(&self) -> usize {
+        self.from_client.len()
+            + self.to_backend.len()
+            + self.from_backend.len()
+            + self.to_client.len()
+    }
+
     /// With the keys of its TLS connections, the client's and the node's.
     pub(super) fn with_tls(
         mut self,
