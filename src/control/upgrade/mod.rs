@@ -149,7 +149,17 @@ pub fn serve(path: &Path, ctx: Arc<ControlContext>, handoff: Arc<Handoff>, mover
         .store(true, std::sync::atomic::Ordering::Release);
     info!(path = %path.display(), "upgrade socket ready");
     for conn in listener.incoming() {
-        let Ok(conn) = conn else { continue };
+        let conn = match conn {
+            Ok(conn) => conn,
+            Err(e) => {
+                // Out of file descriptors and the like: a successor that
+                // waits is accepted once one is free, not in a tight loop
+                // (an attack pass, from its reading of this loop).
+                warn!(error = %e, "the upgrade socket's accept failed; trying again in 100 ms");
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+        };
         if ctx.shutdown.is_cancelled() {
             return;
         }
