@@ -749,37 +749,14 @@ fn failover_there_and_back_returns_sessions_home_without_chains() {
     assert_eq!(p.master.client().cmd(&["GET", "k"]), Reply::bulk("4"));
 }
 
+/// A client blocked in `BLPOP` does not stop the failover: the node turned
+/// replica under it, and it is told so rather than left waiting for ever.
+/// A write pipelined behind the `BLPOP` waits in leasegate, as it would at
+/// the node (it was sent to the node and counted in flight, which the
+/// failover then waited for; once the node turned replica it ran there and
+/// was refused `-READONLY`), and goes to the new master with the session.
 #[test]
-fn a_client_blocked_in_blpop_does_not_stop_the_failover_and_gets_an_error() {
-    let p = pair("");
-    let mut blocked = p.a.client();
-    blocked.send(&["BLPOP", "jobs", "0"]);
-    assert_eq!(
-        blocked.try_read(Duration::from_millis(100)),
-        None,
-        "blocked"
-    );
-    let (status, report) = failover_http(
-        &p,
-        r#"{"to":"TARGET","sync_timeout_ms":2000,"pause_timeout_ms":4000}"#,
-    );
-    assert_eq!(status, 200, "{report}");
-    // The node turned replica under the blocked client, which is told so
-    // (or closed) rather than left waiting forever.
-    match blocked.try_read(PATIENCE) {
-        Some(reply) => assert!(reply.is_error(), "{reply:?}"),
-        None => panic!("the blocked client was left waiting"),
-    }
-}
-
-/// A write pipelined behind a `BLPOP` that never returns waits in
-/// leasegate, as it would at the node (it was sent to the node and
-/// counted in flight, which the failover then waited for; once the node
-/// turned replica it ran there and was refused `-READONLY`). At the
-/// failover the `BLPOP` is told the node turned replica, and the write goes
-/// to the new master with the session.
-#[test]
-fn a_write_behind_a_blocked_command_goes_to_the_new_master() {
+fn a_client_blocked_in_blpop_gets_an_error_and_its_write_behind_goes_to_the_new_master() {
     let p = pair("");
     let mut blocked = p.a.client();
     blocked.send(&["BLPOP", "jobs", "0"]);
