@@ -416,7 +416,8 @@ impl RequestFramer {
             return self.unterminated(buf);
         }
         let Some(nl) = ends else {
-            if buf.len() > self.limits.max_inline_len {
+            // Past the limit even were a `\r` at its end followed by `\n`.
+            if buf.len() > self.limits.max_inline_len + 1 {
                 self.state = State::Start;
                 return Err(ProtocolError::InlineTooLong);
             }
@@ -456,7 +457,7 @@ impl RequestFramer {
     /// waited for up to the inline limit, then it is refused.
     #[cold]
     fn unterminated(&mut self, buf: &[u8]) -> Result<Option<RequestHead>, ProtocolError> {
-        if buf.len() > self.limits.max_inline_len {
+        if buf.len() > self.limits.max_inline_len + 1 {
             self.state = State::Start;
             return Err(ProtocolError::InlineTooLong);
         }

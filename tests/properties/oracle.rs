@@ -124,6 +124,17 @@ pub fn sdssplitargs(line: &[u8]) -> Option<Vec<Vec<u8>>> {
     }
 }
 
+/// Whether `processInlineBuffer` finds the end of the inline line at the
+/// head of `request`: it looks for the `\n` with `strchr`, which stops at
+/// a NUL, so a NUL before the newline means the line never ends (until it
+/// is past the inline limit).
+pub fn redis_line_ends(request: &[u8]) -> bool {
+    request
+        .iter()
+        .find(|&&b| b == b'\n' || b == 0)
+        .is_some_and(|&b| b == b'\n')
+}
+
 /// The line `processInlineBuffer` hands to `sdssplitargs`: `request` up to
 /// its first `\n`, less one `\r` before it.
 pub fn redis_inline_line(request: &[u8]) -> &[u8] {
@@ -269,6 +280,15 @@ pub fn inline_request(line: &[u8], crlf: bool) -> Vec<u8> {
 /// the line Redis reads, or fails where it fails.
 pub fn check_inline(request: &[u8]) -> Result<(), String> {
     let got = RequestFramer::new(LIMITS).next(request);
+    if !redis_line_ends(request) {
+        return match got {
+            Ok(None) => Ok(()),
+            got => Err(format!(
+                "{:?}: framer {got:?}, a line that never ends",
+                request.escape_ascii().to_string()
+            )),
+        };
+    }
     match (sdssplitargs(redis_inline_line(request)), got) {
         (None, Err(ProtocolError::UnbalancedQuotes)) => Ok(()),
         (Some(args), Ok(Some(h))) if h.len == request.len() && h.inline => {
@@ -314,14 +334,17 @@ pub type Framed = (usize, Vec<Vec<u8>>);
 /// start with `*`): a request of `len` bytes with `args`, an error, or a
 /// wait for more bytes.
 pub fn expected_inline(rest: &[u8], limits: Limits) -> Result<Option<Framed>, ProtocolError> {
-    let Some(nl) = rest.iter().position(|&b| b == b'\n') else {
-        if rest.len() > limits.max_inline_len {
+    let nl = rest.iter().position(|&b| b == b'\n');
+    let Some(nl) = nl.filter(|_| redis_line_ends(rest)) else {
+        // A line of the limit may still end with `\r\n`.
+        if rest.len() > limits.max_inline_len + 1 {
             return Err(ProtocolError::InlineTooLong);
         }
         return Ok(None);
     };
     let len = nl + 1;
-    if len > limits.max_inline_len {
+    // The limit bounds the line, not its line end.
+    if redis_inline_line(&rest[..len]).len() > limits.max_inline_len {
         return Err(ProtocolError::InlineTooLong);
     }
     match sdssplitargs(redis_inline_line(&rest[..len])) {

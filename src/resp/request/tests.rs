@@ -270,7 +270,7 @@ fn an_inline_line_with_a_nul_never_ends() {
         let mut more = line.to_vec();
         more.extend_from_slice(b"PING\r\n");
         assert!(matches!(f.next(&more), Ok(None)), "{line:?} and more");
-        more.resize(limits().max_inline_len + 1, b'x');
+        more.resize(limits().max_inline_len + 2, b'x');
         assert!(matches!(f.next(&more), Err(ProtocolError::InlineTooLong)));
         assert!(matches!(f.next(b"PING\r\n"), Ok(Some(h)) if h.argc == 1));
     }
