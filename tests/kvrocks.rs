@@ -22,7 +22,7 @@ use support::kvrocks::{
     SAFETY_MARGIN_MS, TOKEN,
 };
 use support::load::Writers;
-use support::{heartbeat, Proxy, Reply, PATIENCE};
+use support::{encode, heartbeat, Proxy, Reply, PATIENCE};
 
 #[test]
 fn a_replica_syncs_through_its_masters_leasegate_fully_and_incrementally() {
@@ -159,6 +159,28 @@ fn a_subscribed_kvrocks_client_is_held_to_the_subscribe_commands() {
         );
     }
     assert_eq!(setup.cmd(&["GET", "k"]), Reply::Bulk(b"v".to_vec()));
+    // Pipelined behind the (un)subscribe, before its confirmation: judged
+    // once the session's mode is known (a review: the `LRANGE` went out
+    // and its reply was taken for a message; the `GET` behind the last
+    // `UNSUBSCRIBE` was refused).
+    let mut c = proxy.client();
+    c.send_raw(
+        &[
+            encode(&[b"SUBSCRIBE", b"ch"]),
+            encode(&[b"LRANGE", b"l", b"0", b"-1"]),
+        ]
+        .concat(),
+    );
+    c.read();
+    assert!(refused(&c.read()), "LRANGE pipelined behind SUBSCRIBE");
+    assert!(!c.cmd(&["PING"]).is_error(), "PING in subscribe mode");
+    c.send_raw(&[encode(&[b"UNSUBSCRIBE", b"ch"]), encode(&[b"GET", b"k"])].concat());
+    c.read();
+    assert_eq!(
+        c.read(),
+        Reply::Bulk(b"v".to_vec()),
+        "GET behind the last UNSUBSCRIBE"
+    );
 }
 
 #[test]

@@ -269,3 +269,18 @@ fn an_aborted_exec_counted_as_a_write_does_not_hold_the_controllers_pause() {
     assert_eq!(ctl.cmd(&["CLIENT", "PAUSE", "10000", "WRITE"]), Reply::ok());
     assert_eq!(ctl.cmd(&["CLIENT", "UNPAUSE"]), Reply::ok());
 }
+
+/// With `durability.min_replicas`, the `WAIT` sent behind a blocking
+/// command the node may never answer is not counted in flight either: a
+/// lone `BLPOP never 0` held every controller pause (a review).
+#[test]
+fn a_wait_behind_a_blocked_command_does_not_hold_the_controllers_pause() {
+    let redis = RedisServer::start();
+    let proxy = paused_proxy(&redis, "durability:\n  min_replicas: 1\n");
+    let mut ctl = controller(&proxy);
+    let mut blocked = proxy.client();
+    blocked.send(&["BLPOP", "never", "0"]);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(ctl.cmd(&["CLIENT", "PAUSE", "10000", "WRITE"]), Reply::ok());
+    assert_eq!(ctl.cmd(&["CLIENT", "UNPAUSE"]), Reply::ok());
+}

@@ -138,8 +138,9 @@ async fn carry_out(ctx: &Arc<ControlContext>, ask: &FailoverAsk) -> Result<Strin
         .set_state(FailoverCommandState::FailoverInProgress);
     match peer.call(&["REPLICAOF", "NO", "ONE"]).await {
         Ok(_) => {}
-        // Refused: the target stays a replica, and writes go on here.
-        Err(e @ BackendError::Reply(_)) => {
+        // Refused: the target stays a replica, and writes go on here. (An
+        // answer that could not be read is no refusal: below.)
+        Err(e @ BackendError::Reply(_)) if !e.to_string().contains("invalid reply") => {
             return give_back(format!("target {target}: REPLICAOF NO ONE: {e}"));
         }
         // No answer: it may still have been promoted. Never release

@@ -256,6 +256,10 @@ impl Pause {
         owner: Option<PauseOwner>,
     ) -> u64 {
         let mut generation = 0;
+        // Subscribed first: an end that comes right after the pause is
+        // set is seen by its timer (subscribed after, it was taken as
+        // seen, and the timer slept its timeout out: a review).
+        let mut changes = self.generation.subscribe();
         self.generation.send_modify(|g| {
             self.change(|state| state.set = Some((mode, Instant::now() + timeout, owner)));
             *g += 1;
@@ -263,7 +267,6 @@ impl Pause {
         });
         self.metrics.pauses.inc();
         let pause = Arc::clone(self);
-        let mut changes = self.generation.subscribe();
         tokio::spawn(async move {
             // The timer goes with its pause: ended or replaced, there is
             // nothing left for it to end. (Left to sleep out its timeout,

@@ -107,23 +107,19 @@ impl Server {
             self.handoff.offer("admin", &listener);
             tokio::spawn(admin::serve(listener, Arc::clone(&self.shared)));
         }
-        let shared = &self.shared;
+        // Not supervised ([`supervise`]): the polls start tasks of their
+        // own (fences, announcements) that a restart would start again
+        // beside the first ones, and the `FAILOVER` runner's state would
+        // stay "in progress" (a review).
         if self.config.controller.url.is_some() {
-            let shared = Arc::clone(shared);
-            supervise("controller poll", self.shutdown.clone(), move || {
-                poll::poll(Arc::clone(&shared))
-            });
+            tokio::spawn(poll::poll(Arc::clone(&self.shared)));
         }
         if self.config.sentinel.enabled() {
-            let shared = Arc::clone(shared);
-            supervise("Sentinel poll", self.shutdown.clone(), move || {
-                sentinel::run(Arc::clone(&shared))
-            });
+            tokio::spawn(sentinel::run(Arc::clone(&self.shared)));
         }
-        let shared = Arc::clone(shared);
-        supervise("FAILOVER command", self.shutdown.clone(), move || {
-            crate::control::failover_command::serve(Arc::clone(&shared))
-        });
+        tokio::spawn(crate::control::failover_command::serve(Arc::clone(
+            &self.shared,
+        )));
         Ok(())
     }
 
@@ -201,10 +197,8 @@ const RESTART_AFTER: Duration = Duration::from_secs(1);
 /// Runs the task `make` builds until it returns or `shutdown`; one that
 /// panics is logged and started again after [`RESTART_AFTER`]: one bug met
 /// by one input then costs a restart of that task, not its work for good.
-/// (A Sentinel quorum larger than the Sentinels known panicked the poll
-/// task, and writes stayed fenced until the process was restarted: an
-/// audit.) What the task had learned starts again from nothing, which the
-/// lease survives: it lapses unless renewed anew.
+/// Only for a task that starts no task of its own and keeps no state
+/// elsewhere (the node probe): a restart would leave those behind.
 pub(super) fn supervise<F, Fut>(name: &'static str, shutdown: CancellationToken, make: F)
 where
     F: Fn() -> Fut + Send + 'static,

@@ -353,11 +353,25 @@ impl Predecessor<'_> {
         mover.start(to, takes);
         handoff.committed.cancel();
         let _ = conn.set_read_timeout(None);
-        let mut moved = 0u64;
+        let (mut moved, mut closed) = (0u64, 0u64);
         // Sessions that are ready together go in one message, within the
         // descriptors and the bytes one carries.
         while let Some(first) = sessions.blocking_recv() {
-            let batch = batch(first, || sessions.try_recv().ok());
+            let (batch, too_big): (Vec<_>, Vec<_>) = batch(first, || sessions.try_recv().ok())
+                .into_iter()
+                .partition(|s| wire::carries(s.state.buffered()));
+            if !too_big.is_empty() {
+                // Sent, it would break the channel for every session
+                // after it (a review): closed here instead.
+                warn!(
+                    sessions = too_big.len(),
+                    "sessions holding more than one message carries could not be handed over: closed"
+                );
+                closed += too_big.len() as u64;
+            }
+            if batch.is_empty() {
+                continue;
+            }
             let n = batch.len() as u64;
             match send_sessions(conn, batch) {
                 Ok(()) => moved += n,
@@ -366,7 +380,7 @@ impl Predecessor<'_> {
                 }
             }
         }
-        let _ = wire::send(conn, &Message::Done { moved, closed: 0 }, &[]);
+        let _ = wire::send(conn, &Message::Done { moved, closed }, &[]);
         info!(
             moved,
             since_hold_us = held_at.elapsed().as_micros() as u64,

@@ -94,12 +94,20 @@ impl Session {
         };
         self.forward_run();
         self.to_backend.extend_from_slice(&rule.request);
+        // Behind a blocking command the node may never run it: counted,
+        // it held every failover's pause (a review: `BLPOP never 0` alone,
+        // with `durability.min_replicas`). The writes it covers are
+        // counted themselves, or are the blocking command.
+        let counted = !self.blocking_owed();
         self.owed.push_back(Owed::Reply(Expect::ReplicaAck {
             min_replicas: rule.min_replicas,
             timeout_ms: rule.timeout_ms,
+            counted,
         }));
         self.acks_owed += 1;
-        self.writes_out.add(&self.gate);
+        if counted {
+            self.writes_out.add(&self.gate);
+        }
     }
 
     /// A write's success reply, to land at `to_client[at..at + len]`,
@@ -117,9 +125,16 @@ impl Session {
     /// write successes replaced if too few replicas confirmed them. Every
     /// reply before the `WAIT`'s is in `to_client` by now.
     #[cold]
-    pub(super) fn replicas_answered(&mut self, reply: &[u8], min_replicas: u32, timeout_ms: u64) {
+    pub(super) fn replicas_answered(
+        &mut self,
+        reply: &[u8],
+        (min_replicas, timeout_ms): (u32, u64),
+        counted: bool,
+    ) {
         self.acks_owed = self.acks_owed.saturating_sub(1);
-        self.writes_out.answered(&self.gate);
+        if counted {
+            self.writes_out.answered(&self.gate);
+        }
         let Some(hold) = self.ack_hold.take() else {
             return; // no write success waited (errors, or muted replies)
         };

@@ -30,7 +30,10 @@ impl Session {
     /// ([`Session::behind_block`]), which is answered now: the requests
     /// from it on are admitted. Whether it did.
     pub(super) fn resume_behind_block(&mut self) -> bool {
-        if !self.behind_block || self.blocking_owed() {
+        if !self.behind_block
+            || self.blocking_owed()
+            || (self.subscribed_ever && self.subscribe_pending_on_kvrocks())
+        {
             return false;
         }
         self.behind_block = false;

@@ -212,6 +212,10 @@ struct Session {
     /// blocking command before it to be answered ([`Session::admit`]); the
     /// client is not read meanwhile.
     behind_block: bool,
+    /// A subscribe-family request was forwarded once (the rare sessions
+    /// whose requests on Kvrocks may wait for its confirmations:
+    /// [`modes`]).
+    subscribed_ever: bool,
     /// `WAIT`s sent and not yet answered.
     acks_owed: u32,
     /// Replies held for the next `WAIT`'s answer.
@@ -438,6 +442,7 @@ impl Session {
             monitoring: false,
             blocking_out: 0,
             behind_block: false,
+            subscribed_ever: false,
             acks_owed: 0,
             ack_hold: None,
         }

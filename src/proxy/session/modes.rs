@@ -6,7 +6,7 @@
 
 use crate::command::Special;
 
-use super::state::Stream;
+use super::state::{Owed, Stream};
 use super::Session;
 
 /// A request on a MONITOR connection ([`Session::monitoring`]).
@@ -30,6 +30,27 @@ const KVROCKS_SUBSCRIBED: &[u8] = b"-ERR leasegate: only (P|S)SUBSCRIBE / (P|S)U
 const SUBSCRIBE_IN_TRANSACTION: &[u8] = b"-ERR leasegate: (un)subscribing is not taken inside a transaction (its confirmations would come inside EXEC's reply); send it before MULTI\r\n";
 
 impl Session {
+    /// Whether `special` (named `name`) is a request whose fate depends on
+    /// subscribe mode on Kvrocks: anything but the subscribe commands,
+    /// `PING`, `QUIT` and `RESET`.
+    pub(super) fn awaits_subscribe_mode(&self, special: Special, name: &[u8]) -> bool {
+        !matches!(
+            special,
+            Special::Subscribe | Special::Unsubscribe | Special::Reset | Special::Quit
+        ) && !name.eq_ignore_ascii_case(b"ping")
+    }
+
+    /// On Kvrocks, an (un)subscribe not yet confirmed: whether the session
+    /// will be in subscribe mode when the next request runs is not known
+    /// yet, so that request waits ([`Session::behind_block`]). Judged at
+    /// forwarding time, an `LRANGE` pipelined behind `SUBSCRIBE` went out
+    /// and its reply was taken for a message; one behind the last
+    /// `UNSUBSCRIBE` was refused (a review).
+    #[cold]
+    pub(super) fn subscribe_pending_on_kvrocks(&self) -> bool {
+        self.owed.iter().any(|o| matches!(o, Owed::PubSub(_))) && self.gate.role().node.is_kvrocks()
+    }
+
     /// Why a request is not sent to a node that streams to a MONITOR (or
     /// a MONITOR, HELLO or (un)subscribe not sent inside a transaction), if
     /// it is not.

@@ -122,6 +122,13 @@ impl Session {
         } else {
             command.class
         };
+        if self.subscribed_ever
+            && self.awaits_subscribe_mode(special, &words.name)
+            && self.subscribe_pending_on_kvrocks()
+        {
+            self.behind_block = true;
+            return false;
+        }
         if self.monitoring
             || self.stream == Stream::PubSub
             || matches!(

@@ -299,11 +299,12 @@ impl Session {
             Some(Owed::Reply(Expect::ReplicaAck {
                 min_replicas,
                 timeout_ms,
+                counted,
             })) => {
                 self.pass_run(passed, at);
                 *passed = end;
                 let reply = bytes::Bytes::copy_from_slice(&self.from_backend[range]);
-                self.replicas_answered(&reply, min_replicas, timeout_ms);
+                self.replicas_answered(&reply, (min_replicas, timeout_ms), counted);
             }
             Some(Owed::Reply(Expect::Heartbeat { renewed })) => {
                 self.pass_run(passed, at);

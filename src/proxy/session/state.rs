@@ -93,6 +93,9 @@ pub(super) enum Expect {
     ReplicaAck {
         min_replicas: u32,
         timeout_ms: u64,
+        /// Counted in flight: not where a blocking command before it may
+        /// keep the node from ever running it ([`super::acks`]).
+        counted: bool,
     },
     /// The `CLIENT INFO` sent after a login on a Kvrocks node
     /// ([`super::restore`]): swallowed; its `namespace=` is where the

@@ -482,8 +482,15 @@ impl<C: ClientIo> Driver<C> {
                 // while: what is still owed (a `WAIT` no replica answers,
                 // a request the node never ends) is given up, as the node
                 // frees a client at its end. (Waited for, such a session
-                // and its node connection stayed for good: an audit.)
-                if self.client_eof && self.trim.quiet_periods() >= CLIENT_GONE_QUIET_PERIODS {
+                // and its node connection stayed for good: an audit.) Not
+                // while replies wait to be written (a half-closed client
+                // reading slowly: a review) or a request is held (a pause
+                // or a confirmation ends that).
+                if self.client_eof
+                    && self.trim.quiet_periods() >= CLIENT_GONE_QUIET_PERIODS
+                    && s.client_bytes().is_empty()
+                    && matches!(s.stall, Stall::None)
+                {
                     debug!(
                         "the client is gone and the node answers nothing more: closing the session"
                     );
