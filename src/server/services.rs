@@ -107,19 +107,20 @@ impl Server {
             self.handoff.offer("admin", &listener);
             tokio::spawn(admin::serve(listener, Arc::clone(&self.shared)));
         }
-        // Not supervised ([`supervise`]): the polls start tasks of their
+        // Not restarted ([`supervise`]): the polls start tasks of their
         // own (fences, announcements) that a restart would start again
         // beside the first ones, and the `FAILOVER` runner's state would
-        // stay "in progress" (a review).
+        // stay "in progress" (a review). A panic there ends the process.
         if self.config.controller.url.is_some() {
-            tokio::spawn(poll::poll(Arc::clone(&self.shared)));
+            exit_on_panic("controller poll", poll::poll(Arc::clone(&self.shared)));
         }
         if self.config.sentinel.enabled() {
-            tokio::spawn(sentinel::run(Arc::clone(&self.shared)));
+            exit_on_panic("Sentinel poll", sentinel::run(Arc::clone(&self.shared)));
         }
-        tokio::spawn(crate::control::failover_command::serve(Arc::clone(
-            &self.shared,
-        )));
+        exit_on_panic(
+            "FAILOVER command",
+            crate::control::failover_command::serve(Arc::clone(&self.shared)),
+        );
         Ok(())
     }
 
@@ -218,6 +219,24 @@ where
             tokio::select! {
                 _ = tokio::time::sleep(RESTART_AFTER) => {}
                 _ = shutdown.cancelled() => return,
+            }
+        }
+    });
+}
+
+/// Runs `task`; if it panics, the process exits (status 70) for its
+/// supervisor to start it again: left stopped, a poll renews no lease and
+/// writes stay fenced until someone restarts leasegate by hand (a review).
+/// Clients reconnect, as at any restart; nothing acknowledged is lost.
+fn exit_on_panic<Fut>(name: &'static str, task: Fut)
+where
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    tokio::spawn(async move {
+        if let Err(e) = tokio::spawn(task).await {
+            if e.is_panic() {
+                error!(task = name, "a task panicked (its message is above): leasegate exits for its supervisor to start it again");
+                std::process::exit(70);
             }
         }
     });

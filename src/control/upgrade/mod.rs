@@ -356,10 +356,12 @@ impl Predecessor<'_> {
         let (mut moved, mut closed) = (0u64, 0u64);
         // Sessions that are ready together go in one message, within the
         // descriptors and the bytes one carries.
-        while let Some(first) = sessions.blocking_recv() {
-            let (batch, too_big): (Vec<_>, Vec<_>) = batch(first, || sessions.try_recv().ok())
-                .into_iter()
-                .partition(|s| wire::carries(s.state.buffered()));
+        let mut held = None;
+        while let Some(first) = held.take().or_else(|| sessions.blocking_recv()) {
+            let (batch, too_big): (Vec<_>, Vec<_>) =
+                batch(&mut held, first, || sessions.try_recv().ok())
+                    .into_iter()
+                    .partition(|s| wire::carries(s.state.encoded_len()));
             if !too_big.is_empty() {
                 // Sent, it would break the channel for every session
                 // after it (a review): closed here instead.
@@ -425,13 +427,24 @@ impl Drop for Freeze<'_> {
 
 /// `first` and the sessions `next` has ready, as many as one message
 /// carries: [`wire::MAX_FDS`] descriptors (two a session), and
-/// [`wire::SESSIONS_BUDGET`] buffered bytes (passed by the last one taken).
-fn batch(first: MovedSession, mut next: impl FnMut() -> Option<MovedSession>) -> Vec<MovedSession> {
-    let mut bytes = first.state.buffered();
+/// [`wire::SESSIONS_BUDGET`] encoded bytes. A session that would take the
+/// message past that ends the batch; it goes in the next one (`held`),
+/// alone if it is that big.
+fn batch(
+    held: &mut Option<MovedSession>,
+    first: MovedSession,
+    mut next: impl FnMut() -> Option<MovedSession>,
+) -> Vec<MovedSession> {
+    let mut bytes = first.state.encoded_len();
     let mut batch = vec![first];
-    while batch.len() < wire::MAX_FDS / 2 && bytes < wire::SESSIONS_BUDGET {
+    while batch.len() < wire::MAX_FDS / 2 {
         let Some(session) = next() else { break };
-        bytes += session.state.buffered();
+        let size = session.state.encoded_len();
+        if bytes.saturating_add(size) > wire::SESSIONS_BUDGET {
+            *held = Some(session);
+            break;
+        }
+        bytes += size;
         batch.push(session);
     }
     batch

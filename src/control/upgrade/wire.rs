@@ -32,16 +32,13 @@ const CONTROL_WORDS: usize = (MAX_FDS * 4 + 64) / 8;
 /// ([`SESSIONS_BUDGET`]).
 const MAX_BODY: usize = 3 << 30;
 
-/// Whether one message carries a session with `buffered` bytes (sent as
-/// hex, with its other state).
-pub fn carries(buffered: usize) -> bool {
-    buffered
-        .checked_mul(2)
-        .and_then(|hex| hex.checked_add(1 << 20))
-        .is_some_and(|body| body <= MAX_BODY)
+/// Whether one message carries a session of `encoded` bytes
+/// ([`MovedState::encoded_len`]).
+pub fn carries(encoded: usize) -> bool {
+    encoded <= MAX_BODY
 }
 
-/// The buffered bytes of the sessions one message carries, at most (one
+/// The encoded bytes of the sessions one message carries, at most (one
 /// session more than this goes alone): 64 subscribers 4 MiB behind each
 /// made a message of 370 MB (an attack pass).
 pub const SESSIONS_BUDGET: usize = 32 << 20;

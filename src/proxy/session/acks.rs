@@ -110,6 +110,26 @@ impl Session {
         }
     }
 
+    /// The last blocking command before them was answered: the `WAIT`s
+    /// sent behind it will run now, and are counted in flight from here
+    /// (a failover's pause then waits for them, as for any: uncounted, a
+    /// pop served just before a failover was answered `-UNKNOWN` once the
+    /// demotion cut its `WAIT` short, a review).
+    #[cold]
+    pub(super) fn count_waits_unblocked(&mut self) {
+        if self.acks_owed == 0 || self.blocking_owed() {
+            return;
+        }
+        for owed in self.owed.iter_mut() {
+            if let Owed::Reply(Expect::ReplicaAck { counted, .. }) = owed {
+                if !*counted {
+                    *counted = true;
+                    self.writes_out.add(&self.gate);
+                }
+            }
+        }
+    }
+
     /// A write's success reply, to land at `to_client[at..at + len]`,
     /// waits for the `WAIT` owed after it.
     #[inline]

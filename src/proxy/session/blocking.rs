@@ -32,7 +32,7 @@ impl Session {
     pub(super) fn resume_behind_block(&mut self) -> bool {
         if !self.behind_block
             || self.blocking_owed()
-            || (self.subscribed_ever && self.subscribe_pending_on_kvrocks())
+            || (self.pubsub_owed > 0 && self.subscribe_pending_on_kvrocks())
         {
             return false;
         }

@@ -212,10 +212,10 @@ struct Session {
     /// blocking command before it to be answered ([`Session::admit`]); the
     /// client is not read meanwhile.
     behind_block: bool,
-    /// A subscribe-family request was forwarded once (the rare sessions
-    /// whose requests on Kvrocks may wait for its confirmations:
+    /// Subscribe-family requests forwarded and not yet answered, as a hint
+    /// (one compare a request; the owed queue is the truth where it acts:
     /// [`modes`]).
-    subscribed_ever: bool,
+    pubsub_owed: u32,
     /// `WAIT`s sent and not yet answered.
     acks_owed: u32,
     /// Replies held for the next `WAIT`'s answer.
@@ -442,7 +442,7 @@ impl Session {
             monitoring: false,
             blocking_out: 0,
             behind_block: false,
-            subscribed_ever: false,
+            pubsub_owed: 0,
             acks_owed: 0,
             ack_hold: None,
         }

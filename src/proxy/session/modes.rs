@@ -48,7 +48,7 @@ impl Session {
     /// `UNSUBSCRIBE` was refused (a review).
     #[cold]
     pub(super) fn subscribe_pending_on_kvrocks(&self) -> bool {
-        self.owed.iter().any(|o| matches!(o, Owed::PubSub(_))) && self.gate.role().node.is_kvrocks()
+        self.gate.role().node.is_kvrocks() && self.owed.iter().any(|o| matches!(o, Owed::PubSub(_)))
     }
 
     /// Why a request is not sent to a node that streams to a MONITOR (or

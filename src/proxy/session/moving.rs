@@ -244,12 +244,21 @@ impl Session {
 }
 
 impl MovedState {
-    /// The bytes its buffers hold (each goes as hex: twice as many).
-    pub fn buffered(&self) -> usize {
-        self.from_client.len()
+    /// About how many bytes it takes in a message: its buffers go as hex
+    /// (two a byte), the replayed requests as JSON numbers (up to four a
+    /// byte: a `CLIENT SETNAME` of hundreds of MB is allowed), and the rest
+    /// is small.
+    pub fn encoded_len(&self) -> usize {
+        let buffers = self.from_client.len()
             + self.to_backend.len()
             + self.from_backend.len()
             + self.to_client.len()
+            + self.namespace.len();
+        let replayed: usize = self.replay.iter().flatten().map(Vec::len).sum();
+        buffers
+            .saturating_mul(2)
+            .saturating_add(replayed.saturating_mul(4))
+            .saturating_add(64 * 1024)
     }
 
     /// With the keys of its TLS connections, the client's and the node's.

@@ -122,7 +122,7 @@ impl Session {
         } else {
             command.class
         };
-        if self.subscribed_ever
+        if self.pubsub_owed > 0
             && self.awaits_subscribe_mode(special, &words.name)
             && self.subscribe_pending_on_kvrocks()
         {

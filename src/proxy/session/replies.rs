@@ -280,6 +280,7 @@ impl Session {
             Some(Owed::Reply(Expect::Plain)) => {}
             Some(Owed::Reply(Expect::BlockingRead)) => {
                 self.blocking_out = self.blocking_out.saturating_sub(1);
+                self.count_waits_unblocked();
             }
             Some(Owed::Reply(Expect::Queued)) => {
                 if &self.from_backend[range] != b"+QUEUED\r\n" {
@@ -352,6 +353,9 @@ impl Session {
         }
         if ticket.blocking {
             self.blocking_out = self.blocking_out.saturating_sub(1);
+            // Before the role hears of the completion: a failover that
+            // waits for it reads the count next.
+            self.count_waits_unblocked();
             self.gate.role().blocking_write_completed();
         }
         let reply = &self.from_backend[range];
@@ -516,6 +520,7 @@ impl Session {
                 Owed::Close => {
                     self.lifecycle = Lifecycle::Closing;
                     self.owed.clear();
+                    self.pubsub_owed = 0;
                     self.owed_local = 0;
                     return;
                 }

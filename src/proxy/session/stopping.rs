@@ -34,6 +34,7 @@ impl Session {
         }
         self.unconfirmed = None;
         self.owed.clear();
+        self.pubsub_owed = 0;
         self.owed_local = 0;
         self.stall = Stall::None;
         if owes {

@@ -38,6 +38,7 @@ impl Session {
         let Some(Owed::PubSub(confirmations)) = self.owed.pop_front() else {
             return false;
         };
+        self.pubsub_owed = self.pubsub_owed.saturating_sub(1);
         if self.subscriptions == 0 && self.shard_subscriptions == 0 {
             self.stream = Stream::Replies;
         }
@@ -75,6 +76,7 @@ impl Session {
         }
         if matches!(self.owed.front(), Some(Owed::PubSub(c)) if c.is_answered()) {
             self.owed.pop_front();
+            self.pubsub_owed = self.pubsub_owed.saturating_sub(1);
         }
         if self.subscriptions == 0 && self.shard_subscriptions == 0 {
             self.stream = Stream::Replies;

@@ -93,12 +93,12 @@ impl Session {
             }
             // With their channel arguments (else the node answers an error).
             Special::Subscribe if head.argc >= 2 => {
-                self.subscribed_ever = true;
+                self.pubsub_owed = self.pubsub_owed.saturating_add(1);
                 self.owed.push_back(Owed::PubSub(self.confirmations(head)));
                 return;
             }
             Special::Unsubscribe => {
-                self.subscribed_ever = true;
+                self.pubsub_owed = self.pubsub_owed.saturating_add(1);
                 self.owed.push_back(Owed::PubSub(self.confirmations(head)));
                 return;
             }
