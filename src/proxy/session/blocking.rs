@@ -26,9 +26,9 @@ impl Session {
             })
     }
 
-    /// A write waited for a blocking command before it
-    /// ([`Session::behind_block`]), which is answered now: the requests
-    /// from it on are admitted. Whether it did.
+    /// A request waited ([`Session::behind_block`]) for a blocking
+    /// command, or a Kvrocks (un)subscribe, before it, which is answered
+    /// now: the requests from it on are admitted. Whether it did.
     pub(super) fn resume_behind_block(&mut self) -> bool {
         if !self.behind_block
             || self.blocking_owed()

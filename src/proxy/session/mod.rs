@@ -208,9 +208,11 @@ struct Session {
     /// hint for the driver (one compare a turn; [`Session::blocked`] is the
     /// truth where it acts).
     blocking_out: u32,
-    /// A write waits at the head of the unhandled requests for the
-    /// blocking command before it to be answered ([`Session::admit`]); the
-    /// client is not read meanwhile.
+    /// A request waits at the head of the unhandled requests, not read
+    /// past meanwhile ([`Session::admit`]): a write, for the blocking
+    /// command before it to be answered ([`blocking`]); on Kvrocks, any
+    /// request but the subscribe commands, for the (un)subscribe before it
+    /// to be confirmed ([`modes`]).
     behind_block: bool,
     /// Subscribe-family requests forwarded and not yet answered, as a hint
     /// (one compare a request; the owed queue is the truth where it acts:
