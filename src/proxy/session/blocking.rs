@@ -8,22 +8,14 @@
 use crate::command::Special;
 use crate::resp::request::{arguments, RequestHead};
 
-use super::state::{Expect, Owed, WriteTicket};
+use super::state::Owed;
 use super::Session;
 
 impl Session {
     /// Whether a blocking command's reply is owed, first or behind others.
     #[cold]
     pub(super) fn blocking_owed(&self) -> bool {
-        self.blocking_out > 0
-            && self.owed.iter().any(|o| {
-                matches!(
-                    o,
-                    Owed::Reply(
-                        Expect::Write(WriteTicket { blocking: true, .. }) | Expect::BlockingRead
-                    )
-                )
-            })
+        self.blocking_out > 0 && self.owed.iter().any(Owed::is_blocking)
     }
 
     /// A request waited ([`Session::behind_block`]) for a blocking

@@ -16,7 +16,7 @@ use crate::resp::encode;
 use crate::resp::reply::ReplyFramer;
 use crate::resp::request::RequestHead;
 
-use super::state::{Expect, Lifecycle, Owed, Stall, Stream, Watch, WriteTicket};
+use super::state::{Lifecycle, Owed, Stall, Stream, Watch};
 
 /// How long a hand-over asks again a new master's leasegate that refuses
 /// the connection (restarting), and how often.
@@ -208,14 +208,7 @@ impl Session {
         if self.stream != Stream::Replies
             || self.tracking
             || self.replay.set_in_transaction
-            || self.owed.iter().any(|o| {
-                matches!(
-                    o,
-                    Owed::Reply(
-                        Expect::Write(WriteTicket { blocking: true, .. }) | Expect::BlockingRead
-                    )
-                )
-            })
+            || self.owed.iter().any(Owed::is_blocking)
         {
             // A subscriber, a tracking client, a blocked client or one
             // whose state a transaction set cannot be moved transparently.

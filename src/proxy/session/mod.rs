@@ -472,12 +472,10 @@ impl Session {
     /// Whether the first backend reply owed is a blocking command's (BLPOP
     /// and the like, `XREAD ... BLOCK`): every reply after it waits behind it.
     pub(super) fn blocked(&self) -> bool {
-        matches!(
-            self.owed.iter().find(|o| matches!(o, Owed::Reply(_))),
-            Some(Owed::Reply(
-                Expect::Write(WriteTicket { blocking: true, .. }) | Expect::BlockingRead
-            ))
-        )
+        self.owed
+            .iter()
+            .find(|o| matches!(o, Owed::Reply(_)))
+            .is_some_and(Owed::is_blocking)
     }
 
     /// Whether the connection waits on the client alone: no reply owed by

@@ -55,15 +55,11 @@ impl Session {
     /// a MONITOR, HELLO or (un)subscribe not sent inside a transaction), if
     /// it is not.
     #[cold]
-    pub(super) fn mode_refusal(&self, special: Special, ping: bool) -> Option<&'static [u8]> {
+    pub(super) fn mode_refusal(&self, special: Special, name: &[u8]) -> Option<&'static [u8]> {
         if self.monitoring && !matches!(special, Special::Reset | Special::Quit) {
             Some(MONITORING)
         } else if self.stream == Stream::PubSub
-            && !ping
-            && !matches!(
-                special,
-                Special::Subscribe | Special::Unsubscribe | Special::Reset | Special::Quit
-            )
+            && self.awaits_subscribe_mode(special, name)
             && self.gate.role().node.is_kvrocks()
         {
             Some(KVROCKS_SUBSCRIBED)

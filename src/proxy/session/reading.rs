@@ -136,8 +136,7 @@ impl Session {
                 Special::Monitor | Special::Hello | Special::Subscribe | Special::Unsubscribe
             )
         {
-            let ping = words.name.eq_ignore_ascii_case(b"ping");
-            if let Some(refusal) = self.mode_refusal(special, ping) {
+            if let Some(refusal) = self.mode_refusal(special, &words.name) {
                 let refusal = Verdict::Reply(Bytes::from_static(refusal));
                 return self.carry_out(head, own_class, special, refusal, None);
             }

@@ -470,12 +470,7 @@ impl Session {
     /// new node connection where nothing else is owed, as after any node
     /// close between requests.
     pub(super) fn unblocked_by_demotion(&mut self) {
-        let blocking_first = matches!(
-            self.owed.front(),
-            Some(Owed::Reply(
-                Expect::Write(WriteTicket { blocking: true, .. }) | Expect::BlockingRead
-            ))
-        );
+        let blocking_first = self.owed.front().is_some_and(Owed::is_blocking);
         if !blocking_first {
             return;
         }

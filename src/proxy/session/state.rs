@@ -111,6 +111,17 @@ pub(super) enum Expect {
 #[derive(Debug, Default)]
 pub(super) struct WritesOut(u32);
 
+impl Owed {
+    /// Whether it is a blocking command's reply (BLPOP and the like,
+    /// `XREAD ... BLOCK`), which may never come.
+    pub(super) fn is_blocking(&self) -> bool {
+        matches!(
+            self,
+            Owed::Reply(Expect::Write(WriteTicket { blocking: true, .. }) | Expect::BlockingRead)
+        )
+    }
+}
+
 impl WritesOut {
     /// A write is counted (before the Gate looks at the pause).
     #[inline]
