@@ -324,6 +324,7 @@ fn the_counters_move_when_their_events_happen() {
         "leasegate_backend_connect_errors_total",
         "leasegate_handovers_total{result=\"failed\"}",
         "leasegate_client_backpressure_total",
+        "leasegate_clients_closed_unread_total",
         "leasegate_clients_waiting_for_node",
         "leasegate_failover_state{state=\"none\"}",
         "leasegate_failovers_total{result=\"failed\"}",

@@ -284,3 +284,38 @@ fn a_wait_behind_a_blocked_command_does_not_hold_the_controllers_pause() {
     assert_eq!(ctl.cmd(&["CLIENT", "PAUSE", "10000", "WRITE"]), Reply::ok());
     assert_eq!(ctl.cmd(&["CLIENT", "UNPAUSE"]), Reply::ok());
 }
+
+/// A client that pipelined reads and a write and stopped reading, the
+/// write's reply behind more unread replies than
+/// `limits.max_client_output_bytes`, held the controller's pause: the
+/// write stayed counted in flight, its reply never read, and `CLIENT
+/// PAUSE` answered `-ERR writes already forwarded were not answered in
+/// time`. Now, while a pause holds requests, the replies are read on up
+/// to twice the bound, then such a client is closed.
+#[test]
+fn a_client_that_stopped_reading_does_not_hold_the_controllers_pause() {
+    let redis = RedisServer::start();
+    let proxy = paused_proxy(
+        &redis,
+        &format!(
+            "admin:\n  listen: 127.0.0.1:{}\nlimits:\n  max_client_output_bytes: 65536\n",
+            support::free_port()
+        ),
+    );
+    let mut ctl = controller(&proxy);
+    let big = "x".repeat(1 << 20);
+    assert_eq!(redis.client().cmd(&["SET", "big", &big]), Reply::ok());
+    let mut hostile = support::unread::stop_reading_behind_a_write(proxy.port, 40);
+    std::thread::sleep(Duration::from_millis(500));
+    let mut bystander = proxy.client();
+    assert_eq!(ctl.cmd(&["CLIENT", "PAUSE", "10000", "WRITE"]), Reply::ok());
+    bystander.send(&["SET", "held", "1"]);
+    assert_eq!(ctl.cmd(&["CLIENT", "UNPAUSE"]), Reply::ok());
+    assert_eq!(bystander.read(), Reply::ok());
+    let got = support::unread::read_to_the_end(&mut hostile);
+    assert!(got < 40 << 20, "read {got} bytes: not closed");
+    assert_eq!(
+        support::metric(proxy.admin_port(), "leasegate_clients_closed_unread_total "),
+        1
+    );
+}

@@ -596,3 +596,40 @@ fn a_session_that_cannot_move_is_told_why_and_closed() {
     assert_eq!(node.client().cmd(&["RPUSH", "never", "v"]), Reply::Int(1));
     assert_eq!(node.client().cmd(&["LLEN", "never"]), Reply::Int(1));
 }
+
+/// A client that stopped reading, a write of its behind more unread
+/// replies than `limits.max_client_output_bytes`, held the upgrade: the
+/// hand-over waits for the writes in flight, holding every request, and
+/// gave up after `drain_timeout_ms` (an attack pass: 5 s held, then `the
+/// take-over did not happen`). Now that client is closed and the upgrade
+/// goes on; a bystander's write held meanwhile is answered by the
+/// successor.
+#[test]
+fn a_client_that_stopped_reading_does_not_hold_an_upgrade() {
+    let node = RedisServer::start();
+    let admin = free_port();
+    let mut proxy = Proxy::start(
+        &node.addr(),
+        &format!(
+            "{}\ndrain_timeout_ms: 30000\nlimits:\n  max_client_output_bytes: 65536",
+            lease_yaml(admin)
+        ),
+    );
+    let mut successors = Successors::default();
+    heartbeat(&mut controller_client(&proxy, "ctl"), ME, 120_000, 1);
+    let big = "x".repeat(1 << 20);
+    assert_eq!(node.client().cmd(&["SET", "big", &big]), Reply::ok());
+    let mut hostile = support::unread::stop_reading_behind_a_write(proxy.port, 40);
+    let mut bystander = proxy.client();
+    assert_eq!(bystander.cmd(&["SET", "before", "1"]), Reply::ok());
+    std::thread::sleep(Duration::from_millis(500));
+
+    // Waits at most PATIENCE (10 s) for the predecessor to exit: it waited
+    // 30 s before.
+    upgrade(None, &mut proxy, &mut successors);
+
+    let got = support::unread::read_to_the_end(&mut hostile);
+    assert!(got < 40 << 20, "read {got} bytes: not closed");
+    assert_eq!(bystander.cmd(&["SET", "after", "1"]), Reply::ok());
+    assert_eq!(node.client().cmd(&["GET", "after"]), Reply::bulk("1"));
+}

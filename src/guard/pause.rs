@@ -168,6 +168,10 @@ pub struct Pause {
     active: AtomicU8,
     /// Bumped by every pause and unpause; a timer only ends its own pause.
     generation: watch::Sender<u64>,
+    /// Bumped each time requests begin to be held (nothing held before):
+    /// what a session whose client stopped reading waits for
+    /// ([`Pause::hold_starts`]).
+    starts: watch::Sender<u64>,
     held_requests: AtomicUsize,
     held_bytes: AtomicUsize,
     /// `pause.max_buffered_requests` / `_bytes`; a reload may change them
@@ -190,6 +194,7 @@ impl Pause {
         Pause {
             active: AtomicU8::new(NONE),
             generation: watch::channel(0).0,
+            starts: watch::channel(0).0,
             held_requests: AtomicUsize::new(0),
             held_bytes: AtomicUsize::new(0),
             max_requests: AtomicUsize::new(max_requests),
@@ -350,8 +355,20 @@ impl Pause {
         if let Ok(mut state) = self.state.lock() {
             f(&mut state);
             // SeqCst pairs with the writes-in-flight count (see `Session::admit`).
-            self.active.store(state.active(), Ordering::SeqCst);
+            let was = self.active.swap(state.active(), Ordering::SeqCst);
+            if was == NONE && state.active() != NONE {
+                self.starts.send_modify(|n| *n += 1);
+            }
         }
+    }
+
+    /// The hold starts to come: subscribed before [`Pause::is_paused`] is
+    /// looked at, a start between the two is not missed. Waited for only
+    /// by a session whose client stopped reading while a write of its is
+    /// in flight (its replies are then read past the bound, as a pause
+    /// waits for that write: see `proxy::session::unread`).
+    pub fn hold_starts(&self) -> watch::Receiver<u64> {
+        self.starts.subscribe()
     }
 
     /// Ends the pause; held requests are asked about again.

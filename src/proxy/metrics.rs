@@ -26,6 +26,9 @@ pub struct ProxyMetrics {
     pub handovers: Family<HandoverResult, Counter>,
     /// Times a session stopped reading because of unsent replies.
     pub backpressure: Counter,
+    /// Clients closed because a pause waited for a write of theirs whose
+    /// reply was behind unread replies (`proxy::session::driver::unread`).
+    pub unread_closed: Counter,
     /// Times an idle session gave its buffers back ([`crate::proxy::session::trim`]).
     pub buffers_released: Counter,
     /// TLS handshakes on `tls.listen`, by outcome ([`crate::proxy::tls`]).
@@ -54,6 +57,11 @@ impl ProxyMetrics {
             "client_backpressure",
             "Times a client stopped being read because its unsent replies passed limits.max_client_output_bytes",
             self.backpressure.clone(),
+        );
+        registry.register(
+            "clients_closed_unread",
+            "Clients closed because a pause waited for a write of theirs whose reply was behind more than twice limits.max_client_output_bytes of unread replies",
+            self.unread_closed.clone(),
         );
         for result in crate::proxy::tls::HANDSHAKE_OUTCOMES {
             let _ = self

@@ -16,6 +16,7 @@ pub mod node;
 pub mod scripted;
 pub mod sentinel;
 pub mod tls;
+pub mod unread;
 pub mod upgrade;
 
 use std::io::{Read, Write};

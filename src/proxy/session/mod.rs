@@ -528,6 +528,11 @@ impl Session {
         self.confirmed = self.confirmed.saturating_sub(len);
     }
 
+    /// Whether a write of the session is in flight (counted).
+    pub(super) fn has_writes_out(&self) -> bool {
+        self.writes_out.any()
+    }
+
     /// Whether the session holds a request for a pause (not for a verification).
     fn held_by_pause(&self) -> bool {
         matches!(

@@ -146,6 +146,11 @@ impl WritesOut {
         }
     }
 
+    /// Whether a write is unanswered.
+    pub(super) fn any(&self) -> bool {
+        self.0 > 0
+    }
+
     /// The session ends with writes unanswered.
     pub(super) fn abandon(&mut self, gate: &Gate) {
         if self.0 > 0 {

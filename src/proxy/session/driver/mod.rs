@@ -31,6 +31,7 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tracing::debug;
 
 mod moves;
+mod unread;
 
 use crate::guard::verify::Ticket;
 
@@ -82,6 +83,9 @@ enum Event {
     /// The probe saw the (Kvrocks) node become a replica while a blocking
     /// command of this session waited there.
     NodeDemoted,
+    /// A pause began while the session's client stopped reading with a
+    /// write in flight ([`unread`]).
+    HoldStarted,
     /// The proxy drains (SIGTERM).
     Drain,
     /// The drain's deadline passed ([`super::stopping`]).
@@ -101,6 +105,11 @@ struct Turn {
     /// A blocking command (BLPOP & co.) waits on the node: the wait for the
     /// node's demotion ([`Driver::unblockable`]).
     blocked: bool,
+    /// Past its output bound with a write in flight: the wait for a pause
+    /// to begin ([`unread`]).
+    unread: bool,
+    /// Past the allowance during a pause: the client is closed.
+    give_up: bool,
 }
 
 /// One session's sockets, timers and drain signal, and what the loop knows
@@ -136,6 +145,9 @@ pub(super) struct Driver<C: ClientIo> {
     /// A blocking command waits on the node: the wait for the probe to see
     /// the node demoted.
     demoted: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    /// Past its output bound with a write in flight: the wait for a pause
+    /// to begin ([`unread`]).
+    hold_start: unread::HoldStart,
 }
 
 impl<C: ClientIo> Driver<C> {
@@ -163,6 +175,7 @@ impl<C: ClientIo> Driver<C> {
             first_read: true,
             poked: None,
             demoted: None,
+            hold_start: None,
         }
     }
 
@@ -181,9 +194,17 @@ impl<C: ClientIo> Driver<C> {
         if self.preconnect.is_some() || !matches!(s.stall, Stall::None) {
             Preconnect::plan::<C>(&mut self.preconnect, s, ctx);
         }
-        let read_backend =
-            // Replies held for a `WAIT` do not count: its answer must be read.
-            !self.backend_eof && s.client_bytes().len() + s.unconfirmed_bytes() < s.max_output;
+        // Replies held for a `WAIT` do not count: its answer must be read.
+        let unsent = s.client_bytes().len() + s.unconfirmed_bytes();
+        let mut read_backend = !self.backend_eof && unsent < s.max_output;
+        let (mut unread, mut give_up) = (false, false);
+        if !read_backend && !self.backend_eof {
+            match self.past_bound(s, ctx, unsent) {
+                unread::PastBound::Wait => unread = self.hold_start.is_some(),
+                unread::PastBound::ReadOn => read_backend = true,
+                unread::PastBound::GiveUp => give_up = true,
+            }
+        }
         if !self.backend_eof && read_backend == self.backpressured {
             // Entering (or leaving) backpressure: counted once per stall.
             self.backpressured = !read_backend;
@@ -203,6 +224,8 @@ impl<C: ClientIo> Driver<C> {
             confirming: s.unconfirmed.is_some(),
             pokable: self.pokable(s),
             blocked: self.unblockable(s, ctx),
+            unread,
+            give_up,
         }
     }
 
@@ -298,6 +321,10 @@ impl<C: ClientIo> Driver<C> {
                 continue;
             }
             let turn = self.plan(&mut s, ctx, completing);
+            if turn.give_up {
+                self.give_up(s, ctx);
+                return None;
+            }
             // The first of this turn's sources to be ready.
             let event = {
                 // The two waits on the Gate are async blocks, built for nothing and
@@ -400,6 +427,9 @@ impl<C: ClientIo> Driver<C> {
                                 return Poll::Ready(Event::NodeDemoted);
                             }
                         }
+                    }
+                    if turn.unread && self.poll_hold_start(cx) {
+                        return Poll::Ready(Event::HoldStarted);
                     }
                     if self.trim.poll_fired(cx).is_ready() {
                         return Poll::Ready(Event::Trim);
@@ -504,6 +534,8 @@ impl<C: ClientIo> Driver<C> {
                     return ControlFlow::Break(());
                 }
             }
+            // Looked at again in the next turn's plan.
+            Event::HoldStarted => {}
             Event::Drain => {
                 self.draining = true;
                 self.deadline = Some(Woken::new(ctx.stopping.clone().cancelled_owned()));
