@@ -319,3 +319,21 @@ fn a_client_that_stopped_reading_does_not_hold_the_controllers_pause() {
         1
     );
 }
+
+/// `WAIT` blocks its connection at the node as `BLPOP` does (`WAIT 1 0`
+/// with no replica, for good), and the node runs nothing behind it: a
+/// write pipelined behind one was counted in flight for good, and every
+/// controller pause failed.
+#[test]
+fn a_write_behind_a_wait_no_replica_answers_does_not_hold_the_controllers_pause() {
+    let redis = RedisServer::start();
+    let proxy = paused_proxy(&redis, "");
+    let mut ctl = controller(&proxy);
+    let mut waiting = proxy.client();
+    waiting.send_raw(&support::encode(&[b"WAIT", b"1", b"0"]));
+    waiting.send_raw(&support::encode(&[b"SET", b"behind", b"1"]));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(ctl.cmd(&["CLIENT", "PAUSE", "10000", "WRITE"]), Reply::ok());
+    assert_eq!(ctl.cmd(&["CLIENT", "UNPAUSE"]), Reply::ok());
+    assert_eq!(redis.client().cmd(&["EXISTS", "behind"]), Reply::Int(0));
+}

@@ -167,6 +167,11 @@ pub(super) const SPECIALS: &[(&str, Option<&str>, Special)] = &[
     ("bzpopmin", None, Special::Blocking),
     ("bzpopmax", None, Special::Blocking),
     ("bzmpop", None, Special::Blocking),
+    // The node runs nothing behind a `WAIT` either until it returns (`WAIT
+    // 1 0` with no replica: never): a write pipelined behind one stayed
+    // counted in flight, and every pause failed.
+    ("wait", None, Special::Blocking),
+    ("waitaof", None, Special::Blocking),
     ("xread", None, Special::BlockingWithOption),
     ("xreadgroup", None, Special::BlockingWithOption),
     ("replicaof", None, Special::ReplicaOf),

@@ -457,7 +457,8 @@ impl Session {
             self.owed.push_back(Owed::Reply(Expect::Plain));
             return;
         }
-        if special == Special::BlockingWithOption
+        // A read that blocks: `XREAD ... BLOCK`, `WAIT`.
+        if matches!(special, Special::Blocking | Special::BlockingWithOption)
             && self.transaction.is_none()
             && is_blocking(special, head, &self.unhandled()[..head.len])
         {
