@@ -606,6 +606,41 @@ fn a_transaction_after_a_failover_runs_on_the_new_master() {
     assert_eq!(p.replica.client().cmd(&["GET", "tx"]), Reply::bulk("3"));
 }
 
+/// The same, pipelined: the old node's refusals of the queued writes
+/// came after leasegate had read the `EXEC` and taken the transaction to
+/// queue it again at the new master, which then ran it: the client was
+/// told `-READONLY` for both writes, and EXEC answered their results (an
+/// attack pass). Now EXEC is answered null, and nothing runs.
+#[test]
+fn a_pipelined_transaction_refused_by_the_old_node_is_not_run_at_the_new_master() {
+    let p = pair("");
+    let mut c = p.a.client();
+    assert_eq!(c.cmd(&["PING"]), Reply::Status("PONG".into()));
+    let (status, report) = failover_http(
+        &p,
+        r#"{"to":"TARGET","sync_timeout_ms":2000,"pause_timeout_ms":4000}"#,
+    );
+    assert_eq!(status, 200, "{report}");
+    let mut pipeline = Vec::new();
+    for request in [
+        &[&b"MULTI"[..]][..],
+        &[b"INCR", b"ptx"],
+        &[b"RPUSH", b"ptx-list", b"x"],
+        &[b"EXEC"],
+    ] {
+        pipeline.extend(support::encode(request));
+    }
+    c.send_raw(&pipeline);
+    assert_eq!(c.read(), Reply::ok());
+    assert!(c.read().is_error(), "INCR refused by the old node");
+    assert!(c.read().is_error(), "RPUSH refused by the old node");
+    assert_eq!(c.read(), Reply::Nil, "EXEC: nothing applied");
+    let mut direct = p.replica.client();
+    assert_eq!(direct.cmd(&["EXISTS", "ptx", "ptx-list"]), Reply::Int(0));
+    // The session goes on at the new master, in step.
+    assert_eq!(c.cmd(&["INCR", "ptx"]), Reply::Int(1));
+}
+
 const NODE_PASSWORD: &str = "pair-secret";
 
 /// [`pair`] with `requirepass`/`masterauth` on both nodes and

@@ -351,7 +351,7 @@ impl Session {
 
     /// Carries out `verdict` for the request held at the head of
     /// `from_client`; `false` when none is held.
-    fn answer_held(&mut self, verdict: Verdict) -> bool {
+    pub(super) fn answer_held(&mut self, verdict: Verdict) -> bool {
         let Some(held) = self.requests_head() else {
             return false;
         };

@@ -19,7 +19,9 @@
 //!
 //! * no `WATCH` is on (it watched keys on the old node; `EXEC` stays null);
 //! * every request was answered `+QUEUED` by the old node (one refused
-//!   there made the client expect `EXECABORT`);
+//!   there made the client expect `EXECABORT`), also where the answer
+//!   comes after `EXEC` was read (pipelined): the record taken for the
+//!   move is then dropped, and `EXEC` answered null once moved;
 //! * every request went out as the client sent it (none rewritten or
 //!   answered by leasegate), within [`MAX_BYTES`];
 //! * the client's reply mode is `ON`;
@@ -50,6 +52,10 @@ pub(super) struct Requeue {
     /// Taken at `EXEC` for the move: queued again once the session is on
     /// its new connection.
     moving: Option<(Bytes, u32)>,
+    /// A request of the transaction taken for the move was refused by the
+    /// old node after its `EXEC` was read (a pipeline: the answers came
+    /// after): it is not queued again, and `EXEC` is answered null.
+    refused_late: bool,
 }
 
 impl Requeue {
@@ -107,6 +113,13 @@ impl Session {
     /// again.
     pub(super) fn requeue_forget(&mut self) {
         self.requeue.forget();
+        // Taken already: its client was told a request was refused, and
+        // would see it run (an attack pass: `MULTI; INCR; RPUSH; EXEC`
+        // pipelined to a demoted leasegate, both writes answered
+        // `-READONLY` by the replica, then run at the new master).
+        if self.requeue.moving.take().is_some() {
+            self.requeue.refused_late = true;
+        }
     }
 
     /// Whether the open transaction (its `EXEC` at the head) can be queued
@@ -135,6 +148,13 @@ impl Session {
     /// to another leasegate; otherwise, or when the move failed, it is
     /// dropped and `EXEC`, at the head, meets no transaction).
     pub(super) fn requeue_after_move(&mut self, away: bool) {
+        if std::mem::take(&mut self.requeue.refused_late) && away {
+            // As where the move was decided before any request was refused
+            // ([`Session::in_transaction`]'s discard): null, nothing run.
+            let null = self.null_reply();
+            self.answer_held(crate::guard::gate::Verdict::Reply(null));
+            return;
+        }
         let Some((record, requests)) = self.requeue.moving.take() else {
             return;
         };
