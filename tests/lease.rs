@@ -545,3 +545,68 @@ fn fenced_reads_are_lease_reads_on_a_master_and_free_on_a_replica() {
         app.cmd(&["SET", "k3", "v"]).is_error() && !app.cmd(&["GET", "k"]).is_error()
     });
 }
+
+/// A probe's `ROLE` asked while the node was a replica and answered after
+/// a grant made this node master again says nothing of the node now: a
+/// failover promotes the node directly, then grants its lease, and such a
+/// stale `slave` revoked that lease at once (an attack pass: 2 in 80
+/// failovers under load, the new master refusing writes until the next
+/// heartbeat). The node here is scripted: its answer to one `ROLE` waits
+/// until the grant is in.
+#[test]
+fn a_probe_answer_asked_before_a_grant_does_not_revoke_it() {
+    use std::sync::atomic::{AtomicU8, Ordering};
+    use std::sync::Arc;
+    use support::scripted::{bulk, serve_commands};
+    // 0: answer ROLE master; 1: hold the next ROLE; 2: held; 3: answer it slave.
+    let stale = Arc::new(AtomicU8::new(0));
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let state = stale.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let state = state.clone();
+            std::thread::spawn(move || {
+                serve_commands(conn, |args| {
+                    let name = args.first().map(|a| a.to_ascii_uppercase());
+                    match name.as_deref() {
+                        Some("ROLE") => {
+                            if state
+                                .compare_exchange(1, 2, Ordering::SeqCst, Ordering::SeqCst)
+                                .is_ok()
+                            {
+                                let start = Instant::now();
+                                while state.load(Ordering::SeqCst) != 3
+                                    && start.elapsed() < PATIENCE
+                                {
+                                    std::thread::sleep(Duration::from_millis(1));
+                                }
+                                return b"*5\r\n$5\r\nslave\r\n$9\r\n127.0.0.1\r\n:6379\r\n$9\r\nconnected\r\n:0\r\n".to_vec();
+                            }
+                            b"*3\r\n$6\r\nmaster\r\n:0\r\n*0\r\n".to_vec()
+                        }
+                        Some("INFO") => bulk("# Server\r\nredis_version:7.0.15\r\n"),
+                        Some("PING") => b"+PONG\r\n".to_vec(),
+                        Some("COMMAND") => b"*0\r\n".to_vec(),
+                        _ => b"+OK\r\n".to_vec(),
+                    }
+                })
+            });
+        }
+    });
+    let proxy = fenced_proxy_at(&addr, "");
+    let mut ctl = controller(&proxy);
+    let valid =
+        |ctl: &mut Client| info_fields(&ctl.cmd(&["INFO", "leasegate"]))["lease_valid"] == "1";
+    assert!(!valid(&mut ctl), "no lease before the grant");
+    stale.store(1, Ordering::SeqCst);
+    wait_until("a ROLE held by the node", || {
+        stale.load(Ordering::SeqCst) == 2
+    });
+    heartbeat(&mut ctl, ME, 60_000, 1);
+    assert!(valid(&mut ctl), "granted");
+    stale.store(3, Ordering::SeqCst);
+    // The stale answer, then a few fresh probes (every 100 ms).
+    std::thread::sleep(Duration::from_millis(400));
+    assert!(valid(&mut ctl), "revoked by the stale ROLE answer");
+}
