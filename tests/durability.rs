@@ -8,6 +8,8 @@
 
 mod support;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use support::kvrocks::KvrocksServer;
@@ -284,4 +286,185 @@ fn writes_before_a_new_login_wait_as_the_user_that_sent_them() {
     assert_eq!(replies[0], Reply::ok(), "{replies:?}");
     assert!(matches!(replies[1], Reply::Array(_)), "{replies:?}");
     assert_eq!(replies[2], Reply::Bulk(b"2".to_vec()), "{replies:?}");
+}
+
+/// A write queued in a transaction is not applied until `EXEC`: its
+/// `+QUEUED` was held for the `WAIT` sent after the `EXEC` and, that
+/// `WAIT` failing, replaced with `-UNKNOWN ... the node applied it` (a
+/// pass: every transaction so on the 2024 Kvrocks build, which has no
+/// `WAIT`). Now `+QUEUED` passes as it came; the `EXEC` is what is of
+/// unknown outcome.
+#[test]
+fn a_queued_write_is_not_answered_as_applied_when_the_wait_fails() {
+    let (_master, replica, proxy) = redis_pair(DURABLE);
+    let mut c = proxy.client();
+    assert_eq!(c.cmd(&["SET", "k", "before"]), Reply::ok());
+    signal(replica.pid(), "STOP");
+    let replies = pipeline(
+        &mut c,
+        &[&["MULTI"], &["SET", "q", "1"], &["INCR", "qn"], &["EXEC"]],
+    );
+    signal(replica.pid(), "CONT");
+    let queued = Reply::Status("QUEUED".into());
+    assert_eq!(replies[..3], [Reply::ok(), queued.clone(), queued]);
+    assert!(is_unknown_outcome(&replies[3]), "{:?}", replies[3]);
+}
+
+/// A node that says it is Kvrocks, with one replica; its `WAIT` answers
+/// `:1` after 200 ms, and, as the 2025 Kvrocks build was caught doing,
+/// whatever arrives meanwhile is answered before it (`wait_reply`: what
+/// it answers `WAIT` with). Its address, and whether leasegate's probe
+/// asked it `INFO replication` (it knows it for Kvrocks then).
+fn scripted_kvrocks(wait_reply: &'static [u8]) -> (String, Arc<AtomicBool>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let probed = Arc::new(AtomicBool::new(false));
+    let seen = probed.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let seen = seen.clone();
+            std::thread::spawn(move || serve_scripted_kvrocks(conn, wait_reply, &seen));
+        }
+    });
+    fn answer(args: &[String], in_multi: &mut bool, probed: &AtomicBool) -> Vec<u8> {
+        let name = args
+            .first()
+            .map(|a| a.to_ascii_uppercase())
+            .unwrap_or_default();
+        let bulk = |s: &str| format!("${}\r\n{s}\r\n", s.len()).into_bytes();
+        match name.as_str() {
+            "MULTI" => {
+                *in_multi = true;
+                b"+OK\r\n".to_vec()
+            }
+            "EXEC" => {
+                *in_multi = false;
+                b"*1\r\n+OK\r\n".to_vec()
+            }
+            _ if *in_multi => b"+QUEUED\r\n".to_vec(),
+            "INFO"
+                if args
+                    .get(1)
+                    .is_some_and(|s| s.eq_ignore_ascii_case("replication")) =>
+            {
+                probed.store(true, Ordering::SeqCst);
+                bulk("# Replication\r\nrole:master\r\nconnected_slaves:1\r\n")
+            }
+            "INFO" => bulk("# Server\r\nkvrocks_version:2.12.0\r\nredis_version:4.0.0\r\n"),
+            "CONFIG" => {
+                let key = args.get(2).cloned().unwrap_or_default();
+                let mut out = b"*2\r\n".to_vec();
+                out.extend(bulk(&key));
+                out.extend(bulk("no"));
+                out
+            }
+            "PING" => b"+PONG\r\n".to_vec(),
+            "COMMAND" => b"*0\r\n".to_vec(),
+            _ => b"+OK\r\n".to_vec(),
+        }
+    }
+    fn serve_scripted_kvrocks(
+        mut conn: std::net::TcpStream,
+        wait_reply: &[u8],
+        probed: &AtomicBool,
+    ) {
+        use redis_protocol::resp2::types::OwnedFrame;
+        let _ = conn.set_read_timeout(Some(std::time::Duration::from_millis(5)));
+        let (mut buf, mut chunk) = (Vec::new(), [0u8; 4096]);
+        let mut in_multi = false;
+        let mut wait_due: Option<std::time::Instant> = None;
+        loop {
+            while let Ok(Some((frame, used))) = redis_protocol::resp2::decode::decode(&buf) {
+                buf.drain(..used);
+                let OwnedFrame::Array(items) = frame else {
+                    return;
+                };
+                let args: Vec<String> = items
+                    .iter()
+                    .map(|f| match f {
+                        OwnedFrame::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+                        _ => String::new(),
+                    })
+                    .collect();
+                if args.first().is_some_and(|a| a.eq_ignore_ascii_case("WAIT")) {
+                    wait_due =
+                        Some(std::time::Instant::now() + std::time::Duration::from_millis(200));
+                    continue;
+                }
+                if conn
+                    .write_all(&answer(&args, &mut in_multi, probed))
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            if wait_due.is_some_and(|due| std::time::Instant::now() >= due) {
+                wait_due = None;
+                if conn.write_all(wait_reply).is_err() {
+                    return;
+                }
+            }
+            match conn.read(&mut chunk) {
+                Ok(0) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(_) => return,
+            }
+        }
+    }
+    (addr, probed)
+}
+
+/// On Kvrocks nothing goes behind leasegate's own `WAIT` until it is
+/// answered: the 2025 build answered a `MULTI` sent behind one before it,
+/// the `MULTI`'s `+OK` was taken for the `WAIT`'s count, the write it
+/// covered answered `-UNKNOWN`, and every later reply of the connection
+/// went one request off (an attack pass, by the bytes between leasegate
+/// and the node). The node here answers so whatever it is sent during a
+/// `WAIT`.
+#[test]
+fn on_kvrocks_nothing_goes_behind_leasegates_wait() {
+    let (node, probed) = scripted_kvrocks(b":1\r\n");
+    let proxy = Proxy::start(&node, DURABLE);
+    let mut c = proxy.client();
+    eventually("the node is known for Kvrocks", || {
+        probed.load(Ordering::SeqCst)
+    });
+    c.send_raw(&encode(&[b"SET", b"a", b"1"]));
+    std::thread::sleep(Duration::from_millis(50));
+    let mut transaction = Vec::new();
+    for request in [&[&b"MULTI"[..]][..], &[b"SET", b"b", b"2"], &[b"EXEC"]] {
+        transaction.extend(encode(request));
+    }
+    c.send_raw(&transaction);
+    assert_eq!(c.read(), Reply::ok(), "the SET, once the WAIT said :1");
+    assert_eq!(c.read(), Reply::ok(), "MULTI");
+    assert_eq!(c.read(), Reply::Status("QUEUED".into()));
+    assert_eq!(c.read(), Reply::Array(vec![Reply::ok()]), "EXEC");
+}
+
+/// A node whose answer to leasegate's own `WAIT` is neither a count nor an
+/// error has its replies out of order (as above): every later reply would
+/// reach the wrong request. The client is told so and closed; nothing held
+/// for the `WAIT` is sent. (Before, the writes were answered `-UNKNOWN`
+/// and the connection went on, one reply off.)
+#[test]
+fn a_node_answering_wait_out_of_order_closes_the_client() {
+    let (node, probed) = scripted_kvrocks(b"+OK\r\n");
+    let proxy = Proxy::start(&node, DURABLE);
+    let mut c = proxy.client();
+    eventually("the node is known for Kvrocks", || {
+        probed.load(Ordering::SeqCst)
+    });
+    let told = c.cmd(&["SET", "a", "1"]);
+    assert!(
+        told.error_text().contains("replies came out of order"),
+        "{told:?}"
+    );
+    assert!(c.is_closed());
 }

@@ -25,12 +25,30 @@ impl Session {
         if !self.behind_block
             || self.blocking_owed()
             || (self.pubsub_owed > 0 && self.subscribe_pending_on_kvrocks())
+            || self.waits_on_kvrocks()
         {
             return false;
         }
         self.behind_block = false;
         self.on_client_data();
         true
+    }
+}
+
+impl Session {
+    /// Whether a request must wait for a `WAIT` (leasegate's own, of
+    /// `durability.min_replicas`) sent before it to be answered: on
+    /// Kvrocks (2025), a `MULTI` sent right behind a `WAIT` is run, and
+    /// answered, before it, and every reply after it with it (an attack
+    /// pass captured eleven replies ahead of one, every later reply of the
+    /// connection then one place off; the writes the `WAIT` covered were
+    /// answered `-UNKNOWN` with the `MULTI`'s `+OK` as its count). So there
+    /// nothing goes behind a `WAIT` until it is answered, nor behind a
+    /// blocking command (the client's own `WAIT` is one), which the node
+    /// would not run before it anyway.
+    #[inline]
+    pub(super) fn waits_on_kvrocks(&self) -> bool {
+        (self.acks_owed > 0 || self.blocking_owed()) && self.gate.role().node.is_kvrocks()
     }
 }
 

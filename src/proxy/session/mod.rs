@@ -212,7 +212,9 @@ struct Session {
     /// past meanwhile ([`Session::admit`]): a write, for the blocking
     /// command before it to be answered ([`blocking`]); on Kvrocks, any
     /// request but the subscribe commands, for the (un)subscribe before it
-    /// to be confirmed ([`modes`]).
+    /// to be confirmed ([`modes`]); on Kvrocks, any request, for a `WAIT`
+    /// or blocking command before it to be answered
+    /// ([`Session::waits_on_kvrocks`]).
     behind_block: bool,
     /// Subscribe-family requests forwarded and not yet answered, as a hint
     /// (one compare a request; the owed queue is the truth where it acts:

@@ -129,6 +129,10 @@ impl Session {
             self.behind_block = true;
             return false;
         }
+        if (self.acks_owed > 0 || self.blocking_out > 0) && self.waits_on_kvrocks() {
+            self.behind_block = true;
+            return false;
+        }
         if self.monitoring
             || self.stream == Stream::PubSub
             || matches!(
@@ -143,6 +147,11 @@ impl Session {
         }
         if self.unreplicated && special != Special::None {
             self.before_special(special, &head);
+            // The `WAIT` it sent goes first (Kvrocks).
+            if self.waits_on_kvrocks() {
+                self.behind_block = true;
+                return false;
+            }
         }
         let bytes = &self.from_client[self.run..][..head.len];
         let class = self.gated_class(special, own_class);

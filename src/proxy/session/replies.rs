@@ -140,8 +140,14 @@ impl Session {
                 self.pass_run(passed, at);
                 self.to_client.extend_from_slice(&instead);
                 *passed = end;
-            } else if self.acks_owed > 0 && !matches!(head.kind, b'-' | b'!') {
-                // Where the run puts it in `to_client`.
+            } else if self.acks_owed > 0
+                && !matches!(head.kind, b'-' | b'!')
+                && &self.from_backend[at..end] != b"+QUEUED\r\n"
+            {
+                // (A write queued in a transaction is not applied yet: its
+                // `+QUEUED` was replaced with `-UNKNOWN ... the node
+                // applied it` when the `WAIT` after the `EXEC` failed, a
+                // pass.) Where the run puts it in `to_client`.
                 self.hold_for_replicas(self.to_client.len() + (at - *passed), end - at);
             }
         } else {
@@ -304,6 +310,10 @@ impl Session {
             })) => {
                 self.pass_run(passed, at);
                 *passed = end;
+                if !matches!(head.kind, b':' | b'-' | b'!') {
+                    self.out_of_step(range);
+                    return;
+                }
                 let reply = bytes::Bytes::copy_from_slice(&self.from_backend[range]);
                 self.replicas_answered(&reply, (min_replicas, timeout_ms), counted);
             }

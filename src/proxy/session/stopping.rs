@@ -8,9 +8,17 @@
 //! read. A write that was forwarded may or may not have been applied, and
 //! the error says so. Replies held for a confirmation or for replicas are
 //! not sent: nothing is acknowledged that the Gate did not let through.
+//!
+//! A node whose replies came out of order (its answer to leasegate's own
+//! `WAIT` was neither a count nor an error) ends its session the same way,
+//! with an error that says so ([`Session::out_of_step`]).
 
 use super::state::{Expect, Lifecycle, Owed, Stall};
 use super::Session;
+
+/// What the client gets when the node's replies came out of step.
+const OUT_OF_STEP: &str =
+    "-ERR leasegate: the node's replies came out of order (its answer to leasegate's WAIT was ";
 
 /// What the client gets in place of the answer it was owed.
 pub(super) const STOPPED: &[u8] = b"-ERR leasegate stopped before this was answered (drain_timeout_ms passed); the connection closes, and a write sent may or may not have been applied\r\n";
@@ -20,6 +28,32 @@ impl Session {
     /// or held, and close once it is written.
     #[cold]
     pub(super) fn stop_now(&mut self) {
+        self.end_owing(STOPPED);
+    }
+
+    /// The node answered leasegate's own `WAIT` with neither a count nor an
+    /// error (`reply`, at `from_backend[reply]`): its replies are out of
+    /// order (Kvrocks answered a `MULTI` sent behind one first, an attack
+    /// pass), so every reply after it would reach the wrong request. The
+    /// client is told so and closed, nothing held sent.
+    #[cold]
+    pub(super) fn out_of_step(&mut self, reply: std::ops::Range<usize>) {
+        let shown: String = String::from_utf8_lossy(&self.from_backend[reply])
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .take(60)
+            .collect();
+        tracing::warn!(reply = %shown.trim_end(), "the node's replies came out of order: the client is closed");
+        let text = format!(
+            "{OUT_OF_STEP}{}); the connection closes, and a write sent may or may not have been applied\r\n",
+            shown.trim_end()
+        );
+        self.end_owing(text.as_bytes());
+    }
+
+    /// Queues `error` if anything is owed or held, and closes once it is
+    /// written.
+    fn end_owing(&mut self, error: &[u8]) {
         // (A `CLIENT INFO` of leasegate's own is owed no client.)
         let owes = self
             .owed
@@ -38,7 +72,7 @@ impl Session {
         self.owed_local = 0;
         self.stall = Stall::None;
         if owes {
-            self.to_client.extend_from_slice(STOPPED);
+            self.to_client.extend_from_slice(error);
         }
         self.lifecycle = Lifecycle::Closing;
     }
