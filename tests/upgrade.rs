@@ -269,6 +269,20 @@ fn a_second_leasegate_on_the_same_upgrade_socket_leaves_it_alone() {
     }
     let mut second = Proxy::start(&node.addr(), &yaml);
     std::thread::sleep(Duration::from_millis(300));
+    // A SIGUSR2 to the second starts no successor: one would ask at the
+    // first's socket, and the first would hand itself over to a process
+    // of the second's config.
+    let first_pid = first.pid();
+    second.signal("USR2");
+    let watched = Instant::now();
+    while watched.elapsed() < Duration::from_millis(1500) {
+        assert!(
+            support::upgrade::successors_of(&second.config_path).is_empty(),
+            "a successor of the second started"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert!(alive(first_pid), "the first was taken over");
     second.signal("TERM");
     assert!(second.wait_exit().success());
     assert!(

@@ -360,13 +360,15 @@ impl Server {
         };
         // The socket this process serves (bound at start, whatever a reload
         // says `listen` is now).
-        match upgrade::spawn_successor(path, socket) {
-            Ok(pid) => info!(
-                pid,
-                "SIGUSR2: started a successor; it takes over when ready"
-            ),
-            Err(e) => warn!(error = %e, "SIGUSR2: cannot start a successor"),
-        }
+        let (path, socket) = (path.to_path_buf(), socket.to_path_buf());
+        self.handoff
+            .successor_wanted(move || match upgrade::spawn_successor(&path, &socket) {
+                Ok(pid) => info!(
+                    pid,
+                    "SIGUSR2: started a successor; it takes over when ready"
+                ),
+                Err(e) => warn!(error = %e, "SIGUSR2: cannot start a successor"),
+            });
     }
 
     /// Stops sessions from taking new requests and waits for the replies

@@ -85,7 +85,14 @@ pub struct Handoff {
     /// This process bound the upgrade socket: only then is the path its own
     /// to remove at exit (another leasegate's, found served, is left alone).
     bound: std::sync::atomic::AtomicBool,
+    /// A SIGUSR2 waits for the socket to be served ([`Handoff::successor_wanted`]).
+    successor_pending: std::sync::atomic::AtomicBool,
 }
+
+/// How long a SIGUSR2 that came before the upgrade socket was served
+/// (this process still taking sessions over from its predecessor) waits
+/// for it.
+const SOCKET_WAIT: Duration = Duration::from_secs(30);
 
 impl Handoff {
     /// Registers a listening socket to hand over (a copy of its descriptor).
@@ -114,6 +121,41 @@ impl Handoff {
     /// process's to remove when it exits).
     pub fn owns_socket(&self) -> bool {
         self.bound.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// SIGUSR2: whether to start a successor now. Only a process that
+    /// serves its upgrade socket starts one: the successor asks at that
+    /// path, and another leasegate's (a shared `upgrade.socket`, found
+    /// served at start) would hand itself over to a process of this one's
+    /// config. One that came while this process still takes sessions over
+    /// (its socket served only after them: a second SIGUSR2 soon after an
+    /// upgrade started a successor that found no socket, and was lost: an
+    /// attack pass) waits for the socket, at most [`SOCKET_WAIT`], then
+    /// `start` runs; more signals meanwhile are one.
+    pub fn successor_wanted(self: &Arc<Self>, start: impl FnOnce() + Send + 'static) {
+        use std::sync::atomic::Ordering;
+        if self.owns_socket() {
+            start();
+            return;
+        }
+        if self.successor_pending.swap(true, Ordering::AcqRel) {
+            info!("SIGUSR2: a successor already waits for the upgrade socket to be served");
+            return;
+        }
+        info!("SIGUSR2: the upgrade socket is not served yet (sessions still coming from the predecessor); the successor starts once it is");
+        let handoff = Arc::clone(self);
+        tokio::spawn(async move {
+            let deadline = Instant::now() + SOCKET_WAIT;
+            while !handoff.owns_socket() && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            handoff.successor_pending.store(false, Ordering::Release);
+            if handoff.owns_socket() {
+                start();
+            } else {
+                warn!("SIGUSR2: this leasegate serves no upgrade socket (another process serves its path, or it could not be bound: see the log at start); no successor started");
+            }
+        });
     }
 }
 
