@@ -339,7 +339,15 @@ fn enforce(shared: &ControlContext, old: &Config, new: Config) {
             new.verify.timeout,
         );
     }
-    let warnings = new.warnings();
+    // Only what this reload brought: the rest was said at start or at the
+    // reload that brought it (every reload repeated the `threads` warning:
+    // 131 lines in an attack pass).
+    let before = old.warnings();
+    let warnings: Vec<String> = new
+        .warnings()
+        .into_iter()
+        .filter(|w| !before.contains(w))
+        .collect();
     let new = Arc::new(new);
     shared.config.store(Arc::clone(&new));
     shared.refresh_commands();
