@@ -343,6 +343,14 @@ impl Session {
                 // backend reply or empty after `settle`): pass it on.
                 if let Some(o) = other {
                     self.owed.push_front(o);
+                } else if self.lifecycle == Lifecycle::Closing {
+                    // Ended (stopped, or the node's replies out of step):
+                    // nothing more of the node's reaches the client (a
+                    // review: after the out-of-step error, the `:1` the
+                    // node still sent reached the client, taken for the
+                    // answer to a request the node never ran).
+                    self.pass_run(passed, at);
+                    *passed = end;
                 }
             }
         }

@@ -11,12 +11,16 @@
 //! that pipelined reads and a write and stopped reading held them all.
 //!
 //! So while a pause holds requests, such a session reads the node's replies
-//! on, up to twice the bound ([`ALLOWANCE`]): a client merely slow over a
-//! large reply keeps its connection, and its write is answered. Past that,
-//! the client is closed (its connection reset, as Redis closes a client
-//! past its output buffer limit): its writes' outcome is unknown to it,
-//! and nothing is acknowledged. Outside pauses nothing changes: the wait
-//! for a pause to begin is made only in that state, never on the hot path.
+//! on, up to twice the bound ([`ALLOWANCE`]): a client slow over a reply
+//! keeps its connection as long as what it has not read stays within that,
+//! and its write is answered. Past it, the client is closed (as Redis
+//! closes a client past its output buffer limit): its writes' outcome is
+//! unknown to it, and nothing is acknowledged. Its writes leave the count
+//! at once; one the node has not run yet may still run after the pause's
+//! count reached zero (a failover may then not carry it over), which the
+//! guarantee allows: it was never acknowledged. Outside pauses nothing
+//! changes: the wait for a pause to begin is made only in that state,
+//! never on the hot path.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -69,7 +73,8 @@ impl<C: ClientIo> Driver<C> {
         if !pause.is_paused() {
             return PastBound::Wait;
         }
-        self.hold_start = None;
+        // The wait is kept (made once per stall, not per turn): should it
+        // fire for this pause later, the next turn looks again.
         if unsent < s.max_output.saturating_mul(ALLOWANCE) {
             PastBound::ReadOn
         } else {
@@ -92,7 +97,7 @@ impl<C: ClientIo> Driver<C> {
 
     /// Closes the session of a client that stopped reading while a pause
     /// waits for its writes ([`PastBound::GiveUp`]): its writes leave the
-    /// count at once, and its connection is reset, not shut down (a TLS
+    /// count at once, and its connection is dropped, not shut down (a TLS
     /// `close_notify` would wait for a client that reads nothing).
     #[cold]
     pub(super) fn give_up(self, s: Session, ctx: &SessionContext) {
