@@ -114,7 +114,7 @@ fn failover_under_writes(kind: Kind) {
     assert_eq!(failover_state(&p.a), "no-failover");
 
     let writers = Writers::start(p.a.port, 1, "w", Duration::from_millis(1));
-    std::thread::sleep(Duration::from_millis(300));
+    writers.await_more(60);
     let to = p.b.port.to_string();
     assert_eq!(
         ctl.cmd(&["FAILOVER", "TO", "127.0.0.1", &to, "TIMEOUT", "3000"]),
@@ -126,7 +126,9 @@ fn failover_under_writes(kind: Kind) {
         "one at a time"
     );
     until_switched(&p);
-    std::thread::sleep(Duration::from_millis(300));
+    // (A fixed 300 ms saw 48 writes on a loaded host, short of the 100
+    // asked for.)
+    writers.await_more(60);
     let outcome = writers.finish();
     let mut b = p.b_node.client();
     eprintln!(

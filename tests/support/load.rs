@@ -99,6 +99,8 @@ pub fn assert_none(what: &str, keys: &[String]) {
 pub struct Writers {
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<Outcome>>,
+    /// Writes acknowledged so far (plain writers only).
+    acked: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Writers {
@@ -129,17 +131,23 @@ impl Writers {
         auth: &[&str],
     ) -> Writers {
         let stop = Arc::new(AtomicBool::new(false));
+        let acked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let auth: Vec<String> = auth.iter().map(|a| a.to_string()).collect();
         let threads = (0..n)
             .map(|w| {
                 let stop = Arc::clone(&stop);
+                let acked = Arc::clone(&acked);
                 let auth = auth.clone();
                 std::thread::spawn(move || {
-                    write_until(port, &format!("{tag}{w}"), pace, &auth, &stop)
+                    write_until(port, &format!("{tag}{w}"), pace, &auth, (&stop, &acked))
                 })
             })
             .collect();
-        Writers { stop, threads }
+        Writers {
+            stop,
+            threads,
+            acked,
+        }
     }
 
     /// `n` fire-and-forget writers on `port`: each sends `batch` SETs under
@@ -157,7 +165,23 @@ impl Writers {
                 })
             })
             .collect();
-        Writers { stop, threads }
+        Writers {
+            stop,
+            threads,
+            acked: Arc::default(),
+        }
+    }
+
+    /// Waits until `more` writes beyond those acknowledged now are
+    /// acknowledged (at most [`super::PATIENCE`]): a test that needs writes
+    /// to flow through a fault waits for them rather than for a time a
+    /// loaded host may not fill.
+    pub fn await_more(&self, more: usize) {
+        let target = self.acked.load(Ordering::SeqCst) + more;
+        let start = Instant::now();
+        while self.acked.load(Ordering::SeqCst) < target && start.elapsed() < super::PATIENCE {
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     /// Stops the writers and gathers what they saw.
@@ -178,7 +202,7 @@ fn write_until(
     prefix: &str,
     pace: Duration,
     auth: &[String],
-    stop: &AtomicBool,
+    (stop, acked): (&AtomicBool, &std::sync::atomic::AtomicUsize),
 ) -> Outcome {
     // A connection, authenticated when asked; `Err` when the port refuses
     // or answers with an error (a node that is down).
@@ -205,7 +229,10 @@ fn write_until(
             .try_send(&["SET", &key, "v"])
             .and_then(|()| c.read_within(super::PATIENCE));
         match reply {
-            Ok(Some(Reply::Status(s))) if s == "OK" => out.acked.push((Instant::now(), key)),
+            Ok(Some(Reply::Status(s))) if s == "OK" => {
+                out.acked.push((Instant::now(), key));
+                acked.fetch_add(1, Ordering::SeqCst);
+            }
             Ok(other) => out.errors.push(format!("{key}: {other:?}")),
             // A closed connection is an error the client sees; it
             // reconnects, as clients do.
