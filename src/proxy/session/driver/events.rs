@@ -40,11 +40,11 @@ pub(super) enum Event {
     /// command of this session waited there.
     NodeDemoted,
     /// A pause began while the session's client stopped reading with a
-    /// write in flight ([`unread`]).
+    /// write in flight ([`super::unread`]).
     HoldStarted,
     /// The proxy drains (SIGTERM).
     Drain,
-    /// The drain's deadline passed ([`super::stopping`]).
+    /// The drain's deadline passed ([`super::super::stopping`]).
     Stopped,
 }
 
