@@ -369,24 +369,15 @@ fn scripted_kvrocks(wait_reply: &'static [u8]) -> (String, Arc<AtomicBool>) {
         wait_reply: &[u8],
         probed: &AtomicBool,
     ) {
-        use redis_protocol::resp2::types::OwnedFrame;
         let _ = conn.set_read_timeout(Some(std::time::Duration::from_millis(5)));
         let (mut buf, mut chunk) = (Vec::new(), [0u8; 4096]);
         let mut in_multi = false;
         let mut wait_due: Option<std::time::Instant> = None;
         loop {
-            while let Ok(Some((frame, used))) = redis_protocol::resp2::decode::decode(&buf) {
-                buf.drain(..used);
-                let OwnedFrame::Array(items) = frame else {
+            while let Some(request) = support::scripted::next_command(&mut buf) {
+                let Some(args) = request else {
                     return;
                 };
-                let args: Vec<String> = items
-                    .iter()
-                    .map(|f| match f {
-                        OwnedFrame::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
-                        _ => String::new(),
-                    })
-                    .collect();
                 if args.first().is_some_and(|a| a.eq_ignore_ascii_case("WAIT")) {
                     wait_due =
                         Some(std::time::Instant::now() + std::time::Duration::from_millis(200));
@@ -420,6 +411,21 @@ fn scripted_kvrocks(wait_reply: &'static [u8]) -> (String, Arc<AtomicBool>) {
     (addr, probed)
 }
 
+/// leasegate with `durability.min_replicas: 1` beside [`scripted_kvrocks`]
+/// (answering `WAIT` with `wait_reply`), once it knows it for Kvrocks, and
+/// a client whose `SET a 1` went out 50 ms ago, its `WAIT` behind it.
+fn a_write_then_wait(wait_reply: &'static [u8]) -> (Proxy, Client) {
+    let (node, probed) = scripted_kvrocks(wait_reply);
+    let proxy = Proxy::start(&node, DURABLE);
+    let mut c = proxy.client();
+    eventually("the node is known for Kvrocks", || {
+        probed.load(Ordering::SeqCst)
+    });
+    c.send_raw(&encode(&[b"SET", b"a", b"1"]));
+    std::thread::sleep(Duration::from_millis(50));
+    (proxy, c)
+}
+
 /// On Kvrocks nothing goes behind leasegate's own `WAIT` until it is
 /// answered: the 2025 build answered a `MULTI` sent behind one before it,
 /// the `MULTI`'s `+OK` was taken for the `WAIT`'s count, the write it
@@ -429,14 +435,7 @@ fn scripted_kvrocks(wait_reply: &'static [u8]) -> (String, Arc<AtomicBool>) {
 /// `WAIT`.
 #[test]
 fn on_kvrocks_nothing_goes_behind_leasegates_wait() {
-    let (node, probed) = scripted_kvrocks(b":1\r\n");
-    let proxy = Proxy::start(&node, DURABLE);
-    let mut c = proxy.client();
-    eventually("the node is known for Kvrocks", || {
-        probed.load(Ordering::SeqCst)
-    });
-    c.send_raw(&encode(&[b"SET", b"a", b"1"]));
-    std::thread::sleep(Duration::from_millis(50));
+    let (_proxy, mut c) = a_write_then_wait(b":1\r\n");
     let mut transaction = Vec::new();
     for request in [&[&b"MULTI"[..]][..], &[b"SET", b"b", b"2"], &[b"EXEC"]] {
         transaction.extend(encode(request));
@@ -457,14 +456,7 @@ fn on_kvrocks_nothing_goes_behind_leasegates_wait() {
 fn a_node_answering_wait_out_of_order_closes_the_client() {
     // As the 2025 build was caught: another request's answer, then the
     // `WAIT`'s.
-    let (node, probed) = scripted_kvrocks(b"+OK\r\n:1\r\n");
-    let proxy = Proxy::start(&node, DURABLE);
-    let mut c = proxy.client();
-    eventually("the node is known for Kvrocks", || {
-        probed.load(Ordering::SeqCst)
-    });
-    c.send_raw(&encode(&[b"SET", b"a", b"1"]));
-    std::thread::sleep(Duration::from_millis(50));
+    let (_proxy, mut c) = a_write_then_wait(b"+OK\r\n:1\r\n");
     c.send_raw(&encode(&[b"GET", b"a"]));
     let told = c.read();
     assert!(

@@ -13,18 +13,10 @@ pub fn serve_commands(mut conn: TcpStream, mut answer: impl FnMut(&[String]) -> 
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
-        while let Ok(Some((frame, used))) = redis_protocol::resp2::decode::decode(&buf) {
-            buf.drain(..used);
-            let OwnedFrame::Array(items) = frame else {
+        while let Some(request) = next_command(&mut buf) {
+            let Some(args) = request else {
                 return;
             };
-            let args: Vec<String> = items
-                .iter()
-                .map(|f| match f {
-                    OwnedFrame::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
-                    _ => String::new(),
-                })
-                .collect();
             if conn.write_all(&answer(&args)).is_err() {
                 return;
             }
@@ -34,6 +26,26 @@ pub fn serve_commands(mut conn: TcpStream, mut answer: impl FnMut(&[String]) -> 
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
         }
     }
+}
+
+/// The next request complete in `buf`, taken off it: its arguments, or
+/// `Some(None)` for something that is not an array of bulk strings;
+/// `None` until one is complete.
+pub fn next_command(buf: &mut Vec<u8>) -> Option<Option<Vec<String>>> {
+    let (frame, used) = redis_protocol::resp2::decode::decode(buf).ok().flatten()?;
+    buf.drain(..used);
+    let OwnedFrame::Array(items) = frame else {
+        return Some(None);
+    };
+    Some(Some(
+        items
+            .iter()
+            .map(|f| match f {
+                OwnedFrame::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+                _ => String::new(),
+            })
+            .collect(),
+    ))
 }
 
 /// A bulk string reply.
