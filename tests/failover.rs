@@ -587,14 +587,7 @@ fn a_transaction_refused_in_part_on_the_old_node_is_not_run_at_the_new_master() 
 /// Kvrocks in cluster mode: `-MOVED` per queued write).
 #[test]
 fn a_transaction_after_a_failover_runs_on_the_new_master() {
-    let p = pair("");
-    let mut c = p.a.client();
-    assert_eq!(c.cmd(&["PING"]), Reply::Status("PONG".into()));
-    let (status, report) = failover_http(
-        &p,
-        r#"{"to":"TARGET","sync_timeout_ms":2000,"pause_timeout_ms":4000}"#,
-    );
-    assert_eq!(status, 200, "{report}");
+    let (p, mut c) = connected_then_failed_over();
     assert_eq!(c.cmd(&["MULTI"]), Reply::ok());
     assert!(c.cmd(&["INCR", "tx"]).is_error(), "queued on the old node");
     assert_eq!(c.cmd(&["EXEC"]), Reply::Nil, "nothing applied");
@@ -606,13 +599,9 @@ fn a_transaction_after_a_failover_runs_on_the_new_master() {
     assert_eq!(p.replica.client().cmd(&["GET", "tx"]), Reply::bulk("3"));
 }
 
-/// The same, pipelined: the old node's refusals of the queued writes
-/// came after leasegate had read the `EXEC` and taken the transaction to
-/// queue it again at the new master, which then ran it: the client was
-/// told `-READONLY` for both writes, and EXEC answered their results (an
-/// attack pass). Now EXEC is answered null, and nothing runs.
-#[test]
-fn a_pipelined_transaction_refused_by_the_old_node_is_not_run_at_the_new_master() {
+/// A pair, a client of A connected (its session on A's node), then A
+/// failed over to B.
+fn connected_then_failed_over() -> (Pair, Client) {
     let p = pair("");
     let mut c = p.a.client();
     assert_eq!(c.cmd(&["PING"]), Reply::Status("PONG".into()));
@@ -621,6 +610,17 @@ fn a_pipelined_transaction_refused_by_the_old_node_is_not_run_at_the_new_master(
         r#"{"to":"TARGET","sync_timeout_ms":2000,"pause_timeout_ms":4000}"#,
     );
     assert_eq!(status, 200, "{report}");
+    (p, c)
+}
+
+/// The same, pipelined: the old node's refusals of the queued writes
+/// came after leasegate had read the `EXEC` and taken the transaction to
+/// queue it again at the new master, which then ran it: the client was
+/// told `-READONLY` for both writes, and EXEC answered their results (an
+/// attack pass). Now EXEC is answered null, and nothing runs.
+#[test]
+fn a_pipelined_transaction_refused_by_the_old_node_is_not_run_at_the_new_master() {
+    let (p, mut c) = connected_then_failed_over();
     let mut pipeline = Vec::new();
     for request in [
         &[&b"MULTI"[..]][..],
