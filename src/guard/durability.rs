@@ -93,14 +93,20 @@ pub fn judge(wait_reply: &[u8], min_replicas: u32, timeout_ms: u64) -> Option<By
         ),
         None => format!(
             "the node applied it, but did not answer WAIT with a count of replicas that have it ({})",
-            String::from_utf8_lossy(wait_reply.strip_suffix(b"\r\n").unwrap_or(wait_reply))
-                .chars()
-                .map(|c| if c.is_control() { ' ' } else { c })
-                .take(120)
-                .collect::<String>()
+            shown(wait_reply, 120)
         ),
     };
     Some(Bytes::from(format!("{NOT_REPLICATED_HEAD}{why}\r\n")))
+}
+
+/// A node's reply as an error text may quote it: its first `max`
+/// characters, its CRLF and other control characters as spaces.
+pub fn shown(reply: &[u8], max: usize) -> String {
+    String::from_utf8_lossy(reply.strip_suffix(b"\r\n").unwrap_or(reply))
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(max)
+        .collect()
 }
 
 /// The count in `:<n>\r\n`.

@@ -82,9 +82,10 @@ pub struct Handoff {
     /// Cancelled once the last session went (or the take-over failed
     /// after the commit): the process may exit.
     finished: CancellationToken,
-    /// This process bound the upgrade socket: only then is the path its own
-    /// to remove at exit (another leasegate's, found served, is left alone).
-    bound: std::sync::atomic::AtomicBool,
+    /// Cancelled once this process bound the upgrade socket: only then is
+    /// the path its own to remove at exit (another leasegate's, found
+    /// served, is left alone), and a SIGUSR2 may start a successor.
+    served: CancellationToken,
     /// A SIGUSR2 waits for the socket to be served ([`Handoff::successor_wanted`]).
     successor_pending: std::sync::atomic::AtomicBool,
 }
@@ -120,7 +121,7 @@ impl Handoff {
     /// Whether this process bound the upgrade socket (its path is this
     /// process's to remove when it exits).
     pub fn owns_socket(&self) -> bool {
-        self.bound.load(std::sync::atomic::Ordering::Acquire)
+        self.served.is_cancelled()
     }
 
     /// SIGUSR2: whether to start a successor now. Only a process that
@@ -145,10 +146,7 @@ impl Handoff {
         info!("SIGUSR2: the upgrade socket is not served yet (sessions still coming from the predecessor); the successor starts once it is");
         let handoff = Arc::clone(self);
         tokio::spawn(async move {
-            let deadline = Instant::now() + SOCKET_WAIT;
-            while !handoff.owns_socket() && Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
+            let _ = tokio::time::timeout(SOCKET_WAIT, handoff.served.cancelled()).await;
             handoff.successor_pending.store(false, Ordering::Release);
             if handoff.owns_socket() {
                 start();
@@ -189,9 +187,7 @@ pub fn serve(path: &Path, ctx: Arc<ControlContext>, handoff: Arc<Handoff>, mover
             return;
         }
     };
-    handoff
-        .bound
-        .store(true, std::sync::atomic::Ordering::Release);
+    handoff.served.cancel();
     info!(path = %path.display(), "upgrade socket ready");
     for conn in listener.incoming() {
         let conn = match conn {

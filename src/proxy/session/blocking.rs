@@ -33,9 +33,7 @@ impl Session {
         self.on_client_data();
         true
     }
-}
 
-impl Session {
     /// Whether a request must wait for a `WAIT` (leasegate's own, of
     /// `durability.min_replicas`) sent before it to be answered: on
     /// Kvrocks (2025), a `MULTI` sent right behind a `WAIT` is run, and
@@ -48,7 +46,8 @@ impl Session {
     /// would not run before it anyway.
     #[inline]
     pub(super) fn waits_on_kvrocks(&self) -> bool {
-        (self.acks_owed > 0 || self.blocking_owed()) && self.gate.role().node.is_kvrocks()
+        // (Kvrocks first: the owed queue is scanned only there.)
+        self.gate.role().node.is_kvrocks() && (self.acks_owed > 0 || self.blocking_owed())
     }
 }
 

@@ -38,15 +38,10 @@ impl Session {
     /// client is told so and closed, nothing held sent.
     #[cold]
     pub(super) fn out_of_step(&mut self, reply: std::ops::Range<usize>) {
-        let shown: String = String::from_utf8_lossy(&self.from_backend[reply])
-            .chars()
-            .map(|c| if c.is_control() { ' ' } else { c })
-            .take(60)
-            .collect();
-        tracing::warn!(reply = %shown.trim_end(), "the node's replies came out of order: the client is closed");
+        let shown = crate::guard::durability::shown(&self.from_backend[reply], 60);
+        tracing::warn!(reply = %shown, "the node's replies came out of order: the client is closed");
         let text = format!(
-            "{OUT_OF_STEP}{}); the connection closes, and a write sent may or may not have been applied\r\n",
-            shown.trim_end()
+            "{OUT_OF_STEP}{shown}); the connection closes, and a write sent may or may not have been applied\r\n"
         );
         self.end_owing(text.as_bytes());
     }
